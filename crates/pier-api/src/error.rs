@@ -1,0 +1,79 @@
+//! The error shape of the native API and its one mapping to HTTP status codes.
+//!
+//! Policy (see ARCHITECTURE.md): 400 bad input, 404 missing, 409 a conflict with the
+//! current state, 503 try again later, 507 out of capacity (disk), 500 a bug in Pier.
+
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+/// What kind of failure an error is; decides the HTTP status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorKind {
+    /// The request was malformed or named something invalid.
+    InvalidInput,
+    /// The named resource does not exist.
+    NotFound,
+    /// The request conflicts with the resource's current state.
+    Conflict,
+    /// The engine cannot serve this now; retrying may succeed.
+    Unavailable,
+    /// The host has run out of space.
+    InsufficientStorage,
+    /// A bug in Pier.
+    Internal,
+}
+
+impl ErrorKind {
+    /// The HTTP status code this kind maps to.
+    pub fn status(self) -> u16 {
+        match self {
+            ErrorKind::InvalidInput => 400,
+            ErrorKind::NotFound => 404,
+            ErrorKind::Conflict => 409,
+            ErrorKind::Unavailable => 503,
+            ErrorKind::InsufficientStorage => 507,
+            ErrorKind::Internal => 500,
+        }
+    }
+
+    /// The kind an HTTP status code stands for, for clients reading an error back.
+    pub fn from_status(status: u16) -> Self {
+        match status {
+            400 => ErrorKind::InvalidInput,
+            404 => ErrorKind::NotFound,
+            409 => ErrorKind::Conflict,
+            503 => ErrorKind::Unavailable,
+            507 => ErrorKind::InsufficientStorage,
+            _ => ErrorKind::Internal,
+        }
+    }
+}
+
+/// The JSON body of every error response.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ErrorBody {
+    pub kind: ErrorKind,
+    /// What was wrong and what to do about it.
+    pub message: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_round_trips_for_every_kind() {
+        for kind in [
+            ErrorKind::InvalidInput,
+            ErrorKind::NotFound,
+            ErrorKind::Conflict,
+            ErrorKind::Unavailable,
+            ErrorKind::InsufficientStorage,
+            ErrorKind::Internal,
+        ] {
+            assert_eq!(ErrorKind::from_status(kind.status()), kind);
+        }
+        assert_eq!(ErrorKind::from_status(418), ErrorKind::Internal);
+    }
+}

@@ -1,0 +1,37 @@
+//! Pier's API vocabulary: the resource types every other crate and every client speaks,
+//! validated names and references as newtypes, and the one error shape served over HTTP.
+//!
+//! Nothing in here touches the host. Types that come from users (`ImageRef`, `Digest`,
+//! `ProjectName`) reject bad input when parsed or deserialized, so nothing unvalidated
+//! travels further in.
+
+/// Describes a validated string newtype as a plain string in the OpenAPI document.
+#[macro_export]
+macro_rules! string_schema {
+    ($ty:ty, $desc:expr) => {
+        impl utoipa::PartialSchema for $ty {
+            fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+                utoipa::openapi::ObjectBuilder::new()
+                    .schema_type(utoipa::openapi::schema::Type::String)
+                    .description(Some($desc))
+                    .into()
+            }
+        }
+        impl utoipa::ToSchema for $ty {}
+    };
+}
+
+pub mod error;
+pub mod names;
+pub mod reference;
+pub mod types;
+
+pub use error::{ErrorBody, ErrorKind};
+pub use names::{Digest, ProjectName};
+pub use reference::ImageRef;
+
+/// The project every resource belongs to until tenants arrive.
+pub const DEFAULT_PROJECT: &str = "default";
+
+/// The version of Pier's native API, served in paths as `/v1/...`.
+pub const API_VERSION: &str = "v1";
