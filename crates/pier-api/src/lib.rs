@@ -24,6 +24,7 @@ macro_rules! string_schema {
 pub mod error;
 pub mod names;
 pub mod reference;
+pub mod time;
 pub mod types;
 
 pub use error::{ErrorBody, ErrorKind};

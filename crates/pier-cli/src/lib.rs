@@ -1,1 +1,129 @@
-//! stub
+//! The `pier` command line: clap definitions, and the client side of each command, which
+//! calls the daemon and prints a table (or JSON with `--format json`). The CLI holds no
+//! state of its own.
+
+mod images;
+mod output;
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use pier_client::Client;
+
+pub use output::Format;
+
+/// Pier: a private cloud in one binary.
+#[derive(Debug, Parser)]
+#[command(name = "pier", version, about, propagate_version = true)]
+pub struct Cli {
+    /// The daemon's socket.
+    #[arg(
+        long,
+        short = 'H',
+        global = true,
+        env = "PIER_HOST",
+        default_value = "/run/pier/pier.sock"
+    )]
+    pub host: PathBuf,
+    /// Output format.
+    #[arg(long, global = true, value_enum, default_value_t = Format::Table)]
+    pub format: Format,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the engine.
+    Daemon(DaemonArgs),
+    /// Manage images.
+    #[command(subcommand)]
+    Image(images::ImageCommand),
+    /// List images (same as `pier image ls`).
+    Images(images::ListArgs),
+    /// Remove images (same as `pier image rm`).
+    Rmi(images::RemoveArgs),
+    /// Show what the daemon is and holds.
+    Info,
+    /// Print the native API's OpenAPI document.
+    #[command(hide = true)]
+    Openapi,
+}
+
+#[derive(Debug, Args)]
+pub struct DaemonArgs {
+    /// State directory.
+    #[arg(long, default_value = "/var/lib/pier")]
+    pub root: PathBuf,
+    /// Socket of the native API (overrides --host for the daemon).
+    #[arg(long)]
+    pub socket: Option<PathBuf>,
+    /// Log filter, e.g. `info` or `pier_image=debug`.
+    #[arg(long, env = "PIER_LOG", default_value = "info")]
+    pub log_level: String,
+}
+
+/// Why the CLI stopped; carries the exit code.
+#[derive(Debug)]
+pub struct CliError {
+    pub code: i32,
+    pub message: String,
+}
+
+impl From<pier_client::ClientError> for CliError {
+    fn from(e: pier_client::ClientError) -> Self {
+        CliError {
+            code: 1,
+            message: e.to_string(),
+        }
+    }
+}
+
+impl From<std::io::Error> for CliError {
+    fn from(e: std::io::Error) -> Self {
+        CliError {
+            code: 1,
+            message: e.to_string(),
+        }
+    }
+}
+
+pub fn fail(message: impl Into<String>) -> CliError {
+    CliError {
+        code: 1,
+        message: message.into(),
+    }
+}
+
+/// Runs a client command (everything but `daemon`).
+pub async fn run_client(cli: Cli) -> Result<(), CliError> {
+    let client = Client::new(&cli.host);
+    let fmt = cli.format;
+    match cli.command {
+        Command::Daemon(_) | Command::Openapi => unreachable!("handled by main"),
+        Command::Image(cmd) => images::run(&client, fmt, cmd).await,
+        Command::Images(args) => images::list(&client, fmt, args).await,
+        Command::Rmi(args) => images::remove(&client, fmt, args).await,
+        Command::Info => {
+            let info = client.info().await?;
+            output::print(fmt, &info, || {
+                vec![
+                    format!("Version:         {}", info.version),
+                    format!("API version:     {}", info.api_version),
+                    format!("Root:            {}", info.root),
+                    format!("Store schema:    {}", info.store_schema),
+                    format!("Storage driver:  {}", info.storage_driver),
+                    format!("Images:          {}", info.images),
+                    format!("Kernel:          {}", info.kernel),
+                ]
+                .join("\n")
+            })
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum SaveFormat {
+    DockerArchive,
+    OciArchive,
+}

@@ -1,1 +1,360 @@
-//! stub
+//! A typed client of Pier's native API over its unix socket, used by the CLI and by tests.
+//! It holds no state: each call opens a connection, sends one request and reads the answer.
+
+use std::path::{Path, PathBuf};
+
+use bytes::Bytes;
+use futures_util::TryStreamExt;
+use http_body_util::{combinators::BoxBody, BodyExt, Full, StreamBody};
+use hyper::body::{Frame, Incoming};
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use pier_api::types::{
+    ArchiveFormat, FromHostRequest, HistoryEntry, ImageInspect, ImageSummary, LoadReport,
+    PruneReport, RemoveReport, SystemInfo, TagRequest,
+};
+use pier_api::{ErrorBody, ErrorKind, ImageRef};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::net::UnixStream;
+use tokio_util::io::ReaderStream;
+
+type Body = BoxBody<Bytes, std::io::Error>;
+
+/// Why a call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("cannot reach the Pier daemon at {socket}: {source}. Is `pier daemon` running? Pick another socket with --host or PIER_HOST")]
+    Connect {
+        socket: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The daemon answered with an error.
+    #[error("{message}")]
+    Api {
+        status: u16,
+        kind: ErrorKind,
+        message: String,
+    },
+    #[error("the connection to the daemon failed: {0}")]
+    Protocol(String),
+    #[error("cannot {op}: {source}")]
+    Io {
+        op: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl ClientError {
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            ClientError::Api { kind, .. } => *kind,
+            ClientError::Connect { .. } => ErrorKind::Unavailable,
+            _ => ErrorKind::Internal,
+        }
+    }
+}
+
+type Result<T> = std::result::Result<T, ClientError>;
+
+/// Percent-encodes one path segment (image names hold '/' and ':').
+pub fn encode_segment(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// A client of one daemon.
+#[derive(Debug, Clone)]
+pub struct Client {
+    socket: PathBuf,
+}
+
+impl Client {
+    pub fn new(socket: impl AsRef<Path>) -> Self {
+        Client {
+            socket: socket.as_ref().to_path_buf(),
+        }
+    }
+
+    pub fn socket(&self) -> &Path {
+        &self.socket
+    }
+
+    async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        content_type: Option<&str>,
+        body: Body,
+    ) -> Result<Response<Incoming>> {
+        let stream =
+            UnixStream::connect(&self.socket)
+                .await
+                .map_err(|source| ClientError::Connect {
+                    socket: self.socket.display().to_string(),
+                    source,
+                })?;
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(|e| ClientError::Protocol(e.to_string()))?;
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        let mut req = Request::builder()
+            .method(method)
+            .uri(path)
+            .header("host", "pier");
+        if let Some(ct) = content_type {
+            req = req.header("content-type", ct);
+        }
+        let req = req
+            .body(body)
+            .map_err(|e| ClientError::Protocol(e.to_string()))?;
+        let resp = sender
+            .send_request(req)
+            .await
+            .map_err(|e| ClientError::Protocol(e.to_string()))?;
+        if resp.status().is_success() {
+            Ok(resp)
+        } else {
+            Err(read_error(resp).await)
+        }
+    }
+
+    async fn json<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+    ) -> Result<T> {
+        let (ct, body) = match body {
+            Some(b) => (Some("application/json"), full(b)),
+            None => (None, full(Vec::new())),
+        };
+        let resp = self.send(method, path, ct, body).await?;
+        let bytes = resp
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| ClientError::Protocol(e.to_string()))?
+            .to_bytes();
+        let bytes = if bytes.is_empty() {
+            Bytes::from_static(b"null")
+        } else {
+            bytes
+        };
+        serde_json::from_slice(&bytes)
+            .map_err(|e| ClientError::Protocol(format!("unexpected answer from the daemon: {e}")))
+    }
+
+    pub async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T> {
+        self.json(Method::GET, path, None).await
+    }
+
+    pub async fn post<B: Serialize, T: DeserializeOwned>(&self, path: &str, body: &B) -> Result<T> {
+        self.json(
+            Method::POST,
+            path,
+            Some(serde_json::to_vec(body).expect("request serializes")),
+        )
+        .await
+    }
+
+    pub async fn delete<T: DeserializeOwned>(&self, path: &str) -> Result<T> {
+        self.json(Method::DELETE, path, None).await
+    }
+
+    /// POSTs a byte stream (an archive) and reads a JSON answer.
+    pub async fn post_stream<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        reader: impl AsyncRead + Send + Sync + 'static,
+    ) -> Result<T> {
+        let body =
+            StreamBody::new(ReaderStream::with_capacity(reader, 256 * 1024).map_ok(Frame::data))
+                .boxed();
+        let resp = self
+            .send(Method::POST, path, Some("application/x-tar"), body)
+            .await?;
+        let bytes = resp
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| ClientError::Protocol(e.to_string()))?
+            .to_bytes();
+        serde_json::from_slice(&bytes)
+            .map_err(|e| ClientError::Protocol(format!("unexpected answer from the daemon: {e}")))
+    }
+
+    /// GETs a byte stream into `out`; returns the bytes written.
+    pub async fn get_stream(&self, path: &str, out: &mut (impl AsyncWrite + Unpin)) -> Result<u64> {
+        let resp = self.send(Method::GET, path, None, full(Vec::new())).await?;
+        let mut body = resp.into_body();
+        let mut n = 0u64;
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|e| {
+                ClientError::Protocol(format!(
+                    "the stream broke off ({e}); the daemon's log says why"
+                ))
+            })?;
+            if let Ok(data) = frame.into_data() {
+                out.write_all(&data)
+                    .await
+                    .map_err(|source| ClientError::Io {
+                        op: "write the output".into(),
+                        source,
+                    })?;
+                n += data.len() as u64;
+            }
+        }
+        out.flush().await.map_err(|source| ClientError::Io {
+            op: "write the output".into(),
+            source,
+        })?;
+        Ok(n)
+    }
+
+    // ---- typed calls -------------------------------------------------------------------
+
+    pub async fn info(&self) -> Result<SystemInfo> {
+        self.get("/v1/info").await
+    }
+
+    pub async fn images(&self) -> Result<Vec<ImageSummary>> {
+        self.get("/v1/images").await
+    }
+
+    pub async fn inspect_image(&self, reference: &str) -> Result<ImageInspect> {
+        self.get(&format!("/v1/images/{}", encode_segment(reference)))
+            .await
+    }
+
+    pub async fn image_history(&self, reference: &str) -> Result<Vec<HistoryEntry>> {
+        self.get(&format!("/v1/images/{}/history", encode_segment(reference)))
+            .await
+    }
+
+    pub async fn tag_image(&self, reference: &str, target: ImageRef) -> Result<()> {
+        self.post(
+            &format!("/v1/images/{}/tag", encode_segment(reference)),
+            &TagRequest { target },
+        )
+        .await
+    }
+
+    pub async fn remove_image(&self, reference: &str, force: bool) -> Result<RemoveReport> {
+        self.delete(&format!(
+            "/v1/images/{}?force={force}",
+            encode_segment(reference)
+        ))
+        .await
+    }
+
+    pub async fn prune_images(&self, all: bool) -> Result<PruneReport> {
+        self.post(&format!("/v1/images/prune?all={all}"), &()).await
+    }
+
+    pub async fn load_images(
+        &self,
+        archive: impl AsyncRead + Send + Sync + 'static,
+    ) -> Result<LoadReport> {
+        self.post_stream("/v1/images/load", archive).await
+    }
+
+    pub async fn import_image(
+        &self,
+        rootfs: impl AsyncRead + Send + Sync + 'static,
+        name: Option<&ImageRef>,
+    ) -> Result<LoadReport> {
+        let q = name
+            .map(|n| format!("?name={}", encode_segment(&n.familiar())))
+            .unwrap_or_default();
+        self.post_stream(&format!("/v1/images/import{q}"), rootfs)
+            .await
+    }
+
+    pub async fn image_from_host(
+        &self,
+        name: ImageRef,
+        binaries: Vec<String>,
+    ) -> Result<LoadReport> {
+        self.post("/v1/images/from-host", &FromHostRequest { name, binaries })
+            .await
+    }
+
+    pub async fn save_images(
+        &self,
+        names: &[String],
+        format: ArchiveFormat,
+        out: &mut (impl AsyncWrite + Unpin),
+    ) -> Result<u64> {
+        let names: Vec<String> = names.iter().map(|n| encode_segment(n)).collect();
+        let format = match format {
+            ArchiveFormat::DockerArchive => "docker-archive",
+            ArchiveFormat::OciArchive => "oci-archive",
+        };
+        self.get_stream(
+            &format!("/v1/images/save?names={}&format={format}", names.join(",")),
+            out,
+        )
+        .await
+    }
+}
+
+fn full(bytes: Vec<u8>) -> Body {
+    Full::new(Bytes::from(bytes))
+        .map_err(|never| match never {})
+        .boxed()
+}
+
+async fn read_error(resp: Response<Incoming>) -> ClientError {
+    let status = resp.status();
+    let bytes = match resp.into_body().collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(e) => return ClientError::Protocol(e.to_string()),
+    };
+    match serde_json::from_slice::<ErrorBody>(&bytes) {
+        Ok(body) => ClientError::Api {
+            status: status.as_u16(),
+            kind: body.kind,
+            message: body.message,
+        },
+        Err(_) => ClientError::Api {
+            status: status.as_u16(),
+            kind: ErrorKind::from_status(status.as_u16()),
+            message: format!(
+                "{} {}",
+                status_text(status),
+                String::from_utf8_lossy(&bytes).trim()
+            ),
+        },
+    }
+}
+
+fn status_text(s: StatusCode) -> String {
+    format!("{} {}", s.as_u16(), s.canonical_reason().unwrap_or(""))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn encodes_names_for_paths() {
+        assert_eq!(
+            encode_segment("localhost:5000/a/b:v1"),
+            "localhost%3A5000%2Fa%2Fb%3Av1"
+        );
+        assert_eq!(encode_segment("busybox"), "busybox");
+    }
+}

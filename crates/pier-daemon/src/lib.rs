@@ -1,1 +1,14 @@
-//! stub
+//! The Pier daemon: wires the subsystems together and serves them.
+//!
+//! - [`server`]: startup, the state-directory lock, the unix socket, shutdown.
+//! - [`api`]: the native REST/JSON API (`/v1/...`) over the engine, and its OpenAPI
+//!   document.
+//! - [`error`]: the one mapping from subsystem errors to HTTP responses.
+//! - [`stream`]: bridges between HTTP bodies and the blocking image code.
+
+pub mod api;
+pub mod error;
+pub mod server;
+pub mod stream;
+
+pub use server::{run, DaemonConfig};

@@ -1,1 +1,25 @@
-//! stub
+//! Pier's OCI image store.
+//!
+//! - [`blobs`]: content-addressed blobs, verified on write and on read.
+//! - [`unpack`]: safe layer unpacking into overlayfs lower directories.
+//! - [`store`]: images, tags and layers: the records in the state store and the files
+//!   under the image root, kept consistent across crashes.
+//! - [`archive`]: `docker save` and OCI archives in and out.
+//! - [`build`]: images made here: a flat rootfs import, and an image from host binaries.
+//!
+//! On disk, under the image root:
+//! ```text
+//! oci/            an OCI image layout: oci-layout, index.json, blobs/sha256/<hex>
+//! layers/<hex>/   each layer unpacked once, named by its diff ID, shared by every image
+//! tmp/            scratch space; emptied at start
+//! ```
+
+pub mod archive;
+pub mod blobs;
+pub mod build;
+pub mod error;
+pub mod store;
+pub mod unpack;
+
+pub use error::ImageError;
+pub use store::ImageStore;

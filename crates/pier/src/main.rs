@@ -1,1 +1,62 @@
-fn main() {}
+//! `pier`: one binary for the daemon, the CLI, and (later) the runtime's re-exec'd helper.
+//! Dispatch happens before any tokio runtime exists, so a helper that must be
+//! single-threaded never inherits threads.
+
+use clap::Parser;
+use pier_cli::{Cli, Command};
+
+fn main() {
+    let cli = Cli::parse();
+    let code = match cli.command {
+        Command::Openapi => {
+            print!("{}", pier_daemon::api::openapi_json());
+            0
+        }
+        Command::Daemon(ref args) => run_daemon(&cli, args),
+        _ => {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("tokio runtime");
+            match rt.block_on(pier_cli::run_client(cli)) {
+                Ok(()) => 0,
+                Err(e) => {
+                    eprintln!("Error: {}", e.message);
+                    e.code
+                }
+            }
+        }
+    };
+    std::process::exit(code);
+}
+
+fn run_daemon(cli: &Cli, args: &pier_cli::DaemonArgs) -> i32 {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_new(&args.log_level)
+                .unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let config = pier_daemon::DaemonConfig {
+        root: args.root.clone(),
+        socket: args.socket.clone().unwrap_or_else(|| cli.host.clone()),
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    match rt.block_on(pier_daemon::run(config)) {
+        Ok(()) => 0,
+        Err(e) => {
+            let mut msg = e.to_string();
+            let mut src = std::error::Error::source(&e);
+            while let Some(s) = src {
+                msg.push_str(&format!(": {s}"));
+                src = s.source();
+            }
+            eprintln!("Error: {msg}");
+            1
+        }
+    }
+}

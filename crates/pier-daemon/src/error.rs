@@ -1,0 +1,77 @@
+//! The one mapping from errors to HTTP responses: [`ErrorKind::status`] decides the code,
+//! the body is an [`ErrorBody`]. A 500 means a bug and is logged.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use pier_api::{ErrorBody, ErrorKind};
+use pier_image::ImageError;
+
+/// An error on its way to a client.
+#[derive(Debug)]
+pub struct ApiError {
+    pub kind: ErrorKind,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+        ApiError {
+            kind,
+            message: message.into(),
+        }
+    }
+    pub fn invalid(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::InvalidInput, message)
+    }
+}
+
+impl From<ImageError> for ApiError {
+    fn from(e: ImageError) -> Self {
+        ApiError::new(e.kind(), e.chain())
+    }
+}
+
+impl From<pier_store::StoreError> for ApiError {
+    fn from(e: pier_store::StoreError) -> Self {
+        ImageError::from(e).into()
+    }
+}
+
+impl From<tokio::task::JoinError> for ApiError {
+    fn from(e: tokio::task::JoinError) -> Self {
+        ApiError::new(ErrorKind::Internal, format!("an engine task failed: {e}"))
+    }
+}
+
+impl From<axum::extract::rejection::JsonRejection> for ApiError {
+    fn from(r: axum::extract::rejection::JsonRejection) -> Self {
+        ApiError::invalid(format!("invalid request body: {}", r.body_text()))
+    }
+}
+
+impl From<axum::extract::rejection::QueryRejection> for ApiError {
+    fn from(r: axum::extract::rejection::QueryRejection) -> Self {
+        ApiError::invalid(format!("invalid query: {}", r.body_text()))
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        if self.kind == ErrorKind::Internal {
+            tracing::error!(message = %self.message, "internal error");
+        }
+        let status =
+            StatusCode::from_u16(self.kind.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        (
+            status,
+            Json(ErrorBody {
+                kind: self.kind,
+                message: self.message,
+            }),
+        )
+            .into_response()
+    }
+}
+
+pub type ApiResult<T> = Result<T, ApiError>;

@@ -1,0 +1,122 @@
+//! Daemon startup and shutdown.
+//!
+//! One daemon owns one state directory: an exclusive `flock` on `ROOT/daemon.lock` makes a
+//! second daemon on the same root fail at once with a clear message. The socket is created
+//! with root-only permissions, and removed again on SIGINT or SIGTERM.
+
+use std::fs::{self, File};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use pier_image::ImageStore;
+use pier_store::RedbStore;
+use tokio::net::UnixListener;
+
+use crate::api::{router, Engine};
+
+pub const DEFAULT_ROOT: &str = "/var/lib/pier";
+pub const DEFAULT_SOCKET: &str = "/run/pier/pier.sock";
+
+/// Where a daemon keeps its state and serves its API.
+#[derive(Debug, Clone)]
+pub struct DaemonConfig {
+    pub root: PathBuf,
+    pub socket: PathBuf,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error("cannot {op} {path}")]
+    Io {
+        op: &'static str,
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("another pier daemon already uses the state directory {0}; stop it, or give this one another --root")]
+    Locked(String),
+    #[error("cannot open the state store")]
+    Store(#[from] pier_store::StoreError),
+    #[error("cannot open the image store")]
+    Image(#[from] pier_image::ImageError),
+}
+
+fn io<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> DaemonError + 'a {
+    move |source| DaemonError::Io {
+        op,
+        path: path.display().to_string(),
+        source,
+    }
+}
+
+/// Holds the state directory's lock for the daemon's lifetime.
+struct RootLock(#[allow(dead_code)] File);
+
+fn lock_root(root: &Path) -> Result<RootLock, DaemonError> {
+    let path = root.join("daemon.lock");
+    let f = File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(io("open", &path))?;
+    rustix::fs::flock(&f, rustix::fs::FlockOperation::NonBlockingLockExclusive)
+        .map_err(|_| DaemonError::Locked(root.display().to_string()))?;
+    Ok(RootLock(f))
+}
+
+/// Runs the daemon until SIGINT or SIGTERM.
+pub async fn run(config: DaemonConfig) -> Result<(), DaemonError> {
+    fs::create_dir_all(&config.root).map_err(io("create", &config.root))?;
+    fs::set_permissions(&config.root, fs::Permissions::from_mode(0o700))
+        .map_err(io("set permissions of", &config.root))?;
+    let _lock = lock_root(&config.root)?;
+
+    let engine = {
+        let root = config.root.clone();
+        tokio::task::spawn_blocking(move || -> Result<Engine, DaemonError> {
+            let store = Arc::new(RedbStore::open(&root.join("state.redb"))?);
+            let store_schema = store.schema_version()?;
+            let images = ImageStore::open(&root.join("images"), store)?;
+            Ok(Engine {
+                root,
+                images,
+                store_schema,
+            })
+        })
+        .await
+        .expect("startup task")?
+    };
+
+    let socket = &config.socket;
+    if let Some(dir) = socket.parent() {
+        fs::create_dir_all(dir).map_err(io("create", dir))?;
+    }
+    // The lock guarantees no live daemon of ours serves this root; a socket left at this
+    // path by a crashed one is stale.
+    let _ = fs::remove_file(socket);
+    let listener = UnixListener::bind(socket).map_err(io("listen on", socket))?;
+    fs::set_permissions(socket, fs::Permissions::from_mode(0o600))
+        .map_err(io("set permissions of", socket))?;
+    tracing::info!(root = %config.root.display(), socket = %socket.display(), "pier daemon ready");
+
+    let app = router(Arc::new(engine));
+    let served = axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown_signal())
+        .await;
+    let _ = fs::remove_file(socket);
+    served.map_err(io("serve on", socket))?;
+    tracing::info!("pier daemon stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
+    tokio::select! {
+        _ = term.recv() => {},
+        _ = int.recv() => {},
+    }
+}

@@ -1,0 +1,803 @@
+//! Images, tags and layers: records in the state store, files under the image root.
+//!
+//! Crash safety rests on one ordering: files first (blobs synced and renamed into place,
+//! layers unpacked into a scratch directory and renamed), records last, in one atomic
+//! store commit. A crash before the commit leaves only unreferenced files, which
+//! [`ImageStore::open`] removes; a crash after it leaves a complete image. Nothing
+//! half-made is ever visible.
+//!
+//! Concurrency: operations that add content hold `gc` for reading; removal and garbage
+//! collection hold it for writing, so a collection never deletes what a load in flight has
+//! written but not yet committed.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::fs::{self, File};
+use std::io::{self, Read};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+
+use pier_api::types::{
+    HistoryEntry, ImageInspect, ImageSummary, LayerInfo, LoadedImage, PruneReport, RemoveReport,
+};
+use pier_api::{Digest, ImageRef, ProjectName};
+use pier_store::{Batch, Store, StoreExt, Table};
+use serde::{Deserialize, Serialize};
+
+use crate::blobs::{BlobStore, HashingReader};
+use crate::error::{io_err, ImageError};
+use crate::unpack::{self, Compression, Limits};
+
+/// The largest manifest or config Pier reads.
+pub const MAX_METADATA_BLOB: u64 = 4 << 20;
+
+/// An image as recorded in the store, under `project/<id hex>`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ImageRecord {
+    /// The config digest, which is the image ID.
+    pub id: Digest,
+    pub project: ProjectName,
+    pub manifest_digest: Digest,
+    pub manifest_media_type: String,
+    pub layers: Vec<LayerInfo>,
+    pub created: Option<String>,
+    /// When this store first got the image.
+    pub added: String,
+}
+
+impl ImageRecord {
+    pub fn size(&self) -> u64 {
+        self.layers.iter().map(|l| l.size).sum()
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct TagRecord {
+    image: Digest,
+}
+
+/// An unpacked layer, under its diff ID's hex.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct LayerRecord {
+    diff_id: Digest,
+    size: u64,
+}
+
+/// What an archive loader or builder hands to [`ImageStore::commit_image`]. The manifest,
+/// config and layer blobs must already be in the blob store, and the layers unpacked.
+#[derive(Debug, Clone)]
+pub struct NewImage {
+    pub manifest_digest: Digest,
+    pub manifest_media_type: String,
+    pub config_digest: Digest,
+    pub layers: Vec<LayerInfo>,
+    pub created: Option<String>,
+    pub tags: Vec<ImageRef>,
+}
+
+/// The image store of one host.
+pub struct ImageStore {
+    layout: PathBuf,
+    layers_dir: PathBuf,
+    tmp: PathBuf,
+    blobs: BlobStore,
+    db: Arc<dyn Store>,
+    gc: RwLock<()>,
+    limits: Limits,
+}
+
+impl std::fmt::Debug for ImageStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ImageStore")
+            .field("layout", &self.layout)
+            .finish()
+    }
+}
+
+fn image_key(project: &ProjectName, id: &Digest) -> String {
+    format!("{project}/{}", id.hex())
+}
+
+fn tag_key(project: &ProjectName, r: &ImageRef) -> Option<String> {
+    r.tagged_key().map(|k| format!("{project}/{k}"))
+}
+
+impl ImageStore {
+    /// Opens the store under `root`, removing whatever a crash left half-made.
+    pub fn open(root: &Path, db: Arc<dyn Store>) -> Result<Self, ImageError> {
+        let layout = root.join("oci");
+        let layers_dir = root.join("layers");
+        let tmp = root.join("tmp");
+        if tmp.exists() {
+            remove_tree(&tmp)?;
+        }
+        for d in [&layout, &layers_dir, &tmp] {
+            fs::create_dir_all(d).map_err(io_err("create", d))?;
+        }
+        let oci_layout = layout.join("oci-layout");
+        if !oci_layout.exists() {
+            write_atomic(&oci_layout, br#"{"imageLayoutVersion":"1.0.0"}"#)?;
+        }
+        let blobs = BlobStore::new(&layout, &tmp)?;
+        let store = ImageStore {
+            layout,
+            layers_dir,
+            tmp,
+            blobs,
+            db,
+            gc: RwLock::new(()),
+            limits: Limits::default(),
+        };
+        let reclaimed = store.collect_garbage()?;
+        if reclaimed > 0 {
+            tracing::info!(
+                reclaimed,
+                "removed image files no image referenced (left by an interrupted operation)"
+            );
+        }
+        store.write_index()?;
+        Ok(store)
+    }
+
+    pub fn blobs(&self) -> &BlobStore {
+        &self.blobs
+    }
+
+    /// A fresh scratch directory, removed when dropped.
+    pub fn scratch(&self) -> Result<tempfile::TempDir, ImageError> {
+        tempfile::Builder::new()
+            .prefix("op-")
+            .tempdir_in(&self.tmp)
+            .map_err(io_err("create a directory in", &self.tmp))
+    }
+
+    /// The directory holding a layer's unpacked content (an overlayfs lower dir).
+    pub fn layer_dir(&self, diff_id: &Digest) -> PathBuf {
+        self.layers_dir.join(diff_id.hex())
+    }
+
+    /// Holds off garbage collection while content is added.
+    pub fn adding(&self) -> std::sync::RwLockReadGuard<'_, ()> {
+        self.gc.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Runs `op`, which adds content; if it fails, removes whatever files it left that no
+    /// committed image references, so a failed operation leaves the store as it was.
+    pub fn undo_on_error<T>(
+        &self,
+        op: impl FnOnce() -> Result<T, ImageError>,
+    ) -> Result<T, ImageError> {
+        let r = op();
+        if r.is_err() {
+            if let Err(e) = self.collect_garbage() {
+                tracing::warn!(error = %e.chain(), "cleaning up after a failed image operation");
+            }
+        }
+        r
+    }
+
+    pub fn set_limits(&mut self, limits: Limits) {
+        self.limits = limits;
+    }
+
+    // ---- reading ----------------------------------------------------------------------
+
+    fn images(&self, project: &ProjectName) -> Result<Vec<ImageRecord>, ImageError> {
+        Ok(self
+            .db
+            .list_json::<ImageRecord>(Table::Images, &format!("{project}/"))?
+            .into_iter()
+            .map(|(_, r)| r)
+            .collect())
+    }
+
+    /// Tags of every image in `project`, by image ID.
+    fn tags_by_image(
+        &self,
+        project: &ProjectName,
+    ) -> Result<HashMap<Digest, Vec<ImageRef>>, ImageError> {
+        let prefix = format!("{project}/");
+        let mut out: HashMap<Digest, Vec<ImageRef>> = HashMap::new();
+        for (key, rec) in self.db.list_json::<TagRecord>(Table::Tags, &prefix)? {
+            if let Ok(r) = key[prefix.len()..].parse::<ImageRef>() {
+                out.entry(rec.image).or_default().push(r);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Containers (by ID) in `project` whose record names image `id`.
+    pub fn containers_using(
+        &self,
+        project: &ProjectName,
+        id: &Digest,
+    ) -> Result<Vec<String>, ImageError> {
+        let prefix = format!("{project}/");
+        Ok(self
+            .db
+            .list_json::<serde_json::Value>(Table::Containers, &prefix)?
+            .into_iter()
+            .filter(|(_, v)| v.get("image_id").and_then(|i| i.as_str()) == Some(id.as_str()))
+            .map(|(k, _)| k[prefix.len()..].to_string())
+            .collect())
+    }
+
+    /// Finds an image by reference (`name[:tag]`, `name@digest`), by ID, or by a unique ID
+    /// prefix, as Docker does.
+    pub fn resolve(
+        &self,
+        project: &ProjectName,
+        reference: &str,
+    ) -> Result<ImageRecord, ImageError> {
+        Ok(self.resolve_tagged(project, reference)?.0)
+    }
+
+    /// Like [`ImageStore::resolve`], and also returns the tag when the image was found by
+    /// one.
+    pub fn resolve_tagged(
+        &self,
+        project: &ProjectName,
+        reference: &str,
+    ) -> Result<(ImageRecord, Option<ImageRef>), ImageError> {
+        let not_found = || ImageError::NotFound {
+            reference: reference.to_string(),
+        };
+        let parsed = reference.parse::<ImageRef>();
+        if let Ok(r) = &parsed {
+            if let Some(key) = tag_key(project, r) {
+                if let Some(tag) = self.db.get_json::<TagRecord>(Table::Tags, &key)? {
+                    let rec = self.get(project, &tag.image)?.ok_or_else(not_found)?;
+                    return Ok((rec, Some(r.clone())));
+                }
+            }
+            if let Some(d) = r.digest() {
+                if let Some(img) = self
+                    .images(project)?
+                    .into_iter()
+                    .find(|i| &i.manifest_digest == d)
+                {
+                    return Ok((img, None));
+                }
+            }
+        }
+        let hex = reference.strip_prefix("sha256:").unwrap_or(reference);
+        let is_id = !hex.is_empty()
+            && hex.len() <= 64
+            && hex
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+        if is_id {
+            let matches: Vec<_> = self
+                .images(project)?
+                .into_iter()
+                .filter(|i| i.id.hex().starts_with(hex))
+                .collect();
+            match matches.len() {
+                1 => return Ok((matches.into_iter().next().expect("one match"), None)),
+                0 => {}
+                _ => {
+                    return Err(ImageError::Archive(format!(
+                        "image ID prefix {reference:?} matches several images; give more digits"
+                    )))
+                }
+            }
+        }
+        match parsed {
+            Err(e) if !is_id => Err(e.into()),
+            _ => Err(not_found()),
+        }
+    }
+
+    fn get(&self, project: &ProjectName, id: &Digest) -> Result<Option<ImageRecord>, ImageError> {
+        Ok(self.db.get_json(Table::Images, &image_key(project, id))?)
+    }
+
+    fn summary(
+        &self,
+        rec: &ImageRecord,
+        tags: Option<&Vec<ImageRef>>,
+    ) -> Result<ImageSummary, ImageError> {
+        let mut repo_tags: Vec<String> = tags
+            .map(|t| t.iter().map(|r| r.familiar()).collect())
+            .unwrap_or_default();
+        repo_tags.sort();
+        Ok(ImageSummary {
+            id: rec.id.clone(),
+            project: rec.project.clone(),
+            repo_tags,
+            manifest_digest: rec.manifest_digest.clone(),
+            created: rec.created.clone(),
+            size: rec.size(),
+            containers: self.containers_using(&rec.project, &rec.id)?.len() as u64,
+        })
+    }
+
+    /// `pier images`: newest first.
+    pub fn list(&self, project: &ProjectName) -> Result<Vec<ImageSummary>, ImageError> {
+        let tags = self.tags_by_image(project)?;
+        let mut out = self
+            .images(project)?
+            .iter()
+            .map(|r| self.summary(r, tags.get(&r.id)))
+            .collect::<Result<Vec<_>, _>>()?;
+        out.sort_by(|a, b| b.created.cmp(&a.created).then(a.id.cmp(&b.id)));
+        Ok(out)
+    }
+
+    /// The image config (as stored) of an image.
+    pub fn config(&self, rec: &ImageRecord) -> Result<serde_json::Value, ImageError> {
+        let bytes = self.blobs.read_all(&rec.id, MAX_METADATA_BLOB)?;
+        serde_json::from_slice(&bytes)
+            .map_err(|e| ImageError::Archive(format!("stored config {} is not JSON: {e}", rec.id)))
+    }
+
+    pub fn inspect(
+        &self,
+        project: &ProjectName,
+        reference: &str,
+    ) -> Result<ImageInspect, ImageError> {
+        let rec = self.resolve(project, reference)?;
+        let tags = self.tags_by_image(project)?;
+        let config = self.config(&rec)?;
+        let field = |k: &str| {
+            config
+                .get(k)
+                .and_then(|v| v.as_str())
+                .unwrap_or("")
+                .to_string()
+        };
+        Ok(ImageInspect {
+            summary: self.summary(&rec, tags.get(&rec.id))?,
+            architecture: field("architecture"),
+            os: field("os"),
+            config: config
+                .get("config")
+                .cloned()
+                .unwrap_or(serde_json::Value::Null),
+            history: history_of(&config, &rec.layers),
+            layers: rec.layers,
+        })
+    }
+
+    pub fn history(
+        &self,
+        project: &ProjectName,
+        reference: &str,
+    ) -> Result<Vec<HistoryEntry>, ImageError> {
+        let rec = self.resolve(project, reference)?;
+        let mut h = history_of(&self.config(&rec)?, &rec.layers);
+        h.reverse(); // newest first, as `docker history` shows it
+        Ok(h)
+    }
+
+    // ---- adding ------------------------------------------------------------------------
+
+    /// Makes sure the layer in blob `blob` (moved in from `source` if given) is unpacked,
+    /// and returns its description. `expected_diff_id`, when known, must match.
+    pub fn add_layer(
+        &self,
+        blob: &Digest,
+        source: Option<&Path>,
+        expected_diff_id: Option<&Digest>,
+    ) -> Result<LayerInfo, ImageError> {
+        // The blob moves into the store only once its layer has unpacked, so a refused
+        // layer leaves the store as it was.
+        let stored = self.blobs.path(blob);
+        let blob_path = source.map(Path::to_path_buf).unwrap_or(stored);
+        let blob_size = fs::metadata(&blob_path)
+            .map_err(|_| ImageError::MissingBlob {
+                digest: blob.clone(),
+            })?
+            .len();
+        let adopt = || match source {
+            Some(src) => self.blobs.adopt(src, blob),
+            None => Ok(()),
+        };
+        let mut head = [0u8; 4];
+        let n = File::open(&blob_path)
+            .and_then(|mut f| f.read(&mut head))
+            .map_err(io_err("read", &blob_path))?;
+        let compression = Compression::sniff(&head[..n]);
+
+        if let Some(diff_id) = expected_diff_id {
+            if let Some(rec) = self
+                .db
+                .get_json::<LayerRecord>(Table::Layers, diff_id.hex())?
+            {
+                if self.layer_dir(diff_id).is_dir() {
+                    adopt()?;
+                    return Ok(LayerInfo {
+                        diff_id: diff_id.clone(),
+                        blob_digest: blob.clone(),
+                        media_type: compression.oci_media_type().into(),
+                        blob_size,
+                        size: rec.size,
+                    });
+                }
+            }
+        }
+
+        let scratch = self.scratch()?;
+        let dest = scratch.path().join("diff");
+        fs::create_dir(&dest).map_err(io_err("create", &dest))?;
+        let file = File::open(&blob_path).map_err(io_err("open", &blob_path))?;
+        let reader = unpack::decompressed(file).map_err(io_err("read", &blob_path))?;
+        let mut hashing = HashingReader::new(reader);
+        let layer_name = expected_diff_id.unwrap_or(blob).to_string();
+        unpack::unpack_layer(&mut hashing, &dest, &self.limits).map_err(|source| {
+            ImageError::Unpack {
+                layer: layer_name.clone(),
+                source,
+            }
+        })?;
+        let (diff_id, size) = hashing.finish().map_err(|e| ImageError::Unpack {
+            layer: layer_name.clone(),
+            source: unpack::UnpackError::Corrupt(e),
+        })?;
+        if let Some(exp) = expected_diff_id {
+            if *exp != diff_id {
+                return Err(ImageError::DigestMismatch {
+                    what: format!("layer {blob} (uncompressed)"),
+                    expected: exp.clone(),
+                    actual: diff_id,
+                });
+            }
+        }
+        let final_dir = self.layer_dir(&diff_id);
+        if !final_dir.exists() {
+            match fs::rename(&dest, &final_dir) {
+                Ok(()) => {}
+                Err(_) if final_dir.exists() => {} // another load unpacked it meanwhile
+                Err(e) => return Err(io_err("move a layer to", &final_dir)(e)),
+            }
+        }
+        adopt()?;
+        Ok(LayerInfo {
+            diff_id,
+            blob_digest: blob.clone(),
+            media_type: compression.oci_media_type().into(),
+            blob_size,
+            size,
+        })
+    }
+
+    /// Records an image and points its tags at it, atomically.
+    pub fn commit_image(
+        &self,
+        project: &ProjectName,
+        new: NewImage,
+    ) -> Result<LoadedImage, ImageError> {
+        for d in [&new.manifest_digest, &new.config_digest]
+            .into_iter()
+            .chain(new.layers.iter().map(|l| &l.blob_digest))
+        {
+            if !self.blobs.contains(d) {
+                return Err(ImageError::MissingBlob { digest: d.clone() });
+            }
+        }
+        // Unpacked files reach the disk before the record that makes them visible.
+        if let Ok(f) = File::open(&self.layers_dir) {
+            let _ = rustix::fs::syncfs(&f);
+        }
+        let existing = self.get(project, &new.config_digest)?;
+        let rec = ImageRecord {
+            id: new.config_digest.clone(),
+            project: project.clone(),
+            manifest_digest: new.manifest_digest,
+            manifest_media_type: new.manifest_media_type,
+            layers: new.layers,
+            created: new.created,
+            added: existing
+                .map(|e| e.added)
+                .unwrap_or_else(pier_api::time::now_rfc3339),
+        };
+        let mut batch = Batch::new();
+        batch.put_json(Table::Images, image_key(project, &rec.id), &rec);
+        for l in &rec.layers {
+            batch.put_json(
+                Table::Layers,
+                l.diff_id.hex(),
+                &LayerRecord {
+                    diff_id: l.diff_id.clone(),
+                    size: l.size,
+                },
+            );
+        }
+        let mut repo_tags = Vec::new();
+        for t in &new.tags {
+            if let Some(key) = tag_key(project, t) {
+                batch.put_json(
+                    Table::Tags,
+                    key,
+                    &TagRecord {
+                        image: rec.id.clone(),
+                    },
+                );
+                repo_tags.push(t.familiar());
+            }
+        }
+        batch.commit(self.db.as_ref())?;
+        self.write_index()?;
+        Ok(LoadedImage {
+            id: rec.id,
+            repo_tags,
+        })
+    }
+
+    /// `pier image tag SOURCE TARGET`.
+    pub fn tag(
+        &self,
+        project: &ProjectName,
+        source: &str,
+        target: &ImageRef,
+    ) -> Result<(), ImageError> {
+        let _g = self.adding();
+        let rec = self.resolve(project, source)?;
+        let Some(key) = tag_key(project, target) else {
+            return Err(ImageError::Archive(format!(
+                "{target} has no tag to set; give TARGET as name:tag"
+            )));
+        };
+        let mut b = Batch::new();
+        b.put_json(Table::Tags, key, &TagRecord { image: rec.id });
+        b.commit(self.db.as_ref())?;
+        self.write_index()
+    }
+
+    // ---- removing ----------------------------------------------------------------------
+
+    /// `pier image rm`: removes a tag, and the image once no tag is left, as Docker does.
+    /// By ID, an image with several tags or used by containers needs `force`; with
+    /// `force`, an image containers use loses its tags but stays until they are gone.
+    pub fn remove(
+        &self,
+        project: &ProjectName,
+        reference: &str,
+        force: bool,
+    ) -> Result<RemoveReport, ImageError> {
+        let _g = self.gc.write().unwrap_or_else(|e| e.into_inner());
+        let rec = self.resolve(project, reference)?;
+        let tags = self
+            .tags_by_image(project)?
+            .remove(&rec.id)
+            .unwrap_or_default();
+        let users = self.containers_using(project, &rec.id)?;
+        let by_tag = reference
+            .parse::<ImageRef>()
+            .ok()
+            .filter(|r| r.tag().is_some() && tags.iter().any(|t| t.tagged_key() == r.tagged_key()));
+
+        let mut report = RemoveReport::default();
+        let mut batch = Batch::new();
+        let remaining: Vec<&ImageRef> = match &by_tag {
+            Some(r) if tags.len() > 1 => {
+                batch.delete(Table::Tags, tag_key(project, r).expect("tagged"));
+                report.untagged.push(r.familiar());
+                batch.commit(self.db.as_ref())?;
+                self.write_index()?;
+                return Ok(report);
+            }
+            _ => tags.iter().collect(),
+        };
+        if !users.is_empty() && !force {
+            return Err(ImageError::InUse {
+                id: rec.id.short().to_string(),
+                containers: users.join(", "),
+            });
+        }
+        if by_tag.is_none() && remaining.len() > 1 && !force {
+            let names: Vec<String> = remaining.iter().map(|t| t.familiar()).collect();
+            return Err(ImageError::SeveralTags {
+                id: rec.id.short().to_string(),
+                tags: names.join(", "),
+            });
+        }
+        for t in remaining {
+            batch.delete(Table::Tags, tag_key(project, t).expect("tagged"));
+            report.untagged.push(t.familiar());
+        }
+        if users.is_empty() {
+            batch.delete(Table::Images, image_key(project, &rec.id));
+            report.deleted.push(rec.id.clone());
+        }
+        batch.commit(self.db.as_ref())?;
+        self.collect_garbage_locked()?;
+        self.write_index()?;
+        Ok(report)
+    }
+
+    /// `pier image prune`: removes untagged images no container uses (with `all`, every
+    /// image no container uses), then the files nothing references.
+    pub fn prune(&self, project: &ProjectName, all: bool) -> Result<PruneReport, ImageError> {
+        let _g = self.gc.write().unwrap_or_else(|e| e.into_inner());
+        let tags = self.tags_by_image(project)?;
+        let mut batch = Batch::new();
+        let mut report = PruneReport::default();
+        for rec in self.images(project)? {
+            let tagged = tags.get(&rec.id).is_some_and(|t| !t.is_empty());
+            if (tagged && !all) || !self.containers_using(project, &rec.id)?.is_empty() {
+                continue;
+            }
+            for t in tags.get(&rec.id).into_iter().flatten() {
+                batch.delete(Table::Tags, tag_key(project, t).expect("tagged"));
+            }
+            batch.delete(Table::Images, image_key(project, &rec.id));
+            report.deleted.push(rec.id);
+        }
+        batch.commit(self.db.as_ref())?;
+        report.reclaimed_bytes = self.collect_garbage_locked()?;
+        self.write_index()?;
+        Ok(report)
+    }
+
+    /// Removes blobs and unpacked layers no image references. Returns bytes freed.
+    pub fn collect_garbage(&self) -> Result<u64, ImageError> {
+        let _g = self.gc.write().unwrap_or_else(|e| e.into_inner());
+        self.collect_garbage_locked()
+    }
+
+    fn collect_garbage_locked(&self) -> Result<u64, ImageError> {
+        let mut blobs = BTreeSet::new();
+        let mut layers = BTreeSet::new();
+        for (_, rec) in self.db.list_json::<ImageRecord>(Table::Images, "")? {
+            blobs.insert(rec.manifest_digest.clone());
+            blobs.insert(rec.id.clone());
+            for l in rec.layers {
+                blobs.insert(l.blob_digest);
+                layers.insert(l.diff_id.hex().to_string());
+            }
+        }
+        let mut freed = 0;
+        for d in self.blobs.list()? {
+            if !blobs.contains(&d) {
+                freed += self.blobs.remove(&d)?;
+            }
+        }
+        let mut batch = Batch::new();
+        for (key, rec) in self.db.list_json::<LayerRecord>(Table::Layers, "")? {
+            if !layers.contains(&key) {
+                freed += rec.size;
+                batch.delete(Table::Layers, key);
+            }
+        }
+        batch.commit(self.db.as_ref())?;
+        for entry in fs::read_dir(&self.layers_dir).map_err(io_err("list", &self.layers_dir))? {
+            let entry = entry.map_err(io_err("list", &self.layers_dir))?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if !layers.contains(&name) {
+                remove_tree(&entry.path())?;
+            }
+        }
+        Ok(freed)
+    }
+
+    /// Rewrites `oci/index.json` so the directory is a valid OCI layout listing every
+    /// tagged image (readable by `skopeo copy oci:DIR:NAME ...`).
+    fn write_index(&self) -> Result<(), ImageError> {
+        let mut manifests = Vec::new();
+        let mut tagged = BTreeSet::new();
+        let mut all: BTreeMap<String, ImageRecord> = BTreeMap::new();
+        for (key, rec) in self.db.list_json::<ImageRecord>(Table::Images, "")? {
+            all.insert(key, rec);
+        }
+        let by_project_id: HashMap<(String, Digest), &ImageRecord> = all
+            .values()
+            .map(|r| ((r.project.to_string(), r.id.clone()), r))
+            .collect();
+        for (key, tag) in self.db.list_json::<TagRecord>(Table::Tags, "")? {
+            let (project, name) = key.split_once('/').unwrap_or(("", &key));
+            let Some(rec) = by_project_id.get(&(project.to_string(), tag.image.clone())) else {
+                continue;
+            };
+            tagged.insert((project.to_string(), rec.id.clone()));
+            manifests.push(self.index_entry(rec, Some(name))?);
+        }
+        for rec in all.values() {
+            if !tagged.contains(&(rec.project.to_string(), rec.id.clone())) {
+                manifests.push(self.index_entry(rec, None)?);
+            }
+        }
+        let index = serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.index.v1+json",
+            "manifests": manifests,
+        });
+        write_atomic(
+            &self.layout.join("index.json"),
+            &serde_json::to_vec_pretty(&index).expect("json"),
+        )
+    }
+
+    fn index_entry(
+        &self,
+        rec: &ImageRecord,
+        name: Option<&str>,
+    ) -> Result<serde_json::Value, ImageError> {
+        let size = self.blobs.size(&rec.manifest_digest).unwrap_or(0);
+        let mut v = serde_json::json!({
+            "mediaType": rec.manifest_media_type,
+            "digest": rec.manifest_digest,
+            "size": size,
+        });
+        if let Some(n) = name {
+            v["annotations"] = serde_json::json!({ "org.opencontainers.image.ref.name": n });
+        }
+        Ok(v)
+    }
+}
+
+/// Builds history entries from an image config, pairing non-empty steps with layers.
+fn history_of(config: &serde_json::Value, layers: &[LayerInfo]) -> Vec<HistoryEntry> {
+    let mut layers_iter = layers.iter();
+    let mut out = Vec::new();
+    let str_of =
+        |h: &serde_json::Value, k: &str| h.get(k).and_then(|v| v.as_str()).map(str::to_string);
+    for h in config
+        .get("history")
+        .and_then(|h| h.as_array())
+        .into_iter()
+        .flatten()
+    {
+        let empty = h
+            .get("empty_layer")
+            .and_then(|v| v.as_bool())
+            .unwrap_or(false);
+        let layer = if empty { None } else { layers_iter.next() };
+        out.push(HistoryEntry {
+            layer: layer.map(|l| l.diff_id.clone()),
+            created: str_of(h, "created"),
+            created_by: str_of(h, "created_by").unwrap_or_default(),
+            size: layer.map_or(0, |l| l.size),
+            comment: str_of(h, "comment").unwrap_or_default(),
+            empty_layer: empty,
+        });
+    }
+    // Layers the history does not mention still show up.
+    for l in layers_iter {
+        out.push(HistoryEntry {
+            layer: Some(l.diff_id.clone()),
+            created: None,
+            created_by: String::new(),
+            size: l.size,
+            comment: String::new(),
+            empty_layer: false,
+        });
+    }
+    out
+}
+
+/// Writes a file by rename, so readers see the old or the new content, never a part.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), ImageError> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(io_err("create a file in", dir))?;
+    io::Write::write_all(&mut tmp, bytes).map_err(io_err("write", path))?;
+    tmp.as_file().sync_all().map_err(io_err("sync", path))?;
+    tmp.persist(path)
+        .map_err(|e| io_err("replace", path)(e.error))?;
+    Ok(())
+}
+
+/// Removes a directory tree whose modes may forbid it (layers carry any mode).
+pub fn remove_tree(path: &Path) -> Result<(), ImageError> {
+    match fs::remove_dir_all(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(_) => {
+            make_writable(path);
+            fs::remove_dir_all(path).map_err(io_err("remove", path))
+        }
+    }
+}
+
+fn make_writable(path: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    if let Ok(m) = fs::symlink_metadata(path) {
+        if m.is_dir() {
+            let _ = fs::set_permissions(path, fs::Permissions::from_mode(0o700));
+            if let Ok(rd) = fs::read_dir(path) {
+                for e in rd.flatten() {
+                    make_writable(&e.path());
+                }
+            }
+        }
+    }
+}
