@@ -107,7 +107,7 @@ pub async fn run_client(cli: Cli) -> Result<(), CliError> {
         Command::Info => {
             let info = client.info().await?;
             output::print(fmt, &info, || {
-                vec![
+                [
                     format!("Version:         {}", info.version),
                     format!("API version:     {}", info.api_version),
                     format!("Root:            {}", info.root),

@@ -133,9 +133,17 @@ impl Staged {
         None
     }
 
+    /// Like [`Staged::get`], but a name that is absolute or climbs out is an error, not a
+    /// miss.
+    fn named(&self, name: &str) -> Result<Option<&StagedFile>, ImageError> {
+        clean_path(name.as_bytes())
+            .map_err(|e| bad(format!("it refers to a file by an unsafe name: {e}")))?;
+        Ok(self.get(name))
+    }
+
     fn read_small(&self, name: &str) -> Result<Vec<u8>, ImageError> {
         let f = self
-            .get(name)
+            .named(name)?
             .ok_or_else(|| bad(format!("it has no {name}")))?;
         if f.size > MAX_METADATA_BLOB {
             return Err(bad(format!(
@@ -311,7 +319,7 @@ fn docker_images(staged: &Staged) -> Result<Vec<Found>, ImageError> {
                 .layers
                 .iter()
                 .map(|l| {
-                    staged.get(l).cloned().ok_or_else(|| {
+                    staged.named(l)?.cloned().ok_or_else(|| {
                         bad(format!(
                             "manifest.json names layer {l}, which the archive does not have"
                         ))

@@ -19,6 +19,7 @@ pub mod blobs;
 pub mod build;
 pub mod error;
 pub mod store;
+pub mod testing;
 pub mod unpack;
 
 pub use error::ImageError;

@@ -801,3 +801,88 @@ fn make_writable(path: &Path) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pier_store::MemStore;
+
+    fn store_with_image() -> (tempfile::TempDir, Arc<MemStore>, ImageStore, LoadedImage) {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Arc::new(MemStore::default());
+        let images = ImageStore::open(dir.path(), db.clone()).unwrap();
+        let tar = crate::testing::craft(&[("bin/x", tar::EntryType::Regular, b"#!")]);
+        let name: ImageRef = "app:1".parse().unwrap();
+        let loaded =
+            crate::build::import(&images, &ProjectName::default(), &tar[..], Some(name)).unwrap();
+        (dir, db, images, loaded)
+    }
+
+    #[test]
+    fn an_image_a_container_uses_is_kept() {
+        let (_dir, db, images, loaded) = store_with_image();
+        let p = ProjectName::default();
+        let mut b = Batch::new();
+        b.put_json(
+            Table::Containers,
+            "default/c0ffee",
+            &serde_json::json!({ "image_id": loaded.id }),
+        );
+        b.commit(db.as_ref()).unwrap();
+        assert_eq!(images.list(&p).unwrap()[0].containers, 1);
+
+        let err = images.remove(&p, "app:1", false).unwrap_err();
+        assert!(matches!(err, ImageError::InUse { .. }), "{err}");
+        assert!(err.to_string().contains("c0ffee"), "{err}");
+        assert!(images.prune(&p, true).unwrap().deleted.is_empty());
+
+        // Forced: the tag goes, the image stays while the container needs it.
+        let r = images.remove(&p, "app:1", true).unwrap();
+        assert_eq!(r.untagged, vec!["app:1".to_string()]);
+        assert!(r.deleted.is_empty());
+        let rec = images.resolve(&p, loaded.id.as_str()).unwrap();
+        assert!(images
+            .layer_dir(&rec.layers[0].diff_id)
+            .join("bin/x")
+            .exists());
+
+        // Once the container is gone, prune removes it.
+        let mut b = Batch::new();
+        b.delete(Table::Containers, "default/c0ffee");
+        b.commit(db.as_ref()).unwrap();
+        assert_eq!(images.prune(&p, false).unwrap().deleted, vec![loaded.id]);
+        assert!(!images.layer_dir(&rec.layers[0].diff_id).exists());
+    }
+
+    #[test]
+    fn resolves_names_ids_and_prefixes() {
+        let (_dir, _db, images, loaded) = store_with_image();
+        let p = ProjectName::default();
+        for r in [
+            "app:1",
+            "docker.io/library/app:1",
+            loaded.id.as_str(),
+            loaded.id.hex(),
+            &loaded.id.hex()[..12],
+        ] {
+            assert_eq!(images.resolve(&p, r).unwrap().id, loaded.id, "{r}");
+        }
+        let manifest = images.resolve(&p, "app:1").unwrap().manifest_digest;
+        assert_eq!(
+            images.resolve(&p, &format!("app@{manifest}")).unwrap().id,
+            loaded.id
+        );
+        assert!(matches!(
+            images.resolve(&p, "app:2"),
+            Err(ImageError::NotFound { .. })
+        ));
+        assert!(matches!(
+            images.resolve(&p, "Bad:Ref"),
+            Err(ImageError::InvalidReference(_))
+        ));
+        // Another project sees nothing.
+        let other = ProjectName::try_from("other".to_string()).unwrap();
+        assert!(images.list(&other).unwrap().is_empty());
+        assert!(images.resolve(&other, "app:1").is_err());
+    }
+}

@@ -1,0 +1,349 @@
+//! Root-tier test harness: a real `pier daemon` per test, with its own state directory and
+//! socket, driven through the real CLI. Dropping a [`Daemon`] stops it and checks that it
+//! left nothing behind.
+
+#![allow(dead_code)]
+
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+pub const PIER: &str = env!("CARGO_BIN_EXE_pier");
+pub const BUSYBOX: &str = "/bin/busybox";
+
+/// Fails (never skips) when the test cannot run here, saying what to do.
+pub fn require_root_and_tools(tools: &[&str]) {
+    assert!(
+        rustix::process::geteuid().is_root(),
+        "root-tier tests need root: run them as `.ci/run` does (sudo scripts/test)"
+    );
+    assert!(
+        Path::new(BUSYBOX).exists(),
+        "{BUSYBOX} is missing: apt-get install busybox-static"
+    );
+    for t in tools {
+        let found = Command::new("sh")
+            .arg("-c")
+            .arg(format!("command -v {t}"))
+            .output()
+            .unwrap()
+            .status
+            .success();
+        assert!(
+            found,
+            "{t} is missing: .ci/run installs it (apt-get install {t})"
+        );
+    }
+}
+
+pub struct Daemon {
+    pub dir: tempfile::TempDir,
+    pub root: PathBuf,
+    pub socket: PathBuf,
+    child: Option<Child>,
+}
+
+impl Daemon {
+    pub fn start() -> Daemon {
+        let dir = tempfile::Builder::new()
+            .prefix("pier-test-")
+            .tempdir()
+            .unwrap();
+        let root = dir.path().join("root");
+        let socket = dir.path().join("pier.sock");
+        let mut d = Daemon {
+            dir,
+            root,
+            socket,
+            child: None,
+        };
+        d.spawn();
+        d
+    }
+
+    /// Starts (again) on the same state directory.
+    pub fn spawn(&mut self) {
+        assert!(self.child.is_none(), "daemon already running");
+        let log = fs::File::options()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("daemon.log"))
+            .unwrap();
+        let child = Command::new(PIER)
+            .args(["daemon", "--root"])
+            .arg(&self.root)
+            .arg("--socket")
+            .arg(&self.socket)
+            .env("PIER_LOG", "debug")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if self.socket.exists() && self.pier(&["info"]).status.success() {
+                return;
+            }
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!("daemon exited with {status} at start; log:\n{}", self.log());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "daemon did not come up; log:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
+    pub fn log(&self) -> String {
+        fs::read_to_string(self.dir.path().join("daemon.log")).unwrap_or_default()
+    }
+
+    /// SIGTERM and wait: a clean stop removes the socket.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            signal(child.id(), rustix::process::Signal::TERM);
+            let status = wait_timeout(&mut child, Duration::from_secs(20));
+            assert!(
+                status.success(),
+                "daemon exited with {status} on SIGTERM; log:\n{}",
+                self.log()
+            );
+            assert!(
+                !self.socket.exists(),
+                "a stopped daemon must remove its socket"
+            );
+        }
+    }
+
+    /// SIGKILL: the crash case.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            child.kill().unwrap();
+            child.wait().unwrap();
+        }
+    }
+
+    pub fn cmd(&self) -> Command {
+        let mut c = Command::new(PIER);
+        c.env("PIER_HOST", &self.socket);
+        c
+    }
+
+    pub fn pier(&self, args: &[&str]) -> Output {
+        self.cmd().args(args).stdin(Stdio::null()).output().unwrap()
+    }
+
+    /// Runs the CLI and returns stdout, failing the test on a non-zero exit.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.pier(args);
+        assert!(
+            out.status.success(),
+            "pier {args:?} failed ({}):\nstdout: {}\nstderr: {}\ndaemon log:\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+            self.log()
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    /// Runs the CLI expecting failure; returns stderr.
+    pub fn fails(&self, args: &[&str]) -> String {
+        let out = self.pier(args);
+        assert!(
+            !out.status.success(),
+            "pier {args:?} should have failed but printed {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        String::from_utf8(out.stderr).unwrap()
+    }
+
+    pub fn json(&self, args: &[&str]) -> serde_json::Value {
+        let mut a = vec!["--format", "json"];
+        a.extend_from_slice(args);
+        serde_json::from_str(&self.ok(&a)).unwrap()
+    }
+
+    /// Every file under the image root except scratch space, with sizes: a snapshot to
+    /// compare before and after an operation that must change nothing.
+    pub fn image_files(&self) -> Vec<(String, u64)> {
+        let mut out = Vec::new();
+        walk(
+            &self.root.join("images"),
+            &self.root.join("images"),
+            &mut out,
+        );
+        out.retain(|(p, _)| !p.starts_with("tmp/") && p != "oci/index.json");
+        out.sort();
+        out
+    }
+
+    pub fn tmp_is_empty(&self) -> bool {
+        fs::read_dir(self.root.join("images/tmp"))
+            .map(|mut d| d.next().is_none())
+            .unwrap_or(true)
+    }
+}
+
+fn walk(base: &Path, dir: &Path, out: &mut Vec<(String, u64)>) {
+    let Ok(rd) = fs::read_dir(dir) else { return };
+    for e in rd.flatten() {
+        let p = e.path();
+        let m = fs::symlink_metadata(&p).unwrap();
+        let rel = p.strip_prefix(base).unwrap().to_string_lossy().into_owned();
+        if m.is_dir() {
+            out.push((format!("{rel}/"), 0));
+            walk(base, &p, out);
+        } else {
+            out.push((rel, m.len()));
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let panicking = std::thread::panicking();
+        if let Some(mut child) = self.child.take() {
+            signal(child.id(), rustix::process::Signal::TERM);
+            let status = wait_timeout(&mut child, Duration::from_secs(20));
+            if !panicking {
+                assert!(
+                    status.success(),
+                    "daemon exited with {status}; log:\n{}",
+                    self.log()
+                );
+            }
+        }
+        if !panicking {
+            // Nothing of this daemon may stay mounted.
+            let mounts = fs::read_to_string("/proc/self/mountinfo").unwrap();
+            let root = self.dir.path().to_string_lossy().into_owned();
+            assert!(
+                !mounts.contains(&root),
+                "mounts left under {root}:\n{mounts}"
+            );
+            assert!(!self.socket.exists(), "socket left behind");
+        }
+    }
+}
+
+fn signal(pid: u32, sig: rustix::process::Signal) {
+    let pid = rustix::process::Pid::from_raw(pid as i32).unwrap();
+    let _ = rustix::process::kill_process(pid, sig);
+}
+
+fn wait_timeout(child: &mut Child, limit: Duration) -> std::process::ExitStatus {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            return s;
+        }
+        if Instant::now() > deadline {
+            child.kill().unwrap();
+            return child.wait().unwrap();
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+// ---- archives made by the tests ----------------------------------------------------------
+
+/// A busybox rootfs as a tar: /bin/busybox (static) plus applet symlinks and /etc files.
+pub fn busybox_rootfs_tar() -> Vec<u8> {
+    let mut b = tar::Builder::new(Vec::new());
+    for d in ["bin", "etc", "tmp", "proc", "sys", "dev", "root"] {
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(tar::EntryType::Directory);
+        h.set_mode(0o755);
+        h.set_mtime(1_700_000_000);
+        h.set_size(0);
+        b.append_data(&mut h, d, std::io::empty()).unwrap();
+    }
+    let bin = fs::read(BUSYBOX).unwrap();
+    let mut h = tar::Header::new_gnu();
+    h.set_mode(0o755);
+    h.set_size(bin.len() as u64);
+    h.set_mtime(1_700_000_000);
+    b.append_data(&mut h, "bin/busybox", &bin[..]).unwrap();
+    for applet in ["sh", "ls", "cat", "echo", "true"] {
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(tar::EntryType::Symlink);
+        h.set_mode(0o777);
+        h.set_size(0);
+        b.append_link(&mut h, format!("bin/{applet}"), "busybox")
+            .unwrap();
+    }
+    let passwd = b"root:x:0:0:root:/root:/bin/sh\n";
+    let mut h = tar::Header::new_gnu();
+    h.set_mode(0o644);
+    h.set_size(passwd.len() as u64);
+    b.append_data(&mut h, "etc/passwd", &passwd[..]).unwrap();
+    b.into_inner().unwrap()
+}
+
+pub fn sha256_hex(data: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(data)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// A `docker save` archive with one image whose layers are the given tars.
+pub fn docker_archive(tag: &str, layers: &[Vec<u8>], diff_ids: Option<Vec<String>>) -> Vec<u8> {
+    let diff_ids = diff_ids.unwrap_or_else(|| {
+        layers
+            .iter()
+            .map(|l| format!("sha256:{}", sha256_hex(l)))
+            .collect()
+    });
+    let config = serde_json::json!({
+        "architecture": "amd64", "os": "linux", "created": "2026-01-02T03:04:05Z",
+        "config": { "Cmd": ["/bin/sh"], "Env": ["PATH=/bin"] },
+        "rootfs": { "type": "layers", "diff_ids": diff_ids },
+        "history": layers.iter().map(|_| serde_json::json!({"created_by": "test"})).collect::<Vec<_>>(),
+    });
+    let config = serde_json::to_vec(&config).unwrap();
+    let config_name = format!("{}.json", sha256_hex(&config));
+    let mut files: Vec<(String, Vec<u8>)> = vec![(config_name.clone(), config)];
+    let mut layer_names = Vec::new();
+    for l in layers {
+        let name = format!("{}/layer.tar", sha256_hex(l));
+        files.push((name.clone(), l.clone()));
+        layer_names.push(name);
+    }
+    let manifest =
+        serde_json::json!([{ "Config": config_name, "RepoTags": [tag], "Layers": layer_names }]);
+    files.push((
+        "manifest.json".into(),
+        serde_json::to_vec(&manifest).unwrap(),
+    ));
+    tar_of(&files)
+}
+
+pub fn tar_of(files: &[(String, Vec<u8>)]) -> Vec<u8> {
+    let mut b = tar::Builder::new(Vec::new());
+    for (name, data) in files {
+        let mut h = tar::Header::new_gnu();
+        h.set_mode(0o644);
+        h.set_size(data.len() as u64);
+        b.append_data(&mut h, name, &data[..]).unwrap();
+    }
+    b.into_inner().unwrap()
+}
+
+/// Writes `bytes` to a file in the daemon's test directory and returns its path.
+pub fn write_file(d: &Daemon, name: &str, bytes: &[u8]) -> String {
+    let p = d.dir.path().join(name);
+    fs::File::create(&p).unwrap().write_all(bytes).unwrap();
+    p.to_string_lossy().into_owned()
+}
