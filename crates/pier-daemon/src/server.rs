@@ -1,7 +1,8 @@
 //! Daemon startup and shutdown.
 //!
 //! One daemon owns one state directory: an exclusive `flock` on `ROOT/daemon.lock` makes a
-//! second daemon on the same root fail at once with a clear message. The socket is created
+//! second daemon on the same root fail at once with a clear message; the file holds the
+//! daemon's pid. The socket is created
 //! with root-only permissions, and removed again on SIGINT or SIGTERM.
 
 use std::fs::{self, File};
@@ -63,6 +64,10 @@ fn lock_root(root: &Path) -> Result<RootLock, DaemonError> {
         .map_err(io("open", &path))?;
     rustix::fs::flock(&f, rustix::fs::FlockOperation::NonBlockingLockExclusive)
         .map_err(|_| DaemonError::Locked(root.display().to_string()))?;
+    // The pid, for scripts that stop the daemon serving this root.
+    let mut f = f;
+    f.set_len(0).map_err(io("write", &path))?;
+    std::io::Write::write_all(&mut f, std::process::id().to_string().as_bytes()).map_err(io("write", &path))?;
     Ok(RootLock(f))
 }
 

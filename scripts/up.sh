@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Sets up and runs Pier on this machine: installs what it needs, builds the binary,
+# (re)starts the daemon with its embedded store, makes a base image offline, and shows it.
+# Idempotent: run it again after pulling new code.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. scripts/lib.sh
+need_root
+ensure_packages "${RUNTIME_PACKAGES[@]}" gcc
+ensure_rust
+
+echo "== Building pier (release)"
+cargo build --release --locked -p pier
+install -m 0755 target/release/pier /usr/local/bin/pier
+
+ROOT=${PIER_ROOT:-/var/lib/pier}
+export PIER_HOST=${PIER_HOST:-/run/pier/pier.sock}
+LOG=${PIER_LOGFILE:-/var/log/pier.log}
+
+# Stop a daemon already serving this root, so the new binary takes over.
+if [ -s "$ROOT/daemon.lock" ]; then
+    pid=$(cat "$ROOT/daemon.lock")
+    if kill -0 "$pid" 2>/dev/null; then
+        echo "== Stopping the running daemon (pid $pid)"
+        kill -TERM "$pid"
+        for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    fi
+fi
+
+echo "== Starting the daemon (state in $ROOT, socket $PIER_HOST, log $LOG)"
+nohup pier daemon --root "$ROOT" --socket "$PIER_HOST" >>"$LOG" 2>&1 &
+for _ in $(seq 100); do pier info >/dev/null 2>&1 && break; sleep 0.1; done
+pier info
+
+echo "== Making a base image from the host's busybox (no network needed)"
+pier image from-host busybox:latest /bin/busybox
+pier images
