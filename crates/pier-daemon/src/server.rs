@@ -67,7 +67,8 @@ fn lock_root(root: &Path) -> Result<RootLock, DaemonError> {
     // The pid, for scripts that stop the daemon serving this root.
     let mut f = f;
     f.set_len(0).map_err(io("write", &path))?;
-    std::io::Write::write_all(&mut f, std::process::id().to_string().as_bytes()).map_err(io("write", &path))?;
+    std::io::Write::write_all(&mut f, std::process::id().to_string().as_bytes())
+        .map_err(io("write", &path))?;
     Ok(RootLock(f))
 }
 
