@@ -617,3 +617,132 @@ fn a_full_disk_is_reported_and_leaves_nothing() {
     assert!(d.tmp_is_empty());
     d.stop();
 }
+
+/// A private dockerd for one test: its own data root, exec root and socket, no networking.
+struct Dockerd {
+    dir: tempfile::TempDir,
+    child: std::process::Child,
+}
+
+impl Dockerd {
+    fn start() -> Dockerd {
+        let dir = tempfile::Builder::new()
+            .prefix("pier-dockerd-")
+            .tempdir()
+            .unwrap();
+        let p = dir.path();
+        let log = std::fs::File::create(p.join("log")).unwrap();
+        let child = Command::new("dockerd")
+            .arg("--data-root")
+            .arg(p.join("data"))
+            .arg("--exec-root")
+            .arg(p.join("exec"))
+            .arg("--pidfile")
+            .arg(p.join("pid"))
+            .arg("-H")
+            .arg(format!("unix://{}", p.join("sock").display()))
+            .args([
+                "--iptables=false",
+                "--ip6tables=false",
+                "--bridge=none",
+                "--storage-driver=vfs",
+            ])
+            .args([
+                "--containerd-namespace",
+                "pier-test",
+                "--containerd-plugins-namespace",
+                "pier-test-p",
+            ])
+            .stdout(std::process::Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let d = Dockerd { dir, child };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while !d.docker(&["version"]).status.success() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "dockerd did not start: {}",
+                std::fs::read_to_string(d.dir.path().join("log")).unwrap_or_default()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        d
+    }
+
+    fn docker(&self, args: &[&str]) -> std::process::Output {
+        Command::new("docker")
+            .env(
+                "DOCKER_HOST",
+                format!("unix://{}", self.dir.path().join("sock").display()),
+            )
+            .args(args)
+            .output()
+            .unwrap()
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.docker(args);
+        assert!(
+            out.status.success(),
+            "docker {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+}
+
+impl Drop for Dockerd {
+    fn drop(&mut self) {
+        let pid = rustix::process::Pid::from_raw(self.child.id() as i32).unwrap();
+        let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn docker_load_and_save_round_trip() {
+    require_root_and_tools(&["dockerd", "docker"]);
+    let d = Daemon::start();
+    let dockerd = Dockerd::start();
+    let dir = d.dir.path();
+
+    // Docker makes an image from a busybox rootfs and saves it; Pier loads it.
+    let rootfs = write_file(&d, "rootfs.tar", &busybox_rootfs_tar());
+    let id = dockerd.ok(&["import", "--change", "CMD [\"/bin/sh\"]", &rootfs, "dbb:1"]);
+    let docker_archive = dir.join("docker.tar").to_string_lossy().into_owned();
+    dockerd.ok(&["save", "-o", &docker_archive, "dbb:1"]);
+    assert_eq!(
+        d.ok(&["image", "load", "-i", &docker_archive]).trim(),
+        "Loaded image: dbb:1"
+    );
+    let img = &d.json(&["image", "inspect", "dbb:1"])[0];
+    assert_eq!(
+        img["id"].as_str().unwrap(),
+        id.trim(),
+        "the image ID survives the load"
+    );
+
+    // Pier saves it back (and an image of its own); docker load reads both.
+    d.ok(&["image", "from-host", "pierbb:2", BUSYBOX]);
+    let pier_archive = dir.join("pier.tar").to_string_lossy().into_owned();
+    d.ok(&["image", "save", "-o", &pier_archive, "dbb:1", "pierbb:2"]);
+    dockerd.ok(&["rmi", "dbb:1"]);
+    let out = dockerd.ok(&["load", "-i", &pier_archive]);
+    assert!(
+        out.contains("Loaded image: dbb:1") && out.contains("Loaded image: pierbb:2"),
+        "{out}"
+    );
+    let listed = dockerd.ok(&[
+        "images",
+        "--no-trunc",
+        "--format",
+        "{{.ID}} {{.Repository}}:{{.Tag}}",
+    ]);
+    assert!(listed.contains(&format!("{} dbb:1", id.trim())), "{listed}");
+    let pier_id = d.json(&["image", "inspect", "pierbb:2"])[0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(listed.contains(&format!("{pier_id} pierbb:2")), "{listed}");
+}
