@@ -24,6 +24,13 @@ pub fn format_rfc3339(secs: i64) -> String {
     )
 }
 
+/// `2026-11-27T06:54:10.123456789Z`, as Docker stamps log lines.
+pub fn format_rfc3339_nanos(t: SystemTime) -> String {
+    let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let base = format_rfc3339(d.as_secs() as i64);
+    format!("{}.{:09}Z", &base[..base.len() - 1], d.subsec_nanos())
+}
+
 /// The current time in RFC 3339.
 pub fn now_rfc3339() -> String {
     format_rfc3339(now_unix())
@@ -137,6 +144,13 @@ mod tests {
         assert_eq!(parse_rfc3339("2026-11-27T06:54:10"), None);
         assert_eq!(parse_rfc3339("2026-13-27T06:54:10Z"), None);
         assert_eq!(parse_rfc3339("garbage"), None);
+    }
+
+    #[test]
+    fn nanos() {
+        let t = UNIX_EPOCH + std::time::Duration::new(1_795_762_450, 5);
+        assert_eq!(format_rfc3339_nanos(t), "2026-11-27T06:54:10.000000005Z");
+        assert_eq!(parse_rfc3339(&format_rfc3339_nanos(t)), Some(1_795_762_450));
     }
 
     #[test]

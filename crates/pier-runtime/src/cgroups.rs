@@ -1,0 +1,273 @@
+//! Control groups, v1 (per-controller hierarchies, as on this hybrid host) and v2 (the
+//! unified hierarchy most hosts run today), detected at start.
+//!
+//! Each container gets `pier/<id>` in every hierarchy it uses. Limits come from the OCI
+//! spec's `linux.resources`; the same numbers map onto v1 and v2 files. Devices are
+//! restricted through the v1 devices controller (Docker's default allowlist); on v2 that
+//! needs a BPF program, which Pier does not load yet.
+
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use oci_spec::runtime::LinuxResources;
+
+const BASE: &str = "/sys/fs/cgroup";
+const V1_CONTROLLERS: [&str; 8] = ["memory", "pids", "cpu", "cpuacct", "cpuset", "blkio", "freezer", "devices"];
+
+/// Docker's default device allowlist: null, zero, full, random, urandom, tty, ptmx,
+/// pseudo-terminals, tun; and mknod of anything.
+const DEVICE_ALLOW: [&str; 11] = [
+    "c *:* m", "b *:* m", "c 1:3 rwm", "c 1:5 rwm", "c 1:7 rwm", "c 1:8 rwm", "c 1:9 rwm", "c 5:0 rwm", "c 5:2 rwm",
+    "c 136:* rwm", "c 10:200 rwm",
+];
+
+#[derive(Debug, thiserror::Error)]
+#[error("cgroup {path}: cannot {op}")]
+pub struct CgroupError {
+    pub op: &'static str,
+    pub path: String,
+    #[source]
+    pub source: io::Error,
+}
+
+fn err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> CgroupError + 'a {
+    move |source| CgroupError { op, path: path.display().to_string(), source }
+}
+
+/// Which cgroup layout the host has.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Layout {
+    V1,
+    V2,
+}
+
+impl Layout {
+    pub fn detect() -> Layout {
+        if Path::new(BASE).join("cgroup.controllers").exists() {
+            Layout::V2
+        } else {
+            Layout::V1
+        }
+    }
+}
+
+/// A container's cgroup(s).
+#[derive(Debug, Clone)]
+pub struct Cgroup {
+    pub layout: Layout,
+    /// v1: one directory per controller; v2: one directory.
+    pub dirs: Vec<PathBuf>,
+}
+
+fn write(path: &Path, value: &str) -> Result<(), CgroupError> {
+    fs::write(path, value).map_err(err("write", path))
+}
+
+impl Cgroup {
+    /// The cgroup of container `id` (not created).
+    pub fn for_container(id: &str) -> Cgroup {
+        let layout = Layout::detect();
+        let dirs = match layout {
+            Layout::V2 => vec![Path::new(BASE).join("pier").join(id)],
+            Layout::V1 => V1_CONTROLLERS
+                .iter()
+                .map(|c| Path::new(BASE).join(c))
+                .filter(|p| p.exists())
+                .map(|p| p.join("pier").join(id))
+                .collect(),
+        };
+        Cgroup { layout, dirs }
+    }
+
+    fn dir(&self, controller: &str) -> Option<&Path> {
+        match self.layout {
+            Layout::V2 => self.dirs.first().map(PathBuf::as_path),
+            Layout::V1 => self.dirs.iter().find(|d| d.parent().and_then(Path::parent).is_some_and(|c| c.ends_with(controller))).map(PathBuf::as_path),
+        }
+    }
+
+    /// Creates the cgroup and applies `resources`.
+    pub fn create(&self, resources: Option<&LinuxResources>) -> Result<(), CgroupError> {
+        match self.layout {
+            Layout::V2 => {
+                let parent = Path::new(BASE).join("pier");
+                if !parent.exists() {
+                    fs::create_dir(&parent).or_else(ignore_exists).map_err(err("create", &parent))?;
+                }
+                // Delegate the controllers Pier sets to the pier/ subtree.
+                let root_ctl = Path::new(BASE).join("cgroup.subtree_control");
+                let _ = fs::write(&root_ctl, "+memory +pids +cpu +cpuset +io");
+                let _ = fs::write(parent.join("cgroup.subtree_control"), "+memory +pids +cpu +cpuset +io");
+            }
+            Layout::V1 => {}
+        }
+        for d in &self.dirs {
+            fs::create_dir_all(d).map_err(err("create", d))?;
+        }
+        if let Some(cpuset) = self.dir("cpuset").filter(|_| self.layout == Layout::V1) {
+            // A new v1 cpuset is empty and refuses tasks until given cpus and mems.
+            for parent in [cpuset.parent().expect("pier dir"), cpuset] {
+                for f in ["cpuset.cpus", "cpuset.mems"] {
+                    let cur = fs::read_to_string(parent.join(f)).unwrap_or_default();
+                    if cur.trim().is_empty() {
+                        let from = fs::read_to_string(parent.parent().expect("has parent").join(f)).map_err(err("read", parent))?;
+                        write(&parent.join(f), from.trim())?;
+                    }
+                }
+            }
+        }
+        if let (Layout::V1, Some(devices)) = (self.layout, self.dir("devices")) {
+            write(&devices.join("devices.deny"), "a")?;
+            for rule in DEVICE_ALLOW {
+                write(&devices.join("devices.allow"), rule)?;
+            }
+        }
+        if let Some(r) = resources {
+            self.apply(r)?;
+        }
+        Ok(())
+    }
+
+    fn apply(&self, r: &LinuxResources) -> Result<(), CgroupError> {
+        let v2 = self.layout == Layout::V2;
+        if let Some(mem) = r.memory() {
+            if let Some(dir) = self.dir("memory") {
+                if let Some(limit) = mem.limit() {
+                    write(&dir.join(if v2 { "memory.max" } else { "memory.limit_in_bytes" }), &limit.to_string())?;
+                }
+                if let Some(swap) = mem.swap() {
+                    if v2 {
+                        // v2 counts swap apart from memory; the spec counts them together.
+                        let swap_only = match (swap, mem.limit()) {
+                            (-1, _) => "max".to_string(),
+                            (s, Some(l)) => (s - l).max(0).to_string(),
+                            (s, None) => s.to_string(),
+                        };
+                        let _ = fs::write(dir.join("memory.swap.max"), swap_only);
+                    } else {
+                        // Absent when the host has no swap accounting.
+                        let p = dir.join("memory.memsw.limit_in_bytes");
+                        if p.exists() {
+                            write(&p, &swap.to_string())?;
+                        }
+                    }
+                }
+            }
+        }
+        if let Some(pids) = r.pids() {
+            if let Some(dir) = self.dir("pids") {
+                let v = if pids.limit() > 0 { pids.limit().to_string() } else { "max".into() };
+                write(&dir.join("pids.max"), &v)?;
+            }
+        }
+        if let Some(cpu) = r.cpu() {
+            if let Some(dir) = self.dir("cpu") {
+                if let (Some(quota), period) = (cpu.quota(), cpu.period().unwrap_or(100_000)) {
+                    if v2 {
+                        write(&dir.join("cpu.max"), &format!("{quota} {period}"))?;
+                    } else {
+                        write(&dir.join("cpu.cfs_period_us"), &period.to_string())?;
+                        write(&dir.join("cpu.cfs_quota_us"), &quota.to_string())?;
+                    }
+                }
+                if let Some(shares) = cpu.shares() {
+                    if v2 {
+                        // The conversion runc and crun use.
+                        let weight = 1 + ((shares.clamp(2, 262_144) - 2) * 9999) / 262_142;
+                        write(&dir.join("cpu.weight"), &weight.to_string())?;
+                    } else {
+                        write(&dir.join("cpu.shares"), &shares.to_string())?;
+                    }
+                }
+            }
+            if let (Some(cpus), Some(dir)) = (cpu.cpus(), self.dir("cpuset")) {
+                write(&dir.join(if v2 { "cpuset.cpus" } else { "cpuset.cpus" }), cpus)?;
+            }
+        }
+        if let Some(weight) = r.block_io().as_ref().and_then(|b| b.weight()) {
+            if let Some(dir) = self.dir(if v2 { "io" } else { "blkio" }) {
+                let (file, value) = if v2 {
+                    ("io.weight", format!("default {}", 1 + (u32::from(weight).saturating_sub(10)) * 9999 / 990))
+                } else {
+                    ("blkio.weight", weight.to_string())
+                };
+                // Not every kernel's I/O scheduler offers weights.
+                let p = dir.join(file);
+                if p.exists() {
+                    write(&p, &value)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Moves process `pid` into the cgroup.
+    pub fn add(&self, pid: i32) -> Result<(), CgroupError> {
+        for d in &self.dirs {
+            write(&d.join("cgroup.procs"), &pid.to_string())?;
+        }
+        Ok(())
+    }
+
+    /// Whether the kernel's OOM killer killed something in this cgroup.
+    pub fn oom_killed(&self) -> bool {
+        let (file, key) = match self.layout {
+            Layout::V2 => ("memory.events", "oom_kill"),
+            Layout::V1 => ("memory.oom_control", "oom_kill"),
+        };
+        let Some(dir) = self.dir("memory") else { return false };
+        fs::read_to_string(dir.join(file))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.split_once(' '))
+            .any(|(k, v)| k == key && v.trim().parse::<u64>().unwrap_or(0) > 0)
+    }
+
+    /// Freezes or thaws every process in the cgroup (pause/unpause).
+    pub fn freeze(&self, frozen: bool) -> Result<(), CgroupError> {
+        match self.layout {
+            Layout::V2 => write(&self.dirs[0].join("cgroup.freeze"), if frozen { "1" } else { "0" }),
+            Layout::V1 => match self.dir("freezer") {
+                Some(d) => write(&d.join("freezer.state"), if frozen { "FROZEN" } else { "THAWED" }),
+                None => Ok(()),
+            },
+        }
+    }
+
+    /// Pids of every process in the cgroup.
+    pub fn pids(&self) -> Vec<i32> {
+        let dir = self.dir("pids").or_else(|| self.dirs.first().map(PathBuf::as_path));
+        dir.and_then(|d| fs::read_to_string(d.join("cgroup.procs")).ok())
+            .map(|s| s.lines().filter_map(|l| l.trim().parse().ok()).collect())
+            .unwrap_or_default()
+    }
+
+    /// Removes the cgroup; it must hold no process. Absent directories are fine.
+    pub fn remove(&self) -> Result<(), CgroupError> {
+        for d in &self.dirs {
+            for _ in 0..50 {
+                match fs::remove_dir(d) {
+                    Ok(()) => break,
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => break,
+                    // EBUSY while the last task is still exiting.
+                    Err(e) if e.raw_os_error() == Some(libc::EBUSY) => std::thread::sleep(std::time::Duration::from_millis(2)),
+                    Err(e) => return Err(err("remove", d)(e)),
+                }
+            }
+        }
+        Ok(())
+    }
+
+    pub fn exists(&self) -> bool {
+        self.dirs.iter().any(|d| d.exists())
+    }
+}
+
+fn ignore_exists(e: io::Error) -> io::Result<()> {
+    if e.kind() == io::ErrorKind::AlreadyExists {
+        Ok(())
+    } else {
+        Err(e)
+    }
+}

@@ -1,0 +1,442 @@
+//! The container's first moments, in the freshly cloned child: mounts, pivot_root,
+//! masked paths, hostname, rlimits, user, capabilities, then exec. It runs in a
+//! single-threaded process (the monitor cloned it), so plain syscalls are safe here.
+//!
+//! A failure is returned as an [`InitError`] with Docker's exit code: 127 when the command
+//! is missing, 126 when it cannot be run, 125 for everything the engine got wrong.
+
+use std::ffi::{CString, OsStr};
+use std::fs;
+use std::io;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{symlink, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use oci_spec::runtime::{LinuxNamespaceType, Mount, Spec};
+
+use crate::rootfs::resolve_in_root;
+
+/// Why the container could not start, with the exit code to report.
+#[derive(Debug)]
+pub struct InitError {
+    pub code: i32,
+    pub message: String,
+}
+
+fn fail(code: i32, message: impl Into<String>) -> InitError {
+    InitError { code, message: message.into() }
+}
+
+fn sys(what: impl std::fmt::Display) -> impl FnOnce(io::Error) -> InitError {
+    move |e| fail(125, format!("{what}: {e}"))
+}
+
+/// Checks a libc return value.
+fn check(ret: libc::c_int) -> io::Result<()> {
+    if ret < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
+fn cstr(p: impl AsRef<OsStr>) -> CString {
+    CString::new(p.as_ref().as_bytes()).unwrap_or_else(|_| CString::new("invalid").expect("no NUL"))
+}
+
+fn mount(src: Option<&str>, dst: &Path, fstype: Option<&str>, flags: libc::c_ulong, data: Option<&str>) -> io::Result<()> {
+    let src = src.map(cstr);
+    let dst = cstr(dst);
+    let fstype = fstype.map(cstr);
+    let data = data.filter(|d| !d.is_empty()).map(cstr);
+    // SAFETY: every pointer is either null or a valid NUL-terminated string that lives
+    // until the call returns.
+    let ret = unsafe {
+        libc::mount(
+            src.as_ref().map_or(std::ptr::null(), |s| s.as_ptr()),
+            dst.as_ptr(),
+            fstype.as_ref().map_or(std::ptr::null(), |s| s.as_ptr()),
+            flags,
+            data.as_ref().map_or(std::ptr::null(), |s| s.as_ptr().cast()),
+        )
+    };
+    check(ret)
+}
+
+/// Splits OCI mount options into mount flags and filesystem data.
+fn parse_options(options: &[String]) -> (libc::c_ulong, Vec<String>, bool) {
+    let mut flags = 0;
+    let mut data = Vec::new();
+    let mut bind = false;
+    for o in options {
+        match o.as_str() {
+            "ro" => flags |= libc::MS_RDONLY,
+            "rw" => {}
+            "nosuid" => flags |= libc::MS_NOSUID,
+            "nodev" => flags |= libc::MS_NODEV,
+            "noexec" => flags |= libc::MS_NOEXEC,
+            "strictatime" => flags |= libc::MS_STRICTATIME,
+            "relatime" => flags |= libc::MS_RELATIME,
+            "noatime" => flags |= libc::MS_NOATIME,
+            "bind" => bind = true,
+            "rbind" => {
+                bind = true;
+                flags |= libc::MS_REC;
+            }
+            "private" | "rprivate" | "slave" | "rslave" | "shared" | "rshared" => {}
+            other => data.push(other.to_string()),
+        }
+    }
+    (flags, data, bind)
+}
+
+fn propagation(options: &[String]) -> Option<libc::c_ulong> {
+    options.iter().rev().find_map(|o| match o.as_str() {
+        "private" => Some(libc::MS_PRIVATE),
+        "rprivate" => Some(libc::MS_PRIVATE | libc::MS_REC),
+        "slave" => Some(libc::MS_SLAVE),
+        "rslave" => Some(libc::MS_SLAVE | libc::MS_REC),
+        "shared" => Some(libc::MS_SHARED),
+        "rshared" => Some(libc::MS_SHARED | libc::MS_REC),
+        _ => None,
+    })
+}
+
+fn mount_one(rootfs: &Path, m: &Mount, cgroup_v1: &[String]) -> Result<(), InitError> {
+    let dest = resolve_in_root(rootfs, m.destination()).map_err(sys(format!("resolve {}", m.destination().display())))?;
+    let options = m.options().clone().unwrap_or_default();
+    let (flags, data, bind) = parse_options(&options);
+    let fstype = m.typ().clone().unwrap_or_default();
+    let source = m.source().as_ref().map(|s| s.to_string_lossy().into_owned());
+    let what = format!("mount {} on {}", fstype, m.destination().display());
+    if bind || fstype == "bind" {
+        let src = source.ok_or_else(|| fail(125, format!("{what}: a bind mount needs a source")))?;
+        let src_is_dir = fs::metadata(&src).map_err(sys(format!("bind source {src}")))?.is_dir();
+        if src_is_dir {
+            fs::create_dir_all(&dest).map_err(sys(&what))?;
+        } else if !dest.exists() {
+            if let Some(p) = dest.parent() {
+                fs::create_dir_all(p).map_err(sys(&what))?;
+            }
+            fs::File::create(&dest).map_err(sys(&what))?;
+        }
+        mount(Some(&src), &dest, None, libc::MS_BIND | (flags & libc::MS_REC), None).map_err(sys(&what))?;
+        // Flags other than bind/rec only take effect on a remount.
+        let extra = flags & !(libc::MS_REC);
+        if extra != 0 {
+            mount(None, &dest, None, libc::MS_BIND | libc::MS_REMOUNT | extra, None).map_err(sys(&what))?;
+        }
+    } else if fstype == "cgroup" {
+        fs::create_dir_all(&dest).map_err(sys(&what))?;
+        if cgroup_v1.is_empty() {
+            mount(Some("cgroup2"), &dest, Some("cgroup2"), flags, None).map_err(sys(&what))?;
+        } else {
+            // v1: a tmpfs holding one mount per controller; in the container's cgroup
+            // namespace each shows the container's own group as its root.
+            mount(Some("tmpfs"), &dest, Some("tmpfs"), libc::MS_NOSUID | libc::MS_NOEXEC | libc::MS_NODEV, Some("mode=755")).map_err(sys(&what))?;
+            for c in cgroup_v1 {
+                let sub = dest.join(c);
+                fs::create_dir_all(&sub).map_err(sys(&what))?;
+                mount(Some("cgroup"), &sub, Some("cgroup"), flags, Some(c)).map_err(sys(format!("{what} ({c})")))?;
+            }
+            mount(None, &dest, None, libc::MS_REMOUNT | libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NOEXEC | libc::MS_NODEV, Some("mode=755")).map_err(sys(&what))?;
+        }
+    } else {
+        fs::create_dir_all(&dest).map_err(sys(&what))?;
+        let data = data.join(",");
+        match mount(source.as_deref(), &dest, Some(&fstype), flags, Some(&data)) {
+            Ok(()) => {}
+            // Without its own network namespace a container may not mount sysfs; bind
+            // the host's read-only instead, as runc does.
+            Err(e) if fstype == "sysfs" && e.raw_os_error() == Some(libc::EPERM) => {
+                mount(Some("/sys"), &dest, None, libc::MS_BIND | libc::MS_REC, None).map_err(sys(&what))?;
+                mount(None, &dest, None, libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY, None).map_err(sys(&what))?;
+            }
+            Err(e) => return Err(sys(&what)(e)),
+        }
+    }
+    if let Some(p) = propagation(&options) {
+        mount(None, &dest, None, p, None).map_err(sys(&what))?;
+    }
+    Ok(())
+}
+
+/// The device nodes every container gets, as Docker gives them.
+const DEVICES: [(&str, u32, u32); 6] = [("null", 1, 3), ("zero", 1, 5), ("full", 1, 7), ("random", 1, 8), ("urandom", 1, 9), ("tty", 5, 0)];
+
+fn make_devices(rootfs: &Path) -> Result<(), InitError> {
+    let dev = rootfs.join("dev");
+    for (name, major, minor) in DEVICES {
+        let p = dev.join(name);
+        let c = cstr(&p);
+        // SAFETY: `c` is a valid path string for the duration of the call.
+        let ret = unsafe { libc::mknod(c.as_ptr(), libc::S_IFCHR | 0o666, libc::makedev(major, minor)) };
+        check(ret).map_err(sys(format!("mknod /dev/{name}")))?;
+        // The umask trimmed the mode.
+        fs::set_permissions(&p, fs::Permissions::from_mode(0o666)).map_err(sys(format!("chmod /dev/{name}")))?;
+    }
+    for (link, target) in [("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"), ("stdout", "/proc/self/fd/1"), ("stderr", "/proc/self/fd/2"), ("ptmx", "pts/ptmx"), ("core", "/proc/kcore")] {
+        let p = dev.join(link);
+        if !p.exists() {
+            symlink(target, &p).map_err(sys(format!("symlink /dev/{link}")))?;
+        }
+    }
+    Ok(())
+}
+
+fn pivot_root(rootfs: &Path) -> Result<(), InitError> {
+    std::env::set_current_dir(rootfs).map_err(sys("chdir to the rootfs"))?;
+    rustix::process::pivot_root(".", ".").map_err(|e| fail(125, format!("pivot_root: {e}")))?;
+    // SAFETY: a constant path; detaches the old root stacked under the new one.
+    check(unsafe { libc::umount2(c".".as_ptr(), libc::MNT_DETACH) }).map_err(sys("detach the old root"))?;
+    std::env::set_current_dir("/").map_err(sys("chdir /"))
+}
+
+fn mask_paths(spec: &Spec) -> Result<(), InitError> {
+    let Some(linux) = spec.linux() else { return Ok(()) };
+    for p in linux.masked_paths().clone().unwrap_or_default() {
+        let path = Path::new(&p);
+        match fs::symlink_metadata(path) {
+            Ok(m) if m.is_dir() => mount(Some("tmpfs"), path, Some("tmpfs"), libc::MS_RDONLY, None).map_err(sys(format!("mask {p}")))?,
+            Ok(_) => mount(Some("/dev/null"), path, None, libc::MS_BIND, None).map_err(sys(format!("mask {p}")))?,
+            Err(_) => {}
+        }
+    }
+    for p in linux.readonly_paths().clone().unwrap_or_default() {
+        let path = Path::new(&p);
+        if path.exists() {
+            mount(Some(&p), path, None, libc::MS_BIND | libc::MS_REC, None).map_err(sys(format!("read-only {p}")))?;
+            mount(None, path, None, libc::MS_BIND | libc::MS_REC | libc::MS_REMOUNT | libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC, None)
+                .map_err(sys(format!("read-only {p}")))?;
+        }
+    }
+    Ok(())
+}
+
+/// Sets IFF_UP on `lo` in a new network namespace.
+fn loopback_up() -> io::Result<()> {
+    // SAFETY: plain socket(2); the fd is closed below.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    check(fd)?;
+    // SAFETY: ifreq is plain data; zeroed is a valid value.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (i, b) in b"lo".iter().enumerate() {
+        req.ifr_name[i] = *b as libc::c_char;
+    }
+    // SAFETY: `req` is a valid ifreq for SIOCGIFFLAGS/SIOCSIFFLAGS on `fd`; the union
+    // field read is the one the kernel filled in.
+    let r = unsafe {
+        let mut r = libc::ioctl(fd, libc::SIOCGIFFLAGS, &mut req);
+        if r >= 0 {
+            req.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short;
+            r = libc::ioctl(fd, libc::SIOCSIFFLAGS, &req);
+        }
+        libc::close(fd);
+        r
+    };
+    check(r)
+}
+
+fn rlimit_resource(name: &str) -> Option<libc::__rlimit_resource_t> {
+    Some(match name {
+        "RLIMIT_CPU" => libc::RLIMIT_CPU,
+        "RLIMIT_FSIZE" => libc::RLIMIT_FSIZE,
+        "RLIMIT_DATA" => libc::RLIMIT_DATA,
+        "RLIMIT_STACK" => libc::RLIMIT_STACK,
+        "RLIMIT_CORE" => libc::RLIMIT_CORE,
+        "RLIMIT_RSS" => libc::RLIMIT_RSS,
+        "RLIMIT_NPROC" => libc::RLIMIT_NPROC,
+        "RLIMIT_NOFILE" => libc::RLIMIT_NOFILE,
+        "RLIMIT_MEMLOCK" => libc::RLIMIT_MEMLOCK,
+        "RLIMIT_AS" => libc::RLIMIT_AS,
+        "RLIMIT_LOCKS" => libc::RLIMIT_LOCKS,
+        "RLIMIT_SIGPENDING" => libc::RLIMIT_SIGPENDING,
+        "RLIMIT_MSGQUEUE" => libc::RLIMIT_MSGQUEUE,
+        "RLIMIT_NICE" => libc::RLIMIT_NICE,
+        "RLIMIT_RTPRIO" => libc::RLIMIT_RTPRIO,
+        "RLIMIT_RTTIME" => libc::RLIMIT_RTTIME,
+        _ => return None,
+    })
+}
+
+/// Capability numbers named in a list of OCI capabilities.
+fn cap_mask(caps: &Option<oci_spec::runtime::Capabilities>) -> u64 {
+    let mut mask = 0u64;
+    for c in caps.iter().flatten() {
+        if let Some(n) = crate::spec::cap_number(&format!("CAP_{}", c.to_string().trim_start_matches("CAP_"))) {
+            mask |= 1 << n;
+        }
+    }
+    mask
+}
+
+fn last_cap() -> u32 {
+    fs::read_to_string("/proc/sys/kernel/cap_last_cap").ok().and_then(|s| s.trim().parse().ok()).unwrap_or(40)
+}
+
+fn capset(effective: u64, permitted: u64, inheritable: u64) -> io::Result<()> {
+    #[repr(C)]
+    struct Header {
+        version: u32,
+        pid: i32,
+    }
+    #[repr(C)]
+    #[derive(Clone, Copy)]
+    struct Data {
+        effective: u32,
+        permitted: u32,
+        inheritable: u32,
+    }
+    let mut header = Header { version: 0x2008_0522, pid: 0 }; // _LINUX_CAPABILITY_VERSION_3
+    let data = [
+        Data { effective: effective as u32, permitted: permitted as u32, inheritable: inheritable as u32 },
+        Data { effective: (effective >> 32) as u32, permitted: (permitted >> 32) as u32, inheritable: (inheritable >> 32) as u32 },
+    ];
+    // SAFETY: header and data match the kernel's v3 capability structures.
+    check(unsafe { libc::syscall(libc::SYS_capset, &mut header, data.as_ptr()) as libc::c_int })
+}
+
+fn set_user_and_caps(spec: &Spec) -> Result<(), InitError> {
+    let process = spec.process().as_ref().ok_or_else(|| fail(125, "the spec has no process"))?;
+    let user = process.user();
+    let caps = process.capabilities().clone().unwrap_or_default();
+    let bounding = cap_mask(caps.bounding());
+    let effective = cap_mask(caps.effective());
+    let permitted = cap_mask(caps.permitted());
+    let inheritable = cap_mask(caps.inheritable());
+
+    // Bounding set first: dropping needs CAP_SETPCAP, which root still has here.
+    for cap in 0..=last_cap() {
+        if bounding & (1 << cap) == 0 {
+            // SAFETY: prctl with integer arguments only.
+            check(unsafe { libc::prctl(libc::PR_CAPBSET_DROP, cap as libc::c_ulong, 0, 0, 0) }).map_err(sys(format!("drop capability {cap}")))?;
+        }
+    }
+    // Keep permitted capabilities across the uid change, then set them explicitly.
+    // SAFETY: prctl with integer arguments only.
+    check(unsafe { libc::prctl(libc::PR_SET_KEEPCAPS, 1, 0, 0, 0) }).map_err(sys("keep capabilities"))?;
+    let gids: Vec<libc::gid_t> = user.additional_gids().clone().unwrap_or_default();
+    // SAFETY: `gids` outlives the call and its length is passed alongside.
+    check(unsafe { libc::setgroups(gids.len(), gids.as_ptr()) }).map_err(sys("setgroups"))?;
+    // SAFETY: integer arguments only.
+    check(unsafe { libc::setresgid(user.gid(), user.gid(), user.gid()) }).map_err(sys(format!("setgid {}", user.gid())))?;
+    // SAFETY: integer arguments only.
+    check(unsafe { libc::setresuid(user.uid(), user.uid(), user.uid()) }).map_err(sys(format!("setuid {}", user.uid())))?;
+    capset(effective, permitted, inheritable).map_err(sys("set capabilities"))?;
+    // SAFETY: prctl with integer arguments only.
+    check(unsafe { libc::prctl(libc::PR_CAP_AMBIENT, libc::PR_CAP_AMBIENT_CLEAR_ALL as libc::c_ulong, 0, 0, 0) }).map_err(sys("clear ambient capabilities"))?;
+    if process.no_new_privileges().unwrap_or(false) {
+        // SAFETY: prctl with integer arguments only.
+        check(unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) }).map_err(sys("set no_new_privs"))?;
+    }
+    Ok(())
+}
+
+/// Finds the program the way execvp would, using the container's PATH.
+fn find_program(arg0: &str, env: &[String]) -> Result<PathBuf, InitError> {
+    if arg0.contains('/') {
+        let p = PathBuf::from(arg0);
+        return match fs::metadata(&p) {
+            Ok(_) => Ok(p),
+            Err(_) => Err(fail(127, format!("exec: \"{arg0}\": stat {arg0}: no such file or directory"))),
+        };
+    }
+    let path = env.iter().find_map(|e| e.strip_prefix("PATH=")).unwrap_or("/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin");
+    for dir in path.split(':').filter(|d| !d.is_empty()) {
+        let p = Path::new(dir).join(arg0);
+        if fs::metadata(&p).is_ok_and(|m| m.is_file()) {
+            return Ok(p);
+        }
+    }
+    Err(fail(127, format!("exec: \"{arg0}\": executable file not found in $PATH")))
+}
+
+/// Everything from mounts to exec. Returns only on failure.
+pub fn run(spec: &Spec, cgroup_v1: &[String]) -> InitError {
+    match setup(spec, cgroup_v1) {
+        Ok(never) => match never {},
+        Err(e) => e,
+    }
+}
+
+fn setup(spec: &Spec, cgroup_v1: &[String]) -> Result<std::convert::Infallible, InitError> {
+    let process = spec.process().as_ref().ok_or_else(|| fail(125, "the spec has no process"))?;
+    let root = spec.root().as_ref().ok_or_else(|| fail(125, "the spec has no root"))?;
+    let rootfs = root.path().clone();
+    let linux = spec.linux().clone().unwrap_or_default();
+    let namespaces = linux.namespaces().clone().unwrap_or_default();
+    let has_ns = |t: LinuxNamespaceType| namespaces.iter().any(|n| n.typ() == t && n.path().is_none());
+
+    // Join a network namespace given by path.
+    if let Some(ns) = namespaces.iter().find(|n| n.typ() == LinuxNamespaceType::Network && n.path().is_some()) {
+        let path = ns.path().clone().expect("checked");
+        let f = fs::File::open(&path).map_err(sys(format!("open network namespace {}", path.display())))?;
+        rustix::thread::move_into_link_name_space(std::os::fd::AsFd::as_fd(&f), Some(rustix::thread::LinkNameSpaceType::Network))
+            .map_err(|e| fail(125, format!("join network namespace {}: {e}", path.display())))?;
+    }
+    if has_ns(LinuxNamespaceType::Cgroup) {
+        // SAFETY: a new cgroup namespace changes no memory or file-descriptor state.
+        unsafe { rustix::thread::unshare_unsafe(rustix::thread::UnshareFlags::NEWCGROUP) }.map_err(|e| fail(125, format!("new cgroup namespace: {e}")))?;
+    }
+
+    // Mounts stay in this namespace.
+    mount(None, Path::new("/"), None, libc::MS_REC | libc::MS_SLAVE, None).map_err(sys("make / a slave mount"))?;
+    mount(Some(&rootfs.to_string_lossy()), &rootfs, None, libc::MS_BIND | libc::MS_REC, None).map_err(sys("bind the rootfs"))?;
+    for m in spec.mounts().clone().unwrap_or_default() {
+        mount_one(&rootfs, &m, cgroup_v1)?;
+    }
+    make_devices(&rootfs)?;
+    pivot_root(&rootfs)?;
+    mask_paths(spec)?;
+    if root.readonly().unwrap_or(false) {
+        mount(None, Path::new("/"), None, libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY | libc::MS_REC, None).map_err(sys("make the rootfs read-only"))?;
+    }
+
+    if has_ns(LinuxNamespaceType::Uts) {
+        if let Some(h) = spec.hostname() {
+            rustix::system::sethostname(h.as_bytes()).map_err(|e| fail(125, format!("sethostname: {e}")))?;
+        }
+    }
+    if has_ns(LinuxNamespaceType::Network) {
+        loopback_up().map_err(sys("bring up lo"))?;
+    }
+    for r in process.rlimits().clone().unwrap_or_default() {
+        let name = format!("{:?}", r.typ());
+        let name = if name.starts_with("RLIMIT_") { name } else { format!("RLIMIT_{}", name.trim_start_matches("Rlimit").to_uppercase()) };
+        let res = rlimit_resource(&name).ok_or_else(|| fail(125, format!("unknown rlimit {name}")))?;
+        let lim = libc::rlimit { rlim_cur: r.soft(), rlim_max: r.hard() };
+        // SAFETY: `lim` is a valid rlimit.
+        check(unsafe { libc::setrlimit(res, &lim) }).map_err(sys(format!("setrlimit {name}")))?;
+    }
+
+    let cwd = process.cwd();
+    if !cwd.exists() {
+        fs::create_dir_all(cwd).map_err(sys(format!("create working directory {}", cwd.display())))?;
+    }
+    set_user_and_caps(spec)?;
+    std::env::set_current_dir(cwd).map_err(|e| fail(125, format!("chdir to {}: {e}", cwd.display())))?;
+
+    let args = process.args().clone().unwrap_or_default();
+    let arg0 = args.first().ok_or_else(|| fail(125, "no command given and the image has none; give one after the image name"))?;
+    let env = process.env().clone().unwrap_or_default();
+    let program = find_program(arg0, &env)?;
+    let c_prog = cstr(&program);
+    let c_args: Vec<CString> = args.iter().map(cstr).collect();
+    let c_env: Vec<CString> = env.iter().map(cstr).collect();
+    let mut argv: Vec<*const libc::c_char> = c_args.iter().map(|a| a.as_ptr()).collect();
+    argv.push(std::ptr::null());
+    let mut envp: Vec<*const libc::c_char> = c_env.iter().map(|a| a.as_ptr()).collect();
+    envp.push(std::ptr::null());
+    // Nothing but stdio crosses into the container.
+    // SAFETY: integer arguments only.
+    unsafe { libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, libc::CLOSE_RANGE_CLOEXEC) };
+    // SAFETY: argv and envp are NULL-terminated arrays of valid strings that outlive the
+    // call; execve only returns on failure.
+    unsafe { libc::execve(c_prog.as_ptr(), argv.as_ptr(), envp.as_ptr()) };
+    let e = io::Error::last_os_error();
+    let code = match e.raw_os_error() {
+        Some(libc::ENOENT) => 127,
+        _ => 126,
+    };
+    Err(fail(code, format!("exec: \"{arg0}\": {e}")))
+}

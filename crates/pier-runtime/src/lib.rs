@@ -1,0 +1,21 @@
+//! Pier's container runtime: it runs an OCI bundle.
+//!
+//! - [`spec`]: the OCI spec of a container, with Docker's defaults.
+//! - [`cgroups`]: cgroup v1 and v2: create, limit, freeze, OOM, remove.
+//! - [`rootfs`]: paths resolved inside a container's root; `--user` lookup.
+//! - [`init`]: the container's setup in the cloned child, up to exec.
+//! - [`monitor`]: the per-container process that holds stdio and the exit status and
+//!   outlives the daemon.
+//! - [`logs`]: the log file format, rotation, and reading.
+//! - [`state`]: the files monitor and daemon share.
+//!
+//! Namespace work never happens in the daemon: the daemon starts `pier __monitor`, a fresh
+//! single-threaded process, which clones the container.
+
+pub mod cgroups;
+pub mod init;
+pub mod logs;
+pub mod monitor;
+pub mod rootfs;
+pub mod spec;
+pub mod state;

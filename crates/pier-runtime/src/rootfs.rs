@@ -1,0 +1,134 @@
+//! Paths inside a container's root, resolved the way the container would see them:
+//! symlinks followed relative to the root, `..` clamped at the root. Whatever an image
+//! holds, a resolved path never leaves the rootfs.
+
+use std::ffi::OsStr;
+use std::fs;
+use std::io;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Component, Path, PathBuf};
+
+/// Resolves `path` (absolute or relative, as seen inside the container) to a host path
+/// under `root`. Missing trailing components are kept as they are.
+pub fn resolve_in_root(root: &Path, path: &Path) -> io::Result<PathBuf> {
+    let mut todo: Vec<PathBuf> = path.components().rev().filter_map(comp).collect();
+    let mut cur: Vec<PathBuf> = Vec::new();
+    let mut hops = 0;
+    while let Some(part) = todo.pop() {
+        if part.as_os_str() == ".." {
+            cur.pop();
+            continue;
+        }
+        let candidate: PathBuf = root.join(cur.iter().collect::<PathBuf>()).join(&part);
+        match fs::symlink_metadata(&candidate) {
+            Ok(m) if m.file_type().is_symlink() => {
+                hops += 1;
+                if hops > 40 {
+                    return Err(io::Error::other(format!("too many levels of symlinks in {}", path.display())));
+                }
+                let target = fs::read_link(&candidate)?;
+                if target.is_absolute() {
+                    cur.clear();
+                }
+                todo.extend(target.components().rev().filter_map(comp));
+            }
+            _ => cur.push(part),
+        }
+    }
+    Ok(root.join(cur.iter().collect::<PathBuf>()))
+}
+
+fn comp(c: Component<'_>) -> Option<PathBuf> {
+    match c {
+        Component::Normal(n) => Some(PathBuf::from(n)),
+        Component::ParentDir => Some(PathBuf::from("..")),
+        _ => None,
+    }
+}
+
+/// Reads `/etc/passwd` and `/etc/group` of a rootfs to turn `--user` into numbers, as
+/// Docker does: `name`, `uid`, `name:group`, `uid:gid`.
+pub fn resolve_user(root: &Path, user: &str) -> Result<(u32, u32, Vec<u32>), String> {
+    let (u, g) = match user.split_once(':') {
+        Some((u, g)) => (u, Some(g)),
+        None => (user, None),
+    };
+    let passwd = read_db(root, "/etc/passwd");
+    let group = read_db(root, "/etc/group");
+    let entry = passwd.iter().find(|f| f.first().map(String::as_str) == Some(u) || (u.parse::<u32>().is_ok() && f.get(2).map(String::as_str) == Some(u)));
+    let uid = match u.parse::<u32>() {
+        Ok(n) => n,
+        Err(_) => entry
+            .and_then(|f| f.get(2)?.parse().ok())
+            .ok_or_else(|| format!("unable to find user {u}: no matching entries in passwd file"))?,
+    };
+    let gid = match g {
+        Some(g) => match g.parse::<u32>() {
+            Ok(n) => n,
+            Err(_) => group
+                .iter()
+                .find(|f| f.first().map(String::as_str) == Some(g))
+                .and_then(|f| f.get(2)?.parse().ok())
+                .ok_or_else(|| format!("unable to find group {g}: no matching entries in group file"))?,
+        },
+        None => entry.and_then(|f| f.get(3)?.parse().ok()).unwrap_or(0),
+    };
+    let name = entry.and_then(|f| f.first()).cloned();
+    let mut extra = Vec::new();
+    if let Some(name) = name {
+        for f in &group {
+            if f.get(3).is_some_and(|members| members.split(',').any(|m| m == name)) {
+                if let Some(id) = f.get(2).and_then(|s| s.parse::<u32>().ok()) {
+                    if id != gid && !extra.contains(&id) {
+                        extra.push(id);
+                    }
+                }
+            }
+        }
+    }
+    Ok((uid, gid, extra))
+}
+
+fn read_db(root: &Path, path: &str) -> Vec<Vec<String>> {
+    let Ok(p) = resolve_in_root(root, Path::new(path)) else { return vec![] };
+    let data = fs::read(&p).unwrap_or_default();
+    data.split(|&b| b == b'\n')
+        .filter(|l| !l.is_empty() && l[0] != b'#')
+        .map(|l| OsStr::from_bytes(l).to_string_lossy().split(':').map(str::to_string).collect())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::symlink;
+
+    #[test]
+    fn resolves_inside_the_root() {
+        let d = tempfile::tempdir().unwrap();
+        let r = d.path();
+        fs::create_dir_all(r.join("usr/bin")).unwrap();
+        symlink("usr/bin", r.join("bin")).unwrap();
+        symlink("/../../../../etc", r.join("evil")).unwrap();
+        symlink("../../..", r.join("usr/up")).unwrap();
+        assert_eq!(resolve_in_root(r, Path::new("/bin/sh")).unwrap(), r.join("usr/bin/sh"));
+        assert_eq!(resolve_in_root(r, Path::new("/evil/passwd")).unwrap(), r.join("etc/passwd"));
+        assert_eq!(resolve_in_root(r, Path::new("/usr/up/etc")).unwrap(), r.join("etc"));
+        assert_eq!(resolve_in_root(r, Path::new("/../../x")).unwrap(), r.join("x"));
+        symlink("loop", r.join("loop")).unwrap();
+        assert!(resolve_in_root(r, Path::new("/loop")).is_err());
+    }
+
+    #[test]
+    fn users_and_groups() {
+        let d = tempfile::tempdir().unwrap();
+        fs::create_dir(d.path().join("etc")).unwrap();
+        fs::write(d.path().join("etc/passwd"), "root:x:0:0::/root:/bin/sh\napp:x:1000:1001::/home/app:/bin/sh\n").unwrap();
+        fs::write(d.path().join("etc/group"), "root:x:0:\napp:x:1001:\nwheel:x:10:app,other\n").unwrap();
+        assert_eq!(resolve_user(d.path(), "app").unwrap(), (1000, 1001, vec![10]));
+        assert_eq!(resolve_user(d.path(), "app:wheel").unwrap(), (1000, 10, vec![]));
+        assert_eq!(resolve_user(d.path(), "1234:5").unwrap(), (1234, 5, vec![]));
+        assert_eq!(resolve_user(d.path(), "1000").unwrap(), (1000, 1001, vec![10]));
+        assert!(resolve_user(d.path(), "nobody").unwrap_err().contains("unable to find user nobody"));
+    }
+}

@@ -1,0 +1,298 @@
+//! Building the OCI runtime spec (`config.json`) of a container: Docker's defaults
+//! (capabilities, mounts, masked and read-only paths, device rules) plus what the user
+//! asked for. The spec is the contract between the engine and a runtime, so the same
+//! bundle runs under Pier's runtime and under runc.
+
+use serde_json::{json, Value};
+
+/// Docker's default capability set.
+pub const DEFAULT_CAPS: [&str; 14] = [
+    "CAP_CHOWN",
+    "CAP_DAC_OVERRIDE",
+    "CAP_FSETID",
+    "CAP_FOWNER",
+    "CAP_MKNOD",
+    "CAP_NET_RAW",
+    "CAP_SETGID",
+    "CAP_SETUID",
+    "CAP_SETFCAP",
+    "CAP_SETPCAP",
+    "CAP_NET_BIND_SERVICE",
+    "CAP_SYS_CHROOT",
+    "CAP_KILL",
+    "CAP_AUDIT_WRITE",
+];
+
+/// Paths Docker hides from containers.
+pub const MASKED_PATHS: [&str; 11] = [
+    "/proc/asound",
+    "/proc/acpi",
+    "/proc/kcore",
+    "/proc/keys",
+    "/proc/latency_stats",
+    "/proc/timer_list",
+    "/proc/timer_stats",
+    "/proc/sched_debug",
+    "/proc/scsi",
+    "/sys/firmware",
+    "/sys/devices/virtual/powercap",
+];
+
+/// Paths Docker makes read-only in containers.
+pub const READONLY_PATHS: [&str; 5] = ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"];
+
+/// Every capability the kernel knows (for `--privileged` and `--cap-add ALL`).
+pub const ALL_CAPS: [&str; 41] = [
+    "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_DAC_READ_SEARCH", "CAP_FOWNER", "CAP_FSETID", "CAP_KILL", "CAP_SETGID",
+    "CAP_SETUID", "CAP_SETPCAP", "CAP_LINUX_IMMUTABLE", "CAP_NET_BIND_SERVICE", "CAP_NET_BROADCAST", "CAP_NET_ADMIN",
+    "CAP_NET_RAW", "CAP_IPC_LOCK", "CAP_IPC_OWNER", "CAP_SYS_MODULE", "CAP_SYS_RAWIO", "CAP_SYS_CHROOT", "CAP_SYS_PTRACE",
+    "CAP_SYS_PACCT", "CAP_SYS_ADMIN", "CAP_SYS_BOOT", "CAP_SYS_NICE", "CAP_SYS_RESOURCE", "CAP_SYS_TIME",
+    "CAP_SYS_TTY_CONFIG", "CAP_MKNOD", "CAP_LEASE", "CAP_AUDIT_WRITE", "CAP_AUDIT_CONTROL", "CAP_SETFCAP",
+    "CAP_MAC_OVERRIDE", "CAP_MAC_ADMIN", "CAP_SYSLOG", "CAP_WAKE_ALARM", "CAP_BLOCK_SUSPEND", "CAP_AUDIT_READ",
+    "CAP_PERFMON", "CAP_BPF", "CAP_CHECKPOINT_RESTORE",
+];
+
+/// The capability number of a `CAP_*` name.
+pub fn cap_number(name: &str) -> Option<u32> {
+    ALL_CAPS_BY_NUMBER.iter().position(|c| *c == name).map(|i| i as u32)
+}
+
+/// Capabilities in kernel number order (capability.h).
+const ALL_CAPS_BY_NUMBER: [&str; 41] = [
+    "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_DAC_READ_SEARCH", "CAP_FOWNER", "CAP_FSETID", "CAP_KILL", "CAP_SETGID",
+    "CAP_SETUID", "CAP_SETPCAP", "CAP_LINUX_IMMUTABLE", "CAP_NET_BIND_SERVICE", "CAP_NET_BROADCAST", "CAP_NET_ADMIN",
+    "CAP_NET_RAW", "CAP_IPC_LOCK", "CAP_IPC_OWNER", "CAP_SYS_MODULE", "CAP_SYS_RAWIO", "CAP_SYS_CHROOT", "CAP_SYS_PTRACE",
+    "CAP_SYS_PACCT", "CAP_SYS_ADMIN", "CAP_SYS_BOOT", "CAP_SYS_NICE", "CAP_SYS_RESOURCE", "CAP_SYS_TIME",
+    "CAP_SYS_TTY_CONFIG", "CAP_MKNOD", "CAP_LEASE", "CAP_AUDIT_WRITE", "CAP_AUDIT_CONTROL", "CAP_SETFCAP",
+    "CAP_MAC_OVERRIDE", "CAP_MAC_ADMIN", "CAP_SYSLOG", "CAP_WAKE_ALARM", "CAP_BLOCK_SUSPEND", "CAP_AUDIT_READ",
+    "CAP_PERFMON", "CAP_BPF", "CAP_CHECKPOINT_RESTORE",
+];
+
+/// Normalizes `net_admin`, `NET_ADMIN` or `CAP_NET_ADMIN` to `CAP_NET_ADMIN`.
+pub fn normalize_cap(name: &str) -> Option<String> {
+    let up = name.to_ascii_uppercase();
+    let full = if up.starts_with("CAP_") { up } else { format!("CAP_{up}") };
+    (full == "CAP_ALL" || cap_number(&full).is_some()).then_some(full)
+}
+
+/// Where the container's network namespace comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NetMode {
+    /// A new namespace with only loopback.
+    None,
+    /// The host's namespace.
+    Host,
+    /// An existing namespace (a path under /proc or /run/netns).
+    Path(String),
+}
+
+/// An rlimit as the user asked for it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rlimit {
+    /// `RLIMIT_NOFILE`, ...
+    pub kind: String,
+    pub soft: u64,
+    pub hard: u64,
+}
+
+/// Everything a container's spec is made from.
+#[derive(Debug, Clone, Default)]
+pub struct SpecInput {
+    pub args: Vec<String>,
+    pub env: Vec<String>,
+    pub cwd: String,
+    pub uid: u32,
+    pub gid: u32,
+    pub additional_gids: Vec<u32>,
+    pub hostname: String,
+    pub rootfs: String,
+    pub readonly_rootfs: bool,
+    pub privileged: bool,
+    pub cap_add: Vec<String>,
+    pub cap_drop: Vec<String>,
+    pub no_new_privileges: bool,
+    pub rlimits: Vec<Rlimit>,
+    pub net: Option<NetMode>,
+    pub memory: Option<i64>,
+    pub memory_swap: Option<i64>,
+    pub cpu_quota: Option<i64>,
+    pub cpu_period: Option<u64>,
+    pub cpu_shares: Option<u64>,
+    pub cpuset_cpus: Option<String>,
+    pub pids_limit: Option<i64>,
+    pub blkio_weight: Option<u16>,
+    pub terminal: bool,
+    /// Extra mounts (volumes, /etc/hosts, ...), as OCI mount objects.
+    pub mounts: Vec<Value>,
+    pub cgroups_path: String,
+}
+
+impl Default for NetMode {
+    fn default() -> Self {
+        NetMode::None
+    }
+}
+
+/// The capability set for a spec.
+pub fn capabilities(input: &SpecInput) -> Vec<String> {
+    let mut caps: Vec<String> = if input.privileged {
+        ALL_CAPS.iter().map(|s| s.to_string()).collect()
+    } else {
+        DEFAULT_CAPS.iter().map(|s| s.to_string()).collect()
+    };
+    if input.cap_add.iter().any(|c| c == "CAP_ALL") {
+        caps = ALL_CAPS.iter().map(|s| s.to_string()).collect();
+    }
+    for c in &input.cap_add {
+        if c != "CAP_ALL" && !caps.contains(c) {
+            caps.push(c.clone());
+        }
+    }
+    if input.cap_drop.iter().any(|c| c == "CAP_ALL") {
+        caps.clear();
+    }
+    caps.retain(|c| !input.cap_drop.contains(c));
+    caps
+}
+
+/// Builds the spec as JSON, then checks it against the OCI types.
+pub fn build(input: &SpecInput) -> Result<oci_spec::runtime::Spec, serde_json::Error> {
+    let caps = capabilities(input);
+    // Like Docker: a non-root user gets the bounding set only, nothing effective.
+    let (eff, perm) = if input.uid == 0 { (caps.clone(), caps.clone()) } else { (vec![], vec![]) };
+    let mut namespaces = vec![json!({"type": "pid"}), json!({"type": "ipc"}), json!({"type": "uts"}), json!({"type": "mount"}), json!({"type": "cgroup"})];
+    match input.net.clone().unwrap_or_default() {
+        NetMode::None => namespaces.push(json!({"type": "network"})),
+        NetMode::Host => {}
+        NetMode::Path(p) => namespaces.push(json!({"type": "network", "path": p})),
+    }
+    let sys_ro = input.net != Some(NetMode::Host) && !input.privileged;
+    let mut mounts = vec![
+        json!({"destination": "/proc", "type": "proc", "source": "proc", "options": ["nosuid", "noexec", "nodev"]}),
+        json!({"destination": "/dev", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]}),
+        json!({"destination": "/dev/pts", "type": "devpts", "source": "devpts", "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"]}),
+        json!({"destination": "/sys", "type": "sysfs", "source": "sysfs", "options": ["nosuid", "noexec", "nodev", if sys_ro { "ro" } else { "rw" }]}),
+        json!({"destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup", "options": ["ro", "nosuid", "noexec", "nodev"]}),
+        json!({"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue", "options": ["nosuid", "noexec", "nodev"]}),
+        json!({"destination": "/dev/shm", "type": "tmpfs", "source": "shm", "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=67108864"]}),
+    ];
+    mounts.extend(input.mounts.iter().cloned());
+    let mut resources = json!({
+        "devices": [
+            {"allow": false, "access": "rwm"},
+            {"allow": true, "type": "c", "major": 1, "minor": 3, "access": "rwm"},
+            {"allow": true, "type": "c", "major": 1, "minor": 5, "access": "rwm"},
+            {"allow": true, "type": "c", "major": 1, "minor": 7, "access": "rwm"},
+            {"allow": true, "type": "c", "major": 1, "minor": 8, "access": "rwm"},
+            {"allow": true, "type": "c", "major": 1, "minor": 9, "access": "rwm"},
+            {"allow": true, "type": "c", "major": 5, "minor": 0, "access": "rwm"},
+            {"allow": true, "type": "c", "major": 5, "minor": 2, "access": "rwm"},
+            {"allow": true, "type": "c", "major": 136, "access": "rwm"},
+        ],
+    });
+    if input.memory.is_some() || input.memory_swap.is_some() {
+        let mut m = json!({});
+        if let Some(l) = input.memory {
+            m["limit"] = json!(l);
+        }
+        if let Some(s) = input.memory_swap {
+            m["swap"] = json!(s);
+        }
+        resources["memory"] = m;
+    }
+    if let Some(p) = input.pids_limit {
+        resources["pids"] = json!({"limit": p});
+    }
+    let mut cpu = json!({});
+    if let Some(q) = input.cpu_quota {
+        cpu["quota"] = json!(q);
+        cpu["period"] = json!(input.cpu_period.unwrap_or(100_000));
+    }
+    if let Some(s) = input.cpu_shares {
+        cpu["shares"] = json!(s);
+    }
+    if let Some(c) = &input.cpuset_cpus {
+        cpu["cpus"] = json!(c);
+    }
+    if cpu.as_object().is_some_and(|o| !o.is_empty()) {
+        resources["cpu"] = cpu;
+    }
+    if let Some(w) = input.blkio_weight {
+        resources["blockIO"] = json!({"weight": w});
+    }
+    let rlimits: Vec<Value> = input.rlimits.iter().map(|r| json!({"type": r.kind, "soft": r.soft, "hard": r.hard})).collect();
+    let spec = json!({
+        "ociVersion": "1.0.2",
+        "process": {
+            "terminal": input.terminal,
+            "user": {"uid": input.uid, "gid": input.gid, "additionalGids": input.additional_gids},
+            "args": input.args,
+            "env": input.env,
+            "cwd": input.cwd,
+            "capabilities": {"bounding": caps, "effective": eff, "permitted": perm},
+            "rlimits": rlimits,
+            "noNewPrivileges": input.no_new_privileges,
+        },
+        "root": {"path": input.rootfs, "readonly": input.readonly_rootfs},
+        "hostname": input.hostname,
+        "mounts": mounts,
+        "linux": {
+            "namespaces": namespaces,
+            "resources": resources,
+            "cgroupsPath": input.cgroups_path,
+            "maskedPaths": if input.privileged { vec![] } else { MASKED_PATHS.to_vec() },
+            "readonlyPaths": if input.privileged { vec![] } else { READONLY_PATHS.to_vec() },
+        },
+    });
+    serde_json::from_value(spec)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn capability_numbers_and_names() {
+        assert_eq!(cap_number("CAP_CHOWN"), Some(0));
+        assert_eq!(cap_number("CAP_SYS_ADMIN"), Some(21));
+        assert_eq!(cap_number("CAP_CHECKPOINT_RESTORE"), Some(40));
+        assert_eq!(normalize_cap("net_admin").as_deref(), Some("CAP_NET_ADMIN"));
+        assert_eq!(normalize_cap("ALL").as_deref(), Some("CAP_ALL"));
+        assert_eq!(normalize_cap("bogus"), None);
+        let mut sorted = ALL_CAPS.to_vec();
+        sorted.sort();
+        let mut by_num = ALL_CAPS_BY_NUMBER.to_vec();
+        by_num.sort();
+        assert_eq!(sorted, by_num);
+    }
+
+    #[test]
+    fn builds_a_docker_like_spec() {
+        let input = SpecInput {
+            args: vec!["/bin/sh".into()],
+            cwd: "/".into(),
+            rootfs: "/x/rootfs".into(),
+            cap_add: vec!["CAP_NET_ADMIN".into()],
+            cap_drop: vec!["CAP_MKNOD".into()],
+            memory: Some(64 << 20),
+            pids_limit: Some(20),
+            rlimits: vec![Rlimit { kind: "RLIMIT_NOFILE".into(), soft: 100, hard: 200 }],
+            ..Default::default()
+        };
+        let spec = build(&input).unwrap();
+        let caps = spec.process().as_ref().unwrap().capabilities().as_ref().unwrap();
+        let bounding: Vec<String> = caps.bounding().as_ref().unwrap().iter().map(|c| c.to_string()).collect();
+        assert_eq!(bounding.len(), 14);
+        assert!(bounding.iter().any(|c| c.contains("NET_ADMIN")));
+        assert!(!bounding.iter().any(|c| c.contains("MKNOD")));
+        let linux = spec.linux().as_ref().unwrap();
+        assert_eq!(linux.masked_paths().as_ref().unwrap().len(), MASKED_PATHS.len());
+        assert_eq!(linux.resources().as_ref().unwrap().pids().as_ref().unwrap().limit(), 20);
+
+        let user = SpecInput { uid: 1000, privileged: true, ..input };
+        let spec = build(&user).unwrap();
+        let caps = spec.process().as_ref().unwrap().capabilities().as_ref().unwrap();
+        assert_eq!(caps.bounding().as_ref().unwrap().len(), 40, "privileged: all but the dropped one");
+        assert!(caps.effective().as_ref().unwrap().is_empty(), "a non-root user gets no effective caps");
+    }
+}

@@ -1,0 +1,58 @@
+//! Files a container's monitor and the daemon share in the container's directory. They
+//! are written by rename, so a reader sees a whole file or none, whoever crashed.
+//!
+//! ```text
+//! config.json    the OCI spec (the bundle)
+//! rootfs/        the overlay mount point
+//! monitor.json   what the monitor needs besides the spec (MonitorConfig)
+//! state.json     written once the container runs: pids (Running)
+//! exit.json      written when it has exited: code, time, OOM (Exited)
+//! container.log  stdout and stderr, one JSON object per line, rotated
+//! ```
+
+use std::fs;
+use std::io::{self, Write};
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+/// What the daemon tells a monitor.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MonitorConfig {
+    pub id: String,
+    /// Rotate the log past this many bytes.
+    pub log_max_bytes: u64,
+    /// Keep this many rotated files besides the current one.
+    pub log_max_files: u32,
+}
+
+/// A running container, as its monitor reports it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Running {
+    pub pid: i32,
+    pub monitor_pid: i32,
+    pub started_at: String,
+}
+
+/// How a container ended.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Exited {
+    pub exit_code: i32,
+    pub finished_at: String,
+    pub oom_killed: bool,
+    /// Set when the container never started: why.
+    #[serde(default)]
+    pub error: Option<String>,
+}
+
+pub fn write_json<T: Serialize>(path: &Path, value: &T) -> io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    let mut f = fs::File::create(&tmp)?;
+    f.write_all(&serde_json::to_vec(value).expect("serializable"))?;
+    f.sync_all()?;
+    fs::rename(&tmp, path)
+}
+
+pub fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Option<T> {
+    fs::read(path).ok().and_then(|b| serde_json::from_slice(&b).ok())
+}
