@@ -56,6 +56,10 @@ pub struct ErrorBody {
     pub kind: ErrorKind,
     /// What was wrong and what to do about it.
     pub message: String,
+    /// For a container that could not start: the exit code Docker reports (126 cannot
+    /// invoke, 127 not found).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i32>,
 }
 
 #[cfg(test)]

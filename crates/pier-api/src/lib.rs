@@ -21,6 +21,7 @@ macro_rules! string_schema {
     };
 }
 
+pub mod containers;
 pub mod error;
 pub mod names;
 pub mod reference;

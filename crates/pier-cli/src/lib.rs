@@ -2,6 +2,7 @@
 //! calls the daemon and prints a table (or JSON with `--format json`). The CLI holds no
 //! state of its own.
 
+mod containers;
 mod images;
 mod output;
 
@@ -45,6 +46,77 @@ pub enum Command {
     Rmi(images::RemoveArgs),
     /// Show what the daemon is and holds.
     Info,
+    /// Create and start a container.
+    Run(containers::RunArgs),
+    /// Create a container.
+    Create(containers::CreateArgs),
+    /// Start containers.
+    Start {
+        #[arg(required = true)]
+        containers: Vec<String>,
+    },
+    /// Stop containers: their stop signal, then SIGKILL after a grace period.
+    Stop {
+        /// Seconds to wait before killing.
+        #[arg(short, long)]
+        time: Option<u64>,
+        /// Signal to send first.
+        #[arg(short, long)]
+        signal: Option<String>,
+        #[arg(required = true)]
+        containers: Vec<String>,
+    },
+    /// Restart containers.
+    Restart {
+        #[arg(short, long)]
+        time: Option<u64>,
+        #[arg(required = true)]
+        containers: Vec<String>,
+    },
+    /// Send a signal to containers.
+    Kill {
+        #[arg(short, long)]
+        signal: Option<String>,
+        #[arg(required = true)]
+        containers: Vec<String>,
+    },
+    /// Remove containers.
+    Rm {
+        /// Kill running containers first.
+        #[arg(short, long)]
+        force: bool,
+        #[arg(required = true)]
+        containers: Vec<String>,
+    },
+    /// List containers.
+    #[command(alias = "ls")]
+    Ps(containers::PsArgs),
+    /// Show containers (or images) in detail.
+    Inspect {
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
+    /// Show a container's output.
+    Logs(containers::LogsArgs),
+    /// Wait for containers to stop and print their exit codes.
+    Wait {
+        #[arg(required = true)]
+        containers: Vec<String>,
+    },
+    /// Freeze containers.
+    Pause {
+        #[arg(required = true)]
+        containers: Vec<String>,
+    },
+    /// Thaw containers.
+    Unpause {
+        #[arg(required = true)]
+        containers: Vec<String>,
+    },
+    /// Rename a container.
+    Rename { container: String, new_name: String },
+    /// Stream lifecycle events.
+    Events,
     /// Print the native API's OpenAPI document.
     #[command(hide = true)]
     Openapi,
@@ -104,6 +176,37 @@ pub async fn run_client(cli: Cli) -> Result<(), CliError> {
         Command::Image(cmd) => images::run(&client, fmt, cmd).await,
         Command::Images(args) => images::list(&client, fmt, args).await,
         Command::Rmi(args) => images::remove(&client, fmt, args).await,
+        Command::Run(a) => containers::run(&client, fmt, a).await,
+        Command::Create(a) => containers::create(&client, fmt, a).await,
+        Command::Start { containers: c } => containers::start(&client, &c).await,
+        Command::Stop {
+            time,
+            signal,
+            containers: c,
+        } => containers::stop(&client, &c, time, signal, false).await,
+        Command::Restart {
+            time,
+            containers: c,
+        } => containers::stop(&client, &c, time, None, true).await,
+        Command::Kill {
+            signal,
+            containers: c,
+        } => containers::kill(&client, &c, signal).await,
+        Command::Rm {
+            force,
+            containers: c,
+        } => containers::rm(&client, &c, force).await,
+        Command::Ps(a) => containers::ps(&client, fmt, a).await,
+        Command::Inspect { names } => containers::inspect(&client, &names).await,
+        Command::Logs(a) => containers::logs(&client, a).await,
+        Command::Wait { containers: c } => containers::wait(&client, &c).await,
+        Command::Pause { containers: c } => containers::pause(&client, &c, true).await,
+        Command::Unpause { containers: c } => containers::pause(&client, &c, false).await,
+        Command::Rename {
+            container,
+            new_name,
+        } => containers::rename(&client, &container, &new_name).await,
+        Command::Events => containers::events(&client, fmt).await,
         Command::Info => {
             let info = client.info().await?;
             output::print(fmt, &info, || {

@@ -22,6 +22,9 @@ use tokio_util::io::ReaderStream;
 
 type Body = BoxBody<Bytes, std::io::Error>;
 
+/// A response whose headers have arrived and whose body is still to be read.
+pub type Pending = Response<Incoming>;
+
 /// Why a call failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -37,6 +40,8 @@ pub enum ClientError {
         status: u16,
         kind: ErrorKind,
         message: String,
+        /// For a container that could not start: 126 or 127.
+        exit_code: Option<i32>,
     },
     #[error("the connection to the daemon failed: {0}")]
     Protocol(String),
@@ -224,6 +229,41 @@ impl Client {
         Ok(n)
     }
 
+    /// GETs a stream of JSON lines, calling `f` for each until the stream ends or `f`
+    /// returns false.
+    pub async fn get_ndjson<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        f: impl FnMut(T) -> bool,
+    ) -> Result<()> {
+        read_ndjson(self.get_begin(path).await?, f).await
+    }
+
+    /// GETs and returns as soon as the response headers arrive.
+    pub async fn get_begin(&self, path: &str) -> Result<Response<Incoming>> {
+        self.send(Method::GET, path, None, full(Vec::new())).await
+    }
+
+    /// POSTs and returns as soon as the response headers arrive; read the JSON body later
+    /// with [`read_json`]. For calls whose answer comes later (`wait`).
+    pub async fn post_begin(&self, path: &str) -> Result<Response<Incoming>> {
+        self.send(Method::POST, path, None, full(Vec::new())).await
+    }
+
+    /// POSTs with no body and expects no content back.
+    pub async fn post_empty(&self, path: &str) -> Result<()> {
+        self.send(Method::POST, path, None, full(Vec::new()))
+            .await?;
+        Ok(())
+    }
+
+    /// DELETEs and expects no content back.
+    pub async fn delete_empty(&self, path: &str) -> Result<()> {
+        self.send(Method::DELETE, path, None, full(Vec::new()))
+            .await?;
+        Ok(())
+    }
+
     // ---- typed calls -------------------------------------------------------------------
 
     pub async fn info(&self) -> Result<SystemInfo> {
@@ -311,6 +351,45 @@ impl Client {
     }
 }
 
+/// Reads a body of JSON lines, calling `f` for each until it ends or `f` returns false.
+pub async fn read_ndjson<T: DeserializeOwned>(
+    resp: Response<Incoming>,
+    mut f: impl FnMut(T) -> bool,
+) -> Result<()> {
+    let mut body = resp.into_body();
+    let mut buf: Vec<u8> = Vec::new();
+    while let Some(frame) = body.frame().await {
+        let frame =
+            frame.map_err(|e| ClientError::Protocol(format!("the stream broke off: {e}")))?;
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        buf.extend_from_slice(&data);
+        while let Some(pos) = buf.iter().position(|&b| b == b'\n') {
+            let line: Vec<u8> = buf.drain(..=pos).collect();
+            let item = serde_json::from_slice(&line).map_err(|e| {
+                ClientError::Protocol(format!("unexpected line from the daemon: {e}"))
+            })?;
+            if !f(item) {
+                return Ok(());
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Reads a JSON body of a response from [`Client::post_begin`].
+pub async fn read_json<T: DeserializeOwned>(resp: Response<Incoming>) -> Result<T> {
+    let bytes = resp
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| ClientError::Protocol(e.to_string()))?
+        .to_bytes();
+    serde_json::from_slice(&bytes)
+        .map_err(|e| ClientError::Protocol(format!("unexpected answer from the daemon: {e}")))
+}
+
 fn full(bytes: Vec<u8>) -> Body {
     Full::new(Bytes::from(bytes))
         .map_err(|never| match never {})
@@ -328,6 +407,7 @@ async fn read_error(resp: Response<Incoming>) -> ClientError {
             status: status.as_u16(),
             kind: body.kind,
             message: body.message,
+            exit_code: body.exit_code,
         },
         Err(_) => ClientError::Api {
             status: status.as_u16(),
@@ -337,6 +417,7 @@ async fn read_error(resp: Response<Incoming>) -> ClientError {
                 status_text(status),
                 String::from_utf8_lossy(&bytes).trim()
             ),
+            exit_code: None,
         },
     }
 }

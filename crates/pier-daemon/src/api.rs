@@ -21,13 +21,15 @@ use pier_api::{ErrorBody, ProjectName};
 use pier_image::{archive, build, ImageStore};
 use utoipa::OpenApi;
 
+use crate::containers::Containers;
 use crate::error::{ApiError, ApiResult};
 use crate::stream::{body_reader, body_writer};
 
 /// What every handler shares.
 pub struct Engine {
     pub root: PathBuf,
-    pub images: ImageStore,
+    pub images: Arc<ImageStore>,
+    pub containers: Arc<Containers>,
     pub store_schema: u32,
 }
 
@@ -61,6 +63,7 @@ pub fn router(engine: Arc<Engine>) -> Router {
         )
         .route("/v1/images/{reference}/history", get(image_history))
         .route("/v1/images/{reference}/tag", post(tag_image))
+        .merge(crate::api_containers::routes())
         .fallback(|| async {
             ApiError::new(
                 pier_api::ErrorKind::NotFound,

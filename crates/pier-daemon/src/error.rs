@@ -12,6 +12,7 @@ use pier_image::ImageError;
 pub struct ApiError {
     pub kind: ErrorKind,
     pub message: String,
+    pub exit_code: Option<i32>,
 }
 
 impl ApiError {
@@ -19,7 +20,13 @@ impl ApiError {
         ApiError {
             kind,
             message: message.into(),
+            exit_code: None,
         }
+    }
+    /// Adds the exit code Docker would report for a container that could not start.
+    pub fn with_exit_code(mut self, code: i32) -> Self {
+        self.exit_code = Some(code);
+        self
     }
     pub fn invalid(message: impl Into<String>) -> Self {
         Self::new(ErrorKind::InvalidInput, message)
@@ -68,6 +75,7 @@ impl IntoResponse for ApiError {
             Json(ErrorBody {
                 kind: self.kind,
                 message: self.message,
+                exit_code: self.exit_code,
             }),
         )
             .into_response()

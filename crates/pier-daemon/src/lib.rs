@@ -3,10 +3,13 @@
 //! - [`server`]: startup, the state-directory lock, the unix socket, shutdown.
 //! - [`api`]: the native REST/JSON API (`/v1/...`) over the engine, and its OpenAPI
 //!   document.
+//! - [`containers`]: container lifecycle, restart policies, live restore.
 //! - [`error`]: the one mapping from subsystem errors to HTTP responses.
 //! - [`stream`]: bridges between HTTP bodies and the blocking image code.
 
 pub mod api;
+pub mod api_containers;
+pub mod containers;
 pub mod error;
 pub mod server;
 pub mod stream;

@@ -15,6 +15,7 @@ use pier_store::RedbStore;
 use tokio::net::UnixListener;
 
 use crate::api::{router, Engine};
+use crate::containers::Containers;
 
 pub const DEFAULT_ROOT: &str = "/var/lib/pier";
 pub const DEFAULT_SOCKET: &str = "/run/pier/pier.sock";
@@ -39,6 +40,8 @@ pub enum DaemonError {
     Locked(String),
     #[error("cannot open the state store")]
     Store(#[from] pier_store::StoreError),
+    #[error("cannot restore containers: {0}")]
+    Restore(String),
     #[error("cannot open the image store")]
     Image(#[from] pier_image::ImageError),
 }
@@ -84,16 +87,25 @@ pub async fn run(config: DaemonConfig) -> Result<(), DaemonError> {
         tokio::task::spawn_blocking(move || -> Result<Engine, DaemonError> {
             let store = Arc::new(RedbStore::open(&root.join("state.redb"))?);
             let store_schema = store.schema_version()?;
-            let images = ImageStore::open(&root.join("images"), store)?;
+            let images = Arc::new(ImageStore::open(&root.join("images"), store.clone())?);
+            let containers =
+                Containers::new(&root, store, images.clone()).map_err(io("create", &root))?;
             Ok(Engine {
                 root,
                 images,
+                containers,
                 store_schema,
             })
         })
         .await
         .expect("startup task")?
     };
+
+    engine
+        .containers
+        .restore()
+        .await
+        .map_err(|e| DaemonError::Restore(e.message))?;
 
     let socket = &config.socket;
     if let Some(dir) = socket.parent() {

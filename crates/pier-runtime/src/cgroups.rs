@@ -13,13 +13,24 @@ use std::path::{Path, PathBuf};
 use oci_spec::runtime::LinuxResources;
 
 const BASE: &str = "/sys/fs/cgroup";
-const V1_CONTROLLERS: [&str; 8] = ["memory", "pids", "cpu", "cpuacct", "cpuset", "blkio", "freezer", "devices"];
+const V1_CONTROLLERS: [&str; 8] = [
+    "memory", "pids", "cpu", "cpuacct", "cpuset", "blkio", "freezer", "devices",
+];
 
 /// Docker's default device allowlist: null, zero, full, random, urandom, tty, ptmx,
 /// pseudo-terminals, tun; and mknod of anything.
 const DEVICE_ALLOW: [&str; 11] = [
-    "c *:* m", "b *:* m", "c 1:3 rwm", "c 1:5 rwm", "c 1:7 rwm", "c 1:8 rwm", "c 1:9 rwm", "c 5:0 rwm", "c 5:2 rwm",
-    "c 136:* rwm", "c 10:200 rwm",
+    "c *:* m",
+    "b *:* m",
+    "c 1:3 rwm",
+    "c 1:5 rwm",
+    "c 1:7 rwm",
+    "c 1:8 rwm",
+    "c 1:9 rwm",
+    "c 5:0 rwm",
+    "c 5:2 rwm",
+    "c 136:* rwm",
+    "c 10:200 rwm",
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -32,7 +43,11 @@ pub struct CgroupError {
 }
 
 fn err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> CgroupError + 'a {
-    move |source| CgroupError { op, path: path.display().to_string(), source }
+    move |source| CgroupError {
+        op,
+        path: path.display().to_string(),
+        source,
+    }
 }
 
 /// Which cgroup layout the host has.
@@ -83,7 +98,15 @@ impl Cgroup {
     fn dir(&self, controller: &str) -> Option<&Path> {
         match self.layout {
             Layout::V2 => self.dirs.first().map(PathBuf::as_path),
-            Layout::V1 => self.dirs.iter().find(|d| d.parent().and_then(Path::parent).is_some_and(|c| c.ends_with(controller))).map(PathBuf::as_path),
+            Layout::V1 => self
+                .dirs
+                .iter()
+                .find(|d| {
+                    d.parent()
+                        .and_then(Path::parent)
+                        .is_some_and(|c| c.ends_with(controller))
+                })
+                .map(PathBuf::as_path),
         }
     }
 
@@ -93,12 +116,17 @@ impl Cgroup {
             Layout::V2 => {
                 let parent = Path::new(BASE).join("pier");
                 if !parent.exists() {
-                    fs::create_dir(&parent).or_else(ignore_exists).map_err(err("create", &parent))?;
+                    fs::create_dir(&parent)
+                        .or_else(ignore_exists)
+                        .map_err(err("create", &parent))?;
                 }
                 // Delegate the controllers Pier sets to the pier/ subtree.
                 let root_ctl = Path::new(BASE).join("cgroup.subtree_control");
                 let _ = fs::write(&root_ctl, "+memory +pids +cpu +cpuset +io");
-                let _ = fs::write(parent.join("cgroup.subtree_control"), "+memory +pids +cpu +cpuset +io");
+                let _ = fs::write(
+                    parent.join("cgroup.subtree_control"),
+                    "+memory +pids +cpu +cpuset +io",
+                );
             }
             Layout::V1 => {}
         }
@@ -111,7 +139,8 @@ impl Cgroup {
                 for f in ["cpuset.cpus", "cpuset.mems"] {
                     let cur = fs::read_to_string(parent.join(f)).unwrap_or_default();
                     if cur.trim().is_empty() {
-                        let from = fs::read_to_string(parent.parent().expect("has parent").join(f)).map_err(err("read", parent))?;
+                        let from = fs::read_to_string(parent.parent().expect("has parent").join(f))
+                            .map_err(err("read", parent))?;
                         write(&parent.join(f), from.trim())?;
                     }
                 }
@@ -134,7 +163,14 @@ impl Cgroup {
         if let Some(mem) = r.memory() {
             if let Some(dir) = self.dir("memory") {
                 if let Some(limit) = mem.limit() {
-                    write(&dir.join(if v2 { "memory.max" } else { "memory.limit_in_bytes" }), &limit.to_string())?;
+                    write(
+                        &dir.join(if v2 {
+                            "memory.max"
+                        } else {
+                            "memory.limit_in_bytes"
+                        }),
+                        &limit.to_string(),
+                    )?;
                 }
                 if let Some(swap) = mem.swap() {
                     if v2 {
@@ -157,7 +193,11 @@ impl Cgroup {
         }
         if let Some(pids) = r.pids() {
             if let Some(dir) = self.dir("pids") {
-                let v = if pids.limit() > 0 { pids.limit().to_string() } else { "max".into() };
+                let v = if pids.limit() > 0 {
+                    pids.limit().to_string()
+                } else {
+                    "max".into()
+                };
                 write(&dir.join("pids.max"), &v)?;
             }
         }
@@ -182,13 +222,19 @@ impl Cgroup {
                 }
             }
             if let (Some(cpus), Some(dir)) = (cpu.cpus(), self.dir("cpuset")) {
-                write(&dir.join(if v2 { "cpuset.cpus" } else { "cpuset.cpus" }), cpus)?;
+                write(&dir.join("cpuset.cpus"), cpus)?;
             }
         }
         if let Some(weight) = r.block_io().as_ref().and_then(|b| b.weight()) {
             if let Some(dir) = self.dir(if v2 { "io" } else { "blkio" }) {
                 let (file, value) = if v2 {
-                    ("io.weight", format!("default {}", 1 + (u32::from(weight).saturating_sub(10)) * 9999 / 990))
+                    (
+                        "io.weight",
+                        format!(
+                            "default {}",
+                            1 + (u32::from(weight).saturating_sub(10)) * 9999 / 990
+                        ),
+                    )
                 } else {
                     ("blkio.weight", weight.to_string())
                 };
@@ -216,7 +262,9 @@ impl Cgroup {
             Layout::V2 => ("memory.events", "oom_kill"),
             Layout::V1 => ("memory.oom_control", "oom_kill"),
         };
-        let Some(dir) = self.dir("memory") else { return false };
+        let Some(dir) = self.dir("memory") else {
+            return false;
+        };
         fs::read_to_string(dir.join(file))
             .unwrap_or_default()
             .lines()
@@ -227,9 +275,15 @@ impl Cgroup {
     /// Freezes or thaws every process in the cgroup (pause/unpause).
     pub fn freeze(&self, frozen: bool) -> Result<(), CgroupError> {
         match self.layout {
-            Layout::V2 => write(&self.dirs[0].join("cgroup.freeze"), if frozen { "1" } else { "0" }),
+            Layout::V2 => write(
+                &self.dirs[0].join("cgroup.freeze"),
+                if frozen { "1" } else { "0" },
+            ),
             Layout::V1 => match self.dir("freezer") {
-                Some(d) => write(&d.join("freezer.state"), if frozen { "FROZEN" } else { "THAWED" }),
+                Some(d) => write(
+                    &d.join("freezer.state"),
+                    if frozen { "FROZEN" } else { "THAWED" },
+                ),
                 None => Ok(()),
             },
         }
@@ -237,7 +291,9 @@ impl Cgroup {
 
     /// Pids of every process in the cgroup.
     pub fn pids(&self) -> Vec<i32> {
-        let dir = self.dir("pids").or_else(|| self.dirs.first().map(PathBuf::as_path));
+        let dir = self
+            .dir("pids")
+            .or_else(|| self.dirs.first().map(PathBuf::as_path));
         dir.and_then(|d| fs::read_to_string(d.join("cgroup.procs")).ok())
             .map(|s| s.lines().filter_map(|l| l.trim().parse().ok()).collect())
             .unwrap_or_default()
@@ -251,7 +307,9 @@ impl Cgroup {
                     Ok(()) => break,
                     Err(e) if e.kind() == io::ErrorKind::NotFound => break,
                     // EBUSY while the last task is still exiting.
-                    Err(e) if e.raw_os_error() == Some(libc::EBUSY) => std::thread::sleep(std::time::Duration::from_millis(2)),
+                    Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {
+                        std::thread::sleep(std::time::Duration::from_millis(2))
+                    }
                     Err(e) => return Err(err("remove", d)(e)),
                 }
             }

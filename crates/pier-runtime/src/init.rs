@@ -24,7 +24,10 @@ pub struct InitError {
 }
 
 fn fail(code: i32, message: impl Into<String>) -> InitError {
-    InitError { code, message: message.into() }
+    InitError {
+        code,
+        message: message.into(),
+    }
 }
 
 fn sys(what: impl std::fmt::Display) -> impl FnOnce(io::Error) -> InitError {
@@ -44,7 +47,13 @@ fn cstr(p: impl AsRef<OsStr>) -> CString {
     CString::new(p.as_ref().as_bytes()).unwrap_or_else(|_| CString::new("invalid").expect("no NUL"))
 }
 
-fn mount(src: Option<&str>, dst: &Path, fstype: Option<&str>, flags: libc::c_ulong, data: Option<&str>) -> io::Result<()> {
+fn mount(
+    src: Option<&str>,
+    dst: &Path,
+    fstype: Option<&str>,
+    flags: libc::c_ulong,
+    data: Option<&str>,
+) -> io::Result<()> {
     let src = src.map(cstr);
     let dst = cstr(dst);
     let fstype = fstype.map(cstr);
@@ -57,7 +66,8 @@ fn mount(src: Option<&str>, dst: &Path, fstype: Option<&str>, flags: libc::c_ulo
             dst.as_ptr(),
             fstype.as_ref().map_or(std::ptr::null(), |s| s.as_ptr()),
             flags,
-            data.as_ref().map_or(std::ptr::null(), |s| s.as_ptr().cast()),
+            data.as_ref()
+                .map_or(std::ptr::null(), |s| s.as_ptr().cast()),
         )
     };
     check(ret)
@@ -103,15 +113,22 @@ fn propagation(options: &[String]) -> Option<libc::c_ulong> {
 }
 
 fn mount_one(rootfs: &Path, m: &Mount, cgroup_v1: &[String]) -> Result<(), InitError> {
-    let dest = resolve_in_root(rootfs, m.destination()).map_err(sys(format!("resolve {}", m.destination().display())))?;
+    let dest = resolve_in_root(rootfs, m.destination())
+        .map_err(sys(format!("resolve {}", m.destination().display())))?;
     let options = m.options().clone().unwrap_or_default();
     let (flags, data, bind) = parse_options(&options);
     let fstype = m.typ().clone().unwrap_or_default();
-    let source = m.source().as_ref().map(|s| s.to_string_lossy().into_owned());
+    let source = m
+        .source()
+        .as_ref()
+        .map(|s| s.to_string_lossy().into_owned());
     let what = format!("mount {} on {}", fstype, m.destination().display());
     if bind || fstype == "bind" {
-        let src = source.ok_or_else(|| fail(125, format!("{what}: a bind mount needs a source")))?;
-        let src_is_dir = fs::metadata(&src).map_err(sys(format!("bind source {src}")))?.is_dir();
+        let src =
+            source.ok_or_else(|| fail(125, format!("{what}: a bind mount needs a source")))?;
+        let src_is_dir = fs::metadata(&src)
+            .map_err(sys(format!("bind source {src}")))?
+            .is_dir();
         if src_is_dir {
             fs::create_dir_all(&dest).map_err(sys(&what))?;
         } else if !dest.exists() {
@@ -120,11 +137,25 @@ fn mount_one(rootfs: &Path, m: &Mount, cgroup_v1: &[String]) -> Result<(), InitE
             }
             fs::File::create(&dest).map_err(sys(&what))?;
         }
-        mount(Some(&src), &dest, None, libc::MS_BIND | (flags & libc::MS_REC), None).map_err(sys(&what))?;
+        mount(
+            Some(&src),
+            &dest,
+            None,
+            libc::MS_BIND | (flags & libc::MS_REC),
+            None,
+        )
+        .map_err(sys(&what))?;
         // Flags other than bind/rec only take effect on a remount.
         let extra = flags & !(libc::MS_REC);
         if extra != 0 {
-            mount(None, &dest, None, libc::MS_BIND | libc::MS_REMOUNT | extra, None).map_err(sys(&what))?;
+            mount(
+                None,
+                &dest,
+                None,
+                libc::MS_BIND | libc::MS_REMOUNT | extra,
+                None,
+            )
+            .map_err(sys(&what))?;
         }
     } else if fstype == "cgroup" {
         fs::create_dir_all(&dest).map_err(sys(&what))?;
@@ -133,13 +164,32 @@ fn mount_one(rootfs: &Path, m: &Mount, cgroup_v1: &[String]) -> Result<(), InitE
         } else {
             // v1: a tmpfs holding one mount per controller; in the container's cgroup
             // namespace each shows the container's own group as its root.
-            mount(Some("tmpfs"), &dest, Some("tmpfs"), libc::MS_NOSUID | libc::MS_NOEXEC | libc::MS_NODEV, Some("mode=755")).map_err(sys(&what))?;
+            mount(
+                Some("tmpfs"),
+                &dest,
+                Some("tmpfs"),
+                libc::MS_NOSUID | libc::MS_NOEXEC | libc::MS_NODEV,
+                Some("mode=755"),
+            )
+            .map_err(sys(&what))?;
             for c in cgroup_v1 {
                 let sub = dest.join(c);
                 fs::create_dir_all(&sub).map_err(sys(&what))?;
-                mount(Some("cgroup"), &sub, Some("cgroup"), flags, Some(c)).map_err(sys(format!("{what} ({c})")))?;
+                mount(Some("cgroup"), &sub, Some("cgroup"), flags, Some(c))
+                    .map_err(sys(format!("{what} ({c})")))?;
             }
-            mount(None, &dest, None, libc::MS_REMOUNT | libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NOEXEC | libc::MS_NODEV, Some("mode=755")).map_err(sys(&what))?;
+            mount(
+                None,
+                &dest,
+                None,
+                libc::MS_REMOUNT
+                    | libc::MS_RDONLY
+                    | libc::MS_NOSUID
+                    | libc::MS_NOEXEC
+                    | libc::MS_NODEV,
+                Some("mode=755"),
+            )
+            .map_err(sys(&what))?;
         }
     } else {
         fs::create_dir_all(&dest).map_err(sys(&what))?;
@@ -149,8 +199,22 @@ fn mount_one(rootfs: &Path, m: &Mount, cgroup_v1: &[String]) -> Result<(), InitE
             // Without its own network namespace a container may not mount sysfs; bind
             // the host's read-only instead, as runc does.
             Err(e) if fstype == "sysfs" && e.raw_os_error() == Some(libc::EPERM) => {
-                mount(Some("/sys"), &dest, None, libc::MS_BIND | libc::MS_REC, None).map_err(sys(&what))?;
-                mount(None, &dest, None, libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY, None).map_err(sys(&what))?;
+                mount(
+                    Some("/sys"),
+                    &dest,
+                    None,
+                    libc::MS_BIND | libc::MS_REC,
+                    None,
+                )
+                .map_err(sys(&what))?;
+                mount(
+                    None,
+                    &dest,
+                    None,
+                    libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY,
+                    None,
+                )
+                .map_err(sys(&what))?;
             }
             Err(e) => return Err(sys(&what)(e)),
         }
@@ -162,7 +226,14 @@ fn mount_one(rootfs: &Path, m: &Mount, cgroup_v1: &[String]) -> Result<(), InitE
 }
 
 /// The device nodes every container gets, as Docker gives them.
-const DEVICES: [(&str, u32, u32); 6] = [("null", 1, 3), ("zero", 1, 5), ("full", 1, 7), ("random", 1, 8), ("urandom", 1, 9), ("tty", 5, 0)];
+const DEVICES: [(&str, u32, u32); 6] = [
+    ("null", 1, 3),
+    ("zero", 1, 5),
+    ("full", 1, 7),
+    ("random", 1, 8),
+    ("urandom", 1, 9),
+    ("tty", 5, 0),
+];
 
 fn make_devices(rootfs: &Path) -> Result<(), InitError> {
     let dev = rootfs.join("dev");
@@ -170,12 +241,26 @@ fn make_devices(rootfs: &Path) -> Result<(), InitError> {
         let p = dev.join(name);
         let c = cstr(&p);
         // SAFETY: `c` is a valid path string for the duration of the call.
-        let ret = unsafe { libc::mknod(c.as_ptr(), libc::S_IFCHR | 0o666, libc::makedev(major, minor)) };
+        let ret = unsafe {
+            libc::mknod(
+                c.as_ptr(),
+                libc::S_IFCHR | 0o666,
+                libc::makedev(major, minor),
+            )
+        };
         check(ret).map_err(sys(format!("mknod /dev/{name}")))?;
         // The umask trimmed the mode.
-        fs::set_permissions(&p, fs::Permissions::from_mode(0o666)).map_err(sys(format!("chmod /dev/{name}")))?;
+        fs::set_permissions(&p, fs::Permissions::from_mode(0o666))
+            .map_err(sys(format!("chmod /dev/{name}")))?;
     }
-    for (link, target) in [("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"), ("stdout", "/proc/self/fd/1"), ("stderr", "/proc/self/fd/2"), ("ptmx", "pts/ptmx"), ("core", "/proc/kcore")] {
+    for (link, target) in [
+        ("fd", "/proc/self/fd"),
+        ("stdin", "/proc/self/fd/0"),
+        ("stdout", "/proc/self/fd/1"),
+        ("stderr", "/proc/self/fd/2"),
+        ("ptmx", "pts/ptmx"),
+        ("core", "/proc/kcore"),
+    ] {
         let p = dev.join(link);
         if !p.exists() {
             symlink(target, &p).map_err(sys(format!("symlink /dev/{link}")))?;
@@ -188,26 +273,44 @@ fn pivot_root(rootfs: &Path) -> Result<(), InitError> {
     std::env::set_current_dir(rootfs).map_err(sys("chdir to the rootfs"))?;
     rustix::process::pivot_root(".", ".").map_err(|e| fail(125, format!("pivot_root: {e}")))?;
     // SAFETY: a constant path; detaches the old root stacked under the new one.
-    check(unsafe { libc::umount2(c".".as_ptr(), libc::MNT_DETACH) }).map_err(sys("detach the old root"))?;
+    check(unsafe { libc::umount2(c".".as_ptr(), libc::MNT_DETACH) })
+        .map_err(sys("detach the old root"))?;
     std::env::set_current_dir("/").map_err(sys("chdir /"))
 }
 
 fn mask_paths(spec: &Spec) -> Result<(), InitError> {
-    let Some(linux) = spec.linux() else { return Ok(()) };
+    let Some(linux) = spec.linux() else {
+        return Ok(());
+    };
     for p in linux.masked_paths().clone().unwrap_or_default() {
         let path = Path::new(&p);
         match fs::symlink_metadata(path) {
-            Ok(m) if m.is_dir() => mount(Some("tmpfs"), path, Some("tmpfs"), libc::MS_RDONLY, None).map_err(sys(format!("mask {p}")))?,
-            Ok(_) => mount(Some("/dev/null"), path, None, libc::MS_BIND, None).map_err(sys(format!("mask {p}")))?,
+            Ok(m) if m.is_dir() => mount(Some("tmpfs"), path, Some("tmpfs"), libc::MS_RDONLY, None)
+                .map_err(sys(format!("mask {p}")))?,
+            Ok(_) => mount(Some("/dev/null"), path, None, libc::MS_BIND, None)
+                .map_err(sys(format!("mask {p}")))?,
             Err(_) => {}
         }
     }
     for p in linux.readonly_paths().clone().unwrap_or_default() {
         let path = Path::new(&p);
         if path.exists() {
-            mount(Some(&p), path, None, libc::MS_BIND | libc::MS_REC, None).map_err(sys(format!("read-only {p}")))?;
-            mount(None, path, None, libc::MS_BIND | libc::MS_REC | libc::MS_REMOUNT | libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC, None)
+            mount(Some(&p), path, None, libc::MS_BIND | libc::MS_REC, None)
                 .map_err(sys(format!("read-only {p}")))?;
+            mount(
+                None,
+                path,
+                None,
+                libc::MS_BIND
+                    | libc::MS_REC
+                    | libc::MS_REMOUNT
+                    | libc::MS_RDONLY
+                    | libc::MS_NOSUID
+                    | libc::MS_NODEV
+                    | libc::MS_NOEXEC,
+                None,
+            )
+            .map_err(sys(format!("read-only {p}")))?;
         }
     }
     Ok(())
@@ -263,7 +366,9 @@ fn rlimit_resource(name: &str) -> Option<libc::__rlimit_resource_t> {
 fn cap_mask(caps: &Option<oci_spec::runtime::Capabilities>) -> u64 {
     let mut mask = 0u64;
     for c in caps.iter().flatten() {
-        if let Some(n) = crate::spec::cap_number(&format!("CAP_{}", c.to_string().trim_start_matches("CAP_"))) {
+        if let Some(n) =
+            crate::spec::cap_number(&format!("CAP_{}", c.to_string().trim_start_matches("CAP_")))
+        {
             mask |= 1 << n;
         }
     }
@@ -271,7 +376,10 @@ fn cap_mask(caps: &Option<oci_spec::runtime::Capabilities>) -> u64 {
 }
 
 fn last_cap() -> u32 {
-    fs::read_to_string("/proc/sys/kernel/cap_last_cap").ok().and_then(|s| s.trim().parse().ok()).unwrap_or(40)
+    fs::read_to_string("/proc/sys/kernel/cap_last_cap")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(40)
 }
 
 fn capset(effective: u64, permitted: u64, inheritable: u64) -> io::Result<()> {
@@ -287,17 +395,31 @@ fn capset(effective: u64, permitted: u64, inheritable: u64) -> io::Result<()> {
         permitted: u32,
         inheritable: u32,
     }
-    let mut header = Header { version: 0x2008_0522, pid: 0 }; // _LINUX_CAPABILITY_VERSION_3
+    let mut header = Header {
+        version: 0x2008_0522,
+        pid: 0,
+    }; // _LINUX_CAPABILITY_VERSION_3
     let data = [
-        Data { effective: effective as u32, permitted: permitted as u32, inheritable: inheritable as u32 },
-        Data { effective: (effective >> 32) as u32, permitted: (permitted >> 32) as u32, inheritable: (inheritable >> 32) as u32 },
+        Data {
+            effective: effective as u32,
+            permitted: permitted as u32,
+            inheritable: inheritable as u32,
+        },
+        Data {
+            effective: (effective >> 32) as u32,
+            permitted: (permitted >> 32) as u32,
+            inheritable: (inheritable >> 32) as u32,
+        },
     ];
     // SAFETY: header and data match the kernel's v3 capability structures.
     check(unsafe { libc::syscall(libc::SYS_capset, &mut header, data.as_ptr()) as libc::c_int })
 }
 
 fn set_user_and_caps(spec: &Spec) -> Result<(), InitError> {
-    let process = spec.process().as_ref().ok_or_else(|| fail(125, "the spec has no process"))?;
+    let process = spec
+        .process()
+        .as_ref()
+        .ok_or_else(|| fail(125, "the spec has no process"))?;
     let user = process.user();
     let caps = process.capabilities().clone().unwrap_or_default();
     let bounding = cap_mask(caps.bounding());
@@ -309,25 +431,39 @@ fn set_user_and_caps(spec: &Spec) -> Result<(), InitError> {
     for cap in 0..=last_cap() {
         if bounding & (1 << cap) == 0 {
             // SAFETY: prctl with integer arguments only.
-            check(unsafe { libc::prctl(libc::PR_CAPBSET_DROP, cap as libc::c_ulong, 0, 0, 0) }).map_err(sys(format!("drop capability {cap}")))?;
+            check(unsafe { libc::prctl(libc::PR_CAPBSET_DROP, cap as libc::c_ulong, 0, 0, 0) })
+                .map_err(sys(format!("drop capability {cap}")))?;
         }
     }
     // Keep permitted capabilities across the uid change, then set them explicitly.
     // SAFETY: prctl with integer arguments only.
-    check(unsafe { libc::prctl(libc::PR_SET_KEEPCAPS, 1, 0, 0, 0) }).map_err(sys("keep capabilities"))?;
+    check(unsafe { libc::prctl(libc::PR_SET_KEEPCAPS, 1, 0, 0, 0) })
+        .map_err(sys("keep capabilities"))?;
     let gids: Vec<libc::gid_t> = user.additional_gids().clone().unwrap_or_default();
     // SAFETY: `gids` outlives the call and its length is passed alongside.
     check(unsafe { libc::setgroups(gids.len(), gids.as_ptr()) }).map_err(sys("setgroups"))?;
     // SAFETY: integer arguments only.
-    check(unsafe { libc::setresgid(user.gid(), user.gid(), user.gid()) }).map_err(sys(format!("setgid {}", user.gid())))?;
+    check(unsafe { libc::setresgid(user.gid(), user.gid(), user.gid()) })
+        .map_err(sys(format!("setgid {}", user.gid())))?;
     // SAFETY: integer arguments only.
-    check(unsafe { libc::setresuid(user.uid(), user.uid(), user.uid()) }).map_err(sys(format!("setuid {}", user.uid())))?;
+    check(unsafe { libc::setresuid(user.uid(), user.uid(), user.uid()) })
+        .map_err(sys(format!("setuid {}", user.uid())))?;
     capset(effective, permitted, inheritable).map_err(sys("set capabilities"))?;
     // SAFETY: prctl with integer arguments only.
-    check(unsafe { libc::prctl(libc::PR_CAP_AMBIENT, libc::PR_CAP_AMBIENT_CLEAR_ALL as libc::c_ulong, 0, 0, 0) }).map_err(sys("clear ambient capabilities"))?;
+    check(unsafe {
+        libc::prctl(
+            libc::PR_CAP_AMBIENT,
+            libc::PR_CAP_AMBIENT_CLEAR_ALL as libc::c_ulong,
+            0,
+            0,
+            0,
+        )
+    })
+    .map_err(sys("clear ambient capabilities"))?;
     if process.no_new_privileges().unwrap_or(false) {
         // SAFETY: prctl with integer arguments only.
-        check(unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) }).map_err(sys("set no_new_privs"))?;
+        check(unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) })
+            .map_err(sys("set no_new_privs"))?;
     }
     Ok(())
 }
@@ -338,17 +474,26 @@ fn find_program(arg0: &str, env: &[String]) -> Result<PathBuf, InitError> {
         let p = PathBuf::from(arg0);
         return match fs::metadata(&p) {
             Ok(_) => Ok(p),
-            Err(_) => Err(fail(127, format!("exec: \"{arg0}\": stat {arg0}: no such file or directory"))),
+            Err(_) => Err(fail(
+                127,
+                format!("exec: \"{arg0}\": stat {arg0}: no such file or directory"),
+            )),
         };
     }
-    let path = env.iter().find_map(|e| e.strip_prefix("PATH=")).unwrap_or("/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin");
+    let path = env
+        .iter()
+        .find_map(|e| e.strip_prefix("PATH="))
+        .unwrap_or("/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin");
     for dir in path.split(':').filter(|d| !d.is_empty()) {
         let p = Path::new(dir).join(arg0);
         if fs::metadata(&p).is_ok_and(|m| m.is_file()) {
             return Ok(p);
         }
     }
-    Err(fail(127, format!("exec: \"{arg0}\": executable file not found in $PATH")))
+    Err(fail(
+        127,
+        format!("exec: \"{arg0}\": executable file not found in $PATH"),
+    ))
 }
 
 /// Everything from mounts to exec. Returns only on failure.
@@ -360,28 +505,65 @@ pub fn run(spec: &Spec, cgroup_v1: &[String]) -> InitError {
 }
 
 fn setup(spec: &Spec, cgroup_v1: &[String]) -> Result<std::convert::Infallible, InitError> {
-    let process = spec.process().as_ref().ok_or_else(|| fail(125, "the spec has no process"))?;
-    let root = spec.root().as_ref().ok_or_else(|| fail(125, "the spec has no root"))?;
+    let process = spec
+        .process()
+        .as_ref()
+        .ok_or_else(|| fail(125, "the spec has no process"))?;
+    let root = spec
+        .root()
+        .as_ref()
+        .ok_or_else(|| fail(125, "the spec has no root"))?;
     let rootfs = root.path().clone();
     let linux = spec.linux().clone().unwrap_or_default();
     let namespaces = linux.namespaces().clone().unwrap_or_default();
-    let has_ns = |t: LinuxNamespaceType| namespaces.iter().any(|n| n.typ() == t && n.path().is_none());
+    let has_ns = |t: LinuxNamespaceType| {
+        namespaces
+            .iter()
+            .any(|n| n.typ() == t && n.path().is_none())
+    };
 
     // Join a network namespace given by path.
-    if let Some(ns) = namespaces.iter().find(|n| n.typ() == LinuxNamespaceType::Network && n.path().is_some()) {
+    if let Some(ns) = namespaces
+        .iter()
+        .find(|n| n.typ() == LinuxNamespaceType::Network && n.path().is_some())
+    {
         let path = ns.path().clone().expect("checked");
-        let f = fs::File::open(&path).map_err(sys(format!("open network namespace {}", path.display())))?;
-        rustix::thread::move_into_link_name_space(std::os::fd::AsFd::as_fd(&f), Some(rustix::thread::LinkNameSpaceType::Network))
-            .map_err(|e| fail(125, format!("join network namespace {}: {e}", path.display())))?;
+        let f = fs::File::open(&path)
+            .map_err(sys(format!("open network namespace {}", path.display())))?;
+        rustix::thread::move_into_link_name_space(
+            std::os::fd::AsFd::as_fd(&f),
+            Some(rustix::thread::LinkNameSpaceType::Network),
+        )
+        .map_err(|e| {
+            fail(
+                125,
+                format!("join network namespace {}: {e}", path.display()),
+            )
+        })?;
     }
     if has_ns(LinuxNamespaceType::Cgroup) {
         // SAFETY: a new cgroup namespace changes no memory or file-descriptor state.
-        unsafe { rustix::thread::unshare_unsafe(rustix::thread::UnshareFlags::NEWCGROUP) }.map_err(|e| fail(125, format!("new cgroup namespace: {e}")))?;
+        unsafe { rustix::thread::unshare_unsafe(rustix::thread::UnshareFlags::NEWCGROUP) }
+            .map_err(|e| fail(125, format!("new cgroup namespace: {e}")))?;
     }
 
     // Mounts stay in this namespace.
-    mount(None, Path::new("/"), None, libc::MS_REC | libc::MS_SLAVE, None).map_err(sys("make / a slave mount"))?;
-    mount(Some(&rootfs.to_string_lossy()), &rootfs, None, libc::MS_BIND | libc::MS_REC, None).map_err(sys("bind the rootfs"))?;
+    mount(
+        None,
+        Path::new("/"),
+        None,
+        libc::MS_REC | libc::MS_SLAVE,
+        None,
+    )
+    .map_err(sys("make / a slave mount"))?;
+    mount(
+        Some(&rootfs.to_string_lossy()),
+        &rootfs,
+        None,
+        libc::MS_BIND | libc::MS_REC,
+        None,
+    )
+    .map_err(sys("bind the rootfs"))?;
     for m in spec.mounts().clone().unwrap_or_default() {
         mount_one(&rootfs, &m, cgroup_v1)?;
     }
@@ -389,12 +571,20 @@ fn setup(spec: &Spec, cgroup_v1: &[String]) -> Result<std::convert::Infallible, 
     pivot_root(&rootfs)?;
     mask_paths(spec)?;
     if root.readonly().unwrap_or(false) {
-        mount(None, Path::new("/"), None, libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY | libc::MS_REC, None).map_err(sys("make the rootfs read-only"))?;
+        mount(
+            None,
+            Path::new("/"),
+            None,
+            libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY | libc::MS_REC,
+            None,
+        )
+        .map_err(sys("make the rootfs read-only"))?;
     }
 
     if has_ns(LinuxNamespaceType::Uts) {
         if let Some(h) = spec.hostname() {
-            rustix::system::sethostname(h.as_bytes()).map_err(|e| fail(125, format!("sethostname: {e}")))?;
+            rustix::system::sethostname(h.as_bytes())
+                .map_err(|e| fail(125, format!("sethostname: {e}")))?;
         }
     }
     if has_ns(LinuxNamespaceType::Network) {
@@ -402,22 +592,40 @@ fn setup(spec: &Spec, cgroup_v1: &[String]) -> Result<std::convert::Infallible, 
     }
     for r in process.rlimits().clone().unwrap_or_default() {
         let name = format!("{:?}", r.typ());
-        let name = if name.starts_with("RLIMIT_") { name } else { format!("RLIMIT_{}", name.trim_start_matches("Rlimit").to_uppercase()) };
-        let res = rlimit_resource(&name).ok_or_else(|| fail(125, format!("unknown rlimit {name}")))?;
-        let lim = libc::rlimit { rlim_cur: r.soft(), rlim_max: r.hard() };
+        let name = if name.starts_with("RLIMIT_") {
+            name
+        } else {
+            format!(
+                "RLIMIT_{}",
+                name.trim_start_matches("Rlimit").to_uppercase()
+            )
+        };
+        let res =
+            rlimit_resource(&name).ok_or_else(|| fail(125, format!("unknown rlimit {name}")))?;
+        let lim = libc::rlimit {
+            rlim_cur: r.soft(),
+            rlim_max: r.hard(),
+        };
         // SAFETY: `lim` is a valid rlimit.
         check(unsafe { libc::setrlimit(res, &lim) }).map_err(sys(format!("setrlimit {name}")))?;
     }
 
     let cwd = process.cwd();
     if !cwd.exists() {
-        fs::create_dir_all(cwd).map_err(sys(format!("create working directory {}", cwd.display())))?;
+        fs::create_dir_all(cwd)
+            .map_err(sys(format!("create working directory {}", cwd.display())))?;
     }
     set_user_and_caps(spec)?;
-    std::env::set_current_dir(cwd).map_err(|e| fail(125, format!("chdir to {}: {e}", cwd.display())))?;
+    std::env::set_current_dir(cwd)
+        .map_err(|e| fail(125, format!("chdir to {}: {e}", cwd.display())))?;
 
     let args = process.args().clone().unwrap_or_default();
-    let arg0 = args.first().ok_or_else(|| fail(125, "no command given and the image has none; give one after the image name"))?;
+    let arg0 = args.first().ok_or_else(|| {
+        fail(
+            125,
+            "no command given and the image has none; give one after the image name",
+        )
+    })?;
     let env = process.env().clone().unwrap_or_default();
     let program = find_program(arg0, &env)?;
     let c_prog = cstr(&program);
@@ -429,7 +637,14 @@ fn setup(spec: &Spec, cgroup_v1: &[String]) -> Result<std::convert::Infallible, 
     envp.push(std::ptr::null());
     // Nothing but stdio crosses into the container.
     // SAFETY: integer arguments only.
-    unsafe { libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, libc::CLOSE_RANGE_CLOEXEC) };
+    unsafe {
+        libc::syscall(
+            libc::SYS_close_range,
+            3u32,
+            u32::MAX,
+            libc::CLOSE_RANGE_CLOEXEC,
+        )
+    };
     // SAFETY: argv and envp are NULL-terminated arrays of valid strings that outlive the
     // call; execve only returns on failure.
     unsafe { libc::execve(c_prog.as_ptr(), argv.as_ptr(), envp.as_ptr()) };

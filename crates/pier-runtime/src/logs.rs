@@ -29,7 +29,13 @@ impl LogWriter {
     pub fn open(path: &Path, max_bytes: u64, max_files: u32) -> io::Result<Self> {
         let file = OpenOptions::new().create(true).append(true).open(path)?;
         let size = file.metadata()?.len();
-        Ok(LogWriter { path: path.to_path_buf(), file, size, max_bytes, max_files })
+        Ok(LogWriter {
+            path: path.to_path_buf(),
+            file,
+            size,
+            max_bytes,
+            max_files,
+        })
     }
 
     pub fn write(&mut self, stream: &str, text: &[u8]) -> io::Result<()> {
@@ -56,7 +62,10 @@ impl LogWriter {
                 let _ = fs::rename(rotated(&self.path, i), rotated(&self.path, i + 1));
             }
             fs::rename(&self.path, rotated(&self.path, 1))?;
-            self.file = OpenOptions::new().create(true).append(true).open(&self.path)?;
+            self.file = OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&self.path)?;
         }
         self.size = 0;
         Ok(())
@@ -71,9 +80,20 @@ fn rotated(path: &Path, n: u32) -> PathBuf {
 
 /// Every line on disk, oldest first (rotated files included).
 pub fn read_all(path: &Path) -> Vec<LogLine> {
-    let mut files: Vec<PathBuf> = (1..100).map(|i| rotated(path, i)).take_while(|p| p.exists()).collect();
+    let mut out = read_rotated(path);
+    if let Ok(file) = File::open(path) {
+        out.extend(parse(BufReader::new(file)));
+    }
+    out
+}
+
+/// The lines of the rotated files only (`container.log.N`), oldest first.
+pub fn read_rotated(path: &Path) -> Vec<LogLine> {
+    let mut files: Vec<PathBuf> = (1..100)
+        .map(|i| rotated(path, i))
+        .take_while(|p| p.exists())
+        .collect();
     files.reverse();
-    files.push(path.to_path_buf());
     let mut out = Vec::new();
     for f in files {
         if let Ok(file) = File::open(&f) {
@@ -85,7 +105,10 @@ pub fn read_all(path: &Path) -> Vec<LogLine> {
 
 /// Parses lines; a torn last line (a crash mid-write) is skipped.
 pub fn parse(r: impl BufRead) -> Vec<LogLine> {
-    r.lines().map_while(Result::ok).filter_map(|l| serde_json::from_str(&l).ok()).collect()
+    r.lines()
+        .map_while(Result::ok)
+        .filter_map(|l| serde_json::from_str(&l).ok())
+        .collect()
 }
 
 #[cfg(test)]
@@ -98,18 +121,33 @@ mod tests {
         let p = d.path().join("container.log");
         let mut w = LogWriter::open(&p, 300, 2).unwrap();
         for i in 0..20 {
-            w.write(if i % 2 == 0 { "stdout" } else { "stderr" }, format!("line {i}\n").as_bytes()).unwrap();
+            w.write(
+                if i % 2 == 0 { "stdout" } else { "stderr" },
+                format!("line {i}\n").as_bytes(),
+            )
+            .unwrap();
         }
         assert!(p.exists() && rotated(&p, 1).exists() && rotated(&p, 2).exists());
-        assert!(!rotated(&p, 3).exists(), "only max_files rotated files are kept");
+        assert!(
+            !rotated(&p, 3).exists(),
+            "only max_files rotated files are kept"
+        );
         let lines = read_all(&p);
         assert!(lines.len() < 20, "old lines were rotated away");
         assert_eq!(lines.last().unwrap().log, "line 19\n");
         assert_eq!(lines.last().unwrap().stream, "stderr");
-        let n: Vec<usize> = lines.iter().map(|l| l.log[5..].trim().parse().unwrap()).collect();
+        let n: Vec<usize> = lines
+            .iter()
+            .map(|l| l.log[5..].trim().parse().unwrap())
+            .collect();
         assert!(n.windows(2).all(|w| w[1] == w[0] + 1), "in order: {n:?}");
         // A torn line is skipped, not fatal.
-        fs::OpenOptions::new().append(true).open(&p).unwrap().write_all(b"{\"log\":\"x").unwrap();
+        fs::OpenOptions::new()
+            .append(true)
+            .open(&p)
+            .unwrap()
+            .write_all(b"{\"log\":\"x")
+            .unwrap();
         assert_eq!(read_all(&p).len(), lines.len());
     }
 }

@@ -39,7 +39,10 @@ pub fn main(dir: &Path) -> i32 {
     // SAFETY: the monitor is single-threaded at this point (no runtime was started).
     match unsafe { libc::fork() } {
         -1 => {
-            println!("err 125 cannot fork the monitor: {}", io::Error::last_os_error());
+            println!(
+                "err 125 cannot fork the monitor: {}",
+                io::Error::last_os_error()
+            );
             return 1;
         }
         0 => {}
@@ -52,7 +55,11 @@ pub fn main(dir: &Path) -> i32 {
     }
     match start(dir) {
         Ok((pid, cgroup, out, err)) => {
-            let running = Running { pid, monitor_pid: std::process::id() as i32, started_at: now() };
+            let running = Running {
+                pid,
+                monitor_pid: std::process::id() as i32,
+                started_at: now(),
+            };
             if let Err(e) = write_json(&dir.join("state.json"), &running) {
                 println!("err 125 cannot write state.json: {e}");
                 // SAFETY: signalling the child we created.
@@ -68,7 +75,12 @@ pub fn main(dir: &Path) -> i32 {
             0
         }
         Err((code, message)) => {
-            let exit = Exited { exit_code: code, finished_at: now(), oom_killed: false, error: Some(message.clone()) };
+            let exit = Exited {
+                exit_code: code,
+                finished_at: now(),
+                oom_killed: false,
+                error: Some(message.clone()),
+            };
             let _ = write_json(&dir.join("exit.json"), &exit);
             println!("err {code} {}", message.replace('\n', " "));
             0
@@ -87,13 +99,26 @@ type Started = (i32, Cgroup, OwnedFd, OwnedFd);
 
 fn start(dir: &Path) -> Result<Started, (i32, String)> {
     let e125 = |m: String| (125, m);
-    let spec = Spec::load(dir.join("config.json")).map_err(|e| e125(format!("cannot read config.json: {e}")))?;
-    let config: MonitorConfig = read_json(&dir.join("monitor.json")).ok_or_else(|| e125("cannot read monitor.json".into()))?;
+    let spec = Spec::load(dir.join("config.json"))
+        .map_err(|e| e125(format!("cannot read config.json: {e}")))?;
+    let config: MonitorConfig = read_json(&dir.join("monitor.json"))
+        .ok_or_else(|| e125("cannot read monitor.json".into()))?;
     let cgroup = Cgroup::for_container(&config.id);
     let resources = spec.linux().as_ref().and_then(|l| l.resources().clone());
-    cgroup.create(resources.as_ref()).map_err(|e| e125(format!("{e}: {}", e.source)))?;
+    cgroup
+        .create(resources.as_ref())
+        .map_err(|e| e125(format!("{e}: {}", e.source)))?;
     let cgroup_v1: Vec<String> = match cgroup.layout {
-        Layout::V1 => cgroup.dirs.iter().filter_map(|d| d.parent()?.parent()?.file_name().map(|f| f.to_string_lossy().into_owned())).collect(),
+        Layout::V1 => cgroup
+            .dirs
+            .iter()
+            .filter_map(|d| {
+                d.parent()?
+                    .parent()?
+                    .file_name()
+                    .map(|f| f.to_string_lossy().into_owned())
+            })
+            .collect(),
         Layout::V2 => vec![],
     };
 
@@ -102,7 +127,11 @@ fn start(dir: &Path) -> Result<Started, (i32, String)> {
     let (go_r, go_w) = pipe().map_err(|e| e125(format!("pipe: {e}")))?;
     let (fail_r, fail_w) = pipe().map_err(|e| e125(format!("pipe: {e}")))?;
 
-    let namespaces = spec.linux().as_ref().and_then(|l| l.namespaces().clone()).unwrap_or_default();
+    let namespaces = spec
+        .linux()
+        .as_ref()
+        .and_then(|l| l.namespaces().clone())
+        .unwrap_or_default();
     let mut flags = libc::CLONE_NEWNS as libc::c_ulong;
     for ns in &namespaces {
         if ns.path().is_some() {
@@ -117,24 +146,41 @@ fn start(dir: &Path) -> Result<Started, (i32, String)> {
         } as libc::c_ulong;
     }
 
-    let log = LogWriter::open(&dir.join("container.log"), config.log_max_bytes, config.log_max_files);
+    let log = LogWriter::open(
+        &dir.join("container.log"),
+        config.log_max_bytes,
+        config.log_max_files,
+    );
     if let Err(e) = log {
         let _ = cgroup.remove();
         return Err(e125(format!("cannot open the log: {e}")));
     }
     // SAFETY: fork-like clone (no new stack, SIGCHLD on exit) in a single-threaded process.
-    let pid = unsafe { libc::syscall(libc::SYS_clone, flags | libc::SIGCHLD as libc::c_ulong, 0usize, 0usize, 0usize, 0usize) } as i32;
+    let pid = unsafe {
+        libc::syscall(
+            libc::SYS_clone,
+            flags | libc::SIGCHLD as libc::c_ulong,
+            0usize,
+            0usize,
+            0usize,
+            0usize,
+        )
+    } as i32;
     if pid < 0 {
         let e = io::Error::last_os_error();
         let _ = cgroup.remove();
-        return Err(e125(format!("cannot create the container's namespaces: {e}")));
+        return Err(e125(format!(
+            "cannot create the container's namespaces: {e}"
+        )));
     }
     if pid == 0 {
         child(&spec, &cgroup_v1, go_r, fail_w, out_w, err_w);
     }
     drop((go_r, fail_w, out_w, err_w));
 
-    let result = cgroup.add(pid).map_err(|e| e125(format!("{e}: {}", e.source)));
+    let result = cgroup
+        .add(pid)
+        .map_err(|e| e125(format!("{e}: {}", e.source)));
     if let Err(e) = result {
         // SAFETY: killing and reaping the child we just created.
         unsafe {
@@ -162,7 +208,14 @@ fn start(dir: &Path) -> Result<Started, (i32, String)> {
 }
 
 /// The cloned child: wire stdio, wait for the cgroup, set up, exec.
-fn child(spec: &Spec, cgroup_v1: &[String], go: OwnedFd, fail: OwnedFd, out: OwnedFd, err: OwnedFd) -> ! {
+fn child(
+    spec: &Spec,
+    cgroup_v1: &[String],
+    go: OwnedFd,
+    fail: OwnedFd,
+    out: OwnedFd,
+    err: OwnedFd,
+) -> ! {
     // SAFETY: valid fds; dup2 onto stdio. /dev/null for stdin.
     unsafe {
         libc::dup2(out.as_raw_fd(), 1);
@@ -187,12 +240,27 @@ fn supervise(dir: &Path, pid: i32, cgroup: &Cgroup, out: OwnedFd, err: OwnedFd) 
     let mut streams = vec![(out, "stdout", Vec::new()), (err, "stderr", Vec::new())];
     let mut buf = vec![0u8; 64 * 1024];
     let mut status: Option<i32> = None;
-    let pidfd = rustix::process::pidfd_open(rustix::process::Pid::from_raw(pid).expect("positive pid"), rustix::process::PidfdFlags::empty()).ok();
+    let pidfd = rustix::process::pidfd_open(
+        rustix::process::Pid::from_raw(pid).expect("positive pid"),
+        rustix::process::PidfdFlags::empty(),
+    )
+    .ok();
 
     while !streams.is_empty() || status.is_none() {
-        let mut fds: Vec<libc::pollfd> = streams.iter().map(|(fd, _, _)| libc::pollfd { fd: fd.as_raw_fd(), events: libc::POLLIN, revents: 0 }).collect();
+        let mut fds: Vec<libc::pollfd> = streams
+            .iter()
+            .map(|(fd, _, _)| libc::pollfd {
+                fd: fd.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            })
+            .collect();
         if let (Some(p), None) = (&pidfd, status) {
-            fds.push(libc::pollfd { fd: p.as_raw_fd(), events: libc::POLLIN, revents: 0 });
+            fds.push(libc::pollfd {
+                fd: p.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            });
         }
         // Without a pidfd, wake up now and then to check on the child.
         let timeout = if pidfd.is_some() { -1 } else { 200 };
@@ -258,6 +326,17 @@ fn supervise(dir: &Path, pid: i32, cgroup: &Cgroup, out: OwnedFd, err: OwnedFd) 
         }
     }
     let st = status.unwrap_or(0);
-    let code = if libc::WIFEXITED(st) { libc::WEXITSTATUS(st) } else if libc::WIFSIGNALED(st) { 128 + libc::WTERMSIG(st) } else { 255 };
-    Exited { exit_code: code, finished_at: now(), oom_killed: cgroup.oom_killed(), error: None }
+    let code = if libc::WIFEXITED(st) {
+        libc::WEXITSTATUS(st)
+    } else if libc::WIFSIGNALED(st) {
+        128 + libc::WTERMSIG(st)
+    } else {
+        255
+    };
+    Exited {
+        exit_code: code,
+        finished_at: now(),
+        oom_killed: cgroup.oom_killed(),
+        error: None,
+    }
 }

@@ -24,7 +24,10 @@ pub fn resolve_in_root(root: &Path, path: &Path) -> io::Result<PathBuf> {
             Ok(m) if m.file_type().is_symlink() => {
                 hops += 1;
                 if hops > 40 {
-                    return Err(io::Error::other(format!("too many levels of symlinks in {}", path.display())));
+                    return Err(io::Error::other(format!(
+                        "too many levels of symlinks in {}",
+                        path.display()
+                    )));
                 }
                 let target = fs::read_link(&candidate)?;
                 if target.is_absolute() {
@@ -55,12 +58,15 @@ pub fn resolve_user(root: &Path, user: &str) -> Result<(u32, u32, Vec<u32>), Str
     };
     let passwd = read_db(root, "/etc/passwd");
     let group = read_db(root, "/etc/group");
-    let entry = passwd.iter().find(|f| f.first().map(String::as_str) == Some(u) || (u.parse::<u32>().is_ok() && f.get(2).map(String::as_str) == Some(u)));
+    let entry = passwd.iter().find(|f| {
+        f.first().map(String::as_str) == Some(u)
+            || (u.parse::<u32>().is_ok() && f.get(2).map(String::as_str) == Some(u))
+    });
     let uid = match u.parse::<u32>() {
         Ok(n) => n,
-        Err(_) => entry
-            .and_then(|f| f.get(2)?.parse().ok())
-            .ok_or_else(|| format!("unable to find user {u}: no matching entries in passwd file"))?,
+        Err(_) => entry.and_then(|f| f.get(2)?.parse().ok()).ok_or_else(|| {
+            format!("unable to find user {u}: no matching entries in passwd file")
+        })?,
     };
     let gid = match g {
         Some(g) => match g.parse::<u32>() {
@@ -69,7 +75,9 @@ pub fn resolve_user(root: &Path, user: &str) -> Result<(u32, u32, Vec<u32>), Str
                 .iter()
                 .find(|f| f.first().map(String::as_str) == Some(g))
                 .and_then(|f| f.get(2)?.parse().ok())
-                .ok_or_else(|| format!("unable to find group {g}: no matching entries in group file"))?,
+                .ok_or_else(|| {
+                    format!("unable to find group {g}: no matching entries in group file")
+                })?,
         },
         None => entry.and_then(|f| f.get(3)?.parse().ok()).unwrap_or(0),
     };
@@ -77,7 +85,9 @@ pub fn resolve_user(root: &Path, user: &str) -> Result<(u32, u32, Vec<u32>), Str
     let mut extra = Vec::new();
     if let Some(name) = name {
         for f in &group {
-            if f.get(3).is_some_and(|members| members.split(',').any(|m| m == name)) {
+            if f.get(3)
+                .is_some_and(|members| members.split(',').any(|m| m == name))
+            {
                 if let Some(id) = f.get(2).and_then(|s| s.parse::<u32>().ok()) {
                     if id != gid && !extra.contains(&id) {
                         extra.push(id);
@@ -90,11 +100,19 @@ pub fn resolve_user(root: &Path, user: &str) -> Result<(u32, u32, Vec<u32>), Str
 }
 
 fn read_db(root: &Path, path: &str) -> Vec<Vec<String>> {
-    let Ok(p) = resolve_in_root(root, Path::new(path)) else { return vec![] };
+    let Ok(p) = resolve_in_root(root, Path::new(path)) else {
+        return vec![];
+    };
     let data = fs::read(&p).unwrap_or_default();
     data.split(|&b| b == b'\n')
         .filter(|l| !l.is_empty() && l[0] != b'#')
-        .map(|l| OsStr::from_bytes(l).to_string_lossy().split(':').map(str::to_string).collect())
+        .map(|l| {
+            OsStr::from_bytes(l)
+                .to_string_lossy()
+                .split(':')
+                .map(str::to_string)
+                .collect()
+        })
         .collect()
 }
 
@@ -111,10 +129,22 @@ mod tests {
         symlink("usr/bin", r.join("bin")).unwrap();
         symlink("/../../../../etc", r.join("evil")).unwrap();
         symlink("../../..", r.join("usr/up")).unwrap();
-        assert_eq!(resolve_in_root(r, Path::new("/bin/sh")).unwrap(), r.join("usr/bin/sh"));
-        assert_eq!(resolve_in_root(r, Path::new("/evil/passwd")).unwrap(), r.join("etc/passwd"));
-        assert_eq!(resolve_in_root(r, Path::new("/usr/up/etc")).unwrap(), r.join("etc"));
-        assert_eq!(resolve_in_root(r, Path::new("/../../x")).unwrap(), r.join("x"));
+        assert_eq!(
+            resolve_in_root(r, Path::new("/bin/sh")).unwrap(),
+            r.join("usr/bin/sh")
+        );
+        assert_eq!(
+            resolve_in_root(r, Path::new("/evil/passwd")).unwrap(),
+            r.join("etc/passwd")
+        );
+        assert_eq!(
+            resolve_in_root(r, Path::new("/usr/up/etc")).unwrap(),
+            r.join("etc")
+        );
+        assert_eq!(
+            resolve_in_root(r, Path::new("/../../x")).unwrap(),
+            r.join("x")
+        );
         symlink("loop", r.join("loop")).unwrap();
         assert!(resolve_in_root(r, Path::new("/loop")).is_err());
     }
@@ -123,12 +153,31 @@ mod tests {
     fn users_and_groups() {
         let d = tempfile::tempdir().unwrap();
         fs::create_dir(d.path().join("etc")).unwrap();
-        fs::write(d.path().join("etc/passwd"), "root:x:0:0::/root:/bin/sh\napp:x:1000:1001::/home/app:/bin/sh\n").unwrap();
-        fs::write(d.path().join("etc/group"), "root:x:0:\napp:x:1001:\nwheel:x:10:app,other\n").unwrap();
-        assert_eq!(resolve_user(d.path(), "app").unwrap(), (1000, 1001, vec![10]));
-        assert_eq!(resolve_user(d.path(), "app:wheel").unwrap(), (1000, 10, vec![]));
+        fs::write(
+            d.path().join("etc/passwd"),
+            "root:x:0:0::/root:/bin/sh\napp:x:1000:1001::/home/app:/bin/sh\n",
+        )
+        .unwrap();
+        fs::write(
+            d.path().join("etc/group"),
+            "root:x:0:\napp:x:1001:\nwheel:x:10:app,other\n",
+        )
+        .unwrap();
+        assert_eq!(
+            resolve_user(d.path(), "app").unwrap(),
+            (1000, 1001, vec![10])
+        );
+        assert_eq!(
+            resolve_user(d.path(), "app:wheel").unwrap(),
+            (1000, 10, vec![])
+        );
         assert_eq!(resolve_user(d.path(), "1234:5").unwrap(), (1234, 5, vec![]));
-        assert_eq!(resolve_user(d.path(), "1000").unwrap(), (1000, 1001, vec![10]));
-        assert!(resolve_user(d.path(), "nobody").unwrap_err().contains("unable to find user nobody"));
+        assert_eq!(
+            resolve_user(d.path(), "1000").unwrap(),
+            (1000, 1001, vec![10])
+        );
+        assert!(resolve_user(d.path(), "nobody")
+            .unwrap_err()
+            .contains("unable to find user nobody"));
     }
 }

@@ -6,6 +6,15 @@ use clap::Parser;
 use pier_cli::{Cli, Command};
 
 fn main() {
+    // The monitor must stay single-threaded and light: dispatch it before anything else.
+    let mut args = std::env::args_os();
+    if args.nth(1).is_some_and(|a| a == "__monitor") {
+        let dir = args
+            .next()
+            .map(std::path::PathBuf::from)
+            .unwrap_or_default();
+        std::process::exit(pier_runtime::monitor::main(&dir));
+    }
     let cli = Cli::parse();
     let code = match cli.command {
         Command::Openapi => {
@@ -21,7 +30,9 @@ fn main() {
             match rt.block_on(pier_cli::run_client(cli)) {
                 Ok(()) => 0,
                 Err(e) => {
-                    eprintln!("Error: {}", e.message);
+                    if !e.message.is_empty() {
+                        eprintln!("Error: {}", e.message);
+                    }
                     e.code
                 }
             }

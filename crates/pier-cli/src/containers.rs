@@ -1,0 +1,672 @@
+//! Container commands: run, create, start, stop, restart, kill, rm, ps, inspect, logs,
+//! wait, pause, unpause, rename, events.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+
+use clap::Args;
+use pier_api::containers::{
+    ContainerCreate, ContainerInspect, ContainerSummary, Created, Event, RestartPolicy, Ulimit,
+    WaitResponse,
+};
+use pier_api::time::{human_ago, now_unix, parse_rfc3339};
+use pier_client::{encode_segment, Client, ClientError};
+
+use crate::output::{print, table, Format};
+use crate::{fail, CliError};
+
+/// Options of `pier create` and `pier run`.
+#[derive(Debug, Args)]
+pub struct CreateArgs {
+    /// Name of the container.
+    #[arg(long)]
+    name: Option<String>,
+    /// Set an environment variable (KEY=VALUE, or KEY to copy it from here).
+    #[arg(short, long = "env")]
+    env: Vec<String>,
+    /// Read environment variables from a file.
+    #[arg(long)]
+    env_file: Vec<String>,
+    /// Working directory inside the container.
+    #[arg(short, long)]
+    workdir: Option<String>,
+    /// User (name|uid[:group|gid]).
+    #[arg(short, long)]
+    user: Option<String>,
+    /// Container hostname.
+    #[arg(long)]
+    hostname: Option<String>,
+    /// Network: none or host.
+    #[arg(long, alias = "net")]
+    network: Option<String>,
+    /// Mount the root filesystem read-only.
+    #[arg(long)]
+    read_only: bool,
+    /// Give the container every capability and no masked paths.
+    #[arg(long)]
+    privileged: bool,
+    #[arg(long)]
+    cap_add: Vec<String>,
+    #[arg(long)]
+    cap_drop: Vec<String>,
+    #[arg(long)]
+    security_opt: Vec<String>,
+    /// Memory limit (e.g. 64m, 1g).
+    #[arg(short, long)]
+    memory: Option<String>,
+    /// Memory plus swap limit; -1 for unlimited swap.
+    #[arg(long)]
+    memory_swap: Option<String>,
+    /// Number of CPUs (e.g. 0.5).
+    #[arg(long)]
+    cpus: Option<f64>,
+    /// Relative CPU weight.
+    #[arg(short = 'c', long)]
+    cpu_shares: Option<u64>,
+    /// CPUs in which to allow execution (0-3, 0,1).
+    #[arg(long)]
+    cpuset_cpus: Option<String>,
+    /// Process limit (-1 for unlimited).
+    #[arg(long)]
+    pids_limit: Option<i64>,
+    /// Block I/O weight, 10 to 1000.
+    #[arg(long)]
+    blkio_weight: Option<u16>,
+    /// Resource limit, e.g. nofile=1024:2048.
+    #[arg(long)]
+    ulimit: Vec<String>,
+    /// Restart policy: no, on-failure[:N], always, unless-stopped.
+    #[arg(long, default_value = "no")]
+    restart: String,
+    /// Label (KEY=VALUE).
+    #[arg(short, long = "label")]
+    label: Vec<String>,
+    /// Override the image's entrypoint.
+    #[arg(long)]
+    entrypoint: Option<String>,
+    /// Image to run.
+    image: String,
+    /// Command and arguments.
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    command: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Run in the background and print the container ID.
+    #[arg(short, long)]
+    detach: bool,
+    /// Remove the container when it exits.
+    #[arg(long)]
+    rm: bool,
+    #[command(flatten)]
+    create: CreateArgs,
+}
+
+/// Parses `64m`, `1g`, `512k`, `100` (bytes), as Docker does.
+pub fn parse_size(s: &str) -> Result<i64, CliError> {
+    let s = s.trim();
+    if s == "-1" {
+        return Ok(-1);
+    }
+    let lower = s.to_ascii_lowercase();
+    let t = lower.trim_end_matches('b');
+    let (num, mult) = match t.chars().last() {
+        Some('k') => (&t[..t.len() - 1], 1i64 << 10),
+        Some('m') => (&t[..t.len() - 1], 1 << 20),
+        Some('g') => (&t[..t.len() - 1], 1 << 30),
+        Some('t') => (&t[..t.len() - 1], 1 << 40),
+        _ => (t, 1),
+    };
+    let n: f64 = num.parse().map_err(|_| {
+        fail(format!(
+            "invalid size {s:?}: use a number with an optional unit, like 64m or 1g"
+        ))
+    })?;
+    if n < 0.0 {
+        return Err(fail(format!("invalid size {s:?}: it cannot be negative")));
+    }
+    Ok((n * mult as f64) as i64)
+}
+
+fn parse_ulimit(s: &str) -> Result<Ulimit, CliError> {
+    let bad = || {
+        fail(format!(
+            "invalid --ulimit {s:?}: use NAME=SOFT[:HARD], e.g. nofile=1024:2048"
+        ))
+    };
+    let (name, vals) = s.split_once('=').ok_or_else(bad)?;
+    let (soft, hard) = match vals.split_once(':') {
+        Some((a, b)) => (a.parse().map_err(|_| bad())?, b.parse().map_err(|_| bad())?),
+        None => {
+            let v = vals.parse().map_err(|_| bad())?;
+            (v, v)
+        }
+    };
+    Ok(Ulimit {
+        name: name.to_string(),
+        soft,
+        hard,
+    })
+}
+
+fn parse_restart(s: &str) -> Result<RestartPolicy, CliError> {
+    Ok(match s.split_once(':') {
+        None if s == "no" || s.is_empty() => RestartPolicy::No,
+        None if s == "always" => RestartPolicy::Always,
+        None if s == "unless-stopped" => RestartPolicy::UnlessStopped,
+        None if s == "on-failure" => RestartPolicy::OnFailure { max_retries: 0 },
+        Some(("on-failure", n)) => RestartPolicy::OnFailure {
+            max_retries: n.parse().map_err(|_| {
+                fail(format!(
+                    "invalid --restart {s:?}: the retry count must be a number"
+                ))
+            })?,
+        },
+        _ => {
+            return Err(fail(format!(
+                "invalid --restart {s:?}: use no, on-failure[:N], always or unless-stopped"
+            )))
+        }
+    })
+}
+
+fn create_request(a: CreateArgs, auto_remove: bool) -> Result<ContainerCreate, CliError> {
+    let mut env = Vec::new();
+    for file in &a.env_file {
+        let text = std::fs::read_to_string(file)
+            .map_err(|e| fail(format!("cannot read env file {file}: {e}")))?;
+        for line in text
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        {
+            env.push(line.to_string());
+        }
+    }
+    env.extend(a.env);
+    let env = env
+        .into_iter()
+        .filter_map(|e| {
+            if e.contains('=') {
+                Some(e)
+            } else {
+                std::env::var(&e).ok().map(|v| format!("{e}={v}"))
+            }
+        })
+        .collect();
+    let labels: BTreeMap<String, String> = a
+        .label
+        .iter()
+        .map(|l| match l.split_once('=') {
+            Some((k, v)) => (k.to_string(), v.to_string()),
+            None => (l.clone(), String::new()),
+        })
+        .collect();
+    if a.restart != "no" && auto_remove {
+        return Err(fail(
+            "--restart and --rm conflict: a container removed on exit cannot be restarted",
+        ));
+    }
+    Ok(ContainerCreate {
+        image: a.image,
+        name: a.name,
+        cmd: (!a.command.is_empty()).then_some(a.command),
+        entrypoint: a
+            .entrypoint
+            .map(|e| if e.is_empty() { vec![] } else { vec![e] }),
+        env,
+        workdir: a.workdir,
+        user: a.user,
+        hostname: a.hostname,
+        network: a.network,
+        read_only: a.read_only,
+        privileged: a.privileged,
+        cap_add: a.cap_add,
+        cap_drop: a.cap_drop,
+        security_opt: a.security_opt,
+        memory: a.memory.as_deref().map(parse_size).transpose()?,
+        memory_swap: a.memory_swap.as_deref().map(parse_size).transpose()?,
+        cpus: a.cpus,
+        cpu_shares: a.cpu_shares,
+        cpuset_cpus: a.cpuset_cpus,
+        pids_limit: a.pids_limit,
+        blkio_weight: a.blkio_weight,
+        ulimits: a
+            .ulimit
+            .iter()
+            .map(|u| parse_ulimit(u))
+            .collect::<Result<_, _>>()?,
+        auto_remove,
+        restart_policy: parse_restart(&a.restart)?,
+        labels,
+    })
+}
+
+/// Exit codes as Docker's: 125 when the engine failed, 126/127 when the command could
+/// not run, otherwise the container's own.
+fn engine_error(e: ClientError) -> CliError {
+    CliError {
+        code: 125,
+        message: e.to_string(),
+    }
+}
+
+pub async fn create(client: &Client, fmt: Format, a: CreateArgs) -> Result<(), CliError> {
+    let req = create_request(a, false)?;
+    let c: Created = client
+        .post("/v1/containers", &req)
+        .await
+        .map_err(engine_error)?;
+    print(fmt, &c, || c.id.clone())
+}
+
+pub async fn run(client: &Client, fmt: Format, a: RunArgs) -> Result<(), CliError> {
+    let req = create_request(a.create, a.rm)?;
+    let c: Created = client
+        .post("/v1/containers", &req)
+        .await
+        .map_err(engine_error)?;
+    let path = format!("/v1/containers/{}", c.id);
+    if a.detach {
+        start_or_explain(client, &c.id).await?;
+        return print(fmt, &c, || c.id.clone());
+    }
+    // Attach to the output and register for the exit before starting, so a fast
+    // container cannot slip past (with --rm it may be gone right after).
+    let waiter = client
+        .post_begin(&format!("{path}/wait?next_exit=true"))
+        .await
+        .map_err(engine_error)?;
+    let output = client
+        .get_begin(&format!("{path}/logs?follow=true&attach=true"))
+        .await
+        .map_err(engine_error)?;
+    start_or_explain(client, &c.id).await?;
+    print_lines(output, false).await?;
+    let w: WaitResponse = pier_client::read_json(waiter).await.map_err(engine_error)?;
+    if let Some(err) = w.error.filter(|_| w.exit_code >= 125) {
+        eprintln!("Error: {err}");
+    }
+    Err(CliError {
+        code: w.exit_code,
+        message: String::new(),
+    })
+}
+
+async fn start_or_explain(client: &Client, id: &str) -> Result<(), CliError> {
+    match client
+        .post_empty(&format!("/v1/containers/{id}/start"))
+        .await
+    {
+        Ok(()) => Ok(()),
+        Err(e) => {
+            let code = match &e {
+                ClientError::Api {
+                    exit_code: Some(c @ (126 | 127)),
+                    ..
+                } => *c,
+                _ => 125,
+            };
+            Err(CliError {
+                code,
+                message: e.to_string(),
+            })
+        }
+    }
+}
+
+async fn stream_logs(client: &Client, path: &str, timestamps: bool) -> Result<(), CliError> {
+    print_lines(client.get_begin(path).await?, timestamps).await
+}
+
+/// Prints log lines to stdout or stderr, as their stream says.
+async fn print_lines(resp: pier_client::Pending, timestamps: bool) -> Result<(), CliError> {
+    let mut out = std::io::stdout();
+    let mut err = std::io::stderr();
+    pier_client::read_ndjson::<serde_json::Value>(resp, |l| {
+        let text = l["log"].as_str().unwrap_or("");
+        let line = if timestamps {
+            format!("{} {text}", l["time"].as_str().unwrap_or(""))
+        } else {
+            text.to_string()
+        };
+        let ok = if l["stream"] == "stderr" {
+            err.write_all(line.as_bytes())
+        } else {
+            out.write_all(line.as_bytes()).and_then(|_| out.flush())
+        };
+        ok.is_ok()
+    })
+    .await?;
+    Ok(())
+}
+
+#[derive(Debug, Args)]
+pub struct PsArgs {
+    /// Show all containers, not only running ones.
+    #[arg(short, long)]
+    all: bool,
+    /// Only IDs.
+    #[arg(short, long)]
+    quiet: bool,
+    /// Filter: status=, name=, id=, label=, exited=.
+    #[arg(short, long)]
+    filter: Vec<String>,
+    /// Full IDs and commands.
+    #[arg(long)]
+    no_trunc: bool,
+}
+
+pub async fn ps(client: &Client, fmt: Format, a: PsArgs) -> Result<(), CliError> {
+    let mut path = format!("/v1/containers?all={}", a.all);
+    if !a.filter.is_empty() {
+        path.push_str(&format!("&filter={}", encode_segment(&a.filter.join(","))));
+    }
+    let list: Vec<ContainerSummary> = client.get(&path).await?;
+    if a.quiet {
+        for c in &list {
+            println!("{}", if a.no_trunc { &c.id[..] } else { &c.id[..12] });
+        }
+        return Ok(());
+    }
+    let now = now_unix();
+    print(fmt, &list, || {
+        let rows: Vec<Vec<String>> = list
+            .iter()
+            .map(|c| {
+                let cmd = format!("\"{}\"", c.command);
+                vec![
+                    if a.no_trunc {
+                        c.id.clone()
+                    } else {
+                        c.id[..12].to_string()
+                    },
+                    c.image.clone(),
+                    if a.no_trunc || cmd.len() <= 22 {
+                        cmd
+                    } else {
+                        format!("{}…\"", &cmd[..20])
+                    },
+                    parse_rfc3339(&c.created).map_or_else(String::new, |t| human_ago(t, now)),
+                    c.status.clone(),
+                    c.name.clone(),
+                ]
+            })
+            .collect();
+        table(
+            &[
+                "CONTAINER ID",
+                "IMAGE",
+                "COMMAND",
+                "CREATED",
+                "STATUS",
+                "NAMES",
+            ],
+            &rows,
+        )
+    })
+}
+
+/// Runs `op` on each container named, printing each name as Docker does; fails if any
+/// failed.
+async fn each<F, Fut>(names: &[String], op: F) -> Result<(), CliError>
+where
+    F: Fn(String) -> Fut,
+    Fut: std::future::Future<Output = Result<(), ClientError>>,
+{
+    let mut failures = 0;
+    for n in names {
+        match op(n.clone()).await {
+            Ok(()) => println!("{n}"),
+            Err(e) => {
+                eprintln!("Error: {e}");
+                failures += 1;
+            }
+        }
+    }
+    if failures > 0 {
+        return Err(fail(format!(
+            "{failures} of {} containers failed",
+            names.len()
+        )));
+    }
+    Ok(())
+}
+
+pub async fn start(client: &Client, names: &[String]) -> Result<(), CliError> {
+    each(names, |n| async move {
+        client
+            .post_empty(&format!("/v1/containers/{}/start", encode_segment(&n)))
+            .await
+    })
+    .await
+}
+
+pub async fn stop(
+    client: &Client,
+    names: &[String],
+    time: Option<u64>,
+    signal: Option<String>,
+    restart: bool,
+) -> Result<(), CliError> {
+    let mut q = String::new();
+    if let Some(t) = time {
+        q.push_str(&format!("t={t}&"));
+    }
+    if let Some(s) = &signal {
+        q.push_str(&format!("signal={}", encode_segment(s)));
+    }
+    let verb = if restart { "restart" } else { "stop" };
+    each(names, |n| {
+        let q = q.clone();
+        async move {
+            client
+                .post_empty(&format!("/v1/containers/{}/{verb}?{q}", encode_segment(&n)))
+                .await
+        }
+    })
+    .await
+}
+
+pub async fn kill(
+    client: &Client,
+    names: &[String],
+    signal: Option<String>,
+) -> Result<(), CliError> {
+    let q = signal
+        .map(|s| format!("?signal={}", encode_segment(&s)))
+        .unwrap_or_default();
+    each(names, |n| {
+        let q = q.clone();
+        async move {
+            client
+                .post_empty(&format!("/v1/containers/{}/kill{q}", encode_segment(&n)))
+                .await
+        }
+    })
+    .await
+}
+
+pub async fn rm(client: &Client, names: &[String], force: bool) -> Result<(), CliError> {
+    each(names, |n| async move {
+        client
+            .delete_empty(&format!(
+                "/v1/containers/{}?force={force}",
+                encode_segment(&n)
+            ))
+            .await
+    })
+    .await
+}
+
+pub async fn pause(client: &Client, names: &[String], paused: bool) -> Result<(), CliError> {
+    let verb = if paused { "pause" } else { "unpause" };
+    each(names, |n| async move {
+        client
+            .post_empty(&format!("/v1/containers/{}/{verb}", encode_segment(&n)))
+            .await
+    })
+    .await
+}
+
+pub async fn wait(client: &Client, names: &[String]) -> Result<(), CliError> {
+    let mut last = 0;
+    for n in names {
+        let w: WaitResponse = client
+            .post(&format!("/v1/containers/{}/wait", encode_segment(n)), &())
+            .await?;
+        println!("{}", w.exit_code);
+        last = w.exit_code;
+    }
+    if last != 0 {
+        return Err(CliError {
+            code: last,
+            message: String::new(),
+        });
+    }
+    Ok(())
+}
+
+pub async fn inspect(client: &Client, names: &[String]) -> Result<(), CliError> {
+    let mut out = Vec::new();
+    for n in names {
+        match client
+            .get::<ContainerInspect>(&format!("/v1/containers/{}", encode_segment(n)))
+            .await
+        {
+            Ok(c) => out.push(serde_json::to_value(c).expect("json")),
+            // Like `docker inspect`: an image by that name will do.
+            Err(ClientError::Api { status: 404, .. }) => {
+                out.push(serde_json::to_value(client.inspect_image(n).await?).expect("json"))
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    print(Format::Json, &out, String::new)
+}
+
+#[derive(Debug, Args)]
+pub struct LogsArgs {
+    /// Keep following the output.
+    #[arg(short, long)]
+    follow: bool,
+    /// Number of lines to show from the end.
+    #[arg(short = 'n', long)]
+    tail: Option<String>,
+    /// Only lines since this time (RFC 3339, Unix seconds, or a duration like 10m).
+    #[arg(long)]
+    since: Option<String>,
+    /// Show timestamps.
+    #[arg(short, long)]
+    timestamps: bool,
+    container: String,
+}
+
+pub async fn logs(client: &Client, a: LogsArgs) -> Result<(), CliError> {
+    let mut q = format!("follow={}", a.follow);
+    if let Some(t) = a.tail.filter(|t| t != "all") {
+        let n: usize = t
+            .parse()
+            .map_err(|_| fail(format!("invalid --tail {t:?}: give a number or all")))?;
+        q.push_str(&format!("&tail={n}"));
+    }
+    if let Some(s) = a.since {
+        let since = match duration_secs(&s) {
+            Some(d) => (now_unix() - d).to_string(),
+            None => s,
+        };
+        q.push_str(&format!("&since={}", encode_segment(&since)));
+    }
+    stream_logs(
+        client,
+        &format!("/v1/containers/{}/logs?{q}", encode_segment(&a.container)),
+        a.timestamps,
+    )
+    .await
+}
+
+/// `10s`, `5m`, `2h` as seconds.
+fn duration_secs(s: &str) -> Option<i64> {
+    let (n, unit) = s.split_at(s.len().checked_sub(1)?);
+    let n: i64 = n.parse().ok()?;
+    Some(
+        n * match unit {
+            "s" => 1,
+            "m" => 60,
+            "h" => 3600,
+            _ => return None,
+        },
+    )
+}
+
+pub async fn rename(client: &Client, old: &str, new: &str) -> Result<(), CliError> {
+    client
+        .post_empty(&format!(
+            "/v1/containers/{}/rename?name={}",
+            encode_segment(old),
+            encode_segment(new)
+        ))
+        .await?;
+    Ok(())
+}
+
+pub async fn events(client: &Client, fmt: Format) -> Result<(), CliError> {
+    client
+        .get_ndjson::<Event>("/v1/events", |e| {
+            let line = match fmt {
+                Format::Json => serde_json::to_string(&e).expect("json"),
+                Format::Table => {
+                    let attrs: Vec<String> = e
+                        .attributes
+                        .iter()
+                        .map(|(k, v)| format!("{k}={v}"))
+                        .collect();
+                    format!(
+                        "{} {} {} {} ({})",
+                        e.time,
+                        e.kind,
+                        e.action,
+                        e.id,
+                        attrs.join(", ")
+                    )
+                }
+            };
+            println!("{line}");
+            std::io::stdout().flush().is_ok()
+        })
+        .await?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_and_limits() {
+        assert_eq!(parse_size("64m").unwrap(), 64 << 20);
+        assert_eq!(parse_size("1g").unwrap(), 1 << 30);
+        assert_eq!(parse_size("1.5k").unwrap(), 1536);
+        assert_eq!(parse_size("10").unwrap(), 10);
+        assert_eq!(parse_size("-1").unwrap(), -1);
+        assert!(parse_size("lots").is_err());
+        assert_eq!(
+            parse_ulimit("nofile=100:200").unwrap(),
+            Ulimit {
+                name: "nofile".into(),
+                soft: 100,
+                hard: 200
+            }
+        );
+        assert_eq!(parse_ulimit("nproc=50").unwrap().hard, 50);
+        assert!(parse_ulimit("nofile").is_err());
+        assert_eq!(
+            parse_restart("on-failure:3").unwrap(),
+            RestartPolicy::OnFailure { max_retries: 3 }
+        );
+        assert_eq!(parse_restart("always").unwrap(), RestartPolicy::Always);
+        assert!(parse_restart("sometimes").is_err());
+        assert_eq!(duration_secs("10m"), Some(600));
+    }
+}

@@ -1,0 +1,340 @@
+//! The container part of the native API (`/v1/containers/...`, `/v1/events`).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use pier_api::containers::{
+    ContainerCreate, ContainerInspect, ContainerRemoveQuery, ContainerSummary, Created, Event,
+    KillQuery, ListQuery, LogsQuery, StopQuery, WaitResponse,
+};
+use pier_api::time::parse_rfc3339;
+use pier_api::{ErrorBody, ProjectName};
+use serde::Deserialize;
+use utoipa::{IntoParams, OpenApi};
+
+use crate::api::Engine;
+use crate::error::{ApiError, ApiResult};
+
+type Shared = State<Arc<Engine>>;
+
+fn project() -> ProjectName {
+    ProjectName::default_project()
+}
+
+pub fn routes() -> Router<Arc<Engine>> {
+    Router::new()
+        .route("/v1/containers", get(list).post(create))
+        .route("/v1/containers/{id}", get(inspect).delete(remove))
+        .route("/v1/containers/{id}/start", post(start))
+        .route("/v1/containers/{id}/stop", post(stop))
+        .route("/v1/containers/{id}/restart", post(restart))
+        .route("/v1/containers/{id}/kill", post(kill))
+        .route("/v1/containers/{id}/wait", post(wait))
+        .route("/v1/containers/{id}/pause", post(pause))
+        .route("/v1/containers/{id}/unpause", post(unpause))
+        .route("/v1/containers/{id}/rename", post(rename))
+        .route("/v1/containers/{id}/logs", get(logs))
+        .route("/v1/events", get(events))
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    paths(
+        list, create, inspect, remove, start, stop, restart, kill, wait, pause, unpause, rename,
+        logs, events
+    ),
+    components(schemas(
+        ContainerCreate,
+        ContainerInspect,
+        ContainerSummary,
+        Created,
+        WaitResponse,
+        Event,
+        pier_runtime_log::LogLine
+    ))
+)]
+pub struct ContainersDoc;
+
+/// The log line schema, described here because pier-runtime carries no OpenAPI types.
+mod pier_runtime_log {
+    #[derive(utoipa::ToSchema)]
+    #[allow(dead_code)]
+    pub struct LogLine {
+        /// The text, with its newline.
+        log: String,
+        /// `stdout` or `stderr`.
+        stream: String,
+        /// RFC 3339 with nanoseconds.
+        time: String,
+    }
+}
+
+/// Lists containers, newest first.
+#[utoipa::path(get, path = "/v1/containers", params(ListQuery), responses((status = 200, body = [ContainerSummary])))]
+async fn list(
+    State(e): Shared,
+    q: Result<Query<ListQuery>, QueryRejection>,
+) -> ApiResult<Json<Vec<ContainerSummary>>> {
+    let Query(q) = q?;
+    Ok(Json(e.containers.list(
+        &project(),
+        q.all,
+        q.filter.as_deref(),
+    )?))
+}
+
+/// Creates a container from an image.
+#[utoipa::path(post, path = "/v1/containers", request_body = ContainerCreate,
+    responses((status = 201, body = Created), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+async fn create(
+    State(e): Shared,
+    body: Result<Json<ContainerCreate>, JsonRejection>,
+) -> ApiResult<(StatusCode, Json<Created>)> {
+    let Json(req) = body?;
+    let c = e.containers.clone();
+    let created = tokio::task::spawn_blocking(move || c.create(&project(), req)).await??;
+    Ok((StatusCode::CREATED, Json(created)))
+}
+
+/// Shows a container by ID, name or ID prefix.
+#[utoipa::path(get, path = "/v1/containers/{id}", params(("id" = String, Path)), responses((status = 200, body = ContainerInspect), (status = 404, body = ErrorBody)))]
+async fn inspect(State(e): Shared, Path(id): Path<String>) -> ApiResult<Json<ContainerInspect>> {
+    Ok(Json(e.containers.get(&project(), &id)?))
+}
+
+/// Removes a container.
+#[utoipa::path(delete, path = "/v1/containers/{id}", params(("id" = String, Path), ContainerRemoveQuery),
+    responses((status = 204), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+async fn remove(
+    State(e): Shared,
+    Path(id): Path<String>,
+    q: Result<Query<ContainerRemoveQuery>, QueryRejection>,
+) -> ApiResult<StatusCode> {
+    let Query(q) = q?;
+    e.containers.remove(&project(), &id, q.force).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Starts a created or exited container.
+#[utoipa::path(post, path = "/v1/containers/{id}/start", params(("id" = String, Path)),
+    responses((status = 204), (status = 400, body = ErrorBody, description = "the command could not be run"), (status = 404, body = ErrorBody)))]
+async fn start(State(e): Shared, Path(id): Path<String>) -> ApiResult<StatusCode> {
+    e.containers.start(&project(), &id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Stops a container: its stop signal, then SIGKILL after `t` seconds.
+#[utoipa::path(post, path = "/v1/containers/{id}/stop", params(("id" = String, Path), StopQuery), responses((status = 204), (status = 404, body = ErrorBody)))]
+async fn stop(
+    State(e): Shared,
+    Path(id): Path<String>,
+    q: Result<Query<StopQuery>, QueryRejection>,
+) -> ApiResult<StatusCode> {
+    let Query(q) = q?;
+    e.containers
+        .stop(&project(), &id, q.t, q.signal.as_deref())
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Stops, then starts a container.
+#[utoipa::path(post, path = "/v1/containers/{id}/restart", params(("id" = String, Path), StopQuery), responses((status = 204), (status = 404, body = ErrorBody)))]
+async fn restart(
+    State(e): Shared,
+    Path(id): Path<String>,
+    q: Result<Query<StopQuery>, QueryRejection>,
+) -> ApiResult<StatusCode> {
+    let Query(q) = q?;
+    e.containers
+        .stop(&project(), &id, q.t, q.signal.as_deref())
+        .await?;
+    e.containers.start(&project(), &id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Sends a signal to a container's init.
+#[utoipa::path(post, path = "/v1/containers/{id}/kill", params(("id" = String, Path), KillQuery), responses((status = 204), (status = 409, body = ErrorBody)))]
+async fn kill(
+    State(e): Shared,
+    Path(id): Path<String>,
+    q: Result<Query<KillQuery>, QueryRejection>,
+) -> ApiResult<StatusCode> {
+    let Query(q) = q?;
+    e.containers
+        .kill(&project(), &id, q.signal.as_deref())
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields, default)]
+struct WaitQuery {
+    /// Wait for the next exit rather than return at once for a stopped container.
+    next_exit: bool,
+}
+
+/// Waits until a container stops, and returns its exit code. The response headers are
+/// sent as soon as the wait is registered, so a client may start the container after
+/// receiving them and still see its exit.
+#[utoipa::path(post, path = "/v1/containers/{id}/wait", params(("id" = String, Path), WaitQuery), responses((status = 200, body = WaitResponse)))]
+async fn wait(
+    State(e): Shared,
+    Path(id): Path<String>,
+    q: Result<Query<WaitQuery>, QueryRejection>,
+) -> ApiResult<Response> {
+    let Query(q) = q?;
+    let exit = e.containers.wait(&project(), &id, q.next_exit)?;
+    let body = futures_util::stream::once(async move {
+        Ok::<_, std::io::Error>(serde_json::to_string(&exit.await).expect("json"))
+    });
+    Ok((
+        [(header::CONTENT_TYPE, "application/json")],
+        Body::from_stream(body),
+    )
+        .into_response())
+}
+
+/// Freezes every process of a container.
+#[utoipa::path(post, path = "/v1/containers/{id}/pause", params(("id" = String, Path)), responses((status = 204), (status = 409, body = ErrorBody)))]
+async fn pause(State(e): Shared, Path(id): Path<String>) -> ApiResult<StatusCode> {
+    e.containers.pause(&project(), &id, true).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Thaws a paused container.
+#[utoipa::path(post, path = "/v1/containers/{id}/unpause", params(("id" = String, Path)), responses((status = 204), (status = 409, body = ErrorBody)))]
+async fn unpause(State(e): Shared, Path(id): Path<String>) -> ApiResult<StatusCode> {
+    e.containers.pause(&project(), &id, false).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+struct RenameQuery {
+    /// The new name.
+    name: String,
+}
+
+/// Renames a container.
+#[utoipa::path(post, path = "/v1/containers/{id}/rename", params(("id" = String, Path), RenameQuery), responses((status = 204), (status = 409, body = ErrorBody)))]
+async fn rename(
+    State(e): Shared,
+    Path(id): Path<String>,
+    q: Result<Query<RenameQuery>, QueryRejection>,
+) -> ApiResult<StatusCode> {
+    let Query(q) = q?;
+    e.containers.rename(&project(), &id, &q.name)?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+fn ndjson(
+    stream: impl futures_util::Stream<Item = Result<String, std::io::Error>> + Send + 'static,
+) -> Response {
+    (
+        [(header::CONTENT_TYPE, "application/x-ndjson")],
+        Body::from_stream(stream),
+    )
+        .into_response()
+}
+
+/// A container's output as JSON lines (`LogLine`); with `follow`, until it stops.
+#[utoipa::path(get, path = "/v1/containers/{id}/logs", params(("id" = String, Path), LogsQuery),
+    responses((status = 200, content_type = "application/x-ndjson", body = [pier_runtime_log::LogLine]), (status = 404, body = ErrorBody)))]
+async fn logs(
+    State(e): Shared,
+    Path(id): Path<String>,
+    q: Result<Query<LogsQuery>, QueryRejection>,
+) -> ApiResult<Response> {
+    let Query(q) = q?;
+    let c = e.containers.get(&project(), &id)?;
+    let since = match q.since.as_deref() {
+        None => None,
+        Some(s) => Some(
+            s.parse::<i64>()
+                .ok()
+                .or_else(|| parse_rfc3339(s))
+                .ok_or_else(|| {
+                    ApiError::invalid(format!(
+                        "invalid --since {s:?}: give RFC 3339 or Unix seconds"
+                    ))
+                })?,
+        ),
+    };
+    let exit = if q.follow && q.attach {
+        Some(e.containers.wait(&project(), &c.id, true)?)
+    } else {
+        None
+    };
+    let (initial, mut follower) = e.containers.logs(&c, q.tail, since);
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<String, std::io::Error>>(64);
+    let follow = q.follow;
+    tokio::spawn(async move {
+        for l in initial {
+            if tx
+                .send(Ok(serde_json::to_string(&l).expect("json") + "\n"))
+                .await
+                .is_err()
+            {
+                return;
+            }
+        }
+        if !follow {
+            return;
+        }
+        let mut exit = exit.map(Box::pin);
+        loop {
+            // Decide before reading, so output written before the exit is still sent.
+            let done = match exit.as_mut() {
+                Some(f) => tokio::select! {
+                    _ = f => true,
+                    _ = tokio::time::sleep(Duration::from_millis(20)) => false,
+                },
+                None => {
+                    let running = e.containers.is_running(&project(), &c.id);
+                    if running {
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                    !running
+                }
+            };
+            for l in follower.read() {
+                if tx
+                    .send(Ok(serde_json::to_string(&l).expect("json") + "\n"))
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+            }
+            if done {
+                return;
+            }
+        }
+    });
+    let stream =
+        futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|x| (x, rx)) });
+    Ok(ndjson(stream))
+}
+
+/// Streams lifecycle events as JSON lines, from now on.
+#[utoipa::path(get, path = "/v1/events", responses((status = 200, content_type = "application/x-ndjson", body = [Event])))]
+async fn events(State(e): Shared) -> ApiResult<Response> {
+    let rx = e.containers.events.subscribe();
+    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+        loop {
+            match rx.recv().await {
+                Ok(ev) => return Some((Ok(serde_json::to_string(&ev).expect("json") + "\n"), rx)),
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                Err(_) => return None,
+            }
+        }
+    });
+    Ok(ndjson(stream))
+}

@@ -1,0 +1,1313 @@
+//! Containers: create, start, stop, kill, remove, wait, logs, restart policies, and
+//! re-adoption of running containers after a daemon restart (live restore).
+//!
+//! Desired state is the record in the store; actual state is the monitor's files and the
+//! kernel. Every container has a directory `ROOT/containers/<id>/` (see
+//! `pier_runtime::state`). Its life:
+//!
+//! ```text
+//! create ──> created ──start──> running ──(exit)──> exited ──start──> running ...
+//!                                  │  ^                │
+//!                                  │  └──restart policy┘
+//!                                  └──rm -f──> (gone)       exited/created ──rm──> (gone)
+//! ```
+//!
+//! The rootfs is an overlay mounted while the container runs and unmounted when it
+//! exits; a watcher task per running container waits for its monitor to exit (through a
+//! pidfd), then records the exit and applies `--rm` and restart policies.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs;
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use pier_api::containers::{
+    ContainerCreate, ContainerInspect, ContainerState, ContainerStatus, ContainerSummary, Created,
+    Event, RestartPolicy, WaitResponse,
+};
+use pier_api::time::{format_rfc3339_nanos, human_ago, now_rfc3339, now_unix, parse_rfc3339};
+use pier_api::{ErrorKind, ProjectName};
+use pier_image::ImageStore;
+use pier_runtime::cgroups::Cgroup;
+use pier_runtime::spec::{self, NetMode, Rlimit, SpecInput};
+use pier_runtime::state::{read_json, write_json, Exited, MonitorConfig, Running};
+use pier_store::{Batch, Store, StoreExt, Table};
+use tokio::sync::{broadcast, watch};
+
+use crate::error::{ApiError, ApiResult};
+
+const MIN_MEMORY: i64 = 6 << 20;
+const DEFAULT_PATH: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+fn conflict(m: impl Into<String>) -> ApiError {
+    ApiError::new(ErrorKind::Conflict, m)
+}
+fn invalid(m: impl Into<String>) -> ApiError {
+    ApiError::invalid(m)
+}
+fn internal(m: impl Into<String>) -> ApiError {
+    ApiError::new(ErrorKind::Internal, m)
+}
+
+/// The container manager.
+pub struct Containers {
+    dir: PathBuf,
+    db: Arc<dyn Store>,
+    images: Arc<ImageStore>,
+    /// Latest state per container, for waiters.
+    watchers: Mutex<HashMap<String, watch::Sender<ContainerState>>>,
+    /// Serializes operations on one container.
+    locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    pub events: broadcast::Sender<Event>,
+    exe: PathBuf,
+}
+
+fn key(project: &ProjectName, id: &str) -> String {
+    format!("{project}/{id}")
+}
+
+fn random_id() -> String {
+    let mut b = [0u8; 32];
+    if let Ok(mut f) = fs::File::open("/dev/urandom") {
+        let _ = f.read_exact(&mut b);
+    }
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// `docker`-style names: an adjective and a scientist.
+fn random_name(id: &str) -> String {
+    const A: [&str; 16] = [
+        "brave", "calm", "eager", "fond", "gentle", "happy", "keen", "lucid", "merry", "nifty",
+        "proud", "quiet", "sharp", "tender", "vivid", "witty",
+    ];
+    const B: [&str; 16] = [
+        "curie", "darwin", "euler", "fermi", "gauss", "hopper", "kepler", "lovelace", "meitner",
+        "newton", "noether", "pascal", "ritchie", "shannon", "turing", "wozniak",
+    ];
+    let n = u64::from_str_radix(&id[..8], 16).unwrap_or(0);
+    format!(
+        "{}_{}_{}",
+        A[(n % 16) as usize],
+        B[((n / 16) % 16) as usize],
+        &id[8..12]
+    )
+}
+
+fn valid_name(n: &str) -> bool {
+    let b = n.as_bytes();
+    !b.is_empty()
+        && b.len() <= 128
+        && b[0].is_ascii_alphanumeric()
+        && b.iter()
+            .all(|c| c.is_ascii_alphanumeric() || b"_.-".contains(c))
+}
+
+/// Host hard limit of an rlimit, to refuse asking for more than the host can give.
+fn host_hard_limit(resource: libc::__rlimit_resource_t) -> u64 {
+    let mut l = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `l` is a valid rlimit to fill in.
+    unsafe { libc::getrlimit(resource, &mut l) };
+    l.rlim_max
+}
+
+fn ulimit_resource(name: &str) -> Option<(&'static str, libc::__rlimit_resource_t)> {
+    Some(match name {
+        "nofile" => ("RLIMIT_NOFILE", libc::RLIMIT_NOFILE),
+        "nproc" => ("RLIMIT_NPROC", libc::RLIMIT_NPROC),
+        "core" => ("RLIMIT_CORE", libc::RLIMIT_CORE),
+        "cpu" => ("RLIMIT_CPU", libc::RLIMIT_CPU),
+        "data" => ("RLIMIT_DATA", libc::RLIMIT_DATA),
+        "fsize" => ("RLIMIT_FSIZE", libc::RLIMIT_FSIZE),
+        "locks" => ("RLIMIT_LOCKS", libc::RLIMIT_LOCKS),
+        "memlock" => ("RLIMIT_MEMLOCK", libc::RLIMIT_MEMLOCK),
+        "msgqueue" => ("RLIMIT_MSGQUEUE", libc::RLIMIT_MSGQUEUE),
+        "nice" => ("RLIMIT_NICE", libc::RLIMIT_NICE),
+        "rtprio" => ("RLIMIT_RTPRIO", libc::RLIMIT_RTPRIO),
+        "rttime" => ("RLIMIT_RTTIME", libc::RLIMIT_RTTIME),
+        "sigpending" => ("RLIMIT_SIGPENDING", libc::RLIMIT_SIGPENDING),
+        "stack" => ("RLIMIT_STACK", libc::RLIMIT_STACK),
+        "as" => ("RLIMIT_AS", libc::RLIMIT_AS),
+        _ => return None,
+    })
+}
+
+/// Checks a create request before anything is made.
+fn validate(req: &ContainerCreate) -> ApiResult<()> {
+    if let Some(n) = &req.name {
+        if !valid_name(n) {
+            return Err(invalid(format!("invalid container name {n:?}: use letters, digits, '_', '.' and '-', starting with a letter or digit")));
+        }
+    }
+    if let Some(m) = req.memory {
+        if m < MIN_MEMORY {
+            return Err(invalid(format!(
+                "memory limit {m} bytes is too small: the minimum is 6MB (6291456 bytes)"
+            )));
+        }
+    }
+    if let (Some(s), Some(m)) = (req.memory_swap, req.memory) {
+        if s != -1 && s < m {
+            return Err(invalid("--memory-swap must be at least --memory (it counts memory plus swap), or -1 for unlimited swap"));
+        }
+    }
+    if req.memory_swap.is_some() && req.memory.is_none() {
+        return Err(invalid("--memory-swap needs --memory as well"));
+    }
+    if let Some(c) = req.cpus {
+        let n = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1) as f64;
+        if c <= 0.0 || c > n {
+            return Err(invalid(format!("--cpus {c} is out of range: give more than 0 and at most the {n} CPUs this host has")));
+        }
+    }
+    if let Some(w) = req.blkio_weight {
+        if w != 0 && !(10..=1000).contains(&w) {
+            return Err(invalid("--blkio-weight must be between 10 and 1000"));
+        }
+    }
+    for u in &req.ulimits {
+        let Some((_, res)) = ulimit_resource(&u.name) else {
+            return Err(invalid(format!(
+                "unknown ulimit {:?}; use nofile, nproc, core, stack, memlock, ...",
+                u.name
+            )));
+        };
+        if u.soft > u.hard {
+            return Err(invalid(format!(
+                "ulimit {}: the soft limit {} is above the hard limit {}",
+                u.name, u.soft, u.hard
+            )));
+        }
+        let host = host_hard_limit(res);
+        if u.hard > host {
+            return Err(invalid(format!(
+                "ulimit {}={}:{} is above this host's hard limit of {host}; ask for at most {host}",
+                u.name, u.soft, u.hard
+            )));
+        }
+    }
+    for c in req.cap_add.iter().chain(&req.cap_drop) {
+        if spec::normalize_cap(c).is_none() {
+            return Err(invalid(format!("unknown capability {c:?}")));
+        }
+    }
+    if let Some(n) = &req.network {
+        if n != "none" && n != "host" {
+            return Err(invalid(format!(
+                "network {n:?} is not available yet: use --network none or --network host"
+            )));
+        }
+    }
+    for o in &req.security_opt {
+        if !matches!(
+            o.as_str(),
+            "no-new-privileges"
+                | "no-new-privileges:true"
+                | "no-new-privileges=true"
+                | "no-new-privileges:false"
+                | "seccomp=unconfined"
+                | "seccomp:unconfined"
+        ) {
+            return Err(invalid(format!("unsupported --security-opt {o:?}")));
+        }
+    }
+    Ok(())
+}
+
+fn mounted(path: &Path) -> bool {
+    let p = path.to_string_lossy();
+    fs::read_to_string("/proc/self/mountinfo")
+        .unwrap_or_default()
+        .lines()
+        .any(|l| l.split(' ').nth(4) == Some(&p))
+}
+
+fn unmount(path: &Path) {
+    while mounted(path) {
+        if rustix::mount::unmount(path, rustix::mount::UnmountFlags::DETACH).is_err() {
+            break;
+        }
+    }
+}
+
+impl Containers {
+    pub fn new(
+        root: &Path,
+        db: Arc<dyn Store>,
+        images: Arc<ImageStore>,
+    ) -> std::io::Result<Arc<Self>> {
+        let dir = root.join("containers");
+        fs::create_dir_all(&dir)?;
+        let (events, _) = broadcast::channel(1024);
+        Ok(Arc::new(Containers {
+            dir,
+            db,
+            images,
+            watchers: Mutex::new(HashMap::new()),
+            locks: Mutex::new(HashMap::new()),
+            events,
+            exe: std::env::current_exe()?,
+        }))
+    }
+
+    fn cdir(&self, id: &str) -> PathBuf {
+        self.dir.join(id)
+    }
+
+    fn lock(&self, id: &str) -> Arc<tokio::sync::Mutex<()>> {
+        self.locks
+            .lock()
+            .unwrap()
+            .entry(id.to_string())
+            .or_default()
+            .clone()
+    }
+
+    fn emit(&self, c: &ContainerInspect, action: &str, extra: &[(&str, String)]) {
+        let mut attributes = BTreeMap::from([
+            ("name".to_string(), c.name.clone()),
+            ("image".to_string(), c.image.clone()),
+        ]);
+        for (k, v) in extra {
+            attributes.insert(k.to_string(), v.clone());
+        }
+        let _ = self.events.send(Event {
+            time: format_rfc3339_nanos(std::time::SystemTime::now()),
+            kind: "container".into(),
+            action: action.into(),
+            id: c.id.clone(),
+            attributes,
+        });
+    }
+
+    fn save(&self, c: &ContainerInspect) -> ApiResult<()> {
+        let mut b = Batch::new();
+        b.put_json(Table::Containers, key(&c.project, &c.id), &Record::from(c));
+        b.commit(self.db.as_ref())?;
+        if let Some(w) = self.watchers.lock().unwrap().get(&c.id) {
+            w.send_replace(c.state.clone());
+        }
+        Ok(())
+    }
+
+    fn all(&self, project: &ProjectName) -> ApiResult<Vec<ContainerInspect>> {
+        Ok(self
+            .db
+            .list_json::<Record>(Table::Containers, &format!("{project}/"))?
+            .into_iter()
+            .map(|(_, r)| r.0)
+            .collect())
+    }
+
+    /// Finds a container by full ID, name, or unique ID prefix.
+    pub fn get(&self, project: &ProjectName, name_or_id: &str) -> ApiResult<ContainerInspect> {
+        if let Some(r) = self
+            .db
+            .get_json::<Record>(Table::Containers, &key(project, name_or_id))?
+        {
+            return Ok(r.0);
+        }
+        let all = self.all(project)?;
+        let name = name_or_id.trim_start_matches('/');
+        if let Some(c) = all.iter().find(|c| c.name == name) {
+            return Ok(c.clone());
+        }
+        let matches: Vec<_> = all
+            .into_iter()
+            .filter(|c| !name_or_id.is_empty() && c.id.starts_with(name_or_id))
+            .collect();
+        match matches.len() {
+            1 => Ok(matches.into_iter().next().expect("one")),
+            0 => Err(ApiError::new(
+                ErrorKind::NotFound,
+                format!("no such container: {name_or_id}; `pier ps -a` lists them"),
+            )),
+            _ => Err(invalid(format!(
+                "container ID prefix {name_or_id:?} matches several containers; give more of it"
+            ))),
+        }
+    }
+
+    // ---- create ------------------------------------------------------------------------
+
+    pub fn create(&self, project: &ProjectName, req: ContainerCreate) -> ApiResult<Created> {
+        validate(&req)?;
+        let image = self.images.resolve(project, &req.image)?;
+        let name = match &req.name {
+            Some(n) => n.clone(),
+            None => String::new(),
+        };
+        if !name.is_empty() && self.all(project)?.iter().any(|c| c.name == name) {
+            return Err(conflict(format!("the container name {name:?} is already in use; remove that container or choose another name")));
+        }
+        let id = random_id();
+        let name = if name.is_empty() {
+            random_name(&id)
+        } else {
+            name
+        };
+        let config = self.images.config(&image)?;
+        let img = config.get("config").cloned().unwrap_or_default();
+        let strings = |v: &serde_json::Value| -> Vec<String> {
+            v.as_array()
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|s| s.as_str().map(String::from))
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        let entrypoint = req
+            .entrypoint
+            .clone()
+            .unwrap_or_else(|| strings(&img["Entrypoint"]));
+        let cmd = match &req.cmd {
+            Some(c) => c.clone(),
+            // A new entrypoint drops the image's Cmd, as Docker does.
+            None if req.entrypoint.is_some() => vec![],
+            None => strings(&img["Cmd"]),
+        };
+        let command: Vec<String> = entrypoint.into_iter().chain(cmd).collect();
+        if command.is_empty() {
+            return Err(invalid(
+                "no command given and the image has none; give one after the image name",
+            ));
+        }
+        let c = ContainerInspect {
+            id: id.clone(),
+            name,
+            project: project.clone(),
+            image: req.image.clone(),
+            image_id: image.id.clone(),
+            created: now_rfc3339(),
+            command,
+            config: req,
+            state: ContainerState::default(),
+            log_path: self.cdir(&id).join("container.log").display().to_string(),
+        };
+        let dir = self.cdir(&id);
+        let made = (|| -> ApiResult<()> {
+            for d in ["rootfs", "upper", "work"] {
+                fs::create_dir_all(dir.join(d))
+                    .map_err(|e| internal(format!("cannot create {}: {e}", dir.display())))?;
+            }
+            // Exists from the start, so a client following it holds the same file the
+            // monitor appends to.
+            fs::File::create(dir.join("container.log"))
+                .map_err(|e| internal(format!("cannot create the log: {e}")))?;
+            // Mount once to read the image's /etc/passwd, write the spec, then unmount.
+            self.mount_rootfs(&c)?;
+            let r = self.write_bundle(&c, &img);
+            unmount(&dir.join("rootfs"));
+            r
+        })();
+        if let Err(e) = made {
+            let _ = fs::remove_dir_all(&dir);
+            return Err(e);
+        }
+        self.save(&c)?;
+        self.emit(&c, "create", &[]);
+        Ok(Created {
+            id: c.id,
+            name: c.name,
+        })
+    }
+
+    fn mount_rootfs(&self, c: &ContainerInspect) -> ApiResult<()> {
+        let dir = self.cdir(&c.id);
+        let rootfs = dir.join("rootfs");
+        if mounted(&rootfs) {
+            return Ok(());
+        }
+        let image = self.images.resolve(&c.project, c.image_id.as_str())?;
+        let lowers: Vec<String> = image
+            .layers
+            .iter()
+            .rev()
+            .map(|l| self.images.layer_dir(&l.diff_id).display().to_string())
+            .collect();
+        let data = format!(
+            "lowerdir={},upperdir={},workdir={}",
+            lowers.join(":"),
+            dir.join("upper").display(),
+            dir.join("work").display()
+        );
+        rustix::mount::mount(
+            "overlay",
+            &rootfs,
+            "overlay",
+            rustix::mount::MountFlags::empty(),
+            Some(std::ffi::CString::new(data).expect("no NUL").as_c_str()),
+        )
+        .map_err(|e| {
+            internal(format!(
+                "cannot mount the container's rootfs (overlay): {e}"
+            ))
+        })
+    }
+
+    fn write_bundle(&self, c: &ContainerInspect, img: &serde_json::Value) -> ApiResult<()> {
+        let dir = self.cdir(&c.id);
+        let req = &c.config;
+        let rootfs = dir.join("rootfs");
+        let user = req
+            .user
+            .clone()
+            .or_else(|| {
+                img["User"]
+                    .as_str()
+                    .filter(|s| !s.is_empty())
+                    .map(String::from)
+            })
+            .unwrap_or_else(|| "0".into());
+        let (uid, gid, additional_gids) =
+            pier_runtime::rootfs::resolve_user(&rootfs, &user).map_err(invalid)?;
+        let mut env: Vec<String> = img["Env"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|s| s.as_str().map(String::from))
+                    .collect()
+            })
+            .unwrap_or_default();
+        if !env.iter().any(|e| e.starts_with("PATH=")) {
+            env.insert(0, DEFAULT_PATH.into());
+        }
+        for e in &req.env {
+            let k = e.split('=').next().unwrap_or("");
+            env.retain(|x| x.split('=').next() != Some(k));
+            env.push(e.clone());
+        }
+        let hostname = req
+            .hostname
+            .clone()
+            .unwrap_or_else(|| c.id[..12].to_string());
+        if !env.iter().any(|e| e.starts_with("HOSTNAME=")) {
+            env.push(format!("HOSTNAME={hostname}"));
+        }
+        if !env.iter().any(|e| e.starts_with("HOME=")) {
+            env.push(if uid == 0 {
+                "HOME=/root".into()
+            } else {
+                "HOME=/".into()
+            });
+        }
+        let cwd = req
+            .workdir
+            .clone()
+            .or_else(|| {
+                img["WorkingDir"]
+                    .as_str()
+                    .filter(|s| !s.is_empty())
+                    .map(String::from)
+            })
+            .unwrap_or_else(|| "/".into());
+        if !cwd.starts_with('/') {
+            return Err(invalid(format!(
+                "the working directory {cwd:?} must be an absolute path"
+            )));
+        }
+        let net = match req.network.as_deref() {
+            Some("host") => NetMode::Host,
+            _ => NetMode::None,
+        };
+        // /etc/hostname and /etc/hosts, bind-mounted from the container's directory.
+        fs::write(dir.join("hostname"), format!("{hostname}\n"))
+            .map_err(|e| internal(e.to_string()))?;
+        let hosts = if net == NetMode::Host {
+            fs::read_to_string("/etc/hosts").unwrap_or_default()
+        } else {
+            format!("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t{hostname}\n")
+        };
+        fs::write(dir.join("hosts"), hosts).map_err(|e| internal(e.to_string()))?;
+        let mut mounts = vec![
+            serde_json::json!({"destination": "/etc/hostname", "type": "bind", "source": dir.join("hostname"), "options": ["rbind", "rprivate"]}),
+            serde_json::json!({"destination": "/etc/hosts", "type": "bind", "source": dir.join("hosts"), "options": ["rbind", "rprivate"]}),
+        ];
+        if net == NetMode::Host && Path::new("/etc/resolv.conf").exists() {
+            mounts.push(serde_json::json!({"destination": "/etc/resolv.conf", "type": "bind", "source": "/etc/resolv.conf", "options": ["rbind", "rprivate", "ro"]}));
+        }
+        let no_new_privs = req
+            .security_opt
+            .iter()
+            .any(|o| o.starts_with("no-new-privileges") && !o.ends_with("false"));
+        let input = SpecInput {
+            args: c.command.clone(),
+            env,
+            cwd,
+            uid,
+            gid,
+            additional_gids,
+            hostname,
+            rootfs: rootfs.display().to_string(),
+            readonly_rootfs: req.read_only,
+            privileged: req.privileged,
+            cap_add: req
+                .cap_add
+                .iter()
+                .filter_map(|c| spec::normalize_cap(c))
+                .collect(),
+            cap_drop: req
+                .cap_drop
+                .iter()
+                .filter_map(|c| spec::normalize_cap(c))
+                .collect(),
+            no_new_privileges: no_new_privs,
+            rlimits: req
+                .ulimits
+                .iter()
+                .filter_map(|u| {
+                    ulimit_resource(&u.name).map(|(k, _)| Rlimit {
+                        kind: k.into(),
+                        soft: u.soft,
+                        hard: u.hard,
+                    })
+                })
+                .collect(),
+            net: Some(net),
+            memory: req.memory,
+            memory_swap: req.memory_swap,
+            cpu_quota: req.cpus.map(|c| (c * 100_000.0) as i64),
+            cpu_period: req.cpus.map(|_| 100_000),
+            cpu_shares: req.cpu_shares,
+            cpuset_cpus: req.cpuset_cpus.clone(),
+            pids_limit: req.pids_limit,
+            blkio_weight: req.blkio_weight,
+            terminal: false,
+            mounts,
+            cgroups_path: format!("/pier/{}", c.id),
+        };
+        let spec = spec::build(&input)
+            .map_err(|e| internal(format!("the runtime spec is invalid: {e}")))?;
+        spec.save(dir.join("config.json"))
+            .map_err(|e| internal(format!("cannot write config.json: {e}")))?;
+        let monitor = MonitorConfig {
+            id: c.id.clone(),
+            log_max_bytes: 10 << 20,
+            log_max_files: 2,
+        };
+        write_json(&dir.join("monitor.json"), &monitor)
+            .map_err(|e| internal(format!("cannot write monitor.json: {e}")))
+    }
+
+    // ---- start and exit ----------------------------------------------------------------
+
+    pub async fn start(
+        self: &Arc<Self>,
+        project: &ProjectName,
+        name: &str,
+    ) -> ApiResult<ContainerInspect> {
+        let c = self.get(project, name)?;
+        let lock = self.lock(&c.id);
+        let _g = lock.lock().await;
+        let mut c = self.get(project, &c.id)?;
+        match c.state.status {
+            ContainerStatus::Running | ContainerStatus::Paused => return Ok(c),
+            ContainerStatus::Removing => {
+                return Err(conflict(format!("container {} is being removed", c.name)))
+            }
+            _ => {}
+        }
+        c.state.stopped_by_user = false;
+        self.start_locked(c).await
+    }
+
+    async fn start_locked(
+        self: &Arc<Self>,
+        mut c: ContainerInspect,
+    ) -> ApiResult<ContainerInspect> {
+        let dir = self.cdir(&c.id);
+        let this = self.clone();
+        let c2 = c.clone();
+        let reply = tokio::task::spawn_blocking(move || -> ApiResult<String> {
+            this.mount_rootfs(&c2)?;
+            for f in ["state.json", "exit.json"] {
+                let _ = fs::remove_file(dir.join(f));
+            }
+            let out = std::process::Command::new(&this.exe)
+                .arg("__monitor")
+                .arg(&dir)
+                .stdin(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .output()
+                .map_err(|e| internal(format!("cannot start the monitor: {e}")))?;
+            Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+        })
+        .await??;
+        if let Some(pid) = reply.strip_prefix("ok ") {
+            let running: Option<Running> = read_json(&self.cdir(&c.id).join("state.json"));
+            c.state = ContainerState {
+                status: ContainerStatus::Running,
+                pid: pid.parse().ok(),
+                monitor_pid: running.as_ref().map(|r| r.monitor_pid),
+                exit_code: None,
+                error: None,
+                oom_killed: false,
+                started_at: Some(running.map(|r| r.started_at).unwrap_or_else(now_rfc3339)),
+                finished_at: None,
+                restart_count: c.state.restart_count,
+                stopped_by_user: false,
+            };
+            self.save(&c)?;
+            self.emit(&c, "start", &[]);
+            self.watch_exit(&c);
+            return Ok(c);
+        }
+        // The container did not start: nothing of it may stay.
+        unmount(&self.cdir(&c.id).join("rootfs"));
+        let (code, msg) = match reply.strip_prefix("err ") {
+            Some(rest) => {
+                let (code, msg) = rest.split_once(' ').unwrap_or((rest, ""));
+                (code.parse().unwrap_or(125), msg.to_string())
+            }
+            None => (
+                125,
+                format!("the monitor failed without a reason ({reply:?})"),
+            ),
+        };
+        c.state.status = if c.state.started_at.is_some() {
+            ContainerStatus::Exited
+        } else {
+            ContainerStatus::Created
+        };
+        c.state.exit_code = Some(code);
+        c.state.error = Some(msg.clone());
+        c.state.finished_at = Some(format_rfc3339_nanos(std::time::SystemTime::now()));
+        c.state.pid = None;
+        self.save(&c)?;
+        if c.config.auto_remove {
+            // `--rm`: a container that cannot start leaves nothing behind either.
+            self.remove_locked(&c)?;
+        }
+        let kind = if code == 125 {
+            ErrorKind::Internal
+        } else {
+            ErrorKind::InvalidInput
+        };
+        Err(
+            ApiError::new(kind, format!("container {} failed to start: {msg}", c.name))
+                .with_exit_code(code),
+        )
+    }
+
+    /// Waits (in a task) for the container's monitor to exit, then records the exit.
+    fn watch_exit(self: &Arc<Self>, c: &ContainerInspect) {
+        let Some(mpid) = c.state.monitor_pid else {
+            return;
+        };
+        let this = self.clone();
+        let (project, id) = (c.project.clone(), c.id.clone());
+        tokio::spawn(async move {
+            if let Some(pid) = rustix::process::Pid::from_raw(mpid) {
+                if let Ok(fd) =
+                    rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty())
+                {
+                    // SAFETY: the AsyncFd owns the pidfd and is the only user of it.
+                    let registered = unsafe {
+                        tokio::io::unix::AsyncFd::register_with_interest(
+                            fd,
+                            tokio::io::Interest::READABLE,
+                        )
+                    };
+                    if let Ok(afd) = registered {
+                        let _ = afd.readable().await;
+                    }
+                }
+            }
+            if let Err(e) = this.on_exit(&project, &id).await {
+                tracing::error!(container = %id, error = %e.message, "recording a container's exit");
+            }
+        });
+    }
+
+    async fn on_exit(self: &Arc<Self>, project: &ProjectName, id: &str) -> ApiResult<()> {
+        let lock = self.lock(id);
+        let g = lock.lock().await;
+        let Ok(mut c) = self.get(project, id) else {
+            return Ok(());
+        };
+        if !matches!(
+            c.state.status,
+            ContainerStatus::Running | ContainerStatus::Paused
+        ) {
+            return Ok(());
+        }
+        let dir = self.cdir(id);
+        let exit: Exited = read_json(&dir.join("exit.json")).unwrap_or(Exited {
+            exit_code: 255,
+            finished_at: now_rfc3339(),
+            oom_killed: false,
+            error: Some("the container's monitor died without recording an exit".into()),
+        });
+        unmount(&dir.join("rootfs"));
+        let _ = Cgroup::for_container(id).remove();
+        c.state.status = ContainerStatus::Exited;
+        c.state.pid = None;
+        c.state.monitor_pid = None;
+        c.state.exit_code = Some(exit.exit_code);
+        c.state.oom_killed = exit.oom_killed;
+        c.state.error = exit.error;
+        c.state.finished_at = Some(exit.finished_at);
+        self.save(&c)?;
+        if c.state.oom_killed {
+            self.emit(&c, "oom", &[]);
+        }
+        self.emit(&c, "die", &[("exitCode", exit.exit_code.to_string())]);
+
+        if c.config.auto_remove {
+            drop(g);
+            return self.remove(project, id, true).await;
+        }
+        let restart = !c.state.stopped_by_user
+            && match c.config.restart_policy {
+                RestartPolicy::No => false,
+                RestartPolicy::Always | RestartPolicy::UnlessStopped => true,
+                RestartPolicy::OnFailure { max_retries } => {
+                    exit.exit_code != 0 && (max_retries == 0 || c.state.restart_count < max_retries)
+                }
+            };
+        if restart {
+            // Back off: 100 ms doubling to a minute; a container that ran 10 s starts afresh.
+            let ran = c
+                .state
+                .started_at
+                .as_deref()
+                .and_then(parse_rfc3339)
+                .map_or(0, |s| now_unix() - s);
+            if ran >= 10 {
+                c.state.restart_count = 0;
+            }
+            let delay = Duration::from_millis(100u64 << c.state.restart_count.min(9))
+                .min(Duration::from_secs(60));
+            c.state.restart_count += 1;
+            c.state.status = ContainerStatus::Restarting;
+            self.save(&c)?;
+            drop(g);
+            let this = self.clone();
+            let (project, id) = (project.clone(), id.to_string());
+            tokio::spawn(async move {
+                tokio::time::sleep(delay).await;
+                let lock = this.lock(&id);
+                let _g = lock.lock().await;
+                if let Ok(c) = this.get(&project, &id) {
+                    if c.state.status == ContainerStatus::Restarting && !c.state.stopped_by_user {
+                        this.emit(&c, "restart", &[]);
+                        if let Err(e) = this.start_locked(c).await {
+                            tracing::warn!(container = %id, error = %e.message, "restart failed");
+                        }
+                    }
+                }
+            });
+        }
+        Ok(())
+    }
+
+    // ---- signals, stop, remove ---------------------------------------------------------
+
+    /// Sends `sig` to the container's init, checking first that the pid is still the
+    /// container's (it must sit in the container's cgroup), so a reused pid is never hit.
+    fn signal(&self, c: &ContainerInspect, sig: i32) -> ApiResult<()> {
+        let Some(pid) = c.state.pid else {
+            return Err(conflict(format!("container {} is not running", c.name)));
+        };
+        let cgroup = fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap_or_default();
+        if !cgroup.contains(&format!("/pier/{}", c.id)) {
+            return Ok(()); // already gone
+        }
+        // SAFETY: kill(2) with a checked pid and signal number.
+        if unsafe { libc::kill(pid, sig) } < 0 {
+            let e = std::io::Error::last_os_error();
+            if e.raw_os_error() != Some(libc::ESRCH) {
+                return Err(internal(format!("cannot signal container {}: {e}", c.name)));
+            }
+        }
+        Ok(())
+    }
+
+    fn watcher(&self, c: &ContainerInspect) -> watch::Receiver<ContainerState> {
+        self.watchers
+            .lock()
+            .unwrap()
+            .entry(c.id.clone())
+            .or_insert_with(|| watch::channel(c.state.clone()).0)
+            .subscribe()
+    }
+
+    /// Waits until the container is no longer running (or `timeout` passes).
+    async fn wait_stopped(&self, c: &ContainerInspect, timeout: Option<Duration>) -> bool {
+        let mut rx = self.watcher(c);
+        let fut = rx
+            .wait_for(|s| !matches!(s.status, ContainerStatus::Running | ContainerStatus::Paused));
+        match timeout {
+            Some(t) => matches!(tokio::time::timeout(t, fut).await, Ok(Ok(_))),
+            None => fut.await.is_ok(),
+        }
+    }
+
+    pub async fn kill(
+        &self,
+        project: &ProjectName,
+        name: &str,
+        signal: Option<&str>,
+    ) -> ApiResult<()> {
+        let mut c = self.get(project, name)?;
+        let sig = parse_signal(signal.unwrap_or("KILL"))?;
+        if !matches!(
+            c.state.status,
+            ContainerStatus::Running | ContainerStatus::Paused
+        ) {
+            return Err(conflict(format!("container {} is not running", c.name)));
+        }
+        if sig == libc::SIGKILL || sig == libc::SIGTERM {
+            c.state.stopped_by_user = true;
+            self.save(&c)?;
+        }
+        if c.state.status == ContainerStatus::Paused {
+            let _ = Cgroup::for_container(&c.id).freeze(false);
+        }
+        self.signal(&c, sig)?;
+        self.emit(&c, "kill", &[("signal", sig.to_string())]);
+        Ok(())
+    }
+
+    pub async fn stop(
+        &self,
+        project: &ProjectName,
+        name: &str,
+        t: Option<u64>,
+        signal: Option<&str>,
+    ) -> ApiResult<()> {
+        let mut c = self.get(project, name)?;
+        if c.state.status == ContainerStatus::Restarting {
+            c.state.stopped_by_user = true;
+            c.state.status = ContainerStatus::Exited;
+            return self.save(&c);
+        }
+        if !matches!(
+            c.state.status,
+            ContainerStatus::Running | ContainerStatus::Paused
+        ) {
+            return Ok(());
+        }
+        let sig = parse_signal(signal.unwrap_or("TERM"))?;
+        c.state.stopped_by_user = true;
+        self.save(&c)?;
+        if c.state.status == ContainerStatus::Paused {
+            let _ = Cgroup::for_container(&c.id).freeze(false);
+        }
+        self.signal(&c, sig)?;
+        if !self
+            .wait_stopped(&c, Some(Duration::from_secs(t.unwrap_or(10))))
+            .await
+        {
+            self.signal(&c, libc::SIGKILL)?;
+            self.wait_stopped(&c, Some(Duration::from_secs(30))).await;
+        }
+        self.emit(&c, "stop", &[]);
+        Ok(())
+    }
+
+    pub async fn remove(&self, project: &ProjectName, name: &str, force: bool) -> ApiResult<()> {
+        let c = self.get(project, name)?;
+        if matches!(
+            c.state.status,
+            ContainerStatus::Running | ContainerStatus::Paused
+        ) {
+            if !force {
+                return Err(conflict(format!(
+                    "container {} is running: stop it first, or remove it with --force",
+                    c.name
+                )));
+            }
+            self.kill(project, &c.id, Some("KILL")).await?;
+            if !self.wait_stopped(&c, Some(Duration::from_secs(30))).await {
+                return Err(ApiError::new(
+                    ErrorKind::Unavailable,
+                    format!("container {} did not stop; try again", c.name),
+                ));
+            }
+        }
+        let lock = self.lock(&c.id);
+        let _g = lock.lock().await;
+        let Ok(c) = self.get(project, &c.id) else {
+            return Ok(());
+        };
+        self.remove_locked(&c)
+    }
+
+    /// Removes everything of a stopped container; the caller holds its lock.
+    fn remove_locked(&self, c: &ContainerInspect) -> ApiResult<()> {
+        let project = &c.project;
+        let dir = self.cdir(&c.id);
+        unmount(&dir.join("rootfs"));
+        let _ = Cgroup::for_container(&c.id).remove();
+        let _ = fs::remove_dir_all(&dir);
+        let mut b = Batch::new();
+        b.delete(Table::Containers, key(project, &c.id));
+        b.commit(self.db.as_ref())?;
+        if let Some(w) = self.watchers.lock().unwrap().remove(&c.id) {
+            let mut s = c.state.clone();
+            s.status = ContainerStatus::Removing;
+            w.send_replace(s);
+        }
+        self.locks.lock().unwrap().remove(&c.id);
+        self.emit(c, "destroy", &[]);
+        Ok(())
+    }
+
+    /// Waits until the container is stopped; with `next_exit`, until it next stops (a
+    /// client can ask before starting it, as `docker run` does).
+    ///
+    /// The watch is registered before this returns; the future then resolves on the exit.
+    pub fn wait(
+        &self,
+        project: &ProjectName,
+        name: &str,
+        next_exit: bool,
+    ) -> ApiResult<impl std::future::Future<Output = WaitResponse> + Send + 'static> {
+        let c = self.get(project, name)?;
+        let mut rx = self.watcher(&c);
+        let before = c.state.finished_at.clone();
+        Ok(async move {
+            let state = rx
+                .wait_for(|s| {
+                    let stopped = !matches!(
+                        s.status,
+                        ContainerStatus::Running
+                            | ContainerStatus::Paused
+                            | ContainerStatus::Restarting
+                    );
+                    stopped && (!next_exit || s.finished_at != before)
+                })
+                .await
+                .map(|s| s.clone())
+                .unwrap_or(c.state);
+            WaitResponse {
+                exit_code: state.exit_code.unwrap_or(0),
+                error: state.error,
+            }
+        })
+    }
+
+    pub async fn pause(&self, project: &ProjectName, name: &str, paused: bool) -> ApiResult<()> {
+        let mut c = self.get(project, name)?;
+        let want = if paused {
+            ContainerStatus::Running
+        } else {
+            ContainerStatus::Paused
+        };
+        if c.state.status != want {
+            return Err(conflict(format!(
+                "container {} is {}, not {}",
+                c.name,
+                c.state.status.as_str(),
+                want.as_str()
+            )));
+        }
+        Cgroup::for_container(&c.id)
+            .freeze(paused)
+            .map_err(|e| internal(format!("{e}: {}", e.source)))?;
+        c.state.status = if paused {
+            ContainerStatus::Paused
+        } else {
+            ContainerStatus::Running
+        };
+        self.save(&c)?;
+        self.emit(&c, if paused { "pause" } else { "unpause" }, &[]);
+        Ok(())
+    }
+
+    pub fn rename(&self, project: &ProjectName, name: &str, new_name: &str) -> ApiResult<()> {
+        if !valid_name(new_name) {
+            return Err(invalid(format!("invalid container name {new_name:?}")));
+        }
+        let mut c = self.get(project, name)?;
+        if self
+            .all(project)?
+            .iter()
+            .any(|o| o.name == new_name && o.id != c.id)
+        {
+            return Err(conflict(format!(
+                "the container name {new_name:?} is already in use"
+            )));
+        }
+        c.name = new_name.to_string();
+        self.save(&c)?;
+        self.emit(&c, "rename", &[]);
+        Ok(())
+    }
+
+    pub fn list(
+        &self,
+        project: &ProjectName,
+        all: bool,
+        filter: Option<&str>,
+    ) -> ApiResult<Vec<ContainerSummary>> {
+        let filters: Vec<(String, String)> = filter
+            .unwrap_or("")
+            .split(',')
+            .filter(|f| !f.is_empty())
+            .map(|f| {
+                f.split_once('=')
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .ok_or_else(|| invalid(format!("invalid filter {f:?}: use key=value")))
+            })
+            .collect::<ApiResult<_>>()?;
+        let now = now_unix();
+        let mut out: Vec<(String, ContainerSummary)> = Vec::new();
+        for c in self.all(project)? {
+            let running = matches!(
+                c.state.status,
+                ContainerStatus::Running | ContainerStatus::Paused | ContainerStatus::Restarting
+            );
+            if !all && !running && !filters.iter().any(|(k, _)| k == "status") {
+                continue;
+            }
+            let keep = filters.iter().all(|(k, v)| match k.as_str() {
+                "status" => c.state.status.as_str() == v,
+                "name" => c.name.contains(v.as_str()),
+                "id" => c.id.starts_with(v.as_str()),
+                "label" => match v.split_once('=') {
+                    Some((lk, lv)) => c.config.labels.get(lk).is_some_and(|x| x == lv),
+                    None => c.config.labels.contains_key(v.as_str()),
+                },
+                "exited" => {
+                    c.state.status == ContainerStatus::Exited
+                        && c.state.exit_code.map(|e| e.to_string()).as_deref() == Some(v.as_str())
+                }
+                _ => false,
+            });
+            if !keep {
+                continue;
+            }
+            let status = status_text(&c.state, now);
+            out.push((
+                c.created.clone(),
+                ContainerSummary {
+                    id: c.id.clone(),
+                    name: c.name.clone(),
+                    image: c.image.clone(),
+                    command: c.command.join(" "),
+                    created: c.created.clone(),
+                    state: c.state.status,
+                    status,
+                },
+            ));
+        }
+        out.sort_by(|a, b| b.0.cmp(&a.0));
+        Ok(out.into_iter().map(|(_, s)| s).collect())
+    }
+
+    /// Log lines so far, oldest first, filtered by `since` and `tail`, and a follower
+    /// positioned right after them.
+    pub fn logs(
+        &self,
+        c: &ContainerInspect,
+        tail: Option<usize>,
+        since: Option<i64>,
+    ) -> (Vec<pier_runtime::logs::LogLine>, LogFollower) {
+        let path = Path::new(&c.log_path);
+        let mut follower = LogFollower::from_start(path);
+        let mut lines = pier_runtime::logs::read_rotated(path);
+        lines.extend(follower.read());
+        if let Some(s) = since {
+            lines.retain(|l| parse_rfc3339(&l.time).is_some_and(|t| t >= s));
+        }
+        if let Some(n) = tail {
+            let skip = lines.len().saturating_sub(n);
+            lines.drain(..skip);
+        }
+        (lines, follower)
+    }
+
+    pub fn is_running(&self, project: &ProjectName, id: &str) -> bool {
+        self.get(project, id).is_ok_and(|c| {
+            matches!(
+                c.state.status,
+                ContainerStatus::Running | ContainerStatus::Paused | ContainerStatus::Restarting
+            )
+        })
+    }
+
+    // ---- restore -------------------------------------------------------------------------
+
+    /// At daemon start: re-adopts containers whose monitors still run, records the exits
+    /// that happened meanwhile, and removes what no record owns (mounts, directories,
+    /// cgroups).
+    pub async fn restore(self: &Arc<Self>) -> ApiResult<()> {
+        let records = self.db.list_json::<Record>(Table::Containers, "")?;
+        let mut known = std::collections::HashSet::new();
+        for (_, r) in records {
+            let c = r.0;
+            known.insert(c.id.clone());
+            let dir = self.cdir(&c.id);
+            let alive = c.state.monitor_pid.is_some_and(|p| monitor_alive(p, &dir));
+            match c.state.status {
+                ContainerStatus::Running | ContainerStatus::Paused if alive => {
+                    tracing::info!(container = %c.id, "re-adopted a running container");
+                    self.watch_exit(&c);
+                }
+                ContainerStatus::Running | ContainerStatus::Paused => {
+                    let (project, id) = (c.project.clone(), c.id.clone());
+                    self.on_exit(&project, &id).await?;
+                }
+                ContainerStatus::Restarting => {
+                    let this = self.clone();
+                    tokio::spawn(async move {
+                        let lock = this.lock(&c.id);
+                        let _g = lock.lock().await;
+                        if let Err(e) = this.start_locked(c.clone()).await {
+                            tracing::warn!(container = %c.id, error = %e.message, "restart after daemon restart failed");
+                        }
+                    });
+                }
+                _ => {
+                    unmount(&dir.join("rootfs"));
+                    let _ = Cgroup::for_container(&c.id).remove();
+                }
+            }
+        }
+        // Directories, mounts and cgroups of containers that never got a record (a crash
+        // during create) or whose removal was interrupted.
+        if let Ok(rd) = fs::read_dir(&self.dir) {
+            for e in rd.flatten() {
+                let id = e.file_name().to_string_lossy().into_owned();
+                if !known.contains(&id) {
+                    unmount(&e.path().join("rootfs"));
+                    let _ = Cgroup::for_container(&id).remove();
+                    let _ = fs::remove_dir_all(e.path());
+                    tracing::info!(container = %id, "removed the leftovers of a container with no record");
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Reads a log file as it grows, through an open handle, so lines written just before the
+/// file is rotated or removed (`--rm`) are still read.
+pub struct LogFollower {
+    path: PathBuf,
+    reader: Option<BufReader<fs::File>>,
+    partial: String,
+}
+
+impl LogFollower {
+    /// Starts at the beginning of the current file.
+    pub fn from_start(path: &Path) -> Self {
+        let reader = fs::File::open(path).ok().map(BufReader::new);
+        LogFollower {
+            path: path.to_path_buf(),
+            reader,
+            partial: String::new(),
+        }
+    }
+
+    /// Complete lines written since the last call.
+    pub fn read(&mut self) -> Vec<pier_runtime::logs::LogLine> {
+        let mut out = Vec::new();
+        loop {
+            if self.reader.is_none() {
+                self.reader = fs::File::open(&self.path).ok().map(BufReader::new);
+            }
+            let Some(r) = self.reader.as_mut() else {
+                return out;
+            };
+            while let Ok(n) = r.read_line(&mut self.partial) {
+                if n == 0 || !self.partial.ends_with('\n') {
+                    break;
+                }
+                if let Ok(l) = serde_json::from_str(&self.partial) {
+                    out.push(l);
+                }
+                self.partial.clear();
+            }
+            // Rotated: the path names a new file; finish the old one, then switch.
+            use std::os::unix::fs::MetadataExt;
+            let current = fs::metadata(&self.path).ok().map(|m| m.ino());
+            let ours = r.get_ref().metadata().ok().map(|m| m.ino());
+            if current.is_some() && current != ours && self.partial.is_empty() {
+                self.reader = None;
+                continue;
+            }
+            return out;
+        }
+    }
+}
+
+/// Is `pid` still the monitor of the container in `dir`?
+fn monitor_alive(pid: i32, dir: &Path) -> bool {
+    let cmdline = fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    let args: Vec<&[u8]> = cmdline.split(|&b| b == 0).collect();
+    args.get(1) == Some(&b"__monitor".as_slice())
+        && args.get(2) == Some(&dir.as_os_str().as_encoded_bytes())
+}
+
+fn status_text(s: &ContainerState, now: i64) -> String {
+    let since = |t: &Option<String>| {
+        t.as_deref()
+            .and_then(parse_rfc3339)
+            .map(|t| human_ago(t, now).trim_end_matches(" ago").to_string())
+            .unwrap_or_default()
+    };
+    match s.status {
+        ContainerStatus::Created => "Created".into(),
+        ContainerStatus::Running => format!("Up {}", since(&s.started_at)),
+        ContainerStatus::Paused => format!("Up {} (Paused)", since(&s.started_at)),
+        ContainerStatus::Restarting => format!("Restarting ({})", s.exit_code.unwrap_or(0)),
+        ContainerStatus::Exited => format!(
+            "Exited ({}) {} ago",
+            s.exit_code.unwrap_or(0),
+            since(&s.finished_at)
+        ),
+        ContainerStatus::Removing => "Removal In Progress".into(),
+    }
+}
+
+/// `TERM`, `SIGTERM`, `15`.
+pub fn parse_signal(s: &str) -> ApiResult<i32> {
+    if let Ok(n) = s.parse::<i32>() {
+        return if (1..=64).contains(&n) {
+            Ok(n)
+        } else {
+            Err(invalid(format!("invalid signal {s}")))
+        };
+    }
+    let name = s.to_ascii_uppercase();
+    let name = name.trim_start_matches("SIG");
+    Ok(match name {
+        "HUP" => libc::SIGHUP,
+        "INT" => libc::SIGINT,
+        "QUIT" => libc::SIGQUIT,
+        "KILL" => libc::SIGKILL,
+        "USR1" => libc::SIGUSR1,
+        "USR2" => libc::SIGUSR2,
+        "TERM" => libc::SIGTERM,
+        "STOP" => libc::SIGSTOP,
+        "CONT" => libc::SIGCONT,
+        "WINCH" => libc::SIGWINCH,
+        "ALRM" => libc::SIGALRM,
+        "PIPE" => libc::SIGPIPE,
+        _ => {
+            return Err(invalid(format!(
+                "unknown signal {s:?}; use a name like TERM or a number"
+            )))
+        }
+    })
+}
+
+/// The stored form of a container.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Record(ContainerInspect);
+
+impl From<&ContainerInspect> for Record {
+    fn from(c: &ContainerInspect) -> Self {
+        Record(c.clone())
+    }
+}
