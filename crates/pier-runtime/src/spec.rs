@@ -209,25 +209,27 @@ pub struct SpecInput {
     pub cgroups_path: String,
 }
 
-/// The capability set for a spec.
+/// The capability set for a spec: the defaults (all with `--privileged`), minus
+/// `--cap-drop` (`ALL` empties it), plus `--cap-add` (`ALL` fills it), as Docker does.
 pub fn capabilities(input: &SpecInput) -> Vec<String> {
+    let all = || ALL_CAPS.iter().map(|s| s.to_string()).collect::<Vec<_>>();
     let mut caps: Vec<String> = if input.privileged {
-        ALL_CAPS.iter().map(|s| s.to_string()).collect()
+        all()
     } else {
         DEFAULT_CAPS.iter().map(|s| s.to_string()).collect()
     };
+    if input.cap_drop.iter().any(|c| c == "CAP_ALL") {
+        caps.clear();
+    }
+    caps.retain(|c| !input.cap_drop.contains(c));
     if input.cap_add.iter().any(|c| c == "CAP_ALL") {
-        caps = ALL_CAPS.iter().map(|s| s.to_string()).collect();
+        caps = all();
     }
     for c in &input.cap_add {
         if c != "CAP_ALL" && !caps.contains(c) {
             caps.push(c.clone());
         }
     }
-    if input.cap_drop.iter().any(|c| c == "CAP_ALL") {
-        caps.clear();
-    }
-    caps.retain(|c| !input.cap_drop.contains(c));
     caps
 }
 

@@ -212,6 +212,29 @@ fn walk(base: &Path, dir: &Path, out: &mut Vec<(String, u64)>) {
 impl Drop for Daemon {
     fn drop(&mut self) {
         let panicking = std::thread::panicking();
+        if self.child.is_some() {
+            // Containers outlive the daemon by design: remove them first.
+            let ids = String::from_utf8(self.pier(&["ps", "-aq", "--no-trunc"]).stdout)
+                .unwrap_or_default();
+            for id in ids.lines() {
+                self.pier(&["rm", "-f", id]);
+            }
+            if !panicking {
+                let left: Vec<_> = fs::read_dir(self.root.join("containers"))
+                    .map(|d| d.flatten().map(|e| e.file_name()).collect())
+                    .unwrap_or_default();
+                assert!(left.is_empty(), "container directories left: {left:?}");
+                for id in ids.lines() {
+                    for ctl in [
+                        "memory", "pids", "cpu", "freezer", "devices", "blkio", "cpuset",
+                        "cpuacct", "",
+                    ] {
+                        let cg = Path::new("/sys/fs/cgroup").join(ctl).join("pier").join(id);
+                        assert!(!cg.exists(), "cgroup left: {}", cg.display());
+                    }
+                }
+            }
+        }
         if let Some(mut child) = self.child.take() {
             signal(child.id(), rustix::process::Signal::TERM);
             let status = wait_timeout(&mut child, Duration::from_secs(20));

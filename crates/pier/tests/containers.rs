@@ -1,0 +1,478 @@
+//! Root tier: containers run by the real daemon and runtime, checked from inside.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+
+fn with_busybox() -> Daemon {
+    require_root_and_tools(&["ldd"]);
+    let d = Daemon::start();
+    d.ok(&["image", "from-host", "bb", BUSYBOX]);
+    d
+}
+
+fn run(d: &Daemon, args: &[&str]) -> (i32, String, String) {
+    let out = d.pier(args);
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn state(d: &Daemon, name: &str) -> serde_json::Value {
+    d.json(&["inspect", name])[0]["state"].clone()
+}
+
+fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn exit_codes_output_and_bad_input() {
+    let d = with_busybox();
+    let (code, out, err) = run(
+        &d,
+        &[
+            "run",
+            "--rm",
+            "bb",
+            "sh",
+            "-c",
+            "echo out; echo err >&2; exit 3",
+        ],
+    );
+    assert_eq!((code, out.as_str(), err.as_str()), (3, "out\n", "err\n"));
+    let (code, _, err) = run(&d, &["run", "--rm", "bb", "/no/such/cmd"]);
+    assert_eq!(code, 127, "{err}");
+    assert!(
+        err.contains("/no/such/cmd"),
+        "the error names the path: {err}"
+    );
+    let (code, _, err) = run(&d, &["run", "--rm", "bb", "nosuchcmd"]);
+    assert_eq!(code, 127);
+    assert!(err.contains("executable file not found in $PATH"), "{err}");
+    let (code, _, _) = run(&d, &["run", "--rm", "bb", "/etc/passwd"]);
+    assert_eq!(code, 126, "not executable");
+    let (code, _, err) = run(&d, &["run", "--rm", "nosuchimage", "true"]);
+    assert_eq!(code, 125);
+    assert!(err.contains("no such image"), "{err}");
+    // Invalid limits are refused before anything is made.
+    for (args, msg) in [
+        (vec!["--memory", "10"], "minimum is 6MB"),
+        (vec!["--ulimit", "nofile=99999999"], "hard limit"),
+        (vec!["--cap-add", "NOT_A_CAP"], "unknown capability"),
+        (vec!["--cpus", "99"], "out of range"),
+    ] {
+        let mut a = vec!["run", "--rm"];
+        a.extend(args);
+        a.extend(["bb", "true"]);
+        let (code, _, err) = run(&d, &a);
+        assert_eq!(code, 125, "{a:?}");
+        assert!(err.contains(msg), "{a:?}: {err}");
+    }
+    assert_eq!(d.ok(&["ps", "-aq"]), "", "failed runs leave no container");
+    assert!(
+        std::fs::read_dir(d.root.join("containers"))
+            .unwrap()
+            .next()
+            .is_none(),
+        "and no directory"
+    );
+    // A failed start without --rm keeps the record (as Docker does), with the reason.
+    let (code, _, _) = run(&d, &["run", "--name", "broken", "bb", "nosuchcmd"]);
+    assert_eq!(code, 127);
+    let s = state(&d, "broken");
+    assert_eq!(s["exit_code"], 127);
+    assert!(s["error"].as_str().unwrap().contains("nosuchcmd"));
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(
+        !mounts.contains(d.root.to_str().unwrap()),
+        "a failed start leaves no mount"
+    );
+}
+
+#[test]
+fn limits_and_security_seen_from_inside() {
+    let d = with_busybox();
+    // Docker's default capabilities, exactly.
+    let out = d.ok(&["run", "--rm", "bb", "grep", "Cap", "/proc/self/status"]);
+    for set in ["CapPrm", "CapEff", "CapBnd"] {
+        assert!(
+            out.contains(&format!("{set}:\t00000000a80425fb")),
+            "{set}: {out}"
+        );
+    }
+    let out = d.ok(&[
+        "run",
+        "--rm",
+        "--cap-drop",
+        "ALL",
+        "--cap-add",
+        "NET_ADMIN",
+        "bb",
+        "grep",
+        "CapEff",
+        "/proc/self/status",
+    ]);
+    assert_eq!(out.trim(), "CapEff:\t0000000000001000");
+    let out = d.ok(&[
+        "run",
+        "--rm",
+        "--user",
+        "1000:1000",
+        "bb",
+        "sh",
+        "-c",
+        "id -u; id -g; grep CapEff /proc/self/status",
+    ]);
+    assert_eq!(out, "1000\n1000\nCapEff:\t0000000000000000\n");
+    // rlimits: what was asked for, and no more than the host allows.
+    let out = d.ok(&[
+        "run",
+        "--rm",
+        "--ulimit",
+        "nofile=512:1024",
+        "--ulimit",
+        "nproc=300",
+        "bb",
+        "sh",
+        "-c",
+        "ulimit -n; ulimit -Hn; ulimit -u",
+    ]);
+    assert_eq!(out, "512\n1024\n300\n");
+    // Hostname, read-only root, masked and read-only paths.
+    assert_eq!(
+        d.ok(&["run", "--rm", "--hostname", "box1", "bb", "hostname"]),
+        "box1\n"
+    );
+    let (code, _, err) = run(&d, &["run", "--rm", "--read-only", "bb", "touch", "/x"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("Read-only file system"), "{err}");
+    let (code, _, err) = run(
+        &d,
+        &[
+            "run",
+            "--rm",
+            "bb",
+            "sh",
+            "-c",
+            "echo x > /proc/sys/kernel/hostname",
+        ],
+    );
+    assert_ne!(code, 0);
+    assert!(err.contains("Read-only file system"), "{err}");
+    assert_eq!(
+        d.ok(&[
+            "run",
+            "--rm",
+            "bb",
+            "sh",
+            "-c",
+            "cat /proc/timer_list 2>/dev/null | wc -c"
+        ])
+        .trim(),
+        "0",
+        "masked"
+    );
+    // Only loopback in a new network namespace, and it is up.
+    let out = d.ok(&["run", "--rm", "bb", "cat", "/proc/net/dev"]);
+    assert!(out.contains("lo:") && out.lines().count() == 3, "{out}");
+    // A fork bomb stops at the pids limit (read with a shell builtin: forks fail).
+    let out = d.ok(&["run", "--rm", "--pids-limit", "10", "bb", "sh", "-c", "(for i in $(seq 40); do sleep 5 & done) 2>/dev/null; read n < /sys/fs/cgroup/pids/pids.current; echo $n; read m < /sys/fs/cgroup/pids/pids.max; echo $m"]);
+    let mut lines = out.lines();
+    let current: u32 = lines.next().unwrap().parse().unwrap();
+    assert!(current <= 10, "pids.current {current}");
+    assert_eq!(lines.next(), Some("10"));
+    // A memory hog is OOM-killed and inspect says so.
+    let (code, _, _) = run(
+        &d,
+        &[
+            "run",
+            "--name",
+            "hog",
+            "--memory",
+            "16m",
+            "bb",
+            "tail",
+            "/dev/zero",
+        ],
+    );
+    assert_eq!(code, 137);
+    let s = state(&d, "hog");
+    assert_eq!(s["oom_killed"], true);
+    assert_eq!(s["exit_code"], 137);
+    // CPU quota reaches the cgroup.
+    let out = d.ok(&[
+        "run",
+        "--rm",
+        "--cpus",
+        "0.5",
+        "bb",
+        "cat",
+        "/sys/fs/cgroup/cpu/cpu.cfs_quota_us",
+    ]);
+    assert_eq!(out.trim(), "50000");
+}
+
+#[test]
+fn lifecycle_commands() {
+    let d = with_busybox();
+    let id = d
+        .ok(&[
+            "run",
+            "-d",
+            "--name",
+            "web",
+            "-e",
+            "GREETING=hi",
+            "bb",
+            "sh",
+            "-c",
+            "trap 'echo bye; exit 7' TERM; echo $GREETING; while true; do sleep 0.1; done",
+        ])
+        .trim()
+        .to_string();
+    assert_eq!(id.len(), 64);
+    let ps = d.ok(&["ps"]);
+    assert!(ps.contains("web") && ps.contains("Up "), "{ps}");
+    wait_until("the greeting", || d.ok(&["logs", "web"]) == "hi\n");
+    // pause and unpause freeze the cgroup.
+    d.ok(&["pause", "web"]);
+    assert_eq!(state(&d, "web")["status"], "paused");
+    let freezer = format!("/sys/fs/cgroup/freezer/pier/{id}/freezer.state");
+    assert_eq!(std::fs::read_to_string(&freezer).unwrap().trim(), "FROZEN");
+    d.ok(&["unpause", "web"]);
+    assert_eq!(state(&d, "web")["status"], "running");
+    // rm refuses a running container.
+    let err = d.fails(&["rm", "web"]);
+    assert!(
+        err.contains("stop it first") && err.contains("--force"),
+        "{err}"
+    );
+    // stop: the trap runs and its exit code is kept.
+    d.ok(&["stop", "web"]);
+    let s = state(&d, "web");
+    assert_eq!(
+        (s["status"].as_str(), s["exit_code"].as_i64()),
+        (Some("exited"), Some(7))
+    );
+    assert!(d.ok(&["logs", "web"]).ends_with("bye\n"));
+    assert_eq!(d.ok(&["wait", "web"]).trim(), "7");
+    // start again; kill with a signal; rename; logs with timestamps and tail.
+    d.ok(&["start", "web"]);
+    assert_eq!(state(&d, "web")["status"], "running");
+    d.ok(&["kill", "-s", "KILL", "web"]);
+    wait_until("the kill", || state(&d, "web")["status"] == "exited");
+    assert_eq!(state(&d, "web")["exit_code"], 137);
+    d.ok(&["rename", "web", "site"]);
+    assert_eq!(d.json(&["inspect", &id[..12]])[0]["name"], "site");
+    let logs = d.ok(&["logs", "-t", "--tail", "1", "site"]);
+    assert!(
+        logs.starts_with("20") && logs.lines().count() == 1,
+        "{logs}"
+    );
+    d.ok(&["restart", "-t", "1", "site"]);
+    assert_eq!(state(&d, "site")["status"], "running");
+    // create then start; ps filters.
+    d.ok(&["create", "--name", "later", "bb", "true"]);
+    assert!(d
+        .ok(&["ps", "-a", "--filter", "status=created"])
+        .contains("later"));
+    d.ok(&["start", "later"]);
+    wait_until("later to exit", || state(&d, "later")["status"] == "exited");
+    assert!(d.ok(&["ps", "-a", "-f", "status=exited"]).contains("later"));
+    assert!(!d.ok(&["ps"]).contains("later"));
+    d.ok(&["rm", "-f", "site", "later"]);
+    assert_eq!(d.ok(&["ps", "-aq"]), "");
+}
+
+#[test]
+fn restart_policies_and_events() {
+    let d = with_busybox();
+    let mut events = d
+        .cmd()
+        .args(["--format", "json", "events"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    d.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "flaky",
+        "--restart",
+        "on-failure:2",
+        "bb",
+        "sh",
+        "-c",
+        "exit 5",
+    ]);
+    wait_until("two restarts", || {
+        let s = state(&d, "flaky");
+        s["status"] == "exited" && s["restart_count"] == 2
+    });
+    d.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "forever",
+        "--restart",
+        "always",
+        "bb",
+        "sh",
+        "-c",
+        "sleep 0.2",
+    ]);
+    wait_until("a restart", || {
+        state(&d, "forever")["restart_count"].as_u64().unwrap_or(0) >= 2
+    });
+    d.ok(&["stop", "forever"]);
+    std::thread::sleep(Duration::from_millis(500));
+    let s = state(&d, "forever");
+    assert_eq!(s["status"], "exited", "a stopped container stays stopped");
+    d.ok(&["rm", "-f", "flaky", "forever"]);
+    let _ = events.kill();
+    let out = events.wait_with_output().unwrap();
+    let actions: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|e| e["attributes"]["name"] == "flaky")
+        .map(|e| e["action"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        actions.iter().filter(|a| *a == "start").count(),
+        3,
+        "{actions:?}"
+    );
+    assert_eq!(
+        actions.iter().filter(|a| *a == "die").count(),
+        3,
+        "{actions:?}"
+    );
+    assert_eq!(actions.first().map(String::as_str), Some("create"));
+    assert_eq!(actions.last().map(String::as_str), Some("destroy"));
+}
+
+#[test]
+fn live_restore_after_kill_9() {
+    let mut d = with_busybox();
+    let n = 20;
+    for i in 0..n {
+        d.ok(&[
+            "run",
+            "-d",
+            "--name",
+            &format!("c{i}"),
+            "bb",
+            "sh",
+            "-c",
+            "i=0; while true; do echo tick $i; i=$((i+1)); sleep 0.1; done",
+        ]);
+    }
+    d.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "quitter",
+        "bb",
+        "sh",
+        "-c",
+        "sleep 1; echo leaving; exit 42",
+    ]);
+    wait_until("output", || d.ok(&["logs", "c19"]).contains("tick 2"));
+    let pids: Vec<i64> = (0..n)
+        .map(|i| state(&d, &format!("c{i}"))["pid"].as_i64().unwrap())
+        .collect();
+    d.kill9();
+    std::thread::sleep(Duration::from_millis(1500)); // the quitter exits meanwhile
+    d.spawn();
+    for (i, pid) in pids.iter().enumerate() {
+        let s = state(&d, &format!("c{i}"));
+        assert_eq!(s["status"], "running", "c{i} re-adopted");
+        assert_eq!(s["pid"].as_i64().unwrap(), *pid, "same process");
+    }
+    let q = state(&d, "quitter");
+    assert_eq!(
+        (q["status"].as_str(), q["exit_code"].as_i64()),
+        (Some("exited"), Some(42)),
+        "exit recorded while the daemon was down"
+    );
+    assert_eq!(d.ok(&["logs", "quitter"]), "leaving\n");
+    // Logs are continuous across the restart: no tick missing.
+    std::thread::sleep(Duration::from_millis(300));
+    let logs = d.ok(&["logs", "c3"]);
+    let ticks: Vec<u64> = logs
+        .lines()
+        .map(|l| l.trim_start_matches("tick ").parse().unwrap())
+        .collect();
+    assert!(ticks.len() > 15, "{logs}");
+    assert!(
+        ticks.windows(2).all(|w| w[1] == w[0] + 1),
+        "gap in {ticks:?}"
+    );
+    // The re-adopted containers stop and record their exits as usual.
+    d.ok(&["stop", "-t", "1", "c0"]);
+    assert_eq!(state(&d, "c0")["status"], "exited");
+}
+
+#[test]
+fn many_runs_leak_nothing() {
+    let d = with_busybox();
+    let pid = d.pid();
+    let fds = || {
+        std::fs::read_dir(format!("/proc/{pid}/fd"))
+            .unwrap()
+            .count()
+    };
+    // Warm up lazily-opened descriptors, then count.
+    for _ in 0..5 {
+        d.ok(&["run", "--rm", "bb", "true"]);
+    }
+    let before = fds();
+    let runs = std::env::var("PIER_LEAK_RUNS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(200);
+    let mut sampled = Vec::new();
+    for i in 0..runs {
+        let out = d.ok(&["run", "--rm", "bb", "echo", &i.to_string()]);
+        assert_eq!(out, format!("{i}\n"));
+        if i % 50 == 0 {
+            // Now and then the same cycle in steps, to check the cgroup of a known ID.
+            let id = d.ok(&["run", "-d", "bb", "true"]).trim().to_string();
+            d.ok(&["wait", &id]);
+            d.ok(&["rm", &id]);
+            sampled.push(id);
+        }
+    }
+    for id in &sampled {
+        for ctl in [
+            "memory", "pids", "cpu", "cpuacct", "cpuset", "blkio", "freezer", "devices",
+        ] {
+            let cg = std::path::Path::new("/sys/fs/cgroup")
+                .join(ctl)
+                .join("pier")
+                .join(id);
+            assert!(!cg.exists(), "cgroup left: {}", cg.display());
+        }
+    }
+    assert_eq!(d.ok(&["ps", "-aq"]), "");
+    assert!(std::fs::read_dir(d.root.join("containers"))
+        .unwrap()
+        .next()
+        .is_none());
+    let after = fds();
+    assert!(
+        after <= before + 2,
+        "daemon descriptors grew from {before} to {after}"
+    );
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(!mounts.contains(d.root.to_str().unwrap()), "mounts left");
+}
