@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Sets up and runs Pier on this machine: installs what it needs, builds the binary,
-# (re)starts the daemon with its embedded store, makes a base image offline, and shows it.
+# (re)starts the daemon with its embedded store, makes a base image offline, shows it,
+# and runs a first container.
 # Idempotent: run it again after pulling new code.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -35,3 +36,6 @@ pier info
 echo "== Making a base image from the host's busybox (no network needed)"
 pier image from-host busybox:latest /bin/busybox
 pier images
+
+echo "== Running a first container"
+pier run --rm --hostname first busybox sh -c 'echo "Hello from $(hostname), a Pier container running $(uname -s) as uid $(id -u)"'
