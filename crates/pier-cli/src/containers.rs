@@ -185,6 +185,18 @@ fn create_request(a: CreateArgs, auto_remove: bool) -> Result<ContainerCreate, C
         }
     }
     env.extend(a.env);
+    // Like Docker, the client reads a seccomp profile file and sends its content.
+    let mut security_opt = Vec::new();
+    for o in a.security_opt {
+        match o.split_once(['=', ':']) {
+            Some(("seccomp", path)) if path != "unconfined" => {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|e| fail(format!("cannot read the seccomp profile {path}: {e}")))?;
+                security_opt.push(format!("seccomp={text}"));
+            }
+            _ => security_opt.push(o),
+        }
+    }
     let env = env
         .into_iter()
         .filter_map(|e| {
@@ -224,7 +236,7 @@ fn create_request(a: CreateArgs, auto_remove: bool) -> Result<ContainerCreate, C
         privileged: a.privileged,
         cap_add: a.cap_add,
         cap_drop: a.cap_drop,
-        security_opt: a.security_opt,
+        security_opt,
         memory: a.memory.as_deref().map(parse_size).transpose()?,
         memory_swap: a.memory_swap.as_deref().map(parse_size).transpose()?,
         cpus: a.cpus,

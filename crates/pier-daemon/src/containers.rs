@@ -205,16 +205,24 @@ fn validate(req: &ContainerCreate) -> ApiResult<()> {
         }
     }
     for o in &req.security_opt {
-        if !matches!(
+        let ok = matches!(
             o.as_str(),
             "no-new-privileges"
                 | "no-new-privileges:true"
                 | "no-new-privileges=true"
                 | "no-new-privileges:false"
-                | "seccomp=unconfined"
-                | "seccomp:unconfined"
-        ) {
-            return Err(invalid(format!("unsupported --security-opt {o:?}")));
+        ) || o.starts_with("seccomp=")
+            || o.starts_with("seccomp:");
+        if !ok {
+            return Err(invalid(format!("unsupported --security-opt {o:?}: use no-new-privileges or seccomp=unconfined|PROFILE")));
+        }
+        if let Some(p) = o
+            .strip_prefix("seccomp=")
+            .or_else(|| o.strip_prefix("seccomp:"))
+            .filter(|p| *p != "unconfined")
+        {
+            serde_json::from_str::<pier_runtime::seccomp::Profile>(p)
+                .map_err(|e| invalid(format!("the seccomp profile is not valid: {e}")))?;
         }
     }
     Ok(())
@@ -537,6 +545,18 @@ impl Containers {
             .security_opt
             .iter()
             .any(|o| o.starts_with("no-new-privileges") && !o.ends_with("false"));
+        let seccomp = match req.security_opt.iter().rev().find_map(|o| {
+            o.strip_prefix("seccomp=")
+                .or_else(|| o.strip_prefix("seccomp:"))
+        }) {
+            _ if req.privileged => None,
+            Some("unconfined") => None,
+            Some(profile) => Some(
+                serde_json::from_str(profile)
+                    .map_err(|e| invalid(format!("the seccomp profile is not valid: {e}")))?,
+            ),
+            None => Some(pier_runtime::seccomp::docker_default()),
+        };
         let input = SpecInput {
             args: c.command.clone(),
             env,
@@ -582,6 +602,13 @@ impl Containers {
             terminal: false,
             mounts,
             cgroups_path: format!("/pier/{}", c.id),
+            seccomp: None,
+        };
+        // Resolved against the capabilities the container ends up with.
+        let caps = spec::capabilities(&input);
+        let input = SpecInput {
+            seccomp: seccomp.map(|p| pier_runtime::seccomp::resolve(&p, &caps)),
+            ..input
         };
         let spec = spec::build(&input)
             .map_err(|e| internal(format!("the runtime spec is invalid: {e}")))?;

@@ -415,6 +415,16 @@ fn capset(effective: u64, permitted: u64, inheritable: u64) -> io::Result<()> {
     check(unsafe { libc::syscall(libc::SYS_capset, &mut header, data.as_ptr()) as libc::c_int })
 }
 
+/// The permitted set of this process: a container never gets more than the engine has.
+fn own_permitted() -> u64 {
+    let status = fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapPrm:"))
+        .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        .unwrap_or(u64::MAX)
+}
+
 fn set_user_and_caps(spec: &Spec) -> Result<(), InitError> {
     let process = spec
         .process()
@@ -423,9 +433,10 @@ fn set_user_and_caps(spec: &Spec) -> Result<(), InitError> {
     let user = process.user();
     let caps = process.capabilities().clone().unwrap_or_default();
     let bounding = cap_mask(caps.bounding());
-    let effective = cap_mask(caps.effective());
-    let permitted = cap_mask(caps.permitted());
-    let inheritable = cap_mask(caps.inheritable());
+    let own = own_permitted();
+    let effective = cap_mask(caps.effective()) & own;
+    let permitted = cap_mask(caps.permitted()) & own;
+    let inheritable = cap_mask(caps.inheritable()) & own;
 
     // Bounding set first: dropping needs CAP_SETPCAP, which root still has here.
     for cap in 0..=last_cap() {
@@ -614,6 +625,15 @@ fn setup(spec: &Spec, cgroup_v1: &[String]) -> Result<std::convert::Infallible, 
     if !cwd.exists() {
         fs::create_dir_all(cwd)
             .map_err(sys(format!("create working directory {}", cwd.display())))?;
+    }
+    // Seccomp last but for the user and capability changes, which the filter allows;
+    // installing it still needs the CAP_SYS_ADMIN init has until then.
+    if let Some(seccomp) = linux.seccomp() {
+        let json = serde_json::to_value(seccomp)
+            .map_err(|e| fail(125, format!("seccomp profile: {e}")))?;
+        let filter = crate::seccomp::compile(&json)
+            .map_err(|e| fail(125, format!("seccomp profile: {e}")))?;
+        crate::seccomp::install(&filter).map_err(sys("install the seccomp filter"))?;
     }
     set_user_and_caps(spec)?;
     std::env::set_current_dir(cwd)

@@ -3,6 +3,7 @@
 //! - [`spec`]: the OCI spec of a container, with Docker's defaults.
 //! - [`cgroups`]: cgroup v1 and v2: create, limit, freeze, OOM, remove.
 //! - [`rootfs`]: paths resolved inside a container's root; `--user` lookup.
+//! - [`seccomp`]: Docker's default profile, resolved per container, compiled to BPF.
 //! - [`init`]: the container's setup in the cloned child, up to exec.
 //! - [`monitor`]: the per-container process that holds stdio and the exit status and
 //!   outlives the daemon.
@@ -17,5 +18,6 @@ pub mod init;
 pub mod logs;
 pub mod monitor;
 pub mod rootfs;
+pub mod seccomp;
 pub mod spec;
 pub mod state;

@@ -207,6 +207,8 @@ pub struct SpecInput {
     /// Extra mounts (volumes, /etc/hosts, ...), as OCI mount objects.
     pub mounts: Vec<Value>,
     pub cgroups_path: String,
+    /// The resolved `linux.seccomp` object; `None` runs unconfined.
+    pub seccomp: Option<Value>,
 }
 
 /// The capability set for a spec: the defaults (all with `--privileged`), minus
@@ -336,6 +338,10 @@ pub fn build(input: &SpecInput) -> Result<oci_spec::runtime::Spec, serde_json::E
             "readonlyPaths": if input.privileged { vec![] } else { READONLY_PATHS.to_vec() },
         },
     });
+    let mut spec = spec;
+    if let Some(s) = &input.seccomp {
+        spec["linux"]["seccomp"] = s.clone();
+    }
     serde_json::from_value(spec)
 }
 

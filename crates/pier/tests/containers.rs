@@ -208,6 +208,61 @@ fn limits_and_security_seen_from_inside() {
     let s = state(&d, "hog");
     assert_eq!(s["oom_killed"], true);
     assert_eq!(s["exit_code"], 137);
+    // Docker's seccomp profile by default; unconfined and custom profiles on request.
+    let out = d.ok(&[
+        "run",
+        "--rm",
+        "bb",
+        "sh",
+        "-c",
+        "grep Seccomp: /proc/self/status; unshare -U true 2>&1; echo rc=$?",
+    ]);
+    assert!(out.starts_with("Seccomp:\t2\n"), "{out}");
+    assert!(
+        out.contains("Operation not permitted") && out.ends_with("rc=1\n"),
+        "namespaces refused: {out}"
+    );
+    let out = d.ok(&[
+        "run",
+        "--rm",
+        "--security-opt",
+        "seccomp=unconfined",
+        "bb",
+        "grep",
+        "Seccomp:",
+        "/proc/self/status",
+    ]);
+    assert_eq!(out, "Seccomp:\t0\n");
+    let profile = write_file(&d, "profile.json", br#"{"defaultAction":"SCMP_ACT_ALLOW","syscalls":[{"names":["mkdir","mkdirat"],"action":"SCMP_ACT_ERRNO","errnoRet":13}]}"#);
+    let (code, _, err) = run(
+        &d,
+        &[
+            "run",
+            "--rm",
+            "--security-opt",
+            &format!("seccomp={profile}"),
+            "bb",
+            "mkdir",
+            "/x",
+        ],
+    );
+    assert_ne!(code, 0);
+    assert!(err.contains("Permission denied"), "{err}");
+    let out = d.ok(&[
+        "run",
+        "--rm",
+        "--privileged",
+        "bb",
+        "sh",
+        "-c",
+        "grep Seccomp: /proc/self/status; mount -t tmpfs t /tmp && echo mounted",
+    ]);
+    assert_eq!(out, "Seccomp:\t0\nmounted\n");
+    let (code, _, _) = run(
+        &d,
+        &["run", "--rm", "bb", "mount", "-t", "tmpfs", "t", "/tmp"],
+    );
+    assert_ne!(code, 0, "no mount without CAP_SYS_ADMIN");
     // CPU quota reaches the cgroup.
     let out = d.ok(&[
         "run",
