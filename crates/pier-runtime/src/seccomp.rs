@@ -395,94 +395,6 @@ pub fn evaluate(p: &[Insn], arch: u32, nr: u32, args: [u64; 6]) -> u32 {
     unreachable!("a filter always ends in a return")
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn nr(n: &str) -> u32 {
-        syscall_number(n).unwrap()
-    }
-
-    #[test]
-    fn docker_default_for_default_caps() {
-        let caps: Vec<String> = crate::spec::DEFAULT_CAPS
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
-        let p = compile(&resolve(&docker_default(), &caps)).unwrap();
-        let run =
-            |name: &str, a0: u64| evaluate(&p, AUDIT_ARCH_X86_64, nr(name), [a0, 0, 0, 0, 0, 0]);
-        assert_eq!(run("read", 0), RET_ALLOW);
-        assert_eq!(run("execve", 0), RET_ALLOW);
-        assert_eq!(run("chroot", 0), RET_ALLOW, "CAP_SYS_CHROOT is a default");
-        assert_eq!(run("mount", 0), RET_ERRNO | 1, "no CAP_SYS_ADMIN: EPERM");
-        assert_eq!(run("unshare", 0), RET_ERRNO | 1);
-        assert_eq!(run("reboot", 0), RET_ERRNO | 1);
-        assert_eq!(
-            evaluate(&p, AUDIT_ARCH_X86_64, 246, [0; 6]),
-            RET_ERRNO | 1,
-            "kexec_load: never listed"
-        );
-        assert_eq!(run("clone", 0x11), RET_ALLOW, "plain fork-like clone");
-        assert_eq!(
-            run("clone", 0x1000_0000),
-            RET_ERRNO | 1,
-            "CLONE_NEWUSER refused"
-        );
-        assert_eq!(
-            run("clone3", 0),
-            RET_ERRNO | 38,
-            "ENOSYS, so libc falls back to clone"
-        );
-        assert_eq!(run("socket", 2), RET_ALLOW);
-        assert_eq!(run("socket", 40), RET_ERRNO | 1, "AF_VSOCK refused");
-        assert_eq!(run("personality", 8), RET_ALLOW);
-        assert_eq!(run("personality", 0x0040_0000), RET_ERRNO | 1);
-        // Other ABIs.
-        assert_eq!(
-            evaluate(&p, 0x4000_0003, 3, [0; 6]),
-            RET_KILL_PROCESS,
-            "i386 refused"
-        );
-        assert_eq!(
-            evaluate(&p, AUDIT_ARCH_X86_64, nr("read") | X32_SYSCALL_BIT, [0; 6]),
-            RET_ERRNO | 1,
-            "x32 refused"
-        );
-    }
-
-    #[test]
-    fn capabilities_open_more() {
-        let mut caps: Vec<String> = crate::spec::DEFAULT_CAPS
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
-        caps.push("CAP_SYS_ADMIN".into());
-        let p = compile(&resolve(&docker_default(), &caps)).unwrap();
-        let run =
-            |name: &str, a0: u64| evaluate(&p, AUDIT_ARCH_X86_64, nr(name), [a0, 0, 0, 0, 0, 0]);
-        assert_eq!(run("mount", 0), RET_ALLOW);
-        assert_eq!(run("clone", 0x1000_0000), RET_ALLOW);
-        assert_eq!(run("clone3", 0), RET_ALLOW);
-        assert_eq!(run("ptrace", 0), RET_ALLOW);
-    }
-
-    #[test]
-    fn reads_docker_format_files() {
-        let text = r#"{"defaultAction":"SCMP_ACT_ALLOW","syscalls":[{"names":["mkdir","mkdirat"],"action":"SCMP_ACT_ERRNO","errnoRet":13}]}"#;
-        let profile: Profile = serde_json::from_str(text).unwrap();
-        let p = compile(&resolve(&profile, &[])).unwrap();
-        assert_eq!(
-            evaluate(&p, AUDIT_ARCH_X86_64, nr("mkdir"), [0; 6]),
-            RET_ERRNO | 13
-        );
-        assert_eq!(
-            evaluate(&p, AUDIT_ARCH_X86_64, nr("mount"), [0; 6]),
-            RET_ALLOW
-        );
-    }
-}
-
 /// x86_64 syscall numbers of the syscalls profiles name.
 const SYSCALLS: &[(&str, u32)] = &[
     ("read", 0),
@@ -823,3 +735,91 @@ const SYSCALLS: &[(&str, u32)] = &[
     ("set_mempolicy_home_node", 450),
     ("io_pgetevents", 333),
 ];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn nr(n: &str) -> u32 {
+        syscall_number(n).unwrap()
+    }
+
+    #[test]
+    fn docker_default_for_default_caps() {
+        let caps: Vec<String> = crate::spec::DEFAULT_CAPS
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        let p = compile(&resolve(&docker_default(), &caps)).unwrap();
+        let run =
+            |name: &str, a0: u64| evaluate(&p, AUDIT_ARCH_X86_64, nr(name), [a0, 0, 0, 0, 0, 0]);
+        assert_eq!(run("read", 0), RET_ALLOW);
+        assert_eq!(run("execve", 0), RET_ALLOW);
+        assert_eq!(run("chroot", 0), RET_ALLOW, "CAP_SYS_CHROOT is a default");
+        assert_eq!(run("mount", 0), RET_ERRNO | 1, "no CAP_SYS_ADMIN: EPERM");
+        assert_eq!(run("unshare", 0), RET_ERRNO | 1);
+        assert_eq!(run("reboot", 0), RET_ERRNO | 1);
+        assert_eq!(
+            evaluate(&p, AUDIT_ARCH_X86_64, 246, [0; 6]),
+            RET_ERRNO | 1,
+            "kexec_load: never listed"
+        );
+        assert_eq!(run("clone", 0x11), RET_ALLOW, "plain fork-like clone");
+        assert_eq!(
+            run("clone", 0x1000_0000),
+            RET_ERRNO | 1,
+            "CLONE_NEWUSER refused"
+        );
+        assert_eq!(
+            run("clone3", 0),
+            RET_ERRNO | 38,
+            "ENOSYS, so libc falls back to clone"
+        );
+        assert_eq!(run("socket", 2), RET_ALLOW);
+        assert_eq!(run("socket", 40), RET_ERRNO | 1, "AF_VSOCK refused");
+        assert_eq!(run("personality", 8), RET_ALLOW);
+        assert_eq!(run("personality", 0x0040_0000), RET_ERRNO | 1);
+        // Other ABIs.
+        assert_eq!(
+            evaluate(&p, 0x4000_0003, 3, [0; 6]),
+            RET_KILL_PROCESS,
+            "i386 refused"
+        );
+        assert_eq!(
+            evaluate(&p, AUDIT_ARCH_X86_64, nr("read") | X32_SYSCALL_BIT, [0; 6]),
+            RET_ERRNO | 1,
+            "x32 refused"
+        );
+    }
+
+    #[test]
+    fn capabilities_open_more() {
+        let mut caps: Vec<String> = crate::spec::DEFAULT_CAPS
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        caps.push("CAP_SYS_ADMIN".into());
+        let p = compile(&resolve(&docker_default(), &caps)).unwrap();
+        let run =
+            |name: &str, a0: u64| evaluate(&p, AUDIT_ARCH_X86_64, nr(name), [a0, 0, 0, 0, 0, 0]);
+        assert_eq!(run("mount", 0), RET_ALLOW);
+        assert_eq!(run("clone", 0x1000_0000), RET_ALLOW);
+        assert_eq!(run("clone3", 0), RET_ALLOW);
+        assert_eq!(run("ptrace", 0), RET_ALLOW);
+    }
+
+    #[test]
+    fn reads_docker_format_files() {
+        let text = r#"{"defaultAction":"SCMP_ACT_ALLOW","syscalls":[{"names":["mkdir","mkdirat"],"action":"SCMP_ACT_ERRNO","errnoRet":13}]}"#;
+        let profile: Profile = serde_json::from_str(text).unwrap();
+        let p = compile(&resolve(&profile, &[])).unwrap();
+        assert_eq!(
+            evaluate(&p, AUDIT_ARCH_X86_64, nr("mkdir"), [0; 6]),
+            RET_ERRNO | 13
+        );
+        assert_eq!(
+            evaluate(&p, AUDIT_ARCH_X86_64, nr("mount"), [0; 6]),
+            RET_ALLOW
+        );
+    }
+}
