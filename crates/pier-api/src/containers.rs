@@ -214,6 +214,61 @@ pub struct Created {
     pub name: String,
 }
 
+/// Body of `POST /v1/containers/{id}/exec`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct ExecCreate {
+    pub cmd: Vec<String>,
+    /// `KEY=VALUE`, added to the container's environment.
+    pub env: Vec<String>,
+    /// `user`, `uid`, `user:group` or `uid:gid`; the container's user by default.
+    pub user: Option<String>,
+    pub workdir: Option<String>,
+    /// Start it and return at once.
+    pub detach: bool,
+}
+
+/// One line of the answer of `exec`: output, then finally the exit code.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+pub struct ExecOutput {
+    /// `stdout` or `stderr`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stream: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data: Option<String>,
+    /// Present on the last line.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i32>,
+}
+
+/// One reading of a container's resource usage (`pier stats`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+pub struct ContainerStats {
+    pub id: String,
+    pub name: String,
+    /// When it was read (RFC 3339 with nanoseconds).
+    pub read: String,
+    /// CPU time the container used, in nanoseconds.
+    pub cpu_usage_ns: u64,
+    /// CPU time the whole host used, in nanoseconds (for percentages).
+    pub system_cpu_ns: u64,
+    pub online_cpus: u32,
+    pub memory_usage: u64,
+    /// Absent when unlimited.
+    pub memory_limit: Option<u64>,
+    pub pids_current: u64,
+    pub pids_limit: Option<u64>,
+    pub io_read_bytes: u64,
+    pub io_write_bytes: u64,
+}
+
+/// The processes of a container (`pier top`), as `ps` would show them.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+pub struct TopResponse {
+    pub titles: Vec<String>,
+    pub processes: Vec<Vec<String>>,
+}
+
 /// A lifecycle event (`pier events`).
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct Event {

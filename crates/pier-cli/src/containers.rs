@@ -355,6 +355,169 @@ async fn print_lines(resp: pier_client::Pending, timestamps: bool) -> Result<(),
 }
 
 #[derive(Debug, Args)]
+pub struct ExecArgs {
+    /// Run in the background.
+    #[arg(short, long)]
+    detach: bool,
+    /// Set an environment variable.
+    #[arg(short, long = "env")]
+    env: Vec<String>,
+    /// User (name|uid[:group|gid]).
+    #[arg(short, long)]
+    user: Option<String>,
+    /// Working directory.
+    #[arg(short, long)]
+    workdir: Option<String>,
+    container: String,
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
+    command: Vec<String>,
+}
+
+/// `pier exec`: exits with the command's exit code.
+pub async fn exec(client: &Client, a: ExecArgs) -> Result<(), CliError> {
+    let req = pier_api::containers::ExecCreate {
+        cmd: a.command,
+        env: a.env,
+        user: a.user,
+        workdir: a.workdir,
+        detach: a.detach,
+    };
+    let path = format!("/v1/containers/{}/exec", encode_segment(&a.container));
+    let body = serde_json::to_vec(&req).expect("json");
+    let resp = client.post_raw(&path, body).await?;
+    let mut code = 0;
+    let mut out = std::io::stdout();
+    let mut err = std::io::stderr();
+    pier_client::read_ndjson::<pier_api::containers::ExecOutput>(resp, |o| {
+        if let Some(c) = o.exit_code {
+            code = c;
+        }
+        if let Some(d) = o.data {
+            let _ = if o.stream.as_deref() == Some("stderr") {
+                err.write_all(d.as_bytes())
+            } else {
+                out.write_all(d.as_bytes()).and_then(|_| out.flush())
+            };
+        }
+        true
+    })
+    .await?;
+    if code != 0 {
+        return Err(CliError {
+            code,
+            message: String::new(),
+        });
+    }
+    Ok(())
+}
+
+pub async fn top(client: &Client, fmt: Format, name: &str) -> Result<(), CliError> {
+    let t: pier_api::containers::TopResponse = client
+        .get(&format!("/v1/containers/{}/top", encode_segment(name)))
+        .await?;
+    print(fmt, &t, || {
+        table(
+            &t.titles.iter().map(String::as_str).collect::<Vec<_>>(),
+            &t.processes,
+        )
+    })
+}
+
+#[derive(Debug, Args)]
+pub struct StatsArgs {
+    /// Print one reading and exit.
+    #[arg(long)]
+    no_stream: bool,
+    /// All containers (default: running ones).
+    #[arg(short, long)]
+    all: bool,
+    containers: Vec<String>,
+}
+
+/// `pier stats`: CPU percentages come from two readings half a second apart.
+pub async fn stats(client: &Client, fmt: Format, a: StatsArgs) -> Result<(), CliError> {
+    use pier_api::containers::ContainerStats;
+    let names: Vec<String> = if a.containers.is_empty() {
+        let list: Vec<ContainerSummary> =
+            client.get(&format!("/v1/containers?all={}", a.all)).await?;
+        list.into_iter().map(|c| c.id).collect()
+    } else {
+        a.containers.clone()
+    };
+    let read = |names: Vec<String>| async move {
+        let mut out = Vec::new();
+        for n in &names {
+            out.push(
+                client
+                    .get::<ContainerStats>(&format!("/v1/containers/{}/stats", encode_segment(n)))
+                    .await?,
+            );
+        }
+        Ok::<_, ClientError>(out)
+    };
+    let mut before = read(names.clone()).await?;
+    loop {
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        let now = read(names.clone()).await?;
+        let rows: Vec<Vec<String>> = now
+            .iter()
+            .zip(&before)
+            .map(|(n, b)| {
+                let cpu = n.cpu_usage_ns.saturating_sub(b.cpu_usage_ns) as f64;
+                let sys = n.system_cpu_ns.saturating_sub(b.system_cpu_ns) as f64;
+                let pct = if sys > 0.0 {
+                    cpu / sys * f64::from(n.online_cpus) * 100.0
+                } else {
+                    0.0
+                };
+                let limit = n
+                    .memory_limit
+                    .map_or("unlimited".to_string(), crate::output::human_size_binary);
+                vec![
+                    n.id[..12].to_string(),
+                    n.name.clone(),
+                    format!("{pct:.2}%"),
+                    format!(
+                        "{} / {limit}",
+                        crate::output::human_size_binary(n.memory_usage)
+                    ),
+                    n.memory_limit.map_or("--".into(), |l| {
+                        format!("{:.2}%", n.memory_usage as f64 / l as f64 * 100.0)
+                    }),
+                    format!(
+                        "{} / {}",
+                        crate::output::human_size(n.io_read_bytes),
+                        crate::output::human_size(n.io_write_bytes)
+                    ),
+                    n.pids_current.to_string(),
+                ]
+            })
+            .collect();
+        if fmt == Format::Table && !a.no_stream {
+            print!("\x1b[2J\x1b[H");
+        }
+        print(fmt, &now, || {
+            table(
+                &[
+                    "CONTAINER ID",
+                    "NAME",
+                    "CPU %",
+                    "MEM USAGE / LIMIT",
+                    "MEM %",
+                    "BLOCK I/O",
+                    "PIDS",
+                ],
+                &rows,
+            )
+        })?;
+        if a.no_stream {
+            return Ok(());
+        }
+        before = now;
+    }
+}
+
+#[derive(Debug, Args)]
 pub struct PsArgs {
     /// Show all containers, not only running ones.
     #[arg(short, long)]

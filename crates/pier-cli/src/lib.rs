@@ -117,6 +117,12 @@ pub enum Command {
     Rename { container: String, new_name: String },
     /// Stream lifecycle events.
     Events,
+    /// Run a command in a running container.
+    Exec(containers::ExecArgs),
+    /// Show the processes of a container.
+    Top { container: String },
+    /// Show containers' resource usage.
+    Stats(containers::StatsArgs),
     /// Print the native API's OpenAPI document.
     #[command(hide = true)]
     Openapi,
@@ -207,6 +213,9 @@ pub async fn run_client(cli: Cli) -> Result<(), CliError> {
             new_name,
         } => containers::rename(&client, &container, &new_name).await,
         Command::Events => containers::events(&client, fmt).await,
+        Command::Exec(a) => containers::exec(&client, a).await,
+        Command::Top { container } => containers::top(&client, fmt, &container).await,
+        Command::Stats(a) => containers::stats(&client, fmt, a).await,
         Command::Info => {
             let info = client.info().await?;
             output::print(fmt, &info, || {

@@ -79,6 +79,22 @@ pub fn human_size(bytes: u64) -> String {
     }
 }
 
+/// 1.5MiB, as Docker shows memory (binary units).
+pub fn human_size_binary(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = bytes as f64;
+    let mut i = 0;
+    while v >= 1024.0 && i + 1 < UNITS.len() {
+        v /= 1024.0;
+        i += 1;
+    }
+    if i == 0 {
+        format!("{bytes}B")
+    } else {
+        format!("{v:.2}{}", UNITS[i])
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

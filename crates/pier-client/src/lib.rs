@@ -250,6 +250,13 @@ impl Client {
         self.send(Method::POST, path, None, full(Vec::new())).await
     }
 
+    /// POSTs a JSON body and returns once the response headers arrive (for streamed
+    /// answers).
+    pub async fn post_raw(&self, path: &str, json: Vec<u8>) -> Result<Pending> {
+        self.send(Method::POST, path, Some("application/json"), full(json))
+            .await
+    }
+
     /// POSTs with no body and expects no content back.
     pub async fn post_empty(&self, path: &str) -> Result<()> {
         self.send(Method::POST, path, None, full(Vec::new()))

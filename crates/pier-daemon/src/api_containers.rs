@@ -11,8 +11,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use pier_api::containers::{
-    ContainerCreate, ContainerInspect, ContainerRemoveQuery, ContainerSummary, Created, Event,
-    KillQuery, ListQuery, LogsQuery, StopQuery, WaitResponse,
+    ContainerCreate, ContainerInspect, ContainerRemoveQuery, ContainerStats, ContainerSummary,
+    Created, Event, ExecCreate, ExecOutput, KillQuery, ListQuery, LogsQuery, StopQuery,
+    TopResponse, WaitResponse,
 };
 use pier_api::time::parse_rfc3339;
 use pier_api::{ErrorBody, ProjectName};
@@ -41,6 +42,9 @@ pub fn routes() -> Router<Arc<Engine>> {
         .route("/v1/containers/{id}/unpause", post(unpause))
         .route("/v1/containers/{id}/rename", post(rename))
         .route("/v1/containers/{id}/logs", get(logs))
+        .route("/v1/containers/{id}/exec", post(exec))
+        .route("/v1/containers/{id}/stats", get(stats))
+        .route("/v1/containers/{id}/top", get(top))
         .route("/v1/events", get(events))
 }
 
@@ -48,9 +52,13 @@ pub fn routes() -> Router<Arc<Engine>> {
 #[openapi(
     paths(
         list, create, inspect, remove, start, stop, restart, kill, wait, pause, unpause, rename,
-        logs, events
+        logs, exec, stats, top, events
     ),
     components(schemas(
+        ContainerStats,
+        TopResponse,
+        ExecCreate,
+        ExecOutput,
         ContainerCreate,
         ContainerInspect,
         ContainerSummary,
@@ -321,6 +329,105 @@ async fn logs(
     let stream =
         futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|x| (x, rx)) });
     Ok(ndjson(stream))
+}
+
+/// Runs a command in a running container; streams its output as JSON lines
+/// (`ExecOutput`), the last one carrying the exit code. With `detach`, answers at once.
+#[utoipa::path(post, path = "/v1/containers/{id}/exec", params(("id" = String, Path)), request_body = ExecCreate,
+    responses((status = 200, content_type = "application/x-ndjson", body = [ExecOutput]), (status = 409, body = ErrorBody)))]
+async fn exec(
+    State(e): Shared,
+    Path(id): Path<String>,
+    body: Result<Json<ExecCreate>, JsonRejection>,
+) -> ApiResult<Response> {
+    use tokio::io::AsyncReadExt;
+    let Json(req) = body?;
+    let (c, cmd) = e.containers.exec_command(&project(), &id, &req)?;
+    let mut cmd = tokio::process::Command::from(cmd);
+    cmd.stdin(std::process::Stdio::null());
+    let detach = req.detach;
+    if detach {
+        cmd.stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
+    } else {
+        cmd.stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+    }
+    let mut child = cmd.spawn().map_err(|err| {
+        ApiError::new(
+            pier_api::ErrorKind::Internal,
+            format!("cannot start exec: {err}"),
+        )
+    })?;
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<String, std::io::Error>>(64);
+    let line = |o: &ExecOutput| serde_json::to_string(o).expect("json") + "\n";
+    let mut readers = Vec::new();
+    let pipes: [(Option<Box<dyn tokio::io::AsyncRead + Send + Unpin>>, &str); 2] = [
+        (child.stdout.take().map(|p| Box::new(p) as _), "stdout"),
+        (child.stderr.take().map(|p| Box::new(p) as _), "stderr"),
+    ];
+    for (pipe, name) in pipes {
+        let Some(mut pipe) = pipe else { continue };
+        let tx = tx.clone();
+        readers.push(tokio::spawn(async move {
+            let mut buf = vec![0u8; 32 * 1024];
+            while let Ok(n) = pipe.read(&mut buf).await {
+                if n == 0 {
+                    break;
+                }
+                let o = ExecOutput {
+                    stream: Some(name.into()),
+                    data: Some(String::from_utf8_lossy(&buf[..n]).into_owned()),
+                    exit_code: None,
+                };
+                if tx.send(Ok(line(&o))).await.is_err() {
+                    break;
+                }
+            }
+        }));
+    }
+    let containers = e.containers.clone();
+    tokio::spawn(async move {
+        let code = child
+            .wait()
+            .await
+            .ok()
+            .and_then(|s| s.code())
+            .unwrap_or(255);
+        containers.exec_done(&c, code);
+        // The exit line comes after all output.
+        for r in readers {
+            let _ = r.await;
+        }
+        let _ = tx
+            .send(Ok(line(&ExecOutput {
+                exit_code: Some(code),
+                ..Default::default()
+            })))
+            .await;
+    });
+    if detach {
+        return Ok((
+            [(header::CONTENT_TYPE, "application/x-ndjson")],
+            String::new(),
+        )
+            .into_response());
+    }
+    let stream =
+        futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|x| (x, rx)) });
+    Ok(ndjson(stream))
+}
+
+/// One reading of a container's resource usage.
+#[utoipa::path(get, path = "/v1/containers/{id}/stats", params(("id" = String, Path)), responses((status = 200, body = ContainerStats), (status = 404, body = ErrorBody)))]
+async fn stats(State(e): Shared, Path(id): Path<String>) -> ApiResult<Json<ContainerStats>> {
+    Ok(Json(e.containers.stats(&project(), &id)?))
+}
+
+/// The processes running in a container.
+#[utoipa::path(get, path = "/v1/containers/{id}/top", params(("id" = String, Path)), responses((status = 200, body = TopResponse), (status = 409, body = ErrorBody)))]
+async fn top(State(e): Shared, Path(id): Path<String>) -> ApiResult<Json<TopResponse>> {
+    Ok(Json(e.containers.top(&project(), &id)?))
 }
 
 /// Streams lifecycle events as JSON lines, from now on.

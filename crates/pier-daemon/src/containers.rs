@@ -1153,6 +1153,191 @@ impl Containers {
         (lines, follower)
     }
 
+    /// Prepares `pier __exec` for a running container: the command line to spawn.
+    pub fn exec_command(
+        &self,
+        project: &ProjectName,
+        name: &str,
+        req: &pier_api::containers::ExecCreate,
+    ) -> ApiResult<(ContainerInspect, std::process::Command)> {
+        let c = self.get(project, name)?;
+        if c.state.status != ContainerStatus::Running {
+            return Err(conflict(format!(
+                "container {} is not running; start it first",
+                c.name
+            )));
+        }
+        if req.cmd.is_empty() {
+            return Err(invalid("give a command to run"));
+        }
+        let pid = c
+            .state
+            .pid
+            .ok_or_else(|| conflict(format!("container {} has no process", c.name)))?;
+        let dir = self.cdir(&c.id);
+        let spec = oci_spec::runtime::Spec::load(dir.join("config.json"))
+            .map_err(|e| internal(format!("cannot read the container's spec: {e}")))?;
+        let process = spec.process().clone().unwrap_or_default();
+        let (uid, gid, additional_gids) = match &req.user {
+            Some(u) => {
+                pier_runtime::rootfs::resolve_user(&dir.join("rootfs"), u).map_err(invalid)?
+            }
+            None => (
+                process.user().uid(),
+                process.user().gid(),
+                process.user().additional_gids().clone().unwrap_or_default(),
+            ),
+        };
+        let mut env = process.env().clone().unwrap_or_default();
+        for e in &req.env {
+            let k = e.split('=').next().unwrap_or("");
+            env.retain(|x| x.split('=').next() != Some(k));
+            env.push(e.clone());
+        }
+        let cwd = req
+            .workdir
+            .clone()
+            .unwrap_or_else(|| process.cwd().display().to_string());
+        if !cwd.starts_with('/') {
+            return Err(invalid(format!(
+                "the working directory {cwd:?} must be an absolute path"
+            )));
+        }
+        let request = pier_runtime::exec::ExecRequest {
+            pid,
+            args: req.cmd.clone(),
+            env,
+            cwd,
+            uid,
+            gid,
+            additional_gids,
+        };
+        let mut cmd = std::process::Command::new(&self.exe);
+        cmd.arg("__exec")
+            .arg(&dir)
+            .arg(serde_json::to_string(&request).expect("json"));
+        self.emit(&c, "exec_start", &[("execCommand", req.cmd.join(" "))]);
+        Ok((c, cmd))
+    }
+
+    pub fn stats(
+        &self,
+        project: &ProjectName,
+        name: &str,
+    ) -> ApiResult<pier_api::containers::ContainerStats> {
+        let c = self.get(project, name)?;
+        let s = if matches!(
+            c.state.status,
+            ContainerStatus::Running | ContainerStatus::Paused
+        ) {
+            Cgroup::for_container(&c.id).stats()
+        } else {
+            Default::default()
+        };
+        let limit = |v: u64| (v < u64::MAX / 2).then_some(v);
+        Ok(pier_api::containers::ContainerStats {
+            id: c.id.clone(),
+            name: c.name.clone(),
+            read: format_rfc3339_nanos(std::time::SystemTime::now()),
+            cpu_usage_ns: s.cpu_usage_ns,
+            system_cpu_ns: host_cpu_ns(),
+            online_cpus: std::thread::available_parallelism()
+                .map(|n| n.get() as u32)
+                .unwrap_or(1),
+            memory_usage: s.memory_usage,
+            memory_limit: limit(s.memory_limit),
+            pids_current: s.pids_current,
+            pids_limit: limit(s.pids_limit),
+            io_read_bytes: s.io_read_bytes,
+            io_write_bytes: s.io_write_bytes,
+        })
+    }
+
+    /// The container's processes, read from its cgroup and /proc.
+    pub fn top(
+        &self,
+        project: &ProjectName,
+        name: &str,
+    ) -> ApiResult<pier_api::containers::TopResponse> {
+        let c = self.get(project, name)?;
+        if !matches!(
+            c.state.status,
+            ContainerStatus::Running | ContainerStatus::Paused
+        ) {
+            return Err(conflict(format!("container {} is not running", c.name)));
+        }
+        let tick = 100; // USER_HZ
+        let boot = fs::read_to_string("/proc/stat")
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find_map(|l| l.strip_prefix("btime ")?.trim().parse::<i64>().ok())
+            })
+            .unwrap_or(0);
+        let mut pids = Cgroup::for_container(&c.id).pids();
+        pids.sort();
+        let mut processes = Vec::new();
+        for pid in pids {
+            let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else {
+                continue;
+            };
+            // Fields after the command (which may hold spaces) start after the last ')'.
+            let rest: Vec<&str> = stat
+                .rsplit_once(')')
+                .map(|(_, r)| r.split_whitespace().collect())
+                .unwrap_or_default();
+            let field = |i: usize| rest.get(i).and_then(|v| v.parse::<i64>().ok()).unwrap_or(0);
+            let ppid = field(1);
+            let cpu_secs = (field(11) + field(12)) / tick;
+            let start = boot + field(19) / tick;
+            let uid = fs::read_to_string(format!("/proc/{pid}/status"))
+                .ok()
+                .and_then(|s| {
+                    s.lines().find_map(|l| {
+                        l.strip_prefix("Uid:")?
+                            .split_whitespace()
+                            .next()
+                            .map(String::from)
+                    })
+                })
+                .unwrap_or_default();
+            let cmd = fs::read(format!("/proc/{pid}/cmdline"))
+                .map(|b| {
+                    String::from_utf8_lossy(&b)
+                        .split('\0')
+                        .filter(|s| !s.is_empty())
+                        .collect::<Vec<_>>()
+                        .join(" ")
+                })
+                .unwrap_or_default();
+            let stime = pier_api::time::format_rfc3339(start);
+            processes.push(vec![
+                uid,
+                pid.to_string(),
+                ppid.to_string(),
+                "0".into(),
+                stime[11..16].to_string(),
+                "?".into(),
+                format!(
+                    "{:02}:{:02}:{:02}",
+                    cpu_secs / 3600,
+                    cpu_secs / 60 % 60,
+                    cpu_secs % 60
+                ),
+                cmd,
+            ]);
+        }
+        let titles = ["UID", "PID", "PPID", "C", "STIME", "TTY", "TIME", "CMD"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        Ok(pier_api::containers::TopResponse { titles, processes })
+    }
+
+    pub fn exec_done(&self, c: &ContainerInspect, code: i32) {
+        self.emit(c, "exec_die", &[("exitCode", code.to_string())]);
+    }
+
     pub fn is_running(&self, project: &ProjectName, id: &str) -> bool {
         self.get(project, id).is_ok_and(|c| {
             matches!(
@@ -1266,6 +1451,22 @@ impl LogFollower {
             return out;
         }
     }
+}
+
+/// CPU time of the whole host, in nanoseconds, from /proc/stat.
+fn host_cpu_ns() -> u64 {
+    let stat = fs::read_to_string("/proc/stat").unwrap_or_default();
+    let ticks: u64 = stat
+        .lines()
+        .next()
+        .map(|l| {
+            l.split_whitespace()
+                .skip(1)
+                .filter_map(|v| v.parse::<u64>().ok())
+                .sum()
+        })
+        .unwrap_or(0);
+    ticks * 10_000_000
 }
 
 /// Is `pid` still the monitor of the container in `dir`?

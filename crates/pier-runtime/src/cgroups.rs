@@ -67,6 +67,19 @@ impl Layout {
     }
 }
 
+/// Counters read from a container's cgroup.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Stats {
+    pub cpu_usage_ns: u64,
+    pub memory_usage: u64,
+    /// `u64::MAX` when unlimited.
+    pub memory_limit: u64,
+    pub pids_current: u64,
+    pub pids_limit: u64,
+    pub io_read_bytes: u64,
+    pub io_write_bytes: u64,
+}
+
 /// A container's cgroup(s).
 #[derive(Debug, Clone)]
 pub struct Cgroup {
@@ -297,6 +310,84 @@ impl Cgroup {
         dir.and_then(|d| fs::read_to_string(d.join("cgroup.procs")).ok())
             .map(|s| s.lines().filter_map(|l| l.trim().parse().ok()).collect())
             .unwrap_or_default()
+    }
+
+    fn read_u64(&self, controller: &str, file: &str) -> Option<u64> {
+        let v = fs::read_to_string(self.dir(controller)?.join(file)).ok()?;
+        let v = v.trim();
+        if v == "max" {
+            return Some(u64::MAX);
+        }
+        v.parse().ok()
+    }
+
+    fn read_keyed(&self, controller: &str, file: &str, key: &str) -> Option<u64> {
+        let text = fs::read_to_string(self.dir(controller)?.join(file)).ok()?;
+        text.lines()
+            .find_map(|l| l.strip_prefix(key)?.strip_prefix(' ')?.trim().parse().ok())
+    }
+
+    /// Resource usage counters, for `pier stats`.
+    pub fn stats(&self) -> Stats {
+        let v2 = self.layout == Layout::V2;
+        let cpu_usage_ns = if v2 {
+            self.read_keyed("cpu", "cpu.stat", "usage_usec")
+                .map(|u| u * 1000)
+        } else {
+            self.read_u64("cpuacct", "cpuacct.usage")
+        };
+        let (memory_usage, memory_limit) = if v2 {
+            (
+                self.read_u64("memory", "memory.current"),
+                self.read_u64("memory", "memory.max"),
+            )
+        } else {
+            // Page cache counts as usage in v1; Docker subtracts the inactive file pages.
+            let usage = self.read_u64("memory", "memory.usage_in_bytes");
+            let inactive = self
+                .read_keyed("memory", "memory.stat", "total_inactive_file")
+                .unwrap_or(0);
+            (
+                usage.map(|u| u.saturating_sub(inactive)),
+                self.read_u64("memory", "memory.limit_in_bytes"),
+            )
+        };
+        let (mut read, mut write) = (0, 0);
+        if v2 {
+            if let Some(text) = self
+                .dir("io")
+                .and_then(|d| fs::read_to_string(d.join("io.stat")).ok())
+            {
+                for field in text.split_whitespace() {
+                    if let Some(v) = field.strip_prefix("rbytes=") {
+                        read += v.parse::<u64>().unwrap_or(0);
+                    } else if let Some(v) = field.strip_prefix("wbytes=") {
+                        write += v.parse::<u64>().unwrap_or(0);
+                    }
+                }
+            }
+        } else if let Some(text) = self
+            .dir("blkio")
+            .and_then(|d| fs::read_to_string(d.join("blkio.throttle.io_service_bytes")).ok())
+        {
+            for l in text.lines() {
+                let f: Vec<&str> = l.split_whitespace().collect();
+                match f.as_slice() {
+                    [_, "Read", v] => read += v.parse::<u64>().unwrap_or(0),
+                    [_, "Write", v] => write += v.parse::<u64>().unwrap_or(0),
+                    _ => {}
+                }
+            }
+        }
+        Stats {
+            cpu_usage_ns: cpu_usage_ns.unwrap_or(0),
+            memory_usage: memory_usage.unwrap_or(0),
+            memory_limit: memory_limit.unwrap_or(u64::MAX),
+            pids_current: self.read_u64("pids", "pids.current").unwrap_or(0),
+            pids_limit: self.read_u64("pids", "pids.max").unwrap_or(u64::MAX),
+            io_read_bytes: read,
+            io_write_bytes: write,
+        }
     }
 
     /// Removes the cgroup; it must hold no process. Absent directories are fine.

@@ -601,6 +601,22 @@ fn setup(spec: &Spec, cgroup_v1: &[String]) -> Result<std::convert::Infallible, 
     if has_ns(LinuxNamespaceType::Network) {
         loopback_up().map_err(sys("bring up lo"))?;
     }
+    let cwd = process.cwd();
+    if !cwd.exists() {
+        fs::create_dir_all(cwd)
+            .map_err(sys(format!("create working directory {}", cwd.display())))?;
+    }
+    finish(spec)
+}
+
+/// The last steps, shared by a container's init and by `exec`: rlimits, seccomp, user and
+/// capabilities, working directory, exec. Returns only on failure.
+pub fn finish(spec: &Spec) -> Result<std::convert::Infallible, InitError> {
+    let process = spec
+        .process()
+        .as_ref()
+        .ok_or_else(|| fail(125, "the spec has no process"))?;
+    let linux = spec.linux().clone().unwrap_or_default();
     for r in process.rlimits().clone().unwrap_or_default() {
         let name = format!("{:?}", r.typ());
         let name = if name.starts_with("RLIMIT_") {
@@ -620,12 +636,7 @@ fn setup(spec: &Spec, cgroup_v1: &[String]) -> Result<std::convert::Infallible, 
         // SAFETY: `lim` is a valid rlimit.
         check(unsafe { libc::setrlimit(res, &lim) }).map_err(sys(format!("setrlimit {name}")))?;
     }
-
     let cwd = process.cwd();
-    if !cwd.exists() {
-        fs::create_dir_all(cwd)
-            .map_err(sys(format!("create working directory {}", cwd.display())))?;
-    }
     // Seccomp last but for the user and capability changes, which the filter allows;
     // installing it still needs the CAP_SYS_ADMIN init has until then.
     if let Some(seccomp) = linux.seccomp() {

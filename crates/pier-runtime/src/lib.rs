@@ -5,6 +5,7 @@
 //! - [`rootfs`]: paths resolved inside a container's root; `--user` lookup.
 //! - [`seccomp`]: Docker's default profile, resolved per container, compiled to BPF.
 //! - [`init`]: the container's setup in the cloned child, up to exec.
+//! - [`exec`]: `pier exec`: another process in a running container.
 //! - [`monitor`]: the per-container process that holds stdio and the exit status and
 //!   outlives the daemon.
 //! - [`logs`]: the log file format, rotation, and reading.
@@ -14,6 +15,7 @@
 //! single-threaded process, which clones the container.
 
 pub mod cgroups;
+pub mod exec;
 pub mod init;
 pub mod logs;
 pub mod monitor;

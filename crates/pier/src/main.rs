@@ -1,19 +1,25 @@
-//! `pier`: one binary for the daemon, the CLI, and (later) the runtime's re-exec'd helper.
-//! Dispatch happens before any tokio runtime exists, so a helper that must be
-//! single-threaded never inherits threads.
+//! `pier`: one binary for the daemon, the CLI, and the runtime's re-exec'd helpers
+//! (`__monitor`, `__exec`). Dispatch happens before any tokio runtime exists, so a helper
+//! that must be single-threaded never inherits threads.
 
 use clap::Parser;
 use pier_cli::{Cli, Command};
 
 fn main() {
-    // The monitor must stay single-threaded and light: dispatch it before anything else.
-    let mut args = std::env::args_os();
-    if args.nth(1).is_some_and(|a| a == "__monitor") {
-        let dir = args
-            .next()
+    // The helpers must stay single-threaded and light: dispatch them before anything else.
+    let args: Vec<std::ffi::OsString> = std::env::args_os().take(4).collect();
+    let dir = || {
+        args.get(2)
             .map(std::path::PathBuf::from)
-            .unwrap_or_default();
-        std::process::exit(pier_runtime::monitor::main(&dir));
+            .unwrap_or_default()
+    };
+    match args.get(1).and_then(|a| a.to_str()) {
+        Some("__monitor") => std::process::exit(pier_runtime::monitor::main(&dir())),
+        Some("__exec") => {
+            let request = args.get(3).and_then(|a| a.to_str()).unwrap_or("");
+            std::process::exit(pier_runtime::exec::main(&dir(), request))
+        }
+        _ => {}
     }
     let cli = Cli::parse();
     let code = match cli.command {

@@ -298,6 +298,61 @@ fn lifecycle_commands() {
     let ps = d.ok(&["ps"]);
     assert!(ps.contains("web") && ps.contains("Up "), "{ps}");
     wait_until("the greeting", || d.ok(&["logs", "web"]) == "hi\n");
+    // exec: in the container's namespaces, cgroup and security, with its exit code.
+    let (code, out, _) = run(
+        &d,
+        &[
+            "exec",
+            "web",
+            "sh",
+            "-c",
+            "echo $GREETING; hostname; grep -E 'Seccomp:|CapEff' /proc/self/status; exit 4",
+        ],
+    );
+    assert_eq!(code, 4);
+    assert_eq!(
+        out,
+        format!(
+            "hi\n{}\nCapEff:\t00000000a80425fb\nSeccomp:\t2\n",
+            &id[..12]
+        )
+    );
+    let out = d.ok(&[
+        "exec",
+        "-u",
+        "1000",
+        "-e",
+        "X=y",
+        "-w",
+        "/tmp",
+        "web",
+        "sh",
+        "-c",
+        "id -u; echo $X; pwd; grep CapEff /proc/self/status",
+    ]);
+    assert_eq!(out, "1000\ny\n/tmp\nCapEff:\t0000000000000000\n");
+    let (code, _, err) = run(&d, &["exec", "web", "nosuchcmd"]);
+    assert_eq!(code, 127, "{err}");
+    let procs =
+        std::fs::read_to_string(format!("/sys/fs/cgroup/pids/pier/{id}/cgroup.procs")).unwrap();
+    assert_eq!(
+        procs.lines().count(),
+        2,
+        "exec'd processes are gone, the two of the container remain: {procs}"
+    );
+    // top and stats read the container's processes and cgroup.
+    let top = d.json(&["top", "web"]);
+    let cmds: Vec<String> = top["processes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p[7].as_str().unwrap().to_string())
+        .collect();
+    assert!(cmds.iter().any(|c| c.starts_with("sh -c trap")), "{cmds:?}");
+    let stats = d.json(&["stats", "--no-stream", "web"]);
+    assert!(stats[0]["memory_usage"].as_u64().unwrap() > 0);
+    assert!(stats[0]["pids_current"].as_u64().unwrap() >= 1);
+    assert!(stats[0]["cpu_usage_ns"].as_u64().unwrap() > 0);
     // pause and unpause freeze the cgroup.
     d.ok(&["pause", "web"]);
     assert_eq!(state(&d, "web")["status"], "paused");
