@@ -70,6 +70,8 @@ pub struct ContainerCreate {
     pub ulimits: Vec<Ulimit>,
     /// Remove the container when it exits (`--rm`).
     pub auto_remove: bool,
+    /// Run a minimal init as PID 1 that forwards signals and reaps zombies.
+    pub init: bool,
     pub restart_policy: RestartPolicy,
     pub labels: BTreeMap<String, String>,
 }

@@ -84,6 +84,9 @@ pub struct CreateArgs {
     /// Override the image's entrypoint.
     #[arg(long)]
     entrypoint: Option<String>,
+    /// Run an init as PID 1 that forwards signals and reaps zombies.
+    #[arg(long)]
+    init: bool,
     /// Image to run.
     image: String,
     /// Command and arguments.
@@ -250,6 +253,7 @@ fn create_request(a: CreateArgs, auto_remove: bool) -> Result<ContainerCreate, C
             .map(|u| parse_ulimit(u))
             .collect::<Result<_, _>>()?,
         auto_remove,
+        init: a.init,
         restart_policy: parse_restart(&a.restart)?,
         labels,
     })

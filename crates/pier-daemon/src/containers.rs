@@ -603,6 +603,7 @@ impl Containers {
             mounts,
             cgroups_path: format!("/pier/{}", c.id),
             seccomp: None,
+            init: req.init,
         };
         // Resolved against the capabilities the container ends up with.
         let caps = spec::capabilities(&input);

@@ -479,6 +479,57 @@ fn set_user_and_caps(spec: &Spec) -> Result<(), InitError> {
     Ok(())
 }
 
+/// The spec annotation asking for a minimal init as PID 1 (`--init`).
+pub const INIT_ANNOTATION: &str = "org.pier.init";
+
+/// PID 1 for `--init`: forwards signals to the command, reaps every zombie, and exits
+/// with the command's status. It is this process, already set up (user, capabilities,
+/// seccomp), so the image needs no init binary of its own.
+fn reaper(child: libc::pid_t) -> ! {
+    // Drop our copies of every descriptor but stdio, so the monitor sees the command's
+    // start and output end when the command's own copies close.
+    // SAFETY: integer arguments only.
+    unsafe { libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32) };
+    // SAFETY: a zeroed sigset is valid input to sigfillset, which then fills it.
+    let mut all: libc::sigset_t = unsafe { std::mem::zeroed() };
+    // SAFETY: `all` is a valid sigset.
+    unsafe {
+        libc::sigfillset(&mut all);
+        libc::sigprocmask(libc::SIG_BLOCK, &all, std::ptr::null_mut());
+    }
+    loop {
+        // SAFETY: siginfo is plain data; sigwaitinfo fills it in.
+        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+        // SAFETY: `all` and `info` are valid for the call.
+        let sig = unsafe { libc::sigwaitinfo(&all, &mut info) };
+        if sig < 0 {
+            continue;
+        }
+        if sig != libc::SIGCHLD {
+            // SAFETY: forwarding a signal to our child.
+            unsafe { libc::kill(child, sig) };
+            continue;
+        }
+        loop {
+            let mut status = 0;
+            // SAFETY: reaping any child without blocking.
+            let pid = unsafe { libc::waitpid(-1, &mut status, libc::WNOHANG) };
+            if pid <= 0 {
+                break;
+            }
+            if pid == child {
+                let code = if libc::WIFEXITED(status) {
+                    libc::WEXITSTATUS(status)
+                } else {
+                    128 + libc::WTERMSIG(status)
+                };
+                // SAFETY: leaving without running destructors, as an init does.
+                unsafe { libc::_exit(code) };
+            }
+        }
+    }
+}
+
 /// Finds the program the way execvp would, using the container's PATH.
 fn find_program(arg0: &str, env: &[String]) -> Result<PathBuf, InitError> {
     if arg0.contains('/') {
@@ -659,6 +710,22 @@ pub fn finish(spec: &Spec) -> Result<std::convert::Infallible, InitError> {
     })?;
     let env = process.env().clone().unwrap_or_default();
     let program = find_program(arg0, &env)?;
+    let wants_init = spec
+        .annotations()
+        .as_ref()
+        .is_some_and(|a| a.get(INIT_ANNOTATION).is_some_and(|v| v == "true"));
+    if wants_init {
+        // SAFETY: fork in a single-threaded process.
+        let child = unsafe { libc::fork() };
+        if child < 0 {
+            return Err(sys("fork the command under the init")(
+                io::Error::last_os_error(),
+            ));
+        }
+        if child > 0 {
+            reaper(child);
+        }
+    }
     let c_prog = cstr(&program);
     let c_args: Vec<CString> = args.iter().map(cstr).collect();
     let c_env: Vec<CString> = env.iter().map(cstr).collect();

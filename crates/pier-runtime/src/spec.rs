@@ -209,6 +209,8 @@ pub struct SpecInput {
     pub cgroups_path: String,
     /// The resolved `linux.seccomp` object; `None` runs unconfined.
     pub seccomp: Option<Value>,
+    /// Run a minimal init as PID 1 that reaps zombies (`--init`).
+    pub init: bool,
 }
 
 /// The capability set for a spec: the defaults (all with `--privileged`), minus
@@ -339,6 +341,9 @@ pub fn build(input: &SpecInput) -> Result<oci_spec::runtime::Spec, serde_json::E
         },
     });
     let mut spec = spec;
+    if input.init {
+        spec["annotations"] = json!({ crate::init::INIT_ANNOTATION: "true" });
+    }
     if let Some(s) = &input.seccomp {
         spec["linux"]["seccomp"] = s.clone();
     }

@@ -353,6 +353,29 @@ fn lifecycle_commands() {
     assert!(stats[0]["memory_usage"].as_u64().unwrap() > 0);
     assert!(stats[0]["pids_current"].as_u64().unwrap() >= 1);
     assert!(stats[0]["cpu_usage_ns"].as_u64().unwrap() > 0);
+    // --init: PID 1 reaps orphans and passes signals on, so `stop` is immediate even for a
+    // command without a handler.
+    let out = d.ok(&[
+        "run",
+        "--rm",
+        "--init",
+        "bb",
+        "sh",
+        "-c",
+        "(sleep 0.1 &); sleep 0.6; ps -o stat | grep -c Z; true",
+    ]);
+    assert_eq!(out.trim(), "0", "no zombie under --init");
+    d.ok(&[
+        "run", "-d", "--init", "--name", "sleeper", "bb", "sleep", "1000",
+    ]);
+    let started = Instant::now();
+    d.ok(&["stop", "sleeper"]);
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "SIGTERM reached sleep through the init"
+    );
+    assert_eq!(state(&d, "sleeper")["exit_code"], 143);
+    d.ok(&["rm", "sleeper"]);
     // pause and unpause freeze the cgroup.
     d.ok(&["pause", "web"]);
     assert_eq!(state(&d, "web")["status"], "paused");
