@@ -355,16 +355,28 @@ fn lifecycle_commands() {
     assert!(stats[0]["cpu_usage_ns"].as_u64().unwrap() > 0);
     // --init: PID 1 reaps orphans and passes signals on, so `stop` is immediate even for a
     // command without a handler.
-    let out = d.ok(&[
-        "run",
-        "--rm",
-        "--init",
-        "bb",
-        "sh",
-        "-c",
-        "(sleep 0.1 &); sleep 0.6; ps -o stat | grep -c Z; true",
-    ]);
-    assert_eq!(out.trim(), "0", "no zombie under --init");
+    // An orphan is re-parented to PID 1; `sleep` as PID 1 never reaps it, the init does.
+    let zombie_cmd = ["sh", "-c", "(sleep 0.1 &); exec sleep 30"];
+    d.ok(&[&["run", "-d", "--name", "noinit", "bb"][..], &zombie_cmd].concat());
+    d.ok(&[
+        &["run", "-d", "--name", "withinit", "--init", "bb"][..],
+        &zombie_cmd,
+    ]
+    .concat());
+    std::thread::sleep(Duration::from_millis(700));
+    let zombies = |name: &str| {
+        d.ok(&["exec", name, "ps", "-o", "stat"])
+            .lines()
+            .filter(|l| l.trim() == "Z")
+            .count()
+    };
+    assert_eq!(
+        zombies("noinit"),
+        1,
+        "without --init the orphan stays a zombie"
+    );
+    assert_eq!(zombies("withinit"), 0, "the init reaped it");
+    d.ok(&["rm", "-f", "noinit", "withinit"]);
     d.ok(&[
         "run", "-d", "--init", "--name", "sleeper", "bb", "sleep", "1000",
     ]);
