@@ -3,6 +3,7 @@
 //! state of its own.
 
 mod containers;
+mod containers_fs;
 mod images;
 mod output;
 
@@ -119,6 +120,25 @@ pub enum Command {
     Events,
     /// Run a command in a running container.
     Exec(containers::ExecArgs),
+    /// Show what changed in a container's filesystem.
+    Diff { container: String },
+    /// Write a container's filesystem as a tar.
+    Export {
+        #[arg(short, long)]
+        output: Option<std::path::PathBuf>,
+        container: String,
+    },
+    /// Make an image from a container's changes.
+    Commit {
+        #[arg(short, long, default_value = "")]
+        message: String,
+        #[arg(short, long, default_value = "")]
+        author: String,
+        container: String,
+        reference: Option<String>,
+    },
+    /// Copy files between a container and the host: CONTAINER:PATH HOSTPATH or the reverse.
+    Cp { src: String, dst: String },
     /// Show the processes of a container.
     Top { container: String },
     /// Show containers' resource usage.
@@ -214,6 +234,17 @@ pub async fn run_client(cli: Cli) -> Result<(), CliError> {
         } => containers::rename(&client, &container, &new_name).await,
         Command::Events => containers::events(&client, fmt).await,
         Command::Exec(a) => containers::exec(&client, a).await,
+        Command::Diff { container } => containers_fs::diff(&client, fmt, &container).await,
+        Command::Export { output, container } => {
+            containers_fs::export(&client, &container, output).await
+        }
+        Command::Commit {
+            message,
+            author,
+            container,
+            reference,
+        } => containers_fs::commit(&client, fmt, &container, reference, message, author).await,
+        Command::Cp { src, dst } => containers_fs::cp(&client, &src, &dst).await,
         Command::Top { container } => containers::top(&client, fmt, &container).await,
         Command::Stats(a) => containers::stats(&client, fmt, a).await,
         Command::Info => {

@@ -179,6 +179,20 @@ impl Client {
         self.json(Method::DELETE, path, None).await
     }
 
+    /// PUTs a byte stream (an archive); expects no content back.
+    pub async fn put_stream(
+        &self,
+        path: &str,
+        reader: impl AsyncRead + Send + Sync + 'static,
+    ) -> Result<()> {
+        let body =
+            StreamBody::new(ReaderStream::with_capacity(reader, 256 * 1024).map_ok(Frame::data))
+                .boxed();
+        self.send(Method::PUT, path, Some("application/x-tar"), body)
+            .await?;
+        Ok(())
+    }
+
     /// POSTs a byte stream (an archive) and reads a JSON answer.
     pub async fn post_stream<T: DeserializeOwned>(
         &self,

@@ -45,16 +45,45 @@ pub fn routes() -> Router<Arc<Engine>> {
         .route("/v1/containers/{id}/exec", post(exec))
         .route("/v1/containers/{id}/stats", get(stats))
         .route("/v1/containers/{id}/top", get(top))
+        .route("/v1/containers/{id}/changes", get(changes))
+        .route("/v1/containers/{id}/export", get(export))
+        .route("/v1/containers/{id}/commit", post(commit))
+        .route(
+            "/v1/containers/{id}/archive",
+            get(archive_get).put(archive_put),
+        )
         .route("/v1/events", get(events))
 }
 
 #[derive(OpenApi)]
 #[openapi(
     paths(
-        list, create, inspect, remove, start, stop, restart, kill, wait, pause, unpause, rename,
-        logs, exec, stats, top, events
+        list,
+        create,
+        inspect,
+        remove,
+        start,
+        stop,
+        restart,
+        kill,
+        wait,
+        pause,
+        unpause,
+        rename,
+        logs,
+        exec,
+        stats,
+        top,
+        changes,
+        export,
+        commit,
+        archive_get,
+        archive_put,
+        events
     ),
     components(schemas(
+        crate::container_fs::Change,
+        crate::container_fs::CommitRequest,
         ContainerStats,
         TopResponse,
         ExecCreate,
@@ -428,6 +457,99 @@ async fn stats(State(e): Shared, Path(id): Path<String>) -> ApiResult<Json<Conta
 #[utoipa::path(get, path = "/v1/containers/{id}/top", params(("id" = String, Path)), responses((status = 200, body = TopResponse), (status = 409, body = ErrorBody)))]
 async fn top(State(e): Shared, Path(id): Path<String>) -> ApiResult<Json<TopResponse>> {
     Ok(Json(e.containers.top(&project(), &id)?))
+}
+
+/// What changed in a container's filesystem against its image.
+#[utoipa::path(get, path = "/v1/containers/{id}/changes", params(("id" = String, Path)), responses((status = 200, body = [crate::container_fs::Change])))]
+async fn changes(
+    State(e): Shared,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Vec<crate::container_fs::Change>>> {
+    let c = e.containers.clone();
+    Ok(Json(
+        tokio::task::spawn_blocking(move || c.changes(&project(), &id)).await??,
+    ))
+}
+
+/// Streams a blocking producer's output as a tar response body.
+fn tar_response(
+    f: impl FnOnce(&mut crate::stream::BodyWriter) -> ApiResult<()> + Send + 'static,
+) -> Response {
+    let (mut writer, body) = crate::stream::body_writer();
+    tokio::task::spawn_blocking(move || match f(&mut writer) {
+        Ok(()) => {
+            let _ = writer.finish();
+        }
+        Err(err) => {
+            tracing::error!(error = %err.message, "streaming a tar failed; the client's copy is cut short")
+        }
+    });
+    ([(header::CONTENT_TYPE, "application/x-tar")], body).into_response()
+}
+
+/// The container's whole filesystem as a tar.
+#[utoipa::path(get, path = "/v1/containers/{id}/export", params(("id" = String, Path)), responses((status = 200, content_type = "application/x-tar", body = Vec<u8>), (status = 404, body = ErrorBody)))]
+async fn export(State(e): Shared, Path(id): Path<String>) -> ApiResult<Response> {
+    e.containers.get(&project(), &id)?;
+    let c = e.containers.clone();
+    Ok(tar_response(move |w| c.export(&project(), &id, w)))
+}
+
+/// Makes a new image from a container's changes.
+#[utoipa::path(post, path = "/v1/containers/{id}/commit", params(("id" = String, Path)), request_body = crate::container_fs::CommitRequest,
+    responses((status = 200, body = pier_api::types::LoadedImage), (status = 404, body = ErrorBody)))]
+async fn commit(
+    State(e): Shared,
+    Path(id): Path<String>,
+    body: Result<Json<crate::container_fs::CommitRequest>, JsonRejection>,
+) -> ApiResult<Json<pier_api::types::LoadedImage>> {
+    let Json(req) = body?;
+    let c = e.containers.clone();
+    Ok(Json(
+        tokio::task::spawn_blocking(move || c.commit(&project(), &id, &req)).await??,
+    ))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+struct ArchiveQuery {
+    /// Absolute path in the container.
+    path: String,
+}
+
+/// A path of the container as a tar whose root entry is named after it (`pier cp` out).
+#[utoipa::path(get, path = "/v1/containers/{id}/archive", params(("id" = String, Path), ArchiveQuery),
+    responses((status = 200, content_type = "application/x-tar", body = Vec<u8>), (status = 404, body = ErrorBody)))]
+async fn archive_get(
+    State(e): Shared,
+    Path(id): Path<String>,
+    q: Result<Query<ArchiveQuery>, QueryRejection>,
+) -> ApiResult<Response> {
+    let Query(q) = q?;
+    // Check the path first, so a wrong one is a clear 404 rather than a cut stream.
+    let c = e.containers.clone();
+    let (id2, path2) = (id.clone(), q.path.clone());
+    tokio::task::spawn_blocking(move || c.archive_check(&project(), &id2, &path2)).await??;
+    let c = e.containers.clone();
+    Ok(tar_response(move |w| {
+        c.archive_get(&project(), &id, &q.path, w)
+    }))
+}
+
+/// Unpacks a tar into the container at `path` (`pier cp` in).
+#[utoipa::path(put, path = "/v1/containers/{id}/archive", params(("id" = String, Path), ArchiveQuery), request_body(content = Vec<u8>, content_type = "application/x-tar"),
+    responses((status = 204), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn archive_put(
+    State(e): Shared,
+    Path(id): Path<String>,
+    q: Result<Query<ArchiveQuery>, QueryRejection>,
+    body: Body,
+) -> ApiResult<StatusCode> {
+    let Query(q) = q?;
+    let reader = crate::stream::body_reader(body);
+    let c = e.containers.clone();
+    tokio::task::spawn_blocking(move || c.archive_put(&project(), &id, &q.path, reader)).await??;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 /// Streams lifecycle events as JSON lines, from now on.

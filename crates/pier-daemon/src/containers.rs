@@ -41,13 +41,13 @@ use crate::error::{ApiError, ApiResult};
 const MIN_MEMORY: i64 = 6 << 20;
 const DEFAULT_PATH: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
-fn conflict(m: impl Into<String>) -> ApiError {
+pub(crate) fn conflict(m: impl Into<String>) -> ApiError {
     ApiError::new(ErrorKind::Conflict, m)
 }
-fn invalid(m: impl Into<String>) -> ApiError {
+pub(crate) fn invalid(m: impl Into<String>) -> ApiError {
     ApiError::invalid(m)
 }
-fn internal(m: impl Into<String>) -> ApiError {
+pub(crate) fn internal(m: impl Into<String>) -> ApiError {
     ApiError::new(ErrorKind::Internal, m)
 }
 
@@ -55,7 +55,7 @@ fn internal(m: impl Into<String>) -> ApiError {
 pub struct Containers {
     dir: PathBuf,
     db: Arc<dyn Store>,
-    images: Arc<ImageStore>,
+    pub(crate) images: Arc<ImageStore>,
     /// Latest state per container, for waiters.
     watchers: Mutex<HashMap<String, watch::Sender<ContainerState>>>,
     /// Serializes operations on one container.
@@ -236,7 +236,7 @@ fn mounted(path: &Path) -> bool {
         .any(|l| l.split(' ').nth(4) == Some(&p))
 }
 
-fn unmount(path: &Path) {
+pub(crate) fn unmount(path: &Path) {
     while mounted(path) {
         if rustix::mount::unmount(path, rustix::mount::UnmountFlags::DETACH).is_err() {
             break;
@@ -264,11 +264,11 @@ impl Containers {
         }))
     }
 
-    fn cdir(&self, id: &str) -> PathBuf {
+    pub(crate) fn cdir(&self, id: &str) -> PathBuf {
         self.dir.join(id)
     }
 
-    fn lock(&self, id: &str) -> Arc<tokio::sync::Mutex<()>> {
+    pub(crate) fn lock(&self, id: &str) -> Arc<tokio::sync::Mutex<()>> {
         self.locks
             .lock()
             .unwrap()
@@ -277,7 +277,7 @@ impl Containers {
             .clone()
     }
 
-    fn emit(&self, c: &ContainerInspect, action: &str, extra: &[(&str, String)]) {
+    pub(crate) fn emit(&self, c: &ContainerInspect, action: &str, extra: &[(&str, String)]) {
         let mut attributes = BTreeMap::from([
             ("name".to_string(), c.name.clone()),
             ("image".to_string(), c.image.clone()),
@@ -427,7 +427,7 @@ impl Containers {
         })
     }
 
-    fn mount_rootfs(&self, c: &ContainerInspect) -> ApiResult<()> {
+    pub(crate) fn mount_rootfs(&self, c: &ContainerInspect) -> ApiResult<()> {
         let dir = self.cdir(&c.id);
         let rootfs = dir.join("rootfs");
         if mounted(&rootfs) {

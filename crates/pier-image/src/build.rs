@@ -121,6 +121,61 @@ fn commit_one(
     )
 }
 
+/// What `pier commit` records about the new layer.
+#[derive(Debug, Clone, Default)]
+pub struct CommitInfo {
+    /// The runtime config of the container (`Cmd`, `Entrypoint`, `Env`, ...), replacing
+    /// the base image's.
+    pub runtime: serde_json::Value,
+    pub created_by: String,
+    pub comment: String,
+    pub author: String,
+}
+
+/// `pier commit`: the base image plus one layer (an OCI layer tar at `layer_tar`).
+pub fn commit(
+    store: &ImageStore,
+    project: &ProjectName,
+    base: &crate::store::ImageRecord,
+    layer_tar: &Path,
+    info: CommitInfo,
+    name: Option<ImageRef>,
+) -> Result<LoadedImage, ImageError> {
+    store.undo_on_error(|| {
+        let _g = store.adding();
+        let scratch = store.scratch()?;
+        let path = scratch.path().join("layer");
+        let digest = copy_hashed(File::open(layer_tar).map_err(io_err("open", layer_tar))?, &path)?;
+        let layer = store.add_layer(&digest, Some(&path), None)?;
+        let mut config = store.config(base)?;
+        let now = pier_api::time::now_rfc3339();
+        config["created"] = serde_json::json!(now);
+        config["config"] = info.runtime;
+        if !info.author.is_empty() {
+            config["author"] = serde_json::json!(info.author);
+        }
+        match config.pointer_mut("/rootfs/diff_ids").and_then(|d| d.as_array_mut()) {
+            Some(ids) => ids.push(serde_json::json!(layer.diff_id)),
+            None => return Err(ImageError::Archive("the base image config has no rootfs.diff_ids".into())),
+        }
+        let entry = serde_json::json!({ "created": now, "created_by": info.created_by, "comment": info.comment, "author": info.author });
+        match config.get_mut("history").and_then(|h| h.as_array_mut()) {
+            Some(h) => h.push(entry),
+            None => config["history"] = serde_json::json!([entry]),
+        }
+        let config = serde_json::to_vec(&config).expect("json");
+        let config_digest = store.blobs().put_bytes(&config)?;
+        let mut layers = base.layers.clone();
+        layers.push(layer);
+        let manifest = oci_manifest(&config_digest, config.len() as u64, &layers);
+        let manifest_digest = store.blobs().put_bytes(&manifest)?;
+        store.commit_image(
+            project,
+            NewImage { manifest_digest, manifest_media_type: OCI_MANIFEST.into(), config_digest, layers, created: Some(now), tags: name.into_iter().collect() },
+        )
+    })
+}
+
 /// `pier image from-host NAME BIN...`.
 pub fn from_host(
     store: &ImageStore,

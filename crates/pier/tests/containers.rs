@@ -621,3 +621,129 @@ fn many_runs_leak_nothing() {
     let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
     assert!(!mounts.contains(d.root.to_str().unwrap()), "mounts left");
 }
+
+#[test]
+fn diff_commit_cp_export() {
+    let d = with_busybox();
+    d.ok(&["run", "--name", "fs1", "bb", "sh", "-c", "echo new > /newfile; echo more >> /etc/passwd; rm /bin/ls; mkdir -p /data/x; echo d > /data/x/f; ln -s /etc /data/evil"]);
+    let diff = d.ok(&["diff", "fs1"]);
+    for line in [
+        "A /newfile",
+        "C /etc/passwd",
+        "D /usr/bin/ls",
+        "A /data/x/f",
+        "A /data/evil",
+    ] {
+        assert!(
+            diff.lines().any(|l| l == line),
+            "{line} missing from:\n{diff}"
+        );
+    }
+    assert!(
+        !diff.contains("/etc/hostname") && !diff.contains("/proc"),
+        "runtime mount points are not changes:\n{diff}"
+    );
+
+    // commit: a new layer with the changes, deletions included.
+    let id = d
+        .ok(&["commit", "-m", "my change", "fs1", "committed:1"])
+        .trim()
+        .to_string();
+    assert!(id.starts_with("sha256:"));
+    let out = d.ok(&[
+        "run",
+        "--rm",
+        "committed:1",
+        "sh",
+        "-c",
+        "cat /newfile /data/x/f; test -e /bin/ls || echo gone",
+    ]);
+    assert_eq!(out, "new\nd\ngone\n");
+    let h = d.json(&["image", "history", "committed:1"]);
+    assert_eq!(h[0]["comment"], "my change");
+    assert_eq!(
+        d.json(&["image", "inspect", "committed:1"])[0]["layers"]
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
+
+    // cp out, into a new name and into a directory; a symlink in the container to /etc
+    // arrives as a symlink, and nothing is written outside the destination.
+    let host = d.dir.path().join("host");
+    std::fs::create_dir(&host).unwrap();
+    d.ok(&["cp", "fs1:/data", host.join("out").to_str().unwrap()]);
+    assert_eq!(
+        std::fs::read_to_string(host.join("out/x/f")).unwrap(),
+        "d\n"
+    );
+    assert_eq!(
+        std::fs::read_link(host.join("out/evil")).unwrap(),
+        std::path::Path::new("/etc")
+    );
+    d.ok(&["cp", "fs1:/newfile", host.to_str().unwrap()]);
+    assert_eq!(
+        std::fs::read_to_string(host.join("newfile")).unwrap(),
+        "new\n"
+    );
+    let err = d.fails(&["cp", "fs1:/no/such", host.to_str().unwrap()]);
+    assert!(
+        err.contains("no such file or directory in the container"),
+        "{err}"
+    );
+
+    // cp in: to a directory, and under a new name, into a running container.
+    std::fs::write(host.join("h.txt"), "hostdata").unwrap();
+    d.ok(&["run", "-d", "--name", "fs2", "bb", "sleep", "100"]);
+    d.ok(&["cp", host.join("h.txt").to_str().unwrap(), "fs2:/tmp/"]);
+    d.ok(&[
+        "cp",
+        host.join("h.txt").to_str().unwrap(),
+        "fs2:/tmp/renamed.txt",
+    ]);
+    d.ok(&["cp", host.join("out").to_str().unwrap(), "fs2:/copied"]);
+    assert_eq!(
+        d.ok(&[
+            "exec",
+            "fs2",
+            "cat",
+            "/tmp/h.txt",
+            "/tmp/renamed.txt",
+            "/copied/x/f"
+        ]),
+        "hostdatahostdatad\n"
+    );
+    // Through a symlink in the container: it resolves inside the container, not on the host.
+    d.ok(&["exec", "fs2", "ln", "-s", "/", "/tmp/root"]);
+    d.ok(&[
+        "cp",
+        host.join("h.txt").to_str().unwrap(),
+        "fs2:/tmp/root/etc/",
+    ]);
+    assert_eq!(d.ok(&["exec", "fs2", "cat", "/etc/h.txt"]), "hostdata");
+    assert!(!std::path::Path::new("/etc/h.txt").exists());
+
+    // export: the whole rootfs of a stopped container.
+    let tarball = host.join("exp.tar");
+    d.ok(&["export", "-o", tarball.to_str().unwrap(), "fs1"]);
+    let mut names = Vec::new();
+    let mut ar = tar::Archive::new(std::fs::File::open(&tarball).unwrap());
+    for e in ar.entries().unwrap() {
+        names.push(
+            e.unwrap()
+                .path()
+                .unwrap()
+                .to_string_lossy()
+                .trim_start_matches("./")
+                .to_string(),
+        );
+    }
+    for n in ["newfile", "data/x/f", "usr/bin/busybox"] {
+        assert!(names.iter().any(|x| x == n), "{n} not exported");
+    }
+    assert!(
+        !names.iter().any(|x| x == "usr/bin/ls"),
+        "a deleted file is not exported"
+    );
+}
