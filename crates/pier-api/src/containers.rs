@@ -72,6 +72,8 @@ pub struct ContainerCreate {
     pub auto_remove: bool,
     /// Run a minimal init as PID 1 that forwards signals and reaps zombies.
     pub init: bool,
+    /// `pier` (default) or `runc`, to run the same bundle under Debian's runc.
+    pub runtime: Option<String>,
     pub restart_policy: RestartPolicy,
     pub labels: BTreeMap<String, String>,
 }

@@ -87,6 +87,9 @@ pub struct CreateArgs {
     /// Run an init as PID 1 that forwards signals and reaps zombies.
     #[arg(long)]
     init: bool,
+    /// Runtime: pier (default) or runc.
+    #[arg(long)]
+    runtime: Option<String>,
     /// Image to run.
     image: String,
     /// Command and arguments.
@@ -254,6 +257,7 @@ fn create_request(a: CreateArgs, auto_remove: bool) -> Result<ContainerCreate, C
             .collect::<Result<_, _>>()?,
         auto_remove,
         init: a.init,
+        runtime: a.runtime,
         restart_policy: parse_restart(&a.restart)?,
         labels,
     })

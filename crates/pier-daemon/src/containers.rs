@@ -197,6 +197,28 @@ fn validate(req: &ContainerCreate) -> ApiResult<()> {
             return Err(invalid(format!("unknown capability {c:?}")));
         }
     }
+    match req.runtime.as_deref() {
+        None | Some("pier") => {}
+        Some("runc") => {
+            let found = std::env::var_os("PATH")
+                .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join("runc").is_file()));
+            if !found {
+                return Err(invalid(
+                    "runc is not installed on this host: apt-get install runc",
+                ));
+            }
+            if req.init {
+                return Err(invalid(
+                    "--init is Pier's own runtime's: it cannot be combined with --runtime runc",
+                ));
+            }
+        }
+        Some(other) => {
+            return Err(invalid(format!(
+                "unknown runtime {other:?}: use pier or runc"
+            )))
+        }
+    }
     if let Some(n) = &req.network {
         if n != "none" && n != "host" {
             return Err(invalid(format!(
@@ -619,6 +641,7 @@ impl Containers {
             id: c.id.clone(),
             log_max_bytes: 10 << 20,
             log_max_files: 2,
+            runtime: req.runtime.clone().unwrap_or_else(|| "pier".into()),
         };
         write_json(&dir.join("monitor.json"), &monitor)
             .map_err(|e| internal(format!("cannot write monitor.json: {e}")))

@@ -178,6 +178,19 @@ fn mount_one(rootfs: &Path, m: &Mount, cgroup_v1: &[String]) -> Result<(), InitE
                 mount(Some("cgroup"), &sub, Some("cgroup"), flags, Some(c))
                     .map_err(sys(format!("{what} ({c})")))?;
             }
+            // The host's named systemd hierarchy, as runc shows it too.
+            if Path::new("/sys/fs/cgroup/systemd").is_dir() {
+                let sub = dest.join("systemd");
+                fs::create_dir_all(&sub).map_err(sys(&what))?;
+                mount(
+                    Some("cgroup"),
+                    &sub,
+                    Some("cgroup"),
+                    flags,
+                    Some("none,name=systemd"),
+                )
+                .map_err(sys(format!("{what} (systemd)")))?;
+            }
             mount(
                 None,
                 &dest,

@@ -54,7 +54,13 @@ pub fn main(dir: &Path) -> i32 {
         libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
     }
     match start(dir) {
-        Ok((pid, cgroup, out, err)) => {
+        Ok(Started {
+            pid,
+            waited,
+            cgroup,
+            out,
+            err,
+        }) => {
             let running = Running {
                 pid,
                 monitor_pid: std::process::id() as i32,
@@ -69,8 +75,18 @@ pub fn main(dir: &Path) -> i32 {
             }
             let _ = io::stdout().flush();
             redirect_to_null(1);
-            let exit = supervise(dir, pid, &cgroup, out, err);
+            let exit = supervise(dir, waited, &cgroup, out, err);
             let _ = write_json(&dir.join("exit.json"), &exit);
+            if dir.join("runc").exists() {
+                let _ = runc(dir)
+                    .args(["delete", "--force"])
+                    .arg(
+                        read_json::<MonitorConfig>(&dir.join("monitor.json"))
+                            .map(|c| c.id)
+                            .unwrap_or_default(),
+                    )
+                    .output();
+            }
             let _ = cgroup.remove();
             0
         }
@@ -95,7 +111,82 @@ fn redirect_to_null(fd: RawFd) {
     }
 }
 
-type Started = (i32, Cgroup, OwnedFd, OwnedFd);
+/// A started container.
+struct Started {
+    /// The container's init, on the host.
+    pid: i32,
+    /// The process whose exit ends the container: the init itself, or `runc run`.
+    waited: i32,
+    cgroup: Cgroup,
+    out: OwnedFd,
+    err: OwnedFd,
+}
+
+fn runc(dir: &Path) -> std::process::Command {
+    let mut c = std::process::Command::new("runc");
+    c.arg("--root").arg(dir.join("runc"));
+    c
+}
+
+/// Runs the bundle with runc (`--runtime runc`): `runc run --keep`, so the cgroup outlives
+/// the process long enough to read whether the OOM killer struck.
+fn start_runc(dir: &Path, config: &MonitorConfig) -> Result<Started, (i32, String)> {
+    use std::os::fd::FromRawFd;
+    let e125 = |m: String| (125, m);
+    let (out_r, out_w) = pipe().map_err(|e| e125(format!("pipe: {e}")))?;
+    let (err_r, err_w) = pipe().map_err(|e| e125(format!("pipe: {e}")))?;
+    let pid_file = dir.join("runc.pid");
+    let _ = std::fs::remove_file(&pid_file);
+    let mut child = runc(dir)
+        .args(["run", "--keep", "--pid-file"])
+        .arg(&pid_file)
+        .arg("--bundle")
+        .arg(dir)
+        .arg(&config.id)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::from(out_w))
+        .stderr(std::process::Stdio::from(err_w))
+        .spawn()
+        .map_err(|e| {
+            e125(format!(
+                "cannot run runc ({e}); install it with apt-get install runc"
+            ))
+        })?;
+    let cgroup = Cgroup::for_container(&config.id);
+    loop {
+        if let Some(pid) = std::fs::read_to_string(&pid_file)
+            .ok()
+            .and_then(|s| s.trim().parse::<i32>().ok())
+        {
+            return Ok(Started {
+                pid,
+                waited: child.id() as i32,
+                cgroup,
+                out: out_r,
+                err: err_r,
+            });
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            let mut msg = Vec::new();
+            // SAFETY: the read end is ours; wrapping a dup keeps `err_r` valid.
+            let dup = unsafe { libc::dup(err_r.as_raw_fd()) };
+            // SAFETY: `dup` is a fresh descriptor we own.
+            let mut f = unsafe { File::from_raw_fd(dup) };
+            // SAFETY: making our own descriptor non-blocking.
+            unsafe { libc::fcntl(dup, libc::F_SETFL, libc::O_NONBLOCK) };
+            let _ = f.read_to_end(&mut msg);
+            let _ = runc(dir)
+                .args(["delete", "--force"])
+                .arg(&config.id)
+                .output();
+            return Err((
+                status.code().unwrap_or(125),
+                format!("runc failed: {}", String::from_utf8_lossy(&msg).trim()),
+            ));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+}
 
 fn start(dir: &Path) -> Result<Started, (i32, String)> {
     let e125 = |m: String| (125, m);
@@ -103,6 +194,9 @@ fn start(dir: &Path) -> Result<Started, (i32, String)> {
         .map_err(|e| e125(format!("cannot read config.json: {e}")))?;
     let config: MonitorConfig = read_json(&dir.join("monitor.json"))
         .ok_or_else(|| e125("cannot read monitor.json".into()))?;
+    if config.runtime == "runc" {
+        return start_runc(dir, &config);
+    }
     let cgroup = Cgroup::for_container(&config.id);
     let resources = spec.linux().as_ref().and_then(|l| l.resources().clone());
     cgroup
@@ -204,7 +298,13 @@ fn start(dir: &Path) -> Result<Started, (i32, String)> {
         let (code, text) = msg.split_once('\n').unwrap_or(("125", &msg));
         return Err((code.parse().unwrap_or(125), text.to_string()));
     }
-    Ok((pid, cgroup, out_r, err_r))
+    Ok(Started {
+        pid,
+        waited: pid,
+        cgroup,
+        out: out_r,
+        err: err_r,
+    })
 }
 
 /// The cloned child: wire stdio, wait for the cgroup, set up, exec.

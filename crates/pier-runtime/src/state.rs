@@ -24,6 +24,13 @@ pub struct MonitorConfig {
     pub log_max_bytes: u64,
     /// Keep this many rotated files besides the current one.
     pub log_max_files: u32,
+    /// `pier` (Pier's own runtime) or `runc` (Debian's, for comparison).
+    #[serde(default = "default_runtime")]
+    pub runtime: String,
+}
+
+fn default_runtime() -> String {
+    "pier".into()
 }
 
 /// A running container, as its monitor reports it.

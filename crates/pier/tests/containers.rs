@@ -747,3 +747,50 @@ fn diff_commit_cp_export() {
         "a deleted file is not exported"
     );
 }
+
+/// The same bundle under Pier's runtime and under Debian's runc behaves the same.
+#[test]
+fn differential_against_runc() {
+    require_root_and_tools(&["runc"]);
+    let d = with_busybox();
+    let probe = "hostname; id; ulimit -n; ulimit -Hn; grep -E '^Cap|Seccomp:|NoNewPrivs' /proc/self/status; \
+                 cut -d' ' -f2,3 /proc/self/mounts | sort; read p < /sys/fs/cgroup/pids/pids.max; echo pids=$p; \
+                 cat /proc/timer_list 2>&1 | wc -c; echo x 2>&1 > /proc/sys/kernel/domainname; exit 3";
+    let cases: Vec<Vec<&str>> = vec![
+        vec!["--ulimit", "nofile=300:400", "--pids-limit", "30"],
+        vec![
+            "--user",
+            "1000:1000",
+            "--cap-add",
+            "NET_ADMIN",
+            "--security-opt",
+            "no-new-privileges",
+        ],
+        vec![
+            "--read-only",
+            "--cap-drop",
+            "ALL",
+            "--security-opt",
+            "seccomp=unconfined",
+        ],
+    ];
+    for opts in cases {
+        let mut outputs = Vec::new();
+        for rt in ["pier", "runc"] {
+            let mut args = vec!["run", "--rm", "--hostname", "same", "--runtime", rt];
+            args.extend(&opts);
+            args.extend(["bb", "sh", "-c", probe]);
+            let out = d.pier(&args);
+            outputs.push((
+                out.status.code(),
+                String::from_utf8_lossy(&out.stdout).into_owned(),
+                String::from_utf8_lossy(&out.stderr).into_owned(),
+            ));
+        }
+        assert_eq!(outputs[0].0, Some(3), "{opts:?}: {}", outputs[0].2);
+        assert_eq!(
+            outputs[0], outputs[1],
+            "{opts:?}: Pier (left) and runc (right) differ"
+        );
+    }
+}
