@@ -74,6 +74,10 @@ pub struct ContainerCreate {
     pub init: bool,
     /// `pier` (default) or `runc`, to run the same bundle under Debian's runc.
     pub runtime: Option<String>,
+    /// Give the container a terminal (`-t`).
+    pub tty: bool,
+    /// Keep stdin open for attached clients (`-i`).
+    pub interactive: bool,
     pub restart_policy: RestartPolicy,
     pub labels: BTreeMap<String, String>,
 }

@@ -90,6 +90,12 @@ pub struct CreateArgs {
     /// Runtime: pier (default) or runc.
     #[arg(long)]
     runtime: Option<String>,
+    /// Keep stdin open and pass it to the container.
+    #[arg(short, long)]
+    interactive: bool,
+    /// Give the container a terminal.
+    #[arg(short, long)]
+    tty: bool,
     /// Image to run.
     image: String,
     /// Command and arguments.
@@ -258,6 +264,8 @@ fn create_request(a: CreateArgs, auto_remove: bool) -> Result<ContainerCreate, C
         auto_remove,
         init: a.init,
         runtime: a.runtime,
+        tty: a.tty,
+        interactive: a.interactive,
         restart_policy: parse_restart(&a.restart)?,
         labels,
     })
@@ -283,6 +291,7 @@ pub async fn create(client: &Client, fmt: Format, a: CreateArgs) -> Result<(), C
 
 pub async fn run(client: &Client, fmt: Format, a: RunArgs) -> Result<(), CliError> {
     let req = create_request(a.create, a.rm)?;
+    let (req_tty, req_interactive) = (req.tty, req.interactive);
     let c: Created = client
         .post("/v1/containers", &req)
         .await
@@ -291,6 +300,21 @@ pub async fn run(client: &Client, fmt: Format, a: RunArgs) -> Result<(), CliErro
     if a.detach {
         start_or_explain(client, &c.id).await?;
         return print(fmt, &c, || c.id.clone());
+    }
+    if req_tty || req_interactive {
+        // Interactive: register for the exit, start, then attach; the monitor replays
+        // what came out before the attach.
+        let waiter = client
+            .post_begin(&format!("{path}/wait?next_exit=true"))
+            .await
+            .map_err(engine_error)?;
+        start_or_explain(client, &c.id).await?;
+        session(client, &c.id, req_tty, req_interactive).await?;
+        let w: WaitResponse = pier_client::read_json(waiter).await.map_err(engine_error)?;
+        return Err(CliError {
+            code: w.exit_code,
+            message: String::new(),
+        });
     }
     // Attach to the output and register for the exit before starting, so a fast
     // container cannot slip past (with --rm it may be gone right after).
@@ -308,6 +332,127 @@ pub async fn run(client: &Client, fmt: Format, a: RunArgs) -> Result<(), CliErro
     if let Some(err) = w.error.filter(|_| w.exit_code >= 125) {
         eprintln!("Error: {err}");
     }
+    Err(CliError {
+        code: w.exit_code,
+        message: String::new(),
+    })
+}
+
+/// Puts the local terminal in raw mode while it lives.
+struct RawTerminal(rustix::termios::Termios);
+
+impl RawTerminal {
+    fn enable() -> Option<Self> {
+        let stdin = std::io::stdin();
+        let orig = rustix::termios::tcgetattr(&stdin).ok()?;
+        let mut raw = orig.clone();
+        raw.make_raw();
+        rustix::termios::tcsetattr(&stdin, rustix::termios::OptionalActions::Now, &raw).ok()?;
+        Some(RawTerminal(orig))
+    }
+}
+
+impl Drop for RawTerminal {
+    fn drop(&mut self) {
+        let _ = rustix::termios::tcsetattr(
+            std::io::stdin(),
+            rustix::termios::OptionalActions::Now,
+            &self.0,
+        );
+    }
+}
+
+async fn send_size(client: &Client, id: &str) {
+    if let Ok(ws) = rustix::termios::tcgetwinsize(std::io::stdout()) {
+        if ws.ws_row > 0 {
+            let _ = client
+                .post_empty(&format!(
+                    "/v1/containers/{id}/resize?h={}&w={}",
+                    ws.ws_row, ws.ws_col
+                ))
+                .await;
+        }
+    }
+}
+
+/// An attached session: local stdin to the container, its output here, terminal size
+/// kept in step; ends when the container's output ends.
+pub async fn session(client: &Client, id: &str, tty: bool, stdin: bool) -> Result<(), CliError> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let io = client
+        .hijack(&format!(
+            "/v1/containers/{}/attach?stdin={stdin}",
+            encode_segment(id)
+        ))
+        .await?;
+    let (mut r, mut w) = tokio::io::split(io);
+    let local_tty = std::io::IsTerminal::is_terminal(&std::io::stdin());
+    let _raw = if tty && stdin && local_tty {
+        RawTerminal::enable()
+    } else {
+        None
+    };
+    if tty {
+        send_size(client, id).await;
+        let (client, id) = (client.clone(), id.to_string());
+        tokio::spawn(async move {
+            if let Ok(mut winch) =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::window_change())
+            {
+                while winch.recv().await.is_some() {
+                    send_size(&client, &id).await;
+                }
+            }
+        });
+    }
+    let input = async move {
+        if stdin {
+            let mut inp = tokio::io::stdin();
+            let _ = tokio::io::copy(&mut inp, &mut w).await;
+            let _ = w.shutdown().await;
+        }
+        std::future::pending::<()>().await
+    };
+    let output = async move {
+        let mut out = tokio::io::stdout();
+        if tty {
+            let _ = tokio::io::copy(&mut r, &mut out).await;
+            let _ = out.flush().await;
+            return;
+        }
+        let mut err = tokio::io::stderr();
+        let mut header = [0u8; 8];
+        while r.read_exact(&mut header).await.is_ok() {
+            let len = u32::from_be_bytes([header[4], header[5], header[6], header[7]]) as usize;
+            let mut payload = vec![0u8; len];
+            if r.read_exact(&mut payload).await.is_err() {
+                break;
+            }
+            let _ = if header[0] == 2 {
+                err.write_all(&payload).await
+            } else {
+                out.write_all(&payload).await.and(out.flush().await)
+            };
+        }
+    };
+    tokio::select! {
+        _ = output => {},
+        _ = input => {},
+    }
+    Ok(())
+}
+
+/// `pier attach`: to a running container's stdio.
+pub async fn attach(client: &Client, name: &str, no_stdin: bool) -> Result<(), CliError> {
+    let c: ContainerInspect = client
+        .get(&format!("/v1/containers/{}", encode_segment(name)))
+        .await?;
+    let stdin = c.config.interactive && !no_stdin;
+    let waiter = client
+        .post_begin(&format!("/v1/containers/{}/wait", c.id))
+        .await?;
+    session(client, &c.id, c.config.tty, stdin).await?;
+    let w: WaitResponse = pier_client::read_json(waiter).await?;
     Err(CliError {
         code: w.exit_code,
         message: String::new(),

@@ -120,6 +120,13 @@ pub enum Command {
     Events,
     /// Run a command in a running container.
     Exec(containers::ExecArgs),
+    /// Attach to a running container's input and output.
+    Attach {
+        /// Do not pass local input to the container.
+        #[arg(long)]
+        no_stdin: bool,
+        container: String,
+    },
     /// Show what changed in a container's filesystem.
     Diff { container: String },
     /// Write a container's filesystem as a tar.
@@ -234,6 +241,10 @@ pub async fn run_client(cli: Cli) -> Result<(), CliError> {
         } => containers::rename(&client, &container, &new_name).await,
         Command::Events => containers::events(&client, fmt).await,
         Command::Exec(a) => containers::exec(&client, a).await,
+        Command::Attach {
+            no_stdin,
+            container,
+        } => containers::attach(&client, &container, no_stdin).await,
         Command::Diff { container } => containers_fs::diff(&client, fmt, &container).await,
         Command::Export { output, container } => {
             containers_fs::export(&client, &container, output).await

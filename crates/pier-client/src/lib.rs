@@ -25,6 +25,9 @@ type Body = BoxBody<Bytes, std::io::Error>;
 /// A response whose headers have arrived and whose body is still to be read.
 pub type Pending = Response<Incoming>;
 
+/// A connection upgraded into a raw two-way stream (attach).
+pub type Hijacked = TokioIo<hyper::upgrade::Upgraded>;
+
 /// Why a call failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -269,6 +272,42 @@ impl Client {
     pub async fn post_raw(&self, path: &str, json: Vec<u8>) -> Result<Pending> {
         self.send(Method::POST, path, Some("application/json"), full(json))
             .await
+    }
+
+    /// POSTs with `Upgrade: tcp` and returns the upgraded two-way stream.
+    pub async fn hijack(&self, path: &str) -> Result<Hijacked> {
+        let stream =
+            UnixStream::connect(&self.socket)
+                .await
+                .map_err(|source| ClientError::Connect {
+                    socket: self.socket.display().to_string(),
+                    source,
+                })?;
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(|e| ClientError::Protocol(e.to_string()))?;
+        tokio::spawn(async move {
+            let _ = conn.with_upgrades().await;
+        });
+        let req = Request::builder()
+            .method(Method::POST)
+            .uri(path)
+            .header("host", "pier")
+            .header("connection", "Upgrade")
+            .header("upgrade", "tcp")
+            .body(full(Vec::new()))
+            .map_err(|e| ClientError::Protocol(e.to_string()))?;
+        let resp = sender
+            .send_request(req)
+            .await
+            .map_err(|e| ClientError::Protocol(e.to_string()))?;
+        if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
+            return Err(read_error(resp).await);
+        }
+        let upgraded = hyper::upgrade::on(resp)
+            .await
+            .map_err(|e| ClientError::Protocol(format!("the upgrade failed: {e}")))?;
+        Ok(TokioIo::new(upgraded))
     }
 
     /// POSTs with no body and expects no content back.

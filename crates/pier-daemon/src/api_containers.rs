@@ -43,6 +43,8 @@ pub fn routes() -> Router<Arc<Engine>> {
         .route("/v1/containers/{id}/rename", post(rename))
         .route("/v1/containers/{id}/logs", get(logs))
         .route("/v1/containers/{id}/exec", post(exec))
+        .route("/v1/containers/{id}/attach", post(attach))
+        .route("/v1/containers/{id}/resize", post(resize))
         .route("/v1/containers/{id}/stats", get(stats))
         .route("/v1/containers/{id}/top", get(top))
         .route("/v1/containers/{id}/changes", get(changes))
@@ -72,6 +74,8 @@ pub fn routes() -> Router<Arc<Engine>> {
         rename,
         logs,
         exec,
+        attach,
+        resize,
         stats,
         top,
         changes,
@@ -549,6 +553,145 @@ async fn archive_put(
     let reader = crate::stream::body_reader(body);
     let c = e.containers.clone();
     tokio::task::spawn_blocking(move || c.archive_put(&project(), &id, &q.path, reader)).await??;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Connects to a running container's monitor.
+fn connect_monitor(e: &Engine, c: &ContainerInspect) -> ApiResult<tokio::net::UnixStream> {
+    let not_running = || {
+        ApiError::new(
+            pier_api::ErrorKind::Conflict,
+            format!("container {} is not running; start it first", c.name),
+        )
+    };
+    let s = pier_runtime::attach::connect(&e.containers.cdir(&c.id)).map_err(|_| not_running())?;
+    s.set_nonblocking(true).map_err(|_| not_running())?;
+    tokio::net::UnixStream::from_std(s).map_err(|_| not_running())
+}
+
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields, default)]
+struct AttachQuery {
+    /// Pass the client's input to the container's stdin.
+    stdin: bool,
+}
+
+/// Attaches to a running container: the connection is upgraded (101, `Upgrade: tcp`)
+/// into a two-way stream, raw for a TTY, otherwise multiplexed as Docker does (8-byte
+/// header per chunk). Half-closing the write side closes the container's stdin.
+#[utoipa::path(post, path = "/v1/containers/{id}/attach", params(("id" = String, Path), AttachQuery),
+    responses((status = 101, description = "Switched to the container's stream"), (status = 409, body = ErrorBody)))]
+async fn attach(
+    State(e): Shared,
+    Path(id): Path<String>,
+    q: Result<Query<AttachQuery>, QueryRejection>,
+    req: axum::extract::Request,
+) -> ApiResult<Response> {
+    use pier_runtime::attach as proto;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let Query(q) = q?;
+    let c = e.containers.get(&project(), &id)?;
+    let monitor = connect_monitor(&e, &c)?;
+    let tty = c.config.tty;
+    let on_upgrade = hyper::upgrade::on(req);
+    tokio::spawn(async move {
+        let Ok(upgraded) = on_upgrade.await else {
+            return;
+        };
+        let (mut cr, mut cw) = tokio::io::split(hyper_util::rt::TokioIo::new(upgraded));
+        let (mut mr, mut mw) = monitor.into_split();
+        let to_monitor = async move {
+            let mut buf = vec![0u8; 32 * 1024];
+            loop {
+                match cr.read(&mut buf).await {
+                    Ok(0) | Err(_) => {
+                        if q.stdin {
+                            let _ = mw.write_all(&proto::frame(proto::CLOSE_STDIN, b"")).await;
+                        }
+                        // Keep the socket open: output goes on after stdin closes.
+                        std::future::pending::<()>().await;
+                    }
+                    Ok(n) if q.stdin => {
+                        if mw
+                            .write_all(&proto::frame(proto::STDIN, &buf[..n]))
+                            .await
+                            .is_err()
+                        {
+                            return;
+                        }
+                    }
+                    Ok(_) => {}
+                }
+            }
+        };
+        let to_client = async move {
+            let mut buf = vec![0u8; 64 * 1024];
+            let mut pending = Vec::new();
+            while let Ok(n) = mr.read(&mut buf).await {
+                if n == 0 {
+                    break;
+                }
+                pending.extend_from_slice(&buf[..n]);
+                let Ok(frames) = proto::parse(&mut pending) else {
+                    break;
+                };
+                for (kind, payload) in frames {
+                    let written = if tty {
+                        cw.write_all(&payload).await
+                    } else {
+                        let mut chunk = proto::docker_header(kind, payload.len()).to_vec();
+                        chunk.extend_from_slice(&payload);
+                        cw.write_all(&chunk).await
+                    };
+                    if written.is_err() {
+                        return;
+                    }
+                }
+            }
+            let _ = cw.shutdown().await;
+        };
+        tokio::select! {
+            _ = to_monitor => {},
+            _ = to_client => {},
+        }
+    });
+    let content_type = if tty {
+        "application/vnd.docker.raw-stream"
+    } else {
+        "application/vnd.docker.multiplexed-stream"
+    };
+    Ok(Response::builder()
+        .status(StatusCode::SWITCHING_PROTOCOLS)
+        .header(header::CONNECTION, "Upgrade")
+        .header(header::UPGRADE, "tcp")
+        .header(header::CONTENT_TYPE, content_type)
+        .body(Body::empty())
+        .expect("a valid response"))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+struct ResizeQuery {
+    /// Rows.
+    h: u16,
+    /// Columns.
+    w: u16,
+}
+
+/// Resizes a container's terminal.
+#[utoipa::path(post, path = "/v1/containers/{id}/resize", params(("id" = String, Path), ResizeQuery), responses((status = 204), (status = 409, body = ErrorBody)))]
+async fn resize(
+    State(e): Shared,
+    Path(id): Path<String>,
+    q: Result<Query<ResizeQuery>, QueryRejection>,
+) -> ApiResult<StatusCode> {
+    use tokio::io::AsyncWriteExt;
+    let Query(q) = q?;
+    let c = e.containers.get(&project(), &id)?;
+    let mut sock = connect_monitor(&e, &c)?;
+    sock.write_all(&pier_runtime::attach::resize(q.h, q.w))
+        .await
+        .map_err(|err| ApiError::new(pier_api::ErrorKind::Internal, format!("resize: {err}")))?;
     Ok(StatusCode::NO_CONTENT)
 }
 

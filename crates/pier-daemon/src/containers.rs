@@ -212,6 +212,11 @@ fn validate(req: &ContainerCreate) -> ApiResult<()> {
                     "--init is Pier's own runtime's: it cannot be combined with --runtime runc",
                 ));
             }
+            if req.tty || req.interactive {
+                return Err(invalid(
+                    "-i and -t are not available with --runtime runc yet; use Pier's runtime",
+                ));
+            }
         }
         Some(other) => {
             return Err(invalid(format!(
@@ -521,6 +526,9 @@ impl Containers {
         if !env.iter().any(|e| e.starts_with("HOSTNAME=")) {
             env.push(format!("HOSTNAME={hostname}"));
         }
+        if req.tty && !env.iter().any(|e| e.starts_with("TERM=")) {
+            env.push("TERM=xterm".into());
+        }
         if !env.iter().any(|e| e.starts_with("HOME=")) {
             env.push(if uid == 0 {
                 "HOME=/root".into()
@@ -621,7 +629,7 @@ impl Containers {
             cpuset_cpus: req.cpuset_cpus.clone(),
             pids_limit: req.pids_limit,
             blkio_weight: req.blkio_weight,
-            terminal: false,
+            terminal: req.tty,
             mounts,
             cgroups_path: format!("/pier/{}", c.id),
             seccomp: None,
@@ -642,6 +650,8 @@ impl Containers {
             log_max_bytes: 10 << 20,
             log_max_files: 2,
             runtime: req.runtime.clone().unwrap_or_else(|| "pier".into()),
+            tty: req.tty,
+            stdin: req.interactive,
         };
         write_json(&dir.join("monitor.json"), &monitor)
             .map_err(|e| internal(format!("cannot write monitor.json: {e}")))

@@ -571,15 +571,61 @@ fn find_program(arg0: &str, env: &[String]) -> Result<PathBuf, InitError> {
     ))
 }
 
-/// Everything from mounts to exec. Returns only on failure.
-pub fn run(spec: &Spec, cgroup_v1: &[String]) -> InitError {
-    match setup(spec, cgroup_v1) {
+/// Everything from mounts to exec. Returns only on failure. With `console`, the
+/// container gets a terminal made in its own devpts, whose master goes to the monitor
+/// over that socket.
+pub fn run(spec: &Spec, cgroup_v1: &[String], console: Option<std::os::fd::OwnedFd>) -> InitError {
+    match setup(spec, cgroup_v1, console) {
         Ok(never) => match never {},
         Err(e) => e,
     }
 }
 
-fn setup(spec: &Spec, cgroup_v1: &[String]) -> Result<std::convert::Infallible, InitError> {
+/// Makes a terminal in the container's devpts: the master goes to the monitor, the slave
+/// becomes this process's controlling terminal and stdio.
+fn setup_console(console: &std::os::fd::OwnedFd, uid: u32, gid: u32) -> Result<(), InitError> {
+    use rustix::pty::OpenptFlags;
+    let e = |what: &'static str| {
+        move |err: rustix::io::Errno| fail(125, format!("terminal: {what}: {err}"))
+    };
+    let master = rustix::pty::openpt(OpenptFlags::RDWR | OpenptFlags::NOCTTY)
+        .map_err(e("open /dev/ptmx"))?;
+    rustix::pty::unlockpt(&master).map_err(e("unlock"))?;
+    let slave = rustix::pty::ioctl_tiocgptpeer(&master, OpenptFlags::RDWR | OpenptFlags::NOCTTY)
+        .map_err(e("open the slave"))?;
+    rustix::fs::fchown(
+        &slave,
+        Some(rustix::fs::Uid::from_raw(uid)),
+        Some(rustix::fs::Gid::from_raw(gid)),
+    )
+    .map_err(e("chown"))?;
+    let fds = [std::os::fd::AsFd::as_fd(&master)];
+    let mut space = [std::mem::MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
+    let mut control = rustix::net::SendAncillaryBuffer::new(&mut space);
+    control.push(rustix::net::SendAncillaryMessage::ScmRights(&fds));
+    rustix::net::sendmsg(
+        console,
+        &[io::IoSlice::new(b"m")],
+        &mut control,
+        rustix::net::SendFlags::empty(),
+    )
+    .map_err(e("send the master"))?;
+    drop(master);
+    rustix::process::setsid().map_err(e("setsid"))?;
+    rustix::process::ioctl_tiocsctty(&slave).map_err(e("make it the controlling terminal"))?;
+    for fd in 0..3 {
+        // SAFETY: duplicating a valid descriptor onto stdio.
+        check(unsafe { libc::dup2(std::os::fd::AsRawFd::as_raw_fd(&slave), fd) })
+            .map_err(sys("dup the terminal"))?;
+    }
+    Ok(())
+}
+
+fn setup(
+    spec: &Spec,
+    cgroup_v1: &[String],
+    console: Option<std::os::fd::OwnedFd>,
+) -> Result<std::convert::Infallible, InitError> {
     let process = spec
         .process()
         .as_ref()
@@ -656,6 +702,10 @@ fn setup(spec: &Spec, cgroup_v1: &[String]) -> Result<std::convert::Infallible, 
         .map_err(sys("make the rootfs read-only"))?;
     }
 
+    if let Some(console) = &console {
+        setup_console(console, process.user().uid(), process.user().gid())?;
+    }
+    drop(console);
     if has_ns(LinuxNamespaceType::Uts) {
         if let Some(h) = spec.hostname() {
             rustix::system::sethostname(h.as_bytes())

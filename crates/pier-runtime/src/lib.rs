@@ -1,5 +1,6 @@
 //! Pier's container runtime: it runs an OCI bundle.
 //!
+//! - [`attach`]: the frame protocol of attached clients (stdin, output, resize).
 //! - [`spec`]: the OCI spec of a container, with Docker's defaults.
 //! - [`cgroups`]: cgroup v1 and v2: create, limit, freeze, OOM, remove.
 //! - [`rootfs`]: paths resolved inside a container's root; `--user` lookup.
@@ -14,6 +15,7 @@
 //! Namespace work never happens in the daemon: the daemon starts `pier __monitor`, a fresh
 //! single-threaded process, which clones the container.
 
+pub mod attach;
 pub mod cgroups;
 pub mod exec;
 pub mod init;

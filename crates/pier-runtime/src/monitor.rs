@@ -20,6 +20,7 @@ use std::path::Path;
 
 use oci_spec::runtime::{LinuxNamespaceType, Spec};
 
+use crate::attach;
 use crate::cgroups::{Cgroup, Layout};
 use crate::logs::LogWriter;
 use crate::state::{read_json, write_json, Exited, MonitorConfig, Running};
@@ -54,13 +55,15 @@ pub fn main(dir: &Path) -> i32 {
         libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
     }
     match start(dir) {
-        Ok(Started {
-            pid,
-            waited,
-            cgroup,
-            out,
-            err,
-        }) => {
+        Ok(started) => {
+            let pid = started.pid;
+            // Listening before the daemon hears "ok", so an attach right after the start
+            // finds the socket.
+            let sock_path = dir.join("attach.sock");
+            let _ = std::fs::remove_file(&sock_path);
+            // Socket paths are limited to 108 bytes; bind relative to the directory.
+            let _ = std::env::set_current_dir(dir);
+            let listener = std::os::unix::net::UnixListener::bind(attach::SOCKET).ok();
             let running = Running {
                 pid,
                 monitor_pid: std::process::id() as i32,
@@ -75,7 +78,8 @@ pub fn main(dir: &Path) -> i32 {
             }
             let _ = io::stdout().flush();
             redirect_to_null(1);
-            let exit = supervise(dir, waited, &cgroup, out, err);
+            let cgroup = started.cgroup.clone();
+            let exit = supervise(dir, started, listener);
             let _ = write_json(&dir.join("exit.json"), &exit);
             if dir.join("runc").exists() {
                 let _ = runc(dir)
@@ -118,8 +122,12 @@ struct Started {
     /// The process whose exit ends the container: the init itself, or `runc run`.
     waited: i32,
     cgroup: Cgroup,
-    out: OwnedFd,
-    err: OwnedFd,
+    /// What the container writes: stdout and stderr pipes, or the terminal's master.
+    outputs: Vec<(OwnedFd, u8)>,
+    /// Where attached clients' input goes: a pipe, or the terminal's master.
+    stdin: Option<OwnedFd>,
+    /// The terminal's master, for resizing.
+    tty: Option<OwnedFd>,
 }
 
 fn runc(dir: &Path) -> std::process::Command {
@@ -162,8 +170,9 @@ fn start_runc(dir: &Path, config: &MonitorConfig) -> Result<Started, (i32, Strin
                 pid,
                 waited: child.id() as i32,
                 cgroup,
-                out: out_r,
-                err: err_r,
+                outputs: vec![(out_r, attach::STDOUT), (err_r, attach::STDERR)],
+                stdin: None,
+                tty: None,
             });
         }
         if let Ok(Some(status)) = child.try_wait() {
@@ -215,11 +224,40 @@ fn start(dir: &Path) -> Result<Started, (i32, String)> {
             .collect(),
         Layout::V2 => vec![],
     };
+    let fail_early = |m: String| {
+        let _ = cgroup.remove();
+        e125(m)
+    };
 
-    let (out_r, out_w) = pipe().map_err(|e| e125(format!("pipe: {e}")))?;
-    let (err_r, err_w) = pipe().map_err(|e| e125(format!("pipe: {e}")))?;
-    let (go_r, go_w) = pipe().map_err(|e| e125(format!("pipe: {e}")))?;
-    let (fail_r, fail_w) = pipe().map_err(|e| e125(format!("pipe: {e}")))?;
+    // Stdio: a terminal made by the container's init, or pipes.
+    let mut outputs = Vec::new();
+    let mut child_stdio: Vec<Option<OwnedFd>> = vec![None, None, None];
+    let mut stdin = None;
+    let mut console = None;
+    if config.tty {
+        let (ours, theirs) = rustix::net::socketpair(
+            rustix::net::AddressFamily::UNIX,
+            rustix::net::SocketType::STREAM,
+            rustix::net::SocketFlags::CLOEXEC,
+            None,
+        )
+        .map_err(|e| fail_early(format!("socketpair: {e}")))?;
+        console = Some((ours, theirs));
+    } else {
+        let (out_r, out_w) = pipe().map_err(|e| fail_early(format!("pipe: {e}")))?;
+        let (err_r, err_w) = pipe().map_err(|e| fail_early(format!("pipe: {e}")))?;
+        outputs.push((out_r, attach::STDOUT));
+        outputs.push((err_r, attach::STDERR));
+        child_stdio[1] = Some(out_w);
+        child_stdio[2] = Some(err_w);
+        if config.stdin {
+            let (in_r, in_w) = pipe().map_err(|e| fail_early(format!("pipe: {e}")))?;
+            child_stdio[0] = Some(in_r);
+            stdin = Some(in_w);
+        }
+    }
+    let (go_r, go_w) = pipe().map_err(|e| fail_early(format!("pipe: {e}")))?;
+    let (fail_r, fail_w) = pipe().map_err(|e| fail_early(format!("pipe: {e}")))?;
 
     let namespaces = spec
         .linux()
@@ -239,15 +277,12 @@ fn start(dir: &Path) -> Result<Started, (i32, String)> {
             _ => 0, // cgroup: unshared by init after it joins its cgroup
         } as libc::c_ulong;
     }
-
-    let log = LogWriter::open(
+    if let Err(e) = LogWriter::open(
         &dir.join("container.log"),
         config.log_max_bytes,
         config.log_max_files,
-    );
-    if let Err(e) = log {
-        let _ = cgroup.remove();
-        return Err(e125(format!("cannot open the log: {e}")));
+    ) {
+        return Err(fail_early(format!("cannot open the log: {e}")));
     }
     // SAFETY: fork-like clone (no new stack, SIGCHLD on exit) in a single-threaded process.
     let pid = unsafe {
@@ -262,27 +297,24 @@ fn start(dir: &Path) -> Result<Started, (i32, String)> {
     } as i32;
     if pid < 0 {
         let e = io::Error::last_os_error();
-        let _ = cgroup.remove();
-        return Err(e125(format!(
+        return Err(fail_early(format!(
             "cannot create the container's namespaces: {e}"
         )));
     }
     if pid == 0 {
-        child(&spec, &cgroup_v1, go_r, fail_w, out_w, err_w);
+        let theirs = console.map(|(_, t)| t);
+        child(&spec, &cgroup_v1, go_r, fail_w, child_stdio, theirs);
     }
-    drop((go_r, fail_w, out_w, err_w));
+    drop((go_r, fail_w, child_stdio));
+    let console = console.map(|(ours, _)| ours);
 
-    let result = cgroup
-        .add(pid)
-        .map_err(|e| e125(format!("{e}: {}", e.source)));
-    if let Err(e) = result {
+    if let Err(e) = cgroup.add(pid) {
         // SAFETY: killing and reaping the child we just created.
         unsafe {
             libc::kill(pid, libc::SIGKILL);
             libc::waitpid(pid, std::ptr::null_mut(), 0);
         }
-        let _ = cgroup.remove();
-        return Err(e);
+        return Err(fail_early(format!("{e}: {}", e.source)));
     }
     let mut go = File::from(go_w);
     let _ = go.write_all(b"g");
@@ -298,13 +330,44 @@ fn start(dir: &Path) -> Result<Started, (i32, String)> {
         let (code, text) = msg.split_once('\n').unwrap_or(("125", &msg));
         return Err((code.parse().unwrap_or(125), text.to_string()));
     }
+    let mut tty = None;
+    if let Some(sock) = console {
+        let master = receive_fd(&sock)
+            .map_err(|e| e125(format!("cannot receive the container's terminal: {e}")))?;
+        let dup = master.try_clone().map_err(|e| e125(format!("dup: {e}")))?;
+        let resize = master.try_clone().map_err(|e| e125(format!("dup: {e}")))?;
+        outputs.push((master, attach::STDOUT));
+        stdin = Some(dup);
+        tty = Some(resize);
+    }
     Ok(Started {
         pid,
         waited: pid,
         cgroup,
-        out: out_r,
-        err: err_r,
+        outputs,
+        stdin,
+        tty,
     })
+}
+
+fn receive_fd(sock: &OwnedFd) -> io::Result<OwnedFd> {
+    let mut space = [std::mem::MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
+    let mut control = rustix::net::RecvAncillaryBuffer::new(&mut space);
+    let mut byte = [0u8; 1];
+    rustix::net::recvmsg(
+        sock,
+        &mut [io::IoSliceMut::new(&mut byte)],
+        &mut control,
+        rustix::net::RecvFlags::CMSG_CLOEXEC,
+    )?;
+    for msg in control.drain() {
+        if let rustix::net::RecvAncillaryMessage::ScmRights(mut fds) = msg {
+            if let Some(fd) = fds.next() {
+                return Ok(fd);
+            }
+        }
+    }
+    Err(io::Error::other("no descriptor came with the message"))
 }
 
 /// The cloned child: wire stdio, wait for the cgroup, set up, exec.
@@ -313,35 +376,91 @@ fn child(
     cgroup_v1: &[String],
     go: OwnedFd,
     fail: OwnedFd,
-    out: OwnedFd,
-    err: OwnedFd,
+    stdio: Vec<Option<OwnedFd>>,
+    console: Option<OwnedFd>,
 ) -> ! {
-    // SAFETY: valid fds; dup2 onto stdio. /dev/null for stdin.
-    unsafe {
-        libc::dup2(out.as_raw_fd(), 1);
-        libc::dup2(err.as_raw_fd(), 2);
+    for (fd, src) in stdio.iter().enumerate() {
+        match src {
+            // SAFETY: valid fds; dup2 onto stdio.
+            Some(s) => unsafe {
+                libc::dup2(s.as_raw_fd(), fd as i32);
+            },
+            None => redirect_to_null(fd as RawFd),
+        }
     }
-    redirect_to_null(0);
-    drop((out, err));
+    drop(stdio);
     let mut b = [0u8; 1];
     let _ = File::from(go).read(&mut b);
-    let e = crate::init::run(spec, cgroup_v1);
+    let e = crate::init::run(spec, cgroup_v1, console);
     let mut f = File::from(fail);
     let _ = write!(f, "{}\n{}", e.code, e.message);
     // SAFETY: leaving the child without running the parent's destructors.
     unsafe { libc::_exit(e.code) }
 }
 
-/// Copies output to the log until the container's init exits and its output is drained.
-fn supervise(dir: &Path, pid: i32, cgroup: &Cgroup, out: OwnedFd, err: OwnedFd) -> Exited {
+/// An attached client of the monitor's socket.
+struct Client {
+    sock: std::os::unix::net::UnixStream,
+    inbuf: Vec<u8>,
+    outbuf: Vec<u8>,
+}
+
+/// Output buffered for clients that do not read; past this they are dropped.
+const CLIENT_BUFFER: usize = 4 << 20;
+/// Output kept for the first client to attach.
+const REPLAY_BUFFER: usize = 256 << 10;
+
+fn set_nonblocking(fd: RawFd) {
+    // SAFETY: fcntl on a descriptor we own.
+    unsafe {
+        libc::fcntl(
+            fd,
+            libc::F_SETFL,
+            libc::fcntl(fd, libc::F_GETFL) | libc::O_NONBLOCK,
+        )
+    };
+}
+
+fn pollfd(fd: RawFd, events: libc::c_short) -> libc::pollfd {
+    libc::pollfd {
+        fd,
+        events,
+        revents: 0,
+    }
+}
+
+/// Copies output to the log and to attached clients, passes their input on, until the
+/// container has exited and its output is drained.
+fn supervise(
+    dir: &Path,
+    started: Started,
+    listener: Option<std::os::unix::net::UnixListener>,
+) -> Exited {
+    let Started {
+        waited,
+        cgroup,
+        outputs,
+        mut stdin,
+        tty,
+        ..
+    } = started;
     let config: Option<MonitorConfig> = read_json(&dir.join("monitor.json"));
     let (max, files) = config.map_or((10 << 20, 2), |c| (c.log_max_bytes, c.log_max_files));
     let mut log = LogWriter::open(&dir.join("container.log"), max, files).ok();
-    let mut streams = vec![(out, "stdout", Vec::new()), (err, "stderr", Vec::new())];
+    let mut streams: Vec<(OwnedFd, u8, Vec<u8>)> = outputs
+        .into_iter()
+        .map(|(fd, k)| (fd, k, Vec::new()))
+        .collect();
+    let sock_path = dir.join("attach.sock");
+    if let Some(l) = &listener {
+        let _ = l.set_nonblocking(true);
+    }
+    let mut clients: Vec<Client> = Vec::new();
+    let mut replay: Option<Vec<u8>> = Some(Vec::new());
     let mut buf = vec![0u8; 64 * 1024];
     let mut status: Option<i32> = None;
     let pidfd = rustix::process::pidfd_open(
-        rustix::process::Pid::from_raw(pid).expect("positive pid"),
+        rustix::process::Pid::from_raw(waited).expect("positive pid"),
         rustix::process::PidfdFlags::empty(),
     )
     .ok();
@@ -349,40 +468,69 @@ fn supervise(dir: &Path, pid: i32, cgroup: &Cgroup, out: OwnedFd, err: OwnedFd) 
     while !streams.is_empty() || status.is_none() {
         let mut fds: Vec<libc::pollfd> = streams
             .iter()
-            .map(|(fd, _, _)| libc::pollfd {
-                fd: fd.as_raw_fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            })
+            .map(|(fd, _, _)| pollfd(fd.as_raw_fd(), libc::POLLIN))
             .collect();
-        if let (Some(p), None) = (&pidfd, status) {
-            fds.push(libc::pollfd {
-                fd: p.as_raw_fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            });
+        let n_streams = fds.len();
+        let listener_at = listener.as_ref().map(|l| {
+            fds.push(pollfd(l.as_raw_fd(), libc::POLLIN));
+            fds.len() - 1
+        });
+        let clients_at = fds.len();
+        for c in &clients {
+            let ev = libc::POLLIN
+                | if c.outbuf.is_empty() {
+                    0
+                } else {
+                    libc::POLLOUT
+                };
+            fds.push(pollfd(c.sock.as_raw_fd(), ev));
         }
-        // Without a pidfd, wake up now and then to check on the child.
-        let timeout = if pidfd.is_some() { -1 } else { 200 };
+        let pidfd_at = match (&pidfd, status) {
+            (Some(p), None) => {
+                fds.push(pollfd(p.as_raw_fd(), libc::POLLIN));
+                Some(fds.len() - 1)
+            }
+            _ => None,
+        };
+        // Without a pidfd, or with output still draining, wake up now and then.
+        let timeout = if pidfd_at.is_some() { -1 } else { 100 };
         // SAFETY: `fds` is a valid array of pollfd for its length.
         let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout) };
         if n < 0 && io::Error::last_os_error().kind() != io::ErrorKind::Interrupted {
             break;
         }
+
+        // Output from the container.
         let mut closed = Vec::new();
-        for (i, (fd, name, partial)) in streams.iter_mut().enumerate() {
+        for (i, (fd, kind, partial)) in streams.iter_mut().enumerate().take(n_streams) {
             if fds[i].revents == 0 {
                 continue;
             }
             // SAFETY: reading into our buffer from an fd we own.
             let r = unsafe { libc::read(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
             if r <= 0 {
+                // EIO: a terminal whose every slave is closed.
                 if r == 0 || io::Error::last_os_error().kind() != io::ErrorKind::Interrupted {
                     closed.push(i);
                 }
                 continue;
             }
-            partial.extend_from_slice(&buf[..r as usize]);
+            let data = &buf[..r as usize];
+            let f = attach::frame(*kind, data);
+            for c in &mut clients {
+                c.outbuf.extend_from_slice(&f);
+            }
+            if let Some(rp) = replay.as_mut() {
+                if rp.len() + f.len() <= REPLAY_BUFFER {
+                    rp.extend_from_slice(&f);
+                }
+            }
+            let name = if *kind == attach::STDERR {
+                "stderr"
+            } else {
+                "stdout"
+            };
+            partial.extend_from_slice(data);
             while let Some(pos) = partial.iter().position(|&b| b == b'\n') {
                 let line: Vec<u8> = partial.drain(..=pos).collect();
                 if let Some(l) = log.as_mut() {
@@ -397,14 +545,108 @@ fn supervise(dir: &Path, pid: i32, cgroup: &Cgroup, out: OwnedFd, err: OwnedFd) 
             }
         }
         for i in closed.into_iter().rev() {
-            let (_, name, partial) = streams.remove(i);
+            let (_, kind, partial) = streams.remove(i);
             if !partial.is_empty() {
                 if let Some(l) = log.as_mut() {
-                    let _ = l.write(name, &partial);
+                    let _ = l.write(
+                        if kind == attach::STDERR {
+                            "stderr"
+                        } else {
+                            "stdout"
+                        },
+                        &partial,
+                    );
                 }
             }
         }
-        // Reap everything that ended; note the container's init.
+
+        // New clients; the first one gets what was written before it came.
+        if let (Some(l), Some(i)) = (&listener, listener_at) {
+            if fds[i].revents != 0 {
+                while let Ok((sock, _)) = l.accept() {
+                    let _ = sock.set_nonblocking(true);
+                    let outbuf = replay.take().unwrap_or_default();
+                    clients.push(Client {
+                        sock,
+                        inbuf: Vec::new(),
+                        outbuf,
+                    });
+                }
+            }
+        }
+
+        // Clients: input in, output out.
+        let mut gone = Vec::new();
+        for (j, c) in clients.iter_mut().enumerate() {
+            let Some(pfd) = fds.get(clients_at + j) else {
+                continue;
+            };
+            if pfd.revents & (libc::POLLIN | libc::POLLHUP | libc::POLLERR) != 0 {
+                match c.sock.read(&mut buf) {
+                    Ok(0) => {
+                        gone.push(j);
+                        continue;
+                    }
+                    Ok(k) => c.inbuf.extend_from_slice(&buf[..k]),
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    Err(_) => {
+                        gone.push(j);
+                        continue;
+                    }
+                }
+                match attach::parse(&mut c.inbuf) {
+                    Ok(frames) => {
+                        for (kind, payload) in frames {
+                            match kind {
+                                attach::STDIN => {
+                                    if let Some(s) = &stdin {
+                                        let _ = File::from(s.try_clone().expect("dup"))
+                                            .write_all(&payload);
+                                    }
+                                }
+                                attach::RESIZE if payload.len() == 4 => {
+                                    if let Some(t) = &tty {
+                                        let ws = libc::winsize {
+                                            ws_row: u16::from_be_bytes([payload[0], payload[1]]),
+                                            ws_col: u16::from_be_bytes([payload[2], payload[3]]),
+                                            ws_xpixel: 0,
+                                            ws_ypixel: 0,
+                                        };
+                                        // SAFETY: TIOCSWINSZ with a valid winsize on our master.
+                                        unsafe {
+                                            libc::ioctl(t.as_raw_fd(), libc::TIOCSWINSZ, &ws)
+                                        };
+                                    }
+                                }
+                                // A terminal's input cannot be closed apart from its output.
+                                attach::CLOSE_STDIN if tty.is_none() => stdin = None,
+                                _ => {}
+                            }
+                        }
+                    }
+                    Err(_) => gone.push(j),
+                }
+            }
+            if !c.outbuf.is_empty() {
+                match c.sock.write(&c.outbuf) {
+                    Ok(k) => {
+                        c.outbuf.drain(..k);
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    Err(_) => gone.push(j),
+                }
+            }
+            if c.outbuf.len() > CLIENT_BUFFER {
+                gone.push(j);
+            }
+        }
+        gone.sort_unstable();
+        gone.dedup();
+        for j in gone.into_iter().rev() {
+            clients.remove(j);
+        }
+
+        // Reap everything that ended; note the container's end.
         loop {
             let mut st = 0;
             // SAFETY: waitpid on any child, non-blocking.
@@ -412,19 +654,28 @@ fn supervise(dir: &Path, pid: i32, cgroup: &Cgroup, out: OwnedFd, err: OwnedFd) 
             if r <= 0 {
                 break;
             }
-            if r == pid {
+            if r == waited {
                 status = Some(st);
             }
         }
-        // The init is gone but something it started still holds the pipes: in a pid
-        // namespace the kernel kills those; give them a moment, then stop reading.
+        // The init is gone but something still holds the pipes: in a pid namespace the
+        // kernel kills the rest; once the cgroup is empty, stop waiting on them.
         if status.is_some() && !streams.is_empty() && cgroup.pids().is_empty() {
             for (fd, _, _) in &streams {
-                // SAFETY: setting O_NONBLOCK on an fd we own.
-                unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, libc::O_NONBLOCK) };
+                set_nonblocking(fd.as_raw_fd());
             }
         }
     }
+    // Give attached clients the rest of the output, then hang up.
+    for c in &mut clients {
+        let _ = c.sock.set_nonblocking(false);
+        let _ = c
+            .sock
+            .set_write_timeout(Some(std::time::Duration::from_secs(2)));
+        let _ = c.sock.write_all(&c.outbuf);
+    }
+    drop(clients);
+    let _ = std::fs::remove_file(&sock_path);
     let st = status.unwrap_or(0);
     let code = if libc::WIFEXITED(st) {
         libc::WEXITSTATUS(st)

@@ -27,6 +27,12 @@ pub struct MonitorConfig {
     /// `pier` (Pier's own runtime) or `runc` (Debian's, for comparison).
     #[serde(default = "default_runtime")]
     pub runtime: String,
+    /// Give the container a terminal (`-t`).
+    #[serde(default)]
+    pub tty: bool,
+    /// Keep the container's stdin open for attached clients (`-i`).
+    #[serde(default)]
+    pub stdin: bool,
 }
 
 fn default_runtime() -> String {

@@ -33,7 +33,7 @@ fn main() {
                 .enable_all()
                 .build()
                 .expect("tokio runtime");
-            match rt.block_on(pier_cli::run_client(cli)) {
+            let code = match rt.block_on(pier_cli::run_client(cli)) {
                 Ok(()) => 0,
                 Err(e) => {
                     if !e.message.is_empty() {
@@ -41,7 +41,10 @@ fn main() {
                     }
                     e.code
                 }
-            }
+            };
+            // Exit before the runtime drops: a thread blocked reading stdin (attach)
+            // would hold the drop forever.
+            std::process::exit(code)
         }
     };
     std::process::exit(code);

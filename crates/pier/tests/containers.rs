@@ -794,3 +794,105 @@ fn differential_against_runc() {
         );
     }
 }
+
+/// Runs `cmd` under `script`, which gives it a real pseudo-terminal, feeding `input`.
+fn in_pty(d: &Daemon, cmd: &str, input: &str) -> (i32, String) {
+    use std::io::Write;
+    let mut child = std::process::Command::new("script")
+        .args([
+            "-qec",
+            &format!(
+                "stty rows 40 cols 100; PIER_HOST={} {cmd}",
+                d.socket.display()
+            ),
+            "/dev/null",
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let input = input.to_string();
+    // Typed a little later, as a person would, once the shell is up.
+    let feeder = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(500));
+        stdin.write_all(input.as_bytes()).unwrap();
+        std::thread::sleep(Duration::from_millis(2000));
+    });
+    let out = child.wait_with_output().unwrap();
+    feeder.join().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
+#[test]
+fn interactive_and_terminal_sessions() {
+    require_root_and_tools(&["script"]);
+    let d = with_busybox();
+    // -i: stdin through, stdout and stderr apart, the exit code back.
+    let mut child = d
+        .cmd()
+        .args([
+            "run",
+            "-i",
+            "--rm",
+            "bb",
+            "sh",
+            "-c",
+            "read line; echo got $line; echo oops >&2; exit 6",
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(child.stdin.as_mut().unwrap(), b"hello\n").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(6));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "got hello\n");
+    assert_eq!(String::from_utf8_lossy(&out.stderr), "oops\n");
+
+    // -it: a real terminal in the container's own devpts, sized like ours.
+    let pier = PIER;
+    let (code, out) = in_pty(
+        &d,
+        &format!("{pier} run -it --rm bb sh"),
+        "tty; stty size; echo $TERM; exit 9\n",
+    );
+    assert_eq!(code, 9, "{out}");
+    assert!(out.contains("/dev/pts/0"), "{out}");
+    assert!(out.contains("40 100"), "{out}");
+    assert!(out.contains("xterm"), "{out}");
+
+    // attach to a running container with stdin open.
+    d.ok(&[
+        "run",
+        "-d",
+        "-i",
+        "--name",
+        "talker",
+        "bb",
+        "sh",
+        "-c",
+        "while read l; do echo echo:$l; done; exit 4",
+    ]);
+    let mut child = d
+        .cmd()
+        .args(["attach", "talker"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(child.stdin.as_mut().unwrap(), b"one\ntwo\n").unwrap();
+    drop(child.stdin.take()); // EOF ends the loop
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "echo:one\necho:two\n");
+    assert_eq!(out.status.code(), Some(4));
+    wait_until("talker to exit", || {
+        state(&d, "talker")["status"] == "exited"
+    });
+    d.ok(&["rm", "talker"]);
+}
