@@ -234,6 +234,18 @@ pub struct ExecCreate {
     pub workdir: Option<String>,
     /// Start it and return at once.
     pub detach: bool,
+    /// Give the command a terminal (`-t`); the request is then upgraded to a stream.
+    pub tty: bool,
+    /// Pass the client's input to the command (`-i`); the request is then upgraded.
+    pub interactive: bool,
+}
+
+/// The state of an attached exec session (`GET /v1/exec/{id}`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+pub struct ExecInspect {
+    pub id: String,
+    pub running: bool,
+    pub exit_code: Option<i32>,
 }
 
 /// One line of the answer of `exec`: output, then finally the exit code.

@@ -362,14 +362,11 @@ impl Drop for RawTerminal {
     }
 }
 
-async fn send_size(client: &Client, id: &str) {
+async fn send_size(client: &Client, resize: &str) {
     if let Ok(ws) = rustix::termios::tcgetwinsize(std::io::stdout()) {
         if ws.ws_row > 0 {
             let _ = client
-                .post_empty(&format!(
-                    "/v1/containers/{id}/resize?h={}&w={}",
-                    ws.ws_row, ws.ws_col
-                ))
+                .post_empty(&format!("{resize}?h={}&w={}", ws.ws_row, ws.ws_col))
                 .await;
         }
     }
@@ -378,13 +375,32 @@ async fn send_size(client: &Client, id: &str) {
 /// An attached session: local stdin to the container, its output here, terminal size
 /// kept in step; ends when the container's output ends.
 pub async fn session(client: &Client, id: &str, tty: bool, stdin: bool) -> Result<(), CliError> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let io = client
         .hijack(&format!(
             "/v1/containers/{}/attach?stdin={stdin}",
             encode_segment(id)
         ))
         .await?;
+    pump(
+        client,
+        io,
+        tty,
+        stdin,
+        format!("/v1/containers/{}/resize", encode_segment(id)),
+    )
+    .await
+}
+
+/// Moves bytes between the local terminal and an attached stream; `resize` is the URL
+/// that takes the terminal's size.
+async fn pump(
+    client: &Client,
+    io: pier_client::Hijacked,
+    tty: bool,
+    stdin: bool,
+    resize: String,
+) -> Result<(), CliError> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let (mut r, mut w) = tokio::io::split(io);
     let local_tty = std::io::IsTerminal::is_terminal(&std::io::stdin());
     let _raw = if tty && stdin && local_tty {
@@ -393,14 +409,14 @@ pub async fn session(client: &Client, id: &str, tty: bool, stdin: bool) -> Resul
         None
     };
     if tty {
-        send_size(client, id).await;
-        let (client, id) = (client.clone(), id.to_string());
+        send_size(client, &resize).await;
+        let client = client.clone();
         tokio::spawn(async move {
             if let Ok(mut winch) =
                 tokio::signal::unix::signal(tokio::signal::unix::SignalKind::window_change())
             {
                 while winch.recv().await.is_some() {
-                    send_size(&client, &id).await;
+                    send_size(&client, &resize).await;
                 }
             }
         });
@@ -521,6 +537,12 @@ pub struct ExecArgs {
     /// Working directory.
     #[arg(short, long)]
     workdir: Option<String>,
+    /// Keep stdin open and pass it to the command.
+    #[arg(short, long)]
+    interactive: bool,
+    /// Give the command a terminal.
+    #[arg(short, long)]
+    tty: bool,
     container: String,
     #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
     command: Vec<String>,
@@ -534,9 +556,47 @@ pub async fn exec(client: &Client, a: ExecArgs) -> Result<(), CliError> {
         user: a.user,
         workdir: a.workdir,
         detach: a.detach,
+        tty: a.tty,
+        interactive: a.interactive,
     };
     let path = format!("/v1/containers/{}/exec", encode_segment(&a.container));
     let body = serde_json::to_vec(&req).expect("json");
+    if (req.tty || req.interactive) && !req.detach {
+        let (io, headers) = client.hijack_with(&path, Some(body)).await?;
+        let exec_id = headers
+            .get("x-pier-exec-id")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string();
+        pump(
+            client,
+            io,
+            req.tty,
+            req.interactive,
+            format!("/v1/exec/{exec_id}/resize"),
+        )
+        .await?;
+        // The stream ends with the command; its exit code follows shortly.
+        let mut code = None;
+        for _ in 0..200 {
+            let s: pier_api::containers::ExecInspect =
+                client.get(&format!("/v1/exec/{exec_id}")).await?;
+            if let Some(c) = s.exit_code {
+                code = Some(c);
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        let code = code.ok_or_else(|| fail("the command's exit code did not arrive"))?;
+        return if code == 0 {
+            Ok(())
+        } else {
+            Err(CliError {
+                code,
+                message: String::new(),
+            })
+        };
+    }
     let resp = client.post_raw(&path, body).await?;
     let mut code = 0;
     let mut out = std::io::stdout();

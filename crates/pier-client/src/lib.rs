@@ -276,6 +276,16 @@ impl Client {
 
     /// POSTs with `Upgrade: tcp` and returns the upgraded two-way stream.
     pub async fn hijack(&self, path: &str) -> Result<Hijacked> {
+        Ok(self.hijack_with(path, None).await?.0)
+    }
+
+    /// Like [`Client::hijack`], with an optional JSON body; also returns the response
+    /// headers.
+    pub async fn hijack_with(
+        &self,
+        path: &str,
+        json: Option<Vec<u8>>,
+    ) -> Result<(Hijacked, hyper::HeaderMap)> {
         let stream =
             UnixStream::connect(&self.socket)
                 .await
@@ -295,7 +305,8 @@ impl Client {
             .header("host", "pier")
             .header("connection", "Upgrade")
             .header("upgrade", "tcp")
-            .body(full(Vec::new()))
+            .header("content-type", "application/json")
+            .body(full(json.unwrap_or_default()))
             .map_err(|e| ClientError::Protocol(e.to_string()))?;
         let resp = sender
             .send_request(req)
@@ -304,10 +315,11 @@ impl Client {
         if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
             return Err(read_error(resp).await);
         }
+        let headers = resp.headers().clone();
         let upgraded = hyper::upgrade::on(resp)
             .await
             .map_err(|e| ClientError::Protocol(format!("the upgrade failed: {e}")))?;
-        Ok(TokioIo::new(upgraded))
+        Ok((TokioIo::new(upgraded), headers))
     }
 
     /// POSTs with no body and expects no content back.

@@ -12,8 +12,8 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use pier_api::containers::{
     ContainerCreate, ContainerInspect, ContainerRemoveQuery, ContainerStats, ContainerSummary,
-    Created, Event, ExecCreate, ExecOutput, KillQuery, ListQuery, LogsQuery, StopQuery,
-    TopResponse, WaitResponse,
+    Created, Event, ExecCreate, ExecInspect, ExecOutput, KillQuery, ListQuery, LogsQuery,
+    StopQuery, TopResponse, WaitResponse,
 };
 use pier_api::time::parse_rfc3339;
 use pier_api::{ErrorBody, ProjectName};
@@ -45,6 +45,8 @@ pub fn routes() -> Router<Arc<Engine>> {
         .route("/v1/containers/{id}/exec", post(exec))
         .route("/v1/containers/{id}/attach", post(attach))
         .route("/v1/containers/{id}/resize", post(resize))
+        .route("/v1/exec/{exec_id}", get(exec_inspect))
+        .route("/v1/exec/{exec_id}/resize", post(exec_resize))
         .route("/v1/containers/{id}/stats", get(stats))
         .route("/v1/containers/{id}/top", get(top))
         .route("/v1/containers/{id}/changes", get(changes))
@@ -76,6 +78,8 @@ pub fn routes() -> Router<Arc<Engine>> {
         exec,
         attach,
         resize,
+        exec_inspect,
+        exec_resize,
         stats,
         top,
         changes,
@@ -86,6 +90,7 @@ pub fn routes() -> Router<Arc<Engine>> {
         events
     ),
     components(schemas(
+        ExecInspect,
         crate::container_fs::Change,
         crate::container_fs::CommitRequest,
         ContainerStats,
@@ -371,10 +376,24 @@ async fn logs(
 async fn exec(
     State(e): Shared,
     Path(id): Path<String>,
-    body: Result<Json<ExecCreate>, JsonRejection>,
+    request: axum::extract::Request,
 ) -> ApiResult<Response> {
     use tokio::io::AsyncReadExt;
-    let Json(req) = body?;
+    let (parts, body) = request.into_parts();
+    let bytes = axum::body::to_bytes(body, 1 << 20)
+        .await
+        .map_err(|err| ApiError::invalid(format!("invalid request body: {err}")))?;
+    let req: ExecCreate = serde_json::from_slice(&bytes)
+        .map_err(|err| ApiError::invalid(format!("invalid request body: {err}")))?;
+    if (req.tty || req.interactive) && !req.detach {
+        return exec_attached(
+            e,
+            id,
+            req,
+            axum::extract::Request::from_parts(parts, Body::empty()),
+        )
+        .await;
+    }
     let (c, cmd) = e.containers.exec_command(&project(), &id, &req)?;
     let mut cmd = tokio::process::Command::from(cmd);
     cmd.stdin(std::process::Stdio::null());
@@ -692,6 +711,195 @@ async fn resize(
     sock.write_all(&pier_runtime::attach::resize(q.h, q.w))
         .await
         .map_err(|err| ApiError::new(pier_api::ErrorKind::Internal, format!("resize: {err}")))?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `exec -i`/`-t`: the request is upgraded into the command's stream; resizes arrive
+/// through `/v1/exec/{id}/resize` and the exit code through `/v1/exec/{id}`.
+async fn exec_attached(
+    e: Arc<Engine>,
+    id: String,
+    req: ExecCreate,
+    request: axum::extract::Request,
+) -> ApiResult<Response> {
+    use pier_runtime::attach as proto;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (c, cmd) = e.containers.exec_command(&project(), &id, &req)?;
+    let mut cmd = tokio::process::Command::from(cmd);
+    cmd.stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut child = cmd.spawn().map_err(|err| {
+        ApiError::new(
+            pier_api::ErrorKind::Internal,
+            format!("cannot start exec: {err}"),
+        )
+    })?;
+    let exec_id = crate::containers::short_random_id();
+    let (frames_tx, mut frames_rx) = tokio::sync::mpsc::channel::<Vec<u8>>(16);
+    let (exit_tx, exit_rx) = tokio::sync::watch::channel(None);
+    e.containers.execs.lock().unwrap().insert(
+        exec_id.clone(),
+        crate::containers::ExecSession {
+            frames: frames_tx.clone(),
+            exit: exit_rx,
+        },
+    );
+    let (mut hin, hout, herr) = (
+        child.stdin.take().expect("piped"),
+        child.stdout.take().expect("piped"),
+        child.stderr.take().expect("piped"),
+    );
+    let tty = req.tty;
+    let stdin_on = req.interactive;
+    let containers = e.containers.clone();
+    let exec_id_done = exec_id.clone();
+    let on_upgrade = hyper::upgrade::on(request);
+    tokio::spawn(async move {
+        // The helper's stdin: frames from the client and from resize calls.
+        tokio::spawn(async move {
+            while let Some(f) = frames_rx.recv().await {
+                if hin.write_all(&f).await.is_err() {
+                    break;
+                }
+            }
+        });
+        let waiter = tokio::spawn(async move {
+            child
+                .wait()
+                .await
+                .ok()
+                .and_then(|s| s.code())
+                .unwrap_or(255)
+        });
+        if let Ok(upgraded) = on_upgrade.await {
+            let (mut cr, mut cw) = tokio::io::split(hyper_util::rt::TokioIo::new(upgraded));
+            let input = async move {
+                let mut buf = vec![0u8; 32 * 1024];
+                loop {
+                    match cr.read(&mut buf).await {
+                        Ok(0) | Err(_) => {
+                            let _ = frames_tx.send(proto::frame(proto::CLOSE_STDIN, b"")).await;
+                            std::future::pending::<()>().await;
+                        }
+                        Ok(n) if stdin_on => {
+                            let _ = frames_tx.send(proto::frame(proto::STDIN, &buf[..n])).await;
+                        }
+                        Ok(_) => {}
+                    }
+                }
+            };
+            let output = async move {
+                let (tx, mut rx) = tokio::sync::mpsc::channel::<(u8, Vec<u8>)>(16);
+                for (mut pipe, kind) in [
+                    (
+                        Box::new(hout) as Box<dyn tokio::io::AsyncRead + Send + Unpin>,
+                        proto::STDOUT,
+                    ),
+                    (Box::new(herr) as _, proto::STDERR),
+                ] {
+                    let tx = tx.clone();
+                    tokio::spawn(async move {
+                        let mut buf = vec![0u8; 32 * 1024];
+                        while let Ok(n) = pipe.read(&mut buf).await {
+                            if n == 0 || tx.send((kind, buf[..n].to_vec())).await.is_err() {
+                                break;
+                            }
+                        }
+                    });
+                }
+                drop(tx);
+                while let Some((kind, data)) = rx.recv().await {
+                    let chunk = if tty {
+                        data
+                    } else {
+                        let mut v = proto::docker_header(kind, data.len()).to_vec();
+                        v.extend_from_slice(&data);
+                        v
+                    };
+                    if cw.write_all(&chunk).await.is_err() {
+                        break;
+                    }
+                }
+                let _ = cw.shutdown().await;
+            };
+            tokio::select! {
+                _ = input => {},
+                _ = output => {},
+            }
+        } else {
+            drop((hout, herr));
+        }
+        let code = waiter.await.unwrap_or(255);
+        let _ = exit_tx.send(Some(code));
+        containers.exec_done(&c, code);
+        // Kept a while for the client to read the exit code, then forgotten.
+        tokio::time::sleep(Duration::from_secs(300)).await;
+        containers.execs.lock().unwrap().remove(&exec_id_done);
+    });
+    let content_type = if tty {
+        "application/vnd.docker.raw-stream"
+    } else {
+        "application/vnd.docker.multiplexed-stream"
+    };
+    Ok(Response::builder()
+        .status(StatusCode::SWITCHING_PROTOCOLS)
+        .header(header::CONNECTION, "Upgrade")
+        .header(header::UPGRADE, "tcp")
+        .header(header::CONTENT_TYPE, content_type)
+        .header("x-pier-exec-id", exec_id)
+        .body(Body::empty())
+        .expect("a valid response"))
+}
+
+/// The state of an attached exec session.
+#[utoipa::path(get, path = "/v1/exec/{exec_id}", params(("exec_id" = String, Path)), responses((status = 200, body = ExecInspect), (status = 404, body = ErrorBody)))]
+async fn exec_inspect(
+    State(e): Shared,
+    Path(exec_id): Path<String>,
+) -> ApiResult<Json<ExecInspect>> {
+    let exit = e
+        .containers
+        .execs
+        .lock()
+        .unwrap()
+        .get(&exec_id)
+        .map(|s| *s.exit.borrow());
+    match exit {
+        None => Err(ApiError::new(
+            pier_api::ErrorKind::NotFound,
+            format!("no such exec session: {exec_id}"),
+        )),
+        Some(code) => Ok(Json(ExecInspect {
+            id: exec_id,
+            running: code.is_none(),
+            exit_code: code,
+        })),
+    }
+}
+
+/// Resizes an exec session's terminal.
+#[utoipa::path(post, path = "/v1/exec/{exec_id}/resize", params(("exec_id" = String, Path), ResizeQuery), responses((status = 204), (status = 404, body = ErrorBody)))]
+async fn exec_resize(
+    State(e): Shared,
+    Path(exec_id): Path<String>,
+    q: Result<Query<ResizeQuery>, QueryRejection>,
+) -> ApiResult<StatusCode> {
+    let Query(q) = q?;
+    let tx = e
+        .containers
+        .execs
+        .lock()
+        .unwrap()
+        .get(&exec_id)
+        .map(|s| s.frames.clone());
+    let tx = tx.ok_or_else(|| {
+        ApiError::new(
+            pier_api::ErrorKind::NotFound,
+            format!("no such exec session: {exec_id}"),
+        )
+    })?;
+    let _ = tx.send(pier_runtime::attach::resize(q.h, q.w)).await;
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -61,11 +61,18 @@ pub struct Containers {
     /// Serializes operations on one container.
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     pub events: broadcast::Sender<Event>,
+    /// Attached exec sessions: where their resize frames go, and their exit codes.
+    pub execs: Mutex<HashMap<String, ExecSession>>,
     exe: PathBuf,
 }
 
 fn key(project: &ProjectName, id: &str) -> String {
     format!("{project}/{id}")
+}
+
+/// A 16-hex-digit ID for short-lived things (exec sessions).
+pub fn short_random_id() -> String {
+    random_id()[..16].to_string()
 }
 
 fn random_id() -> String {
@@ -287,6 +294,7 @@ impl Containers {
             watchers: Mutex::new(HashMap::new()),
             locks: Mutex::new(HashMap::new()),
             events,
+            execs: Mutex::new(HashMap::new()),
             exe: std::env::current_exe()?,
         }))
     }
@@ -1245,6 +1253,8 @@ impl Containers {
             uid,
             gid,
             additional_gids,
+            tty: req.tty,
+            interactive: req.interactive,
         };
         let mut cmd = std::process::Command::new(&self.exe);
         cmd.arg("__exec")
@@ -1434,6 +1444,13 @@ impl Containers {
         }
         Ok(())
     }
+}
+
+/// An attached exec session.
+pub struct ExecSession {
+    /// Frames for the helper's stdin (resizes).
+    pub frames: tokio::sync::mpsc::Sender<Vec<u8>>,
+    pub exit: watch::Receiver<Option<i32>>,
 }
 
 /// Reads a log file as it grows, through an open handle, so lines written just before the

@@ -27,6 +27,142 @@ pub struct ExecRequest {
     pub uid: u32,
     pub gid: u32,
     pub additional_gids: Vec<u32>,
+    /// Give the command a terminal made in the container's devpts.
+    #[serde(default)]
+    pub tty: bool,
+    /// Standard input carries attach frames (input, resize, close) rather than nothing.
+    #[serde(default)]
+    pub interactive: bool,
+}
+
+/// Passes attach frames from our stdin to the command (input, resize, close) and, with a
+/// terminal, its output to our stdout, until the terminal closes (or, without one,
+/// until our stdin ends).
+fn relay(
+    child: libc::pid_t,
+    master: Option<std::os::fd::OwnedFd>,
+    mut stdin: Option<std::os::fd::OwnedFd>,
+) {
+    use std::io::{Read, Write};
+    use std::os::fd::AsRawFd;
+    // The command's end also ends the relay, whatever our stdin does.
+    let pidfd = rustix::process::Pid::from_raw(child)
+        .and_then(|p| rustix::process::pidfd_open(p, rustix::process::PidfdFlags::empty()).ok());
+    let mut inbuf = Vec::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut input_open = true;
+    let mut out = std::io::stdout();
+    loop {
+        let mut fds = Vec::new();
+        if input_open {
+            fds.push(libc::pollfd {
+                fd: 0,
+                events: libc::POLLIN,
+                revents: 0,
+            });
+        }
+        if let Some(m) = &master {
+            fds.push(libc::pollfd {
+                fd: m.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            });
+        }
+        if let Some(p) = &pidfd {
+            fds.push(libc::pollfd {
+                fd: p.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            });
+        }
+        if fds.is_empty() {
+            return;
+        }
+        // SAFETY: `fds` is a valid array of pollfd for its length.
+        if unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, -1) } < 0 {
+            continue;
+        }
+        let mut i = 0;
+        if input_open {
+            if fds[0].revents != 0 {
+                match std::io::stdin().read(&mut buf) {
+                    Ok(0) | Err(_) => {
+                        input_open = false;
+                        stdin = None;
+                    }
+                    Ok(n) => {
+                        inbuf.extend_from_slice(&buf[..n]);
+                        for (kind, payload) in crate::attach::parse(&mut inbuf).unwrap_or_default()
+                        {
+                            match kind {
+                                crate::attach::STDIN => {
+                                    let target = master
+                                        .as_ref()
+                                        .map(|m| m.as_raw_fd())
+                                        .or(stdin.as_ref().map(|s| s.as_raw_fd()));
+                                    if let Some(fd) = target {
+                                        // SAFETY: borrowing our own descriptor for one write.
+                                        let mut f = std::mem::ManuallyDrop::new(unsafe {
+                                            <File as std::os::fd::FromRawFd>::from_raw_fd(fd)
+                                        });
+                                        let _ = f.write_all(&payload);
+                                    }
+                                }
+                                crate::attach::RESIZE if payload.len() == 4 => {
+                                    if let Some(m) = &master {
+                                        let ws = libc::winsize {
+                                            ws_row: u16::from_be_bytes([payload[0], payload[1]]),
+                                            ws_col: u16::from_be_bytes([payload[2], payload[3]]),
+                                            ws_xpixel: 0,
+                                            ws_ypixel: 0,
+                                        };
+                                        // SAFETY: TIOCSWINSZ with a valid winsize on our master.
+                                        unsafe {
+                                            libc::ioctl(m.as_raw_fd(), libc::TIOCSWINSZ, &ws)
+                                        };
+                                    }
+                                }
+                                crate::attach::CLOSE_STDIN => stdin = None,
+                                _ => {}
+                            }
+                        }
+                    }
+                }
+            }
+            i = 1;
+        }
+        if let Some(m) = &master {
+            if fds.get(i).is_some_and(|f| f.revents != 0) {
+                // SAFETY: reading from our own descriptor into our buffer.
+                let n = unsafe { libc::read(m.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+                if n <= 0 {
+                    return; // EIO: the command and everything on its terminal are gone
+                }
+                let _ = out.write_all(&buf[..n as usize]);
+                let _ = out.flush();
+            }
+        } else if !input_open {
+            return;
+        }
+        if pidfd.is_some() && fds.last().is_some_and(|f| f.revents != 0) {
+            // The command is gone: pass on what its terminal still holds, then stop.
+            if let Some(m) = &master {
+                // SAFETY: making our own descriptor non-blocking.
+                unsafe { libc::fcntl(m.as_raw_fd(), libc::F_SETFL, libc::O_NONBLOCK) };
+                loop {
+                    // SAFETY: reading from our own descriptor into our buffer.
+                    let n =
+                        unsafe { libc::read(m.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+                    if n <= 0 {
+                        break;
+                    }
+                    let _ = out.write_all(&buf[..n as usize]);
+                }
+                let _ = out.flush();
+            }
+            return;
+        }
+    }
 }
 
 fn die(code: i32, msg: impl std::fmt::Display) -> i32 {
@@ -111,12 +247,59 @@ pub fn main(dir: &Path, request: &str) -> i32 {
             );
         }
     }
+    // After joining the mount namespace, /dev/ptmx is the container's.
+    let pty = if req.tty {
+        use rustix::pty::OpenptFlags;
+        let made =
+            rustix::pty::openpt(OpenptFlags::RDWR | OpenptFlags::NOCTTY | OpenptFlags::CLOEXEC)
+                .and_then(|m| {
+                    rustix::pty::unlockpt(&m)?;
+                    let s = rustix::pty::ioctl_tiocgptpeer(
+                        &m,
+                        OpenptFlags::RDWR | OpenptFlags::NOCTTY,
+                    )?;
+                    rustix::fs::fchown(
+                        &s,
+                        Some(rustix::fs::Uid::from_raw(req.uid)),
+                        Some(rustix::fs::Gid::from_raw(req.gid)),
+                    )?;
+                    Ok((m, s))
+                });
+        match made {
+            Ok(p) => Some(p),
+            Err(e) => return die(125, format!("cannot make a terminal in the container: {e}")),
+        }
+    } else {
+        None
+    };
+    let stdin_pipe = if req.interactive && !req.tty {
+        match rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC) {
+            Ok(p) => Some(p),
+            Err(e) => return die(125, format!("pipe: {e}")),
+        }
+    } else {
+        None
+    };
     // SAFETY: fork in a single-threaded process.
     let child = unsafe { libc::fork() };
     if child < 0 {
         return die(125, format!("fork: {}", std::io::Error::last_os_error()));
     }
     if child == 0 {
+        if let Some((_, slave)) = &pty {
+            let _ = rustix::process::setsid();
+            let _ = rustix::process::ioctl_tiocsctty(slave);
+            for fd in 0..3 {
+                // SAFETY: duplicating a valid descriptor onto stdio.
+                unsafe { libc::dup2(std::os::fd::AsRawFd::as_raw_fd(slave), fd) };
+            }
+        } else if let Some((r, _)) = &stdin_pipe {
+            // SAFETY: duplicating a valid descriptor onto stdin.
+            unsafe { libc::dup2(std::os::fd::AsRawFd::as_raw_fd(r), 0) };
+        } else if let Ok(null) = File::open("/dev/null") {
+            // SAFETY: duplicating a valid descriptor onto stdin.
+            unsafe { libc::dup2(std::os::fd::AsRawFd::as_raw_fd(&null), 0) };
+        }
         let e = match crate::init::finish(&spec) {
             Ok(never) => match never {},
             Err(e) => e,
@@ -124,6 +307,17 @@ pub fn main(dir: &Path, request: &str) -> i32 {
         eprintln!("pier exec: {}", e.message);
         // SAFETY: leaving the child without running destructors.
         unsafe { libc::_exit(e.code) };
+    }
+    let master = pty.map(|(m, s)| {
+        drop(s);
+        m
+    });
+    let stdin_w = stdin_pipe.map(|(r, w)| {
+        drop(r);
+        w
+    });
+    if req.interactive || master.is_some() {
+        relay(child, master, stdin_w);
     }
     let mut status = 0;
     loop {

@@ -867,6 +867,42 @@ fn interactive_and_terminal_sessions() {
     assert!(out.contains("40 100"), "{out}");
     assert!(out.contains("xterm"), "{out}");
 
+    // exec -i and exec -it into a running container.
+    d.ok(&["run", "-d", "--name", "host1", "bb", "sleep", "1000"]);
+    let mut child = d
+        .cmd()
+        .args([
+            "exec",
+            "-i",
+            "host1",
+            "sh",
+            "-c",
+            "read l; echo got:$l; echo e >&2; exit 5",
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(child.stdin.as_mut().unwrap(), b"hello\n").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).as_ref(),
+            String::from_utf8_lossy(&out.stderr).as_ref()
+        ),
+        (Some(5), "got:hello\n", "e\n")
+    );
+    let (code, out) = in_pty(
+        &d,
+        &format!("{pier} exec -it host1 sh"),
+        "tty; stty size; exit 8\n",
+    );
+    assert_eq!(code, 8, "{out}");
+    assert!(out.contains("/dev/pts/") && out.contains("40 100"), "{out}");
+    d.ok(&["rm", "-f", "host1"]);
+
     // attach to a running container with stdin open.
     d.ok(&[
         "run",
