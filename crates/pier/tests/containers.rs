@@ -584,7 +584,7 @@ fn many_runs_leak_nothing() {
     let runs = std::env::var("PIER_LEAK_RUNS")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(200);
+        .unwrap_or(1000);
     let mut sampled = Vec::new();
     for i in 0..runs {
         let out = d.ok(&["run", "--rm", "bb", "echo", &i.to_string()]);
