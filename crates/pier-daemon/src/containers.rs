@@ -1424,8 +1424,34 @@ impl Containers {
                     });
                 }
                 _ => {
-                    unmount(&dir.join("rootfs"));
-                    let _ = Cgroup::for_container(&c.id).remove();
+                    // A start the record never heard of: the daemon died between spawning
+                    // the monitor and saving "running". The monitor's state.json tells.
+                    let started: Option<Running> = read_json(&dir.join("state.json"));
+                    match started
+                        .filter(|s| c.state.started_at.as_deref() != Some(s.started_at.as_str()))
+                    {
+                        Some(s) => {
+                            let mut c = c;
+                            c.state.status = ContainerStatus::Running;
+                            c.state.pid = Some(s.pid);
+                            c.state.monitor_pid = Some(s.monitor_pid);
+                            c.state.started_at = Some(s.started_at);
+                            c.state.exit_code = None;
+                            c.state.error = None;
+                            self.save(&c)?;
+                            if monitor_alive(s.monitor_pid, &dir) {
+                                tracing::info!(container = %c.id, "adopted a container whose start was not recorded");
+                                self.watch_exit(&c);
+                            } else {
+                                let (project, id) = (c.project.clone(), c.id.clone());
+                                self.on_exit(&project, &id).await?;
+                            }
+                        }
+                        None => {
+                            unmount(&dir.join("rootfs"));
+                            let _ = Cgroup::for_container(&c.id).remove();
+                        }
+                    }
                 }
             }
         }

@@ -562,6 +562,66 @@ fn live_restore_after_kill_9() {
         ticks.windows(2).all(|w| w[1] == w[0] + 1),
         "gap in {ticks:?}"
     );
+    // A crash between spawning a monitor and recording "running": the restarted daemon
+    // finds the monitor through its state file and adopts the container.
+    let id = d
+        .ok(&[
+            "create",
+            "--name",
+            "late",
+            "bb",
+            "sh",
+            "-c",
+            "echo started; sleep 100",
+        ])
+        .trim()
+        .to_string();
+    let layers: Vec<String> = d.json(&["image", "inspect", "bb"])[0]["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| {
+            d.root
+                .join("images/layers")
+                .join(l["diff_id"].as_str().unwrap().trim_start_matches("sha256:"))
+                .display()
+                .to_string()
+        })
+        .rev()
+        .collect();
+    d.kill9();
+    let dir = d.root.join("containers").join(&id);
+    let opts = format!(
+        "lowerdir={},upperdir={},workdir={}",
+        layers.join(":"),
+        dir.join("upper").display(),
+        dir.join("work").display()
+    );
+    let st = std::process::Command::new("mount")
+        .args(["-t", "overlay", "overlay", "-o", &opts])
+        .arg(dir.join("rootfs"))
+        .status()
+        .unwrap();
+    assert!(st.success());
+    // As the daemon spawns it: only stdout is read, up to the first line.
+    let out = std::process::Command::new(PIER)
+        .arg("__monitor")
+        .arg(&dir)
+        .stdin(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&out.stdout).starts_with("ok "),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    d.spawn();
+    let s = state(&d, "late");
+    assert_eq!(s["status"], "running", "adopted: {s}");
+    wait_until("its output", || d.ok(&["logs", "late"]) == "started\n");
+    d.ok(&["rm", "-f", "late"]);
+
     // The re-adopted containers stop and record their exits as usual.
     d.ok(&["stop", "-t", "1", "c0"]);
     assert_eq!(state(&d, "c0")["status"], "exited");
