@@ -263,6 +263,24 @@ fn limits_and_security_seen_from_inside() {
         &["run", "--rm", "bb", "mount", "-t", "tmpfs", "t", "/tmp"],
     );
     assert_ne!(code, 0, "no mount without CAP_SYS_ADMIN");
+    // CPU weight, CPU set and memory plus swap reach the cgroup too.
+    let out = d.ok(&["run", "--rm", "--cpu-shares", "512", "--cpuset-cpus", "0", "--memory", "32m", "--memory-swap", "64m", "bb", "sh", "-c",
+        "cat /sys/fs/cgroup/cpu/cpu.shares /sys/fs/cgroup/cpuset/cpuset.cpus /sys/fs/cgroup/memory/memory.limit_in_bytes; cat /sys/fs/cgroup/memory/memory.memsw.limit_in_bytes"]);
+    assert_eq!(out, "512\n0\n33554432\n67108864\n");
+    let err = d.fails(&[
+        "run",
+        "--rm",
+        "--memory",
+        "64m",
+        "--memory-swap",
+        "32m",
+        "bb",
+        "true",
+    ]);
+    assert!(
+        err.contains("--memory-swap must be at least --memory"),
+        "{err}"
+    );
     // CPU quota reaches the cgroup.
     let out = d.ok(&[
         "run",
