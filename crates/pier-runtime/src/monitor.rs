@@ -78,6 +78,10 @@ pub fn main(dir: &Path) -> i32 {
             }
             let _ = io::stdout().flush();
             redirect_to_null(1);
+            // Everything start() parsed is freed; give the pages back, since this process
+            // lives as long as the container.
+            // SAFETY: malloc_trim only releases free heap memory.
+            unsafe { libc::malloc_trim(0) };
             let cgroup = started.cgroup.clone();
             let exit = supervise(dir, started, listener);
             let _ = write_json(&dir.join("exit.json"), &exit);
