@@ -98,13 +98,8 @@ impl Client {
         &self.socket
     }
 
-    async fn send(
-        &self,
-        method: Method,
-        path: &str,
-        content_type: Option<&str>,
-        body: Body,
-    ) -> Result<Response<Incoming>> {
+    /// A fresh HTTP/1 connection to the daemon (upgrades allowed, for attach).
+    async fn connect(&self) -> Result<hyper::client::conn::http1::SendRequest<Body>> {
         let stream =
             UnixStream::connect(&self.socket)
                 .await
@@ -112,12 +107,23 @@ impl Client {
                     socket: self.socket.display().to_string(),
                     source,
                 })?;
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
             .await
             .map_err(|e| ClientError::Protocol(e.to_string()))?;
         tokio::spawn(async move {
-            let _ = conn.await;
+            let _ = conn.with_upgrades().await;
         });
+        Ok(sender)
+    }
+
+    async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        content_type: Option<&str>,
+        body: Body,
+    ) -> Result<Response<Incoming>> {
+        let mut sender = self.connect().await?;
         let mut req = Request::builder()
             .method(method)
             .uri(path)
@@ -286,19 +292,7 @@ impl Client {
         path: &str,
         json: Option<Vec<u8>>,
     ) -> Result<(Hijacked, hyper::HeaderMap)> {
-        let stream =
-            UnixStream::connect(&self.socket)
-                .await
-                .map_err(|source| ClientError::Connect {
-                    socket: self.socket.display().to_string(),
-                    source,
-                })?;
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .map_err(|e| ClientError::Protocol(e.to_string()))?;
-        tokio::spawn(async move {
-            let _ = conn.with_upgrades().await;
-        });
+        let mut sender = self.connect().await?;
         let req = Request::builder()
             .method(Method::POST)
             .uri(path)

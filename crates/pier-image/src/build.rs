@@ -38,10 +38,7 @@ pub fn import(
 ) -> Result<LoadedImage, ImageError> {
     store.undo_on_error(|| {
         let _g = store.adding();
-        let scratch = store.scratch()?;
-        let path = scratch.path().join("layer");
-        let digest = copy_hashed(rootfs, &path)?;
-        let layer = store.add_layer(&digest, Some(&path), None)?;
+        let layer = layer_from(store, rootfs)?;
         let config = image_config(
             &layer,
             serde_json::json!({ "Env": [DEFAULT_PATH] }),
@@ -50,6 +47,14 @@ pub fn import(
         );
         commit_one(store, project, config, layer, name)
     })
+}
+
+/// Stores a layer tar read from `r` (hashed on the way) and unpacks it.
+fn layer_from(store: &ImageStore, r: impl Read) -> Result<LayerInfo, ImageError> {
+    let scratch = store.scratch()?;
+    let path = scratch.path().join("layer");
+    let digest = copy_hashed(r, &path)?;
+    store.add_layer(&digest, Some(&path), None)
 }
 
 fn copy_hashed(mut r: impl Read, path: &Path) -> Result<pier_api::Digest, ImageError> {
@@ -143,10 +148,7 @@ pub fn commit(
 ) -> Result<LoadedImage, ImageError> {
     store.undo_on_error(|| {
         let _g = store.adding();
-        let scratch = store.scratch()?;
-        let path = scratch.path().join("layer");
-        let digest = copy_hashed(File::open(layer_tar).map_err(io_err("open", layer_tar))?, &path)?;
-        let layer = store.add_layer(&digest, Some(&path), None)?;
+        let layer = layer_from(store, File::open(layer_tar).map_err(io_err("open", layer_tar))?)?;
         let mut config = store.config(base)?;
         let now = pier_api::time::now_rfc3339();
         config["created"] = serde_json::json!(now);
@@ -212,13 +214,11 @@ pub fn from_host(
             }
         }
         let file = tree.tar.into_inner().map_err(io_err("write", &tar_path))?;
-        file.sync_all().map_err(io_err("sync", &tar_path))?;
         drop(file);
-        let digest = copy_hashed(
+        let layer = layer_from(
+            store,
             File::open(&tar_path).map_err(io_err("open", &tar_path))?,
-            &scratch.path().join("hashed"),
         )?;
-        let layer = store.add_layer(&digest, Some(&scratch.path().join("hashed")), None)?;
         let cmd = if shell {
             "/bin/sh".to_string()
         } else {

@@ -45,6 +45,18 @@ pub fn resize(rows: u16, cols: u16) -> Vec<u8> {
     frame(RESIZE, &p)
 }
 
+/// Applies a `RESIZE` payload (rows u16 BE, cols u16 BE) to a terminal.
+pub fn apply_resize(tty: std::os::fd::BorrowedFd<'_>, payload: &[u8]) {
+    let [r0, r1, c0, c1] = payload else { return };
+    let ws = rustix::termios::Winsize {
+        ws_row: u16::from_be_bytes([*r0, *r1]),
+        ws_col: u16::from_be_bytes([*c0, *c1]),
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    let _ = rustix::termios::tcsetwinsize(tty, ws);
+}
+
 /// Takes every complete frame off the front of `buf`.
 pub fn parse(buf: &mut Vec<u8>) -> Result<Vec<(u8, Vec<u8>)>, String> {
     let mut out = Vec::new();

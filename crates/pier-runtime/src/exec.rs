@@ -108,18 +108,12 @@ fn relay(
                                         let _ = f.write_all(&payload);
                                     }
                                 }
-                                crate::attach::RESIZE if payload.len() == 4 => {
+                                crate::attach::RESIZE => {
                                     if let Some(m) = &master {
-                                        let ws = libc::winsize {
-                                            ws_row: u16::from_be_bytes([payload[0], payload[1]]),
-                                            ws_col: u16::from_be_bytes([payload[2], payload[3]]),
-                                            ws_xpixel: 0,
-                                            ws_ypixel: 0,
-                                        };
-                                        // SAFETY: TIOCSWINSZ with a valid winsize on our master.
-                                        unsafe {
-                                            libc::ioctl(m.as_raw_fd(), libc::TIOCSWINSZ, &ws)
-                                        };
+                                        crate::attach::apply_resize(
+                                            std::os::fd::AsFd::as_fd(m),
+                                            &payload,
+                                        );
                                     }
                                 }
                                 crate::attach::CLOSE_STDIN => stdin = None,

@@ -608,18 +608,9 @@ fn supervise(
                                             .write_all(&payload);
                                     }
                                 }
-                                attach::RESIZE if payload.len() == 4 => {
+                                attach::RESIZE => {
                                     if let Some(t) = &tty {
-                                        let ws = libc::winsize {
-                                            ws_row: u16::from_be_bytes([payload[0], payload[1]]),
-                                            ws_col: u16::from_be_bytes([payload[2], payload[3]]),
-                                            ws_xpixel: 0,
-                                            ws_ypixel: 0,
-                                        };
-                                        // SAFETY: TIOCSWINSZ with a valid winsize on our master.
-                                        unsafe {
-                                            libc::ioctl(t.as_raw_fd(), libc::TIOCSWINSZ, &ws)
-                                        };
+                                        attach::apply_resize(std::os::fd::AsFd::as_fd(t), &payload);
                                     }
                                 }
                                 // A terminal's input cannot be closed apart from its output.
