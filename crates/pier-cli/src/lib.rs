@@ -166,6 +166,10 @@ pub struct DaemonArgs {
     /// Log filter, e.g. `info` or `pier_image=debug`.
     #[arg(long, env = "PIER_LOG", default_value = "info")]
     pub log_level: String,
+    /// Set the kernel's cgroup `favordynmods` option (host-wide), which makes moving a
+    /// container into its cgroup about 15 ms faster.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub cgroup_favordynmods: bool,
 }
 
 /// Why the CLI stopped; carries the exit code.

@@ -25,6 +25,8 @@ pub const DEFAULT_SOCKET: &str = "/run/pier/pier.sock";
 pub struct DaemonConfig {
     pub root: PathBuf,
     pub socket: PathBuf,
+    /// Set the kernel's `favordynmods` cgroup option for fast container starts.
+    pub cgroup_favordynmods: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -81,6 +83,17 @@ pub async fn run(config: DaemonConfig) -> Result<(), DaemonError> {
     fs::set_permissions(&config.root, fs::Permissions::from_mode(0o700))
         .map_err(io("set permissions of", &config.root))?;
     let _lock = lock_root(&config.root)?;
+    if config.cgroup_favordynmods {
+        match pier_runtime::cgroups::favor_dynamic_modifications() {
+            Ok(true) => tracing::debug!("cgroup favordynmods is on"),
+            Ok(false) => tracing::info!(
+                "no cgroup2 mount found: container starts pay the slow cgroup migration"
+            ),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot set cgroup favordynmods: container starts will be slower")
+            }
+        }
+    }
 
     let engine = {
         let root = config.root.clone();

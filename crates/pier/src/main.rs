@@ -61,6 +61,7 @@ fn run_daemon(cli: &Cli, args: &pier_cli::DaemonArgs) -> i32 {
     let config = pier_daemon::DaemonConfig {
         root: args.root.clone(),
         socket: args.socket.clone().unwrap_or_else(|| cli.host.clone()),
+        cgroup_favordynmods: args.cgroup_favordynmods,
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
