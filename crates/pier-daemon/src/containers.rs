@@ -19,6 +19,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::fs;
 use std::io::{BufRead, BufReader, Read};
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -699,9 +700,12 @@ impl Containers {
             for f in ["state.json", "exit.json"] {
                 let _ = fs::remove_file(dir.join(f));
             }
+            // The monitor's command line is what `ps` shows inside the container under
+            // `--init`: no host path in it. It finds its directory as its working one.
             let out = std::process::Command::new(&this.exe)
+                .arg0("pier")
                 .arg("__monitor")
-                .arg(&dir)
+                .current_dir(&dir)
                 .stdin(std::process::Stdio::null())
                 .stderr(std::process::Stdio::null())
                 .output()
@@ -1550,8 +1554,9 @@ fn host_cpu_ns() -> u64 {
 fn monitor_alive(pid: i32, dir: &Path) -> bool {
     let cmdline = fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
     let args: Vec<&[u8]> = cmdline.split(|&b| b == 0).collect();
+    // Its working directory is the container's (see `start_locked`).
     args.get(1) == Some(&b"__monitor".as_slice())
-        && args.get(2) == Some(&dir.as_os_str().as_encoded_bytes())
+        && fs::read_link(format!("/proc/{pid}/cwd")).is_ok_and(|cwd| cwd == dir)
 }
 
 fn status_text(s: &ContainerState, now: i64) -> String {

@@ -78,8 +78,10 @@ fn lock_root(root: &Path) -> Result<RootLock, DaemonError> {
 }
 
 /// Runs the daemon until SIGINT or SIGTERM.
-pub async fn run(config: DaemonConfig) -> Result<(), DaemonError> {
+pub async fn run(mut config: DaemonConfig) -> Result<(), DaemonError> {
     fs::create_dir_all(&config.root).map_err(io("create", &config.root))?;
+    // Absolute from here on: monitors are recognized by their working directory.
+    config.root = fs::canonicalize(&config.root).map_err(io("resolve", &config.root))?;
     fs::set_permissions(&config.root, fs::Permissions::from_mode(0o700))
         .map_err(io("set permissions of", &config.root))?;
     let _lock = lock_root(&config.root)?;

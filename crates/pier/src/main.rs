@@ -8,10 +8,11 @@ use pier_cli::{Cli, Command};
 fn main() {
     // The helpers must stay single-threaded and light: dispatch them before anything else.
     let args: Vec<std::ffi::OsString> = std::env::args_os().take(4).collect();
-    let dir = || {
-        args.get(2)
-            .map(std::path::PathBuf::from)
-            .unwrap_or_default()
+    // The container's directory: given, or the working directory (how the daemon starts
+    // the monitor, so that no host path shows in its command line).
+    let dir = || match args.get(2) {
+        Some(d) => std::path::PathBuf::from(d),
+        None => std::env::current_dir().unwrap_or_default(),
     };
     match args.get(1).and_then(|a| a.to_str()) {
         Some("__monitor") => std::process::exit(pier_runtime::monitor::main(&dir())),

@@ -394,6 +394,11 @@ fn lifecycle_commands() {
         "without --init the orphan stays a zombie"
     );
     assert_eq!(zombies("withinit"), 0, "the init reaped it");
+    let init_cmdline = d.ok(&["exec", "withinit", "cat", "/proc/1/cmdline"]);
+    assert!(
+        !init_cmdline.contains(d.root.to_str().unwrap()) && !init_cmdline.contains(PIER),
+        "no host path inside: {init_cmdline:?}"
+    );
     d.ok(&["rm", "-f", "noinit", "withinit"]);
     d.ok(&[
         "run", "-d", "--init", "--name", "sleeper", "bb", "sleep", "1000",
