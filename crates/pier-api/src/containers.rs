@@ -80,6 +80,9 @@ pub struct ContainerCreate {
     pub interactive: bool,
     pub restart_policy: RestartPolicy,
     pub labels: BTreeMap<String, String>,
+    /// Log options as Docker's json-file driver takes them: `max-size` (bytes, default
+    /// 10 MiB) and `max-file` (files kept, rotated ones included, default 3).
+    pub log_opts: BTreeMap<String, String>,
 }
 
 /// Where a container is in its life.

@@ -81,6 +81,9 @@ pub struct CreateArgs {
     /// Label (KEY=VALUE).
     #[arg(short, long = "label")]
     label: Vec<String>,
+    /// Log option: max-size=10m, max-file=3.
+    #[arg(long)]
+    log_opt: Vec<String>,
     /// Override the image's entrypoint.
     #[arg(long)]
     entrypoint: Option<String>,
@@ -267,6 +270,21 @@ fn create_request(a: CreateArgs, auto_remove: bool) -> Result<ContainerCreate, C
         tty: a.tty,
         interactive: a.interactive,
         restart_policy: parse_restart(&a.restart)?,
+        log_opts: a
+            .log_opt
+            .iter()
+            .map(|o| {
+                let (k, v) = o
+                    .split_once('=')
+                    .ok_or_else(|| fail(format!("invalid --log-opt {o:?}: use KEY=VALUE")))?;
+                let v = if k == "max-size" {
+                    parse_size(v)?.to_string()
+                } else {
+                    v.to_string()
+                };
+                Ok((k.to_string(), v))
+            })
+            .collect::<Result<_, CliError>>()?,
         labels,
     })
 }

@@ -41,6 +41,9 @@ pub enum Command {
     /// Manage images.
     #[command(subcommand)]
     Image(images::ImageCommand),
+    /// Manage containers (the other container commands are top-level, as in Docker).
+    #[command(subcommand)]
+    Container(ContainerCommand),
     /// List images (same as `pier image ls`).
     Images(images::ListArgs),
     /// Remove images (same as `pier image rm`).
@@ -155,6 +158,16 @@ pub enum Command {
     Openapi,
 }
 
+#[derive(Debug, Subcommand)]
+pub enum ContainerCommand {
+    /// Remove every container that is not running.
+    Prune {
+        /// Do not ask for confirmation (prune never asks; accepted for Docker habits).
+        #[arg(short, long)]
+        force: bool,
+    },
+}
+
 #[derive(Debug, Args)]
 pub struct DaemonArgs {
     /// State directory.
@@ -211,6 +224,15 @@ pub async fn run_client(cli: Cli) -> Result<(), CliError> {
     match cli.command {
         Command::Daemon(_) | Command::Openapi => unreachable!("handled by main"),
         Command::Image(cmd) => images::run(&client, fmt, cmd).await,
+        Command::Container(ContainerCommand::Prune { force: _ }) => {
+            let deleted: Vec<String> = client.post("/v1/containers/prune", &()).await?;
+            output::print(fmt, &deleted, || {
+                let mut lines = vec!["Deleted Containers:".to_string()];
+                lines.extend(deleted.iter().cloned());
+                lines.push(format!("Total: {}", deleted.len()));
+                lines.join("\n")
+            })
+        }
         Command::Images(args) => images::list(&client, fmt, args).await,
         Command::Rmi(args) => images::remove(&client, fmt, args).await,
         Command::Run(a) => containers::run(&client, fmt, a).await,

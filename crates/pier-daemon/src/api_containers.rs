@@ -32,6 +32,7 @@ fn project() -> ProjectName {
 pub fn routes() -> Router<Arc<Engine>> {
     Router::new()
         .route("/v1/containers", get(list).post(create))
+        .route("/v1/containers/prune", post(prune))
         .route("/v1/containers/{id}", get(inspect).delete(remove))
         .route("/v1/containers/{id}/start", post(start))
         .route("/v1/containers/{id}/stop", post(stop))
@@ -63,6 +64,7 @@ pub fn routes() -> Router<Arc<Engine>> {
 #[openapi(
     paths(
         list,
+        prune,
         create,
         inspect,
         remove,
@@ -901,6 +903,12 @@ async fn exec_resize(
     })?;
     let _ = tx.send(pier_runtime::attach::resize(q.h, q.w)).await;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// Removes every container that is not running.
+#[utoipa::path(post, path = "/v1/containers/prune", responses((status = 200, description = "IDs of the removed containers", body = [String])))]
+async fn prune(State(e): Shared) -> ApiResult<Json<Vec<String>>> {
+    Ok(Json(e.containers.prune(&project()).await?))
 }
 
 /// Streams lifecycle events as JSON lines, from now on.

@@ -144,8 +144,31 @@ fn ulimit_resource(name: &str) -> Option<(&'static str, libc::__rlimit_resource_
     })
 }
 
+/// `max-size` and `max-file` as the monitor wants them: bytes per file, rotated files kept.
+fn log_limits(opts: &BTreeMap<String, String>) -> ApiResult<(u64, u32)> {
+    let mut size = 10u64 << 20;
+    let mut files = 3u32;
+    for (k, v) in opts {
+        match k.as_str() {
+            "max-size" => {
+                size = v
+                    .parse::<u64>()
+                    .ok()
+                    .filter(|s| *s >= 1024)
+                    .ok_or_else(|| invalid(format!("invalid log option max-size={v}: give bytes, at least 1024 (the CLI takes 10m)")))?
+            }
+            "max-file" => {
+                files = v.parse().ok().filter(|n| *n >= 1).ok_or_else(|| invalid(format!("invalid log option max-file={v}: give a number, at least 1")))?
+            }
+            _ => return Err(invalid(format!("unknown log option {k:?}: use max-size or max-file"))),
+        }
+    }
+    Ok((size, files - 1))
+}
+
 /// Checks a create request before anything is made.
 fn validate(req: &ContainerCreate) -> ApiResult<()> {
+    log_limits(&req.log_opts)?;
     if let Some(n) = &req.name {
         if !valid_name(n) {
             return Err(invalid(format!("invalid container name {n:?}: use letters, digits, '_', '.' and '-', starting with a letter or digit")));
@@ -656,8 +679,8 @@ impl Containers {
             .map_err(|e| internal(format!("cannot write config.json: {e}")))?;
         let monitor = MonitorConfig {
             id: c.id.clone(),
-            log_max_bytes: 10 << 20,
-            log_max_files: 2,
+            log_max_bytes: log_limits(&req.log_opts)?.0,
+            log_max_files: log_limits(&req.log_opts)?.1,
             runtime: req.runtime.clone().unwrap_or_else(|| "pier".into()),
             tty: req.tty,
             stdin: req.interactive,
@@ -1032,6 +1055,21 @@ impl Containers {
         self.locks.lock().unwrap().remove(&c.id);
         self.emit(c, "destroy", &[]);
         Ok(())
+    }
+
+    /// Removes every container that is not running; returns their IDs.
+    pub async fn prune(&self, project: &ProjectName) -> ApiResult<Vec<String>> {
+        let mut deleted = Vec::new();
+        for c in self.all(project)? {
+            if matches!(
+                c.state.status,
+                ContainerStatus::Created | ContainerStatus::Exited
+            ) {
+                self.remove(project, &c.id, false).await?;
+                deleted.push(c.id);
+            }
+        }
+        Ok(deleted)
     }
 
     /// Waits until the container is stopped; with `next_exit`, until it next stops (a

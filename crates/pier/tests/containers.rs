@@ -457,8 +457,42 @@ fn lifecycle_commands() {
     wait_until("later to exit", || state(&d, "later")["status"] == "exited");
     assert!(d.ok(&["ps", "-a", "-f", "status=exited"]).contains("later"));
     assert!(!d.ok(&["ps"]).contains("later"));
-    d.ok(&["rm", "-f", "site", "later"]);
+    // container prune removes what is stopped and keeps what runs.
+    let later_id = d.json(&["inspect", "later"])[0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let pruned = d.json(&["container", "prune", "-f"]);
+    assert_eq!(pruned, serde_json::json!([later_id]));
+    let all = d.ok(&["ps", "-a"]);
+    assert!(all.contains("site") && !all.contains("later"), "{all}");
+    d.ok(&["rm", "-f", "site"]);
     assert_eq!(d.ok(&["ps", "-aq"]), "");
+    // Log rotation as asked: max-size and max-file.
+    d.ok(&[
+        "run",
+        "--name",
+        "chatty",
+        "--log-opt",
+        "max-size=2k",
+        "--log-opt",
+        "max-file=2",
+        "bb",
+        "sh",
+        "-c",
+        "for i in $(seq 300); do echo line $i; done",
+    ]);
+    let logs = d.ok(&["logs", "chatty"]);
+    assert!(
+        logs.ends_with("line 300\n") && !logs.contains("line 1\n"),
+        "old lines rotated away"
+    );
+    let c = d.json(&["inspect", "chatty"])[0].clone();
+    let log = std::path::PathBuf::from(c["log_path"].as_str().unwrap());
+    assert!(std::fs::metadata(&log).unwrap().len() <= 2048);
+    assert!(log.with_extension("log.1").exists() && !log.with_extension("log.2").exists());
+    let err = d.fails(&["run", "--log-opt", "color=blue", "bb", "true"]);
+    assert!(err.contains("unknown log option"), "{err}");
 }
 
 #[test]
