@@ -34,7 +34,7 @@ for _ in $(seq 100); do pier info >/dev/null 2>&1 && break; sleep 0.1; done
 pier info
 
 echo "== Making a base image from the host's busybox (no network needed)"
-pier image from-host busybox:latest /bin/busybox
+pier image inspect busybox:latest >/dev/null 2>&1 || pier image from-host busybox:latest /bin/busybox
 pier images
 
 echo "== Running a first container"
