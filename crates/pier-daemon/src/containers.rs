@@ -52,6 +52,9 @@ pub(crate) fn internal(m: impl Into<String>) -> ApiError {
     ApiError::new(ErrorKind::Internal, m)
 }
 
+/// Turns `--user` into uid, gid and supplementary gids.
+type UserLookup<'a> = dyn Fn(&str) -> Result<(u32, u32, Vec<u32>), String> + 'a;
+
 /// The container manager.
 pub struct Containers {
     dir: PathBuf,
@@ -468,11 +471,37 @@ impl Containers {
             // monitor appends to.
             fs::File::create(dir.join("container.log"))
                 .map_err(|e| internal(format!("cannot create the log: {e}")))?;
-            // Mount once to read the image's /etc/passwd, write the spec, then unmount.
-            self.mount_rootfs(&c)?;
-            let r = self.write_bundle(&c, &img);
-            unmount(&dir.join("rootfs"));
-            r
+            // The user is looked up in the image's /etc/passwd and /etc/group, read
+            // from the layers; only when a symlink is on the way is the rootfs mounted.
+            let image = self.images.resolve(&c.project, c.image_id.as_str())?;
+            let layers: Vec<PathBuf> = image
+                .layers
+                .iter()
+                .rev()
+                .map(|l| self.images.layer_dir(&l.diff_id))
+                .collect();
+            let lookups = [
+                pier_runtime::rootfs::find_in_layers(&layers, "etc/passwd"),
+                pier_runtime::rootfs::find_in_layers(&layers, "etc/group"),
+            ];
+            if lookups.contains(&pier_runtime::rootfs::Layered::NeedsMount) {
+                self.mount_rootfs(&c)?;
+                let rootfs = dir.join("rootfs");
+                let r = self.write_bundle(&c, &img, &|u: &str| {
+                    pier_runtime::rootfs::resolve_user(&rootfs, u)
+                });
+                unmount(&rootfs);
+                r
+            } else {
+                let read = |l: &pier_runtime::rootfs::Layered| match l {
+                    pier_runtime::rootfs::Layered::File(p) => fs::read(p).unwrap_or_default(),
+                    _ => Vec::new(),
+                };
+                let (passwd, group) = (read(&lookups[0]), read(&lookups[1]));
+                self.write_bundle(&c, &img, &|u: &str| {
+                    pier_runtime::rootfs::resolve_user_from(&passwd, &group, u)
+                })
+            }
         })();
         if let Err(e) = made {
             let _ = fs::remove_dir_all(&dir);
@@ -519,7 +548,12 @@ impl Containers {
         })
     }
 
-    fn write_bundle(&self, c: &ContainerInspect, img: &serde_json::Value) -> ApiResult<()> {
+    fn write_bundle(
+        &self,
+        c: &ContainerInspect,
+        img: &serde_json::Value,
+        users: &UserLookup<'_>,
+    ) -> ApiResult<()> {
         let dir = self.cdir(&c.id);
         let req = &c.config;
         let rootfs = dir.join("rootfs");
@@ -533,8 +567,7 @@ impl Containers {
                     .map(String::from)
             })
             .unwrap_or_else(|| "0".into());
-        let (uid, gid, additional_gids) =
-            pier_runtime::rootfs::resolve_user(&rootfs, &user).map_err(invalid)?;
+        let (uid, gid, additional_gids) = users(&user).map_err(invalid)?;
         let mut env: Vec<String> = img["Env"]
             .as_array()
             .map(|a| {

@@ -52,12 +52,79 @@ fn comp(c: Component<'_>) -> Option<PathBuf> {
 /// Reads `/etc/passwd` and `/etc/group` of a rootfs to turn `--user` into numbers, as
 /// Docker does: `name`, `uid`, `name:group`, `uid:gid`.
 pub fn resolve_user(root: &Path, user: &str) -> Result<(u32, u32, Vec<u32>), String> {
+    let read = |path: &str| {
+        resolve_in_root(root, Path::new(path))
+            .ok()
+            .and_then(|p| fs::read(p).ok())
+            .unwrap_or_default()
+    };
+    resolve_user_from(&read("/etc/passwd"), &read("/etc/group"), user)
+}
+
+/// What a path of the merged view of overlay layers holds.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Layered {
+    File(PathBuf),
+    Missing,
+    /// A symlink on the way: only a real mount resolves it.
+    NeedsMount,
+}
+
+/// Finds `rel` (like `etc/passwd`) in overlay layer directories, top first, as overlayfs
+/// would show it: whiteouts (0/0 character devices) hide, opaque directories stop the
+/// search, symlinks are left to a real mount.
+pub fn find_in_layers(layers: &[PathBuf], rel: &str) -> Layered {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    let parts: Vec<&str> = rel.split('/').filter(|p| !p.is_empty()).collect();
+    for layer in layers {
+        let mut cur = layer.clone();
+        let mut stop_below = false;
+        for (i, part) in parts.iter().enumerate() {
+            cur.push(part);
+            let Ok(m) = fs::symlink_metadata(&cur) else {
+                break;
+            };
+            if m.file_type().is_char_device() && m.rdev() == 0 {
+                return Layered::Missing;
+            }
+            if m.file_type().is_symlink() {
+                return Layered::NeedsMount;
+            }
+            if i + 1 == parts.len() {
+                return if m.is_file() {
+                    Layered::File(cur)
+                } else {
+                    Layered::Missing
+                };
+            }
+            if !m.is_dir() {
+                return Layered::Missing;
+            }
+            let mut buf = [0u8; 2];
+            if matches!(rustix::fs::lgetxattr(&cur, "trusted.overlay.opaque", &mut buf), Ok(1) if buf[0] == b'y')
+            {
+                stop_below = true;
+            }
+        }
+        if stop_below {
+            return Layered::Missing;
+        }
+    }
+    Layered::Missing
+}
+
+/// [`resolve_user`] from the contents of `/etc/passwd` and `/etc/group`.
+pub fn resolve_user_from(
+    passwd: &[u8],
+    group: &[u8],
+    user: &str,
+) -> Result<(u32, u32, Vec<u32>), String> {
     let (u, g) = match user.split_once(':') {
         Some((u, g)) => (u, Some(g)),
         None => (user, None),
     };
-    let passwd = read_db(root, "/etc/passwd");
-    let group = read_db(root, "/etc/group");
+    let passwd = parse_db(passwd);
+    let group = parse_db(group);
     let entry = passwd.iter().find(|f| {
         f.first().map(String::as_str) == Some(u)
             || (u.parse::<u32>().is_ok() && f.get(2).map(String::as_str) == Some(u))
@@ -99,11 +166,7 @@ pub fn resolve_user(root: &Path, user: &str) -> Result<(u32, u32, Vec<u32>), Str
     Ok((uid, gid, extra))
 }
 
-fn read_db(root: &Path, path: &str) -> Vec<Vec<String>> {
-    let Ok(p) = resolve_in_root(root, Path::new(path)) else {
-        return vec![];
-    };
-    let data = fs::read(&p).unwrap_or_default();
+fn parse_db(data: &[u8]) -> Vec<Vec<String>> {
     data.split(|&b| b == b'\n')
         .filter(|l| !l.is_empty() && l[0] != b'#')
         .map(|l| {
@@ -147,6 +210,56 @@ mod tests {
         );
         symlink("loop", r.join("loop")).unwrap();
         assert!(resolve_in_root(r, Path::new("/loop")).is_err());
+    }
+
+    #[test]
+    fn finds_files_through_overlay_layers() {
+        let d = tempfile::tempdir().unwrap();
+        let (top, mid, low) = (
+            d.path().join("top"),
+            d.path().join("mid"),
+            d.path().join("low"),
+        );
+        for l in [&top, &mid, &low] {
+            fs::create_dir_all(l.join("etc")).unwrap();
+        }
+        fs::write(low.join("etc/passwd"), "low").unwrap();
+        fs::write(low.join("etc/group"), "low").unwrap();
+        fs::write(mid.join("etc/passwd"), "mid").unwrap();
+        let layers = vec![top.clone(), mid.clone(), low.clone()];
+        assert_eq!(
+            find_in_layers(&layers, "etc/passwd"),
+            Layered::File(mid.join("etc/passwd"))
+        );
+        assert_eq!(
+            find_in_layers(&layers, "etc/group"),
+            Layered::File(low.join("etc/group"))
+        );
+        assert_eq!(find_in_layers(&layers, "etc/shadow"), Layered::Missing);
+        // A whiteout in the top layer hides the lower files; an opaque directory hides
+        // everything below it.
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            top.join("etc/group"),
+            rustix::fs::FileType::CharacterDevice,
+            rustix::fs::Mode::empty(),
+            0,
+        )
+        .unwrap();
+        assert_eq!(find_in_layers(&layers, "etc/group"), Layered::Missing);
+        rustix::fs::lsetxattr(
+            mid.join("etc"),
+            "trusted.overlay.opaque",
+            b"y",
+            rustix::fs::XattrFlags::empty(),
+        )
+        .unwrap();
+        fs::remove_file(mid.join("etc/passwd")).unwrap();
+        assert_eq!(find_in_layers(&layers, "etc/passwd"), Layered::Missing);
+        // A symlink needs a real mount to resolve.
+        fs::remove_dir_all(top.join("etc")).unwrap();
+        symlink("/usr/etc", top.join("etc")).unwrap();
+        assert_eq!(find_in_layers(&layers, "etc/passwd"), Layered::NeedsMount);
     }
 
     #[test]
