@@ -155,20 +155,7 @@ impl Client {
             Some(b) => (Some("application/json"), full(b)),
             None => (None, full(Vec::new())),
         };
-        let resp = self.send(method, path, ct, body).await?;
-        let bytes = resp
-            .into_body()
-            .collect()
-            .await
-            .map_err(|e| ClientError::Protocol(e.to_string()))?
-            .to_bytes();
-        let bytes = if bytes.is_empty() {
-            Bytes::from_static(b"null")
-        } else {
-            bytes
-        };
-        serde_json::from_slice(&bytes)
-            .map_err(|e| ClientError::Protocol(format!("unexpected answer from the daemon: {e}")))
+        read_json(self.send(method, path, ct, body).await?).await
     }
 
     pub async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T> {
@@ -211,17 +198,11 @@ impl Client {
         let body =
             StreamBody::new(ReaderStream::with_capacity(reader, 256 * 1024).map_ok(Frame::data))
                 .boxed();
-        let resp = self
-            .send(Method::POST, path, Some("application/x-tar"), body)
-            .await?;
-        let bytes = resp
-            .into_body()
-            .collect()
-            .await
-            .map_err(|e| ClientError::Protocol(e.to_string()))?
-            .to_bytes();
-        serde_json::from_slice(&bytes)
-            .map_err(|e| ClientError::Protocol(format!("unexpected answer from the daemon: {e}")))
+        read_json(
+            self.send(Method::POST, path, Some("application/x-tar"), body)
+                .await?,
+        )
+        .await
     }
 
     /// GETs a byte stream into `out`; returns the bytes written.
@@ -444,7 +425,7 @@ pub async fn read_ndjson<T: DeserializeOwned>(
     Ok(())
 }
 
-/// Reads a JSON body of a response from [`Client::post_begin`].
+/// Reads a JSON body (an empty one reads as `null`, for 204 answers).
 pub async fn read_json<T: DeserializeOwned>(resp: Response<Incoming>) -> Result<T> {
     let bytes = resp
         .into_body()
@@ -452,6 +433,11 @@ pub async fn read_json<T: DeserializeOwned>(resp: Response<Incoming>) -> Result<
         .await
         .map_err(|e| ClientError::Protocol(e.to_string()))?
         .to_bytes();
+    let bytes = if bytes.is_empty() {
+        Bytes::from_static(b"null")
+    } else {
+        bytes
+    };
     serde_json::from_slice(&bytes)
         .map_err(|e| ClientError::Protocol(format!("unexpected answer from the daemon: {e}")))
 }

@@ -950,9 +950,8 @@ fn interactive_and_terminal_sessions() {
     require_root_and_tools(&["script"]);
     let d = with_busybox();
     // -i: stdin through, stdout and stderr apart, the exit code back.
-    let mut child = d
-        .cmd()
-        .args([
+    let out = d.with_input(
+        &[
             "run",
             "-i",
             "--rm",
@@ -960,14 +959,9 @@ fn interactive_and_terminal_sessions() {
             "sh",
             "-c",
             "read line; echo got $line; echo oops >&2; exit 6",
-        ])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    std::io::Write::write_all(child.stdin.as_mut().unwrap(), b"hello\n").unwrap();
-    let out = child.wait_with_output().unwrap();
+        ],
+        b"hello\n",
+    );
     assert_eq!(out.status.code(), Some(6));
     assert_eq!(String::from_utf8_lossy(&out.stdout), "got hello\n");
     assert_eq!(String::from_utf8_lossy(&out.stderr), "oops\n");
@@ -986,23 +980,17 @@ fn interactive_and_terminal_sessions() {
 
     // exec -i and exec -it into a running container.
     d.ok(&["run", "-d", "--name", "host1", "bb", "sleep", "1000"]);
-    let mut child = d
-        .cmd()
-        .args([
+    let out = d.with_input(
+        &[
             "exec",
             "-i",
             "host1",
             "sh",
             "-c",
             "read l; echo got:$l; echo e >&2; exit 5",
-        ])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    std::io::Write::write_all(child.stdin.as_mut().unwrap(), b"hello\n").unwrap();
-    let out = child.wait_with_output().unwrap();
+        ],
+        b"hello\n",
+    );
     assert_eq!(
         (
             out.status.code(),
@@ -1032,16 +1020,7 @@ fn interactive_and_terminal_sessions() {
         "-c",
         "while read l; do echo echo:$l; done; exit 4",
     ]);
-    let mut child = d
-        .cmd()
-        .args(["attach", "talker"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    std::io::Write::write_all(child.stdin.as_mut().unwrap(), b"one\ntwo\n").unwrap();
-    drop(child.stdin.take()); // EOF ends the loop
-    let out = child.wait_with_output().unwrap();
+    let out = d.with_input(&["attach", "talker"], b"one\ntwo\n");
     assert_eq!(String::from_utf8_lossy(&out.stdout), "echo:one\necho:two\n");
     assert_eq!(out.status.code(), Some(4));
     wait_until("talker to exit", || {

@@ -142,6 +142,20 @@ impl Daemon {
         self.cmd().args(args).stdin(Stdio::null()).output().unwrap()
     }
 
+    /// Runs the CLI with `input` on its stdin (closed after), capturing stdout and stderr.
+    pub fn with_input(&self, args: &[&str], input: &[u8]) -> Output {
+        let mut child = self
+            .cmd()
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(input).unwrap();
+        child.wait_with_output().unwrap()
+    }
+
     /// Runs the CLI and returns stdout, failing the test on a non-zero exit.
     pub fn ok(&self, args: &[&str]) -> String {
         let out = self.pier(args);
