@@ -67,6 +67,8 @@ pub struct Containers {
     pub events: broadcast::Sender<Event>,
     /// Attached exec sessions: where their resize frames go, and their exit codes.
     pub execs: Mutex<HashMap<String, ExecSession>>,
+    /// Names being given to containers right now (`project/name`).
+    reserved_names: Mutex<std::collections::HashSet<String>>,
     exe: PathBuf,
 }
 
@@ -322,12 +324,38 @@ impl Containers {
             locks: Mutex::new(HashMap::new()),
             events,
             execs: Mutex::new(HashMap::new()),
+            reserved_names: Mutex::new(std::collections::HashSet::new()),
             exe: std::env::current_exe()?,
         }))
     }
 
     pub(crate) fn cdir(&self, id: &str) -> PathBuf {
         self.dir.join(id)
+    }
+
+    /// Reserves a container name until the guard drops (by then the record holds it).
+    /// `except` is a container allowed to hold the name already (a rename to itself).
+    fn reserve_name(
+        &self,
+        project: &ProjectName,
+        name: &str,
+        except: Option<&str>,
+    ) -> ApiResult<NameReservation<'_>> {
+        let key = format!("{project}/{name}");
+        let mut reserved = self.reserved_names.lock().unwrap();
+        let taken = reserved.contains(&key)
+            || self
+                .all(project)?
+                .iter()
+                .any(|c| c.name == name && Some(c.id.as_str()) != except);
+        if taken {
+            return Err(conflict(format!("the container name {name:?} is already in use; remove that container or choose another name")));
+        }
+        reserved.insert(key.clone());
+        Ok(NameReservation {
+            set: &self.reserved_names,
+            key,
+        })
     }
 
     pub(crate) fn lock(&self, id: &str) -> Arc<tokio::sync::Mutex<()>> {
@@ -413,9 +441,12 @@ impl Containers {
             Some(n) => n.clone(),
             None => String::new(),
         };
-        if !name.is_empty() && self.all(project)?.iter().any(|c| c.name == name) {
-            return Err(conflict(format!("the container name {name:?} is already in use; remove that container or choose another name")));
-        }
+        // Names are checked and reserved at once, so two creates cannot both take one.
+        let _reservation = if name.is_empty() {
+            None
+        } else {
+            Some(self.reserve_name(project, &name, None)?)
+        };
         let id = random_id();
         let name = if name.is_empty() {
             random_name(&id)
@@ -1172,15 +1203,7 @@ impl Containers {
             return Err(invalid(format!("invalid container name {new_name:?}")));
         }
         let mut c = self.get(project, name)?;
-        if self
-            .all(project)?
-            .iter()
-            .any(|o| o.name == new_name && o.id != c.id)
-        {
-            return Err(conflict(format!(
-                "the container name {new_name:?} is already in use"
-            )));
-        }
+        let _reservation = self.reserve_name(project, new_name, Some(&c.id))?;
         c.name = new_name.to_string();
         self.save(&c)?;
         self.emit(&c, "rename", &[]);
@@ -1544,6 +1567,18 @@ impl Containers {
             }
         }
         Ok(())
+    }
+}
+
+/// A name reserved by [`Containers::reserve_name`].
+struct NameReservation<'a> {
+    set: &'a Mutex<std::collections::HashSet<String>>,
+    key: String,
+}
+
+impl Drop for NameReservation<'_> {
+    fn drop(&mut self) {
+        self.set.lock().unwrap().remove(&self.key);
     }
 }
 

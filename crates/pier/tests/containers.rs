@@ -457,6 +457,27 @@ fn lifecycle_commands() {
     wait_until("later to exit", || state(&d, "later")["status"] == "exited");
     assert!(d.ok(&["ps", "-a", "-f", "status=exited"]).contains("later"));
     assert!(!d.ok(&["ps"]).contains("later"));
+    // One name, one container, even when asked for at once.
+    let children: Vec<_> = (0..6)
+        .map(|_| {
+            d.cmd()
+                .args(["create", "--name", "same", "bb", "true"])
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let outcomes: Vec<_> = children
+        .into_iter()
+        .map(|c| c.wait_with_output().unwrap())
+        .collect();
+    assert_eq!(outcomes.iter().filter(|o| o.status.success()).count(), 1);
+    assert!(outcomes
+        .iter()
+        .filter(|o| !o.status.success())
+        .all(|o| String::from_utf8_lossy(&o.stderr).contains("already in use")));
+    d.ok(&["rm", "same"]);
     // container prune removes what is stopped and keeps what runs.
     let later_id = d.json(&["inspect", "later"])[0]["id"]
         .as_str()
