@@ -411,6 +411,8 @@ struct Client {
 
 /// Output buffered for clients that do not read; past this they are dropped.
 const CLIENT_BUFFER: usize = 4 << 20;
+/// Input held for a container that is slow to read it.
+const STDIN_BUFFER: usize = 1 << 20;
 /// Output kept for the first client to attach.
 const REPLAY_BUFFER: usize = 256 << 10;
 
@@ -461,6 +463,13 @@ fn supervise(
     }
     let mut clients: Vec<Client> = Vec::new();
     let mut replay: Option<Vec<u8>> = Some(Vec::new());
+    // Input waiting for the container to read it. The monitor never blocks on a
+    // container that does not read: it stops reading clients' input instead.
+    let mut pending_in: Vec<u8> = Vec::new();
+    let mut close_stdin = false;
+    if let Some(s) = &stdin {
+        set_nonblocking(s.as_raw_fd());
+    }
     let mut buf = vec![0u8; 64 * 1024];
     let mut status: Option<i32> = None;
     let pidfd = rustix::process::pidfd_open(
@@ -480,15 +489,23 @@ fn supervise(
             fds.len() - 1
         });
         let clients_at = fds.len();
+        let input_full = pending_in.len() >= STDIN_BUFFER;
         for c in &clients {
-            let ev = libc::POLLIN
-                | if c.outbuf.is_empty() {
-                    0
-                } else {
-                    libc::POLLOUT
-                };
-            fds.push(pollfd(c.sock.as_raw_fd(), ev));
+            let read = if input_full { 0 } else { libc::POLLIN };
+            let write = if c.outbuf.is_empty() {
+                0
+            } else {
+                libc::POLLOUT
+            };
+            fds.push(pollfd(c.sock.as_raw_fd(), read | write));
         }
+        let stdin_at = match (&stdin, pending_in.is_empty()) {
+            (Some(s), false) => {
+                fds.push(pollfd(s.as_raw_fd(), libc::POLLOUT));
+                Some(fds.len() - 1)
+            }
+            _ => None,
+        };
         let pidfd_at = match (&pidfd, status) {
             (Some(p), None) => {
                 fds.push(pollfd(p.as_raw_fd(), libc::POLLIN));
@@ -513,8 +530,11 @@ fn supervise(
             // SAFETY: reading into our buffer from an fd we own.
             let r = unsafe { libc::read(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
             if r <= 0 {
-                // EIO: a terminal whose every slave is closed.
-                if r == 0 || io::Error::last_os_error().kind() != io::ErrorKind::Interrupted {
+                // EIO: a terminal whose every slave is closed. EAGAIN: a terminal's master
+                // shares its non-blocking flag with the input side.
+                let kind = io::Error::last_os_error().kind();
+                if r == 0 || !matches!(kind, io::ErrorKind::Interrupted | io::ErrorKind::WouldBlock)
+                {
                     closed.push(i);
                 }
                 continue;
@@ -602,11 +622,8 @@ fn supervise(
                     Ok(frames) => {
                         for (kind, payload) in frames {
                             match kind {
-                                attach::STDIN => {
-                                    if let Some(s) = &stdin {
-                                        let _ = File::from(s.try_clone().expect("dup"))
-                                            .write_all(&payload);
-                                    }
+                                attach::STDIN if stdin.is_some() => {
+                                    pending_in.extend_from_slice(&payload)
                                 }
                                 attach::RESIZE => {
                                     if let Some(t) = &tty {
@@ -614,7 +631,7 @@ fn supervise(
                                     }
                                 }
                                 // A terminal's input cannot be closed apart from its output.
-                                attach::CLOSE_STDIN if tty.is_none() => stdin = None,
+                                attach::CLOSE_STDIN if tty.is_none() => close_stdin = true,
                                 _ => {}
                             }
                         }
@@ -634,6 +651,25 @@ fn supervise(
             if c.outbuf.len() > CLIENT_BUFFER {
                 gone.push(j);
             }
+        }
+        // Input to the container, as much as it takes now.
+        if let (Some(s), Some(i)) = (&stdin, stdin_at) {
+            if fds[i].revents & libc::POLLOUT != 0 {
+                // SAFETY: writing from our buffer to a non-blocking fd we own.
+                let w = unsafe {
+                    libc::write(s.as_raw_fd(), pending_in.as_ptr().cast(), pending_in.len())
+                };
+                if w > 0 {
+                    pending_in.drain(..w as usize);
+                } else if w < 0 && io::Error::last_os_error().kind() != io::ErrorKind::WouldBlock {
+                    pending_in.clear(); // the reader is gone
+                    close_stdin = true;
+                }
+            }
+        }
+        if close_stdin && pending_in.is_empty() {
+            stdin = None;
+            close_stdin = false;
         }
         gone.sort_unstable();
         gone.dedup();

@@ -987,6 +987,32 @@ fn interactive_and_terminal_sessions() {
     assert_eq!(String::from_utf8_lossy(&out.stdout), "got hello\n");
     assert_eq!(String::from_utf8_lossy(&out.stderr), "oops\n");
 
+    // A lot of input for a container that first writes a lot and reads only later: the
+    // monitor must not block on the one while the other fills up.
+    let big = vec![b'x'; 5 << 20];
+    let out = d.with_input(
+        &[
+            "run",
+            "-i",
+            "--rm",
+            "bb",
+            "sh",
+            "-c",
+            "head -c 3000000 /dev/zero | tr '\\0' y; echo; wc -c",
+        ],
+        &big,
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut lines = text.lines();
+    assert_eq!(lines.next().map(str::len), Some(3_000_000));
+    assert_eq!(lines.next().map(str::trim), Some("5242880"));
+
     // -it: a real terminal in the container's own devpts, sized like ours.
     let pier = PIER;
     let (code, out) = in_pty(
