@@ -33,15 +33,15 @@ pub struct Engine {
     pub store_schema: u32,
 }
 
-type Shared = State<Arc<Engine>>;
+pub(crate) type Shared = State<Arc<Engine>>;
 
 /// The project a request acts in. Until tenants exist, every request is in `default`.
-fn project() -> ProjectName {
+pub(crate) fn project() -> ProjectName {
     ProjectName::default_project()
 }
 
 /// Runs blocking engine work on the blocking pool.
-async fn blocking<T: Send + 'static>(
+pub(crate) async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> ApiResult<T> + Send + 'static,
 ) -> ApiResult<T> {
     tokio::task::spawn_blocking(f).await?

@@ -16,18 +16,12 @@ use pier_api::containers::{
     StopQuery, TopResponse, WaitResponse,
 };
 use pier_api::time::parse_rfc3339;
-use pier_api::{ErrorBody, ProjectName};
+use pier_api::ErrorBody;
 use serde::Deserialize;
 use utoipa::{IntoParams, OpenApi};
 
-use crate::api::Engine;
+use crate::api::{blocking, project, Engine, Shared};
 use crate::error::{ApiError, ApiResult};
-
-type Shared = State<Arc<Engine>>;
-
-fn project() -> ProjectName {
-    ProjectName::default_project()
-}
 
 pub fn routes() -> Router<Arc<Engine>> {
     Router::new()
@@ -147,7 +141,7 @@ async fn create(
 ) -> ApiResult<(StatusCode, Json<Created>)> {
     let Json(req) = body?;
     let c = e.containers.clone();
-    let created = tokio::task::spawn_blocking(move || c.create(&project(), req)).await??;
+    let created = blocking(move || c.create(&project(), req)).await?;
     Ok((StatusCode::CREATED, Json(created)))
 }
 
@@ -491,9 +485,7 @@ async fn changes(
     Path(id): Path<String>,
 ) -> ApiResult<Json<Vec<crate::container_fs::Change>>> {
     let c = e.containers.clone();
-    Ok(Json(
-        tokio::task::spawn_blocking(move || c.changes(&project(), &id)).await??,
-    ))
+    Ok(Json(blocking(move || c.changes(&project(), &id)).await?))
 }
 
 /// Streams a blocking producer's output as a tar response body.
@@ -531,7 +523,7 @@ async fn commit(
     let Json(req) = body?;
     let c = e.containers.clone();
     Ok(Json(
-        tokio::task::spawn_blocking(move || c.commit(&project(), &id, &req)).await??,
+        blocking(move || c.commit(&project(), &id, &req)).await?,
     ))
 }
 
@@ -554,7 +546,7 @@ async fn archive_get(
     // Check the path first, so a wrong one is a clear 404 rather than a cut stream.
     let c = e.containers.clone();
     let (id2, path2) = (id.clone(), q.path.clone());
-    tokio::task::spawn_blocking(move || c.archive_check(&project(), &id2, &path2)).await??;
+    blocking(move || c.archive_check(&project(), &id2, &path2)).await?;
     let c = e.containers.clone();
     Ok(tar_response(move |w| {
         c.archive_get(&project(), &id, &q.path, w)
@@ -573,7 +565,7 @@ async fn archive_put(
     let Query(q) = q?;
     let reader = crate::stream::body_reader(body);
     let c = e.containers.clone();
-    tokio::task::spawn_blocking(move || c.archive_put(&project(), &id, &q.path, reader)).await??;
+    blocking(move || c.archive_put(&project(), &id, &q.path, reader)).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
