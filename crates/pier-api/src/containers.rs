@@ -49,8 +49,27 @@ pub struct ContainerCreate {
     /// `user`, `uid`, `user:group` or `uid:gid`.
     pub user: Option<String>,
     pub hostname: Option<String>,
-    /// `none` (default for now) or `host`.
+    /// `bridge` (the default), `none`, `host`, a network's name or ID, or
+    /// `container:NAME` to share another container's network namespace.
     pub network: Option<String>,
+    /// `--ip`: a static address on the first network.
+    pub ip: Option<String>,
+    /// `--mac-address` on the first network.
+    pub mac_address: Option<String>,
+    /// `--network-alias`: more names on the first network (user networks only).
+    pub network_aliases: Vec<String>,
+    /// `-p [hostip:][hostport:]containerport[/tcp|udp]`, port ranges allowed.
+    pub publish: Vec<String>,
+    /// `-P`: publish every port the image exposes on a free host port.
+    pub publish_all: bool,
+    /// `--dns`: name servers written to the container's /etc/resolv.conf.
+    pub dns: Vec<String>,
+    pub dns_search: Vec<String>,
+    pub dns_options: Vec<String>,
+    /// `--add-host name:ip`, added to the container's /etc/hosts.
+    pub extra_hosts: Vec<String>,
+    /// `--network-opt rate=10mbit` (both ways), `ingress-rate=`, `egress-rate=`.
+    pub network_opts: BTreeMap<String, String>,
     pub read_only: bool,
     pub privileged: bool,
     pub cap_add: Vec<String>,
@@ -145,6 +164,12 @@ pub struct ContainerInspect {
     pub config: ContainerCreate,
     pub state: ContainerState,
     pub log_path: String,
+    /// Networks the container is on, by network name.
+    #[serde(default)]
+    pub networks: BTreeMap<String, crate::networks::Endpoint>,
+    /// Ports published while it runs.
+    #[serde(default)]
+    pub ports: Vec<crate::networks::PortBinding>,
 }
 
 /// One row of `pier ps`.
@@ -158,6 +183,9 @@ pub struct ContainerSummary {
     pub state: ContainerStatus,
     /// `Up 3 minutes`, `Exited (0) 2 seconds ago`, ...
     pub status: String,
+    /// Published ports while it runs.
+    #[serde(default)]
+    pub ports: Vec<crate::networks::PortBinding>,
 }
 
 /// Query of `GET /v1/containers`.

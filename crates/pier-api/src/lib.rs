@@ -24,6 +24,7 @@ macro_rules! string_schema {
 pub mod containers;
 pub mod error;
 pub mod names;
+pub mod networks;
 pub mod reference;
 pub mod time;
 pub mod types;

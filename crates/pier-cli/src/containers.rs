@@ -36,9 +36,39 @@ pub struct CreateArgs {
     /// Container hostname.
     #[arg(long)]
     hostname: Option<String>,
-    /// Network: none or host.
+    /// Network: bridge (the default), none, host, a network's name, or container:NAME.
     #[arg(long, alias = "net")]
     network: Option<String>,
+    /// Static IPv4 address on the network (user networks).
+    #[arg(long)]
+    ip: Option<String>,
+    /// MAC address of the container's interface.
+    #[arg(long)]
+    mac_address: Option<String>,
+    /// Another name the container answers to on its network.
+    #[arg(long)]
+    network_alias: Vec<String>,
+    /// Publish a port: [hostip:][hostport:]containerport[/tcp|udp].
+    #[arg(short, long)]
+    publish: Vec<String>,
+    /// Publish every port the image exposes on a free host port.
+    #[arg(short = 'P', long)]
+    publish_all: bool,
+    /// DNS server for the container.
+    #[arg(long)]
+    dns: Vec<String>,
+    /// DNS search domain.
+    #[arg(long)]
+    dns_search: Vec<String>,
+    /// DNS resolver option.
+    #[arg(long)]
+    dns_option: Vec<String>,
+    /// Add a line to /etc/hosts (NAME:IP).
+    #[arg(long)]
+    add_host: Vec<String>,
+    /// Network option: rate=10mbit (both ways), ingress-rate=, egress-rate=.
+    #[arg(long)]
+    network_opt: Vec<String>,
     /// Mount the root filesystem read-only.
     #[arg(long)]
     read_only: bool,
@@ -186,6 +216,17 @@ fn parse_restart(s: &str) -> Result<RestartPolicy, CliError> {
     })
 }
 
+/// `KEY=VALUE` flags as a map.
+pub(crate) fn key_values(v: &[String], flag: &str) -> Result<BTreeMap<String, String>, CliError> {
+    v.iter()
+        .map(|o| {
+            o.split_once('=')
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .ok_or_else(|| fail(format!("{flag} {o:?}: use KEY=VALUE")))
+        })
+        .collect()
+}
+
 fn create_request(a: CreateArgs, auto_remove: bool) -> Result<ContainerCreate, CliError> {
     let mut env = Vec::new();
     for file in &a.env_file {
@@ -247,6 +288,16 @@ fn create_request(a: CreateArgs, auto_remove: bool) -> Result<ContainerCreate, C
         user: a.user,
         hostname: a.hostname,
         network: a.network,
+        ip: a.ip,
+        mac_address: a.mac_address,
+        network_aliases: a.network_alias,
+        publish: a.publish,
+        publish_all: a.publish_all,
+        dns: a.dns,
+        dns_search: a.dns_search,
+        dns_options: a.dns_option,
+        extra_hosts: a.add_host,
+        network_opts: key_values(&a.network_opt, "--network-opt")?,
         read_only: a.read_only,
         privileged: a.privileged,
         cap_add: a.cap_add,
@@ -319,8 +370,41 @@ pub async fn run(client: &Client, fmt: Format, a: RunArgs) -> Result<(), CliErro
         start_or_explain(client, &c.id).await?;
         return print(fmt, &c, || c.id.clone());
     }
-    if req_tty || req_interactive {
-        // Interactive: register for the exit, start, then attach; the monitor replays
+    if req_interactive && !req_tty {
+        // Input through the attach stream; output from the log, which holds all of it
+        // from the first byte however late the attach comes.
+        let waiter = client
+            .post_begin(&format!("{path}/wait?next_exit=true"))
+            .await
+            .map_err(engine_error)?;
+        let output = client
+            .get_begin(&format!("{path}/logs?follow=true&attach=true"))
+            .await
+            .map_err(engine_error)?;
+        start_or_explain(client, &c.id).await?;
+        let io = client
+            .hijack(&format!("{path}/attach?stdin=true"))
+            .await
+            .map_err(engine_error)?;
+        tokio::spawn(async move {
+            use tokio::io::AsyncWriteExt;
+            let (mut r, mut w) = tokio::io::split(io);
+            let discard = tokio::spawn(async move {
+                let _ = tokio::io::copy(&mut r, &mut tokio::io::sink()).await;
+            });
+            let _ = tokio::io::copy(&mut tokio::io::stdin(), &mut w).await;
+            let _ = w.shutdown().await;
+            let _ = discard.await;
+        });
+        print_lines(output, false).await?;
+        let w: WaitResponse = pier_client::read_json(waiter).await.map_err(engine_error)?;
+        return Err(CliError {
+            code: w.exit_code,
+            message: String::new(),
+        });
+    }
+    if req_tty {
+        // A terminal: register for the exit, start, then attach; the monitor replays
         // what came out before the attach.
         let waiter = client
             .post_begin(&format!("{path}/wait?next_exit=true"))
@@ -796,6 +880,18 @@ pub async fn ps(client: &Client, fmt: Format, a: PsArgs) -> Result<(), CliError>
                     },
                     parse_rfc3339(&c.created).map_or_else(String::new, |t| human_ago(t, now)),
                     c.status.clone(),
+                    c.ports
+                        .iter()
+                        .map(|p| {
+                            let ip = if p.host_ip.is_empty() {
+                                "0.0.0.0"
+                            } else {
+                                &p.host_ip
+                            };
+                            format!("{ip}:{}->{}/{}", p.host_port, p.container_port, p.proto)
+                        })
+                        .collect::<Vec<_>>()
+                        .join(", "),
                     c.name.clone(),
                 ]
             })
@@ -807,6 +903,7 @@ pub async fn ps(client: &Client, fmt: Format, a: PsArgs) -> Result<(), CliError>
                 "COMMAND",
                 "CREATED",
                 "STATUS",
+                "PORTS",
                 "NAMES",
             ],
             &rows,

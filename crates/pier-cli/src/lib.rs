@@ -5,6 +5,7 @@
 mod containers;
 mod containers_fs;
 mod images;
+mod networks;
 mod output;
 
 use std::path::PathBuf;
@@ -44,6 +45,11 @@ pub enum Command {
     /// Manage containers (the other container commands are top-level, as in Docker).
     #[command(subcommand)]
     Container(ContainerCommand),
+    /// Manage networks.
+    #[command(subcommand)]
+    Network(networks::NetworkCommand),
+    /// List a container's published ports.
+    Port { container: String },
     /// List images (same as `pier image ls`).
     Images(images::ListArgs),
     /// Remove images (same as `pier image rm`).
@@ -233,6 +239,8 @@ pub async fn run_client(cli: Cli) -> Result<(), CliError> {
                 lines.join("\n")
             })
         }
+        Command::Network(cmd) => networks::run(&client, fmt, cmd).await,
+        Command::Port { container } => networks::port(&client, &container).await,
         Command::Images(args) => images::list(&client, fmt, args).await,
         Command::Rmi(args) => images::remove(&client, fmt, args).await,
         Command::Run(a) => containers::run(&client, fmt, a).await,

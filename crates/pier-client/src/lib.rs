@@ -304,6 +304,14 @@ impl Client {
         Ok(())
     }
 
+    /// POSTs a JSON body and expects no content back.
+    pub async fn post_no_content<B: Serialize>(&self, path: &str, body: &B) -> Result<()> {
+        let body = serde_json::to_vec(body).expect("request serializes");
+        self.send(Method::POST, path, Some("application/json"), full(body))
+            .await?;
+        Ok(())
+    }
+
     /// DELETEs and expects no content back.
     pub async fn delete_empty(&self, path: &str) -> Result<()> {
         self.send(Method::DELETE, path, None, full(Vec::new()))

@@ -64,6 +64,7 @@ pub fn router(engine: Arc<Engine>) -> Router {
         .route("/v1/images/{reference}/history", get(image_history))
         .route("/v1/images/{reference}/tag", post(tag_image))
         .merge(crate::api_containers::routes())
+        .merge(crate::api_networks::routes())
         .fallback(|| async {
             ApiError::new(
                 pier_api::ErrorKind::NotFound,
@@ -111,7 +112,10 @@ pub struct ApiDoc;
 
 /// The OpenAPI document as pretty JSON, as checked in at `openapi/pier.json`.
 pub fn openapi_json() -> String {
-    let mut s = ApiDoc::openapi()
+    let mut doc = ApiDoc::openapi();
+    doc.merge(crate::api_containers::ContainersDoc::openapi());
+    doc.merge(crate::api_networks::NetworksDoc::openapi());
+    let mut s = doc
         .to_pretty_json()
         .expect("the OpenAPI document serializes");
     s.push('\n');

@@ -38,6 +38,7 @@ use pier_store::{Batch, Store, StoreExt, Table};
 use tokio::sync::{broadcast, watch};
 
 use crate::error::{ApiError, ApiResult};
+use crate::networks::{Networks, DEFAULT_NETWORK};
 
 const MIN_MEMORY: i64 = 6 << 20;
 const DEFAULT_PATH: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -70,6 +71,7 @@ pub struct Containers {
     /// Names being given to containers right now (`project/name`).
     reserved_names: Mutex<std::collections::HashSet<String>>,
     exe: PathBuf,
+    pub networks: Arc<Networks>,
 }
 
 fn key(project: &ProjectName, id: &str) -> String {
@@ -81,7 +83,7 @@ pub fn short_random_id() -> String {
     random_id()[..16].to_string()
 }
 
-fn random_id() -> String {
+pub(crate) fn random_id() -> String {
     let mut b = [0u8; 32];
     if let Ok(mut f) = fs::File::open("/dev/urandom") {
         let _ = f.read_exact(&mut b);
@@ -108,7 +110,7 @@ fn random_name(id: &str) -> String {
     )
 }
 
-fn valid_name(n: &str) -> bool {
+pub(crate) fn valid_name(n: &str) -> bool {
     let b = n.as_bytes();
     !b.is_empty()
         && b.len() <= 128
@@ -260,11 +262,19 @@ fn validate(req: &ContainerCreate) -> ApiResult<()> {
             )))
         }
     }
-    if let Some(n) = &req.network {
-        if n != "none" && n != "host" {
+    for h in &req.extra_hosts {
+        let ok = h
+            .split_once(':')
+            .is_some_and(|(n, ip)| !n.is_empty() && ip.parse::<std::net::IpAddr>().is_ok());
+        if !ok {
             return Err(invalid(format!(
-                "network {n:?} is not available yet: use --network none or --network host"
+                "invalid --add-host {h:?}: use NAME:IP, e.g. db:10.0.0.5"
             )));
+        }
+    }
+    for d in &req.dns {
+        if d.parse::<std::net::IpAddr>().is_err() {
+            return Err(invalid(format!("--dns {d:?} is not an IP address")));
         }
     }
     for o in &req.security_opt {
@@ -312,6 +322,7 @@ impl Containers {
         root: &Path,
         db: Arc<dyn Store>,
         images: Arc<ImageStore>,
+        networks: Arc<Networks>,
     ) -> std::io::Result<Arc<Self>> {
         let dir = root.join("containers");
         fs::create_dir_all(&dir)?;
@@ -326,6 +337,7 @@ impl Containers {
             execs: Mutex::new(HashMap::new()),
             reserved_names: Mutex::new(std::collections::HashSet::new()),
             exe: std::env::current_exe()?,
+            networks,
         }))
     }
 
@@ -447,6 +459,14 @@ impl Containers {
         } else {
             Some(self.reserve_name(project, &name, None)?)
         };
+        let networks = self.networks.endpoints_for_create(project, &req)?;
+        if let Some(other) = req
+            .network
+            .as_deref()
+            .and_then(|m| m.strip_prefix("container:"))
+        {
+            self.get(project, other)?;
+        }
         let id = random_id();
         let name = if name.is_empty() {
             random_name(&id)
@@ -491,6 +511,8 @@ impl Containers {
             config: req,
             state: ContainerState::default(),
             log_path: self.cdir(&id).join("container.log").display().to_string(),
+            networks,
+            ports: Vec::new(),
         };
         let dir = self.cdir(&id);
         let made = (|| -> ApiResult<()> {
@@ -649,7 +671,9 @@ impl Containers {
         }
         let net = match req.network.as_deref() {
             Some("host") => NetMode::Host,
-            _ => NetMode::None,
+            Some("none") => NetMode::None,
+            // Bridge networks and `container:`: a namespace file made at each start.
+            _ => NetMode::Path(self.networks.netns_path(&c.id).display().to_string()),
         };
         // /etc/hostname and /etc/hosts, bind-mounted from the container's directory.
         fs::write(dir.join("hostname"), format!("{hostname}\n"))
@@ -664,8 +688,14 @@ impl Containers {
             serde_json::json!({"destination": "/etc/hostname", "type": "bind", "source": dir.join("hostname"), "options": ["rbind", "rprivate"]}),
             serde_json::json!({"destination": "/etc/hosts", "type": "bind", "source": dir.join("hosts"), "options": ["rbind", "rprivate"]}),
         ];
-        if net == NetMode::Host && Path::new("/etc/resolv.conf").exists() {
-            mounts.push(serde_json::json!({"destination": "/etc/resolv.conf", "type": "bind", "source": "/etc/resolv.conf", "options": ["rbind", "rprivate", "ro"]}));
+        if net == NetMode::Host {
+            if Path::new("/etc/resolv.conf").exists() {
+                mounts.push(serde_json::json!({"destination": "/etc/resolv.conf", "type": "bind", "source": "/etc/resolv.conf", "options": ["rbind", "rprivate", "ro"]}));
+            }
+        } else {
+            // Written at each start, when the container's networks are known.
+            fs::write(dir.join("resolv.conf"), "").map_err(|e| internal(e.to_string()))?;
+            mounts.push(serde_json::json!({"destination": "/etc/resolv.conf", "type": "bind", "source": dir.join("resolv.conf"), "options": ["rbind", "rprivate"]}));
         }
         let no_new_privs = req
             .security_opt
@@ -775,11 +805,127 @@ impl Containers {
         self.start_locked(c).await
     }
 
+    /// Networking of a container about to start: interfaces, ports, and its
+    /// /etc/hosts and /etc/resolv.conf. Fills in `c.networks` and `c.ports`.
+    async fn setup_network(&self, c: &mut ContainerInspect) -> ApiResult<()> {
+        let mode = c
+            .config
+            .network
+            .clone()
+            .unwrap_or_else(|| DEFAULT_NETWORK.into());
+        if mode == "host" || mode == "none" {
+            return Ok(());
+        }
+        let dir = self.cdir(&c.id);
+        let write = |name: &str, text: String| {
+            fs::write(dir.join(name), text)
+                .map_err(|e| internal(format!("cannot write the container's {name}: {e}")))
+        };
+        if let Some(other) = mode.strip_prefix("container:") {
+            let o = self.get(&c.project, other)?;
+            let pid = match (o.state.status, o.state.pid) {
+                (ContainerStatus::Running | ContainerStatus::Paused, Some(pid)) => pid,
+                _ => {
+                    return Err(conflict(format!(
+                        "cannot join the network of container {}: it is not running",
+                        o.name
+                    )))
+                }
+            };
+            let theirs = self.networks.netns_path(&o.id);
+            let src = if theirs.exists() {
+                theirs
+            } else {
+                PathBuf::from(format!("/proc/{pid}/ns/net"))
+            };
+            self.networks.attach(c, &[], Some(src)).await?;
+            let odir = self.cdir(&o.id);
+            for f in ["hosts", "resolv.conf"] {
+                let text = fs::read_to_string(odir.join(f)).unwrap_or_default();
+                write(f, text)?;
+            }
+            return Ok(());
+        }
+        let exposed: Vec<(u16, pier_net::nft::Proto)> = self
+            .images
+            .resolve(&c.project, c.image_id.as_str())
+            .and_then(|i| self.images.config(&i))
+            .ok()
+            .and_then(|cfg| cfg["config"]["ExposedPorts"].as_object().cloned())
+            .map(|ports| {
+                ports
+                    .keys()
+                    .filter_map(|k| {
+                        let (p, proto) = k.split_once('/').unwrap_or((k, "tcp"));
+                        let proto = match proto {
+                            "udp" => pier_net::nft::Proto::Udp,
+                            _ => pier_net::nft::Proto::Tcp,
+                        };
+                        Some((p.parse().ok()?, proto))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        let attached = self.networks.attach(c, &exposed, None).await?;
+        let first_ip = attached
+            .endpoints
+            .get(c.config.network.as_deref().unwrap_or(DEFAULT_NETWORK))
+            .and_then(|e| e.ip_address.clone());
+        for (name, ep) in attached.endpoints {
+            c.networks.insert(name, ep);
+        }
+        c.ports = attached.ports;
+        let first = self.networks.get(&c.project, &mode).ok();
+        let r = (|| {
+            write("resolv.conf", self.networks.resolv_conf(c, first.as_ref()))?;
+            let hostname = c
+                .config
+                .hostname
+                .clone()
+                .unwrap_or_else(|| c.id[..12].to_string());
+            let mut hosts =
+                String::from("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n");
+            hosts.push_str(&format!(
+                "{}\t{hostname}\n",
+                first_ip.as_deref().unwrap_or("127.0.1.1")
+            ));
+            for h in &c.config.extra_hosts {
+                if let Some((name, ip)) = h.split_once(':') {
+                    hosts.push_str(&format!("{ip}\t{name}\n"));
+                }
+            }
+            write("hosts", hosts)
+        })();
+        if r.is_err() {
+            self.teardown_network(c).await;
+        }
+        r
+    }
+
+    /// Undoes [`Self::setup_network`]; the record keeps which networks the container
+    /// is on, without addresses.
+    async fn teardown_network(&self, c: &mut ContainerInspect) {
+        self.networks.detach(c).await;
+        for ep in c.networks.values_mut() {
+            ep.ip_address = None;
+            ep.prefix_len = None;
+            ep.gateway = None;
+            ep.mac_address = None;
+            ep.interface = None;
+        }
+        c.ports.clear();
+    }
+
     async fn start_locked(
         self: &Arc<Self>,
         mut c: ContainerInspect,
     ) -> ApiResult<ContainerInspect> {
         let dir = self.cdir(&c.id);
+        if let Err(e) = self.setup_network(&mut c).await {
+            c.state.error = Some(e.message.clone());
+            let _ = self.save(&c);
+            return Err(e);
+        }
         let this = self.clone();
         let c2 = c.clone();
         let reply = tokio::task::spawn_blocking(move || -> ApiResult<String> {
@@ -799,7 +945,14 @@ impl Containers {
                 .map_err(|e| internal(format!("cannot start the monitor: {e}")))?;
             Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
         })
-        .await??;
+        .await;
+        let reply = match reply.map_err(ApiError::from).and_then(|r| r) {
+            Ok(r) => r,
+            Err(e) => {
+                self.teardown_network(&mut c).await;
+                return Err(e);
+            }
+        };
         if let Some(pid) = reply.strip_prefix("ok ") {
             let running: Option<Running> = read_json(&self.cdir(&c.id).join("state.json"));
             c.state = ContainerState {
@@ -821,6 +974,7 @@ impl Containers {
         }
         // The container did not start: nothing of it may stay.
         unmount(&self.cdir(&c.id).join("rootfs"));
+        self.teardown_network(&mut c).await;
         let (code, msg) = match reply.strip_prefix("err ") {
             Some(rest) => {
                 let (code, msg) = rest.split_once(' ').unwrap_or((rest, ""));
@@ -907,6 +1061,7 @@ impl Containers {
         });
         unmount(&dir.join("rootfs"));
         let _ = Cgroup::for_container(id).remove();
+        self.teardown_network(&mut c).await;
         c.state.status = ContainerStatus::Exited;
         c.state.pid = None;
         c.state.monitor_pid = None;
@@ -1121,6 +1276,96 @@ impl Containers {
         Ok(())
     }
 
+    /// Puts a container on one more network (`pier network connect`); a running
+    /// container gets its interface at once.
+    pub async fn connect(
+        &self,
+        project: &ProjectName,
+        network: &str,
+        req: pier_api::networks::NetworkConnect,
+    ) -> ApiResult<()> {
+        let c = self.get(project, &req.container)?;
+        let lock = self.lock(&c.id);
+        let _g = lock.lock().await;
+        let mut c = self.get(project, &c.id)?;
+        let n = self.networks.get(project, network)?;
+        let mode = c.config.network.as_deref().unwrap_or(DEFAULT_NETWORK);
+        if matches!(mode, "none" | "host") || mode.starts_with("container:") {
+            return Err(invalid(format!(
+                "container {} uses --network {mode}: it cannot join other networks",
+                c.name
+            )));
+        }
+        if c.networks.contains_key(&n.name) {
+            return Err(conflict(format!(
+                "container {} is already on network {}",
+                c.name, n.name
+            )));
+        }
+        let mut ep = self
+            .networks
+            .endpoint_request(&n, req.ip.as_deref(), None, &req.aliases)?;
+        if matches!(
+            c.state.status,
+            ContainerStatus::Running | ContainerStatus::Paused
+        ) {
+            let used: Vec<usize> = c
+                .networks
+                .values()
+                .filter_map(|e| e.interface.as_deref()?.strip_prefix("eth")?.parse().ok())
+                .collect();
+            let i = (0..).find(|i| !used.contains(i)).unwrap_or(0);
+            let ns = self.networks.netns_path(&c.id);
+            ep = match self.networks.plug(&c, &ns, i, &n.name, ep).await {
+                Ok(ep) => ep,
+                Err(e) => {
+                    let _ = self.networks.unplug(&c, &n.id).await;
+                    return Err(e);
+                }
+            };
+            let one = BTreeMap::from([(n.name.clone(), ep.clone())]);
+            self.networks.index_names(&c, &one);
+        }
+        c.networks.insert(n.name.clone(), ep);
+        self.save(&c)?;
+        self.emit(&c, "connect", &[("network", n.name.clone())]);
+        Ok(())
+    }
+
+    /// Takes a container off a network (`pier network disconnect`).
+    pub async fn disconnect(
+        &self,
+        project: &ProjectName,
+        network: &str,
+        container: &str,
+    ) -> ApiResult<()> {
+        let c = self.get(project, container)?;
+        let lock = self.lock(&c.id);
+        let _g = lock.lock().await;
+        let mut c = self.get(project, &c.id)?;
+        let n = self.networks.get(project, network)?;
+        let Some(ep) = c.networks.get(&n.name).cloned() else {
+            return Err(conflict(format!(
+                "container {} is not on network {}",
+                c.name, n.name
+            )));
+        };
+        if ep.ip_address.is_some() {
+            self.networks.unplug(&c, &n.id).await?;
+        }
+        c.networks.remove(&n.name);
+        if c.config.network.as_deref().unwrap_or(DEFAULT_NETWORK) == n.name {
+            // Its first network is gone; the next one (if any) becomes the first. With
+            // none left, it keeps a namespace of its own with only `lo`.
+            if let Some(next) = c.networks.keys().next() {
+                c.config.network = Some(next.clone());
+            }
+        }
+        self.save(&c)?;
+        self.emit(&c, "disconnect", &[("network", n.name.clone())]);
+        Ok(())
+    }
+
     /// Removes every container that is not running; returns their IDs.
     pub async fn prune(&self, project: &ProjectName) -> ApiResult<Vec<String>> {
         let mut deleted = Vec::new();
@@ -1264,6 +1509,7 @@ impl Containers {
                     created: c.created.clone(),
                     state: c.state.status,
                     status,
+                    ports: c.ports.clone(),
                 },
             ));
         }

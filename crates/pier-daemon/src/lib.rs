@@ -10,9 +10,11 @@
 
 pub mod api;
 pub mod api_containers;
+pub mod api_networks;
 pub mod container_fs;
 pub mod containers;
 pub mod error;
+pub mod networks;
 pub mod server;
 pub mod stream;
 

@@ -16,6 +16,7 @@ use tokio::net::UnixListener;
 
 use crate::api::{router, Engine};
 use crate::containers::Containers;
+use crate::networks::Networks;
 
 pub const DEFAULT_ROOT: &str = "/var/lib/pier";
 pub const DEFAULT_SOCKET: &str = "/run/pier/pier.sock";
@@ -103,8 +104,11 @@ pub async fn run(mut config: DaemonConfig) -> Result<(), DaemonError> {
             let store = Arc::new(RedbStore::open(&root.join("state.redb"))?);
             let store_schema = store.schema_version()?;
             let images = Arc::new(ImageStore::open(&root.join("images"), store.clone())?);
-            let containers =
-                Containers::new(&root, store, images.clone()).map_err(io("create", &root))?;
+            let networks = Arc::new(
+                Networks::new(&root, store.clone()).map_err(|e| DaemonError::Restore(e.message))?,
+            );
+            let containers = Containers::new(&root, store, images.clone(), networks)
+                .map_err(io("create", &root))?;
             Ok(Engine {
                 root,
                 images,
@@ -121,6 +125,12 @@ pub async fn run(mut config: DaemonConfig) -> Result<(), DaemonError> {
         .restore()
         .await
         .map_err(|e| DaemonError::Restore(e.message))?;
+    engine
+        .containers
+        .networks
+        .reconcile(&pier_api::ProjectName::default_project())
+        .await
+        .map_err(|e| DaemonError::Restore(format!("networks: {}", e.message)))?;
 
     let socket = &config.socket;
     if let Some(dir) = socket.parent() {

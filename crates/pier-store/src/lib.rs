@@ -34,15 +34,21 @@ pub enum Table {
     Layers,
     /// Containers by `project/container-id`.
     Containers,
+    /// Networks by `project/network-id`.
+    Networks,
+    /// Address leases by `project/network-id/ip`, each naming a container ID.
+    Leases,
 }
 
 impl Table {
-    pub const ALL: [Table; 5] = [
+    pub const ALL: [Table; 7] = [
         Table::Meta,
         Table::Images,
         Table::Tags,
         Table::Layers,
         Table::Containers,
+        Table::Networks,
+        Table::Leases,
     ];
 
     pub fn name(self) -> &'static str {
@@ -52,6 +58,8 @@ impl Table {
             Table::Tags => "tags",
             Table::Layers => "layers",
             Table::Containers => "containers",
+            Table::Networks => "networks",
+            Table::Leases => "leases",
         }
     }
 }

@@ -11,7 +11,7 @@ use redb::{Database, ReadableDatabase, TableDefinition, WriteTransaction};
 use crate::{Op, Store, StoreError, Table};
 
 /// The schema this build writes.
-pub const SCHEMA_VERSION: u32 = 1;
+pub const SCHEMA_VERSION: u32 = 2;
 const SCHEMA_KEY: &str = "schema_version";
 
 fn def(table: Table) -> TableDefinition<'static, &'static str, &'static [u8]> {
@@ -27,13 +27,17 @@ type Migration = fn(&WriteTransaction) -> Result<(), StoreError>;
 
 const MIGRATIONS: [Migration; SCHEMA_VERSION as usize] = [
     // 0 -> 1: the first schema; every table exists.
-    |txn| {
-        for t in Table::ALL {
-            txn.open_table(def(t)).map_err(backend)?;
-        }
-        Ok(())
-    },
+    create_tables,
+    // 1 -> 2: networks and address leases.
+    create_tables,
 ];
+
+fn create_tables(txn: &WriteTransaction) -> Result<(), StoreError> {
+    for t in Table::ALL {
+        txn.open_table(def(t)).map_err(backend)?;
+    }
+    Ok(())
+}
 
 /// The embedded, crash-safe store.
 pub struct RedbStore {

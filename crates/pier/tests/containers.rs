@@ -181,8 +181,16 @@ fn limits_and_security_seen_from_inside() {
         "0",
         "masked"
     );
-    // Only loopback in a new network namespace, and it is up.
-    let out = d.ok(&["run", "--rm", "bb", "cat", "/proc/net/dev"]);
+    // Only loopback in a new network namespace with `--network none`, and it is up.
+    let out = d.ok(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "bb",
+        "cat",
+        "/proc/net/dev",
+    ]);
     assert!(out.contains("lo:") && out.lines().count() == 3, "{out}");
     // A fork bomb stops at the pids limit (read with a shell builtin: forks fail).
     let out = d.ok(&["run", "--rm", "--pids-limit", "10", "bb", "sh", "-c", "(for i in $(seq 40); do sleep 5 & done) 2>/dev/null; read n < /sys/fs/cgroup/pids/pids.current; echo $n; read m < /sys/fs/cgroup/pids/pids.max; echo $m"]);
@@ -647,6 +655,9 @@ fn live_restore_after_kill_9() {
             "create",
             "--name",
             "late",
+            // Started by hand below, without the daemon's network setup.
+            "--network",
+            "none",
             "bb",
             "sh",
             "-c",

@@ -42,7 +42,21 @@ pub struct Daemon {
     pub dir: tempfile::TempDir,
     pub root: PathBuf,
     pub socket: PathBuf,
+    /// The network namespace the daemon lives in (`ip netns` name): its bridges,
+    /// veths and nftables table are the test's alone, and outlive daemon restarts.
+    pub netns: String,
     child: Option<Child>,
+}
+
+/// Runs `ip ARGS`, panicking with its error output on failure.
+pub fn ip(args: &[&str]) {
+    let out = Command::new("ip").args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "ip {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 impl Daemon {
@@ -53,10 +67,15 @@ impl Daemon {
             .unwrap();
         let root = dir.path().join("root");
         let socket = dir.path().join("pier.sock");
+        let suffix = dir.path().file_name().unwrap().to_string_lossy();
+        let netns = format!("pt-{}", suffix.trim_start_matches("pier-test-"));
+        ip(&["netns", "add", &netns]);
+        ip(&["-n", &netns, "link", "set", "lo", "up"]);
         let mut d = Daemon {
             dir,
             root,
             socket,
+            netns,
             child: None,
         };
         d.spawn();
@@ -71,16 +90,28 @@ impl Daemon {
             .append(true)
             .open(self.dir.path().join("daemon.log"))
             .unwrap();
-        let child = Command::new(PIER)
-            .args(["daemon", "--root"])
+        let ns = fs::File::open(self.netns_path()).unwrap();
+        let mut cmd = Command::new(PIER);
+        cmd.args(["daemon", "--root"])
             .arg(&self.root)
             .arg("--socket")
             .arg(&self.socket)
             .env("PIER_LOG", "debug")
             .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap();
+            .stderr(log);
+        // SAFETY: setns(2) only, on a descriptor kept open until the child has exec'd.
+        unsafe {
+            use std::os::fd::AsFd;
+            use std::os::unix::process::CommandExt;
+            cmd.pre_exec(move || {
+                rustix::thread::move_into_link_name_space(
+                    ns.as_fd(),
+                    Some(rustix::thread::LinkNameSpaceType::Network),
+                )
+                .map_err(std::io::Error::from)
+            });
+        }
+        let child = cmd.spawn().unwrap();
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
@@ -97,6 +128,32 @@ impl Daemon {
             );
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    pub fn netns_path(&self) -> PathBuf {
+        Path::new("/run/netns").join(&self.netns)
+    }
+
+    /// A command run inside the daemon's network namespace (where its host side is).
+    pub fn in_netns(&self, program: &str) -> Command {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &self.netns, program]);
+        c
+    }
+
+    /// Names of the links in the daemon's network namespace.
+    pub fn links(&self) -> Vec<String> {
+        let out = Command::new("ip")
+            .args(["-n", &self.netns, "-o", "link", "show"])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| {
+                let name = l.split(": ").nth(1)?;
+                Some(name.split('@').next()?.to_string())
+            })
+            .collect()
     }
 
     pub fn pid(&self) -> u32 {
@@ -274,7 +331,25 @@ impl Drop for Daemon {
                 "mounts left under {root}:\n{mounts}"
             );
             assert!(!self.socket.exists(), "socket left behind");
+            // With every container gone, no veth of theirs may stay, and their
+            // namespace files are gone.
+            let veths: Vec<String> = self
+                .links()
+                .into_iter()
+                .filter(|l| l.starts_with("pv"))
+                .collect();
+            assert!(veths.is_empty(), "veths left: {veths:?}");
+            let netns_left: Vec<_> = fs::read_dir(self.root.join("netns"))
+                .map(|d| d.flatten().map(|e| e.file_name()).collect())
+                .unwrap_or_default();
+            assert!(
+                netns_left.is_empty(),
+                "namespace files left: {netns_left:?}"
+            );
         }
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.netns])
+            .status();
     }
 }
 

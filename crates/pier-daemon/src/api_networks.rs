@@ -1,0 +1,108 @@
+//! The network part of the native API (`/v1/networks/...`).
+
+use std::sync::Arc;
+
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use pier_api::networks::{NetworkConnect, NetworkCreate, NetworkDisconnect, NetworkInspect};
+use pier_api::ErrorBody;
+use utoipa::OpenApi;
+
+use crate::api::{blocking, project, Engine, Shared};
+use crate::error::ApiResult;
+
+pub fn routes() -> Router<Arc<Engine>> {
+    Router::new()
+        .route("/v1/networks", get(list).post(create))
+        .route("/v1/networks/prune", post(prune))
+        .route("/v1/networks/{id}", get(inspect).delete(remove))
+        .route("/v1/networks/{id}/connect", post(connect))
+        .route("/v1/networks/{id}/disconnect", post(disconnect))
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    paths(list, create, inspect, remove, prune, connect, disconnect),
+    components(schemas(
+        NetworkCreate,
+        NetworkInspect,
+        NetworkConnect,
+        NetworkDisconnect,
+        pier_api::networks::Endpoint,
+        pier_api::networks::PortBinding,
+        pier_api::networks::NetworkMode
+    ))
+)]
+pub struct NetworksDoc;
+
+/// Lists networks by name.
+#[utoipa::path(get, path = "/v1/networks", responses((status = 200, body = [NetworkInspect])))]
+async fn list(State(e): Shared) -> ApiResult<Json<Vec<NetworkInspect>>> {
+    let n = e.containers.networks.clone();
+    Ok(Json(blocking(move || n.list(&project())).await?))
+}
+
+/// Creates a bridge network.
+#[utoipa::path(post, path = "/v1/networks", request_body = NetworkCreate,
+    responses((status = 201, body = NetworkInspect), (status = 400, body = ErrorBody), (status = 409, body = ErrorBody)))]
+async fn create(
+    State(e): Shared,
+    body: Result<Json<NetworkCreate>, JsonRejection>,
+) -> ApiResult<(StatusCode, Json<NetworkInspect>)> {
+    let Json(req) = body?;
+    let n = e.containers.networks.create(&project(), req).await?;
+    Ok((StatusCode::CREATED, Json(n)))
+}
+
+/// Shows a network with its running containers.
+#[utoipa::path(get, path = "/v1/networks/{id}", params(("id" = String, Path)),
+    responses((status = 200, body = NetworkInspect), (status = 404, body = ErrorBody)))]
+async fn inspect(State(e): Shared, Path(id): Path<String>) -> ApiResult<Json<NetworkInspect>> {
+    let n = e.containers.networks.clone();
+    Ok(Json(blocking(move || n.inspect(&project(), &id)).await?))
+}
+
+/// Removes a network no container uses.
+#[utoipa::path(delete, path = "/v1/networks/{id}", params(("id" = String, Path)),
+    responses((status = 204), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+async fn remove(State(e): Shared, Path(id): Path<String>) -> ApiResult<StatusCode> {
+    e.containers.networks.remove(&project(), &id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Removes every network no container uses; returns their names.
+#[utoipa::path(post, path = "/v1/networks/prune", responses((status = 200, body = [String])))]
+async fn prune(State(e): Shared) -> ApiResult<Json<Vec<String>>> {
+    Ok(Json(e.containers.networks.prune(&project()).await?))
+}
+
+/// Connects a container to a network.
+#[utoipa::path(post, path = "/v1/networks/{id}/connect", params(("id" = String, Path)), request_body = NetworkConnect,
+    responses((status = 204), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+async fn connect(
+    State(e): Shared,
+    Path(id): Path<String>,
+    body: Result<Json<NetworkConnect>, JsonRejection>,
+) -> ApiResult<StatusCode> {
+    let Json(req) = body?;
+    e.containers.connect(&project(), &id, req).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Disconnects a container from a network.
+#[utoipa::path(post, path = "/v1/networks/{id}/disconnect", params(("id" = String, Path)), request_body = NetworkDisconnect,
+    responses((status = 204), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+async fn disconnect(
+    State(e): Shared,
+    Path(id): Path<String>,
+    body: Result<Json<NetworkDisconnect>, JsonRejection>,
+) -> ApiResult<StatusCode> {
+    let Json(req) = body?;
+    e.containers
+        .disconnect(&project(), &id, &req.container)
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}

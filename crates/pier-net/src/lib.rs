@@ -1,0 +1,29 @@
+//! Single-host networking: bridge networks, IPAM, veth pairs into network namespaces,
+//! the nftables table Pier owns (egress NAT, published ports, isolation, routed mode),
+//! the embedded DNS server, and per-container rate limits.
+//!
+//! Netlink work goes through `rtnetlink`; firewall rules through nftables' JSON
+//! interface (`nft -j -f -`), always inside Pier's own table, never anyone else's.
+//! What to create is decided by the daemon (`pier-daemon/src/networks.rs`), which keeps
+//! networks and address leases in its store; this crate only carries it out.
+
+pub mod dns;
+pub mod ipam;
+pub mod netlink;
+pub mod nft;
+pub mod qos;
+
+/// What went wrong in the kernel or its tools.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("netlink: cannot {0}: {1}")]
+    Netlink(String, String),
+    #[error("cannot {0}: {1}")]
+    Io(String, #[source] std::io::Error),
+    #[error("nftables refused Pier's rules: {0}")]
+    Nft(String),
+    #[error("tc: {0}")]
+    Tc(String),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,320 @@
+//! Links, addresses and routes through netlink (`rtnetlink`), and network namespace
+//! files.
+//!
+//! A container on a bridge network gets a network namespace held by a bind-mounted
+//! file (`ROOT/netns/<id>`), created here before the runtime starts and joined by the
+//! container through the runtime spec. [`plumb`] then creates a veth pair from inside
+//! that namespace: its end there is `eth0` (`eth1`, ... for further networks), its peer
+//! is moved to the daemon's namespace and plugged into the network's bridge.
+
+use std::fs;
+use std::net::{IpAddr, Ipv4Addr};
+use std::os::fd::{AsFd, AsRawFd};
+use std::path::{Path, PathBuf};
+
+use futures_util::TryStreamExt;
+use rtnetlink::packet_route::link::{InfoData, InfoKind, InfoVeth, LinkAttribute};
+use rtnetlink::{Handle, LinkBridge, LinkBridgePort, LinkMessageBuilder, LinkUnspec, LinkVeth};
+
+use crate::{Error, Result};
+
+fn nl(what: impl Into<String>) -> impl FnOnce(rtnetlink::Error) -> Error {
+    let what = what.into();
+    move |e| Error::Netlink(what, errno_text(&e))
+}
+
+fn errno_text(e: &rtnetlink::Error) -> String {
+    match e {
+        rtnetlink::Error::NetlinkError(m) => m.to_io().to_string(),
+        other => other.to_string(),
+    }
+}
+
+fn is_errno(e: &rtnetlink::Error, errno: i32) -> bool {
+    matches!(e, rtnetlink::Error::NetlinkError(m) if m.raw_code() == -errno)
+}
+
+/// A netlink connection in the daemon's network namespace.
+#[derive(Clone)]
+pub struct Netlink {
+    handle: Handle,
+}
+
+/// A link as netlink reports it.
+#[derive(Debug, Clone)]
+pub struct Link {
+    pub index: u32,
+    pub name: String,
+    /// The bridge it is plugged into.
+    pub controller: Option<u32>,
+}
+
+impl Netlink {
+    /// Opens a connection; must be called inside a tokio runtime.
+    pub fn new() -> Result<Self> {
+        let (conn, handle, _) = rtnetlink::new_connection()
+            .map_err(|e| Error::Netlink("open a netlink socket".into(), e.to_string()))?;
+        tokio::spawn(conn);
+        Ok(Netlink { handle })
+    }
+
+    pub async fn links(&self) -> Result<Vec<Link>> {
+        let mut out = Vec::new();
+        let mut s = self.handle.link().get().execute();
+        while let Some(m) = s.try_next().await.map_err(nl("list links"))? {
+            let mut link = Link {
+                index: m.header.index,
+                name: String::new(),
+                controller: None,
+            };
+            for a in m.attributes {
+                match a {
+                    LinkAttribute::IfName(n) => link.name = n,
+                    LinkAttribute::Controller(c) => link.controller = Some(c),
+                    _ => {}
+                }
+            }
+            out.push(link);
+        }
+        Ok(out)
+    }
+
+    pub async fn index(&self, name: &str) -> Result<Option<u32>> {
+        let mut s = self
+            .handle
+            .link()
+            .get()
+            .match_name(name.to_string())
+            .execute();
+        match s.try_next().await {
+            Ok(m) => Ok(m.map(|m| m.header.index)),
+            Err(e) if is_errno(&e, libc::ENODEV) => Ok(None),
+            Err(e) => Err(nl(format!("look up link {name}"))(e)),
+        }
+    }
+
+    /// Creates the bridge if it is missing, gives it `gateway/prefix` and brings it up.
+    /// Returns its index.
+    pub async fn ensure_bridge(
+        &self,
+        name: &str,
+        gateway: Ipv4Addr,
+        prefix: u8,
+        mtu: u32,
+    ) -> Result<u32> {
+        if self.index(name).await?.is_none() {
+            // A fixed MAC: otherwise the bridge takes its lowest port's, which changes as
+            // containers come and go and leaves stale ARP entries behind.
+            let msg = LinkBridge::new(name)
+                .mtu(mtu)
+                .address(crate::ipam::mac_for(gateway).to_vec())
+                .build();
+            match self.handle.link().add(msg).execute().await {
+                Ok(()) => {}
+                Err(e) if is_errno(&e, libc::EEXIST) => {}
+                Err(e) => return Err(nl(format!("create bridge {name}"))(e)),
+            }
+        }
+        let index = self
+            .index(name)
+            .await?
+            .ok_or_else(|| Error::Netlink(format!("bridge {name}"), "vanished".into()))?;
+        match self
+            .handle
+            .address()
+            .add(index, IpAddr::V4(gateway), prefix)
+            .execute()
+            .await
+        {
+            Ok(()) => {}
+            Err(e) if is_errno(&e, libc::EEXIST) => {}
+            Err(e) => return Err(nl(format!("add {gateway}/{prefix} to {name}"))(e)),
+        }
+        self.handle
+            .link()
+            .set(LinkUnspec::new_with_index(index).up().build())
+            .execute()
+            .await
+            .map_err(nl(format!("bring {name} up")))?;
+        Ok(index)
+    }
+
+    /// Deletes a link by name; a missing link is not an error. Deleting one end of a
+    /// veth pair deletes both.
+    pub async fn delete(&self, name: &str) -> Result<()> {
+        let Some(index) = self.index(name).await? else {
+            return Ok(());
+        };
+        match self.handle.link().del(index).execute().await {
+            Ok(()) => Ok(()),
+            Err(e) if is_errno(&e, libc::ENODEV) => Ok(()),
+            Err(e) => Err(nl(format!("delete link {name}"))(e)),
+        }
+    }
+
+    /// Plugs the host end of a veth pair into `bridge` and brings it up, with hairpin
+    /// mode so that a container reaches its own published ports.
+    pub async fn attach(&self, host_if: &str, bridge: u32) -> Result<()> {
+        let index = self
+            .index(host_if)
+            .await?
+            .ok_or_else(|| Error::Netlink(format!("veth {host_if}"), "missing".into()))?;
+        self.handle
+            .link()
+            .set(
+                LinkUnspec::new_with_index(index)
+                    .controller(bridge)
+                    .up()
+                    .build(),
+            )
+            .execute()
+            .await
+            .map_err(nl(format!("plug {host_if} into its bridge")))?;
+        self.handle
+            .link()
+            .set_port(LinkBridgePort::new(index).hairpin(true).build())
+            .execute()
+            .await
+            .map_err(nl(format!("set hairpin mode on {host_if}")))
+    }
+}
+
+/// Creates a network namespace held by the file `path` (bind-mounted nsfs).
+pub fn create_netns(path: &Path) -> Result<()> {
+    let io = |what: &str, e: std::io::Error| Error::Io(format!("{what} {}", path.display()), e);
+    fs::File::create(path).map_err(|e| io("create", e))?;
+    let p = path.to_path_buf();
+    let r = std::thread::spawn(move || -> std::io::Result<()> {
+        // SAFETY: this thread is ours alone and ends right after; unsharing its network
+        // namespace affects no other thread.
+        unsafe { rustix::thread::unshare_unsafe(rustix::thread::UnshareFlags::NEWNET) }?;
+        rustix::mount::mount_bind("/proc/thread-self/ns/net", &p)?;
+        Ok(())
+    })
+    .join()
+    .unwrap_or_else(|_| Err(std::io::Error::other("the namespace thread panicked")));
+    if let Err(e) = r {
+        let _ = fs::remove_file(path);
+        return Err(io("make a network namespace at", e));
+    }
+    Ok(())
+}
+
+/// Releases a namespace file made by [`create_netns`]; a missing one is not an error.
+pub fn remove_netns(path: &Path) {
+    let _ = rustix::mount::unmount(path, rustix::mount::UnmountFlags::DETACH);
+    let _ = fs::remove_file(path);
+}
+
+/// One interface of a container on a network.
+#[derive(Debug, Clone)]
+pub struct Plumb {
+    /// The namespace file (or `/proc/PID/ns/net`).
+    pub netns: PathBuf,
+    /// Name inside the container: `eth0`, ...
+    pub ifname: String,
+    /// Name of the host end.
+    pub host_ifname: String,
+    pub addr: Ipv4Addr,
+    pub prefix: u8,
+    pub mac: [u8; 6],
+    pub mtu: u32,
+    /// Default route through this gateway (none on internal networks).
+    pub gateway: Option<Ipv4Addr>,
+}
+
+/// Creates the veth pair of `p` from inside its namespace and sets the container end
+/// up: MAC, MTU, address, default route, and `lo` up. The host end lands in the
+/// calling thread's namespace, down; [`Netlink::attach`] plugs it in.
+pub fn plumb(p: &Plumb) -> Result<()> {
+    let p = p.clone();
+    std::thread::spawn(move || plumb_in_thread(&p))
+        .join()
+        .unwrap_or_else(|_| Err(Error::Netlink("plumb".into(), "thread panicked".into())))
+}
+
+fn plumb_in_thread(p: &Plumb) -> Result<()> {
+    let host_ns = fs::File::open("/proc/thread-self/ns/net")
+        .map_err(|e| Error::Io("open the daemon's network namespace".into(), e))?;
+    let ns = fs::File::open(&p.netns)
+        .map_err(|e| Error::Io(format!("open network namespace {}", p.netns.display()), e))?;
+    rustix::thread::move_into_link_name_space(
+        ns.as_fd(),
+        Some(rustix::thread::LinkNameSpaceType::Network),
+    )
+    .map_err(|e| Error::Io(format!("join {}", p.netns.display()), e.into()))?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .build()
+        .map_err(|e| Error::Io("start a netlink runtime".into(), e))?;
+    rt.block_on(async {
+        let (conn, handle, _) = rtnetlink::new_connection()
+            .map_err(|e| Error::Netlink("open a netlink socket".into(), e.to_string()))?;
+        tokio::spawn(conn);
+        let peer = LinkUnspec::new_with_name(&p.host_ifname)
+            .setns_by_fd(host_ns.as_raw_fd())
+            .build();
+        let veth = LinkMessageBuilder::<LinkVeth>::new_with_info_kind(InfoKind::Veth)
+            .name(p.ifname.clone())
+            .address(p.mac.to_vec())
+            .mtu(p.mtu)
+            .set_info_data(InfoData::Veth(InfoVeth::Peer(peer)))
+            .build();
+        handle
+            .link()
+            .add(veth)
+            .execute()
+            .await
+            .map_err(nl(format!("create veth {}/{}", p.ifname, p.host_ifname)))?;
+        let index = |name: &str| {
+            let h = handle.clone();
+            let name = name.to_string();
+            async move {
+                h.link()
+                    .get()
+                    .match_name(name.clone())
+                    .execute()
+                    .try_next()
+                    .await
+                    .map_err(nl(format!("look up {name}")))?
+                    .map(|m| m.header.index)
+                    .ok_or_else(|| Error::Netlink(name, "missing".into()))
+            }
+        };
+        let eth = index(&p.ifname).await?;
+        handle
+            .address()
+            .add(eth, IpAddr::V4(p.addr), p.prefix)
+            .execute()
+            .await
+            .map_err(nl(format!("add {}/{} to {}", p.addr, p.prefix, p.ifname)))?;
+        for i in [eth, index("lo").await?] {
+            handle
+                .link()
+                .set(LinkUnspec::new_with_index(i).up().build())
+                .execute()
+                .await
+                .map_err(nl("bring links up"))?;
+        }
+        if let Some(gw) = p.gateway {
+            let route = rtnetlink::RouteMessageBuilder::<Ipv4Addr>::new()
+                .gateway(gw)
+                .output_interface(eth)
+                .build();
+            match handle.route().add(route).execute().await {
+                Ok(()) => {}
+                // A second network does not replace the first one's default route.
+                Err(e) if is_errno(&e, libc::EEXIST) => {}
+                Err(e) => return Err(nl(format!("add the default route via {gw}"))(e)),
+            }
+        }
+        Ok(())
+    })
+}
+
+/// Writes a sysctl under /proc/sys/net of the calling thread's namespace, e.g.
+/// `("ipv4/ip_forward", "1")`.
+pub fn sysctl(key: &str, value: &str) -> Result<()> {
+    let path = format!("/proc/sys/net/{key}");
+    fs::write(&path, value).map_err(|e| Error::Io(format!("write {path}"), e))
+}

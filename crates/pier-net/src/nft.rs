@@ -1,0 +1,320 @@
+//! Pier's nftables table: egress NAT, published ports, isolation between networks,
+//! internal and routed networks.
+//!
+//! The whole table is derived from the store's networks and port mappings and replaced
+//! in one nftables transaction (`nft -j -f -`): it is always either the old table or
+//! the new one, a crash cannot leave half a ruleset, and a restart rebuilds it from
+//! the store. Only the table named here is ever touched; Docker's, Podman's and
+//! everyone else's rules stay as they are.
+
+use std::io::Write;
+use std::net::Ipv4Addr;
+use std::process::{Command, Stdio};
+
+use serde_json::{json, Value};
+
+use crate::ipam::Ipv4Net;
+use crate::{Error, Result};
+
+/// A bridge network as the firewall sees it.
+#[derive(Debug, Clone)]
+pub struct FwNetwork {
+    pub bridge: String,
+    pub subnet: Ipv4Net,
+    /// No traffic in or out of the network except to its own members.
+    pub internal: bool,
+    /// Container addresses are routed, not NATed: reachable from outside as they are.
+    pub routed: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Proto {
+    Tcp,
+    Udp,
+}
+
+impl Proto {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Proto::Tcp => "tcp",
+            Proto::Udp => "udp",
+        }
+    }
+}
+
+/// A published port: `host_ip:host_port -> container_ip:container_port`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FwPort {
+    pub proto: Proto,
+    /// Only traffic to this host address; all local addresses when None.
+    pub host_ip: Option<Ipv4Addr>,
+    pub host_port: u16,
+    pub container_ip: Ipv4Addr,
+    pub container_port: u16,
+}
+
+fn m(left: Value, right: Value) -> Value {
+    json!({"match": {"op": "==", "left": left, "right": right}})
+}
+
+fn m_not(left: Value, right: Value) -> Value {
+    json!({"match": {"op": "!=", "left": left, "right": right}})
+}
+
+fn meta(key: &str) -> Value {
+    json!({"meta": {"key": key}})
+}
+
+fn payload(proto: &str, field: &str) -> Value {
+    json!({"payload": {"protocol": proto, "field": field}})
+}
+
+fn prefix(n: &Ipv4Net) -> Value {
+    json!({"prefix": {"addr": n.network().to_string(), "len": n.prefix()}})
+}
+
+fn ct(key: &str, right: Value) -> Value {
+    json!({"match": {"op": "in", "left": {"ct": {"key": key}}, "right": right}})
+}
+
+/// The nftables JSON commands that replace table `ip TABLE` with the rules for
+/// `nets` and `ports`.
+pub fn ruleset(table: &str, nets: &[FwNetwork], ports: &[FwPort]) -> Value {
+    let t = json!({"family": "ip", "name": table});
+    let mut cmds = vec![
+        // `add` then `delete` then `add`: works whether or not the table exists, in one
+        // transaction.
+        json!({"add": {"table": t}}),
+        json!({"delete": {"table": t}}),
+        json!({"add": {"table": t}}),
+    ];
+    let chain = |name: &str, typ: &str, hook: &str, prio: i32| {
+        json!({"add": {"chain": {"family": "ip", "table": table, "name": name,
+            "type": typ, "hook": hook, "prio": prio, "policy": "accept"}}})
+    };
+    let local = json!({"match": {"op": "==", "left": {"fib": {"result": "type", "flags": ["daddr"]}}, "right": "local"}});
+    // Chains first: rules refer to them.
+    cmds.extend([
+        chain("prerouting", "nat", "prerouting", -100),
+        chain("output", "nat", "output", -100),
+        chain("postrouting", "nat", "postrouting", 100),
+        chain("forward", "filter", "forward", 0),
+        json!({"add": {"chain": {"family": "ip", "table": table, "name": "ports"}}}),
+    ]);
+    let mut rule_cmds: Vec<Value> = Vec::new();
+    {
+        let mut rule = |chain: &str, expr: Vec<Value>| {
+            rule_cmds.push(json!({"add": {"rule": {"family": "ip", "table": table, "chain": chain, "expr": expr}}}));
+        };
+        // Published ports answer on every local address, from outside and from the host.
+        for c in ["prerouting", "output"] {
+            rule(c, vec![local.clone(), json!({"jump": {"target": "ports"}})]);
+        }
+        for p in ports {
+            let mut e = Vec::new();
+            if let Some(ip) = p.host_ip {
+                e.push(m(payload("ip", "daddr"), json!(ip.to_string())));
+            }
+            e.push(m(payload(p.proto.as_str(), "dport"), json!(p.host_port)));
+            e.push(json!({"dnat": {"addr": p.container_ip.to_string(), "port": p.container_port}}));
+            rule("ports", e);
+        }
+        let bridges: Vec<Value> = nets.iter().map(|n| json!(n.bridge)).collect();
+        rule(
+            "forward",
+            vec![
+                ct("state", json!(["established", "related"])),
+                json!({"accept": null}),
+            ],
+        );
+        for n in nets {
+            let iif = || m(meta("iifname"), json!(n.bridge));
+            let oif = || m(meta("oifname"), json!(n.bridge));
+            // Members of one network talk freely (seen here when br_netfilter is loaded).
+            rule("forward", vec![iif(), oif(), json!({"accept": null})]);
+            if n.internal {
+                rule("forward", vec![iif(), json!({"drop": null})]);
+                rule("forward", vec![oif(), json!({"drop": null})]);
+                continue;
+            }
+            // No network reaches another.
+            if bridges.len() > 1 {
+                rule(
+                    "forward",
+                    vec![
+                        iif(),
+                        m(meta("oifname"), json!({"set": bridges.clone()})),
+                        json!({"drop": null}),
+                    ],
+                );
+            }
+            // In from outside: published ports always, anything else only when routed.
+            rule(
+                "forward",
+                vec![oif(), ct("status", json!("dnat")), json!({"accept": null})],
+            );
+            if !n.routed {
+                rule("forward", vec![oif(), json!({"drop": null})]);
+            }
+            // Out: NATed to the host's address unless routed.
+            if !n.routed {
+                rule(
+                    "postrouting",
+                    vec![
+                        m(payload("ip", "saddr"), prefix(&n.subnet)),
+                        m_not(meta("oifname"), json!(n.bridge)),
+                        json!({"masquerade": null}),
+                    ],
+                );
+            }
+            // Hairpin: a member reaching a port published by a member of its own network.
+            rule(
+                "postrouting",
+                vec![
+                    ct("status", json!("dnat")),
+                    m(payload("ip", "saddr"), prefix(&n.subnet)),
+                    oif(),
+                    json!({"masquerade": null}),
+                ],
+            );
+            // The host reaching a published port through 127.0.0.1.
+            rule(
+                "postrouting",
+                vec![
+                    m(
+                        payload("ip", "saddr"),
+                        json!({"prefix": {"addr": "127.0.0.0", "len": 8}}),
+                    ),
+                    oif(),
+                    json!({"masquerade": null}),
+                ],
+            );
+        }
+    }
+    cmds.extend(rule_cmds);
+    json!({"nftables": cmds})
+}
+
+/// Replaces Pier's table with the rules for `nets` and `ports`.
+pub fn apply(table: &str, nets: &[FwNetwork], ports: &[FwPort]) -> Result<()> {
+    run(&ruleset(table, nets, ports), false)
+}
+
+/// Deletes Pier's table (if it exists).
+pub fn delete(table: &str) -> Result<()> {
+    let t = json!({"family": "ip", "name": table});
+    run(
+        &json!({"nftables": [{"add": {"table": t}}, {"delete": {"table": t}}]}),
+        false,
+    )
+}
+
+/// Whether `table` exists in the calling process's network namespace.
+pub fn exists(table: &str) -> bool {
+    Command::new("nft")
+        .args(["list", "table", "ip", table])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// Feeds `doc` to `nft -j -f -`; with `check`, nft only validates it (`-c`).
+fn run(doc: &Value, check: bool) -> Result<()> {
+    let mut child = Command::new("nft")
+        .args(if check {
+            &["-c", "-j", "-f", "-"][..]
+        } else {
+            &["-j", "-f", "-"][..]
+        })
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| Error::Io("run nft (install Debian's nftables package)".into(), e))?;
+    let body = doc.to_string();
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin
+            .write_all(body.as_bytes())
+            .map_err(|e| Error::Io("write to nft".into(), e))?;
+    }
+    let out = child
+        .wait_with_output()
+        .map_err(|e| Error::Io("wait for nft".into(), e))?;
+    if !out.status.success() {
+        return Err(Error::Nft(
+            String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ruleset_shape() {
+        let nets = vec![
+            FwNetwork {
+                bridge: "pier0".into(),
+                subnet: "10.88.0.0/16".parse().unwrap(),
+                internal: false,
+                routed: false,
+            },
+            FwNetwork {
+                bridge: "pier-int".into(),
+                subnet: "10.89.0.0/24".parse().unwrap(),
+                internal: true,
+                routed: false,
+            },
+        ];
+        let ports = vec![FwPort {
+            proto: Proto::Tcp,
+            host_ip: None,
+            host_port: 8080,
+            container_ip: "10.88.0.2".parse().unwrap(),
+            container_port: 80,
+        }];
+        let doc = ruleset("pier", &nets, &ports);
+        let text = doc.to_string();
+        // The table is replaced, never flushed in place, and no other table is named.
+        let cmds = doc["nftables"].as_array().unwrap();
+        assert_eq!(
+            cmds[1],
+            json!({"delete": {"table": {"family": "ip", "name": "pier"}}})
+        );
+        assert!(cmds
+            .iter()
+            .all(|c| c.to_string().contains("\"table\":\"pier\"")
+                || c.to_string().contains("\"name\":\"pier\"")));
+        assert!(text.contains(r#"{"dnat":{"addr":"10.88.0.2","port":80}}"#));
+        // The internal network gets no masquerade; the NAT one does.
+        // The NAT network is masqueraded on the way out; the internal one is not, and
+        // everything in or out of it is dropped.
+        let rules: Vec<(String, String)> = cmds
+            .iter()
+            .filter_map(|c| c["add"]["rule"].as_object())
+            .map(|r| {
+                (
+                    r["chain"].as_str().unwrap().to_string(),
+                    r["expr"].to_string(),
+                )
+            })
+            .collect();
+        let has = |chain: &str, parts: &[&str]| {
+            rules
+                .iter()
+                .any(|(c, e)| c == chain && parts.iter().all(|p| e.contains(p)))
+        };
+        assert!(has("postrouting", &["10.88.0.0", "\"!=\"", "masquerade"]));
+        assert!(!has("postrouting", &["10.89.0.0", "\"!=\"", "masquerade"]));
+        assert!(has("forward", &["iifname", "pier-int", "drop"]));
+        assert!(has("forward", &["oifname", "pier-int", "drop"]));
+        assert!(has("forward", &["iifname", "\"pier0\"", "set", "drop"]));
+        assert!(has("ports", &["8080", "dnat"]));
+        // And nftables itself accepts it (check mode: nothing is changed).
+        run(&doc, true).unwrap();
+    }
+}
