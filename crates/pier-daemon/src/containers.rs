@@ -923,7 +923,11 @@ impl Containers {
         let dir = self.cdir(&c.id);
         if let Err(e) = self.setup_network(&mut c).await {
             c.state.error = Some(e.message.clone());
-            let _ = self.save(&c);
+            self.save(&c)?;
+            if c.config.auto_remove {
+                // `--rm`: a container that cannot start leaves nothing behind.
+                self.remove_locked(&c)?;
+            }
             return Err(e);
         }
         let this = self.clone();
