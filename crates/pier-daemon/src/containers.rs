@@ -1065,7 +1065,6 @@ impl Containers {
         });
         unmount(&dir.join("rootfs"));
         let _ = Cgroup::for_container(id).remove();
-        self.teardown_network(&mut c).await;
         c.state.status = ContainerStatus::Exited;
         c.state.pid = None;
         c.state.monitor_pid = None;
@@ -1073,7 +1072,14 @@ impl Containers {
         c.state.oom_killed = exit.oom_killed;
         c.state.error = exit.error;
         c.state.finished_at = Some(exit.finished_at);
+        // Waiters hear of the exit first; the network goes after, under the lock.
         self.save(&c)?;
+        if !c.networks.is_empty() || !c.ports.is_empty() || c.config.network.is_some() {
+            self.teardown_network(&mut c).await;
+            if !c.config.auto_remove {
+                self.save(&c)?;
+            }
+        }
         if c.state.oom_killed {
             self.emit(&c, "oom", &[]);
         }

@@ -11,7 +11,7 @@
 //! kernel match: bridges made, stray veths, namespace files and leases removed.
 //!
 //! Names the daemon owns in its network namespace: bridges `pier0` (the default
-//! network, named `bridge` as Docker's) and `pier-<id8>`, host veth ends `pv<id10><n>`.
+//! network, named `bridge` as Docker's) and `pier-<id8>`, host veth ends `pv<id6><nonce4><n>`.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs;
@@ -825,8 +825,12 @@ impl Networks {
         Ok(gone)
     }
 
+    /// The host end's name: the container, a nonce and the interface number. The
+    /// nonce lets a restart go ahead while the kernel still tears down the last run's
+    /// pair in the background.
     fn host_ifname(cid: &str, i: usize) -> String {
-        format!("{HOST_IF_PREFIX}{}{i:x}", &cid[..10])
+        let nonce = &crate::containers::random_id()[..4];
+        format!("{HOST_IF_PREFIX}{}{nonce}{:x}", &cid[..6], i % 16)
     }
 
     /// Sets up a container's networking before it starts: its namespace file, an
@@ -1182,19 +1186,16 @@ impl Networks {
     /// Undoes [`Networks::attach`]: veths, leases, names, namespace file, ports.
     /// Safe to call more than once and on a container never attached.
     pub async fn detach(&self, c: &ContainerInspect) {
-        let leases = self.release(&c.id).unwrap_or_default();
+        let _ = self.release(&c.id);
         let mut ips = Vec::new();
-        for l in &leases {
-            let _ = self.nl.delete(&l.host_ifname).await;
-        }
+        // The veth pairs go with the namespace: once its file is unmounted and the
+        // container's processes are gone, the kernel removes the namespace and its
+        // interfaces in the background, in batches, without the 20 ms RCU wait that
+        // deleting each veth here would cost.
         for ep in c.networks.values() {
             if let Some(ip) = ep.ip_address.as_deref().and_then(|i| i.parse().ok()) {
                 ips.push((ep.network_id.clone(), ip));
             }
-        }
-        // Interfaces a crash left without a lease.
-        for i in 0..c.networks.len().max(1) {
-            let _ = self.nl.delete(&Self::host_ifname(&c.id, i)).await;
         }
         self.unindex(&ips);
         let ns = self.netns_path(&c.id);

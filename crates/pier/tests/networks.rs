@@ -287,6 +287,39 @@ fn published_ports_answer_from_the_host_outside_and_containers() {
     wait_until("the picked port", || {
         host_get(&d, &format!("http://127.0.0.1:{port}/")).as_deref() == Some("any\n")
     });
+    // -P: every port the image exposes, on free host ports.
+    let archive = docker_archive_with(
+        "exposing:1",
+        &[busybox_rootfs_tar()],
+        None,
+        serde_json::json!({"Cmd": ["/bin/sh"], "Env": ["PATH=/bin"], "ExposedPorts": {"80/tcp": {}, "53/udp": {}}}),
+    );
+    let file = write_file(&d, "exposing.tar", &archive);
+    d.ok(&["image", "load", "-i", &file]);
+    d.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "exposing",
+        "-P",
+        "exposing:1",
+        "sh",
+        "-c",
+        "echo exposed > /i.html && exec busybox httpd -f -p 80 -h /",
+    ]);
+    let ports = d.json(&["inspect", "exposing"])[0]["ports"].clone();
+    let ports = ports.as_array().unwrap();
+    assert_eq!(ports.len(), 2, "{ports:?}");
+    let tcp = ports.iter().find(|p| p["proto"] == "tcp").unwrap();
+    assert_eq!(tcp["container_port"], 80);
+    let host_port = tcp["host_port"].as_u64().unwrap();
+    assert!(ports
+        .iter()
+        .any(|p| p["proto"] == "udp" && p["container_port"] == 53));
+    wait_until("the -P port", || {
+        host_get(&d, &format!("http://127.0.0.1:{host_port}/i.html")).as_deref()
+            == Some("exposed\n")
+    });
     // Egress is NATed: the outside host sees the host's address.
     let mut out = out;
     let www = d.dir.path().join("outside-www");

@@ -333,11 +333,19 @@ impl Drop for Daemon {
             assert!(!self.socket.exists(), "socket left behind");
             // With every container gone, no veth of theirs may stay, and their
             // namespace files are gone.
-            let veths: Vec<String> = self
-                .links()
-                .into_iter()
-                .filter(|l| l.starts_with("pv"))
-                .collect();
+            // (The kernel removes a dead namespace's veths in the background.)
+            let deadline = Instant::now() + Duration::from_secs(10);
+            let veths = loop {
+                let v: Vec<String> = self
+                    .links()
+                    .into_iter()
+                    .filter(|l| l.starts_with("pv"))
+                    .collect();
+                if v.is_empty() || Instant::now() > deadline {
+                    break v;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            };
             assert!(veths.is_empty(), "veths left: {veths:?}");
             let netns_left: Vec<_> = fs::read_dir(self.root.join("netns"))
                 .map(|d| d.flatten().map(|e| e.file_name()).collect())
@@ -417,6 +425,21 @@ pub fn sha256_hex(data: &[u8]) -> String {
 
 /// A `docker save` archive with one image whose layers are the given tars.
 pub fn docker_archive(tag: &str, layers: &[Vec<u8>], diff_ids: Option<Vec<String>>) -> Vec<u8> {
+    docker_archive_with(
+        tag,
+        layers,
+        diff_ids,
+        serde_json::json!({ "Cmd": ["/bin/sh"], "Env": ["PATH=/bin"] }),
+    )
+}
+
+/// A `docker save` archive whose image config (`config` in the OCI config) is `image_config`.
+pub fn docker_archive_with(
+    tag: &str,
+    layers: &[Vec<u8>],
+    diff_ids: Option<Vec<String>>,
+    image_config: serde_json::Value,
+) -> Vec<u8> {
     let diff_ids = diff_ids.unwrap_or_else(|| {
         layers
             .iter()
@@ -425,7 +448,7 @@ pub fn docker_archive(tag: &str, layers: &[Vec<u8>], diff_ids: Option<Vec<String
     });
     let config = serde_json::json!({
         "architecture": "amd64", "os": "linux", "created": "2026-01-02T03:04:05Z",
-        "config": { "Cmd": ["/bin/sh"], "Env": ["PATH=/bin"] },
+        "config": image_config,
         "rootfs": { "type": "layers", "diff_ids": diff_ids },
         "history": layers.iter().map(|_| serde_json::json!({"created_by": "test"})).collect::<Vec<_>>(),
     });
