@@ -366,6 +366,12 @@ pub async fn run(client: &Client, fmt: Format, a: RunArgs) -> Result<(), CliErro
         .await
         .map_err(engine_error)?;
     let path = format!("/v1/containers/{}", c.id);
+    // With --rm, the command returns once the container is gone, as Docker's does.
+    let until = if a.rm {
+        "removed=true"
+    } else {
+        "next_exit=true"
+    };
     if a.detach {
         start_or_explain(client, &c.id).await?;
         return print(fmt, &c, || c.id.clone());
@@ -374,7 +380,7 @@ pub async fn run(client: &Client, fmt: Format, a: RunArgs) -> Result<(), CliErro
         // Input through the attach stream; output from the log, which holds all of it
         // from the first byte however late the attach comes.
         let waiter = client
-            .post_begin(&format!("{path}/wait?next_exit=true"))
+            .post_begin(&format!("{path}/wait?{until}"))
             .await
             .map_err(engine_error)?;
         let output = client
@@ -407,7 +413,7 @@ pub async fn run(client: &Client, fmt: Format, a: RunArgs) -> Result<(), CliErro
         // A terminal: register for the exit, start, then attach; the monitor replays
         // what came out before the attach.
         let waiter = client
-            .post_begin(&format!("{path}/wait?next_exit=true"))
+            .post_begin(&format!("{path}/wait?{until}"))
             .await
             .map_err(engine_error)?;
         start_or_explain(client, &c.id).await?;
@@ -421,7 +427,7 @@ pub async fn run(client: &Client, fmt: Format, a: RunArgs) -> Result<(), CliErro
     // Attach to the output and register for the exit before starting, so a fast
     // container cannot slip past (with --rm it may be gone right after).
     let waiter = client
-        .post_begin(&format!("{path}/wait?next_exit=true"))
+        .post_begin(&format!("{path}/wait?{until}"))
         .await
         .map_err(engine_error)?;
     let output = client

@@ -220,6 +220,8 @@ async fn kill(
 struct WaitQuery {
     /// Wait for the next exit rather than return at once for a stopped container.
     next_exit: bool,
+    /// Wait until the container is removed (`run --rm`): its exit code is returned then.
+    removed: bool,
 }
 
 /// Waits until a container stops, and returns its exit code. The response headers are
@@ -232,7 +234,7 @@ async fn wait(
     q: Result<Query<WaitQuery>, QueryRejection>,
 ) -> ApiResult<Response> {
     let Query(q) = q?;
-    let exit = e.containers.wait(&project(), &id, q.next_exit)?;
+    let exit = e.containers.wait(&project(), &id, q.next_exit, q.removed)?;
     let body = futures_util::stream::once(async move {
         Ok::<_, std::io::Error>(serde_json::to_string(&exit.await).expect("json"))
     });
@@ -310,7 +312,7 @@ async fn logs(
         ),
     };
     let exit = if q.follow && q.attach {
-        Some(e.containers.wait(&project(), &c.id, true)?)
+        Some(e.containers.wait(&project(), &c.id, true, false)?)
     } else {
         None
     };

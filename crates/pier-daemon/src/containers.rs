@@ -1072,13 +1072,14 @@ impl Containers {
         c.state.oom_killed = exit.oom_killed;
         c.state.error = exit.error;
         c.state.finished_at = Some(exit.finished_at);
-        // Waiters hear of the exit first; the network goes after, under the lock.
-        self.save(&c)?;
-        if !c.networks.is_empty() || !c.ports.is_empty() || c.config.network.is_some() {
+        if c.config.auto_remove {
+            // Its waiters wait for the removal; nothing to record before.
             self.teardown_network(&mut c).await;
-            if !c.config.auto_remove {
-                self.save(&c)?;
-            }
+        } else {
+            // Waiters hear of the exit first; the network goes after, under the lock.
+            self.save(&c)?;
+            self.teardown_network(&mut c).await;
+            self.save(&c)?;
         }
         if c.state.oom_killed {
             self.emit(&c, "oom", &[]);
@@ -1086,8 +1087,9 @@ impl Containers {
         self.emit(&c, "die", &[("exitCode", exit.exit_code.to_string())]);
 
         if c.config.auto_remove {
+            let removed = self.remove_locked(&c);
             drop(g);
-            return self.remove(project, id, true).await;
+            return removed;
         }
         let restart = !c.state.stopped_by_user
             && match c.config.restart_policy {
@@ -1400,6 +1402,7 @@ impl Containers {
         project: &ProjectName,
         name: &str,
         next_exit: bool,
+        removed: bool,
     ) -> ApiResult<impl std::future::Future<Output = WaitResponse> + Send + 'static> {
         let c = self.get(project, name)?;
         let mut rx = self.watcher(&c);
@@ -1407,6 +1410,9 @@ impl Containers {
         Ok(async move {
             let state = rx
                 .wait_for(|s| {
+                    if removed {
+                        return s.status == ContainerStatus::Removing;
+                    }
                     let stopped = !matches!(
                         s.status,
                         ContainerStatus::Running
