@@ -97,11 +97,79 @@ pub struct ContainerCreate {
     pub tty: bool,
     /// Keep stdin open for attached clients (`-i`).
     pub interactive: bool,
+    /// A command run in the container while it runs, whose exit code tells whether it is
+    /// healthy (`--health-cmd`); the image's when absent.
+    pub healthcheck: Option<Healthcheck>,
+    /// The signal `stop` sends first (`--stop-signal`); the image's, or SIGTERM, when absent.
+    pub stop_signal: Option<String>,
+    /// Seconds `stop` waits before SIGKILL (`--stop-timeout`); 10 when absent.
+    pub stop_timeout: Option<u64>,
+    /// More ports the container listens on (`--expose 80/tcp`), published by `publish_all`.
+    pub expose: Vec<String>,
     pub restart_policy: RestartPolicy,
     pub labels: BTreeMap<String, String>,
     /// Log options as Docker's json-file driver takes them: `max-size` (bytes, default
     /// 10 MiB) and `max-file` (files kept, rotated ones included, default 3).
     pub log_opts: BTreeMap<String, String>,
+}
+
+/// A container's health check, as Docker's `HEALTHCHECK` (durations in nanoseconds; 0
+/// means the default).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct Healthcheck {
+    /// `["CMD", arg...]`, `["CMD-SHELL", "command"]`, or `["NONE"]` to turn the image's off.
+    pub test: Vec<String>,
+    /// Between two checks (default 30 s).
+    pub interval_ns: u64,
+    /// A check running longer fails (default 30 s).
+    pub timeout_ns: u64,
+    /// Failures in a row that make the container unhealthy (default 3).
+    pub retries: u32,
+    /// Failures in this time after the start do not count (default 0).
+    pub start_period_ns: u64,
+}
+
+/// What a container's health checks found so far.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum HealthStatus {
+    #[default]
+    Starting,
+    Healthy,
+    Unhealthy,
+}
+
+impl HealthStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HealthStatus::Starting => "starting",
+            HealthStatus::Healthy => "healthy",
+            HealthStatus::Unhealthy => "unhealthy",
+        }
+    }
+}
+
+/// One run of a health check.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct HealthResult {
+    /// RFC 3339 with nanoseconds.
+    pub start: String,
+    pub end: String,
+    /// -1 when the check could not run or timed out.
+    pub exit_code: i32,
+    /// The start of its output.
+    pub output: String,
+}
+
+/// A running container's health.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Health {
+    pub status: HealthStatus,
+    /// Failed checks in a row.
+    pub failing_streak: u32,
+    /// The last few checks, oldest first.
+    pub log: Vec<HealthResult>,
 }
 
 /// Where a container is in its life.
@@ -147,6 +215,9 @@ pub struct ContainerState {
     pub restart_count: u32,
     /// Stopped by a user (`stop`, `kill`): restart policies leave it alone.
     pub stopped_by_user: bool,
+    /// Present while a container with a health check runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health: Option<Health>,
 }
 
 /// A container as stored and as `pier inspect` shows it.

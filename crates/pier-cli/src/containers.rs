@@ -320,6 +320,11 @@ fn create_request(a: CreateArgs, auto_remove: bool) -> Result<ContainerCreate, C
         runtime: a.runtime,
         tty: a.tty,
         interactive: a.interactive,
+        // Set through the Docker API (`docker run --health-cmd ...`) for now.
+        healthcheck: None,
+        stop_signal: None,
+        stop_timeout: None,
+        expose: Vec::new(),
         restart_policy: parse_restart(&a.restart)?,
         log_opts: a
             .log_opt

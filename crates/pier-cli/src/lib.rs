@@ -182,6 +182,11 @@ pub struct DaemonArgs {
     /// Socket of the native API (overrides --host for the daemon).
     #[arg(long)]
     pub socket: Option<PathBuf>,
+    /// Socket of the Docker Engine API (`DOCKER_HOST=unix://PATH docker ...`); an empty
+    /// value turns it off. Default: `docker.sock` next to the native socket when that is
+    /// given, else /run/pier/docker.sock.
+    #[arg(long)]
+    pub docker_socket: Option<PathBuf>,
     /// Log filter, e.g. `info` or `pier_image=debug`.
     #[arg(long, env = "PIER_LOG", default_value = "info")]
     pub log_level: String,

@@ -94,6 +94,10 @@ pub fn routes() -> Router<Arc<Engine>> {
         ExecCreate,
         ExecOutput,
         ContainerCreate,
+        pier_api::containers::Healthcheck,
+        pier_api::containers::Health,
+        pier_api::containers::HealthStatus,
+        pier_api::containers::HealthResult,
         ContainerInspect,
         ContainerSummary,
         Created,
@@ -491,7 +495,7 @@ async fn changes(
 }
 
 /// Streams a blocking producer's output as a tar response body.
-fn tar_response(
+pub(crate) fn tar_response(
     f: impl FnOnce(&mut crate::stream::BodyWriter) -> ApiResult<()> + Send + 'static,
 ) -> Response {
     let (mut writer, body) = crate::stream::body_writer();

@@ -41,6 +41,19 @@ pub struct CommitRequest {
     pub author: String,
 }
 
+/// What [`Containers::archive_stat`] finds.
+#[derive(Debug, Clone)]
+pub struct PathStat {
+    pub name: String,
+    pub size: u64,
+    /// `st_mode`.
+    pub mode: u32,
+    pub mtime: i64,
+    pub mtime_nsec: i64,
+    /// Where a symlink points, as written in it.
+    pub link_target: String,
+}
+
 fn is_whiteout(m: &fs::Metadata) -> bool {
     m.file_type().is_char_device() && m.rdev() == 0
 }
@@ -272,6 +285,34 @@ impl Containers {
     pub fn archive_check(&self, project: &ProjectName, name: &str, path: &str) -> ApiResult<()> {
         self.with_rootfs(project, name, |_, rootfs| {
             archive_source(rootfs, path).map(|_| ())
+        })
+    }
+
+    /// What a path in the container is (`docker cp` asks before copying): its last
+    /// component is not followed, as in a copy.
+    pub fn archive_stat(
+        &self,
+        project: &ProjectName,
+        name: &str,
+        path: &str,
+    ) -> ApiResult<PathStat> {
+        self.with_rootfs(project, name, |_, rootfs| {
+            let (target, base, m) = archive_source(rootfs, path)?;
+            let link_target = if m.file_type().is_symlink() {
+                fs::read_link(&target)
+                    .map(|t| t.display().to_string())
+                    .unwrap_or_default()
+            } else {
+                String::new()
+            };
+            Ok(PathStat {
+                name: base.display().to_string(),
+                size: m.len(),
+                mode: m.mode(),
+                mtime: m.mtime(),
+                mtime_nsec: m.mtime_nsec(),
+                link_target,
+            })
         })
     }
 

@@ -846,26 +846,27 @@ impl Containers {
             }
             return Ok(());
         }
-        let exposed: Vec<(u16, pier_net::nft::Proto)> = self
+        // The image's exposed ports and `--expose`, for `-P`.
+        let mut exposed_specs: Vec<String> = self
             .images
             .resolve(&c.project, c.image_id.as_str())
             .and_then(|i| self.images.config(&i))
             .ok()
             .and_then(|cfg| cfg["config"]["ExposedPorts"].as_object().cloned())
-            .map(|ports| {
-                ports
-                    .keys()
-                    .filter_map(|k| {
-                        let (p, proto) = k.split_once('/').unwrap_or((k, "tcp"));
-                        let proto = match proto {
-                            "udp" => pier_net::nft::Proto::Udp,
-                            _ => pier_net::nft::Proto::Tcp,
-                        };
-                        Some((p.parse().ok()?, proto))
-                    })
-                    .collect()
-            })
+            .map(|ports| ports.keys().cloned().collect())
             .unwrap_or_default();
+        exposed_specs.extend(c.config.expose.iter().cloned());
+        let exposed: Vec<(u16, pier_net::nft::Proto)> = exposed_specs
+            .iter()
+            .filter_map(|k| {
+                let (p, proto) = k.split_once('/').unwrap_or((k, "tcp"));
+                let proto = match proto {
+                    "udp" => pier_net::nft::Proto::Udp,
+                    _ => pier_net::nft::Proto::Tcp,
+                };
+                Some((p.parse().ok()?, proto))
+            })
+            .collect();
         let attached = self.networks.attach(c, &exposed, None).await?;
         let first_ip = attached
             .endpoints
@@ -970,6 +971,7 @@ impl Containers {
                 finished_at: None,
                 restart_count: c.state.restart_count,
                 stopped_by_user: false,
+                health: None,
             };
             self.save(&c)?;
             self.emit(&c, "start", &[]);
@@ -1222,7 +1224,8 @@ impl Containers {
         ) {
             return Ok(());
         }
-        let sig = parse_signal(signal.unwrap_or("TERM"))?;
+        let sig = parse_signal(&self.stop_signal_of(&c, signal))?;
+        let t = t.or(c.config.stop_timeout);
         c.state.stopped_by_user = true;
         self.save(&c)?;
         if c.state.status == ContainerStatus::Paused {
@@ -1749,6 +1752,49 @@ impl Containers {
                 ContainerStatus::Running | ContainerStatus::Paused | ContainerStatus::Restarting
             )
         })
+    }
+
+    // ---- for the Docker API and health checks ---------------------------------------------
+
+    /// Every container of a project, as stored.
+    pub fn inspect_all(&self, project: &ProjectName) -> ApiResult<Vec<ContainerInspect>> {
+        self.all(project)
+    }
+
+    /// Follows a container's state (it ends when the container is removed).
+    pub fn state_watch(&self, c: &ContainerInspect) -> watch::Receiver<ContainerState> {
+        self.watcher(c)
+    }
+
+    /// The signal `stop` sends first: asked for, the container's, the image's, SIGTERM.
+    fn stop_signal_of(&self, c: &ContainerInspect, asked: Option<&str>) -> String {
+        if let Some(s) = asked.or(c.config.stop_signal.as_deref()) {
+            return s.to_string();
+        }
+        self.images
+            .resolve(&c.project, c.image_id.as_str())
+            .and_then(|i| self.images.config(&i))
+            .ok()
+            .and_then(|cfg| cfg["config"]["StopSignal"].as_str().map(String::from))
+            .filter(|s| !s.is_empty())
+            .unwrap_or_else(|| "TERM".into())
+    }
+
+    /// Changes a container's record under its lock, if `f` says so (returns true); `f`
+    /// sees the current record.
+    pub(crate) async fn update_record(
+        &self,
+        project: &ProjectName,
+        id: &str,
+        f: impl FnOnce(&mut ContainerInspect) -> bool,
+    ) -> ApiResult<()> {
+        let lock = self.lock(id);
+        let _g = lock.lock().await;
+        let mut c = self.get(project, id)?;
+        if f(&mut c) {
+            self.save(&c)?;
+        }
+        Ok(())
     }
 
     // ---- restore -------------------------------------------------------------------------

@@ -5,15 +5,22 @@
 //!   document.
 //! - [`containers`]: container lifecycle, restart policies, live restore.
 //! - [`container_fs`]: a container's files: diff, export, commit, cp.
+//! - [`docker`]: the Docker Engine API over the same engine, on a socket of its own.
+//! - [`health`]: health checks of running containers.
 //! - [`error`]: the one mapping from subsystem errors to HTTP responses.
 //! - [`stream`]: bridges between HTTP bodies and the blocking image code.
+
+// Docker's JSON shapes are large `json!` literals.
+#![recursion_limit = "256"]
 
 pub mod api;
 pub mod api_containers;
 pub mod api_networks;
 pub mod container_fs;
 pub mod containers;
+pub mod docker;
 pub mod error;
+pub mod health;
 pub mod networks;
 pub mod server;
 pub mod stream;

@@ -20,12 +20,15 @@ use crate::networks::Networks;
 
 pub const DEFAULT_ROOT: &str = "/var/lib/pier";
 pub const DEFAULT_SOCKET: &str = "/run/pier/pier.sock";
+pub const DEFAULT_DOCKER_SOCKET: &str = "/run/pier/docker.sock";
 
 /// Where a daemon keeps its state and serves its API.
 #[derive(Debug, Clone)]
 pub struct DaemonConfig {
     pub root: PathBuf,
     pub socket: PathBuf,
+    /// Where the Docker Engine API is served; not at all when absent.
+    pub docker_socket: Option<PathBuf>,
     /// Set the kernel's `favordynmods` cgroup option for fast container starts.
     pub cgroup_favordynmods: bool,
 }
@@ -132,26 +135,64 @@ pub async fn run(mut config: DaemonConfig) -> Result<(), DaemonError> {
         .await
         .map_err(|e| DaemonError::Restore(format!("networks: {}", e.message)))?;
 
-    let socket = &config.socket;
+    crate::health::spawn(engine.containers.clone());
+    let engine = Arc::new(engine);
+    let native = listen(&config.socket)?;
+    let docker = config.docker_socket.as_deref().map(listen).transpose()?;
+    tracing::info!(
+        root = %config.root.display(),
+        socket = %config.socket.display(),
+        docker_socket = %config.docker_socket.as_deref().map(|p| p.display().to_string()).unwrap_or_default(),
+        "pier daemon ready"
+    );
+
+    // Both APIs stop on the same signal; streams still open a few seconds later (events,
+    // logs -f) are cut rather than holding the daemon.
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    let native_served = axum::serve(native, router(engine.clone()))
+        .with_graceful_shutdown(stopped(stop_rx.clone()));
+    let docker_served = async {
+        match docker {
+            Some(l) => {
+                axum::serve(l, crate::docker::router(engine.clone()))
+                    .with_graceful_shutdown(stopped(stop_rx.clone()))
+                    .await
+            }
+            None => Ok(()),
+        }
+    };
+    let served = async { tokio::try_join!(native_served, docker_served) };
+    let result = tokio::select! {
+        r = served => r.map(|_| ()),
+        _ = async {
+            shutdown_signal().await;
+            let _ = stop_tx.send(true);
+            tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+        } => Ok(()),
+    };
+    let _ = fs::remove_file(&config.socket);
+    if let Some(d) = &config.docker_socket {
+        let _ = fs::remove_file(d);
+    }
+    result.map_err(io("serve on", &config.socket))?;
+    tracing::info!("pier daemon stopped");
+    Ok(())
+}
+
+/// Listens on a unix socket that only root may use. The state-directory lock guarantees
+/// no live daemon of ours serves there; a socket left by a crashed one is stale.
+fn listen(socket: &Path) -> Result<UnixListener, DaemonError> {
     if let Some(dir) = socket.parent() {
         fs::create_dir_all(dir).map_err(io("create", dir))?;
     }
-    // The lock guarantees no live daemon of ours serves this root; a socket left at this
-    // path by a crashed one is stale.
     let _ = fs::remove_file(socket);
     let listener = UnixListener::bind(socket).map_err(io("listen on", socket))?;
     fs::set_permissions(socket, fs::Permissions::from_mode(0o600))
         .map_err(io("set permissions of", socket))?;
-    tracing::info!(root = %config.root.display(), socket = %socket.display(), "pier daemon ready");
-
-    let app = router(Arc::new(engine));
-    let served = axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown_signal())
-        .await;
-    let _ = fs::remove_file(socket);
-    served.map_err(io("serve on", socket))?;
-    tracing::info!("pier daemon stopped");
-    Ok(())
+    Ok(listener)
 }
 
 async fn shutdown_signal() {

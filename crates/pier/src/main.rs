@@ -59,9 +59,21 @@ fn run_daemon(cli: &Cli, args: &pier_cli::DaemonArgs) -> i32 {
         )
         .with_writer(std::io::stderr)
         .init();
+    let socket = args.socket.clone().unwrap_or_else(|| cli.host.clone());
+    // The Docker socket goes next to a native socket given explicitly, so daemons side by
+    // side do not share one.
+    let docker_socket = match &args.docker_socket {
+        Some(p) if p.as_os_str().is_empty() => None,
+        Some(p) => Some(p.clone()),
+        None if socket.as_path() != std::path::Path::new(pier_daemon::server::DEFAULT_SOCKET) => {
+            Some(socket.with_file_name("docker.sock"))
+        }
+        None => Some(pier_daemon::server::DEFAULT_DOCKER_SOCKET.into()),
+    };
     let config = pier_daemon::DaemonConfig {
         root: args.root.clone(),
-        socket: args.socket.clone().unwrap_or_else(|| cli.host.clone()),
+        socket,
+        docker_socket,
         cgroup_favordynmods: args.cgroup_favordynmods,
     };
     let rt = tokio::runtime::Builder::new_multi_thread()

@@ -1,0 +1,252 @@
+//! A container's files: `docker cp` both ways (`HEAD`/`GET`/`PUT /containers/{id}/archive`
+//! with the `X-Docker-Container-Path-Stat` header), `export`, `commit` and `diff`.
+//!
+//! The stat header is base64 (URL alphabet) of `{name, size, mode, mtime, linkTarget}`,
+//! where `mode` is Go's `os.FileMode`: permission bits plus type bits of its own
+//! (directory 1<<31, symlink 1<<27, ...), which the CLI reads to decide how to copy.
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::Path;
+use axum::http::{HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use pier_api::ErrorKind;
+use serde_json::json;
+
+use super::params::Params;
+use super::{blocking, container, json, DResult, DState, Docker, DockerError};
+use crate::api::project;
+use crate::container_fs::PathStat;
+
+pub fn routes() -> Router<Arc<Docker>> {
+    Router::new()
+        .route(
+            "/containers/{id}/archive",
+            get(archive_get).head(archive_head).put(archive_put),
+        )
+        .route("/containers/{id}/export", get(export))
+        .route("/containers/{id}/changes", get(changes))
+        .route("/commit", post(commit))
+}
+
+/// Go's `os.FileMode` of a Unix `st_mode`.
+pub fn go_file_mode(st_mode: u32) -> u32 {
+    let perm = st_mode & 0o777;
+    let kind = match st_mode & libc::S_IFMT {
+        libc::S_IFDIR => 1 << 31,
+        libc::S_IFLNK => 1 << 27,
+        libc::S_IFBLK => 1 << 26,
+        libc::S_IFCHR => (1 << 26) | (1 << 21),
+        libc::S_IFIFO => 1 << 25,
+        libc::S_IFSOCK => 1 << 24,
+        _ => 0,
+    };
+    let mut m = perm | kind;
+    if st_mode & libc::S_ISUID != 0 {
+        m |= 1 << 23;
+    }
+    if st_mode & libc::S_ISGID != 0 {
+        m |= 1 << 22;
+    }
+    if st_mode & libc::S_ISVTX != 0 {
+        m |= 1 << 20;
+    }
+    m
+}
+
+/// Base64 with the URL alphabet and padding, as Go's `base64.URLEncoding`.
+pub fn base64_url(data: &[u8]) -> String {
+    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
+    for chunk in data.chunks(3) {
+        let b = [
+            chunk[0],
+            chunk.get(1).copied().unwrap_or(0),
+            chunk.get(2).copied().unwrap_or(0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(A[((n >> (18 - 6 * i)) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+fn stat_header(path: &str, s: &PathStat) -> HeaderValue {
+    let link = if s.link_target.is_empty() || s.link_target.starts_with('/') {
+        s.link_target.clone()
+    } else {
+        let parent = std::path::Path::new(path)
+            .parent()
+            .unwrap_or(std::path::Path::new("/"));
+        parent.join(&s.link_target).display().to_string()
+    };
+    let nanos = std::time::UNIX_EPOCH
+        + std::time::Duration::new(
+            s.mtime.max(0) as u64,
+            s.mtime_nsec.clamp(0, 999_999_999) as u32,
+        );
+    let v = json!({
+        "name": s.name,
+        "size": s.size,
+        "mode": go_file_mode(s.mode),
+        "mtime": pier_api::time::format_rfc3339_nanos(nanos),
+        "linkTarget": link,
+    });
+    HeaderValue::from_str(&base64_url(v.to_string().as_bytes())).expect("base64 is ascii")
+}
+
+async fn stat(d: &Arc<Docker>, id: &str, path: &str) -> DResult<PathStat> {
+    let c = container(d, id)?;
+    let (d2, cid, p2) = (d.clone(), c.id.clone(), path.to_string());
+    blocking(move || {
+        d2.engine
+            .containers
+            .archive_stat(&project(), &cid, &p2)
+            .map_err(|e| match e.kind {
+                ErrorKind::NotFound => DockerError::not_found(format!(
+                    "Could not find the file {p2} in container {cid}"
+                )),
+                _ => e.into(),
+            })
+    })
+    .await
+}
+
+fn path_param(p: &Params) -> DResult<String> {
+    p.nonempty("path")
+        .map(String::from)
+        .ok_or_else(|| DockerError::bad_request("give the path in the container as ?path="))
+}
+
+/// `HEAD /containers/{id}/archive?path=`: the stat header alone.
+async fn archive_head(state: DState, Path(id): Path<String>, p: Params) -> DResult<Response> {
+    let d = state.0;
+    let path = path_param(&p)?;
+    let s = stat(&d, &id, &path).await?;
+    let mut r = StatusCode::OK.into_response();
+    r.headers_mut()
+        .insert("x-docker-container-path-stat", stat_header(&path, &s));
+    Ok(r)
+}
+
+/// `GET /containers/{id}/archive?path=`: a tar of the path, its root entry named after it.
+async fn archive_get(state: DState, Path(id): Path<String>, p: Params) -> DResult<Response> {
+    let d = state.0;
+    let path = path_param(&p)?;
+    let s = stat(&d, &id, &path).await?;
+    let c = container(&d, &id)?;
+    let containers = d.engine.containers.clone();
+    let path2 = path.clone();
+    let mut r = crate::api_containers::tar_response(move |w| {
+        containers.archive_get(&project(), &c.id, &path2, w)
+    });
+    r.headers_mut()
+        .insert("x-docker-container-path-stat", stat_header(&path, &s));
+    Ok(r)
+}
+
+/// `PUT /containers/{id}/archive?path=`: unpacks a tar into the existing directory `path`.
+async fn archive_put(
+    state: DState,
+    Path(id): Path<String>,
+    p: Params,
+    body: Body,
+) -> DResult<Response> {
+    let d = state.0;
+    let path = path_param(&p)?;
+    let s = stat(&d, &id, &path).await?;
+    if go_file_mode(s.mode) & (1 << 31) == 0 {
+        return Err(DockerError::bad_request(format!(
+            "extraction point is not a directory: {path}"
+        )));
+    }
+    let c = container(&d, &id)?;
+    let reader = crate::stream::body_reader(body);
+    blocking(move || {
+        Ok(d.engine
+            .containers
+            .archive_put(&project(), &c.id, &path, reader)?)
+    })
+    .await?;
+    Ok(StatusCode::OK.into_response())
+}
+
+/// `GET /containers/{id}/export`.
+async fn export(state: DState, Path(id): Path<String>) -> DResult<Response> {
+    let d = state.0;
+    let c = container(&d, &id)?;
+    let containers = d.engine.containers.clone();
+    Ok(crate::api_containers::tar_response(move |w| {
+        containers.export(&project(), &c.id, w)
+    }))
+}
+
+/// `GET /containers/{id}/changes`.
+async fn changes(state: DState, Path(id): Path<String>) -> DResult<Response> {
+    let d = state.0;
+    let c = container(&d, &id)?;
+    let v = blocking(move || Ok(d.engine.containers.changes(&project(), &c.id)?)).await?;
+    let list: Vec<_> = v
+        .iter()
+        .map(|ch| json!({"Path": ch.path, "Kind": ch.kind}))
+        .collect();
+    Ok(json(
+        StatusCode::OK,
+        if list.is_empty() {
+            serde_json::Value::Null
+        } else {
+            json!(list)
+        },
+    ))
+}
+
+/// `POST /commit?container=&repo=&tag=&comment=&author=`.
+async fn commit(state: DState, p: Params) -> DResult<Response> {
+    let d = state.0;
+    let id = p
+        .nonempty("container")
+        .ok_or_else(|| DockerError::bad_request("give the container as ?container="))?;
+    let c = container(&d, id)?;
+    if !p.all("changes").iter().all(|c| c.trim().is_empty()) {
+        return Err(DockerError::not_implemented(
+            "docker commit --change is not supported by pier yet: commit without it",
+        ));
+    }
+    let reference = match (p.nonempty("repo"), p.nonempty("tag")) {
+        (None, _) => None,
+        (Some(r), None) => Some(r.to_string()),
+        (Some(r), Some(t)) => Some(format!("{r}:{t}")),
+    };
+    let req = crate::container_fs::CommitRequest {
+        reference,
+        message: p.get("comment").unwrap_or("").to_string(),
+        author: p.get("author").unwrap_or("").to_string(),
+    };
+    let loaded = blocking(move || Ok(d.engine.containers.commit(&project(), &c.id, &req)?)).await?;
+    Ok(json(StatusCode::CREATED, json!({"Id": loaded.id.as_str()})))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base64_and_file_modes() {
+        assert_eq!(base64_url(b""), "");
+        assert_eq!(base64_url(b"f"), "Zg==");
+        assert_eq!(base64_url(b"fo"), "Zm8=");
+        assert_eq!(base64_url(b"foo"), "Zm9v");
+        assert_eq!(base64_url(&[0xfb, 0xff]), "-_8=");
+        assert_eq!(go_file_mode(libc::S_IFDIR | 0o755), (1 << 31) | 0o755);
+        assert_eq!(go_file_mode(libc::S_IFREG | 0o644), 0o644);
+        assert_eq!(go_file_mode(libc::S_IFLNK | 0o777), (1 << 27) | 0o777);
+    }
+}

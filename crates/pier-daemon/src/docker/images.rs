@@ -1,0 +1,524 @@
+//! Images: list, inspect, history, tag, remove, prune, load, save, and import
+//! (`POST /images/create?fromSrc=-`). Pier has no registry client yet: a pull of an image
+//! that is here answers "up to date", of one that is not a clear 404 (the CLI shows it);
+//! push and search say so.
+//!
+//! Names may hold slashes (`library/busybox`), so `/images/{name}/...` is routed by hand.
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::Path;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use pier_api::types::{ArchiveFormat, ImageSummary};
+use pier_api::ImageRef;
+use serde_json::{json, Value};
+
+use super::params::{check_filters, label_matches, Params};
+use super::system::emit;
+use super::{blocking, image, json, normalize_ref, DResult, DState, Docker, DockerError};
+use crate::api::project;
+
+pub fn routes() -> Router<Arc<Docker>> {
+    Router::new()
+        .route("/images/json", get(list))
+        .route("/images/create", post(create))
+        .route("/images/load", post(load))
+        .route("/images/get", get(save_many))
+        .route("/images/prune", post(prune))
+        .route("/images/search", get(search))
+        .route(
+            "/images/{*rest}",
+            get(get_named).post(post_named).delete(remove),
+        )
+}
+
+fn labels_of(config: &Value) -> std::collections::BTreeMap<String, String> {
+    config["config"]["Labels"]
+        .as_object()
+        .map(|o| {
+            o.iter()
+                .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// One entry of `GET /images/json`.
+pub fn summary_json(i: &ImageSummary) -> Value {
+    json!({
+        "Id": i.id.as_str(),
+        "ParentId": "",
+        "RepoTags": i.repo_tags,
+        "RepoDigests": [],
+        "Created": super::unix(i.created.as_deref()),
+        "Size": i.size,
+        "SharedSize": -1,
+        "VirtualSize": i.size,
+        "Labels": null,
+        "Containers": i.containers,
+    })
+}
+
+/// Does a `reference` filter (`name`, `name:tag`, with `*` wildcards) match a tag?
+fn reference_matches(tag: &str, pattern: &str) -> bool {
+    fn glob(s: &str, p: &str) -> bool {
+        match p.split_once('*') {
+            None => s == p,
+            Some((head, rest)) => {
+                s.starts_with(head)
+                    && (0..=s.len() - head.len()).any(|i| {
+                        s.is_char_boundary(head.len() + i) && glob(&s[head.len() + i..], rest)
+                    })
+            }
+        }
+    }
+    let name = tag.rsplit_once(':').map_or(tag, |(n, _)| n);
+    glob(tag, pattern) || glob(name, pattern)
+}
+
+/// `GET /images/json?all=&filters=`.
+async fn list(state: DState, p: Params) -> DResult<Response> {
+    let d = state.0;
+    let filters = p.filters()?;
+    check_filters(
+        &filters,
+        &["dangling", "reference", "label", "before", "since"],
+    )?;
+    let v = blocking(move || {
+        let images = d.engine.images.list(&project())?;
+        let created_of = |r: &str| -> DResult<Option<String>> {
+            let rec = image(&d, r)?;
+            Ok(rec.created)
+        };
+        let before = filters
+            .get("before")
+            .and_then(|v| v.first())
+            .map(|r| created_of(r))
+            .transpose()?
+            .flatten();
+        let since = filters
+            .get("since")
+            .and_then(|v| v.first())
+            .map(|r| created_of(r))
+            .transpose()?
+            .flatten();
+        let mut out = Vec::new();
+        for i in images {
+            let dangling = i.repo_tags.is_empty();
+            if let Some(v) = filters.get("dangling").and_then(|v| v.first()) {
+                if (v == "true" || v == "1") != dangling {
+                    continue;
+                }
+            }
+            if let Some(pats) = filters.get("reference") {
+                if !pats
+                    .iter()
+                    .any(|p| i.repo_tags.iter().any(|t| reference_matches(t, p)))
+                {
+                    continue;
+                }
+            }
+            if before
+                .as_ref()
+                .is_some_and(|b| i.created.as_ref().is_none_or(|c| c >= b))
+                || since
+                    .as_ref()
+                    .is_some_and(|s| i.created.as_ref().is_none_or(|c| c <= s))
+            {
+                continue;
+            }
+            let labels = d
+                .engine
+                .images
+                .resolve(&project(), i.id.as_str())
+                .and_then(|r| d.engine.images.config(&r))
+                .map(|c| labels_of(&c))
+                .unwrap_or_default();
+            if let Some(want) = filters.get("label") {
+                if !want.iter().all(|w| label_matches(&labels, w)) {
+                    continue;
+                }
+            }
+            let mut s = summary_json(&i);
+            s["Labels"] = json!(labels);
+            out.push(s);
+        }
+        Ok(Value::Array(out))
+    })
+    .await?;
+    Ok(json(StatusCode::OK, v))
+}
+
+/// `GET /images/{name}/json|history|get`.
+async fn get_named(state: DState, Path(rest): Path<String>, p: Params) -> DResult<Response> {
+    let d = state.0;
+    if let Some(name) = rest.strip_suffix("/json") {
+        return inspect(d, name.to_string()).await;
+    }
+    if let Some(name) = rest.strip_suffix("/history") {
+        return history(d, name.to_string()).await;
+    }
+    if let Some(name) = rest.strip_suffix("/get") {
+        return save(d, vec![name.to_string()]).await;
+    }
+    let _ = p;
+    Err(DockerError::not_found(format!(
+        "page not found: pier's Docker API has no GET /images/{rest}"
+    )))
+}
+
+/// `POST /images/{name}/tag|push`.
+async fn post_named(state: DState, Path(rest): Path<String>, p: Params) -> DResult<Response> {
+    let d = state.0;
+    if let Some(name) = rest.strip_suffix("/tag") {
+        return tag(d, name.to_string(), p).await;
+    }
+    if rest.ends_with("/push") {
+        return Err(DockerError::not_implemented(
+            "pier has no registry client yet: docker push is not available; save the image with `docker save` instead",
+        ));
+    }
+    Err(DockerError::not_found(format!(
+        "page not found: pier's Docker API has no POST /images/{rest}"
+    )))
+}
+
+fn default_config() -> Value {
+    json!({
+        "Hostname": "", "Domainname": "", "User": "", "AttachStdin": false,
+        "AttachStdout": false, "AttachStderr": false, "Tty": false, "OpenStdin": false,
+        "StdinOnce": false, "Env": null, "Cmd": null, "Image": "", "Volumes": null,
+        "WorkingDir": "", "Entrypoint": null, "OnBuild": null, "Labels": null,
+    })
+}
+
+async fn inspect(d: Arc<Docker>, name: String) -> DResult<Response> {
+    let v = blocking(move || {
+        let rec = image(&d, &name)?;
+        let i = d.engine.images.inspect(&project(), rec.id.as_str())?;
+        let raw = d.engine.images.config(&rec)?;
+        let mut config = default_config();
+        if let (Some(c), Some(img)) = (config.as_object_mut(), i.config.as_object()) {
+            for (k, v) in img {
+                c.insert(k.clone(), v.clone());
+            }
+        }
+        let lowers: Vec<String> = rec
+            .layers
+            .iter()
+            .rev()
+            .map(|l| d.engine.images.layer_dir(&l.diff_id).display().to_string())
+            .collect();
+        Ok(json!({
+            "Id": i.summary.id.as_str(),
+            "RepoTags": i.summary.repo_tags,
+            "RepoDigests": [],
+            "Parent": "",
+            "Comment": raw["comment"].as_str().unwrap_or(""),
+            "Created": i.summary.created.clone().unwrap_or_else(|| super::ZERO_TIME.into()),
+            "Container": "",
+            "ContainerConfig": default_config(),
+            "DockerVersion": "",
+            "Author": raw["author"].as_str().unwrap_or(""),
+            "Config": config,
+            "Architecture": i.architecture,
+            "Variant": raw["variant"].as_str(),
+            "Os": i.os,
+            "Size": i.summary.size,
+            "VirtualSize": i.summary.size,
+            "GraphDriver": {"Name": "overlay", "Data": {"LowerDir": lowers.join(":")}},
+            "RootFS": {
+                "Type": "layers",
+                "Layers": i.layers.iter().map(|l| l.diff_id.as_str()).collect::<Vec<_>>(),
+            },
+            "Metadata": {"LastTagTime": super::ZERO_TIME},
+        }))
+    })
+    .await?;
+    Ok(json(StatusCode::OK, v))
+}
+
+async fn history(d: Arc<Docker>, name: String) -> DResult<Response> {
+    let v = blocking(move || {
+        let rec = image(&d, &name)?;
+        let tags = d
+            .engine
+            .images
+            .inspect(&project(), rec.id.as_str())?
+            .summary
+            .repo_tags;
+        let h = d.engine.images.history(&project(), rec.id.as_str())?;
+        let list: Vec<Value> = h
+            .iter()
+            .enumerate()
+            .map(|(i, e)| {
+                json!({
+                    "Id": if i == 0 { rec.id.to_string() } else { "<missing>".to_string() },
+                    "Created": super::unix(e.created.as_deref()),
+                    "CreatedBy": e.created_by,
+                    "Tags": if i == 0 { json!(tags) } else { Value::Null },
+                    "Size": e.size,
+                    "Comment": e.comment,
+                })
+            })
+            .collect();
+        Ok(Value::Array(list))
+    })
+    .await?;
+    Ok(json(StatusCode::OK, v))
+}
+
+async fn tag(d: Arc<Docker>, name: String, p: Params) -> DResult<Response> {
+    let repo = p
+        .nonempty("repo")
+        .ok_or_else(|| DockerError::bad_request("give the new name as ?repo=&tag="))?;
+    let target = match p.nonempty("tag") {
+        Some(t) => format!("{repo}:{t}"),
+        None => normalize_ref(repo),
+    };
+    let target: ImageRef = target
+        .parse()
+        .map_err(|e: pier_api::reference::RefError| DockerError::bad_request(e.to_string()))?;
+    let rec = image(&d, &name)?;
+    let d2 = d.clone();
+    let t2 = target.clone();
+    blocking(move || Ok(d2.engine.images.tag(&project(), rec.id.as_str(), &t2)?)).await?;
+    let rec = image(&d, &target.familiar())?;
+    emit(
+        &d,
+        "image",
+        "tag",
+        rec.id.as_str(),
+        &[("name", &target.familiar())],
+    );
+    Ok(StatusCode::CREATED.into_response())
+}
+
+/// `DELETE /images/{name}?force=&noprune=`.
+async fn remove(state: DState, Path(name): Path<String>, p: Params) -> DResult<Response> {
+    let d = state.0;
+    let force = p.bool("force");
+    image(&d, &name)?;
+    let d2 = d.clone();
+    let report = blocking(move || Ok(d2.engine.images.remove(&project(), &name, force)?)).await?;
+    let mut out = Vec::new();
+    for u in &report.untagged {
+        out.push(json!({"Untagged": u}));
+        emit(&d, "image", "untag", u, &[("name", u)]);
+    }
+    for del in &report.deleted {
+        out.push(json!({"Deleted": del.as_str()}));
+        emit(&d, "image", "delete", del.as_str(), &[]);
+    }
+    Ok(json(StatusCode::OK, Value::Array(out)))
+}
+
+/// `POST /images/prune?filters={"dangling":["false"]}`.
+async fn prune(state: DState, p: Params) -> DResult<Response> {
+    let d = state.0;
+    let filters = p.filters()?;
+    check_filters(&filters, &["dangling", "until", "label"])?;
+    if filters.contains_key("until") || filters.contains_key("label") {
+        return Err(DockerError::not_implemented(
+            "image prune filters until and label are not supported by pier yet",
+        ));
+    }
+    let all = filters
+        .get("dangling")
+        .and_then(|v| v.first())
+        .is_some_and(|v| v == "false" || v == "0");
+    let d2 = d.clone();
+    let r = blocking(move || Ok(d2.engine.images.prune(&project(), all)?)).await?;
+    for del in &r.deleted {
+        emit(&d, "image", "delete", del.as_str(), &[]);
+    }
+    Ok(json(
+        StatusCode::OK,
+        json!({
+            "ImagesDeleted": r.deleted.iter().map(|d| json!({"Deleted": d.as_str()})).collect::<Vec<_>>(),
+            "SpaceReclaimed": r.reclaimed_bytes,
+        }),
+    ))
+}
+
+/// Lines of a progress stream, all at once.
+fn progress(lines: Vec<Value>) -> Response {
+    let mut body = Vec::new();
+    for l in lines {
+        body.extend(serde_json::to_vec(&l).expect("json"));
+        body.push(b'\n');
+    }
+    ([(header::CONTENT_TYPE, "application/json")], body).into_response()
+}
+
+/// `POST /images/load`: a `docker save` or OCI archive as the body.
+async fn load(state: DState, body: Body) -> DResult<Response> {
+    let d = state.0;
+    let reader = crate::stream::body_reader(body);
+    let d2 = d.clone();
+    let report = blocking(move || {
+        Ok(pier_image::archive::load(
+            &d2.engine.images,
+            &project(),
+            reader,
+        )?)
+    })
+    .await?;
+    let mut lines = Vec::new();
+    for i in &report.images {
+        if i.repo_tags.is_empty() {
+            lines.push(json!({"stream": format!("Loaded image ID: {}\n", i.id)}));
+        }
+        for t in &i.repo_tags {
+            lines.push(json!({"stream": format!("Loaded image: {t}\n")}));
+        }
+        emit(&d, "image", "load", i.id.as_str(), &[]);
+    }
+    Ok(progress(lines))
+}
+
+/// `GET /images/get?names=a&names=b`.
+async fn save_many(state: DState, p: Params) -> DResult<Response> {
+    let names: Vec<String> = p
+        .all("names")
+        .iter()
+        .flat_map(|n| n.split(','))
+        .map(str::trim)
+        .filter(|n| !n.is_empty())
+        .map(String::from)
+        .collect();
+    if names.is_empty() {
+        return Err(DockerError::bad_request(
+            "give the images to save as ?names=",
+        ));
+    }
+    save(state.0, names).await
+}
+
+async fn save(d: Arc<Docker>, names: Vec<String>) -> DResult<Response> {
+    // Every name is resolved first, so a wrong one is a clear error, not a cut stream.
+    let d2 = d.clone();
+    let images = blocking(move || {
+        let mut out = Vec::new();
+        for n in &names {
+            image(&d2, n)?;
+            let (rec, tag) = d2.engine.images.resolve_tagged(&project(), n)?;
+            out.push((rec, tag.into_iter().collect::<Vec<_>>()));
+        }
+        Ok(out)
+    })
+    .await?;
+    for (rec, _) in &images {
+        emit(&d, "image", "save", rec.id.as_str(), &[]);
+    }
+    let (mut writer, body) = crate::stream::body_writer();
+    tokio::task::spawn_blocking(move || {
+        match pier_image::archive::save(
+            &d.engine.images,
+            &images,
+            ArchiveFormat::DockerArchive,
+            &mut writer,
+        ) {
+            Ok(()) => {
+                let _ = writer.finish();
+            }
+            Err(err) => {
+                tracing::error!(error = %err.chain(), "saving images failed; the client's archive is cut short")
+            }
+        }
+    });
+    Ok(([(header::CONTENT_TYPE, "application/x-tar")], body).into_response())
+}
+
+/// `POST /images/create`: `fromSrc=-` imports the body as a rootfs; `fromImage` would pull.
+async fn create(state: DState, p: Params, body: Body) -> DResult<Response> {
+    let d = state.0;
+    if !p.all("changes").iter().all(|c| c.trim().is_empty()) {
+        return Err(DockerError::not_implemented(
+            "docker import --change is not supported by pier yet: import without it",
+        ));
+    }
+    if let Some(src) = p.nonempty("fromSrc") {
+        if src != "-" {
+            return Err(DockerError::not_implemented(
+                "pier does not download images from URLs: fetch the archive and give it as a file (`docker import FILE`)",
+            ));
+        }
+        let name = match (p.nonempty("repo"), p.nonempty("tag")) {
+            (None, _) => None,
+            (Some(r), Some(t)) => Some(format!("{r}:{t}")),
+            (Some(r), None) => Some(normalize_ref(r)),
+        };
+        let name: Option<ImageRef> = name
+            .map(|n| n.parse())
+            .transpose()
+            .map_err(|e: pier_api::reference::RefError| DockerError::bad_request(e.to_string()))?;
+        let reader = crate::stream::body_reader(body);
+        let d2 = d.clone();
+        let loaded = blocking(move || {
+            Ok(pier_image::build::import(
+                &d2.engine.images,
+                &project(),
+                reader,
+                name,
+            )?)
+        })
+        .await?;
+        emit(&d, "image", "import", loaded.id.as_str(), &[]);
+        return Ok(progress(vec![json!({"status": loaded.id.as_str()})]));
+    }
+    let Some(from) = p.nonempty("fromImage") else {
+        return Err(DockerError::bad_request(
+            "give fromImage (to pull) or fromSrc (to import)",
+        ));
+    };
+    let reference = match p.nonempty("tag") {
+        Some(t) if t.starts_with("sha256:") => format!("{from}@{t}"),
+        Some(t) => format!("{from}:{t}"),
+        None => normalize_ref(from),
+    };
+    match d.engine.images.resolve(&project(), &reference) {
+        Ok(rec) => {
+            let tag = reference.rsplit_once(':').map_or("latest", |(_, t)| t);
+            Ok(progress(vec![
+                json!({"status": format!("Pulling from {from}"), "id": tag}),
+                json!({"status": format!("Digest: {}", rec.manifest_digest)}),
+                json!({"status": format!("Status: Image is up to date for {reference}")}),
+            ]))
+        }
+        Err(_) => {
+            let familiar = |r: &str| {
+                r.parse::<ImageRef>()
+                    .map_or(r.to_string(), |r| r.familiar())
+            };
+            Err(DockerError::not_found(format!(
+                "pull access denied for {}: pier has no registry client yet and {} is not on this host; load it with `docker load` (or `pier image load`)",
+                familiar(from),
+                familiar(&reference)
+            )))
+        }
+    }
+}
+
+/// `GET /images/search`.
+async fn search() -> DockerError {
+    DockerError::not_implemented("pier has no registry client yet: docker search is not available")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reference_filters() {
+        assert!(reference_matches("bb:latest", "bb"));
+        assert!(reference_matches("bb:latest", "bb:latest"));
+        assert!(reference_matches("bb:latest", "b*"));
+        assert!(reference_matches("my/app:1", "my/*"));
+        assert!(!reference_matches("bb:latest", "bb:1"));
+    }
+}

@@ -1,0 +1,602 @@
+//! A Pier container in Docker's JSON shapes: the full inspect (`docker inspect`) and the
+//! summary of a listing (`docker ps`). The `Config` shown is the effective one, the
+//! image's settings merged with the container's, as Docker shows it.
+
+use std::collections::{BTreeMap, HashMap};
+
+use pier_api::containers::{
+    ContainerInspect, ContainerStatus, Health, HealthStatus, Healthcheck, RestartPolicy,
+};
+use pier_api::networks::Endpoint;
+use pier_api::time::{now_unix, parse_rfc3339};
+use serde_json::{json, Value};
+
+use super::{unix, Docker, ZERO_TIME};
+use crate::api::project;
+
+/// Image configs read while shaping several containers, by image ID.
+#[derive(Default)]
+pub struct ImageConfigs(HashMap<String, Value>);
+
+impl ImageConfigs {
+    /// The runtime config (`config` of the OCI image config) of a container's image.
+    pub fn of(&mut self, d: &Docker, c: &ContainerInspect) -> Value {
+        self.0
+            .entry(c.image_id.to_string())
+            .or_insert_with(|| {
+                d.engine
+                    .images
+                    .resolve(&project(), c.image_id.as_str())
+                    .and_then(|i| d.engine.images.config(&i))
+                    .ok()
+                    .and_then(|v| v.get("config").cloned())
+                    .unwrap_or_else(|| json!({}))
+            })
+            .clone()
+    }
+}
+
+fn strings(v: &Value) -> Option<Vec<String>> {
+    v.as_array().map(|a| {
+        a.iter()
+            .filter_map(|s| s.as_str().map(String::from))
+            .collect()
+    })
+}
+
+fn nonempty_str(v: &Value) -> Option<String> {
+    v.as_str().filter(|s| !s.is_empty()).map(String::from)
+}
+
+/// Docker's healthcheck JSON.
+pub fn healthcheck_json(h: &Healthcheck) -> Value {
+    json!({
+        "Test": h.test,
+        "Interval": h.interval_ns,
+        "Timeout": h.timeout_ns,
+        "StartPeriod": h.start_period_ns,
+        "Retries": h.retries,
+    })
+}
+
+/// A running container's health: recorded, or `starting` until the first check.
+pub fn health(c: &ContainerInspect, img: &Value) -> Option<Health> {
+    crate::health::effective(c, img)?;
+    match &c.state.health {
+        Some(h) => Some(h.clone()),
+        None if is_running(c) => Some(Health::default()),
+        None => None,
+    }
+}
+
+pub fn is_running(c: &ContainerInspect) -> bool {
+    matches!(
+        c.state.status,
+        ContainerStatus::Running | ContainerStatus::Paused
+    )
+}
+
+fn health_json(h: &Health) -> Value {
+    json!({
+        "Status": h.status.as_str(),
+        "FailingStreak": h.failing_streak,
+        "Log": h.log.iter().map(|r| json!({
+            "Start": r.start, "End": r.end, "ExitCode": r.exit_code, "Output": r.output,
+        })).collect::<Vec<_>>(),
+    })
+}
+
+/// Docker's `HumanDuration`.
+pub fn human_duration(secs: i64) -> String {
+    let s = secs.max(0);
+    let (m, h) = (s / 60, s / 3600);
+    match () {
+        _ if s < 1 => "Less than a second".into(),
+        _ if s == 1 => "1 second".into(),
+        _ if s < 60 => format!("{s} seconds"),
+        _ if m == 1 => "About a minute".into(),
+        _ if m < 60 => format!("{m} minutes"),
+        _ if h == 1 => "About an hour".into(),
+        _ if h < 48 => format!("{h} hours"),
+        _ if h < 24 * 7 * 2 => format!("{} days", h / 24),
+        _ if h < 24 * 30 * 2 => format!("{} weeks", h / 24 / 7),
+        _ if h < 24 * 365 * 2 => format!("{} months", h / 24 / 30),
+        _ => format!("{} years", h / 24 / 365),
+    }
+}
+
+/// The `STATUS` column of `docker ps`.
+pub fn status_text(c: &ContainerInspect, health: Option<&Health>) -> String {
+    let now = now_unix();
+    let ago = |t: &Option<String>| {
+        human_duration(now - t.as_deref().and_then(parse_rfc3339).unwrap_or(now))
+    };
+    let s = &c.state;
+    match s.status {
+        ContainerStatus::Created => "Created".into(),
+        ContainerStatus::Running | ContainerStatus::Paused => {
+            let mut t = format!("Up {}", ago(&s.started_at));
+            if s.status == ContainerStatus::Paused {
+                t.push_str(" (Paused)");
+            } else if let Some(h) = health {
+                t.push_str(match h.status {
+                    HealthStatus::Starting => " (health: starting)",
+                    HealthStatus::Healthy => " (healthy)",
+                    HealthStatus::Unhealthy => " (unhealthy)",
+                });
+            }
+            t
+        }
+        ContainerStatus::Restarting => format!(
+            "Restarting ({}) {} ago",
+            s.exit_code.unwrap_or(0),
+            ago(&s.finished_at)
+        ),
+        ContainerStatus::Exited => format!(
+            "Exited ({}) {} ago",
+            s.exit_code.unwrap_or(0),
+            ago(&s.finished_at)
+        ),
+        ContainerStatus::Removing => "Removal In Progress".into(),
+    }
+}
+
+/// The effective environment: the image's, then the container's, with a default PATH.
+fn env(c: &ContainerInspect, img: &Value) -> Vec<String> {
+    let mut env = strings(&img["Env"]).unwrap_or_default();
+    if !env.iter().any(|e| e.starts_with("PATH=")) {
+        env.insert(
+            0,
+            "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into(),
+        );
+    }
+    for e in &c.config.env {
+        let k = e.split('=').next().unwrap_or("");
+        env.retain(|x| x.split('=').next() != Some(k));
+        env.push(e.clone());
+    }
+    env
+}
+
+/// Published ports asked for, by `port/proto`: (host IP, host port), as `-p` gave them.
+fn port_requests(c: &ContainerInspect) -> BTreeMap<String, Vec<(String, String)>> {
+    let mut out: BTreeMap<String, Vec<(String, String)>> = BTreeMap::new();
+    for spec in &c.config.publish {
+        for r in crate::networks::parse_publish(spec).unwrap_or_default() {
+            let key = format!("{}/{}", r.container_port, proto_name(r.proto));
+            let host_port = match r.host_range {
+                (0, 0) => String::new(),
+                (a, b) if a == b => a.to_string(),
+                (a, b) => format!("{a}-{b}"),
+            };
+            let ip = r.host_ip.map(|i| i.to_string()).unwrap_or_default();
+            out.entry(key).or_default().push((ip, host_port));
+        }
+    }
+    out
+}
+
+fn proto_name(p: pier_net::nft::Proto) -> &'static str {
+    match p {
+        pier_net::nft::Proto::Udp => "udp",
+        _ => "tcp",
+    }
+}
+
+/// `port/proto` of every exposed port: the image's, `--expose`, and those published.
+fn exposed(c: &ContainerInspect, img: &Value) -> BTreeMap<String, Value> {
+    let mut out: BTreeMap<String, Value> = img["ExposedPorts"]
+        .as_object()
+        .map(|o| o.keys().map(|k| (k.clone(), json!({}))).collect())
+        .unwrap_or_default();
+    for e in &c.config.expose {
+        let k = if e.contains('/') {
+            e.clone()
+        } else {
+            format!("{e}/tcp")
+        };
+        out.insert(k, json!({}));
+    }
+    for k in port_requests(c).keys() {
+        out.insert(k.clone(), json!({}));
+    }
+    for p in &c.ports {
+        out.insert(format!("{}/{}", p.container_port, p.proto), json!({}));
+    }
+    out
+}
+
+/// The effective `Config` of a container.
+pub fn config_json(c: &ContainerInspect, img: &Value) -> Value {
+    let entrypoint = c
+        .config
+        .entrypoint
+        .clone()
+        .or_else(|| strings(&img["Entrypoint"]));
+    let cmd = match &c.config.cmd {
+        Some(cmd) => Some(cmd.clone()),
+        None if c.config.entrypoint.is_some() => None,
+        None => strings(&img["Cmd"]),
+    };
+    let mut labels: BTreeMap<String, String> = img["Labels"]
+        .as_object()
+        .map(|o| {
+            o.iter()
+                .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
+                .collect()
+        })
+        .unwrap_or_default();
+    labels.extend(c.config.labels.clone());
+    let mut cfg = json!({
+        "Hostname": c.config.hostname.clone().unwrap_or_else(|| c.id[..12].to_string()),
+        "Domainname": "",
+        "User": c.config.user.clone().or_else(|| nonempty_str(&img["User"])).unwrap_or_default(),
+        "AttachStdin": c.config.interactive,
+        "AttachStdout": true,
+        "AttachStderr": true,
+        "ExposedPorts": exposed(c, img),
+        "Tty": c.config.tty,
+        "OpenStdin": c.config.interactive,
+        "StdinOnce": false,
+        "Env": env(c, img),
+        "Cmd": cmd,
+        "Image": c.image,
+        "Volumes": super::volumes::config_volumes(c, img),
+        "WorkingDir": c.config.workdir.clone().or_else(|| nonempty_str(&img["WorkingDir"])).unwrap_or_default(),
+        "Entrypoint": entrypoint,
+        "OnBuild": null,
+        "Labels": labels,
+    });
+    if let Some(h) = crate::health::effective(c, img) {
+        cfg["Healthcheck"] = healthcheck_json(&h);
+    }
+    if let Some(s) = c
+        .config
+        .stop_signal
+        .clone()
+        .or_else(|| nonempty_str(&img["StopSignal"]))
+    {
+        cfg["StopSignal"] = json!(s);
+    }
+    if let Some(t) = c.config.stop_timeout {
+        cfg["StopTimeout"] = json!(t);
+    }
+    if let Some(m) = &c.config.mac_address {
+        cfg["MacAddress"] = json!(m);
+    }
+    cfg
+}
+
+fn restart_json(p: &RestartPolicy) -> Value {
+    match p {
+        RestartPolicy::No => json!({"Name": "no", "MaximumRetryCount": 0}),
+        RestartPolicy::Always => json!({"Name": "always", "MaximumRetryCount": 0}),
+        RestartPolicy::UnlessStopped => json!({"Name": "unless-stopped", "MaximumRetryCount": 0}),
+        RestartPolicy::OnFailure { max_retries } => {
+            json!({"Name": "on-failure", "MaximumRetryCount": max_retries})
+        }
+    }
+}
+
+/// The network mode as Docker names it.
+pub fn network_mode(c: &ContainerInspect) -> String {
+    c.config
+        .network
+        .clone()
+        .unwrap_or_else(|| crate::networks::DEFAULT_NETWORK.into())
+}
+
+fn host_config_json(c: &ContainerInspect) -> Value {
+    let r = &c.config;
+    let bindings: BTreeMap<String, Value> = port_requests(c)
+        .into_iter()
+        .map(|(k, v)| {
+            let list: Vec<Value> = v
+                .into_iter()
+                .map(|(ip, port)| json!({"HostIp": ip, "HostPort": port}))
+                .collect();
+            (k, json!(list))
+        })
+        .collect();
+    let mut log_config = BTreeMap::new();
+    for (k, v) in &r.log_opts {
+        log_config.insert(k.clone(), v.clone());
+    }
+    let cpus = r.cpus.map_or(0, |c| (c * 1e9) as i64);
+    json!({
+        "Binds": super::volumes::binds_json(c),
+        "ContainerIDFile": "",
+        "LogConfig": {"Type": "json-file", "Config": log_config},
+        "NetworkMode": network_mode(c),
+        "PortBindings": bindings,
+        "RestartPolicy": restart_json(&r.restart_policy),
+        "AutoRemove": r.auto_remove,
+        "VolumeDriver": "",
+        "VolumesFrom": null,
+        "ConsoleSize": [0, 0],
+        "CapAdd": r.cap_add,
+        "CapDrop": r.cap_drop,
+        "CgroupnsMode": "host",
+        "Dns": r.dns,
+        "DnsOptions": r.dns_options,
+        "DnsSearch": r.dns_search,
+        "ExtraHosts": r.extra_hosts,
+        "GroupAdd": null,
+        "IpcMode": "private",
+        "Cgroup": "",
+        "Links": null,
+        "OomScoreAdj": 0,
+        "PidMode": "",
+        "Privileged": r.privileged,
+        "PublishAllPorts": r.publish_all,
+        "ReadonlyRootfs": r.read_only,
+        "SecurityOpt": r.security_opt,
+        "UTSMode": "",
+        "UsernsMode": "",
+        "ShmSize": 67108864,
+        "Runtime": r.runtime.clone().unwrap_or_else(|| "pier".into()),
+        "Isolation": "",
+        "CpuShares": r.cpu_shares.unwrap_or(0),
+        "Memory": r.memory.unwrap_or(0),
+        "NanoCpus": cpus,
+        "CgroupParent": "",
+        "BlkioWeight": r.blkio_weight.unwrap_or(0),
+        "BlkioWeightDevice": [],
+        "CpuPeriod": 0,
+        "CpuQuota": 0,
+        "CpuRealtimePeriod": 0,
+        "CpuRealtimeRuntime": 0,
+        "CpusetCpus": r.cpuset_cpus.clone().unwrap_or_default(),
+        "CpusetMems": "",
+        "Devices": [],
+        "DeviceCgroupRules": null,
+        "DeviceRequests": null,
+        "MemoryReservation": 0,
+        "MemorySwap": r.memory_swap.unwrap_or(0),
+        "MemorySwappiness": null,
+        "OomKillDisable": false,
+        "PidsLimit": r.pids_limit,
+        "Ulimits": r.ulimits.iter().map(|u| json!({"Name": u.name, "Soft": u.soft, "Hard": u.hard})).collect::<Vec<_>>(),
+        "Init": r.init,
+        "Mounts": super::volumes::host_config_mounts(c),
+        "Tmpfs": super::volumes::tmpfs_json(c),
+        "MaskedPaths": [],
+        "ReadonlyPaths": [],
+    })
+}
+
+/// A stable endpoint ID for a container on a network.
+fn endpoint_id(c: &ContainerInspect, network_id: &str) -> String {
+    super::derived_id(&[&c.id, network_id], 64)
+}
+
+pub fn endpoint_json(c: &ContainerInspect, ep: &Endpoint) -> Value {
+    let up = ep.ip_address.is_some();
+    let mut dns_names = vec![];
+    if up {
+        dns_names.push(c.name.clone());
+        dns_names.push(c.id[..12].to_string());
+        dns_names.extend(ep.aliases.iter().cloned());
+    }
+    json!({
+        "IPAMConfig": ep.static_ip.as_ref().map(|ip| json!({"IPv4Address": ip})),
+        "Links": null,
+        "Aliases": if ep.aliases.is_empty() { Value::Null } else { json!(ep.aliases) },
+        "MacAddress": ep.mac_address.clone().or_else(|| ep.static_mac.clone()).unwrap_or_default(),
+        "DriverOpts": null,
+        "NetworkID": ep.network_id,
+        "EndpointID": if up { endpoint_id(c, &ep.network_id) } else { String::new() },
+        "Gateway": ep.gateway.clone().unwrap_or_default(),
+        "IPAddress": ep.ip_address.clone().unwrap_or_default(),
+        "IPPrefixLen": ep.prefix_len.unwrap_or(0),
+        "IPv6Gateway": "",
+        "GlobalIPv6Address": "",
+        "GlobalIPv6PrefixLen": 0,
+        "DNSNames": if dns_names.is_empty() { Value::Null } else { json!(dns_names) },
+    })
+}
+
+fn networks_json(c: &ContainerInspect) -> BTreeMap<String, Value> {
+    let mode = network_mode(c);
+    if mode == "host" || mode == "none" {
+        let ep = Endpoint::default();
+        return BTreeMap::from([(mode, endpoint_json(c, &ep))]);
+    }
+    c.networks
+        .iter()
+        .map(|(name, ep)| (name.clone(), endpoint_json(c, ep)))
+        .collect()
+}
+
+fn ports_json(c: &ContainerInspect, img: &Value) -> Value {
+    if !is_running(c) {
+        return json!({});
+    }
+    let mut out: BTreeMap<String, Value> = exposed(c, img)
+        .into_keys()
+        .map(|k| (k, Value::Null))
+        .collect();
+    for p in &c.ports {
+        let key = format!("{}/{}", p.container_port, p.proto);
+        let ip = if p.host_ip.is_empty() {
+            "0.0.0.0"
+        } else {
+            p.host_ip.as_str()
+        };
+        let entry = out.entry(key).or_insert(Value::Null);
+        if !entry.is_array() {
+            *entry = json!([]);
+        }
+        if let Some(a) = entry.as_array_mut() {
+            a.push(json!({"HostIp": ip, "HostPort": p.host_port.to_string()}));
+        }
+    }
+    json!(out)
+}
+
+/// `docker inspect CONTAINER`.
+pub fn inspect(d: &Docker, c: &ContainerInspect, images: &mut ImageConfigs) -> Value {
+    let img = images.of(d, c);
+    let s = &c.state;
+    let dir = d.engine.containers.cdir(&c.id);
+    let health = health(c, &img);
+    let mut state = json!({
+        "Status": s.status.as_str(),
+        "Running": is_running(c),
+        "Paused": s.status == ContainerStatus::Paused,
+        "Restarting": s.status == ContainerStatus::Restarting,
+        "OOMKilled": s.oom_killed,
+        "Dead": false,
+        "Pid": s.pid.unwrap_or(0),
+        "ExitCode": s.exit_code.unwrap_or(0),
+        "Error": s.error.clone().unwrap_or_default(),
+        "StartedAt": s.started_at.clone().unwrap_or_else(|| ZERO_TIME.into()),
+        "FinishedAt": s.finished_at.clone().unwrap_or_else(|| ZERO_TIME.into()),
+    });
+    if let Some(h) = &health {
+        state["Health"] = health_json(h);
+    }
+    let bridge = c.networks.get(crate::networks::DEFAULT_NETWORK);
+    let lowers: Vec<String> = d
+        .engine
+        .images
+        .resolve(&project(), c.image_id.as_str())
+        .map(|i| {
+            i.layers
+                .iter()
+                .rev()
+                .map(|l| d.engine.images.layer_dir(&l.diff_id).display().to_string())
+                .collect()
+        })
+        .unwrap_or_default();
+    json!({
+        "Id": c.id,
+        "Created": c.created,
+        "Path": c.command.first().cloned().unwrap_or_default(),
+        "Args": c.command.iter().skip(1).collect::<Vec<_>>(),
+        "State": state,
+        "Image": c.image_id.as_str(),
+        "ResolvConfPath": dir.join("resolv.conf"),
+        "HostnamePath": dir.join("hostname"),
+        "HostsPath": dir.join("hosts"),
+        "LogPath": c.log_path,
+        "Name": format!("/{}", c.name),
+        "RestartCount": s.restart_count,
+        "Driver": "overlay",
+        "Platform": "linux",
+        "MountLabel": "",
+        "ProcessLabel": "",
+        "AppArmorProfile": "",
+        "ExecIDs": null,
+        "HostConfig": host_config_json(c),
+        "GraphDriver": {
+            "Name": "overlay",
+            "Data": {
+                "LowerDir": lowers.join(":"),
+                "UpperDir": dir.join("upper"),
+                "WorkDir": dir.join("work"),
+                "MergedDir": dir.join("rootfs"),
+            },
+        },
+        "Mounts": super::volumes::mounts_json(d, c),
+        "Config": config_json(c, &img),
+        "NetworkSettings": {
+            "Bridge": "",
+            "SandboxID": if is_running(c) { endpoint_id(c, "sandbox") } else { String::new() },
+            "HairpinMode": false,
+            "LinkLocalIPv6Address": "",
+            "LinkLocalIPv6PrefixLen": 0,
+            "Ports": ports_json(c, &img),
+            "SandboxKey": if is_running(c) { d.engine.containers.networks.netns_path(&c.id).display().to_string() } else { String::new() },
+            "SecondaryIPAddresses": null,
+            "SecondaryIPv6Addresses": null,
+            "EndpointID": bridge.filter(|e| e.ip_address.is_some()).map(|e| endpoint_id(c, &e.network_id)).unwrap_or_default(),
+            "Gateway": bridge.and_then(|e| e.gateway.clone()).unwrap_or_default(),
+            "GlobalIPv6Address": "",
+            "GlobalIPv6PrefixLen": 0,
+            "IPAddress": bridge.and_then(|e| e.ip_address.clone()).unwrap_or_default(),
+            "IPPrefixLen": bridge.and_then(|e| e.prefix_len).unwrap_or(0),
+            "IPv6Gateway": "",
+            "MacAddress": bridge.and_then(|e| e.mac_address.clone()).unwrap_or_default(),
+            "Networks": networks_json(c),
+        },
+    })
+}
+
+/// One entry of `GET /containers/json`.
+pub fn summary(d: &Docker, c: &ContainerInspect) -> Value {
+    summary_with(d, c, &mut ImageConfigs::default())
+}
+
+pub fn summary_with(d: &Docker, c: &ContainerInspect, images: &mut ImageConfigs) -> Value {
+    let img = images.of(d, c);
+    let health = health(c, &img);
+    let mut ports: Vec<Value> = Vec::new();
+    let mut published = std::collections::HashSet::new();
+    if is_running(c) {
+        for p in &c.ports {
+            published.insert(format!("{}/{}", p.container_port, p.proto));
+            let ip = if p.host_ip.is_empty() {
+                "0.0.0.0"
+            } else {
+                p.host_ip.as_str()
+            };
+            ports.push(json!({"IP": ip, "PrivatePort": p.container_port, "PublicPort": p.host_port, "Type": p.proto}));
+        }
+    }
+    let shown = if is_running(c) {
+        exposed(c, &img)
+    } else {
+        BTreeMap::new()
+    };
+    for k in shown.keys() {
+        if published.contains(k) {
+            continue;
+        }
+        let (port, proto) = k.split_once('/').unwrap_or((k, "tcp"));
+        if let Ok(port) = port.parse::<u16>() {
+            ports.push(json!({"PrivatePort": port, "Type": proto}));
+        }
+    }
+    let mut labels: BTreeMap<String, String> = img["Labels"]
+        .as_object()
+        .map(|o| {
+            o.iter()
+                .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
+                .collect()
+        })
+        .unwrap_or_default();
+    labels.extend(c.config.labels.clone());
+    json!({
+        "Id": c.id,
+        "Names": [format!("/{}", c.name)],
+        "Image": c.image,
+        "ImageID": c.image_id.as_str(),
+        "Command": c.command.join(" "),
+        "Created": unix(Some(&c.created)),
+        "Ports": ports,
+        "Labels": labels,
+        "State": c.state.status.as_str(),
+        "Status": status_text(c, health.as_ref()),
+        "HostConfig": {"NetworkMode": network_mode(c)},
+        "NetworkSettings": {"Networks": networks_json(c)},
+        "Mounts": super::volumes::mounts_json(d, c),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_read_as_dockers() {
+        assert_eq!(human_duration(0), "Less than a second");
+        assert_eq!(human_duration(1), "1 second");
+        assert_eq!(human_duration(59), "59 seconds");
+        assert_eq!(human_duration(61), "About a minute");
+        assert_eq!(human_duration(600), "10 minutes");
+        assert_eq!(human_duration(3700), "About an hour");
+        assert_eq!(human_duration(5 * 3600), "5 hours");
+        assert_eq!(human_duration(3 * 86400), "3 days");
+    }
+}

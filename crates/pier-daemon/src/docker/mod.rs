@@ -1,0 +1,409 @@
+//! The Docker Engine API, served on a socket of its own (`/run/pier/docker.sock`) over
+//! the same engine as the native API: the `docker` CLI (20.10 to 28) and docker-compose
+//! drive Pier unchanged, and what they make is what `pier ps` shows.
+//!
+//! - Paths come versioned (`/v1.43/containers/json`) or not. [`negotiate`] strips the
+//!   version, refuses one outside [`MIN_API`, `MAX_API`], and puts Docker's headers
+//!   (`Api-Version`, `Ostype`, `Server`, ...) on every answer.
+//! - Errors are Docker's `{"message": "..."}` with Docker's status codes ([`DockerError`]);
+//!   what Pier does not do (swarm, plugins, registry) answers 501 or 503 with a sentence
+//!   saying so, never a bare 500.
+//! - One file per area: [`system`] (ping, version, info, events, df), [`containers`]
+//!   (create, list, lifecycle), [`inspect`] (Docker's JSON shapes of a container),
+//!   [`streams`] (attach, logs, wait, resize), [`exec`], [`stats`] (stats, top),
+//!   [`archive`] (cp, export, commit, changes), [`images`], [`networks`], [`volumes`].
+//! - [`params`] reads Docker's query strings (repeated keys, `1`/`true` booleans, JSON
+//!   `filters`).
+
+pub mod archive;
+pub mod containers;
+pub mod exec;
+pub mod images;
+pub mod inspect;
+pub mod networks;
+pub mod params;
+pub mod stats;
+pub mod streams;
+pub mod system;
+pub mod volumes;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use axum::body::Body;
+use axum::extract::Request;
+use axum::http::{header, HeaderValue, Method, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use pier_api::ErrorKind;
+
+use crate::api::Engine;
+use crate::error::ApiError;
+
+/// The oldest API version served.
+pub const MIN_API: (u32, u32) = (1, 24);
+/// The newest API version served. 1.43 is what both CLIs on these machines (20.10, which
+/// speaks up to 1.41, and 28, which speaks up to 1.50) negotiate down to cleanly, and the
+/// last version before Docker changed the shapes of network endpoints at create (1.44).
+pub const MAX_API: (u32, u32) = (1, 43);
+
+/// The Docker-compatible daemon version reported to clients.
+pub const DOCKER_VERSION: &str = "24.0.0-pier";
+
+/// The API version a request was made with (the newest when its path had none).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct ApiVersion(pub u32, pub u32);
+
+impl ApiVersion {
+    pub fn at_least(self, minor: u32) -> bool {
+        self.0 > 1 || self.1 >= minor
+    }
+}
+
+pub fn api_string((major, minor): (u32, u32)) -> String {
+    format!("{major}.{minor}")
+}
+
+/// What the Docker API shares besides the engine: exec sessions (Docker creates and
+/// starts them in two calls), terminals of attached sessions (for resizes), and the
+/// recent events (for `docker events --since`).
+pub struct Docker {
+    pub engine: Arc<Engine>,
+    pub(crate) execs: Mutex<HashMap<String, Arc<exec::ExecEntry>>>,
+    pub(crate) ttys: Mutex<HashMap<String, streams::TtyHandle>>,
+    pub(crate) events: system::EventLog,
+}
+
+pub(crate) type DState = axum::extract::State<Arc<Docker>>;
+
+/// An error as Docker sends it: a status and `{"message": "..."}`.
+#[derive(Debug)]
+pub struct DockerError {
+    pub status: StatusCode,
+    pub message: String,
+}
+
+impl DockerError {
+    pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        DockerError {
+            status,
+            message: message.into(),
+        }
+    }
+    pub fn bad_request(m: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, m)
+    }
+    pub fn not_found(m: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, m)
+    }
+    pub fn conflict(m: impl Into<String>) -> Self {
+        Self::new(StatusCode::CONFLICT, m)
+    }
+    pub fn not_implemented(m: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_IMPLEMENTED, m)
+    }
+    pub fn internal(m: impl Into<String>) -> Self {
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, m)
+    }
+}
+
+impl From<ApiError> for DockerError {
+    fn from(e: ApiError) -> Self {
+        let status = StatusCode::from_u16(e.kind.status()).unwrap_or(StatusCode::BAD_REQUEST);
+        DockerError {
+            status,
+            message: e.message,
+        }
+    }
+}
+
+impl From<pier_image::ImageError> for DockerError {
+    fn from(e: pier_image::ImageError) -> Self {
+        ApiError::from(e).into()
+    }
+}
+
+impl From<tokio::task::JoinError> for DockerError {
+    fn from(e: tokio::task::JoinError) -> Self {
+        ApiError::from(e).into()
+    }
+}
+
+impl IntoResponse for DockerError {
+    fn into_response(self) -> Response {
+        if self.status == StatusCode::INTERNAL_SERVER_ERROR {
+            tracing::error!(message = %self.message, "internal error (Docker API)");
+        }
+        (
+            self.status,
+            Json(serde_json::json!({ "message": self.message })),
+        )
+            .into_response()
+    }
+}
+
+pub type DResult<T> = Result<T, DockerError>;
+
+/// Runs blocking engine work on the blocking pool.
+pub(crate) async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> DResult<T> + Send + 'static,
+) -> DResult<T> {
+    tokio::task::spawn_blocking(f).await?
+}
+
+/// JSON with Docker's content type.
+pub(crate) fn json(status: StatusCode, v: serde_json::Value) -> Response {
+    (status, Json(v)).into_response()
+}
+
+/// A streamed body of JSON lines (`docker load`, `events`, `stats`, ...).
+pub(crate) fn json_stream(rx: tokio::sync::mpsc::Receiver<serde_json::Value>) -> Response {
+    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+        let v = rx.recv().await?;
+        let mut line = serde_json::to_vec(&v).expect("json");
+        line.push(b'\n');
+        Some((Ok::<_, std::io::Error>(line), rx))
+    });
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        Body::from_stream(stream),
+    )
+        .into_response()
+}
+
+/// The Docker API's router, for `axum::serve` on the Docker socket.
+pub fn router(engine: Arc<Engine>) -> Router {
+    let docker = Arc::new(Docker {
+        events: system::EventLog::start(&engine),
+        engine,
+        execs: Mutex::new(HashMap::new()),
+        ttys: Mutex::new(HashMap::new()),
+    });
+    let api = Router::new()
+        .route("/_ping", get(system::ping).head(system::ping))
+        .route("/version", get(system::version))
+        .route("/info", get(system::info))
+        .route("/events", get(system::events))
+        .route("/system/df", get(system::df))
+        .route("/auth", post(system::auth))
+        .merge(containers::routes())
+        .merge(streams::routes())
+        .merge(exec::routes())
+        .merge(stats::routes())
+        .merge(archive::routes())
+        .merge(images::routes())
+        .merge(networks::routes())
+        .merge(volumes::routes())
+        .route("/build", post(unsupported))
+        .route("/build/prune", post(unsupported))
+        .route("/session", post(unsupported))
+        .route("/grpc", post(unsupported))
+        .route("/distribution/{*rest}", get(unsupported))
+        .route("/swarm", get(unsupported))
+        .route("/swarm/{*rest}", get(unsupported).post(unsupported))
+        .route("/nodes", get(unsupported))
+        .route(
+            "/nodes/{*rest}",
+            get(unsupported).post(unsupported).delete(unsupported),
+        )
+        .route("/services", get(unsupported))
+        .route(
+            "/services/{*rest}",
+            get(unsupported).post(unsupported).delete(unsupported),
+        )
+        .route("/tasks", get(unsupported))
+        .route("/tasks/{*rest}", get(unsupported))
+        .route("/secrets", get(unsupported))
+        .route(
+            "/secrets/{*rest}",
+            get(unsupported).post(unsupported).delete(unsupported),
+        )
+        .route("/configs", get(unsupported))
+        .route(
+            "/configs/{*rest}",
+            get(unsupported).post(unsupported).delete(unsupported),
+        )
+        .route("/plugins", get(unsupported))
+        .route(
+            "/plugins/{*rest}",
+            get(unsupported).post(unsupported).delete(unsupported),
+        )
+        .route("/containers/{id}/update", post(unsupported))
+        .route("/containers/{id}/attach/ws", get(unsupported))
+        .fallback(unknown)
+        .method_not_allowed_fallback(unknown)
+        .with_state(docker);
+    // The version is taken off the path before routing, so the outer router's middleware
+    // wraps the inner one as its fallback.
+    Router::new()
+        .fallback_service(api)
+        .layer(axum::middleware::from_fn(negotiate))
+        .layer(axum::extract::DefaultBodyLimit::disable())
+}
+
+/// Endpoints of Docker features Pier does not have; each says what instead.
+async fn unsupported(req: Request) -> DockerError {
+    let path = req.uri().path();
+    let first = path.trim_start_matches('/').split('/').next().unwrap_or("");
+    match first {
+        "swarm" | "nodes" | "services" | "tasks" | "secrets" | "configs" => DockerError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "This node is not a swarm manager: pier does not do swarm mode; run services with docker-compose instead",
+        ),
+        "plugins" => DockerError::not_implemented("pier does not support Docker plugins"),
+        "build" | "session" | "grpc" => DockerError::not_implemented(
+            "docker build is not available through pier's Docker API yet; build with `pier build` (when present) or load a built image with `docker load`",
+        ),
+        "distribution" => DockerError::not_implemented(
+            "pier has no registry client yet: image manifests cannot be looked up remotely",
+        ),
+        "containers" if path.ends_with("/update") => DockerError::not_implemented(
+            "docker update is not supported by pier yet: recreate the container with the new limits",
+        ),
+        _ => DockerError::not_implemented(format!(
+            "{} {path} is not supported by pier's Docker API",
+            req.method()
+        )),
+    }
+}
+
+async fn unknown(req: Request) -> DockerError {
+    DockerError::not_found(format!(
+        "page not found: pier's Docker API has no {} {}",
+        req.method(),
+        req.uri().path()
+    ))
+}
+
+/// Takes `/v1.NN` off the path (checking NN), runs the request, and adds Docker's headers
+/// to the answer. Logs every request at debug level.
+async fn negotiate(mut req: Request, next: Next) -> Response {
+    let method = req.method().clone();
+    let path = req.uri().path().to_string();
+    let mut version = ApiVersion(MAX_API.0, MAX_API.1);
+    let mut refused = None;
+    if let Some(rest) = path.strip_prefix("/v") {
+        let (v, tail) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+        let parsed = v
+            .split_once('.')
+            .and_then(|(a, b)| Some((a.parse::<u32>().ok()?, b.parse::<u32>().ok()?)));
+        if let Some((major, minor)) = parsed {
+            version = ApiVersion(major, minor);
+            if (major, minor) < MIN_API {
+                refused = Some(format!(
+                    "client version {v} is too old. Minimum supported API version is {}, please upgrade your client to a newer version",
+                    api_string(MIN_API)
+                ));
+            } else if (major, minor) > MAX_API {
+                refused = Some(format!(
+                    "client version {v} is too new. Maximum supported API version is {}",
+                    api_string(MAX_API)
+                ));
+            }
+            let tail = if tail.is_empty() { "/" } else { tail };
+            let new_uri = match req.uri().query() {
+                Some(q) => format!("{tail}?{q}"),
+                None => tail.to_string(),
+            };
+            if let Ok(uri) = new_uri.parse() {
+                *req.uri_mut() = uri;
+            }
+        }
+    }
+    req.extensions_mut().insert(version);
+    let mut resp = match refused {
+        Some(m) => DockerError::bad_request(m).into_response(),
+        None => next.run(req).await,
+    };
+    tracing::debug!(%method, %path, status = resp.status().as_u16(), "docker api");
+    let h = resp.headers_mut();
+    let api = api_string(MAX_API);
+    h.insert("api-version", HeaderValue::from_str(&api).expect("ascii"));
+    h.insert("ostype", HeaderValue::from_static("linux"));
+    h.insert("docker-experimental", HeaderValue::from_static("false"));
+    h.insert(
+        header::SERVER,
+        HeaderValue::from_str(&format!(
+            "Docker/{DOCKER_VERSION} (linux) Pier/{}",
+            env!("CARGO_PKG_VERSION")
+        ))
+        .expect("ascii"),
+    );
+    if method == Method::HEAD && path.ends_with("/_ping") {
+        // HEAD answers carry no body.
+        *resp.body_mut() = Body::empty();
+    }
+    resp
+}
+
+// ---- name resolution with Docker's messages ---------------------------------------------
+
+/// Finds a container, with Docker's "No such container" on a miss.
+pub(crate) fn container(
+    d: &Docker,
+    name_or_id: &str,
+) -> DResult<pier_api::containers::ContainerInspect> {
+    d.engine
+        .containers
+        .get(&crate::api::project(), name_or_id)
+        .map_err(|e| match e.kind {
+            ErrorKind::NotFound => {
+                DockerError::not_found(format!("No such container: {name_or_id}"))
+            }
+            _ => e.into(),
+        })
+}
+
+/// Docker's reading of an image reference: `bb` is `bb:latest`.
+pub(crate) fn normalize_ref(r: &str) -> String {
+    match r.parse::<pier_api::ImageRef>() {
+        Ok(p) if p.tag().is_none() && p.digest().is_none() => format!("{r}:latest"),
+        _ => r.to_string(),
+    }
+}
+
+/// Finds an image, with Docker's "No such image" on a miss.
+pub(crate) fn image(d: &Docker, reference: &str) -> DResult<pier_image::store::ImageRecord> {
+    d.engine
+        .images
+        .resolve(&crate::api::project(), reference)
+        .map_err(|e| match e {
+            pier_image::error::ImageError::NotFound { .. }
+            | pier_image::error::ImageError::InvalidReference(_) => {
+                DockerError::not_found(format!("No such image: {}", normalize_ref(reference)))
+            }
+            e => e.into(),
+        })
+}
+
+/// Unix seconds of an RFC 3339 time, 0 when absent or unreadable.
+pub(crate) fn unix(t: Option<&str>) -> i64 {
+    t.and_then(pier_api::time::parse_rfc3339).unwrap_or(0)
+}
+
+/// Go's zero time, which Docker shows for times that never happened.
+pub(crate) const ZERO_TIME: &str = "0001-01-01T00:00:00Z";
+
+/// A stable hex string of `len` digits derived from `parts` (FNV-1a rounds): IDs Docker
+/// has and Pier does not keep (endpoints, sandboxes, the daemon).
+pub(crate) fn derived_id(parts: &[&str], len: usize) -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut out = String::new();
+    let mut round = 0u8;
+    while out.len() < len {
+        for b in parts
+            .iter()
+            .flat_map(|p| p.bytes().chain([0]))
+            .chain([round])
+        {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+        out.push_str(&format!("{h:016x}"));
+        round += 1;
+    }
+    out.truncate(len);
+    out
+}

@@ -1,0 +1,175 @@
+//! `docker stats` and `docker top`: the engine's cgroup readings in Docker's shape
+//! (`cpu_stats` with `precpu_stats` a reading earlier, so the CLI can compute a CPU
+//! percentage; `memory_stats`, `pids_stats`, `blkio_stats`, `networks`).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::Path;
+use axum::http::StatusCode;
+use axum::response::Response;
+use axum::routing::get;
+use axum::Router;
+use pier_api::containers::ContainerStats;
+use serde_json::{json, Value};
+
+use super::params::Params;
+use super::{blocking, container, json, DResult, DState, Docker};
+use crate::api::project;
+
+pub fn routes() -> Router<Arc<Docker>> {
+    Router::new()
+        .route("/containers/{id}/stats", get(stats))
+        .route("/containers/{id}/top", get(top))
+}
+
+fn cpu_json(s: Option<&ContainerStats>) -> Value {
+    match s {
+        None => {
+            json!({"cpu_usage": {"total_usage": 0, "usage_in_kernelmode": 0, "usage_in_usermode": 0}, "throttling_data": {"periods": 0, "throttled_periods": 0, "throttled_time": 0}})
+        }
+        Some(s) => json!({
+            "cpu_usage": {"total_usage": s.cpu_usage_ns, "usage_in_kernelmode": 0, "usage_in_usermode": 0},
+            "system_cpu_usage": s.system_cpu_ns,
+            "online_cpus": s.online_cpus,
+            "throttling_data": {"periods": 0, "throttled_periods": 0, "throttled_time": 0},
+        }),
+    }
+}
+
+/// Interface counters of a process's network namespace, as Docker's `networks`.
+fn networks(pid: Option<i32>) -> Value {
+    let Some(pid) = pid else {
+        return json!({});
+    };
+    let text = std::fs::read_to_string(format!("/proc/{pid}/net/dev")).unwrap_or_default();
+    let mut out = serde_json::Map::new();
+    for line in text.lines().skip(2) {
+        let Some((name, rest)) = line.split_once(':') else {
+            continue;
+        };
+        let name = name.trim();
+        if name == "lo" {
+            continue;
+        }
+        let v: Vec<u64> = rest
+            .split_whitespace()
+            .filter_map(|x| x.parse().ok())
+            .collect();
+        if v.len() < 12 {
+            continue;
+        }
+        out.insert(
+            name.to_string(),
+            json!({
+                "rx_bytes": v[0], "rx_packets": v[1], "rx_errors": v[2], "rx_dropped": v[3],
+                "tx_bytes": v[8], "tx_packets": v[9], "tx_errors": v[10], "tx_dropped": v[11],
+            }),
+        );
+    }
+    Value::Object(out)
+}
+
+fn stats_json(
+    id: &str,
+    name: &str,
+    pid: Option<i32>,
+    now: &ContainerStats,
+    pre: Option<&ContainerStats>,
+) -> Value {
+    let limit = now.memory_limit.unwrap_or_else(super::system::host_memory);
+    json!({
+        "read": now.read,
+        "preread": pre.map_or(super::ZERO_TIME.to_string(), |p| p.read.clone()),
+        "pids_stats": {"current": now.pids_current, "limit": now.pids_limit},
+        "blkio_stats": {
+            "io_service_bytes_recursive": [
+                {"major": 0, "minor": 0, "op": "read", "value": now.io_read_bytes},
+                {"major": 0, "minor": 0, "op": "write", "value": now.io_write_bytes},
+            ],
+            "io_serviced_recursive": null, "io_queue_recursive": null,
+            "io_service_time_recursive": null, "io_wait_time_recursive": null,
+            "io_merged_recursive": null, "io_time_recursive": null, "sectors_recursive": null,
+        },
+        "num_procs": 0,
+        "storage_stats": {},
+        "cpu_stats": cpu_json(Some(now)),
+        "precpu_stats": cpu_json(pre),
+        "memory_stats": {"usage": now.memory_usage, "stats": {}, "limit": limit},
+        "name": format!("/{name}"),
+        "id": id,
+        "networks": networks(pid),
+    })
+}
+
+/// `GET /containers/{id}/stats?stream=&one-shot=`: a reading a second, or one reading
+/// (with the one a moment before as `precpu_stats`) when not streamed.
+async fn stats(state: DState, Path(id): Path<String>, p: Params) -> DResult<Response> {
+    let d = state.0;
+    let c = container(&d, &id)?;
+    let stream = p.get("stream").is_none() || p.bool("stream");
+    let one_shot = p.bool("one-shot");
+    let read = {
+        let d = d.clone();
+        let id = c.id.clone();
+        move || {
+            let d = d.clone();
+            let id = id.clone();
+            async move {
+                blocking(move || {
+                    let c = container(&d, &id)?;
+                    Ok((d.engine.containers.stats(&project(), &c.id)?, c))
+                })
+                .await
+            }
+        }
+    };
+    if !stream {
+        let pre = if one_shot || !super::inspect::is_running(&c) {
+            None
+        } else {
+            let (s, _) = read().await?;
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            Some(s)
+        };
+        let (now, c) = read().await?;
+        return Ok(json(
+            StatusCode::OK,
+            stats_json(&c.id, &c.name, c.state.pid, &now, pre.as_ref()),
+        ));
+    }
+    let (tx, rx) = tokio::sync::mpsc::channel::<Value>(4);
+    tokio::spawn(async move {
+        let mut pre: Option<ContainerStats> = None;
+        loop {
+            let Ok((now, c)) = read().await else { return };
+            let v = stats_json(&c.id, &c.name, c.state.pid, &now, pre.as_ref());
+            if tx.send(v).await.is_err() || !super::inspect::is_running(&c) {
+                return;
+            }
+            pre = Some(now);
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {},
+                _ = tx.closed() => return,
+            }
+        }
+    });
+    Ok(super::json_stream(rx))
+}
+
+/// `GET /containers/{id}/top?ps_args=`: the columns are fixed (`ps -ef`'s).
+async fn top(state: DState, Path(id): Path<String>, p: Params) -> DResult<Response> {
+    let d = state.0;
+    let c = container(&d, &id)?;
+    if let Some(args) = p.nonempty("ps_args").filter(|a| *a != "-ef") {
+        tracing::debug!(
+            ps_args = args,
+            "docker top: ps options are not applied; showing ps -ef columns"
+        );
+    }
+    let t = blocking(move || Ok(d.engine.containers.top(&project(), &c.id)?)).await?;
+    Ok(json(
+        StatusCode::OK,
+        json!({"Titles": t.titles, "Processes": t.processes}),
+    ))
+}
