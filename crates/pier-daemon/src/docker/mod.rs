@@ -230,7 +230,7 @@ pub fn router(engine: Arc<Engine>) -> Router {
             "/plugins/{*rest}",
             get(unsupported).post(unsupported).delete(unsupported),
         )
-        .route("/containers/{id}/update", post(unsupported))
+        .route("/containers/{id}/update", post(update))
         .route("/containers/{id}/attach/ws", get(unsupported))
         .fallback(unknown)
         .method_not_allowed_fallback(unknown)
@@ -259,14 +259,25 @@ async fn unsupported(req: Request) -> DockerError {
         "distribution" => DockerError::not_implemented(
             "pier has no registry client yet: image manifests cannot be looked up remotely",
         ),
-        "containers" if path.ends_with("/update") => DockerError::not_implemented(
-            "docker update is not supported by pier yet: recreate the container with the new limits",
-        ),
         _ => DockerError::not_implemented(format!(
             "{} {path} is not supported by pier's Docker API",
             req.method()
         )),
     }
+}
+
+/// `docker update`: the container must exist; changing limits of a created container is
+/// not supported yet.
+async fn update(
+    state: DState,
+    axum::extract::Path(id): axum::extract::Path<String>,
+) -> DockerError {
+    if let Err(e) = container(&state.0, &id) {
+        return e;
+    }
+    DockerError::not_implemented(
+        "docker update is not supported by pier yet: recreate the container with the new limits",
+    )
 }
 
 async fn unknown(req: Request) -> DockerError {

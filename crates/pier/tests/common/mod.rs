@@ -42,6 +42,8 @@ pub struct Daemon {
     pub dir: tempfile::TempDir,
     pub root: PathBuf,
     pub socket: PathBuf,
+    /// The Docker Engine API's socket (`DOCKER_HOST=unix://...`).
+    pub docker_socket: PathBuf,
     /// The network namespace the daemon lives in (`ip netns` name): its bridges,
     /// veths and nftables table are the test's alone, and outlive daemon restarts.
     pub netns: String,
@@ -67,6 +69,7 @@ impl Daemon {
             .unwrap();
         let root = dir.path().join("root");
         let socket = dir.path().join("pier.sock");
+        let docker_socket = dir.path().join("docker.sock");
         let suffix = dir.path().file_name().unwrap().to_string_lossy();
         let netns = format!("pt-{}", suffix.trim_start_matches("pier-test-"));
         ip(&["netns", "add", &netns]);
@@ -75,6 +78,7 @@ impl Daemon {
             dir,
             root,
             socket,
+            docker_socket,
             netns,
             child: None,
         };
@@ -96,6 +100,8 @@ impl Daemon {
             .arg(&self.root)
             .arg("--socket")
             .arg(&self.socket)
+            .arg("--docker-socket")
+            .arg(&self.docker_socket)
             .env("PIER_LOG", "debug")
             .stdout(Stdio::null())
             .stderr(log);
@@ -115,7 +121,10 @@ impl Daemon {
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
-            if self.socket.exists() && self.pier(&["info"]).status.success() {
+            if self.socket.exists()
+                && self.docker_socket.exists()
+                && self.pier(&["info"]).status.success()
+            {
                 return;
             }
             if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
@@ -175,8 +184,8 @@ impl Daemon {
                 self.log()
             );
             assert!(
-                !self.socket.exists(),
-                "a stopped daemon must remove its socket"
+                !self.socket.exists() && !self.docker_socket.exists(),
+                "a stopped daemon must remove its sockets"
             );
         }
     }
@@ -187,6 +196,31 @@ impl Daemon {
             child.kill().unwrap();
             child.wait().unwrap();
         }
+    }
+
+    /// The real `docker` CLI (`cli` is its path: Debian's 20.10 `/usr/bin/docker` or the
+    /// v28 `/usr/local/bin/docker`) talking to this daemon's Docker API, with a config
+    /// directory of the test's own.
+    pub fn docker_cmd(&self, cli: &str) -> Command {
+        let mut c = Command::new(cli);
+        c.env(
+            "DOCKER_HOST",
+            format!("unix://{}", self.docker_socket.display()),
+        )
+        .env("DOCKER_CONFIG", self.dir.path().join("docker-config"))
+        .env_remove("DOCKER_API_VERSION")
+        .env_remove("DOCKER_CONTEXT")
+        .env_remove("DOCKER_TLS_VERIFY");
+        c
+    }
+
+    /// Runs `docker ARGS` and returns its output.
+    pub fn docker(&self, cli: &str, args: &[&str]) -> Output {
+        self.docker_cmd(cli)
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
     }
 
     pub fn cmd(&self) -> Command {
@@ -331,6 +365,7 @@ impl Drop for Daemon {
                 "mounts left under {root}:\n{mounts}"
             );
             assert!(!self.socket.exists(), "socket left behind");
+            assert!(!self.docker_socket.exists(), "Docker socket left behind");
             // With every container gone, no veth of theirs may stay, and their
             // namespace files are gone.
             // (The kernel removes a dead namespace's veths in the background.)

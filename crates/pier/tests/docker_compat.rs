@@ -1,0 +1,1166 @@
+//! Root tier, compatibility: the real `docker` CLI (Debian's 20.10 at /usr/bin/docker and
+//! the v28 at /usr/local/bin/docker) and Debian's docker-compose 1.29 drive a Pier daemon
+//! through its Docker API socket; results are checked from the clients and from inside.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::path::Path;
+use std::process::{Output, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+/// The v28 CLI (API 1.50, negotiates down).
+const NEW: &str = "/usr/local/bin/docker";
+/// Debian's 20.10 CLI (API 1.41).
+const OLD: &str = "/usr/bin/docker";
+const CLIS: [&str; 2] = [NEW, OLD];
+
+fn require_clients(extra: &[&str]) {
+    let mut tools = vec!["ldd", "script"];
+    tools.extend_from_slice(extra);
+    require_root_and_tools(&tools);
+    assert!(
+        Path::new(NEW).exists(),
+        "{NEW} (the docker CLI v28) is missing: install the docker CLI there"
+    );
+    assert!(
+        Path::new(OLD).exists(),
+        "{OLD} is missing: apt-get install docker.io (Debian's docker CLI 20.10)"
+    );
+}
+
+fn with_busybox(extra: &[&str]) -> Daemon {
+    require_clients(extra);
+    let d = Daemon::start();
+    d.ok(&["image", "from-host", "bb", BUSYBOX]);
+    d
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// One docker CLI against one daemon.
+struct Cli<'a> {
+    d: &'a Daemon,
+    path: &'static str,
+}
+
+impl<'a> Cli<'a> {
+    fn new(d: &'a Daemon, path: &'static str) -> Self {
+        Cli { d, path }
+    }
+
+    fn raw(&self, args: &[&str]) -> Output {
+        self.d.docker(self.path, args)
+    }
+
+    /// Runs and returns (exit code, stdout, stderr).
+    fn run(&self, args: &[&str]) -> (i32, String, String) {
+        let o = self.raw(args);
+        (
+            o.status.code().unwrap_or(-1),
+            text(&o.stdout),
+            text(&o.stderr),
+        )
+    }
+
+    /// Runs, failing the test on a non-zero exit; returns stdout.
+    fn ok(&self, args: &[&str]) -> String {
+        let o = self.raw(args);
+        assert!(
+            o.status.success(),
+            "{} {args:?} failed ({}):\nstdout: {}\nstderr: {}\ndaemon log (tail):\n{}",
+            self.path,
+            o.status,
+            text(&o.stdout),
+            text(&o.stderr),
+            tail(&self.d.log(), 60)
+        );
+        text(&o.stdout)
+    }
+
+    /// Runs expecting failure; returns stderr.
+    fn fails(&self, args: &[&str]) -> String {
+        let o = self.raw(args);
+        assert!(
+            !o.status.success(),
+            "{} {args:?} should have failed but printed {}",
+            self.path,
+            text(&o.stdout)
+        );
+        text(&o.stderr)
+    }
+
+    /// Runs with `input` on stdin (closed after).
+    fn with_input(&self, args: &[&str], input: &[u8]) -> Output {
+        let mut child = self
+            .d
+            .docker_cmd(self.path)
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stdin = child.stdin.take().unwrap();
+        let input = input.to_vec();
+        let feeder = std::thread::spawn(move || stdin.write_all(&input));
+        let out = child.wait_with_output().unwrap();
+        feeder.join().unwrap().unwrap();
+        out
+    }
+
+    fn inspect(&self, what: &str, format: &str) -> String {
+        self.ok(&["inspect", "--format", format, what])
+            .trim()
+            .to_string()
+    }
+
+    /// Runs `cmd` (docker's arguments as one shell string) in a real terminal of 40x100,
+    /// typing `input` once the session is up.
+    fn in_pty(&self, cmd: &str, input: &str) -> (i32, String) {
+        let mut child = std::process::Command::new("script")
+            .args([
+                "-qec",
+                &format!(
+                    "stty rows 40 cols 100; DOCKER_HOST=unix://{} DOCKER_CONFIG={} {} {cmd}",
+                    self.d.docker_socket.display(),
+                    self.d.dir.path().join("docker-config").display(),
+                    self.path
+                ),
+                "/dev/null",
+            ])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stdin = child.stdin.take().unwrap();
+        let input = input.to_string();
+        let feeder = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(1000));
+            stdin.write_all(input.as_bytes()).unwrap();
+            std::thread::sleep(Duration::from_millis(3000));
+        });
+        let out = child.wait_with_output().unwrap();
+        feeder.join().unwrap();
+        (out.status.code().unwrap_or(-1), text(&out.stdout))
+    }
+}
+
+fn tail(s: &str, n: usize) -> String {
+    let lines: Vec<&str> = s.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// `wget` from the daemon's namespace (the host, as far as containers go).
+fn http_get(d: &Daemon, url: &str) -> Option<String> {
+    let out = d
+        .in_netns("timeout")
+        .args(["5", BUSYBOX, "wget", "-q", "-O", "-", url])
+        .output()
+        .unwrap();
+    out.status.success().then(|| text(&out.stdout))
+}
+
+/// A raw HTTP/1.1 exchange on the Docker socket: (status, headers lower-cased, body).
+fn http(d: &Daemon, method: &str, path: &str) -> (u16, String, String) {
+    let mut s = std::os::unix::net::UnixStream::connect(&d.docker_socket).unwrap();
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: docker\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).unwrap();
+    let resp = text(&buf);
+    let (head, body) = resp.split_once("\r\n\r\n").unwrap_or((&resp, ""));
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    (status, head.to_ascii_lowercase(), body.to_string())
+}
+
+// ---- tests --------------------------------------------------------------------------------
+
+#[test]
+fn version_info_and_negotiation() {
+    require_clients(&[]);
+    let d = Daemon::start();
+    for (cli, client_api) in [(NEW, "1.43"), (OLD, "1.41")] {
+        let c = Cli::new(&d, cli);
+        let v = c.ok(&[
+            "version",
+            "--format",
+            "{{.Server.APIVersion}}|{{.Server.MinAPIVersion}}|{{.Client.APIVersion}}|{{.Server.Os}}",
+        ]);
+        assert_eq!(v.trim(), format!("1.43|1.24|{client_api}|linux"), "{cli}");
+        let info = c.ok(&[
+            "info",
+            "--format",
+            "{{.OSType}}|{{.Driver}}|{{.Images}}|{{.Containers}}|{{.DefaultRuntime}}|{{.Swarm.LocalNodeState}}",
+        ]);
+        assert_eq!(info.trim(), "linux|overlay|0|0|pier|inactive", "{cli}");
+        // The plain output prints without errors too.
+        let (code, out, err) = c.run(&["info"]);
+        assert_eq!(code, 0, "{out}{err}");
+        assert!(out.contains("Server Version:"), "{out}");
+    }
+
+    // Negotiation and headers, as clients see them on the wire.
+    let (status, head, body) = http(&d, "GET", "/_ping");
+    assert_eq!((status, body.as_str()), (200, "OK"));
+    for h in [
+        "api-version: 1.43",
+        "ostype: linux",
+        "server: docker/",
+        "pier/",
+    ] {
+        assert!(head.contains(h), "{h} missing in {head}");
+    }
+    let (status, head, body) = http(&d, "HEAD", "/_ping");
+    assert_eq!(status, 200);
+    assert!(head.contains("api-version: 1.43") && body.is_empty());
+    let (status, _, body) = http(&d, "GET", "/v1.12/version");
+    assert_eq!(status, 400);
+    assert!(
+        body.contains("\"message\"") && body.contains("too old"),
+        "{body}"
+    );
+    let (status, _, body) = http(&d, "GET", "/v1.99/version");
+    assert_eq!(status, 400);
+    assert!(body.contains("too new") && body.contains("1.43"), "{body}");
+    let (status, head, body) = http(&d, "GET", "/v1.41/version");
+    assert_eq!(status, 200, "{body}");
+    assert!(head.contains("api-version: 1.43") && body.contains("\"ApiVersion\":\"1.43\""));
+    // Errors are Docker's JSON with Docker's codes; unknown and unsupported endpoints say so.
+    let (status, _, body) = http(&d, "POST", "/v1.43/containers/nosuch/start");
+    assert_eq!(
+        (status, body.as_str()),
+        (404, r#"{"message":"No such container: nosuch"}"#)
+    );
+    let (status, _, body) = http(&d, "GET", "/v1.43/no/such/endpoint");
+    assert_eq!(status, 404);
+    assert!(body.contains("page not found"), "{body}");
+    let (status, _, body) = http(&d, "GET", "/v1.43/swarm");
+    assert_eq!(status, 503);
+    assert!(body.contains("swarm"), "{body}");
+    let (status, _, body) = http(&d, "GET", "/v1.43/plugins");
+    assert_eq!(status, 501);
+    assert!(body.contains("plugins"), "{body}");
+    let (status, _, body) = http(&d, "GET", "/containers/json?filters=%7Bbad");
+    assert_eq!(status, 400);
+    assert!(body.contains("invalid filters"), "{body}");
+    let (status, _, body) = http(
+        &d,
+        "GET",
+        "/containers/json?filters=%7B%22nope%22%3A%5B%22x%22%5D%7D",
+    );
+    assert_eq!(status, 400);
+    assert!(body.contains("invalid filter 'nope'"), "{body}");
+}
+
+#[test]
+fn containers_lifecycle_with_both_clients() {
+    let d = with_busybox(&[]);
+    for (i, cli) in CLIS.iter().enumerate() {
+        let c = Cli::new(&d, cli);
+        let (web, port) = (format!("web{i}"), format!("{}", 8080 + i));
+        let id = c
+            .ok(&[
+                "run",
+                "-d",
+                "--name",
+                &web,
+                "-p",
+                &format!("{port}:80"),
+                "-e",
+                "FOO=bar",
+                "--memory",
+                "64m",
+                "--pids-limit",
+                "50",
+                "--label",
+                "app=t",
+                "bb",
+                "httpd",
+                "-f",
+                "-p",
+                "80",
+                "-h",
+                "/etc",
+            ])
+            .trim()
+            .to_string();
+        assert_eq!(id.len(), 64, "{id}");
+        let ps = c.ok(&[
+            "ps",
+            "--format",
+            "{{.Names}}|{{.Status}}|{{.Ports}}|{{.Image}}",
+        ]);
+        let line = ps
+            .lines()
+            .find(|l| l.starts_with(&format!("{web}|")))
+            .unwrap_or_else(|| panic!("{ps}"));
+        assert!(line.contains("|Up "), "{line}");
+        assert!(
+            line.contains(&format!("0.0.0.0:{port}->80/tcp|bb")),
+            "{line}"
+        );
+        // The published port answers from the host side.
+        let page = http_get(&d, &format!("http://127.0.0.1:{port}/hostname"));
+        assert_eq!(page.as_deref().map(str::trim), Some(&id[..12]), "{cli}");
+        assert_eq!(
+            c.inspect(&web, "{{.Name}}|{{.State.Status}}|{{.State.Running}}|{{.HostConfig.Memory}}|{{.HostConfig.PidsLimit}}|{{.Config.Image}}|{{index .Config.Labels \"app\"}}|{{.RestartCount}}|{{.HostConfig.NetworkMode}}"),
+            format!("/{web}|running|true|67108864|50|bb|t|0|bridge")
+        );
+        let ip = c.inspect(&web, "{{.NetworkSettings.IPAddress}}|{{range $k, $v := .NetworkSettings.Networks}}{{$k}}={{$v.IPAddress}}{{end}}");
+        let (top_ip, nets) = ip.split_once('|').unwrap();
+        assert!(top_ip.starts_with("172.17."), "{ip}");
+        assert_eq!(nets, format!("bridge={top_ip}"));
+        // Limits and environment seen from inside.
+        let inside = c.ok(&[
+            "exec", &web, "sh", "-c",
+            "echo $FOO; cat /sys/fs/cgroup/memory/memory.limit_in_bytes /sys/fs/cgroup/pids/pids.max",
+        ]);
+        assert_eq!(inside, "bar\n67108864\n50\n");
+        let (code, _, _) = c.run(&["exec", &web, "sh", "-c", "exit 7"]);
+        assert_eq!(code, 7);
+        let stats = c.ok(&[
+            "stats",
+            "--no-stream",
+            "--format",
+            "{{.Name}}|{{.MemUsage}}|{{.PIDs}}|{{.CPUPerc}}",
+        ]);
+        let line = stats
+            .lines()
+            .find(|l| l.starts_with(&format!("{web}|")))
+            .unwrap_or_else(|| panic!("{stats}"));
+        assert!(line.contains("/ 64MiB|1|"), "{line}");
+        assert!(!line.contains("0B /"), "memory in use is shown: {line}");
+        assert!(c.ok(&["top", &web]).contains("httpd -f -p 80"));
+
+        // Logs: both streams apart, follow until the exit, tail, timestamps.
+        let talker = format!("talker{i}");
+        c.ok(&[
+            "run",
+            "-d",
+            "--name",
+            &talker,
+            "bb",
+            "sh",
+            "-c",
+            "echo one; echo two >&2; sleep 2; echo three",
+        ]);
+        let (code, out, err) = c.run(&["logs", "-f", &talker]);
+        assert_eq!(
+            (code, out.as_str(), err.as_str()),
+            (0, "one\nthree\n", "two\n")
+        );
+        assert_eq!(c.ok(&["logs", "--tail", "1", &talker]), "three\n");
+        let stamped = c.ok(&["logs", "-t", &talker]);
+        assert!(
+            stamped
+                .lines()
+                .all(|l| l.starts_with("20") && l.contains("Z ")),
+            "{stamped}"
+        );
+        assert_eq!(c.ok(&["wait", &talker]).trim(), "0");
+        assert!(c
+            .ok(&[
+                "ps",
+                "-a",
+                "--filter",
+                "status=exited",
+                "--format",
+                "{{.Names}} {{.Status}}"
+            ])
+            .contains(&format!("{talker} Exited (0)")));
+
+        // Stop (httpd ignores SIGTERM as PID 1: killed after the grace time), start, restart.
+        c.ok(&["stop", "-t", "1", &web]);
+        assert_eq!(
+            c.inspect(&web, "{{.State.Status}} {{.State.ExitCode}}"),
+            "exited 137"
+        );
+        c.ok(&["start", &web]);
+        c.ok(&["restart", "-t", "1", &web]);
+        assert_eq!(c.inspect(&web, "{{.State.Status}}"), "running");
+        c.ok(&["pause", &web]);
+        assert!(c
+            .ok(&["ps", "--format", "{{.Names}} {{.Status}}"])
+            .contains("(Paused)"));
+        assert_eq!(
+            c.inspect(&web, "{{.State.Status}} {{.State.Paused}}"),
+            "paused true"
+        );
+        c.ok(&["unpause", &web]);
+        c.ok(&["kill", &web]);
+        wait_until("the kill", || {
+            c.inspect(&web, "{{.State.Status}}") == "exited"
+        });
+        let err = c.fails(&["kill", &web]);
+        assert!(err.contains("is not running"), "{err}");
+        let site = format!("site{i}");
+        c.ok(&["rename", &web, &site]);
+        c.ok(&["start", &site]);
+        let err = c.fails(&["rm", &site]);
+        assert!(
+            err.contains("container is running") && err.contains("force"),
+            "{err}"
+        );
+        c.ok(&["rm", "-f", &site, &talker]);
+
+        // --rm: exit code and streams through, nothing left.
+        let (code, out, err) = c.run(&[
+            "run",
+            "--rm",
+            "bb",
+            "sh",
+            "-c",
+            "echo out; echo err >&2; exit 3",
+        ]);
+        assert_eq!((code, out.as_str(), err.as_str()), (3, "out\n", "err\n"));
+        assert_eq!(c.ok(&["ps", "-aq"]), "");
+    }
+    // One engine, two APIs: each sees what the other made.
+    let c = Cli::new(&d, NEW);
+    d.ok(&["run", "-d", "--name", "native", "bb", "sleep", "1000"]);
+    c.ok(&["run", "-d", "--name", "fromdocker", "bb", "sleep", "1000"]);
+    assert!(c.ok(&["ps", "--format", "{{.Names}}"]).contains("native"));
+    let names: Vec<String> = d
+        .json(&["ps"])
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap().to_string())
+        .collect();
+    assert!(names.contains(&"fromdocker".to_string()), "{names:?}");
+    c.ok(&["rm", "-f", "native", "fromdocker"]);
+}
+
+#[test]
+fn terminals_stdin_and_attach() {
+    let d = with_busybox(&[]);
+    for (i, cli) in CLIS.iter().enumerate() {
+        let c = Cli::new(&d, cli);
+        // -it: a terminal in the container, sized like ours, exit code back.
+        let (code, out) = c.in_pty("run -it --rm bb sh", "tty; stty size; echo $TERM; exit 9\n");
+        assert_eq!(code, 9, "{cli}: {out}");
+        assert!(
+            out.contains("/dev/pts/0") && out.contains("40 100") && out.contains("xterm"),
+            "{cli}: {out}"
+        );
+        // -i: stdin through, stdout and stderr apart.
+        let out = c.with_input(
+            &[
+                "run",
+                "-i",
+                "--rm",
+                "bb",
+                "sh",
+                "-c",
+                "read line; echo got $line; echo oops >&2; exit 6",
+            ],
+            b"hello\n",
+        );
+        assert_eq!(out.status.code(), Some(6));
+        assert_eq!(
+            (text(&out.stdout).as_str(), text(&out.stderr).as_str()),
+            ("got hello\n", "oops\n")
+        );
+        // exec -it and exec -i into a running container.
+        let host = format!("host{i}");
+        c.ok(&["run", "-d", "--name", &host, "bb", "sleep", "1000"]);
+        let (code, out) = c.in_pty(&format!("exec -it {host} sh"), "tty; stty size; exit 8\n");
+        assert_eq!(code, 8, "{cli}: {out}");
+        assert!(
+            out.contains("/dev/pts/") && out.contains("40 100"),
+            "{cli}: {out}"
+        );
+        let out = c.with_input(
+            &[
+                "exec",
+                "-i",
+                &host,
+                "sh",
+                "-c",
+                "read l; echo got:$l; echo e >&2; exit 5",
+            ],
+            b"hi\n",
+        );
+        assert_eq!(
+            (
+                out.status.code(),
+                text(&out.stdout).as_str(),
+                text(&out.stderr).as_str()
+            ),
+            (Some(5), "got:hi\n", "e\n")
+        );
+        let (code, _, _) = c.run(&["exec", "-d", &host, "sh", "-c", "echo bg > /tmp/bg"]);
+        assert_eq!(code, 0);
+        wait_until("the detached exec", || {
+            c.run(&["exec", &host, "cat", "/tmp/bg"]).1 == "bg\n"
+        });
+        c.ok(&["rm", "-f", &host]);
+        // attach to a running container with stdin open; the exit code comes back.
+        let talker = format!("talker{i}");
+        c.ok(&[
+            "run",
+            "-d",
+            "-i",
+            "--name",
+            &talker,
+            "bb",
+            "sh",
+            "-c",
+            "while read l; do echo echo:$l; done; exit 4",
+        ]);
+        let out = c.with_input(&["attach", &talker], b"one\ntwo\n");
+        assert_eq!(
+            text(&out.stdout),
+            "echo:one\necho:two\n",
+            "{}",
+            text(&out.stderr)
+        );
+        assert_eq!(out.status.code(), Some(4));
+        // start -a: attached before the start, nothing missed.
+        let later = format!("later{i}");
+        c.ok(&[
+            "create",
+            "--name",
+            &later,
+            "bb",
+            "sh",
+            "-c",
+            "echo first; echo second >&2",
+        ]);
+        let (code, out, err) = c.run(&["start", "-a", &later]);
+        assert_eq!(
+            (code, out.as_str(), err.as_str()),
+            (0, "first\n", "second\n")
+        );
+        c.ok(&["rm", "-f", &talker, &later]);
+    }
+}
+
+#[test]
+fn copy_diff_commit_export() {
+    let d = with_busybox(&[]);
+    let c = Cli::new(&d, NEW);
+    c.ok(&["run", "-d", "--name", "box", "bb", "sleep", "1000"]);
+    let local = d.dir.path().join("local");
+    std::fs::create_dir_all(local.join("dir/sub")).unwrap();
+    std::fs::write(local.join("note.txt"), "a note\n").unwrap();
+    std::fs::write(local.join("dir/sub/deep.txt"), "deep\n").unwrap();
+    let l = |p: &str| local.join(p).display().to_string();
+    for cli in CLIS {
+        let c = Cli::new(&d, cli);
+        c.ok(&["cp", &l("note.txt"), "box:/tmp/"]);
+        c.ok(&["cp", &l("note.txt"), "box:/tmp/renamed.txt"]);
+        c.ok(&["cp", &l("dir"), "box:/tmp/"]);
+    }
+    assert_eq!(
+        c.ok(&[
+            "exec",
+            "box",
+            "cat",
+            "/tmp/note.txt",
+            "/tmp/renamed.txt",
+            "/tmp/dir/sub/deep.txt"
+        ]),
+        "a note\na note\ndeep\n"
+    );
+    let out = d.dir.path().join("out");
+    std::fs::create_dir_all(&out).unwrap();
+    let o = |p: &str| out.join(p).display().to_string();
+    for cli in CLIS {
+        let c = Cli::new(&d, cli);
+        c.ok(&["cp", "box:/tmp/renamed.txt", &o("")]);
+        c.ok(&["cp", "box:/tmp/dir", &o("dir2")]);
+    }
+    assert_eq!(
+        std::fs::read_to_string(out.join("renamed.txt")).unwrap(),
+        "a note\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(out.join("dir2/sub/deep.txt")).unwrap(),
+        "deep\n"
+    );
+    // To stdout as a tar.
+    let tar = c.raw(&["cp", "box:/etc/passwd", "-"]);
+    assert!(text(&tar.stdout).contains("root:x:0:0"));
+    let err = c.fails(&["cp", "box:/nope", &o("")]);
+    assert!(err.contains("Could not find the file /nope"), "{err}");
+    let err = c.fails(&["cp", &l("note.txt"), "nosuch:/tmp/"]);
+    // (The CLI stats the destination with HEAD, which carries no message.)
+    assert!(
+        err.contains("No such container: nosuch") || err.contains("no such directory"),
+        "{err}"
+    );
+
+    let diff = c.ok(&["diff", "box"]);
+    assert!(
+        diff.contains("A /tmp/renamed.txt") && diff.contains("C /tmp"),
+        "{diff}"
+    );
+    let id = c.ok(&["commit", "-m", "snap", "box", "snap:1"]);
+    assert!(id.trim().starts_with("sha256:"), "{id}");
+    assert_eq!(
+        c.ok(&["run", "--rm", "snap:1", "cat", "/tmp/renamed.txt"]),
+        "a note\n"
+    );
+    let tarball = o("box.tar");
+    c.ok(&["export", "-o", &tarball, "box"]);
+    let names: Vec<String> = tar::Archive::new(std::fs::File::open(&tarball).unwrap())
+        .entries()
+        .unwrap()
+        .map(|e| e.unwrap().path().unwrap().display().to_string())
+        .collect();
+    assert!(
+        names.iter().any(|n| n.ends_with("tmp/renamed.txt")),
+        "{names:?}"
+    );
+    assert!(
+        names.iter().any(|n| n.ends_with("bin/busybox")),
+        "{names:?}"
+    );
+    c.ok(&["rm", "-f", "box"]);
+    c.ok(&["rmi", "snap:1"]);
+}
+
+#[test]
+fn images_load_save_tag_rmi_import() {
+    require_clients(&[]);
+    let d = Daemon::start();
+    let archive = write_file(
+        &d,
+        "img.tar",
+        &docker_archive("imgtest:1", &[busybox_rootfs_tar()], None),
+    );
+    for (i, cli) in CLIS.iter().enumerate() {
+        let c = Cli::new(&d, cli);
+        let out = c.ok(&["load", "-i", &archive]);
+        assert!(out.contains("Loaded image: imgtest:1"), "{cli}: {out}");
+        let tag = format!("imgtest:t{i}");
+        c.ok(&["tag", "imgtest:1", &tag]);
+        let images = c.ok(&["images", "--format", "{{.Repository}}:{{.Tag}} {{.ID}}"]);
+        assert!(
+            images.contains("imgtest:1 ") && images.contains(&format!("{tag} ")),
+            "{images}"
+        );
+        let out = c.ok(&["rmi", &tag]);
+        assert_eq!(out.trim(), format!("Untagged: {tag}"));
+    }
+    let c = Cli::new(&d, NEW);
+    assert_eq!(
+        c.inspect("imgtest:1", "{{.Os}}|{{.Architecture}}|{{len .RootFS.Layers}}|{{json .Config.Cmd}}|{{json .RepoTags}}"),
+        r#"linux|amd64|1|["/bin/sh"]|["imgtest:1"]"#
+    );
+    let id = c.inspect("imgtest:1", "{{.Id}}");
+    assert!(id.starts_with("sha256:"), "{id}");
+    assert!(c.ok(&["history", "imgtest:1"]).contains("test"));
+    assert_eq!(c.ok(&["run", "--rm", "imgtest:1", "echo", "ok"]), "ok\n");
+    // save, remove, load back.
+    let saved = d.dir.path().join("saved.tar").display().to_string();
+    c.ok(&["save", "-o", &saved, "imgtest:1"]);
+    let mut manifest = String::new();
+    for e in tar::Archive::new(std::fs::File::open(&saved).unwrap())
+        .entries()
+        .unwrap()
+    {
+        let mut e = e.unwrap();
+        if e.path().unwrap().to_str() == Some("manifest.json") {
+            e.read_to_string(&mut manifest).unwrap();
+        }
+    }
+    assert!(manifest.contains("imgtest:1"), "{manifest}");
+    // An image in use cannot go without force.
+    c.ok(&["create", "--name", "user", "imgtest:1", "true"]);
+    let err = c.fails(&["rmi", "imgtest:1"]);
+    assert!(
+        err.contains("user") || err.contains("in use") || err.contains("container"),
+        "{err}"
+    );
+    c.ok(&["rm", "user"]);
+    let out = c.ok(&["rmi", "imgtest:1"]);
+    assert!(
+        out.contains("Untagged: imgtest:1") && out.contains(&format!("Deleted: {id}")),
+        "{out}"
+    );
+    let err = c.fails(&["image", "inspect", "imgtest:1"]);
+    assert!(err.contains("No such image"), "{err}");
+    let out = Cli::new(&d, OLD).ok(&["load", "-i", &saved]);
+    assert!(out.contains("Loaded image: imgtest:1"), "{out}");
+    // import a flat rootfs.
+    let rootfs = write_file(&d, "rootfs.tar", &busybox_rootfs_tar());
+    let out = c.ok(&["import", &rootfs, "imported:1"]);
+    assert!(out.trim().starts_with("sha256:"), "{out}");
+    assert_eq!(
+        c.ok(&["run", "--rm", "imported:1", "/bin/echo", "hi"]),
+        "hi\n"
+    );
+    // No registry: pulls of what is here are no-ops, others a clear message.
+    assert!(c.ok(&["pull", "imgtest:1"]).contains("up to date"));
+    let err = c.fails(&["pull", "nosuch/image:3"]);
+    assert!(err.contains("pier has no registry client yet"), "{err}");
+    assert!(c
+        .fails(&["push", "imgtest:1"])
+        .contains("no registry client"));
+    assert!(c
+        .fails(&["search", "busybox"])
+        .contains("no registry client"));
+    // prune -a takes what no container uses.
+    let out = c.ok(&["image", "prune", "-a", "-f"]);
+    assert!(out.contains("deleted") || out.contains("Deleted"), "{out}");
+    assert_eq!(c.ok(&["images", "-q"]), "");
+}
+
+#[test]
+fn networks_connect_and_names() {
+    let d = with_busybox(&[]);
+    let c = Cli::new(&d, NEW);
+    let id = c.ok(&[
+        "network",
+        "create",
+        "--subnet",
+        "10.123.0.0/24",
+        "--label",
+        "k=v",
+        "net1",
+    ]);
+    assert_eq!(id.trim().len(), 64);
+    let ls = c.ok(&[
+        "network",
+        "ls",
+        "--format",
+        "{{.Name}}|{{.Driver}}|{{.Scope}}",
+    ]);
+    for want in [
+        "net1|bridge|local",
+        "bridge|bridge|local",
+        "host|host|local",
+        "none|null|local",
+    ] {
+        assert!(ls.lines().any(|l| l == want), "{want} in {ls}");
+    }
+    assert_eq!(
+        c.ok(&["network", "inspect", "--format", "{{.Name}}|{{(index .IPAM.Config 0).Subnet}}|{{(index .IPAM.Config 0).Gateway}}|{{.Labels.k}}|{{.Internal}}", "net1"]).trim(),
+        "net1|10.123.0.0/24|10.123.0.1|v|false"
+    );
+    c.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "db",
+        "--network",
+        "net1",
+        "--network-alias",
+        "sql",
+        "bb",
+        "sleep",
+        "1000",
+    ]);
+    c.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "app",
+        "--network",
+        "net1",
+        "--ip",
+        "10.123.0.50",
+        "bb",
+        "sleep",
+        "1000",
+    ]);
+    assert_eq!(
+        c.inspect("app", "{{.NetworkSettings.Networks.net1.IPAddress}}"),
+        "10.123.0.50"
+    );
+    assert_eq!(
+        c.inspect("db", "{{json .NetworkSettings.Networks.net1.Aliases}}"),
+        r#"["sql"]"#
+    );
+    c.ok(&["exec", "app", "ping", "-c1", "-W2", "sql"]);
+    c.ok(&["exec", "app", "ping", "-c1", "-W2", "db"]);
+    // connect a container of the default network, with an alias.
+    c.ok(&["run", "-d", "--name", "other", "bb", "sleep", "1000"]);
+    Cli::new(&d, OLD).ok(&["network", "connect", "--alias", "oth", "net1", "other"]);
+    let nets = c.inspect(
+        "other",
+        "{{range $k, $v := .NetworkSettings.Networks}}{{$k}} {{end}}",
+    );
+    assert_eq!(nets, "bridge net1");
+    c.ok(&["exec", "db", "ping", "-c1", "-W2", "oth"]);
+    let members = c.ok(&[
+        "network",
+        "inspect",
+        "--format",
+        "{{range .Containers}}{{.Name}}={{.IPv4Address}} {{end}}",
+        "net1",
+    ]);
+    assert!(
+        members.contains("app=10.123.0.50/24")
+            && members.contains("db=10.123.0.")
+            && members.contains("other=10.123.0."),
+        "{members}"
+    );
+    let err = c.fails(&["network", "rm", "net1"]);
+    assert!(
+        err.contains("error while removing network") && err.contains("net1"),
+        "{err}"
+    );
+    c.ok(&["network", "disconnect", "net1", "other"]);
+    assert_eq!(
+        c.inspect(
+            "other",
+            "{{range $k, $v := .NetworkSettings.Networks}}{{$k}} {{end}}"
+        ),
+        "bridge"
+    );
+    let err = c.fails(&["network", "create", "net1"]);
+    assert!(err.contains("already exists"), "{err}");
+    let err = c.fails(&["network", "rm", "bridge"]);
+    assert!(err.contains("pre-defined"), "{err}");
+    let err = c.fails(&["network", "inspect", "nosuchnet"]);
+    assert!(err.contains("nosuchnet"), "{err}");
+    c.ok(&["rm", "-f", "db", "app", "other"]);
+    c.ok(&["network", "create", "spare"]);
+    let out = c.ok(&["network", "prune", "-f"]);
+    assert!(out.contains("net1") && out.contains("spare"), "{out}");
+    assert!(!c
+        .ok(&["network", "ls", "--format", "{{.Name}}"])
+        .contains("net1"));
+}
+
+#[test]
+fn events_and_health_checks() {
+    let d = with_busybox(&[]);
+    let c = Cli::new(&d, NEW);
+    // A stream follows what happens from now on.
+    let mut events = d
+        .docker_cmd(NEW)
+        .args([
+            "events",
+            "--filter",
+            "type=container",
+            "--format",
+            "{{.Action}} {{.Actor.Attributes.name}}",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdout = events.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut seen = String::new();
+        let mut buf = [0u8; 4096];
+        while !seen.contains("destroy ev1") {
+            match stdout.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => seen.push_str(&text(&buf[..n])),
+            }
+        }
+        seen
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    let since = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        - 1;
+    c.ok(&["run", "--rm", "--name", "ev1", "bb", "true"]);
+    let seen = reader.join().unwrap();
+    let _ = events.kill();
+    let _ = events.wait();
+    assert!(
+        seen.contains("create ev1\nstart ev1\n") && seen.contains("die ev1\n"),
+        "{seen}"
+    );
+    // And the past, from either CLI, with filters.
+    // `until` in the future makes the command wait for it: one second from now.
+    let in_a_second = || {
+        (std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+            + 1)
+        .to_string()
+    };
+    let until = in_a_second();
+    let since = since.to_string();
+    for cli in CLIS {
+        let past = Cli::new(&d, cli).ok(&[
+            "events",
+            "--since",
+            &since,
+            "--until",
+            &until,
+            "--filter",
+            "container=ev1",
+            "--filter",
+            "event=start",
+            "--filter",
+            "event=die",
+            "--format",
+            "{{.Type}} {{.Action}} {{.Actor.Attributes.image}}",
+        ]);
+        assert_eq!(past, "container start bb\ncontainer die bb\n", "{cli}");
+    }
+
+    // Health: starting, then healthy; a failing check makes it unhealthy.
+    c.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "h",
+        "--health-cmd",
+        "test -f /tmp/ok",
+        "--health-interval",
+        "1s",
+        "--health-retries",
+        "2",
+        "--health-timeout",
+        "5s",
+        "bb",
+        "sh",
+        "-c",
+        "touch /tmp/ok; exec sleep 1000",
+    ]);
+    assert_eq!(
+        c.inspect("h", "{{json .Config.Healthcheck.Test}}"),
+        r#"["CMD-SHELL","test -f /tmp/ok"]"#
+    );
+    wait_until("healthy", || {
+        c.inspect("h", "{{.State.Health.Status}}") == "healthy"
+    });
+    assert!(c
+        .ok(&["ps", "--format", "{{.Names}} {{.Status}}"])
+        .contains("(healthy)"));
+    assert_eq!(
+        c.ok(&["ps", "--filter", "health=healthy", "--format", "{{.Names}}"]),
+        "h\n"
+    );
+    c.ok(&["exec", "h", "rm", "/tmp/ok"]);
+    wait_until("unhealthy", || {
+        c.inspect("h", "{{.State.Health.Status}}") == "unhealthy"
+    });
+    let streak: u32 = c
+        .inspect("h", "{{.State.Health.FailingStreak}}")
+        .parse()
+        .unwrap();
+    assert!(streak >= 2, "{streak}");
+    assert!(c
+        .ok(&["ps", "--format", "{{.Names}} {{.Status}}"])
+        .contains("(unhealthy)"));
+    let health_events = c.ok(&[
+        "events",
+        "--since",
+        &since,
+        "--until",
+        &in_a_second(),
+        "--filter",
+        "event=health_status",
+        "--format",
+        "{{.Action}}",
+    ]);
+    assert!(
+        health_events.contains("health_status: healthy")
+            && health_events.contains("health_status: unhealthy"),
+        "{health_events}"
+    );
+    c.ok(&["rm", "-f", "h"]);
+    let df = c.ok(&["system", "df"]);
+    assert!(df.contains("Images") && df.contains("Containers"), "{df}");
+}
+
+#[test]
+fn compose_two_services() {
+    let d = with_busybox(&["docker-compose"]);
+    let dir = d.dir.path().join("app");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("docker-compose.yml"),
+        r#"version: "3.8"
+services:
+  web:
+    image: bb
+    command: ["httpd", "-f", "-p", "80", "-h", "/etc"]
+    ports:
+      - "18080:80"
+    networks: [backend]
+    stop_grace_period: 1s
+    depends_on:
+      db:
+        condition: service_healthy
+  db:
+    image: bb
+    command: ["sh", "-c", "echo db starting; sleep 1; touch /ready; echo db ready; exec sleep 1000"]
+    networks: [backend]
+    stop_grace_period: 1s
+    healthcheck:
+      test: ["CMD-SHELL", "test -f /ready"]
+      interval: 1s
+      timeout: 2s
+      retries: 10
+networks:
+  backend: {}
+"#,
+    )
+    .unwrap();
+    let compose = |args: &[&str]| -> Output {
+        std::process::Command::new("docker-compose")
+            .args(["-p", "pt", "-f"])
+            .arg(dir.join("docker-compose.yml"))
+            .args(args)
+            .current_dir(&dir)
+            .env(
+                "DOCKER_HOST",
+                format!("unix://{}", d.docker_socket.display()),
+            )
+            .env("DOCKER_CONFIG", d.dir.path().join("docker-config"))
+            .env_remove("COMPOSE_PROJECT_NAME")
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    };
+    let ok = |args: &[&str]| -> String {
+        let o = compose(args);
+        assert!(
+            o.status.success(),
+            "docker-compose {args:?}: {}\n{}\ndaemon log:\n{}",
+            text(&o.stdout),
+            text(&o.stderr),
+            tail(&d.log(), 80)
+        );
+        text(&o.stdout) + &text(&o.stderr)
+    };
+    let up = ok(&["up", "-d"]);
+    assert!(
+        up.contains("Creating pt_web_1") && up.contains("done"),
+        "{up}"
+    );
+    // web started only once db was healthy.
+    let c = Cli::new(&d, NEW);
+    assert_eq!(c.inspect("pt_db_1", "{{.State.Health.Status}}"), "healthy");
+    let ps = ok(&["ps"]);
+    assert!(
+        ps.contains("pt_db_1") && ps.contains("Up (healthy)"),
+        "{ps}"
+    );
+    assert!(
+        ps.contains("pt_web_1") && ps.contains("0.0.0.0:18080->80/tcp"),
+        "{ps}"
+    );
+    let web_id = c.inspect("pt_web_1", "{{.Id}}");
+    assert_eq!(
+        http_get(&d, "http://127.0.0.1:18080/hostname")
+            .as_deref()
+            .map(str::trim),
+        Some(&web_id[..12])
+    );
+    // The services find each other by name on their network.
+    c.ok(&["exec", "pt_web_1", "ping", "-c1", "-W2", "db"]);
+    assert_eq!(
+        c.inspect(
+            "pt_web_1",
+            "{{index .Config.Labels \"com.docker.compose.service\"}}"
+        ),
+        "web"
+    );
+    assert!(c
+        .ok(&["network", "ls", "--format", "{{.Name}}"])
+        .contains("pt_backend"));
+    let logs = ok(&["logs", "--no-color", "db"]);
+    assert!(
+        logs.contains("db starting") && logs.contains("db ready"),
+        "{logs}"
+    );
+    // Up again changes nothing.
+    let again = ok(&["up", "-d"]);
+    assert!(again.contains("is up-to-date"), "{again}");
+    let down = ok(&["down"]);
+    assert!(down.contains("Removing network pt_backend"), "{down}");
+    assert_eq!(c.ok(&["ps", "-aq"]), "");
+    assert!(!c
+        .ok(&["network", "ls", "--format", "{{.Name}}"])
+        .contains("pt_backend"));
+}
+
+#[test]
+fn clients_print_real_messages() {
+    let d = with_busybox(&[]);
+    for cli in CLIS {
+        let c = Cli::new(&d, cli);
+        let (code, _, err) = c.run(&["run", "--rm", "nosuch"]);
+        assert_eq!(code, 125, "{cli}: {err}");
+        assert!(
+            err.contains("Unable to find image 'nosuch:latest' locally"),
+            "{err}"
+        );
+        assert!(err.contains("pier has no registry client yet"), "{err}");
+        let (code, _, err) = c.run(&["run", "--rm", "-p", "8080:80/sctp", "bb", "true"]);
+        assert_eq!(code, 125);
+        assert!(
+            err.contains("invalid port mapping") && err.contains("sctp"),
+            "{err}"
+        );
+        let (code, _, err) = c.run(&["run", "--rm", "-p", "99999:80", "bb", "true"]);
+        assert_ne!(code, 0);
+        assert!(err.to_lowercase().contains("invalid"), "{err}");
+        let (code, _, err) = c.run(&["run", "--rm", "bb", "nosuchcmd"]);
+        assert_eq!(code, 127, "{err}");
+        assert!(err.contains("executable file not found"), "{err}");
+        let (code, _, err) = c.run(&["run", "--rm", "bb", "/etc/passwd"]);
+        assert_eq!(code, 126, "{err}");
+        let (code, _, err) = c.run(&["run", "--rm", "--memory", "1m", "bb", "true"]);
+        assert_eq!(code, 125);
+        assert!(
+            err.contains("Minimum memory limit") || err.contains("minimum is 6MB"),
+            "{err}"
+        );
+        for (args, msg) in [
+            (vec!["stop", "nosuch"], "No such container: nosuch"),
+            (vec!["logs", "nosuch"], "No such container: nosuch"),
+            (vec!["exec", "nosuch", "true"], "No such container: nosuch"),
+            (vec!["rmi", "nosuch:9"], "No such image: nosuch:9"),
+            (vec!["network", "rm", "nosuchnet"], "nosuchnet"),
+            (vec!["swarm", "init"], "swarm"),
+            (
+                vec!["volume", "ls"],
+                "volumes are not supported by pier yet",
+            ),
+            (
+                vec!["run", "--rm", "-v", "/tmp:/x", "bb", "true"],
+                "volumes are not supported by pier yet",
+            ),
+            (
+                vec!["update", "--memory", "100m", "nosuch"],
+                "No such container",
+            ),
+        ] {
+            let err = c.fails(&args);
+            assert!(err.contains(msg), "{cli} {args:?}: {err}");
+        }
+        c.ok(&["create", "--name", "stopped", "bb", "true"]);
+        let err = c.fails(&["exec", "stopped", "true"]);
+        assert!(err.contains("is not running"), "{err}");
+        c.ok(&["rm", "stopped"]);
+    }
+    // Nothing in the daemon's log is a bug.
+    assert!(!d.log().contains("internal error"), "{}", d.log());
+}
