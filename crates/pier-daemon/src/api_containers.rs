@@ -160,7 +160,9 @@ async fn remove(
     q: Result<Query<ContainerRemoveQuery>, QueryRejection>,
 ) -> ApiResult<StatusCode> {
     let Query(q) = q?;
-    e.containers.remove(&project(), &id, q.force).await?;
+    e.containers
+        .remove(&project(), &id, q.force, q.volumes)
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -491,7 +493,7 @@ async fn changes(
 }
 
 /// Streams a blocking producer's output as a tar response body.
-fn tar_response(
+pub(crate) fn tar_response(
     f: impl FnOnce(&mut crate::stream::BodyWriter) -> ApiResult<()> + Send + 'static,
 ) -> Response {
     let (mut writer, body) = crate::stream::body_writer();
