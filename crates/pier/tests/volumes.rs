@@ -97,6 +97,33 @@ fn named_volumes_keep_data_and_refuse_removal_in_use() {
         std::fs::read_to_string(host.join("x")).unwrap(),
         "from-container\n"
     );
+    // Propagation: rshared shows as a shared mount inside, the default as private.
+    let shared = format!("{}:/mnt:rshared", host.display());
+    let info = ok_run(
+        &d,
+        &[
+            "-v",
+            &shared,
+            "bb",
+            "grep",
+            " /mnt ",
+            "/proc/self/mountinfo",
+        ],
+    );
+    assert!(info.contains("shared:"), "{info}");
+    let info = ok_run(
+        &d,
+        &["-v", &bind, "bb", "grep", " /mnt ", "/proc/self/mountinfo"],
+    );
+    assert!(!info.contains("shared:"), "{info}");
+    // Labels, and filtering by them.
+    d.ok(&["volume", "create", "--label", "team=infra", "labelled"]);
+    assert_eq!(
+        d.ok(&["volume", "ls", "-q", "--filter", "label=team=infra"])
+            .trim(),
+        "labelled"
+    );
+    d.ok(&["volume", "rm", "labelled"]);
     let out = ok_run(
         &d,
         &[
