@@ -7,6 +7,7 @@ mod containers_fs;
 mod images;
 mod networks;
 mod output;
+mod volumes;
 
 use std::path::PathBuf;
 
@@ -48,6 +49,15 @@ pub enum Command {
     /// Manage networks.
     #[command(subcommand)]
     Network(networks::NetworkCommand),
+    /// Manage volumes.
+    #[command(subcommand)]
+    Volume(volumes::VolumeCommand),
+    /// Show or set a project's storage quota.
+    Quota {
+        /// Bytes the project's volumes may commit (e.g. 10g); `none` clears it.
+        #[arg(long)]
+        volume_bytes: Option<String>,
+    },
     /// List a container's published ports.
     Port { container: String },
     /// List images (same as `pier image ls`).
@@ -95,6 +105,9 @@ pub enum Command {
         /// Kill running containers first.
         #[arg(short, long)]
         force: bool,
+        /// Remove their anonymous volumes too.
+        #[arg(short, long)]
+        volumes: bool,
         #[arg(required = true)]
         containers: Vec<String>,
     },
@@ -245,6 +258,8 @@ pub async fn run_client(cli: Cli) -> Result<(), CliError> {
             })
         }
         Command::Network(cmd) => networks::run(&client, fmt, cmd).await,
+        Command::Volume(cmd) => volumes::run(&client, fmt, cmd).await,
+        Command::Quota { volume_bytes } => volumes::quota(&client, fmt, volume_bytes).await,
         Command::Port { container } => networks::port(&client, &container).await,
         Command::Images(args) => images::list(&client, fmt, args).await,
         Command::Rmi(args) => images::remove(&client, fmt, args).await,
@@ -266,8 +281,9 @@ pub async fn run_client(cli: Cli) -> Result<(), CliError> {
         } => containers::kill(&client, &c, signal).await,
         Command::Rm {
             force,
+            volumes,
             containers: c,
-        } => containers::rm(&client, &c, force).await,
+        } => containers::rm(&client, &c, force, volumes).await,
         Command::Ps(a) => containers::ps(&client, fmt, a).await,
         Command::Inspect { names } => containers::inspect(&client, &names).await,
         Command::Logs(a) => containers::logs(&client, a).await,

@@ -65,6 +65,7 @@ pub fn router(engine: Arc<Engine>) -> Router {
         .route("/v1/images/{reference}/tag", post(tag_image))
         .merge(crate::api_containers::routes())
         .merge(crate::api_networks::routes())
+        .merge(crate::api_volumes::routes())
         .fallback(|| async {
             ApiError::new(
                 pier_api::ErrorKind::NotFound,
@@ -115,6 +116,7 @@ pub fn openapi_json() -> String {
     let mut doc = ApiDoc::openapi();
     doc.merge(crate::api_containers::ContainersDoc::openapi());
     doc.merge(crate::api_networks::NetworksDoc::openapi());
+    doc.merge(crate::api_volumes::VolumesDoc::openapi());
     let mut s = doc
         .to_pretty_json()
         .expect("the OpenAPI document serializes");

@@ -164,7 +164,9 @@ async fn remove(
     q: Result<Query<ContainerRemoveQuery>, QueryRejection>,
 ) -> ApiResult<StatusCode> {
     let Query(q) = q?;
-    e.containers.remove(&project(), &id, q.force).await?;
+    e.containers
+        .remove(&project(), &id, q.force, q.volumes)
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -16,6 +16,7 @@
 pub mod api;
 pub mod api_containers;
 pub mod api_networks;
+pub mod api_volumes;
 pub mod container_fs;
 pub mod containers;
 pub mod docker;
@@ -24,5 +25,6 @@ pub mod health;
 pub mod networks;
 pub mod server;
 pub mod stream;
+pub mod volumes;
 
 pub use server::{run, DaemonConfig};

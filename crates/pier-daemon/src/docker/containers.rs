@@ -161,6 +161,7 @@ pub(crate) struct HostConfig {
     uts_mode: Option<String>,
     cgroup_parent: Option<String>,
     group_add: Option<Vec<String>>,
+    storage_opt: Option<BTreeMap<String, String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -235,7 +236,7 @@ async fn create(state: DState, p: Params, body: Bytes) -> DResult<Response> {
             let _ = d
                 .engine
                 .containers
-                .remove(&project(), &created.id, true)
+                .remove(&project(), &created.id, true, true)
                 .await;
             return Err(e.into());
         }
@@ -515,6 +516,7 @@ fn to_create(
         restart_policy,
         labels: b.labels.unwrap_or_default(),
         log_opts,
+        storage_opts: h.storage_opt.unwrap_or_default(),
         ..Default::default()
     };
     // `-v`, `--mount`, `--tmpfs` and the image's or the body's anonymous volumes.
@@ -830,10 +832,10 @@ async fn remove(state: DState, Path(id): Path<String>, p: Params) -> DResult<Res
             .stop(&project(), &c.id, Some(0), None)
             .await?;
     }
-    d.engine.containers.remove(&project(), &c.id, force).await?;
-    if p.bool("v") {
-        super::volumes::remove_anonymous(&d, &c).await;
-    }
+    d.engine
+        .containers
+        .remove(&project(), &c.id, force, p.bool("v"))
+        .await?;
     Ok(no_content())
 }
 
@@ -873,7 +875,7 @@ async fn prune(state: DState, p: Params) -> DResult<Response> {
         reclaimed += super::system::du(&d.engine.containers.cdir(&c.id).join("upper"));
         if d.engine
             .containers
-            .remove(&project(), &c.id, false)
+            .remove(&project(), &c.id, false, false)
             .await
             .is_ok()
         {

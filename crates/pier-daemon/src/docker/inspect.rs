@@ -360,6 +360,7 @@ fn host_config_json(c: &ContainerInspect) -> Value {
         "Init": r.init,
         "Mounts": super::volumes::host_config_mounts(c),
         "Tmpfs": super::volumes::tmpfs_json(c),
+        "StorageOpt": if r.storage_opts.is_empty() { Value::Null } else { json!(r.storage_opts) },
         "MaskedPaths": [],
         "ReadonlyPaths": [],
     })
