@@ -848,6 +848,134 @@ fn networks_connect_and_names() {
 }
 
 #[test]
+fn volumes_binds_and_tmpfs() {
+    let d = with_busybox(&[]);
+    let c = Cli::new(&d, NEW);
+    assert_eq!(
+        c.ok(&["volume", "create", "--label", "k=v", "data"]).trim(),
+        "data"
+    );
+    // Creating an existing volume returns it, as Docker does.
+    assert_eq!(
+        Cli::new(&d, OLD).ok(&["volume", "create", "data"]).trim(),
+        "data"
+    );
+    let ls = c.ok(&["volume", "ls", "--format", "{{.Driver}} {{.Name}}"]);
+    assert_eq!(ls, "local data\n");
+    assert_eq!(
+        c.ok(&[
+            "volume",
+            "inspect",
+            "--format",
+            "{{.Name}}|{{.Driver}}|{{.Labels.k}}|{{.Scope}}",
+            "data"
+        ])
+        .trim(),
+        "data|local|v|local"
+    );
+    // Written by one container, read by the next; a named volume is made on first use.
+    for cli in CLIS {
+        let c = Cli::new(&d, cli);
+        c.ok(&[
+            "run",
+            "--rm",
+            "-v",
+            "data:/data",
+            "bb",
+            "sh",
+            "-c",
+            "echo kept >> /data/f",
+        ]);
+        c.ok(&["run", "--rm", "-v", "auto:/auto", "bb", "touch", "/auto/x"]);
+    }
+    assert_eq!(
+        c.ok(&["run", "--rm", "-v", "data:/data:ro", "bb", "cat", "/data/f"]),
+        "kept\nkept\n"
+    );
+    let (code, _, err) = c.run(&[
+        "run",
+        "--rm",
+        "-v",
+        "data:/data:ro",
+        "bb",
+        "touch",
+        "/data/g",
+    ]);
+    assert_ne!(code, 0, "read-only: {err}");
+    assert!(c.ok(&["volume", "ls", "-q"]).contains("auto"));
+    // --mount forms, bind mounts, tmpfs.
+    let host = d.dir.path().join("hostdir");
+    std::fs::create_dir_all(&host).unwrap();
+    std::fs::write(host.join("in.txt"), "from host\n").unwrap();
+    let bind = format!("{}:/h", host.display());
+    let out = c.ok(&[
+        "run",
+        "--rm",
+        "-v",
+        &bind,
+        "--mount",
+        "type=volume,source=data,target=/m,readonly",
+        "--tmpfs",
+        "/scratch:size=1m",
+        "bb",
+        "sh",
+        "-c",
+        "cat /h/in.txt /m/f; echo out > /h/out.txt; grep -c ' /scratch tmpfs' /proc/mounts",
+    ]);
+    assert_eq!(out, "from host\nkept\nkept\n1\n");
+    assert_eq!(
+        std::fs::read_to_string(host.join("out.txt")).unwrap(),
+        "out\n"
+    );
+    // Inspect shows the mounts; the volume filter finds the user.
+    c.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "user",
+        "-v",
+        "data:/data",
+        "-v",
+        "/anon",
+        "bb",
+        "sleep",
+        "1000",
+    ]);
+    let mounts = c.inspect(
+        "user",
+        "{{range .Mounts}}{{.Type}}:{{.Name}}:{{.Destination}}:{{.RW}} {{end}}",
+    );
+    assert!(mounts.contains("volume:data:/data:true"), "{mounts}");
+    assert!(mounts.contains(":/anon:true"), "{mounts}");
+    assert_eq!(
+        c.inspect("user", "{{json .HostConfig.Binds}}"),
+        r#"["data:/data"]"#
+    );
+    assert_eq!(
+        c.ok(&["ps", "--filter", "volume=data", "--format", "{{.Names}}"]),
+        "user\n"
+    );
+    let err = c.fails(&["volume", "rm", "data"]);
+    assert!(err.contains("volume is in use"), "{err}");
+    let anon: String = mounts
+        .split_whitespace()
+        .find(|m| m.ends_with(":/anon:true"))
+        .and_then(|m| m.split(':').nth(1))
+        .unwrap()
+        .to_string();
+    // rm -v takes the anonymous volume along, not the named one.
+    c.ok(&["rm", "-f", "-v", "user"]);
+    let ls = c.ok(&["volume", "ls", "-q"]);
+    assert!(!ls.contains(&anon) && ls.contains("data"), "{ls}");
+    let df = c.ok(&["system", "df", "-v"]);
+    assert!(df.contains("data"), "{df}");
+    c.ok(&["volume", "rm", "auto"]);
+    let out = c.ok(&["volume", "prune", "-a", "-f"]);
+    assert!(out.contains("data"), "{out}");
+    assert_eq!(c.ok(&["volume", "ls", "-q"]), "");
+}
+
+#[test]
 fn events_and_health_checks() {
     let d = with_busybox(&[]);
     let c = Cli::new(&d, NEW);
@@ -1009,8 +1137,10 @@ services:
         condition: service_healthy
   db:
     image: bb
-    command: ["sh", "-c", "echo db starting; sleep 1; touch /ready; echo db ready; exec sleep 1000"]
+    command: ["sh", "-c", "echo db starting; sleep 1; touch /ready; echo db ready >> /data/log; cat /data/log; exec sleep 1000"]
     networks: [backend]
+    volumes:
+      - dbdata:/data
     stop_grace_period: 1s
     healthcheck:
       test: ["CMD-SHELL", "test -f /ready"]
@@ -1019,6 +1149,8 @@ services:
       retries: 10
 networks:
   backend: {}
+volumes:
+  dbdata: {}
 "#,
     )
     .unwrap();
@@ -1093,12 +1225,25 @@ networks:
     // Up again changes nothing.
     let again = ok(&["up", "-d"]);
     assert!(again.contains("is up-to-date"), "{again}");
+    assert!(c.ok(&["volume", "ls", "-q"]).contains("pt_dbdata"));
+    // Down and up: the volume outlives the containers.
     let down = ok(&["down"]);
     assert!(down.contains("Removing network pt_backend"), "{down}");
+    assert_eq!(c.ok(&["ps", "-aq"]), "");
+    ok(&["up", "-d"]);
+    wait_until("db's second run", || {
+        text(&compose(&["logs", "--no-color", "db"]).stdout)
+            .matches("db ready")
+            .count()
+            >= 2
+    });
+    let down = ok(&["down", "-v"]);
+    assert!(down.contains("Removing volume pt_dbdata"), "{down}");
     assert_eq!(c.ok(&["ps", "-aq"]), "");
     assert!(!c
         .ok(&["network", "ls", "--format", "{{.Name}}"])
         .contains("pt_backend"));
+    assert_eq!(c.ok(&["volume", "ls", "-q"]), "");
 }
 
 #[test]
@@ -1140,13 +1285,25 @@ fn clients_print_real_messages() {
             (vec!["rmi", "nosuch:9"], "No such image: nosuch:9"),
             (vec!["network", "rm", "nosuchnet"], "nosuchnet"),
             (vec!["swarm", "init"], "swarm"),
+            (vec!["volume", "rm", "nosuchvol"], "no such volume"),
             (
-                vec!["volume", "ls"],
-                "volumes are not supported by pier yet",
+                vec!["volume", "create", "-d", "nfs", "v"],
+                "not supported by pier",
             ),
             (
-                vec!["run", "--rm", "-v", "/tmp:/x", "bb", "true"],
-                "volumes are not supported by pier yet",
+                vec!["run", "--rm", "-v", "/a:/b:bogus", "bb", "true"],
+                "invalid mode",
+            ),
+            (
+                vec![
+                    "run",
+                    "--rm",
+                    "--mount",
+                    "type=bind,source=/no/such/dir,target=/x",
+                    "bb",
+                    "true",
+                ],
+                "bind source path does not exist",
             ),
             (
                 vec!["update", "--memory", "100m", "nosuch"],
@@ -1154,7 +1311,10 @@ fn clients_print_real_messages() {
             ),
         ] {
             let err = c.fails(&args);
-            assert!(err.contains(msg), "{cli} {args:?}: {err}");
+            assert!(
+                err.to_lowercase().contains(&msg.to_lowercase()),
+                "{cli} {args:?}: {err}"
+            );
         }
         c.ok(&["create", "--name", "stopped", "bb", "true"]);
         let err = c.fails(&["exec", "stopped", "true"]);
