@@ -95,6 +95,33 @@ impl Containers {
         r
     }
 
+    /// Like [`Self::with_rootfs`], but a running container is seen as its processes see it
+    /// (through `/proc/PID/root`), with its volumes, bind mounts and /etc/hosts: what
+    /// `cp` copies. A stopped one is seen without its mounts.
+    fn with_view<T>(
+        &self,
+        project: &ProjectName,
+        name: &str,
+        f: impl FnOnce(&ContainerInspect, &Path) -> ApiResult<T>,
+    ) -> ApiResult<T> {
+        let c = self.get(project, name)?;
+        let view = c.state.pid.filter(|pid| {
+            matches!(
+                c.state.status,
+                ContainerStatus::Running | ContainerStatus::Paused
+            ) && fs::read_to_string(format!("/proc/{pid}/cgroup"))
+                .is_ok_and(|cg| cg.contains(&format!("/pier/{}", c.id)))
+        });
+        match view {
+            Some(pid) => {
+                let lock = self.lock(&c.id);
+                let _g = lock.blocking_lock();
+                f(&c, &PathBuf::from(format!("/proc/{pid}/root")))
+            }
+            None => self.with_rootfs(project, name, f),
+        }
+    }
+
     /// Mount points the runtime created in the upper layer; not changes of the user's.
     fn mount_points(&self, c: &ContainerInspect) -> HashSet<PathBuf> {
         let spec = oci_spec::runtime::Spec::load(self.cdir(&c.id).join("config.json")).ok();
@@ -283,7 +310,7 @@ impl Containers {
 
     /// Checks that `path` exists in the container, for a clear error before streaming.
     pub fn archive_check(&self, project: &ProjectName, name: &str, path: &str) -> ApiResult<()> {
-        self.with_rootfs(project, name, |_, rootfs| {
+        self.with_view(project, name, |_, rootfs| {
             archive_source(rootfs, path).map(|_| ())
         })
     }
@@ -296,7 +323,7 @@ impl Containers {
         name: &str,
         path: &str,
     ) -> ApiResult<PathStat> {
-        self.with_rootfs(project, name, |_, rootfs| {
+        self.with_view(project, name, |_, rootfs| {
             let (target, base, m) = archive_source(rootfs, path)?;
             let link_target = if m.file_type().is_symlink() {
                 fs::read_link(&target)
@@ -324,7 +351,7 @@ impl Containers {
         path: &str,
         out: impl Write,
     ) -> ApiResult<()> {
-        self.with_rootfs(project, name, |_, rootfs| {
+        self.with_view(project, name, |_, rootfs| {
             let (target, base, m) = archive_source(rootfs, path)?;
             let mut tar = tar::Builder::new(out);
             tar.follow_symlinks(false);
@@ -354,7 +381,7 @@ impl Containers {
                 "the destination {path:?} must be an absolute path in the container"
             )));
         }
-        self.with_rootfs(project, name, |c, rootfs| {
+        self.with_view(project, name, |c, rootfs| {
             if c.config.read_only && matches!(c.state.status, ContainerStatus::Running) {
                 return Err(conflict("the container's root filesystem is read-only"));
             }

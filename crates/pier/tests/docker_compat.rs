@@ -561,7 +561,9 @@ fn terminals_stdin_and_attach() {
 fn copy_diff_commit_export() {
     let d = with_busybox(&[]);
     let c = Cli::new(&d, NEW);
-    c.ok(&["run", "-d", "--name", "box", "bb", "sleep", "1000"]);
+    c.ok(&[
+        "run", "-d", "--name", "box", "-v", "vol:/vol", "bb", "sleep", "1000",
+    ]);
     let local = d.dir.path().join("local");
     std::fs::create_dir_all(local.join("dir/sub")).unwrap();
     std::fs::write(local.join("note.txt"), "a note\n").unwrap();
@@ -603,6 +605,15 @@ fn copy_diff_commit_export() {
     // To stdout as a tar.
     let tar = c.raw(&["cp", "box:/etc/passwd", "-"]);
     assert!(text(&tar.stdout).contains("root:x:0:0"));
+    // A running container is copied as its processes see it: mounts included.
+    c.ok(&["cp", "box:/etc/hosts", &o("hosts")]);
+    let hosts = std::fs::read_to_string(out.join("hosts")).unwrap();
+    assert!(hosts.contains("localhost"), "{hosts}");
+    c.ok(&["cp", &l("note.txt"), "box:/vol/"]);
+    assert_eq!(
+        c.ok(&["run", "--rm", "-v", "vol:/v", "bb", "cat", "/v/note.txt"]),
+        "a note\n"
+    );
     let err = c.fails(&["cp", "box:/nope", &o("")]);
     assert!(err.contains("Could not find the file /nope"), "{err}");
     let err = c.fails(&["cp", &l("note.txt"), "nosuch:/tmp/"]);
@@ -639,6 +650,7 @@ fn copy_diff_commit_export() {
         "{names:?}"
     );
     c.ok(&["rm", "-f", "box"]);
+    c.ok(&["volume", "rm", "vol"]);
     c.ok(&["rmi", "snap:1"]);
 }
 

@@ -197,7 +197,7 @@ pub fn router(engine: Arc<Engine>) -> Router {
         .merge(networks::routes())
         .merge(volumes::routes())
         .route("/build", post(unsupported))
-        .route("/build/prune", post(unsupported))
+        .route("/build/prune", post(build_prune))
         .route("/session", post(unsupported))
         .route("/grpc", post(unsupported))
         .route("/distribution/{*rest}", get(unsupported))
@@ -264,6 +264,15 @@ async fn unsupported(req: Request) -> DockerError {
             req.method()
         )),
     }
+}
+
+/// `docker builder prune` (and `system prune`): Pier keeps no build cache, so there is
+/// nothing to remove.
+async fn build_prune() -> Response {
+    json(
+        StatusCode::OK,
+        serde_json::json!({"CachesDeleted": [], "SpaceReclaimed": 0}),
+    )
 }
 
 /// `docker update`: the container must exist; changing limits of a created container is
