@@ -659,12 +659,24 @@ async fn list(state: DState, p: Params) -> DResult<Response> {
     Ok(json(StatusCode::OK, v))
 }
 
-/// `GET /containers/{id}/json`.
-async fn inspect_one(state: DState, Path(id): Path<String>) -> DResult<Response> {
+/// `GET /containers/{id}/json?size=`.
+async fn inspect_one(state: DState, Path(id): Path<String>, p: Params) -> DResult<Response> {
     let d = state.0;
+    let size = p.bool("size");
     let v = blocking(move || {
         let c = container(&d, &id)?;
-        Ok(inspect::inspect(&d, &c, &mut ImageConfigs::default()))
+        let mut v = inspect::inspect(&d, &c, &mut ImageConfigs::default());
+        if size {
+            let rw = super::system::du(&d.engine.containers.cdir(&c.id).join("upper"));
+            let base = d
+                .engine
+                .images
+                .resolve(&project(), c.image_id.as_str())
+                .map_or(0, |i| i.size());
+            v["SizeRw"] = json!(rw);
+            v["SizeRootFs"] = json!(rw + base);
+        }
+        Ok(v)
     })
     .await?;
     Ok(json(StatusCode::OK, v))

@@ -225,10 +225,10 @@ pub fn router(engine: Arc<Engine>) -> Router {
             "/configs/{*rest}",
             get(unsupported).post(unsupported).delete(unsupported),
         )
-        .route("/plugins", get(unsupported))
+        .route("/plugins", get(no_plugins))
         .route(
             "/plugins/{*rest}",
-            get(unsupported).post(unsupported).delete(unsupported),
+            get(plugin).post(unsupported).delete(unsupported),
         )
         .route("/containers/{id}/update", post(update))
         .route("/containers/{id}/attach/ws", get(unsupported))
@@ -263,6 +263,19 @@ async fn unsupported(req: Request) -> DockerError {
             "{} {path} is not supported by pier's Docker API",
             req.method()
         )),
+    }
+}
+
+/// `GET /plugins`: Pier has none.
+async fn no_plugins() -> Response {
+    json(StatusCode::OK, serde_json::json!([]))
+}
+
+/// `GET /plugins/{name}/json` (`docker inspect` tries plugins last): never found.
+async fn plugin(axum::extract::Path(rest): axum::extract::Path<String>) -> DockerError {
+    match rest.strip_suffix("/json") {
+        Some(name) => DockerError::not_found(format!("plugin \"{name}\" not found")),
+        None => DockerError::not_implemented("pier does not support Docker plugins"),
     }
 }
 

@@ -77,7 +77,9 @@ fn stats_json(
     now: &ContainerStats,
     pre: Option<&ContainerStats>,
 ) -> Value {
-    let limit = now.memory_limit.unwrap_or_else(super::system::host_memory);
+    // Unlimited (or more than the host has) shows as the host's memory, as on Docker.
+    let host = super::system::host_memory();
+    let limit = now.memory_limit.filter(|l| *l < host).unwrap_or(host);
     json!({
         "read": now.read,
         "preread": pre.map_or(super::ZERO_TIME.to_string(), |p| p.read.clone()),
