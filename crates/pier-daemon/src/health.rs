@@ -162,19 +162,19 @@ async fn run(cs: Arc<Containers>, c: ContainerInspect, check: Healthcheck) {
     let started_at = c.state.started_at.clone();
     let (project, id) = (c.project.clone(), c.id.clone());
     let begun = Instant::now();
+    // `starting` at a start; a container re-adopted after a daemon restart keeps its state.
     let reset = cs
         .update_record(&project, &id, |c| {
-            let same = same_run(c, &started_at);
-            if same {
+            let fresh = same_run(c, &started_at) && c.state.health.is_none();
+            if fresh {
                 c.state.health = Some(Health::default());
             }
-            same
+            fresh
         })
         .await;
     if reset.is_err() {
         return;
     }
-    cs.emit(&c, "health_status: starting", &[]);
     let cmd = command(&check.test);
     loop {
         tokio::time::sleep(interval).await;

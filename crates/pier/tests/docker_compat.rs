@@ -259,6 +259,8 @@ fn version_info_and_negotiation() {
     assert_eq!(status, 503);
     assert!(body.contains("swarm"), "{body}");
     let (status, _, body) = http(&d, "GET", "/v1.43/plugins");
+    assert_eq!((status, body.as_str()), (200, "[]"));
+    let (status, _, body) = http(&d, "POST", "/v1.43/plugins/pull");
     assert_eq!(status, 501);
     assert!(body.contains("plugins"), "{body}");
     let (status, _, body) = http(&d, "GET", "/containers/json?filters=%7Bbad");

@@ -196,10 +196,8 @@ async fn start(state: DState, Path(id): Path<String>, req: Request) -> DResult<R
     let tty = b.tty.unwrap_or(e.req.tty) || e.req.tty;
     let mut req = e.req.clone();
     req.tty = tty;
-    if e.privileged {
-        tracing::debug!(exec = %e.id, "exec --privileged runs with the container's privileges");
-    }
-    let (c, cmd) = match d
+    // `--privileged` is accepted; the command runs with the container's privileges.
+    let (_, cmd) = match d
         .engine
         .containers
         .exec_command(&project(), &e.container_id, &req)
@@ -215,7 +213,6 @@ async fn start(state: DState, Path(id): Path<String>, req: Request) -> DResult<R
             });
         }
     };
-    let _ = c;
     let mut cmd = tokio::process::Command::from(cmd);
     // The helper reads frames on stdin when the command has a terminal or takes input.
     let framed = tty || req.interactive;
@@ -263,7 +260,6 @@ async fn start(state: DState, Path(id): Path<String>, req: Request) -> DResult<R
                 .unwrap_or(255);
             finished(&d2, &e, code);
         });
-        let _ = parts;
         return Ok(StatusCode::OK.into_response());
     }
     let hout = child.stdout.take().expect("piped");

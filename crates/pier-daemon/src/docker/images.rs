@@ -154,7 +154,7 @@ async fn list(state: DState, p: Params) -> DResult<Response> {
 }
 
 /// `GET /images/{name}/json|history|get`.
-async fn get_named(state: DState, Path(rest): Path<String>, p: Params) -> DResult<Response> {
+async fn get_named(state: DState, Path(rest): Path<String>) -> DResult<Response> {
     let d = state.0;
     if let Some(name) = rest.strip_suffix("/json") {
         return inspect(d, name.to_string()).await;
@@ -165,7 +165,6 @@ async fn get_named(state: DState, Path(rest): Path<String>, p: Params) -> DResul
     if let Some(name) = rest.strip_suffix("/get") {
         return save(d, vec![name.to_string()]).await;
     }
-    let _ = p;
     Err(DockerError::not_found(format!(
         "page not found: pier's Docker API has no GET /images/{rest}"
     )))

@@ -405,7 +405,7 @@ async fn disconnect(state: DState, Path(id): Path<String>, body: Bytes) -> DResu
     let d = state.0;
     let b: ConnectBody = serde_json::from_slice(&body)
         .map_err(|e| DockerError::bad_request(format!("invalid disconnect request: {e}")))?;
-    let _ = b.force;
+    // `Force` changes nothing: a disconnect never waits on the container.
     let n = network(&d, &id)?;
     let c = container(&d, &b.container)?;
     d.engine
