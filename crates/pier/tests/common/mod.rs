@@ -389,6 +389,31 @@ fn wait_timeout(child: &mut Child, limit: Duration) -> std::process::ExitStatus 
     }
 }
 
+/// Polls `f` until it holds, for at most 20 seconds.
+pub fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Runs a throwaway container (`run --rm ARGS`); returns its exit code and its
+/// stdout followed by its stderr.
+pub fn try_run(d: &Daemon, args: &[&str]) -> (i32, String) {
+    let mut full = vec!["run", "--rm"];
+    full.extend_from_slice(args);
+    let out = d.pier(&full);
+    (
+        out.status.code().unwrap_or(-1),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
 // ---- archives made by the tests ----------------------------------------------------------
 
 /// A busybox rootfs as a tar: /bin/busybox (static) plus applet symlinks and /etc files.
