@@ -185,3 +185,13 @@ pub struct FromHostRequest {
     /// Absolute paths of host executables; each is copied with the shared libraries it needs.
     pub binaries: Vec<String>,
 }
+
+/// Query of `GET /v1/images`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct ImageListQuery {
+    /// Also list the intermediate images of builds (untagged images another image was
+    /// built on), which are hidden by default as `docker images` hides them.
+    #[serde(default)]
+    pub all: bool,
+}
