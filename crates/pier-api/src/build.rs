@@ -23,6 +23,8 @@ pub struct BuildQuery {
     pub buildarg: Vec<String>,
     /// Build up to this stage only.
     pub target: Option<String>,
+    /// A label `KEY=VALUE` for the image; repeat for more.
+    pub label: Vec<String>,
     /// Build every step afresh, using no cached one.
     pub no_cache: Option<bool>,
     /// The network of `RUN` steps: empty or absent for the default network, `none`,

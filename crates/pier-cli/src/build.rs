@@ -25,6 +25,9 @@ pub struct BuildArgs {
     /// A build argument `KEY=VALUE` (`KEY` alone takes it from the environment).
     #[arg(long = "build-arg")]
     build_args: Vec<String>,
+    /// A label `KEY=VALUE` for the image; repeat for more.
+    #[arg(long = "label")]
+    labels: Vec<String>,
     /// Build up to this stage only.
     #[arg(long)]
     target: Option<String>,
@@ -154,6 +157,9 @@ pub async fn build(client: &Client, a: BuildArgs) -> Result<(), CliError> {
             },
         };
         query.push(format!("buildarg={}", encode_segment(&kv)));
+    }
+    for l in &a.labels {
+        query.push(format!("label={}", encode_segment(l)));
     }
     if let Some(t) = &a.target {
         query.push(format!("target={}", encode_segment(t)));

@@ -79,6 +79,15 @@ pub fn parse_query(raw: &str) -> ApiResult<BuildOptions> {
                 }
                 opts.build_args.insert(name.to_string(), value.to_string());
             }
+            "label" => {
+                let (name, value) = v.split_once('=').unwrap_or((v.as_str(), ""));
+                if name.is_empty() {
+                    return Err(ApiError::invalid(format!(
+                        "invalid label {v:?}: give KEY=VALUE"
+                    )));
+                }
+                opts.labels.insert(name.to_string(), value.to_string());
+            }
             "target" => opts.target = Some(v).filter(|v| !v.is_empty()),
             "no_cache" => {
                 opts.no_cache = match v.as_str() {

@@ -454,7 +454,10 @@ fn dockerignore_keeps_files_out_of_the_context() {
         &d,
         "ignore",
         &[
-            ("Dockerfile", b"FROM bb\nCOPY . /ctx/\n"),
+            (
+                "Dockerfile",
+                b"FROM bb\nCOPY . /ctx/\nCOPY *.txt deep/*/z.txt /globbed/\n",
+            ),
             (
                 ".dockerignore",
                 b"# build junk\n*.key\nlogs\n!logs/keep.log\n**/*.tmp\nnode_modules\nDockerfile\n",
@@ -474,6 +477,7 @@ fn dockerignore_keeps_files_out_of_the_context() {
         "./.dockerignore\n./deep/x/z.txt\n./keep.txt\n./logs/keep.log\n",
         "the Dockerfile is read, then dropped from the context as .dockerignore says"
     );
+    assert_eq!(sh(&d, "ignore:1", "ls /globbed"), "keep.txt\nz.txt\n");
     let secret = context(
         &d,
         "ignore",
@@ -481,6 +485,91 @@ fn dockerignore_keeps_files_out_of_the_context() {
     );
     let (ok, _, err) = build(&d, &secret, &[]);
     assert!(!ok && err.contains("excluded by .dockerignore"), "{err}");
+    assert_nothing_left(&d);
+}
+
+#[test]
+fn arg_scoping_substitution_shell_and_labels() {
+    let d = with_busybox();
+    let dockerfile = r#"ARG BASE=bb
+ARG GLOBAL=global-default
+FROM ${BASE} AS first
+RUN echo "before=[$GLOBAL]"
+ARG GLOBAL
+RUN echo "after=[$GLOBAL]"
+ARG LOCAL=local-default
+ENV FROM_ARG=${LOCAL} \
+    DEFAULTED=${UNSET:-fallback} \
+    ALT=${LOCAL:+alt} \
+    NOALT=${UNSET:+alt} \
+    ESCAPED=\$LOCAL \
+    QUOTED='$LOCAL'
+ENV LOCAL=from-env
+RUN echo "env-wins=[$LOCAL]"
+SHELL ["/bin/busybox", "sh", "-c"]
+RUN echo via-shell
+CMD echo hi
+"#;
+    let ctx = context(&d, "args", &[("Dockerfile", dockerfile.as_bytes())]);
+    let out = build_ok(
+        &d,
+        &ctx,
+        &[
+            "-t",
+            "args:1",
+            "--build-arg",
+            "GLOBAL=from-cli",
+            "--build-arg",
+            "NOBODY_USES=1",
+            "--label",
+            "com.example.a=1",
+            "--label",
+            "q=it's $x",
+        ],
+    );
+    // An ARG before FROM is not seen in the stage until declared again.
+    assert!(out.contains("\nbefore=[]\n"), "{out}");
+    assert!(out.contains("\nafter=[from-cli]\n"), "{out}");
+    assert!(out.contains("\nenv-wins=[from-env]\n"), "{out}");
+    assert!(out.contains("Step 12/12 : LABEL "), "{out}");
+    assert!(
+        out.contains("[Warning] One or more build-args [NOBODY_USES] were not consumed"),
+        "{out}"
+    );
+    let c = config(&d, "args:1");
+    let env: Vec<&str> = c["Env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    for e in [
+        "FROM_ARG=local-default",
+        "DEFAULTED=fallback",
+        "ALT=alt",
+        "NOALT=",
+        "ESCAPED=$LOCAL",
+        "QUOTED=$LOCAL",
+        "LOCAL=from-env",
+    ] {
+        assert!(env.contains(&e), "{e} in {env:?}");
+    }
+    assert_eq!(
+        c["Cmd"],
+        serde_json::json!(["/bin/busybox", "sh", "-c", "echo hi"])
+    );
+    assert_eq!(
+        c["Labels"],
+        serde_json::json!({"com.example.a": "1", "q": "it's $x"})
+    );
+    let h = d.json(&["image", "history", "args:1"]);
+    assert!(
+        h.as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["created_by"] == "|2 GLOBAL=from-cli LOCAL=local-default /bin/busybox sh -c echo via-shell"),
+        "RUN goes through the SHELL: {h}"
+    );
     assert_nothing_left(&d);
 }
 
@@ -504,12 +593,22 @@ fn run_steps_use_the_network_asked_for() {
     assert_nothing_left(&d);
 }
 
+/// A Dockerfile that must fail: name, Dockerfile, more files, `pier build` options, and a
+/// piece of the error it must fail with.
+type Case<'a> = (
+    &'a str,
+    &'a str,
+    Vec<(&'a str, &'a [u8])>,
+    Vec<&'a str>,
+    &'a str,
+);
+
 #[test]
 fn bad_input_is_refused_and_leaves_nothing() {
     let d = with_busybox();
     let images_before = d.ok(&["images", "-aq"]);
     let xz = [0xfd, b'7', b'z', b'X', b'Z', 0, 0, 4];
-    let cases: Vec<(&str, &str, Vec<(&str, &[u8])>, Vec<&str>, &str)> = vec![
+    let cases: Vec<Case> = vec![
         (
             "unknown",
             "FROM bb\nFOO bar\n",

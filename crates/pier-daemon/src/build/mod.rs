@@ -77,6 +77,9 @@ pub struct BuildOptions {
     /// The network of `RUN` steps: `None` (or `default`) for the default network, `none`,
     /// `host`, or a network's name.
     pub network: Option<String>,
+    /// `--label KEY=VALUE`: labels of the image, set by a `LABEL` step added to the end of
+    /// the last stage, as Docker's classic builder adds it.
+    pub labels: BTreeMap<String, String>,
 }
 
 /// What a build reports as it goes.
@@ -410,8 +413,11 @@ impl Build<'_> {
                 })?,
         };
         self.total = stages[..=last].iter().map(|s| s.len()).sum();
-        for stage in &stages[..=last] {
-            let (name, image) = self.run_stage(stage)?;
+        let labels = self.labels_step();
+        self.total += labels.iter().count();
+        for (n, stage) in stages[..=last].iter().enumerate() {
+            let extra = if n == last { labels.as_ref() } else { None };
+            let (name, image) = self.run_stage(stage, extra)?;
             self.done.push((name, image));
         }
         let unused: Vec<&String> = self
@@ -440,9 +446,30 @@ impl Build<'_> {
         Ok(image.id)
     }
 
+    /// `--label`s as a `LABEL` instruction, values quoted so nothing in them expands.
+    fn labels_step(&self) -> Option<Instruction> {
+        if self.opts.labels.is_empty() {
+            return None;
+        }
+        let quote = |s: &str| format!("'{}'", s.replace('\'', &format!("'{}''", self.escape)));
+        let pairs: Vec<(String, String)> = self
+            .opts
+            .labels
+            .iter()
+            .map(|(k, v)| (quote(k), quote(v)))
+            .collect();
+        let text: Vec<String> = pairs.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        Some(Instruction {
+            line: 0,
+            original: format!("LABEL {}", text.join(" ")),
+            command: Command::Label(pairs),
+        })
+    }
+
     fn run_stage(
         &mut self,
         instructions: &[Instruction],
+        extra: Option<&Instruction>,
     ) -> Result<(Option<String>, Option<ImageRecord>), BuildError> {
         let from = &instructions[0];
         self.step += 1;
@@ -479,7 +506,7 @@ impl Build<'_> {
                 self.dispatch(&mut stage, &i)?;
             }
         }
-        for i in &instructions[1..] {
+        for i in instructions[1..].iter().chain(extra) {
             self.step += 1;
             self.say(format!(
                 "Step {}/{} : {}\n",

@@ -463,7 +463,10 @@ impl Build<'_> {
     }
 
     /// The image `COPY --from` names: an earlier stage (by name or index) or an image.
-    fn from_source(&mut self, from: &str) -> Result<Vec<pier_api::types::LayerInfo>, BuildError> {
+    fn copy_from_layers(
+        &mut self,
+        from: &str,
+    ) -> Result<Vec<pier_api::types::LayerInfo>, BuildError> {
         let stage = match from.parse::<usize>() {
             Ok(n) => Some(self.done.get(n).ok_or_else(|| {
                 BuildError::Invalid(format!(
@@ -543,7 +546,7 @@ impl Build<'_> {
         let (src_root, scoped, _src_mount) = match &from {
             None => (self.context.clone(), false, None),
             Some(f) => {
-                let layers = self.from_source(f)?;
+                let layers = self.copy_from_layers(f)?;
                 let dir = self.next_name("from");
                 let m = fs::Mounted::new(dir, &self.b.images, &layers, false)?;
                 (m.rootfs.clone(), true, Some(m))

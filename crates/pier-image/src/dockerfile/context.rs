@@ -87,7 +87,7 @@ pub fn apply_ignore(root: &Path, rules: &IgnoreRules) -> Result<(), ContextError
     if rules.is_empty() {
         return Ok(());
     }
-    fn walk(root: &Path, dir: &Path, rel: &str, rules: &IgnoreRules) -> io::Result<()> {
+    fn walk(dir: &Path, rel: &str, rules: &IgnoreRules) -> io::Result<()> {
         let mut entries: Vec<_> = fs::read_dir(dir)?.collect::<Result<_, _>>()?;
         entries.sort_by_key(|e| e.file_name());
         for e in entries {
@@ -104,7 +104,7 @@ pub fn apply_ignore(root: &Path, rules: &IgnoreRules) -> Result<(), ContextError
                     fs::remove_dir_all(e.path())?;
                     continue;
                 }
-                walk(root, &e.path(), &path, rules)?;
+                walk(&e.path(), &path, rules)?;
                 if excluded && fs::read_dir(e.path())?.next().is_none() {
                     fs::remove_dir(e.path())?;
                 }
@@ -114,7 +114,7 @@ pub fn apply_ignore(root: &Path, rules: &IgnoreRules) -> Result<(), ContextError
         }
         Ok(())
     }
-    walk(root, root, "", rules).map_err(ContextError::Io)
+    walk(root, "", rules).map_err(ContextError::Io)
 }
 
 /// Resolves `rel` (a source path, relative to `root`; a leading `/` is the root) to a
@@ -337,6 +337,34 @@ mod tests {
             resolve(r, "src/up/passwd", true).unwrap(),
             r.join("etc/passwd")
         );
+    }
+
+    #[test]
+    fn unpacks_plain_and_compressed_contexts() {
+        let mut b = tar::Builder::new(Vec::new());
+        let mut h = tar::Header::new_gnu();
+        h.set_size(2);
+        h.set_mode(0o644);
+        b.append_data(&mut h, "Dockerfile", &b"hi"[..]).unwrap();
+        let tar = b.into_inner().unwrap();
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        io::Write::write_all(&mut gz, &tar).unwrap();
+        let gz = gz.finish().unwrap();
+        let zst = zstd::stream::encode_all(&tar[..], 1).unwrap();
+        for data in [tar, gz, zst] {
+            let d = tempfile::tempdir().unwrap();
+            unpack(&data[..], d.path()).unwrap();
+            assert_eq!(read_dockerfile(d.path(), "Dockerfile").unwrap(), "hi");
+            assert!(matches!(
+                read_dockerfile(d.path(), "Other"),
+                Err(ContextError::NoDockerfile(_))
+            ));
+        }
+        let d = tempfile::tempdir().unwrap();
+        assert!(matches!(
+            unpack(&b"not a tar at all, but long enough to look at"[..], d.path()),
+            Err(ContextError::Unpack(_))
+        ));
     }
 
     #[test]
