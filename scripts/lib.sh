@@ -29,4 +29,4 @@ need_root() {
 }
 
 # What Pier itself needs at run time.
-RUNTIME_PACKAGES=(busybox-static libc-bin ca-certificates nftables iproute2)
+RUNTIME_PACKAGES=(busybox-static libc-bin ca-certificates nftables iproute2 e2fsprogs util-linux)

@@ -70,6 +70,10 @@ pub struct ContainerCreate {
     pub extra_hosts: Vec<String>,
     /// `--network-opt rate=10mbit` (both ways), `ingress-rate=`, `egress-rate=`.
     pub network_opts: BTreeMap<String, String>,
+    /// Volumes, bind mounts and tmpfs mounts.
+    pub mounts: Vec<crate::volumes::MountSpec>,
+    /// `--storage-opt size=1g`: a limit on the container's writable layer.
+    pub storage_opts: BTreeMap<String, String>,
     pub read_only: bool,
     pub privileged: bool,
     pub cap_add: Vec<String>,
@@ -170,6 +174,10 @@ pub struct ContainerInspect {
     /// Ports published while it runs.
     #[serde(default)]
     pub ports: Vec<crate::networks::PortBinding>,
+    /// Its mounts as resolved at create: anonymous volumes named, the image's VOLUMEs
+    /// added, bind sources absolute.
+    #[serde(default)]
+    pub mounts: Vec<crate::volumes::MountSpec>,
 }
 
 /// One row of `pier ps`.
@@ -204,6 +212,8 @@ pub struct ListQuery {
 pub struct ContainerRemoveQuery {
     /// Kill a running container first.
     pub force: bool,
+    /// Remove its anonymous volumes too.
+    pub volumes: bool,
 }
 
 /// Query of `POST /v1/containers/{id}/stop` and `restart`.

@@ -29,6 +29,7 @@ pub mod networks;
 pub mod reference;
 pub mod time;
 pub mod types;
+pub mod volumes;
 
 pub use error::{ErrorBody, ErrorKind};
 pub use names::{Digest, ProjectName};

@@ -10,6 +10,7 @@ use pier_api::containers::{
     WaitResponse,
 };
 use pier_api::time::{human_ago, now_unix, parse_rfc3339};
+use pier_api::volumes::{MountKind, MountSpec};
 use pier_client::{encode_segment, Client, ClientError};
 
 use crate::output::{print, table, Format};
@@ -69,6 +70,20 @@ pub struct CreateArgs {
     /// Network option: rate=10mbit (both ways), ingress-rate=, egress-rate=.
     #[arg(long)]
     network_opt: Vec<String>,
+    /// Mount a volume or a host path: NAME:/path[:ro], /host/path:/path[:ro,rshared], or
+    /// /path for an anonymous volume.
+    #[arg(short, long = "volume")]
+    volume: Vec<String>,
+    /// Mount: type=bind|volume|tmpfs,source=...,target=...[,readonly][,bind-propagation=...]
+    /// [,volume-nocopy][,tmpfs-size=...][,tmpfs-mode=...].
+    #[arg(long)]
+    mount: Vec<String>,
+    /// A tmpfs: /path[:size=64m,mode=1777].
+    #[arg(long)]
+    tmpfs: Vec<String>,
+    /// Storage option: size=1g limits the writable layer.
+    #[arg(long)]
+    storage_opt: Vec<String>,
     /// Mount the root filesystem read-only.
     #[arg(long)]
     read_only: bool,
@@ -154,24 +169,9 @@ pub fn parse_size(s: &str) -> Result<i64, CliError> {
     if s == "-1" {
         return Ok(-1);
     }
-    let lower = s.to_ascii_lowercase();
-    let t = lower.trim_end_matches('b');
-    let (num, mult) = match t.chars().last() {
-        Some('k') => (&t[..t.len() - 1], 1i64 << 10),
-        Some('m') => (&t[..t.len() - 1], 1 << 20),
-        Some('g') => (&t[..t.len() - 1], 1 << 30),
-        Some('t') => (&t[..t.len() - 1], 1 << 40),
-        _ => (t, 1),
-    };
-    let n: f64 = num.parse().map_err(|_| {
-        fail(format!(
-            "invalid size {s:?}: use a number with an optional unit, like 64m or 1g"
-        ))
-    })?;
-    if n < 0.0 {
-        return Err(fail(format!("invalid size {s:?}: it cannot be negative")));
-    }
-    Ok((n * mult as f64) as i64)
+    pier_api::volumes::parse_bytes(s)
+        .map(|n| n as i64)
+        .map_err(fail)
 }
 
 fn parse_ulimit(s: &str) -> Result<Ulimit, CliError> {
@@ -214,6 +214,132 @@ fn parse_restart(s: &str) -> Result<RestartPolicy, CliError> {
             )))
         }
     })
+}
+
+/// `-v NAME:/path[:opts]`, `-v /host:/path[:opts]`, `-v /path` (anonymous).
+fn parse_volume_flag(v: &str) -> Result<MountSpec, CliError> {
+    let parts: Vec<&str> = v.split(':').collect();
+    let (source, target, opts) = match parts.as_slice() {
+        [t] => (None, *t, ""),
+        [s, t] => (Some(*s), *t, ""),
+        [s, t, o] => (Some(*s), *t, *o),
+        _ => {
+            return Err(fail(format!(
+                "invalid -v {v:?}: use NAME:/path[:ro], /host/path:/path[:ro] or /path"
+            )))
+        }
+    };
+    let mut m = MountSpec {
+        target: target.to_string(),
+        ..Default::default()
+    };
+    match source {
+        Some(s) if s.starts_with('/') || s.starts_with('.') => {
+            m.kind = MountKind::Bind;
+            let abs = std::path::absolute(s).map_err(|e| fail(format!("-v {v:?}: {e}")))?;
+            m.source = Some(abs.display().to_string());
+            // Like Docker's -v: a missing host directory is made.
+            m.options.insert("create_host_path".into(), "true".into());
+        }
+        Some(s) => {
+            m.kind = MountKind::Volume;
+            m.source = Some(s.to_string());
+        }
+        None => m.kind = MountKind::Volume,
+    }
+    for o in opts.split(',').filter(|o| !o.is_empty()) {
+        match o {
+            "ro" | "readonly" => m.read_only = true,
+            "rw" => {}
+            "private" | "rprivate" | "shared" | "rshared" | "slave" | "rslave" => {
+                m.options.insert("propagation".into(), o.into());
+            }
+            "nocopy" => {
+                m.options.insert("nocopy".into(), "true".into());
+            }
+            "z" | "Z" => {} // SELinux labels: nothing to do without SELinux
+            _ => return Err(fail(format!("invalid -v option {o:?} in {v:?}"))),
+        }
+    }
+    Ok(m)
+}
+
+/// `--mount type=...,source=...,target=...,...`.
+fn parse_mount_flag(v: &str) -> Result<MountSpec, CliError> {
+    let mut m = MountSpec::default();
+    let mut kind = None;
+    for kv in v.split(',') {
+        let (k, val) = kv.split_once('=').unwrap_or((kv, ""));
+        match k {
+            "type" => {
+                kind = Some(match val {
+                    "bind" => MountKind::Bind,
+                    "volume" => MountKind::Volume,
+                    "tmpfs" => MountKind::Tmpfs,
+                    _ => {
+                        return Err(fail(format!(
+                            "--mount type {val:?}: use bind, volume or tmpfs"
+                        )))
+                    }
+                })
+            }
+            "source" | "src" => m.source = Some(val.to_string()),
+            "target" | "destination" | "dst" => m.target = val.to_string(),
+            "readonly" | "ro" => m.read_only = val.is_empty() || val == "true" || val == "1",
+            "bind-propagation" => {
+                m.options.insert("propagation".into(), val.into());
+            }
+            "volume-nocopy" => {
+                m.options.insert("nocopy".into(), "true".into());
+            }
+            "tmpfs-size" => {
+                m.options.insert("size".into(), val.into());
+            }
+            "tmpfs-mode" => {
+                m.options.insert("mode".into(), val.into());
+            }
+            _ => return Err(fail(format!("unknown --mount key {k:?} in {v:?}"))),
+        }
+    }
+    m.kind = kind.unwrap_or(MountKind::Volume);
+    if m.target.is_empty() {
+        return Err(fail(format!("--mount {v:?} needs target=/path")));
+    }
+    if m.kind == MountKind::Bind {
+        if let Some(s) = &m.source {
+            let abs = std::path::absolute(s).map_err(|e| fail(format!("--mount {v:?}: {e}")))?;
+            m.source = Some(abs.display().to_string());
+        }
+    }
+    Ok(m)
+}
+
+/// `--tmpfs /path[:size=64m,mode=1777]`.
+fn parse_tmpfs_flag(v: &str) -> Result<MountSpec, CliError> {
+    let (target, opts) = v.split_once(':').unwrap_or((v, ""));
+    let mut m = MountSpec {
+        kind: MountKind::Tmpfs,
+        target: target.to_string(),
+        ..Default::default()
+    };
+    for o in opts.split(',').filter(|o| !o.is_empty()) {
+        match o.split_once('=') {
+            Some(("size", s)) => {
+                m.options.insert("size".into(), s.into());
+            }
+            Some(("mode", s)) => {
+                m.options.insert("mode".into(), s.into());
+            }
+            _ if o == "ro" => m.read_only = true,
+            _ if matches!(o, "rw" | "nosuid" | "nodev" | "noexec" | "exec") => {}
+            _ => {
+                return Err(fail(format!(
+                    "invalid --tmpfs option {o:?}: use size=, mode= or ro"
+                )))
+            }
+        }
+    }
+    Ok(m)
 }
 
 /// `KEY=VALUE` flags as a map.
@@ -298,6 +424,20 @@ fn create_request(a: CreateArgs, auto_remove: bool) -> Result<ContainerCreate, C
         dns_options: a.dns_option,
         extra_hosts: a.add_host,
         network_opts: key_values(&a.network_opt, "--network-opt")?,
+        mounts: {
+            let mut m = Vec::new();
+            for v in &a.volume {
+                m.push(parse_volume_flag(v)?);
+            }
+            for v in &a.mount {
+                m.push(parse_mount_flag(v)?);
+            }
+            for t in &a.tmpfs {
+                m.push(parse_tmpfs_flag(t)?);
+            }
+            m
+        },
+        storage_opts: key_values(&a.storage_opt, "--storage-opt")?,
         read_only: a.read_only,
         privileged: a.privileged,
         cap_add: a.cap_add,
@@ -366,6 +506,12 @@ pub async fn run(client: &Client, fmt: Format, a: RunArgs) -> Result<(), CliErro
         .await
         .map_err(engine_error)?;
     let path = format!("/v1/containers/{}", c.id);
+    // With --rm, the command returns once the container is gone, as Docker's does.
+    let until = if a.rm {
+        "removed=true"
+    } else {
+        "next_exit=true"
+    };
     if a.detach {
         start_or_explain(client, &c.id).await?;
         return print(fmt, &c, || c.id.clone());
@@ -374,7 +520,7 @@ pub async fn run(client: &Client, fmt: Format, a: RunArgs) -> Result<(), CliErro
         // Input through the attach stream; output from the log, which holds all of it
         // from the first byte however late the attach comes.
         let waiter = client
-            .post_begin(&format!("{path}/wait?next_exit=true"))
+            .post_begin(&format!("{path}/wait?{until}"))
             .await
             .map_err(engine_error)?;
         let output = client
@@ -407,7 +553,7 @@ pub async fn run(client: &Client, fmt: Format, a: RunArgs) -> Result<(), CliErro
         // A terminal: register for the exit, start, then attach; the monitor replays
         // what came out before the attach.
         let waiter = client
-            .post_begin(&format!("{path}/wait?next_exit=true"))
+            .post_begin(&format!("{path}/wait?{until}"))
             .await
             .map_err(engine_error)?;
         start_or_explain(client, &c.id).await?;
@@ -421,7 +567,7 @@ pub async fn run(client: &Client, fmt: Format, a: RunArgs) -> Result<(), CliErro
     // Attach to the output and register for the exit before starting, so a fast
     // container cannot slip past (with --rm it may be gone right after).
     let waiter = client
-        .post_begin(&format!("{path}/wait?next_exit=true"))
+        .post_begin(&format!("{path}/wait?{until}"))
         .await
         .map_err(engine_error)?;
     let output = client
@@ -991,11 +1137,16 @@ pub async fn kill(
     .await
 }
 
-pub async fn rm(client: &Client, names: &[String], force: bool) -> Result<(), CliError> {
+pub async fn rm(
+    client: &Client,
+    names: &[String],
+    force: bool,
+    volumes: bool,
+) -> Result<(), CliError> {
     each(names, |n| async move {
         client
             .delete_empty(&format!(
-                "/v1/containers/{}?force={force}",
+                "/v1/containers/{}?force={force}&volumes={volumes}",
                 encode_segment(&n)
             ))
             .await

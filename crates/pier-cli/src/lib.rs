@@ -8,6 +8,7 @@ mod containers_fs;
 mod images;
 mod networks;
 mod output;
+mod volumes;
 
 use std::path::PathBuf;
 
@@ -49,6 +50,15 @@ pub enum Command {
     /// Manage networks.
     #[command(subcommand)]
     Network(networks::NetworkCommand),
+    /// Manage volumes.
+    #[command(subcommand)]
+    Volume(volumes::VolumeCommand),
+    /// Show or set a project's storage quota.
+    Quota {
+        /// Bytes the project's volumes may commit (e.g. 10g); `none` clears it.
+        #[arg(long)]
+        volume_bytes: Option<String>,
+    },
     /// List a container's published ports.
     Port { container: String },
     /// Build an image from a Dockerfile.
@@ -98,6 +108,9 @@ pub enum Command {
         /// Kill running containers first.
         #[arg(short, long)]
         force: bool,
+        /// Remove their anonymous volumes too.
+        #[arg(short, long)]
+        volumes: bool,
         #[arg(required = true)]
         containers: Vec<String>,
     },
@@ -243,6 +256,8 @@ pub async fn run_client(cli: Cli) -> Result<(), CliError> {
             })
         }
         Command::Network(cmd) => networks::run(&client, fmt, cmd).await,
+        Command::Volume(cmd) => volumes::run(&client, fmt, cmd).await,
+        Command::Quota { volume_bytes } => volumes::quota(&client, fmt, volume_bytes).await,
         Command::Port { container } => networks::port(&client, &container).await,
         Command::Images(args) => images::list(&client, fmt, args).await,
         Command::Build(a) => build::build(&client, a).await,
@@ -265,8 +280,9 @@ pub async fn run_client(cli: Cli) -> Result<(), CliError> {
         } => containers::kill(&client, &c, signal).await,
         Command::Rm {
             force,
+            volumes,
             containers: c,
-        } => containers::rm(&client, &c, force).await,
+        } => containers::rm(&client, &c, force, volumes).await,
         Command::Ps(a) => containers::ps(&client, fmt, a).await,
         Command::Inspect { names } => containers::inspect(&client, &names).await,
         Command::Logs(a) => containers::logs(&client, a).await,

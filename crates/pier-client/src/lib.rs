@@ -172,6 +172,19 @@ impl Client {
         .await
     }
 
+    pub async fn put_json<B: Serialize, T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> Result<T> {
+        self.json(
+            Method::PUT,
+            path,
+            Some(serde_json::to_vec(body).expect("request serializes")),
+        )
+        .await
+    }
+
     pub async fn delete<T: DeserializeOwned>(&self, path: &str) -> Result<T> {
         self.json(Method::DELETE, path, None).await
     }

@@ -66,6 +66,7 @@ pub fn router(engine: Arc<Engine>) -> Router {
         .merge(crate::api_containers::routes())
         .merge(crate::api_networks::routes())
         .merge(crate::api_build::routes())
+        .merge(crate::api_volumes::routes())
         .fallback(|| async {
             ApiError::new(
                 pier_api::ErrorKind::NotFound,
@@ -117,6 +118,7 @@ pub fn openapi_json() -> String {
     doc.merge(crate::api_containers::ContainersDoc::openapi());
     doc.merge(crate::api_networks::NetworksDoc::openapi());
     doc.merge(crate::api_build::BuildDoc::openapi());
+    doc.merge(crate::api_volumes::VolumesDoc::openapi());
     let mut s = doc
         .to_pretty_json()
         .expect("the OpenAPI document serializes");

@@ -160,7 +160,9 @@ async fn remove(
     q: Result<Query<ContainerRemoveQuery>, QueryRejection>,
 ) -> ApiResult<StatusCode> {
     let Query(q) = q?;
-    e.containers.remove(&project(), &id, q.force).await?;
+    e.containers
+        .remove(&project(), &id, q.force, q.volumes)
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -220,6 +222,8 @@ async fn kill(
 struct WaitQuery {
     /// Wait for the next exit rather than return at once for a stopped container.
     next_exit: bool,
+    /// Wait until the container is removed (`run --rm`): its exit code is returned then.
+    removed: bool,
 }
 
 /// Waits until a container stops, and returns its exit code. The response headers are
@@ -232,7 +236,7 @@ async fn wait(
     q: Result<Query<WaitQuery>, QueryRejection>,
 ) -> ApiResult<Response> {
     let Query(q) = q?;
-    let exit = e.containers.wait(&project(), &id, q.next_exit)?;
+    let exit = e.containers.wait(&project(), &id, q.next_exit, q.removed)?;
     let body = futures_util::stream::once(async move {
         Ok::<_, std::io::Error>(serde_json::to_string(&exit.await).expect("json"))
     });
@@ -310,7 +314,7 @@ async fn logs(
         ),
     };
     let exit = if q.follow && q.attach {
-        Some(e.containers.wait(&project(), &c.id, true)?)
+        Some(e.containers.wait(&project(), &c.id, true, false)?)
     } else {
         None
     };
@@ -489,7 +493,7 @@ async fn changes(
 }
 
 /// Streams a blocking producer's output as a tar response body.
-fn tar_response(
+pub(crate) fn tar_response(
     f: impl FnOnce(&mut crate::stream::BodyWriter) -> ApiResult<()> + Send + 'static,
 ) -> Response {
     let (mut writer, body) = crate::stream::body_writer();

@@ -39,6 +39,8 @@ use tokio::sync::{broadcast, watch};
 
 use crate::error::{ApiError, ApiResult};
 use crate::networks::{Networks, DEFAULT_NETWORK};
+use crate::volumes::Volumes;
+use pier_api::volumes::{MountKind, MountSpec};
 
 const MIN_MEMORY: i64 = 6 << 20;
 const DEFAULT_PATH: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -72,6 +74,7 @@ pub struct Containers {
     reserved_names: Mutex<std::collections::HashSet<String>>,
     exe: PathBuf,
     pub networks: Arc<Networks>,
+    pub volumes: Arc<Volumes>,
 }
 
 fn key(project: &ProjectName, id: &str) -> String {
@@ -171,6 +174,109 @@ fn log_limits(opts: &BTreeMap<String, String>) -> ApiResult<(u64, u32)> {
         }
     }
     Ok((size, files - 1))
+}
+
+/// The mounts a new container gets: the request's, checked, and an anonymous volume
+/// for every VOLUME of the image not already covered. Nothing is made here.
+fn plan_mounts(req: &ContainerCreate, img: &serde_json::Value) -> ApiResult<Vec<MountSpec>> {
+    let mut out: Vec<MountSpec> = Vec::new();
+    for m in &req.mounts {
+        let t = &m.target;
+        let clean = Path::new(t).components().all(|c| {
+            matches!(
+                c,
+                std::path::Component::RootDir | std::path::Component::Normal(_)
+            )
+        });
+        if !t.starts_with('/') || !clean || t == "/" {
+            return Err(invalid(format!(
+                "invalid mount target {t:?}: give an absolute path other than / without '..'"
+            )));
+        }
+        if out
+            .iter()
+            .any(|o| o.target.trim_end_matches('/') == t.trim_end_matches('/'))
+        {
+            return Err(invalid(format!("duplicate mount point: {t}")));
+        }
+        let mut m = m.clone();
+        match m.kind {
+            MountKind::Bind => {
+                let Some(src) = m.source.clone() else {
+                    return Err(invalid(format!(
+                        "the bind mount on {t} needs a source path"
+                    )));
+                };
+                if !src.starts_with('/') {
+                    return Err(invalid(format!(
+                        "bind source {src:?} must be an absolute host path (a name is a volume: use type=volume)"
+                    )));
+                }
+                if !Path::new(&src).exists() {
+                    if m.options.get("create_host_path").map(String::as_str) == Some("true") {
+                        fs::create_dir_all(&src).map_err(|e| {
+                            invalid(format!("cannot create bind source {src}: {e}"))
+                        })?;
+                    } else {
+                        return Err(invalid(format!("bind source path does not exist: {src}")));
+                    }
+                }
+                if let Some(p) = m.options.get("propagation") {
+                    if ![
+                        "private", "rprivate", "shared", "rshared", "slave", "rslave",
+                    ]
+                    .contains(&p.as_str())
+                    {
+                        return Err(invalid(format!(
+                            "bind propagation {p:?}: use rprivate, private, rshared, shared, rslave or slave"
+                        )));
+                    }
+                }
+            }
+            MountKind::Volume => {
+                if let Some(n) = &m.source {
+                    if !valid_name(n) {
+                        return Err(invalid(format!("invalid volume name {n:?}")));
+                    }
+                }
+            }
+            MountKind::Tmpfs => {
+                if m.source.is_some() {
+                    return Err(invalid(format!("the tmpfs mount on {t} takes no source")));
+                }
+                if let Some(sz) = m.options.get("size") {
+                    pier_api::volumes::parse_bytes(sz)
+                        .map_err(|e| invalid(format!("tmpfs size: {e}")))?;
+                }
+                if let Some(mode) = m.options.get("mode") {
+                    u32::from_str_radix(mode, 8).map_err(|_| {
+                        invalid(format!("tmpfs mode {mode:?} must be octal, e.g. 1777"))
+                    })?;
+                }
+            }
+        }
+        m.options.remove("create_host_path");
+        out.push(m);
+    }
+    if let Some(vols) = img["Volumes"].as_object() {
+        for t in vols.keys() {
+            if t.starts_with('/')
+                && !out
+                    .iter()
+                    .any(|o| o.target.trim_end_matches('/') == t.trim_end_matches('/'))
+            {
+                out.push(MountSpec {
+                    kind: MountKind::Volume,
+                    source: None,
+                    target: t.clone(),
+                    ..Default::default()
+                });
+            }
+        }
+    }
+    // Parents before children.
+    out.sort_by_key(|m| m.target.trim_end_matches('/').matches('/').count());
+    Ok(out)
 }
 
 /// Checks a create request before anything is made.
@@ -323,6 +429,7 @@ impl Containers {
         db: Arc<dyn Store>,
         images: Arc<ImageStore>,
         networks: Arc<Networks>,
+        volumes: Arc<Volumes>,
     ) -> std::io::Result<Arc<Self>> {
         let dir = root.join("containers");
         fs::create_dir_all(&dir)?;
@@ -338,6 +445,7 @@ impl Containers {
             reserved_names: Mutex::new(std::collections::HashSet::new()),
             exe: std::env::current_exe()?,
             networks,
+            volumes,
         }))
     }
 
@@ -495,6 +603,26 @@ impl Containers {
             None => strings(&img["Cmd"]),
         };
         let command: Vec<String> = entrypoint.into_iter().chain(cmd).collect();
+        let mut mounts = plan_mounts(&req, &img)?;
+        let layer_limit = match req.storage_opts.get("size") {
+            Some(v) => Some(
+                pier_api::volumes::parse_bytes(v)
+                    .map_err(|e| invalid(format!("--storage-opt size: {e}")))
+                    .and_then(|n| {
+                        if n < (4 << 20) {
+                            Err(invalid("--storage-opt size must be at least 4m"))
+                        } else {
+                            Ok(n)
+                        }
+                    })?,
+            ),
+            None => None,
+        };
+        if let Some(k) = req.storage_opts.keys().find(|k| *k != "size") {
+            return Err(invalid(format!(
+                "unknown --storage-opt {k:?}: use size=BYTES"
+            )));
+        }
         if command.is_empty() {
             return Err(invalid(
                 "no command given and the image has none; give one after the image name",
@@ -513,12 +641,70 @@ impl Containers {
             log_path: self.cdir(&id).join("container.log").display().to_string(),
             networks,
             ports: Vec::new(),
+            mounts: Vec::new(),
         };
+        // Volumes: named ones made on first use, anonymous ones made now.
+        let mut made_volumes: Vec<String> = Vec::new();
+        for m in mounts.iter_mut().filter(|m| m.kind == MountKind::Volume) {
+            let r = match &m.source {
+                Some(n) => self.volumes.ensure(project, n).map(|_| ()),
+                None => self
+                    .volumes
+                    .create(project, pier_api::volumes::VolumeCreate::default(), true)
+                    .map(|v| {
+                        made_volumes.push(v.name.clone());
+                        m.source = Some(v.name);
+                    }),
+            };
+            if let Err(e) = r {
+                for v in &made_volumes {
+                    let _ = self.volumes.remove(project, v);
+                }
+                return Err(e);
+            }
+        }
+        // Block volumes: a device under /dev, or their filesystem anywhere else.
+        for m in mounts.iter_mut().filter(|m| m.kind == MountKind::Volume) {
+            let name = m.source.clone().unwrap_or_default();
+            let v = self.volumes.get(project, &name)?;
+            if v.driver != "block" {
+                continue;
+            }
+            let how = if m.target.starts_with("/dev/") {
+                "device"
+            } else if Volumes::has_fs(&v) {
+                "fs"
+            } else {
+                for v in &made_volumes {
+                    let _ = self.volumes.remove(project, v);
+                }
+                return Err(invalid(format!(
+                    "block volume {name} has no filesystem: attach it as a device under /dev/ (e.g. target=/dev/vdb), or create it with --opt fs=ext4"
+                )));
+            };
+            m.options.insert("block".into(), how.into());
+        }
+        let mut c = c;
+        c.mounts = mounts;
         let dir = self.cdir(&id);
         let made = (|| -> ApiResult<()> {
             for d in ["rootfs", "upper", "work"] {
                 fs::create_dir_all(dir.join(d))
                     .map_err(|e| internal(format!("cannot create {}: {e}", dir.display())))?;
+            }
+            if let Some(limit) = layer_limit {
+                // The writable layer on a filesystem of its own, as large as allowed.
+                let fsdir = dir.join("layer");
+                fs::create_dir_all(&fsdir).map_err(|e| internal(e.to_string()))?;
+                pier_storage::ext4::make(&dir.join("layer.img"), limit, None)
+                    .and_then(|_| pier_storage::ext4::mount(&dir.join("layer.img"), &fsdir))
+                    .map_err(|e| internal(format!("cannot make the writable layer: {e}")))?;
+                for d in ["upper", "work"] {
+                    fs::create_dir(fsdir.join(d)).map_err(|e| internal(e.to_string()))?;
+                    fs::remove_dir(dir.join(d)).map_err(|e| internal(e.to_string()))?;
+                    std::os::unix::fs::symlink(format!("layer/{d}"), dir.join(d))
+                        .map_err(|e| internal(e.to_string()))?;
+                }
             }
             // Exists from the start, so a client following it holds the same file the
             // monitor appends to.
@@ -557,7 +743,12 @@ impl Containers {
             }
         })();
         if let Err(e) = made {
+            unmount(&dir.join("rootfs"));
+            let _ = pier_storage::ext4::unmount(&dir.join("layer"));
             let _ = fs::remove_dir_all(&dir);
+            for v in &made_volumes {
+                let _ = self.volumes.remove(project, v);
+            }
             return Err(e);
         }
         self.save(&c)?;
@@ -568,6 +759,87 @@ impl Containers {
         })
     }
 
+    /// Attaches the container's block volumes (their filesystems mounted, or their
+    /// devices made available) and lets the container's cgroup use those devices.
+    fn prepare_block_volumes(&self, c: &ContainerInspect) -> ApiResult<()> {
+        let mut minors = Vec::new();
+        for m in &c.mounts {
+            let (Some(how), Some(name)) = (m.options.get("block"), m.source.as_deref()) else {
+                continue;
+            };
+            if how == "device" {
+                minors.push(self.volumes.attach_device(&c.project, name)?);
+            } else {
+                self.volumes.mount_fs(&c.project, name)?;
+            }
+        }
+        if minors.is_empty() {
+            return Ok(());
+        }
+        let path = self.cdir(&c.id).join("config.json");
+        let mut spec: serde_json::Value = serde_json::from_slice(
+            &fs::read(&path).map_err(|e| internal(format!("cannot read config.json: {e}")))?,
+        )
+        .map_err(|e| internal(format!("config.json: {e}")))?;
+        let devices = &mut spec["linux"]["resources"]["devices"];
+        if !devices.is_array() {
+            *devices = serde_json::json!([]);
+        }
+        let list = devices.as_array_mut().expect("an array");
+        // Rules of an earlier start are replaced, not stacked.
+        list.retain(|d| d["major"] != 7);
+        for minor in minors {
+            list.push(serde_json::json!({"allow": true, "type": "b", "major": 7, "minor": minor, "access": "rwm"}));
+        }
+        fs::write(&path, serde_json::to_vec(&spec).expect("json"))
+            .map_err(|e| internal(format!("cannot write config.json: {e}")))
+    }
+
+    /// Releases block volumes of `c` that no other running container uses.
+    fn release_block_volumes(&self, c: &ContainerInspect) {
+        for m in c.mounts.iter().filter(|m| m.options.contains_key("block")) {
+            let Some(name) = m.source.as_deref() else {
+                continue;
+            };
+            let others = self
+                .running_users(&c.project, name)
+                .map(|u| u.iter().any(|o| o.id != c.id))
+                .unwrap_or(true);
+            if !others {
+                self.volumes.release(&c.project, name);
+            }
+        }
+    }
+
+    /// Fills each empty volume with what the image has at its mount point, as Docker
+    /// does on a volume's first use (not with the `nocopy` option).
+    fn copy_up(&self, c: &ContainerInspect) -> ApiResult<()> {
+        let rootfs = self.cdir(&c.id).join("rootfs");
+        for m in &c.mounts {
+            let (MountKind::Volume, Some(name)) = (m.kind, m.source.as_deref()) else {
+                continue;
+            };
+            if m.options.contains_key("nocopy") || m.options.contains_key("block") {
+                continue;
+            }
+            let data = self.volumes.mountpoint(name);
+            if !pier_storage::tree::is_empty(&data) {
+                continue;
+            }
+            let src = pier_runtime::rootfs::resolve_in_root(&rootfs, Path::new(&m.target))
+                .map_err(|e| internal(format!("cannot resolve {} in the image: {e}", m.target)))?;
+            if src.is_dir() && !pier_storage::tree::is_empty(&src) {
+                pier_storage::tree::copy(&src, &data).map_err(|e| {
+                    internal(format!(
+                        "cannot copy the image's {} into volume {name}: {e}",
+                        m.target
+                    ))
+                })?;
+            }
+        }
+        Ok(())
+    }
+
     pub(crate) fn mount_rootfs(&self, c: &ContainerInspect) -> ApiResult<()> {
         let dir = self.cdir(&c.id);
         let rootfs = dir.join("rootfs");
@@ -575,11 +847,16 @@ impl Containers {
             return Ok(());
         }
         let image = self.images.resolve(&c.project, c.image_id.as_str())?;
+        // An image may hold one layer twice (two build steps that changed the same
+        // nothing): overlayfs refuses a directory twice (ELOOP), and the upper copy hides
+        // the lower one anyway, so only the upper one is kept.
+        let mut seen = std::collections::HashSet::new();
         let lowers: Vec<String> = image
             .layers
             .iter()
             .rev()
             .map(|l| self.images.layer_dir(&l.diff_id).display().to_string())
+            .filter(|d| seen.insert(d.clone()))
             .collect();
         let data = format!(
             "lowerdir={},upperdir={},workdir={}",
@@ -696,6 +973,58 @@ impl Containers {
             // Written at each start, when the container's networks are known.
             fs::write(dir.join("resolv.conf"), "").map_err(|e| internal(e.to_string()))?;
             mounts.push(serde_json::json!({"destination": "/etc/resolv.conf", "type": "bind", "source": dir.join("resolv.conf"), "options": ["rbind", "rprivate"]}));
+        }
+        for m in &c.mounts {
+            let mut options: Vec<String> = Vec::new();
+            let entry = match m.kind {
+                MountKind::Tmpfs => {
+                    options.extend(["nosuid".to_string(), "nodev".to_string()]);
+                    if let Some(sz) = m.options.get("size") {
+                        let n = pier_api::volumes::parse_bytes(sz).map_err(invalid)?;
+                        options.push(format!("size={n}"));
+                    }
+                    options.push(format!(
+                        "mode={}",
+                        m.options.get("mode").map(String::as_str).unwrap_or("1777")
+                    ));
+                    if m.read_only {
+                        options.push("ro".into());
+                    }
+                    serde_json::json!({"destination": m.target, "type": "tmpfs", "source": "tmpfs", "options": options})
+                }
+                MountKind::Volume
+                    if m.options.get("block").map(String::as_str) == Some("device") =>
+                {
+                    let node = self
+                        .volumes
+                        .device_node(m.source.as_deref().unwrap_or_default());
+                    options.extend(["bind".to_string(), "rprivate".to_string()]);
+                    if m.read_only {
+                        options.push("ro".into());
+                    }
+                    serde_json::json!({"destination": m.target, "type": "bind", "source": node, "options": options})
+                }
+                MountKind::Bind | MountKind::Volume => {
+                    let source = match m.kind {
+                        MountKind::Bind => PathBuf::from(m.source.clone().unwrap_or_default()),
+                        _ => self
+                            .volumes
+                            .mountpoint(m.source.as_deref().unwrap_or_default()),
+                    };
+                    options.push("rbind".into());
+                    options.push(
+                        m.options
+                            .get("propagation")
+                            .cloned()
+                            .unwrap_or_else(|| "rprivate".into()),
+                    );
+                    if m.read_only {
+                        options.push("ro".into());
+                    }
+                    serde_json::json!({"destination": m.target, "type": "bind", "source": source, "options": options})
+                }
+            };
+            mounts.push(entry);
         }
         let no_new_privs = req
             .security_opt
@@ -926,7 +1255,7 @@ impl Containers {
             self.save(&c)?;
             if c.config.auto_remove {
                 // `--rm`: a container that cannot start leaves nothing behind.
-                self.remove_locked(&c)?;
+                self.remove_locked(&c, true)?;
             }
             return Err(e);
         }
@@ -934,6 +1263,8 @@ impl Containers {
         let c2 = c.clone();
         let reply = tokio::task::spawn_blocking(move || -> ApiResult<String> {
             this.mount_rootfs(&c2)?;
+            this.prepare_block_volumes(&c2)?;
+            this.copy_up(&c2)?;
             for f in ["state.json", "exit.json"] {
                 let _ = fs::remove_file(dir.join(f));
             }
@@ -978,6 +1309,7 @@ impl Containers {
         }
         // The container did not start: nothing of it may stay.
         unmount(&self.cdir(&c.id).join("rootfs"));
+        self.release_block_volumes(&c);
         self.teardown_network(&mut c).await;
         let (code, msg) = match reply.strip_prefix("err ") {
             Some(rest) => {
@@ -1001,7 +1333,7 @@ impl Containers {
         self.save(&c)?;
         if c.config.auto_remove {
             // `--rm`: a container that cannot start leaves nothing behind either.
-            self.remove_locked(&c)?;
+            self.remove_locked(&c, true)?;
         }
         let kind = if code == 125 {
             ErrorKind::Internal
@@ -1065,6 +1397,7 @@ impl Containers {
         });
         unmount(&dir.join("rootfs"));
         let _ = Cgroup::for_container(id).remove();
+        self.release_block_volumes(&c);
         c.state.status = ContainerStatus::Exited;
         c.state.pid = None;
         c.state.monitor_pid = None;
@@ -1072,13 +1405,14 @@ impl Containers {
         c.state.oom_killed = exit.oom_killed;
         c.state.error = exit.error;
         c.state.finished_at = Some(exit.finished_at);
-        // Waiters hear of the exit first; the network goes after, under the lock.
-        self.save(&c)?;
-        if !c.networks.is_empty() || !c.ports.is_empty() || c.config.network.is_some() {
+        if c.config.auto_remove {
+            // Its waiters wait for the removal; nothing to record before.
             self.teardown_network(&mut c).await;
-            if !c.config.auto_remove {
-                self.save(&c)?;
-            }
+        } else {
+            // Waiters hear of the exit first; the network goes after, under the lock.
+            self.save(&c)?;
+            self.teardown_network(&mut c).await;
+            self.save(&c)?;
         }
         if c.state.oom_killed {
             self.emit(&c, "oom", &[]);
@@ -1086,8 +1420,9 @@ impl Containers {
         self.emit(&c, "die", &[("exitCode", exit.exit_code.to_string())]);
 
         if c.config.auto_remove {
+            let removed = self.remove_locked(&c, true);
             drop(g);
-            return self.remove(project, id, true).await;
+            return removed;
         }
         let restart = !c.state.stopped_by_user
             && match c.config.restart_policy {
@@ -1238,7 +1573,13 @@ impl Containers {
         Ok(())
     }
 
-    pub async fn remove(&self, project: &ProjectName, name: &str, force: bool) -> ApiResult<()> {
+    pub async fn remove(
+        &self,
+        project: &ProjectName,
+        name: &str,
+        force: bool,
+        volumes: bool,
+    ) -> ApiResult<()> {
         let c = self.get(project, name)?;
         if matches!(
             c.state.status,
@@ -1263,14 +1604,16 @@ impl Containers {
         let Ok(c) = self.get(project, &c.id) else {
             return Ok(());
         };
-        self.remove_locked(&c)
+        self.remove_locked(&c, volumes)
     }
 
-    /// Removes everything of a stopped container; the caller holds its lock.
-    fn remove_locked(&self, c: &ContainerInspect) -> ApiResult<()> {
+    /// Removes everything of a stopped container; with `volumes`, its anonymous volumes
+    /// too (`rm -v`, and `--rm` containers).
+    fn remove_locked(&self, c: &ContainerInspect, volumes: bool) -> ApiResult<()> {
         let project = &c.project;
         let dir = self.cdir(&c.id);
         unmount(&dir.join("rootfs"));
+        unmount(&dir.join("layer"));
         let _ = Cgroup::for_container(&c.id).remove();
         let _ = fs::remove_dir_all(&dir);
         let mut b = Batch::new();
@@ -1283,7 +1626,103 @@ impl Containers {
         }
         self.locks.lock().unwrap().remove(&c.id);
         self.emit(c, "destroy", &[]);
+        if volumes {
+            for m in c.mounts.iter().filter(|m| m.kind == MountKind::Volume) {
+                let Some(name) = m.source.as_deref() else {
+                    continue;
+                };
+                let anonymous = self.volumes.get(project, name).is_ok_and(|v| v.anonymous);
+                if anonymous && self.volume_users(project, name)?.is_empty() {
+                    self.volumes.remove(project, name)?;
+                }
+            }
+        }
         Ok(())
+    }
+
+    /// Removes a volume no container uses (`pier volume rm`).
+    pub fn remove_volume(&self, project: &ProjectName, name: &str) -> ApiResult<()> {
+        self.volumes.get(project, name)?;
+        let users = self.volume_users(project, name)?;
+        if !users.is_empty() {
+            return Err(conflict(format!(
+                "volume {name} is in use by container(s) {}: remove them first",
+                users.join(", ")
+            )));
+        }
+        self.volumes.remove(project, name)
+    }
+
+    /// Removes volumes no container uses: anonymous ones, or all with `all`.
+    pub fn prune_volumes(&self, project: &ProjectName, all: bool) -> ApiResult<Vec<String>> {
+        let mut removed = Vec::new();
+        for v in self.volumes.list(project)? {
+            if (all || v.anonymous) && self.volume_users(project, &v.name)?.is_empty() {
+                self.volumes.remove(project, &v.name)?;
+                removed.push(v.name);
+            }
+        }
+        Ok(removed)
+    }
+
+    fn running_users(&self, project: &ProjectName, name: &str) -> ApiResult<Vec<ContainerInspect>> {
+        Ok(self
+            .all(project)?
+            .into_iter()
+            .filter(|c| {
+                matches!(
+                    c.state.status,
+                    ContainerStatus::Running | ContainerStatus::Paused
+                )
+            })
+            .filter(|c| {
+                c.mounts
+                    .iter()
+                    .any(|m| m.kind == MountKind::Volume && m.source.as_deref() == Some(name))
+            })
+            .collect())
+    }
+
+    /// A crash-consistent snapshot: running users of a directory volume are frozen
+    /// while it is copied (image volumes are frozen by the filesystem itself).
+    pub fn snapshot_volume(&self, project: &ProjectName, name: &str, snap: &str) -> ApiResult<()> {
+        let users = self.running_users(project, name)?;
+        let quiesce = |on: bool| {
+            for c in users
+                .iter()
+                .filter(|c| c.state.status == ContainerStatus::Running)
+            {
+                let _ = Cgroup::for_container(&c.id).freeze(on);
+            }
+        };
+        self.volumes.snapshot(project, name, snap, &quiesce)
+    }
+
+    /// Puts a snapshot back; no running container may use the volume meanwhile.
+    pub fn restore_volume(&self, project: &ProjectName, name: &str, snap: &str) -> ApiResult<()> {
+        let users = self.running_users(project, name)?;
+        if !users.is_empty() {
+            let names: Vec<String> = users.into_iter().map(|c| c.name).collect();
+            return Err(conflict(format!(
+                "volume {name} is in use by running container(s) {}: stop them first",
+                names.join(", ")
+            )));
+        }
+        self.volumes.restore(project, name, snap)
+    }
+
+    /// Names of the containers that mount volume `name`.
+    pub fn volume_users(&self, project: &ProjectName, name: &str) -> ApiResult<Vec<String>> {
+        Ok(self
+            .all(project)?
+            .into_iter()
+            .filter(|c| {
+                c.mounts
+                    .iter()
+                    .any(|m| m.kind == MountKind::Volume && m.source.as_deref() == Some(name))
+            })
+            .map(|c| c.name)
+            .collect())
     }
 
     /// Puts a container on one more network (`pier network connect`); a running
@@ -1384,7 +1823,7 @@ impl Containers {
                 c.state.status,
                 ContainerStatus::Created | ContainerStatus::Exited
             ) {
-                self.remove(project, &c.id, false).await?;
+                self.remove(project, &c.id, false, false).await?;
                 deleted.push(c.id);
             }
         }
@@ -1400,6 +1839,7 @@ impl Containers {
         project: &ProjectName,
         name: &str,
         next_exit: bool,
+        removed: bool,
     ) -> ApiResult<impl std::future::Future<Output = WaitResponse> + Send + 'static> {
         let c = self.get(project, name)?;
         let mut rx = self.watcher(&c);
@@ -1407,6 +1847,9 @@ impl Containers {
         Ok(async move {
             let state = rx
                 .wait_for(|s| {
+                    if removed {
+                        return s.status == ContainerStatus::Removing;
+                    }
                     let stopped = !matches!(
                         s.status,
                         ContainerStatus::Running
@@ -1757,6 +2200,13 @@ impl Containers {
             let c = r.0;
             known.insert(c.id.clone());
             let dir = self.cdir(&c.id);
+            // A writable layer of limited size lives on its own filesystem.
+            let layer = dir.join("layer.img");
+            if layer.exists() && !mounted(&dir.join("layer")) {
+                if let Err(e) = pier_storage::ext4::mount(&layer, &dir.join("layer")) {
+                    tracing::warn!(container = %c.id, error = %e, "cannot mount a writable layer");
+                }
+            }
             let alive = c.state.monitor_pid.is_some_and(|p| monitor_alive(p, &dir));
             match c.state.status {
                 ContainerStatus::Running | ContainerStatus::Paused if alive => {
@@ -1816,10 +2266,18 @@ impl Containers {
                 let id = e.file_name().to_string_lossy().into_owned();
                 if !known.contains(&id) {
                     unmount(&e.path().join("rootfs"));
+                    unmount(&e.path().join("layer"));
                     let _ = Cgroup::for_container(&id).remove();
                     let _ = fs::remove_dir_all(e.path());
                     tracing::info!(container = %id, "removed the leftovers of a container with no record");
                 }
+            }
+        }
+        // Block volumes attached for containers that are gone.
+        let project = ProjectName::default_project();
+        for v in self.volumes.list(&project)? {
+            if v.driver == "block" && self.running_users(&project, &v.name)?.is_empty() {
+                self.volumes.release(&project, &v.name);
             }
         }
         Ok(())

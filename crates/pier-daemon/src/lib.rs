@@ -13,6 +13,7 @@ pub mod api;
 pub mod api_build;
 pub mod api_containers;
 pub mod api_networks;
+pub mod api_volumes;
 pub mod build;
 pub mod container_fs;
 pub mod containers;
@@ -20,5 +21,6 @@ pub mod error;
 pub mod networks;
 pub mod server;
 pub mod stream;
+pub mod volumes;
 
 pub use server::{run, DaemonConfig};

@@ -17,6 +17,7 @@ use tokio::net::UnixListener;
 use crate::api::{router, Engine};
 use crate::containers::Containers;
 use crate::networks::Networks;
+use crate::volumes::Volumes;
 
 pub const DEFAULT_ROOT: &str = "/var/lib/pier";
 pub const DEFAULT_SOCKET: &str = "/run/pier/pier.sock";
@@ -109,7 +110,12 @@ pub async fn run(mut config: DaemonConfig) -> Result<(), DaemonError> {
             let networks = Arc::new(
                 Networks::new(&root, store.clone()).map_err(|e| DaemonError::Restore(e.message))?,
             );
-            let containers = Containers::new(&root, store, images.clone(), networks)
+            let volumes =
+                Arc::new(Volumes::new(&root, store.clone()).map_err(io("create", &root))?);
+            volumes
+                .reconcile()
+                .map_err(|e| DaemonError::Restore(format!("volumes: {}", e.message)))?;
+            let containers = Containers::new(&root, store, images.clone(), networks, volumes)
                 .map_err(io("create", &root))?;
             Ok(Engine {
                 root,

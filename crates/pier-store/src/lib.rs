@@ -38,10 +38,12 @@ pub enum Table {
     Networks,
     /// Address leases by `project/network-id/ip`, each naming a container ID.
     Leases,
+    /// Volumes by `project/name`.
+    Volumes,
 }
 
 impl Table {
-    pub const ALL: [Table; 7] = [
+    pub const ALL: [Table; 8] = [
         Table::Meta,
         Table::Images,
         Table::Tags,
@@ -49,6 +51,7 @@ impl Table {
         Table::Containers,
         Table::Networks,
         Table::Leases,
+        Table::Volumes,
     ];
 
     pub fn name(self) -> &'static str {
@@ -60,6 +63,7 @@ impl Table {
             Table::Containers => "containers",
             Table::Networks => "networks",
             Table::Leases => "leases",
+            Table::Volumes => "volumes",
         }
     }
 }

@@ -11,7 +11,7 @@ use redb::{Database, ReadableDatabase, TableDefinition, WriteTransaction};
 use crate::{Op, Store, StoreError, Table};
 
 /// The schema this build writes.
-pub const SCHEMA_VERSION: u32 = 2;
+pub const SCHEMA_VERSION: u32 = 3;
 const SCHEMA_KEY: &str = "schema_version";
 
 fn def(table: Table) -> TableDefinition<'static, &'static str, &'static [u8]> {
@@ -29,6 +29,8 @@ const MIGRATIONS: [Migration; SCHEMA_VERSION as usize] = [
     // 0 -> 1: the first schema; every table exists.
     create_tables,
     // 1 -> 2: networks and address leases.
+    create_tables,
+    // 2 -> 3: volumes.
     create_tables,
 ];
 

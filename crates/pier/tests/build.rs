@@ -564,10 +564,8 @@ CMD echo hi
     );
     let h = d.json(&["image", "history", "args:1"]);
     assert!(
-        h.as_array()
-            .unwrap()
-            .iter()
-            .any(|e| e["created_by"] == "|2 GLOBAL=from-cli LOCAL=local-default /bin/busybox sh -c echo via-shell"),
+        h.as_array().unwrap().iter().any(|e| e["created_by"]
+            == "|2 GLOBAL=from-cli LOCAL=local-default /bin/busybox sh -c echo via-shell"),
         "RUN goes through the SHELL: {h}"
     );
     assert_nothing_left(&d);

@@ -536,6 +536,39 @@ fn user_networks_are_isolated_and_resolve_names() {
     d.ok(&["network", "disconnect", "blue", "r1"]);
     let addrs = d.ok(&["exec", "r1", "ip", "-o", "-4", "addr"]);
     assert!(!addrs.contains("eth1"), "{addrs}");
+    // --gateway, --ip-range and an MTU.
+    d.ok(&[
+        "network",
+        "create",
+        "--subnet",
+        "10.34.0.0/24",
+        "--gateway",
+        "10.34.0.254",
+        "--ip-range",
+        "10.34.0.128/28",
+        "-o",
+        "mtu=1400",
+        "tuned",
+    ]);
+    let (code, text) = try_run(
+        &d,
+        &[
+            "--network",
+            "tuned",
+            "bb",
+            "sh",
+            "-c",
+            "ip -o -4 addr show eth0; ip route; cat /sys/class/net/eth0/mtu",
+        ],
+    );
+    assert_eq!(code, 0, "{text}");
+    assert!(
+        text.contains("inet 10.34.0.128/24"),
+        "first of the range: {text}"
+    );
+    assert!(text.contains("default via 10.34.0.254"), "{text}");
+    assert!(text.trim_end().ends_with("1400"), "{text}");
+    d.ok(&["network", "rm", "tuned"]);
     // Inspect lists running members.
     let red = d.json(&["network", "inspect", "red"]);
     let members = red[0]["containers"].as_object().unwrap();

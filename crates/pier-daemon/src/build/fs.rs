@@ -51,10 +51,14 @@ impl Mounted {
         };
         // An empty directory at the bottom: a scratch image has no layer, and overlayfs
         // without an upper directory wants two lower ones.
+        // A layer twice in an image is mounted once, at its upper place (see
+        // `Containers::mount_rootfs`).
+        let mut seen = std::collections::HashSet::new();
         let mut lowers: Vec<String> = layers
             .iter()
             .rev()
             .map(|l| images.layer_dir(&l.diff_id).display().to_string())
+            .filter(|d| seen.insert(d.clone()))
             .collect();
         lowers.push(empty.display().to_string());
         let mut data = format!("lowerdir={}", lowers.join(":"));

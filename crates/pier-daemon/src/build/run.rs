@@ -25,7 +25,7 @@ impl Drop for StepContainer {
     fn drop(&mut self) {
         let r = self
             .handle
-            .block_on(self.containers.remove(&self.project, &self.id, true));
+            .block_on(self.containers.remove(&self.project, &self.id, true, true));
         if let Err(e) = r {
             tracing::warn!(container = %self.id, error = %e.message, "cannot remove a build step's container");
         }
@@ -66,7 +66,7 @@ impl Build<'_> {
             handle: self.handle.clone(),
         };
         self.say(format!(" ---> Running in {}\n", &id[..12]));
-        let exit = containers.wait(self.project, &id, true)?;
+        let exit = containers.wait(self.project, &id, true, false)?;
         if let Err(e) = self.handle.block_on(containers.start(self.project, &id)) {
             let message = match e.message.split_once(" failed to start: ") {
                 Some((_, why)) => why.to_string(),

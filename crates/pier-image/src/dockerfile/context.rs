@@ -362,7 +362,10 @@ mod tests {
         }
         let d = tempfile::tempdir().unwrap();
         assert!(matches!(
-            unpack(&b"not a tar at all, but long enough to look at"[..], d.path()),
+            unpack(
+                &b"not a tar at all, but long enough to look at"[..],
+                d.path()
+            ),
             Err(ContextError::Unpack(_))
         ));
     }

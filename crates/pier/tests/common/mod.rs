@@ -293,8 +293,10 @@ impl Drop for Daemon {
             let ids = String::from_utf8(self.pier(&["ps", "-aq", "--no-trunc"]).stdout)
                 .unwrap_or_default();
             for id in ids.lines() {
-                self.pier(&["rm", "-f", id]);
+                self.pier(&["rm", "-f", "-v", id]);
             }
+            // Volumes outlive containers by design: remove them too.
+            self.pier(&["volume", "prune", "--all"]);
             if !panicking {
                 let left: Vec<_> = fs::read_dir(self.root.join("containers"))
                     .map(|d| d.flatten().map(|e| e.file_name()).collect())
@@ -331,6 +333,13 @@ impl Drop for Daemon {
                 "mounts left under {root}:\n{mounts}"
             );
             assert!(!self.socket.exists(), "socket left behind");
+            // No loop device still backed by a file of this daemon's.
+            let loops = Command::new("losetup").arg("-a").output().unwrap();
+            let loops = String::from_utf8_lossy(&loops.stdout);
+            assert!(
+                !loops.contains(&root),
+                "loop devices left under {root}:\n{loops}"
+            );
             // With every container gone, no veth of theirs may stay, and their
             // namespace files are gone.
             // (The kernel removes a dead namespace's veths in the background.)

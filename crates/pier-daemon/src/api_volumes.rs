@@ -1,0 +1,328 @@
+//! The volume part of the native API (`/v1/volumes/...`, `/v1/projects/{p}/quota`).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::Response;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use pier_api::volumes::{VolumeCreate, VolumeInspect};
+use pier_api::ErrorBody;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, OpenApi, ToSchema};
+
+use crate::api::{blocking, project, Engine, Shared};
+use crate::containers::invalid;
+use crate::error::ApiResult;
+
+pub fn routes() -> Router<Arc<Engine>> {
+    Router::new()
+        .route("/v1/volumes", get(list).post(create))
+        .route("/v1/volumes/prune", post(prune))
+        .route("/v1/volumes/import", post(import))
+        .route("/v1/volumes/{name}", get(inspect).delete(remove))
+        .route("/v1/volumes/{name}/export", get(export))
+        .route(
+            "/v1/volumes/{name}/snapshots",
+            get(snapshots).post(snapshot),
+        )
+        .route(
+            "/v1/volumes/{name}/snapshots/{snap}",
+            axum::routing::delete(remove_snapshot),
+        )
+        .route("/v1/volumes/{name}/snapshots/{snap}/restore", post(restore))
+        .route("/v1/projects/{project}/quota", get(quota).put(set_quota))
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    paths(
+        list,
+        create,
+        inspect,
+        remove,
+        prune,
+        export,
+        import,
+        snapshots,
+        snapshot,
+        restore,
+        remove_snapshot,
+        quota,
+        set_quota
+    ),
+    components(schemas(
+        VolumeCreate,
+        VolumeInspect,
+        pier_api::volumes::VolumeUsage,
+        pier_api::volumes::MountSpec,
+        pier_api::volumes::MountKind,
+        SnapshotRequest,
+        Quota
+    ))
+)]
+pub struct VolumesDoc;
+
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields, default)]
+struct ListQuery {
+    /// `name=PART` or `label=K[=V]`, comma-separated.
+    filter: Option<String>,
+}
+
+/// Lists volumes by name.
+#[utoipa::path(get, path = "/v1/volumes", params(ListQuery), responses((status = 200, body = [VolumeInspect])))]
+async fn list(
+    State(e): Shared,
+    q: Result<Query<ListQuery>, QueryRejection>,
+) -> ApiResult<Json<Vec<VolumeInspect>>> {
+    let Query(q) = q?;
+    let mut filters = BTreeMap::new();
+    for f in q
+        .filter
+        .iter()
+        .flat_map(|f| f.split(','))
+        .filter(|f| !f.is_empty())
+    {
+        let (k, v) = f
+            .split_once('=')
+            .ok_or_else(|| invalid(format!("filter {f:?}: use KEY=VALUE")))?;
+        filters.insert(k.to_string(), v.to_string());
+    }
+    let c = e.containers.clone();
+    let mut v = blocking(move || c.volumes.list(&project())).await?;
+    v.retain(|v| crate::volumes::Volumes::matches(v, &filters));
+    v.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(Json(v))
+}
+
+/// Creates a volume.
+#[utoipa::path(post, path = "/v1/volumes", request_body = VolumeCreate,
+    responses((status = 201, body = VolumeInspect), (status = 400, body = ErrorBody), (status = 409, body = ErrorBody), (status = 507, body = ErrorBody)))]
+async fn create(
+    State(e): Shared,
+    body: Result<Json<VolumeCreate>, JsonRejection>,
+) -> ApiResult<(StatusCode, Json<VolumeInspect>)> {
+    let Json(req) = body?;
+    let c = e.containers.clone();
+    let v = blocking(move || c.volumes.create(&project(), req, false)).await?;
+    Ok((StatusCode::CREATED, Json(v)))
+}
+
+/// Shows a volume with its usage and the containers using it.
+#[utoipa::path(get, path = "/v1/volumes/{name}", params(("name" = String, Path)),
+    responses((status = 200, body = VolumeInspect), (status = 404, body = ErrorBody)))]
+async fn inspect(State(e): Shared, Path(name): Path<String>) -> ApiResult<Json<VolumeInspect>> {
+    let c = e.containers.clone();
+    Ok(Json(
+        blocking(move || {
+            let mut v = c.volumes.inspect(&project(), &name)?;
+            v.used_by = c.volume_users(&project(), &name)?;
+            Ok(v)
+        })
+        .await?,
+    ))
+}
+
+/// Removes a volume no container uses.
+#[utoipa::path(delete, path = "/v1/volumes/{name}", params(("name" = String, Path)),
+    responses((status = 204), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+async fn remove(State(e): Shared, Path(name): Path<String>) -> ApiResult<StatusCode> {
+    let c = e.containers.clone();
+    blocking(move || c.remove_volume(&project(), &name)).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields, default)]
+struct PruneQuery {
+    /// Named volumes too, not only anonymous ones.
+    all: bool,
+}
+
+/// Removes volumes no container uses; returns their names.
+#[utoipa::path(post, path = "/v1/volumes/prune", params(PruneQuery), responses((status = 200, body = [String])))]
+async fn prune(
+    State(e): Shared,
+    q: Result<Query<PruneQuery>, QueryRejection>,
+) -> ApiResult<Json<Vec<String>>> {
+    let Query(q) = q?;
+    let c = e.containers.clone();
+    Ok(Json(
+        blocking(move || c.prune_volumes(&project(), q.all)).await?,
+    ))
+}
+
+/// The volume's content as a tar (sorted entries, owners and modes kept).
+#[utoipa::path(get, path = "/v1/volumes/{name}/export", params(("name" = String, Path)),
+    responses((status = 200, content_type = "application/x-tar", body = Vec<u8>), (status = 404, body = ErrorBody)))]
+async fn export(State(e): Shared, Path(name): Path<String>) -> ApiResult<Response> {
+    let v = e.containers.volumes.get(&project(), &name)?;
+    if v.driver == "block" {
+        return Err(invalid(format!(
+            "volume {name} is a block volume: export works on file volumes; copy its image with qemu-img, or snapshot it"
+        )));
+    }
+    let c = e.containers.clone();
+    Ok(crate::api_containers::tar_response(move |w| {
+        c.volumes.export(&project(), &name, w)
+    }))
+}
+
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields, default)]
+struct ImportQuery {
+    /// The new volume's name.
+    name: Option<String>,
+    /// Volume options as `KEY=VALUE`, comma-separated (`size=1g,inodes=1000`).
+    opt: Option<String>,
+    /// The archive's sha256 (hex, or `sha256:hex`): a mismatch refuses the import.
+    sha256: Option<String>,
+}
+
+/// Makes a new volume from a tar (as `export` writes it). A bad archive or checksum leaves
+/// no volume behind.
+#[utoipa::path(post, path = "/v1/volumes/import", params(ImportQuery), request_body(content = Vec<u8>, content_type = "application/x-tar"),
+    responses((status = 201, body = VolumeInspect), (status = 400, body = ErrorBody), (status = 409, body = ErrorBody)))]
+async fn import(
+    State(e): Shared,
+    q: Result<Query<ImportQuery>, QueryRejection>,
+    body: Body,
+) -> ApiResult<(StatusCode, Json<VolumeInspect>)> {
+    let Query(q) = q?;
+    let mut options = BTreeMap::new();
+    for o in q
+        .opt
+        .iter()
+        .flat_map(|o| o.split(','))
+        .filter(|o| !o.is_empty())
+    {
+        let (k, v) = o
+            .split_once('=')
+            .ok_or_else(|| invalid(format!("option {o:?}: use KEY=VALUE")))?;
+        options.insert(k.to_string(), v.to_string());
+    }
+    let req = VolumeCreate {
+        name: q.name,
+        options,
+        ..Default::default()
+    };
+    let reader = crate::stream::body_reader(body);
+    let c = e.containers.clone();
+    let v = blocking(move || {
+        c.volumes
+            .import(&project(), req, reader, q.sha256.as_deref())
+    })
+    .await?;
+    Ok((StatusCode::CREATED, Json(v)))
+}
+
+#[derive(Debug, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+struct SnapshotRequest {
+    name: String,
+}
+
+/// Lists a volume's snapshots.
+#[utoipa::path(get, path = "/v1/volumes/{name}/snapshots", params(("name" = String, Path)),
+    responses((status = 200, body = [String]), (status = 404, body = ErrorBody)))]
+async fn snapshots(State(e): Shared, Path(name): Path<String>) -> ApiResult<Json<Vec<String>>> {
+    e.containers.volumes.get(&project(), &name)?;
+    Ok(Json(e.containers.volumes.snapshots(&name)))
+}
+
+/// Takes a crash-consistent snapshot of a volume.
+#[utoipa::path(post, path = "/v1/volumes/{name}/snapshots", params(("name" = String, Path)), request_body = SnapshotRequest,
+    responses((status = 201), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+async fn snapshot(
+    State(e): Shared,
+    Path(name): Path<String>,
+    body: Result<Json<SnapshotRequest>, JsonRejection>,
+) -> ApiResult<StatusCode> {
+    let Json(req) = body?;
+    let c = e.containers.clone();
+    blocking(move || c.snapshot_volume(&project(), &name, &req.name)).await?;
+    Ok(StatusCode::CREATED)
+}
+
+/// Puts a snapshot's content back into its volume.
+#[utoipa::path(post, path = "/v1/volumes/{name}/snapshots/{snap}/restore", params(("name" = String, Path), ("snap" = String, Path)),
+    responses((status = 204), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+async fn restore(
+    State(e): Shared,
+    Path((name, snap)): Path<(String, String)>,
+) -> ApiResult<StatusCode> {
+    let c = e.containers.clone();
+    blocking(move || c.restore_volume(&project(), &name, &snap)).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Deletes a snapshot.
+#[utoipa::path(delete, path = "/v1/volumes/{name}/snapshots/{snap}", params(("name" = String, Path), ("snap" = String, Path)),
+    responses((status = 204), (status = 404, body = ErrorBody)))]
+async fn remove_snapshot(
+    State(e): Shared,
+    Path((name, snap)): Path<(String, String)>,
+) -> ApiResult<StatusCode> {
+    let c = e.containers.clone();
+    blocking(move || c.volumes.remove_snapshot(&project(), &name, &snap)).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// A project's storage quota: the sum of its volumes' size limits may not exceed
+/// `volume_bytes`.
+#[derive(Debug, Default, Serialize, Deserialize, ToSchema)]
+#[serde(default)]
+struct Quota {
+    /// None: no quota.
+    volume_bytes: Option<u64>,
+    /// Bytes committed now (read-only).
+    committed_bytes: u64,
+}
+
+fn check_project(p: &str) -> ApiResult<()> {
+    if p != project().as_str() {
+        return Err(crate::error::ApiError::new(
+            pier_api::ErrorKind::NotFound,
+            format!(
+                "no such project: {p} (only {} exists until tenants arrive)",
+                project()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Shows a project's storage quota and what its volumes commit.
+#[utoipa::path(get, path = "/v1/projects/{project}/quota", params(("project" = String, Path)),
+    responses((status = 200, body = Quota), (status = 404, body = ErrorBody)))]
+async fn quota(State(e): Shared, Path(p): Path<String>) -> ApiResult<Json<Quota>> {
+    check_project(&p)?;
+    let v = &e.containers.volumes;
+    Ok(Json(Quota {
+        volume_bytes: v.quota(&project())?,
+        committed_bytes: v.committed(&project())?,
+    }))
+}
+
+/// Sets (or clears, with `volume_bytes: null`) a project's storage quota.
+#[utoipa::path(put, path = "/v1/projects/{project}/quota", params(("project" = String, Path)), request_body = Quota,
+    responses((status = 200, body = Quota), (status = 404, body = ErrorBody)))]
+async fn set_quota(
+    State(e): Shared,
+    Path(p): Path<String>,
+    body: Result<Json<Quota>, JsonRejection>,
+) -> ApiResult<Json<Quota>> {
+    check_project(&p)?;
+    let Json(q) = body?;
+    let v = &e.containers.volumes;
+    v.set_quota(&project(), q.volume_bytes)?;
+    Ok(Json(Quota {
+        volume_bytes: v.quota(&project())?,
+        committed_bytes: v.committed(&project())?,
+    }))
+}

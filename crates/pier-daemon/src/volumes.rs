@@ -1,0 +1,691 @@
+//! Volumes: named and anonymous volumes, their limits, snapshots, export and import, the
+//! per-project storage quota, and the reconciler that remounts limited volumes and
+//! removes what a crash left half-made.
+//!
+//! A volume is a directory `ROOT/volumes/<name>/_data`. A volume with `size` or `inodes`
+//! is an ext4 image `ROOT/volumes/<name>/disk.img` mounted on `_data` (see
+//! `pier-storage`). Snapshots live in `ROOT/volumes/<name>/snapshots/<snap>/`. Records
+//! are in `Table::Volumes`; the directory is made first and the record last, so a crash
+//! leaves at most a directory without a record, which the next start removes.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use pier_api::time::now_rfc3339;
+use pier_api::volumes::{parse_bytes, VolumeCreate, VolumeInspect, VolumeUsage};
+use pier_api::{ErrorKind, ProjectName};
+use pier_storage::{ext4, tree};
+use pier_store::{Batch, Store, StoreExt, Table};
+
+use crate::containers::{conflict, internal, invalid, valid_name};
+use crate::error::{ApiError, ApiResult};
+
+fn st(e: pier_storage::Error) -> ApiError {
+    internal(e.to_string())
+}
+
+fn not_found(name: &str) -> ApiError {
+    ApiError::new(
+        ErrorKind::NotFound,
+        format!("no such volume: {name} (see `pier volume ls`)"),
+    )
+}
+
+fn key(project: &ProjectName, name: &str) -> String {
+    format!("{project}/{name}")
+}
+
+fn quota_key(project: &ProjectName) -> String {
+    format!("quota/{project}/volume-bytes")
+}
+
+/// The volume manager.
+pub struct Volumes {
+    db: Arc<dyn Store>,
+    dir: PathBuf,
+    /// Serializes creates and removals (names, quota totals).
+    lock: std::sync::Mutex<()>,
+}
+
+impl Volumes {
+    pub fn new(root: &Path, db: Arc<dyn Store>) -> std::io::Result<Self> {
+        let dir = root.join("volumes");
+        fs::create_dir_all(&dir)?;
+        Ok(Volumes {
+            db,
+            dir,
+            lock: std::sync::Mutex::new(()),
+        })
+    }
+
+    fn vdir(&self, name: &str) -> PathBuf {
+        self.dir.join(name)
+    }
+
+    /// Where a volume's data is.
+    pub fn mountpoint(&self, name: &str) -> PathBuf {
+        self.vdir(name).join("_data")
+    }
+
+    pub fn get(&self, project: &ProjectName, name: &str) -> ApiResult<VolumeInspect> {
+        self.db
+            .get_json::<VolumeInspect>(Table::Volumes, &key(project, name))?
+            .ok_or_else(|| not_found(name))
+    }
+
+    pub fn list(&self, project: &ProjectName) -> ApiResult<Vec<VolumeInspect>> {
+        Ok(self
+            .db
+            .list_json::<VolumeInspect>(Table::Volumes, &format!("{project}/"))?
+            .into_iter()
+            .map(|(_, v)| v)
+            .collect())
+    }
+
+    /// The project's quota on the sum of its volumes' size limits, if one is set.
+    pub fn quota(&self, project: &ProjectName) -> ApiResult<Option<u64>> {
+        Ok(self
+            .db
+            .get(Table::Meta, &quota_key(project))?
+            .and_then(|b| String::from_utf8(b).ok()?.parse().ok()))
+    }
+
+    /// Sets (or with None clears) the project's volume quota.
+    pub fn set_quota(&self, project: &ProjectName, bytes: Option<u64>) -> ApiResult<()> {
+        let _g = self.lock.lock().unwrap();
+        let mut b = Batch::new();
+        match bytes {
+            Some(n) => b.ops.push(pier_store::Op::Put {
+                table: Table::Meta,
+                key: quota_key(project),
+                value: n.to_string().into_bytes(),
+            }),
+            None => {
+                b.delete(Table::Meta, quota_key(project));
+            }
+        }
+        b.commit(self.db.as_ref())?;
+        Ok(())
+    }
+
+    /// Bytes of the project's volumes' size limits, summed.
+    pub fn committed(&self, project: &ProjectName) -> ApiResult<u64> {
+        Ok(self
+            .list(project)?
+            .iter()
+            .filter_map(|v| v.size_limit)
+            .sum())
+    }
+
+    /// Creates a volume. Anonymous volumes get a random name.
+    pub fn create(
+        &self,
+        project: &ProjectName,
+        req: VolumeCreate,
+        anonymous: bool,
+    ) -> ApiResult<VolumeInspect> {
+        let _g = self.lock.lock().unwrap();
+        let name = req
+            .name
+            .clone()
+            .unwrap_or_else(crate::containers::random_id);
+        if !valid_name(&name) || name.len() > 64 {
+            return Err(invalid(format!("invalid volume name {name:?}: use up to 64 letters, digits, '_', '.' and '-', starting with a letter or digit")));
+        }
+        let block = match req.driver.as_deref() {
+            None | Some("local") => false,
+            Some("block") => true,
+            Some(d) => {
+                return Err(invalid(format!(
+                    "volume driver {d:?} is not supported; use local or block"
+                )))
+            }
+        };
+        if self.db.get(Table::Volumes, &key(project, &name))?.is_some() {
+            return Err(conflict(format!("volume {name} already exists")));
+        }
+        let mut size = None;
+        let mut inodes = None;
+        let mut format = pier_storage::block::Format::Raw;
+        let mut ext4_fs = false;
+        for (k, v) in &req.options {
+            match k.as_str() {
+                "format" if block => {
+                    format = pier_storage::block::Format::parse(v)
+                        .ok_or_else(|| invalid(format!("--opt format={v}: use raw or qcow2")))?;
+                }
+                "fs" if block => {
+                    ext4_fs = match v.as_str() {
+                        "ext4" => true,
+                        "none" => false,
+                        _ => return Err(invalid(format!("--opt fs={v}: use ext4 or none"))),
+                    };
+                }
+                "size" => {
+                    let n = parse_bytes(v).map_err(|e| invalid(format!("--opt size: {e}")))?;
+                    if n < (1 << 20) {
+                        return Err(invalid(format!(
+                            "--opt size={v} is too small: give at least 1m"
+                        )));
+                    }
+                    size = Some(n);
+                }
+                "inodes" if block => {
+                    return Err(invalid("inodes= is for local volumes; a block volume's filesystem is its own"))
+                }
+                "inodes" => {
+                    let n: u64 = v.parse().ok().filter(|n| *n > 0).ok_or_else(|| {
+                        invalid(format!("--opt inodes={v}: give a positive number"))
+                    })?;
+                    inodes = Some(n);
+                }
+                _ if block => {
+                    return Err(invalid(format!(
+                        "unknown block volume option {k:?}: use size=BYTES, format=raw|qcow2, fs=ext4|none"
+                    )))
+                }
+                _ => {
+                    return Err(invalid(format!(
+                        "unknown volume option {k:?}: use size=BYTES or inodes=N"
+                    )))
+                }
+            }
+        }
+        if block && size.is_none() {
+            return Err(invalid("a block volume needs a size: --opt size=1g"));
+        }
+        let quota = self.quota(project)?;
+        if let Some(q) = quota {
+            let Some(s) = size else {
+                return Err(invalid(format!(
+                    "project {project} has a volume quota of {q} bytes: give the volume a size (--opt size=...)"
+                )));
+            };
+            let used = self.committed(project)?;
+            if used + s > q {
+                return Err(ApiError::new(
+                    ErrorKind::InsufficientStorage,
+                    format!(
+                        "volume of {s} bytes exceeds project {project}'s quota: {used} of {q} bytes are committed"
+                    ),
+                ));
+            }
+        }
+        // Inodes alone: the filesystem is as large as the free space allows, capped.
+        let limited_size = match (size, inodes) {
+            (Some(s), _) => Some(s),
+            (None, Some(_)) => Some(1 << 30),
+            (None, None) => None,
+        };
+        if let Some(s) = limited_size {
+            let free = rustix::fs::statvfs(&self.dir)
+                .map(|v| v.f_bavail * v.f_frsize)
+                .unwrap_or(u64::MAX);
+            if size.is_some() && s > free {
+                return Err(ApiError::new(
+                    ErrorKind::InsufficientStorage,
+                    format!(
+                        "volume size {s} bytes is more than the {free} bytes free under {}",
+                        self.dir.display()
+                    ),
+                ));
+            }
+        }
+        let vdir = self.vdir(&name);
+        let data = self.mountpoint(&name);
+        let made = (|| -> ApiResult<(Option<u64>, Option<u64>)> {
+            fs::create_dir_all(&data)
+                .map_err(|e| internal(format!("cannot create {}: {e}", data.display())))?;
+            if block {
+                let s = size.expect("checked");
+                pier_storage::block::Disk::new(&vdir, format)
+                    .create(s, ext4_fs)
+                    .map_err(st)?;
+                return Ok((Some(s), None));
+            }
+            let Some(s) = limited_size else {
+                return Ok((None, None));
+            };
+            let img = vdir.join("disk.img");
+            let cap = ext4::make(&img, s, inodes).map_err(st)?;
+            ext4::mount(&img, &data).map_err(st)?;
+            // The filesystem's root belongs to root with mode 755; a fresh directory
+            // volume has the same. lost+found is ext4's own: it goes, so that the
+            // volume starts empty (and image content can be copied up).
+            let _ = fs::remove_dir(data.join("lost+found"));
+            Ok((size.map(|_| cap.bytes), inodes.map(|_| cap.inodes + 1)))
+        })();
+        let (size_limit, inode_limit) = match made {
+            Ok(v) => v,
+            Err(e) => {
+                let _ = ext4::unmount(&data);
+                let _ = fs::remove_dir_all(&vdir);
+                return Err(e);
+            }
+        };
+        let v = VolumeInspect {
+            name: name.clone(),
+            project: project.clone(),
+            driver: if block { "block" } else { "local" }.into(),
+            created: now_rfc3339(),
+            mountpoint: data.display().to_string(),
+            labels: req.labels,
+            options: req.options,
+            size_limit,
+            inode_limit,
+            anonymous,
+            used_by: Vec::new(),
+            usage: None,
+        };
+        let mut b = Batch::new();
+        b.put_json(Table::Volumes, key(project, &name), &v);
+        if let Err(e) = b.commit(self.db.as_ref()) {
+            let _ = ext4::unmount(&data);
+            let _ = fs::remove_dir_all(&vdir);
+            return Err(e.into());
+        }
+        Ok(v)
+    }
+
+    /// The volume named, made with default options if it does not exist (`-v name:/x`).
+    pub fn ensure(&self, project: &ProjectName, name: &str) -> ApiResult<VolumeInspect> {
+        match self.get(project, name) {
+            Ok(v) => Ok(v),
+            Err(e) if e.kind == ErrorKind::NotFound => {
+                match self.create(
+                    project,
+                    VolumeCreate {
+                        name: Some(name.to_string()),
+                        ..Default::default()
+                    },
+                    false,
+                ) {
+                    Ok(v) => Ok(v),
+                    // Made meanwhile by someone else.
+                    Err(e) if e.kind == ErrorKind::Conflict => self.get(project, name),
+                    Err(e) => Err(e),
+                }
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// With its usage filled in.
+    pub fn inspect(&self, project: &ProjectName, name: &str) -> ApiResult<VolumeInspect> {
+        let mut v = self.get(project, name)?;
+        let data = self.mountpoint(name);
+        v.usage = if v.size_limit.is_some() || v.inode_limit.is_some() {
+            ext4::usage(&data).ok().map(|(bytes, inodes)| VolumeUsage {
+                bytes,
+                // The root directory is ext4's, not the user's.
+                inodes: inodes.saturating_sub(11),
+            })
+        } else {
+            Some(dir_usage(&data))
+        };
+        Ok(v)
+    }
+
+    /// Removes a volume; the caller has checked that no container uses it.
+    pub fn remove(&self, project: &ProjectName, name: &str) -> ApiResult<()> {
+        let _g = self.lock.lock().unwrap();
+        let v = self.get(project, name)?;
+        let data = self.mountpoint(name);
+        if let Some(disk) = self.disk(&v) {
+            self.release_disk(&v, &disk);
+        }
+        ext4::unmount(&data).map_err(st)?;
+        let mut b = Batch::new();
+        b.delete(Table::Volumes, key(project, name));
+        b.commit(self.db.as_ref())?;
+        fs::remove_dir_all(self.vdir(name))
+            .map_err(|e| internal(format!("cannot remove the data of volume {name}: {e}")))?;
+        Ok(())
+    }
+
+    // ---- block volumes -------------------------------------------------------------
+
+    /// The disk image of a block volume.
+    pub fn disk(&self, v: &VolumeInspect) -> Option<pier_storage::block::Disk> {
+        (v.driver == "block").then(|| {
+            let format = v
+                .options
+                .get("format")
+                .and_then(|f| pier_storage::block::Format::parse(f))
+                .unwrap_or(pier_storage::block::Format::Raw);
+            pier_storage::block::Disk::new(&self.vdir(&v.name), format)
+        })
+    }
+
+    /// Whether a block volume carries a filesystem to mount.
+    pub fn has_fs(v: &VolumeInspect) -> bool {
+        v.options.get("fs").map(String::as_str) == Some("ext4")
+    }
+
+    /// A stable path to a block volume's device node (bind-mounted from /dev/loopN),
+    /// for container specs written before the device exists.
+    pub fn device_node(&self, name: &str) -> PathBuf {
+        self.vdir(name).join("device")
+    }
+
+    /// Attaches a block volume's device; returns the loop device's minor number.
+    pub fn attach_device(&self, project: &ProjectName, name: &str) -> ApiResult<u32> {
+        let v = self.get(project, name)?;
+        let disk = self
+            .disk(&v)
+            .ok_or_else(|| invalid(format!("volume {name} is not a block volume")))?;
+        let dev = disk.attach().map_err(st)?;
+        let node = self.device_node(name);
+        if !ext4::is_mounted(&node) {
+            fs::write(&node, b"").map_err(|e| internal(e.to_string()))?;
+            rustix::mount::mount_bind(&dev, &node)
+                .map_err(|e| internal(format!("cannot bind {}: {e}", dev.display())))?;
+        }
+        pier_storage::loopdev::minor(&dev).map_err(st)
+    }
+
+    /// Mounts a block volume's filesystem on its mountpoint.
+    pub fn mount_fs(&self, project: &ProjectName, name: &str) -> ApiResult<()> {
+        let v = self.get(project, name)?;
+        let disk = self
+            .disk(&v)
+            .ok_or_else(|| invalid(format!("volume {name} is not a block volume")))?;
+        let data = self.mountpoint(name);
+        if !ext4::is_mounted(&data) {
+            let dev = disk.attach().map_err(st)?;
+            ext4::mount_device(&dev, &data).map_err(st)?;
+        }
+        Ok(())
+    }
+
+    fn release_disk(&self, v: &VolumeInspect, disk: &pier_storage::block::Disk) {
+        let _ = ext4::unmount(&self.mountpoint(&v.name));
+        let node = self.device_node(&v.name);
+        let _ = ext4::unmount(&node);
+        let _ = fs::remove_file(&node);
+        disk.release();
+    }
+
+    /// Releases a block volume no running container uses: unmount, loop device, export.
+    pub fn release(&self, project: &ProjectName, name: &str) {
+        if let Ok(v) = self.get(project, name) {
+            if let Some(disk) = self.disk(&v) {
+                self.release_disk(&v, &disk);
+            }
+        }
+    }
+
+    // ---- snapshots, export, import -------------------------------------------------
+
+    fn snapshots_dir(&self, name: &str) -> PathBuf {
+        self.vdir(name).join("snapshots")
+    }
+
+    pub fn snapshots(&self, name: &str) -> Vec<String> {
+        let mut v: Vec<String> = fs::read_dir(self.snapshots_dir(name))
+            .map(|d| {
+                d.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .filter(|n| !n.starts_with('.'))
+                    .collect()
+            })
+            .unwrap_or_default();
+        v.sort();
+        v
+    }
+
+    /// A crash-consistent copy of the volume. Image volumes are frozen (the kernel
+    /// flushes and blocks writers) while their image is copied; directory volumes are
+    /// copied while `quiesce` holds their users paused.
+    pub fn snapshot(
+        &self,
+        project: &ProjectName,
+        name: &str,
+        snap: &str,
+        quiesce: &dyn Fn(bool),
+    ) -> ApiResult<()> {
+        let v = self.get(project, name)?;
+        if !valid_name(snap) {
+            return Err(invalid(format!("invalid snapshot name {snap:?}")));
+        }
+        let dir = self.snapshots_dir(name);
+        let dest = dir.join(snap);
+        if dest.exists() {
+            return Err(conflict(format!(
+                "volume {name} already has a snapshot {snap}"
+            )));
+        }
+        // Made under a temporary name and renamed: a crash leaves no half snapshot.
+        let tmp = dir.join(format!(".tmp-{snap}"));
+        let _ = fs::remove_dir_all(&tmp);
+        fs::create_dir_all(&tmp).map_err(|e| internal(e.to_string()))?;
+        let data = self.mountpoint(name);
+        let r = if let Some(disk) = self.disk(&v) {
+            // Users paused, and the filesystem (if mounted) frozen, while the image is
+            // copied.
+            quiesce(true);
+            let frozen = if ext4::is_mounted(&data) {
+                ext4::freeze(&data).ok()
+            } else {
+                None
+            };
+            let file = disk.image.file_name().expect("a file").to_owned();
+            let r = ext4::copy_sparse(&disk.image, &tmp.join(file)).map_err(st);
+            drop(frozen);
+            quiesce(false);
+            r
+        } else if v.size_limit.is_some() || v.inode_limit.is_some() {
+            ext4::freeze(&data).map_err(st).and_then(|frozen| {
+                let r = ext4::copy_sparse(&self.vdir(name).join("disk.img"), &tmp.join("disk.img"));
+                drop(frozen);
+                r.map_err(st)
+            })
+        } else {
+            fs::create_dir(tmp.join("data")).map_err(|e| internal(e.to_string()))?;
+            quiesce(true);
+            let r = tree::copy(&data, &tmp.join("data")).map_err(st);
+            quiesce(false);
+            r
+        };
+        if let Err(e) = r {
+            let _ = fs::remove_dir_all(&tmp);
+            return Err(e);
+        }
+        fs::rename(&tmp, &dest).map_err(|e| internal(e.to_string()))?;
+        Ok(())
+    }
+
+    /// Puts a snapshot's content back; the caller has checked no running container uses
+    /// the volume.
+    pub fn restore(&self, project: &ProjectName, name: &str, snap: &str) -> ApiResult<()> {
+        let v = self.get(project, name)?;
+        let src = self.snapshots_dir(name).join(snap);
+        if !src.is_dir() {
+            return Err(ApiError::new(
+                ErrorKind::NotFound,
+                format!("volume {name} has no snapshot {snap}"),
+            ));
+        }
+        let data = self.mountpoint(name);
+        if let Some(disk) = self.disk(&v) {
+            self.release_disk(&v, &disk);
+            let file = disk.image.file_name().expect("a file").to_owned();
+            let tmp = self.vdir(name).join("disk.restoring");
+            ext4::copy_sparse(&src.join(file), &tmp).map_err(st)?;
+            fs::rename(&tmp, &disk.image).map_err(|e| internal(e.to_string()))?;
+        } else if v.size_limit.is_some() || v.inode_limit.is_some() {
+            let img = self.vdir(name).join("disk.img");
+            let tmp = self.vdir(name).join("disk.img.restoring");
+            ext4::copy_sparse(&src.join("disk.img"), &tmp).map_err(st)?;
+            ext4::unmount(&data).map_err(st)?;
+            fs::rename(&tmp, &img).map_err(|e| internal(e.to_string()))?;
+            ext4::mount(&img, &data).map_err(st)?;
+        } else {
+            tree::clear(&data).map_err(st)?;
+            tree::copy(&src.join("data"), &data).map_err(st)?;
+        }
+        Ok(())
+    }
+
+    pub fn remove_snapshot(&self, project: &ProjectName, name: &str, snap: &str) -> ApiResult<()> {
+        self.get(project, name)?;
+        let p = self.snapshots_dir(name).join(snap);
+        if !p.is_dir() || snap.starts_with('.') {
+            return Err(ApiError::new(
+                ErrorKind::NotFound,
+                format!("volume {name} has no snapshot {snap}"),
+            ));
+        }
+        fs::remove_dir_all(&p).map_err(|e| internal(e.to_string()))
+    }
+
+    /// Writes the volume's content as a tar (image volumes frozen meanwhile).
+    pub fn export(&self, project: &ProjectName, name: &str, out: impl Write) -> ApiResult<()> {
+        let v = self.get(project, name)?;
+        if v.driver == "block" {
+            return Err(invalid(format!(
+                "volume {name} is a block volume: export works on file volumes; copy its image with qemu-img, or snapshot it"
+            )));
+        }
+        let data = self.mountpoint(name);
+        let _frozen = if v.size_limit.is_some() || v.inode_limit.is_some() {
+            Some(ext4::freeze(&data).map_err(st)?)
+        } else {
+            None
+        };
+        tree::export_tar(&data, out).map_err(st)
+    }
+
+    /// Makes a volume from a tar (as `export` writes). `expect` is the archive's
+    /// sha256 (hex) when the client knows it: a mismatch, or any bad entry, leaves no
+    /// volume behind.
+    pub fn import(
+        &self,
+        project: &ProjectName,
+        req: VolumeCreate,
+        body: impl Read,
+        expect: Option<&str>,
+    ) -> ApiResult<VolumeInspect> {
+        let v = self.create(project, req, false)?;
+        let data = self.mountpoint(&v.name);
+        let mut hashing = HashingReader {
+            inner: body,
+            hash: <sha2::Sha256 as sha2::Digest>::new(),
+        };
+        let mut limits = pier_image::unpack::Limits::default();
+        if let Some(s) = v.size_limit {
+            limits.max_total_size = s;
+        }
+        let r = pier_image::unpack::unpack_layer(&mut hashing, &data, &limits)
+            .map_err(|e| invalid(format!("the archive cannot be imported: {e}")))
+            .and_then(|_| {
+                // The rest of the stream (tar padding) counts for the checksum too.
+                std::io::copy(&mut hashing, &mut std::io::sink())
+                    .map_err(|e| invalid(format!("reading the archive: {e}")))?;
+                let got = hex(&sha2::Digest::finalize(hashing.hash.clone()));
+                match expect {
+                    Some(want) if want.trim_start_matches("sha256:") != got => Err(invalid(format!(
+                        "the archive's checksum is sha256:{got}, not {want}: it is corrupt or not the one exported"
+                    ))),
+                    _ => Ok(()),
+                }
+            });
+        if let Err(e) = r {
+            let _ = self.remove(project, &v.name);
+            return Err(e);
+        }
+        Ok(v)
+    }
+
+    // ---- reconcile -----------------------------------------------------------------
+
+    /// At daemon start: mounts limited volumes whose filesystem is not mounted, removes
+    /// directories no record owns (a crash during create or remove) and half-made
+    /// snapshots.
+    pub fn reconcile(&self) -> ApiResult<()> {
+        let records = self.db.list_json::<VolumeInspect>(Table::Volumes, "")?;
+        let known: std::collections::HashSet<String> =
+            records.iter().map(|(_, v)| v.name.clone()).collect();
+        for (_, v) in &records {
+            let data = self.mountpoint(&v.name);
+            let img = self.vdir(&v.name).join("disk.img");
+            if img.exists() && !ext4::is_mounted(&data) {
+                if let Err(e) = ext4::mount(&img, &data) {
+                    tracing::warn!(volume = %v.name, error = %e, "cannot mount a volume");
+                }
+            }
+            if let Ok(rd) = fs::read_dir(self.snapshots_dir(&v.name)) {
+                for e in rd.flatten() {
+                    if e.file_name().to_string_lossy().starts_with(".tmp-") {
+                        let _ = fs::remove_dir_all(e.path());
+                    }
+                }
+            }
+        }
+        if let Ok(rd) = fs::read_dir(&self.dir) {
+            for e in rd.flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                if !known.contains(&name) {
+                    let _ = ext4::unmount(&e.path().join("_data"));
+                    let _ = fs::remove_dir_all(e.path());
+                    tracing::info!(volume = %name, "removed the leftovers of a volume with no record");
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Labels filter for `ls`.
+    pub fn matches(v: &VolumeInspect, filters: &BTreeMap<String, String>) -> bool {
+        filters.iter().all(|(k, want)| match k.as_str() {
+            "name" => v.name.contains(want.as_str()),
+            "label" => match want.split_once('=') {
+                Some((lk, lv)) => v.labels.get(lk).map(String::as_str) == Some(lv),
+                None => v.labels.contains_key(want),
+            },
+            _ => true,
+        })
+    }
+}
+
+struct HashingReader<R> {
+    inner: R,
+    hash: sha2::Sha256,
+}
+
+impl<R: Read> Read for HashingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        sha2::Digest::update(&mut self.hash, &buf[..n]);
+        Ok(n)
+    }
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// Bytes and inodes under a directory (a walk; directory volumes have no counter).
+fn dir_usage(p: &Path) -> VolumeUsage {
+    let mut u = VolumeUsage::default();
+    let Ok(rd) = fs::read_dir(p) else {
+        return u;
+    };
+    for e in rd.flatten() {
+        let Ok(m) = e.path().symlink_metadata() else {
+            continue;
+        };
+        u.inodes += 1;
+        if m.is_dir() {
+            let sub = dir_usage(&e.path());
+            u.bytes += sub.bytes;
+            u.inodes += sub.inodes;
+        } else {
+            u.bytes += m.len();
+        }
+    }
+    u
+}

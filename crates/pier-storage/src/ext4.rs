@@ -1,0 +1,269 @@
+//! Filesystem images with enforced limits: an ext4 filesystem made in a sparse file,
+//! sized so that exactly (or just over) the bytes and inodes asked for are usable, and
+//! mounted through a loop device.
+
+use std::fs::{File, OpenOptions};
+use std::os::fd::AsRawFd;
+use std::path::Path;
+use std::process::Command;
+
+use crate::{io, loopdev, Error, Result};
+
+/// What a freshly made filesystem can hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Capacity {
+    /// Bytes a user can write.
+    pub bytes: u64,
+    /// Files and directories a user can make.
+    pub inodes: u64,
+}
+
+fn run(cmd: &mut Command, what: &str) -> Result<()> {
+    let out = cmd
+        .output()
+        .map_err(io(format!("run {what} (install Debian's e2fsprogs)")))?;
+    if !out.status.success() {
+        return Err(Error::Tool(format!(
+            "{what} failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    Ok(())
+}
+
+/// What a user can write on the filesystem in `image`, as the kernel reports it once
+/// mounted (ext4 keeps some blocks back for its own metadata; statfs accounts for them).
+fn capacity(image: &Path) -> Result<Capacity> {
+    let dir = image.with_extension("probe");
+    std::fs::create_dir_all(&dir).map_err(io(format!("create {}", dir.display())))?;
+    let r = mount(image, &dir).and_then(|()| {
+        let s = rustix::fs::statvfs(&dir)
+            .map_err(|e| Error::Io(format!("statvfs {}", dir.display()), e.into()));
+        let _ = unmount(&dir);
+        let s = s?;
+        Ok(Capacity {
+            bytes: s.f_bavail * s.f_frsize,
+            inodes: s.f_favail,
+        })
+    });
+    let _ = std::fs::remove_dir(&dir);
+    r
+}
+
+fn mkfs(image: &Path, file_size: u64, inodes: Option<u64>) -> Result<Capacity> {
+    let f = OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .write(true)
+        .open(image)
+        .map_err(io(format!("create {}", image.display())))?;
+    f.set_len(file_size)
+        .map_err(io(format!("size {}", image.display())))?;
+    drop(f);
+    let mut cmd = Command::new("mkfs.ext4");
+    // No blocks reserved for root: the limit is the limit for everybody.
+    cmd.args(["-q", "-F", "-m", "0", "-E", "nodiscard"]);
+    if let Some(n) = inodes {
+        cmd.arg("-N").arg(n.to_string());
+    }
+    cmd.arg(image);
+    run(&mut cmd, "mkfs.ext4")?;
+    capacity(image)
+}
+
+/// Makes `image` a filesystem on which at least `bytes` bytes (and, if given, at least
+/// `inodes` files) fit, and not much more: within 1% or 512 KiB of the bytes asked for,
+/// and the inodes rounded up to ext4's inode-table granularity.
+pub fn make(image: &Path, bytes: u64, inodes: Option<u64>) -> Result<Capacity> {
+    // ext4 keeps 11 inodes for itself (root, lost+found, journal, ...).
+    let mut n = inodes.map(|i| i + 11);
+    let slack = (bytes / 100).max(512 << 10);
+    let mut file_size = bytes + bytes / 32 + (3 << 19);
+    for _ in 0..8 {
+        let cap = mkfs(image, file_size, n)?;
+        if let (Some(want), Some(asked)) = (inodes, n) {
+            if cap.inodes < want {
+                n = Some(asked + (want - cap.inodes).max(8));
+                continue;
+            }
+        }
+        if cap.bytes < bytes {
+            file_size += bytes - cap.bytes + (64 << 10);
+        } else if cap.bytes > bytes + slack {
+            file_size -= (cap.bytes - bytes) - (64 << 10).min(cap.bytes - bytes);
+        } else {
+            return Ok(cap);
+        }
+    }
+    let cap = capacity(image)?;
+    if cap.bytes >= bytes {
+        return Ok(cap);
+    }
+    Err(Error::Tool(format!(
+        "could not size a filesystem for {bytes} bytes"
+    )))
+}
+
+/// Mounts the filesystem image on `target` through a loop device released on unmount.
+pub fn mount(image: &Path, target: &Path) -> Result<()> {
+    let (dev, _keep) = loopdev::attach(image, true)?;
+    mount_device(&dev, target).map_err(|e| match e {
+        Error::Io(_, err) => Error::Io(
+            format!("mount {} on {}", image.display(), target.display()),
+            err,
+        ),
+        other => other,
+    })
+}
+
+/// Mounts the ext4 filesystem on block device `dev` on `target`.
+pub fn mount_device(dev: &Path, target: &Path) -> Result<()> {
+    rustix::mount::mount(
+        dev,
+        target,
+        "ext4",
+        rustix::mount::MountFlags::NOSUID | rustix::mount::MountFlags::NODEV,
+        None::<&std::ffi::CStr>,
+    )
+    .map_err(|e| {
+        Error::Io(
+            format!("mount {} on {}", dev.display(), target.display()),
+            e.into(),
+        )
+    })
+}
+
+/// Unmounts `target` (a missing mount is not an error).
+pub fn unmount(target: &Path) -> Result<()> {
+    match rustix::mount::unmount(target, rustix::mount::UnmountFlags::empty()) {
+        Ok(()) => Ok(()),
+        Err(rustix::io::Errno::INVAL) | Err(rustix::io::Errno::NOENT) => Ok(()),
+        Err(e) => Err(Error::Io(format!("unmount {}", target.display()), e.into())),
+    }
+}
+
+/// Whether `path` is a mount point (its device differs from its parent's).
+pub fn is_mounted(path: &Path) -> bool {
+    let p = path.to_string_lossy();
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap_or_default()
+        .lines()
+        .any(|l| l.split(' ').nth(4) == Some(&p))
+}
+
+/// Bytes and inodes used on the filesystem holding `path`.
+pub fn usage(path: &Path) -> Result<(u64, u64)> {
+    let s = rustix::fs::statvfs(path)
+        .map_err(|e| Error::Io(format!("statvfs {}", path.display()), e.into()))?;
+    Ok(((s.f_blocks - s.f_bfree) * s.f_frsize, s.f_files - s.f_ffree))
+}
+
+const FIFREEZE: libc::c_ulong = 0xC004_5877;
+const FITHAW: libc::c_ulong = 0xC004_5878;
+
+/// A frozen filesystem: writes block until it is dropped. Its on-disk state is then
+/// consistent (journal flushed), so a copy of the image taken meanwhile is
+/// crash-consistent.
+pub struct Frozen(File);
+
+pub fn freeze(mountpoint: &Path) -> Result<Frozen> {
+    let f = File::open(mountpoint).map_err(io(format!("open {}", mountpoint.display())))?;
+    // SAFETY: FIFREEZE takes no pointer argument that we pass; the fd is valid.
+    if unsafe { libc::ioctl(f.as_raw_fd(), FIFREEZE, 0) } < 0 {
+        return Err(Error::Io(
+            format!("freeze {}", mountpoint.display()),
+            std::io::Error::last_os_error(),
+        ));
+    }
+    Ok(Frozen(f))
+}
+
+impl Drop for Frozen {
+    fn drop(&mut self) {
+        // SAFETY: as above; thawing a filesystem we froze.
+        unsafe { libc::ioctl(self.0.as_raw_fd(), FITHAW, 0) };
+    }
+}
+
+/// Copies a (sparse) file, keeping holes: data ranges found with SEEK_DATA/SEEK_HOLE.
+pub fn copy_sparse(from: &Path, to: &Path) -> Result<()> {
+    let src = File::open(from).map_err(io(format!("open {}", from.display())))?;
+    let dst = OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .write(true)
+        .open(to)
+        .map_err(io(format!("create {}", to.display())))?;
+    let len = src
+        .metadata()
+        .map_err(io(format!("stat {}", from.display())))?
+        .len();
+    dst.set_len(len)
+        .map_err(io(format!("size {}", to.display())))?;
+    let mut off: i64 = 0;
+    while (off as u64) < len {
+        // SAFETY: lseek on a valid fd.
+        let data = unsafe { libc::lseek(src.as_raw_fd(), off, libc::SEEK_DATA) };
+        if data < 0 {
+            break; // ENXIO: no more data
+        }
+        // SAFETY: as above.
+        let hole = unsafe { libc::lseek(src.as_raw_fd(), data, libc::SEEK_HOLE) };
+        let end = if hole < 0 { len as i64 } else { hole };
+        let mut from_off = data;
+        let mut to_off = data;
+        while from_off < end {
+            // SAFETY: copy_file_range between two valid fds with valid offset pointers.
+            let n = unsafe {
+                libc::copy_file_range(
+                    src.as_raw_fd(),
+                    &mut from_off,
+                    dst.as_raw_fd(),
+                    &mut to_off,
+                    (end - from_off) as usize,
+                    0,
+                )
+            };
+            if n <= 0 {
+                return Err(Error::Io(
+                    format!("copy {} to {}", from.display(), to.display()),
+                    std::io::Error::last_os_error(),
+                ));
+            }
+        }
+        off = end;
+    }
+    dst.sync_all()
+        .map_err(io(format!("sync {}", to.display())))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_land_close_to_what_is_asked() {
+        let d = tempfile::tempdir().unwrap();
+        let img = d.path().join("v.img");
+        for (bytes, inodes) in [
+            (10u64 << 20, None),
+            (3 << 20, Some(100u64)),
+            (64 << 20, Some(5000)),
+        ] {
+            let cap = make(&img, bytes, inodes).unwrap();
+            assert!(cap.bytes >= bytes, "{bytes}: {cap:?}");
+            assert!(
+                cap.bytes <= bytes + (bytes / 100).max(512 << 10),
+                "{bytes}: {cap:?}"
+            );
+            if let Some(i) = inodes {
+                assert!(cap.inodes >= i && cap.inodes < i + 64, "{i}: {cap:?}");
+            }
+            // Sparse: the file takes far less room on disk than its size.
+            let used =
+                std::os::unix::fs::MetadataExt::blocks(&std::fs::metadata(&img).unwrap()) * 512;
+            assert!(used < bytes, "{used} of {bytes}");
+        }
+    }
+}
