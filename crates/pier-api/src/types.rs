@@ -86,6 +86,9 @@ pub struct ImageInspect {
     pub config: serde_json::Value,
     pub layers: Vec<LayerInfo>,
     pub history: Vec<HistoryEntry>,
+    /// For an image a build step made: the image the step ran on (Docker's `Parent`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<Digest>,
 }
 
 /// Body of `POST /v1/images/{reference}/tag`.

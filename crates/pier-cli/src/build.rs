@@ -45,13 +45,14 @@ pub struct BuildArgs {
 }
 
 /// Adds `dir`'s entries under `rel` to the tar, skipping what the rules exclude except
-/// the names in `keep`.
+/// the names in `keep`, and the names in `skip`.
 fn add_tree(
     tar: &mut tar::Builder<fs::File>,
     dir: &Path,
     rel: &str,
     rules: &IgnoreRules,
     keep: &[String],
+    skip: &[String],
 ) -> Result<(), CliError> {
     let cannot =
         |p: &str, e: std::io::Error| fail(format!("cannot add {p} to the build context: {e}"));
@@ -71,7 +72,7 @@ fn add_tree(
             .path()
             .symlink_metadata()
             .map_err(|err| cannot(&path, err))?;
-        let excluded = rules.is_excluded(&path) && !keep.contains(&path);
+        let excluded = (rules.is_excluded(&path) && !keep.contains(&path)) || skip.contains(&path);
         let ft = m.file_type();
         if ft.is_dir() {
             if excluded && !rules.has_exceptions() {
@@ -81,7 +82,7 @@ fn add_tree(
                 tar.append_path_with_name(e.path(), &path)
                     .map_err(|err| cannot(&path, err))?;
             }
-            add_tree(tar, &e.path(), &path, rules, keep)?;
+            add_tree(tar, &e.path(), &path, rules, keep, skip)?;
         } else if !excluded && (ft.is_file() || ft.is_symlink()) {
             tar.append_path_with_name(e.path(), &path)
                 .map_err(|err| cannot(&path, err))?;
@@ -116,21 +117,35 @@ fn write_context(
             }
         }
     };
-    let rules = match fs::read_to_string(ctx.join(".dockerignore")) {
-        Ok(t) => IgnoreRules::parse(&t).map_err(|e| fail(format!(".dockerignore: {e}")))?,
-        Err(_) => IgnoreRules::default(),
-    };
+    let had_ignore = ctx.join(".dockerignore").exists();
+    let ignore_text = fs::read_to_string(ctx.join(".dockerignore")).unwrap_or_default();
+    let rules =
+        IgnoreRules::parse(&ignore_text).map_err(|e| fail(format!(".dockerignore: {e}")))?;
     let file = tempfile::NamedTempFile::new()?;
     let mut tar = tar::Builder::new(file.reopen()?);
     tar.follow_symlinks(false);
     let keep = vec![name.clone(), ".dockerignore".to_string()];
-    add_tree(&mut tar, ctx, "", &rules, &keep)?;
+    let mut skip = Vec::new();
+    if outside.is_some() {
+        // Written below, with the added Dockerfile excluded so `COPY .` does not take it.
+        skip.push(".dockerignore".to_string());
+    }
+    add_tree(&mut tar, ctx, "", &rules, &keep, &skip)?;
     if let Some(text) = outside {
-        let mut h = tar::Header::new_gnu();
-        h.set_mode(0o644);
-        h.set_size(text.len() as u64);
-        h.set_mtime(0);
-        tar.append_data(&mut h, &name, &text[..])?;
+        let mut add = |path: &str, data: &[u8]| -> std::io::Result<()> {
+            let mut h = tar::Header::new_gnu();
+            h.set_mode(0o644);
+            h.set_size(data.len() as u64);
+            h.set_mtime(0);
+            tar.append_data(&mut h, path, data)
+        };
+        add(&name, &text)?;
+        // Without a .dockerignore of the user's, the one made here leaves itself out too.
+        let own = if had_ignore { "" } else { ".dockerignore\n" };
+        add(
+            ".dockerignore",
+            format!("{ignore_text}\n{name}\n{own}").as_bytes(),
+        )?;
     }
     tar.into_inner()?.flush()?;
     Ok((file, name))

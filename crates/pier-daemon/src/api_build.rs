@@ -119,9 +119,17 @@ pub fn parse_query(raw: &str) -> ApiResult<BuildOptions> {
     responses((status = 200, content_type = "application/x-ndjson", body = [BuildLine]),
         (status = 400, body = ErrorBody)))]
 async fn build(State(e): Shared, RawQuery(q): RawQuery, body: Body) -> ApiResult<Response> {
-    let opts = parse_query(q.as_deref().unwrap_or(""))?;
+    let mut opts = parse_query(q.as_deref().unwrap_or(""))?;
     let reader = body_reader(body);
     let (mut writer, body) = body_writer();
+    // A client that goes away cancels its build, as Docker's does.
+    let cancel = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    opts.cancel = Some(cancel.clone());
+    let gone = writer.closed();
+    let watcher = tokio::spawn(async move {
+        gone.await;
+        cancel.store(true, std::sync::atomic::Ordering::Relaxed);
+    });
     let builder = Builder::new(&e);
     tokio::task::spawn_blocking(move || {
         let mut send = |line: BuildLine| {
@@ -139,6 +147,7 @@ async fn build(State(e): Shared, RawQuery(q): RawQuery, body: Body) -> ApiResult
         if let Err(err) = writer.finish() {
             tracing::debug!(error = %err, "the build's client went away");
         }
+        watcher.abort();
     });
     Ok(([(header::CONTENT_TYPE, "application/x-ndjson")], body).into_response())
 }

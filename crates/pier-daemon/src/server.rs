@@ -133,6 +133,8 @@ pub async fn run(mut config: DaemonConfig) -> Result<(), DaemonError> {
         .restore()
         .await
         .map_err(|e| DaemonError::Restore(e.message))?;
+    // No build survives a restart: the containers of their RUN steps go.
+    crate::build::remove_orphans(&engine.containers).await;
     engine
         .containers
         .networks

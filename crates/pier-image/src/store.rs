@@ -415,6 +415,7 @@ impl ImageStore {
                 .cloned()
                 .unwrap_or(serde_json::Value::Null),
             history: history_of(&config, &rec.layers),
+            parent: rec.build.as_ref().and_then(|b| b.parent.clone()),
             layers: rec.layers,
         })
     }

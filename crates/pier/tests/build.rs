@@ -282,6 +282,9 @@ ONBUILD RUN echo triggered
     assert!(!empty("COPY file:"));
     assert!(!empty("ADD file:"));
     assert!(!empty("|2 VERSION=1.0 WHO=tester /bin/sh -c echo"));
+    // Built images know what they were built on (Docker's `Parent`).
+    let parent = d.json(&["image", "inspect", "single:1"])[0]["parent"].clone();
+    assert!(parent.as_str().unwrap().starts_with("sha256:"), "{parent}");
     // Only the final image is listed; the intermediate ones with -a.
     let listed = d.ok(&["images", "-q"]);
     assert_eq!(listed.lines().count(), 2, "{listed}");
@@ -568,6 +571,99 @@ CMD echo hi
             == "|2 GLOBAL=from-cli LOCAL=local-default /bin/busybox sh -c echo via-shell"),
         "RUN goes through the SHELL: {h}"
     );
+    assert_nothing_left(&d);
+}
+
+#[test]
+fn dockerfile_outside_the_context_or_on_stdin() {
+    let d = with_busybox();
+    let ctx = context(&d, "outside-ctx", &[("data.txt", b"data")]);
+    let df = context(
+        &d,
+        "outside-df",
+        &[("build.Dockerfile", b"FROM bb\nCOPY . /ctx/\n")],
+    );
+    build_ok(
+        &d,
+        &ctx,
+        &[
+            "-f",
+            df.join("build.Dockerfile").to_str().unwrap(),
+            "-t",
+            "outside:1",
+        ],
+    );
+    assert_eq!(
+        sh(&d, "outside:1", "cd /ctx && find . -type f"),
+        "./data.txt\n",
+        "the Dockerfile added to the context is not copied"
+    );
+    let out = d.with_input(
+        &["build", "-f", "-", "-t", "stdin:1", ctx.to_str().unwrap()],
+        b"FROM bb\nCOPY data.txt /from-stdin\n",
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(sh(&d, "stdin:1", "cat /from-stdin"), "data");
+    assert_nothing_left(&d);
+}
+
+#[test]
+fn interrupted_builds_leave_nothing() {
+    use std::io::BufRead;
+    let mut d = with_busybox();
+    let ctx = context(
+        &d,
+        "slow",
+        &[("Dockerfile", b"FROM bb\nRUN echo started && sleep 60\n")],
+    );
+    let start = |d: &Daemon| {
+        let mut child = d
+            .cmd()
+            .args(["build", ctx.to_str().unwrap()])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+        assert!(
+            lines.any(|l| l.unwrap() == "started"),
+            "the RUN step did not start"
+        );
+        child
+    };
+    let wait_empty = |d: &Daemon| {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+        loop {
+            let dirs = fs::read_dir(d.root.join("build"))
+                .map(|r| r.count())
+                .unwrap_or(0);
+            if dirs == 0 && no_containers(d) {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the build left things"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    };
+
+    // The client goes away: the build stops and its step's container goes.
+    let mut child = start(&d);
+    child.kill().unwrap();
+    child.wait().unwrap();
+    wait_empty(&d);
+
+    // The daemon dies mid-step: once restarted, nothing of the build is left.
+    let mut child = start(&d);
+    d.kill9();
+    assert!(!child.wait().unwrap().success());
+    d.spawn();
+    wait_empty(&d);
     assert_nothing_left(&d);
 }
 

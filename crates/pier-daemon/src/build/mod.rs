@@ -31,6 +31,7 @@ mod steps;
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use pier_api::{Digest, ErrorKind, ImageRef, ProjectName};
@@ -80,6 +81,9 @@ pub struct BuildOptions {
     /// `--label KEY=VALUE`: labels of the image, set by a `LABEL` step added to the end of
     /// the last stage, as Docker's classic builder adds it.
     pub labels: BTreeMap<String, String>,
+    /// Set (by the caller, from anywhere) to stop the build: a running step's container
+    /// is killed, and the build fails with [`BuildError::Cancelled`].
+    pub cancel: Option<Arc<AtomicBool>>,
 }
 
 /// What a build reports as it goes.
@@ -121,6 +125,8 @@ pub enum BuildError {
         message: String,
         code: Option<i32>,
     },
+    #[error("the build was cancelled")]
+    Cancelled,
     #[error(transparent)]
     Image(#[from] ImageError),
     /// The engine refused something (creating a step's container, ...).
@@ -162,6 +168,7 @@ impl BuildError {
             BuildError::Image(e) => e.kind(),
             BuildError::Engine { kind, .. } => *kind,
             BuildError::Io { .. } => ErrorKind::Internal,
+            BuildError::Cancelled => ErrorKind::Conflict,
         }
     }
 
@@ -187,6 +194,25 @@ impl BuildError {
             src = e.source();
         }
         s
+    }
+}
+
+/// The label of the containers of `RUN` steps.
+pub const BUILD_LABEL: &str = "pier.build";
+
+/// Removes the containers of `RUN` steps a stopped daemon left (no build survives a
+/// restart). Called at daemon start, after containers are restored.
+pub async fn remove_orphans(containers: &Containers) {
+    let project = ProjectName::default_project();
+    let filter = format!("label={BUILD_LABEL}");
+    let Ok(left) = containers.list(&project, true, Some(&filter)) else {
+        return;
+    };
+    for c in left {
+        tracing::info!(container = %c.id, "removing the container of an interrupted build step");
+        if let Err(e) = containers.remove(&project, &c.id, true, true).await {
+            tracing::warn!(container = %c.id, error = %e.message, "cannot remove an interrupted build step's container");
+        }
     }
 }
 
@@ -353,6 +379,26 @@ impl Build<'_> {
         (self.progress)(BuildEvent::Stream(text.into()));
     }
 
+    fn cancelled(&self) -> bool {
+        self.opts
+            .cancel
+            .as_ref()
+            .is_some_and(|c| c.load(Ordering::Relaxed))
+    }
+
+    /// Says `Step N/M : ...`, unless the build was cancelled.
+    fn step_line(&mut self, i: &Instruction) -> Result<(), BuildError> {
+        if self.cancelled() {
+            return Err(BuildError::Cancelled);
+        }
+        self.step += 1;
+        self.say(format!(
+            "Step {}/{} : {}\n",
+            self.step, self.total, i.original
+        ));
+        Ok(())
+    }
+
     fn next_name(&mut self, what: &str) -> PathBuf {
         self.counter += 1;
         self.work.join(format!("{what}-{}", self.counter))
@@ -472,11 +518,7 @@ impl Build<'_> {
         extra: Option<&Instruction>,
     ) -> Result<(Option<String>, Option<ImageRecord>), BuildError> {
         let from = &instructions[0];
-        self.step += 1;
-        self.say(format!(
-            "Step {}/{} : {}\n",
-            self.step, self.total, from.original
-        ));
+        self.step_line(from)?;
         let mut stage = self.from(from)?;
         // The base image's ONBUILD triggers run first, as Docker runs them.
         let triggers: Vec<String> = stage.config["config"]["OnBuild"]
@@ -507,11 +549,7 @@ impl Build<'_> {
             }
         }
         for i in instructions[1..].iter().chain(extra) {
-            self.step += 1;
-            self.say(format!(
-                "Step {}/{} : {}\n",
-                self.step, self.total, i.original
-            ));
+            self.step_line(i)?;
             self.dispatch(&mut stage, i)?;
         }
         Ok((stage.name, stage.image))

@@ -55,6 +55,7 @@ impl Build<'_> {
             entrypoint: Some(Vec::new()),
             env,
             network,
+            labels: [(super::BUILD_LABEL.to_string(), "run".to_string())].into(),
             ..Default::default()
         };
         let created = containers.create(self.project, req)?;
@@ -96,6 +97,10 @@ impl Build<'_> {
             }
             if let Some(r) = done {
                 break r.exit_code;
+            }
+            if self.cancelled() {
+                // The guard removes the container, killing what still runs in it.
+                return Err(BuildError::Cancelled);
             }
         };
         if code != 0 {
