@@ -391,8 +391,11 @@ fn cache_hits_invalidation_restart_and_no_cache() {
     assert_eq!(cached(&first), vec![false; 6]);
     let id = built_id(&first);
 
-    // The same build again: every step from the cache, no container, the same image.
+    // The same build again: every step from the cache, no container, no new layer or
+    // blob, the same image.
+    let files = d.image_files();
     let again = build_ok(&d, &ctx, &["-t", "cache:1"]);
+    assert_eq!(d.image_files(), files, "a cached build writes nothing");
     assert_eq!(cached(&again), vec![true; 6], "{again}");
     assert!(!again.contains("Running in"), "{again}");
     assert_eq!(built_id(&again), id);
@@ -814,6 +817,13 @@ fn bad_input_is_refused_and_leaves_nothing() {
             vec![],
             vec![],
             "BuildKit feature",
+        ),
+        (
+            "dupstage",
+            "FROM bb AS x\nFROM bb AS X\n",
+            vec![],
+            vec![],
+            "the stage name \"x\" is used twice",
         ),
         (
             "target",

@@ -447,6 +447,17 @@ impl Build<'_> {
             }
         }
         stages.push(&rest[start..]);
+        let mut names = BTreeSet::new();
+        for s in &stages {
+            if let Command::From { alias: Some(a), .. } = &s[0].command {
+                if !names.insert(a.clone()) {
+                    return Err(BuildError::Invalid(format!(
+                        "line {}: the stage name {a:?} is used twice; give each stage its own",
+                        s[0].line
+                    )));
+                }
+            }
+        }
         let last = match &self.opts.target {
             None => stages.len() - 1,
             Some(t) => stages
