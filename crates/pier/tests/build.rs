@@ -671,7 +671,7 @@ fn interrupted_builds_leave_nothing() {
 }
 
 #[test]
-fn run_steps_use_the_network_asked_for() {
+fn run_steps_use_the_network_asked_for_and_volumes_as_docker_does() {
     let d = with_busybox();
     let ctx = context(
         &d,
@@ -687,6 +687,22 @@ fn run_steps_use_the_network_asked_for() {
         out.trim().starts_with("sha256:") && out.lines().count() == 1,
         "{out}"
     );
+
+    // After VOLUME, what RUN writes there is discarded (the step's container has a
+    // volume there), and the step's anonymous volume goes with its container.
+    let vol = context(
+        &d,
+        "vol",
+        &[(
+            "Dockerfile",
+            b"FROM bb\nRUN mkdir /data && echo before > /data/old\nVOLUME /data\nRUN echo x > /data/new && ls /data\n",
+        )],
+    );
+    let out = build_ok(&d, &vol, &["-t", "vol:1"]);
+    assert!(out.contains("\nnew\nold\n"), "{out}");
+    assert_eq!(d.ok(&["run", "--rm", "vol:1", "ls", "/data"]), "old\n");
+    assert!(no_containers(&d));
+    assert_eq!(d.ok(&["volume", "ls", "-q"]), "", "no volume is left");
     assert_nothing_left(&d);
 }
 

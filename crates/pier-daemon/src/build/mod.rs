@@ -256,11 +256,27 @@ impl Builder {
     }
 
     /// Builds the image the Dockerfile in `context` (a tar, plain or gzip/zstd) describes,
-    /// in `project`, reporting progress to `progress`; returns the image ID.
+    /// in `project`, reporting progress to `progress`; returns the image ID. The image is
+    /// tagged with `opts.tags` once built; a failed build tags nothing.
     ///
     /// Blocking: call it on a blocking thread of the daemon's tokio runtime
     /// (`tokio::task::spawn_blocking`), since `RUN` steps start containers through it. The
     /// whole context is read before anything else happens.
+    ///
+    /// A server of Docker's `POST /build` sends each event as `event.to_line()` (a
+    /// [`pier_api::build::BuildLine`], already in Docker's shape) and a failure as
+    /// `BuildLine::error(err.chain(), err.exit_code())`, as `POST /v1/build` does:
+    ///
+    /// ```ignore
+    /// let builder = Builder::new(&engine);
+    /// tokio::task::spawn_blocking(move || {
+    ///     let mut send = |l: BuildLine| out.write_all(l.to_line().as_bytes());
+    ///     match builder.build(&project, context, opts, |ev| { let _ = send(ev.to_line()); }) {
+    ///         Ok(_id) => {}
+    ///         Err(e) => { let _ = send(BuildLine::error(e.chain(), e.exit_code())); }
+    ///     }
+    /// });
+    /// ```
     pub fn build(
         &self,
         project: &ProjectName,
