@@ -300,10 +300,15 @@ fn multi_stage_copy_from_target_and_triggers() {
         RUN echo compiled > app.bin && mkdir out && echo lib > out/lib.txt\n\
         FROM bb AS other\n\
         RUN echo other > /other\n\
+        FROM scratch AS tiny\n\
+        COPY --from=bb /bin/busybox /busybox\n\
+        RUN [\"/busybox\", \"mkdir\", \"/made\"]\n\
+        CMD [\"/busybox\", \"ls\", \"/\"]\n\
         FROM bb\n\
         COPY --from=build /src/app.bin /app/\n\
         COPY --from=0 /src/out /app/out\n\
         COPY --from=other /other /app/\n\
+        COPY --from=tiny /made /app/made\n\
         COPY --from=bb /bin/busybox /app/bb-copy\n\
         ENTRYPOINT [\"cat\"]\n";
     let ctx = context(&d, "multi", &[("Dockerfile", dockerfile.as_bytes())]);
@@ -312,9 +317,15 @@ fn multi_stage_copy_from_target_and_triggers() {
         sh(
             &d,
             "multi:1",
-            "cat /app/app.bin /app/out/lib.txt /app/other; test -x /app/bb-copy && echo x; test -e /src || echo no-src"
+            "cat /app/app.bin /app/out/lib.txt /app/other; test -x /app/bb-copy && echo x; test -e /src || echo no-src; test -d /app/made && echo made"
         ),
-        "compiled\nlib\nother\nx\nno-src\n"
+        "compiled\nlib\nother\nx\nno-src\nmade\n"
+    );
+    // A stage from scratch: what was copied in and made, and the runtime's mount points.
+    build_ok(&d, &ctx, &["--target", "tiny", "-t", "tiny:1"]);
+    assert_eq!(
+        d.ok(&["run", "--rm", "tiny:1"]),
+        "busybox\ndev\netc\nmade\nproc\nsys\n"
     );
     let c = config(&d, "multi:1");
     assert_eq!(c["Entrypoint"], serde_json::json!(["cat"]));
@@ -511,6 +522,7 @@ ENV FROM_ARG=${LOCAL} \
     ESCAPED=\$LOCAL \
     QUOTED='$LOCAL'
 ENV LOCAL=from-env
+ENV OLD_FORM value with  spaces
 RUN echo "env-wins=[$LOCAL]"
 SHELL ["/bin/busybox", "sh", "-c"]
 RUN echo via-shell
@@ -537,7 +549,7 @@ CMD echo hi
     assert!(out.contains("\nbefore=[]\n"), "{out}");
     assert!(out.contains("\nafter=[from-cli]\n"), "{out}");
     assert!(out.contains("\nenv-wins=[from-env]\n"), "{out}");
-    assert!(out.contains("Step 12/12 : LABEL "), "{out}");
+    assert!(out.contains("Step 13/13 : LABEL "), "{out}");
     assert!(
         out.contains("[Warning] One or more build-args [NOBODY_USES] were not consumed"),
         "{out}"
@@ -557,6 +569,7 @@ CMD echo hi
         "ESCAPED=$LOCAL",
         "QUOTED=$LOCAL",
         "LOCAL=from-env",
+        "OLD_FORM=value with  spaces",
     ] {
         assert!(env.contains(&e), "{e} in {env:?}");
     }
@@ -682,6 +695,12 @@ fn run_steps_use_the_network_asked_for_and_volumes_as_docker_does() {
     assert!(none.contains("\nlo\n") && !none.contains("eth0"), "{none}");
     let bridge = build_ok(&d, &ctx, &["--no-cache"]);
     assert!(bridge.contains("\neth0\n"), "{bridge}");
+    // The host's (here: the test daemon's namespace, where the bridge is).
+    let host = build_ok(&d, &ctx, &["--no-cache", "--network", "host"]);
+    assert!(
+        host.contains("\npier0\n") && !host.contains("eth0"),
+        "{host}"
+    );
     let out = d.ok(&["build", "-q", "--no-cache", ctx.to_str().unwrap()]);
     assert!(
         out.trim().starts_with("sha256:") && out.lines().count() == 1,

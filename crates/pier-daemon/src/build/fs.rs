@@ -407,6 +407,9 @@ mod tests {
         let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
         io::Write::write_all(&mut gz, &tar).unwrap();
         fs::write(dir.path().join("a.tgz"), gz.finish().unwrap()).unwrap();
+        let zst = zstd::stream::encode_all(&tar[..], 1).unwrap();
+        fs::write(dir.path().join("a.tar.zst"), zst).unwrap();
+        fs::write(dir.path().join("a.tar.bz2"), b"BZh91AY&SY").unwrap();
         fs::write(dir.path().join("plain.txt"), "hello").unwrap();
         fs::write(
             dir.path().join("a.tar.xz"),
@@ -415,6 +418,9 @@ mod tests {
         .unwrap();
         assert!(is_archive(&dir.path().join("a.tar"), "a.tar").unwrap());
         assert!(is_archive(&dir.path().join("a.tgz"), "a.tgz").unwrap());
+        assert!(is_archive(&dir.path().join("a.tar.zst"), "a.tar.zst").unwrap());
+        let e = is_archive(&dir.path().join("a.tar.bz2"), "a.tar.bz2").unwrap_err();
+        assert!(e.to_string().contains("bzip2-compressed"), "{e}");
         assert!(!is_archive(&dir.path().join("plain.txt"), "plain.txt").unwrap());
         let e = is_archive(&dir.path().join("a.tar.xz"), "a.tar.xz").unwrap_err();
         assert!(e.to_string().contains("xz-compressed"), "{e}");
