@@ -237,3 +237,81 @@ fn bad_instructions_name_their_line() {
     assert!(err("COPY --link a b").message.contains("BuildKit"));
     assert!(err("VOLUME [\"\"]").message.contains("empty"));
 }
+
+/// Arbitrary text (a cheap stand-in for a fuzz target): the parser, the substitution
+/// lexer and the pattern compiler answer with errors, never panics.
+#[test]
+fn arbitrary_input_never_panics() {
+    const ALPHABET: &[&str] = &[
+        "FROM",
+        "RUN",
+        "COPY",
+        "ENV",
+        "ARG",
+        "ONBUILD",
+        "HEALTHCHECK",
+        "CMD",
+        "SHELL",
+        "LABEL",
+        " ",
+        "\t",
+        "\n",
+        "\r\n",
+        "\\",
+        "`",
+        "#",
+        "=",
+        "\"",
+        "'",
+        "$",
+        "{",
+        "}",
+        ":-",
+        ":+",
+        ":?",
+        "[",
+        "]",
+        "--",
+        "--from=",
+        "--interval=",
+        "µs",
+        "1",
+        "a",
+        "é",
+        "*",
+        "**",
+        "?",
+        "!",
+        "/",
+        "..",
+        "NONE",
+        "AS",
+        "escape=`",
+        "\u{feff}",
+    ];
+    let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut next = || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    let env = |n: &str| (n.len() % 2 == 0).then(|| n.to_string());
+    for _ in 0..20_000 {
+        let len = (next() % 24) as usize;
+        let text: String = (0..len)
+            .map(|_| ALPHABET[(next() % ALPHABET.len() as u64) as usize])
+            .collect();
+        let _ = parse(&text);
+        let _ = words::expand(&text, '\\', &env);
+        let _ = words::expand_words(&text, '`', &env);
+        let _ = words::split_raw(&text, '\\');
+        let _ = parse_duration(&text);
+        if let Ok(g) = ignore::Glob::new(&text, true) {
+            let _ = g.matches(&text);
+        }
+        if let Ok(r) = ignore::IgnoreRules::parse(&text) {
+            let _ = r.is_excluded(&text);
+        }
+    }
+}
