@@ -160,6 +160,8 @@ pub async fn build(client: &Client, a: BuildArgs) -> Result<(), CliError> {
     }
     let mut query = Vec::new();
     for t in &a.tags {
+        t.parse::<pier_api::ImageRef>()
+            .map_err(|e| fail(format!("invalid tag {t:?}: {e}")))?;
         query.push(format!("t={}", encode_segment(t)));
     }
     for b in &a.build_args {

@@ -111,6 +111,19 @@ pub fn parse_query(raw: &str) -> ApiResult<BuildOptions> {
     Ok(opts)
 }
 
+/// Reads and drops up to `limit` bytes of a request body.
+async fn drain(body: Body, limit: usize) {
+    use futures_util::StreamExt;
+    let mut stream = body.into_data_stream();
+    let mut read = 0;
+    while let Some(Ok(chunk)) = stream.next().await {
+        read += chunk.len();
+        if read > limit {
+            break;
+        }
+    }
+}
+
 /// Builds an image from a Dockerfile. The body is the build context (a tar, plain or
 /// gzip/zstd-compressed); the answer streams JSON lines: `{"stream": ...}` output, then
 /// `{"aux": {"ID": ...}}`, or an `{"error": ...}` line as the last one on failure.
@@ -119,7 +132,15 @@ pub fn parse_query(raw: &str) -> ApiResult<BuildOptions> {
     responses((status = 200, content_type = "application/x-ndjson", body = [BuildLine]),
         (status = 400, body = ErrorBody)))]
 async fn build(State(e): Shared, RawQuery(q): RawQuery, body: Body) -> ApiResult<Response> {
-    let mut opts = parse_query(q.as_deref().unwrap_or(""))?;
+    let mut opts = match parse_query(q.as_deref().unwrap_or("")) {
+        Ok(o) => o,
+        Err(e) => {
+            // Read (some of) the context first: a client still sending it would see its
+            // connection closed rather than this answer.
+            drain(body, 256 << 20).await;
+            return Err(e);
+        }
+    };
     let reader = body_reader(body);
     let (mut writer, body) = body_writer();
     // A client that goes away cancels its build, as Docker's does.

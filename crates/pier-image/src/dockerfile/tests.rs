@@ -296,7 +296,7 @@ fn arbitrary_input_never_panics() {
         seed ^= seed << 17;
         seed
     };
-    let env = |n: &str| (n.len() % 2 == 0).then(|| n.to_string());
+    let env = |n: &str| n.len().is_multiple_of(2).then(|| n.to_string());
     for _ in 0..20_000 {
         let len = (next() % 24) as usize;
         let text: String = (0..len)
