@@ -22,7 +22,19 @@
 //! collected at once ([`pier_image::ImageStore::undo_on_error`]).
 //!
 //! Builds pin the images they stand on ([`pier_image::store::ImagePin`]), so a
-//! concurrent `prune` or `rm` cannot take them midway.
+//! concurrent `prune` or `rm` cannot take them midway. A client that goes away cancels
+//! its build (`BuildOptions::cancel`); a daemon that stops mid-build removes the step's
+//! container (labelled [`BUILD_LABEL`]) and work directory when it starts again.
+//!
+//! Where Pier differs from Docker's classic builder, on purpose or not yet:
+//! - the cache key of `COPY`/`ADD` covers the sources' names, types, modes, symlink
+//!   targets and contents, not their owners or times (Docker's leaves times out too);
+//! - `--chmod` works (Docker's classic builder refuses it); `--link`, `--parents`,
+//!   `--exclude`, `RUN --mount/--network/--security`, `ADD --checksum` are BuildKit's and
+//!   refused with a clear error, as are `ADD` of URLs and of bzip2 or xz archives;
+//! - archives `ADD` extracts keep their owners (`--chown` does not apply to them);
+//! - `ONBUILD` triggers of a base image run; the `FROM` of every stage up to the target
+//!   is built, needed or not, as the classic builder does.
 
 mod fs;
 mod run;
@@ -228,17 +240,7 @@ pub struct Builder {
 /// daemon start, before any build runs.
 pub fn cleanup(root: &Path) {
     let dir = root.join(BUILD_DIR);
-    let prefix = format!("{}/", dir.display());
-    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-    let mut points: Vec<&str> = mounts
-        .lines()
-        .filter_map(|l| l.split(' ').nth(4))
-        .filter(|p| p.starts_with(&prefix))
-        .collect();
-    points.sort_by_key(|p| std::cmp::Reverse(p.len()));
-    for p in points {
-        crate::containers::unmount(Path::new(p));
-    }
+    unmount_under(&dir);
     if dir.exists() {
         if let Err(e) = pier_image::store::remove_tree(&dir) {
             tracing::warn!(error = %e.chain(), "cannot remove what interrupted builds left");
@@ -331,6 +333,21 @@ impl Builder {
     }
 }
 
+/// Unmounts whatever is mounted below `dir`, deepest first.
+fn unmount_under(dir: &Path) {
+    let prefix = format!("{}/", dir.display());
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let mut points: Vec<&str> = mounts
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .filter(|p| p.starts_with(&prefix))
+        .collect();
+    points.sort_by_key(|p| std::cmp::Reverse(p.len()));
+    for p in points {
+        crate::containers::unmount(Path::new(p));
+    }
+}
+
 /// A build's work directory, removed (mounts first) when dropped.
 struct WorkDir {
     path: PathBuf,
@@ -347,6 +364,8 @@ impl WorkDir {
 
 impl Drop for WorkDir {
     fn drop(&mut self) {
+        // Step mounts are gone by now; this is for one that could not be unmounted then.
+        unmount_under(&self.path);
         if let Err(e) = pier_image::store::remove_tree(&self.path) {
             tracing::warn!(error = %e.chain(), "cannot remove a build's work directory");
         }
