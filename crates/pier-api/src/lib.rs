@@ -21,6 +21,7 @@ macro_rules! string_schema {
     };
 }
 
+pub mod build;
 pub mod containers;
 pub mod error;
 pub mod names;

@@ -2,6 +2,7 @@
 //! calls the daemon and prints a table (or JSON with `--format json`). The CLI holds no
 //! state of its own.
 
+mod build;
 mod containers;
 mod containers_fs;
 mod images;
@@ -60,6 +61,8 @@ pub enum Command {
     },
     /// List a container's published ports.
     Port { container: String },
+    /// Build an image from a Dockerfile.
+    Build(build::BuildArgs),
     /// List images (same as `pier image ls`).
     Images(images::ListArgs),
     /// Remove images (same as `pier image rm`).
@@ -257,6 +260,7 @@ pub async fn run_client(cli: Cli) -> Result<(), CliError> {
         Command::Quota { volume_bytes } => volumes::quota(&client, fmt, volume_bytes).await,
         Command::Port { container } => networks::port(&client, &container).await,
         Command::Images(args) => images::list(&client, fmt, args).await,
+        Command::Build(a) => build::build(&client, a).await,
         Command::Rmi(args) => images::remove(&client, fmt, args).await,
         Command::Run(a) => containers::run(&client, fmt, a).await,
         Command::Create(a) => containers::create(&client, fmt, a).await,

@@ -13,9 +13,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use pier_api::types::{
-    ArchiveFormat, FromHostRequest, HistoryEntry, ImageInspect, ImageSummary, ImportQuery,
-    LoadReport, PruneQuery, PruneReport, RemoveQuery, RemoveReport, SaveQuery, SystemInfo,
-    TagRequest,
+    ArchiveFormat, FromHostRequest, HistoryEntry, ImageInspect, ImageListQuery, ImageSummary,
+    ImportQuery, LoadReport, PruneQuery, PruneReport, RemoveQuery, RemoveReport, SaveQuery,
+    SystemInfo, TagRequest,
 };
 use pier_api::{ErrorBody, ProjectName};
 use pier_image::{archive, build, ImageStore};
@@ -65,6 +65,7 @@ pub fn router(engine: Arc<Engine>) -> Router {
         .route("/v1/images/{reference}/tag", post(tag_image))
         .merge(crate::api_containers::routes())
         .merge(crate::api_networks::routes())
+        .merge(crate::api_build::routes())
         .merge(crate::api_volumes::routes())
         .fallback(|| async {
             ApiError::new(
@@ -116,6 +117,7 @@ pub fn openapi_json() -> String {
     let mut doc = ApiDoc::openapi();
     doc.merge(crate::api_containers::ContainersDoc::openapi());
     doc.merge(crate::api_networks::NetworksDoc::openapi());
+    doc.merge(crate::api_build::BuildDoc::openapi());
     doc.merge(crate::api_volumes::VolumesDoc::openapi());
     let mut s = doc
         .to_pretty_json()
@@ -152,11 +154,15 @@ async fn info(State(e): Shared) -> ApiResult<Json<SystemInfo>> {
     }))
 }
 
-/// Lists images, newest first.
-#[utoipa::path(get, path = "/v1/images", responses((status = 200, body = [ImageSummary])))]
-async fn list_images(State(e): Shared) -> ApiResult<Json<Vec<ImageSummary>>> {
+/// Lists images, newest first; the intermediate images of builds only with `all`.
+#[utoipa::path(get, path = "/v1/images", params(ImageListQuery), responses((status = 200, body = [ImageSummary])))]
+async fn list_images(
+    State(e): Shared,
+    query: Result<Query<ImageListQuery>, QueryRejection>,
+) -> ApiResult<Json<Vec<ImageSummary>>> {
+    let Query(q) = query?;
     Ok(Json(
-        blocking(move || Ok(e.images.list(&project())?)).await?,
+        blocking(move || Ok(e.images.list_all(&project(), q.all)?)).await?,
     ))
 }
 
@@ -344,6 +350,7 @@ mod tests {
             "/v1/images/load",
             "/v1/images/{reference}/tag",
             "/v1/info",
+            "/v1/build",
         ] {
             assert!(
                 generated.contains(&format!("\"{p}\"")),

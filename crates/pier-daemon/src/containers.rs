@@ -850,11 +850,16 @@ impl Containers {
             return Ok(());
         }
         let image = self.images.resolve(&c.project, c.image_id.as_str())?;
+        // An image may hold one layer twice (two build steps that changed the same
+        // nothing): overlayfs refuses a directory twice (ELOOP), and the upper copy hides
+        // the lower one anyway, so only the upper one is kept.
+        let mut seen = std::collections::HashSet::new();
         let lowers: Vec<String> = image
             .layers
             .iter()
             .rev()
             .map(|l| self.images.layer_dir(&l.diff_id).display().to_string())
+            .filter(|d| seen.insert(d.clone()))
             .collect();
         let data = format!(
             "lowerdir={},upperdir={},workdir={}",

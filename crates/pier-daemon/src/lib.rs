@@ -4,14 +4,17 @@
 //! - [`api`]: the native REST/JSON API (`/v1/...`) over the engine, and its OpenAPI
 //!   document.
 //! - [`containers`]: container lifecycle, restart policies, live restore.
+//! - [`build`]: the Dockerfile builder (classic builder semantics) behind `POST /v1/build`.
 //! - [`container_fs`]: a container's files: diff, export, commit, cp.
 //! - [`error`]: the one mapping from subsystem errors to HTTP responses.
 //! - [`stream`]: bridges between HTTP bodies and the blocking image code.
 
 pub mod api;
+pub mod api_build;
 pub mod api_containers;
 pub mod api_networks;
 pub mod api_volumes;
+pub mod build;
 pub mod container_fs;
 pub mod containers;
 pub mod error;

@@ -103,6 +103,8 @@ pub async fn run(mut config: DaemonConfig) -> Result<(), DaemonError> {
         let root = config.root.clone();
         tokio::task::spawn_blocking(move || -> Result<Engine, DaemonError> {
             let store = Arc::new(RedbStore::open(&root.join("state.redb"))?);
+            // What interrupted builds left (mounts, work directories).
+            crate::build::cleanup(&root);
             let store_schema = store.schema_version()?;
             let images = Arc::new(ImageStore::open(&root.join("images"), store.clone())?);
             let networks = Arc::new(
@@ -131,6 +133,8 @@ pub async fn run(mut config: DaemonConfig) -> Result<(), DaemonError> {
         .restore()
         .await
         .map_err(|e| DaemonError::Restore(e.message))?;
+    // No build survives a restart: the containers of their RUN steps go.
+    crate::build::remove_orphans(&engine.containers).await;
     engine
         .containers
         .networks
