@@ -202,6 +202,9 @@ pub struct DaemonArgs {
     /// container into its cgroup about 15 ms faster.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     pub cgroup_favordynmods: bool,
+    /// Serve the built-in OCI registry on this address (e.g. 127.0.0.1:5000).
+    #[arg(long)]
+    pub registry_addr: Option<std::net::SocketAddr>,
 }
 
 /// Why the CLI stopped; carries the exit code.

@@ -29,6 +29,7 @@ use crate::stream::{body_reader, body_writer};
 pub struct Engine {
     pub root: PathBuf,
     pub images: Arc<ImageStore>,
+    pub registry: Arc<pier_registry::Registry>,
     pub containers: Arc<Containers>,
     pub store_schema: u32,
 }

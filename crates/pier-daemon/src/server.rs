@@ -29,6 +29,8 @@ pub struct DaemonConfig {
     pub socket: PathBuf,
     /// Set the kernel's `favordynmods` cgroup option for fast container starts.
     pub cgroup_favordynmods: bool,
+    /// Serve the OCI registry on this TCP address.
+    pub registry_addr: Option<std::net::SocketAddr>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -113,11 +115,16 @@ pub async fn run(mut config: DaemonConfig) -> Result<(), DaemonError> {
             volumes
                 .reconcile()
                 .map_err(|e| DaemonError::Restore(format!("volumes: {}", e.message)))?;
+            let registry = Arc::new(
+                pier_registry::Registry::new(images.clone())
+                    .map_err(|e| DaemonError::Restore(format!("registry: {}", e.chain())))?,
+            );
             let containers = Containers::new(&root, store, images.clone(), networks, volumes)
                 .map_err(io("create", &root))?;
             Ok(Engine {
                 root,
                 images,
+                registry,
                 containers,
                 store_schema,
             })
@@ -150,11 +157,34 @@ pub async fn run(mut config: DaemonConfig) -> Result<(), DaemonError> {
         .map_err(io("set permissions of", socket))?;
     tracing::info!(root = %config.root.display(), socket = %socket.display(), "pier daemon ready");
 
+    let registry_server = match config.registry_addr {
+        Some(addr) => {
+            let l = tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|source| DaemonError::Io {
+                    op: "listen on",
+                    path: addr.to_string(),
+                    source,
+                })?;
+            tracing::info!(addr = %addr, "registry listening");
+            let app = pier_registry::server::router(engine.registry.clone());
+            Some(tokio::spawn(async move {
+                if let Err(e) = axum::serve(l, app).await {
+                    tracing::error!(error = %e, "the registry server stopped");
+                }
+            }))
+        }
+        None => None,
+    };
+
     let app = router(Arc::new(engine));
     let served = axum::serve(listener, app)
         .with_graceful_shutdown(shutdown_signal())
         .await;
     let _ = fs::remove_file(socket);
+    if let Some(r) = registry_server {
+        r.abort();
+    }
     served.map_err(io("serve on", socket))?;
     tracing::info!("pier daemon stopped");
     Ok(())

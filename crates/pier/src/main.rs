@@ -63,6 +63,7 @@ fn run_daemon(cli: &Cli, args: &pier_cli::DaemonArgs) -> i32 {
         root: args.root.clone(),
         socket: args.socket.clone().unwrap_or_else(|| cli.host.clone()),
         cgroup_favordynmods: args.cgroup_favordynmods,
+        registry_addr: args.registry_addr,
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -45,6 +45,8 @@ pub struct Daemon {
     /// The network namespace the daemon lives in (`ip netns` name): its bridges,
     /// veths and nftables table are the test's alone, and outlive daemon restarts.
     pub netns: String,
+    /// More `pier daemon` arguments, given at every (re)start.
+    pub extra_args: Vec<String>,
     child: Option<Child>,
 }
 
@@ -61,6 +63,11 @@ pub fn ip(args: &[&str]) {
 
 impl Daemon {
     pub fn start() -> Daemon {
+        Self::start_with(&[])
+    }
+
+    /// Starts a daemon with more `pier daemon` arguments.
+    pub fn start_with(extra_args: &[&str]) -> Daemon {
         let dir = tempfile::Builder::new()
             .prefix("pier-test-")
             .tempdir()
@@ -76,6 +83,7 @@ impl Daemon {
             root,
             socket,
             netns,
+            extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
             child: None,
         };
         d.spawn();
@@ -96,6 +104,7 @@ impl Daemon {
             .arg(&self.root)
             .arg("--socket")
             .arg(&self.socket)
+            .args(&self.extra_args)
             .env("PIER_LOG", "debug")
             .stdout(Stdio::null())
             .stderr(log);

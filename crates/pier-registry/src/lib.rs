@@ -1,0 +1,81 @@
+//! Pier's built-in OCI registry.
+//!
+//! - [`server`]: the OCI Distribution API v1.1 (`/v2/...`) on axum.
+//! - [`repo`]: repositories' blob links, manifests, tags and tag history in the state
+//!   store; the blobs themselves live in the engine's content-addressed blob store
+//!   ([`pier_image::blobs`]), so a layer the engine and the registry both hold is stored
+//!   once.
+//! - [`upload`]: blob upload sessions (monolithic, streamed, chunked, resumable).
+//! - [`manifest`]: what a manifest references.
+//! - [`gc`]: garbage collection that is safe while pushes run.
+//! - [`manage`]: the management view (repositories, tags with platform and labels,
+//!   search, history) and server-side config edits.
+//! - [`names`]: repository names and tags, checked at the edge.
+//! - [`error`]: the spec's error codes.
+
+pub mod auth;
+pub mod error;
+pub mod gc;
+pub mod manage;
+pub mod manifest;
+pub mod mirror;
+pub mod names;
+pub mod repo;
+pub mod server;
+pub mod upload;
+
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+
+use pier_image::ImageStore;
+use pier_store::Store;
+
+pub use error::RegistryError;
+
+/// The largest manifest the registry accepts (the spec asks for at least 4 MiB).
+pub const MAX_MANIFEST: u64 = 4 << 20;
+
+/// The registry of one host.
+pub struct Registry {
+    pub images: Arc<ImageStore>,
+    db: Arc<dyn Store>,
+    uploads: upload::Uploads,
+    /// Blob bytes received by uploads and sent by blob GETs since start.
+    pub bytes_in: AtomicU64,
+    pub bytes_out: AtomicU64,
+}
+
+impl std::fmt::Debug for Registry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Registry").finish_non_exhaustive()
+    }
+}
+
+impl Registry {
+    /// A registry keeping its blobs in `images`' blob store and its records in the same
+    /// state store. Upload sessions live in the image store's scratch space, which is
+    /// emptied at start.
+    pub fn new(images: Arc<ImageStore>) -> Result<Self, RegistryError> {
+        let db = images.db().clone();
+        let uploads = upload::Uploads::new(&images.tmp_dir().join("uploads"))?;
+        Ok(Registry {
+            images,
+            db,
+            uploads,
+            bytes_in: AtomicU64::new(0),
+            bytes_out: AtomicU64::new(0),
+        })
+    }
+
+    pub fn db(&self) -> &dyn Store {
+        self.db.as_ref()
+    }
+
+    pub fn stats(&self) -> pier_api::registry::RegistryStats {
+        use std::sync::atomic::Ordering::Relaxed;
+        pier_api::registry::RegistryStats {
+            blob_bytes_received: self.bytes_in.load(Relaxed),
+            blob_bytes_sent: self.bytes_out.load(Relaxed),
+        }
+    }
+}

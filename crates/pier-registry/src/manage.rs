@@ -1,0 +1,1 @@
+//! The management view of the registry.

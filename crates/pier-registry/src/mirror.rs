@@ -1,0 +1,15 @@
+//! Pull-through mirroring of an upstream registry.
+
+use std::path::PathBuf;
+
+use pier_api::Digest;
+
+use crate::error::Result;
+use crate::Registry;
+
+impl Registry {
+    /// Fetches a blob `repo` lacks from the upstream, when one is configured.
+    pub async fn mirror_blob(&self, _repo: &str, _d: &Digest) -> Result<Option<(PathBuf, u64)>> {
+        Ok(None)
+    }
+}

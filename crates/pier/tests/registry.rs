@@ -1,0 +1,860 @@
+//! The built-in OCI registry: skopeo and podman push and pull through it, and every part
+//! of the distribution API, with its error cases, over raw HTTP.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::process::Output;
+
+use common::*;
+
+const ADDR: &str = "127.0.0.1:5000";
+
+/// A daemon serving its registry on 127.0.0.1:5000 inside its own network namespace.
+fn registry_daemon() -> Daemon {
+    Daemon::start_with(&["--registry-addr", ADDR])
+}
+
+/// Runs `program` inside the daemon's network namespace.
+fn run_in(d: &Daemon, program: &str, args: &[&str]) -> Output {
+    d.in_netns(program).args(args).output().unwrap()
+}
+
+fn ok_in(d: &Daemon, program: &str, args: &[&str]) -> String {
+    let out = run_in(d, program, args);
+    assert!(
+        out.status.success(),
+        "{program} {args:?} failed:\n{}\n{}\ndaemon log:\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+        d.log()
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// Runs `f` on a thread inside the daemon's network namespace (where the registry is).
+fn in_ns<T: Send + 'static>(d: &Daemon, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let ns = std::fs::File::open(d.netns_path()).unwrap();
+    std::thread::spawn(move || {
+        use std::os::fd::AsFd;
+        rustix::thread::move_into_link_name_space(
+            ns.as_fd(),
+            Some(rustix::thread::LinkNameSpaceType::Network),
+        )
+        .unwrap();
+        f()
+    })
+    .join()
+    .unwrap()
+}
+
+#[derive(Debug)]
+struct Resp {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+}
+
+impl Resp {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+    fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&self.body)))
+    }
+    /// The first error code of an OCI error body.
+    fn code(&self) -> String {
+        self.json()["errors"][0]["code"]
+            .as_str()
+            .unwrap_or("")
+            .to_string()
+    }
+}
+
+fn parse_response(raw: &[u8]) -> Resp {
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .unwrap_or_else(|| panic!("no header end in {:?}", String::from_utf8_lossy(raw)));
+    let head = String::from_utf8_lossy(&raw[..split]).into_owned();
+    let mut lines = head.split("\r\n");
+    let status = lines
+        .next()
+        .unwrap()
+        .split(' ')
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+        .collect();
+    let mut body = raw[split + 4..].to_vec();
+    let chunked = headers
+        .iter()
+        .any(|(k, v)| k.eq_ignore_ascii_case("transfer-encoding") && v.contains("chunked"));
+    if chunked {
+        let mut out = Vec::new();
+        let mut rest = &body[..];
+        loop {
+            let end = rest.windows(2).position(|w| w == b"\r\n").unwrap();
+            let n = usize::from_str_radix(std::str::from_utf8(&rest[..end]).unwrap().trim(), 16)
+                .unwrap();
+            if n == 0 {
+                break;
+            }
+            out.extend_from_slice(&rest[end + 2..end + 2 + n]);
+            rest = &rest[end + 2 + n + 2..];
+        }
+        body = out;
+    }
+    Resp {
+        status,
+        headers,
+        body,
+    }
+}
+
+/// Sends one raw HTTP request to the registry and reads the whole answer. With `cut`,
+/// only that many bytes of the body are sent before the connection is shut.
+fn send(
+    d: &Daemon,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+    cut: Option<usize>,
+) -> Resp {
+    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {ADDR}\r\nConnection: close\r\n");
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    if !headers
+        .iter()
+        .any(|(k, _)| k.eq_ignore_ascii_case("transfer-encoding"))
+    {
+        req.push_str(&format!("Content-Length: {}\r\n", body.len()));
+    }
+    req.push_str("\r\n");
+    let body = body.to_vec();
+    in_ns(d, move || {
+        let mut s = TcpStream::connect(ADDR).unwrap();
+        s.write_all(req.as_bytes()).unwrap();
+        match cut {
+            Some(n) => {
+                s.write_all(&body[..n]).unwrap();
+                s.flush().unwrap();
+                std::thread::sleep(std::time::Duration::from_millis(200));
+                s.shutdown(std::net::Shutdown::Both).unwrap();
+                Resp {
+                    status: 0,
+                    headers: vec![],
+                    body: vec![],
+                }
+            }
+            None => {
+                // A server may answer (and close) before taking the whole body.
+                let _ = s.write_all(&body);
+                let mut raw = Vec::new();
+                let mut buf = [0u8; 65536];
+                while let Ok(n) = s.read(&mut buf) {
+                    if n == 0 {
+                        break;
+                    }
+                    raw.extend_from_slice(&buf[..n]);
+                }
+                parse_response(&raw)
+            }
+        }
+    })
+}
+
+fn get(d: &Daemon, path: &str) -> Resp {
+    send(d, "GET", path, &[], &[], None)
+}
+
+fn digest_of(b: &[u8]) -> String {
+    format!("sha256:{}", sha256_hex(b))
+}
+
+/// Pushes a blob in one request; returns its digest.
+fn push_blob(d: &Daemon, repo: &str, data: &[u8]) -> String {
+    let dg = digest_of(data);
+    let r = send(
+        d,
+        "POST",
+        &format!("/v2/{repo}/blobs/uploads/?digest={dg}"),
+        &[("Content-Type", "application/octet-stream")],
+        data,
+        None,
+    );
+    assert_eq!(r.status, 201, "{r:?}");
+    dg
+}
+
+const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
+
+/// An image config with the given layers (as uncompressed tars).
+fn config_for(layers: &[&[u8]], env: &[&str]) -> Vec<u8> {
+    serde_json::to_vec(&serde_json::json!({
+        "architecture": "amd64", "os": "linux", "created": "2026-01-02T03:04:05Z",
+        "config": { "Env": env, "Cmd": ["/bin/sh"], "Labels": { "team": "blue" } },
+        "rootfs": { "type": "layers", "diff_ids": layers.iter().map(|l| digest_of(l)).collect::<Vec<_>>() },
+    }))
+    .unwrap()
+}
+
+/// Pushes config and layers, then a manifest naming them; returns the manifest digest.
+fn push_image(d: &Daemon, repo: &str, tag: &str, layers: &[&[u8]]) -> String {
+    let config = config_for(layers, &["PATH=/bin"]);
+    let cd = push_blob(d, repo, &config);
+    let mut descs = Vec::new();
+    for l in layers {
+        let ld = push_blob(d, repo, l);
+        descs.push(serde_json::json!({
+            "mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": ld, "size": l.len()
+        }));
+    }
+    let m = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2, "mediaType": OCI_MANIFEST,
+        "config": { "mediaType": "application/vnd.oci.image.config.v1+json", "digest": cd, "size": config.len() },
+        "layers": descs,
+    }))
+    .unwrap();
+    let r = send(
+        d,
+        "PUT",
+        &format!("/v2/{repo}/manifests/{tag}"),
+        &[("Content-Type", OCI_MANIFEST)],
+        &m,
+        None,
+    );
+    assert_eq!(r.status, 201, "{r:?} {}", String::from_utf8_lossy(&r.body));
+    let md = digest_of(&m);
+    assert_eq!(r.header("Docker-Content-Digest"), Some(md.as_str()));
+    md
+}
+
+fn layer_tar(name: &str, content: &[u8]) -> Vec<u8> {
+    tar_of(&[(name.to_string(), content.to_vec())])
+}
+
+#[test]
+fn skopeo_and_podman_push_and_pull() {
+    require_root_and_tools(&["skopeo", "podman"]);
+    let d = registry_daemon();
+    let dir = d.dir.path().to_path_buf();
+    let base = get(&d, "/v2/");
+    assert_eq!(base.status, 200);
+    assert_eq!(
+        base.header("Docker-Distribution-API-Version"),
+        Some("registry/2.0")
+    );
+
+    // docker-archive -> registry.
+    let archive = write_file(
+        &d,
+        "bb.tar",
+        &docker_archive("localhost/bb:1", &[busybox_rootfs_tar()], None),
+    );
+    let dst = format!("docker://{ADDR}/test/bb:1");
+    ok_in(
+        &d,
+        "skopeo",
+        &[
+            "copy",
+            "--dest-tls-verify=false",
+            &format!("docker-archive:{archive}"),
+            &dst,
+        ],
+    );
+    let inspected: serde_json::Value = serde_json::from_str(&ok_in(
+        &d,
+        "skopeo",
+        &["inspect", "--tls-verify=false", &dst],
+    ))
+    .unwrap();
+    assert_eq!(inspected["Env"][0], "PATH=/bin");
+
+    // OCI layout -> registry (as an OCI manifest), and back out to both formats.
+    let layout = dir.join("layout");
+    ok_in(
+        &d,
+        "skopeo",
+        &[
+            "copy",
+            &format!("docker-archive:{archive}"),
+            &format!("oci:{}:v1", layout.display()),
+        ],
+    );
+    ok_in(
+        &d,
+        "skopeo",
+        &[
+            "copy",
+            "--dest-tls-verify=false",
+            "--format",
+            "oci",
+            &format!("oci:{}:v1", layout.display()),
+            &format!("docker://{ADDR}/test/oci:v1"),
+        ],
+    );
+    let raw = ok_in(
+        &d,
+        "skopeo",
+        &[
+            "inspect",
+            "--raw",
+            "--tls-verify=false",
+            &format!("docker://{ADDR}/test/oci:v1"),
+        ],
+    );
+    assert!(raw.contains(OCI_MANIFEST), "{raw}");
+    let back = dir.join("back");
+    ok_in(
+        &d,
+        "skopeo",
+        &[
+            "copy",
+            "--src-tls-verify=false",
+            &format!("docker://{ADDR}/test/oci:v1"),
+            &format!("oci:{}:v1", back.display()),
+        ],
+    );
+    let out_archive = dir.join("out.tar");
+    ok_in(
+        &d,
+        "skopeo",
+        &[
+            "copy",
+            "--src-tls-verify=false",
+            &dst,
+            &format!("docker-archive:{}:localhost/bb:1", out_archive.display()),
+        ],
+    );
+    // What came back loads into the engine and runs.
+    d.ok(&["image", "load", "-i", out_archive.to_str().unwrap()]);
+    let tags = ok_in(
+        &d,
+        "skopeo",
+        &[
+            "list-tags",
+            "--tls-verify=false",
+            &format!("docker://{ADDR}/test/bb"),
+        ],
+    );
+    assert!(tags.contains("\"1\""), "{tags}");
+
+    // Podman pulls what skopeo pushed, retags and pushes it back.
+    let pr = dir.join("podman");
+    let podman = |args: &[&str]| {
+        let mut a: Vec<String> = vec![
+            "--root".into(),
+            pr.join("root").display().to_string(),
+            "--runroot".into(),
+            pr.join("run").display().to_string(),
+            "--storage-driver".into(),
+            "vfs".into(),
+            "--events-backend".into(),
+            "file".into(),
+        ];
+        a.extend(args.iter().map(|s| s.to_string()));
+        let a: Vec<&str> = a.iter().map(String::as_str).collect();
+        ok_in(&d, "podman", &a)
+    };
+    podman(&["pull", "--tls-verify=false", &format!("{ADDR}/test/bb:1")]);
+    podman(&[
+        "tag",
+        &format!("{ADDR}/test/bb:1"),
+        &format!("{ADDR}/podman/bb:2"),
+    ]);
+    podman(&["push", "--tls-verify=false", &format!("{ADDR}/podman/bb:2")]);
+    podman(&["rmi", "-a", "-f"]);
+    podman(&["pull", "--tls-verify=false", &format!("{ADDR}/podman/bb:2")]);
+    let catalog = get(&d, "/v2/_catalog").json();
+    assert_eq!(
+        catalog["repositories"],
+        serde_json::json!(["podman/bb", "test/bb", "test/oci"])
+    );
+    assert!(
+        d.tmp_is_empty()
+            || std::fs::read_dir(d.root.join("images/tmp/uploads"))
+                .unwrap()
+                .count()
+                == 0
+    );
+}
+
+#[test]
+fn distribution_api_uploads_manifests_and_errors() {
+    require_root_and_tools(&[]);
+    let d = registry_daemon();
+    let blobs_before = std::fs::read_dir(d.root.join("images/oci/blobs/sha256"))
+        .unwrap()
+        .count();
+    let visible = |repo: &str, dg: &str| {
+        send(
+            &d,
+            "HEAD",
+            &format!("/v2/{repo}/blobs/{dg}"),
+            &[],
+            &[],
+            None,
+        )
+        .status
+    };
+
+    // Chunked upload: out-of-order chunks get 416; an interrupted chunk resumes.
+    let data: Vec<u8> = (0..300_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    let dg = digest_of(&data);
+    let r = send(&d, "POST", "/v2/api/one/blobs/uploads/", &[], &[], None);
+    assert_eq!(r.status, 202, "{r:?}");
+    let loc = r.header("Location").unwrap().to_string();
+    let r = send(
+        &d,
+        "PATCH",
+        &loc,
+        &[("Content-Range", "0-99999")],
+        &data[..100_000],
+        None,
+    );
+    assert_eq!((r.status, r.header("Range")), (202, Some("0-99999")));
+    let r = send(
+        &d,
+        "PATCH",
+        &loc,
+        &[("Content-Range", "150000-199999")],
+        &data[150_000..200_000],
+        None,
+    );
+    assert_eq!(r.status, 416, "{r:?}");
+    assert_eq!(r.code(), "BLOB_UPLOAD_INVALID");
+    // A chunk cut off mid-body: the session keeps what arrived.
+    send(
+        &d,
+        "PATCH",
+        &loc,
+        &[("Content-Range", "100000-199999")],
+        &data[100_000..200_000],
+        Some(40_000),
+    );
+    let st = get(&d, &loc);
+    assert_eq!(st.status, 204);
+    let have: u64 = st
+        .header("Range")
+        .unwrap()
+        .split('-')
+        .nth(1)
+        .unwrap()
+        .parse::<u64>()
+        .unwrap()
+        + 1;
+    assert!((100_000..=140_000).contains(&have), "{have}");
+    assert_eq!(
+        visible("api/one", &dg),
+        404,
+        "nothing half-written is visible"
+    );
+    // Resume from there; the last chunk comes with the closing PUT.
+    let r = send(
+        &d,
+        "PATCH",
+        &loc,
+        &[("Content-Range", &format!("{have}-249999"))],
+        &data[have as usize..250_000],
+        None,
+    );
+    assert_eq!(r.status, 202, "{r:?}");
+    let r = send(
+        &d,
+        "PUT",
+        &format!("{loc}?digest={dg}"),
+        &[("Content-Range", "250000-299999")],
+        &data[250_000..],
+        None,
+    );
+    assert_eq!(r.status, 201, "{r:?}");
+    assert_eq!(
+        r.header("Location").unwrap(),
+        format!("/v2/api/one/blobs/{dg}")
+    );
+    let r = get(&d, &format!("/v2/api/one/blobs/{dg}"));
+    assert_eq!((r.status, r.body.len()), (200, data.len()));
+    assert_eq!(r.body, data);
+    // Range reads.
+    let r = send(
+        &d,
+        "GET",
+        &format!("/v2/api/one/blobs/{dg}"),
+        &[("Range", "bytes=10-19")],
+        &[],
+        None,
+    );
+    assert_eq!(r.status, 206);
+    assert_eq!(r.body, data[10..20]);
+    assert_eq!(r.header("Content-Range"), Some("bytes 10-19/300000"));
+    let r = send(
+        &d,
+        "GET",
+        &format!("/v2/api/one/blobs/{dg}"),
+        &[("Range", "bytes=400000-")],
+        &[],
+        None,
+    );
+    assert_eq!(r.status, 416);
+
+    // Streamed upload (no Content-Range, chunked transfer encoding).
+    let streamed = b"streamed blob content".to_vec();
+    let sdg = digest_of(&streamed);
+    let r = send(&d, "POST", "/v2/api/one/blobs/uploads/", &[], &[], None);
+    let loc2 = r.header("Location").unwrap().to_string();
+    let mut chunked = format!("{:x}\r\n", streamed.len()).into_bytes();
+    chunked.extend_from_slice(&streamed);
+    chunked.extend_from_slice(b"\r\n0\r\n\r\n");
+    let r = send(
+        &d,
+        "PATCH",
+        &loc2,
+        &[("Transfer-Encoding", "chunked")],
+        &chunked,
+        None,
+    );
+    assert_eq!(r.status, 202, "{r:?}");
+    let r = send(&d, "PUT", &format!("{loc2}?digest={sdg}"), &[], &[], None);
+    assert_eq!(r.status, 201, "{r:?}");
+
+    // Digest mismatch: DIGEST_INVALID, nothing stored.
+    let wrong = digest_of(b"something else");
+    let r = send(
+        &d,
+        "POST",
+        &format!("/v2/api/one/blobs/uploads/?digest={wrong}"),
+        &[],
+        b"content",
+        None,
+    );
+    assert_eq!(
+        (r.status, r.code().as_str()),
+        (400, "DIGEST_INVALID"),
+        "{r:?}"
+    );
+    assert_eq!(visible("api/one", &wrong), 404);
+    assert_eq!(visible("api/one", &digest_of(b"content")), 404);
+    let r = send(
+        &d,
+        "POST",
+        "/v2/api/one/blobs/uploads/?digest=sha256:nothex",
+        &[],
+        b"x",
+        None,
+    );
+    assert_eq!(r.code(), "DIGEST_INVALID");
+    // Truncated upload: the body ends before its Content-Length; nothing becomes visible.
+    let r = send(&d, "POST", "/v2/api/one/blobs/uploads/", &[], &[], None);
+    let loc3 = r.header("Location").unwrap().to_string();
+    let tdata = vec![7u8; 50_000];
+    let tdg = digest_of(&tdata);
+    send(
+        &d,
+        "PUT",
+        &format!("{loc3}?digest={tdg}"),
+        &[],
+        &tdata,
+        Some(10_000),
+    );
+    assert_eq!(visible("api/one", &tdg), 404);
+    let r = send(&d, "PUT", &format!("{loc3}?digest={tdg}"), &[], &[], None);
+    assert_eq!(
+        (r.status, r.code().as_str()),
+        (400, "DIGEST_INVALID"),
+        "a truncated upload never passes: {r:?}"
+    );
+    assert_eq!(visible("api/one", &tdg), 404);
+    let r = send(
+        &d,
+        "PATCH",
+        "/v2/api/one/blobs/uploads/nosuchupload",
+        &[],
+        b"x",
+        None,
+    );
+    assert_eq!((r.status, r.code().as_str()), (404, "BLOB_UPLOAD_UNKNOWN"));
+
+    // Invalid names.
+    for bad in [
+        "/v2/Bad/blobs/uploads/",
+        "/v2/a//b/blobs/uploads/",
+        "/v2/-x/tags/list",
+    ] {
+        let r = send(&d, "POST", bad, &[], &[], None);
+        assert_eq!(
+            (r.status, r.code().as_str()),
+            (400, "NAME_INVALID"),
+            "{bad}: {r:?}"
+        );
+    }
+
+    // Manifests: by tag and digest, GET/HEAD/DELETE.
+    let l1 = layer_tar("a", b"one");
+    let l2 = layer_tar("b", b"two");
+    let md = push_image(&d, "api/img", "v1", &[&l1, &l2]);
+    let r = get(&d, "/v2/api/img/manifests/v1");
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("Content-Type"), Some(OCI_MANIFEST));
+    assert_eq!(digest_of(&r.body), md);
+    let r = send(
+        &d,
+        "HEAD",
+        &format!("/v2/api/img/manifests/{md}"),
+        &[],
+        &[],
+        None,
+    );
+    assert_eq!((r.status, r.body.len()), (200, 0));
+    assert_eq!(r.header("Docker-Content-Digest"), Some(md.as_str()));
+
+    // Missing blobs: MANIFEST_BLOB_UNKNOWN; nothing half-written.
+    let ghost = digest_of(b"never pushed");
+    let cfg = config_for(&[&l1], &[]);
+    let cd = push_blob(&d, "api/img", &cfg);
+    let bad_m = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2, "mediaType": OCI_MANIFEST,
+        "config": { "mediaType": "application/vnd.oci.image.config.v1+json", "digest": cd, "size": cfg.len() },
+        "layers": [{ "mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": ghost, "size": 12 }],
+    })).unwrap();
+    let r = send(
+        &d,
+        "PUT",
+        "/v2/api/img/manifests/broken",
+        &[("Content-Type", OCI_MANIFEST)],
+        &bad_m,
+        None,
+    );
+    assert_eq!(
+        (r.status, r.code().as_str()),
+        (400, "MANIFEST_BLOB_UNKNOWN"),
+        "{r:?}"
+    );
+    assert_eq!(
+        get(&d, "/v2/api/img/manifests/broken").code(),
+        "MANIFEST_UNKNOWN"
+    );
+    assert_eq!(
+        get(&d, &format!("/v2/api/img/manifests/{}", digest_of(&bad_m))).status,
+        404
+    );
+    // Invalid and oversized manifests.
+    let r = send(
+        &d,
+        "PUT",
+        "/v2/api/img/manifests/bad",
+        &[("Content-Type", OCI_MANIFEST)],
+        b"{\"schemaVersion\":1}",
+        None,
+    );
+    assert_eq!((r.status, r.code().as_str()), (400, "MANIFEST_INVALID"));
+    let huge = vec![b' '; 5 << 20];
+    let r = send(
+        &d,
+        "PUT",
+        "/v2/api/img/manifests/huge",
+        &[("Content-Type", OCI_MANIFEST)],
+        &huge,
+        None,
+    );
+    assert_eq!(
+        (r.status, r.code().as_str()),
+        (413, "SIZE_INVALID"),
+        "{r:?}"
+    );
+    // A digest reference that does not match the body.
+    let r = send(
+        &d,
+        "PUT",
+        &format!("/v2/api/img/manifests/{ghost}"),
+        &[("Content-Type", OCI_MANIFEST)],
+        &bad_m,
+        None,
+    );
+    assert_eq!(r.code(), "DIGEST_INVALID");
+
+    // Docker schema 2 manifest and an index over both kinds.
+    let dm = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2, "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
+        "config": { "mediaType": "application/vnd.docker.container.image.v1+json", "digest": cd, "size": cfg.len() },
+        "layers": [{ "mediaType": "application/vnd.docker.image.rootfs.diff.tar", "digest": push_blob(&d, "api/img", &l1), "size": l1.len() }],
+    })).unwrap();
+    let r = send(
+        &d,
+        "PUT",
+        "/v2/api/img/manifests/docker",
+        &[(
+            "Content-Type",
+            "application/vnd.docker.distribution.manifest.v2+json",
+        )],
+        &dm,
+        None,
+    );
+    assert_eq!(r.status, 201, "{r:?}");
+    let idx = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2, "mediaType": "application/vnd.docker.distribution.manifest.list.v2+json",
+        "manifests": [
+            { "mediaType": "application/vnd.docker.distribution.manifest.v2+json", "digest": digest_of(&dm), "size": dm.len(), "platform": { "os": "linux", "architecture": "amd64" } },
+            { "mediaType": OCI_MANIFEST, "digest": md, "size": get(&d, "/v2/api/img/manifests/v1").body.len(), "platform": { "os": "linux", "architecture": "arm64" } },
+        ],
+    })).unwrap();
+    let r = send(
+        &d,
+        "PUT",
+        "/v2/api/img/manifests/multi",
+        &[(
+            "Content-Type",
+            "application/vnd.docker.distribution.manifest.list.v2+json",
+        )],
+        &idx,
+        None,
+    );
+    assert_eq!(r.status, 201, "{r:?}");
+
+    // Referrers: an artifact whose subject is v1.
+    let empty = push_blob(&d, "api/img", b"{}");
+    let art = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2, "mediaType": OCI_MANIFEST, "artifactType": "application/vnd.example.sig",
+        "config": { "mediaType": "application/vnd.oci.empty.v1+json", "digest": empty, "size": 2 },
+        "layers": [],
+        "subject": { "mediaType": OCI_MANIFEST, "digest": md, "size": 1 },
+        "annotations": { "k": "v" },
+    })).unwrap();
+    let ad = digest_of(&art);
+    let r = send(
+        &d,
+        "PUT",
+        &format!("/v2/api/img/manifests/{ad}"),
+        &[("Content-Type", OCI_MANIFEST)],
+        &art,
+        None,
+    );
+    assert_eq!(r.status, 201, "{r:?}");
+    assert_eq!(r.header("OCI-Subject"), Some(md.as_str()));
+    let refs = get(&d, &format!("/v2/api/img/referrers/{md}"));
+    assert_eq!(refs.header("Content-Type"), Some(OCI_INDEX));
+    let refs = refs.json();
+    assert_eq!(refs["manifests"][0]["digest"], ad.as_str());
+    assert_eq!(
+        refs["manifests"][0]["artifactType"],
+        "application/vnd.example.sig"
+    );
+    let none = get(
+        &d,
+        &format!("/v2/api/img/referrers/{md}?artifactType=application/other"),
+    );
+    assert_eq!(none.header("OCI-Filters-Applied"), Some("artifactType"));
+    assert_eq!(none.json()["manifests"], serde_json::json!([]));
+
+    // Tags with n and last.
+    for t in ["a1", "b2", "c3"] {
+        let r = send(
+            &d,
+            "PUT",
+            &format!("/v2/api/img/manifests/{t}"),
+            &[("Content-Type", OCI_MANIFEST)],
+            &get(&d, "/v2/api/img/manifests/v1").body,
+            None,
+        );
+        assert_eq!(r.status, 201);
+    }
+    let all = get(&d, "/v2/api/img/tags/list").json();
+    assert_eq!(
+        all["tags"],
+        serde_json::json!(["a1", "b2", "c3", "docker", "multi", "v1"])
+    );
+    let page = get(&d, "/v2/api/img/tags/list?n=2&last=a1");
+    assert_eq!(page.json()["tags"], serde_json::json!(["b2", "c3"]));
+    assert!(page.header("Link").unwrap().contains("last=c3"), "{page:?}");
+    assert_eq!(get(&d, "/v2/api/nothing/tags/list").code(), "NAME_UNKNOWN");
+
+    // Cross-repository mount.
+    let r = send(
+        &d,
+        "POST",
+        &format!("/v2/api/other/blobs/uploads/?mount={dg}&from=api/one"),
+        &[],
+        &[],
+        None,
+    );
+    assert_eq!(r.status, 201, "{r:?}");
+    assert_eq!(visible("api/other", &dg), 200);
+    let r = send(
+        &d,
+        "POST",
+        &format!("/v2/api/other/blobs/uploads/?mount={ghost}&from=api/one"),
+        &[],
+        &[],
+        None,
+    );
+    assert_eq!(r.status, 202, "an unknown blob falls back to an upload");
+
+    // Catalog.
+    let cat = get(&d, "/v2/_catalog").json();
+    assert_eq!(cat["repositories"], serde_json::json!(["api/img"]));
+
+    // Deletes: a tag, a manifest by digest (and its tags), a blob.
+    assert_eq!(
+        send(&d, "DELETE", "/v2/api/img/manifests/a1", &[], &[], None).status,
+        202
+    );
+    assert_eq!(get(&d, "/v2/api/img/manifests/a1").status, 404);
+    assert_eq!(get(&d, "/v2/api/img/manifests/b2").status, 200);
+    assert_eq!(
+        send(
+            &d,
+            "DELETE",
+            &format!("/v2/api/img/manifests/{}", digest_of(&dm)),
+            &[],
+            &[],
+            None
+        )
+        .status,
+        202
+    );
+    assert_eq!(get(&d, "/v2/api/img/manifests/docker").status, 404);
+    assert_eq!(
+        send(
+            &d,
+            "DELETE",
+            &format!("/v2/api/other/blobs/{dg}"),
+            &[],
+            &[],
+            None
+        )
+        .status,
+        202
+    );
+    assert_eq!(visible("api/other", &dg), 404);
+    assert_eq!(
+        visible("api/one", &dg),
+        200,
+        "the other repository keeps it"
+    );
+
+    // No stray files: the failed uploads left nothing in the blob store.
+    let blobs_after: Vec<_> = std::fs::read_dir(d.root.join("images/oci/blobs/sha256"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    for never in [&wrong, &tdg, &ghost, &digest_of(b"content")] {
+        assert!(
+            !blobs_after.contains(&never[7..].to_string()),
+            "{never} stored"
+        );
+    }
+    assert!(blobs_after.len() > blobs_before);
+}
