@@ -30,6 +30,8 @@ pub struct Engine {
     pub root: PathBuf,
     pub images: Arc<ImageStore>,
     pub registry: Arc<pier_registry::Registry>,
+    /// How `pull` and `push` reach registries (insecure hosts, mirrors).
+    pub registry_client: pier_registry::client::ClientConfig,
     pub containers: Arc<Containers>,
     pub store_schema: u32,
 }
@@ -67,6 +69,7 @@ pub fn router(engine: Arc<Engine>) -> Router {
         .merge(crate::api_containers::routes())
         .merge(crate::api_networks::routes())
         .merge(crate::api_volumes::routes())
+        .merge(crate::api_registry::routes())
         .fallback(|| async {
             ApiError::new(
                 pier_api::ErrorKind::NotFound,
@@ -118,6 +121,7 @@ pub fn openapi_json() -> String {
     doc.merge(crate::api_containers::ContainersDoc::openapi());
     doc.merge(crate::api_networks::NetworksDoc::openapi());
     doc.merge(crate::api_volumes::VolumesDoc::openapi());
+    doc.merge(crate::api_registry::RegistryDoc::openapi());
     let mut s = doc
         .to_pretty_json()
         .expect("the OpenAPI document serializes");

@@ -3,6 +3,7 @@
 //! - [`server`]: startup, the state-directory lock, the unix socket, shutdown.
 //! - [`api`]: the native REST/JSON API (`/v1/...`) over the engine, and its OpenAPI
 //!   document.
+//! - [`api_registry`]: the registry's management API, and the engine's pull and push.
 //! - [`containers`]: container lifecycle, restart policies, live restore.
 //! - [`container_fs`]: a container's files: diff, export, commit, cp.
 //! - [`error`]: the one mapping from subsystem errors to HTTP responses.
@@ -11,6 +12,7 @@
 pub mod api;
 pub mod api_containers;
 pub mod api_networks;
+pub mod api_registry;
 pub mod api_volumes;
 pub mod container_fs;
 pub mod containers;

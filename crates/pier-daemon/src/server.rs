@@ -31,6 +31,10 @@ pub struct DaemonConfig {
     pub cgroup_favordynmods: bool,
     /// Serve the OCI registry on this TCP address.
     pub registry_addr: Option<std::net::SocketAddr>,
+    /// Registries `pull` and `push` reach over plain HTTP (loopback always is).
+    pub insecure_registries: Vec<String>,
+    /// Registries `pull` tries first, in order.
+    pub registry_mirrors: Vec<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -103,6 +107,8 @@ pub async fn run(mut config: DaemonConfig) -> Result<(), DaemonError> {
 
     let engine = {
         let root = config.root.clone();
+        let insecure_registries = config.insecure_registries.clone();
+        let registry_mirrors = config.registry_mirrors.clone();
         tokio::task::spawn_blocking(move || -> Result<Engine, DaemonError> {
             let store = Arc::new(RedbStore::open(&root.join("state.redb"))?);
             let store_schema = store.schema_version()?;
@@ -125,6 +131,11 @@ pub async fn run(mut config: DaemonConfig) -> Result<(), DaemonError> {
                 root,
                 images,
                 registry,
+                registry_client: pier_registry::client::ClientConfig {
+                    insecure: insecure_registries,
+                    ca_files: vec![],
+                    mirrors: registry_mirrors,
+                },
                 containers,
                 store_schema,
             })

@@ -1,8 +1,5 @@
-//! Who may pull and push where.
-//!
-//! Without an auth configuration the registry is open (the default for a registry bound
-//! to loopback). With one, every request needs HTTP basic credentials or a bearer token
-//! the registry issued itself, except pulls when anonymous pull is on.
+//! Who may pull and push where. The registry is open to every client that reaches its
+//! address; per-repository credentials are not implemented yet.
 
 use axum::http::HeaderMap;
 

@@ -14,6 +14,8 @@
 //! - [`error`]: the spec's error codes.
 
 pub mod auth;
+pub mod b64;
+pub mod client;
 pub mod error;
 pub mod gc;
 pub mod manage;
@@ -22,6 +24,7 @@ pub mod mirror;
 pub mod names;
 pub mod repo;
 pub mod server;
+pub mod transfer;
 pub mod upload;
 
 use std::sync::atomic::AtomicU64;

@@ -64,6 +64,8 @@ fn run_daemon(cli: &Cli, args: &pier_cli::DaemonArgs) -> i32 {
         socket: args.socket.clone().unwrap_or_else(|| cli.host.clone()),
         cgroup_favordynmods: args.cgroup_favordynmods,
         registry_addr: args.registry_addr,
+        insecure_registries: args.insecure_registries.clone(),
+        registry_mirrors: args.registry_mirrors.clone(),
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

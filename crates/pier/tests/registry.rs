@@ -5,7 +5,7 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::process::Output;
+use std::process::{Command, Output};
 
 use common::*;
 
@@ -857,4 +857,432 @@ fn distribution_api_uploads_manifests_and_errors() {
         );
     }
     assert!(blobs_after.len() > blobs_before);
+}
+
+fn stats(d: &Daemon) -> (u64, u64) {
+    let s = d.json(&["registry", "stats"]);
+    (
+        s["blob_bytes_received"].as_u64().unwrap(),
+        s["blob_bytes_sent"].as_u64().unwrap(),
+    )
+}
+
+/// Loads a docker archive of `layers` (each a tar) tagged `tag` into the engine.
+fn load_image(d: &Daemon, tag: &str, layers: &[Vec<u8>], config: serde_json::Value) {
+    let archive = write_file(
+        d,
+        "img.tar",
+        &docker_archive_with(tag, layers, None, config),
+    );
+    d.ok(&["image", "load", "-i", &archive]);
+}
+
+#[test]
+fn pier_push_and_pull_with_mirrors() {
+    require_root_and_tools(&["skopeo"]);
+    let d = Daemon::start_with(&["--registry-addr", ADDR, "--registry-mirror", ADDR]);
+    let name = format!("{ADDR}/pier/bb:1");
+    load_image(
+        &d,
+        &name,
+        &[busybox_rootfs_tar(), layer_tar("etc/extra", b"x")],
+        serde_json::json!({ "Cmd": ["/bin/sh"], "Env": ["PATH=/bin"] }),
+    );
+    let out = d.with_input(&["push", &name], b"");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.starts_with(&format!("Pushed {name}: digest sha256:")),
+        "{stdout}"
+    );
+    // Progress bars are drawn per layer (on stderr, when it is a terminal; here hidden).
+    let (received, _) = stats(&d);
+    assert!(received > 1_000_000, "{received}");
+    // Pushing again moves no blob.
+    d.ok(&["push", "-q", &name]);
+    assert_eq!(stats(&d).0, received);
+
+    // Pull it back into an empty engine and run it.
+    d.ok(&["rmi", &name]);
+    assert!(d.pier(&["image", "inspect", &name]).status.code() != Some(0));
+    let out = d.ok(&["pull", &name]);
+    assert!(out.starts_with(&format!("Pulled {name} (sha256:")), "{out}");
+    let hi = d.ok(&["run", "--rm", "--network", "none", &name, "echo", "hi"]);
+    assert_eq!(hi.trim(), "hi");
+
+    // An image skopeo pushed (gzip layers, OCI manifest) pulls too.
+    let archive = write_file(
+        &d,
+        "sk.tar",
+        &docker_archive("localhost/sk:1", &[busybox_rootfs_tar()], None),
+    );
+    ok_in(
+        &d,
+        "skopeo",
+        &[
+            "copy",
+            "--dest-tls-verify=false",
+            "--format",
+            "oci",
+            &format!("docker-archive:{archive}"),
+            &format!("docker://{ADDR}/skopeo/bb:1"),
+        ],
+    );
+    d.ok(&["pull", &format!("{ADDR}/skopeo/bb:1")]);
+    let hi = d.ok(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        &format!("{ADDR}/skopeo/bb:1"),
+        "echo",
+        "sk",
+    ]);
+    assert_eq!(hi.trim(), "sk");
+
+    // Mirrors: a registry that does not exist is served by the mirror.
+    let out = d.ok(&["pull", "offline.example/skopeo/bb:1"]);
+    assert!(out.contains("Pulled"), "{out}");
+    d.ok(&["image", "inspect", "offline.example/skopeo/bb:1"]);
+
+    // Errors: an unknown tag, an unreachable registry.
+    let err = d.fails(&["pull", &format!("{ADDR}/skopeo/bb:nope")]);
+    assert!(err.contains("MANIFEST_UNKNOWN"), "{err}");
+    let err = d.fails(&["pull", "127.0.0.1:1/x/y:1"]);
+    assert!(err.contains("cannot connect"), "{err}");
+    let err = d.fails(&["push", "nosuchimage:1"]);
+    assert!(err.contains("no such image"), "{err}");
+}
+
+#[test]
+fn registry_edit_moves_no_layer_bytes_and_the_image_runs() {
+    require_root_and_tools(&[]);
+    let d = registry_daemon();
+    let name = format!("{ADDR}/team/three:1");
+    load_image(
+        &d,
+        &name,
+        &[
+            busybox_rootfs_tar(),
+            layer_tar("etc/two", b"2"),
+            layer_tar("etc/three", b"3"),
+        ],
+        serde_json::json!({ "Cmd": ["/bin/sh"], "Env": ["PATH=/bin", "GREETING=old"], "Labels": { "tier": "base" } }),
+    );
+    d.ok(&["push", "-q", &name]);
+    let before = stats(&d);
+
+    let r = d.json(&[
+        "registry",
+        "edit",
+        "team/three:1",
+        "--env",
+        "GREETING=hello",
+        "--label",
+        "tier=edited",
+        "--cmd",
+        "[\"/bin/sh\",\"-c\",\"echo $GREETING\"]",
+        "--tag",
+        "edited",
+    ]);
+    assert_eq!(r["tag"], "edited");
+    assert_eq!(stats(&d), before, "an edit moves no blob");
+    let tags = d.json(&["registry", "tags", "team/three"]);
+    let edited = tags
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["tag"] == "edited")
+        .unwrap();
+    assert_eq!(edited["labels"]["tier"], "edited");
+    let orig = tags
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["tag"] == "1")
+        .unwrap();
+    assert_eq!(orig["labels"]["tier"], "base");
+
+    // Pulling the edit moves no layer byte. (This engine shares its blob store with the
+    // registry, so even the new config is here already: nothing moves at all.)
+    let edited_name = format!("{ADDR}/team/three:edited");
+    d.ok(&["pull", "-q", &edited_name]);
+    let after = stats(&d);
+    let config_size = get(&d, "/v2/team/three/manifests/edited").json()["config"]["size"]
+        .as_u64()
+        .unwrap();
+    assert_eq!(after.0, before.0, "nothing uploaded");
+    assert!(
+        after.1 - before.1 <= config_size,
+        "at most the config was downloaded: {before:?} {after:?}"
+    );
+    let out = d.ok(&["run", "--rm", "--network", "none", &edited_name]);
+    assert_eq!(out.trim(), "hello");
+    let out = d.ok(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        &edited_name,
+        "sh",
+        "-c",
+        "echo $PATH",
+    ]);
+    assert_eq!(out.trim(), "/bin");
+    let hist = d.ok(&["image", "history", &edited_name]);
+    assert!(hist.contains("pier registry edit"), "{hist}");
+
+    // Editing in place moves the tag; its history shows both.
+    d.ok(&["registry", "edit", "team/three:1", "--env", "X=1"]);
+    let h = d.json(&["registry", "history", "team/three:1"]);
+    let h = h.as_array().unwrap();
+    assert_eq!(h.len(), 2, "{h:?}");
+    assert_eq!(
+        (h[0]["action"].as_str(), h[1]["action"].as_str()),
+        (Some("push"), Some("edit"))
+    );
+    assert_ne!(h[0]["digest"], h[1]["digest"]);
+    let err = d.fails(&["registry", "edit", "team/three:nope", "--env", "A=B"]);
+    assert!(err.contains("unknown"), "{err}");
+    let err = d.fails(&["registry", "edit", "team/three:1", "--env", "NOEQUALS"]);
+    assert!(err.contains("KEY=VALUE"), "{err}");
+}
+
+#[test]
+fn management_lists_searches_deletes_and_collects() {
+    require_root_and_tools(&[]);
+    let d = registry_daemon();
+    let l1 = layer_tar("a", b"alpha");
+    let l2 = layer_tar("b", b"beta");
+    push_image(&d, "shop/web", "1.0", &[&l1]);
+    push_image(&d, "shop/web", "1.1", &[&l1, &l2]);
+    push_image(&d, "tools/db", "v1", &[&l2]);
+    let ls = d.json(&["registry", "ls"]);
+    let names: Vec<&str> = ls
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["shop/web", "tools/db"]);
+    assert_eq!(ls[0]["tags"], 2);
+    let tags = d.json(&["registry", "tags", "shop/web"]);
+    assert_eq!(tags[0]["tag"], "1.0");
+    assert_eq!(tags[0]["platforms"], serde_json::json!(["linux/amd64"]));
+    assert_eq!(tags[0]["labels"]["team"], "blue");
+    assert_eq!(tags[0]["created"], "2026-01-02T03:04:05Z");
+    assert!(tags[1]["size"].as_u64().unwrap() > tags[0]["size"].as_u64().unwrap());
+    let table = d.ok(&["registry", "tags", "shop/web"]);
+    assert!(
+        table.contains("linux/amd64") && table.contains("team=blue"),
+        "{table}"
+    );
+    assert_eq!(
+        d.json(&["registry", "search", "shop"])
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
+    assert_eq!(
+        d.json(&["registry", "search", "--label", "team=blue"])
+            .as_array()
+            .unwrap()
+            .len(),
+        3
+    );
+    assert_eq!(
+        d.json(&["registry", "search", "--label", "team=red"])
+            .as_array()
+            .unwrap()
+            .len(),
+        0
+    );
+    assert!(d
+        .fails(&["registry", "tags", "nothing/here"])
+        .contains("unknown"));
+    assert!(d
+        .fails(&["registry", "tags", "Bad"])
+        .contains("not a valid repository name"));
+
+    // A re-push moves the tag; history lists both.
+    let l3 = layer_tar("c", b"gamma");
+    push_image(&d, "tools/db", "v1", &[&l3]);
+    assert_eq!(
+        d.json(&["registry", "history", "tools/db:v1"])
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
+
+    // Remove tags, then collect: the blobs only they used go; shared ones stay.
+    let web10 = get(&d, "/v2/shop/web/manifests/1.0").json();
+    d.ok(&["registry", "rm", "shop/web:1.1"]);
+    let h = d.json(&["registry", "history", "shop/web:1.1"]);
+    assert_eq!(h[1]["action"], "delete");
+    // Untagged manifests stay until deleted by digest.
+    let m11 = digest_of(&push_image_manifest_bytes(&d, "shop/web", &[&l1, &l2]));
+    assert_eq!(
+        send(
+            &d,
+            "DELETE",
+            &format!("/v2/shop/web/manifests/{m11}"),
+            &[],
+            &[],
+            None
+        )
+        .status,
+        202
+    );
+    let orphan = push_blob(&d, "shop/web", b"an orphan blob");
+    let kept = d.json(&["registry", "gc"]);
+    assert_eq!(kept["unlinked"], 0, "young blobs are kept: {kept}");
+    let r = d.json(&["registry", "gc", "--grace", "0"]);
+    assert!(r["unlinked"].as_u64().unwrap() >= 2, "{r}");
+    assert!(r["reclaimed_bytes"].as_u64().unwrap() > 0, "{r}");
+    let blob_file = |dg: &str| d.root.join("images/oci/blobs/sha256").join(&dg[7..]);
+    assert!(!blob_file(&orphan).exists());
+    assert!(
+        !blob_file(&digest_of(&l2)).exists()
+            || send(
+                &d,
+                "HEAD",
+                &format!("/v2/tools/db/blobs/{}", digest_of(&l2)),
+                &[],
+                &[],
+                None
+            )
+            .status
+                == 200
+    );
+    for l in web10["layers"].as_array().unwrap() {
+        let dg = l["digest"].as_str().unwrap();
+        assert!(blob_file(dg).exists(), "{dg} is still referenced");
+        assert_eq!(get(&d, &format!("/v2/shop/web/blobs/{dg}")).status, 200);
+    }
+}
+
+/// The manifest bytes `push_image` would make for `layers` (its blobs are pushed).
+fn push_image_manifest_bytes(d: &Daemon, repo: &str, layers: &[&[u8]]) -> Vec<u8> {
+    let md = push_image(d, repo, "tmp-for-digest", layers);
+    let r = get(d, &format!("/v2/{repo}/manifests/{md}"));
+    send(
+        d,
+        "DELETE",
+        &format!("/v2/{repo}/manifests/tmp-for-digest"),
+        &[],
+        &[],
+        None,
+    );
+    r.body
+}
+
+#[test]
+fn gc_racing_pushes_keeps_every_referenced_blob() {
+    require_root_and_tools(&[]);
+    let d = std::sync::Arc::new(registry_daemon());
+    let socket = d.socket.clone();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    // A collector with no grace period, running back to back.
+    let gc = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut runs = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let out = Command::new(PIER)
+                    .env("PIER_HOST", &socket)
+                    .args(["registry", "gc", "--grace", "0"])
+                    .output()
+                    .unwrap();
+                assert!(
+                    out.status.success(),
+                    "{}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+                runs += 1;
+            }
+            runs
+        })
+    };
+    // Pushers: blobs first, manifest last. A push may be refused (MANIFEST_BLOB_UNKNOWN)
+    // when the collector took a blob it had not referenced yet; it never succeeds with a
+    // blob missing.
+    let mut pushers = Vec::new();
+    for p in 0..3 {
+        let d = d.clone();
+        pushers.push(std::thread::spawn(move || {
+            let mut ok = 0;
+            for i in 0..15 {
+                let l = layer_tar("f", format!("pusher {p} image {i}").repeat(2000).as_bytes());
+                let cfg = config_for(&[&l], &[]);
+                let repo = format!("race/p{p}");
+                let cd = push_blob(&d, &repo, &cfg);
+                let ld = push_blob(&d, &repo, &l);
+                let m = serde_json::to_vec(&serde_json::json!({
+                    "schemaVersion": 2, "mediaType": OCI_MANIFEST,
+                    "config": { "mediaType": "application/vnd.oci.image.config.v1+json", "digest": cd, "size": cfg.len() },
+                    "layers": [{ "mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": ld, "size": l.len() }],
+                })).unwrap();
+                let r = send(&d, "PUT", &format!("/v2/{repo}/manifests/t{i}"), &[("Content-Type", OCI_MANIFEST)], &m, None);
+                match r.status {
+                    201 => ok += 1,
+                    400 => assert_eq!(r.code(), "MANIFEST_BLOB_UNKNOWN"),
+                    s => panic!("unexpected {s}: {r:?}"),
+                }
+            }
+            ok
+        }));
+    }
+    let pushed: u32 = pushers.into_iter().map(|p| p.join().unwrap()).sum();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let runs = gc.join().unwrap();
+    assert!(runs > 2, "the collector ran {runs} times");
+    d.ok(&["registry", "gc", "--grace", "0"]);
+    // Every manifest that exists has every blob it names, intact.
+    let mut checked = 0;
+    for p in 0..3 {
+        let repo = format!("race/p{p}");
+        let tags = get(&d, &format!("/v2/{repo}/tags/list")).json();
+        for t in tags["tags"].as_array().into_iter().flatten() {
+            let m = get(&d, &format!("/v2/{repo}/manifests/{}", t.as_str().unwrap())).json();
+            let mut descs = vec![m["config"].clone()];
+            descs.extend(m["layers"].as_array().unwrap().iter().cloned());
+            for desc in descs {
+                let dg = desc["digest"].as_str().unwrap();
+                let b = get(&d, &format!("/v2/{repo}/blobs/{dg}"));
+                assert_eq!(b.status, 200, "{repo}:{t} references {dg}, which is gone");
+                assert_eq!(digest_of(&b.body), dg);
+            }
+            checked += 1;
+        }
+    }
+    assert_eq!(checked, pushed);
+    assert!(pushed > 0);
+
+    // With the default grace period, pushes racing the collector all succeed.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let gc = {
+        let stop = stop.clone();
+        let socket = d.socket.clone();
+        std::thread::spawn(move || {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                Command::new(PIER)
+                    .env("PIER_HOST", &socket)
+                    .args(["registry", "gc"])
+                    .output()
+                    .unwrap();
+            }
+        })
+    };
+    for i in 0..10 {
+        let l = layer_tar("g", format!("graceful {i}").repeat(1000).as_bytes());
+        push_image(&d, "race/graceful", &format!("t{i}"), &[&l]);
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    gc.join().unwrap();
 }
