@@ -161,7 +161,12 @@ async fn prune(
 #[utoipa::path(get, path = "/v1/volumes/{name}/export", params(("name" = String, Path)),
     responses((status = 200, content_type = "application/x-tar", body = Vec<u8>), (status = 404, body = ErrorBody)))]
 async fn export(State(e): Shared, Path(name): Path<String>) -> ApiResult<Response> {
-    e.containers.volumes.get(&project(), &name)?;
+    let v = e.containers.volumes.get(&project(), &name)?;
+    if v.driver == "block" {
+        return Err(invalid(format!(
+            "volume {name} is a block volume: export works on file volumes; copy its image with qemu-img, or snapshot it"
+        )));
+    }
     let c = e.containers.clone();
     Ok(crate::api_containers::tar_response(move |w| {
         c.volumes.export(&project(), &name, w)

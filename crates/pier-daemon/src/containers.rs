@@ -663,6 +663,27 @@ impl Containers {
                 return Err(e);
             }
         }
+        // Block volumes: a device under /dev, or their filesystem anywhere else.
+        for m in mounts.iter_mut().filter(|m| m.kind == MountKind::Volume) {
+            let name = m.source.clone().unwrap_or_default();
+            let v = self.volumes.get(project, &name)?;
+            if v.driver != "block" {
+                continue;
+            }
+            let how = if m.target.starts_with("/dev/") {
+                "device"
+            } else if Volumes::has_fs(&v) {
+                "fs"
+            } else {
+                for v in &made_volumes {
+                    let _ = self.volumes.remove(project, v);
+                }
+                return Err(invalid(format!(
+                    "block volume {name} has no filesystem: attach it as a device under /dev/ (e.g. target=/dev/vdb), or create it with --opt fs=ext4"
+                )));
+            };
+            m.options.insert("block".into(), how.into());
+        }
         let mut c = c;
         c.mounts = mounts;
         let dir = self.cdir(&id);
@@ -738,6 +759,58 @@ impl Containers {
         })
     }
 
+    /// Attaches the container's block volumes (their filesystems mounted, or their
+    /// devices made available) and lets the container's cgroup use those devices.
+    fn prepare_block_volumes(&self, c: &ContainerInspect) -> ApiResult<()> {
+        let mut minors = Vec::new();
+        for m in &c.mounts {
+            let (Some(how), Some(name)) = (m.options.get("block"), m.source.as_deref()) else {
+                continue;
+            };
+            if how == "device" {
+                minors.push(self.volumes.attach_device(&c.project, name)?);
+            } else {
+                self.volumes.mount_fs(&c.project, name)?;
+            }
+        }
+        if minors.is_empty() {
+            return Ok(());
+        }
+        let path = self.cdir(&c.id).join("config.json");
+        let mut spec: serde_json::Value = serde_json::from_slice(
+            &fs::read(&path).map_err(|e| internal(format!("cannot read config.json: {e}")))?,
+        )
+        .map_err(|e| internal(format!("config.json: {e}")))?;
+        let devices = &mut spec["linux"]["resources"]["devices"];
+        if !devices.is_array() {
+            *devices = serde_json::json!([]);
+        }
+        let list = devices.as_array_mut().expect("an array");
+        // Rules of an earlier start are replaced, not stacked.
+        list.retain(|d| d["major"] != 7);
+        for minor in minors {
+            list.push(serde_json::json!({"allow": true, "type": "b", "major": 7, "minor": minor, "access": "rwm"}));
+        }
+        fs::write(&path, serde_json::to_vec(&spec).expect("json"))
+            .map_err(|e| internal(format!("cannot write config.json: {e}")))
+    }
+
+    /// Releases block volumes of `c` that no other running container uses.
+    fn release_block_volumes(&self, c: &ContainerInspect) {
+        for m in c.mounts.iter().filter(|m| m.options.contains_key("block")) {
+            let Some(name) = m.source.as_deref() else {
+                continue;
+            };
+            let others = self
+                .running_users(&c.project, name)
+                .map(|u| u.iter().any(|o| o.id != c.id))
+                .unwrap_or(true);
+            if !others {
+                self.volumes.release(&c.project, name);
+            }
+        }
+    }
+
     /// Fills each empty volume with what the image has at its mount point, as Docker
     /// does on a volume's first use (not with the `nocopy` option).
     fn copy_up(&self, c: &ContainerInspect) -> ApiResult<()> {
@@ -746,7 +819,7 @@ impl Containers {
             let (MountKind::Volume, Some(name)) = (m.kind, m.source.as_deref()) else {
                 continue;
             };
-            if m.options.contains_key("nocopy") {
+            if m.options.contains_key("nocopy") || m.options.contains_key("block") {
                 continue;
             }
             let data = self.volumes.mountpoint(name);
@@ -913,6 +986,18 @@ impl Containers {
                         options.push("ro".into());
                     }
                     serde_json::json!({"destination": m.target, "type": "tmpfs", "source": "tmpfs", "options": options})
+                }
+                MountKind::Volume
+                    if m.options.get("block").map(String::as_str) == Some("device") =>
+                {
+                    let node = self
+                        .volumes
+                        .device_node(m.source.as_deref().unwrap_or_default());
+                    options.extend(["bind".to_string(), "rprivate".to_string()]);
+                    if m.read_only {
+                        options.push("ro".into());
+                    }
+                    serde_json::json!({"destination": m.target, "type": "bind", "source": node, "options": options})
                 }
                 MountKind::Bind | MountKind::Volume => {
                     let source = match m.kind {
@@ -1173,6 +1258,7 @@ impl Containers {
         let c2 = c.clone();
         let reply = tokio::task::spawn_blocking(move || -> ApiResult<String> {
             this.mount_rootfs(&c2)?;
+            this.prepare_block_volumes(&c2)?;
             this.copy_up(&c2)?;
             for f in ["state.json", "exit.json"] {
                 let _ = fs::remove_file(dir.join(f));
@@ -1218,6 +1304,7 @@ impl Containers {
         }
         // The container did not start: nothing of it may stay.
         unmount(&self.cdir(&c.id).join("rootfs"));
+        self.release_block_volumes(&c);
         self.teardown_network(&mut c).await;
         let (code, msg) = match reply.strip_prefix("err ") {
             Some(rest) => {
@@ -1305,6 +1392,7 @@ impl Containers {
         });
         unmount(&dir.join("rootfs"));
         let _ = Cgroup::for_container(id).remove();
+        self.release_block_volumes(&c);
         c.state.status = ContainerStatus::Exited;
         c.state.pid = None;
         c.state.monitor_pid = None;
@@ -2178,6 +2266,13 @@ impl Containers {
                     let _ = fs::remove_dir_all(e.path());
                     tracing::info!(container = %id, "removed the leftovers of a container with no record");
                 }
+            }
+        }
+        // Block volumes attached for containers that are gone.
+        let project = ProjectName::default_project();
+        for v in self.volumes.list(&project)? {
+            if v.driver == "block" && self.running_users(&project, &v.name)?.is_empty() {
+                self.volumes.release(&project, &v.name);
             }
         }
         Ok(())

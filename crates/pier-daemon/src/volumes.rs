@@ -135,21 +135,35 @@ impl Volumes {
         if !valid_name(&name) || name.len() > 64 {
             return Err(invalid(format!("invalid volume name {name:?}: use up to 64 letters, digits, '_', '.' and '-', starting with a letter or digit")));
         }
-        match req.driver.as_deref() {
-            None | Some("local") => {}
+        let block = match req.driver.as_deref() {
+            None | Some("local") => false,
+            Some("block") => true,
             Some(d) => {
                 return Err(invalid(format!(
-                    "volume driver {d:?} is not supported; use local"
+                    "volume driver {d:?} is not supported; use local or block"
                 )))
             }
-        }
+        };
         if self.db.get(Table::Volumes, &key(project, &name))?.is_some() {
             return Err(conflict(format!("volume {name} already exists")));
         }
         let mut size = None;
         let mut inodes = None;
+        let mut format = pier_storage::block::Format::Raw;
+        let mut ext4_fs = false;
         for (k, v) in &req.options {
             match k.as_str() {
+                "format" if block => {
+                    format = pier_storage::block::Format::parse(v)
+                        .ok_or_else(|| invalid(format!("--opt format={v}: use raw or qcow2")))?;
+                }
+                "fs" if block => {
+                    ext4_fs = match v.as_str() {
+                        "ext4" => true,
+                        "none" => false,
+                        _ => return Err(invalid(format!("--opt fs={v}: use ext4 or none"))),
+                    };
+                }
                 "size" => {
                     let n = parse_bytes(v).map_err(|e| invalid(format!("--opt size: {e}")))?;
                     if n < (1 << 20) {
@@ -159,11 +173,19 @@ impl Volumes {
                     }
                     size = Some(n);
                 }
+                "inodes" if block => {
+                    return Err(invalid("inodes= is for local volumes; a block volume's filesystem is its own"))
+                }
                 "inodes" => {
                     let n: u64 = v.parse().ok().filter(|n| *n > 0).ok_or_else(|| {
                         invalid(format!("--opt inodes={v}: give a positive number"))
                     })?;
                     inodes = Some(n);
+                }
+                _ if block => {
+                    return Err(invalid(format!(
+                        "unknown block volume option {k:?}: use size=BYTES, format=raw|qcow2, fs=ext4|none"
+                    )))
                 }
                 _ => {
                     return Err(invalid(format!(
@@ -171,6 +193,9 @@ impl Volumes {
                     )))
                 }
             }
+        }
+        if block && size.is_none() {
+            return Err(invalid("a block volume needs a size: --opt size=1g"));
         }
         let quota = self.quota(project)?;
         if let Some(q) = quota {
@@ -214,6 +239,13 @@ impl Volumes {
         let made = (|| -> ApiResult<(Option<u64>, Option<u64>)> {
             fs::create_dir_all(&data)
                 .map_err(|e| internal(format!("cannot create {}: {e}", data.display())))?;
+            if block {
+                let s = size.expect("checked");
+                pier_storage::block::Disk::new(&vdir, format)
+                    .create(s, ext4_fs)
+                    .map_err(st)?;
+                return Ok((Some(s), None));
+            }
             let Some(s) = limited_size else {
                 return Ok((None, None));
             };
@@ -237,7 +269,7 @@ impl Volumes {
         let v = VolumeInspect {
             name: name.clone(),
             project: project.clone(),
-            driver: "local".into(),
+            driver: if block { "block" } else { "local" }.into(),
             created: now_rfc3339(),
             mountpoint: data.display().to_string(),
             labels: req.labels,
@@ -300,8 +332,11 @@ impl Volumes {
     /// Removes a volume; the caller has checked that no container uses it.
     pub fn remove(&self, project: &ProjectName, name: &str) -> ApiResult<()> {
         let _g = self.lock.lock().unwrap();
-        self.get(project, name)?;
+        let v = self.get(project, name)?;
         let data = self.mountpoint(name);
+        if let Some(disk) = self.disk(&v) {
+            self.release_disk(&v, &disk);
+        }
         ext4::unmount(&data).map_err(st)?;
         let mut b = Batch::new();
         b.delete(Table::Volumes, key(project, name));
@@ -309,6 +344,78 @@ impl Volumes {
         fs::remove_dir_all(self.vdir(name))
             .map_err(|e| internal(format!("cannot remove the data of volume {name}: {e}")))?;
         Ok(())
+    }
+
+    // ---- block volumes -------------------------------------------------------------
+
+    /// The disk image of a block volume.
+    pub fn disk(&self, v: &VolumeInspect) -> Option<pier_storage::block::Disk> {
+        (v.driver == "block").then(|| {
+            let format = v
+                .options
+                .get("format")
+                .and_then(|f| pier_storage::block::Format::parse(f))
+                .unwrap_or(pier_storage::block::Format::Raw);
+            pier_storage::block::Disk::new(&self.vdir(&v.name), format)
+        })
+    }
+
+    /// Whether a block volume carries a filesystem to mount.
+    pub fn has_fs(v: &VolumeInspect) -> bool {
+        v.options.get("fs").map(String::as_str) == Some("ext4")
+    }
+
+    /// A stable path to a block volume's device node (bind-mounted from /dev/loopN),
+    /// for container specs written before the device exists.
+    pub fn device_node(&self, name: &str) -> PathBuf {
+        self.vdir(name).join("device")
+    }
+
+    /// Attaches a block volume's device; returns the loop device's minor number.
+    pub fn attach_device(&self, project: &ProjectName, name: &str) -> ApiResult<u32> {
+        let v = self.get(project, name)?;
+        let disk = self
+            .disk(&v)
+            .ok_or_else(|| invalid(format!("volume {name} is not a block volume")))?;
+        let dev = disk.attach().map_err(st)?;
+        let node = self.device_node(name);
+        if !ext4::is_mounted(&node) {
+            fs::write(&node, b"").map_err(|e| internal(e.to_string()))?;
+            rustix::mount::mount_bind(&dev, &node)
+                .map_err(|e| internal(format!("cannot bind {}: {e}", dev.display())))?;
+        }
+        pier_storage::loopdev::minor(&dev).map_err(st)
+    }
+
+    /// Mounts a block volume's filesystem on its mountpoint.
+    pub fn mount_fs(&self, project: &ProjectName, name: &str) -> ApiResult<()> {
+        let v = self.get(project, name)?;
+        let disk = self
+            .disk(&v)
+            .ok_or_else(|| invalid(format!("volume {name} is not a block volume")))?;
+        let data = self.mountpoint(name);
+        if !ext4::is_mounted(&data) {
+            let dev = disk.attach().map_err(st)?;
+            ext4::mount_device(&dev, &data).map_err(st)?;
+        }
+        Ok(())
+    }
+
+    fn release_disk(&self, v: &VolumeInspect, disk: &pier_storage::block::Disk) {
+        let _ = ext4::unmount(&self.mountpoint(&v.name));
+        let node = self.device_node(&v.name);
+        let _ = ext4::unmount(&node);
+        let _ = fs::remove_file(&node);
+        disk.release();
+    }
+
+    /// Releases a block volume no running container uses: unmount, loop device, export.
+    pub fn release(&self, project: &ProjectName, name: &str) {
+        if let Ok(v) = self.get(project, name) {
+            if let Some(disk) = self.disk(&v) {
+                self.release_disk(&v, &disk);
+            }
+        }
     }
 
     // ---- snapshots, export, import -------------------------------------------------
@@ -356,7 +463,21 @@ impl Volumes {
         let _ = fs::remove_dir_all(&tmp);
         fs::create_dir_all(&tmp).map_err(|e| internal(e.to_string()))?;
         let data = self.mountpoint(name);
-        let r = if v.size_limit.is_some() || v.inode_limit.is_some() {
+        let r = if let Some(disk) = self.disk(&v) {
+            // Users paused, and the filesystem (if mounted) frozen, while the image is
+            // copied.
+            quiesce(true);
+            let frozen = if ext4::is_mounted(&data) {
+                ext4::freeze(&data).ok()
+            } else {
+                None
+            };
+            let file = disk.image.file_name().expect("a file").to_owned();
+            let r = ext4::copy_sparse(&disk.image, &tmp.join(file)).map_err(st);
+            drop(frozen);
+            quiesce(false);
+            r
+        } else if v.size_limit.is_some() || v.inode_limit.is_some() {
             ext4::freeze(&data).map_err(st).and_then(|frozen| {
                 let r = ext4::copy_sparse(&self.vdir(name).join("disk.img"), &tmp.join("disk.img"));
                 drop(frozen);
@@ -389,7 +510,13 @@ impl Volumes {
             ));
         }
         let data = self.mountpoint(name);
-        if v.size_limit.is_some() || v.inode_limit.is_some() {
+        if let Some(disk) = self.disk(&v) {
+            self.release_disk(&v, &disk);
+            let file = disk.image.file_name().expect("a file").to_owned();
+            let tmp = self.vdir(name).join("disk.restoring");
+            ext4::copy_sparse(&src.join(file), &tmp).map_err(st)?;
+            fs::rename(&tmp, &disk.image).map_err(|e| internal(e.to_string()))?;
+        } else if v.size_limit.is_some() || v.inode_limit.is_some() {
             let img = self.vdir(name).join("disk.img");
             let tmp = self.vdir(name).join("disk.img.restoring");
             ext4::copy_sparse(&src.join("disk.img"), &tmp).map_err(st)?;
@@ -418,6 +545,11 @@ impl Volumes {
     /// Writes the volume's content as a tar (image volumes frozen meanwhile).
     pub fn export(&self, project: &ProjectName, name: &str, out: impl Write) -> ApiResult<()> {
         let v = self.get(project, name)?;
+        if v.driver == "block" {
+            return Err(invalid(format!(
+                "volume {name} is a block volume: export works on file volumes; copy its image with qemu-img, or snapshot it"
+            )));
+        }
         let data = self.mountpoint(name);
         let _frozen = if v.size_limit.is_some() || v.inode_limit.is_some() {
             Some(ext4::freeze(&data).map_err(st)?)

@@ -223,6 +223,26 @@ impl Cgroup {
 
     fn apply(&self, r: &LinuxResources) -> Result<(), CgroupError> {
         let v2 = self.layout == Layout::V2;
+        // Devices the spec allows beyond the defaults (block volumes' loop devices).
+        if let (Layout::V1, Some(dir), Some(devices)) =
+            (self.layout, self.dir("devices"), r.devices().as_ref())
+        {
+            for d in devices.iter().filter(|d| d.allow()) {
+                let kind = match d.typ() {
+                    Some(oci_spec::runtime::LinuxDeviceType::B) => "b",
+                    Some(oci_spec::runtime::LinuxDeviceType::C) => "c",
+                    _ => continue,
+                };
+                let num = |n: Option<i64>| n.map_or("*".to_string(), |n| n.to_string());
+                let rule = format!(
+                    "{kind} {}:{} {}",
+                    num(d.major()),
+                    num(d.minor()),
+                    d.access().as_deref().unwrap_or("rwm")
+                );
+                write(&dir.join("devices.allow"), &rule)?;
+            }
+        }
         if let Some(mem) = r.memory() {
             if let Some(dir) = self.dir("memory") {
                 if let Some(limit) = mem.limit() {

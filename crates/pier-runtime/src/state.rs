@@ -58,11 +58,15 @@ pub struct Exited {
     pub error: Option<String>,
 }
 
+/// Writes `value` to `path` atomically (a temporary file renamed over it), so that a
+/// reader sees the old content or the new, never a part. It is not fsynced: these files
+/// describe processes that a power loss kills anyway, the daemon's store holds what must
+/// outlive one, and a kill -9 of any Pier process leaves the page cache intact. Skipping
+/// the sync takes about a millisecond off each container start and exit.
 pub fn write_json<T: Serialize>(path: &Path, value: &T) -> io::Result<()> {
     let tmp = path.with_extension("tmp");
     let mut f = fs::File::create(&tmp)?;
     f.write_all(&serde_json::to_vec(value).expect("serializable"))?;
-    f.sync_all()?;
     fs::rename(&tmp, path)
 }
 

@@ -106,9 +106,20 @@ pub fn make(image: &Path, bytes: u64, inodes: Option<u64>) -> Result<Capacity> {
 
 /// Mounts the filesystem image on `target` through a loop device released on unmount.
 pub fn mount(image: &Path, target: &Path) -> Result<()> {
-    let (dev, _keep) = loopdev::attach(image)?;
+    let (dev, _keep) = loopdev::attach(image, true)?;
+    mount_device(&dev, target).map_err(|e| match e {
+        Error::Io(_, err) => Error::Io(
+            format!("mount {} on {}", image.display(), target.display()),
+            err,
+        ),
+        other => other,
+    })
+}
+
+/// Mounts the ext4 filesystem on block device `dev` on `target`.
+pub fn mount_device(dev: &Path, target: &Path) -> Result<()> {
     rustix::mount::mount(
-        &dev,
+        dev,
         target,
         "ext4",
         rustix::mount::MountFlags::NOSUID | rustix::mount::MountFlags::NODEV,
@@ -116,7 +127,7 @@ pub fn mount(image: &Path, target: &Path) -> Result<()> {
     )
     .map_err(|e| {
         Error::Io(
-            format!("mount {} on {}", image.display(), target.display()),
+            format!("mount {} on {}", dev.display(), target.display()),
             e.into(),
         )
     })

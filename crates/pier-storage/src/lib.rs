@@ -10,6 +10,7 @@
 //! `LOOP_CONFIGURE` and autoclear, so unmounting releases it and nothing is left behind.
 //! The daemon (`pier-daemon/src/volumes.rs`) decides what to make; this crate does it.
 
+pub mod block;
 pub mod ext4;
 pub mod loopdev;
 pub mod tree;

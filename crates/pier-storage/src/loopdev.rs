@@ -37,9 +37,10 @@ struct LoopConfig {
     reserved: [u64; 8],
 }
 
-/// A configured loop device; it stays until unmounted (autoclear) once mounted. The
-/// returned `File` keeps it alive until the caller has mounted it.
-pub fn attach(image: &Path) -> Result<(PathBuf, File)> {
+/// A configured loop device. With `autoclear`, it goes when its last user (a mount) does,
+/// and the returned `File` keeps it alive until the caller has mounted it; without, it
+/// stays until [`detach`].
+pub fn attach(image: &Path, autoclear: bool) -> Result<(PathBuf, File)> {
     let backing = OpenOptions::new()
         .read(true)
         .write(true)
@@ -73,7 +74,7 @@ pub fn attach(image: &Path) -> Result<(PathBuf, File)> {
         // SAFETY: an all-zero LoopConfig is valid; the fields we need are set below.
         let mut cfg: LoopConfig = unsafe { std::mem::zeroed() };
         cfg.fd = backing.as_raw_fd() as u32;
-        cfg.info.lo_flags = LO_FLAGS_AUTOCLEAR;
+        cfg.info.lo_flags = if autoclear { LO_FLAGS_AUTOCLEAR } else { 0 };
         let name = image.as_os_str().as_encoded_bytes();
         let len = name.len().min(LO_NAME_SIZE - 1);
         cfg.info.lo_file_name[..len].copy_from_slice(&name[..len]);
@@ -101,4 +102,45 @@ fn make_node(path: &Path, n: u32) -> Result<()> {
         dev,
     )
     .map_err(|e| Error::Io(format!("create {}", path.display()), e.into()))
+}
+
+const LOOP_CLR_FD: libc::c_ulong = 0x4C01;
+
+/// Detaches a loop device set up without autoclear.
+pub fn detach(dev: &Path) -> Result<()> {
+    let f = OpenOptions::new()
+        .read(true)
+        .open(dev)
+        .map_err(io(format!("open {}", dev.display())))?;
+    // SAFETY: LOOP_CLR_FD takes no argument.
+    if unsafe { libc::ioctl(f.as_raw_fd(), LOOP_CLR_FD, 0) } < 0 {
+        let e = std::io::Error::last_os_error();
+        if e.raw_os_error() != Some(libc::ENXIO) {
+            return Err(Error::Io(format!("detach {}", dev.display()), e));
+        }
+    }
+    Ok(())
+}
+
+/// Loop devices whose backing file is `file`.
+pub fn backed_by(file: &Path) -> Vec<PathBuf> {
+    let want = file.to_string_lossy().into_owned();
+    let Ok(rd) = std::fs::read_dir("/sys/block") else {
+        return Vec::new();
+    };
+    rd.flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with("loop"))
+        .filter(|e| {
+            std::fs::read_to_string(e.path().join("loop/backing_file"))
+                .is_ok_and(|b| b.trim_end() == want)
+        })
+        .map(|e| Path::new("/dev").join(e.file_name()))
+        .collect()
+}
+
+/// The minor number of a loop device node.
+pub fn minor(dev: &Path) -> Result<u32> {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(dev).map_err(io(format!("stat {}", dev.display())))?;
+    Ok(rustix::fs::minor(m.rdev()))
 }

@@ -97,6 +97,33 @@ fn named_volumes_keep_data_and_refuse_removal_in_use() {
         std::fs::read_to_string(host.join("x")).unwrap(),
         "from-container\n"
     );
+    // Propagation: rshared shows as a shared mount inside, the default as private.
+    let shared = format!("{}:/mnt:rshared", host.display());
+    let info = ok_run(
+        &d,
+        &[
+            "-v",
+            &shared,
+            "bb",
+            "grep",
+            " /mnt ",
+            "/proc/self/mountinfo",
+        ],
+    );
+    assert!(info.contains("shared:"), "{info}");
+    let info = ok_run(
+        &d,
+        &["-v", &bind, "bb", "grep", " /mnt ", "/proc/self/mountinfo"],
+    );
+    assert!(!info.contains("shared:"), "{info}");
+    // Labels, and filtering by them.
+    d.ok(&["volume", "create", "--label", "team=infra", "labelled"]);
+    assert_eq!(
+        d.ok(&["volume", "ls", "-q", "--filter", "label=team=infra"])
+            .trim(),
+        "labelled"
+    );
+    d.ok(&["volume", "rm", "labelled"]);
     let out = ok_run(
         &d,
         &[
@@ -346,4 +373,126 @@ fn a_crash_leaves_nothing_mounted_that_no_volume_owns() {
         "the real volume is mounted again"
     );
     ok_run(&d, &["-v", "real:/v", "bb", "touch", "/v/ok"]);
+}
+
+#[test]
+fn block_volumes_attach_as_devices_and_filesystems() {
+    let d = with_busybox();
+    require_root_and_tools(&["qemu-img", "qemu-storage-daemon"]);
+    // A raw image as a block device, written by one container and read by the next.
+    d.ok(&[
+        "volume", "create", "--driver", "block", "--opt", "size=16m", "rawdev",
+    ]);
+    let dev = "type=volume,source=rawdev,target=/dev/vdb";
+    let out = ok_run(&d, &["--mount", dev, "bb", "sh", "-c", "echo pier-block | dd of=/dev/vdb conv=fsync 2>/dev/null; blockdev --getsize64 /dev/vdb"]);
+    assert_eq!(out.trim(), "16777216");
+    assert_eq!(
+        ok_run(&d, &["--mount", dev, "bb", "head", "-c", "10", "/dev/vdb"]),
+        "pier-block"
+    );
+    // qcow2 with a filesystem, mounted as a directory; its data stays.
+    d.ok(&[
+        "volume",
+        "create",
+        "--driver",
+        "block",
+        "--opt",
+        "size=32m",
+        "--opt",
+        "format=qcow2",
+        "--opt",
+        "fs=ext4",
+        "qfs",
+    ]);
+    ok_run(
+        &d,
+        &[
+            "-v",
+            "qfs:/data",
+            "bb",
+            "sh",
+            "-c",
+            "echo in-qcow2 > /data/f",
+        ],
+    );
+    assert_eq!(
+        ok_run(&d, &["-v", "qfs:/data", "bb", "cat", "/data/f"]),
+        "in-qcow2\n"
+    );
+    let disk = d.root.join("volumes/qfs/disk.qcow2");
+    let info = std::process::Command::new("qemu-img")
+        .args(["info", "--output=json"])
+        .arg(&disk)
+        .output()
+        .unwrap();
+    let info: serde_json::Value = serde_json::from_slice(&info.stdout).unwrap();
+    assert_eq!(info["format"], "qcow2");
+    assert_eq!(info["virtual-size"], 32 << 20);
+    // The same qcow2 as a device: the ext4 superblock magic is at 1080.
+    let out = ok_run(
+        &d,
+        &[
+            "--mount",
+            "type=volume,source=qfs,target=/dev/vdc",
+            "bb",
+            "sh",
+            "-c",
+            "dd if=/dev/vdc bs=1 skip=1080 count=2 2>/dev/null | od -An -tx1",
+        ],
+    );
+    assert_eq!(
+        out.split_whitespace().collect::<Vec<_>>(),
+        ["53", "ef"],
+        "{out}"
+    );
+    // Snapshot and restore of a block volume.
+    d.ok(&["volume", "snapshot", "qfs", "before"]);
+    ok_run(
+        &d,
+        &[
+            "-v",
+            "qfs:/data",
+            "bb",
+            "sh",
+            "-c",
+            "echo changed > /data/f",
+        ],
+    );
+    d.ok(&["volume", "restore", "qfs", "before"]);
+    assert_eq!(
+        ok_run(&d, &["-v", "qfs:/data", "bb", "cat", "/data/f"]),
+        "in-qcow2\n"
+    );
+    // No filesystem: only as a device.
+    d.ok(&[
+        "volume", "create", "--driver", "block", "--opt", "size=8m", "nofs",
+    ]);
+    let err = d.fails(&["run", "--rm", "-v", "nofs:/data", "bb", "true"]);
+    assert!(err.contains("no filesystem"), "{err}");
+    let err = d.fails(&["volume", "create", "--driver", "block", "nosize"]);
+    assert!(err.contains("size"), "{err}");
+    // Nothing stays attached once no container runs: no loop device, no export.
+    let root = d.root.display().to_string();
+    let loops = String::from_utf8(
+        std::process::Command::new("losetup")
+            .arg("-a")
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    assert!(!loops.contains(&root), "{loops}");
+    let ps = String::from_utf8(
+        std::process::Command::new("ps")
+            .args(["-eo", "args"])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    assert!(
+        !ps.lines()
+            .any(|l| l.contains("qemu-storage-daemon") && l.contains(&root)),
+        "{ps}"
+    );
 }
