@@ -220,6 +220,19 @@ pub struct DaemonArgs {
     /// A registry (`host[:port]`) `pull` tries before an image's own; repeatable, in order.
     #[arg(long = "registry-mirror")]
     pub registry_mirrors: Vec<String>,
+    /// A root certificate (PEM) to trust for registries besides the system's; repeatable.
+    #[arg(long = "registry-ca")]
+    pub registry_ca_files: Vec<PathBuf>,
+    /// The registry's users and policy, a JSON file: `{"anonymous_pull": bool,
+    /// "users": {"NAME": {"password": "...", "pull": ["repo", "team/*", "*"], "push": [...]}}}`.
+    #[arg(long)]
+    pub registry_auth: Option<PathBuf>,
+    /// Serve the registry over TLS with this certificate chain (PEM); needs --registry-tls-key.
+    #[arg(long, requires = "registry_tls_key")]
+    pub registry_tls_cert: Option<PathBuf>,
+    /// The private key (PEM) of --registry-tls-cert.
+    #[arg(long, requires = "registry_tls_cert")]
+    pub registry_tls_key: Option<PathBuf>,
 }
 
 /// Why the CLI stopped; carries the exit code.

@@ -35,6 +35,12 @@ pub struct DaemonConfig {
     pub insecure_registries: Vec<String>,
     /// Registries `pull` tries first, in order.
     pub registry_mirrors: Vec<String>,
+    /// Root certificates (PEM) `pull` and `push` trust besides the system's.
+    pub registry_ca_files: Vec<PathBuf>,
+    /// The registry's users and policy (JSON; see `pier_registry::auth`).
+    pub registry_auth: Option<PathBuf>,
+    /// Serve the registry over TLS with this certificate chain and key (PEM).
+    pub registry_tls: Option<(PathBuf, PathBuf)>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -52,6 +58,8 @@ pub enum DaemonError {
     Store(#[from] pier_store::StoreError),
     #[error("cannot restore containers: {0}")]
     Restore(String),
+    #[error("{0}")]
+    Config(String),
     #[error("cannot open the image store")]
     Image(#[from] pier_image::ImageError),
 }
@@ -109,6 +117,12 @@ pub async fn run(mut config: DaemonConfig) -> Result<(), DaemonError> {
         let root = config.root.clone();
         let insecure_registries = config.insecure_registries.clone();
         let registry_mirrors = config.registry_mirrors.clone();
+        let registry_ca_files = config.registry_ca_files.clone();
+        let registry_auth = match &config.registry_auth {
+            Some(p) => Some(pier_registry::auth::AuthConfig::load(p).map_err(DaemonError::Config)?),
+            None => None,
+        };
+        let registry_tls_on = config.registry_tls.is_some();
         tokio::task::spawn_blocking(move || -> Result<Engine, DaemonError> {
             let store = Arc::new(RedbStore::open(&root.join("state.redb"))?);
             let store_schema = store.schema_version()?;
@@ -122,7 +136,7 @@ pub async fn run(mut config: DaemonConfig) -> Result<(), DaemonError> {
                 .reconcile()
                 .map_err(|e| DaemonError::Restore(format!("volumes: {}", e.message)))?;
             let registry = Arc::new(
-                pier_registry::Registry::new(images.clone())
+                pier_registry::Registry::new(images.clone(), registry_auth, registry_tls_on)
                     .map_err(|e| DaemonError::Restore(format!("registry: {}", e.chain())))?,
             );
             let containers = Containers::new(&root, store, images.clone(), networks, volumes)
@@ -133,7 +147,7 @@ pub async fn run(mut config: DaemonConfig) -> Result<(), DaemonError> {
                 registry,
                 registry_client: pier_registry::client::ClientConfig {
                     insecure: insecure_registries,
-                    ca_files: vec![],
+                    ca_files: registry_ca_files,
                     mirrors: registry_mirrors,
                 },
                 containers,
@@ -177,13 +191,23 @@ pub async fn run(mut config: DaemonConfig) -> Result<(), DaemonError> {
                     path: addr.to_string(),
                     source,
                 })?;
-            tracing::info!(addr = %addr, "registry listening");
             let app = pier_registry::server::router(engine.registry.clone());
-            Some(tokio::spawn(async move {
-                if let Err(e) = axum::serve(l, app).await {
-                    tracing::error!(error = %e, "the registry server stopped");
+            match &config.registry_tls {
+                Some((cert, key)) => {
+                    let tls = pier_registry::server::tls_acceptor(cert, key)
+                        .map_err(DaemonError::Config)?;
+                    tracing::info!(addr = %addr, "registry listening (TLS)");
+                    Some(tokio::spawn(pier_registry::server::serve_tls(l, app, tls)))
                 }
-            }))
+                None => {
+                    tracing::info!(addr = %addr, "registry listening");
+                    Some(tokio::spawn(async move {
+                        if let Err(e) = axum::serve(l, app).await {
+                            tracing::error!(error = %e, "the registry server stopped");
+                        }
+                    }))
+                }
+            }
         }
         None => None,
     };

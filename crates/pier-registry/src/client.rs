@@ -48,6 +48,10 @@ pub struct ClientConfig {
 pub struct Remote {
     pub host: String,
     tls: Option<tokio_rustls::TlsConnector>,
+    /// Plain HTTP: an insecure host, or a loopback one that does not speak TLS.
+    plain: std::sync::atomic::AtomicBool,
+    /// A loopback host: HTTPS is tried first, plain HTTP after.
+    probe: bool,
     creds: Option<Credentials>,
     auth: Mutex<Option<String>>,
 }
@@ -132,25 +136,25 @@ fn encode_query(s: &str) -> String {
 
 impl Remote {
     pub fn new(host: &str, config: &ClientConfig, creds: Option<Credentials>) -> Result<Remote> {
-        let plain = is_loopback(host) || config.insecure.iter().any(|h| h == host);
+        let insecure = config.insecure.iter().any(|h| h == host);
+        let probe = !insecure && is_loopback(host);
         Ok(Remote {
             host: host.to_string(),
-            tls: if plain {
+            tls: if insecure {
                 None
             } else {
                 Some(tls_connector(&config.ca_files)?)
             },
+            plain: std::sync::atomic::AtomicBool::new(insecure),
+            probe,
             creds,
             auth: Mutex::new(None),
         })
     }
 
     fn base(&self) -> String {
-        format!(
-            "{}://{}",
-            if self.tls.is_some() { "https" } else { "http" },
-            self.host
-        )
+        let plain = self.plain.load(std::sync::atomic::Ordering::Relaxed);
+        format!("{}://{}", if plain { "http" } else { "https" }, self.host)
     }
 
     /// Sends one request to `url` (absolute) and returns the response.
@@ -242,9 +246,24 @@ impl Remote {
     /// Makes sure requests for `scope` (`repository:NAME:pull,push`) carry the right
     /// credentials: probes `/v2/` and answers its challenge.
     pub async fn authenticate(&self, scope: &str) -> Result<()> {
-        let resp = self
+        let probe = self
             .raw(Method::GET, &format!("{}/v2/", self.base()), &[], empty())
-            .await?;
+            .await;
+        let resp = match probe {
+            // Fall back only when the server does not speak TLS at all; a certificate
+            // that does not verify stays an error.
+            Err(e)
+                if self.probe
+                    && !self.plain.load(std::sync::atomic::Ordering::Relaxed)
+                    && !e.to_string().contains("certificate") =>
+            {
+                tracing::debug!(host = %self.host, error = %e, "no TLS on a loopback registry; using HTTP");
+                self.plain.store(true, std::sync::atomic::Ordering::Relaxed);
+                self.raw(Method::GET, &format!("{}/v2/", self.base()), &[], empty())
+                    .await?
+            }
+            r => r?,
+        };
         if resp.status() != StatusCode::UNAUTHORIZED {
             return Ok(());
         }
@@ -325,10 +344,9 @@ pub async fn error_of(what: &str, resp: Response<Incoming>) -> RegistryError {
         })
         .unwrap_or_else(|| String::from_utf8_lossy(&body).chars().take(300).collect());
     match status {
-        StatusCode::UNAUTHORIZED => RegistryError::Unauthorized {
-            challenge: String::new(),
-        },
-        StatusCode::FORBIDDEN => RegistryError::Denied(format!("{what}: {detail}")),
+        StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => RegistryError::Denied(format!(
+            "{what}: {detail}; check the credentials (--username, --password-stdin) and their rights"
+        )),
         _ => RegistryError::Upstream(format!("{what}: the registry answered {status}: {detail}")),
     }
 }

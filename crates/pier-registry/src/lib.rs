@@ -43,6 +43,7 @@ pub struct Registry {
     pub images: Arc<ImageStore>,
     db: Arc<dyn Store>,
     uploads: upload::Uploads,
+    auth: Option<auth::Auth>,
     /// Blob bytes received by uploads and sent by blob GETs since start.
     pub bytes_in: AtomicU64,
     pub bytes_out: AtomicU64,
@@ -58,13 +59,20 @@ impl Registry {
     /// A registry keeping its blobs in `images`' blob store and its records in the same
     /// state store. Upload sessions live in the image store's scratch space, which is
     /// emptied at start.
-    pub fn new(images: Arc<ImageStore>) -> Result<Self, RegistryError> {
+    /// `auth`: who may pull and push (open when absent); `tls`: whether it is served
+    /// over TLS.
+    pub fn new(
+        images: Arc<ImageStore>,
+        auth: Option<auth::AuthConfig>,
+        tls: bool,
+    ) -> Result<Self, RegistryError> {
         let db = images.db().clone();
         let uploads = upload::Uploads::new(&images.tmp_dir().join("uploads"))?;
         Ok(Registry {
             images,
             db,
             uploads,
+            auth: auth.map(|a| auth::Auth::new(a, tls)),
             bytes_in: AtomicU64::new(0),
             bytes_out: AtomicU64::new(0),
         })

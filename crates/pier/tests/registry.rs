@@ -1286,3 +1286,229 @@ fn gc_racing_pushes_keeps_every_referenced_blob() {
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     gc.join().unwrap();
 }
+
+#[test]
+fn auth_scopes_tokens_and_tls() {
+    require_root_and_tools(&["skopeo", "curl", "openssl"]);
+    let tmp = tempfile::Builder::new()
+        .prefix("pier-reg-tls-")
+        .tempdir()
+        .unwrap();
+    let certs = tmp.path().join("certs");
+    std::fs::create_dir(&certs).unwrap();
+    // A CA, and a server certificate for 127.0.0.1 it signed.
+    let (cert, key) = (certs.join("ca.crt"), tmp.path().join("key.pem"));
+    let (server_cert, ca_key) = (tmp.path().join("server.crt"), tmp.path().join("ca.key"));
+    let csr = tmp.path().join("server.csr");
+    let ext = tmp.path().join("ext.cnf");
+    std::fs::write(
+        &ext,
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n",
+    )
+    .unwrap();
+    let openssl = |args: Vec<&std::ffi::OsStr>| {
+        let out = Command::new("openssl").args(args).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let s = |x: &'static str| std::ffi::OsStr::new(x);
+    openssl(vec![
+        s("req"),
+        s("-x509"),
+        s("-newkey"),
+        s("rsa:2048"),
+        s("-nodes"),
+        s("-days"),
+        s("1"),
+        s("-subj"),
+        s("/CN=pier test CA"),
+        s("-keyout"),
+        ca_key.as_os_str(),
+        s("-out"),
+        cert.as_os_str(),
+    ]);
+    openssl(vec![
+        s("req"),
+        s("-newkey"),
+        s("rsa:2048"),
+        s("-nodes"),
+        s("-subj"),
+        s("/CN=127.0.0.1"),
+        s("-keyout"),
+        key.as_os_str(),
+        s("-out"),
+        csr.as_os_str(),
+    ]);
+    openssl(vec![
+        s("x509"),
+        s("-req"),
+        s("-in"),
+        csr.as_os_str(),
+        s("-CA"),
+        cert.as_os_str(),
+        s("-CAkey"),
+        ca_key.as_os_str(),
+        s("-CAcreateserial"),
+        s("-days"),
+        s("1"),
+        s("-extfile"),
+        ext.as_os_str(),
+        s("-out"),
+        server_cert.as_os_str(),
+    ]);
+    let auth = tmp.path().join("auth.json");
+    std::fs::write(
+        &auth,
+        serde_json::to_vec(&serde_json::json!({
+            "anonymous_pull": false,
+            "users": {
+                "alice": { "password": "alice-pw", "push": ["team/*"] },
+                "bob": { "password": "bob-pw", "pull": ["*"] },
+            }
+        }))
+        .unwrap(),
+    )
+    .unwrap();
+    let d = Daemon::start_with(&[
+        "--registry-addr",
+        ADDR,
+        "--registry-tls-cert",
+        server_cert.to_str().unwrap(),
+        "--registry-tls-key",
+        key.to_str().unwrap(),
+        "--registry-auth",
+        auth.to_str().unwrap(),
+        "--registry-ca",
+        cert.to_str().unwrap(),
+    ]);
+    let url = format!("https://{ADDR}");
+    let curl = |args: &[&str]| {
+        let mut a = vec![
+            "-s",
+            "--cacert",
+            cert.to_str().unwrap(),
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code} %header{www-authenticate}",
+        ];
+        a.extend_from_slice(args);
+        ok_in(&d, "curl", &a)
+    };
+    // Anonymous: 401 with a Bearer challenge naming the token realm.
+    let r = curl(&[&format!("{url}/v2/team/app/tags/list")]);
+    assert!(
+        r.starts_with("401 Bearer realm=\"https://127.0.0.1:5000/v2/token\""),
+        "{r}"
+    );
+    assert!(r.contains("scope=\"repository:team/app:pull\""), "{r}");
+    assert!(curl(&["-u", "alice:wrong", &format!("{url}/v2/")]).starts_with("401"));
+    assert!(curl(&["-u", "bob:bob-pw", &format!("{url}/v2/")]).starts_with("200"));
+    assert!(curl(&["-u", "bob:bob-pw", &format!("{url}/v2/_catalog")]).starts_with("200"));
+    assert!(curl(&["-u", "alice:alice-pw", &format!("{url}/v2/_catalog")]).starts_with("403"));
+    // Plain HTTP is not served on a TLS port.
+    assert!(!run_in(&d, "curl", &["-sf", &format!("http://{ADDR}/v2/")])
+        .status
+        .success());
+
+    // skopeo: alice may push to team/*, not elsewhere; bob may pull, not push.
+    let archive = write_file(
+        &d,
+        "a.tar",
+        &docker_archive("localhost/a:1", &[busybox_rootfs_tar()], None),
+    );
+    let certdir = format!("--dest-cert-dir={}", certs.display());
+    let copy = |creds: &str, dst: &str| {
+        run_in(
+            &d,
+            "skopeo",
+            &[
+                "copy",
+                &certdir,
+                "--dest-creds",
+                creds,
+                &format!("docker-archive:{archive}"),
+                &format!("docker://{ADDR}/{dst}"),
+            ],
+        )
+    };
+    let ok = copy("alice:alice-pw", "team/app:1");
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    assert!(!copy("alice:alice-pw", "other/app:1").status.success());
+    assert!(!copy("bob:bob-pw", "team/app:2").status.success());
+    let inspect = |creds: Option<&str>| {
+        let mut a = vec![
+            "inspect".to_string(),
+            format!("--cert-dir={}", certs.display()),
+        ];
+        if let Some(c) = creds {
+            a.push("--creds".into());
+            a.push(c.into());
+        }
+        a.push(format!("docker://{ADDR}/team/app:1"));
+        let a: Vec<&str> = a.iter().map(String::as_str).collect();
+        run_in(&d, "skopeo", &a).status.success()
+    };
+    assert!(inspect(Some("bob:bob-pw")));
+    assert!(!inspect(None), "anonymous pull is off");
+
+    // pier pull and push over TLS with credentials (the token handshake).
+    let name = format!("{ADDR}/team/app:1");
+    let out = d.with_input(
+        &["pull", "-q", "--username", "bob", "--password-stdin", &name],
+        b"bob-pw\n",
+    );
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        d.log()
+    );
+    let out = d.with_input(
+        &["pull", "-q", "--username", "bob", "--password-stdin", &name],
+        b"nope\n",
+    );
+    assert!(!out.status.success());
+    d.ok(&["image", "tag", &name, &format!("{ADDR}/team/copy:1")]);
+    let out = d.with_input(
+        &[
+            "push",
+            "-q",
+            "--username",
+            "alice",
+            "--password-stdin",
+            &format!("{ADDR}/team/copy:1"),
+        ],
+        b"alice-pw\n",
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    d.ok(&["image", "tag", &name, &format!("{ADDR}/other/copy:1")]);
+    let out = d.with_input(
+        &[
+            "push",
+            "-q",
+            "--username",
+            "alice",
+            "--password-stdin",
+            &format!("{ADDR}/other/copy:1"),
+        ],
+        b"alice-pw\n",
+    );
+    assert!(!out.status.success(), "alice may not push to other/");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("unauthorized") || err.contains("UNAUTHORIZED") || err.contains("denied"),
+        "{err}"
+    );
+}
