@@ -223,6 +223,9 @@ pub struct DaemonArgs {
     /// A root certificate (PEM) to trust for registries besides the system's; repeatable.
     #[arg(long = "registry-ca")]
     pub registry_ca_files: Vec<PathBuf>,
+    /// Make the built-in registry a pull-through mirror of this registry (`host[:port]`).
+    #[arg(long)]
+    pub registry_upstream: Option<String>,
     /// The registry's users and policy, a JSON file: `{"anonymous_pull": bool,
     /// "users": {"NAME": {"password": "...", "pull": ["repo", "team/*", "*"], "push": [...]}}}`.
     #[arg(long)]

@@ -37,6 +37,8 @@ pub struct DaemonConfig {
     pub registry_mirrors: Vec<String>,
     /// Root certificates (PEM) `pull` and `push` trust besides the system's.
     pub registry_ca_files: Vec<PathBuf>,
+    /// Make the registry a pull-through mirror of this registry (`host[:port]`).
+    pub registry_upstream: Option<String>,
     /// The registry's users and policy (JSON; see `pier_registry::auth`).
     pub registry_auth: Option<PathBuf>,
     /// Serve the registry over TLS with this certificate chain and key (PEM).
@@ -115,14 +117,27 @@ pub async fn run(mut config: DaemonConfig) -> Result<(), DaemonError> {
 
     let engine = {
         let root = config.root.clone();
-        let insecure_registries = config.insecure_registries.clone();
-        let registry_mirrors = config.registry_mirrors.clone();
-        let registry_ca_files = config.registry_ca_files.clone();
         let registry_auth = match &config.registry_auth {
             Some(p) => Some(pier_registry::auth::AuthConfig::load(p).map_err(DaemonError::Config)?),
             None => None,
         };
         let registry_tls_on = config.registry_tls.is_some();
+        let client_config = pier_registry::client::ClientConfig {
+            insecure: config.insecure_registries.clone(),
+            ca_files: config.registry_ca_files.clone(),
+            mirrors: config.registry_mirrors.clone(),
+        };
+        let upstream =
+            config
+                .registry_upstream
+                .clone()
+                .map(|host| pier_registry::mirror::Upstream {
+                    host,
+                    client: pier_registry::client::ClientConfig {
+                        mirrors: vec![],
+                        ..client_config.clone()
+                    },
+                });
         tokio::task::spawn_blocking(move || -> Result<Engine, DaemonError> {
             let store = Arc::new(RedbStore::open(&root.join("state.redb"))?);
             let store_schema = store.schema_version()?;
@@ -137,6 +152,7 @@ pub async fn run(mut config: DaemonConfig) -> Result<(), DaemonError> {
                 .map_err(|e| DaemonError::Restore(format!("volumes: {}", e.message)))?;
             let registry = Arc::new(
                 pier_registry::Registry::new(images.clone(), registry_auth, registry_tls_on)
+                    .map(|r| r.with_upstream(upstream))
                     .map_err(|e| DaemonError::Restore(format!("registry: {}", e.chain())))?,
             );
             let containers = Containers::new(&root, store, images.clone(), networks, volumes)
@@ -145,11 +161,7 @@ pub async fn run(mut config: DaemonConfig) -> Result<(), DaemonError> {
                 root,
                 images,
                 registry,
-                registry_client: pier_registry::client::ClientConfig {
-                    insecure: insecure_registries,
-                    ca_files: registry_ca_files,
-                    mirrors: registry_mirrors,
-                },
+                registry_client: client_config,
                 containers,
                 store_schema,
             })

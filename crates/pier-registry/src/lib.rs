@@ -7,6 +7,9 @@
 //!   once.
 //! - [`upload`]: blob upload sessions (monolithic, streamed, chunked, resumable).
 //! - [`manifest`]: what a manifest references.
+//! - [`mirror`]: pull-through mirroring of an upstream registry.
+//! - [`client`], [`transfer`]: the engine's side: a distribution client, pull and push.
+//! - [`auth`]: basic credentials and bearer tokens with per-repository scopes.
 //! - [`gc`]: garbage collection that is safe while pushes run.
 //! - [`manage`]: the management view (repositories, tags with platform and labels,
 //!   search, history) and server-side config edits.
@@ -44,6 +47,7 @@ pub struct Registry {
     db: Arc<dyn Store>,
     uploads: upload::Uploads,
     auth: Option<auth::Auth>,
+    upstream: Option<mirror::Upstream>,
     /// Blob bytes received by uploads and sent by blob GETs since start.
     pub bytes_in: AtomicU64,
     pub bytes_out: AtomicU64,
@@ -73,9 +77,16 @@ impl Registry {
             db,
             uploads,
             auth: auth.map(|a| auth::Auth::new(a, tls)),
+            upstream: None,
             bytes_in: AtomicU64::new(0),
             bytes_out: AtomicU64::new(0),
         })
+    }
+
+    /// Makes this registry a pull-through mirror of `upstream`.
+    pub fn with_upstream(mut self, upstream: Option<mirror::Upstream>) -> Self {
+        self.upstream = upstream;
+        self
     }
 
     pub fn db(&self) -> &dyn Store {

@@ -429,7 +429,17 @@ async fn start_upload(
 
 async fn get_manifest(reg: &Arc<Registry>, repo: &str, rf: &str, head: bool) -> Result<Response> {
     let rf = Reference::parse(rf)?;
-    let (d, rec) = reg.resolve(repo, &rf)?;
+    let (d, rec) = match reg.resolve(repo, &rf) {
+        Ok(x) => x,
+        Err(e) => match reg.mirror_manifest(repo, &rf).await {
+            Ok(true) => reg.resolve(repo, &rf)?,
+            Ok(false) => return Err(e),
+            Err(up) => {
+                tracing::info!(repo, reference = %rf, error = %up.chain(), "the upstream cannot serve a missing manifest");
+                return Err(e);
+            }
+        },
+    };
     let bytes = reg.manifest_bytes(&d)?;
     let resp = Response::builder()
         .status(StatusCode::OK)
@@ -517,9 +527,13 @@ async fn get_blob(
 ) -> Result<Response> {
     let (path, size) = match reg.blob_file(repo, d) {
         Ok(x) => x,
-        Err(e) => match reg.mirror_blob(repo, d).await? {
-            Some(x) => x,
-            None => return Err(e),
+        Err(e) => match reg.mirror_blob(repo, d).await {
+            Ok(Some(x)) => x,
+            Ok(None) => return Err(e),
+            Err(up) => {
+                tracing::info!(repo, digest = %d, error = %up.chain(), "the upstream cannot serve a missing blob");
+                return Err(e);
+            }
         },
     };
     let range = match header_str(headers, header::RANGE) {

@@ -48,7 +48,7 @@ pub fn registry_host(r: &ImageRef) -> String {
     }
 }
 
-async fn get_manifest(
+pub(crate) async fn get_manifest(
     remote: &Remote,
     repo: &str,
     reference: &str,
@@ -101,7 +101,7 @@ async fn get_manifest(
 }
 
 /// Streams a blob into the blob store, verified. Returns its size.
-async fn download(
+pub(crate) async fn download(
     remote: &Remote,
     images: &Arc<ImageStore>,
     repo: &str,
@@ -164,14 +164,14 @@ pub async fn pull(
     };
     let mut hosts: Vec<String> = config.mirrors.clone();
     hosts.push(registry_host(reference));
-    let mut last_err = None;
+    let mut errors: Vec<(String, RegistryError)> = Vec::new();
     let mut found = None;
     for host in &hosts {
         let origin = *host == registry_host(reference);
         let remote = match Remote::new(host, config, if origin { creds.clone() } else { None }) {
             Ok(r) => r,
             Err(e) => {
-                last_err = Some(e);
+                errors.push((host.clone(), e));
                 continue;
             }
         };
@@ -189,14 +189,23 @@ pub async fn pull(
             }
             Err(e) => {
                 tracing::debug!(host, error = %e, "pull source failed; trying the next");
-                last_err = Some(e);
+                errors.push((host.clone(), e));
             }
         }
     }
     let Some((remote, (mut bytes, mut media_type, mut digest))) = found else {
-        return Err(
-            last_err.unwrap_or_else(|| RegistryError::Upstream("no registry to pull from".into()))
-        );
+        // One source: its own error. Several: what each said.
+        if errors.len() == 1 {
+            return Err(errors.remove(0).1);
+        }
+        let said: Vec<String> = errors
+            .iter()
+            .map(|(h, e)| format!("{h}: {}", e.chain()))
+            .collect();
+        return Err(RegistryError::Upstream(format!(
+            "no source could serve {reference}; {}",
+            said.join("; ")
+        )));
     };
     let mut parsed = manifest::parse(&bytes, Some(&media_type))?;
     if parsed.is_index() {

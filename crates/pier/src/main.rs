@@ -67,6 +67,7 @@ fn run_daemon(cli: &Cli, args: &pier_cli::DaemonArgs) -> i32 {
         insecure_registries: args.insecure_registries.clone(),
         registry_mirrors: args.registry_mirrors.clone(),
         registry_ca_files: args.registry_ca_files.clone(),
+        registry_upstream: args.registry_upstream.clone(),
         registry_auth: args.registry_auth.clone(),
         registry_tls: args
             .registry_tls_cert

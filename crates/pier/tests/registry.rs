@@ -1512,3 +1512,53 @@ fn auth_scopes_tokens_and_tls() {
         "{err}"
     );
 }
+
+#[test]
+fn pull_through_mirror_serves_an_offline_site() {
+    require_root_and_tools(&["skopeo"]);
+    let mut upstream = registry_daemon();
+    let rootfs = busybox_rootfs_tar();
+    push_image(&upstream, "team/app", "1", &[&rootfs]);
+    // The site's daemon: its registry mirrors the upstream, and its engine pulls through it.
+    let site = Daemon::start_beside(
+        &upstream,
+        &[
+            "--registry-addr",
+            "127.0.0.1:5001",
+            "--registry-upstream",
+            ADDR,
+            "--registry-mirror",
+            "127.0.0.1:5001",
+        ],
+    );
+    let name = "offline.example/team/app:1";
+    site.ok(&["pull", "-q", name]);
+    assert_eq!(
+        site.ok(&["run", "--rm", "--network", "none", name, "echo", "cached"])
+            .trim(),
+        "cached"
+    );
+    let tags = site.json(&["registry", "tags", "team/app"]);
+    assert_eq!(tags[0]["tag"], "1");
+    let h = site.json(&["registry", "history", "team/app:1"]);
+    assert_eq!(h[0]["action"], "mirror");
+
+    // The upstream goes away; the site still pulls, from its mirror's cache.
+    upstream.stop();
+    site.ok(&["rmi", name]);
+    site.ok(&["pull", "-q", name]);
+    let raw = ok_in(
+        &site,
+        "skopeo",
+        &[
+            "inspect",
+            "--raw",
+            "--tls-verify=false",
+            "docker://127.0.0.1:5001/team/app:1",
+        ],
+    );
+    assert!(raw.contains(OCI_MANIFEST), "{raw}");
+    // What was never cached is unknown, not an error of the gone upstream.
+    let err = site.fails(&["pull", "offline.example/team/app:2"]);
+    assert!(err.contains("MANIFEST_UNKNOWN"), "{err}");
+}
