@@ -50,9 +50,9 @@ fn random_id() -> String {
 }
 
 impl Uploads {
+    /// Sessions under `dir`, created with the first one (the image store empties its
+    /// scratch space at start, which ends every session of a previous run).
     pub fn new(dir: &Path) -> Result<Self> {
-        std::fs::create_dir_all(dir)
-            .map_err(RegistryError::io(format!("create {}", dir.display())))?;
         Ok(Uploads {
             dir: dir.to_path_buf(),
             map: Mutex::new(HashMap::new()),
@@ -66,6 +66,8 @@ impl Uploads {
     /// Starts a session for `repo`; returns its ID.
     pub fn start(&self, repo: &str) -> Result<(String, Session)> {
         let id = random_id();
+        std::fs::create_dir_all(&self.dir)
+            .map_err(RegistryError::io(format!("create {}", self.dir.display())))?;
         let path = self.dir.join(&id);
         let file =
             File::create(&path).map_err(RegistryError::io(format!("create {}", path.display())))?;
