@@ -27,6 +27,7 @@ pub mod error;
 pub mod names;
 pub mod networks;
 pub mod reference;
+pub mod registry;
 pub mod time;
 pub mod types;
 pub mod volumes;

@@ -8,6 +8,7 @@ mod containers_fs;
 mod images;
 mod networks;
 mod output;
+mod registry;
 mod volumes;
 
 use std::path::PathBuf;
@@ -53,6 +54,13 @@ pub enum Command {
     /// Manage volumes.
     #[command(subcommand)]
     Volume(volumes::VolumeCommand),
+    /// Manage the built-in registry.
+    #[command(subcommand)]
+    Registry(registry::RegistryCommand),
+    /// Pull an image from a registry.
+    Pull(registry::TransferArgs),
+    /// Push an image to a registry.
+    Push(registry::TransferArgs),
     /// Show or set a project's storage quota.
     Quota {
         /// Bytes the project's volumes may commit (e.g. 10g); `none` clears it.
@@ -205,6 +213,32 @@ pub struct DaemonArgs {
     /// container into its cgroup about 15 ms faster.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     pub cgroup_favordynmods: bool,
+    /// Serve the built-in OCI registry on this address (e.g. 127.0.0.1:5000).
+    #[arg(long)]
+    pub registry_addr: Option<std::net::SocketAddr>,
+    /// A registry (`host[:port]`) to reach over plain HTTP; repeatable. Loopback
+    /// registries always are.
+    #[arg(long = "insecure-registry")]
+    pub insecure_registries: Vec<String>,
+    /// A registry (`host[:port]`) `pull` tries before an image's own; repeatable, in order.
+    #[arg(long = "registry-mirror")]
+    pub registry_mirrors: Vec<String>,
+    /// A root certificate (PEM) to trust for registries besides the system's; repeatable.
+    #[arg(long = "registry-ca")]
+    pub registry_ca_files: Vec<PathBuf>,
+    /// Make the built-in registry a pull-through mirror of this registry (`host[:port]`).
+    #[arg(long)]
+    pub registry_upstream: Option<String>,
+    /// The registry's users and policy, a JSON file: `{"anonymous_pull": bool,
+    /// "users": {"NAME": {"password": "...", "pull": ["repo", "team/*", "*"], "push": [...]}}}`.
+    #[arg(long)]
+    pub registry_auth: Option<PathBuf>,
+    /// Serve the registry over TLS with this certificate chain (PEM); needs --registry-tls-key.
+    #[arg(long, requires = "registry_tls_key")]
+    pub registry_tls_cert: Option<PathBuf>,
+    /// The private key (PEM) of --registry-tls-cert.
+    #[arg(long, requires = "registry_tls_cert")]
+    pub registry_tls_key: Option<PathBuf>,
 }
 
 /// Why the CLI stopped; carries the exit code.
@@ -257,6 +291,9 @@ pub async fn run_client(cli: Cli) -> Result<(), CliError> {
         }
         Command::Network(cmd) => networks::run(&client, fmt, cmd).await,
         Command::Volume(cmd) => volumes::run(&client, fmt, cmd).await,
+        Command::Registry(cmd) => registry::run(&client, fmt, cmd).await,
+        Command::Pull(a) => registry::pull(&client, fmt, a).await,
+        Command::Push(a) => registry::push(&client, fmt, a).await,
         Command::Quota { volume_bytes } => volumes::quota(&client, fmt, volume_bytes).await,
         Command::Port { container } => networks::port(&client, &container).await,
         Command::Images(args) => images::list(&client, fmt, args).await,

@@ -29,6 +29,9 @@ use crate::stream::{body_reader, body_writer};
 pub struct Engine {
     pub root: PathBuf,
     pub images: Arc<ImageStore>,
+    pub registry: Arc<pier_registry::Registry>,
+    /// How `pull` and `push` reach registries (insecure hosts, mirrors).
+    pub registry_client: pier_registry::client::ClientConfig,
     pub containers: Arc<Containers>,
     pub store_schema: u32,
 }
@@ -67,6 +70,7 @@ pub fn router(engine: Arc<Engine>) -> Router {
         .merge(crate::api_networks::routes())
         .merge(crate::api_build::routes())
         .merge(crate::api_volumes::routes())
+        .merge(crate::api_registry::routes())
         .fallback(|| async {
             ApiError::new(
                 pier_api::ErrorKind::NotFound,
@@ -119,6 +123,7 @@ pub fn openapi_json() -> String {
     doc.merge(crate::api_networks::NetworksDoc::openapi());
     doc.merge(crate::api_build::BuildDoc::openapi());
     doc.merge(crate::api_volumes::VolumesDoc::openapi());
+    doc.merge(crate::api_registry::RegistryDoc::openapi());
     let mut s = doc
         .to_pretty_json()
         .expect("the OpenAPI document serializes");

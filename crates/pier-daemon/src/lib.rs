@@ -3,6 +3,7 @@
 //! - [`server`]: startup, the state-directory lock, the unix socket, shutdown.
 //! - [`api`]: the native REST/JSON API (`/v1/...`) over the engine, and its OpenAPI
 //!   document.
+//! - [`api_registry`]: the registry's management API, and the engine's pull and push.
 //! - [`containers`]: container lifecycle, restart policies, live restore.
 //! - [`build`]: the Dockerfile builder (classic builder semantics) behind `POST /v1/build`.
 //! - [`container_fs`]: a container's files: diff, export, commit, cp.
@@ -13,6 +14,7 @@ pub mod api;
 pub mod api_build;
 pub mod api_containers;
 pub mod api_networks;
+pub mod api_registry;
 pub mod api_volumes;
 pub mod build;
 pub mod container_fs;

@@ -9,6 +9,11 @@
 //! Concurrency: operations that add content hold `gc` for reading; removal and garbage
 //! collection hold it for writing, so a collection never deletes what a load in flight has
 //! written but not yet committed.
+//!
+//! The registry (`pier-registry`) keeps its blobs in this same blob store: a blob linked to
+//! a registry repository (`Table::RegistryBlobs`) is a root for garbage collection here,
+//! exactly like a blob an image names, so a layer the engine and the registry both hold is
+//! stored once and neither side's collection takes it from the other.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fs::{self, File};
@@ -202,6 +207,28 @@ impl ImageStore {
     /// Holds off garbage collection while content is added.
     pub fn adding(&self) -> std::sync::RwLockReadGuard<'_, ()> {
         self.gc.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Excludes every operation that adds content, for a collection that first changes
+    /// the records (the registry's) and then sweeps with [`ImageStore::sweep`].
+    pub fn exclusive(&self) -> std::sync::RwLockWriteGuard<'_, ()> {
+        self.gc.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Removes blobs and layers nothing references, under a guard from
+    /// [`ImageStore::exclusive`]. Returns bytes freed.
+    pub fn sweep(&self, _guard: &std::sync::RwLockWriteGuard<'_, ()>) -> Result<u64, ImageError> {
+        self.collect_garbage_locked()
+    }
+
+    /// The scratch directory (same filesystem as the blobs; emptied at start).
+    pub fn tmp_dir(&self) -> &Path {
+        &self.tmp
+    }
+
+    /// The state store this image store keeps its records in.
+    pub fn db(&self) -> &Arc<dyn Store> {
+        &self.db
     }
 
     /// Runs `op`, which adds content; if it fails, removes whatever files it left that no
@@ -807,6 +834,12 @@ impl ImageStore {
     fn collect_garbage_locked(&self) -> Result<u64, ImageError> {
         let mut blobs = BTreeSet::new();
         let mut layers = BTreeSet::new();
+        // Blobs linked to a registry repository are roots too (keys `repository@digest`).
+        for (key, _) in self.db.list(Table::RegistryBlobs, "")? {
+            if let Some(d) = key.rsplit_once('@').and_then(|(_, d)| d.parse().ok()) {
+                blobs.insert(d);
+            }
+        }
         for (_, rec) in self.db.list_json::<ImageRecord>(Table::Images, "")? {
             blobs.insert(rec.manifest_digest.clone());
             blobs.insert(rec.id.clone());

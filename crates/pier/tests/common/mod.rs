@@ -45,6 +45,10 @@ pub struct Daemon {
     /// The network namespace the daemon lives in (`ip netns` name): its bridges,
     /// veths and nftables table are the test's alone, and outlive daemon restarts.
     pub netns: String,
+    /// More `pier daemon` arguments, given at every (re)start.
+    pub extra_args: Vec<String>,
+    /// Whether dropping this daemon deletes its network namespace.
+    owns_netns: bool,
     child: Option<Child>,
 }
 
@@ -61,6 +65,21 @@ pub fn ip(args: &[&str]) {
 
 impl Daemon {
     pub fn start() -> Daemon {
+        Self::start_with(&[])
+    }
+
+    /// Starts a daemon with more `pier daemon` arguments.
+    pub fn start_with(extra_args: &[&str]) -> Daemon {
+        Self::start_in(extra_args, None)
+    }
+
+    /// Starts a daemon in the network namespace of `neighbour` (which must outlive it),
+    /// so the two reach each other on loopback.
+    pub fn start_beside(neighbour: &Daemon, extra_args: &[&str]) -> Daemon {
+        Self::start_in(extra_args, Some(neighbour.netns.clone()))
+    }
+
+    fn start_in(extra_args: &[&str], shared_netns: Option<String>) -> Daemon {
         let dir = tempfile::Builder::new()
             .prefix("pier-test-")
             .tempdir()
@@ -68,14 +87,20 @@ impl Daemon {
         let root = dir.path().join("root");
         let socket = dir.path().join("pier.sock");
         let suffix = dir.path().file_name().unwrap().to_string_lossy();
-        let netns = format!("pt-{}", suffix.trim_start_matches("pier-test-"));
-        ip(&["netns", "add", &netns]);
-        ip(&["-n", &netns, "link", "set", "lo", "up"]);
+        let owns_netns = shared_netns.is_none();
+        let netns = shared_netns
+            .unwrap_or_else(|| format!("pt-{}", suffix.trim_start_matches("pier-test-")));
+        if owns_netns {
+            ip(&["netns", "add", &netns]);
+            ip(&["-n", &netns, "link", "set", "lo", "up"]);
+        }
         let mut d = Daemon {
             dir,
             root,
             socket,
             netns,
+            extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
+            owns_netns,
             child: None,
         };
         d.spawn();
@@ -96,6 +121,7 @@ impl Daemon {
             .arg(&self.root)
             .arg("--socket")
             .arg(&self.socket)
+            .args(&self.extra_args)
             .env("PIER_LOG", "debug")
             .stdout(Stdio::null())
             .stderr(log);
@@ -364,9 +390,11 @@ impl Drop for Daemon {
                 "namespace files left: {netns_left:?}"
             );
         }
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.netns])
-            .status();
+        if self.owns_netns {
+            let _ = Command::new("ip")
+                .args(["netns", "del", &self.netns])
+                .status();
+        }
     }
 }
 
