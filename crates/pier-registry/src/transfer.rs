@@ -288,6 +288,7 @@ pub async fn pull(
                         .and_then(|c| c.as_str())
                         .map(str::to_string),
                     tags: tag.into_iter().collect(),
+                    build: None,
                 },
             )
         });
