@@ -41,7 +41,7 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BUSYBOX = "/bin/busybox"
-PACKAGES = ["busybox-static", "runc", "podman", "docker.io", "docker-registry"]
+PACKAGES = ["busybox-static", "runc", "podman", "docker.io", "docker-registry", "skopeo"]
 FIGURES = ["start", "start-net", "parallel", "overhead", "daemon", "list", "load", "registry"]
 MB = 1000 * 1000
 
@@ -612,6 +612,115 @@ def bench_load(engines, work, base_tar, size_mb, runs):
     return {name: result[name] for name in [e.name for e in engines] + ["tar -xf"]}
 
 
+class PierRegistry:
+    """Pier's built-in registry: a daemon of its own serving only as a registry."""
+    name = "pier"
+    port = 5100
+
+    def __init__(self, binary):
+        self.binary = binary
+
+    def start(self, root):
+        os.makedirs(root)
+        self.proc = subprocess.Popen([self.binary, "daemon", "--root", root, "--socket", os.path.join(root, "pier.sock"),
+                                      "--registry-addr", f"127.0.0.1:{self.port}"],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def stop(self):
+        stop(self.proc)
+
+
+class DistributionRegistry:
+    """Debian's docker-registry (distribution 2.8), filesystem storage, plain HTTP."""
+    name = "docker-registry"
+    port = 5200
+
+    def start(self, root):
+        os.makedirs(root)
+        cfg = os.path.join(root, "config.yml")
+        with open(cfg, "w") as f:
+            f.write("version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n"
+                    f"    rootdirectory: {root}/data\n  delete:\n    enabled: true\n"
+                    f"http:\n  addr: 127.0.0.1:{self.port}\n")
+        self.proc = subprocess.Popen(["docker-registry", "serve", cfg], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def stop(self):
+        stop(self.proc)
+
+
+def wait_http(url, limit=20):
+    import urllib.error
+    import urllib.request
+    deadline = time.time() + limit
+    while time.time() < deadline:
+        try:
+            urllib.request.urlopen(url, timeout=1)
+            return
+        except urllib.error.HTTPError:
+            return  # it answers
+        except OSError:
+            time.sleep(0.05)
+    raise Failed(f"{url} did not come up")
+
+
+def bench_registry(pier_binary, work, base_tar, size_mb, runs):
+    """Push and pull of an image of busybox plus size_mb MB of random data through each
+    registry, with the same client (skopeo) and the same bytes: the layers are gzipped
+    once beforehand into an OCI layout, so neither push nor pull spends time compressing.
+    Each run starts the registry on empty storage, pushes (timed), then pulls into an empty
+    OCI layout (timed)."""
+    print(f"   building the image ({size_mb} MB of random data)", flush=True)
+    archive, layer = image_archive(work, base_tar, size_mb)
+    layout = os.path.join(work, "reg-layout")
+    run(["skopeo", "copy", "--quiet", "--dest-compress", f"docker-archive:{archive}", f"oci:{layout}:big"])
+    os.remove(archive)
+    os.remove(layer)
+    image_mb = sum(os.path.getsize(os.path.join(layout, "blobs/sha256", b))
+                   for b in os.listdir(os.path.join(layout, "blobs/sha256"))) / MB
+    registries = [PierRegistry(pier_binary), DistributionRegistry()]
+    times = {r.name: {"push": [], "pull": []} for r in registries}
+    result = {}
+    for i in range(runs):
+        for r in registries:
+            if r.name in result:
+                continue
+            root = os.path.join(work, f"reg-{r.name}-{i}")
+            pulled = os.path.join(work, "reg-pulled")
+            shutil.rmtree(pulled, ignore_errors=True)
+            try:
+                r.start(root)
+                wait_http(f"http://127.0.0.1:{r.port}/v2/")
+                ref = f"docker://127.0.0.1:{r.port}/bench/big:1"
+                os.sync()
+                times[r.name]["push"].append(timed(["skopeo", "copy", "--quiet", "--dest-tls-verify=false",
+                                                    f"oci:{layout}:big", ref], None))
+                os.sync()
+                times[r.name]["pull"].append(timed(["skopeo", "copy", "--quiet", "--src-tls-verify=false",
+                                                    ref, f"oci:{pulled}:big"], None))
+            except Failed as x:
+                result[r.name] = {"unavailable": str(x)}
+            finally:
+                try:
+                    r.stop()
+                except Failed:
+                    pass
+                shutil.rmtree(root, ignore_errors=True)
+                shutil.rmtree(pulled, ignore_errors=True)
+    shutil.rmtree(layout, ignore_errors=True)
+    for r in registries:
+        if r.name in result:
+            continue
+        push, pull = statistics.median(times[r.name]["push"]), statistics.median(times[r.name]["pull"])
+        result[r.name] = {"push_median_s": round(push, 2), "push_mb_s": round(image_mb / push),
+                          "pull_median_s": round(pull, 2), "pull_mb_s": round(image_mb / pull),
+                          "runs": runs, "image_mb": round(image_mb)}
+    p, d = result.get("pier", {}), result.get("docker-registry", {})
+    if "pull_median_s" in p and "pull_median_s" in d:
+        result["docker-registry"]["note"] = ("pull: Pier is faster by %.1fx (docker-registry's pull time / Pier's)"
+                                            % (d["pull_median_s"] / p["pull_median_s"]))
+    return result
+
+
 # How each figure is shown: title, value columns (header, key), the key Pier is compared
 # on, and the header of that comparison (other engine's value / Pier's; above 1: Pier wins).
 TABLES = {
@@ -631,6 +740,10 @@ TABLES = {
     "list": ("Listing with {containers} created containers, `ps -a` (runc: `runc list`), {runs} runs",
              [("median ms", "median_ms"), ("p90 ms", "p90_ms"), ("creating them took s", "create_all_s")], "median_ms",
              "Pier is faster by"),
+    "registry": ("Push and pull of a {image_mb} MB image (busybox + random data, gzipped beforehand) through each registry, "
+                 "client skopeo for both, {runs} runs on empty storage; MB/s = {image_mb} MB / median time",
+                 [("push median s", "push_median_s"), ("push MB/s", "push_mb_s"), ("pull median s", "pull_median_s"),
+                  ("pull MB/s", "pull_mb_s")], "push_median_s", "Pier pushes faster by"),
     "load": ("Loading a {archive_mb} MB image archive (busybox + {layer_mb} MB of random data), `load -i`; "
              "layer MB/s = {layer_mb} MB / median time",
              [("median s", "median_s"), ("runs s", "runs_s"), ("layer MB/s", "layer_mb_s")], "median_s", "Pier is faster by"),
@@ -644,9 +757,6 @@ def markdown(result):
              f"{', '.join(map(str, result['load_average']['before']))}, after {', '.join(map(str, result['load_average']['after']))}.", "",
              "Engines: " + "; ".join(f"{n}: {v}" for n, v in result["versions"].items()) + ".", ""]
     for fig, rows in result["figures"].items():
-        if fig == "registry":
-            lines += ["### Registry push/pull", "", "Not yet measured: " + rows["all"]["not yet measured"], ""]
-            continue
         title, cols, key, ratio_header = TABLES[fig]
         sample = next((v for v in rows.values() if key in v), {})
         try:
@@ -706,6 +816,8 @@ def main():
     ap.add_argument("--list-runs", type=int, default=10)
     ap.add_argument("--load-mb", type=int, default=200, help="MB of random data in the loaded image")
     ap.add_argument("--load-runs", type=int, default=3)
+    ap.add_argument("--registry-mb", type=int, default=200, help="MB of random data in the pushed and pulled image")
+    ap.add_argument("--registry-runs", type=int, default=3)
     args = ap.parse_args()
     only = [f.strip() for f in args.only.split(",") if f.strip()]
     if unknown := [f for f in only if f not in FIGURES]:
@@ -755,7 +867,7 @@ def main():
             elif fig == "load":
                 figures[fig] = bench_load(ready, work, tar, args.load_mb, args.load_runs)
             elif fig == "registry":
-                figures[fig] = {"all": {"not yet measured": "Pier's registry does not exist yet."}}
+                figures[fig] = bench_registry(args.pier, work, tar, args.registry_mb, args.registry_runs)
             print(f"   {time.perf_counter() - t:.0f} s", flush=True)
     finally:
         for e in reversed(ready):

@@ -21,11 +21,13 @@ macro_rules! string_schema {
     };
 }
 
+pub mod build;
 pub mod containers;
 pub mod error;
 pub mod names;
 pub mod networks;
 pub mod reference;
+pub mod registry;
 pub mod time;
 pub mod types;
 pub mod volumes;

@@ -86,6 +86,9 @@ pub struct ImageInspect {
     pub config: serde_json::Value,
     pub layers: Vec<LayerInfo>,
     pub history: Vec<HistoryEntry>,
+    /// For an image a build step made: the image the step ran on (Docker's `Parent`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<Digest>,
 }
 
 /// Body of `POST /v1/images/{reference}/tag`.
@@ -184,4 +187,14 @@ pub struct FromHostRequest {
     pub name: ImageRef,
     /// Absolute paths of host executables; each is copied with the shared libraries it needs.
     pub binaries: Vec<String>,
+}
+
+/// Query of `GET /v1/images`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct ImageListQuery {
+    /// Also list the intermediate images of builds (untagged images another image was
+    /// built on), which are hidden by default as `docker images` hides them.
+    #[serde(default)]
+    pub all: bool,
 }

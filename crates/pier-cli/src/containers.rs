@@ -521,39 +521,6 @@ pub async fn run(client: &Client, fmt: Format, a: RunArgs) -> Result<(), CliErro
         start_or_explain(client, &c.id).await?;
         return print(fmt, &c, || c.id.clone());
     }
-    if req_interactive && !req_tty {
-        // Input through the attach stream; output from the log, which holds all of it
-        // from the first byte however late the attach comes.
-        let waiter = client
-            .post_begin(&format!("{path}/wait?{until}"))
-            .await
-            .map_err(engine_error)?;
-        let output = client
-            .get_begin(&format!("{path}/logs?follow=true&attach=true"))
-            .await
-            .map_err(engine_error)?;
-        start_or_explain(client, &c.id).await?;
-        let io = client
-            .hijack(&format!("{path}/attach?stdin=true"))
-            .await
-            .map_err(engine_error)?;
-        tokio::spawn(async move {
-            use tokio::io::AsyncWriteExt;
-            let (mut r, mut w) = tokio::io::split(io);
-            let discard = tokio::spawn(async move {
-                let _ = tokio::io::copy(&mut r, &mut tokio::io::sink()).await;
-            });
-            let _ = tokio::io::copy(&mut tokio::io::stdin(), &mut w).await;
-            let _ = w.shutdown().await;
-            let _ = discard.await;
-        });
-        print_lines(output, false).await?;
-        let w: WaitResponse = pier_client::read_json(waiter).await.map_err(engine_error)?;
-        return Err(CliError {
-            code: w.exit_code,
-            message: String::new(),
-        });
-    }
     if req_tty {
         // A terminal: register for the exit, start, then attach; the monitor replays
         // what came out before the attach.
@@ -580,6 +547,24 @@ pub async fn run(client: &Client, fmt: Format, a: RunArgs) -> Result<(), CliErro
         .await
         .map_err(engine_error)?;
     start_or_explain(client, &c.id).await?;
+    if req_interactive {
+        // Input through the attach stream; output from the log, which holds all of it
+        // from the first byte however late the attach comes.
+        let io = client
+            .hijack(&format!("{path}/attach?stdin=true"))
+            .await
+            .map_err(engine_error)?;
+        tokio::spawn(async move {
+            use tokio::io::AsyncWriteExt;
+            let (mut r, mut w) = tokio::io::split(io);
+            let discard = tokio::spawn(async move {
+                let _ = tokio::io::copy(&mut r, &mut tokio::io::sink()).await;
+            });
+            let _ = tokio::io::copy(&mut tokio::io::stdin(), &mut w).await;
+            let _ = w.shutdown().await;
+            let _ = discard.await;
+        });
+    }
     print_lines(output, false).await?;
     let w: WaitResponse = pier_client::read_json(waiter).await.map_err(engine_error)?;
     if let Some(err) = w.error.filter(|_| w.exit_code >= 125) {

@@ -67,6 +67,9 @@ pub enum ImageCommand {
 
 #[derive(Debug, Args)]
 pub struct ListArgs {
+    /// Also show the intermediate images of builds.
+    #[arg(short, long)]
+    all: bool,
     /// Only show image IDs.
     #[arg(short, long)]
     quiet: bool,
@@ -264,7 +267,7 @@ fn print_loaded(fmt: Format, report: &LoadReport) -> Result<(), CliError> {
 }
 
 pub async fn list(client: &Client, fmt: Format, args: ListArgs) -> Result<(), CliError> {
-    let images = client.images().await?;
+    let images = client.images_all(args.all).await?;
     if args.quiet {
         for i in &images {
             println!(

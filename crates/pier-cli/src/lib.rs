@@ -2,11 +2,13 @@
 //! calls the daemon and prints a table (or JSON with `--format json`). The CLI holds no
 //! state of its own.
 
+mod build;
 mod containers;
 mod containers_fs;
 mod images;
 mod networks;
 mod output;
+mod registry;
 mod volumes;
 
 use std::path::PathBuf;
@@ -52,6 +54,13 @@ pub enum Command {
     /// Manage volumes.
     #[command(subcommand)]
     Volume(volumes::VolumeCommand),
+    /// Manage the built-in registry.
+    #[command(subcommand)]
+    Registry(registry::RegistryCommand),
+    /// Pull an image from a registry.
+    Pull(registry::TransferArgs),
+    /// Push an image to a registry.
+    Push(registry::TransferArgs),
     /// Show or set a project's storage quota.
     Quota {
         /// Bytes the project's volumes may commit (e.g. 10g); `none` clears it.
@@ -60,6 +69,8 @@ pub enum Command {
     },
     /// List a container's published ports.
     Port { container: String },
+    /// Build an image from a Dockerfile.
+    Build(build::BuildArgs),
     /// List images (same as `pier image ls`).
     Images(images::ListArgs),
     /// Remove images (same as `pier image rm`).
@@ -207,6 +218,32 @@ pub struct DaemonArgs {
     /// container into its cgroup about 15 ms faster.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     pub cgroup_favordynmods: bool,
+    /// Serve the built-in OCI registry on this address (e.g. 127.0.0.1:5000).
+    #[arg(long)]
+    pub registry_addr: Option<std::net::SocketAddr>,
+    /// A registry (`host[:port]`) to reach over plain HTTP; repeatable. Loopback
+    /// registries always are.
+    #[arg(long = "insecure-registry")]
+    pub insecure_registries: Vec<String>,
+    /// A registry (`host[:port]`) `pull` tries before an image's own; repeatable, in order.
+    #[arg(long = "registry-mirror")]
+    pub registry_mirrors: Vec<String>,
+    /// A root certificate (PEM) to trust for registries besides the system's; repeatable.
+    #[arg(long = "registry-ca")]
+    pub registry_ca_files: Vec<PathBuf>,
+    /// Make the built-in registry a pull-through mirror of this registry (`host[:port]`).
+    #[arg(long)]
+    pub registry_upstream: Option<String>,
+    /// The registry's users and policy, a JSON file: `{"anonymous_pull": bool,
+    /// "users": {"NAME": {"password": "...", "pull": ["repo", "team/*", "*"], "push": [...]}}}`.
+    #[arg(long)]
+    pub registry_auth: Option<PathBuf>,
+    /// Serve the registry over TLS with this certificate chain (PEM); needs --registry-tls-key.
+    #[arg(long, requires = "registry_tls_key")]
+    pub registry_tls_cert: Option<PathBuf>,
+    /// The private key (PEM) of --registry-tls-cert.
+    #[arg(long, requires = "registry_tls_cert")]
+    pub registry_tls_key: Option<PathBuf>,
 }
 
 /// Why the CLI stopped; carries the exit code.
@@ -259,9 +296,13 @@ pub async fn run_client(cli: Cli) -> Result<(), CliError> {
         }
         Command::Network(cmd) => networks::run(&client, fmt, cmd).await,
         Command::Volume(cmd) => volumes::run(&client, fmt, cmd).await,
+        Command::Registry(cmd) => registry::run(&client, fmt, cmd).await,
+        Command::Pull(a) => registry::pull(&client, fmt, a).await,
+        Command::Push(a) => registry::push(&client, fmt, a).await,
         Command::Quota { volume_bytes } => volumes::quota(&client, fmt, volume_bytes).await,
         Command::Port { container } => networks::port(&client, &container).await,
         Command::Images(args) => images::list(&client, fmt, args).await,
+        Command::Build(a) => build::build(&client, a).await,
         Command::Rmi(args) => images::remove(&client, fmt, args).await,
         Command::Run(a) => containers::run(&client, fmt, a).await,
         Command::Create(a) => containers::create(&client, fmt, a).await,

@@ -9,6 +9,7 @@ use http_body_util::{combinators::BoxBody, BodyExt, Full, StreamBody};
 use hyper::body::{Frame, Incoming};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
+use pier_api::build::BuildLine;
 use pier_api::types::{
     ArchiveFormat, FromHostRequest, HistoryEntry, ImageInspect, ImageSummary, LoadReport,
     PruneReport, RemoveReport, SystemInfo, TagRequest,
@@ -340,6 +341,33 @@ impl Client {
 
     pub async fn images(&self) -> Result<Vec<ImageSummary>> {
         self.get("/v1/images").await
+    }
+
+    /// Images; with `all`, also the intermediate images of builds.
+    pub async fn images_all(&self, all: bool) -> Result<Vec<ImageSummary>> {
+        self.get(&format!("/v1/images?all={all}")).await
+    }
+
+    /// `POST /v1/build?{query}` with the build context as the body, calling `f` for each
+    /// progress line until the stream ends or `f` returns false.
+    pub async fn build(
+        &self,
+        query: &str,
+        context: impl AsyncRead + Send + Sync + 'static,
+        f: impl FnMut(BuildLine) -> bool,
+    ) -> Result<()> {
+        let body =
+            StreamBody::new(ReaderStream::with_capacity(context, 256 * 1024).map_ok(Frame::data))
+                .boxed();
+        let resp = self
+            .send(
+                Method::POST,
+                &format!("/v1/build?{query}"),
+                Some("application/x-tar"),
+                body,
+            )
+            .await?;
+        read_ndjson(resp, f).await
     }
 
     pub async fn inspect_image(&self, reference: &str) -> Result<ImageInspect> {

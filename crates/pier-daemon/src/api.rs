@@ -13,9 +13,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use pier_api::types::{
-    ArchiveFormat, FromHostRequest, HistoryEntry, ImageInspect, ImageSummary, ImportQuery,
-    LoadReport, PruneQuery, PruneReport, RemoveQuery, RemoveReport, SaveQuery, SystemInfo,
-    TagRequest,
+    ArchiveFormat, FromHostRequest, HistoryEntry, ImageInspect, ImageListQuery, ImageSummary,
+    ImportQuery, LoadReport, PruneQuery, PruneReport, RemoveQuery, RemoveReport, SaveQuery,
+    SystemInfo, TagRequest,
 };
 use pier_api::{ErrorBody, ProjectName};
 use pier_image::{archive, build, ImageStore};
@@ -29,6 +29,9 @@ use crate::stream::{body_reader, body_writer};
 pub struct Engine {
     pub root: PathBuf,
     pub images: Arc<ImageStore>,
+    pub registry: Arc<pier_registry::Registry>,
+    /// How `pull` and `push` reach registries (insecure hosts, mirrors).
+    pub registry_client: pier_registry::client::ClientConfig,
     pub containers: Arc<Containers>,
     pub store_schema: u32,
 }
@@ -65,7 +68,9 @@ pub fn router(engine: Arc<Engine>) -> Router {
         .route("/v1/images/{reference}/tag", post(tag_image))
         .merge(crate::api_containers::routes())
         .merge(crate::api_networks::routes())
+        .merge(crate::api_build::routes())
         .merge(crate::api_volumes::routes())
+        .merge(crate::api_registry::routes())
         .fallback(|| async {
             ApiError::new(
                 pier_api::ErrorKind::NotFound,
@@ -116,7 +121,9 @@ pub fn openapi_json() -> String {
     let mut doc = ApiDoc::openapi();
     doc.merge(crate::api_containers::ContainersDoc::openapi());
     doc.merge(crate::api_networks::NetworksDoc::openapi());
+    doc.merge(crate::api_build::BuildDoc::openapi());
     doc.merge(crate::api_volumes::VolumesDoc::openapi());
+    doc.merge(crate::api_registry::RegistryDoc::openapi());
     let mut s = doc
         .to_pretty_json()
         .expect("the OpenAPI document serializes");
@@ -152,11 +159,15 @@ async fn info(State(e): Shared) -> ApiResult<Json<SystemInfo>> {
     }))
 }
 
-/// Lists images, newest first.
-#[utoipa::path(get, path = "/v1/images", responses((status = 200, body = [ImageSummary])))]
-async fn list_images(State(e): Shared) -> ApiResult<Json<Vec<ImageSummary>>> {
+/// Lists images, newest first; the intermediate images of builds only with `all`.
+#[utoipa::path(get, path = "/v1/images", params(ImageListQuery), responses((status = 200, body = [ImageSummary])))]
+async fn list_images(
+    State(e): Shared,
+    query: Result<Query<ImageListQuery>, QueryRejection>,
+) -> ApiResult<Json<Vec<ImageSummary>>> {
+    let Query(q) = query?;
     Ok(Json(
-        blocking(move || Ok(e.images.list(&project())?)).await?,
+        blocking(move || Ok(e.images.list_all(&project(), q.all)?)).await?,
     ))
 }
 
@@ -344,6 +355,7 @@ mod tests {
             "/v1/images/load",
             "/v1/images/{reference}/tag",
             "/v1/info",
+            "/v1/build",
         ] {
             assert!(
                 generated.contains(&format!("\"{p}\"")),

@@ -149,29 +149,8 @@ impl Containers {
 
     /// Walks the upper directory: (relative path, metadata), parents before children.
     fn upper_entries(&self, c: &ContainerInspect) -> Vec<(PathBuf, fs::Metadata)> {
-        fn walk(base: &Path, dir: &Path, out: &mut Vec<(PathBuf, fs::Metadata)>) {
-            let Ok(rd) = fs::read_dir(dir) else { return };
-            let mut entries: Vec<_> = rd.flatten().collect();
-            entries.sort_by_key(|e| e.file_name());
-            for e in entries {
-                let Ok(m) = e.path().symlink_metadata() else {
-                    continue;
-                };
-                let rel = e
-                    .path()
-                    .strip_prefix(base)
-                    .expect("under base")
-                    .to_path_buf();
-                let is_dir = m.is_dir();
-                out.push((rel, m));
-                if is_dir {
-                    walk(base, &e.path(), out);
-                }
-            }
-        }
         let upper = self.cdir(&c.id).join("upper");
-        let mut out = Vec::new();
-        walk(&upper, &upper, &mut out);
+        let mut out = walk_upper(&upper);
         let mounts = self.mount_points(c);
         // Skip what the runtime made as mount targets (empty files and directories).
         out.retain(|(p, m)| !(mounts.contains(p) && (m.is_dir() || m.len() == 0)));
@@ -239,39 +218,8 @@ impl Containers {
             .map_err(|e| invalid(e.to_string()))?;
         let c = self.get(project, name)?;
         let dir = self.cdir(&c.id);
-        let upper = dir.join("upper");
         let layer = tempfile::NamedTempFile::new_in(&dir).map_err(io_fail("create the layer"))?;
-        {
-            let mut tar = tar::Builder::new(layer.as_file());
-            tar.follow_symlinks(false);
-            for (rel, m) in self.upper_entries(&c) {
-                let full = upper.join(&rel);
-                if is_whiteout(&m) {
-                    let name = format!(
-                        ".wh.{}",
-                        rel.file_name().unwrap_or_default().to_string_lossy()
-                    );
-                    let mut h = tar::Header::new_gnu();
-                    h.set_entry_type(tar::EntryType::Regular);
-                    h.set_size(0);
-                    h.set_mode(0o644);
-                    tar.append_data(&mut h, rel.with_file_name(name), std::io::empty())
-                        .map_err(io_fail("write the layer"))?;
-                    continue;
-                }
-                tar.append_path_with_name(&full, &rel)
-                    .map_err(io_fail("write the layer"))?;
-                if m.is_dir() && is_opaque(&full) {
-                    let mut h = tar::Header::new_gnu();
-                    h.set_entry_type(tar::EntryType::Regular);
-                    h.set_size(0);
-                    h.set_mode(0o644);
-                    tar.append_data(&mut h, rel.join(".wh..wh..opq"), std::io::empty())
-                        .map_err(io_fail("write the layer"))?;
-                }
-            }
-            tar.finish().map_err(io_fail("write the layer"))?;
-        }
+        self.write_layer(&c, layer.as_file())?;
         let base = self.images.resolve(project, c.image_id.as_str())?;
         let spec = oci_spec::runtime::Spec::load(dir.join("config.json"))
             .map_err(|e| internal(format!("cannot read the spec: {e}")))?;
@@ -306,6 +254,12 @@ impl Containers {
             pier_image::build::commit(&self.images, project, &base, layer.path(), info, reference)?;
         self.emit(&c, "commit", &[("imageID", loaded.id.to_string())]);
         Ok(loaded)
+    }
+
+    /// Writes the container's changes (its overlay upper directory, without the mount
+    /// points the runtime made) as an OCI layer tar. The container must not be running.
+    pub(crate) fn write_layer(&self, c: &ContainerInspect, out: impl Write) -> ApiResult<()> {
+        write_changes(&self.cdir(&c.id).join("upper"), &self.upper_entries(c), out)
     }
 
     /// Checks that `path` exists in the container, for a clear error before streaming.
@@ -432,6 +386,72 @@ impl Containers {
             Ok(())
         })
     }
+}
+
+/// Walks an overlay upper directory: (relative path, metadata), parents before children.
+pub(crate) fn walk_upper(upper: &Path) -> Vec<(PathBuf, fs::Metadata)> {
+    fn walk(base: &Path, dir: &Path, out: &mut Vec<(PathBuf, fs::Metadata)>) {
+        let Ok(rd) = fs::read_dir(dir) else { return };
+        let mut entries: Vec<_> = rd.flatten().collect();
+        entries.sort_by_key(|e| e.file_name());
+        for e in entries {
+            let Ok(m) = e.path().symlink_metadata() else {
+                continue;
+            };
+            let rel = e
+                .path()
+                .strip_prefix(base)
+                .expect("under base")
+                .to_path_buf();
+            let is_dir = m.is_dir();
+            out.push((rel, m));
+            if is_dir {
+                walk(base, &e.path(), out);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(upper, upper, &mut out);
+    out
+}
+
+/// Writes `entries` of the overlay upper directory `upper` as an OCI layer tar: deletions
+/// (0/0 character devices) become `.wh.` whiteouts, opaque directories get `.wh..wh..opq`.
+pub(crate) fn write_changes(
+    upper: &Path,
+    entries: &[(PathBuf, fs::Metadata)],
+    out: impl Write,
+) -> ApiResult<()> {
+    let mut tar = tar::Builder::new(out);
+    tar.follow_symlinks(false);
+    for (rel, m) in entries {
+        let full = upper.join(rel);
+        if is_whiteout(m) {
+            let name = format!(
+                ".wh.{}",
+                rel.file_name().unwrap_or_default().to_string_lossy()
+            );
+            let mut h = tar::Header::new_gnu();
+            h.set_entry_type(tar::EntryType::Regular);
+            h.set_size(0);
+            h.set_mode(0o644);
+            tar.append_data(&mut h, rel.with_file_name(name), std::io::empty())
+                .map_err(io_fail("write the layer"))?;
+            continue;
+        }
+        tar.append_path_with_name(&full, rel)
+            .map_err(io_fail("write the layer"))?;
+        if m.is_dir() && is_opaque(&full) {
+            let mut h = tar::Header::new_gnu();
+            h.set_entry_type(tar::EntryType::Regular);
+            h.set_size(0);
+            h.set_mode(0o644);
+            tar.append_data(&mut h, rel.join(".wh..wh..opq"), std::io::empty())
+                .map_err(io_fail("write the layer"))?;
+        }
+    }
+    tar.finish().map_err(io_fail("write the layer"))?;
+    Ok(())
 }
 
 /// Resolves a path to copy out: its parent is resolved inside the root, its last

@@ -555,6 +555,7 @@ impl Containers {
     // ---- create ------------------------------------------------------------------------
 
     pub fn create(&self, project: &ProjectName, req: ContainerCreate) -> ApiResult<Created> {
+        let t0 = std::time::Instant::now();
         validate(&req)?;
         let image = self.images.resolve(project, &req.image)?;
         let name = match &req.name {
@@ -751,8 +752,10 @@ impl Containers {
             }
             return Err(e);
         }
+        let t_files = t0.elapsed();
         self.save(&c)?;
         self.emit(&c, "create", &[]);
+        tracing::debug!(container = %c.id, files_us = t_files.as_micros() as u64, total_us = t0.elapsed().as_micros() as u64, "created");
         Ok(Created {
             id: c.id,
             name: c.name,
@@ -847,11 +850,16 @@ impl Containers {
             return Ok(());
         }
         let image = self.images.resolve(&c.project, c.image_id.as_str())?;
+        // An image may hold one layer twice (two build steps that changed the same
+        // nothing): overlayfs refuses a directory twice (ELOOP), and the upper copy hides
+        // the lower one anyway, so only the upper one is kept.
+        let mut seen = std::collections::HashSet::new();
         let lowers: Vec<String> = image
             .layers
             .iter()
             .rev()
             .map(|l| self.images.layer_dir(&l.diff_id).display().to_string())
+            .filter(|d| seen.insert(d.clone()))
             .collect();
         let data = format!(
             "lowerdir={},upperdir={},workdir={}",
@@ -1246,6 +1254,7 @@ impl Containers {
         mut c: ContainerInspect,
     ) -> ApiResult<ContainerInspect> {
         let dir = self.cdir(&c.id);
+        let t0 = std::time::Instant::now();
         if let Err(e) = self.setup_network(&mut c).await {
             c.state.error = Some(e.message.clone());
             self.save(&c)?;
@@ -1284,6 +1293,7 @@ impl Containers {
                 return Err(e);
             }
         };
+        let t_monitor = t0.elapsed();
         if let Some(pid) = reply.strip_prefix("ok ") {
             let running: Option<Running> = read_json(&self.cdir(&c.id).join("state.json"));
             c.state = ContainerState {
@@ -1302,6 +1312,7 @@ impl Containers {
             self.save(&c)?;
             self.emit(&c, "start", &[]);
             self.watch_exit(&c);
+            tracing::debug!(container = %c.id, monitor_us = t_monitor.as_micros() as u64, total_us = t0.elapsed().as_micros() as u64, "started");
             return Ok(c);
         }
         // The container did not start: nothing of it may stay.
@@ -1374,6 +1385,7 @@ impl Containers {
     }
 
     async fn on_exit(self: &Arc<Self>, project: &ProjectName, id: &str) -> ApiResult<()> {
+        let t0 = std::time::Instant::now();
         let lock = self.lock(id);
         let g = lock.lock().await;
         let Ok(mut c) = self.get(project, id) else {
@@ -1417,8 +1429,10 @@ impl Containers {
         self.emit(&c, "die", &[("exitCode", exit.exit_code.to_string())]);
 
         if c.config.auto_remove {
+            let t_exit = t0.elapsed();
             let removed = self.remove_locked(&c, true);
             drop(g);
+            tracing::debug!(container = %id, exit_us = t_exit.as_micros() as u64, total_us = t0.elapsed().as_micros() as u64, "removed after exit");
             return removed;
         }
         let restart = !c.state.stopped_by_user

@@ -3,7 +3,9 @@
 //! - [`server`]: startup, the state-directory lock, the unix socket, shutdown.
 //! - [`api`]: the native REST/JSON API (`/v1/...`) over the engine, and its OpenAPI
 //!   document.
+//! - [`api_registry`]: the registry's management API, and the engine's pull and push.
 //! - [`containers`]: container lifecycle, restart policies, live restore.
+//! - [`build`]: the Dockerfile builder (classic builder semantics) behind `POST /v1/build`.
 //! - [`container_fs`]: a container's files: diff, export, commit, cp.
 //! - [`docker`]: the Docker Engine API over the same engine, on a socket of its own.
 //! - [`health`]: health checks of running containers.
@@ -14,9 +16,12 @@
 #![recursion_limit = "256"]
 
 pub mod api;
+pub mod api_build;
 pub mod api_containers;
 pub mod api_networks;
+pub mod api_registry;
 pub mod api_volumes;
+pub mod build;
 pub mod container_fs;
 pub mod containers;
 pub mod docker;

@@ -579,31 +579,7 @@ impl Networks {
 
     /// Rebuilds Pier's nftables table from the store.
     fn firewall(&self) -> ApiResult<()> {
-        let nets: Vec<FwNetwork> = self
-            .db
-            .list_json::<NetworkInspect>(Table::Networks, "")?
-            .into_iter()
-            .filter_map(|(_, n)| {
-                Some(FwNetwork {
-                    subnet: n.subnet.parse().ok()?,
-                    bridge: n.bridge,
-                    internal: n.internal,
-                    routed: n.mode == NetworkMode::Routed,
-                })
-            })
-            .collect();
-        let ports: Vec<FwPort> = self
-            .containers()?
-            .iter()
-            .filter(|c| {
-                matches!(
-                    c.state.status,
-                    ContainerStatus::Running | ContainerStatus::Paused
-                )
-            })
-            .flat_map(|c| fw_ports(c, &c.ports))
-            .collect();
-        nft::apply(TABLE, &nets, &ports).map_err(net_err)
+        self.firewall_with(None)
     }
 
     // ---- container endpoints -------------------------------------------------------
@@ -911,7 +887,7 @@ impl Networks {
             with.ports = out.ports.clone();
             with.networks = out.endpoints.clone();
             with.state.status = ContainerStatus::Running;
-            self.firewall_with(&with)?;
+            self.firewall_with(Some(&with))?;
         }
         self.index_names(c, &out.endpoints);
         Ok(out)
@@ -1004,8 +980,9 @@ impl Networks {
         Ok(ep)
     }
 
-    /// Rebuilds the firewall with `c` counted as running with its ports.
-    fn firewall_with(&self, c: &ContainerInspect) -> ApiResult<()> {
+    /// Rebuilds the firewall from the store; `c`, when given, counts as it is here
+    /// (running with its ports, or stopped) rather than as its record says.
+    fn firewall_with(&self, c: Option<&ContainerInspect>) -> ApiResult<()> {
         let nets: Vec<FwNetwork> = self
             .db
             .list_json::<NetworkInspect>(Table::Networks, "")?
@@ -1019,22 +996,19 @@ impl Networks {
                 })
             })
             .collect();
+        let running = |o: &ContainerInspect| {
+            matches!(
+                o.state.status,
+                ContainerStatus::Running | ContainerStatus::Paused
+            )
+        };
         let mut ports: Vec<FwPort> = self
             .containers()?
             .iter()
-            .filter(|o| o.id != c.id)
-            .filter(|o| {
-                matches!(
-                    o.state.status,
-                    ContainerStatus::Running | ContainerStatus::Paused
-                )
-            })
+            .filter(|o| c.is_none_or(|c| o.id != c.id) && running(o))
             .flat_map(|o| fw_ports(o, &o.ports))
             .collect();
-        if matches!(
-            c.state.status,
-            ContainerStatus::Running | ContainerStatus::Paused
-        ) {
+        if let Some(c) = c.filter(|c| running(c)) {
             ports.extend(fw_ports(c, &c.ports));
         }
         nft::apply(TABLE, &nets, &ports).map_err(net_err)
@@ -1204,7 +1178,7 @@ impl Networks {
             let _g = self.alloc.lock().await;
             let mut gone = c.clone();
             gone.state.status = ContainerStatus::Exited;
-            if let Err(e) = self.firewall_with(&gone) {
+            if let Err(e) = self.firewall_with(Some(&gone)) {
                 tracing::warn!(error = %e.message, "rebuilding the firewall after a container stopped");
             }
         }

@@ -32,6 +32,20 @@ pub struct DaemonConfig {
     pub docker_socket: Option<PathBuf>,
     /// Set the kernel's `favordynmods` cgroup option for fast container starts.
     pub cgroup_favordynmods: bool,
+    /// Serve the OCI registry on this TCP address.
+    pub registry_addr: Option<std::net::SocketAddr>,
+    /// Registries `pull` and `push` reach over plain HTTP (loopback always is).
+    pub insecure_registries: Vec<String>,
+    /// Registries `pull` tries first, in order.
+    pub registry_mirrors: Vec<String>,
+    /// Root certificates (PEM) `pull` and `push` trust besides the system's.
+    pub registry_ca_files: Vec<PathBuf>,
+    /// Make the registry a pull-through mirror of this registry (`host[:port]`).
+    pub registry_upstream: Option<String>,
+    /// The registry's users and policy (JSON; see `pier_registry::auth`).
+    pub registry_auth: Option<PathBuf>,
+    /// Serve the registry over TLS with this certificate chain and key (PEM).
+    pub registry_tls: Option<(PathBuf, PathBuf)>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -49,6 +63,8 @@ pub enum DaemonError {
     Store(#[from] pier_store::StoreError),
     #[error("cannot restore containers: {0}")]
     Restore(String),
+    #[error("{0}")]
+    Config(String),
     #[error("cannot open the image store")]
     Image(#[from] pier_image::ImageError),
 }
@@ -104,8 +120,31 @@ pub async fn run(mut config: DaemonConfig) -> Result<(), DaemonError> {
 
     let engine = {
         let root = config.root.clone();
+        let registry_auth = match &config.registry_auth {
+            Some(p) => Some(pier_registry::auth::AuthConfig::load(p).map_err(DaemonError::Config)?),
+            None => None,
+        };
+        let registry_tls_on = config.registry_tls.is_some();
+        let client_config = pier_registry::client::ClientConfig {
+            insecure: config.insecure_registries.clone(),
+            ca_files: config.registry_ca_files.clone(),
+            mirrors: config.registry_mirrors.clone(),
+        };
+        let upstream =
+            config
+                .registry_upstream
+                .clone()
+                .map(|host| pier_registry::mirror::Upstream {
+                    host,
+                    client: pier_registry::client::ClientConfig {
+                        mirrors: vec![],
+                        ..client_config.clone()
+                    },
+                });
         tokio::task::spawn_blocking(move || -> Result<Engine, DaemonError> {
             let store = Arc::new(RedbStore::open(&root.join("state.redb"))?);
+            // What interrupted builds left (mounts, work directories).
+            crate::build::cleanup(&root);
             let store_schema = store.schema_version()?;
             let images = Arc::new(ImageStore::open(&root.join("images"), store.clone())?);
             let networks = Arc::new(
@@ -116,11 +155,18 @@ pub async fn run(mut config: DaemonConfig) -> Result<(), DaemonError> {
             volumes
                 .reconcile()
                 .map_err(|e| DaemonError::Restore(format!("volumes: {}", e.message)))?;
+            let registry = Arc::new(
+                pier_registry::Registry::new(images.clone(), registry_auth, registry_tls_on)
+                    .map(|r| r.with_upstream(upstream))
+                    .map_err(|e| DaemonError::Restore(format!("registry: {}", e.chain())))?,
+            );
             let containers = Containers::new(&root, store, images.clone(), networks, volumes)
                 .map_err(io("create", &root))?;
             Ok(Engine {
                 root,
                 images,
+                registry,
+                registry_client: client_config,
                 containers,
                 store_schema,
             })
@@ -134,6 +180,8 @@ pub async fn run(mut config: DaemonConfig) -> Result<(), DaemonError> {
         .restore()
         .await
         .map_err(|e| DaemonError::Restore(e.message))?;
+    // No build survives a restart: the containers of their RUN steps go.
+    crate::build::remove_orphans(&engine.containers).await;
     engine
         .containers
         .networks
@@ -143,6 +191,36 @@ pub async fn run(mut config: DaemonConfig) -> Result<(), DaemonError> {
 
     crate::health::spawn(engine.containers.clone());
     let engine = Arc::new(engine);
+    let registry_server = match config.registry_addr {
+        Some(addr) => {
+            let l = tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|source| DaemonError::Io {
+                    op: "listen on",
+                    path: addr.to_string(),
+                    source,
+                })?;
+            let app = pier_registry::server::router(engine.registry.clone());
+            match &config.registry_tls {
+                Some((cert, key)) => {
+                    let tls = pier_registry::server::tls_acceptor(cert, key)
+                        .map_err(DaemonError::Config)?;
+                    tracing::info!(addr = %addr, "registry listening (TLS)");
+                    Some(tokio::spawn(pier_registry::server::serve_tls(l, app, tls)))
+                }
+                None => {
+                    tracing::info!(addr = %addr, "registry listening");
+                    Some(tokio::spawn(async move {
+                        if let Err(e) = axum::serve(l, app).await {
+                            tracing::error!(error = %e, "the registry server stopped");
+                        }
+                    }))
+                }
+            }
+        }
+        None => None,
+    };
+
     let native = listen(&config.socket)?;
     let docker = config.docker_socket.as_deref().map(listen).transpose()?;
     tracing::info!(
@@ -182,6 +260,9 @@ pub async fn run(mut config: DaemonConfig) -> Result<(), DaemonError> {
     let _ = fs::remove_file(&config.socket);
     if let Some(d) = &config.docker_socket {
         let _ = fs::remove_file(d);
+    }
+    if let Some(r) = registry_server {
+        r.abort();
     }
     result.map_err(io("serve on", &config.socket))?;
     tracing::info!("pier daemon stopped");

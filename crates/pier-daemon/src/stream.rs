@@ -51,6 +51,12 @@ impl BodyWriter {
             .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "the client went away"))
     }
 
+    /// Resolves once the body's reader is gone (the client went away).
+    pub fn closed(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let tx = self.tx.clone();
+        async move { tx.closed().await }
+    }
+
     /// Sends what is buffered and ends the body cleanly.
     pub fn finish(mut self) -> io::Result<()> {
         self.send_buffer()?;

@@ -489,6 +489,7 @@ fn store_image(store: &ImageStore, f: Found) -> Result<NewImage, ImageError> {
             .and_then(|c| c.as_str())
             .map(str::to_string),
         tags: f.tags,
+        build: None,
     })
 }
 

@@ -15,7 +15,7 @@ use sha2::{Digest as _, Sha256};
 
 use crate::archive::{oci_manifest, OCI_MANIFEST};
 use crate::error::{io_err, ImageError};
-use crate::store::{ImageStore, NewImage};
+use crate::store::{BuildLink, ImagePin, ImageRecord, ImageStore, NewImage};
 
 const DEFAULT_PATH: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
@@ -122,6 +122,7 @@ fn commit_one(
             layers: vec![layer],
             created,
             tags: name.into_iter().collect(),
+            build: None,
         },
     )
 }
@@ -173,8 +174,86 @@ pub fn commit(
         let manifest_digest = store.blobs().put_bytes(&manifest)?;
         store.commit_image(
             project,
-            NewImage { manifest_digest, manifest_media_type: OCI_MANIFEST.into(), config_digest, layers, created: Some(now), tags: name.into_iter().collect() },
+            NewImage { manifest_digest, manifest_media_type: OCI_MANIFEST.into(), config_digest, layers, created: Some(now), tags: name.into_iter().collect(), build: None },
         )
+    })
+}
+
+/// What a Dockerfile build step adds to the image it ran on.
+#[derive(Debug)]
+pub struct StepImage<'a> {
+    /// The whole image config so far: the parent's, with the step's changes to its
+    /// runtime `config` made. [`commit_step`] sets `created` and adds the history entry
+    /// and the layer's diff ID.
+    pub config: serde_json::Value,
+    /// The parent's layers (none for `FROM scratch`).
+    pub base_layers: &'a [LayerInfo],
+    /// The step's changes as an OCI layer tar; none for a step that only changed the
+    /// config (its history entry says `empty_layer`, as Docker's do).
+    pub layer_tar: Option<&'a Path>,
+    /// The history entry's `created_by`.
+    pub created_by: String,
+    pub link: BuildLink,
+}
+
+/// Records the image of a build step (untagged), pinned for the rest of the build.
+pub fn commit_step(
+    store: &ImageStore,
+    project: &ProjectName,
+    step: StepImage<'_>,
+) -> Result<(ImageRecord, ImagePin), ImageError> {
+    store.undo_on_error(|| {
+        let _g = store.adding();
+        let mut config = step.config;
+        let mut layers = step.base_layers.to_vec();
+        let layer = match step.layer_tar {
+            Some(p) => Some(layer_from(
+                store,
+                File::open(p).map_err(io_err("open", p))?,
+            )?),
+            None => None,
+        };
+        let now = pier_api::time::now_rfc3339();
+        config["created"] = serde_json::json!(now);
+        if config.pointer("/rootfs/diff_ids").is_none() {
+            config["rootfs"] = serde_json::json!({ "type": "layers", "diff_ids": [] });
+        }
+        let mut entry = serde_json::json!({ "created": now, "created_by": step.created_by });
+        match &layer {
+            Some(l) => {
+                if let Some(ids) = config
+                    .pointer_mut("/rootfs/diff_ids")
+                    .and_then(|d| d.as_array_mut())
+                {
+                    ids.push(serde_json::json!(l.diff_id));
+                }
+                layers.push(l.clone());
+            }
+            None => entry["empty_layer"] = serde_json::json!(true),
+        }
+        match config.get_mut("history").and_then(|h| h.as_array_mut()) {
+            Some(h) => h.push(entry),
+            None => config["history"] = serde_json::json!([entry]),
+        }
+        let bytes = serde_json::to_vec(&config).expect("json");
+        let config_digest = store.blobs().put_bytes(&bytes)?;
+        let manifest = oci_manifest(&config_digest, bytes.len() as u64, &layers);
+        let manifest_digest = store.blobs().put_bytes(&manifest)?;
+        let pin = store.pin(&config_digest);
+        store.commit_image(
+            project,
+            NewImage {
+                manifest_digest,
+                manifest_media_type: OCI_MANIFEST.into(),
+                config_digest: config_digest.clone(),
+                layers,
+                created: Some(now),
+                tags: Vec::new(),
+                build: Some(step.link),
+            },
+        )?;
+        let rec = store.resolve(project, config_digest.as_str())?;
+        Ok((rec, pin))
     })
 }
 

@@ -5,7 +5,10 @@
 //! - [`store`]: images, tags and layers: the records in the state store and the files
 //!   under the image root, kept consistent across crashes.
 //! - [`archive`]: `docker save` and OCI archives in and out.
-//! - [`build`]: images made here: a flat rootfs import, and an image from host binaries.
+//! - [`build`]: images made here: a flat rootfs import, an image from host binaries, and
+//!   the images of Dockerfile build steps.
+//! - [`dockerfile`]: the Dockerfile language (parser, variable substitution), `.dockerignore`
+//!   and the build context; the daemon's builder runs what it parses.
 //!
 //! On disk, under the image root:
 //! ```text
@@ -17,6 +20,7 @@
 pub mod archive;
 pub mod blobs;
 pub mod build;
+pub mod dockerfile;
 pub mod error;
 pub mod store;
 pub mod testing;

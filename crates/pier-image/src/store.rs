@@ -9,12 +9,17 @@
 //! Concurrency: operations that add content hold `gc` for reading; removal and garbage
 //! collection hold it for writing, so a collection never deletes what a load in flight has
 //! written but not yet committed.
+//!
+//! The registry (`pier-registry`) keeps its blobs in this same blob store: a blob linked to
+//! a registry repository (`Table::RegistryBlobs`) is a root for garbage collection here,
+//! exactly like a blob an image names, so a layer the engine and the registry both hold is
+//! stored once and neither side's collection takes it from the other.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fs::{self, File};
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
 use pier_api::types::{
     HistoryEntry, ImageInspect, ImageSummary, LayerInfo, LoadedImage, PruneReport, RemoveReport,
@@ -42,6 +47,19 @@ pub struct ImageRecord {
     pub created: Option<String>,
     /// When this store first got the image.
     pub added: String,
+    /// For an image a Dockerfile build step made: what it was made from and how.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub build: Option<BuildLink>,
+}
+
+/// How a build step made an image: the build cache looks images up by it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BuildLink {
+    /// The image the step ran on (none for a step on `FROM scratch`).
+    pub parent: Option<Digest>,
+    /// The step's cache key: a digest of the instruction after substitution, and of the
+    /// files it copied or the build arguments it ran with.
+    pub cache_key: String,
 }
 
 impl ImageRecord {
@@ -72,6 +90,34 @@ pub struct NewImage {
     pub layers: Vec<LayerInfo>,
     pub created: Option<String>,
     pub tags: Vec<ImageRef>,
+    /// Set for the images of build steps.
+    pub build: Option<BuildLink>,
+}
+
+/// Keeps an image from being removed by `prune` (and by `rm` without force) while a
+/// build uses it; released on drop.
+#[derive(Debug)]
+pub struct ImagePin {
+    pins: Arc<Mutex<HashMap<Digest, usize>>>,
+    id: Digest,
+}
+
+impl ImagePin {
+    pub fn id(&self) -> &Digest {
+        &self.id
+    }
+}
+
+impl Drop for ImagePin {
+    fn drop(&mut self) {
+        let mut pins = self.pins.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = pins.get_mut(&self.id) {
+            *n -= 1;
+            if *n == 0 {
+                pins.remove(&self.id);
+            }
+        }
+    }
 }
 
 /// The image store of one host.
@@ -83,6 +129,8 @@ pub struct ImageStore {
     db: Arc<dyn Store>,
     gc: RwLock<()>,
     limits: Limits,
+    /// Images builds in progress hold (see [`ImagePin`]).
+    pins: Arc<Mutex<HashMap<Digest, usize>>>,
 }
 
 impl std::fmt::Debug for ImageStore {
@@ -126,6 +174,7 @@ impl ImageStore {
             db,
             gc: RwLock::new(()),
             limits: Limits::default(),
+            pins: Arc::default(),
         };
         let reclaimed = store.collect_garbage()?;
         if reclaimed > 0 {
@@ -158,6 +207,28 @@ impl ImageStore {
     /// Holds off garbage collection while content is added.
     pub fn adding(&self) -> std::sync::RwLockReadGuard<'_, ()> {
         self.gc.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Excludes every operation that adds content, for a collection that first changes
+    /// the records (the registry's) and then sweeps with [`ImageStore::sweep`].
+    pub fn exclusive(&self) -> std::sync::RwLockWriteGuard<'_, ()> {
+        self.gc.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Removes blobs and layers nothing references, under a guard from
+    /// [`ImageStore::exclusive`]. Returns bytes freed.
+    pub fn sweep(&self, _guard: &std::sync::RwLockWriteGuard<'_, ()>) -> Result<u64, ImageError> {
+        self.collect_garbage_locked()
+    }
+
+    /// The scratch directory (same filesystem as the blobs; emptied at start).
+    pub fn tmp_dir(&self) -> &Path {
+        &self.tmp
+    }
+
+    /// The state store this image store keeps its records in.
+    pub fn db(&self) -> &Arc<dyn Store> {
+        &self.db
     }
 
     /// Runs `op`, which adds content; if it fails, removes whatever files it left that no
@@ -311,12 +382,29 @@ impl ImageStore {
         })
     }
 
-    /// `pier images`: newest first.
+    /// `pier images`: newest first, without the intermediate images of builds.
     pub fn list(&self, project: &ProjectName) -> Result<Vec<ImageSummary>, ImageError> {
+        self.list_all(project, false)
+    }
+
+    /// `pier images [-a]`: with `all`, also the intermediate images of builds (untagged
+    /// images another image was built on), which `docker images` hides too.
+    pub fn list_all(
+        &self,
+        project: &ProjectName,
+        all: bool,
+    ) -> Result<Vec<ImageSummary>, ImageError> {
         let tags = self.tags_by_image(project)?;
-        let mut out = self
-            .images(project)?
+        let images = self.images(project)?;
+        let parents: BTreeSet<Digest> = images
             .iter()
+            .filter_map(|r| r.build.as_ref()?.parent.clone())
+            .collect();
+        let mut out = images
+            .iter()
+            .filter(|r| {
+                all || tags.get(&r.id).is_some_and(|t| !t.is_empty()) || !parents.contains(&r.id)
+            })
             .map(|r| self.summary(r, tags.get(&r.id)))
             .collect::<Result<Vec<_>, _>>()?;
         out.sort_by(|a, b| b.created.cmp(&a.created).then(a.id.cmp(&b.id)));
@@ -354,6 +442,7 @@ impl ImageStore {
                 .cloned()
                 .unwrap_or(serde_json::Value::Null),
             history: history_of(&config, &rec.layers),
+            parent: rec.build.as_ref().and_then(|b| b.parent.clone()),
             layers: rec.layers,
         })
     }
@@ -367,6 +456,65 @@ impl ImageStore {
         let mut h = history_of(&self.config(&rec)?, &rec.layers);
         h.reverse(); // newest first, as `docker history` shows it
         Ok(h)
+    }
+
+    // ---- builds ------------------------------------------------------------------------
+
+    /// Pins image `id` until the returned guard drops (see [`ImagePin`]).
+    pub fn pin(&self, id: &Digest) -> ImagePin {
+        *self
+            .pins
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(id.clone())
+            .or_default() += 1;
+        ImagePin {
+            pins: self.pins.clone(),
+            id: id.clone(),
+        }
+    }
+
+    fn is_pinned(&self, id: &Digest) -> bool {
+        self.pins
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains_key(id)
+    }
+
+    /// Like [`ImageStore::resolve`], and pins the image before a removal can take it.
+    pub fn resolve_pinned(
+        &self,
+        project: &ProjectName,
+        reference: &str,
+    ) -> Result<(ImageRecord, ImagePin), ImageError> {
+        let _g = self.adding();
+        let rec = self.resolve(project, reference)?;
+        let pin = self.pin(&rec.id);
+        Ok((rec, pin))
+    }
+
+    /// The image a build step with `cache_key` made on `parent` before, if it is still
+    /// here (the newest, if several), pinned.
+    pub fn find_cached(
+        &self,
+        project: &ProjectName,
+        parent: Option<&Digest>,
+        cache_key: &str,
+    ) -> Result<Option<(ImageRecord, ImagePin)>, ImageError> {
+        let _g = self.adding();
+        let found = self
+            .images(project)?
+            .into_iter()
+            .filter(|r| {
+                r.build
+                    .as_ref()
+                    .is_some_and(|b| b.cache_key == cache_key && b.parent.as_ref() == parent)
+            })
+            .max_by(|a, b| a.added.cmp(&b.added));
+        Ok(found.map(|r| {
+            let pin = self.pin(&r.id);
+            (r, pin)
+        }))
     }
 
     // ---- adding ------------------------------------------------------------------------
@@ -486,6 +634,7 @@ impl ImageStore {
             manifest_media_type: new.manifest_media_type,
             layers: new.layers,
             created: new.created,
+            build: new.build,
             added: existing
                 .map(|e| e.added)
                 .unwrap_or_else(pier_api::time::now_rfc3339),
@@ -560,7 +709,10 @@ impl ImageStore {
             .tags_by_image(project)?
             .remove(&rec.id)
             .unwrap_or_default();
-        let users = self.containers_using(project, &rec.id)?;
+        let mut users = self.containers_using(project, &rec.id)?;
+        if self.is_pinned(&rec.id) {
+            users.push("(a build in progress)".into());
+        }
         let by_tag = reference
             .parse::<ImageRef>()
             .ok()
@@ -598,6 +750,31 @@ impl ImageStore {
         if users.is_empty() {
             batch.delete(Table::Images, image_key(project, &rec.id));
             report.deleted.push(rec.id.clone());
+            // The untagged images a build made on the way go with it, as in Docker,
+            // unless something else still needs them.
+            let all = self.images(project)?;
+            let tags = self.tags_by_image(project)?;
+            let mut next = rec.build.as_ref().and_then(|b| b.parent.clone());
+            while let Some(id) = next.take() {
+                let Some(p) = all.iter().find(|r| r.id == id) else {
+                    break;
+                };
+                let children = all
+                    .iter()
+                    .filter(|r| !report.deleted.contains(&r.id))
+                    .filter(|r| r.build.as_ref().and_then(|b| b.parent.as_ref()) == Some(&id))
+                    .count();
+                let needed = children > 0
+                    || tags.get(&id).is_some_and(|t| !t.is_empty())
+                    || self.is_pinned(&id)
+                    || !self.containers_using(project, &id)?.is_empty();
+                if needed {
+                    break;
+                }
+                batch.delete(Table::Images, image_key(project, &id));
+                report.deleted.push(id.clone());
+                next = p.build.as_ref().and_then(|b| b.parent.clone());
+            }
         }
         batch.commit(self.db.as_ref())?;
         self.collect_garbage_locked()?;
@@ -612,9 +789,28 @@ impl ImageStore {
         let tags = self.tags_by_image(project)?;
         let mut batch = Batch::new();
         let mut report = PruneReport::default();
-        for rec in self.images(project)? {
+        let images = self.images(project)?;
+        // Kept: tagged images (unless `all`), images containers or builds use, and the
+        // images builds made them from.
+        let mut keep = BTreeSet::new();
+        for rec in &images {
             let tagged = tags.get(&rec.id).is_some_and(|t| !t.is_empty());
-            if (tagged && !all) || !self.containers_using(project, &rec.id)?.is_empty() {
+            if (tagged && !all)
+                || self.is_pinned(&rec.id)
+                || !self.containers_using(project, &rec.id)?.is_empty()
+            {
+                let mut cur = Some(rec);
+                while let Some(r) = cur {
+                    if !keep.insert(r.id.clone()) {
+                        break;
+                    }
+                    let parent = r.build.as_ref().and_then(|b| b.parent.as_ref());
+                    cur = parent.and_then(|p| images.iter().find(|i| &i.id == p));
+                }
+            }
+        }
+        for rec in images {
+            if keep.contains(&rec.id) {
                 continue;
             }
             for t in tags.get(&rec.id).into_iter().flatten() {
@@ -638,6 +834,12 @@ impl ImageStore {
     fn collect_garbage_locked(&self) -> Result<u64, ImageError> {
         let mut blobs = BTreeSet::new();
         let mut layers = BTreeSet::new();
+        // Blobs linked to a registry repository are roots too (keys `repository@digest`).
+        for (key, _) in self.db.list(Table::RegistryBlobs, "")? {
+            if let Some(d) = key.rsplit_once('@').and_then(|(_, d)| d.parse().ok()) {
+                blobs.insert(d);
+            }
+        }
         for (_, rec) in self.db.list_json::<ImageRecord>(Table::Images, "")? {
             blobs.insert(rec.manifest_digest.clone());
             blobs.insert(rec.id.clone());
@@ -884,5 +1086,77 @@ mod tests {
         let other = ProjectName::try_from("other".to_string()).unwrap();
         assert!(images.list(&other).unwrap().is_empty());
         assert!(images.resolve(&other, "app:1").is_err());
+    }
+
+    #[test]
+    fn build_steps_cache_hide_and_go_with_their_image() {
+        use crate::build::{commit_step, StepImage};
+        let (_dir, _db, images, _) = store_with_image();
+        let p = ProjectName::default();
+        let base = images.resolve(&p, "app:1").unwrap();
+        let step = |parent: &ImageRecord, key: &str| {
+            commit_step(
+                &images,
+                &p,
+                StepImage {
+                    config: images.config(parent).unwrap(),
+                    base_layers: &parent.layers,
+                    layer_tar: None,
+                    created_by: format!("#(nop) {key}"),
+                    link: BuildLink {
+                        parent: Some(parent.id.clone()),
+                        cache_key: key.into(),
+                    },
+                },
+            )
+            .unwrap()
+        };
+        let (s1, pin1) = step(&base, "k1");
+        let (s2, pin2) = step(&s1, "k2");
+        let (s3, pin3) = step(&base, "k3");
+        assert_eq!(
+            s1.layers.len(),
+            base.layers.len(),
+            "a config-only step adds no layer"
+        );
+        let h = images.history(&p, s2.id.as_str()).unwrap();
+        assert!(h[0].empty_layer && h[0].created_by == "#(nop) k2");
+        let hit = images.find_cached(&p, Some(&base.id), "k1").unwrap();
+        assert_eq!(hit.map(|(r, _)| r.id), Some(s1.id.clone()));
+        assert!(images
+            .find_cached(&p, Some(&s1.id), "k1")
+            .unwrap()
+            .is_none());
+        assert!(images.find_cached(&p, None, "k1").unwrap().is_none());
+
+        // While pinned, nothing goes.
+        assert!(images.prune(&p, false).unwrap().deleted.is_empty());
+        assert!(matches!(
+            images.remove(&p, s3.id.as_str(), false),
+            Err(ImageError::InUse { .. })
+        ));
+        drop((pin1, pin2, pin3));
+
+        // The intermediate image is hidden from the list, and kept by prune for its child.
+        images
+            .tag(&p, s2.id.as_str(), &"out:1".parse().unwrap())
+            .unwrap();
+        let ids = |all| -> Vec<Digest> {
+            images
+                .list_all(&p, all)
+                .unwrap()
+                .into_iter()
+                .map(|i| i.id)
+                .collect()
+        };
+        assert!(ids(false).contains(&s2.id) && !ids(false).contains(&s1.id));
+        assert!(ids(true).contains(&s1.id));
+        // s3 is left over, as by a failed build: prune takes it alone.
+        assert_eq!(images.prune(&p, false).unwrap().deleted, vec![s3.id]);
+
+        // Removing the built image takes its untagged steps, not the tagged base.
+        let r = images.remove(&p, "out:1", false).unwrap();
+        assert_eq!(r.deleted, vec![s2.id, s1.id]);
+        assert!(images.resolve(&p, "app:1").is_ok());
     }
 }

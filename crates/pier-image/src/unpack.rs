@@ -192,8 +192,43 @@ fn symlink_stays_inside(parent: &Path, target: &[u8]) -> bool {
     true
 }
 
-/// Unpacks the tar stream `r` into `dest`, an existing empty directory.
+/// How an archive is read besides the limits: layers and other trees (a build context,
+/// an archive `ADD` extracts) differ in two ways.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UnpackOptions {
+    /// `.wh.` entries are OCI whiteouts (layers), or plain files (anything else).
+    pub whiteouts: bool,
+    /// Relative symlinks may point above the archive's root. A build context may hold
+    /// them (they are only ever copied, never followed while unpacking); a layer may not.
+    pub outward_symlinks: bool,
+}
+
+impl UnpackOptions {
+    /// For image layers.
+    pub const LAYER: UnpackOptions = UnpackOptions {
+        whiteouts: true,
+        outward_symlinks: false,
+    };
+    /// For plain trees: build contexts and archives extracted by `ADD`.
+    pub const TREE: UnpackOptions = UnpackOptions {
+        whiteouts: false,
+        outward_symlinks: true,
+    };
+}
+
+/// Unpacks the layer tar stream `r` into `dest`, an existing empty directory.
 pub fn unpack_layer(r: impl Read, dest: &Path, limits: &Limits) -> Result<Stats, UnpackError> {
+    unpack_tree(r, dest, limits, UnpackOptions::LAYER)
+}
+
+/// Unpacks the tar stream `r` into the existing directory `dest`, as `opts` say. Entries
+/// are never written through symlinks, whatever the options.
+pub fn unpack_tree(
+    r: impl Read,
+    dest: &Path,
+    limits: &Limits,
+    opts: UnpackOptions,
+) -> Result<Stats, UnpackError> {
     let mut archive = tar::Archive::new(r);
     let mut stats = Stats::default();
     let mut dirs: Vec<(PathBuf, tar::Header)> = Vec::new();
@@ -216,7 +251,11 @@ pub fn unpack_layer(r: impl Read, dest: &Path, limits: &Limits) -> Result<Stats,
         let name = shown(&raw);
 
         // Whiteouts.
-        if let Some(file) = rel.file_name().map(|f| f.as_bytes()) {
+        if let Some(file) = rel
+            .file_name()
+            .map(|f| f.as_bytes())
+            .filter(|_| opts.whiteouts)
+        {
             if let Some(hidden) = file.strip_prefix(WHITEOUT_PREFIX.as_bytes()) {
                 let parent_abs = ensure_parents(dest, &rel, &name)?;
                 if file == OPAQUE_MARKER.as_bytes() {
@@ -323,7 +362,8 @@ pub fn unpack_layer(r: impl Read, dest: &Path, limits: &Limits) -> Result<Stats,
                     .map(|t| t.into_owned())
                     .unwrap_or_default();
                 if target.is_empty()
-                    || !symlink_stays_inside(rel.parent().unwrap_or(Path::new("")), &target)
+                    || (!opts.outward_symlinks
+                        && !symlink_stays_inside(rel.parent().unwrap_or(Path::new("")), &target))
                 {
                     return Err(UnpackError::SymlinkEscape {
                         entry: name,

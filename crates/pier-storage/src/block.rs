@@ -185,10 +185,19 @@ impl Disk {
         Ok(dev)
     }
 
-    /// Detaches every loop device on the image and stops its export.
+    /// Detaches every loop device on the image and stops its export. Everything written
+    /// is flushed down to the image first: the loop device writes into the raw file's
+    /// page cache, and for a qcow2 image those pages must reach the export before it
+    /// stops.
     pub fn release(&self) {
         for dev in loopdev::backed_by(self.raw()) {
+            if let Ok(f) = fs::File::open(&dev) {
+                let _ = f.sync_all();
+            }
             let _ = loopdev::detach(&dev);
+        }
+        if let Ok(f) = fs::OpenOptions::new().write(true).open(self.raw()) {
+            let _ = f.sync_all();
         }
         if self.format == Format::Qcow2 {
             self.stop_export();

@@ -40,10 +40,19 @@ pub enum Table {
     Leases,
     /// Volumes by `project/name`.
     Volumes,
+    /// The registry's blob links by `repository@digest`: a blob pushed to (or mounted
+    /// into) a repository. The image store's garbage collection keeps every linked blob.
+    RegistryBlobs,
+    /// The registry's manifests by `repository@digest`.
+    RegistryManifests,
+    /// The registry's tags by `repository:tag`, each naming a manifest digest.
+    RegistryTags,
+    /// What each registry tag pointed to, by `repository:tag@<zero-padded nanoseconds>`.
+    RegistryTagHistory,
 }
 
 impl Table {
-    pub const ALL: [Table; 8] = [
+    pub const ALL: [Table; 12] = [
         Table::Meta,
         Table::Images,
         Table::Tags,
@@ -52,6 +61,10 @@ impl Table {
         Table::Networks,
         Table::Leases,
         Table::Volumes,
+        Table::RegistryBlobs,
+        Table::RegistryManifests,
+        Table::RegistryTags,
+        Table::RegistryTagHistory,
     ];
 
     pub fn name(self) -> &'static str {
@@ -64,6 +77,10 @@ impl Table {
             Table::Networks => "networks",
             Table::Leases => "leases",
             Table::Volumes => "volumes",
+            Table::RegistryBlobs => "registry_blobs",
+            Table::RegistryManifests => "registry_manifests",
+            Table::RegistryTags => "registry_tags",
+            Table::RegistryTagHistory => "registry_tag_history",
         }
     }
 }

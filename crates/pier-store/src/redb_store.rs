@@ -11,7 +11,7 @@ use redb::{Database, ReadableDatabase, TableDefinition, WriteTransaction};
 use crate::{Op, Store, StoreError, Table};
 
 /// The schema this build writes.
-pub const SCHEMA_VERSION: u32 = 3;
+pub const SCHEMA_VERSION: u32 = 4;
 const SCHEMA_KEY: &str = "schema_version";
 
 fn def(table: Table) -> TableDefinition<'static, &'static str, &'static [u8]> {
@@ -31,6 +31,8 @@ const MIGRATIONS: [Migration; SCHEMA_VERSION as usize] = [
     // 1 -> 2: networks and address leases.
     create_tables,
     // 2 -> 3: volumes.
+    create_tables,
+    // 3 -> 4: the registry's blob links, manifests, tags and tag history.
     create_tables,
 ];
 

@@ -75,6 +75,16 @@ fn run_daemon(cli: &Cli, args: &pier_cli::DaemonArgs) -> i32 {
         socket,
         docker_socket,
         cgroup_favordynmods: args.cgroup_favordynmods,
+        registry_addr: args.registry_addr,
+        insecure_registries: args.insecure_registries.clone(),
+        registry_mirrors: args.registry_mirrors.clone(),
+        registry_ca_files: args.registry_ca_files.clone(),
+        registry_upstream: args.registry_upstream.clone(),
+        registry_auth: args.registry_auth.clone(),
+        registry_tls: args
+            .registry_tls_cert
+            .clone()
+            .zip(args.registry_tls_key.clone()),
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -26,14 +26,6 @@ fn state(d: &Daemon, name: &str) -> serde_json::Value {
     d.json(&["inspect", name])[0]["state"].clone()
 }
 
-fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !f() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 #[test]
 fn exit_codes_output_and_bad_input() {
     let d = with_busybox();

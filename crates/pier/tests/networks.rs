@@ -8,7 +8,7 @@
 mod common;
 
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use common::*;
 
@@ -116,14 +116,6 @@ impl Drop for Outside {
     }
 }
 
-fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !f() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 /// The caller's address as busybox httpd gives it to a CGI script (`[::ffff:a.b.c.d]`
 /// when it listens on IPv6 too).
 fn remote_addr(s: &str) -> &str {
@@ -165,21 +157,6 @@ fn ip_of(d: &Daemon, name: &str, network: &str) -> String {
         .as_str()
         .unwrap_or_else(|| panic!("{name} has no address on {network}: {v}"))
         .to_string()
-}
-
-/// Runs a throwaway container; returns (exit code, stdout+stderr).
-fn try_run(d: &Daemon, args: &[&str]) -> (i32, String) {
-    let mut full = vec!["run", "--rm"];
-    full.extend_from_slice(args);
-    let out = d.pier(&full);
-    (
-        out.status.code().unwrap_or(-1),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    )
 }
 
 #[test]

@@ -13,21 +13,6 @@ fn with_busybox() -> Daemon {
     d
 }
 
-/// Runs a throwaway container; returns (exit code, stdout+stderr).
-fn try_run(d: &Daemon, args: &[&str]) -> (i32, String) {
-    let mut full = vec!["run", "--rm"];
-    full.extend_from_slice(args);
-    let out = d.pier(&full);
-    (
-        out.status.code().unwrap_or(-1),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    )
-}
-
 fn ok_run(d: &Daemon, args: &[&str]) -> String {
     let (code, text) = try_run(d, args);
     assert_eq!(code, 0, "{args:?}: {text}");

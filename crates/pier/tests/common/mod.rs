@@ -47,6 +47,10 @@ pub struct Daemon {
     /// The network namespace the daemon lives in (`ip netns` name): its bridges,
     /// veths and nftables table are the test's alone, and outlive daemon restarts.
     pub netns: String,
+    /// More `pier daemon` arguments, given at every (re)start.
+    pub extra_args: Vec<String>,
+    /// Whether dropping this daemon deletes its network namespace.
+    owns_netns: bool,
     child: Option<Child>,
 }
 
@@ -63,6 +67,21 @@ pub fn ip(args: &[&str]) {
 
 impl Daemon {
     pub fn start() -> Daemon {
+        Self::start_with(&[])
+    }
+
+    /// Starts a daemon with more `pier daemon` arguments.
+    pub fn start_with(extra_args: &[&str]) -> Daemon {
+        Self::start_in(extra_args, None)
+    }
+
+    /// Starts a daemon in the network namespace of `neighbour` (which must outlive it),
+    /// so the two reach each other on loopback.
+    pub fn start_beside(neighbour: &Daemon, extra_args: &[&str]) -> Daemon {
+        Self::start_in(extra_args, Some(neighbour.netns.clone()))
+    }
+
+    fn start_in(extra_args: &[&str], shared_netns: Option<String>) -> Daemon {
         let dir = tempfile::Builder::new()
             .prefix("pier-test-")
             .tempdir()
@@ -71,15 +90,21 @@ impl Daemon {
         let socket = dir.path().join("pier.sock");
         let docker_socket = dir.path().join("docker.sock");
         let suffix = dir.path().file_name().unwrap().to_string_lossy();
-        let netns = format!("pt-{}", suffix.trim_start_matches("pier-test-"));
-        ip(&["netns", "add", &netns]);
-        ip(&["-n", &netns, "link", "set", "lo", "up"]);
+        let owns_netns = shared_netns.is_none();
+        let netns = shared_netns
+            .unwrap_or_else(|| format!("pt-{}", suffix.trim_start_matches("pier-test-")));
+        if owns_netns {
+            ip(&["netns", "add", &netns]);
+            ip(&["-n", &netns, "link", "set", "lo", "up"]);
+        }
         let mut d = Daemon {
             dir,
             root,
             socket,
             docker_socket,
             netns,
+            extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
+            owns_netns,
             child: None,
         };
         d.spawn();
@@ -102,6 +127,7 @@ impl Daemon {
             .arg(&self.socket)
             .arg("--docker-socket")
             .arg(&self.docker_socket)
+            .args(&self.extra_args)
             .env("PIER_LOG", "debug")
             .stdout(Stdio::null())
             .stderr(log);
@@ -399,9 +425,11 @@ impl Drop for Daemon {
                 "namespace files left: {netns_left:?}"
             );
         }
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.netns])
-            .status();
+        if self.owns_netns {
+            let _ = Command::new("ip")
+                .args(["netns", "del", &self.netns])
+                .status();
+        }
     }
 }
 
@@ -422,6 +450,31 @@ fn wait_timeout(child: &mut Child, limit: Duration) -> std::process::ExitStatus 
         }
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// Polls `f` until it holds, for at most 20 seconds.
+pub fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Runs a throwaway container (`run --rm ARGS`); returns its exit code and its
+/// stdout followed by its stderr.
+pub fn try_run(d: &Daemon, args: &[&str]) -> (i32, String) {
+    let mut full = vec!["run", "--rm"];
+    full.extend_from_slice(args);
+    let out = d.pier(&full);
+    (
+        out.status.code().unwrap_or(-1),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
 }
 
 // ---- archives made by the tests ----------------------------------------------------------

@@ -1,0 +1,120 @@
+//! `RUN`: a container from the image so far (the engine's create, start and wait), its
+//! output streamed into the build's, its changes written as a layer, and the container
+//! removed whatever happens.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use pier_api::containers::ContainerCreate;
+use pier_api::ProjectName;
+use pier_image::store::ImageRecord;
+
+use super::{Build, BuildError};
+use crate::containers::Containers;
+
+/// Removes a step's container when dropped.
+struct StepContainer {
+    containers: Arc<Containers>,
+    project: ProjectName,
+    id: String,
+    handle: tokio::runtime::Handle,
+}
+
+impl Drop for StepContainer {
+    fn drop(&mut self) {
+        let r = self
+            .handle
+            .block_on(self.containers.remove(&self.project, &self.id, true, true));
+        if let Err(e) = r {
+            tracing::warn!(container = %self.id, error = %e.message, "cannot remove a build step's container");
+        }
+    }
+}
+
+impl Build<'_> {
+    /// Runs `argv` in a container from `image` with build arguments `env`; returns the
+    /// path of its changes as a layer tar.
+    pub(super) fn run_container(
+        &mut self,
+        image: &ImageRecord,
+        argv: Vec<String>,
+        env: Vec<String>,
+        shown: &str,
+    ) -> Result<PathBuf, BuildError> {
+        let containers = self.b.containers.clone();
+        let network = self
+            .opts
+            .network
+            .clone()
+            .filter(|n| !n.is_empty() && n != "default");
+        let req = ContainerCreate {
+            image: image.id.to_string(),
+            cmd: Some(argv),
+            // RUN ignores the image's ENTRYPOINT.
+            entrypoint: Some(Vec::new()),
+            env,
+            network,
+            labels: [(super::BUILD_LABEL.to_string(), "run".to_string())].into(),
+            ..Default::default()
+        };
+        let created = containers.create(self.project, req)?;
+        let id = created.id.clone();
+        let guard = StepContainer {
+            containers: containers.clone(),
+            project: self.project.clone(),
+            id: id.clone(),
+            handle: self.handle.clone(),
+        };
+        self.say(format!(" ---> Running in {}\n", &id[..12]));
+        let exit = containers.wait(self.project, &id, true, false)?;
+        if let Err(e) = self.handle.block_on(containers.start(self.project, &id)) {
+            let message = match e.message.split_once(" failed to start: ") {
+                Some((_, why)) => why.to_string(),
+                None => e.message,
+            };
+            return Err(BuildError::RunNotStarted {
+                command: shown.to_string(),
+                message,
+                code: e.exit_code,
+            });
+        }
+        let c = containers.get(self.project, &id)?;
+        let (lines, mut follower) = containers.logs(&c, None, None);
+        for l in lines {
+            self.say(l.log);
+        }
+        let mut exit = Box::pin(exit);
+        let code = loop {
+            let done = self.handle.block_on(async {
+                tokio::select! {
+                    r = &mut exit => Some(r),
+                    _ = tokio::time::sleep(Duration::from_millis(50)) => None,
+                }
+            });
+            for l in follower.read() {
+                self.say(l.log);
+            }
+            if let Some(r) = done {
+                break r.exit_code;
+            }
+            if self.cancelled() {
+                // The guard removes the container, killing what still runs in it.
+                return Err(BuildError::Cancelled);
+            }
+        };
+        if code != 0 {
+            return Err(BuildError::RunFailed {
+                command: shown.to_string(),
+                code,
+            });
+        }
+        let c = containers.get(self.project, &id)?;
+        let path = self.next_name("layer");
+        let out = std::fs::File::create(&path).map_err(BuildError::io("write a layer"))?;
+        containers.write_layer(&c, out)?;
+        drop(guard);
+        self.say(format!("Removing intermediate container {}\n", &id[..12]));
+        Ok(path)
+    }
+}

@@ -1,0 +1,369 @@
+//! A client of any OCI distribution registry: HTTP/1.1 over TCP, TLS (rustls, the
+//! system's roots) unless the host is loopback or marked insecure, and the token
+//! handshake: a 401 with `WWW-Authenticate: Bearer realm=...,service=...,scope=...` is
+//! answered by fetching a token from the realm (with basic credentials when given) and
+//! retrying; a `Basic` challenge by sending the credentials.
+
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Empty, Full};
+use hyper::body::Incoming;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+
+use crate::error::{RegistryError, Result};
+
+pub type ReqBody = BoxBody<Bytes, std::io::Error>;
+
+pub fn empty() -> ReqBody {
+    Empty::new().map_err(|never| match never {}).boxed()
+}
+
+pub fn full(b: impl Into<Bytes>) -> ReqBody {
+    Full::new(b.into()).map_err(|never| match never {}).boxed()
+}
+
+/// Credentials for a registry.
+#[derive(Debug, Clone)]
+pub struct Credentials {
+    pub username: String,
+    pub password: String,
+}
+
+/// How the engine reaches registries.
+#[derive(Debug, Clone, Default)]
+pub struct ClientConfig {
+    /// Hosts (`host[:port]`) reached over plain HTTP.
+    pub insecure: Vec<String>,
+    /// Extra root certificates (PEM files) to trust.
+    pub ca_files: Vec<std::path::PathBuf>,
+    /// Registries (`host[:port]`) tried, in order, before an image's own registry.
+    pub mirrors: Vec<String>,
+}
+
+/// A client of one registry host.
+pub struct Remote {
+    pub host: String,
+    tls: Option<tokio_rustls::TlsConnector>,
+    /// Plain HTTP: an insecure host, or a loopback one that does not speak TLS.
+    plain: std::sync::atomic::AtomicBool,
+    /// A loopback host: HTTPS is tried first, plain HTTP after.
+    probe: bool,
+    creds: Option<Credentials>,
+    auth: Mutex<Option<String>>,
+}
+
+fn is_loopback(host: &str) -> bool {
+    let h = host.rsplit_once(':').map_or(host, |(h, p)| {
+        if p.bytes().all(|b| b.is_ascii_digit()) {
+            h
+        } else {
+            host
+        }
+    });
+    matches!(h, "localhost" | "127.0.0.1" | "[::1]") || h.starts_with("127.")
+}
+
+fn upstream(m: impl std::fmt::Display) -> RegistryError {
+    RegistryError::Upstream(m.to_string())
+}
+
+/// A TLS connector trusting the system's roots and `ca_files`.
+pub fn tls_connector(ca_files: &[std::path::PathBuf]) -> Result<tokio_rustls::TlsConnector> {
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for c in rustls_native_certs::load_native_certs().certs {
+        let _ = roots.add(c);
+    }
+    for f in ca_files {
+        for c in rustls::pki_types::CertificateDer::pem_file_iter(f)
+            .map_err(|e| upstream(format!("cannot read CA file {}: {e}", f.display())))?
+        {
+            let c = c.map_err(|e| upstream(format!("bad certificate in {}: {e}", f.display())))?;
+            roots
+                .add(c)
+                .map_err(|e| upstream(format!("bad certificate in {}: {e}", f.display())))?;
+        }
+    }
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(upstream)?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    Ok(tokio_rustls::TlsConnector::from(Arc::new(config)))
+}
+
+/// `key="value"` pairs of a challenge.
+fn challenge_params(s: &str) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let mut rest = s;
+    while let Some((k, r)) = rest.split_once('=') {
+        let k = k.trim().trim_start_matches(',').trim().to_string();
+        let r = r.trim_start();
+        let (v, r) = if let Some(r) = r.strip_prefix('"') {
+            match r.split_once('"') {
+                Some((v, r)) => (v.to_string(), r),
+                None => (r.to_string(), ""),
+            }
+        } else {
+            match r.split_once(',') {
+                Some((v, r)) => (v.trim().to_string(), r),
+                None => (r.trim().to_string(), ""),
+            }
+        };
+        out.push((k, v));
+        rest = r.trim_start_matches(',');
+    }
+    out
+}
+
+fn encode_query(s: &str) -> String {
+    s.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+impl Remote {
+    pub fn new(host: &str, config: &ClientConfig, creds: Option<Credentials>) -> Result<Remote> {
+        let insecure = config.insecure.iter().any(|h| h == host);
+        let probe = !insecure && is_loopback(host);
+        Ok(Remote {
+            host: host.to_string(),
+            tls: if insecure {
+                None
+            } else {
+                Some(tls_connector(&config.ca_files)?)
+            },
+            plain: std::sync::atomic::AtomicBool::new(insecure),
+            probe,
+            creds,
+            auth: Mutex::new(None),
+        })
+    }
+
+    fn base(&self) -> String {
+        let plain = self.plain.load(std::sync::atomic::Ordering::Relaxed);
+        format!("{}://{}", if plain { "http" } else { "https" }, self.host)
+    }
+
+    /// Sends one request to `url` (absolute) and returns the response.
+    async fn raw(
+        &self,
+        method: Method,
+        url: &str,
+        headers: &[(&str, String)],
+        body: ReqBody,
+    ) -> Result<Response<Incoming>> {
+        let uri: hyper::Uri = url
+            .parse()
+            .map_err(|e| upstream(format!("bad URL {url}: {e}")))?;
+        let host = uri
+            .host()
+            .ok_or_else(|| upstream(format!("no host in {url}")))?
+            .to_string();
+        let https = uri.scheme_str() == Some("https");
+        let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
+        let tcp = TcpStream::connect((host.as_str(), port))
+            .await
+            .map_err(|e| upstream(format!("cannot connect to {host}:{port}: {e}")))?;
+        let _ = tcp.set_nodelay(true);
+        let path = uri
+            .path_and_query()
+            .map(|p| p.as_str())
+            .unwrap_or("/")
+            .to_string();
+        let mut req = Request::builder()
+            .method(method)
+            .uri(path)
+            .header(
+                hyper::header::HOST,
+                uri.authority().map(|a| a.as_str()).unwrap_or(&host),
+            )
+            .header(
+                hyper::header::USER_AGENT,
+                concat!("pier/", env!("CARGO_PKG_VERSION")),
+            );
+        for (k, v) in headers {
+            req = req.header(*k, v);
+        }
+        let req = req.body(body).map_err(upstream)?;
+        let io_err = |e: hyper::Error| upstream(format!("{host}: {e}"));
+        if https {
+            let tls = match &self.tls {
+                Some(t) => t.clone(),
+                None => tls_connector(&[])?,
+            };
+            let name = rustls::pki_types::ServerName::try_from(host.clone()).map_err(upstream)?;
+            let stream = tls
+                .connect(name, tcp)
+                .await
+                .map_err(|e| upstream(format!("TLS with {host}: {e}")))?;
+            let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+                .await
+                .map_err(io_err)?;
+            tokio::spawn(conn);
+            send.send_request(req).await.map_err(io_err)
+        } else {
+            let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+                .await
+                .map_err(io_err)?;
+            tokio::spawn(conn);
+            send.send_request(req).await.map_err(io_err)
+        }
+    }
+
+    /// Sends a request to `path` on this registry (or an absolute URL), with auth.
+    pub async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        headers: &[(&str, String)],
+        body: ReqBody,
+    ) -> Result<Response<Incoming>> {
+        let url = if path.starts_with("http://") || path.starts_with("https://") {
+            path.to_string()
+        } else {
+            format!("{}{path}", self.base())
+        };
+        let mut h: Vec<(&str, String)> = headers.to_vec();
+        if let Some(a) = self.auth.lock().unwrap_or_else(|e| e.into_inner()).clone() {
+            h.push(("authorization", a));
+        }
+        self.raw(method, &url, &h, body).await
+    }
+
+    /// Makes sure requests for `scope` (`repository:NAME:pull,push`) carry the right
+    /// credentials: probes `/v2/` and answers its challenge.
+    pub async fn authenticate(&self, scope: &str) -> Result<()> {
+        let probe = self
+            .raw(Method::GET, &format!("{}/v2/", self.base()), &[], empty())
+            .await;
+        let resp = match probe {
+            // Fall back only when the server does not speak TLS at all; a certificate
+            // that does not verify stays an error.
+            Err(e)
+                if self.probe
+                    && !self.plain.load(std::sync::atomic::Ordering::Relaxed)
+                    && !e.to_string().contains("certificate") =>
+            {
+                tracing::debug!(host = %self.host, error = %e, "no TLS on a loopback registry; using HTTP");
+                self.plain.store(true, std::sync::atomic::Ordering::Relaxed);
+                self.raw(Method::GET, &format!("{}/v2/", self.base()), &[], empty())
+                    .await?
+            }
+            r => r?,
+        };
+        if resp.status() != StatusCode::UNAUTHORIZED {
+            return Ok(());
+        }
+        let challenge = resp
+            .headers()
+            .get(hyper::header::WWW_AUTHENTICATE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string();
+        let basic = self.creds.as_ref().map(|c| {
+            format!(
+                "Basic {}",
+                crate::b64::encode(format!("{}:{}", c.username, c.password).as_bytes())
+            )
+        });
+        let auth = if let Some(params) = challenge.strip_prefix("Bearer ") {
+            let p = challenge_params(params);
+            let get = |k: &str| p.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+            let realm = get("realm").ok_or_else(|| {
+                upstream(format!("{}: a Bearer challenge without realm", self.host))
+            })?;
+            let mut url = format!("{realm}?scope={}", encode_query(scope));
+            if let Some(s) = get("service") {
+                url.push_str(&format!("&service={}", encode_query(&s)));
+            }
+            let headers: Vec<(&str, String)> =
+                basic.iter().map(|b| ("authorization", b.clone())).collect();
+            let resp = self.raw(Method::GET, &url, &headers, empty()).await?;
+            let status = resp.status();
+            let body = resp
+                .into_body()
+                .collect()
+                .await
+                .map_err(upstream)?
+                .to_bytes();
+            if !status.is_success() {
+                return Err(RegistryError::Denied(format!(
+                    "{} (the token service answered {status}: {}); check the credentials",
+                    self.host,
+                    String::from_utf8_lossy(&body)
+                )));
+            }
+            let v: serde_json::Value = serde_json::from_slice(&body).map_err(upstream)?;
+            let token = v
+                .get("token")
+                .or_else(|| v.get("access_token"))
+                .and_then(|t| t.as_str())
+                .ok_or_else(|| upstream("the token service answered without a token"))?;
+            format!("Bearer {token}")
+        } else {
+            basic.ok_or_else(|| RegistryError::Unauthorized {
+                challenge: challenge.clone(),
+            })?
+        };
+        *self.auth.lock().unwrap_or_else(|e| e.into_inner()) = Some(auth);
+        Ok(())
+    }
+}
+
+/// Reads a registry's error answer into a message.
+pub async fn error_of(what: &str, resp: Response<Incoming>) -> RegistryError {
+    let status = resp.status();
+    let body = resp
+        .into_body()
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
+    let detail = serde_json::from_slice::<serde_json::Value>(&body)
+        .ok()
+        .and_then(|v| {
+            let e = v.get("errors")?.get(0)?;
+            Some(format!(
+                "{}: {}",
+                e.get("code")?.as_str()?,
+                e.get("message").and_then(|m| m.as_str()).unwrap_or("")
+            ))
+        })
+        .unwrap_or_else(|| String::from_utf8_lossy(&body).chars().take(300).collect());
+    match status {
+        StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => RegistryError::Denied(format!(
+            "{what}: {detail}; check the credentials (--username, --password-stdin) and their rights"
+        )),
+        _ => RegistryError::Upstream(format!("{what}: the registry answered {status}: {detail}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn challenges_and_hosts() {
+        let p = challenge_params(
+            r#"realm="https://auth.example/token",service="reg",scope="repository:a/b:pull,push""#,
+        );
+        assert_eq!(p[0], ("realm".into(), "https://auth.example/token".into()));
+        assert_eq!(p[2], ("scope".into(), "repository:a/b:pull,push".into()));
+        assert!(is_loopback("127.0.0.1:5000"));
+        assert!(is_loopback("localhost"));
+        assert!(!is_loopback("registry.example:5000"));
+    }
+}

@@ -1,0 +1,435 @@
+//! The engine's `pull` and `push` against any OCI registry (Pier's own included).
+//!
+//! Pull: manifest (an index picks this host's platform), config, then every layer the
+//! blob store lacks, downloaded side by side and verified against its digest as it is
+//! written; then, under the image store's `adding` guard, each layer is unpacked and the
+//! image committed in one batch, so a failed pull leaves nothing visible. Mirrors are
+//! tried in order before the image's own registry (an offline site names its mirror).
+//!
+//! Push: each blob the registry lacks (`HEAD` first) is uploaded in one streamed `PUT`,
+//! then the manifest exactly as stored, so the digest is the same on both sides.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures_util::{StreamExt, TryStreamExt};
+use http_body_util::{BodyExt, StreamBody};
+use hyper::body::Frame;
+use hyper::{Method, StatusCode};
+use pier_api::registry::TransferProgress;
+use pier_api::types::LayerInfo;
+use pier_api::{Digest, ImageRef, ProjectName};
+use pier_image::store::NewImage;
+use pier_image::ImageStore;
+use tokio_util::io::ReaderStream;
+
+use crate::client::{empty, error_of, ClientConfig, Credentials, Remote, ReqBody};
+use crate::error::{RegistryError, Result};
+use crate::manifest::{self, Descriptor, ALL_TYPES};
+
+/// Reports progress; called from several tasks.
+pub type Progress = Arc<dyn Fn(TransferProgress) + Send + Sync>;
+
+fn report(p: &Progress, blob: &Digest, status: &str, current: u64, total: u64) {
+    p(TransferProgress {
+        blob: Some(blob.clone()),
+        status: status.into(),
+        current,
+        total,
+        message: None,
+    });
+}
+
+/// The host serving a reference's registry (`docker.io` is served elsewhere).
+pub fn registry_host(r: &ImageRef) -> String {
+    match r.registry() {
+        "docker.io" => "registry-1.docker.io".into(),
+        h => h.into(),
+    }
+}
+
+pub(crate) async fn get_manifest(
+    remote: &Remote,
+    repo: &str,
+    reference: &str,
+) -> Result<(Vec<u8>, String, Digest)> {
+    let resp = remote
+        .send(
+            Method::GET,
+            &format!("/v2/{repo}/manifests/{reference}"),
+            &[("accept", ALL_TYPES.join(", "))],
+            empty(),
+        )
+        .await?;
+    if resp.status() != StatusCode::OK {
+        return Err(error_of(
+            &format!("manifest {repo}:{reference} from {}", remote.host),
+            resp,
+        )
+        .await);
+    }
+    let ct = resp
+        .headers()
+        .get(hyper::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(|s| s.split(';').next().unwrap_or("").trim().to_string());
+    let body = resp
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| RegistryError::Upstream(e.to_string()))?
+        .to_bytes();
+    if body.len() as u64 > crate::MAX_MANIFEST {
+        return Err(RegistryError::ManifestTooLarge {
+            size: body.len() as u64,
+            limit: crate::MAX_MANIFEST,
+        });
+    }
+    let digest = pier_image::blobs::digest_of(&body[..])
+        .map_err(RegistryError::io("hash"))?
+        .0;
+    if let Ok(d) = reference.parse::<Digest>() {
+        if d != digest {
+            return Err(RegistryError::DigestMismatch {
+                expected: d.to_string(),
+                actual: digest,
+            });
+        }
+    }
+    let parsed = manifest::parse(&body, ct.as_deref())?;
+    Ok((body.to_vec(), parsed.media_type, digest))
+}
+
+/// Streams a blob into the blob store, verified. Returns its size.
+pub(crate) async fn download(
+    remote: &Remote,
+    images: &Arc<ImageStore>,
+    repo: &str,
+    d: &Descriptor,
+    p: &Progress,
+) -> Result<()> {
+    if images.blobs().contains(&d.digest) {
+        report(p, &d.digest, "exists", d.size, d.size);
+        return Ok(());
+    }
+    let resp = remote
+        .send(
+            Method::GET,
+            &format!("/v2/{repo}/blobs/{}", d.digest),
+            &[],
+            empty(),
+        )
+        .await?;
+    if resp.status() != StatusCode::OK {
+        return Err(error_of(&format!("blob {} from {}", d.digest, remote.host), resp).await);
+    }
+    let mut w = images.blobs().writer()?;
+    let mut body = resp.into_body().into_data_stream();
+    let mut done = 0u64;
+    let mut last = 0u64;
+    report(p, &d.digest, "downloading", 0, d.size);
+    while let Some(chunk) = body.next().await {
+        let chunk =
+            chunk.map_err(|e| RegistryError::Upstream(format!("blob {}: {e}", d.digest)))?;
+        std::io::Write::write_all(&mut w, &chunk).map_err(RegistryError::io("write a blob"))?;
+        done += chunk.len() as u64;
+        if done - last >= 256 * 1024 {
+            last = done;
+            report(p, &d.digest, "downloading", done, d.size);
+        }
+    }
+    let expected = d.digest.clone();
+    tokio::task::spawn_blocking(move || w.commit(Some(&expected)))
+        .await
+        .map_err(|e| RegistryError::Upstream(e.to_string()))??;
+    report(p, &d.digest, "done", done, d.size);
+    Ok(())
+}
+
+/// Pulls `reference` into the engine's image store. Returns the image ID and the
+/// manifest digest.
+pub async fn pull(
+    images: Arc<ImageStore>,
+    project: ProjectName,
+    reference: &ImageRef,
+    config: &ClientConfig,
+    creds: Option<Credentials>,
+    p: Progress,
+) -> Result<(Digest, Digest)> {
+    let repo = reference.repository().to_string();
+    let rf = match (reference.digest(), reference.tag()) {
+        (Some(d), _) => d.to_string(),
+        (None, Some(t)) => t.to_string(),
+        (None, None) => "latest".into(),
+    };
+    let mut hosts: Vec<String> = config.mirrors.clone();
+    hosts.push(registry_host(reference));
+    let mut errors: Vec<(String, RegistryError)> = Vec::new();
+    let mut found = None;
+    for host in &hosts {
+        let origin = *host == registry_host(reference);
+        let remote = match Remote::new(host, config, if origin { creds.clone() } else { None }) {
+            Ok(r) => r,
+            Err(e) => {
+                errors.push((host.clone(), e));
+                continue;
+            }
+        };
+        let attempt = async {
+            remote
+                .authenticate(&format!("repository:{repo}:pull"))
+                .await?;
+            get_manifest(&remote, &repo, &rf).await
+        }
+        .await;
+        match attempt {
+            Ok(m) => {
+                found = Some((remote, m));
+                break;
+            }
+            Err(e) => {
+                tracing::debug!(host, error = %e, "pull source failed; trying the next");
+                errors.push((host.clone(), e));
+            }
+        }
+    }
+    let Some((remote, (mut bytes, mut media_type, mut digest))) = found else {
+        // One source: its own error. Several: what each said.
+        if errors.len() == 1 {
+            return Err(errors.remove(0).1);
+        }
+        let said: Vec<String> = errors
+            .iter()
+            .map(|(h, e)| format!("{h}: {}", e.chain()))
+            .collect();
+        return Err(RegistryError::Upstream(format!(
+            "no source could serve {reference}; {}",
+            said.join("; ")
+        )));
+    };
+    let mut parsed = manifest::parse(&bytes, Some(&media_type))?;
+    if parsed.is_index() {
+        let arch = pier_image::build::host_arch();
+        let child = parsed
+            .children
+            .iter()
+            .find(|c| {
+                c.platform
+                    .as_ref()
+                    .is_some_and(|p| p.os == "linux" && p.architecture == arch)
+            })
+            .or_else(|| (parsed.children.len() == 1).then(|| &parsed.children[0]))
+            .ok_or_else(|| {
+                RegistryError::ManifestInvalid(format!("{reference} has no linux/{arch} image"))
+            })?
+            .clone();
+        (bytes, media_type, digest) = get_manifest(&remote, &repo, child.digest.as_str()).await?;
+        parsed = manifest::parse(&bytes, Some(&media_type))?;
+        if parsed.is_index() {
+            return Err(RegistryError::ManifestInvalid(
+                "an index inside an index".into(),
+            ));
+        }
+    }
+    let config_desc = parsed
+        .config
+        .clone()
+        .ok_or_else(|| RegistryError::ManifestInvalid("no config".into()))?;
+    download(&remote, &images, &repo, &config_desc, &p).await?;
+    let layers: Vec<Descriptor> = parsed.blobs[1..].to_vec();
+    for l in &layers {
+        report(&p, &l.digest, "waiting", 0, l.size);
+    }
+    futures_util::future::try_join_all(
+        layers
+            .iter()
+            .map(|l| download(&remote, &images, &repo, l, &p)),
+    )
+    .await?;
+
+    let tag = reference.tag().map(|_| reference.clone());
+    let id = tokio::task::spawn_blocking(move || -> Result<Digest> {
+        let r = images.undo_on_error(|| {
+            let _g = images.adding();
+            let cfg_bytes = images
+                .blobs()
+                .read_all(&config_desc.digest, pier_image::store::MAX_METADATA_BLOB)?;
+            let cfg: serde_json::Value = serde_json::from_slice(&cfg_bytes).map_err(|e| {
+                pier_image::ImageError::Archive(format!("the image config is not JSON: {e}"))
+            })?;
+            let diff_ids: Vec<Digest> = cfg
+                .pointer("/rootfs/diff_ids")
+                .and_then(|v| v.as_array())
+                .map(|a| a.iter().filter_map(|v| v.as_str()?.parse().ok()).collect())
+                .unwrap_or_default();
+            if diff_ids.len() != layers.len() {
+                return Err(pier_image::ImageError::Archive(format!(
+                    "the config lists {} layers but the manifest {}",
+                    diff_ids.len(),
+                    layers.len()
+                )));
+            }
+            let mut infos: Vec<LayerInfo> = Vec::new();
+            for (l, diff) in layers.iter().zip(&diff_ids) {
+                let mut info = images.add_layer(&l.digest, None, Some(diff))?;
+                info.media_type = l.media_type.clone();
+                infos.push(info);
+            }
+            let md = images.blobs().put_bytes(&bytes)?;
+            images.commit_image(
+                &project,
+                NewImage {
+                    manifest_digest: md,
+                    manifest_media_type: media_type,
+                    config_digest: config_desc.digest.clone(),
+                    layers: infos,
+                    created: cfg
+                        .get("created")
+                        .and_then(|c| c.as_str())
+                        .map(str::to_string),
+                    tags: tag.into_iter().collect(),
+                    build: None,
+                },
+            )
+        });
+        Ok(r?.id)
+    })
+    .await
+    .map_err(|e| RegistryError::Upstream(e.to_string()))??;
+    Ok((id, digest))
+}
+
+/// A streamed body of a file, counting progress.
+async fn file_body(
+    path: std::path::PathBuf,
+    d: Digest,
+    total: u64,
+    p: Progress,
+) -> Result<ReqBody> {
+    let f = tokio::fs::File::open(&path)
+        .await
+        .map_err(RegistryError::io(format!("open {}", path.display())))?;
+    let mut done = 0u64;
+    let mut last = 0u64;
+    let stream = ReaderStream::with_capacity(f, 256 * 1024).map_ok(move |c: Bytes| {
+        done += c.len() as u64;
+        if done - last >= 256 * 1024 || done == total {
+            last = done;
+            report(&p, &d, "uploading", done, total);
+        }
+        Frame::data(c)
+    });
+    Ok(BodyExt::boxed(StreamBody::new(stream)))
+}
+
+async fn upload(
+    remote: &Remote,
+    images: &Arc<ImageStore>,
+    repo: &str,
+    d: &Digest,
+    size: u64,
+    p: &Progress,
+) -> Result<()> {
+    let head = remote
+        .send(Method::HEAD, &format!("/v2/{repo}/blobs/{d}"), &[], empty())
+        .await?;
+    if head.status() == StatusCode::OK {
+        report(p, d, "exists", size, size);
+        return Ok(());
+    }
+    let start = remote
+        .send(
+            Method::POST,
+            &format!("/v2/{repo}/blobs/uploads/"),
+            &[],
+            empty(),
+        )
+        .await?;
+    if start.status() != StatusCode::ACCEPTED {
+        return Err(error_of(&format!("starting an upload to {}", remote.host), start).await);
+    }
+    let loc = start
+        .headers()
+        .get(hyper::header::LOCATION)
+        .and_then(|v| v.to_str().ok())
+        .ok_or_else(|| RegistryError::Upstream("an upload without Location".into()))?
+        .to_string();
+    let sep = if loc.contains('?') { '&' } else { '?' };
+    let body = file_body(images.blobs().path(d), d.clone(), size, p.clone()).await?;
+    let resp = remote
+        .send(
+            Method::PUT,
+            &format!("{loc}{sep}digest={d}"),
+            &[
+                ("content-type", "application/octet-stream".into()),
+                ("content-length", size.to_string()),
+            ],
+            body,
+        )
+        .await?;
+    if resp.status() != StatusCode::CREATED {
+        return Err(error_of(&format!("uploading {d} to {}", remote.host), resp).await);
+    }
+    report(p, d, "done", size, size);
+    Ok(())
+}
+
+/// Pushes the local image `local` as `target`. Returns the manifest digest.
+pub async fn push(
+    images: Arc<ImageStore>,
+    project: ProjectName,
+    local: &str,
+    target: &ImageRef,
+    config: &ClientConfig,
+    creds: Option<Credentials>,
+    p: Progress,
+) -> Result<Digest> {
+    let rec = {
+        let images = images.clone();
+        let (project, local) = (project.clone(), local.to_string());
+        tokio::task::spawn_blocking(move || images.resolve(&project, &local))
+            .await
+            .map_err(|e| RegistryError::Upstream(e.to_string()))??
+    };
+    let remote = Remote::new(&registry_host(target), config, creds)?;
+    let repo = target.repository().to_string();
+    remote
+        .authenticate(&format!("repository:{repo}:pull,push"))
+        .await?;
+    let config_size = images.blobs().size(&rec.id).ok_or_else(|| {
+        RegistryError::Image(pier_image::ImageError::MissingBlob {
+            digest: rec.id.clone(),
+        })
+    })?;
+    let mut blobs = vec![(rec.id.clone(), config_size)];
+    blobs.extend(
+        rec.layers
+            .iter()
+            .map(|l| (l.blob_digest.clone(), l.blob_size)),
+    );
+    for (d, s) in &blobs {
+        report(&p, d, "waiting", 0, *s);
+    }
+    futures_util::future::try_join_all(
+        blobs
+            .iter()
+            .map(|(d, s)| upload(&remote, &images, &repo, d, *s, &p)),
+    )
+    .await?;
+    let bytes = images
+        .blobs()
+        .read_all(&rec.manifest_digest, crate::MAX_MANIFEST)?;
+    let tag = target.tag().unwrap_or("latest");
+    let resp = remote
+        .send(
+            Method::PUT,
+            &format!("/v2/{repo}/manifests/{tag}"),
+            &[("content-type", rec.manifest_media_type.clone())],
+            crate::client::full(bytes),
+        )
+        .await?;
+    if resp.status() != StatusCode::CREATED {
+        return Err(error_of(&format!("pushing the manifest to {}", remote.host), resp).await);
+    }
+    Ok(rec.manifest_digest)
+}
