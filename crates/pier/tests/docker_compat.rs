@@ -727,20 +727,85 @@ fn images_load_save_tag_rmi_import() {
         c.ok(&["run", "--rm", "imported:1", "/bin/echo", "hi"]),
         "hi\n"
     );
-    // No registry: pulls of what is here are no-ops, others a clear message.
-    assert!(c.ok(&["pull", "imgtest:1"]).contains("up to date"));
+    // Docker Hub is out of reach from the test's namespace: pulls and pushes say so.
     let err = c.fails(&["pull", "nosuch/image:3"]);
-    assert!(err.contains("pier has no registry client yet"), "{err}");
-    assert!(c
-        .fails(&["push", "imgtest:1"])
-        .contains("no registry client"));
+    assert!(err.contains("registry-1.docker.io"), "{err}");
+    let err = c.fails(&["push", "imgtest:1"]);
+    assert!(err.contains("registry-1.docker.io"), "{err}");
+    let err = c.fails(&["push", "never:1"]);
+    assert!(err.contains("never"), "{err}");
     assert!(c
         .fails(&["search", "busybox"])
-        .contains("no registry client"));
+        .contains("not supported by pier"));
     // prune -a takes what no container uses.
     let out = c.ok(&["image", "prune", "-a", "-f"]);
     assert!(out.contains("deleted") || out.contains("Deleted"), "{out}");
     assert_eq!(c.ok(&["images", "-q"]), "");
+}
+
+#[test]
+fn registry_push_pull_and_login() {
+    require_clients(&[]);
+    let auth = tempfile::tempdir().unwrap();
+    let auth_file = auth.path().join("auth.json");
+    std::fs::write(
+        &auth_file,
+        r#"{"anonymous_pull": false, "users": {"dev": {"password": "s3cret", "pull": ["*"], "push": ["team/*"]}}}"#,
+    )
+    .unwrap();
+    let d = Daemon::start_with(&[
+        "--registry-addr",
+        "127.0.0.1:5000",
+        "--registry-auth",
+        auth_file.to_str().unwrap(),
+    ]);
+    d.ok(&["image", "from-host", "bb", BUSYBOX]);
+    let img = "127.0.0.1:5000/team/bb:1";
+    for (i, cli) in CLIS.iter().enumerate() {
+        let c = Cli::new(&d, cli);
+        c.ok(&["tag", "bb", img]);
+        // Without credentials the registry refuses; a wrong password does not log in.
+        let err = c.fails(&["push", img]);
+        assert!(
+            err.contains("UNAUTHORIZED") || err.contains("denied"),
+            "{cli}: {err}"
+        );
+        let err = c.fails(&["login", "-u", "dev", "-p", "wrong", "127.0.0.1:5000"]);
+        assert!(
+            err.contains("login to 127.0.0.1:5000 failed"),
+            "{cli}: {err}"
+        );
+        let out = c.ok(&["login", "-u", "dev", "-p", "s3cret", "127.0.0.1:5000"]);
+        assert!(out.contains("Login Succeeded"), "{out}");
+        let out = c.ok(&["push", img]);
+        assert!(
+            out.contains("Pushed") || out.contains("already exists"),
+            "{out}"
+        );
+        assert!(out.contains("1: digest: sha256:"), "{out}");
+        c.ok(&["rmi", img]);
+        // `docker run` pulls what is missing, with the stored credentials.
+        let (code, out, err) = c.run(&["run", "--rm", img, "echo", "pulled"]);
+        assert_eq!((code, out.as_str()), (0, "pulled\n"), "{err}");
+        assert!(
+            err.contains("Unable to find image") && err.contains("Downloaded newer image"),
+            "{err}"
+        );
+        let out = c.ok(&["pull", img]);
+        assert!(out.contains("Image is up to date"), "{out}");
+        let err = c.fails(&["pull", &format!("127.0.0.1:5000/team/none:{i}")]);
+        assert!(
+            err.contains("MANIFEST_UNKNOWN") || err.contains("unknown"),
+            "{err}"
+        );
+        c.ok(&["logout", "127.0.0.1:5000"]);
+        c.ok(&["rmi", img]);
+        let err = c.fails(&["pull", img]);
+        assert!(
+            err.contains("UNAUTHORIZED") || err.contains("denied"),
+            "{cli}: {err}"
+        );
+    }
 }
 
 #[test]
@@ -1271,7 +1336,7 @@ fn clients_print_real_messages() {
             err.contains("Unable to find image 'nosuch:latest' locally"),
             "{err}"
         );
-        assert!(err.contains("pier has no registry client yet"), "{err}");
+        assert!(err.contains("registry-1.docker.io"), "{err}");
         let (code, _, err) = c.run(&["run", "--rm", "-p", "8080:80/sctp", "bb", "true"]);
         assert_eq!(code, 125);
         assert!(

@@ -59,24 +59,9 @@ pub fn go_file_mode(st_mode: u32) -> u32 {
 
 /// Base64 with the URL alphabet and padding, as Go's `base64.URLEncoding`.
 pub fn base64_url(data: &[u8]) -> String {
-    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-    let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
-    for chunk in data.chunks(3) {
-        let b = [
-            chunk[0],
-            chunk.get(1).copied().unwrap_or(0),
-            chunk.get(2).copied().unwrap_or(0),
-        ];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(A[((n >> (18 - 6 * i)) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
+    pier_registry::b64::encode(data)
+        .replace('+', "-")
+        .replace('/', "_")
 }
 
 fn stat_header(path: &str, s: &PathStat) -> HeaderValue {

@@ -1,7 +1,6 @@
-//! Images: list, inspect, history, tag, remove, prune, load, save, and import
-//! (`POST /images/create?fromSrc=-`). Pier has no registry client yet: a pull of an image
-//! that is here answers "up to date", of one that is not a clear 404 (the CLI shows it);
-//! push and search say so.
+//! Images: list, inspect, history, tag, remove, prune, load, save, import
+//! (`POST /images/create?fromSrc=-`); pull and push go through [`super::registry`].
+//! Search has no registry index to ask and says so.
 //!
 //! Names may hold slashes (`library/busybox`), so `/images/{name}/...` is routed by hand.
 
@@ -171,15 +170,18 @@ async fn get_named(state: DState, Path(rest): Path<String>) -> DResult<Response>
 }
 
 /// `POST /images/{name}/tag|push`.
-async fn post_named(state: DState, Path(rest): Path<String>, p: Params) -> DResult<Response> {
+async fn post_named(
+    state: DState,
+    Path(rest): Path<String>,
+    p: Params,
+    headers: axum::http::HeaderMap,
+) -> DResult<Response> {
     let d = state.0;
     if let Some(name) = rest.strip_suffix("/tag") {
         return tag(d, name.to_string(), p).await;
     }
-    if rest.ends_with("/push") {
-        return Err(DockerError::not_implemented(
-            "pier has no registry client yet: docker push is not available; save the image with `docker save` instead",
-        ));
+    if let Some(name) = rest.strip_suffix("/push") {
+        return super::registry::push(d, name, p.nonempty("tag"), &headers).await;
     }
     Err(DockerError::not_found(format!(
         "page not found: pier's Docker API has no POST /images/{rest}"
@@ -433,8 +435,13 @@ async fn save(d: Arc<Docker>, names: Vec<String>) -> DResult<Response> {
     Ok(([(header::CONTENT_TYPE, "application/x-tar")], body).into_response())
 }
 
-/// `POST /images/create`: `fromSrc=-` imports the body as a rootfs; `fromImage` would pull.
-async fn create(state: DState, p: Params, body: Body) -> DResult<Response> {
+/// `POST /images/create`: `fromSrc=-` imports the body as a rootfs; `fromImage` pulls.
+async fn create(
+    state: DState,
+    p: Params,
+    headers: axum::http::HeaderMap,
+    body: Body,
+) -> DResult<Response> {
     let d = state.0;
     if !p.all("changes").iter().all(|c| c.trim().is_empty()) {
         return Err(DockerError::not_implemented(
@@ -475,37 +482,14 @@ async fn create(state: DState, p: Params, body: Body) -> DResult<Response> {
             "give fromImage (to pull) or fromSrc (to import)",
         ));
     };
-    let reference = match p.nonempty("tag") {
-        Some(t) if t.starts_with("sha256:") => format!("{from}@{t}"),
-        Some(t) => format!("{from}:{t}"),
-        None => normalize_ref(from),
-    };
-    match d.engine.images.resolve(&project(), &reference) {
-        Ok(rec) => {
-            let tag = reference.rsplit_once(':').map_or("latest", |(_, t)| t);
-            Ok(progress(vec![
-                json!({"status": format!("Pulling from {from}"), "id": tag}),
-                json!({"status": format!("Digest: {}", rec.manifest_digest)}),
-                json!({"status": format!("Status: Image is up to date for {reference}")}),
-            ]))
-        }
-        Err(_) => {
-            let familiar = |r: &str| {
-                r.parse::<ImageRef>()
-                    .map_or(r.to_string(), |r| r.familiar())
-            };
-            Err(DockerError::not_found(format!(
-                "pull access denied for {}: pier has no registry client yet and {} is not on this host; load it with `docker load` (or `pier image load`)",
-                familiar(from),
-                familiar(&reference)
-            )))
-        }
-    }
+    super::registry::pull(d, from, p.nonempty("tag"), &headers).await
 }
 
 /// `GET /images/search`.
 async fn search() -> DockerError {
-    DockerError::not_implemented("pier has no registry client yet: docker search is not available")
+    DockerError::not_implemented(
+        "docker search is not supported by pier: it has no registry index to search; the built-in registry lists its repositories with `pier registry search`",
+    )
 }
 
 #[cfg(test)]

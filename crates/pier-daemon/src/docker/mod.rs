@@ -11,7 +11,8 @@
 //! - One file per area: [`system`] (ping, version, info, events, df), [`containers`]
 //!   (create, list, lifecycle), [`inspect`] (Docker's JSON shapes of a container),
 //!   [`streams`] (attach, logs, wait, resize), [`exec`], [`stats`] (stats, top),
-//!   [`archive`] (cp, export, commit, changes), [`images`], [`networks`], [`volumes`].
+//!   [`archive`] (cp, export, commit, changes), [`images`], [`registry`] (pull, push,
+//!   login), [`networks`], [`volumes`].
 //! - [`params`] reads Docker's query strings (repeated keys, `1`/`true` booleans, JSON
 //!   `filters`).
 
@@ -22,6 +23,7 @@ pub mod images;
 pub mod inspect;
 pub mod networks;
 pub mod params;
+pub mod registry;
 pub mod stats;
 pub mod streams;
 pub mod system;
@@ -187,7 +189,7 @@ pub fn router(engine: Arc<Engine>) -> Router {
         .route("/info", get(system::info))
         .route("/events", get(system::events))
         .route("/system/df", get(system::df))
-        .route("/auth", post(system::auth))
+        .route("/auth", post(login))
         .merge(containers::routes())
         .merge(streams::routes())
         .merge(exec::routes())
@@ -257,13 +259,18 @@ async fn unsupported(req: Request) -> DockerError {
             "docker build is not available through pier's Docker API yet; build with `pier build` (when present) or load a built image with `docker load`",
         ),
         "distribution" => DockerError::not_implemented(
-            "pier has no registry client yet: image manifests cannot be looked up remotely",
+            "pier does not look up remote manifests through the Docker API yet; pull the image instead",
         ),
         _ => DockerError::not_implemented(format!(
             "{} {path} is not supported by pier's Docker API",
             req.method()
         )),
     }
+}
+
+/// `POST /auth` (`docker login`).
+async fn login(state: DState, body: axum::body::Bytes) -> DResult<Response> {
+    registry::auth(state.0, body).await
 }
 
 /// `GET /plugins`: Pier has none.

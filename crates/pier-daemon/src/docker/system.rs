@@ -250,13 +250,6 @@ fn which(tool: &str) -> bool {
         .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(tool).is_file()))
 }
 
-/// `POST /auth` (`docker login`): Pier has no registry client yet.
-pub async fn auth() -> DockerError {
-    DockerError::not_implemented(
-        "pier has no registry client yet, so there is nothing to log in to; load images with `docker load`",
-    )
-}
-
 /// Bytes of the regular files under `dir`.
 pub(crate) fn du(dir: &std::path::Path) -> u64 {
     let Ok(rd) = std::fs::read_dir(dir) else {
