@@ -809,6 +809,78 @@ fn registry_push_pull_and_login() {
 }
 
 #[test]
+fn build_with_both_clients_and_compose() {
+    let d = with_busybox(&["docker-compose"]);
+    let ctx = d.dir.path().join("ctx");
+    std::fs::create_dir_all(&ctx).unwrap();
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        "FROM bb\nARG A=0\nRUN echo built $A > /built\nCOPY f.txt /f.txt\nCMD [\"cat\", \"/built\", \"/f.txt\"]\n",
+    )
+    .unwrap();
+    std::fs::write(ctx.join("f.txt"), "file\n").unwrap();
+    std::fs::write(ctx.join("Dockerfile.bad"), "FROM bb\nRUN exit 3\n").unwrap();
+    let ctx_s = ctx.display().to_string();
+    // The classic builder: Debian's CLI uses it; the v28 CLI with DOCKER_BUILDKIT=0.
+    let build = |cli: &str, args: &[&str]| -> Output {
+        d.docker_cmd(cli)
+            .env("DOCKER_BUILDKIT", "0")
+            .args(["build"])
+            .args(args)
+            .arg(&ctx_s)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    };
+    let o = build(
+        OLD,
+        &["-t", "built:1", "--build-arg", "A=5", "--label", "k=v"],
+    );
+    assert!(o.status.success(), "{}{}", text(&o.stdout), text(&o.stderr));
+    let out = text(&o.stdout);
+    assert!(
+        out.contains("Step 1/6 : FROM bb") && out.contains("Successfully tagged built:1"),
+        "{out}"
+    );
+    let c = Cli::new(&d, NEW);
+    assert_eq!(c.ok(&["run", "--rm", "built:1"]), "built 5\nfile\n");
+    assert_eq!(c.inspect("built:1", "{{.Config.Labels.k}}"), "v");
+    let o = build(NEW, &["-q", "-t", "built:2"]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let id = text(&o.stdout);
+    assert!(id.trim().starts_with("sha256:"), "{id}");
+    assert_eq!(c.inspect("built:2", "{{.Id}}"), id.trim());
+    let o = build(
+        OLD,
+        &["-f", &ctx.join("Dockerfile.bad").display().to_string()],
+    );
+    assert_eq!(o.status.code(), Some(3));
+    assert!(
+        text(&o.stderr).contains("returned a non-zero code: 3"),
+        "{}",
+        text(&o.stderr)
+    );
+
+    std::fs::write(
+        ctx.join("docker-compose.yml"),
+        "version: \"3.8\"\nservices:\n  app:\n    build:\n      context: .\n      args:\n        A: \"7\"\n    image: composed:1\n",
+    )
+    .unwrap();
+    let o = std::process::Command::new("docker-compose")
+        .args(["-p", "cb", "build"])
+        .current_dir(&ctx)
+        .env(
+            "DOCKER_HOST",
+            format!("unix://{}", d.docker_socket.display()),
+        )
+        .env("DOCKER_CONFIG", d.dir.path().join("docker-config"))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}{}", text(&o.stdout), text(&o.stderr));
+    assert_eq!(c.ok(&["run", "--rm", "composed:1"]), "built 7\nfile\n");
+}
+
+#[test]
 fn networks_connect_and_names() {
     let d = with_busybox(&[]);
     let c = Cli::new(&d, NEW);

@@ -12,11 +12,12 @@
 //!   (create, list, lifecycle), [`inspect`] (Docker's JSON shapes of a container),
 //!   [`streams`] (attach, logs, wait, resize), [`exec`], [`stats`] (stats, top),
 //!   [`archive`] (cp, export, commit, changes), [`images`], [`registry`] (pull, push,
-//!   login), [`networks`], [`volumes`].
+//!   login), [`build`], [`networks`], [`volumes`].
 //! - [`params`] reads Docker's query strings (repeated keys, `1`/`true` booleans, JSON
 //!   `filters`).
 
 pub mod archive;
+pub mod build;
 pub mod containers;
 pub mod exec;
 pub mod images;
@@ -198,7 +199,7 @@ pub fn router(engine: Arc<Engine>) -> Router {
         .merge(images::routes())
         .merge(networks::routes())
         .merge(volumes::routes())
-        .route("/build", post(unsupported))
+        .route("/build", post(build::build))
         .route("/build/prune", post(build_prune))
         .route("/session", post(unsupported))
         .route("/grpc", post(unsupported))
@@ -255,8 +256,8 @@ async fn unsupported(req: Request) -> DockerError {
             "This node is not a swarm manager: pier does not do swarm mode; run services with docker-compose instead",
         ),
         "plugins" => DockerError::not_implemented("pier does not support Docker plugins"),
-        "build" | "session" | "grpc" => DockerError::not_implemented(
-            "docker build is not available through pier's Docker API yet; build with `pier build` (when present) or load a built image with `docker load`",
+        "session" | "grpc" => DockerError::not_implemented(
+            "BuildKit sessions are not supported by pier: build with the classic builder (DOCKER_BUILDKIT=0)",
         ),
         "distribution" => DockerError::not_implemented(
             "pier does not look up remote manifests through the Docker API yet; pull the image instead",
