@@ -112,6 +112,11 @@ async fn create(state: DState, Path(id): Path<String>, body: Bytes) -> DResult<R
             c.id
         )));
     }
+    if b.privileged.unwrap_or(false) {
+        return Err(DockerError::bad_request(
+            "docker exec --privileged is not supported by pier yet: the command runs with the container's privileges; run the container with --privileged instead",
+        ));
+    }
     let cmd = b.cmd.map(|c| match c {
         StrOrList::One(s) => vec![s],
         StrOrList::Many(v) => v,
@@ -196,7 +201,6 @@ async fn start(state: DState, Path(id): Path<String>, req: Request) -> DResult<R
     let tty = b.tty.unwrap_or(e.req.tty) || e.req.tty;
     let mut req = e.req.clone();
     req.tty = tty;
-    // `--privileged` is accepted; the command runs with the container's privileges.
     let (_, cmd) = match d
         .engine
         .containers
