@@ -24,7 +24,7 @@ use serde_json::json;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 
-use super::containers::StrOrList;
+use super::create::StrOrList;
 use super::params::Params;
 use super::streams::{hijack, Conn};
 use super::{container, json, DResult, DState, Docker, DockerError};

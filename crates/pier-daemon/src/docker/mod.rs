@@ -9,7 +9,7 @@
 //!   what Pier does not do (swarm, plugins, registry) answers 501 or 503 with a sentence
 //!   saying so, never a bare 500.
 //! - One file per area: [`system`] (ping, version, info, events, df), [`containers`]
-//!   (create, list, lifecycle), [`inspect`] (Docker's JSON shapes of a container),
+//!   (create, list, lifecycle) with [`create`] (Docker's create body mapped), [`inspect`] (Docker's JSON shapes of a container),
 //!   [`streams`] (attach, logs, wait, resize), [`exec`], [`stats`] (stats, top),
 //!   [`archive`] (cp, export, commit, changes), [`images`], [`registry`] (pull, push,
 //!   login), [`build`], [`networks`], [`volumes`].
@@ -19,6 +19,7 @@
 pub mod archive;
 pub mod build;
 pub mod containers;
+pub mod create;
 pub mod exec;
 pub mod images;
 pub mod inspect;

@@ -16,7 +16,7 @@ use pier_api::ErrorKind;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::containers::EndpointConfig;
+use super::create::EndpointConfig;
 use super::params::{check_filters, label_matches, parse_time, Params};
 use super::system::emit;
 use super::{blocking, container, json, DResult, DState, Docker, DockerError};

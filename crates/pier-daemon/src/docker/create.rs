@@ -1,0 +1,478 @@
+//! Docker's create body (`Config` with `HostConfig` and `NetworkingConfig`) and its
+//! mapping onto Pier's create request. What Pier cannot do is refused with a message
+//! rather than dropped: links, `--volumes-from`, devices, sysctls, other namespaces'
+//! modes, logging drivers other than json-file.
+
+use std::collections::BTreeMap;
+
+use pier_api::containers::{ContainerCreate, Healthcheck, RestartPolicy, Ulimit};
+use serde::Deserialize;
+use serde_json::Value;
+
+use super::params::parse_size;
+use super::{DResult, Docker, DockerError};
+use crate::api::project;
+
+/// A string or a list of strings (`Cmd` and `Entrypoint` come either way).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum StrOrList {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl StrOrList {
+    fn into_vec(self) -> Vec<String> {
+        match self {
+            StrOrList::One(s) => vec![s],
+            StrOrList::Many(v) => v,
+        }
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct DockerHealthcheck {
+    test: Option<StrOrList>,
+    interval: Option<u64>,
+    timeout: Option<u64>,
+    retries: Option<u32>,
+    start_period: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+pub(crate) struct CreateBody {
+    hostname: Option<String>,
+    user: Option<String>,
+    exposed_ports: Option<BTreeMap<String, Value>>,
+    tty: Option<bool>,
+    open_stdin: Option<bool>,
+    env: Option<Vec<String>>,
+    cmd: Option<StrOrList>,
+    healthcheck: Option<DockerHealthcheck>,
+    image: Option<String>,
+    volumes: Option<BTreeMap<String, Value>>,
+    working_dir: Option<String>,
+    entrypoint: Option<StrOrList>,
+    network_disabled: Option<bool>,
+    mac_address: Option<String>,
+    labels: Option<BTreeMap<String, String>>,
+    stop_signal: Option<String>,
+    stop_timeout: Option<i64>,
+    host_config: Option<HostConfig>,
+    networking_config: Option<NetworkingConfig>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+struct PortBindingBody {
+    host_ip: Option<String>,
+    host_port: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+struct RestartPolicyBody {
+    name: Option<String>,
+    maximum_retry_count: Option<u32>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+struct UlimitBody {
+    name: String,
+    soft: i64,
+    hard: i64,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+struct LogConfigBody {
+    #[serde(rename = "Type")]
+    kind: Option<String>,
+    config: Option<BTreeMap<String, String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+pub(crate) struct HostConfig {
+    pub binds: Option<Vec<String>>,
+    network_mode: Option<String>,
+    port_bindings: Option<BTreeMap<String, Option<Vec<PortBindingBody>>>>,
+    restart_policy: Option<RestartPolicyBody>,
+    auto_remove: Option<bool>,
+    volumes_from: Option<Vec<String>>,
+    pub mounts: Option<Vec<Value>>,
+    cap_add: Option<Vec<String>>,
+    cap_drop: Option<Vec<String>>,
+    dns: Option<Vec<String>>,
+    dns_options: Option<Vec<String>>,
+    dns_search: Option<Vec<String>>,
+    extra_hosts: Option<Vec<String>>,
+    links: Option<Vec<String>>,
+    privileged: Option<bool>,
+    publish_all_ports: Option<bool>,
+    readonly_rootfs: Option<bool>,
+    security_opt: Option<Vec<String>>,
+    pub tmpfs: Option<BTreeMap<String, String>>,
+    log_config: Option<LogConfigBody>,
+    init: Option<bool>,
+    runtime: Option<String>,
+    memory: Option<i64>,
+    memory_swap: Option<i64>,
+    nano_cpus: Option<i64>,
+    cpu_shares: Option<i64>,
+    cpu_period: Option<i64>,
+    cpu_quota: Option<i64>,
+    cpuset_cpus: Option<String>,
+    pids_limit: Option<i64>,
+    blkio_weight: Option<u16>,
+    ulimits: Option<Vec<UlimitBody>>,
+    devices: Option<Vec<Value>>,
+    sysctls: Option<BTreeMap<String, String>>,
+    pid_mode: Option<String>,
+    ipc_mode: Option<String>,
+    userns_mode: Option<String>,
+    uts_mode: Option<String>,
+    cgroup_parent: Option<String>,
+    group_add: Option<Vec<String>>,
+    storage_opt: Option<BTreeMap<String, String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+struct IpamConfigBody {
+    #[serde(rename = "IPv4Address")]
+    ipv4_address: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+pub(crate) struct EndpointConfig {
+    #[serde(rename = "IPAMConfig")]
+    ipam_config: Option<IpamConfigBody>,
+    aliases: Option<Vec<String>>,
+    mac_address: Option<String>,
+    links: Option<Vec<String>>,
+}
+
+impl EndpointConfig {
+    pub(crate) fn ip(&self) -> Option<String> {
+        self.ipam_config
+            .as_ref()
+            .and_then(|i| i.ipv4_address.clone())
+            .filter(|s| !s.is_empty())
+    }
+    pub(crate) fn aliases(&self) -> Vec<String> {
+        self.aliases.clone().unwrap_or_default()
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+struct NetworkingConfig {
+    endpoints_config: Option<BTreeMap<String, Option<EndpointConfig>>>,
+}
+
+fn nonempty(s: Option<String>) -> Option<String> {
+    s.filter(|s| !s.is_empty())
+}
+
+fn unsupported_if(cond: bool, what: &str) -> DResult<()> {
+    if cond {
+        return Err(DockerError::bad_request(format!(
+            "{what} is not supported by pier yet"
+        )));
+    }
+    Ok(())
+}
+
+/// Maps Docker's create body onto Pier's request; returns the networks to connect after.
+pub(crate) fn to_create(
+    d: &Docker,
+    b: CreateBody,
+    name: Option<String>,
+) -> DResult<(ContainerCreate, Vec<(String, EndpointConfig)>)> {
+    let image = nonempty(b.image).ok_or_else(|| {
+        DockerError::bad_request("no image given: the container config needs an Image")
+    })?;
+    let h = b.host_config.unwrap_or_default();
+    unsupported_if(
+        h.volumes_from.as_ref().is_some_and(|v| !v.is_empty()),
+        "--volumes-from",
+    )?;
+    if h.links.as_ref().is_some_and(|v| !v.is_empty()) {
+        return Err(DockerError::bad_request(
+            "legacy links (--link) are not supported by pier: put the containers on a user network, where they find each other by name",
+        ));
+    }
+    unsupported_if(
+        h.devices.as_ref().is_some_and(|v| !v.is_empty()),
+        "--device",
+    )?;
+    unsupported_if(
+        h.sysctls.as_ref().is_some_and(|v| !v.is_empty()),
+        "--sysctl",
+    )?;
+    unsupported_if(
+        h.group_add.as_ref().is_some_and(|v| !v.is_empty()),
+        "--group-add",
+    )?;
+    unsupported_if(
+        nonempty(h.cgroup_parent.clone()).is_some(),
+        "--cgroup-parent",
+    )?;
+    for (what, mode) in [
+        ("--pid", &h.pid_mode),
+        ("--ipc", &h.ipc_mode),
+        ("--userns", &h.userns_mode),
+        ("--uts", &h.uts_mode),
+    ] {
+        if let Some(m) = mode.as_deref() {
+            if !matches!(m, "" | "private" | "shareable") {
+                return Err(DockerError::bad_request(format!(
+                    "{what} {m} is not supported by pier yet"
+                )));
+            }
+        }
+    }
+    let network_disabled = b.network_disabled.unwrap_or(false);
+    let mut network = match nonempty(h.network_mode.clone()).as_deref() {
+        _ if network_disabled => Some("none".to_string()),
+        None | Some("default") => None,
+        Some(m) => Some(m.to_string()),
+    };
+    // The endpoint of the first network takes --ip, aliases and the MAC; more are connected.
+    let mut endpoints: Vec<(String, EndpointConfig)> = b
+        .networking_config
+        .and_then(|n| n.endpoints_config)
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(k, v)| (k, v.unwrap_or_default()))
+        .collect();
+    let first_name = network
+        .clone()
+        .unwrap_or_else(|| crate::networks::DEFAULT_NETWORK.into());
+    let first_at = endpoints
+        .iter()
+        .position(|(k, _)| *k == first_name || (k == "default" && network.is_none()));
+    let first = match first_at {
+        Some(i) => Some(endpoints.remove(i).1),
+        None if network.is_none() && !endpoints.is_empty() => {
+            let (k, v) = endpoints.remove(0);
+            network = Some(k);
+            Some(v)
+        }
+        None => None,
+    }
+    .unwrap_or_default();
+    if first.links.as_ref().is_some_and(|l| !l.is_empty()) {
+        return Err(DockerError::bad_request(
+            "legacy links are not supported by pier: containers on a user network find each other by name",
+        ));
+    }
+    let mut publish = Vec::new();
+    for (port, bindings) in h.port_bindings.unwrap_or_default() {
+        let bindings = bindings.unwrap_or_default();
+        if bindings.is_empty() {
+            publish.push(port.clone());
+        }
+        for pb in bindings {
+            let ip = nonempty(pb.host_ip).filter(|ip| ip != "::" && ip != "0.0.0.0");
+            let hp = nonempty(pb.host_port).unwrap_or_default();
+            publish.push(match ip {
+                Some(ip) => format!("{ip}:{hp}:{port}"),
+                None if hp.is_empty() => port.clone(),
+                None => format!("{hp}:{port}"),
+            });
+        }
+    }
+    publish.dedup();
+    let mut expose: Vec<String> = b.exposed_ports.unwrap_or_default().into_keys().collect();
+    expose.retain(|e| !publish.iter().any(|p| p.ends_with(e.as_str())));
+    let restart_policy = match h.restart_policy.unwrap_or_default() {
+        RestartPolicyBody { name: None, .. } => RestartPolicy::No,
+        RestartPolicyBody {
+            name: Some(n),
+            maximum_retry_count,
+        } => match n.as_str() {
+            "" | "no" => RestartPolicy::No,
+            "always" => RestartPolicy::Always,
+            "unless-stopped" => RestartPolicy::UnlessStopped,
+            "on-failure" => RestartPolicy::OnFailure {
+                max_retries: maximum_retry_count.unwrap_or(0),
+            },
+            other => {
+                return Err(DockerError::bad_request(format!(
+                    "invalid restart policy {other:?}: use no, always, unless-stopped or on-failure"
+                )))
+            }
+        },
+    };
+    let auto_remove = h.auto_remove.unwrap_or(false);
+    if auto_remove && restart_policy != RestartPolicy::No {
+        return Err(DockerError::bad_request(
+            "conflicting options: cannot combine --restart and --rm (AutoRemove)",
+        ));
+    }
+    let mut log_opts = BTreeMap::new();
+    if let Some(lc) = h.log_config {
+        match lc.kind.as_deref() {
+            None | Some("") | Some("json-file") | Some("local") => {}
+            Some(other) => {
+                return Err(DockerError::bad_request(format!(
+                    "logging driver {other:?} is not supported by pier: it keeps json-file logs"
+                )))
+            }
+        }
+        for (k, v) in lc.config.unwrap_or_default() {
+            match k.as_str() {
+                "max-size" => {
+                    let n = parse_size(&v).ok_or_else(|| {
+                        DockerError::bad_request(format!(
+                            "invalid log option max-size={v}: give a size such as 10m"
+                        ))
+                    })?;
+                    log_opts.insert(k, n.to_string());
+                }
+                "max-file" => {
+                    log_opts.insert(k, v);
+                }
+                // Options of the json-file driver that change nothing here.
+                "compress" | "labels" | "labels-regex" | "env" | "env-regex" | "tag" | "mode"
+                | "max-buffer-size" => {}
+                other => {
+                    return Err(DockerError::bad_request(format!(
+                        "unknown log option {other:?} for the json-file driver"
+                    )))
+                }
+            }
+        }
+    }
+    let cpus = match (h.nano_cpus, h.cpu_quota, h.cpu_period) {
+        (Some(n), _, _) if n > 0 => Some(n as f64 / 1e9),
+        (_, Some(q), p) if q > 0 => Some(q as f64 / p.filter(|p| *p > 0).unwrap_or(100_000) as f64),
+        _ => None,
+    };
+    let ulimits = h
+        .ulimits
+        .unwrap_or_default()
+        .into_iter()
+        .map(|u| {
+            let lim = |v: i64| if v < 0 { u64::MAX } else { v as u64 };
+            Ulimit {
+                name: u.name,
+                soft: lim(u.soft),
+                hard: lim(u.hard),
+            }
+        })
+        .collect();
+    let gateway = |net: &Option<String>| -> Option<String> {
+        let n = net
+            .clone()
+            .unwrap_or_else(|| crate::networks::DEFAULT_NETWORK.into());
+        d.engine
+            .containers
+            .networks
+            .get(&project(), &n)
+            .ok()
+            .map(|n| n.gateway)
+    };
+    let extra_hosts = h
+        .extra_hosts
+        .unwrap_or_default()
+        .into_iter()
+        .map(|e| {
+            let (name, ip) = match e.split_once('=') {
+                Some(x) => x,
+                None => e.split_once(':').unwrap_or((&e, "")),
+            };
+            let ip = if ip == "host-gateway" {
+                gateway(&network).unwrap_or_else(|| ip.to_string())
+            } else {
+                ip.trim_matches(|c| c == '[' || c == ']').to_string()
+            };
+            format!("{name}:{ip}")
+        })
+        .collect();
+    let healthcheck = b.healthcheck.map(|hc| Healthcheck {
+        test: hc.test.map(StrOrList::into_vec).unwrap_or_default(),
+        interval_ns: hc.interval.unwrap_or(0),
+        timeout_ns: hc.timeout.unwrap_or(0),
+        retries: hc.retries.unwrap_or(0),
+        start_period_ns: hc.start_period.unwrap_or(0),
+    });
+    let entrypoint = b.entrypoint.map(|e| {
+        let v = e.into_vec();
+        // `--entrypoint ""` clears the image's.
+        if v.len() == 1 && v[0].is_empty() {
+            vec![]
+        } else {
+            v
+        }
+    });
+    let mac = nonempty(first.mac_address.clone()).or(nonempty(b.mac_address));
+    let mut req = ContainerCreate {
+        image,
+        name,
+        cmd: b.cmd.map(StrOrList::into_vec),
+        entrypoint,
+        env: b.env.unwrap_or_default(),
+        workdir: nonempty(b.working_dir),
+        user: nonempty(b.user),
+        hostname: nonempty(b.hostname),
+        network,
+        ip: first.ip(),
+        mac_address: mac,
+        network_aliases: first.aliases(),
+        publish,
+        publish_all: h.publish_all_ports.unwrap_or(false),
+        dns: h.dns.unwrap_or_default(),
+        dns_search: h.dns_search.unwrap_or_default(),
+        dns_options: h.dns_options.unwrap_or_default(),
+        extra_hosts,
+        read_only: h.readonly_rootfs.unwrap_or(false),
+        privileged: h.privileged.unwrap_or(false),
+        cap_add: h.cap_add.unwrap_or_default(),
+        cap_drop: h.cap_drop.unwrap_or_default(),
+        security_opt: h.security_opt.unwrap_or_default(),
+        memory: h.memory.filter(|m| *m > 0),
+        memory_swap: h.memory_swap.filter(|m| *m != 0),
+        cpus,
+        cpu_shares: h.cpu_shares.filter(|s| *s > 0).map(|s| s as u64),
+        cpuset_cpus: nonempty(h.cpuset_cpus),
+        pids_limit: h.pids_limit.filter(|p| *p > 0),
+        blkio_weight: h.blkio_weight.filter(|w| *w > 0),
+        ulimits,
+        auto_remove,
+        init: h.init.unwrap_or(false),
+        runtime: nonempty(h.runtime).filter(|r| r != "pier"),
+        tty: b.tty.unwrap_or(false),
+        interactive: b.open_stdin.unwrap_or(false),
+        healthcheck,
+        stop_signal: nonempty(b.stop_signal),
+        stop_timeout: b.stop_timeout.filter(|t| *t >= 0).map(|t| t as u64),
+        expose,
+        restart_policy,
+        labels: b.labels.unwrap_or_default(),
+        log_opts,
+        storage_opts: h.storage_opt.unwrap_or_default(),
+        ..Default::default()
+    };
+    // `-v`, `--mount`, `--tmpfs` and the image's or the body's anonymous volumes.
+    super::volumes::apply(
+        d,
+        &mut req,
+        h.binds.unwrap_or_default(),
+        h.mounts.unwrap_or_default(),
+        h.tmpfs.unwrap_or_default(),
+        b.volumes.unwrap_or_default(),
+    )?;
+    if req.memory_swap.is_some() && req.memory.is_none() {
+        return Err(DockerError::bad_request(
+            "you should always set the memory limit when using the memoryswap limit, see usage",
+        ));
+    }
+    Ok((req, endpoints))
+}
