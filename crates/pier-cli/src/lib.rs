@@ -209,7 +209,7 @@ pub struct DaemonArgs {
     /// Socket of the Docker Engine API (`DOCKER_HOST=unix://PATH docker ...`); an empty
     /// value turns it off. Default: `docker.sock` next to the native socket when that is
     /// given, else /run/pier/docker.sock.
-    #[arg(long)]
+    #[arg(long, value_parser = clap::builder::TypedValueParser::map(clap::builder::OsStringValueParser::new(), PathBuf::from))]
     pub docker_socket: Option<PathBuf>,
     /// Log filter, e.g. `info` or `pier_image=debug`.
     #[arg(long, env = "PIER_LOG", default_value = "info")]

@@ -1815,6 +1815,10 @@ impl Containers {
             self.networks.unplug(&c, &n.id).await?;
         }
         c.networks.remove(&n.name);
+        if ep.ip_address.is_some() {
+            // Its names on the other networks no longer reach into this one.
+            self.networks.index_names(&c, &BTreeMap::new());
+        }
         if c.config.network.as_deref().unwrap_or(DEFAULT_NETWORK) == n.name {
             // Its first network is gone; the next one (if any) becomes the first. With
             // none left, it keeps a namespace of its own with only `lo`.

@@ -160,6 +160,9 @@ pub fn parse_publish(spec: &str) -> ApiResult<Vec<PortRequest>> {
 struct NameIndex {
     /// network ID -> name -> addresses.
     names: HashMap<String, HashMap<String, Vec<Ipv4Addr>>>,
+    /// (network ID, address) -> the networks of the container holding it, so that a
+    /// container on several networks resolves names on all of them, as on Docker.
+    networks_of: HashMap<(String, Ipv4Addr), Vec<String>>,
 }
 
 struct NetRecords {
@@ -179,6 +182,22 @@ impl Records for NetRecords {
         let short = name.strip_suffix(&suffix).unwrap_or(name);
         let idx = self.index.read().unwrap();
         idx.names.get(&self.network)?.get(short).cloned()
+    }
+
+    fn lookup_from(&self, client: std::net::IpAddr, name: &str) -> Option<Vec<Ipv4Addr>> {
+        if let Some(found) = self.lookup(name) {
+            return Some(found);
+        }
+        let std::net::IpAddr::V4(client) = client else {
+            return None;
+        };
+        // The asker's other networks (user networks only: the default one has no names).
+        let idx = self.index.read().unwrap();
+        let others = idx.networks_of.get(&(self.network.clone(), client))?;
+        others
+            .iter()
+            .filter(|n| **n != self.network)
+            .find_map(|n| idx.names.get(n)?.get(name).cloned())
     }
 
     fn reverse(&self, ip: Ipv4Addr) -> Option<String> {
@@ -1109,6 +1128,25 @@ impl Networks {
 
     pub(crate) fn index_names(&self, c: &ContainerInspect, endpoints: &BTreeMap<String, Endpoint>) {
         let mut idx = self.index.write().unwrap();
+        // Every network the container is on now, this call's endpoints included.
+        let mut nets: Vec<String> = c
+            .networks
+            .values()
+            .chain(endpoints.values())
+            .filter(|e| e.ip_address.is_some())
+            .map(|e| e.network_id.clone())
+            .collect();
+        nets.sort();
+        nets.dedup();
+        let addrs: Vec<(String, Ipv4Addr)> = c
+            .networks
+            .values()
+            .chain(endpoints.values())
+            .filter_map(|e| Some((e.network_id.clone(), e.ip_address.as_deref()?.parse().ok()?)))
+            .collect();
+        for a in addrs {
+            idx.networks_of.insert(a, nets.clone());
+        }
         for ep in endpoints.values() {
             let Some(ip) = ep.ip_address.as_deref().and_then(|i| i.parse().ok()) else {
                 continue;
@@ -1127,6 +1165,9 @@ impl Networks {
 
     fn unindex(&self, ips: &[(String, Ipv4Addr)]) {
         let mut idx = self.index.write().unwrap();
+        for key in ips {
+            idx.networks_of.remove(key);
+        }
         for (net, ip) in ips {
             if let Some(names) = idx.names.get_mut(net) {
                 for v in names.values_mut() {

@@ -35,6 +35,28 @@ pub trait Records: Send + Sync + 'static {
     fn lookup(&self, name: &str) -> Option<Vec<Ipv4Addr>>;
     /// The name for a PTR query of `ip` on this network (e.g. "web.mynet"), if any.
     fn reverse(&self, ip: Ipv4Addr) -> Option<String>;
+    /// As [`Records::lookup`], for a query that came from `client`: a container on
+    /// several networks resolves the names of all of them.
+    fn lookup_from(&self, client: std::net::IpAddr, name: &str) -> Option<Vec<Ipv4Addr>> {
+        let _ = client;
+        self.lookup(name)
+    }
+}
+
+/// The records as one client sees them.
+struct ClientView {
+    records: Arc<dyn Records>,
+    client: std::net::IpAddr,
+}
+
+impl Records for ClientView {
+    fn lookup(&self, name: &str) -> Option<Vec<Ipv4Addr>> {
+        self.records.lookup_from(self.client, name)
+    }
+
+    fn reverse(&self, ip: Ipv4Addr) -> Option<String> {
+        self.records.reverse(ip)
+    }
 }
 
 /// How long one upstream resolver gets to answer before the next one is tried.
@@ -374,9 +396,18 @@ async fn bind_pair(addr: SocketAddr) -> io::Result<(UdpSocket, TcpListener)> {
 }
 
 /// Decides and, if needed, forwards; None means send nothing (and close a TCP connection).
-async fn respond(msg: &[u8], shared: &Shared, tcp: bool) -> Option<Vec<u8>> {
+async fn respond(
+    msg: &[u8],
+    shared: &Shared,
+    tcp: bool,
+    client: std::net::IpAddr,
+) -> Option<Vec<u8>> {
     let max_len = if tcp { TCP_MAX } else { UDP_MAX };
-    match handle(msg, &*shared.records, !shared.upstreams.is_empty(), max_len) {
+    let view = ClientView {
+        records: shared.records.clone(),
+        client,
+    };
+    match handle(msg, &view, !shared.upstreams.is_empty(), max_len) {
         Action::Drop => None,
         Action::Reply(out) => Some(out),
         Action::Forward(query) => match forward(msg, shared, tcp).await {
@@ -405,7 +436,7 @@ async fn serve_udp(sock: Arc<UdpSocket>, shared: Arc<Shared>) {
                 }
                 let (msg, sock, shared) = (buf[..n].to_vec(), sock.clone(), shared.clone());
                 tasks.spawn(async move {
-                    if let Some(out) = respond(&msg, &shared, false).await {
+                    if let Some(out) = respond(&msg, &shared, false, peer.ip()).await {
                         if let Err(e) = sock.send_to(&out, peer).await {
                             debug!(%peer, error = %e, "dns udp send failed");
                         }
@@ -422,8 +453,8 @@ async fn serve_tcp(listener: TcpListener, shared: Arc<Shared>) {
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok((stream, _)) if conns.len() < MAX_TCP_CONNS => {
-                    conns.spawn(serve_conn(stream, shared.clone()));
+                Ok((stream, peer)) if conns.len() < MAX_TCP_CONNS => {
+                    conns.spawn(serve_conn(stream, shared.clone(), peer));
                 }
                 Ok((_, peer)) => debug!(%peer, "too many dns tcp connections, closing one"),
                 Err(e) => {
@@ -438,7 +469,7 @@ async fn serve_tcp(listener: TcpListener, shared: Arc<Shared>) {
 }
 
 /// One TCP client: length-prefixed queries, answered in order, until idle or an error.
-async fn serve_conn(mut stream: TcpStream, shared: Arc<Shared>) {
+async fn serve_conn(mut stream: TcpStream, shared: Arc<Shared>, peer: SocketAddr) {
     loop {
         let mut len = [0u8; 2];
         if !matches!(
@@ -454,7 +485,7 @@ async fn serve_conn(mut stream: TcpStream, shared: Arc<Shared>) {
         ) {
             return;
         }
-        let Some(out) = respond(&msg, &shared, true).await else {
+        let Some(out) = respond(&msg, &shared, true, peer.ip()).await else {
             return;
         };
         let Ok(out_len) = u16::try_from(out.len()) else {

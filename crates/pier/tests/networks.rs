@@ -508,9 +508,18 @@ fn user_networks_are_isolated_and_resolve_names() {
         addrs.contains("eth1") && addrs.contains("10.32.0."),
         "{addrs}"
     );
+    // A container on two networks resolves names on both (its resolv.conf names the
+    // first network's server).
+    let looked = d.ok(&["exec", "r1", "nslookup", "b1"]);
+    assert!(looked.contains(&b1), "{looked}");
     let err = d.fails(&["network", "rm", "blue"]);
     assert!(err.contains("b1") && err.contains("r1"), "{err}");
     d.ok(&["network", "disconnect", "blue", "r1"]);
+    let out = d.pier(&["exec", "r1", "nslookup", "b1"]);
+    assert!(
+        !out.status.success(),
+        "b1 must not resolve from r1 once off blue"
+    );
     let addrs = d.ok(&["exec", "r1", "ip", "-o", "-4", "addr"]);
     assert!(!addrs.contains("eth1"), "{addrs}");
     // --gateway, --ip-range and an MTU.
