@@ -505,9 +505,20 @@ impl Containers {
     }
 
     fn save(&self, c: &ContainerInspect) -> ApiResult<()> {
+        self.save_with(c, true)
+    }
+
+    /// Saves a record; `durable` false for a state a crash may lose because the
+    /// monitor's files say it again at the next start (a start: `state.json`; see
+    /// [`Containers::restore`], which adopts a start the record never heard of).
+    fn save_with(&self, c: &ContainerInspect, durable: bool) -> ApiResult<()> {
         let mut b = Batch::new();
         b.put_json(Table::Containers, key(&c.project, &c.id), &Record::from(c));
-        b.commit(self.db.as_ref())?;
+        if durable {
+            b.commit(self.db.as_ref())?;
+        } else {
+            b.commit_lazy(self.db.as_ref())?;
+        }
         if let Some(w) = self.watchers.lock().unwrap().get(&c.id) {
             w.send_replace(c.state.clone());
         }
@@ -1309,7 +1320,7 @@ impl Containers {
                 stopped_by_user: false,
                 health: None,
             };
-            self.save(&c)?;
+            self.save_with(&c, false)?;
             self.emit(&c, "start", &[]);
             self.watch_exit(&c);
             tracing::debug!(container = %c.id, monitor_us = t_monitor.as_micros() as u64, total_us = t0.elapsed().as_micros() as u64, "started");

@@ -132,6 +132,13 @@ pub trait Store: Send + Sync + 'static {
     /// Every entry whose key starts with `prefix`, in key order.
     fn list(&self, table: Table, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, StoreError>;
     fn commit(&self, ops: Vec<Op>) -> Result<(), StoreError>;
+    /// As [`Store::commit`]; with `durable` false the batch is visible at once but only
+    /// reaches the disk with the next durable commit, so a crash may lose it. For
+    /// records that something else can rebuild after a crash.
+    fn commit_with(&self, ops: Vec<Op>, durable: bool) -> Result<(), StoreError> {
+        let _ = durable;
+        self.commit(ops)
+    }
 }
 
 /// JSON helpers over any [`Store`].
@@ -216,6 +223,14 @@ impl Batch {
         }
         store.commit(self.ops)
     }
+
+    /// Commits without waiting for the disk (see [`Store::commit_with`]).
+    pub fn commit_lazy(self, store: &dyn Store) -> Result<(), StoreError> {
+        if self.ops.is_empty() {
+            return Ok(());
+        }
+        store.commit_with(self.ops, false)
+    }
 }
 
 #[cfg(test)]
@@ -253,6 +268,21 @@ pub(crate) mod conformance {
             store.get_json::<u32>(Table::Images, "default/b").unwrap(),
             Some(20)
         );
+
+        // A lazy commit is visible at once, and a durable one after it carries it.
+        let mut b = Batch::new();
+        b.put_json(Table::Containers, "default/lazy", &7u32);
+        b.commit_lazy(store).unwrap();
+        assert_eq!(
+            store
+                .get_json::<u32>(Table::Containers, "default/lazy")
+                .unwrap(),
+            Some(7)
+        );
+        let mut b = Batch::new();
+        b.delete(Table::Containers, "default/lazy");
+        b.commit(store).unwrap();
+        assert_eq!(store.get(Table::Containers, "default/lazy").unwrap(), None);
 
         // A record that is not the JSON asked for is reported as corrupt, naming it.
         store

@@ -139,7 +139,15 @@ impl Store for RedbStore {
     }
 
     fn commit(&self, ops: Vec<Op>) -> Result<(), StoreError> {
-        let txn = self.db.begin_write().map_err(backend)?;
+        self.commit_with(ops, true)
+    }
+
+    fn commit_with(&self, ops: Vec<Op>, durable: bool) -> Result<(), StoreError> {
+        let mut txn = self.db.begin_write().map_err(backend)?;
+        if !durable {
+            txn.set_durability(redb::Durability::None)
+                .map_err(backend)?;
+        }
         for op in &ops {
             match op {
                 Op::Put { table, key, value } => {
