@@ -267,8 +267,22 @@ async fn probe(
         child.stderr.take().expect("piped"),
     );
     let run = async {
-        let (mut a, mut b) = (Vec::new(), Vec::new());
-        let _ = tokio::join!(out.read_to_end(&mut a), err.read_to_end(&mut b));
+        // Only the first OUTPUT bytes of each are kept; the rest is read and dropped, so
+        // a chatty check cannot make the daemon hold more.
+        async fn capped(mut r: impl tokio::io::AsyncRead + Unpin) -> Vec<u8> {
+            let mut kept = Vec::new();
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = r.read(&mut buf).await {
+                if n == 0 {
+                    break;
+                }
+                let room = (OUTPUT + 1).saturating_sub(kept.len());
+                kept.extend_from_slice(&buf[..n.min(room)]);
+            }
+            kept
+        }
+        let (a, b) = tokio::join!(capped(&mut out), capped(&mut err));
+        let mut a = a;
         let status = child.wait().await;
         a.extend(b);
         (status, a)

@@ -379,12 +379,19 @@ impl Volumes {
             .ok_or_else(|| invalid(format!("volume {name} is not a block volume")))?;
         let dev = disk.attach().map_err(st)?;
         let node = self.device_node(name);
-        if !ext4::is_mounted(&node) {
-            fs::write(&node, b"").map_err(|e| internal(e.to_string()))?;
-            rustix::mount::mount_bind(&dev, &node)
-                .map_err(|e| internal(format!("cannot bind {}: {e}", dev.display())))?;
+        let r = (|| {
+            if !ext4::is_mounted(&node) {
+                fs::write(&node, b"").map_err(|e| internal(e.to_string()))?;
+                rustix::mount::mount_bind(&dev, &node)
+                    .map_err(|e| internal(format!("cannot bind {}: {e}", dev.display())))?;
+            }
+            pier_storage::loopdev::minor(&dev).map_err(st)
+        })();
+        if r.is_err() {
+            // Nothing stays attached for a start that fails.
+            self.release_disk(&v, &disk);
         }
-        pier_storage::loopdev::minor(&dev).map_err(st)
+        r
     }
 
     /// Mounts a block volume's filesystem on its mountpoint.
@@ -396,7 +403,10 @@ impl Volumes {
         let data = self.mountpoint(name);
         if !ext4::is_mounted(&data) {
             let dev = disk.attach().map_err(st)?;
-            ext4::mount_device(&dev, &data).map_err(st)?;
+            if let Err(e) = ext4::mount_device(&dev, &data) {
+                self.release_disk(&v, &disk);
+                return Err(st(e));
+            }
         }
         Ok(())
     }

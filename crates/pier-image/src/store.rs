@@ -785,6 +785,21 @@ impl ImageStore {
     /// `pier image prune`: removes untagged images no container uses (with `all`, every
     /// image no container uses), then the files nothing references.
     pub fn prune(&self, project: &ProjectName, all: bool) -> Result<PruneReport, ImageError> {
+        self.prune_where(project, all, false)
+    }
+
+    /// The build cache's part of a prune (`docker builder prune`): untagged images that
+    /// build steps made and nothing keeps.
+    pub fn prune_build_cache(&self, project: &ProjectName) -> Result<PruneReport, ImageError> {
+        self.prune_where(project, false, true)
+    }
+
+    fn prune_where(
+        &self,
+        project: &ProjectName,
+        all: bool,
+        only_build_steps: bool,
+    ) -> Result<PruneReport, ImageError> {
         let _g = self.gc.write().unwrap_or_else(|e| e.into_inner());
         let tags = self.tags_by_image(project)?;
         let mut batch = Batch::new();
@@ -810,7 +825,7 @@ impl ImageStore {
             }
         }
         for rec in images {
-            if keep.contains(&rec.id) {
+            if keep.contains(&rec.id) || (only_build_steps && rec.build.is_none()) {
                 continue;
             }
             for t in tags.get(&rec.id).into_iter().flatten() {

@@ -18,6 +18,9 @@ use crate::error::{RegistryError, Result};
 
 pub type ReqBody = BoxBody<Bytes, std::io::Error>;
 
+/// The most read of a token or error answer from a registry.
+const SMALL_REPLY: usize = 64 << 10;
+
 pub fn empty() -> ReqBody {
     Empty::new().map_err(|never| match never {}).boxed()
 }
@@ -293,11 +296,11 @@ impl Remote {
                 basic.iter().map(|b| ("authorization", b.clone())).collect();
             let resp = self.raw(Method::GET, &url, &headers, empty()).await?;
             let status = resp.status();
-            let body = resp
-                .into_body()
+            // A token answer is small; a larger one is refused, not held.
+            let body = http_body_util::Limited::new(resp.into_body(), SMALL_REPLY)
                 .collect()
                 .await
-                .map_err(upstream)?
+                .map_err(|e| RegistryError::Upstream(format!("the token answer: {e}")))?
                 .to_bytes();
             if !status.is_success() {
                 return Err(RegistryError::Denied(format!(
@@ -326,8 +329,7 @@ impl Remote {
 /// Reads a registry's error answer into a message.
 pub async fn error_of(what: &str, resp: Response<Incoming>) -> RegistryError {
     let status = resp.status();
-    let body = resp
-        .into_body()
+    let body = http_body_util::Limited::new(resp.into_body(), SMALL_REPLY)
         .collect()
         .await
         .map(|b| b.to_bytes())

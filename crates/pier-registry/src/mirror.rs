@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use pier_api::Digest;
 
-use crate::client::{ClientConfig, Remote};
+use crate::client::{empty, ClientConfig, Remote};
 use crate::error::{RegistryError, Result};
 use crate::manifest;
 use crate::names::Reference;
@@ -26,6 +26,21 @@ pub struct Upstream {
 
 fn quiet() -> Progress {
     Arc::new(|_| {})
+}
+
+/// Whether the upstream's `repo` holds blob `d`. A blob the shared store already has
+/// (another repository's, or a local image's) is linked into `repo` only when it is:
+/// a mirror must not hand out what the asker may not pull.
+async fn upstream_has(remote: &Remote, repo: &str, d: &Digest) -> Result<bool> {
+    let resp = remote
+        .send(
+            hyper::Method::HEAD,
+            &format!("/v2/{repo}/blobs/{d}"),
+            &[],
+            empty(),
+        )
+        .await?;
+    Ok(resp.status().is_success())
 }
 
 impl Registry {
@@ -53,6 +68,9 @@ impl Registry {
             artifact_type: None,
             annotations: Default::default(),
         };
+        if !upstream_has(&remote, repo, d).await? {
+            return Ok(None);
+        }
         download(&remote, &self.images, repo, &desc, &quiet()).await?;
         if !self.link_existing(repo, d)? {
             return Ok(None);
@@ -76,6 +94,12 @@ impl Registry {
             }
         }
         for b in &parsed.blobs {
+            if !upstream_has(&remote, repo, &b.digest).await? {
+                return Err(RegistryError::Upstream(format!(
+                    "the upstream's {repo} does not hold blob {} its manifest names",
+                    b.digest
+                )));
+            }
             download(&remote, &self.images, repo, b, &quiet()).await?;
             if !self.link_existing(repo, &b.digest)? {
                 return Err(RegistryError::Upstream(format!(

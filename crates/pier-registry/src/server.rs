@@ -307,6 +307,7 @@ async fn handle(
         (Route::Upload(repo, id), Method::PATCH) => {
             let s = reg.uploads().get(&repo, &id)?;
             let mut u = s.lock().await;
+            same_repo(&u, &repo, &id)?;
             let start = content_range_start(&headers)?;
             u.append(&reg, body, start).await?;
             Ok(upload_status(&repo, &id, u.len, StatusCode::ACCEPTED))
@@ -315,6 +316,7 @@ async fn handle(
             let d = digest(query.get("digest").map(String::as_str).unwrap_or(""))?;
             let s = reg.uploads().get(&repo, &id)?;
             let mut u = s.lock().await;
+            same_repo(&u, &repo, &id)?;
             let start = content_range_start(&headers)?;
             u.append(&reg, body, start).await?;
             reg.finish_upload(&id, &mut u, &d).await?;
@@ -323,10 +325,15 @@ async fn handle(
         (Route::Upload(repo, id), Method::GET) => {
             let s = reg.uploads().get(&repo, &id)?;
             let u = s.lock().await;
+            same_repo(&u, &repo, &id)?;
             Ok(upload_status(&repo, &id, u.len, StatusCode::NO_CONTENT))
         }
         (Route::Upload(repo, id), Method::DELETE) => {
-            reg.uploads().get(&repo, &id)?;
+            let s = reg.uploads().get(&repo, &id)?;
+            // Waits for a write in flight, so the file goes with the session.
+            let u = s.lock().await;
+            same_repo(&u, &repo, &id)?;
+            drop(u);
             reg.uploads().remove(&id);
             Ok(StatusCode::NO_CONTENT.into_response())
         }
@@ -644,6 +651,16 @@ fn catalog(reg: &Registry, query: &HashMap<String, String>) -> Result<Response> 
         )
     });
     Ok(with_link(serde_json::json!({ "repositories": page }), next))
+}
+
+/// An upload session belongs to the repository it was started in; another repository's
+/// URL does not reach it (checked under the session's lock, which a busy session's
+/// lookup could not take).
+fn same_repo(u: &crate::upload::Upload, repo: &str, id: &str) -> Result<()> {
+    if u.repo != repo {
+        return Err(RegistryError::UploadUnknown { id: id.to_string() });
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -73,12 +73,24 @@ pub(crate) async fn get_manifest(
         .get(hyper::header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .map(|s| s.split(';').next().unwrap_or("").trim().to_string());
-    let body = resp
-        .into_body()
-        .collect()
-        .await
-        .map_err(|e| RegistryError::Upstream(e.to_string()))?
-        .to_bytes();
+    // Read at most the limit (and one byte more, to tell): a hostile registry cannot
+    // make the daemon hold more than a manifest's worth.
+    let body = http_body_util::BodyExt::collect(http_body_util::Limited::new(
+        resp.into_body(),
+        crate::MAX_MANIFEST as usize + 1,
+    ))
+    .await
+    .map_err(|e| {
+        if e.is::<http_body_util::LengthLimitError>() {
+            RegistryError::ManifestTooLarge {
+                size: crate::MAX_MANIFEST + 1,
+                limit: crate::MAX_MANIFEST,
+            }
+        } else {
+            RegistryError::Upstream(e.to_string())
+        }
+    })?
+    .to_bytes();
     if body.len() as u64 > crate::MAX_MANIFEST {
         return Err(RegistryError::ManifestTooLarge {
             size: body.len() as u64,

@@ -288,13 +288,23 @@ async fn plugin(axum::extract::Path(rest): axum::extract::Path<String>) -> Docke
     }
 }
 
-/// `docker builder prune` (and `system prune`): Pier keeps no build cache, so there is
-/// nothing to remove.
-async fn build_prune() -> Response {
-    json(
-        StatusCode::OK,
-        serde_json::json!({"CachesDeleted": [], "SpaceReclaimed": 0}),
-    )
+/// `docker builder prune` (and `system prune`): removes the build cache, the untagged
+/// images build steps made that no kept image was built from.
+async fn build_prune(axum::extract::State(d): DState) -> Response {
+    let images = d.engine.images.clone();
+    let r =
+        tokio::task::spawn_blocking(move || images.prune_build_cache(&crate::api::project())).await;
+    match r {
+        Ok(Ok(report)) => json(
+            StatusCode::OK,
+            serde_json::json!({
+                "CachesDeleted": report.deleted.iter().map(|d| d.to_string()).collect::<Vec<_>>(),
+                "SpaceReclaimed": report.reclaimed_bytes,
+            }),
+        ),
+        Ok(Err(err)) => DockerError::from(err).into_response(),
+        Err(err) => DockerError::from(err).into_response(),
+    }
 }
 
 /// `docker update`: the container must exist; changing limits of a created container is
