@@ -116,24 +116,7 @@ impl Containers {
             Some(pid) => {
                 let lock = self.lock(&c.id);
                 let _g = lock.blocking_lock();
-                // Paths are resolved inside the container's root and then used; a running
-                // container could swap a directory for a symlink in between, so it is
-                // frozen meanwhile, as Docker pauses a container for `cp`.
-                let freeze = c.state.status == ContainerStatus::Running;
-                let cgroup = pier_runtime::cgroups::Cgroup::for_container(&c.id);
-                if freeze {
-                    cgroup.freeze(true).map_err(|e| {
-                        internal(format!(
-                            "cannot pause container {} for the copy: {e}",
-                            c.name
-                        ))
-                    })?;
-                }
-                let r = f(&c, &PathBuf::from(format!("/proc/{pid}/root")));
-                if freeze {
-                    let _ = cgroup.freeze(false);
-                }
-                r
+                f(&c, &PathBuf::from(format!("/proc/{pid}/root")))
             }
             None => self.with_rootfs(project, name, f),
         }
