@@ -106,6 +106,19 @@ pub fn make(image: &Path, bytes: u64, inodes: Option<u64>) -> Result<Capacity> {
 
 /// Mounts the filesystem image on `target` through a loop device released on unmount.
 pub fn mount(image: &Path, target: &Path) -> Result<()> {
+    // An image must never be attached twice: two ext4 instances on one file corrupt it.
+    // A mount just unmounted can still hold its loop device for a moment (a copy of it
+    // lives on in a mount namespace being created, until that namespace drops it).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while !loopdev::backed_by(image).is_empty() {
+        if std::time::Instant::now() > deadline {
+            return Err(Error::Tool(format!(
+                "{} is still attached to a loop device; try again",
+                image.display()
+            )));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
     let (dev, _keep) = loopdev::attach(image, true)?;
     mount_device(&dev, target).map_err(|e| match e {
         Error::Io(_, err) => Error::Io(
