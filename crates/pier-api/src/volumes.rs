@@ -82,6 +82,54 @@ pub struct VolumeUsage {
     pub inodes: u64,
 }
 
+/// Parses Docker's `-v` syntax: `NAME:/path[:opts]` (a volume), `/host/path:/path[:opts]`
+/// (a bind mount; a missing host directory is made, as Docker's `-v` does) or `/path`
+/// (an anonymous volume). Options: `ro`/`readonly`, `rw`, a propagation mode, `nocopy`,
+/// and the SELinux and macOS ones Docker accepts, which mean nothing here.
+pub fn parse_volume_spec(v: &str) -> Result<MountSpec, String> {
+    let parts: Vec<&str> = v.split(':').collect();
+    let (source, target, opts) = match parts.as_slice() {
+        [t] => (None, *t, ""),
+        [s, t] => (Some(*s), *t, ""),
+        [s, t, o] => (Some(*s), *t, *o),
+        _ => {
+            return Err(format!(
+                "invalid volume specification {v:?}: use NAME:/path[:ro], /host/path:/path[:ro] or /path"
+            ))
+        }
+    };
+    let mut m = MountSpec {
+        target: target.to_string(),
+        ..Default::default()
+    };
+    match source {
+        Some(s) if s.starts_with('/') => {
+            m.kind = MountKind::Bind;
+            m.source = Some(s.to_string());
+            m.options.insert("create_host_path".into(), "true".into());
+        }
+        Some(s) => {
+            m.kind = MountKind::Volume;
+            m.source = Some(s.to_string());
+        }
+        None => m.kind = MountKind::Volume,
+    }
+    for o in opts.split(',').filter(|o| !o.is_empty()) {
+        match o {
+            "ro" | "readonly" => m.read_only = true,
+            "rw" | "z" | "Z" | "consistent" | "cached" | "delegated" => {}
+            "private" | "rprivate" | "shared" | "rshared" | "slave" | "rslave" => {
+                m.options.insert("propagation".into(), o.into());
+            }
+            "nocopy" => {
+                m.options.insert("nocopy".into(), "true".into());
+            }
+            _ => return Err(format!("invalid mode {o:?} in volume specification {v:?}")),
+        }
+    }
+    Ok(m)
+}
+
 /// Parses a size as Docker's flags take them: `1024`, `64k`, `10m`, `1.5g`, `2t` (binary
 /// units, an optional trailing `b`).
 pub fn parse_bytes(s: &str) -> Result<u64, String> {

@@ -216,52 +216,17 @@ fn parse_restart(s: &str) -> Result<RestartPolicy, CliError> {
     })
 }
 
-/// `-v NAME:/path[:opts]`, `-v /host:/path[:opts]`, `-v /path` (anonymous).
+/// `-v NAME:/path[:opts]`, `-v /host:/path[:opts]`, `-v /path` (anonymous); a host path
+/// given relative (`./site:/site`) is made absolute here, where it means something.
 fn parse_volume_flag(v: &str) -> Result<MountSpec, CliError> {
-    let parts: Vec<&str> = v.split(':').collect();
-    let (source, target, opts) = match parts.as_slice() {
-        [t] => (None, *t, ""),
-        [s, t] => (Some(*s), *t, ""),
-        [s, t, o] => (Some(*s), *t, *o),
-        _ => {
-            return Err(fail(format!(
-                "invalid -v {v:?}: use NAME:/path[:ro], /host/path:/path[:ro] or /path"
-            )))
+    let spec = match v.split_once(':') {
+        Some((src, rest)) if src.starts_with('.') => {
+            let abs = std::path::absolute(src).map_err(|e| fail(format!("-v {v:?}: {e}")))?;
+            format!("{}:{rest}", abs.display())
         }
+        _ => v.to_string(),
     };
-    let mut m = MountSpec {
-        target: target.to_string(),
-        ..Default::default()
-    };
-    match source {
-        Some(s) if s.starts_with('/') || s.starts_with('.') => {
-            m.kind = MountKind::Bind;
-            let abs = std::path::absolute(s).map_err(|e| fail(format!("-v {v:?}: {e}")))?;
-            m.source = Some(abs.display().to_string());
-            // Like Docker's -v: a missing host directory is made.
-            m.options.insert("create_host_path".into(), "true".into());
-        }
-        Some(s) => {
-            m.kind = MountKind::Volume;
-            m.source = Some(s.to_string());
-        }
-        None => m.kind = MountKind::Volume,
-    }
-    for o in opts.split(',').filter(|o| !o.is_empty()) {
-        match o {
-            "ro" | "readonly" => m.read_only = true,
-            "rw" => {}
-            "private" | "rprivate" | "shared" | "rshared" | "slave" | "rslave" => {
-                m.options.insert("propagation".into(), o.into());
-            }
-            "nocopy" => {
-                m.options.insert("nocopy".into(), "true".into());
-            }
-            "z" | "Z" => {} // SELinux labels: nothing to do without SELinux
-            _ => return Err(fail(format!("invalid -v option {o:?} in {v:?}"))),
-        }
-    }
-    Ok(m)
+    pier_api::volumes::parse_volume_spec(&spec).map_err(fail)
 }
 
 /// `--mount type=...,source=...,target=...,...`.

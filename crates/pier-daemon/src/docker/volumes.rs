@@ -42,52 +42,7 @@ fn bad(m: impl Into<String>) -> DockerError {
 
 /// `-v SRC:DST[:OPTS]` (a path is a bind, a name a volume) or `-v DST` (anonymous).
 fn from_bind(b: &str) -> DResult<MountSpec> {
-    let parts: Vec<&str> = b.split(':').collect();
-    let (source, target, opts) = match parts.as_slice() {
-        [t] => (None, *t, ""),
-        [s, t] => (Some(*s), *t, ""),
-        [s, t, o] => (Some(*s), *t, *o),
-        _ => {
-            return Err(bad(format!(
-                "invalid volume specification: {b:?}: use NAME:/path[:ro] or /host/path:/path[:ro]"
-            )))
-        }
-    };
-    let mut m = MountSpec {
-        target: target.to_string(),
-        ..Default::default()
-    };
-    match source {
-        Some(s) if s.starts_with('/') => {
-            m.kind = MountKind::Bind;
-            m.source = Some(s.to_string());
-            // Docker's -v makes a missing host directory.
-            m.options.insert("create_host_path".into(), "true".into());
-        }
-        Some(s) => {
-            m.kind = MountKind::Volume;
-            m.source = Some(s.to_string());
-        }
-        None => m.kind = MountKind::Volume,
-    }
-    for o in opts.split(',').filter(|o| !o.is_empty()) {
-        match o {
-            "ro" => m.read_only = true,
-            "rw" | "z" | "Z" | "consistent" | "cached" | "delegated" => {}
-            "private" | "rprivate" | "shared" | "rshared" | "slave" | "rslave" => {
-                m.options.insert("propagation".into(), o.into());
-            }
-            "nocopy" => {
-                m.options.insert("nocopy".into(), "true".into());
-            }
-            _ => {
-                return Err(bad(format!(
-                    "invalid mode {o:?} in volume specification {b:?}"
-                )))
-            }
-        }
-    }
-    Ok(m)
+    pier_api::volumes::parse_volume_spec(b).map_err(bad)
 }
 
 #[derive(Debug, Default, Deserialize)]
