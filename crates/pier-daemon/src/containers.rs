@@ -19,7 +19,6 @@
 use std::collections::{BTreeMap, HashMap};
 use std::fs;
 use std::io::{BufRead, BufReader, Read};
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -61,6 +60,8 @@ type UserLookup<'a> = dyn Fn(&str) -> Result<(u32, u32, Vec<u32>), String> + 'a;
 /// The container manager.
 pub struct Containers {
     dir: PathBuf,
+    /// Where removed containers' directories go to be deleted in the background.
+    trash: PathBuf,
     db: Arc<dyn Store>,
     pub(crate) images: Arc<ImageStore>,
     /// Latest state per container, for waiters.
@@ -73,6 +74,8 @@ pub struct Containers {
     /// Names being given to containers right now (`project/name`).
     reserved_names: Mutex<std::collections::HashSet<String>>,
     exe: PathBuf,
+    /// Forks the containers' monitors.
+    zygote: pier_runtime::zygote::Zygote,
     pub networks: Arc<Networks>,
     pub volumes: Arc<Volumes>,
 }
@@ -433,9 +436,12 @@ impl Containers {
     ) -> std::io::Result<Arc<Self>> {
         let dir = root.join("containers");
         fs::create_dir_all(&dir)?;
+        let trash = root.join("trash");
+        fs::create_dir_all(&trash)?;
         let (events, _) = broadcast::channel(1024);
         Ok(Arc::new(Containers {
             dir,
+            trash,
             db,
             images,
             watchers: Mutex::new(HashMap::new()),
@@ -444,6 +450,7 @@ impl Containers {
             execs: Mutex::new(HashMap::new()),
             reserved_names: Mutex::new(std::collections::HashSet::new()),
             exe: std::env::current_exe()?,
+            zygote: pier_runtime::zygote::Zygote::new(std::env::current_exe()?),
             networks,
             volumes,
         }))
@@ -764,7 +771,9 @@ impl Containers {
             return Err(e);
         }
         let t_files = t0.elapsed();
-        self.save(&c)?;
+        // A `--rm` container that is not running when the daemon starts is removed (see
+        // `restore`), so a crash losing its record loses nothing; others wait for the disk.
+        self.save_with(&c, !c.config.auto_remove)?;
         self.emit(&c, "create", &[]);
         tracing::debug!(container = %c.id, files_us = t_files.as_micros() as u64, total_us = t0.elapsed().as_micros() as u64, "created");
         Ok(Created {
@@ -1286,15 +1295,9 @@ impl Containers {
             }
             // The monitor's command line is what `ps` shows inside the container under
             // `--init`: no host path in it. It finds its directory as its working one.
-            let out = std::process::Command::new(&this.exe)
-                .arg0("pier")
-                .arg("__monitor")
-                .current_dir(&dir)
-                .stdin(std::process::Stdio::null())
-                .stderr(std::process::Stdio::null())
-                .output()
-                .map_err(|e| internal(format!("cannot start the monitor: {e}")))?;
-            Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+            this.zygote
+                .start_monitor(&dir)
+                .map_err(|e| internal(format!("cannot start the monitor: {e}")))
         })
         .await;
         let reply = match reply.map_err(ApiError::from).and_then(|r| r) {
@@ -1638,10 +1641,16 @@ impl Containers {
         unmount(&dir.join("rootfs"));
         unmount(&dir.join("layer"));
         let _ = Cgroup::for_container(&c.id).remove();
-        let _ = fs::remove_dir_all(&dir);
+        self.discard_dir(&c.id);
         let mut b = Batch::new();
         b.delete(Table::Containers, key(project, &c.id));
-        b.commit(self.db.as_ref())?;
+        if c.config.auto_remove {
+            // As at its creation: a crash that loses this leaves a `--rm` container that
+            // is not running, which `restore` removes.
+            b.commit_lazy(self.db.as_ref())?;
+        } else {
+            b.commit(self.db.as_ref())?;
+        }
         if let Some(w) = self.watchers.lock().unwrap().remove(&c.id) {
             let mut s = c.state.clone();
             s.status = ContainerStatus::Removing;
@@ -1661,6 +1670,30 @@ impl Containers {
             }
         }
         Ok(())
+    }
+
+    /// Takes a removed container's directory out of the way at once (a rename) and
+    /// deletes it in the background: nothing waits for its files to go. What a crash
+    /// leaves in the trash, `restore` deletes.
+    fn discard_dir(&self, id: &str) {
+        let dir = self.cdir(id);
+        let target = self.trash.join(id);
+        match fs::rename(&dir, &target) {
+            Ok(()) => match tokio::runtime::Handle::try_current() {
+                Ok(rt) => {
+                    rt.spawn_blocking(move || {
+                        let _ = fs::remove_dir_all(target);
+                    });
+                }
+                Err(_) => {
+                    let _ = fs::remove_dir_all(target);
+                }
+            },
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(_) => {
+                let _ = fs::remove_dir_all(&dir);
+            }
+        }
     }
 
     /// Removes a volume no container uses (`pier volume rm`).
@@ -2321,6 +2354,11 @@ impl Containers {
                                 self.on_exit(&project, &id).await?;
                             }
                         }
+                        None if c.config.auto_remove && !dir.exists() => {
+                            // A `--rm` container removed just before a crash that lost
+                            // the removal's record (it is written lazily).
+                            self.remove_locked(&c, true)?;
+                        }
                         None => {
                             unmount(&dir.join("rootfs"));
                             let _ = Cgroup::for_container(&c.id).remove();
@@ -2341,6 +2379,12 @@ impl Containers {
                     let _ = fs::remove_dir_all(e.path());
                     tracing::info!(container = %id, "removed the leftovers of a container with no record");
                 }
+            }
+        }
+        // Directories of removed containers whose deletion a stop interrupted.
+        if let Ok(rd) = fs::read_dir(&self.trash) {
+            for e in rd.flatten() {
+                let _ = fs::remove_dir_all(e.path());
             }
         }
         // Block volumes attached for containers that are gone.
@@ -2444,7 +2488,8 @@ fn host_cpu_ns() -> u64 {
 fn monitor_alive(pid: i32, dir: &Path) -> bool {
     let cmdline = fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
     let args: Vec<&[u8]> = cmdline.split(|&b| b == 0).collect();
-    // Its working directory is the container's (see `start_locked`).
+    // Its working directory is the container's (see `start_locked`). A monitor forked by
+    // the zygote renamed itself `pier __monitor`.
     args.get(1) == Some(&b"__monitor".as_slice())
         && fs::read_link(format!("/proc/{pid}/cwd")).is_ok_and(|cwd| cwd == dir)
 }

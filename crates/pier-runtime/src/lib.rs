@@ -9,11 +9,12 @@
 //! - [`exec`]: `pier exec`: another process in a running container.
 //! - [`monitor`]: the per-container process that holds stdio and the exit status and
 //!   outlives the daemon.
+//! - [`zygote`]: the process that forks monitors for the daemon, cheaper than spawning.
 //! - [`logs`]: the log file format, rotation, and reading.
 //! - [`state`]: the files monitor and daemon share.
 //!
-//! Namespace work never happens in the daemon: the daemon starts `pier __monitor`, a fresh
-//! single-threaded process, which clones the container.
+//! Namespace work never happens in the daemon: the daemon asks its zygote, a fresh
+//! single-threaded `pier __monitor-zygote`, to fork a monitor, which clones the container.
 
 pub mod attach;
 pub mod cgroups;
@@ -25,3 +26,4 @@ pub mod rootfs;
 pub mod seccomp;
 pub mod spec;
 pub mod state;
+pub mod zygote;

@@ -34,7 +34,8 @@ fn now() -> String {
     pier_api::time::format_rfc3339_nanos(std::time::SystemTime::now())
 }
 
-/// Runs the monitor for the container in `dir`; returns the process exit code.
+/// Runs the monitor for the container in `dir` as a spawned process (`pier __monitor`,
+/// used when the zygote is not); returns the process exit code.
 pub fn main(dir: &Path) -> i32 {
     // Detach from the daemon: the daemon reaps the first process, the second carries on.
     // SAFETY: the monitor is single-threaded at this point (no runtime was started).
@@ -44,11 +45,17 @@ pub fn main(dir: &Path) -> i32 {
                 "err 125 cannot fork the monitor: {}",
                 io::Error::last_os_error()
             );
-            return 1;
+            1
         }
-        0 => {}
-        _ => return 0,
+        0 => run(dir),
+        _ => 0,
     }
+}
+
+/// The monitor proper, in a process the daemon does not wait for: a fork of the spawned
+/// monitor, or of the zygote (see [`crate::zygote`]). Stdout is where the start is
+/// answered; the working directory is `dir`.
+pub fn run(dir: &Path) -> i32 {
     // SAFETY: plain syscalls without pointers.
     unsafe {
         libc::setsid();
@@ -108,6 +115,85 @@ pub fn main(dir: &Path) -> i32 {
             let _ = write_json(&dir.join("exit.json"), &exit);
             println!("err {code} {}", message.replace('\n', " "));
             0
+        }
+    }
+}
+
+/// How often at most an idle monitor gives back the file pages it touched.
+const RELEASE_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Unmaps the pages of the binary and libraries the monitor has touched: its start
+/// (reading the spec, cgroups, cloning) runs far more code than copying output does, and
+/// the pages stay mapped, counted in its RSS, until released. Called when the monitor is
+/// about to sleep; what it runs next faults back in from the page cache. Only pages that
+/// are the file's own are released (text, read-only data, the unwritten part of the
+/// relocated data): the file holds exactly what they map, so nothing is lost.
+fn release_file_pages() {
+    let Ok(smaps) = std::fs::read_to_string("/proc/self/smaps") else {
+        return;
+    };
+    // Found first, released after, so that parsing does not fault released pages back.
+    let mut whole = Vec::new();
+    let mut mixed = Vec::new();
+    let mut candidate: Option<(usize, usize)> = None;
+    for line in smaps.lines() {
+        if let Some(amount) = line.strip_prefix("Anonymous:") {
+            if let Some(range) = candidate.take() {
+                match amount.split_whitespace().next() {
+                    Some("0") => whole.push(range),
+                    Some(_) => mixed.push(range),
+                    None => {}
+                }
+            }
+            continue;
+        }
+        let mut fields = line.split_whitespace();
+        let Some((start, end)) = fields.next().and_then(|f| f.split_once('-')) else {
+            continue;
+        };
+        let (Ok(start), Ok(end)) = (
+            usize::from_str_radix(start, 16),
+            usize::from_str_radix(end, 16),
+        ) else {
+            continue; // a field line
+        };
+        let perms = fields.next().unwrap_or("");
+        let path = fields.nth(3).unwrap_or("");
+        let private_read_only = perms.len() == 4 && &perms[1..2] == "-" && perms.ends_with('p');
+        candidate = (private_read_only && path.starts_with('/')).then_some((start, end));
+    }
+    // In a mapping holding private copies (relocated data), only the pages that are still
+    // the file's go: /proc/self/pagemap tells, bit 63 present, bit 61 file page.
+    if let Ok(pagemap) = File::open("/proc/self/pagemap") {
+        use std::os::unix::fs::FileExt;
+        for (start, end) in mixed {
+            let pages = (end - start) / 4096;
+            let mut raw = vec![0u8; pages * 8];
+            if pagemap
+                .read_exact_at(&mut raw, (start / 4096 * 8) as u64)
+                .is_err()
+            {
+                continue;
+            }
+            for (i, entry) in raw.chunks_exact(8).enumerate() {
+                let e = u64::from_ne_bytes(entry.try_into().unwrap_or_default());
+                if e >> 63 == 1 && (e >> 61) & 1 == 1 {
+                    whole.push((start + i * 4096, start + (i + 1) * 4096));
+                }
+            }
+        }
+    }
+    for (start, end) in whole {
+        // SAFETY: a range of read-only private file pages of this process, none of them a
+        // private copy: MADV_DONTNEED drops their page table entries only, and the next
+        // access maps the same file page again. rustix makes the system call inline, so
+        // releasing libc's pages does not fault them back at once.
+        unsafe {
+            let _ = rustix::mm::madvise(
+                start as *mut std::ffi::c_void,
+                end - start,
+                rustix::mm::Advice::LinuxDontNeed,
+            );
         }
     }
 }
@@ -478,6 +564,7 @@ fn supervise(
     )
     .ok();
 
+    let mut released_at: Option<std::time::Instant> = None;
     while !streams.is_empty() || status.is_none() {
         let mut fds: Vec<libc::pollfd> = streams
             .iter()
@@ -515,8 +602,20 @@ fn supervise(
         };
         // Without a pidfd, or with output still draining, wake up now and then.
         let timeout = if pidfd_at.is_some() { -1 } else { 100 };
-        // SAFETY: `fds` is a valid array of pollfd for its length.
-        let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout) };
+        let mut n = -1;
+        if released_at.is_none_or(|t| t.elapsed() >= RELEASE_EVERY) {
+            // SAFETY: `fds` is a valid array of pollfd for its length.
+            n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, 0) };
+            if n == 0 {
+                // Nothing to do: the monitor is going to sleep.
+                release_file_pages();
+                released_at = Some(std::time::Instant::now());
+            }
+        }
+        if n <= 0 {
+            // SAFETY: as above.
+            n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout) };
+        }
         if n < 0 && io::Error::last_os_error().kind() != io::ErrorKind::Interrupted {
             break;
         }

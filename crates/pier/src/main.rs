@@ -1,5 +1,5 @@
 //! `pier`: one binary for the daemon, the CLI, and the runtime's re-exec'd helpers
-//! (`__monitor`, `__exec`). Dispatch happens before any tokio runtime exists, so a helper
+//! (`__monitor`, `__monitor-zygote`, `__exec`). Dispatch happens before any tokio runtime exists, so a helper
 //! that must be single-threaded never inherits threads.
 
 use clap::Parser;
@@ -16,6 +16,7 @@ fn main() {
     };
     match args.get(1).and_then(|a| a.to_str()) {
         Some("__monitor") => std::process::exit(pier_runtime::monitor::main(&dir())),
+        Some(pier_runtime::zygote::ARG) => std::process::exit(pier_runtime::zygote::main()),
         Some("__exec") => {
             let request = args.get(3).and_then(|a| a.to_str()).unwrap_or("");
             std::process::exit(pier_runtime::exec::main(&dir(), request))

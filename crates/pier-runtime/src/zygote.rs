@@ -1,0 +1,250 @@
+//! The monitor zygote: `pier __monitor-zygote`, one small single-threaded process per daemon that
+//! forks each container's monitor on request.
+//!
+//! Spawning a monitor as a fresh `pier __monitor` costs a vfork, an exec of the whole
+//! binary, dynamic loading and the Rust runtime's start: about 3.5 ms here, more than the
+//! container's own setup. A fork of this idle process costs a fraction of a millisecond.
+//! The daemon still never forks: it starts the zygote once (an exec like any helper's)
+//! and talks to it over a socket pair, the zygote's fd 0.
+//!
+//! One request is one datagram: the container's directory as bytes, with the write end
+//! of a pipe attached (SCM_RIGHTS). The forked monitor has that pipe as stdout and
+//! answers on it exactly as a spawned one does (`ok PID` or `err CODE MESSAGE`, see
+//! [`crate::monitor`]); the pipe reaches end of file once the monitor has answered. The
+//! zygote reaps nothing itself (SIGCHLD ignored) and exits when the daemon's end closes,
+//! whether the daemon exits or is killed; the monitors it forked live on, detached.
+
+use std::ffi::OsStr;
+use std::io::{self, IoSlice, IoSliceMut, Read};
+use std::mem::MaybeUninit;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
+
+use rustix::net::{
+    RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, SendAncillaryBuffer,
+    SendAncillaryMessage, SendFlags,
+};
+
+/// The longest directory a request may carry.
+const MAX_REQUEST: usize = 4096;
+
+/// Serves requests on fd 0 until the daemon's end closes; returns the exit code.
+pub fn main() -> i32 {
+    // SAFETY: setting a signal disposition in a single-threaded process.
+    unsafe { libc::signal(libc::SIGCHLD, libc::SIG_IGN) };
+    // SAFETY: fd 0 is the socket the daemon gave us; nothing else owns it.
+    let sock = unsafe { OwnedFd::from_raw_fd(0) };
+    let mut buf = vec![0u8; MAX_REQUEST];
+    loop {
+        let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
+        let mut control = RecvAncillaryBuffer::new(&mut space);
+        let got = match rustix::net::recvmsg(
+            &sock,
+            &mut [IoSliceMut::new(&mut buf)],
+            &mut control,
+            RecvFlags::CMSG_CLOEXEC,
+        ) {
+            Ok(got) => got,
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(_) => return 0,
+        };
+        let mut reply = None;
+        for msg in control.drain() {
+            if let RecvAncillaryMessage::ScmRights(mut fds) = msg {
+                reply = fds.next();
+            }
+        }
+        if got.bytes == 0 && reply.is_none() {
+            return 0; // the daemon is gone
+        }
+        let Some(reply) = reply else { continue };
+        if got.flags.contains(rustix::net::ReturnFlags::TRUNC) {
+            answer(&reply, "err 125 the container's directory path is too long");
+            continue;
+        }
+        let dir = PathBuf::from(OsStr::from_bytes(&buf[..got.bytes]));
+        // SAFETY: this process is single-threaded, so the child may run anything.
+        match unsafe { libc::fork() } {
+            0 => {
+                drop(sock);
+                std::process::exit(monitor_child(&dir, reply));
+            }
+            -1 => answer(
+                &reply,
+                &format!(
+                    "err 125 cannot fork the monitor: {}",
+                    io::Error::last_os_error()
+                ),
+            ),
+            _ => {} // our copy of the reply pipe closes here
+        }
+    }
+}
+
+fn answer(reply: &OwnedFd, line: &str) {
+    let _ = rustix::io::write(reply, format!("{line}\n").as_bytes());
+}
+
+/// The forked child: given the stdio and working directory a spawned monitor has, it
+/// becomes the monitor.
+fn monitor_child(dir: &Path, reply: OwnedFd) -> i32 {
+    // SAFETY: plain syscalls on descriptors we own; the monitor waits for its children,
+    // which needs SIGCHLD's default disposition back.
+    unsafe {
+        libc::signal(libc::SIGCHLD, libc::SIG_DFL);
+        libc::dup2(reply.as_raw_fd(), 1);
+    }
+    drop(reply);
+    if let Ok(null) = std::fs::File::options()
+        .read(true)
+        .write(true)
+        .open("/dev/null")
+    {
+        // SAFETY: as above.
+        unsafe {
+            libc::dup2(null.as_raw_fd(), 0);
+            libc::dup2(null.as_raw_fd(), 2);
+        }
+    }
+    if let Err(e) = std::env::set_current_dir(dir) {
+        println!("err 125 cannot enter {}: {e}", dir.display());
+        return 1;
+    }
+    set_cmdline(b"pier\0__monitor\0");
+    crate::monitor::run(dir)
+}
+
+/// What the zygote is called: as long as `__monitor` or longer, so that a monitor can
+/// write its own name over it (see [`set_cmdline`]).
+pub const ARG: &str = "__monitor-zygote";
+
+/// Makes /proc/self/cmdline read as a spawned monitor's does (`pier __monitor`): `ps`
+/// shows it, the daemon recognises its monitors by it, and `--init` shows it inside the
+/// container. The new arguments are written over the inherited ones, in place, as
+/// setproctitle does (renaming through prctl needs CAP_SYS_RESOURCE, which a daemon may
+/// lack); the rest of the old area is zeroed.
+fn set_cmdline(args: &[u8]) {
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+        return;
+    };
+    // Fields after the command name in parentheses; arg_start and arg_end are the 48th
+    // and 49th fields of the line, the 46th and 47th after the name.
+    let Some((_, rest)) = stat.rsplit_once(')') else {
+        return;
+    };
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let (Some(Ok(start)), Some(Ok(end))) = (
+        fields.get(45).map(|f| f.parse::<usize>()),
+        fields.get(46).map(|f| f.parse::<usize>()),
+    ) else {
+        return;
+    };
+    if start == 0 || end < start || args.len() > end - start {
+        return;
+    }
+    // SAFETY: [start, end) is this process's own argument area on its stack, readable
+    // and writable, which nothing reads after the start (std's arguments were taken).
+    unsafe {
+        let area = std::slice::from_raw_parts_mut(start as *mut u8, end - start);
+        area.fill(0);
+        area[..args.len()].copy_from_slice(args);
+    }
+}
+
+/// The daemon's handle on its zygote, started on first use and again if it died.
+pub struct Zygote {
+    exe: PathBuf,
+    running: Mutex<Option<(Child, OwnedFd)>>,
+}
+
+impl Zygote {
+    /// A zygote that will run `exe` (the `pier` binary).
+    pub fn new(exe: PathBuf) -> Self {
+        Zygote {
+            exe,
+            running: Mutex::new(None),
+        }
+    }
+
+    /// Starts the monitor of the container in `dir`; returns its answer line. Blocks
+    /// until the monitor has answered.
+    pub fn start_monitor(&self, dir: &Path) -> io::Result<String> {
+        let (r, w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)?;
+        self.send(dir, w)?;
+        let mut out = String::new();
+        std::fs::File::from(r).read_to_string(&mut out)?;
+        Ok(out.trim().to_string())
+    }
+
+    fn send(&self, dir: &Path, reply: OwnedFd) -> io::Result<()> {
+        let bytes = dir.as_os_str().as_bytes();
+        if bytes.len() >= MAX_REQUEST {
+            return Err(io::Error::other(
+                "the container's directory path is too long",
+            ));
+        }
+        let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
+        let mut last = None;
+        for _ in 0..2 {
+            if running.is_none() {
+                *running = Some(self.spawn()?);
+            }
+            let Some((_, sock)) = running.as_ref() else {
+                continue;
+            };
+            let fds = [std::os::fd::AsFd::as_fd(&reply)];
+            let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
+            let mut control = SendAncillaryBuffer::new(&mut space);
+            control.push(SendAncillaryMessage::ScmRights(&fds));
+            match rustix::net::sendmsg(
+                sock,
+                &[IoSlice::new(bytes)],
+                &mut control,
+                SendFlags::NOSIGNAL,
+            ) {
+                Ok(_) => return Ok(()),
+                Err(e) => {
+                    // The zygote died (killed, or out of memory): reap it, start another.
+                    if let Some((mut child, _)) = running.take() {
+                        let _ = child.kill();
+                        let _ = child.wait();
+                    }
+                    last = Some(io::Error::from(e));
+                }
+            }
+        }
+        Err(last.unwrap_or_else(|| io::Error::other("the monitor zygote is gone")))
+    }
+
+    fn spawn(&self) -> io::Result<(Child, OwnedFd)> {
+        let (ours, theirs) = rustix::net::socketpair(
+            rustix::net::AddressFamily::UNIX,
+            rustix::net::SocketType::SEQPACKET,
+            rustix::net::SocketFlags::CLOEXEC,
+            None,
+        )?;
+        let child = Command::new(&self.exe)
+            .arg0("pier")
+            .arg(ARG)
+            .current_dir("/")
+            .stdin(Stdio::from(theirs))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()?;
+        Ok((child, ours))
+    }
+}
+
+impl Drop for Zygote {
+    fn drop(&mut self) {
+        let running = self.running.get_mut().unwrap_or_else(|e| e.into_inner());
+        if let Some((mut child, sock)) = running.take() {
+            drop(sock); // end of file: the zygote exits
+            let _ = child.wait();
+        }
+    }
+}
