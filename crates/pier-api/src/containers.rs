@@ -17,6 +17,74 @@ pub struct Ulimit {
     pub hard: u64,
 }
 
+/// One range of a user namespace's ID mapping (`--uidmap 0:100000:65536`): IDs
+/// `container_id..container_id+size` in the container are `host_id..host_id+size` on the
+/// host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct IdMap {
+    pub container_id: u32,
+    pub host_id: u32,
+    pub size: u32,
+}
+
+impl IdMap {
+    /// Parses `CONTAINER:HOST:SIZE`, as podman's `--uidmap` takes it.
+    pub fn parse(s: &str) -> Result<IdMap, String> {
+        let bad = || {
+            format!("invalid ID mapping {s:?}: use CONTAINER_ID:HOST_ID:SIZE, e.g. 0:100000:65536")
+        };
+        let parts: Vec<&str> = s.split(':').collect();
+        let [c, h, n] = parts.as_slice() else {
+            return Err(bad());
+        };
+        let num = |v: &str| v.trim().parse::<u32>().map_err(|_| bad());
+        Ok(IdMap {
+            container_id: num(c)?,
+            host_id: num(h)?,
+            size: num(n)?,
+        })
+    }
+
+    /// Checks a whole mapping as the kernel would take it: non-empty ranges that fit in
+    /// 32 bits and overlap neither on the container's side nor on the host's, at most 340
+    /// of them; `what` names it in messages (`--uidmap`).
+    pub fn check_all(maps: &[IdMap], what: &str) -> Result<(), String> {
+        if maps.len() > 340 {
+            return Err(format!("{what}: at most 340 ranges"));
+        }
+        for (i, m) in maps.iter().enumerate() {
+            if m.size == 0 {
+                return Err(format!(
+                    "{what} {}:{}:0: a range needs a size",
+                    m.container_id, m.host_id
+                ));
+            }
+            for (start, side) in [(m.container_id, "container"), (m.host_id, "host")] {
+                if u64::from(start) + u64::from(m.size) > u64::from(u32::MAX) {
+                    return Err(format!(
+                        "{what} {}:{}:{}: the {side} range passes the largest ID",
+                        m.container_id, m.host_id, m.size
+                    ));
+                }
+            }
+            for o in &maps[..i] {
+                let overlaps = |a: u32, b: u32| {
+                    let (a, b) = (u64::from(a), u64::from(b));
+                    a < b + u64::from(o.size) && b < a + u64::from(m.size)
+                };
+                if overlaps(m.container_id, o.container_id) || overlaps(m.host_id, o.host_id) {
+                    return Err(format!(
+                        "{what}: the ranges {}:{}:{} and {}:{}:{} overlap",
+                        o.container_id, o.host_id, o.size, m.container_id, m.host_id, m.size
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
 /// When the engine restarts a container that exited.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "kebab-case", tag = "name")]
@@ -76,6 +144,12 @@ pub struct ContainerCreate {
     pub storage_opts: BTreeMap<String, String>,
     pub read_only: bool,
     pub privileged: bool,
+    /// `--uidmap`: run in a user namespace of its own whose users are these host IDs, so
+    /// that the container's root is an unprivileged user on the host. Empty: the host's
+    /// user namespace.
+    pub uid_maps: Vec<IdMap>,
+    /// `--gidmap`: the same for groups; the uid mapping when empty and that is given.
+    pub gid_maps: Vec<IdMap>,
     pub cap_add: Vec<String>,
     pub cap_drop: Vec<String>,
     /// `seccomp=unconfined`, `no-new-privileges`, ...

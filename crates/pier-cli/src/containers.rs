@@ -90,6 +90,13 @@ pub struct CreateArgs {
     /// Give the container every capability and no masked paths.
     #[arg(long)]
     privileged: bool,
+    /// Run in a user namespace: CONTAINER_ID:HOST_ID:SIZE (repeatable), e.g.
+    /// 0:100000:65536 makes the container's root host user 100000.
+    #[arg(long, value_name = "MAPPING", value_parser = pier_api::containers::IdMap::parse)]
+    uidmap: Vec<pier_api::containers::IdMap>,
+    /// Group mappings as --uidmap (the same as --uidmap when not given).
+    #[arg(long, value_name = "MAPPING", value_parser = pier_api::containers::IdMap::parse)]
+    gidmap: Vec<pier_api::containers::IdMap>,
     #[arg(long)]
     cap_add: Vec<String>,
     #[arg(long)]
@@ -405,6 +412,8 @@ fn create_request(a: CreateArgs, auto_remove: bool) -> Result<ContainerCreate, C
         storage_opts: key_values(&a.storage_opt, "--storage-opt")?,
         read_only: a.read_only,
         privileged: a.privileged,
+        uid_maps: a.uidmap,
+        gid_maps: a.gidmap,
         cap_add: a.cap_add,
         cap_drop: a.cap_drop,
         security_opt,

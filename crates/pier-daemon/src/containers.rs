@@ -285,6 +285,24 @@ fn plan_mounts(req: &ContainerCreate, img: &serde_json::Value) -> ApiResult<Vec<
 /// Checks a create request before anything is made.
 fn validate(req: &ContainerCreate) -> ApiResult<()> {
     log_limits(&req.log_opts)?;
+    pier_api::containers::IdMap::check_all(&req.uid_maps, "--uidmap").map_err(invalid)?;
+    pier_api::containers::IdMap::check_all(&req.gid_maps, "--gidmap").map_err(invalid)?;
+    if req.uid_maps.is_empty() && !req.gid_maps.is_empty() {
+        return Err(invalid("--gidmap needs --uidmap as well"));
+    }
+    if !req.uid_maps.is_empty() {
+        if req.privileged {
+            return Err(invalid("--privileged gives the host's devices and kernel settings, which a user namespace cannot: use one or the other"));
+        }
+        if req.runtime.as_deref() == Some("runc") {
+            return Err(invalid("--uidmap is not available with --runtime runc: Pier maps the image's files with idmapped mounts, which this runc does not do"));
+        }
+        if !req.uid_maps.iter().any(|m| m.container_id == 0) {
+            return Err(invalid(
+                "--uidmap must map the container's root (ID 0), e.g. 0:100000:65536",
+            ));
+        }
+    }
     if let Some(n) = &req.name {
         if !valid_name(n) {
             return Err(invalid(format!("invalid container name {n:?}: use letters, digits, '_', '.' and '-', starting with a letter or digit")));
@@ -418,6 +436,23 @@ fn mounted(path: &Path) -> bool {
         .any(|l| l.split(' ').nth(4) == Some(&p))
 }
 
+/// Checks that an unprivileged user can reach `dir`: every directory above it must let
+/// others search it.
+fn searchable_by_others(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    for p in dir.ancestors().skip(1) {
+        let mode = fs::metadata(p)?.permissions().mode();
+        if mode & 0o001 == 0 {
+            return Err(std::io::Error::other(format!(
+                "{} is not searchable by other users, which the container's root is on the host; allow it with chmod o+x {}",
+                p.display(),
+                p.display()
+            )));
+        }
+    }
+    Ok(())
+}
+
 pub(crate) fn unmount(path: &Path) {
     while mounted(path) {
         if rustix::mount::unmount(path, rustix::mount::UnmountFlags::DETACH).is_err() {
@@ -436,6 +471,7 @@ impl Containers {
     ) -> std::io::Result<Arc<Self>> {
         let dir = root.join("containers");
         fs::create_dir_all(&dir)?;
+        fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o711))?;
         let trash = root.join("trash");
         fs::create_dir_all(&trash)?;
         let (events, _) = broadcast::channel(1024);
@@ -711,6 +747,27 @@ impl Containers {
                 fs::create_dir_all(dir.join(d))
                     .map_err(|e| internal(format!("cannot create {}: {e}", dir.display())))?;
             }
+            // Only the daemon reads a container's directory; in a user namespace the
+            // container's root group passes through it to the rootfs and bound files.
+            let (mode, group) = match c
+                .config
+                .gid_maps
+                .iter()
+                .chain(&c.config.uid_maps)
+                .find(|m| m.container_id == 0)
+            {
+                Some(m) => (0o710, Some(m.host_id)),
+                None => (0o700, None),
+            };
+            let perms = || -> std::io::Result<()> {
+                fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(mode))?;
+                if let Some(g) = group {
+                    std::os::unix::fs::chown(&dir, Some(0), Some(g))?;
+                    searchable_by_others(&dir)?;
+                }
+                Ok(())
+            };
+            perms().map_err(|e| invalid(format!("cannot run in a user namespace: {e}")))?;
             if let Some(limit) = layer_limit {
                 // The writable layer on a filesystem of its own, as large as allowed.
                 let fsdir = dir.join("layer");
@@ -863,29 +920,41 @@ impl Containers {
         Ok(())
     }
 
+    /// The directories of a container's overlay rootfs.
+    fn overlay_dirs(&self, c: &ContainerInspect) -> ApiResult<pier_runtime::state::OverlayDirs> {
+        let dir = self.cdir(&c.id);
+        let image = self.images.resolve(&c.project, c.image_id.as_str())?;
+        // An image may hold one layer twice (two build steps that changed the same
+        // nothing): overlayfs refuses a directory twice (ELOOP), and the upper copy hides
+        // the lower one anyway, so only the upper one is kept.
+        let mut seen = std::collections::HashSet::new();
+        let lower = image
+            .layers
+            .iter()
+            .rev()
+            .map(|l| self.images.layer_dir(&l.diff_id))
+            .filter(|d| seen.insert(d.clone()))
+            .collect();
+        Ok(pier_runtime::state::OverlayDirs {
+            lower,
+            upper: dir.join("upper"),
+            work: dir.join("work"),
+        })
+    }
+
     pub(crate) fn mount_rootfs(&self, c: &ContainerInspect) -> ApiResult<()> {
         let dir = self.cdir(&c.id);
         let rootfs = dir.join("rootfs");
         if mounted(&rootfs) {
             return Ok(());
         }
-        let image = self.images.resolve(&c.project, c.image_id.as_str())?;
-        // An image may hold one layer twice (two build steps that changed the same
-        // nothing): overlayfs refuses a directory twice (ELOOP), and the upper copy hides
-        // the lower one anyway, so only the upper one is kept.
-        let mut seen = std::collections::HashSet::new();
-        let lowers: Vec<String> = image
-            .layers
-            .iter()
-            .rev()
-            .map(|l| self.images.layer_dir(&l.diff_id).display().to_string())
-            .filter(|d| seen.insert(d.clone()))
-            .collect();
+        let dirs = self.overlay_dirs(c)?;
+        let lowers: Vec<String> = dirs.lower.iter().map(|d| d.display().to_string()).collect();
         let data = format!(
             "lowerdir={},upperdir={},workdir={}",
             lowers.join(":"),
-            dir.join("upper").display(),
-            dir.join("work").display()
+            dirs.upper.display(),
+            dirs.work.display()
         );
         rustix::mount::mount(
             "overlay",
@@ -1112,6 +1181,8 @@ impl Containers {
             cgroups_path: format!("/pier/{}", c.id),
             seccomp: None,
             init: req.init,
+            uid_maps: req.uid_maps.clone(),
+            gid_maps: req.gid_maps.clone(),
         };
         // Resolved against the capabilities the container ends up with.
         let caps = spec::capabilities(&input);
@@ -1130,6 +1201,11 @@ impl Containers {
             runtime: req.runtime.clone().unwrap_or_else(|| "pier".into()),
             tty: req.tty,
             stdin: req.interactive,
+            overlay: if req.uid_maps.is_empty() {
+                None
+            } else {
+                Some(self.overlay_dirs(c)?)
+            },
         };
         write_json(&dir.join("monitor.json"), &monitor)
             .map_err(|e| internal(format!("cannot write monitor.json: {e}")))

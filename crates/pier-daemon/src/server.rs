@@ -103,7 +103,10 @@ pub async fn run(mut config: DaemonConfig) -> Result<(), DaemonError> {
     fs::create_dir_all(&config.root).map_err(io("create", &config.root))?;
     // Absolute from here on: monitors are recognized by their working directory.
     config.root = fs::canonicalize(&config.root).map_err(io("resolve", &config.root))?;
-    fs::set_permissions(&config.root, fs::Permissions::from_mode(0o700))
+    // Others may pass through but not list: a container in a user namespace reaches its
+    // rootfs and files as an unprivileged host user (its own directory lets only that
+    // user's group in; see Containers::create).
+    fs::set_permissions(&config.root, fs::Permissions::from_mode(0o711))
         .map_err(io("set permissions of", &config.root))?;
     let _lock = lock_root(&config.root)?;
     if config.cgroup_favordynmods {

@@ -207,7 +207,9 @@ pub fn main(dir: &Path, request: &str) -> i32 {
 
     // Open every namespace first: after joining the mount namespace /proc is the
     // container's.
-    let kinds = ["ipc", "uts", "net", "pid", "cgroup", "mnt"];
+    // The network namespace first: the host may own it, and once in a container's user
+    // namespace this process could join only what that namespace owns.
+    let kinds = ["net", "user", "ipc", "uts", "pid", "cgroup", "mnt"];
     let mut fds = Vec::new();
     for k in kinds {
         match File::open(format!("/proc/{}/ns/{k}", req.pid)) {

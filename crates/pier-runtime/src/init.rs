@@ -112,7 +112,7 @@ fn propagation(options: &[String]) -> Option<libc::c_ulong> {
     })
 }
 
-fn mount_one(rootfs: &Path, m: &Mount, cgroup_v1: &[String]) -> Result<(), InitError> {
+fn mount_one(rootfs: &Path, m: &Mount, cgroup_v1: &[(String, PathBuf)]) -> Result<(), InitError> {
     let dest = resolve_in_root(rootfs, m.destination())
         .map_err(sys(format!("resolve {}", m.destination().display())))?;
     let options = m.options().clone().unwrap_or_default();
@@ -148,14 +148,7 @@ fn mount_one(rootfs: &Path, m: &Mount, cgroup_v1: &[String]) -> Result<(), InitE
         // Flags other than bind/rec only take effect on a remount.
         let extra = flags & !(libc::MS_REC);
         if extra != 0 {
-            mount(
-                None,
-                &dest,
-                None,
-                libc::MS_BIND | libc::MS_REMOUNT | extra,
-                None,
-            )
-            .map_err(sys(&what))?;
+            remount_bind(&dest, extra).map_err(sys(&what))?;
         }
     } else if fstype == "cgroup" {
         fs::create_dir_all(&dest).map_err(sys(&what))?;
@@ -172,24 +165,46 @@ fn mount_one(rootfs: &Path, m: &Mount, cgroup_v1: &[String]) -> Result<(), InitE
                 Some("mode=755"),
             )
             .map_err(sys(&what))?;
-            for c in cgroup_v1 {
+            for (c, group) in cgroup_v1 {
                 let sub = dest.join(c);
                 fs::create_dir_all(&sub).map_err(sys(&what))?;
-                mount(Some("cgroup"), &sub, Some("cgroup"), flags, Some(c))
-                    .map_err(sys(format!("{what} ({c})")))?;
+                match mount(Some("cgroup"), &sub, Some("cgroup"), flags, Some(c)) {
+                    Ok(()) => {}
+                    // In a user namespace v1 hierarchies cannot be mounted: the container's
+                    // own group is bound instead, as runc does.
+                    Err(e) if e.raw_os_error() == Some(libc::EPERM) => {
+                        mount(
+                            Some(&group.to_string_lossy()),
+                            &sub,
+                            None,
+                            libc::MS_BIND,
+                            None,
+                        )
+                        .map_err(sys(format!("{what} ({c})")))?;
+                        remount_bind(&sub, flags & !libc::MS_REC)
+                            .map_err(sys(format!("{what} ({c})")))?;
+                    }
+                    Err(e) => return Err(sys(format!("{what} ({c})"))(e)),
+                }
             }
-            // The host's named systemd hierarchy, as runc shows it too.
+            // The host's named systemd hierarchy, as runc shows it too (not in a user
+            // namespace, which may not mount it).
             if Path::new("/sys/fs/cgroup/systemd").is_dir() {
                 let sub = dest.join("systemd");
                 fs::create_dir_all(&sub).map_err(sys(&what))?;
-                mount(
+                match mount(
                     Some("cgroup"),
                     &sub,
                     Some("cgroup"),
                     flags,
                     Some("none,name=systemd"),
-                )
-                .map_err(sys(format!("{what} (systemd)")))?;
+                ) {
+                    Ok(()) => {}
+                    Err(e) if e.raw_os_error() == Some(libc::EPERM) => {
+                        let _ = fs::remove_dir(&sub);
+                    }
+                    Err(e) => return Err(sys(format!("{what} (systemd)"))(e)),
+                }
             }
             mount(
                 None,
@@ -220,14 +235,7 @@ fn mount_one(rootfs: &Path, m: &Mount, cgroup_v1: &[String]) -> Result<(), InitE
                     None,
                 )
                 .map_err(sys(&what))?;
-                mount(
-                    None,
-                    &dest,
-                    None,
-                    libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY,
-                    None,
-                )
-                .map_err(sys(&what))?;
+                remount_bind(&dest, libc::MS_RDONLY).map_err(sys(&what))?;
             }
             Err(e) => return Err(sys(&what)(e)),
         }
@@ -236,6 +244,36 @@ fn mount_one(rootfs: &Path, m: &Mount, cgroup_v1: &[String]) -> Result<(), InitE
         mount(None, &dest, None, p, None).map_err(sys(&what))?;
     }
     Ok(())
+}
+
+/// Remounts the bind mount at `dest` with `flags`. A mount that came from a more
+/// privileged mount namespace (the host's, seen from a user namespace) has its nosuid,
+/// nodev, noexec, read-only and atime flags locked: they are kept, as the kernel asks.
+fn remount_bind(dest: &Path, flags: libc::c_ulong) -> io::Result<()> {
+    let base = libc::MS_BIND | libc::MS_REMOUNT;
+    match mount(None, dest, None, base | flags, None) {
+        Err(e) if e.raw_os_error() == Some(libc::EPERM) => {
+            let st = rustix::fs::statvfs(dest)?;
+            let has = |f: rustix::fs::StatVfsMountFlags| st.f_flag.contains(f);
+            use rustix::fs::StatVfsMountFlags as F;
+            let mut locked = 0;
+            for (f, m) in [
+                (F::NOSUID, libc::MS_NOSUID),
+                (F::NODEV, libc::MS_NODEV),
+                (F::NOEXEC, libc::MS_NOEXEC),
+                (F::RDONLY, libc::MS_RDONLY),
+                (F::NOATIME, libc::MS_NOATIME),
+                (F::NODIRATIME, libc::MS_NODIRATIME),
+                (F::RELATIME, libc::MS_RELATIME),
+            ] {
+                if has(f) {
+                    locked |= m;
+                }
+            }
+            mount(None, dest, None, base | flags | locked, None)
+        }
+        r => r,
+    }
 }
 
 /// The device nodes every container gets, as Docker gives them.
@@ -261,10 +299,20 @@ fn make_devices(rootfs: &Path) -> Result<(), InitError> {
                 libc::makedev(major, minor),
             )
         };
-        check(ret).map_err(sys(format!("mknod /dev/{name}")))?;
-        // The umask trimmed the mode.
-        fs::set_permissions(&p, fs::Permissions::from_mode(0o666))
-            .map_err(sys(format!("chmod /dev/{name}")))?;
+        match check(ret) {
+            Ok(()) => {
+                // The umask trimmed the mode.
+                fs::set_permissions(&p, fs::Permissions::from_mode(0o666))
+                    .map_err(sys(format!("chmod /dev/{name}")))?;
+            }
+            // A user namespace may not make device nodes: the host's are bound, as runc does.
+            Err(e) if e.raw_os_error() == Some(libc::EPERM) => {
+                fs::File::create(&p).map_err(sys(format!("create /dev/{name}")))?;
+                mount(Some(&format!("/dev/{name}")), &p, None, libc::MS_BIND, None)
+                    .map_err(sys(format!("bind /dev/{name}")))?;
+            }
+            Err(e) => return Err(sys(format!("mknod /dev/{name}"))(e)),
+        }
     }
     for (link, target) in [
         ("fd", "/proc/self/fd"),
@@ -395,7 +443,7 @@ fn last_cap() -> u32 {
         .unwrap_or(40)
 }
 
-fn capset(effective: u64, permitted: u64, inheritable: u64) -> io::Result<()> {
+pub(crate) fn capset(effective: u64, permitted: u64, inheritable: u64) -> io::Result<()> {
     #[repr(C)]
     struct Header {
         version: u32,
@@ -429,7 +477,7 @@ fn capset(effective: u64, permitted: u64, inheritable: u64) -> io::Result<()> {
 }
 
 /// The permitted set of this process: a container never gets more than the engine has.
-fn own_permitted() -> u64 {
+pub(crate) fn own_permitted() -> u64 {
     let status = fs::read_to_string("/proc/self/status").unwrap_or_default();
     status
         .lines()
@@ -574,7 +622,13 @@ fn find_program(arg0: &str, env: &[String]) -> Result<PathBuf, InitError> {
 /// Everything from mounts to exec. Returns only on failure. With `console`, the
 /// container gets a terminal made in its own devpts, whose master goes to the monitor
 /// over that socket.
-pub fn run(spec: &Spec, cgroup_v1: &[String], console: Option<std::os::fd::OwnedFd>) -> InitError {
+/// Sets the container up and execs its process; returns only on failure. `cgroup_v1`:
+/// each v1 controller with the container's group in it (empty on v2).
+pub fn run(
+    spec: &Spec,
+    cgroup_v1: &[(String, PathBuf)],
+    console: Option<std::os::fd::OwnedFd>,
+) -> InitError {
     match setup(spec, cgroup_v1, console) {
         Ok(never) => match never {},
         Err(e) => e,
@@ -623,7 +677,7 @@ fn setup_console(console: &std::os::fd::OwnedFd, uid: u32, gid: u32) -> Result<(
 
 fn setup(
     spec: &Spec,
-    cgroup_v1: &[String],
+    cgroup_v1: &[(String, PathBuf)],
     console: Option<std::os::fd::OwnedFd>,
 ) -> Result<std::convert::Infallible, InitError> {
     let process = spec
@@ -643,6 +697,17 @@ fn setup(
             .any(|n| n.typ() == t && n.path().is_none())
     };
 
+    if has_ns(LinuxNamespaceType::User) {
+        // The monitor has written the mappings; this process is still the host's root,
+        // which the new namespace does not map. Becoming its root (a mapped user, with
+        // all capabilities in the namespace) makes what follows happen as that user.
+        // SAFETY: plain system calls in a single-threaded process.
+        check(unsafe { libc::setresgid(0, 0, 0) })
+            .map_err(sys("become the user namespace's root group"))?;
+        // SAFETY: as above.
+        check(unsafe { libc::setresuid(0, 0, 0) })
+            .map_err(sys("become the user namespace's root"))?;
+    }
     // Join a network namespace given by path.
     if let Some(ns) = namespaces
         .iter()
@@ -651,16 +716,23 @@ fn setup(
         let path = ns.path().clone().expect("checked");
         let f = fs::File::open(&path)
             .map_err(sys(format!("open network namespace {}", path.display())))?;
-        rustix::thread::move_into_link_name_space(
-            std::os::fd::AsFd::as_fd(&f),
-            Some(rustix::thread::LinkNameSpaceType::Network),
-        )
-        .map_err(|e| {
-            fail(
-                125,
-                format!("join network namespace {}: {e}", path.display()),
+        // In a user namespace the monitor joined it already (see monitor.rs).
+        let ours = fs::metadata("/proc/self/ns/net").map_err(sys("stat /proc/self/ns/net"))?;
+        let theirs = f.metadata().map_err(sys("stat the network namespace"))?;
+        use std::os::unix::fs::MetadataExt;
+        let joined = ours.dev() == theirs.dev() && ours.ino() == theirs.ino();
+        if !joined {
+            rustix::thread::move_into_link_name_space(
+                std::os::fd::AsFd::as_fd(&f),
+                Some(rustix::thread::LinkNameSpaceType::Network),
             )
-        })?;
+            .map_err(|e| {
+                fail(
+                    125,
+                    format!("join network namespace {}: {e}", path.display()),
+                )
+            })?;
+        }
     }
     if has_ns(LinuxNamespaceType::Cgroup) {
         // SAFETY: a new cgroup namespace changes no memory or file-descriptor state.
@@ -692,14 +764,8 @@ fn setup(
     pivot_root(&rootfs)?;
     mask_paths(spec)?;
     if root.readonly().unwrap_or(false) {
-        mount(
-            None,
-            Path::new("/"),
-            None,
-            libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY | libc::MS_REC,
-            None,
-        )
-        .map_err(sys("make the rootfs read-only"))?;
+        remount_bind(Path::new("/"), libc::MS_RDONLY | libc::MS_REC)
+            .map_err(sys("make the rootfs read-only"))?;
     }
 
     if let Some(console) = &console {

@@ -6,6 +6,7 @@
 //! - [`rootfs`]: paths resolved inside a container's root; `--user` lookup.
 //! - [`seccomp`]: Docker's default profile, resolved per container, compiled to BPF.
 //! - [`init`]: the container's setup in the cloned child, up to exec.
+//! - [`userns`]: `--uidmap`: the user namespace and the ID-mapped rootfs.
 //! - [`exec`]: `pier exec`: another process in a running container.
 //! - [`monitor`]: the per-container process that holds stdio and the exit status and
 //!   outlives the daemon.
@@ -26,4 +27,5 @@ pub mod rootfs;
 pub mod seccomp;
 pub mod spec;
 pub mod state;
+pub mod userns;
 pub mod zygote;

@@ -301,15 +301,14 @@ fn start(dir: &Path) -> Result<Started, (i32, String)> {
     cgroup
         .create(resources.as_ref())
         .map_err(|e| e125(format!("{e}: {}", e.source)))?;
-    let cgroup_v1: Vec<String> = match cgroup.layout {
+    // Controller names with the container's group in each.
+    let cgroup_v1: Vec<(String, std::path::PathBuf)> = match cgroup.layout {
         Layout::V1 => cgroup
             .dirs
             .iter()
             .filter_map(|d| {
-                d.parent()?
-                    .parent()?
-                    .file_name()
-                    .map(|f| f.to_string_lossy().into_owned())
+                let name = d.parent()?.parent()?.file_name()?;
+                Some((name.to_string_lossy().into_owned(), d.clone()))
             })
             .collect(),
         Layout::V2 => vec![],
@@ -364,8 +363,20 @@ fn start(dir: &Path) -> Result<Started, (i32, String)> {
             LinuxNamespaceType::Uts => libc::CLONE_NEWUTS,
             LinuxNamespaceType::Ipc => libc::CLONE_NEWIPC,
             LinuxNamespaceType::Network => libc::CLONE_NEWNET,
+            LinuxNamespaceType::User => libc::CLONE_NEWUSER,
             _ => 0, // cgroup: unshared by init after it joins its cgroup
         } as libc::c_ulong;
+    }
+    let id_maps = (flags & libc::CLONE_NEWUSER as libc::c_ulong != 0).then(|| {
+        let linux = spec.linux().clone().unwrap_or_default();
+        let uids = linux.uid_mappings().clone().unwrap_or_default();
+        let gids = linux.gid_mappings().clone().unwrap_or_default();
+        (uids, gids)
+    });
+    if let Some((uids, gids)) = &id_maps {
+        if let Err(m) = enter_user_namespace_setup(&spec, &config, uids, gids) {
+            return Err(fail_early(m));
+        }
     }
     if let Err(e) = LogWriter::open(
         &dir.join("container.log"),
@@ -397,6 +408,16 @@ fn start(dir: &Path) -> Result<Started, (i32, String)> {
     }
     drop((go_r, fail_w, child_stdio));
     let console = console.map(|(ours, _)| ours);
+    if let Some((uids, gids)) = &id_maps {
+        if let Err(e) = crate::userns::write_maps(pid, uids, gids) {
+            // SAFETY: killing and reaping the child we just created.
+            unsafe {
+                libc::kill(pid, libc::SIGKILL);
+                libc::waitpid(pid, std::ptr::null_mut(), 0);
+            }
+            return Err(fail_early(format!("user namespace: {e}")));
+        }
+    }
 
     if let Err(e) = cgroup.add(pid) {
         // SAFETY: killing and reaping the child we just created.
@@ -461,9 +482,49 @@ fn receive_fd(sock: &OwnedFd) -> io::Result<OwnedFd> {
 }
 
 /// The cloned child: wire stdio, wait for the cgroup, set up, exec.
+/// What a container in a user namespace needs before its init is cloned: the rootfs
+/// mounted again through ID-mapped layers, and the network namespace given by path joined
+/// here (the host owns it, so the init could not join it from its own user namespace).
+fn enter_user_namespace_setup(
+    spec: &Spec,
+    config: &MonitorConfig,
+    uids: &[oci_spec::runtime::LinuxIdMapping],
+    gids: &[oci_spec::runtime::LinuxIdMapping],
+) -> Result<(), String> {
+    let (Some(root_uid), Some(root_gid)) = (
+        crate::userns::host_root(uids),
+        crate::userns::host_root(gids),
+    ) else {
+        return Err("user namespace: the mappings must map the container's root (ID 0)".into());
+    };
+    if let (Some(dirs), Some(root)) = (&config.overlay, spec.root()) {
+        let ns =
+            crate::userns::mapping_fd(uids, gids).map_err(|e| format!("user namespace: {e}"))?;
+        crate::userns::mount_rootfs(root.path(), dirs, &ns, root_uid, root_gid)
+            .map_err(|e| format!("user namespace: {e}"))?;
+    }
+    let namespaces = spec
+        .linux()
+        .as_ref()
+        .and_then(|l| l.namespaces().clone())
+        .unwrap_or_default();
+    for ns in &namespaces {
+        if let (LinuxNamespaceType::Network, Some(path)) = (ns.typ(), ns.path()) {
+            let f = File::open(path)
+                .map_err(|e| format!("open network namespace {}: {e}", path.display()))?;
+            rustix::thread::move_into_link_name_space(
+                std::os::fd::AsFd::as_fd(&f),
+                Some(rustix::thread::LinkNameSpaceType::Network),
+            )
+            .map_err(|e| format!("join network namespace {}: {e}", path.display()))?;
+        }
+    }
+    Ok(())
+}
+
 fn child(
     spec: &Spec,
-    cgroup_v1: &[String],
+    cgroup_v1: &[(String, std::path::PathBuf)],
     go: OwnedFd,
     fail: OwnedFd,
     stdio: Vec<Option<OwnedFd>>,

@@ -164,6 +164,9 @@ pub struct SpecInput {
     pub seccomp: Option<Value>,
     /// Run a minimal init as PID 1 that reaps zombies (`--init`).
     pub init: bool,
+    /// A user namespace of its own with these mappings when not empty.
+    pub uid_maps: Vec<pier_api::containers::IdMap>,
+    pub gid_maps: Vec<pier_api::containers::IdMap>,
 }
 
 /// The capability set for a spec: the defaults (all with `--privileged`), minus
@@ -210,6 +213,9 @@ pub fn build(input: &SpecInput) -> Result<oci_spec::runtime::Spec, serde_json::E
         NetMode::None => namespaces.push(json!({"type": "network"})),
         NetMode::Host => {}
         NetMode::Path(p) => namespaces.push(json!({"type": "network", "path": p})),
+    }
+    if !input.uid_maps.is_empty() {
+        namespaces.push(json!({"type": "user"}));
     }
     let sys_ro = input.net != Some(NetMode::Host) && !input.privileged;
     let mut mounts = vec![
@@ -294,6 +300,22 @@ pub fn build(input: &SpecInput) -> Result<oci_spec::runtime::Spec, serde_json::E
         },
     });
     let mut spec = spec;
+    if !input.uid_maps.is_empty() {
+        let maps = |m: &[pier_api::containers::IdMap]| -> Vec<Value> {
+            m.iter()
+                .map(
+                    |m| json!({"containerID": m.container_id, "hostID": m.host_id, "size": m.size}),
+                )
+                .collect()
+        };
+        let gids = if input.gid_maps.is_empty() {
+            &input.uid_maps
+        } else {
+            &input.gid_maps
+        };
+        spec["linux"]["uidMappings"] = json!(maps(&input.uid_maps));
+        spec["linux"]["gidMappings"] = json!(maps(gids));
+    }
     if input.init {
         spec["annotations"] = json!({ crate::init::INIT_ANNOTATION: "true" });
     }

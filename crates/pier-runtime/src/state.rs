@@ -33,6 +33,19 @@ pub struct MonitorConfig {
     /// Keep the container's stdin open for attached clients (`-i`).
     #[serde(default)]
     pub stdin: bool,
+    /// For a container in a user namespace: the directories of its rootfs, which the
+    /// monitor mounts again through ID-mapped mounts (see [`crate::userns`]).
+    #[serde(default)]
+    pub overlay: Option<OverlayDirs>,
+}
+
+/// The directories an overlay rootfs is made of.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct OverlayDirs {
+    /// Image layers, the top one first.
+    pub lower: Vec<std::path::PathBuf>,
+    pub upper: std::path::PathBuf,
+    pub work: std::path::PathBuf,
 }
 
 fn default_runtime() -> String {

@@ -1118,3 +1118,149 @@ fn daemon_sets_cgroup_favordynmods() {
         cgroup2().unwrap()
     );
 }
+
+#[test]
+fn user_namespace_maps_root_to_an_unprivileged_host_user() {
+    use std::os::unix::fs::PermissionsExt;
+    let d = with_busybox();
+    // Bad mappings are refused before anything exists.
+    for (args, says) in [
+        (vec!["--uidmap", "0:100000"], "CONTAINER_ID:HOST_ID:SIZE"),
+        (vec!["--uidmap", "1:100000:10"], "map the container's root"),
+        (
+            vec!["--uidmap", "0:100000:100", "--uidmap", "50:200000:10"],
+            "overlap",
+        ),
+        (vec!["--uidmap", "0:100000:0"], "needs a size"),
+        (
+            vec!["--uidmap", "0:100000:65536", "--privileged"],
+            "one or the other",
+        ),
+    ] {
+        let mut a = vec!["run", "--rm"];
+        a.extend(args);
+        a.extend(["bb", "true"]);
+        let err = d.fails(&a);
+        assert!(err.contains(says), "{a:?}: {err}");
+    }
+    // The container's root must reach its rootfs as an unprivileged host user: a state
+    // directory under a private one is named, with the fix.
+    let parent = d.root.parent().unwrap().to_path_buf();
+    std::fs::set_permissions(&parent, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let err = d.fails(&["run", "--rm", "--uidmap", "0:100000:65536", "bb", "true"]);
+    assert!(err.contains("chmod o+x"), "{err}");
+    assert_eq!(d.ok(&["ps", "-aq"]), "");
+    std::fs::set_permissions(&parent, std::fs::Permissions::from_mode(0o711)).unwrap();
+
+    // A host file only the host's root may read, bound into two containers.
+    let secret_dir = parent.join("secret");
+    std::fs::create_dir(&secret_dir).unwrap();
+    std::fs::write(secret_dir.join("key"), "s3cret").unwrap();
+    std::fs::set_permissions(
+        secret_dir.join("key"),
+        std::fs::Permissions::from_mode(0o600),
+    )
+    .unwrap();
+    let bind = format!("{}:/secret", secret_dir.display());
+
+    d.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "u",
+        "--uidmap",
+        "0:100000:65536",
+        "-v",
+        &bind,
+        "bb",
+        "sh",
+        "-c",
+        "echo data > /root/f; sleep 1000",
+    ]);
+    let info = d.json(&["inspect", "u"]);
+    let pid = info[0]["state"]["pid"].as_i64().unwrap();
+    let id = info[0]["id"].as_str().unwrap().to_string();
+    // On the host the container's root is user 100000...
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    assert!(
+        status
+            .lines()
+            .any(|l| l.split_whitespace().collect::<Vec<_>>()
+                == ["Uid:", "100000", "100000", "100000", "100000"]),
+        "{status}"
+    );
+    // ...and inside it is root, with Docker's capabilities, over the image's files.
+    assert_eq!(d.ok(&["exec", "u", "id", "-u"]), "0\n");
+    assert_eq!(
+        d.ok(&["exec", "u", "cat", "/proc/self/uid_map"])
+            .split_whitespace()
+            .collect::<Vec<_>>(),
+        ["0", "100000", "65536"]
+    );
+    assert_eq!(
+        d.ok(&["exec", "u", "stat", "-c", "%u:%g", "/etc/passwd"]),
+        "0:0\n"
+    );
+    assert_eq!(
+        d.ok(&["exec", "u", "grep", "CapEff", "/proc/self/status"]),
+        "CapEff:\t00000000a80425fb\n"
+    );
+    wait_until("the container wrote its file", || {
+        d.ok(&["exec", "u", "cat", "/root/f"]) == "data\n"
+    });
+    // The host's root-only file stays out of reach of the container's root, which a
+    // container without a user namespace reads.
+    let (code, _) = try_run(&d, &["exec", "u", "cat", "/secret/key"]);
+    assert_ne!(code, 0, "the container's root read a host root-only file");
+    assert_eq!(
+        d.ok(&["run", "--rm", "-v", &bind, "bb", "cat", "/secret/key"]),
+        "s3cret"
+    );
+    // What it wrote is on disk with the container's IDs, so commit carries them as is.
+    let written = d.root.join("containers").join(&id).join("upper/root/f");
+    let meta = std::fs::metadata(&written).unwrap();
+    assert_eq!(
+        (
+            std::os::unix::fs::MetadataExt::uid(&meta),
+            std::os::unix::fs::MetadataExt::gid(&meta)
+        ),
+        (0, 0)
+    );
+    d.ok(&["stop", "-t", "1", "u"]);
+    d.ok(&["commit", "u", "from-userns:1"]);
+    assert_eq!(
+        d.ok(&[
+            "run",
+            "--rm",
+            "from-userns:1",
+            "stat",
+            "-c",
+            "%u %n",
+            "/root/f"
+        ]),
+        "0 /root/f\n"
+    );
+    // Started again, it is mapped again; then removed, it leaves nothing.
+    d.ok(&["start", "u"]);
+    assert_eq!(d.ok(&["exec", "u", "id", "-u"]), "0\n");
+    d.ok(&["rm", "-f", "u"]);
+    // A one-shot run, without a network of its own and with one.
+    assert_eq!(
+        d.ok(&[
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            "--uidmap",
+            "0:200000:65536",
+            "bb",
+            "sh",
+            "-c",
+            "id -u; cat /proc/self/gid_map"
+        ])
+        .split_whitespace()
+        .collect::<Vec<_>>(),
+        ["0", "0", "200000", "65536"]
+    );
+    assert_eq!(d.ok(&["ps", "-aq"]), "");
+}
