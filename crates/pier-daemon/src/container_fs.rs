@@ -328,7 +328,7 @@ impl Containers {
         project: &ProjectName,
         name: &str,
         path: &str,
-        input: impl Read,
+        mut input: impl Read,
     ) -> ApiResult<()> {
         if !path.starts_with('/') {
             return Err(invalid(format!(
@@ -360,8 +360,11 @@ impl Containers {
                 .prefix(".pier-cp-")
                 .tempdir_in(&dir)
                 .map_err(io_fail("stage the copy"))?;
-            pier_image::unpack::unpack_layer(input, staging.path(), &Default::default())
+            pier_image::unpack::unpack_layer(&mut input, staging.path(), &Default::default())
                 .map_err(|e| invalid(format!("the archive cannot be copied in: {e}")))?;
+            // What follows the archive's end (tar pads to whole records) is read too: an
+            // answer with it unread closes the connection under a client still writing.
+            let _ = std::io::copy(&mut (&mut input).take(1 << 20), &mut std::io::sink());
             for entry in fs::read_dir(staging.path())
                 .map_err(io_fail("read the staged copy"))?
                 .flatten()

@@ -76,6 +76,8 @@ pub struct Containers {
     exe: PathBuf,
     /// Forks the containers' monitors.
     zygote: pier_runtime::zygote::Zygote,
+    /// Seccomp profiles compiled to BPF, by the profile's JSON.
+    seccomp_cache: Mutex<HashMap<String, Arc<Vec<u8>>>>,
     pub networks: Arc<Networks>,
     pub volumes: Arc<Volumes>,
 }
@@ -487,6 +489,7 @@ impl Containers {
             reserved_names: Mutex::new(std::collections::HashSet::new()),
             exe: std::env::current_exe()?,
             zygote: pier_runtime::zygote::Zygote::new(std::env::current_exe()?),
+            seccomp_cache: Mutex::new(HashMap::new()),
             networks,
             volumes,
         }))
@@ -828,8 +831,13 @@ impl Containers {
             return Err(e);
         }
         let t_files = t0.elapsed();
-        // A `--rm` container that is not running when the daemon starts is removed (see
-        // `restore`), so a crash losing its record loses nothing; others wait for the disk.
+        // A `--rm` container's record is written without waiting for the disk: a crash
+        // may lose it, and its directory keeps a copy from which `restore` adopts it if
+        // it runs; if it does not, nothing is lost, as it would be removed. Others wait.
+        if c.config.auto_remove {
+            write_json(&dir.join(RECORD_COPY), &Record::from(&c))
+                .map_err(|e| internal(format!("cannot write {RECORD_COPY}: {e}")))?;
+        }
         self.save_with(&c, !c.config.auto_remove)?;
         self.emit(&c, "create", &[]);
         tracing::debug!(container = %c.id, files_us = t_files.as_micros() as u64, total_us = t0.elapsed().as_micros() as u64, "created");
@@ -920,6 +928,29 @@ impl Containers {
         Ok(())
     }
 
+    /// A seccomp profile compiled to BPF: each distinct profile once (most containers
+    /// share Docker's default, resolved for the default capabilities).
+    fn compiled_seccomp(
+        &self,
+        profile: &oci_spec::runtime::LinuxSeccomp,
+    ) -> ApiResult<Arc<Vec<u8>>> {
+        let json =
+            serde_json::to_value(profile).map_err(|e| internal(format!("seccomp profile: {e}")))?;
+        let key = json.to_string();
+        let mut cache = self.seccomp_cache.lock().unwrap();
+        if let Some(b) = cache.get(&key) {
+            return Ok(b.clone());
+        }
+        let filter = pier_runtime::seccomp::compile(&json)
+            .map_err(|e| invalid(format!("the seccomp profile cannot be used: {e}")))?;
+        let bytes = Arc::new(pier_runtime::seccomp::to_bytes(&filter));
+        if cache.len() >= 64 {
+            cache.clear();
+        }
+        cache.insert(key, bytes.clone());
+        Ok(bytes)
+    }
+
     /// The directories of a container's overlay rootfs.
     fn overlay_dirs(&self, c: &ContainerInspect) -> ApiResult<pier_runtime::state::OverlayDirs> {
         let dir = self.cdir(&c.id);
@@ -939,6 +970,12 @@ impl Containers {
             lower,
             upper: dir.join("upper"),
             work: dir.join("work"),
+            // What a `--rm` container writes goes with it: overlayfs need not sync it to
+            // disk, which it would do at every unmount (a sync of the whole filesystem
+            // under it, about a millisecond here). Not in a user namespace: overlayfs
+            // refuses it over ID-mapped layers, and a volatile mount leaves a mark in the
+            // work directory that a mount without it refuses.
+            volatile: c.config.auto_remove && c.config.uid_maps.is_empty(),
         })
     }
 
@@ -951,10 +988,11 @@ impl Containers {
         let dirs = self.overlay_dirs(c)?;
         let lowers: Vec<String> = dirs.lower.iter().map(|d| d.display().to_string()).collect();
         let data = format!(
-            "lowerdir={},upperdir={},workdir={}",
+            "lowerdir={},upperdir={},workdir={}{}",
             lowers.join(":"),
             dirs.upper.display(),
-            dirs.work.display()
+            dirs.work.display(),
+            if dirs.volatile { ",volatile" } else { "" }
         );
         rustix::mount::mount(
             "overlay",
@@ -1194,6 +1232,15 @@ impl Containers {
             .map_err(|e| internal(format!("the runtime spec is invalid: {e}")))?;
         spec.save(dir.join("config.json"))
             .map_err(|e| internal(format!("cannot write config.json: {e}")))?;
+        if let Some(profile) = spec.linux().as_ref().and_then(|l| l.seccomp().as_ref()) {
+            let bpf = self.compiled_seccomp(profile)?;
+            fs::write(dir.join(pier_runtime::seccomp::COMPILED), &*bpf).map_err(|e| {
+                internal(format!(
+                    "cannot write {}: {e}",
+                    pier_runtime::seccomp::COMPILED
+                ))
+            })?;
+        }
         let monitor = MonitorConfig {
             id: c.id.clone(),
             log_max_bytes: log_limits(&req.log_opts)?.0,
@@ -1746,6 +1793,30 @@ impl Containers {
             }
         }
         Ok(())
+    }
+
+    /// A running `--rm` container whose record a crash lost (it is written lazily): its
+    /// directory's copy of the record becomes the record again. Returns whether it was.
+    fn adopt_unrecorded(self: &Arc<Self>, dir: &Path) -> ApiResult<bool> {
+        let Some(Record(mut c)) = read_json::<Record>(&dir.join(RECORD_COPY)) else {
+            return Ok(false);
+        };
+        let Some(s) = read_json::<Running>(&dir.join("state.json")) else {
+            return Ok(false);
+        };
+        if c.id != dir.file_name().unwrap_or_default().to_string_lossy()
+            || !monitor_alive(s.monitor_pid, dir)
+        {
+            return Ok(false);
+        }
+        c.state.status = ContainerStatus::Running;
+        c.state.pid = Some(s.pid);
+        c.state.monitor_pid = Some(s.monitor_pid);
+        c.state.started_at = Some(s.started_at);
+        self.save(&c)?;
+        tracing::info!(container = %c.id, "adopted a running container whose record was lost");
+        self.watch_exit(&c);
+        Ok(true)
     }
 
     /// Takes a removed container's directory out of the way at once (a rename) and
@@ -2448,6 +2519,9 @@ impl Containers {
         if let Ok(rd) = fs::read_dir(&self.dir) {
             for e in rd.flatten() {
                 let id = e.file_name().to_string_lossy().into_owned();
+                if !known.contains(&id) && self.adopt_unrecorded(&e.path())? {
+                    continue;
+                }
                 if !known.contains(&id) {
                     unmount(&e.path().join("rootfs"));
                     unmount(&e.path().join("layer"));
@@ -2626,6 +2700,9 @@ pub fn parse_signal(s: &str) -> ApiResult<i32> {
 /// The stored form of a container.
 #[derive(serde::Serialize, serde::Deserialize)]
 struct Record(ContainerInspect);
+
+/// A copy of a `--rm` container's record in its directory (see `Containers::create`).
+const RECORD_COPY: &str = "record.json";
 
 impl From<&ContainerInspect> for Record {
     fn from(c: &ContainerInspect) -> Self {

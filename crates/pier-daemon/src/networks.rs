@@ -814,9 +814,9 @@ impl Networks {
                 gone.push(l);
             }
         }
-        if !b.is_empty() {
-            b.commit(self.db.as_ref())?;
-        }
+        // Without waiting for the disk: a release a crash loses leaves a lease of a
+        // container that does not run, which `reconcile` removes.
+        b.commit_lazy(self.db.as_ref())?;
         Ok(gone)
     }
 

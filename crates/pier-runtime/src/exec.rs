@@ -173,6 +173,10 @@ pub fn main(dir: &Path, request: &str) -> i32 {
         Ok(s) => s,
         Err(e) => return die(125, format!("cannot read the container's spec: {e}")),
     };
+    // Read while the host's files are in sight, before joining the container's mounts.
+    let compiled = std::fs::read(dir.join(crate::seccomp::COMPILED))
+        .ok()
+        .and_then(|b| crate::seccomp::from_bytes(&b));
     let Some(config) = read_json::<MonitorConfig>(&dir.join("monitor.json")) else {
         return die(125, "cannot read monitor.json");
     };
@@ -296,7 +300,7 @@ pub fn main(dir: &Path, request: &str) -> i32 {
             // SAFETY: duplicating a valid descriptor onto stdin.
             unsafe { libc::dup2(std::os::fd::AsRawFd::as_raw_fd(&null), 0) };
         }
-        let e = match crate::init::finish(&spec) {
+        let e = match crate::init::finish(&spec, compiled.as_deref()) {
             Ok(never) => match never {},
             Err(e) => e,
         };

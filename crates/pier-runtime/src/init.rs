@@ -628,8 +628,9 @@ pub fn run(
     spec: &Spec,
     cgroup_v1: &[(String, PathBuf)],
     console: Option<std::os::fd::OwnedFd>,
+    seccomp: Option<&[crate::seccomp::Insn]>,
 ) -> InitError {
-    match setup(spec, cgroup_v1, console) {
+    match setup(spec, cgroup_v1, console, seccomp) {
         Ok(never) => match never {},
         Err(e) => e,
     }
@@ -679,6 +680,7 @@ fn setup(
     spec: &Spec,
     cgroup_v1: &[(String, PathBuf)],
     console: Option<std::os::fd::OwnedFd>,
+    seccomp: Option<&[crate::seccomp::Insn]>,
 ) -> Result<std::convert::Infallible, InitError> {
     let process = spec
         .process()
@@ -786,12 +788,16 @@ fn setup(
         fs::create_dir_all(cwd)
             .map_err(sys(format!("create working directory {}", cwd.display())))?;
     }
-    finish(spec)
+    finish(spec, seccomp)
 }
 
 /// The last steps, shared by a container's init and by `exec`: rlimits, seccomp, user and
 /// capabilities, working directory, exec. Returns only on failure.
-pub fn finish(spec: &Spec) -> Result<std::convert::Infallible, InitError> {
+/// `seccomp`: the spec's filter compiled already (see [`crate::seccomp::COMPILED`]).
+pub fn finish(
+    spec: &Spec,
+    seccomp: Option<&[crate::seccomp::Insn]>,
+) -> Result<std::convert::Infallible, InitError> {
     let process = spec
         .process()
         .as_ref()
@@ -819,12 +825,19 @@ pub fn finish(spec: &Spec) -> Result<std::convert::Infallible, InitError> {
     let cwd = process.cwd();
     // Seccomp last but for the user and capability changes, which the filter allows;
     // installing it still needs the CAP_SYS_ADMIN init has until then.
-    if let Some(seccomp) = linux.seccomp() {
-        let json = serde_json::to_value(seccomp)
-            .map_err(|e| fail(125, format!("seccomp profile: {e}")))?;
-        let filter = crate::seccomp::compile(&json)
-            .map_err(|e| fail(125, format!("seccomp profile: {e}")))?;
-        crate::seccomp::install(&filter).map_err(sys("install the seccomp filter"))?;
+    if let Some(profile) = linux.seccomp() {
+        let compiled;
+        let filter = match seccomp {
+            Some(f) => f,
+            None => {
+                let json = serde_json::to_value(profile)
+                    .map_err(|e| fail(125, format!("seccomp profile: {e}")))?;
+                compiled = crate::seccomp::compile(&json)
+                    .map_err(|e| fail(125, format!("seccomp profile: {e}")))?;
+                &compiled
+            }
+        };
+        crate::seccomp::install(filter).map_err(sys("install the seccomp filter"))?;
     }
     set_user_and_caps(spec)?;
     std::env::set_current_dir(cwd)

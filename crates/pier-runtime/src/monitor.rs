@@ -378,6 +378,10 @@ fn start(dir: &Path) -> Result<Started, (i32, String)> {
             return Err(fail_early(m));
         }
     }
+    // The daemon's compiled filter, if it left one and it is whole; else init compiles.
+    let seccomp = std::fs::read(dir.join(crate::seccomp::COMPILED))
+        .ok()
+        .and_then(|b| crate::seccomp::from_bytes(&b));
     if let Err(e) = LogWriter::open(
         &dir.join("container.log"),
         config.log_max_bytes,
@@ -404,7 +408,15 @@ fn start(dir: &Path) -> Result<Started, (i32, String)> {
     }
     if pid == 0 {
         let theirs = console.map(|(_, t)| t);
-        child(&spec, &cgroup_v1, go_r, fail_w, child_stdio, theirs);
+        child(
+            &spec,
+            seccomp.as_deref(),
+            &cgroup_v1,
+            go_r,
+            fail_w,
+            child_stdio,
+            theirs,
+        );
     }
     drop((go_r, fail_w, child_stdio));
     let console = console.map(|(ours, _)| ours);
@@ -524,6 +536,7 @@ fn enter_user_namespace_setup(
 
 fn child(
     spec: &Spec,
+    seccomp: Option<&[crate::seccomp::Insn]>,
     cgroup_v1: &[(String, std::path::PathBuf)],
     go: OwnedFd,
     fail: OwnedFd,
@@ -542,7 +555,7 @@ fn child(
     drop(stdio);
     let mut b = [0u8; 1];
     let _ = File::from(go).read(&mut b);
-    let e = crate::init::run(spec, cgroup_v1, console);
+    let e = crate::init::run(spec, cgroup_v1, console, seccomp);
     let mut f = File::from(fail);
     let _ = write!(f, "{}\n{}", e.code, e.message);
     // SAFETY: leaving the child without running the parent's destructors.

@@ -335,6 +335,39 @@ pub fn compile(seccomp: &Value) -> Result<Vec<Insn>, String> {
 
 /// Installs a compiled filter on the calling thread (needs CAP_SYS_ADMIN or
 /// no_new_privs).
+/// The compiled filter in a container's bundle, written by the daemon (which compiles
+/// each distinct profile once) so that starting a container does not compile it again.
+pub const COMPILED: &str = "seccomp.bpf";
+
+/// The filter as bytes: per instruction code (u16), jt, jf, k (u32), little-endian.
+pub fn to_bytes(filter: &[Insn]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(filter.len() * 8);
+    for i in filter {
+        out.extend_from_slice(&i.code.to_le_bytes());
+        out.push(i.jt);
+        out.push(i.jf);
+        out.extend_from_slice(&i.k.to_le_bytes());
+    }
+    out
+}
+
+/// Reads [`to_bytes`]' form back; `None` unless it is a whole program the kernel takes.
+pub fn from_bytes(b: &[u8]) -> Option<Vec<Insn>> {
+    if b.is_empty() || !b.len().is_multiple_of(8) || b.len() / 8 > 4096 {
+        return None;
+    }
+    Some(
+        b.chunks_exact(8)
+            .map(|c| Insn {
+                code: u16::from_le_bytes([c[0], c[1]]),
+                jt: c[2],
+                jf: c[3],
+                k: u32::from_le_bytes([c[4], c[5], c[6], c[7]]),
+            })
+            .collect(),
+    )
+}
+
 pub fn install(filter: &[Insn]) -> io::Result<()> {
     let insns: Vec<libc::sock_filter> = filter
         .iter()

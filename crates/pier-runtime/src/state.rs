@@ -8,6 +8,8 @@
 //! state.json     written once the container runs: pids (Running)
 //! exit.json      written when it has exited: code, time, OOM (Exited)
 //! container.log  stdout and stderr, one JSON object per line, rotated
+//! record.json    the daemon's record of a `--rm` container, whose stored one a crash
+//!                may lose (written by the daemon; see pier-daemon's containers.rs)
 //! ```
 
 use std::fs;
@@ -46,6 +48,10 @@ pub struct OverlayDirs {
     pub lower: Vec<std::path::PathBuf>,
     pub upper: std::path::PathBuf,
     pub work: std::path::PathBuf,
+    /// Mount with `volatile`: no syncs of the writable layer (a container whose files
+    /// go with it).
+    #[serde(default)]
+    pub volatile: bool,
 }
 
 fn default_runtime() -> String {

@@ -183,6 +183,7 @@ pub fn mount_rootfs(
         ));
     }
     let rw_fd = idmapped(rw, userns)?;
+    // Never `volatile`: overlayfs refuses it over ID-mapped layers here.
     let data = format!(
         "lowerdir={},upperdir=/proc/self/fd/{fd}/{},workdir=/proc/self/fd/{fd}/{}",
         lower.join(":"),

@@ -446,7 +446,13 @@ fn cache_hits_invalidation_restart_and_no_cache() {
     );
 
     // --no-cache: every step afresh.
-    let fresh = build_ok(&d, &ctx, &["--no-cache", "-t", "cache:3"]);
+    // (With an argument of its own: the same steps over the same content within the same
+    // second would make the same layers and config, and so the same image.)
+    let fresh = build_ok(
+        &d,
+        &ctx,
+        &["--no-cache", "--build-arg", "X=3", "-t", "cache:3"],
+    );
     assert_eq!(cached(&fresh), vec![false; 6], "{fresh}");
     assert_ne!(built_id(&fresh), built_id(&changed));
     assert_eq!(d.ok(&["run", "--rm", "cache:3"]), "changed\n");

@@ -1264,3 +1264,49 @@ fn user_namespace_maps_root_to_an_unprivileged_host_user() {
     );
     assert_eq!(d.ok(&["ps", "-aq"]), "");
 }
+
+#[test]
+fn an_rm_container_whose_record_a_kill_9_lost_is_adopted() {
+    // A `--rm` container's record is written without waiting for the disk; the daemon
+    // killed right after its start loses it (without a network nothing else reaches the
+    // disk meanwhile), and the next start adopts the container from its directory
+    // instead of removing what looks like leftovers.
+    let mut d = with_busybox();
+    let id = d
+        .ok(&[
+            "run",
+            "-d",
+            "--rm",
+            "--network",
+            "none",
+            "--name",
+            "eph",
+            "bb",
+            "sh",
+            "-c",
+            "echo before; sleep 1000",
+        ])
+        .trim()
+        .to_string();
+    wait_until("the container printed", || {
+        d.ok(&["logs", "eph"]) == "before\n"
+    });
+    d.kill9();
+    d.spawn();
+    assert!(
+        d.log()
+            .contains("adopted a running container whose record was lost"),
+        "{}",
+        d.log()
+    );
+    let info = d.json(&["inspect", "eph"]);
+    assert_eq!(info[0]["id"], id.as_str());
+    assert_eq!(info[0]["state"]["status"], "running");
+    assert_eq!(d.ok(&["logs", "eph"]), "before\n");
+    assert_eq!(d.ok(&["exec", "eph", "echo", "alive"]), "alive\n");
+    // Stopped, it goes as a `--rm` container does.
+    d.ok(&["stop", "-t", "1", "eph"]);
+    wait_until("the container is removed", || {
+        d.ok(&["ps", "-aq"]).is_empty()
+    });
+}

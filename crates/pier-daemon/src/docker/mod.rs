@@ -249,7 +249,9 @@ pub fn router(engine: Arc<Engine>) -> Router {
 
 /// Endpoints of Docker features Pier does not have; each says what instead.
 async fn unsupported(req: Request) -> DockerError {
-    let path = req.uri().path();
+    let (parts, body) = req.into_parts();
+    drain(body).await;
+    let path = parts.uri.path();
     let first = path.trim_start_matches('/').split('/').next().unwrap_or("");
     match first {
         "swarm" | "nodes" | "services" | "tasks" | "secrets" | "configs" => DockerError::new(
@@ -265,9 +267,16 @@ async fn unsupported(req: Request) -> DockerError {
         ),
         _ => DockerError::not_implemented(format!(
             "{} {path} is not supported by pier's Docker API",
-            req.method()
+            parts.method
         )),
     }
+}
+
+/// Reads a request's body (up to 1 MiB) that the answer does not need: answering with it
+/// unread closes the connection while the client may still be writing, and the client
+/// then sees a broken pipe instead of the answer.
+async fn drain(body: axum::body::Body) {
+    let _ = axum::body::to_bytes(body, 1 << 20).await;
 }
 
 /// `POST /auth` (`docker login`).
@@ -312,7 +321,9 @@ async fn build_prune(axum::extract::State(d): DState) -> Response {
 async fn update(
     state: DState,
     axum::extract::Path(id): axum::extract::Path<String>,
+    body: axum::body::Body,
 ) -> DockerError {
+    drain(body).await;
     if let Err(e) = container(&state.0, &id) {
         return e;
     }
