@@ -175,6 +175,10 @@ pub struct ContainerCreate {
     pub tty: bool,
     /// Keep stdin open for attached clients (`-i`).
     pub interactive: bool,
+    /// The client attaches right after the start (`run -t` in the foreground): the
+    /// container's output is kept for it, up to 10 s, even when the container has exited
+    /// (and, with `auto_remove`, would be gone) by the time it comes.
+    pub attach: bool,
     /// A command run in the container while it runs, whose exit code tells whether it is
     /// healthy (`--health-cmd`); the image's when absent.
     pub healthcheck: Option<Healthcheck>,

@@ -434,6 +434,7 @@ fn create_request(a: CreateArgs, auto_remove: bool) -> Result<ContainerCreate, C
         runtime: a.runtime,
         tty: a.tty,
         interactive: a.interactive,
+        attach: false,
         // Set through the Docker API (`docker run --health-cmd ...`) for now.
         healthcheck: None,
         stop_signal: None,
@@ -478,7 +479,10 @@ pub async fn create(client: &Client, fmt: Format, a: CreateArgs) -> Result<(), C
 }
 
 pub async fn run(client: &Client, fmt: Format, a: RunArgs) -> Result<(), CliError> {
-    let req = create_request(a.create, a.rm)?;
+    let mut req = create_request(a.create, a.rm)?;
+    // A terminal's output reaches this client through its attach, which comes after the
+    // start: the engine keeps the output for it should the container be quicker.
+    req.attach = req.tty && !a.detach;
     let (req_tty, req_interactive) = (req.tty, req.interactive);
     let c: Created = client
         .post("/v1/containers", &req)

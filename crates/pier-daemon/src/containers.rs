@@ -1248,6 +1248,7 @@ impl Containers {
             runtime: req.runtime.clone().unwrap_or_else(|| "pier".into()),
             tty: req.tty,
             stdin: req.interactive,
+            hold_for_attach: req.attach,
             overlay: if req.uid_maps.is_empty() {
                 None
             } else {

@@ -119,6 +119,9 @@ pub fn run(dir: &Path) -> i32 {
     }
 }
 
+/// How long a container's output waits for the client that said it would attach.
+pub const HOLD_FOR_ATTACH: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// How often at most an idle monitor gives back the file pages it touched.
 const RELEASE_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
 
@@ -611,7 +614,9 @@ fn supervise(
         ..
     } = started;
     let config: Option<MonitorConfig> = read_json(&dir.join("monitor.json"));
-    let (max, files) = config.map_or((10 << 20, 2), |c| (c.log_max_bytes, c.log_max_files));
+    let (max, files) = config
+        .as_ref()
+        .map_or((10 << 20, 2), |c| (c.log_max_bytes, c.log_max_files));
     let mut log = LogWriter::open(&dir.join("container.log"), max, files).ok();
     let mut streams: Vec<(OwnedFd, u8, Vec<u8>)> = outputs
         .into_iter()
@@ -639,7 +644,17 @@ fn supervise(
     .ok();
 
     let mut released_at: Option<std::time::Instant> = None;
-    while !streams.is_empty() || status.is_none() {
+    let hold = config.as_ref().is_some_and(|c| c.hold_for_attach);
+    let mut exited_at: Option<std::time::Instant> = None;
+    // A client was promised the output (`run -t`): a container faster than its attach
+    // waits here for it (the replay buffer is still ours while no client came).
+    let holding = |replay: &Option<Vec<u8>>, exited_at: Option<std::time::Instant>| {
+        hold && replay.is_some() && exited_at.is_none_or(|t| t.elapsed() < HOLD_FOR_ATTACH)
+    };
+    while !streams.is_empty() || status.is_none() || holding(&replay, exited_at) {
+        if status.is_some() && streams.is_empty() && exited_at.is_none() {
+            exited_at = Some(std::time::Instant::now());
+        }
         let mut fds: Vec<libc::pollfd> = streams
             .iter()
             .map(|(fd, _, _)| pollfd(fd.as_raw_fd(), libc::POLLIN))

@@ -39,6 +39,10 @@ pub struct MonitorConfig {
     /// monitor mounts again through ID-mapped mounts (see [`crate::userns`]).
     #[serde(default)]
     pub overlay: Option<OverlayDirs>,
+    /// A client will attach right after the start: keep the output for the first one,
+    /// up to [`crate::monitor::HOLD_FOR_ATTACH`], even once the container has exited.
+    #[serde(default)]
+    pub hold_for_attach: bool,
 }
 
 /// The directories an overlay rootfs is made of.

@@ -973,6 +973,17 @@ fn in_pty(d: &Daemon, cmd: &str, input: &str) -> (i32, String) {
 fn interactive_and_terminal_sessions() {
     require_root_and_tools(&["script"]);
     let d = with_busybox();
+    // -t with a command quicker than the client's attach: its output is kept for it,
+    // though with --rm the container is gone as soon as the client has it.
+    for i in 0..5 {
+        let out = d.pier(&["run", "--rm", "-t", "bb", "echo", &format!("quick {i}")]);
+        assert_eq!(out.status.code(), Some(0), "{out:?}");
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            format!("quick {i}\r\n")
+        );
+    }
+    assert_eq!(d.ok(&["ps", "-aq"]), "");
     // -i: stdin through, stdout and stderr apart, the exit code back.
     let out = d.with_input(
         &[
