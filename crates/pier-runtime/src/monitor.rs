@@ -532,6 +532,10 @@ fn enter_user_namespace_setup(
                 Some(rustix::thread::LinkNameSpaceType::Network),
             )
             .map_err(|e| format!("join network namespace {}: {e}", path.display()))?;
+            // Raw sockets need CAP_NET_RAW where the host owns the namespace, which the
+            // container's root lacks; ICMP echo sockets need only this, as Docker sets it.
+            std::fs::write("/proc/sys/net/ipv4/ping_group_range", "0 2147483647")
+                .map_err(|e| format!("allow ping in the network namespace: {e}"))?;
         }
     }
     Ok(())

@@ -1202,6 +1202,20 @@ fn user_namespace_maps_root_to_an_unprivileged_host_user() {
     );
     // ...and inside it is root, with Docker's capabilities, over the image's files.
     assert_eq!(d.ok(&["exec", "u", "id", "-u"]), "0\n");
+    // On the default network, whose namespace the host owns, raw sockets stay out of
+    // reach; ICMP echo sockets are open to every group, as Docker sets it.
+    // (Read from the host: inside, host group IDs it does not map show as 65534.)
+    let range = std::process::Command::new("nsenter")
+        .arg(format!("--net=/proc/{pid}/ns/net"))
+        .args(["cat", "/proc/sys/net/ipv4/ping_group_range"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&range.stdout)
+            .split_whitespace()
+            .collect::<Vec<_>>(),
+        ["0", "2147483647"]
+    );
     assert_eq!(
         d.ok(&["exec", "u", "cat", "/proc/self/uid_map"])
             .split_whitespace()
