@@ -1335,3 +1335,44 @@ fn an_rm_container_whose_record_a_kill_9_lost_is_adopted() {
         d.ok(&["ps", "-aq"]).is_empty()
     });
 }
+
+#[test]
+fn a_killed_monitor_zygote_is_replaced() {
+    // The zygote forks every monitor; killed, the next start brings up another, and the
+    // containers it forked before run on.
+    let d = with_busybox();
+    d.ok(&["run", "-d", "--name", "before", "bb", "sleep", "1000"]);
+    let zygotes = || -> Vec<u32> {
+        std::fs::read_dir("/proc")
+            .unwrap()
+            .flatten()
+            .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+            .filter(|pid| {
+                let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+                let status =
+                    std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+                cmdline.starts_with(b"pier\0__monitor-zygote\0")
+                    && status.lines().any(|l| l == format!("PPid:\t{}", d.pid()))
+            })
+            .collect()
+    };
+    let first = zygotes();
+    assert_eq!(first.len(), 1, "one zygote per daemon: {first:?}");
+    let killed = std::process::Command::new("kill")
+        .args(["-9", &first[0].to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    wait_until("the zygote is gone", || {
+        !std::path::Path::new(&format!("/proc/{}/cmdline", first[0])).exists()
+            || std::fs::read(format!("/proc/{}/cmdline", first[0]))
+                .unwrap_or_default()
+                .is_empty()
+    });
+    assert_eq!(d.ok(&["run", "--rm", "bb", "echo", "after"]), "after\n");
+    let second = zygotes();
+    assert_eq!(second.len(), 1, "{second:?}");
+    assert_ne!(second, first);
+    assert_eq!(d.ok(&["exec", "before", "echo", "alive"]), "alive\n");
+    d.ok(&["rm", "-f", "before"]);
+}
