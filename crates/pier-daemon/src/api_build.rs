@@ -15,9 +15,9 @@ use pier_api::{ErrorBody, ImageRef};
 use utoipa::OpenApi;
 
 use crate::api::{project, Engine, Shared};
-use crate::build::{BuildOptions, Builder};
+use crate::build::{BuildEvent, BuildOptions, Builder};
 use crate::error::{ApiError, ApiResult};
-use crate::stream::{body_reader, body_writer};
+use crate::stream::{body_reader, body_writer, drain};
 
 pub fn routes() -> Router<Arc<Engine>> {
     Router::new().route("/v1/build", post(build))
@@ -111,19 +111,6 @@ pub fn parse_query(raw: &str) -> ApiResult<BuildOptions> {
     Ok(opts)
 }
 
-/// Reads and drops up to `limit` bytes of a request body.
-async fn drain(body: Body, limit: usize) {
-    use futures_util::StreamExt;
-    let mut stream = body.into_data_stream();
-    let mut read = 0;
-    while let Some(Ok(chunk)) = stream.next().await {
-        read += chunk.len();
-        if read > limit {
-            break;
-        }
-    }
-}
-
 /// Builds an image from a Dockerfile. The body is the build context (a tar, plain or
 /// gzip/zstd-compressed); the answer streams JSON lines: `{"stream": ...}` output, then
 /// `{"aux": {"ID": ...}}`, or an `{"error": ...}` line as the last one on failure.
@@ -132,7 +119,7 @@ async fn drain(body: Body, limit: usize) {
     responses((status = 200, content_type = "application/x-ndjson", body = [BuildLine]),
         (status = 400, body = ErrorBody)))]
 async fn build(State(e): Shared, RawQuery(q): RawQuery, body: Body) -> ApiResult<Response> {
-    let mut opts = match parse_query(q.as_deref().unwrap_or("")) {
+    let opts = match parse_query(q.as_deref().unwrap_or("")) {
         Ok(o) => o,
         Err(e) => {
             // Read (some of) the context first: a client still sending it would see its
@@ -141,9 +128,22 @@ async fn build(State(e): Shared, RawQuery(q): RawQuery, body: Body) -> ApiResult
             return Err(e);
         }
     };
+    let body = stream_build(&e, opts, body, |ev, send| send(ev.to_line()));
+    Ok(([(header::CONTENT_TYPE, "application/x-ndjson")], body).into_response())
+}
+
+/// Runs a build of the context in `body` in the background and returns the body its
+/// answer streams in, one JSON line each; `emit` turns each builder event into the lines
+/// sent (the native and Docker APIs send them alike but for `-q`). A client that goes
+/// away cancels the build, as Docker's does; a failure ends the stream with an error line.
+pub(crate) fn stream_build(
+    engine: &Engine,
+    mut opts: BuildOptions,
+    body: Body,
+    mut emit: impl FnMut(BuildEvent, &mut dyn FnMut(BuildLine)) + Send + 'static,
+) -> Body {
     let reader = body_reader(body);
     let (mut writer, body) = body_writer();
-    // A client that goes away cancels its build, as Docker's does.
     let cancel = Arc::new(std::sync::atomic::AtomicBool::new(false));
     opts.cancel = Some(cancel.clone());
     let gone = writer.closed();
@@ -151,14 +151,14 @@ async fn build(State(e): Shared, RawQuery(q): RawQuery, body: Body) -> ApiResult
         gone.await;
         cancel.store(true, std::sync::atomic::Ordering::Relaxed);
     });
-    let builder = Builder::new(&e);
+    let builder = Builder::new(engine);
     tokio::task::spawn_blocking(move || {
         let mut send = |line: BuildLine| {
             // A client that went away stops hearing; the build still finishes cleanly.
             let _ = writer.write_all(line.to_line().as_bytes());
             let _ = writer.flush();
         };
-        let result = builder.build(&project(), reader, opts, |ev| send(ev.to_line()));
+        let result = builder.build(&project(), reader, opts, |ev| emit(ev, &mut send));
         if let Err(err) = result {
             if err.kind() == pier_api::ErrorKind::Internal {
                 tracing::error!(error = %err.chain(), "a build failed");
@@ -170,7 +170,7 @@ async fn build(State(e): Shared, RawQuery(q): RawQuery, body: Body) -> ApiResult
         }
         watcher.abort();
     });
-    Ok(([(header::CONTENT_TYPE, "application/x-ndjson")], body).into_response())
+    body
 }
 
 #[cfg(test)]

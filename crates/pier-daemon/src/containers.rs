@@ -477,6 +477,7 @@ impl Containers {
         let trash = root.join("trash");
         fs::create_dir_all(&trash)?;
         let (events, _) = broadcast::channel(1024);
+        let exe = std::env::current_exe()?;
         Ok(Arc::new(Containers {
             dir,
             trash,
@@ -487,8 +488,8 @@ impl Containers {
             events,
             execs: Mutex::new(HashMap::new()),
             reserved_names: Mutex::new(std::collections::HashSet::new()),
-            exe: std::env::current_exe()?,
-            zygote: pier_runtime::zygote::Zygote::new(std::env::current_exe()?),
+            zygote: pier_runtime::zygote::Zygote::new(exe.clone()),
+            exe,
             seccomp_cache: Mutex::new(HashMap::new()),
             networks,
             volumes,

@@ -16,6 +16,21 @@ pub fn body_reader(body: Body) -> impl io::Read + Send + 'static {
     SyncIoBridge::new(StreamReader::new(stream))
 }
 
+/// Reads and drops up to `limit` bytes of a request body that the answer does not need:
+/// answering with it unread closes the connection while the client may still be
+/// writing, and the client then sees a broken pipe instead of the answer.
+pub async fn drain(body: Body, limit: usize) {
+    use futures_util::StreamExt;
+    let mut stream = body.into_data_stream();
+    let mut read = 0;
+    while let Some(Ok(chunk)) = stream.next().await {
+        read += chunk.len();
+        if read > limit {
+            break;
+        }
+    }
+}
+
 /// A blocking writer whose bytes become a response body. Only [`BodyWriter::finish`] ends
 /// the body cleanly; a writer dropped without it makes the body fail, so a client never
 /// takes a cut-off stream for a complete one.

@@ -174,9 +174,7 @@ pub fn main(dir: &Path, request: &str) -> i32 {
         Err(e) => return die(125, format!("cannot read the container's spec: {e}")),
     };
     // Read while the host's files are in sight, before joining the container's mounts.
-    let compiled = std::fs::read(dir.join(crate::seccomp::COMPILED))
-        .ok()
-        .and_then(|b| crate::seccomp::from_bytes(&b));
+    let compiled = crate::seccomp::read_compiled(dir);
     let Some(config) = read_json::<MonitorConfig>(&dir.join("monitor.json")) else {
         return die(125, "cannot read monitor.json");
     };

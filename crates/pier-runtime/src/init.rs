@@ -622,6 +622,41 @@ fn find_program(arg0: &str, env: &[String]) -> Result<PathBuf, InitError> {
 /// Everything from mounts to exec. Returns only on failure. With `console`, the
 /// container gets a terminal made in its own devpts, whose master goes to the monitor
 /// over that socket.
+/// The network namespace a spec names by path, to join rather than make.
+pub(crate) fn network_namespace_path(spec: &Spec) -> Option<&Path> {
+    spec.linux()
+        .as_ref()?
+        .namespaces()
+        .as_ref()?
+        .iter()
+        .find(|n| n.typ() == LinuxNamespaceType::Network)?
+        .path()
+        .as_deref()
+}
+
+/// Joins the network namespace at `path`, unless this process is in it already (in a
+/// user namespace the monitor joined it before cloning the init; see monitor.rs).
+pub(crate) fn join_network_namespace(path: &Path) -> io::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let what = |e: io::Error| {
+        io::Error::new(
+            e.kind(),
+            format!("join network namespace {}: {e}", path.display()),
+        )
+    };
+    let f = fs::File::open(path).map_err(what)?;
+    let ours = fs::metadata("/proc/self/ns/net").map_err(what)?;
+    let theirs = f.metadata().map_err(what)?;
+    if ours.dev() == theirs.dev() && ours.ino() == theirs.ino() {
+        return Ok(());
+    }
+    rustix::thread::move_into_link_name_space(
+        std::os::fd::AsFd::as_fd(&f),
+        Some(rustix::thread::LinkNameSpaceType::Network),
+    )
+    .map_err(|e| what(e.into()))
+}
+
 /// Sets the container up and execs its process; returns only on failure. `cgroup_v1`:
 /// each v1 controller with the container's group in it (empty on v2).
 pub fn run(
@@ -711,30 +746,8 @@ fn setup(
             .map_err(sys("become the user namespace's root"))?;
     }
     // Join a network namespace given by path.
-    if let Some(ns) = namespaces
-        .iter()
-        .find(|n| n.typ() == LinuxNamespaceType::Network && n.path().is_some())
-    {
-        let path = ns.path().clone().expect("checked");
-        let f = fs::File::open(&path)
-            .map_err(sys(format!("open network namespace {}", path.display())))?;
-        // In a user namespace the monitor joined it already (see monitor.rs).
-        let ours = fs::metadata("/proc/self/ns/net").map_err(sys("stat /proc/self/ns/net"))?;
-        let theirs = f.metadata().map_err(sys("stat the network namespace"))?;
-        use std::os::unix::fs::MetadataExt;
-        let joined = ours.dev() == theirs.dev() && ours.ino() == theirs.ino();
-        if !joined {
-            rustix::thread::move_into_link_name_space(
-                std::os::fd::AsFd::as_fd(&f),
-                Some(rustix::thread::LinkNameSpaceType::Network),
-            )
-            .map_err(|e| {
-                fail(
-                    125,
-                    format!("join network namespace {}: {e}", path.display()),
-                )
-            })?;
-        }
+    if let Some(path) = network_namespace_path(spec) {
+        join_network_namespace(path).map_err(|e| fail(125, e.to_string()))?;
     }
     if has_ns(LinuxNamespaceType::Cgroup) {
         // SAFETY: a new cgroup namespace changes no memory or file-descriptor state.

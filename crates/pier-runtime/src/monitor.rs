@@ -382,9 +382,7 @@ fn start(dir: &Path) -> Result<Started, (i32, String)> {
         }
     }
     // The daemon's compiled filter, if it left one and it is whole; else init compiles.
-    let seccomp = std::fs::read(dir.join(crate::seccomp::COMPILED))
-        .ok()
-        .and_then(|b| crate::seccomp::from_bytes(&b));
+    let seccomp = crate::seccomp::read_compiled(dir);
     if let Err(e) = LogWriter::open(
         &dir.join("container.log"),
         config.log_max_bytes,
@@ -496,7 +494,6 @@ fn receive_fd(sock: &OwnedFd) -> io::Result<OwnedFd> {
     Err(io::Error::other("no descriptor came with the message"))
 }
 
-/// The cloned child: wire stdio, wait for the cgroup, set up, exec.
 /// What a container in a user namespace needs before its init is cloned: the rootfs
 /// mounted again through ID-mapped layers, and the network namespace given by path joined
 /// here (the host owns it, so the init could not join it from its own user namespace).
@@ -518,29 +515,17 @@ fn enter_user_namespace_setup(
         crate::userns::mount_rootfs(root.path(), dirs, &ns, root_uid, root_gid)
             .map_err(|e| format!("user namespace: {e}"))?;
     }
-    let namespaces = spec
-        .linux()
-        .as_ref()
-        .and_then(|l| l.namespaces().clone())
-        .unwrap_or_default();
-    for ns in &namespaces {
-        if let (LinuxNamespaceType::Network, Some(path)) = (ns.typ(), ns.path()) {
-            let f = File::open(path)
-                .map_err(|e| format!("open network namespace {}: {e}", path.display()))?;
-            rustix::thread::move_into_link_name_space(
-                std::os::fd::AsFd::as_fd(&f),
-                Some(rustix::thread::LinkNameSpaceType::Network),
-            )
-            .map_err(|e| format!("join network namespace {}: {e}", path.display()))?;
-            // Raw sockets need CAP_NET_RAW where the host owns the namespace, which the
-            // container's root lacks; ICMP echo sockets need only this, as Docker sets it.
-            std::fs::write("/proc/sys/net/ipv4/ping_group_range", "0 2147483647")
-                .map_err(|e| format!("allow ping in the network namespace: {e}"))?;
-        }
+    if let Some(path) = crate::init::network_namespace_path(spec) {
+        crate::init::join_network_namespace(path).map_err(|e| e.to_string())?;
+        // Raw sockets need CAP_NET_RAW where the host owns the namespace, which the
+        // container's root lacks; ICMP echo sockets need only this, as Docker sets it.
+        std::fs::write("/proc/sys/net/ipv4/ping_group_range", "0 2147483647")
+            .map_err(|e| format!("allow ping in the network namespace: {e}"))?;
     }
     Ok(())
 }
 
+/// The cloned child: wire stdio, wait for the cgroup, set up, exec.
 fn child(
     spec: &Spec,
     seccomp: Option<&[crate::seccomp::Insn]>,

@@ -351,6 +351,11 @@ pub fn to_bytes(filter: &[Insn]) -> Vec<u8> {
     out
 }
 
+/// The filter compiled into the bundle in `dir`, if there is a whole one.
+pub fn read_compiled(dir: &std::path::Path) -> Option<Vec<Insn>> {
+    from_bytes(&std::fs::read(dir.join(COMPILED)).ok()?)
+}
+
 /// Reads [`to_bytes`]' form back; `None` unless it is a whole program the kernel takes.
 pub fn from_bytes(b: &[u8]) -> Option<Vec<Insn>> {
     if b.is_empty() || !b.len().is_multiple_of(8) || b.len() / 8 > 4096 {

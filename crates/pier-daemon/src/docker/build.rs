@@ -10,8 +10,6 @@
 //! resource limits of the build's containers, BuildKit) are refused with a message.
 
 use std::collections::BTreeMap;
-use std::io::Write;
-use std::sync::Arc;
 
 use axum::body::Body;
 use axum::http::header;
@@ -21,9 +19,7 @@ use pier_api::ImageRef;
 
 use super::params::Params;
 use super::{DResult, DState, DockerError};
-use crate::api::project;
-use crate::build::{BuildEvent, BuildOptions, Builder};
-use crate::stream::{body_reader, body_writer};
+use crate::build::{BuildEvent, BuildOptions};
 
 /// A JSON map parameter (`buildargs`, `labels`); values may be null (unset).
 fn json_map(p: &Params, key: &str) -> DResult<BTreeMap<String, String>> {
@@ -109,43 +105,16 @@ fn options(p: &Params) -> DResult<BuildOptions> {
 /// `POST /build`.
 pub async fn build(state: DState, p: Params, body: Body) -> DResult<Response> {
     let d = state.0;
-    let mut opts = options(&p)?;
+    let opts = options(&p)?;
     let quiet = p.bool("q");
-    let reader = body_reader(body);
-    let (mut writer, body) = body_writer();
-    // A client that goes away cancels its build, as Docker's does.
-    let cancel = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    opts.cancel = Some(cancel.clone());
-    let gone = writer.closed();
-    let watcher = tokio::spawn(async move {
-        gone.await;
-        cancel.store(true, std::sync::atomic::Ordering::Relaxed);
-    });
-    let builder = Builder::new(&d.engine);
-    tokio::task::spawn_blocking(move || {
-        let mut send = |line: BuildLine| {
-            let _ = writer.write_all(line.to_line().as_bytes());
-            let _ = writer.flush();
-        };
-        let result = builder.build(&project(), reader, opts, |ev| match ev {
-            // `-q`: no output, the image ID as the only text, as Docker sends it.
-            BuildEvent::Stream(_) if quiet => {}
-            BuildEvent::Built(ref id) if quiet => {
-                send(BuildLine::stream(format!("{id}\n")));
-                send(ev.to_line());
-            }
-            _ => send(ev.to_line()),
-        });
-        if let Err(err) = result {
-            if err.kind() == pier_api::ErrorKind::Internal {
-                tracing::error!(error = %err.chain(), "a build failed");
-            }
-            send(BuildLine::error(err.chain(), err.exit_code()));
+    let body = crate::api_build::stream_build(&d.engine, opts, body, move |ev, send| match ev {
+        // `-q`: no output, the image ID as the only text, as Docker sends it.
+        BuildEvent::Stream(_) if quiet => {}
+        BuildEvent::Built(ref id) if quiet => {
+            send(BuildLine::stream(format!("{id}\n")));
+            send(ev.to_line());
         }
-        if let Err(err) = writer.finish() {
-            tracing::debug!(error = %err, "the build's client went away");
-        }
-        watcher.abort();
+        _ => send(ev.to_line()),
     });
     Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
 }

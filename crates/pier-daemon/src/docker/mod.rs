@@ -250,7 +250,7 @@ pub fn router(engine: Arc<Engine>) -> Router {
 /// Endpoints of Docker features Pier does not have; each says what instead.
 async fn unsupported(req: Request) -> DockerError {
     let (parts, body) = req.into_parts();
-    drain(body).await;
+    crate::stream::drain(body, 1 << 20).await;
     let path = parts.uri.path();
     let first = path.trim_start_matches('/').split('/').next().unwrap_or("");
     match first {
@@ -270,13 +270,6 @@ async fn unsupported(req: Request) -> DockerError {
             parts.method
         )),
     }
-}
-
-/// Reads a request's body (up to 1 MiB) that the answer does not need: answering with it
-/// unread closes the connection while the client may still be writing, and the client
-/// then sees a broken pipe instead of the answer.
-async fn drain(body: axum::body::Body) {
-    let _ = axum::body::to_bytes(body, 1 << 20).await;
 }
 
 /// `POST /auth` (`docker login`).
@@ -323,7 +316,7 @@ async fn update(
     axum::extract::Path(id): axum::extract::Path<String>,
     body: axum::body::Body,
 ) -> DockerError {
-    drain(body).await;
+    crate::stream::drain(body, 1 << 20).await;
     if let Err(e) = container(&state.0, &id) {
         return e;
     }
