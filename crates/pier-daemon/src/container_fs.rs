@@ -110,7 +110,7 @@ impl Containers {
                 c.state.status,
                 ContainerStatus::Running | ContainerStatus::Paused
             ) && fs::read_to_string(format!("/proc/{pid}/cgroup"))
-                .is_ok_and(|cg| cg.contains(&format!("/pier/{}", c.id)))
+                .is_ok_and(|cg| cg.contains(&self.cgroup_path(&c.id)))
         });
         match view {
             Some(pid) => {

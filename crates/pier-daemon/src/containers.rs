@@ -80,6 +80,21 @@ pub struct Containers {
     seccomp_cache: Mutex<HashMap<String, Arc<Vec<u8>>>>,
     pub networks: Arc<Networks>,
     pub volumes: Arc<Volumes>,
+    /// What the host's cgroups offer (checked against every create's limits).
+    cgroups: pier_runtime::cgroups::Host,
+    /// The parent of the containers' cgroups: `pier` for the default state directory,
+    /// `pier-<hash of the root>` for others, so that daemons side by side never share one.
+    cgroup_parent: String,
+}
+
+/// The cgroup parent of the daemon whose state directory is `root`.
+fn cgroup_parent_of(root: &Path) -> String {
+    if root == Path::new(crate::server::DEFAULT_ROOT) {
+        return "pier".into();
+    }
+    use sha2::Digest;
+    let h = sha2::Sha256::digest(root.as_os_str().as_encoded_bytes());
+    format!("pier-{:02x}{:02x}{:02x}", h[0], h[1], h[2])
 }
 
 fn key(project: &ProjectName, id: &str) -> String {
@@ -470,6 +485,7 @@ impl Containers {
         images: Arc<ImageStore>,
         networks: Arc<Networks>,
         volumes: Arc<Volumes>,
+        cgroups: pier_runtime::cgroups::Host,
     ) -> std::io::Result<Arc<Self>> {
         let dir = root.join("containers");
         fs::create_dir_all(&dir)?;
@@ -493,7 +509,26 @@ impl Containers {
             seccomp_cache: Mutex::new(HashMap::new()),
             networks,
             volumes,
+            cgroups,
+            cgroup_parent: cgroup_parent_of(root),
         }))
+    }
+
+    /// The cgroup path (`cgroupsPath`) of container `id`.
+    pub(crate) fn cgroup_path(&self, id: &str) -> String {
+        pier_runtime::cgroups::path_for(&self.cgroup_parent, id)
+    }
+
+    /// Removes the containers' cgroup parent if no container's cgroup is left in it.
+    pub fn remove_cgroup_parent(&self) {
+        for (_, dir) in Cgroup::at(&self.cgroup_parent).dirs {
+            let _ = fs::remove_dir(dir);
+        }
+    }
+
+    /// The cgroup of container `id`.
+    pub(crate) fn cgroup(&self, id: &str) -> Cgroup {
+        Cgroup::at(&self.cgroup_path(id))
     }
 
     pub(crate) fn cdir(&self, id: &str) -> PathBuf {
@@ -1217,7 +1252,7 @@ impl Containers {
             blkio_weight: req.blkio_weight,
             terminal: req.tty,
             mounts,
-            cgroups_path: format!("/pier/{}", c.id),
+            cgroups_path: self.cgroup_path(&c.id),
             seccomp: None,
             init: req.init,
             uid_maps: req.uid_maps.clone(),
@@ -1231,6 +1266,10 @@ impl Containers {
         };
         let spec = spec::build(&input)
             .map_err(|e| internal(format!("the runtime spec is invalid: {e}")))?;
+        // A limit this host cannot apply is refused now, not dropped at the start.
+        if let Some(r) = spec.linux().as_ref().and_then(|l| l.resources().as_ref()) {
+            self.cgroups.check(r).map_err(invalid)?;
+        }
         spec.save(dir.join("config.json"))
             .map_err(|e| internal(format!("cannot write config.json: {e}")))?;
         if let Some(profile) = spec.linux().as_ref().and_then(|l| l.seccomp().as_ref()) {
@@ -1544,7 +1583,7 @@ impl Containers {
             error: Some("the container's monitor died without recording an exit".into()),
         });
         unmount(&dir.join("rootfs"));
-        let _ = Cgroup::for_container(id).remove();
+        let _ = self.cgroup(id).remove();
         self.release_block_volumes(&c);
         c.state.status = ContainerStatus::Exited;
         c.state.pid = None;
@@ -1620,14 +1659,26 @@ impl Containers {
 
     // ---- signals, stop, remove ---------------------------------------------------------
 
-    /// Sends `sig` to the container's init, checking first that the pid is still the
-    /// container's (it must sit in the container's cgroup), so a reused pid is never hit.
+    /// Sends `sig` to the container's init through its monitor, which holds a pidfd of
+    /// it: no reused pid can be hit, and no cgroup needs to be found. When no monitor
+    /// answers (it died, or an older Pier started it), the pid is signalled if it still
+    /// sits in the container's cgroup.
     fn signal(&self, c: &ContainerInspect, sig: i32) -> ApiResult<()> {
+        use pier_runtime::attach::SignalError;
         let Some(pid) = c.state.pid else {
             return Err(conflict(format!("container {} is not running", c.name)));
         };
+        match pier_runtime::attach::send_signal(&self.cdir(&c.id), sig) {
+            Ok(()) | Err(SignalError::Exited) => return Ok(()),
+            Err(SignalError::Refused(e)) => {
+                return Err(internal(format!("cannot signal container {}: {e}", c.name)))
+            }
+            Err(SignalError::NoMonitor(e)) => {
+                tracing::debug!(container = %c.id, error = %e, "no monitor answers; signalling the pid")
+            }
+        }
         let cgroup = fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap_or_default();
-        if !cgroup.contains(&format!("/pier/{}", c.id)) {
+        if !cgroup.contains(&self.cgroup_path(&c.id)) {
             return Ok(()); // already gone
         }
         // SAFETY: kill(2) with a checked pid and signal number.
@@ -1679,7 +1730,7 @@ impl Containers {
             self.save(&c)?;
         }
         if c.state.status == ContainerStatus::Paused {
-            let _ = Cgroup::for_container(&c.id).freeze(false);
+            let _ = self.cgroup(&c.id).freeze(false);
         }
         self.signal(&c, sig)?;
         self.emit(&c, "kill", &[("signal", sig.to_string())]);
@@ -1710,7 +1761,7 @@ impl Containers {
         c.state.stopped_by_user = true;
         self.save(&c)?;
         if c.state.status == ContainerStatus::Paused {
-            let _ = Cgroup::for_container(&c.id).freeze(false);
+            let _ = self.cgroup(&c.id).freeze(false);
         }
         self.signal(&c, sig)?;
         if !self
@@ -1765,7 +1816,7 @@ impl Containers {
         let dir = self.cdir(&c.id);
         unmount(&dir.join("rootfs"));
         unmount(&dir.join("layer"));
-        let _ = Cgroup::for_container(&c.id).remove();
+        let _ = self.cgroup(&c.id).remove();
         self.discard_dir(&c.id);
         let mut b = Batch::new();
         b.delete(Table::Containers, key(project, &c.id));
@@ -1897,7 +1948,7 @@ impl Containers {
                 .iter()
                 .filter(|c| c.state.status == ContainerStatus::Running)
             {
-                let _ = Cgroup::for_container(&c.id).freeze(on);
+                let _ = self.cgroup(&c.id).freeze(on);
             }
         };
         self.volumes.snapshot(project, name, snap, &quiesce)
@@ -2092,7 +2143,7 @@ impl Containers {
                 want.as_str()
             )));
         }
-        Cgroup::for_container(&c.id)
+        self.cgroup(&c.id)
             .freeze(paused)
             .map_err(|e| internal(format!("{e}: {}", e.source)))?;
         c.state.status = if paused {
@@ -2280,7 +2331,7 @@ impl Containers {
             c.state.status,
             ContainerStatus::Running | ContainerStatus::Paused
         ) {
-            Cgroup::for_container(&c.id).stats()
+            self.cgroup(&c.id).stats()
         } else {
             Default::default()
         };
@@ -2324,7 +2375,7 @@ impl Containers {
                     .find_map(|l| l.strip_prefix("btime ")?.trim().parse::<i64>().ok())
             })
             .unwrap_or(0);
-        let mut pids = Cgroup::for_container(&c.id).pids();
+        let mut pids = self.cgroup(&c.id).pids();
         pids.sort();
         let mut processes = Vec::new();
         for pid in pids {
@@ -2510,7 +2561,7 @@ impl Containers {
                         }
                         None => {
                             unmount(&dir.join("rootfs"));
-                            let _ = Cgroup::for_container(&c.id).remove();
+                            let _ = self.cgroup(&c.id).remove();
                         }
                     }
                 }
@@ -2527,7 +2578,7 @@ impl Containers {
                 if !known.contains(&id) {
                     unmount(&e.path().join("rootfs"));
                     unmount(&e.path().join("layer"));
-                    let _ = Cgroup::for_container(&id).remove();
+                    let _ = self.cgroup(&id).remove();
                     let _ = fs::remove_dir_all(e.path());
                     tracing::info!(container = %id, "removed the leftovers of a container with no record");
                 }

@@ -67,6 +67,8 @@ pub enum DaemonError {
     Config(String),
     #[error("cannot open the image store")]
     Image(#[from] pier_image::ImageError),
+    #[error("refusing to start: {0}")]
+    Cgroups(#[from] pier_runtime::cgroups::HostError),
 }
 
 fn io<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> DaemonError + 'a {
@@ -109,6 +111,9 @@ pub async fn run(mut config: DaemonConfig) -> Result<(), DaemonError> {
     fs::set_permissions(&config.root, fs::Permissions::from_mode(0o711))
         .map_err(io("set permissions of", &config.root))?;
     let _lock = lock_root(&config.root)?;
+    // Fail closed: never run a container that its cgroup could not confine.
+    let cgroups = pier_runtime::cgroups::Host::detect()?;
+    tracing::debug!(layout = ?cgroups.layout, controllers = ?cgroups.controllers, "cgroups");
     if config.cgroup_favordynmods {
         match pier_runtime::cgroups::favor_dynamic_modifications() {
             Ok(true) => tracing::debug!("cgroup favordynmods is on"),
@@ -163,8 +168,9 @@ pub async fn run(mut config: DaemonConfig) -> Result<(), DaemonError> {
                     .map(|r| r.with_upstream(upstream))
                     .map_err(|e| DaemonError::Restore(format!("registry: {}", e.chain())))?,
             );
-            let containers = Containers::new(&root, store, images.clone(), networks, volumes)
-                .map_err(io("create", &root))?;
+            let containers =
+                Containers::new(&root, store, images.clone(), networks, volumes, cgroups)
+                    .map_err(io("create", &root))?;
             Ok(Engine {
                 root,
                 images,
@@ -261,6 +267,8 @@ pub async fn run(mut config: DaemonConfig) -> Result<(), DaemonError> {
         } => Ok(()),
     };
     let _ = fs::remove_file(&config.socket);
+    // Containers outlive the daemon; their cgroup parent goes when none is left.
+    engine.containers.remove_cgroup_parent();
     if let Some(d) = &config.docker_socket {
         let _ = fs::remove_file(d);
     }

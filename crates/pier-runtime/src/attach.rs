@@ -5,16 +5,31 @@
 //! From it: `STDOUT` and `STDERR` data (a TTY's output is all `STDOUT`). The monitor
 //! replays what the container wrote before the first client attached, so `pier run -it`
 //! sees the first prompt even though it attaches after the start.
+//!
+//! The monitor's second socket, `control.sock`, takes the same frames for requests that
+//! are not a terminal's: `SIGNAL` (signal number i32 BE), answered by `SIGNALED` (0 when
+//! delivered, else the errno, i32 BE). The monitor delivers signals through a pidfd of the
+//! container's init, which it keeps: no pid can be reused under it, and no cgroup needs
+//! to be found first.
 
 /// The socket's name in the container's directory.
 pub const SOCKET: &str = "attach.sock";
+/// The control socket's name in the container's directory.
+pub const CONTROL_SOCKET: &str = "control.sock";
 
 /// Connects to the attach socket in `dir`, whatever the length of its path (socket
 /// addresses are limited to 108 bytes, so it goes through the directory's descriptor).
 pub fn connect(dir: &std::path::Path) -> std::io::Result<std::os::unix::net::UnixStream> {
+    connect_to(dir, SOCKET)
+}
+
+fn connect_to(
+    dir: &std::path::Path,
+    name: &str,
+) -> std::io::Result<std::os::unix::net::UnixStream> {
     let d = std::fs::File::open(dir)?;
     let path = format!(
-        "/proc/self/fd/{}/{SOCKET}",
+        "/proc/self/fd/{}/{name}",
         std::os::fd::AsRawFd::as_raw_fd(&d)
     );
     let s = std::os::unix::net::UnixStream::connect(path)?;
@@ -27,6 +42,48 @@ pub const STDOUT: u8 = 1;
 pub const STDERR: u8 = 2;
 pub const RESIZE: u8 = 3;
 pub const CLOSE_STDIN: u8 = 4;
+/// To the monitor's control socket: deliver this signal (i32 BE) to the container's init.
+pub const SIGNAL: u8 = 5;
+/// From the control socket: what came of a `SIGNAL` (0, or the errno; i32 BE).
+pub const SIGNALED: u8 = 6;
+
+/// Why a signal did not reach a container through its monitor.
+#[derive(Debug, thiserror::Error)]
+pub enum SignalError {
+    /// The container's init has ended (the monitor answered `ESRCH`).
+    #[error("the container has exited")]
+    Exited,
+    /// No monitor answers on the control socket (it died, or predates the socket).
+    #[error("the container's monitor does not answer")]
+    NoMonitor(#[source] std::io::Error),
+    /// The kernel refused the signal.
+    #[error("the signal was refused")]
+    Refused(#[source] std::io::Error),
+}
+
+/// Asks the monitor of the container in `dir` to send `signal` to the container's init,
+/// and waits for its answer.
+pub fn send_signal(dir: &std::path::Path, signal: i32) -> Result<(), SignalError> {
+    use std::io::{Read, Write};
+    let mut s = connect_to(dir, CONTROL_SOCKET).map_err(SignalError::NoMonitor)?;
+    let limit = Some(std::time::Duration::from_secs(5));
+    let io = |r: std::io::Result<()>| r.map_err(SignalError::NoMonitor);
+    io(s.set_read_timeout(limit))?;
+    io(s.set_write_timeout(limit))?;
+    io(s.write_all(&frame(SIGNAL, &signal.to_be_bytes())))?;
+    let mut answer = [0u8; 9];
+    io(s.read_exact(&mut answer))?;
+    let errno = i32::from_be_bytes([answer[5], answer[6], answer[7], answer[8]]);
+    match (answer[0], errno) {
+        (SIGNALED, 0) => Ok(()),
+        (SIGNALED, libc::ESRCH) => Err(SignalError::Exited),
+        (SIGNALED, e) => Err(SignalError::Refused(std::io::Error::from_raw_os_error(e))),
+        (kind, _) => Err(SignalError::NoMonitor(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("the monitor answered with a frame of kind {kind}"),
+        ))),
+    }
+}
 
 /// The most a frame may carry.
 pub const MAX_FRAME: usize = 1 << 20;

@@ -1,10 +1,14 @@
 //! Control groups, v1 (per-controller hierarchies, as on this hybrid host) and v2 (the
 //! unified hierarchy most hosts run today), detected at start.
 //!
-//! Each container gets `pier/<id>` in every hierarchy it uses. Limits come from the OCI
-//! spec's `linux.resources`; the same numbers map onto v1 and v2 files. Devices are
-//! restricted through the v1 devices controller (Docker's default allowlist); on v2 that
-//! needs a BPF program, which Pier does not load yet.
+//! Each container gets the spec's `cgroupsPath` (`/pier/<id>` for the default daemon) in
+//! every hierarchy it uses. Limits come from the OCI spec's `linux.resources`; the same
+//! numbers map onto v1 and v2 files. Device rules ([`crate::devices`]) go to the v1
+//! devices controller, or on v2 into a BPF device program attached to the cgroup.
+//!
+//! Pier fails closed: [`Host::detect`] refuses a host with no cgroup hierarchy (or a v1
+//! host without the devices and freezer controllers), and a limit asked for on a host
+//! whose controller for it is missing is an error, never silently dropped.
 
 use std::fs;
 use std::io;
@@ -12,26 +16,15 @@ use std::path::{Path, PathBuf};
 
 use oci_spec::runtime::LinuxResources;
 
+use crate::devices;
+
 const BASE: &str = "/sys/fs/cgroup";
 const V1_CONTROLLERS: [&str; 8] = [
     "memory", "pids", "cpu", "cpuacct", "cpuset", "blkio", "freezer", "devices",
 ];
-
-/// Docker's default device allowlist: null, zero, full, random, urandom, tty, ptmx,
-/// pseudo-terminals, tun; and mknod of anything.
-const DEVICE_ALLOW: [&str; 11] = [
-    "c *:* m",
-    "b *:* m",
-    "c 1:3 rwm",
-    "c 1:5 rwm",
-    "c 1:7 rwm",
-    "c 1:8 rwm",
-    "c 1:9 rwm",
-    "c 5:0 rwm",
-    "c 5:2 rwm",
-    "c 136:* rwm",
-    "c 10:200 rwm",
-];
+/// v1 controllers without which no container runs: device rules, and freezing
+/// (pause, and stopping every process at once).
+const V1_REQUIRED: [&str; 2] = ["devices", "freezer"];
 
 #[derive(Debug, thiserror::Error)]
 #[error("cgroup {path}: cannot {op}")]
@@ -65,6 +58,120 @@ impl Layout {
             Layout::V1
         }
     }
+}
+
+/// Why the host cannot confine containers.
+#[derive(Debug, thiserror::Error)]
+pub enum HostError {
+    #[error(
+        "no cgroup hierarchy is mounted at {BASE}, so containers could be neither limited nor \
+         stopped: mount cgroup2 there (mount -t cgroup2 none {BASE}) or the v1 controllers; \
+         a daemon started with `ip netns exec` sees none (it remounts /sys): start it with \
+         `nsenter --net=/run/netns/NAME` instead"
+    )]
+    NoHierarchy,
+    #[error(
+        "the cgroup v1 {0} controller is not mounted at {BASE}/{0}; Pier needs it to confine \
+         containers: mount it (mount -t cgroup -o {0} cgroup {BASE}/{0}) or boot with the \
+         unified hierarchy (systemd.unified_cgroup_hierarchy=1)"
+    )]
+    MissingController(&'static str),
+}
+
+/// The cgroups the host offers, found at start: the layout and the controllers that
+/// can take limits.
+#[derive(Debug, Clone)]
+pub struct Host {
+    pub layout: Layout,
+    pub controllers: Vec<String>,
+}
+
+impl Host {
+    /// Finds the host's cgroups; an error when containers could not be confined.
+    pub fn detect() -> Result<Host, HostError> {
+        Self::detect_at(Path::new(BASE))
+    }
+
+    fn detect_at(base: &Path) -> Result<Host, HostError> {
+        if let Ok(list) = fs::read_to_string(base.join("cgroup.controllers")) {
+            return Ok(Host {
+                layout: Layout::V2,
+                controllers: list.split_whitespace().map(str::to_string).collect(),
+            });
+        }
+        let present: Vec<String> = V1_CONTROLLERS
+            .iter()
+            .filter(|c| base.join(c).join("cgroup.procs").exists())
+            .map(|c| c.to_string())
+            .collect();
+        if present.is_empty() {
+            return Err(HostError::NoHierarchy);
+        }
+        if let Some(missing) = V1_REQUIRED
+            .iter()
+            .find(|c| !present.iter().any(|p| p == *c))
+        {
+            return Err(HostError::MissingController(missing));
+        }
+        Ok(Host {
+            layout: Layout::V1,
+            controllers: present,
+        })
+    }
+
+    /// An error naming the first limit in `r` that this host has no controller for.
+    pub fn check(&self, r: &LinuxResources) -> Result<(), String> {
+        for (asked, controller, what) in wanted_controllers(self.layout, r) {
+            if asked && !self.controllers.iter().any(|c| c == controller) {
+                return Err(missing_controller(controller, what));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// For each kind of limit: whether `r` asks for it, the controller that applies it, and
+/// the option that asks.
+fn wanted_controllers(
+    layout: Layout,
+    r: &LinuxResources,
+) -> [(bool, &'static str, &'static str); 5] {
+    let mem = r.memory().as_ref();
+    let cpu = r.cpu().as_ref();
+    [
+        (
+            mem.is_some_and(|m| m.limit().is_some() || m.swap().is_some()),
+            "memory",
+            "--memory",
+        ),
+        (
+            r.pids().is_some_and(|p| p.limit() > 0),
+            "pids",
+            "--pids-limit",
+        ),
+        (
+            cpu.is_some_and(|c| c.quota().is_some() || c.shares().is_some()),
+            "cpu",
+            "--cpus/--cpu-quota/--cpu-shares",
+        ),
+        (
+            cpu.is_some_and(|c| c.cpus().is_some()),
+            "cpuset",
+            "--cpuset-cpus",
+        ),
+        (
+            r.block_io().as_ref().is_some_and(|b| b.weight().is_some()),
+            if layout == Layout::V2 { "io" } else { "blkio" },
+            "--blkio-weight",
+        ),
+    ]
+}
+
+fn missing_controller(controller: &str, option: &str) -> String {
+    format!(
+        "{option} needs the {controller} cgroup controller, which this host does not offer \
+         (enable it, or run without {option})"
+    )
 }
 
 /// Sets `favordynmods` on the cgroup2 mount (the whole host on v2; the `unified`
@@ -134,66 +241,136 @@ pub struct Stats {
 #[derive(Debug, Clone)]
 pub struct Cgroup {
     pub layout: Layout,
-    /// v1: one directory per controller; v2: one directory.
-    pub dirs: Vec<PathBuf>,
+    /// v1: the controller and its directory, for each controller the host has; v2: one
+    /// directory, named "".
+    pub dirs: Vec<(String, PathBuf)>,
 }
 
 fn write(path: &Path, value: &str) -> Result<(), CgroupError> {
     fs::write(path, value).map_err(err("write", path))
 }
 
+/// The cgroup path of container `id` under `parent` (the spec's `cgroupsPath`).
+pub fn path_for(parent: &str, id: &str) -> String {
+    format!("/{}/{id}", parent.trim_matches('/'))
+}
+
 impl Cgroup {
-    /// The cgroup of container `id` (not created).
-    pub fn for_container(id: &str) -> Cgroup {
+    /// The cgroup a spec names (`linux.cgroupsPath`); `/pier/<id>` when it names none.
+    pub fn of_spec(spec: &oci_spec::runtime::Spec, id: &str) -> Cgroup {
+        match spec
+            .linux()
+            .as_ref()
+            .and_then(|l| l.cgroups_path().as_ref())
+        {
+            Some(p) => Cgroup::at(&p.to_string_lossy()),
+            None => Cgroup::at(&path_for("pier", id)),
+        }
+    }
+
+    /// The cgroup at `path` (the spec's `cgroupsPath`, such as `/pier/<id>`), not created.
+    pub fn at(path: &str) -> Cgroup {
         let layout = Layout::detect();
+        let rel = path.trim_start_matches('/');
         let dirs = match layout {
-            Layout::V2 => vec![Path::new(BASE).join("pier").join(id)],
+            Layout::V2 => vec![(String::new(), Path::new(BASE).join(rel))],
             Layout::V1 => V1_CONTROLLERS
                 .iter()
-                .map(|c| Path::new(BASE).join(c))
-                .filter(|p| p.exists())
-                .map(|p| p.join("pier").join(id))
+                .map(|c| (c.to_string(), Path::new(BASE).join(c)))
+                .filter(|(_, p)| p.exists())
+                .map(|(c, p)| (c, p.join(rel)))
                 .collect(),
         };
         Cgroup { layout, dirs }
     }
 
+    /// The directory that holds `controller`'s files.
     fn dir(&self, controller: &str) -> Option<&Path> {
         match self.layout {
-            Layout::V2 => self.dirs.first().map(PathBuf::as_path),
+            Layout::V2 => self.dirs.first().map(|(_, d)| d.as_path()),
             Layout::V1 => self
                 .dirs
                 .iter()
-                .find(|d| {
-                    d.parent()
-                        .and_then(Path::parent)
-                        .is_some_and(|c| c.ends_with(controller))
-                })
-                .map(PathBuf::as_path),
+                .find(|(c, _)| c == controller)
+                .map(|(_, d)| d.as_path()),
         }
     }
 
-    /// Creates the cgroup and applies `resources`.
-    pub fn create(&self, resources: Option<&LinuxResources>) -> Result<(), CgroupError> {
-        match self.layout {
-            Layout::V2 => {
-                let parent = Path::new(BASE).join("pier");
-                if !parent.exists() {
-                    fs::create_dir(&parent)
-                        .or_else(ignore_exists)
-                        .map_err(err("create", &parent))?;
-                }
-                // Delegate the controllers Pier sets to the pier/ subtree.
-                let root_ctl = Path::new(BASE).join("cgroup.subtree_control");
-                let _ = fs::write(&root_ctl, "+memory +pids +cpu +cpuset +io");
-                let _ = fs::write(
-                    parent.join("cgroup.subtree_control"),
-                    "+memory +pids +cpu +cpuset +io",
-                );
+    /// Like [`Self::dir`], but an error when the controller is missing: a limit that
+    /// cannot be applied is refused, never dropped.
+    fn dir_for_limit(&self, controller: &str, option: &str) -> Result<&Path, CgroupError> {
+        let missing = || CgroupError {
+            op: "apply a limit",
+            path: self
+                .dirs
+                .first()
+                .map(|(_, d)| d.display().to_string())
+                .unwrap_or_default(),
+            source: io::Error::new(
+                io::ErrorKind::Unsupported,
+                missing_controller(controller, option),
+            ),
+        };
+        let dir = self.dir(controller).ok_or_else(missing)?;
+        if self.layout == Layout::V2 {
+            // On v2 a controller's files exist only where it is enabled.
+            let enabled = fs::read_to_string(dir.join("cgroup.controllers")).unwrap_or_default();
+            if !enabled.split_whitespace().any(|c| c == controller) {
+                return Err(missing());
             }
-            Layout::V1 => {}
         }
-        for d in &self.dirs {
+        Ok(dir)
+    }
+
+    /// Creates the cgroup, loads its device rules and applies `resources`. Refuses to
+    /// make a cgroup that could not confine the container.
+    pub fn create(&self, resources: Option<&LinuxResources>) -> Result<(), CgroupError> {
+        let refuse = |e: HostError| CgroupError {
+            op: "create",
+            path: self
+                .dirs
+                .first()
+                .map(|(_, d)| d.display().to_string())
+                .unwrap_or_default(),
+            source: io::Error::new(io::ErrorKind::Unsupported, e.to_string()),
+        };
+        if self.layout == Layout::V1 {
+            if self.dirs.is_empty() {
+                return Err(refuse(HostError::NoHierarchy));
+            }
+            if let Some(c) = V1_REQUIRED.iter().find(|c| self.dir(c).is_none()) {
+                return Err(refuse(HostError::MissingController(c)));
+            }
+        }
+        let rules =
+            devices::rules_of(resources.and_then(|r| r.devices().as_ref())).map_err(|m| {
+                CgroupError {
+                    op: "read the device rules",
+                    path: String::new(),
+                    source: io::Error::new(io::ErrorKind::InvalidInput, m),
+                }
+            })?;
+        if self.layout == Layout::V2 {
+            let dir = &self.dirs[0].1;
+            if let Some(parent) = dir.parent().filter(|p| !p.exists()) {
+                fs::create_dir_all(parent)
+                    .or_else(ignore_exists)
+                    .map_err(err("create", parent))?;
+                // Delegate the controllers Pier sets to the parent's subtree.
+                let mut ancestors: Vec<&Path> = parent
+                    .ancestors()
+                    .take_while(|a| a.starts_with(BASE))
+                    .collect();
+                ancestors.reverse();
+                for a in ancestors {
+                    let _ = fs::write(
+                        a.join("cgroup.subtree_control"),
+                        "+memory +pids +cpu +cpuset +io",
+                    );
+                }
+            }
+        }
+        for (_, d) in &self.dirs {
             fs::create_dir_all(d).map_err(err("create", d))?;
         }
         if let Some(cpuset) = self.dir("cpuset").filter(|_| self.layout == Layout::V1) {
@@ -209,11 +386,21 @@ impl Cgroup {
                 }
             }
         }
-        if let (Layout::V1, Some(devices)) = (self.layout, self.dir("devices")) {
-            write(&devices.join("devices.deny"), "a")?;
-            for rule in DEVICE_ALLOW {
-                write(&devices.join("devices.allow"), rule)?;
+        match (self.layout, self.dir("devices")) {
+            (Layout::V1, Some(devices)) => {
+                for r in &rules {
+                    let file = if r.allow {
+                        "devices.allow"
+                    } else {
+                        "devices.deny"
+                    };
+                    write(&devices.join(file), &r.to_v1())?;
+                }
             }
+            (Layout::V2, Some(dir)) => {
+                devices::attach(dir, &rules).map_err(err("attach the device program to", dir))?
+            }
+            (_, None) => unreachable!("v1 is checked above; v2 always has its directory"),
         }
         if let Some(r) = resources {
             self.apply(r)?;
@@ -223,117 +410,111 @@ impl Cgroup {
 
     fn apply(&self, r: &LinuxResources) -> Result<(), CgroupError> {
         let v2 = self.layout == Layout::V2;
-        // Devices the spec allows beyond the defaults (block volumes' loop devices).
-        if let (Layout::V1, Some(dir), Some(devices)) =
-            (self.layout, self.dir("devices"), r.devices().as_ref())
-        {
-            for d in devices.iter().filter(|d| d.allow()) {
-                let kind = match d.typ() {
-                    Some(oci_spec::runtime::LinuxDeviceType::B) => "b",
-                    Some(oci_spec::runtime::LinuxDeviceType::C) => "c",
-                    _ => continue,
-                };
-                let num = |n: Option<i64>| n.map_or("*".to_string(), |n| n.to_string());
-                let rule = format!(
-                    "{kind} {}:{} {}",
-                    num(d.major()),
-                    num(d.minor()),
-                    d.access().as_deref().unwrap_or("rwm")
-                );
-                write(&dir.join("devices.allow"), &rule)?;
-            }
-        }
         if let Some(mem) = r.memory() {
-            if let Some(dir) = self.dir("memory") {
+            if mem.limit().is_some() || mem.swap().is_some() {
+                let dir = self.dir_for_limit("memory", "--memory")?;
                 if let Some(limit) = mem.limit() {
-                    write(
-                        &dir.join(if v2 {
-                            "memory.max"
-                        } else {
-                            "memory.limit_in_bytes"
-                        }),
-                        &limit.to_string(),
-                    )?;
+                    let file = if v2 {
+                        "memory.max"
+                    } else {
+                        "memory.limit_in_bytes"
+                    };
+                    write(&dir.join(file), &limit.to_string())?;
                 }
                 if let Some(swap) = mem.swap() {
-                    if v2 {
-                        // v2 counts swap apart from memory; the spec counts them together.
+                    // v2 counts swap apart from memory; the spec counts them together.
+                    let (file, value) = if v2 {
                         let swap_only = match (swap, mem.limit()) {
                             (-1, _) => "max".to_string(),
                             (s, Some(l)) => (s - l).max(0).to_string(),
                             (s, None) => s.to_string(),
                         };
-                        let _ = fs::write(dir.join("memory.swap.max"), swap_only);
+                        ("memory.swap.max", swap_only)
                     } else {
-                        // Absent when the host has no swap accounting.
-                        let p = dir.join("memory.memsw.limit_in_bytes");
-                        if p.exists() {
-                            write(&p, &swap.to_string())?;
-                        }
+                        ("memory.memsw.limit_in_bytes", swap.to_string())
+                    };
+                    let p = dir.join(file);
+                    if !p.exists() {
+                        return Err(CgroupError {
+                            op: "apply --memory-swap",
+                            path: p.display().to_string(),
+                            source: io::Error::new(
+                                io::ErrorKind::Unsupported,
+                                "this host's kernel does not account swap (boot it with \
+                                 swapaccount=1), so --memory-swap cannot be applied: run \
+                                 without it",
+                            ),
+                        });
                     }
+                    write(&p, &value)?;
                 }
             }
         }
         if let Some(pids) = r.pids() {
-            if let Some(dir) = self.dir("pids") {
-                let v = if pids.limit() > 0 {
-                    pids.limit().to_string()
-                } else {
-                    "max".into()
-                };
-                write(&dir.join("pids.max"), &v)?;
+            if pids.limit() > 0 {
+                let dir = self.dir_for_limit("pids", "--pids-limit")?;
+                write(&dir.join("pids.max"), &pids.limit().to_string())?;
             }
         }
         if let Some(cpu) = r.cpu() {
-            if let Some(dir) = self.dir("cpu") {
-                if let (Some(quota), period) = (cpu.quota(), cpu.period().unwrap_or(100_000)) {
-                    if v2 {
-                        write(&dir.join("cpu.max"), &format!("{quota} {period}"))?;
-                    } else {
-                        write(&dir.join("cpu.cfs_period_us"), &period.to_string())?;
-                        write(&dir.join("cpu.cfs_quota_us"), &quota.to_string())?;
-                    }
-                }
-                if let Some(shares) = cpu.shares() {
-                    if v2 {
-                        // The conversion runc and crun use.
-                        let weight = 1 + ((shares.clamp(2, 262_144) - 2) * 9999) / 262_142;
-                        write(&dir.join("cpu.weight"), &weight.to_string())?;
-                    } else {
-                        write(&dir.join("cpu.shares"), &shares.to_string())?;
-                    }
+            if let Some(quota) = cpu.quota() {
+                let dir = self.dir_for_limit("cpu", "--cpus/--cpu-quota")?;
+                let period = cpu.period().unwrap_or(100_000);
+                if v2 {
+                    write(&dir.join("cpu.max"), &format!("{quota} {period}"))?;
+                } else {
+                    write(&dir.join("cpu.cfs_period_us"), &period.to_string())?;
+                    write(&dir.join("cpu.cfs_quota_us"), &quota.to_string())?;
                 }
             }
-            if let (Some(cpus), Some(dir)) = (cpu.cpus(), self.dir("cpuset")) {
+            if let Some(shares) = cpu.shares() {
+                let dir = self.dir_for_limit("cpu", "--cpu-shares")?;
+                if v2 {
+                    // The conversion runc and crun use.
+                    let weight = 1 + ((shares.clamp(2, 262_144) - 2) * 9999) / 262_142;
+                    write(&dir.join("cpu.weight"), &weight.to_string())?;
+                } else {
+                    write(&dir.join("cpu.shares"), &shares.to_string())?;
+                }
+            }
+            if let Some(cpus) = cpu.cpus() {
+                let dir = self.dir_for_limit("cpuset", "--cpuset-cpus")?;
                 write(&dir.join("cpuset.cpus"), cpus)?;
             }
         }
         if let Some(weight) = r.block_io().as_ref().and_then(|b| b.weight()) {
-            if let Some(dir) = self.dir(if v2 { "io" } else { "blkio" }) {
-                let (file, value) = if v2 {
-                    (
-                        "io.weight",
-                        format!(
-                            "default {}",
-                            1 + (u32::from(weight).saturating_sub(10)) * 9999 / 990
-                        ),
-                    )
-                } else {
-                    ("blkio.weight", weight.to_string())
-                };
-                // Not every kernel's I/O scheduler offers weights.
-                let p = dir.join(file);
-                if p.exists() {
-                    write(&p, &value)?;
-                }
+            let dir = self.dir_for_limit(if v2 { "io" } else { "blkio" }, "--blkio-weight")?;
+            let (file, value) = if v2 {
+                (
+                    "io.weight",
+                    format!(
+                        "default {}",
+                        1 + (u32::from(weight).saturating_sub(10)) * 9999 / 990
+                    ),
+                )
+            } else {
+                ("blkio.weight", weight.to_string())
+            };
+            let p = dir.join(file);
+            if !p.exists() {
+                return Err(CgroupError {
+                    op: "apply --blkio-weight",
+                    path: p.display().to_string(),
+                    source: io::Error::new(
+                        io::ErrorKind::Unsupported,
+                        "this host's I/O scheduler offers no weights (use BFQ on the disk), \
+                         so --blkio-weight cannot be applied: run without it",
+                    ),
+                });
             }
+            write(&p, &value)?;
         }
         Ok(())
     }
 
     /// Moves process `pid` into the cgroup.
     pub fn add(&self, pid: i32) -> Result<(), CgroupError> {
-        for d in &self.dirs {
+        for (_, d) in &self.dirs {
             write(&d.join("cgroup.procs"), &pid.to_string())?;
         }
         Ok(())
@@ -359,7 +540,7 @@ impl Cgroup {
     pub fn freeze(&self, frozen: bool) -> Result<(), CgroupError> {
         match self.layout {
             Layout::V2 => write(
-                &self.dirs[0].join("cgroup.freeze"),
+                &self.dirs[0].1.join("cgroup.freeze"),
                 if frozen { "1" } else { "0" },
             ),
             Layout::V1 => match self.dir("freezer") {
@@ -376,7 +557,7 @@ impl Cgroup {
     pub fn pids(&self) -> Vec<i32> {
         let dir = self
             .dir("pids")
-            .or_else(|| self.dirs.first().map(PathBuf::as_path));
+            .or_else(|| self.dirs.first().map(|(_, d)| d.as_path()));
         dir.and_then(|d| fs::read_to_string(d.join("cgroup.procs")).ok())
             .map(|s| s.lines().filter_map(|l| l.trim().parse().ok()).collect())
             .unwrap_or_default()
@@ -462,7 +643,7 @@ impl Cgroup {
 
     /// Removes the cgroup; it must hold no process. Absent directories are fine.
     pub fn remove(&self) -> Result<(), CgroupError> {
-        for d in &self.dirs {
+        for (_, d) in &self.dirs {
             for _ in 0..50 {
                 match fs::remove_dir(d) {
                     Ok(()) => break,
@@ -479,7 +660,7 @@ impl Cgroup {
     }
 
     pub fn exists(&self) -> bool {
-        self.dirs.iter().any(|d| d.exists())
+        self.dirs.iter().any(|(_, d)| d.exists())
     }
 }
 
@@ -488,5 +669,67 @@ fn ignore_exists(e: io::Error) -> io::Result<()> {
         Ok(())
     } else {
         Err(e)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fake_v1(controllers: &[&str]) -> tempfile::TempDir {
+        let t = tempfile::tempdir().unwrap();
+        for c in controllers {
+            fs::create_dir_all(t.path().join(c)).unwrap();
+            fs::write(t.path().join(c).join("cgroup.procs"), "").unwrap();
+        }
+        t
+    }
+
+    #[test]
+    fn no_hierarchy_is_refused() {
+        let t = tempfile::tempdir().unwrap();
+        let e = Host::detect_at(t.path()).unwrap_err();
+        assert!(matches!(e, HostError::NoHierarchy));
+        assert!(e.to_string().contains("nsenter --net"), "{e}");
+    }
+
+    #[test]
+    fn v1_without_devices_is_refused() {
+        let t = fake_v1(&["memory", "pids", "freezer"]);
+        let e = Host::detect_at(t.path()).unwrap_err();
+        assert!(matches!(e, HostError::MissingController("devices")), "{e}");
+    }
+
+    #[test]
+    fn limits_need_their_controller() {
+        let t = fake_v1(&["devices", "freezer", "pids"]);
+        let host = Host::detect_at(t.path()).unwrap();
+        assert_eq!(host.layout, Layout::V1);
+        let r: LinuxResources =
+            serde_json::from_value(serde_json::json!({"memory": {"limit": 1 << 26}})).unwrap();
+        let e = host.check(&r).unwrap_err();
+        assert!(
+            e.contains("--memory needs the memory cgroup controller"),
+            "{e}"
+        );
+        let r: LinuxResources =
+            serde_json::from_value(serde_json::json!({"pids": {"limit": 10}})).unwrap();
+        host.check(&r).unwrap();
+        let r: LinuxResources = serde_json::from_value(serde_json::json!({})).unwrap();
+        host.check(&r).unwrap();
+    }
+
+    #[test]
+    fn v2_controllers_are_read() {
+        let t = tempfile::tempdir().unwrap();
+        fs::write(t.path().join("cgroup.controllers"), "cpu io pids\n").unwrap();
+        let host = Host::detect_at(t.path()).unwrap();
+        assert_eq!(host.layout, Layout::V2);
+        let r: LinuxResources =
+            serde_json::from_value(serde_json::json!({"blockIO": {"weight": 500}})).unwrap();
+        host.check(&r).unwrap();
+        let r: LinuxResources =
+            serde_json::from_value(serde_json::json!({"memory": {"limit": 1 << 26}})).unwrap();
+        assert!(host.check(&r).is_err());
     }
 }

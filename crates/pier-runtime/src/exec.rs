@@ -224,7 +224,7 @@ pub fn main(dir: &Path, request: &str) -> i32 {
             }
         }
     }
-    if let Err(e) = Cgroup::for_container(&config.id).add(std::process::id() as i32) {
+    if let Err(e) = Cgroup::of_spec(&spec, &config.id).add(std::process::id() as i32) {
         return die(125, format!("{e}: {}", e.source));
     }
     for (k, f) in &fds {

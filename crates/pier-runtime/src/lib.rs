@@ -2,7 +2,9 @@
 //!
 //! - [`attach`]: the frame protocol of attached clients (stdin, output, resize).
 //! - [`spec`]: the OCI spec of a container, with Docker's defaults.
-//! - [`cgroups`]: cgroup v1 and v2: create, limit, freeze, OOM, remove.
+//! - [`cgroups`]: cgroup v1 and v2: create, limit, freeze, OOM, remove; refuses hosts
+//!   where containers could not be confined.
+//! - [`devices`]: device rules, for the v1 controller or a v2 BPF device program.
 //! - [`rootfs`]: paths resolved inside a container's root; `--user` lookup.
 //! - [`seccomp`]: Docker's default profile, resolved per container, compiled to BPF.
 //! - [`init`]: the container's setup in the cloned child, up to exec.
@@ -19,6 +21,7 @@
 
 pub mod attach;
 pub mod cgroups;
+pub mod devices;
 pub mod exec;
 pub mod init;
 pub mod logs;

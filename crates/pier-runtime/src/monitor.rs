@@ -71,6 +71,8 @@ pub fn run(dir: &Path) -> i32 {
             // Socket paths are limited to 108 bytes; bind relative to the directory.
             let _ = std::env::set_current_dir(dir);
             let listener = std::os::unix::net::UnixListener::bind(attach::SOCKET).ok();
+            let _ = std::fs::remove_file(attach::CONTROL_SOCKET);
+            let control = std::os::unix::net::UnixListener::bind(attach::CONTROL_SOCKET).ok();
             let running = Running {
                 pid,
                 monitor_pid: std::process::id() as i32,
@@ -90,7 +92,7 @@ pub fn run(dir: &Path) -> i32 {
             // SAFETY: malloc_trim only releases free heap memory.
             unsafe { libc::malloc_trim(0) };
             let cgroup = started.cgroup.clone();
-            let exit = supervise(dir, started, listener);
+            let exit = supervise(dir, started, listener, control);
             let _ = write_json(&dir.join("exit.json"), &exit);
             if dir.join("runc").exists() {
                 let _ = runc(dir)
@@ -231,7 +233,11 @@ fn runc(dir: &Path) -> std::process::Command {
 
 /// Runs the bundle with runc (`--runtime runc`): `runc run --keep`, so the cgroup outlives
 /// the process long enough to read whether the OOM killer struck.
-fn start_runc(dir: &Path, config: &MonitorConfig) -> Result<Started, (i32, String)> {
+fn start_runc(
+    dir: &Path,
+    config: &MonitorConfig,
+    cgroup: Cgroup,
+) -> Result<Started, (i32, String)> {
     use std::os::fd::FromRawFd;
     let e125 = |m: String| (125, m);
     let (out_r, out_w) = pipe().map_err(|e| e125(format!("pipe: {e}")))?;
@@ -253,7 +259,6 @@ fn start_runc(dir: &Path, config: &MonitorConfig) -> Result<Started, (i32, Strin
                 "cannot run runc ({e}); install it with apt-get install runc"
             ))
         })?;
-    let cgroup = Cgroup::for_container(&config.id);
     loop {
         if let Some(pid) = std::fs::read_to_string(&pid_file)
             .ok()
@@ -296,24 +301,17 @@ fn start(dir: &Path) -> Result<Started, (i32, String)> {
         .map_err(|e| e125(format!("cannot read config.json: {e}")))?;
     let config: MonitorConfig = read_json(&dir.join("monitor.json"))
         .ok_or_else(|| e125("cannot read monitor.json".into()))?;
+    let cgroup = Cgroup::of_spec(&spec, &config.id);
     if config.runtime == "runc" {
-        return start_runc(dir, &config);
+        return start_runc(dir, &config, cgroup);
     }
-    let cgroup = Cgroup::for_container(&config.id);
     let resources = spec.linux().as_ref().and_then(|l| l.resources().clone());
     cgroup
         .create(resources.as_ref())
         .map_err(|e| e125(format!("{e}: {}", e.source)))?;
     // Controller names with the container's group in each.
     let cgroup_v1: Vec<(String, std::path::PathBuf)> = match cgroup.layout {
-        Layout::V1 => cgroup
-            .dirs
-            .iter()
-            .filter_map(|d| {
-                let name = d.parent()?.parent()?.file_name()?;
-                Some((name.to_string_lossy().into_owned(), d.clone()))
-            })
-            .collect(),
+        Layout::V1 => cgroup.dirs.clone(),
         Layout::V2 => vec![],
     };
     let fail_early = |m: String| {
@@ -559,6 +557,32 @@ struct Client {
     sock: std::os::unix::net::UnixStream,
     inbuf: Vec<u8>,
     outbuf: Vec<u8>,
+    /// A client of the control socket: requests and answers, no output.
+    control: bool,
+}
+
+/// Sends `signal` to the process behind `pidfd`; 0 or the errno.
+fn send_signal(pidfd: Option<&OwnedFd>, exited: bool, signal: i32) -> i32 {
+    let Some(fd) = pidfd.filter(|_| !exited) else {
+        return libc::ESRCH;
+    };
+    // SAFETY: pidfd_send_signal with a pidfd we own, no siginfo, no flags.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            fd.as_raw_fd(),
+            signal,
+            std::ptr::null::<libc::siginfo_t>(),
+            0,
+        )
+    };
+    if r < 0 {
+        io::Error::last_os_error()
+            .raw_os_error()
+            .unwrap_or(libc::EIO)
+    } else {
+        0
+    }
 }
 
 /// Output buffered for clients that do not read; past this they are dropped.
@@ -593,15 +617,19 @@ fn supervise(
     dir: &Path,
     started: Started,
     listener: Option<std::os::unix::net::UnixListener>,
+    control: Option<std::os::unix::net::UnixListener>,
 ) -> Exited {
     let Started {
+        pid: init_pid,
         waited,
         cgroup,
         outputs,
         mut stdin,
         tty,
-        ..
     } = started;
+    // The container's init, held for signals (under runc, `waited` is runc itself).
+    let init_pidfd = rustix::process::Pid::from_raw(init_pid)
+        .and_then(|p| rustix::process::pidfd_open(p, rustix::process::PidfdFlags::empty()).ok());
     let config: Option<MonitorConfig> = read_json(&dir.join("monitor.json"));
     let (max, files) = config
         .as_ref()
@@ -612,7 +640,7 @@ fn supervise(
         .map(|(fd, k)| (fd, k, Vec::new()))
         .collect();
     let sock_path = dir.join("attach.sock");
-    if let Some(l) = &listener {
+    for l in listener.iter().chain(control.iter()) {
         let _ = l.set_nonblocking(true);
     }
     let mut clients: Vec<Client> = Vec::new();
@@ -650,6 +678,10 @@ fn supervise(
             .collect();
         let n_streams = fds.len();
         let listener_at = listener.as_ref().map(|l| {
+            fds.push(pollfd(l.as_raw_fd(), libc::POLLIN));
+            fds.len() - 1
+        });
+        let control_at = control.as_ref().map(|l| {
             fds.push(pollfd(l.as_raw_fd(), libc::POLLIN));
             fds.len() - 1
         });
@@ -718,7 +750,7 @@ fn supervise(
             }
             let data = &buf[..r as usize];
             let f = attach::frame(*kind, data);
-            for c in &mut clients {
+            for c in clients.iter_mut().filter(|c| !c.control) {
                 c.outbuf.extend_from_slice(&f);
             }
             if let Some(rp) = replay.as_mut() {
@@ -771,6 +803,20 @@ fn supervise(
                         sock,
                         inbuf: Vec::new(),
                         outbuf,
+                        control: false,
+                    });
+                }
+            }
+        }
+        if let (Some(l), Some(i)) = (&control, control_at) {
+            if fds[i].revents != 0 {
+                while let Ok((sock, _)) = l.accept() {
+                    let _ = sock.set_nonblocking(true);
+                    clients.push(Client {
+                        sock,
+                        inbuf: Vec::new(),
+                        outbuf: Vec::new(),
+                        control: true,
                     });
                 }
             }
@@ -809,6 +855,20 @@ fn supervise(
                                 }
                                 // A terminal's input cannot be closed apart from its output.
                                 attach::CLOSE_STDIN if tty.is_none() => close_stdin = true,
+                                attach::SIGNAL if c.control => {
+                                    let errno = match <[u8; 4]>::try_from(payload.as_slice()) {
+                                        Ok(b) => send_signal(
+                                            init_pidfd.as_ref(),
+                                            status.is_some(),
+                                            i32::from_be_bytes(b),
+                                        ),
+                                        Err(_) => libc::EINVAL,
+                                    };
+                                    c.outbuf.extend_from_slice(&attach::frame(
+                                        attach::SIGNALED,
+                                        &errno.to_be_bytes(),
+                                    ));
+                                }
                                 _ => {}
                             }
                         }
@@ -884,6 +944,7 @@ fn supervise(
     }
     drop(clients);
     let _ = std::fs::remove_file(&sock_path);
+    let _ = std::fs::remove_file(dir.join(attach::CONTROL_SOCKET));
     let st = status.unwrap_or(0);
     let code = if libc::WIFEXITED(st) {
         libc::WEXITSTATUS(st)

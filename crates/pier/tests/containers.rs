@@ -351,8 +351,11 @@ fn lifecycle_commands() {
     assert_eq!(out, "1000\ny\n/tmp\nCapEff:\t0000000000000000\n");
     let (code, _, err) = run(&d, &["exec", "web", "nosuchcmd"]);
     assert_eq!(code, 127, "{err}");
-    let procs =
-        std::fs::read_to_string(format!("/sys/fs/cgroup/pids/pier/{id}/cgroup.procs")).unwrap();
+    let procs = std::fs::read_to_string(format!(
+        "/sys/fs/cgroup/pids/{}/{id}/cgroup.procs",
+        d.cgroup_parent()
+    ))
+    .unwrap();
     assert_eq!(
         procs.lines().count(),
         2,
@@ -414,7 +417,10 @@ fn lifecycle_commands() {
     // pause and unpause freeze the cgroup.
     d.ok(&["pause", "web"]);
     assert_eq!(state(&d, "web")["status"], "paused");
-    let freezer = format!("/sys/fs/cgroup/freezer/pier/{id}/freezer.state");
+    let freezer = format!(
+        "/sys/fs/cgroup/freezer/{}/{id}/freezer.state",
+        d.cgroup_parent()
+    );
     assert_eq!(std::fs::read_to_string(&freezer).unwrap().trim(), "FROZEN");
     d.ok(&["unpause", "web"]);
     assert_eq!(state(&d, "web")["status"], "running");
@@ -739,13 +745,7 @@ fn many_runs_leak_nothing() {
         }
     }
     for id in &sampled {
-        for ctl in [
-            "memory", "pids", "cpu", "cpuacct", "cpuset", "blkio", "freezer", "devices",
-        ] {
-            let cg = std::path::Path::new("/sys/fs/cgroup")
-                .join(ctl)
-                .join("pier")
-                .join(id);
+        for cg in d.cgroup_dirs(id) {
             assert!(!cg.exists(), "cgroup left: {}", cg.display());
         }
     }

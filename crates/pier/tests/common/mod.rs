@@ -51,7 +51,26 @@ pub struct Daemon {
     pub extra_args: Vec<String>,
     /// Whether dropping this daemon deletes its network namespace.
     owns_netns: bool,
+    /// Run the daemon in a mount namespace of its own whose `/sys/fs/cgroup` is the
+    /// cgroup2 hierarchy alone, as on a pure v2 host (this host is hybrid).
+    pub cgroup2_only: bool,
     child: Option<Child>,
+}
+
+/// In a child about to exec: a mount namespace of its own whose `/sys/fs/cgroup` is a
+/// fresh mount of `fstype` (`cgroup2`: a pure v2 host's view; `tmpfs`: no hierarchy at
+/// all, as under `ip netns exec`). Only raw syscalls, as a `pre_exec` hook needs.
+pub fn private_cgroup_view(fstype: &std::ffi::CStr) -> std::io::Result<()> {
+    use rustix::mount::{mount, mount_change, MountFlags, MountPropagationFlags};
+    // SAFETY: a new mount namespace for this (single-threaded, about to exec) child
+    // changes no memory or descriptor state.
+    unsafe { rustix::thread::unshare_unsafe(rustix::thread::UnshareFlags::NEWNS) }?;
+    mount_change(
+        c"/",
+        MountPropagationFlags::PRIVATE | MountPropagationFlags::REC,
+    )?;
+    mount(fstype, c"/sys/fs/cgroup", fstype, MountFlags::empty(), c"")?;
+    Ok(())
 }
 
 /// Runs `ip ARGS`, panicking with its error output on failure.
@@ -72,16 +91,21 @@ impl Daemon {
 
     /// Starts a daemon with more `pier daemon` arguments.
     pub fn start_with(extra_args: &[&str]) -> Daemon {
-        Self::start_in(extra_args, None)
+        Self::start_in(extra_args, None, false)
+    }
+
+    /// Starts a daemon that sees only the cgroup2 hierarchy, as on a pure v2 host.
+    pub fn start_on_cgroup2(extra_args: &[&str]) -> Daemon {
+        Self::start_in(extra_args, None, true)
     }
 
     /// Starts a daemon in the network namespace of `neighbour` (which must outlive it),
     /// so the two reach each other on loopback.
     pub fn start_beside(neighbour: &Daemon, extra_args: &[&str]) -> Daemon {
-        Self::start_in(extra_args, Some(neighbour.netns.clone()))
+        Self::start_in(extra_args, Some(neighbour.netns.clone()), false)
     }
 
-    fn start_in(extra_args: &[&str], shared_netns: Option<String>) -> Daemon {
+    fn start_in(extra_args: &[&str], shared_netns: Option<String>, cgroup2_only: bool) -> Daemon {
         let dir = tempfile::Builder::new()
             .prefix("pier-test-")
             .tempdir()
@@ -105,6 +129,7 @@ impl Daemon {
             netns,
             extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
             owns_netns,
+            cgroup2_only,
             child: None,
         };
         d.spawn();
@@ -131,7 +156,9 @@ impl Daemon {
             .env("PIER_LOG", "debug")
             .stdout(Stdio::null())
             .stderr(log);
-        // SAFETY: setns(2) only, on a descriptor kept open until the child has exec'd.
+        let cgroup2_only = self.cgroup2_only;
+        // SAFETY: setns(2), unshare(2) and mount(2) only, on a descriptor kept open until
+        // the child has exec'd.
         unsafe {
             use std::os::fd::AsFd;
             use std::os::unix::process::CommandExt;
@@ -139,8 +166,11 @@ impl Daemon {
                 rustix::thread::move_into_link_name_space(
                     ns.as_fd(),
                     Some(rustix::thread::LinkNameSpaceType::Network),
-                )
-                .map_err(std::io::Error::from)
+                )?;
+                if cgroup2_only {
+                    private_cgroup_view(c"cgroup2")?;
+                }
+                Ok(())
             });
         }
         let child = cmd.spawn().unwrap();
@@ -163,6 +193,33 @@ impl Daemon {
             );
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// The cgroup parent of this daemon's containers: `pier-` and the first 3 bytes of
+    /// the sha256 of its root, in hex (as the daemon names it).
+    pub fn cgroup_parent(&self) -> String {
+        let root = fs::canonicalize(&self.root).unwrap_or_else(|_| self.root.clone());
+        format!(
+            "pier-{}",
+            &sha256_hex(root.as_os_str().as_encoded_bytes())[..6]
+        )
+    }
+
+    /// The directories container `id`'s cgroup may have (the parent's, for ""), in every
+    /// v1 hierarchy and in the unified one.
+    pub fn cgroup_dirs(&self, id: &str) -> Vec<PathBuf> {
+        [
+            "memory", "pids", "cpu", "freezer", "devices", "blkio", "cpuset", "cpuacct", "unified",
+            "",
+        ]
+        .iter()
+        .map(|ctl| {
+            Path::new("/sys/fs/cgroup")
+                .join(ctl)
+                .join(self.cgroup_parent())
+                .join(id)
+        })
+        .collect()
     }
 
     pub fn netns_path(&self) -> PathBuf {
@@ -363,11 +420,7 @@ impl Drop for Daemon {
                     .unwrap_or_default();
                 assert!(left.is_empty(), "container directories left: {left:?}");
                 for id in ids.lines() {
-                    for ctl in [
-                        "memory", "pids", "cpu", "freezer", "devices", "blkio", "cpuset",
-                        "cpuacct", "",
-                    ] {
-                        let cg = Path::new("/sys/fs/cgroup").join(ctl).join("pier").join(id);
+                    for cg in self.cgroup_dirs(id) {
                         assert!(!cg.exists(), "cgroup left: {}", cg.display());
                     }
                 }
@@ -385,6 +438,10 @@ impl Drop for Daemon {
             }
         }
         if !panicking {
+            // The containers' cgroup parent goes with the daemon when it is empty.
+            for cg in self.cgroup_dirs("") {
+                assert!(!cg.exists(), "cgroup parent left: {}", cg.display());
+            }
             // Nothing of this daemon may stay mounted.
             let mounts = fs::read_to_string("/proc/self/mountinfo").unwrap();
             let root = self.dir.path().to_string_lossy().into_owned();
