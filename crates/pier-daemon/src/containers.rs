@@ -519,10 +519,23 @@ impl Containers {
         pier_runtime::cgroups::path_for(&self.cgroup_parent, id)
     }
 
-    /// Removes the containers' cgroup parent if no container's cgroup is left in it.
+    /// Removes the containers' cgroup parent, in every hierarchy (runc, for one, also
+    /// makes it in a hybrid host's unified one), where no container's cgroup is left in it.
     pub fn remove_cgroup_parent(&self) {
-        for (_, dir) in Cgroup::at(&self.cgroup_parent).dirs {
-            let _ = fs::remove_dir(dir);
+        let mut dirs: Vec<PathBuf> = Cgroup::at(&self.cgroup_parent)
+            .dirs
+            .into_iter()
+            .map(|(_, d)| d)
+            .collect();
+        if let Ok(hierarchies) = fs::read_dir("/sys/fs/cgroup") {
+            dirs.extend(
+                hierarchies
+                    .flatten()
+                    .map(|h| h.path().join(&self.cgroup_parent)),
+            );
+        }
+        for d in dirs {
+            let _ = fs::remove_dir(d);
         }
     }
 
