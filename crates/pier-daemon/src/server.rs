@@ -209,7 +209,11 @@ pub async fn run(mut config: DaemonConfig) -> Result<(), DaemonError> {
                     let tls = pier_registry::server::tls_acceptor(cert, key)
                         .map_err(DaemonError::Config)?;
                     tracing::info!(addr = %addr, "registry listening (TLS)");
-                    Some(tokio::spawn(pier_registry::server::serve(l, app, Some(tls))))
+                    Some(tokio::spawn(pier_registry::server::serve(
+                        l,
+                        app,
+                        Some(tls),
+                    )))
                 }
                 None => {
                     tracing::info!(addr = %addr, "registry listening");

@@ -143,9 +143,7 @@ const TOKEN_SECS: i64 = 300;
 /// what a wrong password does.
 fn decoy() -> &'static Secret {
     static DECOY: OnceLock<Secret> = OnceLock::new();
-    DECOY.get_or_init(|| {
-        Secret::Argon2(crate::password::hash("no such user").unwrap_or_default())
-    })
+    DECOY.get_or_init(|| Secret::Argon2(crate::password::hash("no such user").unwrap_or_default()))
 }
 
 impl Auth {
@@ -457,8 +455,12 @@ mod tests {
         // A forged token is refused.
         let forged = t["token"].as_str().unwrap().replace('.', "x.");
         let c = challenge(
-            auth.check(&bearer(&serde_json::json!({ "token": forged })), Some("team/app"), Access::Pull)
-                .await,
+            auth.check(
+                &bearer(&serde_json::json!({ "token": forged })),
+                Some("team/app"),
+                Access::Pull,
+            )
+            .await,
         );
         assert!(c.contains("error=\"invalid_token\""), "{c}");
         // Wrong credentials get no token at all.
@@ -483,7 +485,10 @@ mod tests {
         let auth = auth(true);
         // No credentials: a challenge naming the realm, so clients log in.
         let c = challenge(auth.check(&HeaderMap::new(), None, Access::Pull).await);
-        assert_eq!(c, "Bearer realm=\"http://localhost/v2/token\",service=\"pier\"");
+        assert_eq!(
+            c,
+            "Bearer realm=\"http://localhost/v2/token\",service=\"pier\""
+        );
         // Anonymous pulls go on, with or without a token; pushes do not.
         assert!(auth
             .check(&HeaderMap::new(), Some("any/repo"), Access::Pull)
@@ -500,12 +505,18 @@ mod tests {
         let h = bearer(&anon);
         assert!(auth.check(&h, None, Access::Pull).await.is_ok());
         assert!(auth.check(&h, Some("team/app"), Access::Pull).await.is_ok());
-        assert!(auth.check(&h, Some("team/app"), Access::Push).await.is_err());
+        assert!(auth
+            .check(&h, Some("team/app"), Access::Push)
+            .await
+            .is_err());
         // A user's token covers what anonymous clients may pull too.
         let t = auth
             .issue(
                 &basic("alice", "a"),
-                &["repository:team/app:pull,push".into(), "repository:other:pull".into()],
+                &[
+                    "repository:team/app:pull,push".into(),
+                    "repository:other:pull".into(),
+                ],
             )
             .await
             .unwrap();
@@ -522,6 +533,9 @@ mod tests {
         }))
         .unwrap();
         let e = Auth::new(config, false).err().unwrap().to_string();
-        assert!(e.contains("not plain text") && e.contains("password_plain"), "{e}");
+        assert!(
+            e.contains("not plain text") && e.contains("password_plain"),
+            "{e}"
+        );
     }
 }

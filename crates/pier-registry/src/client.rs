@@ -37,9 +37,7 @@ impl Payload {
     fn body(&self) -> Result<ReqBody> {
         Ok(match self {
             Payload::Empty => Empty::new().map_err(|never| match never {}).boxed(),
-            Payload::Bytes(b) => Full::new(b.clone())
-                .map_err(|never| match never {})
-                .boxed(),
+            Payload::Bytes(b) => Full::new(b.clone()).map_err(|never| match never {}).boxed(),
             Payload::Stream(make) => make()?,
         })
     }
@@ -308,7 +306,12 @@ impl Remote {
     pub async fn authenticate(&self, scope: &str) -> Result<()> {
         self.add_scope(scope);
         let probe = self
-            .raw(Method::GET, &format!("{}/v2/", self.base()), &[], empty().body()?)
+            .raw(
+                Method::GET,
+                &format!("{}/v2/", self.base()),
+                &[],
+                empty().body()?,
+            )
             .await;
         let resp = match probe {
             // Fall back only when the server does not speak TLS at all; a certificate
@@ -320,8 +323,13 @@ impl Remote {
             {
                 tracing::debug!(host = %self.host, error = %e, "no TLS on a loopback registry; using HTTP");
                 self.plain.store(true, std::sync::atomic::Ordering::Relaxed);
-                self.raw(Method::GET, &format!("{}/v2/", self.base()), &[], empty().body()?)
-                    .await?
+                self.raw(
+                    Method::GET,
+                    &format!("{}/v2/", self.base()),
+                    &[],
+                    empty().body()?,
+                )
+                .await?
             }
             r => r?,
         };

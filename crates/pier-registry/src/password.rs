@@ -57,11 +57,7 @@ impl std::fmt::Debug for Secret {
 
 impl Secret {
     /// The secret of user `name` from its `password` (a hash) or `password_plain`.
-    pub fn of(
-        name: &str,
-        password: Option<&str>,
-        plain: Option<&str>,
-    ) -> Result<Secret, String> {
+    pub fn of(name: &str, password: Option<&str>, plain: Option<&str>) -> Result<Secret, String> {
         let how = "make a hash with `pier registry hash-password` (it reads the password on \
                    standard input) or `htpasswd -nB USER`, and put it in \"password\"";
         match (password, plain) {
@@ -71,9 +67,13 @@ impl Secret {
             (None, None) => Err(format!("user {name:?} has no password; {how}")),
             (None, Some(p)) => Ok(Secret::Plain(p.to_string())),
             (Some(h), None) if h.starts_with("$argon2") => {
-                let parsed = PasswordHash::new(h)
-                    .map_err(|e| format!("user {name:?}: the argon2 hash is malformed ({e}); {how}"))?;
-                if !matches!(parsed.algorithm.as_str(), "argon2i" | "argon2d" | "argon2id") {
+                let parsed = PasswordHash::new(h).map_err(|e| {
+                    format!("user {name:?}: the argon2 hash is malformed ({e}); {how}")
+                })?;
+                if !matches!(
+                    parsed.algorithm.as_str(),
+                    "argon2i" | "argon2d" | "argon2id"
+                ) {
                     return Err(format!(
                         "user {name:?}: {} is not an argon2 variant; {how}",
                         parsed.algorithm
@@ -82,8 +82,9 @@ impl Secret {
                 Ok(Secret::Argon2(h.to_string()))
             }
             (Some(h), None) if h.starts_with("$2") => {
-                h.parse::<bcrypt::HashParts>()
-                    .map_err(|e| format!("user {name:?}: the bcrypt hash is malformed ({e}); {how}"))?;
+                h.parse::<bcrypt::HashParts>().map_err(|e| {
+                    format!("user {name:?}: the bcrypt hash is malformed ({e}); {how}")
+                })?;
                 Ok(Secret::Bcrypt(h.to_string()))
             }
             (Some(_), None) => Err(format!(
@@ -143,7 +144,10 @@ mod tests {
     #[test]
     fn plain_text_only_as_opt_in() {
         let e = Secret::of("ci", Some("hunter2"), None).unwrap_err();
-        assert!(e.contains("not plain text") && e.contains("hash-password"), "{e}");
+        assert!(
+            e.contains("not plain text") && e.contains("hash-password"),
+            "{e}"
+        );
         assert!(Secret::of("ci", None, None).is_err());
         assert!(Secret::of("ci", Some("$argon2id$x"), None).is_err());
         assert!(Secret::of("ci", Some("$2y$04$short"), None).is_err());

@@ -4,7 +4,8 @@
 //! [`route`] splits it from the right (`.../manifests/<ref>`, `.../blobs/uploads/<id>`,
 //! `.../blobs/<digest>`, `.../tags/list`, `.../referrers/<digest>`). Every handler
 //! checks the name first ([`crate::names`]), then asks [`crate::auth`] whether the caller
-//! may pull or push there.
+//! may pull or push there. [`serve`] runs the router on a TCP listener, with or without
+//! TLS, and closes connections that do not finish their request headers in time.
 
 use std::collections::HashMap;
 use std::io::SeekFrom;
@@ -737,5 +738,43 @@ mod tests {
         assert_eq!(parse_range("bytes=95-200", 100), Some((95, 99)));
         assert_eq!(parse_range("bytes=100-", 100), None);
         assert_eq!(parse_range("items=0-1", 100), None);
+    }
+
+    #[tokio::test]
+    async fn unfinished_request_headers_are_cut() {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let app = Router::new().route("/v2/", get(|| async { "{}" }));
+        let timeout = Duration::from_millis(300);
+        let server = tokio::spawn(serve_with(l, app, None, timeout));
+        let read_all = |mut s: tokio::net::TcpStream| async move {
+            let mut got = Vec::new();
+            let _ = s.read_to_end(&mut got).await;
+            got
+        };
+
+        // Half a request: closed once the timeout passes, with nothing answered.
+        let started = std::time::Instant::now();
+        let mut stalled = tokio::net::TcpStream::connect(addr).await.unwrap();
+        stalled
+            .write_all(b"GET /v2/ HTTP/1.1\r\nHost: x\r\n")
+            .await
+            .unwrap();
+        let got = tokio::time::timeout(Duration::from_secs(10), read_all(stalled))
+            .await
+            .expect("the stalled connection was not closed");
+        let took = started.elapsed();
+        assert!(took >= timeout && took < Duration::from_secs(5), "{took:?}");
+        assert!(!String::from_utf8_lossy(&got).contains("200"), "{got:?}");
+
+        // A whole request is answered.
+        let mut ok = tokio::net::TcpStream::connect(addr).await.unwrap();
+        ok.write_all(b"GET /v2/ HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let got = read_all(ok).await;
+        assert!(got.starts_with(b"HTTP/1.1 200"), "{got:?}");
+        server.abort();
     }
 }
