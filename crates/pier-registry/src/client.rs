@@ -471,4 +471,91 @@ mod tests {
         assert!(is_loopback("localhost"));
         assert!(!is_loopback("registry.example:5000"));
     }
+
+    /// A registry that lets anyone probe `/v2/` and pull, and challenges a push: the
+    /// client answers that request's challenge (with the scope it names) and sends the
+    /// request, body and all, once more.
+    #[tokio::test]
+    async fn any_requests_challenge_is_answered() {
+        use axum::http::{HeaderMap, StatusCode as S};
+        use axum::routing::{get, post};
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let host = l.local_addr().unwrap().to_string();
+        let realm = format!("http://{host}/token");
+        let scopes = Arc::new(Mutex::new(Vec::<String>::new()));
+        let seen = scopes.clone();
+        let app = axum::Router::new()
+            .route("/v2/", get(|| async { "{}" }))
+            .route(
+                "/token",
+                get(move |uri: axum::http::Uri, h: HeaderMap| async move {
+                    seen.lock().unwrap().push(uri.query().unwrap_or("").to_string());
+                    let basic = format!("Basic {}", crate::b64::encode(b"ci:pw"));
+                    if h.get("authorization").is_some_and(|v| *v == *basic) {
+                        (S::OK, r#"{"token":"good"}"#)
+                    } else {
+                        (S::UNAUTHORIZED, "{}")
+                    }
+                }),
+            )
+            .route(
+                "/v2/team/app/blobs/uploads/",
+                post(move |h: HeaderMap, body: String| async move {
+                    if h.get("authorization").is_some_and(|v| v == "Bearer good") {
+                        (S::ACCEPTED, HeaderMap::new(), body)
+                    } else {
+                        let mut c = HeaderMap::new();
+                        let v = format!(
+                            r#"Bearer realm="{realm}",service="reg",scope="repository:team/app:pull,push""#
+                        );
+                        c.insert("www-authenticate", v.parse().unwrap());
+                        (S::UNAUTHORIZED, c, String::new())
+                    }
+                }),
+            );
+        let server = tokio::spawn(async move { axum::serve(l, app).await });
+        let config = ClientConfig {
+            insecure: vec![host.clone()],
+            ..Default::default()
+        };
+        let creds = |p: &str| {
+            Some(Credentials {
+                username: "ci".into(),
+                password: p.into(),
+            })
+        };
+
+        let remote = Remote::new(&host, &config, creds("pw")).unwrap();
+        remote
+            .authenticate("repository:team/app:pull")
+            .await
+            .unwrap();
+        let resp = remote
+            .send(
+                Method::POST,
+                "/v2/team/app/blobs/uploads/",
+                &[],
+                full(&b"the body"[..]),
+            )
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::ACCEPTED);
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(&body[..], b"the body", "the retry carries the body again");
+        // One token request, for what was asked before and what the challenge named.
+        assert_eq!(
+            *scopes.lock().unwrap(),
+            ["scope=repository%3Ateam%2Fapp%3Apull&scope=repository%3Ateam%2Fapp%3Apull%2Cpush&service=reg"]
+        );
+
+        // Wrong credentials: the token service's refusal is the error.
+        let remote = Remote::new(&host, &config, creds("wrong")).unwrap();
+        let err = remote
+            .send(Method::POST, "/v2/team/app/blobs/uploads/", &[], empty())
+            .await
+            .err()
+            .unwrap();
+        assert!(matches!(err, RegistryError::Denied(_)), "{err}");
+        server.abort();
+    }
 }
