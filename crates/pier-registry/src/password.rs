@@ -59,7 +59,8 @@ impl Secret {
     /// The secret of user `name` from its `password` (a hash) or `password_plain`.
     pub fn of(name: &str, password: Option<&str>, plain: Option<&str>) -> Result<Secret, String> {
         let how = "make a hash with `pier registry hash-password` (it reads the password on \
-                   standard input) or `htpasswd -nB USER`, and put it in \"password\"";
+                   standard input) or `htpasswd -nB USER` (the part after `USER:`), and put \
+                   it in \"password\"";
         match (password, plain) {
             (Some(_), Some(_)) => Err(format!(
                 "user {name:?} has both \"password\" and \"password_plain\"; keep one"
