@@ -235,7 +235,8 @@ pub struct DaemonArgs {
     #[arg(long)]
     pub registry_upstream: Option<String>,
     /// The registry's users and policy, a JSON file: `{"anonymous_pull": bool,
-    /// "users": {"NAME": {"password": "...", "pull": ["repo", "team/*", "*"], "push": [...]}}}`.
+    /// "users": {"NAME": {"password": "HASH", "pull": ["repo", "team/*", "*"], "push": [...]}}}`;
+    /// HASH from `pier registry hash-password` (argon2) or `htpasswd -nB` (bcrypt).
     #[arg(long)]
     pub registry_auth: Option<PathBuf>,
     /// Serve the registry over TLS with this certificate chain (PEM); needs --registry-tls-key.

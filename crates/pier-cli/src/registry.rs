@@ -67,6 +67,9 @@ pub enum RegistryCommand {
     Edit(EditArgs),
     /// Blob bytes the registry received and sent since the daemon started.
     Stats,
+    /// Print an argon2 hash (PHC string) of the password read from standard input, for
+    /// a user's "password" in the `--registry-auth` file. Needs no daemon.
+    HashPassword,
 }
 
 #[derive(Debug, Args)]
@@ -330,6 +333,18 @@ pub async fn run(client: &Client, fmt: Format, cmd: RegistryCommand) -> Result<(
                     human_size(r.reclaimed_bytes)
                 )
             })
+        }
+        RegistryCommand::HashPassword => {
+            let mut password = String::new();
+            std::io::stdin().read_to_string(&mut password)?;
+            let password = password.trim_end_matches(['\n', '\r']);
+            if password.is_empty() {
+                return Err(fail("give the password on standard input"));
+            }
+            let hash = pier_registry::password::hash(password)
+                .map_err(|e| fail(format!("cannot hash the password: {e}")))?;
+            println!("{hash}");
+            Ok(())
         }
         RegistryCommand::Stats => {
             let s: RegistryStats = client.get("/v1/registry/stats").await?;

@@ -215,15 +215,15 @@ pub async fn run(mut config: DaemonConfig) -> Result<(), DaemonError> {
                     let tls = pier_registry::server::tls_acceptor(cert, key)
                         .map_err(DaemonError::Config)?;
                     tracing::info!(addr = %addr, "registry listening (TLS)");
-                    Some(tokio::spawn(pier_registry::server::serve_tls(l, app, tls)))
+                    Some(tokio::spawn(pier_registry::server::serve(
+                        l,
+                        app,
+                        Some(tls),
+                    )))
                 }
                 None => {
                     tracing::info!(addr = %addr, "registry listening");
-                    Some(tokio::spawn(async move {
-                        if let Err(e) = axum::serve(l, app).await {
-                            tracing::error!(error = %e, "the registry server stopped");
-                        }
-                    }))
+                    Some(tokio::spawn(pier_registry::server::serve(l, app, None)))
                 }
             }
         }

@@ -1,56 +1,36 @@
-//! Base64 (standard alphabet, padded) for HTTP basic credentials and token parts.
+//! Base64 for HTTP basic credentials and Docker's `X-Registry-Auth`, over the `base64`
+//! crate: [`encode`] writes the standard padded form; [`decode`] reads the standard or
+//! the URL-safe alphabet (the Docker CLI sends the latter), padded or not.
 
-const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+use base64::alphabet;
+use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig, STANDARD};
+use base64::engine::DecodePaddingMode;
+use base64::Engine as _;
 
+const LENIENT: GeneralPurposeConfig =
+    GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent);
+const STANDARD_LENIENT: GeneralPurpose = GeneralPurpose::new(&alphabet::STANDARD, LENIENT);
+const URL_SAFE_LENIENT: GeneralPurpose = GeneralPurpose::new(&alphabet::URL_SAFE, LENIENT);
+
+/// The standard alphabet, padded.
 pub fn encode(data: &[u8]) -> String {
-    let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
-    for chunk in data.chunks(3) {
-        let b = [
-            chunk[0],
-            *chunk.get(1).unwrap_or(&0),
-            *chunk.get(2).unwrap_or(&0),
-        ];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
+    STANDARD.encode(data)
 }
 
+/// Either alphabet, with or without padding; `None` when `s` is not base64.
 pub fn decode(s: &str) -> Option<Vec<u8>> {
-    let s = s.trim_end_matches('=');
-    let mut out = Vec::with_capacity(s.len() * 3 / 4);
-    let mut acc = 0u32;
-    let mut bits = 0;
-    for c in s.bytes() {
-        let v = match c {
-            b'A'..=b'Z' => c - b'A',
-            b'a'..=b'z' => c - b'a' + 26,
-            b'0'..=b'9' => c - b'0' + 52,
-            b'+' | b'-' => 62,
-            b'/' | b'_' => 63,
-            _ => return None,
-        };
-        acc = (acc << 6) | u32::from(v);
-        bits += 6;
-        if bits >= 8 {
-            bits -= 8;
-            out.push((acc >> bits) as u8);
-            acc &= (1 << bits) - 1;
-        }
-    }
-    Some(out)
+    let engine = if s.contains(['-', '_']) {
+        &URL_SAFE_LENIENT
+    } else {
+        &STANDARD_LENIENT
+    };
+    engine.decode(s).ok()
 }
 
 #[cfg(test)]
 mod tests {
     #[test]
-    fn round_trips() {
+    fn round_trips_and_reads_both_alphabets() {
         for (plain, enc) in [
             ("", ""),
             ("f", "Zg=="),
@@ -60,7 +40,15 @@ mod tests {
         ] {
             assert_eq!(super::encode(plain.as_bytes()), enc);
             assert_eq!(super::decode(enc).unwrap(), plain.as_bytes());
+            assert_eq!(
+                super::decode(enc.trim_end_matches('=')).unwrap(),
+                plain.as_bytes()
+            );
         }
+        // 0xfb 0xff: `+/` in the standard alphabet, `-_` in the URL-safe one.
+        assert_eq!(super::decode("-_8").unwrap(), [0xfb, 0xff]);
+        assert_eq!(super::decode("+/8=").unwrap(), [0xfb, 0xff]);
         assert!(super::decode("a*b").is_none());
+        assert!(super::decode("+_8").is_none(), "mixed alphabets");
     }
 }

@@ -1,8 +1,12 @@
 //! A client of any OCI distribution registry: HTTP/1.1 over TCP, TLS (rustls, the
 //! system's roots) unless the host is loopback or marked insecure, and the token
 //! handshake: a 401 with `WWW-Authenticate: Bearer realm=...,service=...,scope=...` is
-//! answered by fetching a token from the realm (with basic credentials when given) and
-//! retrying; a `Basic` challenge by sending the credentials.
+//! answered by fetching a token from the realm (with basic credentials when given) for
+//! the challenge's scope and every scope asked for before, and sending the request again;
+//! a `Basic` challenge by sending the credentials. Any request's challenge is answered
+//! this way, not only the `/v2/` probe's (a registry may answer that probe 200 to
+//! anonymous clients and challenge a push; a token may expire during a long transfer),
+//! so request bodies are [`Payload`]s that can be sent twice.
 
 use std::sync::{Arc, Mutex};
 
@@ -21,12 +25,30 @@ pub type ReqBody = BoxBody<Bytes, std::io::Error>;
 /// The most read of a token or error answer from a registry.
 const SMALL_REPLY: usize = 64 << 10;
 
-pub fn empty() -> ReqBody {
-    Empty::new().map_err(|never| match never {}).boxed()
+/// A request body that can be made again, for the retry after a challenge.
+pub enum Payload {
+    Empty,
+    Bytes(Bytes),
+    /// A streamed body (a blob's file), made anew for each attempt.
+    Stream(Box<dyn Fn() -> Result<ReqBody> + Send + Sync>),
 }
 
-pub fn full(b: impl Into<Bytes>) -> ReqBody {
-    Full::new(b.into()).map_err(|never| match never {}).boxed()
+impl Payload {
+    fn body(&self) -> Result<ReqBody> {
+        Ok(match self {
+            Payload::Empty => Empty::new().map_err(|never| match never {}).boxed(),
+            Payload::Bytes(b) => Full::new(b.clone()).map_err(|never| match never {}).boxed(),
+            Payload::Stream(make) => make()?,
+        })
+    }
+}
+
+pub fn empty() -> Payload {
+    Payload::Empty
+}
+
+pub fn full(b: impl Into<Bytes>) -> Payload {
+    Payload::Bytes(b.into())
 }
 
 /// Credentials for a registry.
@@ -56,7 +78,11 @@ pub struct Remote {
     /// A loopback host: HTTPS is tried first, plain HTTP after.
     probe: bool,
     creds: Option<Credentials>,
+    /// The `Authorization` value requests carry.
     auth: Mutex<Option<String>>,
+    /// Every scope asked for so far: a new token covers them all, so answering one
+    /// request's challenge does not take away what another needs.
+    scopes: Mutex<Vec<String>>,
 }
 
 fn is_loopback(host: &str) -> bool {
@@ -152,6 +178,7 @@ impl Remote {
             probe,
             creds,
             auth: Mutex::new(None),
+            scopes: Mutex::new(Vec::new()),
         })
     }
 
@@ -226,31 +253,65 @@ impl Remote {
         }
     }
 
-    /// Sends a request to `path` on this registry (or an absolute URL), with auth.
+    fn current_auth(&self) -> Option<String> {
+        self.auth.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Sends a request to `path` on this registry (or an absolute URL), with auth. A 401
+    /// with a challenge is answered (see the module's doc) and the request sent once
+    /// more; a second 401 is returned as it is.
     pub async fn send(
         &self,
         method: Method,
         path: &str,
         headers: &[(&str, String)],
-        body: ReqBody,
+        body: Payload,
     ) -> Result<Response<Incoming>> {
         let url = if path.starts_with("http://") || path.starts_with("https://") {
             path.to_string()
         } else {
             format!("{}{path}", self.base())
         };
-        let mut h: Vec<(&str, String)> = headers.to_vec();
-        if let Some(a) = self.auth.lock().unwrap_or_else(|e| e.into_inner()).clone() {
-            h.push(("authorization", a));
+        let with_auth = |auth: &Option<String>| {
+            let mut h: Vec<(&str, String)> = headers.to_vec();
+            if let Some(a) = auth {
+                h.push(("authorization", a.clone()));
+            }
+            h
+        };
+        let sent = self.current_auth();
+        let resp = self
+            .raw(method.clone(), &url, &with_auth(&sent), body.body()?)
+            .await?;
+        if resp.status() != StatusCode::UNAUTHORIZED {
+            return Ok(resp);
         }
-        self.raw(method, &url, &h, body).await
+        let Some(challenge) = challenge_of(&resp) else {
+            return Ok(resp);
+        };
+        // Another request may have answered a challenge meanwhile: try its credentials
+        // before asking for new ones.
+        if self.current_auth() == sent && !self.answer(&challenge).await? {
+            return Ok(resp);
+        }
+        drop(resp);
+        let auth = self.current_auth();
+        self.raw(method, &url, &with_auth(&auth), body.body()?)
+            .await
     }
 
     /// Makes sure requests for `scope` (`repository:NAME:pull,push`) carry the right
-    /// credentials: probes `/v2/` and answers its challenge.
+    /// credentials: probes `/v2/` (falling back to plain HTTP on a loopback registry that
+    /// does not speak TLS) and answers its challenge.
     pub async fn authenticate(&self, scope: &str) -> Result<()> {
+        self.add_scope(scope);
         let probe = self
-            .raw(Method::GET, &format!("{}/v2/", self.base()), &[], empty())
+            .raw(
+                Method::GET,
+                &format!("{}/v2/", self.base()),
+                &[],
+                empty().body()?,
+            )
             .await;
         let resp = match probe {
             // Fall back only when the server does not speak TLS at all; a certificate
@@ -262,68 +323,110 @@ impl Remote {
             {
                 tracing::debug!(host = %self.host, error = %e, "no TLS on a loopback registry; using HTTP");
                 self.plain.store(true, std::sync::atomic::Ordering::Relaxed);
-                self.raw(Method::GET, &format!("{}/v2/", self.base()), &[], empty())
-                    .await?
+                self.raw(
+                    Method::GET,
+                    &format!("{}/v2/", self.base()),
+                    &[],
+                    empty().body()?,
+                )
+                .await?
             }
             r => r?,
         };
         if resp.status() != StatusCode::UNAUTHORIZED {
             return Ok(());
         }
-        let challenge = resp
-            .headers()
-            .get(hyper::header::WWW_AUTHENTICATE)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-            .to_string();
+        let challenge = challenge_of(&resp).unwrap_or_default();
+        if self.answer(&challenge).await? {
+            Ok(())
+        } else {
+            Err(RegistryError::Unauthorized { challenge })
+        }
+    }
+
+    fn add_scope(&self, scope: &str) {
+        let mut scopes = self.scopes.lock().unwrap_or_else(|e| e.into_inner());
+        if !scope.is_empty() && !scopes.iter().any(|s| s == scope) {
+            scopes.push(scope.to_string());
+        }
+    }
+
+    /// Answers a `WWW-Authenticate` challenge: sets the credentials later requests
+    /// carry. Returns false when there is nothing to answer with (a `Basic` challenge
+    /// without credentials, or to the credentials just sent).
+    async fn answer(&self, challenge: &str) -> Result<bool> {
         let basic = self.creds.as_ref().map(|c| {
             format!(
                 "Basic {}",
                 crate::b64::encode(format!("{}:{}", c.username, c.password).as_bytes())
             )
         });
-        let auth = if let Some(params) = challenge.strip_prefix("Bearer ") {
-            let p = challenge_params(params);
-            let get = |k: &str| p.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
-            let realm = get("realm").ok_or_else(|| {
-                upstream(format!("{}: a Bearer challenge without realm", self.host))
-            })?;
-            let mut url = format!("{realm}?scope={}", encode_query(scope));
-            if let Some(s) = get("service") {
-                url.push_str(&format!("&service={}", encode_query(&s)));
-            }
-            let headers: Vec<(&str, String)> =
-                basic.iter().map(|b| ("authorization", b.clone())).collect();
-            let resp = self.raw(Method::GET, &url, &headers, empty()).await?;
-            let status = resp.status();
-            // A token answer is small; a larger one is refused, not held.
-            let body = http_body_util::Limited::new(resp.into_body(), SMALL_REPLY)
-                .collect()
-                .await
-                .map_err(|e| RegistryError::Upstream(format!("the token answer: {e}")))?
-                .to_bytes();
-            if !status.is_success() {
-                return Err(RegistryError::Denied(format!(
-                    "{} (the token service answered {status}: {}); check the credentials",
-                    self.host,
-                    String::from_utf8_lossy(&body)
-                )));
-            }
-            let v: serde_json::Value = serde_json::from_slice(&body).map_err(upstream)?;
-            let token = v
-                .get("token")
-                .or_else(|| v.get("access_token"))
-                .and_then(|t| t.as_str())
-                .ok_or_else(|| upstream("the token service answered without a token"))?;
-            format!("Bearer {token}")
-        } else {
-            basic.ok_or_else(|| RegistryError::Unauthorized {
-                challenge: challenge.clone(),
-            })?
+        let Some(params) = challenge.strip_prefix("Bearer ") else {
+            return Ok(match basic {
+                Some(b) if self.current_auth().as_ref() != Some(&b) => {
+                    *self.auth.lock().unwrap_or_else(|e| e.into_inner()) = Some(b);
+                    true
+                }
+                _ => false,
+            });
         };
-        *self.auth.lock().unwrap_or_else(|e| e.into_inner()) = Some(auth);
-        Ok(())
+        let p = challenge_params(params);
+        let get = |k: &str| p.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+        let realm = get("realm")
+            .ok_or_else(|| upstream(format!("{}: a Bearer challenge without realm", self.host)))?;
+        if let Some(s) = get("scope") {
+            for s in s.split(' ') {
+                self.add_scope(s);
+            }
+        }
+        let mut query: Vec<String> = self
+            .scopes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .map(|s| format!("scope={}", encode_query(s)))
+            .collect();
+        if let Some(s) = get("service") {
+            query.push(format!("service={}", encode_query(&s)));
+        }
+        let sep = if realm.contains('?') { '&' } else { '?' };
+        let url = format!("{realm}{sep}{}", query.join("&"));
+        let headers: Vec<(&str, String)> =
+            basic.iter().map(|b| ("authorization", b.clone())).collect();
+        let resp = self
+            .raw(Method::GET, &url, &headers, empty().body()?)
+            .await?;
+        let status = resp.status();
+        // A token answer is small; a larger one is refused, not held.
+        let body = http_body_util::Limited::new(resp.into_body(), SMALL_REPLY)
+            .collect()
+            .await
+            .map_err(|e| RegistryError::Upstream(format!("the token answer: {e}")))?
+            .to_bytes();
+        if !status.is_success() {
+            return Err(RegistryError::Denied(format!(
+                "{} (the token service answered {status}: {}); check the credentials",
+                self.host,
+                String::from_utf8_lossy(&body)
+            )));
+        }
+        let v: serde_json::Value = serde_json::from_slice(&body).map_err(upstream)?;
+        let token = v
+            .get("token")
+            .or_else(|| v.get("access_token"))
+            .and_then(|t| t.as_str())
+            .ok_or_else(|| upstream("the token service answered without a token"))?;
+        *self.auth.lock().unwrap_or_else(|e| e.into_inner()) = Some(format!("Bearer {token}"));
+        Ok(true)
     }
+}
+
+/// The `WWW-Authenticate` challenge of a response.
+fn challenge_of(resp: &Response<Incoming>) -> Option<String> {
+    resp.headers()
+        .get(hyper::header::WWW_AUTHENTICATE)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
 }
 
 /// Reads a registry's error answer into a message.
@@ -367,5 +470,92 @@ mod tests {
         assert!(is_loopback("127.0.0.1:5000"));
         assert!(is_loopback("localhost"));
         assert!(!is_loopback("registry.example:5000"));
+    }
+
+    /// A registry that lets anyone probe `/v2/` and pull, and challenges a push: the
+    /// client answers that request's challenge (with the scope it names) and sends the
+    /// request, body and all, once more.
+    #[tokio::test]
+    async fn any_requests_challenge_is_answered() {
+        use axum::http::{HeaderMap, StatusCode as S};
+        use axum::routing::{get, post};
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let host = l.local_addr().unwrap().to_string();
+        let realm = format!("http://{host}/token");
+        let scopes = Arc::new(Mutex::new(Vec::<String>::new()));
+        let seen = scopes.clone();
+        let app = axum::Router::new()
+            .route("/v2/", get(|| async { "{}" }))
+            .route(
+                "/token",
+                get(move |uri: axum::http::Uri, h: HeaderMap| async move {
+                    seen.lock().unwrap().push(uri.query().unwrap_or("").to_string());
+                    let basic = format!("Basic {}", crate::b64::encode(b"ci:pw"));
+                    if h.get("authorization").is_some_and(|v| *v == *basic) {
+                        (S::OK, r#"{"token":"good"}"#)
+                    } else {
+                        (S::UNAUTHORIZED, "{}")
+                    }
+                }),
+            )
+            .route(
+                "/v2/team/app/blobs/uploads/",
+                post(move |h: HeaderMap, body: String| async move {
+                    if h.get("authorization").is_some_and(|v| v == "Bearer good") {
+                        (S::ACCEPTED, HeaderMap::new(), body)
+                    } else {
+                        let mut c = HeaderMap::new();
+                        let v = format!(
+                            r#"Bearer realm="{realm}",service="reg",scope="repository:team/app:pull,push""#
+                        );
+                        c.insert("www-authenticate", v.parse().unwrap());
+                        (S::UNAUTHORIZED, c, String::new())
+                    }
+                }),
+            );
+        let server = tokio::spawn(async move { axum::serve(l, app).await });
+        let config = ClientConfig {
+            insecure: vec![host.clone()],
+            ..Default::default()
+        };
+        let creds = |p: &str| {
+            Some(Credentials {
+                username: "ci".into(),
+                password: p.into(),
+            })
+        };
+
+        let remote = Remote::new(&host, &config, creds("pw")).unwrap();
+        remote
+            .authenticate("repository:team/app:pull")
+            .await
+            .unwrap();
+        let resp = remote
+            .send(
+                Method::POST,
+                "/v2/team/app/blobs/uploads/",
+                &[],
+                full(&b"the body"[..]),
+            )
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::ACCEPTED);
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(&body[..], b"the body", "the retry carries the body again");
+        // One token request, for what was asked before and what the challenge named.
+        assert_eq!(
+            *scopes.lock().unwrap(),
+            ["scope=repository%3Ateam%2Fapp%3Apull&scope=repository%3Ateam%2Fapp%3Apull%2Cpush&service=reg"]
+        );
+
+        // Wrong credentials: the token service's refusal is the error.
+        let remote = Remote::new(&host, &config, creds("wrong")).unwrap();
+        let err = remote
+            .send(Method::POST, "/v2/team/app/blobs/uploads/", &[], empty())
+            .await
+            .err()
+            .unwrap();
+        assert!(matches!(err, RegistryError::Denied(_)), "{err}");
+        server.abort();
     }
 }

@@ -47,6 +47,8 @@ pub enum RegistryError {
     Unauthorized { challenge: String },
     #[error("access to {0} is denied")]
     Denied(String),
+    #[error("the registry's auth file: {0}")]
+    AuthConfig(String),
     #[error("the upstream registry failed: {0}")]
     Upstream(String),
     #[error(transparent)]
@@ -85,7 +87,7 @@ impl RegistryError {
             Unsupported(_) => "UNSUPPORTED",
             Unauthorized { .. } => "UNAUTHORIZED",
             Denied(_) => "DENIED",
-            Upstream(_) | Image(_) | Store(_) | Io { .. } => "UNKNOWN",
+            AuthConfig(_) | Upstream(_) | Image(_) | Store(_) | Io { .. } => "UNKNOWN",
         }
     }
 
@@ -111,7 +113,7 @@ impl RegistryError {
             Image(e) => {
                 StatusCode::from_u16(e.kind().status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
             }
-            Store(_) | Io { .. } => StatusCode::INTERNAL_SERVER_ERROR,
+            AuthConfig(_) | Store(_) | Io { .. } => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 

@@ -9,7 +9,9 @@
 //! - [`manifest`]: what a manifest references.
 //! - [`mirror`]: pull-through mirroring of an upstream registry.
 //! - [`client`], [`transfer`]: the engine's side: a distribution client, pull and push.
-//! - [`auth`]: basic credentials and bearer tokens with per-repository scopes.
+//! - [`auth`]: who may pull and push: token auth as Docker's registry does it, basic
+//!   credentials, per-repository scopes; [`password`]: hashed passwords; [`token`]:
+//!   signed bearer tokens.
 //! - [`gc`]: garbage collection that is safe while pushes run.
 //! - [`manage`]: the management view (repositories, tags with platform and labels,
 //!   search, history) and server-side config edits.
@@ -25,8 +27,10 @@ pub mod manage;
 pub mod manifest;
 pub mod mirror;
 pub mod names;
+pub mod password;
 pub mod repo;
 pub mod server;
+pub mod token;
 pub mod transfer;
 pub mod upload;
 
@@ -76,7 +80,7 @@ impl Registry {
             images,
             db,
             uploads,
-            auth: auth.map(|a| auth::Auth::new(a, tls)),
+            auth: auth.map(|a| auth::Auth::new(a, tls)).transpose()?,
             upstream: None,
             bytes_in: AtomicU64::new(0),
             bytes_out: AtomicU64::new(0),

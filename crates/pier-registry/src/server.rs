@@ -4,12 +4,14 @@
 //! [`route`] splits it from the right (`.../manifests/<ref>`, `.../blobs/uploads/<id>`,
 //! `.../blobs/<digest>`, `.../tags/list`, `.../referrers/<digest>`). Every handler
 //! checks the name first ([`crate::names`]), then asks [`crate::auth`] whether the caller
-//! may pull or push there.
+//! may pull or push there. [`serve`] runs the router on a TCP listener, with or without
+//! TLS, and closes connections that do not finish their request headers in time.
 
 use std::collections::HashMap;
 use std::io::SeekFrom;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::{Query, State};
@@ -86,7 +88,7 @@ pub fn router(reg: Arc<Registry>) -> Router {
 }
 
 async fn base(State(reg): State<Arc<Registry>>, headers: HeaderMap) -> Response {
-    match reg.authorize(&headers, None, Access::Pull) {
+    match reg.authorize(&headers, None, Access::Pull).await {
         Ok(_) => (
             StatusCode::OK,
             [(header::CONTENT_TYPE, "application/json")],
@@ -120,44 +122,73 @@ pub fn tls_acceptor(
     Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
 }
 
-/// Serves `app` over TLS: each connection's handshake runs in its own task, so a slow
-/// client holds up no one else.
-pub async fn serve_tls(
+/// How long a client may take to send a request's headers (and, over TLS, to finish its
+/// handshake) before its connection is closed; an idle keep-alive connection waiting for
+/// its next request is closed after as long. A registry request's headers are a few KiB,
+/// so this only ever cuts clients that stalled or never meant to finish.
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Serves `app` on `listener`, over TLS when `tls` is given: each connection (and its
+/// handshake) runs in its own task, so a slow client holds up no one else, and one that
+/// does not finish its request headers in [`HEADER_READ_TIMEOUT`] is closed.
+pub async fn serve(
     listener: tokio::net::TcpListener,
     app: Router,
-    tls: tokio_rustls::TlsAcceptor,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+) {
+    serve_with(listener, app, tls, HEADER_READ_TIMEOUT).await
+}
+
+/// [`serve`] with another header timeout.
+pub async fn serve_with(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    header_timeout: Duration,
 ) {
     loop {
         let (tcp, peer) = match listener.accept().await {
             Ok(x) => x,
             Err(e) => {
                 tracing::warn!(error = %e, "registry accept failed");
-                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                tokio::time::sleep(Duration::from_millis(50)).await;
                 continue;
             }
         };
         let (tls, app) = (tls.clone(), app.clone());
         tokio::spawn(async move {
             let _ = tcp.set_nodelay(true);
-            let stream = match tls.accept(tcp).await {
-                Ok(s) => s,
-                Err(e) => {
-                    tracing::debug!(%peer, error = %e, "TLS handshake failed");
-                    return;
-                }
+            let Some(tls) = tls else {
+                return serve_connection(tcp, app, peer, header_timeout).await;
             };
-            let service =
-                hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-                    let app = app.clone();
-                    async move { tower::ServiceExt::oneshot(app, req.map(Body::new)).await }
-                });
-            if let Err(e) = hyper::server::conn::http1::Builder::new()
-                .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
-                .await
-            {
-                tracing::debug!(%peer, error = %e, "registry connection ended");
+            match tokio::time::timeout(header_timeout, tls.accept(tcp)).await {
+                Ok(Ok(stream)) => serve_connection(stream, app, peer, header_timeout).await,
+                Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+                Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
             }
         });
+    }
+}
+
+async fn serve_connection<S>(
+    stream: S,
+    app: Router,
+    peer: std::net::SocketAddr,
+    header_timeout: Duration,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let service = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+        let app = app.clone();
+        async move { tower::ServiceExt::oneshot(app, req.map(Body::new)).await }
+    });
+    if let Err(e) = hyper::server::conn::http1::Builder::new()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(header_timeout)
+        .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+        .await
+    {
+        tracing::debug!(%peer, error = %e, "registry connection ended");
     }
 }
 
@@ -174,7 +205,7 @@ async fn token(State(reg): State<Arc<Registry>>, uri: Uri, headers: HeaderMap) -
             v.split(' ').map(str::to_string).collect::<Vec<_>>()
         })
         .collect();
-    match reg.issue_token(&headers, &scopes) {
+    match reg.issue_token(&headers, &scopes).await {
         Ok(v) => ([(header::CONTENT_TYPE, "application/json")], v.to_string()).into_response(),
         Err(e) => e.into_response(),
     }
@@ -264,11 +295,15 @@ async fn handle(
     } else {
         access
     };
-    reg.authorize(&headers, repo.as_deref(), access)?;
+    reg.authorize(&headers, repo.as_deref(), access).await?;
     if let (Route::UploadStart(to), Some(from)) = (&r, query.get("from")) {
         if query.contains_key("mount") && check_repository(from).is_ok() {
             // Mounting reads from `from`: the caller must be allowed to pull there.
-            if reg.authorize(&headers, Some(from), Access::Pull).is_ok() {
+            if reg
+                .authorize(&headers, Some(from), Access::Pull)
+                .await
+                .is_ok()
+            {
                 let d = digest(&query["mount"])?;
                 let (from, to2, d2) = (from.clone(), to.clone(), d.clone());
                 let reg2 = reg.clone();
@@ -435,7 +470,12 @@ async fn start_upload(
 }
 
 async fn get_manifest(reg: &Arc<Registry>, repo: &str, rf: &str, head: bool) -> Result<Response> {
-    let rf = Reference::parse(rf)?;
+    // The spec's endpoint table allows only 200 and 404 here: a reference that is no
+    // valid tag or digest names no manifest.
+    let rf = Reference::parse(rf).map_err(|_| RegistryError::ManifestUnknown {
+        repository: repo.to_string(),
+        reference: rf.to_string(),
+    })?;
     let (d, rec) = match reg.resolve(repo, &rf) {
         Ok(x) => x,
         Err(e) => match reg.mirror_manifest(repo, &rf).await {
@@ -698,5 +738,43 @@ mod tests {
         assert_eq!(parse_range("bytes=95-200", 100), Some((95, 99)));
         assert_eq!(parse_range("bytes=100-", 100), None);
         assert_eq!(parse_range("items=0-1", 100), None);
+    }
+
+    #[tokio::test]
+    async fn unfinished_request_headers_are_cut() {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let app = Router::new().route("/v2/", get(|| async { "{}" }));
+        let timeout = Duration::from_millis(300);
+        let server = tokio::spawn(serve_with(l, app, None, timeout));
+        let read_all = |mut s: tokio::net::TcpStream| async move {
+            let mut got = Vec::new();
+            let _ = s.read_to_end(&mut got).await;
+            got
+        };
+
+        // Half a request: closed once the timeout passes, with nothing answered.
+        let started = std::time::Instant::now();
+        let mut stalled = tokio::net::TcpStream::connect(addr).await.unwrap();
+        stalled
+            .write_all(b"GET /v2/ HTTP/1.1\r\nHost: x\r\n")
+            .await
+            .unwrap();
+        let got = tokio::time::timeout(Duration::from_secs(10), read_all(stalled))
+            .await
+            .expect("the stalled connection was not closed");
+        let took = started.elapsed();
+        assert!(took >= timeout && took < Duration::from_secs(5), "{took:?}");
+        assert!(!String::from_utf8_lossy(&got).contains("200"), "{got:?}");
+
+        // A whole request is answered.
+        let mut ok = tokio::net::TcpStream::connect(addr).await.unwrap();
+        ok.write_all(b"GET /v2/ HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let got = read_all(ok).await;
+        assert!(got.starts_with(b"HTTP/1.1 200"), "{got:?}");
+        server.abort();
     }
 }

@@ -23,7 +23,7 @@ use pier_image::store::NewImage;
 use pier_image::ImageStore;
 use tokio_util::io::ReaderStream;
 
-use crate::client::{empty, error_of, ClientConfig, Credentials, Remote, ReqBody};
+use crate::client::{empty, error_of, ClientConfig, Credentials, Payload, Remote};
 use crate::error::{RegistryError, Result};
 use crate::manifest::{self, Descriptor, ALL_TYPES};
 
@@ -311,27 +311,26 @@ pub async fn pull(
     Ok((id, digest))
 }
 
-/// A streamed body of a file, counting progress.
-async fn file_body(
-    path: std::path::PathBuf,
-    d: Digest,
-    total: u64,
-    p: Progress,
-) -> Result<ReqBody> {
-    let f = tokio::fs::File::open(&path)
-        .await
-        .map_err(RegistryError::io(format!("open {}", path.display())))?;
-    let mut done = 0u64;
-    let mut last = 0u64;
-    let stream = ReaderStream::with_capacity(f, 256 * 1024).map_ok(move |c: Bytes| {
-        done += c.len() as u64;
-        if done - last >= 256 * 1024 || done == total {
-            last = done;
-            report(&p, &d, "uploading", done, total);
-        }
-        Frame::data(c)
-    });
-    Ok(BodyExt::boxed(StreamBody::new(stream)))
+/// A blob's file as a streamed body, counting progress; opened anew for each attempt.
+fn file_body(path: std::path::PathBuf, d: Digest, total: u64, p: Progress) -> Payload {
+    Payload::Stream(Box::new(move || {
+        let f = std::fs::File::open(&path)
+            .map_err(RegistryError::io(format!("open {}", path.display())))?;
+        let (d, p) = (d.clone(), p.clone());
+        let mut done = 0u64;
+        let mut last = 0u64;
+        let stream = ReaderStream::with_capacity(tokio::fs::File::from_std(f), 256 * 1024).map_ok(
+            move |c: Bytes| {
+                done += c.len() as u64;
+                if done - last >= 256 * 1024 || done == total {
+                    last = done;
+                    report(&p, &d, "uploading", done, total);
+                }
+                Frame::data(c)
+            },
+        );
+        Ok(BodyExt::boxed(StreamBody::new(stream)))
+    }))
 }
 
 async fn upload(
@@ -367,7 +366,7 @@ async fn upload(
         .ok_or_else(|| RegistryError::Upstream("an upload without Location".into()))?
         .to_string();
     let sep = if loc.contains('?') { '&' } else { '?' };
-    let body = file_body(images.blobs().path(d), d.clone(), size, p.clone()).await?;
+    let body = file_body(images.blobs().path(d), d.clone(), size, p.clone());
     let resp = remote
         .send(
             Method::PUT,

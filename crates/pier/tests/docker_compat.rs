@@ -750,7 +750,7 @@ fn registry_push_pull_and_login() {
     let auth_file = auth.path().join("auth.json");
     std::fs::write(
         &auth_file,
-        r#"{"anonymous_pull": false, "users": {"dev": {"password": "s3cret", "pull": ["*"], "push": ["team/*"]}}}"#,
+        r#"{"anonymous_pull": false, "users": {"dev": {"password_plain": "s3cret", "pull": ["*"], "push": ["team/*"]}}}"#,
     )
     .unwrap();
     let d = Daemon::start_with(&[

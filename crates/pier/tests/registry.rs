@@ -1369,8 +1369,13 @@ fn auth_scopes_tokens_and_tls() {
         serde_json::to_vec(&serde_json::json!({
             "anonymous_pull": false,
             "users": {
-                "alice": { "password": "alice-pw", "push": ["team/*"] },
-                "bob": { "password": "bob-pw", "pull": ["*"] },
+                // argon2, as `pier registry hash-password` makes it.
+                "alice": { "password": hash_password("alice-pw"), "push": ["team/*"] },
+                // bcrypt, as `htpasswd -B` writes it (made by libxcrypt's crypt(3)).
+                "bob": {
+                    "password": "$2y$04$Br.7nEE.R6iPRqAANwh4wer19rMA.Xc/mYJm.X3b6qwCJLRgaoNFC",
+                    "pull": ["*"],
+                },
             }
         }))
         .unwrap(),
@@ -1388,6 +1393,8 @@ fn auth_scopes_tokens_and_tls() {
         "--registry-ca",
         cert.to_str().unwrap(),
     ]);
+    // A client that connects and never starts its TLS handshake is cut loose.
+    let stalled = stalled_connection(&d, b"");
     let url = format!("https://{ADDR}");
     let curl = |args: &[&str]| {
         let mut a = vec![
@@ -1514,6 +1521,338 @@ fn auth_scopes_tokens_and_tls() {
     assert!(
         err.contains("unauthorized") || err.contains("UNAUTHORIZED") || err.contains("denied"),
         "{err}"
+    );
+    let took = stalled.join().unwrap();
+    assert!(
+        took < std::time::Duration::from_secs(20),
+        "a stalled TLS handshake was held {took:?}"
+    );
+}
+
+/// `pier registry hash-password` of `password` (no daemon needed).
+fn hash_password(password: &str) -> String {
+    let mut child = Command::new(PIER)
+        .args(["registry", "hash-password"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(format!("{password}\n").as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let hash = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    assert!(hash.starts_with("$argon2id$"), "{hash}");
+    hash
+}
+
+/// Connects to the registry, sends `partial` and nothing more, and waits (at most 40 s)
+/// for the server to close the connection; the thread returns how long that took.
+fn stalled_connection(
+    d: &Daemon,
+    partial: &'static [u8],
+) -> std::thread::JoinHandle<std::time::Duration> {
+    let ns = std::fs::File::open(d.netns_path()).unwrap();
+    let (connected_tx, connected) = std::sync::mpsc::channel();
+    let t = std::thread::spawn(move || {
+        use std::os::fd::AsFd;
+        rustix::thread::move_into_link_name_space(
+            ns.as_fd(),
+            Some(rustix::thread::LinkNameSpaceType::Network),
+        )
+        .unwrap();
+        let started = std::time::Instant::now();
+        let mut s = TcpStream::connect(ADDR).unwrap();
+        s.write_all(partial).unwrap();
+        connected_tx.send(()).unwrap();
+        s.set_read_timeout(Some(std::time::Duration::from_secs(40)))
+            .unwrap();
+        let mut buf = [0u8; 4096];
+        loop {
+            match s.read(&mut buf) {
+                Ok(0) => break,
+                Ok(_) => continue,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    panic!("the registry held a stalled connection for 40 s")
+                }
+                Err(_) => break,
+            }
+        }
+        started.elapsed()
+    });
+    connected.recv().unwrap();
+    t
+}
+
+/// An auth file of `users` (with anonymous pulls on), written in `dir`.
+fn auth_file(dir: &std::path::Path, users: serde_json::Value) -> String {
+    let path = dir.join("auth.json");
+    std::fs::write(
+        &path,
+        serde_json::to_vec(&serde_json::json!({ "anonymous_pull": true, "users": users })).unwrap(),
+    )
+    .unwrap();
+    path.display().to_string()
+}
+
+/// With anonymous pulls on, `/v2/` still challenges clients without credentials (as
+/// Docker's registry does), so pier, skopeo and podman log in and push; anonymous pulls
+/// work, anonymous pushes do not. (Before, `/v2/` answered 200 to anonymous clients,
+/// which then never logged in and had their pushes refused.)
+#[test]
+fn anonymous_pull_and_pushes_with_credentials() {
+    require_root_and_tools(&["skopeo", "podman"]);
+    let tmp = tempfile::Builder::new()
+        .prefix("pier-reg-anon-")
+        .tempdir()
+        .unwrap();
+    let auth = auth_file(
+        tmp.path(),
+        serde_json::json!({
+            "ci": { "password": hash_password("ci-pw"), "push": ["team/*"] },
+            "legacy": { "password_plain": "legacy-pw", "push": ["legacy/*"] },
+        }),
+    );
+    let d = Daemon::start_with(&["--registry-addr", ADDR, "--registry-auth", &auth]);
+    assert!(
+        d.log().contains("stored as plain text"),
+        "no warning for password_plain:\n{}",
+        d.log()
+    );
+    let base = get(&d, "/v2/");
+    assert_eq!(base.status, 401, "{base:?}");
+    assert_eq!(
+        base.header("WWW-Authenticate"),
+        Some("Bearer realm=\"http://127.0.0.1:5000/v2/token\",service=\"pier\"")
+    );
+    // An anonymous token carries pull, not push.
+    let token = get(
+        &d,
+        "/v2/token?service=pier&scope=repository%3Ateam%2Fapp%3Apull%2Cpush",
+    )
+    .json();
+    let bearer = format!("Bearer {}", token["token"].as_str().unwrap());
+    let r = send(
+        &d,
+        "POST",
+        "/v2/team/app/blobs/uploads/",
+        &[("Authorization", &bearer)],
+        &[],
+        None,
+    );
+    assert_eq!(r.status, 401, "{r:?}");
+    assert!(
+        r.header("WWW-Authenticate")
+            .is_some_and(|c| c.contains("insufficient_scope")),
+        "{r:?}"
+    );
+
+    // pier push: with the right credentials only.
+    let archive = write_file(
+        &d,
+        "bb.tar",
+        &docker_archive("localhost/bb:1", &[busybox_rootfs_tar()], None),
+    );
+    d.ok(&["image", "load", "-i", &archive]);
+    let name = format!("{ADDR}/team/app:1");
+    d.ok(&["image", "tag", "localhost/bb:1", &name]);
+    let push = |user: Option<(&str, &str)>, image: &str| match user {
+        Some((u, p)) => d.with_input(
+            &["push", "-q", "-u", u, "--password-stdin", image],
+            format!("{p}\n").as_bytes(),
+        ),
+        None => d.pier(&["push", "-q", image]),
+    };
+    let out = push(None, &name);
+    assert!(!out.status.success(), "an anonymous push went through");
+    let out = push(Some(("ci", "wrong")), &name);
+    assert!(!out.status.success(), "a wrong password was taken");
+    let out = push(Some(("ci", "ci-pw")), &name);
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        d.log()
+    );
+    // The plain-text opt-in works too, within its user's rights.
+    d.ok(&[
+        "image",
+        "tag",
+        "localhost/bb:1",
+        &format!("{ADDR}/legacy/app:1"),
+    ]);
+    let out = push(
+        Some(("legacy", "legacy-pw")),
+        &format!("{ADDR}/legacy/app:1"),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!push(Some(("legacy", "legacy-pw")), &name).status.success());
+    // An anonymous pull of what was pushed.
+    d.ok(&["image", "rm", &name]);
+    d.ok(&["pull", "-q", &name]);
+
+    // skopeo: --dest-creds pushes; without credentials it may pull, not push.
+    let skopeo_copy = |creds: Option<&str>, dst: &str| {
+        let mut a = vec!["copy", "--dest-tls-verify=false"];
+        if let Some(c) = creds {
+            a.extend(["--dest-creds", c]);
+        }
+        let src = format!("docker-archive:{archive}");
+        let dst = format!("docker://{ADDR}/{dst}");
+        a.extend([src.as_str(), dst.as_str()]);
+        run_in(&d, "skopeo", &a)
+    };
+    let out = skopeo_copy(Some("ci:ci-pw"), "team/sk:1");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!skopeo_copy(None, "team/sk:2").status.success());
+    assert!(!skopeo_copy(Some("ci:wrong"), "team/sk:3").status.success());
+    ok_in(
+        &d,
+        "skopeo",
+        &[
+            "inspect",
+            "--tls-verify=false",
+            &format!("docker://{ADDR}/team/sk:1"),
+        ],
+    );
+
+    // podman: an anonymous pull, then a push with --creds (and none without).
+    let pr = d.dir.path().join("podman");
+    let podman = |args: &[&str]| {
+        let mut a: Vec<String> = vec![
+            "--root".into(),
+            pr.join("root").display().to_string(),
+            "--runroot".into(),
+            pr.join("run").display().to_string(),
+            "--storage-driver".into(),
+            "vfs".into(),
+            "--events-backend".into(),
+            "file".into(),
+        ];
+        a.extend(args.iter().map(|s| s.to_string()));
+        let a: Vec<&str> = a.iter().map(String::as_str).collect();
+        run_in(&d, "podman", &a)
+    };
+    let ok = |out: Output| {
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    ok(podman(&[
+        "pull",
+        "--tls-verify=false",
+        &format!("{ADDR}/team/sk:1"),
+    ]));
+    ok(podman(&[
+        "tag",
+        &format!("{ADDR}/team/sk:1"),
+        &format!("{ADDR}/team/pod:1"),
+    ]));
+    let authfile = tmp.path().join("podman-auth.json");
+    std::fs::write(&authfile, "{}").unwrap();
+    let authfile = format!("--authfile={}", authfile.display());
+    assert!(!podman(&[
+        "push",
+        "--tls-verify=false",
+        &authfile,
+        &format!("{ADDR}/team/pod:1")
+    ])
+    .status
+    .success());
+    ok(podman(&[
+        "push",
+        "--tls-verify=false",
+        &authfile,
+        "--creds",
+        "ci:ci-pw",
+        &format!("{ADDR}/team/pod:1"),
+    ]));
+    ok(podman(&["rmi", "-a", "-f"]));
+    let tags = get(&d, "/v2/team/pod/tags/list").json();
+    assert_eq!(tags["tags"], serde_json::json!(["1"]));
+}
+
+/// A password in the auth file must be a hash unless the entry opts into plain text:
+/// the daemon refuses to start, saying what to do.
+#[test]
+fn plain_text_passwords_refused_at_start() {
+    require_root_and_tools(&[]);
+    let tmp = tempfile::Builder::new()
+        .prefix("pier-reg-plain-")
+        .tempdir()
+        .unwrap();
+    let auth = auth_file(
+        tmp.path(),
+        serde_json::json!({ "ci": { "password": "hunter2", "push": ["*"] } }),
+    );
+    let started = std::panic::catch_unwind(|| {
+        Daemon::start_with(&["--registry-addr", ADDR, "--registry-auth", &auth])
+    });
+    let message = match started {
+        Ok(_) => panic!("the daemon started with a plain-text password"),
+        Err(p) => p.downcast_ref::<String>().cloned().unwrap_or_default(),
+    };
+    assert!(
+        message.contains("exited with")
+            && message.contains("not plain text")
+            && message.contains("pier registry hash-password")
+            && message.contains("password_plain"),
+        "{message}"
+    );
+}
+
+/// The spec's endpoint table allows only 404 for a manifest GET or HEAD that names
+/// nothing, also when the reference is no valid tag.
+#[test]
+fn manifest_of_an_invalid_reference_is_unknown() {
+    require_root_and_tools(&[]);
+    let d = registry_daemon();
+    let l = layer_tar("a", b"one");
+    push_image(&d, "api/img", "v1", &[&l]);
+    for reference in [".INVALID", "-x", "a%2Fb", "sha256:zz"] {
+        for method in ["GET", "HEAD"] {
+            let r = send(
+                &d,
+                method,
+                &format!("/v2/api/img/manifests/{reference}"),
+                &[],
+                &[],
+                None,
+            );
+            assert_eq!(r.status, 404, "{method} {reference}: {r:?}");
+            if method == "GET" {
+                assert_eq!(r.code(), "MANIFEST_UNKNOWN", "{reference}: {r:?}");
+            }
+        }
+    }
+}
+
+/// A client that never finishes its request headers is closed (after the server's
+/// header timeout, 10 s); others are served meanwhile.
+#[test]
+fn stalled_requests_are_closed() {
+    require_root_and_tools(&[]);
+    let d = registry_daemon();
+    let stalled = stalled_connection(&d, b"GET /v2/ HTTP/1.1\r\nHost: x\r\n");
+    assert_eq!(get(&d, "/v2/").status, 200);
+    let took = stalled.join().unwrap();
+    assert!(
+        took < std::time::Duration::from_secs(20),
+        "a stalled request was held {took:?}"
     );
 }
 
