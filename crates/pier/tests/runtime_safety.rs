@@ -355,14 +355,12 @@ fn a_daemon_killed_during_starts_leaves_nothing_untracked() {
     let mut d = with_busybox();
     let t0 = Instant::now();
     let (rounds, width) = (20u64, 20);
-    for r in 0..rounds {
-        // 0 to 300 ms, spread over the rounds in a shuffled order.
-        let delay = Duration::from_millis((r * 7 % rounds) * 300 / rounds + r % 3 * 5);
-        let clients: Vec<Child> = (0..width)
+    let launch = |d: &Daemon, round: &str| -> Vec<Child> {
+        (0..width)
             .map(|i| {
                 d.cmd()
                     .args(["run", "-d", "-p", "80", "--name"])
-                    .arg(format!("r{r}c{i}"))
+                    .arg(format!("{round}c{i}"))
                     .args(["bb", "sleep", "1000"])
                     .stdin(Stdio::null())
                     .stdout(Stdio::null())
@@ -370,7 +368,23 @@ fn a_daemon_killed_during_starts_leaves_nothing_untracked() {
                     .spawn()
                     .unwrap()
             })
-            .collect();
+            .collect()
+    };
+    // How long the 20 runs take here, undisturbed: the kills are spread over that.
+    let t = Instant::now();
+    for mut c in launch(&d, "calibration") {
+        assert!(c.wait().unwrap().success());
+    }
+    let span = t.elapsed().as_millis() as u64;
+    let ids = d.ok(&["ps", "-aq", "--no-trunc"]);
+    let mut args = vec!["rm", "-f"];
+    args.extend(ids.lines());
+    d.ok(&args);
+    for r in 0..rounds {
+        // From the first create to past the last start, over the rounds in a shuffled
+        // order.
+        let delay = Duration::from_millis((r * 7 % rounds) * span * 6 / 5 / rounds + r % 3 * 5);
+        let clients = launch(&d, &format!("r{r}"));
         std::thread::sleep(delay);
         d.kill9();
         // Every directory made so far, recorded or not.
