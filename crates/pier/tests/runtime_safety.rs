@@ -442,3 +442,61 @@ fn a_daemon_killed_during_starts_leaves_nothing_untracked() {
     eprintln!("{rounds} rounds in {:?}", t0.elapsed());
     // Dropping the daemon checks that nothing of it is left (mounts, veths, cgroups).
 }
+
+/// A process left in a container's cgroup (as a monitor that died used to leave one):
+/// `start` refuses to put a second init beside it, and `rm -f` kills it with the rest.
+#[test]
+fn a_start_never_joins_a_process_left_in_the_cgroup() {
+    let d = with_busybox();
+    let id = d
+        .ok(&["run", "-d", "--network", "none", "bb", "sleep", "1000"])
+        .trim()
+        .to_string();
+    let pid = d.json(&["inspect", &id])[0]["state"]["pid"]
+        .as_i64()
+        .unwrap();
+    // Its cgroup in the pids hierarchy (v1) or the unified one (v2).
+    let lines = fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+    let cgroup = lines
+        .lines()
+        .find_map(|l| {
+            let mut f = l.splitn(3, ':');
+            let (_, ctl, path) = (f.next()?, f.next()?, f.next()?);
+            (ctl == "pids").then(|| PathBuf::from("/sys/fs/cgroup/pids").join(&path[1..]))
+        })
+        .or_else(|| {
+            lines
+                .lines()
+                .find_map(|l| l.strip_prefix("0::/"))
+                .map(|p| Path::new("/sys/fs/cgroup").join(p))
+        })
+        .unwrap();
+    assert!(cgroup.ends_with(&id), "{}", cgroup.display());
+    d.ok(&["stop", "-t", "1", &id]);
+    assert!(!cgroup.exists(), "the cgroup goes with the container");
+    // A stray process where the container's next init would go.
+    fs::create_dir(&cgroup).unwrap();
+    let mut stray = Command::new("sleep").arg("1000").spawn().unwrap();
+    fs::write(cgroup.join("cgroup.procs"), stray.id().to_string()).unwrap();
+    let err = d.fails(&["start", &id]);
+    assert!(err.contains("still holds processes"), "{err}");
+    let procs = fs::read_to_string(cgroup.join("cgroup.procs")).unwrap();
+    assert_eq!(procs.trim(), stray.id().to_string(), "nothing joined it");
+    d.ok(&["rm", "-f", &id]);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(s) = stray.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "rm -f left the process in the cgroup"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(
+        std::os::unix::process::ExitStatusExt::signal(&status),
+        Some(9)
+    );
+    assert!(cgroup_dirs(&id).is_empty(), "{:?}", cgroup_dirs(&id));
+}
