@@ -172,6 +172,7 @@ pub fn main(dir: &Path, request: &str) -> i32 {
     // one's /proc files (exe, fd, mem), nor the command's until it has exec'd. The daemon
     // runs this helper from its sealed copy of `pier` (see crate::sealed).
     crate::sealed::make_non_dumpable();
+    crate::sealed::name_process();
     let req: ExecRequest = match serde_json::from_str(request) {
         Ok(r) => r,
         Err(e) => return die(125, format!("invalid request: {e}")),

@@ -103,6 +103,12 @@ pub fn prepare_in_background() {
         });
 }
 
+/// Names this (single-threaded) process `pier` for `ps` and `top`: run through
+/// `/proc/self/fd/N`, the kernel would call it `N`.
+pub fn name_process() {
+    let _ = rustix::thread::set_name(c"pier");
+}
+
 /// Makes this process non-dumpable: its `/proc/PID` files (`exe`, `fd`, `mem`, `environ`)
 /// become root's of the initial user namespace, out of reach of a process without
 /// CAP_SYS_PTRACE there, such as any container's. The next exec makes a fresh process

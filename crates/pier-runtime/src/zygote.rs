@@ -39,6 +39,7 @@ const MAX_REQUEST: usize = 4096;
 
 /// Serves requests on fd 0 until the daemon's end closes; returns the exit code.
 pub fn main() -> i32 {
+    crate::sealed::name_process();
     // SAFETY: setting a signal disposition in a single-threaded process.
     unsafe { libc::signal(libc::SIGCHLD, libc::SIG_IGN) };
     // SAFETY: fd 0 is the socket the daemon gave us; nothing else owns it.
