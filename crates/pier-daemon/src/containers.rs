@@ -73,7 +73,6 @@ pub struct Containers {
     pub execs: Mutex<HashMap<String, ExecSession>>,
     /// Names being given to containers right now (`project/name`).
     reserved_names: Mutex<std::collections::HashSet<String>>,
-    exe: PathBuf,
     /// Forks the containers' monitors.
     zygote: pier_runtime::zygote::Zygote,
     /// Seccomp profiles compiled to BPF, by the profile's JSON.
@@ -493,7 +492,9 @@ impl Containers {
         let trash = root.join("trash");
         fs::create_dir_all(&trash)?;
         let (events, _) = broadcast::channel(1024);
-        let exe = std::env::current_exe()?;
+        // What `pier exec` and the zygote run: a sealed copy of this binary, never the
+        // host's file (see pier_runtime::sealed); made once, while the daemon starts up.
+        pier_runtime::sealed::prepare_in_background();
         Ok(Arc::new(Containers {
             dir,
             trash,
@@ -504,8 +505,7 @@ impl Containers {
             events,
             execs: Mutex::new(HashMap::new()),
             reserved_names: Mutex::new(std::collections::HashSet::new()),
-            zygote: pier_runtime::zygote::Zygote::new(exe.clone()),
-            exe,
+            zygote: pier_runtime::zygote::Zygote::new(),
             seccomp_cache: Mutex::new(HashMap::new()),
             networks,
             volumes,
@@ -536,6 +536,15 @@ impl Containers {
         }
         for d in dirs {
             let _ = fs::remove_dir(d);
+        }
+    }
+
+    /// Kills every process left in container `id`'s cgroup and waits for it to be empty:
+    /// what runs there without a live monitor is watched by nobody.
+    fn kill_leftovers(&self, id: &str) {
+        let left = pier_runtime::reap::kill_all(&self.cgroup(id), Duration::from_secs(10));
+        if !left.is_empty() {
+            tracing::error!(container = %id, pids = ?left, "processes in the container's cgroup survived SIGKILL");
         }
     }
 
@@ -1595,6 +1604,9 @@ impl Containers {
             oom_killed: false,
             error: Some("the container's monitor died without recording an exit".into()),
         });
+        // A monitor that died without recording an exit may have left the container
+        // running: nothing may stay in its cgroup (an empty or absent one costs a read).
+        self.kill_leftovers(id);
         unmount(&dir.join("rootfs"));
         let _ = self.cgroup(id).remove();
         self.release_block_volumes(&c);
@@ -1827,6 +1839,7 @@ impl Containers {
     fn remove_locked(&self, c: &ContainerInspect, volumes: bool) -> ApiResult<()> {
         let project = &c.project;
         let dir = self.cdir(&c.id);
+        self.kill_leftovers(&c.id);
         unmount(&dir.join("rootfs"));
         unmount(&dir.join("layer"));
         let _ = self.cgroup(&c.id).remove();
@@ -2326,7 +2339,10 @@ impl Containers {
             tty: req.tty,
             interactive: req.interactive,
         };
-        let mut cmd = std::process::Command::new(&self.exe);
+        let exe = pier_runtime::sealed::current().map_err(|e| internal(e.to_string()))?;
+        let mut cmd = std::process::Command::new(exe.path());
+        // Its command line is visible in the container (ps): no host path in it.
+        std::os::unix::process::CommandExt::arg0(&mut cmd, "pier");
         cmd.arg("__exec")
             .arg(&dir)
             .arg(serde_json::to_string(&request).expect("json"));
@@ -2506,11 +2522,83 @@ impl Containers {
 
     // ---- restore -------------------------------------------------------------------------
 
+    /// A container whose record does not say running: the daemon may have died during
+    /// its start, between asking for the monitor and saving "running". The monitor's
+    /// state file tells whether it started. A container that needs no network setup is
+    /// adopted as it runs; one on a network lost what its record would have held
+    /// (addresses, published ports), so it is killed, as a start whose client never
+    /// heard back. Whatever else is in its cgroup is killed.
+    async fn restore_unrecorded_start(
+        self: &Arc<Self>,
+        mut c: ContainerInspect,
+        monitor: Option<i32>,
+    ) -> ApiResult<()> {
+        let dir = self.cdir(&c.id);
+        let started: Option<Running> = read_json(&dir.join("state.json"));
+        let Some(s) =
+            started.filter(|s| c.state.started_at.as_deref() != Some(s.started_at.as_str()))
+        else {
+            if c.config.auto_remove && !dir.exists() {
+                // A `--rm` container removed just before a crash that lost the removal's
+                // record (it is written lazily).
+                return self.remove_locked(&c, true);
+            }
+            if let Some(m) = monitor {
+                kill_monitor(m, &dir);
+            }
+            self.kill_leftovers(&c.id);
+            unmount(&dir.join("rootfs"));
+            let _ = self.cgroup(&c.id).remove();
+            return Ok(());
+        };
+        let mode = c.config.network.as_deref().unwrap_or(DEFAULT_NETWORK);
+        let networked = !(mode == "none" || mode == "host" || mode.starts_with("container:"));
+        let alive = monitor_alive(s.monitor_pid, &dir) && !dir.join("exit.json").exists();
+        c.state.status = ContainerStatus::Running;
+        c.state.pid = Some(s.pid);
+        c.state.monitor_pid = Some(s.monitor_pid);
+        c.state.started_at = Some(s.started_at);
+        c.state.exit_code = None;
+        c.state.error = None;
+        self.save(&c)?;
+        if alive && !networked {
+            tracing::info!(container = %c.id, "adopted a container whose start was not recorded");
+            self.watch_exit(&c);
+            return Ok(());
+        }
+        if alive {
+            self.kill_leftovers(&c.id);
+            kill_monitor(s.monitor_pid, &dir);
+            let exit = Exited {
+                exit_code: 137,
+                finished_at: now_rfc3339(),
+                oom_killed: false,
+                error: Some(
+                    "the daemon stopped while the container was starting; its processes \
+                     were killed: start it again"
+                        .into(),
+                ),
+            };
+            let _ = write_json(&dir.join("exit.json"), &exit);
+            tracing::info!(container = %c.id, "killed a container whose start on a network was not recorded");
+        } else {
+            self.kill_leftovers(&c.id);
+        }
+        let (project, id) = (c.project.clone(), c.id.clone());
+        self.on_exit(&project, &id).await
+    }
+
     /// At daemon start: re-adopts containers whose monitors still run, records the exits
     /// that happened meanwhile, and removes what no record owns (mounts, directories,
     /// cgroups).
+    ///
+    /// The daemon may have died at any point of a start, so every container's cgroup is
+    /// checked against its monitor: a container is adopted only when its monitor is alive
+    /// and its state file says running; otherwise whatever runs in its cgroup is killed
+    /// before its exit is recorded and its cgroup, mounts and network are removed.
     pub async fn restore(self: &Arc<Self>) -> ApiResult<()> {
         let records = self.db.list_json::<Record>(Table::Containers, "")?;
+        let monitors = live_monitors();
         let mut known = std::collections::HashSet::new();
         for (_, r) in records {
             let c = r.0;
@@ -2523,6 +2611,10 @@ impl Containers {
                     tracing::warn!(container = %c.id, error = %e, "cannot mount a writable layer");
                 }
             }
+            // A monitor the last daemon started may not have answered yet.
+            if let Some(&m) = monitors.get(&dir) {
+                settle(m, &dir).await;
+            }
             let alive = c.state.monitor_pid.is_some_and(|p| monitor_alive(p, &dir));
             match c.state.status {
                 ContainerStatus::Running | ContainerStatus::Paused if alive => {
@@ -2530,10 +2622,12 @@ impl Containers {
                     self.watch_exit(&c);
                 }
                 ContainerStatus::Running | ContainerStatus::Paused => {
+                    self.kill_leftovers(&c.id);
                     let (project, id) = (c.project.clone(), c.id.clone());
                     self.on_exit(&project, &id).await?;
                 }
                 ContainerStatus::Restarting => {
+                    self.kill_leftovers(&c.id);
                     let this = self.clone();
                     tokio::spawn(async move {
                         let lock = this.lock(&c.id);
@@ -2544,39 +2638,8 @@ impl Containers {
                     });
                 }
                 _ => {
-                    // A start the record never heard of: the daemon died between spawning
-                    // the monitor and saving "running". The monitor's state.json tells.
-                    let started: Option<Running> = read_json(&dir.join("state.json"));
-                    match started
-                        .filter(|s| c.state.started_at.as_deref() != Some(s.started_at.as_str()))
-                    {
-                        Some(s) => {
-                            let mut c = c;
-                            c.state.status = ContainerStatus::Running;
-                            c.state.pid = Some(s.pid);
-                            c.state.monitor_pid = Some(s.monitor_pid);
-                            c.state.started_at = Some(s.started_at);
-                            c.state.exit_code = None;
-                            c.state.error = None;
-                            self.save(&c)?;
-                            if monitor_alive(s.monitor_pid, &dir) {
-                                tracing::info!(container = %c.id, "adopted a container whose start was not recorded");
-                                self.watch_exit(&c);
-                            } else {
-                                let (project, id) = (c.project.clone(), c.id.clone());
-                                self.on_exit(&project, &id).await?;
-                            }
-                        }
-                        None if c.config.auto_remove && !dir.exists() => {
-                            // A `--rm` container removed just before a crash that lost
-                            // the removal's record (it is written lazily).
-                            self.remove_locked(&c, true)?;
-                        }
-                        None => {
-                            unmount(&dir.join("rootfs"));
-                            let _ = self.cgroup(&c.id).remove();
-                        }
-                    }
+                    self.restore_unrecorded_start(c, monitors.get(&dir).copied())
+                        .await?
                 }
             }
         }
@@ -2589,6 +2652,10 @@ impl Containers {
                     continue;
                 }
                 if !known.contains(&id) {
+                    if let Some(&m) = monitors.get(&e.path()) {
+                        kill_monitor(m, &e.path());
+                    }
+                    self.kill_leftovers(&id);
                     unmount(&e.path().join("rootfs"));
                     unmount(&e.path().join("layer"));
                     let _ = self.cgroup(&id).remove();
@@ -2708,6 +2775,63 @@ fn monitor_alive(pid: i32, dir: &Path) -> bool {
     // the zygote renamed itself `pier __monitor`.
     args.get(1) == Some(&b"__monitor".as_slice())
         && fs::read_link(format!("/proc/{pid}/cwd")).is_ok_and(|cwd| cwd == dir)
+}
+
+/// The monitors running now, by their container's directory (their working directory).
+fn live_monitors() -> HashMap<PathBuf, i32> {
+    let mut out = HashMap::new();
+    let Ok(rd) = fs::read_dir("/proc") else {
+        return out;
+    };
+    for e in rd.flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else {
+            continue;
+        };
+        let cmdline = fs::read(e.path().join("cmdline")).unwrap_or_default();
+        if cmdline.split(|&b| b == 0).nth(1) != Some(b"__monitor".as_slice()) {
+            continue;
+        }
+        if let Ok(cwd) = fs::read_link(e.path().join("cwd")) {
+            out.insert(cwd, pid);
+        }
+    }
+    out
+}
+
+/// Waits (at most 10 s) until the monitor `pid` of the container in `dir` has said how
+/// its start went (its state or exit file is there) or is gone.
+async fn settle(pid: i32, dir: &Path) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while monitor_alive(pid, dir)
+        && !dir.join("state.json").exists()
+        && !dir.join("exit.json").exists()
+        && std::time::Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Kills the monitor `pid` of the container in `dir`, if it still is that, and waits
+/// (at most 5 s) for it to be gone.
+fn kill_monitor(pid: i32, dir: &Path) {
+    let Some(p) = rustix::process::Pid::from_raw(pid) else {
+        return;
+    };
+    let Ok(fd) = rustix::process::pidfd_open(p, rustix::process::PidfdFlags::empty()) else {
+        return;
+    };
+    // Checked after the pidfd is open: the pidfd cannot name another process later.
+    if !monitor_alive(pid, dir) {
+        return;
+    }
+    let _ = rustix::process::pidfd_send_signal(&fd, rustix::process::Signal::KILL);
+    let mut p = [libc::pollfd {
+        fd: std::os::fd::AsRawFd::as_raw_fd(&fd),
+        events: libc::POLLIN,
+        revents: 0,
+    }];
+    // SAFETY: `p` is a valid array of one pollfd; a pidfd polls readable once it exits.
+    unsafe { libc::poll(p.as_mut_ptr(), 1, 5000) };
 }
 
 fn status_text(s: &ContainerState, now: i64) -> String {

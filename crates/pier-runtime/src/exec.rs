@@ -5,6 +5,9 @@
 //! same last steps as the container's init: rlimits, seccomp, user and capabilities,
 //! working directory, exec. The helper waits and exits with the child's status, so the
 //! daemon sees the command's exit code; stdio passes straight through.
+//!
+//! The daemon runs it from a sealed copy of `pier` ([`crate::sealed`]), and it makes
+//! itself non-dumpable before it opens anything of the container's.
 
 use std::fs::File;
 use std::os::fd::AsFd;
@@ -165,6 +168,11 @@ fn die(code: i32, msg: impl std::fmt::Display) -> i32 {
 }
 
 pub fn main(dir: &Path, request: &str) -> i32 {
+    // Out of the container's reach before joining it: its processes cannot open this
+    // one's /proc files (exe, fd, mem), nor the command's until it has exec'd. The daemon
+    // runs this helper from its sealed copy of `pier` (see crate::sealed).
+    crate::sealed::make_non_dumpable();
+    crate::sealed::name_process();
     let req: ExecRequest = match serde_json::from_str(request) {
         Ok(r) => r,
         Err(e) => return die(125, format!("invalid request: {e}")),

@@ -13,6 +13,8 @@
 //! - [`monitor`]: the per-container process that holds stdio and the exit status and
 //!   outlives the daemon.
 //! - [`zygote`]: the process that forks monitors for the daemon, cheaper than spawning.
+//! - [`sealed`]: the sealed in-memory copy of `pier` that helpers run from.
+//! - [`reap`]: killing what a container left in its cgroup.
 //! - [`logs`]: the log file format, rotation, and reading.
 //! - [`state`]: the files monitor and daemon share.
 //!
@@ -26,7 +28,9 @@ pub mod exec;
 pub mod init;
 pub mod logs;
 pub mod monitor;
+pub mod reap;
 pub mod rootfs;
+pub mod sealed;
 pub mod seccomp;
 pub mod spec;
 pub mod state;

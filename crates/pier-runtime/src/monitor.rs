@@ -41,10 +41,10 @@ pub fn main(dir: &Path) -> i32 {
     // SAFETY: the monitor is single-threaded at this point (no runtime was started).
     match unsafe { libc::fork() } {
         -1 => {
-            println!(
+            answer(&format!(
                 "err 125 cannot fork the monitor: {}",
                 io::Error::last_os_error()
-            );
+            ));
             1
         }
         0 => run(dir),
@@ -56,11 +56,17 @@ pub fn main(dir: &Path) -> i32 {
 /// monitor, or of the zygote (see [`crate::zygote`]). Stdout is where the start is
 /// answered; the working directory is `dir`.
 pub fn run(dir: &Path) -> i32 {
-    // SAFETY: plain syscalls without pointers.
+    // SAFETY: plain syscalls without pointers. The daemon may die at any point of the
+    // start (its end of stdout with it): writing the answer must then fail quietly
+    // (EPIPE), never kill the monitor, which would leave its container unwatched.
     unsafe {
         libc::setsid();
         libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
+        libc::signal(libc::SIGPIPE, libc::SIG_IGN);
     }
+    // The container's init is cloned from this process: neither may be opened through
+    // /proc by the container's processes (see crate::sealed).
+    crate::sealed::make_non_dumpable();
     match start(dir) {
         Ok(started) => {
             let pid = started.pid;
@@ -79,13 +85,12 @@ pub fn run(dir: &Path) -> i32 {
                 started_at: now(),
             };
             if let Err(e) = write_json(&dir.join("state.json"), &running) {
-                println!("err 125 cannot write state.json: {e}");
+                answer(&format!("err 125 cannot write state.json: {e}"));
                 // SAFETY: signalling the child we created.
                 unsafe { libc::kill(pid, libc::SIGKILL) };
             } else {
-                println!("ok {pid}");
+                answer(&format!("ok {pid}"));
             }
-            let _ = io::stdout().flush();
             redirect_to_null(1);
             // Everything start() parsed is freed; give the pages back, since this process
             // lives as long as the container.
@@ -115,8 +120,25 @@ pub fn run(dir: &Path) -> i32 {
                 error: Some(message.clone()),
             };
             let _ = write_json(&dir.join("exit.json"), &exit);
-            println!("err {code} {}", message.replace('\n', " "));
+            answer(&format!("err {code} {}", message.replace('\n', " ")));
             0
+        }
+    }
+}
+
+/// Writes the start's answer line to stdout, where the daemon waits for it. A daemon
+/// that died meanwhile reads nothing: the error is ignored (the state and exit files are
+/// what a restarted daemon reads), and nothing here can panic.
+pub fn answer(line: &str) {
+    let mut bytes = line.as_bytes().to_vec();
+    bytes.push(b'\n');
+    let mut rest = bytes.as_slice();
+    while !rest.is_empty() {
+        match rustix::io::write(rustix::stdio::stdout(), rest) {
+            Ok(0) => return,
+            Ok(n) => rest = &rest[n..],
+            Err(rustix::io::Errno::INTR) => {}
+            Err(_) => return,
         }
     }
 }
@@ -309,6 +331,15 @@ fn start(dir: &Path) -> Result<Started, (i32, String)> {
     cgroup
         .create(resources.as_ref())
         .map_err(|e| e125(format!("{e}: {}", e.source)))?;
+    // A container runs alone in its cgroup: processes left there by an earlier run
+    // (whose monitor died) are refused, never joined by a second init.
+    let left = cgroup.pids();
+    if !left.is_empty() {
+        return Err(e125(format!(
+            "the container's cgroup still holds processes of an earlier run (pids {left:?}); \
+             restart the daemon, which kills them, or remove the container with rm -f"
+        )));
+    }
     // Controller names with the container's group in each.
     let cgroup_v1: Vec<(String, std::path::PathBuf)> = match cgroup.layout {
         Layout::V1 => cgroup.dirs.clone(),
@@ -544,7 +575,12 @@ fn child(
     }
     drop(stdio);
     let mut b = [0u8; 1];
-    let _ = File::from(go).read(&mut b);
+    if !matches!(File::from(go).read(&mut b), Ok(1)) {
+        // The monitor died before letting us go (and before moving us into the
+        // cgroup): nobody would watch this container. Never start it.
+        // SAFETY: leaving the child without running the parent's destructors.
+        unsafe { libc::_exit(125) }
+    }
     let e = crate::init::run(spec, cgroup_v1, console, seccomp);
     let mut f = File::from(fail);
     let _ = write!(f, "{}\n{}", e.code, e.message);

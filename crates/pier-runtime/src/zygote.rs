@@ -12,7 +12,12 @@
 //! answers on it exactly as a spawned one does (`ok PID` or `err CODE MESSAGE`, see
 //! [`crate::monitor`]); the pipe reaches end of file once the monitor has answered. The
 //! zygote reaps nothing itself (SIGCHLD ignored) and exits when the daemon's end closes,
-//! whether the daemon exits or is killed; the monitors it forked live on, detached.
+//! whether the daemon exits or is killed; the monitors it forked live on, detached. A
+//! request whose reply pipe nobody reads any more (the daemon died after sending it) is
+//! dropped rather than started behind the back of the daemon's successor.
+//!
+//! The daemon starts it from its sealed copy of `pier` ([`crate::sealed`]), so the
+//! monitors it forks and the inits they clone run that copy, never the host's binary.
 
 use std::ffi::OsStr;
 use std::io::{self, IoSlice, IoSliceMut, Read};
@@ -34,6 +39,7 @@ const MAX_REQUEST: usize = 4096;
 
 /// Serves requests on fd 0 until the daemon's end closes; returns the exit code.
 pub fn main() -> i32 {
+    crate::sealed::name_process();
     // SAFETY: setting a signal disposition in a single-threaded process.
     unsafe { libc::signal(libc::SIGCHLD, libc::SIG_IGN) };
     // SAFETY: fd 0 is the socket the daemon gave us; nothing else owns it.
@@ -66,6 +72,12 @@ pub fn main() -> i32 {
             answer(&reply, "err 125 the container's directory path is too long");
             continue;
         }
+        if nobody_reads(&reply) {
+            // The daemon died after asking (its end of the reply pipe is closed): a
+            // start it will never hear of is not made. Its successor finds the container
+            // not started.
+            continue;
+        }
         let dir = PathBuf::from(OsStr::from_bytes(&buf[..got.bytes]));
         // SAFETY: this process is single-threaded, so the child may run anything.
         match unsafe { libc::fork() } {
@@ -83,6 +95,18 @@ pub fn main() -> i32 {
             _ => {} // our copy of the reply pipe closes here
         }
     }
+}
+
+/// Whether the read end of the pipe `w` writes to is closed.
+fn nobody_reads(w: &OwnedFd) -> bool {
+    let mut p = [libc::pollfd {
+        fd: w.as_raw_fd(),
+        events: 0,
+        revents: 0,
+    }];
+    // SAFETY: `p` is a valid array of one pollfd.
+    let n = unsafe { libc::poll(p.as_mut_ptr(), 1, 0) };
+    n == 1 && p[0].revents & libc::POLLERR != 0
 }
 
 fn answer(reply: &OwnedFd, line: &str) {
@@ -111,7 +135,7 @@ fn monitor_child(dir: &Path, reply: OwnedFd) -> i32 {
         }
     }
     if let Err(e) = std::env::set_current_dir(dir) {
-        println!("err 125 cannot enter {}: {e}", dir.display());
+        crate::monitor::answer(&format!("err 125 cannot enter {}: {e}", dir.display()));
         return 1;
     }
     set_cmdline(b"pier\0__monitor\0");
@@ -157,15 +181,19 @@ fn set_cmdline(args: &[u8]) {
 
 /// The daemon's handle on its zygote, started on first use and again if it died.
 pub struct Zygote {
-    exe: PathBuf,
     running: Mutex<Option<(Child, OwnedFd)>>,
 }
 
+impl Default for Zygote {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl Zygote {
-    /// A zygote that will run `exe` (the `pier` binary).
-    pub fn new(exe: PathBuf) -> Self {
+    /// A zygote that will run the daemon's sealed copy of `pier` ([`crate::sealed`]).
+    pub fn new() -> Self {
         Zygote {
-            exe,
             running: Mutex::new(None),
         }
     }
@@ -227,7 +255,8 @@ impl Zygote {
             rustix::net::SocketFlags::CLOEXEC,
             None,
         )?;
-        let child = Command::new(&self.exe)
+        let exe = crate::sealed::current()?;
+        let child = Command::new(exe.path())
             .arg0("pier")
             .arg(ARG)
             .current_dir("/")

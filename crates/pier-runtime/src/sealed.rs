@@ -1,0 +1,160 @@
+//! A sealed in-memory copy of the running `pier` binary: what every helper that a
+//! container can reach runs from (the CVE-2019-5736 pattern, closed as runc closes it).
+//!
+//! The exec helper (`pier __exec`) joins a container's namespaces and forks the command
+//! there; the monitor zygote's children clone each container's init, which runs `pier`
+//! until it execs the entrypoint (and for good as pid 1 under `--init`). Run from the
+//! host's binary, each of them hands a process in the container the host's `pier`:
+//! through `/proc/PID/exe`, or by becoming it (a command of the container's made a
+//! `#!/proc/self/exe` script, run by `pier exec`). With a descriptor of it, the container
+//! can write it as soon as nothing runs it, and the host runs it as root next time.
+//!
+//! Run from this copy instead, all a container reaches is a memfd, sealed against any
+//! write, growth or shrink and against unsealing (`F_SEAL_WRITE | F_SEAL_GROW |
+//! F_SEAL_SHRINK | F_SEAL_SEAL`); the host's file stays out of sight. The daemon makes it
+//! once and keeps it open for its lifetime; helpers are started through its
+//! `/proc/self/fd/N` path, which names the daemon's descriptor in the spawned child until
+//! its exec (the descriptor is close-on-exec, so no helper inherits it).
+
+use std::fs::File;
+use std::io;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use rustix::fs::{MemfdFlags, SealFlags};
+
+/// The sealed copy and the path that executes it.
+#[derive(Debug)]
+pub struct SealedExe {
+    fd: OwnedFd,
+    path: PathBuf,
+}
+
+impl SealedExe {
+    /// Copies the binary this process runs into a sealed memfd.
+    pub fn of_current_exe() -> io::Result<SealedExe> {
+        Self::copy_of(Path::new("/proc/self/exe"))
+    }
+
+    /// Copies the executable at `source` into a sealed memfd.
+    pub fn copy_of(source: &Path) -> io::Result<SealedExe> {
+        let flags = MemfdFlags::CLOEXEC | MemfdFlags::ALLOW_SEALING;
+        // Say outright that it is executable: a host with vm.memfd_noexec = 1 makes
+        // memfds non-executable unless asked. Kernels before 6.3 know no MFD_EXEC.
+        let fd = match rustix::fs::memfd_create("pier", flags | MemfdFlags::EXEC) {
+            Err(rustix::io::Errno::INVAL) => rustix::fs::memfd_create("pier", flags)?,
+            r => r?,
+        };
+        let mut src = File::open(source)?;
+        let len = src.metadata()?.len();
+        let mut dst = File::from(fd);
+        let copied = io::copy(&mut src, &mut dst)?;
+        if copied != len {
+            return Err(io::Error::other(format!(
+                "copied {copied} of the {len} bytes of {}",
+                source.display()
+            )));
+        }
+        rustix::fs::fchmod(&dst, rustix::fs::Mode::from_raw_mode(0o555))?;
+        rustix::fs::fcntl_add_seals(
+            &dst,
+            SealFlags::SEAL | SealFlags::SHRINK | SealFlags::GROW | SealFlags::WRITE,
+        )?;
+        let fd = OwnedFd::from(dst);
+        let path = PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()));
+        Ok(SealedExe { fd, path })
+    }
+
+    /// The path to execute, valid in this process and in children it spawns, until
+    /// their exec.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The seals on the copy (for checks).
+    pub fn seals(&self) -> io::Result<SealFlags> {
+        Ok(rustix::fs::fcntl_get_seals(&self.fd)?)
+    }
+}
+
+/// This process's sealed copy of its binary, made on first use (or by
+/// [`prepare_in_background`]) and kept for the process's lifetime.
+pub fn current() -> io::Result<&'static SealedExe> {
+    static SEALED: OnceLock<Result<SealedExe, String>> = OnceLock::new();
+    SEALED
+        .get_or_init(|| SealedExe::of_current_exe().map_err(|e| e.to_string()))
+        .as_ref()
+        .map_err(|e| {
+            io::Error::other(format!(
+                "cannot make the sealed in-memory copy of pier that helpers run from: {e} \
+                 (memfd_create and file sealing are needed, Linux 3.17 or later)"
+            ))
+        })
+}
+
+/// Starts making [`current`] in a thread, so that the copy (the size of the binary) is
+/// ready by the first container start without delaying the caller.
+pub fn prepare_in_background() {
+    let _ = std::thread::Builder::new()
+        .name("pier-sealed-exe".into())
+        .spawn(|| {
+            let _ = current();
+        });
+}
+
+/// Names this (single-threaded) process `pier` for `ps` and `top`: run through
+/// `/proc/self/fd/N`, the kernel would call it `N`.
+pub fn name_process() {
+    let _ = rustix::thread::set_name(c"pier");
+}
+
+/// Makes this process non-dumpable: its `/proc/PID` files (`exe`, `fd`, `mem`, `environ`)
+/// become root's of the initial user namespace, out of reach of a process without
+/// CAP_SYS_PTRACE there, such as any container's. The next exec makes a fresh process
+/// dumpable again as usual.
+pub fn make_non_dumpable() {
+    // SAFETY: prctl with integer arguments only.
+    unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    #[test]
+    fn the_copy_is_whole_executable_and_cannot_be_written() {
+        let src = Path::new("/bin/true");
+        let sealed = SealedExe::copy_of(src).unwrap();
+        let seals = sealed.seals().unwrap();
+        for s in [
+            SealFlags::SEAL,
+            SealFlags::SHRINK,
+            SealFlags::GROW,
+            SealFlags::WRITE,
+        ] {
+            assert!(seals.contains(s), "{s:?} missing from {seals:?}");
+        }
+        let copy = std::fs::read(sealed.path()).unwrap();
+        assert_eq!(copy, std::fs::read(src).unwrap());
+        // Opened again for writing through its path, it still refuses every write.
+        let mut w = File::options().write(true).open(sealed.path()).unwrap();
+        let e = w.write_all(b"x").unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(libc::EPERM), "{e}");
+        assert!(w.set_len(0).is_err(), "shrinking is sealed");
+        assert!(
+            w.set_len(copy.len() as u64 + 1).is_err(),
+            "growing is sealed"
+        );
+        drop(w); // a file open for writing cannot be executed (ETXTBSY)
+        let st = std::process::Command::new(sealed.path()).status().unwrap();
+        assert!(st.success(), "the copy runs");
+        let link = std::fs::read_link(sealed.path()).unwrap();
+        assert!(
+            link.to_string_lossy().starts_with("/memfd:pier"),
+            "{}",
+            link.display()
+        );
+    }
+}
