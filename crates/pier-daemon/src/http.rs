@@ -1,0 +1,127 @@
+//! Serving HTTP/1.1 on the daemon's unix sockets (the native API and the Docker API), and
+//! what one client may hold there:
+//!
+//! - a request's headers must arrive within the header timeout ([`DEFAULT_HEADER_TIMEOUT`],
+//!   `pier daemon --header-timeout`), or the connection is closed: a client that sends half
+//!   a request and stalls does not keep its connection (and a file descriptor) forever. The
+//!   same clock runs while a kept-alive connection waits for its next request.
+//! - at most [`max_connections`] connections are open at once over both sockets, so clients
+//!   cannot take every file descriptor the daemon has; more wait in the listen backlog.
+//! - a JSON request body is at most [`JSON_BODY_LIMIT`] bytes (the routers apply it with
+//!   `DefaultBodyLimit`; more is a 413). Archives, image loads and build contexts are read
+//!   as streams and never held whole.
+//!
+//! Connections are served with upgrades on, so `docker attach` and `docker exec` can take
+//! the stream over (a hijacked stream no longer counts against the cap).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use hyper::server::conn::http1;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
+use tokio::net::UnixListener;
+use tokio::sync::{watch, Semaphore};
+
+/// How long a client has to send a request's headers (and how long an idle kept-alive
+/// connection stays open).
+pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The largest JSON request body either API reads (container, network and volume
+/// creates, exec and commit requests, ...).
+pub const JSON_BODY_LIMIT: usize = 4 << 20;
+
+/// File descriptors kept out of the connection cap for the daemon's own work (the store,
+/// netlink sockets, images being read, pipes to monitors).
+const FD_RESERVE: u64 = 256;
+
+/// How many client connections the daemon keeps open at once: its open-file limit less
+/// a reserve, between 64 and 16384.
+pub fn max_connections() -> usize {
+    let soft = rustix::process::getrlimit(rustix::process::Resource::Nofile)
+        .current
+        .unwrap_or(u64::MAX);
+    soft.saturating_sub(FD_RESERVE).clamp(64, 16384) as usize
+}
+
+/// What the servers of one daemon share.
+#[derive(Clone)]
+pub struct ServeLimits {
+    pub header_timeout: Duration,
+    /// One permit per open connection, over every socket.
+    pub connections: Arc<Semaphore>,
+}
+
+impl ServeLimits {
+    pub fn new(header_timeout: Duration) -> Self {
+        ServeLimits {
+            header_timeout,
+            connections: Arc::new(Semaphore::new(max_connections())),
+        }
+    }
+}
+
+/// Serves `app` on `listener` until `stop` turns true; then stops accepting, lets each
+/// connection finish its request in flight, and returns once all are closed.
+pub async fn serve(
+    listener: UnixListener,
+    app: Router,
+    limits: ServeLimits,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut open = tokio::task::JoinSet::new();
+    loop {
+        let permit = tokio::select! {
+            p = limits.connections.clone().acquire_owned() => p.expect("the semaphore is never closed"),
+            _ = stopped(&mut stop) => break,
+        };
+        let stream = tokio::select! {
+            r = listener.accept() => match r {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    // Out of descriptors or memory: wait for some to be released rather
+                    // than spin.
+                    tracing::warn!(error = %e, "cannot accept a connection");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            _ = stopped(&mut stop) => break,
+        };
+        // Reap the connections that ended, so the set holds only open ones.
+        while open.try_join_next().is_some() {}
+        let service = TowerToHyperService::new(app.clone());
+        let timeout = limits.header_timeout;
+        let mut stop = stop.clone();
+        open.spawn(async move {
+            let _permit = permit;
+            let mut builder = http1::Builder::new();
+            builder
+                .timer(TokioTimer::new())
+                .header_read_timeout(timeout);
+            let conn = builder
+                .serve_connection(TokioIo::new(stream), service)
+                .with_upgrades();
+            tokio::pin!(conn);
+            let result = tokio::select! {
+                r = conn.as_mut() => r,
+                _ = stopped(&mut stop) => {
+                    conn.as_mut().graceful_shutdown();
+                    conn.await
+                }
+            };
+            if let Err(e) = result {
+                // Timeouts and clients that went away are routine.
+                tracing::debug!(error = %e, "connection closed");
+            }
+        });
+    }
+    drop(listener);
+    while open.join_next().await.is_some() {}
+}
+
+/// Resolves once the daemon is stopping.
+async fn stopped(stop: &mut watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await;
+}
