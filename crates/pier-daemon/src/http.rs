@@ -5,6 +5,10 @@
 //!   `pier daemon --header-timeout`), or the connection is closed: a client that sends half
 //!   a request and stalls does not keep its connection (and a file descriptor) forever. The
 //!   same clock runs while a kept-alive connection waits for its next request.
+//! - a small body (JSON, or a declared length within [`JSON_BODY_LIMIT`]) that stops
+//!   arriving for as long fails the request ([`IdleBody`]). Streams of unknown or large
+//!   length (archives, image loads, build contexts) may pause: a client may be producing
+//!   them as it sends.
 //! - at most [`max_connections`] connections are open at once over both sockets, so clients
 //!   cannot take every file descriptor the daemon has; more wait in the listen backlog.
 //! - a JSON request body is at most [`JSON_BODY_LIMIT`] bytes (the routers apply it with
@@ -14,9 +18,14 @@
 //! Connections are served with upgrades on, so `docker attach` and `docker exec` can take
 //! the stream over (a hijacked stream no longer counts against the cap).
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
+use axum::extract::State;
+use axum::http::header;
 use axum::Router;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -91,7 +100,9 @@ pub async fn serve(
         };
         // Reap the connections that ended, so the set holds only open ones.
         while open.try_join_next().is_some() {}
-        let service = TowerToHyperService::new(app.clone());
+        let service = TowerToHyperService::new(app.clone().layer(
+            axum::middleware::from_fn_with_state(limits.header_timeout, idle_bodies),
+        ));
         let timeout = limits.header_timeout;
         let mut stop = stop.clone();
         open.spawn(async move {
@@ -124,4 +135,77 @@ pub async fn serve(
 /// Resolves once the daemon is stopping.
 async fn stopped(stop: &mut watch::Receiver<bool>) {
     let _ = stop.wait_for(|s| *s).await;
+}
+
+/// Gives a small request body the header timeout between its pieces (see the module doc).
+async fn idle_bodies(
+    State(timeout): State<Duration>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let headers = req.headers();
+    let json = headers
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    let small = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<usize>().ok())
+        .is_some_and(|n| n > 0 && n <= JSON_BODY_LIMIT);
+    let req = if json || small {
+        req.map(|body| axum::body::Body::new(IdleBody::new(body, timeout)))
+    } else {
+        req
+    };
+    next.run(req).await
+}
+
+/// A request body that fails when none of it arrives for `timeout`.
+pub struct IdleBody {
+    inner: axum::body::Body,
+    timeout: Duration,
+    deadline: Pin<Box<tokio::time::Sleep>>,
+}
+
+impl IdleBody {
+    pub fn new(inner: axum::body::Body, timeout: Duration) -> Self {
+        IdleBody {
+            inner,
+            timeout,
+            deadline: Box::pin(tokio::time::sleep(timeout)),
+        }
+    }
+}
+
+impl hyper::body::Body for IdleBody {
+    type Data = axum::body::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        let this = &mut *self;
+        match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(frame) => {
+                let next = tokio::time::Instant::now() + this.timeout;
+                this.deadline.as_mut().reset(next);
+                Poll::Ready(frame)
+            }
+            Poll::Pending => match this.deadline.as_mut().poll(cx) {
+                Poll::Ready(()) => Poll::Ready(Some(Err(axum::Error::new(format!(
+                    "no part of the request body arrived for {} s",
+                    this.timeout.as_secs()
+                ))))),
+                Poll::Pending => Poll::Pending,
+            },
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
+    }
 }

@@ -167,7 +167,7 @@ fn clients_that_never_finish_their_headers_are_disconnected() {
     let d = with_busybox(&["--header-timeout", "2"]);
     let pid = d.pid();
     let fds_before = open_fds(pid);
-    // 500 half-sent requests over both sockets, each stalled mid-header.
+    // 500 half-sent requests over both sockets, each stalled mid-header...
     let mut stalled = Vec::new();
     for i in 0..500 {
         let socket = if i % 2 == 0 {
@@ -178,6 +178,26 @@ fn clients_that_never_finish_their_headers_are_disconnected() {
         let mut s = UnixStream::connect(socket).unwrap();
         s.write_all(b"POST /containers/create HTTP/1.1\r\nHost: pier\r\nContent-Le")
             .unwrap();
+        stalled.push(s);
+    }
+    // And 50 whose headers are whole but whose JSON body stops halfway.
+    for (i, path) in ["/v1.43/containers/create", "/v1/containers"]
+        .iter()
+        .cycle()
+        .take(50)
+        .enumerate()
+    {
+        let socket = if i % 2 == 0 {
+            &d.docker_socket
+        } else {
+            &d.socket
+        };
+        let mut s = UnixStream::connect(socket).unwrap();
+        write!(
+            s,
+            "POST {path} HTTP/1.1\r\nHost: pier\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{{\"Image\":"
+        )
+        .unwrap();
         stalled.push(s);
     }
     wait_until("the daemon to hold the stalled connections", || {
