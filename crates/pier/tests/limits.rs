@@ -113,6 +113,7 @@ fn huge_bodies_get_413_and_the_daemon_holds_none_of_them() {
     ] {
         let started = Instant::now();
         let (status, body) = huge_request(socket, path, prefix, HUGE);
+        eprintln!("{path}: {status} after {:?}", started.elapsed());
         assert_eq!(status, 413, "{path}: {body}");
         assert!(
             body.contains(shape) && body.contains("4 MiB"),
@@ -142,6 +143,7 @@ fn huge_bodies_get_413_and_the_daemon_holds_none_of_them() {
         assert!(answer.contains("1 MiB"), "{path}: {answer}");
     }
     let peak_after = peak_rss_kib(d.pid());
+    eprintln!("daemon peak RSS: {peak_before} KiB before, {peak_after} KiB after");
     assert!(
         peak_after < peak_before + 64 * 1024,
         "the daemon's peak memory grew from {peak_before} KiB to {peak_after} KiB"
