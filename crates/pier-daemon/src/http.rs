@@ -79,6 +79,10 @@ pub async fn serve(
     limits: ServeLimits,
     mut stop: watch::Receiver<bool>,
 ) {
+    let app = app.layer(axum::middleware::from_fn_with_state(
+        limits.header_timeout,
+        idle_bodies,
+    ));
     let mut open = tokio::task::JoinSet::new();
     loop {
         let permit = tokio::select! {
@@ -100,9 +104,7 @@ pub async fn serve(
         };
         // Reap the connections that ended, so the set holds only open ones.
         while open.try_join_next().is_some() {}
-        let service = TowerToHyperService::new(app.clone().layer(
-            axum::middleware::from_fn_with_state(limits.header_timeout, idle_bodies),
-        ));
+        let service = TowerToHyperService::new(app.clone());
         let timeout = limits.header_timeout;
         let mut stop = stop.clone();
         open.spawn(async move {
@@ -159,11 +161,13 @@ async fn idle_bodies(
     next.run(req).await
 }
 
-/// A request body that fails when none of it arrives for `timeout`.
+/// A request body that fails when none of it arrives for `timeout` while it is read (the
+/// clock starts at the first read: a handler may read late, and a client that expects
+/// `100 Continue` sends only then).
 pub struct IdleBody {
     inner: axum::body::Body,
     timeout: Duration,
-    deadline: Pin<Box<tokio::time::Sleep>>,
+    deadline: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
 impl IdleBody {
@@ -171,7 +175,7 @@ impl IdleBody {
         IdleBody {
             inner,
             timeout,
-            deadline: Box::pin(tokio::time::sleep(timeout)),
+            deadline: None,
         }
     }
 }
@@ -185,13 +189,18 @@ impl hyper::body::Body for IdleBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
         let this = &mut *self;
+        let timeout = this.timeout;
+        let deadline = this
+            .deadline
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
         match Pin::new(&mut this.inner).poll_frame(cx) {
             Poll::Ready(frame) => {
-                let next = tokio::time::Instant::now() + this.timeout;
-                this.deadline.as_mut().reset(next);
+                deadline
+                    .as_mut()
+                    .reset(tokio::time::Instant::now() + timeout);
                 Poll::Ready(frame)
             }
-            Poll::Pending => match this.deadline.as_mut().poll(cx) {
+            Poll::Pending => match deadline.as_mut().poll(cx) {
                 Poll::Ready(()) => Poll::Ready(Some(Err(axum::Error::new(format!(
                     "no part of the request body arrived for {} s",
                     this.timeout.as_secs()
