@@ -160,11 +160,15 @@ pub struct ContainerCreate {
     pub memory_swap: Option<i64>,
     /// CPUs, e.g. 1.5.
     pub cpus: Option<f64>,
-    pub cpu_shares: Option<u64>,
+    /// Relative CPU weight, 2 to 262144 (0: the default, 1024).
+    pub cpu_shares: Option<i64>,
     pub cpuset_cpus: Option<String>,
+    /// Most processes at once; 0 or -1 for no limit.
     pub pids_limit: Option<i64>,
     pub blkio_weight: Option<u16>,
     pub ulimits: Vec<Ulimit>,
+    /// Size of the container's `/dev/shm` in bytes (`--shm-size`); 64 MiB when absent or 0.
+    pub shm_size: Option<i64>,
     /// Remove the container when it exits (`--rm`).
     pub auto_remove: bool,
     /// Run a minimal init as PID 1 that forwards signals and reaps zombies.

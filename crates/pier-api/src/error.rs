@@ -1,7 +1,8 @@
 //! The error shape of the native API and its one mapping to HTTP status codes.
 //!
 //! Policy (see ARCHITECTURE.md): 400 bad input, 404 missing, 409 a conflict with the
-//! current state, 503 try again later, 507 out of capacity (disk), 500 a bug in Pier.
+//! current state, 413 a request (or what it would store) over its size limit, 503 try
+//! again later, 507 out of capacity (disk), 500 a bug in Pier.
 
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -16,6 +17,8 @@ pub enum ErrorKind {
     NotFound,
     /// The request conflicts with the resource's current state.
     Conflict,
+    /// The request's body, or the record it would make, is larger than its limit.
+    TooLarge,
     /// The engine cannot serve this now; retrying may succeed.
     Unavailable,
     /// The host has run out of space.
@@ -31,6 +34,7 @@ impl ErrorKind {
             ErrorKind::InvalidInput => 400,
             ErrorKind::NotFound => 404,
             ErrorKind::Conflict => 409,
+            ErrorKind::TooLarge => 413,
             ErrorKind::Unavailable => 503,
             ErrorKind::InsufficientStorage => 507,
             ErrorKind::Internal => 500,
@@ -43,6 +47,7 @@ impl ErrorKind {
             400 => ErrorKind::InvalidInput,
             404 => ErrorKind::NotFound,
             409 => ErrorKind::Conflict,
+            413 => ErrorKind::TooLarge,
             503 => ErrorKind::Unavailable,
             507 => ErrorKind::InsufficientStorage,
             _ => ErrorKind::Internal,
@@ -72,6 +77,7 @@ mod tests {
             ErrorKind::InvalidInput,
             ErrorKind::NotFound,
             ErrorKind::Conflict,
+            ErrorKind::TooLarge,
             ErrorKind::Unavailable,
             ErrorKind::InsufficientStorage,
             ErrorKind::Internal,

@@ -24,6 +24,7 @@ macro_rules! string_schema {
 pub mod build;
 pub mod containers;
 pub mod error;
+pub mod limits;
 pub mod names;
 pub mod networks;
 pub mod reference;

@@ -112,15 +112,18 @@ pub struct CreateArgs {
     /// Number of CPUs (e.g. 0.5).
     #[arg(long)]
     cpus: Option<f64>,
-    /// Relative CPU weight.
-    #[arg(short = 'c', long)]
-    cpu_shares: Option<u64>,
+    /// Relative CPU weight, 2 to 262144 (1024 is the default).
+    #[arg(short = 'c', long, allow_negative_numbers = true)]
+    cpu_shares: Option<i64>,
     /// CPUs in which to allow execution (0-3, 0,1).
     #[arg(long)]
     cpuset_cpus: Option<String>,
     /// Process limit (-1 for unlimited).
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pids_limit: Option<i64>,
+    /// Size of /dev/shm (e.g. 64m, the default).
+    #[arg(long)]
+    shm_size: Option<String>,
     /// Block I/O weight, 10 to 1000.
     #[arg(long)]
     blkio_weight: Option<u16>,
@@ -424,6 +427,7 @@ fn create_request(a: CreateArgs, auto_remove: bool) -> Result<ContainerCreate, C
         cpuset_cpus: a.cpuset_cpus,
         pids_limit: a.pids_limit,
         blkio_weight: a.blkio_weight,
+        shm_size: a.shm_size.as_deref().map(parse_size).transpose()?,
         ulimits: a
             .ulimit
             .iter()

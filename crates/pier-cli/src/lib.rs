@@ -245,6 +245,10 @@ pub struct DaemonArgs {
     /// The private key (PEM) of --registry-tls-cert.
     #[arg(long, requires = "registry_tls_cert")]
     pub registry_tls_key: Option<PathBuf>,
+    /// Seconds an API client has to send a request's headers before the daemon closes
+    /// its connection (hidden: tests shorten it).
+    #[arg(long, hide = true, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
+    pub header_timeout: u64,
 }
 
 /// Why the CLI stopped; carries the exit code.

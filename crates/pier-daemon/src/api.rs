@@ -78,6 +78,11 @@ pub fn router(engine: Arc<Engine>) -> Router {
             )
         })
         .with_state(engine)
+        // JSON bodies; the streamed ones (load, import, build, archives) take `Body`,
+        // which this does not limit.
+        .layer(axum::extract::DefaultBodyLimit::max(
+            crate::http::JSON_BODY_LIMIT,
+        ))
 }
 
 #[derive(OpenApi)]

@@ -41,7 +41,6 @@ use crate::networks::{Networks, DEFAULT_NETWORK};
 use crate::volumes::Volumes;
 use pier_api::volumes::{MountKind, MountSpec};
 
-const MIN_MEMORY: i64 = 6 << 20;
 const DEFAULT_PATH: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 pub(crate) fn conflict(m: impl Into<String>) -> ApiError {
@@ -324,34 +323,11 @@ fn validate(req: &ContainerCreate) -> ApiResult<()> {
             return Err(invalid(format!("invalid container name {n:?}: use letters, digits, '_', '.' and '-', starting with a letter or digit")));
         }
     }
-    if let Some(m) = req.memory {
-        if m < MIN_MEMORY {
-            return Err(invalid(format!(
-                "memory limit {m} bytes is too small: the minimum is 6MB (6291456 bytes)"
-            )));
-        }
-    }
-    if let (Some(s), Some(m)) = (req.memory_swap, req.memory) {
-        if s != -1 && s < m {
-            return Err(invalid("--memory-swap must be at least --memory (it counts memory plus swap), or -1 for unlimited swap"));
-        }
-    }
-    if req.memory_swap.is_some() && req.memory.is_none() {
-        return Err(invalid("--memory-swap needs --memory as well"));
-    }
-    if let Some(c) = req.cpus {
-        let n = std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(1) as f64;
-        if c <= 0.0 || c > n {
-            return Err(invalid(format!("--cpus {c} is out of range: give more than 0 and at most the {n} CPUs this host has")));
-        }
-    }
-    if let Some(w) = req.blkio_weight {
-        if w != 0 && !(10..=1000).contains(&w) {
-            return Err(invalid("--blkio-weight must be between 10 and 1000"));
-        }
-    }
+    let host_cpus = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    pier_api::limits::check_resources(req, host_cpus).map_err(invalid)?;
+    pier_api::limits::check_record_size(req).map_err(|m| ApiError::new(ErrorKind::TooLarge, m))?;
     for u in &req.ulimits {
         let Some((_, res)) = ulimit_resource(&u.name) else {
             return Err(invalid(format!(
@@ -1268,10 +1244,12 @@ impl Containers {
             memory_swap: req.memory_swap,
             cpu_quota: req.cpus.map(|c| (c * 100_000.0) as i64),
             cpu_period: req.cpus.map(|_| 100_000),
-            cpu_shares: req.cpu_shares,
+            // 0 is the default weight, not the smallest one.
+            cpu_shares: req.cpu_shares.filter(|s| *s > 0).map(|s| s as u64),
             cpuset_cpus: req.cpuset_cpus.clone(),
             pids_limit: req.pids_limit,
             blkio_weight: req.blkio_weight,
+            shm_size: pier_api::limits::shm_size(req),
             terminal: req.tty,
             mounts,
             cgroups_path: self.cgroup_path(&c.id),

@@ -53,8 +53,19 @@ impl From<tokio::task::JoinError> for ApiError {
 
 impl From<axum::extract::rejection::JsonRejection> for ApiError {
     fn from(r: axum::extract::rejection::JsonRejection) -> Self {
+        if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            return ApiError::new(ErrorKind::TooLarge, body_too_large());
+        }
         ApiError::invalid(format!("invalid request body: {}", r.body_text()))
     }
+}
+
+/// Why a JSON body was refused for its size.
+pub fn body_too_large() -> String {
+    format!(
+        "the request body is larger than the limit of {} MiB for JSON requests; archives, images and build contexts are streamed by their own endpoints",
+        crate::http::JSON_BODY_LIMIT >> 20
+    )
 }
 
 impl From<axum::extract::rejection::QueryRejection> for ApiError {

@@ -8,6 +8,7 @@
 //! - [`build`]: the Dockerfile builder (classic builder semantics) behind `POST /v1/build`.
 //! - [`container_fs`]: a container's files: diff, export, commit, cp.
 //! - [`docker`]: the Docker Engine API over the same engine, on a socket of its own.
+//! - [`http`]: serving the sockets: header timeouts, the connection cap, body limits.
 //! - [`health`]: health checks of running containers.
 //! - [`error`]: the one mapping from subsystem errors to HTTP responses.
 //! - [`stream`]: bridges between HTTP bodies and the blocking image code.
@@ -27,6 +28,7 @@ pub mod containers;
 pub mod docker;
 pub mod error;
 pub mod health;
+pub mod http;
 pub mod networks;
 pub mod server;
 pub mod stream;

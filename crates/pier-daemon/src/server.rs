@@ -46,6 +46,9 @@ pub struct DaemonConfig {
     pub registry_auth: Option<PathBuf>,
     /// Serve the registry over TLS with this certificate chain and key (PEM).
     pub registry_tls: Option<(PathBuf, PathBuf)>,
+    /// How long an API client has to send a request's headers before its connection is
+    /// closed ([`crate::http::DEFAULT_HEADER_TIMEOUT`] by default).
+    pub header_timeout: std::time::Duration,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -242,30 +245,35 @@ pub async fn run(mut config: DaemonConfig) -> Result<(), DaemonError> {
     // Both APIs stop on the same signal; streams still open a few seconds later (events,
     // logs -f) are cut rather than holding the daemon.
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
-        let _ = rx.wait_for(|s| *s).await;
-    };
-    let native_served = axum::serve(native, router(engine.clone()))
-        .with_graceful_shutdown(stopped(stop_rx.clone()));
+    let limits = crate::http::ServeLimits::new(config.header_timeout);
+    let native_served = crate::http::serve(
+        native,
+        router(engine.clone()),
+        limits.clone(),
+        stop_rx.clone(),
+    );
     let docker_served = async {
-        match docker {
-            Some(l) => {
-                axum::serve(l, crate::docker::router(engine.clone()))
-                    .with_graceful_shutdown(stopped(stop_rx.clone()))
-                    .await
-            }
-            None => Ok(()),
+        if let Some(l) = docker {
+            crate::http::serve(
+                l,
+                crate::docker::router(engine.clone()),
+                limits.clone(),
+                stop_rx.clone(),
+            )
+            .await
         }
     };
-    let served = async { tokio::try_join!(native_served, docker_served) };
-    let result = tokio::select! {
-        r = served => r.map(|_| ()),
+    let served = async { tokio::join!(native_served, docker_served) };
+    // The servers end only once stopped: when every connection has closed, or a few
+    // seconds after the signal, whichever comes first.
+    tokio::select! {
+        _ = served => {},
         _ = async {
             shutdown_signal().await;
             let _ = stop_tx.send(true);
             tokio::time::sleep(std::time::Duration::from_secs(3)).await;
-        } => Ok(()),
-    };
+        } => {},
+    }
     let _ = fs::remove_file(&config.socket);
     // Containers outlive the daemon; their cgroup parent goes when none is left.
     engine.containers.remove_cgroup_parent();
@@ -275,7 +283,6 @@ pub async fn run(mut config: DaemonConfig) -> Result<(), DaemonError> {
     if let Some(r) = registry_server {
         r.abort();
     }
-    result.map_err(io("serve on", &config.socket))?;
     tracing::info!("pier daemon stopped");
     Ok(())
 }

@@ -156,6 +156,8 @@ pub struct SpecInput {
     pub cpuset_cpus: Option<String>,
     pub pids_limit: Option<i64>,
     pub blkio_weight: Option<u16>,
+    /// Size of the `/dev/shm` tmpfs in bytes; 0 gives Docker's default of 64 MiB.
+    pub shm_size: u64,
     pub terminal: bool,
     /// Extra mounts (volumes, /etc/hosts, ...), as OCI mount objects.
     pub mounts: Vec<Value>,
@@ -218,6 +220,10 @@ pub fn build(input: &SpecInput) -> Result<oci_spec::runtime::Spec, serde_json::E
         namespaces.push(json!({"type": "user"}));
     }
     let sys_ro = input.net != Some(NetMode::Host) && !input.privileged;
+    let shm_size = match input.shm_size {
+        0 => pier_api::limits::DEFAULT_SHM_SIZE as u64,
+        n => n,
+    };
     let mut mounts = vec![
         json!({"destination": "/proc", "type": "proc", "source": "proc", "options": ["nosuid", "noexec", "nodev"]}),
         json!({"destination": "/dev", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]}),
@@ -225,7 +231,7 @@ pub fn build(input: &SpecInput) -> Result<oci_spec::runtime::Spec, serde_json::E
         json!({"destination": "/sys", "type": "sysfs", "source": "sysfs", "options": ["nosuid", "noexec", "nodev", if sys_ro { "ro" } else { "rw" }]}),
         json!({"destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup", "options": ["ro", "nosuid", "noexec", "nodev"]}),
         json!({"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue", "options": ["nosuid", "noexec", "nodev"]}),
-        json!({"destination": "/dev/shm", "type": "tmpfs", "source": "shm", "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=67108864"]}),
+        json!({"destination": "/dev/shm", "type": "tmpfs", "source": "shm", "options": ["nosuid", "noexec", "nodev", "mode=1777", format!("size={shm_size}")]}),
     ];
     mounts.extend(input.mounts.iter().cloned());
     let mut resources = json!({
@@ -380,6 +386,26 @@ mod tests {
                 .limit(),
             20
         );
+
+        let shm = |spec: &oci_spec::runtime::Spec| {
+            let m = spec
+                .mounts()
+                .as_ref()
+                .unwrap()
+                .iter()
+                .find(|m| m.destination() == std::path::Path::new("/dev/shm"));
+            m.unwrap().options().clone().unwrap_or_default()
+        };
+        assert!(
+            shm(&spec).contains(&"size=67108864".to_string()),
+            "64 MiB by default"
+        );
+        let small = build(&SpecInput {
+            shm_size: 1 << 20,
+            ..input.clone()
+        })
+        .unwrap();
+        assert!(shm(&small).contains(&"size=1048576".to_string()));
 
         let user = SpecInput {
             uid: 1000,

@@ -86,6 +86,7 @@ fn run_daemon(cli: &Cli, args: &pier_cli::DaemonArgs) -> i32 {
             .registry_tls_cert
             .clone()
             .zip(args.registry_tls_key.clone()),
+        header_timeout: std::time::Duration::from_secs(args.header_timeout),
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -1,7 +1,10 @@
 //! Docker's create body (`Config` with `HostConfig` and `NetworkingConfig`) and its
 //! mapping onto Pier's create request. What Pier cannot do is refused with a message
 //! rather than dropped: links, `--volumes-from`, devices, sysctls, other namespaces'
-//! modes, logging drivers other than json-file.
+//! modes, logging drivers other than json-file, and every resource limit it does not
+//! apply ([`refuse_unapplied_limits`]). The limits it does apply are passed on as given
+//! (a negative memory limit too) and checked once for both APIs by
+//! `pier_api::limits::check_resources`.
 
 use std::collections::BTreeMap;
 
@@ -129,6 +132,9 @@ pub(crate) struct HostConfig {
     pids_limit: Option<i64>,
     blkio_weight: Option<u16>,
     ulimits: Option<Vec<UlimitBody>>,
+    shm_size: Option<i64>,
+    #[serde(flatten)]
+    unapplied: UnappliedLimits,
     devices: Option<Vec<Value>>,
     sysctls: Option<BTreeMap<String, String>>,
     pid_mode: Option<String>,
@@ -138,6 +144,172 @@ pub(crate) struct HostConfig {
     cgroup_parent: Option<String>,
     group_add: Option<Vec<String>>,
     storage_opt: Option<BTreeMap<String, String>>,
+}
+
+/// Limits of Docker's `HostConfig` that Pier does not apply; each is refused when set
+/// (the CLIs send them zero, empty, null or -1 when not asked for).
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+pub(crate) struct UnappliedLimits {
+    memory_reservation: Option<i64>,
+    memory_swappiness: Option<i64>,
+    kernel_memory: Option<i64>,
+    #[serde(rename = "KernelMemoryTCP")]
+    kernel_memory_tcp: Option<i64>,
+    oom_kill_disable: Option<bool>,
+    oom_score_adj: Option<i64>,
+    cpuset_mems: Option<String>,
+    cpu_realtime_period: Option<i64>,
+    cpu_realtime_runtime: Option<i64>,
+    cpu_count: Option<i64>,
+    cpu_percent: Option<i64>,
+    blkio_weight_device: Option<Vec<Value>>,
+    blkio_device_read_bps: Option<Vec<Value>>,
+    blkio_device_write_bps: Option<Vec<Value>>,
+    #[serde(rename = "BlkioDeviceReadIOps")]
+    blkio_device_read_iops: Option<Vec<Value>>,
+    #[serde(rename = "BlkioDeviceWriteIOps")]
+    blkio_device_write_iops: Option<Vec<Value>>,
+    device_cgroup_rules: Option<Vec<String>>,
+    device_requests: Option<Vec<Value>>,
+    #[serde(rename = "IOMaximumIOps")]
+    io_maximum_iops: Option<i64>,
+    #[serde(rename = "IOMaximumBandwidth")]
+    io_maximum_bandwidth: Option<i64>,
+}
+
+/// Refuses every limit of [`UnappliedLimits`] that is set: a limit asked for and not
+/// applied is an error, never a silent drop.
+fn refuse_unapplied_limits(u: &UnappliedLimits) -> DResult<()> {
+    let not_applied = |flag: &str, field: &str| {
+        DockerError::bad_request(format!(
+            "{flag} ({field}) is not supported by pier: the limit would not be applied; leave it out"
+        ))
+    };
+    let set = |v: Option<i64>| v.is_some_and(|v| v != 0);
+    let listed = |v: &Option<Vec<Value>>| v.as_ref().is_some_and(|v| !v.is_empty());
+    if let Some(r) = u.memory_reservation.filter(|r| *r != 0) {
+        if r < pier_api::limits::MIN_MEMORY {
+            return Err(DockerError::bad_request(
+                "Minimum memory reservation allowed is 6MB",
+            ));
+        }
+        return Err(not_applied("--memory-reservation", "MemoryReservation"));
+    }
+    if let Some(s) = u.memory_swappiness.filter(|s| *s != -1) {
+        if !(0..=100).contains(&s) {
+            return Err(DockerError::bad_request(format!(
+                "Invalid value: {s}, valid memory swappiness range is 0-100"
+            )));
+        }
+        return Err(not_applied("--memory-swappiness", "MemorySwappiness"));
+    }
+    if set(u.kernel_memory) || set(u.kernel_memory_tcp) {
+        return Err(not_applied("--kernel-memory", "KernelMemory"));
+    }
+    if u.oom_kill_disable == Some(true) {
+        return Err(not_applied("--oom-kill-disable", "OomKillDisable"));
+    }
+    if let Some(a) = u.oom_score_adj.filter(|a| *a != 0) {
+        if !(-1000..=1000).contains(&a) {
+            return Err(DockerError::bad_request(format!(
+                "Invalid value {a}, range for oom score adj is [-1000, 1000]"
+            )));
+        }
+        return Err(not_applied("--oom-score-adj", "OomScoreAdj"));
+    }
+    if u.cpuset_mems.as_deref().is_some_and(|m| !m.is_empty()) {
+        return Err(not_applied("--cpuset-mems", "CpusetMems"));
+    }
+    if set(u.cpu_realtime_period) || set(u.cpu_realtime_runtime) {
+        return Err(not_applied(
+            "--cpu-rt-period/--cpu-rt-runtime",
+            "CpuRealtimePeriod",
+        ));
+    }
+    if set(u.cpu_count) || set(u.cpu_percent) {
+        return Err(not_applied("--cpu-count/--cpu-percent", "CpuCount"));
+    }
+    if listed(&u.blkio_weight_device) {
+        return Err(not_applied("--blkio-weight-device", "BlkioWeightDevice"));
+    }
+    if listed(&u.blkio_device_read_bps)
+        || listed(&u.blkio_device_write_bps)
+        || listed(&u.blkio_device_read_iops)
+        || listed(&u.blkio_device_write_iops)
+    {
+        return Err(not_applied(
+            "--device-read-bps/--device-write-bps/--device-read-iops/--device-write-iops",
+            "BlkioDeviceReadBps",
+        ));
+    }
+    if u.device_cgroup_rules
+        .as_ref()
+        .is_some_and(|r| !r.is_empty())
+    {
+        return Err(not_applied("--device-cgroup-rule", "DeviceCgroupRules"));
+    }
+    if listed(&u.device_requests) {
+        return Err(not_applied("--gpus", "DeviceRequests"));
+    }
+    if set(u.io_maximum_iops) || set(u.io_maximum_bandwidth) {
+        return Err(not_applied(
+            "--io-maxiops/--io-maxbandwidth",
+            "IOMaximumIOps",
+        ));
+    }
+    Ok(())
+}
+
+/// Docker's CPU fields as Pier's `cpus`, with Docker's rules: `NanoCpus` excludes
+/// `CpuPeriod` and `CpuQuota`; a period is 1 ms to 1 s; a quota at least 1 ms (-1: none).
+/// A period without a quota limits nothing and is accepted as such; with one, their ratio
+/// is applied (over Pier's period of 100 ms).
+fn cpus_of(nano: Option<i64>, quota: Option<i64>, period: Option<i64>) -> DResult<Option<f64>> {
+    let nano = nano.filter(|n| *n != 0);
+    let quota = quota.filter(|q| *q != 0);
+    let period = period.filter(|p| *p != 0);
+    if nano.is_some() && period.is_some() {
+        return Err(DockerError::bad_request(
+            "Conflicting options: Nano CPUs and CPU Period cannot both be set",
+        ));
+    }
+    if nano.is_some() && quota.is_some() {
+        return Err(DockerError::bad_request(
+            "Conflicting options: Nano CPUs and CPU Quota cannot both be set",
+        ));
+    }
+    if let Some(p) = period {
+        if !(1000..=1_000_000).contains(&p) {
+            return Err(DockerError::bad_request(
+                "CPU cfs period can not be less than 1ms (i.e. 1000) or larger than 1s (i.e. 1000000)",
+            ));
+        }
+    }
+    if let Some(q) = quota {
+        if q < -1 || (0..1000).contains(&q) {
+            return Err(DockerError::bad_request(
+                "CPU cfs quota can not be less than 1ms (i.e. 1000); -1 means no quota",
+            ));
+        }
+    }
+    Ok(match (nano, quota) {
+        // Negative or too many: checked with the native API's --cpus.
+        (Some(n), _) => Some(n as f64 / 1e9),
+        (_, Some(q)) if q > 0 => Some(q as f64 / period.unwrap_or(100_000) as f64),
+        _ => None,
+    })
+}
+
+/// A ulimit's value from Docker's body: -1 is unlimited; other negatives are refused.
+fn ulimit_value(name: &str, v: i64) -> DResult<u64> {
+    match v {
+        -1 => Ok(u64::MAX),
+        v if v < 0 => Err(DockerError::bad_request(format!(
+            "invalid ulimit {name}={v}: give a number, or -1 for unlimited"
+        ))),
+        v => Ok(v as u64),
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -350,24 +522,20 @@ pub(crate) fn to_create(
             }
         }
     }
-    let cpus = match (h.nano_cpus, h.cpu_quota, h.cpu_period) {
-        (Some(n), _, _) if n > 0 => Some(n as f64 / 1e9),
-        (_, Some(q), p) if q > 0 => Some(q as f64 / p.filter(|p| *p > 0).unwrap_or(100_000) as f64),
-        _ => None,
-    };
+    refuse_unapplied_limits(&h.unapplied)?;
+    let cpus = cpus_of(h.nano_cpus, h.cpu_quota, h.cpu_period)?;
     let ulimits = h
         .ulimits
         .unwrap_or_default()
         .into_iter()
         .map(|u| {
-            let lim = |v: i64| if v < 0 { u64::MAX } else { v as u64 };
-            Ulimit {
+            Ok(Ulimit {
+                soft: ulimit_value(&u.name, u.soft)?,
+                hard: ulimit_value(&u.name, u.hard)?,
                 name: u.name,
-                soft: lim(u.soft),
-                hard: lim(u.hard),
-            }
+            })
         })
-        .collect();
+        .collect::<DResult<Vec<_>>>()?;
     let gateway = |net: &Option<String>| -> Option<String> {
         let n = net
             .clone()
@@ -437,14 +605,16 @@ pub(crate) fn to_create(
         cap_add: h.cap_add.unwrap_or_default(),
         cap_drop: h.cap_drop.unwrap_or_default(),
         security_opt: h.security_opt.unwrap_or_default(),
-        memory: h.memory.filter(|m| *m > 0),
+        // 0 is "not set" in Docker's body; every other value goes on to be checked.
+        memory: h.memory.filter(|m| *m != 0),
         memory_swap: h.memory_swap.filter(|m| *m != 0),
         cpus,
-        cpu_shares: h.cpu_shares.filter(|s| *s > 0).map(|s| s as u64),
+        cpu_shares: h.cpu_shares.filter(|s| *s != 0),
         cpuset_cpus: nonempty(h.cpuset_cpus),
-        pids_limit: h.pids_limit.filter(|p| *p > 0),
-        blkio_weight: h.blkio_weight.filter(|w| *w > 0),
+        pids_limit: h.pids_limit.filter(|p| *p != 0),
+        blkio_weight: h.blkio_weight.filter(|w| *w != 0),
         ulimits,
+        shm_size: h.shm_size.filter(|s| *s != 0),
         auto_remove,
         init: h.init.unwrap_or(false),
         runtime: nonempty(h.runtime).filter(|r| r != "pier"),

@@ -333,7 +333,7 @@ fn host_config_json(c: &ContainerInspect) -> Value {
         "SecurityOpt": r.security_opt,
         "UTSMode": "",
         "UsernsMode": "",
-        "ShmSize": 67108864,
+        "ShmSize": pier_api::limits::shm_size(r),
         "Runtime": r.runtime.clone().unwrap_or_else(|| "pier".into()),
         "Isolation": "",
         "CpuShares": r.cpu_shares.unwrap_or(0),

@@ -244,7 +244,11 @@ pub fn router(engine: Arc<Engine>) -> Router {
     Router::new()
         .fallback_service(api)
         .layer(axum::middleware::from_fn(negotiate))
-        .layer(axum::extract::DefaultBodyLimit::disable())
+        // JSON bodies (create, exec, networks, volumes, auth); the streamed ones (archive
+        // uploads, load, import, build) take `Body`, which this does not limit.
+        .layer(axum::extract::DefaultBodyLimit::max(
+            crate::http::JSON_BODY_LIMIT,
+        ))
 }
 
 /// Endpoints of Docker features Pier does not have; each says what instead.
@@ -373,6 +377,18 @@ async fn negotiate(mut req: Request, next: Next) -> Response {
         Some(m) => DockerError::bad_request(m).into_response(),
         None => next.run(req).await,
     };
+    // axum's own refusal of a body over the limit is plain text: answer Docker's shape.
+    let is_json = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if resp.status() == StatusCode::PAYLOAD_TOO_LARGE && !is_json {
+        resp = DockerError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            crate::error::body_too_large(),
+        )
+        .into_response();
+    }
     tracing::debug!(%method, %path, status = resp.status().as_u16(), "docker api");
     let h = resp.headers_mut();
     let api = api_string(MAX_API);
