@@ -23,6 +23,7 @@ pub mod attach;
 pub mod cgroups;
 pub mod devices;
 pub mod exec;
+pub mod in_root;
 pub mod init;
 pub mod logs;
 pub mod monitor;
