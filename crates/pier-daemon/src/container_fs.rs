@@ -158,11 +158,12 @@ impl Containers {
     }
 
     /// Walks the upper directory: its entries, parents before children.
-    fn upper_entries(&self, c: &ContainerInspect) -> ApiResult<Vec<Entry>> {
+    fn upper_entries(&self, c: &ContainerInspect) -> ApiResult<Upper> {
         let mut out = walk_upper(&self.cdir(&c.id).join("upper"))?;
         let mounts = self.mount_points(c);
         // Skip what the runtime made as mount targets (empty files and directories).
-        out.retain(|e| !(mounts.contains(&e.rel) && (e.meta.is_dir() || e.meta.len() == 0)));
+        out.entries
+            .retain(|(p, m)| !(mounts.contains(p) && (m.is_dir() || m.len() == 0)));
         Ok(out)
     }
 
@@ -180,20 +181,19 @@ impl Containers {
                 .iter()
                 .any(|l| Entry::at(l.as_fd(), rel).is_ok_and(|e| !is_whiteout(&e.meta)))
         };
-        let entries = self.upper_entries(&c)?;
+        let upper = self.upper_entries(&c)?;
         let mut changes = Vec::new();
         let mut opaque: Vec<PathBuf> = Vec::new();
-        for e in &entries {
-            let rel = &e.rel;
+        for (rel, m) in &upper.entries {
             let under_opaque = opaque.iter().any(|o| rel.starts_with(o) && rel != o);
-            let kind = if is_whiteout(&e.meta) {
+            let kind = if is_whiteout(m) {
                 2
             } else if !under_opaque && exists_below(rel) {
                 0
             } else {
                 1
             };
-            if is_opaque(e) {
+            if m.is_dir() && upper.entry(rel).is_some_and(|e| is_opaque(&e)) {
                 opaque.push(rel.clone());
             }
             changes.push(Change {
@@ -417,31 +417,38 @@ fn process_root(pid: i32, cgroup_path: &str) -> Option<InRoot> {
     InRoot::of_process(dir.as_fd()).ok()
 }
 
-/// Walks an overlay upper directory: its entries, parents before children, in path order,
-/// each held by a descriptor (no symlink in the upper directory is ever followed).
-pub(crate) fn walk_upper(upper: &Path) -> ApiResult<Vec<Entry>> {
-    let upper = open_dir(upper)?;
-    let mut out = Vec::new();
-    in_root::walk(upper.as_fd(), &mut |e| {
-        out.push(Entry {
-            rel: e.rel.clone(),
-            fd: e.fd.try_clone()?,
-            meta: e.meta.clone(),
-        });
+/// An overlay upper directory, held open, and what it holds: (relative path, metadata),
+/// in path order, parents before children. No symlink in it is ever followed.
+pub(crate) struct Upper {
+    fd: OwnedFd,
+    pub entries: Vec<(PathBuf, fs::Metadata)>,
+}
+
+impl Upper {
+    /// The entry at `rel`, looked up again (`None` when it changed or vanished).
+    fn entry(&self, rel: &Path) -> Option<Entry> {
+        Entry::at(self.fd.as_fd(), rel).ok()
+    }
+}
+
+/// Walks an overlay upper directory.
+pub(crate) fn walk_upper(upper: &Path) -> ApiResult<Upper> {
+    let fd = open_dir(upper)?;
+    let mut entries = Vec::new();
+    in_root::walk(fd.as_fd(), &mut |e| {
+        entries.push((e.rel.clone(), e.meta.clone()));
         Ok(())
     })
     .map_err(io_fail("read the changes"))?;
-    out.sort_by(|a, b| a.rel.cmp(&b.rel));
-    Ok(out)
+    Ok(Upper { fd, entries })
 }
 
-/// Writes `entries` of an overlay upper directory as an OCI layer tar: deletions (0/0
+/// Writes the entries of an overlay upper directory as an OCI layer tar: deletions (0/0
 /// character devices) become `.wh.` whiteouts, opaque directories get `.wh..wh..opq`.
-pub(crate) fn write_changes(entries: &[Entry], out: impl Write) -> ApiResult<()> {
+pub(crate) fn write_changes(upper: &Upper, out: impl Write) -> ApiResult<()> {
     let mut tar = tar::Builder::new(out);
-    for e in entries {
-        let rel = &e.rel;
-        if is_whiteout(&e.meta) {
+    for (rel, m) in &upper.entries {
+        if is_whiteout(m) {
             let name = format!(
                 ".wh.{}",
                 rel.file_name().unwrap_or_default().to_string_lossy()
@@ -454,8 +461,12 @@ pub(crate) fn write_changes(entries: &[Entry], out: impl Write) -> ApiResult<()>
                 .map_err(io_fail("write the layer"))?;
             continue;
         }
-        append_entry(&mut tar, rel, e).map_err(io_fail("write the layer"))?;
-        if is_opaque(e) {
+        // Looked up again: what the walk saw may have changed since.
+        let Some(e) = upper.entry(rel) else {
+            continue;
+        };
+        append_entry(&mut tar, rel, &e).map_err(io_fail("write the layer"))?;
+        if is_opaque(&e) {
             let mut h = tar::Header::new_gnu();
             h.set_entry_type(tar::EntryType::Regular);
             h.set_size(0);
@@ -493,6 +504,21 @@ fn append_entry(tar: &mut tar::Builder<impl Write>, name: &Path, e: &Entry) -> i
         h.set_device_minor(rustix::fs::minor(rdev))?;
         tar.append_data(&mut h, name, io::empty())
     }
+}
+
+/// Writes what is below the directory `dir` (a volume's data, which a running container
+/// may be changing) as a tar: paths relative to it, in path order, owners, modes and
+/// times kept, symlinks as links, nothing followed through a symlink.
+pub(crate) fn export_dir(dir: &Path, out: impl Write) -> io::Result<()> {
+    let fd = rustix::fs::openat(
+        CWD,
+        dir,
+        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?;
+    let mut tar = tar::Builder::new(out);
+    in_root::walk(fd.as_fd(), &mut |e| append_entry(&mut tar, &e.rel, e))?;
+    tar.into_inner()?.flush()
 }
 
 /// Appends `top` as `name`, and when it is a directory, everything below it.

@@ -241,48 +241,54 @@ fn vanished(e: &io::Error) -> bool {
     )
 }
 
-/// Calls `f` on everything below the directory `top` (not `top` itself), parents before
-/// their children, names sorted. Each directory is reached again from `top` without
-/// following any symlink, so a directory swapped for a symlink mid-walk is skipped, never
-/// followed; so is whatever vanishes meanwhile.
+/// The names in the directory `rel` below `top` (reached without following a symlink),
+/// sorted; `None` when it vanished or turned into something else.
+fn list(top: BorrowedFd<'_>, rel: &Path) -> io::Result<Option<Vec<OsString>>> {
+    let dfd = match openat2_retry(top, rel, OFlags::RDONLY | OFlags::DIRECTORY, BENEATH) {
+        Ok(fd) => fd,
+        Err(e) if vanished(&e) && !rel.as_os_str().is_empty() => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let mut names = Vec::new();
+    for e in rustix::fs::Dir::read_from(&dfd)? {
+        let e = e?;
+        let n = e.file_name().to_bytes();
+        if n != b"." && n != b".." {
+            names.push(OsStr::from_bytes(n).to_os_string());
+        }
+    }
+    names.sort();
+    Ok(Some(names))
+}
+
+/// Calls `f` on everything below the directory `top` (not `top` itself) in path order:
+/// each directory right before its content, names sorted. Every entry is reached again
+/// from `top` without following any symlink, so a directory swapped for a symlink
+/// mid-walk is skipped, never followed; so is whatever vanishes meanwhile. Only the
+/// entry at hand is held open, however deep or wide the tree.
 pub fn walk(top: BorrowedFd<'_>, f: &mut dyn FnMut(&Entry) -> io::Result<()>) -> io::Result<()> {
-    let mut todo = vec![PathBuf::new()];
-    while let Some(dir) = todo.pop() {
-        let dfd = match openat2_retry(top, &dir, OFlags::RDONLY | OFlags::DIRECTORY, BENEATH) {
-            Ok(fd) => fd,
-            Err(e) if vanished(&e) && !dir.as_os_str().is_empty() => continue,
+    let Some(names) = list(top, Path::new(""))? else {
+        return Ok(());
+    };
+    let mut stack = vec![(PathBuf::new(), names.into_iter())];
+    while let Some((dir, names)) = stack.last_mut() {
+        let Some(name) = names.next() else {
+            stack.pop();
+            continue;
+        };
+        let rel = dir.join(&name);
+        let entry = match Entry::at(top, &rel) {
+            Ok(e) => e,
+            Err(e) if vanished(&e) => continue,
             Err(e) => return Err(e),
         };
-        let mut names = Vec::new();
-        for e in rustix::fs::Dir::read_from(&dfd)? {
-            let e = e?;
-            let n = e.file_name().to_bytes();
-            if n != b"." && n != b".." {
-                names.push(OsStr::from_bytes(n).to_os_string());
+        f(&entry)?;
+        if entry.meta.is_dir() {
+            drop(entry);
+            if let Some(names) = list(top, &rel)? {
+                stack.push((rel, names.into_iter()));
             }
         }
-        names.sort();
-        let mut subdirs = Vec::new();
-        for name in names {
-            let rel = dir.join(&name);
-            let entry = match openat2_retry(
-                dfd.as_fd(),
-                Path::new(&name),
-                OFlags::PATH | OFlags::NOFOLLOW,
-                BENEATH,
-            )
-            .and_then(|fd| Entry::of(fd, rel.clone()))
-            {
-                Ok(e) => e,
-                Err(e) if vanished(&e) => continue,
-                Err(e) => return Err(e),
-            };
-            f(&entry)?;
-            if entry.meta.is_dir() {
-                subdirs.push(rel);
-            }
-        }
-        todo.extend(subdirs.into_iter().rev());
     }
     Ok(())
 }
@@ -656,6 +662,7 @@ mod tests {
             Ok(())
         })
         .unwrap();
+        // In path order, each directory before its content.
         assert_eq!(seen, ["bin", "out", "up", "usr", "usr/bin", "usr/bin/sh"]);
         // Writing through a symlink is refused; a symlink in the way of an entry goes.
         let dest = r.open_path(Path::new("/"), OFlags::PATH).unwrap();
