@@ -691,7 +691,7 @@ mod tests {
         fs::create_dir(&b).unwrap();
         fs::write(a.join("sub/f"), "data").unwrap();
         symlink("/etc", a.join("sub/l")).unwrap();
-        rustix::fs::mkfifoat(CWD, &a.join("p"), Mode::from_raw_mode(0o640)).unwrap();
+        rustix::fs::mkfifoat(CWD, a.join("p"), Mode::from_raw_mode(0o640)).unwrap();
         let src = InRoot::open(&a).unwrap();
         let dst = InRoot::open(&b).unwrap();
         copy_tree(src.fd(), dst.root).unwrap();
