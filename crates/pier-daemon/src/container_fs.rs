@@ -4,19 +4,29 @@
 //!
 //! Changes live in the overlay's upper directory, where a deletion is a 0/0 character
 //! device and a replaced directory carries `trusted.overlay.opaque`. Commit turns those
-//! back into OCI whiteouts. Paths given by users are resolved inside the container's
-//! root, so nothing here reads or writes outside it.
+//! back into OCI whiteouts.
+//!
+//! Everything a container controls (its root, its overlay upper directory) is read and
+//! written through [`pier_runtime::in_root`]: paths given by users are resolved by the
+//! kernel inside the container's root (`openat2` with `RESOLVE_IN_ROOT`), and below that
+//! nothing follows a symlink, so a container that swaps a directory for a symlink while
+//! a copy runs cannot lead it onto the host. No scratch directory is made: an archive is
+//! extracted entry by entry relative to the destination's descriptor.
 
 use std::collections::HashSet;
+use std::ffi::{OsStr, OsString};
 use std::fs;
-use std::io::{Read, Write};
+use std::io::{self, Read, Write};
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
 use pier_api::containers::{ContainerInspect, ContainerStatus};
 use pier_api::types::LoadedImage;
 use pier_api::{ImageRef, ProjectName};
-use pier_runtime::rootfs::resolve_in_root;
+use pier_runtime::in_root::{self, Entry, Extract, InRoot, Meta};
+use rustix::fs::{FileType, Mode, OFlags, CWD};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -58,9 +68,8 @@ fn is_whiteout(m: &fs::Metadata) -> bool {
     m.file_type().is_char_device() && m.rdev() == 0
 }
 
-fn is_opaque(p: &Path) -> bool {
-    let mut buf = [0u8; 4];
-    matches!(rustix::fs::lgetxattr(p, "trusted.overlay.opaque", &mut buf), Ok(1) if buf[0] == b'y')
+fn is_opaque(e: &Entry) -> bool {
+    e.meta.is_dir() && e.xattr("trusted.overlay.opaque").is_some_and(|v| v == b"y")
 }
 
 fn io_fail(what: &str) -> impl FnOnce(std::io::Error) -> ApiError + '_ {
@@ -95,31 +104,32 @@ impl Containers {
         r
     }
 
-    /// Like [`Self::with_rootfs`], but a running container is seen as its processes see it
-    /// (through `/proc/PID/root`), with its volumes, bind mounts and /etc/hosts: what
-    /// `cp` copies. A stopped one is seen without its mounts.
+    /// The container's root as its processes see it when it runs (through
+    /// `/proc/PID/root`, with its volumes, bind mounts and /etc/hosts: what `cp` copies),
+    /// else its rootfs mounted for the call, without its mounts. `f` gets it as a
+    /// descriptor, holding the container's lock.
     fn with_view<T>(
         &self,
         project: &ProjectName,
         name: &str,
-        f: impl FnOnce(&ContainerInspect, &Path) -> ApiResult<T>,
+        f: impl FnOnce(&ContainerInspect, &InRoot) -> ApiResult<T>,
     ) -> ApiResult<T> {
         let c = self.get(project, name)?;
-        let view = c.state.pid.filter(|pid| {
-            matches!(
-                c.state.status,
-                ContainerStatus::Running | ContainerStatus::Paused
-            ) && fs::read_to_string(format!("/proc/{pid}/cgroup"))
-                .is_ok_and(|cg| cg.contains(&self.cgroup_path(&c.id)))
-        });
-        match view {
-            Some(pid) => {
-                let lock = self.lock(&c.id);
-                let _g = lock.blocking_lock();
-                f(&c, &PathBuf::from(format!("/proc/{pid}/root")))
+        let running = matches!(
+            c.state.status,
+            ContainerStatus::Running | ContainerStatus::Paused
+        );
+        if let (true, Some(pid)) = (running, c.state.pid) {
+            let lock = self.lock(&c.id);
+            let _g = lock.blocking_lock();
+            if let Some(root) = process_root(pid, &self.cgroup_path(&c.id)) {
+                return f(&c, &root);
             }
-            None => self.with_rootfs(project, name, f),
         }
+        self.with_rootfs(project, name, |c, rootfs| {
+            let root = InRoot::open(rootfs).map_err(io_fail("open the container's root"))?;
+            f(c, &root)
+        })
     }
 
     /// Mount points the runtime created in the upper layer; not changes of the user's.
@@ -147,31 +157,34 @@ impl Containers {
             .collect())
     }
 
-    /// Walks the upper directory: (relative path, metadata), parents before children.
-    fn upper_entries(&self, c: &ContainerInspect) -> Vec<(PathBuf, fs::Metadata)> {
-        let upper = self.cdir(&c.id).join("upper");
-        let mut out = walk_upper(&upper);
+    /// Walks the upper directory: its entries, parents before children.
+    fn upper_entries(&self, c: &ContainerInspect) -> ApiResult<Upper> {
+        let mut out = walk_upper(&self.cdir(&c.id).join("upper"))?;
         let mounts = self.mount_points(c);
         // Skip what the runtime made as mount targets (empty files and directories).
-        out.retain(|(p, m)| !(mounts.contains(p) && (m.is_dir() || m.len() == 0)));
-        out
+        out.entries
+            .retain(|(p, m)| !(mounts.contains(p) && (m.is_dir() || m.len() == 0)));
+        Ok(out)
     }
 
     pub fn changes(&self, project: &ProjectName, name: &str) -> ApiResult<Vec<Change>> {
         let c = self.get(project, name)?;
-        let lowers = self.lower_dirs(&c)?;
+        let lowers = self
+            .lower_dirs(&c)?
+            .iter()
+            .map(|l| open_dir(l))
+            .collect::<ApiResult<Vec<_>>>()?;
+        // Looked up in each layer without following symlinks: a path the container
+        // chose never leads out of the layer.
         let exists_below = |rel: &Path| {
-            lowers.iter().any(|l| {
-                l.join(rel)
-                    .symlink_metadata()
-                    .is_ok_and(|m| !is_whiteout(&m))
-            })
+            lowers
+                .iter()
+                .any(|l| Entry::at(l.as_fd(), rel).is_ok_and(|e| !is_whiteout(&e.meta)))
         };
-        let upper = self.cdir(&c.id).join("upper");
-        let entries = self.upper_entries(&c);
+        let upper = self.upper_entries(&c)?;
         let mut changes = Vec::new();
         let mut opaque: Vec<PathBuf> = Vec::new();
-        for (rel, m) in &entries {
+        for (rel, m) in &upper.entries {
             let under_opaque = opaque.iter().any(|o| rel.starts_with(o) && rel != o);
             let kind = if is_whiteout(m) {
                 2
@@ -180,7 +193,7 @@ impl Containers {
             } else {
                 1
             };
-            if m.is_dir() && is_opaque(&upper.join(rel)) {
+            if m.is_dir() && upper.entry(rel).is_some_and(|e| is_opaque(&e)) {
                 opaque.push(rel.clone());
             }
             changes.push(Change {
@@ -194,10 +207,10 @@ impl Containers {
     /// `pier export`: the container's whole filesystem as a tar.
     pub fn export(&self, project: &ProjectName, name: &str, out: impl Write) -> ApiResult<()> {
         self.with_rootfs(project, name, |_, rootfs| {
+            let root = InRoot::open(rootfs).map_err(io_fail("open the rootfs"))?;
+            let top = Entry::at(root.fd(), Path::new("")).map_err(io_fail("open the rootfs"))?;
             let mut tar = tar::Builder::new(out);
-            tar.follow_symlinks(false);
-            tar.append_dir_all(".", rootfs)
-                .map_err(io_fail("export the rootfs"))?;
+            append_tree(&mut tar, Path::new("."), &top).map_err(io_fail("export the rootfs"))?;
             tar.into_inner().map_err(io_fail("export the rootfs"))?;
             Ok(())
         })
@@ -259,13 +272,13 @@ impl Containers {
     /// Writes the container's changes (its overlay upper directory, without the mount
     /// points the runtime made) as an OCI layer tar. The container must not be running.
     pub(crate) fn write_layer(&self, c: &ContainerInspect, out: impl Write) -> ApiResult<()> {
-        write_changes(&self.cdir(&c.id).join("upper"), &self.upper_entries(c), out)
+        write_changes(&self.upper_entries(c)?, out)
     }
 
     /// Checks that `path` exists in the container, for a clear error before streaming.
     pub fn archive_check(&self, project: &ProjectName, name: &str, path: &str) -> ApiResult<()> {
-        self.with_view(project, name, |_, rootfs| {
-            archive_source(rootfs, path).map(|_| ())
+        self.with_view(project, name, |_, root| {
+            archive_source(root, path).map(|_| ())
         })
     }
 
@@ -277,11 +290,12 @@ impl Containers {
         name: &str,
         path: &str,
     ) -> ApiResult<PathStat> {
-        self.with_view(project, name, |_, rootfs| {
-            let (target, base, m) = archive_source(rootfs, path)?;
+        self.with_view(project, name, |_, root| {
+            let (e, base) = archive_source(root, path)?;
+            let m = &e.meta;
             let link_target = if m.file_type().is_symlink() {
-                fs::read_link(&target)
-                    .map(|t| t.display().to_string())
+                e.read_link()
+                    .map(|t| t.to_string_lossy().into_owned())
                     .unwrap_or_default()
             } else {
                 String::new()
@@ -305,17 +319,10 @@ impl Containers {
         path: &str,
         out: impl Write,
     ) -> ApiResult<()> {
-        self.with_view(project, name, |_, rootfs| {
-            let (target, base, m) = archive_source(rootfs, path)?;
+        self.with_view(project, name, |_, root| {
+            let (e, base) = archive_source(root, path)?;
             let mut tar = tar::Builder::new(out);
-            tar.follow_symlinks(false);
-            if m.is_dir() {
-                tar.append_dir_all(&base, &target)
-                    .map_err(io_fail("archive the path"))?;
-            } else {
-                tar.append_path_with_name(&target, &base)
-                    .map_err(io_fail("archive the path"))?;
-            }
+            append_tree(&mut tar, &base, &e).map_err(io_fail("archive the path"))?;
             tar.into_inner().map_err(io_fail("archive the path"))?;
             Ok(())
         })
@@ -335,100 +342,112 @@ impl Containers {
                 "the destination {path:?} must be an absolute path in the container"
             )));
         }
-        self.with_view(project, name, |c, rootfs| {
+        self.with_view(project, name, |c, root| {
             if c.config.read_only && matches!(c.state.status, ContainerStatus::Running) {
                 return Err(conflict("the container's root filesystem is read-only"));
             }
-            let dest =
-                resolve_in_root(rootfs, Path::new(path)).map_err(io_fail("resolve the path"))?;
-            let (dir, rename_to) = if dest.is_dir() {
-                (dest.clone(), None)
-            } else {
-                let parent = dest
-                    .parent()
-                    .map(Path::to_path_buf)
-                    .unwrap_or_else(|| rootfs.to_path_buf());
-                if !parent.is_dir() {
-                    return Err(ApiError::new(
-                        pier_api::ErrorKind::NotFound,
-                        format!("the directory of {path} does not exist in the container"),
-                    ));
-                }
-                (parent, dest.file_name().map(PathBuf::from))
+            let p = Path::new(path);
+            let wants_dir = path.ends_with('/') || path.ends_with("/.");
+            let no_dir = |what: &str| {
+                ApiError::new(
+                    pier_api::ErrorKind::NotFound,
+                    format!("{what} does not exist in the container"),
+                )
             };
-            let staging = tempfile::Builder::new()
-                .prefix(".pier-cp-")
-                .tempdir_in(&dir)
-                .map_err(io_fail("stage the copy"))?;
-            pier_image::unpack::unpack_layer(&mut input, staging.path(), &Default::default())
+            // An existing directory (symlinks followed inside the root) takes the archive's
+            // entries; anything else is replaced by its single root entry.
+            let (dest, rename_to) = match root.open_path(p, OFlags::PATH | OFlags::DIRECTORY) {
+                Ok(fd) => (fd, None),
+                Err(e)
+                    if !wants_dir
+                        && matches!(e.raw_os_error(), Some(libc::ENOENT) | Some(libc::ENOTDIR)) =>
+                {
+                    match root.parent_of(p) {
+                        Ok((parent, Some(name))) => (parent, Some(name)),
+                        _ => return Err(no_dir(&format!("the directory of {path}"))),
+                    }
+                }
+                Err(_) => return Err(no_dir(&format!("the directory {path}"))),
+            };
+            let mut ex = Extract::new(dest);
+            extract(&mut input, &mut ex, rename_to.as_deref())
                 .map_err(|e| invalid(format!("the archive cannot be copied in: {e}")))?;
             // What follows the archive's end (tar pads to whole records) is read too: an
             // answer with it unread closes the connection under a client still writing.
             let _ = std::io::copy(&mut (&mut input).take(1 << 20), &mut std::io::sink());
-            for entry in fs::read_dir(staging.path())
-                .map_err(io_fail("read the staged copy"))?
-                .flatten()
-            {
-                let target = match &rename_to {
-                    Some(n) => dir.join(n),
-                    None => dir.join(entry.file_name()),
-                };
-                if let Ok(m) = target.symlink_metadata() {
-                    if m.is_dir() && entry.path().is_dir() {
-                        merge_dir(&entry.path(), &target)?;
-                        continue;
-                    }
-                    if m.is_dir() {
-                        fs::remove_dir_all(&target).map_err(io_fail("replace the destination"))?;
-                    } else {
-                        fs::remove_file(&target).map_err(io_fail("replace the destination"))?;
-                    }
-                }
-                fs::rename(entry.path(), &target).map_err(io_fail("place the copy"))?;
-            }
-            Ok(())
+            ex.finish()
+                .map_err(|e| invalid(format!("the archive cannot be copied in: {e}")))
         })
     }
 }
 
-/// Walks an overlay upper directory: (relative path, metadata), parents before children.
-pub(crate) fn walk_upper(upper: &Path) -> Vec<(PathBuf, fs::Metadata)> {
-    fn walk(base: &Path, dir: &Path, out: &mut Vec<(PathBuf, fs::Metadata)>) {
-        let Ok(rd) = fs::read_dir(dir) else { return };
-        let mut entries: Vec<_> = rd.flatten().collect();
-        entries.sort_by_key(|e| e.file_name());
-        for e in entries {
-            let Ok(m) = e.path().symlink_metadata() else {
-                continue;
-            };
-            let rel = e
-                .path()
-                .strip_prefix(base)
-                .expect("under base")
-                .to_path_buf();
-            let is_dir = m.is_dir();
-            out.push((rel, m));
-            if is_dir {
-                walk(base, &e.path(), out);
-            }
-        }
-    }
-    let mut out = Vec::new();
-    walk(upper, upper, &mut out);
-    out
+/// Opens a directory the daemon owns (an upper directory, a layer) to walk it.
+fn open_dir(p: &Path) -> ApiResult<OwnedFd> {
+    rustix::fs::openat(
+        CWD,
+        p,
+        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| internal(format!("cannot open {}: {e}", p.display())))
 }
 
-/// Writes `entries` of the overlay upper directory `upper` as an OCI layer tar: deletions
-/// (0/0 character devices) become `.wh.` whiteouts, opaque directories get `.wh..wh..opq`.
-pub(crate) fn write_changes(
-    upper: &Path,
-    entries: &[(PathBuf, fs::Metadata)],
-    out: impl Write,
-) -> ApiResult<()> {
+/// The root directory of a running container's process `pid`, when it is still that
+/// container's (it is in the cgroup `cgroup`): read through the process's own `/proc`
+/// directory, so a PID reused meanwhile fails rather than leading elsewhere.
+fn process_root(pid: i32, cgroup_path: &str) -> Option<InRoot> {
+    let dir = rustix::fs::openat(
+        CWD,
+        format!("/proc/{pid}"),
+        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .ok()?;
+    let cgroup = rustix::fs::openat(
+        &dir,
+        "cgroup",
+        OFlags::RDONLY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .ok()?;
+    let cgroup = io::read_to_string(fs::File::from(cgroup)).ok()?;
+    if !cgroup.contains(cgroup_path) {
+        return None;
+    }
+    InRoot::of_process(dir.as_fd()).ok()
+}
+
+/// An overlay upper directory, held open, and what it holds: (relative path, metadata),
+/// in path order, parents before children. No symlink in it is ever followed.
+pub(crate) struct Upper {
+    fd: OwnedFd,
+    pub entries: Vec<(PathBuf, fs::Metadata)>,
+}
+
+impl Upper {
+    /// The entry at `rel`, looked up again (`None` when it changed or vanished).
+    fn entry(&self, rel: &Path) -> Option<Entry> {
+        Entry::at(self.fd.as_fd(), rel).ok()
+    }
+}
+
+/// Walks an overlay upper directory.
+pub(crate) fn walk_upper(upper: &Path) -> ApiResult<Upper> {
+    let fd = open_dir(upper)?;
+    let mut entries = Vec::new();
+    in_root::walk(fd.as_fd(), &mut |e| {
+        entries.push((e.rel.clone(), e.meta.clone()));
+        Ok(())
+    })
+    .map_err(io_fail("read the changes"))?;
+    Ok(Upper { fd, entries })
+}
+
+/// Writes the entries of an overlay upper directory as an OCI layer tar: deletions (0/0
+/// character devices) become `.wh.` whiteouts, opaque directories get `.wh..wh..opq`.
+pub(crate) fn write_changes(upper: &Upper, out: impl Write) -> ApiResult<()> {
     let mut tar = tar::Builder::new(out);
-    tar.follow_symlinks(false);
-    for (rel, m) in entries {
-        let full = upper.join(rel);
+    for (rel, m) in &upper.entries {
         if is_whiteout(m) {
             let name = format!(
                 ".wh.{}",
@@ -442,9 +461,12 @@ pub(crate) fn write_changes(
                 .map_err(io_fail("write the layer"))?;
             continue;
         }
-        tar.append_path_with_name(&full, rel)
-            .map_err(io_fail("write the layer"))?;
-        if m.is_dir() && is_opaque(&full) {
+        // Looked up again: what the walk saw may have changed since.
+        let Some(e) = upper.entry(rel) else {
+            continue;
+        };
+        append_entry(&mut tar, rel, &e).map_err(io_fail("write the layer"))?;
+        if is_opaque(&e) {
             let mut h = tar::Header::new_gnu();
             h.set_entry_type(tar::EntryType::Regular);
             h.set_size(0);
@@ -457,51 +479,183 @@ pub(crate) fn write_changes(
     Ok(())
 }
 
-/// Resolves a path to copy out: its parent is resolved inside the root, its last
-/// component is taken as it is (a symlink is copied as a symlink).
-fn archive_source(rootfs: &Path, path: &str) -> ApiResult<(PathBuf, PathBuf, fs::Metadata)> {
+/// Appends one file met through a descriptor as `name`: a symlink as a symlink, a regular
+/// file with the bytes of that very file (cut or padded to the size it had when looked
+/// at, should the container change it meanwhile), devices and FIFOs as headers. Sockets
+/// cannot be archived and are left out.
+fn append_entry(tar: &mut tar::Builder<impl Write>, name: &Path, e: &Entry) -> io::Result<()> {
+    let mut h = tar::Header::new_gnu();
+    h.set_metadata_in_mode(&e.meta, tar::HeaderMode::Complete);
+    let ft = e.meta.file_type();
+    if ft.is_symlink() {
+        let target = e.read_link()?;
+        tar.append_link(&mut h, name, Path::new(&target))
+    } else if ft.is_file() {
+        let size = e.meta.len();
+        let data = e.open()?.take(size).chain(io::repeat(0)).take(size);
+        tar.append_data(&mut h, name, data)
+    } else if ft.is_dir() {
+        tar.append_data(&mut h, name, io::empty())
+    } else if ft.is_socket() {
+        Ok(())
+    } else {
+        let rdev = e.meta.rdev();
+        h.set_device_major(rustix::fs::major(rdev))?;
+        h.set_device_minor(rustix::fs::minor(rdev))?;
+        tar.append_data(&mut h, name, io::empty())
+    }
+}
+
+/// Writes what is below the directory `dir` (a volume's data, which a running container
+/// may be changing) as a tar: paths relative to it, in path order, owners, modes and
+/// times kept, symlinks as links, nothing followed through a symlink.
+pub(crate) fn export_dir(dir: &Path, out: impl Write) -> io::Result<()> {
+    let fd = rustix::fs::openat(
+        CWD,
+        dir,
+        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?;
+    let mut tar = tar::Builder::new(out);
+    in_root::walk(fd.as_fd(), &mut |e| append_entry(&mut tar, &e.rel, e))?;
+    tar.into_inner()?.flush()
+}
+
+/// Appends `top` as `name`, and when it is a directory, everything below it.
+fn append_tree(tar: &mut tar::Builder<impl Write>, name: &Path, top: &Entry) -> io::Result<()> {
+    append_entry(tar, name, top)?;
+    if top.meta.is_dir() {
+        in_root::walk(top.fd.as_fd(), &mut |e| {
+            append_entry(tar, &name.join(&e.rel), e)
+        })?;
+    }
+    Ok(())
+}
+
+/// Finds a path to copy out: its parent resolved inside the root, its last component
+/// taken as it is (a symlink is copied as a symlink). Also gives the name the archive's
+/// root entry takes.
+fn archive_source(root: &InRoot, path: &str) -> ApiResult<(Entry, PathBuf)> {
     let p = Path::new(path);
     let base = p
         .file_name()
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from("."));
-    let parent = resolve_in_root(rootfs, p.parent().unwrap_or(Path::new("/")))
-        .map_err(io_fail("resolve the path"))?;
-    let target = if p.file_name().is_some() {
-        parent.join(&base)
-    } else {
-        parent
-    };
-    let m = target.symlink_metadata().map_err(|_| {
-        ApiError::new(
+    let not_found = |e: io::Error| match e.raw_os_error() {
+        Some(libc::ENOENT) | Some(libc::ENOTDIR) | Some(libc::ELOOP) => ApiError::new(
             pier_api::ErrorKind::NotFound,
             format!("no such file or directory in the container: {path}"),
-        )
-    })?;
-    Ok((target, base, m))
+        ),
+        _ => internal(format!("cannot read {path} in the container: {e}")),
+    };
+    let (parent, name) = root.parent_of(p).map_err(not_found)?;
+    let e = match name {
+        Some(n) => Entry::child(parent.as_fd(), &n),
+        None => Entry::at(parent.as_fd(), Path::new("")),
+    }
+    .map_err(not_found)?;
+    Ok((e, base))
 }
 
-/// Moves the contents of `src` into the existing directory `dst`, replacing what is there.
-fn merge_dir(src: &Path, dst: &Path) -> ApiResult<()> {
-    for entry in fs::read_dir(src)
-        .map_err(io_fail("read the copy"))?
-        .flatten()
-    {
-        let target = dst.join(entry.file_name());
-        match target.symlink_metadata() {
-            Ok(m) if m.is_dir() && !m.file_type().is_symlink() && entry.path().is_dir() => {
-                merge_dir(&entry.path(), &target)?
+/// A refusal of an archive's entry.
+fn refuse(what: String) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, what)
+}
+
+/// Extracts the tar `input` through `ex`, each entry relative to the destination. With
+/// `rename_to`, the archive's root entry (the first component of every path) takes that
+/// name. Absolute paths, `..` and device nodes are refused; extended attributes other than
+/// `user.*` and `security.capability` are ignored.
+fn extract(input: impl Read, ex: &mut Extract, rename_to: Option<&OsStr>) -> io::Result<()> {
+    let mut ar = tar::Archive::new(input);
+    let rename = |raw: &[u8]| -> io::Result<PathBuf> {
+        let rel = pier_image::unpack::clean_path(raw).map_err(|e| refuse(e.to_string()))?;
+        Ok(match rename_to {
+            Some(n) if !rel.as_os_str().is_empty() => {
+                let mut c = rel.components();
+                c.next();
+                Path::new(n).join(c.as_path())
             }
-            Ok(m) => {
-                if m.is_dir() {
-                    fs::remove_dir_all(&target).map_err(io_fail("replace"))?;
-                } else {
-                    fs::remove_file(&target).map_err(io_fail("replace"))?;
-                }
-                fs::rename(entry.path(), &target).map_err(io_fail("place"))?;
-            }
-            Err(_) => fs::rename(entry.path(), &target).map_err(io_fail("place"))?,
+            _ => rel,
+        })
+    };
+    for entry in ar.entries()? {
+        let mut entry = entry?;
+        let kind = entry.header().entry_type();
+        if matches!(
+            kind,
+            tar::EntryType::XGlobalHeader | tar::EntryType::XHeader
+        ) {
+            continue;
         }
+        let raw = entry.path_bytes().into_owned();
+        let shown = String::from_utf8_lossy(&raw).into_owned();
+        let rel = rename(&raw)?;
+        if rel.as_os_str().is_empty() {
+            continue;
+        }
+        let h = entry.header();
+        let mtime = h.mtime().unwrap_or(0) as i64;
+        let mut meta = Meta {
+            uid: h.uid().unwrap_or(0) as u32,
+            gid: h.gid().unwrap_or(0) as u32,
+            mode: h.mode().unwrap_or(0o644) & 0o7777,
+            mtime: (mtime, 0),
+            atime: (mtime, 0),
+            xattrs: Vec::new(),
+        };
+        if let Some(exts) = entry.pax_extensions()? {
+            for ext in exts {
+                let ext = ext?;
+                let Some(name) = ext.key().ok().and_then(|k| k.strip_prefix("SCHILY.xattr."))
+                else {
+                    continue;
+                };
+                if name.starts_with("user.") || name == "security.capability" {
+                    meta.xattrs
+                        .push((name.to_string(), ext.value_bytes().to_vec()));
+                }
+            }
+        }
+        let placed = match kind {
+            tar::EntryType::Directory => ex.dir(&rel, meta),
+            tar::EntryType::Regular | tar::EntryType::Continuous => {
+                let size = entry.size();
+                let n = ex.file(&rel, &meta, &mut entry)?;
+                if n != size {
+                    return Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        format!("entry {shown:?} is truncated"),
+                    ));
+                }
+                Ok(())
+            }
+            tar::EntryType::Symlink => {
+                let target: OsString = entry
+                    .link_name_bytes()
+                    .map(|t| OsStr::from_bytes(&t).to_os_string())
+                    .unwrap_or_default();
+                if target.is_empty() {
+                    return Err(refuse(format!("symlink {shown:?} has no target")));
+                }
+                ex.symlink(&rel, &target, &meta)
+            }
+            tar::EntryType::Link => {
+                let target = entry
+                    .link_name_bytes()
+                    .map(|t| t.into_owned())
+                    .unwrap_or_default();
+                ex.hard_link(&rel, &rename(&target)?)
+            }
+            tar::EntryType::Fifo => ex.node(&rel, FileType::Fifo, 0, &meta),
+            tar::EntryType::Char | tar::EntryType::Block => Err(refuse(format!(
+                "entry {shown:?} is a device node; device nodes cannot be copied into a container"
+            ))),
+            other => Err(refuse(format!(
+                "entry {shown:?} has an unsupported type ({other:?})"
+            ))),
+        };
+        placed.map_err(|e| io::Error::new(e.kind(), format!("{shown}: {e}")))?;
     }
     Ok(())
 }

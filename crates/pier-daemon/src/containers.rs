@@ -934,9 +934,14 @@ impl Containers {
     }
 
     /// Fills each empty volume with what the image has at its mount point, as Docker
-    /// does on a volume's first use (not with the `nocopy` option).
+    /// does on a volume's first use (not with the `nocopy` option). Both sides are
+    /// reached through descriptors ([`pier_runtime::in_root`]): the mount point is
+    /// resolved inside the container's root, and neither the image's tree nor the volume
+    /// (which another running container may share) is ever followed through a symlink.
     fn copy_up(&self, c: &ContainerInspect) -> ApiResult<()> {
+        use rustix::fs::{Mode, OFlags};
         let rootfs = self.cdir(&c.id).join("rootfs");
+        let mut root = None;
         for m in &c.mounts {
             let (MountKind::Volume, Some(name)) = (m.kind, m.source.as_deref()) else {
                 continue;
@@ -948,16 +953,32 @@ impl Containers {
             if !pier_storage::tree::is_empty(&data) {
                 continue;
             }
-            let src = pier_runtime::rootfs::resolve_in_root(&rootfs, Path::new(&m.target))
-                .map_err(|e| internal(format!("cannot resolve {} in the image: {e}", m.target)))?;
-            if src.is_dir() && !pier_storage::tree::is_empty(&src) {
-                pier_storage::tree::copy(&src, &data).map_err(|e| {
-                    internal(format!(
-                        "cannot copy the image's {} into volume {name}: {e}",
-                        m.target
-                    ))
-                })?;
+            let fail = |e: std::io::Error| {
+                internal(format!(
+                    "cannot copy the image's {} into volume {name}: {e}",
+                    m.target
+                ))
+            };
+            if root.is_none() {
+                root = Some(pier_runtime::in_root::InRoot::open(&rootfs).map_err(fail)?);
             }
+            let root = root.as_ref().expect("opened above");
+            let src = match root.open_path(Path::new(&m.target), OFlags::PATH | OFlags::DIRECTORY) {
+                Ok(fd) => fd,
+                // Nothing there, or not a directory: nothing to copy.
+                Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT) | Some(libc::ENOTDIR)) => {
+                    continue
+                }
+                Err(e) => return Err(fail(e)),
+            };
+            let dest = rustix::fs::openat(
+                rustix::fs::CWD,
+                &data,
+                OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+                Mode::empty(),
+            )
+            .map_err(|e| fail(e.into()))?;
+            pier_runtime::in_root::copy_tree(std::os::fd::AsFd::as_fd(&src), dest).map_err(fail)?;
         }
         Ok(())
     }

@@ -566,7 +566,10 @@ impl Volumes {
         } else {
             None
         };
-        tree::export_tar(&data, out).map_err(st)
+        // Read through descriptors: a container using the volume cannot swap in a
+        // symlink that leads the export onto the host.
+        crate::container_fs::export_dir(&data, out)
+            .map_err(|e| internal(format!("cannot export volume {name}: {e}")))
     }
 
     /// Makes a volume from a tar (as `export` writes). `expect` is the archive's

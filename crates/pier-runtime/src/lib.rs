@@ -6,6 +6,8 @@
 //!   where containers could not be confined.
 //! - [`devices`]: device rules, for the v1 controller or a v2 BPF device program.
 //! - [`rootfs`]: paths resolved inside a container's root; `--user` lookup.
+//! - [`in_root`]: a container's files through descriptors only (`openat2` inside its
+//!   root, nothing followed below): what `cp`, `export`, `commit` and copy-up use.
 //! - [`seccomp`]: Docker's default profile, resolved per container, compiled to BPF.
 //! - [`init`]: the container's setup in the cloned child, up to exec.
 //! - [`userns`]: `--uidmap`: the user namespace and the ID-mapped rootfs.
@@ -25,6 +27,7 @@ pub mod attach;
 pub mod cgroups;
 pub mod devices;
 pub mod exec;
+pub mod in_root;
 pub mod init;
 pub mod logs;
 pub mod monitor;

@@ -96,12 +96,12 @@ impl Mounted {
         assert!(self.writable, "only a writable mount has changes");
         unmount(&self.rootfs);
         let upper = self.dir.join("upper");
-        let entries = walk_upper(&upper);
-        if entries.is_empty() && !always {
+        let upper = walk_upper(&upper)?;
+        if upper.entries.is_empty() && !always {
             return Ok(None);
         }
         let out = File::create(path).map_err(BuildError::io("write a layer"))?;
-        write_changes(&upper, &entries, out)?;
+        write_changes(&upper, out)?;
         Ok(Some(path.to_path_buf()))
     }
 }
