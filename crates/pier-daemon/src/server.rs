@@ -103,6 +103,16 @@ fn lock_root(root: &Path) -> Result<RootLock, DaemonError> {
     Ok(RootLock(f))
 }
 
+/// The names of the host objects (bridges, veths, nftables table) of the daemon on
+/// `root` (canonical): the default root keeps Pier's first names, `pier0` and `ip pier`;
+/// any other root's carry a tag of its own, so that daemons side by side never take
+/// each other's.
+fn host_names(root: &Path) -> pier_net::names::HostNames {
+    let default =
+        root == Path::new(DEFAULT_ROOT) || fs::canonicalize(DEFAULT_ROOT).is_ok_and(|d| d == root);
+    pier_net::names::HostNames::for_root(root, default)
+}
+
 /// Runs the daemon until SIGINT or SIGTERM.
 pub async fn run(mut config: DaemonConfig) -> Result<(), DaemonError> {
     fs::create_dir_all(&config.root).map_err(io("create", &config.root))?;
@@ -159,7 +169,8 @@ pub async fn run(mut config: DaemonConfig) -> Result<(), DaemonError> {
             let store_schema = store.schema_version()?;
             let images = Arc::new(ImageStore::open(&root.join("images"), store.clone())?);
             let networks = Arc::new(
-                Networks::new(&root, store.clone()).map_err(|e| DaemonError::Restore(e.message))?,
+                Networks::new(&root, host_names(&root), store.clone())
+                    .map_err(|e| DaemonError::Restore(e.message))?,
             );
             let volumes =
                 Arc::new(Volumes::new(&root, store.clone()).map_err(io("create", &root))?);
