@@ -247,9 +247,9 @@ impl Networks {
             .find(|m| m != names.owner_chain())
         {
             return Err(conflict(format!(
-                "the nftables table ip {table} (and the bridges and veths named with tag {:?}) belong to the Pier daemon of another state root (marked {other}), whose root's name hashes as this one's does ({}): give this daemon another --root",
-                names.tag(),
-                root.display()
+                "the nftables table ip {table} belongs to the Pier daemon of another state root (marked {other}): its root's path and this one's ({}) give the same tag {:?}, which names the table, bridges and veths of both; give this daemon another --root",
+                root.display(),
+                names.tag()
             )));
         }
         let resolv = fs::read_to_string("/etc/resolv.conf").unwrap_or_default();

@@ -816,6 +816,24 @@ fn network_modes_and_repair_after_a_crash() {
     );
 }
 
+/// Runs `pier daemon ARGS` in `d`'s network namespace, which must refuse to start;
+/// returns what it printed.
+fn daemon_refuses(d: &Daemon, args: &[&str]) -> String {
+    let out = Command::new("timeout")
+        .arg("20")
+        .arg("nsenter")
+        .arg(format!("--net={}", d.netns_path().display()))
+        .arg(PIER)
+        .arg("daemon")
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(1), "pier daemon {args:?}: {err}");
+    err
+}
+
 /// Two daemons on two state roots in one network namespace (one host, as the README
 /// allows): each keeps its own bridges, veths, subnets and nftables table; the published
 /// ports of both answer through clean and `kill -9` restarts of either; neither removes,
@@ -824,6 +842,54 @@ fn network_modes_and_repair_after_a_crash() {
 fn daemons_side_by_side_keep_their_own_networks_through_restarts() {
     let a = with_busybox();
     web(&a, &["-p", "8091:80"], "wa", "from-a");
+    // A daemon of another root on `a`'s socket is refused, and `a` keeps its socket.
+    let second = a.dir.path().join("second");
+    let err = daemon_refuses(
+        &a,
+        &[
+            "--root",
+            second.to_str().unwrap(),
+            "--socket",
+            a.socket.to_str().unwrap(),
+            "--docker-socket",
+            "",
+        ],
+    );
+    assert!(err.contains("another daemon serves on"), "{err}");
+    a.ok(&["info"]);
+    // A root whose tag collides with another daemon's (one in 65536: made here by
+    // marking its table as another root's) is refused before it touches anything.
+    let collide = a.dir.path().join("collide");
+    std::fs::create_dir_all(&collide).unwrap();
+    let tag = {
+        use std::os::unix::ffi::OsStrExt;
+        let root = std::fs::canonicalize(&collide).unwrap();
+        sha256_hex(root.as_os_str().as_bytes())[..4].to_string()
+    };
+    let table = format!("pier_{tag}");
+    let nft = |args: &[&str]| {
+        let out = a.in_netns("nft").args(args).output().unwrap();
+        assert!(out.status.success(), "nft {args:?}");
+        String::from_utf8(out.stdout).unwrap()
+    };
+    nft(&["add", "table", "ip", &table]);
+    nft(&["add", "chain", "ip", &table, "root_00000000000000ff"]);
+    let err = daemon_refuses(
+        &a,
+        &[
+            "--root",
+            collide.to_str().unwrap(),
+            "--socket",
+            a.dir.path().join("collide.sock").to_str().unwrap(),
+            "--docker-socket",
+            "",
+        ],
+    );
+    assert!(err.contains("another state root"), "{err}");
+    let left = nft(&["list", "table", "ip", &table]);
+    assert!(left.contains("root_00000000000000ff"), "{left}");
+    nft(&["delete", "table", "ip", &table]);
+
     let b = Daemon::start_beside(&a, &[]);
     b.ok(&["image", "from-host", "bb", BUSYBOX]);
     b.ok(&["network", "create", "nb"]);
