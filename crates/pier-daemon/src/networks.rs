@@ -38,6 +38,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::containers::{conflict, internal, invalid};
 use crate::error::{ApiError, ApiResult};
+use crate::server::DEFAULT_ROOT;
 
 /// The default network's name, as Docker's.
 pub const DEFAULT_NETWORK: &str = "bridge";
@@ -55,6 +56,12 @@ fn not_found(what: &str) -> ApiError {
 
 fn key(project: &ProjectName, id: &str) -> String {
     format!("{project}/{id}")
+}
+
+/// Where a running container's published ports are kept durably (`Table::Meta`): its
+/// record is saved lazily at a start, and a crash right after one must not lose them.
+fn ports_key(container_id: &str) -> String {
+    format!("ports/{container_id}")
 }
 
 /// One leased address: which container holds it, on which interfaces.
@@ -838,6 +845,7 @@ impl Networks {
 
     fn release(&self, cid: &str) -> ApiResult<Vec<Lease>> {
         let mut b = Batch::new();
+        b.delete(Table::Meta, ports_key(cid));
         let mut gone = Vec::new();
         for (k, l) in self.leases()? {
             if l.container == cid {
@@ -933,6 +941,9 @@ impl Networks {
         if !requests.is_empty() {
             let _g = self.alloc.lock().await;
             out.ports = self.bind_ports(c, &requests)?;
+            let mut b = Batch::new();
+            b.put_json(Table::Meta, ports_key(&c.id), &out.ports);
+            b.commit(self.db.as_ref())?;
             let mut with = c.clone();
             with.ports = out.ports.clone();
             with.networks = out.endpoints.clone();
@@ -1247,6 +1258,60 @@ impl Networks {
         Ok(())
     }
 
+    /// For a running container whose start's record a crash lost (it is saved lazily):
+    /// fills in its endpoints from its leases and its published ports from their
+    /// durable copy, as [`Networks::attach`] made them. What the record has stays.
+    pub(crate) fn recover(&self, c: &mut ContainerInspect) -> ApiResult<()> {
+        for (k, l) in self.leases()? {
+            let Some(ip) = k
+                .rsplit('/')
+                .next()
+                .and_then(|i| i.parse::<Ipv4Addr>().ok())
+            else {
+                continue;
+            };
+            if l.container != c.id {
+                continue;
+            }
+            let Ok(n) = self.get(&c.project, &l.network) else {
+                continue;
+            };
+            let Ok(subnet) = n.subnet.parse::<Ipv4Net>() else {
+                continue;
+            };
+            let ep = c
+                .networks
+                .entry(n.name.clone())
+                .or_insert_with(|| Endpoint {
+                    network_id: n.id.clone(),
+                    ..Default::default()
+                });
+            if ep.ip_address.is_some() {
+                continue;
+            }
+            let mac = ep
+                .static_mac
+                .as_deref()
+                .and_then(ipam::parse_mac)
+                .unwrap_or_else(|| ipam::mac_for(ip));
+            ep.name = c.name.clone();
+            ep.ip_address = Some(ip.to_string());
+            ep.prefix_len = Some(subnet.prefix());
+            ep.gateway = (!n.internal).then(|| n.gateway.clone());
+            ep.mac_address = Some(ipam::format_mac(&mac));
+            ep.interface = Some(l.ifname);
+        }
+        if c.ports.is_empty() {
+            if let Some(ports) = self
+                .db
+                .get_json::<Vec<PortBinding>>(Table::Meta, &ports_key(&c.id))?
+            {
+                c.ports = ports;
+            }
+        }
+        Ok(())
+    }
+
     /// Undoes [`Networks::attach`]: veths, leases, names, namespace file, ports.
     /// Safe to call more than once and on a container never attached.
     pub async fn detach(&self, c: &ContainerInspect) {
@@ -1292,7 +1357,11 @@ impl Networks {
             .await?;
         }
         let nets = self.db.list_json::<NetworkInspect>(Table::Networks, "")?;
+        let default_daemon = HostNames::for_root(Path::new(DEFAULT_ROOT), true);
         for (_, n) in &nets {
+            if self.names != default_daemon && default_daemon.owns_bridge(&n.bridge) {
+                tracing::warn!(network = %n.name, bridge = %n.bridge, "this network's bridge has a name of the default daemon's (made by an earlier Pier): a default daemon beside this one would share it; recreate the network");
+            }
             if let Err(e) = self.realize(n).await {
                 tracing::warn!(network = %n.name, error = %e.message, "cannot set a network up");
             }
@@ -1316,6 +1385,11 @@ impl Networks {
                 kept_ifs.insert(l.host_ifname.clone());
             } else {
                 b.delete(Table::Leases, k);
+            }
+        }
+        for (k, _) in self.db.list(Table::Meta, "ports/")? {
+            if !running.contains_key(&k["ports/".len()..]) {
+                b.delete(Table::Meta, k);
             }
         }
         if !b.is_empty() {
