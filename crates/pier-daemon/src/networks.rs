@@ -1108,15 +1108,15 @@ impl Networks {
         // Other daemons on this host publish through tables of their own, with no socket
         // that `port_free` would find.
         let own = self.names.table();
-        for t in nft::tables(|t| HostNames::is_pier_table(t) && t != own) {
-            for (proto, ip, port) in nft::published_ports(&t) {
-                taken.push((
-                    proto,
-                    ip,
-                    port,
-                    format!("another Pier daemon on this host (nftables table ip {t})"),
-                ));
-            }
+        for (t, proto, ip, port) in
+            nft::published_ports(|t| HostNames::is_pier_table(t) && t != own)
+        {
+            taken.push((
+                proto,
+                ip,
+                port,
+                format!("another Pier daemon on this host (nftables table ip {t})"),
+            ));
         }
         let clash = |taken: &[(Proto, Option<Ipv4Addr>, u16, String)],
                      proto: Proto,

@@ -240,26 +240,21 @@ fn items<'a>(doc: &'a Value, kind: &'a str) -> impl Iterator<Item = &'a Value> +
         .filter_map(move |o| o.get(kind))
 }
 
-/// The tables of family `ip` named by `pick`, e.g. every other Pier daemon's.
-pub fn tables(pick: impl Fn(&str) -> bool) -> Vec<String> {
-    let Some(doc) = list(&["list", "tables", "ip"]) else {
-        return Vec::new();
-    };
-    items(&doc, "table")
-        .filter_map(|t| t["name"].as_str())
-        .filter(|n| pick(n))
-        .map(String::from)
-        .collect()
-}
-
-/// The ports published through the `ports` chain of another daemon's table
-/// (`proto`, host address, host port), read from its rules as [`ruleset`] writes them.
-pub fn published_ports(table: &str) -> Vec<(Proto, Option<Ipv4Addr>, u16)> {
-    let Some(doc) = list(&["list", "chain", "ip", table, "ports"]) else {
+/// The ports published through the `ports` chains of the tables `pick` names (other
+/// Pier daemons'), read from their rules as [`ruleset`] writes them, all in one
+/// listing: (table, protocol, host address, host port).
+pub fn published_ports(pick: impl Fn(&str) -> bool) -> Vec<(String, Proto, Option<Ipv4Addr>, u16)> {
+    let Some(doc) = list(&["list", "ruleset", "ip"]) else {
         return Vec::new();
     };
     let mut out = Vec::new();
     for r in items(&doc, "rule") {
+        let Some(table) = r["table"].as_str().filter(|t| pick(t)) else {
+            continue;
+        };
+        if r["chain"] != "ports" {
+            continue;
+        }
         let (mut proto, mut ip, mut port) = (None, None, None);
         for e in r["expr"].as_array().into_iter().flatten() {
             let Some(mt) = e.get("match") else { continue };
@@ -276,7 +271,7 @@ pub fn published_ports(table: &str) -> Vec<(Proto, Option<Ipv4Addr>, u16)> {
             }
         }
         if let (Some(proto), Some(port)) = (proto, port) {
-            out.push((proto, ip, port));
+            out.push((table.to_string(), proto, ip, port));
         }
     }
     out
