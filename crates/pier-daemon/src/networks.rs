@@ -543,11 +543,11 @@ impl Networks {
             .parse()
             .map_err(|_| internal(format!("stored gateway {:?} is invalid", n.gateway)))?;
         // Another network of this host on the same addresses (another daemon's, made while
-        // this one's bridge was gone): two bridges would answer for them.
-        if let Some((dev, net)) = ipam::host_routes()
-            .into_iter()
-            .find(|(dev, net)| *dev != n.bridge && net.overlaps(&subnet))
-        {
+        // this one's bridge was gone): two bridges would answer for them. A wider route
+        // (a VPN's 172.16.0.0/12) loses to the bridge's own and does no harm.
+        if let Some((dev, net)) = ipam::host_routes().into_iter().find(|(dev, net)| {
+            *dev != n.bridge && net.overlaps(&subnet) && net.prefix() >= subnet.prefix()
+        }) {
             return Err(conflict(format!(
                 "network {}'s subnet {subnet} overlaps {net}, routed through {dev} on this host (another Pier daemon's network, or another program's): remove that, or recreate network {} on another subnet",
                 n.name, n.name

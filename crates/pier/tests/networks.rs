@@ -1028,6 +1028,25 @@ fn daemons_side_by_side_keep_their_own_networks_through_restarts() {
             &format!("after restart {round}, new ones"),
         );
     }
+    // A network whose subnet another link of the host routes (its bridge gone meanwhile)
+    // is not set up again: two bridges would answer for the same addresses.
+    let nb = ds[1].json(&["network", "inspect", "nb"])[0].clone();
+    let (net, len) = nb["subnet"].as_str().unwrap().split_once('/').unwrap();
+    let squat = format!("{}.250/{len}", net.rsplit_once('.').unwrap().0);
+    let ns = ds[0].netns.clone();
+    ip(&["-n", &ns, "link", "del", nb["bridge"].as_str().unwrap()]);
+    ip(&["-n", &ns, "link", "add", "squat0", "type", "bridge"]);
+    ip(&["-n", &ns, "addr", "add", &squat, "dev", "squat0"]);
+    ip(&["-n", &ns, "link", "set", "squat0", "up"]);
+    let err = ds[1].fails(&["run", "--rm", "--network", "nb", "bb", "true"]);
+    assert!(err.contains("routed through squat0"), "{err}");
+    let links = ds[1].links();
+    assert!(
+        !links.iter().any(|l| l == nb["bridge"].as_str().unwrap()),
+        "{links:?}"
+    );
+    ip(&["-n", &ns, "link", "del", "squat0"]);
+
     let [a, b] = ds;
     // The neighbour goes first: `a` owns the namespace.
     drop(b);
