@@ -2523,10 +2523,11 @@ impl Containers {
 
     /// A container whose record does not say running: the daemon may have died during
     /// its start, between asking for the monitor and saving "running". The monitor's
-    /// state file tells whether it started. A container that needs no network setup is
-    /// adopted as it runs; one on a network lost what its record would have held
-    /// (addresses, published ports), so it is killed, as a start whose client never
-    /// heard back. Whatever else is in its cgroup is killed.
+    /// state file tells whether it started. A started container is adopted as it runs;
+    /// one on a network gets back what its record would have held (addresses, published
+    /// ports) from the network manager's durable copies, and is killed, as a start whose
+    /// client never heard back, if they are missing. Whatever else is in its cgroup is
+    /// killed.
     async fn restore_unrecorded_start(
         self: &Arc<Self>,
         mut c: ContainerInspect,
@@ -2559,8 +2560,13 @@ impl Containers {
         c.state.started_at = Some(s.started_at);
         c.state.exit_code = None;
         c.state.error = None;
+        // Its addresses and published ports, written durably before its monitor started.
+        let recovered = !networked || {
+            self.networks.recover(&mut c)?;
+            !c.networks.is_empty() && c.networks.values().all(|e| e.ip_address.is_some())
+        };
         self.save(&c)?;
-        if alive && !networked {
+        if alive && recovered {
             tracing::info!(container = %c.id, "adopted a container whose start was not recorded");
             self.watch_exit(&c);
             return Ok(());

@@ -6,12 +6,17 @@
 //! Desired state is in the store: networks (`Table::Networks`), leases
 //! (`Table::Leases`, one per address, naming its container and interfaces) and the
 //! containers' endpoints and ports. Actual state is the kernel's: bridges, veth pairs,
-//! namespace files under `ROOT/netns/`, and the nftables table `ip pier`, which is
+//! namespace files under `ROOT/netns/`, and the daemon's nftables table, which is
 //! always rebuilt whole from the store. At daemon start [`Networks::reconcile`] makes the
 //! kernel match: bridges made, stray veths, namespace files and leases removed.
 //!
-//! Names the daemon owns in its network namespace: bridges `pier0` (the default
-//! network, named `bridge` as Docker's) and `pier-<id8>`, host veth ends `pv<id6><nonce4><n>`.
+//! The names the daemon owns in its network namespace depend on its root
+//! ([`pier_net::names`]): the default daemon's are the bridges `pier0` (the default
+//! network, named `bridge` as Docker's) and `pier-<id8>`, host veth ends
+//! `pv<id6><nonce4><n>` and the table `ip pier`; a daemon on another root puts its tag in
+//! each (`pier3fa0`, `pv3fa0...`, `ip pier_3fa0`). Its repairs remove only names of its
+//! own shape, so daemons side by side never remove each other's; published ports of
+//! the others (read from their tables) count as taken.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs;
@@ -25,6 +30,7 @@ use pier_api::time::now_rfc3339;
 use pier_api::{ErrorKind, ProjectName};
 use pier_net::dns::{DnsServer, Records};
 use pier_net::ipam::{self, Ipv4Net};
+use pier_net::names::HostNames;
 use pier_net::netlink::{self, Netlink, Plumb};
 use pier_net::nft::{self, FwNetwork, FwPort, Proto};
 use pier_store::{Batch, Store, StoreExt, Table};
@@ -32,12 +38,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::containers::{conflict, internal, invalid};
 use crate::error::{ApiError, ApiResult};
+use crate::server::DEFAULT_ROOT;
 
 /// The default network's name, as Docker's.
 pub const DEFAULT_NETWORK: &str = "bridge";
-const DEFAULT_BRIDGE: &str = "pier0";
-const TABLE: &str = "pier";
-const HOST_IF_PREFIX: &str = "pv";
 
 fn net_err(e: pier_net::Error) -> ApiError {
     internal(e.to_string())
@@ -52,6 +56,12 @@ fn not_found(what: &str) -> ApiError {
 
 fn key(project: &ProjectName, id: &str) -> String {
     format!("{project}/{id}")
+}
+
+/// Where a running container's published ports are kept durably (`Table::Meta`): its
+/// record is saved lazily at a start, and a crash right after one must not lose them.
+fn ports_key(container_id: &str) -> String {
+    format!("ports/{container_id}")
 }
 
 /// One leased address: which container holds it, on which interfaces.
@@ -219,6 +229,8 @@ impl Records for NetRecords {
 pub struct Networks {
     db: Arc<dyn Store>,
     netns_dir: PathBuf,
+    /// The names of this daemon's bridges, veths and table.
+    names: HostNames,
     nl: Netlink,
     /// Serializes address allocation, port allocation and firewall rebuilds.
     alloc: tokio::sync::Mutex<()>,
@@ -228,15 +240,30 @@ pub struct Networks {
 }
 
 impl Networks {
-    /// Must be called inside the tokio runtime.
-    pub fn new(root: &Path, db: Arc<dyn Store>) -> ApiResult<Self> {
+    /// Must be called inside the tokio runtime. `root` is canonical; `names` are those of
+    /// the daemon on it ([`HostNames::for_root`]).
+    pub fn new(root: &Path, names: HostNames, db: Arc<dyn Store>) -> ApiResult<Self> {
         let netns_dir = root.join("netns");
         fs::create_dir_all(&netns_dir)
             .map_err(|e| internal(format!("cannot create {}: {e}", netns_dir.display())))?;
+        // A daemon whose tag collides with a running or stopped daemon's on another root
+        // would take its table, bridges and veths for its own: touch nothing of them.
+        let table = names.table();
+        if let Some(other) = nft::owner_marks(&table, HostNames::is_owner_chain)
+            .into_iter()
+            .find(|m| m != names.owner_chain())
+        {
+            return Err(conflict(format!(
+                "the nftables table ip {table} belongs to the Pier daemon of another state root (marked {other}): its root's path and this one's ({}) give the same tag {:?}, which names the table, bridges and veths of both; give this daemon another --root",
+                root.display(),
+                names.tag()
+            )));
+        }
         let resolv = fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
         Ok(Networks {
             db,
             netns_dir,
+            names,
             nl: Netlink::new().map_err(net_err)?,
             alloc: tokio::sync::Mutex::new(()),
             dns: Mutex::new(HashMap::new()),
@@ -370,9 +397,9 @@ impl Networks {
         let mut mode = NetworkMode::Nat;
         let id = crate::containers::random_id();
         let mut bridge = if default {
-            DEFAULT_BRIDGE.to_string()
+            self.names.default_bridge()
         } else {
-            format!("pier-{}", &id[..8])
+            self.names.network_bridge(&id)
         };
         for (k, v) in &req.options {
             match k.as_str() {
@@ -515,6 +542,17 @@ impl Networks {
             .gateway
             .parse()
             .map_err(|_| internal(format!("stored gateway {:?} is invalid", n.gateway)))?;
+        // Another network of this host on the same addresses (another daemon's, made while
+        // this one's bridge was gone): two bridges would answer for them. A wider route
+        // (a VPN's 172.16.0.0/12) loses to the bridge's own and does no harm.
+        if let Some((dev, net)) = ipam::host_routes().into_iter().find(|(dev, net)| {
+            *dev != n.bridge && net.overlaps(&subnet) && net.prefix() >= subnet.prefix()
+        }) {
+            return Err(conflict(format!(
+                "network {}'s subnet {subnet} overlaps {net}, routed through {dev} on this host (another Pier daemon's network, or another program's): remove that, or recreate network {} on another subnet",
+                n.name, n.name
+            )));
+        }
         self.nl
             .ensure_bridge(&n.bridge, gw, subnet.prefix(), n.mtu)
             .await
@@ -807,6 +845,7 @@ impl Networks {
 
     fn release(&self, cid: &str) -> ApiResult<Vec<Lease>> {
         let mut b = Batch::new();
+        b.delete(Table::Meta, ports_key(cid));
         let mut gone = Vec::new();
         for (k, l) in self.leases()? {
             if l.container == cid {
@@ -820,12 +859,12 @@ impl Networks {
         Ok(gone)
     }
 
-    /// The host end's name: the container, a nonce and the interface number. The
-    /// nonce lets a restart go ahead while the kernel still tears down the last run's
-    /// pair in the background.
-    fn host_ifname(cid: &str, i: usize) -> String {
+    /// The host end's name: the daemon's tag, the container, a nonce and the interface
+    /// number. The nonce lets a restart go ahead while the kernel still tears down the
+    /// last run's pair in the background.
+    fn host_ifname(&self, cid: &str, i: usize) -> String {
         let nonce = &crate::containers::random_id()[..4];
-        format!("{HOST_IF_PREFIX}{}{nonce}{:x}", &cid[..6], i % 16)
+        self.names.host_veth(cid, nonce, i)
     }
 
     /// Sets up a container's networking before it starts: its namespace file, an
@@ -902,6 +941,9 @@ impl Networks {
         if !requests.is_empty() {
             let _g = self.alloc.lock().await;
             out.ports = self.bind_ports(c, &requests)?;
+            let mut b = Batch::new();
+            b.put_json(Table::Meta, ports_key(&c.id), &out.ports);
+            b.commit(self.db.as_ref())?;
             let mut with = c.clone();
             with.ports = out.ports.clone();
             with.networks = out.endpoints.clone();
@@ -929,7 +971,7 @@ impl Networks {
             ))
         })?;
         let ifname = format!("eth{i}");
-        let host_ifname = Self::host_ifname(&c.id, i);
+        let host_ifname = self.host_ifname(&c.id, i);
         let ip = {
             let _g = self.alloc.lock().await;
             self.lease(&n, &c.id, &ep, &ifname, &host_ifname)?
@@ -1030,7 +1072,7 @@ impl Networks {
         if let Some(c) = c.filter(|c| running(c)) {
             ports.extend(fw_ports(c, &c.ports));
         }
-        nft::apply(TABLE, &nets, &ports).map_err(net_err)
+        nft::apply(&self.names.table(), self.names.owner_chain(), &nets, &ports).map_err(net_err)
     }
 
     /// Chooses host ports for `requests`: the asked one if it is free, else a free one.
@@ -1055,8 +1097,26 @@ impl Networks {
                 } else {
                     Proto::Tcp
                 };
-                taken.push((proto, p.host_ip.parse().ok(), p.host_port, o.name.clone()));
+                taken.push((
+                    proto,
+                    p.host_ip.parse().ok(),
+                    p.host_port,
+                    format!("container {}", o.name),
+                ));
             }
+        }
+        // Other daemons on this host publish through tables of their own, with no socket
+        // that `port_free` would find.
+        let own = self.names.table();
+        for (t, proto, ip, port) in
+            nft::published_ports(|t| HostNames::is_pier_table(t) && t != own)
+        {
+            taken.push((
+                proto,
+                ip,
+                port,
+                format!("another Pier daemon on this host (nftables table ip {t})"),
+            ));
         }
         let clash = |taken: &[(Proto, Option<Ipv4Addr>, u16, String)],
                      proto: Proto,
@@ -1086,7 +1146,7 @@ impl Networks {
                 let mut found = None;
                 for p in r.host_range.0..=r.host_range.1 {
                     if let Some(who) = clash(&taken, r.proto, r.host_ip, p) {
-                        last_err = Some(format!("is already published by container {who}"));
+                        last_err = Some(format!("is already published by {who}"));
                         continue;
                     }
                     if let Err(e) = port_free(r.proto, r.host_ip, p) {
@@ -1115,7 +1175,7 @@ impl Networks {
                     ))
                 })?
             };
-            taken.push((r.proto, r.host_ip, port, c.name.clone()));
+            taken.push((r.proto, r.host_ip, port, format!("container {}", c.name)));
             out.push(PortBinding {
                 proto: r.proto.as_str().into(),
                 host_ip: r.host_ip.map(|i| i.to_string()).unwrap_or_default(),
@@ -1198,6 +1258,60 @@ impl Networks {
         Ok(())
     }
 
+    /// For a running container whose start's record a crash lost (it is saved lazily):
+    /// fills in its endpoints from its leases and its published ports from their
+    /// durable copy, as [`Networks::attach`] made them. What the record has stays.
+    pub(crate) fn recover(&self, c: &mut ContainerInspect) -> ApiResult<()> {
+        for (k, l) in self.leases()? {
+            let Some(ip) = k
+                .rsplit('/')
+                .next()
+                .and_then(|i| i.parse::<Ipv4Addr>().ok())
+            else {
+                continue;
+            };
+            if l.container != c.id {
+                continue;
+            }
+            let Ok(n) = self.get(&c.project, &l.network) else {
+                continue;
+            };
+            let Ok(subnet) = n.subnet.parse::<Ipv4Net>() else {
+                continue;
+            };
+            let ep = c
+                .networks
+                .entry(n.name.clone())
+                .or_insert_with(|| Endpoint {
+                    network_id: n.id.clone(),
+                    ..Default::default()
+                });
+            if ep.ip_address.is_some() {
+                continue;
+            }
+            let mac = ep
+                .static_mac
+                .as_deref()
+                .and_then(ipam::parse_mac)
+                .unwrap_or_else(|| ipam::mac_for(ip));
+            ep.name = c.name.clone();
+            ep.ip_address = Some(ip.to_string());
+            ep.prefix_len = Some(subnet.prefix());
+            ep.gateway = (!n.internal).then(|| n.gateway.clone());
+            ep.mac_address = Some(ipam::format_mac(&mac));
+            ep.interface = Some(l.ifname);
+        }
+        if c.ports.is_empty() {
+            if let Some(ports) = self
+                .db
+                .get_json::<Vec<PortBinding>>(Table::Meta, &ports_key(&c.id))?
+            {
+                c.ports = ports;
+            }
+        }
+        Ok(())
+    }
+
     /// Undoes [`Networks::attach`]: veths, leases, names, namespace file, ports.
     /// Safe to call more than once and on a container never attached.
     pub async fn detach(&self, c: &ContainerInspect) {
@@ -1243,7 +1357,11 @@ impl Networks {
             .await?;
         }
         let nets = self.db.list_json::<NetworkInspect>(Table::Networks, "")?;
+        let default_daemon = HostNames::for_root(Path::new(DEFAULT_ROOT), true);
         for (_, n) in &nets {
+            if self.names != default_daemon && default_daemon.owns_bridge(&n.bridge) {
+                tracing::warn!(network = %n.name, bridge = %n.bridge, "this network's bridge has a name of the default daemon's (made by an earlier Pier): a default daemon beside this one would share it; recreate the network");
+            }
             if let Err(e) = self.realize(n).await {
                 tracing::warn!(network = %n.name, error = %e.message, "cannot set a network up");
             }
@@ -1269,20 +1387,22 @@ impl Networks {
                 b.delete(Table::Leases, k);
             }
         }
+        for (k, _) in self.db.list(Table::Meta, "ports/")? {
+            if !running.contains_key(&k["ports/".len()..]) {
+                b.delete(Table::Meta, k);
+            }
+        }
         if !b.is_empty() {
             b.commit(self.db.as_ref())?;
         }
         // Veths and bridges of ours that nothing owns.
         let bridges: HashSet<String> = nets.iter().map(|(_, n)| n.bridge.clone()).collect();
         for l in self.nl.links().await.map_err(net_err)? {
-            let ours_veth = l.name.starts_with(HOST_IF_PREFIX) && l.name.len() == 13;
-            if ours_veth && !kept_ifs.contains(&l.name) {
+            if self.names.owns_veth(&l.name) && !kept_ifs.contains(&l.name) {
                 tracing::info!(link = %l.name, "removing a veth no container owns");
                 let _ = self.nl.delete(&l.name).await;
             }
-            let ours_bridge =
-                l.name == DEFAULT_BRIDGE || (l.name.starts_with("pier-") && l.name.len() == 13);
-            if ours_bridge && !bridges.contains(&l.name) {
+            if self.names.owns_bridge(&l.name) && !bridges.contains(&l.name) {
                 tracing::info!(link = %l.name, "removing the bridge of a network that is gone");
                 let _ = self.nl.delete(&l.name).await;
             }

@@ -62,6 +62,8 @@ pub enum DaemonError {
     },
     #[error("another pier daemon already uses the state directory {0}; stop it, or give this one another --root")]
     Locked(String),
+    #[error("another daemon serves on {0}; stop it, or give this one another --socket (and --docker-socket)")]
+    SocketInUse(String),
     #[error("cannot open the state store")]
     Store(#[from] pier_store::StoreError),
     #[error("cannot restore containers: {0}")]
@@ -103,6 +105,16 @@ fn lock_root(root: &Path) -> Result<RootLock, DaemonError> {
     Ok(RootLock(f))
 }
 
+/// The names of the host objects (bridges, veths, nftables table) of the daemon on
+/// `root` (canonical): the default root keeps Pier's first names, `pier0` and `ip pier`;
+/// any other root's carry a tag of its own, so that daemons side by side never take
+/// each other's.
+fn host_names(root: &Path) -> pier_net::names::HostNames {
+    let default =
+        root == Path::new(DEFAULT_ROOT) || fs::canonicalize(DEFAULT_ROOT).is_ok_and(|d| d == root);
+    pier_net::names::HostNames::for_root(root, default)
+}
+
 /// Runs the daemon until SIGINT or SIGTERM.
 pub async fn run(mut config: DaemonConfig) -> Result<(), DaemonError> {
     fs::create_dir_all(&config.root).map_err(io("create", &config.root))?;
@@ -114,6 +126,11 @@ pub async fn run(mut config: DaemonConfig) -> Result<(), DaemonError> {
     fs::set_permissions(&config.root, fs::Permissions::from_mode(0o711))
         .map_err(io("set permissions of", &config.root))?;
     let _lock = lock_root(&config.root)?;
+    // Before anything is set up: a daemon of another root on the same sockets.
+    not_served(&config.socket)?;
+    if let Some(d) = &config.docker_socket {
+        not_served(d)?;
+    }
     // Fail closed: never run a container that its cgroup could not confine.
     let cgroups = pier_runtime::cgroups::Host::detect()?;
     tracing::debug!(layout = ?cgroups.layout, controllers = ?cgroups.controllers, "cgroups");
@@ -159,7 +176,8 @@ pub async fn run(mut config: DaemonConfig) -> Result<(), DaemonError> {
             let store_schema = store.schema_version()?;
             let images = Arc::new(ImageStore::open(&root.join("images"), store.clone())?);
             let networks = Arc::new(
-                Networks::new(&root, store.clone()).map_err(|e| DaemonError::Restore(e.message))?,
+                Networks::new(&root, host_names(&root), store.clone())
+                    .map_err(|e| DaemonError::Config(e.message))?,
             );
             let volumes =
                 Arc::new(Volumes::new(&root, store.clone()).map_err(io("create", &root))?);
@@ -287,17 +305,27 @@ pub async fn run(mut config: DaemonConfig) -> Result<(), DaemonError> {
     Ok(())
 }
 
-/// Listens on a unix socket that only root may use. The state-directory lock guarantees
-/// no live daemon of ours serves there; a socket left by a crashed one is stale.
+/// Listens on a unix socket that only root may use. A socket nobody answers on is
+/// stale (its daemon crashed) and replaced; one a live daemon serves (another root's
+/// daemon started with the same `--socket`) is left to it.
 fn listen(socket: &Path) -> Result<UnixListener, DaemonError> {
     if let Some(dir) = socket.parent() {
         fs::create_dir_all(dir).map_err(io("create", dir))?;
     }
+    not_served(socket)?;
     let _ = fs::remove_file(socket);
     let listener = UnixListener::bind(socket).map_err(io("listen on", socket))?;
     fs::set_permissions(socket, fs::Permissions::from_mode(0o600))
         .map_err(io("set permissions of", socket))?;
     Ok(listener)
+}
+
+/// Fails when a live daemon answers on `socket`.
+fn not_served(socket: &Path) -> Result<(), DaemonError> {
+    match std::os::unix::net::UnixStream::connect(socket) {
+        Ok(_) => Err(DaemonError::SocketInUse(socket.display().to_string())),
+        Err(_) => Ok(()),
+    }
 }
 
 async fn shutdown_signal() {

@@ -79,8 +79,9 @@ fn ct(key: &str, right: Value) -> Value {
 }
 
 /// The nftables JSON commands that replace table `ip TABLE` with the rules for
-/// `nets` and `ports`.
-pub fn ruleset(table: &str, nets: &[FwNetwork], ports: &[FwPort]) -> Value {
+/// `nets` and `ports`; the empty chain `owner` marks whose table it is
+/// ([`crate::names::HostNames::owner_chain`]).
+pub fn ruleset(table: &str, owner: &str, nets: &[FwNetwork], ports: &[FwPort]) -> Value {
     let t = json!({"family": "ip", "name": table});
     let mut cmds = vec![
         // `add` then `delete` then `add`: works whether or not the table exists, in one
@@ -101,6 +102,7 @@ pub fn ruleset(table: &str, nets: &[FwNetwork], ports: &[FwPort]) -> Value {
         chain("postrouting", "nat", "postrouting", 100),
         chain("forward", "filter", "forward", 0),
         json!({"add": {"chain": {"family": "ip", "table": table, "name": "ports"}}}),
+        json!({"add": {"chain": {"family": "ip", "table": table, "name": owner}}}),
     ]);
     let mut rule_cmds: Vec<Value> = Vec::new();
     {
@@ -197,8 +199,82 @@ pub fn ruleset(table: &str, nets: &[FwNetwork], ports: &[FwPort]) -> Value {
 }
 
 /// Replaces Pier's table with the rules for `nets` and `ports`.
-pub fn apply(table: &str, nets: &[FwNetwork], ports: &[FwPort]) -> Result<()> {
-    run(&ruleset(table, nets, ports), false)
+pub fn apply(table: &str, owner: &str, nets: &[FwNetwork], ports: &[FwPort]) -> Result<()> {
+    run(&ruleset(table, owner, nets, ports), false)
+}
+
+/// `nft -j ARGS` and its JSON output, or None when nft fails (a missing table).
+fn list(args: &[&str]) -> Option<Value> {
+    let out = Command::new("nft")
+        .arg("-j")
+        .args(args)
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .output()
+        .ok()?;
+    if !out.status.success() {
+        return None;
+    }
+    serde_json::from_slice(&out.stdout).ok()
+}
+
+/// The owner marks (chains named by `is_mark`) in `table`; empty when the table is
+/// missing or has none (a table made before marks existed).
+pub fn owner_marks(table: &str, is_mark: fn(&str) -> bool) -> Vec<String> {
+    let Some(doc) = list(&["list", "chains", "ip"]) else {
+        return Vec::new();
+    };
+    items(&doc, "chain")
+        .filter(|c| c["table"] == table)
+        .filter_map(|c| c["name"].as_str())
+        .filter(|n| is_mark(n))
+        .map(String::from)
+        .collect()
+}
+
+fn items<'a>(doc: &'a Value, kind: &'a str) -> impl Iterator<Item = &'a Value> + 'a {
+    doc["nftables"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(move |o| o.get(kind))
+}
+
+/// The ports published through the `ports` chains of the tables `pick` names (other
+/// Pier daemons'), read from their rules as [`ruleset`] writes them, all in one
+/// listing: (table, protocol, host address, host port).
+pub fn published_ports(pick: impl Fn(&str) -> bool) -> Vec<(String, Proto, Option<Ipv4Addr>, u16)> {
+    let Some(doc) = list(&["list", "ruleset", "ip"]) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for r in items(&doc, "rule") {
+        let Some(table) = r["table"].as_str().filter(|t| pick(t)) else {
+            continue;
+        };
+        if r["chain"] != "ports" {
+            continue;
+        }
+        let (mut proto, mut ip, mut port) = (None, None, None);
+        for e in r["expr"].as_array().into_iter().flatten() {
+            let Some(mt) = e.get("match") else { continue };
+            let left = &mt["left"]["payload"];
+            match (left["protocol"].as_str(), left["field"].as_str()) {
+                (Some("ip"), Some("daddr")) => {
+                    ip = mt["right"].as_str().and_then(|a| a.parse().ok());
+                }
+                (Some(p @ ("tcp" | "udp")), Some("dport")) => {
+                    proto = Some(if p == "tcp" { Proto::Tcp } else { Proto::Udp });
+                    port = mt["right"].as_u64().and_then(|p| u16::try_from(p).ok());
+                }
+                _ => {}
+            }
+        }
+        if let (Some(proto), Some(port)) = (proto, port) {
+            out.push((table.to_string(), proto, ip, port));
+        }
+    }
+    out
 }
 
 /// Deletes Pier's table (if it exists).
@@ -277,7 +353,7 @@ mod tests {
             container_ip: "10.88.0.2".parse().unwrap(),
             container_port: 80,
         }];
-        let doc = ruleset("pier", &nets, &ports);
+        let doc = ruleset("pier", "root_0123456789abcdef", &nets, &ports);
         let text = doc.to_string();
         // The table is replaced, never flushed in place, and no other table is named.
         let cmds = doc["nftables"].as_array().unwrap();

@@ -704,7 +704,7 @@ fn run_steps_use_the_network_asked_for_and_volumes_as_docker_does() {
     // The host's (here: the test daemon's namespace, where the bridge is).
     let host = build_ok(&d, &ctx, &["--no-cache", "--network", "host"]);
     assert!(
-        host.contains("\npier0\n") && !host.contains("eth0"),
+        host.contains(&format!("\n{}\n", d.default_bridge())) && !host.contains("eth0"),
         "{host}"
     );
     let out = d.ok(&["build", "-q", "--no-cache", ctx.to_str().unwrap()]);

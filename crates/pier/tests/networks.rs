@@ -325,13 +325,16 @@ fn published_ports_answer_from_the_host_outside_and_containers() {
     assert!(host_get(&d, "http://127.0.0.1:8080/").is_none());
     let table = String::from_utf8(
         d.in_netns("nft")
-            .args(["list", "table", "ip", "pier"])
+            .args(["list", "table", "ip", &d.nft_table()])
             .output()
             .unwrap()
             .stdout,
     )
     .unwrap();
-    assert!(!table.contains("8080"), "{table}");
+    assert!(
+        table.contains("chain ports") && !table.contains("8080"),
+        "{table}"
+    );
     // The other tool's rule is intact.
     let other = String::from_utf8(
         d.in_netns("nft")
@@ -746,7 +749,7 @@ fn network_modes_and_repair_after_a_crash() {
     let mut d = with_busybox();
     // host: the daemon's own interfaces; none: loopback only; container: shared.
     let (_, text) = try_run(&d, &["--network", "host", "bb", "ip", "-o", "link"]);
-    assert!(text.contains("pier0"), "{text}");
+    assert!(text.contains(&d.default_bridge()), "{text}");
     let (_, text) = try_run(&d, &["--network", "none", "bb", "ip", "-o", "link"]);
     assert_eq!(text.lines().count(), 1, "{text}");
     web(&d, &["-p", "8081:80"], "main", "main");
@@ -770,12 +773,14 @@ fn network_modes_and_repair_after_a_crash() {
     d.kill9();
     // A crash in the middle of a start leaves a veth and a namespace file no record
     // owns; the next start removes them.
+    let stray = format!("pv{}deadbeef0", d.host_tag());
+    assert!(d.owns_veth(&stray));
     ip(&[
         "-n",
         &d.netns,
         "link",
         "add",
-        "pvdeadbeef000",
+        &stray,
         "type",
         "veth",
         "peer",
@@ -809,4 +814,241 @@ fn network_modes_and_repair_after_a_crash() {
         bridge[0]["containers"].as_object().unwrap().is_empty(),
         "{bridge}"
     );
+}
+
+/// Runs `pier daemon ARGS` in `d`'s network namespace, which must refuse to start;
+/// returns what it printed.
+fn daemon_refuses(d: &Daemon, args: &[&str]) -> String {
+    let out = Command::new("timeout")
+        .arg("20")
+        .arg("nsenter")
+        .arg(format!("--net={}", d.netns_path().display()))
+        .arg(PIER)
+        .arg("daemon")
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(1), "pier daemon {args:?}: {err}");
+    err
+}
+
+/// Two daemons on two state roots in one network namespace (one host, as the README
+/// allows): each keeps its own bridges, veths, subnets and nftables table; the published
+/// ports of both answer through clean and `kill -9` restarts of either; neither removes,
+/// joins or rewrites the other's objects, nor publishes a port the other publishes.
+#[test]
+fn daemons_side_by_side_keep_their_own_networks_through_restarts() {
+    let a = with_busybox();
+    web(&a, &["-p", "8091:80"], "wa", "from-a");
+    // A daemon of another root on `a`'s socket is refused, and `a` keeps its socket.
+    let second = a.dir.path().join("second");
+    let err = daemon_refuses(
+        &a,
+        &[
+            "--root",
+            second.to_str().unwrap(),
+            "--socket",
+            a.socket.to_str().unwrap(),
+            "--docker-socket",
+            "",
+        ],
+    );
+    assert!(err.contains("another daemon serves on"), "{err}");
+    a.ok(&["info"]);
+    // A root whose tag collides with another daemon's (one in 65536: made here by
+    // marking its table as another root's) is refused before it touches anything.
+    let collide = a.dir.path().join("collide");
+    std::fs::create_dir_all(&collide).unwrap();
+    let tag = {
+        use std::os::unix::ffi::OsStrExt;
+        let root = std::fs::canonicalize(&collide).unwrap();
+        sha256_hex(root.as_os_str().as_bytes())[..4].to_string()
+    };
+    let table = format!("pier_{tag}");
+    let nft = |args: &[&str]| {
+        let out = a.in_netns("nft").args(args).output().unwrap();
+        assert!(out.status.success(), "nft {args:?}");
+        String::from_utf8(out.stdout).unwrap()
+    };
+    nft(&["add", "table", "ip", &table]);
+    nft(&["add", "chain", "ip", &table, "root_00000000000000ff"]);
+    let err = daemon_refuses(
+        &a,
+        &[
+            "--root",
+            collide.to_str().unwrap(),
+            "--socket",
+            a.dir.path().join("collide.sock").to_str().unwrap(),
+            "--docker-socket",
+            "",
+        ],
+    );
+    assert!(err.contains("another state root"), "{err}");
+    let left = nft(&["list", "table", "ip", &table]);
+    assert!(left.contains("root_00000000000000ff"), "{left}");
+    nft(&["delete", "table", "ip", &table]);
+
+    let b = Daemon::start_beside(&a, &[]);
+    b.ok(&["image", "from-host", "bb", BUSYBOX]);
+    b.ok(&["network", "create", "nb"]);
+    web(&b, &["-p", "8092:80"], "wb", "from-b");
+    web(
+        &b,
+        &["--network", "nb", "-p", "8093:80"],
+        "wbn",
+        "from-b-nb",
+    );
+    let mut served = vec![
+        (8091, "from-a".to_string()),
+        (8092, "from-b".to_string()),
+        (8093, "from-b-nb".to_string()),
+    ];
+    let answers = |ds: [&Daemon; 2], served: &[(u16, String)], when: &str| {
+        for (port, text) in served {
+            let url = format!("http://127.0.0.1:{port}/");
+            let want = format!("{text}\n");
+            let deadline = Instant::now() + std::time::Duration::from_secs(20);
+            while host_get(ds[0], &url).as_deref() != Some(want.as_str()) {
+                if Instant::now() > deadline {
+                    let state = |args: &[&str]| {
+                        let out = ds[0].in_netns(args[0]).args(&args[1..]).output().unwrap();
+                        String::from_utf8_lossy(&out.stdout).into_owned()
+                    };
+                    panic!(
+                        "port {port} ({text}) does not answer {when}\nlinks:\n{}\nnft:\n{}\nps a: {}\nps b: {}\nlog a:\n{}\nlog b:\n{}",
+                        state(&["ip", "-br", "addr"]),
+                        state(&["nft", "list", "ruleset"]),
+                        ds[0].ok(&["ps", "-a"]),
+                        ds[1].ok(&["ps", "-a"]),
+                        ds[0].log(),
+                        ds[1].log()
+                    );
+                }
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
+        }
+    };
+    answers([&a, &b], &served, "with two daemons");
+
+    // Each its own default bridge and subnet, its gateway on its bridge only.
+    let default_net = |d: &Daemon| d.json(&["network", "inspect", "bridge"])[0].clone();
+    let (na, nb) = (default_net(&a), default_net(&b));
+    assert_eq!(na["bridge"], a.default_bridge(), "{na}");
+    assert_eq!(nb["bridge"], b.default_bridge(), "{nb}");
+    assert_ne!(a.default_bridge(), b.default_bridge());
+    assert_ne!(
+        na["subnet"], nb["subnet"],
+        "both default networks on one subnet"
+    );
+    for (d, n) in [(&a, &na), (&b, &nb)] {
+        let out = Command::new("ip")
+            .args(["-n", &d.netns, "-o", "-4", "addr", "show", "dev"])
+            .arg(n["bridge"].as_str().unwrap())
+            .output()
+            .unwrap();
+        let addrs = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert_eq!(addrs.lines().count(), 1, "{addrs}");
+        assert!(addrs.contains(n["gateway"].as_str().unwrap()), "{addrs}");
+    }
+    // A port the other daemon publishes is taken.
+    let err = b.fails(&[
+        "run", "-d", "--name", "clash", "-p", "8091:80", "bb", "sleep", "60",
+    ]);
+    assert!(err.contains("another Pier daemon"), "{err}");
+    b.ok(&["rm", "-f", "clash"]);
+
+    // What one daemon has in the kernel: its links and its whole table.
+    let objects = |d: &Daemon| {
+        let tag = d.host_tag();
+        let mut links: Vec<String> = d
+            .links()
+            .into_iter()
+            .filter(|l| d.owns_veth(l) || l.starts_with(&format!("pier{tag}")))
+            .collect();
+        links.sort();
+        let table = d
+            .in_netns("nft")
+            .args(["list", "table", "ip", &d.nft_table()])
+            .output()
+            .unwrap();
+        assert!(table.status.success(), "no table {}", d.nft_table());
+        (links, String::from_utf8(table.stdout).unwrap())
+    };
+    // Bridge and veth of wa; bridges of bridge and nb and the veths of wb and wbn (once
+    // the kernel has removed, in the background, the veth of the refused start).
+    let (links_a, _) = objects(&a);
+    assert_eq!(links_a.len(), 2, "{links_a:?}");
+    wait_until("b's links to settle", || objects(&b).0.len() == 4);
+
+    let mut ds = [a, b];
+    for (round, (i, crash)) in [(0, false), (1, false), (0, true), (1, true)]
+        .into_iter()
+        .enumerate()
+    {
+        let other = 1 - i;
+        let before = objects(&ds[other]);
+        let d = &mut ds[i];
+        if crash {
+            // Right after a start, whose record is saved lazily: the restarted daemon
+            // adopts the container with its addresses and ports.
+            d.kill9();
+        } else {
+            d.stop();
+        }
+        d.spawn();
+        let after = objects(&ds[other]);
+        assert_eq!(
+            before, after,
+            "restarting daemon {i} (crash: {crash}) changed the other's links or table"
+        );
+        answers([&ds[0], &ds[1]], &served, &format!("after restart {round}"));
+        // Each container of the restarted daemon still has its address and ports.
+        let d = &ds[i];
+        for id in d.ok(&["ps", "-q", "--no-trunc"]).lines() {
+            let c = d.json(&["inspect", id]);
+            let eps = c[0]["networks"].as_object().unwrap();
+            assert!(
+                eps.values().all(|e| e["ip_address"].is_string()) && !eps.is_empty(),
+                "{c}"
+            );
+            assert_eq!(c[0]["ports"].as_array().map(Vec::len), Some(1), "{c}");
+        }
+        // The restarted daemon starts containers as before, the other too.
+        for (j, d) in ds.iter().enumerate() {
+            let port = 8100 + 2 * round as u16 + j as u16;
+            let text = format!("r{round}d{j}");
+            web(d, &["-p", &format!("{port}:80")], &text, &text);
+            served.push((port, text));
+        }
+        answers(
+            [&ds[0], &ds[1]],
+            &served,
+            &format!("after restart {round}, new ones"),
+        );
+    }
+    // A network whose subnet another link of the host routes (its bridge gone meanwhile)
+    // is not set up again: two bridges would answer for the same addresses.
+    let nb = ds[1].json(&["network", "inspect", "nb"])[0].clone();
+    let (net, len) = nb["subnet"].as_str().unwrap().split_once('/').unwrap();
+    let squat = format!("{}.250/{len}", net.rsplit_once('.').unwrap().0);
+    let ns = ds[0].netns.clone();
+    ip(&["-n", &ns, "link", "del", nb["bridge"].as_str().unwrap()]);
+    ip(&["-n", &ns, "link", "add", "squat0", "type", "bridge"]);
+    ip(&["-n", &ns, "addr", "add", &squat, "dev", "squat0"]);
+    ip(&["-n", &ns, "link", "set", "squat0", "up"]);
+    let err = ds[1].fails(&["run", "--rm", "--network", "nb", "bb", "true"]);
+    assert!(err.contains("routed through squat0"), "{err}");
+    let links = ds[1].links();
+    assert!(
+        !links.iter().any(|l| l == nb["bridge"].as_str().unwrap()),
+        "{links:?}"
+    );
+    ip(&["-n", &ns, "link", "del", "squat0"]);
+
+    let [a, b] = ds;
+    // The neighbour goes first: `a` owns the namespace.
+    drop(b);
+    drop(a);
 }

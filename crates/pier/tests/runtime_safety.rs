@@ -283,7 +283,7 @@ fn problems(
     let veths: Vec<String> = d
         .links()
         .into_iter()
-        .filter(|l| l.starts_with(&format!("pv{}", &id[..6])))
+        .filter(|l| d.owns_veth(l) && l.starts_with(&format!("pv{}{}", d.host_tag(), &id[..4])))
         .collect();
     if !veths.is_empty() {
         p.push(format!("{status}, but its veths are left: {veths:?}"));

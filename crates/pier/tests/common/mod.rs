@@ -248,6 +248,34 @@ impl Daemon {
             .collect()
     }
 
+    /// The tag the daemon's root puts in the names of its host objects: four hex digits
+    /// of the SHA-256 of its canonical root (only the default root, which no test uses,
+    /// has none).
+    pub fn host_tag(&self) -> String {
+        use std::os::unix::ffi::OsStrExt;
+        let root = fs::canonicalize(&self.root).unwrap();
+        sha256_hex(root.as_os_str().as_bytes())[..4].to_string()
+    }
+
+    /// The daemon's nftables table (family `ip`).
+    pub fn nft_table(&self) -> String {
+        format!("pier_{}", self.host_tag())
+    }
+
+    /// The Linux bridge of the daemon's default network.
+    pub fn default_bridge(&self) -> String {
+        format!("pier{}", self.host_tag())
+    }
+
+    /// Whether `link` is the host end of one of this daemon's veths: `pv`, its tag and
+    /// nine hex digits.
+    pub fn owns_veth(&self, link: &str) -> bool {
+        link.len() == 15
+            && link
+                .strip_prefix(&format!("pv{}", self.host_tag()))
+                .is_some_and(|r| r.bytes().all(|b| b.is_ascii_hexdigit()))
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.as_ref().expect("running").id()
     }
@@ -458,15 +486,15 @@ impl Drop for Daemon {
                 !loops.contains(&root),
                 "loop devices left under {root}:\n{loops}"
             );
-            // With every container gone, no veth of theirs may stay, and their
-            // namespace files are gone.
+            // With every container gone, no veth of theirs may stay (only this daemon's:
+            // a daemon beside it keeps its own), and their namespace files are gone.
             // (The kernel removes a dead namespace's veths in the background.)
             let deadline = Instant::now() + Duration::from_secs(10);
             let veths = loop {
                 let v: Vec<String> = self
                     .links()
                     .into_iter()
-                    .filter(|l| l.starts_with("pv"))
+                    .filter(|l| self.owns_veth(l))
                     .collect();
                 if v.is_empty() || Instant::now() > deadline {
                     break v;
