@@ -81,18 +81,9 @@ pub struct Containers {
     /// What the host's cgroups offer (checked against every create's limits).
     cgroups: pier_runtime::cgroups::Host,
     /// The parent of the containers' cgroups: `pier` for the default state directory,
-    /// `pier-<hash of the root>` for others, so that daemons side by side never share one.
+    /// `pier-<tag of the root>` for others (`pier_net::names`), so that daemons side by
+    /// side never share one.
     cgroup_parent: String,
-}
-
-/// The cgroup parent of the daemon whose state directory is `root`.
-fn cgroup_parent_of(root: &Path) -> String {
-    if root == Path::new(crate::server::DEFAULT_ROOT) {
-        return "pier".into();
-    }
-    use sha2::Digest;
-    let h = sha2::Sha256::digest(root.as_os_str().as_encoded_bytes());
-    format!("pier-{:02x}{:02x}{:02x}", h[0], h[1], h[2])
 }
 
 fn key(project: &ProjectName, id: &str) -> String {
@@ -461,6 +452,7 @@ impl Containers {
         networks: Arc<Networks>,
         volumes: Arc<Volumes>,
         cgroups: pier_runtime::cgroups::Host,
+        cgroup_parent: String,
     ) -> std::io::Result<Arc<Self>> {
         let dir = root.join("containers");
         fs::create_dir_all(&dir)?;
@@ -486,7 +478,7 @@ impl Containers {
             networks,
             volumes,
             cgroups,
-            cgroup_parent: cgroup_parent_of(root),
+            cgroup_parent,
         }))
     }
 

@@ -189,9 +189,16 @@ pub async fn run(mut config: DaemonConfig) -> Result<(), DaemonError> {
                     .map(|r| r.with_upstream(upstream))
                     .map_err(|e| DaemonError::Restore(format!("registry: {}", e.chain())))?,
             );
-            let containers =
-                Containers::new(&root, store, images.clone(), networks, volumes, cgroups)
-                    .map_err(io("create", &root))?;
+            let containers = Containers::new(
+                &root,
+                store,
+                images.clone(),
+                networks,
+                volumes,
+                cgroups,
+                host_names(&root).cgroup_parent(),
+            )
+            .map_err(io("create", &root))?;
             Ok(Engine {
                 root,
                 images,

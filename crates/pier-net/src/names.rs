@@ -65,6 +65,15 @@ impl HostNames {
         &self.tag
     }
 
+    /// The parent of the containers' cgroups: `pier`, or `pier-<tag>`.
+    pub fn cgroup_parent(&self) -> String {
+        if self.tag.is_empty() {
+            "pier".into()
+        } else {
+            format!("pier-{}", self.tag)
+        }
+    }
+
     /// The nftables table (family `ip`).
     pub fn table(&self) -> String {
         if self.tag.is_empty() {

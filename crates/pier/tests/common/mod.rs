@@ -195,14 +195,9 @@ impl Daemon {
         }
     }
 
-    /// The cgroup parent of this daemon's containers: `pier-` and the first 3 bytes of
-    /// the sha256 of its root, in hex (as the daemon names it).
+    /// The cgroup parent of this daemon's containers: `pier-` and its host tag.
     pub fn cgroup_parent(&self) -> String {
-        let root = fs::canonicalize(&self.root).unwrap_or_else(|_| self.root.clone());
-        format!(
-            "pier-{}",
-            &sha256_hex(root.as_os_str().as_encoded_bytes())[..6]
-        )
+        format!("pier-{}", self.host_tag())
     }
 
     /// The directories container `id`'s cgroup may have (the parent's, for ""), in every
