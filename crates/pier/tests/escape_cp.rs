@@ -228,10 +228,12 @@ fn cp_never_follows_a_racing_symlink_onto_the_host() {
         before,
         "the host's directories changed under the copies"
     );
-    assert!(d
-        .pier(&["exec", "racer", "test", "-e", "/w"])
-        .status
-        .success());
+    // The racer still runs (/w is briefly absent while it swaps, so ask until it is there).
+    wait_until("the racer to be still racing", || {
+        d.pier(&["exec", "racer", "test", "-e", "/w"])
+            .status
+            .success()
+    });
     d.ok(&["rm", "-f", "racer"]);
     let left = scratch_left(&d.root);
     assert!(left.is_empty(), "scratch directories left: {left:?}");
