@@ -250,6 +250,24 @@ fn write(path: &Path, value: &str) -> Result<(), CgroupError> {
     fs::write(path, value).map_err(err("write", path))
 }
 
+/// Writes a limit's file, which some kernels or devices do not offer: its absence is an
+/// error saying `why`, since a limit is never dropped.
+fn write_offered(
+    path: &Path,
+    value: &str,
+    op: &'static str,
+    why: &'static str,
+) -> Result<(), CgroupError> {
+    if !path.exists() {
+        return Err(CgroupError {
+            op,
+            path: path.display().to_string(),
+            source: io::Error::new(io::ErrorKind::Unsupported, why),
+        });
+    }
+    write(path, value)
+}
+
 /// The cgroup path of container `id` under `parent` (the spec's `cgroupsPath`).
 pub fn path_for(parent: &str, id: &str) -> String {
     format!("/{}/{id}", parent.trim_matches('/'))
@@ -433,20 +451,13 @@ impl Cgroup {
                     } else {
                         ("memory.memsw.limit_in_bytes", swap.to_string())
                     };
-                    let p = dir.join(file);
-                    if !p.exists() {
-                        return Err(CgroupError {
-                            op: "apply --memory-swap",
-                            path: p.display().to_string(),
-                            source: io::Error::new(
-                                io::ErrorKind::Unsupported,
-                                "this host's kernel does not account swap (boot it with \
-                                 swapaccount=1), so --memory-swap cannot be applied: run \
-                                 without it",
-                            ),
-                        });
-                    }
-                    write(&p, &value)?;
+                    write_offered(
+                        &dir.join(file),
+                        &value,
+                        "apply --memory-swap",
+                        "this host's kernel does not account swap (boot it with \
+                         swapaccount=1), so --memory-swap cannot be applied: run without it",
+                    )?;
                 }
             }
         }
@@ -495,19 +506,13 @@ impl Cgroup {
             } else {
                 ("blkio.weight", weight.to_string())
             };
-            let p = dir.join(file);
-            if !p.exists() {
-                return Err(CgroupError {
-                    op: "apply --blkio-weight",
-                    path: p.display().to_string(),
-                    source: io::Error::new(
-                        io::ErrorKind::Unsupported,
-                        "this host's I/O scheduler offers no weights (use BFQ on the disk), \
-                         so --blkio-weight cannot be applied: run without it",
-                    ),
-                });
-            }
-            write(&p, &value)?;
+            write_offered(
+                &dir.join(file),
+                &value,
+                "apply --blkio-weight",
+                "this host's I/O scheduler offers no weights (use BFQ on the disk), so \
+                 --blkio-weight cannot be applied: run without it",
+            )?;
         }
         Ok(())
     }
