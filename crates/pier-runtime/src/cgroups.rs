@@ -370,22 +370,13 @@ impl Cgroup {
             })?;
         if self.layout == Layout::V2 {
             let dir = &self.dirs[0].1;
-            if let Some(parent) = dir.parent().filter(|p| !p.exists()) {
-                fs::create_dir_all(parent)
-                    .or_else(ignore_exists)
-                    .map_err(err("create", parent))?;
-                // Delegate the controllers Pier sets to the parent's subtree.
-                let mut ancestors: Vec<&Path> = parent
-                    .ancestors()
-                    .take_while(|a| a.starts_with(BASE))
-                    .collect();
-                ancestors.reverse();
-                for a in ancestors {
-                    let _ = fs::write(
-                        a.join("cgroup.subtree_control"),
-                        "+memory +pids +cpu +cpuset +io",
-                    );
+            if let Some(parent) = dir.parent() {
+                if !parent.exists() {
+                    fs::create_dir_all(parent)
+                        .or_else(ignore_exists)
+                        .map_err(err("create", parent))?;
                 }
+                delegate_controllers(parent);
             }
         }
         for (_, d) in &self.dirs {
@@ -666,6 +657,34 @@ impl Cgroup {
 
     pub fn exists(&self) -> bool {
         self.dirs.iter().any(|(_, d)| d.exists())
+    }
+}
+
+/// Enables, in `parent`'s subtree and its ancestors', the controllers Pier sets that the
+/// host has and that are not enabled yet: one at a time, since a write naming one the
+/// host lacks would enable none.
+fn delegate_controllers(parent: &Path) {
+    const WANTED: [&str; 5] = ["memory", "pids", "cpu", "cpuset", "io"];
+    let available =
+        fs::read_to_string(Path::new(BASE).join("cgroup.controllers")).unwrap_or_default();
+    let enabled = fs::read_to_string(parent.join("cgroup.subtree_control")).unwrap_or_default();
+    let missing: Vec<&str> = WANTED
+        .into_iter()
+        .filter(|c| available.split_whitespace().any(|a| a == *c))
+        .filter(|c| !enabled.split_whitespace().any(|e| e == *c))
+        .collect();
+    if missing.is_empty() {
+        return;
+    }
+    let mut ancestors: Vec<&Path> = parent
+        .ancestors()
+        .take_while(|a| a.starts_with(BASE))
+        .collect();
+    ancestors.reverse();
+    for a in ancestors {
+        for c in &missing {
+            let _ = fs::write(a.join("cgroup.subtree_control"), format!("+{c}"));
+        }
     }
 }
 
