@@ -241,6 +241,25 @@ fn vanished(e: &io::Error) -> bool {
     )
 }
 
+/// Whether the directory `dir` is on a filesystem the kernel makes up (proc, sysfs,
+/// cgroup): its content is not files but views of the kernel (`/proc/kcore` never ends),
+/// so walks show such a directory empty, as Docker's copies and exports do (they read
+/// the root without the container's `/proc` and `/sys` mounted).
+fn is_kernel_view(dir: &OwnedFd) -> bool {
+    const PROC: i64 = 0x9fa0;
+    const SYSFS: i64 = 0x6265_6572;
+    const CGROUP: i64 = 0x0027_e0eb;
+    const CGROUP2: i64 = 0x6367_7270;
+    const SECURITYFS: i64 = 0x7363_6673;
+    const DEBUGFS: i64 = 0x6462_6720;
+    rustix::fs::fstatfs(dir).is_ok_and(|st| {
+        matches!(
+            st.f_type as i64,
+            PROC | SYSFS | CGROUP | CGROUP2 | SECURITYFS | DEBUGFS
+        )
+    })
+}
+
 /// The names in the directory `rel` below `top` (reached without following a symlink),
 /// sorted; `None` when it vanished or turned into something else.
 fn list(top: BorrowedFd<'_>, rel: &Path) -> io::Result<Option<Vec<OsString>>> {
@@ -249,6 +268,9 @@ fn list(top: BorrowedFd<'_>, rel: &Path) -> io::Result<Option<Vec<OsString>>> {
         Err(e) if vanished(&e) && !rel.as_os_str().is_empty() => return Ok(None),
         Err(e) => return Err(e),
     };
+    if is_kernel_view(&dfd) {
+        return Ok(Some(Vec::new()));
+    }
     let mut names = Vec::new();
     for e in rustix::fs::Dir::read_from(&dfd)? {
         let e = e?;

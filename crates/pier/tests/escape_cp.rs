@@ -316,3 +316,69 @@ fn cp_of_a_stopped_container_stays_inside_its_root() {
     let left = scratch_left(&d.root);
     assert!(left.is_empty(), "scratch directories left: {left:?}");
 }
+
+/// Runs `cmd` (its output a tar archive), for at most `limit`; returns the archive's
+/// entry names.
+fn archive_names_within(mut cmd: std::process::Command, limit: std::time::Duration) -> Vec<String> {
+    use std::io::Read;
+    let mut child = cmd
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut out = child.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        // Bounded: an archive that never ends stops being kept past 256 MiB.
+        let _ = out.by_ref().take(256 << 20).read_to_end(&mut buf);
+        buf
+    });
+    let deadline = Instant::now() + limit;
+    loop {
+        if child.try_wait().unwrap().is_some() {
+            break;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("the copy did not end within {limit:?}");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let buf = reader.join().unwrap();
+    let mut a = tar::Archive::new(&buf[..]);
+    a.entries()
+        .unwrap()
+        .map(|e| e.unwrap().path().unwrap().to_string_lossy().into_owned())
+        .collect()
+}
+
+#[test]
+fn cp_of_a_running_root_leaves_kernel_views_empty() {
+    let d = with_busybox();
+    d.ok(&["run", "-d", "--name", "c", "bb", "sleep", "1000"]);
+    let mut cmd = d.cmd();
+    cmd.args(["cp", "c:/", "-"]);
+    let names = archive_names_within(cmd, std::time::Duration::from_secs(60));
+    let has = |n: &str| names.iter().any(|x| x.trim_end_matches('/') == n);
+    assert!(has("usr/bin/busybox") && has("etc/hosts"), "{names:?}");
+    assert!(
+        has("proc") && has("sys"),
+        "the mount points are there: {names:?}"
+    );
+    let inside: Vec<_> = names
+        .iter()
+        .filter(|n| n.starts_with("proc/") && n.len() > 5 || n.starts_with("sys/") && n.len() > 4)
+        .collect();
+    assert!(
+        inside.is_empty(),
+        "kernel views copied: {:?}",
+        &inside[..inside.len().min(5)]
+    );
+    // Asked for by name, /proc is an empty directory too (docker cp as well).
+    let mut cmd = d.docker_cmd(DOCKER);
+    cmd.args(["cp", "c:/proc", "-"]);
+    let names = archive_names_within(cmd, std::time::Duration::from_secs(60));
+    assert_eq!(names.len(), 1, "{names:?}");
+    d.ok(&["rm", "-f", "c"]);
+}
