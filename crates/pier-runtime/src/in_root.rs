@@ -252,6 +252,8 @@ fn is_kernel_view(dir: &OwnedFd) -> bool {
     const CGROUP2: i64 = 0x6367_7270;
     const SECURITYFS: i64 = 0x7363_6673;
     const DEBUGFS: i64 = 0x6462_6720;
+    // `f_type`'s type differs between architectures.
+    #[allow(clippy::unnecessary_cast)]
     rustix::fs::fstatfs(dir).is_ok_and(|st| {
         matches!(
             st.f_type as i64,
