@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 
 use oci_spec::runtime::{LinuxNamespaceType, Mount, Spec};
 
-use crate::in_root::InRoot;
+use crate::rootfs::resolve_in_root;
 
 /// Why the container could not start, with the exit code to report.
 #[derive(Debug)]
@@ -112,88 +112,9 @@ fn propagation(options: &[String]) -> Option<libc::c_ulong> {
     })
 }
 
-/// The mount point `dest` (as the container sees it) in `root`, made when missing (a
-/// directory, or with `file` an empty file) and opened as an `O_PATH` descriptor. Every
-/// component is resolved by the kernel inside the root and each missing one is made in
-/// the directory so resolved: another container sharing a volume on the way cannot swap
-/// a component for a symlink and send the mount, or what is made for it, onto the host
-/// (the CVE-2021-30465 pattern).
-fn mount_point(root: &InRoot, dest: &Path, file: bool) -> io::Result<std::os::fd::OwnedFd> {
-    use rustix::fs::{Mode, OFlags};
-    let mut path = dest.to_path_buf();
-    // A dangling symlink on the way is followed by hand (inside the root), as many times
-    // as the kernel would follow links.
-    'restart: for _ in 0..40 {
-        let rel = path.strip_prefix("/").unwrap_or(&path).to_path_buf();
-        let names: Vec<_> = rel.components().collect();
-        let mut dir = root.open_path(Path::new(""), OFlags::PATH | OFlags::DIRECTORY)?;
-        let mut prefix = PathBuf::new();
-        for (i, c) in names.iter().enumerate() {
-            let parent = prefix.clone();
-            prefix.push(c);
-            match root.open_path(&prefix, OFlags::PATH) {
-                Ok(fd) => {
-                    dir = fd;
-                    continue;
-                }
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                Err(e) => return Err(e),
-            }
-            let std::path::Component::Normal(name) = c else {
-                return Err(io::Error::from(io::ErrorKind::NotFound));
-            };
-            let made = if file && i + 1 == names.len() {
-                rustix::fs::openat(
-                    &dir,
-                    *name,
-                    OFlags::CREATE
-                        | OFlags::EXCL
-                        | OFlags::NOFOLLOW
-                        | OFlags::WRONLY
-                        | OFlags::CLOEXEC,
-                    Mode::from_raw_mode(0o644),
-                )
-                .map(drop)
-            } else {
-                rustix::fs::mkdirat(&dir, *name, Mode::from_raw_mode(0o755))
-            };
-            match made {
-                Ok(()) => {}
-                // There, yet not found: a symlink to nothing. Go where it points.
-                Err(rustix::io::Errno::EXIST) => {
-                    if let Ok(target) = rustix::fs::readlinkat(&dir, *name, Vec::new()) {
-                        let target = PathBuf::from(OsStr::from_bytes(target.as_bytes()));
-                        let rest: PathBuf = names[i + 1..].iter().collect();
-                        path = Path::new("/").join(parent).join(target).join(rest);
-                        continue 'restart;
-                    }
-                }
-                Err(e) => return Err(e.into()),
-            }
-            dir = root.open_path(&prefix, OFlags::PATH)?;
-        }
-        return Ok(dir);
-    }
-    Err(io::Error::from_raw_os_error(libc::ELOOP))
-}
-
-/// `dest` opened again after a mount on it: a descriptor taken before names what the
-/// mount covers, one taken now the mount's top.
-fn reopen(root: &InRoot, dest: &Path) -> io::Result<std::os::fd::OwnedFd> {
-    root.open_path(dest, rustix::fs::OFlags::PATH)
-}
-
-/// The path through which a syscall reaches what `fd` names, whatever it is now called.
-fn fd_path(fd: &std::os::fd::OwnedFd) -> PathBuf {
-    PathBuf::from(format!(
-        "/proc/self/fd/{}",
-        std::os::fd::AsRawFd::as_raw_fd(fd)
-    ))
-}
-
 fn mount_one(rootfs: &Path, m: &Mount, cgroup_v1: &[(String, PathBuf)]) -> Result<(), InitError> {
-    let resolve = |e| sys(format!("resolve {}", m.destination().display()))(e);
-    let root = InRoot::open(rootfs).map_err(resolve)?;
+    let dest = resolve_in_root(rootfs, m.destination())
+        .map_err(sys(format!("resolve {}", m.destination().display())))?;
     let options = m.options().clone().unwrap_or_default();
     let (flags, data, bind) = parse_options(&options);
     let fstype = m.typ().clone().unwrap_or_default();
@@ -208,18 +129,29 @@ fn mount_one(rootfs: &Path, m: &Mount, cgroup_v1: &[(String, PathBuf)]) -> Resul
         let src_is_dir = fs::metadata(&src)
             .map_err(sys(format!("bind source {src}")))?
             .is_dir();
-        let point = mount_point(&root, m.destination(), !src_is_dir).map_err(sys(&what))?;
+        if src_is_dir {
+            fs::create_dir_all(&dest).map_err(sys(&what))?;
+        } else if !dest.exists() {
+            if let Some(p) = dest.parent() {
+                fs::create_dir_all(p).map_err(sys(&what))?;
+            }
+            fs::File::create(&dest).map_err(sys(&what))?;
+        }
         mount(
             Some(&src),
-            &fd_path(&point),
+            &dest,
             None,
             libc::MS_BIND | (flags & libc::MS_REC),
             None,
         )
         .map_err(sys(&what))?;
+        // Flags other than bind/rec only take effect on a remount.
+        let extra = flags & !(libc::MS_REC);
+        if extra != 0 {
+            remount_bind(&dest, extra).map_err(sys(&what))?;
+        }
     } else if fstype == "cgroup" {
-        let point = mount_point(&root, m.destination(), false).map_err(sys(&what))?;
-        let dest = fd_path(&point);
+        fs::create_dir_all(&dest).map_err(sys(&what))?;
         if cgroup_v1.is_empty() {
             mount(Some("cgroup2"), &dest, Some("cgroup2"), flags, None).map_err(sys(&what))?;
         } else {
@@ -233,9 +165,6 @@ fn mount_one(rootfs: &Path, m: &Mount, cgroup_v1: &[(String, PathBuf)]) -> Resul
                 Some("mode=755"),
             )
             .map_err(sys(&what))?;
-            // The descriptor names the directory under the tmpfs: open its top instead.
-            let top = reopen(&root, m.destination()).map_err(sys(&what))?;
-            let dest = fd_path(&top);
             for (c, group) in cgroup_v1 {
                 let sub = dest.join(c);
                 fs::create_dir_all(&sub).map_err(sys(&what))?;
@@ -291,8 +220,7 @@ fn mount_one(rootfs: &Path, m: &Mount, cgroup_v1: &[(String, PathBuf)]) -> Resul
             .map_err(sys(&what))?;
         }
     } else {
-        let point = mount_point(&root, m.destination(), false).map_err(sys(&what))?;
-        let dest = fd_path(&point);
+        fs::create_dir_all(&dest).map_err(sys(&what))?;
         let data = data.join(",");
         match mount(source.as_deref(), &dest, Some(&fstype), flags, Some(&data)) {
             Ok(()) => {}
@@ -307,26 +235,13 @@ fn mount_one(rootfs: &Path, m: &Mount, cgroup_v1: &[(String, PathBuf)]) -> Resul
                     None,
                 )
                 .map_err(sys(&what))?;
-                let top = reopen(&root, m.destination()).map_err(sys(&what))?;
-                remount_bind(&fd_path(&top), libc::MS_RDONLY).map_err(sys(&what))?;
+                remount_bind(&dest, libc::MS_RDONLY).map_err(sys(&what))?;
             }
             Err(e) => return Err(sys(&what)(e)),
         }
     }
-    // What follows acts on the new mount: opened again, the path now reaches its top.
-    let bind = bind || fstype == "bind";
-    let extra = flags & !(libc::MS_REC);
-    let propagate = propagation(&options);
-    if (bind && extra != 0) || propagate.is_some() {
-        let top = reopen(&root, m.destination()).map_err(sys(&what))?;
-        let dest = fd_path(&top);
-        // Flags other than bind/rec only take effect on a remount.
-        if bind && extra != 0 {
-            remount_bind(&dest, extra).map_err(sys(&what))?;
-        }
-        if let Some(p) = propagate {
-            mount(None, &dest, None, p, None).map_err(sys(&what))?;
-        }
+    if let Some(p) = propagation(&options) {
+        mount(None, &dest, None, p, None).map_err(sys(&what))?;
     }
     Ok(())
 }
@@ -992,46 +907,4 @@ pub fn finish(
         _ => 126,
     };
     Err(fail(code, format!("exec: \"{arg0}\": {e}")))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// A mount point below a symlink to a host directory (absolute, as a racing
-    /// container sharing a volume would swap in) is made and opened inside the root.
-    #[test]
-    fn mount_points_are_made_inside_the_root() {
-        let root = tempfile::tempdir().unwrap();
-        let host = tempfile::tempdir().unwrap();
-        fs::create_dir_all(root.path().join("data")).unwrap();
-        symlink(host.path(), root.path().join("data/x")).unwrap();
-        let r = InRoot::open(root.path()).unwrap();
-        let dir = mount_point(&r, Path::new("/data/x/a/b"), false).unwrap();
-        let file = mount_point(&r, Path::new("/data/x/f"), true).unwrap();
-        let inside = root.path().join(host.path().strip_prefix("/").unwrap());
-        assert!(inside.join("a/b").is_dir(), "made inside the root");
-        assert!(inside.join("f").is_file());
-        assert_eq!(
-            fs::read_dir(host.path()).unwrap().count(),
-            0,
-            "nothing made in the host's directory"
-        );
-        // The descriptors name what was made.
-        let named = fs::read_link(fd_path(&dir)).unwrap();
-        assert_eq!(named, fs::canonicalize(inside.join("a/b")).unwrap());
-        let named = fs::read_link(fd_path(&file)).unwrap();
-        assert_eq!(named, fs::canonicalize(inside.join("f")).unwrap());
-        // An existing mount point is opened as it is; a `..` stays inside the root.
-        let again = mount_point(&r, Path::new("/data/../data/x/a/b"), false).unwrap();
-        assert_eq!(
-            fs::read_link(fd_path(&again)).unwrap(),
-            fs::canonicalize(inside.join("a/b")).unwrap()
-        );
-        let up = mount_point(&r, Path::new("/../../etc/pier-test"), false).unwrap();
-        assert_eq!(
-            fs::read_link(fd_path(&up)).unwrap(),
-            fs::canonicalize(root.path().join("etc/pier-test")).unwrap()
-        );
-    }
 }
