@@ -243,9 +243,16 @@ async fn prune_images(
 #[utoipa::path(post, path = "/v1/images/load", request_body(content = Vec<u8>, content_type = "application/x-tar"),
     responses((status = 200, body = LoadReport), (status = 400, body = ErrorBody), (status = 507, body = ErrorBody)))]
 async fn load_images(State(e): Shared, body: Body) -> ApiResult<Json<LoadReport>> {
-    let reader = body_reader(body);
+    let mut reader = body_reader(body);
     Ok(Json(
-        blocking(move || Ok(archive::load(&e.images, &project(), reader)?)).await?,
+        blocking(move || {
+            let loaded = archive::load(&e.images, &project(), &mut reader);
+            if loaded.is_err() {
+                crate::stream::drain_reader(&mut reader);
+            }
+            Ok(loaded?)
+        })
+        .await?,
     ))
 }
 
@@ -258,9 +265,15 @@ async fn import_image(
     body: Body,
 ) -> ApiResult<Json<LoadReport>> {
     let Query(q) = query?;
-    let reader = body_reader(body);
-    let loaded =
-        blocking(move || Ok(build::import(&e.images, &project(), reader, q.name)?)).await?;
+    let mut reader = body_reader(body);
+    let loaded = blocking(move || {
+        let imported = build::import(&e.images, &project(), &mut reader, q.name);
+        if imported.is_err() {
+            crate::stream::drain_reader(&mut reader);
+        }
+        Ok(imported?)
+    })
+    .await?;
     Ok(Json(LoadReport {
         images: vec![loaded],
     }))

@@ -31,6 +31,12 @@ pub async fn drain(body: Body, limit: usize) {
     }
 }
 
+/// [`drain`] for a body already turned into a blocking reader (by [`body_reader`]), to
+/// call before answering an error found partway through it.
+pub fn drain_reader(reader: &mut impl io::Read) {
+    let _ = io::copy(&mut io::Read::take(reader, 256 << 20), &mut io::sink());
+}
+
 /// A blocking writer whose bytes become a response body. Only [`BodyWriter::finish`] ends
 /// the body cleanly; a writer dropped without it makes the body fail, so a client never
 /// takes a cut-off stream for a complete one.
