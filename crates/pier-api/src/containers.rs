@@ -495,3 +495,21 @@ pub struct Event {
     pub id: String,
     pub attributes: BTreeMap<String, String>,
 }
+
+/// One change in a container's filesystem (`pier diff`); `kind` as Docker: 0 modified,
+/// 1 added, 2 deleted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Change {
+    pub path: String,
+    pub kind: u8,
+}
+
+/// Body of `POST /v1/containers/{id}/commit`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct CommitRequest {
+    /// `name[:tag]` for the new image; untagged when absent.
+    pub reference: Option<String>,
+    pub message: String,
+    pub author: String,
+}

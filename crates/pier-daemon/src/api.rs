@@ -2,7 +2,6 @@
 //! async threads, and return typed JSON. [`ApiDoc`] is the OpenAPI document generated from
 //! these handlers; `openapi/pier.json` is its checked-in copy.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use axum::body::Body;
@@ -18,23 +17,13 @@ use pier_api::types::{
     SystemInfo, TagRequest,
 };
 use pier_api::{ErrorBody, ProjectName};
-use pier_image::{archive, build, ImageStore};
+use pier_image::{archive, build};
 use utoipa::OpenApi;
 
-use crate::containers::Containers;
 use crate::error::{ApiError, ApiResult};
 use crate::stream::{body_reader, body_writer};
 
-/// What every handler shares.
-pub struct Engine {
-    pub root: PathBuf,
-    pub images: Arc<ImageStore>,
-    pub registry: Arc<pier_registry::Registry>,
-    /// How `pull` and `push` reach registries (insecure hosts, mirrors).
-    pub registry_client: pier_registry::client::ClientConfig,
-    pub containers: Arc<Containers>,
-    pub store_schema: u32,
-}
+pub use pier_engine::Engine;
 
 pub(crate) type Shared = State<Arc<Engine>>;
 

@@ -15,9 +15,9 @@ use pier_api::{ErrorBody, ImageRef};
 use utoipa::OpenApi;
 
 use crate::api::{project, Engine, Shared};
-use crate::build::{BuildEvent, BuildOptions, Builder};
 use crate::error::{ApiError, ApiResult};
 use crate::stream::{body_reader, body_writer, drain};
+use pier_engine::build::{BuildEvent, BuildOptions, Builder};
 
 pub fn routes() -> Router<Arc<Engine>> {
     Router::new().route("/v1/build", post(build))

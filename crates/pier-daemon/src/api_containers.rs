@@ -87,8 +87,8 @@ pub fn routes() -> Router<Arc<Engine>> {
     ),
     components(schemas(
         ExecInspect,
-        crate::container_fs::Change,
-        crate::container_fs::CommitRequest,
+        pier_api::containers::Change,
+        pier_api::containers::CommitRequest,
         ContainerStats,
         TopResponse,
         ExecCreate,
@@ -145,7 +145,7 @@ async fn create(
 ) -> ApiResult<(StatusCode, Json<Created>)> {
     let Json(req) = body?;
     let c = e.containers.clone();
-    let created = blocking(move || c.create(&project(), req)).await?;
+    let created = blocking(move || c.create(&project(), req).map_err(ApiError::from)).await?;
     Ok((StatusCode::CREATED, Json(created)))
 }
 
@@ -487,13 +487,15 @@ async fn top(State(e): Shared, Path(id): Path<String>) -> ApiResult<Json<TopResp
 }
 
 /// What changed in a container's filesystem against its image.
-#[utoipa::path(get, path = "/v1/containers/{id}/changes", params(("id" = String, Path)), responses((status = 200, body = [crate::container_fs::Change])))]
+#[utoipa::path(get, path = "/v1/containers/{id}/changes", params(("id" = String, Path)), responses((status = 200, body = [pier_api::containers::Change])))]
 async fn changes(
     State(e): Shared,
     Path(id): Path<String>,
-) -> ApiResult<Json<Vec<crate::container_fs::Change>>> {
+) -> ApiResult<Json<Vec<pier_api::containers::Change>>> {
     let c = e.containers.clone();
-    Ok(Json(blocking(move || c.changes(&project(), &id)).await?))
+    Ok(Json(
+        blocking(move || c.changes(&project(), &id).map_err(ApiError::from)).await?,
+    ))
 }
 
 /// Streams a blocking producer's output as a tar response body.
@@ -517,21 +519,23 @@ pub(crate) fn tar_response(
 async fn export(State(e): Shared, Path(id): Path<String>) -> ApiResult<Response> {
     e.containers.get(&project(), &id)?;
     let c = e.containers.clone();
-    Ok(tar_response(move |w| c.export(&project(), &id, w)))
+    Ok(tar_response(move |w| {
+        c.export(&project(), &id, w).map_err(ApiError::from)
+    }))
 }
 
 /// Makes a new image from a container's changes.
-#[utoipa::path(post, path = "/v1/containers/{id}/commit", params(("id" = String, Path)), request_body = crate::container_fs::CommitRequest,
+#[utoipa::path(post, path = "/v1/containers/{id}/commit", params(("id" = String, Path)), request_body = pier_api::containers::CommitRequest,
     responses((status = 200, body = pier_api::types::LoadedImage), (status = 404, body = ErrorBody)))]
 async fn commit(
     State(e): Shared,
     Path(id): Path<String>,
-    body: Result<Json<crate::container_fs::CommitRequest>, JsonRejection>,
+    body: Result<Json<pier_api::containers::CommitRequest>, JsonRejection>,
 ) -> ApiResult<Json<pier_api::types::LoadedImage>> {
     let Json(req) = body?;
     let c = e.containers.clone();
     Ok(Json(
-        blocking(move || c.commit(&project(), &id, &req)).await?,
+        blocking(move || c.commit(&project(), &id, &req).map_err(ApiError::from)).await?,
     ))
 }
 
@@ -554,10 +558,15 @@ async fn archive_get(
     // Check the path first, so a wrong one is a clear 404 rather than a cut stream.
     let c = e.containers.clone();
     let (id2, path2) = (id.clone(), q.path.clone());
-    blocking(move || c.archive_check(&project(), &id2, &path2)).await?;
+    blocking(move || {
+        c.archive_check(&project(), &id2, &path2)
+            .map_err(ApiError::from)
+    })
+    .await?;
     let c = e.containers.clone();
     Ok(tar_response(move |w| {
         c.archive_get(&project(), &id, &q.path, w)
+            .map_err(ApiError::from)
     }))
 }
 
@@ -573,7 +582,11 @@ async fn archive_put(
     let Query(q) = q?;
     let reader = crate::stream::body_reader(body);
     let c = e.containers.clone();
-    blocking(move || c.archive_put(&project(), &id, &q.path, reader)).await?;
+    blocking(move || {
+        c.archive_put(&project(), &id, &q.path, reader)
+            .map_err(ApiError::from)
+    })
+    .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -737,12 +750,12 @@ async fn exec_attached(
             format!("cannot start exec: {err}"),
         )
     })?;
-    let exec_id = crate::containers::short_random_id();
+    let exec_id = pier_engine::containers::short_random_id();
     let (frames_tx, mut frames_rx) = tokio::sync::mpsc::channel::<Vec<u8>>(16);
     let (exit_tx, exit_rx) = tokio::sync::watch::channel(None);
     e.containers.execs.lock().unwrap().insert(
         exec_id.clone(),
-        crate::containers::ExecSession {
+        pier_engine::containers::ExecSession {
             frames: frames_tx.clone(),
             exit: exit_rx,
         },

@@ -12,7 +12,7 @@ use pier_api::ErrorBody;
 use utoipa::OpenApi;
 
 use crate::api::{blocking, project, Engine, Shared};
-use crate::error::ApiResult;
+use crate::error::{ApiError, ApiResult};
 
 pub fn routes() -> Router<Arc<Engine>> {
     Router::new()
@@ -42,7 +42,9 @@ pub struct NetworksDoc;
 #[utoipa::path(get, path = "/v1/networks", responses((status = 200, body = [NetworkInspect])))]
 async fn list(State(e): Shared) -> ApiResult<Json<Vec<NetworkInspect>>> {
     let n = e.containers.networks.clone();
-    Ok(Json(blocking(move || n.list(&project())).await?))
+    Ok(Json(
+        blocking(move || n.list(&project()).map_err(ApiError::from)).await?,
+    ))
 }
 
 /// Creates a bridge network.
@@ -62,7 +64,9 @@ async fn create(
     responses((status = 200, body = NetworkInspect), (status = 404, body = ErrorBody)))]
 async fn inspect(State(e): Shared, Path(id): Path<String>) -> ApiResult<Json<NetworkInspect>> {
     let n = e.containers.networks.clone();
-    Ok(Json(blocking(move || n.inspect(&project(), &id)).await?))
+    Ok(Json(
+        blocking(move || n.inspect(&project(), &id).map_err(ApiError::from)).await?,
+    ))
 }
 
 /// Removes a network no container uses.

@@ -16,8 +16,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, OpenApi, ToSchema};
 
 use crate::api::{blocking, project, Engine, Shared};
-use crate::containers::invalid;
-use crate::error::ApiResult;
+use crate::error::{ApiError, ApiResult};
 
 pub fn routes() -> Router<Arc<Engine>> {
     Router::new()
@@ -90,12 +89,12 @@ async fn list(
     {
         let (k, v) = f
             .split_once('=')
-            .ok_or_else(|| invalid(format!("filter {f:?}: use KEY=VALUE")))?;
+            .ok_or_else(|| ApiError::invalid(format!("filter {f:?}: use KEY=VALUE")))?;
         filters.insert(k.to_string(), v.to_string());
     }
     let c = e.containers.clone();
-    let mut v = blocking(move || c.volumes.list(&project())).await?;
-    v.retain(|v| crate::volumes::Volumes::matches(v, &filters));
+    let mut v = blocking(move || c.volumes.list(&project()).map_err(ApiError::from)).await?;
+    v.retain(|v| pier_engine::volumes::Volumes::matches(v, &filters));
     v.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(Json(v))
 }
@@ -109,7 +108,12 @@ async fn create(
 ) -> ApiResult<(StatusCode, Json<VolumeInspect>)> {
     let Json(req) = body?;
     let c = e.containers.clone();
-    let v = blocking(move || c.volumes.create(&project(), req, false)).await?;
+    let v = blocking(move || {
+        c.volumes
+            .create(&project(), req, false)
+            .map_err(ApiError::from)
+    })
+    .await?;
     Ok((StatusCode::CREATED, Json(v)))
 }
 
@@ -133,7 +137,7 @@ async fn inspect(State(e): Shared, Path(name): Path<String>) -> ApiResult<Json<V
     responses((status = 204), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 async fn remove(State(e): Shared, Path(name): Path<String>) -> ApiResult<StatusCode> {
     let c = e.containers.clone();
-    blocking(move || c.remove_volume(&project(), &name)).await?;
+    blocking(move || c.remove_volume(&project(), &name).map_err(ApiError::from)).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -153,7 +157,7 @@ async fn prune(
     let Query(q) = q?;
     let c = e.containers.clone();
     Ok(Json(
-        blocking(move || c.prune_volumes(&project(), q.all)).await?,
+        blocking(move || c.prune_volumes(&project(), q.all).map_err(ApiError::from)).await?,
     ))
 }
 
@@ -163,13 +167,15 @@ async fn prune(
 async fn export(State(e): Shared, Path(name): Path<String>) -> ApiResult<Response> {
     let v = e.containers.volumes.get(&project(), &name)?;
     if v.driver == "block" {
-        return Err(invalid(format!(
+        return Err(ApiError::invalid(format!(
             "volume {name} is a block volume: export works on file volumes; copy its image with qemu-img, or snapshot it"
         )));
     }
     let c = e.containers.clone();
     Ok(crate::api_containers::tar_response(move |w| {
-        c.volumes.export(&project(), &name, w)
+        c.volumes
+            .export(&project(), &name, w)
+            .map_err(ApiError::from)
     }))
 }
 
@@ -203,7 +209,7 @@ async fn import(
     {
         let (k, v) = o
             .split_once('=')
-            .ok_or_else(|| invalid(format!("option {o:?}: use KEY=VALUE")))?;
+            .ok_or_else(|| ApiError::invalid(format!("option {o:?}: use KEY=VALUE")))?;
         options.insert(k.to_string(), v.to_string());
     }
     let req = VolumeCreate {
@@ -216,6 +222,7 @@ async fn import(
     let v = blocking(move || {
         c.volumes
             .import(&project(), req, reader, q.sha256.as_deref())
+            .map_err(ApiError::from)
     })
     .await?;
     Ok((StatusCode::CREATED, Json(v)))
@@ -245,7 +252,11 @@ async fn snapshot(
 ) -> ApiResult<StatusCode> {
     let Json(req) = body?;
     let c = e.containers.clone();
-    blocking(move || c.snapshot_volume(&project(), &name, &req.name)).await?;
+    blocking(move || {
+        c.snapshot_volume(&project(), &name, &req.name)
+            .map_err(ApiError::from)
+    })
+    .await?;
     Ok(StatusCode::CREATED)
 }
 
@@ -257,7 +268,11 @@ async fn restore(
     Path((name, snap)): Path<(String, String)>,
 ) -> ApiResult<StatusCode> {
     let c = e.containers.clone();
-    blocking(move || c.restore_volume(&project(), &name, &snap)).await?;
+    blocking(move || {
+        c.restore_volume(&project(), &name, &snap)
+            .map_err(ApiError::from)
+    })
+    .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -269,7 +284,12 @@ async fn remove_snapshot(
     Path((name, snap)): Path<(String, String)>,
 ) -> ApiResult<StatusCode> {
     let c = e.containers.clone();
-    blocking(move || c.volumes.remove_snapshot(&project(), &name, &snap)).await?;
+    blocking(move || {
+        c.volumes
+            .remove_snapshot(&project(), &name, &snap)
+            .map_err(ApiError::from)
+    })
+    .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -45,6 +45,16 @@ impl From<pier_store::StoreError> for ApiError {
     }
 }
 
+impl From<pier_engine::EngineError> for ApiError {
+    fn from(e: pier_engine::EngineError) -> Self {
+        ApiError {
+            kind: e.kind(),
+            message: e.message(),
+            exit_code: e.exit_code(),
+        }
+    }
+}
+
 impl From<tokio::task::JoinError> for ApiError {
     fn from(e: tokio::task::JoinError) -> Self {
         ApiError::new(ErrorKind::Internal, format!("an engine task failed: {e}"))

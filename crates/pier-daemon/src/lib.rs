@@ -1,15 +1,11 @@
-//! The Pier daemon: wires the subsystems together and serves them.
+//! The Pier daemon: starts the engine ([`pier_engine`]) and serves its APIs.
 //!
 //! - [`server`]: startup, the state-directory lock, the unix socket, shutdown.
 //! - [`api`]: the native REST/JSON API (`/v1/...`) over the engine, and its OpenAPI
 //!   document.
 //! - [`api_registry`]: the registry's management API, and the engine's pull and push.
-//! - [`containers`]: container lifecycle, restart policies, live restore.
-//! - [`build`]: the Dockerfile builder (classic builder semantics) behind `POST /v1/build`.
-//! - [`container_fs`]: a container's files: diff, export, commit, cp.
 //! - [`docker`]: the Docker Engine API over the same engine, on a socket of its own.
 //! - [`http`]: serving the sockets: header timeouts, the connection cap, body limits.
-//! - [`health`]: health checks of running containers.
 //! - [`error`]: the one mapping from subsystem errors to HTTP responses.
 //! - [`stream`]: bridges between HTTP bodies and the blocking image code.
 
@@ -22,16 +18,10 @@ pub mod api_containers;
 pub mod api_networks;
 pub mod api_registry;
 pub mod api_volumes;
-pub mod build;
-pub mod container_fs;
-pub mod containers;
 pub mod docker;
 pub mod error;
-pub mod health;
 pub mod http;
-pub mod networks;
 pub mod server;
 pub mod stream;
-pub mod volumes;
 
 pub use server::{run, DaemonConfig};

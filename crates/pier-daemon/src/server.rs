@@ -15,11 +15,11 @@ use pier_store::RedbStore;
 use tokio::net::UnixListener;
 
 use crate::api::{router, Engine};
-use crate::containers::Containers;
-use crate::networks::Networks;
-use crate::volumes::Volumes;
+use pier_engine::containers::Containers;
+use pier_engine::networks::Networks;
+use pier_engine::volumes::Volumes;
 
-pub const DEFAULT_ROOT: &str = "/var/lib/pier";
+pub use pier_engine::DEFAULT_ROOT;
 pub const DEFAULT_SOCKET: &str = "/run/pier/pier.sock";
 pub const DEFAULT_DOCKER_SOCKET: &str = "/run/pier/docker.sock";
 
@@ -172,18 +172,18 @@ pub async fn run(mut config: DaemonConfig) -> Result<(), DaemonError> {
         tokio::task::spawn_blocking(move || -> Result<Engine, DaemonError> {
             let store = Arc::new(RedbStore::open(&root.join("state.redb"))?);
             // What interrupted builds left (mounts, work directories).
-            crate::build::cleanup(&root);
+            pier_engine::build::cleanup(&root);
             let store_schema = store.schema_version()?;
             let images = Arc::new(ImageStore::open(&root.join("images"), store.clone())?);
             let networks = Arc::new(
                 Networks::new(&root, host_names(&root), store.clone())
-                    .map_err(|e| DaemonError::Config(e.message))?,
+                    .map_err(|e| DaemonError::Config(e.message()))?,
             );
             let volumes =
                 Arc::new(Volumes::new(&root, store.clone()).map_err(io("create", &root))?);
             volumes
                 .reconcile()
-                .map_err(|e| DaemonError::Restore(format!("volumes: {}", e.message)))?;
+                .map_err(|e| DaemonError::Restore(format!("volumes: {}", e.message())))?;
             let registry = Arc::new(
                 pier_registry::Registry::new(images.clone(), registry_auth, registry_tls_on)
                     .map(|r| r.with_upstream(upstream))
@@ -216,17 +216,17 @@ pub async fn run(mut config: DaemonConfig) -> Result<(), DaemonError> {
         .containers
         .restore()
         .await
-        .map_err(|e| DaemonError::Restore(e.message))?;
+        .map_err(|e| DaemonError::Restore(e.message()))?;
     // No build survives a restart: the containers of their RUN steps go.
-    crate::build::remove_orphans(&engine.containers).await;
+    pier_engine::build::remove_orphans(&engine.containers).await;
     engine
         .containers
         .networks
         .reconcile(&pier_api::ProjectName::default_project())
         .await
-        .map_err(|e| DaemonError::Restore(format!("networks: {}", e.message)))?;
+        .map_err(|e| DaemonError::Restore(format!("networks: {}", e.message())))?;
 
-    crate::health::spawn(engine.containers.clone());
+    pier_engine::health::spawn(engine.containers.clone());
     let engine = Arc::new(engine);
     let registry_server = match config.registry_addr {
         Some(addr) => {

@@ -19,7 +19,8 @@ use serde_json::json;
 use super::params::Params;
 use super::{blocking, container, json, DResult, DState, Docker, DockerError};
 use crate::api::project;
-use crate::container_fs::PathStat;
+use crate::error::ApiError;
+use pier_engine::container_fs::PathStat;
 
 pub fn routes() -> Router<Arc<Docker>> {
     Router::new()
@@ -95,7 +96,7 @@ async fn stat(d: &Arc<Docker>, id: &str, path: &str) -> DResult<PathStat> {
         d2.engine
             .containers
             .archive_stat(&project(), &cid, &p2)
-            .map_err(|e| match e.kind {
+            .map_err(|e| match e.kind() {
                 ErrorKind::NotFound => DockerError::not_found(format!(
                     "Could not find the file {p2} in container {cid}"
                 )),
@@ -131,7 +132,9 @@ async fn archive_get(state: DState, Path(id): Path<String>, p: Params) -> DResul
     let containers = d.engine.containers.clone();
     let path2 = path.clone();
     let mut r = crate::api_containers::tar_response(move |w| {
-        containers.archive_get(&project(), &c.id, &path2, w)
+        containers
+            .archive_get(&project(), &c.id, &path2, w)
+            .map_err(ApiError::from)
     });
     r.headers_mut()
         .insert("x-docker-container-path-stat", stat_header(&path, &s));
@@ -170,7 +173,9 @@ async fn export(state: DState, Path(id): Path<String>) -> DResult<Response> {
     let c = container(&d, &id)?;
     let containers = d.engine.containers.clone();
     Ok(crate::api_containers::tar_response(move |w| {
-        containers.export(&project(), &c.id, w)
+        containers
+            .export(&project(), &c.id, w)
+            .map_err(ApiError::from)
     }))
 }
 
@@ -210,7 +215,7 @@ async fn commit(state: DState, p: Params) -> DResult<Response> {
         (Some(r), None) => Some(r.to_string()),
         (Some(r), Some(t)) => Some(format!("{r}:{t}")),
     };
-    let req = crate::container_fs::CommitRequest {
+    let req = pier_api::containers::CommitRequest {
         reference,
         message: p.get("comment").unwrap_or("").to_string(),
         author: p.get("author").unwrap_or("").to_string(),

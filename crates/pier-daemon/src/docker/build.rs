@@ -19,7 +19,7 @@ use pier_api::ImageRef;
 
 use super::params::Params;
 use super::{DResult, DState, DockerError};
-use crate::build::{BuildEvent, BuildOptions};
+use pier_engine::build::{BuildEvent, BuildOptions};
 
 /// A JSON map parameter (`buildargs`, `labels`); values may be null (unset).
 fn json_map(p: &Params, key: &str) -> DResult<BTreeMap<String, String>> {

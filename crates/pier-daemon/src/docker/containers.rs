@@ -228,8 +228,8 @@ fn not_modified() -> Response {
 /// Docker's exit codes for a command that cannot run are read from the message by the
 /// CLI (127 when it names "no such file or directory" or "executable file not found", 126
 /// for "permission denied"); Pier's message gets the words it needs.
-fn start_error(e: crate::error::ApiError) -> DockerError {
-    let code = e.exit_code;
+fn start_error(e: pier_engine::EngineError) -> DockerError {
+    let code = e.exit_code();
     let mut d: DockerError = e.into();
     // The CLI compares case-sensitively.
     let m = d.message.clone();

@@ -425,7 +425,7 @@ pub(crate) fn to_create(
         .collect();
     let first_name = network
         .clone()
-        .unwrap_or_else(|| crate::networks::DEFAULT_NETWORK.into());
+        .unwrap_or_else(|| pier_engine::networks::DEFAULT_NETWORK.into());
     let first_at = endpoints
         .iter()
         .position(|(k, _)| *k == first_name || (k == "default" && network.is_none()));
@@ -539,7 +539,7 @@ pub(crate) fn to_create(
     let gateway = |net: &Option<String>| -> Option<String> {
         let n = net
             .clone()
-            .unwrap_or_else(|| crate::networks::DEFAULT_NETWORK.into());
+            .unwrap_or_else(|| pier_engine::networks::DEFAULT_NETWORK.into());
         d.engine
             .containers
             .networks

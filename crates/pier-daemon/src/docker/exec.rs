@@ -124,7 +124,7 @@ async fn create(state: DState, Path(id): Path<String>, body: Bytes) -> DResult<R
     let cmd = cmd
         .filter(|c| !c.is_empty())
         .ok_or_else(|| DockerError::bad_request("No exec command specified"))?;
-    let exec_id = crate::containers::random_id();
+    let exec_id = pier_engine::containers::random_id();
     let (frames, frames_rx) = mpsc::channel(64);
     let e = Arc::new(ExecEntry {
         id: exec_id.clone(),
@@ -209,7 +209,7 @@ async fn start(state: DState, Path(id): Path<String>, req: Request) -> DResult<R
         Ok(x) => x,
         Err(err) => {
             e.state.lock().unwrap().running = false;
-            return Err(match err.kind {
+            return Err(match err.kind() {
                 pier_api::ErrorKind::NotFound => {
                     DockerError::not_found(format!("No such container: {}", e.container_id))
                 }

@@ -61,7 +61,7 @@ pub fn healthcheck_json(h: &Healthcheck) -> Value {
 
 /// A running container's health: recorded, or `starting` until the first check.
 pub fn health(c: &ContainerInspect, img: &Value) -> Option<Health> {
-    crate::health::effective(c, img)?;
+    pier_engine::health::effective(c, img)?;
     match &c.state.health {
         Some(h) => Some(h.clone()),
         None if is_running(c) => Some(Health::default()),
@@ -162,7 +162,7 @@ fn env(c: &ContainerInspect, img: &Value) -> Vec<String> {
 fn port_requests(c: &ContainerInspect) -> BTreeMap<String, Vec<(String, String)>> {
     let mut out: BTreeMap<String, Vec<(String, String)>> = BTreeMap::new();
     for spec in &c.config.publish {
-        for r in crate::networks::parse_publish(spec).unwrap_or_default() {
+        for r in pier_engine::networks::parse_publish(spec).unwrap_or_default() {
             let key = format!("{}/{}", r.container_port, proto_name(r.proto));
             let host_port = match r.host_range {
                 (0, 0) => String::new(),
@@ -247,7 +247,7 @@ pub fn config_json(c: &ContainerInspect, img: &Value) -> Value {
         "OnBuild": null,
         "Labels": labels,
     });
-    if let Some(h) = crate::health::effective(c, img) {
+    if let Some(h) = pier_engine::health::effective(c, img) {
         cfg["Healthcheck"] = healthcheck_json(&h);
     }
     if let Some(s) = c
@@ -283,7 +283,7 @@ pub fn network_mode(c: &ContainerInspect) -> String {
     c.config
         .network
         .clone()
-        .unwrap_or_else(|| crate::networks::DEFAULT_NETWORK.into())
+        .unwrap_or_else(|| pier_engine::networks::DEFAULT_NETWORK.into())
 }
 
 fn host_config_json(c: &ContainerInspect) -> Value {
@@ -457,7 +457,7 @@ pub fn inspect(d: &Docker, c: &ContainerInspect, images: &mut ImageConfigs) -> V
     if let Some(h) = &health {
         state["Health"] = health_json(h);
     }
-    let bridge = c.networks.get(crate::networks::DEFAULT_NETWORK);
+    let bridge = c.networks.get(pier_engine::networks::DEFAULT_NETWORK);
     let lowers: Vec<String> = d
         .engine
         .images

@@ -43,8 +43,8 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use pier_api::ErrorKind;
 
-use crate::api::Engine;
 use crate::error::ApiError;
+use pier_engine::Engine;
 
 /// The oldest API version served.
 pub const MIN_API: (u32, u32) = (1, 24);
@@ -125,6 +125,12 @@ impl From<ApiError> for DockerError {
 
 impl From<pier_image::ImageError> for DockerError {
     fn from(e: pier_image::ImageError) -> Self {
+        ApiError::from(e).into()
+    }
+}
+
+impl From<pier_engine::EngineError> for DockerError {
+    fn from(e: pier_engine::EngineError) -> Self {
         ApiError::from(e).into()
     }
 }
@@ -420,7 +426,7 @@ pub(crate) fn container(
     d.engine
         .containers
         .get(&crate::api::project(), name_or_id)
-        .map_err(|e| match e.kind {
+        .map_err(|e| match e.kind() {
             ErrorKind::NotFound => {
                 DockerError::not_found(format!("No such container: {name_or_id}"))
             }

@@ -63,7 +63,7 @@ fn network_json(d: &Docker, n: &NetworkInspect, with_containers: bool) -> Value 
     }
     // Only the options given, as Docker shows them (compose compares them with its own).
     let mut options = n.options.clone();
-    if n.name == crate::networks::DEFAULT_NETWORK {
+    if n.name == pier_engine::networks::DEFAULT_NETWORK {
         options.insert(
             "com.docker.network.bridge.default_bridge".into(),
             "true".into(),
@@ -123,7 +123,7 @@ fn network(d: &Docker, name: &str) -> DResult<NetworkInspect> {
         .containers
         .networks
         .inspect(&project(), name)
-        .map_err(|e| match e.kind {
+        .map_err(|e| match e.kind() {
             ErrorKind::NotFound => DockerError::not_found(format!("network {name} not found")),
             _ => e.into(),
         })
@@ -154,8 +154,8 @@ async fn list(state: DState, p: Params) -> DResult<Response> {
             let id = v["Id"].as_str().unwrap_or("").to_string();
             let labels: BTreeMap<String, String> =
                 serde_json::from_value(v["Labels"].clone()).unwrap_or_default();
-            let builtin =
-                name == crate::networks::DEFAULT_NETWORK || PREDEFINED.contains(&name.as_str());
+            let builtin = name == pier_engine::networks::DEFAULT_NETWORK
+                || PREDEFINED.contains(&name.as_str());
             let f = |key: &str, test: &dyn Fn(&str) -> bool| {
                 filters
                     .get(key)
@@ -302,11 +302,11 @@ async fn create(state: DState, body: Bytes) -> DResult<Response> {
         .networks
         .create(&project(), req)
         .await
-        .map_err(|e| match e.kind {
-            ErrorKind::Conflict if e.message.contains("already exists") => {
+        .map_err(|e| match e.kind() {
+            ErrorKind::Conflict if e.message().contains("already exists") => {
                 DockerError::conflict(format!("network with name {name} already exists"))
             }
-            ErrorKind::Conflict if e.message.contains("predefined") => DockerError::new(
+            ErrorKind::Conflict if e.message().contains("predefined") => DockerError::new(
                 StatusCode::FORBIDDEN,
                 format!("operation is not permitted on predefined {name} network"),
             ),
@@ -328,7 +328,7 @@ async fn create(state: DState, body: Bytes) -> DResult<Response> {
 /// `DELETE /networks/{id}`.
 async fn remove(state: DState, Path(id): Path<String>) -> DResult<Response> {
     let d = state.0;
-    if PREDEFINED.contains(&id.as_str()) || id == crate::networks::DEFAULT_NETWORK {
+    if PREDEFINED.contains(&id.as_str()) || id == pier_engine::networks::DEFAULT_NETWORK {
         return Err(DockerError::new(
             StatusCode::FORBIDDEN,
             format!("{id} is a pre-defined network and cannot be removed"),
@@ -340,10 +340,10 @@ async fn remove(state: DState, Path(id): Path<String>) -> DResult<Response> {
         .networks
         .remove(&project(), &n.id)
         .await
-        .map_err(|e| match e.kind {
+        .map_err(|e| match e.kind() {
             ErrorKind::Conflict => DockerError::new(
                 StatusCode::FORBIDDEN,
-                format!("error while removing network: {}", e.message),
+                format!("error while removing network: {}", e.message()),
             ),
             _ => e.into(),
         })?;
@@ -387,8 +387,8 @@ async fn connect(state: DState, Path(id): Path<String>, body: Bytes) -> DResult<
         .containers
         .connect(&project(), &n.id, req)
         .await
-        .map_err(|e| match e.kind {
-            ErrorKind::Conflict if e.message.contains("already on network") => DockerError::new(
+        .map_err(|e| match e.kind() {
+            ErrorKind::Conflict if e.message().contains("already on network") => DockerError::new(
                 StatusCode::FORBIDDEN,
                 format!(
                     "endpoint with name {} already exists in network {}",
@@ -436,7 +436,7 @@ async fn prune(state: DState, p: Params) -> DResult<Response> {
         .collect();
     let mut deleted = Vec::new();
     for n in d.engine.containers.networks.list(&project())? {
-        let keep = n.name == crate::networks::DEFAULT_NETWORK
+        let keep = n.name == pier_engine::networks::DEFAULT_NETWORK
             || used.contains(&n.id)
             || !filters
                 .get("label")

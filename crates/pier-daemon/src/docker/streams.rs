@@ -303,7 +303,7 @@ async fn log_session(
     run: Run,
     input: Option<Box<dyn AsyncRead + Send + Unpin>>,
     mut output: Output,
-    mut follower: crate::containers::LogFollower,
+    mut follower: pier_engine::containers::LogFollower,
     wanted: impl Fn(u8) -> bool + Send,
 ) {
     let pump = input.map(|i| {
@@ -352,7 +352,7 @@ async fn tty_session(
     run: Run,
     input: Option<Box<dyn AsyncRead + Send + Unpin>>,
     mut output: Output,
-    mut follower: crate::containers::LogFollower,
+    mut follower: pier_engine::containers::LogFollower,
 ) {
     // Resizes sent before the container runs wait in the channel.
     let (resize_tx, mut resize_rx) = mpsc::unbounded_channel::<(u16, u16)>();
@@ -446,7 +446,7 @@ async fn tty_session(
 }
 
 fn rand_u64() -> u64 {
-    u64::from_str_radix(&crate::containers::short_random_id(), 16).unwrap_or(0)
+    u64::from_str_radix(&pier_engine::containers::short_random_id(), 16).unwrap_or(0)
 }
 
 /// `POST /containers/{id}/resize?h=&w=`.

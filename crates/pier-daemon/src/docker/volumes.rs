@@ -257,13 +257,13 @@ trait FilterConflict {
     fn filter_conflict(self) -> Result<(), crate::error::ApiError>;
 }
 
-impl FilterConflict for Result<VolumeInspect, crate::error::ApiError> {
+impl FilterConflict for Result<VolumeInspect, pier_engine::EngineError> {
     /// A volume made meanwhile by someone else is fine.
     fn filter_conflict(self) -> Result<(), crate::error::ApiError> {
         match self {
             Ok(_) => Ok(()),
-            Err(e) if e.kind == ErrorKind::Conflict => Ok(()),
-            Err(e) => Err(e),
+            Err(e) if e.kind() == ErrorKind::Conflict => Ok(()),
+            Err(e) => Err(e.into()),
         }
     }
 }
@@ -418,7 +418,7 @@ fn volume(d: &Docker, name: &str) -> DResult<VolumeInspect> {
         .containers
         .volumes
         .get(&project(), name)
-        .map_err(|e| match e.kind {
+        .map_err(|e| match e.kind() {
             ErrorKind::NotFound => DockerError::not_found(format!("get {name}: no such volume")),
             _ => e.into(),
         })
@@ -555,10 +555,11 @@ async fn remove(state: DState, Path(name): Path<String>, p: Params) -> DResult<R
         d2.engine
             .containers
             .remove_volume(&project(), &n2)
-            .map_err(|e| match e.kind {
-                ErrorKind::Conflict => {
-                    DockerError::conflict(format!("remove {n2}: volume is in use - {}", e.message))
-                }
+            .map_err(|e| match e.kind() {
+                ErrorKind::Conflict => DockerError::conflict(format!(
+                    "remove {n2}: volume is in use - {}",
+                    e.message()
+                )),
                 _ => e.into(),
             })
     })

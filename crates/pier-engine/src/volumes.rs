@@ -21,14 +21,14 @@ use pier_storage::{ext4, tree};
 use pier_store::{Batch, Store, StoreExt, Table};
 
 use crate::containers::{conflict, internal, invalid, valid_name};
-use crate::error::{ApiError, ApiResult};
+use crate::error::{EngineError, EngineResult};
 
-fn st(e: pier_storage::Error) -> ApiError {
+fn st(e: pier_storage::Error) -> EngineError {
     internal(e.to_string())
 }
 
-fn not_found(name: &str) -> ApiError {
-    ApiError::new(
+fn not_found(name: &str) -> EngineError {
+    EngineError::new(
         ErrorKind::NotFound,
         format!("no such volume: {name} (see `pier volume ls`)"),
     )
@@ -70,13 +70,13 @@ impl Volumes {
         self.vdir(name).join("_data")
     }
 
-    pub fn get(&self, project: &ProjectName, name: &str) -> ApiResult<VolumeInspect> {
+    pub fn get(&self, project: &ProjectName, name: &str) -> EngineResult<VolumeInspect> {
         self.db
             .get_json::<VolumeInspect>(Table::Volumes, &key(project, name))?
             .ok_or_else(|| not_found(name))
     }
 
-    pub fn list(&self, project: &ProjectName) -> ApiResult<Vec<VolumeInspect>> {
+    pub fn list(&self, project: &ProjectName) -> EngineResult<Vec<VolumeInspect>> {
         Ok(self
             .db
             .list_json::<VolumeInspect>(Table::Volumes, &format!("{project}/"))?
@@ -86,7 +86,7 @@ impl Volumes {
     }
 
     /// The project's quota on the sum of its volumes' size limits, if one is set.
-    pub fn quota(&self, project: &ProjectName) -> ApiResult<Option<u64>> {
+    pub fn quota(&self, project: &ProjectName) -> EngineResult<Option<u64>> {
         Ok(self
             .db
             .get(Table::Meta, &quota_key(project))?
@@ -94,7 +94,7 @@ impl Volumes {
     }
 
     /// Sets (or with None clears) the project's volume quota.
-    pub fn set_quota(&self, project: &ProjectName, bytes: Option<u64>) -> ApiResult<()> {
+    pub fn set_quota(&self, project: &ProjectName, bytes: Option<u64>) -> EngineResult<()> {
         let _g = self.lock.lock().unwrap();
         let mut b = Batch::new();
         match bytes {
@@ -112,7 +112,7 @@ impl Volumes {
     }
 
     /// Bytes of the project's volumes' size limits, summed.
-    pub fn committed(&self, project: &ProjectName) -> ApiResult<u64> {
+    pub fn committed(&self, project: &ProjectName) -> EngineResult<u64> {
         Ok(self
             .list(project)?
             .iter()
@@ -126,7 +126,7 @@ impl Volumes {
         project: &ProjectName,
         req: VolumeCreate,
         anonymous: bool,
-    ) -> ApiResult<VolumeInspect> {
+    ) -> EngineResult<VolumeInspect> {
         let _g = self.lock.lock().unwrap();
         let name = req
             .name
@@ -206,7 +206,7 @@ impl Volumes {
             };
             let used = self.committed(project)?;
             if used + s > q {
-                return Err(ApiError::new(
+                return Err(EngineError::new(
                     ErrorKind::InsufficientStorage,
                     format!(
                         "volume of {s} bytes exceeds project {project}'s quota: {used} of {q} bytes are committed"
@@ -225,7 +225,7 @@ impl Volumes {
                 .map(|v| v.f_bavail * v.f_frsize)
                 .unwrap_or(u64::MAX);
             if size.is_some() && s > free {
-                return Err(ApiError::new(
+                return Err(EngineError::new(
                     ErrorKind::InsufficientStorage,
                     format!(
                         "volume size {s} bytes is more than the {free} bytes free under {}",
@@ -236,7 +236,7 @@ impl Volumes {
         }
         let vdir = self.vdir(&name);
         let data = self.mountpoint(&name);
-        let made = (|| -> ApiResult<(Option<u64>, Option<u64>)> {
+        let made = (|| -> EngineResult<(Option<u64>, Option<u64>)> {
             fs::create_dir_all(&data)
                 .map_err(|e| internal(format!("cannot create {}: {e}", data.display())))?;
             if block {
@@ -291,10 +291,10 @@ impl Volumes {
     }
 
     /// The volume named, made with default options if it does not exist (`-v name:/x`).
-    pub fn ensure(&self, project: &ProjectName, name: &str) -> ApiResult<VolumeInspect> {
+    pub fn ensure(&self, project: &ProjectName, name: &str) -> EngineResult<VolumeInspect> {
         match self.get(project, name) {
             Ok(v) => Ok(v),
-            Err(e) if e.kind == ErrorKind::NotFound => {
+            Err(e) if e.kind() == ErrorKind::NotFound => {
                 match self.create(
                     project,
                     VolumeCreate {
@@ -305,7 +305,7 @@ impl Volumes {
                 ) {
                     Ok(v) => Ok(v),
                     // Made meanwhile by someone else.
-                    Err(e) if e.kind == ErrorKind::Conflict => self.get(project, name),
+                    Err(e) if e.kind() == ErrorKind::Conflict => self.get(project, name),
                     Err(e) => Err(e),
                 }
             }
@@ -314,7 +314,7 @@ impl Volumes {
     }
 
     /// With its usage filled in.
-    pub fn inspect(&self, project: &ProjectName, name: &str) -> ApiResult<VolumeInspect> {
+    pub fn inspect(&self, project: &ProjectName, name: &str) -> EngineResult<VolumeInspect> {
         let mut v = self.get(project, name)?;
         let data = self.mountpoint(name);
         v.usage = if v.size_limit.is_some() || v.inode_limit.is_some() {
@@ -330,7 +330,7 @@ impl Volumes {
     }
 
     /// Removes a volume; the caller has checked that no container uses it.
-    pub fn remove(&self, project: &ProjectName, name: &str) -> ApiResult<()> {
+    pub fn remove(&self, project: &ProjectName, name: &str) -> EngineResult<()> {
         let _g = self.lock.lock().unwrap();
         let v = self.get(project, name)?;
         let data = self.mountpoint(name);
@@ -372,7 +372,7 @@ impl Volumes {
     }
 
     /// Attaches a block volume's device; returns the loop device's minor number.
-    pub fn attach_device(&self, project: &ProjectName, name: &str) -> ApiResult<u32> {
+    pub fn attach_device(&self, project: &ProjectName, name: &str) -> EngineResult<u32> {
         let v = self.get(project, name)?;
         let disk = self
             .disk(&v)
@@ -395,7 +395,7 @@ impl Volumes {
     }
 
     /// Mounts a block volume's filesystem on its mountpoint.
-    pub fn mount_fs(&self, project: &ProjectName, name: &str) -> ApiResult<()> {
+    pub fn mount_fs(&self, project: &ProjectName, name: &str) -> EngineResult<()> {
         let v = self.get(project, name)?;
         let disk = self
             .disk(&v)
@@ -456,7 +456,7 @@ impl Volumes {
         name: &str,
         snap: &str,
         quiesce: &dyn Fn(bool),
-    ) -> ApiResult<()> {
+    ) -> EngineResult<()> {
         let v = self.get(project, name)?;
         if !valid_name(snap) {
             return Err(invalid(format!("invalid snapshot name {snap:?}")));
@@ -510,11 +510,11 @@ impl Volumes {
 
     /// Puts a snapshot's content back; the caller has checked no running container uses
     /// the volume.
-    pub fn restore(&self, project: &ProjectName, name: &str, snap: &str) -> ApiResult<()> {
+    pub fn restore(&self, project: &ProjectName, name: &str, snap: &str) -> EngineResult<()> {
         let v = self.get(project, name)?;
         let src = self.snapshots_dir(name).join(snap);
         if !src.is_dir() {
-            return Err(ApiError::new(
+            return Err(EngineError::new(
                 ErrorKind::NotFound,
                 format!("volume {name} has no snapshot {snap}"),
             ));
@@ -540,11 +540,16 @@ impl Volumes {
         Ok(())
     }
 
-    pub fn remove_snapshot(&self, project: &ProjectName, name: &str, snap: &str) -> ApiResult<()> {
+    pub fn remove_snapshot(
+        &self,
+        project: &ProjectName,
+        name: &str,
+        snap: &str,
+    ) -> EngineResult<()> {
         self.get(project, name)?;
         let p = self.snapshots_dir(name).join(snap);
         if !p.is_dir() || snap.starts_with('.') {
-            return Err(ApiError::new(
+            return Err(EngineError::new(
                 ErrorKind::NotFound,
                 format!("volume {name} has no snapshot {snap}"),
             ));
@@ -553,7 +558,7 @@ impl Volumes {
     }
 
     /// Writes the volume's content as a tar (image volumes frozen meanwhile).
-    pub fn export(&self, project: &ProjectName, name: &str, out: impl Write) -> ApiResult<()> {
+    pub fn export(&self, project: &ProjectName, name: &str, out: impl Write) -> EngineResult<()> {
         let v = self.get(project, name)?;
         if v.driver == "block" {
             return Err(invalid(format!(
@@ -581,7 +586,7 @@ impl Volumes {
         req: VolumeCreate,
         body: impl Read,
         expect: Option<&str>,
-    ) -> ApiResult<VolumeInspect> {
+    ) -> EngineResult<VolumeInspect> {
         let v = self.create(project, req, false)?;
         let data = self.mountpoint(&v.name);
         let mut hashing = HashingReader {
@@ -618,7 +623,7 @@ impl Volumes {
     /// At daemon start: mounts limited volumes whose filesystem is not mounted, removes
     /// directories no record owns (a crash during create or remove) and half-made
     /// snapshots.
-    pub fn reconcile(&self) -> ApiResult<()> {
+    pub fn reconcile(&self) -> EngineResult<()> {
         let records = self.db.list_json::<VolumeInspect>(Table::Volumes, "")?;
         let known: std::collections::HashSet<String> =
             records.iter().map(|(_, v)| v.name.clone()).collect();

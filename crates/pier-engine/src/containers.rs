@@ -36,21 +36,21 @@ use pier_runtime::state::{read_json, write_json, Exited, MonitorConfig, Running}
 use pier_store::{Batch, Store, StoreExt, Table};
 use tokio::sync::{broadcast, watch};
 
-use crate::error::{ApiError, ApiResult};
+use crate::error::{EngineError, EngineResult};
 use crate::networks::{Networks, DEFAULT_NETWORK};
 use crate::volumes::Volumes;
 use pier_api::volumes::{MountKind, MountSpec};
 
 const DEFAULT_PATH: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
-pub(crate) fn conflict(m: impl Into<String>) -> ApiError {
-    ApiError::new(ErrorKind::Conflict, m)
+pub fn conflict(m: impl Into<String>) -> EngineError {
+    EngineError::new(ErrorKind::Conflict, m)
 }
-pub(crate) fn invalid(m: impl Into<String>) -> ApiError {
-    ApiError::invalid(m)
+pub fn invalid(m: impl Into<String>) -> EngineError {
+    EngineError::invalid(m)
 }
-pub(crate) fn internal(m: impl Into<String>) -> ApiError {
-    ApiError::new(ErrorKind::Internal, m)
+pub fn internal(m: impl Into<String>) -> EngineError {
+    EngineError::new(ErrorKind::Internal, m)
 }
 
 /// Turns `--user` into uid, gid and supplementary gids.
@@ -95,7 +95,7 @@ pub fn short_random_id() -> String {
     random_id()[..16].to_string()
 }
 
-pub(crate) fn random_id() -> String {
+pub fn random_id() -> String {
     let mut b = [0u8; 32];
     if let Ok(mut f) = fs::File::open("/dev/urandom") {
         let _ = f.read_exact(&mut b);
@@ -164,7 +164,7 @@ fn ulimit_resource(name: &str) -> Option<(&'static str, libc::__rlimit_resource_
 }
 
 /// `max-size` and `max-file` as the monitor wants them: bytes per file, rotated files kept.
-fn log_limits(opts: &BTreeMap<String, String>) -> ApiResult<(u64, u32)> {
+fn log_limits(opts: &BTreeMap<String, String>) -> EngineResult<(u64, u32)> {
     let mut size = 10u64 << 20;
     let mut files = 3u32;
     for (k, v) in opts {
@@ -187,7 +187,7 @@ fn log_limits(opts: &BTreeMap<String, String>) -> ApiResult<(u64, u32)> {
 
 /// The mounts a new container gets: the request's, checked, and an anonymous volume
 /// for every VOLUME of the image not already covered. Nothing is made here.
-fn plan_mounts(req: &ContainerCreate, img: &serde_json::Value) -> ApiResult<Vec<MountSpec>> {
+fn plan_mounts(req: &ContainerCreate, img: &serde_json::Value) -> EngineResult<Vec<MountSpec>> {
     let mut out: Vec<MountSpec> = Vec::new();
     for m in &req.mounts {
         let t = &m.target;
@@ -289,7 +289,7 @@ fn plan_mounts(req: &ContainerCreate, img: &serde_json::Value) -> ApiResult<Vec<
 }
 
 /// Checks a create request before anything is made.
-fn validate(req: &ContainerCreate) -> ApiResult<()> {
+fn validate(req: &ContainerCreate) -> EngineResult<()> {
     log_limits(&req.log_opts)?;
     pier_api::containers::IdMap::check_all(&req.uid_maps, "--uidmap").map_err(invalid)?;
     pier_api::containers::IdMap::check_all(&req.gid_maps, "--gidmap").map_err(invalid)?;
@@ -318,7 +318,8 @@ fn validate(req: &ContainerCreate) -> ApiResult<()> {
         .map(|n| n.get())
         .unwrap_or(1);
     pier_api::limits::check_resources(req, host_cpus).map_err(invalid)?;
-    pier_api::limits::check_record_size(req).map_err(|m| ApiError::new(ErrorKind::TooLarge, m))?;
+    pier_api::limits::check_record_size(req)
+        .map_err(|m| EngineError::new(ErrorKind::TooLarge, m))?;
     for u in &req.ulimits {
         let Some((_, res)) = ulimit_resource(&u.name) else {
             return Err(invalid(format!(
@@ -521,7 +522,7 @@ impl Containers {
         Cgroup::at(&self.cgroup_path(id))
     }
 
-    pub(crate) fn cdir(&self, id: &str) -> PathBuf {
+    pub fn cdir(&self, id: &str) -> PathBuf {
         self.dir.join(id)
     }
 
@@ -532,7 +533,7 @@ impl Containers {
         project: &ProjectName,
         name: &str,
         except: Option<&str>,
-    ) -> ApiResult<NameReservation<'_>> {
+    ) -> EngineResult<NameReservation<'_>> {
         let key = format!("{project}/{name}");
         let mut reserved = self.reserved_names.lock().unwrap();
         let taken = reserved.contains(&key)
@@ -576,14 +577,14 @@ impl Containers {
         });
     }
 
-    fn save(&self, c: &ContainerInspect) -> ApiResult<()> {
+    fn save(&self, c: &ContainerInspect) -> EngineResult<()> {
         self.save_with(c, true)
     }
 
     /// Saves a record; `durable` false for a state a crash may lose because the
     /// monitor's files say it again at the next start (a start: `state.json`; see
     /// [`Containers::restore`], which adopts a start the record never heard of).
-    fn save_with(&self, c: &ContainerInspect, durable: bool) -> ApiResult<()> {
+    fn save_with(&self, c: &ContainerInspect, durable: bool) -> EngineResult<()> {
         let mut b = Batch::new();
         b.put_json(Table::Containers, key(&c.project, &c.id), &Record::from(c));
         if durable {
@@ -597,7 +598,7 @@ impl Containers {
         Ok(())
     }
 
-    fn all(&self, project: &ProjectName) -> ApiResult<Vec<ContainerInspect>> {
+    fn all(&self, project: &ProjectName) -> EngineResult<Vec<ContainerInspect>> {
         Ok(self
             .db
             .list_json::<Record>(Table::Containers, &format!("{project}/"))?
@@ -607,7 +608,7 @@ impl Containers {
     }
 
     /// Finds a container by full ID, name, or unique ID prefix.
-    pub fn get(&self, project: &ProjectName, name_or_id: &str) -> ApiResult<ContainerInspect> {
+    pub fn get(&self, project: &ProjectName, name_or_id: &str) -> EngineResult<ContainerInspect> {
         if let Some(r) = self
             .db
             .get_json::<Record>(Table::Containers, &key(project, name_or_id))?
@@ -625,7 +626,7 @@ impl Containers {
             .collect();
         match matches.len() {
             1 => Ok(matches.into_iter().next().expect("one")),
-            0 => Err(ApiError::new(
+            0 => Err(EngineError::new(
                 ErrorKind::NotFound,
                 format!("no such container: {name_or_id}; `pier ps -a` lists them"),
             )),
@@ -637,7 +638,7 @@ impl Containers {
 
     // ---- create ------------------------------------------------------------------------
 
-    pub fn create(&self, project: &ProjectName, req: ContainerCreate) -> ApiResult<Created> {
+    pub fn create(&self, project: &ProjectName, req: ContainerCreate) -> EngineResult<Created> {
         let t0 = std::time::Instant::now();
         validate(&req)?;
         let image = self.images.resolve(project, &req.image)?;
@@ -771,7 +772,7 @@ impl Containers {
         let mut c = c;
         c.mounts = mounts;
         let dir = self.cdir(&id);
-        let made = (|| -> ApiResult<()> {
+        let made = (|| -> EngineResult<()> {
             for d in ["rootfs", "upper", "work"] {
                 fs::create_dir_all(dir.join(d))
                     .map_err(|e| internal(format!("cannot create {}: {e}", dir.display())))?;
@@ -875,7 +876,7 @@ impl Containers {
 
     /// Attaches the container's block volumes (their filesystems mounted, or their
     /// devices made available) and lets the container's cgroup use those devices.
-    fn prepare_block_volumes(&self, c: &ContainerInspect) -> ApiResult<()> {
+    fn prepare_block_volumes(&self, c: &ContainerInspect) -> EngineResult<()> {
         let mut minors = Vec::new();
         for m in &c.mounts {
             let (Some(how), Some(name)) = (m.options.get("block"), m.source.as_deref()) else {
@@ -930,7 +931,7 @@ impl Containers {
     /// reached through descriptors ([`pier_runtime::in_root`]): the mount point is
     /// resolved inside the container's root, and neither the image's tree nor the volume
     /// (which another running container may share) is ever followed through a symlink.
-    fn copy_up(&self, c: &ContainerInspect) -> ApiResult<()> {
+    fn copy_up(&self, c: &ContainerInspect) -> EngineResult<()> {
         use rustix::fs::{Mode, OFlags};
         let rootfs = self.cdir(&c.id).join("rootfs");
         let mut root = None;
@@ -980,7 +981,7 @@ impl Containers {
     fn compiled_seccomp(
         &self,
         profile: &oci_spec::runtime::LinuxSeccomp,
-    ) -> ApiResult<Arc<Vec<u8>>> {
+    ) -> EngineResult<Arc<Vec<u8>>> {
         let json =
             serde_json::to_value(profile).map_err(|e| internal(format!("seccomp profile: {e}")))?;
         let key = json.to_string();
@@ -999,7 +1000,7 @@ impl Containers {
     }
 
     /// The directories of a container's overlay rootfs.
-    fn overlay_dirs(&self, c: &ContainerInspect) -> ApiResult<pier_runtime::state::OverlayDirs> {
+    fn overlay_dirs(&self, c: &ContainerInspect) -> EngineResult<pier_runtime::state::OverlayDirs> {
         let dir = self.cdir(&c.id);
         let image = self.images.resolve(&c.project, c.image_id.as_str())?;
         // An image may hold one layer twice (two build steps that changed the same
@@ -1026,7 +1027,7 @@ impl Containers {
         })
     }
 
-    pub(crate) fn mount_rootfs(&self, c: &ContainerInspect) -> ApiResult<()> {
+    pub(crate) fn mount_rootfs(&self, c: &ContainerInspect) -> EngineResult<()> {
         let dir = self.cdir(&c.id);
         let rootfs = dir.join("rootfs");
         if mounted(&rootfs) {
@@ -1060,7 +1061,7 @@ impl Containers {
         c: &ContainerInspect,
         img: &serde_json::Value,
         users: &UserLookup<'_>,
-    ) -> ApiResult<()> {
+    ) -> EngineResult<()> {
         let dir = self.cdir(&c.id);
         let req = &c.config;
         let rootfs = dir.join("rootfs");
@@ -1318,7 +1319,7 @@ impl Containers {
         self: &Arc<Self>,
         project: &ProjectName,
         name: &str,
-    ) -> ApiResult<ContainerInspect> {
+    ) -> EngineResult<ContainerInspect> {
         let c = self.get(project, name)?;
         let lock = self.lock(&c.id);
         let _g = lock.lock().await;
@@ -1336,7 +1337,7 @@ impl Containers {
 
     /// Networking of a container about to start: interfaces, ports, and its
     /// /etc/hosts and /etc/resolv.conf. Fills in `c.networks` and `c.ports`.
-    async fn setup_network(&self, c: &mut ContainerInspect) -> ApiResult<()> {
+    async fn setup_network(&self, c: &mut ContainerInspect) -> EngineResult<()> {
         let mode = c
             .config
             .network
@@ -1449,11 +1450,11 @@ impl Containers {
     async fn start_locked(
         self: &Arc<Self>,
         mut c: ContainerInspect,
-    ) -> ApiResult<ContainerInspect> {
+    ) -> EngineResult<ContainerInspect> {
         let dir = self.cdir(&c.id);
         let t0 = std::time::Instant::now();
         if let Err(e) = self.setup_network(&mut c).await {
-            c.state.error = Some(e.message.clone());
+            c.state.error = Some(e.message().clone());
             self.save(&c)?;
             if c.config.auto_remove {
                 // `--rm`: a container that cannot start leaves nothing behind.
@@ -1463,7 +1464,7 @@ impl Containers {
         }
         let this = self.clone();
         let c2 = c.clone();
-        let reply = tokio::task::spawn_blocking(move || -> ApiResult<String> {
+        let reply = tokio::task::spawn_blocking(move || -> EngineResult<String> {
             this.mount_rootfs(&c2)?;
             this.prepare_block_volumes(&c2)?;
             this.copy_up(&c2)?;
@@ -1477,7 +1478,7 @@ impl Containers {
                 .map_err(|e| internal(format!("cannot start the monitor: {e}")))
         })
         .await;
-        let reply = match reply.map_err(ApiError::from).and_then(|r| r) {
+        let reply = match reply.map_err(EngineError::from).and_then(|r| r) {
             Ok(r) => r,
             Err(e) => {
                 self.teardown_network(&mut c).await;
@@ -1540,7 +1541,7 @@ impl Containers {
             ErrorKind::InvalidInput
         };
         Err(
-            ApiError::new(kind, format!("container {} failed to start: {msg}", c.name))
+            EngineError::new(kind, format!("container {} failed to start: {msg}", c.name))
                 .with_exit_code(code),
         )
     }
@@ -1570,12 +1571,12 @@ impl Containers {
                 }
             }
             if let Err(e) = this.on_exit(&project, &id).await {
-                tracing::error!(container = %id, error = %e.message, "recording a container's exit");
+                tracing::error!(container = %id, error = %e.message(), "recording a container's exit");
             }
         });
     }
 
-    async fn on_exit(self: &Arc<Self>, project: &ProjectName, id: &str) -> ApiResult<()> {
+    async fn on_exit(self: &Arc<Self>, project: &ProjectName, id: &str) -> EngineResult<()> {
         let t0 = std::time::Instant::now();
         let lock = self.lock(id);
         let g = lock.lock().await;
@@ -1664,7 +1665,7 @@ impl Containers {
                     if c.state.status == ContainerStatus::Restarting && !c.state.stopped_by_user {
                         this.emit(&c, "restart", &[]);
                         if let Err(e) = this.start_locked(c).await {
-                            tracing::warn!(container = %id, error = %e.message, "restart failed");
+                            tracing::warn!(container = %id, error = %e.message(), "restart failed");
                         }
                     }
                 }
@@ -1679,7 +1680,7 @@ impl Containers {
     /// it: no reused pid can be hit, and no cgroup needs to be found. When no monitor
     /// answers (it died, or an older Pier started it), the pid is signalled if it still
     /// sits in the container's cgroup.
-    fn signal(&self, c: &ContainerInspect, sig: i32) -> ApiResult<()> {
+    fn signal(&self, c: &ContainerInspect, sig: i32) -> EngineResult<()> {
         use pier_runtime::attach::SignalError;
         let Some(pid) = c.state.pid else {
             return Err(conflict(format!("container {} is not running", c.name)));
@@ -1732,7 +1733,7 @@ impl Containers {
         project: &ProjectName,
         name: &str,
         signal: Option<&str>,
-    ) -> ApiResult<()> {
+    ) -> EngineResult<()> {
         let mut c = self.get(project, name)?;
         let sig = parse_signal(signal.unwrap_or("KILL"))?;
         if !matches!(
@@ -1759,7 +1760,7 @@ impl Containers {
         name: &str,
         t: Option<u64>,
         signal: Option<&str>,
-    ) -> ApiResult<()> {
+    ) -> EngineResult<()> {
         let mut c = self.get(project, name)?;
         if c.state.status == ContainerStatus::Restarting {
             c.state.stopped_by_user = true;
@@ -1797,7 +1798,7 @@ impl Containers {
         name: &str,
         force: bool,
         volumes: bool,
-    ) -> ApiResult<()> {
+    ) -> EngineResult<()> {
         let c = self.get(project, name)?;
         if matches!(
             c.state.status,
@@ -1811,7 +1812,7 @@ impl Containers {
             }
             self.kill(project, &c.id, Some("KILL")).await?;
             if !self.wait_stopped(&c, Some(Duration::from_secs(30))).await {
-                return Err(ApiError::new(
+                return Err(EngineError::new(
                     ErrorKind::Unavailable,
                     format!("container {} did not stop; try again", c.name),
                 ));
@@ -1827,7 +1828,7 @@ impl Containers {
 
     /// Removes everything of a stopped container; with `volumes`, its anonymous volumes
     /// too (`rm -v`, and `--rm` containers).
-    fn remove_locked(&self, c: &ContainerInspect, volumes: bool) -> ApiResult<()> {
+    fn remove_locked(&self, c: &ContainerInspect, volumes: bool) -> EngineResult<()> {
         let project = &c.project;
         let dir = self.cdir(&c.id);
         self.kill_leftovers(&c.id);
@@ -1867,7 +1868,7 @@ impl Containers {
 
     /// A running `--rm` container whose record a crash lost (it is written lazily): its
     /// directory's copy of the record becomes the record again. Returns whether it was.
-    fn adopt_unrecorded(self: &Arc<Self>, dir: &Path) -> ApiResult<bool> {
+    fn adopt_unrecorded(self: &Arc<Self>, dir: &Path) -> EngineResult<bool> {
         let Some(Record(mut c)) = read_json::<Record>(&dir.join(RECORD_COPY)) else {
             return Ok(false);
         };
@@ -1914,7 +1915,7 @@ impl Containers {
     }
 
     /// Removes a volume no container uses (`pier volume rm`).
-    pub fn remove_volume(&self, project: &ProjectName, name: &str) -> ApiResult<()> {
+    pub fn remove_volume(&self, project: &ProjectName, name: &str) -> EngineResult<()> {
         self.volumes.get(project, name)?;
         let users = self.volume_users(project, name)?;
         if !users.is_empty() {
@@ -1927,7 +1928,7 @@ impl Containers {
     }
 
     /// Removes volumes no container uses: anonymous ones, or all with `all`.
-    pub fn prune_volumes(&self, project: &ProjectName, all: bool) -> ApiResult<Vec<String>> {
+    pub fn prune_volumes(&self, project: &ProjectName, all: bool) -> EngineResult<Vec<String>> {
         let mut removed = Vec::new();
         for v in self.volumes.list(project)? {
             if (all || v.anonymous) && self.volume_users(project, &v.name)?.is_empty() {
@@ -1938,7 +1939,11 @@ impl Containers {
         Ok(removed)
     }
 
-    fn running_users(&self, project: &ProjectName, name: &str) -> ApiResult<Vec<ContainerInspect>> {
+    fn running_users(
+        &self,
+        project: &ProjectName,
+        name: &str,
+    ) -> EngineResult<Vec<ContainerInspect>> {
         Ok(self
             .all(project)?
             .into_iter()
@@ -1958,7 +1963,12 @@ impl Containers {
 
     /// A crash-consistent snapshot: running users of a directory volume are frozen
     /// while it is copied (image volumes are frozen by the filesystem itself).
-    pub fn snapshot_volume(&self, project: &ProjectName, name: &str, snap: &str) -> ApiResult<()> {
+    pub fn snapshot_volume(
+        &self,
+        project: &ProjectName,
+        name: &str,
+        snap: &str,
+    ) -> EngineResult<()> {
         let users = self.running_users(project, name)?;
         let quiesce = |on: bool| {
             for c in users
@@ -1972,7 +1982,12 @@ impl Containers {
     }
 
     /// Puts a snapshot back; no running container may use the volume meanwhile.
-    pub fn restore_volume(&self, project: &ProjectName, name: &str, snap: &str) -> ApiResult<()> {
+    pub fn restore_volume(
+        &self,
+        project: &ProjectName,
+        name: &str,
+        snap: &str,
+    ) -> EngineResult<()> {
         let users = self.running_users(project, name)?;
         if !users.is_empty() {
             let names: Vec<String> = users.into_iter().map(|c| c.name).collect();
@@ -1985,7 +2000,7 @@ impl Containers {
     }
 
     /// Names of the containers that mount volume `name`.
-    pub fn volume_users(&self, project: &ProjectName, name: &str) -> ApiResult<Vec<String>> {
+    pub fn volume_users(&self, project: &ProjectName, name: &str) -> EngineResult<Vec<String>> {
         Ok(self
             .all(project)?
             .into_iter()
@@ -2005,7 +2020,7 @@ impl Containers {
         project: &ProjectName,
         network: &str,
         req: pier_api::networks::NetworkConnect,
-    ) -> ApiResult<()> {
+    ) -> EngineResult<()> {
         let c = self.get(project, &req.container)?;
         let lock = self.lock(&c.id);
         let _g = lock.lock().await;
@@ -2060,7 +2075,7 @@ impl Containers {
         project: &ProjectName,
         network: &str,
         container: &str,
-    ) -> ApiResult<()> {
+    ) -> EngineResult<()> {
         let c = self.get(project, container)?;
         let lock = self.lock(&c.id);
         let _g = lock.lock().await;
@@ -2093,7 +2108,7 @@ impl Containers {
     }
 
     /// Removes every container that is not running; returns their IDs.
-    pub async fn prune(&self, project: &ProjectName) -> ApiResult<Vec<String>> {
+    pub async fn prune(&self, project: &ProjectName) -> EngineResult<Vec<String>> {
         let mut deleted = Vec::new();
         for c in self.all(project)? {
             if matches!(
@@ -2117,7 +2132,7 @@ impl Containers {
         name: &str,
         next_exit: bool,
         removed: bool,
-    ) -> ApiResult<impl std::future::Future<Output = WaitResponse> + Send + 'static> {
+    ) -> EngineResult<impl std::future::Future<Output = WaitResponse> + Send + 'static> {
         let c = self.get(project, name)?;
         let mut rx = self.watcher(&c);
         let before = c.state.finished_at.clone();
@@ -2145,7 +2160,7 @@ impl Containers {
         })
     }
 
-    pub async fn pause(&self, project: &ProjectName, name: &str, paused: bool) -> ApiResult<()> {
+    pub async fn pause(&self, project: &ProjectName, name: &str, paused: bool) -> EngineResult<()> {
         let mut c = self.get(project, name)?;
         let want = if paused {
             ContainerStatus::Running
@@ -2173,7 +2188,7 @@ impl Containers {
         Ok(())
     }
 
-    pub fn rename(&self, project: &ProjectName, name: &str, new_name: &str) -> ApiResult<()> {
+    pub fn rename(&self, project: &ProjectName, name: &str, new_name: &str) -> EngineResult<()> {
         if !valid_name(new_name) {
             return Err(invalid(format!("invalid container name {new_name:?}")));
         }
@@ -2190,7 +2205,7 @@ impl Containers {
         project: &ProjectName,
         all: bool,
         filter: Option<&str>,
-    ) -> ApiResult<Vec<ContainerSummary>> {
+    ) -> EngineResult<Vec<ContainerSummary>> {
         let filters: Vec<(String, String)> = filter
             .unwrap_or("")
             .split(',')
@@ -2200,7 +2215,7 @@ impl Containers {
                     .map(|(k, v)| (k.to_string(), v.to_string()))
                     .ok_or_else(|| invalid(format!("invalid filter {f:?}: use key=value")))
             })
-            .collect::<ApiResult<_>>()?;
+            .collect::<EngineResult<_>>()?;
         let now = now_unix();
         let mut out: Vec<(String, ContainerSummary)> = Vec::new();
         for c in self.all(project)? {
@@ -2275,7 +2290,7 @@ impl Containers {
         project: &ProjectName,
         name: &str,
         req: &pier_api::containers::ExecCreate,
-    ) -> ApiResult<(ContainerInspect, std::process::Command)> {
+    ) -> EngineResult<(ContainerInspect, std::process::Command)> {
         let c = self.get(project, name)?;
         if c.state.status != ContainerStatus::Running {
             return Err(conflict(format!(
@@ -2345,7 +2360,7 @@ impl Containers {
         &self,
         project: &ProjectName,
         name: &str,
-    ) -> ApiResult<pier_api::containers::ContainerStats> {
+    ) -> EngineResult<pier_api::containers::ContainerStats> {
         let c = self.get(project, name)?;
         let s = if matches!(
             c.state.status,
@@ -2379,7 +2394,7 @@ impl Containers {
         &self,
         project: &ProjectName,
         name: &str,
-    ) -> ApiResult<pier_api::containers::TopResponse> {
+    ) -> EngineResult<pier_api::containers::TopResponse> {
         let c = self.get(project, name)?;
         if !matches!(
             c.state.status,
@@ -2471,7 +2486,7 @@ impl Containers {
     // ---- for the Docker API and health checks ---------------------------------------------
 
     /// Every container of a project, as stored.
-    pub fn inspect_all(&self, project: &ProjectName) -> ApiResult<Vec<ContainerInspect>> {
+    pub fn inspect_all(&self, project: &ProjectName) -> EngineResult<Vec<ContainerInspect>> {
         self.all(project)
     }
 
@@ -2501,7 +2516,7 @@ impl Containers {
         project: &ProjectName,
         id: &str,
         f: impl FnOnce(&mut ContainerInspect) -> bool,
-    ) -> ApiResult<()> {
+    ) -> EngineResult<()> {
         let lock = self.lock(id);
         let _g = lock.lock().await;
         let mut c = self.get(project, id)?;
@@ -2524,7 +2539,7 @@ impl Containers {
         self: &Arc<Self>,
         mut c: ContainerInspect,
         monitor: Option<i32>,
-    ) -> ApiResult<()> {
+    ) -> EngineResult<()> {
         let dir = self.cdir(&c.id);
         let started: Option<Running> = read_json(&dir.join("state.json"));
         let Some(s) =
@@ -2593,7 +2608,7 @@ impl Containers {
     /// checked against its monitor: a container is adopted only when its monitor is alive
     /// and its state file says running; otherwise whatever runs in its cgroup is killed
     /// before its exit is recorded and its cgroup, mounts and network are removed.
-    pub async fn restore(self: &Arc<Self>) -> ApiResult<()> {
+    pub async fn restore(self: &Arc<Self>) -> EngineResult<()> {
         let records = self.db.list_json::<Record>(Table::Containers, "")?;
         let monitors = live_monitors();
         let mut known = std::collections::HashSet::new();
@@ -2630,7 +2645,7 @@ impl Containers {
                         let lock = this.lock(&c.id);
                         let _g = lock.lock().await;
                         if let Err(e) = this.start_locked(c.clone()).await {
-                            tracing::warn!(container = %c.id, error = %e.message, "restart after daemon restart failed");
+                            tracing::warn!(container = %c.id, error = %e.message(), "restart after daemon restart failed");
                         }
                     });
                 }
@@ -2853,7 +2868,7 @@ fn status_text(s: &ContainerState, now: i64) -> String {
 }
 
 /// `TERM`, `SIGTERM`, `15`.
-pub fn parse_signal(s: &str) -> ApiResult<i32> {
+pub fn parse_signal(s: &str) -> EngineResult<i32> {
     if let Ok(n) = s.parse::<i32>() {
         return if (1..=64).contains(&n) {
             Ok(n)

@@ -27,29 +27,11 @@ use pier_api::types::LoadedImage;
 use pier_api::{ImageRef, ProjectName};
 use pier_runtime::in_root::{self, Entry, Extract, InRoot, Meta};
 use rustix::fs::{FileType, Mode, OFlags, CWD};
-use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
+
+use pier_api::containers::{Change, CommitRequest};
 
 use crate::containers::{conflict, internal, invalid, unmount, Containers};
-use crate::error::{ApiError, ApiResult};
-
-/// One change in a container's filesystem (`pier diff`); `kind` as Docker: 0 modified,
-/// 1 added, 2 deleted.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-pub struct Change {
-    pub path: String,
-    pub kind: u8,
-}
-
-/// Body of `POST /v1/containers/{id}/commit`.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields, default)]
-pub struct CommitRequest {
-    /// `name[:tag]` for the new image; untagged when absent.
-    pub reference: Option<String>,
-    pub message: String,
-    pub author: String,
-}
+use crate::error::{EngineError, EngineResult};
 
 /// What [`Containers::archive_stat`] finds.
 #[derive(Debug, Clone)]
@@ -72,7 +54,7 @@ fn is_opaque(e: &Entry) -> bool {
     e.meta.is_dir() && e.xattr("trusted.overlay.opaque").is_some_and(|v| v == b"y")
 }
 
-fn io_fail(what: &str) -> impl FnOnce(std::io::Error) -> ApiError + '_ {
+fn io_fail(what: &str) -> impl FnOnce(std::io::Error) -> EngineError + '_ {
     move |e| internal(format!("{what}: {e}"))
 }
 
@@ -83,8 +65,8 @@ impl Containers {
         &self,
         project: &ProjectName,
         name: &str,
-        f: impl FnOnce(&ContainerInspect, &Path) -> ApiResult<T>,
-    ) -> ApiResult<T> {
+        f: impl FnOnce(&ContainerInspect, &Path) -> EngineResult<T>,
+    ) -> EngineResult<T> {
         let c = self.get(project, name)?;
         let lock = self.lock(&c.id);
         let _g = lock.blocking_lock();
@@ -112,8 +94,8 @@ impl Containers {
         &self,
         project: &ProjectName,
         name: &str,
-        f: impl FnOnce(&ContainerInspect, &InRoot) -> ApiResult<T>,
-    ) -> ApiResult<T> {
+        f: impl FnOnce(&ContainerInspect, &InRoot) -> EngineResult<T>,
+    ) -> EngineResult<T> {
         let c = self.get(project, name)?;
         let running = matches!(
             c.state.status,
@@ -147,7 +129,7 @@ impl Containers {
             .collect()
     }
 
-    fn lower_dirs(&self, c: &ContainerInspect) -> ApiResult<Vec<PathBuf>> {
+    fn lower_dirs(&self, c: &ContainerInspect) -> EngineResult<Vec<PathBuf>> {
         let image = self.images.resolve(&c.project, c.image_id.as_str())?;
         Ok(image
             .layers
@@ -158,7 +140,7 @@ impl Containers {
     }
 
     /// Walks the upper directory: its entries, parents before children.
-    fn upper_entries(&self, c: &ContainerInspect) -> ApiResult<Upper> {
+    fn upper_entries(&self, c: &ContainerInspect) -> EngineResult<Upper> {
         let mut out = walk_upper(&self.cdir(&c.id).join("upper"))?;
         let mounts = self.mount_points(c);
         // Skip what the runtime made as mount targets (empty files and directories).
@@ -167,13 +149,13 @@ impl Containers {
         Ok(out)
     }
 
-    pub fn changes(&self, project: &ProjectName, name: &str) -> ApiResult<Vec<Change>> {
+    pub fn changes(&self, project: &ProjectName, name: &str) -> EngineResult<Vec<Change>> {
         let c = self.get(project, name)?;
         let lowers = self
             .lower_dirs(&c)?
             .iter()
             .map(|l| open_dir(l))
-            .collect::<ApiResult<Vec<_>>>()?;
+            .collect::<EngineResult<Vec<_>>>()?;
         // Looked up in each layer without following symlinks: a path the container
         // chose never leads out of the layer.
         let exists_below = |rel: &Path| {
@@ -205,7 +187,7 @@ impl Containers {
     }
 
     /// `pier export`: the container's whole filesystem as a tar.
-    pub fn export(&self, project: &ProjectName, name: &str, out: impl Write) -> ApiResult<()> {
+    pub fn export(&self, project: &ProjectName, name: &str, out: impl Write) -> EngineResult<()> {
         self.with_rootfs(project, name, |_, rootfs| {
             let root = InRoot::open(rootfs).map_err(io_fail("open the rootfs"))?;
             let top = Entry::at(root.fd(), Path::new("")).map_err(io_fail("open the rootfs"))?;
@@ -222,7 +204,7 @@ impl Containers {
         project: &ProjectName,
         name: &str,
         req: &CommitRequest,
-    ) -> ApiResult<LoadedImage> {
+    ) -> EngineResult<LoadedImage> {
         let reference = req
             .reference
             .as_deref()
@@ -271,12 +253,12 @@ impl Containers {
 
     /// Writes the container's changes (its overlay upper directory, without the mount
     /// points the runtime made) as an OCI layer tar. The container must not be running.
-    pub(crate) fn write_layer(&self, c: &ContainerInspect, out: impl Write) -> ApiResult<()> {
+    pub(crate) fn write_layer(&self, c: &ContainerInspect, out: impl Write) -> EngineResult<()> {
         write_changes(&self.upper_entries(c)?, out)
     }
 
     /// Checks that `path` exists in the container, for a clear error before streaming.
-    pub fn archive_check(&self, project: &ProjectName, name: &str, path: &str) -> ApiResult<()> {
+    pub fn archive_check(&self, project: &ProjectName, name: &str, path: &str) -> EngineResult<()> {
         self.with_view(project, name, |_, root| {
             archive_source(root, path).map(|_| ())
         })
@@ -289,7 +271,7 @@ impl Containers {
         project: &ProjectName,
         name: &str,
         path: &str,
-    ) -> ApiResult<PathStat> {
+    ) -> EngineResult<PathStat> {
         self.with_view(project, name, |_, root| {
             let (e, base) = archive_source(root, path)?;
             let m = &e.meta;
@@ -318,7 +300,7 @@ impl Containers {
         name: &str,
         path: &str,
         out: impl Write,
-    ) -> ApiResult<()> {
+    ) -> EngineResult<()> {
         self.with_view(project, name, |_, root| {
             let (e, base) = archive_source(root, path)?;
             let mut tar = tar::Builder::new(out);
@@ -336,7 +318,7 @@ impl Containers {
         name: &str,
         path: &str,
         mut input: impl Read,
-    ) -> ApiResult<()> {
+    ) -> EngineResult<()> {
         if !path.starts_with('/') {
             return Err(invalid(format!(
                 "the destination {path:?} must be an absolute path in the container"
@@ -349,7 +331,7 @@ impl Containers {
             let p = Path::new(path);
             let wants_dir = path.ends_with('/') || path.ends_with("/.");
             let no_dir = |what: &str| {
-                ApiError::new(
+                EngineError::new(
                     pier_api::ErrorKind::NotFound,
                     format!("{what} does not exist in the container"),
                 )
@@ -382,7 +364,7 @@ impl Containers {
 }
 
 /// Opens a directory the daemon owns (an upper directory, a layer) to walk it.
-fn open_dir(p: &Path) -> ApiResult<OwnedFd> {
+fn open_dir(p: &Path) -> EngineResult<OwnedFd> {
     rustix::fs::openat(
         CWD,
         p,
@@ -432,7 +414,7 @@ impl Upper {
 }
 
 /// Walks an overlay upper directory.
-pub(crate) fn walk_upper(upper: &Path) -> ApiResult<Upper> {
+pub(crate) fn walk_upper(upper: &Path) -> EngineResult<Upper> {
     let fd = open_dir(upper)?;
     let mut entries = Vec::new();
     in_root::walk(fd.as_fd(), &mut |e| {
@@ -445,7 +427,7 @@ pub(crate) fn walk_upper(upper: &Path) -> ApiResult<Upper> {
 
 /// Writes the entries of an overlay upper directory as an OCI layer tar: deletions (0/0
 /// character devices) become `.wh.` whiteouts, opaque directories get `.wh..wh..opq`.
-pub(crate) fn write_changes(upper: &Upper, out: impl Write) -> ApiResult<()> {
+pub(crate) fn write_changes(upper: &Upper, out: impl Write) -> EngineResult<()> {
     let mut tar = tar::Builder::new(out);
     for (rel, m) in &upper.entries {
         if is_whiteout(m) {
@@ -535,14 +517,14 @@ fn append_tree(tar: &mut tar::Builder<impl Write>, name: &Path, top: &Entry) -> 
 /// Finds a path to copy out: its parent resolved inside the root, its last component
 /// taken as it is (a symlink is copied as a symlink). Also gives the name the archive's
 /// root entry takes.
-fn archive_source(root: &InRoot, path: &str) -> ApiResult<(Entry, PathBuf)> {
+fn archive_source(root: &InRoot, path: &str) -> EngineResult<(Entry, PathBuf)> {
     let p = Path::new(path);
     let base = p
         .file_name()
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from("."));
     let not_found = |e: io::Error| match e.raw_os_error() {
-        Some(libc::ENOENT) | Some(libc::ENOTDIR) | Some(libc::ELOOP) => ApiError::new(
+        Some(libc::ENOENT) | Some(libc::ENOTDIR) | Some(libc::ELOOP) => EngineError::new(
             pier_api::ErrorKind::NotFound,
             format!("no such file or directory in the container: {path}"),
         ),

@@ -37,18 +37,18 @@ use pier_store::{Batch, Store, StoreExt, Table};
 use serde::{Deserialize, Serialize};
 
 use crate::containers::{conflict, internal, invalid};
-use crate::error::{ApiError, ApiResult};
-use crate::server::DEFAULT_ROOT;
+use crate::error::{EngineError, EngineResult};
+use crate::DEFAULT_ROOT;
 
 /// The default network's name, as Docker's.
 pub const DEFAULT_NETWORK: &str = "bridge";
 
-fn net_err(e: pier_net::Error) -> ApiError {
+fn net_err(e: pier_net::Error) -> EngineError {
     internal(e.to_string())
 }
 
-fn not_found(what: &str) -> ApiError {
-    ApiError::new(
+fn not_found(what: &str) -> EngineError {
+    EngineError::new(
         ErrorKind::NotFound,
         format!("no such network: {what} (see `pier network ls`)"),
     )
@@ -92,7 +92,7 @@ pub struct PortRequest {
 
 /// Parses `-p [hostip:][hostport:]containerport[/tcp|udp]`, with ranges
 /// (`8000-8002:80-82`, or `8000-8010:80` for the first free port of a range).
-pub fn parse_publish(spec: &str) -> ApiResult<Vec<PortRequest>> {
+pub fn parse_publish(spec: &str) -> EngineResult<Vec<PortRequest>> {
     let bad = |why: &str| {
         invalid(format!(
             "invalid port mapping {spec:?}: {why}; use [hostip:][hostport:]containerport[/tcp|udp], e.g. 8080:80"
@@ -121,7 +121,7 @@ pub fn parse_publish(spec: &str) -> ApiResult<Vec<PortRequest>> {
                 .map_err(|_| bad(&format!("{i:?} is not an IPv4 address")))?,
         ),
     };
-    let range = |s: &str| -> ApiResult<(u16, u16)> {
+    let range = |s: &str| -> EngineResult<(u16, u16)> {
         let (a, b) = s.split_once('-').unwrap_or((s, s));
         let p = |x: &str| {
             x.parse::<u16>()
@@ -242,7 +242,7 @@ pub struct Networks {
 impl Networks {
     /// Must be called inside the tokio runtime. `root` is canonical; `names` are those of
     /// the daemon on it ([`HostNames::for_root`]).
-    pub fn new(root: &Path, names: HostNames, db: Arc<dyn Store>) -> ApiResult<Self> {
+    pub fn new(root: &Path, names: HostNames, db: Arc<dyn Store>) -> EngineResult<Self> {
         let netns_dir = root.join("netns");
         fs::create_dir_all(&netns_dir)
             .map_err(|e| internal(format!("cannot create {}: {e}", netns_dir.display())))?;
@@ -276,7 +276,7 @@ impl Networks {
         self.netns_dir.join(container_id)
     }
 
-    fn all(&self, project: &ProjectName) -> ApiResult<Vec<NetworkInspect>> {
+    fn all(&self, project: &ProjectName) -> EngineResult<Vec<NetworkInspect>> {
         Ok(self
             .db
             .list_json::<NetworkInspect>(Table::Networks, &format!("{project}/"))?
@@ -286,7 +286,7 @@ impl Networks {
     }
 
     /// Finds a network by name, full ID or unique ID prefix.
-    pub fn get(&self, project: &ProjectName, name_or_id: &str) -> ApiResult<NetworkInspect> {
+    pub fn get(&self, project: &ProjectName, name_or_id: &str) -> EngineResult<NetworkInspect> {
         let all = self.all(project)?;
         if let Some(n) = all
             .iter()
@@ -307,7 +307,7 @@ impl Networks {
         }
     }
 
-    fn containers(&self) -> ApiResult<Vec<ContainerInspect>> {
+    fn containers(&self) -> EngineResult<Vec<ContainerInspect>> {
         Ok(self
             .db
             .list_json::<ContainerInspect>(Table::Containers, "")?
@@ -317,7 +317,7 @@ impl Networks {
     }
 
     /// A network with its running containers filled in.
-    pub fn inspect(&self, project: &ProjectName, name: &str) -> ApiResult<NetworkInspect> {
+    pub fn inspect(&self, project: &ProjectName, name: &str) -> EngineResult<NetworkInspect> {
         let mut n = self.get(project, name)?;
         for c in self.containers()? {
             if let Some(ep) = c.networks.get(&n.name) {
@@ -329,7 +329,7 @@ impl Networks {
         Ok(n)
     }
 
-    pub fn list(&self, project: &ProjectName) -> ApiResult<Vec<NetworkInspect>> {
+    pub fn list(&self, project: &ProjectName) -> EngineResult<Vec<NetworkInspect>> {
         let mut v = self.all(project)?;
         v.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(v)
@@ -348,7 +348,7 @@ impl Networks {
             .find(|c| !taken.iter().any(|t| t.overlaps(c)))
     }
 
-    fn taken_subnets(&self) -> ApiResult<Vec<Ipv4Net>> {
+    fn taken_subnets(&self) -> EngineResult<Vec<Ipv4Net>> {
         let mut taken: Vec<Ipv4Net> = ipam::host_routes().into_iter().map(|(_, n)| n).collect();
         for (_, n) in self.db.list_json::<NetworkInspect>(Table::Networks, "")? {
             if let Ok(s) = n.subnet.parse() {
@@ -362,7 +362,7 @@ impl Networks {
         &self,
         project: &ProjectName,
         req: NetworkCreate,
-    ) -> ApiResult<NetworkInspect> {
+    ) -> EngineResult<NetworkInspect> {
         self.create_inner(project, req, false).await
     }
 
@@ -371,7 +371,7 @@ impl Networks {
         project: &ProjectName,
         req: NetworkCreate,
         default: bool,
-    ) -> ApiResult<NetworkInspect> {
+    ) -> EngineResult<NetworkInspect> {
         let _g = self.alloc.lock().await;
         let name = req.name.clone();
         if !crate::containers::valid_name(&name) {
@@ -455,7 +455,7 @@ impl Networks {
                 net
             }
             None => self.free_subnet(&taken).ok_or_else(|| {
-                ApiError::new(
+                EngineError::new(
                     ErrorKind::InsufficientStorage,
                     "no free private subnet is left; give one with --subnet",
                 )
@@ -533,7 +533,7 @@ impl Networks {
     }
 
     /// Makes the kernel side of a network: its bridge, sysctls and DNS server.
-    async fn realize(&self, n: &NetworkInspect) -> ApiResult<()> {
+    async fn realize(&self, n: &NetworkInspect) -> EngineResult<()> {
         let subnet: Ipv4Net = n
             .subnet
             .parse()
@@ -587,7 +587,7 @@ impl Networks {
         }
     }
 
-    pub async fn remove(&self, project: &ProjectName, name: &str) -> ApiResult<()> {
+    pub async fn remove(&self, project: &ProjectName, name: &str) -> EngineResult<()> {
         let _g = self.alloc.lock().await;
         let n = self.get(project, name)?;
         if n.name == DEFAULT_NETWORK {
@@ -616,7 +616,7 @@ impl Networks {
     }
 
     /// Removes every network no container uses; returns their names.
-    pub async fn prune(&self, project: &ProjectName) -> ApiResult<Vec<String>> {
+    pub async fn prune(&self, project: &ProjectName) -> EngineResult<Vec<String>> {
         let used: HashSet<String> = self
             .containers()?
             .iter()
@@ -635,7 +635,7 @@ impl Networks {
     // ---- firewall ------------------------------------------------------------------
 
     /// Rebuilds Pier's nftables table from the store.
-    fn firewall(&self) -> ApiResult<()> {
+    fn firewall(&self) -> EngineResult<()> {
         self.firewall_with(None)
     }
 
@@ -647,7 +647,7 @@ impl Networks {
         &self,
         project: &ProjectName,
         req: &pier_api::containers::ContainerCreate,
-    ) -> ApiResult<BTreeMap<String, Endpoint>> {
+    ) -> EngineResult<BTreeMap<String, Endpoint>> {
         let mode = req.network.as_deref().unwrap_or(DEFAULT_NETWORK);
         let mut out = BTreeMap::new();
         let no_net = matches!(mode, "none" | "host") || mode.starts_with("container:");
@@ -699,7 +699,7 @@ impl Networks {
         ip: Option<&str>,
         mac: Option<&str>,
         aliases: &[String],
-    ) -> ApiResult<Endpoint> {
+    ) -> EngineResult<Endpoint> {
         if let Some(ip) = ip {
             let addr: Ipv4Addr = ip
                 .parse()
@@ -765,7 +765,7 @@ impl Networks {
         v
     }
 
-    fn leases(&self) -> ApiResult<Vec<(String, Lease)>> {
+    fn leases(&self) -> EngineResult<Vec<(String, Lease)>> {
         Ok(self.db.list_json::<Lease>(Table::Leases, "")?)
     }
 
@@ -777,7 +777,7 @@ impl Networks {
         ep: &Endpoint,
         ifname: &str,
         host_ifname: &str,
-    ) -> ApiResult<Ipv4Addr> {
+    ) -> EngineResult<Ipv4Addr> {
         let subnet: Ipv4Net = n
             .subnet
             .parse()
@@ -816,7 +816,7 @@ impl Networks {
                     .get(Table::Meta, &format!("last-ip/{}", n.id))?
                     .and_then(|b| String::from_utf8(b).ok()?.parse().ok());
                 ipam::allocate(&subnet, &range, &used, last).ok_or_else(|| {
-                    ApiError::new(
+                    EngineError::new(
                         ErrorKind::InsufficientStorage,
                         format!("network {} has no free address left", n.name),
                     )
@@ -843,7 +843,7 @@ impl Networks {
         Ok(ip)
     }
 
-    fn release(&self, cid: &str) -> ApiResult<Vec<Lease>> {
+    fn release(&self, cid: &str) -> EngineResult<Vec<Lease>> {
         let mut b = Batch::new();
         b.delete(Table::Meta, ports_key(cid));
         let mut gone = Vec::new();
@@ -875,7 +875,7 @@ impl Networks {
         c: &ContainerInspect,
         exposed: &[(u16, Proto)],
         share_with: Option<PathBuf>,
-    ) -> ApiResult<Attached> {
+    ) -> EngineResult<Attached> {
         let ns = self.netns_path(&c.id);
         if let Some(src) = share_with {
             // `--network container:X`: X's namespace, held by a file of our own.
@@ -905,7 +905,7 @@ impl Networks {
         c: &ContainerInspect,
         exposed: &[(u16, Proto)],
         ns: &Path,
-    ) -> ApiResult<Attached> {
+    ) -> EngineResult<Attached> {
         let ns2 = ns.to_path_buf();
         tokio::task::spawn_blocking(move || {
             netlink::remove_netns(&ns2);
@@ -963,7 +963,7 @@ impl Networks {
         i: usize,
         name: &str,
         ep: Endpoint,
-    ) -> ApiResult<Endpoint> {
+    ) -> EngineResult<Endpoint> {
         let n = self.get(&c.project, &ep.network_id).map_err(|_| {
             invalid(format!(
                 "network {name} of container {} no longer exists: disconnect it or recreate the network",
@@ -1043,7 +1043,7 @@ impl Networks {
 
     /// Rebuilds the firewall from the store; `c`, when given, counts as it is here
     /// (running with its ports, or stopped) rather than as its record says.
-    fn firewall_with(&self, c: Option<&ContainerInspect>) -> ApiResult<()> {
+    fn firewall_with(&self, c: Option<&ContainerInspect>) -> EngineResult<()> {
         let nets: Vec<FwNetwork> = self
             .db
             .list_json::<NetworkInspect>(Table::Networks, "")?
@@ -1080,7 +1080,7 @@ impl Networks {
         &self,
         c: &ContainerInspect,
         requests: &[PortRequest],
-    ) -> ApiResult<Vec<PortBinding>> {
+    ) -> EngineResult<Vec<PortBinding>> {
         let mut taken: Vec<(Proto, Option<Ipv4Addr>, u16, String)> = Vec::new();
         for o in self.containers()? {
             if o.id == c.id
@@ -1239,7 +1239,7 @@ impl Networks {
     }
 
     /// Takes a running container off one network: its veth, lease and names there.
-    pub(crate) async fn unplug(&self, c: &ContainerInspect, network_id: &str) -> ApiResult<()> {
+    pub(crate) async fn unplug(&self, c: &ContainerInspect, network_id: &str) -> EngineResult<()> {
         let mut b = Batch::new();
         let mut ips = Vec::new();
         for (k, l) in self.leases()? {
@@ -1261,7 +1261,7 @@ impl Networks {
     /// For a running container whose start's record a crash lost (it is saved lazily):
     /// fills in its endpoints from its leases and its published ports from their
     /// durable copy, as [`Networks::attach`] made them. What the record has stays.
-    pub(crate) fn recover(&self, c: &mut ContainerInspect) -> ApiResult<()> {
+    pub(crate) fn recover(&self, c: &mut ContainerInspect) -> EngineResult<()> {
         for (k, l) in self.leases()? {
             let Some(ip) = k
                 .rsplit('/')
@@ -1334,7 +1334,7 @@ impl Networks {
             let mut gone = c.clone();
             gone.state.status = ContainerStatus::Exited;
             if let Err(e) = self.firewall_with(Some(&gone)) {
-                tracing::warn!(error = %e.message, "rebuilding the firewall after a container stopped");
+                tracing::warn!(error = %e.message(), "rebuilding the firewall after a container stopped");
             }
         }
     }
@@ -1344,7 +1344,7 @@ impl Networks {
     /// At daemon start, after containers are restored: makes the default network if
     /// missing, every network's bridge and DNS server, and removes what no running
     /// container owns (leases, veths, namespace files); then rebuilds the firewall.
-    pub async fn reconcile(&self, project: &ProjectName) -> ApiResult<()> {
+    pub async fn reconcile(&self, project: &ProjectName) -> EngineResult<()> {
         if !self.all(project)?.iter().any(|n| n.name == DEFAULT_NETWORK) {
             self.create_inner(
                 project,
@@ -1363,7 +1363,7 @@ impl Networks {
                 tracing::warn!(network = %n.name, bridge = %n.bridge, "this network's bridge has a name of the default daemon's (made by an earlier Pier): a default daemon beside this one would share it; recreate the network");
             }
             if let Err(e) = self.realize(n).await {
-                tracing::warn!(network = %n.name, error = %e.message, "cannot set a network up");
+                tracing::warn!(network = %n.name, error = %e.message(), "cannot set a network up");
             }
         }
         let running: HashMap<String, ContainerInspect> = self
@@ -1487,7 +1487,7 @@ fn fw_ports(c: &ContainerInspect, ports: &[PortBinding]) -> Vec<FwPort> {
 }
 
 /// A free host port, as the kernel picks one for a socket bound to port 0.
-fn free_port(proto: Proto, ip: Option<Ipv4Addr>) -> ApiResult<u16> {
+fn free_port(proto: Proto, ip: Option<Ipv4Addr>) -> EngineResult<u16> {
     let addr = SocketAddr::from((ip.unwrap_or(Ipv4Addr::UNSPECIFIED), 0));
     let port = match proto {
         Proto::Tcp => std::net::TcpListener::bind(addr).and_then(|l| l.local_addr()),
@@ -1563,9 +1563,9 @@ mod tests {
         ] {
             let e = parse_publish(bad).unwrap_err();
             assert!(
-                e.message.contains("invalid port mapping"),
+                e.message().contains("invalid port mapping"),
                 "{bad}: {}",
-                e.message
+                e.message()
             );
         }
     }

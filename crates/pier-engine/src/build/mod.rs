@@ -52,9 +52,9 @@ use pier_image::dockerfile::{self, Command, Instruction, ParseError};
 use pier_image::store::{ImagePin, ImageRecord};
 use pier_image::{ImageError, ImageStore};
 
-use crate::api::Engine;
 use crate::containers::Containers;
-use crate::error::ApiError;
+use crate::error::EngineError;
+use crate::Engine;
 
 /// Where builds keep their work directories, under the daemon's root.
 const BUILD_DIR: &str = "build";
@@ -152,11 +152,11 @@ pub enum BuildError {
     },
 }
 
-impl From<ApiError> for BuildError {
-    fn from(e: ApiError) -> Self {
+impl From<EngineError> for BuildError {
+    fn from(e: EngineError) -> Self {
         BuildError::Engine {
-            kind: e.kind,
-            message: e.message,
+            kind: e.kind(),
+            message: e.message(),
         }
     }
 }
@@ -223,7 +223,7 @@ pub async fn remove_orphans(containers: &Containers) {
     for c in left {
         tracing::info!(container = %c.id, "removing the container of an interrupted build step");
         if let Err(e) = containers.remove(&project, &c.id, true, true).await {
-            tracing::warn!(container = %c.id, error = %e.message, "cannot remove an interrupted build step's container");
+            tracing::warn!(container = %c.id, error = %e.message(), "cannot remove an interrupted build step's container");
         }
     }
 }

@@ -27,7 +27,7 @@ impl Drop for StepContainer {
             .handle
             .block_on(self.containers.remove(&self.project, &self.id, true, true));
         if let Err(e) = r {
-            tracing::warn!(container = %self.id, error = %e.message, "cannot remove a build step's container");
+            tracing::warn!(container = %self.id, error = %e.message(), "cannot remove a build step's container");
         }
     }
 }
@@ -69,14 +69,14 @@ impl Build<'_> {
         self.say(format!(" ---> Running in {}\n", &id[..12]));
         let exit = containers.wait(self.project, &id, true, false)?;
         if let Err(e) = self.handle.block_on(containers.start(self.project, &id)) {
-            let message = match e.message.split_once(" failed to start: ") {
+            let message = match e.message().split_once(" failed to start: ") {
                 Some((_, why)) => why.to_string(),
-                None => e.message,
+                None => e.message(),
             };
             return Err(BuildError::RunNotStarted {
                 command: shown.to_string(),
                 message,
-                code: e.exit_code,
+                code: e.exit_code(),
             });
         }
         let c = containers.get(self.project, &id)?;

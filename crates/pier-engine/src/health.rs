@@ -250,7 +250,7 @@ async fn probe(
     };
     let (c, command) = match cs.exec_command(project, id, &req) {
         Ok(x) => x,
-        Err(e) => return failed(start, e.message),
+        Err(e) => return failed(start, e.message()),
     };
     let mut command = tokio::process::Command::from(command);
     command
