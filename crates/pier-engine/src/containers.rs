@@ -18,7 +18,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs;
-use std::io::{BufRead, BufReader, Read};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -68,8 +68,12 @@ pub struct Containers {
     /// Serializes operations on one container.
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     pub events: broadcast::Sender<Event>,
-    /// Attached exec sessions: where their resize frames go, and their exit codes.
-    pub execs: Mutex<HashMap<String, ExecSession>>,
+    /// Exec sessions, of every API.
+    pub(crate) execs: crate::sessions::exec::ExecRegistry,
+    /// Resize handles of attach sessions.
+    pub(crate) attached: crate::sessions::attach::AttachRegistry,
+    /// Wakes log followers.
+    pub(crate) log_watch: crate::sessions::logs::LogWatch,
     /// Names being given to containers right now (`project/name`).
     reserved_names: Mutex<std::collections::HashSet<String>>,
     /// Forks the containers' monitors.
@@ -472,7 +476,9 @@ impl Containers {
             watchers: Mutex::new(HashMap::new()),
             locks: Mutex::new(HashMap::new()),
             events,
-            execs: Mutex::new(HashMap::new()),
+            execs: Default::default(),
+            attached: Default::default(),
+            log_watch: Default::default(),
             reserved_names: Mutex::new(std::collections::HashSet::new()),
             zygote: pier_runtime::zygote::Zygote::new(),
             seccomp_cache: Mutex::new(HashMap::new()),
@@ -2262,28 +2268,6 @@ impl Containers {
         Ok(out.into_iter().map(|(_, s)| s).collect())
     }
 
-    /// Log lines so far, oldest first, filtered by `since` and `tail`, and a follower
-    /// positioned right after them.
-    pub fn logs(
-        &self,
-        c: &ContainerInspect,
-        tail: Option<usize>,
-        since: Option<i64>,
-    ) -> (Vec<pier_runtime::logs::LogLine>, LogFollower) {
-        let path = Path::new(&c.log_path);
-        let mut follower = LogFollower::from_start(path);
-        let mut lines = pier_runtime::logs::read_rotated(path);
-        lines.extend(follower.read());
-        if let Some(s) = since {
-            lines.retain(|l| parse_rfc3339(&l.time).is_some_and(|t| t >= s));
-        }
-        if let Some(n) = tail {
-            let skip = lines.len().saturating_sub(n);
-            lines.drain(..skip);
-        }
-        (lines, follower)
-    }
-
     /// Prepares `pier __exec` for a running container: the command line to spawn.
     pub fn exec_command(
         &self,
@@ -2702,64 +2686,6 @@ struct NameReservation<'a> {
 impl Drop for NameReservation<'_> {
     fn drop(&mut self) {
         self.set.lock().unwrap().remove(&self.key);
-    }
-}
-
-/// An attached exec session.
-pub struct ExecSession {
-    /// Frames for the helper's stdin (resizes).
-    pub frames: tokio::sync::mpsc::Sender<Vec<u8>>,
-    pub exit: watch::Receiver<Option<i32>>,
-}
-
-/// Reads a log file as it grows, through an open handle, so lines written just before the
-/// file is rotated or removed (`--rm`) are still read.
-pub struct LogFollower {
-    path: PathBuf,
-    reader: Option<BufReader<fs::File>>,
-    partial: String,
-}
-
-impl LogFollower {
-    /// Starts at the beginning of the current file.
-    pub fn from_start(path: &Path) -> Self {
-        let reader = fs::File::open(path).ok().map(BufReader::new);
-        LogFollower {
-            path: path.to_path_buf(),
-            reader,
-            partial: String::new(),
-        }
-    }
-
-    /// Complete lines written since the last call.
-    pub fn read(&mut self) -> Vec<pier_runtime::logs::LogLine> {
-        let mut out = Vec::new();
-        loop {
-            if self.reader.is_none() {
-                self.reader = fs::File::open(&self.path).ok().map(BufReader::new);
-            }
-            let Some(r) = self.reader.as_mut() else {
-                return out;
-            };
-            while let Ok(n) = r.read_line(&mut self.partial) {
-                if n == 0 || !self.partial.ends_with('\n') {
-                    break;
-                }
-                if let Ok(l) = serde_json::from_str(&self.partial) {
-                    out.push(l);
-                }
-                self.partial.clear();
-            }
-            // Rotated: the path names a new file; finish the old one, then switch.
-            use std::os::unix::fs::MetadataExt;
-            let current = fs::metadata(&self.path).ok().map(|m| m.ino());
-            let ours = r.get_ref().metadata().ok().map(|m| m.ino());
-            if current.is_some() && current != ours && self.partial.is_empty() {
-                self.reader = None;
-                continue;
-            }
-            return out;
-        }
     }
 }
 

@@ -6,6 +6,7 @@
 //! - [`volumes`]: named and anonymous volumes, their limits and snapshots.
 //! - [`container_fs`]: a container's files: diff, export, commit, cp.
 //! - [`health`]: health checks of running containers.
+//! - [`sessions`]: exec sessions, attach and log follow, for every API.
 //! - [`build`]: the Dockerfile builder (classic builder semantics).
 //! - [`error`]: [`EngineError`], which each API maps to its wire protocol once.
 
@@ -15,6 +16,7 @@ pub mod containers;
 pub mod error;
 pub mod health;
 pub mod networks;
+pub mod sessions;
 pub mod volumes;
 
 use std::path::PathBuf;

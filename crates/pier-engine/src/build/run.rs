@@ -79,30 +79,33 @@ impl Build<'_> {
                 code: e.exit_code(),
             });
         }
-        let c = containers.get(self.project, &id)?;
-        let (lines, mut follower) = containers.logs(&c, None, None);
-        for l in lines {
-            self.say(l.log);
-        }
-        let mut exit = Box::pin(exit);
-        let code = loop {
-            let done = self.handle.block_on(async {
+        let mut lines = containers.logs(
+            self.project,
+            &id,
+            crate::sessions::LogOptions {
+                follow: crate::sessions::Follow::WhileRunning,
+                ..Default::default()
+            },
+        )?;
+        loop {
+            // The cancel flag is checked every 50 ms; output is passed on as it comes.
+            let next = self.handle.block_on(async {
                 tokio::select! {
-                    r = &mut exit => Some(r),
+                    l = lines.recv() => Some(l),
                     _ = tokio::time::sleep(Duration::from_millis(50)) => None,
                 }
             });
-            for l in follower.read() {
-                self.say(l.log);
+            match next {
+                Some(Some(l)) => self.say(l.log),
+                Some(None) => break,
+                None if self.cancelled() => {
+                    // The guard removes the container, killing what still runs in it.
+                    return Err(BuildError::Cancelled);
+                }
+                None => {}
             }
-            if let Some(r) = done {
-                break r.exit_code;
-            }
-            if self.cancelled() {
-                // The guard removes the container, killing what still runs in it.
-                return Err(BuildError::Cancelled);
-            }
-        };
+        }
+        let code = self.handle.block_on(exit).exit_code;
         if code != 0 {
             return Err(BuildError::RunFailed {
                 command: shown.to_string(),

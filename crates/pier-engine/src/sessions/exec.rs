@@ -1,0 +1,559 @@
+//! Exec sessions: one registry for every API. A session is created for a running
+//! container, started once (the engine spawns Pier's exec helper, `pier __exec`, pumps its
+//! pipes and reaps it), and kept after its command ends so that its exit code can be
+//! read:
+//!
+//! ```text
+//! created ──start──> running ──(command exits)──> exited
+//!    │                                               │
+//!    └─ forgotten 30 min after its creation           └─ forgotten 10 min after the exit
+//! ```
+//!
+//! Retention: an exec that ended is kept [`KEEP_ENDED`] (10 minutes) for its inspect; one
+//! never started is forgotten [`KEEP_UNSTARTED`] (30 minutes) after its creation; a running
+//! one is never forgotten. (Docker keeps ended execs a few minutes; Pier's Docker layer
+//! kept them 10, its native API 5: the longer wins.) Expired sessions are dropped when
+//! the registry is next used.
+//!
+//! The helper's standard input carries attach frames (input, resize, close) when the
+//! command has a terminal or takes input; resizes sent before the start wait for it.
+//! Dropping the output receiver of an attached session ends its command, as Docker does
+//! when nobody reads any more.
+
+use std::collections::HashMap;
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use pier_api::containers::{ContainerStatus, ExecCreate};
+use pier_api::ProjectName;
+use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::sync::{mpsc, watch};
+
+use super::{input_channel, pump_input, Chunk, InputReceiver, InputSender, Stream};
+use crate::containers::Containers;
+use crate::error::EngineError;
+
+/// How long an ended exec is kept for its exit code.
+pub const KEEP_ENDED: Duration = Duration::from_secs(600);
+/// How long an exec that was never started is kept.
+pub const KEEP_UNSTARTED: Duration = Duration::from_secs(1800);
+
+/// What to run.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ExecSpec {
+    pub cmd: Vec<String>,
+    /// `KEY=VALUE`, added to the container's environment.
+    pub env: Vec<String>,
+    pub user: Option<String>,
+    pub workdir: Option<String>,
+    /// Give the command a terminal.
+    pub tty: bool,
+    /// Pass the caller's input to the command.
+    pub stdin: bool,
+    /// Which of the command's outputs the caller receives.
+    pub stdout: bool,
+    pub stderr: bool,
+}
+
+/// How to start an exec.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct StartOptions {
+    /// Give the command a terminal even if its spec did not ask for one.
+    pub tty: Option<bool>,
+    /// Run it without a caller: no output is kept.
+    pub detach: bool,
+}
+
+/// A started exec: its output (absent when detached), its input, and its exit code (set
+/// once; the output channel closes only after it is).
+pub struct ExecIo {
+    pub output: Option<mpsc::Receiver<Chunk>>,
+    pub input: InputSender,
+    pub exit: watch::Receiver<Option<i32>>,
+    /// Whether the command got a terminal.
+    pub tty: bool,
+}
+
+/// What an exec's inspect shows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExecInfo {
+    pub id: String,
+    pub container_id: String,
+    pub spec: ExecSpec,
+    pub running: bool,
+    pub exit_code: Option<i32>,
+    /// The helper's pid once started (0 before).
+    pub pid: i32,
+}
+
+/// Why an exec was refused. Each API words these its own way; the messages here are the
+/// native API's.
+#[derive(Debug, thiserror::Error)]
+pub enum ExecError {
+    #[error("no such exec session: {0}")]
+    NoSuchExec(String),
+    #[error("container {name} is not running; start it first")]
+    NotRunning { name: String, id: String },
+    #[error("container {name} is not running; start it first")]
+    Paused { name: String, id: String },
+    #[error("give a command to run")]
+    NoCommand,
+    #[error("exec instance {0} has already been started")]
+    AlreadyStarted(String),
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+}
+
+impl From<ExecError> for EngineError {
+    fn from(e: ExecError) -> Self {
+        match e {
+            ExecError::Engine(e) => e,
+            ExecError::NoSuchExec(_) => EngineError::NotFound(e.to_string()),
+            ExecError::NoCommand => EngineError::Invalid(e.to_string()),
+            ExecError::NotRunning { .. } | ExecError::Paused { .. } | ExecError::AlreadyStarted(_) => {
+                EngineError::Conflict(e.to_string())
+            }
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Created,
+    Running,
+    /// Ended, with the command's exit code (none when it could not be started).
+    Ended { code: Option<i32>, at: Instant },
+}
+
+struct Session {
+    id: String,
+    project: ProjectName,
+    container_id: String,
+    spec: ExecSpec,
+    created: Instant,
+    phase: Phase,
+    pid: i32,
+    /// Whether the command got a terminal (the spec's, or the start's).
+    tty: bool,
+    input: InputSender,
+    /// Taken by the start.
+    input_rx: Option<InputReceiver>,
+    exit: watch::Sender<Option<i32>>,
+}
+
+impl Session {
+    fn info(&self) -> ExecInfo {
+        let (running, exit_code) = match self.phase {
+            Phase::Created => (false, None),
+            Phase::Running => (true, None),
+            Phase::Ended { code, .. } => (false, code),
+        };
+        ExecInfo {
+            id: self.id.clone(),
+            container_id: self.container_id.clone(),
+            spec: self.spec.clone(),
+            running,
+            exit_code,
+            pid: self.pid,
+        }
+    }
+
+    fn expired(&self, now: Instant) -> bool {
+        match self.phase {
+            Phase::Created => now.duration_since(self.created) > KEEP_UNSTARTED,
+            Phase::Running => false,
+            Phase::Ended { at, .. } => now.duration_since(at) > KEEP_ENDED,
+        }
+    }
+}
+
+/// The registry of exec sessions.
+#[derive(Default)]
+pub struct ExecRegistry {
+    sessions: Mutex<HashMap<String, Session>>,
+}
+
+impl ExecRegistry {
+    /// Drops the sessions whose time is up, and returns the lock.
+    fn live(&self, now: Instant) -> std::sync::MutexGuard<'_, HashMap<String, Session>> {
+        let mut s = self.sessions.lock().unwrap();
+        s.retain(|_, e| !e.expired(now));
+        s
+    }
+
+    fn insert(&self, project: &ProjectName, container_id: &str, spec: ExecSpec, now: Instant) -> String {
+        let id = crate::containers::random_id();
+        let (input, input_rx) = input_channel();
+        let session = Session {
+            id: id.clone(),
+            project: project.clone(),
+            container_id: container_id.into(),
+            tty: spec.tty,
+            spec,
+            created: now,
+            phase: Phase::Created,
+            pid: 0,
+            input,
+            input_rx: Some(input_rx),
+            exit: watch::channel(None).0,
+        };
+        self.live(now).insert(id.clone(), session);
+        id
+    }
+
+    fn with<T>(
+        &self,
+        project: &ProjectName,
+        id: &str,
+        now: Instant,
+        f: impl FnOnce(&mut Session) -> T,
+    ) -> Result<T, ExecError> {
+        let mut s = self.live(now);
+        match s.get_mut(id) {
+            Some(e) if &e.project == project => Ok(f(e)),
+            _ => Err(ExecError::NoSuchExec(id.to_string())),
+        }
+    }
+
+    /// Marks a session started (it must be new); its spec, terminal and input.
+    fn begin(
+        &self,
+        project: &ProjectName,
+        id: &str,
+        tty: Option<bool>,
+        now: Instant,
+    ) -> Result<(String, ExecSpec, bool, InputSender, Option<InputReceiver>, watch::Sender<Option<i32>>), ExecError> {
+        self.with(project, id, now, |e| {
+            if e.phase != Phase::Created {
+                return Err(ExecError::AlreadyStarted(id.to_string()));
+            }
+            e.phase = Phase::Running;
+            e.tty = e.spec.tty || tty.unwrap_or(false);
+            Ok((
+                e.container_id.clone(),
+                e.spec.clone(),
+                e.tty,
+                e.input.clone(),
+                e.input_rx.take(),
+                e.exit.clone(),
+            ))
+        })?
+    }
+
+    fn set_pid(&self, id: &str, pid: i32) {
+        if let Some(e) = self.sessions.lock().unwrap().get_mut(id) {
+            e.pid = pid;
+        }
+    }
+
+    /// Records the end of a session (a code of none: it could not be started).
+    fn end(&self, id: &str, code: Option<i32>, now: Instant) {
+        if let Some(e) = self.sessions.lock().unwrap().get_mut(id) {
+            e.phase = Phase::Ended { code, at: now };
+            e.input_rx = None;
+            e.exit.send_replace(code);
+        }
+    }
+}
+
+impl Containers {
+    /// Makes an exec session for a running container; returns its ID.
+    pub fn exec_create(
+        &self,
+        project: &ProjectName,
+        container: &str,
+        spec: ExecSpec,
+    ) -> Result<String, ExecError> {
+        let c = self.get(project, container)?;
+        match c.state.status {
+            ContainerStatus::Running => {}
+            ContainerStatus::Paused => {
+                return Err(ExecError::Paused {
+                    name: c.name,
+                    id: c.id,
+                })
+            }
+            _ => {
+                return Err(ExecError::NotRunning {
+                    name: c.name,
+                    id: c.id,
+                })
+            }
+        }
+        if spec.cmd.is_empty() {
+            return Err(ExecError::NoCommand);
+        }
+        Ok(self.execs.insert(project, &c.id, spec, Instant::now()))
+    }
+
+    /// Starts an exec session: spawns the helper, and pumps its output, input and exit.
+    pub fn exec_start(
+        self: &Arc<Self>,
+        project: &ProjectName,
+        exec_id: &str,
+        opts: StartOptions,
+    ) -> Result<ExecIo, ExecError> {
+        let (container_id, spec, tty, input, input_rx, exit) =
+            self.execs.begin(project, exec_id, opts.tty, Instant::now())?;
+        let failed = |e: EngineError| {
+            self.execs.end(exec_id, None, Instant::now());
+            ExecError::Engine(e)
+        };
+        let req = ExecCreate {
+            cmd: spec.cmd.clone(),
+            env: spec.env.clone(),
+            user: spec.user.clone(),
+            workdir: spec.workdir.clone(),
+            detach: opts.detach,
+            tty,
+            interactive: spec.stdin,
+        };
+        let (c, cmd) = self.exec_command(project, &container_id, &req).map_err(failed)?;
+        let mut cmd = tokio::process::Command::from(cmd);
+        // The helper reads frames on stdin when the command has a terminal or takes input.
+        let framed = tty || spec.stdin;
+        let out = || {
+            if opts.detach {
+                Stdio::null()
+            } else {
+                Stdio::piped()
+            }
+        };
+        cmd.stdin(if framed { Stdio::piped() } else { Stdio::null() })
+            .stdout(out())
+            .stderr(out());
+        let mut child = cmd.spawn().map_err(|e| {
+            failed(EngineError::Internal(format!(
+                "cannot start the exec helper: {e}"
+            )))
+        })?;
+        self.execs
+            .set_pid(exec_id, child.id().map_or(0, |p| p as i32));
+        let exit_rx = exit.subscribe();
+        if let (Some(hin), Some(rx)) = (child.stdin.take(), input_rx) {
+            let mut ended = exit.subscribe();
+            tokio::spawn(async move {
+                tokio::select! {
+                    _ = pump_input(rx, hin, true) => {}
+                    _ = ended.wait_for(|c| c.is_some()) => {}
+                }
+            });
+        }
+        let output = if opts.detach {
+            None
+        } else {
+            let (tx, rx) = mpsc::channel(16);
+            Some((tx, rx))
+        };
+        let (out_tx, out_rx) = match output {
+            Some((tx, rx)) => (Some(tx), Some(rx)),
+            None => (None, None),
+        };
+        let pipes: [(Option<Box<dyn AsyncRead + Send + Unpin>>, _, _); 2] = [
+            (child.stdout.take().map(|p| Box::new(p) as _), Stream::Stdout, spec.stdout),
+            (child.stderr.take().map(|p| Box::new(p) as _), Stream::Stderr, spec.stderr),
+        ];
+        let (chunk_tx, mut chunks) = mpsc::channel::<Chunk>(16);
+        for (pipe, stream, wanted) in pipes {
+            let Some(mut pipe) = pipe else { continue };
+            let tx = chunk_tx.clone();
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 32 * 1024];
+                while let Ok(n) = pipe.read(&mut buf).await {
+                    if n == 0 {
+                        break;
+                    }
+                    if wanted
+                        && tx
+                            .send(Chunk {
+                                stream,
+                                data: buf[..n].to_vec(),
+                            })
+                            .await
+                            .is_err()
+                    {
+                        break;
+                    }
+                }
+            });
+        }
+        drop(chunk_tx);
+        let this = self.clone();
+        let id = exec_id.to_string();
+        tokio::spawn(async move {
+            // Output until both pipes end; a caller that stops reading ends the command.
+            let mut reader_gone = out_tx.is_none();
+            while let Some(chunk) = chunks.recv().await {
+                let Some(tx) = out_tx.as_ref().filter(|_| !reader_gone) else {
+                    continue;
+                };
+                tokio::select! {
+                    r = tx.send(chunk) => reader_gone = r.is_err(),
+                    _ = tx.closed() => reader_gone = true,
+                }
+                if reader_gone {
+                    let _ = child.start_kill();
+                }
+            }
+            let code = child
+                .wait()
+                .await
+                .ok()
+                .and_then(|s| s.code())
+                .unwrap_or(255);
+            this.execs.end(&id, Some(code), Instant::now());
+            this.exec_done(&c, code);
+            // The output closes after the exit is recorded.
+            drop(out_tx);
+        });
+        Ok(ExecIo {
+            output: out_rx,
+            input,
+            exit: exit_rx,
+            tty,
+        })
+    }
+
+    /// An exec session's state.
+    pub fn exec_inspect(&self, project: &ProjectName, exec_id: &str) -> Result<ExecInfo, ExecError> {
+        self.execs.with(project, exec_id, Instant::now(), |e| e.info())
+    }
+
+    /// Resizes an exec session's terminal (before its start too: the size waits for it).
+    /// A command without a terminal ignores it.
+    pub fn exec_resize(
+        &self,
+        project: &ProjectName,
+        exec_id: &str,
+        rows: u16,
+        cols: u16,
+    ) -> Result<(), ExecError> {
+        self.execs.with(project, exec_id, Instant::now(), |e| {
+            if e.tty {
+                e.input.resize(rows, cols);
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn project() -> ProjectName {
+        ProjectName::default()
+    }
+
+    fn spec() -> ExecSpec {
+        ExecSpec {
+            cmd: vec!["true".into()],
+            stdout: true,
+            stderr: true,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_session_goes_created_running_ended_and_starts_once() {
+        let r = ExecRegistry::default();
+        let t0 = Instant::now();
+        let id = r.insert(&project(), "c1", spec(), t0);
+        let info = r.with(&project(), &id, t0, |e| e.info()).unwrap();
+        assert_eq!((info.running, info.exit_code, info.pid), (false, None, 0));
+        assert_eq!(info.container_id, "c1");
+        let (cid, _, tty, _, rx, _) = r.begin(&project(), &id, Some(true), t0).unwrap();
+        assert_eq!(cid, "c1");
+        assert!(tty, "the start may give a terminal");
+        assert!(rx.is_some(), "the first start takes the input");
+        assert!(matches!(
+            r.begin(&project(), &id, None, t0),
+            Err(ExecError::AlreadyStarted(_))
+        ));
+        r.set_pid(&id, 42);
+        let info = r.with(&project(), &id, t0, |e| e.info()).unwrap();
+        assert_eq!((info.running, info.exit_code, info.pid), (true, None, 42));
+        let mut exit = r.with(&project(), &id, t0, |e| e.exit.subscribe()).unwrap();
+        r.end(&id, Some(3), t0);
+        assert_eq!(*exit.borrow_and_update(), Some(3));
+        let info = r.with(&project(), &id, t0, |e| e.info()).unwrap();
+        assert_eq!((info.running, info.exit_code, info.pid), (false, Some(3), 42));
+        assert!(matches!(
+            r.begin(&project(), &id, None, t0),
+            Err(ExecError::AlreadyStarted(_))
+        ));
+    }
+
+    #[test]
+    fn ended_sessions_are_kept_ten_minutes_unstarted_thirty_running_forever() {
+        let r = ExecRegistry::default();
+        let t0 = Instant::now();
+        let ended = r.insert(&project(), "c", spec(), t0);
+        let unstarted = r.insert(&project(), "c", spec(), t0);
+        let running = r.insert(&project(), "c", spec(), t0);
+        r.begin(&project(), &ended, None, t0).unwrap();
+        r.begin(&project(), &running, None, t0).unwrap();
+        r.end(&ended, Some(0), t0);
+        let alive = |t: Instant, id: &str| r.with(&project(), id, t, |_| ()).is_ok();
+        let t = t0 + KEEP_ENDED;
+        assert!(alive(t, &ended) && alive(t, &unstarted) && alive(t, &running));
+        let t = t0 + KEEP_ENDED + Duration::from_secs(1);
+        assert!(!alive(t, &ended), "an ended exec is forgotten after 10 minutes");
+        assert!(alive(t, &unstarted) && alive(t, &running));
+        let t = t0 + KEEP_UNSTARTED + Duration::from_secs(1);
+        assert!(!alive(t, &unstarted), "an unstarted exec is forgotten after 30 minutes");
+        let t = t0 + Duration::from_secs(86400);
+        assert!(alive(t, &running), "a running exec is never forgotten");
+        r.end(&running, Some(1), t);
+        assert!(alive(t + KEEP_ENDED, &running));
+        assert!(!alive(t + KEEP_ENDED + Duration::from_secs(1), &running));
+    }
+
+    #[test]
+    fn a_session_is_found_only_in_its_project_and_refusals_map_to_classes() {
+        let r = ExecRegistry::default();
+        let t0 = Instant::now();
+        let id = r.insert(&project(), "c", spec(), t0);
+        let other = ProjectName::try_from("other".to_string()).unwrap();
+        assert!(matches!(
+            r.with(&other, &id, t0, |_| ()),
+            Err(ExecError::NoSuchExec(_))
+        ));
+        use pier_api::ErrorKind;
+        let kind = |e: ExecError| EngineError::from(e).kind();
+        assert_eq!(kind(ExecError::NoSuchExec("x".into())), ErrorKind::NotFound);
+        assert_eq!(kind(ExecError::NoCommand), ErrorKind::InvalidInput);
+        assert_eq!(kind(ExecError::AlreadyStarted("x".into())), ErrorKind::Conflict);
+        let e = ExecError::NotRunning {
+            name: "web".into(),
+            id: "c".into(),
+        };
+        assert_eq!(e.to_string(), "container web is not running; start it first");
+        assert_eq!(kind(e), ErrorKind::Conflict);
+    }
+
+    #[tokio::test]
+    async fn a_resize_before_the_start_waits_for_it() {
+        let r = ExecRegistry::default();
+        let t0 = Instant::now();
+        let id = r.insert(
+            &project(),
+            "c",
+            ExecSpec {
+                tty: true,
+                ..spec()
+            },
+            t0,
+        );
+        r.with(&project(), &id, t0, |e| e.input.resize(30, 100)).unwrap();
+        let (_, _, _, _, rx, _) = r.begin(&project(), &id, None, t0).unwrap();
+        let (mut read, w) = tokio::io::duplex(1024);
+        let pump = tokio::spawn(pump_input(rx.unwrap(), w, true));
+        let mut buf = vec![0u8; 9];
+        tokio::io::AsyncReadExt::read_exact(&mut read, &mut buf)
+            .await
+            .unwrap();
+        assert_eq!(buf, pier_runtime::attach::resize(30, 100));
+        pump.abort();
+    }
+}
