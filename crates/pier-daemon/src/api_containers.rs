@@ -1,7 +1,6 @@
 //! The container part of the native API (`/v1/containers/...`, `/v1/events`).
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::rejection::{JsonRejection, QueryRejection};
@@ -17,6 +16,10 @@ use pier_api::containers::{
 };
 use pier_api::time::parse_rfc3339;
 use pier_api::ErrorBody;
+use pier_engine::sessions::{
+    AttachOptions, Chunk, ExecError, ExecIo, ExecSpec, Follow, InputSender, LogOptions,
+    StartOptions,
+};
 use serde::Deserialize;
 use utoipa::{IntoParams, OpenApi};
 
@@ -317,59 +320,25 @@ async fn logs(
                 })?,
         ),
     };
-    let exit = if q.follow && q.attach {
-        Some(e.containers.wait(&project(), &c.id, true, false)?)
-    } else {
-        None
+    let follow = match (q.follow, q.attach) {
+        (false, _) => Follow::No,
+        (true, true) => Follow::NextExit,
+        (true, false) => Follow::WhileRunning,
     };
-    let (initial, mut follower) = e.containers.logs(&c, q.tail, since);
-    let (tx, rx) = tokio::sync::mpsc::channel::<Result<String, std::io::Error>>(64);
-    let follow = q.follow;
-    tokio::spawn(async move {
-        for l in initial {
-            if tx
-                .send(Ok(serde_json::to_string(&l).expect("json") + "\n"))
-                .await
-                .is_err()
-            {
-                return;
-            }
-        }
-        if !follow {
-            return;
-        }
-        let mut exit = exit.map(Box::pin);
-        loop {
-            // Decide before reading, so output written before the exit is still sent.
-            let done = match exit.as_mut() {
-                Some(f) => tokio::select! {
-                    _ = f => true,
-                    _ = tokio::time::sleep(Duration::from_millis(20)) => false,
-                },
-                None => {
-                    let running = e.containers.is_running(&project(), &c.id);
-                    if running {
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                    }
-                    !running
-                }
-            };
-            for l in follower.read() {
-                if tx
-                    .send(Ok(serde_json::to_string(&l).expect("json") + "\n"))
-                    .await
-                    .is_err()
-                {
-                    return;
-                }
-            }
-            if done {
-                return;
-            }
-        }
+    let lines = e.containers.logs(
+        &project(),
+        &c.id,
+        LogOptions {
+            follow,
+            tail: q.tail,
+            since,
+            ..Default::default()
+        },
+    )?;
+    let stream = futures_util::stream::unfold(lines, |mut rx| async move {
+        let l = rx.recv().await?;
+        Some((Ok(serde_json::to_string(&l).expect("json") + "\n"), rx))
     });
-    let stream =
-        futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|x| (x, rx)) });
     Ok(ndjson(stream))
 }
 
@@ -382,86 +351,43 @@ async fn exec(
     Path(id): Path<String>,
     request: axum::extract::Request,
 ) -> ApiResult<Response> {
-    use tokio::io::AsyncReadExt;
     let (parts, body) = request.into_parts();
     let bytes = axum::body::to_bytes(body, 1 << 20)
         .await
         .map_err(|err| ApiError::invalid(format!("invalid request body: {err}")))?;
     let req: ExecCreate = serde_json::from_slice(&bytes)
         .map_err(|err| ApiError::invalid(format!("invalid request body: {err}")))?;
-    if (req.tty || req.interactive) && !req.detach {
-        return exec_attached(
-            e,
-            id,
-            req,
-            axum::extract::Request::from_parts(parts, Body::empty()),
-        )
-        .await;
-    }
-    let (c, cmd) = e.containers.exec_command(&project(), &id, &req)?;
-    let mut cmd = tokio::process::Command::from(cmd);
-    cmd.stdin(std::process::Stdio::null());
+    let attached = (req.tty || req.interactive) && !req.detach;
     let detach = req.detach;
-    if detach {
-        cmd.stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null());
-    } else {
-        cmd.stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped());
-    }
-    let mut child = cmd.spawn().map_err(|err| {
-        ApiError::new(
-            pier_api::ErrorKind::Internal,
-            format!("cannot start exec: {err}"),
+    let spec = ExecSpec {
+        cmd: req.cmd,
+        env: req.env,
+        user: req.user,
+        workdir: req.workdir,
+        tty: req.tty,
+        stdin: req.interactive,
+        stdout: true,
+        stderr: true,
+    };
+    let exec_id = e
+        .containers
+        .exec_create(&project(), &id, spec)
+        .map_err(exec_error)?;
+    let io = e
+        .containers
+        .exec_start(
+            &project(),
+            &exec_id,
+            StartOptions {
+                tty: None,
+                detach,
+            },
         )
-    })?;
-    let (tx, rx) = tokio::sync::mpsc::channel::<Result<String, std::io::Error>>(64);
-    let line = |o: &ExecOutput| serde_json::to_string(o).expect("json") + "\n";
-    let mut readers = Vec::new();
-    let pipes: [(Option<Box<dyn tokio::io::AsyncRead + Send + Unpin>>, &str); 2] = [
-        (child.stdout.take().map(|p| Box::new(p) as _), "stdout"),
-        (child.stderr.take().map(|p| Box::new(p) as _), "stderr"),
-    ];
-    for (pipe, name) in pipes {
-        let Some(mut pipe) = pipe else { continue };
-        let tx = tx.clone();
-        readers.push(tokio::spawn(async move {
-            let mut buf = vec![0u8; 32 * 1024];
-            while let Ok(n) = pipe.read(&mut buf).await {
-                if n == 0 {
-                    break;
-                }
-                let o = ExecOutput {
-                    stream: Some(name.into()),
-                    data: Some(String::from_utf8_lossy(&buf[..n]).into_owned()),
-                    exit_code: None,
-                };
-                if tx.send(Ok(line(&o))).await.is_err() {
-                    break;
-                }
-            }
-        }));
+        .map_err(exec_error)?;
+    if attached {
+        let request = axum::extract::Request::from_parts(parts, Body::empty());
+        return Ok(exec_attached(exec_id, io, request));
     }
-    let containers = e.containers.clone();
-    tokio::spawn(async move {
-        let code = child
-            .wait()
-            .await
-            .ok()
-            .and_then(|s| s.code())
-            .unwrap_or(255);
-        containers.exec_done(&c, code);
-        // The exit line comes after all output.
-        for r in readers {
-            let _ = r.await;
-        }
-        let _ = tx
-            .send(Ok(line(&ExecOutput {
-                exit_code: Some(code),
-                ..Default::default()
-            })))
-            .await;
-    });
     if detach {
         return Ok((
             [(header::CONTENT_TYPE, "application/x-ndjson")],
@@ -469,9 +395,39 @@ async fn exec(
         )
             .into_response());
     }
-    let stream =
-        futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|x| (x, rx)) });
+    let line = |o: &ExecOutput| serde_json::to_string(o).expect("json") + "\n";
+    // Output as it comes, then (after all of it) the exit code.
+    let state = (io.output, Some(io.exit));
+    let stream = futures_util::stream::unfold(state, move |(mut output, exit)| async move {
+        if let Some(rx) = output.as_mut() {
+            if let Some(chunk) = rx.recv().await {
+                let o = ExecOutput {
+                    stream: Some(chunk.stream.name().into()),
+                    data: Some(String::from_utf8_lossy(&chunk.data).into_owned()),
+                    exit_code: None,
+                };
+                return Some((Ok(line(&o)), (output, exit)));
+            }
+        }
+        let mut exit = exit?;
+        let code = exit
+            .wait_for(|c| c.is_some())
+            .await
+            .ok()
+            .and_then(|c| *c)
+            .unwrap_or(255);
+        let o = ExecOutput {
+            exit_code: Some(code),
+            ..Default::default()
+        };
+        Some((Ok::<_, std::io::Error>(line(&o)), (None, None)))
+    });
     Ok(ndjson(stream))
+}
+
+/// An exec refusal in the native API's words.
+fn exec_error(e: ExecError) -> ApiError {
+    pier_engine::EngineError::from(e).into()
 }
 
 /// One reading of a container's resource usage.
@@ -590,19 +546,6 @@ async fn archive_put(
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// Connects to a running container's monitor.
-fn connect_monitor(e: &Engine, c: &ContainerInspect) -> ApiResult<tokio::net::UnixStream> {
-    let not_running = || {
-        ApiError::new(
-            pier_api::ErrorKind::Conflict,
-            format!("container {} is not running; start it first", c.name),
-        )
-    };
-    let s = pier_runtime::attach::connect(&e.containers.cdir(&c.id)).map_err(|_| not_running())?;
-    s.set_nonblocking(true).map_err(|_| not_running())?;
-    tokio::net::UnixStream::from_std(s).map_err(|_| not_running())
-}
-
 #[derive(Debug, Default, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields, default)]
 struct AttachQuery {
@@ -621,86 +564,94 @@ async fn attach(
     q: Result<Query<AttachQuery>, QueryRejection>,
     req: axum::extract::Request,
 ) -> ApiResult<Response> {
-    use pier_runtime::attach as proto;
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let Query(q) = q?;
-    let c = e.containers.get(&project(), &id)?;
-    let monitor = connect_monitor(&e, &c)?;
-    let tty = c.config.tty;
+    let io = e
+        .containers
+        .attach(
+            &project(),
+            &id,
+            AttachOptions {
+                stdin: q.stdin,
+                wait_start: false,
+            },
+        )
+        .await?;
+    let tty = io.tty;
     let on_upgrade = hyper::upgrade::on(req);
     tokio::spawn(async move {
         let Ok(upgraded) = on_upgrade.await else {
             return;
         };
-        let (mut cr, mut cw) = tokio::io::split(hyper_util::rt::TokioIo::new(upgraded));
-        let (mut mr, mut mw) = monitor.into_split();
-        let to_monitor = async move {
-            let mut buf = vec![0u8; 32 * 1024];
-            loop {
-                match cr.read(&mut buf).await {
-                    Ok(0) | Err(_) => {
-                        if q.stdin {
-                            let _ = mw.write_all(&proto::frame(proto::CLOSE_STDIN, b"")).await;
-                        }
-                        // Keep the socket open: output goes on after stdin closes.
-                        std::future::pending::<()>().await;
-                    }
-                    Ok(n) if q.stdin => {
-                        if mw
-                            .write_all(&proto::frame(proto::STDIN, &buf[..n]))
-                            .await
-                            .is_err()
-                        {
-                            return;
-                        }
-                    }
-                    Ok(_) => {}
-                }
-            }
-        };
-        let to_client = async move {
-            let mut buf = vec![0u8; 64 * 1024];
-            let mut pending = Vec::new();
-            while let Ok(n) = mr.read(&mut buf).await {
-                if n == 0 {
-                    break;
-                }
-                pending.extend_from_slice(&buf[..n]);
-                let Ok(frames) = proto::parse(&mut pending) else {
-                    break;
-                };
-                for (kind, payload) in frames {
-                    let written = if tty {
-                        cw.write_all(&payload).await
-                    } else {
-                        let mut chunk = proto::docker_header(kind, payload.len()).to_vec();
-                        chunk.extend_from_slice(&payload);
-                        cw.write_all(&chunk).await
-                    };
-                    if written.is_err() {
-                        return;
-                    }
-                }
-            }
-            let _ = cw.shutdown().await;
-        };
+        let (cr, cw) = tokio::io::split(hyper_util::rt::TokioIo::new(upgraded));
         tokio::select! {
-            _ = to_monitor => {},
-            _ = to_client => {},
+            _ = pass_input(cr, io.input) => {},
+            _ = pass_output(io.output, cw, tty) => {},
         }
     });
+    Ok(upgraded_response(tty, None))
+}
+
+/// The client's side of an upgraded stream to the session's input; its end closes the
+/// session's stdin (output goes on after it).
+async fn pass_input(mut from: impl tokio::io::AsyncRead + Unpin, to: InputSender) {
+    use tokio::io::AsyncReadExt;
+    let mut buf = vec![0u8; 32 * 1024];
+    loop {
+        match from.read(&mut buf).await {
+            Ok(0) | Err(_) => {
+                to.close_stdin().await;
+                // Keep the session: output goes on after stdin closes.
+                std::future::pending::<()>().await;
+            }
+            Ok(n) => {
+                if !to.stdin(&buf[..n]).await {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// The session's output to the client: raw with a terminal, else with Docker's 8-byte
+/// headers; shuts the client's side when it ends.
+async fn pass_output(
+    mut from: tokio::sync::mpsc::Receiver<Chunk>,
+    mut to: impl tokio::io::AsyncWrite + Unpin,
+    tty: bool,
+) {
+    use tokio::io::AsyncWriteExt;
+    while let Some(chunk) = from.recv().await {
+        let written = if tty {
+            to.write_all(&chunk.data).await
+        } else {
+            let mut v = pier_runtime::attach::docker_header(chunk.stream.number(), chunk.data.len())
+                .to_vec();
+            v.extend_from_slice(&chunk.data);
+            to.write_all(&v).await
+        };
+        if written.is_err() {
+            return;
+        }
+    }
+    let _ = to.shutdown().await;
+}
+
+/// `101 Switching Protocols` to a raw (TTY) or multiplexed stream.
+fn upgraded_response(tty: bool, exec_id: Option<String>) -> Response {
     let content_type = if tty {
         "application/vnd.docker.raw-stream"
     } else {
         "application/vnd.docker.multiplexed-stream"
     };
-    Ok(Response::builder()
+    let mut r = Response::builder()
         .status(StatusCode::SWITCHING_PROTOCOLS)
         .header(header::CONNECTION, "Upgrade")
         .header(header::UPGRADE, "tcp")
-        .header(header::CONTENT_TYPE, content_type)
-        .body(Body::empty())
-        .expect("a valid response"))
+        .header(header::CONTENT_TYPE, content_type);
+    if let Some(id) = exec_id {
+        r = r.header("x-pier-exec-id", id);
+    }
+    r.body(Body::empty()).expect("a valid response")
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -719,152 +670,29 @@ async fn resize(
     Path(id): Path<String>,
     q: Result<Query<ResizeQuery>, QueryRejection>,
 ) -> ApiResult<StatusCode> {
-    use tokio::io::AsyncWriteExt;
     let Query(q) = q?;
-    let c = e.containers.get(&project(), &id)?;
-    let mut sock = connect_monitor(&e, &c)?;
-    sock.write_all(&pier_runtime::attach::resize(q.h, q.w))
-        .await
-        .map_err(|err| ApiError::new(pier_api::ErrorKind::Internal, format!("resize: {err}")))?;
+    e.containers.resize(&project(), &id, q.h, q.w).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
 /// `exec -i`/`-t`: the request is upgraded into the command's stream; resizes arrive
 /// through `/v1/exec/{id}/resize` and the exit code through `/v1/exec/{id}`.
-async fn exec_attached(
-    e: Arc<Engine>,
-    id: String,
-    req: ExecCreate,
-    request: axum::extract::Request,
-) -> ApiResult<Response> {
-    use pier_runtime::attach as proto;
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let (c, cmd) = e.containers.exec_command(&project(), &id, &req)?;
-    let mut cmd = tokio::process::Command::from(cmd);
-    cmd.stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped());
-    let mut child = cmd.spawn().map_err(|err| {
-        ApiError::new(
-            pier_api::ErrorKind::Internal,
-            format!("cannot start exec: {err}"),
-        )
-    })?;
-    let exec_id = pier_engine::containers::short_random_id();
-    let (frames_tx, mut frames_rx) = tokio::sync::mpsc::channel::<Vec<u8>>(16);
-    let (exit_tx, exit_rx) = tokio::sync::watch::channel(None);
-    e.containers.execs.lock().unwrap().insert(
-        exec_id.clone(),
-        pier_engine::containers::ExecSession {
-            frames: frames_tx.clone(),
-            exit: exit_rx,
-        },
-    );
-    let (mut hin, hout, herr) = (
-        child.stdin.take().expect("piped"),
-        child.stdout.take().expect("piped"),
-        child.stderr.take().expect("piped"),
-    );
-    let tty = req.tty;
-    let stdin_on = req.interactive;
-    let containers = e.containers.clone();
-    let exec_id_done = exec_id.clone();
+fn exec_attached(exec_id: String, io: ExecIo, request: axum::extract::Request) -> Response {
+    let tty = io.tty;
     let on_upgrade = hyper::upgrade::on(request);
     tokio::spawn(async move {
-        // The helper's stdin: frames from the client and from resize calls.
-        tokio::spawn(async move {
-            while let Some(f) = frames_rx.recv().await {
-                if hin.write_all(&f).await.is_err() {
-                    break;
-                }
-            }
-        });
-        let waiter = tokio::spawn(async move {
-            child
-                .wait()
-                .await
-                .ok()
-                .and_then(|s| s.code())
-                .unwrap_or(255)
-        });
-        if let Ok(upgraded) = on_upgrade.await {
-            let (mut cr, mut cw) = tokio::io::split(hyper_util::rt::TokioIo::new(upgraded));
-            let input = async move {
-                let mut buf = vec![0u8; 32 * 1024];
-                loop {
-                    match cr.read(&mut buf).await {
-                        Ok(0) | Err(_) => {
-                            let _ = frames_tx.send(proto::frame(proto::CLOSE_STDIN, b"")).await;
-                            std::future::pending::<()>().await;
-                        }
-                        Ok(n) if stdin_on => {
-                            let _ = frames_tx.send(proto::frame(proto::STDIN, &buf[..n])).await;
-                        }
-                        Ok(_) => {}
-                    }
-                }
-            };
-            let output = async move {
-                let (tx, mut rx) = tokio::sync::mpsc::channel::<(u8, Vec<u8>)>(16);
-                for (mut pipe, kind) in [
-                    (
-                        Box::new(hout) as Box<dyn tokio::io::AsyncRead + Send + Unpin>,
-                        proto::STDOUT,
-                    ),
-                    (Box::new(herr) as _, proto::STDERR),
-                ] {
-                    let tx = tx.clone();
-                    tokio::spawn(async move {
-                        let mut buf = vec![0u8; 32 * 1024];
-                        while let Ok(n) = pipe.read(&mut buf).await {
-                            if n == 0 || tx.send((kind, buf[..n].to_vec())).await.is_err() {
-                                break;
-                            }
-                        }
-                    });
-                }
-                drop(tx);
-                while let Some((kind, data)) = rx.recv().await {
-                    let chunk = if tty {
-                        data
-                    } else {
-                        let mut v = proto::docker_header(kind, data.len()).to_vec();
-                        v.extend_from_slice(&data);
-                        v
-                    };
-                    if cw.write_all(&chunk).await.is_err() {
-                        break;
-                    }
-                }
-                let _ = cw.shutdown().await;
-            };
-            tokio::select! {
-                _ = input => {},
-                _ = output => {},
-            }
-        } else {
-            drop((hout, herr));
+        // Without an upgrade the output is dropped, which ends the command.
+        let Ok(upgraded) = on_upgrade.await else {
+            return;
+        };
+        let Some(output) = io.output else { return };
+        let (cr, cw) = tokio::io::split(hyper_util::rt::TokioIo::new(upgraded));
+        tokio::select! {
+            _ = pass_input(cr, io.input) => {},
+            _ = pass_output(output, cw, tty) => {},
         }
-        let code = waiter.await.unwrap_or(255);
-        let _ = exit_tx.send(Some(code));
-        containers.exec_done(&c, code);
-        // Kept a while for the client to read the exit code, then forgotten.
-        tokio::time::sleep(Duration::from_secs(300)).await;
-        containers.execs.lock().unwrap().remove(&exec_id_done);
     });
-    let content_type = if tty {
-        "application/vnd.docker.raw-stream"
-    } else {
-        "application/vnd.docker.multiplexed-stream"
-    };
-    Ok(Response::builder()
-        .status(StatusCode::SWITCHING_PROTOCOLS)
-        .header(header::CONNECTION, "Upgrade")
-        .header(header::UPGRADE, "tcp")
-        .header(header::CONTENT_TYPE, content_type)
-        .header("x-pier-exec-id", exec_id)
-        .body(Body::empty())
-        .expect("a valid response"))
+    upgraded_response(tty, Some(exec_id))
 }
 
 /// The state of an attached exec session.
@@ -873,24 +701,15 @@ async fn exec_inspect(
     State(e): Shared,
     Path(exec_id): Path<String>,
 ) -> ApiResult<Json<ExecInspect>> {
-    let exit = e
+    let info = e
         .containers
-        .execs
-        .lock()
-        .unwrap()
-        .get(&exec_id)
-        .map(|s| *s.exit.borrow());
-    match exit {
-        None => Err(ApiError::new(
-            pier_api::ErrorKind::NotFound,
-            format!("no such exec session: {exec_id}"),
-        )),
-        Some(code) => Ok(Json(ExecInspect {
-            id: exec_id,
-            running: code.is_none(),
-            exit_code: code,
-        })),
-    }
+        .exec_inspect(&project(), &exec_id)
+        .map_err(exec_error)?;
+    Ok(Json(ExecInspect {
+        id: info.id,
+        running: info.running,
+        exit_code: info.exit_code,
+    }))
 }
 
 /// Resizes an exec session's terminal.
@@ -901,20 +720,9 @@ async fn exec_resize(
     q: Result<Query<ResizeQuery>, QueryRejection>,
 ) -> ApiResult<StatusCode> {
     let Query(q) = q?;
-    let tx = e
-        .containers
-        .execs
-        .lock()
-        .unwrap()
-        .get(&exec_id)
-        .map(|s| s.frames.clone());
-    let tx = tx.ok_or_else(|| {
-        ApiError::new(
-            pier_api::ErrorKind::NotFound,
-            format!("no such exec session: {exec_id}"),
-        )
-    })?;
-    let _ = tx.send(pier_runtime::attach::resize(q.h, q.w)).await;
+    e.containers
+        .exec_resize(&project(), &exec_id, q.h, q.w)
+        .map_err(exec_error)?;
     Ok(StatusCode::NO_CONTENT)
 }
 

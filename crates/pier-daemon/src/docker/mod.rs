@@ -31,8 +31,7 @@ pub mod streams;
 pub mod system;
 pub mod volumes;
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use axum::body::Body;
 use axum::extract::Request;
@@ -70,13 +69,10 @@ pub fn api_string((major, minor): (u32, u32)) -> String {
     format!("{major}.{minor}")
 }
 
-/// What the Docker API shares besides the engine: exec sessions (Docker creates and
-/// starts them in two calls), terminals of attached sessions (for resizes), and the
-/// recent events (for `docker events --since`).
+/// What the Docker API shares besides the engine: the recent events (for `docker events
+/// --since`). Exec and attach sessions are the engine's.
 pub struct Docker {
     pub engine: Arc<Engine>,
-    pub(crate) execs: Mutex<HashMap<String, Arc<exec::ExecEntry>>>,
-    pub(crate) ttys: Mutex<HashMap<String, streams::TtyHandle>>,
     pub(crate) events: system::EventLog,
 }
 
@@ -188,8 +184,6 @@ pub fn router(engine: Arc<Engine>) -> Router {
     let docker = Arc::new(Docker {
         events: system::EventLog::start(&engine),
         engine,
-        execs: Mutex::new(HashMap::new()),
-        ttys: Mutex::new(HashMap::new()),
     });
     let api = Router::new()
         .route("/_ping", get(system::ping).head(system::ping))

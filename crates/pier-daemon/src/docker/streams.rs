@@ -1,19 +1,20 @@
 //! The streaming container calls: attach (hijacked), logs, wait, and terminal resizes.
 //!
 //! Docker clients attach *before* they start a container, so an attach waits for the next
-//! start. Output without a terminal comes from the container's log file (which holds every
+//! start. Output without a terminal comes from the container's log (which holds every
 //! byte from the first, however late the attach is) framed in Docker's 8-byte headers;
-//! with a terminal it comes from the monitor's socket, whose first client gets what was
-//! written before it connected. Input goes to the monitor's socket once the container runs.
+//! with a terminal it comes from the engine's attach session, whose first client gets
+//! what was written before it connected. Input goes to the engine's attach session, which
+//! passes it on once the container runs. This layer only translates: the sessions, the
+//! log follow and the monitor are the engine's (`pier_engine::sessions`).
 //!
 //! ```text
-//! attach ──101──> wait for the start ──> input:  client ──STDIN frames──> monitor
-//!                                    └─> output: log (no TTY) / monitor (TTY) ──> client
+//! attach ──101──> wait for the start ──> input:  client ──> engine attach
+//!                                    └─> output: log (no TTY) / engine attach (TTY) ──> client
 //!                                          ends when the container stops
 //! ```
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, Request};
@@ -21,11 +22,12 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::Router;
-use pier_api::containers::{ContainerInspect, ContainerState, ContainerStatus};
+use pier_api::containers::{ContainerInspect, ContainerStatus};
+use pier_engine::sessions::{AttachOptions, Follow, InputSender, LogOptions, Stream};
 use pier_runtime::attach as proto;
 use pier_runtime::logs::LogLine;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 
 use super::params::{parse_time, Params};
 use super::{container, DResult, DState, Docker, DockerError};
@@ -37,12 +39,6 @@ pub fn routes() -> Router<Arc<Docker>> {
         .route("/containers/{id}/logs", axum::routing::get(logs))
         .route("/containers/{id}/wait", post(wait))
         .route("/containers/{id}/resize", post(resize))
-}
-
-/// Where the resizes of an attached terminal session go.
-pub struct TtyHandle {
-    session: u64,
-    tx: mpsc::UnboundedSender<(u16, u16)>,
 }
 
 /// The client's side of a hijacked connection: what it sends (absent when it did not ask
@@ -140,78 +136,15 @@ where
         .into_response()
 }
 
-fn running(s: &ContainerState) -> bool {
-    matches!(s.status, ContainerStatus::Running | ContainerStatus::Paused)
-}
-
-/// Which run of a container a stream follows: the current one if it runs, else the next.
-#[derive(Clone)]
-struct Run {
-    was_running: bool,
-    finished_before: Option<String>,
-}
-
-impl Run {
-    fn of(c: &ContainerInspect) -> Run {
-        Run {
-            was_running: running(&c.state),
-            finished_before: c.state.finished_at.clone(),
-        }
-    }
-
-    /// Has the followed run ended?
-    fn ended(&self, s: &ContainerState) -> bool {
-        if running(s) {
-            return false;
-        }
-        self.was_running || s.finished_at != self.finished_before
-    }
-
-    /// Waits until the followed run has started; false if it ended (or the container went)
-    /// first.
-    async fn started(&self, rx: &mut watch::Receiver<ContainerState>) -> bool {
-        loop {
-            {
-                let s = rx.borrow_and_update();
-                if running(&s) {
-                    return true;
-                }
-                if self.ended(&s) || s.status == ContainerStatus::Removing {
-                    return false;
-                }
-            }
-            if rx.changed().await.is_err() {
-                return false;
-            }
-        }
-    }
-}
-
-/// Connects to a running container's monitor, retrying briefly (it may be exiting).
-async fn connect_monitor(d: &Docker, id: &str) -> Option<tokio::net::UnixStream> {
-    for _ in 0..20 {
-        if let Ok(s) = proto::connect(&d.engine.containers.cdir(id)) {
-            if s.set_nonblocking(true).is_ok() {
-                if let Ok(s) = tokio::net::UnixStream::from_std(s) {
-                    return Some(s);
-                }
-            }
-        }
-        let c = d.engine.containers.get(&project(), id).ok()?;
-        if !running(&c.state) {
-            return None;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    None
+fn running(c: &ContainerInspect) -> bool {
+    matches!(
+        c.state.status,
+        ContainerStatus::Running | ContainerStatus::Paused
+    )
 }
 
 fn stream_kind(l: &LogLine) -> u8 {
-    if l.stream == "stderr" {
-        proto::STDERR
-    } else {
-        proto::STDOUT
-    }
+    Stream::of_log(&l.stream).number()
 }
 
 /// `POST /containers/{id}/attach?stream=&stdin=&stdout=&stderr=&logs=`.
@@ -226,227 +159,90 @@ async fn attach(
     let (want_in, want_out, want_err) = (p.bool("stdin"), p.bool("stdout"), p.bool("stderr"));
     let (stream, with_logs) = (p.bool("stream"), p.bool("logs"));
     let tty = c.config.tty;
-    let (past, follower) = d.engine.containers.logs(&c, None, None);
-    let past = if with_logs { past } else { Vec::new() };
-    let rx = d.engine.containers.state_watch(&c);
-    let run = Run::of(&c);
-    let wanted = move |k: u8| (k == proto::STDOUT && want_out) || (k == proto::STDERR && want_err);
     let stdin = want_in && c.config.interactive;
+    let containers = &d.engine.containers;
+    // Without a terminal the output, past and live, is the log's; with one, the past is
+    // the log's and the live output the monitor's.
+    let follow = if stream && !tty {
+        Follow::Run
+    } else {
+        Follow::No
+    };
+    let mut lines = containers.logs(
+        &project(),
+        &c.id,
+        LogOptions {
+            follow,
+            tail: (!with_logs).then_some(0),
+            stdout: want_out,
+            stderr: want_err,
+            ..Default::default()
+        },
+    )?;
+    // Set up before the answer, so a start right after it is seen.
+    let session = if stream && (stdin || tty) {
+        let opts = AttachOptions {
+            stdin,
+            wait_start: true,
+        };
+        Some(containers.attach(&project(), &c.id, opts).await?)
+    } else {
+        None
+    };
     Ok(hijack(req, tty, move |conn| async move {
         let Conn { input, mut output } = conn;
-        for l in &past {
-            let k = stream_kind(l);
-            if wanted(k) && !output.chunk(tty, k, l.log.as_bytes()).await {
+        let mut typer = None;
+        let mut live = None;
+        if let Some(s) = session {
+            if let Some(i) = input.filter(|_| stdin) {
+                typer = Some(tokio::spawn(pass_input(i, s.input, !tty)));
+            }
+            // Without a terminal the session only carries input: its output is dropped
+            // (the log has it).
+            live = tty.then_some(s.output);
+        }
+        while let Some(l) = lines.recv().await {
+            if !output.chunk(tty, stream_kind(&l), l.log.as_bytes()).await {
+                if let Some(t) = typer {
+                    t.abort();
+                }
                 return;
             }
         }
-        if !stream {
-            output.close().await;
-            return;
+        if let Some(mut live) = live {
+            while let Some(chunk) = live.recv().await {
+                if !output.write(&chunk.data).await {
+                    break;
+                }
+            }
         }
-        if tty {
-            tty_session(d, c, rx, run, input.filter(|_| stdin), output, follower).await;
-        } else {
-            let input = input.filter(|_| stdin);
-            log_session(d, c, rx, run, input, output, follower, wanted).await;
+        if let Some(t) = typer {
+            t.abort();
         }
+        output.close().await;
     }))
 }
 
-/// Passes the client's input to the container once it runs; closes the container's stdin
-/// when the client half-closes. Reads (and drops) what the monitor sends.
-async fn pump_input(
-    d: Arc<Docker>,
-    id: String,
-    mut rx: watch::Receiver<ContainerState>,
-    run: Run,
-    mut input: Box<dyn AsyncRead + Send + Unpin>,
-) {
-    if !run.started(&mut rx).await {
-        return;
-    }
-    let Some(sock) = connect_monitor(&d, &id).await else {
-        return;
-    };
-    let (mut mr, mut mw) = sock.into_split();
-    tokio::spawn(async move {
-        let mut sink = vec![0u8; 64 * 1024];
-        while matches!(mr.read(&mut sink).await, Ok(n) if n > 0) {}
-    });
+/// Passes the client's input to the container; when the client half-closes, closes the
+/// container's stdin (with `close`) and keeps the session, whose output goes on.
+async fn pass_input(mut input: Box<dyn AsyncRead + Send + Unpin>, to: InputSender, close: bool) {
     let mut buf = vec![0u8; 32 * 1024];
     loop {
         match input.read(&mut buf).await {
             Ok(0) | Err(_) => {
-                let _ = mw.write_all(&proto::frame(proto::CLOSE_STDIN, b"")).await;
-                // Kept open: the container's output goes on after its input ends.
+                if !close {
+                    return;
+                }
+                to.close_stdin().await;
                 std::future::pending::<()>().await;
             }
             Ok(n) => {
-                if mw
-                    .write_all(&proto::frame(proto::STDIN, &buf[..n]))
-                    .await
-                    .is_err()
-                {
+                if !to.stdin(&buf[..n]).await {
                     return;
                 }
             }
         }
     }
-}
-
-/// Attach without a terminal: output from the log until the followed run ends.
-#[allow(clippy::too_many_arguments)]
-async fn log_session(
-    d: Arc<Docker>,
-    c: ContainerInspect,
-    mut rx: watch::Receiver<ContainerState>,
-    run: Run,
-    input: Option<Box<dyn AsyncRead + Send + Unpin>>,
-    mut output: Output,
-    mut follower: pier_engine::containers::LogFollower,
-    wanted: impl Fn(u8) -> bool + Send,
-) {
-    let pump = input.map(|i| {
-        tokio::spawn(pump_input(
-            d.clone(),
-            c.id.clone(),
-            rx.clone(),
-            run.clone(),
-            i,
-        ))
-    });
-    loop {
-        let done = {
-            let s = rx.borrow_and_update();
-            run.ended(&s) || s.status == ContainerStatus::Removing
-        };
-        let gone = !done
-            && tokio::select! {
-                r = rx.changed() => r.is_err(),
-                _ = tokio::time::sleep(Duration::from_millis(25)) => false,
-            };
-        for l in follower.read() {
-            let k = stream_kind(&l);
-            if wanted(k) && !output.chunk(false, k, l.log.as_bytes()).await {
-                if let Some(p) = pump {
-                    p.abort();
-                }
-                return;
-            }
-        }
-        if done || gone {
-            break;
-        }
-    }
-    if let Some(p) = pump {
-        p.abort();
-    }
-    output.close().await;
-}
-
-/// Attach with a terminal: the monitor's stream both ways, resizes through [`resize`].
-async fn tty_session(
-    d: Arc<Docker>,
-    c: ContainerInspect,
-    mut rx: watch::Receiver<ContainerState>,
-    run: Run,
-    input: Option<Box<dyn AsyncRead + Send + Unpin>>,
-    mut output: Output,
-    mut follower: pier_engine::containers::LogFollower,
-) {
-    // Resizes sent before the container runs wait in the channel.
-    let (resize_tx, mut resize_rx) = mpsc::unbounded_channel::<(u16, u16)>();
-    let session = rand_u64();
-    d.ttys.lock().unwrap().insert(
-        c.id.clone(),
-        TtyHandle {
-            session,
-            tx: resize_tx,
-        },
-    );
-    let forget = |d: &Docker| {
-        let mut t = d.ttys.lock().unwrap();
-        if t.get(&c.id).is_some_and(|h| h.session == session) {
-            t.remove(&c.id);
-        }
-    };
-    let sock = if run.started(&mut rx).await {
-        connect_monitor(&d, &c.id).await
-    } else {
-        None
-    };
-    let Some(sock) = sock else {
-        // It ran and ended before we could connect: its output is in the log.
-        forget(&d);
-        for l in follower.read() {
-            if !output.write(l.log.as_bytes()).await {
-                return;
-            }
-        }
-        output.close().await;
-        return;
-    };
-    let (mut mr, mw) = sock.into_split();
-    let mw = Arc::new(tokio::sync::Mutex::new(mw));
-    let resizer = {
-        let mw = mw.clone();
-        tokio::spawn(async move {
-            while let Some((h, w)) = resize_rx.recv().await {
-                if mw
-                    .lock()
-                    .await
-                    .write_all(&proto::resize(h, w))
-                    .await
-                    .is_err()
-                {
-                    return;
-                }
-            }
-        })
-    };
-    let typer = input.map(|mut input| {
-        let mw = mw.clone();
-        tokio::spawn(async move {
-            let mut buf = vec![0u8; 32 * 1024];
-            loop {
-                match input.read(&mut buf).await {
-                    Ok(0) | Err(_) => return,
-                    Ok(n) => {
-                        let f = proto::frame(proto::STDIN, &buf[..n]);
-                        if mw.lock().await.write_all(&f).await.is_err() {
-                            return;
-                        }
-                    }
-                }
-            }
-        })
-    });
-    let mut buf = vec![0u8; 64 * 1024];
-    let mut pending = Vec::new();
-    'out: while let Ok(n) = mr.read(&mut buf).await {
-        if n == 0 {
-            break;
-        }
-        pending.extend_from_slice(&buf[..n]);
-        let Ok(frames) = proto::parse(&mut pending) else {
-            break;
-        };
-        for (_, payload) in frames {
-            if !output.write(&payload).await {
-                break 'out;
-            }
-        }
-    }
-    forget(&d);
-    resizer.abort();
-    if let Some(t) = typer {
-        t.abort();
-    }
-    output.close().await;
-}
-
-fn rand_u64() -> u64 {
-    u64::from_str_radix(&pier_engine::containers::short_random_id(), 16).unwrap_or(0)
 }
 
 /// `POST /containers/{id}/resize?h=&w=`.
@@ -461,25 +257,17 @@ async fn resize(state: DState, Path(id): Path<String>, p: Params) -> DResult<Res
             ))
         }
     };
-    if let Some(t) = d.ttys.lock().unwrap().get(&c.id) {
-        let _ = t.tx.send((h, w));
-        return Ok(StatusCode::OK.into_response());
-    }
-    if !running(&c.state) {
-        return Err(DockerError::conflict(format!(
-            "cannot resize container {}: it is not running",
-            c.name
-        )));
-    }
-    let Some(mut sock) = connect_monitor(&d, &c.id).await else {
-        return Err(DockerError::conflict(format!(
-            "cannot resize container {}: it is not running",
-            c.name
-        )));
-    };
-    sock.write_all(&proto::resize(h, w))
+    d.engine
+        .containers
+        .resize(&project(), &c.id, h, w)
         .await
-        .map_err(|e| DockerError::internal(format!("resize: {e}")))?;
+        .map_err(|e| match e.kind() {
+            pier_api::ErrorKind::Conflict => DockerError::conflict(format!(
+                "cannot resize container {}: it is not running",
+                c.name
+            )),
+            _ => e.into(),
+        })?;
     Ok(StatusCode::OK.into_response())
 }
 
@@ -549,59 +337,36 @@ async fn logs(state: DState, Path(id): Path<String>, p: Params) -> DResult<Respo
     let since = time("since")?.filter(|s| *s > 0.0);
     let until = time("until")?.filter(|u| *u > 0.0);
     let (timestamps, follow, tty) = (p.bool("timestamps"), p.bool("follow"), c.config.tty);
-    let (mut lines, mut follower) = d.engine.containers.logs(&c, None, None);
-    let keep = move |l: &LogLine| {
-        let t = pier_api::time::parse_rfc3339(&l.time).unwrap_or(0) as f64;
-        let k = stream_kind(l);
-        ((k == proto::STDOUT && out) || (k == proto::STDERR && err))
-            && since.is_none_or(|s| t >= s.floor())
-            && until.is_none_or(|u| t <= u)
+    let follow = if follow && running(&c) && until.is_none() {
+        Follow::Run
+    } else {
+        Follow::No
     };
-    lines.retain(|l| keep(l));
-    if let Some(n) = tail {
-        let skip = lines.len().saturating_sub(n);
-        lines.drain(..skip);
-    }
-    let rx = d.engine.containers.state_watch(&c);
-    let run = Run::of(&c);
-    let follow = follow && run.was_running && until.is_none();
+    // Lines carry whole seconds: `t >= since` is `t >= floor(since)`, `t <= until` is
+    // `t <= floor(until)`.
+    let mut lines = d.engine.containers.logs(
+        &project(),
+        &c.id,
+        LogOptions {
+            follow,
+            tail,
+            since: since.map(|s| s.floor() as i64),
+            until: until.map(|u| u.floor() as i64),
+            stdout: out,
+            stderr: err,
+        },
+    )?;
     let (tx, body_rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(64);
     tokio::spawn(async move {
         let mut output = Output::Body(tx);
-        let fmt = |l: &LogLine| -> Vec<u8> {
+        while let Some(l) = lines.recv().await {
             let mut v = Vec::new();
             if timestamps {
                 v.extend_from_slice(l.time.as_bytes());
                 v.push(b' ');
             }
             v.extend_from_slice(l.log.as_bytes());
-            v
-        };
-        for l in &lines {
-            if !output.chunk(tty, stream_kind(l), &fmt(l)).await {
-                return;
-            }
-        }
-        if !follow {
-            return;
-        }
-        let mut rx = rx;
-        loop {
-            let done = {
-                let s = rx.borrow_and_update();
-                run.ended(&s) || s.status == ContainerStatus::Removing
-            };
-            let gone = !done
-                && tokio::select! {
-                    r = rx.changed() => r.is_err(),
-                    _ = tokio::time::sleep(Duration::from_millis(50)) => false,
-                };
-            for l in follower.read() {
-                if keep(&l) && !output.chunk(tty, stream_kind(&l), &fmt(&l)).await {
-                    return;
-                }
-            }
-            if done || gone {
+            if !output.chunk(tty, stream_kind(&l), &v).await {
                 return;
             }
         }
