@@ -375,14 +375,7 @@ async fn exec(
         .map_err(exec_error)?;
     let io = e
         .containers
-        .exec_start(
-            &project(),
-            &exec_id,
-            StartOptions {
-                tty: None,
-                detach,
-            },
-        )
+        .exec_start(&project(), &exec_id, StartOptions { tty: None, detach })
         .map_err(exec_error)?;
     if attached {
         let request = axum::extract::Request::from_parts(parts, Body::empty());
@@ -624,8 +617,9 @@ async fn pass_output(
         let written = if tty {
             to.write_all(&chunk.data).await
         } else {
-            let mut v = pier_runtime::attach::docker_header(chunk.stream.number(), chunk.data.len())
-                .to_vec();
+            let mut v =
+                pier_runtime::attach::docker_header(chunk.stream.number(), chunk.data.len())
+                    .to_vec();
             v.extend_from_slice(&chunk.data);
             to.write_all(&v).await
         };

@@ -16,14 +16,13 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::containers::Containers;
+use crate::sessions::{ExecSpec, StartOptions, Stream};
 use pier_api::containers::{
-    ContainerInspect, ContainerStatus, ExecCreate, Health, HealthResult, HealthStatus, Healthcheck,
+    ContainerInspect, ContainerStatus, Health, HealthResult, HealthStatus, Healthcheck,
 };
 use pier_api::time::format_rfc3339_nanos;
 use pier_api::ProjectName;
-use tokio::io::AsyncReadExt;
-
-use crate::containers::Containers;
 
 const DEFAULT_INTERVAL: Duration = Duration::from_secs(30);
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
@@ -229,9 +228,9 @@ async fn run(cs: Arc<Containers>, c: ContainerInspect, check: Healthcheck) {
     }
 }
 
-/// Runs the check once.
+/// Runs the check once, as an exec session of its own (forgotten once read).
 async fn probe(
-    cs: &Containers,
+    cs: &Arc<Containers>,
     project: &ProjectName,
     id: &str,
     cmd: &[String],
@@ -244,53 +243,42 @@ async fn probe(
         exit_code: -1,
         output,
     };
-    let req = ExecCreate {
+    let spec = ExecSpec {
         cmd: cmd.to_vec(),
+        stdout: true,
+        stderr: true,
         ..Default::default()
     };
-    let (c, command) = match cs.exec_command(project, id, &req) {
+    let started = cs.exec_create(project, id, spec).and_then(|exec_id| {
+        let io = cs.exec_start(project, &exec_id, StartOptions::default());
+        Ok((exec_id, io?))
+    });
+    let (exec_id, io) = match started {
         Ok(x) => x,
-        Err(e) => return failed(start, e.message()),
+        Err(e) => return failed(start, crate::EngineError::from(e).message()),
     };
-    let mut command = tokio::process::Command::from(command);
-    command
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .kill_on_drop(true);
-    let mut child = match command.spawn() {
-        Ok(c) => c,
-        Err(e) => return failed(start, format!("cannot run the health check: {e}")),
-    };
-    let (mut out, mut err) = (
-        child.stdout.take().expect("piped"),
-        child.stderr.take().expect("piped"),
-    );
+    let _forget = ForgetExec(cs, &exec_id);
+    let mut output = io.output.expect("not detached");
+    let mut exit = io.exit;
     let run = async {
-        // Only the first OUTPUT bytes of each are kept; the rest is read and dropped, so
-        // a chatty check cannot make the daemon hold more.
-        async fn capped(mut r: impl tokio::io::AsyncRead + Unpin) -> Vec<u8> {
-            let mut kept = Vec::new();
-            let mut buf = [0u8; 4096];
-            while let Ok(n) = r.read(&mut buf).await {
-                if n == 0 {
-                    break;
-                }
-                let room = (OUTPUT + 1).saturating_sub(kept.len());
-                kept.extend_from_slice(&buf[..n.min(room)]);
-            }
-            kept
+        // Only the first OUTPUT bytes of each stream are kept; the rest is read and
+        // dropped, so a chatty check cannot make the daemon hold more.
+        let (mut out, mut err) = (Vec::new(), Vec::new());
+        while let Some(c) = output.recv().await {
+            let kept = match c.stream {
+                Stream::Stdout => &mut out,
+                Stream::Stderr => &mut err,
+            };
+            let room = (OUTPUT + 1).saturating_sub(kept.len());
+            kept.extend_from_slice(&c.data[..c.data.len().min(room)]);
         }
-        let (a, b) = tokio::join!(capped(&mut out), capped(&mut err));
-        let mut a = a;
-        let status = child.wait().await;
-        a.extend(b);
-        (status, a)
+        let code = exit.wait_for(|c| c.is_some()).await.ok().and_then(|c| *c);
+        out.extend(err);
+        (code, out)
     };
+    // On a timeout the output is dropped, which ends the command.
     match tokio::time::timeout(timeout, run).await {
-        Ok((status, output)) => {
-            let code = status.ok().and_then(|s| s.code()).unwrap_or(-1);
-            cs.exec_done(&c, code);
+        Ok((code, output)) => {
             let mut text = String::from_utf8_lossy(&output).into_owned();
             if text.len() > OUTPUT {
                 let mut cut = OUTPUT;
@@ -302,7 +290,7 @@ async fn probe(
             HealthResult {
                 start,
                 end: format_rfc3339_nanos(std::time::SystemTime::now()),
-                exit_code: code,
+                exit_code: code.unwrap_or(-1),
                 output: text,
             }
         }
@@ -310,6 +298,15 @@ async fn probe(
             start,
             format!("Health check exceeded timeout ({}s)", timeout.as_secs_f64()),
         ),
+    }
+}
+
+/// Forgets a probe's exec session when the probe is done with it.
+struct ForgetExec<'a>(&'a Containers, &'a str);
+
+impl Drop for ForgetExec<'_> {
+    fn drop(&mut self) {
+        self.0.exec_forget(self.1);
     }
 }
 

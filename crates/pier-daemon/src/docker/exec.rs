@@ -107,9 +107,7 @@ async fn create(state: DState, Path(id): Path<String>, body: Bytes) -> DResult<R
 async fn start(state: DState, Path(id): Path<String>, req: Request) -> DResult<Response> {
     let d = state.0;
     let containers = &d.engine.containers;
-    let info = containers
-        .exec_inspect(&project(), &id)
-        .map_err(refused)?;
+    let info = containers.exec_inspect(&project(), &id).map_err(refused)?;
     let (parts, body) = req.into_parts();
     let bytes = axum::body::to_bytes(body, 1 << 20)
         .await
@@ -121,10 +119,7 @@ async fn start(state: DState, Path(id): Path<String>, req: Request) -> DResult<R
             .map_err(|err| DockerError::bad_request(format!("invalid exec start config: {err}")))?
     };
     let detach = b.detach.unwrap_or(false);
-    let opts = StartOptions {
-        tty: b.tty,
-        detach,
-    };
+    let opts = StartOptions { tty: b.tty, detach };
     let io = containers
         .exec_start(&project(), &id, opts)
         .map_err(|e| match e {

@@ -50,11 +50,14 @@ pub struct AttachIo {
     pub tty: bool,
 }
 
+type ResizeSender = mpsc::UnboundedSender<(u16, u16)>;
+
 /// The resize handles of the attach sessions of containers with a terminal.
 #[derive(Default)]
 pub struct AttachRegistry {
     next: AtomicU64,
-    sessions: Mutex<HashMap<String, (u64, mpsc::UnboundedSender<(u16, u16)>)>>,
+    /// By `project/container`: the session's number and where its resizes go.
+    sessions: Mutex<HashMap<String, (u64, ResizeSender)>>,
 }
 
 impl AttachRegistry {
@@ -356,7 +359,10 @@ mod tests {
         assert_eq!(b_rx.resize.try_recv().unwrap(), (1, 2));
         assert!(a_rx.resize.try_recv().is_err());
         r.forget("p/c", na);
-        assert!(r.resize("p/c", 3, 4), "an older session's end keeps the newer");
+        assert!(
+            r.resize("p/c", 3, 4),
+            "an older session's end keeps the newer"
+        );
         r.forget("p/c", nb);
         assert!(!r.resize("p/c", 5, 6));
         assert!(!r.resize("p/other", 5, 6));

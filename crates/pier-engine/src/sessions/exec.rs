@@ -111,9 +111,9 @@ impl From<ExecError> for EngineError {
             ExecError::Engine(e) => e,
             ExecError::NoSuchExec(_) => EngineError::NotFound(e.to_string()),
             ExecError::NoCommand => EngineError::Invalid(e.to_string()),
-            ExecError::NotRunning { .. } | ExecError::Paused { .. } | ExecError::AlreadyStarted(_) => {
-                EngineError::Conflict(e.to_string())
-            }
+            ExecError::NotRunning { .. }
+            | ExecError::Paused { .. }
+            | ExecError::AlreadyStarted(_) => EngineError::Conflict(e.to_string()),
         }
     }
 }
@@ -123,7 +123,10 @@ enum Phase {
     Created,
     Running,
     /// Ended, with the command's exit code (none when it could not be started).
-    Ended { code: Option<i32>, at: Instant },
+    Ended {
+        code: Option<i32>,
+        at: Instant,
+    },
 }
 
 struct Session {
@@ -168,6 +171,17 @@ impl Session {
     }
 }
 
+/// What a start takes from its session.
+struct Begun {
+    container_id: String,
+    spec: ExecSpec,
+    /// The spec's terminal, or the start's.
+    tty: bool,
+    input: InputSender,
+    input_rx: Option<InputReceiver>,
+    exit: watch::Sender<Option<i32>>,
+}
+
 /// The registry of exec sessions.
 #[derive(Default)]
 pub struct ExecRegistry {
@@ -182,7 +196,13 @@ impl ExecRegistry {
         s
     }
 
-    fn insert(&self, project: &ProjectName, container_id: &str, spec: ExecSpec, now: Instant) -> String {
+    fn insert(
+        &self,
+        project: &ProjectName,
+        container_id: &str,
+        spec: ExecSpec,
+        now: Instant,
+    ) -> String {
         let id = crate::containers::random_id();
         let (input, input_rx) = input_channel();
         let session = Session {
@@ -216,28 +236,28 @@ impl ExecRegistry {
         }
     }
 
-    /// Marks a session started (it must be new); its spec, terminal and input.
+    /// Marks a session started (it must be new).
     fn begin(
         &self,
         project: &ProjectName,
         id: &str,
         tty: Option<bool>,
         now: Instant,
-    ) -> Result<(String, ExecSpec, bool, InputSender, Option<InputReceiver>, watch::Sender<Option<i32>>), ExecError> {
+    ) -> Result<Begun, ExecError> {
         self.with(project, id, now, |e| {
             if e.phase != Phase::Created {
                 return Err(ExecError::AlreadyStarted(id.to_string()));
             }
             e.phase = Phase::Running;
             e.tty = e.spec.tty || tty.unwrap_or(false);
-            Ok((
-                e.container_id.clone(),
-                e.spec.clone(),
-                e.tty,
-                e.input.clone(),
-                e.input_rx.take(),
-                e.exit.clone(),
-            ))
+            Ok(Begun {
+                container_id: e.container_id.clone(),
+                spec: e.spec.clone(),
+                tty: e.tty,
+                input: e.input.clone(),
+                input_rx: e.input_rx.take(),
+                exit: e.exit.clone(),
+            })
         })?
     }
 
@@ -294,8 +314,16 @@ impl Containers {
         exec_id: &str,
         opts: StartOptions,
     ) -> Result<ExecIo, ExecError> {
-        let (container_id, spec, tty, input, input_rx, exit) =
-            self.execs.begin(project, exec_id, opts.tty, Instant::now())?;
+        let Begun {
+            container_id,
+            spec,
+            tty,
+            input,
+            input_rx,
+            exit,
+        } = self
+            .execs
+            .begin(project, exec_id, opts.tty, Instant::now())?;
         let failed = |e: EngineError| {
             self.execs.end(exec_id, None, Instant::now());
             ExecError::Engine(e)
@@ -309,7 +337,9 @@ impl Containers {
             tty,
             interactive: spec.stdin,
         };
-        let (c, cmd) = self.exec_command(project, &container_id, &req).map_err(failed)?;
+        let (c, cmd) = self
+            .exec_command(project, &container_id, &req)
+            .map_err(failed)?;
         let mut cmd = tokio::process::Command::from(cmd);
         // The helper reads frames on stdin when the command has a terminal or takes input.
         let framed = tty || spec.stdin;
@@ -320,10 +350,14 @@ impl Containers {
                 Stdio::piped()
             }
         };
-        cmd.stdin(if framed { Stdio::piped() } else { Stdio::null() })
-            .stdout(out())
-            .stderr(out());
-        let mut child = cmd.spawn().map_err(|e| {
+        cmd.stdin(if framed {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(out())
+        .stderr(out());
+        let child = cmd.spawn().map_err(|e| {
             failed(EngineError::Internal(format!(
                 "cannot start the exec helper: {e}"
             )))
@@ -331,81 +365,17 @@ impl Containers {
         self.execs
             .set_pid(exec_id, child.id().map_or(0, |p| p as i32));
         let exit_rx = exit.subscribe();
-        if let (Some(hin), Some(rx)) = (child.stdin.take(), input_rx) {
-            let mut ended = exit.subscribe();
-            tokio::spawn(async move {
-                tokio::select! {
-                    _ = pump_input(rx, hin, true) => {}
-                    _ = ended.wait_for(|c| c.is_some()) => {}
-                }
-            });
-        }
-        let output = if opts.detach {
-            None
-        } else {
-            let (tx, rx) = mpsc::channel(16);
-            Some((tx, rx))
-        };
-        let (out_tx, out_rx) = match output {
-            Some((tx, rx)) => (Some(tx), Some(rx)),
-            None => (None, None),
-        };
-        let pipes: [(Option<Box<dyn AsyncRead + Send + Unpin>>, _, _); 2] = [
-            (child.stdout.take().map(|p| Box::new(p) as _), Stream::Stdout, spec.stdout),
-            (child.stderr.take().map(|p| Box::new(p) as _), Stream::Stderr, spec.stderr),
-        ];
-        let (chunk_tx, mut chunks) = mpsc::channel::<Chunk>(16);
-        for (pipe, stream, wanted) in pipes {
-            let Some(mut pipe) = pipe else { continue };
-            let tx = chunk_tx.clone();
-            tokio::spawn(async move {
-                let mut buf = vec![0u8; 32 * 1024];
-                while let Ok(n) = pipe.read(&mut buf).await {
-                    if n == 0 {
-                        break;
-                    }
-                    if wanted
-                        && tx
-                            .send(Chunk {
-                                stream,
-                                data: buf[..n].to_vec(),
-                            })
-                            .await
-                            .is_err()
-                    {
-                        break;
-                    }
-                }
-            });
-        }
-        drop(chunk_tx);
         let this = self.clone();
         let id = exec_id.to_string();
-        tokio::spawn(async move {
-            // Output until both pipes end; a caller that stops reading ends the command.
-            let mut reader_gone = out_tx.is_none();
-            while let Some(chunk) = chunks.recv().await {
-                let Some(tx) = out_tx.as_ref().filter(|_| !reader_gone) else {
-                    continue;
-                };
-                tokio::select! {
-                    r = tx.send(chunk) => reader_gone = r.is_err(),
-                    _ = tx.closed() => reader_gone = true,
-                }
-                if reader_gone {
-                    let _ = child.start_kill();
-                }
-            }
-            let code = child
-                .wait()
-                .await
-                .ok()
-                .and_then(|s| s.code())
-                .unwrap_or(255);
+        let pumped = Pumped {
+            stdin: spec.stdin,
+            stdout: spec.stdout,
+            stderr: spec.stderr,
+            detach: opts.detach,
+        };
+        let out_rx = supervise(child, pumped, input_rx, exit.subscribe(), move |code| {
             this.execs.end(&id, Some(code), Instant::now());
             this.exec_done(&c, code);
-            // The output closes after the exit is recorded.
-            drop(out_tx);
         });
         Ok(ExecIo {
             output: out_rx,
@@ -416,8 +386,19 @@ impl Containers {
     }
 
     /// An exec session's state.
-    pub fn exec_inspect(&self, project: &ProjectName, exec_id: &str) -> Result<ExecInfo, ExecError> {
-        self.execs.with(project, exec_id, Instant::now(), |e| e.info())
+    pub fn exec_inspect(
+        &self,
+        project: &ProjectName,
+        exec_id: &str,
+    ) -> Result<ExecInfo, ExecError> {
+        self.execs
+            .with(project, exec_id, Instant::now(), |e| e.info())
+    }
+
+    /// Forgets an exec session at once (one the engine ran for itself, such as a health
+    /// check's); its command, if still running, goes on unrecorded.
+    pub(crate) fn exec_forget(&self, exec_id: &str) {
+        self.execs.sessions.lock().unwrap().remove(exec_id);
     }
 
     /// Resizes an exec session's terminal (before its start too: the size waits for it).
@@ -435,6 +416,111 @@ impl Containers {
             }
         })
     }
+}
+
+/// What [`supervise`] passes between a helper and its caller.
+#[derive(Debug, Clone, Copy)]
+struct Pumped {
+    stdin: bool,
+    stdout: bool,
+    stderr: bool,
+    detach: bool,
+}
+
+/// Pumps a spawned helper: input frames to its stdin (until it exits), its pipes to the
+/// returned output (absent when detached), and its exit to `on_exit`, which runs before
+/// the output closes. Dropping the output ends the helper.
+fn supervise(
+    mut child: tokio::process::Child,
+    p: Pumped,
+    input: Option<InputReceiver>,
+    mut ended: watch::Receiver<Option<i32>>,
+    on_exit: impl FnOnce(i32) + Send + 'static,
+) -> Option<mpsc::Receiver<Chunk>> {
+    if let (Some(hin), Some(rx)) = (child.stdin.take(), input) {
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = pump_input(rx, hin, p.stdin) => {}
+                _ = ended.wait_for(|c| c.is_some()) => {}
+            }
+        });
+    }
+    let (out_tx, out_rx) = if p.detach {
+        (None, None)
+    } else {
+        let (tx, rx) = mpsc::channel(16);
+        (Some(tx), Some(rx))
+    };
+    let pipes: [(Option<Box<dyn AsyncRead + Send + Unpin>>, _, _); 2] = [
+        (
+            child.stdout.take().map(|p| Box::new(p) as _),
+            Stream::Stdout,
+            p.stdout,
+        ),
+        (
+            child.stderr.take().map(|p| Box::new(p) as _),
+            Stream::Stderr,
+            p.stderr,
+        ),
+    ];
+    let (chunk_tx, mut chunks) = mpsc::channel::<Chunk>(16);
+    for (pipe, stream, wanted) in pipes {
+        let Some(mut pipe) = pipe else { continue };
+        let tx = chunk_tx.clone();
+        tokio::spawn(async move {
+            let mut buf = vec![0u8; 32 * 1024];
+            while let Ok(n) = pipe.read(&mut buf).await {
+                if n == 0 {
+                    break;
+                }
+                let chunk = Chunk {
+                    stream,
+                    data: buf[..n].to_vec(),
+                };
+                if wanted && tx.send(chunk).await.is_err() {
+                    break;
+                }
+            }
+        });
+    }
+    drop(chunk_tx);
+    tokio::spawn(async move {
+        // Output until both pipes end; a caller that stops reading ends the command.
+        let mut reader_gone = out_tx.is_none();
+        loop {
+            let reader = out_tx.as_ref().filter(|_| !reader_gone);
+            let next = match reader {
+                Some(tx) => tokio::select! {
+                    c = chunks.recv() => c.map(Some),
+                    _ = tx.closed() => Some(None),
+                },
+                None => chunks.recv().await.map(|_| None),
+            };
+            let Some(next) = next else { break };
+            let sent = match (next, reader) {
+                (Some(chunk), Some(tx)) => tokio::select! {
+                    r = tx.send(chunk) => r.is_ok(),
+                    _ = tx.closed() => false,
+                },
+                (None, Some(_)) => false,
+                (_, None) => continue,
+            };
+            if !sent {
+                reader_gone = true;
+                let _ = child.start_kill();
+            }
+        }
+        let code = child
+            .wait()
+            .await
+            .ok()
+            .and_then(|s| s.code())
+            .unwrap_or(255);
+        on_exit(code);
+        // The output closes after the exit is recorded.
+        drop(out_tx);
+    });
+    out_rx
 }
 
 #[cfg(test)]
@@ -462,10 +548,10 @@ mod tests {
         let info = r.with(&project(), &id, t0, |e| e.info()).unwrap();
         assert_eq!((info.running, info.exit_code, info.pid), (false, None, 0));
         assert_eq!(info.container_id, "c1");
-        let (cid, _, tty, _, rx, _) = r.begin(&project(), &id, Some(true), t0).unwrap();
-        assert_eq!(cid, "c1");
-        assert!(tty, "the start may give a terminal");
-        assert!(rx.is_some(), "the first start takes the input");
+        let b = r.begin(&project(), &id, Some(true), t0).unwrap();
+        assert_eq!(b.container_id, "c1");
+        assert!(b.tty, "the start may give a terminal");
+        assert!(b.input_rx.is_some(), "the first start takes the input");
         assert!(matches!(
             r.begin(&project(), &id, None, t0),
             Err(ExecError::AlreadyStarted(_))
@@ -477,7 +563,10 @@ mod tests {
         r.end(&id, Some(3), t0);
         assert_eq!(*exit.borrow_and_update(), Some(3));
         let info = r.with(&project(), &id, t0, |e| e.info()).unwrap();
-        assert_eq!((info.running, info.exit_code, info.pid), (false, Some(3), 42));
+        assert_eq!(
+            (info.running, info.exit_code, info.pid),
+            (false, Some(3), 42)
+        );
         assert!(matches!(
             r.begin(&project(), &id, None, t0),
             Err(ExecError::AlreadyStarted(_))
@@ -498,10 +587,16 @@ mod tests {
         let t = t0 + KEEP_ENDED;
         assert!(alive(t, &ended) && alive(t, &unstarted) && alive(t, &running));
         let t = t0 + KEEP_ENDED + Duration::from_secs(1);
-        assert!(!alive(t, &ended), "an ended exec is forgotten after 10 minutes");
+        assert!(
+            !alive(t, &ended),
+            "an ended exec is forgotten after 10 minutes"
+        );
         assert!(alive(t, &unstarted) && alive(t, &running));
         let t = t0 + KEEP_UNSTARTED + Duration::from_secs(1);
-        assert!(!alive(t, &unstarted), "an unstarted exec is forgotten after 30 minutes");
+        assert!(
+            !alive(t, &unstarted),
+            "an unstarted exec is forgotten after 30 minutes"
+        );
         let t = t0 + Duration::from_secs(86400);
         assert!(alive(t, &running), "a running exec is never forgotten");
         r.end(&running, Some(1), t);
@@ -523,13 +618,133 @@ mod tests {
         let kind = |e: ExecError| EngineError::from(e).kind();
         assert_eq!(kind(ExecError::NoSuchExec("x".into())), ErrorKind::NotFound);
         assert_eq!(kind(ExecError::NoCommand), ErrorKind::InvalidInput);
-        assert_eq!(kind(ExecError::AlreadyStarted("x".into())), ErrorKind::Conflict);
+        assert_eq!(
+            kind(ExecError::AlreadyStarted("x".into())),
+            ErrorKind::Conflict
+        );
         let e = ExecError::NotRunning {
             name: "web".into(),
             id: "c".into(),
         };
-        assert_eq!(e.to_string(), "container web is not running; start it first");
+        assert_eq!(
+            e.to_string(),
+            "container web is not running; start it first"
+        );
         assert_eq!(kind(e), ErrorKind::Conflict);
+    }
+
+    fn shell(script: &str, stdin: bool) -> tokio::process::Child {
+        tokio::process::Command::new("/bin/sh")
+            .arg("-c")
+            .arg(script)
+            .stdin(if stdin { Stdio::piped() } else { Stdio::null() })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    }
+
+    const ATTACHED: Pumped = Pumped {
+        stdin: false,
+        stdout: true,
+        stderr: true,
+        detach: false,
+    };
+
+    #[tokio::test]
+    async fn output_is_typed_and_closes_only_after_the_exit_is_recorded() {
+        let (exit, rx) = watch::channel(None);
+        let exit2 = exit.clone();
+        let child = shell("echo out; echo err >&2; exit 3", false);
+        let mut out = supervise(child, ATTACHED, None, rx, move |code| {
+            std::thread::sleep(Duration::from_millis(50));
+            exit2.send_replace(Some(code));
+        })
+        .unwrap();
+        let mut got = Vec::new();
+        while let Some(c) = out.recv().await {
+            got.push((c.stream, String::from_utf8(c.data).unwrap()));
+        }
+        assert_eq!(
+            *exit.borrow(),
+            Some(3),
+            "the exit is recorded before the output ends"
+        );
+        got.sort_by_key(|(s, _)| *s == Stream::Stderr);
+        assert_eq!(
+            got,
+            vec![
+                (Stream::Stdout, "out\n".into()),
+                (Stream::Stderr, "err\n".into())
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn unwanted_streams_are_dropped() {
+        let (exit, rx) = watch::channel(None);
+        let child = shell("echo out; echo err >&2", false);
+        let p = Pumped {
+            stdout: false,
+            ..ATTACHED
+        };
+        let mut out = supervise(child, p, None, rx, move |c| {
+            exit.send_replace(Some(c));
+        })
+        .unwrap();
+        let c = out.recv().await.unwrap();
+        assert_eq!((c.stream, c.data), (Stream::Stderr, b"err\n".to_vec()));
+        assert!(out.recv().await.is_none());
+    }
+
+    #[tokio::test]
+    async fn dropping_the_output_ends_a_silent_command() {
+        let (exit, rx) = watch::channel(None);
+        let mut seen = exit.subscribe();
+        let child = shell("sleep 30", false);
+        let out = supervise(child, ATTACHED, None, rx, move |c| {
+            exit.send_replace(Some(c));
+        });
+        drop(out);
+        let t0 = Instant::now();
+        tokio::time::timeout(Duration::from_secs(5), seen.wait_for(|c| c.is_some()))
+            .await
+            .expect("the command is ended when nobody reads")
+            .unwrap();
+        assert!(t0.elapsed() < Duration::from_secs(5));
+    }
+
+    #[tokio::test]
+    async fn input_frames_reach_the_helper_and_stop_at_its_exit() {
+        let (exit, rx) = watch::channel(None);
+        let (input, input_rx) = input_channel();
+        // The "helper" echoes its stdin (the frames) back on stdout.
+        let child = shell("head -c 9", true);
+        let p = Pumped {
+            stdin: true,
+            ..ATTACHED
+        };
+        let mut out = supervise(child, p, Some(input_rx), rx, move |c| {
+            exit.send_replace(Some(c));
+        })
+        .unwrap();
+        assert!(input.stdin(b"abcd").await);
+        let mut got = Vec::new();
+        while let Some(c) = out.recv().await {
+            got.extend(c.data);
+        }
+        assert_eq!(
+            got,
+            pier_runtime::attach::frame(pier_runtime::attach::STDIN, b"abcd")
+        );
+        // The helper is gone: input is refused once the pump has stopped.
+        let refused = tokio::time::timeout(Duration::from_secs(5), async {
+            while input.stdin(b"x").await {
+                tokio::task::yield_now().await;
+            }
+        })
+        .await;
+        assert!(refused.is_ok(), "the input pump ends with the helper");
     }
 
     #[tokio::test]
@@ -545,10 +760,11 @@ mod tests {
             },
             t0,
         );
-        r.with(&project(), &id, t0, |e| e.input.resize(30, 100)).unwrap();
-        let (_, _, _, _, rx, _) = r.begin(&project(), &id, None, t0).unwrap();
+        r.with(&project(), &id, t0, |e| e.input.resize(30, 100))
+            .unwrap();
+        let b = r.begin(&project(), &id, None, t0).unwrap();
         let (mut read, w) = tokio::io::duplex(1024);
-        let pump = tokio::spawn(pump_input(rx.unwrap(), w, true));
+        let pump = tokio::spawn(pump_input(b.input_rx.unwrap(), w, true));
         let mut buf = vec![0u8; 9];
         tokio::io::AsyncReadExt::read_exact(&mut read, &mut buf)
             .await

@@ -463,7 +463,6 @@ impl Containers {
         });
         Ok(rx)
     }
-
 }
 
 #[cfg(test)]
