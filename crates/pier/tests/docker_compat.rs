@@ -194,6 +194,27 @@ fn http(d: &Daemon, method: &str, path: &str) -> (u16, String, String) {
     (status, head.to_ascii_lowercase(), body.to_string())
 }
 
+/// A raw HTTP/1.1 exchange with a JSON body on a unix socket: (status, body).
+fn http_json(socket: &Path, method: &str, path: &str, body: &str) -> (u16, String) {
+    let mut s = std::os::unix::net::UnixStream::connect(socket).unwrap();
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: pier\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).unwrap();
+    let resp = text(&buf);
+    let (head, body) = resp.split_once("\r\n\r\n").unwrap_or((&resp, ""));
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    (status, body.to_string())
+}
+
 // ---- tests --------------------------------------------------------------------------------
 
 #[test]
@@ -1473,5 +1494,57 @@ fn clients_print_real_messages() {
         c.ok(&["rm", "stopped"]);
     }
     // Nothing in the daemon's log is a bug.
+    assert!(!d.log().contains("internal error"), "{}", d.log());
+}
+
+/// Exec sessions are the engine's, one registry for both APIs: an exec made and started
+/// through the Docker API is seen, with its exit code, through the native API; it starts
+/// once; and both APIs refuse an unknown one in their own words.
+#[test]
+fn one_exec_registry_for_both_apis() {
+    let d = with_busybox(&[]);
+    d.ok(&["run", "-d", "--name", "ex", "bb", "sleep", "60"]);
+    let (status, body) = http_json(
+        &d.docker_socket,
+        "POST",
+        "/containers/ex/exec",
+        r#"{"Cmd":["sh","-c","exit 7"]}"#,
+    );
+    assert_eq!(status, 201, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let id = v["Id"].as_str().unwrap().to_string();
+    // Created, not started: the native API knows it.
+    let (status, body) = http_json(&d.socket, "GET", &format!("/v1/exec/{id}"), "");
+    assert_eq!(status, 200, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        (v["running"].as_bool(), v["exit_code"].as_i64()),
+        (Some(false), None),
+        "{v}"
+    );
+    let start = format!("/exec/{id}/start");
+    let (status, body) = http_json(&d.docker_socket, "POST", &start, r#"{"Detach":true}"#);
+    assert_eq!(status, 200, "{body}");
+    wait_until("the exit code through the native API", || {
+        let (_, body) = http_json(&d.socket, "GET", &format!("/v1/exec/{id}"), "");
+        serde_json::from_str::<serde_json::Value>(&body).unwrap()["exit_code"] == 7
+    });
+    let (_, body) = http_json(&d.docker_socket, "GET", &format!("/exec/{id}/json"), "");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        (v["Running"].as_bool(), v["ExitCode"].as_i64()),
+        (Some(false), Some(7)),
+        "{v}"
+    );
+    let (status, body) = http_json(&d.docker_socket, "POST", &start, r#"{"Detach":true}"#);
+    assert_eq!(status, 409, "{body}");
+    assert!(body.contains("already been started"), "{body}");
+    let (status, body) = http_json(&d.socket, "GET", "/v1/exec/0123456789abcdef", "");
+    assert_eq!(status, 404, "{body}");
+    assert!(body.contains("no such exec session"), "{body}");
+    let (status, body) = http_json(&d.docker_socket, "GET", "/exec/0123456789abcdef/json", "");
+    assert_eq!(status, 404, "{body}");
+    assert!(body.contains("No such exec instance"), "{body}");
+    d.ok(&["rm", "-f", "ex"]);
     assert!(!d.log().contains("internal error"), "{}", d.log());
 }

@@ -293,7 +293,7 @@ impl LogWatch {
                     fd,
                     watches: Mutex::new(HashMap::new()),
                 });
-                tokio::spawn(read_events(Arc::downgrade(&inner)));
+                tokio::spawn(read_events(inner.clone()));
                 Ok(inner)
             })
             .clone()
@@ -311,6 +311,13 @@ impl LogWatch {
             | inotify::WatchFlags::ONLYDIR;
         let mut w = inner.watches.lock().unwrap();
         let wd = inotify::add_watch(inner.fd.get_ref(), dir, flags).map_err(|e| {
+            if e == rustix::io::Errno::NOSPC {
+                // inotify's word for "too many watches", not a full disk.
+                return EngineError::Busy(format!(
+                    "cannot follow the log in {}: the host's limit of inotify watches is reached; raise fs.inotify.max_user_watches or stop other followers",
+                    dir.display()
+                ));
+            }
             EngineError::host(
                 "watch the log directory",
                 dir,
@@ -333,12 +340,11 @@ impl LogWatch {
     }
 }
 
-/// Reads the inotify events and wakes the subscribers of each watch, while any
-/// [`LogWatch`] user is left.
-async fn read_events(inner: std::sync::Weak<WatchInner>) {
+/// Reads the inotify events and wakes the subscribers of each watch, for the life of the
+/// runtime (one task per [`LogWatch`], that is per engine).
+async fn read_events(this: Arc<WatchInner>) {
     let mut buf = vec![std::mem::MaybeUninit::<u8>::uninit(); 8192];
     loop {
-        let Some(this) = inner.upgrade() else { return };
         let Ok(mut guard) = this.fd.readable().await else {
             return;
         };
