@@ -94,11 +94,6 @@ fn key(project: &ProjectName, id: &str) -> String {
     format!("{project}/{id}")
 }
 
-/// A 16-hex-digit ID for short-lived things (exec sessions).
-pub fn short_random_id() -> String {
-    random_id()[..16].to_string()
-}
-
 pub fn random_id() -> String {
     let mut b = [0u8; 32];
     if let Ok(mut f) = fs::File::open("/dev/urandom") {
@@ -2268,8 +2263,9 @@ impl Containers {
         Ok(out.into_iter().map(|(_, s)| s).collect())
     }
 
-    /// Prepares `pier __exec` for a running container: the command line to spawn.
-    pub fn exec_command(
+    /// Prepares `pier __exec` for a running container: the command line to spawn (for
+    /// [`crate::sessions::exec`], which spawns and reaps it).
+    pub(crate) fn exec_command(
         &self,
         project: &ProjectName,
         name: &str,
@@ -2454,17 +2450,8 @@ impl Containers {
         Ok(pier_api::containers::TopResponse { titles, processes })
     }
 
-    pub fn exec_done(&self, c: &ContainerInspect, code: i32) {
+    pub(crate) fn exec_done(&self, c: &ContainerInspect, code: i32) {
         self.emit(c, "exec_die", &[("exitCode", code.to_string())]);
-    }
-
-    pub fn is_running(&self, project: &ProjectName, id: &str) -> bool {
-        self.get(project, id).is_ok_and(|c| {
-            matches!(
-                c.state.status,
-                ContainerStatus::Running | ContainerStatus::Paused | ContainerStatus::Restarting
-            )
-        })
     }
 
     // ---- for the Docker API and health checks ---------------------------------------------
