@@ -196,12 +196,23 @@ impl LogFollower {
             Self::drain(r, &mut self.partial, &mut out);
             let ours = r.get_ref().metadata().ok();
             let current = fs::metadata(&self.path).ok().map(|m| m.ino());
-            if current.is_some() && current != ours.as_ref().map(|m| m.ino()) {
+            let our_ino = ours.as_ref().map(|m| m.ino());
+            if current.is_some() && current != our_ino {
                 // Rotated: the path names a new file. The old one takes no more writes
-                // now; finish it (what landed since the read above), then switch.
+                // now; finish it (what landed since the read above), then the files
+                // rotated after it if the log turned more than once since the last read,
+                // then switch to the current one.
                 Self::drain(r, &mut self.partial, &mut out);
                 self.partial.clear();
                 self.reader = None;
+                if let Some(ino) = our_ino {
+                    for newer in self.rotated_after(ino) {
+                        if let Ok(f) = fs::File::open(&newer) {
+                            Self::drain(&mut BufReader::new(f), &mut self.partial, &mut out);
+                            self.partial.clear();
+                        }
+                    }
+                }
                 continue;
             }
             // Truncated in place (a writer keeping no rotated files): start over.
@@ -213,6 +224,25 @@ impl LogFollower {
                 }
             }
             return out;
+        }
+    }
+
+    /// The rotated files newer than the one with inode `ino` (`container.log.N` for N
+    /// below its own), oldest first; none if it is no longer among them.
+    fn rotated_after(&self, ino: u64) -> Vec<PathBuf> {
+        use std::os::unix::fs::MetadataExt;
+        let nth = |n: u32| {
+            let mut p = self.path.as_os_str().to_owned();
+            p.push(format!(".{n}"));
+            PathBuf::from(p)
+        };
+        let mut n = 1;
+        loop {
+            match fs::metadata(nth(n)) {
+                Ok(m) if m.ino() == ino => return (1..n).rev().map(nth).collect(),
+                Ok(_) => n += 1,
+                Err(_) => return Vec::new(),
+            }
         }
     }
 
@@ -561,6 +591,25 @@ mod tests {
         assert!(next(&mut rx).await.is_none(), "the stream ends at the exit");
         // The watch went with its last follower.
         assert!(lw.inner().unwrap().watches.lock().unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_log_rotated_twice_between_reads_loses_no_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("container.log");
+        let n = |i: u32| dir.path().join(format!("container.log.{i}"));
+        append(&path, &line("a\n", "stdout"));
+        let mut f = LogFollower::from_start(&path);
+        assert_eq!(f.read().len(), 1);
+        // Two rotations as pier_runtime::logs does them, with lines in each file.
+        append(&path, &line("b\n", "stdout"));
+        fs::rename(&path, n(1)).unwrap();
+        append(&path, &line("c\n", "stdout"));
+        fs::rename(n(1), n(2)).unwrap();
+        fs::rename(&path, n(1)).unwrap();
+        append(&path, &line("d\n", "stdout"));
+        let got: Vec<String> = f.read().into_iter().map(|l| l.log).collect();
+        assert_eq!(got, ["b\n", "c\n", "d\n"]);
     }
 
     #[tokio::test]
