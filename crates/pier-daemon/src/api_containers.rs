@@ -928,10 +928,15 @@ async fn prune(State(e): Shared) -> ApiResult<Json<Vec<String>>> {
 #[utoipa::path(get, path = "/v1/events", responses((status = 200, content_type = "application/x-ndjson", body = [Event])))]
 async fn events(State(e): Shared) -> ApiResult<Response> {
     let rx = e.containers.events.subscribe();
-    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+    let mine = project();
+    let stream = futures_util::stream::unfold((rx, mine), |(mut rx, mine)| async move {
         loop {
             match rx.recv().await {
-                Ok(ev) => return Some((Ok(serde_json::to_string(&ev).expect("json") + "\n"), rx)),
+                Ok(ev) if ev.project == mine => {
+                    let line = serde_json::to_string(&ev.event).expect("json") + "\n";
+                    return Some((Ok(line), (rx, mine)));
+                }
+                Ok(_) => continue,
                 Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
                 Err(_) => return None,
             }

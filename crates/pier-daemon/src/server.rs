@@ -15,8 +15,9 @@ use pier_store::RedbStore;
 use tokio::net::UnixListener;
 
 use crate::api::{router, Engine};
-use pier_engine::containers::Containers;
+use pier_engine::containers::{Containers, Peers};
 use pier_engine::networks::Networks;
+use pier_engine::projects::Projects;
 use pier_engine::volumes::Volumes;
 
 pub use pier_engine::DEFAULT_ROOT;
@@ -179,8 +180,14 @@ pub async fn run(mut config: DaemonConfig) -> Result<(), DaemonError> {
                 Networks::new(&root, host_names(&root), store.clone())
                     .map_err(|e| DaemonError::Config(e.message()))?,
             );
-            let volumes =
-                Arc::new(Volumes::new(&root, store.clone()).map_err(io("create", &root))?);
+            let projects = Arc::new(
+                Projects::new(store.clone())
+                    .map_err(|e| DaemonError::Restore(format!("projects: {}", e.message())))?,
+            );
+            let volumes = Arc::new(
+                Volumes::new(&root, store.clone(), projects.clone())
+                    .map_err(io("create", &root))?,
+            );
             volumes
                 .reconcile()
                 .map_err(|e| DaemonError::Restore(format!("volumes: {}", e.message())))?;
@@ -192,9 +199,12 @@ pub async fn run(mut config: DaemonConfig) -> Result<(), DaemonError> {
             let containers = Containers::new(
                 &root,
                 store,
-                images.clone(),
-                networks,
-                volumes,
+                Peers {
+                    images: images.clone(),
+                    networks,
+                    volumes,
+                    projects: projects.clone(),
+                },
                 cgroups,
                 host_names(&root).cgroup_parent(),
             )
@@ -205,6 +215,7 @@ pub async fn run(mut config: DaemonConfig) -> Result<(), DaemonError> {
                 registry,
                 registry_client: client_config,
                 containers,
+                projects,
                 store_schema,
             })
         })
@@ -219,12 +230,18 @@ pub async fn run(mut config: DaemonConfig) -> Result<(), DaemonError> {
         .map_err(|e| DaemonError::Restore(e.message()))?;
     // No build survives a restart: the containers of their RUN steps go.
     pier_engine::build::remove_orphans(&engine.containers).await;
-    engine
-        .containers
-        .networks
-        .reconcile(&pier_api::ProjectName::default_project())
-        .await
-        .map_err(|e| DaemonError::Restore(format!("networks: {}", e.message())))?;
+    let projects = engine
+        .projects
+        .list()
+        .map_err(|e| DaemonError::Restore(format!("projects: {}", e.message())))?;
+    for project in &projects {
+        engine
+            .containers
+            .networks
+            .reconcile(project)
+            .await
+            .map_err(|e| DaemonError::Restore(format!("networks: {}", e.message())))?;
+    }
 
     pier_engine::health::spawn(engine.containers.clone());
     let engine = Arc::new(engine);

@@ -38,7 +38,9 @@ use tokio::sync::{broadcast, watch};
 
 use crate::error::{EngineError, EngineResult};
 use crate::networks::{Networks, DEFAULT_NETWORK};
+use crate::projects::Projects;
 use crate::volumes::Volumes;
+use crate::EngineEvent;
 use pier_api::volumes::{MountKind, MountSpec};
 
 const DEFAULT_PATH: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -67,7 +69,7 @@ pub struct Containers {
     watchers: Mutex<HashMap<String, watch::Sender<ContainerState>>>,
     /// Serializes operations on one container.
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
-    pub events: broadcast::Sender<Event>,
+    pub events: broadcast::Sender<EngineEvent>,
     /// Attached exec sessions: where their resize frames go, and their exit codes.
     pub execs: Mutex<HashMap<String, ExecSession>>,
     /// Names being given to containers right now (`project/name`).
@@ -78,6 +80,7 @@ pub struct Containers {
     seccomp_cache: Mutex<HashMap<String, Arc<Vec<u8>>>>,
     pub networks: Arc<Networks>,
     pub volumes: Arc<Volumes>,
+    pub projects: Arc<Projects>,
     /// What the host's cgroups offer (checked against every create's limits).
     cgroups: pier_runtime::cgroups::Host,
     /// The parent of the containers' cgroups: `pier` for the default state directory,
@@ -449,12 +452,16 @@ impl Containers {
     pub fn new(
         root: &Path,
         db: Arc<dyn Store>,
-        images: Arc<ImageStore>,
-        networks: Arc<Networks>,
-        volumes: Arc<Volumes>,
+        peers: Peers,
         cgroups: pier_runtime::cgroups::Host,
         cgroup_parent: String,
     ) -> std::io::Result<Arc<Self>> {
+        let Peers {
+            images,
+            networks,
+            volumes,
+            projects,
+        } = peers;
         let dir = root.join("containers");
         fs::create_dir_all(&dir)?;
         fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o711))?;
@@ -478,6 +485,7 @@ impl Containers {
             seccomp_cache: Mutex::new(HashMap::new()),
             networks,
             volumes,
+            projects,
             cgroups,
             cgroup_parent,
         }))
@@ -568,12 +576,15 @@ impl Containers {
         for (k, v) in extra {
             attributes.insert(k.to_string(), v.clone());
         }
-        let _ = self.events.send(Event {
-            time: format_rfc3339_nanos(std::time::SystemTime::now()),
-            kind: "container".into(),
-            action: action.into(),
-            id: c.id.clone(),
-            attributes,
+        let _ = self.events.send(EngineEvent {
+            project: c.project.clone(),
+            event: Event {
+                time: format_rfc3339_nanos(std::time::SystemTime::now()),
+                kind: "container".into(),
+                action: action.into(),
+                id: c.id.clone(),
+                attributes,
+            },
         });
     }
 
@@ -2683,14 +2694,23 @@ impl Containers {
             }
         }
         // Block volumes attached for containers that are gone.
-        let project = ProjectName::default_project();
-        for v in self.volumes.list(&project)? {
-            if v.driver == "block" && self.running_users(&project, &v.name)?.is_empty() {
-                self.volumes.release(&project, &v.name);
+        for project in self.projects.list()? {
+            for v in self.volumes.list(&project)? {
+                if v.driver == "block" && self.running_users(&project, &v.name)?.is_empty() {
+                    self.volumes.release(&project, &v.name);
+                }
             }
         }
         Ok(())
     }
+}
+
+/// The services containers stand on.
+pub struct Peers {
+    pub images: Arc<ImageStore>,
+    pub networks: Arc<Networks>,
+    pub volumes: Arc<Volumes>,
+    pub projects: Arc<Projects>,
 }
 
 /// A name reserved by [`Containers::reserve_name`].

@@ -22,6 +22,7 @@ use pier_store::{Batch, Store, StoreExt, Table};
 
 use crate::containers::{conflict, internal, invalid, valid_name};
 use crate::error::{EngineError, EngineResult};
+use crate::projects::{Projects, Quota};
 
 fn st(e: pier_storage::Error) -> EngineError {
     internal(e.to_string())
@@ -38,24 +39,22 @@ fn key(project: &ProjectName, name: &str) -> String {
     format!("{project}/{name}")
 }
 
-fn quota_key(project: &ProjectName) -> String {
-    format!("quota/{project}/volume-bytes")
-}
-
 /// The volume manager.
 pub struct Volumes {
     db: Arc<dyn Store>,
+    projects: Arc<Projects>,
     dir: PathBuf,
     /// Serializes creates and removals (names, quota totals).
     lock: std::sync::Mutex<()>,
 }
 
 impl Volumes {
-    pub fn new(root: &Path, db: Arc<dyn Store>) -> std::io::Result<Self> {
+    pub fn new(root: &Path, db: Arc<dyn Store>, projects: Arc<Projects>) -> std::io::Result<Self> {
         let dir = root.join("volumes");
         fs::create_dir_all(&dir)?;
         Ok(Volumes {
             db,
+            projects,
             dir,
             lock: std::sync::Mutex::new(()),
         })
@@ -87,26 +86,15 @@ impl Volumes {
 
     /// The project's quota on the sum of its volumes' size limits, if one is set.
     pub fn quota(&self, project: &ProjectName) -> EngineResult<Option<u64>> {
-        Ok(self
-            .db
-            .get(Table::Meta, &quota_key(project))?
-            .and_then(|b| String::from_utf8(b).ok()?.parse().ok()))
+        self.projects.quota(project, Quota::VolumeBytes)
     }
 
     /// Sets (or with None clears) the project's volume quota.
     pub fn set_quota(&self, project: &ProjectName, bytes: Option<u64>) -> EngineResult<()> {
         let _g = self.lock.lock().unwrap();
         let mut b = Batch::new();
-        match bytes {
-            Some(n) => b.ops.push(pier_store::Op::Put {
-                table: Table::Meta,
-                key: quota_key(project),
-                value: n.to_string().into_bytes(),
-            }),
-            None => {
-                b.delete(Table::Meta, quota_key(project));
-            }
-        }
+        b.ops
+            .push(Projects::set_quota_op(project, Quota::VolumeBytes, bytes));
         b.commit(self.db.as_ref())?;
         Ok(())
     }

@@ -11,6 +11,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use pier_api::containers::{ContainerStatus, Event};
+use pier_api::ProjectName;
+use pier_engine::EngineEvent;
 use serde_json::{json, Value};
 use tokio::sync::broadcast;
 
@@ -313,6 +315,8 @@ const KEPT: usize = 4096;
 /// One event in Docker's terms.
 #[derive(Debug, Clone)]
 pub struct DockerEvent {
+    /// The project it happened in; a client sees its own project's.
+    pub project: ProjectName,
     pub kind: String,
     pub action: String,
     pub id: String,
@@ -423,15 +427,16 @@ impl EventLog {
 /// network connects are network events, as Docker has them.
 fn convert(
     engine: &Engine,
-    ev: Event,
+    ev: EngineEvent,
     labels: &mut HashMap<String, BTreeMap<String, String>>,
 ) -> DockerEvent {
+    let EngineEvent { project, event: ev } = ev;
     let mut attributes = ev.attributes.clone();
     let mut kind = ev.kind.clone();
     let mut id = ev.id.clone();
     let mut action = ev.action.clone();
     if ev.kind == "container" {
-        let l = match engine.containers.get(&project(), &ev.id) {
+        let l = match engine.containers.get(&project, &ev.id) {
             Ok(c) => {
                 labels.insert(c.id.clone(), c.config.labels.clone());
                 c.config.labels
@@ -451,7 +456,7 @@ fn convert(
                 id = engine
                     .containers
                     .networks
-                    .get(&project(), &net)
+                    .get(&project, &net)
                     .map(|n| n.id)
                     .unwrap_or_else(|_| net.clone());
                 attributes = BTreeMap::from([
@@ -469,6 +474,7 @@ fn convert(
         }
     }
     DockerEvent {
+        project,
         kind,
         action,
         id,
@@ -480,15 +486,18 @@ fn convert(
 /// Sends an event of the Docker API's own (images, networks, volumes) to every listener,
 /// `pier events` included.
 pub(crate) fn emit(d: &super::Docker, kind: &str, action: &str, id: &str, attrs: &[(&str, &str)]) {
-    let _ = d.engine.containers.events.send(Event {
-        time: pier_api::time::format_rfc3339_nanos(SystemTime::now()),
-        kind: kind.into(),
-        action: action.into(),
-        id: id.into(),
-        attributes: attrs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect(),
+    let _ = d.engine.containers.events.send(EngineEvent {
+        project: project(),
+        event: Event {
+            time: pier_api::time::format_rfc3339_nanos(SystemTime::now()),
+            kind: kind.into(),
+            action: action.into(),
+            id: id.into(),
+            attributes: attrs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        },
     });
 }
 
@@ -525,11 +534,13 @@ pub async fn events(state: DState, p: Params) -> DResult<Response> {
     };
     let (since, until) = (time("since")?, time("until")?);
     let (past, mut rx) = d.events.subscribe();
+    let mine = project();
     let (tx, out) = tokio::sync::mpsc::channel::<Value>(256);
     tokio::spawn(async move {
         if let Some(since) = since {
             for e in past {
-                if e.time_nano >= since
+                if e.project == mine
+                    && e.time_nano >= since
                     && until.is_none_or(|u| e.time_nano <= u)
                     && e.matches(&filters)
                     && tx.send(e.to_json()).await.is_err()
@@ -565,7 +576,7 @@ pub async fn events(state: DState, p: Params) -> DResult<Response> {
             if until.is_some_and(|u| e.time_nano > u) {
                 return;
             }
-            if e.matches(&filters) && tx.send(e.to_json()).await.is_err() {
+            if e.project == mine && e.matches(&filters) && tx.send(e.to_json()).await.is_err() {
                 return;
             }
         }
