@@ -186,7 +186,7 @@ pub async fn run(mut config: DaemonConfig) -> Result<(), DaemonError> {
             );
             let volumes = Arc::new(
                 Volumes::new(&root, store.clone(), projects.clone())
-                    .map_err(io("create", &root))?,
+                    .map_err(|e| DaemonError::Restore(format!("volumes: {}", e.message())))?,
             );
             volumes
                 .reconcile()

@@ -953,7 +953,7 @@ impl Containers {
             if m.options.contains_key("nocopy") || m.options.contains_key("block") {
                 continue;
             }
-            let data = self.volumes.mountpoint(name);
+            let data = self.volumes.mountpoint(&c.project, name);
             if !pier_storage::tree::is_empty(&data) {
                 continue;
             }
@@ -1186,7 +1186,7 @@ impl Containers {
                 {
                     let node = self
                         .volumes
-                        .device_node(m.source.as_deref().unwrap_or_default());
+                        .device_node(&c.project, m.source.as_deref().unwrap_or_default());
                     options.extend(["bind".to_string(), "rprivate".to_string()]);
                     if m.read_only {
                         options.push("ro".into());
@@ -1198,7 +1198,7 @@ impl Containers {
                         MountKind::Bind => PathBuf::from(m.source.clone().unwrap_or_default()),
                         _ => self
                             .volumes
-                            .mountpoint(m.source.as_deref().unwrap_or_default()),
+                            .mountpoint(&c.project, m.source.as_deref().unwrap_or_default()),
                     };
                     options.push("rbind".into());
                     options.push(
