@@ -27,6 +27,8 @@ use std::sync::Arc;
 pub use context::{Caller, RequestContext};
 pub use error::{EngineError, EngineResult};
 use pier_image::ImageStore;
+use pier_net::names::HostNames;
+use pier_store::RedbStore;
 
 /// An event of the engine (`pier events`, Docker's `/events`), in the project it
 /// happened in: each API shows a client its own project's.
@@ -49,4 +51,117 @@ pub struct Engine {
     pub containers: Arc<containers::Containers>,
     pub projects: Arc<projects::Projects>,
     pub store_schema: u32,
+}
+
+/// What the engine is opened with.
+pub struct EngineConfig {
+    /// The state directory, canonical.
+    pub root: PathBuf,
+    /// The names of this engine's host objects (bridges, nftables table, cgroup parent).
+    pub host_names: HostNames,
+    /// The host's cgroup hierarchies, detected (and checked) by the caller.
+    pub cgroups: pier_runtime::cgroups::Host,
+    /// The registry's users and policy.
+    pub registry_auth: Option<pier_registry::auth::AuthConfig>,
+    /// Whether the registry is served over TLS (its token realm says https).
+    pub registry_tls: bool,
+    /// Make the registry a pull-through mirror.
+    pub registry_upstream: Option<pier_registry::mirror::Upstream>,
+    pub registry_client: pier_registry::client::ClientConfig,
+}
+
+/// Why the engine could not open or start.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error("cannot open the state store")]
+    Store(#[from] pier_store::StoreError),
+    #[error("cannot open the image store")]
+    Image(#[from] pier_image::ImageError),
+    #[error("registry: {}", .0.chain())]
+    Registry(#[from] pier_registry::RegistryError),
+    #[error("{part}: {}", source.message())]
+    Part {
+        part: &'static str,
+        source: EngineError,
+    },
+}
+
+fn part(part: &'static str) -> impl FnOnce(EngineError) -> OpenError {
+    move |source| OpenError::Part { part, source }
+}
+
+impl Engine {
+    /// Opens the engine's state under `config.root`, repairing what a crash left
+    /// (interrupted builds, half-made volumes, an older volume layout). Blocking.
+    pub fn open(config: EngineConfig) -> Result<Engine, OpenError> {
+        let root = config.root;
+        let store = Arc::new(RedbStore::open(&root.join("state.redb"))?);
+        // What interrupted builds left (mounts, work directories).
+        build::cleanup(&root);
+        let store_schema = store.schema_version()?;
+        let images = Arc::new(ImageStore::open(&root.join("images"), store.clone())?);
+        let projects = Arc::new(projects::Projects::new(store.clone()).map_err(part("projects"))?);
+        let networks = Arc::new(
+            networks::Networks::new(&root, config.host_names.clone(), store.clone())
+                .map_err(part("networks"))?,
+        );
+        let volumes = Arc::new(
+            volumes::Volumes::new(&root, store.clone(), projects.clone())
+                .map_err(part("volumes"))?,
+        );
+        volumes.reconcile().map_err(part("volumes"))?;
+        let registry = Arc::new(
+            pier_registry::Registry::new(images.clone(), config.registry_auth, config.registry_tls)
+                .map(|r| r.with_upstream(config.registry_upstream))?,
+        );
+        let containers = containers::Containers::new(
+            &root,
+            store,
+            containers::Peers {
+                images: images.clone(),
+                networks,
+                volumes,
+                projects: projects.clone(),
+            },
+            config.cgroups,
+            config.host_names.cgroup_parent(),
+        )
+        .map_err(|e| part("containers")(EngineError::host("create", root.join("containers"), e)))?;
+        Ok(Engine {
+            root,
+            images,
+            registry,
+            registry_client: config.registry_client,
+            containers,
+            projects,
+            store_schema,
+        })
+    }
+
+    /// Brings the host in line with the state: re-adopts or restarts the containers,
+    /// removes what interrupted builds left, sets up every project's networks, and starts
+    /// the health checks.
+    pub async fn start(&self) -> Result<(), OpenError> {
+        self.containers
+            .restore()
+            .await
+            .map_err(part("containers"))?;
+        // No build survives a restart: the containers of their RUN steps go.
+        build::remove_orphans(&self.containers).await;
+        for project in self.projects.list().map_err(part("projects"))? {
+            self.containers
+                .networks
+                .reconcile(&project)
+                .await
+                .map_err(part("networks"))?;
+        }
+        health::spawn(self.containers.clone());
+        Ok(())
+    }
+
+    /// What the engine leaves when the daemon stops (containers outlive it; their cgroup
+    /// parent goes when none is left).
+    pub fn shutdown(&self) {
+        self.containers.remove_cgroup_parent();
+    }
 }
