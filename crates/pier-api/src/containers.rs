@@ -474,6 +474,22 @@ pub struct ContainerStats {
     pub pids_limit: Option<u64>,
     pub io_read_bytes: u64,
     pub io_write_bytes: u64,
+    /// The counters of the container's interfaces (but loopback), by name.
+    #[serde(default)]
+    pub networks: BTreeMap<String, InterfaceCounters>,
+}
+
+/// Traffic counters of one network interface.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct InterfaceCounters {
+    pub rx_bytes: u64,
+    pub rx_packets: u64,
+    pub rx_errors: u64,
+    pub rx_dropped: u64,
+    pub tx_bytes: u64,
+    pub tx_packets: u64,
+    pub tx_errors: u64,
+    pub tx_dropped: u64,
 }
 
 /// The processes of a container (`pier top`), as `ps` would show them.

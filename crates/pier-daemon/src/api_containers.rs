@@ -90,6 +90,7 @@ pub fn routes() -> Router<Arc<Engine>> {
         pier_api::containers::Change,
         pier_api::containers::CommitRequest,
         ContainerStats,
+        pier_api::containers::InterfaceCounters,
         TopResponse,
         ExecCreate,
         ExecOutput,

@@ -2397,7 +2397,30 @@ impl Containers {
             pids_limit: limit(s.pids_limit),
             io_read_bytes: s.io_read_bytes,
             io_write_bytes: s.io_write_bytes,
+            networks: c
+                .state
+                .pid
+                .map(crate::system::interface_counters)
+                .unwrap_or_default(),
         })
+    }
+
+    /// Bytes the container wrote to its writable layer (Docker's `SizeRw`).
+    pub fn size_rw(&self, c: &ContainerInspect) -> u64 {
+        crate::system::du(&self.cdir(&c.id).join("upper"))
+    }
+
+    /// Where the container's files are on the host (Docker's inspect shows them).
+    pub fn paths(&self, c: &ContainerInspect) -> ContainerPaths {
+        let dir = self.cdir(&c.id);
+        ContainerPaths {
+            resolv_conf: dir.join("resolv.conf"),
+            hostname: dir.join("hostname"),
+            hosts: dir.join("hosts"),
+            upper: dir.join("upper"),
+            work: dir.join("work"),
+            merged: dir.join("rootfs"),
+        }
     }
 
     /// The container's processes, read from its cgroup and /proc.
@@ -2703,6 +2726,18 @@ impl Containers {
         }
         Ok(())
     }
+}
+
+/// Where a container's files are on the host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContainerPaths {
+    pub resolv_conf: PathBuf,
+    pub hostname: PathBuf,
+    pub hosts: PathBuf,
+    /// The overlay's upper (writable) and work directories, and where it is mounted.
+    pub upper: PathBuf,
+    pub work: PathBuf,
+    pub merged: PathBuf,
 }
 
 /// The services containers stand on.

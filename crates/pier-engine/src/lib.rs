@@ -9,6 +9,7 @@
 //! - [`build`]: the Dockerfile builder (classic builder semantics).
 //! - [`context`]: [`RequestContext`], the project and caller of each request.
 //! - [`projects`]: the projects (tenants) every resource belongs to, and their quotas.
+//! - [`system`]: the host's facts, disk usage and interface counters, for every API.
 //! - [`error`]: [`EngineError`], which each API maps to its wire protocol once.
 
 pub mod build;
@@ -19,6 +20,7 @@ pub mod error;
 pub mod health;
 pub mod networks;
 pub mod projects;
+pub mod system;
 pub mod volumes;
 
 use std::path::PathBuf;

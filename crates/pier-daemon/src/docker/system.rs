@@ -12,6 +12,7 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use pier_api::containers::{ContainerStatus, Event};
 use pier_api::ProjectName;
+use pier_engine::system::HostInfo;
 use pier_engine::EngineEvent;
 use serde_json::{json, Value};
 use tokio::sync::broadcast;
@@ -35,58 +36,10 @@ pub async fn ping() -> Response {
         .into_response()
 }
 
-fn kernel() -> String {
-    rustix::system::uname()
-        .release()
-        .to_string_lossy()
-        .into_owned()
-}
-
-fn hostname() -> String {
-    rustix::system::uname()
-        .nodename()
-        .to_string_lossy()
-        .into_owned()
-}
-
-fn os_name() -> String {
-    std::fs::read_to_string("/etc/os-release")
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("PRETTY_NAME="))
-        .map(|v| v.trim_matches('"').to_string())
-        .unwrap_or_else(|| "Linux".into())
-}
-
-fn mem_total() -> u64 {
-    std::fs::read_to_string("/proc/meminfo")
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| {
-            l.strip_prefix("MemTotal:")?
-                .trim()
-                .trim_end_matches("kB")
-                .trim()
-                .parse::<u64>()
-                .ok()
-        })
-        .map_or(0, |kb| kb * 1024)
-}
-
-/// The host's memory in bytes, shown as the limit of unlimited containers.
-pub(crate) fn host_memory() -> u64 {
-    mem_total()
-}
-
-fn ncpu() -> usize {
-    std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1)
-}
-
 /// `GET /version`.
 pub async fn version() -> Response {
     let arch = pier_image::build::host_arch();
+    let host = HostInfo::read();
     let details = json!({
         "ApiVersion": api_string(MAX_API),
         "MinAPIVersion": api_string(MIN_API),
@@ -94,7 +47,7 @@ pub async fn version() -> Response {
         "GoVersion": "rust",
         "Os": "linux",
         "Arch": arch,
-        "KernelVersion": kernel(),
+        "KernelVersion": host.kernel,
         "Experimental": "false",
         "BuildTime": "",
         "PierVersion": env!("CARGO_PKG_VERSION"),
@@ -111,7 +64,7 @@ pub async fn version() -> Response {
             "GoVersion": "rust",
             "Os": "linux",
             "Arch": arch,
-            "KernelVersion": kernel(),
+            "KernelVersion": host.kernel,
             "BuildTime": "",
         }),
     )
@@ -120,6 +73,7 @@ pub async fn version() -> Response {
 /// `GET /info`.
 pub async fn info(state: DState) -> DResult<Response> {
     let d = state.0;
+    let host = HostInfo::read();
     let (containers, images) = blocking({
         let d = d.clone();
         move || {
@@ -201,8 +155,8 @@ pub async fn info(state: DState) -> DResult<Response> {
             "CgroupDriver": "cgroupfs",
             "CgroupVersion": cgroup_version,
             "NEventsListener": d.events.tx.receiver_count(),
-            "KernelVersion": kernel(),
-            "OperatingSystem": os_name(),
+            "KernelVersion": host.kernel,
+            "OperatingSystem": host.os,
             "OSVersion": "",
             "OSType": "linux",
             "Architecture": std::env::consts::ARCH,
@@ -214,14 +168,14 @@ pub async fn info(state: DState) -> DResult<Response> {
                 "IndexConfigs": {},
                 "Mirrors": [],
             },
-            "NCPU": ncpu(),
-            "MemTotal": mem_total(),
+            "NCPU": host.cpus,
+            "MemTotal": host.memory,
             "GenericResources": null,
             "DockerRootDir": root,
             "HttpProxy": "",
             "HttpsProxy": "",
             "NoProxy": "",
-            "Name": hostname(),
+            "Name": host.hostname,
             "Labels": [],
             "ExperimentalBuild": false,
             "ServerVersion": super::DOCKER_VERSION,
@@ -252,20 +206,6 @@ fn which(tool: &str) -> bool {
         .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(tool).is_file()))
 }
 
-/// Bytes of the regular files under `dir`.
-pub(crate) fn du(dir: &std::path::Path) -> u64 {
-    let Ok(rd) = std::fs::read_dir(dir) else {
-        return 0;
-    };
-    rd.flatten()
-        .map(|e| match e.metadata() {
-            Ok(m) if m.is_dir() => du(&e.path()),
-            Ok(m) if m.is_file() => m.len(),
-            _ => 0,
-        })
-        .sum()
-}
-
 /// `GET /system/df`.
 pub async fn df(state: DState) -> DResult<Response> {
     let d = state.0;
@@ -284,7 +224,7 @@ pub async fn df(state: DState) -> DResult<Response> {
             .iter()
             .map(|c| {
                 let mut v = super::inspect::summary(&d, c);
-                let rw = du(&d.engine.containers.cdir(&c.id).join("upper"));
+                let rw = d.engine.containers.size_rw(c);
                 let image_size = images
                     .iter()
                     .find(|i| i.id == c.image_id)
