@@ -17,7 +17,7 @@
 //!
 //! Each user has `pull` and `push` lists of repository patterns: `*` (every repository),
 //! `prefix/*` (every repository under `prefix/`) or an exact name; push implies pull.
-//! Passwords are hashes ([`crate::password`]).
+//! Passwords are hashes ([`pier_password`]).
 
 use std::collections::BTreeMap;
 use std::path::Path;
