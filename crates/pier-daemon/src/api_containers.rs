@@ -104,24 +104,10 @@ pub fn routes() -> Router<Arc<Engine>> {
         Created,
         WaitResponse,
         Event,
-        pier_runtime_log::LogLine
+        pier_api::containers::LogLine
     ))
 )]
 pub struct ContainersDoc;
-
-/// The log line schema, described here because pier-runtime carries no OpenAPI types.
-mod pier_runtime_log {
-    #[derive(utoipa::ToSchema)]
-    #[allow(dead_code)]
-    pub struct LogLine {
-        /// The text, with its newline.
-        log: String,
-        /// `stdout` or `stderr`.
-        stream: String,
-        /// RFC 3339 with nanoseconds.
-        time: String,
-    }
-}
 
 /// Lists containers, newest first.
 #[utoipa::path(get, path = "/v1/containers", params(ListQuery), responses((status = 200, body = [ContainerSummary])))]
@@ -297,7 +283,7 @@ fn ndjson(
 
 /// A container's output as JSON lines (`LogLine`); with `follow`, until it stops.
 #[utoipa::path(get, path = "/v1/containers/{id}/logs", params(("id" = String, Path), LogsQuery),
-    responses((status = 200, content_type = "application/x-ndjson", body = [pier_runtime_log::LogLine]), (status = 404, body = ErrorBody)))]
+    responses((status = 200, content_type = "application/x-ndjson", body = [pier_api::containers::LogLine]), (status = 404, body = ErrorBody)))]
 async fn logs(
     State(e): Shared,
     Path(id): Path<String>,

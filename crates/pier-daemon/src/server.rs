@@ -145,7 +145,7 @@ pub async fn run(mut config: DaemonConfig) -> Result<(), DaemonError> {
             None => None,
         };
         let registry_tls_on = config.registry_tls.is_some();
-        let client_config = pier_registry::client::ClientConfig {
+        let client_config = pier_registry_client::ClientConfig {
             insecure: config.insecure_registries.clone(),
             ca_files: config.registry_ca_files.clone(),
             mirrors: config.registry_mirrors.clone(),
@@ -156,7 +156,7 @@ pub async fn run(mut config: DaemonConfig) -> Result<(), DaemonError> {
                 .clone()
                 .map(|host| pier_registry::mirror::Upstream {
                     host,
-                    client: pier_registry::client::ClientConfig {
+                    client: pier_registry_client::ClientConfig {
                         mirrors: vec![],
                         ..client_config.clone()
                     },

@@ -2280,7 +2280,7 @@ impl Containers {
         c: &ContainerInspect,
         tail: Option<usize>,
         since: Option<i64>,
-    ) -> (Vec<pier_runtime::logs::LogLine>, LogFollower) {
+    ) -> (Vec<pier_api::containers::LogLine>, LogFollower) {
         let path = Path::new(&c.log_path);
         let mut follower = LogFollower::from_start(path);
         let mut lines = pier_runtime::logs::read_rotated(path);
@@ -2787,7 +2787,7 @@ impl LogFollower {
     }
 
     /// Complete lines written since the last call.
-    pub fn read(&mut self) -> Vec<pier_runtime::logs::LogLine> {
+    pub fn read(&mut self) -> Vec<pier_api::containers::LogLine> {
         let mut out = Vec::new();
         loop {
             if self.reader.is_none() {

@@ -49,7 +49,7 @@ pub struct Engine {
     pub images: Arc<ImageStore>,
     pub registry: Arc<pier_registry::Registry>,
     /// How `pull` and `push` reach registries (insecure hosts, mirrors).
-    pub registry_client: pier_registry::client::ClientConfig,
+    pub registry_client: pier_registry_client::ClientConfig,
     pub containers: Arc<containers::Containers>,
     pub projects: Arc<projects::Projects>,
     pub store_schema: u32,

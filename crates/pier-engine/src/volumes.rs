@@ -682,11 +682,11 @@ impl Volumes {
             inner: body,
             hash: <sha2::Sha256 as sha2::Digest>::new(),
         };
-        let mut limits = pier_image::unpack::Limits::default();
+        let mut limits = pier_archive::unpack::Limits::default();
         if let Some(s) = v.size_limit {
             limits.max_total_size = s;
         }
-        let r = pier_image::unpack::unpack_layer(&mut hashing, &data, &limits)
+        let r = pier_archive::unpack::unpack_layer(&mut hashing, &data, &limits)
             .map_err(|e| invalid(format!("the archive cannot be imported: {e}")))
             .and_then(|_| {
                 // The rest of the stream (tar padding) counts for the checksum too.

@@ -21,9 +21,8 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::Router;
-use pier_api::containers::{ContainerInspect, ContainerState, ContainerStatus};
+use pier_api::containers::{ContainerInspect, ContainerState, ContainerStatus, LogLine};
 use pier_runtime::attach as proto;
-use pier_runtime::logs::LogLine;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, watch};
 
