@@ -69,7 +69,7 @@ pub struct EngineConfig {
     pub registry_tls: bool,
     /// Make the registry a pull-through mirror.
     pub registry_upstream: Option<pier_registry::mirror::Upstream>,
-    pub registry_client: pier_registry::client::ClientConfig,
+    pub registry_client: pier_registry_client::ClientConfig,
 }
 
 /// Why the engine could not open or start.
