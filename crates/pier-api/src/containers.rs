@@ -402,6 +402,20 @@ pub struct LogsQuery {
     pub attach: bool,
 }
 
+// One line of a container's output: an item of `GET /v1/containers/{id}/logs` (JSON
+// lines) and, in the same JSON, a line of the log file on disk (Docker's json-file
+// format), so its fields and their order are that file's format. (Plain comments here: a
+// doc comment would become the schema's description and change the OpenAPI document.)
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct LogLine {
+    /// The text, with its newline.
+    pub log: String,
+    /// `stdout` or `stderr`.
+    pub stream: String,
+    /// RFC 3339 with nanoseconds.
+    pub time: String,
+}
+
 /// Answer of `POST /v1/containers/{id}/wait`.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct WaitResponse {
@@ -474,6 +488,22 @@ pub struct ContainerStats {
     pub pids_limit: Option<u64>,
     pub io_read_bytes: u64,
     pub io_write_bytes: u64,
+    /// The counters of the container's interfaces (but loopback), by name.
+    #[serde(default)]
+    pub networks: BTreeMap<String, InterfaceCounters>,
+}
+
+/// Traffic counters of one network interface.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct InterfaceCounters {
+    pub rx_bytes: u64,
+    pub rx_packets: u64,
+    pub rx_errors: u64,
+    pub rx_dropped: u64,
+    pub tx_bytes: u64,
+    pub tx_packets: u64,
+    pub tx_errors: u64,
+    pub tx_dropped: u64,
 }
 
 /// The processes of a container (`pier top`), as `ps` would show them.

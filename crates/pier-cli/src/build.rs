@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 
 use clap::Args;
 use pier_api::build::BuildLine;
+use pier_archive::ignore::IgnoreRules;
 use pier_client::{encode_segment, Client};
-use pier_image::dockerfile::ignore::IgnoreRules;
 
 use crate::output::human_size;
 use crate::{fail, CliError};

@@ -6,8 +6,8 @@ use std::io::Write;
 
 use clap::Args;
 use pier_api::containers::{
-    ContainerCreate, ContainerInspect, ContainerSummary, Created, Event, RestartPolicy, Ulimit,
-    WaitResponse,
+    ContainerCreate, ContainerInspect, ContainerSummary, Created, Event, LogLine, RestartPolicy,
+    Ulimit, WaitResponse,
 };
 use pier_api::time::{human_ago, now_unix, parse_rfc3339};
 use pier_api::volumes::{MountKind, MountSpec};
@@ -725,14 +725,13 @@ async fn stream_logs(client: &Client, path: &str, timestamps: bool) -> Result<()
 async fn print_lines(resp: pier_client::Pending, timestamps: bool) -> Result<(), CliError> {
     let mut out = std::io::stdout();
     let mut err = std::io::stderr();
-    pier_client::read_ndjson::<serde_json::Value>(resp, |l| {
-        let text = l["log"].as_str().unwrap_or("");
+    pier_client::read_ndjson::<LogLine>(resp, |l| {
         let line = if timestamps {
-            format!("{} {text}", l["time"].as_str().unwrap_or(""))
+            format!("{} {}", l.time, l.log)
         } else {
-            text.to_string()
+            l.log
         };
-        let ok = if l["stream"] == "stderr" {
+        let ok = if l.stream == "stderr" {
             err.write_all(line.as_bytes())
         } else {
             out.write_all(line.as_bytes()).and_then(|_| out.flush())

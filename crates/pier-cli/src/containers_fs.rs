@@ -147,7 +147,7 @@ async fn copy_out(client: &Client, container: &str, path: &str, dst: &str) -> Re
     let root = staging.path().join("root");
     std::fs::create_dir(&root).map_err(|e| fail(e.to_string()))?;
     let file = std::fs::File::open(&tarfile).map_err(|e| fail(e.to_string()))?;
-    pier_image::unpack::unpack_layer(file, &root, &Default::default())
+    pier_archive::unpack::unpack_layer(file, &root, &Default::default())
         .map_err(|e| fail(format!("cannot unpack the copy: {e}")))?;
     for entry in std::fs::read_dir(&root)
         .map_err(|e| fail(e.to_string()))?

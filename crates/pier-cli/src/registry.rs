@@ -341,7 +341,7 @@ pub async fn run(client: &Client, fmt: Format, cmd: RegistryCommand) -> Result<(
             if password.is_empty() {
                 return Err(fail("give the password on standard input"));
             }
-            let hash = pier_registry::password::hash(password)
+            let hash = pier_password::hash(password)
                 .map_err(|e| fail(format!("cannot hash the password: {e}")))?;
             println!("{hash}");
             Ok(())

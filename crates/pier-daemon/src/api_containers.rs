@@ -93,6 +93,7 @@ pub fn routes() -> Router<Arc<Engine>> {
         pier_api::containers::Change,
         pier_api::containers::CommitRequest,
         ContainerStats,
+        pier_api::containers::InterfaceCounters,
         TopResponse,
         ExecCreate,
         ExecOutput,
@@ -106,24 +107,10 @@ pub fn routes() -> Router<Arc<Engine>> {
         Created,
         WaitResponse,
         Event,
-        pier_runtime_log::LogLine
+        pier_api::containers::LogLine
     ))
 )]
 pub struct ContainersDoc;
-
-/// The log line schema, described here because pier-runtime carries no OpenAPI types.
-mod pier_runtime_log {
-    #[derive(utoipa::ToSchema)]
-    #[allow(dead_code)]
-    pub struct LogLine {
-        /// The text, with its newline.
-        log: String,
-        /// `stdout` or `stderr`.
-        stream: String,
-        /// RFC 3339 with nanoseconds.
-        time: String,
-    }
-}
 
 /// Lists containers, newest first.
 #[utoipa::path(get, path = "/v1/containers", params(ListQuery), responses((status = 200, body = [ContainerSummary])))]
@@ -299,7 +286,7 @@ fn ndjson(
 
 /// A container's output as JSON lines (`LogLine`); with `follow`, until it stops.
 #[utoipa::path(get, path = "/v1/containers/{id}/logs", params(("id" = String, Path), LogsQuery),
-    responses((status = 200, content_type = "application/x-ndjson", body = [pier_runtime_log::LogLine]), (status = 404, body = ErrorBody)))]
+    responses((status = 200, content_type = "application/x-ndjson", body = [pier_api::containers::LogLine]), (status = 404, body = ErrorBody)))]
 async fn logs(
     State(e): Shared,
     Path(id): Path<String>,
@@ -730,10 +717,15 @@ async fn prune(State(e): Shared) -> ApiResult<Json<Vec<String>>> {
 #[utoipa::path(get, path = "/v1/events", responses((status = 200, content_type = "application/x-ndjson", body = [Event])))]
 async fn events(State(e): Shared) -> ApiResult<Response> {
     let rx = e.containers.events.subscribe();
-    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+    let mine = project();
+    let stream = futures_util::stream::unfold((rx, mine), |(mut rx, mine)| async move {
         loop {
             match rx.recv().await {
-                Ok(ev) => return Some((Ok(serde_json::to_string(&ev).expect("json") + "\n"), rx)),
+                Ok(ev) if ev.project == mine => {
+                    let line = serde_json::to_string(&ev.event).expect("json") + "\n";
+                    return Some((Ok(line), (rx, mine)));
+                }
+                Ok(_) => continue,
                 Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
                 Err(_) => return None,
             }

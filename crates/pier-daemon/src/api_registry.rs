@@ -16,8 +16,8 @@ use pier_api::registry::{
     RepositorySummary, TagHistoryEntry, TransferProgress,
 };
 use pier_api::{ErrorBody, ErrorKind, ImageRef};
-use pier_registry::client::Credentials;
-use pier_registry::{transfer, RegistryError};
+use pier_registry::RegistryError;
+use pier_registry_client::{transfer, Credentials, RemoteError};
 use utoipa::OpenApi;
 
 use crate::api::{blocking, project, Engine, Shared};
@@ -97,7 +97,7 @@ fn creds(a: Option<RegistryAuth>) -> Option<Credentials> {
 /// Runs a transfer, streaming its progress and then one `complete` or `error` line.
 fn progress_stream<F>(work: impl FnOnce(transfer::Progress) -> F + Send + 'static) -> Response
 where
-    F: std::future::Future<Output = Result<String, RegistryError>> + Send + 'static,
+    F: std::future::Future<Output = Result<String, RemoteError>> + Send + 'static,
 {
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<TransferProgress>();
     let sender = tx.clone();

@@ -239,7 +239,7 @@ struct SnapshotRequest {
     responses((status = 200, body = [String]), (status = 404, body = ErrorBody)))]
 async fn snapshots(State(e): Shared, Path(name): Path<String>) -> ApiResult<Json<Vec<String>>> {
     e.containers.volumes.get(&project(), &name)?;
-    Ok(Json(e.containers.volumes.snapshots(&name)))
+    Ok(Json(e.containers.volumes.snapshots(&project(), &name)))
 }
 
 /// Takes a crash-consistent snapshot of a volume.

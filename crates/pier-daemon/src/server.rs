@@ -10,14 +10,10 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use pier_image::ImageStore;
-use pier_store::RedbStore;
+use pier_engine::EngineConfig;
 use tokio::net::UnixListener;
 
 use crate::api::{router, Engine};
-use pier_engine::containers::Containers;
-use pier_engine::networks::Networks;
-use pier_engine::volumes::Volumes;
 
 pub use pier_engine::DEFAULT_ROOT;
 pub const DEFAULT_SOCKET: &str = "/run/pier/pier.sock";
@@ -64,14 +60,10 @@ pub enum DaemonError {
     Locked(String),
     #[error("another daemon serves on {0}; stop it, or give this one another --socket (and --docker-socket)")]
     SocketInUse(String),
-    #[error("cannot open the state store")]
-    Store(#[from] pier_store::StoreError),
-    #[error("cannot restore containers: {0}")]
-    Restore(String),
+    #[error(transparent)]
+    Engine(#[from] pier_engine::OpenError),
     #[error("{0}")]
     Config(String),
-    #[error("cannot open the image store")]
-    Image(#[from] pier_image::ImageError),
     #[error("refusing to start: {0}")]
     Cgroups(#[from] pier_runtime::cgroups::HostError),
 }
@@ -153,7 +145,7 @@ pub async fn run(mut config: DaemonConfig) -> Result<(), DaemonError> {
             None => None,
         };
         let registry_tls_on = config.registry_tls.is_some();
-        let client_config = pier_registry::client::ClientConfig {
+        let client_config = pier_registry_client::ClientConfig {
             insecure: config.insecure_registries.clone(),
             ca_files: config.registry_ca_files.clone(),
             mirrors: config.registry_mirrors.clone(),
@@ -164,69 +156,25 @@ pub async fn run(mut config: DaemonConfig) -> Result<(), DaemonError> {
                 .clone()
                 .map(|host| pier_registry::mirror::Upstream {
                     host,
-                    client: pier_registry::client::ClientConfig {
+                    client: pier_registry_client::ClientConfig {
                         mirrors: vec![],
                         ..client_config.clone()
                     },
                 });
-        tokio::task::spawn_blocking(move || -> Result<Engine, DaemonError> {
-            let store = Arc::new(RedbStore::open(&root.join("state.redb"))?);
-            // What interrupted builds left (mounts, work directories).
-            pier_engine::build::cleanup(&root);
-            let store_schema = store.schema_version()?;
-            let images = Arc::new(ImageStore::open(&root.join("images"), store.clone())?);
-            let networks = Arc::new(
-                Networks::new(&root, host_names(&root), store.clone())
-                    .map_err(|e| DaemonError::Config(e.message()))?,
-            );
-            let volumes =
-                Arc::new(Volumes::new(&root, store.clone()).map_err(io("create", &root))?);
-            volumes
-                .reconcile()
-                .map_err(|e| DaemonError::Restore(format!("volumes: {}", e.message())))?;
-            let registry = Arc::new(
-                pier_registry::Registry::new(images.clone(), registry_auth, registry_tls_on)
-                    .map(|r| r.with_upstream(upstream))
-                    .map_err(|e| DaemonError::Restore(format!("registry: {}", e.chain())))?,
-            );
-            let containers = Containers::new(
-                &root,
-                store,
-                images.clone(),
-                networks,
-                volumes,
-                cgroups,
-                host_names(&root).cgroup_parent(),
-            )
-            .map_err(io("create", &root))?;
-            Ok(Engine {
-                root,
-                images,
-                registry,
-                registry_client: client_config,
-                containers,
-                store_schema,
-            })
-        })
-        .await
-        .expect("startup task")?
+        let engine_config = EngineConfig {
+            root: root.clone(),
+            host_names: host_names(&root),
+            cgroups,
+            registry_auth,
+            registry_tls: registry_tls_on,
+            registry_upstream: upstream,
+            registry_client: client_config,
+        };
+        tokio::task::spawn_blocking(move || Engine::open(engine_config))
+            .await
+            .expect("startup task")?
     };
-
-    engine
-        .containers
-        .restore()
-        .await
-        .map_err(|e| DaemonError::Restore(e.message()))?;
-    // No build survives a restart: the containers of their RUN steps go.
-    pier_engine::build::remove_orphans(&engine.containers).await;
-    engine
-        .containers
-        .networks
-        .reconcile(&pier_api::ProjectName::default_project())
-        .await
-        .map_err(|e| DaemonError::Restore(format!("networks: {}", e.message())))?;
-
-    pier_engine::health::spawn(engine.containers.clone());
+    engine.start().await?;
     let engine = Arc::new(engine);
     let registry_server = match config.registry_addr {
         Some(addr) => {
@@ -300,8 +248,7 @@ pub async fn run(mut config: DaemonConfig) -> Result<(), DaemonError> {
         } => {},
     }
     let _ = fs::remove_file(&config.socket);
-    // Containers outlive the daemon; their cgroup parent goes when none is left.
-    engine.containers.remove_cgroup_parent();
+    engine.shutdown();
     if let Some(d) = &config.docker_socket {
         let _ = fs::remove_file(d);
     }

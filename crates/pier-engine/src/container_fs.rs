@@ -551,7 +551,7 @@ fn refuse(what: String) -> io::Error {
 fn extract(input: impl Read, ex: &mut Extract, rename_to: Option<&OsStr>) -> io::Result<()> {
     let mut ar = tar::Archive::new(input);
     let rename = |raw: &[u8]| -> io::Result<PathBuf> {
-        let rel = pier_image::unpack::clean_path(raw).map_err(|e| refuse(e.to_string()))?;
+        let rel = pier_archive::unpack::clean_path(raw).map_err(|e| refuse(e.to_string()))?;
         Ok(match rename_to {
             Some(n) if !rel.as_os_str().is_empty() => {
                 let mut c = rel.components();

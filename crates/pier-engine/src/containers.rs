@@ -38,7 +38,9 @@ use tokio::sync::{broadcast, watch};
 
 use crate::error::{EngineError, EngineResult};
 use crate::networks::{Networks, DEFAULT_NETWORK};
+use crate::projects::Projects;
 use crate::volumes::Volumes;
+use crate::EngineEvent;
 use pier_api::volumes::{MountKind, MountSpec};
 
 const DEFAULT_PATH: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -67,7 +69,7 @@ pub struct Containers {
     watchers: Mutex<HashMap<String, watch::Sender<ContainerState>>>,
     /// Serializes operations on one container.
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
-    pub events: broadcast::Sender<Event>,
+    pub events: broadcast::Sender<EngineEvent>,
     /// Exec sessions, of every API.
     pub(crate) execs: crate::sessions::exec::ExecRegistry,
     /// Resize handles of attach sessions.
@@ -82,6 +84,7 @@ pub struct Containers {
     seccomp_cache: Mutex<HashMap<String, Arc<Vec<u8>>>>,
     pub networks: Arc<Networks>,
     pub volumes: Arc<Volumes>,
+    pub projects: Arc<Projects>,
     /// What the host's cgroups offer (checked against every create's limits).
     cgroups: pier_runtime::cgroups::Host,
     /// The parent of the containers' cgroups: `pier` for the default state directory,
@@ -448,12 +451,16 @@ impl Containers {
     pub fn new(
         root: &Path,
         db: Arc<dyn Store>,
-        images: Arc<ImageStore>,
-        networks: Arc<Networks>,
-        volumes: Arc<Volumes>,
+        peers: Peers,
         cgroups: pier_runtime::cgroups::Host,
         cgroup_parent: String,
     ) -> std::io::Result<Arc<Self>> {
+        let Peers {
+            images,
+            networks,
+            volumes,
+            projects,
+        } = peers;
         let dir = root.join("containers");
         fs::create_dir_all(&dir)?;
         fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o711))?;
@@ -479,6 +486,7 @@ impl Containers {
             seccomp_cache: Mutex::new(HashMap::new()),
             networks,
             volumes,
+            projects,
             cgroups,
             cgroup_parent,
         }))
@@ -569,12 +577,15 @@ impl Containers {
         for (k, v) in extra {
             attributes.insert(k.to_string(), v.clone());
         }
-        let _ = self.events.send(Event {
-            time: format_rfc3339_nanos(std::time::SystemTime::now()),
-            kind: "container".into(),
-            action: action.into(),
-            id: c.id.clone(),
-            attributes,
+        let _ = self.events.send(EngineEvent {
+            project: c.project.clone(),
+            event: Event {
+                time: format_rfc3339_nanos(std::time::SystemTime::now()),
+                kind: "container".into(),
+                action: action.into(),
+                id: c.id.clone(),
+                attributes,
+            },
         });
     }
 
@@ -943,7 +954,7 @@ impl Containers {
             if m.options.contains_key("nocopy") || m.options.contains_key("block") {
                 continue;
             }
-            let data = self.volumes.mountpoint(name);
+            let data = self.volumes.mountpoint(&c.project, name);
             if !pier_storage::tree::is_empty(&data) {
                 continue;
             }
@@ -1176,7 +1187,7 @@ impl Containers {
                 {
                     let node = self
                         .volumes
-                        .device_node(m.source.as_deref().unwrap_or_default());
+                        .device_node(&c.project, m.source.as_deref().unwrap_or_default());
                     options.extend(["bind".to_string(), "rprivate".to_string()]);
                     if m.read_only {
                         options.push("ro".into());
@@ -1188,7 +1199,7 @@ impl Containers {
                         MountKind::Bind => PathBuf::from(m.source.clone().unwrap_or_default()),
                         _ => self
                             .volumes
-                            .mountpoint(m.source.as_deref().unwrap_or_default()),
+                            .mountpoint(&c.project, m.source.as_deref().unwrap_or_default()),
                     };
                     options.push("rbind".into());
                     options.push(
@@ -2366,7 +2377,30 @@ impl Containers {
             pids_limit: limit(s.pids_limit),
             io_read_bytes: s.io_read_bytes,
             io_write_bytes: s.io_write_bytes,
+            networks: c
+                .state
+                .pid
+                .map(crate::system::interface_counters)
+                .unwrap_or_default(),
         })
+    }
+
+    /// Bytes the container wrote to its writable layer (Docker's `SizeRw`).
+    pub fn size_rw(&self, c: &ContainerInspect) -> u64 {
+        crate::system::du(&self.cdir(&c.id).join("upper"))
+    }
+
+    /// Where the container's files are on the host (Docker's inspect shows them).
+    pub fn paths(&self, c: &ContainerInspect) -> ContainerPaths {
+        let dir = self.cdir(&c.id);
+        ContainerPaths {
+            resolv_conf: dir.join("resolv.conf"),
+            hostname: dir.join("hostname"),
+            hosts: dir.join("hosts"),
+            upper: dir.join("upper"),
+            work: dir.join("work"),
+            merged: dir.join("rootfs"),
+        }
     }
 
     /// The container's processes, read from its cgroup and /proc.
@@ -2654,14 +2688,35 @@ impl Containers {
             }
         }
         // Block volumes attached for containers that are gone.
-        let project = ProjectName::default_project();
-        for v in self.volumes.list(&project)? {
-            if v.driver == "block" && self.running_users(&project, &v.name)?.is_empty() {
-                self.volumes.release(&project, &v.name);
+        for project in self.projects.list()? {
+            for v in self.volumes.list(&project)? {
+                if v.driver == "block" && self.running_users(&project, &v.name)?.is_empty() {
+                    self.volumes.release(&project, &v.name);
+                }
             }
         }
         Ok(())
     }
+}
+
+/// Where a container's files are on the host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContainerPaths {
+    pub resolv_conf: PathBuf,
+    pub hostname: PathBuf,
+    pub hosts: PathBuf,
+    /// The overlay's upper (writable) and work directories, and where it is mounted.
+    pub upper: PathBuf,
+    pub work: PathBuf,
+    pub merged: PathBuf,
+}
+
+/// The services containers stand on.
+pub struct Peers {
+    pub images: Arc<ImageStore>,
+    pub networks: Arc<Networks>,
+    pub volumes: Arc<Volumes>,
+    pub projects: Arc<Projects>,
 }
 
 /// A name reserved by [`Containers::reserve_name`].

@@ -16,13 +16,14 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::containers::Containers;
-use crate::sessions::{ExecSpec, StartOptions, Stream};
 use pier_api::containers::{
     ContainerInspect, ContainerStatus, Health, HealthResult, HealthStatus, Healthcheck,
 };
 use pier_api::time::format_rfc3339_nanos;
 use pier_api::ProjectName;
+
+use crate::containers::Containers;
+use crate::sessions::{ExecSpec, StartOptions, Stream};
 
 const DEFAULT_INTERVAL: Duration = Duration::from_secs(30);
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
@@ -102,20 +103,21 @@ fn image_config(cs: &Containers, c: &ContainerInspect) -> serde_json::Value {
 /// Starts the checkers: for the containers running now, and for each later start.
 pub fn spawn(cs: Arc<Containers>) {
     let mut rx = cs.events.subscribe();
-    let project = ProjectName::default_project();
-    for c in cs.inspect_all(&project).unwrap_or_default() {
-        if matches!(
-            c.state.status,
-            ContainerStatus::Running | ContainerStatus::Paused
-        ) {
-            watch(&cs, c);
+    for project in cs.projects.list().unwrap_or_default() {
+        for c in cs.inspect_all(&project).unwrap_or_default() {
+            if matches!(
+                c.state.status,
+                ContainerStatus::Running | ContainerStatus::Paused
+            ) {
+                watch(&cs, c);
+            }
         }
     }
     tokio::spawn(async move {
         loop {
             match rx.recv().await {
-                Ok(ev) if ev.kind == "container" && ev.action == "start" => {
-                    if let Ok(c) = cs.get(&project, &ev.id) {
+                Ok(ev) if ev.event.kind == "container" && ev.event.action == "start" => {
+                    if let Ok(c) = cs.get(&ev.project, &ev.event.id) {
                         watch(&cs, c);
                     }
                 }

@@ -8,22 +8,39 @@
 //! - [`health`]: health checks of running containers.
 //! - [`sessions`]: exec sessions, attach and log follow, for every API.
 //! - [`build`]: the Dockerfile builder (classic builder semantics).
+//! - [`context`]: [`RequestContext`], the project and caller of each request.
+//! - [`projects`]: the projects (tenants) every resource belongs to, and their quotas.
+//! - [`system`]: the host's facts, disk usage and interface counters, for every API.
 //! - [`error`]: [`EngineError`], which each API maps to its wire protocol once.
 
 pub mod build;
 pub mod container_fs;
 pub mod containers;
+pub mod context;
 pub mod error;
 pub mod health;
 pub mod networks;
+pub mod projects;
 pub mod sessions;
+pub mod system;
 pub mod volumes;
 
 use std::path::PathBuf;
 use std::sync::Arc;
 
+pub use context::{Caller, RequestContext};
 pub use error::{EngineError, EngineResult};
 use pier_image::ImageStore;
+use pier_net::names::HostNames;
+use pier_store::RedbStore;
+
+/// An event of the engine (`pier events`, Docker's `/events`), in the project it
+/// happened in: each API shows a client its own project's.
+#[derive(Debug, Clone)]
+pub struct EngineEvent {
+    pub project: pier_api::ProjectName,
+    pub event: pier_api::containers::Event,
+}
 
 /// Where the daemon keeps its state unless told otherwise.
 pub const DEFAULT_ROOT: &str = "/var/lib/pier";
@@ -34,7 +51,121 @@ pub struct Engine {
     pub images: Arc<ImageStore>,
     pub registry: Arc<pier_registry::Registry>,
     /// How `pull` and `push` reach registries (insecure hosts, mirrors).
-    pub registry_client: pier_registry::client::ClientConfig,
+    pub registry_client: pier_registry_client::ClientConfig,
     pub containers: Arc<containers::Containers>,
+    pub projects: Arc<projects::Projects>,
     pub store_schema: u32,
+}
+
+/// What the engine is opened with.
+pub struct EngineConfig {
+    /// The state directory, canonical.
+    pub root: PathBuf,
+    /// The names of this engine's host objects (bridges, nftables table, cgroup parent).
+    pub host_names: HostNames,
+    /// The host's cgroup hierarchies, detected (and checked) by the caller.
+    pub cgroups: pier_runtime::cgroups::Host,
+    /// The registry's users and policy.
+    pub registry_auth: Option<pier_registry::auth::AuthConfig>,
+    /// Whether the registry is served over TLS (its token realm says https).
+    pub registry_tls: bool,
+    /// Make the registry a pull-through mirror.
+    pub registry_upstream: Option<pier_registry::mirror::Upstream>,
+    pub registry_client: pier_registry_client::ClientConfig,
+}
+
+/// Why the engine could not open or start.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error("cannot open the state store")]
+    Store(#[from] pier_store::StoreError),
+    #[error("cannot open the image store")]
+    Image(#[from] pier_image::ImageError),
+    #[error("registry: {}", .0.chain())]
+    Registry(#[from] pier_registry::RegistryError),
+    #[error("{part}: {}", source.message())]
+    Part {
+        part: &'static str,
+        source: EngineError,
+    },
+}
+
+fn part(part: &'static str) -> impl FnOnce(EngineError) -> OpenError {
+    move |source| OpenError::Part { part, source }
+}
+
+impl Engine {
+    /// Opens the engine's state under `config.root`, repairing what a crash left
+    /// (interrupted builds, half-made volumes, an older volume layout). Blocking.
+    pub fn open(config: EngineConfig) -> Result<Engine, OpenError> {
+        let root = config.root;
+        let store = Arc::new(RedbStore::open(&root.join("state.redb"))?);
+        // What interrupted builds left (mounts, work directories).
+        build::cleanup(&root);
+        let store_schema = store.schema_version()?;
+        let images = Arc::new(ImageStore::open(&root.join("images"), store.clone())?);
+        let projects = Arc::new(projects::Projects::new(store.clone()).map_err(part("projects"))?);
+        let networks = Arc::new(
+            networks::Networks::new(&root, config.host_names.clone(), store.clone())
+                .map_err(part("networks"))?,
+        );
+        let volumes = Arc::new(
+            volumes::Volumes::new(&root, store.clone(), projects.clone())
+                .map_err(part("volumes"))?,
+        );
+        volumes.reconcile().map_err(part("volumes"))?;
+        let registry = Arc::new(
+            pier_registry::Registry::new(images.clone(), config.registry_auth, config.registry_tls)
+                .map(|r| r.with_upstream(config.registry_upstream))?,
+        );
+        let containers = containers::Containers::new(
+            &root,
+            store,
+            containers::Peers {
+                images: images.clone(),
+                networks,
+                volumes,
+                projects: projects.clone(),
+            },
+            config.cgroups,
+            config.host_names.cgroup_parent(),
+        )
+        .map_err(|e| part("containers")(EngineError::host("create", root.join("containers"), e)))?;
+        Ok(Engine {
+            root,
+            images,
+            registry,
+            registry_client: config.registry_client,
+            containers,
+            projects,
+            store_schema,
+        })
+    }
+
+    /// Brings the host in line with the state: re-adopts or restarts the containers,
+    /// removes what interrupted builds left, sets up every project's networks, and starts
+    /// the health checks.
+    pub async fn start(&self) -> Result<(), OpenError> {
+        self.containers
+            .restore()
+            .await
+            .map_err(part("containers"))?;
+        // No build survives a restart: the containers of their RUN steps go.
+        build::remove_orphans(&self.containers).await;
+        for project in self.projects.list().map_err(part("projects"))? {
+            self.containers
+                .networks
+                .reconcile(&project)
+                .await
+                .map_err(part("networks"))?;
+        }
+        health::spawn(self.containers.clone());
+        Ok(())
+    }
+
+    /// What the engine leaves when the daemon stops (containers outlive it; their cgroup
+    /// parent goes when none is left).
+    pub fn shutdown(&self) {
+        self.containers.remove_cgroup_parent();
+    }
 }

@@ -2,11 +2,14 @@
 //! per-project storage quota, and the reconciler that remounts limited volumes and
 //! removes what a crash left half-made.
 //!
-//! A volume is a directory `ROOT/volumes/<name>/_data`. A volume with `size` or `inodes`
-//! is an ext4 image `ROOT/volumes/<name>/disk.img` mounted on `_data` (see
-//! `pier-storage`). Snapshots live in `ROOT/volumes/<name>/snapshots/<snap>/`. Records
-//! are in `Table::Volumes`; the directory is made first and the record last, so a crash
-//! leaves at most a directory without a record, which the next start removes.
+//! A volume is a directory `ROOT/volumes/<project>/<name>/_data`. A volume with `size` or
+//! `inodes` is an ext4 image `.../<name>/disk.img` mounted on `_data` (see
+//! `pier-storage`). Snapshots live in `.../<name>/snapshots/<snap>/`. Records are in
+//! `Table::Volumes`; the directory is made first and the record last, so a crash leaves at
+//! most a directory without a record, which the next start removes.
+//!
+//! Pier before 0.2 kept volumes at `ROOT/volumes/<name>`; [`Volumes::new`] moves them
+//! (see `migrate_layout`), and the mount sources of the containers' bundles with them.
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -22,6 +25,7 @@ use pier_store::{Batch, Store, StoreExt, Table};
 
 use crate::containers::{conflict, internal, invalid, valid_name};
 use crate::error::{EngineError, EngineResult};
+use crate::projects::{Projects, Quota};
 
 fn st(e: pier_storage::Error) -> EngineError {
     internal(e.to_string())
@@ -34,40 +38,133 @@ fn not_found(name: &str) -> EngineError {
     )
 }
 
-fn key(project: &ProjectName, name: &str) -> String {
-    format!("{project}/{name}")
+/// The `Table::Meta` key of the volume directory layout, and the layout this Pier uses.
+const LAYOUT_KEY: &str = "volumes-layout";
+const LAYOUT: &str = "project/name";
+
+/// Rewrites, in each `containers/<id>/config.json`, the mount sources under an old volume
+/// directory to its new one (`moved`: old, new pairs).
+fn rewrite_bundles(containers: &Path, moved: &[(PathBuf, PathBuf)]) -> EngineResult<()> {
+    if moved.is_empty() {
+        return Ok(());
+    }
+    let Ok(rd) = fs::read_dir(containers) else {
+        return Ok(());
+    };
+    for e in rd.flatten() {
+        let path = e.path().join("config.json");
+        let Ok(bytes) = fs::read(&path) else { continue };
+        let Ok(mut spec) = serde_json::from_slice::<serde_json::Value>(&bytes) else {
+            continue;
+        };
+        let mut changed = false;
+        for m in spec["mounts"].as_array_mut().into_iter().flatten() {
+            let Some(src) = m["source"].as_str().map(PathBuf::from) else {
+                continue;
+            };
+            for (old, new) in moved {
+                if let Ok(rest) = src.strip_prefix(old) {
+                    m["source"] = new.join(rest).display().to_string().into();
+                    changed = true;
+                    break;
+                }
+            }
+        }
+        if changed {
+            let tmp = e.path().join("config.json.migrating");
+            let out = serde_json::to_vec(&spec).expect("json");
+            fs::write(&tmp, out).map_err(|err| EngineError::host("write", &tmp, err))?;
+            fs::rename(&tmp, &path).map_err(|err| EngineError::host("replace", &path, err))?;
+        }
+    }
+    Ok(())
 }
 
-fn quota_key(project: &ProjectName) -> String {
-    format!("quota/{project}/volume-bytes")
+fn key(project: &ProjectName, name: &str) -> String {
+    format!("{project}/{name}")
 }
 
 /// The volume manager.
 pub struct Volumes {
     db: Arc<dyn Store>,
+    projects: Arc<Projects>,
     dir: PathBuf,
     /// Serializes creates and removals (names, quota totals).
     lock: std::sync::Mutex<()>,
 }
 
 impl Volumes {
-    pub fn new(root: &Path, db: Arc<dyn Store>) -> std::io::Result<Self> {
+    pub fn new(root: &Path, db: Arc<dyn Store>, projects: Arc<Projects>) -> EngineResult<Self> {
         let dir = root.join("volumes");
-        fs::create_dir_all(&dir)?;
-        Ok(Volumes {
+        fs::create_dir_all(&dir).map_err(|e| EngineError::host("create", &dir, e))?;
+        let v = Volumes {
             db,
+            projects,
             dir,
             lock: std::sync::Mutex::new(()),
-        })
+        };
+        v.migrate_layout(&root.join("containers"))?;
+        Ok(v)
     }
 
-    fn vdir(&self, name: &str) -> PathBuf {
-        self.dir.join(name)
+    /// Moves volumes from the layout of Pier before 0.2 (`volumes/<name>`) to
+    /// `volumes/<project>/<name>`, and rewrites the mount sources in the bundles of the
+    /// containers in `containers` that use them. Every step can be repeated: a crash
+    /// midway leaves a state the next start finishes. Old directories go to a staging
+    /// directory first, so a volume named like a project is never confused with the
+    /// project's directory.
+    fn migrate_layout(&self, containers: &Path) -> EngineResult<()> {
+        if self.db.get(Table::Meta, LAYOUT_KEY)?.as_deref() == Some(LAYOUT.as_bytes()) {
+            return Ok(());
+        }
+        let records = self.db.list_json::<VolumeInspect>(Table::Volumes, "")?;
+        let stage = self.dir.join(".v1");
+        let host = |op, p: &Path| {
+            let p = p.to_path_buf();
+            move |e| EngineError::host(op, p, e)
+        };
+        for (_, v) in &records {
+            let (old, staged) = (self.dir.join(&v.name), stage.join(&v.name));
+            let moved = self.vdir(&v.project, &v.name).exists() || staged.exists();
+            if !moved && old.join("_data").exists() {
+                fs::create_dir_all(&stage).map_err(host("create", &stage))?;
+                fs::rename(&old, &staged).map_err(host("move", &old))?;
+            }
+        }
+        let mut moved = Vec::new();
+        for (_, v) in &records {
+            let (staged, new) = (stage.join(&v.name), self.vdir(&v.project, &v.name));
+            if staged.exists() && !new.exists() {
+                let parent = self.dir.join(v.project.as_str());
+                fs::create_dir_all(&parent).map_err(host("create", &parent))?;
+                fs::rename(&staged, &new).map_err(host("move", &staged))?;
+            }
+            moved.push((self.dir.join(&v.name), new));
+        }
+        rewrite_bundles(containers, &moved)?;
+        let _ = fs::remove_dir(&stage);
+        let mut b = Batch::new();
+        for (key, mut v) in records {
+            v.mountpoint = self.mountpoint(&v.project, &v.name).display().to_string();
+            b.put_json(Table::Volumes, key, &v);
+        }
+        b.ops.push(pier_store::Op::Put {
+            table: Table::Meta,
+            key: LAYOUT_KEY.into(),
+            value: LAYOUT.as_bytes().to_vec(),
+        });
+        b.commit(self.db.as_ref())?;
+        Ok(())
+    }
+
+    /// A volume's directory: `ROOT/volumes/<project>/<name>`.
+    fn vdir(&self, project: &ProjectName, name: &str) -> PathBuf {
+        self.dir.join(project.as_str()).join(name)
     }
 
     /// Where a volume's data is.
-    pub fn mountpoint(&self, name: &str) -> PathBuf {
-        self.vdir(name).join("_data")
+    pub fn mountpoint(&self, project: &ProjectName, name: &str) -> PathBuf {
+        self.vdir(project, name).join("_data")
     }
 
     pub fn get(&self, project: &ProjectName, name: &str) -> EngineResult<VolumeInspect> {
@@ -87,26 +184,15 @@ impl Volumes {
 
     /// The project's quota on the sum of its volumes' size limits, if one is set.
     pub fn quota(&self, project: &ProjectName) -> EngineResult<Option<u64>> {
-        Ok(self
-            .db
-            .get(Table::Meta, &quota_key(project))?
-            .and_then(|b| String::from_utf8(b).ok()?.parse().ok()))
+        self.projects.quota(project, Quota::VolumeBytes)
     }
 
     /// Sets (or with None clears) the project's volume quota.
     pub fn set_quota(&self, project: &ProjectName, bytes: Option<u64>) -> EngineResult<()> {
         let _g = self.lock.lock().unwrap();
         let mut b = Batch::new();
-        match bytes {
-            Some(n) => b.ops.push(pier_store::Op::Put {
-                table: Table::Meta,
-                key: quota_key(project),
-                value: n.to_string().into_bytes(),
-            }),
-            None => {
-                b.delete(Table::Meta, quota_key(project));
-            }
-        }
+        b.ops
+            .push(Projects::set_quota_op(project, Quota::VolumeBytes, bytes));
         b.commit(self.db.as_ref())?;
         Ok(())
     }
@@ -234,8 +320,8 @@ impl Volumes {
                 ));
             }
         }
-        let vdir = self.vdir(&name);
-        let data = self.mountpoint(&name);
+        let vdir = self.vdir(project, &name);
+        let data = self.mountpoint(project, &name);
         let made = (|| -> EngineResult<(Option<u64>, Option<u64>)> {
             fs::create_dir_all(&data)
                 .map_err(|e| internal(format!("cannot create {}: {e}", data.display())))?;
@@ -316,7 +402,7 @@ impl Volumes {
     /// With its usage filled in.
     pub fn inspect(&self, project: &ProjectName, name: &str) -> EngineResult<VolumeInspect> {
         let mut v = self.get(project, name)?;
-        let data = self.mountpoint(name);
+        let data = self.mountpoint(project, name);
         v.usage = if v.size_limit.is_some() || v.inode_limit.is_some() {
             ext4::usage(&data).ok().map(|(bytes, inodes)| VolumeUsage {
                 bytes,
@@ -333,7 +419,7 @@ impl Volumes {
     pub fn remove(&self, project: &ProjectName, name: &str) -> EngineResult<()> {
         let _g = self.lock.lock().unwrap();
         let v = self.get(project, name)?;
-        let data = self.mountpoint(name);
+        let data = self.mountpoint(project, name);
         if let Some(disk) = self.disk(&v) {
             self.release_disk(&v, &disk);
         }
@@ -341,7 +427,7 @@ impl Volumes {
         let mut b = Batch::new();
         b.delete(Table::Volumes, key(project, name));
         b.commit(self.db.as_ref())?;
-        fs::remove_dir_all(self.vdir(name))
+        fs::remove_dir_all(self.vdir(project, name))
             .map_err(|e| internal(format!("cannot remove the data of volume {name}: {e}")))?;
         Ok(())
     }
@@ -356,7 +442,7 @@ impl Volumes {
                 .get("format")
                 .and_then(|f| pier_storage::block::Format::parse(f))
                 .unwrap_or(pier_storage::block::Format::Raw);
-            pier_storage::block::Disk::new(&self.vdir(&v.name), format)
+            pier_storage::block::Disk::new(&self.vdir(&v.project, &v.name), format)
         })
     }
 
@@ -367,8 +453,8 @@ impl Volumes {
 
     /// A stable path to a block volume's device node (bind-mounted from /dev/loopN),
     /// for container specs written before the device exists.
-    pub fn device_node(&self, name: &str) -> PathBuf {
-        self.vdir(name).join("device")
+    pub fn device_node(&self, project: &ProjectName, name: &str) -> PathBuf {
+        self.vdir(project, name).join("device")
     }
 
     /// Attaches a block volume's device; returns the loop device's minor number.
@@ -378,7 +464,7 @@ impl Volumes {
             .disk(&v)
             .ok_or_else(|| invalid(format!("volume {name} is not a block volume")))?;
         let dev = disk.attach().map_err(st)?;
-        let node = self.device_node(name);
+        let node = self.device_node(project, name);
         let r = (|| {
             if !ext4::is_mounted(&node) {
                 fs::write(&node, b"").map_err(|e| internal(e.to_string()))?;
@@ -400,7 +486,7 @@ impl Volumes {
         let disk = self
             .disk(&v)
             .ok_or_else(|| invalid(format!("volume {name} is not a block volume")))?;
-        let data = self.mountpoint(name);
+        let data = self.mountpoint(project, name);
         if !ext4::is_mounted(&data) {
             let dev = disk.attach().map_err(st)?;
             if let Err(e) = ext4::mount_device(&dev, &data) {
@@ -412,8 +498,8 @@ impl Volumes {
     }
 
     fn release_disk(&self, v: &VolumeInspect, disk: &pier_storage::block::Disk) {
-        let _ = ext4::unmount(&self.mountpoint(&v.name));
-        let node = self.device_node(&v.name);
+        let _ = ext4::unmount(&self.mountpoint(&v.project, &v.name));
+        let node = self.device_node(&v.project, &v.name);
         let _ = ext4::unmount(&node);
         let _ = fs::remove_file(&node);
         disk.release();
@@ -430,12 +516,12 @@ impl Volumes {
 
     // ---- snapshots, export, import -------------------------------------------------
 
-    fn snapshots_dir(&self, name: &str) -> PathBuf {
-        self.vdir(name).join("snapshots")
+    fn snapshots_dir(&self, project: &ProjectName, name: &str) -> PathBuf {
+        self.vdir(project, name).join("snapshots")
     }
 
-    pub fn snapshots(&self, name: &str) -> Vec<String> {
-        let mut v: Vec<String> = fs::read_dir(self.snapshots_dir(name))
+    pub fn snapshots(&self, project: &ProjectName, name: &str) -> Vec<String> {
+        let mut v: Vec<String> = fs::read_dir(self.snapshots_dir(project, name))
             .map(|d| {
                 d.flatten()
                     .map(|e| e.file_name().to_string_lossy().into_owned())
@@ -461,7 +547,7 @@ impl Volumes {
         if !valid_name(snap) {
             return Err(invalid(format!("invalid snapshot name {snap:?}")));
         }
-        let dir = self.snapshots_dir(name);
+        let dir = self.snapshots_dir(project, name);
         let dest = dir.join(snap);
         if dest.exists() {
             return Err(conflict(format!(
@@ -472,7 +558,7 @@ impl Volumes {
         let tmp = dir.join(format!(".tmp-{snap}"));
         let _ = fs::remove_dir_all(&tmp);
         fs::create_dir_all(&tmp).map_err(|e| internal(e.to_string()))?;
-        let data = self.mountpoint(name);
+        let data = self.mountpoint(project, name);
         let r = if let Some(disk) = self.disk(&v) {
             // Users paused, and the filesystem (if mounted) frozen, while the image is
             // copied.
@@ -489,7 +575,10 @@ impl Volumes {
             r
         } else if v.size_limit.is_some() || v.inode_limit.is_some() {
             ext4::freeze(&data).map_err(st).and_then(|frozen| {
-                let r = ext4::copy_sparse(&self.vdir(name).join("disk.img"), &tmp.join("disk.img"));
+                let r = ext4::copy_sparse(
+                    &self.vdir(project, name).join("disk.img"),
+                    &tmp.join("disk.img"),
+                );
                 drop(frozen);
                 r.map_err(st)
             })
@@ -512,23 +601,23 @@ impl Volumes {
     /// the volume.
     pub fn restore(&self, project: &ProjectName, name: &str, snap: &str) -> EngineResult<()> {
         let v = self.get(project, name)?;
-        let src = self.snapshots_dir(name).join(snap);
+        let src = self.snapshots_dir(project, name).join(snap);
         if !src.is_dir() {
             return Err(EngineError::new(
                 ErrorKind::NotFound,
                 format!("volume {name} has no snapshot {snap}"),
             ));
         }
-        let data = self.mountpoint(name);
+        let data = self.mountpoint(project, name);
         if let Some(disk) = self.disk(&v) {
             self.release_disk(&v, &disk);
             let file = disk.image.file_name().expect("a file").to_owned();
-            let tmp = self.vdir(name).join("disk.restoring");
+            let tmp = self.vdir(project, name).join("disk.restoring");
             ext4::copy_sparse(&src.join(file), &tmp).map_err(st)?;
             fs::rename(&tmp, &disk.image).map_err(|e| internal(e.to_string()))?;
         } else if v.size_limit.is_some() || v.inode_limit.is_some() {
-            let img = self.vdir(name).join("disk.img");
-            let tmp = self.vdir(name).join("disk.img.restoring");
+            let img = self.vdir(project, name).join("disk.img");
+            let tmp = self.vdir(project, name).join("disk.img.restoring");
             ext4::copy_sparse(&src.join("disk.img"), &tmp).map_err(st)?;
             ext4::unmount(&data).map_err(st)?;
             fs::rename(&tmp, &img).map_err(|e| internal(e.to_string()))?;
@@ -547,7 +636,7 @@ impl Volumes {
         snap: &str,
     ) -> EngineResult<()> {
         self.get(project, name)?;
-        let p = self.snapshots_dir(name).join(snap);
+        let p = self.snapshots_dir(project, name).join(snap);
         if !p.is_dir() || snap.starts_with('.') {
             return Err(EngineError::new(
                 ErrorKind::NotFound,
@@ -565,7 +654,7 @@ impl Volumes {
                 "volume {name} is a block volume: export works on file volumes; copy its image with qemu-img, or snapshot it"
             )));
         }
-        let data = self.mountpoint(name);
+        let data = self.mountpoint(project, name);
         let _frozen = if v.size_limit.is_some() || v.inode_limit.is_some() {
             Some(ext4::freeze(&data).map_err(st)?)
         } else {
@@ -588,16 +677,16 @@ impl Volumes {
         expect: Option<&str>,
     ) -> EngineResult<VolumeInspect> {
         let v = self.create(project, req, false)?;
-        let data = self.mountpoint(&v.name);
+        let data = self.mountpoint(&v.project, &v.name);
         let mut hashing = HashingReader {
             inner: body,
             hash: <sha2::Sha256 as sha2::Digest>::new(),
         };
-        let mut limits = pier_image::unpack::Limits::default();
+        let mut limits = pier_archive::unpack::Limits::default();
         if let Some(s) = v.size_limit {
             limits.max_total_size = s;
         }
-        let r = pier_image::unpack::unpack_layer(&mut hashing, &data, &limits)
+        let r = pier_archive::unpack::unpack_layer(&mut hashing, &data, &limits)
             .map_err(|e| invalid(format!("the archive cannot be imported: {e}")))
             .and_then(|_| {
                 // The rest of the stream (tar padding) counts for the checksum too.
@@ -626,16 +715,16 @@ impl Volumes {
     pub fn reconcile(&self) -> EngineResult<()> {
         let records = self.db.list_json::<VolumeInspect>(Table::Volumes, "")?;
         let known: std::collections::HashSet<String> =
-            records.iter().map(|(_, v)| v.name.clone()).collect();
+            records.iter().map(|(k, _)| k.clone()).collect();
         for (_, v) in &records {
-            let data = self.mountpoint(&v.name);
-            let img = self.vdir(&v.name).join("disk.img");
+            let data = self.mountpoint(&v.project, &v.name);
+            let img = self.vdir(&v.project, &v.name).join("disk.img");
             if img.exists() && !ext4::is_mounted(&data) {
                 if let Err(e) = ext4::mount(&img, &data) {
                     tracing::warn!(volume = %v.name, error = %e, "cannot mount a volume");
                 }
             }
-            if let Ok(rd) = fs::read_dir(self.snapshots_dir(&v.name)) {
+            if let Ok(rd) = fs::read_dir(self.snapshots_dir(&v.project, &v.name)) {
                 for e in rd.flatten() {
                     if e.file_name().to_string_lossy().starts_with(".tmp-") {
                         let _ = fs::remove_dir_all(e.path());
@@ -643,13 +732,25 @@ impl Volumes {
                 }
             }
         }
-        if let Ok(rd) = fs::read_dir(&self.dir) {
-            for e in rd.flatten() {
+        // volumes/<project>/<name>; a project directory has no `_data` (an old layout's
+        // volume directory has one, and is a leftover once the layout has moved).
+        let projects = self.projects.list()?;
+        for p in fs::read_dir(&self.dir).into_iter().flatten().flatten() {
+            let project = p.file_name().to_string_lossy().into_owned();
+            if project.starts_with('.') {
+                continue;
+            }
+            let is_project = projects.iter().any(|q| q.as_str() == project);
+            if !is_project || p.path().join("_data").exists() {
+                if p.path().join("_data").exists() {
+                    remove_leftover(&p.path(), &project);
+                }
+                continue;
+            }
+            for e in fs::read_dir(p.path()).into_iter().flatten().flatten() {
                 let name = e.file_name().to_string_lossy().into_owned();
-                if !known.contains(&name) {
-                    let _ = ext4::unmount(&e.path().join("_data"));
-                    let _ = fs::remove_dir_all(e.path());
-                    tracing::info!(volume = %name, "removed the leftovers of a volume with no record");
+                if !known.contains(&format!("{project}/{name}")) {
+                    remove_leftover(&e.path(), &name);
                 }
             }
         }
@@ -682,6 +783,13 @@ impl<R: Read> Read for HashingReader<R> {
     }
 }
 
+/// Removes a volume directory no record owns (a crash during create or remove).
+fn remove_leftover(dir: &Path, name: &str) {
+    let _ = ext4::unmount(&dir.join("_data"));
+    let _ = fs::remove_dir_all(dir);
+    tracing::info!(volume = %name, "removed the leftovers of a volume with no record");
+}
+
 fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
@@ -706,4 +814,133 @@ fn dir_usage(p: &Path) -> VolumeUsage {
         }
     }
     u
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pier_store::MemStore;
+
+    fn record(name: &str, mountpoint: &Path) -> VolumeInspect {
+        serde_json::from_value(serde_json::json!({
+            "name": name,
+            "project": "default",
+            "driver": "local",
+            "created": "2026-01-01T00:00:00Z",
+            "mountpoint": mountpoint.join(name).join("_data"),
+            "labels": {},
+            "options": {},
+        }))
+        .unwrap()
+    }
+
+    /// A state directory as Pier before 0.2 left it: volumes `data` and `default` (named
+    /// like the project) at `volumes/<name>`, a container binding both.
+    fn old_state(root: &Path) -> Arc<dyn Store> {
+        let db: Arc<dyn Store> = Arc::new(MemStore::default());
+        let vols = root.join("volumes");
+        let mut b = Batch::new();
+        for name in ["data", "default"] {
+            fs::create_dir_all(vols.join(name).join("_data")).unwrap();
+            fs::write(vols.join(name).join("_data/file"), name).unwrap();
+            b.put_json(
+                Table::Volumes,
+                format!("default/{name}"),
+                &record(name, &vols),
+            );
+        }
+        b.commit(db.as_ref()).unwrap();
+        let c = root.join("containers/c1");
+        fs::create_dir_all(&c).unwrap();
+        let spec = serde_json::json!({"mounts": [
+            {"destination": "/a", "type": "bind", "source": vols.join("data/_data")},
+            {"destination": "/b", "type": "bind", "source": vols.join("default/_data")},
+            {"destination": "/c", "type": "bind", "source": "/srv/elsewhere"},
+        ]});
+        fs::write(c.join("config.json"), serde_json::to_vec(&spec).unwrap()).unwrap();
+        db
+    }
+
+    fn check_migrated(root: &Path, db: &Arc<dyn Store>) {
+        let vols = root.join("volumes");
+        for name in ["data", "default"] {
+            let data = vols.join("default").join(name).join("_data");
+            assert_eq!(fs::read_to_string(data.join("file")).unwrap(), name);
+            let v: VolumeInspect = db
+                .get_json(Table::Volumes, &format!("default/{name}"))
+                .unwrap()
+                .unwrap();
+            assert_eq!(v.mountpoint, data.display().to_string());
+        }
+        assert!(!vols.join("data").exists());
+        assert!(!vols.join(".v1").exists());
+        let spec: serde_json::Value =
+            serde_json::from_slice(&fs::read(root.join("containers/c1/config.json")).unwrap())
+                .unwrap();
+        let sources: Vec<&str> = spec["mounts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["source"].as_str().unwrap())
+            .collect();
+        let want = |n: &str| vols.join("default").join(n).join("_data");
+        assert_eq!(
+            sources,
+            [
+                want("data").to_str().unwrap(),
+                want("default").to_str().unwrap(),
+                "/srv/elsewhere"
+            ]
+        );
+    }
+
+    fn open(root: &Path, db: &Arc<dyn Store>) -> Volumes {
+        let projects = Arc::new(Projects::new(db.clone()).unwrap());
+        Volumes::new(root, db.clone(), projects).unwrap()
+    }
+
+    #[test]
+    fn the_old_layout_moves_under_the_project_with_the_bundles() {
+        let t = tempfile::tempdir().unwrap();
+        let db = old_state(t.path());
+        let v = open(t.path(), &db);
+        check_migrated(t.path(), &db);
+        assert_eq!(
+            v.mountpoint(&ProjectName::default_project(), "data"),
+            t.path().join("volumes/default/data/_data")
+        );
+        // Opening again changes nothing.
+        open(t.path(), &db);
+        check_migrated(t.path(), &db);
+    }
+
+    #[test]
+    fn a_migration_cut_short_is_finished_by_the_next_start() {
+        let t = tempfile::tempdir().unwrap();
+        let db = old_state(t.path());
+        // As if a crash came after `default` was staged, before anything else.
+        let vols = t.path().join("volumes");
+        fs::create_dir_all(vols.join(".v1")).unwrap();
+        fs::rename(vols.join("default"), vols.join(".v1/default")).unwrap();
+        open(t.path(), &db);
+        check_migrated(t.path(), &db);
+    }
+
+    #[test]
+    fn reconcile_removes_unowned_directories_and_keeps_the_rest() {
+        let t = tempfile::tempdir().unwrap();
+        let db = old_state(t.path());
+        let v = open(t.path(), &db);
+        let vols = t.path().join("volumes");
+        // Half-made: a volume directory in the project with no record, and an old-layout
+        // one; a directory that is neither stays.
+        fs::create_dir_all(vols.join("default/half/_data")).unwrap();
+        fs::create_dir_all(vols.join("stale/_data")).unwrap();
+        fs::create_dir_all(vols.join("not-a-volume")).unwrap();
+        v.reconcile().unwrap();
+        assert!(!vols.join("default/half").exists());
+        assert!(!vols.join("stale").exists());
+        assert!(vols.join("not-a-volume").exists());
+        check_migrated(t.path(), &db);
+    }
 }

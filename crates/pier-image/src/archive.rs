@@ -5,7 +5,7 @@
 //! hashed while it is copied to a scratch file, and symlinks are kept as a map resolved in
 //! memory with `..` clamped at the root, so no entry of the outer archive can reach outside
 //! the scratch directory whatever its name or target. Layers then go through
-//! [`crate::unpack`], and records are committed only when every image is complete.
+//! [`pier_archive::unpack`], and records are committed only when every image is complete.
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -14,12 +14,13 @@ use std::path::{Path, PathBuf};
 
 use pier_api::types::{ArchiveFormat, LoadReport};
 use pier_api::{Digest, ImageRef, ProjectName};
+use pier_archive::unpack::{clean_path, UnpackError};
 use serde::Deserialize;
 use sha2::{Digest as _, Sha256};
 
+use crate::compression::decompressed;
 use crate::error::{io_err, ImageError};
 use crate::store::{ImageRecord, ImageStore, NewImage, MAX_METADATA_BLOB};
-use crate::unpack::{clean_path, decompressed, UnpackError};
 
 pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";

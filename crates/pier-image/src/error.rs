@@ -4,8 +4,8 @@ use std::io;
 use std::path::Path;
 
 use pier_api::{Digest, ErrorKind};
-
-use crate::unpack::UnpackError;
+use pier_archive::is_disk_full;
+use pier_archive::unpack::UnpackError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ImageError {
@@ -100,11 +100,4 @@ pub fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) ->
             }
         }
     }
-}
-
-pub fn is_disk_full(e: &io::Error) -> bool {
-    matches!(
-        e.kind(),
-        io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded
-    )
 }

@@ -1,14 +1,16 @@
 //! Pier's OCI image store.
 //!
 //! - [`blobs`]: content-addressed blobs, verified on write and on read.
-//! - [`unpack`]: safe layer unpacking into overlayfs lower directories.
+//! - [`compression`]: how layer blobs are compressed, and reading them plain (the safe
+//!   unpacking of what comes out is `pier-archive`'s, shared with the CLI).
 //! - [`store`]: images, tags and layers: the records in the state store and the files
 //!   under the image root, kept consistent across crashes.
 //! - [`archive`]: `docker save` and OCI archives in and out.
 //! - [`build`]: images made here: a flat rootfs import, an image from host binaries, and
 //!   the images of Dockerfile build steps.
-//! - [`dockerfile`]: the Dockerfile language (parser, variable substitution), `.dockerignore`
-//!   and the build context; the daemon's builder runs what it parses.
+//! - [`dockerfile`]: the Dockerfile language (parser, variable substitution) and the build
+//!   context (its `.dockerignore` rules are `pier-archive`'s); the daemon's builder runs
+//!   what it parses.
 //!
 //! On disk, under the image root:
 //! ```text
@@ -20,11 +22,10 @@
 pub mod archive;
 pub mod blobs;
 pub mod build;
+pub mod compression;
 pub mod dockerfile;
 pub mod error;
 pub mod store;
-pub mod testing;
-pub mod unpack;
 
 pub use error::ImageError;
 pub use store::ImageStore;

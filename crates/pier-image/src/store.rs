@@ -25,12 +25,13 @@ use pier_api::types::{
     HistoryEntry, ImageInspect, ImageSummary, LayerInfo, LoadedImage, PruneReport, RemoveReport,
 };
 use pier_api::{Digest, ImageRef, ProjectName};
+use pier_archive::unpack::{self, Limits};
 use pier_store::{Batch, Store, StoreExt, Table};
 use serde::{Deserialize, Serialize};
 
 use crate::blobs::{BlobStore, HashingReader};
+use crate::compression::{self, Compression};
 use crate::error::{io_err, ImageError};
-use crate::unpack::{self, Compression, Limits};
 
 /// The largest manifest or config Pier reads.
 pub const MAX_METADATA_BLOB: u64 = 4 << 20;
@@ -568,7 +569,7 @@ impl ImageStore {
         let dest = scratch.path().join("diff");
         fs::create_dir(&dest).map_err(io_err("create", &dest))?;
         let file = File::open(&blob_path).map_err(io_err("open", &blob_path))?;
-        let reader = unpack::decompressed(file).map_err(io_err("read", &blob_path))?;
+        let reader = compression::decompressed(file).map_err(io_err("read", &blob_path))?;
         let mut hashing = HashingReader::new(reader);
         let layer_name = expected_diff_id.unwrap_or(blob).to_string();
         unpack::unpack_layer(&mut hashing, &dest, &self.limits).map_err(|source| {
@@ -1028,7 +1029,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let db = Arc::new(MemStore::default());
         let images = ImageStore::open(dir.path(), db.clone()).unwrap();
-        let tar = crate::testing::craft(&[("bin/x", tar::EntryType::Regular, b"#!")]);
+        let tar = pier_archive::testing::craft(&[("bin/x", tar::EntryType::Regular, b"#!")]);
         let name: ImageRef = "app:1".parse().unwrap();
         let loaded =
             crate::build::import(&images, &ProjectName::default(), &tar[..], Some(name)).unwrap();

@@ -17,7 +17,7 @@
 //!
 //! Each user has `pull` and `push` lists of repository patterns: `*` (every repository),
 //! `prefix/*` (every repository under `prefix/`) or an exact name; push implies pull.
-//! Passwords are hashes ([`crate::password`]).
+//! Passwords are hashes ([`pier_password`]).
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -27,9 +27,10 @@ use axum::http::{header, HeaderMap};
 use serde::Deserialize;
 
 use crate::error::{RegistryError, Result};
-use crate::password::Secret;
 use crate::token::{Claims, Grant, Signer};
-use crate::{b64, Registry};
+use crate::Registry;
+use pier_password::Secret;
+use pier_registry_client::b64;
 
 /// What a request wants to do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -143,7 +144,7 @@ const TOKEN_SECS: i64 = 300;
 /// what a wrong password does.
 fn decoy() -> &'static Secret {
     static DECOY: OnceLock<Secret> = OnceLock::new();
-    DECOY.get_or_init(|| Secret::Argon2(crate::password::hash("no such user").unwrap_or_default()))
+    DECOY.get_or_init(|| Secret::Argon2(pier_password::hash("no such user").unwrap_or_default()))
 }
 
 impl Auth {
@@ -394,7 +395,7 @@ mod tests {
             serde_json::from_value(serde_json::json!({
                 "anonymous_pull": anonymous_pull,
                 "users": {
-                    "alice": { "password": crate::password::hash("a").unwrap(), "push": ["team/*"] },
+                    "alice": { "password": pier_password::hash("a").unwrap(), "push": ["team/*"] },
                     "bob": { "password_plain": "b", "pull": ["*"] },
                 }
             }))

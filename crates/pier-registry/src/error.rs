@@ -6,6 +6,8 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use pier_api::Digest;
 use pier_image::ImageError;
+use pier_registry_client::manifest::InvalidManifest;
+use pier_registry_client::RemoteError;
 
 /// One failure of a registry operation.
 #[derive(Debug, thiserror::Error)]
@@ -130,6 +132,33 @@ impl RegistryError {
     }
 }
 
+/// What a remote registry (the mirror's upstream) did wrong, in the words of the same
+/// failure here.
+impl From<RemoteError> for RegistryError {
+    fn from(e: RemoteError) -> Self {
+        match e {
+            RemoteError::DigestMismatch { expected, actual } => {
+                RegistryError::DigestMismatch { expected, actual }
+            }
+            RemoteError::ManifestInvalid(m) => RegistryError::ManifestInvalid(m),
+            RemoteError::ManifestTooLarge { size, limit } => {
+                RegistryError::ManifestTooLarge { size, limit }
+            }
+            RemoteError::Unauthorized { challenge } => RegistryError::Unauthorized { challenge },
+            RemoteError::Denied(m) => RegistryError::Denied(m),
+            RemoteError::Upstream(m) => RegistryError::Upstream(m),
+            RemoteError::Image(e) => RegistryError::Image(e),
+            RemoteError::Io { op, source } => RegistryError::Io { op, source },
+        }
+    }
+}
+
+impl From<InvalidManifest> for RegistryError {
+    fn from(e: InvalidManifest) -> Self {
+        RegistryError::ManifestInvalid(e.0)
+    }
+}
+
 impl IntoResponse for RegistryError {
     fn into_response(self) -> Response {
         let status = self.status();
@@ -155,3 +184,92 @@ impl IntoResponse for RegistryError {
 }
 
 pub type Result<T> = std::result::Result<T, RegistryError>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A mirror passes on what its upstream did wrong with the spec's code, status and
+    /// words, as it did when the client's errors were this type.
+    #[test]
+    fn upstream_failures_keep_their_code_status_and_message() {
+        let d: Digest = "sha256:2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824"
+            .parse()
+            .unwrap();
+        let cases: Vec<(RemoteError, &str, u16, String)> = vec![
+            (
+                RemoteError::DigestMismatch {
+                    expected: "sha256:00".into(),
+                    actual: d.clone(),
+                },
+                "DIGEST_INVALID",
+                400,
+                format!("the content hashes to {d}, not sha256:00"),
+            ),
+            (
+                RemoteError::ManifestInvalid("no config".into()),
+                "MANIFEST_INVALID",
+                400,
+                "the manifest is invalid: no config".into(),
+            ),
+            (
+                RemoteError::ManifestTooLarge { size: 9, limit: 8 },
+                "SIZE_INVALID",
+                413,
+                "the manifest is 9 bytes, more than the 8 allowed".into(),
+            ),
+            (
+                RemoteError::Unauthorized {
+                    challenge: "Bearer realm=\"x\"".into(),
+                },
+                "UNAUTHORIZED",
+                401,
+                "authentication required".into(),
+            ),
+            (
+                RemoteError::Denied("up:5000".into()),
+                "DENIED",
+                403,
+                "access to up:5000 is denied".into(),
+            ),
+            (
+                RemoteError::Upstream("gone".into()),
+                "UNKNOWN",
+                502,
+                "the upstream registry failed: gone".into(),
+            ),
+            (
+                RemoteError::Image(ImageError::MissingBlob { digest: d.clone() }),
+                "UNKNOWN",
+                500,
+                format!(
+                    "blob {d} is missing from the image store; remove the image and load it again"
+                ),
+            ),
+            (
+                RemoteError::io("write a blob")(std::io::Error::other("EIO")),
+                "UNKNOWN",
+                500,
+                "cannot write a blob: EIO: EIO".into(),
+            ),
+        ];
+        for (remote, code, status, message) in cases {
+            let e = RegistryError::from(remote);
+            assert_eq!(
+                (e.code(), e.status().as_u16(), e.chain()),
+                (code, status, message)
+            );
+        }
+        let e = RegistryError::from(InvalidManifest("bad".into()));
+        assert_eq!(e.code(), "MANIFEST_INVALID");
+        assert_eq!(e.chain(), "the manifest is invalid: bad");
+        let resp = RegistryError::from(RemoteError::Unauthorized {
+            challenge: "Bearer realm=\"x\"".into(),
+        })
+        .into_response();
+        assert_eq!(
+            resp.headers()[header::WWW_AUTHENTICATE],
+            "Bearer realm=\"x\""
+        );
+    }
+}

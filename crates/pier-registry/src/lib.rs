@@ -6,11 +6,11 @@
 //!   ([`pier_image::blobs`]), so a layer the engine and the registry both hold is stored
 //!   once.
 //! - [`upload`]: blob upload sessions (monolithic, streamed, chunked, resumable).
-//! - [`manifest`]: what a manifest references.
-//! - [`mirror`]: pull-through mirroring of an upstream registry.
-//! - [`client`], [`transfer`]: the engine's side: a distribution client, pull and push.
+//! - [`mirror`]: pull-through mirroring of an upstream registry, over the registry client
+//!   of `pier-registry-client` (the engine's pull and push live there too, with the
+//!   manifest parsing both sides share).
 //! - [`auth`]: who may pull and push: token auth as Docker's registry does it, basic
-//!   credentials, per-repository scopes; [`password`]: hashed passwords; [`token`]:
+//!   credentials, per-repository scopes (hashed passwords: `pier-password`); [`token`]:
 //!   signed bearer tokens.
 //! - [`gc`]: garbage collection that is safe while pushes run.
 //! - [`manage`]: the management view (repositories, tags with platform and labels,
@@ -19,19 +19,14 @@
 //! - [`error`]: the spec's error codes.
 
 pub mod auth;
-pub mod b64;
-pub mod client;
 pub mod error;
 pub mod gc;
 pub mod manage;
-pub mod manifest;
 pub mod mirror;
 pub mod names;
-pub mod password;
 pub mod repo;
 pub mod server;
 pub mod token;
-pub mod transfer;
 pub mod upload;
 
 use std::sync::atomic::AtomicU64;
@@ -41,9 +36,8 @@ use pier_image::ImageStore;
 use pier_store::Store;
 
 pub use error::RegistryError;
-
-/// The largest manifest the registry accepts (the spec asks for at least 4 MiB).
-pub const MAX_MANIFEST: u64 = 4 << 20;
+/// The largest manifest the registry accepts (the client reads no larger ones either).
+pub use pier_registry_client::MAX_MANIFEST;
 
 /// The registry of one host.
 pub struct Registry {

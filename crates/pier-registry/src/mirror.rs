@@ -9,12 +9,13 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use pier_api::Digest;
+use pier_registry_client::manifest;
+use pier_registry_client::remote::empty;
+use pier_registry_client::transfer::{download, get_manifest, Progress};
+use pier_registry_client::{ClientConfig, Remote};
 
-use crate::client::{empty, ClientConfig, Remote};
 use crate::error::{RegistryError, Result};
-use crate::manifest;
 use crate::names::Reference;
-use crate::transfer::{download, get_manifest, Progress};
 use crate::Registry;
 
 /// The registry this one mirrors.

@@ -17,11 +17,11 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use pier_api::Digest;
+use pier_registry_client::manifest::{self, Descriptor};
 use pier_store::{Batch, StoreExt, Table};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{RegistryError, Result};
-use crate::manifest::{self, Descriptor};
 use crate::names::Reference;
 use crate::Registry;
 

@@ -21,12 +21,12 @@ use axum::routing::{any, get};
 use axum::Router;
 use futures_util::StreamExt;
 use pier_api::Digest;
+use pier_registry_client::manifest::OCI_INDEX;
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use tokio_util::io::ReaderStream;
 
 use crate::auth::Access;
 use crate::error::{RegistryError, Result};
-use crate::manifest::OCI_INDEX;
 use crate::names::{check_repository, Reference};
 use crate::Registry;
 

@@ -1,20 +1,13 @@
 //! Container logs on disk: one JSON object per line (`{"log","stream","time"}`, Docker's
-//! json-file format), rotated by size, read back with tail, since and follow.
+//! json-file format), rotated by size, read back with tail, since and follow. A line is
+//! [`LogLine`], the API's type, written as it is served.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
-use serde::{Deserialize, Serialize};
-
-/// One line of output.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-pub struct LogLine {
-    pub log: String,
-    pub stream: String,
-    pub time: String,
-}
+use pier_api::containers::LogLine;
 
 /// Appends lines, rotating `container.log` to `container.log.1` ... past a size.
 pub struct LogWriter {
@@ -149,5 +142,31 @@ mod tests {
             .write_all(b"{\"log\":\"x")
             .unwrap();
         assert_eq!(read_all(&p).len(), lines.len());
+    }
+
+    /// The file holds Docker's json-file lines byte for byte (these fields, in this order,
+    /// nothing more), and reads back lines an earlier Pier wrote.
+    #[test]
+    fn on_disk_lines_are_docker_json_file() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("container.log");
+        let mut w = LogWriter::open(&p, 0, 0).unwrap();
+        w.write("stderr", b"a \"quoted\"\tline\n").unwrap();
+        let time = read_all(&p)[0].time.clone();
+        assert!(time.len() == 30 && time.ends_with('Z'), "{time}");
+        assert_eq!(
+            fs::read_to_string(&p).unwrap(),
+            format!(r#"{{"log":"a \"quoted\"\tline\n","stream":"stderr","time":"{time}"}}"#) + "\n"
+        );
+        let old = br#"{"log":"x\n","stream":"stdout","time":"2026-11-27T13:22:00.000000001Z"}
+"#;
+        assert_eq!(
+            parse(&old[..]),
+            [LogLine {
+                log: "x\n".into(),
+                stream: "stdout".into(),
+                time: "2026-11-27T13:22:00.000000001Z".into(),
+            }]
+        );
     }
 }

@@ -49,10 +49,14 @@ pub enum Table {
     RegistryTags,
     /// What each registry tag pointed to, by `repository:tag@<zero-padded nanoseconds>`.
     RegistryTagHistory,
+    /// Projects (tenants) by name.
+    Projects,
+    /// Quotas by `project/resource` (e.g. `default/volume-bytes`), each a number.
+    Quotas,
 }
 
 impl Table {
-    pub const ALL: [Table; 12] = [
+    pub const ALL: [Table; 14] = [
         Table::Meta,
         Table::Images,
         Table::Tags,
@@ -65,6 +69,8 @@ impl Table {
         Table::RegistryManifests,
         Table::RegistryTags,
         Table::RegistryTagHistory,
+        Table::Projects,
+        Table::Quotas,
     ];
 
     pub fn name(self) -> &'static str {
@@ -81,6 +87,8 @@ impl Table {
             Table::RegistryManifests => "registry_manifests",
             Table::RegistryTags => "registry_tags",
             Table::RegistryTagHistory => "registry_tag_history",
+            Table::Projects => "projects",
+            Table::Quotas => "quotas",
         }
     }
 }

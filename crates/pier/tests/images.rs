@@ -6,7 +6,7 @@ mod common;
 use std::process::Command;
 
 use common::*;
-use pier_image::testing::craft;
+use pier_archive::testing::craft;
 use tar::EntryType;
 
 fn ids(d: &Daemon) -> Vec<String> {

@@ -326,7 +326,7 @@ fn a_crash_leaves_nothing_mounted_that_no_volume_owns() {
     d.kill9();
     // A crash in the middle of a create: the filesystem is made and mounted, the
     // record never written.
-    let ghost = d.root.join("volumes/ghost");
+    let ghost = d.root.join("volumes/default/ghost");
     std::fs::create_dir_all(ghost.join("_data")).unwrap();
     let img = ghost.join("disk.img");
     let st = std::process::Command::new("sh")
@@ -340,7 +340,7 @@ fn a_crash_leaves_nothing_mounted_that_no_volume_owns() {
         .unwrap();
     assert!(st.success());
     // And the real volume's filesystem is unmounted, as after a reboot.
-    let real = d.root.join("volumes/real/_data");
+    let real = d.root.join("volumes/default/real/_data");
     assert!(std::process::Command::new("umount")
         .arg(&real)
         .status()
@@ -404,7 +404,7 @@ fn block_volumes_attach_as_devices_and_filesystems() {
         ok_run(&d, &["-v", "qfs:/data", "bb", "cat", "/data/f"]),
         "in-qcow2\n"
     );
-    let disk = d.root.join("volumes/qfs/disk.qcow2");
+    let disk = d.root.join("volumes/default/qfs/disk.qcow2");
     let info = std::process::Command::new("qemu-img")
         .args(["info", "--output=json"])
         .arg(&disk)

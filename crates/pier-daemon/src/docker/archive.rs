@@ -60,7 +60,7 @@ pub fn go_file_mode(st_mode: u32) -> u32 {
 
 /// Base64 with the URL alphabet and padding, as Go's `base64.URLEncoding`.
 pub fn base64_url(data: &[u8]) -> String {
-    pier_registry::b64::encode(data)
+    pier_registry_client::b64::encode(data)
         .replace('+', "-")
         .replace('/', "_")
 }

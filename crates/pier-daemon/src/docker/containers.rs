@@ -174,7 +174,7 @@ async fn list(state: DState, p: Params) -> DResult<Response> {
             }
             let mut s = inspect::summary_with(&d, &c, &mut images);
             if size {
-                let rw = super::system::du(&d.engine.containers.cdir(&c.id).join("upper"));
+                let rw = d.engine.containers.size_rw(&c);
                 let base = d
                     .engine
                     .images
@@ -202,7 +202,7 @@ async fn inspect_one(state: DState, Path(id): Path<String>, p: Params) -> DResul
         let c = container(&d, &id)?;
         let mut v = inspect::inspect(&d, &c, &mut ImageConfigs::default());
         if size {
-            let rw = super::system::du(&d.engine.containers.cdir(&c.id).join("upper"));
+            let rw = d.engine.containers.size_rw(&c);
             let base = d
                 .engine
                 .images
@@ -419,7 +419,7 @@ async fn prune(state: DState, p: Params) -> DResult<Response> {
         if !labels_ok || !until_ok {
             continue;
         }
-        reclaimed += super::system::du(&d.engine.containers.cdir(&c.id).join("upper"));
+        reclaimed += d.engine.containers.size_rw(&c);
         if d.engine
             .containers
             .remove(&project(), &c.id, false, false)

@@ -439,7 +439,7 @@ fn ports_json(c: &ContainerInspect, img: &Value) -> Value {
 pub fn inspect(d: &Docker, c: &ContainerInspect, images: &mut ImageConfigs) -> Value {
     let img = images.of(d, c);
     let s = &c.state;
-    let dir = d.engine.containers.cdir(&c.id);
+    let paths = d.engine.containers.paths(c);
     let health = health(c, &img);
     let mut state = json!({
         "Status": s.status.as_str(),
@@ -477,9 +477,9 @@ pub fn inspect(d: &Docker, c: &ContainerInspect, images: &mut ImageConfigs) -> V
         "Args": c.command.iter().skip(1).collect::<Vec<_>>(),
         "State": state,
         "Image": c.image_id.as_str(),
-        "ResolvConfPath": dir.join("resolv.conf"),
-        "HostnamePath": dir.join("hostname"),
-        "HostsPath": dir.join("hosts"),
+        "ResolvConfPath": paths.resolv_conf,
+        "HostnamePath": paths.hostname,
+        "HostsPath": paths.hosts,
         "LogPath": c.log_path,
         "Name": format!("/{}", c.name),
         "RestartCount": s.restart_count,
@@ -494,9 +494,9 @@ pub fn inspect(d: &Docker, c: &ContainerInspect, images: &mut ImageConfigs) -> V
             "Name": "overlay",
             "Data": {
                 "LowerDir": lowers.join(":"),
-                "UpperDir": dir.join("upper"),
-                "WorkDir": dir.join("work"),
-                "MergedDir": dir.join("rootfs"),
+                "UpperDir": paths.upper,
+                "WorkDir": paths.work,
+                "MergedDir": paths.merged,
             },
         },
         "Mounts": super::volumes::mounts_json(d, c),

@@ -14,8 +14,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use pier_api::registry::TransferProgress;
 use pier_api::ImageRef;
-use pier_registry::client::{Credentials, Remote};
-use pier_registry::transfer;
+use pier_registry_client::{transfer, Credentials, Remote};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
@@ -35,7 +34,7 @@ struct AuthConfig {
 /// The credentials of `X-Registry-Auth`, when it carries any.
 fn credentials(headers: &HeaderMap) -> Option<Credentials> {
     let raw = headers.get("x-registry-auth")?.to_str().ok()?;
-    let bytes = pier_registry::b64::decode(raw.trim())?;
+    let bytes = pier_registry_client::b64::decode(raw.trim())?;
     let a: AuthConfig = serde_json::from_slice(&bytes).ok()?;
     (!a.username.is_empty()).then_some(Credentials {
         username: a.username,
@@ -259,7 +258,7 @@ pub(crate) async fn auth(d: Arc<Docker>, body: Bytes) -> DResult<Response> {
             hyper::Method::GET,
             "/v2/",
             &[],
-            pier_registry::client::empty(),
+            pier_registry_client::remote::empty(),
         )
         .await
         .map_err(|e| {
@@ -293,7 +292,7 @@ mod tests {
     fn registry_auth_header_and_hosts() {
         let mut h = HeaderMap::new();
         // {"username":"u","password":"p"} in base64url
-        let enc = pier_registry::b64::encode(br#"{"username":"u","password":"p"}"#)
+        let enc = pier_registry_client::b64::encode(br#"{"username":"u","password":"p"}"#)
             .replace('+', "-")
             .replace('/', "_");
         h.insert("x-registry-auth", enc.parse().unwrap());

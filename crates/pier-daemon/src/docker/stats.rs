@@ -37,48 +37,24 @@ fn cpu_json(s: Option<&ContainerStats>) -> Value {
     }
 }
 
-/// Interface counters of a process's network namespace, as Docker's `networks`.
-fn networks(pid: Option<i32>) -> Value {
-    let Some(pid) = pid else {
-        return json!({});
-    };
-    let text = std::fs::read_to_string(format!("/proc/{pid}/net/dev")).unwrap_or_default();
-    let mut out = serde_json::Map::new();
-    for line in text.lines().skip(2) {
-        let Some((name, rest)) = line.split_once(':') else {
-            continue;
-        };
-        let name = name.trim();
-        if name == "lo" {
-            continue;
-        }
-        let v: Vec<u64> = rest
-            .split_whitespace()
-            .filter_map(|x| x.parse().ok())
-            .collect();
-        if v.len() < 12 {
-            continue;
-        }
-        out.insert(
-            name.to_string(),
-            json!({
-                "rx_bytes": v[0], "rx_packets": v[1], "rx_errors": v[2], "rx_dropped": v[3],
-                "tx_bytes": v[8], "tx_packets": v[9], "tx_errors": v[10], "tx_dropped": v[11],
-            }),
-        );
-    }
-    Value::Object(out)
+/// The interface counters of a reading, as Docker's `networks`.
+fn networks(now: &ContainerStats) -> Value {
+    now.networks
+        .iter()
+        .map(|(name, c)| {
+            let v = json!({
+                "rx_bytes": c.rx_bytes, "rx_packets": c.rx_packets, "rx_errors": c.rx_errors, "rx_dropped": c.rx_dropped,
+                "tx_bytes": c.tx_bytes, "tx_packets": c.tx_packets, "tx_errors": c.tx_errors, "tx_dropped": c.tx_dropped,
+            });
+            (name.clone(), v)
+        })
+        .collect::<serde_json::Map<String, Value>>()
+        .into()
 }
 
-fn stats_json(
-    id: &str,
-    name: &str,
-    pid: Option<i32>,
-    now: &ContainerStats,
-    pre: Option<&ContainerStats>,
-) -> Value {
+fn stats_json(id: &str, name: &str, now: &ContainerStats, pre: Option<&ContainerStats>) -> Value {
     // Unlimited (or more than the host has) shows as the host's memory, as on Docker.
-    let host = super::system::host_memory();
+    let host = pier_engine::system::HostInfo::read().memory;
     let limit = now.memory_limit.filter(|l| *l < host).unwrap_or(host);
     json!({
         "read": now.read,
@@ -100,7 +76,7 @@ fn stats_json(
         "memory_stats": {"usage": now.memory_usage, "stats": {}, "limit": limit},
         "name": format!("/{name}"),
         "id": id,
-        "networks": networks(pid),
+        "networks": networks(now),
     })
 }
 
@@ -137,7 +113,7 @@ async fn stats(state: DState, Path(id): Path<String>, p: Params) -> DResult<Resp
         let (now, c) = read().await?;
         return Ok(json(
             StatusCode::OK,
-            stats_json(&c.id, &c.name, c.state.pid, &now, pre.as_ref()),
+            stats_json(&c.id, &c.name, &now, pre.as_ref()),
         ));
     }
     let (tx, rx) = tokio::sync::mpsc::channel::<Value>(4);
@@ -145,7 +121,7 @@ async fn stats(state: DState, Path(id): Path<String>, p: Params) -> DResult<Resp
         let mut pre: Option<ContainerStats> = None;
         loop {
             let Ok((now, c)) = read().await else { return };
-            let v = stats_json(&c.id, &c.name, c.state.pid, &now, pre.as_ref());
+            let v = stats_json(&c.id, &c.name, &now, pre.as_ref());
             if tx.send(v).await.is_err() || !super::inspect::is_running(&c) {
                 return;
             }

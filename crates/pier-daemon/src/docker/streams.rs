@@ -22,10 +22,9 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::Router;
-use pier_api::containers::{ContainerInspect, ContainerStatus};
+use pier_api::containers::{ContainerInspect, ContainerStatus, LogLine};
 use pier_engine::sessions::{AttachOptions, Follow, InputSender, LogOptions, Stream};
 use pier_runtime::attach as proto;
-use pier_runtime::logs::LogLine;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 

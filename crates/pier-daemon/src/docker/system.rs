@@ -11,6 +11,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use pier_api::containers::{ContainerStatus, Event};
+use pier_api::ProjectName;
+use pier_engine::system::HostInfo;
+use pier_engine::EngineEvent;
 use serde_json::{json, Value};
 use tokio::sync::broadcast;
 
@@ -33,58 +36,10 @@ pub async fn ping() -> Response {
         .into_response()
 }
 
-fn kernel() -> String {
-    rustix::system::uname()
-        .release()
-        .to_string_lossy()
-        .into_owned()
-}
-
-fn hostname() -> String {
-    rustix::system::uname()
-        .nodename()
-        .to_string_lossy()
-        .into_owned()
-}
-
-fn os_name() -> String {
-    std::fs::read_to_string("/etc/os-release")
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("PRETTY_NAME="))
-        .map(|v| v.trim_matches('"').to_string())
-        .unwrap_or_else(|| "Linux".into())
-}
-
-fn mem_total() -> u64 {
-    std::fs::read_to_string("/proc/meminfo")
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| {
-            l.strip_prefix("MemTotal:")?
-                .trim()
-                .trim_end_matches("kB")
-                .trim()
-                .parse::<u64>()
-                .ok()
-        })
-        .map_or(0, |kb| kb * 1024)
-}
-
-/// The host's memory in bytes, shown as the limit of unlimited containers.
-pub(crate) fn host_memory() -> u64 {
-    mem_total()
-}
-
-fn ncpu() -> usize {
-    std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1)
-}
-
 /// `GET /version`.
 pub async fn version() -> Response {
     let arch = pier_image::build::host_arch();
+    let host = HostInfo::read();
     let details = json!({
         "ApiVersion": api_string(MAX_API),
         "MinAPIVersion": api_string(MIN_API),
@@ -92,7 +47,7 @@ pub async fn version() -> Response {
         "GoVersion": "rust",
         "Os": "linux",
         "Arch": arch,
-        "KernelVersion": kernel(),
+        "KernelVersion": host.kernel,
         "Experimental": "false",
         "BuildTime": "",
         "PierVersion": env!("CARGO_PKG_VERSION"),
@@ -109,7 +64,7 @@ pub async fn version() -> Response {
             "GoVersion": "rust",
             "Os": "linux",
             "Arch": arch,
-            "KernelVersion": kernel(),
+            "KernelVersion": host.kernel,
             "BuildTime": "",
         }),
     )
@@ -118,6 +73,7 @@ pub async fn version() -> Response {
 /// `GET /info`.
 pub async fn info(state: DState) -> DResult<Response> {
     let d = state.0;
+    let host = HostInfo::read();
     let (containers, images) = blocking({
         let d = d.clone();
         move || {
@@ -199,8 +155,8 @@ pub async fn info(state: DState) -> DResult<Response> {
             "CgroupDriver": "cgroupfs",
             "CgroupVersion": cgroup_version,
             "NEventsListener": d.events.tx.receiver_count(),
-            "KernelVersion": kernel(),
-            "OperatingSystem": os_name(),
+            "KernelVersion": host.kernel,
+            "OperatingSystem": host.os,
             "OSVersion": "",
             "OSType": "linux",
             "Architecture": std::env::consts::ARCH,
@@ -212,14 +168,14 @@ pub async fn info(state: DState) -> DResult<Response> {
                 "IndexConfigs": {},
                 "Mirrors": [],
             },
-            "NCPU": ncpu(),
-            "MemTotal": mem_total(),
+            "NCPU": host.cpus,
+            "MemTotal": host.memory,
             "GenericResources": null,
             "DockerRootDir": root,
             "HttpProxy": "",
             "HttpsProxy": "",
             "NoProxy": "",
-            "Name": hostname(),
+            "Name": host.hostname,
             "Labels": [],
             "ExperimentalBuild": false,
             "ServerVersion": super::DOCKER_VERSION,
@@ -250,20 +206,6 @@ fn which(tool: &str) -> bool {
         .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(tool).is_file()))
 }
 
-/// Bytes of the regular files under `dir`.
-pub(crate) fn du(dir: &std::path::Path) -> u64 {
-    let Ok(rd) = std::fs::read_dir(dir) else {
-        return 0;
-    };
-    rd.flatten()
-        .map(|e| match e.metadata() {
-            Ok(m) if m.is_dir() => du(&e.path()),
-            Ok(m) if m.is_file() => m.len(),
-            _ => 0,
-        })
-        .sum()
-}
-
 /// `GET /system/df`.
 pub async fn df(state: DState) -> DResult<Response> {
     let d = state.0;
@@ -282,7 +224,7 @@ pub async fn df(state: DState) -> DResult<Response> {
             .iter()
             .map(|c| {
                 let mut v = super::inspect::summary(&d, c);
-                let rw = du(&d.engine.containers.cdir(&c.id).join("upper"));
+                let rw = d.engine.containers.size_rw(c);
                 let image_size = images
                     .iter()
                     .find(|i| i.id == c.image_id)
@@ -313,6 +255,8 @@ const KEPT: usize = 4096;
 /// One event in Docker's terms.
 #[derive(Debug, Clone)]
 pub struct DockerEvent {
+    /// The project it happened in; a client sees its own project's.
+    pub project: ProjectName,
     pub kind: String,
     pub action: String,
     pub id: String,
@@ -423,15 +367,16 @@ impl EventLog {
 /// network connects are network events, as Docker has them.
 fn convert(
     engine: &Engine,
-    ev: Event,
+    ev: EngineEvent,
     labels: &mut HashMap<String, BTreeMap<String, String>>,
 ) -> DockerEvent {
+    let EngineEvent { project, event: ev } = ev;
     let mut attributes = ev.attributes.clone();
     let mut kind = ev.kind.clone();
     let mut id = ev.id.clone();
     let mut action = ev.action.clone();
     if ev.kind == "container" {
-        let l = match engine.containers.get(&project(), &ev.id) {
+        let l = match engine.containers.get(&project, &ev.id) {
             Ok(c) => {
                 labels.insert(c.id.clone(), c.config.labels.clone());
                 c.config.labels
@@ -451,7 +396,7 @@ fn convert(
                 id = engine
                     .containers
                     .networks
-                    .get(&project(), &net)
+                    .get(&project, &net)
                     .map(|n| n.id)
                     .unwrap_or_else(|_| net.clone());
                 attributes = BTreeMap::from([
@@ -469,6 +414,7 @@ fn convert(
         }
     }
     DockerEvent {
+        project,
         kind,
         action,
         id,
@@ -480,15 +426,18 @@ fn convert(
 /// Sends an event of the Docker API's own (images, networks, volumes) to every listener,
 /// `pier events` included.
 pub(crate) fn emit(d: &super::Docker, kind: &str, action: &str, id: &str, attrs: &[(&str, &str)]) {
-    let _ = d.engine.containers.events.send(Event {
-        time: pier_api::time::format_rfc3339_nanos(SystemTime::now()),
-        kind: kind.into(),
-        action: action.into(),
-        id: id.into(),
-        attributes: attrs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect(),
+    let _ = d.engine.containers.events.send(EngineEvent {
+        project: project(),
+        event: Event {
+            time: pier_api::time::format_rfc3339_nanos(SystemTime::now()),
+            kind: kind.into(),
+            action: action.into(),
+            id: id.into(),
+            attributes: attrs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        },
     });
 }
 
@@ -525,11 +474,13 @@ pub async fn events(state: DState, p: Params) -> DResult<Response> {
     };
     let (since, until) = (time("since")?, time("until")?);
     let (past, mut rx) = d.events.subscribe();
+    let mine = project();
     let (tx, out) = tokio::sync::mpsc::channel::<Value>(256);
     tokio::spawn(async move {
         if let Some(since) = since {
             for e in past {
-                if e.time_nano >= since
+                if e.project == mine
+                    && e.time_nano >= since
                     && until.is_none_or(|u| e.time_nano <= u)
                     && e.matches(&filters)
                     && tx.send(e.to_json()).await.is_err()
@@ -565,7 +516,7 @@ pub async fn events(state: DState, p: Params) -> DResult<Response> {
             if until.is_some_and(|u| e.time_nano > u) {
                 return;
             }
-            if e.matches(&filters) && tx.send(e.to_json()).await.is_err() {
+            if e.project == mine && e.matches(&filters) && tx.send(e.to_json()).await.is_err() {
                 return;
             }
         }

@@ -350,7 +350,7 @@ pub(crate) fn mounts_json(d: &Docker, c: &ContainerInspect) -> Value {
                     json!({
                         "Type": "volume",
                         "Name": name,
-                        "Source": d.engine.containers.volumes.mountpoint(&name),
+                        "Source": d.engine.containers.volumes.mountpoint(&c.project, &name),
                         "Destination": m.target,
                         "Driver": "local",
                         "Mode": if rw { "z" } else { "ro" },
@@ -393,7 +393,7 @@ fn volume_json(d: &Docker, v: &VolumeInspect, usage: bool) -> Value {
     let mut o = json!({
         "Name": v.name,
         "Driver": "local",
-        "Mountpoint": d.engine.containers.volumes.mountpoint(&v.name),
+        "Mountpoint": d.engine.containers.volumes.mountpoint(&v.project, &v.name),
         "CreatedAt": v.created,
         "Labels": v.labels,
         "Scope": "local",

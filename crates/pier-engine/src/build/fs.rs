@@ -13,7 +13,8 @@ use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use pier_api::types::LayerInfo;
-use pier_image::unpack::{self, Limits, UnpackOptions};
+use pier_archive::unpack::{self, Limits, UnpackOptions};
+use pier_image::compression::decompressed;
 use pier_image::ImageStore;
 use pier_runtime::rootfs::resolve_in_root;
 use rustix::fs::{AtFlags, Mode, Timespec, Timestamps, CWD};
@@ -235,7 +236,7 @@ pub(super) fn copy_source(
     if extract && is_archive(src, name)? {
         mkdir_all(rootfs, &target, opts.owner)?;
         let f = File::open(src).map_err(failed)?;
-        let r = unpack::decompressed(f).map_err(failed)?;
+        let r = decompressed(f).map_err(failed)?;
         unpack::unpack_tree(r, &target, &Limits::default(), UnpackOptions::TREE).map_err(|e| {
             BuildError::Invalid(format!("ADD {name}: the archive cannot be extracted: {e}"))
         })?;
@@ -340,7 +341,7 @@ fn is_archive(src: &Path, name: &str) -> Result<bool, BuildError> {
         )));
     }
     let f = File::open(src).map_err(BuildError::io(format!("read {name}")))?;
-    let Ok(mut r) = unpack::decompressed(f) else {
+    let Ok(mut r) = decompressed(f) else {
         return Ok(false);
     };
     let mut block = [0u8; 512];

@@ -3,9 +3,9 @@
 
 use std::path::{Path, PathBuf};
 
+use pier_archive::ignore::clean;
 use pier_image::build::{commit_step, StepImage};
 use pier_image::dockerfile::context::{self, ContextError};
-use pier_image::dockerfile::ignore::clean;
 use pier_image::dockerfile::{CmdLine, Command, CopyArgs, HealthArgs, Instruction};
 use pier_image::store::BuildLink;
 use pier_image::ImageError;

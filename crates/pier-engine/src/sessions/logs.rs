@@ -21,10 +21,10 @@ use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
 
+use pier_api::containers::LogLine;
 use pier_api::containers::{ContainerState, ContainerStatus};
 use pier_api::time::parse_rfc3339;
 use pier_api::ProjectName;
-use pier_runtime::logs::LogLine;
 use rustix::fs::inotify;
 use tokio::io::unix::AsyncFd;
 use tokio::sync::{mpsc, watch};

@@ -12,10 +12,9 @@ use std::io::{self, Read};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
 
+use pier_archive::ignore::{clean, has_wildcards, Glob, IgnoreRules, PatternError};
+use pier_archive::unpack::{self, Limits, UnpackError, UnpackOptions};
 use sha2::{Digest as _, Sha256};
-
-use super::ignore::{clean, has_wildcards, Glob, IgnoreRules, PatternError};
-use crate::unpack::{self, Limits, UnpackError, UnpackOptions};
 
 /// Why a context could not be read, or a source not found in it.
 #[derive(Debug, thiserror::Error)]
@@ -48,7 +47,7 @@ pub enum ContextError {
 
 /// Unpacks a context tar (plain, gzip or zstd) into the empty directory `dest`.
 pub fn unpack(r: impl Read, dest: &Path) -> Result<(), ContextError> {
-    let r = unpack::decompressed(r).map_err(ContextError::Io)?;
+    let r = crate::compression::decompressed(r).map_err(ContextError::Io)?;
     unpack::unpack_tree(r, dest, &Limits::default(), UnpackOptions::TREE)
         .map_err(ContextError::Unpack)?;
     Ok(())

@@ -1,5 +1,5 @@
-//! Dockerfiles: the parser (this module), variable substitution ([`words`]), path
-//! patterns and `.dockerignore` ([`ignore`]), and the build context ([`context`]).
+//! Dockerfiles: the parser (this module), variable substitution ([`words`]) and the build
+//! context ([`context`]); path patterns and `.dockerignore` are [`pier_archive::ignore`].
 //!
 //! The parser follows Docker's classic builder: parser directives at the very top
 //! (`# escape=`` ` ``, `# syntax=...`), comment lines (also inside continuations), lines
@@ -10,7 +10,6 @@
 //! `ENV`, `EXPOSE`, `FROM`, `LABEL`, `STOPSIGNAL`, `USER`, `VOLUME`, `WORKDIR`, `ARG`).
 
 pub mod context;
-pub mod ignore;
 pub mod words;
 
 use std::time::Duration;

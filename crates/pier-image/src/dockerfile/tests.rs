@@ -1,4 +1,5 @@
 use super::*;
+use pier_archive::ignore;
 
 fn cmds(text: &str) -> Vec<Command> {
     parse(text)

@@ -18,7 +18,7 @@ use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
-use crate::error::{RegistryError, Result};
+use crate::error::{RemoteError, Result};
 
 pub type ReqBody = BoxBody<Bytes, std::io::Error>;
 
@@ -96,8 +96,8 @@ fn is_loopback(host: &str) -> bool {
     matches!(h, "localhost" | "127.0.0.1" | "[::1]") || h.starts_with("127.")
 }
 
-fn upstream(m: impl std::fmt::Display) -> RegistryError {
-    RegistryError::Upstream(m.to_string())
+fn upstream(m: impl std::fmt::Display) -> RemoteError {
+    RemoteError::Upstream(m.to_string())
 }
 
 /// A TLS connector trusting the system's roots and `ca_files`.
@@ -340,7 +340,7 @@ impl Remote {
         if self.answer(&challenge).await? {
             Ok(())
         } else {
-            Err(RegistryError::Unauthorized { challenge })
+            Err(RemoteError::Unauthorized { challenge })
         }
     }
 
@@ -401,10 +401,10 @@ impl Remote {
         let body = http_body_util::Limited::new(resp.into_body(), SMALL_REPLY)
             .collect()
             .await
-            .map_err(|e| RegistryError::Upstream(format!("the token answer: {e}")))?
+            .map_err(|e| RemoteError::Upstream(format!("the token answer: {e}")))?
             .to_bytes();
         if !status.is_success() {
-            return Err(RegistryError::Denied(format!(
+            return Err(RemoteError::Denied(format!(
                 "{} (the token service answered {status}: {}); check the credentials",
                 self.host,
                 String::from_utf8_lossy(&body)
@@ -430,7 +430,7 @@ fn challenge_of(resp: &Response<Incoming>) -> Option<String> {
 }
 
 /// Reads a registry's error answer into a message.
-pub async fn error_of(what: &str, resp: Response<Incoming>) -> RegistryError {
+pub async fn error_of(what: &str, resp: Response<Incoming>) -> RemoteError {
     let status = resp.status();
     let body = http_body_util::Limited::new(resp.into_body(), SMALL_REPLY)
         .collect()
@@ -449,10 +449,10 @@ pub async fn error_of(what: &str, resp: Response<Incoming>) -> RegistryError {
         })
         .unwrap_or_else(|| String::from_utf8_lossy(&body).chars().take(300).collect());
     match status {
-        StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => RegistryError::Denied(format!(
+        StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => RemoteError::Denied(format!(
             "{what}: {detail}; check the credentials (--username, --password-stdin) and their rights"
         )),
-        _ => RegistryError::Upstream(format!("{what}: the registry answered {status}: {detail}")),
+        _ => RemoteError::Upstream(format!("{what}: the registry answered {status}: {detail}")),
     }
 }
 
@@ -555,7 +555,7 @@ mod tests {
             .await
             .err()
             .unwrap();
-        assert!(matches!(err, RegistryError::Denied(_)), "{err}");
+        assert!(matches!(err, RemoteError::Denied(_)), "{err}");
         server.abort();
     }
 }

@@ -23,9 +23,9 @@ use pier_image::store::NewImage;
 use pier_image::ImageStore;
 use tokio_util::io::ReaderStream;
 
-use crate::client::{empty, error_of, ClientConfig, Credentials, Payload, Remote};
-use crate::error::{RegistryError, Result};
+use crate::error::{RemoteError, Result};
 use crate::manifest::{self, Descriptor, ALL_TYPES};
+use crate::remote::{empty, error_of, full, ClientConfig, Credentials, Payload, Remote};
 
 /// Reports progress; called from several tasks.
 pub type Progress = Arc<dyn Fn(TransferProgress) + Send + Sync>;
@@ -48,7 +48,10 @@ pub fn registry_host(r: &ImageRef) -> String {
     }
 }
 
-pub(crate) async fn get_manifest(
+/// Fetches manifest `reference` (a tag or a digest) of `repo`, at most [`crate::MAX_MANIFEST`]
+/// bytes, verified against the digest when `reference` is one. Returns its bytes, media
+/// type and digest.
+pub async fn get_manifest(
     remote: &Remote,
     repo: &str,
     reference: &str,
@@ -82,27 +85,27 @@ pub(crate) async fn get_manifest(
     .await
     .map_err(|e| {
         if e.is::<http_body_util::LengthLimitError>() {
-            RegistryError::ManifestTooLarge {
+            RemoteError::ManifestTooLarge {
                 size: crate::MAX_MANIFEST + 1,
                 limit: crate::MAX_MANIFEST,
             }
         } else {
-            RegistryError::Upstream(e.to_string())
+            RemoteError::Upstream(e.to_string())
         }
     })?
     .to_bytes();
     if body.len() as u64 > crate::MAX_MANIFEST {
-        return Err(RegistryError::ManifestTooLarge {
+        return Err(RemoteError::ManifestTooLarge {
             size: body.len() as u64,
             limit: crate::MAX_MANIFEST,
         });
     }
     let digest = pier_image::blobs::digest_of(&body[..])
-        .map_err(RegistryError::io("hash"))?
+        .map_err(RemoteError::io("hash"))?
         .0;
     if let Ok(d) = reference.parse::<Digest>() {
         if d != digest {
-            return Err(RegistryError::DigestMismatch {
+            return Err(RemoteError::DigestMismatch {
                 expected: d.to_string(),
                 actual: digest,
             });
@@ -112,8 +115,8 @@ pub(crate) async fn get_manifest(
     Ok((body.to_vec(), parsed.media_type, digest))
 }
 
-/// Streams a blob into the blob store, verified. Returns its size.
-pub(crate) async fn download(
+/// Streams a blob into the blob store, verified.
+pub async fn download(
     remote: &Remote,
     images: &Arc<ImageStore>,
     repo: &str,
@@ -141,9 +144,8 @@ pub(crate) async fn download(
     let mut last = 0u64;
     report(p, &d.digest, "downloading", 0, d.size);
     while let Some(chunk) = body.next().await {
-        let chunk =
-            chunk.map_err(|e| RegistryError::Upstream(format!("blob {}: {e}", d.digest)))?;
-        std::io::Write::write_all(&mut w, &chunk).map_err(RegistryError::io("write a blob"))?;
+        let chunk = chunk.map_err(|e| RemoteError::Upstream(format!("blob {}: {e}", d.digest)))?;
+        std::io::Write::write_all(&mut w, &chunk).map_err(RemoteError::io("write a blob"))?;
         done += chunk.len() as u64;
         if done - last >= 256 * 1024 {
             last = done;
@@ -153,7 +155,7 @@ pub(crate) async fn download(
     let expected = d.digest.clone();
     tokio::task::spawn_blocking(move || w.commit(Some(&expected)))
         .await
-        .map_err(|e| RegistryError::Upstream(e.to_string()))??;
+        .map_err(|e| RemoteError::Upstream(e.to_string()))??;
     report(p, &d.digest, "done", done, d.size);
     Ok(())
 }
@@ -176,7 +178,7 @@ pub async fn pull(
     };
     let mut hosts: Vec<String> = config.mirrors.clone();
     hosts.push(registry_host(reference));
-    let mut errors: Vec<(String, RegistryError)> = Vec::new();
+    let mut errors: Vec<(String, RemoteError)> = Vec::new();
     let mut found = None;
     for host in &hosts {
         let origin = *host == registry_host(reference);
@@ -214,7 +216,7 @@ pub async fn pull(
             .iter()
             .map(|(h, e)| format!("{h}: {}", e.chain()))
             .collect();
-        return Err(RegistryError::Upstream(format!(
+        return Err(RemoteError::Upstream(format!(
             "no source could serve {reference}; {}",
             said.join("; ")
         )));
@@ -232,13 +234,13 @@ pub async fn pull(
             })
             .or_else(|| (parsed.children.len() == 1).then(|| &parsed.children[0]))
             .ok_or_else(|| {
-                RegistryError::ManifestInvalid(format!("{reference} has no linux/{arch} image"))
+                RemoteError::ManifestInvalid(format!("{reference} has no linux/{arch} image"))
             })?
             .clone();
         (bytes, media_type, digest) = get_manifest(&remote, &repo, child.digest.as_str()).await?;
         parsed = manifest::parse(&bytes, Some(&media_type))?;
         if parsed.is_index() {
-            return Err(RegistryError::ManifestInvalid(
+            return Err(RemoteError::ManifestInvalid(
                 "an index inside an index".into(),
             ));
         }
@@ -246,7 +248,7 @@ pub async fn pull(
     let config_desc = parsed
         .config
         .clone()
-        .ok_or_else(|| RegistryError::ManifestInvalid("no config".into()))?;
+        .ok_or_else(|| RemoteError::ManifestInvalid("no config".into()))?;
     download(&remote, &images, &repo, &config_desc, &p).await?;
     let layers: Vec<Descriptor> = parsed.blobs[1..].to_vec();
     for l in &layers {
@@ -307,7 +309,7 @@ pub async fn pull(
         Ok(r?.id)
     })
     .await
-    .map_err(|e| RegistryError::Upstream(e.to_string()))??;
+    .map_err(|e| RemoteError::Upstream(e.to_string()))??;
     Ok((id, digest))
 }
 
@@ -315,7 +317,7 @@ pub async fn pull(
 fn file_body(path: std::path::PathBuf, d: Digest, total: u64, p: Progress) -> Payload {
     Payload::Stream(Box::new(move || {
         let f = std::fs::File::open(&path)
-            .map_err(RegistryError::io(format!("open {}", path.display())))?;
+            .map_err(RemoteError::io(format!("open {}", path.display())))?;
         let (d, p) = (d.clone(), p.clone());
         let mut done = 0u64;
         let mut last = 0u64;
@@ -363,7 +365,7 @@ async fn upload(
         .headers()
         .get(hyper::header::LOCATION)
         .and_then(|v| v.to_str().ok())
-        .ok_or_else(|| RegistryError::Upstream("an upload without Location".into()))?
+        .ok_or_else(|| RemoteError::Upstream("an upload without Location".into()))?
         .to_string();
     let sep = if loc.contains('?') { '&' } else { '?' };
     let body = file_body(images.blobs().path(d), d.clone(), size, p.clone());
@@ -400,7 +402,7 @@ pub async fn push(
         let (project, local) = (project.clone(), local.to_string());
         tokio::task::spawn_blocking(move || images.resolve(&project, &local))
             .await
-            .map_err(|e| RegistryError::Upstream(e.to_string()))??
+            .map_err(|e| RemoteError::Upstream(e.to_string()))??
     };
     let remote = Remote::new(&registry_host(target), config, creds)?;
     let repo = target.repository().to_string();
@@ -408,7 +410,7 @@ pub async fn push(
         .authenticate(&format!("repository:{repo}:pull,push"))
         .await?;
     let config_size = images.blobs().size(&rec.id).ok_or_else(|| {
-        RegistryError::Image(pier_image::ImageError::MissingBlob {
+        RemoteError::Image(pier_image::ImageError::MissingBlob {
             digest: rec.id.clone(),
         })
     })?;
@@ -436,7 +438,7 @@ pub async fn push(
             Method::PUT,
             &format!("/v2/{repo}/manifests/{tag}"),
             &[("content-type", rec.manifest_media_type.clone())],
-            crate::client::full(bytes),
+            full(bytes),
         )
         .await?;
     if resp.status() != StatusCode::CREATED {

@@ -1,14 +1,19 @@
-//! Manifests and indexes as the registry reads them: OCI image manifests and indexes, and
-//! Docker's schema 2 manifests and manifest lists. Parsing finds what a manifest
-//! references (config, layers, child manifests, subject), which is what pushes check and
-//! garbage collection keeps.
+//! Manifests and indexes as registries and their clients read them: OCI image manifests
+//! and indexes, and Docker's schema 2 manifests and manifest lists. Parsing finds what a
+//! manifest references (config, layers, child manifests, subject), which is what a pull
+//! fetches, a registry checks on push and its garbage collection keeps.
 
 use std::collections::BTreeMap;
 
 use pier_api::Digest;
 use serde::{Deserialize, Serialize};
 
-use crate::error::{RegistryError, Result};
+/// A manifest that is not one of the shapes above, and why.
+#[derive(Debug, thiserror::Error)]
+#[error("the manifest is invalid: {0}")]
+pub struct InvalidManifest(pub String);
+
+type Result<T> = std::result::Result<T, InvalidManifest>;
 
 pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
@@ -87,11 +92,11 @@ impl Parsed {
     }
 }
 
-fn invalid(m: impl Into<String>) -> RegistryError {
-    RegistryError::ManifestInvalid(m.into())
+fn invalid(m: impl Into<String>) -> InvalidManifest {
+    InvalidManifest(m.into())
 }
 
-/// Parses a pushed manifest; `content_type` is the request's Content-Type.
+/// Parses a manifest; `content_type` is the Content-Type it came with.
 pub fn parse(bytes: &[u8], content_type: Option<&str>) -> Result<Parsed> {
     let raw: Raw = serde_json::from_slice(bytes)
         .map_err(|e| invalid(format!("it is not a JSON manifest of a known shape: {e}")))?;
@@ -183,10 +188,7 @@ mod tests {
             ),
         ] {
             assert!(
-                matches!(
-                    parse(bad.as_bytes(), None),
-                    Err(RegistryError::ManifestInvalid(_))
-                ),
+                matches!(parse(bad.as_bytes(), None), Err(InvalidManifest(_))),
                 "{bad}"
             );
         }

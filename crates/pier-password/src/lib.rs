@@ -1,4 +1,6 @@
-//! Users' passwords as the auth file stores them, and their checks.
+//! Users' passwords as the registry's auth file stores them, and their checks. A crate of
+//! its own so that `pier registry hash-password` (the CLI, no daemon) hashes without
+//! linking the registry server.
 //!
 //! A user's `password` is a hash: argon2 in PHC string form (`$argon2id$v=19$...`, what
 //! `pier registry hash-password` prints) or bcrypt (`$2y$...`, what `htpasswd -B`

@@ -15,7 +15,7 @@
 
 use std::ffi::OsStr;
 use std::fs::{self, OpenOptions};
-use std::io::{self, BufRead, BufReader, Read};
+use std::io::{self, Read};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
@@ -108,46 +108,6 @@ impl UnpackError {
 pub struct Stats {
     pub entries: u64,
     pub file_bytes: u64,
-}
-
-/// Wraps `r` in the decompressor its first bytes call for (gzip, zstd, or none).
-pub fn decompressed<'a>(r: impl Read + 'a) -> io::Result<Box<dyn Read + 'a>> {
-    let mut br = BufReader::with_capacity(256 * 1024, r);
-    let head = br.fill_buf()?;
-    Ok(match Compression::sniff(head) {
-        Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(br)),
-        Compression::Zstd => Box::new(zstd::stream::read::Decoder::with_buffer(br)?),
-        Compression::None => Box::new(br),
-    })
-}
-
-/// How a layer blob is compressed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Compression {
-    None,
-    Gzip,
-    Zstd,
-}
-
-impl Compression {
-    pub fn sniff(head: &[u8]) -> Self {
-        if head.starts_with(&[0x1f, 0x8b]) {
-            Compression::Gzip
-        } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
-            Compression::Zstd
-        } else {
-            Compression::None
-        }
-    }
-
-    /// The OCI layer media type for this compression.
-    pub fn oci_media_type(self) -> &'static str {
-        match self {
-            Compression::None => "application/vnd.oci.image.layer.v1.tar",
-            Compression::Gzip => "application/vnd.oci.image.layer.v1.tar+gzip",
-            Compression::Zstd => "application/vnd.oci.image.layer.v1.tar+zstd",
-        }
-    }
 }
 
 fn shown(raw: &[u8]) -> String {
@@ -338,7 +298,7 @@ pub fn unpack_tree(
                     .open(&path)
                     .map_err(UnpackError::io(&path))?;
                 let copied = io::copy(&mut entry, &mut file).map_err(|e| {
-                    if crate::error::is_disk_full(&e) {
+                    if crate::is_disk_full(&e) {
                         UnpackError::DiskFull {
                             entry: name.clone(),
                             needed: size,
@@ -737,30 +697,5 @@ mod tests {
         let tar = craft(&[("a", EntryType::Regular, &[7u8; 2000])]);
         let (_dir, r) = unpack(&tar[..1024]);
         assert!(matches!(r, Err(UnpackError::Corrupt(_))), "{r:?}");
-    }
-
-    #[test]
-    fn sniffs_compression() {
-        assert_eq!(Compression::sniff(&[0x1f, 0x8b, 8]), Compression::Gzip);
-        assert_eq!(
-            Compression::sniff(&[0x28, 0xb5, 0x2f, 0xfd]),
-            Compression::Zstd
-        );
-        assert_eq!(Compression::sniff(b"bin/"), Compression::None);
-        let tar = craft(&[("a", EntryType::Regular, b"hi")]);
-        let gz = {
-            let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-            io::Write::write_all(&mut e, &tar).unwrap();
-            e.finish().unwrap()
-        };
-        let zs = zstd::encode_all(&tar[..], 1).unwrap();
-        for blob in [gz, zs, tar.clone()] {
-            let mut out = Vec::new();
-            decompressed(&blob[..])
-                .unwrap()
-                .read_to_end(&mut out)
-                .unwrap();
-            assert_eq!(out, tar);
-        }
     }
 }
