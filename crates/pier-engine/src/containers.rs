@@ -815,7 +815,13 @@ impl Containers {
                 fs::create_dir_all(&fsdir).map_err(|e| internal(e.to_string()))?;
                 pier_storage::ext4::make(&dir.join("layer.img"), limit, None)
                     .and_then(|_| pier_storage::ext4::mount(&dir.join("layer.img"), &fsdir))
-                    .map_err(|e| internal(format!("cannot make the writable layer: {e}")))?;
+                    .map_err(|e| {
+                        let e = crate::volumes::st(e);
+                        EngineError::new(
+                            e.kind(),
+                            format!("cannot make the writable layer: {}", e.message()),
+                        )
+                    })?;
                 for d in ["upper", "work"] {
                     fs::create_dir(fsdir.join(d)).map_err(|e| internal(e.to_string()))?;
                     fs::remove_dir(dir.join(d)).map_err(|e| internal(e.to_string()))?;
@@ -2654,7 +2660,7 @@ impl Containers {
             let layer = dir.join("layer.img");
             if layer.exists() && !mounted(&dir.join("layer")) {
                 if let Err(e) = pier_storage::ext4::mount(&layer, &dir.join("layer")) {
-                    tracing::warn!(container = %c.id, error = %e, "cannot mount a writable layer");
+                    tracing::warn!(container = %c.id, error = %e.chain(), "cannot mount a writable layer");
                 }
             }
             // A monitor the last daemon started may not have answered yet.
