@@ -31,6 +31,7 @@ use pier_api::time::{format_rfc3339_nanos, human_ago, now_rfc3339, now_unix, par
 use pier_api::{ErrorKind, ProjectName};
 use pier_image::ImageStore;
 use pier_runtime::cgroups::Cgroup;
+use pier_runtime::error::{Answer, ErrorKind as StartKind};
 use pier_runtime::spec::{self, NetMode, Rlimit, SpecInput};
 use pier_runtime::state::{read_json, write_json, Exited, MonitorConfig, Running};
 use pier_store::{Batch, Store, StoreExt, Table};
@@ -1481,7 +1482,7 @@ impl Containers {
         }
         let this = self.clone();
         let c2 = c.clone();
-        let reply = tokio::task::spawn_blocking(move || -> EngineResult<String> {
+        let reply = tokio::task::spawn_blocking(move || -> EngineResult<Answer> {
             this.mount_rootfs(&c2)?;
             this.prepare_block_volumes(&c2)?;
             this.copy_up(&c2)?;
@@ -1503,11 +1504,11 @@ impl Containers {
             }
         };
         let t_monitor = t0.elapsed();
-        if let Some(pid) = reply.strip_prefix("ok ") {
+        if let Answer::Started { pid } = reply {
             let running: Option<Running> = read_json(&self.cdir(&c.id).join("state.json"));
             c.state = ContainerState {
                 status: ContainerStatus::Running,
-                pid: pid.parse().ok(),
+                pid: Some(pid),
                 monitor_pid: running.as_ref().map(|r| r.monitor_pid),
                 exit_code: None,
                 error: None,
@@ -1524,20 +1525,14 @@ impl Containers {
             tracing::debug!(container = %c.id, monitor_us = t_monitor.as_micros() as u64, total_us = t0.elapsed().as_micros() as u64, "started");
             return Ok(c);
         }
+        let Answer::Failed(failure) = reply else {
+            unreachable!("a started container returned above")
+        };
         // The container did not start: nothing of it may stay.
         unmount(&self.cdir(&c.id).join("rootfs"));
         self.release_block_volumes(&c);
         self.teardown_network(&mut c).await;
-        let (code, msg) = match reply.strip_prefix("err ") {
-            Some(rest) => {
-                let (code, msg) = rest.split_once(' ').unwrap_or((rest, ""));
-                (code.parse().unwrap_or(125), msg.to_string())
-            }
-            None => (
-                125,
-                format!("the monitor failed without a reason ({reply:?})"),
-            ),
-        };
+        let (code, msg) = (failure.code, failure.to_string());
         c.state.status = if c.state.started_at.is_some() {
             ContainerStatus::Exited
         } else {
@@ -1552,10 +1547,13 @@ impl Containers {
             // `--rm`: a container that cannot start leaves nothing behind either.
             self.remove_locked(&c, true)?;
         }
-        let kind = if code == 125 {
-            ErrorKind::Internal
-        } else {
-            ErrorKind::InvalidInput
+        let kind = match failure.kind {
+            StartKind::Invalid => ErrorKind::InvalidInput,
+            StartKind::NotFound => ErrorKind::NotFound,
+            StartKind::Conflict => ErrorKind::Conflict,
+            StartKind::Busy => ErrorKind::Unavailable,
+            StartKind::NoSpace => ErrorKind::InsufficientStorage,
+            StartKind::Host => ErrorKind::Internal,
         };
         Err(
             EngineError::new(kind, format!("container {} failed to start: {msg}", c.name))
