@@ -219,11 +219,9 @@ pub fn plumb(p: &Plumb) -> Result<()> {
     let p = p.clone();
     std::thread::spawn(move || plumb_in_thread(&p))
         .join()
-        .unwrap_or_else(|_| {
-            Err(Error::Panicked {
-                op: "plumb a container's interface",
-            })
-        })
+        .unwrap_or(Err(Error::Panicked {
+            op: "plumb a container's interface",
+        }))
 }
 
 fn plumb_in_thread(p: &Plumb) -> Result<()> {
