@@ -57,7 +57,8 @@ pub fn internal(m: impl Into<String>) -> EngineError {
 }
 
 /// Turns `--user` into uid, gid and supplementary gids.
-type UserLookup<'a> = dyn Fn(&str) -> Result<(u32, u32, Vec<u32>), String> + 'a;
+type UserLookup<'a> =
+    dyn Fn(&str) -> Result<(u32, u32, Vec<u32>), pier_runtime::rootfs::UserError> + 'a;
 
 /// The container manager.
 pub struct Containers {
@@ -1093,7 +1094,7 @@ impl Containers {
                     .map(String::from)
             })
             .unwrap_or_else(|| "0".into());
-        let (uid, gid, additional_gids) = users(&user).map_err(invalid)?;
+        let (uid, gid, additional_gids) = users(&user).map_err(|e| invalid(e.to_string()))?;
         let mut env: Vec<String> = img["Env"]
             .as_array()
             .map(|a| {
@@ -1300,7 +1301,7 @@ impl Containers {
             .map_err(|e| internal(format!("the runtime spec is invalid: {e}")))?;
         // A limit this host cannot apply is refused now, not dropped at the start.
         if let Some(r) = spec.linux().as_ref().and_then(|l| l.resources().as_ref()) {
-            self.cgroups.check(r).map_err(invalid)?;
+            self.cgroups.check(r).map_err(|e| invalid(e.to_string()))?;
         }
         spec.save(dir.join("config.json"))
             .map_err(|e| internal(format!("cannot write config.json: {e}")))?;
@@ -2325,9 +2326,8 @@ impl Containers {
             .map_err(|e| internal(format!("cannot read the container's spec: {e}")))?;
         let process = spec.process().clone().unwrap_or_default();
         let (uid, gid, additional_gids) = match &req.user {
-            Some(u) => {
-                pier_runtime::rootfs::resolve_user(&dir.join("rootfs"), u).map_err(invalid)?
-            }
+            Some(u) => pier_runtime::rootfs::resolve_user(&dir.join("rootfs"), u)
+                .map_err(|e| invalid(e.to_string()))?,
             None => (
                 process.user().uid(),
                 process.user().gid(),

@@ -850,7 +850,8 @@ pub fn finish(
                     fail(Step::Seccomp, "seccomp profile").with_detail(e.to_string())
                 })?;
                 compiled = crate::seccomp::compile(&json).map_err(|e| {
-                    fail(Step::Seccomp, "seccomp profile").with_detail(e.to_string())
+                    StartError::new(e.kind(), Step::Seccomp, "seccomp profile")
+                        .with_detail(e.to_string())
                 })?;
                 &compiled
             }
