@@ -1046,3 +1046,25 @@ fn supervise(
         error: None,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_bundle_that_cannot_be_read_is_reported_as_such() {
+        let d = tempfile::tempdir().unwrap();
+        let Err(e) = start(d.path()) else {
+            panic!("an empty directory started a container");
+        };
+        assert_eq!(
+            (e.code, e.kind, e.step),
+            (125, ErrorKind::Host, Step::Bundle),
+            "{e}"
+        );
+        assert!(e.to_string().starts_with("cannot read config.json"), "{e}");
+        // As the daemon reads it from the monitor's answer.
+        let line = Answer::Failed(e.clone()).to_line();
+        assert_eq!(Answer::parse(&line), Answer::Failed(e));
+    }
+}
