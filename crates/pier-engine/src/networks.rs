@@ -43,8 +43,19 @@ use crate::DEFAULT_ROOT;
 /// The default network's name, as Docker's.
 pub const DEFAULT_NETWORK: &str = "bridge";
 
+/// A pier-net error as the engine answers it: its kind decides the status (a host failure
+/// is a 500), its message carries the chain of causes.
 fn net_err(e: pier_net::Error) -> EngineError {
-    internal(e.to_string())
+    use pier_net::ErrorKind as Net;
+    let kind = match e.kind() {
+        Net::Invalid => ErrorKind::InvalidInput,
+        Net::NotFound => ErrorKind::NotFound,
+        Net::Conflict => ErrorKind::Conflict,
+        Net::Busy => ErrorKind::Unavailable,
+        Net::NoSpace => ErrorKind::InsufficientStorage,
+        Net::Host => ErrorKind::Internal,
+    };
+    EngineError::new(kind, e.chain())
 }
 
 fn not_found(what: &str) -> EngineError {

@@ -27,8 +27,19 @@ use crate::containers::{conflict, internal, invalid, valid_name};
 use crate::error::{EngineError, EngineResult};
 use crate::projects::{Projects, Quota};
 
-fn st(e: pier_storage::Error) -> EngineError {
-    internal(e.to_string())
+/// A pier-storage error as the engine answers it: its kind decides the status (a full disk
+/// is a 507, a host failure a 500), its message carries the chain of causes.
+pub(crate) fn st(e: pier_storage::Error) -> EngineError {
+    use pier_storage::ErrorKind as Storage;
+    let kind = match e.kind() {
+        Storage::Invalid => ErrorKind::InvalidInput,
+        Storage::NotFound => ErrorKind::NotFound,
+        Storage::Conflict => ErrorKind::Conflict,
+        Storage::Busy => ErrorKind::Unavailable,
+        Storage::NoSpace => ErrorKind::InsufficientStorage,
+        Storage::Host => ErrorKind::Internal,
+    };
+    EngineError::new(kind, e.chain())
 }
 
 fn not_found(name: &str) -> EngineError {
@@ -721,7 +732,7 @@ impl Volumes {
             let img = self.vdir(&v.project, &v.name).join("disk.img");
             if img.exists() && !ext4::is_mounted(&data) {
                 if let Err(e) = ext4::mount(&img, &data) {
-                    tracing::warn!(volume = %v.name, error = %e, "cannot mount a volume");
+                    tracing::warn!(volume = %v.name, error = %e.chain(), "cannot mount a volume");
                 }
             }
             if let Ok(rd) = fs::read_dir(self.snapshots_dir(&v.project, &v.name)) {
