@@ -11,6 +11,7 @@ use pier_api::containers::{
 };
 use pier_api::time::{human_ago, now_unix, parse_rfc3339};
 use pier_api::volumes::{MountKind, MountSpec};
+use pier_api::{ByteSize, Ipv4Address, MacAddress, MountFlag, PortSpec, VolumeFlag};
 use pier_client::{encode_segment, Client, ClientError};
 
 use crate::output::{print, table, Format};
@@ -173,15 +174,21 @@ pub struct RunArgs {
     create: CreateArgs,
 }
 
-/// Parses `64m`, `1g`, `512k`, `100` (bytes), as Docker does.
+/// Parses `64m`, `1g`, `512k`, `100` (bytes), as Docker does; `-1` (unlimited) passes
+/// for the limits that take it.
 pub fn parse_size(s: &str) -> Result<i64, CliError> {
     let s = s.trim();
     if s == "-1" {
         return Ok(-1);
     }
-    pier_api::volumes::parse_bytes(s)
-        .map(|n| n as i64)
-        .map_err(fail)
+    let n = s.parse::<ByteSize>().map_err(|e| fail(e.to_string()))?;
+    i64::try_from(n.bytes()).map_err(|_| fail(format!("invalid size {s:?}: it is too large")))
+}
+
+/// A flag the engine checked before the CLI did (`-p`, `--ip`, `--mac-address`): refused
+/// with the engine's exit code, 125, as Docker's CLI refuses it.
+fn refused(message: String) -> CliError {
+    CliError { code: 125, message }
 }
 
 fn parse_ulimit(s: &str) -> Result<Ulimit, CliError> {
@@ -236,50 +243,17 @@ fn parse_volume_flag(v: &str) -> Result<MountSpec, CliError> {
         }
         _ => v.to_string(),
     };
-    pier_api::volumes::parse_volume_spec(&spec).map_err(fail)
+    spec.parse::<VolumeFlag>()
+        .map(VolumeFlag::into_spec)
+        .map_err(|e| fail(e.to_string()))
 }
 
-/// `--mount type=...,source=...,target=...,...`.
+/// `--mount type=...,source=...,target=...,...`; a bind source is made absolute here.
 fn parse_mount_flag(v: &str) -> Result<MountSpec, CliError> {
-    let mut m = MountSpec::default();
-    let mut kind = None;
-    for kv in v.split(',') {
-        let (k, val) = kv.split_once('=').unwrap_or((kv, ""));
-        match k {
-            "type" => {
-                kind = Some(match val {
-                    "bind" => MountKind::Bind,
-                    "volume" => MountKind::Volume,
-                    "tmpfs" => MountKind::Tmpfs,
-                    _ => {
-                        return Err(fail(format!(
-                            "--mount type {val:?}: use bind, volume or tmpfs"
-                        )))
-                    }
-                })
-            }
-            "source" | "src" => m.source = Some(val.to_string()),
-            "target" | "destination" | "dst" => m.target = val.to_string(),
-            "readonly" | "ro" => m.read_only = val.is_empty() || val == "true" || val == "1",
-            "bind-propagation" => {
-                m.options.insert("propagation".into(), val.into());
-            }
-            "volume-nocopy" => {
-                m.options.insert("nocopy".into(), "true".into());
-            }
-            "tmpfs-size" => {
-                m.options.insert("size".into(), val.into());
-            }
-            "tmpfs-mode" => {
-                m.options.insert("mode".into(), val.into());
-            }
-            _ => return Err(fail(format!("unknown --mount key {k:?} in {v:?}"))),
-        }
-    }
-    m.kind = kind.unwrap_or(MountKind::Volume);
-    if m.target.is_empty() {
-        return Err(fail(format!("--mount {v:?} needs target=/path")));
-    }
+    let mut m = v
+        .parse::<MountFlag>()
+        .map_err(|e| fail(e.to_string()))?
+        .into_spec();
     if m.kind == MountKind::Bind {
         if let Some(s) = &m.source {
             let abs = std::path::absolute(s).map_err(|e| fail(format!("--mount {v:?}: {e}")))?;
@@ -389,10 +363,25 @@ fn create_request(a: CreateArgs, auto_remove: bool) -> Result<ContainerCreate, C
         user: a.user,
         hostname: a.hostname,
         network: a.network,
-        ip: a.ip,
-        mac_address: a.mac_address,
+        ip: a
+            .ip
+            .as_deref()
+            .map(|i| i.parse::<Ipv4Address>())
+            .transpose()
+            .map_err(|e| refused(format!("--ip {e}")))?,
+        mac_address: a
+            .mac_address
+            .as_deref()
+            .map(|m| m.parse::<MacAddress>())
+            .transpose()
+            .map_err(|e| refused(format!("--mac-address {e}")))?,
         network_aliases: a.network_alias,
-        publish: a.publish,
+        publish: a
+            .publish
+            .iter()
+            .map(|p| p.parse::<PortSpec>())
+            .collect::<Result<_, _>>()
+            .map_err(|e| refused(e.to_string()))?,
         publish_all: a.publish_all,
         dns: a.dns,
         dns_search: a.dns_search,

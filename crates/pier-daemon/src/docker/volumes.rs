@@ -17,7 +17,7 @@ use axum::routing::{get, post};
 use axum::Router;
 use pier_api::containers::{ContainerCreate, ContainerInspect};
 use pier_api::volumes::{MountKind, MountSpec, VolumeCreate, VolumeInspect};
-use pier_api::ErrorKind;
+use pier_api::{ErrorKind, VolumeFlag};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -42,7 +42,9 @@ fn bad(m: impl Into<String>) -> DockerError {
 
 /// `-v SRC:DST[:OPTS]` (a path is a bind, a name a volume) or `-v DST` (anonymous).
 fn from_bind(b: &str) -> DResult<MountSpec> {
-    pier_api::volumes::parse_volume_spec(b).map_err(bad)
+    b.parse::<VolumeFlag>()
+        .map(VolumeFlag::into_spec)
+        .map_err(|e| bad(e.to_string()))
 }
 
 #[derive(Debug, Default, Deserialize)]
