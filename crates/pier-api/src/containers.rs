@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
+use crate::ids::ContainerId;
 use crate::names::{Digest, ProjectName};
 use crate::net::{Ipv4Address, MacAddress};
 use crate::ports::PortSpec;
@@ -431,7 +432,8 @@ pub struct WaitResponse {
 /// Answer of `POST /v1/containers`.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct Created {
-    pub id: String,
+    #[schema(value_type = String)]
+    pub id: ContainerId,
     pub name: String,
 }
 

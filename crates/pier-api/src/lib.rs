@@ -3,7 +3,7 @@
 //!
 //! Nothing in here touches the host. Types that come from users (`ImageRef`, `Digest`,
 //! `ProjectName`, `Ipv4Net`, `Ipv4Address`, `MacAddress`, `ByteSize`, `PortSpec`,
-//! `VolumeFlag`, `MountFlag`) reject bad input when parsed or deserialized, with a
+//! `VolumeFlag`, `MountFlag`, `TmpfsFlag`) reject bad input when parsed or deserialized, with a
 //! message that shows a good value, so nothing unvalidated travels further in.
 
 /// Describes a validated string newtype as a plain string in the OpenAPI document.
@@ -25,6 +25,7 @@ macro_rules! string_schema {
 pub mod build;
 pub mod containers;
 pub mod error;
+pub mod ids;
 pub mod limits;
 pub mod mounts;
 pub mod names;
@@ -39,7 +40,8 @@ pub mod types;
 pub mod volumes;
 
 pub use error::{ErrorBody, ErrorKind};
-pub use mounts::{MountFlag, VolumeFlag};
+pub use ids::{ContainerId, NetworkId};
+pub use mounts::{MountFlag, TmpfsFlag, VolumeFlag};
 pub use names::{Digest, ProjectName};
 pub use net::{Ipv4Address, Ipv4Net, MacAddress};
 pub use ports::PortSpec;

@@ -1,6 +1,7 @@
 //! Mount flags as users write them, parsed once into [`MountSpec`]s: `-v SRC:DST[:OPTS]`
-//! ([`VolumeFlag`], also Docker's `HostConfig.Binds`) and
-//! `--mount type=...,source=...,target=...,readonly` ([`MountFlag`]). Each keeps the text
+//! ([`VolumeFlag`], also Docker's `HostConfig.Binds`),
+//! `--mount type=...,source=...,target=...,readonly` ([`MountFlag`]) and
+//! `--tmpfs DST[:OPTS]` ([`TmpfsFlag`], also Docker's `HostConfig.Tmpfs`). Each keeps the text
 //! as given beside the spec it means, and travels as that text.
 //!
 //! Relative host paths are left as given: only the client knows what they are relative
@@ -11,6 +12,7 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
+use crate::size::ByteSize;
 use crate::volumes::{MountKind, MountSpec};
 
 /// Why a mount flag was refused; the message names the flag and a good form.
@@ -166,6 +168,80 @@ impl FromStr for MountFlag {
     }
 }
 
+/// A checked `--tmpfs DST[:OPTS]` flag (Docker's `HostConfig.Tmpfs` carries the same as
+/// `DST` -> `OPTS`). Options: `size=` (a [`ByteSize`]), `mode=` (octal), `ro`, and the
+/// mount flags tmpfs mounts get anyway (`rw`, `nosuid`, `nodev`, `noexec`, `exec`,
+/// `suid`, `dev`); `uid`, `gid`, `nr_inodes` and `nr_blocks` are refused as not
+/// supported yet.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct TmpfsFlag {
+    text: String,
+    spec: MountSpec,
+}
+
+impl TmpfsFlag {
+    /// Parses a target and its options, as Docker's `HostConfig.Tmpfs` gives them.
+    pub fn from_parts(target: &str, opts: &str) -> Result<Self, MountFlagError> {
+        let mut m = MountSpec {
+            kind: MountKind::Tmpfs,
+            target: target.to_string(),
+            ..Default::default()
+        };
+        for o in opts.split(',').filter(|o| !o.is_empty()) {
+            match o.split_once('=') {
+                Some(("size", s)) => {
+                    s.parse::<ByteSize>()
+                        .map_err(|e| MountFlagError(format!("tmpfs size: {e}")))?;
+                    m.options.insert("size".into(), s.into());
+                }
+                Some(("mode", s)) => {
+                    u32::from_str_radix(s, 8).map_err(|_| {
+                        MountFlagError(format!("tmpfs mode {s:?} must be octal, e.g. 1777"))
+                    })?;
+                    m.options.insert("mode".into(), s.into());
+                }
+                Some(("uid" | "gid" | "nr_inodes" | "nr_blocks", _)) => {
+                    return Err(MountFlagError(format!(
+                        "tmpfs option {o:?} is not supported by pier yet"
+                    )))
+                }
+                _ if o == "ro" => m.read_only = true,
+                _ if matches!(
+                    o,
+                    "rw" | "nosuid" | "nodev" | "noexec" | "exec" | "suid" | "dev"
+                ) => {}
+                _ => {
+                    return Err(MountFlagError(format!(
+                        "invalid tmpfs option {o:?} for {target}: use size=, mode=, ro, rw, nosuid, nodev, noexec, exec, suid or dev"
+                    )))
+                }
+            }
+        }
+        let text = if opts.is_empty() {
+            target.to_string()
+        } else {
+            format!("{target}:{opts}")
+        };
+        Ok(TmpfsFlag { text, spec: m })
+    }
+
+    pub fn spec(&self) -> &MountSpec {
+        &self.spec
+    }
+    pub fn into_spec(self) -> MountSpec {
+        self.spec
+    }
+}
+
+impl FromStr for TmpfsFlag {
+    type Err = MountFlagError;
+    fn from_str(v: &str) -> Result<Self, MountFlagError> {
+        let (target, opts) = v.split_once(':').unwrap_or((v, ""));
+        TmpfsFlag::from_parts(target, opts)
+    }
+}
+
 macro_rules! text_serde {
     ($ty:ty, $desc:expr) => {
         impl TryFrom<String> for $ty {
@@ -193,6 +269,7 @@ text_serde!(
     VolumeFlag,
     "A -v flag: NAME:/path[:opts], /host/path:/path[:opts] or /path."
 );
+text_serde!(TmpfsFlag, "A --tmpfs flag: /path[:size=64m,mode=1777,ro].");
 text_serde!(
     MountFlag,
     "A --mount flag: type=bind|volume|tmpfs,source=...,target=...[,readonly]."
@@ -303,6 +380,42 @@ mod tests {
             let e = bad.parse::<MountFlag>().unwrap_err().to_string();
             assert!(e.starts_with(msg), "{bad}: {e}");
         }
+    }
+
+    #[test]
+    fn tmpfs_flags() {
+        let t: TmpfsFlag = "/run:rw,noexec,size=64m,mode=1770,ro".parse().unwrap();
+        assert_eq!(
+            t.spec(),
+            &MountSpec {
+                kind: MountKind::Tmpfs,
+                target: "/run".into(),
+                read_only: true,
+                options: opts(&[("mode", "1770"), ("size", "64m")]),
+                ..Default::default()
+            }
+        );
+        assert_eq!(t.to_string(), "/run:rw,noexec,size=64m,mode=1770,ro");
+        let plain: TmpfsFlag = "/cache".parse().unwrap();
+        assert_eq!(plain.spec().options, BTreeMap::new());
+        assert_eq!(TmpfsFlag::from_parts("/cache", "").unwrap(), plain);
+        for (bad, msg) in [
+            ("/t:size=lots", "tmpfs size: invalid size \"lots\""),
+            ("/t:mode=999", "tmpfs mode \"999\" must be octal, e.g. 1777"),
+            (
+                "/t:uid=5",
+                "tmpfs option \"uid=5\" is not supported by pier yet",
+            ),
+            (
+                "/t:sync",
+                "invalid tmpfs option \"sync\" for /t: use size=, mode=, ro",
+            ),
+        ] {
+            let e = bad.parse::<TmpfsFlag>().unwrap_err().to_string();
+            assert!(e.starts_with(msg), "{bad}: {e}");
+        }
+        let json = serde_json::to_string(&t).unwrap();
+        assert_eq!(serde_json::from_str::<TmpfsFlag>(&json).unwrap(), t);
     }
 
     #[test]

@@ -28,7 +28,7 @@ use pier_api::containers::{
     Event, RestartPolicy, WaitResponse,
 };
 use pier_api::time::{format_rfc3339_nanos, human_ago, now_rfc3339, now_unix, parse_rfc3339};
-use pier_api::{ByteSize, ErrorKind, ProjectName};
+use pier_api::{ByteSize, ContainerId, ErrorKind, ProjectName};
 use pier_image::ImageStore;
 use pier_runtime::cgroups::Cgroup;
 use pier_runtime::spec::{self, NetMode, Rlimit, SpecInput};
@@ -881,7 +881,7 @@ impl Containers {
         self.emit(&c, "create", &[]);
         tracing::debug!(container = %c.id, files_us = t_files.as_micros() as u64, total_us = t0.elapsed().as_micros() as u64, "created");
         Ok(Created {
-            id: c.id,
+            id: ContainerId::try_from(c.id).map_err(|e| internal(e.to_string()))?,
             name: c.name,
         })
     }

@@ -57,7 +57,7 @@ async fn create(state: DState, p: Params, body: Bytes) -> DResult<Response> {
     let created = blocking(move || Ok(d2.engine.containers.create(&project(), req)?)).await?;
     for (net, ip, aliases) in extra_networks {
         let r = NetworkConnect {
-            container: created.id.clone(),
+            container: created.id.to_string(),
             ip,
             aliases,
         };
