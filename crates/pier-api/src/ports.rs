@@ -101,11 +101,13 @@ impl PortSpec {
             container_port,
         };
         match self.host {
-            // Ranges of one length map port to port.
-            Some((h1, h2)) if !(c1 == c2 && h1 != h2) => (0..=(c2 - c1))
+            // A container range maps port to port onto a host range of its length
+            // (checked when parsed).
+            Some((h1, _)) if c1 != c2 => (0..=(c2 - c1))
                 .map(|i| req((h1 + i, h1 + i), c1 + i))
                 .collect(),
-            // Any free port, or the first free one of a host range.
+            // One container port takes the host port, or the first free one of a host
+            // range; without a host port every container port takes any free one.
             host => (c1..=c2).map(|c| req(host.unwrap_or((0, 0)), c)).collect(),
         }
     }
