@@ -28,7 +28,7 @@ use pier_api::containers::{
     Event, RestartPolicy, WaitResponse,
 };
 use pier_api::time::{format_rfc3339_nanos, human_ago, now_rfc3339, now_unix, parse_rfc3339};
-use pier_api::{ErrorKind, ProjectName};
+use pier_api::{ByteSize, ContainerId, ErrorKind, ProjectName};
 use pier_image::ImageStore;
 use pier_runtime::cgroups::Cgroup;
 use pier_runtime::error::{Answer, ErrorKind as StartKind};
@@ -259,7 +259,7 @@ fn plan_mounts(req: &ContainerCreate, img: &serde_json::Value) -> EngineResult<V
                     return Err(invalid(format!("the tmpfs mount on {t} takes no source")));
                 }
                 if let Some(sz) = m.options.get("size") {
-                    pier_api::volumes::parse_bytes(sz)
+                    sz.parse::<ByteSize>()
                         .map_err(|e| invalid(format!("tmpfs size: {e}")))?;
                 }
                 if let Some(mode) = m.options.get("mode") {
@@ -704,7 +704,8 @@ impl Containers {
         let mut mounts = plan_mounts(&req, &img)?;
         let layer_limit = match req.storage_opts.get("size") {
             Some(v) => Some(
-                pier_api::volumes::parse_bytes(v)
+                v.parse::<ByteSize>()
+                    .map(ByteSize::bytes)
                     .map_err(|e| invalid(format!("--storage-opt size: {e}")))
                     .and_then(|n| {
                         if n < (4 << 20) {
@@ -888,7 +889,7 @@ impl Containers {
         self.emit(&c, "create", &[]);
         tracing::debug!(container = %c.id, files_us = t_files.as_micros() as u64, total_us = t0.elapsed().as_micros() as u64, "created");
         Ok(Created {
-            id: c.id,
+            id: ContainerId::try_from(c.id).map_err(|e| internal(e.to_string()))?,
             name: c.name,
         })
     }
@@ -1177,7 +1178,7 @@ impl Containers {
                 MountKind::Tmpfs => {
                     options.extend(["nosuid".to_string(), "nodev".to_string()]);
                     if let Some(sz) = m.options.get("size") {
-                        let n = pier_api::volumes::parse_bytes(sz).map_err(invalid)?;
+                        let n = sz.parse::<ByteSize>().map_err(|e| invalid(e.to_string()))?;
                         options.push(format!("size={n}"));
                     }
                     options.push(format!(
@@ -1420,7 +1421,7 @@ impl Containers {
         let first_ip = attached
             .endpoints
             .get(c.config.network.as_deref().unwrap_or(DEFAULT_NETWORK))
-            .and_then(|e| e.ip_address.clone());
+            .and_then(|e| e.ip_address.map(|ip| ip.to_string()));
         for (name, ep) in attached.endpoints {
             c.networks.insert(name, ep);
         }
@@ -2057,7 +2058,7 @@ impl Containers {
         }
         let mut ep = self
             .networks
-            .endpoint_request(&n, req.ip.as_deref(), None, &req.aliases)?;
+            .endpoint_request(&n, req.ip, None, &req.aliases)?;
         if matches!(
             c.state.status,
             ContainerStatus::Running | ContainerStatus::Paused

@@ -18,7 +18,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use pier_api::time::now_rfc3339;
-use pier_api::volumes::{parse_bytes, VolumeCreate, VolumeInspect, VolumeUsage};
+use pier_api::volumes::{VolumeCreate, VolumeInspect, VolumeUsage};
+use pier_api::ByteSize;
 use pier_api::{ErrorKind, ProjectName};
 use pier_storage::{ext4, tree};
 use pier_store::{Batch, Store, StoreExt, Table};
@@ -262,7 +263,10 @@ impl Volumes {
                     };
                 }
                 "size" => {
-                    let n = parse_bytes(v).map_err(|e| invalid(format!("--opt size: {e}")))?;
+                    let n = v
+                        .parse::<ByteSize>()
+                        .map_err(|e| invalid(format!("--opt size: {e}")))?
+                        .bytes();
                     if n < (1 << 20) {
                         return Err(invalid(format!(
                             "--opt size={v} is too small: give at least 1m"
