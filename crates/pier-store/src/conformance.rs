@@ -334,8 +334,8 @@ fn atomic_across_tables(store: &dyn Store, _: &ManualClock) {
     assert_eq!(value(store, Table::Containers, "p/c"), None);
     assert_eq!(value(store, Table::Tags, "p/guard").as_deref(), Some("g"));
 
-    // An op that fails after others applied (a put on a lease that does not exist)
-    // leaves nothing either.
+    // An op that cannot apply (a put on a lease that does not exist), listed after
+    // others, fails the whole transaction.
     let mut bad = ops();
     bad.push(Op::PutLeased {
         table: Table::Volumes,

@@ -562,8 +562,8 @@ mod tests {
         assert_eq!(store.get(Table::Meta, SCHEMA_KEY).unwrap(), None);
         let err = store
             .commit(vec![
-                put(Table::Meta, SCHEMA_KEY, "1"),
                 put(Table::Meta, "x", "1"),
+                put(Table::Meta, SCHEMA_KEY, "1"),
             ])
             .unwrap_err();
         assert!(matches!(err, StoreError::Reserved { .. }), "{err:?}");
