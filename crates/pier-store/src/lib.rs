@@ -16,9 +16,12 @@
 //!   compare holds, all ops apply atomically at one new revision; if one fails, nothing is
 //!   written and the call fails with [`StoreError::Conflict`] naming the key (etcd answers
 //!   `succeeded: false` and runs an else branch; Pier has no else branch). A compare is
-//!   "absent" (create-if-absent), "present", or "mod revision == N". This is how uniqueness
-//!   (names, addresses, ports, quotas) is kept: a create puts an index key under an
-//!   "absent" compare, so two racing creates cannot both win, in one process or many.
+//!   "absent" (create-if-absent), "present", or "mod revision == N". Ops apply in order and
+//!   may name a key twice (etcd refuses that). This is how uniqueness (names, addresses,
+//!   ports, quotas) is kept: a create puts an index key under an "absent" compare, so two
+//!   racing creates cannot both win, in one process or many. [`Batch::require`] adds
+//!   compares to a batch; [`Store::commit`] and [`Batch::commit`] are the unconditional
+//!   forms callers used before revisions existed.
 //! - **Watch.** [`Store::watch`] streams the puts and deletes under a prefix of one table,
 //!   in revision order, from a given revision: a watcher that read at revision R and
 //!   watches from R + 1 misses nothing. Each backend keeps the last [`HISTORY_EVENTS`]
