@@ -149,6 +149,8 @@ impl Hub {
 
     /// Sends one transaction's events to the watchers and keeps them in the history.
     pub(crate) fn publish(&mut self, events: Vec<Event>) {
+        // Forget dropped watchers even if nothing they watch changes.
+        self.sinks.retain(|s| !s.tx.is_closed());
         for e in &events {
             self.sinks.retain(|s| !s.wants(e) || s.send(e));
         }
