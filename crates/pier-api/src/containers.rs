@@ -5,7 +5,10 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
+use crate::ids::ContainerId;
 use crate::names::{Digest, ProjectName};
+use crate::net::{Ipv4Address, MacAddress};
+use crate::ports::PortSpec;
 
 /// A resource limit (`--ulimit nofile=1024:2048`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
@@ -121,13 +124,16 @@ pub struct ContainerCreate {
     /// `container:NAME` to share another container's network namespace.
     pub network: Option<String>,
     /// `--ip`: a static address on the first network.
-    pub ip: Option<String>,
+    #[schema(value_type = Option<String>)]
+    pub ip: Option<Ipv4Address>,
     /// `--mac-address` on the first network.
-    pub mac_address: Option<String>,
+    #[schema(value_type = Option<String>)]
+    pub mac_address: Option<MacAddress>,
     /// `--network-alias`: more names on the first network (user networks only).
     pub network_aliases: Vec<String>,
     /// `-p [hostip:][hostport:]containerport[/tcp|udp]`, port ranges allowed.
-    pub publish: Vec<String>,
+    #[schema(value_type = Vec<String>)]
+    pub publish: Vec<PortSpec>,
     /// `-P`: publish every port the image exposes on a free host port.
     pub publish_all: bool,
     /// `--dns`: name servers written to the container's /etc/resolv.conf.
@@ -426,7 +432,8 @@ pub struct WaitResponse {
 /// Answer of `POST /v1/containers`.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct Created {
-    pub id: String,
+    #[schema(value_type = String)]
+    pub id: ContainerId,
     pub name: String,
 }
 

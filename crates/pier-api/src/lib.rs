@@ -2,8 +2,9 @@
 //! validated names and references as newtypes, and the one error shape served over HTTP.
 //!
 //! Nothing in here touches the host. Types that come from users (`ImageRef`, `Digest`,
-//! `ProjectName`) reject bad input when parsed or deserialized, so nothing unvalidated
-//! travels further in.
+//! `ProjectName`, `Ipv4Net`, `Ipv4Address`, `MacAddress`, `ByteSize`, `PortSpec`,
+//! `VolumeFlag`, `MountFlag`, `TmpfsFlag`) reject bad input when parsed or deserialized, with a
+//! message that shows a good value, so nothing unvalidated travels further in.
 
 /// Describes a validated string newtype as a plain string in the OpenAPI document.
 #[macro_export]
@@ -24,18 +25,28 @@ macro_rules! string_schema {
 pub mod build;
 pub mod containers;
 pub mod error;
+pub mod ids;
 pub mod limits;
+pub mod mounts;
 pub mod names;
+pub mod net;
 pub mod networks;
+pub mod ports;
 pub mod reference;
 pub mod registry;
+pub mod size;
 pub mod time;
 pub mod types;
 pub mod volumes;
 
 pub use error::{ErrorBody, ErrorKind};
+pub use ids::{ContainerId, NetworkId};
+pub use mounts::{MountFlag, TmpfsFlag, VolumeFlag};
 pub use names::{Digest, ProjectName};
+pub use net::{Ipv4Address, Ipv4Net, MacAddress};
+pub use ports::PortSpec;
 pub use reference::ImageRef;
+pub use size::ByteSize;
 
 /// The project every resource belongs to until tenants arrive.
 pub const DEFAULT_PROJECT: &str = "default";

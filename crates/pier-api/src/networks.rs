@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::names::ProjectName;
+use crate::net::{Ipv4Address, Ipv4Net, MacAddress};
 
 /// Body of `POST /v1/networks` (`pier network create`).
 #[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
@@ -16,11 +17,14 @@ pub struct NetworkCreate {
     /// `bridge` (the only driver so far; the default).
     pub driver: Option<String>,
     /// IPv4 CIDR; picked from a free private range when absent.
-    pub subnet: Option<String>,
+    #[schema(value_type = Option<String>)]
+    pub subnet: Option<Ipv4Net>,
     /// The bridge's address; the subnet's first host when absent.
-    pub gateway: Option<String>,
+    #[schema(value_type = Option<String>)]
+    pub gateway: Option<Ipv4Address>,
     /// CIDR inside the subnet that addresses are allocated from.
-    pub ip_range: Option<String>,
+    #[schema(value_type = Option<String>)]
+    pub ip_range: Option<Ipv4Net>,
     /// No traffic leaves or enters the network.
     pub internal: bool,
     /// `mtu=N`; `mode=routed` (or Docker's `com.docker.network.bridge.gateway_mode_ipv4=routed`)
@@ -48,9 +52,12 @@ pub struct NetworkInspect {
     pub project: ProjectName,
     pub driver: String,
     pub created: String,
-    pub subnet: String,
-    pub gateway: String,
-    pub ip_range: Option<String>,
+    #[schema(value_type = String)]
+    pub subnet: Ipv4Net,
+    #[schema(value_type = String)]
+    pub gateway: Ipv4Address,
+    #[schema(value_type = Option<String>)]
+    pub ip_range: Option<Ipv4Net>,
     pub internal: bool,
     pub mode: NetworkMode,
     pub mtu: u32,
@@ -73,14 +80,19 @@ pub struct Endpoint {
     /// `--network-alias`: more names it answers to on this network.
     pub aliases: Vec<String>,
     /// `--ip`: the address asked for; allocated when absent.
-    pub static_ip: Option<String>,
+    #[schema(value_type = Option<String>)]
+    pub static_ip: Option<Ipv4Address>,
     /// `--mac-address`.
-    pub static_mac: Option<String>,
+    #[schema(value_type = Option<String>)]
+    pub static_mac: Option<MacAddress>,
     /// While the container runs: its address, prefix length, gateway, MAC and interface.
-    pub ip_address: Option<String>,
+    #[schema(value_type = Option<String>)]
+    pub ip_address: Option<Ipv4Address>,
     pub prefix_len: Option<u8>,
-    pub gateway: Option<String>,
-    pub mac_address: Option<String>,
+    #[schema(value_type = Option<String>)]
+    pub gateway: Option<Ipv4Address>,
+    #[schema(value_type = Option<String>)]
+    pub mac_address: Option<MacAddress>,
     pub interface: Option<String>,
 }
 
@@ -100,7 +112,8 @@ pub struct PortBinding {
 #[serde(deny_unknown_fields, default)]
 pub struct NetworkConnect {
     pub container: String,
-    pub ip: Option<String>,
+    #[schema(value_type = Option<String>)]
+    pub ip: Option<Ipv4Address>,
     pub aliases: Vec<String>,
 }
 

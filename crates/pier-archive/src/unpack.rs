@@ -210,36 +210,8 @@ pub fn unpack_tree(
         let rel = clean_path(&raw)?;
         let name = shown(&raw);
 
-        // Whiteouts.
-        if let Some(file) = rel
-            .file_name()
-            .map(|f| f.as_bytes())
-            .filter(|_| opts.whiteouts)
-        {
-            if let Some(hidden) = file.strip_prefix(WHITEOUT_PREFIX.as_bytes()) {
-                let parent_abs = ensure_parents(dest, &rel, &name)?;
-                if file == OPAQUE_MARKER.as_bytes() {
-                    rustix::fs::lsetxattr(
-                        &parent_abs,
-                        "trusted.overlay.opaque",
-                        b"y",
-                        rustix::fs::XattrFlags::empty(),
-                    )
-                    .map_err(|e| UnpackError::io(&parent_abs)(e.into()))?;
-                } else {
-                    let target = parent_abs.join(OsStr::from_bytes(hidden));
-                    remove_existing(&target)?;
-                    rustix::fs::mknodat(
-                        CWD,
-                        &target,
-                        FileType::CharacterDevice,
-                        Mode::empty(),
-                        rustix::fs::makedev(0, 0),
-                    )
-                    .map_err(|e| UnpackError::io(&target)(e.into()))?;
-                }
-                continue;
-            }
+        if opts.whiteouts && apply_whiteout(dest, &rel, &name)? {
+            continue;
         }
 
         if rel.as_os_str().is_empty() {
@@ -269,52 +241,8 @@ pub fn unpack_tree(
             }
             EntryType::Regular | EntryType::Continuous => {
                 let size = entry.size();
-                if size > limits.max_entry_size {
-                    return Err(UnpackError::EntryTooLarge {
-                        entry: name,
-                        size,
-                        limit: limits.max_entry_size,
-                    });
-                }
-                if stats.file_bytes + size > limits.max_total_size {
-                    return Err(UnpackError::TotalTooLarge {
-                        limit: limits.max_total_size,
-                    });
-                }
-                let available = free_bytes(dest);
-                if size > available {
-                    return Err(UnpackError::DiskFull {
-                        entry: name,
-                        needed: size,
-                        available,
-                    });
-                }
-                remove_existing(&path)?;
-                let mut file = OpenOptions::new()
-                    .write(true)
-                    .create_new(true)
-                    .mode(0o600)
-                    .custom_flags(libc_o_nofollow())
-                    .open(&path)
-                    .map_err(UnpackError::io(&path))?;
-                let copied = io::copy(&mut entry, &mut file).map_err(|e| {
-                    if crate::is_disk_full(&e) {
-                        UnpackError::DiskFull {
-                            entry: name.clone(),
-                            needed: size,
-                            available: free_bytes(dest),
-                        }
-                    } else {
-                        UnpackError::Corrupt(e)
-                    }
-                })?;
-                if copied != size {
-                    return Err(UnpackError::Corrupt(io::Error::new(
-                        io::ErrorKind::UnexpectedEof,
-                        format!("entry {name:?} is truncated"),
-                    )));
-                }
-                stats.file_bytes += size;
+                stats.file_bytes +=
+                    write_file(&mut entry, size, &path, &name, dest, limits, &stats)?;
             }
             EntryType::Symlink => {
                 let target = entry
@@ -335,38 +263,11 @@ pub fn unpack_tree(
                     .map_err(UnpackError::io(&path))?;
             }
             EntryType::Link => {
-                let target_raw = entry
+                let target = entry
                     .link_name_bytes()
                     .map(|t| t.into_owned())
                     .unwrap_or_default();
-                let target_rel =
-                    clean_path(&target_raw).map_err(|_| UnpackError::HardlinkEscape {
-                        entry: name.clone(),
-                        target: shown(&target_raw),
-                    })?;
-                let target_parent = ensure_existing_parents(dest, &target_rel, &name)?;
-                let target = match target_rel.file_name() {
-                    Some(f) => target_parent.join(f),
-                    None => {
-                        return Err(UnpackError::HardlinkMissing {
-                            entry: name,
-                            target: shown(&target_raw),
-                        })
-                    }
-                };
-                match fs::symlink_metadata(&target) {
-                    Ok(m) if !m.is_dir() => {}
-                    _ => {
-                        return Err(UnpackError::HardlinkMissing {
-                            entry: name,
-                            target: shown(&target_raw),
-                        })
-                    }
-                }
-                if target != path {
-                    remove_existing(&path)?;
-                    fs::hard_link(&target, &path).map_err(UnpackError::io(&path))?;
-                }
+                hard_link(dest, &path, &target, name)?;
                 continue; // a hard link shares the target's metadata
             }
             EntryType::Fifo => {
@@ -393,6 +294,122 @@ pub fn unpack_tree(
         apply_metadata(path, header, false, root_uid)?;
     }
     Ok(stats)
+}
+
+/// Applies a whiteout entry (`.wh.NAME` removes NAME below; `.wh..wh..opq` makes its
+/// directory opaque) as overlayfs has them. Returns false when `rel` is no whiteout.
+fn apply_whiteout(dest: &Path, rel: &Path, name: &str) -> Result<bool, UnpackError> {
+    let Some(file) = rel.file_name().map(|f| f.as_bytes()) else {
+        return Ok(false);
+    };
+    let Some(hidden) = file.strip_prefix(WHITEOUT_PREFIX.as_bytes()) else {
+        return Ok(false);
+    };
+    let parent_abs = ensure_parents(dest, rel, name)?;
+    if file == OPAQUE_MARKER.as_bytes() {
+        rustix::fs::lsetxattr(
+            &parent_abs,
+            "trusted.overlay.opaque",
+            b"y",
+            rustix::fs::XattrFlags::empty(),
+        )
+        .map_err(|e| UnpackError::io(&parent_abs)(e.into()))?;
+    } else {
+        let target = parent_abs.join(OsStr::from_bytes(hidden));
+        remove_existing(&target)?;
+        rustix::fs::mknodat(
+            CWD,
+            &target,
+            FileType::CharacterDevice,
+            Mode::empty(),
+            rustix::fs::makedev(0, 0),
+        )
+        .map_err(|e| UnpackError::io(&target)(e.into()))?;
+    }
+    Ok(true)
+}
+
+/// Writes a regular file's contents to `path` (made anew, never followed), within the
+/// limits and the free space; returns its size.
+fn write_file(
+    entry: &mut impl Read,
+    size: u64,
+    path: &Path,
+    name: &str,
+    dest: &Path,
+    limits: &Limits,
+    stats: &Stats,
+) -> Result<u64, UnpackError> {
+    if size > limits.max_entry_size {
+        return Err(UnpackError::EntryTooLarge {
+            entry: name.to_string(),
+            size,
+            limit: limits.max_entry_size,
+        });
+    }
+    if stats.file_bytes + size > limits.max_total_size {
+        return Err(UnpackError::TotalTooLarge {
+            limit: limits.max_total_size,
+        });
+    }
+    let available = free_bytes(dest);
+    if size > available {
+        return Err(UnpackError::DiskFull {
+            entry: name.to_string(),
+            needed: size,
+            available,
+        });
+    }
+    remove_existing(path)?;
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .custom_flags(libc_o_nofollow())
+        .open(path)
+        .map_err(UnpackError::io(path))?;
+    let copied = io::copy(entry, &mut file).map_err(|e| {
+        if crate::is_disk_full(&e) {
+            UnpackError::DiskFull {
+                entry: name.to_string(),
+                needed: size,
+                available: free_bytes(dest),
+            }
+        } else {
+            UnpackError::Corrupt(e)
+        }
+    })?;
+    if copied != size {
+        return Err(UnpackError::Corrupt(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            format!("entry {name:?} is truncated"),
+        )));
+    }
+    Ok(size)
+}
+
+/// Makes `path` a hard link to `target_raw`, which must be a file already unpacked below
+/// `dest`.
+fn hard_link(dest: &Path, path: &Path, target_raw: &[u8], name: String) -> Result<(), UnpackError> {
+    let target_rel = clean_path(target_raw).map_err(|_| UnpackError::HardlinkEscape {
+        entry: name.clone(),
+        target: shown(target_raw),
+    })?;
+    let target_parent = ensure_existing_parents(dest, &target_rel, &name)?;
+    let missing = || UnpackError::HardlinkMissing {
+        entry: name.clone(),
+        target: shown(target_raw),
+    };
+    let target = target_parent.join(target_rel.file_name().ok_or_else(missing)?);
+    match fs::symlink_metadata(&target) {
+        Ok(m) if !m.is_dir() => {}
+        _ => return Err(missing()),
+    }
+    if target != path {
+        remove_existing(path)?;
+        fs::hard_link(&target, path).map_err(UnpackError::io(path))?;
+    }
+    Ok(())
 }
 
 fn libc_o_nofollow() -> i32 {

@@ -11,6 +11,7 @@ use pier_api::containers::{
 };
 use pier_api::time::{human_ago, now_unix, parse_rfc3339};
 use pier_api::volumes::{MountKind, MountSpec};
+use pier_api::{ByteSize, Ipv4Address, MacAddress, MountFlag, PortSpec, TmpfsFlag, VolumeFlag};
 use pier_client::{encode_segment, Client, ClientError};
 
 use crate::output::{print, table, Format};
@@ -173,15 +174,21 @@ pub struct RunArgs {
     create: CreateArgs,
 }
 
-/// Parses `64m`, `1g`, `512k`, `100` (bytes), as Docker does.
+/// Parses `64m`, `1g`, `512k`, `100` (bytes), as Docker does; `-1` (unlimited) passes
+/// for the limits that take it.
 pub fn parse_size(s: &str) -> Result<i64, CliError> {
     let s = s.trim();
     if s == "-1" {
         return Ok(-1);
     }
-    pier_api::volumes::parse_bytes(s)
-        .map(|n| n as i64)
-        .map_err(fail)
+    let n = s.parse::<ByteSize>().map_err(|e| fail(e.to_string()))?;
+    i64::try_from(n.bytes()).map_err(|_| fail(format!("invalid size {s:?}: it is too large")))
+}
+
+/// A flag the engine checked before the CLI did (`-p`, `--ip`, `--mac-address`): refused
+/// with the engine's exit code, 125, as Docker's CLI refuses it.
+fn refused(message: String) -> CliError {
+    CliError { code: 125, message }
 }
 
 fn parse_ulimit(s: &str) -> Result<Ulimit, CliError> {
@@ -236,82 +243,21 @@ fn parse_volume_flag(v: &str) -> Result<MountSpec, CliError> {
         }
         _ => v.to_string(),
     };
-    pier_api::volumes::parse_volume_spec(&spec).map_err(fail)
+    spec.parse::<VolumeFlag>()
+        .map(VolumeFlag::into_spec)
+        .map_err(|e| fail(e.to_string()))
 }
 
-/// `--mount type=...,source=...,target=...,...`.
+/// `--mount type=...,source=...,target=...,...`; a bind source is made absolute here.
 fn parse_mount_flag(v: &str) -> Result<MountSpec, CliError> {
-    let mut m = MountSpec::default();
-    let mut kind = None;
-    for kv in v.split(',') {
-        let (k, val) = kv.split_once('=').unwrap_or((kv, ""));
-        match k {
-            "type" => {
-                kind = Some(match val {
-                    "bind" => MountKind::Bind,
-                    "volume" => MountKind::Volume,
-                    "tmpfs" => MountKind::Tmpfs,
-                    _ => {
-                        return Err(fail(format!(
-                            "--mount type {val:?}: use bind, volume or tmpfs"
-                        )))
-                    }
-                })
-            }
-            "source" | "src" => m.source = Some(val.to_string()),
-            "target" | "destination" | "dst" => m.target = val.to_string(),
-            "readonly" | "ro" => m.read_only = val.is_empty() || val == "true" || val == "1",
-            "bind-propagation" => {
-                m.options.insert("propagation".into(), val.into());
-            }
-            "volume-nocopy" => {
-                m.options.insert("nocopy".into(), "true".into());
-            }
-            "tmpfs-size" => {
-                m.options.insert("size".into(), val.into());
-            }
-            "tmpfs-mode" => {
-                m.options.insert("mode".into(), val.into());
-            }
-            _ => return Err(fail(format!("unknown --mount key {k:?} in {v:?}"))),
-        }
-    }
-    m.kind = kind.unwrap_or(MountKind::Volume);
-    if m.target.is_empty() {
-        return Err(fail(format!("--mount {v:?} needs target=/path")));
-    }
+    let mut m = v
+        .parse::<MountFlag>()
+        .map_err(|e| fail(e.to_string()))?
+        .into_spec();
     if m.kind == MountKind::Bind {
         if let Some(s) = &m.source {
             let abs = std::path::absolute(s).map_err(|e| fail(format!("--mount {v:?}: {e}")))?;
             m.source = Some(abs.display().to_string());
-        }
-    }
-    Ok(m)
-}
-
-/// `--tmpfs /path[:size=64m,mode=1777]`.
-fn parse_tmpfs_flag(v: &str) -> Result<MountSpec, CliError> {
-    let (target, opts) = v.split_once(':').unwrap_or((v, ""));
-    let mut m = MountSpec {
-        kind: MountKind::Tmpfs,
-        target: target.to_string(),
-        ..Default::default()
-    };
-    for o in opts.split(',').filter(|o| !o.is_empty()) {
-        match o.split_once('=') {
-            Some(("size", s)) => {
-                m.options.insert("size".into(), s.into());
-            }
-            Some(("mode", s)) => {
-                m.options.insert("mode".into(), s.into());
-            }
-            _ if o == "ro" => m.read_only = true,
-            _ if matches!(o, "rw" | "nosuid" | "nodev" | "noexec" | "exec") => {}
-            _ => {
-                return Err(fail(format!(
-                    "invalid --tmpfs option {o:?}: use size=, mode= or ro"
-                )))
-            }
         }
     }
     Ok(m)
@@ -389,10 +335,25 @@ fn create_request(a: CreateArgs, auto_remove: bool) -> Result<ContainerCreate, C
         user: a.user,
         hostname: a.hostname,
         network: a.network,
-        ip: a.ip,
-        mac_address: a.mac_address,
+        ip: a
+            .ip
+            .as_deref()
+            .map(|i| i.parse::<Ipv4Address>())
+            .transpose()
+            .map_err(|e| refused(format!("--ip {e}")))?,
+        mac_address: a
+            .mac_address
+            .as_deref()
+            .map(|m| m.parse::<MacAddress>())
+            .transpose()
+            .map_err(|e| refused(format!("--mac-address {e}")))?,
         network_aliases: a.network_alias,
-        publish: a.publish,
+        publish: a
+            .publish
+            .iter()
+            .map(|p| p.parse::<PortSpec>())
+            .collect::<Result<_, _>>()
+            .map_err(|e| refused(e.to_string()))?,
         publish_all: a.publish_all,
         dns: a.dns,
         dns_search: a.dns_search,
@@ -408,7 +369,11 @@ fn create_request(a: CreateArgs, auto_remove: bool) -> Result<ContainerCreate, C
                 m.push(parse_mount_flag(v)?);
             }
             for t in &a.tmpfs {
-                m.push(parse_tmpfs_flag(t)?);
+                m.push(
+                    t.parse::<TmpfsFlag>()
+                        .map_err(|e| fail(e.to_string()))?
+                        .into_spec(),
+                );
             }
             m
         },
@@ -479,7 +444,7 @@ pub async fn create(client: &Client, fmt: Format, a: CreateArgs) -> Result<(), C
         .post("/v1/containers", &req)
         .await
         .map_err(engine_error)?;
-    print(fmt, &c, || c.id.clone())
+    print(fmt, &c, || c.id.to_string())
 }
 
 pub async fn run(client: &Client, fmt: Format, a: RunArgs) -> Result<(), CliError> {
@@ -501,7 +466,7 @@ pub async fn run(client: &Client, fmt: Format, a: RunArgs) -> Result<(), CliErro
     };
     if a.detach {
         start_or_explain(client, &c.id).await?;
-        return print(fmt, &c, || c.id.clone());
+        return print(fmt, &c, || c.id.to_string());
     }
     if req_tty {
         // A terminal: register for the exit, start, then attach; the monitor replays
@@ -1286,5 +1251,78 @@ mod tests {
         assert_eq!(parse_restart("always").unwrap(), RestartPolicy::Always);
         assert!(parse_restart("sometimes").is_err());
         assert_eq!(duration_secs("10m"), Some(600));
+    }
+
+    fn request(args: &[&str]) -> Result<ContainerCreate, CliError> {
+        #[derive(clap::Parser)]
+        struct Run {
+            #[command(flatten)]
+            a: CreateArgs,
+        }
+        let argv = std::iter::once("run").chain(args.iter().copied());
+        create_request(
+            <Run as clap::Parser>::try_parse_from(argv).unwrap().a,
+            false,
+        )
+    }
+
+    #[test]
+    fn flags_are_parsed_once_and_sent_as_given() {
+        let r = request(&[
+            "-p",
+            "127.0.0.1:8080:80/udp",
+            "--ip",
+            "10.31.0.200",
+            "--mac-address",
+            "02:00:00:AA:BB:CC",
+            "-v",
+            "data:/data:ro",
+            "--tmpfs",
+            "/t:size=1m",
+            "--memory",
+            "64MiB",
+            "bb",
+        ])
+        .unwrap();
+        let wire = serde_json::to_value(&r).unwrap();
+        assert_eq!(
+            wire["publish"],
+            serde_json::json!(["127.0.0.1:8080:80/udp"])
+        );
+        assert_eq!(wire["ip"], "10.31.0.200");
+        assert_eq!(wire["mac_address"], "02:00:00:aa:bb:cc");
+        assert_eq!(wire["memory"], 64 << 20);
+        assert_eq!(r.mounts[0].source.as_deref(), Some("data"));
+        assert!(r.mounts[0].read_only);
+        assert_eq!(r.mounts[1].options["size"], "1m");
+    }
+
+    #[test]
+    fn flags_the_engine_checked_keep_its_exit_code() {
+        for (args, code, msg) in [
+            (
+                &["-p", "80/sctp"][..],
+                125,
+                "invalid port mapping \"80/sctp\"",
+            ),
+            (
+                &["--ip", "10.0.0"],
+                125,
+                "--ip \"10.0.0\" is not an IPv4 address",
+            ),
+            (
+                &["--mac-address", "01:00:5e:00:00:01"],
+                125,
+                "--mac-address \"01:00:5e:00:00:01\" is not a unicast MAC address",
+            ),
+            (&["-v", "/a:/b:bogus"], 1, "invalid mode \"bogus\""),
+            (&["--memory", "lots"], 1, "invalid size \"lots\""),
+        ] {
+            let mut argv = args.to_vec();
+            argv.push("bb");
+            let e = request(&argv).unwrap_err();
+            assert_eq!(e.code, code, "{args:?}: {}", e.message);
+            assert!(e.message.starts_with(msg), "{args:?}: {}", e.message);
+        }
     }
 }

@@ -2,12 +2,14 @@
 
 use clap::{Args, Subcommand};
 use pier_api::containers::ContainerInspect;
+use pier_api::net::BadCidr;
 use pier_api::networks::{NetworkConnect, NetworkCreate, NetworkDisconnect, NetworkInspect};
+use pier_api::{Ipv4Address, Ipv4Net};
 use pier_client::{encode_segment, Client};
 
 use crate::containers::key_values;
 use crate::output::{print, table, Format};
-use crate::CliError;
+use crate::{fail, CliError};
 
 #[derive(Debug, Subcommand)]
 pub enum NetworkCommand {
@@ -83,15 +85,28 @@ pub struct CreateArgs {
     name: String,
 }
 
+fn parse_cidr(s: &str) -> Result<Ipv4Net, CliError> {
+    s.parse().map_err(|e: BadCidr| fail(e.to_string()))
+}
+
+/// An IPv4 address given to `what` (`--ip`, `gateway`).
+pub(crate) fn parse_ip(s: &str, what: &str) -> Result<Ipv4Address, CliError> {
+    s.parse().map_err(|e| fail(format!("{what} {e}")))
+}
+
 pub async fn run(client: &Client, fmt: Format, cmd: NetworkCommand) -> Result<(), CliError> {
     match cmd {
         NetworkCommand::Create(a) => {
             let req = NetworkCreate {
                 name: a.name,
                 driver: a.driver,
-                subnet: a.subnet,
-                gateway: a.gateway,
-                ip_range: a.ip_range,
+                subnet: a.subnet.as_deref().map(parse_cidr).transpose()?,
+                gateway: a
+                    .gateway
+                    .as_deref()
+                    .map(|g| parse_ip(g, "gateway"))
+                    .transpose()?,
+                ip_range: a.ip_range.as_deref().map(parse_cidr).transpose()?,
                 internal: a.internal,
                 options: key_values(&a.opt, "--opt")?,
                 labels: key_values(&a.label, "--label")?,
@@ -115,7 +130,7 @@ pub async fn run(client: &Client, fmt: Format, cmd: NetworkCommand) -> Result<()
                             n.id[..12].to_string(),
                             n.name.clone(),
                             n.driver.clone(),
-                            n.subnet.clone(),
+                            n.subnet.to_string(),
                             format!("{:?}", n.mode).to_lowercase()
                                 + if n.internal { ",internal" } else { "" },
                         ]
@@ -159,7 +174,7 @@ pub async fn run(client: &Client, fmt: Format, cmd: NetworkCommand) -> Result<()
         } => {
             let req = NetworkConnect {
                 container,
-                ip,
+                ip: ip.as_deref().map(|i| parse_ip(i, "--ip")).transpose()?,
                 aliases: alias,
             };
             client

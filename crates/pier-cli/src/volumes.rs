@@ -291,7 +291,11 @@ pub async fn quota(client: &Client, fmt: Format, set: Option<String>) -> Result<
             let bytes = if v == "none" {
                 None
             } else {
-                Some(pier_api::volumes::parse_bytes(&v).map_err(fail)?)
+                Some(
+                    v.parse::<pier_api::ByteSize>()
+                        .map_err(|e| fail(e.to_string()))?
+                        .bytes(),
+                )
             };
             client
                 .put_json(path, &serde_json::json!({ "volume_bytes": bytes }))

@@ -28,9 +28,10 @@ use pier_api::containers::{
     Event, RestartPolicy, WaitResponse,
 };
 use pier_api::time::{format_rfc3339_nanos, human_ago, now_rfc3339, now_unix, parse_rfc3339};
-use pier_api::{ErrorKind, ProjectName};
+use pier_api::{ByteSize, ContainerId, ErrorKind, ProjectName};
 use pier_image::ImageStore;
 use pier_runtime::cgroups::Cgroup;
+use pier_runtime::error::{Answer, ErrorKind as StartKind};
 use pier_runtime::spec::{self, NetMode, Rlimit, SpecInput};
 use pier_runtime::state::{read_json, write_json, Exited, MonitorConfig, Running};
 use pier_store::{Batch, Store, StoreExt, Table};
@@ -56,7 +57,8 @@ pub fn internal(m: impl Into<String>) -> EngineError {
 }
 
 /// Turns `--user` into uid, gid and supplementary gids.
-type UserLookup<'a> = dyn Fn(&str) -> Result<(u32, u32, Vec<u32>), String> + 'a;
+type UserLookup<'a> =
+    dyn Fn(&str) -> Result<(u32, u32, Vec<u32>), pier_runtime::rootfs::UserError> + 'a;
 
 /// The container manager.
 pub struct Containers {
@@ -256,7 +258,7 @@ fn plan_mounts(req: &ContainerCreate, img: &serde_json::Value) -> EngineResult<V
                     return Err(invalid(format!("the tmpfs mount on {t} takes no source")));
                 }
                 if let Some(sz) = m.options.get("size") {
-                    pier_api::volumes::parse_bytes(sz)
+                    sz.parse::<ByteSize>()
                         .map_err(|e| invalid(format!("tmpfs size: {e}")))?;
                 }
                 if let Some(mode) = m.options.get("mode") {
@@ -703,7 +705,8 @@ impl Containers {
         let mut mounts = plan_mounts(&req, &img)?;
         let layer_limit = match req.storage_opts.get("size") {
             Some(v) => Some(
-                pier_api::volumes::parse_bytes(v)
+                v.parse::<ByteSize>()
+                    .map(ByteSize::bytes)
                     .map_err(|e| invalid(format!("--storage-opt size: {e}")))
                     .and_then(|n| {
                         if n < (4 << 20) {
@@ -816,7 +819,13 @@ impl Containers {
                 fs::create_dir_all(&fsdir).map_err(|e| internal(e.to_string()))?;
                 pier_storage::ext4::make(&dir.join("layer.img"), limit, None)
                     .and_then(|_| pier_storage::ext4::mount(&dir.join("layer.img"), &fsdir))
-                    .map_err(|e| internal(format!("cannot make the writable layer: {e}")))?;
+                    .map_err(|e| {
+                        let e = crate::volumes::st(e);
+                        EngineError::new(
+                            e.kind(),
+                            format!("cannot make the writable layer: {}", e.message()),
+                        )
+                    })?;
                 for d in ["upper", "work"] {
                     fs::create_dir(fsdir.join(d)).map_err(|e| internal(e.to_string()))?;
                     fs::remove_dir(dir.join(d)).map_err(|e| internal(e.to_string()))?;
@@ -881,7 +890,7 @@ impl Containers {
         self.emit(&c, "create", &[]);
         tracing::debug!(container = %c.id, files_us = t_files.as_micros() as u64, total_us = t0.elapsed().as_micros() as u64, "created");
         Ok(Created {
-            id: c.id,
+            id: ContainerId::try_from(c.id).map_err(|e| internal(e.to_string()))?,
             name: c.name,
         })
     }
@@ -1087,7 +1096,7 @@ impl Containers {
                     .map(String::from)
             })
             .unwrap_or_else(|| "0".into());
-        let (uid, gid, additional_gids) = users(&user).map_err(invalid)?;
+        let (uid, gid, additional_gids) = users(&user).map_err(|e| invalid(e.to_string()))?;
         let mut env: Vec<String> = img["Env"]
             .as_array()
             .map(|a| {
@@ -1170,7 +1179,7 @@ impl Containers {
                 MountKind::Tmpfs => {
                     options.extend(["nosuid".to_string(), "nodev".to_string()]);
                     if let Some(sz) = m.options.get("size") {
-                        let n = pier_api::volumes::parse_bytes(sz).map_err(invalid)?;
+                        let n = sz.parse::<ByteSize>().map_err(|e| invalid(e.to_string()))?;
                         options.push(format!("size={n}"));
                     }
                     options.push(format!(
@@ -1294,7 +1303,7 @@ impl Containers {
             .map_err(|e| internal(format!("the runtime spec is invalid: {e}")))?;
         // A limit this host cannot apply is refused now, not dropped at the start.
         if let Some(r) = spec.linux().as_ref().and_then(|l| l.resources().as_ref()) {
-            self.cgroups.check(r).map_err(invalid)?;
+            self.cgroups.check(r).map_err(|e| invalid(e.to_string()))?;
         }
         spec.save(dir.join("config.json"))
             .map_err(|e| internal(format!("cannot write config.json: {e}")))?;
@@ -1413,7 +1422,7 @@ impl Containers {
         let first_ip = attached
             .endpoints
             .get(c.config.network.as_deref().unwrap_or(DEFAULT_NETWORK))
-            .and_then(|e| e.ip_address.clone());
+            .and_then(|e| e.ip_address.map(|ip| ip.to_string()));
         for (name, ep) in attached.endpoints {
             c.networks.insert(name, ep);
         }
@@ -1476,7 +1485,7 @@ impl Containers {
         }
         let this = self.clone();
         let c2 = c.clone();
-        let reply = tokio::task::spawn_blocking(move || -> EngineResult<String> {
+        let reply = tokio::task::spawn_blocking(move || -> EngineResult<Answer> {
             this.mount_rootfs(&c2)?;
             this.prepare_block_volumes(&c2)?;
             this.copy_up(&c2)?;
@@ -1498,11 +1507,11 @@ impl Containers {
             }
         };
         let t_monitor = t0.elapsed();
-        if let Some(pid) = reply.strip_prefix("ok ") {
+        if let Answer::Started { pid } = reply {
             let running: Option<Running> = read_json(&self.cdir(&c.id).join("state.json"));
             c.state = ContainerState {
                 status: ContainerStatus::Running,
-                pid: pid.parse().ok(),
+                pid: Some(pid),
                 monitor_pid: running.as_ref().map(|r| r.monitor_pid),
                 exit_code: None,
                 error: None,
@@ -1519,20 +1528,14 @@ impl Containers {
             tracing::debug!(container = %c.id, monitor_us = t_monitor.as_micros() as u64, total_us = t0.elapsed().as_micros() as u64, "started");
             return Ok(c);
         }
+        let Answer::Failed(failure) = reply else {
+            unreachable!("a started container returned above")
+        };
         // The container did not start: nothing of it may stay.
         unmount(&self.cdir(&c.id).join("rootfs"));
         self.release_block_volumes(&c);
         self.teardown_network(&mut c).await;
-        let (code, msg) = match reply.strip_prefix("err ") {
-            Some(rest) => {
-                let (code, msg) = rest.split_once(' ').unwrap_or((rest, ""));
-                (code.parse().unwrap_or(125), msg.to_string())
-            }
-            None => (
-                125,
-                format!("the monitor failed without a reason ({reply:?})"),
-            ),
-        };
+        let (code, msg) = (failure.code, failure.to_string());
         c.state.status = if c.state.started_at.is_some() {
             ContainerStatus::Exited
         } else {
@@ -1547,10 +1550,13 @@ impl Containers {
             // `--rm`: a container that cannot start leaves nothing behind either.
             self.remove_locked(&c, true)?;
         }
-        let kind = if code == 125 {
-            ErrorKind::Internal
-        } else {
-            ErrorKind::InvalidInput
+        let kind = match failure.kind {
+            StartKind::Invalid => ErrorKind::InvalidInput,
+            StartKind::NotFound => ErrorKind::NotFound,
+            StartKind::Conflict => ErrorKind::Conflict,
+            StartKind::Busy => ErrorKind::Unavailable,
+            StartKind::NoSpace => ErrorKind::InsufficientStorage,
+            StartKind::Host => ErrorKind::Internal,
         };
         Err(
             EngineError::new(kind, format!("container {} failed to start: {msg}", c.name))
@@ -2053,7 +2059,7 @@ impl Containers {
         }
         let mut ep = self
             .networks
-            .endpoint_request(&n, req.ip.as_deref(), None, &req.aliases)?;
+            .endpoint_request(&n, req.ip, None, &req.aliases)?;
         if matches!(
             c.state.status,
             ContainerStatus::Running | ContainerStatus::Paused
@@ -2301,9 +2307,8 @@ impl Containers {
             .map_err(|e| internal(format!("cannot read the container's spec: {e}")))?;
         let process = spec.process().clone().unwrap_or_default();
         let (uid, gid, additional_gids) = match &req.user {
-            Some(u) => {
-                pier_runtime::rootfs::resolve_user(&dir.join("rootfs"), u).map_err(invalid)?
-            }
+            Some(u) => pier_runtime::rootfs::resolve_user(&dir.join("rootfs"), u)
+                .map_err(|e| invalid(e.to_string()))?,
             None => (
                 process.user().uid(),
                 process.user().gid(),
@@ -2625,7 +2630,7 @@ impl Containers {
             let layer = dir.join("layer.img");
             if layer.exists() && !mounted(&dir.join("layer")) {
                 if let Err(e) = pier_storage::ext4::mount(&layer, &dir.join("layer")) {
-                    tracing::warn!(container = %c.id, error = %e, "cannot mount a writable layer");
+                    tracing::warn!(container = %c.id, error = %e.chain(), "cannot mount a writable layer");
                 }
             }
             // A monitor the last daemon started may not have answered yet.

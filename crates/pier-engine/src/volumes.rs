@@ -18,7 +18,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use pier_api::time::now_rfc3339;
-use pier_api::volumes::{parse_bytes, VolumeCreate, VolumeInspect, VolumeUsage};
+use pier_api::volumes::{VolumeCreate, VolumeInspect, VolumeUsage};
+use pier_api::ByteSize;
 use pier_api::{ErrorKind, ProjectName};
 use pier_storage::{ext4, tree};
 use pier_store::{Batch, Store, StoreExt, Table};
@@ -27,8 +28,19 @@ use crate::containers::{conflict, internal, invalid, valid_name};
 use crate::error::{EngineError, EngineResult};
 use crate::projects::{Projects, Quota};
 
-fn st(e: pier_storage::Error) -> EngineError {
-    internal(e.to_string())
+/// A pier-storage error as the engine answers it: its kind decides the status (a full disk
+/// is a 507, a host failure a 500), its message carries the chain of causes.
+pub(crate) fn st(e: pier_storage::Error) -> EngineError {
+    use pier_storage::ErrorKind as Storage;
+    let kind = match e.kind() {
+        Storage::Invalid => ErrorKind::InvalidInput,
+        Storage::NotFound => ErrorKind::NotFound,
+        Storage::Conflict => ErrorKind::Conflict,
+        Storage::Busy => ErrorKind::Unavailable,
+        Storage::NoSpace => ErrorKind::InsufficientStorage,
+        Storage::Host => ErrorKind::Internal,
+    };
+    EngineError::new(kind, e.chain())
 }
 
 fn not_found(name: &str) -> EngineError {
@@ -251,7 +263,10 @@ impl Volumes {
                     };
                 }
                 "size" => {
-                    let n = parse_bytes(v).map_err(|e| invalid(format!("--opt size: {e}")))?;
+                    let n = v
+                        .parse::<ByteSize>()
+                        .map_err(|e| invalid(format!("--opt size: {e}")))?
+                        .bytes();
                     if n < (1 << 20) {
                         return Err(invalid(format!(
                             "--opt size={v} is too small: give at least 1m"
@@ -721,7 +736,7 @@ impl Volumes {
             let img = self.vdir(&v.project, &v.name).join("disk.img");
             if img.exists() && !ext4::is_mounted(&data) {
                 if let Err(e) = ext4::mount(&img, &data) {
-                    tracing::warn!(volume = %v.name, error = %e, "cannot mount a volume");
+                    tracing::warn!(volume = %v.name, error = %e.chain(), "cannot mount a volume");
                 }
             }
             if let Ok(rd) = fs::read_dir(self.snapshots_dir(&v.project, &v.name)) {

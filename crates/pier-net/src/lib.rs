@@ -16,17 +16,6 @@ pub mod netlink;
 pub mod nft;
 pub mod qos;
 
-/// What went wrong in the kernel or its tools.
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    #[error("netlink: cannot {0}: {1}")]
-    Netlink(String, String),
-    #[error("cannot {0}: {1}")]
-    Io(String, #[source] std::io::Error),
-    #[error("nftables refused Pier's rules: {0}")]
-    Nft(String),
-    #[error("tc: {0}")]
-    Tc(String),
-}
+mod error;
 
-pub type Result<T, E = Error> = std::result::Result<T, E>;
+pub use error::{Error, ErrorKind, NetlinkError, Result, ToolFailure};

@@ -16,19 +16,8 @@ use futures_util::TryStreamExt;
 use rtnetlink::packet_route::link::{InfoData, InfoKind, InfoVeth, LinkAttribute};
 use rtnetlink::{Handle, LinkBridge, LinkBridgePort, LinkMessageBuilder, LinkUnspec, LinkVeth};
 
+use crate::error::{io, nl};
 use crate::{Error, Result};
-
-fn nl(what: impl Into<String>) -> impl FnOnce(rtnetlink::Error) -> Error {
-    let what = what.into();
-    move |e| Error::Netlink(what, errno_text(&e))
-}
-
-fn errno_text(e: &rtnetlink::Error) -> String {
-    match e {
-        rtnetlink::Error::NetlinkError(m) => m.to_io().to_string(),
-        other => other.to_string(),
-    }
-}
 
 fn is_errno(e: &rtnetlink::Error, errno: i32) -> bool {
     matches!(e, rtnetlink::Error::NetlinkError(m) if m.raw_code() == -errno)
@@ -52,8 +41,7 @@ pub struct Link {
 impl Netlink {
     /// Opens a connection; must be called inside a tokio runtime.
     pub fn new() -> Result<Self> {
-        let (conn, handle, _) = rtnetlink::new_connection()
-            .map_err(|e| Error::Netlink("open a netlink socket".into(), e.to_string()))?;
+        let (conn, handle, _) = rtnetlink::new_connection().map_err(Error::Socket)?;
         tokio::spawn(conn);
         Ok(Netlink { handle })
     }
@@ -61,7 +49,7 @@ impl Netlink {
     pub async fn links(&self) -> Result<Vec<Link>> {
         let mut out = Vec::new();
         let mut s = self.handle.link().get().execute();
-        while let Some(m) = s.try_next().await.map_err(nl("list links"))? {
+        while let Some(m) = s.try_next().await.map_err(nl("list", "links"))? {
             let mut link = Link {
                 index: m.header.index,
                 name: String::new(),
@@ -89,7 +77,7 @@ impl Netlink {
         match s.try_next().await {
             Ok(m) => Ok(m.map(|m| m.header.index)),
             Err(e) if is_errno(&e, libc::ENODEV) => Ok(None),
-            Err(e) => Err(nl(format!("look up link {name}"))(e)),
+            Err(e) => Err(nl("look up link", name)(e)),
         }
     }
 
@@ -112,13 +100,13 @@ impl Netlink {
             match self.handle.link().add(msg).execute().await {
                 Ok(()) => {}
                 Err(e) if is_errno(&e, libc::EEXIST) => {}
-                Err(e) => return Err(nl(format!("create bridge {name}"))(e)),
+                Err(e) => return Err(nl("create bridge", name)(e)),
             }
         }
         let index = self
             .index(name)
             .await?
-            .ok_or_else(|| Error::Netlink(format!("bridge {name}"), "vanished".into()))?;
+            .ok_or_else(|| Error::LinkMissing { name: name.into() })?;
         match self
             .handle
             .address()
@@ -128,14 +116,14 @@ impl Netlink {
         {
             Ok(()) => {}
             Err(e) if is_errno(&e, libc::EEXIST) => {}
-            Err(e) => return Err(nl(format!("add {gateway}/{prefix} to {name}"))(e)),
+            Err(e) => return Err(nl("add", format!("{gateway}/{prefix} to {name}"))(e)),
         }
         self.handle
             .link()
             .set(LinkUnspec::new_with_index(index).up().build())
             .execute()
             .await
-            .map_err(nl(format!("bring {name} up")))?;
+            .map_err(nl("bring up", name))?;
         Ok(index)
     }
 
@@ -148,7 +136,7 @@ impl Netlink {
         match self.handle.link().del(index).execute().await {
             Ok(()) => Ok(()),
             Err(e) if is_errno(&e, libc::ENODEV) => Ok(()),
-            Err(e) => Err(nl(format!("delete link {name}"))(e)),
+            Err(e) => Err(nl("delete link", name)(e)),
         }
     }
 
@@ -158,7 +146,9 @@ impl Netlink {
         let index = self
             .index(host_if)
             .await?
-            .ok_or_else(|| Error::Netlink(format!("veth {host_if}"), "missing".into()))?;
+            .ok_or_else(|| Error::LinkMissing {
+                name: host_if.into(),
+            })?;
         self.handle
             .link()
             .set(
@@ -169,20 +159,19 @@ impl Netlink {
             )
             .execute()
             .await
-            .map_err(nl(format!("plug {host_if} into its bridge")))?;
+            .map_err(nl("plug into its bridge", host_if))?;
         self.handle
             .link()
             .set_port(LinkBridgePort::new(index).hairpin(true).build())
             .execute()
             .await
-            .map_err(nl(format!("set hairpin mode on {host_if}")))
+            .map_err(nl("set hairpin mode on", host_if))
     }
 }
 
 /// Creates a network namespace held by the file `path` (bind-mounted nsfs).
 pub fn create_netns(path: &Path) -> Result<()> {
-    let io = |what: &str, e: std::io::Error| Error::Io(format!("{what} {}", path.display()), e);
-    fs::File::create(path).map_err(|e| io("create", e))?;
+    fs::File::create(path).map_err(io("create", path))?;
     let p = path.to_path_buf();
     let r = std::thread::spawn(move || -> std::io::Result<()> {
         // SAFETY: this thread is ours alone and ends right after; unsharing its network
@@ -195,7 +184,7 @@ pub fn create_netns(path: &Path) -> Result<()> {
     .unwrap_or_else(|_| Err(std::io::Error::other("the namespace thread panicked")));
     if let Err(e) = r {
         let _ = fs::remove_file(path);
-        return Err(io("make a network namespace at", e));
+        return Err(io("make a network namespace at", path)(e));
     }
     Ok(())
 }
@@ -230,26 +219,26 @@ pub fn plumb(p: &Plumb) -> Result<()> {
     let p = p.clone();
     std::thread::spawn(move || plumb_in_thread(&p))
         .join()
-        .unwrap_or_else(|_| Err(Error::Netlink("plumb".into(), "thread panicked".into())))
+        .unwrap_or(Err(Error::Panicked {
+            op: "plumb a container's interface",
+        }))
 }
 
 fn plumb_in_thread(p: &Plumb) -> Result<()> {
-    let host_ns = fs::File::open("/proc/thread-self/ns/net")
-        .map_err(|e| Error::Io("open the daemon's network namespace".into(), e))?;
-    let ns = fs::File::open(&p.netns)
-        .map_err(|e| Error::Io(format!("open network namespace {}", p.netns.display()), e))?;
+    let own = Path::new("/proc/thread-self/ns/net");
+    let host_ns = fs::File::open(own).map_err(io("open the daemon's network namespace", own))?;
+    let ns = fs::File::open(&p.netns).map_err(io("open network namespace", &p.netns))?;
     rustix::thread::move_into_link_name_space(
         ns.as_fd(),
         Some(rustix::thread::LinkNameSpaceType::Network),
     )
-    .map_err(|e| Error::Io(format!("join {}", p.netns.display()), e.into()))?;
+    .map_err(|e| io("join", &p.netns)(e.into()))?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_io()
         .build()
-        .map_err(|e| Error::Io("start a netlink runtime".into(), e))?;
+        .map_err(io("start a netlink runtime in", &p.netns))?;
     rt.block_on(async {
-        let (conn, handle, _) = rtnetlink::new_connection()
-            .map_err(|e| Error::Netlink("open a netlink socket".into(), e.to_string()))?;
+        let (conn, handle, _) = rtnetlink::new_connection().map_err(Error::Socket)?;
         tokio::spawn(conn);
         let peer = LinkUnspec::new_with_name(&p.host_ifname)
             .setns_by_fd(host_ns.as_raw_fd())
@@ -265,7 +254,7 @@ fn plumb_in_thread(p: &Plumb) -> Result<()> {
             .add(veth)
             .execute()
             .await
-            .map_err(nl(format!("create veth {}/{}", p.ifname, p.host_ifname)))?;
+            .map_err(nl("create veth", format!("{}/{}", p.ifname, p.host_ifname)))?;
         let index = |name: &str| {
             let h = handle.clone();
             let name = name.to_string();
@@ -276,9 +265,9 @@ fn plumb_in_thread(p: &Plumb) -> Result<()> {
                     .execute()
                     .try_next()
                     .await
-                    .map_err(nl(format!("look up {name}")))?
+                    .map_err(nl("look up link", name.clone()))?
                     .map(|m| m.header.index)
-                    .ok_or_else(|| Error::Netlink(name, "missing".into()))
+                    .ok_or(Error::LinkMissing { name })
             }
         };
         let eth = index(&p.ifname).await?;
@@ -287,14 +276,17 @@ fn plumb_in_thread(p: &Plumb) -> Result<()> {
             .add(eth, IpAddr::V4(p.addr), p.prefix)
             .execute()
             .await
-            .map_err(nl(format!("add {}/{} to {}", p.addr, p.prefix, p.ifname)))?;
+            .map_err(nl(
+                "add",
+                format!("{}/{} to {}", p.addr, p.prefix, p.ifname),
+            ))?;
         for i in [eth, index("lo").await?] {
             handle
                 .link()
                 .set(LinkUnspec::new_with_index(i).up().build())
                 .execute()
                 .await
-                .map_err(nl("bring links up"))?;
+                .map_err(nl("bring up", format!("link {i} in {}", p.netns.display())))?;
         }
         if let Some(gw) = p.gateway {
             let route = rtnetlink::RouteMessageBuilder::<Ipv4Addr>::new()
@@ -305,7 +297,7 @@ fn plumb_in_thread(p: &Plumb) -> Result<()> {
                 Ok(()) => {}
                 // A second network does not replace the first one's default route.
                 Err(e) if is_errno(&e, libc::EEXIST) => {}
-                Err(e) => return Err(nl(format!("add the default route via {gw}"))(e)),
+                Err(e) => return Err(nl("add the default route via", gw.to_string())(e)),
             }
         }
         Ok(())
@@ -315,6 +307,54 @@ fn plumb_in_thread(p: &Plumb) -> Result<()> {
 /// Writes a sysctl under /proc/sys/net of the calling thread's namespace, e.g.
 /// `("ipv4/ip_forward", "1")`.
 pub fn sysctl(key: &str, value: &str) -> Result<()> {
-    let path = format!("/proc/sys/net/{key}");
-    fs::write(&path, value).map_err(|e| Error::Io(format!("write {path}"), e))
+    let path = Path::new("/proc/sys/net").join(key);
+    fs::write(&path, value).map_err(io("write", &path))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_second_interface_by_the_same_name_is_a_conflict() {
+        // All of it from a thread in a network namespace of its own, which stands in for
+        // the daemon's: nothing is made in the host's, and everything goes with the thread.
+        std::thread::spawn(|| {
+            // SAFETY: this thread is ours alone and ends with the test.
+            unsafe { rustix::thread::unshare_unsafe(rustix::thread::UnshareFlags::NEWNET) }
+                .unwrap();
+            let dir = tempfile::tempdir().unwrap();
+            let ns = dir.path().join("ns");
+            create_netns(&ns).unwrap();
+            let p = Plumb {
+                netns: ns.clone(),
+                ifname: "eth0".into(),
+                host_ifname: "pvtest0".into(),
+                addr: Ipv4Addr::new(10, 99, 0, 2),
+                prefix: 24,
+                mac: [2, 0, 0, 0, 0, 2],
+                mtu: 1500,
+                gateway: None,
+            };
+            let first = plumb(&p);
+            let second = plumb(&p);
+            remove_netns(&ns);
+            first.unwrap();
+            let e = second.unwrap_err();
+            assert!(
+                matches!(
+                    &e,
+                    Error::Netlink {
+                        op: "create veth",
+                        ..
+                    }
+                ),
+                "{e:?}"
+            );
+            assert_eq!(e.kind(), crate::ErrorKind::Conflict, "{}", e.chain());
+            assert!(e.chain().contains("File exists"), "{}", e.chain());
+        })
+        .join()
+        .unwrap();
+    }
 }

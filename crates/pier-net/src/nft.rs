@@ -14,7 +14,7 @@ use std::process::{Command, Stdio};
 use serde_json::{json, Value};
 
 use crate::ipam::Ipv4Net;
-use crate::{Error, Result};
+use crate::{Error, Result, ToolFailure};
 
 /// A bridge network as the firewall sees it.
 #[derive(Debug, Clone)]
@@ -200,7 +200,7 @@ pub fn ruleset(table: &str, owner: &str, nets: &[FwNetwork], ports: &[FwPort]) -
 
 /// Replaces Pier's table with the rules for `nets` and `ports`.
 pub fn apply(table: &str, owner: &str, nets: &[FwNetwork], ports: &[FwPort]) -> Result<()> {
-    run(&ruleset(table, owner, nets, ports), false)
+    run(table, &ruleset(table, owner, nets, ports), false)
 }
 
 /// `nft -j ARGS` and its JSON output, or None when nft fails (a missing table).
@@ -281,6 +281,7 @@ pub fn published_ports(pick: impl Fn(&str) -> bool) -> Vec<(String, Proto, Optio
 pub fn delete(table: &str) -> Result<()> {
     let t = json!({"family": "ip", "name": table});
     run(
+        table,
         &json!({"nftables": [{"add": {"table": t}}, {"delete": {"table": t}}]}),
         false,
     )
@@ -296,8 +297,9 @@ pub fn exists(table: &str) -> bool {
         .is_ok_and(|s| s.success())
 }
 
-/// Feeds `doc` to `nft -j -f -`; with `check`, nft only validates it (`-c`).
-fn run(doc: &Value, check: bool) -> Result<()> {
+/// Feeds `doc` (commands on `table`) to `nft -j -f -`; with `check`, nft only validates
+/// it (`-c`).
+fn run(table: &str, doc: &Value, check: bool) -> Result<()> {
     let mut child = Command::new("nft")
         .args(if check {
             &["-c", "-j", "-f", "-"][..]
@@ -308,20 +310,34 @@ fn run(doc: &Value, check: bool) -> Result<()> {
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
-        .map_err(|e| Error::Io("run nft (install Debian's nftables package)".into(), e))?;
+        .map_err(|source| Error::Spawn {
+            tool: "nft",
+            package: "nftables",
+            source,
+        })?;
     let body = doc.to_string();
     if let Some(mut stdin) = child.stdin.take() {
         stdin
             .write_all(body.as_bytes())
-            .map_err(|e| Error::Io("write to nft".into(), e))?;
+            .map_err(|source| Error::Pipe {
+                op: "write to",
+                tool: "nft",
+                source,
+            })?;
     }
-    let out = child
-        .wait_with_output()
-        .map_err(|e| Error::Io("wait for nft".into(), e))?;
+    let out = child.wait_with_output().map_err(|source| Error::Pipe {
+        op: "wait for",
+        tool: "nft",
+        source,
+    })?;
     if !out.status.success() {
-        return Err(Error::Nft(
-            String::from_utf8_lossy(&out.stderr).trim().to_string(),
-        ));
+        return Err(Error::Nft {
+            table: table.to_string(),
+            source: ToolFailure {
+                status: out.status,
+                stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+            },
+        });
     }
     Ok(())
 }
@@ -391,6 +407,6 @@ mod tests {
         assert!(has("forward", &["iifname", "\"pier0\"", "set", "drop"]));
         assert!(has("ports", &["8080", "dnat"]));
         // And nftables itself accepts it (check mode: nothing is changed).
-        run(&doc, true).unwrap();
+        run("pier", &doc, true).unwrap();
     }
 }

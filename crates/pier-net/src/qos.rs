@@ -10,7 +10,8 @@ use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::Command;
 
-use crate::{Error, Result};
+use crate::error::io;
+use crate::{Error, Result, ToolFailure};
 
 /// Parses a rate as tc writes them: `10mbit`, `500kbit`, `1gbit`, `2mbps` (bytes),
 /// or plain bits per second. Returns bits per second.
@@ -52,12 +53,12 @@ fn tbf_args(bits: u64) -> Vec<String> {
     ]
 }
 
-fn tc(args: &[String], netns: Option<&Path>) -> Result<()> {
+/// Runs `tc ARGS` (which `op` on `dev`), in the network namespace `netns` if given.
+fn tc(op: &'static str, dev: &str, args: &[String], netns: Option<&Path>) -> Result<()> {
     let mut cmd = Command::new("tc");
     cmd.args(args);
     if let Some(ns) = netns {
-        let f =
-            std::fs::File::open(ns).map_err(|e| Error::Io(format!("open {}", ns.display()), e))?;
+        let f = std::fs::File::open(ns).map_err(io("open", ns))?;
         // SAFETY: the closure only calls setns(2), which is async-signal-safe, on a file
         // descriptor the parent keeps open until the child has exec'd.
         unsafe {
@@ -70,15 +71,20 @@ fn tc(args: &[String], netns: Option<&Path>) -> Result<()> {
             });
         }
     }
-    let out = cmd
-        .output()
-        .map_err(|e| Error::Io("run tc (install Debian's iproute2)".into(), e))?;
+    let out = cmd.output().map_err(|source| Error::Spawn {
+        tool: "tc",
+        package: "iproute2",
+        source,
+    })?;
     if !out.status.success() {
-        return Err(Error::Tc(format!(
-            "tc {}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        )));
+        return Err(Error::Tc {
+            op,
+            dev: dev.to_string(),
+            source: ToolFailure {
+                status: out.status,
+                stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+            },
+        });
     }
     Ok(())
 }
@@ -101,7 +107,7 @@ pub fn limit(
             host_if.into(),
         ];
         a.extend(tbf_args(bits));
-        tc(&a, None)?;
+        tc("limit what the container receives", host_if, &a, None)?;
     }
     if let Some(bits) = egress {
         let mut a: Vec<String> = vec![
@@ -111,7 +117,7 @@ pub fn limit(
             ifname.into(),
         ];
         a.extend(tbf_args(bits));
-        tc(&a, Some(netns))?;
+        tc("limit what the container sends", ifname, &a, Some(netns))?;
     }
     Ok(())
 }

@@ -120,10 +120,10 @@ impl Host {
     }
 
     /// An error naming the first limit in `r` that this host has no controller for.
-    pub fn check(&self, r: &LinuxResources) -> Result<(), String> {
-        for (asked, controller, what) in wanted_controllers(self.layout, r) {
+    pub fn check(&self, r: &LinuxResources) -> Result<(), MissingController> {
+        for (asked, controller, option) in wanted_controllers(self.layout, r) {
             if asked && !self.controllers.iter().any(|c| c == controller) {
-                return Err(missing_controller(controller, what));
+                return Err(MissingController { controller, option });
             }
         }
         Ok(())
@@ -167,11 +167,23 @@ fn wanted_controllers(
     ]
 }
 
-fn missing_controller(controller: &str, option: &str) -> String {
-    format!(
-        "{option} needs the {controller} cgroup controller, which this host does not offer \
-         (enable it, or run without {option})"
-    )
+/// A limit the host has no controller for: the user's to drop (or the host's to enable).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "{option} needs the {controller} cgroup controller, which this host does not offer \
+     (enable it, or run without {option})"
+)]
+pub struct MissingController {
+    pub controller: &'static str,
+    /// The option that asked for the limit (`--memory`).
+    pub option: &'static str,
+}
+
+impl MissingController {
+    /// Whose fault this is: the request's, which asks for what the host cannot give.
+    pub fn kind(&self) -> crate::ErrorKind {
+        crate::ErrorKind::Invalid
+    }
 }
 
 /// Sets `favordynmods` on the cgroup2 mount (the whole host on v2; the `unified`
@@ -316,7 +328,11 @@ impl Cgroup {
 
     /// Like [`Self::dir`], but an error when the controller is missing: a limit that
     /// cannot be applied is refused, never dropped.
-    fn dir_for_limit(&self, controller: &str, option: &str) -> Result<&Path, CgroupError> {
+    fn dir_for_limit(
+        &self,
+        controller: &'static str,
+        option: &'static str,
+    ) -> Result<&Path, CgroupError> {
         let missing = || CgroupError {
             op: "apply a limit",
             path: self
@@ -326,7 +342,7 @@ impl Cgroup {
                 .unwrap_or_default(),
             source: io::Error::new(
                 io::ErrorKind::Unsupported,
-                missing_controller(controller, option),
+                MissingController { controller, option },
             ),
         };
         let dir = self.dir(controller).ok_or_else(missing)?;
@@ -732,8 +748,13 @@ mod tests {
         let r: LinuxResources =
             serde_json::from_value(serde_json::json!({"memory": {"limit": 1 << 26}})).unwrap();
         let e = host.check(&r).unwrap_err();
+        assert_eq!(
+            (e.controller, e.kind()),
+            ("memory", crate::ErrorKind::Invalid)
+        );
         assert!(
-            e.contains("--memory needs the memory cgroup controller"),
+            e.to_string()
+                .contains("--memory needs the memory cgroup controller"),
             "{e}"
         );
         let r: LinuxResources =

@@ -310,7 +310,7 @@ pub fn main(dir: &Path, request: &str) -> i32 {
             Ok(never) => match never {},
             Err(e) => e,
         };
-        eprintln!("pier exec: {}", e.message);
+        eprintln!("pier exec: {e}");
         // SAFETY: leaving the child without running destructors.
         unsafe { libc::_exit(e.code) };
     }

@@ -2,8 +2,9 @@
 //! masked paths, hostname, rlimits, user, capabilities, then exec. It runs in a
 //! single-threaded process (the monitor cloned it), so plain syscalls are safe here.
 //!
-//! A failure is returned as an [`InitError`] with Docker's exit code: 127 when the command
-//! is missing, 126 when it cannot be run, 125 for everything the engine got wrong.
+//! A failure is returned as a [`StartError`] with the step that failed and Docker's exit
+//! code: 127 when the command is missing, 126 when it cannot be run, 125 for everything
+//! the engine or the host got wrong.
 
 use std::ffi::{CString, OsStr};
 use std::fs;
@@ -14,24 +15,17 @@ use std::path::{Path, PathBuf};
 
 use oci_spec::runtime::{LinuxNamespaceType, Mount, Spec};
 
+use crate::error::{ErrorKind, StartError, Step};
 use crate::rootfs::resolve_in_root;
 
-/// Why the container could not start, with the exit code to report.
-#[derive(Debug)]
-pub struct InitError {
-    pub code: i32,
-    pub message: String,
+/// A failure of the engine's or host's part at `step`, without an errno.
+fn fail(step: Step, what: impl Into<String>) -> StartError {
+    StartError::new(ErrorKind::Host, step, what)
 }
 
-fn fail(code: i32, message: impl Into<String>) -> InitError {
-    InitError {
-        code,
-        message: message.into(),
-    }
-}
-
-fn sys(what: impl std::fmt::Display) -> impl FnOnce(io::Error) -> InitError {
-    move |e| fail(125, format!("{what}: {e}"))
+/// A failed system call of `what` at `step`.
+fn sys(step: Step, what: impl std::fmt::Display) -> impl FnOnce(io::Error) -> StartError {
+    move |e| StartError::io(step, what.to_string(), e)
 }
 
 /// Checks a libc return value.
@@ -112,9 +106,11 @@ fn propagation(options: &[String]) -> Option<libc::c_ulong> {
     })
 }
 
-fn mount_one(rootfs: &Path, m: &Mount, cgroup_v1: &[(String, PathBuf)]) -> Result<(), InitError> {
-    let dest = resolve_in_root(rootfs, m.destination())
-        .map_err(sys(format!("resolve {}", m.destination().display())))?;
+fn mount_one(rootfs: &Path, m: &Mount, cgroup_v1: &[(String, PathBuf)]) -> Result<(), StartError> {
+    let dest = resolve_in_root(rootfs, m.destination()).map_err(sys(
+        Step::Mounts,
+        format!("resolve {}", m.destination().display()),
+    ))?;
     let options = m.options().clone().unwrap_or_default();
     let (flags, data, bind) = parse_options(&options);
     let fstype = m.typ().clone().unwrap_or_default();
@@ -124,18 +120,18 @@ fn mount_one(rootfs: &Path, m: &Mount, cgroup_v1: &[(String, PathBuf)]) -> Resul
         .map(|s| s.to_string_lossy().into_owned());
     let what = format!("mount {} on {}", fstype, m.destination().display());
     if bind || fstype == "bind" {
-        let src =
-            source.ok_or_else(|| fail(125, format!("{what}: a bind mount needs a source")))?;
+        let src = source
+            .ok_or_else(|| fail(Step::Mounts, &what).with_detail("a bind mount needs a source"))?;
         let src_is_dir = fs::metadata(&src)
-            .map_err(sys(format!("bind source {src}")))?
+            .map_err(sys(Step::Mounts, format!("bind source {src}")))?
             .is_dir();
         if src_is_dir {
-            fs::create_dir_all(&dest).map_err(sys(&what))?;
+            fs::create_dir_all(&dest).map_err(sys(Step::Mounts, &what))?;
         } else if !dest.exists() {
             if let Some(p) = dest.parent() {
-                fs::create_dir_all(p).map_err(sys(&what))?;
+                fs::create_dir_all(p).map_err(sys(Step::Mounts, &what))?;
             }
-            fs::File::create(&dest).map_err(sys(&what))?;
+            fs::File::create(&dest).map_err(sys(Step::Mounts, &what))?;
         }
         mount(
             Some(&src),
@@ -144,16 +140,17 @@ fn mount_one(rootfs: &Path, m: &Mount, cgroup_v1: &[(String, PathBuf)]) -> Resul
             libc::MS_BIND | (flags & libc::MS_REC),
             None,
         )
-        .map_err(sys(&what))?;
+        .map_err(sys(Step::Mounts, &what))?;
         // Flags other than bind/rec only take effect on a remount.
         let extra = flags & !(libc::MS_REC);
         if extra != 0 {
-            remount_bind(&dest, extra).map_err(sys(&what))?;
+            remount_bind(&dest, extra).map_err(sys(Step::Mounts, &what))?;
         }
     } else if fstype == "cgroup" {
-        fs::create_dir_all(&dest).map_err(sys(&what))?;
+        fs::create_dir_all(&dest).map_err(sys(Step::Mounts, &what))?;
         if cgroup_v1.is_empty() {
-            mount(Some("cgroup2"), &dest, Some("cgroup2"), flags, None).map_err(sys(&what))?;
+            mount(Some("cgroup2"), &dest, Some("cgroup2"), flags, None)
+                .map_err(sys(Step::Mounts, &what))?;
         } else {
             // v1: a tmpfs holding one mount per controller; in the container's cgroup
             // namespace each shows the container's own group as its root.
@@ -164,10 +161,10 @@ fn mount_one(rootfs: &Path, m: &Mount, cgroup_v1: &[(String, PathBuf)]) -> Resul
                 libc::MS_NOSUID | libc::MS_NOEXEC | libc::MS_NODEV,
                 Some("mode=755"),
             )
-            .map_err(sys(&what))?;
+            .map_err(sys(Step::Mounts, &what))?;
             for (c, group) in cgroup_v1 {
                 let sub = dest.join(c);
-                fs::create_dir_all(&sub).map_err(sys(&what))?;
+                fs::create_dir_all(&sub).map_err(sys(Step::Mounts, &what))?;
                 match mount(Some("cgroup"), &sub, Some("cgroup"), flags, Some(c)) {
                     Ok(()) => {}
                     // In a user namespace v1 hierarchies cannot be mounted: the container's
@@ -180,18 +177,18 @@ fn mount_one(rootfs: &Path, m: &Mount, cgroup_v1: &[(String, PathBuf)]) -> Resul
                             libc::MS_BIND,
                             None,
                         )
-                        .map_err(sys(format!("{what} ({c})")))?;
+                        .map_err(sys(Step::Mounts, format!("{what} ({c})")))?;
                         remount_bind(&sub, flags & !libc::MS_REC)
-                            .map_err(sys(format!("{what} ({c})")))?;
+                            .map_err(sys(Step::Mounts, format!("{what} ({c})")))?;
                     }
-                    Err(e) => return Err(sys(format!("{what} ({c})"))(e)),
+                    Err(e) => return Err(sys(Step::Mounts, format!("{what} ({c})"))(e)),
                 }
             }
             // The host's named systemd hierarchy, as runc shows it too (not in a user
             // namespace, which may not mount it).
             if Path::new("/sys/fs/cgroup/systemd").is_dir() {
                 let sub = dest.join("systemd");
-                fs::create_dir_all(&sub).map_err(sys(&what))?;
+                fs::create_dir_all(&sub).map_err(sys(Step::Mounts, &what))?;
                 match mount(
                     Some("cgroup"),
                     &sub,
@@ -203,7 +200,7 @@ fn mount_one(rootfs: &Path, m: &Mount, cgroup_v1: &[(String, PathBuf)]) -> Resul
                     Err(e) if e.raw_os_error() == Some(libc::EPERM) => {
                         let _ = fs::remove_dir(&sub);
                     }
-                    Err(e) => return Err(sys(format!("{what} (systemd)"))(e)),
+                    Err(e) => return Err(sys(Step::Mounts, format!("{what} (systemd)"))(e)),
                 }
             }
             mount(
@@ -217,10 +214,10 @@ fn mount_one(rootfs: &Path, m: &Mount, cgroup_v1: &[(String, PathBuf)]) -> Resul
                     | libc::MS_NODEV,
                 Some("mode=755"),
             )
-            .map_err(sys(&what))?;
+            .map_err(sys(Step::Mounts, &what))?;
         }
     } else {
-        fs::create_dir_all(&dest).map_err(sys(&what))?;
+        fs::create_dir_all(&dest).map_err(sys(Step::Mounts, &what))?;
         let data = data.join(",");
         match mount(source.as_deref(), &dest, Some(&fstype), flags, Some(&data)) {
             Ok(()) => {}
@@ -234,14 +231,14 @@ fn mount_one(rootfs: &Path, m: &Mount, cgroup_v1: &[(String, PathBuf)]) -> Resul
                     libc::MS_BIND | libc::MS_REC,
                     None,
                 )
-                .map_err(sys(&what))?;
-                remount_bind(&dest, libc::MS_RDONLY).map_err(sys(&what))?;
+                .map_err(sys(Step::Mounts, &what))?;
+                remount_bind(&dest, libc::MS_RDONLY).map_err(sys(Step::Mounts, &what))?;
             }
-            Err(e) => return Err(sys(&what)(e)),
+            Err(e) => return Err(sys(Step::Mounts, &what)(e)),
         }
     }
     if let Some(p) = propagation(&options) {
-        mount(None, &dest, None, p, None).map_err(sys(&what))?;
+        mount(None, &dest, None, p, None).map_err(sys(Step::Mounts, &what))?;
     }
     Ok(())
 }
@@ -286,7 +283,7 @@ const DEVICES: [(&str, u32, u32); 6] = [
     ("tty", 5, 0),
 ];
 
-fn make_devices(rootfs: &Path) -> Result<(), InitError> {
+fn make_devices(rootfs: &Path) -> Result<(), StartError> {
     let dev = rootfs.join("dev");
     for (name, major, minor) in DEVICES {
         let p = dev.join(name);
@@ -303,15 +300,15 @@ fn make_devices(rootfs: &Path) -> Result<(), InitError> {
             Ok(()) => {
                 // The umask trimmed the mode.
                 fs::set_permissions(&p, fs::Permissions::from_mode(0o666))
-                    .map_err(sys(format!("chmod /dev/{name}")))?;
+                    .map_err(sys(Step::Mounts, format!("chmod /dev/{name}")))?;
             }
             // A user namespace may not make device nodes: the host's are bound, as runc does.
             Err(e) if e.raw_os_error() == Some(libc::EPERM) => {
-                fs::File::create(&p).map_err(sys(format!("create /dev/{name}")))?;
+                fs::File::create(&p).map_err(sys(Step::Mounts, format!("create /dev/{name}")))?;
                 mount(Some(&format!("/dev/{name}")), &p, None, libc::MS_BIND, None)
-                    .map_err(sys(format!("bind /dev/{name}")))?;
+                    .map_err(sys(Step::Mounts, format!("bind /dev/{name}")))?;
             }
-            Err(e) => return Err(sys(format!("mknod /dev/{name}"))(e)),
+            Err(e) => return Err(sys(Step::Mounts, format!("mknod /dev/{name}"))(e)),
         }
     }
     for (link, target) in [
@@ -324,22 +321,23 @@ fn make_devices(rootfs: &Path) -> Result<(), InitError> {
     ] {
         let p = dev.join(link);
         if !p.exists() {
-            symlink(target, &p).map_err(sys(format!("symlink /dev/{link}")))?;
+            symlink(target, &p).map_err(sys(Step::Mounts, format!("symlink /dev/{link}")))?;
         }
     }
     Ok(())
 }
 
-fn pivot_root(rootfs: &Path) -> Result<(), InitError> {
-    std::env::set_current_dir(rootfs).map_err(sys("chdir to the rootfs"))?;
-    rustix::process::pivot_root(".", ".").map_err(|e| fail(125, format!("pivot_root: {e}")))?;
+fn pivot_root(rootfs: &Path) -> Result<(), StartError> {
+    std::env::set_current_dir(rootfs).map_err(sys(Step::Mounts, "chdir to the rootfs"))?;
+    rustix::process::pivot_root(".", ".")
+        .map_err(|e| StartError::errno(Step::Mounts, "pivot_root", e))?;
     // SAFETY: a constant path; detaches the old root stacked under the new one.
     check(unsafe { libc::umount2(c".".as_ptr(), libc::MNT_DETACH) })
-        .map_err(sys("detach the old root"))?;
-    std::env::set_current_dir("/").map_err(sys("chdir /"))
+        .map_err(sys(Step::Mounts, "detach the old root"))?;
+    std::env::set_current_dir("/").map_err(sys(Step::Mounts, "chdir /"))
 }
 
-fn mask_paths(spec: &Spec) -> Result<(), InitError> {
+fn mask_paths(spec: &Spec) -> Result<(), StartError> {
     let Some(linux) = spec.linux() else {
         return Ok(());
     };
@@ -347,9 +345,9 @@ fn mask_paths(spec: &Spec) -> Result<(), InitError> {
         let path = Path::new(&p);
         match fs::symlink_metadata(path) {
             Ok(m) if m.is_dir() => mount(Some("tmpfs"), path, Some("tmpfs"), libc::MS_RDONLY, None)
-                .map_err(sys(format!("mask {p}")))?,
+                .map_err(sys(Step::Mounts, format!("mask {p}")))?,
             Ok(_) => mount(Some("/dev/null"), path, None, libc::MS_BIND, None)
-                .map_err(sys(format!("mask {p}")))?,
+                .map_err(sys(Step::Mounts, format!("mask {p}")))?,
             Err(_) => {}
         }
     }
@@ -357,7 +355,7 @@ fn mask_paths(spec: &Spec) -> Result<(), InitError> {
         let path = Path::new(&p);
         if path.exists() {
             mount(Some(&p), path, None, libc::MS_BIND | libc::MS_REC, None)
-                .map_err(sys(format!("read-only {p}")))?;
+                .map_err(sys(Step::Mounts, format!("read-only {p}")))?;
             mount(
                 None,
                 path,
@@ -371,7 +369,7 @@ fn mask_paths(spec: &Spec) -> Result<(), InitError> {
                     | libc::MS_NOEXEC,
                 None,
             )
-            .map_err(sys(format!("read-only {p}")))?;
+            .map_err(sys(Step::Mounts, format!("read-only {p}")))?;
         }
     }
     Ok(())
@@ -486,11 +484,11 @@ pub(crate) fn own_permitted() -> u64 {
         .unwrap_or(u64::MAX)
 }
 
-fn set_user_and_caps(spec: &Spec) -> Result<(), InitError> {
+fn set_user_and_caps(spec: &Spec) -> Result<(), StartError> {
     let process = spec
         .process()
         .as_ref()
-        .ok_or_else(|| fail(125, "the spec has no process"))?;
+        .ok_or_else(|| fail(Step::Bundle, "the spec has no process"))?;
     let user = process.user();
     let caps = process.capabilities().clone().unwrap_or_default();
     let bounding = cap_mask(caps.bounding());
@@ -504,23 +502,24 @@ fn set_user_and_caps(spec: &Spec) -> Result<(), InitError> {
         if bounding & (1 << cap) == 0 {
             // SAFETY: prctl with integer arguments only.
             check(unsafe { libc::prctl(libc::PR_CAPBSET_DROP, cap as libc::c_ulong, 0, 0, 0) })
-                .map_err(sys(format!("drop capability {cap}")))?;
+                .map_err(sys(Step::Process, format!("drop capability {cap}")))?;
         }
     }
     // Keep permitted capabilities across the uid change, then set them explicitly.
     // SAFETY: prctl with integer arguments only.
     check(unsafe { libc::prctl(libc::PR_SET_KEEPCAPS, 1, 0, 0, 0) })
-        .map_err(sys("keep capabilities"))?;
+        .map_err(sys(Step::Process, "keep capabilities"))?;
     let gids: Vec<libc::gid_t> = user.additional_gids().clone().unwrap_or_default();
     // SAFETY: `gids` outlives the call and its length is passed alongside.
-    check(unsafe { libc::setgroups(gids.len(), gids.as_ptr()) }).map_err(sys("setgroups"))?;
+    check(unsafe { libc::setgroups(gids.len(), gids.as_ptr()) })
+        .map_err(sys(Step::Process, "setgroups"))?;
     // SAFETY: integer arguments only.
     check(unsafe { libc::setresgid(user.gid(), user.gid(), user.gid()) })
-        .map_err(sys(format!("setgid {}", user.gid())))?;
+        .map_err(sys(Step::Process, format!("setgid {}", user.gid())))?;
     // SAFETY: integer arguments only.
     check(unsafe { libc::setresuid(user.uid(), user.uid(), user.uid()) })
-        .map_err(sys(format!("setuid {}", user.uid())))?;
-    capset(effective, permitted, inheritable).map_err(sys("set capabilities"))?;
+        .map_err(sys(Step::Process, format!("setuid {}", user.uid())))?;
+    capset(effective, permitted, inheritable).map_err(sys(Step::Process, "set capabilities"))?;
     // SAFETY: prctl with integer arguments only.
     check(unsafe {
         libc::prctl(
@@ -531,11 +530,11 @@ fn set_user_and_caps(spec: &Spec) -> Result<(), InitError> {
             0,
         )
     })
-    .map_err(sys("clear ambient capabilities"))?;
+    .map_err(sys(Step::Process, "clear ambient capabilities"))?;
     if process.no_new_privileges().unwrap_or(false) {
         // SAFETY: prctl with integer arguments only.
         check(unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) })
-            .map_err(sys("set no_new_privs"))?;
+            .map_err(sys(Step::Process, "set no_new_privs"))?;
     }
     Ok(())
 }
@@ -592,15 +591,13 @@ fn reaper(child: libc::pid_t) -> ! {
 }
 
 /// Finds the program the way execvp would, using the container's PATH.
-fn find_program(arg0: &str, env: &[String]) -> Result<PathBuf, InitError> {
+fn find_program(arg0: &str, env: &[String]) -> Result<PathBuf, StartError> {
     if arg0.contains('/') {
         let p = PathBuf::from(arg0);
         return match fs::metadata(&p) {
             Ok(_) => Ok(p),
-            Err(_) => Err(fail(
-                127,
-                format!("exec: \"{arg0}\": stat {arg0}: no such file or directory"),
-            )),
+            Err(_) => Err(StartError::command(127, format!("exec: \"{arg0}\""))
+                .with_detail(format!("stat {arg0}: no such file or directory"))),
         };
     }
     let path = env
@@ -613,10 +610,8 @@ fn find_program(arg0: &str, env: &[String]) -> Result<PathBuf, InitError> {
             return Ok(p);
         }
     }
-    Err(fail(
-        127,
-        format!("exec: \"{arg0}\": executable file not found in $PATH"),
-    ))
+    Err(StartError::command(127, format!("exec: \"{arg0}\""))
+        .with_detail("executable file not found in $PATH"))
 }
 
 /// Everything from mounts to exec. Returns only on failure. With `console`, the
@@ -636,12 +631,13 @@ pub(crate) fn network_namespace_path(spec: &Spec) -> Option<&Path> {
 
 /// Joins the network namespace at `path`, unless this process is in it already (in a
 /// user namespace the monitor joined it before cloning the init; see monitor.rs).
-pub(crate) fn join_network_namespace(path: &Path) -> io::Result<()> {
+pub(crate) fn join_network_namespace(path: &Path) -> Result<(), StartError> {
     use std::os::unix::fs::MetadataExt;
     let what = |e: io::Error| {
-        io::Error::new(
-            e.kind(),
-            format!("join network namespace {}: {e}", path.display()),
+        StartError::io(
+            Step::Namespaces,
+            format!("join network namespace {}", path.display()),
+            e,
         )
     };
     let f = fs::File::open(path).map_err(what)?;
@@ -664,7 +660,7 @@ pub fn run(
     cgroup_v1: &[(String, PathBuf)],
     console: Option<std::os::fd::OwnedFd>,
     seccomp: Option<&[crate::seccomp::Insn]>,
-) -> InitError {
+) -> StartError {
     match setup(spec, cgroup_v1, console, seccomp) {
         Ok(never) => match never {},
         Err(e) => e,
@@ -673,10 +669,12 @@ pub fn run(
 
 /// Makes a terminal in the container's devpts: the master goes to the monitor, the slave
 /// becomes this process's controlling terminal and stdio.
-fn setup_console(console: &std::os::fd::OwnedFd, uid: u32, gid: u32) -> Result<(), InitError> {
+fn setup_console(console: &std::os::fd::OwnedFd, uid: u32, gid: u32) -> Result<(), StartError> {
     use rustix::pty::OpenptFlags;
     let e = |what: &'static str| {
-        move |err: rustix::io::Errno| fail(125, format!("terminal: {what}: {err}"))
+        move |err: rustix::io::Errno| {
+            StartError::errno(Step::Terminal, format!("terminal: {what}"), err)
+        }
     };
     let master = rustix::pty::openpt(OpenptFlags::RDWR | OpenptFlags::NOCTTY)
         .map_err(e("open /dev/ptmx"))?;
@@ -706,7 +704,7 @@ fn setup_console(console: &std::os::fd::OwnedFd, uid: u32, gid: u32) -> Result<(
     for fd in 0..3 {
         // SAFETY: duplicating a valid descriptor onto stdio.
         check(unsafe { libc::dup2(std::os::fd::AsRawFd::as_raw_fd(&slave), fd) })
-            .map_err(sys("dup the terminal"))?;
+            .map_err(sys(Step::Terminal, "dup the terminal"))?;
     }
     Ok(())
 }
@@ -716,15 +714,15 @@ fn setup(
     cgroup_v1: &[(String, PathBuf)],
     console: Option<std::os::fd::OwnedFd>,
     seccomp: Option<&[crate::seccomp::Insn]>,
-) -> Result<std::convert::Infallible, InitError> {
+) -> Result<std::convert::Infallible, StartError> {
     let process = spec
         .process()
         .as_ref()
-        .ok_or_else(|| fail(125, "the spec has no process"))?;
+        .ok_or_else(|| fail(Step::Bundle, "the spec has no process"))?;
     let root = spec
         .root()
         .as_ref()
-        .ok_or_else(|| fail(125, "the spec has no root"))?;
+        .ok_or_else(|| fail(Step::Bundle, "the spec has no root"))?;
     let rootfs = root.path().clone();
     let linux = spec.linux().clone().unwrap_or_default();
     let namespaces = linux.namespaces().clone().unwrap_or_default();
@@ -739,20 +737,22 @@ fn setup(
         // which the new namespace does not map. Becoming its root (a mapped user, with
         // all capabilities in the namespace) makes what follows happen as that user.
         // SAFETY: plain system calls in a single-threaded process.
-        check(unsafe { libc::setresgid(0, 0, 0) })
-            .map_err(sys("become the user namespace's root group"))?;
+        check(unsafe { libc::setresgid(0, 0, 0) }).map_err(sys(
+            Step::Namespaces,
+            "become the user namespace's root group",
+        ))?;
         // SAFETY: as above.
         check(unsafe { libc::setresuid(0, 0, 0) })
-            .map_err(sys("become the user namespace's root"))?;
+            .map_err(sys(Step::Namespaces, "become the user namespace's root"))?;
     }
     // Join a network namespace given by path.
     if let Some(path) = network_namespace_path(spec) {
-        join_network_namespace(path).map_err(|e| fail(125, e.to_string()))?;
+        join_network_namespace(path)?;
     }
     if has_ns(LinuxNamespaceType::Cgroup) {
         // SAFETY: a new cgroup namespace changes no memory or file-descriptor state.
         unsafe { rustix::thread::unshare_unsafe(rustix::thread::UnshareFlags::NEWCGROUP) }
-            .map_err(|e| fail(125, format!("new cgroup namespace: {e}")))?;
+            .map_err(|e| StartError::errno(Step::Namespaces, "new cgroup namespace", e))?;
     }
 
     // Mounts stay in this namespace.
@@ -763,7 +763,7 @@ fn setup(
         libc::MS_REC | libc::MS_SLAVE,
         None,
     )
-    .map_err(sys("make / a slave mount"))?;
+    .map_err(sys(Step::Mounts, "make / a slave mount"))?;
     mount(
         Some(&rootfs.to_string_lossy()),
         &rootfs,
@@ -771,7 +771,7 @@ fn setup(
         libc::MS_BIND | libc::MS_REC,
         None,
     )
-    .map_err(sys("bind the rootfs"))?;
+    .map_err(sys(Step::Mounts, "bind the rootfs"))?;
     for m in spec.mounts().clone().unwrap_or_default() {
         mount_one(&rootfs, &m, cgroup_v1)?;
     }
@@ -780,7 +780,7 @@ fn setup(
     mask_paths(spec)?;
     if root.readonly().unwrap_or(false) {
         remount_bind(Path::new("/"), libc::MS_RDONLY | libc::MS_REC)
-            .map_err(sys("make the rootfs read-only"))?;
+            .map_err(sys(Step::Mounts, "make the rootfs read-only"))?;
     }
 
     if let Some(console) = &console {
@@ -790,16 +790,18 @@ fn setup(
     if has_ns(LinuxNamespaceType::Uts) {
         if let Some(h) = spec.hostname() {
             rustix::system::sethostname(h.as_bytes())
-                .map_err(|e| fail(125, format!("sethostname: {e}")))?;
+                .map_err(|e| StartError::errno(Step::Process, "sethostname", e))?;
         }
     }
     if has_ns(LinuxNamespaceType::Network) {
-        loopback_up().map_err(sys("bring up lo"))?;
+        loopback_up().map_err(sys(Step::Process, "bring up lo"))?;
     }
     let cwd = process.cwd();
     if !cwd.exists() {
-        fs::create_dir_all(cwd)
-            .map_err(sys(format!("create working directory {}", cwd.display())))?;
+        fs::create_dir_all(cwd).map_err(sys(
+            Step::Process,
+            format!("create working directory {}", cwd.display()),
+        ))?;
     }
     finish(spec, seccomp)
 }
@@ -810,11 +812,11 @@ fn setup(
 pub fn finish(
     spec: &Spec,
     seccomp: Option<&[crate::seccomp::Insn]>,
-) -> Result<std::convert::Infallible, InitError> {
+) -> Result<std::convert::Infallible, StartError> {
     let process = spec
         .process()
         .as_ref()
-        .ok_or_else(|| fail(125, "the spec has no process"))?;
+        .ok_or_else(|| fail(Step::Bundle, "the spec has no process"))?;
     let linux = spec.linux().clone().unwrap_or_default();
     for r in process.rlimits().clone().unwrap_or_default() {
         let name = format!("{:?}", r.typ());
@@ -826,14 +828,15 @@ pub fn finish(
                 name.trim_start_matches("Rlimit").to_uppercase()
             )
         };
-        let res =
-            rlimit_resource(&name).ok_or_else(|| fail(125, format!("unknown rlimit {name}")))?;
+        let res = rlimit_resource(&name)
+            .ok_or_else(|| fail(Step::Process, format!("unknown rlimit {name}")))?;
         let lim = libc::rlimit {
             rlim_cur: r.soft(),
             rlim_max: r.hard(),
         };
         // SAFETY: `lim` is a valid rlimit.
-        check(unsafe { libc::setrlimit(res, &lim) }).map_err(sys(format!("setrlimit {name}")))?;
+        check(unsafe { libc::setrlimit(res, &lim) })
+            .map_err(sys(Step::Process, format!("setrlimit {name}")))?;
     }
     let cwd = process.cwd();
     // Seccomp last but for the user and capability changes, which the filter allows;
@@ -843,23 +846,28 @@ pub fn finish(
         let filter = match seccomp {
             Some(f) => f,
             None => {
-                let json = serde_json::to_value(profile)
-                    .map_err(|e| fail(125, format!("seccomp profile: {e}")))?;
-                compiled = crate::seccomp::compile(&json)
-                    .map_err(|e| fail(125, format!("seccomp profile: {e}")))?;
+                let json = serde_json::to_value(profile).map_err(|e| {
+                    fail(Step::Seccomp, "seccomp profile").with_detail(e.to_string())
+                })?;
+                compiled = crate::seccomp::compile(&json).map_err(|e| {
+                    StartError::new(e.kind(), Step::Seccomp, "seccomp profile")
+                        .with_detail(e.to_string())
+                })?;
                 &compiled
             }
         };
-        crate::seccomp::install(filter).map_err(sys("install the seccomp filter"))?;
+        crate::seccomp::install(filter)
+            .map_err(sys(Step::Seccomp, "install the seccomp filter"))?;
     }
     set_user_and_caps(spec)?;
     std::env::set_current_dir(cwd)
-        .map_err(|e| fail(125, format!("chdir to {}: {e}", cwd.display())))?;
+        .map_err(sys(Step::Process, format!("chdir to {}", cwd.display())))?;
 
     let args = process.args().clone().unwrap_or_default();
     let arg0 = args.first().ok_or_else(|| {
-        fail(
-            125,
+        StartError::new(
+            ErrorKind::Invalid,
+            Step::Exec,
             "no command given and the image has none; give one after the image name",
         )
     })?;
@@ -873,7 +881,7 @@ pub fn finish(
         // SAFETY: fork in a single-threaded process.
         let child = unsafe { libc::fork() };
         if child < 0 {
-            return Err(sys("fork the command under the init")(
+            return Err(sys(Step::Exec, "fork the command under the init")(
                 io::Error::last_os_error(),
             ));
         }
@@ -906,5 +914,10 @@ pub fn finish(
         Some(libc::ENOENT) => 127,
         _ => 126,
     };
-    Err(fail(code, format!("exec: \"{arg0}\": {e}")))
+    let mut err = StartError::command(code, format!("exec: \"{arg0}\""));
+    match e.raw_os_error() {
+        Some(errno) => err = err.with_errno(errno),
+        None => err = err.with_detail(e.to_string()),
+    }
+    Err(err)
 }

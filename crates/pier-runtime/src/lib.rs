@@ -19,6 +19,7 @@
 //! - [`reap`]: killing what a container left in its cgroup.
 //! - [`logs`]: the log file format, rotation, and reading.
 //! - [`state`]: the files monitor and daemon share.
+//! - [`error`]: why a start failed ([`StartError`]), and the monitor's answer to it.
 //!
 //! Namespace work never happens in the daemon: the daemon asks its zygote, a fresh
 //! single-threaded `pier __monitor-zygote`, to fork a monitor, which clones the container.
@@ -26,6 +27,7 @@
 pub mod attach;
 pub mod cgroups;
 pub mod devices;
+pub mod error;
 pub mod exec;
 pub mod in_root;
 pub mod init;
@@ -39,3 +41,5 @@ pub mod spec;
 pub mod state;
 pub mod userns;
 pub mod zygote;
+
+pub use error::{Answer, ErrorKind, StartError, Step};

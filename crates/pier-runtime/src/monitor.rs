@@ -2,7 +2,8 @@
 //!
 //! It detaches (fork, setsid), becomes a child subreaper, creates the cgroup, clones the
 //! container's init with its namespaces, moves it into the cgroup, lets it go, and tells
-//! the daemon on stdout `ok PID` or `err CODE MESSAGE`. Then it copies the container's
+//! the daemon on stdout how the start went (an [`Answer`]: `ok PID`, or `err` and the
+//! [`StartError`] as JSON). Then it copies the container's
 //! stdout and stderr into the log file until the container exits, records how it ended
 //! in `exit.json`, removes the cgroup and exits. It is single-threaded and uses blocking
 //! calls only, which keeps it small and makes cloning safe.
@@ -22,6 +23,7 @@ use oci_spec::runtime::{LinuxNamespaceType, Spec};
 
 use crate::attach;
 use crate::cgroups::{Cgroup, Layout};
+use crate::error::{Answer, ErrorKind, StartError, Step};
 use crate::logs::LogWriter;
 use crate::state::{read_json, write_json, Exited, MonitorConfig, Running};
 
@@ -41,10 +43,11 @@ pub fn main(dir: &Path) -> i32 {
     // SAFETY: the monitor is single-threaded at this point (no runtime was started).
     match unsafe { libc::fork() } {
         -1 => {
-            answer(&format!(
-                "err 125 cannot fork the monitor: {}",
-                io::Error::last_os_error()
-            ));
+            answer(&Answer::Failed(StartError::io(
+                Step::Monitor,
+                "cannot fork the monitor",
+                io::Error::last_os_error(),
+            )));
             1
         }
         0 => run(dir),
@@ -85,11 +88,15 @@ pub fn run(dir: &Path) -> i32 {
                 started_at: now(),
             };
             if let Err(e) = write_json(&dir.join("state.json"), &running) {
-                answer(&format!("err 125 cannot write state.json: {e}"));
+                answer(&Answer::Failed(StartError::io(
+                    Step::Monitor,
+                    "cannot write state.json",
+                    e,
+                )));
                 // SAFETY: signalling the child we created.
                 unsafe { libc::kill(pid, libc::SIGKILL) };
             } else {
-                answer(&format!("ok {pid}"));
+                answer(&Answer::Started { pid });
             }
             redirect_to_null(1);
             // Everything start() parsed is freed; give the pages back, since this process
@@ -112,15 +119,15 @@ pub fn run(dir: &Path) -> i32 {
             let _ = cgroup.remove();
             0
         }
-        Err((code, message)) => {
+        Err(e) => {
             let exit = Exited {
-                exit_code: code,
+                exit_code: e.code,
                 finished_at: now(),
                 oom_killed: false,
-                error: Some(message.clone()),
+                error: Some(e.to_string()),
             };
             let _ = write_json(&dir.join("exit.json"), &exit);
-            answer(&format!("err {code} {}", message.replace('\n', " ")));
+            answer(&Answer::Failed(e));
             0
         }
     }
@@ -129,8 +136,8 @@ pub fn run(dir: &Path) -> i32 {
 /// Writes the start's answer line to stdout, where the daemon waits for it. A daemon
 /// that died meanwhile reads nothing: the error is ignored (the state and exit files are
 /// what a restarted daemon reads), and nothing here can panic.
-pub fn answer(line: &str) {
-    let mut bytes = line.as_bytes().to_vec();
+pub fn answer(answer: &Answer) {
+    let mut bytes = answer.to_line().into_bytes();
     bytes.push(b'\n');
     let mut rest = bytes.as_slice();
     while !rest.is_empty() {
@@ -255,15 +262,10 @@ fn runc(dir: &Path) -> std::process::Command {
 
 /// Runs the bundle with runc (`--runtime runc`): `runc run --keep`, so the cgroup outlives
 /// the process long enough to read whether the OOM killer struck.
-fn start_runc(
-    dir: &Path,
-    config: &MonitorConfig,
-    cgroup: Cgroup,
-) -> Result<Started, (i32, String)> {
+fn start_runc(dir: &Path, config: &MonitorConfig, cgroup: Cgroup) -> Result<Started, StartError> {
     use std::os::fd::FromRawFd;
-    let e125 = |m: String| (125, m);
-    let (out_r, out_w) = pipe().map_err(|e| e125(format!("pipe: {e}")))?;
-    let (err_r, err_w) = pipe().map_err(|e| e125(format!("pipe: {e}")))?;
+    let (out_r, out_w) = pipe().map_err(|e| StartError::io(Step::Stdio, "pipe", e))?;
+    let (err_r, err_w) = pipe().map_err(|e| StartError::io(Step::Stdio, "pipe", e))?;
     let pid_file = dir.join("runc.pid");
     let _ = std::fs::remove_file(&pid_file);
     let mut child = runc(dir)
@@ -277,9 +279,11 @@ fn start_runc(
         .stderr(std::process::Stdio::from(err_w))
         .spawn()
         .map_err(|e| {
-            e125(format!(
-                "cannot run runc ({e}); install it with apt-get install runc"
-            ))
+            StartError::io(
+                Step::Runc,
+                "cannot run runc (install it with apt-get install runc)",
+                e,
+            )
         })?;
     loop {
         if let Some(pid) = std::fs::read_to_string(&pid_file)
@@ -308,21 +312,32 @@ fn start_runc(
                 .args(["delete", "--force"])
                 .arg(&config.id)
                 .output();
-            return Err((
-                status.code().unwrap_or(125),
-                format!("runc failed: {}", String::from_utf8_lossy(&msg).trim()),
-            ));
+            // runc's own code: 125 when it failed, the command's (126, 127) when that
+            // could not run.
+            let code = status.code().unwrap_or(125);
+            let kind = if code == 125 {
+                ErrorKind::Host
+            } else {
+                ErrorKind::Invalid
+            };
+            return Err(StartError {
+                code,
+                ..StartError::new(kind, Step::Runc, "runc failed")
+                    .with_detail(String::from_utf8_lossy(&msg).trim())
+            });
         }
         std::thread::sleep(std::time::Duration::from_millis(1));
     }
 }
 
-fn start(dir: &Path) -> Result<Started, (i32, String)> {
-    let e125 = |m: String| (125, m);
-    let spec = Spec::load(dir.join("config.json"))
-        .map_err(|e| e125(format!("cannot read config.json: {e}")))?;
-    let config: MonitorConfig = read_json(&dir.join("monitor.json"))
-        .ok_or_else(|| e125("cannot read monitor.json".into()))?;
+fn start(dir: &Path) -> Result<Started, StartError> {
+    let spec = Spec::load(dir.join("config.json")).map_err(|e| {
+        StartError::new(ErrorKind::Host, Step::Bundle, "cannot read config.json")
+            .with_detail(e.to_string())
+    })?;
+    let config: MonitorConfig = read_json(&dir.join("monitor.json")).ok_or_else(|| {
+        StartError::new(ErrorKind::Host, Step::Bundle, "cannot read monitor.json")
+    })?;
     let cgroup = Cgroup::of_spec(&spec, &config.id);
     if config.runtime == "runc" {
         return start_runc(dir, &config, cgroup);
@@ -330,24 +345,28 @@ fn start(dir: &Path) -> Result<Started, (i32, String)> {
     let resources = spec.linux().as_ref().and_then(|l| l.resources().clone());
     cgroup
         .create(resources.as_ref())
-        .map_err(|e| e125(format!("{e}: {}", e.source)))?;
+        .map_err(StartError::cgroup)?;
     // A container runs alone in its cgroup: processes left there by an earlier run
     // (whose monitor died) are refused, never joined by a second init.
     let left = cgroup.pids();
     if !left.is_empty() {
-        return Err(e125(format!(
-            "the container's cgroup still holds processes of an earlier run (pids {left:?}); \
-             restart the daemon, which kills them, or remove the container with rm -f"
-        )));
+        return Err(StartError::new(
+            ErrorKind::Conflict,
+            Step::Cgroup,
+            format!(
+                "the container's cgroup still holds processes of an earlier run (pids {left:?}); \
+                 restart the daemon, which kills them, or remove the container with rm -f"
+            ),
+        ));
     }
     // Controller names with the container's group in each.
     let cgroup_v1: Vec<(String, std::path::PathBuf)> = match cgroup.layout {
         Layout::V1 => cgroup.dirs.clone(),
         Layout::V2 => vec![],
     };
-    let fail_early = |m: String| {
+    let fail_early = |e: StartError| {
         let _ = cgroup.remove();
-        e125(m)
+        e
     };
 
     // Stdio: a terminal made by the container's init, or pipes.
@@ -362,23 +381,27 @@ fn start(dir: &Path) -> Result<Started, (i32, String)> {
             rustix::net::SocketFlags::CLOEXEC,
             None,
         )
-        .map_err(|e| fail_early(format!("socketpair: {e}")))?;
+        .map_err(|e| fail_early(StartError::errno(Step::Stdio, "socketpair", e)))?;
         console = Some((ours, theirs));
     } else {
-        let (out_r, out_w) = pipe().map_err(|e| fail_early(format!("pipe: {e}")))?;
-        let (err_r, err_w) = pipe().map_err(|e| fail_early(format!("pipe: {e}")))?;
+        let (out_r, out_w) =
+            pipe().map_err(|e| fail_early(StartError::io(Step::Stdio, "pipe", e)))?;
+        let (err_r, err_w) =
+            pipe().map_err(|e| fail_early(StartError::io(Step::Stdio, "pipe", e)))?;
         outputs.push((out_r, attach::STDOUT));
         outputs.push((err_r, attach::STDERR));
         child_stdio[1] = Some(out_w);
         child_stdio[2] = Some(err_w);
         if config.stdin {
-            let (in_r, in_w) = pipe().map_err(|e| fail_early(format!("pipe: {e}")))?;
+            let (in_r, in_w) =
+                pipe().map_err(|e| fail_early(StartError::io(Step::Stdio, "pipe", e)))?;
             child_stdio[0] = Some(in_r);
             stdin = Some(in_w);
         }
     }
-    let (go_r, go_w) = pipe().map_err(|e| fail_early(format!("pipe: {e}")))?;
-    let (fail_r, fail_w) = pipe().map_err(|e| fail_early(format!("pipe: {e}")))?;
+    let (go_r, go_w) = pipe().map_err(|e| fail_early(StartError::io(Step::Stdio, "pipe", e)))?;
+    let (fail_r, fail_w) =
+        pipe().map_err(|e| fail_early(StartError::io(Step::Stdio, "pipe", e)))?;
 
     let namespaces = spec
         .linux()
@@ -406,8 +429,8 @@ fn start(dir: &Path) -> Result<Started, (i32, String)> {
         (uids, gids)
     });
     if let Some((uids, gids)) = &id_maps {
-        if let Err(m) = enter_user_namespace_setup(&spec, &config, uids, gids) {
-            return Err(fail_early(m));
+        if let Err(e) = enter_user_namespace_setup(&spec, &config, uids, gids) {
+            return Err(fail_early(e));
         }
     }
     // The daemon's compiled filter, if it left one and it is whole; else init compiles.
@@ -417,7 +440,11 @@ fn start(dir: &Path) -> Result<Started, (i32, String)> {
         config.log_max_bytes,
         config.log_max_files,
     ) {
-        return Err(fail_early(format!("cannot open the log: {e}")));
+        return Err(fail_early(StartError::io(
+            Step::Log,
+            "cannot open the log",
+            e,
+        )));
     }
     // SAFETY: fork-like clone (no new stack, SIGCHLD on exit) in a single-threaded process.
     let pid = unsafe {
@@ -431,9 +458,10 @@ fn start(dir: &Path) -> Result<Started, (i32, String)> {
         )
     } as i32;
     if pid < 0 {
-        let e = io::Error::last_os_error();
-        return Err(fail_early(format!(
-            "cannot create the container's namespaces: {e}"
+        return Err(fail_early(StartError::io(
+            Step::Namespaces,
+            "cannot create the container's namespaces",
+            io::Error::last_os_error(),
         )));
     }
     if pid == 0 {
@@ -457,7 +485,11 @@ fn start(dir: &Path) -> Result<Started, (i32, String)> {
                 libc::kill(pid, libc::SIGKILL);
                 libc::waitpid(pid, std::ptr::null_mut(), 0);
             }
-            return Err(fail_early(format!("user namespace: {e}")));
+            return Err(fail_early(StartError::io(
+                Step::Namespaces,
+                "user namespace",
+                e,
+            )));
         }
     }
 
@@ -467,28 +499,40 @@ fn start(dir: &Path) -> Result<Started, (i32, String)> {
             libc::kill(pid, libc::SIGKILL);
             libc::waitpid(pid, std::ptr::null_mut(), 0);
         }
-        return Err(fail_early(format!("{e}: {}", e.source)));
+        return Err(fail_early(StartError::cgroup(e)));
     }
     let mut go = File::from(go_w);
     let _ = go.write_all(b"g");
     drop(go);
-    // The fail pipe closes on a successful exec (CLOEXEC); a message means it failed.
-    let mut msg = String::new();
-    let _ = File::from(fail_r).read_to_string(&mut msg);
+    // The fail pipe closes on a successful exec (CLOEXEC); a StartError (JSON) means it
+    // failed.
+    let mut msg = Vec::new();
+    let _ = File::from(fail_r).read_to_end(&mut msg);
     if !msg.is_empty() {
         let mut status = 0;
         // SAFETY: reaping our child.
         unsafe { libc::waitpid(pid, &mut status, 0) };
         let _ = cgroup.remove();
-        let (code, text) = msg.split_once('\n').unwrap_or(("125", &msg));
-        return Err((code.parse().unwrap_or(125), text.to_string()));
+        return Err(serde_json::from_slice(&msg).unwrap_or_else(|_| {
+            StartError::new(
+                ErrorKind::Host,
+                Step::Namespaces,
+                "the container's init failed without a readable reason",
+            )
+            .with_detail(String::from_utf8_lossy(&msg))
+        }));
     }
     let mut tty = None;
     if let Some(sock) = console {
-        let master = receive_fd(&sock)
-            .map_err(|e| e125(format!("cannot receive the container's terminal: {e}")))?;
-        let dup = master.try_clone().map_err(|e| e125(format!("dup: {e}")))?;
-        let resize = master.try_clone().map_err(|e| e125(format!("dup: {e}")))?;
+        let master = receive_fd(&sock).map_err(|e| {
+            StartError::io(Step::Terminal, "cannot receive the container's terminal", e)
+        })?;
+        let dup = master
+            .try_clone()
+            .map_err(|e| StartError::io(Step::Terminal, "dup", e))?;
+        let resize = master
+            .try_clone()
+            .map_err(|e| StartError::io(Step::Terminal, "dup", e))?;
         outputs.push((master, attach::STDOUT));
         stdin = Some(dup);
         tty = Some(resize);
@@ -531,25 +575,29 @@ fn enter_user_namespace_setup(
     config: &MonitorConfig,
     uids: &[oci_spec::runtime::LinuxIdMapping],
     gids: &[oci_spec::runtime::LinuxIdMapping],
-) -> Result<(), String> {
+) -> Result<(), StartError> {
+    let userns = |e| StartError::io(Step::Namespaces, "user namespace", e);
     let (Some(root_uid), Some(root_gid)) = (
         crate::userns::host_root(uids),
         crate::userns::host_root(gids),
     ) else {
-        return Err("user namespace: the mappings must map the container's root (ID 0)".into());
+        return Err(StartError::new(
+            ErrorKind::Invalid,
+            Step::Namespaces,
+            "user namespace: the mappings must map the container's root (ID 0)",
+        ));
     };
     if let (Some(dirs), Some(root)) = (&config.overlay, spec.root()) {
-        let ns =
-            crate::userns::mapping_fd(uids, gids).map_err(|e| format!("user namespace: {e}"))?;
-        crate::userns::mount_rootfs(root.path(), dirs, &ns, root_uid, root_gid)
-            .map_err(|e| format!("user namespace: {e}"))?;
+        let ns = crate::userns::mapping_fd(uids, gids).map_err(userns)?;
+        crate::userns::mount_rootfs(root.path(), dirs, &ns, root_uid, root_gid).map_err(userns)?;
     }
     if let Some(path) = crate::init::network_namespace_path(spec) {
-        crate::init::join_network_namespace(path).map_err(|e| e.to_string())?;
+        crate::init::join_network_namespace(path)?;
         // Raw sockets need CAP_NET_RAW where the host owns the namespace, which the
         // container's root lacks; ICMP echo sockets need only this, as Docker sets it.
-        std::fs::write("/proc/sys/net/ipv4/ping_group_range", "0 2147483647")
-            .map_err(|e| format!("allow ping in the network namespace: {e}"))?;
+        std::fs::write("/proc/sys/net/ipv4/ping_group_range", "0 2147483647").map_err(|e| {
+            StartError::io(Step::Namespaces, "allow ping in the network namespace", e)
+        })?;
     }
     Ok(())
 }
@@ -583,7 +631,9 @@ fn child(
     }
     let e = crate::init::run(spec, cgroup_v1, console, seccomp);
     let mut f = File::from(fail);
-    let _ = write!(f, "{}\n{}", e.code, e.message);
+    if let Ok(json) = serde_json::to_vec(&e) {
+        let _ = f.write_all(&json);
+    }
     // SAFETY: leaving the child without running the parent's destructors.
     unsafe { libc::_exit(e.code) }
 }
@@ -994,5 +1044,27 @@ fn supervise(
         finished_at: now(),
         oom_killed: cgroup.oom_killed(),
         error: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_bundle_that_cannot_be_read_is_reported_as_such() {
+        let d = tempfile::tempdir().unwrap();
+        let Err(e) = start(d.path()) else {
+            panic!("an empty directory started a container");
+        };
+        assert_eq!(
+            (e.code, e.kind, e.step),
+            (125, ErrorKind::Host, Step::Bundle),
+            "{e}"
+        );
+        assert!(e.to_string().starts_with("cannot read config.json"), "{e}");
+        // As the daemon reads it from the monitor's answer.
+        let line = Answer::Failed(e.clone()).to_line();
+        assert_eq!(Answer::parse(&line), Answer::Failed(e));
     }
 }

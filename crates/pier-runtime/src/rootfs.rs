@@ -49,9 +49,25 @@ fn comp(c: Component<'_>) -> Option<PathBuf> {
     }
 }
 
+/// A `--user` that the container's `/etc/passwd` or `/etc/group` does not name.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum UserError {
+    #[error("unable to find user {0}: no matching entries in passwd file")]
+    NoUser(String),
+    #[error("unable to find group {0}: no matching entries in group file")]
+    NoGroup(String),
+}
+
+impl UserError {
+    /// Whose fault this is: the request's, which names a user the image lacks.
+    pub fn kind(&self) -> crate::ErrorKind {
+        crate::ErrorKind::Invalid
+    }
+}
+
 /// Reads `/etc/passwd` and `/etc/group` of a rootfs to turn `--user` into numbers, as
 /// Docker does: `name`, `uid`, `name:group`, `uid:gid`.
-pub fn resolve_user(root: &Path, user: &str) -> Result<(u32, u32, Vec<u32>), String> {
+pub fn resolve_user(root: &Path, user: &str) -> Result<(u32, u32, Vec<u32>), UserError> {
     let read = |path: &str| {
         resolve_in_root(root, Path::new(path))
             .ok()
@@ -118,7 +134,7 @@ pub fn resolve_user_from(
     passwd: &[u8],
     group: &[u8],
     user: &str,
-) -> Result<(u32, u32, Vec<u32>), String> {
+) -> Result<(u32, u32, Vec<u32>), UserError> {
     let (u, g) = match user.split_once(':') {
         Some((u, g)) => (u, Some(g)),
         None => (user, None),
@@ -131,9 +147,9 @@ pub fn resolve_user_from(
     });
     let uid = match u.parse::<u32>() {
         Ok(n) => n,
-        Err(_) => entry.and_then(|f| f.get(2)?.parse().ok()).ok_or_else(|| {
-            format!("unable to find user {u}: no matching entries in passwd file")
-        })?,
+        Err(_) => entry
+            .and_then(|f| f.get(2)?.parse().ok())
+            .ok_or_else(|| UserError::NoUser(u.to_string()))?,
     };
     let gid = match g {
         Some(g) => match g.parse::<u32>() {
@@ -142,9 +158,7 @@ pub fn resolve_user_from(
                 .iter()
                 .find(|f| f.first().map(String::as_str) == Some(g))
                 .and_then(|f| f.get(2)?.parse().ok())
-                .ok_or_else(|| {
-                    format!("unable to find group {g}: no matching entries in group file")
-                })?,
+                .ok_or_else(|| UserError::NoGroup(g.to_string()))?,
         },
         None => entry.and_then(|f| f.get(3)?.parse().ok()).unwrap_or(0),
     };
@@ -289,8 +303,12 @@ mod tests {
             resolve_user(d.path(), "1000").unwrap(),
             (1000, 1001, vec![10])
         );
-        assert!(resolve_user(d.path(), "nobody")
-            .unwrap_err()
-            .contains("unable to find user nobody"));
+        let e = resolve_user(d.path(), "nobody").unwrap_err();
+        assert_eq!(e, UserError::NoUser("nobody".into()));
+        assert!(e.to_string().contains("unable to find user nobody"), "{e}");
+        assert_eq!(
+            resolve_user(d.path(), "1000:nogroup").unwrap_err(),
+            UserError::NoGroup("nogroup".into())
+        );
     }
 }

@@ -231,13 +231,35 @@ fn jump(code: u16, k: u32, jt: u8, jf: u8) -> Insn {
     Insn { code, jt, jf, k }
 }
 
-fn action(name: &str, errno: Option<u32>, default_errno: u32) -> Result<u32, String> {
+/// Why a seccomp profile cannot be compiled: it asks for what Pier's compiler lacks.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SeccompError {
+    #[error("unsupported seccomp action {0}")]
+    Action(String),
+    #[error("seccomp rules with several argument conditions are not supported")]
+    SeveralConditions,
+    #[error("seccomp argument index {0} is out of range")]
+    ArgumentIndex(u32),
+    #[error("unsupported seccomp comparison {0}")]
+    Comparison(String),
+    #[error("the seccomp profile compiles to more than 4096 instructions")]
+    TooLong,
+}
+
+impl SeccompError {
+    /// Whose fault this is: the profile's, which the user gave.
+    pub fn kind(&self) -> crate::ErrorKind {
+        crate::ErrorKind::Invalid
+    }
+}
+
+fn action(name: &str, errno: Option<u32>, default_errno: u32) -> Result<u32, SeccompError> {
     Ok(match name {
         "SCMP_ACT_ALLOW" => RET_ALLOW,
         "SCMP_ACT_ERRNO" => RET_ERRNO | (errno.unwrap_or(default_errno) & 0xffff),
         "SCMP_ACT_KILL" | "SCMP_ACT_KILL_PROCESS" | "SCMP_ACT_KILL_THREAD" => RET_KILL_PROCESS,
         "SCMP_ACT_LOG" => RET_LOG,
-        other => return Err(format!("unsupported seccomp action {other}")),
+        other => return Err(SeccompError::Action(other.to_string())),
     })
 }
 
@@ -247,7 +269,7 @@ pub fn syscall_number(name: &str) -> Option<u32> {
 }
 
 /// Compiles the spec's seccomp object (as JSON) into BPF.
-pub fn compile(seccomp: &Value) -> Result<Vec<Insn>, String> {
+pub fn compile(seccomp: &Value) -> Result<Vec<Insn>, SeccompError> {
     let default_errno = seccomp["defaultErrnoRet"].as_u64().unwrap_or(1) as u32;
     let default = action(
         seccomp["defaultAction"]
@@ -297,12 +319,12 @@ pub fn compile(seccomp: &Value) -> Result<Vec<Insn>, String> {
             continue;
         }
         if args.len() != 1 {
-            return Err("seccomp rules with several argument conditions are not supported".into());
+            return Err(SeccompError::SeveralConditions);
         }
         let a = &args[0];
         let index = a["index"].as_u64().unwrap_or(0) as u32;
         if index > 5 {
-            return Err(format!("seccomp argument index {index} is out of range"));
+            return Err(SeccompError::ArgumentIndex(index));
         }
         let value = a["value"].as_u64().unwrap_or(0);
         let two = a["valueTwo"].as_u64().unwrap_or(0);
@@ -316,7 +338,7 @@ pub fn compile(seccomp: &Value) -> Result<Vec<Insn>, String> {
                 jump(JEQ_K, two as u32, 0, 1),
                 stmt(RET_K, act),
             ],
-            other => return Err(format!("unsupported seccomp comparison {other}")),
+            other => return Err(SeccompError::Comparison(other.to_string())),
         };
         p.push(jump(JEQ_K, nr, 0, block.len() as u8 + 1));
         p.extend(block);
@@ -328,7 +350,7 @@ pub fn compile(seccomp: &Value) -> Result<Vec<Insn>, String> {
     }
     p.push(stmt(RET_K, default));
     if p.len() > 4096 {
-        return Err("the seccomp profile compiles to more than 4096 instructions".into());
+        return Err(SeccompError::TooLong);
     }
     Ok(p)
 }
@@ -777,6 +799,24 @@ const SYSCALLS: &[(&str, u32)] = &[
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn profiles_beyond_the_compiler_are_the_users_to_fix() {
+        let profile = |rule: Value| serde_json::json!({"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [rule]});
+        let e = compile(&profile(serde_json::json!(
+            {"names": ["mkdir"], "action": "SCMP_ACT_TRAP"}
+        )))
+        .unwrap_err();
+        assert_eq!(e, SeccompError::Action("SCMP_ACT_TRAP".into()));
+        assert_eq!(e.kind(), crate::ErrorKind::Invalid);
+        let e = compile(&profile(serde_json::json!({
+            "names": ["personality"], "action": "SCMP_ACT_ALLOW",
+            "args": [{"index": 0, "value": 8, "op": "SCMP_CMP_GT"}]
+        })))
+        .unwrap_err();
+        assert_eq!(e, SeccompError::Comparison("SCMP_CMP_GT".into()));
+        assert_eq!(e.to_string(), "unsupported seccomp comparison SCMP_CMP_GT");
+    }
 
     fn nr(n: &str) -> u32 {
         syscall_number(n).unwrap()

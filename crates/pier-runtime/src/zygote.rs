@@ -9,7 +9,7 @@
 //!
 //! One request is one datagram: the container's directory as bytes, with the write end
 //! of a pipe attached (SCM_RIGHTS). The forked monitor has that pipe as stdout and
-//! answers on it exactly as a spawned one does (`ok PID` or `err CODE MESSAGE`, see
+//! answers on it exactly as a spawned one does (an [`Answer`] line, see
 //! [`crate::monitor`]); the pipe reaches end of file once the monitor has answered. The
 //! zygote reaps nothing itself (SIGCHLD ignored) and exits when the daemon's end closes,
 //! whether the daemon exits or is killed; the monitors it forked live on, detached. A
@@ -33,6 +33,8 @@ use rustix::net::{
     RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, SendAncillaryBuffer,
     SendAncillaryMessage, SendFlags,
 };
+
+use crate::error::{Answer, ErrorKind, StartError, Step};
 
 /// The longest directory a request may carry.
 const MAX_REQUEST: usize = 4096;
@@ -69,7 +71,14 @@ pub fn main() -> i32 {
         }
         let Some(reply) = reply else { continue };
         if got.flags.contains(rustix::net::ReturnFlags::TRUNC) {
-            answer(&reply, "err 125 the container's directory path is too long");
+            answer(
+                &reply,
+                &Answer::Failed(StartError::new(
+                    ErrorKind::Host,
+                    Step::Monitor,
+                    "the container's directory path is too long",
+                )),
+            );
             continue;
         }
         if nobody_reads(&reply) {
@@ -87,10 +96,11 @@ pub fn main() -> i32 {
             }
             -1 => answer(
                 &reply,
-                &format!(
-                    "err 125 cannot fork the monitor: {}",
-                    io::Error::last_os_error()
-                ),
+                &Answer::Failed(StartError::io(
+                    Step::Monitor,
+                    "cannot fork the monitor",
+                    io::Error::last_os_error(),
+                )),
             ),
             _ => {} // our copy of the reply pipe closes here
         }
@@ -109,8 +119,8 @@ fn nobody_reads(w: &OwnedFd) -> bool {
     n == 1 && p[0].revents & libc::POLLERR != 0
 }
 
-fn answer(reply: &OwnedFd, line: &str) {
-    let _ = rustix::io::write(reply, format!("{line}\n").as_bytes());
+fn answer(reply: &OwnedFd, answer: &Answer) {
+    let _ = rustix::io::write(reply, format!("{}\n", answer.to_line()).as_bytes());
 }
 
 /// The forked child: given the stdio and working directory a spawned monitor has, it
@@ -135,7 +145,11 @@ fn monitor_child(dir: &Path, reply: OwnedFd) -> i32 {
         }
     }
     if let Err(e) = std::env::set_current_dir(dir) {
-        crate::monitor::answer(&format!("err 125 cannot enter {}: {e}", dir.display()));
+        crate::monitor::answer(&Answer::Failed(StartError::io(
+            Step::Monitor,
+            format!("cannot enter {}", dir.display()),
+            e,
+        )));
         return 1;
     }
     set_cmdline(b"pier\0__monitor\0");
@@ -198,14 +212,14 @@ impl Zygote {
         }
     }
 
-    /// Starts the monitor of the container in `dir`; returns its answer line. Blocks
-    /// until the monitor has answered.
-    pub fn start_monitor(&self, dir: &Path) -> io::Result<String> {
+    /// Starts the monitor of the container in `dir`; returns its answer. Blocks until the
+    /// monitor has answered. An error means the zygote could not be asked at all.
+    pub fn start_monitor(&self, dir: &Path) -> io::Result<Answer> {
         let (r, w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)?;
         self.send(dir, w)?;
         let mut out = String::new();
         std::fs::File::from(r).read_to_string(&mut out)?;
-        Ok(out.trim().to_string())
+        Ok(Answer::parse(&out))
     }
 
     fn send(&self, dir: &Path, reply: OwnedFd) -> io::Result<()> {

@@ -13,7 +13,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use crate::{io, loopdev, Error, Result};
+use crate::error::{io, run};
+use crate::{loopdev, Result};
 
 /// A disk image format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,19 +38,6 @@ impl Format {
             Format::Qcow2 => "qcow2",
         }
     }
-}
-
-fn run(cmd: &mut Command, what: &str, package: &str) -> Result<()> {
-    let out = cmd
-        .output()
-        .map_err(io(format!("run {what} (install Debian's {package})")))?;
-    if !out.status.success() {
-        return Err(Error::Tool(format!(
-            "{what} failed: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        )));
-    }
-    Ok(())
 }
 
 /// The files a block volume keeps in its directory.
@@ -79,7 +67,7 @@ impl Disk {
         cmd.args(["create", "-q", "-f", self.format.as_str()])
             .arg(&self.image)
             .arg(size.to_string());
-        run(&mut cmd, "qemu-img create", "qemu-utils")?;
+        run(&mut cmd, "qemu-img create", "qemu-utils", &self.image)?;
         if ext4 {
             let target = match self.format {
                 Format::Raw => self.image.clone(),
@@ -94,6 +82,7 @@ impl Disk {
                     .arg(&target),
                 "mkfs.ext4",
                 "e2fsprogs",
+                &target,
             );
             if self.format == Format::Qcow2 {
                 self.stop_export();
@@ -121,7 +110,7 @@ impl Disk {
         if self.export_pid().is_some() {
             return Ok(());
         }
-        fs::write(&self.export, b"").map_err(io(format!("create {}", self.export.display())))?;
+        fs::write(&self.export, b"").map_err(io("create", &self.export))?;
         let _ = fs::remove_file(&self.pidfile);
         let mut cmd = Command::new("qemu-storage-daemon");
         cmd.arg("--blockdev")
@@ -139,7 +128,7 @@ impl Disk {
             .arg("--pidfile")
             .arg(&self.pidfile)
             .arg("--daemonize");
-        run(&mut cmd, "qemu-storage-daemon", "qemu-utils")
+        run(&mut cmd, "qemu-storage-daemon", "qemu-utils", &self.image)
     }
 
     fn stop_export(&self) {

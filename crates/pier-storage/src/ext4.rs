@@ -7,7 +7,8 @@ use std::os::fd::AsRawFd;
 use std::path::Path;
 use std::process::Command;
 
-use crate::{io, loopdev, Error, Result};
+use crate::error::{io, run, sys};
+use crate::{loopdev, Error, Result};
 
 /// What a freshly made filesystem can hold.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -18,27 +19,13 @@ pub struct Capacity {
     pub inodes: u64,
 }
 
-fn run(cmd: &mut Command, what: &str) -> Result<()> {
-    let out = cmd
-        .output()
-        .map_err(io(format!("run {what} (install Debian's e2fsprogs)")))?;
-    if !out.status.success() {
-        return Err(Error::Tool(format!(
-            "{what} failed: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        )));
-    }
-    Ok(())
-}
-
 /// What a user can write on the filesystem in `image`, as the kernel reports it once
 /// mounted (ext4 keeps some blocks back for its own metadata; statfs accounts for them).
 fn capacity(image: &Path) -> Result<Capacity> {
     let dir = image.with_extension("probe");
-    std::fs::create_dir_all(&dir).map_err(io(format!("create {}", dir.display())))?;
+    std::fs::create_dir_all(&dir).map_err(io("create", &dir))?;
     let r = mount(image, &dir).and_then(|()| {
-        let s = rustix::fs::statvfs(&dir)
-            .map_err(|e| Error::Io(format!("statvfs {}", dir.display()), e.into()));
+        let s = rustix::fs::statvfs(&dir).map_err(sys("statvfs", &dir));
         let _ = unmount(&dir);
         let s = s?;
         Ok(Capacity {
@@ -56,9 +43,8 @@ fn mkfs(image: &Path, file_size: u64, inodes: Option<u64>) -> Result<Capacity> {
         .truncate(true)
         .write(true)
         .open(image)
-        .map_err(io(format!("create {}", image.display())))?;
-    f.set_len(file_size)
-        .map_err(io(format!("size {}", image.display())))?;
+        .map_err(io("create", image))?;
+    f.set_len(file_size).map_err(io("size", image))?;
     drop(f);
     let mut cmd = Command::new("mkfs.ext4");
     // No blocks reserved for root: the limit is the limit for everybody.
@@ -67,7 +53,7 @@ fn mkfs(image: &Path, file_size: u64, inodes: Option<u64>) -> Result<Capacity> {
         cmd.arg("-N").arg(n.to_string());
     }
     cmd.arg(image);
-    run(&mut cmd, "mkfs.ext4")?;
+    run(&mut cmd, "mkfs.ext4", "e2fsprogs", image)?;
     capacity(image)
 }
 
@@ -99,9 +85,7 @@ pub fn make(image: &Path, bytes: u64, inodes: Option<u64>) -> Result<Capacity> {
     if cap.bytes >= bytes {
         return Ok(cap);
     }
-    Err(Error::Tool(format!(
-        "could not size a filesystem for {bytes} bytes"
-    )))
+    Err(Error::Sizing { bytes })
 }
 
 /// Mounts the filesystem image on `target` through a loop device released on unmount.
@@ -112,19 +96,19 @@ pub fn mount(image: &Path, target: &Path) -> Result<()> {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
     while !loopdev::backed_by(image).is_empty() {
         if std::time::Instant::now() > deadline {
-            return Err(Error::Tool(format!(
-                "{} is still attached to a loop device; try again",
-                image.display()
-            )));
+            return Err(Error::StillAttached {
+                image: image.to_path_buf(),
+            });
         }
         std::thread::sleep(std::time::Duration::from_millis(10));
     }
     let (dev, _keep) = loopdev::attach(image, true)?;
     mount_device(&dev, target).map_err(|e| match e {
-        Error::Io(_, err) => Error::Io(
-            format!("mount {} on {}", image.display(), target.display()),
-            err,
-        ),
+        Error::Mount { target, source, .. } => Error::Mount {
+            device: image.to_path_buf(),
+            target,
+            source,
+        },
         other => other,
     })
 }
@@ -138,11 +122,10 @@ pub fn mount_device(dev: &Path, target: &Path) -> Result<()> {
         rustix::mount::MountFlags::NOSUID | rustix::mount::MountFlags::NODEV,
         None::<&std::ffi::CStr>,
     )
-    .map_err(|e| {
-        Error::Io(
-            format!("mount {} on {}", dev.display(), target.display()),
-            e.into(),
-        )
+    .map_err(|e| Error::Mount {
+        device: dev.to_path_buf(),
+        target: target.to_path_buf(),
+        source: e.into(),
     })
 }
 
@@ -151,7 +134,7 @@ pub fn unmount(target: &Path) -> Result<()> {
     match rustix::mount::unmount(target, rustix::mount::UnmountFlags::empty()) {
         Ok(()) => Ok(()),
         Err(rustix::io::Errno::INVAL) | Err(rustix::io::Errno::NOENT) => Ok(()),
-        Err(e) => Err(Error::Io(format!("unmount {}", target.display()), e.into())),
+        Err(e) => Err(sys("unmount", target)(e)),
     }
 }
 
@@ -166,8 +149,7 @@ pub fn is_mounted(path: &Path) -> bool {
 
 /// Bytes and inodes used on the filesystem holding `path`.
 pub fn usage(path: &Path) -> Result<(u64, u64)> {
-    let s = rustix::fs::statvfs(path)
-        .map_err(|e| Error::Io(format!("statvfs {}", path.display()), e.into()))?;
+    let s = rustix::fs::statvfs(path).map_err(sys("statvfs", path))?;
     Ok(((s.f_blocks - s.f_bfree) * s.f_frsize, s.f_files - s.f_ffree))
 }
 
@@ -180,13 +162,10 @@ const FITHAW: libc::c_ulong = 0xC004_5878;
 pub struct Frozen(File);
 
 pub fn freeze(mountpoint: &Path) -> Result<Frozen> {
-    let f = File::open(mountpoint).map_err(io(format!("open {}", mountpoint.display())))?;
+    let f = File::open(mountpoint).map_err(io("open", mountpoint))?;
     // SAFETY: FIFREEZE takes no pointer argument that we pass; the fd is valid.
     if unsafe { libc::ioctl(f.as_raw_fd(), FIFREEZE, 0) } < 0 {
-        return Err(Error::Io(
-            format!("freeze {}", mountpoint.display()),
-            std::io::Error::last_os_error(),
-        ));
+        return Err(io("freeze", mountpoint)(std::io::Error::last_os_error()));
     }
     Ok(Frozen(f))
 }
@@ -200,19 +179,15 @@ impl Drop for Frozen {
 
 /// Copies a (sparse) file, keeping holes: data ranges found with SEEK_DATA/SEEK_HOLE.
 pub fn copy_sparse(from: &Path, to: &Path) -> Result<()> {
-    let src = File::open(from).map_err(io(format!("open {}", from.display())))?;
+    let src = File::open(from).map_err(io("open", from))?;
     let dst = OpenOptions::new()
         .create(true)
         .truncate(true)
         .write(true)
         .open(to)
-        .map_err(io(format!("create {}", to.display())))?;
-    let len = src
-        .metadata()
-        .map_err(io(format!("stat {}", from.display())))?
-        .len();
-    dst.set_len(len)
-        .map_err(io(format!("size {}", to.display())))?;
+        .map_err(io("create", to))?;
+    let len = src.metadata().map_err(io("stat", from))?.len();
+    dst.set_len(len).map_err(io("size", to))?;
     let mut off: i64 = 0;
     while (off as u64) < len {
         // SAFETY: lseek on a valid fd.
@@ -238,16 +213,16 @@ pub fn copy_sparse(from: &Path, to: &Path) -> Result<()> {
                 )
             };
             if n <= 0 {
-                return Err(Error::Io(
-                    format!("copy {} to {}", from.display(), to.display()),
-                    std::io::Error::last_os_error(),
-                ));
+                return Err(Error::Copy {
+                    from: from.to_path_buf(),
+                    to: to.to_path_buf(),
+                    source: std::io::Error::last_os_error(),
+                });
             }
         }
         off = end;
     }
-    dst.sync_all()
-        .map_err(io(format!("sync {}", to.display())))?;
+    dst.sync_all().map_err(io("sync", to))?;
     Ok(())
 }
 
@@ -278,5 +253,25 @@ mod tests {
                 std::os::unix::fs::MetadataExt::blocks(&std::fs::metadata(&img).unwrap()) * 512;
             assert!(used < bytes, "{used} of {bytes}");
         }
+    }
+
+    #[test]
+    fn a_full_host_disk_is_reported_as_no_space() {
+        // A host filesystem with 256 KiB free: mkfs.ext4 runs out of room writing the
+        // new filesystem's metadata, and says so in its own words.
+        let d = tempfile::tempdir().unwrap();
+        rustix::mount::mount(
+            "tmpfs",
+            d.path(),
+            "tmpfs",
+            rustix::mount::MountFlags::empty(),
+            Some(c"size=256k"),
+        )
+        .unwrap();
+        let r = make(&d.path().join("v.img"), 64 << 20, None);
+        unmount(d.path()).unwrap();
+        let e = r.unwrap_err();
+        assert!(matches!(e, Error::Tool { .. }), "{e:?}");
+        assert_eq!(e.kind(), crate::ErrorKind::NoSpace, "{}", e.chain());
     }
 }

@@ -15,18 +15,6 @@ pub mod ext4;
 pub mod loopdev;
 pub mod tree;
 
-/// What went wrong.
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    #[error("cannot {0}: {1}")]
-    Io(String, #[source] std::io::Error),
-    #[error("{0}")]
-    Tool(String),
-}
+mod error;
 
-pub type Result<T, E = Error> = std::result::Result<T, E>;
-
-pub(crate) fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> Error {
-    let what = what.into();
-    move |e| Error::Io(what, e)
-}
+pub use error::{Error, ErrorKind, Result, ToolFailure};

@@ -5,7 +5,8 @@ use std::fs::{File, OpenOptions};
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 
-use crate::{io, Error, Result};
+use crate::error::{io, sys};
+use crate::{Error, Result};
 
 const LOOP_CTL_GET_FREE: libc::c_ulong = 0x4C82;
 const LOOP_CONFIGURE: libc::c_ulong = 0x4C0A;
@@ -45,16 +46,16 @@ pub fn attach(image: &Path, autoclear: bool) -> Result<(PathBuf, File)> {
         .read(true)
         .write(true)
         .open(image)
-        .map_err(io(format!("open {}", image.display())))?;
-    let ctl = File::open("/dev/loop-control").map_err(io("open /dev/loop-control"))?;
+        .map_err(io("open", image))?;
+    let control = Path::new("/dev/loop-control");
+    let ctl = File::open(control).map_err(io("open", control))?;
     // A free device can be taken by someone else between GET_FREE and CONFIGURE
     // (EBUSY): try again.
     for _ in 0..16 {
         // SAFETY: LOOP_CTL_GET_FREE takes no argument and returns a device number.
         let n = unsafe { libc::ioctl(ctl.as_raw_fd(), LOOP_CTL_GET_FREE) };
         if n < 0 {
-            return Err(Error::Io(
-                "find a free loop device".into(),
+            return Err(io("find a free loop device with", control)(
                 std::io::Error::last_os_error(),
             ));
         }
@@ -67,9 +68,9 @@ pub fn attach(image: &Path, autoclear: bool) -> Result<(PathBuf, File)> {
                     .read(true)
                     .write(true)
                     .open(&path)
-                    .map_err(io(format!("open {}", path.display())))?
+                    .map_err(io("open", &path))?
             }
-            Err(e) => return Err(Error::Io(format!("open {}", path.display()), e)),
+            Err(e) => return Err(io("open", &path)(e)),
         };
         // SAFETY: an all-zero LoopConfig is valid; the fields we need are set below.
         let mut cfg: LoopConfig = unsafe { std::mem::zeroed() };
@@ -85,10 +86,10 @@ pub fn attach(image: &Path, autoclear: bool) -> Result<(PathBuf, File)> {
         }
         let e = std::io::Error::last_os_error();
         if e.raw_os_error() != Some(libc::EBUSY) {
-            return Err(Error::Io(format!("set up {}", path.display()), e));
+            return Err(io("set up", &path)(e));
         }
     }
-    Err(Error::Tool("every loop device was busy; try again".into()))
+    Err(Error::LoopDevicesBusy)
 }
 
 /// Creates `/dev/loopN` when the host's /dev lacks it (containers, minimal hosts).
@@ -101,7 +102,7 @@ fn make_node(path: &Path, n: u32) -> Result<()> {
         rustix::fs::Mode::from_raw_mode(0o660),
         dev,
     )
-    .map_err(|e| Error::Io(format!("create {}", path.display()), e.into()))
+    .map_err(sys("create", path))
 }
 
 const LOOP_CLR_FD: libc::c_ulong = 0x4C01;
@@ -111,12 +112,12 @@ pub fn detach(dev: &Path) -> Result<()> {
     let f = OpenOptions::new()
         .read(true)
         .open(dev)
-        .map_err(io(format!("open {}", dev.display())))?;
+        .map_err(io("open", dev))?;
     // SAFETY: LOOP_CLR_FD takes no argument.
     if unsafe { libc::ioctl(f.as_raw_fd(), LOOP_CLR_FD, 0) } < 0 {
         let e = std::io::Error::last_os_error();
         if e.raw_os_error() != Some(libc::ENXIO) {
-            return Err(Error::Io(format!("detach {}", dev.display()), e));
+            return Err(io("detach", dev)(e));
         }
     }
     Ok(())
@@ -141,6 +142,6 @@ pub fn backed_by(file: &Path) -> Vec<PathBuf> {
 /// The minor number of a loop device node.
 pub fn minor(dev: &Path) -> Result<u32> {
     use std::os::unix::fs::MetadataExt;
-    let m = std::fs::metadata(dev).map_err(io(format!("stat {}", dev.display())))?;
+    let m = std::fs::metadata(dev).map_err(io("stat", dev))?;
     Ok(rustix::fs::minor(m.rdev()))
 }

@@ -9,7 +9,8 @@ use std::path::Path;
 
 use rustix::fs::{AtFlags, Timespec, Timestamps, CWD};
 
-use crate::{io, Error, Result};
+use crate::error::{io, sys};
+use crate::Result;
 
 /// Whether `dir` has no entries (a missing directory counts as empty).
 pub fn is_empty(dir: &Path) -> bool {
@@ -24,7 +25,7 @@ fn keep_owner_and_times(path: &Path, m: &fs::Metadata) -> Result<()> {
         Some(rustix::fs::Gid::from_raw(m.gid())),
         AtFlags::SYMLINK_NOFOLLOW,
     )
-    .map_err(|e| Error::Io(format!("chown {}", path.display()), e.into()))?;
+    .map_err(sys("chown", path))?;
     let ts = Timestamps {
         last_access: Timespec {
             tv_sec: m.atime(),
@@ -36,29 +37,32 @@ fn keep_owner_and_times(path: &Path, m: &fs::Metadata) -> Result<()> {
         },
     };
     rustix::fs::utimensat(CWD, path, &ts, AtFlags::SYMLINK_NOFOLLOW)
-        .map_err(|e| Error::Io(format!("set times of {}", path.display()), e.into()))
+        .map_err(sys("set times of", path))
 }
 
 /// Copies the content of `from` into the existing directory `to`, keeping owners, modes,
 /// times, symlinks (as links) and special files. Hard links become separate files.
 pub fn copy(from: &Path, to: &Path) -> Result<()> {
-    for e in fs::read_dir(from).map_err(io(format!("read {}", from.display())))? {
-        let e = e.map_err(io(format!("read {}", from.display())))?;
+    for e in fs::read_dir(from).map_err(io("read", from))? {
+        let e = e.map_err(io("read", from))?;
         let src = e.path();
         let dst = to.join(e.file_name());
-        let m = fs::symlink_metadata(&src).map_err(io(format!("stat {}", src.display())))?;
+        let m = fs::symlink_metadata(&src).map_err(io("stat", &src))?;
         let ft = m.file_type();
         if ft.is_dir() {
-            fs::create_dir(&dst).map_err(io(format!("create {}", dst.display())))?;
+            fs::create_dir(&dst).map_err(io("create", &dst))?;
             copy(&src, &dst)?;
             fs::set_permissions(&dst, fs::Permissions::from_mode(m.mode() & 0o7777))
-                .map_err(io(format!("chmod {}", dst.display())))?;
+                .map_err(io("chmod", &dst))?;
         } else if ft.is_symlink() {
-            let target = fs::read_link(&src).map_err(io(format!("read link {}", src.display())))?;
-            std::os::unix::fs::symlink(&target, &dst)
-                .map_err(io(format!("create {}", dst.display())))?;
+            let target = fs::read_link(&src).map_err(io("read link", &src))?;
+            std::os::unix::fs::symlink(&target, &dst).map_err(io("create", &dst))?;
         } else if ft.is_file() {
-            fs::copy(&src, &dst).map_err(io(format!("copy {}", src.display())))?;
+            fs::copy(&src, &dst).map_err(|source| crate::Error::Copy {
+                from: src.clone(),
+                to: dst.clone(),
+                source,
+            })?;
         } else {
             let kind = rustix::fs::FileType::from_raw_mode(m.mode());
             rustix::fs::mknodat(
@@ -68,13 +72,13 @@ pub fn copy(from: &Path, to: &Path) -> Result<()> {
                 rustix::fs::Mode::from_raw_mode(m.mode() & 0o7777),
                 m.rdev(),
             )
-            .map_err(|e| Error::Io(format!("create {}", dst.display()), e.into()))?;
+            .map_err(sys("create", &dst))?;
         }
         keep_owner_and_times(&dst, &m)?;
         if ft.is_file() {
             // chown clears set-id bits: put the mode back after it.
             fs::set_permissions(&dst, fs::Permissions::from_mode(m.mode() & 0o7777))
-                .map_err(io(format!("chmod {}", dst.display())))?;
+                .map_err(io("chmod", &dst))?;
         }
     }
     Ok(())
@@ -82,14 +86,14 @@ pub fn copy(from: &Path, to: &Path) -> Result<()> {
 
 /// Removes everything inside `dir`, keeping `dir` itself.
 pub fn clear(dir: &Path) -> Result<()> {
-    for e in fs::read_dir(dir).map_err(io(format!("read {}", dir.display())))? {
-        let p = e.map_err(io(format!("read {}", dir.display())))?.path();
+    for e in fs::read_dir(dir).map_err(io("read", dir))? {
+        let p = e.map_err(io("read", dir))?.path();
         let r = if fs::symlink_metadata(&p).is_ok_and(|m| m.is_dir()) {
             fs::remove_dir_all(&p)
         } else {
             fs::remove_file(&p)
         };
-        r.map_err(io(format!("remove {}", p.display())))?;
+        r.map_err(io("remove", &p))?;
     }
     Ok(())
 }
@@ -103,7 +107,7 @@ pub fn export_tar(dir: &Path, out: impl Write) -> Result<()> {
     fn walk(b: &mut tar::Builder<impl Write>, root: &Path, rel: &Path) -> Result<()> {
         let here = root.join(rel);
         let mut entries: Vec<_> = fs::read_dir(&here)
-            .map_err(io(format!("read {}", here.display())))?
+            .map_err(io("read", &here))?
             .filter_map(|e| e.ok())
             .map(|e| e.file_name())
             .collect();
@@ -111,9 +115,8 @@ pub fn export_tar(dir: &Path, out: impl Write) -> Result<()> {
         for name in entries {
             let r = rel.join(&name);
             let p = root.join(&r);
-            let m = fs::symlink_metadata(&p).map_err(io(format!("stat {}", p.display())))?;
-            b.append_path_with_name(&p, &r)
-                .map_err(io(format!("archive {}", p.display())))?;
+            let m = fs::symlink_metadata(&p).map_err(io("stat", &p))?;
+            b.append_path_with_name(&p, &r).map_err(io("archive", &p))?;
             if m.is_dir() {
                 walk(b, root, &r)?;
             }
@@ -123,7 +126,7 @@ pub fn export_tar(dir: &Path, out: impl Write) -> Result<()> {
     walk(&mut b, dir, Path::new(""))?;
     b.into_inner()
         .and_then(|mut w| w.flush())
-        .map_err(io("finish the archive"))
+        .map_err(io("finish the archive of", dir))
 }
 
 #[cfg(test)]

@@ -46,15 +46,20 @@ async fn create(state: DState, p: Params, body: Bytes) -> DResult<Response> {
         .nonempty("name")
         .map(|n| n.trim_start_matches('/').to_string());
     let (req, extra_networks) = to_create(&d, b, name)?;
+    // Checked before anything is made, so that a bad address leaves no container behind.
+    let extra_networks = extra_networks
+        .into_iter()
+        .map(|(net, ep)| Ok((net, ep.ip()?, ep.aliases())))
+        .collect::<DResult<Vec<_>>>()?;
     let image = req.image.clone();
     super::image(&d, &image)?;
     let d2 = d.clone();
     let created = blocking(move || Ok(d2.engine.containers.create(&project(), req)?)).await?;
-    for (net, ep) in extra_networks {
+    for (net, ip, aliases) in extra_networks {
         let r = NetworkConnect {
-            container: created.id.clone(),
-            ip: ep.ip(),
-            aliases: ep.aliases(),
+            container: created.id.to_string(),
+            ip,
+            aliases,
         };
         if let Err(e) = d.engine.containers.connect(&project(), &net, r).await {
             let _ = d

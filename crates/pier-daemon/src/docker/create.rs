@@ -9,10 +9,10 @@
 use std::collections::BTreeMap;
 
 use pier_api::containers::{ContainerCreate, Healthcheck, RestartPolicy, Ulimit};
+use pier_api::{ByteSize, Ipv4Address, MacAddress, PortSpec};
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::params::parse_size;
 use super::{DResult, Docker, DockerError};
 use crate::api::project;
 
@@ -330,11 +330,15 @@ pub(crate) struct EndpointConfig {
 }
 
 impl EndpointConfig {
-    pub(crate) fn ip(&self) -> Option<String> {
+    /// The endpoint's `IPv4Address`, checked.
+    pub(crate) fn ip(&self) -> DResult<Option<Ipv4Address>> {
         self.ipam_config
             .as_ref()
-            .and_then(|i| i.ipv4_address.clone())
+            .and_then(|i| i.ipv4_address.as_deref())
             .filter(|s| !s.is_empty())
+            .map(|s| s.parse::<Ipv4Address>())
+            .transpose()
+            .map_err(|e| DockerError::bad_request(format!("--ip {e}")))
     }
     pub(crate) fn aliases(&self) -> Vec<String> {
         self.aliases.clone().unwrap_or_default()
@@ -463,6 +467,11 @@ pub(crate) fn to_create(
     publish.dedup();
     let mut expose: Vec<String> = b.exposed_ports.unwrap_or_default().into_keys().collect();
     expose.retain(|e| !publish.iter().any(|p| p.ends_with(e.as_str())));
+    let publish = publish
+        .iter()
+        .map(|p| p.parse::<PortSpec>())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| DockerError::bad_request(e.to_string()))?;
     let restart_policy = match h.restart_policy.unwrap_or_default() {
         RestartPolicyBody { name: None, .. } => RestartPolicy::No,
         RestartPolicyBody {
@@ -501,10 +510,9 @@ pub(crate) fn to_create(
         for (k, v) in lc.config.unwrap_or_default() {
             match k.as_str() {
                 "max-size" => {
-                    let n = parse_size(&v).ok_or_else(|| {
-                        DockerError::bad_request(format!(
-                            "invalid log option max-size={v}: give a size such as 10m"
-                        ))
+                    // Decimal units, as Docker's json-file driver reads them.
+                    let n = ByteSize::parse_decimal(&v).map_err(|e| {
+                        DockerError::bad_request(format!("invalid log option max-size={v}: {e}"))
                     })?;
                     log_opts.insert(k, n.to_string());
                 }
@@ -545,7 +553,7 @@ pub(crate) fn to_create(
             .networks
             .get(&project(), &n)
             .ok()
-            .map(|n| n.gateway)
+            .map(|n| n.gateway.to_string())
     };
     let extra_hosts = h
         .extra_hosts
@@ -580,7 +588,11 @@ pub(crate) fn to_create(
             v
         }
     });
-    let mac = nonempty(first.mac_address.clone()).or(nonempty(b.mac_address));
+    let mac = nonempty(first.mac_address.clone())
+        .or(nonempty(b.mac_address))
+        .map(|m| m.parse::<MacAddress>())
+        .transpose()
+        .map_err(|e| DockerError::bad_request(format!("--mac-address {e}")))?;
     let mut req = ContainerCreate {
         image,
         name,
@@ -591,7 +603,7 @@ pub(crate) fn to_create(
         user: nonempty(b.user),
         hostname: nonempty(b.hostname),
         network,
-        ip: first.ip(),
+        ip: first.ip()?,
         mac_address: mac,
         network_aliases: first.aliases(),
         publish,

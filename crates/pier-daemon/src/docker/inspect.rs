@@ -162,7 +162,7 @@ fn env(c: &ContainerInspect, img: &Value) -> Vec<String> {
 fn port_requests(c: &ContainerInspect) -> BTreeMap<String, Vec<(String, String)>> {
     let mut out: BTreeMap<String, Vec<(String, String)>> = BTreeMap::new();
     for spec in &c.config.publish {
-        for r in pier_engine::networks::parse_publish(spec).unwrap_or_default() {
+        for r in pier_engine::networks::port_requests(spec) {
             let key = format!("{}/{}", r.container_port, proto_name(r.proto));
             let host_port = match r.host_range {
                 (0, 0) => String::new(),
@@ -383,12 +383,12 @@ pub fn endpoint_json(c: &ContainerInspect, ep: &Endpoint) -> Value {
         "IPAMConfig": ep.static_ip.as_ref().map(|ip| json!({"IPv4Address": ip})),
         "Links": null,
         "Aliases": if ep.aliases.is_empty() { Value::Null } else { json!(ep.aliases) },
-        "MacAddress": ep.mac_address.clone().or_else(|| ep.static_mac.clone()).unwrap_or_default(),
+        "MacAddress": ep.mac_address.or(ep.static_mac).map(|m| m.to_string()).unwrap_or_default(),
         "DriverOpts": null,
         "NetworkID": ep.network_id,
         "EndpointID": if up { endpoint_id(c, &ep.network_id) } else { String::new() },
-        "Gateway": ep.gateway.clone().unwrap_or_default(),
-        "IPAddress": ep.ip_address.clone().unwrap_or_default(),
+        "Gateway": ep.gateway.map(|g| g.to_string()).unwrap_or_default(),
+        "IPAddress": ep.ip_address.map(|ip| ip.to_string()).unwrap_or_default(),
         "IPPrefixLen": ep.prefix_len.unwrap_or(0),
         "IPv6Gateway": "",
         "GlobalIPv6Address": "",
@@ -512,13 +512,13 @@ pub fn inspect(d: &Docker, c: &ContainerInspect, images: &mut ImageConfigs) -> V
             "SecondaryIPAddresses": null,
             "SecondaryIPv6Addresses": null,
             "EndpointID": bridge.filter(|e| e.ip_address.is_some()).map(|e| endpoint_id(c, &e.network_id)).unwrap_or_default(),
-            "Gateway": bridge.and_then(|e| e.gateway.clone()).unwrap_or_default(),
+            "Gateway": bridge.and_then(|e| e.gateway).map(|g| g.to_string()).unwrap_or_default(),
             "GlobalIPv6Address": "",
             "GlobalIPv6PrefixLen": 0,
-            "IPAddress": bridge.and_then(|e| e.ip_address.clone()).unwrap_or_default(),
+            "IPAddress": bridge.and_then(|e| e.ip_address).map(|ip| ip.to_string()).unwrap_or_default(),
             "IPPrefixLen": bridge.and_then(|e| e.prefix_len).unwrap_or(0),
             "IPv6Gateway": "",
-            "MacAddress": bridge.and_then(|e| e.mac_address.clone()).unwrap_or_default(),
+            "MacAddress": bridge.and_then(|e| e.mac_address).map(|m| m.to_string()).unwrap_or_default(),
             "Networks": networks_json(c),
         },
     })

@@ -13,6 +13,7 @@ use axum::routing::{get, post};
 use axum::Router;
 use pier_api::networks::{NetworkConnect, NetworkCreate, NetworkInspect};
 use pier_api::ErrorKind;
+use pier_api::{Ipv4Address, Ipv4Net};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -80,10 +81,10 @@ fn network_json(d: &Docker, n: &NetworkInspect, with_containers: bool) -> Value 
                 .get(&project(), id)
                 .map(|c| c.name)
                 .unwrap_or_else(|_| ep.name.clone());
-            let mac = ep.mac_address.clone().unwrap_or_default();
+            let mac = ep.mac_address.map(|m| m.to_string()).unwrap_or_default();
             let addr = match (&ep.ip_address, ep.prefix_len) {
                 (Some(ip), Some(len)) => format!("{ip}/{len}"),
-                (Some(ip), None) => ip.clone(),
+                (Some(ip), None) => ip.to_string(),
                 _ => String::new(),
             };
             let eid = d
@@ -286,12 +287,24 @@ async fn create(state: DState, body: Bytes) -> DResult<Response> {
             "--aux-address is not supported by pier yet",
         ));
     }
+    let cidr = |s: Option<String>| -> DResult<Option<Ipv4Net>> {
+        s.filter(|s| !s.is_empty())
+            .map(|s| s.parse::<Ipv4Net>())
+            .transpose()
+            .map_err(|e| DockerError::bad_request(e.to_string()))
+    };
+    let gateway = pool
+        .gateway
+        .filter(|s| !s.is_empty())
+        .map(|g| g.parse::<Ipv4Address>())
+        .transpose()
+        .map_err(|e| DockerError::bad_request(format!("gateway {e}")))?;
     let req = NetworkCreate {
         name: name.clone(),
         driver: Some("bridge".into()),
-        subnet: pool.subnet.filter(|s| !s.is_empty()),
-        gateway: pool.gateway.filter(|s| !s.is_empty()),
-        ip_range: pool.ip_range.filter(|s| !s.is_empty()),
+        subnet: cidr(pool.subnet)?,
+        gateway,
+        ip_range: cidr(pool.ip_range)?,
         internal: b.internal.unwrap_or(false),
         options: b.options.unwrap_or_default(),
         labels: b.labels.unwrap_or_default(),
@@ -380,7 +393,7 @@ async fn connect(state: DState, Path(id): Path<String>, body: Bytes) -> DResult<
     let ep = b.endpoint_config.unwrap_or_default();
     let req = NetworkConnect {
         container: c.id.clone(),
-        ip: ep.ip(),
+        ip: ep.ip()?,
         aliases: ep.aliases(),
     };
     d.engine

@@ -206,20 +206,6 @@ pub fn parse_time(s: &str) -> Option<f64> {
     pier_api::time::parse_rfc3339(s).map(|v| v as f64)
 }
 
-/// Docker's sizes: `10m`, `1g`, `512k`, `100` (bytes); decimal as the json-file driver reads them.
-pub fn parse_size(s: &str) -> Option<u64> {
-    let t = s.trim().to_ascii_lowercase();
-    let t = t.strip_suffix('b').unwrap_or(&t);
-    let (num, mult) = match t.chars().last()? {
-        'k' => (&t[..t.len() - 1], 1_000u64),
-        'm' => (&t[..t.len() - 1], 1_000_000),
-        'g' => (&t[..t.len() - 1], 1_000_000_000),
-        _ => (t, 1),
-    };
-    let v: f64 = num.trim().parse().ok()?;
-    (v >= 0.0).then_some((v * mult as f64) as u64)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -251,10 +237,6 @@ mod tests {
         assert!(label_matches(&labels, "a") && label_matches(&labels, "a=b"));
         assert!(!label_matches(&labels, "a=c"));
 
-        assert_eq!(parse_size("10m"), Some(10_000_000));
-        assert_eq!(parse_size("2k"), Some(2_000));
-        assert_eq!(parse_size("100"), Some(100));
-        assert_eq!(parse_size("x"), None);
         assert_eq!(parse_time("1700000000.5"), Some(1_700_000_000.5));
     }
 }

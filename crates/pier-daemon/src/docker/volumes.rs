@@ -17,7 +17,7 @@ use axum::routing::{get, post};
 use axum::Router;
 use pier_api::containers::{ContainerCreate, ContainerInspect};
 use pier_api::volumes::{MountKind, MountSpec, VolumeCreate, VolumeInspect};
-use pier_api::ErrorKind;
+use pier_api::{ErrorKind, TmpfsFlag, VolumeFlag};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -42,7 +42,9 @@ fn bad(m: impl Into<String>) -> DockerError {
 
 /// `-v SRC:DST[:OPTS]` (a path is a bind, a name a volume) or `-v DST` (anonymous).
 fn from_bind(b: &str) -> DResult<MountSpec> {
-    pier_api::volumes::parse_volume_spec(b).map_err(bad)
+    b.parse::<VolumeFlag>()
+        .map(VolumeFlag::into_spec)
+        .map_err(|e| bad(e.to_string()))
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -170,33 +172,9 @@ fn from_mount(v: Value) -> DResult<(MountSpec, Option<BTreeMap<String, String>>)
 
 /// `--tmpfs DST:OPTS`, as `HostConfig.Tmpfs` carries it.
 fn from_tmpfs(target: &str, opts: &str) -> DResult<MountSpec> {
-    let mut m = MountSpec {
-        kind: MountKind::Tmpfs,
-        target: target.to_string(),
-        ..Default::default()
-    };
-    for o in opts.split(',').filter(|o| !o.is_empty()) {
-        match o.split_once('=') {
-            Some(("size", s)) => {
-                m.options.insert("size".into(), s.into());
-            }
-            Some(("mode", s)) => {
-                m.options.insert("mode".into(), s.into());
-            }
-            Some(("uid" | "gid" | "nr_inodes" | "nr_blocks", _)) => {
-                return Err(bad(format!(
-                    "tmpfs option {o:?} is not supported by pier yet"
-                )))
-            }
-            _ if o == "ro" => m.read_only = true,
-            _ if matches!(
-                o,
-                "rw" | "nosuid" | "nodev" | "noexec" | "exec" | "suid" | "dev"
-            ) => {}
-            _ => return Err(bad(format!("invalid tmpfs option {o:?} for {target}"))),
-        }
-    }
-    Ok(m)
+    TmpfsFlag::from_parts(target, opts)
+        .map(TmpfsFlag::into_spec)
+        .map_err(|e| bad(e.to_string()))
 }
 
 /// Maps `Binds`, `Mounts`, `Tmpfs` and `Config.Volumes` onto the request. Volumes named

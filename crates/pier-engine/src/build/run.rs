@@ -59,7 +59,7 @@ impl Build<'_> {
             ..Default::default()
         };
         let created = containers.create(self.project, req)?;
-        let id = created.id.clone();
+        let id = created.id.to_string();
         let guard = StepContainer {
             containers: containers.clone(),
             project: self.project.clone(),

@@ -90,33 +90,18 @@ impl Build<'_> {
             Command::Add(a) => self.copy(stage, a, true),
             Command::Workdir(p) => self.workdir(stage, p),
             Command::Env(pairs) => {
-                // Every value sees the environment from before the instruction.
-                let mut kv = Vec::new();
-                for (k, v) in pairs {
-                    let k = self.expand(k, Some(stage))?;
-                    if k.is_empty() {
-                        return Err(BuildError::Invalid("ENV names cannot be empty".into()));
-                    }
-                    kv.push((k, self.expand(v, Some(stage))?));
-                }
-                let text: Vec<String> = kv.iter().map(|(k, v)| format!("{k}={v}")).collect();
-                self.config_step(stage, nop(format!("ENV {}", text.join(" "))), |c| {
+                let kv = self.expand_pairs(stage, pairs, "ENV")?;
+                let text = nop(format!("ENV {}", pairs_text(&kv)));
+                self.config_step(stage, text, |c| {
                     for (k, v) in &kv {
                         set_env(c, k, v);
                     }
                 })
             }
             Command::Label(pairs) => {
-                let mut kv = Vec::new();
-                for (k, v) in pairs {
-                    let k = self.expand(k, Some(stage))?;
-                    if k.is_empty() {
-                        return Err(BuildError::Invalid("LABEL names cannot be empty".into()));
-                    }
-                    kv.push((k, self.expand(v, Some(stage))?));
-                }
-                let text: Vec<String> = kv.iter().map(|(k, v)| format!("{k}={v}")).collect();
-                self.config_step(stage, nop(format!("LABEL {}", text.join(" "))), |c| {
+                let kv = self.expand_pairs(stage, pairs, "LABEL")?;
+                let text = nop(format!("LABEL {}", pairs_text(&kv)));
+                self.config_step(stage, text, |c| {
                     if !c["config"]["Labels"].is_object() {
                         c["config"]["Labels"] = json!({});
                     }
@@ -126,23 +111,7 @@ impl Build<'_> {
                 })
             }
             Command::Arg(args) => {
-                let mut shown = Vec::new();
-                for (name, default) in args {
-                    self.declared.insert(name.clone());
-                    let value = match self.opts.build_args.get(name) {
-                        Some(v) => Some(v.clone()),
-                        None => match default {
-                            Some(d) => Some(self.expand(d, Some(stage))?),
-                            // Redeclared without a default: the value from before FROM.
-                            None => self.meta.get(name).cloned().flatten(),
-                        },
-                    };
-                    stage.args.insert(name.clone(), value);
-                    shown.push(match default {
-                        Some(d) => format!("{name}={d}"),
-                        None => name.clone(),
-                    });
-                }
+                let shown = self.declare_args(stage, args)?;
                 self.config_step(stage, nop(format!("ARG {}", shown.join(" "))), |_| {})
             }
             Command::User(u) => {
@@ -179,12 +148,7 @@ impl Build<'_> {
                     }
                 }
                 self.config_step(stage, nop(format!("EXPOSE {}", ports.join(" "))), |c| {
-                    if !c["config"]["ExposedPorts"].is_object() {
-                        c["config"]["ExposedPorts"] = json!({});
-                    }
-                    for p in &ports {
-                        c["config"]["ExposedPorts"][p] = json!({});
-                    }
+                    add_keys(c, "ExposedPorts", &ports)
                 })
             }
             Command::Volume(paths) => {
@@ -199,50 +163,11 @@ impl Build<'_> {
                     vols.push(v);
                 }
                 self.config_step(stage, nop(format!("VOLUME {}", json!(vols))), |c| {
-                    if !c["config"]["Volumes"].is_object() {
-                        c["config"]["Volumes"] = json!({});
-                    }
-                    for v in &vols {
-                        c["config"]["Volumes"][v] = json!({});
-                    }
+                    add_keys(c, "Volumes", &vols)
                 })
             }
             Command::Healthcheck(h) => {
-                let health = match h {
-                    None => json!({ "Test": ["NONE"] }),
-                    Some(HealthArgs {
-                        test,
-                        interval,
-                        timeout,
-                        start_period,
-                        start_interval,
-                        retries,
-                    }) => {
-                        let test = match test {
-                            CmdLine::Shell(s) => json!(["CMD-SHELL", s]),
-                            CmdLine::Exec(v) => {
-                                let mut t = vec!["CMD".to_string()];
-                                t.extend(v.iter().cloned());
-                                json!(t)
-                            }
-                        };
-                        let mut h = json!({ "Test": test });
-                        for (k, v) in [
-                            ("Interval", nanos(*interval)),
-                            ("Timeout", nanos(*timeout)),
-                            ("StartPeriod", nanos(*start_period)),
-                            ("StartInterval", nanos(*start_interval)),
-                        ] {
-                            if let Some(v) = v {
-                                h[k] = json!(v);
-                            }
-                        }
-                        if let Some(r) = retries {
-                            h["Retries"] = json!(r);
-                        }
-                        h
-                    }
-                };
+                let health = healthcheck_json(h.as_ref());
                 self.config_step(stage, nop(format!("HEALTHCHECK {health}")), |c| {
                     c["config"]["Healthcheck"] = health.clone()
                 })
@@ -274,6 +199,53 @@ impl Build<'_> {
                 })
             }
         }
+    }
+
+    /// `ENV` and `LABEL` pairs, expanded: every value sees the environment from before
+    /// the instruction.
+    fn expand_pairs(
+        &self,
+        stage: &Stage,
+        pairs: &[(String, String)],
+        keyword: &str,
+    ) -> Result<Vec<(String, String)>, BuildError> {
+        let mut kv = Vec::new();
+        for (k, v) in pairs {
+            let k = self.expand(k, Some(stage))?;
+            if k.is_empty() {
+                return Err(BuildError::Invalid(format!(
+                    "{keyword} names cannot be empty"
+                )));
+            }
+            kv.push((k, self.expand(v, Some(stage))?));
+        }
+        Ok(kv)
+    }
+
+    /// Declares `ARG`s in the stage: the build's value, else the default, else (for a
+    /// name redeclared without one) the value from before `FROM`. Returns them as shown.
+    fn declare_args(
+        &mut self,
+        stage: &mut Stage,
+        args: &[(String, Option<String>)],
+    ) -> Result<Vec<String>, BuildError> {
+        let mut shown = Vec::new();
+        for (name, default) in args {
+            self.declared.insert(name.clone());
+            let value = match self.opts.build_args.get(name) {
+                Some(v) => Some(v.clone()),
+                None => match default {
+                    Some(d) => Some(self.expand(d, Some(stage))?),
+                    None => self.meta.get(name).cloned().flatten(),
+                },
+            };
+            stage.args.insert(name.clone(), value);
+            shown.push(match default {
+                Some(d) => format!("{name}={d}"),
+                None => name.clone(),
+            });
+        }
+        Ok(shown)
     }
 
     /// A command line as the argv Docker stores: the shell form through `SHELL`.
@@ -625,4 +597,52 @@ impl Build<'_> {
         let config = stage.config.clone();
         self.commit(stage, config, layer.as_deref(), created_by, key)
     }
+}
+
+/// `k=v k=v`, as history shows `ENV` and `LABEL`.
+fn pairs_text(kv: &[(String, String)]) -> String {
+    kv.iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// Adds `keys` to the config's object `field` (`ExposedPorts`, `Volumes`): `{key: {}}`.
+fn add_keys(c: &mut Value, field: &str, keys: &[String]) {
+    if !c["config"][field].is_object() {
+        c["config"][field] = json!({});
+    }
+    for k in keys {
+        c["config"][field][k] = json!({});
+    }
+}
+
+/// A `HEALTHCHECK` as the image config stores it.
+fn healthcheck_json(h: Option<&HealthArgs>) -> Value {
+    let Some(h) = h else {
+        return json!({ "Test": ["NONE"] });
+    };
+    let test = match &h.test {
+        CmdLine::Shell(s) => json!(["CMD-SHELL", s]),
+        CmdLine::Exec(v) => {
+            let mut t = vec!["CMD".to_string()];
+            t.extend(v.iter().cloned());
+            json!(t)
+        }
+    };
+    let mut out = json!({ "Test": test });
+    for (k, v) in [
+        ("Interval", nanos(h.interval)),
+        ("Timeout", nanos(h.timeout)),
+        ("StartPeriod", nanos(h.start_period)),
+        ("StartInterval", nanos(h.start_interval)),
+    ] {
+        if let Some(v) = v {
+            out[k] = json!(v);
+        }
+    }
+    if let Some(r) = h.retries {
+        out["Retries"] = json!(r);
+    }
+    out
 }

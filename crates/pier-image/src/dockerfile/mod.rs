@@ -243,255 +243,279 @@ fn continued(line: &str, escape: char) -> (String, bool) {
 
 /// Parses one logical line (continuations joined, trimmed).
 pub fn parse_instruction(line: &str, at: usize, escape: char) -> Result<Instruction, ParseError> {
-    let err = |message: String| ParseError { line: at, message };
     let (word, rest) = match line.split_once(|c: char| c.is_whitespace()) {
         Some((w, r)) => (w, r.trim()),
         None => (line, ""),
     };
-    let keyword = word.to_ascii_uppercase();
     let (flags, rest) = split_flags(rest);
-    let allowed: &[&str] = match keyword.as_str() {
-        "FROM" => &["platform"],
-        "COPY" => &["from", "chown", "chmod"],
-        "ADD" => &["chown", "chmod"],
-        "HEALTHCHECK" => &[
-            "interval",
-            "timeout",
-            "start-period",
-            "start-interval",
-            "retries",
-        ],
-        _ => &[],
+    let l = Line {
+        keyword: word.to_ascii_uppercase(),
+        rest,
+        flags,
+        at,
+        escape,
     };
-    for (name, _) in &flags {
-        if !allowed.contains(&name.as_str()) {
-            let buildkit = matches!(
-                (keyword.as_str(), name.as_str()),
-                ("RUN", "mount" | "network" | "security")
-                    | ("COPY" | "ADD", "link" | "parents" | "exclude")
-                    | ("ADD", "checksum" | "keep-git-dir")
-            );
-            return Err(err(if buildkit {
-                format!("{keyword} --{name} is a BuildKit feature; Pier's builder is Docker's classic builder and does not support it")
-            } else {
-                format!("unknown flag for {keyword}: --{name}")
-            }));
-        }
-    }
-    let flag = |name: &str| {
-        flags
-            .iter()
-            .rev()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.clone())
-    };
-    let need_args = |what: &str| {
-        if rest.is_empty() {
-            Err(err(format!("{keyword} requires {what}")))
-        } else {
-            Ok(())
-        }
-    };
-    let command = match keyword.as_str() {
-        "FROM" => {
-            let w = words::split_raw(rest, escape);
-            let (image, alias) = match w.as_slice() {
-                [image] => (image.clone(), None),
-                [image, as_kw, name] if as_kw.eq_ignore_ascii_case("as") => {
-                    let name = name.to_ascii_lowercase();
-                    let ok = name.chars().next().is_some_and(|c| c.is_ascii_lowercase())
-                        && name.chars().all(|c| {
-                            c.is_ascii_lowercase() || c.is_ascii_digit() || "-_.".contains(c)
-                        });
-                    if !ok {
-                        return Err(err(format!("invalid name for build stage: {name:?}, name can't start with a number or contain symbols")));
-                    }
-                    (image.clone(), Some(name))
-                }
-                _ => {
-                    return Err(err(
-                        "FROM requires either one argument, or three: FROM <image> AS <name>"
-                            .into(),
-                    ))
-                }
-            };
-            Command::From {
-                image,
-                alias,
-                platform: flag("platform"),
-            }
-        }
-        "RUN" => {
-            need_args("at least one argument")?;
-            Command::Run(cmd_line(rest))
-        }
-        "CMD" => {
-            need_args("at least one argument")?;
-            Command::Cmd(cmd_line(rest))
-        }
-        "ENTRYPOINT" => {
-            need_args("at least one argument")?;
-            Command::Entrypoint(cmd_line(rest))
-        }
-        "COPY" | "ADD" => {
-            let mut list = json_or_words(rest, escape);
-            if list.len() < 2 {
-                return Err(err(format!(
-                    "{keyword} requires at least two arguments: a source and a destination"
-                )));
-            }
-            let dest = list.pop().expect("two or more");
-            let args = CopyArgs {
-                sources: list,
-                dest,
-                from: flag("from"),
-                chown: flag("chown"),
-                chmod: flag("chmod"),
-            };
-            if keyword == "COPY" {
-                Command::Copy(args)
-            } else {
-                Command::Add(args)
-            }
-        }
-        "ENV" => Command::Env(name_values(&keyword, rest, escape).map_err(err)?),
-        "LABEL" => Command::Label(name_values(&keyword, rest, escape).map_err(err)?),
-        "ARG" => {
-            let w = words::split_raw(rest, escape);
-            if w.is_empty() {
-                return Err(err("ARG requires at least one argument".into()));
-            }
-            let mut out = Vec::new();
-            for a in w {
-                match a.split_once('=') {
-                    Some((k, v)) => out.push((k.to_string(), Some(v.to_string()))),
-                    None => out.push((a, None)),
-                }
-            }
-            for (k, _) in &out {
-                if k.is_empty() {
-                    return Err(err("ARG names cannot be empty".into()));
-                }
-            }
-            Command::Arg(out)
-        }
-        "WORKDIR" => {
-            need_args("exactly one argument")?;
-            Command::Workdir(rest.to_string())
-        }
-        "USER" => {
-            need_args("exactly one argument")?;
-            Command::User(rest.to_string())
-        }
+    l.check_flags()?;
+    let command = match l.keyword.as_str() {
+        "FROM" => l.from()?,
+        "RUN" => Command::Run(l.command_line()?),
+        "CMD" => Command::Cmd(l.command_line()?),
+        "ENTRYPOINT" => Command::Entrypoint(l.command_line()?),
+        "COPY" => Command::Copy(l.copy_args()?),
+        "ADD" => Command::Add(l.copy_args()?),
+        "ENV" => Command::Env(name_values(&l.keyword, rest, escape).map_err(|m| l.err(m))?),
+        "LABEL" => Command::Label(name_values(&l.keyword, rest, escape).map_err(|m| l.err(m))?),
+        "ARG" => l.arg()?,
+        "WORKDIR" => Command::Workdir(l.one_argument()?),
+        "USER" => Command::User(l.one_argument()?),
         "EXPOSE" => {
-            need_args("at least one argument")?;
+            l.need_args("at least one argument")?;
             Command::Expose(words::split_raw(rest, escape))
         }
         "VOLUME" => {
-            need_args("at least one argument")?;
+            l.need_args("at least one argument")?;
             let v = json_or_words(rest, escape);
             if v.iter().any(|p| p.trim().is_empty()) {
-                return Err(err("VOLUME specified can not be an empty string".into()));
+                return Err(l.err("VOLUME specified can not be an empty string".into()));
             }
             Command::Volume(v)
         }
         "SHELL" => match json_array(rest) {
             Some(v) if !v.is_empty() => Command::Shell(v),
-            _ => return Err(err(
+            _ => return Err(l.err(
                 "SHELL requires the arguments to be in JSON form, e.g. SHELL [\"/bin/sh\", \"-c\"]"
                     .into(),
             )),
         },
-        "STOPSIGNAL" => {
-            need_args("exactly one argument")?;
-            Command::StopSignal(rest.to_string())
-        }
-        "MAINTAINER" => {
-            need_args("exactly one argument")?;
-            Command::Maintainer(rest.to_string())
-        }
-        "HEALTHCHECK" => {
-            need_args("an argument: NONE, or CMD and a command")?;
-            let (kind, cmd) = match rest.split_once(|c: char| c.is_whitespace()) {
-                Some((k, c)) => (k, c.trim()),
-                None => (rest, ""),
-            };
-            if kind.eq_ignore_ascii_case("NONE") {
-                if !cmd.is_empty() || !flags.is_empty() {
-                    return Err(err("HEALTHCHECK NONE takes no arguments".into()));
-                }
-                Command::Healthcheck(None)
-            } else if kind.eq_ignore_ascii_case("CMD") {
-                if cmd.is_empty() {
-                    return Err(err("HEALTHCHECK CMD requires a command".into()));
-                }
-                let dur = |name: &str| -> Result<Option<Duration>, ParseError> {
-                    match flag(name) {
-                        None => Ok(None),
-                        Some(v) => {
-                            let d = parse_duration(&v).ok_or_else(|| {
-                                err(format!(
-                                    "--{name}={v:?} is not a duration; use e.g. 30s, 1m30s, 500ms"
-                                ))
-                            })?;
-                            if !d.is_zero() && d < Duration::from_millis(1) {
-                                return Err(err(format!("--{name} cannot be less than 1ms")));
-                            }
-                            Ok(Some(d).filter(|d| !d.is_zero()))
-                        }
-                    }
-                };
-                let retries =
-                    match flag("retries") {
-                        None => None,
-                        Some(v) => Some(v.parse::<u32>().map_err(|_| {
-                            err(format!("--retries={v:?}: give a number, 0 or more"))
-                        })?)
-                        .filter(|r| *r > 0),
-                    };
-                Command::Healthcheck(Some(HealthArgs {
-                    test: cmd_line(cmd),
-                    interval: dur("interval")?,
-                    timeout: dur("timeout")?,
-                    start_period: dur("start-period")?,
-                    start_interval: dur("start-interval")?,
-                    retries,
-                }))
-            } else {
-                return Err(err(format!(
-                    "unknown type {kind:?} in HEALTHCHECK (try CMD, or NONE)"
-                )));
-            }
-        }
-        "ONBUILD" => {
-            need_args("a trigger instruction")?;
-            let parsed = parse_instruction(rest, at, escape)?;
-            match parsed.command {
-                Command::OnBuild { .. } => {
-                    return Err(err(
-                        "chaining ONBUILD via `ONBUILD ONBUILD` isn't allowed".into()
-                    ))
-                }
-                Command::From { .. } | Command::Maintainer(_) => {
-                    return Err(err(format!(
-                        "{} isn't allowed as an ONBUILD trigger",
-                        parsed.command.keyword()
-                    )))
-                }
-                _ => {}
-            }
-            Command::OnBuild {
-                trigger: rest.to_string(),
-                parsed: Box::new(parsed),
-            }
-        }
-        _ => return Err(err(format!("unknown instruction: {keyword}"))),
+        "STOPSIGNAL" => Command::StopSignal(l.one_argument()?),
+        "MAINTAINER" => Command::Maintainer(l.one_argument()?),
+        "HEALTHCHECK" => l.healthcheck()?,
+        "ONBUILD" => l.onbuild()?,
+        _ => return Err(l.err(format!("unknown instruction: {}", l.keyword))),
     };
     Ok(Instruction {
         line: at,
         original: line.to_string(),
         command,
     })
+}
+
+/// One instruction's line, split into its keyword, flags and arguments.
+struct Line<'a> {
+    keyword: String,
+    rest: &'a str,
+    flags: Vec<(String, String)>,
+    at: usize,
+    escape: char,
+}
+
+impl Line<'_> {
+    fn err(&self, message: String) -> ParseError {
+        ParseError {
+            line: self.at,
+            message,
+        }
+    }
+
+    /// The value of flag `name` (the last one given).
+    fn flag(&self, name: &str) -> Option<String> {
+        self.flags
+            .iter()
+            .rev()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.clone())
+    }
+
+    fn need_args(&self, what: &str) -> Result<(), ParseError> {
+        if self.rest.is_empty() {
+            Err(self.err(format!("{} requires {what}", self.keyword)))
+        } else {
+            Ok(())
+        }
+    }
+
+    fn one_argument(&self) -> Result<String, ParseError> {
+        self.need_args("exactly one argument")?;
+        Ok(self.rest.to_string())
+    }
+
+    fn command_line(&self) -> Result<CmdLine, ParseError> {
+        self.need_args("at least one argument")?;
+        Ok(cmd_line(self.rest))
+    }
+
+    /// Refuses flags the instruction does not take, naming BuildKit's as such.
+    fn check_flags(&self) -> Result<(), ParseError> {
+        let keyword = self.keyword.as_str();
+        let allowed: &[&str] = match keyword {
+            "FROM" => &["platform"],
+            "COPY" => &["from", "chown", "chmod"],
+            "ADD" => &["chown", "chmod"],
+            "HEALTHCHECK" => &[
+                "interval",
+                "timeout",
+                "start-period",
+                "start-interval",
+                "retries",
+            ],
+            _ => &[],
+        };
+        for (name, _) in &self.flags {
+            if !allowed.contains(&name.as_str()) {
+                let buildkit = matches!(
+                    (keyword, name.as_str()),
+                    ("RUN", "mount" | "network" | "security")
+                        | ("COPY" | "ADD", "link" | "parents" | "exclude")
+                        | ("ADD", "checksum" | "keep-git-dir")
+                );
+                return Err(self.err(if buildkit {
+                    format!("{keyword} --{name} is a BuildKit feature; Pier's builder is Docker's classic builder and does not support it")
+                } else {
+                    format!("unknown flag for {keyword}: --{name}")
+                }));
+            }
+        }
+        Ok(())
+    }
+
+    fn from(&self) -> Result<Command, ParseError> {
+        let w = words::split_raw(self.rest, self.escape);
+        let (image, alias) = match w.as_slice() {
+            [image] => (image.clone(), None),
+            [image, as_kw, name] if as_kw.eq_ignore_ascii_case("as") => {
+                let name = name.to_ascii_lowercase();
+                let ok = name.chars().next().is_some_and(|c| c.is_ascii_lowercase())
+                    && name
+                        .chars()
+                        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "-_.".contains(c));
+                if !ok {
+                    return Err(self.err(format!("invalid name for build stage: {name:?}, name can't start with a number or contain symbols")));
+                }
+                (image.clone(), Some(name))
+            }
+            _ => {
+                return Err(self.err(
+                    "FROM requires either one argument, or three: FROM <image> AS <name>".into(),
+                ))
+            }
+        };
+        Ok(Command::From {
+            image,
+            alias,
+            platform: self.flag("platform"),
+        })
+    }
+
+    fn copy_args(&self) -> Result<CopyArgs, ParseError> {
+        let mut list = json_or_words(self.rest, self.escape);
+        if list.len() < 2 {
+            return Err(self.err(format!(
+                "{} requires at least two arguments: a source and a destination",
+                self.keyword
+            )));
+        }
+        let dest = list.pop().expect("two or more");
+        Ok(CopyArgs {
+            sources: list,
+            dest,
+            from: self.flag("from"),
+            chown: self.flag("chown"),
+            chmod: self.flag("chmod"),
+        })
+    }
+
+    fn arg(&self) -> Result<Command, ParseError> {
+        let w = words::split_raw(self.rest, self.escape);
+        if w.is_empty() {
+            return Err(self.err("ARG requires at least one argument".into()));
+        }
+        let mut out = Vec::new();
+        for a in w {
+            match a.split_once('=') {
+                Some((k, v)) => out.push((k.to_string(), Some(v.to_string()))),
+                None => out.push((a, None)),
+            }
+        }
+        if out.iter().any(|(k, _)| k.is_empty()) {
+            return Err(self.err("ARG names cannot be empty".into()));
+        }
+        Ok(Command::Arg(out))
+    }
+
+    /// The duration of flag `name`: absent or zero is None.
+    fn duration(&self, name: &str) -> Result<Option<Duration>, ParseError> {
+        let Some(v) = self.flag(name) else {
+            return Ok(None);
+        };
+        let d = parse_duration(&v).ok_or_else(|| {
+            self.err(format!(
+                "--{name}={v:?} is not a duration; use e.g. 30s, 1m30s, 500ms"
+            ))
+        })?;
+        if !d.is_zero() && d < Duration::from_millis(1) {
+            return Err(self.err(format!("--{name} cannot be less than 1ms")));
+        }
+        Ok(Some(d).filter(|d| !d.is_zero()))
+    }
+
+    fn healthcheck(&self) -> Result<Command, ParseError> {
+        self.need_args("an argument: NONE, or CMD and a command")?;
+        let (kind, cmd) = match self.rest.split_once(|c: char| c.is_whitespace()) {
+            Some((k, c)) => (k, c.trim()),
+            None => (self.rest, ""),
+        };
+        if kind.eq_ignore_ascii_case("NONE") {
+            if !cmd.is_empty() || !self.flags.is_empty() {
+                return Err(self.err("HEALTHCHECK NONE takes no arguments".into()));
+            }
+            return Ok(Command::Healthcheck(None));
+        }
+        if !kind.eq_ignore_ascii_case("CMD") {
+            return Err(self.err(format!(
+                "unknown type {kind:?} in HEALTHCHECK (try CMD, or NONE)"
+            )));
+        }
+        if cmd.is_empty() {
+            return Err(self.err("HEALTHCHECK CMD requires a command".into()));
+        }
+        let retries = match self.flag("retries") {
+            None => None,
+            Some(v) => Some(
+                v.parse::<u32>()
+                    .map_err(|_| self.err(format!("--retries={v:?}: give a number, 0 or more")))?,
+            )
+            .filter(|r| *r > 0),
+        };
+        Ok(Command::Healthcheck(Some(HealthArgs {
+            test: cmd_line(cmd),
+            interval: self.duration("interval")?,
+            timeout: self.duration("timeout")?,
+            start_period: self.duration("start-period")?,
+            start_interval: self.duration("start-interval")?,
+            retries,
+        })))
+    }
+
+    fn onbuild(&self) -> Result<Command, ParseError> {
+        self.need_args("a trigger instruction")?;
+        let parsed = parse_instruction(self.rest, self.at, self.escape)?;
+        match parsed.command {
+            Command::OnBuild { .. } => {
+                return Err(self.err("chaining ONBUILD via `ONBUILD ONBUILD` isn't allowed".into()))
+            }
+            Command::From { .. } | Command::Maintainer(_) => {
+                return Err(self.err(format!(
+                    "{} isn't allowed as an ONBUILD trigger",
+                    parsed.command.keyword()
+                )))
+            }
+            _ => {}
+        }
+        Ok(Command::OnBuild {
+            trigger: self.rest.to_string(),
+            parsed: Box::new(parsed),
+        })
+    }
 }
 
 /// Leading `--name=value` / `--name` words, and the rest.
