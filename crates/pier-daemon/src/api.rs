@@ -6,7 +6,8 @@ use std::sync::Arc;
 
 use axum::body::Body;
 use axum::extract::rejection::{JsonRejection, QueryRejection};
-use axum::extract::{Path, Query, State};
+use axum::extract::{FromRequestParts, Path, Query, State};
+use axum::http::request::Parts;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -17,6 +18,9 @@ use pier_api::types::{
     SystemInfo, TagRequest,
 };
 use pier_api::{ErrorBody, ProjectName};
+use pier_engine::context::PROJECT_HEADER;
+use pier_engine::projects::Projects;
+use pier_engine::{Caller, EngineError, EngineResult, RequestContext};
 use pier_image::{archive, build};
 use utoipa::OpenApi;
 
@@ -27,9 +31,56 @@ pub use pier_engine::Engine;
 
 pub(crate) type Shared = State<Arc<Engine>>;
 
-/// The project a request acts in. Until tenants exist, every request is in `default`.
-pub(crate) fn project() -> ProjectName {
-    ProjectName::default_project()
+/// Who sent a request: the peer credentials of its unix socket connection, which
+/// [`crate::http::serve`] puts in every request's extensions.
+#[derive(Debug, Clone, Copy)]
+pub struct Peer {
+    pub uid: u32,
+    pub pid: Option<i32>,
+}
+
+/// The context of a request, extracted at the edge of both APIs: the project named by
+/// the `X-Pier-Project` header (`default` when absent; it must exist) and the caller.
+pub struct Ctx(pub RequestContext);
+
+/// The context of the request with `parts`.
+pub fn request_context(parts: &Parts, projects: &Projects) -> EngineResult<RequestContext> {
+    let project = match parts.headers.get(PROJECT_HEADER) {
+        None => ProjectName::default_project(),
+        Some(v) => v
+            .to_str()
+            .ok()
+            .and_then(|s| ProjectName::try_from(s.to_string()).ok())
+            .ok_or_else(|| {
+                EngineError::invalid(format!(
+                    "invalid {PROJECT_HEADER} header {v:?}: name a project with 1-63 lowercase letters, digits and '-', starting with a letter"
+                ))
+            })?,
+    };
+    // Without credentials (a connection not from `serve`), the caller is unknown.
+    let caller = match parts.extensions.get::<Peer>() {
+        Some(p) => Caller::Local {
+            uid: p.uid,
+            pid: p.pid,
+        },
+        None => Caller::Local {
+            uid: u32::MAX,
+            pid: None,
+        },
+    };
+    if project == ProjectName::default_project() {
+        // Always there: no store read on the common path.
+        return Ok(RequestContext::new(project, caller));
+    }
+    projects.context(project, caller)
+}
+
+impl FromRequestParts<Arc<Engine>> for Ctx {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, e: &Arc<Engine>) -> ApiResult<Self> {
+        Ok(Ctx(request_context(parts, &e.projects)?))
+    }
 }
 
 /// Runs blocking engine work on the blocking pool.
@@ -133,10 +184,11 @@ async fn ping() -> &'static str {
 
 /// What this daemon is and holds.
 #[utoipa::path(get, path = "/v1/info", responses((status = 200, body = SystemInfo)))]
-async fn info(State(e): Shared) -> ApiResult<Json<SystemInfo>> {
+async fn info(Ctx(ctx): Ctx, State(e): Shared) -> ApiResult<Json<SystemInfo>> {
     let images = blocking({
         let e = e.clone();
-        move || Ok(e.images.list(&project())?.len() as u64)
+        let ctx_project = ctx.project.clone();
+        move || Ok(e.images.list(&ctx_project.clone())?.len() as u64)
     })
     .await?;
     Ok(Json(SystemInfo {
@@ -156,12 +208,14 @@ async fn info(State(e): Shared) -> ApiResult<Json<SystemInfo>> {
 /// Lists images, newest first; the intermediate images of builds only with `all`.
 #[utoipa::path(get, path = "/v1/images", params(ImageListQuery), responses((status = 200, body = [ImageSummary])))]
 async fn list_images(
+    Ctx(ctx): Ctx,
     State(e): Shared,
     query: Result<Query<ImageListQuery>, QueryRejection>,
 ) -> ApiResult<Json<Vec<ImageSummary>>> {
+    let ctx_project = ctx.project.clone();
     let Query(q) = query?;
     Ok(Json(
-        blocking(move || Ok(e.images.list_all(&project(), q.all)?)).await?,
+        blocking(move || Ok(e.images.list_all(&ctx_project.clone(), q.all)?)).await?,
     ))
 }
 
@@ -169,11 +223,13 @@ async fn list_images(
 #[utoipa::path(get, path = "/v1/images/{reference}", params(("reference" = String, Path)),
     responses((status = 200, body = ImageInspect), (status = 404, body = ErrorBody)))]
 async fn inspect_image(
+    Ctx(ctx): Ctx,
     State(e): Shared,
     Path(reference): Path<String>,
 ) -> ApiResult<Json<ImageInspect>> {
+    let ctx_project = ctx.project.clone();
     Ok(Json(
-        blocking(move || Ok(e.images.inspect(&project(), &reference)?)).await?,
+        blocking(move || Ok(e.images.inspect(&ctx_project.clone(), &reference)?)).await?,
     ))
 }
 
@@ -181,11 +237,13 @@ async fn inspect_image(
 #[utoipa::path(get, path = "/v1/images/{reference}/history", params(("reference" = String, Path)),
     responses((status = 200, body = [HistoryEntry]), (status = 404, body = ErrorBody)))]
 async fn image_history(
+    Ctx(ctx): Ctx,
     State(e): Shared,
     Path(reference): Path<String>,
 ) -> ApiResult<Json<Vec<HistoryEntry>>> {
+    let ctx_project = ctx.project.clone();
     Ok(Json(
-        blocking(move || Ok(e.images.history(&project(), &reference)?)).await?,
+        blocking(move || Ok(e.images.history(&ctx_project.clone(), &reference)?)).await?,
     ))
 }
 
@@ -193,12 +251,18 @@ async fn image_history(
 #[utoipa::path(post, path = "/v1/images/{reference}/tag", params(("reference" = String, Path)), request_body = TagRequest,
     responses((status = 204, description = "Tagged"), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
 async fn tag_image(
+    Ctx(ctx): Ctx,
     State(e): Shared,
     Path(reference): Path<String>,
     body: Result<Json<TagRequest>, JsonRejection>,
 ) -> ApiResult<StatusCode> {
     let Json(req) = body?;
-    blocking(move || Ok(e.images.tag(&project(), &reference, &req.target)?)).await?;
+    let ctx_project = ctx.project.clone();
+    blocking(move || {
+        Ok(e.images
+            .tag(&ctx_project.clone(), &reference, &req.target)?)
+    })
+    .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -206,36 +270,41 @@ async fn tag_image(
 #[utoipa::path(delete, path = "/v1/images/{reference}", params(("reference" = String, Path), RemoveQuery),
     responses((status = 200, body = RemoveReport), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 async fn remove_image(
+    Ctx(ctx): Ctx,
     State(e): Shared,
     Path(reference): Path<String>,
     query: Result<Query<RemoveQuery>, QueryRejection>,
 ) -> ApiResult<Json<RemoveReport>> {
+    let ctx_project = ctx.project.clone();
     let Query(q) = query?;
     Ok(Json(
-        blocking(move || Ok(e.images.remove(&project(), &reference, q.force)?)).await?,
+        blocking(move || Ok(e.images.remove(&ctx_project.clone(), &reference, q.force)?)).await?,
     ))
 }
 
 /// Removes unused images and the files only they used.
 #[utoipa::path(post, path = "/v1/images/prune", params(PruneQuery), responses((status = 200, body = PruneReport)))]
 async fn prune_images(
+    Ctx(ctx): Ctx,
     State(e): Shared,
     query: Result<Query<PruneQuery>, QueryRejection>,
 ) -> ApiResult<Json<PruneReport>> {
+    let ctx_project = ctx.project.clone();
     let Query(q) = query?;
     Ok(Json(
-        blocking(move || Ok(e.images.prune(&project(), q.all)?)).await?,
+        blocking(move || Ok(e.images.prune(&ctx_project.clone(), q.all)?)).await?,
     ))
 }
 
 /// Loads a `docker save` or OCI archive sent as the body.
 #[utoipa::path(post, path = "/v1/images/load", request_body(content = Vec<u8>, content_type = "application/x-tar"),
     responses((status = 200, body = LoadReport), (status = 400, body = ErrorBody), (status = 507, body = ErrorBody)))]
-async fn load_images(State(e): Shared, body: Body) -> ApiResult<Json<LoadReport>> {
+async fn load_images(Ctx(ctx): Ctx, State(e): Shared, body: Body) -> ApiResult<Json<LoadReport>> {
+    let ctx_project = ctx.project.clone();
     let mut reader = body_reader(body);
     Ok(Json(
         blocking(move || {
-            let loaded = archive::load(&e.images, &project(), &mut reader);
+            let loaded = archive::load(&e.images, &ctx_project.clone(), &mut reader);
             if loaded.is_err() {
                 crate::stream::drain_reader(&mut reader);
             }
@@ -249,14 +318,16 @@ async fn load_images(State(e): Shared, body: Body) -> ApiResult<Json<LoadReport>
 #[utoipa::path(post, path = "/v1/images/import", params(ImportQuery), request_body(content = Vec<u8>, content_type = "application/x-tar"),
     responses((status = 200, body = LoadReport), (status = 400, body = ErrorBody)))]
 async fn import_image(
+    Ctx(ctx): Ctx,
     State(e): Shared,
     query: Result<Query<ImportQuery>, QueryRejection>,
     body: Body,
 ) -> ApiResult<Json<LoadReport>> {
     let Query(q) = query?;
     let mut reader = body_reader(body);
+    let ctx_project = ctx.project.clone();
     let loaded = blocking(move || {
-        let imported = build::import(&e.images, &project(), &mut reader, q.name);
+        let imported = build::import(&e.images, &ctx_project.clone(), &mut reader, q.name);
         if imported.is_err() {
             crate::stream::drain_reader(&mut reader);
         }
@@ -272,14 +343,16 @@ async fn import_image(
 #[utoipa::path(post, path = "/v1/images/from-host", request_body = FromHostRequest,
     responses((status = 200, body = LoadReport), (status = 400, body = ErrorBody)))]
 async fn image_from_host(
+    Ctx(ctx): Ctx,
     State(e): Shared,
     body: Result<Json<FromHostRequest>, JsonRejection>,
 ) -> ApiResult<Json<LoadReport>> {
     let Json(req) = body?;
+    let ctx_project = ctx.project.clone();
     let loaded = blocking(move || {
         Ok(build::from_host(
             &e.images,
-            &project(),
+            &ctx_project.clone(),
             req.name,
             &req.binaries,
         )?)
@@ -294,6 +367,7 @@ async fn image_from_host(
 #[utoipa::path(get, path = "/v1/images/save", params(SaveQuery),
     responses((status = 200, description = "A tar archive", content_type = "application/x-tar", body = Vec<u8>), (status = 404, body = ErrorBody)))]
 async fn save_images(
+    Ctx(ctx): Ctx,
     State(e): Shared,
     query: Result<Query<SaveQuery>, QueryRejection>,
 ) -> ApiResult<Response> {
@@ -311,10 +385,11 @@ async fn save_images(
     // Resolve every name first, so a wrong one is a clear error rather than a cut stream.
     let images = blocking({
         let e = e.clone();
+        let ctx_project = ctx.project.clone();
         move || {
             let mut out = Vec::new();
             for n in &names {
-                let (rec, tag) = e.images.resolve_tagged(&project(), n)?;
+                let (rec, tag) = e.images.resolve_tagged(&ctx_project.clone(), n)?;
                 out.push((rec, tag.into_iter().collect()));
             }
             Ok(out)
@@ -342,6 +417,62 @@ async fn save_images(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn parts(project: Option<&str>, peer: Option<Peer>) -> Parts {
+        let mut b = axum::http::Request::builder();
+        if let Some(p) = project {
+            b = b.header(PROJECT_HEADER, p);
+        }
+        let (mut parts, ()) = b.body(()).unwrap().into_parts();
+        if let Some(p) = peer {
+            parts.extensions.insert(p);
+        }
+        parts
+    }
+
+    #[test]
+    fn requests_name_their_project_and_carry_their_caller() {
+        let db: Arc<dyn pier_store::Store> = Arc::new(pier_store::MemStore::default());
+        let projects = Projects::new(db).unwrap();
+        let peer = Peer {
+            uid: 1000,
+            pid: Some(7),
+        };
+        // No header: the default project, and the socket's peer as the caller.
+        let ctx = request_context(&parts(None, Some(peer)), &projects).unwrap();
+        assert_eq!(ctx.project, ProjectName::default_project());
+        assert_eq!(
+            ctx.caller,
+            Caller::Local {
+                uid: 1000,
+                pid: Some(7)
+            }
+        );
+        // A project that does not exist is a 404; a malformed name a 400.
+        let e = request_context(&parts(Some("team-a"), None), &projects).unwrap_err();
+        assert_eq!(e.kind(), pier_api::ErrorKind::NotFound);
+        assert!(
+            e.message().contains("no such project: team-a"),
+            "{}",
+            e.message()
+        );
+        let e = request_context(&parts(Some("Bad Name"), None), &projects).unwrap_err();
+        assert_eq!(e.kind(), pier_api::ErrorKind::InvalidInput);
+        assert!(e.message().contains(PROJECT_HEADER), "{}", e.message());
+        // Once made, it is the request's project; without credentials the caller is
+        // unknown, never root.
+        let team = ProjectName::try_from("team-a".to_string()).unwrap();
+        projects.create(&team).unwrap();
+        let ctx = request_context(&parts(Some("team-a"), None), &projects).unwrap();
+        assert_eq!(ctx.project, team);
+        assert_eq!(
+            ctx.caller,
+            Caller::Local {
+                uid: u32::MAX,
+                pid: None
+            }
+        );
+    }
 
     /// The checked-in document must match the code. To refresh it after changing the API:
     /// `UPDATE_OPENAPI=1 cargo test -p pier-daemon openapi`.

@@ -14,9 +14,10 @@ use pier_api::build::{BuildAux, BuildErrorDetail, BuildLine, BuildQuery};
 use pier_api::{ErrorBody, ImageRef};
 use utoipa::OpenApi;
 
-use crate::api::{project, Engine, Shared};
+use crate::api::{Ctx, Engine, Shared};
 use crate::error::{ApiError, ApiResult};
 use crate::stream::{body_reader, body_writer, drain};
+use pier_api::ProjectName;
 use pier_engine::build::{BuildEvent, BuildOptions, Builder};
 
 pub fn routes() -> Router<Arc<Engine>> {
@@ -118,7 +119,12 @@ pub fn parse_query(raw: &str) -> ApiResult<BuildOptions> {
     request_body(content = Vec<u8>, content_type = "application/x-tar"),
     responses((status = 200, content_type = "application/x-ndjson", body = [BuildLine]),
         (status = 400, body = ErrorBody)))]
-async fn build(State(e): Shared, RawQuery(q): RawQuery, body: Body) -> ApiResult<Response> {
+async fn build(
+    Ctx(ctx): Ctx,
+    State(e): Shared,
+    RawQuery(q): RawQuery,
+    body: Body,
+) -> ApiResult<Response> {
     let opts = match parse_query(q.as_deref().unwrap_or("")) {
         Ok(o) => o,
         Err(e) => {
@@ -128,7 +134,7 @@ async fn build(State(e): Shared, RawQuery(q): RawQuery, body: Body) -> ApiResult
             return Err(e);
         }
     };
-    let body = stream_build(&e, opts, body, |ev, send| send(ev.to_line()));
+    let body = stream_build(&e, opts, body, |ev, send| send(ev.to_line()), &ctx.project);
     Ok(([(header::CONTENT_TYPE, "application/x-ndjson")], body).into_response())
 }
 
@@ -141,7 +147,9 @@ pub(crate) fn stream_build(
     mut opts: BuildOptions,
     body: Body,
     mut emit: impl FnMut(BuildEvent, &mut dyn FnMut(BuildLine)) + Send + 'static,
+    project: &ProjectName,
 ) -> Body {
+    let project = project.clone();
     let reader = body_reader(body);
     let (mut writer, body) = body_writer();
     let cancel = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -158,7 +166,7 @@ pub(crate) fn stream_build(
             let _ = writer.write_all(line.to_line().as_bytes());
             let _ = writer.flush();
         };
-        let result = builder.build(&project(), reader, opts, |ev| emit(ev, &mut send));
+        let result = builder.build(&project.clone(), reader, opts, |ev| emit(ev, &mut send));
         if let Err(err) = result {
             if err.kind() == pier_api::ErrorKind::Internal {
                 tracing::error!(error = %err.chain(), "a build failed");

@@ -23,7 +23,7 @@ use pier_engine::sessions::{
 use serde::Deserialize;
 use utoipa::{IntoParams, OpenApi};
 
-use crate::api::{blocking, project, Engine, Shared};
+use crate::api::{blocking, Ctx, Engine, Shared};
 use crate::error::{ApiError, ApiResult};
 
 pub fn routes() -> Router<Arc<Engine>> {
@@ -115,12 +115,13 @@ pub struct ContainersDoc;
 /// Lists containers, newest first.
 #[utoipa::path(get, path = "/v1/containers", params(ListQuery), responses((status = 200, body = [ContainerSummary])))]
 async fn list(
+    Ctx(ctx): Ctx,
     State(e): Shared,
     q: Result<Query<ListQuery>, QueryRejection>,
 ) -> ApiResult<Json<Vec<ContainerSummary>>> {
     let Query(q) = q?;
     Ok(Json(e.containers.list(
-        &project(),
+        &ctx.project.clone(),
         q.all,
         q.filter.as_deref(),
     )?))
@@ -130,32 +131,40 @@ async fn list(
 #[utoipa::path(post, path = "/v1/containers", request_body = ContainerCreate,
     responses((status = 201, body = Created), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 async fn create(
+    Ctx(ctx): Ctx,
     State(e): Shared,
     body: Result<Json<ContainerCreate>, JsonRejection>,
 ) -> ApiResult<(StatusCode, Json<Created>)> {
     let Json(req) = body?;
     let c = e.containers.clone();
-    let created = blocking(move || c.create(&project(), req).map_err(ApiError::from)).await?;
+    let ctx_project = ctx.project.clone();
+    let created =
+        blocking(move || c.create(&ctx_project.clone(), req).map_err(ApiError::from)).await?;
     Ok((StatusCode::CREATED, Json(created)))
 }
 
 /// Shows a container by ID, name or ID prefix.
 #[utoipa::path(get, path = "/v1/containers/{id}", params(("id" = String, Path)), responses((status = 200, body = ContainerInspect), (status = 404, body = ErrorBody)))]
-async fn inspect(State(e): Shared, Path(id): Path<String>) -> ApiResult<Json<ContainerInspect>> {
-    Ok(Json(e.containers.get(&project(), &id)?))
+async fn inspect(
+    Ctx(ctx): Ctx,
+    State(e): Shared,
+    Path(id): Path<String>,
+) -> ApiResult<Json<ContainerInspect>> {
+    Ok(Json(e.containers.get(&ctx.project.clone(), &id)?))
 }
 
 /// Removes a container.
 #[utoipa::path(delete, path = "/v1/containers/{id}", params(("id" = String, Path), ContainerRemoveQuery),
     responses((status = 204), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 async fn remove(
+    Ctx(ctx): Ctx,
     State(e): Shared,
     Path(id): Path<String>,
     q: Result<Query<ContainerRemoveQuery>, QueryRejection>,
 ) -> ApiResult<StatusCode> {
     let Query(q) = q?;
     e.containers
-        .remove(&project(), &id, q.force, q.volumes)
+        .remove(&ctx.project.clone(), &id, q.force, q.volumes)
         .await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -163,21 +172,22 @@ async fn remove(
 /// Starts a created or exited container.
 #[utoipa::path(post, path = "/v1/containers/{id}/start", params(("id" = String, Path)),
     responses((status = 204), (status = 400, body = ErrorBody, description = "the command could not be run"), (status = 404, body = ErrorBody)))]
-async fn start(State(e): Shared, Path(id): Path<String>) -> ApiResult<StatusCode> {
-    e.containers.start(&project(), &id).await?;
+async fn start(Ctx(ctx): Ctx, State(e): Shared, Path(id): Path<String>) -> ApiResult<StatusCode> {
+    e.containers.start(&ctx.project.clone(), &id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
 /// Stops a container: its stop signal, then SIGKILL after `t` seconds.
 #[utoipa::path(post, path = "/v1/containers/{id}/stop", params(("id" = String, Path), StopQuery), responses((status = 204), (status = 404, body = ErrorBody)))]
 async fn stop(
+    Ctx(ctx): Ctx,
     State(e): Shared,
     Path(id): Path<String>,
     q: Result<Query<StopQuery>, QueryRejection>,
 ) -> ApiResult<StatusCode> {
     let Query(q) = q?;
     e.containers
-        .stop(&project(), &id, q.t, q.signal.as_deref())
+        .stop(&ctx.project.clone(), &id, q.t, q.signal.as_deref())
         .await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -185,28 +195,30 @@ async fn stop(
 /// Stops, then starts a container.
 #[utoipa::path(post, path = "/v1/containers/{id}/restart", params(("id" = String, Path), StopQuery), responses((status = 204), (status = 404, body = ErrorBody)))]
 async fn restart(
+    Ctx(ctx): Ctx,
     State(e): Shared,
     Path(id): Path<String>,
     q: Result<Query<StopQuery>, QueryRejection>,
 ) -> ApiResult<StatusCode> {
     let Query(q) = q?;
     e.containers
-        .stop(&project(), &id, q.t, q.signal.as_deref())
+        .stop(&ctx.project.clone(), &id, q.t, q.signal.as_deref())
         .await?;
-    e.containers.start(&project(), &id).await?;
+    e.containers.start(&ctx.project.clone(), &id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
 /// Sends a signal to a container's init.
 #[utoipa::path(post, path = "/v1/containers/{id}/kill", params(("id" = String, Path), KillQuery), responses((status = 204), (status = 409, body = ErrorBody)))]
 async fn kill(
+    Ctx(ctx): Ctx,
     State(e): Shared,
     Path(id): Path<String>,
     q: Result<Query<KillQuery>, QueryRejection>,
 ) -> ApiResult<StatusCode> {
     let Query(q) = q?;
     e.containers
-        .kill(&project(), &id, q.signal.as_deref())
+        .kill(&ctx.project.clone(), &id, q.signal.as_deref())
         .await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -225,12 +237,15 @@ struct WaitQuery {
 /// receiving them and still see its exit.
 #[utoipa::path(post, path = "/v1/containers/{id}/wait", params(("id" = String, Path), WaitQuery), responses((status = 200, body = WaitResponse)))]
 async fn wait(
+    Ctx(ctx): Ctx,
     State(e): Shared,
     Path(id): Path<String>,
     q: Result<Query<WaitQuery>, QueryRejection>,
 ) -> ApiResult<Response> {
     let Query(q) = q?;
-    let exit = e.containers.wait(&project(), &id, q.next_exit, q.removed)?;
+    let exit = e
+        .containers
+        .wait(&ctx.project.clone(), &id, q.next_exit, q.removed)?;
     let body = futures_util::stream::once(async move {
         Ok::<_, std::io::Error>(serde_json::to_string(&exit.await).expect("json"))
     });
@@ -243,15 +258,15 @@ async fn wait(
 
 /// Freezes every process of a container.
 #[utoipa::path(post, path = "/v1/containers/{id}/pause", params(("id" = String, Path)), responses((status = 204), (status = 409, body = ErrorBody)))]
-async fn pause(State(e): Shared, Path(id): Path<String>) -> ApiResult<StatusCode> {
-    e.containers.pause(&project(), &id, true).await?;
+async fn pause(Ctx(ctx): Ctx, State(e): Shared, Path(id): Path<String>) -> ApiResult<StatusCode> {
+    e.containers.pause(&ctx.project.clone(), &id, true).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
 /// Thaws a paused container.
 #[utoipa::path(post, path = "/v1/containers/{id}/unpause", params(("id" = String, Path)), responses((status = 204), (status = 409, body = ErrorBody)))]
-async fn unpause(State(e): Shared, Path(id): Path<String>) -> ApiResult<StatusCode> {
-    e.containers.pause(&project(), &id, false).await?;
+async fn unpause(Ctx(ctx): Ctx, State(e): Shared, Path(id): Path<String>) -> ApiResult<StatusCode> {
+    e.containers.pause(&ctx.project.clone(), &id, false).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -265,12 +280,13 @@ struct RenameQuery {
 /// Renames a container.
 #[utoipa::path(post, path = "/v1/containers/{id}/rename", params(("id" = String, Path), RenameQuery), responses((status = 204), (status = 409, body = ErrorBody)))]
 async fn rename(
+    Ctx(ctx): Ctx,
     State(e): Shared,
     Path(id): Path<String>,
     q: Result<Query<RenameQuery>, QueryRejection>,
 ) -> ApiResult<StatusCode> {
     let Query(q) = q?;
-    e.containers.rename(&project(), &id, &q.name)?;
+    e.containers.rename(&ctx.project.clone(), &id, &q.name)?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -288,12 +304,13 @@ fn ndjson(
 #[utoipa::path(get, path = "/v1/containers/{id}/logs", params(("id" = String, Path), LogsQuery),
     responses((status = 200, content_type = "application/x-ndjson", body = [pier_api::containers::LogLine]), (status = 404, body = ErrorBody)))]
 async fn logs(
+    Ctx(ctx): Ctx,
     State(e): Shared,
     Path(id): Path<String>,
     q: Result<Query<LogsQuery>, QueryRejection>,
 ) -> ApiResult<Response> {
     let Query(q) = q?;
-    let c = e.containers.get(&project(), &id)?;
+    let c = e.containers.get(&ctx.project.clone(), &id)?;
     let since = match q.since.as_deref() {
         None => None,
         Some(s) => Some(
@@ -313,7 +330,7 @@ async fn logs(
         (true, false) => Follow::WhileRunning,
     };
     let lines = e.containers.logs(
-        &project(),
+        &ctx.project.clone(),
         &c.id,
         LogOptions {
             follow,
@@ -334,6 +351,7 @@ async fn logs(
 #[utoipa::path(post, path = "/v1/containers/{id}/exec", params(("id" = String, Path)), request_body = ExecCreate,
     responses((status = 200, content_type = "application/x-ndjson", body = [ExecOutput]), (status = 409, body = ErrorBody)))]
 async fn exec(
+    Ctx(ctx): Ctx,
     State(e): Shared,
     Path(id): Path<String>,
     request: axum::extract::Request,
@@ -358,11 +376,15 @@ async fn exec(
     };
     let exec_id = e
         .containers
-        .exec_create(&project(), &id, spec)
+        .exec_create(&ctx.project.clone(), &id, spec)
         .map_err(exec_error)?;
     let io = e
         .containers
-        .exec_start(&project(), &exec_id, StartOptions { tty: None, detach })
+        .exec_start(
+            &ctx.project.clone(),
+            &exec_id,
+            StartOptions { tty: None, detach },
+        )
         .map_err(exec_error)?;
     if attached {
         let request = axum::extract::Request::from_parts(parts, Body::empty());
@@ -412,25 +434,35 @@ fn exec_error(e: ExecError) -> ApiError {
 
 /// One reading of a container's resource usage.
 #[utoipa::path(get, path = "/v1/containers/{id}/stats", params(("id" = String, Path)), responses((status = 200, body = ContainerStats), (status = 404, body = ErrorBody)))]
-async fn stats(State(e): Shared, Path(id): Path<String>) -> ApiResult<Json<ContainerStats>> {
-    Ok(Json(e.containers.stats(&project(), &id)?))
+async fn stats(
+    Ctx(ctx): Ctx,
+    State(e): Shared,
+    Path(id): Path<String>,
+) -> ApiResult<Json<ContainerStats>> {
+    Ok(Json(e.containers.stats(&ctx.project.clone(), &id)?))
 }
 
 /// The processes running in a container.
 #[utoipa::path(get, path = "/v1/containers/{id}/top", params(("id" = String, Path)), responses((status = 200, body = TopResponse), (status = 409, body = ErrorBody)))]
-async fn top(State(e): Shared, Path(id): Path<String>) -> ApiResult<Json<TopResponse>> {
-    Ok(Json(e.containers.top(&project(), &id)?))
+async fn top(
+    Ctx(ctx): Ctx,
+    State(e): Shared,
+    Path(id): Path<String>,
+) -> ApiResult<Json<TopResponse>> {
+    Ok(Json(e.containers.top(&ctx.project.clone(), &id)?))
 }
 
 /// What changed in a container's filesystem against its image.
 #[utoipa::path(get, path = "/v1/containers/{id}/changes", params(("id" = String, Path)), responses((status = 200, body = [pier_api::containers::Change])))]
 async fn changes(
+    Ctx(ctx): Ctx,
     State(e): Shared,
     Path(id): Path<String>,
 ) -> ApiResult<Json<Vec<pier_api::containers::Change>>> {
+    let ctx_project = ctx.project.clone();
     let c = e.containers.clone();
     Ok(Json(
-        blocking(move || c.changes(&project(), &id).map_err(ApiError::from)).await?,
+        blocking(move || c.changes(&ctx_project.clone(), &id).map_err(ApiError::from)).await?,
     ))
 }
 
@@ -452,11 +484,13 @@ pub(crate) fn tar_response(
 
 /// The container's whole filesystem as a tar.
 #[utoipa::path(get, path = "/v1/containers/{id}/export", params(("id" = String, Path)), responses((status = 200, content_type = "application/x-tar", body = Vec<u8>), (status = 404, body = ErrorBody)))]
-async fn export(State(e): Shared, Path(id): Path<String>) -> ApiResult<Response> {
-    e.containers.get(&project(), &id)?;
+async fn export(Ctx(ctx): Ctx, State(e): Shared, Path(id): Path<String>) -> ApiResult<Response> {
+    e.containers.get(&ctx.project.clone(), &id)?;
     let c = e.containers.clone();
+    let ctx_project = ctx.project.clone();
     Ok(tar_response(move |w| {
-        c.export(&project(), &id, w).map_err(ApiError::from)
+        c.export(&ctx_project.clone(), &id, w)
+            .map_err(ApiError::from)
     }))
 }
 
@@ -464,14 +498,20 @@ async fn export(State(e): Shared, Path(id): Path<String>) -> ApiResult<Response>
 #[utoipa::path(post, path = "/v1/containers/{id}/commit", params(("id" = String, Path)), request_body = pier_api::containers::CommitRequest,
     responses((status = 200, body = pier_api::types::LoadedImage), (status = 404, body = ErrorBody)))]
 async fn commit(
+    Ctx(ctx): Ctx,
     State(e): Shared,
     Path(id): Path<String>,
     body: Result<Json<pier_api::containers::CommitRequest>, JsonRejection>,
 ) -> ApiResult<Json<pier_api::types::LoadedImage>> {
+    let ctx_project = ctx.project.clone();
     let Json(req) = body?;
     let c = e.containers.clone();
     Ok(Json(
-        blocking(move || c.commit(&project(), &id, &req).map_err(ApiError::from)).await?,
+        blocking(move || {
+            c.commit(&ctx_project.clone(), &id, &req)
+                .map_err(ApiError::from)
+        })
+        .await?,
     ))
 }
 
@@ -486,6 +526,7 @@ struct ArchiveQuery {
 #[utoipa::path(get, path = "/v1/containers/{id}/archive", params(("id" = String, Path), ArchiveQuery),
     responses((status = 200, content_type = "application/x-tar", body = Vec<u8>), (status = 404, body = ErrorBody)))]
 async fn archive_get(
+    Ctx(ctx): Ctx,
     State(e): Shared,
     Path(id): Path<String>,
     q: Result<Query<ArchiveQuery>, QueryRejection>,
@@ -494,14 +535,16 @@ async fn archive_get(
     // Check the path first, so a wrong one is a clear 404 rather than a cut stream.
     let c = e.containers.clone();
     let (id2, path2) = (id.clone(), q.path.clone());
+    let ctx_project = ctx.project.clone();
     blocking(move || {
-        c.archive_check(&project(), &id2, &path2)
+        c.archive_check(&ctx_project.clone(), &id2, &path2)
             .map_err(ApiError::from)
     })
     .await?;
     let c = e.containers.clone();
+    let ctx_project = ctx.project.clone();
     Ok(tar_response(move |w| {
-        c.archive_get(&project(), &id, &q.path, w)
+        c.archive_get(&ctx_project.clone(), &id, &q.path, w)
             .map_err(ApiError::from)
     }))
 }
@@ -510,6 +553,7 @@ async fn archive_get(
 #[utoipa::path(put, path = "/v1/containers/{id}/archive", params(("id" = String, Path), ArchiveQuery), request_body(content = Vec<u8>, content_type = "application/x-tar"),
     responses((status = 204), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
 async fn archive_put(
+    Ctx(ctx): Ctx,
     State(e): Shared,
     Path(id): Path<String>,
     q: Result<Query<ArchiveQuery>, QueryRejection>,
@@ -518,8 +562,9 @@ async fn archive_put(
     let Query(q) = q?;
     let reader = crate::stream::body_reader(body);
     let c = e.containers.clone();
+    let ctx_project = ctx.project.clone();
     blocking(move || {
-        c.archive_put(&project(), &id, &q.path, reader)
+        c.archive_put(&ctx_project.clone(), &id, &q.path, reader)
             .map_err(ApiError::from)
     })
     .await?;
@@ -539,6 +584,7 @@ struct AttachQuery {
 #[utoipa::path(post, path = "/v1/containers/{id}/attach", params(("id" = String, Path), AttachQuery),
     responses((status = 101, description = "Switched to the container's stream"), (status = 409, body = ErrorBody)))]
 async fn attach(
+    Ctx(ctx): Ctx,
     State(e): Shared,
     Path(id): Path<String>,
     q: Result<Query<AttachQuery>, QueryRejection>,
@@ -548,7 +594,7 @@ async fn attach(
     let io = e
         .containers
         .attach(
-            &project(),
+            &ctx.project.clone(),
             &id,
             AttachOptions {
                 stdin: q.stdin,
@@ -647,12 +693,15 @@ struct ResizeQuery {
 /// Resizes a container's terminal.
 #[utoipa::path(post, path = "/v1/containers/{id}/resize", params(("id" = String, Path), ResizeQuery), responses((status = 204), (status = 409, body = ErrorBody)))]
 async fn resize(
+    Ctx(ctx): Ctx,
     State(e): Shared,
     Path(id): Path<String>,
     q: Result<Query<ResizeQuery>, QueryRejection>,
 ) -> ApiResult<StatusCode> {
     let Query(q) = q?;
-    e.containers.resize(&project(), &id, q.h, q.w).await?;
+    e.containers
+        .resize(&ctx.project.clone(), &id, q.h, q.w)
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -679,12 +728,13 @@ fn exec_attached(exec_id: String, io: ExecIo, request: axum::extract::Request) -
 /// The state of an attached exec session.
 #[utoipa::path(get, path = "/v1/exec/{exec_id}", params(("exec_id" = String, Path)), responses((status = 200, body = ExecInspect), (status = 404, body = ErrorBody)))]
 async fn exec_inspect(
+    Ctx(ctx): Ctx,
     State(e): Shared,
     Path(exec_id): Path<String>,
 ) -> ApiResult<Json<ExecInspect>> {
     let info = e
         .containers
-        .exec_inspect(&project(), &exec_id)
+        .exec_inspect(&ctx.project.clone(), &exec_id)
         .map_err(exec_error)?;
     Ok(Json(ExecInspect {
         id: info.id,
@@ -696,28 +746,29 @@ async fn exec_inspect(
 /// Resizes an exec session's terminal.
 #[utoipa::path(post, path = "/v1/exec/{exec_id}/resize", params(("exec_id" = String, Path), ResizeQuery), responses((status = 204), (status = 404, body = ErrorBody)))]
 async fn exec_resize(
+    Ctx(ctx): Ctx,
     State(e): Shared,
     Path(exec_id): Path<String>,
     q: Result<Query<ResizeQuery>, QueryRejection>,
 ) -> ApiResult<StatusCode> {
     let Query(q) = q?;
     e.containers
-        .exec_resize(&project(), &exec_id, q.h, q.w)
+        .exec_resize(&ctx.project.clone(), &exec_id, q.h, q.w)
         .map_err(exec_error)?;
     Ok(StatusCode::NO_CONTENT)
 }
 
 /// Removes every container that is not running.
 #[utoipa::path(post, path = "/v1/containers/prune", responses((status = 200, description = "IDs of the removed containers", body = [String])))]
-async fn prune(State(e): Shared) -> ApiResult<Json<Vec<String>>> {
-    Ok(Json(e.containers.prune(&project()).await?))
+async fn prune(Ctx(ctx): Ctx, State(e): Shared) -> ApiResult<Json<Vec<String>>> {
+    Ok(Json(e.containers.prune(&ctx.project.clone()).await?))
 }
 
 /// Streams lifecycle events as JSON lines, from now on.
 #[utoipa::path(get, path = "/v1/events", responses((status = 200, content_type = "application/x-ndjson", body = [Event])))]
-async fn events(State(e): Shared) -> ApiResult<Response> {
+async fn events(Ctx(ctx): Ctx, State(e): Shared) -> ApiResult<Response> {
     let rx = e.containers.events.subscribe();
-    let mine = project();
+    let mine = ctx.project.clone();
     let stream = futures_util::stream::unfold((rx, mine), |(mut rx, mine)| async move {
         loop {
             match rx.recv().await {

@@ -11,7 +11,7 @@ use pier_api::networks::{NetworkConnect, NetworkCreate, NetworkDisconnect, Netwo
 use pier_api::ErrorBody;
 use utoipa::OpenApi;
 
-use crate::api::{blocking, project, Engine, Shared};
+use crate::api::{blocking, Ctx, Engine, Shared};
 use crate::error::{ApiError, ApiResult};
 
 pub fn routes() -> Router<Arc<Engine>> {
@@ -40,10 +40,11 @@ pub struct NetworksDoc;
 
 /// Lists networks by name.
 #[utoipa::path(get, path = "/v1/networks", responses((status = 200, body = [NetworkInspect])))]
-async fn list(State(e): Shared) -> ApiResult<Json<Vec<NetworkInspect>>> {
+async fn list(Ctx(ctx): Ctx, State(e): Shared) -> ApiResult<Json<Vec<NetworkInspect>>> {
+    let ctx_project = ctx.project.clone();
     let n = e.containers.networks.clone();
     Ok(Json(
-        blocking(move || n.list(&project()).map_err(ApiError::from)).await?,
+        blocking(move || n.list(&ctx_project.clone()).map_err(ApiError::from)).await?,
     ))
 }
 
@@ -51,48 +52,64 @@ async fn list(State(e): Shared) -> ApiResult<Json<Vec<NetworkInspect>>> {
 #[utoipa::path(post, path = "/v1/networks", request_body = NetworkCreate,
     responses((status = 201, body = NetworkInspect), (status = 400, body = ErrorBody), (status = 409, body = ErrorBody)))]
 async fn create(
+    Ctx(ctx): Ctx,
     State(e): Shared,
     body: Result<Json<NetworkCreate>, JsonRejection>,
 ) -> ApiResult<(StatusCode, Json<NetworkInspect>)> {
     let Json(req) = body?;
-    let n = e.containers.networks.create(&project(), req).await?;
+    let n = e
+        .containers
+        .networks
+        .create(&ctx.project.clone(), req)
+        .await?;
     Ok((StatusCode::CREATED, Json(n)))
 }
 
 /// Shows a network with its running containers.
 #[utoipa::path(get, path = "/v1/networks/{id}", params(("id" = String, Path)),
     responses((status = 200, body = NetworkInspect), (status = 404, body = ErrorBody)))]
-async fn inspect(State(e): Shared, Path(id): Path<String>) -> ApiResult<Json<NetworkInspect>> {
+async fn inspect(
+    Ctx(ctx): Ctx,
+    State(e): Shared,
+    Path(id): Path<String>,
+) -> ApiResult<Json<NetworkInspect>> {
+    let ctx_project = ctx.project.clone();
     let n = e.containers.networks.clone();
     Ok(Json(
-        blocking(move || n.inspect(&project(), &id).map_err(ApiError::from)).await?,
+        blocking(move || n.inspect(&ctx_project.clone(), &id).map_err(ApiError::from)).await?,
     ))
 }
 
 /// Removes a network no container uses.
 #[utoipa::path(delete, path = "/v1/networks/{id}", params(("id" = String, Path)),
     responses((status = 204), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
-async fn remove(State(e): Shared, Path(id): Path<String>) -> ApiResult<StatusCode> {
-    e.containers.networks.remove(&project(), &id).await?;
+async fn remove(Ctx(ctx): Ctx, State(e): Shared, Path(id): Path<String>) -> ApiResult<StatusCode> {
+    e.containers
+        .networks
+        .remove(&ctx.project.clone(), &id)
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
 /// Removes every network no container uses; returns their names.
 #[utoipa::path(post, path = "/v1/networks/prune", responses((status = 200, body = [String])))]
-async fn prune(State(e): Shared) -> ApiResult<Json<Vec<String>>> {
-    Ok(Json(e.containers.networks.prune(&project()).await?))
+async fn prune(Ctx(ctx): Ctx, State(e): Shared) -> ApiResult<Json<Vec<String>>> {
+    Ok(Json(
+        e.containers.networks.prune(&ctx.project.clone()).await?,
+    ))
 }
 
 /// Connects a container to a network.
 #[utoipa::path(post, path = "/v1/networks/{id}/connect", params(("id" = String, Path)), request_body = NetworkConnect,
     responses((status = 204), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 async fn connect(
+    Ctx(ctx): Ctx,
     State(e): Shared,
     Path(id): Path<String>,
     body: Result<Json<NetworkConnect>, JsonRejection>,
 ) -> ApiResult<StatusCode> {
     let Json(req) = body?;
-    e.containers.connect(&project(), &id, req).await?;
+    e.containers.connect(&ctx.project.clone(), &id, req).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -100,13 +117,14 @@ async fn connect(
 #[utoipa::path(post, path = "/v1/networks/{id}/disconnect", params(("id" = String, Path)), request_body = NetworkDisconnect,
     responses((status = 204), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 async fn disconnect(
+    Ctx(ctx): Ctx,
     State(e): Shared,
     Path(id): Path<String>,
     body: Result<Json<NetworkDisconnect>, JsonRejection>,
 ) -> ApiResult<StatusCode> {
     let Json(req) = body?;
     e.containers
-        .disconnect(&project(), &id, &req.container)
+        .disconnect(&ctx.project.clone(), &id, &req.container)
         .await?;
     Ok(StatusCode::NO_CONTENT)
 }

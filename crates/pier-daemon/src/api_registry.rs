@@ -20,7 +20,7 @@ use pier_registry::RegistryError;
 use pier_registry_client::{transfer, Credentials, RemoteError};
 use utoipa::OpenApi;
 
-use crate::api::{blocking, project, Engine, Shared};
+use crate::api::{blocking, Ctx, Engine, Shared};
 use crate::error::{ApiError, ApiResult};
 
 impl From<RegistryError> for ApiError {
@@ -137,6 +137,7 @@ where
     responses((status = 200, description = "ndjson lines of TransferProgress; the last is `complete` (message: image ID) or `error`", body = TransferProgress),
         (status = 400, body = ErrorBody)))]
 async fn pull(
+    Ctx(ctx): Ctx,
     State(e): Shared,
     body: Result<Json<PullRequest>, JsonRejection>,
 ) -> ApiResult<Response> {
@@ -145,10 +146,11 @@ async fn pull(
         .reference
         .parse()
         .map_err(|err: pier_api::reference::RefError| ApiError::invalid(err.to_string()))?;
+    let ctx_project = ctx.project.clone();
     Ok(progress_stream(move |p| async move {
         let (id, _) = transfer::pull(
             e.images.clone(),
-            project(),
+            ctx_project.clone(),
             &reference,
             &e.registry_client,
             creds(req.auth),
@@ -165,6 +167,7 @@ async fn pull(
     responses((status = 200, description = "ndjson lines of TransferProgress; the last is `complete` (message: manifest digest) or `error`", body = TransferProgress),
         (status = 400, body = ErrorBody)))]
 async fn push(
+    Ctx(ctx): Ctx,
     State(e): Shared,
     body: Result<Json<PushRequest>, JsonRejection>,
 ) -> ApiResult<Response> {
@@ -173,10 +176,11 @@ async fn push(
         .reference
         .parse()
         .map_err(|err: pier_api::reference::RefError| ApiError::invalid(err.to_string()))?;
+    let ctx_project = ctx.project.clone();
     Ok(progress_stream(move |p| async move {
         let d = transfer::push(
             e.images.clone(),
-            project(),
+            ctx_project.clone(),
             &req.reference,
             &target,
             &e.registry_client,

@@ -15,8 +15,9 @@ use pier_api::ErrorBody;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, OpenApi, ToSchema};
 
-use crate::api::{blocking, project, Engine, Shared};
+use crate::api::{blocking, Ctx, Engine, Shared};
 use crate::error::{ApiError, ApiResult};
+use pier_api::ProjectName;
 
 pub fn routes() -> Router<Arc<Engine>> {
     Router::new()
@@ -76,6 +77,7 @@ struct ListQuery {
 /// Lists volumes by name.
 #[utoipa::path(get, path = "/v1/volumes", params(ListQuery), responses((status = 200, body = [VolumeInspect])))]
 async fn list(
+    Ctx(ctx): Ctx,
     State(e): Shared,
     q: Result<Query<ListQuery>, QueryRejection>,
 ) -> ApiResult<Json<Vec<VolumeInspect>>> {
@@ -93,7 +95,9 @@ async fn list(
         filters.insert(k.to_string(), v.to_string());
     }
     let c = e.containers.clone();
-    let mut v = blocking(move || c.volumes.list(&project()).map_err(ApiError::from)).await?;
+    let ctx_project = ctx.project.clone();
+    let mut v =
+        blocking(move || c.volumes.list(&ctx_project.clone()).map_err(ApiError::from)).await?;
     v.retain(|v| pier_engine::volumes::Volumes::matches(v, &filters));
     v.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(Json(v))
@@ -103,14 +107,16 @@ async fn list(
 #[utoipa::path(post, path = "/v1/volumes", request_body = VolumeCreate,
     responses((status = 201, body = VolumeInspect), (status = 400, body = ErrorBody), (status = 409, body = ErrorBody), (status = 507, body = ErrorBody)))]
 async fn create(
+    Ctx(ctx): Ctx,
     State(e): Shared,
     body: Result<Json<VolumeCreate>, JsonRejection>,
 ) -> ApiResult<(StatusCode, Json<VolumeInspect>)> {
     let Json(req) = body?;
     let c = e.containers.clone();
+    let ctx_project = ctx.project.clone();
     let v = blocking(move || {
         c.volumes
-            .create(&project(), req, false)
+            .create(&ctx_project.clone(), req, false)
             .map_err(ApiError::from)
     })
     .await?;
@@ -120,12 +126,17 @@ async fn create(
 /// Shows a volume with its usage and the containers using it.
 #[utoipa::path(get, path = "/v1/volumes/{name}", params(("name" = String, Path)),
     responses((status = 200, body = VolumeInspect), (status = 404, body = ErrorBody)))]
-async fn inspect(State(e): Shared, Path(name): Path<String>) -> ApiResult<Json<VolumeInspect>> {
+async fn inspect(
+    Ctx(ctx): Ctx,
+    State(e): Shared,
+    Path(name): Path<String>,
+) -> ApiResult<Json<VolumeInspect>> {
+    let ctx_project = ctx.project.clone();
     let c = e.containers.clone();
     Ok(Json(
         blocking(move || {
-            let mut v = c.volumes.inspect(&project(), &name)?;
-            v.used_by = c.volume_users(&project(), &name)?;
+            let mut v = c.volumes.inspect(&ctx_project.clone(), &name)?;
+            v.used_by = c.volume_users(&ctx_project.clone(), &name)?;
             Ok(v)
         })
         .await?,
@@ -135,9 +146,18 @@ async fn inspect(State(e): Shared, Path(name): Path<String>) -> ApiResult<Json<V
 /// Removes a volume no container uses.
 #[utoipa::path(delete, path = "/v1/volumes/{name}", params(("name" = String, Path)),
     responses((status = 204), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
-async fn remove(State(e): Shared, Path(name): Path<String>) -> ApiResult<StatusCode> {
+async fn remove(
+    Ctx(ctx): Ctx,
+    State(e): Shared,
+    Path(name): Path<String>,
+) -> ApiResult<StatusCode> {
     let c = e.containers.clone();
-    blocking(move || c.remove_volume(&project(), &name).map_err(ApiError::from)).await?;
+    let ctx_project = ctx.project.clone();
+    blocking(move || {
+        c.remove_volume(&ctx_project.clone(), &name)
+            .map_err(ApiError::from)
+    })
+    .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -151,30 +171,37 @@ struct PruneQuery {
 /// Removes volumes no container uses; returns their names.
 #[utoipa::path(post, path = "/v1/volumes/prune", params(PruneQuery), responses((status = 200, body = [String])))]
 async fn prune(
+    Ctx(ctx): Ctx,
     State(e): Shared,
     q: Result<Query<PruneQuery>, QueryRejection>,
 ) -> ApiResult<Json<Vec<String>>> {
+    let ctx_project = ctx.project.clone();
     let Query(q) = q?;
     let c = e.containers.clone();
     Ok(Json(
-        blocking(move || c.prune_volumes(&project(), q.all).map_err(ApiError::from)).await?,
+        blocking(move || {
+            c.prune_volumes(&ctx_project.clone(), q.all)
+                .map_err(ApiError::from)
+        })
+        .await?,
     ))
 }
 
 /// The volume's content as a tar (sorted entries, owners and modes kept).
 #[utoipa::path(get, path = "/v1/volumes/{name}/export", params(("name" = String, Path)),
     responses((status = 200, content_type = "application/x-tar", body = Vec<u8>), (status = 404, body = ErrorBody)))]
-async fn export(State(e): Shared, Path(name): Path<String>) -> ApiResult<Response> {
-    let v = e.containers.volumes.get(&project(), &name)?;
+async fn export(Ctx(ctx): Ctx, State(e): Shared, Path(name): Path<String>) -> ApiResult<Response> {
+    let v = e.containers.volumes.get(&ctx.project.clone(), &name)?;
     if v.driver == "block" {
         return Err(ApiError::invalid(format!(
             "volume {name} is a block volume: export works on file volumes; copy its image with qemu-img, or snapshot it"
         )));
     }
     let c = e.containers.clone();
+    let ctx_project = ctx.project.clone();
     Ok(crate::api_containers::tar_response(move |w| {
         c.volumes
-            .export(&project(), &name, w)
+            .export(&ctx_project.clone(), &name, w)
             .map_err(ApiError::from)
     }))
 }
@@ -195,6 +222,7 @@ struct ImportQuery {
 #[utoipa::path(post, path = "/v1/volumes/import", params(ImportQuery), request_body(content = Vec<u8>, content_type = "application/x-tar"),
     responses((status = 201, body = VolumeInspect), (status = 400, body = ErrorBody), (status = 409, body = ErrorBody)))]
 async fn import(
+    Ctx(ctx): Ctx,
     State(e): Shared,
     q: Result<Query<ImportQuery>, QueryRejection>,
     body: Body,
@@ -219,9 +247,10 @@ async fn import(
     };
     let reader = crate::stream::body_reader(body);
     let c = e.containers.clone();
+    let ctx_project = ctx.project.clone();
     let v = blocking(move || {
         c.volumes
-            .import(&project(), req, reader, q.sha256.as_deref())
+            .import(&ctx_project.clone(), req, reader, q.sha256.as_deref())
             .map_err(ApiError::from)
     })
     .await?;
@@ -237,23 +266,31 @@ struct SnapshotRequest {
 /// Lists a volume's snapshots.
 #[utoipa::path(get, path = "/v1/volumes/{name}/snapshots", params(("name" = String, Path)),
     responses((status = 200, body = [String]), (status = 404, body = ErrorBody)))]
-async fn snapshots(State(e): Shared, Path(name): Path<String>) -> ApiResult<Json<Vec<String>>> {
-    e.containers.volumes.get(&project(), &name)?;
-    Ok(Json(e.containers.volumes.snapshots(&project(), &name)))
+async fn snapshots(
+    Ctx(ctx): Ctx,
+    State(e): Shared,
+    Path(name): Path<String>,
+) -> ApiResult<Json<Vec<String>>> {
+    e.containers.volumes.get(&ctx.project.clone(), &name)?;
+    Ok(Json(
+        e.containers.volumes.snapshots(&ctx.project.clone(), &name),
+    ))
 }
 
 /// Takes a crash-consistent snapshot of a volume.
 #[utoipa::path(post, path = "/v1/volumes/{name}/snapshots", params(("name" = String, Path)), request_body = SnapshotRequest,
     responses((status = 201), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 async fn snapshot(
+    Ctx(ctx): Ctx,
     State(e): Shared,
     Path(name): Path<String>,
     body: Result<Json<SnapshotRequest>, JsonRejection>,
 ) -> ApiResult<StatusCode> {
     let Json(req) = body?;
     let c = e.containers.clone();
+    let ctx_project = ctx.project.clone();
     blocking(move || {
-        c.snapshot_volume(&project(), &name, &req.name)
+        c.snapshot_volume(&ctx_project.clone(), &name, &req.name)
             .map_err(ApiError::from)
     })
     .await?;
@@ -264,12 +301,14 @@ async fn snapshot(
 #[utoipa::path(post, path = "/v1/volumes/{name}/snapshots/{snap}/restore", params(("name" = String, Path), ("snap" = String, Path)),
     responses((status = 204), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 async fn restore(
+    Ctx(ctx): Ctx,
     State(e): Shared,
     Path((name, snap)): Path<(String, String)>,
 ) -> ApiResult<StatusCode> {
     let c = e.containers.clone();
+    let ctx_project = ctx.project.clone();
     blocking(move || {
-        c.restore_volume(&project(), &name, &snap)
+        c.restore_volume(&ctx_project.clone(), &name, &snap)
             .map_err(ApiError::from)
     })
     .await?;
@@ -280,13 +319,15 @@ async fn restore(
 #[utoipa::path(delete, path = "/v1/volumes/{name}/snapshots/{snap}", params(("name" = String, Path), ("snap" = String, Path)),
     responses((status = 204), (status = 404, body = ErrorBody)))]
 async fn remove_snapshot(
+    Ctx(ctx): Ctx,
     State(e): Shared,
     Path((name, snap)): Path<(String, String)>,
 ) -> ApiResult<StatusCode> {
     let c = e.containers.clone();
+    let ctx_project = ctx.project.clone();
     blocking(move || {
         c.volumes
-            .remove_snapshot(&project(), &name, &snap)
+            .remove_snapshot(&ctx_project.clone(), &name, &snap)
             .map_err(ApiError::from)
     })
     .await?;
@@ -304,13 +345,13 @@ struct Quota {
     committed_bytes: u64,
 }
 
-fn check_project(p: &str) -> ApiResult<()> {
-    if p != project().as_str() {
+fn check_project(p: &str, project: &ProjectName) -> ApiResult<()> {
+    if p != project.clone().as_str() {
         return Err(crate::error::ApiError::new(
             pier_api::ErrorKind::NotFound,
             format!(
                 "no such project: {p} (only {} exists until tenants arrive)",
-                project()
+                project.clone()
             ),
         ));
     }
@@ -320,12 +361,12 @@ fn check_project(p: &str) -> ApiResult<()> {
 /// Shows a project's storage quota and what its volumes commit.
 #[utoipa::path(get, path = "/v1/projects/{project}/quota", params(("project" = String, Path)),
     responses((status = 200, body = Quota), (status = 404, body = ErrorBody)))]
-async fn quota(State(e): Shared, Path(p): Path<String>) -> ApiResult<Json<Quota>> {
-    check_project(&p)?;
+async fn quota(Ctx(ctx): Ctx, State(e): Shared, Path(p): Path<String>) -> ApiResult<Json<Quota>> {
+    check_project(&p, &ctx.project)?;
     let v = &e.containers.volumes;
     Ok(Json(Quota {
-        volume_bytes: v.quota(&project())?,
-        committed_bytes: v.committed(&project())?,
+        volume_bytes: v.quota(&ctx.project.clone())?,
+        committed_bytes: v.committed(&ctx.project.clone())?,
     }))
 }
 
@@ -333,16 +374,17 @@ async fn quota(State(e): Shared, Path(p): Path<String>) -> ApiResult<Json<Quota>
 #[utoipa::path(put, path = "/v1/projects/{project}/quota", params(("project" = String, Path)), request_body = Quota,
     responses((status = 200, body = Quota), (status = 404, body = ErrorBody)))]
 async fn set_quota(
+    Ctx(ctx): Ctx,
     State(e): Shared,
     Path(p): Path<String>,
     body: Result<Json<Quota>, JsonRejection>,
 ) -> ApiResult<Json<Quota>> {
-    check_project(&p)?;
+    check_project(&p, &ctx.project)?;
     let Json(q) = body?;
     let v = &e.containers.volumes;
-    v.set_quota(&project(), q.volume_bytes)?;
+    v.set_quota(&ctx.project.clone(), q.volume_bytes)?;
     Ok(Json(Quota {
-        volume_bytes: v.quota(&project())?,
-        committed_bytes: v.committed(&project())?,
+        volume_bytes: v.quota(&ctx.project.clone())?,
+        committed_bytes: v.committed(&ctx.project.clone())?,
     }))
 }

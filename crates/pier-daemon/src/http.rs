@@ -104,7 +104,18 @@ pub async fn serve(
         };
         // Reap the connections that ended, so the set holds only open ones.
         while open.try_join_next().is_some() {}
-        let service = TowerToHyperService::new(app.clone());
+        // Who is on the other end: every request of the connection carries it.
+        let peer = stream.peer_cred().ok().map(|c| crate::api::Peer {
+            uid: c.uid(),
+            pid: c.pid(),
+        });
+        let inner = TowerToHyperService::new(app.clone());
+        let service = hyper::service::service_fn(move |mut req: hyper::Request<_>| {
+            if let Some(p) = peer {
+                req.extensions_mut().insert(p);
+            }
+            hyper::service::Service::call(&inner, req)
+        });
         let timeout = limits.header_timeout;
         let mut stop = stop.clone();
         open.spawn(async move {

@@ -1376,3 +1376,48 @@ fn a_killed_monitor_zygote_is_replaced() {
     assert_eq!(d.ok(&["exec", "before", "echo", "alive"]), "alive\n");
     d.ok(&["rm", "-f", "before"]);
 }
+
+/// Every request of both APIs acts in the project its `X-Pier-Project` header names
+/// (`default` without one); a project that does not exist, or a malformed name, is refused
+/// before anything is done.
+#[test]
+fn requests_act_in_the_project_they_name() {
+    require_root_and_tools(&["curl"]);
+    let d = with_busybox();
+    d.ok(&["create", "--name", "in-default", "bb", "true"]);
+    let curl = |socket: &std::path::Path, path: &str, project: Option<&str>| {
+        let mut c = std::process::Command::new("curl");
+        c.args(["-s", "-w", "\n%{http_code}", "--unix-socket"])
+            .arg(socket)
+            .arg(format!("http://pier{path}"));
+        if let Some(p) = project {
+            c.args(["-H", &format!("X-Pier-Project: {p}")]);
+        }
+        let out = c.output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let (body, code) = text.rsplit_once('\n').unwrap();
+        (code.to_string(), body.to_string())
+    };
+    for (socket, path) in [
+        (&d.socket, "/v1/containers?all=true"),
+        (&d.docker_socket, "/v1.41/containers/json?all=1"),
+    ] {
+        let (code, body) = curl(socket, path, None);
+        assert_eq!(code, "200", "{body}");
+        assert!(body.contains("in-default"), "{body}");
+        let (code, body) = curl(socket, path, Some("default"));
+        assert_eq!(code, "200", "{body}");
+        assert!(body.contains("in-default"), "{body}");
+        let (code, body) = curl(socket, path, Some("team-a"));
+        assert_eq!(code, "404", "{body}");
+        assert!(body.contains("no such project: team-a"), "{body}");
+        assert!(!body.contains("in-default"), "{body}");
+        let (code, body) = curl(socket, path, Some("Not_A_Project"));
+        assert_eq!(code, "400", "{body}");
+        assert!(
+            body.contains("X-Pier-Project") || body.contains("x-pier-project"),
+            "{body}"
+        );
+    }
+    d.ok(&["rm", "in-default"]);
+}

@@ -18,8 +18,9 @@ use serde_json::json;
 
 use super::params::Params;
 use super::{blocking, container, json, DResult, DState, Docker, DockerError};
-use crate::api::project;
+use crate::api::Ctx;
 use crate::error::ApiError;
+use pier_api::ProjectName;
 use pier_engine::container_fs::PathStat;
 
 pub fn routes() -> Router<Arc<Docker>> {
@@ -89,13 +90,14 @@ fn stat_header(path: &str, s: &PathStat) -> HeaderValue {
     HeaderValue::from_str(&base64_url(v.to_string().as_bytes())).expect("base64 is ascii")
 }
 
-async fn stat(d: &Arc<Docker>, id: &str, path: &str) -> DResult<PathStat> {
-    let c = container(d, id)?;
+async fn stat(d: &Arc<Docker>, id: &str, path: &str, project: &ProjectName) -> DResult<PathStat> {
+    let project = project.clone();
+    let c = container(d, id, &project)?;
     let (d2, cid, p2) = (d.clone(), c.id.clone(), path.to_string());
     blocking(move || {
         d2.engine
             .containers
-            .archive_stat(&project(), &cid, &p2)
+            .archive_stat(&project.clone(), &cid, &p2)
             .map_err(|e| match e.kind() {
                 ErrorKind::NotFound => DockerError::not_found(format!(
                     "Could not find the file {p2} in container {cid}"
@@ -113,10 +115,15 @@ fn path_param(p: &Params) -> DResult<String> {
 }
 
 /// `HEAD /containers/{id}/archive?path=`: the stat header alone.
-async fn archive_head(state: DState, Path(id): Path<String>, p: Params) -> DResult<Response> {
+async fn archive_head(
+    Ctx(ctx): Ctx,
+    state: DState,
+    Path(id): Path<String>,
+    p: Params,
+) -> DResult<Response> {
     let d = state.0;
     let path = path_param(&p)?;
-    let s = stat(&d, &id, &path).await?;
+    let s = stat(&d, &id, &path, &ctx.project).await?;
     let mut r = StatusCode::OK.into_response();
     r.headers_mut()
         .insert("x-docker-container-path-stat", stat_header(&path, &s));
@@ -124,16 +131,22 @@ async fn archive_head(state: DState, Path(id): Path<String>, p: Params) -> DResu
 }
 
 /// `GET /containers/{id}/archive?path=`: a tar of the path, its root entry named after it.
-async fn archive_get(state: DState, Path(id): Path<String>, p: Params) -> DResult<Response> {
+async fn archive_get(
+    Ctx(ctx): Ctx,
+    state: DState,
+    Path(id): Path<String>,
+    p: Params,
+) -> DResult<Response> {
     let d = state.0;
     let path = path_param(&p)?;
-    let s = stat(&d, &id, &path).await?;
-    let c = container(&d, &id)?;
+    let s = stat(&d, &id, &path, &ctx.project).await?;
+    let c = container(&d, &id, &ctx.project)?;
     let containers = d.engine.containers.clone();
     let path2 = path.clone();
+    let ctx_project = ctx.project.clone();
     let mut r = crate::api_containers::tar_response(move |w| {
         containers
-            .archive_get(&project(), &c.id, &path2, w)
+            .archive_get(&ctx_project.clone(), &c.id, &path2, w)
             .map_err(ApiError::from)
     });
     r.headers_mut()
@@ -143,6 +156,7 @@ async fn archive_get(state: DState, Path(id): Path<String>, p: Params) -> DResul
 
 /// `PUT /containers/{id}/archive?path=`: unpacks a tar into the existing directory `path`.
 async fn archive_put(
+    Ctx(ctx): Ctx,
     state: DState,
     Path(id): Path<String>,
     p: Params,
@@ -150,40 +164,43 @@ async fn archive_put(
 ) -> DResult<Response> {
     let d = state.0;
     let path = path_param(&p)?;
-    let s = stat(&d, &id, &path).await?;
+    let s = stat(&d, &id, &path, &ctx.project).await?;
     if go_file_mode(s.mode) & (1 << 31) == 0 {
         return Err(DockerError::bad_request(format!(
             "extraction point is not a directory: {path}"
         )));
     }
-    let c = container(&d, &id)?;
+    let c = container(&d, &id, &ctx.project)?;
     let reader = crate::stream::body_reader(body);
+    let ctx_project = ctx.project.clone();
     blocking(move || {
         Ok(d.engine
             .containers
-            .archive_put(&project(), &c.id, &path, reader)?)
+            .archive_put(&ctx_project.clone(), &c.id, &path, reader)?)
     })
     .await?;
     Ok(StatusCode::OK.into_response())
 }
 
 /// `GET /containers/{id}/export`.
-async fn export(state: DState, Path(id): Path<String>) -> DResult<Response> {
+async fn export(Ctx(ctx): Ctx, state: DState, Path(id): Path<String>) -> DResult<Response> {
     let d = state.0;
-    let c = container(&d, &id)?;
+    let c = container(&d, &id, &ctx.project)?;
     let containers = d.engine.containers.clone();
+    let ctx_project = ctx.project.clone();
     Ok(crate::api_containers::tar_response(move |w| {
         containers
-            .export(&project(), &c.id, w)
+            .export(&ctx_project.clone(), &c.id, w)
             .map_err(ApiError::from)
     }))
 }
 
 /// `GET /containers/{id}/changes`.
-async fn changes(state: DState, Path(id): Path<String>) -> DResult<Response> {
+async fn changes(Ctx(ctx): Ctx, state: DState, Path(id): Path<String>) -> DResult<Response> {
     let d = state.0;
-    let c = container(&d, &id)?;
-    let v = blocking(move || Ok(d.engine.containers.changes(&project(), &c.id)?)).await?;
+    let c = container(&d, &id, &ctx.project)?;
+    let ctx_project = ctx.project.clone();
+    let v = blocking(move || Ok(d.engine.containers.changes(&ctx_project.clone(), &c.id)?)).await?;
     let list: Vec<_> = v
         .iter()
         .map(|ch| json!({"Path": ch.path, "Kind": ch.kind}))
@@ -199,12 +216,12 @@ async fn changes(state: DState, Path(id): Path<String>) -> DResult<Response> {
 }
 
 /// `POST /commit?container=&repo=&tag=&comment=&author=`.
-async fn commit(state: DState, p: Params) -> DResult<Response> {
+async fn commit(Ctx(ctx): Ctx, state: DState, p: Params) -> DResult<Response> {
     let d = state.0;
     let id = p
         .nonempty("container")
         .ok_or_else(|| DockerError::bad_request("give the container as ?container="))?;
-    let c = container(&d, id)?;
+    let c = container(&d, id, &ctx.project)?;
     if !p.all("changes").iter().all(|c| c.trim().is_empty()) {
         return Err(DockerError::not_implemented(
             "docker commit --change is not supported by pier yet: commit without it",
@@ -220,7 +237,13 @@ async fn commit(state: DState, p: Params) -> DResult<Response> {
         message: p.get("comment").unwrap_or("").to_string(),
         author: p.get("author").unwrap_or("").to_string(),
     };
-    let loaded = blocking(move || Ok(d.engine.containers.commit(&project(), &c.id, &req)?)).await?;
+    let ctx_project = ctx.project.clone();
+    let loaded = blocking(move || {
+        Ok(d.engine
+            .containers
+            .commit(&ctx_project.clone(), &c.id, &req)?)
+    })
+    .await?;
     Ok(json(StatusCode::CREATED, json!({"Id": loaded.id.as_str()})))
 }
 

@@ -19,6 +19,7 @@ use pier_api::ImageRef;
 
 use super::params::Params;
 use super::{DResult, DState, DockerError};
+use crate::api::Ctx;
 use pier_engine::build::{BuildEvent, BuildOptions};
 
 /// A JSON map parameter (`buildargs`, `labels`); values may be null (unset).
@@ -103,19 +104,26 @@ fn options(p: &Params) -> DResult<BuildOptions> {
 }
 
 /// `POST /build`.
-pub async fn build(state: DState, p: Params, body: Body) -> DResult<Response> {
+pub async fn build(Ctx(ctx): Ctx, state: DState, p: Params, body: Body) -> DResult<Response> {
     let d = state.0;
     let opts = options(&p)?;
     let quiet = p.bool("q");
-    let body = crate::api_build::stream_build(&d.engine, opts, body, move |ev, send| match ev {
-        // `-q`: no output, the image ID as the only text, as Docker sends it.
-        BuildEvent::Stream(_) if quiet => {}
-        BuildEvent::Built(ref id) if quiet => {
-            send(BuildLine::stream(format!("{id}\n")));
-            send(ev.to_line());
-        }
-        _ => send(ev.to_line()),
-    });
+    let ctx_project = ctx.project.clone();
+    let body = crate::api_build::stream_build(
+        &d.engine,
+        opts,
+        body,
+        move |ev, send| match ev {
+            // `-q`: no output, the image ID as the only text, as Docker sends it.
+            BuildEvent::Stream(_) if quiet => {}
+            BuildEvent::Built(ref id) if quiet => {
+                send(BuildLine::stream(format!("{id}\n")));
+                send(ev.to_line());
+            }
+            _ => send(ev.to_line()),
+        },
+        &ctx_project,
+    );
     Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
 }
 

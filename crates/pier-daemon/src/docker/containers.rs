@@ -18,7 +18,7 @@ use super::create::{to_create, CreateBody};
 use super::inspect::{self, ImageConfigs};
 use super::params::{check_filters, label_matches, name_matches, Params};
 use super::{blocking, container, json, DResult, DState, Docker, DockerError};
-use crate::api::project;
+use crate::api::Ctx;
 
 pub fn routes() -> Router<Arc<Docker>> {
     Router::new()
@@ -38,34 +38,41 @@ pub fn routes() -> Router<Arc<Docker>> {
 
 /// `POST /containers/create?name=`: Docker's body as Pier's request; extra networks of
 /// `EndpointsConfig` are connected after the create.
-async fn create(state: DState, p: Params, body: Bytes) -> DResult<Response> {
+async fn create(Ctx(ctx): Ctx, state: DState, p: Params, body: Bytes) -> DResult<Response> {
     let d = state.0;
     let b: CreateBody = serde_json::from_slice(&body)
         .map_err(|e| DockerError::bad_request(format!("invalid container config: {e}")))?;
     let name = p
         .nonempty("name")
         .map(|n| n.trim_start_matches('/').to_string());
-    let (req, extra_networks) = to_create(&d, b, name)?;
+    let (req, extra_networks) = to_create(&d, b, name, &ctx.project)?;
     // Checked before anything is made, so that a bad address leaves no container behind.
     let extra_networks = extra_networks
         .into_iter()
         .map(|(net, ep)| Ok((net, ep.ip()?, ep.aliases())))
         .collect::<DResult<Vec<_>>>()?;
     let image = req.image.clone();
-    super::image(&d, &image)?;
+    super::image(&d, &image, &ctx.project)?;
     let d2 = d.clone();
-    let created = blocking(move || Ok(d2.engine.containers.create(&project(), req)?)).await?;
+    let ctx_project = ctx.project.clone();
+    let created =
+        blocking(move || Ok(d2.engine.containers.create(&ctx_project.clone(), req)?)).await?;
     for (net, ip, aliases) in extra_networks {
         let r = NetworkConnect {
             container: created.id.to_string(),
             ip,
             aliases,
         };
-        if let Err(e) = d.engine.containers.connect(&project(), &net, r).await {
+        if let Err(e) = d
+            .engine
+            .containers
+            .connect(&ctx.project.clone(), &net, r)
+            .await
+        {
             let _ = d
                 .engine
                 .containers
-                .remove(&project(), &created.id, true, true)
+                .remove(&ctx.project.clone(), &created.id, true, true)
                 .await;
             return Err(e.into());
         }
@@ -77,7 +84,7 @@ async fn create(state: DState, p: Params, body: Bytes) -> DResult<Response> {
 }
 
 /// `GET /containers/json?all=&limit=&size=&filters=`.
-async fn list(state: DState, p: Params) -> DResult<Response> {
+async fn list(Ctx(ctx): Ctx, state: DState, p: Params) -> DResult<Response> {
     let d = state.0;
     let filters = p.filters()?;
     check_filters(
@@ -90,10 +97,12 @@ async fn list(state: DState, p: Params) -> DResult<Response> {
     let all = p.bool("all") || filters.contains_key("status") || filters.contains_key("exited");
     let limit: Option<i64> = p.num("limit")?;
     let size = p.bool("size");
+    let ctx_project = ctx.project.clone();
     let v = blocking(move || {
-        let mut cs = d.engine.containers.inspect_all(&project())?;
+        let mut cs = d.engine.containers.inspect_all(&ctx_project.clone())?;
         cs.sort_by(|a, b| b.created.cmp(&a.created).then(b.id.cmp(&a.id)));
-        let created_of = |r: &str| -> DResult<String> { Ok(super::container(&d, r)?.created) };
+        let created_of =
+            |r: &str| -> DResult<String> { Ok(super::container(&d, r, &ctx_project)?.created) };
         let before = filters
             .get("before")
             .and_then(|v| v.first())
@@ -108,7 +117,7 @@ async fn list(state: DState, p: Params) -> DResult<Response> {
             .get("ancestor")
             .map(|v| {
                 v.iter()
-                    .filter_map(|r| d.engine.images.resolve(&project(), r).ok())
+                    .filter_map(|r| d.engine.images.resolve(&ctx_project.clone(), r).ok())
                     .map(|i| i.id.to_string())
                     .collect()
             })
@@ -128,7 +137,7 @@ async fn list(state: DState, p: Params) -> DResult<Response> {
             {
                 continue;
             }
-            let img = images.of(&d, &c);
+            let img = images.of(&d, &c, &ctx_project);
             let health = inspect::health(&c, &img);
             let f = |key: &str, test: &dyn Fn(&str) -> bool| {
                 filters
@@ -183,7 +192,7 @@ async fn list(state: DState, p: Params) -> DResult<Response> {
                 let base = d
                     .engine
                     .images
-                    .resolve(&project(), c.image_id.as_str())
+                    .resolve(&ctx_project.clone(), c.image_id.as_str())
                     .map_or(0, |i| i.size());
                 s["SizeRw"] = json!(rw);
                 s["SizeRootFs"] = json!(rw + base);
@@ -200,18 +209,24 @@ async fn list(state: DState, p: Params) -> DResult<Response> {
 }
 
 /// `GET /containers/{id}/json?size=`.
-async fn inspect_one(state: DState, Path(id): Path<String>, p: Params) -> DResult<Response> {
+async fn inspect_one(
+    Ctx(ctx): Ctx,
+    state: DState,
+    Path(id): Path<String>,
+    p: Params,
+) -> DResult<Response> {
     let d = state.0;
     let size = p.bool("size");
+    let ctx_project = ctx.project.clone();
     let v = blocking(move || {
-        let c = container(&d, &id)?;
-        let mut v = inspect::inspect(&d, &c, &mut ImageConfigs::default());
+        let c = container(&d, &id, &ctx_project)?;
+        let mut v = inspect::inspect(&d, &c, &mut ImageConfigs::default(), &ctx_project);
         if size {
             let rw = d.engine.containers.size_rw(&c);
             let base = d
                 .engine
                 .images
-                .resolve(&project(), c.image_id.as_str())
+                .resolve(&ctx_project.clone(), c.image_id.as_str())
                 .map_or(0, |i| i.size());
             v["SizeRw"] = json!(rw);
             v["SizeRootFs"] = json!(rw + base);
@@ -252,24 +267,29 @@ fn start_error(e: pier_engine::EngineError) -> DockerError {
 }
 
 /// `POST /containers/{id}/start`: 304 when it already runs.
-async fn start(state: DState, Path(id): Path<String>) -> DResult<Response> {
+async fn start(Ctx(ctx): Ctx, state: DState, Path(id): Path<String>) -> DResult<Response> {
     let d = state.0;
-    let c = container(&d, &id)?;
+    let c = container(&d, &id, &ctx.project)?;
     if inspect::is_running(&c) {
         return Ok(not_modified());
     }
     d.engine
         .containers
-        .start(&project(), &c.id)
+        .start(&ctx.project.clone(), &c.id)
         .await
         .map_err(start_error)?;
     Ok(no_content())
 }
 
 /// `POST /containers/{id}/stop?t=&signal=`: 304 when it is not running.
-async fn stop(state: DState, Path(id): Path<String>, p: Params) -> DResult<Response> {
+async fn stop(
+    Ctx(ctx): Ctx,
+    state: DState,
+    Path(id): Path<String>,
+    p: Params,
+) -> DResult<Response> {
     let d = state.0;
-    let c = container(&d, &id)?;
+    let c = container(&d, &id, &ctx.project)?;
     if !inspect::is_running(&c) && c.state.status != ContainerStatus::Restarting {
         return Ok(not_modified());
     }
@@ -277,7 +297,7 @@ async fn stop(state: DState, Path(id): Path<String>, p: Params) -> DResult<Respo
     d.engine
         .containers
         .stop(
-            &project(),
+            &ctx.project.clone(),
             &c.id,
             t.map(|t| t.max(0) as u64),
             p.nonempty("signal"),
@@ -287,14 +307,19 @@ async fn stop(state: DState, Path(id): Path<String>, p: Params) -> DResult<Respo
 }
 
 /// `POST /containers/{id}/restart?t=&signal=`.
-async fn restart(state: DState, Path(id): Path<String>, p: Params) -> DResult<Response> {
+async fn restart(
+    Ctx(ctx): Ctx,
+    state: DState,
+    Path(id): Path<String>,
+    p: Params,
+) -> DResult<Response> {
     let d = state.0;
-    let c = container(&d, &id)?;
+    let c = container(&d, &id, &ctx.project)?;
     let t: Option<i64> = p.num("t")?;
     d.engine
         .containers
         .stop(
-            &project(),
+            &ctx.project.clone(),
             &c.id,
             t.map(|t| t.max(0) as u64),
             p.nonempty("signal"),
@@ -302,16 +327,21 @@ async fn restart(state: DState, Path(id): Path<String>, p: Params) -> DResult<Re
         .await?;
     d.engine
         .containers
-        .start(&project(), &c.id)
+        .start(&ctx.project.clone(), &c.id)
         .await
         .map_err(start_error)?;
     Ok(no_content())
 }
 
 /// `POST /containers/{id}/kill?signal=`.
-async fn kill(state: DState, Path(id): Path<String>, p: Params) -> DResult<Response> {
+async fn kill(
+    Ctx(ctx): Ctx,
+    state: DState,
+    Path(id): Path<String>,
+    p: Params,
+) -> DResult<Response> {
     let d = state.0;
-    let c = container(&d, &id)?;
+    let c = container(&d, &id, &ctx.project)?;
     if !inspect::is_running(&c) {
         return Err(DockerError::conflict(format!(
             "cannot kill container: {id}: container {} is not running",
@@ -320,42 +350,60 @@ async fn kill(state: DState, Path(id): Path<String>, p: Params) -> DResult<Respo
     }
     d.engine
         .containers
-        .kill(&project(), &c.id, p.nonempty("signal"))
+        .kill(&ctx.project.clone(), &c.id, p.nonempty("signal"))
         .await?;
     Ok(no_content())
 }
 
-async fn pause(state: DState, Path(id): Path<String>) -> DResult<Response> {
+async fn pause(Ctx(ctx): Ctx, state: DState, Path(id): Path<String>) -> DResult<Response> {
     let d = state.0;
-    let c = container(&d, &id)?;
-    d.engine.containers.pause(&project(), &c.id, true).await?;
+    let c = container(&d, &id, &ctx.project)?;
+    d.engine
+        .containers
+        .pause(&ctx.project.clone(), &c.id, true)
+        .await?;
     Ok(no_content())
 }
 
-async fn unpause(state: DState, Path(id): Path<String>) -> DResult<Response> {
+async fn unpause(Ctx(ctx): Ctx, state: DState, Path(id): Path<String>) -> DResult<Response> {
     let d = state.0;
-    let c = container(&d, &id)?;
-    d.engine.containers.pause(&project(), &c.id, false).await?;
+    let c = container(&d, &id, &ctx.project)?;
+    d.engine
+        .containers
+        .pause(&ctx.project.clone(), &c.id, false)
+        .await?;
     Ok(no_content())
 }
 
 /// `POST /containers/{id}/rename?name=`.
-async fn rename(state: DState, Path(id): Path<String>, p: Params) -> DResult<Response> {
+async fn rename(
+    Ctx(ctx): Ctx,
+    state: DState,
+    Path(id): Path<String>,
+    p: Params,
+) -> DResult<Response> {
     let d = state.0;
-    let c = container(&d, &id)?;
+    let c = container(&d, &id, &ctx.project)?;
     let name = p
         .nonempty("name")
         .ok_or_else(|| DockerError::bad_request("give the new name as ?name="))?
         .trim_start_matches('/')
         .to_string();
-    d.engine.containers.rename(&project(), &c.id, &name)?;
+    d.engine
+        .containers
+        .rename(&ctx.project.clone(), &c.id, &name)?;
     Ok(no_content())
 }
 
 /// `DELETE /containers/{id}?force=&v=`: a running container needs `force`.
-async fn remove(state: DState, Path(id): Path<String>, p: Params) -> DResult<Response> {
+async fn remove(
+    Ctx(ctx): Ctx,
+    state: DState,
+    Path(id): Path<String>,
+    p: Params,
+) -> DResult<Response> {
     let d = state.0;
-    let c = container(&d, &id)?;
+    let c = container(&d, &id, &ctx.project)?;
     let force = p.bool("force");
     if p.bool("link") {
         return Err(DockerError::bad_request(
@@ -381,18 +429,18 @@ async fn remove(state: DState, Path(id): Path<String>, p: Params) -> DResult<Res
     if c.state.status == ContainerStatus::Restarting {
         d.engine
             .containers
-            .stop(&project(), &c.id, Some(0), None)
+            .stop(&ctx.project.clone(), &c.id, Some(0), None)
             .await?;
     }
     d.engine
         .containers
-        .remove(&project(), &c.id, force, p.bool("v"))
+        .remove(&ctx.project.clone(), &c.id, force, p.bool("v"))
         .await?;
     Ok(no_content())
 }
 
 /// `POST /containers/prune`.
-async fn prune(state: DState, p: Params) -> DResult<Response> {
+async fn prune(Ctx(ctx): Ctx, state: DState, p: Params) -> DResult<Response> {
     let d = state.0;
     let filters = p.filters()?;
     check_filters(&filters, &["label", "until"])?;
@@ -407,7 +455,7 @@ async fn prune(state: DState, p: Params) -> DResult<Response> {
             })
         })
         .transpose()?;
-    let cs = d.engine.containers.inspect_all(&project())?;
+    let cs = d.engine.containers.inspect_all(&ctx.project.clone())?;
     let mut deleted = Vec::new();
     let mut reclaimed = 0u64;
     for c in cs {
@@ -427,7 +475,7 @@ async fn prune(state: DState, p: Params) -> DResult<Response> {
         reclaimed += d.engine.containers.size_rw(&c);
         if d.engine
             .containers
-            .remove(&project(), &c.id, false, false)
+            .remove(&ctx.project.clone(), &c.id, false, false)
             .await
             .is_ok()
         {

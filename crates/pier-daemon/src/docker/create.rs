@@ -14,7 +14,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::{DResult, Docker, DockerError};
-use crate::api::project;
+use pier_api::ProjectName;
 
 /// A string or a list of strings (`Cmd` and `Entrypoint` come either way).
 #[derive(Debug, Clone, Deserialize)]
@@ -369,6 +369,7 @@ pub(crate) fn to_create(
     d: &Docker,
     b: CreateBody,
     name: Option<String>,
+    project: &ProjectName,
 ) -> DResult<(ContainerCreate, Vec<(String, EndpointConfig)>)> {
     let image = nonempty(b.image).ok_or_else(|| {
         DockerError::bad_request("no image given: the container config needs an Image")
@@ -551,7 +552,7 @@ pub(crate) fn to_create(
         d.engine
             .containers
             .networks
-            .get(&project(), &n)
+            .get(&project.clone(), &n)
             .ok()
             .map(|n| n.gateway.to_string())
     };
@@ -650,6 +651,7 @@ pub(crate) fn to_create(
         h.mounts.unwrap_or_default(),
         h.tmpfs.unwrap_or_default(),
         b.volumes.unwrap_or_default(),
+        project,
     )?;
     if req.memory_swap.is_some() && req.memory.is_none() {
         return Err(DockerError::bad_request(

@@ -21,7 +21,7 @@ use super::create::StrOrList;
 use super::params::Params;
 use super::streams::{hijack, Conn};
 use super::{container, json, DResult, DState, Docker, DockerError};
-use crate::api::project;
+use crate::api::Ctx;
 
 pub fn routes() -> Router<Arc<Docker>> {
     Router::new()
@@ -61,11 +61,16 @@ fn refused(e: ExecError) -> DockerError {
 }
 
 /// `POST /containers/{id}/exec`.
-async fn create(state: DState, Path(id): Path<String>, body: Bytes) -> DResult<Response> {
+async fn create(
+    Ctx(ctx): Ctx,
+    state: DState,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> DResult<Response> {
     let d = state.0;
     let b: CreateBody = serde_json::from_slice(&body)
         .map_err(|e| DockerError::bad_request(format!("invalid exec config: {e}")))?;
-    let c = container(&d, &id)?;
+    let c = container(&d, &id, &ctx.project)?;
     if b.privileged.unwrap_or(false) {
         return Err(DockerError::bad_request(
             "docker exec --privileged is not supported by pier yet: the command runs with the container's privileges; run the container with --privileged instead",
@@ -89,7 +94,7 @@ async fn create(state: DState, Path(id): Path<String>, body: Bytes) -> DResult<R
     let exec_id = d
         .engine
         .containers
-        .exec_create(&project(), &c.id, spec)
+        .exec_create(&ctx.project.clone(), &c.id, spec)
         .map_err(|e| match e {
             ExecError::NotRunning { id, .. } => {
                 DockerError::conflict(format!("Container {id} is not running"))
@@ -104,10 +109,17 @@ async fn create(state: DState, Path(id): Path<String>, body: Bytes) -> DResult<R
 }
 
 /// `POST /exec/{id}/start`: detached, or hijacked with the command's stdio.
-async fn start(state: DState, Path(id): Path<String>, req: Request) -> DResult<Response> {
+async fn start(
+    Ctx(ctx): Ctx,
+    state: DState,
+    Path(id): Path<String>,
+    req: Request,
+) -> DResult<Response> {
     let d = state.0;
     let containers = &d.engine.containers;
-    let info = containers.exec_inspect(&project(), &id).map_err(refused)?;
+    let info = containers
+        .exec_inspect(&ctx.project.clone(), &id)
+        .map_err(refused)?;
     let (parts, body) = req.into_parts();
     let bytes = axum::body::to_bytes(body, 1 << 20)
         .await
@@ -121,7 +133,7 @@ async fn start(state: DState, Path(id): Path<String>, req: Request) -> DResult<R
     let detach = b.detach.unwrap_or(false);
     let opts = StartOptions { tty: b.tty, detach };
     let io = containers
-        .exec_start(&project(), &id, opts)
+        .exec_start(&ctx.project.clone(), &id, opts)
         .map_err(|e| match e {
             ExecError::Engine(e) if e.kind() == pier_api::ErrorKind::NotFound => {
                 DockerError::not_found(format!("No such container: {}", info.container_id))
@@ -174,10 +186,17 @@ async fn start(state: DState, Path(id): Path<String>, req: Request) -> DResult<R
 }
 
 /// `POST /exec/{id}/resize?h=&w=`.
-async fn resize(state: DState, Path(id): Path<String>, p: Params) -> DResult<Response> {
+async fn resize(
+    Ctx(ctx): Ctx,
+    state: DState,
+    Path(id): Path<String>,
+    p: Params,
+) -> DResult<Response> {
     let d = state.0;
     let containers = &d.engine.containers;
-    containers.exec_inspect(&project(), &id).map_err(refused)?;
+    containers
+        .exec_inspect(&ctx.project.clone(), &id)
+        .map_err(refused)?;
     let (h, w) = match (p.num::<u16>("h")?, p.num::<u16>("w")?) {
         (Some(h), Some(w)) => (h, w),
         _ => {
@@ -187,18 +206,18 @@ async fn resize(state: DState, Path(id): Path<String>, p: Params) -> DResult<Res
         }
     };
     containers
-        .exec_resize(&project(), &id, h, w)
+        .exec_resize(&ctx.project.clone(), &id, h, w)
         .map_err(refused)?;
     Ok(StatusCode::OK.into_response())
 }
 
 /// `GET /exec/{id}/json`.
-async fn inspect(state: DState, Path(id): Path<String>) -> DResult<Response> {
+async fn inspect(Ctx(ctx): Ctx, state: DState, Path(id): Path<String>) -> DResult<Response> {
     let d = state.0;
     let e = d
         .engine
         .containers
-        .exec_inspect(&project(), &id)
+        .exec_inspect(&ctx.project.clone(), &id)
         .map_err(refused)?;
     Ok(json(
         StatusCode::OK,

@@ -19,7 +19,8 @@ use serde_json::{json, Value};
 use super::params::{check_filters, label_matches, Params};
 use super::system::emit;
 use super::{blocking, image, json, normalize_ref, DResult, DState, Docker, DockerError};
-use crate::api::project;
+use crate::api::Ctx;
+use pier_api::ProjectName;
 
 pub fn routes() -> Router<Arc<Docker>> {
     Router::new()
@@ -80,17 +81,18 @@ fn reference_matches(tag: &str, pattern: &str) -> bool {
 }
 
 /// `GET /images/json?all=&filters=`.
-async fn list(state: DState, p: Params) -> DResult<Response> {
+async fn list(Ctx(ctx): Ctx, state: DState, p: Params) -> DResult<Response> {
     let d = state.0;
     let filters = p.filters()?;
     check_filters(
         &filters,
         &["dangling", "reference", "label", "before", "since"],
     )?;
+    let ctx_project = ctx.project.clone();
     let v = blocking(move || {
-        let images = d.engine.images.list(&project())?;
+        let images = d.engine.images.list(&ctx_project.clone())?;
         let created_of = |r: &str| -> DResult<Option<String>> {
-            let rec = image(&d, r)?;
+            let rec = image(&d, r, &ctx_project)?;
             Ok(rec.created)
         };
         let before = filters
@@ -133,7 +135,7 @@ async fn list(state: DState, p: Params) -> DResult<Response> {
             let labels = d
                 .engine
                 .images
-                .resolve(&project(), i.id.as_str())
+                .resolve(&ctx_project.clone(), i.id.as_str())
                 .and_then(|r| d.engine.images.config(&r))
                 .map(|c| labels_of(&c))
                 .unwrap_or_default();
@@ -153,16 +155,16 @@ async fn list(state: DState, p: Params) -> DResult<Response> {
 }
 
 /// `GET /images/{name}/json|history|get`.
-async fn get_named(state: DState, Path(rest): Path<String>) -> DResult<Response> {
+async fn get_named(Ctx(ctx): Ctx, state: DState, Path(rest): Path<String>) -> DResult<Response> {
     let d = state.0;
     if let Some(name) = rest.strip_suffix("/json") {
-        return inspect(d, name.to_string()).await;
+        return inspect(d, name.to_string(), &ctx.project).await;
     }
     if let Some(name) = rest.strip_suffix("/history") {
-        return history(d, name.to_string()).await;
+        return history(d, name.to_string(), &ctx.project).await;
     }
     if let Some(name) = rest.strip_suffix("/get") {
-        return save(d, vec![name.to_string()]).await;
+        return save(d, vec![name.to_string()], &ctx.project).await;
     }
     Err(DockerError::not_found(format!(
         "page not found: pier's Docker API has no GET /images/{rest}"
@@ -171,6 +173,7 @@ async fn get_named(state: DState, Path(rest): Path<String>) -> DResult<Response>
 
 /// `POST /images/{name}/tag|push`.
 async fn post_named(
+    Ctx(ctx): Ctx,
     state: DState,
     Path(rest): Path<String>,
     p: Params,
@@ -178,10 +181,10 @@ async fn post_named(
 ) -> DResult<Response> {
     let d = state.0;
     if let Some(name) = rest.strip_suffix("/tag") {
-        return tag(d, name.to_string(), p).await;
+        return tag(d, name.to_string(), p, &ctx.project).await;
     }
     if let Some(name) = rest.strip_suffix("/push") {
-        return super::registry::push(d, name, p.nonempty("tag"), &headers).await;
+        return super::registry::push(d, name, p.nonempty("tag"), &headers, &ctx.project).await;
     }
     Err(DockerError::not_found(format!(
         "page not found: pier's Docker API has no POST /images/{rest}"
@@ -197,10 +200,11 @@ fn default_config() -> Value {
     })
 }
 
-async fn inspect(d: Arc<Docker>, name: String) -> DResult<Response> {
+async fn inspect(d: Arc<Docker>, name: String, project: &ProjectName) -> DResult<Response> {
+    let project = project.clone();
     let v = blocking(move || {
-        let rec = image(&d, &name)?;
-        let i = d.engine.images.inspect(&project(), rec.id.as_str())?;
+        let rec = image(&d, &name, &project)?;
+        let i = d.engine.images.inspect(&project.clone(), rec.id.as_str())?;
         let raw = d.engine.images.config(&rec)?;
         let mut config = default_config();
         if let (Some(c), Some(img)) = (config.as_object_mut(), i.config.as_object()) {
@@ -243,16 +247,17 @@ async fn inspect(d: Arc<Docker>, name: String) -> DResult<Response> {
     Ok(json(StatusCode::OK, v))
 }
 
-async fn history(d: Arc<Docker>, name: String) -> DResult<Response> {
+async fn history(d: Arc<Docker>, name: String, project: &ProjectName) -> DResult<Response> {
+    let project = project.clone();
     let v = blocking(move || {
-        let rec = image(&d, &name)?;
+        let rec = image(&d, &name, &project)?;
         let tags = d
             .engine
             .images
-            .inspect(&project(), rec.id.as_str())?
+            .inspect(&project.clone(), rec.id.as_str())?
             .summary
             .repo_tags;
-        let h = d.engine.images.history(&project(), rec.id.as_str())?;
+        let h = d.engine.images.history(&project.clone(), rec.id.as_str())?;
         let list: Vec<Value> = h
             .iter()
             .enumerate()
@@ -273,7 +278,8 @@ async fn history(d: Arc<Docker>, name: String) -> DResult<Response> {
     Ok(json(StatusCode::OK, v))
 }
 
-async fn tag(d: Arc<Docker>, name: String, p: Params) -> DResult<Response> {
+async fn tag(d: Arc<Docker>, name: String, p: Params, project: &ProjectName) -> DResult<Response> {
+    let project = project.clone();
     let repo = p
         .nonempty("repo")
         .ok_or_else(|| DockerError::bad_request("give the new name as ?repo=&tag="))?;
@@ -284,42 +290,56 @@ async fn tag(d: Arc<Docker>, name: String, p: Params) -> DResult<Response> {
     let target: ImageRef = target
         .parse()
         .map_err(|e: pier_api::reference::RefError| DockerError::bad_request(e.to_string()))?;
-    let rec = image(&d, &name)?;
+    let rec = image(&d, &name, &project)?;
     let d2 = d.clone();
     let t2 = target.clone();
-    blocking(move || Ok(d2.engine.images.tag(&project(), rec.id.as_str(), &t2)?)).await?;
-    let rec = image(&d, &target.familiar())?;
+    let p2 = project.clone();
+    blocking(move || Ok(d2.engine.images.tag(&p2, rec.id.as_str(), &t2)?)).await?;
+    let rec = image(&d, &target.familiar(), &project)?;
     emit(
         &d,
         "image",
         "tag",
         rec.id.as_str(),
         &[("name", &target.familiar())],
+        &project,
     );
     Ok(StatusCode::CREATED.into_response())
 }
 
 /// `DELETE /images/{name}?force=&noprune=`.
-async fn remove(state: DState, Path(name): Path<String>, p: Params) -> DResult<Response> {
+async fn remove(
+    Ctx(ctx): Ctx,
+    state: DState,
+    Path(name): Path<String>,
+    p: Params,
+) -> DResult<Response> {
     let d = state.0;
     let force = p.bool("force");
-    image(&d, &name)?;
+    image(&d, &name, &ctx.project)?;
     let d2 = d.clone();
-    let report = blocking(move || Ok(d2.engine.images.remove(&project(), &name, force)?)).await?;
+    let ctx_project = ctx.project.clone();
+    let report = blocking(move || {
+        Ok(d2
+            .engine
+            .images
+            .remove(&ctx_project.clone(), &name, force)?)
+    })
+    .await?;
     let mut out = Vec::new();
     for u in &report.untagged {
         out.push(json!({"Untagged": u}));
-        emit(&d, "image", "untag", u, &[("name", u)]);
+        emit(&d, "image", "untag", u, &[("name", u)], &ctx.project);
     }
     for del in &report.deleted {
         out.push(json!({"Deleted": del.as_str()}));
-        emit(&d, "image", "delete", del.as_str(), &[]);
+        emit(&d, "image", "delete", del.as_str(), &[], &ctx.project);
     }
     Ok(json(StatusCode::OK, Value::Array(out)))
 }
 
 /// `POST /images/prune?filters={"dangling":["false"]}`.
-async fn prune(state: DState, p: Params) -> DResult<Response> {
+async fn prune(Ctx(ctx): Ctx, state: DState, p: Params) -> DResult<Response> {
     let d = state.0;
     let filters = p.filters()?;
     check_filters(&filters, &["dangling", "until", "label"])?;
@@ -333,9 +353,10 @@ async fn prune(state: DState, p: Params) -> DResult<Response> {
         .and_then(|v| v.first())
         .is_some_and(|v| v == "false" || v == "0");
     let d2 = d.clone();
-    let r = blocking(move || Ok(d2.engine.images.prune(&project(), all)?)).await?;
+    let ctx_project = ctx.project.clone();
+    let r = blocking(move || Ok(d2.engine.images.prune(&ctx_project.clone(), all)?)).await?;
     for del in &r.deleted {
-        emit(&d, "image", "delete", del.as_str(), &[]);
+        emit(&d, "image", "delete", del.as_str(), &[], &ctx.project);
     }
     Ok(json(
         StatusCode::OK,
@@ -357,14 +378,15 @@ fn progress(lines: Vec<Value>) -> Response {
 }
 
 /// `POST /images/load`: a `docker save` or OCI archive as the body.
-async fn load(state: DState, body: Body) -> DResult<Response> {
+async fn load(Ctx(ctx): Ctx, state: DState, body: Body) -> DResult<Response> {
     let d = state.0;
     let reader = crate::stream::body_reader(body);
     let d2 = d.clone();
+    let ctx_project = ctx.project.clone();
     let report = blocking(move || {
         Ok(pier_image::archive::load(
             &d2.engine.images,
-            &project(),
+            &ctx_project.clone(),
             reader,
         )?)
     })
@@ -377,13 +399,13 @@ async fn load(state: DState, body: Body) -> DResult<Response> {
         for t in &i.repo_tags {
             lines.push(json!({"stream": format!("Loaded image: {t}\n")}));
         }
-        emit(&d, "image", "load", i.id.as_str(), &[]);
+        emit(&d, "image", "load", i.id.as_str(), &[], &ctx.project);
     }
     Ok(progress(lines))
 }
 
 /// `GET /images/get?names=a&names=b`.
-async fn save_many(state: DState, p: Params) -> DResult<Response> {
+async fn save_many(Ctx(ctx): Ctx, state: DState, p: Params) -> DResult<Response> {
     let names: Vec<String> = p
         .all("names")
         .iter()
@@ -397,24 +419,26 @@ async fn save_many(state: DState, p: Params) -> DResult<Response> {
             "give the images to save as ?names=",
         ));
     }
-    save(state.0, names).await
+    save(state.0, names, &ctx.project).await
 }
 
-async fn save(d: Arc<Docker>, names: Vec<String>) -> DResult<Response> {
+async fn save(d: Arc<Docker>, names: Vec<String>, project: &ProjectName) -> DResult<Response> {
+    let project = project.clone();
     // Every name is resolved first, so a wrong one is a clear error, not a cut stream.
     let d2 = d.clone();
+    let p2 = project.clone();
     let images = blocking(move || {
         let mut out = Vec::new();
         for n in &names {
-            image(&d2, n)?;
-            let (rec, tag) = d2.engine.images.resolve_tagged(&project(), n)?;
+            image(&d2, n, &p2)?;
+            let (rec, tag) = d2.engine.images.resolve_tagged(&p2, n)?;
             out.push((rec, tag.into_iter().collect::<Vec<_>>()));
         }
         Ok(out)
     })
     .await?;
     for (rec, _) in &images {
-        emit(&d, "image", "save", rec.id.as_str(), &[]);
+        emit(&d, "image", "save", rec.id.as_str(), &[], &project);
     }
     let (mut writer, body) = crate::stream::body_writer();
     tokio::task::spawn_blocking(move || {
@@ -437,6 +461,7 @@ async fn save(d: Arc<Docker>, names: Vec<String>) -> DResult<Response> {
 
 /// `POST /images/create`: `fromSrc=-` imports the body as a rootfs; `fromImage` pulls.
 async fn create(
+    Ctx(ctx): Ctx,
     state: DState,
     p: Params,
     headers: axum::http::HeaderMap,
@@ -465,16 +490,17 @@ async fn create(
             .map_err(|e: pier_api::reference::RefError| DockerError::bad_request(e.to_string()))?;
         let reader = crate::stream::body_reader(body);
         let d2 = d.clone();
+        let ctx_project = ctx.project.clone();
         let loaded = blocking(move || {
             Ok(pier_image::build::import(
                 &d2.engine.images,
-                &project(),
+                &ctx_project.clone(),
                 reader,
                 name,
             )?)
         })
         .await?;
-        emit(&d, "image", "import", loaded.id.as_str(), &[]);
+        emit(&d, "image", "import", loaded.id.as_str(), &[], &ctx.project);
         return Ok(progress(vec![json!({"status": loaded.id.as_str()})]));
     }
     let Some(from) = p.nonempty("fromImage") else {
@@ -482,7 +508,7 @@ async fn create(
             "give fromImage (to pull) or fromSrc (to import)",
         ));
     };
-    super::registry::pull(d, from, p.nonempty("tag"), &headers).await
+    super::registry::pull(d, from, p.nonempty("tag"), &headers, &ctx.project).await
 }
 
 /// `GET /images/search`.

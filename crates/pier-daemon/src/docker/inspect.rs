@@ -12,7 +12,7 @@ use pier_api::time::{now_unix, parse_rfc3339};
 use serde_json::{json, Value};
 
 use super::{unix, Docker, ZERO_TIME};
-use crate::api::project;
+use pier_api::ProjectName;
 
 /// Image configs read while shaping several containers, by image ID.
 #[derive(Default)]
@@ -20,13 +20,13 @@ pub struct ImageConfigs(HashMap<String, Value>);
 
 impl ImageConfigs {
     /// The runtime config (`config` of the OCI image config) of a container's image.
-    pub fn of(&mut self, d: &Docker, c: &ContainerInspect) -> Value {
+    pub fn of(&mut self, d: &Docker, c: &ContainerInspect, project: &ProjectName) -> Value {
         self.0
             .entry(c.image_id.to_string())
             .or_insert_with(|| {
                 d.engine
                     .images
-                    .resolve(&project(), c.image_id.as_str())
+                    .resolve(&project.clone(), c.image_id.as_str())
                     .and_then(|i| d.engine.images.config(&i))
                     .ok()
                     .and_then(|v| v.get("config").cloned())
@@ -436,8 +436,13 @@ fn ports_json(c: &ContainerInspect, img: &Value) -> Value {
 }
 
 /// `docker inspect CONTAINER`.
-pub fn inspect(d: &Docker, c: &ContainerInspect, images: &mut ImageConfigs) -> Value {
-    let img = images.of(d, c);
+pub fn inspect(
+    d: &Docker,
+    c: &ContainerInspect,
+    images: &mut ImageConfigs,
+    project: &ProjectName,
+) -> Value {
+    let img = images.of(d, c, project);
     let s = &c.state;
     let paths = d.engine.containers.paths(c);
     let health = health(c, &img);
@@ -461,7 +466,7 @@ pub fn inspect(d: &Docker, c: &ContainerInspect, images: &mut ImageConfigs) -> V
     let lowers: Vec<String> = d
         .engine
         .images
-        .resolve(&project(), c.image_id.as_str())
+        .resolve(&project.clone(), c.image_id.as_str())
         .map(|i| {
             i.layers
                 .iter()
@@ -530,7 +535,7 @@ pub fn summary(d: &Docker, c: &ContainerInspect) -> Value {
 }
 
 pub fn summary_with(d: &Docker, c: &ContainerInspect, images: &mut ImageConfigs) -> Value {
-    let img = images.of(d, c);
+    let img = images.of(d, c, &c.project);
     let health = health(c, &img);
     let mut ports: Vec<Value> = Vec::new();
     let mut published = std::collections::HashSet::new();

@@ -42,7 +42,9 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use pier_api::ErrorKind;
 
+use crate::api::Ctx;
 use crate::error::ApiError;
+use pier_api::ProjectName;
 use pier_engine::Engine;
 
 /// The oldest API version served.
@@ -77,6 +79,17 @@ pub struct Docker {
 }
 
 pub(crate) type DState = axum::extract::State<Arc<Docker>>;
+
+impl axum::extract::FromRequestParts<Arc<Docker>> for Ctx {
+    type Rejection = DockerError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        d: &Arc<Docker>,
+    ) -> DResult<Self> {
+        Ok(Ctx(crate::api::request_context(parts, &d.engine.projects)?))
+    }
+}
 
 /// An error as Docker sends it: a status and `{"message": "..."}`.
 #[derive(Debug)]
@@ -296,10 +309,11 @@ async fn plugin(axum::extract::Path(rest): axum::extract::Path<String>) -> Docke
 
 /// `docker builder prune` (and `system prune`): removes the build cache, the untagged
 /// images build steps made that no kept image was built from.
-async fn build_prune(axum::extract::State(d): DState) -> Response {
+async fn build_prune(Ctx(ctx): Ctx, axum::extract::State(d): DState) -> Response {
+    let ctx_project = ctx.project.clone();
     let images = d.engine.images.clone();
     let r =
-        tokio::task::spawn_blocking(move || images.prune_build_cache(&crate::api::project())).await;
+        tokio::task::spawn_blocking(move || images.prune_build_cache(&ctx_project.clone())).await;
     match r {
         Ok(Ok(report)) => json(
             StatusCode::OK,
@@ -316,12 +330,13 @@ async fn build_prune(axum::extract::State(d): DState) -> Response {
 /// `docker update`: the container must exist; changing limits of a created container is
 /// not supported yet.
 async fn update(
+    Ctx(ctx): Ctx,
     state: DState,
     axum::extract::Path(id): axum::extract::Path<String>,
     body: axum::body::Body,
 ) -> DockerError {
     crate::stream::drain(body, 1 << 20).await;
-    if let Err(e) = container(&state.0, &id) {
+    if let Err(e) = container(&state.0, &id, &ctx.project) {
         return e;
     }
     DockerError::not_implemented(
@@ -416,10 +431,11 @@ async fn negotiate(mut req: Request, next: Next) -> Response {
 pub(crate) fn container(
     d: &Docker,
     name_or_id: &str,
+    project: &ProjectName,
 ) -> DResult<pier_api::containers::ContainerInspect> {
     d.engine
         .containers
-        .get(&crate::api::project(), name_or_id)
+        .get(&project.clone(), name_or_id)
         .map_err(|e| match e.kind() {
             ErrorKind::NotFound => {
                 DockerError::not_found(format!("No such container: {name_or_id}"))
@@ -437,10 +453,14 @@ pub(crate) fn normalize_ref(r: &str) -> String {
 }
 
 /// Finds an image, with Docker's "No such image" on a miss.
-pub(crate) fn image(d: &Docker, reference: &str) -> DResult<pier_image::store::ImageRecord> {
+pub(crate) fn image(
+    d: &Docker,
+    reference: &str,
+    project: &ProjectName,
+) -> DResult<pier_image::store::ImageRecord> {
     d.engine
         .images
-        .resolve(&crate::api::project(), reference)
+        .resolve(&project.clone(), reference)
         .map_err(|e| match e {
             pier_image::error::ImageError::NotFound { .. }
             | pier_image::error::ImageError::InvalidReference(_) => {

@@ -21,7 +21,8 @@ use super::create::EndpointConfig;
 use super::params::{check_filters, label_matches, parse_time, Params};
 use super::system::emit;
 use super::{blocking, container, json, DResult, DState, Docker, DockerError};
-use crate::api::project;
+use crate::api::Ctx;
+use pier_api::ProjectName;
 
 pub fn routes() -> Router<Arc<Docker>> {
     Router::new()
@@ -57,7 +58,12 @@ fn predefined_json(name: &str) -> Value {
 }
 
 /// A network as Docker shows it; `containers` fills in `Containers`.
-fn network_json(d: &Docker, n: &NetworkInspect, with_containers: bool) -> Value {
+fn network_json(
+    d: &Docker,
+    n: &NetworkInspect,
+    with_containers: bool,
+    project: &ProjectName,
+) -> Value {
     let mut ipam = json!({"Subnet": n.subnet, "Gateway": n.gateway});
     if let Some(r) = &n.ip_range {
         ipam["IPRange"] = json!(r);
@@ -78,7 +84,7 @@ fn network_json(d: &Docker, n: &NetworkInspect, with_containers: bool) -> Value 
             let name = d
                 .engine
                 .containers
-                .get(&project(), id)
+                .get(&project.clone(), id)
                 .map(|c| c.name)
                 .unwrap_or_else(|_| ep.name.clone());
             let mac = ep.mac_address.map(|m| m.to_string()).unwrap_or_default();
@@ -90,7 +96,7 @@ fn network_json(d: &Docker, n: &NetworkInspect, with_containers: bool) -> Value 
             let eid = d
                 .engine
                 .containers
-                .get(&project(), id)
+                .get(&project.clone(), id)
                 .map(|c| super::inspect::endpoint_json(&c, ep)["EndpointID"].clone())
                 .unwrap_or(Value::Null);
             containers.insert(
@@ -119,11 +125,11 @@ fn network_json(d: &Docker, n: &NetworkInspect, with_containers: bool) -> Value 
 }
 
 /// Finds a network, with Docker's "not found" message.
-fn network(d: &Docker, name: &str) -> DResult<NetworkInspect> {
+fn network(d: &Docker, name: &str, project: &ProjectName) -> DResult<NetworkInspect> {
     d.engine
         .containers
         .networks
-        .inspect(&project(), name)
+        .inspect(&project.clone(), name)
         .map_err(|e| match e.kind() {
             ErrorKind::NotFound => DockerError::not_found(format!("network {name} not found")),
             _ => e.into(),
@@ -131,24 +137,28 @@ fn network(d: &Docker, name: &str) -> DResult<NetworkInspect> {
 }
 
 /// `GET /networks?filters=`.
-async fn list(state: DState, p: Params) -> DResult<Response> {
+async fn list(Ctx(ctx): Ctx, state: DState, p: Params) -> DResult<Response> {
     let d = state.0;
     let filters = p.filters()?;
     check_filters(
         &filters,
         &["name", "id", "label", "driver", "type", "scope", "dangling"],
     )?;
+    let ctx_project = ctx.project.clone();
     let v = blocking(move || {
-        let nets = d.engine.containers.networks.list(&project())?;
+        let nets = d.engine.containers.networks.list(&ctx_project.clone())?;
         let used: std::collections::HashSet<String> = d
             .engine
             .containers
-            .inspect_all(&project())?
+            .inspect_all(&ctx_project.clone())?
             .iter()
             .flat_map(|c| c.networks.values().map(|e| e.network_id.clone()))
             .collect();
         let mut out = Vec::new();
-        let mut all: Vec<Value> = nets.iter().map(|n| network_json(&d, n, false)).collect();
+        let mut all: Vec<Value> = nets
+            .iter()
+            .map(|n| network_json(&d, n, false, &ctx_project))
+            .collect();
         all.extend(PREDEFINED.iter().map(|n| predefined_json(n)));
         for v in all {
             let name = v["Name"].as_str().unwrap_or("").to_string();
@@ -187,14 +197,15 @@ async fn list(state: DState, p: Params) -> DResult<Response> {
 }
 
 /// `GET /networks/{id}`.
-async fn inspect(state: DState, Path(id): Path<String>) -> DResult<Response> {
+async fn inspect(Ctx(ctx): Ctx, state: DState, Path(id): Path<String>) -> DResult<Response> {
     let d = state.0;
     if PREDEFINED.contains(&id.as_str()) {
         return Ok(json(StatusCode::OK, predefined_json(&id)));
     }
+    let ctx_project = ctx.project.clone();
     let v = blocking(move || {
-        let n = network(&d, &id)?;
-        Ok(network_json(&d, &n, true))
+        let n = network(&d, &id, &ctx_project)?;
+        Ok(network_json(&d, &n, true, &ctx_project))
     })
     .await?;
     Ok(json(StatusCode::OK, v))
@@ -234,7 +245,7 @@ struct CreateBody {
 }
 
 /// `POST /networks/create`.
-async fn create(state: DState, body: Bytes) -> DResult<Response> {
+async fn create(Ctx(ctx): Ctx, state: DState, body: Bytes) -> DResult<Response> {
     let d = state.0;
     let b: CreateBody = serde_json::from_slice(&body)
         .map_err(|e| DockerError::bad_request(format!("invalid network config: {e}")))?;
@@ -313,7 +324,7 @@ async fn create(state: DState, body: Bytes) -> DResult<Response> {
         .engine
         .containers
         .networks
-        .create(&project(), req)
+        .create(&ctx.project.clone(), req)
         .await
         .map_err(|e| match e.kind() {
             ErrorKind::Conflict if e.message().contains("already exists") => {
@@ -331,6 +342,7 @@ async fn create(state: DState, body: Bytes) -> DResult<Response> {
         "create",
         &n.id,
         &[("name", &n.name), ("type", "bridge")],
+        &ctx.project,
     );
     Ok(json(
         StatusCode::CREATED,
@@ -339,7 +351,7 @@ async fn create(state: DState, body: Bytes) -> DResult<Response> {
 }
 
 /// `DELETE /networks/{id}`.
-async fn remove(state: DState, Path(id): Path<String>) -> DResult<Response> {
+async fn remove(Ctx(ctx): Ctx, state: DState, Path(id): Path<String>) -> DResult<Response> {
     let d = state.0;
     if PREDEFINED.contains(&id.as_str()) || id == pier_engine::networks::DEFAULT_NETWORK {
         return Err(DockerError::new(
@@ -347,11 +359,11 @@ async fn remove(state: DState, Path(id): Path<String>) -> DResult<Response> {
             format!("{id} is a pre-defined network and cannot be removed"),
         ));
     }
-    let n = network(&d, &id)?;
+    let n = network(&d, &id, &ctx.project)?;
     d.engine
         .containers
         .networks
-        .remove(&project(), &n.id)
+        .remove(&ctx.project.clone(), &n.id)
         .await
         .map_err(|e| match e.kind() {
             ErrorKind::Conflict => DockerError::new(
@@ -366,6 +378,7 @@ async fn remove(state: DState, Path(id): Path<String>) -> DResult<Response> {
         "destroy",
         &n.id,
         &[("name", &n.name), ("type", "bridge")],
+        &ctx.project,
     );
     Ok(StatusCode::NO_CONTENT.into_response())
 }
@@ -379,7 +392,12 @@ struct ConnectBody {
 }
 
 /// `POST /networks/{id}/connect`.
-async fn connect(state: DState, Path(id): Path<String>, body: Bytes) -> DResult<Response> {
+async fn connect(
+    Ctx(ctx): Ctx,
+    state: DState,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> DResult<Response> {
     let d = state.0;
     let b: ConnectBody = serde_json::from_slice(&body)
         .map_err(|e| DockerError::bad_request(format!("invalid connect request: {e}")))?;
@@ -388,8 +406,8 @@ async fn connect(state: DState, Path(id): Path<String>, body: Bytes) -> DResult<
             "a running container cannot be connected to the {id} network: choose it when the container is created"
         )));
     }
-    let n = network(&d, &id)?;
-    let c = container(&d, &b.container)?;
+    let n = network(&d, &id, &ctx.project)?;
+    let c = container(&d, &b.container, &ctx.project)?;
     let ep = b.endpoint_config.unwrap_or_default();
     let req = NetworkConnect {
         container: c.id.clone(),
@@ -398,7 +416,7 @@ async fn connect(state: DState, Path(id): Path<String>, body: Bytes) -> DResult<
     };
     d.engine
         .containers
-        .connect(&project(), &n.id, req)
+        .connect(&ctx.project.clone(), &n.id, req)
         .await
         .map_err(|e| match e.kind() {
             ErrorKind::Conflict if e.message().contains("already on network") => DockerError::new(
@@ -414,22 +432,27 @@ async fn connect(state: DState, Path(id): Path<String>, body: Bytes) -> DResult<
 }
 
 /// `POST /networks/{id}/disconnect`.
-async fn disconnect(state: DState, Path(id): Path<String>, body: Bytes) -> DResult<Response> {
+async fn disconnect(
+    Ctx(ctx): Ctx,
+    state: DState,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> DResult<Response> {
     let d = state.0;
     let b: ConnectBody = serde_json::from_slice(&body)
         .map_err(|e| DockerError::bad_request(format!("invalid disconnect request: {e}")))?;
     // `Force` changes nothing: a disconnect never waits on the container.
-    let n = network(&d, &id)?;
-    let c = container(&d, &b.container)?;
+    let n = network(&d, &id, &ctx.project)?;
+    let c = container(&d, &b.container, &ctx.project)?;
     d.engine
         .containers
-        .disconnect(&project(), &n.id, &c.id)
+        .disconnect(&ctx.project.clone(), &n.id, &c.id)
         .await?;
     Ok(StatusCode::OK.into_response())
 }
 
 /// `POST /networks/prune?filters=`.
-async fn prune(state: DState, p: Params) -> DResult<Response> {
+async fn prune(Ctx(ctx): Ctx, state: DState, p: Params) -> DResult<Response> {
     let d = state.0;
     let filters = p.filters()?;
     check_filters(&filters, &["label", "until"])?;
@@ -443,12 +466,12 @@ async fn prune(state: DState, p: Params) -> DResult<Response> {
     let used: std::collections::HashSet<String> = d
         .engine
         .containers
-        .inspect_all(&project())?
+        .inspect_all(&ctx.project.clone())?
         .iter()
         .flat_map(|c| c.networks.values().map(|e| e.network_id.clone()))
         .collect();
     let mut deleted = Vec::new();
-    for n in d.engine.containers.networks.list(&project())? {
+    for n in d.engine.containers.networks.list(&ctx.project.clone())? {
         let keep = n.name == pier_engine::networks::DEFAULT_NETWORK
             || used.contains(&n.id)
             || !filters
@@ -461,7 +484,7 @@ async fn prune(state: DState, p: Params) -> DResult<Response> {
         if d.engine
             .containers
             .networks
-            .remove(&project(), &n.id)
+            .remove(&ctx.project.clone(), &n.id)
             .await
             .is_ok()
         {
@@ -471,6 +494,7 @@ async fn prune(state: DState, p: Params) -> DResult<Response> {
                 "destroy",
                 &n.id,
                 &[("name", &n.name), ("type", "bridge")],
+                &ctx.project,
             );
             deleted.push(n.name);
         }

@@ -21,7 +21,7 @@ use tokio::sync::mpsc;
 
 use super::system::emit;
 use super::{json, json_stream, normalize_ref, DResult, Docker, DockerError};
-use crate::api::project;
+use pier_api::ProjectName;
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
@@ -86,7 +86,9 @@ pub(crate) async fn pull(
     from: &str,
     tag: Option<&str>,
     headers: &HeaderMap,
+    project: &ProjectName,
 ) -> DResult<Response> {
+    let project = project.clone();
     let reference = match tag {
         Some(t) if t.starts_with("sha256:") => format!("{from}@{t}"),
         Some(t) => format!("{from}:{t}"),
@@ -99,7 +101,7 @@ pub(crate) async fn pull(
     let before = d
         .engine
         .images
-        .resolve(&project(), &reference)
+        .resolve(&project.clone(), &reference)
         .ok()
         .map(|i| i.id);
     let (tx, rx) = mpsc::channel::<Value>(1024);
@@ -112,7 +114,7 @@ pub(crate) async fn pull(
         let progress = relay(tx.clone(), true);
         let done = transfer::pull(
             d.engine.images.clone(),
-            project(),
+            project.clone(),
             &r,
             &d.engine.registry_client,
             creds,
@@ -121,7 +123,7 @@ pub(crate) async fn pull(
         .await;
         let lines = match done {
             Ok((id, manifest)) => {
-                emit(&d, "image", "pull", &shown, &[("name", &shown)]);
+                emit(&d, "image", "pull", &shown, &[("name", &shown)], &project);
                 let status = if before.as_ref() == Some(&id) {
                     format!("Status: Image is up to date for {shown}")
                 } else {
@@ -147,7 +149,9 @@ pub(crate) async fn push(
     name: &str,
     tag: Option<&str>,
     headers: &HeaderMap,
+    project: &ProjectName,
 ) -> DResult<Response> {
+    let project = project.clone();
     let creds = credentials(headers);
     let targets: Vec<ImageRef> = match tag {
         Some(t) => vec![format!("{name}:{t}")
@@ -160,7 +164,7 @@ pub(crate) async fn push(
             let mut v: Vec<ImageRef> = d
                 .engine
                 .images
-                .list(&project())?
+                .list(&project.clone())?
                 .iter()
                 .flat_map(|i| i.repo_tags.iter())
                 .filter_map(|t| t.parse::<ImageRef>().ok())
@@ -176,7 +180,7 @@ pub(crate) async fn push(
         )));
     }
     for t in &targets {
-        super::image(&d, &t.familiar())?;
+        super::image(&d, &t.familiar(), &project)?;
     }
     let (tx, rx) = mpsc::channel::<Value>(1024);
     let _ = tx.try_send(json!({
@@ -188,7 +192,7 @@ pub(crate) async fn push(
             let progress = relay(tx.clone(), false);
             let done = transfer::push(
                 d.engine.images.clone(),
-                project(),
+                project.clone(),
                 &local,
                 &target,
                 &d.engine.registry_client,
@@ -198,12 +202,12 @@ pub(crate) async fn push(
             .await;
             match done {
                 Ok(digest) => {
-                    emit(&d, "image", "push", &local, &[("name", &local)]);
+                    emit(&d, "image", "push", &local, &[("name", &local)], &project);
                     let tag = target.tag().unwrap_or("latest").to_string();
                     let size = d
                         .engine
                         .images
-                        .resolve(&project(), &local)
+                        .resolve(&project.clone(), &local)
                         .map(|r| r.size())
                         .unwrap_or(0);
                     let _ = tx

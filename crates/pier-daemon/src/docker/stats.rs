@@ -15,7 +15,7 @@ use serde_json::{json, Value};
 
 use super::params::Params;
 use super::{blocking, container, json, DResult, DState, Docker};
-use crate::api::project;
+use crate::api::Ctx;
 
 pub fn routes() -> Router<Arc<Docker>> {
     Router::new()
@@ -82,21 +82,28 @@ fn stats_json(id: &str, name: &str, now: &ContainerStats, pre: Option<&Container
 
 /// `GET /containers/{id}/stats?stream=&one-shot=`: a reading a second, or one reading
 /// (with the one a moment before as `precpu_stats`) when not streamed.
-async fn stats(state: DState, Path(id): Path<String>, p: Params) -> DResult<Response> {
+async fn stats(
+    Ctx(ctx): Ctx,
+    state: DState,
+    Path(id): Path<String>,
+    p: Params,
+) -> DResult<Response> {
     let d = state.0;
-    let c = container(&d, &id)?;
+    let c = container(&d, &id, &ctx.project)?;
     let stream = p.get("stream").is_none() || p.bool("stream");
     let one_shot = p.bool("one-shot");
     let read = {
         let d = d.clone();
         let id = c.id.clone();
+        let ctx_project = ctx.project.clone();
         move || {
             let d = d.clone();
             let id = id.clone();
+            let ctx_project = ctx_project.clone();
             async move {
                 blocking(move || {
-                    let c = container(&d, &id)?;
-                    Ok((d.engine.containers.stats(&project(), &c.id)?, c))
+                    let c = container(&d, &id, &ctx_project)?;
+                    Ok((d.engine.containers.stats(&ctx_project.clone(), &c.id)?, c))
                 })
                 .await
             }
@@ -136,16 +143,17 @@ async fn stats(state: DState, Path(id): Path<String>, p: Params) -> DResult<Resp
 }
 
 /// `GET /containers/{id}/top?ps_args=`: the columns are fixed (`ps -ef`'s).
-async fn top(state: DState, Path(id): Path<String>, p: Params) -> DResult<Response> {
+async fn top(Ctx(ctx): Ctx, state: DState, Path(id): Path<String>, p: Params) -> DResult<Response> {
     let d = state.0;
-    let c = container(&d, &id)?;
+    let c = container(&d, &id, &ctx.project)?;
     if let Some(args) = p.nonempty("ps_args").filter(|a| *a != "-ef") {
         tracing::debug!(
             ps_args = args,
             "docker top: ps options are not applied; showing ps -ef columns"
         );
     }
-    let t = blocking(move || Ok(d.engine.containers.top(&project(), &c.id)?)).await?;
+    let ctx_project = ctx.project.clone();
+    let t = blocking(move || Ok(d.engine.containers.top(&ctx_project.clone(), &c.id)?)).await?;
     Ok(json(
         StatusCode::OK,
         json!({"Titles": t.titles, "Processes": t.processes}),

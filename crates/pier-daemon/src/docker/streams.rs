@@ -30,7 +30,7 @@ use tokio::sync::mpsc;
 
 use super::params::{parse_time, Params};
 use super::{container, DResult, DState, Docker, DockerError};
-use crate::api::project;
+use crate::api::Ctx;
 
 pub fn routes() -> Router<Arc<Docker>> {
     Router::new()
@@ -148,13 +148,14 @@ fn stream_kind(l: &LogLine) -> u8 {
 
 /// `POST /containers/{id}/attach?stream=&stdin=&stdout=&stderr=&logs=`.
 async fn attach(
+    Ctx(ctx): Ctx,
     state: DState,
     Path(id): Path<String>,
     p: Params,
     req: Request,
 ) -> DResult<Response> {
     let d = state.0;
-    let c = container(&d, &id)?;
+    let c = container(&d, &id, &ctx.project)?;
     let (want_in, want_out, want_err) = (p.bool("stdin"), p.bool("stdout"), p.bool("stderr"));
     let (stream, with_logs) = (p.bool("stream"), p.bool("logs"));
     let tty = c.config.tty;
@@ -168,7 +169,7 @@ async fn attach(
         Follow::No
     };
     let mut lines = containers.logs(
-        &project(),
+        &ctx.project.clone(),
         &c.id,
         LogOptions {
             follow,
@@ -184,7 +185,7 @@ async fn attach(
             stdin,
             wait_start: true,
         };
-        Some(containers.attach(&project(), &c.id, opts).await?)
+        Some(containers.attach(&ctx.project.clone(), &c.id, opts).await?)
     } else {
         None
     };
@@ -245,9 +246,14 @@ async fn pass_input(mut input: Box<dyn AsyncRead + Send + Unpin>, to: InputSende
 }
 
 /// `POST /containers/{id}/resize?h=&w=`.
-async fn resize(state: DState, Path(id): Path<String>, p: Params) -> DResult<Response> {
+async fn resize(
+    Ctx(ctx): Ctx,
+    state: DState,
+    Path(id): Path<String>,
+    p: Params,
+) -> DResult<Response> {
     let d = state.0;
-    let c = container(&d, &id)?;
+    let c = container(&d, &id, &ctx.project)?;
     let (h, w) = match (p.num::<u16>("h")?, p.num::<u16>("w")?) {
         (Some(h), Some(w)) => (h, w),
         _ => {
@@ -258,7 +264,7 @@ async fn resize(state: DState, Path(id): Path<String>, p: Params) -> DResult<Res
     };
     d.engine
         .containers
-        .resize(&project(), &c.id, h, w)
+        .resize(&ctx.project.clone(), &c.id, h, w)
         .await
         .map_err(|e| match e.kind() {
             pier_api::ErrorKind::Conflict => DockerError::conflict(format!(
@@ -272,9 +278,14 @@ async fn resize(state: DState, Path(id): Path<String>, p: Params) -> DResult<Res
 
 /// `POST /containers/{id}/wait?condition=not-running|next-exit|removed`. The headers go
 /// out at once; the body when the condition is met.
-async fn wait(state: DState, Path(id): Path<String>, p: Params) -> DResult<Response> {
+async fn wait(
+    Ctx(ctx): Ctx,
+    state: DState,
+    Path(id): Path<String>,
+    p: Params,
+) -> DResult<Response> {
     let d = state.0;
-    let c = container(&d, &id)?;
+    let c = container(&d, &id, &ctx.project)?;
     let (next_exit, removed) = match p.get("condition").unwrap_or("") {
         "" | "not-running" => (false, false),
         "next-exit" => (true, false),
@@ -288,7 +299,7 @@ async fn wait(state: DState, Path(id): Path<String>, p: Params) -> DResult<Respo
     let exit = d
         .engine
         .containers
-        .wait(&project(), &c.id, next_exit, removed)?;
+        .wait(&ctx.project.clone(), &c.id, next_exit, removed)?;
     let body = futures_util::stream::once(async move {
         let w = exit.await;
         let v = serde_json::json!({"StatusCode": w.exit_code, "Error": null});
@@ -302,9 +313,14 @@ async fn wait(state: DState, Path(id): Path<String>, p: Params) -> DResult<Respo
 }
 
 /// `GET /containers/{id}/logs?follow=&stdout=&stderr=&since=&until=&timestamps=&tail=`.
-async fn logs(state: DState, Path(id): Path<String>, p: Params) -> DResult<Response> {
+async fn logs(
+    Ctx(ctx): Ctx,
+    state: DState,
+    Path(id): Path<String>,
+    p: Params,
+) -> DResult<Response> {
     let d = state.0;
-    let c = container(&d, &id)?;
+    let c = container(&d, &id, &ctx.project)?;
     let (out, err) = (p.bool("stdout"), p.bool("stderr"));
     if !out && !err {
         return Err(DockerError::bad_request(
@@ -344,7 +360,7 @@ async fn logs(state: DState, Path(id): Path<String>, p: Params) -> DResult<Respo
     // Lines carry whole seconds: `t >= since` is `t >= floor(since)`, `t <= until` is
     // `t <= floor(until)`.
     let mut lines = d.engine.containers.logs(
-        &project(),
+        &ctx.project.clone(),
         &c.id,
         LogOptions {
             follow,

@@ -19,7 +19,7 @@ use tokio::sync::broadcast;
 
 use super::params::{check_filters, label_matches, parse_time, Filters, Params};
 use super::{api_string, blocking, DResult, DState, DockerError, MAX_API, MIN_API};
-use crate::api::{project, Engine};
+use crate::api::{Ctx, Engine};
 
 /// `GET` and `HEAD /_ping`.
 pub async fn ping() -> Response {
@@ -71,15 +71,16 @@ pub async fn version() -> Response {
 }
 
 /// `GET /info`.
-pub async fn info(state: DState) -> DResult<Response> {
+pub async fn info(Ctx(ctx): Ctx, state: DState) -> DResult<Response> {
     let d = state.0;
     let host = HostInfo::read();
     let (containers, images) = blocking({
         let d = d.clone();
+        let ctx_project = ctx.project.clone();
         move || {
             Ok((
-                d.engine.containers.inspect_all(&project())?,
-                d.engine.images.list(&project())?.len(),
+                d.engine.containers.inspect_all(&ctx_project.clone())?,
+                d.engine.images.list(&ctx_project.clone())?.len(),
             ))
         }
     })
@@ -207,11 +208,12 @@ fn which(tool: &str) -> bool {
 }
 
 /// `GET /system/df`.
-pub async fn df(state: DState) -> DResult<Response> {
+pub async fn df(Ctx(ctx): Ctx, state: DState) -> DResult<Response> {
     let d = state.0;
+    let ctx_project = ctx.project.clone();
     let v = blocking(move || {
-        let images = d.engine.images.list(&project())?;
-        let containers = d.engine.containers.inspect_all(&project())?;
+        let images = d.engine.images.list(&ctx_project.clone())?;
+        let containers = d.engine.containers.inspect_all(&ctx_project.clone())?;
         let mut layers = 0u64;
         let image_json: Vec<Value> = images
             .iter()
@@ -234,7 +236,7 @@ pub async fn df(state: DState) -> DResult<Response> {
                 v
             })
             .collect();
-        let volumes = super::volumes::df_json(&d);
+        let volumes = super::volumes::df_json(&d, &ctx_project);
         Ok(json!({
             "LayersSize": layers,
             "Images": image_json,
@@ -425,9 +427,16 @@ fn convert(
 
 /// Sends an event of the Docker API's own (images, networks, volumes) to every listener,
 /// `pier events` included.
-pub(crate) fn emit(d: &super::Docker, kind: &str, action: &str, id: &str, attrs: &[(&str, &str)]) {
+pub(crate) fn emit(
+    d: &super::Docker,
+    kind: &str,
+    action: &str,
+    id: &str,
+    attrs: &[(&str, &str)],
+    project: &ProjectName,
+) {
     let _ = d.engine.containers.events.send(EngineEvent {
-        project: project(),
+        project: project.clone(),
         event: Event {
             time: pier_api::time::format_rfc3339_nanos(SystemTime::now()),
             kind: kind.into(),
@@ -443,7 +452,7 @@ pub(crate) fn emit(d: &super::Docker, kind: &str, action: &str, id: &str, attrs:
 
 /// `GET /events?since=&until=&filters=`: past events kept since the daemon started, then
 /// new ones as they happen, until `until` or the client goes.
-pub async fn events(state: DState, p: Params) -> DResult<Response> {
+pub async fn events(Ctx(ctx): Ctx, state: DState, p: Params) -> DResult<Response> {
     let d = state.0;
     let filters = p.filters()?;
     check_filters(
@@ -474,7 +483,7 @@ pub async fn events(state: DState, p: Params) -> DResult<Response> {
     };
     let (since, until) = (time("since")?, time("until")?);
     let (past, mut rx) = d.events.subscribe();
-    let mine = project();
+    let mine = ctx.project.clone();
     let (tx, out) = tokio::sync::mpsc::channel::<Value>(256);
     tokio::spawn(async move {
         if let Some(since) = since {

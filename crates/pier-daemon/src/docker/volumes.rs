@@ -24,7 +24,8 @@ use serde_json::{json, Value};
 use super::params::{check_filters, label_matches, Params};
 use super::system::emit;
 use super::{blocking, json, DResult, DState, Docker, DockerError};
-use crate::api::project;
+use crate::api::Ctx;
+use pier_api::ProjectName;
 
 pub fn routes() -> Router<Arc<Docker>> {
     Router::new()
@@ -186,6 +187,7 @@ pub(crate) fn apply(
     mounts: Vec<Value>,
     tmpfs: BTreeMap<String, String>,
     volumes: BTreeMap<String, Value>,
+    project: &ProjectName,
 ) -> DResult<()> {
     let mut out: Vec<MountSpec> = Vec::new();
     for b in &binds {
@@ -195,9 +197,9 @@ pub(crate) fn apply(
         let (spec, labels) = from_mount(m)?;
         if let (Some(labels), Some(name)) = (labels, spec.source.clone()) {
             let volumes = &d.engine.containers.volumes;
-            if volumes.get(&project(), &name).is_err() {
+            if volumes.get(&project.clone(), &name).is_err() {
                 let r = volumes.create(
-                    &project(),
+                    &project.clone(),
                     VolumeCreate {
                         name: Some(name),
                         labels,
@@ -367,7 +369,7 @@ pub(crate) fn uses(c: &ContainerInspect, volume: &str) -> bool {
 
 // ---- /volumes -----------------------------------------------------------------------------
 
-fn volume_json(d: &Docker, v: &VolumeInspect, usage: bool) -> Value {
+fn volume_json(d: &Docker, v: &VolumeInspect, usage: bool, project: &ProjectName) -> Value {
     let mut o = json!({
         "Name": v.name,
         "Driver": "local",
@@ -381,7 +383,7 @@ fn volume_json(d: &Docker, v: &VolumeInspect, usage: bool) -> Value {
         let refs = d
             .engine
             .containers
-            .volume_users(&project(), &v.name)
+            .volume_users(&project.clone(), &v.name)
             .map_or(0, |u| u.len());
         o["UsageData"] = json!({
             "Size": v.usage.as_ref().map_or(-1, |u| u.bytes as i64),
@@ -391,11 +393,11 @@ fn volume_json(d: &Docker, v: &VolumeInspect, usage: bool) -> Value {
     o
 }
 
-fn volume(d: &Docker, name: &str) -> DResult<VolumeInspect> {
+fn volume(d: &Docker, name: &str, project: &ProjectName) -> DResult<VolumeInspect> {
     d.engine
         .containers
         .volumes
-        .get(&project(), name)
+        .get(&project.clone(), name)
         .map_err(|e| match e.kind() {
             ErrorKind::NotFound => DockerError::not_found(format!("get {name}: no such volume")),
             _ => e.into(),
@@ -403,12 +405,12 @@ fn volume(d: &Docker, name: &str) -> DResult<VolumeInspect> {
 }
 
 /// `Volumes` of `system df`.
-pub(crate) fn df_json(d: &Docker) -> Value {
+pub(crate) fn df_json(d: &Docker, project: &ProjectName) -> Value {
     let vols = d
         .engine
         .containers
         .volumes
-        .list(&project())
+        .list(&project.clone())
         .unwrap_or_default();
     let list: Vec<Value> = vols
         .iter()
@@ -417,22 +419,23 @@ pub(crate) fn df_json(d: &Docker) -> Value {
                 .engine
                 .containers
                 .volumes
-                .inspect(&project(), &v.name)
+                .inspect(&project.clone(), &v.name)
                 .unwrap_or_else(|_| v.clone());
-            volume_json(d, &full, true)
+            volume_json(d, &full, true, project)
         })
         .collect();
     json!(list)
 }
 
 /// `GET /volumes?filters=`.
-async fn list(state: DState, p: Params) -> DResult<Response> {
+async fn list(Ctx(ctx): Ctx, state: DState, p: Params) -> DResult<Response> {
     let d = state.0;
     let filters = p.filters()?;
     check_filters(&filters, &["name", "label", "driver", "dangling"])?;
+    let ctx_project = ctx.project.clone();
     let v = blocking(move || {
         let mut out = Vec::new();
-        for v in d.engine.containers.volumes.list(&project())? {
+        for v in d.engine.containers.volumes.list(&ctx_project.clone())? {
             let f = |key: &str, test: &dyn Fn(&str) -> bool| {
                 filters
                     .get(key)
@@ -447,12 +450,12 @@ async fn list(state: DState, p: Params) -> DResult<Response> {
                     let unused = d
                         .engine
                         .containers
-                        .volume_users(&project(), &v.name)
+                        .volume_users(&ctx_project.clone(), &v.name)
                         .is_ok_and(|u| u.is_empty());
                     (x == "true" || x == "1") == unused
                 });
             if keep {
-                out.push(volume_json(&d, &v, false));
+                out.push(volume_json(&d, &v, false, &ctx_project));
             }
         }
         Ok(json!({"Volumes": out, "Warnings": []}))
@@ -471,7 +474,7 @@ struct CreateBody {
 }
 
 /// `POST /volumes/create`: an existing name is returned as it is.
-async fn create(state: DState, body: Bytes) -> DResult<Response> {
+async fn create(Ctx(ctx): Ctx, state: DState, body: Bytes) -> DResult<Response> {
     let d = state.0;
     let b: CreateBody =
         serde_json::from_slice(&body).map_err(|e| bad(format!("invalid volume config: {e}")))?;
@@ -486,10 +489,11 @@ async fn create(state: DState, body: Bytes) -> DResult<Response> {
     }
     let name = b.name.filter(|n| !n.is_empty());
     let d2 = d.clone();
+    let ctx_project = ctx.project.clone();
     let (v, made) = blocking(move || {
         let volumes = &d2.engine.containers.volumes;
         if let Some(n) = &name {
-            if let Ok(v) = volumes.get(&project(), n) {
+            if let Ok(v) = volumes.get(&ctx_project.clone(), n) {
                 return Ok((v, false));
             }
         }
@@ -499,40 +503,57 @@ async fn create(state: DState, body: Bytes) -> DResult<Response> {
             options: b.driver_opts.unwrap_or_default(),
             labels: b.labels.unwrap_or_default(),
         };
-        Ok((volumes.create(&project(), req, false)?, true))
+        Ok((volumes.create(&ctx_project.clone(), req, false)?, true))
     })
     .await?;
     if made {
-        emit(&d, "volume", "create", &v.name, &[("driver", "local")]);
+        emit(
+            &d,
+            "volume",
+            "create",
+            &v.name,
+            &[("driver", "local")],
+            &ctx.project,
+        );
     }
-    Ok(json(StatusCode::CREATED, volume_json(&d, &v, false)))
+    Ok(json(
+        StatusCode::CREATED,
+        volume_json(&d, &v, false, &ctx.project),
+    ))
 }
 
 /// `GET /volumes/{name}`.
-async fn inspect(state: DState, Path(name): Path<String>) -> DResult<Response> {
+async fn inspect(Ctx(ctx): Ctx, state: DState, Path(name): Path<String>) -> DResult<Response> {
     let d = state.0;
+    let ctx_project = ctx.project.clone();
     let v = blocking(move || {
-        let v = volume(&d, &name)?;
-        Ok(volume_json(&d, &v, false))
+        let v = volume(&d, &name, &ctx_project)?;
+        Ok(volume_json(&d, &v, false, &ctx_project))
     })
     .await?;
     Ok(json(StatusCode::OK, v))
 }
 
 /// `DELETE /volumes/{name}?force=`.
-async fn remove(state: DState, Path(name): Path<String>, p: Params) -> DResult<Response> {
+async fn remove(
+    Ctx(ctx): Ctx,
+    state: DState,
+    Path(name): Path<String>,
+    p: Params,
+) -> DResult<Response> {
     let d = state.0;
     let force = p.bool("force");
     let d2 = d.clone();
     let n2 = name.clone();
+    let ctx_project = ctx.project.clone();
     blocking(move || {
-        if let Err(e) = volume(&d2, &n2) {
+        if let Err(e) = volume(&d2, &n2, &ctx_project) {
             // `rm -f` of a missing volume is not an error, as on Docker.
             return if force { Ok(()) } else { Err(e) };
         }
         d2.engine
             .containers
-            .remove_volume(&project(), &n2)
+            .remove_volume(&ctx_project.clone(), &n2)
             .map_err(|e| match e.kind() {
                 ErrorKind::Conflict => DockerError::conflict(format!(
                     "remove {n2}: volume is in use - {}",
@@ -542,13 +563,20 @@ async fn remove(state: DState, Path(name): Path<String>, p: Params) -> DResult<R
             })
     })
     .await?;
-    emit(&d, "volume", "destroy", &name, &[("driver", "local")]);
+    emit(
+        &d,
+        "volume",
+        "destroy",
+        &name,
+        &[("driver", "local")],
+        &ctx.project,
+    );
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
 /// `POST /volumes/prune?filters=`: anonymous volumes no container uses; with the filter
 /// `all=true`, named ones too (Docker 23 and later).
-async fn prune(state: DState, p: Params) -> DResult<Response> {
+async fn prune(Ctx(ctx): Ctx, state: DState, p: Params) -> DResult<Response> {
     let d = state.0;
     let filters = p.filters()?;
     check_filters(&filters, &["all", "label"])?;
@@ -562,32 +590,43 @@ async fn prune(state: DState, p: Params) -> DResult<Response> {
         .and_then(|v| v.first())
         .is_some_and(|v| v == "true" || v == "1");
     let d2 = d.clone();
+    let ctx_project = ctx.project.clone();
     let (removed, reclaimed) = blocking(move || {
         let before: BTreeMap<String, u64> = d2
             .engine
             .containers
             .volumes
-            .list(&project())?
+            .list(&ctx_project.clone())?
             .iter()
             .map(|v| {
                 let bytes = d2
                     .engine
                     .containers
                     .volumes
-                    .inspect(&project(), &v.name)
+                    .inspect(&ctx_project.clone(), &v.name)
                     .ok()
                     .and_then(|v| v.usage)
                     .map_or(0, |u| u.bytes);
                 (v.name.clone(), bytes)
             })
             .collect();
-        let removed = d2.engine.containers.prune_volumes(&project(), all)?;
+        let removed = d2
+            .engine
+            .containers
+            .prune_volumes(&ctx_project.clone(), all)?;
         let reclaimed = removed.iter().filter_map(|n| before.get(n)).sum::<u64>();
         Ok((removed, reclaimed))
     })
     .await?;
     for n in &removed {
-        emit(&d, "volume", "destroy", n, &[("driver", "local")]);
+        emit(
+            &d,
+            "volume",
+            "destroy",
+            n,
+            &[("driver", "local")],
+            &ctx.project,
+        );
     }
     Ok(json(
         StatusCode::OK,
