@@ -486,10 +486,8 @@ fn supervise(
     drop(chunk_tx);
     tokio::spawn(async move {
         // Output until both pipes end; a caller that stops reading ends the command.
-        let mut reader_gone = out_tx.is_none();
         loop {
-            let reader = out_tx.as_ref().filter(|_| !reader_gone);
-            let next = match reader {
+            let next = match out_tx.as_ref() {
                 Some(tx) => tokio::select! {
                     c = chunks.recv() => c.map(Some),
                     _ = tx.closed() => Some(None),
@@ -497,7 +495,7 @@ fn supervise(
                 None => chunks.recv().await.map(|_| None),
             };
             let Some(next) = next else { break };
-            let sent = match (next, reader) {
+            let sent = match (next, out_tx.as_ref()) {
                 (Some(chunk), Some(tx)) => tokio::select! {
                     r = tx.send(chunk) => r.is_ok(),
                     _ = tx.closed() => false,
@@ -506,10 +504,13 @@ fn supervise(
                 (_, None) => continue,
             };
             if !sent {
-                reader_gone = true;
+                // Nobody reads: end the command, and stop waiting for its pipes, which
+                // a process it left behind may hold open.
                 let _ = child.start_kill();
+                break;
             }
         }
+        drop(chunks);
         let code = child
             .wait()
             .await
@@ -712,6 +713,42 @@ mod tests {
             .expect("the command is ended when nobody reads")
             .unwrap();
         assert!(t0.elapsed() < Duration::from_secs(5));
+    }
+
+    /// A command that leaves a process holding its pipes (as a killed exec helper leaves
+    /// the command it ran in the container) still ends, and its exit is recorded, when
+    /// nobody reads.
+    #[tokio::test]
+    async fn a_reader_gone_ends_the_command_even_if_its_pipes_stay_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let pidfile = dir.path().join("pid");
+        let (exit, rx) = watch::channel(None);
+        let mut seen = exit.subscribe();
+        let child = shell(
+            &format!("sleep 20 & echo $! > {}; wait", pidfile.display()),
+            false,
+        );
+        let out = supervise(child, ATTACHED, None, rx, move |c| {
+            exit.send_replace(Some(c));
+        });
+        let _ = tokio::time::timeout(Duration::from_secs(5), async {
+            while !pidfile.exists() {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+        .await;
+        drop(out);
+        let ended =
+            tokio::time::timeout(Duration::from_secs(10), seen.wait_for(|c| c.is_some())).await;
+        if let Ok(pid) = std::fs::read_to_string(&pidfile) {
+            if let Ok(pid) = pid.trim().parse::<i32>() {
+                // SAFETY: kill(2) of the sleep this test started; no memory is involved.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+            }
+        }
+        ended
+            .expect("the exit is recorded although a leftover process holds the pipes")
+            .unwrap();
     }
 
     #[tokio::test]
