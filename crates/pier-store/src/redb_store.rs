@@ -25,7 +25,7 @@ use crate::{
 };
 
 /// The schema this build writes.
-pub const SCHEMA_VERSION: u32 = 5;
+pub const SCHEMA_VERSION: u32 = 6;
 const SCHEMA_KEY: &str = "schema_version";
 
 const STORE: TableDefinition<'static, &'static str, u64> = TableDefinition::new("store");
@@ -92,6 +92,9 @@ const MIGRATIONS: [Migration; SCHEMA_VERSION as usize] = [
     create_tables,
     // 4 -> 5: revisions and leases.
     add_revisions,
+    // 5 -> 6: the image store's durable pins (`image_users`). The pins of existing
+    // containers are written by the engine when it opens, since only it reads their records.
+    create_tables,
 ];
 
 fn create_tables(txn: &WriteTransaction) -> Result<(), StoreError> {
