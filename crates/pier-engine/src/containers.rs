@@ -599,7 +599,21 @@ impl Containers {
     /// monitor's files say it again at the next start (a start: `state.json`; see
     /// [`Containers::restore`], which adopts a start the record never heard of).
     fn save_with(&self, c: &ContainerInspect, durable: bool) -> EngineResult<()> {
+        self.save_in(Batch::new(), c, durable)
+    }
+
+    /// As [`Containers::save_with`], and the pin of the container's image in the same
+    /// transaction: a container that has a record has its image pinned.
+    fn save_pinned(&self, c: &ContainerInspect, durable: bool) -> EngineResult<()> {
         let mut b = Batch::new();
+        let holder = pier_image::store::container_holder(&c.id);
+        self.images
+            .pin_for(&mut b, &c.project, &c.image_id, &holder);
+        self.save_in(b, c, durable)
+    }
+
+    /// Saves a record along with what `b` already holds, in one transaction.
+    fn save_in(&self, mut b: Batch, c: &ContainerInspect, durable: bool) -> EngineResult<()> {
         b.put_json(Table::Containers, key(&c.project, &c.id), &Record::from(c));
         if durable {
             b.commit(self.db.as_ref())?;
@@ -655,7 +669,9 @@ impl Containers {
     pub fn create(&self, project: &ProjectName, req: ContainerCreate) -> EngineResult<Created> {
         let t0 = std::time::Instant::now();
         validate(&req)?;
-        let image = self.images.resolve(project, &req.image)?;
+        // Pinned in memory until the record and its durable pin are written: no removal
+        // can take the image in between.
+        let (image, _pin) = self.images.resolve_pinned(project, &req.image)?;
         let name = match &req.name {
             Some(n) => n.clone(),
             None => String::new(),
@@ -886,7 +902,7 @@ impl Containers {
             write_json(&dir.join(RECORD_COPY), &Record::from(&c))
                 .map_err(|e| internal(format!("cannot write {RECORD_COPY}: {e}")))?;
         }
-        self.save_with(&c, !c.config.auto_remove)?;
+        self.save_pinned(&c, !c.config.auto_remove)?;
         self.emit(&c, "create", &[]);
         tracing::debug!(container = %c.id, files_us = t_files.as_micros() as u64, total_us = t0.elapsed().as_micros() as u64, "created");
         Ok(Created {
@@ -1856,6 +1872,8 @@ impl Containers {
         self.discard_dir(&c.id);
         let mut b = Batch::new();
         b.delete(Table::Containers, key(project, &c.id));
+        let holder = pier_image::store::container_holder(&c.id);
+        self.images.unpin_for(&mut b, project, &c.image_id, &holder);
         if c.config.auto_remove {
             // As at its creation: a crash that loses this leaves a `--rm` container that
             // is not running, which `restore` removes.
@@ -1902,7 +1920,7 @@ impl Containers {
         c.state.pid = Some(s.pid);
         c.state.monitor_pid = Some(s.monitor_pid);
         c.state.started_at = Some(s.started_at);
-        self.save(&c)?;
+        self.save_pinned(&c, true)?;
         tracing::info!(container = %c.id, "adopted a running container whose record was lost");
         self.watch_exit(&c);
         Ok(true)

@@ -6,6 +6,7 @@
 //! - [`volumes`]: named and anonymous volumes, their limits and snapshots.
 //! - [`container_fs`]: a container's files: diff, export, commit, cp.
 //! - [`health`]: health checks of running containers.
+//! - [`image_pins`]: the durable pins containers hold on their images.
 //! - [`sessions`]: exec sessions, attach and log follow, for every API.
 //! - [`build`]: the Dockerfile builder (classic builder semantics).
 //! - [`context`]: [`RequestContext`], the project and caller of each request.
@@ -19,6 +20,7 @@ pub mod containers;
 pub mod context;
 pub mod error;
 pub mod health;
+pub mod image_pins;
 pub mod networks;
 pub mod projects;
 pub mod sessions;
@@ -104,6 +106,8 @@ impl Engine {
         build::cleanup(&root);
         let store_schema = store.schema_version()?;
         let images = Arc::new(ImageStore::open(&root.join("images"), store.clone())?);
+        // Containers an older Pier made pin their images too.
+        image_pins::reconcile(store.as_ref(), &images).map_err(part("image pins"))?;
         let projects = Arc::new(projects::Projects::new(store.clone()).map_err(part("projects"))?);
         let networks = Arc::new(
             networks::Networks::new(&root, config.host_names.clone(), store.clone())

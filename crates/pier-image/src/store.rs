@@ -96,7 +96,9 @@ pub struct NewImage {
 }
 
 /// Keeps an image from being removed by `prune` (and by `rm` without force) while a
-/// build uses it; released on drop.
+/// build uses it; released on drop. A transient pin, in memory: it ends with the process.
+/// What outlives the process (a container's image) is pinned durably instead, in the
+/// store (see [`ImageStore::pin_for`]).
 #[derive(Debug)]
 pub struct ImagePin {
     pins: Arc<Mutex<HashMap<Digest, usize>>>,
@@ -148,6 +150,40 @@ fn image_key(project: &ProjectName, id: &Digest) -> String {
 
 fn tag_key(project: &ProjectName, r: &ImageRef) -> Option<String> {
     r.tagged_key().map(|k| format!("{project}/{k}"))
+}
+
+/// The holder name of a durable pin a container holds (see [`ImageStore::pin_for`]).
+pub fn container_holder(container_id: &str) -> String {
+    format!("{CONTAINER_HOLDER}{container_id}")
+}
+
+const CONTAINER_HOLDER: &str = "container/";
+
+/// A durable pin: `holder` (e.g. `container/<id>`) uses `image` in `project`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct DurablePin {
+    pub project: ProjectName,
+    pub image: Digest,
+    pub holder: String,
+}
+
+/// The value of a durable pin: the image again, so that a key need not be parsed back.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct PinRecord {
+    image: Digest,
+}
+
+/// `project/<image hex>/holder` in `Table::ImageUsers`.
+fn pin_key(project: &ProjectName, id: &Digest, holder: &str) -> String {
+    format!("{project}/{}/{holder}", id.hex())
+}
+
+/// How a holder is named in messages: a container by its ID, anything else as it is.
+fn shown_holder(holder: &str) -> String {
+    holder
+        .strip_prefix(CONTAINER_HOLDER)
+        .unwrap_or(holder)
+        .to_string()
 }
 
 impl ImageStore {
@@ -277,20 +313,70 @@ impl ImageStore {
         Ok(out)
     }
 
-    /// Containers (by ID) in `project` whose record names image `id`.
-    pub fn containers_using(
-        &self,
-        project: &ProjectName,
-        id: &Digest,
-    ) -> Result<Vec<String>, ImageError> {
-        let prefix = format!("{project}/");
+    /// The holders of durable pins on image `id` in `project` (see
+    /// [`ImageStore::pin_for`]), in key order.
+    pub fn holders(&self, project: &ProjectName, id: &Digest) -> Result<Vec<String>, ImageError> {
+        let prefix = format!("{project}/{}/", id.hex());
         Ok(self
             .db
-            .list_json::<serde_json::Value>(Table::Containers, &prefix)?
+            .list(Table::ImageUsers, &prefix)?
             .into_iter()
-            .filter(|(_, v)| v.get("image_id").and_then(|i| i.as_str()) == Some(id.as_str()))
             .map(|(k, _)| k[prefix.len()..].to_string())
             .collect())
+    }
+
+    /// The users of image `id` that keep it from going, as messages name them: its
+    /// durable holders (a container by its ID), and a build in progress.
+    fn users(&self, project: &ProjectName, id: &Digest) -> Result<Vec<String>, ImageError> {
+        let mut users: Vec<String> = self
+            .holders(project, id)?
+            .iter()
+            .map(|h| shown_holder(h))
+            .collect();
+        if self.is_pinned(id) {
+            users.push("(a build in progress)".into());
+        }
+        Ok(users)
+    }
+
+    /// Every durable pin of every project.
+    pub fn durable_pins(&self) -> Result<Vec<DurablePin>, ImageError> {
+        let mut out = Vec::new();
+        for (key, rec) in self.db.list_json::<PinRecord>(Table::ImageUsers, "")? {
+            let mut parts = key.splitn(3, '/');
+            let (Some(project), Some(_), Some(holder)) = (parts.next(), parts.next(), parts.next())
+            else {
+                continue;
+            };
+            let Ok(project) = ProjectName::try_from(project.to_string()) else {
+                continue;
+            };
+            out.push(DurablePin {
+                project,
+                image: rec.image,
+                holder: holder.to_string(),
+            });
+        }
+        Ok(out)
+    }
+
+    /// Adds to `batch` a durable pin of image `id` for `holder` (for a container,
+    /// [`container_holder`]): while any pin holds it, the image is not pruned, and `rm`
+    /// refuses it without force (with force, it loses its tags and stays). The holder's
+    /// owner writes the pin in the transaction that records the holder, and deletes it
+    /// ([`ImageStore::unpin_for`]) in the one that deletes it, so that neither is ever
+    /// found without the other. Pinning twice is pinning once.
+    pub fn pin_for(&self, batch: &mut Batch, project: &ProjectName, id: &Digest, holder: &str) {
+        batch.put_json(
+            Table::ImageUsers,
+            pin_key(project, id, holder),
+            &PinRecord { image: id.clone() },
+        );
+    }
+
+    /// Adds to `batch` the removal of `holder`'s durable pin on image `id`, if any.
+    pub fn unpin_for(&self, batch: &mut Batch, project: &ProjectName, id: &Digest, holder: &str) {
+        batch.delete(Table::ImageUsers, pin_key(project, id, holder));
     }
 
     /// Finds an image by reference (`name[:tag]`, `name@digest`), by ID, or by a unique ID
@@ -379,7 +465,11 @@ impl ImageStore {
             manifest_digest: rec.manifest_digest.clone(),
             created: rec.created.clone(),
             size: rec.size(),
-            containers: self.containers_using(&rec.project, &rec.id)?.len() as u64,
+            containers: self
+                .holders(&rec.project, &rec.id)?
+                .iter()
+                .filter(|h| h.starts_with(CONTAINER_HOLDER))
+                .count() as u64,
         })
     }
 
@@ -710,10 +800,7 @@ impl ImageStore {
             .tags_by_image(project)?
             .remove(&rec.id)
             .unwrap_or_default();
-        let mut users = self.containers_using(project, &rec.id)?;
-        if self.is_pinned(&rec.id) {
-            users.push("(a build in progress)".into());
-        }
+        let users = self.users(project, &rec.id)?;
         let by_tag = reference
             .parse::<ImageRef>()
             .ok()
@@ -767,8 +854,7 @@ impl ImageStore {
                     .count();
                 let needed = children > 0
                     || tags.get(&id).is_some_and(|t| !t.is_empty())
-                    || self.is_pinned(&id)
-                    || !self.containers_using(project, &id)?.is_empty();
+                    || !self.users(project, &id)?.is_empty();
                 if needed {
                     break;
                 }
@@ -806,15 +892,12 @@ impl ImageStore {
         let mut batch = Batch::new();
         let mut report = PruneReport::default();
         let images = self.images(project)?;
-        // Kept: tagged images (unless `all`), images containers or builds use, and the
-        // images builds made them from.
+        // Kept: tagged images (unless `all`), images pinned (by containers, durably, or
+        // by builds in progress), and the images builds made them from.
         let mut keep = BTreeSet::new();
         for rec in &images {
             let tagged = tags.get(&rec.id).is_some_and(|t| !t.is_empty());
-            if (tagged && !all)
-                || self.is_pinned(&rec.id)
-                || !self.containers_using(project, &rec.id)?.is_empty()
-            {
+            if (tagged && !all) || !self.users(project, &rec.id)?.is_empty() {
                 let mut cur = Some(rec);
                 while let Some(r) = cur {
                     if !keep.insert(r.id.clone()) {
@@ -1036,22 +1119,42 @@ mod tests {
         (dir, db, images, loaded)
     }
 
-    #[test]
-    fn an_image_a_container_uses_is_kept() {
-        let (_dir, db, images, loaded) = store_with_image();
+    fn pin(images: &ImageStore, db: &MemStore, id: &Digest, holder: &str, on: bool) {
         let p = ProjectName::default();
         let mut b = Batch::new();
-        b.put_json(
-            Table::Containers,
-            "default/c0ffee",
-            &serde_json::json!({ "image_id": loaded.id }),
+        if on {
+            images.pin_for(&mut b, &p, id, holder);
+        } else {
+            images.unpin_for(&mut b, &p, id, holder);
+        }
+        b.commit(db).unwrap();
+    }
+
+    #[test]
+    fn an_image_a_container_pins_is_kept() {
+        let (_dir, db, images, loaded) = store_with_image();
+        let p = ProjectName::default();
+        let holder = container_holder("c0ffee");
+        pin(&images, &db, &loaded.id, &holder, true);
+        pin(&images, &db, &loaded.id, &holder, true); // twice is once
+        assert_eq!(
+            images.holders(&p, &loaded.id).unwrap(),
+            vec![holder.clone()]
         );
-        b.commit(db.as_ref()).unwrap();
         assert_eq!(images.list(&p).unwrap()[0].containers, 1);
+        // Pins are per project.
+        let other = ProjectName::try_from("other".to_string()).unwrap();
+        assert!(images.holders(&other, &loaded.id).unwrap().is_empty());
 
         let err = images.remove(&p, "app:1", false).unwrap_err();
         assert!(matches!(err, ImageError::InUse { .. }), "{err}");
-        assert!(err.to_string().contains("c0ffee"), "{err}");
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "image {} is used by container(s) c0ffee; remove them first or use --force",
+                loaded.id.short()
+            )
+        );
         assert!(images.prune(&p, true).unwrap().deleted.is_empty());
 
         // Forced: the tag goes, the image stays while the container needs it.
@@ -1064,12 +1167,40 @@ mod tests {
             .join("bin/x")
             .exists());
 
-        // Once the container is gone, prune removes it.
-        let mut b = Batch::new();
-        b.delete(Table::Containers, "default/c0ffee");
-        b.commit(db.as_ref()).unwrap();
+        // Once the pin is gone, prune removes it.
+        pin(&images, &db, &loaded.id, &holder, false);
+        assert!(images.holders(&p, &loaded.id).unwrap().is_empty());
+        assert_eq!(images.list_all(&p, true).unwrap()[0].containers, 0);
         assert_eq!(images.prune(&p, false).unwrap().deleted, vec![loaded.id]);
         assert!(!images.layer_dir(&rec.layers[0].diff_id).exists());
+    }
+
+    #[test]
+    fn an_unpinned_image_is_removed_and_every_holder_counts() {
+        let (_dir, db, images, loaded) = store_with_image();
+        let p = ProjectName::default();
+        // Another kind of holder keeps it too, named as it is; it is no container.
+        pin(&images, &db, &loaded.id, "vm/v1", true);
+        pin(&images, &db, &loaded.id, &container_holder("c1"), true);
+        assert_eq!(images.list(&p).unwrap()[0].containers, 1);
+        let err = images.remove(&p, "app:1", false).unwrap_err().to_string();
+        assert!(err.contains("c1, vm/v1"), "{err}");
+        pin(&images, &db, &loaded.id, &container_holder("c1"), false);
+        assert!(images.remove(&p, "app:1", false).is_err());
+        assert!(images.prune(&p, true).unwrap().deleted.is_empty());
+        let pins = images.durable_pins().unwrap();
+        assert_eq!(
+            pins,
+            vec![DurablePin {
+                project: p.clone(),
+                image: loaded.id.clone(),
+                holder: "vm/v1".into()
+            }]
+        );
+        pin(&images, &db, &loaded.id, "vm/v1", false);
+        let r = images.remove(&p, "app:1", false).unwrap();
+        assert_eq!(r.deleted, vec![loaded.id]);
+        assert!(images.durable_pins().unwrap().is_empty());
     }
 
     #[test]

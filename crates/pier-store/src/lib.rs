@@ -105,10 +105,14 @@ pub enum Table {
     Projects,
     /// Quotas by `project/resource` (e.g. `default/volume-bytes`), each a number.
     Quotas,
+    /// The image store's durable pins by `project/image-id/holder` (e.g.
+    /// `default/<hex>/container/<id>`): an image with a pin is in use and is not removed.
+    /// Written by whoever holds the image, in the transaction that makes the holder.
+    ImageUsers,
 }
 
 impl Table {
-    pub const ALL: [Table; 14] = [
+    pub const ALL: [Table; 15] = [
         Table::Meta,
         Table::Images,
         Table::Tags,
@@ -123,6 +127,7 @@ impl Table {
         Table::RegistryTagHistory,
         Table::Projects,
         Table::Quotas,
+        Table::ImageUsers,
     ];
 
     pub fn name(self) -> &'static str {
@@ -141,6 +146,7 @@ impl Table {
             Table::RegistryTagHistory => "registry_tag_history",
             Table::Projects => "projects",
             Table::Quotas => "quotas",
+            Table::ImageUsers => "image_users",
         }
     }
 

@@ -25,7 +25,7 @@ use crate::{
 };
 
 /// The schema this build writes.
-pub const SCHEMA_VERSION: u32 = 5;
+pub const SCHEMA_VERSION: u32 = 6;
 const SCHEMA_KEY: &str = "schema_version";
 
 const STORE: TableDefinition<'static, &'static str, u64> = TableDefinition::new("store");
@@ -92,6 +92,9 @@ const MIGRATIONS: [Migration; SCHEMA_VERSION as usize] = [
     create_tables,
     // 4 -> 5: revisions and leases.
     add_revisions,
+    // 5 -> 6: the image store's durable pins (`image_users`). The pins of existing
+    // containers are written by the engine when it opens, since only it reads their records.
+    create_tables,
 ];
 
 fn create_tables(txn: &WriteTransaction) -> Result<(), StoreError> {
@@ -553,6 +556,61 @@ mod tests {
             store.list(Table::Meta, "").unwrap(),
             vec![("last-ip/n".to_string(), b"10.0.0.2".to_vec())]
         );
+    }
+
+    #[test]
+    fn migrates_a_version_5_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.redb");
+        {
+            // What schema 5 had: every table but `image_users`, records with headers.
+            let db = Database::create(&path).unwrap();
+            let txn = db.begin_write().unwrap();
+            for t in Table::ALL.into_iter().filter(|t| *t != Table::ImageUsers) {
+                txn.open_table(def(t)).unwrap();
+            }
+            add_revisions(&txn).unwrap();
+            let mut meta = txn.open_table(def(Table::Meta)).unwrap();
+            meta.insert(SCHEMA_KEY, b"5".as_slice()).unwrap();
+            drop(meta);
+            let kv = KeyValue {
+                value: b"c".to_vec(),
+                create_revision: 3,
+                mod_revision: 4,
+                lease: None,
+            };
+            let mut containers = txn.open_table(def(Table::Containers)).unwrap();
+            containers
+                .insert("default/c", encode(&kv).as_slice())
+                .unwrap();
+            drop(containers);
+            txn.open_table(STORE)
+                .unwrap()
+                .insert(REVISION_KEY, 4)
+                .unwrap();
+            txn.commit().unwrap();
+        }
+        let store = RedbStore::open(&path).unwrap();
+        assert_eq!(store.schema_version().unwrap(), SCHEMA_VERSION);
+        // The new table exists and is empty; the records and revisions are as they were.
+        assert_eq!(store.list(Table::ImageUsers, "").unwrap(), vec![]);
+        assert_eq!(store.revision().unwrap(), 4);
+        let c = store
+            .get_kv(Table::Containers, "default/c")
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (c.value.as_slice(), c.create_revision, c.mod_revision),
+            (b"c".as_slice(), 3, 4)
+        );
+        store
+            .commit(vec![put(Table::ImageUsers, "default/i/container/c", "{}")])
+            .unwrap();
+        drop(store);
+        // Opening again migrates nothing.
+        let store = RedbStore::open(&path).unwrap();
+        assert_eq!(store.revision().unwrap(), 5);
+        assert_eq!(store.list(Table::ImageUsers, "").unwrap().len(), 1);
     }
 
     #[test]

@@ -144,6 +144,54 @@ fn from_host_import_and_image_commands() {
     );
 }
 
+/// An image a container uses stays until the container goes, also across a restart
+/// (the container's pin is durable, written with its record), and not a moment longer.
+#[test]
+fn an_image_in_use_stays_until_its_container_is_removed() {
+    require_root_and_tools(&[]);
+    let mut d = Daemon::start();
+    let path = write_file(&d, "rootfs.tar", &busybox_rootfs_tar());
+    d.ok(&["image", "import", &path, "used:1"]);
+    let image = d.json(&["image", "inspect", "used:1"])[0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    d.ok(&["create", "--name", "user", "used:1", "true"]);
+    let cid = d.json(&["inspect", "user"])[0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let refused = |d: &Daemon| {
+        let err = d.fails(&["image", "rm", "used:1"]);
+        assert!(
+            err.contains(&format!(
+                "image {} is used by container(s) {cid}",
+                &image[7..19]
+            )) && err.contains("--force"),
+            "{err}"
+        );
+        assert!(d.json(&["image", "prune", "-a"])["deleted"]
+            .as_array()
+            .unwrap()
+            .is_empty());
+        assert_eq!(ids(d), vec![image.clone()]);
+        assert_eq!(d.json(&["images"])[0]["containers"], 1);
+    };
+    refused(&d);
+    d.stop();
+    d.spawn();
+    refused(&d);
+
+    d.ok(&["rm", "user"]);
+    assert_eq!(d.json(&["images"])[0]["containers"], 0);
+    let out = d.ok(&["image", "rm", "used:1"]);
+    assert!(
+        out.contains("Untagged: used:1") && out.contains(&format!("Deleted: {image}")),
+        "{out}"
+    );
+    assert!(ids(&d).is_empty());
+}
+
 #[test]
 fn clear_errors_for_bad_input() {
     require_root_and_tools(&[]);
