@@ -275,41 +275,8 @@ pub(crate) fn key_values(v: &[String], flag: &str) -> Result<BTreeMap<String, St
 }
 
 fn create_request(a: CreateArgs, auto_remove: bool) -> Result<ContainerCreate, CliError> {
-    let mut env = Vec::new();
-    for file in &a.env_file {
-        let text = std::fs::read_to_string(file)
-            .map_err(|e| fail(format!("cannot read env file {file}: {e}")))?;
-        for line in text
-            .lines()
-            .map(str::trim)
-            .filter(|l| !l.is_empty() && !l.starts_with('#'))
-        {
-            env.push(line.to_string());
-        }
-    }
-    env.extend(a.env);
-    // Like Docker, the client reads a seccomp profile file and sends its content.
-    let mut security_opt = Vec::new();
-    for o in a.security_opt {
-        match o.split_once(['=', ':']) {
-            Some(("seccomp", path)) if path != "unconfined" => {
-                let text = std::fs::read_to_string(path)
-                    .map_err(|e| fail(format!("cannot read the seccomp profile {path}: {e}")))?;
-                security_opt.push(format!("seccomp={text}"));
-            }
-            _ => security_opt.push(o),
-        }
-    }
-    let env = env
-        .into_iter()
-        .filter_map(|e| {
-            if e.contains('=') {
-                Some(e)
-            } else {
-                std::env::var(&e).ok().map(|v| format!("{e}={v}"))
-            }
-        })
-        .collect();
+    let env = read_env(&a.env_file, a.env)?;
+    let security_opt = security_opts(a.security_opt)?;
     let labels: BTreeMap<String, String> = a
         .label
         .iter()
@@ -360,23 +327,7 @@ fn create_request(a: CreateArgs, auto_remove: bool) -> Result<ContainerCreate, C
         dns_options: a.dns_option,
         extra_hosts: a.add_host,
         network_opts: key_values(&a.network_opt, "--network-opt")?,
-        mounts: {
-            let mut m = Vec::new();
-            for v in &a.volume {
-                m.push(parse_volume_flag(v)?);
-            }
-            for v in &a.mount {
-                m.push(parse_mount_flag(v)?);
-            }
-            for t in &a.tmpfs {
-                m.push(
-                    t.parse::<TmpfsFlag>()
-                        .map_err(|e| fail(e.to_string()))?
-                        .into_spec(),
-                );
-            }
-            m
-        },
+        mounts: mounts_of(&a.volume, &a.mount, &a.tmpfs)?,
         storage_opts: key_values(&a.storage_opt, "--storage-opt")?,
         read_only: a.read_only,
         privileged: a.privileged,
@@ -410,23 +361,94 @@ fn create_request(a: CreateArgs, auto_remove: bool) -> Result<ContainerCreate, C
         stop_timeout: None,
         expose: Vec::new(),
         restart_policy: parse_restart(&a.restart)?,
-        log_opts: a
-            .log_opt
-            .iter()
-            .map(|o| {
-                let (k, v) = o
-                    .split_once('=')
-                    .ok_or_else(|| fail(format!("invalid --log-opt {o:?}: use KEY=VALUE")))?;
-                let v = if k == "max-size" {
-                    parse_size(v)?.to_string()
-                } else {
-                    v.to_string()
-                };
-                Ok((k.to_string(), v))
-            })
-            .collect::<Result<_, CliError>>()?,
+        log_opts: log_opts_of(&a.log_opt)?,
         labels,
     })
+}
+
+/// `--env-file` lines, then `--env`; a bare `NAME` takes the value of ours, or is
+/// dropped when we have none.
+fn read_env(env_files: &[String], flags: Vec<String>) -> Result<Vec<String>, CliError> {
+    let mut env = Vec::new();
+    for file in env_files {
+        let text = std::fs::read_to_string(file)
+            .map_err(|e| fail(format!("cannot read env file {file}: {e}")))?;
+        for line in text
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        {
+            env.push(line.to_string());
+        }
+    }
+    env.extend(flags);
+    Ok(env
+        .into_iter()
+        .filter_map(|e| {
+            if e.contains('=') {
+                Some(e)
+            } else {
+                std::env::var(&e).ok().map(|v| format!("{e}={v}"))
+            }
+        })
+        .collect())
+}
+
+/// `--security-opt`s, with a seccomp profile's file read: Docker's client sends the
+/// content.
+fn security_opts(opts: Vec<String>) -> Result<Vec<String>, CliError> {
+    let mut security_opt = Vec::new();
+    for o in opts {
+        match o.split_once(['=', ':']) {
+            Some(("seccomp", path)) if path != "unconfined" => {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|e| fail(format!("cannot read the seccomp profile {path}: {e}")))?;
+                security_opt.push(format!("seccomp={text}"));
+            }
+            _ => security_opt.push(o),
+        }
+    }
+    Ok(security_opt)
+}
+
+/// The mounts of `-v`, `--mount` and `--tmpfs`, in that order.
+fn mounts_of(
+    volumes: &[String],
+    mounts: &[String],
+    tmpfs: &[String],
+) -> Result<Vec<MountSpec>, CliError> {
+    let mut m = Vec::new();
+    for v in volumes {
+        m.push(parse_volume_flag(v)?);
+    }
+    for v in mounts {
+        m.push(parse_mount_flag(v)?);
+    }
+    for t in tmpfs {
+        m.push(
+            t.parse::<TmpfsFlag>()
+                .map_err(|e| fail(e.to_string()))?
+                .into_spec(),
+        );
+    }
+    Ok(m)
+}
+
+/// `--log-opt KEY=VALUE`s, a max-size in bytes.
+fn log_opts_of(opts: &[String]) -> Result<BTreeMap<String, String>, CliError> {
+    opts.iter()
+        .map(|o| {
+            let (k, v) = o
+                .split_once('=')
+                .ok_or_else(|| fail(format!("invalid --log-opt {o:?}: use KEY=VALUE")))?;
+            let v = if k == "max-size" {
+                parse_size(v)?.to_string()
+            } else {
+                v.to_string()
+            };
+            Ok((k.to_string(), v))
+        })
+        .collect()
 }
 
 /// Exit codes as Docker's: 125 when the engine failed, 126/127 when the command could

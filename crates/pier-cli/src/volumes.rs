@@ -117,8 +117,12 @@ fn sidecar(path: &std::path::Path) -> PathBuf {
     PathBuf::from(s)
 }
 
+/// The API path of the volume named `n`.
+fn vpath(n: &str) -> String {
+    format!("/v1/volumes/{}", encode_segment(n))
+}
+
 pub async fn run(client: &Client, fmt: Format, cmd: VolumeCommand) -> Result<(), CliError> {
-    let vpath = |n: &str| format!("/v1/volumes/{}", encode_segment(n));
     match cmd {
         VolumeCommand::Create {
             driver,
@@ -135,39 +139,7 @@ pub async fn run(client: &Client, fmt: Format, cmd: VolumeCommand) -> Result<(),
             let v: VolumeInspect = client.post("/v1/volumes", &req).await?;
             print(fmt, &v, || v.name.clone())
         }
-        VolumeCommand::Ls { quiet, filter } => {
-            let path = if filter.is_empty() {
-                "/v1/volumes".to_string()
-            } else {
-                format!("/v1/volumes?filter={}", encode_segment(&filter.join(",")))
-            };
-            let list: Vec<VolumeInspect> = client.get(&path).await?;
-            if quiet {
-                for v in &list {
-                    println!("{}", v.name);
-                }
-                return Ok(());
-            }
-            print(fmt, &list, || {
-                let rows: Vec<Vec<String>> = list
-                    .iter()
-                    .map(|v| {
-                        vec![
-                            v.driver.clone(),
-                            v.name.clone(),
-                            v.size_limit.map(human).unwrap_or_else(|| "-".into()),
-                            v.inode_limit
-                                .map(|i| i.to_string())
-                                .unwrap_or_else(|| "-".into()),
-                        ]
-                    })
-                    .collect();
-                table(
-                    &["DRIVER", "VOLUME NAME", "SIZE LIMIT", "INODE LIMIT"],
-                    &rows,
-                )
-            })
-        }
+        VolumeCommand::Ls { quiet, filter } => ls(client, fmt, quiet, filter).await,
         VolumeCommand::Inspect { volumes } => {
             let mut out = Vec::new();
             for v in volumes {
@@ -227,60 +199,115 @@ pub async fn run(client: &Client, fmt: Format, cmd: VolumeCommand) -> Result<(),
                 .await?;
             Ok(())
         }
-        VolumeCommand::Export { output, volume } => {
-            let tmp = output.with_extension("partial");
-            let mut file = tokio::fs::File::create(&tmp)
-                .await
-                .map_err(|e| fail(format!("cannot create {}: {e}", tmp.display())))?;
-            let r = client
-                .get_stream(&format!("{}/export", vpath(&volume)), &mut file)
-                .await;
-            drop(file);
-            if let Err(e) = r {
-                let _ = std::fs::remove_file(&tmp);
-                return Err(e.into());
-            }
-            std::fs::rename(&tmp, &output)
-                .map_err(|e| fail(format!("cannot write {}: {e}", output.display())))?;
-            let sum = sha256_file(&output)?;
-            let name = output
-                .file_name()
-                .map(|f| f.to_string_lossy().into_owned())
-                .unwrap_or_default();
-            std::fs::write(sidecar(&output), format!("{sum}  {name}\n"))
-                .map_err(|e| fail(format!("cannot write the checksum file: {e}")))?;
-            println!("sha256:{sum}");
-            Ok(())
-        }
+        VolumeCommand::Export { output, volume } => export(client, output, volume).await,
         VolumeCommand::Import {
             name,
             opt,
             sha256,
             file,
-        } => {
-            let expect = match sha256 {
-                Some(s) => Some(s.trim_start_matches("sha256:").to_string()),
-                None => std::fs::read_to_string(sidecar(&file))
-                    .ok()
-                    .and_then(|t| t.split_whitespace().next().map(String::from)),
-            };
-            let mut path = String::from("/v1/volumes/import?");
-            if let Some(n) = &name {
-                path.push_str(&format!("name={}&", encode_segment(n)));
-            }
-            if !opt.is_empty() {
-                path.push_str(&format!("opt={}&", encode_segment(&opt.join(","))));
-            }
-            if let Some(s) = &expect {
-                path.push_str(&format!("sha256={s}&"));
-            }
-            let f = tokio::fs::File::open(&file)
-                .await
-                .map_err(|e| fail(format!("cannot open {}: {e}", file.display())))?;
-            let v: VolumeInspect = client.post_stream(path.trim_end_matches('&'), f).await?;
-            print(fmt, &v, || v.name.clone())
-        }
+        } => import(client, fmt, name, opt, sha256, file).await,
     }
+}
+
+/// `pier volume ls`: the project's volumes, as a table, names or JSON.
+async fn ls(
+    client: &Client,
+    fmt: Format,
+    quiet: bool,
+    filter: Vec<String>,
+) -> Result<(), CliError> {
+    let path = if filter.is_empty() {
+        "/v1/volumes".to_string()
+    } else {
+        format!("/v1/volumes?filter={}", encode_segment(&filter.join(",")))
+    };
+    let list: Vec<VolumeInspect> = client.get(&path).await?;
+    if quiet {
+        for v in &list {
+            println!("{}", v.name);
+        }
+        return Ok(());
+    }
+    print(fmt, &list, || {
+        let rows: Vec<Vec<String>> = list
+            .iter()
+            .map(|v| {
+                vec![
+                    v.driver.clone(),
+                    v.name.clone(),
+                    v.size_limit.map(human).unwrap_or_else(|| "-".into()),
+                    v.inode_limit
+                        .map(|i| i.to_string())
+                        .unwrap_or_else(|| "-".into()),
+                ]
+            })
+            .collect();
+        table(
+            &["DRIVER", "VOLUME NAME", "SIZE LIMIT", "INODE LIMIT"],
+            &rows,
+        )
+    })
+}
+
+/// `pier volume export`: the volume's archive into `output`, with a checksum file
+/// beside it.
+async fn export(client: &Client, output: PathBuf, volume: String) -> Result<(), CliError> {
+    let tmp = output.with_extension("partial");
+    let mut file = tokio::fs::File::create(&tmp)
+        .await
+        .map_err(|e| fail(format!("cannot create {}: {e}", tmp.display())))?;
+    let r = client
+        .get_stream(&format!("{}/export", vpath(&volume)), &mut file)
+        .await;
+    drop(file);
+    if let Err(e) = r {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e.into());
+    }
+    std::fs::rename(&tmp, &output)
+        .map_err(|e| fail(format!("cannot write {}: {e}", output.display())))?;
+    let sum = sha256_file(&output)?;
+    let name = output
+        .file_name()
+        .map(|f| f.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    std::fs::write(sidecar(&output), format!("{sum}  {name}\n"))
+        .map_err(|e| fail(format!("cannot write the checksum file: {e}")))?;
+    println!("sha256:{sum}");
+    Ok(())
+}
+
+/// `pier volume import`: a new volume from an exported archive, checked against its
+/// checksum when one is given or found beside it.
+async fn import(
+    client: &Client,
+    fmt: Format,
+    name: Option<String>,
+    opt: Vec<String>,
+    sha256: Option<String>,
+    file: PathBuf,
+) -> Result<(), CliError> {
+    let expect = match sha256 {
+        Some(s) => Some(s.trim_start_matches("sha256:").to_string()),
+        None => std::fs::read_to_string(sidecar(&file))
+            .ok()
+            .and_then(|t| t.split_whitespace().next().map(String::from)),
+    };
+    let mut path = String::from("/v1/volumes/import?");
+    if let Some(n) = &name {
+        path.push_str(&format!("name={}&", encode_segment(n)));
+    }
+    if !opt.is_empty() {
+        path.push_str(&format!("opt={}&", encode_segment(&opt.join(","))));
+    }
+    if let Some(s) = &expect {
+        path.push_str(&format!("sha256={s}&"));
+    }
+    let f = tokio::fs::File::open(&file)
+        .await
+        .map_err(|e| fail(format!("cannot open {}: {e}", file.display())))?;
+    let v: VolumeInspect = client.post_stream(path.trim_end_matches('&'), f).await?;
+    print(fmt, &v, || v.name.clone())
 }
 
 /// `pier quota [--volume-bytes N|none]`.

@@ -138,73 +138,10 @@ pub async fn run(mut config: DaemonConfig) -> Result<(), DaemonError> {
         }
     }
 
-    let engine = {
-        let root = config.root.clone();
-        let registry_auth = match &config.registry_auth {
-            Some(p) => Some(pier_registry::auth::AuthConfig::load(p).map_err(DaemonError::Config)?),
-            None => None,
-        };
-        let registry_tls_on = config.registry_tls.is_some();
-        let client_config = pier_registry_client::ClientConfig {
-            insecure: config.insecure_registries.clone(),
-            ca_files: config.registry_ca_files.clone(),
-            mirrors: config.registry_mirrors.clone(),
-        };
-        let upstream =
-            config
-                .registry_upstream
-                .clone()
-                .map(|host| pier_registry::mirror::Upstream {
-                    host,
-                    client: pier_registry_client::ClientConfig {
-                        mirrors: vec![],
-                        ..client_config.clone()
-                    },
-                });
-        let engine_config = EngineConfig {
-            root: root.clone(),
-            host_names: host_names(&root),
-            cgroups,
-            registry_auth,
-            registry_tls: registry_tls_on,
-            registry_upstream: upstream,
-            registry_client: client_config,
-        };
-        tokio::task::spawn_blocking(move || Engine::open(engine_config))
-            .await
-            .expect("startup task")?
-    };
+    let engine = open_engine(&config, cgroups).await?;
     engine.start().await?;
     let engine = Arc::new(engine);
-    let registry_server = match config.registry_addr {
-        Some(addr) => {
-            let l = tokio::net::TcpListener::bind(addr)
-                .await
-                .map_err(|source| DaemonError::Io {
-                    op: "listen on",
-                    path: addr.to_string(),
-                    source,
-                })?;
-            let app = pier_registry::server::router(engine.registry.clone());
-            match &config.registry_tls {
-                Some((cert, key)) => {
-                    let tls = pier_registry::server::tls_acceptor(cert, key)
-                        .map_err(DaemonError::Config)?;
-                    tracing::info!(addr = %addr, "registry listening (TLS)");
-                    Some(tokio::spawn(pier_registry::server::serve(
-                        l,
-                        app,
-                        Some(tls),
-                    )))
-                }
-                None => {
-                    tracing::info!(addr = %addr, "registry listening");
-                    Some(tokio::spawn(pier_registry::server::serve(l, app, None)))
-                }
-            }
-        }
-        None => None,
-    };
+    let registry_server = serve_registry(&config, &engine).await?;
 
     let native = listen(&config.socket)?;
     let docker = config.docker_socket.as_deref().map(listen).transpose()?;
@@ -257,6 +194,84 @@ pub async fn run(mut config: DaemonConfig) -> Result<(), DaemonError> {
     }
     tracing::info!("pier daemon stopped");
     Ok(())
+}
+
+/// Opens the engine on the daemon's root with its registry settings, off the async
+/// threads.
+async fn open_engine(
+    config: &DaemonConfig,
+    cgroups: pier_runtime::cgroups::Host,
+) -> Result<Engine, DaemonError> {
+    let root = config.root.clone();
+    let registry_auth = match &config.registry_auth {
+        Some(p) => Some(pier_registry::auth::AuthConfig::load(p).map_err(DaemonError::Config)?),
+        None => None,
+    };
+    let registry_tls_on = config.registry_tls.is_some();
+    let client_config = pier_registry_client::ClientConfig {
+        insecure: config.insecure_registries.clone(),
+        ca_files: config.registry_ca_files.clone(),
+        mirrors: config.registry_mirrors.clone(),
+    };
+    let upstream = config
+        .registry_upstream
+        .clone()
+        .map(|host| pier_registry::mirror::Upstream {
+            host,
+            client: pier_registry_client::ClientConfig {
+                mirrors: vec![],
+                ..client_config.clone()
+            },
+        });
+    let engine_config = EngineConfig {
+        root: root.clone(),
+        host_names: host_names(&root),
+        cgroups,
+        registry_auth,
+        registry_tls: registry_tls_on,
+        registry_upstream: upstream,
+        registry_client: client_config,
+    };
+    tokio::task::spawn_blocking(move || Engine::open(engine_config))
+        .await
+        .expect("startup task")
+        .map_err(Into::into)
+}
+
+/// The registry server, when the daemon serves one (`--registry-addr`).
+async fn serve_registry(
+    config: &DaemonConfig,
+    engine: &Arc<Engine>,
+) -> Result<Option<tokio::task::JoinHandle<()>>, DaemonError> {
+    Ok(match config.registry_addr {
+        Some(addr) => {
+            let l = tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|source| DaemonError::Io {
+                    op: "listen on",
+                    path: addr.to_string(),
+                    source,
+                })?;
+            let app = pier_registry::server::router(engine.registry.clone());
+            match &config.registry_tls {
+                Some((cert, key)) => {
+                    let tls = pier_registry::server::tls_acceptor(cert, key)
+                        .map_err(DaemonError::Config)?;
+                    tracing::info!(addr = %addr, "registry listening (TLS)");
+                    Some(tokio::spawn(pier_registry::server::serve(
+                        l,
+                        app,
+                        Some(tls),
+                    )))
+                }
+                None => {
+                    tracing::info!(addr = %addr, "registry listening");
+                    Some(tokio::spawn(pier_registry::server::serve(l, app, None)))
+                }
+            }
+        }
+        None => None,
+    })
 }
 
 /// Listens on a unix socket that only root may use. A socket nobody answers on is

@@ -343,94 +343,14 @@ impl Networks {
                 )))
             }
         }
-        let mut mtu = 1500u32;
-        let mut mode = NetworkMode::Nat;
         let id = crate::containers::random_id();
-        let mut bridge = if default {
+        let bridge = if default {
             self.names.default_bridge()
         } else {
             self.names.network_bridge(&id)
         };
-        for (k, v) in &req.options {
-            match k.as_str() {
-                "mtu" | "com.docker.network.driver.mtu" => {
-                    mtu = v
-                        .parse()
-                        .ok()
-                        .filter(|m| (68..=65535).contains(m))
-                        .ok_or_else(|| {
-                            invalid(format!("mtu {v:?} must be a number from 68 to 65535"))
-                        })?;
-                }
-                "mode" | "com.docker.network.bridge.gateway_mode_ipv4" => {
-                    mode = match v.as_str() {
-                        "nat" => NetworkMode::Nat,
-                        "routed" => NetworkMode::Routed,
-                        _ => return Err(invalid(format!("network mode {v:?}: use nat or routed"))),
-                    }
-                }
-                "bridge_name" | "com.docker.network.bridge.name" => {
-                    if v.is_empty()
-                        || v.len() > 15
-                        || !v
-                            .bytes()
-                            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
-                    {
-                        return Err(invalid(format!(
-                            "bridge name {v:?} must be 1-15 letters, digits, '-', '_' or '.'"
-                        )));
-                    }
-                    bridge = v.clone();
-                }
-                // Docker's other bridge options (icc, masquerade, ...) are accepted and kept.
-                _ => {}
-            }
-        }
-        let taken = self.taken_subnets()?;
-        let subnet: Ipv4Net = match req.subnet {
-            Some(net) => {
-                if net.prefix() > 30 {
-                    return Err(invalid(format!(
-                        "subnet {net} is too small: give a /30 or larger"
-                    )));
-                }
-                if let Some(t) = taken.iter().find(|t| t.overlaps(&net)) {
-                    return Err(conflict(format!(
-                        "subnet {net} overlaps {t}, already used by another network or a route of this host; choose another"
-                    )));
-                }
-                net
-            }
-            None => self.free_subnet(&taken).ok_or_else(|| {
-                EngineError::new(
-                    ErrorKind::InsufficientStorage,
-                    "no free private subnet is left; give one with --subnet",
-                )
-            })?,
-        };
-        let gateway = match req.gateway {
-            Some(g) => {
-                let ip = g.addr();
-                if !subnet.contains(ip) || ip == subnet.network() || ip == subnet.broadcast() {
-                    return Err(invalid(format!(
-                        "gateway {ip} is not a host address of subnet {subnet}"
-                    )));
-                }
-                ip
-            }
-            None => subnet.first_host().expect("prefix checked"),
-        };
-        let ip_range = match req.ip_range {
-            Some(range) => {
-                if !subnet.covers(&range) {
-                    return Err(invalid(format!(
-                        "ip range {range} is not inside subnet {subnet}"
-                    )));
-                }
-                Some(range)
-            }
-            None => None,
-        };
+        let BridgeOptions { mtu, mode, bridge } = BridgeOptions::parse(&req.options, bridge)?;
+        let (subnet, gateway, ip_range) = self.addresses(req.subnet, req.gateway, req.ip_range)?;
         if self
             .db
             .list_json::<NetworkInspect>(Table::Networks, "")?
@@ -472,6 +392,62 @@ impl Networks {
         }
         self.firewall()?;
         Ok(n)
+    }
+
+    /// The subnet (given, or a free one), gateway and allocation range of a new
+    /// network, checked against the subnets in use.
+    fn addresses(
+        &self,
+        subnet: Option<Ipv4Net>,
+        gateway: Option<Ipv4Address>,
+        ip_range: Option<Ipv4Net>,
+    ) -> EngineResult<(Ipv4Net, Ipv4Addr, Option<Ipv4Net>)> {
+        let taken = self.taken_subnets()?;
+        let subnet: Ipv4Net = match subnet {
+            Some(net) => {
+                if net.prefix() > 30 {
+                    return Err(invalid(format!(
+                        "subnet {net} is too small: give a /30 or larger"
+                    )));
+                }
+                if let Some(t) = taken.iter().find(|t| t.overlaps(&net)) {
+                    return Err(conflict(format!(
+                        "subnet {net} overlaps {t}, already used by another network or a route of this host; choose another"
+                    )));
+                }
+                net
+            }
+            None => self.free_subnet(&taken).ok_or_else(|| {
+                EngineError::new(
+                    ErrorKind::InsufficientStorage,
+                    "no free private subnet is left; give one with --subnet",
+                )
+            })?,
+        };
+        let gateway = match gateway {
+            Some(g) => {
+                let ip = g.addr();
+                if !subnet.contains(ip) || ip == subnet.network() || ip == subnet.broadcast() {
+                    return Err(invalid(format!(
+                        "gateway {ip} is not a host address of subnet {subnet}"
+                    )));
+                }
+                ip
+            }
+            None => subnet.first_host().expect("prefix checked"),
+        };
+        let ip_range = match ip_range {
+            Some(range) => {
+                if !subnet.covers(&range) {
+                    return Err(invalid(format!(
+                        "ip range {range} is not inside subnet {subnet}"
+                    )));
+                }
+                Some(range)
+            }
+            None => None,
+        };
+        Ok((subnet, gateway, ip_range))
     }
 
     /// Makes the kernel side of a network: its bridge, sysctls and DNS server.
@@ -1392,6 +1368,58 @@ fn port_free(proto: Proto, ip: Option<Ipv4Addr>, port: u16) -> std::io::Result<(
     match proto {
         Proto::Tcp => std::net::TcpListener::bind(addr).map(drop),
         Proto::Udp => std::net::UdpSocket::bind(addr).map(drop),
+    }
+}
+
+/// A bridge network's driver options, checked; Docker's others are accepted and kept.
+struct BridgeOptions {
+    mtu: u32,
+    mode: NetworkMode,
+    bridge: String,
+}
+
+impl BridgeOptions {
+    /// Reads `options`; `bridge` is the bridge's name unless they give one.
+    fn parse(options: &BTreeMap<String, String>, bridge: String) -> EngineResult<Self> {
+        let mut mtu = 1500u32;
+        let mut mode = NetworkMode::Nat;
+        let mut bridge = bridge;
+        for (k, v) in options {
+            match k.as_str() {
+                "mtu" | "com.docker.network.driver.mtu" => {
+                    mtu = v
+                        .parse()
+                        .ok()
+                        .filter(|m| (68..=65535).contains(m))
+                        .ok_or_else(|| {
+                            invalid(format!("mtu {v:?} must be a number from 68 to 65535"))
+                        })?;
+                }
+                "mode" | "com.docker.network.bridge.gateway_mode_ipv4" => {
+                    mode = match v.as_str() {
+                        "nat" => NetworkMode::Nat,
+                        "routed" => NetworkMode::Routed,
+                        _ => return Err(invalid(format!("network mode {v:?}: use nat or routed"))),
+                    }
+                }
+                "bridge_name" | "com.docker.network.bridge.name" => {
+                    if v.is_empty()
+                        || v.len() > 15
+                        || !v
+                            .bytes()
+                            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+                    {
+                        return Err(invalid(format!(
+                            "bridge name {v:?} must be 1-15 letters, digits, '-', '_' or '.'"
+                        )));
+                    }
+                    bridge = v.clone();
+                }
+                // Docker's other bridge options (icc, masquerade, ...) are accepted and kept.
+                _ => {}
+            }
+        }
+        Ok(BridgeOptions { mtu, mode, bridge })
     }
 }
 

@@ -245,59 +245,70 @@ impl Volumes {
         if self.db.get(Table::Volumes, &key(project, &name))?.is_some() {
             return Err(conflict(format!("volume {name} already exists")));
         }
-        let mut size = None;
-        let mut inodes = None;
-        let mut format = pier_storage::block::Format::Raw;
-        let mut ext4_fs = false;
-        for (k, v) in &req.options {
-            match k.as_str() {
-                "format" if block => {
-                    format = pier_storage::block::Format::parse(v)
-                        .ok_or_else(|| invalid(format!("--opt format={v}: use raw or qcow2")))?;
-                }
-                "fs" if block => {
-                    ext4_fs = match v.as_str() {
-                        "ext4" => true,
-                        "none" => false,
-                        _ => return Err(invalid(format!("--opt fs={v}: use ext4 or none"))),
-                    };
-                }
-                "size" => {
-                    let n = v
-                        .parse::<ByteSize>()
-                        .map_err(|e| invalid(format!("--opt size: {e}")))?
-                        .bytes();
-                    if n < (1 << 20) {
-                        return Err(invalid(format!(
-                            "--opt size={v} is too small: give at least 1m"
-                        )));
-                    }
-                    size = Some(n);
-                }
-                "inodes" if block => {
-                    return Err(invalid("inodes= is for local volumes; a block volume's filesystem is its own"))
-                }
-                "inodes" => {
-                    let n: u64 = v.parse().ok().filter(|n| *n > 0).ok_or_else(|| {
-                        invalid(format!("--opt inodes={v}: give a positive number"))
-                    })?;
-                    inodes = Some(n);
-                }
-                _ if block => {
-                    return Err(invalid(format!(
-                        "unknown block volume option {k:?}: use size=BYTES, format=raw|qcow2, fs=ext4|none"
-                    )))
-                }
-                _ => {
-                    return Err(invalid(format!(
-                        "unknown volume option {k:?}: use size=BYTES or inodes=N"
-                    )))
-                }
+        let VolumeOptions {
+            size,
+            inodes,
+            format,
+            ext4_fs,
+        } = VolumeOptions::parse(block, &req.options)?;
+        let limited_size = self.check_room(project, size, inodes)?;
+        let vdir = self.vdir(project, &name);
+        let data = self.mountpoint(project, &name);
+        let made = (|| -> EngineResult<(Option<u64>, Option<u64>)> {
+            fs::create_dir_all(&data)
+                .map_err(|e| internal(format!("cannot create {}: {e}", data.display())))?;
+            if block {
+                let s = size.expect("checked");
+                pier_storage::block::Disk::new(&vdir, format)
+                    .create(s, ext4_fs)
+                    .map_err(st)?;
+                return Ok((Some(s), None));
             }
+            let Some(s) = limited_size else {
+                return Ok((None, None));
+            };
+            make_ext4(&vdir, &data, s, size, inodes)
+        })();
+        let (size_limit, inode_limit) = match made {
+            Ok(v) => v,
+            Err(e) => {
+                let _ = ext4::unmount(&data);
+                let _ = fs::remove_dir_all(&vdir);
+                return Err(e);
+            }
+        };
+        let v = VolumeInspect {
+            name: name.clone(),
+            project: project.clone(),
+            driver: if block { "block" } else { "local" }.into(),
+            created: now_rfc3339(),
+            mountpoint: data.display().to_string(),
+            labels: req.labels,
+            options: req.options,
+            size_limit,
+            inode_limit,
+            anonymous,
+            used_by: Vec::new(),
+            usage: None,
+        };
+        let mut b = Batch::new();
+        b.put_json(Table::Volumes, key(project, &name), &v);
+        if let Err(e) = b.commit(self.db.as_ref()) {
+            let _ = ext4::unmount(&data);
+            let _ = fs::remove_dir_all(&vdir);
+            return Err(e.into());
         }
-        if block && size.is_none() {
-            return Err(invalid("a block volume needs a size: --opt size=1g"));
-        }
+        Ok(v)
+    }
+
+    /// Checks the project's volume quota and the free space for a volume of `size`
+    /// bytes (or `inodes` alone); returns the size of the filesystem to make, if any.
+    fn check_room(
+        &self,
+        project: &ProjectName,
+        size: Option<u64>,
+        inodes: Option<u64>,
+    ) -> EngineResult<Option<u64>> {
         let quota = self.quota(project)?;
         if let Some(q) = quota {
             let Some(s) = size else {
@@ -335,60 +346,7 @@ impl Volumes {
                 ));
             }
         }
-        let vdir = self.vdir(project, &name);
-        let data = self.mountpoint(project, &name);
-        let made = (|| -> EngineResult<(Option<u64>, Option<u64>)> {
-            fs::create_dir_all(&data)
-                .map_err(|e| internal(format!("cannot create {}: {e}", data.display())))?;
-            if block {
-                let s = size.expect("checked");
-                pier_storage::block::Disk::new(&vdir, format)
-                    .create(s, ext4_fs)
-                    .map_err(st)?;
-                return Ok((Some(s), None));
-            }
-            let Some(s) = limited_size else {
-                return Ok((None, None));
-            };
-            let img = vdir.join("disk.img");
-            let cap = ext4::make(&img, s, inodes).map_err(st)?;
-            ext4::mount(&img, &data).map_err(st)?;
-            // The filesystem's root belongs to root with mode 755; a fresh directory
-            // volume has the same. lost+found is ext4's own: it goes, so that the
-            // volume starts empty (and image content can be copied up).
-            let _ = fs::remove_dir(data.join("lost+found"));
-            Ok((size.map(|_| cap.bytes), inodes.map(|_| cap.inodes + 1)))
-        })();
-        let (size_limit, inode_limit) = match made {
-            Ok(v) => v,
-            Err(e) => {
-                let _ = ext4::unmount(&data);
-                let _ = fs::remove_dir_all(&vdir);
-                return Err(e);
-            }
-        };
-        let v = VolumeInspect {
-            name: name.clone(),
-            project: project.clone(),
-            driver: if block { "block" } else { "local" }.into(),
-            created: now_rfc3339(),
-            mountpoint: data.display().to_string(),
-            labels: req.labels,
-            options: req.options,
-            size_limit,
-            inode_limit,
-            anonymous,
-            used_by: Vec::new(),
-            usage: None,
-        };
-        let mut b = Batch::new();
-        b.put_json(Table::Volumes, key(project, &name), &v);
-        if let Err(e) = b.commit(self.db.as_ref()) {
-            let _ = ext4::unmount(&data);
-            let _ = fs::remove_dir_all(&vdir);
-            return Err(e.into());
-        }
-        Ok(v)
+        Ok(limited_size)
     }
 
     /// The volume named, made with default options if it does not exist (`-v name:/x`).
@@ -829,6 +787,98 @@ fn dir_usage(p: &Path) -> VolumeUsage {
         }
     }
     u
+}
+
+/// A volume's driver and options, checked.
+struct VolumeOptions {
+    size: Option<u64>,
+    inodes: Option<u64>,
+    format: pier_storage::block::Format,
+    ext4_fs: bool,
+}
+
+impl VolumeOptions {
+    /// Reads `--opt` options for a local (or, with `block`, a block) volume.
+    fn parse(block: bool, options: &BTreeMap<String, String>) -> EngineResult<Self> {
+        let mut size = None;
+        let mut inodes = None;
+        let mut format = pier_storage::block::Format::Raw;
+        let mut ext4_fs = false;
+        for (k, v) in options {
+            match k.as_str() {
+                "format" if block => {
+                    format = pier_storage::block::Format::parse(v)
+                        .ok_or_else(|| invalid(format!("--opt format={v}: use raw or qcow2")))?;
+                }
+                "fs" if block => {
+                    ext4_fs = match v.as_str() {
+                        "ext4" => true,
+                        "none" => false,
+                        _ => return Err(invalid(format!("--opt fs={v}: use ext4 or none"))),
+                    };
+                }
+                "size" => {
+                    let n = v
+                        .parse::<ByteSize>()
+                        .map_err(|e| invalid(format!("--opt size: {e}")))?
+                        .bytes();
+                    if n < (1 << 20) {
+                        return Err(invalid(format!(
+                            "--opt size={v} is too small: give at least 1m"
+                        )));
+                    }
+                    size = Some(n);
+                }
+                "inodes" if block => {
+                    return Err(invalid("inodes= is for local volumes; a block volume's filesystem is its own"))
+                }
+                "inodes" => {
+                    let n: u64 = v.parse().ok().filter(|n| *n > 0).ok_or_else(|| {
+                        invalid(format!("--opt inodes={v}: give a positive number"))
+                    })?;
+                    inodes = Some(n);
+                }
+                _ if block => {
+                    return Err(invalid(format!(
+                        "unknown block volume option {k:?}: use size=BYTES, format=raw|qcow2, fs=ext4|none"
+                    )))
+                }
+                _ => {
+                    return Err(invalid(format!(
+                        "unknown volume option {k:?}: use size=BYTES or inodes=N"
+                    )))
+                }
+            }
+        }
+        if block && size.is_none() {
+            return Err(invalid("a block volume needs a size: --opt size=1g"));
+        }
+        Ok(VolumeOptions {
+            size,
+            inodes,
+            format,
+            ext4_fs,
+        })
+    }
+}
+
+/// Makes a volume's ext4 image of `s` bytes in `vdir` and mounts it on `data`; the
+/// size and inode limits it got.
+fn make_ext4(
+    vdir: &Path,
+    data: &Path,
+    s: u64,
+    size: Option<u64>,
+    inodes: Option<u64>,
+) -> EngineResult<(Option<u64>, Option<u64>)> {
+    let img = vdir.join("disk.img");
+    let cap = ext4::make(&img, s, inodes).map_err(st)?;
+    ext4::mount(&img, data).map_err(st)?;
+    // The filesystem's root belongs to root with mode 755; a fresh directory
+    // volume has the same. lost+found is ext4's own: it goes, so that the
+    // volume starts empty (and image content can be copied up).
+    let _ = fs::remove_dir(data.join("lost+found"));
+    Ok((size.map(|_| cap.bytes), inodes.map(|_| cap.inodes + 1)))
 }
 
 #[cfg(test)]

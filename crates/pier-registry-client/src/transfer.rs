@@ -160,22 +160,15 @@ pub async fn download(
     Ok(())
 }
 
-/// Pulls `reference` into the engine's image store. Returns the image ID and the
-/// manifest digest.
-pub async fn pull(
-    images: Arc<ImageStore>,
-    project: ProjectName,
+/// The manifest of `reference` (`rf` in `repo`) from the first of the mirrors, then
+/// the origin, that serves it, with the remote that did.
+async fn find_manifest(
     reference: &ImageRef,
+    repo: &str,
+    rf: &str,
     config: &ClientConfig,
     creds: Option<Credentials>,
-    p: Progress,
-) -> Result<(Digest, Digest)> {
-    let repo = reference.repository().to_string();
-    let rf = match (reference.digest(), reference.tag()) {
-        (Some(d), _) => d.to_string(),
-        (None, Some(t)) => t.to_string(),
-        (None, None) => "latest".into(),
-    };
+) -> Result<(Remote, (Vec<u8>, String, Digest))> {
     let mut hosts: Vec<String> = config.mirrors.clone();
     hosts.push(registry_host(reference));
     let mut errors: Vec<(String, RemoteError)> = Vec::new();
@@ -193,7 +186,7 @@ pub async fn pull(
             remote
                 .authenticate(&format!("repository:{repo}:pull"))
                 .await?;
-            get_manifest(&remote, &repo, &rf).await
+            get_manifest(&remote, repo, rf).await
         }
         .await;
         match attempt {
@@ -207,7 +200,7 @@ pub async fn pull(
             }
         }
     }
-    let Some((remote, (mut bytes, mut media_type, mut digest))) = found else {
+    let Some(found) = found else {
         // One source: its own error. Several: what each said.
         if errors.len() == 1 {
             return Err(errors.remove(0).1);
@@ -221,6 +214,27 @@ pub async fn pull(
             said.join("; ")
         )));
     };
+    Ok(found)
+}
+
+/// Pulls `reference` into the engine's image store. Returns the image ID and the
+/// manifest digest.
+pub async fn pull(
+    images: Arc<ImageStore>,
+    project: ProjectName,
+    reference: &ImageRef,
+    config: &ClientConfig,
+    creds: Option<Credentials>,
+    p: Progress,
+) -> Result<(Digest, Digest)> {
+    let repo = reference.repository().to_string();
+    let rf = match (reference.digest(), reference.tag()) {
+        (Some(d), _) => d.to_string(),
+        (None, Some(t)) => t.to_string(),
+        (None, None) => "latest".into(),
+    };
+    let (remote, (mut bytes, mut media_type, mut digest)) =
+        find_manifest(reference, &repo, &rf, config, creds).await?;
     let mut parsed = manifest::parse(&bytes, Some(&media_type))?;
     if parsed.is_index() {
         let arch = pier_image::build::host_arch();

@@ -10,7 +10,7 @@
 //! itself non-dumpable before it opens anything of the container's.
 
 use std::fs::File;
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, OwnedFd};
 use std::path::Path;
 
 use oci_spec::runtime::{Spec, UserBuilder};
@@ -186,92 +186,16 @@ pub fn main(dir: &Path, request: &str) -> i32 {
     let Some(config) = read_json::<MonitorConfig>(&dir.join("monitor.json")) else {
         return die(125, "cannot read monitor.json");
     };
-    let mut process = spec.process().clone().unwrap_or_default();
-    let user = UserBuilder::default()
-        .uid(req.uid)
-        .gid(req.gid)
-        .additional_gids(req.additional_gids.clone())
-        .build();
-    let Ok(user) = user else {
-        return die(125, "invalid user");
+    let spec = match command_spec(spec, &req) {
+        Ok(s) => s,
+        Err(code) => return code,
     };
-    process
-        .set_args(Some(req.args.clone()))
-        .set_env(Some(req.env.clone()))
-        .set_cwd(req.cwd.clone().into())
-        .set_user(user);
-    let mut spec = spec;
-    spec.set_process(Some(process));
-    // A non-root user gets no effective capabilities, as in the container's own init.
-    if req.uid != 0 {
-        if let Some(p) = spec.process().clone() {
-            let mut p = p;
-            if let Some(mut caps) = p.capabilities().clone() {
-                caps.set_effective(Some(Default::default()))
-                    .set_permitted(Some(Default::default()));
-                p.set_capabilities(Some(caps));
-            }
-            spec.set_process(Some(p));
-        }
-    }
-
-    // Open every namespace first: after joining the mount namespace /proc is the
-    // container's.
-    // The network namespace first: the host may own it, and once in a container's user
-    // namespace this process could join only what that namespace owns.
-    let kinds = ["net", "user", "ipc", "uts", "pid", "cgroup", "mnt"];
-    let mut fds = Vec::new();
-    for k in kinds {
-        match File::open(format!("/proc/{}/ns/{k}", req.pid)) {
-            Ok(f) => fds.push((k, f)),
-            Err(e) => {
-                return die(
-                    125,
-                    format!("the container is not running ({k} namespace: {e})"),
-                )
-            }
-        }
-    }
-    if let Err(e) = Cgroup::of_spec(&spec, &config.id).add(std::process::id() as i32) {
-        return die(125, format!("{e}: {}", e.source));
-    }
-    for (k, f) in &fds {
-        // Skip namespaces we already share (host network, for one).
-        let ours = std::fs::read_link(format!("/proc/self/ns/{k}")).ok();
-        let theirs = std::fs::read_link(format!("/proc/{}/ns/{k}", req.pid)).ok();
-        if ours.is_some() && ours == theirs {
-            continue;
-        }
-        // SAFETY: setns on a namespace fd we own; this process is single-threaded.
-        if unsafe { libc::setns(std::os::fd::AsRawFd::as_raw_fd(&f.as_fd()), 0) } < 0 {
-            return die(
-                125,
-                format!(
-                    "cannot join the container's {k} namespace: {}",
-                    std::io::Error::last_os_error()
-                ),
-            );
-        }
+    if let Err(code) = join_container(&req, &spec, &config) {
+        return code;
     }
     // After joining the mount namespace, /dev/ptmx is the container's.
     let pty = if req.tty {
-        use rustix::pty::OpenptFlags;
-        let made =
-            rustix::pty::openpt(OpenptFlags::RDWR | OpenptFlags::NOCTTY | OpenptFlags::CLOEXEC)
-                .and_then(|m| {
-                    rustix::pty::unlockpt(&m)?;
-                    let s = rustix::pty::ioctl_tiocgptpeer(
-                        &m,
-                        OpenptFlags::RDWR | OpenptFlags::NOCTTY,
-                    )?;
-                    rustix::fs::fchown(
-                        &s,
-                        Some(rustix::fs::Uid::from_raw(req.uid)),
-                        Some(rustix::fs::Gid::from_raw(req.gid)),
-                    )?;
-                    Ok((m, s))
-                });
-        match made {
+        match open_terminal(&req) {
             Ok(p) => Some(p),
             Err(e) => return die(125, format!("cannot make a terminal in the container: {e}")),
         }
@@ -292,27 +216,7 @@ pub fn main(dir: &Path, request: &str) -> i32 {
         return die(125, format!("fork: {}", std::io::Error::last_os_error()));
     }
     if child == 0 {
-        if let Some((_, slave)) = &pty {
-            let _ = rustix::process::setsid();
-            let _ = rustix::process::ioctl_tiocsctty(slave);
-            for fd in 0..3 {
-                // SAFETY: duplicating a valid descriptor onto stdio.
-                unsafe { libc::dup2(std::os::fd::AsRawFd::as_raw_fd(slave), fd) };
-            }
-        } else if let Some((r, _)) = &stdin_pipe {
-            // SAFETY: duplicating a valid descriptor onto stdin.
-            unsafe { libc::dup2(std::os::fd::AsRawFd::as_raw_fd(r), 0) };
-        } else if let Ok(null) = File::open("/dev/null") {
-            // SAFETY: duplicating a valid descriptor onto stdin.
-            unsafe { libc::dup2(std::os::fd::AsRawFd::as_raw_fd(&null), 0) };
-        }
-        let e = match crate::init::finish(&spec, compiled.as_deref()) {
-            Ok(never) => match never {},
-            Err(e) => e,
-        };
-        eprintln!("pier exec: {e}");
-        // SAFETY: leaving the child without running destructors.
-        unsafe { libc::_exit(e.code) };
+        run_command(&spec, compiled.as_deref(), &pty, &stdin_pipe);
     }
     let master = pty.map(|(m, s)| {
         drop(s);
@@ -325,6 +229,138 @@ pub fn main(dir: &Path, request: &str) -> i32 {
     if req.interactive || master.is_some() {
         relay(child, master, stdin_w);
     }
+    wait_for(child)
+}
+
+/// The container's spec with the requested command, user and environment as its process;
+/// the exit code when the request is invalid (reported).
+fn command_spec(spec: Spec, req: &ExecRequest) -> Result<Spec, i32> {
+    let mut process = spec.process().clone().unwrap_or_default();
+    let user = UserBuilder::default()
+        .uid(req.uid)
+        .gid(req.gid)
+        .additional_gids(req.additional_gids.clone())
+        .build();
+    let Ok(user) = user else {
+        return Err(die(125, "invalid user"));
+    };
+    process
+        .set_args(Some(req.args.clone()))
+        .set_env(Some(req.env.clone()))
+        .set_cwd(req.cwd.clone().into())
+        .set_user(user);
+    let mut spec = spec;
+    spec.set_process(Some(process));
+    // A non-root user gets no effective capabilities, as in the container's own init.
+    if req.uid != 0 {
+        if let Some(p) = spec.process().clone() {
+            let mut p = p;
+            if let Some(mut caps) = p.capabilities().clone() {
+                caps.set_effective(Some(Default::default()))
+                    .set_permitted(Some(Default::default()));
+                p.set_capabilities(Some(caps));
+            }
+            spec.set_process(Some(p));
+        }
+    }
+    Ok(spec)
+}
+
+/// Joins the container's cgroup and namespaces; the exit code when that fails
+/// (reported).
+fn join_container(req: &ExecRequest, spec: &Spec, config: &MonitorConfig) -> Result<(), i32> {
+    // Open every namespace first: after joining the mount namespace /proc is the
+    // container's.
+    // The network namespace first: the host may own it, and once in a container's user
+    // namespace this process could join only what that namespace owns.
+    let kinds = ["net", "user", "ipc", "uts", "pid", "cgroup", "mnt"];
+    let mut fds = Vec::new();
+    for k in kinds {
+        match File::open(format!("/proc/{}/ns/{k}", req.pid)) {
+            Ok(f) => fds.push((k, f)),
+            Err(e) => {
+                return Err(die(
+                    125,
+                    format!("the container is not running ({k} namespace: {e})"),
+                ))
+            }
+        }
+    }
+    if let Err(e) = Cgroup::of_spec(spec, &config.id).add(std::process::id() as i32) {
+        return Err(die(125, format!("{e}: {}", e.source)));
+    }
+    for (k, f) in &fds {
+        // Skip namespaces we already share (host network, for one).
+        let ours = std::fs::read_link(format!("/proc/self/ns/{k}")).ok();
+        let theirs = std::fs::read_link(format!("/proc/{}/ns/{k}", req.pid)).ok();
+        if ours.is_some() && ours == theirs {
+            continue;
+        }
+        // SAFETY: setns on a namespace fd we own; this process is single-threaded.
+        if unsafe { libc::setns(std::os::fd::AsRawFd::as_raw_fd(&f.as_fd()), 0) } < 0 {
+            return Err(die(
+                125,
+                format!(
+                    "cannot join the container's {k} namespace: {}",
+                    std::io::Error::last_os_error()
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// A terminal in the current mount namespace's devpts, its slave owned by the command's
+/// user: master and slave.
+fn open_terminal(req: &ExecRequest) -> rustix::io::Result<(OwnedFd, OwnedFd)> {
+    use rustix::pty::OpenptFlags;
+    rustix::pty::openpt(OpenptFlags::RDWR | OpenptFlags::NOCTTY | OpenptFlags::CLOEXEC).and_then(
+        |m| {
+            rustix::pty::unlockpt(&m)?;
+            let s = rustix::pty::ioctl_tiocgptpeer(&m, OpenptFlags::RDWR | OpenptFlags::NOCTTY)?;
+            rustix::fs::fchown(
+                &s,
+                Some(rustix::fs::Uid::from_raw(req.uid)),
+                Some(rustix::fs::Gid::from_raw(req.gid)),
+            )?;
+            Ok((m, s))
+        },
+    )
+}
+
+/// The forked child: wires stdio to the terminal, the input pipe or /dev/null, goes
+/// through the init's last steps and execs the command.
+fn run_command(
+    spec: &Spec,
+    compiled: Option<&[crate::seccomp::Insn]>,
+    pty: &Option<(OwnedFd, OwnedFd)>,
+    stdin_pipe: &Option<(OwnedFd, OwnedFd)>,
+) -> ! {
+    if let Some((_, slave)) = pty {
+        let _ = rustix::process::setsid();
+        let _ = rustix::process::ioctl_tiocsctty(slave);
+        for fd in 0..3 {
+            // SAFETY: duplicating a valid descriptor onto stdio.
+            unsafe { libc::dup2(std::os::fd::AsRawFd::as_raw_fd(slave), fd) };
+        }
+    } else if let Some((r, _)) = stdin_pipe {
+        // SAFETY: duplicating a valid descriptor onto stdin.
+        unsafe { libc::dup2(std::os::fd::AsRawFd::as_raw_fd(r), 0) };
+    } else if let Ok(null) = File::open("/dev/null") {
+        // SAFETY: duplicating a valid descriptor onto stdin.
+        unsafe { libc::dup2(std::os::fd::AsRawFd::as_raw_fd(&null), 0) };
+    }
+    let e = match crate::init::finish(spec, compiled) {
+        Ok(never) => match never {},
+        Err(e) => e,
+    };
+    eprintln!("pier exec: {e}");
+    // SAFETY: leaving the child without running destructors.
+    unsafe { libc::_exit(e.code) };
+}
+
+/// Waits for the command; its exit code, or 128 and the signal that killed it.
+fn wait_for(child: i32) -> i32 {
     let mut status = 0;
     loop {
         // SAFETY: waiting for our own child.

@@ -342,23 +342,7 @@ fn start(dir: &Path) -> Result<Started, StartError> {
     if config.runtime == "runc" {
         return start_runc(dir, &config, cgroup);
     }
-    let resources = spec.linux().as_ref().and_then(|l| l.resources().clone());
-    cgroup
-        .create(resources.as_ref())
-        .map_err(StartError::cgroup)?;
-    // A container runs alone in its cgroup: processes left there by an earlier run
-    // (whose monitor died) are refused, never joined by a second init.
-    let left = cgroup.pids();
-    if !left.is_empty() {
-        return Err(StartError::new(
-            ErrorKind::Conflict,
-            Step::Cgroup,
-            format!(
-                "the container's cgroup still holds processes of an earlier run (pids {left:?}); \
-                 restart the daemon, which kills them, or remove the container with rm -f"
-            ),
-        ));
-    }
+    create_cgroup(&spec, &cgroup)?;
     // Controller names with the container's group in each.
     let cgroup_v1: Vec<(String, std::path::PathBuf)> = match cgroup.layout {
         Layout::V1 => cgroup.dirs.clone(),
@@ -369,59 +353,17 @@ fn start(dir: &Path) -> Result<Started, StartError> {
         e
     };
 
-    // Stdio: a terminal made by the container's init, or pipes.
-    let mut outputs = Vec::new();
-    let mut child_stdio: Vec<Option<OwnedFd>> = vec![None, None, None];
-    let mut stdin = None;
-    let mut console = None;
-    if config.tty {
-        let (ours, theirs) = rustix::net::socketpair(
-            rustix::net::AddressFamily::UNIX,
-            rustix::net::SocketType::STREAM,
-            rustix::net::SocketFlags::CLOEXEC,
-            None,
-        )
-        .map_err(|e| fail_early(StartError::errno(Step::Stdio, "socketpair", e)))?;
-        console = Some((ours, theirs));
-    } else {
-        let (out_r, out_w) =
-            pipe().map_err(|e| fail_early(StartError::io(Step::Stdio, "pipe", e)))?;
-        let (err_r, err_w) =
-            pipe().map_err(|e| fail_early(StartError::io(Step::Stdio, "pipe", e)))?;
-        outputs.push((out_r, attach::STDOUT));
-        outputs.push((err_r, attach::STDERR));
-        child_stdio[1] = Some(out_w);
-        child_stdio[2] = Some(err_w);
-        if config.stdin {
-            let (in_r, in_w) =
-                pipe().map_err(|e| fail_early(StartError::io(Step::Stdio, "pipe", e)))?;
-            child_stdio[0] = Some(in_r);
-            stdin = Some(in_w);
-        }
-    }
+    let Stdio {
+        mut outputs,
+        child_stdio,
+        mut stdin,
+        console,
+    } = open_stdio(&config).map_err(fail_early)?;
     let (go_r, go_w) = pipe().map_err(|e| fail_early(StartError::io(Step::Stdio, "pipe", e)))?;
     let (fail_r, fail_w) =
         pipe().map_err(|e| fail_early(StartError::io(Step::Stdio, "pipe", e)))?;
 
-    let namespaces = spec
-        .linux()
-        .as_ref()
-        .and_then(|l| l.namespaces().clone())
-        .unwrap_or_default();
-    let mut flags = libc::CLONE_NEWNS as libc::c_ulong;
-    for ns in &namespaces {
-        if ns.path().is_some() {
-            continue;
-        }
-        flags |= match ns.typ() {
-            LinuxNamespaceType::Pid => libc::CLONE_NEWPID,
-            LinuxNamespaceType::Uts => libc::CLONE_NEWUTS,
-            LinuxNamespaceType::Ipc => libc::CLONE_NEWIPC,
-            LinuxNamespaceType::Network => libc::CLONE_NEWNET,
-            LinuxNamespaceType::User => libc::CLONE_NEWUSER,
-            _ => 0, // cgroup: unshared by init after it joins its cgroup
-        } as libc::c_ulong;
-    }
+    let flags = clone_flags(&spec);
     let id_maps = (flags & libc::CLONE_NEWUSER as libc::c_ulong != 0).then(|| {
         let linux = spec.linux().clone().unwrap_or_default();
         let uids = linux.uid_mappings().clone().unwrap_or_default();
@@ -480,11 +422,7 @@ fn start(dir: &Path) -> Result<Started, StartError> {
     let console = console.map(|(ours, _)| ours);
     if let Some((uids, gids)) = &id_maps {
         if let Err(e) = crate::userns::write_maps(pid, uids, gids) {
-            // SAFETY: killing and reaping the child we just created.
-            unsafe {
-                libc::kill(pid, libc::SIGKILL);
-                libc::waitpid(pid, std::ptr::null_mut(), 0);
-            }
+            kill_child(pid);
             return Err(fail_early(StartError::io(
                 Step::Namespaces,
                 "user namespace",
@@ -492,36 +430,11 @@ fn start(dir: &Path) -> Result<Started, StartError> {
             )));
         }
     }
-
     if let Err(e) = cgroup.add(pid) {
-        // SAFETY: killing and reaping the child we just created.
-        unsafe {
-            libc::kill(pid, libc::SIGKILL);
-            libc::waitpid(pid, std::ptr::null_mut(), 0);
-        }
+        kill_child(pid);
         return Err(fail_early(StartError::cgroup(e)));
     }
-    let mut go = File::from(go_w);
-    let _ = go.write_all(b"g");
-    drop(go);
-    // The fail pipe closes on a successful exec (CLOEXEC); a StartError (JSON) means it
-    // failed.
-    let mut msg = Vec::new();
-    let _ = File::from(fail_r).read_to_end(&mut msg);
-    if !msg.is_empty() {
-        let mut status = 0;
-        // SAFETY: reaping our child.
-        unsafe { libc::waitpid(pid, &mut status, 0) };
-        let _ = cgroup.remove();
-        return Err(serde_json::from_slice(&msg).unwrap_or_else(|_| {
-            StartError::new(
-                ErrorKind::Host,
-                Step::Namespaces,
-                "the container's init failed without a readable reason",
-            )
-            .with_detail(String::from_utf8_lossy(&msg))
-        }));
-    }
+    let_go(pid, &cgroup, go_w, fail_r)?;
     let mut tty = None;
     if let Some(sock) = console {
         let master = receive_fd(&sock).map_err(|e| {
@@ -545,6 +458,137 @@ fn start(dir: &Path) -> Result<Started, StartError> {
         stdin,
         tty,
     })
+}
+
+/// Creates the container's cgroup with its limits; refuses one that still holds
+/// processes.
+fn create_cgroup(spec: &Spec, cgroup: &Cgroup) -> Result<(), StartError> {
+    let resources = spec.linux().as_ref().and_then(|l| l.resources().clone());
+    cgroup
+        .create(resources.as_ref())
+        .map_err(StartError::cgroup)?;
+    // A container runs alone in its cgroup: processes left there by an earlier run
+    // (whose monitor died) are refused, never joined by a second init.
+    let left = cgroup.pids();
+    if !left.is_empty() {
+        return Err(StartError::new(
+            ErrorKind::Conflict,
+            Step::Cgroup,
+            format!(
+                "the container's cgroup still holds processes of an earlier run (pids {left:?}); \
+                 restart the daemon, which kills them, or remove the container with rm -f"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// The container's stdio as made before the clone.
+struct Stdio {
+    /// The monitor's ends of stdout and stderr.
+    outputs: Vec<(OwnedFd, u8)>,
+    /// The init's stdin, stdout and stderr (`None`: /dev/null).
+    child_stdio: Vec<Option<OwnedFd>>,
+    /// The monitor's end of stdin.
+    stdin: Option<OwnedFd>,
+    /// The socket pair over which the init sends its terminal's master: ours, theirs.
+    console: Option<(OwnedFd, OwnedFd)>,
+}
+
+/// Stdio: a terminal made by the container's init, or pipes.
+fn open_stdio(config: &MonitorConfig) -> Result<Stdio, StartError> {
+    let mut outputs = Vec::new();
+    let mut child_stdio: Vec<Option<OwnedFd>> = vec![None, None, None];
+    let mut stdin = None;
+    let mut console = None;
+    if config.tty {
+        let (ours, theirs) = rustix::net::socketpair(
+            rustix::net::AddressFamily::UNIX,
+            rustix::net::SocketType::STREAM,
+            rustix::net::SocketFlags::CLOEXEC,
+            None,
+        )
+        .map_err(|e| StartError::errno(Step::Stdio, "socketpair", e))?;
+        console = Some((ours, theirs));
+    } else {
+        let (out_r, out_w) = pipe().map_err(|e| StartError::io(Step::Stdio, "pipe", e))?;
+        let (err_r, err_w) = pipe().map_err(|e| StartError::io(Step::Stdio, "pipe", e))?;
+        outputs.push((out_r, attach::STDOUT));
+        outputs.push((err_r, attach::STDERR));
+        child_stdio[1] = Some(out_w);
+        child_stdio[2] = Some(err_w);
+        if config.stdin {
+            let (in_r, in_w) = pipe().map_err(|e| StartError::io(Step::Stdio, "pipe", e))?;
+            child_stdio[0] = Some(in_r);
+            stdin = Some(in_w);
+        }
+    }
+    Ok(Stdio {
+        outputs,
+        child_stdio,
+        stdin,
+        console,
+    })
+}
+
+/// The clone flags for the namespaces the spec asks to create (not those it joins).
+fn clone_flags(spec: &Spec) -> libc::c_ulong {
+    let namespaces = spec
+        .linux()
+        .as_ref()
+        .and_then(|l| l.namespaces().clone())
+        .unwrap_or_default();
+    let mut flags = libc::CLONE_NEWNS as libc::c_ulong;
+    for ns in &namespaces {
+        if ns.path().is_some() {
+            continue;
+        }
+        flags |= match ns.typ() {
+            LinuxNamespaceType::Pid => libc::CLONE_NEWPID,
+            LinuxNamespaceType::Uts => libc::CLONE_NEWUTS,
+            LinuxNamespaceType::Ipc => libc::CLONE_NEWIPC,
+            LinuxNamespaceType::Network => libc::CLONE_NEWNET,
+            LinuxNamespaceType::User => libc::CLONE_NEWUSER,
+            _ => 0, // cgroup: unshared by init after it joins its cgroup
+        } as libc::c_ulong;
+    }
+    flags
+}
+
+/// Kills and reaps the init we just cloned, which is not to run.
+fn kill_child(pid: i32) {
+    // SAFETY: killing and reaping the child we just created.
+    unsafe {
+        libc::kill(pid, libc::SIGKILL);
+        libc::waitpid(pid, std::ptr::null_mut(), 0);
+    }
+}
+
+/// Lets the init (in its cgroup) go and waits for its exec; the init's error if it
+/// failed, after reaping it and removing the cgroup.
+fn let_go(pid: i32, cgroup: &Cgroup, go_w: OwnedFd, fail_r: OwnedFd) -> Result<(), StartError> {
+    let mut go = File::from(go_w);
+    let _ = go.write_all(b"g");
+    drop(go);
+    // The fail pipe closes on a successful exec (CLOEXEC); a StartError (JSON) means it
+    // failed.
+    let mut msg = Vec::new();
+    let _ = File::from(fail_r).read_to_end(&mut msg);
+    if !msg.is_empty() {
+        let mut status = 0;
+        // SAFETY: reaping our child.
+        unsafe { libc::waitpid(pid, &mut status, 0) };
+        let _ = cgroup.remove();
+        return Err(serde_json::from_slice(&msg).unwrap_or_else(|_| {
+            StartError::new(
+                ErrorKind::Host,
+                Step::Namespaces,
+                "the container's init failed without a readable reason",
+            )
+            .with_detail(String::from_utf8_lossy(&msg))
+        }));
+    }
+    Ok(())
 }
 
 fn receive_fd(sock: &OwnedFd) -> io::Result<OwnedFd> {
@@ -705,75 +749,181 @@ fn supervise(
     listener: Option<std::os::unix::net::UnixListener>,
     control: Option<std::os::unix::net::UnixListener>,
 ) -> Exited {
-    let Started {
-        pid: init_pid,
-        waited,
-        cgroup,
-        outputs,
-        mut stdin,
-        tty,
-    } = started;
-    // The container's init, held for signals (under runc, `waited` is runc itself).
-    let init_pidfd = rustix::process::Pid::from_raw(init_pid)
-        .and_then(|p| rustix::process::pidfd_open(p, rustix::process::PidfdFlags::empty()).ok());
-    let config: Option<MonitorConfig> = read_json(&dir.join("monitor.json"));
-    let (max, files) = config
-        .as_ref()
-        .map_or((10 << 20, 2), |c| (c.log_max_bytes, c.log_max_files));
-    let mut log = LogWriter::open(&dir.join("container.log"), max, files).ok();
-    let mut streams: Vec<(OwnedFd, u8, Vec<u8>)> = outputs
-        .into_iter()
-        .map(|(fd, k)| (fd, k, Vec::new()))
-        .collect();
-    let sock_path = dir.join("attach.sock");
-    for l in listener.iter().chain(control.iter()) {
-        let _ = l.set_nonblocking(true);
-    }
-    let mut clients: Vec<Client> = Vec::new();
-    let mut replay: Option<Vec<u8>> = Some(Vec::new());
-    // Input waiting for the container to read it. The monitor never blocks on a
-    // container that does not read: it stops reading clients' input instead.
-    let mut pending_in: Vec<u8> = Vec::new();
-    let mut close_stdin = false;
-    if let Some(s) = &stdin {
-        set_nonblocking(s.as_raw_fd());
-    }
-    let mut buf = vec![0u8; 64 * 1024];
-    let mut status: Option<i32> = None;
-    let pidfd = rustix::process::pidfd_open(
-        rustix::process::Pid::from_raw(waited).expect("positive pid"),
-        rustix::process::PidfdFlags::empty(),
-    )
-    .ok();
-
-    let mut released_at: Option<std::time::Instant> = None;
-    let hold = config.as_ref().is_some_and(|c| c.hold_for_attach);
-    let mut exited_at: Option<std::time::Instant> = None;
-    // A client was promised the output (`run -t`): a container faster than its attach
-    // waits here for it (the replay buffer is still ours while no client came).
-    let holding = |replay: &Option<Vec<u8>>, exited_at: Option<std::time::Instant>| {
-        hold && replay.is_some() && exited_at.is_none_or(|t| t.elapsed() < HOLD_FOR_ATTACH)
-    };
-    while !streams.is_empty() || status.is_none() || holding(&replay, exited_at) {
-        if status.is_some() && streams.is_empty() && exited_at.is_none() {
-            exited_at = Some(std::time::Instant::now());
+    let mut s = Supervisor::new(dir, started, listener, control);
+    while s.running() {
+        if s.status.is_some() && s.streams.is_empty() && s.exited_at.is_none() {
+            s.exited_at = Some(std::time::Instant::now());
         }
-        let mut fds: Vec<libc::pollfd> = streams
+        let mut set = s.poll_set();
+        let n = s.poll(&mut set);
+        if n < 0 && io::Error::last_os_error().kind() != io::ErrorKind::Interrupted {
+            break;
+        }
+        s.read_outputs(&set);
+        s.accept_clients(&set);
+        let gone = s.serve_clients(&set);
+        s.feed_stdin(&set);
+        if s.close_stdin && s.pending_in.is_empty() {
+            s.stdin = None;
+            s.close_stdin = false;
+        }
+        s.drop_clients(gone);
+        s.reap();
+        s.unblock_orphaned_streams();
+    }
+    s.finish(dir)
+}
+
+/// What the monitor holds while it supervises a container: the container's output
+/// streams and processes, the attached clients, and the input on its way in.
+struct Supervisor {
+    /// The container's init, held for signals (under runc, `waited` is runc itself).
+    init_pidfd: Option<OwnedFd>,
+    /// The process whose exit ends the container.
+    waited: i32,
+    /// `waited` as a pidfd, polled for its exit.
+    pidfd: Option<OwnedFd>,
+    cgroup: Cgroup,
+    log: Option<LogWriter>,
+    /// The container's output: descriptor, stream kind, the line read so far.
+    streams: Vec<(OwnedFd, u8, Vec<u8>)>,
+    listener: Option<std::os::unix::net::UnixListener>,
+    control: Option<std::os::unix::net::UnixListener>,
+    clients: Vec<Client>,
+    /// Output kept for the first client to attach, until it comes.
+    replay: Option<Vec<u8>>,
+    /// Input waiting for the container to read it. The monitor never blocks on a
+    /// container that does not read: it stops reading clients' input instead.
+    pending_in: Vec<u8>,
+    close_stdin: bool,
+    stdin: Option<OwnedFd>,
+    tty: Option<OwnedFd>,
+    buf: Vec<u8>,
+    /// How `waited` ended, once it has.
+    status: Option<i32>,
+    released_at: Option<std::time::Instant>,
+    /// A client was promised the output (`run -t`).
+    hold: bool,
+    /// When the container had exited and its output was drained.
+    exited_at: Option<std::time::Instant>,
+}
+
+/// One round's poll array and where each kind of descriptor sits in it.
+struct PollSet {
+    fds: Vec<libc::pollfd>,
+    n_streams: usize,
+    listener_at: Option<usize>,
+    control_at: Option<usize>,
+    clients_at: usize,
+    stdin_at: Option<usize>,
+    pidfd_at: Option<usize>,
+}
+
+/// The log's name for an output stream.
+fn stream_name(kind: u8) -> &'static str {
+    if kind == attach::STDERR {
+        "stderr"
+    } else {
+        "stdout"
+    }
+}
+
+impl Supervisor {
+    /// Opens the log and the pidfds and readies the descriptors of a started container.
+    fn new(
+        dir: &Path,
+        started: Started,
+        listener: Option<std::os::unix::net::UnixListener>,
+        control: Option<std::os::unix::net::UnixListener>,
+    ) -> Self {
+        let Started {
+            pid: init_pid,
+            waited,
+            cgroup,
+            outputs,
+            stdin,
+            tty,
+        } = started;
+        let init_pidfd = rustix::process::Pid::from_raw(init_pid).and_then(|p| {
+            rustix::process::pidfd_open(p, rustix::process::PidfdFlags::empty()).ok()
+        });
+        let config: Option<MonitorConfig> = read_json(&dir.join("monitor.json"));
+        let (max, files) = config
+            .as_ref()
+            .map_or((10 << 20, 2), |c| (c.log_max_bytes, c.log_max_files));
+        let log = LogWriter::open(&dir.join("container.log"), max, files).ok();
+        let streams: Vec<(OwnedFd, u8, Vec<u8>)> = outputs
+            .into_iter()
+            .map(|(fd, k)| (fd, k, Vec::new()))
+            .collect();
+        for l in listener.iter().chain(control.iter()) {
+            let _ = l.set_nonblocking(true);
+        }
+        if let Some(s) = &stdin {
+            set_nonblocking(s.as_raw_fd());
+        }
+        let buf = vec![0u8; 64 * 1024];
+        let pidfd = rustix::process::pidfd_open(
+            rustix::process::Pid::from_raw(waited).expect("positive pid"),
+            rustix::process::PidfdFlags::empty(),
+        )
+        .ok();
+        Supervisor {
+            init_pidfd,
+            waited,
+            pidfd,
+            cgroup,
+            log,
+            streams,
+            listener,
+            control,
+            clients: Vec::new(),
+            replay: Some(Vec::new()),
+            pending_in: Vec::new(),
+            close_stdin: false,
+            stdin,
+            tty,
+            buf,
+            status: None,
+            released_at: None,
+            hold: config.as_ref().is_some_and(|c| c.hold_for_attach),
+            exited_at: None,
+        }
+    }
+
+    /// Whether there is more to do: output to drain, an exit to wait for, or a
+    /// promised client to wait for.
+    fn running(&self) -> bool {
+        !self.streams.is_empty() || self.status.is_none() || self.holding()
+    }
+
+    /// A client was promised the output (`run -t`): a container faster than its attach
+    /// waits here for it (the replay buffer is still ours while no client came).
+    fn holding(&self) -> bool {
+        self.hold
+            && self.replay.is_some()
+            && self.exited_at.is_none_or(|t| t.elapsed() < HOLD_FOR_ATTACH)
+    }
+
+    /// The descriptors to wait on this round.
+    fn poll_set(&self) -> PollSet {
+        let mut fds: Vec<libc::pollfd> = self
+            .streams
             .iter()
             .map(|(fd, _, _)| pollfd(fd.as_raw_fd(), libc::POLLIN))
             .collect();
         let n_streams = fds.len();
-        let listener_at = listener.as_ref().map(|l| {
+        let listener_at = self.listener.as_ref().map(|l| {
             fds.push(pollfd(l.as_raw_fd(), libc::POLLIN));
             fds.len() - 1
         });
-        let control_at = control.as_ref().map(|l| {
+        let control_at = self.control.as_ref().map(|l| {
             fds.push(pollfd(l.as_raw_fd(), libc::POLLIN));
             fds.len() - 1
         });
         let clients_at = fds.len();
-        let input_full = pending_in.len() >= STDIN_BUFFER;
-        for c in &clients {
+        let input_full = self.pending_in.len() >= STDIN_BUFFER;
+        for c in &self.clients {
             let read = if input_full { 0 } else { libc::POLLIN };
             let write = if c.outbuf.is_empty() {
                 0
@@ -782,43 +932,63 @@ fn supervise(
             };
             fds.push(pollfd(c.sock.as_raw_fd(), read | write));
         }
-        let stdin_at = match (&stdin, pending_in.is_empty()) {
+        let stdin_at = match (&self.stdin, self.pending_in.is_empty()) {
             (Some(s), false) => {
                 fds.push(pollfd(s.as_raw_fd(), libc::POLLOUT));
                 Some(fds.len() - 1)
             }
             _ => None,
         };
-        let pidfd_at = match (&pidfd, status) {
+        let pidfd_at = match (&self.pidfd, self.status) {
             (Some(p), None) => {
                 fds.push(pollfd(p.as_raw_fd(), libc::POLLIN));
                 Some(fds.len() - 1)
             }
             _ => None,
         };
+        PollSet {
+            fds,
+            n_streams,
+            listener_at,
+            control_at,
+            clients_at,
+            stdin_at,
+            pidfd_at,
+        }
+    }
+
+    /// Waits for something to do, giving file pages back before going to sleep; returns
+    /// what poll returned (errno is poll's when negative).
+    fn poll(&mut self, set: &mut PollSet) -> i32 {
+        let fds = &mut set.fds;
         // Without a pidfd, or with output still draining, wake up now and then.
-        let timeout = if pidfd_at.is_some() { -1 } else { 100 };
+        let timeout = if set.pidfd_at.is_some() { -1 } else { 100 };
         let mut n = -1;
-        if released_at.is_none_or(|t| t.elapsed() >= RELEASE_EVERY) {
+        if self
+            .released_at
+            .is_none_or(|t| t.elapsed() >= RELEASE_EVERY)
+        {
             // SAFETY: `fds` is a valid array of pollfd for its length.
             n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, 0) };
             if n == 0 {
                 // Nothing to do: the monitor is going to sleep.
                 release_file_pages();
-                released_at = Some(std::time::Instant::now());
+                self.released_at = Some(std::time::Instant::now());
             }
         }
         if n <= 0 {
             // SAFETY: as above.
             n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout) };
         }
-        if n < 0 && io::Error::last_os_error().kind() != io::ErrorKind::Interrupted {
-            break;
-        }
+        n
+    }
 
-        // Output from the container.
+    /// Output from the container: to the clients, the replay buffer and the log.
+    fn read_outputs(&mut self, set: &PollSet) {
+        let fds = &set.fds;
+        let buf = &mut self.buf;
         let mut closed = Vec::new();
-        for (i, (fd, kind, partial)) in streams.iter_mut().enumerate().take(n_streams) {
+        for (i, (fd, kind, partial)) in self.streams.iter_mut().enumerate().take(set.n_streams) {
             if fds[i].revents == 0 {
                 continue;
             }
@@ -836,56 +1006,47 @@ fn supervise(
             }
             let data = &buf[..r as usize];
             let f = attach::frame(*kind, data);
-            for c in clients.iter_mut().filter(|c| !c.control) {
+            for c in self.clients.iter_mut().filter(|c| !c.control) {
                 c.outbuf.extend_from_slice(&f);
             }
-            if let Some(rp) = replay.as_mut() {
+            if let Some(rp) = self.replay.as_mut() {
                 if rp.len() + f.len() <= REPLAY_BUFFER {
                     rp.extend_from_slice(&f);
                 }
             }
-            let name = if *kind == attach::STDERR {
-                "stderr"
-            } else {
-                "stdout"
-            };
+            let name = stream_name(*kind);
             partial.extend_from_slice(data);
             while let Some(pos) = partial.iter().position(|&b| b == b'\n') {
                 let line: Vec<u8> = partial.drain(..=pos).collect();
-                if let Some(l) = log.as_mut() {
+                if let Some(l) = self.log.as_mut() {
                     let _ = l.write(name, &line);
                 }
             }
             if partial.len() >= 16 * 1024 {
-                if let Some(l) = log.as_mut() {
+                if let Some(l) = self.log.as_mut() {
                     let _ = l.write(name, partial);
                 }
                 partial.clear();
             }
         }
         for i in closed.into_iter().rev() {
-            let (_, kind, partial) = streams.remove(i);
+            let (_, kind, partial) = self.streams.remove(i);
             if !partial.is_empty() {
-                if let Some(l) = log.as_mut() {
-                    let _ = l.write(
-                        if kind == attach::STDERR {
-                            "stderr"
-                        } else {
-                            "stdout"
-                        },
-                        &partial,
-                    );
+                if let Some(l) = self.log.as_mut() {
+                    let _ = l.write(stream_name(kind), &partial);
                 }
             }
         }
+    }
 
-        // New clients; the first one gets what was written before it came.
-        if let (Some(l), Some(i)) = (&listener, listener_at) {
-            if fds[i].revents != 0 {
+    /// New clients; the first one gets what was written before it came.
+    fn accept_clients(&mut self, set: &PollSet) {
+        if let (Some(l), Some(i)) = (&self.listener, set.listener_at) {
+            if set.fds[i].revents != 0 {
                 while let Ok((sock, _)) = l.accept() {
                     let _ = sock.set_nonblocking(true);
-                    let outbuf = replay.take().unwrap_or_default();
-                    clients.push(Client {
+                    let outbuf = self.replay.take().unwrap_or_default();
+                    self.clients.push(Client {
                         sock,
                         inbuf: Vec::new(),
                         outbuf,
@@ -894,11 +1055,11 @@ fn supervise(
                 }
             }
         }
-        if let (Some(l), Some(i)) = (&control, control_at) {
-            if fds[i].revents != 0 {
+        if let (Some(l), Some(i)) = (&self.control, set.control_at) {
+            if set.fds[i].revents != 0 {
                 while let Ok((sock, _)) = l.accept() {
                     let _ = sock.set_nonblocking(true);
-                    clients.push(Client {
+                    self.clients.push(Client {
                         sock,
                         inbuf: Vec::new(),
                         outbuf: Vec::new(),
@@ -907,20 +1068,23 @@ fn supervise(
                 }
             }
         }
+    }
 
-        // Clients: input in, output out.
+    /// Clients: input in, output out; returns the indices of clients that are gone.
+    fn serve_clients(&mut self, set: &PollSet) -> Vec<usize> {
+        let mut clients = std::mem::take(&mut self.clients);
         let mut gone = Vec::new();
         for (j, c) in clients.iter_mut().enumerate() {
-            let Some(pfd) = fds.get(clients_at + j) else {
+            let Some(pfd) = set.fds.get(set.clients_at + j) else {
                 continue;
             };
             if pfd.revents & (libc::POLLIN | libc::POLLHUP | libc::POLLERR) != 0 {
-                match c.sock.read(&mut buf) {
+                match c.sock.read(&mut self.buf) {
                     Ok(0) => {
                         gone.push(j);
                         continue;
                     }
-                    Ok(k) => c.inbuf.extend_from_slice(&buf[..k]),
+                    Ok(k) => c.inbuf.extend_from_slice(&self.buf[..k]),
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                     Err(_) => {
                         gone.push(j);
@@ -930,33 +1094,7 @@ fn supervise(
                 match attach::parse(&mut c.inbuf) {
                     Ok(frames) => {
                         for (kind, payload) in frames {
-                            match kind {
-                                attach::STDIN if stdin.is_some() => {
-                                    pending_in.extend_from_slice(&payload)
-                                }
-                                attach::RESIZE => {
-                                    if let Some(t) = &tty {
-                                        attach::apply_resize(std::os::fd::AsFd::as_fd(t), &payload);
-                                    }
-                                }
-                                // A terminal's input cannot be closed apart from its output.
-                                attach::CLOSE_STDIN if tty.is_none() => close_stdin = true,
-                                attach::SIGNAL if c.control => {
-                                    let errno = match <[u8; 4]>::try_from(payload.as_slice()) {
-                                        Ok(b) => send_signal(
-                                            init_pidfd.as_ref(),
-                                            status.is_some(),
-                                            i32::from_be_bytes(b),
-                                        ),
-                                        Err(_) => libc::EINVAL,
-                                    };
-                                    c.outbuf.extend_from_slice(&attach::frame(
-                                        attach::SIGNALED,
-                                        &errno.to_be_bytes(),
-                                    ));
-                                }
-                                _ => {}
-                            }
+                            self.on_frame(c, kind, &payload);
                         }
                     }
                     Err(_) => gone.push(j),
@@ -975,9 +1113,42 @@ fn supervise(
                 gone.push(j);
             }
         }
-        // Input to the container, as much as it takes now.
-        if let (Some(s), Some(i)) = (&stdin, stdin_at) {
-            if fds[i].revents & libc::POLLOUT != 0 {
+        self.clients = clients;
+        gone
+    }
+
+    /// Acts on one frame from client `c`: input, a resize, closing input, a signal.
+    fn on_frame(&mut self, c: &mut Client, kind: u8, payload: &[u8]) {
+        match kind {
+            attach::STDIN if self.stdin.is_some() => self.pending_in.extend_from_slice(payload),
+            attach::RESIZE => {
+                if let Some(t) = &self.tty {
+                    attach::apply_resize(std::os::fd::AsFd::as_fd(t), payload);
+                }
+            }
+            // A terminal's input cannot be closed apart from its output.
+            attach::CLOSE_STDIN if self.tty.is_none() => self.close_stdin = true,
+            attach::SIGNAL if c.control => {
+                let errno = match <[u8; 4]>::try_from(payload) {
+                    Ok(b) => send_signal(
+                        self.init_pidfd.as_ref(),
+                        self.status.is_some(),
+                        i32::from_be_bytes(b),
+                    ),
+                    Err(_) => libc::EINVAL,
+                };
+                c.outbuf
+                    .extend_from_slice(&attach::frame(attach::SIGNALED, &errno.to_be_bytes()));
+            }
+            _ => {}
+        }
+    }
+
+    /// Input to the container, as much as it takes now.
+    fn feed_stdin(&mut self, set: &PollSet) {
+        if let (Some(s), Some(i)) = (&self.stdin, set.stdin_at) {
+            if set.fds[i].revents & libc::POLLOUT != 0 {
+                let pending_in = &mut self.pending_in;
                 // SAFETY: writing from our buffer to a non-blocking fd we own.
                 let w = unsafe {
                     libc::write(s.as_raw_fd(), pending_in.as_ptr().cast(), pending_in.len())
@@ -986,21 +1157,23 @@ fn supervise(
                     pending_in.drain(..w as usize);
                 } else if w < 0 && io::Error::last_os_error().kind() != io::ErrorKind::WouldBlock {
                     pending_in.clear(); // the reader is gone
-                    close_stdin = true;
+                    self.close_stdin = true;
                 }
             }
         }
-        if close_stdin && pending_in.is_empty() {
-            stdin = None;
-            close_stdin = false;
-        }
+    }
+
+    /// Forgets the clients at the indices in `gone`.
+    fn drop_clients(&mut self, mut gone: Vec<usize>) {
         gone.sort_unstable();
         gone.dedup();
         for j in gone.into_iter().rev() {
-            clients.remove(j);
+            self.clients.remove(j);
         }
+    }
 
-        // Reap everything that ended; note the container's end.
+    /// Reaps everything that ended; notes the container's end.
+    fn reap(&mut self) {
         loop {
             let mut st = 0;
             // SAFETY: waitpid on any child, non-blocking.
@@ -1008,42 +1181,55 @@ fn supervise(
             if r <= 0 {
                 break;
             }
-            if r == waited {
-                status = Some(st);
+            if r == self.waited {
+                self.status = Some(st);
             }
         }
-        // The init is gone but something still holds the pipes: in a pid namespace the
-        // kernel kills the rest; once the cgroup is empty, stop waiting on them.
-        if status.is_some() && !streams.is_empty() && cgroup.pids().is_empty() {
-            for (fd, _, _) in &streams {
+    }
+
+    /// The init is gone but something still holds the pipes: in a pid namespace the
+    /// kernel kills the rest; once the cgroup is empty, stop waiting on them.
+    fn unblock_orphaned_streams(&self) {
+        if self.status.is_some() && !self.streams.is_empty() && self.cgroup.pids().is_empty() {
+            for (fd, _, _) in &self.streams {
                 set_nonblocking(fd.as_raw_fd());
             }
         }
     }
-    // Give attached clients the rest of the output, then hang up.
-    for c in &mut clients {
-        let _ = c.sock.set_nonblocking(false);
-        let _ = c
-            .sock
-            .set_write_timeout(Some(std::time::Duration::from_secs(2)));
-        let _ = c.sock.write_all(&c.outbuf);
-    }
-    drop(clients);
-    let _ = std::fs::remove_file(&sock_path);
-    let _ = std::fs::remove_file(dir.join(attach::CONTROL_SOCKET));
-    let st = status.unwrap_or(0);
-    let code = if libc::WIFEXITED(st) {
-        libc::WEXITSTATUS(st)
-    } else if libc::WIFSIGNALED(st) {
-        128 + libc::WTERMSIG(st)
-    } else {
-        255
-    };
-    Exited {
-        exit_code: code,
-        finished_at: now(),
-        oom_killed: cgroup.oom_killed(),
-        error: None,
+
+    /// Gives attached clients the rest of the output, hangs up, removes the sockets and
+    /// says how the container ended.
+    fn finish(self, dir: &Path) -> Exited {
+        let Supervisor {
+            mut clients,
+            status,
+            cgroup,
+            ..
+        } = self;
+        for c in &mut clients {
+            let _ = c.sock.set_nonblocking(false);
+            let _ = c
+                .sock
+                .set_write_timeout(Some(std::time::Duration::from_secs(2)));
+            let _ = c.sock.write_all(&c.outbuf);
+        }
+        drop(clients);
+        let _ = std::fs::remove_file(dir.join("attach.sock"));
+        let _ = std::fs::remove_file(dir.join(attach::CONTROL_SOCKET));
+        let st = status.unwrap_or(0);
+        let code = if libc::WIFEXITED(st) {
+            libc::WEXITSTATUS(st)
+        } else if libc::WIFSIGNALED(st) {
+            128 + libc::WTERMSIG(st)
+        } else {
+            255
+        };
+        Exited {
+            exit_code: code,
+            finished_at: now(),
+            oom_killed: cgroup.oom_killed(),
+            error: None,
+        }
     }
 }
 

@@ -375,162 +375,23 @@ pub(crate) fn to_create(
         DockerError::bad_request("no image given: the container config needs an Image")
     })?;
     let h = b.host_config.unwrap_or_default();
-    unsupported_if(
-        h.volumes_from.as_ref().is_some_and(|v| !v.is_empty()),
-        "--volumes-from",
-    )?;
-    if h.links.as_ref().is_some_and(|v| !v.is_empty()) {
-        return Err(DockerError::bad_request(
-            "legacy links (--link) are not supported by pier: put the containers on a user network, where they find each other by name",
-        ));
-    }
-    unsupported_if(
-        h.devices.as_ref().is_some_and(|v| !v.is_empty()),
-        "--device",
-    )?;
-    unsupported_if(
-        h.sysctls.as_ref().is_some_and(|v| !v.is_empty()),
-        "--sysctl",
-    )?;
-    unsupported_if(
-        h.group_add.as_ref().is_some_and(|v| !v.is_empty()),
-        "--group-add",
-    )?;
-    unsupported_if(
-        nonempty(h.cgroup_parent.clone()).is_some(),
-        "--cgroup-parent",
-    )?;
-    for (what, mode) in [
-        ("--pid", &h.pid_mode),
-        ("--ipc", &h.ipc_mode),
-        ("--userns", &h.userns_mode),
-        ("--uts", &h.uts_mode),
-    ] {
-        if let Some(m) = mode.as_deref() {
-            if !matches!(m, "" | "private" | "shareable") {
-                return Err(DockerError::bad_request(format!(
-                    "{what} {m} is not supported by pier yet"
-                )));
-            }
-        }
-    }
+    refuse_unsupported(&h)?;
     let network_disabled = b.network_disabled.unwrap_or(false);
     let mut network = match nonempty(h.network_mode.clone()).as_deref() {
         _ if network_disabled => Some("none".to_string()),
         None | Some("default") => None,
         Some(m) => Some(m.to_string()),
     };
-    // The endpoint of the first network takes --ip, aliases and the MAC; more are connected.
-    let mut endpoints: Vec<(String, EndpointConfig)> = b
-        .networking_config
-        .and_then(|n| n.endpoints_config)
-        .unwrap_or_default()
-        .into_iter()
-        .map(|(k, v)| (k, v.unwrap_or_default()))
-        .collect();
-    let first_name = network
-        .clone()
-        .unwrap_or_else(|| pier_engine::networks::DEFAULT_NETWORK.into());
-    let first_at = endpoints
-        .iter()
-        .position(|(k, _)| *k == first_name || (k == "default" && network.is_none()));
-    let first = match first_at {
-        Some(i) => Some(endpoints.remove(i).1),
-        None if network.is_none() && !endpoints.is_empty() => {
-            let (k, v) = endpoints.remove(0);
-            network = Some(k);
-            Some(v)
-        }
-        None => None,
-    }
-    .unwrap_or_default();
-    if first.links.as_ref().is_some_and(|l| !l.is_empty()) {
-        return Err(DockerError::bad_request(
-            "legacy links are not supported by pier: containers on a user network find each other by name",
-        ));
-    }
-    let mut publish = Vec::new();
-    for (port, bindings) in h.port_bindings.unwrap_or_default() {
-        let bindings = bindings.unwrap_or_default();
-        if bindings.is_empty() {
-            publish.push(port.clone());
-        }
-        for pb in bindings {
-            let ip = nonempty(pb.host_ip).filter(|ip| ip != "::" && ip != "0.0.0.0");
-            let hp = nonempty(pb.host_port).unwrap_or_default();
-            publish.push(match ip {
-                Some(ip) => format!("{ip}:{hp}:{port}"),
-                None if hp.is_empty() => port.clone(),
-                None => format!("{hp}:{port}"),
-            });
-        }
-    }
-    publish.dedup();
-    let mut expose: Vec<String> = b.exposed_ports.unwrap_or_default().into_keys().collect();
-    expose.retain(|e| !publish.iter().any(|p| p.ends_with(e.as_str())));
-    let publish = publish
-        .iter()
-        .map(|p| p.parse::<PortSpec>())
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| DockerError::bad_request(e.to_string()))?;
-    let restart_policy = match h.restart_policy.unwrap_or_default() {
-        RestartPolicyBody { name: None, .. } => RestartPolicy::No,
-        RestartPolicyBody {
-            name: Some(n),
-            maximum_retry_count,
-        } => match n.as_str() {
-            "" | "no" => RestartPolicy::No,
-            "always" => RestartPolicy::Always,
-            "unless-stopped" => RestartPolicy::UnlessStopped,
-            "on-failure" => RestartPolicy::OnFailure {
-                max_retries: maximum_retry_count.unwrap_or(0),
-            },
-            other => {
-                return Err(DockerError::bad_request(format!(
-                    "invalid restart policy {other:?}: use no, always, unless-stopped or on-failure"
-                )))
-            }
-        },
-    };
+    let (first, endpoints) = split_endpoints(b.networking_config, &mut network)?;
+    let (publish, expose) = ports_of(h.port_bindings, b.exposed_ports)?;
+    let restart_policy = restart_policy_of(h.restart_policy)?;
     let auto_remove = h.auto_remove.unwrap_or(false);
     if auto_remove && restart_policy != RestartPolicy::No {
         return Err(DockerError::bad_request(
             "conflicting options: cannot combine --restart and --rm (AutoRemove)",
         ));
     }
-    let mut log_opts = BTreeMap::new();
-    if let Some(lc) = h.log_config {
-        match lc.kind.as_deref() {
-            None | Some("") | Some("json-file") | Some("local") => {}
-            Some(other) => {
-                return Err(DockerError::bad_request(format!(
-                    "logging driver {other:?} is not supported by pier: it keeps json-file logs"
-                )))
-            }
-        }
-        for (k, v) in lc.config.unwrap_or_default() {
-            match k.as_str() {
-                "max-size" => {
-                    // Decimal units, as Docker's json-file driver reads them.
-                    let n = ByteSize::parse_decimal(&v).map_err(|e| {
-                        DockerError::bad_request(format!("invalid log option max-size={v}: {e}"))
-                    })?;
-                    log_opts.insert(k, n.to_string());
-                }
-                "max-file" => {
-                    log_opts.insert(k, v);
-                }
-                // Options of the json-file driver that change nothing here.
-                "compress" | "labels" | "labels-regex" | "env" | "env-regex" | "tag" | "mode"
-                | "max-buffer-size" => {}
-                other => {
-                    return Err(DockerError::bad_request(format!(
-                        "unknown log option {other:?} for the json-file driver"
-                    )))
-                }
-            }
-        }
-    }
+    let log_opts = log_opts_of(h.log_config)?;
     refuse_unapplied_limits(&h.unapplied)?;
     let cpus = cpus_of(h.nano_cpus, h.cpu_quota, h.cpu_period)?;
     let ulimits = h
@@ -545,34 +406,7 @@ pub(crate) fn to_create(
             })
         })
         .collect::<DResult<Vec<_>>>()?;
-    let gateway = |net: &Option<String>| -> Option<String> {
-        let n = net
-            .clone()
-            .unwrap_or_else(|| pier_engine::networks::DEFAULT_NETWORK.into());
-        d.engine
-            .containers
-            .networks
-            .get(&project.clone(), &n)
-            .ok()
-            .map(|n| n.gateway.to_string())
-    };
-    let extra_hosts = h
-        .extra_hosts
-        .unwrap_or_default()
-        .into_iter()
-        .map(|e| {
-            let (name, ip) = match e.split_once('=') {
-                Some(x) => x,
-                None => e.split_once(':').unwrap_or((&e, "")),
-            };
-            let ip = if ip == "host-gateway" {
-                gateway(&network).unwrap_or_else(|| ip.to_string())
-            } else {
-                ip.trim_matches(|c| c == '[' || c == ']').to_string()
-            };
-            format!("{name}:{ip}")
-        })
-        .collect();
+    let extra_hosts = extra_hosts_of(d, project, &network, h.extra_hosts.unwrap_or_default());
     let healthcheck = b.healthcheck.map(|hc| Healthcheck {
         test: hc.test.map(StrOrList::into_vec).unwrap_or_default(),
         interval_ns: hc.interval.unwrap_or(0),
@@ -659,4 +493,214 @@ pub(crate) fn to_create(
         ));
     }
     Ok((req, endpoints))
+}
+
+/// Refuses the host options Pier does not implement (volumes-from, links, devices,
+/// sysctls, extra groups, a cgroup parent, shared namespaces).
+fn refuse_unsupported(h: &HostConfig) -> DResult<()> {
+    unsupported_if(
+        h.volumes_from.as_ref().is_some_and(|v| !v.is_empty()),
+        "--volumes-from",
+    )?;
+    if h.links.as_ref().is_some_and(|v| !v.is_empty()) {
+        return Err(DockerError::bad_request(
+            "legacy links (--link) are not supported by pier: put the containers on a user network, where they find each other by name",
+        ));
+    }
+    unsupported_if(
+        h.devices.as_ref().is_some_and(|v| !v.is_empty()),
+        "--device",
+    )?;
+    unsupported_if(
+        h.sysctls.as_ref().is_some_and(|v| !v.is_empty()),
+        "--sysctl",
+    )?;
+    unsupported_if(
+        h.group_add.as_ref().is_some_and(|v| !v.is_empty()),
+        "--group-add",
+    )?;
+    unsupported_if(
+        nonempty(h.cgroup_parent.clone()).is_some(),
+        "--cgroup-parent",
+    )?;
+    for (what, mode) in [
+        ("--pid", &h.pid_mode),
+        ("--ipc", &h.ipc_mode),
+        ("--userns", &h.userns_mode),
+        ("--uts", &h.uts_mode),
+    ] {
+        if let Some(m) = mode.as_deref() {
+            if !matches!(m, "" | "private" | "shareable") {
+                return Err(DockerError::bad_request(format!(
+                    "{what} {m} is not supported by pier yet"
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The endpoint of the first network (which takes --ip, aliases and the MAC, and names
+/// the network when the mode did not), and the other endpoints, to connect after.
+fn split_endpoints(
+    networking: Option<NetworkingConfig>,
+    network: &mut Option<String>,
+) -> DResult<(EndpointConfig, Vec<(String, EndpointConfig)>)> {
+    let mut endpoints: Vec<(String, EndpointConfig)> = networking
+        .and_then(|n| n.endpoints_config)
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(k, v)| (k, v.unwrap_or_default()))
+        .collect();
+    let first_name = network
+        .clone()
+        .unwrap_or_else(|| pier_engine::networks::DEFAULT_NETWORK.into());
+    let first_at = endpoints
+        .iter()
+        .position(|(k, _)| *k == first_name || (k == "default" && network.is_none()));
+    let first = match first_at {
+        Some(i) => Some(endpoints.remove(i).1),
+        None if network.is_none() && !endpoints.is_empty() => {
+            let (k, v) = endpoints.remove(0);
+            *network = Some(k);
+            Some(v)
+        }
+        None => None,
+    }
+    .unwrap_or_default();
+    if first.links.as_ref().is_some_and(|l| !l.is_empty()) {
+        return Err(DockerError::bad_request(
+            "legacy links are not supported by pier: containers on a user network find each other by name",
+        ));
+    }
+    Ok((first, endpoints))
+}
+
+/// The published ports from Docker's bindings, and the exposed ports not published.
+fn ports_of(
+    bindings: Option<BTreeMap<String, Option<Vec<PortBindingBody>>>>,
+    exposed: Option<BTreeMap<String, Value>>,
+) -> DResult<(Vec<PortSpec>, Vec<String>)> {
+    let mut publish = Vec::new();
+    for (port, bindings) in bindings.unwrap_or_default() {
+        let bindings = bindings.unwrap_or_default();
+        if bindings.is_empty() {
+            publish.push(port.clone());
+        }
+        for pb in bindings {
+            let ip = nonempty(pb.host_ip).filter(|ip| ip != "::" && ip != "0.0.0.0");
+            let hp = nonempty(pb.host_port).unwrap_or_default();
+            publish.push(match ip {
+                Some(ip) => format!("{ip}:{hp}:{port}"),
+                None if hp.is_empty() => port.clone(),
+                None => format!("{hp}:{port}"),
+            });
+        }
+    }
+    publish.dedup();
+    let mut expose: Vec<String> = exposed.unwrap_or_default().into_keys().collect();
+    expose.retain(|e| !publish.iter().any(|p| p.ends_with(e.as_str())));
+    let publish = publish
+        .iter()
+        .map(|p| p.parse::<PortSpec>())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| DockerError::bad_request(e.to_string()))?;
+    Ok((publish, expose))
+}
+
+/// The restart policy from Docker's body.
+fn restart_policy_of(body: Option<RestartPolicyBody>) -> DResult<RestartPolicy> {
+    Ok(match body.unwrap_or_default() {
+        RestartPolicyBody { name: None, .. } => RestartPolicy::No,
+        RestartPolicyBody {
+            name: Some(n),
+            maximum_retry_count,
+        } => match n.as_str() {
+            "" | "no" => RestartPolicy::No,
+            "always" => RestartPolicy::Always,
+            "unless-stopped" => RestartPolicy::UnlessStopped,
+            "on-failure" => RestartPolicy::OnFailure {
+                max_retries: maximum_retry_count.unwrap_or(0),
+            },
+            other => {
+                return Err(DockerError::bad_request(format!(
+                    "invalid restart policy {other:?}: use no, always, unless-stopped or on-failure"
+                )))
+            }
+        },
+    })
+}
+
+/// The log options from Docker's log config: json-file's, checked.
+fn log_opts_of(config: Option<LogConfigBody>) -> DResult<BTreeMap<String, String>> {
+    let mut log_opts = BTreeMap::new();
+    if let Some(lc) = config {
+        match lc.kind.as_deref() {
+            None | Some("") | Some("json-file") | Some("local") => {}
+            Some(other) => {
+                return Err(DockerError::bad_request(format!(
+                    "logging driver {other:?} is not supported by pier: it keeps json-file logs"
+                )))
+            }
+        }
+        for (k, v) in lc.config.unwrap_or_default() {
+            match k.as_str() {
+                "max-size" => {
+                    // Decimal units, as Docker's json-file driver reads them.
+                    let n = ByteSize::parse_decimal(&v).map_err(|e| {
+                        DockerError::bad_request(format!("invalid log option max-size={v}: {e}"))
+                    })?;
+                    log_opts.insert(k, n.to_string());
+                }
+                "max-file" => {
+                    log_opts.insert(k, v);
+                }
+                // Options of the json-file driver that change nothing here.
+                "compress" | "labels" | "labels-regex" | "env" | "env-regex" | "tag" | "mode"
+                | "max-buffer-size" => {}
+                other => {
+                    return Err(DockerError::bad_request(format!(
+                        "unknown log option {other:?} for the json-file driver"
+                    )))
+                }
+            }
+        }
+    }
+    Ok(log_opts)
+}
+
+/// `--add-host` entries as `name:ip`, `host-gateway` resolved to the gateway of the
+/// container's network.
+fn extra_hosts_of(
+    d: &Docker,
+    project: &ProjectName,
+    network: &Option<String>,
+    extra_hosts: Vec<String>,
+) -> Vec<String> {
+    let gateway = |net: &Option<String>| -> Option<String> {
+        let n = net
+            .clone()
+            .unwrap_or_else(|| pier_engine::networks::DEFAULT_NETWORK.into());
+        d.engine
+            .containers
+            .networks
+            .get(&project.clone(), &n)
+            .ok()
+            .map(|n| n.gateway.to_string())
+    };
+    extra_hosts
+        .into_iter()
+        .map(|e| {
+            let (name, ip) = match e.split_once('=') {
+                Some(x) => x,
+                None => e.split_once(':').unwrap_or((&e, "")),
+            };
+            let ip = if ip == "host-gateway" {
+                gateway(network).unwrap_or_else(|| ip.to_string())
+            } else {
+                ip.trim_matches(|c| c == '[' || c == ']').to_string()
+            };
+            format!("{name}:{ip}")
+        })
+        .collect()
 }
