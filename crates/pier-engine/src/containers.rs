@@ -672,10 +672,7 @@ impl Containers {
         // Pinned in memory until the record and its durable pin are written: no removal
         // can take the image in between.
         let (image, _pin) = self.images.resolve_pinned(project, &req.image)?;
-        let name = match &req.name {
-            Some(n) => n.clone(),
-            None => String::new(),
-        };
+        let name = req.name.clone().unwrap_or_default();
         // Names are checked and reserved at once, so two creates cannot both take one.
         let _reservation = if name.is_empty() {
             None
@@ -698,53 +695,15 @@ impl Containers {
         };
         let config = self.images.config(&image)?;
         let img = config.get("config").cloned().unwrap_or_default();
-        let strings = |v: &serde_json::Value| -> Vec<String> {
-            v.as_array()
-                .map(|a| {
-                    a.iter()
-                        .filter_map(|s| s.as_str().map(String::from))
-                        .collect()
-                })
-                .unwrap_or_default()
-        };
-        let entrypoint = req
-            .entrypoint
-            .clone()
-            .unwrap_or_else(|| strings(&img["Entrypoint"]));
-        let cmd = match &req.cmd {
-            Some(c) => c.clone(),
-            // A new entrypoint drops the image's Cmd, as Docker does.
-            None if req.entrypoint.is_some() => vec![],
-            None => strings(&img["Cmd"]),
-        };
-        let command: Vec<String> = entrypoint.into_iter().chain(cmd).collect();
-        let mut mounts = plan_mounts(&req, &img)?;
-        let layer_limit = match req.storage_opts.get("size") {
-            Some(v) => Some(
-                v.parse::<ByteSize>()
-                    .map(ByteSize::bytes)
-                    .map_err(|e| invalid(format!("--storage-opt size: {e}")))
-                    .and_then(|n| {
-                        if n < (4 << 20) {
-                            Err(invalid("--storage-opt size must be at least 4m"))
-                        } else {
-                            Ok(n)
-                        }
-                    })?,
-            ),
-            None => None,
-        };
-        if let Some(k) = req.storage_opts.keys().find(|k| *k != "size") {
-            return Err(invalid(format!(
-                "unknown --storage-opt {k:?}: use size=BYTES"
-            )));
-        }
+        let command = command_of(&req, &img);
+        let mounts = plan_mounts(&req, &img)?;
+        let layer_limit = layer_limit(&req)?;
         if command.is_empty() {
             return Err(invalid(
                 "no command given and the image has none; give one after the image name",
             ));
         }
-        let c = ContainerInspect {
+        let mut c = ContainerInspect {
             id: id.clone(),
             name,
             project: project.clone(),
@@ -757,29 +716,71 @@ impl Containers {
             log_path: self.cdir(&id).join("container.log").display().to_string(),
             networks,
             ports: Vec::new(),
-            mounts: Vec::new(),
+            mounts,
         };
-        // Volumes: named ones made on first use, anonymous ones made now.
+        // Every step from here on is undone if a later one fails: the volumes made for
+        // it, its directory (and the writable layer's filesystem in it), its record.
         let mut made_volumes: Vec<String> = Vec::new();
+        let made = self
+            .prepare_volumes(project, &mut c.mounts, &mut made_volumes)
+            .and_then(|()| self.make_files(&c, &img, layer_limit));
+        let t_files = t0.elapsed();
+        let saved = made.and_then(|()| self.save_new(&c));
+        if let Err(e) = saved {
+            let dir = self.cdir(&id);
+            unmount(&dir.join("rootfs"));
+            let _ = pier_storage::ext4::unmount(&dir.join("layer"));
+            let _ = fs::remove_dir_all(&dir);
+            for v in &made_volumes {
+                let _ = self.volumes.remove(project, v);
+            }
+            return Err(e);
+        }
+        self.emit(&c, "create", &[]);
+        tracing::debug!(container = %c.id, files_us = t_files.as_micros() as u64, total_us = t0.elapsed().as_micros() as u64, "created");
+        Ok(Created {
+            id: ContainerId::try_from(c.id).map_err(|e| internal(e.to_string()))?,
+            name: c.name,
+        })
+    }
+
+    /// Writes a new container's record (and its image's pin). A `--rm` container's
+    /// record is written without waiting for the disk: a crash may lose it, and its
+    /// directory keeps a copy from which `restore` adopts it if it runs; if it does not,
+    /// nothing is lost, as it would be removed. Others wait.
+    fn save_new(&self, c: &ContainerInspect) -> EngineResult<()> {
+        if c.config.auto_remove {
+            write_json(&self.cdir(&c.id).join(RECORD_COPY), &Record::from(c))
+                .map_err(|e| internal(format!("cannot write {RECORD_COPY}: {e}")))?;
+        }
+        self.save_pinned(c, !c.config.auto_remove)
+    }
+
+    /// Makes the volumes of `mounts`: named ones on first use, anonymous ones now (their
+    /// names go to `made`, for the caller to remove if the create fails); marks how each
+    /// block volume is given (a device under /dev, or its filesystem anywhere else).
+    fn prepare_volumes(
+        &self,
+        project: &ProjectName,
+        mounts: &mut [MountSpec],
+        made: &mut Vec<String>,
+    ) -> EngineResult<()> {
         for m in mounts.iter_mut().filter(|m| m.kind == MountKind::Volume) {
-            let r = match &m.source {
-                Some(n) => self.volumes.ensure(project, n).map(|_| ()),
-                None => self
-                    .volumes
-                    .create(project, pier_api::volumes::VolumeCreate::default(), true)
-                    .map(|v| {
-                        made_volumes.push(v.name.clone());
-                        m.source = Some(v.name);
-                    }),
-            };
-            if let Err(e) = r {
-                for v in &made_volumes {
-                    let _ = self.volumes.remove(project, v);
+            match &m.source {
+                Some(n) => {
+                    self.volumes.ensure(project, n)?;
                 }
-                return Err(e);
+                None => {
+                    let v = self.volumes.create(
+                        project,
+                        pier_api::volumes::VolumeCreate::default(),
+                        true,
+                    )?;
+                    made.push(v.name.clone());
+                    m.source = Some(v.name);
+                }
             }
         }
-        // Block volumes: a device under /dev, or their filesystem anywhere else.
         for m in mounts.iter_mut().filter(|m| m.kind == MountKind::Volume) {
             let name = m.source.clone().unwrap_or_default();
             let v = self.volumes.get(project, &name)?;
@@ -791,123 +792,66 @@ impl Containers {
             } else if Volumes::has_fs(&v) {
                 "fs"
             } else {
-                for v in &made_volumes {
-                    let _ = self.volumes.remove(project, v);
-                }
                 return Err(invalid(format!(
                     "block volume {name} has no filesystem: attach it as a device under /dev/ (e.g. target=/dev/vdb), or create it with --opt fs=ext4"
                 )));
             };
             m.options.insert("block".into(), how.into());
         }
-        let mut c = c;
-        c.mounts = mounts;
-        let dir = self.cdir(&id);
-        let made = (|| -> EngineResult<()> {
-            for d in ["rootfs", "upper", "work"] {
-                fs::create_dir_all(dir.join(d))
-                    .map_err(|e| internal(format!("cannot create {}: {e}", dir.display())))?;
-            }
-            // Only the daemon reads a container's directory; in a user namespace the
-            // container's root group passes through it to the rootfs and bound files.
-            let (mode, group) = match c
-                .config
-                .gid_maps
-                .iter()
-                .chain(&c.config.uid_maps)
-                .find(|m| m.container_id == 0)
-            {
-                Some(m) => (0o710, Some(m.host_id)),
-                None => (0o700, None),
-            };
-            let perms = || -> std::io::Result<()> {
-                fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(mode))?;
-                if let Some(g) = group {
-                    std::os::unix::fs::chown(&dir, Some(0), Some(g))?;
-                    searchable_by_others(&dir)?;
-                }
-                Ok(())
-            };
-            perms().map_err(|e| invalid(format!("cannot run in a user namespace: {e}")))?;
-            if let Some(limit) = layer_limit {
-                // The writable layer on a filesystem of its own, as large as allowed.
-                let fsdir = dir.join("layer");
-                fs::create_dir_all(&fsdir).map_err(|e| internal(e.to_string()))?;
-                pier_storage::ext4::make(&dir.join("layer.img"), limit, None)
-                    .and_then(|_| pier_storage::ext4::mount(&dir.join("layer.img"), &fsdir))
-                    .map_err(|e| {
-                        let e = crate::volumes::st(e);
-                        EngineError::new(
-                            e.kind(),
-                            format!("cannot make the writable layer: {}", e.message()),
-                        )
-                    })?;
-                for d in ["upper", "work"] {
-                    fs::create_dir(fsdir.join(d)).map_err(|e| internal(e.to_string()))?;
-                    fs::remove_dir(dir.join(d)).map_err(|e| internal(e.to_string()))?;
-                    std::os::unix::fs::symlink(format!("layer/{d}"), dir.join(d))
-                        .map_err(|e| internal(e.to_string()))?;
-                }
-            }
-            // Exists from the start, so a client following it holds the same file the
-            // monitor appends to.
-            fs::File::create(dir.join("container.log"))
-                .map_err(|e| internal(format!("cannot create the log: {e}")))?;
-            // The user is looked up in the image's /etc/passwd and /etc/group, read
-            // from the layers; only when a symlink is on the way is the rootfs mounted.
-            let image = self.images.resolve(&c.project, c.image_id.as_str())?;
-            let layers: Vec<PathBuf> = image
-                .layers
-                .iter()
-                .rev()
-                .map(|l| self.images.layer_dir(&l.diff_id))
-                .collect();
-            let lookups = [
-                pier_runtime::rootfs::find_in_layers(&layers, "etc/passwd"),
-                pier_runtime::rootfs::find_in_layers(&layers, "etc/group"),
-            ];
-            if lookups.contains(&pier_runtime::rootfs::Layered::NeedsMount) {
-                self.mount_rootfs(&c)?;
-                let rootfs = dir.join("rootfs");
-                let r = self.write_bundle(&c, &img, &|u: &str| {
-                    pier_runtime::rootfs::resolve_user(&rootfs, u)
-                });
-                unmount(&rootfs);
-                r
-            } else {
-                let read = |l: &pier_runtime::rootfs::Layered| match l {
-                    pier_runtime::rootfs::Layered::File(p) => fs::read(p).unwrap_or_default(),
-                    _ => Vec::new(),
-                };
-                let (passwd, group) = (read(&lookups[0]), read(&lookups[1]));
-                self.write_bundle(&c, &img, &|u: &str| {
-                    pier_runtime::rootfs::resolve_user_from(&passwd, &group, u)
-                })
-            }
-        })();
-        if let Err(e) = made {
-            unmount(&dir.join("rootfs"));
-            let _ = pier_storage::ext4::unmount(&dir.join("layer"));
-            let _ = fs::remove_dir_all(&dir);
-            for v in &made_volumes {
-                let _ = self.volumes.remove(project, v);
-            }
-            return Err(e);
+        Ok(())
+    }
+
+    /// Makes the container's directory: the overlay's directories (the writable layer
+    /// on a filesystem of its own with `--storage-opt size`), the log, and the bundle.
+    fn make_files(
+        &self,
+        c: &ContainerInspect,
+        img: &serde_json::Value,
+        layer_limit: Option<u64>,
+    ) -> EngineResult<()> {
+        let dir = self.cdir(&c.id);
+        for d in ["rootfs", "upper", "work"] {
+            fs::create_dir_all(dir.join(d))
+                .map_err(|e| internal(format!("cannot create {}: {e}", dir.display())))?;
         }
-        let t_files = t0.elapsed();
-        // A `--rm` container's record is written without waiting for the disk: a crash
-        // may lose it, and its directory keeps a copy from which `restore` adopts it if
-        // it runs; if it does not, nothing is lost, as it would be removed. Others wait.
-        if c.config.auto_remove {
-            write_json(&dir.join(RECORD_COPY), &Record::from(&c))
-                .map_err(|e| internal(format!("cannot write {RECORD_COPY}: {e}")))?;
+        dir_permissions(&dir, c)
+            .map_err(|e| invalid(format!("cannot run in a user namespace: {e}")))?;
+        if let Some(limit) = layer_limit {
+            make_layer_fs(&dir, limit)?;
         }
-        self.save_pinned(&c, !c.config.auto_remove)?;
-        self.emit(&c, "create", &[]);
-        tracing::debug!(container = %c.id, files_us = t_files.as_micros() as u64, total_us = t0.elapsed().as_micros() as u64, "created");
-        Ok(Created {
-            id: ContainerId::try_from(c.id).map_err(|e| internal(e.to_string()))?,
-            name: c.name,
+        // Exists from the start, so a client following it holds the same file the
+        // monitor appends to.
+        fs::File::create(dir.join("container.log"))
+            .map_err(|e| internal(format!("cannot create the log: {e}")))?;
+        // The user is looked up in the image's /etc/passwd and /etc/group, read from
+        // the layers; only when a symlink is on the way is the rootfs mounted.
+        let image = self.images.resolve(&c.project, c.image_id.as_str())?;
+        let layers: Vec<PathBuf> = image
+            .layers
+            .iter()
+            .rev()
+            .map(|l| self.images.layer_dir(&l.diff_id))
+            .collect();
+        let lookups = [
+            pier_runtime::rootfs::find_in_layers(&layers, "etc/passwd"),
+            pier_runtime::rootfs::find_in_layers(&layers, "etc/group"),
+        ];
+        if lookups.contains(&pier_runtime::rootfs::Layered::NeedsMount) {
+            self.mount_rootfs(c)?;
+            let rootfs = dir.join("rootfs");
+            let r = self.write_bundle(c, img, &|u: &str| {
+                pier_runtime::rootfs::resolve_user(&rootfs, u)
+            });
+            unmount(&rootfs);
+            return r;
+        }
+        let read = |l: &pier_runtime::rootfs::Layered| match l {
+            pier_runtime::rootfs::Layered::File(p) => fs::read(p).unwrap_or_default(),
+            _ => Vec::new(),
+        };
+        let (passwd, group) = (read(&lookups[0]), read(&lookups[1]));
+        self.write_bundle(c, img, &|u: &str| {
+            pier_runtime::rootfs::resolve_user_from(&passwd, &group, u)
         })
     }
 
@@ -1113,150 +1057,27 @@ impl Containers {
             })
             .unwrap_or_else(|| "0".into());
         let (uid, gid, additional_gids) = users(&user).map_err(|e| invalid(e.to_string()))?;
-        let mut env: Vec<String> = img["Env"]
-            .as_array()
-            .map(|a| {
-                a.iter()
-                    .filter_map(|s| s.as_str().map(String::from))
-                    .collect()
-            })
-            .unwrap_or_default();
-        if !env.iter().any(|e| e.starts_with("PATH=")) {
-            env.insert(0, DEFAULT_PATH.into());
-        }
-        for e in &req.env {
-            let k = e.split('=').next().unwrap_or("");
-            env.retain(|x| x.split('=').next() != Some(k));
-            env.push(e.clone());
-        }
         let hostname = req
             .hostname
             .clone()
             .unwrap_or_else(|| c.id[..12].to_string());
-        if !env.iter().any(|e| e.starts_with("HOSTNAME=")) {
-            env.push(format!("HOSTNAME={hostname}"));
-        }
-        if req.tty && !env.iter().any(|e| e.starts_with("TERM=")) {
-            env.push("TERM=xterm".into());
-        }
-        if !env.iter().any(|e| e.starts_with("HOME=")) {
-            env.push(if uid == 0 {
-                "HOME=/root".into()
-            } else {
-                "HOME=/".into()
-            });
-        }
-        let cwd = req
-            .workdir
-            .clone()
-            .or_else(|| {
-                img["WorkingDir"]
-                    .as_str()
-                    .filter(|s| !s.is_empty())
-                    .map(String::from)
-            })
-            .unwrap_or_else(|| "/".into());
-        if !cwd.starts_with('/') {
-            return Err(invalid(format!(
-                "the working directory {cwd:?} must be an absolute path"
-            )));
-        }
+        let env = process_env(req, img, uid, &hostname);
+        let cwd = workdir_of(req, img)?;
         let net = match req.network.as_deref() {
             Some("host") => NetMode::Host,
             Some("none") => NetMode::None,
             // Bridge networks and `container:`: a namespace file made at each start.
             _ => NetMode::Path(self.networks.netns_path(&c.id).display().to_string()),
         };
-        // /etc/hostname and /etc/hosts, bind-mounted from the container's directory.
-        fs::write(dir.join("hostname"), format!("{hostname}\n"))
-            .map_err(|e| internal(e.to_string()))?;
-        let hosts = if net == NetMode::Host {
-            fs::read_to_string("/etc/hosts").unwrap_or_default()
-        } else {
-            format!("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t{hostname}\n")
-        };
-        fs::write(dir.join("hosts"), hosts).map_err(|e| internal(e.to_string()))?;
-        let mut mounts = vec![
-            serde_json::json!({"destination": "/etc/hostname", "type": "bind", "source": dir.join("hostname"), "options": ["rbind", "rprivate"]}),
-            serde_json::json!({"destination": "/etc/hosts", "type": "bind", "source": dir.join("hosts"), "options": ["rbind", "rprivate"]}),
-        ];
-        if net == NetMode::Host {
-            if Path::new("/etc/resolv.conf").exists() {
-                mounts.push(serde_json::json!({"destination": "/etc/resolv.conf", "type": "bind", "source": "/etc/resolv.conf", "options": ["rbind", "rprivate", "ro"]}));
-            }
-        } else {
-            // Written at each start, when the container's networks are known.
-            fs::write(dir.join("resolv.conf"), "").map_err(|e| internal(e.to_string()))?;
-            mounts.push(serde_json::json!({"destination": "/etc/resolv.conf", "type": "bind", "source": dir.join("resolv.conf"), "options": ["rbind", "rprivate"]}));
-        }
+        let mut mounts = etc_files(&dir, &net, &hostname)?;
         for m in &c.mounts {
-            let mut options: Vec<String> = Vec::new();
-            let entry = match m.kind {
-                MountKind::Tmpfs => {
-                    options.extend(["nosuid".to_string(), "nodev".to_string()]);
-                    if let Some(sz) = m.options.get("size") {
-                        let n = sz.parse::<ByteSize>().map_err(|e| invalid(e.to_string()))?;
-                        options.push(format!("size={n}"));
-                    }
-                    options.push(format!(
-                        "mode={}",
-                        m.options.get("mode").map(String::as_str).unwrap_or("1777")
-                    ));
-                    if m.read_only {
-                        options.push("ro".into());
-                    }
-                    serde_json::json!({"destination": m.target, "type": "tmpfs", "source": "tmpfs", "options": options})
-                }
-                MountKind::Volume
-                    if m.options.get("block").map(String::as_str) == Some("device") =>
-                {
-                    let node = self
-                        .volumes
-                        .device_node(&c.project, m.source.as_deref().unwrap_or_default());
-                    options.extend(["bind".to_string(), "rprivate".to_string()]);
-                    if m.read_only {
-                        options.push("ro".into());
-                    }
-                    serde_json::json!({"destination": m.target, "type": "bind", "source": node, "options": options})
-                }
-                MountKind::Bind | MountKind::Volume => {
-                    let source = match m.kind {
-                        MountKind::Bind => PathBuf::from(m.source.clone().unwrap_or_default()),
-                        _ => self
-                            .volumes
-                            .mountpoint(&c.project, m.source.as_deref().unwrap_or_default()),
-                    };
-                    options.push("rbind".into());
-                    options.push(
-                        m.options
-                            .get("propagation")
-                            .cloned()
-                            .unwrap_or_else(|| "rprivate".into()),
-                    );
-                    if m.read_only {
-                        options.push("ro".into());
-                    }
-                    serde_json::json!({"destination": m.target, "type": "bind", "source": source, "options": options})
-                }
-            };
-            mounts.push(entry);
+            mounts.push(self.mount_entry(c, m)?);
         }
         let no_new_privs = req
             .security_opt
             .iter()
             .any(|o| o.starts_with("no-new-privileges") && !o.ends_with("false"));
-        let seccomp = match req.security_opt.iter().rev().find_map(|o| {
-            o.strip_prefix("seccomp=")
-                .or_else(|| o.strip_prefix("seccomp:"))
-        }) {
-            _ if req.privileged => None,
-            Some("unconfined") => None,
-            Some(profile) => Some(
-                serde_json::from_str(profile)
-                    .map_err(|e| invalid(format!("the seccomp profile is not valid: {e}")))?,
-            ),
-            None => Some(pier_runtime::seccomp::docker_default()),
-        };
+        let seccomp = seccomp_of(req)?;
         let input = SpecInput {
             args: c.command.clone(),
             env,
@@ -1332,10 +1153,18 @@ impl Containers {
                 ))
             })?;
         }
+        self.write_monitor_config(c)
+    }
+
+    /// The monitor's `monitor.json`: logs, runtime, terminal and stdin, the overlay it
+    /// mounts for a container in a user namespace.
+    fn write_monitor_config(&self, c: &ContainerInspect) -> EngineResult<()> {
+        let req = &c.config;
+        let (log_max_bytes, log_max_files) = log_limits(&req.log_opts)?;
         let monitor = MonitorConfig {
             id: c.id.clone(),
-            log_max_bytes: log_limits(&req.log_opts)?.0,
-            log_max_files: log_limits(&req.log_opts)?.1,
+            log_max_bytes,
+            log_max_files,
             runtime: req.runtime.clone().unwrap_or_else(|| "pier".into()),
             tty: req.tty,
             stdin: req.interactive,
@@ -1346,8 +1175,60 @@ impl Containers {
                 Some(self.overlay_dirs(c)?)
             },
         };
-        write_json(&dir.join("monitor.json"), &monitor)
+        write_json(&self.cdir(&c.id).join("monitor.json"), &monitor)
             .map_err(|e| internal(format!("cannot write monitor.json: {e}")))
+    }
+
+    /// The runtime spec's entry of one of the container's mounts.
+    fn mount_entry(&self, c: &ContainerInspect, m: &MountSpec) -> EngineResult<serde_json::Value> {
+        let mut options: Vec<String> = Vec::new();
+        let entry = match m.kind {
+            MountKind::Tmpfs => {
+                options.extend(["nosuid".to_string(), "nodev".to_string()]);
+                if let Some(sz) = m.options.get("size") {
+                    let n = sz.parse::<ByteSize>().map_err(|e| invalid(e.to_string()))?;
+                    options.push(format!("size={n}"));
+                }
+                options.push(format!(
+                    "mode={}",
+                    m.options.get("mode").map(String::as_str).unwrap_or("1777")
+                ));
+                if m.read_only {
+                    options.push("ro".into());
+                }
+                serde_json::json!({"destination": m.target, "type": "tmpfs", "source": "tmpfs", "options": options})
+            }
+            MountKind::Volume if m.options.get("block").map(String::as_str) == Some("device") => {
+                let node = self
+                    .volumes
+                    .device_node(&c.project, m.source.as_deref().unwrap_or_default());
+                options.extend(["bind".to_string(), "rprivate".to_string()]);
+                if m.read_only {
+                    options.push("ro".into());
+                }
+                serde_json::json!({"destination": m.target, "type": "bind", "source": node, "options": options})
+            }
+            MountKind::Bind | MountKind::Volume => {
+                let source = match m.kind {
+                    MountKind::Bind => PathBuf::from(m.source.clone().unwrap_or_default()),
+                    _ => self
+                        .volumes
+                        .mountpoint(&c.project, m.source.as_deref().unwrap_or_default()),
+                };
+                options.push("rbind".into());
+                options.push(
+                    m.options
+                        .get("propagation")
+                        .cloned()
+                        .unwrap_or_else(|| "rprivate".into()),
+                );
+                if m.read_only {
+                    options.push("ro".into());
+                }
+                serde_json::json!({"destination": m.target, "type": "bind", "source": source, "options": options})
+            }
+        };
+        Ok(entry)
     }
 
     // ---- start and exit ----------------------------------------------------------------
@@ -2720,6 +2601,199 @@ impl Containers {
         }
         Ok(())
     }
+}
+
+/// The process's environment: the image's, then the request's (later values of a name
+/// win), with PATH, HOSTNAME, TERM (with a terminal) and HOME as Docker sets them.
+fn process_env(
+    req: &ContainerCreate,
+    img: &serde_json::Value,
+    uid: u32,
+    hostname: &str,
+) -> Vec<String> {
+    let mut env: Vec<String> = img["Env"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|s| s.as_str().map(String::from))
+                .collect()
+        })
+        .unwrap_or_default();
+    if !env.iter().any(|e| e.starts_with("PATH=")) {
+        env.insert(0, DEFAULT_PATH.into());
+    }
+    for e in &req.env {
+        let k = e.split('=').next().unwrap_or("");
+        env.retain(|x| x.split('=').next() != Some(k));
+        env.push(e.clone());
+    }
+    if !env.iter().any(|e| e.starts_with("HOSTNAME=")) {
+        env.push(format!("HOSTNAME={hostname}"));
+    }
+    if req.tty && !env.iter().any(|e| e.starts_with("TERM=")) {
+        env.push("TERM=xterm".into());
+    }
+    if !env.iter().any(|e| e.starts_with("HOME=")) {
+        env.push(if uid == 0 {
+            "HOME=/root".into()
+        } else {
+            "HOME=/".into()
+        });
+    }
+    env
+}
+
+/// The working directory: the request's, else the image's, else `/`; absolute.
+fn workdir_of(req: &ContainerCreate, img: &serde_json::Value) -> EngineResult<String> {
+    let cwd = req
+        .workdir
+        .clone()
+        .or_else(|| {
+            img["WorkingDir"]
+                .as_str()
+                .filter(|s| !s.is_empty())
+                .map(String::from)
+        })
+        .unwrap_or_else(|| "/".into());
+    if !cwd.starts_with('/') {
+        return Err(invalid(format!(
+            "the working directory {cwd:?} must be an absolute path"
+        )));
+    }
+    Ok(cwd)
+}
+
+/// Writes /etc/hostname and /etc/hosts in the container's directory `dir`, and the
+/// empty resolv.conf each start fills (the host's own on the host network); returns the
+/// bind mounts of the three.
+fn etc_files(dir: &Path, net: &NetMode, hostname: &str) -> EngineResult<Vec<serde_json::Value>> {
+    fs::write(dir.join("hostname"), format!("{hostname}\n"))
+        .map_err(|e| internal(e.to_string()))?;
+    let hosts = if *net == NetMode::Host {
+        fs::read_to_string("/etc/hosts").unwrap_or_default()
+    } else {
+        format!("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t{hostname}\n")
+    };
+    fs::write(dir.join("hosts"), hosts).map_err(|e| internal(e.to_string()))?;
+    let mut mounts = vec![
+        serde_json::json!({"destination": "/etc/hostname", "type": "bind", "source": dir.join("hostname"), "options": ["rbind", "rprivate"]}),
+        serde_json::json!({"destination": "/etc/hosts", "type": "bind", "source": dir.join("hosts"), "options": ["rbind", "rprivate"]}),
+    ];
+    if *net == NetMode::Host {
+        if Path::new("/etc/resolv.conf").exists() {
+            mounts.push(serde_json::json!({"destination": "/etc/resolv.conf", "type": "bind", "source": "/etc/resolv.conf", "options": ["rbind", "rprivate", "ro"]}));
+        }
+    } else {
+        // Written at each start, when the container's networks are known.
+        fs::write(dir.join("resolv.conf"), "").map_err(|e| internal(e.to_string()))?;
+        mounts.push(serde_json::json!({"destination": "/etc/resolv.conf", "type": "bind", "source": dir.join("resolv.conf"), "options": ["rbind", "rprivate"]}));
+    }
+    Ok(mounts)
+}
+
+/// The seccomp profile asked for: none when privileged or `unconfined`, a given one, or
+/// Docker's default.
+fn seccomp_of(req: &ContainerCreate) -> EngineResult<Option<pier_runtime::seccomp::Profile>> {
+    let asked = req.security_opt.iter().rev().find_map(|o| {
+        o.strip_prefix("seccomp=")
+            .or_else(|| o.strip_prefix("seccomp:"))
+    });
+    Ok(match asked {
+        _ if req.privileged => None,
+        Some("unconfined") => None,
+        Some(profile) => Some(
+            serde_json::from_str(profile)
+                .map_err(|e| invalid(format!("the seccomp profile is not valid: {e}")))?,
+        ),
+        None => Some(pier_runtime::seccomp::docker_default()),
+    })
+}
+
+/// The command a container runs: its entrypoint and cmd, each the request's or else the
+/// image's (a new entrypoint drops the image's cmd, as Docker does).
+fn command_of(req: &ContainerCreate, img: &serde_json::Value) -> Vec<String> {
+    let strings = |v: &serde_json::Value| -> Vec<String> {
+        v.as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|s| s.as_str().map(String::from))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let entrypoint = req
+        .entrypoint
+        .clone()
+        .unwrap_or_else(|| strings(&img["Entrypoint"]));
+    let cmd = match &req.cmd {
+        Some(c) => c.clone(),
+        None if req.entrypoint.is_some() => vec![],
+        None => strings(&img["Cmd"]),
+    };
+    entrypoint.into_iter().chain(cmd).collect()
+}
+
+/// The size limit of the writable layer (`--storage-opt size=`, at least 4 MiB).
+fn layer_limit(req: &ContainerCreate) -> EngineResult<Option<u64>> {
+    if let Some(k) = req.storage_opts.keys().find(|k| *k != "size") {
+        return Err(invalid(format!(
+            "unknown --storage-opt {k:?}: use size=BYTES"
+        )));
+    }
+    let Some(v) = req.storage_opts.get("size") else {
+        return Ok(None);
+    };
+    let n = v
+        .parse::<ByteSize>()
+        .map(ByteSize::bytes)
+        .map_err(|e| invalid(format!("--storage-opt size: {e}")))?;
+    if n < (4 << 20) {
+        return Err(invalid("--storage-opt size must be at least 4m"));
+    }
+    Ok(Some(n))
+}
+
+/// Only the daemon reads a container's directory; in a user namespace the container's
+/// root group passes through it to the rootfs and bound files.
+fn dir_permissions(dir: &Path, c: &ContainerInspect) -> std::io::Result<()> {
+    let root_map = c
+        .config
+        .gid_maps
+        .iter()
+        .chain(&c.config.uid_maps)
+        .find(|m| m.container_id == 0);
+    let (mode, group) = match root_map {
+        Some(m) => (0o710, Some(m.host_id)),
+        None => (0o700, None),
+    };
+    fs::set_permissions(dir, std::os::unix::fs::PermissionsExt::from_mode(mode))?;
+    if let Some(g) = group {
+        std::os::unix::fs::chown(dir, Some(0), Some(g))?;
+        searchable_by_others(dir)?;
+    }
+    Ok(())
+}
+
+/// Puts the writable layer on an ext4 filesystem of its own, `limit` bytes large.
+fn make_layer_fs(dir: &Path, limit: u64) -> EngineResult<()> {
+    let fsdir = dir.join("layer");
+    fs::create_dir_all(&fsdir).map_err(|e| internal(e.to_string()))?;
+    pier_storage::ext4::make(&dir.join("layer.img"), limit, None)
+        .and_then(|_| pier_storage::ext4::mount(&dir.join("layer.img"), &fsdir))
+        .map_err(|e| {
+            let e = crate::volumes::st(e);
+            EngineError::new(
+                e.kind(),
+                format!("cannot make the writable layer: {}", e.message()),
+            )
+        })?;
+    for d in ["upper", "work"] {
+        fs::create_dir(fsdir.join(d)).map_err(|e| internal(e.to_string()))?;
+        fs::remove_dir(dir.join(d)).map_err(|e| internal(e.to_string()))?;
+        std::os::unix::fs::symlink(format!("layer/{d}"), dir.join(d))
+            .map_err(|e| internal(e.to_string()))?;
+    }
+    Ok(())
 }
 
 /// Where a container's files are on the host.
