@@ -1049,12 +1049,7 @@ impl Containers {
         let user = req
             .user
             .clone()
-            .or_else(|| {
-                img["User"]
-                    .as_str()
-                    .filter(|s| !s.is_empty())
-                    .map(String::from)
-            })
+            .or_else(|| image_str(img, "User"))
             .unwrap_or_else(|| "0".into());
         let (uid, gid, additional_gids) = users(&user).map_err(|e| invalid(e.to_string()))?;
         let hostname = req
@@ -2643,17 +2638,20 @@ fn process_env(
     env
 }
 
+/// A string field of an image's config, when set and not empty.
+fn image_str(img: &serde_json::Value, key: &str) -> Option<String> {
+    img[key]
+        .as_str()
+        .filter(|s| !s.is_empty())
+        .map(String::from)
+}
+
 /// The working directory: the request's, else the image's, else `/`; absolute.
 fn workdir_of(req: &ContainerCreate, img: &serde_json::Value) -> EngineResult<String> {
     let cwd = req
         .workdir
         .clone()
-        .or_else(|| {
-            img["WorkingDir"]
-                .as_str()
-                .filter(|s| !s.is_empty())
-                .map(String::from)
-        })
+        .or_else(|| image_str(img, "WorkingDir"))
         .unwrap_or_else(|| "/".into());
     if !cwd.starts_with('/') {
         return Err(invalid(format!(

@@ -531,6 +531,29 @@ fn restart_policies_and_events() {
         .stdout(std::process::Stdio::piped())
         .spawn()
         .unwrap();
+    // Events are seen from when the stream is open: read it on the side, and wait for a
+    // probe's event before the containers under test start.
+    let (tx, lines) = std::sync::mpsc::channel::<String>();
+    let stdout = events.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        for l in std::io::BufRead::lines(std::io::BufReader::new(stdout)).map_while(Result::ok) {
+            if tx.send(l).is_err() {
+                break;
+            }
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        d.ok(&["create", "--name", "probe", "bb", "true"]);
+        d.ok(&["rm", "probe"]);
+        let seen = lines
+            .recv_timeout(Duration::from_millis(500))
+            .is_ok_and(|l| l.contains("probe"));
+        if seen {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the event stream never opened");
+    }
     d.ok(&[
         "run",
         "-d",
@@ -567,10 +590,21 @@ fn restart_policies_and_events() {
     let s = state(&d, "forever");
     assert_eq!(s["status"], "exited", "a stopped container stays stopped");
     d.ok(&["rm", "-f", "flaky", "forever"]);
+    // The destroy event may trail the command a little.
+    let mut out: Vec<String> = Vec::new();
+    while let Ok(l) = lines.recv_timeout(Duration::from_secs(2)) {
+        let last = l.contains("\"destroy\"") && l.contains("forever");
+        out.push(l);
+        if last {
+            break;
+        }
+    }
     let _ = events.kill();
-    let out = events.wait_with_output().unwrap();
-    let actions: Vec<String> = String::from_utf8_lossy(&out.stdout)
-        .lines()
+    let _ = events.wait();
+    out.extend(lines.try_iter());
+    let _ = reader.join();
+    let actions: Vec<String> = out
+        .iter()
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
         .filter(|e| e["attributes"]["name"] == "flaky")
         .map(|e| e["action"].as_str().unwrap().to_string())
