@@ -216,15 +216,18 @@ fn cp_never_follows_a_racing_symlink_onto_the_host() {
         "{n} rounds each in {:?}: pier reads {pier_reads}, writes {pier_writes}; docker reads {docker_reads}, writes {docker_writes} succeeded",
         t0.elapsed()
     );
-    // The copies ran against the real paths most of the time: the race was run, not
-    // just refused.
+    // Copies each way worked against the real paths: the race was run, not just
+    // refused. How many depends on the racer's timing, and its directories can be
+    // knocked out of shape (a copy into /w/ while /w is briefly gone makes a new /w, and
+    // the swap then nests /w.tmp inside it), after which most writes find no /w/sub:
+    // seen as 3 of 150 on a loaded machine. So: some, not a share.
     for (what, ok) in [
         ("pier cp out", pier_reads),
         ("pier cp in", pier_writes),
         ("docker cp out", docker_reads),
         ("docker cp in", docker_writes),
     ] {
-        assert!(ok >= n / 30, "{what}: only {ok} of {n} copies worked");
+        assert!(ok >= 1, "{what}: none of {n} copies worked");
     }
     assert_eq!(
         (snapshot(&h.secret), snapshot(&h.victim)),
