@@ -13,7 +13,10 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 
 /// A transport protocol of a published port.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
 pub enum Proto {
     #[default]
     Tcp,

@@ -26,8 +26,9 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use pier_api::containers::{ContainerInspect, ContainerStatus};
 use pier_api::networks::{Endpoint, NetworkCreate, NetworkInspect, NetworkMode, PortBinding};
+use pier_api::ports::PortRequest;
 use pier_api::time::now_rfc3339;
-use pier_api::{ErrorKind, Ipv4Address, MacAddress, PortSpec, ProjectName};
+use pier_api::{ErrorKind, Ipv4Address, MacAddress, ProjectName};
 use pier_net::dns::{DnsServer, Records};
 use pier_net::ipam::{self, Ipv4Net};
 use pier_net::names::HostNames;
@@ -89,32 +90,6 @@ struct Lease {
 pub struct Attached {
     pub endpoints: BTreeMap<String, Endpoint>,
     pub ports: Vec<PortBinding>,
-}
-
-/// One `-p` request, as the firewall takes it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PortRequest {
-    pub proto: Proto,
-    pub host_ip: Option<Ipv4Addr>,
-    /// Host ports to choose from; `(0, 0)` for any free port.
-    pub host_range: (u16, u16),
-    pub container_port: u16,
-}
-
-/// The ports a checked `-p` spec asks for.
-pub fn port_requests(spec: &PortSpec) -> Vec<PortRequest> {
-    spec.requests()
-        .into_iter()
-        .map(|r| PortRequest {
-            proto: match r.proto {
-                pier_api::ports::Proto::Tcp => Proto::Tcp,
-                pier_api::ports::Proto::Udp => Proto::Udp,
-            },
-            host_ip: r.host_ip,
-            host_range: r.host_range,
-            container_port: r.container_port,
-        })
-        .collect()
 }
 
 /// The names a network's DNS server answers, by network ID.
@@ -800,7 +775,7 @@ impl Networks {
         // Published ports go to the first network's address.
         let mut requests = Vec::new();
         for p in &c.config.publish {
-            requests.extend(port_requests(p));
+            requests.extend(p.requests());
         }
         if c.config.publish_all {
             for (port, proto) in exposed {
@@ -1420,38 +1395,5 @@ impl BridgeOptions {
             }
         }
         Ok(BridgeOptions { mtu, mode, bridge })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn req(proto: Proto, ip: Option<&str>, h: (u16, u16), c: u16) -> PortRequest {
-        PortRequest {
-            proto,
-            host_ip: ip.map(|i| i.parse().unwrap()),
-            host_range: h,
-            container_port: c,
-        }
-    }
-
-    #[test]
-    fn port_specs_become_firewall_requests() {
-        use Proto::*;
-        let reqs = |s: &str| port_requests(&s.parse().unwrap());
-        assert_eq!(reqs("80"), vec![req(Tcp, None, (0, 0), 80)]);
-        assert_eq!(
-            reqs("127.0.0.1:8080:80/udp"),
-            vec![req(Udp, Some("127.0.0.1"), (8080, 8080), 80)]
-        );
-        assert_eq!(
-            reqs("8000-8001:80-81"),
-            vec![
-                req(Tcp, None, (8000, 8000), 80),
-                req(Tcp, None, (8001, 8001), 81)
-            ]
-        );
-        assert_eq!(reqs("8000-8010:80"), vec![req(Tcp, None, (8000, 8010), 80)]);
     }
 }

@@ -27,21 +27,7 @@ pub struct FwNetwork {
     pub routed: bool,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Proto {
-    Tcp,
-    Udp,
-}
-
-impl Proto {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Proto::Tcp => "tcp",
-            Proto::Udp => "udp",
-        }
-    }
-}
+pub use pier_api::ports::Proto;
 
 /// A published port: `host_ip:host_port -> container_ip:container_port`.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -162,7 +162,7 @@ fn env(c: &ContainerInspect, img: &Value) -> Vec<String> {
 fn port_requests(c: &ContainerInspect) -> BTreeMap<String, Vec<(String, String)>> {
     let mut out: BTreeMap<String, Vec<(String, String)>> = BTreeMap::new();
     for spec in &c.config.publish {
-        for r in pier_engine::networks::port_requests(spec) {
+        for r in spec.requests() {
             let key = format!("{}/{}", r.container_port, proto_name(r.proto));
             let host_port = match r.host_range {
                 (0, 0) => String::new(),
