@@ -3,6 +3,8 @@
 //!
 //! - [`containers`]: container lifecycle, restart policies, live restore.
 //! - [`networks`]: the network control plane (bridges, IPAM, ports, DNS, isolation).
+//! - [`instances`]: the instance-driver seam (containers today, VMs next).
+//! - [`host`]: the kernel behind traits, with recording fakes for the engine test tier.
 //! - [`volumes`]: named and anonymous volumes, their limits and snapshots.
 //! - [`container_fs`]: a container's files: diff, export, commit, cp.
 //! - [`health`]: health checks of running containers.
@@ -20,7 +22,9 @@ pub mod containers;
 pub mod context;
 pub mod error;
 pub mod health;
+pub mod host;
 pub mod image_pins;
+pub mod instances;
 pub mod networks;
 pub mod projects;
 pub mod sessions;

@@ -1,0 +1,1 @@
+//! (being written) the net side of the host; see [`super`].

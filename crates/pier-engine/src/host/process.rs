@@ -1,0 +1,1 @@
+//! (being written) the process side of the host; see [`super`].

@@ -1,0 +1,1 @@
+//! (being written) the storage side of the host; see [`super`].

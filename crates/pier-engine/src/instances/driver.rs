@@ -1,0 +1,1 @@
+//! (being written) the instance driver seam; see [`super`].
