@@ -12,6 +12,7 @@
 //! - [`sessions`]: exec sessions, attach and log follow, for every API.
 //! - [`build`]: the Dockerfile builder (classic builder semantics).
 //! - [`context`]: [`RequestContext`], the project and caller of each request.
+//! - [`reconcile`]: the loops that realise the store's desired state, woken by its watch.
 //! - [`projects`]: the projects (tenants) every resource belongs to, and their quotas.
 //! - [`system`]: the host's facts, disk usage and interface counters, for every API.
 //! - [`error`]: [`EngineError`], which each API maps to its wire protocol once.
@@ -27,6 +28,7 @@ pub mod image_pins;
 pub mod instances;
 pub mod networks;
 pub mod projects;
+pub mod reconcile;
 pub mod sessions;
 pub mod system;
 pub mod volumes;
@@ -60,7 +62,11 @@ pub struct Engine {
     pub registry_client: pier_registry_client::ClientConfig,
     pub containers: Arc<containers::Containers>,
     pub projects: Arc<projects::Projects>,
+    /// The state store every service shares.
+    pub store: Arc<dyn pier_store::Store>,
     pub store_schema: u32,
+    /// The background loops (reconcilers, the lease tick); they stop with the engine.
+    loops: std::sync::Mutex<reconcile::Loops>,
 }
 
 /// What the engine is opened with.
@@ -128,7 +134,7 @@ impl Engine {
         );
         let containers = containers::Containers::new(
             &root,
-            store,
+            store.clone(),
             containers::Peers {
                 images: images.clone(),
                 networks,
@@ -146,7 +152,9 @@ impl Engine {
             registry_client: config.registry_client,
             containers,
             projects,
+            store,
             store_schema,
+            loops: Default::default(),
         })
     }
 
@@ -168,6 +176,10 @@ impl Engine {
                 .map_err(part("networks"))?;
         }
         health::spawn(self.containers.clone());
+        self.loops
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .spawn_lease_tick(self.store.clone(), reconcile::LEASE_TICK);
         Ok(())
     }
 
