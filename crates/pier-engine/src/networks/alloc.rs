@@ -299,28 +299,24 @@ impl Networks {
         let mut last_err = None;
         for p in r.host_range.0..=r.host_range.1 {
             if let Some(who) = self.holder(c, r.proto, r.host_ip, p, others, seen)? {
-                last_err = Some(format!("is already published by {who}"));
+                last_err = Some(format!("host port {p} is already published by {who}"));
                 continue;
             }
             if let Err(e) = self.host.port_free(r.proto, r.host_ip, p) {
-                last_err = Some(format!("is in use on this host ({e})"));
+                last_err = Some(format!("host port {p} is in use on this host ({e})"));
                 continue;
             }
             return Ok(p);
         }
-        let single = r.host_range.0 == r.host_range.1;
-        Err(conflict(format!(
-            "cannot publish {}{}/{}: host port {} {}; choose another host port, or stop what holds it",
-            r.host_ip.map(|i| format!("{i}:")).unwrap_or_default(),
-            if single {
-                r.host_range.0.to_string()
-            } else {
-                format!("{}-{}", r.host_range.0, r.host_range.1)
-            },
-            r.proto.as_str(),
-            if single { "" } else { "range" },
-            last_err.unwrap_or_default()
-        )))
+        let last_err = last_err.unwrap_or_default();
+        let ip = r.host_ip.map(|i| format!("{i}:")).unwrap_or_default();
+        let proto = r.proto.as_str();
+        let (lo, hi) = r.host_range;
+        Err(conflict(if lo == hi {
+            format!("cannot publish {ip}{lo}/{proto}: {last_err}; choose another host port, or stop what holds it")
+        } else {
+            format!("cannot publish {ip}{lo}-{hi}/{proto}: no host port of the range is free (the last: {last_err}); choose another range, or stop what holds them")
+        }))
     }
 
     /// Gives back container `cid`'s host ports and the durable copy of its ports, and

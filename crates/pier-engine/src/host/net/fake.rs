@@ -303,6 +303,13 @@ impl FakeNetHost {
         s.model.links.insert(name.to_string(), link);
     }
 
+    /// Removes a link behind the engine's back (as a user's `ip link del` would).
+    pub fn remove_link(&self, name: &str) {
+        let mut s = self.lock();
+        s.model.links.remove(name);
+        s.index.remove(name);
+    }
+
     /// Adds a namespace file someone else made.
     pub fn add_netns(&self, path: &Path) {
         self.lock()
@@ -438,6 +445,9 @@ impl FakeNetHost {
         let mut s = self.record(NetCall::DeleteLink(name.to_string()), CallKind::DeleteLink)?;
         s.model.links.remove(name);
         s.index.remove(name);
+        // A link's own sysctls go with it.
+        let own = format!("ipv4/conf/{name}/");
+        s.model.sysctls.retain(|k, _| !k.starts_with(&own));
         // Veths plugged into a deleted bridge stay, unplugged (as the kernel does).
         for l in s.model.links.values_mut() {
             if let FakeLink::Veth { bridge, .. } = l {
