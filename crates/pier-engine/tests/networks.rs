@@ -585,7 +585,7 @@ async fn create_undoes_in_reverse_order_when_the_firewall_fails() {
     // The host's failure keeps its class: no space is a 507, not a bug.
     assert_kind(r, ErrorKind::InsufficientStorage, "apply the firewall");
     let calls = e.host.calls();
-    let pos = |f: &dyn Fn(&NetCall) -> bool| calls.iter().position(|c| f(c)).unwrap();
+    let pos = |f: &dyn Fn(&NetCall) -> bool| calls.iter().position(f).unwrap();
     let made = pos(&|c| matches!(c, NetCall::EnsureBridge(_)));
     let dns_stop = pos(&|c| matches!(c, NetCall::StopDns(_)));
     let bridge_del = pos(&|c| matches!(c, NetCall::DeleteLink(_)));
