@@ -116,6 +116,11 @@ impl Networks {
                     });
             }
         }
+        for holders in want.values_mut() {
+            holders.sort_by(|a, b| {
+                (&a.container, a.container_port).cmp(&(&b.container, b.container_port))
+            });
+        }
         let have: BTreeMap<String, Vec<PortHolder>> = self
             .db
             .list_json::<Vec<PortHolder>>(Table::Meta, PORT_PREFIX)?
@@ -131,6 +136,7 @@ impl Networks {
                 b.put_json(Table::Meta, k.clone(), holders);
             }
         }
+        // Unconditional: this runs at daemon start, before any request is served.
         if !b.is_empty() {
             b.commit(self.db.as_ref())?;
         }
