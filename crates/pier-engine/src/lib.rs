@@ -16,6 +16,7 @@
 //! - [`projects`]: the projects (tenants) every resource belongs to, and their quotas.
 //! - [`system`]: the host's facts, disk usage and interface counters, for every API.
 //! - [`error`]: [`EngineError`], which each API maps to its wire protocol once.
+//! - [`steps`]: the step runner of multi-step work with an undo per step.
 
 pub mod build;
 pub mod container_fs;
@@ -30,6 +31,7 @@ pub mod networks;
 pub mod projects;
 pub mod reconcile;
 pub mod sessions;
+pub mod steps;
 pub mod system;
 pub mod volumes;
 
@@ -119,9 +121,17 @@ impl Engine {
         // Containers an older Pier made pin their images too.
         image_pins::reconcile(store.as_ref(), &images).map_err(part("image pins"))?;
         let projects = Arc::new(projects::Projects::new(store.clone()).map_err(part("projects"))?);
+        let net_host = host::net::RealNetHost::new()
+            .map_err(|e| part("networks")(EngineError::Internal(e.chain())))?;
         let networks = Arc::new(
-            networks::Networks::new(&root, config.host_names.clone(), store.clone())
-                .map_err(part("networks"))?,
+            networks::Networks::new(
+                &root,
+                config.host_names.clone(),
+                store.clone(),
+                Arc::new(net_host),
+                Arc::new(host::net::NftFirewall::new(config.host_names.clone())),
+            )
+            .map_err(part("networks"))?,
         );
         let volumes = Arc::new(
             volumes::Volumes::new(&root, store.clone(), projects.clone())
