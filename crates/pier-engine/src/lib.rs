@@ -52,6 +52,10 @@ pub struct EngineEvent {
     pub event: pier_api::containers::Event,
 }
 
+/// How often the networks are realised again without a change (see
+/// [`networks::NetworkReconciler`]).
+pub const NETWORK_RECONCILE_PERIOD: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// Where the daemon keeps its state unless told otherwise.
 pub const DEFAULT_ROOT: &str = "/var/lib/pier";
 
@@ -186,10 +190,15 @@ impl Engine {
                 .map_err(part("networks"))?;
         }
         health::spawn(self.containers.clone());
-        self.loops
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .spawn_lease_tick(self.store.clone(), reconcile::LEASE_TICK);
+        let mut loops = self.loops.lock().unwrap_or_else(|e| e.into_inner());
+        loops.spawn_lease_tick(self.store.clone(), reconcile::LEASE_TICK);
+        loops.spawn(
+            self.store.clone(),
+            Arc::new(networks::NetworkReconciler {
+                networks: self.containers.networks.clone(),
+                period: NETWORK_RECONCILE_PERIOD,
+            }),
+        );
         Ok(())
     }
 

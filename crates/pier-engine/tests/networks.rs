@@ -1790,3 +1790,82 @@ fn the_fake_host_behaves_as_the_kernel_where_the_engine_relies_on_it() {
         assert!(h.calls().contains(&NetCall::RemoveNetns(ns.into())));
     });
 }
+
+// ---- the runtime reconciler -----------------------------------------------------------------
+
+#[tokio::test]
+async fn a_reconcile_pass_puts_back_what_was_deleted_by_hand() {
+    let e = env().await;
+    let n = mknet(&e, "web", "10.10.0.0/24").await;
+    let before = (e.host.model().links, e.fw.model().networks);
+    e.host.remove_link(&n.bridge);
+    assert!(!e.host.model().links.contains_key(&n.bridge));
+    let applied = e.fw.model().applied;
+    assert_eq!(e.nets.realize_all().await.unwrap(), 2, "default and web");
+    assert_eq!((e.host.model().links, e.fw.model().networks), before);
+    assert_eq!(e.fw.model().applied, applied + 1, "the firewall is rebuilt");
+}
+
+#[tokio::test]
+async fn a_reconcile_pass_sets_up_every_network_it_can_and_reports_the_first_failure() {
+    let e = env().await;
+    let web = mknet(&e, "web", "10.10.0.0/24").await;
+    let db = mknet(&e, "db", "10.11.0.0/24").await;
+    e.host.remove_link(&web.bridge);
+    e.host.remove_link(&db.bridge);
+    e.host.set_fault(Some(Fault::Nth {
+        n: 0,
+        errno: libc::EPERM,
+    }));
+    let r = e.nets.realize_all().await;
+    assert!(r.is_err(), "a failed network is reported: {r:?}");
+    e.host.set_fault(None);
+    let links = e.host.model().links;
+    let back = [&web.bridge, &db.bridge]
+        .iter()
+        .filter(|b| links.contains_key(**b))
+        .count();
+    assert_eq!(
+        back, 1,
+        "the network after the failed one is set up: {links:?}"
+    );
+    assert_eq!(e.nets.realize_all().await.unwrap(), 3);
+    assert!(e.host.model().links.contains_key(&web.bridge));
+    assert!(e.host.model().links.contains_key(&db.bridge));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_network_reconciler_repairs_drift_after_a_change_of_the_networks() {
+    use pier_engine::networks::NetworkReconciler;
+    use pier_engine::reconcile::Loops;
+    let e = env().await;
+    let applied = e.fw.model().applied;
+    let mut loops = Loops::default();
+    let stats = loops.spawn(
+        e.db.clone(),
+        Arc::new(NetworkReconciler {
+            networks: e.nets.clone(),
+            period: Duration::from_secs(3600),
+        }),
+    );
+    let until = |what: &str, f: &dyn Fn() -> bool| {
+        let t0 = std::time::Instant::now();
+        while !f() {
+            assert!(t0.elapsed() < Duration::from_secs(5), "timed out: {what}");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    };
+    until("the first pass", &|| e.fw.model().applied > applied);
+    let bridge = e.nets.get(&e.project, DEFAULT_NETWORK).unwrap().bridge;
+    e.host.remove_link(&bridge);
+    // Deleting a link is no change of the store: only the next change (or the period)
+    // wakes a pass.
+    std::thread::sleep(Duration::from_millis(100));
+    assert!(!e.host.model().links.contains_key(&bridge));
+    mknet(&e, "web", "10.10.0.0/24").await;
+    until("the default bridge to come back", &|| {
+        e.host.model().links.contains_key(&bridge)
+    });
+    assert_eq!(stats.failures.load(std::sync::atomic::Ordering::Relaxed), 0);
+    drop(loops);
+}

@@ -194,6 +194,7 @@ impl Networks {
         req: NetworkCreate,
         default: bool,
     ) -> EngineResult<NetworkInspect> {
+        let _pass = self.host_pass.read().await;
         let name = req.name.clone();
         if !crate::containers::valid_name(&name) {
             return Err(invalid(format!("invalid network name {name:?}: use letters, digits, '_', '.' and '-', starting with a letter or digit")));
@@ -373,6 +374,7 @@ impl Networks {
     }
 
     pub async fn remove(&self, project: &ProjectName, name: &str) -> EngineResult<()> {
+        let _pass = self.host_pass.read().await;
         let n = self.get(project, name)?;
         if n.name == DEFAULT_NETWORK {
             return Err(conflict("the default bridge network cannot be removed"));

@@ -51,6 +51,7 @@ use crate::host::net::{Firewall, NetHost};
 
 pub use alloc::PortHolder;
 use names::NameIndex;
+pub use reconcile::NetworkReconciler;
 
 /// The default network's name, as Docker's.
 pub const DEFAULT_NETWORK: &str = "bridge";
@@ -115,6 +116,9 @@ pub struct Networks {
     /// table, so the last one must see the last change). Allocation takes no lock: the
     /// store's compares keep it unique.
     fw_lock: Mutex<()>,
+    /// Creates and removes hold it shared; a reconcile pass holds it alone, so that a pass
+    /// never realises a network a failing create is undoing or a remove is taking down.
+    pub(super) host_pass: tokio::sync::RwLock<()>,
     index: Arc<RwLock<NameIndex>>,
 }
 
@@ -149,6 +153,7 @@ impl Networks {
             host,
             fw,
             fw_lock: Mutex::new(()),
+            host_pass: tokio::sync::RwLock::new(()),
             index: Arc::new(RwLock::new(NameIndex::default())),
         })
     }

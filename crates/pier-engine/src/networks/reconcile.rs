@@ -3,10 +3,17 @@
 //! owns goes (leases, host-port reservations, veths, bridges of removed networks,
 //! namespace files); reservations of running containers that an older Pier did not
 //! index are added; then the firewall is rebuilt whole. Idempotent.
+//!
+//! While the daemon runs, [`NetworkReconciler`] puts back what drifted (a bridge or a
+//! DNS server gone, the firewall table flushed by hand) after every change of the
+//! networks' records and periodically; it takes nothing away (that is for the start,
+//! when no container is being set up).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::Ipv4Addr;
 use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
 
 use pier_api::containers::{ContainerInspect, ContainerStatus};
 use pier_api::networks::{NetworkCreate, NetworkInspect, PortBinding};
@@ -17,7 +24,30 @@ use pier_store::{Batch, StoreExt, Table};
 use super::alloc::{port_key, PortHolder, PORT_PREFIX};
 use super::{net_err, ports_key, Networks, DEFAULT_NETWORK};
 use crate::error::EngineResult;
+use crate::reconcile::{BoxFuture, Reconciler};
 use crate::DEFAULT_ROOT;
+
+/// Realises every recorded network while the daemon runs; see the module doc.
+pub struct NetworkReconciler {
+    pub networks: Arc<Networks>,
+    /// How long it waits without a change before another pass.
+    pub period: Duration,
+}
+
+impl Reconciler for NetworkReconciler {
+    fn name(&self) -> &'static str {
+        "networks"
+    }
+    fn watches(&self) -> Vec<(Table, String)> {
+        vec![(Table::Networks, String::new())]
+    }
+    fn period(&self) -> Duration {
+        self.period
+    }
+    fn reconcile(&self) -> BoxFuture<'_, EngineResult<()>> {
+        Box::pin(async move { self.networks.realize_all().await.map(drop) })
+    }
+}
 
 /// The address a running container's published ports go to: its first network's.
 fn first_ip(c: &ContainerInspect) -> Option<Ipv4Addr> {
@@ -65,6 +95,24 @@ impl Networks {
             self.index_names(c, &c.networks);
         }
         self.firewall()
+    }
+
+    /// Makes every recorded network's bridge, sysctls and DNS server, and rebuilds the
+    /// firewall; returns how many networks it saw. Alone against creates and removes (see
+    /// `host_pass`). A network that cannot be set up does not stop the others; the first
+    /// such error is returned after the pass.
+    pub async fn realize_all(&self) -> EngineResult<usize> {
+        let _pass = self.host_pass.write().await;
+        let nets = self.db.list_json::<NetworkInspect>(Table::Networks, "")?;
+        let mut first = None;
+        for (_, n) in &nets {
+            if let Err(e) = self.realize(n).await {
+                tracing::warn!(network = %n.name, error = %e.message(), "cannot set a network up");
+                first.get_or_insert(e);
+            }
+        }
+        self.firewall()?;
+        first.map_or(Ok(nets.len()), Err)
     }
 
     /// Removes the leases and port reservations of containers that are not running,
