@@ -251,7 +251,11 @@ fn loop_path(minor: u32) -> PathBuf {
 }
 
 fn moved(p: &Path, from: &Path, to: &Path) -> PathBuf {
-    p.strip_prefix(from).map_or(p.to_path_buf(), |r| to.join(r))
+    match p.strip_prefix(from) {
+        Ok(r) if r.as_os_str().is_empty() => to.to_path_buf(),
+        Ok(r) => to.join(r),
+        Err(_) => p.to_path_buf(),
+    }
 }
 
 impl FakeStorage {
