@@ -1703,16 +1703,15 @@ impl Containers {
         } else {
             b.commit(self.db.as_ref())?;
         }
-        if let Some(w) = self.watchers.lock().unwrap().remove(&c.id) {
-            let mut s = c.state.clone();
-            s.status = ContainerStatus::Removing;
-            w.send_replace(s);
-        }
-        self.locks.lock().unwrap().remove(&c.id);
-        self.emit(c, "destroy", &[]);
+        // Its volumes are let go (and its anonymous ones removed) before waiters hear of
+        // the removal: `run --rm` returns with them gone.
         self.volumes.detach(project, &c.id, &c.mounts);
-        if volumes {
-            for m in c.mounts.iter().filter(|m| m.kind == MountKind::Volume) {
+        let removed = (|| {
+            for m in c
+                .mounts
+                .iter()
+                .filter(|m| volumes && m.kind == MountKind::Volume)
+            {
                 let Some(name) = m.source.as_deref() else {
                     continue;
                 };
@@ -1721,8 +1720,16 @@ impl Containers {
                     self.volumes.remove(project, name)?;
                 }
             }
+            Ok(())
+        })();
+        if let Some(w) = self.watchers.lock().unwrap().remove(&c.id) {
+            let mut s = c.state.clone();
+            s.status = ContainerStatus::Removing;
+            w.send_replace(s);
         }
-        Ok(())
+        self.locks.lock().unwrap().remove(&c.id);
+        self.emit(c, "destroy", &[]);
+        removed
     }
 
     /// A running `--rm` container whose record a crash lost (it is written lazily): its
