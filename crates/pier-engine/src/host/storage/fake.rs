@@ -622,3 +622,111 @@ impl Mounts for FakeStorage {
         g.host.mounts.contains_key(target)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn disk(dir: &Path) -> Disk {
+        Disk::new(dir, pier_storage::block::Format::Raw)
+    }
+
+    #[test]
+    fn an_image_mount_holds_an_autoclear_loop_until_unmounted() {
+        let t = tempfile::tempdir().unwrap();
+        let f = FakeStorage::new();
+        let (img, data) = (t.path().join("disk.img"), t.path().join("_data"));
+        f.create_dir(&data).unwrap();
+        f.make_fs_image(&img, 1 << 20, None).unwrap();
+        f.mount_image(&img, &data).unwrap();
+        assert!(f.is_mounted(&data));
+        assert_eq!(f.state().loops.len(), 1);
+        // Never attached twice.
+        let e = f.mount_image(&img, &data).unwrap_err();
+        assert_eq!(e.kind(), pier_storage::ErrorKind::Busy);
+        // A directory with a mount under it cannot go.
+        let e = f.remove(t.path()).unwrap_err();
+        assert_eq!(e.kind(), pier_storage::ErrorKind::Busy);
+        f.unmount(&data).unwrap();
+        assert!(f.state().loops.is_empty());
+        f.remove(&img).unwrap();
+        assert!(f.state().is_clean());
+    }
+
+    #[test]
+    fn a_released_disk_still_mounted_goes_with_its_last_mount() {
+        let t = tempfile::tempdir().unwrap();
+        let f = FakeStorage::new();
+        let d = disk(t.path());
+        let data = t.path().join("_data");
+        f.create_dir(&data).unwrap();
+        f.create_disk(&d, 1 << 20, true).unwrap();
+        let dev = f.attach_disk(&d).unwrap();
+        assert_eq!(f.attach_disk(&d).unwrap(), dev, "the same device again");
+        assert_eq!(f.loop_minor(&dev).unwrap(), 0);
+        f.mount_device(&dev, &data).unwrap();
+        f.release_disk(&d);
+        assert_eq!(f.state().loops.len(), 1, "busy until unmounted");
+        f.unmount(&data).unwrap();
+        assert!(f.state().loops.is_empty());
+        assert_eq!(
+            f.loop_minor(&dev).unwrap_err().kind(),
+            pier_storage::ErrorKind::Host
+        );
+    }
+
+    #[test]
+    fn the_nth_fallible_call_fails_once_and_queries_do_not_count() {
+        let t = tempfile::tempdir().unwrap();
+        let f = FakeStorage::new();
+        f.fail_nth(1, libc::ENOSPC);
+        f.create_dir(&t.path().join("a")).unwrap();
+        assert!(!f.is_mounted(t.path()));
+        let e = f.create_dir(&t.path().join("b")).unwrap_err();
+        assert_eq!(e.kind(), pier_storage::ErrorKind::NoSpace);
+        assert!(!t.path().join("b").exists(), "a failed call does nothing");
+        f.create_dir(&t.path().join("b")).unwrap();
+        assert_eq!(f.fallible_calls(), 3);
+        assert_eq!(
+            f.calls().iter().map(Call::kind).collect::<Vec<_>>(),
+            [
+                CallKind::CreateDir,
+                CallKind::IsMounted,
+                CallKind::CreateDir,
+                CallKind::CreateDir
+            ]
+        );
+    }
+
+    #[test]
+    fn a_failing_kind_fails_until_healed() {
+        let t = tempfile::tempdir().unwrap();
+        let f = FakeStorage::new();
+        f.fail_kind(CallKind::CreateDir, libc::EIO);
+        for _ in 0..2 {
+            let e = f.create_dir(&t.path().join("a")).unwrap_err();
+            assert_eq!(e.kind(), pier_storage::ErrorKind::Host);
+        }
+        f.heal();
+        f.create_dir(&t.path().join("a")).unwrap();
+    }
+
+    #[test]
+    fn renames_and_copies_carry_the_model_along() {
+        let t = tempfile::tempdir().unwrap();
+        let f = FakeStorage::new();
+        let (a, b) = (t.path().join("a"), t.path().join("b"));
+        f.create_dir(&a).unwrap();
+        f.make_fs_image(&a.join("disk.img"), 1 << 20, Some(10))
+            .unwrap();
+        f.rename(&a, &b).unwrap();
+        f.copy_image(&b.join("disk.img"), &b.join("copy.img"))
+            .unwrap();
+        let images: Vec<PathBuf> = f.state().images.into_keys().collect();
+        assert_eq!(images, [b.join("copy.img"), b.join("disk.img")]);
+        // A frozen filesystem must be mounted, and thaws when its guard goes.
+        assert!(f.freeze(&b).is_err());
+        f.remove(&b).unwrap();
+        assert!(f.state().is_clean());
+    }
+}
