@@ -156,7 +156,7 @@ impl Volumes {
     }
 
     /// Rewrites a volume's record with `change` under a compare of its revision; retries
-    /// when it changed meanwhile. `change` answers None to leave it as it is.
+    /// when it changed meanwhile. `change` answers false to leave it as it is.
     pub(crate) fn update(
         &self,
         project: &ProjectName,
