@@ -110,7 +110,10 @@ impl Volumes {
 
     /// At daemon start: mounts limited volumes whose filesystem is not mounted, takes
     /// apart volumes a crash left `creating` or `removing`, removes directories no record
-    /// owns (a crash during create or remove) and half-made snapshots.
+    /// owns (a crash during create or remove) and half-made snapshots. It runs at open,
+    /// before any request: a `creating` record then is a crash's. (Run alongside the API,
+    /// it would take apart creates in flight; a periodic pass needs creates to hold a
+    /// store lease that tells a live one from a dead one.)
     pub fn reconcile(&self) -> EngineResult<()> {
         let records = self.records(None)?;
         let mut known = HashSet::new();
