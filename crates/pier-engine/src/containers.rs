@@ -722,7 +722,9 @@ impl Containers {
         // it, its directory (and the writable layer's filesystem in it), its record.
         let mut made_volumes: Vec<String> = Vec::new();
         let made = self
-            .prepare_volumes(project, &mut c.mounts, &mut made_volumes)
+            .volumes
+            .attach(project, &id, &mut c.mounts)
+            .map(|made| made_volumes = made)
             .and_then(|()| self.make_files(&c, &img, layer_limit));
         let t_files = t0.elapsed();
         let saved = made.and_then(|()| self.save_new(&c));
@@ -731,9 +733,8 @@ impl Containers {
             unmount(&dir.join("rootfs"));
             let _ = pier_storage::ext4::unmount(&dir.join("layer"));
             let _ = fs::remove_dir_all(&dir);
-            for v in &made_volumes {
-                let _ = self.volumes.remove(project, v);
-            }
+            self.volumes
+                .undo_attach(project, &id, &c.mounts, &made_volumes);
             return Err(e);
         }
         self.emit(&c, "create", &[]);
@@ -754,51 +755,6 @@ impl Containers {
                 .map_err(|e| internal(format!("cannot write {RECORD_COPY}: {e}")))?;
         }
         self.save_pinned(c, !c.config.auto_remove)
-    }
-
-    /// Makes the volumes of `mounts`: named ones on first use, anonymous ones now (their
-    /// names go to `made`, for the caller to remove if the create fails); marks how each
-    /// block volume is given (a device under /dev, or its filesystem anywhere else).
-    fn prepare_volumes(
-        &self,
-        project: &ProjectName,
-        mounts: &mut [MountSpec],
-        made: &mut Vec<String>,
-    ) -> EngineResult<()> {
-        for m in mounts.iter_mut().filter(|m| m.kind == MountKind::Volume) {
-            match &m.source {
-                Some(n) => {
-                    self.volumes.ensure(project, n)?;
-                }
-                None => {
-                    let v = self.volumes.create(
-                        project,
-                        pier_api::volumes::VolumeCreate::default(),
-                        true,
-                    )?;
-                    made.push(v.name.clone());
-                    m.source = Some(v.name);
-                }
-            }
-        }
-        for m in mounts.iter_mut().filter(|m| m.kind == MountKind::Volume) {
-            let name = m.source.clone().unwrap_or_default();
-            let v = self.volumes.get(project, &name)?;
-            if v.driver != "block" {
-                continue;
-            }
-            let how = if m.target.starts_with("/dev/") {
-                "device"
-            } else if Volumes::has_fs(&v) {
-                "fs"
-            } else {
-                return Err(invalid(format!(
-                    "block volume {name} has no filesystem: attach it as a device under /dev/ (e.g. target=/dev/vdb), or create it with --opt fs=ext4"
-                )));
-            };
-            m.options.insert("block".into(), how.into());
-        }
-        Ok(())
     }
 
     /// Makes the container's directory: the overlay's directories (the writable layer
@@ -858,17 +814,7 @@ impl Containers {
     /// Attaches the container's block volumes (their filesystems mounted, or their
     /// devices made available) and lets the container's cgroup use those devices.
     fn prepare_block_volumes(&self, c: &ContainerInspect) -> EngineResult<()> {
-        let mut minors = Vec::new();
-        for m in &c.mounts {
-            let (Some(how), Some(name)) = (m.options.get("block"), m.source.as_deref()) else {
-                continue;
-            };
-            if how == "device" {
-                minors.push(self.volumes.attach_device(&c.project, name)?);
-            } else {
-                self.volumes.mount_fs(&c.project, name)?;
-            }
-        }
+        let minors = self.volumes.attach_block(&c.project, &c.mounts)?;
         if minors.is_empty() {
             return Ok(());
         }
@@ -1757,15 +1703,15 @@ impl Containers {
         } else {
             b.commit(self.db.as_ref())?;
         }
-        if let Some(w) = self.watchers.lock().unwrap().remove(&c.id) {
-            let mut s = c.state.clone();
-            s.status = ContainerStatus::Removing;
-            w.send_replace(s);
-        }
-        self.locks.lock().unwrap().remove(&c.id);
-        self.emit(c, "destroy", &[]);
-        if volumes {
-            for m in c.mounts.iter().filter(|m| m.kind == MountKind::Volume) {
+        // Its volumes are let go (and its anonymous ones removed) before waiters hear of
+        // the removal: `run --rm` returns with them gone.
+        self.volumes.detach(project, &c.id, &c.mounts);
+        let removed = (|| {
+            for m in c
+                .mounts
+                .iter()
+                .filter(|m| volumes && m.kind == MountKind::Volume)
+            {
                 let Some(name) = m.source.as_deref() else {
                     continue;
                 };
@@ -1774,8 +1720,16 @@ impl Containers {
                     self.volumes.remove(project, name)?;
                 }
             }
+            Ok(())
+        })();
+        if let Some(w) = self.watchers.lock().unwrap().remove(&c.id) {
+            let mut s = c.state.clone();
+            s.status = ContainerStatus::Removing;
+            w.send_replace(s);
         }
-        Ok(())
+        self.locks.lock().unwrap().remove(&c.id);
+        self.emit(c, "destroy", &[]);
+        removed
     }
 
     /// A running `--rm` container whose record a crash lost (it is written lazily): its
@@ -1841,14 +1795,9 @@ impl Containers {
 
     /// Removes volumes no container uses: anonymous ones, or all with `all`.
     pub fn prune_volumes(&self, project: &ProjectName, all: bool) -> EngineResult<Vec<String>> {
-        let mut removed = Vec::new();
-        for v in self.volumes.list(project)? {
-            if (all || v.anonymous) && self.volume_users(project, &v.name)?.is_empty() {
-                self.volumes.remove(project, &v.name)?;
-                removed.push(v.name);
-            }
-        }
-        Ok(removed)
+        self.volumes.prune(project, all, &|name| {
+            Ok(!self.volume_users(project, name)?.is_empty())
+        })
     }
 
     fn running_users(

@@ -138,8 +138,14 @@ impl Engine {
             .map_err(part("networks"))?,
         );
         let volumes = Arc::new(
-            volumes::Volumes::new(&root, store.clone(), projects.clone())
-                .map_err(part("volumes"))?,
+            volumes::Volumes::new(
+                &root,
+                store.clone(),
+                projects.clone(),
+                Arc::new(host::storage::HostStorage),
+                Arc::new(host::storage::HostStorage),
+            )
+            .map_err(part("volumes"))?,
         );
         volumes.reconcile().map_err(part("volumes"))?;
         let registry = Arc::new(
