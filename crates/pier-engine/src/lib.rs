@@ -13,6 +13,10 @@
 //! - [`build`]: the Dockerfile builder (classic builder semantics).
 //! - [`context`]: [`RequestContext`], the project and caller of each request.
 //! - [`projects`]: the projects (tenants) every resource belongs to, and their quotas.
+//! - [`filters`]: list filters as Docker's API sends them, and their matching rules.
+//! - [`listing`]: filtered container listings, for every API.
+//! - [`volumes_query`]: volume listings, make-if-absent, usage and prune the APIs share.
+//! - [`views`]: what the APIs show of a container beyond its record.
 //! - [`system`]: the host's facts, disk usage and interface counters, for every API.
 //! - [`error`]: [`EngineError`], which each API maps to its wire protocol once.
 
@@ -21,15 +25,19 @@ pub mod container_fs;
 pub mod containers;
 pub mod context;
 pub mod error;
+pub mod filters;
 pub mod health;
 pub mod host;
 pub mod image_pins;
 pub mod instances;
+pub mod listing;
 pub mod networks;
 pub mod projects;
 pub mod sessions;
 pub mod system;
+pub mod views;
 pub mod volumes;
+pub mod volumes_query;
 
 use std::path::PathBuf;
 use std::sync::Arc;

@@ -9,7 +9,8 @@
 //!   what Pier does not do (swarm, plugins, registry) answers 501 or 503 with a sentence
 //!   saying so, never a bare 500.
 //! - One file per area: [`system`] (ping, version, info, events, df), [`containers`]
-//!   (create, list, lifecycle) with [`create`] (Docker's create body mapped), [`inspect`] (Docker's JSON shapes of a container),
+//!   (create, list, lifecycle; Docker's create body and container shapes are
+//!   [`pier_api::docker`]'s),
 //!   [`streams`] (attach, logs, wait, resize), [`exec`], [`stats`] (stats, top),
 //!   [`archive`] (cp, export, commit, changes), [`images`], [`registry`] (pull, push,
 //!   login), [`build`], [`networks`], [`volumes`].
@@ -19,10 +20,8 @@
 pub mod archive;
 pub mod build;
 pub mod containers;
-pub mod create;
 pub mod exec;
 pub mod images;
-pub mod inspect;
 pub mod networks;
 pub mod params;
 pub mod registry;
@@ -46,6 +45,8 @@ use crate::api::Ctx;
 use crate::error::ApiError;
 use pier_api::ProjectName;
 use pier_engine::Engine;
+
+pub(crate) use pier_api::docker::{derived_id, normalize_ref, unix, ZERO_TIME};
 
 /// The oldest API version served.
 pub const MIN_API: (u32, u32) = (1, 24);
@@ -129,6 +130,13 @@ impl From<ApiError> for DockerError {
             status,
             message: e.message,
         }
+    }
+}
+
+impl From<pier_api::docker::Refused> for DockerError {
+    fn from(e: pier_api::docker::Refused) -> Self {
+        let status = StatusCode::from_u16(e.status).unwrap_or(StatusCode::BAD_REQUEST);
+        DockerError::new(status, e.message)
     }
 }
 
@@ -444,14 +452,6 @@ pub(crate) fn container(
         })
 }
 
-/// Docker's reading of an image reference: `bb` is `bb:latest`.
-pub(crate) fn normalize_ref(r: &str) -> String {
-    match r.parse::<pier_api::ImageRef>() {
-        Ok(p) if p.tag().is_none() && p.digest().is_none() => format!("{r}:latest"),
-        _ => r.to_string(),
-    }
-}
-
 /// Finds an image, with Docker's "No such image" on a miss.
 pub(crate) fn image(
     d: &Docker,
@@ -468,34 +468,4 @@ pub(crate) fn image(
             }
             e => e.into(),
         })
-}
-
-/// Unix seconds of an RFC 3339 time, 0 when absent or unreadable.
-pub(crate) fn unix(t: Option<&str>) -> i64 {
-    t.and_then(pier_api::time::parse_rfc3339).unwrap_or(0)
-}
-
-/// Go's zero time, which Docker shows for times that never happened.
-pub(crate) const ZERO_TIME: &str = "0001-01-01T00:00:00Z";
-
-/// A stable hex string of `len` digits derived from `parts` (FNV-1a rounds): IDs Docker
-/// has and Pier does not keep (endpoints, sandboxes, the daemon).
-pub(crate) fn derived_id(parts: &[&str], len: usize) -> String {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    let mut out = String::new();
-    let mut round = 0u8;
-    while out.len() < len {
-        for b in parts
-            .iter()
-            .flat_map(|p| p.bytes().chain([0]))
-            .chain([round])
-        {
-            h ^= u64::from(b);
-            h = h.wrapping_mul(0x0000_0100_0000_01b3);
-        }
-        out.push_str(&format!("{h:016x}"));
-        round += 1;
-    }
-    out.truncate(len);
-    out
 }

@@ -17,11 +17,11 @@ use pier_api::{Ipv4Address, Ipv4Net};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::create::EndpointConfig;
 use super::params::{check_filters, label_matches, parse_time, Params};
 use super::system::emit;
 use super::{blocking, container, json, DResult, DState, Docker, DockerError};
 use crate::api::Ctx;
+use pier_api::docker::create::EndpointConfig;
 use pier_api::ProjectName;
 
 pub fn routes() -> Router<Arc<Docker>> {
@@ -97,7 +97,7 @@ fn network_json(
                 .engine
                 .containers
                 .get(&project.clone(), id)
-                .map(|c| super::inspect::endpoint_json(&c, ep)["EndpointID"].clone())
+                .map(|c| pier_api::docker::container::endpoint_json(&c, ep)["EndpointID"].clone())
                 .unwrap_or(Value::Null);
             containers.insert(
                 id.clone(),

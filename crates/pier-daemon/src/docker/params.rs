@@ -1,12 +1,13 @@
 //! Docker's query strings: keys may repeat (`names=a&names=b`), booleans are `1`, `true`
 //! or `True`, and `filters` is JSON, either `{"key": ["v"]}` or the older
-//! `{"key": {"v": true}}`.
+//! `{"key": {"v": true}}` (read and matched by [`pier_engine::filters`]).
 
-use std::collections::BTreeMap;
 use std::str::FromStr;
 
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
+
+pub use pier_engine::filters::{self, label_matches, name_matches, parse_time, Filters};
 
 use super::DockerError;
 
@@ -52,9 +53,6 @@ pub fn percent_decode(s: &str) -> String {
     }
     String::from_utf8_lossy(&out).into_owned()
 }
-
-/// Filters by key, each with the values asked for.
-pub type Filters = BTreeMap<String, Vec<String>>;
 
 impl Params {
     pub fn parse(query: &str) -> Params {
@@ -117,93 +115,14 @@ impl Params {
     pub fn filters(&self) -> Result<Filters, DockerError> {
         match self.nonempty("filters") {
             None => Ok(Filters::new()),
-            Some(f) => parse_filters(f),
+            Some(f) => Ok(filters::parse(f)?),
         }
     }
-}
-
-/// Parses `{"key": ["v", ...]}` or `{"key": {"v": true}}`.
-pub fn parse_filters(s: &str) -> Result<Filters, DockerError> {
-    let v: serde_json::Value = serde_json::from_str(s)
-        .map_err(|e| DockerError::bad_request(format!("invalid filters {s:?}: {e}")))?;
-    let obj = v
-        .as_object()
-        .ok_or_else(|| DockerError::bad_request(format!("invalid filters {s:?}: not an object")))?;
-    let mut out = Filters::new();
-    for (k, vals) in obj {
-        let list: Vec<String> = match vals {
-            serde_json::Value::Array(a) => a
-                .iter()
-                .filter_map(|x| x.as_str().map(String::from))
-                .collect(),
-            serde_json::Value::Object(m) => m
-                .iter()
-                .filter(|(_, on)| on.as_bool().unwrap_or(true))
-                .map(|(k, _)| k.clone())
-                .collect(),
-            serde_json::Value::String(s) => vec![s.clone()],
-            _ => {
-                return Err(DockerError::bad_request(format!(
-                    "invalid filters {s:?}: the values of {k:?} are not a list"
-                )))
-            }
-        };
-        out.entry(k.clone()).or_default().extend(list);
-    }
-    Ok(out)
 }
 
 /// Checks that only known filter keys are used, as Docker does.
 pub fn check_filters(f: &Filters, known: &[&str]) -> Result<(), DockerError> {
-    for k in f.keys() {
-        if !known.contains(&k.as_str()) {
-            return Err(DockerError::bad_request(format!(
-                "invalid filter '{k}': pier supports {}",
-                known.join(", ")
-            )));
-        }
-    }
-    Ok(())
-}
-
-/// Does `label` filter value `want` (`key` or `key=value`) match these labels?
-pub fn label_matches(labels: &BTreeMap<String, String>, want: &str) -> bool {
-    match want.split_once('=') {
-        Some((k, v)) => labels.get(k).is_some_and(|x| x == v),
-        None => labels.contains_key(want),
-    }
-}
-
-/// A name filter: Docker takes a regular expression; Pier takes its common forms, a plain
-/// substring with optional `^` and `$` anchors, against the name with its leading `/`.
-pub fn name_matches(name: &str, pattern: &str) -> bool {
-    let full = format!("/{name}");
-    let (anchored_start, p) = match pattern.strip_prefix('^') {
-        Some(p) => (true, p),
-        None => (false, pattern),
-    };
-    let (anchored_end, p) = match p.strip_suffix('$') {
-        Some(p) => (true, p),
-        None => (false, p),
-    };
-    let p = p.strip_prefix('/').unwrap_or(p);
-    let candidates = [&full[1..], full.as_str()];
-    candidates
-        .iter()
-        .any(|n| match (anchored_start, anchored_end) {
-            (true, true) => *n == p || (p.is_empty() && n.is_empty()),
-            (true, false) => n.starts_with(p),
-            (false, true) => n.ends_with(p),
-            (false, false) => n.contains(p),
-        })
-}
-
-/// Unix seconds (with an optional fraction) or RFC 3339, as `since` and `until` come.
-pub fn parse_time(s: &str) -> Option<f64> {
-    if let Ok(v) = s.parse::<f64>() {
-        return Some(v);
-    }
-    pier_api::time::parse_rfc3339(s).map(|v| v as f64)
+    Ok(filters::check(f, known)?)
 }
 
 #[cfg(test)]
@@ -221,22 +140,8 @@ mod tests {
         assert_eq!(p.get("x"), Some(" y"));
         assert!(Params::parse("t=abc").num::<u64>("t").is_err());
         assert_eq!(percent_decode("100%"), "100%");
-
-        let f = parse_filters(r#"{"label":{"a=b":true},"status":["running","exited"]}"#).unwrap();
-        assert_eq!(f["label"], vec!["a=b"]);
-        assert_eq!(f["status"], vec!["running", "exited"]);
-        assert!(parse_filters("[1]").is_err());
-        assert!(check_filters(&f, &["label"]).is_err());
-
-        assert!(name_matches("web", "web"));
-        assert!(name_matches("app_web_1", "web"));
-        assert!(name_matches("web", "^web$"));
-        assert!(name_matches("web", "^/web$"));
-        assert!(!name_matches("web2", "^web$"));
-        let labels = BTreeMap::from([("a".to_string(), "b".to_string())]);
-        assert!(label_matches(&labels, "a") && label_matches(&labels, "a=b"));
-        assert!(!label_matches(&labels, "a=c"));
-
-        assert_eq!(parse_time("1700000000.5"), Some(1_700_000_000.5));
+        let p = Params::parse("filters=%7B%22label%22%3A%5B%22a%22%5D%7D");
+        assert_eq!(p.filters().unwrap()["label"], vec!["a"]);
+        assert!(Params::parse("filters=x").filters().is_err());
     }
 }

@@ -110,7 +110,7 @@ async fn stats(
         }
     };
     if !stream {
-        let pre = if one_shot || !super::inspect::is_running(&c) {
+        let pre = if one_shot || !pier_api::docker::container::is_running(&c) {
             None
         } else {
             let (s, _) = read().await?;
@@ -129,7 +129,7 @@ async fn stats(
         loop {
             let Ok((now, c)) = read().await else { return };
             let v = stats_json(&c.id, &c.name, &now, pre.as_ref());
-            if tx.send(v).await.is_err() || !super::inspect::is_running(&c) {
+            if tx.send(v).await.is_err() || !pier_api::docker::container::is_running(&c) {
                 return;
             }
             pre = Some(now);

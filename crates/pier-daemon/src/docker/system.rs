@@ -222,10 +222,12 @@ pub async fn df(Ctx(ctx): Ctx, state: DState) -> DResult<Response> {
                 super::images::summary_json(i)
             })
             .collect();
+        let mut configs = pier_engine::views::ImageConfigs::default();
         let container_json: Vec<Value> = containers
             .iter()
             .map(|c| {
-                let mut v = super::inspect::summary(&d, c);
+                let facts = d.engine.container_facts(c, &mut configs);
+                let mut v = pier_api::docker::container::summary(c, &facts);
                 let rw = d.engine.containers.size_rw(c);
                 let image_size = images
                     .iter()
