@@ -13,6 +13,7 @@
 //! - [`build`]: the Dockerfile builder (classic builder semantics).
 //! - [`context`]: [`RequestContext`], the project and caller of each request.
 //! - [`projects`]: the projects (tenants) every resource belongs to, and their quotas.
+//! - [`events`]: the event log the APIs replay (`since`, `until`, filters).
 //! - [`filters`]: list filters as Docker's API sends them, and their matching rules.
 //! - [`listing`]: filtered container listings, for every API.
 //! - [`volumes_query`]: volume listings, make-if-absent, usage and prune the APIs share.
@@ -25,6 +26,7 @@ pub mod container_fs;
 pub mod containers;
 pub mod context;
 pub mod error;
+pub mod events;
 pub mod filters;
 pub mod health;
 pub mod host;

@@ -7,6 +7,7 @@
 //!   [`ContainerCreate`](crate::containers::ContainerCreate).
 //! - [`mounts`]: `-v`, `--mount`, `--tmpfs` as Pier's mount specs, and back.
 //! - [`container`]: a container in Docker's inspect and listing shapes.
+//! - [`system`]: the daemon's facts as `/info` shows them.
 //!
 //! A refusal ([`Refused`]) carries the HTTP status Docker answers with; the server maps
 //! it onto its error response.
@@ -14,6 +15,7 @@
 pub mod container;
 pub mod create;
 pub mod mounts;
+pub mod system;
 
 /// The network a container joins when none is named.
 pub const DEFAULT_NETWORK: &str = "bridge";

@@ -76,7 +76,7 @@ pub fn api_string((major, minor): (u32, u32)) -> String {
 /// --since`). Exec and attach sessions are the engine's.
 pub struct Docker {
     pub engine: Arc<Engine>,
-    pub(crate) events: system::EventLog,
+    pub(crate) events: pier_engine::events::EventLog,
 }
 
 pub(crate) type DState = axum::extract::State<Arc<Docker>>;
@@ -203,7 +203,7 @@ pub(crate) fn json_stream(rx: tokio::sync::mpsc::Receiver<serde_json::Value>) ->
 /// The Docker API's router, for `axum::serve` on the Docker socket.
 pub fn router(engine: Arc<Engine>) -> Router {
     let docker = Arc::new(Docker {
-        events: system::EventLog::start(&engine),
+        events: pier_engine::events::EventLog::start(&engine),
         engine,
     });
     let api = Router::new()
