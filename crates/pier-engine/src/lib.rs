@@ -16,6 +16,7 @@
 //! - [`events`]: the event log the APIs replay (`since`, `until`, filters).
 //! - [`filters`]: list filters as Docker's API sends them, and their matching rules.
 //! - [`listing`]: filtered container listings, for every API.
+//! - [`networks_query`]: network listings and prune decisions the APIs share.
 //! - [`volumes_query`]: volume listings, make-if-absent, usage and prune the APIs share.
 //! - [`views`]: what the APIs show of a container beyond its record.
 //! - [`system`]: the host's facts, disk usage and interface counters, for every API.
@@ -34,6 +35,7 @@ pub mod image_pins;
 pub mod instances;
 pub mod listing;
 pub mod networks;
+pub mod networks_query;
 pub mod projects;
 pub mod sessions;
 pub mod system;

@@ -7,6 +7,7 @@
 //!   [`ContainerCreate`](crate::containers::ContainerCreate).
 //! - [`mounts`]: `-v`, `--mount`, `--tmpfs` as Pier's mount specs, and back.
 //! - [`container`]: a container in Docker's inspect and listing shapes.
+//! - [`networks`]: networks in Docker's shape, and the create and connect bodies.
 //! - [`system`]: the daemon's facts as `/info` shows them.
 //!
 //! A refusal ([`Refused`]) carries the HTTP status Docker answers with; the server maps
@@ -15,6 +16,7 @@
 pub mod container;
 pub mod create;
 pub mod mounts;
+pub mod networks;
 pub mod system;
 
 /// The network a container joins when none is named.
