@@ -8,6 +8,8 @@
 //! - [`mounts`]: `-v`, `--mount`, `--tmpfs` as Pier's mount specs, and back.
 //! - [`container`]: a container in Docker's inspect and listing shapes.
 //! - [`networks`]: networks in Docker's shape, and the create and connect bodies.
+//! - [`images`]: an image in Docker's listing, inspect and history shapes.
+//! - [`stats`]: a container's readings in Docker's stats shape.
 //! - [`system`]: the daemon's facts as `/info` shows them.
 //!
 //! A refusal ([`Refused`]) carries the HTTP status Docker answers with; the server maps
@@ -15,8 +17,10 @@
 
 pub mod container;
 pub mod create;
+pub mod images;
 pub mod mounts;
 pub mod networks;
+pub mod stats;
 pub mod system;
 
 /// The network a container joins when none is named.

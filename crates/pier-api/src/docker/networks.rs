@@ -41,10 +41,7 @@ pub type FindContainer<'a> = dyn Fn(&str) -> Option<ContainerInspect> + 'a;
 
 /// A network as Docker shows it; with `container` (which finds a container's record by
 /// ID), its `Containers` are filled in.
-pub fn network_json(
-    n: &NetworkInspect,
-    container: Option<&FindContainer<'_>>,
-) -> Value {
+pub fn network_json(n: &NetworkInspect, container: Option<&FindContainer<'_>>) -> Value {
     let mut ipam = json!({"Subnet": n.subnet, "Gateway": n.gateway});
     if let Some(r) = &n.ip_range {
         ipam["IPRange"] = json!(r);

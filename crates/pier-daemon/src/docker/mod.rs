@@ -46,7 +46,7 @@ use crate::error::ApiError;
 use pier_api::ProjectName;
 use pier_engine::Engine;
 
-pub(crate) use pier_api::docker::{normalize_ref, unix, ZERO_TIME};
+pub(crate) use pier_api::docker::normalize_ref;
 
 /// The oldest API version served.
 pub const MIN_API: (u32, u32) = (1, 24);

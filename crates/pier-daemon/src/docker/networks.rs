@@ -18,9 +18,9 @@ use pier_api::docker::networks::{
 };
 use pier_api::networks::{NetworkConnect, NetworkInspect};
 use pier_api::{ErrorKind, ProjectName};
+use pier_engine::networks::DEFAULT_NETWORK;
 use pier_engine::networks_query::{network_matches, NetworkFacts, NETWORK_FILTERS};
 use serde_json::{json, Value};
-use pier_engine::networks::DEFAULT_NETWORK;
 
 use super::params::{check_filters, parse_time, Params};
 use super::system::emit;

@@ -124,7 +124,7 @@ pub async fn df(Ctx(ctx): Ctx, state: DState) -> DResult<Response> {
             .iter()
             .map(|i| {
                 layers += i.size;
-                super::images::summary_json(i)
+                pier_api::docker::images::summary_json(i)
             })
             .collect();
         let mut configs = pier_engine::views::ImageConfigs::default();
