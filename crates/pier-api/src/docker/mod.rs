@@ -9,6 +9,7 @@
 //! - [`container`]: a container in Docker's inspect and listing shapes.
 //! - [`networks`]: networks in Docker's shape, and the create and connect bodies.
 //! - [`images`]: an image in Docker's listing, inspect and history shapes.
+//! - [`query`]: query strings as Docker's clients send them.
 //! - [`stats`]: a container's readings in Docker's stats shape.
 //! - [`system`]: the daemon's facts as `/info` shows them.
 //!
@@ -20,6 +21,7 @@ pub mod create;
 pub mod images;
 pub mod mounts;
 pub mod networks;
+pub mod query;
 pub mod stats;
 pub mod system;
 
