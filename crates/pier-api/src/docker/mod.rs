@@ -1,7 +1,8 @@
 //! Docker Engine API wire types: the request bodies and response shapes of Docker's API
 //! (1.24 to 1.43), and the conversions between them and Pier's records that need no
-//! engine state. The daemon's Docker server reads and writes these; the engine never
-//! sees them (as moby keeps its `api/types` apart from the daemon).
+//! engine state. The daemon's Docker server reads and writes these (as moby keeps its
+//! `api/types` apart from the daemon); the engine only fills the facts of
+//! [`container::ContainerFacts`] and shares Docker's reading of references and times.
 //!
 //! - [`create`]: the create body (`Config`, `HostConfig`, `NetworkingConfig`) as Pier's
 //!   [`ContainerCreate`](crate::containers::ContainerCreate).
@@ -12,6 +13,7 @@
 //! - [`query`]: query strings as Docker's clients send them.
 //! - [`stats`]: a container's readings in Docker's stats shape.
 //! - [`system`]: the daemon's facts as `/info` shows them.
+//! - [`version`]: the API versions served, a path's version, `/version`.
 //!
 //! A refusal ([`Refused`]) carries the HTTP status Docker answers with; the server maps
 //! it onto its error response.
@@ -24,6 +26,7 @@ pub mod networks;
 pub mod query;
 pub mod stats;
 pub mod system;
+pub mod version;
 
 /// The network a container joins when none is named.
 pub const DEFAULT_NETWORK: &str = "bridge";

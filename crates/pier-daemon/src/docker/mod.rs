@@ -48,29 +48,7 @@ use pier_engine::Engine;
 
 pub(crate) use pier_api::docker::normalize_ref;
 
-/// The oldest API version served.
-pub const MIN_API: (u32, u32) = (1, 24);
-/// The newest API version served. 1.43 is what both CLIs on these machines (20.10, which
-/// speaks up to 1.41, and 28, which speaks up to 1.50) negotiate down to cleanly, and the
-/// last version before Docker changed the shapes of network endpoints at create (1.44).
-pub const MAX_API: (u32, u32) = (1, 43);
-
-/// The Docker-compatible daemon version reported to clients.
-pub const DOCKER_VERSION: &str = "24.0.0-pier";
-
-/// The API version a request was made with (the newest when its path had none).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub struct ApiVersion(pub u32, pub u32);
-
-impl ApiVersion {
-    pub fn at_least(self, minor: u32) -> bool {
-        self.0 > 1 || self.1 >= minor
-    }
-}
-
-pub fn api_string((major, minor): (u32, u32)) -> String {
-    format!("{major}.{minor}")
-}
+pub use pier_api::docker::version::{api_string, ApiVersion, DOCKER_VERSION, MAX_API, MIN_API};
 
 /// What the Docker API shares besides the engine: the recent events (for `docker events
 /// --since`). Exec and attach sessions are the engine's.
@@ -365,34 +343,15 @@ async fn unknown(req: Request) -> DockerError {
 async fn negotiate(mut req: Request, next: Next) -> Response {
     let method = req.method().clone();
     let path = req.uri().path().to_string();
-    let mut version = ApiVersion(MAX_API.0, MAX_API.1);
-    let mut refused = None;
-    if let Some(rest) = path.strip_prefix("/v") {
-        let (v, tail) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
-        let parsed = v
-            .split_once('.')
-            .and_then(|(a, b)| Some((a.parse::<u32>().ok()?, b.parse::<u32>().ok()?)));
-        if let Some((major, minor)) = parsed {
-            version = ApiVersion(major, minor);
-            if (major, minor) < MIN_API {
-                refused = Some(format!(
-                    "client version {v} is too old. Minimum supported API version is {}, please upgrade your client to a newer version",
-                    api_string(MIN_API)
-                ));
-            } else if (major, minor) > MAX_API {
-                refused = Some(format!(
-                    "client version {v} is too new. Maximum supported API version is {}",
-                    api_string(MAX_API)
-                ));
-            }
-            let tail = if tail.is_empty() { "/" } else { tail };
-            let new_uri = match req.uri().query() {
-                Some(q) => format!("{tail}?{q}"),
-                None => tail.to_string(),
-            };
-            if let Ok(uri) = new_uri.parse() {
-                *req.uri_mut() = uri;
-            }
+    let v = pier_api::docker::version::strip_version(&path);
+    let (version, refused) = (v.version, v.refused);
+    if let Some(tail) = v.path {
+        let new_uri = match req.uri().query() {
+            Some(q) => format!("{tail}?{q}"),
+            None => tail,
+        };
+        if let Ok(uri) = new_uri.parse() {
+            *req.uri_mut() = uri;
         }
     }
     req.extensions_mut().insert(version);

@@ -7,13 +7,14 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use pier_api::containers::ContainerStatus;
 use pier_api::docker::system::{daemon_id, info_json, Info};
+use pier_api::docker::version::version_json;
 use pier_api::ProjectName;
 use pier_engine::events::{EventQuery, LoggedEvent, EVENT_FILTERS};
 use pier_engine::system::{HostInfo, ProcessFacts};
 use serde_json::{json, Value};
 
 use super::params::{check_filters, filters, Params};
-use super::{api_string, blocking, DResult, DState, MAX_API, MIN_API};
+use super::{blocking, DResult, DState};
 use crate::api::Ctx;
 
 /// `GET` and `HEAD /_ping`.
@@ -34,35 +35,9 @@ pub async fn ping() -> Response {
 /// `GET /version`.
 pub async fn version() -> Response {
     let arch = pier_image::build::host_arch();
-    let host = HostInfo::read();
-    let details = json!({
-        "ApiVersion": api_string(MAX_API),
-        "MinAPIVersion": api_string(MIN_API),
-        "GitCommit": "pier",
-        "GoVersion": "rust",
-        "Os": "linux",
-        "Arch": arch,
-        "KernelVersion": host.kernel,
-        "Experimental": "false",
-        "BuildTime": "",
-        "PierVersion": env!("CARGO_PKG_VERSION"),
-    });
-    super::json(
-        StatusCode::OK,
-        json!({
-            "Platform": {"Name": format!("Pier {}", env!("CARGO_PKG_VERSION"))},
-            "Components": [{"Name": "Engine", "Version": super::DOCKER_VERSION, "Details": details}],
-            "Version": super::DOCKER_VERSION,
-            "ApiVersion": api_string(MAX_API),
-            "MinAPIVersion": api_string(MIN_API),
-            "GitCommit": "pier",
-            "GoVersion": "rust",
-            "Os": "linux",
-            "Arch": arch,
-            "KernelVersion": host.kernel,
-            "BuildTime": "",
-        }),
-    )
+    let kernel = HostInfo::read().kernel;
+    let v = version_json(arch, &kernel, env!("CARGO_PKG_VERSION"));
+    super::json(StatusCode::OK, v)
 }
 
 /// `GET /info`.
@@ -105,7 +80,7 @@ pub async fn info(Ctx(ctx): Ctx, state: DState) -> DResult<Response> {
         cgroup_version: facts.cgroup_version,
         open_fds: facts.open_fds,
         listeners: d.events.listeners(),
-        server_version: super::DOCKER_VERSION.into(),
+        server_version: pier_api::docker::version::DOCKER_VERSION.into(),
         exe: facts.exe,
         runc: facts.runc,
     };
