@@ -4,6 +4,7 @@
 //! `api/types` apart from the daemon); the engine only fills the facts of
 //! [`container::ContainerFacts`] and shares Docker's reading of references and times.
 //!
+//! - [`archive`]: the stat of `docker cp`.
 //! - [`create`]: the create body (`Config`, `HostConfig`, `NetworkingConfig`) as Pier's
 //!   [`ContainerCreate`](crate::containers::ContainerCreate).
 //! - [`mounts`]: `-v`, `--mount`, `--tmpfs` as Pier's mount specs, and back.
@@ -18,6 +19,7 @@
 //! A refusal ([`Refused`]) carries the HTTP status Docker answers with; the server maps
 //! it onto its error response.
 
+pub mod archive;
 pub mod container;
 pub mod create;
 pub mod images;
