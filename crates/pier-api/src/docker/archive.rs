@@ -99,6 +99,6 @@ mod tests {
         let v = stat_json("/a/l", &s);
         assert_eq!(v["linkTarget"], "/a/t");
         assert_eq!(v["mode"], (1u32 << 27) | 0o777);
-        assert_eq!(v["mtime"], "1970-01-01T00:00:00Z");
+        assert_eq!(v["mtime"], "1970-01-01T00:00:00.000000000Z");
     }
 }
