@@ -217,3 +217,8 @@ mod process_tests {
         assert!(!on_path("surely-no-such-tool-on-path"));
     }
 }
+
+/// Whether a host path exists (a bind mount's source, checked at create).
+pub fn host_path_exists(path: &str) -> bool {
+    Path::new(path).exists()
+}

@@ -60,7 +60,7 @@ async fn create(Ctx(ctx): Ctx, state: DState, p: Params, body: Bytes) -> DResult
         };
         let look = Lookups {
             gateway: &gateway,
-            source_exists: &|src| std::path::Path::new(src).exists(),
+            source_exists: &pier_engine::system::host_path_exists,
         };
         to_create(b, name, &look)?
     };
