@@ -6,11 +6,13 @@
 //! - [`remote`]: one registry host over HTTP/1.1 and TLS, with the token handshake.
 //! - [`transfer`]: pull into and push from the engine's image store.
 //! - [`manifest`]: manifests and indexes (OCI and Docker schema 2) and what they reference.
+//! - [`login`]: checking credentials against a registry.
 //! - [`b64`]: base64 of basic credentials and Docker's `X-Registry-Auth`.
 //! - [`error`]: what can fail, with the distribution spec's meaning kept.
 
 pub mod b64;
 pub mod error;
+pub mod login;
 pub mod manifest;
 pub mod remote;
 pub mod transfer;

@@ -85,6 +85,34 @@ pub fn history_json(id: &str, tags: &[String], h: &[HistoryEntry]) -> Value {
     Value::Array(list)
 }
 
+/// A pull's or push's progress (`pull`: a pull's verbs, else a push's) as a line of
+/// Docker's JSON progress stream, keyed by the layer's short ID; None for lines Docker
+/// does not show.
+pub fn progress_line(p: &crate::registry::TransferProgress, pull: bool) -> Option<Value> {
+    let id = p.blob.as_ref()?.hex()[..12].to_string();
+    let status = match (p.status.as_str(), pull) {
+        ("waiting", true) => "Pulling fs layer",
+        ("waiting", false) => "Preparing",
+        ("exists", true) => "Already exists",
+        ("exists", false) => "Layer already exists",
+        ("downloading", _) => "Downloading",
+        ("uploading", _) => "Pushing",
+        ("done", true) => "Pull complete",
+        ("done", false) => "Pushed",
+        _ => return None,
+    };
+    let mut v = json!({"status": status, "progressDetail": {}, "id": id});
+    if matches!(p.status.as_str(), "downloading" | "uploading") {
+        v["progressDetail"] = json!({"current": p.current, "total": p.total});
+    }
+    Some(v)
+}
+
+/// The last line of a progress stream that failed after it began (the CLI prints it).
+pub fn error_line(message: &str) -> Value {
+    json!({"errorDetail": {"message": message}, "error": message})
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -102,5 +130,38 @@ mod tests {
         assert_eq!(v[0]["Created"], 10);
         assert_eq!(v[1]["Id"], "<missing>");
         assert_eq!(v[1]["Tags"], Value::Null);
+    }
+
+    #[test]
+    fn transfer_progress_reads_as_dockers_progress_stream() {
+        use crate::registry::TransferProgress;
+        let blob: crate::Digest = format!("sha256:{}", "ab".repeat(32)).parse().unwrap();
+        let p = |status: &str| TransferProgress {
+            blob: Some(blob.clone()),
+            status: status.into(),
+            current: 5,
+            total: 9,
+            message: None,
+        };
+        let line = progress_line(&p("downloading"), true).unwrap();
+        assert_eq!(
+            line,
+            json!({"status": "Downloading", "progressDetail": {"current": 5, "total": 9}, "id": "abababababab"})
+        );
+        assert_eq!(
+            progress_line(&p("done"), false).unwrap()["status"],
+            "Pushed"
+        );
+        assert_eq!(
+            progress_line(&p("exists"), true).unwrap()["progressDetail"],
+            json!({})
+        );
+        assert!(progress_line(&p("complete"), true).is_none());
+        let whole = TransferProgress {
+            blob: None,
+            ..p("waiting")
+        };
+        assert!(progress_line(&whole, true).is_none());
+        assert_eq!(error_line("no")["errorDetail"]["message"], "no");
     }
 }

@@ -12,9 +12,10 @@ use std::sync::Arc;
 use axum::body::Bytes;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
+use pier_api::docker::images::{error_line, progress_line};
 use pier_api::registry::TransferProgress;
 use pier_api::ImageRef;
-use pier_registry_client::{transfer, Credentials, Remote};
+use pier_registry_client::{transfer, Credentials};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
@@ -40,35 +41,6 @@ fn credentials(headers: &HeaderMap) -> Option<Credentials> {
         username: a.username,
         password: a.password,
     })
-}
-
-fn error_line(message: &str) -> Value {
-    json!({"errorDetail": {"message": message}, "error": message})
-}
-
-fn short(d: &pier_api::Digest) -> String {
-    d.hex()[..12].to_string()
-}
-
-/// A transfer's progress in Docker's words (`pull`: the verbs of a pull, else a push's).
-fn progress_line(p: &TransferProgress, pull: bool) -> Option<Value> {
-    let id = short(p.blob.as_ref()?);
-    let status = match (p.status.as_str(), pull) {
-        ("waiting", true) => "Pulling fs layer",
-        ("waiting", false) => "Preparing",
-        ("exists", true) => "Already exists",
-        ("exists", false) => "Layer already exists",
-        ("downloading", _) => "Downloading",
-        ("uploading", _) => "Pushing",
-        ("done", true) => "Pull complete",
-        ("done", false) => "Pushed",
-        _ => return None,
-    };
-    let mut v = json!({"status": status, "progressDetail": {}, "id": id});
-    if matches!(p.status.as_str(), "downloading" | "uploading") {
-        v["progressDetail"] = json!({"current": p.current, "total": p.total});
-    }
-    Some(v)
 }
 
 /// Relays a transfer's progress into a Docker progress stream.
@@ -227,61 +199,24 @@ pub(crate) async fn push(
     Ok(json_stream(rx))
 }
 
-/// The registry host of a `serveraddress` (`https://index.docker.io/v1/` is Docker Hub).
-fn login_host(server: &str) -> String {
-    let s = server
-        .trim_start_matches("https://")
-        .trim_start_matches("http://");
-    let host = s.split('/').next().unwrap_or("");
-    match host {
-        "" | "index.docker.io" | "docker.io" | "registry-1.docker.io" => {
-            "registry-1.docker.io".into()
-        }
-        h => h.into(),
-    }
-}
-
 /// `POST /auth` (`docker login`): checks the credentials against the registry.
 pub(crate) async fn auth(d: Arc<Docker>, body: Bytes) -> DResult<Response> {
+    use pier_registry_client::login::{login, LoginError};
     let a: AuthConfig = serde_json::from_slice(&body)
         .map_err(|e| DockerError::bad_request(format!("invalid login request: {e}")))?;
-    let host = login_host(&a.serveraddress);
     let creds = Credentials {
         username: a.username,
         password: a.password,
     };
-    let unauthorized = |why: String| DockerError::new(StatusCode::UNAUTHORIZED, why);
-    let remote = Remote::new(&host, &d.engine.registry_client, Some(creds))
-        .map_err(|e| DockerError::internal(e.chain()))?;
-    remote
-        .authenticate("registry:catalog:*")
+    login(&a.serveraddress, &d.engine.registry_client, creds)
         .await
-        .map_err(|e| unauthorized(format!("login to {host} failed: {}", e.chain())))?;
-    let resp = remote
-        .send(
-            hyper::Method::GET,
-            "/v2/",
-            &[],
-            pier_registry_client::remote::empty(),
-        )
-        .await
-        .map_err(|e| {
-            DockerError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                format!("cannot reach {host}: {}", e.chain()),
-            )
+        .map_err(|e| match e {
+            LoginError::Refused { .. } => DockerError::new(StatusCode::UNAUTHORIZED, e.to_string()),
+            LoginError::Unreachable { .. } => {
+                DockerError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
+            }
+            LoginError::Client { host, why } => DockerError::internal(format!("{host}: {why}")),
         })?;
-    if resp.status() == hyper::StatusCode::UNAUTHORIZED {
-        return Err(unauthorized(format!(
-            "login to {host} failed: unauthorized: incorrect username or password"
-        )));
-    }
-    if !resp.status().is_success() {
-        return Err(unauthorized(format!(
-            "login to {host} failed: the registry answered {}",
-            resp.status()
-        )));
-    }
     Ok(json(
         StatusCode::OK,
         json!({"Status": "Login Succeeded", "IdentityToken": ""}),
@@ -304,11 +239,5 @@ mod tests {
         assert_eq!((c.username.as_str(), c.password.as_str()), ("u", "p"));
         h.insert("x-registry-auth", "e30=".parse().unwrap());
         assert!(credentials(&h).is_none());
-        assert_eq!(
-            login_host("https://index.docker.io/v1/"),
-            "registry-1.docker.io"
-        );
-        assert_eq!(login_host("127.0.0.1:5000"), "127.0.0.1:5000");
-        assert_eq!(login_host("https://r.example/v2/"), "r.example");
     }
 }
