@@ -1020,7 +1020,11 @@ impl Containers {
                     stopped_by_user: false,
                     health: None,
                 };
-                self.save_with(&c, false)?;
+                if let Err(e) = self.save_with(&c, false) {
+                    // Unrecorded, it would run watched by nobody: it stops again.
+                    self.undo_run(&mut c).await;
+                    return Err(e);
+                }
                 self.emit(&c, "start", &[]);
                 self.watch_exit(&c);
                 tracing::debug!(container = %c.id, monitor_us = t_monitor.as_micros() as u64, total_us = t0.elapsed().as_micros() as u64, "started");
@@ -1069,6 +1073,20 @@ impl Containers {
                 tracing::error!(container = %id, error = %e.message(), "recording a container's exit");
             }
         });
+    }
+
+    /// Undoes a start whose record could not be written: kills the run, releases what
+    /// it held. The record keeps its state from before the start.
+    async fn undo_run(&self, c: &mut ContainerInspect) {
+        let driver = self.driver.clone();
+        let c2 = c.clone();
+        let _ = tokio::task::spawn_blocking(move || {
+            driver.kill_all(&c2);
+            driver.reap(&c2);
+        })
+        .await;
+        self.release_block_volumes(c);
+        self.teardown_network(c).await;
     }
 
     /// Records an exit (`exit`, or what the driver reaps), releases what the run held

@@ -8,9 +8,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use pier_api::containers::{
-    ContainerCreate, ContainerInspect, ContainerStatus, ExecCreate, RestartPolicy,
-};
+use pier_api::containers::{ContainerCreate, ContainerInspect, ContainerStatus, RestartPolicy};
 use pier_api::volumes::{MountKind, MountSpec};
 use pier_api::{ErrorKind, ProjectName};
 use pier_engine::containers::{Containers, Peers};
@@ -18,12 +16,12 @@ use pier_engine::instances::driver::{Driver, NetworkAttachment, VolumeKind};
 use pier_engine::instances::fake::{FakeDriver, Op};
 use pier_engine::networks::Networks;
 use pier_engine::projects::Projects;
+use pier_engine::sessions::exec::{ExecError, ExecSpec, StartOptions};
 use pier_engine::volumes::Volumes;
 use pier_engine::EngineError;
 use pier_image::ImageStore;
 use pier_store::{
-    KeyValue, LeaseId, Listing, MemStore, Revision, Store, StoreError, StoreExt, Table, Txn,
-    Watcher,
+    KeyValue, LeaseId, Listing, MemStore, Revision, Store, StoreError, Table, Txn, Watcher,
 };
 use sha2::Digest;
 
@@ -151,7 +149,9 @@ impl Env {
         let networks = Arc::new(Networks::new(&root, names, db.clone()).unwrap());
         let volumes = Arc::new(Volumes::new(&root, db.clone(), projects.clone()).unwrap());
         let driver = Arc::new(FakeDriver::new());
-        let c = containers(&root, &store, &images, &networks, &volumes, &projects, &driver);
+        let c = containers(
+            &root, &store, &images, &networks, &volumes, &projects, &driver,
+        );
         Env {
             _tmp: tmp,
             root,
@@ -238,10 +238,7 @@ impl Env {
     }
 
     fn records(&self) -> usize {
-        self.store
-            .list(Table::Containers, "")
-            .unwrap()
-            .len()
+        self.store.list(Table::Containers, "").unwrap().len()
     }
 
     fn pins(&self) -> Vec<String> {
@@ -349,8 +346,13 @@ async fn create_records_the_container_and_prepares_it_with_no_network() {
 #[tokio::test]
 async fn create_on_the_host_network_prepares_a_host_attachment() {
     let e = Env::new().await;
-    let id = e.create_with(None, |r| r.network = Some("host".into())).unwrap();
-    assert_eq!(e.driver.instance(&id).unwrap().network, NetworkAttachment::Host);
+    let id = e
+        .create_with(None, |r| r.network = Some("host".into()))
+        .unwrap();
+    assert_eq!(
+        e.driver.instance(&id).unwrap().network,
+        NetworkAttachment::Host
+    );
 }
 
 #[tokio::test]
@@ -368,7 +370,11 @@ async fn create_failing_at_the_record_leaves_nothing() {
     let e = Env::new().await;
     e.store.fail_txn(1);
     assert!(e.create_with(Some("a"), |_| {}).is_err());
-    assert_eq!(e.driver.calls_of(Op::Destroy).len(), 1, "the prepared instance is destroyed");
+    assert_eq!(
+        e.driver.calls_of(Op::Destroy).len(),
+        1,
+        "the prepared instance is destroyed"
+    );
     e.assert_nothing_left();
     e.create("a");
 }
@@ -447,7 +453,10 @@ async fn create_of_an_unknown_image_leaves_nothing() {
 #[tokio::test]
 async fn create_with_an_invalid_name_is_refused_before_anything_is_made() {
     let e = Env::new().await;
-    assert_eq!(kind(e.create_with(Some("-bad"), |_| {})), ErrorKind::InvalidInput);
+    assert_eq!(
+        kind(e.create_with(Some("-bad"), |_| {})),
+        ErrorKind::InvalidInput
+    );
     assert!(e.driver.calls().is_empty());
     e.assert_nothing_left();
 }
@@ -501,13 +510,13 @@ async fn a_container_is_found_by_name_id_and_unique_prefix() {
 #[tokio::test]
 async fn a_rename_frees_the_old_name_and_refuses_a_taken_one() {
     let e = Env::new().await;
-    let a = e.create("a");
-    e.create("b");
-    assert_eq!(kind(e.c.rename(&e.p, "a", "b")), ErrorKind::Conflict);
-    e.c.rename(&e.p, "a", "c").unwrap();
-    assert_eq!(e.get("c").id, a);
-    assert_eq!(kind(e.c.get(&e.p, "a")), ErrorKind::NotFound);
-    e.create("a");
+    let x = e.create("x");
+    e.create("y");
+    assert_eq!(kind(e.c.rename(&e.p, "x", "y")), ErrorKind::Conflict);
+    e.c.rename(&e.p, "x", "z").unwrap();
+    assert_eq!(e.get("z").id, x);
+    assert_eq!(kind(e.c.get(&e.p, "x")), ErrorKind::NotFound);
+    e.create("x");
 }
 
 #[tokio::test]
@@ -516,4 +525,853 @@ async fn a_random_name_is_given_when_none_is_asked() {
     let id = e.create_with(None, |_| {}).unwrap();
     let name = e.get(&id).name;
     assert!(name.contains('_') && name.ends_with(&id[8..12]), "{name}");
+}
+
+// ---- start -----------------------------------------------------------------------------
+
+#[tokio::test]
+async fn start_runs_the_instance_and_records_its_pid() {
+    let e = Env::new().await;
+    let id = e.run("a").await;
+    let c = e.get(&id);
+    assert_eq!(c.state.status, ContainerStatus::Running);
+    let run = e.driver.instance(&id).unwrap().run.unwrap();
+    assert_eq!(c.state.pid, Some(run.handle.pid));
+    assert_eq!(c.state.monitor_pid, run.handle.monitor_pid);
+    assert_eq!(
+        c.state.started_at.as_deref(),
+        Some(run.handle.started_at.as_str())
+    );
+    assert_eq!(e.driver.running(), vec![id]);
+}
+
+#[tokio::test]
+async fn starting_a_running_container_again_does_nothing() {
+    let e = Env::new().await;
+    let id = e.run("a").await;
+    let c = e.c.start(&e.p, &id).await.unwrap();
+    assert_eq!(c.state.status, ContainerStatus::Running);
+    assert_eq!(e.driver.calls_of(Op::Start).len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_starts_start_once() {
+    let e = Arc::new(Env::new().await);
+    let id = e.create("a");
+    let mut tasks = Vec::new();
+    for _ in 0..6 {
+        let (e, id) = (e.clone(), id.clone());
+        tasks.push(tokio::spawn(
+            async move { e.c.start(&e.p, &id).await.is_ok() },
+        ));
+    }
+    for t in tasks {
+        assert!(t.await.unwrap());
+    }
+    assert_eq!(e.driver.calls_of(Op::Start).len(), 1);
+}
+
+#[tokio::test]
+async fn a_start_failing_in_the_driver_leaves_it_created_and_nothing_running() {
+    let e = Env::new().await;
+    let id = e.create("a");
+    e.driver.fail(Op::Start, 1);
+    assert_eq!(kind(e.c.start(&e.p, &id).await), ErrorKind::Internal);
+    assert_eq!(e.status(&id), ContainerStatus::Created);
+    assert!(e.driver.running().is_empty());
+    // It can be started afterwards.
+    e.c.start(&e.p, &id).await.unwrap();
+    assert_eq!(e.status(&id), ContainerStatus::Running);
+}
+
+#[tokio::test]
+async fn a_refused_start_records_its_exit_code_and_error() {
+    let e = Env::new().await;
+    let id = e.create("a");
+    e.driver.refuse_starts(Some(127));
+    let err = e.c.start(&e.p, &id).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidInput);
+    assert_eq!(err.exit_code(), Some(127));
+    let c = e.get(&id);
+    assert_eq!(c.state.status, ContainerStatus::Created, "it never ran");
+    assert_eq!(c.state.exit_code, Some(127));
+    assert!(c.state.error.as_deref().unwrap().contains("refuses"));
+    assert!(e.driver.running().is_empty());
+}
+
+#[tokio::test]
+async fn a_refused_start_of_a_container_that_ran_leaves_it_exited() {
+    let e = Env::new().await;
+    let id = e.run("a").await;
+    e.driver.exit(&id, 0);
+    e.until(&id, |c| c.state.status == ContainerStatus::Exited)
+        .await;
+    e.driver.refuse_starts(Some(126));
+    assert!(e.c.start(&e.p, &id).await.is_err());
+    let c = e.get(&id);
+    assert_eq!(c.state.status, ContainerStatus::Exited);
+    assert_eq!(c.state.exit_code, Some(126));
+}
+
+#[tokio::test]
+async fn a_refused_start_of_an_rm_container_leaves_nothing() {
+    let e = Env::new().await;
+    let id = e
+        .create_with(Some("a"), |r| {
+            r.auto_remove = true;
+            r.image = "vol:latest".into();
+        })
+        .unwrap();
+    e.driver.refuse_starts(Some(127));
+    assert!(e.c.start(&e.p, &id).await.is_err());
+    e.assert_nothing_left();
+}
+
+#[tokio::test]
+async fn a_start_whose_record_cannot_be_written_stops_the_run_again() {
+    let e = Env::new().await;
+    let id = e.create("a");
+    e.store.fail_txn(1);
+    assert!(e.c.start(&e.p, &id).await.is_err());
+    assert!(
+        e.driver.running().is_empty(),
+        "the unrecorded run was killed"
+    );
+    assert_eq!(e.driver.calls_of(Op::KillAll).len(), 1);
+    assert_eq!(e.status(&id), ContainerStatus::Created);
+    e.c.start(&e.p, &id).await.unwrap();
+    assert_eq!(e.status(&id), ContainerStatus::Running);
+}
+
+#[tokio::test]
+async fn start_gives_the_driver_the_attached_volumes() {
+    let e = Env::new().await;
+    let id = e
+        .create_with(None, |r| r.image = "vol:latest".into())
+        .unwrap();
+    e.c.start(&e.p, &id).await.unwrap();
+    let i = e.driver.instance(&id).unwrap();
+    assert_eq!(i.started_with.len(), 1);
+    assert_eq!(i.started_with[0].target, "/data");
+}
+
+#[tokio::test]
+async fn starting_an_unknown_container_is_not_found() {
+    let e = Env::new().await;
+    assert_eq!(kind(e.c.start(&e.p, "ghost").await), ErrorKind::NotFound);
+    assert!(e.driver.calls().is_empty());
+}
+
+// ---- exits, wait -----------------------------------------------------------------------
+
+#[tokio::test]
+async fn an_exit_is_recorded_with_its_code() {
+    let e = Env::new().await;
+    let id = e.run("a").await;
+    assert!(e.driver.exit(&id, 3));
+    let c = e
+        .until(&id, |c| c.state.status == ContainerStatus::Exited)
+        .await;
+    assert_eq!(c.state.exit_code, Some(3));
+    assert_eq!(c.state.pid, None);
+    assert!(c.state.finished_at.is_some());
+    assert_eq!(e.driver.calls_of(Op::Reap).len(), 1);
+}
+
+#[tokio::test]
+async fn wait_answers_the_exit_code() {
+    let e = Env::new().await;
+    let id = e.run("a").await;
+    let w = e.c.wait(&e.p, &id, false, false).unwrap();
+    e.driver.exit(&id, 42);
+    let r = tokio::time::timeout(Duration::from_secs(5), w)
+        .await
+        .unwrap();
+    assert_eq!(r.exit_code, 42);
+}
+
+#[tokio::test]
+async fn wait_for_the_next_exit_asked_before_the_start() {
+    let e = Env::new().await;
+    let id = e.run("a").await;
+    e.driver.exit(&id, 1);
+    e.until(&id, |c| c.state.status == ContainerStatus::Exited)
+        .await;
+    let w = e.c.wait(&e.p, &id, true, false).unwrap();
+    e.c.start(&e.p, &id).await.unwrap();
+    e.driver.exit(&id, 7);
+    let r = tokio::time::timeout(Duration::from_secs(5), w)
+        .await
+        .unwrap();
+    assert_eq!(r.exit_code, 7, "not the earlier exit's code");
+}
+
+#[tokio::test]
+async fn wait_for_removal_ends_when_the_container_is_removed() {
+    let e = Env::new().await;
+    let id = e.create("a");
+    let w = e.c.wait(&e.p, &id, false, true).unwrap();
+    let waiting = tokio::spawn(w);
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    assert!(
+        !waiting.is_finished(),
+        "it waits for the removal, not the stop"
+    );
+    e.c.remove(&e.p, &id, false, false).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(5), waiting)
+        .await
+        .unwrap()
+        .unwrap();
+}
+
+// ---- signals, stop, pause --------------------------------------------------------------
+
+#[tokio::test]
+async fn stop_sends_term_and_records_a_stop_by_the_user() {
+    let e = Env::new().await;
+    let id = e.run("a").await;
+    e.c.stop(&e.p, &id, None, None).await.unwrap();
+    let c = e.get(&id);
+    assert_eq!(c.state.status, ContainerStatus::Exited);
+    assert_eq!(c.state.exit_code, Some(128 + libc::SIGTERM));
+    assert!(c.state.stopped_by_user);
+    let sigs: Vec<_> = e
+        .driver
+        .calls_of(Op::Signal)
+        .iter()
+        .map(|c| c.arg)
+        .collect();
+    assert_eq!(sigs, vec![Some(libc::SIGTERM.into())]);
+}
+
+#[tokio::test]
+async fn stop_kills_what_ignores_its_signal_after_the_timeout() {
+    let e = Env::new().await;
+    let id = e.run("a").await;
+    e.driver.ignore_signal(libc::SIGTERM);
+    e.c.stop(&e.p, &id, Some(0), None).await.unwrap();
+    let sigs: Vec<_> = e
+        .driver
+        .calls_of(Op::Signal)
+        .iter()
+        .map(|c| c.arg)
+        .collect();
+    assert_eq!(
+        sigs,
+        vec![Some(libc::SIGTERM.into()), Some(libc::SIGKILL.into())]
+    );
+    assert_eq!(e.get(&id).state.exit_code, Some(137));
+}
+
+#[tokio::test]
+async fn stop_uses_the_containers_stop_signal() {
+    let e = Env::new().await;
+    let id = e
+        .create_with(Some("a"), |r| r.stop_signal = Some("SIGINT".into()))
+        .unwrap();
+    e.c.start(&e.p, &id).await.unwrap();
+    e.c.stop(&e.p, &id, Some(0), None).await.unwrap();
+    let sigs: Vec<_> = e
+        .driver
+        .calls_of(Op::Signal)
+        .iter()
+        .map(|c| c.arg)
+        .collect();
+    assert_eq!(sigs[0], Some(libc::SIGINT.into()));
+}
+
+#[tokio::test]
+async fn stopping_a_stopped_container_does_nothing() {
+    let e = Env::new().await;
+    let id = e.create("a");
+    e.c.stop(&e.p, &id, None, None).await.unwrap();
+    assert!(e.driver.calls_of(Op::Signal).is_empty());
+    assert_eq!(e.status(&id), ContainerStatus::Created);
+}
+
+#[tokio::test]
+async fn kill_sends_sigkill_by_default() {
+    let e = Env::new().await;
+    let id = e.run("a").await;
+    e.c.kill(&e.p, &id, None).await.unwrap();
+    let c = e
+        .until(&id, |c| c.state.status == ContainerStatus::Exited)
+        .await;
+    assert_eq!(c.state.exit_code, Some(137));
+    assert!(c.state.stopped_by_user);
+}
+
+#[tokio::test]
+async fn kill_with_another_signal_passes_it_and_leaves_it_running() {
+    let e = Env::new().await;
+    let id = e.run("a").await;
+    e.c.kill(&e.p, &id, Some("USR1")).await.unwrap();
+    let sigs: Vec<_> = e
+        .driver
+        .calls_of(Op::Signal)
+        .iter()
+        .map(|c| c.arg)
+        .collect();
+    assert_eq!(sigs, vec![Some(libc::SIGUSR1.into())]);
+    assert_eq!(e.status(&id), ContainerStatus::Running);
+    assert!(!e.get(&id).state.stopped_by_user);
+}
+
+#[tokio::test]
+async fn kill_of_a_stopped_container_conflicts() {
+    let e = Env::new().await;
+    let id = e.create("a");
+    assert_eq!(kind(e.c.kill(&e.p, &id, None).await), ErrorKind::Conflict);
+    assert!(e.driver.calls_of(Op::Signal).is_empty());
+}
+
+#[tokio::test]
+async fn kill_with_an_unknown_signal_is_invalid() {
+    let e = Env::new().await;
+    let id = e.run("a").await;
+    assert_eq!(
+        kind(e.c.kill(&e.p, &id, Some("NOPE")).await),
+        ErrorKind::InvalidInput
+    );
+    assert_eq!(
+        kind(e.c.kill(&e.p, &id, Some("99")).await),
+        ErrorKind::InvalidInput
+    );
+    assert_eq!(e.status(&id), ContainerStatus::Running);
+}
+
+#[tokio::test]
+async fn pause_and_unpause() {
+    let e = Env::new().await;
+    let id = e.run("a").await;
+    e.c.pause(&e.p, &id, true).await.unwrap();
+    assert_eq!(e.status(&id), ContainerStatus::Paused);
+    assert!(e.driver.instance(&id).unwrap().paused);
+    e.c.pause(&e.p, &id, false).await.unwrap();
+    assert_eq!(e.status(&id), ContainerStatus::Running);
+    assert!(!e.driver.instance(&id).unwrap().paused);
+}
+
+#[tokio::test]
+async fn pause_of_a_stopped_or_paused_container_conflicts() {
+    let e = Env::new().await;
+    let id = e.create("a");
+    assert_eq!(kind(e.c.pause(&e.p, &id, true).await), ErrorKind::Conflict);
+    e.c.start(&e.p, &id).await.unwrap();
+    e.c.pause(&e.p, &id, true).await.unwrap();
+    assert_eq!(kind(e.c.pause(&e.p, &id, true).await), ErrorKind::Conflict);
+}
+
+#[tokio::test]
+async fn unpause_of_a_running_container_conflicts() {
+    let e = Env::new().await;
+    let id = e.run("a").await;
+    assert_eq!(kind(e.c.pause(&e.p, &id, false).await), ErrorKind::Conflict);
+    assert!(e.driver.calls_of(Op::Pause).is_empty());
+}
+
+#[tokio::test]
+async fn a_pause_the_driver_fails_leaves_it_running() {
+    let e = Env::new().await;
+    let id = e.run("a").await;
+    e.driver.fail(Op::Pause, 1);
+    assert!(e.c.pause(&e.p, &id, true).await.is_err());
+    assert_eq!(e.status(&id), ContainerStatus::Running);
+}
+
+#[tokio::test]
+async fn killing_a_paused_container_thaws_it_first() {
+    let e = Env::new().await;
+    let id = e.run("a").await;
+    e.c.pause(&e.p, &id, true).await.unwrap();
+    e.c.kill(&e.p, &id, None).await.unwrap();
+    let ops: Vec<_> = e
+        .driver
+        .calls()
+        .into_iter()
+        .filter(|c| matches!(c.op, Op::Pause | Op::Signal))
+        .map(|c| (c.op, c.arg))
+        .collect();
+    assert_eq!(
+        ops,
+        vec![
+            (Op::Pause, Some(1)),
+            (Op::Pause, Some(0)),
+            (Op::Signal, Some(libc::SIGKILL.into()))
+        ]
+    );
+    e.until(&id, |c| c.state.status == ContainerStatus::Exited)
+        .await;
+}
+
+#[tokio::test]
+async fn stats_and_top_ask_the_driver_while_it_runs() {
+    let e = Env::new().await;
+    let id = e.create("a");
+    assert_eq!(kind(e.c.top(&e.p, &id)), ErrorKind::Conflict);
+    let s = e.c.stats(&e.p, &id).unwrap();
+    assert_eq!(s.pids_current, 0);
+    assert!(
+        e.driver.calls_of(Op::Stats).is_empty(),
+        "not asked while stopped"
+    );
+    e.c.start(&e.p, &id).await.unwrap();
+    let s = e.c.stats(&e.p, &id).unwrap();
+    assert_eq!(s.pids_current, 1);
+    assert_eq!(s.memory_limit, None, "unlimited");
+    assert_eq!(e.c.top(&e.p, &id).unwrap().titles.len(), 8);
+}
+
+#[tokio::test]
+async fn exec_needs_a_running_container_and_a_command() {
+    let e = Env::new().await;
+    let id = e.create("a");
+    let spec = ExecSpec {
+        cmd: vec!["ls".into()],
+        ..Default::default()
+    };
+    let r = e.c.exec_create(&e.p, &id, spec.clone());
+    assert!(matches!(r, Err(ExecError::NotRunning { .. })));
+    e.c.start(&e.p, &id).await.unwrap();
+    let r = e.c.exec_create(&e.p, &id, ExecSpec::default());
+    assert!(matches!(r, Err(ExecError::NoCommand)));
+    e.c.exec_create(&e.p, &id, spec).unwrap();
+}
+
+#[tokio::test]
+async fn an_exec_runs_what_the_driver_prepares_and_reports_its_failure() {
+    let e = Env::new().await;
+    let id = e.run("a").await;
+    let spec = ExecSpec {
+        cmd: vec!["ls".into()],
+        ..Default::default()
+    };
+    let x = e.c.exec_create(&e.p, &id, spec.clone()).unwrap();
+    let mut io = e.c.exec_start(&e.p, &x, StartOptions::default()).unwrap();
+    let code = tokio::time::timeout(Duration::from_secs(5), io.exit.wait_for(|c| c.is_some()))
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(code, 0, "the fake's command is /bin/true");
+    assert_eq!(e.driver.calls_of(Op::Exec).len(), 1);
+    e.driver.fail(Op::Exec, 1);
+    let x = e.c.exec_create(&e.p, &id, spec).unwrap();
+    assert!(e.c.exec_start(&e.p, &x, StartOptions::default()).is_err());
+}
+
+// ---- remove ----------------------------------------------------------------------------
+
+#[tokio::test]
+async fn removing_a_created_container_leaves_nothing() {
+    let e = Env::new().await;
+    let id = e.create("a");
+    e.c.remove(&e.p, &id, false, false).await.unwrap();
+    e.assert_nothing_left();
+    assert_eq!(e.driver.calls_of(Op::Destroy).len(), 1);
+}
+
+#[tokio::test]
+async fn removing_a_running_container_needs_force() {
+    let e = Env::new().await;
+    let id = e.run("a").await;
+    assert_eq!(
+        kind(e.c.remove(&e.p, &id, false, false).await),
+        ErrorKind::Conflict
+    );
+    assert_eq!(e.status(&id), ContainerStatus::Running);
+    e.c.remove(&e.p, &id, true, false).await.unwrap();
+    e.assert_nothing_left();
+}
+
+#[tokio::test]
+async fn a_remove_whose_record_cannot_be_deleted_can_be_retried() {
+    let e = Env::new().await;
+    let id = e.create("a");
+    e.store.fail_txn(1);
+    assert!(e.c.remove(&e.p, &id, false, false).await.is_err());
+    assert_eq!(e.records(), 1, "the record stays, to remove again");
+    e.c.remove(&e.p, &id, false, false).await.unwrap();
+    e.assert_nothing_left();
+}
+
+#[tokio::test]
+async fn remove_with_volumes_removes_its_anonymous_volumes_only() {
+    let e = Env::new().await;
+    let a = e
+        .create_with(Some("a"), |r| r.image = "vol:latest".into())
+        .unwrap();
+    let b = e
+        .create_with(Some("b"), |r| r.image = "vol:latest".into())
+        .unwrap();
+    assert_eq!(e.volume_names().len(), 2);
+    e.c.remove(&e.p, &a, false, false).await.unwrap();
+    assert_eq!(e.volume_names().len(), 2, "kept without -v");
+    e.c.remove(&e.p, &b, false, true).await.unwrap();
+    assert_eq!(e.volume_names().len(), 1, "b's went with -v");
+}
+
+#[tokio::test]
+async fn an_rm_container_goes_with_its_volumes_when_it_exits() {
+    let e = Env::new().await;
+    let id = e
+        .create_with(Some("a"), |r| {
+            r.auto_remove = true;
+            r.image = "vol:latest".into();
+        })
+        .unwrap();
+    e.c.start(&e.p, &id).await.unwrap();
+    e.driver.exit(&id, 0);
+    e.until_gone(&id).await;
+    e.assert_nothing_left();
+}
+
+#[tokio::test]
+async fn prune_removes_the_stopped_containers_only() {
+    let e = Env::new().await;
+    let a = e.create("a");
+    let b = e.run("b").await;
+    let pruned = e.c.prune(&e.p).await.unwrap();
+    assert_eq!(pruned, vec![a]);
+    assert_eq!(e.records(), 1);
+    assert_eq!(e.status(&b), ContainerStatus::Running);
+}
+
+#[tokio::test]
+async fn list_reads_the_store_without_asking_the_driver() {
+    let e = Env::new().await;
+    e.create("a");
+    e.run("b").await;
+    let before = e.driver.calls().len();
+    assert_eq!(e.c.list(&e.p, false, None).unwrap().len(), 1);
+    assert_eq!(e.c.list(&e.p, true, None).unwrap().len(), 2);
+    assert_eq!(e.c.list(&e.p, true, Some("name=a")).unwrap().len(), 1);
+    assert_eq!(e.driver.calls().len(), before);
+}
+
+#[tokio::test]
+async fn events_follow_the_life_of_a_container() {
+    let e = Env::new().await;
+    let mut rx = e.c.events.subscribe();
+    let id = e.run("a").await;
+    e.c.kill(&e.p, &id, None).await.unwrap();
+    e.until(&id, |c| c.state.status == ContainerStatus::Exited)
+        .await;
+    e.c.remove(&e.p, &id, false, false).await.unwrap();
+    let mut actions = Vec::new();
+    while let Ok(ev) = rx.try_recv() {
+        actions.push(ev.event.action);
+    }
+    assert_eq!(actions, ["create", "start", "kill", "die", "destroy"]);
+}
+
+// ---- restart policies ------------------------------------------------------------------
+
+async fn with_policy(e: &Env, policy: RestartPolicy) -> String {
+    let id = e
+        .create_with(Some("r"), |r| r.restart_policy = policy)
+        .unwrap();
+    e.c.start(&e.p, &id).await.unwrap();
+    id
+}
+
+/// Waits until the driver has started `id` `n` times and the record says running.
+async fn started(e: &Env, id: &str, n: u32) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while e.driver.instance(id).map(|i| i.starts) != Some(n)
+        || e.status(id) != ContainerStatus::Running
+    {
+        assert!(Instant::now() < deadline, "not started {n} times");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+#[tokio::test]
+async fn policy_no_leaves_an_exited_container_exited() {
+    let e = Env::new().await;
+    let id = with_policy(&e, RestartPolicy::No).await;
+    e.driver.exit(&id, 1);
+    e.until(&id, |c| c.state.status == ContainerStatus::Exited)
+        .await;
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    assert_eq!(e.driver.instance(&id).unwrap().starts, 1);
+    assert_eq!(e.status(&id), ContainerStatus::Exited);
+}
+
+#[tokio::test]
+async fn policy_always_restarts_after_a_clean_exit() {
+    let e = Env::new().await;
+    let id = with_policy(&e, RestartPolicy::Always).await;
+    e.driver.exit(&id, 0);
+    started(&e, &id, 2).await;
+    assert_eq!(e.get(&id).state.restart_count, 1);
+}
+
+#[tokio::test]
+async fn policy_on_failure_restarts_after_a_failure_only() {
+    let e = Env::new().await;
+    let id = with_policy(&e, RestartPolicy::OnFailure { max_retries: 0 }).await;
+    e.driver.exit(&id, 2);
+    started(&e, &id, 2).await;
+    e.driver.exit(&id, 0);
+    e.until(&id, |c| c.state.status == ContainerStatus::Exited)
+        .await;
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    assert_eq!(e.driver.instance(&id).unwrap().starts, 2);
+    assert_eq!(e.get(&id).state.exit_code, Some(0));
+}
+
+#[tokio::test]
+async fn policy_on_failure_gives_up_after_its_retries() {
+    let e = Env::new().await;
+    let id = with_policy(&e, RestartPolicy::OnFailure { max_retries: 2 }).await;
+    e.driver.exit(&id, 1);
+    started(&e, &id, 2).await;
+    e.driver.exit(&id, 1);
+    started(&e, &id, 3).await;
+    e.driver.exit(&id, 1);
+    let c = e
+        .until(&id, |c| c.state.status == ContainerStatus::Exited)
+        .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(e.driver.instance(&id).unwrap().starts, 3);
+    assert_eq!(c.state.restart_count, 2);
+}
+
+#[tokio::test]
+async fn restarts_back_off() {
+    let e = Env::new().await;
+    let id = with_policy(&e, RestartPolicy::Always).await;
+    let t0 = Instant::now();
+    e.driver.exit(&id, 1);
+    started(&e, &id, 2).await;
+    let first = t0.elapsed();
+    let t1 = Instant::now();
+    e.driver.exit(&id, 1);
+    started(&e, &id, 3).await;
+    let second = t1.elapsed();
+    assert!(first >= Duration::from_millis(100), "{first:?}");
+    assert!(second >= Duration::from_millis(200), "{second:?}");
+    assert_eq!(e.get(&id).state.restart_count, 2);
+}
+
+#[tokio::test]
+async fn policy_unless_stopped_does_not_restart_after_a_stop() {
+    let e = Env::new().await;
+    let id = with_policy(&e, RestartPolicy::UnlessStopped).await;
+    e.c.stop(&e.p, &id, None, None).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    assert_eq!(e.driver.instance(&id).unwrap().starts, 1);
+    assert_eq!(e.status(&id), ContainerStatus::Exited);
+}
+
+#[tokio::test]
+async fn policy_always_does_not_restart_after_a_kill_by_the_user() {
+    let e = Env::new().await;
+    let id = with_policy(&e, RestartPolicy::Always).await;
+    e.c.kill(&e.p, &id, None).await.unwrap();
+    e.until(&id, |c| c.state.status == ContainerStatus::Exited)
+        .await;
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    assert_eq!(e.driver.instance(&id).unwrap().starts, 1);
+}
+
+#[tokio::test]
+async fn a_stop_while_restarting_cancels_the_restart() {
+    let e = Env::new().await;
+    let id = with_policy(&e, RestartPolicy::Always).await;
+    e.driver.exit(&id, 1);
+    e.until(&id, |c| c.state.status == ContainerStatus::Restarting)
+        .await;
+    e.c.stop(&e.p, &id, None, None).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    assert_eq!(e.driver.instance(&id).unwrap().starts, 1);
+    assert_eq!(e.status(&id), ContainerStatus::Exited);
+}
+
+#[tokio::test]
+async fn a_restart_that_fails_leaves_it_exited() {
+    let e = Env::new().await;
+    let id = with_policy(&e, RestartPolicy::Always).await;
+    e.driver.refuse_starts(Some(127));
+    e.driver.exit(&id, 1);
+    let c = e
+        .until(&id, |c| {
+            c.state.status == ContainerStatus::Exited && c.state.exit_code == Some(127)
+        })
+        .await;
+    assert!(c.state.error.is_some());
+    assert!(e.driver.running().is_empty());
+}
+
+// ---- restore after a daemon restart ----------------------------------------------------
+
+#[tokio::test]
+async fn restore_readopts_a_running_container() {
+    let mut e = Env::new().await;
+    let id = e.run("a").await;
+    e.restart().await;
+    assert_eq!(e.status(&id), ContainerStatus::Running);
+    assert_eq!(e.driver.calls_of(Op::Adopt).len(), 1);
+    // The new engine hears of its exit.
+    e.driver.exit(&id, 5);
+    let c = e
+        .until(&id, |c| c.state.status == ContainerStatus::Exited)
+        .await;
+    assert_eq!(c.state.exit_code, Some(5));
+}
+
+#[tokio::test]
+async fn the_old_engine_does_not_hear_of_exits_after_a_restart() {
+    let mut e = Env::new().await;
+    let id = e.run("a").await;
+    e.driver.daemon_restart();
+    e.driver.exit(&id, 5);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(e.status(&id), ContainerStatus::Running, "nobody watched");
+    e.restart().await;
+    let c = e
+        .until(&id, |c| c.state.status == ContainerStatus::Exited)
+        .await;
+    assert_eq!(c.state.exit_code, Some(5));
+}
+
+#[tokio::test]
+async fn restore_records_the_exit_of_a_container_that_died_meanwhile() {
+    let mut e = Env::new().await;
+    let id = e.run("a").await;
+    e.driver.daemon_restart();
+    e.driver.exit(&id, 9);
+    e.restart().await;
+    let c = e.get(&id);
+    assert_eq!(c.state.status, ContainerStatus::Exited);
+    assert_eq!(c.state.exit_code, Some(9));
+}
+
+#[tokio::test]
+async fn restore_applies_the_restart_policy_to_a_container_that_died_meanwhile() {
+    let mut e = Env::new().await;
+    let id = with_policy(&e, RestartPolicy::Always).await;
+    e.driver.daemon_restart();
+    e.driver.exit(&id, 1);
+    e.restart().await;
+    started(&e, &id, 2).await;
+}
+
+#[tokio::test]
+async fn restore_removes_an_rm_container_that_exited_meanwhile() {
+    let mut e = Env::new().await;
+    let id = e.create_with(Some("a"), |r| r.auto_remove = true).unwrap();
+    e.c.start(&e.p, &id).await.unwrap();
+    e.driver.daemon_restart();
+    e.driver.exit(&id, 0);
+    e.restart().await;
+    e.until_gone(&id).await;
+    e.assert_nothing_left();
+}
+
+#[tokio::test]
+async fn restore_starts_a_container_that_was_restarting() {
+    let mut e = Env::new().await;
+    let id = with_policy(&e, RestartPolicy::Always).await;
+    e.driver.refuse_starts(Some(1));
+    e.driver.exit(&id, 1);
+    // A restart that failed leaves it exited; make the record say restarting, as a
+    // daemon that stopped during the back-off leaves it.
+    e.until(&id, |c| c.state.status == ContainerStatus::Exited)
+        .await;
+    let mut c = e.get(&id);
+    c.state.status = ContainerStatus::Restarting;
+    e.store
+        .inner
+        .commit(vec![pier_store::Op::Put {
+            table: Table::Containers,
+            key: format!("{}/{}", e.p, id),
+            value: serde_json::to_vec(&c).unwrap(),
+        }])
+        .unwrap();
+    e.driver.refuse_starts(None);
+    e.restart().await;
+    started(&e, &id, 2).await;
+}
+
+#[tokio::test]
+async fn restore_leaves_a_created_container_created() {
+    let mut e = Env::new().await;
+    let id = e.create("a");
+    e.restart().await;
+    assert_eq!(e.status(&id), ContainerStatus::Created);
+    assert!(e.driver.instance(&id).is_some(), "still prepared");
+    assert!(e.driver.running().is_empty());
+}
+
+#[tokio::test]
+async fn restore_removes_instances_that_have_no_record() {
+    let mut e = Env::new().await;
+    let id = e.create("a");
+    // The record is lost (a crash during create, before it was written).
+    e.store
+        .inner
+        .commit(vec![pier_store::Op::Delete {
+            table: Table::Containers,
+            key: format!("{}/{}", e.p, id),
+        }])
+        .unwrap();
+    e.restart().await;
+    assert!(e.driver.instance(&id).is_none());
+    assert_eq!(e.driver.calls_of(Op::Sweep).len(), 1);
+}
+
+#[tokio::test]
+async fn restore_adopts_a_running_rm_container_whose_record_was_lost() {
+    let mut e = Env::new().await;
+    let id = e.create_with(Some("a"), |r| r.auto_remove = true).unwrap();
+    e.c.start(&e.p, &id).await.unwrap();
+    e.store
+        .inner
+        .commit(vec![pier_store::Op::Delete {
+            table: Table::Containers,
+            key: format!("{}/{}", e.p, id),
+        }])
+        .unwrap();
+    e.restart().await;
+    let c = e.get(&id);
+    assert_eq!(c.state.status, ContainerStatus::Running);
+    assert_eq!(c.name, "a");
+    assert_eq!(e.pins().len(), 1, "its image is pinned again");
+    e.driver.exit(&id, 0);
+    e.until_gone(&id).await;
+    e.assert_nothing_left();
+}
+
+#[tokio::test]
+async fn restore_adopts_a_start_that_was_not_recorded() {
+    let mut e = Env::new().await;
+    let id = e.create("a");
+    // The daemon died between the instance's start and the record saying so.
+    let c = e.get(&id);
+    e.driver.start(&c, &[]).unwrap();
+    e.restart().await;
+    let c = e.get(&id);
+    assert_eq!(c.state.status, ContainerStatus::Running);
+    let run = e.driver.instance(&id).unwrap().run.unwrap();
+    assert_eq!(c.state.pid, Some(run.handle.pid));
+    e.driver.exit(&id, 4);
+    let c = e
+        .until(&id, |c| c.state.status == ContainerStatus::Exited)
+        .await;
+    assert_eq!(c.state.exit_code, Some(4));
+}
+
+#[tokio::test]
+async fn restore_records_an_unrecorded_start_that_already_ended() {
+    let mut e = Env::new().await;
+    let id = e.create("a");
+    let c = e.get(&id);
+    e.driver.start(&c, &[]).unwrap();
+    e.driver.exit(&id, 6);
+    e.restart().await;
+    let c = e.get(&id);
+    assert_eq!(c.state.status, ContainerStatus::Exited);
+    assert_eq!(c.state.exit_code, Some(6));
 }

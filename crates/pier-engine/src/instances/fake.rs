@@ -14,8 +14,8 @@ use pier_api::ErrorKind;
 use tokio::sync::watch;
 
 use super::driver::{
-    BoxFuture, Driver, ExitInfo, Found, InstanceHandle, InstanceStats, NetworkAttachment,
-    Started, VolumeAttachment,
+    BoxFuture, Driver, ExitInfo, Found, InstanceHandle, InstanceStats, NetworkAttachment, Started,
+    VolumeAttachment,
 };
 use crate::error::{EngineError, EngineResult};
 
