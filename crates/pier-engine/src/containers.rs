@@ -32,7 +32,7 @@ use pier_api::{ByteSize, ContainerId, ErrorKind, ProjectName};
 use pier_image::ImageStore;
 use pier_runtime::cgroups::Cgroup;
 use pier_runtime::spec;
-use pier_store::{Batch, Store, StoreExt, Table};
+use pier_store::{Batch, Expect, Store, StoreError, StoreExt, Table};
 use tokio::sync::{broadcast, watch};
 
 use crate::error::{EngineError, EngineResult};
@@ -75,8 +75,6 @@ pub struct Containers {
     pub(crate) attached: crate::sessions::attach::AttachRegistry,
     /// Wakes log followers.
     pub(crate) log_watch: crate::sessions::logs::LogWatch,
-    /// Names being given to containers right now (`project/name`).
-    reserved_names: Mutex<std::collections::HashSet<String>>,
     /// Realises the containers on this host.
     driver: Arc<dyn Driver>,
     pub networks: Arc<Networks>,
@@ -439,7 +437,7 @@ impl Containers {
         let dir = root.join("containers");
         fs::create_dir_all(&dir)?;
         let (events, _) = broadcast::channel(1024);
-        Ok(Arc::new(Containers {
+        let this = Arc::new(Containers {
             dir,
             db,
             images,
@@ -449,13 +447,15 @@ impl Containers {
             execs: Default::default(),
             attached: Default::default(),
             log_watch: Default::default(),
-            reserved_names: Mutex::new(std::collections::HashSet::new()),
             driver,
             networks,
             volumes,
             projects,
             cgroup_parent,
-        }))
+        });
+        this.index_names()
+            .map_err(|e| std::io::Error::other(e.message()))?;
+        Ok(this)
     }
 
     /// The cgroup path (`cgroupsPath`) of container `id`.
@@ -487,29 +487,51 @@ impl Containers {
         self.dir.join(id)
     }
 
-    /// Reserves a container name until the guard drops (by then the record holds it).
-    /// `except` is a container allowed to hold the name already (a rename to itself).
-    fn reserve_name(
+    /// The container that holds `name` in the name index, if any.
+    fn named(&self, project: &ProjectName, name: &str) -> EngineResult<Option<String>> {
+        Ok(self
+            .db
+            .get_json::<String>(Table::Meta, &name_key(project, name))?)
+    }
+
+    /// Adds taking `name` for container `id` to `b`: the commit fails (as a conflict,
+    /// see [`name_taken`]) if another container holds it by then.
+    fn take_name(&self, b: &mut Batch, project: &ProjectName, name: &str, id: &str) {
+        let k = name_key(project, name);
+        b.require(Table::Meta, k.clone(), Expect::Absent);
+        b.put_json(Table::Meta, k, &id.to_string());
+    }
+
+    /// Adds freeing `name` to `b`, if container `id` holds it (and still does at the
+    /// commit).
+    fn free_name(
         &self,
+        b: &mut Batch,
         project: &ProjectName,
         name: &str,
-        except: Option<&str>,
-    ) -> EngineResult<NameReservation<'_>> {
-        let key = format!("{project}/{name}");
-        let mut reserved = self.reserved_names.lock().unwrap();
-        let taken = reserved.contains(&key)
-            || self
-                .all(project)?
-                .iter()
-                .any(|c| c.name == name && Some(c.id.as_str()) != except);
-        if taken {
-            return Err(conflict(format!("the container name {name:?} is already in use; remove that container or choose another name")));
+        id: &str,
+    ) -> EngineResult<()> {
+        let k = name_key(project, name);
+        if let Some(kv) = self.db.get_kv(Table::Meta, &k)? {
+            if serde_json::from_slice::<String>(&kv.value).is_ok_and(|v| v == id) {
+                b.require(Table::Meta, k.clone(), Expect::ModRevision(kv.mod_revision));
+                b.delete(Table::Meta, k);
+            }
         }
-        reserved.insert(key.clone());
-        Ok(NameReservation {
-            set: &self.reserved_names,
-            key,
-        })
+        Ok(())
+    }
+
+    /// Indexes the names of containers recorded before the name index existed (or
+    /// whose index entry a crash lost with a lazily written record).
+    fn index_names(&self) -> EngineResult<()> {
+        let mut b = Batch::new();
+        for (_, Record(c)) in self.db.list_json::<Record>(Table::Containers, "")? {
+            if self.named(&c.project, &c.name)?.is_none() {
+                self.take_name(&mut b, &c.project, &c.name, &c.id);
+            }
+        }
+        b.commit(self.db.as_ref())?;
+        Ok(())
     }
 
     pub(crate) fn lock(&self, id: &str) -> Arc<tokio::sync::Mutex<()>> {
@@ -552,18 +574,19 @@ impl Containers {
         self.save_in(Batch::new(), c, durable)
     }
 
-    /// As [`Containers::save_with`], and the pin of the container's image in the same
-    /// transaction: a container that has a record has its image pinned.
-    fn save_pinned(&self, c: &ContainerInspect, durable: bool) -> EngineResult<()> {
-        let mut b = Batch::new();
-        let holder = pier_image::store::container_holder(&c.id);
-        self.images
-            .pin_for(&mut b, &c.project, &c.image_id, &holder);
-        self.save_in(b, c, durable)
+    /// Saves a record along with what `b` already holds, in one transaction.
+    fn save_in(&self, b: Batch, c: &ContainerInspect, durable: bool) -> EngineResult<()> {
+        Ok(self.commit_record(b, c, durable)?)
     }
 
-    /// Saves a record along with what `b` already holds, in one transaction.
-    fn save_in(&self, mut b: Batch, c: &ContainerInspect, durable: bool) -> EngineResult<()> {
+    /// As [`Containers::save_in`], with the store's error as it is (a conflict: a
+    /// compare of `b` did not hold).
+    fn commit_record(
+        &self,
+        mut b: Batch,
+        c: &ContainerInspect,
+        durable: bool,
+    ) -> Result<(), StoreError> {
         b.put_json(Table::Containers, key(&c.project, &c.id), &Record::from(c));
         if durable {
             b.commit(self.db.as_ref())?;
@@ -593,11 +616,16 @@ impl Containers {
         {
             return Ok(r.0);
         }
-        let all = self.all(project)?;
         let name = name_or_id.trim_start_matches('/');
-        if let Some(c) = all.iter().find(|c| c.name == name) {
-            return Ok(c.clone());
+        if let Some(id) = self.named(project, name)? {
+            if let Some(r) = self
+                .db
+                .get_json::<Record>(Table::Containers, &key(project, &id))?
+            {
+                return Ok(r.0);
+            }
         }
+        let all = self.all(project)?;
         let matches: Vec<_> = all
             .into_iter()
             .filter(|c| !name_or_id.is_empty() && c.id.starts_with(name_or_id))
@@ -623,12 +651,11 @@ impl Containers {
         // can take the image in between.
         let (image, _pin) = self.images.resolve_pinned(project, &req.image)?;
         let name = req.name.clone().unwrap_or_default();
-        // Names are checked and reserved at once, so two creates cannot both take one.
-        let _reservation = if name.is_empty() {
-            None
-        } else {
-            Some(self.reserve_name(project, &name, None)?)
-        };
+        // Checked now to fail early; the record's commit takes the name in the index
+        // only if it is still free, so two creates cannot both take one.
+        if !name.is_empty() && self.named(project, &name)?.is_some() {
+            return Err(name_taken(&name));
+        }
         let networks = self.networks.endpoints_for_create(project, &req)?;
         if let Some(other) = req
             .network
@@ -751,7 +778,13 @@ impl Containers {
     /// directory keeps a copy (written by its driver) from which `restore` adopts it if
     /// it runs; if it does not, nothing is lost, as it would be removed. Others wait.
     fn save_new(&self, c: &ContainerInspect) -> EngineResult<()> {
-        self.save_pinned(c, !c.config.auto_remove)
+        let mut b = Batch::new();
+        self.take_name(&mut b, &c.project, &c.name, &c.id);
+        let holder = pier_image::store::container_holder(&c.id);
+        self.images
+            .pin_for(&mut b, &c.project, &c.image_id, &holder);
+        self.commit_record(b, c, !c.config.auto_remove)
+            .map_err(|e| name_error(e, &c.name))
     }
 
     /// Makes the volumes of `mounts`: named ones on first use, anonymous ones now (their
@@ -1315,6 +1348,7 @@ impl Containers {
         let project = &c.project;
         self.driver.destroy(c);
         let mut b = Batch::new();
+        self.free_name(&mut b, project, &c.name, &c.id)?;
         b.delete(Table::Containers, key(project, &c.id));
         let holder = pier_image::store::container_holder(&c.id);
         self.images.unpin_for(&mut b, project, &c.image_id, &holder);
@@ -1357,7 +1391,21 @@ impl Containers {
         c.state.pid = Some(h.pid);
         c.state.monitor_pid = h.monitor_pid;
         c.state.started_at = Some(h.started_at);
-        self.save_pinned(&c, true)?;
+        let mut b = Batch::new();
+        match self.named(&c.project, &c.name)? {
+            Some(holder) if holder == c.id => {}
+            held => {
+                if held.is_some() {
+                    // Its name was given to another container meanwhile: a new one.
+                    c.name = random_name(&c.id);
+                }
+                self.take_name(&mut b, &c.project, &c.name, &c.id);
+            }
+        }
+        let holder = pier_image::store::container_holder(&c.id);
+        self.images
+            .pin_for(&mut b, &c.project, &c.image_id, &holder);
+        self.save_in(b, &c, true)?;
         tracing::info!(container = %c.id, "adopted a running container whose record was lost");
         self.watch_exit(&c);
         Ok(())
@@ -1640,9 +1688,15 @@ impl Containers {
             return Err(invalid(format!("invalid container name {new_name:?}")));
         }
         let mut c = self.get(project, name)?;
-        let _reservation = self.reserve_name(project, new_name, Some(&c.id))?;
+        if c.name == new_name {
+            return Ok(());
+        }
+        let mut b = Batch::new();
+        self.free_name(&mut b, project, &c.name, &c.id)?;
+        self.take_name(&mut b, project, new_name, &c.id);
         c.name = new_name.to_string();
-        self.save(&c)?;
+        self.commit_record(b, &c, true)
+            .map_err(|e| name_error(e, new_name))?;
         self.emit(&c, "rename", &[]);
         Ok(())
     }
@@ -2107,18 +2161,6 @@ pub struct Peers {
     pub projects: Arc<Projects>,
 }
 
-/// A name reserved by [`Containers::reserve_name`].
-struct NameReservation<'a> {
-    set: &'a Mutex<std::collections::HashSet<String>>,
-    key: String,
-}
-
-impl Drop for NameReservation<'_> {
-    fn drop(&mut self) {
-        self.set.lock().unwrap().remove(&self.key);
-    }
-}
-
 /// CPU time of the whole host, in nanoseconds, from /proc/stat.
 fn host_cpu_ns() -> u64 {
     let stat = fs::read_to_string("/proc/stat").unwrap_or_default();
@@ -2206,4 +2248,22 @@ fn handle_of(c: &ContainerInspect) -> Option<InstanceHandle> {
         monitor_pid: c.state.monitor_pid,
         started_at: c.state.started_at.clone().unwrap_or_default(),
     })
+}
+
+/// The key of a container name in the name index (in `Table::Meta`, which holds the
+/// engine's small indexes: `container-names/<project>/<name>`, naming the container ID).
+fn name_key(project: &ProjectName, name: &str) -> String {
+    format!("container-names/{project}/{name}")
+}
+
+fn name_taken(name: &str) -> EngineError {
+    conflict(format!("the container name {name:?} is already in use; remove that container or choose another name"))
+}
+
+/// A commit that takes `name` failed: a conflict is the name taken meanwhile.
+fn name_error(e: StoreError, name: &str) -> EngineError {
+    match e {
+        StoreError::Conflict { .. } => name_taken(name),
+        e => e.into(),
+    }
 }

@@ -1327,17 +1327,25 @@ async fn restore_adopts_a_running_rm_container_whose_record_was_lost() {
     let mut e = Env::new().await;
     let id = e.create_with(Some("a"), |r| r.auto_remove = true).unwrap();
     e.c.start(&e.p, &id).await.unwrap();
+    // Its record and name were written lazily, and a crash lost both.
     e.store
         .inner
-        .commit(vec![pier_store::Op::Delete {
-            table: Table::Containers,
-            key: format!("{}/{}", e.p, id),
-        }])
+        .commit(vec![
+            pier_store::Op::Delete {
+                table: Table::Containers,
+                key: format!("{}/{}", e.p, id),
+            },
+            pier_store::Op::Delete {
+                table: Table::Meta,
+                key: format!("container-names/{}/a", e.p),
+            },
+        ])
         .unwrap();
     e.restart().await;
     let c = e.get(&id);
     assert_eq!(c.state.status, ContainerStatus::Running);
     assert_eq!(c.name, "a");
+    assert_eq!(e.get("a").id, id, "its name is indexed again");
     assert_eq!(e.pins().len(), 1, "its image is pinned again");
     e.driver.exit(&id, 0);
     e.until_gone(&id).await;
@@ -1374,4 +1382,92 @@ async fn restore_records_an_unrecorded_start_that_already_ended() {
     let c = e.get(&id);
     assert_eq!(c.state.status, ContainerStatus::Exited);
     assert_eq!(c.state.exit_code, Some(6));
+}
+
+// ---- the name index --------------------------------------------------------------------
+
+fn name_index(e: &Env) -> Vec<(String, String)> {
+    e.store
+        .list(Table::Meta, "container-names/")
+        .unwrap()
+        .into_iter()
+        .map(|(k, v)| (k, serde_json::from_slice::<String>(&v).unwrap()))
+        .collect()
+}
+
+#[tokio::test]
+async fn names_are_kept_in_an_index_with_the_record() {
+    let e = Env::new().await;
+    let id = e.create("x");
+    assert_eq!(
+        name_index(&e),
+        vec![(format!("container-names/{}/x", e.p), id.clone())]
+    );
+    e.c.rename(&e.p, "x", "y").unwrap();
+    assert_eq!(
+        name_index(&e),
+        vec![(format!("container-names/{}/y", e.p), id.clone())]
+    );
+    e.c.remove(&e.p, &id, false, false).await.unwrap();
+    assert!(name_index(&e).is_empty());
+}
+
+#[tokio::test]
+async fn a_name_taken_between_the_check_and_the_commit_undoes_the_create() {
+    let e = Env::new().await;
+    // Another engine (a host of the cluster) took the name after this one checked it.
+    e.store
+        .inner
+        .commit(vec![pier_store::Op::Put {
+            table: Table::Meta,
+            key: format!("container-names/{}/x", e.p),
+            value: serde_json::to_vec("someone-else").unwrap(),
+        }])
+        .unwrap();
+    let r = e.create_with(Some("x"), |_| {});
+    assert_eq!(kind(r), ErrorKind::Conflict);
+    assert_eq!(e.records(), 0);
+    assert!(e.driver.instances().is_empty());
+}
+
+#[tokio::test]
+async fn the_index_is_rebuilt_for_records_that_have_no_entry() {
+    let mut e = Env::new().await;
+    let id = e.create("x");
+    e.store
+        .inner
+        .commit(vec![pier_store::Op::Delete {
+            table: Table::Meta,
+            key: format!("container-names/{}/x", e.p),
+        }])
+        .unwrap();
+    e.restart().await;
+    assert_eq!(e.get("x").id, id);
+    assert_eq!(kind(e.create_with(Some("x"), |_| {})), ErrorKind::Conflict);
+}
+
+#[tokio::test]
+async fn an_adopted_container_whose_name_was_taken_gets_another() {
+    let mut e = Env::new().await;
+    let id = e.create_with(Some("a"), |r| r.auto_remove = true).unwrap();
+    e.c.start(&e.p, &id).await.unwrap();
+    e.store
+        .inner
+        .commit(vec![
+            pier_store::Op::Delete {
+                table: Table::Containers,
+                key: format!("{}/{}", e.p, id),
+            },
+            pier_store::Op::Delete {
+                table: Table::Meta,
+                key: format!("container-names/{}/a", e.p),
+            },
+        ])
+        .unwrap();
+    let other = e.create("a");
+    e.restart().await;
+    assert_eq!(e.get("a").id, other);
+    let adopted = e.get(&id);
+    assert_ne!(adopted.name, "a");
+    assert_eq!(e.get(&adopted.name).id, id);
 }
