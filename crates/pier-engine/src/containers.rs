@@ -16,11 +16,11 @@
 //! exits; a watcher task per running container waits for its monitor to exit (through a
 //! pidfd), then records the exit and applies `--rm` and restart policies.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::fs;
 use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use pier_api::containers::{
@@ -36,6 +36,7 @@ use pier_store::{Batch, Expect, Store, StoreError, StoreExt, Table};
 use tokio::sync::{broadcast, watch};
 
 use crate::error::{EngineError, EngineResult};
+use crate::instances::actor::{Actors, Queue, Turn};
 pub(crate) use crate::instances::container::unmount;
 use crate::instances::container::ContainerDriver;
 use crate::instances::driver::{
@@ -65,9 +66,8 @@ pub struct Containers {
     db: Arc<dyn Store>,
     pub(crate) images: Arc<ImageStore>,
     /// Latest state per container, for waiters.
-    watchers: Mutex<HashMap<String, watch::Sender<ContainerState>>>,
-    /// Serializes operations on one container.
-    locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// The containers' actors: one turn at a time on each, and its latest state.
+    actors: Actors,
     pub events: broadcast::Sender<EngineEvent>,
     /// Exec sessions, of every API.
     pub(crate) execs: crate::sessions::exec::ExecRegistry,
@@ -441,8 +441,7 @@ impl Containers {
             dir,
             db,
             images,
-            watchers: Mutex::new(HashMap::new()),
-            locks: Mutex::new(HashMap::new()),
+            actors: Actors::default(),
             events,
             execs: Default::default(),
             attached: Default::default(),
@@ -534,13 +533,26 @@ impl Containers {
         Ok(())
     }
 
-    pub(crate) fn lock(&self, id: &str) -> Arc<tokio::sync::Mutex<()>> {
-        self.locks
-            .lock()
-            .unwrap()
-            .entry(id.to_string())
-            .or_default()
-            .clone()
+    /// A turn on container `id` (see [`crate::instances::actor`]): a client's request
+    /// is answered busy when too many wait already.
+    pub(crate) async fn turn(&self, id: &str) -> EngineResult<Turn> {
+        self.actors.turn(id, Queue::Try).await
+    }
+
+    /// As [`Containers::turn`], from a blocking thread of the runtime.
+    pub(crate) fn turn_blocking(&self, id: &str) -> EngineResult<Turn> {
+        tokio::runtime::Handle::current().block_on(self.actors.turn(id, Queue::Try))
+    }
+
+    /// A turn for the engine's own work on container `id` (an exit, a restart): it
+    /// waits for room in the queue.
+    async fn own_turn(&self, id: &str) -> EngineResult<Turn> {
+        self.actors.turn(id, Queue::Wait).await
+    }
+
+    /// How many containers have an actor now.
+    pub fn actors(&self) -> usize {
+        self.actors.len()
     }
 
     pub(crate) fn emit(&self, c: &ContainerInspect, action: &str, extra: &[(&str, String)]) {
@@ -593,9 +605,7 @@ impl Containers {
         } else {
             b.commit_lazy(self.db.as_ref())?;
         }
-        if let Some(w) = self.watchers.lock().unwrap().get(&c.id) {
-            w.send_replace(c.state.clone());
-        }
+        self.actors.publish(&c.id, &c.state);
         Ok(())
     }
 
@@ -878,8 +888,7 @@ impl Containers {
         name: &str,
     ) -> EngineResult<ContainerInspect> {
         let c = self.get(project, name)?;
-        let lock = self.lock(&c.id);
-        let _g = lock.lock().await;
+        let _turn = self.turn(&c.id).await?;
         let mut c = self.get(project, &c.id)?;
         match c.state.status {
             ContainerStatus::Running | ContainerStatus::Paused => return Ok(c),
@@ -1131,8 +1140,7 @@ impl Containers {
         exit: Option<ExitInfo>,
     ) -> EngineResult<()> {
         let t0 = std::time::Instant::now();
-        let lock = self.lock(id);
-        let g = lock.lock().await;
+        let g = self.own_turn(id).await?;
         let Ok(mut c) = self.get(project, id) else {
             return Ok(());
         };
@@ -1202,8 +1210,9 @@ impl Containers {
             let (project, id) = (project.clone(), id.to_string());
             tokio::spawn(async move {
                 tokio::time::sleep(delay).await;
-                let lock = this.lock(&id);
-                let _g = lock.lock().await;
+                let Ok(_turn) = this.own_turn(&id).await else {
+                    return;
+                };
                 if let Ok(c) = this.get(&project, &id) {
                     if c.state.status == ContainerStatus::Restarting && !c.state.stopped_by_user {
                         this.emit(&c, "restart", &[]);
@@ -1225,12 +1234,7 @@ impl Containers {
     }
 
     fn watcher(&self, c: &ContainerInspect) -> watch::Receiver<ContainerState> {
-        self.watchers
-            .lock()
-            .unwrap()
-            .entry(c.id.clone())
-            .or_insert_with(|| watch::channel(c.state.clone()).0)
-            .subscribe()
+        self.actors.watch(&c.id, &c.state)
     }
 
     /// Waits until the container is no longer running (or `timeout` passes).
@@ -1334,8 +1338,7 @@ impl Containers {
                 ));
             }
         }
-        let lock = self.lock(&c.id);
-        let _g = lock.lock().await;
+        let _turn = self.turn(&c.id).await?;
         let Ok(c) = self.get(project, &c.id) else {
             return Ok(());
         };
@@ -1359,12 +1362,9 @@ impl Containers {
         } else {
             b.commit(self.db.as_ref())?;
         }
-        if let Some(w) = self.watchers.lock().unwrap().remove(&c.id) {
-            let mut s = c.state.clone();
-            s.status = ContainerStatus::Removing;
-            w.send_replace(s);
-        }
-        self.locks.lock().unwrap().remove(&c.id);
+        let mut last = c.state.clone();
+        last.status = ContainerStatus::Removing;
+        self.actors.forget(&c.id, Some(last));
         self.emit(c, "destroy", &[]);
         if volumes {
             for m in c.mounts.iter().filter(|m| m.kind == MountKind::Volume) {
@@ -1519,8 +1519,7 @@ impl Containers {
         req: pier_api::networks::NetworkConnect,
     ) -> EngineResult<()> {
         let c = self.get(project, &req.container)?;
-        let lock = self.lock(&c.id);
-        let _g = lock.lock().await;
+        let _turn = self.turn(&c.id).await?;
         let mut c = self.get(project, &c.id)?;
         let n = self.networks.get(project, network)?;
         let mode = c.config.network.as_deref().unwrap_or(DEFAULT_NETWORK);
@@ -1574,8 +1573,7 @@ impl Containers {
         container: &str,
     ) -> EngineResult<()> {
         let c = self.get(project, container)?;
-        let lock = self.lock(&c.id);
-        let _g = lock.lock().await;
+        let _turn = self.turn(&c.id).await?;
         let mut c = self.get(project, &c.id)?;
         let n = self.networks.get(project, network)?;
         let Some(ep) = c.networks.get(&n.name).cloned() else {
@@ -1938,8 +1936,7 @@ impl Containers {
         id: &str,
         f: impl FnOnce(&mut ContainerInspect) -> bool,
     ) -> EngineResult<()> {
-        let lock = self.lock(id);
-        let _g = lock.lock().await;
+        let _turn = self.own_turn(id).await?;
         let mut c = self.get(project, id)?;
         if f(&mut c) {
             self.save(&c)?;
@@ -2037,8 +2034,9 @@ impl Containers {
                 ContainerStatus::Restarting => {
                     let this = self.clone();
                     tokio::spawn(async move {
-                        let lock = this.lock(&c.id);
-                        let _g = lock.lock().await;
+                        let Ok(_turn) = this.own_turn(&c.id).await else {
+                            return;
+                        };
                         if let Err(e) = this.start_locked(c.clone()).await {
                             tracing::warn!(container = %c.id, error = %e.message(), "restart after daemon restart failed");
                         }

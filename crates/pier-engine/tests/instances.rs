@@ -1471,3 +1471,61 @@ async fn an_adopted_container_whose_name_was_taken_gets_another() {
     assert_ne!(adopted.name, "a");
     assert_eq!(e.get(&adopted.name).id, id);
 }
+
+// ---- actors ----------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_queue_answers_busy_and_the_queued_requests_are_served() {
+    use pier_engine::instances::actor::QUEUE;
+    let e = Arc::new(Env::new().await);
+    let id = e.create("a");
+    e.driver.hold(Op::Start);
+    let start = |e: Arc<Env>, id: String| tokio::spawn(async move { e.c.start(&e.p, &id).await });
+    let first = start(e.clone(), id.clone());
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while e.driver.calls_of(Op::Start).is_empty() {
+        assert!(Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let queued: Vec<_> = (0..QUEUE).map(|_| start(e.clone(), id.clone())).collect();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let busy = e.c.start(&e.p, &id).await.unwrap_err();
+    assert_eq!(busy.kind(), ErrorKind::Unavailable, "{}", busy.message());
+    // Other containers are not held up by this one.
+    let other = e.create("b");
+    e.driver.release(Op::Start);
+    first.await.unwrap().unwrap();
+    for q in queued {
+        q.await.unwrap().unwrap();
+    }
+    assert_eq!(e.driver.calls_of(Op::Start).len(), 1, "started once");
+    e.c.start(&e.p, &other).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_removed_container_leaves_no_actor() {
+    let e = Env::new().await;
+    let id = e.run("a").await;
+    assert_eq!(e.c.actors(), 1);
+    e.c.remove(&e.p, &id, true, false).await.unwrap();
+    assert_eq!(e.c.actors(), 0);
+    let rm = e.create_with(Some("b"), |r| r.auto_remove = true).unwrap();
+    e.c.start(&e.p, &rm).await.unwrap();
+    e.driver.exit(&rm, 0);
+    e.until_gone(&rm).await;
+    assert_eq!(e.c.actors(), 0);
+}
+
+#[tokio::test]
+async fn a_waiter_hears_of_the_removal_through_the_actor() {
+    let e = Env::new().await;
+    let id = e.run("a").await;
+    let mut state = e.c.state_watch(&e.get(&id));
+    e.c.remove(&e.p, &id, true, false).await.unwrap();
+    let s = state
+        .wait_for(|s| s.status == ContainerStatus::Removing)
+        .await
+        .unwrap()
+        .clone();
+    assert_eq!(s.status, ContainerStatus::Removing);
+}

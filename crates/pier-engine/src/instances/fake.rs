@@ -6,7 +6,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
-use std::sync::Mutex;
+use std::sync::{Condvar, Mutex};
 
 use pier_api::containers::{ContainerInspect, ExecCreate};
 use pier_api::time::format_rfc3339_nanos;
@@ -97,6 +97,9 @@ struct State {
 /// See the module doc.
 pub struct FakeDriver {
     state: Mutex<State>,
+    /// Calls of these kinds block until released (a driver busy for a while).
+    held: Mutex<HashSet<Op>>,
+    released: Condvar,
     /// Bumped at each simulated daemon restart.
     epoch: watch::Sender<u64>,
 }
@@ -108,6 +111,8 @@ impl Default for FakeDriver {
                 next_pid: 1000,
                 ..State::default()
             }),
+            held: Mutex::new(HashSet::new()),
+            released: Condvar::new(),
             epoch: watch::channel(0).0,
         }
     }
@@ -144,6 +149,24 @@ impl FakeDriver {
     /// The instances ignore `signal` (a stop then needs SIGKILL).
     pub fn ignore_signal(&self, signal: i32) {
         self.state.lock().unwrap().ignored.insert(signal);
+    }
+
+    /// Calls of kind `op` block (in their thread) until [`FakeDriver::release`].
+    pub fn hold(&self, op: Op) {
+        self.held.lock().unwrap().insert(op);
+    }
+
+    /// Lets the held calls of kind `op` go on.
+    pub fn release(&self, op: Op) {
+        self.held.lock().unwrap().remove(&op);
+        self.released.notify_all();
+    }
+
+    fn wait_if_held(&self, op: Op) {
+        let mut held = self.held.lock().unwrap();
+        while held.contains(&op) {
+            held = self.released.wait(held).unwrap();
+        }
     }
 
     /// Every call so far.
@@ -287,6 +310,7 @@ impl Driver for FakeDriver {
 
     fn start(&self, c: &ContainerInspect, volumes: &[VolumeAttachment]) -> EngineResult<Started> {
         self.call(Op::Start, &c.id, None)?;
+        self.wait_if_held(Op::Start);
         self.prepared(c)?;
         let mut s = self.state.lock().unwrap();
         if let Some(code) = s.refuse_start {

@@ -7,6 +7,7 @@
 //! - [`fake`]: a recording driver with failure injection, for the engine test tier.
 //! - [`Undo`]: the undo list of a multi-step operation.
 
+pub mod actor;
 pub mod container;
 pub mod driver;
 pub mod fake;
