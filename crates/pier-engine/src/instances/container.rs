@@ -247,7 +247,7 @@ impl ContainerDriver {
         let mut root = None;
         for m in volumes.iter().filter(|v| v.copy_up) {
             let (name, data) = (&m.name, &m.host_path);
-            if !pier_storage::tree::is_empty(&data) {
+            if !pier_storage::tree::is_empty(data) {
                 continue;
             }
             let fail = |e: std::io::Error| {
