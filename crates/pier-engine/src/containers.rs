@@ -550,6 +550,16 @@ impl Containers {
         self.actors.turn(id, Queue::Wait).await
     }
 
+    /// Container `id`'s record, read in a turn on it; a container that is gone has its
+    /// actor ended.
+    fn current(&self, project: &ProjectName, id: &str) -> EngineResult<ContainerInspect> {
+        let r = self.get(project, id);
+        if matches!(&r, Err(e) if e.kind() == ErrorKind::NotFound) {
+            self.actors.forget(id, None);
+        }
+        r
+    }
+
     /// How many containers have an actor now.
     pub fn actors(&self) -> usize {
         self.actors.len()
@@ -889,7 +899,7 @@ impl Containers {
     ) -> EngineResult<ContainerInspect> {
         let c = self.get(project, name)?;
         let _turn = self.turn(&c.id).await?;
-        let mut c = self.get(project, &c.id)?;
+        let mut c = self.current(project, &c.id)?;
         match c.state.status {
             ContainerStatus::Running | ContainerStatus::Paused => return Ok(c),
             ContainerStatus::Removing => {
@@ -1141,7 +1151,7 @@ impl Containers {
     ) -> EngineResult<()> {
         let t0 = std::time::Instant::now();
         let g = self.own_turn(id).await?;
-        let Ok(mut c) = self.get(project, id) else {
+        let Ok(mut c) = self.current(project, id) else {
             return Ok(());
         };
         if !matches!(
@@ -1213,7 +1223,7 @@ impl Containers {
                 let Ok(_turn) = this.own_turn(&id).await else {
                     return;
                 };
-                if let Ok(c) = this.get(&project, &id) {
+                if let Ok(c) = this.current(&project, &id) {
                     if c.state.status == ContainerStatus::Restarting && !c.state.stopped_by_user {
                         this.emit(&c, "restart", &[]);
                         if let Err(e) = this.start_locked(c).await {
@@ -1339,7 +1349,7 @@ impl Containers {
             }
         }
         let _turn = self.turn(&c.id).await?;
-        let Ok(c) = self.get(project, &c.id) else {
+        let Ok(c) = self.current(project, &c.id) else {
             return Ok(());
         };
         self.remove_locked(&c, volumes)
@@ -1520,7 +1530,7 @@ impl Containers {
     ) -> EngineResult<()> {
         let c = self.get(project, &req.container)?;
         let _turn = self.turn(&c.id).await?;
-        let mut c = self.get(project, &c.id)?;
+        let mut c = self.current(project, &c.id)?;
         let n = self.networks.get(project, network)?;
         let mode = c.config.network.as_deref().unwrap_or(DEFAULT_NETWORK);
         if matches!(mode, "none" | "host") || mode.starts_with("container:") {
@@ -1574,7 +1584,7 @@ impl Containers {
     ) -> EngineResult<()> {
         let c = self.get(project, container)?;
         let _turn = self.turn(&c.id).await?;
-        let mut c = self.get(project, &c.id)?;
+        let mut c = self.current(project, &c.id)?;
         let n = self.networks.get(project, network)?;
         let Some(ep) = c.networks.get(&n.name).cloned() else {
             return Err(conflict(format!(
@@ -1937,7 +1947,7 @@ impl Containers {
         f: impl FnOnce(&mut ContainerInspect) -> bool,
     ) -> EngineResult<()> {
         let _turn = self.own_turn(id).await?;
-        let mut c = self.get(project, id)?;
+        let mut c = self.current(project, id)?;
         if f(&mut c) {
             self.save(&c)?;
         }
