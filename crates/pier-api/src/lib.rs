@@ -25,6 +25,7 @@ macro_rules! string_schema {
 pub mod build;
 pub mod containers;
 pub mod error;
+pub mod host_error;
 pub mod ids;
 pub mod limits;
 pub mod mounts;

@@ -730,16 +730,15 @@ impl Containers {
     /// writable layer and bundle), its record.
     fn create_steps(&self, c: &mut ContainerInspect, img: &serde_json::Value) -> EngineResult<()> {
         let project = c.project.clone();
-        let mut made_volumes: Vec<String> = Vec::new();
         let mut undo = Undo::default();
-        let r = self.prepare_volumes(&project, &mut c.mounts, &mut made_volumes);
-        for v in made_volumes {
-            let (vols, p) = (self.volumes.clone(), project.clone());
-            undo.push(move || {
-                let _ = vols.remove(&p, &v);
-            });
-        }
-        r?;
+        let made = self.volumes.attach(&project, &c.id, &mut c.mounts)?;
+        let (vols, p, id, mounts) = (
+            self.volumes.clone(),
+            project.clone(),
+            c.id.clone(),
+            c.mounts.clone(),
+        );
+        undo.push(move || vols.undo_attach(&p, &id, &mounts, &made));
         let net = self.network_attachment(c);
         let vols = self.volume_attachments(c);
         self.driver.prepare(c, img, &net, &vols)?;
@@ -807,69 +806,16 @@ impl Containers {
             .map_err(|e| name_error(e, &c.name))
     }
 
-    /// Makes the volumes of `mounts`: named ones on first use, anonymous ones now (their
-    /// names go to `made`, for the caller to remove if the create fails); marks how each
-    /// block volume is given (a device under /dev, or its filesystem anywhere else).
-    fn prepare_volumes(
-        &self,
-        project: &ProjectName,
-        mounts: &mut [MountSpec],
-        made: &mut Vec<String>,
-    ) -> EngineResult<()> {
-        for m in mounts.iter_mut().filter(|m| m.kind == MountKind::Volume) {
-            match &m.source {
-                Some(n) => {
-                    self.volumes.ensure(project, n)?;
-                }
-                None => {
-                    let v = self.volumes.create(
-                        project,
-                        pier_api::volumes::VolumeCreate::default(),
-                        true,
-                    )?;
-                    made.push(v.name.clone());
-                    m.source = Some(v.name);
-                }
-            }
-        }
-        for m in mounts.iter_mut().filter(|m| m.kind == MountKind::Volume) {
-            let name = m.source.clone().unwrap_or_default();
-            let v = self.volumes.get(project, &name)?;
-            if v.driver != "block" {
-                continue;
-            }
-            let how = if m.target.starts_with("/dev/") {
-                "device"
-            } else if Volumes::has_fs(&v) {
-                "fs"
-            } else {
-                return Err(invalid(format!(
-                    "block volume {name} has no filesystem: attach it as a device under /dev/ (e.g. target=/dev/vdb), or create it with --opt fs=ext4"
-                )));
-            };
-            m.options.insert("block".into(), how.into());
-        }
-        Ok(())
-    }
-
-    /// Attaches the container's block volumes (their filesystems mounted, or their
-    /// devices made available); returns every volume as its driver is to use it. On
-    /// error, what it attached is released.
     fn attach_volumes(&self, c: &ContainerInspect) -> EngineResult<Vec<VolumeAttachment>> {
+        let minors = self.volumes.attach_block(&c.project, &c.mounts)?;
         let mut vols = self.volume_attachments(c);
-        let attached = vols.iter_mut().try_for_each(|v| {
-            match v.kind {
-                VolumeKind::BlockDevice => {
-                    v.minor = Some(self.volumes.attach_device(&c.project, &v.name)?)
-                }
-                VolumeKind::BlockFilesystem => self.volumes.mount_fs(&c.project, &v.name)?,
-                VolumeKind::Directory => {}
-            }
-            Ok(())
-        });
-        if let Err(e) = attached {
-            self.release_block_volumes(c);
-            return Err(e);
+        // In the order of the mounts, as the volumes attached them.
+        let mut minors = minors.into_iter();
+        for v in vols
+            .iter_mut()
+            .filter(|v| v.kind == VolumeKind::BlockDevice)
+        {
+            v.minor = minors.next();
         }
         Ok(vols)
     }
@@ -1372,12 +1318,15 @@ impl Containers {
         } else {
             b.commit(self.db.as_ref())?;
         }
-        let mut last = c.state.clone();
-        last.status = ContainerStatus::Removing;
-        self.actors.forget(&c.id, Some(last));
-        self.emit(c, "destroy", &[]);
-        if volumes {
-            for m in c.mounts.iter().filter(|m| m.kind == MountKind::Volume) {
+        // Its volumes are let go (and its anonymous ones removed) before waiters hear of
+        // the removal: `run --rm` returns with them gone.
+        self.volumes.detach(project, &c.id, &c.mounts);
+        let removed = (|| {
+            for m in c
+                .mounts
+                .iter()
+                .filter(|m| volumes && m.kind == MountKind::Volume)
+            {
                 let Some(name) = m.source.as_deref() else {
                     continue;
                 };
@@ -1386,8 +1335,13 @@ impl Containers {
                     self.volumes.remove(project, name)?;
                 }
             }
-        }
-        Ok(())
+            Ok(())
+        })();
+        let mut last = c.state.clone();
+        last.status = ContainerStatus::Removing;
+        self.actors.forget(&c.id, Some(last));
+        self.emit(c, "destroy", &[]);
+        removed
     }
 
     /// A running `--rm` container whose record a crash lost (it is written lazily),
@@ -1436,14 +1390,9 @@ impl Containers {
 
     /// Removes volumes no container uses: anonymous ones, or all with `all`.
     pub fn prune_volumes(&self, project: &ProjectName, all: bool) -> EngineResult<Vec<String>> {
-        let mut removed = Vec::new();
-        for v in self.volumes.list(project)? {
-            if (all || v.anonymous) && self.volume_users(project, &v.name)?.is_empty() {
-                self.volumes.remove(project, &v.name)?;
-                removed.push(v.name);
-            }
-        }
-        Ok(removed)
+        self.volumes.prune(project, all, &|name| {
+            Ok(!self.volume_users(project, name)?.is_empty())
+        })
     }
 
     fn running_users(

@@ -12,9 +12,11 @@
 //! - [`sessions`]: exec sessions, attach and log follow, for every API.
 //! - [`build`]: the Dockerfile builder (classic builder semantics).
 //! - [`context`]: [`RequestContext`], the project and caller of each request.
+//! - [`reconcile`]: the loops that realise the store's desired state, woken by its watch.
 //! - [`projects`]: the projects (tenants) every resource belongs to, and their quotas.
 //! - [`system`]: the host's facts, disk usage and interface counters, for every API.
 //! - [`error`]: [`EngineError`], which each API maps to its wire protocol once.
+//! - [`steps`]: the step runner of multi-step work with an undo per step.
 
 pub mod build;
 pub mod container_fs;
@@ -27,7 +29,9 @@ pub mod image_pins;
 pub mod instances;
 pub mod networks;
 pub mod projects;
+pub mod reconcile;
 pub mod sessions;
+pub mod steps;
 pub mod system;
 pub mod volumes;
 
@@ -48,6 +52,10 @@ pub struct EngineEvent {
     pub event: pier_api::containers::Event,
 }
 
+/// How often the networks are realised again without a change (see
+/// [`networks::NetworkReconciler`]).
+pub const NETWORK_RECONCILE_PERIOD: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// Where the daemon keeps its state unless told otherwise.
 pub const DEFAULT_ROOT: &str = "/var/lib/pier";
 
@@ -60,7 +68,11 @@ pub struct Engine {
     pub registry_client: pier_registry_client::ClientConfig,
     pub containers: Arc<containers::Containers>,
     pub projects: Arc<projects::Projects>,
+    /// The state store every service shares.
+    pub store: Arc<dyn pier_store::Store>,
     pub store_schema: u32,
+    /// The background loops (reconcilers, the lease tick); they stop with the engine.
+    loops: std::sync::Mutex<reconcile::Loops>,
 }
 
 /// What the engine is opened with.
@@ -113,13 +125,27 @@ impl Engine {
         // Containers an older Pier made pin their images too.
         image_pins::reconcile(store.as_ref(), &images).map_err(part("image pins"))?;
         let projects = Arc::new(projects::Projects::new(store.clone()).map_err(part("projects"))?);
+        let net_host = host::net::RealNetHost::new()
+            .map_err(|e| part("networks")(EngineError::Internal(e.chain())))?;
         let networks = Arc::new(
-            networks::Networks::new(&root, config.host_names.clone(), store.clone())
-                .map_err(part("networks"))?,
+            networks::Networks::new(
+                &root,
+                config.host_names.clone(),
+                store.clone(),
+                Arc::new(net_host),
+                Arc::new(host::net::NftFirewall::new(config.host_names.clone())),
+            )
+            .map_err(part("networks"))?,
         );
         let volumes = Arc::new(
-            volumes::Volumes::new(&root, store.clone(), projects.clone())
-                .map_err(part("volumes"))?,
+            volumes::Volumes::new(
+                &root,
+                store.clone(),
+                projects.clone(),
+                Arc::new(host::storage::HostStorage),
+                Arc::new(host::storage::HostStorage),
+            )
+            .map_err(part("volumes"))?,
         );
         volumes.reconcile().map_err(part("volumes"))?;
         let registry = Arc::new(
@@ -128,7 +154,7 @@ impl Engine {
         );
         let containers = containers::Containers::new(
             &root,
-            store,
+            store.clone(),
             containers::Peers {
                 images: images.clone(),
                 networks,
@@ -146,7 +172,9 @@ impl Engine {
             registry_client: config.registry_client,
             containers,
             projects,
+            store,
             store_schema,
+            loops: Default::default(),
         })
     }
 
@@ -168,6 +196,15 @@ impl Engine {
                 .map_err(part("networks"))?;
         }
         health::spawn(self.containers.clone());
+        let mut loops = self.loops.lock().unwrap_or_else(|e| e.into_inner());
+        loops.spawn_lease_tick(self.store.clone(), reconcile::LEASE_TICK);
+        loops.spawn(
+            self.store.clone(),
+            Arc::new(networks::NetworkReconciler {
+                networks: self.containers.networks.clone(),
+                period: NETWORK_RECONCILE_PERIOD,
+            }),
+        );
         Ok(())
     }
 

@@ -12,6 +12,8 @@ use pier_api::containers::{ContainerCreate, ContainerInspect, ContainerStatus, R
 use pier_api::volumes::{MountKind, MountSpec};
 use pier_api::{ErrorKind, ProjectName};
 use pier_engine::containers::{Containers, Peers};
+use pier_engine::host::net::fake::{FakeFirewall, FakeNetHost};
+use pier_engine::host::storage::fake::FakeStorage;
 use pier_engine::instances::driver::{Driver, NetworkAttachment, VolumeKind};
 use pier_engine::instances::fake::{FakeDriver, Op};
 use pier_engine::networks::Networks;
@@ -146,8 +148,27 @@ impl Env {
         }
         let projects = Arc::new(Projects::new(db.clone()).unwrap());
         let names = pier_net::names::HostNames::for_root(&root, false);
-        let networks = Arc::new(Networks::new(&root, names, db.clone()).unwrap());
-        let volumes = Arc::new(Volumes::new(&root, db.clone(), projects.clone()).unwrap());
+        let networks = Arc::new(
+            Networks::new(
+                &root,
+                names,
+                db.clone(),
+                FakeNetHost::new(),
+                FakeFirewall::new(),
+            )
+            .unwrap(),
+        );
+        let storage = FakeStorage::new();
+        let volumes = Arc::new(
+            Volumes::new(
+                &root,
+                db.clone(),
+                projects.clone(),
+                Arc::new(storage.clone()),
+                Arc::new(storage),
+            )
+            .unwrap(),
+        );
         let driver = Arc::new(FakeDriver::new());
         let c = containers(
             &root, &store, &images, &networks, &volumes, &projects, &driver,

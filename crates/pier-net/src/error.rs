@@ -3,48 +3,10 @@
 //! tc) answered; and whose fault that is ([`ErrorKind`]), so that the engine maps it
 //! without reading its text.
 
-use std::fmt;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::process::ExitStatus;
 
-/// Whose fault an error is, and so how the engine answers it. The same classification
-/// as pier-storage's and pier-runtime's; the engine maps it onto its own error.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ErrorKind {
-    /// The request cannot be carried out as asked.
-    Invalid,
-    /// Something the request named does not exist.
-    NotFound,
-    /// Something by that name or address exists already.
-    Conflict,
-    /// A resource is taken for now; trying again later may succeed.
-    Busy,
-    /// The host is out of room (disk, or a kernel table).
-    NoSpace,
-    /// The host failed: a missing tool, a refused system call, a netlink exchange gone
-    /// wrong.
-    Host,
-}
-
-impl ErrorKind {
-    /// The kind of a failed system call or netlink request, from its errno: an
-    /// existing link, address or route is a conflict, a full disk no space, a taken
-    /// resource busy; anything else is the host's.
-    pub fn of_errno(errno: i32) -> ErrorKind {
-        match errno {
-            libc::EEXIST | libc::EADDRINUSE => ErrorKind::Conflict,
-            libc::ENOSPC | libc::EDQUOT => ErrorKind::NoSpace,
-            libc::EBUSY | libc::EAGAIN => ErrorKind::Busy,
-            _ => ErrorKind::Host,
-        }
-    }
-
-    fn of_io(e: &io::Error) -> ErrorKind {
-        e.raw_os_error()
-            .map_or(ErrorKind::Host, ErrorKind::of_errno)
-    }
-}
+pub use pier_api::host_error::{HostErrorKind as ErrorKind, ToolFailure};
 
 /// How a netlink request failed.
 #[derive(Debug, thiserror::Error)]
@@ -77,41 +39,6 @@ impl NetlinkError {
         }
     }
 }
-
-/// How a tool that ran ended: its exit status and what it wrote on stderr.
-#[derive(Debug)]
-pub struct ToolFailure {
-    pub status: ExitStatus,
-    pub stderr: String,
-}
-
-impl ToolFailure {
-    /// The errno the tool reports in its own words, for those that classify an error
-    /// (nft and tc print the kernel's answer as `strerror` writes it).
-    pub fn errno(&self) -> Option<i32> {
-        const KNOWN: [(&str, i32); 3] = [
-            ("No space left on device", libc::ENOSPC),
-            ("Disk quota exceeded", libc::EDQUOT),
-            ("File exists", libc::EEXIST),
-        ];
-        KNOWN
-            .iter()
-            .find(|(text, _)| self.stderr.contains(text))
-            .map(|&(_, errno)| errno)
-    }
-}
-
-impl fmt::Display for ToolFailure {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.stderr.is_empty() {
-            write!(f, "{}", self.status)
-        } else {
-            f.write_str(&self.stderr)
-        }
-    }
-}
-
-impl std::error::Error for ToolFailure {}
 
 /// What went wrong in the kernel or its tools.
 #[derive(Debug, thiserror::Error)]
@@ -233,6 +160,7 @@ pub(crate) fn io<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error)
 #[cfg(test)]
 mod tests {
     use std::os::unix::process::ExitStatusExt;
+    use std::process::ExitStatus;
 
     use rtnetlink::packet_core::ErrorMessage;
 

@@ -316,6 +316,7 @@ mod tests {
     use super::*;
 
     #[test]
+    #[ignore = "root tier: needs root; scripts/test.sh runs it (--run-ignored all)"]
     fn a_second_interface_by_the_same_name_is_a_conflict() {
         // All of it from a thread in a network namespace of its own, which stands in for
         // the daemon's: nothing is made in the host's, and everything goes with the thread.

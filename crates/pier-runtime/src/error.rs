@@ -10,37 +10,7 @@ use std::io;
 
 use serde::{Deserialize, Serialize};
 
-/// Whose fault an error is, and so how the engine answers it. The same classification
-/// as pier-net's and pier-storage's; the engine maps it onto its own error.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ErrorKind {
-    /// What the user asked for cannot run: a command that is missing or not executable,
-    /// no command at all, ID mappings without a root.
-    Invalid,
-    /// Something the request named does not exist.
-    NotFound,
-    /// The request conflicts with what the host holds (processes left in the cgroup).
-    Conflict,
-    /// A resource is taken for now; trying again later may succeed.
-    Busy,
-    /// The host's disk (or quota) is full.
-    NoSpace,
-    /// The host failed: a refused system call, a missing tool.
-    Host,
-}
-
-impl ErrorKind {
-    /// The kind of a failed system call, from its errno: a full disk or quota is
-    /// [`ErrorKind::NoSpace`], an exhausted resource busy; anything else is the host's.
-    pub fn of_errno(errno: i32) -> ErrorKind {
-        match errno {
-            libc::ENOSPC | libc::EDQUOT => ErrorKind::NoSpace,
-            libc::EBUSY | libc::EAGAIN => ErrorKind::Busy,
-            _ => ErrorKind::Host,
-        }
-    }
-}
+pub use pier_api::host_error::HostErrorKind as ErrorKind;
 
 /// The step of a start that failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

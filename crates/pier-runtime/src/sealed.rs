@@ -175,6 +175,7 @@ mod tests {
     use std::io::Write;
 
     #[test]
+    #[ignore = "root tier: needs root; scripts/test.sh runs it (--run-ignored all)"]
     fn the_copy_is_whole_executable_and_cannot_be_written() {
         let src = Path::new("/bin/true");
         let sealed = SealedExe::copy_of(src).unwrap();

@@ -2,83 +2,10 @@
 //! or a tool (mkfs.ext4, qemu-img, qemu-storage-daemon) answered; and whose fault that is
 //! ([`ErrorKind`]), so that the engine maps it without reading its text.
 
-use std::fmt;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::process::ExitStatus;
 
-/// Whose fault an error is, and so how the engine answers it. The same classification
-/// as pier-net's and pier-runtime's; the engine maps it onto its own error.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ErrorKind {
-    /// The request cannot be carried out as asked (too large for the host's filesystem).
-    Invalid,
-    /// Something the request named does not exist.
-    NotFound,
-    /// Something by that name exists already.
-    Conflict,
-    /// A resource is taken for now; trying again later may succeed.
-    Busy,
-    /// The host's disk (or quota) is full.
-    NoSpace,
-    /// The host failed: a missing tool, a refused system call.
-    Host,
-}
-
-impl ErrorKind {
-    /// The kind of a failed system call, from its errno: a full disk or quota is
-    /// [`ErrorKind::NoSpace`], an existing name a conflict, a taken device busy, a file
-    /// larger than the host's filesystem allows invalid; anything else is the host's.
-    pub fn of_errno(errno: i32) -> ErrorKind {
-        match errno {
-            libc::ENOSPC | libc::EDQUOT => ErrorKind::NoSpace,
-            libc::EEXIST | libc::ENOTEMPTY => ErrorKind::Conflict,
-            libc::EBUSY | libc::EAGAIN => ErrorKind::Busy,
-            libc::EFBIG => ErrorKind::Invalid,
-            _ => ErrorKind::Host,
-        }
-    }
-
-    fn of_io(e: &io::Error) -> ErrorKind {
-        e.raw_os_error()
-            .map_or(ErrorKind::Host, ErrorKind::of_errno)
-    }
-}
-
-/// How a tool that ran ended: its exit status and what it wrote on stderr.
-#[derive(Debug)]
-pub struct ToolFailure {
-    pub status: ExitStatus,
-    pub stderr: String,
-}
-
-impl ToolFailure {
-    /// The errno the tool reports in its own words, for those that classify an error:
-    /// tools print `strerror`'s text ("No space left on device").
-    pub fn errno(&self) -> Option<i32> {
-        const KNOWN: [(&str, i32); 3] = [
-            ("No space left on device", libc::ENOSPC),
-            ("Disk quota exceeded", libc::EDQUOT),
-            ("File too large", libc::EFBIG),
-        ];
-        KNOWN
-            .iter()
-            .find(|(text, _)| self.stderr.contains(text))
-            .map(|&(_, errno)| errno)
-    }
-}
-
-impl fmt::Display for ToolFailure {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.stderr.is_empty() {
-            write!(f, "{}", self.status)
-        } else {
-            f.write_str(&self.stderr)
-        }
-    }
-}
-
-impl std::error::Error for ToolFailure {}
+pub use pier_api::host_error::{HostErrorKind as ErrorKind, ToolFailure};
 
 /// What went wrong.
 #[derive(Debug, thiserror::Error)]
@@ -209,6 +136,7 @@ pub(crate) fn run(
 #[cfg(test)]
 mod tests {
     use std::os::unix::process::ExitStatusExt;
+    use std::process::ExitStatus;
 
     use super::*;
 

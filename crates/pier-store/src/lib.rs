@@ -34,8 +34,7 @@
 //!   its keys are deleted in one transaction, with watch events. Time comes from a
 //!   [`Clock`] given at construction ([`ManualClock`] in tests). Expiry happens in
 //!   [`Store::expire_leases`], which the store's owner calls periodically (every second or
-//!   so; etcd's leader does this itself). Nothing in Pier grants leases yet; the component
-//!   that starts doing so runs that tick. Leases live in memory in both backends: a
+//!   so; etcd's leader does this itself): the engine's lease tick (`pier_engine::reconcile`). Leases live in memory in both backends: a
 //!   restarted [`RedbStore`] deletes the keys of the previous process's leases when it
 //!   opens (etcd persists leases and extends them on restart).
 //!

@@ -145,15 +145,19 @@ fn rounds(n: usize, f: impl Fn(usize) -> bool + Sync) -> usize {
 }
 
 #[test]
+#[ignore = "root tier: needs root; scripts/test.sh runs it (--run-ignored all)"]
 fn cp_never_follows_a_racing_symlink_onto_the_host() {
     let d = with_busybox();
     let h = Host::new(&d);
     let before = (snapshot(&h.secret), snapshot(&h.victim));
     // /r and /w are directories most of the time and, between, symlinks to the host's
-    // secret and victim directories; /q and /v flip between a symlink and nothing.
+    // secret and victim directories; /q and /v flip between a symlink and nothing. Each
+    // swap first heals its directory: a copy into /w/ while /w is briefly gone makes a new
+    // /w, into which the swap would then move /w.tmp (as on Docker).
     let script = format!(
-        "swap() {{ mkdir -p /$1/sub; echo inside > /$1/marker; echo inside > /$1/sub/marker; \
-         while true; do mv /$1 /$1.tmp; ln -s $2 /$1; ln -s $2/sub /$1.tmp/sub2; rm /$1; mv /$1.tmp /$1; rm /$1/sub2; usleep 3000; done; }}; \
+        "swap() {{ while true; do heal $1; mv /$1 /$1.tmp; ln -s $2 /$1; ln -s $2/sub /$1.tmp/sub2; rm /$1; mv /$1.tmp /$1; rm -f /$1/sub2; usleep 3000; done; }}; \
+         heal() {{ [ -L /$1 ] && rm -f /$1; [ -d /$1.tmp ] && [ ! -e /$1 ] && mv /$1.tmp /$1; rm -rf /$1.tmp /$1/$1.tmp; \
+         mkdir -p /$1/sub; echo inside > /$1/marker; echo inside > /$1/sub/marker; }}; \
          flip() {{ while true; do ln -s $2 /$1; rm /$1; done; }}; \
          swap r {s} & swap w {v} & flip q {s} & flip v {v} & wait",
         s = h.secret.display(),
@@ -217,28 +221,26 @@ fn cp_never_follows_a_racing_symlink_onto_the_host() {
         t0.elapsed()
     );
     // Copies each way worked against the real paths: the race was run, not just
-    // refused. How many depends on the racer's timing, and its directories can be
-    // knocked out of shape (a copy into /w/ while /w is briefly gone makes a new /w, and
-    // the swap then nests /w.tmp inside it), after which most writes find no /w/sub:
-    // seen as 3 of 150 on a loaded machine. So: some, not a share.
+    // refused. How many depends on the racer's timing.
     for (what, ok) in [
         ("pier cp out", pier_reads),
         ("pier cp in", pier_writes),
         ("docker cp out", docker_reads),
         ("docker cp in", docker_writes),
     ] {
-        assert!(ok >= 1, "{what}: none of {n} copies worked");
+        assert!(ok >= n / 30, "{what}: only {ok} of {n} copies worked");
     }
     assert_eq!(
         (snapshot(&h.secret), snapshot(&h.victim)),
         before,
         "the host's directories changed under the copies"
     );
-    // The racer still runs (its shell waits for all four loops). Its directories may
-    // not be as it left them: a copy into /w/ while /w was briefly gone makes a new /w,
-    // into which the swap then moves /w.tmp, as on Docker; the counts above show the
-    // race was run.
-    assert_eq!(state_of(&d, "racer"), "running", "the racer stopped");
+    // The racer still races: its swaps heal and remake its directories.
+    wait_until("the racer to be still racing", || {
+        d.pier(&["exec", "racer", "sh", "-c", made])
+            .status
+            .success()
+    });
     d.ok(&["rm", "-f", "racer"]);
     let left = scratch_left(&d.root);
     assert!(left.is_empty(), "scratch directories left: {left:?}");
@@ -247,6 +249,7 @@ fn cp_never_follows_a_racing_symlink_onto_the_host() {
 }
 
 #[test]
+#[ignore = "root tier: needs root; scripts/test.sh runs it (--run-ignored all)"]
 fn cp_of_a_stopped_container_stays_inside_its_root() {
     let d = with_busybox();
     let h = Host::new(&d);
@@ -359,6 +362,7 @@ fn archive_names_within(mut cmd: std::process::Command, limit: std::time::Durati
 }
 
 #[test]
+#[ignore = "root tier: needs root; scripts/test.sh runs it (--run-ignored all)"]
 fn cp_of_a_running_root_leaves_kernel_views_empty() {
     let d = with_busybox();
     d.ok(&["run", "-d", "--name", "c", "bb", "sleep", "1000"]);
@@ -386,12 +390,4 @@ fn cp_of_a_running_root_leaves_kernel_views_empty() {
     let names = archive_names_within(cmd, std::time::Duration::from_secs(60));
     assert_eq!(names.len(), 1, "{names:?}");
     d.ok(&["rm", "-f", "c"]);
-}
-
-/// A container's state, as `inspect` shows it.
-fn state_of(d: &Daemon, name: &str) -> String {
-    d.json(&["inspect", name])[0]["state"]["status"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string()
 }

@@ -1,0 +1,372 @@
+//! Address leases and host-port reservations, as store transactions on index keys.
+//!
+//! - A lease is the key `project/network-id/ip` of `Table::Leases`, created under an
+//!   "absent" compare (and a "present" compare on its network's record): of two
+//!   requests racing for one address, one wins and the other picks again (or, for an
+//!   address asked for, is told it is taken).
+//! - A host port is the key `hostport/<proto>/<port>` of `Table::Meta`, holding every
+//!   binding of that port ([`PortHolder`]: which container, which host address, where
+//!   it goes). A reservation writes it under a compare on the revision it was read at,
+//!   so that two containers cannot both take a port; the firewall's port rules are
+//!   built from these keys.
+
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::net::Ipv4Addr;
+
+use pier_api::containers::ContainerInspect;
+use pier_api::networks::{Endpoint, NetworkInspect, PortBinding};
+use pier_api::ports::PortRequest;
+use pier_api::{ErrorKind, Ipv4Address};
+use pier_net::ipam;
+use pier_net::nft::Proto;
+use pier_store::{Batch, Expect, Op, Revision, StoreError, StoreExt, Table};
+use serde::{Deserialize, Serialize};
+
+use super::{key, ports_key, Lease, Networks};
+use crate::containers::{conflict, internal, invalid};
+use crate::error::{EngineError, EngineResult};
+
+/// How many times an allocation re-reads and tries again after losing a race.
+const ATTEMPTS: usize = 64;
+
+pub(super) const PORT_PREFIX: &str = "hostport/";
+
+pub(super) fn port_key(proto: Proto, port: u16) -> String {
+    format!("{PORT_PREFIX}{}/{port}", proto.as_str())
+}
+
+/// One binding of a host port.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PortHolder {
+    pub container: String,
+    /// The container's name, for error messages.
+    pub name: String,
+    /// Only this host address; every one when None.
+    pub host_ip: Option<Ipv4Addr>,
+    /// Where the port goes: the container's address on its first network.
+    pub container_ip: Option<Ipv4Addr>,
+    pub container_port: u16,
+}
+
+fn clashes(a: Option<Ipv4Addr>, b: Option<Ipv4Addr>) -> bool {
+    a.is_none() || b.is_none() || a == b
+}
+
+/// The keys of one reservation attempt: each as read (its revision) and as it will be.
+#[derive(Default)]
+struct Seen {
+    keys: BTreeMap<String, (Option<Revision>, Vec<PortHolder>)>,
+    touched: BTreeSet<String>,
+}
+
+impl Networks {
+    /// Every reserved host port: (protocol, port, its bindings).
+    pub(super) fn port_reservations(&self) -> EngineResult<Vec<(Proto, u16, Vec<PortHolder>)>> {
+        let mut out = Vec::new();
+        for (k, holders) in self
+            .db
+            .list_json::<Vec<PortHolder>>(Table::Meta, PORT_PREFIX)?
+        {
+            let mut parts = k[PORT_PREFIX.len()..].split('/');
+            let proto = match parts.next() {
+                Some("udp") => Proto::Udp,
+                _ => Proto::Tcp,
+            };
+            if let Some(port) = parts.next().and_then(|p| p.parse().ok()) {
+                out.push((proto, port, holders));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Leases an address on `n` for container `cid`: the one `ep` asks for, or the next
+    /// free one of the network's range.
+    pub(super) fn lease(
+        &self,
+        n: &NetworkInspect,
+        cid: &str,
+        ep: &Endpoint,
+        ifname: &str,
+        host_ifname: &str,
+    ) -> EngineResult<Ipv4Addr> {
+        let prefix = format!("{}/{}/", n.project, n.id);
+        for _ in 0..ATTEMPTS {
+            let leases = self.db.list_json::<Lease>(Table::Leases, &prefix)?;
+            let ip = match ep.static_ip.map(Ipv4Address::addr) {
+                Some(ip) => {
+                    if let Some((_, l)) =
+                        leases.iter().find(|(k, _)| k.ends_with(&format!("/{ip}")))
+                    {
+                        return Err(in_use(n, ip, &l.container));
+                    }
+                    ip
+                }
+                None => self.free_address(n, &leases)?,
+            };
+            let mut b = Batch::new();
+            let lease_key = format!("{prefix}{ip}");
+            b.require(Table::Leases, lease_key.clone(), Expect::Absent);
+            b.require(Table::Networks, key(&n.project, &n.id), Expect::Present);
+            b.put_json(
+                Table::Leases,
+                lease_key.clone(),
+                &Lease {
+                    container: cid.to_string(),
+                    network: n.id.clone(),
+                    ifname: ifname.to_string(),
+                    host_ifname: host_ifname.to_string(),
+                },
+            );
+            b.ops.push(Op::Put {
+                table: Table::Meta,
+                key: format!("last-ip/{}", n.id),
+                value: ip.to_string().into_bytes(),
+            });
+            match b.commit(self.db.as_ref()) {
+                Ok(()) => return Ok(ip),
+                Err(StoreError::Conflict {
+                    table: Table::Networks,
+                    ..
+                }) => {
+                    return Err(invalid(format!(
+                        "network {} was removed meanwhile: recreate it or choose another",
+                        n.name
+                    )))
+                }
+                Err(StoreError::Conflict { .. }) if ep.static_ip.is_some() => {
+                    let holder = self
+                        .db
+                        .get_json::<Lease>(Table::Leases, &lease_key)?
+                        .map(|l| l.container)
+                        .unwrap_or_default();
+                    return Err(in_use(n, ip, &holder));
+                }
+                // Another request took the address first: read again.
+                Err(StoreError::Conflict { .. }) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(EngineError::Busy(format!(
+            "the addresses of network {} kept changing while one was being leased; retry",
+            n.name
+        )))
+    }
+
+    fn free_address(
+        &self,
+        n: &NetworkInspect,
+        leases: &[(String, Lease)],
+    ) -> EngineResult<Ipv4Addr> {
+        let mut used: HashSet<Ipv4Addr> = leases
+            .iter()
+            .filter_map(|(k, _)| k.rsplit('/').next()?.parse().ok())
+            .collect();
+        used.insert(n.gateway.addr());
+        let range = n.ip_range.unwrap_or(n.subnet);
+        let last = self
+            .db
+            .get(Table::Meta, &format!("last-ip/{}", n.id))?
+            .and_then(|b| String::from_utf8(b).ok()?.parse().ok());
+        ipam::allocate(&n.subnet, &range, &used, last).ok_or_else(|| {
+            EngineError::new(
+                ErrorKind::InsufficientStorage,
+                format!(
+                    "network {} has no free address left: stop or disconnect a container on it, or create a network with a larger subnet",
+                    n.name
+                ),
+            )
+        })
+    }
+
+    /// Chooses and reserves host ports for `requests` of container `c`, whose first
+    /// address is `container_ip`: the asked one if it is free, else a free one. Also
+    /// keeps the bindings durably for [`Networks::recover`].
+    pub(super) fn reserve_ports(
+        &self,
+        c: &ContainerInspect,
+        container_ip: Option<Ipv4Addr>,
+        requests: &[PortRequest],
+    ) -> EngineResult<Vec<PortBinding>> {
+        // Other daemons on this host publish through tables of their own, with no socket
+        // that `port_free` would find.
+        let others = self.fw.others_ports();
+        for _ in 0..ATTEMPTS {
+            let mut seen = Seen::default();
+            let mut out = Vec::new();
+            for r in requests {
+                let port = self.pick_port(c, r, &others, &mut seen)?;
+                let k = port_key(r.proto, port);
+                seen.keys.get_mut(&k).expect("read").1.push(PortHolder {
+                    container: c.id.clone(),
+                    name: c.name.clone(),
+                    host_ip: r.host_ip,
+                    container_ip,
+                    container_port: r.container_port,
+                });
+                seen.touched.insert(k);
+                out.push(PortBinding {
+                    proto: r.proto.as_str().into(),
+                    host_ip: r.host_ip.map(|i| i.to_string()).unwrap_or_default(),
+                    host_port: port,
+                    container_port: r.container_port,
+                });
+            }
+            let mut b = Batch::new();
+            for k in &seen.touched {
+                let (rev, holders) = &seen.keys[k];
+                b.require(
+                    Table::Meta,
+                    k.clone(),
+                    rev.map_or(Expect::Absent, Expect::ModRevision),
+                );
+                b.put_json(Table::Meta, k.clone(), holders);
+            }
+            b.put_json(Table::Meta, ports_key(&c.id), &out);
+            match b.commit(self.db.as_ref()) {
+                Ok(()) => return Ok(out),
+                // Another container took one of these ports first: choose again.
+                Err(StoreError::Conflict { .. }) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(EngineError::Busy(
+            "the host ports kept changing while this container's were being reserved; retry".into(),
+        ))
+    }
+
+    /// Who holds `port` for a binding of `ip` (None: nobody), reading its key once.
+    fn holder(
+        &self,
+        c: &ContainerInspect,
+        proto: Proto,
+        ip: Option<Ipv4Addr>,
+        port: u16,
+        others: &[(String, Proto, Option<Ipv4Addr>, u16)],
+        seen: &mut Seen,
+    ) -> EngineResult<Option<String>> {
+        let k = port_key(proto, port);
+        if !seen.keys.contains_key(&k) {
+            let read = match self.db.get_kv(Table::Meta, &k)? {
+                Some(kv) => (
+                    Some(kv.mod_revision),
+                    serde_json::from_slice(&kv.value).map_err(|source| StoreError::Corrupt {
+                        table: Table::Meta.name(),
+                        key: k.clone(),
+                        source,
+                    })?,
+                ),
+                None => (None, Vec::new()),
+            };
+            seen.keys.insert(k.clone(), read);
+        }
+        let (_, holders) = &seen.keys[&k];
+        if let Some(h) = holders
+            .iter()
+            .find(|h| (h.container != c.id || seen.touched.contains(&k)) && clashes(h.host_ip, ip))
+        {
+            return Ok(Some(format!("container {}", h.name)));
+        }
+        Ok(others
+            .iter()
+            .find(|(_, p, oip, oport)| *p == proto && *oport == port && clashes(*oip, ip))
+            .map(|(t, ..)| format!("another Pier daemon on this host (nftables table ip {t})")))
+    }
+
+    fn pick_port(
+        &self,
+        c: &ContainerInspect,
+        r: &PortRequest,
+        others: &[(String, Proto, Option<Ipv4Addr>, u16)],
+        seen: &mut Seen,
+    ) -> EngineResult<u16> {
+        if r.host_range == (0, 0) {
+            for _ in 0..64 {
+                let p = self
+                    .host
+                    .ephemeral_port(r.proto, r.host_ip)
+                    .map_err(|e| internal(format!("cannot find a free host port: {e}")))?;
+                if self
+                    .holder(c, r.proto, r.host_ip, p, others, seen)?
+                    .is_none()
+                {
+                    return Ok(p);
+                }
+            }
+            return Err(EngineError::Busy(
+                "no free host port found: the host's ephemeral ports are taken; retry, or publish a given port".into(),
+            ));
+        }
+        let mut last_err = None;
+        for p in r.host_range.0..=r.host_range.1 {
+            if let Some(who) = self.holder(c, r.proto, r.host_ip, p, others, seen)? {
+                last_err = Some(format!("host port {p} is already published by {who}"));
+                continue;
+            }
+            if let Err(e) = self.host.port_free(r.proto, r.host_ip, p) {
+                last_err = Some(format!("host port {p} is in use on this host ({e})"));
+                continue;
+            }
+            return Ok(p);
+        }
+        let last_err = last_err.unwrap_or_default();
+        let ip = r.host_ip.map(|i| format!("{i}:")).unwrap_or_default();
+        let proto = r.proto.as_str();
+        let (lo, hi) = r.host_range;
+        Err(conflict(if lo == hi {
+            format!("cannot publish {ip}{lo}/{proto}: {last_err}; choose another host port, or stop what holds it")
+        } else {
+            format!("cannot publish {ip}{lo}-{hi}/{proto}: no host port of the range is free (the last: {last_err}); choose another range, or stop what holds them")
+        }))
+    }
+
+    /// Gives back container `cid`'s host ports and the durable copy of its ports, and
+    /// with `leases` its leases too; whether it held ports. Without waiting for the
+    /// disk: a release a crash loses leaves reservations of a container that does not
+    /// run, which `reconcile` removes.
+    pub(super) fn release(&self, cid: &str, leases: bool) -> EngineResult<bool> {
+        for _ in 0..ATTEMPTS {
+            let mut b = Batch::new();
+            b.delete(Table::Meta, ports_key(cid));
+            let mut had_ports = false;
+            if leases {
+                for (k, l) in self.leases()? {
+                    if l.container == cid {
+                        b.delete(Table::Leases, k);
+                    }
+                }
+            }
+            for (k, kv) in self.db.range(Table::Meta, PORT_PREFIX)?.kvs {
+                let holders: Vec<PortHolder> =
+                    serde_json::from_slice(&kv.value).unwrap_or_default();
+                if !holders.iter().any(|h| h.container == cid) {
+                    continue;
+                }
+                had_ports = true;
+                let rest: Vec<&PortHolder> =
+                    holders.iter().filter(|h| h.container != cid).collect();
+                b.require(Table::Meta, k.clone(), Expect::ModRevision(kv.mod_revision));
+                if rest.is_empty() {
+                    b.delete(Table::Meta, k);
+                } else {
+                    b.put_json(Table::Meta, k, &rest);
+                }
+            }
+            match b.commit_lazy(self.db.as_ref()) {
+                Ok(()) => return Ok(had_ports),
+                Err(StoreError::Conflict { .. }) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(EngineError::Busy(format!(
+            "the host ports kept changing while container {cid}'s were being released; retry"
+        )))
+    }
+}
+
+fn in_use(n: &NetworkInspect, ip: Ipv4Addr, container: &str) -> EngineError {
+    conflict(format!(
+        "address {ip} on network {} is in use by container {}: choose another --ip, or leave it out to get a free one",
+        n.name,
+        &container[..12.min(container.len())]
+    ))
+}

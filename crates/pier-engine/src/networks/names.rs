@@ -1,0 +1,130 @@
+//! The names each network's DNS server answers: containers by name, short ID and alias
+//! on the networks they are on, kept in memory and rebuilt from the running containers
+//! at start.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::Ipv4Addr;
+use std::sync::{Arc, RwLock};
+
+use pier_api::containers::ContainerInspect;
+use pier_api::networks::Endpoint;
+use pier_api::Ipv4Address;
+use pier_net::dns::Records;
+
+use super::Networks;
+
+/// The names a network's DNS server answers, by network ID.
+#[derive(Default)]
+pub(super) struct NameIndex {
+    /// network ID -> name -> addresses.
+    pub(super) names: HashMap<String, HashMap<String, Vec<Ipv4Addr>>>,
+    /// (network ID, address) -> the networks of the container holding it, so that a
+    /// container on several networks resolves names on all of them, as on Docker.
+    pub(super) networks_of: HashMap<(String, Ipv4Addr), Vec<String>>,
+}
+
+pub(super) struct NetRecords {
+    pub(super) network: String,
+    pub(super) network_name: String,
+    /// Container names resolve on user networks only, as on Docker.
+    pub(super) answers_names: bool,
+    pub(super) index: Arc<RwLock<NameIndex>>,
+}
+
+impl Records for NetRecords {
+    fn lookup(&self, name: &str) -> Option<Vec<Ipv4Addr>> {
+        if !self.answers_names {
+            return None;
+        }
+        let suffix = format!(".{}", self.network_name.to_ascii_lowercase());
+        let short = name.strip_suffix(&suffix).unwrap_or(name);
+        let idx = self.index.read().unwrap();
+        idx.names.get(&self.network)?.get(short).cloned()
+    }
+
+    fn lookup_from(&self, client: std::net::IpAddr, name: &str) -> Option<Vec<Ipv4Addr>> {
+        if let Some(found) = self.lookup(name) {
+            return Some(found);
+        }
+        let std::net::IpAddr::V4(client) = client else {
+            return None;
+        };
+        // The asker's other networks (user networks only: the default one has no names).
+        let idx = self.index.read().unwrap();
+        let others = idx.networks_of.get(&(self.network.clone(), client))?;
+        others
+            .iter()
+            .filter(|n| **n != self.network)
+            .find_map(|n| idx.names.get(n)?.get(name).cloned())
+    }
+
+    fn reverse(&self, ip: Ipv4Addr) -> Option<String> {
+        if !self.answers_names {
+            return None;
+        }
+        let idx = self.index.read().unwrap();
+        let names = idx.names.get(&self.network)?;
+        // The longest name is the container's name rather than its short ID.
+        names
+            .iter()
+            .filter(|(n, ips)| ips.contains(&ip) && !n.chars().all(|c| c.is_ascii_hexdigit()))
+            .map(|(n, _)| format!("{n}.{}", self.network_name))
+            .min()
+    }
+}
+
+impl Networks {
+    /// Adds the names of container `c` on `endpoints` (and its other networks) to the
+    /// DNS index.
+    pub fn index_names(&self, c: &ContainerInspect, endpoints: &BTreeMap<String, Endpoint>) {
+        let mut idx = self.index.write().unwrap();
+        // Every network the container is on now, this call's endpoints included.
+        let mut nets: Vec<String> = c
+            .networks
+            .values()
+            .chain(endpoints.values())
+            .filter(|e| e.ip_address.is_some())
+            .map(|e| e.network_id.clone())
+            .collect();
+        nets.sort();
+        nets.dedup();
+        let addrs: Vec<(String, Ipv4Addr)> = c
+            .networks
+            .values()
+            .chain(endpoints.values())
+            .filter_map(|e| Some((e.network_id.clone(), e.ip_address?.addr())))
+            .collect();
+        for a in addrs {
+            idx.networks_of.insert(a, nets.clone());
+        }
+        for ep in endpoints.values() {
+            let Some(ip) = ep.ip_address.map(Ipv4Address::addr) else {
+                continue;
+            };
+            let names = idx.names.entry(ep.network_id.clone()).or_default();
+            let mut keys = vec![c.name.to_ascii_lowercase(), c.id[..12].to_string()];
+            keys.extend(ep.aliases.iter().map(|a| a.to_ascii_lowercase()));
+            for k in keys {
+                let v = names.entry(k).or_default();
+                if !v.contains(&ip) {
+                    v.push(ip);
+                }
+            }
+        }
+    }
+
+    pub(super) fn unindex(&self, ips: &[(String, Ipv4Addr)]) {
+        let mut idx = self.index.write().unwrap();
+        for key in ips {
+            idx.networks_of.remove(key);
+        }
+        for (net, ip) in ips {
+            if let Some(names) = idx.names.get_mut(net) {
+                for v in names.values_mut() {
+                    v.retain(|x| x != ip);
+                }
+                names.retain(|_, v| !v.is_empty());
+            }
+        }
+    }
+}

@@ -1,0 +1,243 @@
+//! Snapshots of a volume (crash-consistent copies kept beside it), restore, and export
+//! and import as a tar.
+
+use std::fs;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+
+use pier_api::volumes::{VolumeCreate, VolumeInspect};
+use pier_api::{ErrorKind, ProjectName};
+
+use super::{st, Volumes};
+use crate::containers::{conflict, internal, invalid, valid_name};
+use crate::error::{EngineError, EngineResult};
+
+fn no_snapshot(name: &str, snap: &str) -> EngineError {
+    EngineError::new(
+        ErrorKind::NotFound,
+        format!("volume {name} has no snapshot {snap} (see `pier volume snapshots {name}`)"),
+    )
+}
+
+impl Volumes {
+    fn snapshots_dir(&self, project: &ProjectName, name: &str) -> PathBuf {
+        self.vdir(project, name).join("snapshots")
+    }
+
+    pub fn snapshots(&self, project: &ProjectName, name: &str) -> Vec<String> {
+        let mut v: Vec<String> = fs::read_dir(self.snapshots_dir(project, name))
+            .map(|d| {
+                d.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .filter(|n| !n.starts_with('.'))
+                    .collect()
+            })
+            .unwrap_or_default();
+        v.sort();
+        v
+    }
+
+    /// A crash-consistent copy of the volume. Image volumes are frozen (the kernel
+    /// flushes and blocks writers) while their image is copied; directory volumes are
+    /// copied while `quiesce` holds their users paused.
+    pub fn snapshot(
+        &self,
+        project: &ProjectName,
+        name: &str,
+        snap: &str,
+        quiesce: &dyn Fn(bool),
+    ) -> EngineResult<()> {
+        let v = self.get(project, name)?;
+        if !valid_name(snap) {
+            return Err(invalid(format!("invalid snapshot name {snap:?}: use letters, digits, '_', '.' and '-', starting with a letter or digit")));
+        }
+        let dir = self.snapshots_dir(project, name);
+        let dest = dir.join(snap);
+        if dest.exists() {
+            return Err(conflict(format!(
+                "volume {name} already has a snapshot {snap}: remove it first or pick another name"
+            )));
+        }
+        // Made under a temporary name and renamed: a crash leaves no half snapshot.
+        let tmp = dir.join(format!(".tmp-{snap}"));
+        let _ = self.backend.remove(&tmp);
+        self.backend.create_dir(&tmp).map_err(st)?;
+        let r = self
+            .copy_content(&v, &tmp, quiesce)
+            .and_then(|()| self.backend.rename(&tmp, &dest).map_err(st));
+        if let Err(e) = r {
+            let _ = self.backend.remove(&tmp);
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    /// Copies the volume's content (its image, or its files) into `tmp`.
+    fn copy_content(
+        &self,
+        v: &VolumeInspect,
+        tmp: &Path,
+        quiesce: &dyn Fn(bool),
+    ) -> EngineResult<()> {
+        let data = self.mountpoint(&v.project, &v.name);
+        if let Some(disk) = self.disk(v) {
+            // Users paused, and the filesystem (if mounted) frozen, while the image is
+            // copied.
+            quiesce(true);
+            let frozen = if self.mounts.is_mounted(&data) {
+                self.backend.freeze(&data).ok()
+            } else {
+                None
+            };
+            let file = disk.image.file_name().expect("a file").to_owned();
+            let r = self
+                .backend
+                .copy_image(&disk.image, &tmp.join(file))
+                .map_err(st);
+            drop(frozen);
+            quiesce(false);
+            r
+        } else if v.size_limit.is_some() || v.inode_limit.is_some() {
+            let frozen = self.backend.freeze(&data).map_err(st)?;
+            let img = self.vdir(&v.project, &v.name).join("disk.img");
+            let r = self.backend.copy_image(&img, &tmp.join("disk.img"));
+            drop(frozen);
+            r.map_err(st)
+        } else {
+            self.backend.create_dir(&tmp.join("data")).map_err(st)?;
+            quiesce(true);
+            let r = self.backend.copy_tree(&data, &tmp.join("data")).map_err(st);
+            quiesce(false);
+            r
+        }
+    }
+
+    /// Puts a snapshot's content back; the caller has checked no running container uses
+    /// the volume.
+    pub fn restore(&self, project: &ProjectName, name: &str, snap: &str) -> EngineResult<()> {
+        let v = self.get(project, name)?;
+        let src = self.snapshots_dir(project, name).join(snap);
+        if !src.is_dir() || snap.starts_with('.') {
+            return Err(no_snapshot(name, snap));
+        }
+        let data = self.mountpoint(project, name);
+        let vdir = self.vdir(project, name);
+        if let Some(disk) = self.disk(&v) {
+            self.release_disk(&v, &disk).map_err(st)?;
+            let file = disk.image.file_name().expect("a file").to_owned();
+            let tmp = vdir.join("disk.restoring");
+            self.backend.copy_image(&src.join(file), &tmp).map_err(st)?;
+            self.backend.rename(&tmp, &disk.image).map_err(st)?;
+        } else if v.size_limit.is_some() || v.inode_limit.is_some() {
+            let img = vdir.join("disk.img");
+            let tmp = vdir.join("disk.img.restoring");
+            self.backend
+                .copy_image(&src.join("disk.img"), &tmp)
+                .map_err(st)?;
+            if let Err(e) = self.mounts.unmount(&data) {
+                let _ = self.backend.remove(&tmp);
+                return Err(st(e));
+            }
+            self.backend.rename(&tmp, &img).map_err(st)?;
+            self.mounts.mount_image(&img, &data).map_err(st)?;
+        } else {
+            self.backend.clear_tree(&data).map_err(st)?;
+            self.backend
+                .copy_tree(&src.join("data"), &data)
+                .map_err(st)?;
+        }
+        Ok(())
+    }
+
+    pub fn remove_snapshot(
+        &self,
+        project: &ProjectName,
+        name: &str,
+        snap: &str,
+    ) -> EngineResult<()> {
+        self.get(project, name)?;
+        let p = self.snapshots_dir(project, name).join(snap);
+        if !p.is_dir() || snap.starts_with('.') {
+            return Err(no_snapshot(name, snap));
+        }
+        self.backend.remove(&p).map_err(st)
+    }
+
+    /// Writes the volume's content as a tar (image volumes frozen meanwhile).
+    pub fn export(&self, project: &ProjectName, name: &str, out: impl Write) -> EngineResult<()> {
+        let v = self.get(project, name)?;
+        if v.driver == "block" {
+            return Err(invalid(format!(
+                "volume {name} is a block volume: export works on file volumes; copy its image with qemu-img, or snapshot it"
+            )));
+        }
+        let data = self.mountpoint(project, name);
+        let _frozen = if v.size_limit.is_some() || v.inode_limit.is_some() {
+            Some(self.backend.freeze(&data).map_err(st)?)
+        } else {
+            None
+        };
+        // Read through descriptors: a container using the volume cannot swap in a
+        // symlink that leads the export onto the host.
+        crate::container_fs::export_dir(&data, out)
+            .map_err(|e| internal(format!("cannot export volume {name}: {e}")))
+    }
+
+    /// Makes a volume from a tar (as `export` writes). `expect` is the archive's
+    /// sha256 (hex) when the client knows it: a mismatch, or any bad entry, leaves no
+    /// volume behind.
+    pub fn import(
+        &self,
+        project: &ProjectName,
+        req: VolumeCreate,
+        body: impl Read,
+        expect: Option<&str>,
+    ) -> EngineResult<VolumeInspect> {
+        let v = self.create(project, req, false)?;
+        let data = self.mountpoint(&v.project, &v.name);
+        let mut hashing = HashingReader {
+            inner: body,
+            hash: <sha2::Sha256 as sha2::Digest>::new(),
+        };
+        let mut limits = pier_archive::unpack::Limits::default();
+        if let Some(s) = v.size_limit {
+            limits.max_total_size = s;
+        }
+        let r = pier_archive::unpack::unpack_layer(&mut hashing, &data, &limits)
+            .map_err(|e| invalid(format!("the archive cannot be imported: {e}")))
+            .and_then(|_| {
+                // The rest of the stream (tar padding) counts for the checksum too.
+                std::io::copy(&mut hashing, &mut std::io::sink())
+                    .map_err(|e| invalid(format!("reading the archive: {e}")))?;
+                let got = hex(&sha2::Digest::finalize(hashing.hash.clone()));
+                match expect {
+                    Some(want) if want.trim_start_matches("sha256:") != got => Err(invalid(format!(
+                        "the archive's checksum is sha256:{got}, not {want}: it is corrupt or not the one exported"
+                    ))),
+                    _ => Ok(()),
+                }
+            });
+        if let Err(e) = r {
+            let _ = self.remove(project, &v.name);
+            return Err(e);
+        }
+        Ok(v)
+    }
+}
+
+struct HashingReader<R> {
+    inner: R,
+    hash: sha2::Sha256,
+}
+
+impl<R: Read> Read for HashingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        sha2::Digest::update(&mut self.hash, &buf[..n]);
+        Ok(n)
+    }
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
