@@ -6,6 +6,9 @@
 //! `VolumeFlag`, `MountFlag`, `TmpfsFlag`) reject bad input when parsed or deserialized, with a
 //! message that shows a good value, so nothing unvalidated travels further in.
 
+// Docker's JSON shapes (`docker`) are large `json!` literals.
+#![recursion_limit = "256"]
+
 /// Describes a validated string newtype as a plain string in the OpenAPI document.
 #[macro_export]
 macro_rules! string_schema {
@@ -24,6 +27,7 @@ macro_rules! string_schema {
 
 pub mod build;
 pub mod containers;
+pub mod docker;
 pub mod error;
 pub mod host_error;
 pub mod ids;

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use axum::body::Body;
-use axum::extract::rejection::{JsonRejection, QueryRejection};
+
 use axum::extract::{FromRequestParts, Path, Query, State};
 use axum::http::request::Parts;
 use axum::http::{header, StatusCode};
@@ -22,6 +22,7 @@ use pier_engine::context::PROJECT_HEADER;
 use pier_engine::projects::Projects;
 use pier_engine::{Caller, EngineError, EngineResult, RequestContext};
 use pier_image::{archive, build};
+use serde::de::DeserializeOwned;
 use utoipa::OpenApi;
 
 use crate::error::{ApiError, ApiResult};
@@ -80,6 +81,28 @@ impl FromRequestParts<Arc<Engine>> for Ctx {
 
     async fn from_request_parts(parts: &mut Parts, e: &Arc<Engine>) -> ApiResult<Self> {
         Ok(Ctx(request_context(parts, &e.projects)?))
+    }
+}
+
+/// A query string, refused as the native API words it (400 with the reason).
+pub(crate) struct Q<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for Q<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, s: &S) -> ApiResult<Self> {
+        Ok(Q(Query::<T>::from_request_parts(parts, s).await?.0))
+    }
+}
+
+/// A JSON body, refused as the native API words it (400, or 413 over the limit).
+pub(crate) struct J<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> axum::extract::FromRequest<S> for J<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: axum::extract::Request, s: &S) -> ApiResult<Self> {
+        Ok(J(Json::<T>::from_request(req, s).await?.0))
     }
 }
 
@@ -210,10 +233,9 @@ async fn info(Ctx(ctx): Ctx, State(e): Shared) -> ApiResult<Json<SystemInfo>> {
 async fn list_images(
     Ctx(ctx): Ctx,
     State(e): Shared,
-    query: Result<Query<ImageListQuery>, QueryRejection>,
+    Q(q): Q<ImageListQuery>,
 ) -> ApiResult<Json<Vec<ImageSummary>>> {
     let ctx_project = ctx.project.clone();
-    let Query(q) = query?;
     Ok(Json(
         blocking(move || Ok(e.images.list_all(&ctx_project.clone(), q.all)?)).await?,
     ))
@@ -254,9 +276,8 @@ async fn tag_image(
     Ctx(ctx): Ctx,
     State(e): Shared,
     Path(reference): Path<String>,
-    body: Result<Json<TagRequest>, JsonRejection>,
+    J(req): J<TagRequest>,
 ) -> ApiResult<StatusCode> {
-    let Json(req) = body?;
     let ctx_project = ctx.project.clone();
     blocking(move || {
         Ok(e.images
@@ -273,10 +294,9 @@ async fn remove_image(
     Ctx(ctx): Ctx,
     State(e): Shared,
     Path(reference): Path<String>,
-    query: Result<Query<RemoveQuery>, QueryRejection>,
+    Q(q): Q<RemoveQuery>,
 ) -> ApiResult<Json<RemoveReport>> {
     let ctx_project = ctx.project.clone();
-    let Query(q) = query?;
     Ok(Json(
         blocking(move || Ok(e.images.remove(&ctx_project.clone(), &reference, q.force)?)).await?,
     ))
@@ -287,10 +307,9 @@ async fn remove_image(
 async fn prune_images(
     Ctx(ctx): Ctx,
     State(e): Shared,
-    query: Result<Query<PruneQuery>, QueryRejection>,
+    Q(q): Q<PruneQuery>,
 ) -> ApiResult<Json<PruneReport>> {
     let ctx_project = ctx.project.clone();
-    let Query(q) = query?;
     Ok(Json(
         blocking(move || Ok(e.images.prune(&ctx_project.clone(), q.all)?)).await?,
     ))
@@ -320,10 +339,9 @@ async fn load_images(Ctx(ctx): Ctx, State(e): Shared, body: Body) -> ApiResult<J
 async fn import_image(
     Ctx(ctx): Ctx,
     State(e): Shared,
-    query: Result<Query<ImportQuery>, QueryRejection>,
+    Q(q): Q<ImportQuery>,
     body: Body,
 ) -> ApiResult<Json<LoadReport>> {
-    let Query(q) = query?;
     let mut reader = body_reader(body);
     let ctx_project = ctx.project.clone();
     let loaded = blocking(move || {
@@ -345,9 +363,8 @@ async fn import_image(
 async fn image_from_host(
     Ctx(ctx): Ctx,
     State(e): Shared,
-    body: Result<Json<FromHostRequest>, JsonRejection>,
+    J(req): J<FromHostRequest>,
 ) -> ApiResult<Json<LoadReport>> {
-    let Json(req) = body?;
     let ctx_project = ctx.project.clone();
     let loaded = blocking(move || {
         Ok(build::from_host(
@@ -366,12 +383,7 @@ async fn image_from_host(
 /// Streams images as one archive (`docker save` format by default).
 #[utoipa::path(get, path = "/v1/images/save", params(SaveQuery),
     responses((status = 200, description = "A tar archive", content_type = "application/x-tar", body = Vec<u8>), (status = 404, body = ErrorBody)))]
-async fn save_images(
-    Ctx(ctx): Ctx,
-    State(e): Shared,
-    query: Result<Query<SaveQuery>, QueryRejection>,
-) -> ApiResult<Response> {
-    let Query(q) = query?;
+async fn save_images(Ctx(ctx): Ctx, State(e): Shared, Q(q): Q<SaveQuery>) -> ApiResult<Response> {
     let names: Vec<String> = q
         .names
         .split(',')

@@ -3,8 +3,8 @@
 use std::sync::Arc;
 
 use axum::body::Body;
-use axum::extract::rejection::{JsonRejection, QueryRejection};
-use axum::extract::{Path, Query, State};
+
+use axum::extract::{Path, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -23,7 +23,7 @@ use pier_engine::sessions::{
 use serde::Deserialize;
 use utoipa::{IntoParams, OpenApi};
 
-use crate::api::{blocking, Ctx, Engine, Shared};
+use crate::api::{blocking, Ctx, Engine, Shared, J, Q};
 use crate::error::{ApiError, ApiResult};
 
 pub fn routes() -> Router<Arc<Engine>> {
@@ -117,9 +117,8 @@ pub struct ContainersDoc;
 async fn list(
     Ctx(ctx): Ctx,
     State(e): Shared,
-    q: Result<Query<ListQuery>, QueryRejection>,
+    Q(q): Q<ListQuery>,
 ) -> ApiResult<Json<Vec<ContainerSummary>>> {
-    let Query(q) = q?;
     Ok(Json(e.containers.list(
         &ctx.project.clone(),
         q.all,
@@ -133,9 +132,8 @@ async fn list(
 async fn create(
     Ctx(ctx): Ctx,
     State(e): Shared,
-    body: Result<Json<ContainerCreate>, JsonRejection>,
+    J(req): J<ContainerCreate>,
 ) -> ApiResult<(StatusCode, Json<Created>)> {
-    let Json(req) = body?;
     let c = e.containers.clone();
     let ctx_project = ctx.project.clone();
     let created =
@@ -160,9 +158,8 @@ async fn remove(
     Ctx(ctx): Ctx,
     State(e): Shared,
     Path(id): Path<String>,
-    q: Result<Query<ContainerRemoveQuery>, QueryRejection>,
+    Q(q): Q<ContainerRemoveQuery>,
 ) -> ApiResult<StatusCode> {
-    let Query(q) = q?;
     e.containers
         .remove(&ctx.project.clone(), &id, q.force, q.volumes)
         .await?;
@@ -183,9 +180,8 @@ async fn stop(
     Ctx(ctx): Ctx,
     State(e): Shared,
     Path(id): Path<String>,
-    q: Result<Query<StopQuery>, QueryRejection>,
+    Q(q): Q<StopQuery>,
 ) -> ApiResult<StatusCode> {
-    let Query(q) = q?;
     e.containers
         .stop(&ctx.project.clone(), &id, q.t, q.signal.as_deref())
         .await?;
@@ -198,9 +194,8 @@ async fn restart(
     Ctx(ctx): Ctx,
     State(e): Shared,
     Path(id): Path<String>,
-    q: Result<Query<StopQuery>, QueryRejection>,
+    Q(q): Q<StopQuery>,
 ) -> ApiResult<StatusCode> {
-    let Query(q) = q?;
     e.containers
         .stop(&ctx.project.clone(), &id, q.t, q.signal.as_deref())
         .await?;
@@ -214,9 +209,8 @@ async fn kill(
     Ctx(ctx): Ctx,
     State(e): Shared,
     Path(id): Path<String>,
-    q: Result<Query<KillQuery>, QueryRejection>,
+    Q(q): Q<KillQuery>,
 ) -> ApiResult<StatusCode> {
-    let Query(q) = q?;
     e.containers
         .kill(&ctx.project.clone(), &id, q.signal.as_deref())
         .await?;
@@ -240,9 +234,8 @@ async fn wait(
     Ctx(ctx): Ctx,
     State(e): Shared,
     Path(id): Path<String>,
-    q: Result<Query<WaitQuery>, QueryRejection>,
+    Q(q): Q<WaitQuery>,
 ) -> ApiResult<Response> {
-    let Query(q) = q?;
     let exit = e
         .containers
         .wait(&ctx.project.clone(), &id, q.next_exit, q.removed)?;
@@ -283,9 +276,8 @@ async fn rename(
     Ctx(ctx): Ctx,
     State(e): Shared,
     Path(id): Path<String>,
-    q: Result<Query<RenameQuery>, QueryRejection>,
+    Q(q): Q<RenameQuery>,
 ) -> ApiResult<StatusCode> {
-    let Query(q) = q?;
     e.containers.rename(&ctx.project.clone(), &id, &q.name)?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -307,9 +299,8 @@ async fn logs(
     Ctx(ctx): Ctx,
     State(e): Shared,
     Path(id): Path<String>,
-    q: Result<Query<LogsQuery>, QueryRejection>,
+    Q(q): Q<LogsQuery>,
 ) -> ApiResult<Response> {
-    let Query(q) = q?;
     let c = e.containers.get(&ctx.project.clone(), &id)?;
     let since = match q.since.as_deref() {
         None => None,
@@ -501,10 +492,9 @@ async fn commit(
     Ctx(ctx): Ctx,
     State(e): Shared,
     Path(id): Path<String>,
-    body: Result<Json<pier_api::containers::CommitRequest>, JsonRejection>,
+    J(req): J<pier_api::containers::CommitRequest>,
 ) -> ApiResult<Json<pier_api::types::LoadedImage>> {
     let ctx_project = ctx.project.clone();
-    let Json(req) = body?;
     let c = e.containers.clone();
     Ok(Json(
         blocking(move || {
@@ -529,9 +519,8 @@ async fn archive_get(
     Ctx(ctx): Ctx,
     State(e): Shared,
     Path(id): Path<String>,
-    q: Result<Query<ArchiveQuery>, QueryRejection>,
+    Q(q): Q<ArchiveQuery>,
 ) -> ApiResult<Response> {
-    let Query(q) = q?;
     // Check the path first, so a wrong one is a clear 404 rather than a cut stream.
     let c = e.containers.clone();
     let (id2, path2) = (id.clone(), q.path.clone());
@@ -556,10 +545,9 @@ async fn archive_put(
     Ctx(ctx): Ctx,
     State(e): Shared,
     Path(id): Path<String>,
-    q: Result<Query<ArchiveQuery>, QueryRejection>,
+    Q(q): Q<ArchiveQuery>,
     body: Body,
 ) -> ApiResult<StatusCode> {
-    let Query(q) = q?;
     let reader = crate::stream::body_reader(body);
     let c = e.containers.clone();
     let ctx_project = ctx.project.clone();
@@ -587,10 +575,9 @@ async fn attach(
     Ctx(ctx): Ctx,
     State(e): Shared,
     Path(id): Path<String>,
-    q: Result<Query<AttachQuery>, QueryRejection>,
+    Q(q): Q<AttachQuery>,
     req: axum::extract::Request,
 ) -> ApiResult<Response> {
-    let Query(q) = q?;
     let io = e
         .containers
         .attach(
@@ -696,9 +683,8 @@ async fn resize(
     Ctx(ctx): Ctx,
     State(e): Shared,
     Path(id): Path<String>,
-    q: Result<Query<ResizeQuery>, QueryRejection>,
+    Q(q): Q<ResizeQuery>,
 ) -> ApiResult<StatusCode> {
-    let Query(q) = q?;
     e.containers
         .resize(&ctx.project.clone(), &id, q.h, q.w)
         .await?;
@@ -749,9 +735,8 @@ async fn exec_resize(
     Ctx(ctx): Ctx,
     State(e): Shared,
     Path(exec_id): Path<String>,
-    q: Result<Query<ResizeQuery>, QueryRejection>,
+    Q(q): Q<ResizeQuery>,
 ) -> ApiResult<StatusCode> {
-    let Query(q) = q?;
     e.containers
         .exec_resize(&ctx.project.clone(), &exec_id, q.h, q.w)
         .map_err(exec_error)?;

@@ -2,7 +2,6 @@
 
 use std::sync::Arc;
 
-use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
@@ -11,7 +10,7 @@ use pier_api::networks::{NetworkConnect, NetworkCreate, NetworkDisconnect, Netwo
 use pier_api::ErrorBody;
 use utoipa::OpenApi;
 
-use crate::api::{blocking, Ctx, Engine, Shared};
+use crate::api::{blocking, Ctx, Engine, Shared, J};
 use crate::error::{ApiError, ApiResult};
 
 pub fn routes() -> Router<Arc<Engine>> {
@@ -54,9 +53,8 @@ async fn list(Ctx(ctx): Ctx, State(e): Shared) -> ApiResult<Json<Vec<NetworkInsp
 async fn create(
     Ctx(ctx): Ctx,
     State(e): Shared,
-    body: Result<Json<NetworkCreate>, JsonRejection>,
+    J(req): J<NetworkCreate>,
 ) -> ApiResult<(StatusCode, Json<NetworkInspect>)> {
-    let Json(req) = body?;
     let n = e
         .containers
         .networks
@@ -106,9 +104,8 @@ async fn connect(
     Ctx(ctx): Ctx,
     State(e): Shared,
     Path(id): Path<String>,
-    body: Result<Json<NetworkConnect>, JsonRejection>,
+    J(req): J<NetworkConnect>,
 ) -> ApiResult<StatusCode> {
-    let Json(req) = body?;
     e.containers.connect(&ctx.project.clone(), &id, req).await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -120,9 +117,8 @@ async fn disconnect(
     Ctx(ctx): Ctx,
     State(e): Shared,
     Path(id): Path<String>,
-    body: Result<Json<NetworkDisconnect>, JsonRejection>,
+    J(req): J<NetworkDisconnect>,
 ) -> ApiResult<StatusCode> {
-    let Json(req) = body?;
     e.containers
         .disconnect(&ctx.project.clone(), &id, &req.container)
         .await?;

@@ -4,8 +4,8 @@
 use std::sync::Arc;
 
 use axum::body::Body;
-use axum::extract::rejection::{JsonRejection, QueryRejection};
-use axum::extract::{Path, Query, State};
+
+use axum::extract::{Path, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
@@ -20,7 +20,7 @@ use pier_registry::RegistryError;
 use pier_registry_client::{transfer, Credentials, RemoteError};
 use utoipa::OpenApi;
 
-use crate::api::{blocking, Ctx, Engine, Shared};
+use crate::api::{blocking, Ctx, Engine, Shared, J, Q};
 use crate::error::{ApiError, ApiResult};
 
 impl From<RegistryError> for ApiError {
@@ -136,12 +136,7 @@ where
 #[utoipa::path(post, path = "/v1/images/pull", request_body = PullRequest,
     responses((status = 200, description = "ndjson lines of TransferProgress; the last is `complete` (message: image ID) or `error`", body = TransferProgress),
         (status = 400, body = ErrorBody)))]
-async fn pull(
-    Ctx(ctx): Ctx,
-    State(e): Shared,
-    body: Result<Json<PullRequest>, JsonRejection>,
-) -> ApiResult<Response> {
-    let Json(req) = body?;
+async fn pull(Ctx(ctx): Ctx, State(e): Shared, J(req): J<PullRequest>) -> ApiResult<Response> {
     let reference: ImageRef = req
         .reference
         .parse()
@@ -166,12 +161,7 @@ async fn pull(
 #[utoipa::path(post, path = "/v1/images/push", request_body = PushRequest,
     responses((status = 200, description = "ndjson lines of TransferProgress; the last is `complete` (message: manifest digest) or `error`", body = TransferProgress),
         (status = 400, body = ErrorBody)))]
-async fn push(
-    Ctx(ctx): Ctx,
-    State(e): Shared,
-    body: Result<Json<PushRequest>, JsonRejection>,
-) -> ApiResult<Response> {
-    let Json(req) = body?;
+async fn push(Ctx(ctx): Ctx, State(e): Shared, J(req): J<PushRequest>) -> ApiResult<Response> {
     let target: ImageRef = req
         .reference
         .parse()
@@ -237,9 +227,8 @@ async fn history(
 #[utoipa::path(get, path = "/v1/registry/search", params(RegistrySearchQuery), responses((status = 200, body = [RegistryTag])))]
 async fn search(
     State(e): Shared,
-    query: Result<Query<RegistrySearchQuery>, QueryRejection>,
+    Q(q): Q<RegistrySearchQuery>,
 ) -> ApiResult<Json<Vec<RegistryTag>>> {
-    let Query(q) = query?;
     Ok(Json(
         blocking(move || Ok(e.registry.search(q.name.as_deref(), q.label.as_deref())?)).await?,
     ))
@@ -247,11 +236,7 @@ async fn search(
 
 /// Removes blobs no manifest references (sparing recent uploads) and frees their space.
 #[utoipa::path(post, path = "/v1/registry/gc", params(RegistryGcQuery), responses((status = 200, body = RegistryGcReport)))]
-async fn gc(
-    State(e): Shared,
-    query: Result<Query<RegistryGcQuery>, QueryRejection>,
-) -> ApiResult<Json<RegistryGcReport>> {
-    let Query(q) = query?;
+async fn gc(State(e): Shared, Q(q): Q<RegistryGcQuery>) -> ApiResult<Json<RegistryGcReport>> {
     let grace = std::time::Duration::from_secs(q.grace_secs.unwrap_or(3600));
     Ok(Json(
         blocking(move || Ok(e.registry.collect_garbage(grace)?)).await?,
@@ -264,9 +249,8 @@ async fn gc(
     responses((status = 200, body = RegistryEditReport), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
 async fn edit(
     State(e): Shared,
-    body: Result<Json<RegistryEditRequest>, JsonRejection>,
+    J(req): J<RegistryEditRequest>,
 ) -> ApiResult<Json<RegistryEditReport>> {
-    let Json(req) = body?;
     Ok(Json(blocking(move || Ok(e.registry.edit(&req)?)).await?))
 }
 

@@ -4,8 +4,8 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use axum::body::Body;
-use axum::extract::rejection::{JsonRejection, QueryRejection};
-use axum::extract::{Path, Query, State};
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::Response;
 use axum::routing::{get, post};
@@ -15,7 +15,7 @@ use pier_api::ErrorBody;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, OpenApi, ToSchema};
 
-use crate::api::{blocking, Ctx, Engine, Shared};
+use crate::api::{blocking, Ctx, Engine, Shared, J, Q};
 use crate::error::{ApiError, ApiResult};
 use pier_api::ProjectName;
 
@@ -79,9 +79,8 @@ struct ListQuery {
 async fn list(
     Ctx(ctx): Ctx,
     State(e): Shared,
-    q: Result<Query<ListQuery>, QueryRejection>,
+    Q(q): Q<ListQuery>,
 ) -> ApiResult<Json<Vec<VolumeInspect>>> {
-    let Query(q) = q?;
     let mut filters = BTreeMap::new();
     for f in q
         .filter
@@ -109,9 +108,8 @@ async fn list(
 async fn create(
     Ctx(ctx): Ctx,
     State(e): Shared,
-    body: Result<Json<VolumeCreate>, JsonRejection>,
+    J(req): J<VolumeCreate>,
 ) -> ApiResult<(StatusCode, Json<VolumeInspect>)> {
-    let Json(req) = body?;
     let c = e.containers.clone();
     let ctx_project = ctx.project.clone();
     let v = blocking(move || {
@@ -173,10 +171,9 @@ struct PruneQuery {
 async fn prune(
     Ctx(ctx): Ctx,
     State(e): Shared,
-    q: Result<Query<PruneQuery>, QueryRejection>,
+    Q(q): Q<PruneQuery>,
 ) -> ApiResult<Json<Vec<String>>> {
     let ctx_project = ctx.project.clone();
-    let Query(q) = q?;
     let c = e.containers.clone();
     Ok(Json(
         blocking(move || {
@@ -224,10 +221,9 @@ struct ImportQuery {
 async fn import(
     Ctx(ctx): Ctx,
     State(e): Shared,
-    q: Result<Query<ImportQuery>, QueryRejection>,
+    Q(q): Q<ImportQuery>,
     body: Body,
 ) -> ApiResult<(StatusCode, Json<VolumeInspect>)> {
-    let Query(q) = q?;
     let mut options = BTreeMap::new();
     for o in q
         .opt
@@ -284,9 +280,8 @@ async fn snapshot(
     Ctx(ctx): Ctx,
     State(e): Shared,
     Path(name): Path<String>,
-    body: Result<Json<SnapshotRequest>, JsonRejection>,
+    J(req): J<SnapshotRequest>,
 ) -> ApiResult<StatusCode> {
-    let Json(req) = body?;
     let c = e.containers.clone();
     let ctx_project = ctx.project.clone();
     blocking(move || {

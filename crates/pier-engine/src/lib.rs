@@ -14,6 +14,13 @@
 //! - [`context`]: [`RequestContext`], the project and caller of each request.
 //! - [`reconcile`]: the loops that realise the store's desired state, woken by its watch.
 //! - [`projects`]: the projects (tenants) every resource belongs to, and their quotas.
+//! - [`events`]: the event log the APIs replay (`since`, `until`, filters).
+//! - [`filters`]: list filters as Docker's API sends them, and their matching rules.
+//! - [`listing`]: filtered container listings, for every API.
+//! - [`images_query`]: image listings under Docker's filters, layer directories.
+//! - [`networks_query`]: network listings and prune decisions the APIs share.
+//! - [`volumes_query`]: volume listings, make-if-absent, usage and prune the APIs share.
+//! - [`views`]: what the APIs show of a container beyond its record.
 //! - [`system`]: the host's facts, disk usage and interface counters, for every API.
 //! - [`error`]: [`EngineError`], which each API maps to its wire protocol once.
 //! - [`steps`]: the step runner of multi-step work with an undo per step.
@@ -23,17 +30,24 @@ pub mod container_fs;
 pub mod containers;
 pub mod context;
 pub mod error;
+pub mod events;
+pub mod filters;
 pub mod health;
 pub mod host;
 pub mod image_pins;
+pub mod images_query;
 pub mod instances;
+pub mod listing;
 pub mod networks;
+pub mod networks_query;
 pub mod projects;
 pub mod reconcile;
 pub mod sessions;
 pub mod steps;
 pub mod system;
+pub mod views;
 pub mod volumes;
+pub mod volumes_query;
 
 use std::path::PathBuf;
 use std::sync::Arc;

@@ -162,3 +162,63 @@ bad: 1 2 3\n";
         assert_eq!(du(&t.path().join("missing")), 0);
     }
 }
+
+/// What the daemon process and its host offer the APIs beyond [`HostInfo`]: the cgroup
+/// hierarchy's version, the file descriptors the daemon holds, the runtimes on `PATH`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProcessFacts {
+    /// 2 on the unified hierarchy, 1 otherwise.
+    pub cgroup_version: u8,
+    /// File descriptors this process holds.
+    pub open_fds: usize,
+    /// This program's path.
+    pub exe: String,
+    /// Whether `runc` is on `PATH` (the `--runtime runc` option).
+    pub runc: bool,
+}
+
+impl ProcessFacts {
+    /// Reads them (cheap: a directory listing and a few stats).
+    pub fn read() -> ProcessFacts {
+        ProcessFacts {
+            cgroup_version: if Path::new("/sys/fs/cgroup/cgroup.controllers").exists() {
+                2
+            } else {
+                1
+            },
+            open_fds: fs::read_dir("/proc/self/fd")
+                .map(|d| d.count())
+                .unwrap_or(0),
+            exe: std::env::current_exe()
+                .map(|p| p.display().to_string())
+                .unwrap_or_default(),
+            runc: on_path("runc"),
+        }
+    }
+}
+
+/// Whether a program of this name is on `PATH`.
+pub fn on_path(tool: &str) -> bool {
+    std::env::var_os("PATH")
+        .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(tool).is_file()))
+}
+
+#[cfg(test)]
+mod process_tests {
+    use super::*;
+
+    #[test]
+    fn process_facts_are_read_from_this_process() {
+        let f = ProcessFacts::read();
+        assert!(f.open_fds >= 3, "stdin, stdout, stderr at least: {f:?}");
+        assert!(f.exe.contains("pier_engine"), "{f:?}");
+        assert!(matches!(f.cgroup_version, 1 | 2));
+        assert!(on_path("sh"));
+        assert!(!on_path("surely-no-such-tool-on-path"));
+    }
+}
+
+/// Whether a host path exists (a bind mount's source, checked at create).
+pub fn host_path_exists(path: &str) -> bool {
+    Path::new(path).exists()
+}

@@ -1,9 +1,7 @@
 //! A container's files: `docker cp` both ways (`HEAD`/`GET`/`PUT /containers/{id}/archive`
 //! with the `X-Docker-Container-Path-Stat` header), `export`, `commit` and `diff`.
 //!
-//! The stat header is base64 (URL alphabet) of `{name, size, mode, mtime, linkTarget}`,
-//! where `mode` is Go's `os.FileMode`: permission bits plus type bits of its own
-//! (directory 1<<31, symlink 1<<27, ...), which the CLI reads to decide how to copy.
+//! The stat header is base64 (URL alphabet) of [`pier_api::docker::archive::stat_json`].
 
 use std::sync::Arc;
 
@@ -13,6 +11,7 @@ use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
+use pier_api::docker::archive::{go_file_mode, stat_json, FileStat};
 use pier_api::ErrorKind;
 use serde_json::json;
 
@@ -34,31 +33,6 @@ pub fn routes() -> Router<Arc<Docker>> {
         .route("/commit", post(commit))
 }
 
-/// Go's `os.FileMode` of a Unix `st_mode`.
-pub fn go_file_mode(st_mode: u32) -> u32 {
-    let perm = st_mode & 0o777;
-    let kind = match st_mode & libc::S_IFMT {
-        libc::S_IFDIR => 1 << 31,
-        libc::S_IFLNK => 1 << 27,
-        libc::S_IFBLK => 1 << 26,
-        libc::S_IFCHR => (1 << 26) | (1 << 21),
-        libc::S_IFIFO => 1 << 25,
-        libc::S_IFSOCK => 1 << 24,
-        _ => 0,
-    };
-    let mut m = perm | kind;
-    if st_mode & libc::S_ISUID != 0 {
-        m |= 1 << 23;
-    }
-    if st_mode & libc::S_ISGID != 0 {
-        m |= 1 << 22;
-    }
-    if st_mode & libc::S_ISVTX != 0 {
-        m |= 1 << 20;
-    }
-    m
-}
-
 /// Base64 with the URL alphabet and padding, as Go's `base64.URLEncoding`.
 pub fn base64_url(data: &[u8]) -> String {
     pier_registry_client::b64::encode(data)
@@ -67,26 +41,15 @@ pub fn base64_url(data: &[u8]) -> String {
 }
 
 fn stat_header(path: &str, s: &PathStat) -> HeaderValue {
-    let link = if s.link_target.is_empty() || s.link_target.starts_with('/') {
-        s.link_target.clone()
-    } else {
-        let parent = std::path::Path::new(path)
-            .parent()
-            .unwrap_or(std::path::Path::new("/"));
-        parent.join(&s.link_target).display().to_string()
+    let s = FileStat {
+        name: s.name.clone(),
+        size: s.size,
+        mode: s.mode,
+        mtime: s.mtime,
+        mtime_nsec: s.mtime_nsec,
+        link_target: s.link_target.clone(),
     };
-    let nanos = std::time::UNIX_EPOCH
-        + std::time::Duration::new(
-            s.mtime.max(0) as u64,
-            s.mtime_nsec.clamp(0, 999_999_999) as u32,
-        );
-    let v = json!({
-        "name": s.name,
-        "size": s.size,
-        "mode": go_file_mode(s.mode),
-        "mtime": pier_api::time::format_rfc3339_nanos(nanos),
-        "linkTarget": link,
-    });
+    let v = stat_json(path, &s);
     HeaderValue::from_str(&base64_url(v.to_string().as_bytes())).expect("base64 is ascii")
 }
 
@@ -252,14 +215,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn base64_and_file_modes() {
+    fn base64_is_gos_url_encoding() {
         assert_eq!(base64_url(b""), "");
         assert_eq!(base64_url(b"f"), "Zg==");
         assert_eq!(base64_url(b"fo"), "Zm8=");
         assert_eq!(base64_url(b"foo"), "Zm9v");
         assert_eq!(base64_url(&[0xfb, 0xff]), "-_8=");
-        assert_eq!(go_file_mode(libc::S_IFDIR | 0o755), (1 << 31) | 0o755);
-        assert_eq!(go_file_mode(libc::S_IFREG | 0o644), 0o644);
-        assert_eq!(go_file_mode(libc::S_IFLNK | 0o777), (1 << 27) | 0o777);
     }
 }

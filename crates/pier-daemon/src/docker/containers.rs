@@ -1,4 +1,5 @@
-//! Containers: create (the body mapped by [`super::create`]), list with Docker's filters,
+//! Containers: create (the body mapped by [`pier_api::docker::create`]), list with
+//! Docker's filters (the engine's [`pier_engine::listing`]),
 //! inspect, and the lifecycle calls.
 //! Names and IDs are resolved here first, so a miss is Docker's "No such container".
 
@@ -14,9 +15,13 @@ use pier_api::containers::ContainerStatus;
 use pier_api::networks::NetworkConnect;
 use serde_json::{json, Value};
 
-use super::create::{to_create, CreateBody};
-use super::inspect::{self, ImageConfigs};
-use super::params::{check_filters, label_matches, name_matches, Params};
+use pier_api::docker::container as inspect;
+use pier_api::docker::create::{to_create, CreateBody, Lookups};
+use pier_api::volumes::VolumeCreate;
+use pier_engine::listing::{ContainerQuery, CONTAINER_FILTERS};
+use pier_engine::views::ImageConfigs;
+
+use super::params::Params;
 use super::{blocking, container, json, DResult, DState, Docker, DockerError};
 use crate::api::Ctx;
 
@@ -45,7 +50,29 @@ async fn create(Ctx(ctx): Ctx, state: DState, p: Params, body: Bytes) -> DResult
     let name = p
         .nonempty("name")
         .map(|n| n.trim_start_matches('/').to_string());
-    let (req, extra_networks) = to_create(&d, b, name, &ctx.project)?;
+    let converted = {
+        let gateway = |net: &str| {
+            let networks = &d.engine.containers.networks;
+            networks
+                .get(&ctx.project, net)
+                .ok()
+                .map(|n| n.gateway.to_string())
+        };
+        let look = Lookups {
+            gateway: &gateway,
+            source_exists: &pier_engine::system::host_path_exists,
+        };
+        to_create(b, name, &look)?
+    };
+    for (name, labels) in converted.labelled_volumes {
+        let v = VolumeCreate {
+            name: Some(name),
+            labels,
+            ..Default::default()
+        };
+        d.engine.ensure_volume(&ctx.project, v)?;
+    }
+    let (req, extra_networks) = (converted.request, converted.endpoints);
     // Checked before anything is made, so that a bad address leaves no container behind.
     let extra_networks = extra_networks
         .into_iter()
@@ -87,120 +114,25 @@ async fn create(Ctx(ctx): Ctx, state: DState, p: Params, body: Bytes) -> DResult
 async fn list(Ctx(ctx): Ctx, state: DState, p: Params) -> DResult<Response> {
     let d = state.0;
     let filters = p.filters()?;
-    check_filters(
-        &filters,
-        &[
-            "status", "name", "id", "label", "ancestor", "network", "exited", "before", "since",
-            "health", "volume", "publish", "expose", "is-task",
-        ],
-    )?;
+    pier_engine::filters::check(&filters, CONTAINER_FILTERS)?;
     let all = p.bool("all") || filters.contains_key("status") || filters.contains_key("exited");
-    let limit: Option<i64> = p.num("limit")?;
+    let q = ContainerQuery {
+        all,
+        limit: p.num("limit")?,
+        filters,
+    };
     let size = p.bool("size");
     let ctx_project = ctx.project.clone();
     let v = blocking(move || {
-        let mut cs = d.engine.containers.inspect_all(&ctx_project.clone())?;
-        cs.sort_by(|a, b| b.created.cmp(&a.created).then(b.id.cmp(&a.id)));
-        let created_of =
-            |r: &str| -> DResult<String> { Ok(super::container(&d, r, &ctx_project)?.created) };
-        let before = filters
-            .get("before")
-            .and_then(|v| v.first())
-            .map(|r| created_of(r))
-            .transpose()?;
-        let since = filters
-            .get("since")
-            .and_then(|v| v.first())
-            .map(|r| created_of(r))
-            .transpose()?;
-        let ancestors: Vec<String> = filters
-            .get("ancestor")
-            .map(|v| {
-                v.iter()
-                    .filter_map(|r| d.engine.images.resolve(&ctx_project.clone(), r).ok())
-                    .map(|i| i.id.to_string())
-                    .collect()
-            })
-            .unwrap_or_default();
-        let mut images = ImageConfigs::default();
         let mut out = Vec::new();
-        for c in cs {
-            let running = matches!(
-                c.state.status,
-                ContainerStatus::Running | ContainerStatus::Paused | ContainerStatus::Restarting
-            );
-            if !all && !running {
-                continue;
-            }
-            if before.as_ref().is_some_and(|b| c.created >= *b)
-                || since.as_ref().is_some_and(|s| c.created <= *s)
-            {
-                continue;
-            }
-            let img = images.of(&d, &c, &ctx_project);
-            let health = inspect::health(&c, &img);
-            let f = |key: &str, test: &dyn Fn(&str) -> bool| {
-                filters
-                    .get(key)
-                    .is_none_or(|vals| vals.is_empty() || vals.iter().any(|v| test(v)))
-            };
-            let keep = f("status", &|v| c.state.status.as_str() == v)
-                && f("name", &|v| name_matches(&c.name, v))
-                && f("id", &|v| c.id.starts_with(v))
-                && filters
-                    .get("label")
-                    .is_none_or(|vals| vals.iter().all(|v| label_matches(&c.config.labels, v)))
-                && f("ancestor", &|v| {
-                    c.image == v
-                        || super::normalize_ref(&c.image) == super::normalize_ref(v)
-                        || ancestors.contains(&c.image_id.to_string())
-                })
-                && f("network", &|v| {
-                    c.networks
-                        .iter()
-                        .any(|(n, ep)| n == v || ep.network_id.starts_with(v))
-                        || inspect::network_mode(&c) == v
-                })
-                && f("exited", &|v| {
-                    c.state.status == ContainerStatus::Exited
-                        && c.state.exit_code.map(|e| e.to_string()).as_deref() == Some(v)
-                })
-                && f("health", &|v| match &health {
-                    Some(h) => h.status.as_str() == v,
-                    None => v == "none",
-                })
-                && f("publish", &|v| {
-                    let (port, proto) = v.split_once('/').unwrap_or((v, "tcp"));
-                    c.ports
-                        .iter()
-                        .any(|p| p.host_port.to_string() == port && p.proto == proto)
-                })
-                && f("expose", &|v| {
-                    let (port, proto) = v.split_once('/').unwrap_or((v, "tcp"));
-                    c.ports
-                        .iter()
-                        .any(|p| p.container_port.to_string() == port && p.proto == proto)
-                })
-                && f("volume", &|v| super::volumes::uses(&c, v))
-                && f("is-task", &|v| v == "false");
-            if !keep {
-                continue;
-            }
-            let mut s = inspect::summary_with(&d, &c, &mut images);
+        for (c, facts) in d.engine.list_containers(&ctx_project, &q)? {
+            let mut s = inspect::summary(&c, &facts);
             if size {
-                let rw = d.engine.containers.size_rw(&c);
-                let base = d
-                    .engine
-                    .images
-                    .resolve(&ctx_project.clone(), c.image_id.as_str())
-                    .map_or(0, |i| i.size());
+                let (rw, rootfs) = d.engine.container_sizes(&c);
                 s["SizeRw"] = json!(rw);
-                s["SizeRootFs"] = json!(rw + base);
+                s["SizeRootFs"] = json!(rootfs);
             }
             out.push(s);
-            if limit.is_some_and(|l| l > 0 && out.len() as i64 >= l) {
-                break;
-            }
         }
         Ok(Value::Array(out))
     })
@@ -220,16 +152,12 @@ async fn inspect_one(
     let ctx_project = ctx.project.clone();
     let v = blocking(move || {
         let c = container(&d, &id, &ctx_project)?;
-        let mut v = inspect::inspect(&d, &c, &mut ImageConfigs::default(), &ctx_project);
+        let facts = d.engine.container_facts(&c, &mut ImageConfigs::default());
+        let mut v = inspect::inspect(&c, &facts, &d.engine.host_paths(&c));
         if size {
-            let rw = d.engine.containers.size_rw(&c);
-            let base = d
-                .engine
-                .images
-                .resolve(&ctx_project.clone(), c.image_id.as_str())
-                .map_or(0, |i| i.size());
+            let (rw, rootfs) = d.engine.container_sizes(&c);
             v["SizeRw"] = json!(rw);
-            v["SizeRootFs"] = json!(rw + base);
+            v["SizeRootFs"] = json!(rootfs);
         }
         Ok(v)
     })
@@ -443,7 +371,7 @@ async fn remove(
 async fn prune(Ctx(ctx): Ctx, state: DState, p: Params) -> DResult<Response> {
     let d = state.0;
     let filters = p.filters()?;
-    check_filters(&filters, &["label", "until"])?;
+    super::params::check_filters(&filters, &["label", "until"])?;
     let until = filters
         .get("until")
         .and_then(|v| v.first())
@@ -455,33 +383,10 @@ async fn prune(Ctx(ctx): Ctx, state: DState, p: Params) -> DResult<Response> {
             })
         })
         .transpose()?;
-    let cs = d.engine.containers.inspect_all(&ctx.project.clone())?;
-    let mut deleted = Vec::new();
-    let mut reclaimed = 0u64;
-    for c in cs {
-        if !matches!(
-            c.state.status,
-            ContainerStatus::Created | ContainerStatus::Exited
-        ) {
-            continue;
-        }
-        let labels_ok = filters
-            .get("label")
-            .is_none_or(|vals| vals.iter().all(|v| label_matches(&c.config.labels, v)));
-        let until_ok = until.is_none_or(|u| (super::unix(Some(&c.created)) as f64) < u);
-        if !labels_ok || !until_ok {
-            continue;
-        }
-        reclaimed += d.engine.containers.size_rw(&c);
-        if d.engine
-            .containers
-            .remove(&ctx.project.clone(), &c.id, false, false)
-            .await
-            .is_ok()
-        {
-            deleted.push(c.id.clone());
-        }
-    }
+    let (deleted, reclaimed) = d
+        .engine
+        .prune_containers(&ctx.project, &filters, until)
+        .await?;
     Ok(json(
         StatusCode::OK,
         json!({"ContainersDeleted": deleted, "SpaceReclaimed": reclaimed}),

@@ -17,11 +17,11 @@ use serde::Deserialize;
 use serde_json::json;
 use tokio::io::AsyncReadExt;
 
-use super::create::StrOrList;
 use super::params::Params;
 use super::streams::{hijack, Conn};
 use super::{container, json, DResult, DState, Docker, DockerError};
 use crate::api::Ctx;
+use pier_api::docker::create::StrOrList;
 
 pub fn routes() -> Router<Arc<Docker>> {
     Router::new()

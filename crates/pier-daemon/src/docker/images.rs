@@ -12,11 +12,13 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
-use pier_api::types::{ArchiveFormat, ImageSummary};
+use pier_api::docker::images::{history_json, inspect_json, summary_json};
+use pier_api::types::ArchiveFormat;
 use pier_api::ImageRef;
+use pier_engine::images_query::IMAGE_FILTERS;
 use serde_json::{json, Value};
 
-use super::params::{check_filters, label_matches, Params};
+use super::params::{check_filters, Params};
 use super::system::emit;
 use super::{blocking, image, json, normalize_ref, DResult, DState, Docker, DockerError};
 use crate::api::Ctx;
@@ -36,114 +38,14 @@ pub fn routes() -> Router<Arc<Docker>> {
         )
 }
 
-fn labels_of(config: &Value) -> std::collections::BTreeMap<String, String> {
-    config["config"]["Labels"]
-        .as_object()
-        .map(|o| {
-            o.iter()
-                .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-/// One entry of `GET /images/json`.
-pub fn summary_json(i: &ImageSummary) -> Value {
-    json!({
-        "Id": i.id.as_str(),
-        "ParentId": "",
-        "RepoTags": i.repo_tags,
-        "RepoDigests": [],
-        "Created": super::unix(i.created.as_deref()),
-        "Size": i.size,
-        "SharedSize": -1,
-        "VirtualSize": i.size,
-        "Labels": null,
-        "Containers": i.containers,
-    })
-}
-
-/// Does a `reference` filter (`name`, `name:tag`, with `*` wildcards) match a tag?
-fn reference_matches(tag: &str, pattern: &str) -> bool {
-    fn glob(s: &str, p: &str) -> bool {
-        match p.split_once('*') {
-            None => s == p,
-            Some((head, rest)) => {
-                s.starts_with(head)
-                    && (0..=s.len() - head.len()).any(|i| {
-                        s.is_char_boundary(head.len() + i) && glob(&s[head.len() + i..], rest)
-                    })
-            }
-        }
-    }
-    let name = tag.rsplit_once(':').map_or(tag, |(n, _)| n);
-    glob(tag, pattern) || glob(name, pattern)
-}
-
 /// `GET /images/json?all=&filters=`.
 async fn list(Ctx(ctx): Ctx, state: DState, p: Params) -> DResult<Response> {
     let d = state.0;
     let filters = p.filters()?;
-    check_filters(
-        &filters,
-        &["dangling", "reference", "label", "before", "since"],
-    )?;
-    let ctx_project = ctx.project.clone();
+    check_filters(&filters, IMAGE_FILTERS)?;
     let v = blocking(move || {
-        let images = d.engine.images.list(&ctx_project.clone())?;
-        let created_of = |r: &str| -> DResult<Option<String>> {
-            let rec = image(&d, r, &ctx_project)?;
-            Ok(rec.created)
-        };
-        let before = filters
-            .get("before")
-            .and_then(|v| v.first())
-            .map(|r| created_of(r))
-            .transpose()?
-            .flatten();
-        let since = filters
-            .get("since")
-            .and_then(|v| v.first())
-            .map(|r| created_of(r))
-            .transpose()?
-            .flatten();
         let mut out = Vec::new();
-        for i in images {
-            let dangling = i.repo_tags.is_empty();
-            if let Some(v) = filters.get("dangling").and_then(|v| v.first()) {
-                if (v == "true" || v == "1") != dangling {
-                    continue;
-                }
-            }
-            if let Some(pats) = filters.get("reference") {
-                if !pats
-                    .iter()
-                    .any(|p| i.repo_tags.iter().any(|t| reference_matches(t, p)))
-                {
-                    continue;
-                }
-            }
-            if before
-                .as_ref()
-                .is_some_and(|b| i.created.as_ref().is_none_or(|c| c >= b))
-                || since
-                    .as_ref()
-                    .is_some_and(|s| i.created.as_ref().is_none_or(|c| c <= s))
-            {
-                continue;
-            }
-            let labels = d
-                .engine
-                .images
-                .resolve(&ctx_project.clone(), i.id.as_str())
-                .and_then(|r| d.engine.images.config(&r))
-                .map(|c| labels_of(&c))
-                .unwrap_or_default();
-            if let Some(want) = filters.get("label") {
-                if !want.iter().all(|w| label_matches(&labels, w)) {
-                    continue;
-                }
-            }
+        for (i, labels) in d.engine.list_images(&ctx.project, &filters)? {
             let mut s = summary_json(&i);
             s["Labels"] = json!(labels);
             out.push(s);
@@ -191,57 +93,13 @@ async fn post_named(
     )))
 }
 
-fn default_config() -> Value {
-    json!({
-        "Hostname": "", "Domainname": "", "User": "", "AttachStdin": false,
-        "AttachStdout": false, "AttachStderr": false, "Tty": false, "OpenStdin": false,
-        "StdinOnce": false, "Env": null, "Cmd": null, "Image": "", "Volumes": null,
-        "WorkingDir": "", "Entrypoint": null, "OnBuild": null, "Labels": null,
-    })
-}
-
 async fn inspect(d: Arc<Docker>, name: String, project: &ProjectName) -> DResult<Response> {
     let project = project.clone();
     let v = blocking(move || {
         let rec = image(&d, &name, &project)?;
         let i = d.engine.images.inspect(&project.clone(), rec.id.as_str())?;
         let raw = d.engine.images.config(&rec)?;
-        let mut config = default_config();
-        if let (Some(c), Some(img)) = (config.as_object_mut(), i.config.as_object()) {
-            for (k, v) in img {
-                c.insert(k.clone(), v.clone());
-            }
-        }
-        let lowers: Vec<String> = rec
-            .layers
-            .iter()
-            .rev()
-            .map(|l| d.engine.images.layer_dir(&l.diff_id).display().to_string())
-            .collect();
-        Ok(json!({
-            "Id": i.summary.id.as_str(),
-            "RepoTags": i.summary.repo_tags,
-            "RepoDigests": [],
-            "Parent": "",
-            "Comment": raw["comment"].as_str().unwrap_or(""),
-            "Created": i.summary.created.clone().unwrap_or_else(|| super::ZERO_TIME.into()),
-            "Container": "",
-            "ContainerConfig": default_config(),
-            "DockerVersion": "",
-            "Author": raw["author"].as_str().unwrap_or(""),
-            "Config": config,
-            "Architecture": i.architecture,
-            "Variant": raw["variant"].as_str(),
-            "Os": i.os,
-            "Size": i.summary.size,
-            "VirtualSize": i.summary.size,
-            "GraphDriver": {"Name": "overlay", "Data": {"LowerDir": lowers.join(":")}},
-            "RootFS": {
-                "Type": "layers",
-                "Layers": i.layers.iter().map(|l| l.diff_id.as_str()).collect::<Vec<_>>(),
-            },
-            "Metadata": {"LastTagTime": super::ZERO_TIME},
-        }))
+        Ok(inspect_json(&i, &raw, &d.engine.image_lower_dirs(&rec)))
     })
     .await?;
     Ok(json(StatusCode::OK, v))
@@ -257,22 +115,8 @@ async fn history(d: Arc<Docker>, name: String, project: &ProjectName) -> DResult
             .inspect(&project.clone(), rec.id.as_str())?
             .summary
             .repo_tags;
-        let h = d.engine.images.history(&project.clone(), rec.id.as_str())?;
-        let list: Vec<Value> = h
-            .iter()
-            .enumerate()
-            .map(|(i, e)| {
-                json!({
-                    "Id": if i == 0 { rec.id.to_string() } else { "<missing>".to_string() },
-                    "Created": super::unix(e.created.as_deref()),
-                    "CreatedBy": e.created_by,
-                    "Tags": if i == 0 { json!(tags) } else { Value::Null },
-                    "Size": e.size,
-                    "Comment": e.comment,
-                })
-            })
-            .collect();
-        Ok(Value::Array(list))
+        let h = d.engine.images.history(&project, rec.id.as_str())?;
+        Ok(history_json(rec.id.as_str(), &tags, &h))
     })
     .await?;
     Ok(json(StatusCode::OK, v))
@@ -516,18 +360,4 @@ async fn search() -> DockerError {
     DockerError::not_implemented(
         "docker search is not supported by pier: it has no registry index to search; the built-in registry lists its repositories with `pier registry search`",
     )
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn reference_filters() {
-        assert!(reference_matches("bb:latest", "bb"));
-        assert!(reference_matches("bb:latest", "bb:latest"));
-        assert!(reference_matches("bb:latest", "b*"));
-        assert!(reference_matches("my/app:1", "my/*"));
-        assert!(!reference_matches("bb:latest", "bb:1"));
-    }
 }

@@ -9,7 +9,8 @@
 //!   what Pier does not do (swarm, plugins, registry) answers 501 or 503 with a sentence
 //!   saying so, never a bare 500.
 //! - One file per area: [`system`] (ping, version, info, events, df), [`containers`]
-//!   (create, list, lifecycle) with [`create`] (Docker's create body mapped), [`inspect`] (Docker's JSON shapes of a container),
+//!   (create, list, lifecycle; Docker's create body and container shapes are
+//!   [`pier_api::docker`]'s),
 //!   [`streams`] (attach, logs, wait, resize), [`exec`], [`stats`] (stats, top),
 //!   [`archive`] (cp, export, commit, changes), [`images`], [`registry`] (pull, push,
 //!   login), [`build`], [`networks`], [`volumes`].
@@ -19,10 +20,8 @@
 pub mod archive;
 pub mod build;
 pub mod containers;
-pub mod create;
 pub mod exec;
 pub mod images;
-pub mod inspect;
 pub mod networks;
 pub mod params;
 pub mod registry;
@@ -47,35 +46,15 @@ use crate::error::ApiError;
 use pier_api::ProjectName;
 use pier_engine::Engine;
 
-/// The oldest API version served.
-pub const MIN_API: (u32, u32) = (1, 24);
-/// The newest API version served. 1.43 is what both CLIs on these machines (20.10, which
-/// speaks up to 1.41, and 28, which speaks up to 1.50) negotiate down to cleanly, and the
-/// last version before Docker changed the shapes of network endpoints at create (1.44).
-pub const MAX_API: (u32, u32) = (1, 43);
+pub(crate) use pier_api::docker::normalize_ref;
 
-/// The Docker-compatible daemon version reported to clients.
-pub const DOCKER_VERSION: &str = "24.0.0-pier";
-
-/// The API version a request was made with (the newest when its path had none).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub struct ApiVersion(pub u32, pub u32);
-
-impl ApiVersion {
-    pub fn at_least(self, minor: u32) -> bool {
-        self.0 > 1 || self.1 >= minor
-    }
-}
-
-pub fn api_string((major, minor): (u32, u32)) -> String {
-    format!("{major}.{minor}")
-}
+pub use pier_api::docker::version::{api_string, ApiVersion, DOCKER_VERSION, MAX_API, MIN_API};
 
 /// What the Docker API shares besides the engine: the recent events (for `docker events
 /// --since`). Exec and attach sessions are the engine's.
 pub struct Docker {
     pub engine: Arc<Engine>,
-    pub(crate) events: system::EventLog,
+    pub(crate) events: pier_engine::events::EventLog,
 }
 
 pub(crate) type DState = axum::extract::State<Arc<Docker>>;
@@ -129,6 +108,13 @@ impl From<ApiError> for DockerError {
             status,
             message: e.message,
         }
+    }
+}
+
+impl From<pier_api::docker::Refused> for DockerError {
+    fn from(e: pier_api::docker::Refused) -> Self {
+        let status = StatusCode::from_u16(e.status).unwrap_or(StatusCode::BAD_REQUEST);
+        DockerError::new(status, e.message)
     }
 }
 
@@ -195,7 +181,7 @@ pub(crate) fn json_stream(rx: tokio::sync::mpsc::Receiver<serde_json::Value>) ->
 /// The Docker API's router, for `axum::serve` on the Docker socket.
 pub fn router(engine: Arc<Engine>) -> Router {
     let docker = Arc::new(Docker {
-        events: system::EventLog::start(&engine),
+        events: pier_engine::events::EventLog::start(&engine),
         engine,
     });
     let api = Router::new()
@@ -357,34 +343,15 @@ async fn unknown(req: Request) -> DockerError {
 async fn negotiate(mut req: Request, next: Next) -> Response {
     let method = req.method().clone();
     let path = req.uri().path().to_string();
-    let mut version = ApiVersion(MAX_API.0, MAX_API.1);
-    let mut refused = None;
-    if let Some(rest) = path.strip_prefix("/v") {
-        let (v, tail) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
-        let parsed = v
-            .split_once('.')
-            .and_then(|(a, b)| Some((a.parse::<u32>().ok()?, b.parse::<u32>().ok()?)));
-        if let Some((major, minor)) = parsed {
-            version = ApiVersion(major, minor);
-            if (major, minor) < MIN_API {
-                refused = Some(format!(
-                    "client version {v} is too old. Minimum supported API version is {}, please upgrade your client to a newer version",
-                    api_string(MIN_API)
-                ));
-            } else if (major, minor) > MAX_API {
-                refused = Some(format!(
-                    "client version {v} is too new. Maximum supported API version is {}",
-                    api_string(MAX_API)
-                ));
-            }
-            let tail = if tail.is_empty() { "/" } else { tail };
-            let new_uri = match req.uri().query() {
-                Some(q) => format!("{tail}?{q}"),
-                None => tail.to_string(),
-            };
-            if let Ok(uri) = new_uri.parse() {
-                *req.uri_mut() = uri;
-            }
+    let v = pier_api::docker::version::strip_version(&path);
+    let (version, refused) = (v.version, v.refused);
+    if let Some(tail) = v.path {
+        let new_uri = match req.uri().query() {
+            Some(q) => format!("{tail}?{q}"),
+            None => tail,
+        };
+        if let Ok(uri) = new_uri.parse() {
+            *req.uri_mut() = uri;
         }
     }
     req.extensions_mut().insert(version);
@@ -444,14 +411,6 @@ pub(crate) fn container(
         })
 }
 
-/// Docker's reading of an image reference: `bb` is `bb:latest`.
-pub(crate) fn normalize_ref(r: &str) -> String {
-    match r.parse::<pier_api::ImageRef>() {
-        Ok(p) if p.tag().is_none() && p.digest().is_none() => format!("{r}:latest"),
-        _ => r.to_string(),
-    }
-}
-
 /// Finds an image, with Docker's "No such image" on a miss.
 pub(crate) fn image(
     d: &Docker,
@@ -468,34 +427,4 @@ pub(crate) fn image(
             }
             e => e.into(),
         })
-}
-
-/// Unix seconds of an RFC 3339 time, 0 when absent or unreadable.
-pub(crate) fn unix(t: Option<&str>) -> i64 {
-    t.and_then(pier_api::time::parse_rfc3339).unwrap_or(0)
-}
-
-/// Go's zero time, which Docker shows for times that never happened.
-pub(crate) const ZERO_TIME: &str = "0001-01-01T00:00:00Z";
-
-/// A stable hex string of `len` digits derived from `parts` (FNV-1a rounds): IDs Docker
-/// has and Pier does not keep (endpoints, sandboxes, the daemon).
-pub(crate) fn derived_id(parts: &[&str], len: usize) -> String {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    let mut out = String::new();
-    let mut round = 0u8;
-    while out.len() < len {
-        for b in parts
-            .iter()
-            .flat_map(|p| p.bytes().chain([0]))
-            .chain([round])
-        {
-            h ^= u64::from(b);
-            h = h.wrapping_mul(0x0000_0100_0000_01b3);
-        }
-        out.push_str(&format!("{h:016x}"));
-        round += 1;
-    }
-    out.truncate(len);
-    out
 }

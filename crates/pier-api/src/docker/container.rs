@@ -1,39 +1,45 @@
 //! A Pier container in Docker's JSON shapes: the full inspect (`docker inspect`) and the
 //! summary of a listing (`docker ps`). The `Config` shown is the effective one, the
-//! image's settings merged with the container's, as Docker shows it.
+//! image's settings merged with the container's, as Docker shows it. What the record
+//! does not hold (the image's config, host paths) comes in [`ContainerFacts`] and
+//! [`HostPaths`], which the engine fills.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashSet};
+use std::path::PathBuf;
 
-use pier_api::containers::{
-    ContainerInspect, ContainerStatus, Health, HealthStatus, Healthcheck, RestartPolicy,
-};
-use pier_api::networks::Endpoint;
-use pier_api::time::{now_unix, parse_rfc3339};
 use serde_json::{json, Value};
 
-use super::{unix, Docker, ZERO_TIME};
-use pier_api::ProjectName;
+use super::{derived_id, unix, DEFAULT_NETWORK, ZERO_TIME};
+use crate::containers::{
+    ContainerInspect, ContainerStatus, Health, HealthStatus, Healthcheck, RestartPolicy,
+};
+use crate::networks::Endpoint;
+use crate::time::{now_unix, parse_rfc3339};
 
-/// Image configs read while shaping several containers, by image ID.
-#[derive(Default)]
-pub struct ImageConfigs(HashMap<String, Value>);
+/// What the engine knows of a container beyond its record, for its Docker shapes.
+#[derive(Debug, Clone, Default)]
+pub struct ContainerFacts {
+    /// The runtime config of its image (`config` of the OCI image config); `{}` unknown.
+    pub image_config: Value,
+    /// The health check that applies: its own fields over its image's.
+    pub healthcheck: Option<Healthcheck>,
+    /// The host directories of the named volumes it mounts, by name.
+    pub volume_dirs: BTreeMap<String, PathBuf>,
+}
 
-impl ImageConfigs {
-    /// The runtime config (`config` of the OCI image config) of a container's image.
-    pub fn of(&mut self, d: &Docker, c: &ContainerInspect, project: &ProjectName) -> Value {
-        self.0
-            .entry(c.image_id.to_string())
-            .or_insert_with(|| {
-                d.engine
-                    .images
-                    .resolve(&project.clone(), c.image_id.as_str())
-                    .and_then(|i| d.engine.images.config(&i))
-                    .ok()
-                    .and_then(|v| v.get("config").cloned())
-                    .unwrap_or_else(|| json!({}))
-            })
-            .clone()
-    }
+/// A container's host paths, as `docker inspect` shows them.
+#[derive(Debug, Clone, Default)]
+pub struct HostPaths {
+    pub resolv_conf: PathBuf,
+    pub hostname: PathBuf,
+    pub hosts: PathBuf,
+    pub upper: PathBuf,
+    pub work: PathBuf,
+    pub merged: PathBuf,
+    /// The image's layer directories, top first.
+    pub lower_dirs: Vec<PathBuf>,
+    /// The network namespace of a running container.
+    pub sandbox_key: Option<PathBuf>,
 }
 
 fn strings(v: &Value) -> Option<Vec<String>> {
@@ -60,8 +66,8 @@ pub fn healthcheck_json(h: &Healthcheck) -> Value {
 }
 
 /// A running container's health: recorded, or `starting` until the first check.
-pub fn health(c: &ContainerInspect, img: &Value) -> Option<Health> {
-    pier_engine::health::effective(c, img)?;
+pub fn health(c: &ContainerInspect, f: &ContainerFacts) -> Option<Health> {
+    f.healthcheck.as_ref()?;
     match &c.state.health {
         Some(h) => Some(h.clone()),
         None if is_running(c) => Some(Health::default()),
@@ -176,9 +182,9 @@ fn port_requests(c: &ContainerInspect) -> BTreeMap<String, Vec<(String, String)>
     out
 }
 
-fn proto_name(p: pier_net::nft::Proto) -> &'static str {
+fn proto_name(p: crate::ports::Proto) -> &'static str {
     match p {
-        pier_net::nft::Proto::Udp => "udp",
+        crate::ports::Proto::Udp => "udp",
         _ => "tcp",
     }
 }
@@ -207,7 +213,8 @@ fn exposed(c: &ContainerInspect, img: &Value) -> BTreeMap<String, Value> {
 }
 
 /// The effective `Config` of a container.
-pub fn config_json(c: &ContainerInspect, img: &Value) -> Value {
+pub fn config_json(c: &ContainerInspect, f: &ContainerFacts) -> Value {
+    let img = &f.image_config;
     let entrypoint = c
         .config
         .entrypoint
@@ -241,14 +248,14 @@ pub fn config_json(c: &ContainerInspect, img: &Value) -> Value {
         "Env": env(c, img),
         "Cmd": cmd,
         "Image": c.image,
-        "Volumes": super::volumes::config_volumes(c, img),
+        "Volumes": super::mounts::config_volumes(c, img),
         "WorkingDir": c.config.workdir.clone().or_else(|| nonempty_str(&img["WorkingDir"])).unwrap_or_default(),
         "Entrypoint": entrypoint,
         "OnBuild": null,
         "Labels": labels,
     });
-    if let Some(h) = pier_engine::health::effective(c, img) {
-        cfg["Healthcheck"] = healthcheck_json(&h);
+    if let Some(h) = &f.healthcheck {
+        cfg["Healthcheck"] = healthcheck_json(h);
     }
     if let Some(s) = c
         .config
@@ -283,7 +290,7 @@ pub fn network_mode(c: &ContainerInspect) -> String {
     c.config
         .network
         .clone()
-        .unwrap_or_else(|| pier_engine::networks::DEFAULT_NETWORK.into())
+        .unwrap_or_else(|| DEFAULT_NETWORK.into())
 }
 
 fn host_config_json(c: &ContainerInspect) -> Value {
@@ -304,7 +311,7 @@ fn host_config_json(c: &ContainerInspect) -> Value {
     }
     let cpus = r.cpus.map_or(0, |c| (c * 1e9) as i64);
     json!({
-        "Binds": super::volumes::binds_json(c),
+        "Binds": super::mounts::binds_json(c),
         "ContainerIDFile": "",
         "LogConfig": {"Type": "json-file", "Config": log_config},
         "NetworkMode": network_mode(c),
@@ -333,7 +340,7 @@ fn host_config_json(c: &ContainerInspect) -> Value {
         "SecurityOpt": r.security_opt,
         "UTSMode": "",
         "UsernsMode": "",
-        "ShmSize": pier_api::limits::shm_size(r),
+        "ShmSize": crate::limits::shm_size(r),
         "Runtime": r.runtime.clone().unwrap_or_else(|| "pier".into()),
         "Isolation": "",
         "CpuShares": r.cpu_shares.unwrap_or(0),
@@ -358,8 +365,8 @@ fn host_config_json(c: &ContainerInspect) -> Value {
         "PidsLimit": r.pids_limit,
         "Ulimits": r.ulimits.iter().map(|u| json!({"Name": u.name, "Soft": u.soft, "Hard": u.hard})).collect::<Vec<_>>(),
         "Init": r.init,
-        "Mounts": super::volumes::host_config_mounts(c),
-        "Tmpfs": super::volumes::tmpfs_json(c),
+        "Mounts": super::mounts::host_config_mounts(c),
+        "Tmpfs": super::mounts::tmpfs_json(c),
         "StorageOpt": if r.storage_opts.is_empty() { Value::Null } else { json!(r.storage_opts) },
         "MaskedPaths": [],
         "ReadonlyPaths": [],
@@ -368,7 +375,7 @@ fn host_config_json(c: &ContainerInspect) -> Value {
 
 /// A stable endpoint ID for a container on a network.
 fn endpoint_id(c: &ContainerInspect, network_id: &str) -> String {
-    super::derived_id(&[&c.id, network_id], 64)
+    derived_id(&[&c.id, network_id], 64)
 }
 
 pub fn endpoint_json(c: &ContainerInspect, ep: &Endpoint) -> Value {
@@ -436,16 +443,10 @@ fn ports_json(c: &ContainerInspect, img: &Value) -> Value {
 }
 
 /// `docker inspect CONTAINER`.
-pub fn inspect(
-    d: &Docker,
-    c: &ContainerInspect,
-    images: &mut ImageConfigs,
-    project: &ProjectName,
-) -> Value {
-    let img = images.of(d, c, project);
+pub fn inspect(c: &ContainerInspect, f: &ContainerFacts, paths: &HostPaths) -> Value {
+    let img = &f.image_config;
     let s = &c.state;
-    let paths = d.engine.containers.paths(c);
-    let health = health(c, &img);
+    let health = health(c, f);
     let mut state = json!({
         "Status": s.status.as_str(),
         "Running": is_running(c),
@@ -462,19 +463,12 @@ pub fn inspect(
     if let Some(h) = &health {
         state["Health"] = health_json(h);
     }
-    let bridge = c.networks.get(pier_engine::networks::DEFAULT_NETWORK);
-    let lowers: Vec<String> = d
-        .engine
-        .images
-        .resolve(&project.clone(), c.image_id.as_str())
-        .map(|i| {
-            i.layers
-                .iter()
-                .rev()
-                .map(|l| d.engine.images.layer_dir(&l.diff_id).display().to_string())
-                .collect()
-        })
-        .unwrap_or_default();
+    let bridge = c.networks.get(DEFAULT_NETWORK);
+    let lowers: Vec<String> = paths
+        .lower_dirs
+        .iter()
+        .map(|l| l.display().to_string())
+        .collect();
     json!({
         "Id": c.id,
         "Created": c.created,
@@ -504,16 +498,16 @@ pub fn inspect(
                 "MergedDir": paths.merged,
             },
         },
-        "Mounts": super::volumes::mounts_json(d, c),
-        "Config": config_json(c, &img),
+        "Mounts": mounts_of(c, f),
+        "Config": config_json(c, f),
         "NetworkSettings": {
             "Bridge": "",
             "SandboxID": if is_running(c) { endpoint_id(c, "sandbox") } else { String::new() },
             "HairpinMode": false,
             "LinkLocalIPv6Address": "",
             "LinkLocalIPv6PrefixLen": 0,
-            "Ports": ports_json(c, &img),
-            "SandboxKey": if is_running(c) { d.engine.containers.networks.netns_path(&c.id).display().to_string() } else { String::new() },
+            "Ports": ports_json(c, img),
+            "SandboxKey": match &paths.sandbox_key { Some(k) if is_running(c) => k.display().to_string(), _ => String::new() },
             "SecondaryIPAddresses": null,
             "SecondaryIPv6Addresses": null,
             "EndpointID": bridge.filter(|e| e.ip_address.is_some()).map(|e| endpoint_id(c, &e.network_id)).unwrap_or_default(),
@@ -529,16 +523,18 @@ pub fn inspect(
     })
 }
 
-/// One entry of `GET /containers/json`.
-pub fn summary(d: &Docker, c: &ContainerInspect) -> Value {
-    summary_with(d, c, &mut ImageConfigs::default())
+fn mounts_of(c: &ContainerInspect, f: &ContainerFacts) -> Value {
+    super::mounts::mounts_json(c, &|name| {
+        f.volume_dirs.get(name).cloned().unwrap_or_default()
+    })
 }
 
-pub fn summary_with(d: &Docker, c: &ContainerInspect, images: &mut ImageConfigs) -> Value {
-    let img = images.of(d, c, &c.project);
-    let health = health(c, &img);
+/// One entry of `GET /containers/json`.
+pub fn summary(c: &ContainerInspect, f: &ContainerFacts) -> Value {
+    let img = &f.image_config;
+    let health = health(c, f);
     let mut ports: Vec<Value> = Vec::new();
-    let mut published = std::collections::HashSet::new();
+    let mut published = HashSet::new();
     if is_running(c) {
         for p in &c.ports {
             published.insert(format!("{}/{}", p.container_port, p.proto));
@@ -551,7 +547,7 @@ pub fn summary_with(d: &Docker, c: &ContainerInspect, images: &mut ImageConfigs)
         }
     }
     let shown = if is_running(c) {
-        exposed(c, &img)
+        exposed(c, img)
     } else {
         BTreeMap::new()
     };
@@ -586,7 +582,7 @@ pub fn summary_with(d: &Docker, c: &ContainerInspect, images: &mut ImageConfigs)
         "Status": status_text(c, health.as_ref()),
         "HostConfig": {"NetworkMode": network_mode(c)},
         "NetworkSettings": {"Networks": networks_json(c)},
-        "Mounts": super::volumes::mounts_json(d, c),
+        "Mounts": mounts_of(c, f),
     })
 }
 

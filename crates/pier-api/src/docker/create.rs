@@ -4,17 +4,16 @@
 //! modes, logging drivers other than json-file, and every resource limit it does not
 //! apply ([`refuse_unapplied_limits`]). The limits it does apply are passed on as given
 //! (a negative memory limit too) and checked once for both APIs by
-//! `pier_api::limits::check_resources`.
+//! `crate::limits::check_resources`.
 
 use std::collections::BTreeMap;
 
-use pier_api::containers::{ContainerCreate, Healthcheck, RestartPolicy, Ulimit};
-use pier_api::{ByteSize, Ipv4Address, MacAddress, PortSpec};
+use crate::containers::{ContainerCreate, Healthcheck, RestartPolicy, Ulimit};
+use crate::{ByteSize, Ipv4Address, MacAddress, PortSpec};
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::{DResult, Docker, DockerError};
-use pier_api::ProjectName;
+use super::{Refused, Result};
 
 /// A string or a list of strings (`Cmd` and `Entrypoint` come either way).
 #[derive(Debug, Clone, Deserialize)]
@@ -45,7 +44,7 @@ pub struct DockerHealthcheck {
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "PascalCase", default)]
-pub(crate) struct CreateBody {
+pub struct CreateBody {
     hostname: Option<String>,
     user: Option<String>,
     exposed_ports: Option<BTreeMap<String, Value>>,
@@ -99,7 +98,7 @@ struct LogConfigBody {
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "PascalCase", default)]
-pub(crate) struct HostConfig {
+pub struct HostConfig {
     pub binds: Option<Vec<String>>,
     network_mode: Option<String>,
     port_bindings: Option<BTreeMap<String, Option<Vec<PortBindingBody>>>>,
@@ -150,7 +149,7 @@ pub(crate) struct HostConfig {
 /// (the CLIs send them zero, empty, null or -1 when not asked for).
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "PascalCase", default)]
-pub(crate) struct UnappliedLimits {
+pub struct UnappliedLimits {
     memory_reservation: Option<i64>,
     memory_swappiness: Option<i64>,
     kernel_memory: Option<i64>,
@@ -180,17 +179,17 @@ pub(crate) struct UnappliedLimits {
 
 /// Refuses every limit of [`UnappliedLimits`] that is set: a limit asked for and not
 /// applied is an error, never a silent drop.
-fn refuse_unapplied_limits(u: &UnappliedLimits) -> DResult<()> {
+fn refuse_unapplied_limits(u: &UnappliedLimits) -> Result<()> {
     let not_applied = |flag: &str, field: &str| {
-        DockerError::bad_request(format!(
+        Refused::bad_request(format!(
             "{flag} ({field}) is not supported by pier: the limit would not be applied; leave it out"
         ))
     };
     let set = |v: Option<i64>| v.is_some_and(|v| v != 0);
     let listed = |v: &Option<Vec<Value>>| v.as_ref().is_some_and(|v| !v.is_empty());
     if let Some(r) = u.memory_reservation.filter(|r| *r != 0) {
-        if r < pier_api::limits::MIN_MEMORY {
-            return Err(DockerError::bad_request(
+        if r < crate::limits::MIN_MEMORY {
+            return Err(Refused::bad_request(
                 "Minimum memory reservation allowed is 6MB",
             ));
         }
@@ -198,7 +197,7 @@ fn refuse_unapplied_limits(u: &UnappliedLimits) -> DResult<()> {
     }
     if let Some(s) = u.memory_swappiness.filter(|s| *s != -1) {
         if !(0..=100).contains(&s) {
-            return Err(DockerError::bad_request(format!(
+            return Err(Refused::bad_request(format!(
                 "Invalid value: {s}, valid memory swappiness range is 0-100"
             )));
         }
@@ -212,7 +211,7 @@ fn refuse_unapplied_limits(u: &UnappliedLimits) -> DResult<()> {
     }
     if let Some(a) = u.oom_score_adj.filter(|a| *a != 0) {
         if !(-1000..=1000).contains(&a) {
-            return Err(DockerError::bad_request(format!(
+            return Err(Refused::bad_request(format!(
                 "Invalid value {a}, range for oom score adj is [-1000, 1000]"
             )));
         }
@@ -265,30 +264,30 @@ fn refuse_unapplied_limits(u: &UnappliedLimits) -> DResult<()> {
 /// `CpuPeriod` and `CpuQuota`; a period is 1 ms to 1 s; a quota at least 1 ms (-1: none).
 /// A period without a quota limits nothing and is accepted as such; with one, their ratio
 /// is applied (over Pier's period of 100 ms).
-fn cpus_of(nano: Option<i64>, quota: Option<i64>, period: Option<i64>) -> DResult<Option<f64>> {
+fn cpus_of(nano: Option<i64>, quota: Option<i64>, period: Option<i64>) -> Result<Option<f64>> {
     let nano = nano.filter(|n| *n != 0);
     let quota = quota.filter(|q| *q != 0);
     let period = period.filter(|p| *p != 0);
     if nano.is_some() && period.is_some() {
-        return Err(DockerError::bad_request(
+        return Err(Refused::bad_request(
             "Conflicting options: Nano CPUs and CPU Period cannot both be set",
         ));
     }
     if nano.is_some() && quota.is_some() {
-        return Err(DockerError::bad_request(
+        return Err(Refused::bad_request(
             "Conflicting options: Nano CPUs and CPU Quota cannot both be set",
         ));
     }
     if let Some(p) = period {
         if !(1000..=1_000_000).contains(&p) {
-            return Err(DockerError::bad_request(
+            return Err(Refused::bad_request(
                 "CPU cfs period can not be less than 1ms (i.e. 1000) or larger than 1s (i.e. 1000000)",
             ));
         }
     }
     if let Some(q) = quota {
         if q < -1 || (0..1000).contains(&q) {
-            return Err(DockerError::bad_request(
+            return Err(Refused::bad_request(
                 "CPU cfs quota can not be less than 1ms (i.e. 1000); -1 means no quota",
             ));
         }
@@ -302,10 +301,10 @@ fn cpus_of(nano: Option<i64>, quota: Option<i64>, period: Option<i64>) -> DResul
 }
 
 /// A ulimit's value from Docker's body: -1 is unlimited; other negatives are refused.
-fn ulimit_value(name: &str, v: i64) -> DResult<u64> {
+fn ulimit_value(name: &str, v: i64) -> Result<u64> {
     match v {
         -1 => Ok(u64::MAX),
-        v if v < 0 => Err(DockerError::bad_request(format!(
+        v if v < 0 => Err(Refused::bad_request(format!(
             "invalid ulimit {name}={v}: give a number, or -1 for unlimited"
         ))),
         v => Ok(v as u64),
@@ -321,7 +320,7 @@ struct IpamConfigBody {
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "PascalCase", default)]
-pub(crate) struct EndpointConfig {
+pub struct EndpointConfig {
     #[serde(rename = "IPAMConfig")]
     ipam_config: Option<IpamConfigBody>,
     aliases: Option<Vec<String>>,
@@ -331,16 +330,16 @@ pub(crate) struct EndpointConfig {
 
 impl EndpointConfig {
     /// The endpoint's `IPv4Address`, checked.
-    pub(crate) fn ip(&self) -> DResult<Option<Ipv4Address>> {
+    pub fn ip(&self) -> Result<Option<Ipv4Address>> {
         self.ipam_config
             .as_ref()
             .and_then(|i| i.ipv4_address.as_deref())
             .filter(|s| !s.is_empty())
             .map(|s| s.parse::<Ipv4Address>())
             .transpose()
-            .map_err(|e| DockerError::bad_request(format!("--ip {e}")))
+            .map_err(|e| Refused::bad_request(format!("--ip {e}")))
     }
-    pub(crate) fn aliases(&self) -> Vec<String> {
+    pub fn aliases(&self) -> Vec<String> {
         self.aliases.clone().unwrap_or_default()
     }
 }
@@ -355,24 +354,37 @@ fn nonempty(s: Option<String>) -> Option<String> {
     s.filter(|s| !s.is_empty())
 }
 
-fn unsupported_if(cond: bool, what: &str) -> DResult<()> {
+fn unsupported_if(cond: bool, what: &str) -> Result<()> {
     if cond {
-        return Err(DockerError::bad_request(format!(
+        return Err(Refused::bad_request(format!(
             "{what} is not supported by pier yet"
         )));
     }
     Ok(())
 }
 
-/// Maps Docker's create body onto Pier's request; returns the networks to connect after.
-pub(crate) fn to_create(
-    d: &Docker,
-    b: CreateBody,
-    name: Option<String>,
-    project: &ProjectName,
-) -> DResult<(ContainerCreate, Vec<(String, EndpointConfig)>)> {
+/// Docker's create body as Pier's request, and what to do around it.
+#[derive(Debug)]
+pub struct Converted {
+    pub request: ContainerCreate,
+    /// The networks to connect after create (all but the first), with their endpoints.
+    pub endpoints: Vec<(String, EndpointConfig)>,
+    /// Volumes `--mount` names with labels: made before the container, so they carry them.
+    pub labelled_volumes: Vec<super::mounts::LabelledVolume>,
+}
+
+/// What a conversion asks of the host and the engine.
+pub struct Lookups<'a> {
+    /// The gateway address of a network (for `--add-host NAME:host-gateway`).
+    pub gateway: &'a dyn Fn(&str) -> Option<String>,
+    /// Whether a bind mount's source exists.
+    pub source_exists: &'a dyn Fn(&str) -> bool,
+}
+
+/// Maps Docker's create body onto Pier's request.
+pub fn to_create(b: CreateBody, name: Option<String>, look: &Lookups<'_>) -> Result<Converted> {
     let image = nonempty(b.image).ok_or_else(|| {
-        DockerError::bad_request("no image given: the container config needs an Image")
+        Refused::bad_request("no image given: the container config needs an Image")
     })?;
     let h = b.host_config.unwrap_or_default();
     refuse_unsupported(&h)?;
@@ -387,7 +399,7 @@ pub(crate) fn to_create(
     let restart_policy = restart_policy_of(h.restart_policy)?;
     let auto_remove = h.auto_remove.unwrap_or(false);
     if auto_remove && restart_policy != RestartPolicy::No {
-        return Err(DockerError::bad_request(
+        return Err(Refused::bad_request(
             "conflicting options: cannot combine --restart and --rm (AutoRemove)",
         ));
     }
@@ -405,8 +417,8 @@ pub(crate) fn to_create(
                 name: u.name,
             })
         })
-        .collect::<DResult<Vec<_>>>()?;
-    let extra_hosts = extra_hosts_of(d, project, &network, h.extra_hosts.unwrap_or_default());
+        .collect::<Result<Vec<_>>>()?;
+    let extra_hosts = extra_hosts_of(look.gateway, &network, h.extra_hosts.unwrap_or_default());
     let healthcheck = b.healthcheck.map(|hc| Healthcheck {
         test: hc.test.map(StrOrList::into_vec).unwrap_or_default(),
         interval_ns: hc.interval.unwrap_or(0),
@@ -427,7 +439,7 @@ pub(crate) fn to_create(
         .or(nonempty(b.mac_address))
         .map(|m| m.parse::<MacAddress>())
         .transpose()
-        .map_err(|e| DockerError::bad_request(format!("--mac-address {e}")))?;
+        .map_err(|e| Refused::bad_request(format!("--mac-address {e}")))?;
     let mut req = ContainerCreate {
         image,
         name,
@@ -478,32 +490,35 @@ pub(crate) fn to_create(
         ..Default::default()
     };
     // `-v`, `--mount`, `--tmpfs` and the image's or the body's anonymous volumes.
-    super::volumes::apply(
-        d,
-        &mut req,
+    let (mounts, labelled_volumes) = super::mounts::from_docker(
         h.binds.unwrap_or_default(),
         h.mounts.unwrap_or_default(),
         h.tmpfs.unwrap_or_default(),
         b.volumes.unwrap_or_default(),
-        project,
+        look.source_exists,
     )?;
+    req.mounts = mounts;
     if req.memory_swap.is_some() && req.memory.is_none() {
-        return Err(DockerError::bad_request(
+        return Err(Refused::bad_request(
             "you should always set the memory limit when using the memoryswap limit, see usage",
         ));
     }
-    Ok((req, endpoints))
+    Ok(Converted {
+        request: req,
+        endpoints,
+        labelled_volumes,
+    })
 }
 
 /// Refuses the host options Pier does not implement (volumes-from, links, devices,
 /// sysctls, extra groups, a cgroup parent, shared namespaces).
-fn refuse_unsupported(h: &HostConfig) -> DResult<()> {
+fn refuse_unsupported(h: &HostConfig) -> Result<()> {
     unsupported_if(
         h.volumes_from.as_ref().is_some_and(|v| !v.is_empty()),
         "--volumes-from",
     )?;
     if h.links.as_ref().is_some_and(|v| !v.is_empty()) {
-        return Err(DockerError::bad_request(
+        return Err(Refused::bad_request(
             "legacy links (--link) are not supported by pier: put the containers on a user network, where they find each other by name",
         ));
     }
@@ -531,7 +546,7 @@ fn refuse_unsupported(h: &HostConfig) -> DResult<()> {
     ] {
         if let Some(m) = mode.as_deref() {
             if !matches!(m, "" | "private" | "shareable") {
-                return Err(DockerError::bad_request(format!(
+                return Err(Refused::bad_request(format!(
                     "{what} {m} is not supported by pier yet"
                 )));
             }
@@ -545,7 +560,7 @@ fn refuse_unsupported(h: &HostConfig) -> DResult<()> {
 fn split_endpoints(
     networking: Option<NetworkingConfig>,
     network: &mut Option<String>,
-) -> DResult<(EndpointConfig, Vec<(String, EndpointConfig)>)> {
+) -> Result<(EndpointConfig, Vec<(String, EndpointConfig)>)> {
     let mut endpoints: Vec<(String, EndpointConfig)> = networking
         .and_then(|n| n.endpoints_config)
         .unwrap_or_default()
@@ -554,7 +569,7 @@ fn split_endpoints(
         .collect();
     let first_name = network
         .clone()
-        .unwrap_or_else(|| pier_engine::networks::DEFAULT_NETWORK.into());
+        .unwrap_or_else(|| super::DEFAULT_NETWORK.into());
     let first_at = endpoints
         .iter()
         .position(|(k, _)| *k == first_name || (k == "default" && network.is_none()));
@@ -569,7 +584,7 @@ fn split_endpoints(
     }
     .unwrap_or_default();
     if first.links.as_ref().is_some_and(|l| !l.is_empty()) {
-        return Err(DockerError::bad_request(
+        return Err(Refused::bad_request(
             "legacy links are not supported by pier: containers on a user network find each other by name",
         ));
     }
@@ -580,7 +595,7 @@ fn split_endpoints(
 fn ports_of(
     bindings: Option<BTreeMap<String, Option<Vec<PortBindingBody>>>>,
     exposed: Option<BTreeMap<String, Value>>,
-) -> DResult<(Vec<PortSpec>, Vec<String>)> {
+) -> Result<(Vec<PortSpec>, Vec<String>)> {
     let mut publish = Vec::new();
     for (port, bindings) in bindings.unwrap_or_default() {
         let bindings = bindings.unwrap_or_default();
@@ -603,13 +618,13 @@ fn ports_of(
     let publish = publish
         .iter()
         .map(|p| p.parse::<PortSpec>())
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| DockerError::bad_request(e.to_string()))?;
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .map_err(|e| Refused::bad_request(e.to_string()))?;
     Ok((publish, expose))
 }
 
 /// The restart policy from Docker's body.
-fn restart_policy_of(body: Option<RestartPolicyBody>) -> DResult<RestartPolicy> {
+fn restart_policy_of(body: Option<RestartPolicyBody>) -> Result<RestartPolicy> {
     Ok(match body.unwrap_or_default() {
         RestartPolicyBody { name: None, .. } => RestartPolicy::No,
         RestartPolicyBody {
@@ -623,7 +638,7 @@ fn restart_policy_of(body: Option<RestartPolicyBody>) -> DResult<RestartPolicy> 
                 max_retries: maximum_retry_count.unwrap_or(0),
             },
             other => {
-                return Err(DockerError::bad_request(format!(
+                return Err(Refused::bad_request(format!(
                     "invalid restart policy {other:?}: use no, always, unless-stopped or on-failure"
                 )))
             }
@@ -632,13 +647,13 @@ fn restart_policy_of(body: Option<RestartPolicyBody>) -> DResult<RestartPolicy> 
 }
 
 /// The log options from Docker's log config: json-file's, checked.
-fn log_opts_of(config: Option<LogConfigBody>) -> DResult<BTreeMap<String, String>> {
+fn log_opts_of(config: Option<LogConfigBody>) -> Result<BTreeMap<String, String>> {
     let mut log_opts = BTreeMap::new();
     if let Some(lc) = config {
         match lc.kind.as_deref() {
             None | Some("") | Some("json-file") | Some("local") => {}
             Some(other) => {
-                return Err(DockerError::bad_request(format!(
+                return Err(Refused::bad_request(format!(
                     "logging driver {other:?} is not supported by pier: it keeps json-file logs"
                 )))
             }
@@ -648,7 +663,7 @@ fn log_opts_of(config: Option<LogConfigBody>) -> DResult<BTreeMap<String, String
                 "max-size" => {
                     // Decimal units, as Docker's json-file driver reads them.
                     let n = ByteSize::parse_decimal(&v).map_err(|e| {
-                        DockerError::bad_request(format!("invalid log option max-size={v}: {e}"))
+                        Refused::bad_request(format!("invalid log option max-size={v}: {e}"))
                     })?;
                     log_opts.insert(k, n.to_string());
                 }
@@ -659,7 +674,7 @@ fn log_opts_of(config: Option<LogConfigBody>) -> DResult<BTreeMap<String, String
                 "compress" | "labels" | "labels-regex" | "env" | "env-regex" | "tag" | "mode"
                 | "max-buffer-size" => {}
                 other => {
-                    return Err(DockerError::bad_request(format!(
+                    return Err(Refused::bad_request(format!(
                         "unknown log option {other:?} for the json-file driver"
                     )))
                 }
@@ -672,21 +687,12 @@ fn log_opts_of(config: Option<LogConfigBody>) -> DResult<BTreeMap<String, String
 /// `--add-host` entries as `name:ip`, `host-gateway` resolved to the gateway of the
 /// container's network.
 fn extra_hosts_of(
-    d: &Docker,
-    project: &ProjectName,
+    gateway_of: &dyn Fn(&str) -> Option<String>,
     network: &Option<String>,
     extra_hosts: Vec<String>,
 ) -> Vec<String> {
     let gateway = |net: &Option<String>| -> Option<String> {
-        let n = net
-            .clone()
-            .unwrap_or_else(|| pier_engine::networks::DEFAULT_NETWORK.into());
-        d.engine
-            .containers
-            .networks
-            .get(&project.clone(), &n)
-            .ok()
-            .map(|n| n.gateway.to_string())
+        gateway_of(net.as_deref().unwrap_or(super::DEFAULT_NETWORK))
     };
     extra_hosts
         .into_iter()
@@ -703,4 +709,86 @@ fn extra_hosts_of(
             format!("{name}:{ip}")
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn convert(body: serde_json::Value) -> Result<Converted> {
+        let b: CreateBody = serde_json::from_value(body).unwrap();
+        let look = Lookups {
+            gateway: &|net| (net == "back").then(|| "10.0.0.1".to_string()),
+            source_exists: &|src| src == "/srv",
+        };
+        to_create(b, Some("web".into()), &look)
+    }
+
+    #[test]
+    fn create_bodies_map_onto_pier_requests() {
+        let c = convert(serde_json::json!({
+            "Image": "bb",
+            "HostConfig": {
+                "ExtraHosts": ["gw:host-gateway", "db=[10.1.1.1]"],
+                "Binds": ["/srv:/srv:ro"],
+                "Mounts": [{"Type": "volume", "Source": "data", "Target": "/d",
+                            "VolumeOptions": {"Labels": {"k": "v"}}}],
+                "PortBindings": {"80/tcp": [{"HostPort": "8080"}]},
+                "RestartPolicy": {"Name": "on-failure", "MaximumRetryCount": 2},
+            },
+            "NetworkingConfig": {"EndpointsConfig": {"front": {"Aliases": ["w"]}, "back": {}}},
+        }))
+        .unwrap();
+        let r = &c.request;
+        assert_eq!(r.extra_hosts, vec!["gw:10.0.0.1", "db:10.1.1.1"]);
+        assert_eq!(r.mounts.len(), 2);
+        assert_eq!(
+            c.labelled_volumes,
+            vec![(
+                "data".to_string(),
+                BTreeMap::from([("k".to_string(), "v".to_string())])
+            )]
+        );
+        assert_eq!(r.publish.len(), 1);
+        assert_eq!(
+            r.restart_policy,
+            RestartPolicy::OnFailure { max_retries: 2 }
+        );
+        assert_eq!(
+            r.network.as_deref(),
+            Some("back"),
+            "the first endpoint names the network"
+        );
+        assert_eq!(c.endpoints.len(), 1);
+        assert_eq!(c.endpoints[0].0, "front");
+        assert_eq!(c.endpoints[0].1.aliases(), vec!["w"]);
+    }
+
+    #[test]
+    fn create_bodies_pier_cannot_honour_are_refused() {
+        let refused = |hc: serde_json::Value| {
+            convert(serde_json::json!({"Image": "bb", "HostConfig": hc})).unwrap_err()
+        };
+        assert!(convert(serde_json::json!({}))
+            .unwrap_err()
+            .message
+            .contains("no image"));
+        assert!(refused(serde_json::json!({"Links": ["a:b"]}))
+            .message
+            .contains("--link"));
+        assert!(refused(serde_json::json!({"MemorySwap": 10}))
+            .message
+            .contains("memory limit"));
+        assert!(refused(serde_json::json!({"OomKillDisable": true}))
+            .message
+            .contains("--oom-kill-disable"));
+        assert!(refused(
+            serde_json::json!({"Mounts": [{"Type": "bind", "Source": "/nope", "Target": "/x"}]})
+        )
+        .message
+        .contains("does not exist"));
+        let e =
+            refused(serde_json::json!({"RestartPolicy": {"Name": "always"}, "AutoRemove": true}));
+        assert_eq!(e.status, 400);
+    }
 }

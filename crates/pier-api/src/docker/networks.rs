@@ -1,0 +1,265 @@
+//! Docker's network shapes: a network as `docker network inspect` shows it (Docker's
+//! predefined `host` and `none` too, which are modes of a container in Pier), and the
+//! create and connect bodies, checked and mapped onto Pier's requests.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::create::EndpointConfig;
+use super::{Refused, Result};
+use crate::containers::ContainerInspect;
+use crate::networks::{NetworkCreate, NetworkInspect};
+use crate::{Ipv4Address, Ipv4Net};
+
+pub const PREDEFINED: [&str; 2] = ["host", "none"];
+
+pub fn predefined_json(name: &str) -> Value {
+    let driver = if name == "none" { "null" } else { name };
+    json!({
+        "Name": name,
+        "Id": super::derived_id(&["predefined network", name], 64),
+        "Created": super::ZERO_TIME,
+        "Scope": "local",
+        "Driver": driver,
+        "EnableIPv6": false,
+        "IPAM": {"Driver": "default", "Options": null, "Config": []},
+        "Internal": false,
+        "Attachable": false,
+        "Ingress": false,
+        "ConfigFrom": {"Network": ""},
+        "ConfigOnly": false,
+        "Containers": {},
+        "Options": {},
+        "Labels": {},
+    })
+}
+
+/// Finds a container's record by ID.
+pub type FindContainer<'a> = dyn Fn(&str) -> Option<ContainerInspect> + 'a;
+
+/// A network as Docker shows it; with `container` (which finds a container's record by
+/// ID), its `Containers` are filled in.
+pub fn network_json(n: &NetworkInspect, container: Option<&FindContainer<'_>>) -> Value {
+    let mut ipam = json!({"Subnet": n.subnet, "Gateway": n.gateway});
+    if let Some(r) = &n.ip_range {
+        ipam["IPRange"] = json!(r);
+    }
+    // Only the options given, as Docker shows them (compose compares them with its own).
+    let mut options = n.options.clone();
+    if n.name == super::DEFAULT_NETWORK {
+        options.insert(
+            "com.docker.network.bridge.default_bridge".into(),
+            "true".into(),
+        );
+        options.insert("com.docker.network.bridge.name".into(), n.bridge.clone());
+        options.insert("com.docker.network.driver.mtu".into(), n.mtu.to_string());
+    }
+    let mut containers = BTreeMap::new();
+    if let Some(container) = container {
+        for (id, ep) in &n.containers {
+            let c = container(id);
+            let name = c
+                .as_ref()
+                .map_or_else(|| ep.name.clone(), |c| c.name.clone());
+            let mac = ep.mac_address.map(|m| m.to_string()).unwrap_or_default();
+            let addr = match (&ep.ip_address, ep.prefix_len) {
+                (Some(ip), Some(len)) => format!("{ip}/{len}"),
+                (Some(ip), None) => ip.to_string(),
+                _ => String::new(),
+            };
+            let eid = c
+                .map(|c| super::container::endpoint_json(&c, ep)["EndpointID"].clone())
+                .unwrap_or(Value::Null);
+            containers.insert(
+                id.clone(),
+                json!({"Name": name, "EndpointID": eid, "MacAddress": mac, "IPv4Address": addr, "IPv6Address": ""}),
+            );
+        }
+    }
+    json!({
+        "Name": n.name,
+        "Id": n.id,
+        "Created": n.created,
+        "Scope": "local",
+        "Driver": n.driver,
+        "EnableIPv6": false,
+        "IPAM": {"Driver": "default", "Options": null, "Config": [ipam]},
+        "Internal": n.internal,
+        "Attachable": false,
+        "Ingress": false,
+        "ConfigFrom": {"Network": ""},
+        "ConfigOnly": false,
+        "Containers": containers,
+        "Options": options,
+        "Labels": n.labels,
+    })
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+struct IpamPool {
+    subnet: Option<String>,
+    #[serde(rename = "IPRange")]
+    ip_range: Option<String>,
+    gateway: Option<String>,
+    auxiliary_addresses: Option<BTreeMap<String, String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+struct Ipam {
+    driver: Option<String>,
+    config: Option<Vec<IpamPool>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct CreateBody {
+    name: Option<String>,
+    driver: Option<String>,
+    internal: Option<bool>,
+    #[serde(rename = "IPAM")]
+    ipam: Option<Ipam>,
+    #[serde(rename = "EnableIPv6")]
+    enable_ipv6: Option<bool>,
+    options: Option<BTreeMap<String, String>>,
+    labels: Option<BTreeMap<String, String>>,
+    config_only: Option<bool>,
+    ingress: Option<bool>,
+}
+
+impl CreateBody {
+    /// The body as Pier's request; what Pier's bridge networks cannot be is refused.
+    pub fn into_request(self) -> Result<NetworkCreate> {
+        let b = self;
+        let name = b
+            .name
+            .filter(|n| !n.is_empty())
+            .ok_or_else(|| Refused::bad_request("the network needs a Name"))?;
+        if b.enable_ipv6.unwrap_or(false) {
+            return Err(Refused::bad_request(
+                "IPv6 networks are not supported by pier yet: create the network without --ipv6",
+            ));
+        }
+        if b.config_only.unwrap_or(false) || b.ingress.unwrap_or(false) {
+            return Err(Refused::bad_request(
+                "config-only and ingress networks are swarm features; pier does not do swarm mode",
+            ));
+        }
+        match b.driver.as_deref() {
+            None | Some("") | Some("bridge") => {}
+            Some(other) => {
+                return Err(Refused::bad_request(format!(
+                    "network driver {other:?} is not supported by pier: use bridge"
+                )))
+            }
+        }
+        let ipam = b.ipam.unwrap_or_default();
+        if let Some(drv) = ipam
+            .driver
+            .as_deref()
+            .filter(|d| !d.is_empty() && *d != "default")
+        {
+            return Err(Refused::bad_request(format!(
+                "IPAM driver {drv:?} is not supported by pier: use the default"
+            )));
+        }
+        let pools = ipam.config.unwrap_or_default();
+        if pools.len() > 1 {
+            return Err(Refused::bad_request(
+                "pier networks have one IPv4 subnet: give at most one --subnet",
+            ));
+        }
+        let pool = pools.into_iter().next().unwrap_or_default();
+        if pool.subnet.as_deref().is_some_and(|s| s.contains(':')) {
+            return Err(Refused::bad_request(
+                "IPv6 subnets are not supported by pier yet",
+            ));
+        }
+        if pool.auxiliary_addresses.is_some_and(|a| !a.is_empty()) {
+            return Err(Refused::bad_request(
+                "--aux-address is not supported by pier yet",
+            ));
+        }
+        let cidr = |s: Option<String>| -> Result<Option<Ipv4Net>> {
+            s.filter(|s| !s.is_empty())
+                .map(|s| s.parse::<Ipv4Net>())
+                .transpose()
+                .map_err(|e| Refused::bad_request(e.to_string()))
+        };
+        let gateway = pool
+            .gateway
+            .filter(|s| !s.is_empty())
+            .map(|g| g.parse::<Ipv4Address>())
+            .transpose()
+            .map_err(|e| Refused::bad_request(format!("gateway {e}")))?;
+        Ok(NetworkCreate {
+            name,
+            driver: Some("bridge".into()),
+            subnet: cidr(pool.subnet)?,
+            gateway,
+            ip_range: cidr(pool.ip_range)?,
+            internal: b.internal.unwrap_or(false),
+            options: b.options.unwrap_or_default(),
+            labels: b.labels.unwrap_or_default(),
+        })
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct ConnectBody {
+    pub container: String,
+    pub endpoint_config: Option<EndpointConfig>,
+    pub force: Option<bool>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn body(v: Value) -> CreateBody {
+        serde_json::from_value(v).unwrap()
+    }
+
+    #[test]
+    fn network_bodies_map_onto_pier_requests() {
+        let r = body(json!({"Name": "n", "IPAM": {"Config": [{"Subnet": "10.9.0.0/24", "Gateway": "10.9.0.1"}]}, "Labels": {"a": "b"}}))
+            .into_request()
+            .unwrap();
+        assert_eq!(r.name, "n");
+        assert_eq!(r.subnet.unwrap().to_string(), "10.9.0.0/24");
+        assert_eq!(r.gateway.unwrap().to_string(), "10.9.0.1");
+        assert_eq!(r.labels["a"], "b");
+        let refused = |v: Value| body(v).into_request().unwrap_err().message;
+        assert!(refused(json!({})).contains("needs a Name"));
+        assert!(refused(json!({"Name": "n", "Driver": "overlay"})).contains("use bridge"));
+        assert!(refused(json!({"Name": "n", "EnableIPv6": true})).contains("IPv6"));
+        assert!(
+            refused(json!({"Name": "n", "IPAM": {"Config": [{}, {}]}})).contains("one IPv4 subnet")
+        );
+    }
+
+    #[test]
+    fn predefined_networks_and_the_default_bridge_show_as_dockers() {
+        let v = predefined_json("none");
+        assert_eq!(v["Driver"], "null");
+        assert_eq!(v["Id"].as_str().unwrap().len(), 64);
+        let n: NetworkInspect = serde_json::from_value(json!({
+            "id": "i", "name": "bridge", "project": "default", "driver": "bridge",
+            "subnet": "10.0.0.0/24", "gateway": "10.0.0.1", "bridge": "pier0", "mtu": 1500,
+            "created": "", "ip_range": null, "internal": false, "mode": "nat",
+            "options": {}, "labels": {},
+        }))
+        .unwrap();
+        let v = network_json(&n, None);
+        assert_eq!(
+            v["Options"]["com.docker.network.bridge.default_bridge"],
+            "true"
+        );
+        assert_eq!(v["Options"]["com.docker.network.driver.mtu"], "1500");
+        assert_eq!(v["Containers"], json!({}));
+    }
+}
