@@ -68,8 +68,7 @@ impl Containers {
         f: impl FnOnce(&ContainerInspect, &Path) -> EngineResult<T>,
     ) -> EngineResult<T> {
         let c = self.get(project, name)?;
-        let lock = self.lock(&c.id);
-        let _g = lock.blocking_lock();
+        let _turn = self.turn_blocking(&c.id)?;
         let c = self.get(project, &c.id)?;
         let rootfs = self.cdir(&c.id).join("rootfs");
         let running = matches!(
@@ -102,8 +101,7 @@ impl Containers {
             ContainerStatus::Running | ContainerStatus::Paused
         );
         if let (true, Some(pid)) = (running, c.state.pid) {
-            let lock = self.lock(&c.id);
-            let _g = lock.blocking_lock();
+            let _turn = self.turn_blocking(&c.id)?;
             if let Some(root) = process_root(pid, &self.cgroup_path(&c.id)) {
                 return f(&c, &root);
             }

@@ -16,11 +16,11 @@
 //! exits; a watcher task per running container waits for its monitor to exit (through a
 //! pidfd), then records the exit and applies `--rm` and restart policies.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::fs;
 use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use pier_api::containers::{
@@ -31,20 +31,24 @@ use pier_api::time::{format_rfc3339_nanos, human_ago, now_rfc3339, now_unix, par
 use pier_api::{ByteSize, ContainerId, ErrorKind, ProjectName};
 use pier_image::ImageStore;
 use pier_runtime::cgroups::Cgroup;
-use pier_runtime::error::{Answer, ErrorKind as StartKind};
-use pier_runtime::spec::{self, NetMode, Rlimit, SpecInput};
-use pier_runtime::state::{read_json, write_json, Exited, MonitorConfig, Running};
-use pier_store::{Batch, Store, StoreExt, Table};
+use pier_runtime::spec;
+use pier_store::{Batch, Expect, Store, StoreError, StoreExt, Table};
 use tokio::sync::{broadcast, watch};
 
 use crate::error::{EngineError, EngineResult};
+use crate::instances::actor::{Actors, Queue, Turn};
+pub(crate) use crate::instances::container::unmount;
+use crate::instances::container::ContainerDriver;
+use crate::instances::driver::{
+    Driver, ExitInfo, Found, InstanceHandle, NetworkAttachment, Started, VolumeAttachment,
+    VolumeKind,
+};
+use crate::instances::Undo;
 use crate::networks::{Networks, DEFAULT_NETWORK};
 use crate::projects::Projects;
 use crate::volumes::Volumes;
 use crate::EngineEvent;
 use pier_api::volumes::{MountKind, MountSpec};
-
-const DEFAULT_PATH: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 pub fn conflict(m: impl Into<String>) -> EngineError {
     EngineError::new(ErrorKind::Conflict, m)
@@ -56,21 +60,14 @@ pub fn internal(m: impl Into<String>) -> EngineError {
     EngineError::new(ErrorKind::Internal, m)
 }
 
-/// Turns `--user` into uid, gid and supplementary gids.
-type UserLookup<'a> =
-    dyn Fn(&str) -> Result<(u32, u32, Vec<u32>), pier_runtime::rootfs::UserError> + 'a;
-
 /// The container manager.
 pub struct Containers {
     dir: PathBuf,
-    /// Where removed containers' directories go to be deleted in the background.
-    trash: PathBuf,
     db: Arc<dyn Store>,
     pub(crate) images: Arc<ImageStore>,
     /// Latest state per container, for waiters.
-    watchers: Mutex<HashMap<String, watch::Sender<ContainerState>>>,
-    /// Serializes operations on one container.
-    locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// The containers' actors: one turn at a time on each, and its latest state.
+    actors: Actors,
     pub events: broadcast::Sender<EngineEvent>,
     /// Exec sessions, of every API.
     pub(crate) execs: crate::sessions::exec::ExecRegistry,
@@ -78,17 +75,11 @@ pub struct Containers {
     pub(crate) attached: crate::sessions::attach::AttachRegistry,
     /// Wakes log followers.
     pub(crate) log_watch: crate::sessions::logs::LogWatch,
-    /// Names being given to containers right now (`project/name`).
-    reserved_names: Mutex<std::collections::HashSet<String>>,
-    /// Forks the containers' monitors.
-    zygote: pier_runtime::zygote::Zygote,
-    /// Seccomp profiles compiled to BPF, by the profile's JSON.
-    seccomp_cache: Mutex<HashMap<String, Arc<Vec<u8>>>>,
+    /// Realises the containers on this host.
+    driver: Arc<dyn Driver>,
     pub networks: Arc<Networks>,
     pub volumes: Arc<Volumes>,
     pub projects: Arc<Projects>,
-    /// What the host's cgroups offer (checked against every create's limits).
-    cgroups: pier_runtime::cgroups::Host,
     /// The parent of the containers' cgroups: `pier` for the default state directory,
     /// `pier-<tag of the root>` for others (`pier_net::names`), so that daemons side by
     /// side never share one.
@@ -146,7 +137,7 @@ fn host_hard_limit(resource: libc::__rlimit_resource_t) -> u64 {
     l.rlim_max
 }
 
-fn ulimit_resource(name: &str) -> Option<(&'static str, libc::__rlimit_resource_t)> {
+pub(crate) fn ulimit_resource(name: &str) -> Option<(&'static str, libc::__rlimit_resource_t)> {
     Some(match name {
         "nofile" => ("RLIMIT_NOFILE", libc::RLIMIT_NOFILE),
         "nproc" => ("RLIMIT_NPROC", libc::RLIMIT_NPROC),
@@ -168,7 +159,7 @@ fn ulimit_resource(name: &str) -> Option<(&'static str, libc::__rlimit_resource_
 }
 
 /// `max-size` and `max-file` as the monitor wants them: bytes per file, rotated files kept.
-fn log_limits(opts: &BTreeMap<String, String>) -> EngineResult<(u64, u32)> {
+pub(crate) fn log_limits(opts: &BTreeMap<String, String>) -> EngineResult<(u64, u32)> {
     let mut size = 10u64 << 20;
     let mut files = 3u32;
     for (k, v) in opts {
@@ -416,45 +407,25 @@ fn validate(req: &ContainerCreate) -> EngineResult<()> {
     Ok(())
 }
 
-fn mounted(path: &Path) -> bool {
-    let p = path.to_string_lossy();
-    fs::read_to_string("/proc/self/mountinfo")
-        .unwrap_or_default()
-        .lines()
-        .any(|l| l.split(' ').nth(4) == Some(&p))
-}
-
-/// Checks that an unprivileged user can reach `dir`: every directory above it must let
-/// others search it.
-fn searchable_by_others(dir: &Path) -> std::io::Result<()> {
-    use std::os::unix::fs::PermissionsExt;
-    for p in dir.ancestors().skip(1) {
-        let mode = fs::metadata(p)?.permissions().mode();
-        if mode & 0o001 == 0 {
-            return Err(std::io::Error::other(format!(
-                "{} is not searchable by other users, which the container's root is on the host; allow it with chmod o+x {}",
-                p.display(),
-                p.display()
-            )));
-        }
-    }
-    Ok(())
-}
-
-pub(crate) fn unmount(path: &Path) {
-    while mounted(path) {
-        if rustix::mount::unmount(path, rustix::mount::UnmountFlags::DETACH).is_err() {
-            break;
-        }
-    }
-}
-
 impl Containers {
     pub fn new(
         root: &Path,
         db: Arc<dyn Store>,
         peers: Peers,
         cgroups: pier_runtime::cgroups::Host,
+        cgroup_parent: String,
+    ) -> std::io::Result<Arc<Self>> {
+        let driver =
+            ContainerDriver::new(root, peers.images.clone(), cgroups, cgroup_parent.clone())?;
+        Self::with_driver(root, db, peers, Arc::new(driver), cgroup_parent)
+    }
+
+    /// Containers realised by `driver` (a [`ContainerDriver`], or a fake in tests).
+    pub fn with_driver(
+        root: &Path,
+        db: Arc<dyn Store>,
+        peers: Peers,
+        driver: Arc<dyn Driver>,
         cgroup_parent: String,
     ) -> std::io::Result<Arc<Self>> {
         let Peers {
@@ -465,33 +436,25 @@ impl Containers {
         } = peers;
         let dir = root.join("containers");
         fs::create_dir_all(&dir)?;
-        fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o711))?;
-        let trash = root.join("trash");
-        fs::create_dir_all(&trash)?;
         let (events, _) = broadcast::channel(1024);
-        // What `pier exec` and the zygote run: a sealed copy of this binary, never the
-        // host's file (see pier_runtime::sealed); made once, while the daemon starts up.
-        pier_runtime::sealed::prepare_in_background();
-        Ok(Arc::new(Containers {
+        let this = Arc::new(Containers {
             dir,
-            trash,
             db,
             images,
-            watchers: Mutex::new(HashMap::new()),
-            locks: Mutex::new(HashMap::new()),
+            actors: Actors::default(),
             events,
             execs: Default::default(),
             attached: Default::default(),
             log_watch: Default::default(),
-            reserved_names: Mutex::new(std::collections::HashSet::new()),
-            zygote: pier_runtime::zygote::Zygote::new(),
-            seccomp_cache: Mutex::new(HashMap::new()),
+            driver,
             networks,
             volumes,
             projects,
-            cgroups,
             cgroup_parent,
-        }))
+        });
+        this.index_names()
+            .map_err(|e| std::io::Error::other(e.message()))?;
+        Ok(this)
     }
 
     /// The cgroup path (`cgroupsPath`) of container `id`.
@@ -519,56 +482,87 @@ impl Containers {
         }
     }
 
-    /// Kills every process left in container `id`'s cgroup and waits for it to be empty:
-    /// what runs there without a live monitor is watched by nobody.
-    fn kill_leftovers(&self, id: &str) {
-        let left = pier_runtime::reap::kill_all(&self.cgroup(id), Duration::from_secs(10));
-        if !left.is_empty() {
-            tracing::error!(container = %id, pids = ?left, "processes in the container's cgroup survived SIGKILL");
-        }
-    }
-
-    /// The cgroup of container `id`.
-    pub(crate) fn cgroup(&self, id: &str) -> Cgroup {
-        Cgroup::at(&self.cgroup_path(id))
-    }
-
     pub fn cdir(&self, id: &str) -> PathBuf {
         self.dir.join(id)
     }
 
-    /// Reserves a container name until the guard drops (by then the record holds it).
-    /// `except` is a container allowed to hold the name already (a rename to itself).
-    fn reserve_name(
-        &self,
-        project: &ProjectName,
-        name: &str,
-        except: Option<&str>,
-    ) -> EngineResult<NameReservation<'_>> {
-        let key = format!("{project}/{name}");
-        let mut reserved = self.reserved_names.lock().unwrap();
-        let taken = reserved.contains(&key)
-            || self
-                .all(project)?
-                .iter()
-                .any(|c| c.name == name && Some(c.id.as_str()) != except);
-        if taken {
-            return Err(conflict(format!("the container name {name:?} is already in use; remove that container or choose another name")));
-        }
-        reserved.insert(key.clone());
-        Ok(NameReservation {
-            set: &self.reserved_names,
-            key,
-        })
+    /// The container that holds `name` in the name index, if any.
+    fn named(&self, project: &ProjectName, name: &str) -> EngineResult<Option<String>> {
+        Ok(self
+            .db
+            .get_json::<String>(Table::Meta, &name_key(project, name))?)
     }
 
-    pub(crate) fn lock(&self, id: &str) -> Arc<tokio::sync::Mutex<()>> {
-        self.locks
-            .lock()
-            .unwrap()
-            .entry(id.to_string())
-            .or_default()
-            .clone()
+    /// Adds taking `name` for container `id` to `b`: the commit fails (as a conflict,
+    /// see [`name_taken`]) if another container holds it by then.
+    fn take_name(&self, b: &mut Batch, project: &ProjectName, name: &str, id: &str) {
+        let k = name_key(project, name);
+        b.require(Table::Meta, k.clone(), Expect::Absent);
+        b.put_json(Table::Meta, k, &id.to_string());
+    }
+
+    /// Adds freeing `name` to `b`, if container `id` holds it (and still does at the
+    /// commit).
+    fn free_name(
+        &self,
+        b: &mut Batch,
+        project: &ProjectName,
+        name: &str,
+        id: &str,
+    ) -> EngineResult<()> {
+        let k = name_key(project, name);
+        if let Some(kv) = self.db.get_kv(Table::Meta, &k)? {
+            if serde_json::from_slice::<String>(&kv.value).is_ok_and(|v| v == id) {
+                b.require(Table::Meta, k.clone(), Expect::ModRevision(kv.mod_revision));
+                b.delete(Table::Meta, k);
+            }
+        }
+        Ok(())
+    }
+
+    /// Indexes the names of containers recorded before the name index existed (or
+    /// whose index entry a crash lost with a lazily written record).
+    fn index_names(&self) -> EngineResult<()> {
+        let mut b = Batch::new();
+        for (_, Record(c)) in self.db.list_json::<Record>(Table::Containers, "")? {
+            if self.named(&c.project, &c.name)?.is_none() {
+                self.take_name(&mut b, &c.project, &c.name, &c.id);
+            }
+        }
+        b.commit(self.db.as_ref())?;
+        Ok(())
+    }
+
+    /// A turn on container `id` (see [`crate::instances::actor`]): a client's request
+    /// is answered busy when too many wait already.
+    pub(crate) async fn turn(&self, id: &str) -> EngineResult<Turn> {
+        self.actors.turn(id, Queue::Try).await
+    }
+
+    /// As [`Containers::turn`], from a blocking thread of the runtime.
+    pub(crate) fn turn_blocking(&self, id: &str) -> EngineResult<Turn> {
+        tokio::runtime::Handle::current().block_on(self.actors.turn(id, Queue::Try))
+    }
+
+    /// A turn for the engine's own work on container `id` (an exit, a restart): it
+    /// waits for room in the queue.
+    async fn own_turn(&self, id: &str) -> EngineResult<Turn> {
+        self.actors.turn(id, Queue::Wait).await
+    }
+
+    /// Container `id`'s record, read in a turn on it; a container that is gone has its
+    /// actor ended.
+    fn current(&self, project: &ProjectName, id: &str) -> EngineResult<ContainerInspect> {
+        let r = self.get(project, id);
+        if matches!(&r, Err(e) if e.kind() == ErrorKind::NotFound) {
+            self.actors.forget(id, None);
+        }
+        r
+    }
+
+    /// How many containers have an actor now.
+    pub fn actors(&self) -> usize {
+        self.actors.len()
     }
 
     pub(crate) fn emit(&self, c: &ContainerInspect, action: &str, extra: &[(&str, String)]) {
@@ -602,27 +596,26 @@ impl Containers {
         self.save_in(Batch::new(), c, durable)
     }
 
-    /// As [`Containers::save_with`], and the pin of the container's image in the same
-    /// transaction: a container that has a record has its image pinned.
-    fn save_pinned(&self, c: &ContainerInspect, durable: bool) -> EngineResult<()> {
-        let mut b = Batch::new();
-        let holder = pier_image::store::container_holder(&c.id);
-        self.images
-            .pin_for(&mut b, &c.project, &c.image_id, &holder);
-        self.save_in(b, c, durable)
+    /// Saves a record along with what `b` already holds, in one transaction.
+    fn save_in(&self, b: Batch, c: &ContainerInspect, durable: bool) -> EngineResult<()> {
+        Ok(self.commit_record(b, c, durable)?)
     }
 
-    /// Saves a record along with what `b` already holds, in one transaction.
-    fn save_in(&self, mut b: Batch, c: &ContainerInspect, durable: bool) -> EngineResult<()> {
+    /// As [`Containers::save_in`], with the store's error as it is (a conflict: a
+    /// compare of `b` did not hold).
+    fn commit_record(
+        &self,
+        mut b: Batch,
+        c: &ContainerInspect,
+        durable: bool,
+    ) -> Result<(), StoreError> {
         b.put_json(Table::Containers, key(&c.project, &c.id), &Record::from(c));
         if durable {
             b.commit(self.db.as_ref())?;
         } else {
             b.commit_lazy(self.db.as_ref())?;
         }
-        if let Some(w) = self.watchers.lock().unwrap().get(&c.id) {
-            w.send_replace(c.state.clone());
-        }
+        self.actors.publish(&c.id, &c.state);
         Ok(())
     }
 
@@ -643,11 +636,16 @@ impl Containers {
         {
             return Ok(r.0);
         }
-        let all = self.all(project)?;
         let name = name_or_id.trim_start_matches('/');
-        if let Some(c) = all.iter().find(|c| c.name == name) {
-            return Ok(c.clone());
+        if let Some(id) = self.named(project, name)? {
+            if let Some(r) = self
+                .db
+                .get_json::<Record>(Table::Containers, &key(project, &id))?
+            {
+                return Ok(r.0);
+            }
         }
+        let all = self.all(project)?;
         let matches: Vec<_> = all
             .into_iter()
             .filter(|c| !name_or_id.is_empty() && c.id.starts_with(name_or_id))
@@ -673,12 +671,11 @@ impl Containers {
         // can take the image in between.
         let (image, _pin) = self.images.resolve_pinned(project, &req.image)?;
         let name = req.name.clone().unwrap_or_default();
-        // Names are checked and reserved at once, so two creates cannot both take one.
-        let _reservation = if name.is_empty() {
-            None
-        } else {
-            Some(self.reserve_name(project, &name, None)?)
-        };
+        // Checked now to fail early; the record's commit takes the name in the index
+        // only if it is still free, so two creates cannot both take one.
+        if !name.is_empty() && self.named(project, &name)?.is_some() {
+            return Err(name_taken(&name));
+        }
         let networks = self.networks.endpoints_for_create(project, &req)?;
         if let Some(other) = req
             .network
@@ -697,7 +694,7 @@ impl Containers {
         let img = config.get("config").cloned().unwrap_or_default();
         let command = command_of(&req, &img);
         let mounts = plan_mounts(&req, &img)?;
-        let layer_limit = layer_limit(&req)?;
+        layer_limit(&req)?;
         if command.is_empty() {
             return Err(invalid(
                 "no command given and the image has none; give one after the image name",
@@ -718,25 +715,8 @@ impl Containers {
             ports: Vec::new(),
             mounts,
         };
-        // Every step from here on is undone if a later one fails: the volumes made for
-        // it, its directory (and the writable layer's filesystem in it), its record.
-        let mut made_volumes: Vec<String> = Vec::new();
-        let made = self
-            .volumes
-            .attach(project, &id, &mut c.mounts)
-            .map(|made| made_volumes = made)
-            .and_then(|()| self.make_files(&c, &img, layer_limit));
+        self.create_steps(&mut c, &img)?;
         let t_files = t0.elapsed();
-        let saved = made.and_then(|()| self.save_new(&c));
-        if let Err(e) = saved {
-            let dir = self.cdir(&id);
-            unmount(&dir.join("rootfs"));
-            let _ = pier_storage::ext4::unmount(&dir.join("layer"));
-            let _ = fs::remove_dir_all(&dir);
-            self.volumes
-                .undo_attach(project, &id, &c.mounts, &made_volumes);
-            return Err(e);
-        }
         self.emit(&c, "create", &[]);
         tracing::debug!(container = %c.id, files_us = t_files.as_micros() as u64, total_us = t0.elapsed().as_micros() as u64, "created");
         Ok(Created {
@@ -745,96 +725,99 @@ impl Containers {
         })
     }
 
+    /// The steps of a create after the checks, each undone if a later one fails: the
+    /// volumes made for it (anonymous ones), the instance on this host (its directory,
+    /// writable layer and bundle), its record.
+    fn create_steps(&self, c: &mut ContainerInspect, img: &serde_json::Value) -> EngineResult<()> {
+        let project = c.project.clone();
+        let mut undo = Undo::default();
+        let made = self.volumes.attach(&project, &c.id, &mut c.mounts)?;
+        let (vols, p, id, mounts) = (
+            self.volumes.clone(),
+            project.clone(),
+            c.id.clone(),
+            c.mounts.clone(),
+        );
+        undo.push(move || vols.undo_attach(&p, &id, &mounts, &made));
+        let net = self.network_attachment(c);
+        let vols = self.volume_attachments(c);
+        self.driver.prepare(c, img, &net, &vols)?;
+        let (driver, c2) = (self.driver.clone(), c.clone());
+        undo.push(move || driver.destroy(&c2));
+        self.save_new(c)?;
+        undo.commit();
+        Ok(())
+    }
+
+    /// How a container reaches the network, for its driver.
+    fn network_attachment(&self, c: &ContainerInspect) -> NetworkAttachment {
+        match c.config.network.as_deref() {
+            Some("host") => NetworkAttachment::Host,
+            Some("none") => NetworkAttachment::Isolated,
+            // Bridge networks and `container:`: a namespace file made at each start.
+            _ => NetworkAttachment::Namespace(self.networks.netns_path(&c.id)),
+        }
+    }
+
+    /// The container's volumes as its driver sees them (block devices not attached).
+    fn volume_attachments(&self, c: &ContainerInspect) -> Vec<VolumeAttachment> {
+        let mut out = Vec::new();
+        for m in c.mounts.iter().filter(|m| m.kind == MountKind::Volume) {
+            let name = m.source.clone().unwrap_or_default();
+            let block = m.options.get("block").map(String::as_str);
+            let (kind, host_path) = match block {
+                Some("device") => (
+                    VolumeKind::BlockDevice,
+                    self.volumes.device_node(&c.project, &name),
+                ),
+                Some(_) => (
+                    VolumeKind::BlockFilesystem,
+                    self.volumes.mountpoint(&c.project, &name),
+                ),
+                None => (
+                    VolumeKind::Directory,
+                    self.volumes.mountpoint(&c.project, &name),
+                ),
+            };
+            out.push(VolumeAttachment {
+                copy_up: block.is_none() && !m.options.contains_key("nocopy"),
+                name,
+                target: m.target.clone(),
+                host_path,
+                kind,
+                read_only: m.read_only,
+                minor: None,
+            });
+        }
+        out
+    }
+
     /// Writes a new container's record (and its image's pin). A `--rm` container's
     /// record is written without waiting for the disk: a crash may lose it, and its
-    /// directory keeps a copy from which `restore` adopts it if it runs; if it does not,
-    /// nothing is lost, as it would be removed. Others wait.
+    /// directory keeps a copy (written by its driver) from which `restore` adopts it if
+    /// it runs; if it does not, nothing is lost, as it would be removed. Others wait.
     fn save_new(&self, c: &ContainerInspect) -> EngineResult<()> {
-        if c.config.auto_remove {
-            write_json(&self.cdir(&c.id).join(RECORD_COPY), &Record::from(c))
-                .map_err(|e| internal(format!("cannot write {RECORD_COPY}: {e}")))?;
-        }
-        self.save_pinned(c, !c.config.auto_remove)
+        let mut b = Batch::new();
+        self.take_name(&mut b, &c.project, &c.name, &c.id);
+        let holder = pier_image::store::container_holder(&c.id);
+        self.images
+            .pin_for(&mut b, &c.project, &c.image_id, &holder);
+        self.commit_record(b, c, !c.config.auto_remove)
+            .map_err(|e| name_error(e, &c.name))
     }
 
-    /// Makes the container's directory: the overlay's directories (the writable layer
-    /// on a filesystem of its own with `--storage-opt size`), the log, and the bundle.
-    fn make_files(
-        &self,
-        c: &ContainerInspect,
-        img: &serde_json::Value,
-        layer_limit: Option<u64>,
-    ) -> EngineResult<()> {
-        let dir = self.cdir(&c.id);
-        for d in ["rootfs", "upper", "work"] {
-            fs::create_dir_all(dir.join(d))
-                .map_err(|e| internal(format!("cannot create {}: {e}", dir.display())))?;
-        }
-        dir_permissions(&dir, c)
-            .map_err(|e| invalid(format!("cannot run in a user namespace: {e}")))?;
-        if let Some(limit) = layer_limit {
-            make_layer_fs(&dir, limit)?;
-        }
-        // Exists from the start, so a client following it holds the same file the
-        // monitor appends to.
-        fs::File::create(dir.join("container.log"))
-            .map_err(|e| internal(format!("cannot create the log: {e}")))?;
-        // The user is looked up in the image's /etc/passwd and /etc/group, read from
-        // the layers; only when a symlink is on the way is the rootfs mounted.
-        let image = self.images.resolve(&c.project, c.image_id.as_str())?;
-        let layers: Vec<PathBuf> = image
-            .layers
-            .iter()
-            .rev()
-            .map(|l| self.images.layer_dir(&l.diff_id))
-            .collect();
-        let lookups = [
-            pier_runtime::rootfs::find_in_layers(&layers, "etc/passwd"),
-            pier_runtime::rootfs::find_in_layers(&layers, "etc/group"),
-        ];
-        if lookups.contains(&pier_runtime::rootfs::Layered::NeedsMount) {
-            self.mount_rootfs(c)?;
-            let rootfs = dir.join("rootfs");
-            let r = self.write_bundle(c, img, &|u: &str| {
-                pier_runtime::rootfs::resolve_user(&rootfs, u)
-            });
-            unmount(&rootfs);
-            return r;
-        }
-        let read = |l: &pier_runtime::rootfs::Layered| match l {
-            pier_runtime::rootfs::Layered::File(p) => fs::read(p).unwrap_or_default(),
-            _ => Vec::new(),
-        };
-        let (passwd, group) = (read(&lookups[0]), read(&lookups[1]));
-        self.write_bundle(c, img, &|u: &str| {
-            pier_runtime::rootfs::resolve_user_from(&passwd, &group, u)
-        })
-    }
-
-    /// Attaches the container's block volumes (their filesystems mounted, or their
-    /// devices made available) and lets the container's cgroup use those devices.
-    fn prepare_block_volumes(&self, c: &ContainerInspect) -> EngineResult<()> {
+    fn attach_volumes(&self, c: &ContainerInspect) -> EngineResult<Vec<VolumeAttachment>> {
         let minors = self.volumes.attach_block(&c.project, &c.mounts)?;
-        if minors.is_empty() {
-            return Ok(());
+        let mut vols = self.volume_attachments(c);
+        // In the order of the mounts, as the volumes attached them.
+        let mut minors = minors.into_iter();
+        for v in vols
+            .iter_mut()
+            .filter(|v| v.kind == VolumeKind::BlockDevice)
+        {
+            v.minor = minors.next();
         }
-        let path = self.cdir(&c.id).join("config.json");
-        let mut spec: serde_json::Value = serde_json::from_slice(
-            &fs::read(&path).map_err(|e| internal(format!("cannot read config.json: {e}")))?,
-        )
-        .map_err(|e| internal(format!("config.json: {e}")))?;
-        let devices = &mut spec["linux"]["resources"]["devices"];
-        if !devices.is_array() {
-            *devices = serde_json::json!([]);
-        }
-        let list = devices.as_array_mut().expect("an array");
-        // Rules of an earlier start are replaced, not stacked.
-        list.retain(|d| d["major"] != 7);
-        for minor in minors {
-            list.push(serde_json::json!({"allow": true, "type": "b", "major": 7, "minor": minor, "access": "rwm"}));
-        }
-        fs::write(&path, serde_json::to_vec(&spec).expect("json"))
-            .map_err(|e| internal(format!("cannot write config.json: {e}")))
+        Ok(vols)
     }
 
     /// Releases block volumes of `c` that no other running container uses.
@@ -853,325 +836,6 @@ impl Containers {
         }
     }
 
-    /// Fills each empty volume with what the image has at its mount point, as Docker
-    /// does on a volume's first use (not with the `nocopy` option). Both sides are
-    /// reached through descriptors ([`pier_runtime::in_root`]): the mount point is
-    /// resolved inside the container's root, and neither the image's tree nor the volume
-    /// (which another running container may share) is ever followed through a symlink.
-    fn copy_up(&self, c: &ContainerInspect) -> EngineResult<()> {
-        use rustix::fs::{Mode, OFlags};
-        let rootfs = self.cdir(&c.id).join("rootfs");
-        let mut root = None;
-        for m in &c.mounts {
-            let (MountKind::Volume, Some(name)) = (m.kind, m.source.as_deref()) else {
-                continue;
-            };
-            if m.options.contains_key("nocopy") || m.options.contains_key("block") {
-                continue;
-            }
-            let data = self.volumes.mountpoint(&c.project, name);
-            if !pier_storage::tree::is_empty(&data) {
-                continue;
-            }
-            let fail = |e: std::io::Error| {
-                internal(format!(
-                    "cannot copy the image's {} into volume {name}: {e}",
-                    m.target
-                ))
-            };
-            if root.is_none() {
-                root = Some(pier_runtime::in_root::InRoot::open(&rootfs).map_err(fail)?);
-            }
-            let root = root.as_ref().expect("opened above");
-            let src = match root.open_path(Path::new(&m.target), OFlags::PATH | OFlags::DIRECTORY) {
-                Ok(fd) => fd,
-                // Nothing there, or not a directory: nothing to copy.
-                Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT) | Some(libc::ENOTDIR)) => {
-                    continue
-                }
-                Err(e) => return Err(fail(e)),
-            };
-            let dest = rustix::fs::openat(
-                rustix::fs::CWD,
-                &data,
-                OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
-                Mode::empty(),
-            )
-            .map_err(|e| fail(e.into()))?;
-            pier_runtime::in_root::copy_tree(std::os::fd::AsFd::as_fd(&src), dest).map_err(fail)?;
-        }
-        Ok(())
-    }
-
-    /// A seccomp profile compiled to BPF: each distinct profile once (most containers
-    /// share Docker's default, resolved for the default capabilities).
-    fn compiled_seccomp(
-        &self,
-        profile: &oci_spec::runtime::LinuxSeccomp,
-    ) -> EngineResult<Arc<Vec<u8>>> {
-        let json =
-            serde_json::to_value(profile).map_err(|e| internal(format!("seccomp profile: {e}")))?;
-        let key = json.to_string();
-        let mut cache = self.seccomp_cache.lock().unwrap();
-        if let Some(b) = cache.get(&key) {
-            return Ok(b.clone());
-        }
-        let filter = pier_runtime::seccomp::compile(&json)
-            .map_err(|e| invalid(format!("the seccomp profile cannot be used: {e}")))?;
-        let bytes = Arc::new(pier_runtime::seccomp::to_bytes(&filter));
-        if cache.len() >= 64 {
-            cache.clear();
-        }
-        cache.insert(key, bytes.clone());
-        Ok(bytes)
-    }
-
-    /// The directories of a container's overlay rootfs.
-    fn overlay_dirs(&self, c: &ContainerInspect) -> EngineResult<pier_runtime::state::OverlayDirs> {
-        let dir = self.cdir(&c.id);
-        let image = self.images.resolve(&c.project, c.image_id.as_str())?;
-        // An image may hold one layer twice (two build steps that changed the same
-        // nothing): overlayfs refuses a directory twice (ELOOP), and the upper copy hides
-        // the lower one anyway, so only the upper one is kept.
-        let mut seen = std::collections::HashSet::new();
-        let lower = image
-            .layers
-            .iter()
-            .rev()
-            .map(|l| self.images.layer_dir(&l.diff_id))
-            .filter(|d| seen.insert(d.clone()))
-            .collect();
-        Ok(pier_runtime::state::OverlayDirs {
-            lower,
-            upper: dir.join("upper"),
-            work: dir.join("work"),
-            // What a `--rm` container writes goes with it: overlayfs need not sync it to
-            // disk, which it would do at every unmount (a sync of the whole filesystem
-            // under it, about a millisecond here). Not in a user namespace: overlayfs
-            // refuses it over ID-mapped layers, and a volatile mount leaves a mark in the
-            // work directory that a mount without it refuses.
-            volatile: c.config.auto_remove && c.config.uid_maps.is_empty(),
-        })
-    }
-
-    pub(crate) fn mount_rootfs(&self, c: &ContainerInspect) -> EngineResult<()> {
-        let dir = self.cdir(&c.id);
-        let rootfs = dir.join("rootfs");
-        if mounted(&rootfs) {
-            return Ok(());
-        }
-        let dirs = self.overlay_dirs(c)?;
-        let lowers: Vec<String> = dirs.lower.iter().map(|d| d.display().to_string()).collect();
-        let data = format!(
-            "lowerdir={},upperdir={},workdir={}{}",
-            lowers.join(":"),
-            dirs.upper.display(),
-            dirs.work.display(),
-            if dirs.volatile { ",volatile" } else { "" }
-        );
-        rustix::mount::mount(
-            "overlay",
-            &rootfs,
-            "overlay",
-            rustix::mount::MountFlags::empty(),
-            Some(std::ffi::CString::new(data).expect("no NUL").as_c_str()),
-        )
-        .map_err(|e| {
-            internal(format!(
-                "cannot mount the container's rootfs (overlay): {e}"
-            ))
-        })
-    }
-
-    fn write_bundle(
-        &self,
-        c: &ContainerInspect,
-        img: &serde_json::Value,
-        users: &UserLookup<'_>,
-    ) -> EngineResult<()> {
-        let dir = self.cdir(&c.id);
-        let req = &c.config;
-        let rootfs = dir.join("rootfs");
-        let user = req
-            .user
-            .clone()
-            .or_else(|| image_str(img, "User"))
-            .unwrap_or_else(|| "0".into());
-        let (uid, gid, additional_gids) = users(&user).map_err(|e| invalid(e.to_string()))?;
-        let hostname = req
-            .hostname
-            .clone()
-            .unwrap_or_else(|| c.id[..12].to_string());
-        let env = process_env(req, img, uid, &hostname);
-        let cwd = workdir_of(req, img)?;
-        let net = match req.network.as_deref() {
-            Some("host") => NetMode::Host,
-            Some("none") => NetMode::None,
-            // Bridge networks and `container:`: a namespace file made at each start.
-            _ => NetMode::Path(self.networks.netns_path(&c.id).display().to_string()),
-        };
-        let mut mounts = etc_files(&dir, &net, &hostname)?;
-        for m in &c.mounts {
-            mounts.push(self.mount_entry(c, m)?);
-        }
-        let no_new_privs = req
-            .security_opt
-            .iter()
-            .any(|o| o.starts_with("no-new-privileges") && !o.ends_with("false"));
-        let seccomp = seccomp_of(req)?;
-        let input = SpecInput {
-            args: c.command.clone(),
-            env,
-            cwd,
-            uid,
-            gid,
-            additional_gids,
-            hostname,
-            rootfs: rootfs.display().to_string(),
-            readonly_rootfs: req.read_only,
-            privileged: req.privileged,
-            cap_add: req
-                .cap_add
-                .iter()
-                .filter_map(|c| spec::normalize_cap(c))
-                .collect(),
-            cap_drop: req
-                .cap_drop
-                .iter()
-                .filter_map(|c| spec::normalize_cap(c))
-                .collect(),
-            no_new_privileges: no_new_privs,
-            rlimits: req
-                .ulimits
-                .iter()
-                .filter_map(|u| {
-                    ulimit_resource(&u.name).map(|(k, _)| Rlimit {
-                        kind: k.into(),
-                        soft: u.soft,
-                        hard: u.hard,
-                    })
-                })
-                .collect(),
-            net: Some(net),
-            memory: req.memory,
-            memory_swap: req.memory_swap,
-            cpu_quota: req.cpus.map(|c| (c * 100_000.0) as i64),
-            cpu_period: req.cpus.map(|_| 100_000),
-            // 0 is the default weight, not the smallest one.
-            cpu_shares: req.cpu_shares.filter(|s| *s > 0).map(|s| s as u64),
-            cpuset_cpus: req.cpuset_cpus.clone(),
-            pids_limit: req.pids_limit,
-            blkio_weight: req.blkio_weight,
-            shm_size: pier_api::limits::shm_size(req),
-            terminal: req.tty,
-            mounts,
-            cgroups_path: self.cgroup_path(&c.id),
-            seccomp: None,
-            init: req.init,
-            uid_maps: req.uid_maps.clone(),
-            gid_maps: req.gid_maps.clone(),
-        };
-        // Resolved against the capabilities the container ends up with.
-        let caps = spec::capabilities(&input);
-        let input = SpecInput {
-            seccomp: seccomp.map(|p| pier_runtime::seccomp::resolve(&p, &caps)),
-            ..input
-        };
-        let spec = spec::build(&input)
-            .map_err(|e| internal(format!("the runtime spec is invalid: {e}")))?;
-        // A limit this host cannot apply is refused now, not dropped at the start.
-        if let Some(r) = spec.linux().as_ref().and_then(|l| l.resources().as_ref()) {
-            self.cgroups.check(r).map_err(|e| invalid(e.to_string()))?;
-        }
-        spec.save(dir.join("config.json"))
-            .map_err(|e| internal(format!("cannot write config.json: {e}")))?;
-        if let Some(profile) = spec.linux().as_ref().and_then(|l| l.seccomp().as_ref()) {
-            let bpf = self.compiled_seccomp(profile)?;
-            fs::write(dir.join(pier_runtime::seccomp::COMPILED), &*bpf).map_err(|e| {
-                internal(format!(
-                    "cannot write {}: {e}",
-                    pier_runtime::seccomp::COMPILED
-                ))
-            })?;
-        }
-        self.write_monitor_config(c)
-    }
-
-    /// The monitor's `monitor.json`: logs, runtime, terminal and stdin, the overlay it
-    /// mounts for a container in a user namespace.
-    fn write_monitor_config(&self, c: &ContainerInspect) -> EngineResult<()> {
-        let req = &c.config;
-        let (log_max_bytes, log_max_files) = log_limits(&req.log_opts)?;
-        let monitor = MonitorConfig {
-            id: c.id.clone(),
-            log_max_bytes,
-            log_max_files,
-            runtime: req.runtime.clone().unwrap_or_else(|| "pier".into()),
-            tty: req.tty,
-            stdin: req.interactive,
-            hold_for_attach: req.attach,
-            overlay: if req.uid_maps.is_empty() {
-                None
-            } else {
-                Some(self.overlay_dirs(c)?)
-            },
-        };
-        write_json(&self.cdir(&c.id).join("monitor.json"), &monitor)
-            .map_err(|e| internal(format!("cannot write monitor.json: {e}")))
-    }
-
-    /// The runtime spec's entry of one of the container's mounts.
-    fn mount_entry(&self, c: &ContainerInspect, m: &MountSpec) -> EngineResult<serde_json::Value> {
-        let mut options: Vec<String> = Vec::new();
-        let entry = match m.kind {
-            MountKind::Tmpfs => {
-                options.extend(["nosuid".to_string(), "nodev".to_string()]);
-                if let Some(sz) = m.options.get("size") {
-                    let n = sz.parse::<ByteSize>().map_err(|e| invalid(e.to_string()))?;
-                    options.push(format!("size={n}"));
-                }
-                options.push(format!(
-                    "mode={}",
-                    m.options.get("mode").map(String::as_str).unwrap_or("1777")
-                ));
-                if m.read_only {
-                    options.push("ro".into());
-                }
-                serde_json::json!({"destination": m.target, "type": "tmpfs", "source": "tmpfs", "options": options})
-            }
-            MountKind::Volume if m.options.get("block").map(String::as_str) == Some("device") => {
-                let node = self
-                    .volumes
-                    .device_node(&c.project, m.source.as_deref().unwrap_or_default());
-                options.extend(["bind".to_string(), "rprivate".to_string()]);
-                if m.read_only {
-                    options.push("ro".into());
-                }
-                serde_json::json!({"destination": m.target, "type": "bind", "source": node, "options": options})
-            }
-            MountKind::Bind | MountKind::Volume => {
-                let source = match m.kind {
-                    MountKind::Bind => PathBuf::from(m.source.clone().unwrap_or_default()),
-                    _ => self
-                        .volumes
-                        .mountpoint(&c.project, m.source.as_deref().unwrap_or_default()),
-                };
-                options.push("rbind".into());
-                options.push(
-                    m.options
-                        .get("propagation")
-                        .cloned()
-                        .unwrap_or_else(|| "rprivate".into()),
-                );
-                if m.read_only {
-                    options.push("ro".into());
-                }
-                serde_json::json!({"destination": m.target, "type": "bind", "source": source, "options": options})
-            }
-        };
-        Ok(entry)
-    }
-
     // ---- start and exit ----------------------------------------------------------------
 
     pub async fn start(
@@ -1180,9 +844,8 @@ impl Containers {
         name: &str,
     ) -> EngineResult<ContainerInspect> {
         let c = self.get(project, name)?;
-        let lock = self.lock(&c.id);
-        let _g = lock.lock().await;
-        let mut c = self.get(project, &c.id)?;
+        let _turn = self.turn(&c.id).await?;
+        let mut c = self.current(project, &c.id)?;
         match c.state.status {
             ContainerStatus::Running | ContainerStatus::Paused => return Ok(c),
             ContainerStatus::Removing => {
@@ -1310,7 +973,6 @@ impl Containers {
         self: &Arc<Self>,
         mut c: ContainerInspect,
     ) -> EngineResult<ContainerInspect> {
-        let dir = self.cdir(&c.id);
         let t0 = std::time::Instant::now();
         if let Err(e) = self.setup_network(&mut c).await {
             c.state.error = Some(e.message().clone());
@@ -1323,18 +985,14 @@ impl Containers {
         }
         let this = self.clone();
         let c2 = c.clone();
-        let reply = tokio::task::spawn_blocking(move || -> EngineResult<Answer> {
-            this.mount_rootfs(&c2)?;
-            this.prepare_block_volumes(&c2)?;
-            this.copy_up(&c2)?;
-            for f in ["state.json", "exit.json"] {
-                let _ = fs::remove_file(dir.join(f));
+        // The volumes, then the instance; a start that fails leaves neither attached.
+        let reply = tokio::task::spawn_blocking(move || -> EngineResult<Started> {
+            let vols = this.attach_volumes(&c2)?;
+            let r = this.driver.start(&c2, &vols);
+            if !matches!(r, Ok(Started::Running(_))) {
+                this.release_block_volumes(&c2);
             }
-            // The monitor's command line is what `ps` shows inside the container under
-            // `--init`: no host path in it. It finds its directory as its working one.
-            this.zygote
-                .start_monitor(&dir)
-                .map_err(|e| internal(format!("cannot start the monitor: {e}")))
+            r
         })
         .await;
         let reply = match reply.map_err(EngineError::from).and_then(|r| r) {
@@ -1345,35 +1003,39 @@ impl Containers {
             }
         };
         let t_monitor = t0.elapsed();
-        if let Answer::Started { pid } = reply {
-            let running: Option<Running> = read_json(&self.cdir(&c.id).join("state.json"));
-            c.state = ContainerState {
-                status: ContainerStatus::Running,
-                pid: Some(pid),
-                monitor_pid: running.as_ref().map(|r| r.monitor_pid),
-                exit_code: None,
-                error: None,
-                oom_killed: false,
-                started_at: Some(running.map(|r| r.started_at).unwrap_or_else(now_rfc3339)),
-                finished_at: None,
-                restart_count: c.state.restart_count,
-                stopped_by_user: false,
-                health: None,
-            };
-            self.save_with(&c, false)?;
-            self.emit(&c, "start", &[]);
-            self.watch_exit(&c);
-            tracing::debug!(container = %c.id, monitor_us = t_monitor.as_micros() as u64, total_us = t0.elapsed().as_micros() as u64, "started");
-            return Ok(c);
-        }
-        let Answer::Failed(failure) = reply else {
-            unreachable!("a started container returned above")
+        let (kind, code, msg) = match reply {
+            Started::Running(h) => {
+                c.state = ContainerState {
+                    status: ContainerStatus::Running,
+                    pid: Some(h.pid),
+                    monitor_pid: h.monitor_pid,
+                    exit_code: None,
+                    error: None,
+                    oom_killed: false,
+                    started_at: Some(h.started_at),
+                    finished_at: None,
+                    restart_count: c.state.restart_count,
+                    stopped_by_user: false,
+                    health: None,
+                };
+                if let Err(e) = self.save_with(&c, false) {
+                    // Unrecorded, it would run watched by nobody: it stops again.
+                    self.undo_run(&mut c).await;
+                    return Err(e);
+                }
+                self.emit(&c, "start", &[]);
+                self.watch_exit(&c);
+                tracing::debug!(container = %c.id, monitor_us = t_monitor.as_micros() as u64, total_us = t0.elapsed().as_micros() as u64, "started");
+                return Ok(c);
+            }
+            Started::Failed {
+                kind,
+                exit_code,
+                message,
+            } => (kind, exit_code, message),
         };
         // The container did not start: nothing of it may stay.
-        unmount(&self.cdir(&c.id).join("rootfs"));
-        self.release_block_volumes(&c);
         self.teardown_network(&mut c).await;
-        let (code, msg) = (failure.code, failure.to_string());
         c.state.status = if c.state.started_at.is_some() {
             ContainerStatus::Exited
         } else {
@@ -1388,55 +1050,54 @@ impl Containers {
             // `--rm`: a container that cannot start leaves nothing behind either.
             self.remove_locked(&c, true)?;
         }
-        let kind = match failure.kind {
-            StartKind::Invalid => ErrorKind::InvalidInput,
-            StartKind::NotFound => ErrorKind::NotFound,
-            StartKind::Conflict => ErrorKind::Conflict,
-            StartKind::Busy => ErrorKind::Unavailable,
-            StartKind::NoSpace => ErrorKind::InsufficientStorage,
-            StartKind::Host => ErrorKind::Internal,
-        };
         Err(
             EngineError::new(kind, format!("container {} failed to start: {msg}", c.name))
                 .with_exit_code(code),
         )
     }
 
-    /// Waits (in a task) for the container's monitor to exit, then records the exit.
+    /// Waits (in a task) for the container to exit (its driver says when), then
+    /// records the exit.
     fn watch_exit(self: &Arc<Self>, c: &ContainerInspect) {
-        let Some(mpid) = c.state.monitor_pid else {
+        let Some(handle) = handle_of(c) else {
             return;
         };
+        let exited = self.driver.wait(c, &handle);
         let this = self.clone();
         let (project, id) = (c.project.clone(), c.id.clone());
         tokio::spawn(async move {
-            if let Some(pid) = rustix::process::Pid::from_raw(mpid) {
-                if let Ok(fd) =
-                    rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty())
-                {
-                    // SAFETY: the AsyncFd owns the pidfd and is the only user of it.
-                    let registered = unsafe {
-                        tokio::io::unix::AsyncFd::register_with_interest(
-                            fd,
-                            tokio::io::Interest::READABLE,
-                        )
-                    };
-                    if let Ok(afd) = registered {
-                        let _ = afd.readable().await;
-                    }
-                }
-            }
-            if let Err(e) = this.on_exit(&project, &id).await {
+            exited.await;
+            if let Err(e) = this.on_exit(&project, &id, None).await {
                 tracing::error!(container = %id, error = %e.message(), "recording a container's exit");
             }
         });
     }
 
-    async fn on_exit(self: &Arc<Self>, project: &ProjectName, id: &str) -> EngineResult<()> {
+    /// Undoes a start whose record could not be written: kills the run, releases what
+    /// it held. The record keeps its state from before the start.
+    async fn undo_run(&self, c: &mut ContainerInspect) {
+        let driver = self.driver.clone();
+        let c2 = c.clone();
+        let _ = tokio::task::spawn_blocking(move || {
+            driver.kill_all(&c2);
+            driver.reap(&c2);
+        })
+        .await;
+        self.release_block_volumes(c);
+        self.teardown_network(c).await;
+    }
+
+    /// Records an exit (`exit`, or what the driver reaps), releases what the run held
+    /// and applies `--rm` and the restart policy.
+    async fn on_exit(
+        self: &Arc<Self>,
+        project: &ProjectName,
+        id: &str,
+        exit: Option<ExitInfo>,
+    ) -> EngineResult<()> {
         let t0 = std::time::Instant::now();
-        let lock = self.lock(id);
-        let g = lock.lock().await;
-        let Ok(mut c) = self.get(project, id) else {
+        let g = self.own_turn(id).await?;
+        let Ok(mut c) = self.current(project, id) else {
             return Ok(());
         };
         if !matches!(
@@ -1445,18 +1106,8 @@ impl Containers {
         ) {
             return Ok(());
         }
-        let dir = self.cdir(id);
-        let exit: Exited = read_json(&dir.join("exit.json")).unwrap_or(Exited {
-            exit_code: 255,
-            finished_at: now_rfc3339(),
-            oom_killed: false,
-            error: Some("the container's monitor died without recording an exit".into()),
-        });
-        // A monitor that died without recording an exit may have left the container
-        // running: nothing may stay in its cgroup (an empty or absent one costs a read).
-        self.kill_leftovers(id);
-        unmount(&dir.join("rootfs"));
-        let _ = self.cgroup(id).remove();
+        let reaped = self.driver.reap(&c);
+        let exit = exit.unwrap_or(reaped);
         self.release_block_volumes(&c);
         c.state.status = ContainerStatus::Exited;
         c.state.pid = None;
@@ -1515,9 +1166,10 @@ impl Containers {
             let (project, id) = (project.clone(), id.to_string());
             tokio::spawn(async move {
                 tokio::time::sleep(delay).await;
-                let lock = this.lock(&id);
-                let _g = lock.lock().await;
-                if let Ok(c) = this.get(&project, &id) {
+                let Ok(_turn) = this.own_turn(&id).await else {
+                    return;
+                };
+                if let Ok(c) = this.current(&project, &id) {
                     if c.state.status == ContainerStatus::Restarting && !c.state.stopped_by_user {
                         this.emit(&c, "restart", &[]);
                         if let Err(e) = this.start_locked(c).await {
@@ -1532,45 +1184,13 @@ impl Containers {
 
     // ---- signals, stop, remove ---------------------------------------------------------
 
-    /// Sends `sig` to the container's init through its monitor, which holds a pidfd of
-    /// it: no reused pid can be hit, and no cgroup needs to be found. When no monitor
-    /// answers (it died, or an older Pier started it), the pid is signalled if it still
-    /// sits in the container's cgroup.
+    /// Sends `sig` to the container's main process.
     fn signal(&self, c: &ContainerInspect, sig: i32) -> EngineResult<()> {
-        use pier_runtime::attach::SignalError;
-        let Some(pid) = c.state.pid else {
-            return Err(conflict(format!("container {} is not running", c.name)));
-        };
-        match pier_runtime::attach::send_signal(&self.cdir(&c.id), sig) {
-            Ok(()) | Err(SignalError::Exited) => return Ok(()),
-            Err(SignalError::Refused(e)) => {
-                return Err(internal(format!("cannot signal container {}: {e}", c.name)))
-            }
-            Err(SignalError::NoMonitor(e)) => {
-                tracing::debug!(container = %c.id, error = %e, "no monitor answers; signalling the pid")
-            }
-        }
-        let cgroup = fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap_or_default();
-        if !cgroup.contains(&self.cgroup_path(&c.id)) {
-            return Ok(()); // already gone
-        }
-        // SAFETY: kill(2) with a checked pid and signal number.
-        if unsafe { libc::kill(pid, sig) } < 0 {
-            let e = std::io::Error::last_os_error();
-            if e.raw_os_error() != Some(libc::ESRCH) {
-                return Err(internal(format!("cannot signal container {}: {e}", c.name)));
-            }
-        }
-        Ok(())
+        self.driver.signal(c, sig)
     }
 
     fn watcher(&self, c: &ContainerInspect) -> watch::Receiver<ContainerState> {
-        self.watchers
-            .lock()
-            .unwrap()
-            .entry(c.id.clone())
-            .or_insert_with(|| watch::channel(c.state.clone()).0)
-            .subscribe()
+        self.actors.watch(&c.id, &c.state)
     }
 
     /// Waits until the container is no longer running (or `timeout` passes).
@@ -1603,7 +1223,7 @@ impl Containers {
             self.save(&c)?;
         }
         if c.state.status == ContainerStatus::Paused {
-            let _ = self.cgroup(&c.id).freeze(false);
+            let _ = self.driver.pause(&c, false);
         }
         self.signal(&c, sig)?;
         self.emit(&c, "kill", &[("signal", sig.to_string())]);
@@ -1634,7 +1254,7 @@ impl Containers {
         c.state.stopped_by_user = true;
         self.save(&c)?;
         if c.state.status == ContainerStatus::Paused {
-            let _ = self.cgroup(&c.id).freeze(false);
+            let _ = self.driver.pause(&c, false);
         }
         self.signal(&c, sig)?;
         if !self
@@ -1674,9 +1294,8 @@ impl Containers {
                 ));
             }
         }
-        let lock = self.lock(&c.id);
-        let _g = lock.lock().await;
-        let Ok(c) = self.get(project, &c.id) else {
+        let _turn = self.turn(&c.id).await?;
+        let Ok(c) = self.current(project, &c.id) else {
             return Ok(());
         };
         self.remove_locked(&c, volumes)
@@ -1686,13 +1305,9 @@ impl Containers {
     /// too (`rm -v`, and `--rm` containers).
     fn remove_locked(&self, c: &ContainerInspect, volumes: bool) -> EngineResult<()> {
         let project = &c.project;
-        let dir = self.cdir(&c.id);
-        self.kill_leftovers(&c.id);
-        unmount(&dir.join("rootfs"));
-        unmount(&dir.join("layer"));
-        let _ = self.cgroup(&c.id).remove();
-        self.discard_dir(&c.id);
+        self.driver.destroy(c);
         let mut b = Batch::new();
+        self.free_name(&mut b, project, &c.name, &c.id)?;
         b.delete(Table::Containers, key(project, &c.id));
         let holder = pier_image::store::container_holder(&c.id);
         self.images.unpin_for(&mut b, project, &c.image_id, &holder);
@@ -1722,62 +1337,42 @@ impl Containers {
             }
             Ok(())
         })();
-        if let Some(w) = self.watchers.lock().unwrap().remove(&c.id) {
-            let mut s = c.state.clone();
-            s.status = ContainerStatus::Removing;
-            w.send_replace(s);
-        }
-        self.locks.lock().unwrap().remove(&c.id);
+        let mut last = c.state.clone();
+        last.status = ContainerStatus::Removing;
+        self.actors.forget(&c.id, Some(last));
         self.emit(c, "destroy", &[]);
         removed
     }
 
-    /// A running `--rm` container whose record a crash lost (it is written lazily): its
-    /// directory's copy of the record becomes the record again. Returns whether it was.
-    fn adopt_unrecorded(self: &Arc<Self>, dir: &Path) -> EngineResult<bool> {
-        let Some(Record(mut c)) = read_json::<Record>(&dir.join(RECORD_COPY)) else {
-            return Ok(false);
-        };
-        let Some(s) = read_json::<Running>(&dir.join("state.json")) else {
-            return Ok(false);
-        };
-        if c.id != dir.file_name().unwrap_or_default().to_string_lossy()
-            || !monitor_alive(s.monitor_pid, dir)
-        {
-            return Ok(false);
-        }
+    /// A running `--rm` container whose record a crash lost (it is written lazily),
+    /// found by its driver: the driver's copy of the record becomes the record again.
+    fn adopt_unrecorded(
+        self: &Arc<Self>,
+        mut c: ContainerInspect,
+        h: InstanceHandle,
+    ) -> EngineResult<()> {
         c.state.status = ContainerStatus::Running;
-        c.state.pid = Some(s.pid);
-        c.state.monitor_pid = Some(s.monitor_pid);
-        c.state.started_at = Some(s.started_at);
-        self.save_pinned(&c, true)?;
-        tracing::info!(container = %c.id, "adopted a running container whose record was lost");
-        self.watch_exit(&c);
-        Ok(true)
-    }
-
-    /// Takes a removed container's directory out of the way at once (a rename) and
-    /// deletes it in the background: nothing waits for its files to go. What a crash
-    /// leaves in the trash, `restore` deletes.
-    fn discard_dir(&self, id: &str) {
-        let dir = self.cdir(id);
-        let target = self.trash.join(id);
-        match fs::rename(&dir, &target) {
-            Ok(()) => match tokio::runtime::Handle::try_current() {
-                Ok(rt) => {
-                    rt.spawn_blocking(move || {
-                        let _ = fs::remove_dir_all(target);
-                    });
+        c.state.pid = Some(h.pid);
+        c.state.monitor_pid = h.monitor_pid;
+        c.state.started_at = Some(h.started_at);
+        let mut b = Batch::new();
+        match self.named(&c.project, &c.name)? {
+            Some(holder) if holder == c.id => {}
+            held => {
+                if held.is_some() {
+                    // Its name was given to another container meanwhile: a new one.
+                    c.name = random_name(&c.id);
                 }
-                Err(_) => {
-                    let _ = fs::remove_dir_all(target);
-                }
-            },
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(_) => {
-                let _ = fs::remove_dir_all(&dir);
+                self.take_name(&mut b, &c.project, &c.name, &c.id);
             }
         }
+        let holder = pier_image::store::container_holder(&c.id);
+        self.images
+            .pin_for(&mut b, &c.project, &c.image_id, &holder);
+        self.save_in(b, &c, true)?;
+        tracing::info!(container = %c.id, "adopted a running container whose record was lost");
+        self.watch_exit(&c);
+        Ok(())
     }
 
     /// Removes a volume no container uses (`pier volume rm`).
@@ -1836,7 +1431,7 @@ impl Containers {
                 .iter()
                 .filter(|c| c.state.status == ContainerStatus::Running)
             {
-                let _ = self.cgroup(&c.id).freeze(on);
+                let _ = self.driver.pause(c, on);
             }
         };
         self.volumes.snapshot(project, name, snap, &quiesce)
@@ -1883,9 +1478,8 @@ impl Containers {
         req: pier_api::networks::NetworkConnect,
     ) -> EngineResult<()> {
         let c = self.get(project, &req.container)?;
-        let lock = self.lock(&c.id);
-        let _g = lock.lock().await;
-        let mut c = self.get(project, &c.id)?;
+        let _turn = self.turn(&c.id).await?;
+        let mut c = self.current(project, &c.id)?;
         let n = self.networks.get(project, network)?;
         let mode = c.config.network.as_deref().unwrap_or(DEFAULT_NETWORK);
         if matches!(mode, "none" | "host") || mode.starts_with("container:") {
@@ -1938,9 +1532,8 @@ impl Containers {
         container: &str,
     ) -> EngineResult<()> {
         let c = self.get(project, container)?;
-        let lock = self.lock(&c.id);
-        let _g = lock.lock().await;
-        let mut c = self.get(project, &c.id)?;
+        let _turn = self.turn(&c.id).await?;
+        let mut c = self.current(project, &c.id)?;
         let n = self.networks.get(project, network)?;
         let Some(ep) = c.networks.get(&n.name).cloned() else {
             return Err(conflict(format!(
@@ -2036,9 +1629,7 @@ impl Containers {
                 want.as_str()
             )));
         }
-        self.cgroup(&c.id)
-            .freeze(paused)
-            .map_err(|e| internal(format!("{e}: {}", e.source)))?;
+        self.driver.pause(&c, paused)?;
         c.state.status = if paused {
             ContainerStatus::Paused
         } else {
@@ -2054,9 +1645,15 @@ impl Containers {
             return Err(invalid(format!("invalid container name {new_name:?}")));
         }
         let mut c = self.get(project, name)?;
-        let _reservation = self.reserve_name(project, new_name, Some(&c.id))?;
+        if c.name == new_name {
+            return Ok(());
+        }
+        let mut b = Batch::new();
+        self.free_name(&mut b, project, &c.name, &c.id)?;
+        self.take_name(&mut b, project, new_name, &c.id);
         c.name = new_name.to_string();
-        self.save(&c)?;
+        self.commit_record(b, &c, true)
+            .map_err(|e| name_error(e, new_name))?;
         self.emit(&c, "rename", &[]);
         Ok(())
     }
@@ -2123,78 +1720,6 @@ impl Containers {
         Ok(out.into_iter().map(|(_, s)| s).collect())
     }
 
-    /// Prepares `pier __exec` for a running container: the command line to spawn (for
-    /// [`crate::sessions::exec`], which spawns and reaps it).
-    pub(crate) fn exec_command(
-        &self,
-        project: &ProjectName,
-        name: &str,
-        req: &pier_api::containers::ExecCreate,
-    ) -> EngineResult<(ContainerInspect, std::process::Command)> {
-        let c = self.get(project, name)?;
-        if c.state.status != ContainerStatus::Running {
-            return Err(conflict(format!(
-                "container {} is not running; start it first",
-                c.name
-            )));
-        }
-        if req.cmd.is_empty() {
-            return Err(invalid("give a command to run"));
-        }
-        let pid = c
-            .state
-            .pid
-            .ok_or_else(|| conflict(format!("container {} has no process", c.name)))?;
-        let dir = self.cdir(&c.id);
-        let spec = oci_spec::runtime::Spec::load(dir.join("config.json"))
-            .map_err(|e| internal(format!("cannot read the container's spec: {e}")))?;
-        let process = spec.process().clone().unwrap_or_default();
-        let (uid, gid, additional_gids) = match &req.user {
-            Some(u) => pier_runtime::rootfs::resolve_user(&dir.join("rootfs"), u)
-                .map_err(|e| invalid(e.to_string()))?,
-            None => (
-                process.user().uid(),
-                process.user().gid(),
-                process.user().additional_gids().clone().unwrap_or_default(),
-            ),
-        };
-        let mut env = process.env().clone().unwrap_or_default();
-        for e in &req.env {
-            let k = e.split('=').next().unwrap_or("");
-            env.retain(|x| x.split('=').next() != Some(k));
-            env.push(e.clone());
-        }
-        let cwd = req
-            .workdir
-            .clone()
-            .unwrap_or_else(|| process.cwd().display().to_string());
-        if !cwd.starts_with('/') {
-            return Err(invalid(format!(
-                "the working directory {cwd:?} must be an absolute path"
-            )));
-        }
-        let request = pier_runtime::exec::ExecRequest {
-            pid,
-            args: req.cmd.clone(),
-            env,
-            cwd,
-            uid,
-            gid,
-            additional_gids,
-            tty: req.tty,
-            interactive: req.interactive,
-        };
-        let exe = pier_runtime::sealed::current().map_err(|e| internal(e.to_string()))?;
-        let mut cmd = std::process::Command::new(exe.path());
-        // Its command line is visible in the container (ps): no host path in it.
-        std::os::unix::process::CommandExt::arg0(&mut cmd, "pier");
-        cmd.arg("__exec")
-            .arg(&dir)
-            .arg(serde_json::to_string(&request).expect("json"));
-        self.emit(&c, "exec_start", &[("execCommand", req.cmd.join(" "))]);
-        Ok((c, cmd))
-    }
-
     pub fn stats(
         &self,
         project: &ProjectName,
@@ -2205,7 +1730,7 @@ impl Containers {
             c.state.status,
             ContainerStatus::Running | ContainerStatus::Paused
         ) {
-            self.cgroup(&c.id).stats()
+            self.driver.stats(&c)
         } else {
             Default::default()
         };
@@ -2272,7 +1797,7 @@ impl Containers {
                     .find_map(|l| l.strip_prefix("btime ")?.trim().parse::<i64>().ok())
             })
             .unwrap_or(0);
-        let mut pids = self.cgroup(&c.id).pids();
+        let mut pids = self.driver.processes(&c);
         pids.sort();
         let mut processes = Vec::new();
         for pid in pids {
@@ -2370,9 +1895,8 @@ impl Containers {
         id: &str,
         f: impl FnOnce(&mut ContainerInspect) -> bool,
     ) -> EngineResult<()> {
-        let lock = self.lock(id);
-        let _g = lock.lock().await;
-        let mut c = self.get(project, id)?;
+        let _turn = self.own_turn(id).await?;
+        let mut c = self.current(project, id)?;
         if f(&mut c) {
             self.save(&c)?;
         }
@@ -2391,32 +1915,26 @@ impl Containers {
     async fn restore_unrecorded_start(
         self: &Arc<Self>,
         mut c: ContainerInspect,
-        monitor: Option<i32>,
+        found: Found,
     ) -> EngineResult<()> {
-        let dir = self.cdir(&c.id);
-        let started: Option<Running> = read_json(&dir.join("state.json"));
-        let Some(s) =
-            started.filter(|s| c.state.started_at.as_deref() != Some(s.started_at.as_str()))
+        let Some(s) = found
+            .last_start
+            .filter(|s| c.state.started_at.as_deref() != Some(s.started_at.as_str()))
         else {
-            if c.config.auto_remove && !dir.exists() {
+            if c.config.auto_remove && !found.exists {
                 // A `--rm` container removed just before a crash that lost the removal's
                 // record (it is written lazily).
                 return self.remove_locked(&c, true);
             }
-            if let Some(m) = monitor {
-                kill_monitor(m, &dir);
-            }
-            self.kill_leftovers(&c.id);
-            unmount(&dir.join("rootfs"));
-            let _ = self.cgroup(&c.id).remove();
+            // Its driver killed what ran of it; what the run held goes too.
+            self.driver.reap(&c);
             return Ok(());
         };
         let mode = c.config.network.as_deref().unwrap_or(DEFAULT_NETWORK);
         let networked = !(mode == "none" || mode == "host" || mode.starts_with("container:"));
-        let alive = monitor_alive(s.monitor_pid, &dir) && !dir.join("exit.json").exists();
         c.state.status = ContainerStatus::Running;
         c.state.pid = Some(s.pid);
-        c.state.monitor_pid = Some(s.monitor_pid);
+        c.state.monitor_pid = s.monitor_pid;
         c.state.started_at = Some(s.started_at);
         c.state.exit_code = None;
         c.state.error = None;
@@ -2426,15 +1944,15 @@ impl Containers {
             !c.networks.is_empty() && c.networks.values().all(|e| e.ip_address.is_some())
         };
         self.save(&c)?;
-        if alive && recovered {
+        if found.alive && recovered {
             tracing::info!(container = %c.id, "adopted a container whose start was not recorded");
             self.watch_exit(&c);
             return Ok(());
         }
-        if alive {
-            self.kill_leftovers(&c.id);
-            kill_monitor(s.monitor_pid, &dir);
-            let exit = Exited {
+        let mut exit = None;
+        if found.alive {
+            self.driver.kill_all(&c);
+            exit = Some(ExitInfo {
                 exit_code: 137,
                 finished_at: now_rfc3339(),
                 oom_killed: false,
@@ -2443,97 +1961,53 @@ impl Containers {
                      were killed: start it again"
                         .into(),
                 ),
-            };
-            let _ = write_json(&dir.join("exit.json"), &exit);
+            });
             tracing::info!(container = %c.id, "killed a container whose start on a network was not recorded");
-        } else {
-            self.kill_leftovers(&c.id);
         }
         let (project, id) = (c.project.clone(), c.id.clone());
-        self.on_exit(&project, &id).await
+        self.on_exit(&project, &id, exit).await
     }
 
-    /// At daemon start: re-adopts containers whose monitors still run, records the exits
-    /// that happened meanwhile, and removes what no record owns (mounts, directories,
-    /// cgroups).
+    /// At daemon start: re-adopts containers that still run, records the exits that
+    /// happened meanwhile, and removes what no record owns (through the driver).
     ///
-    /// The daemon may have died at any point of a start, so every container's cgroup is
-    /// checked against its monitor: a container is adopted only when its monitor is alive
-    /// and its state file says running; otherwise whatever runs in its cgroup is killed
-    /// before its exit is recorded and its cgroup, mounts and network are removed.
+    /// The daemon may have died at any point of a start: a container is adopted only
+    /// when its driver finds it alive; otherwise whatever runs of it is killed before its
+    /// exit is recorded and what the run held (mounts, network) is released.
     pub async fn restore(self: &Arc<Self>) -> EngineResult<()> {
         let records = self.db.list_json::<Record>(Table::Containers, "")?;
-        let monitors = live_monitors();
         let mut known = std::collections::HashSet::new();
         for (_, r) in records {
             let c = r.0;
             known.insert(c.id.clone());
-            let dir = self.cdir(&c.id);
-            // A writable layer of limited size lives on its own filesystem.
-            let layer = dir.join("layer.img");
-            if layer.exists() && !mounted(&dir.join("layer")) {
-                if let Err(e) = pier_storage::ext4::mount(&layer, &dir.join("layer")) {
-                    tracing::warn!(container = %c.id, error = %e.chain(), "cannot mount a writable layer");
-                }
-            }
-            // A monitor the last daemon started may not have answered yet.
-            if let Some(&m) = monitors.get(&dir) {
-                settle(m, &dir).await;
-            }
-            let alive = c.state.monitor_pid.is_some_and(|p| monitor_alive(p, &dir));
+            let found = self.driver.adopt(&c).await;
             match c.state.status {
-                ContainerStatus::Running | ContainerStatus::Paused if alive => {
+                ContainerStatus::Running | ContainerStatus::Paused if found.alive => {
                     tracing::info!(container = %c.id, "re-adopted a running container");
                     self.watch_exit(&c);
                 }
                 ContainerStatus::Running | ContainerStatus::Paused => {
-                    self.kill_leftovers(&c.id);
                     let (project, id) = (c.project.clone(), c.id.clone());
-                    self.on_exit(&project, &id).await?;
+                    self.on_exit(&project, &id, None).await?;
                 }
                 ContainerStatus::Restarting => {
-                    self.kill_leftovers(&c.id);
                     let this = self.clone();
                     tokio::spawn(async move {
-                        let lock = this.lock(&c.id);
-                        let _g = lock.lock().await;
+                        let Ok(_turn) = this.own_turn(&c.id).await else {
+                            return;
+                        };
                         if let Err(e) = this.start_locked(c.clone()).await {
                             tracing::warn!(container = %c.id, error = %e.message(), "restart after daemon restart failed");
                         }
                     });
                 }
-                _ => {
-                    self.restore_unrecorded_start(c, monitors.get(&dir).copied())
-                        .await?
-                }
+                _ => self.restore_unrecorded_start(c, found).await?,
             }
         }
-        // Directories, mounts and cgroups of containers that never got a record (a crash
-        // during create) or whose removal was interrupted.
-        if let Ok(rd) = fs::read_dir(&self.dir) {
-            for e in rd.flatten() {
-                let id = e.file_name().to_string_lossy().into_owned();
-                if !known.contains(&id) && self.adopt_unrecorded(&e.path())? {
-                    continue;
-                }
-                if !known.contains(&id) {
-                    if let Some(&m) = monitors.get(&e.path()) {
-                        kill_monitor(m, &e.path());
-                    }
-                    self.kill_leftovers(&id);
-                    unmount(&e.path().join("rootfs"));
-                    unmount(&e.path().join("layer"));
-                    let _ = self.cgroup(&id).remove();
-                    let _ = fs::remove_dir_all(e.path());
-                    tracing::info!(container = %id, "removed the leftovers of a container with no record");
-                }
-            }
-        }
-        // Directories of removed containers whose deletion a stop interrupted.
-        if let Ok(rd) = fs::read_dir(&self.trash) {
-            for e in rd.flatten() {
-                let _ = fs::remove_dir_all(e.path());
-            }
+        // What the host has of containers that never got a record (a crash during
+        // create) or whose removal was interrupted; running `--rm` ones are adopted.
+        for (c, h) in self.driver.sweep(&known) {
+            self.adopt_unrecorded(c, h)?;
         }
         // Block volumes attached for containers that are gone.
         for project in self.projects.list()? {
@@ -2545,115 +2019,39 @@ impl Containers {
         }
         Ok(())
     }
-}
 
-/// The process's environment: the image's, then the request's (later values of a name
-/// win), with PATH, HOSTNAME, TERM (with a terminal) and HOME as Docker sets them.
-fn process_env(
-    req: &ContainerCreate,
-    img: &serde_json::Value,
-    uid: u32,
-    hostname: &str,
-) -> Vec<String> {
-    let mut env: Vec<String> = img["Env"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(|s| s.as_str().map(String::from))
-                .collect()
-        })
-        .unwrap_or_default();
-    if !env.iter().any(|e| e.starts_with("PATH=")) {
-        env.insert(0, DEFAULT_PATH.into());
-    }
-    for e in &req.env {
-        let k = e.split('=').next().unwrap_or("");
-        env.retain(|x| x.split('=').next() != Some(k));
-        env.push(e.clone());
-    }
-    if !env.iter().any(|e| e.starts_with("HOSTNAME=")) {
-        env.push(format!("HOSTNAME={hostname}"));
-    }
-    if req.tty && !env.iter().any(|e| e.starts_with("TERM=")) {
-        env.push("TERM=xterm".into());
-    }
-    if !env.iter().any(|e| e.starts_with("HOME=")) {
-        env.push(if uid == 0 {
-            "HOME=/root".into()
-        } else {
-            "HOME=/".into()
-        });
-    }
-    env
-}
-
-/// A string field of an image's config, when set and not empty.
-fn image_str(img: &serde_json::Value, key: &str) -> Option<String> {
-    img[key]
-        .as_str()
-        .filter(|s| !s.is_empty())
-        .map(String::from)
-}
-
-/// The working directory: the request's, else the image's, else `/`; absolute.
-fn workdir_of(req: &ContainerCreate, img: &serde_json::Value) -> EngineResult<String> {
-    let cwd = req
-        .workdir
-        .clone()
-        .or_else(|| image_str(img, "WorkingDir"))
-        .unwrap_or_else(|| "/".into());
-    if !cwd.starts_with('/') {
-        return Err(invalid(format!(
-            "the working directory {cwd:?} must be an absolute path"
-        )));
-    }
-    Ok(cwd)
-}
-
-/// Writes /etc/hostname and /etc/hosts in the container's directory `dir`, and the
-/// empty resolv.conf each start fills (the host's own on the host network); returns the
-/// bind mounts of the three.
-fn etc_files(dir: &Path, net: &NetMode, hostname: &str) -> EngineResult<Vec<serde_json::Value>> {
-    fs::write(dir.join("hostname"), format!("{hostname}\n"))
-        .map_err(|e| internal(e.to_string()))?;
-    let hosts = if *net == NetMode::Host {
-        fs::read_to_string("/etc/hosts").unwrap_or_default()
-    } else {
-        format!("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t{hostname}\n")
-    };
-    fs::write(dir.join("hosts"), hosts).map_err(|e| internal(e.to_string()))?;
-    let mut mounts = vec![
-        serde_json::json!({"destination": "/etc/hostname", "type": "bind", "source": dir.join("hostname"), "options": ["rbind", "rprivate"]}),
-        serde_json::json!({"destination": "/etc/hosts", "type": "bind", "source": dir.join("hosts"), "options": ["rbind", "rprivate"]}),
-    ];
-    if *net == NetMode::Host {
-        if Path::new("/etc/resolv.conf").exists() {
-            mounts.push(serde_json::json!({"destination": "/etc/resolv.conf", "type": "bind", "source": "/etc/resolv.conf", "options": ["rbind", "rprivate", "ro"]}));
+    /// Prepares an exec in a running container: the command line to spawn (for
+    /// [`crate::sessions::exec`], which spawns and reaps it).
+    pub(crate) fn exec_command(
+        &self,
+        project: &ProjectName,
+        name: &str,
+        req: &pier_api::containers::ExecCreate,
+    ) -> EngineResult<(ContainerInspect, std::process::Command)> {
+        let c = self.get(project, name)?;
+        if c.state.status != ContainerStatus::Running {
+            return Err(conflict(format!(
+                "container {} is not running; start it first",
+                c.name
+            )));
         }
-    } else {
-        // Written at each start, when the container's networks are known.
-        fs::write(dir.join("resolv.conf"), "").map_err(|e| internal(e.to_string()))?;
-        mounts.push(serde_json::json!({"destination": "/etc/resolv.conf", "type": "bind", "source": dir.join("resolv.conf"), "options": ["rbind", "rprivate"]}));
+        if req.cmd.is_empty() {
+            return Err(invalid("give a command to run"));
+        }
+        let cmd = self.driver.exec(&c, req)?;
+        self.emit(&c, "exec_start", &[("execCommand", req.cmd.join(" "))]);
+        Ok((c, cmd))
     }
-    Ok(mounts)
-}
 
-/// The seccomp profile asked for: none when privileged or `unconfined`, a given one, or
-/// Docker's default.
-fn seccomp_of(req: &ContainerCreate) -> EngineResult<Option<pier_runtime::seccomp::Profile>> {
-    let asked = req.security_opt.iter().rev().find_map(|o| {
-        o.strip_prefix("seccomp=")
-            .or_else(|| o.strip_prefix("seccomp:"))
-    });
-    Ok(match asked {
-        _ if req.privileged => None,
-        Some("unconfined") => None,
-        Some(profile) => Some(
-            serde_json::from_str(profile)
-                .map_err(|e| invalid(format!("the seccomp profile is not valid: {e}")))?,
-        ),
-        None => Some(pier_runtime::seccomp::docker_default()),
-    })
+    /// Mounts a container's rootfs (for copies into a stopped container).
+    pub(crate) fn mount_rootfs(&self, c: &ContainerInspect) -> EngineResult<()> {
+        crate::instances::container::mount_rootfs(&self.images, &self.cdir(&c.id), c)
+    }
+
+    /// The driver that realises the containers.
+    pub fn driver(&self) -> &Arc<dyn Driver> {
+        &self.driver
+    }
 }
 
 /// The command a container runs: its entrypoint and cmd, each the request's or else the
@@ -2681,7 +2079,7 @@ fn command_of(req: &ContainerCreate, img: &serde_json::Value) -> Vec<String> {
 }
 
 /// The size limit of the writable layer (`--storage-opt size=`, at least 4 MiB).
-fn layer_limit(req: &ContainerCreate) -> EngineResult<Option<u64>> {
+pub(crate) fn layer_limit(req: &ContainerCreate) -> EngineResult<Option<u64>> {
     if let Some(k) = req.storage_opts.keys().find(|k| *k != "size") {
         return Err(invalid(format!(
             "unknown --storage-opt {k:?}: use size=BYTES"
@@ -2698,49 +2096,6 @@ fn layer_limit(req: &ContainerCreate) -> EngineResult<Option<u64>> {
         return Err(invalid("--storage-opt size must be at least 4m"));
     }
     Ok(Some(n))
-}
-
-/// Only the daemon reads a container's directory; in a user namespace the container's
-/// root group passes through it to the rootfs and bound files.
-fn dir_permissions(dir: &Path, c: &ContainerInspect) -> std::io::Result<()> {
-    let root_map = c
-        .config
-        .gid_maps
-        .iter()
-        .chain(&c.config.uid_maps)
-        .find(|m| m.container_id == 0);
-    let (mode, group) = match root_map {
-        Some(m) => (0o710, Some(m.host_id)),
-        None => (0o700, None),
-    };
-    fs::set_permissions(dir, std::os::unix::fs::PermissionsExt::from_mode(mode))?;
-    if let Some(g) = group {
-        std::os::unix::fs::chown(dir, Some(0), Some(g))?;
-        searchable_by_others(dir)?;
-    }
-    Ok(())
-}
-
-/// Puts the writable layer on an ext4 filesystem of its own, `limit` bytes large.
-fn make_layer_fs(dir: &Path, limit: u64) -> EngineResult<()> {
-    let fsdir = dir.join("layer");
-    fs::create_dir_all(&fsdir).map_err(|e| internal(e.to_string()))?;
-    pier_storage::ext4::make(&dir.join("layer.img"), limit, None)
-        .and_then(|_| pier_storage::ext4::mount(&dir.join("layer.img"), &fsdir))
-        .map_err(|e| {
-            let e = crate::volumes::st(e);
-            EngineError::new(
-                e.kind(),
-                format!("cannot make the writable layer: {}", e.message()),
-            )
-        })?;
-    for d in ["upper", "work"] {
-        fs::create_dir(fsdir.join(d)).map_err(|e| internal(e.to_string()))?;
-        fs::remove_dir(dir.join(d)).map_err(|e| internal(e.to_string()))?;
-        std::os::unix::fs::symlink(format!("layer/{d}"), dir.join(d))
-            .map_err(|e| internal(e.to_string()))?;
-    }
-    Ok(())
 }
 
 /// Where a container's files are on the host.
@@ -2763,18 +2118,6 @@ pub struct Peers {
     pub projects: Arc<Projects>,
 }
 
-/// A name reserved by [`Containers::reserve_name`].
-struct NameReservation<'a> {
-    set: &'a Mutex<std::collections::HashSet<String>>,
-    key: String,
-}
-
-impl Drop for NameReservation<'_> {
-    fn drop(&mut self) {
-        self.set.lock().unwrap().remove(&self.key);
-    }
-}
-
 /// CPU time of the whole host, in nanoseconds, from /proc/stat.
 fn host_cpu_ns() -> u64 {
     let stat = fs::read_to_string("/proc/stat").unwrap_or_default();
@@ -2789,73 +2132,6 @@ fn host_cpu_ns() -> u64 {
         })
         .unwrap_or(0);
     ticks * 10_000_000
-}
-
-/// Is `pid` still the monitor of the container in `dir`?
-fn monitor_alive(pid: i32, dir: &Path) -> bool {
-    let cmdline = fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-    let args: Vec<&[u8]> = cmdline.split(|&b| b == 0).collect();
-    // Its working directory is the container's (see `start_locked`). A monitor forked by
-    // the zygote renamed itself `pier __monitor`.
-    args.get(1) == Some(&b"__monitor".as_slice())
-        && fs::read_link(format!("/proc/{pid}/cwd")).is_ok_and(|cwd| cwd == dir)
-}
-
-/// The monitors running now, by their container's directory (their working directory).
-fn live_monitors() -> HashMap<PathBuf, i32> {
-    let mut out = HashMap::new();
-    let Ok(rd) = fs::read_dir("/proc") else {
-        return out;
-    };
-    for e in rd.flatten() {
-        let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else {
-            continue;
-        };
-        let cmdline = fs::read(e.path().join("cmdline")).unwrap_or_default();
-        if cmdline.split(|&b| b == 0).nth(1) != Some(b"__monitor".as_slice()) {
-            continue;
-        }
-        if let Ok(cwd) = fs::read_link(e.path().join("cwd")) {
-            out.insert(cwd, pid);
-        }
-    }
-    out
-}
-
-/// Waits (at most 10 s) until the monitor `pid` of the container in `dir` has said how
-/// its start went (its state or exit file is there) or is gone.
-async fn settle(pid: i32, dir: &Path) {
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while monitor_alive(pid, dir)
-        && !dir.join("state.json").exists()
-        && !dir.join("exit.json").exists()
-        && std::time::Instant::now() < deadline
-    {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
-/// Kills the monitor `pid` of the container in `dir`, if it still is that, and waits
-/// (at most 5 s) for it to be gone.
-fn kill_monitor(pid: i32, dir: &Path) {
-    let Some(p) = rustix::process::Pid::from_raw(pid) else {
-        return;
-    };
-    let Ok(fd) = rustix::process::pidfd_open(p, rustix::process::PidfdFlags::empty()) else {
-        return;
-    };
-    // Checked after the pidfd is open: the pidfd cannot name another process later.
-    if !monitor_alive(pid, dir) {
-        return;
-    }
-    let _ = rustix::process::pidfd_send_signal(&fd, rustix::process::Signal::KILL);
-    let mut p = [libc::pollfd {
-        fd: std::os::fd::AsRawFd::as_raw_fd(&fd),
-        events: libc::POLLIN,
-        revents: 0,
-    }];
-    // SAFETY: `p` is a valid array of one pollfd; a pidfd polls readable once it exits.
-    unsafe { libc::poll(p.as_mut_ptr(), 1, 5000) };
 }
 
 fn status_text(s: &ContainerState, now: i64) -> String {
@@ -2915,11 +2191,36 @@ pub fn parse_signal(s: &str) -> EngineResult<i32> {
 #[derive(serde::Serialize, serde::Deserialize)]
 struct Record(ContainerInspect);
 
-/// A copy of a `--rm` container's record in its directory (see `Containers::create`).
-const RECORD_COPY: &str = "record.json";
-
 impl From<&ContainerInspect> for Record {
     fn from(c: &ContainerInspect) -> Self {
         Record(c.clone())
+    }
+}
+
+/// The handle of a running container, from its record.
+fn handle_of(c: &ContainerInspect) -> Option<InstanceHandle> {
+    c.state.monitor_pid?;
+    Some(InstanceHandle {
+        pid: c.state.pid.unwrap_or(0),
+        monitor_pid: c.state.monitor_pid,
+        started_at: c.state.started_at.clone().unwrap_or_default(),
+    })
+}
+
+/// The key of a container name in the name index (in `Table::Meta`, which holds the
+/// engine's small indexes: `container-names/<project>/<name>`, naming the container ID).
+fn name_key(project: &ProjectName, name: &str) -> String {
+    format!("container-names/{project}/{name}")
+}
+
+fn name_taken(name: &str) -> EngineError {
+    conflict(format!("the container name {name:?} is already in use; remove that container or choose another name"))
+}
+
+/// A commit that takes `name` failed: a conflict is the name taken meanwhile.
+fn name_error(e: StoreError, name: &str) -> EngineError {
+    match e {
+        StoreError::Conflict { .. } => name_taken(name),
+        e => e.into(),
     }
 }
