@@ -210,8 +210,7 @@ async fn ping() -> &'static str {
 async fn info(Ctx(ctx): Ctx, State(e): Shared) -> ApiResult<Json<SystemInfo>> {
     let images = blocking({
         let e = e.clone();
-        let ctx_project = ctx.project.clone();
-        move || Ok(e.images.list(&ctx_project.clone())?.len() as u64)
+        move || Ok(e.images.list(&ctx.project)?.len() as u64)
     })
     .await?;
     Ok(Json(SystemInfo {
@@ -235,9 +234,8 @@ async fn list_images(
     State(e): Shared,
     Q(q): Q<ImageListQuery>,
 ) -> ApiResult<Json<Vec<ImageSummary>>> {
-    let ctx_project = ctx.project.clone();
     Ok(Json(
-        blocking(move || Ok(e.images.list_all(&ctx_project.clone(), q.all)?)).await?,
+        blocking(move || Ok(e.images.list_all(&ctx.project, q.all)?)).await?,
     ))
 }
 
@@ -249,9 +247,8 @@ async fn inspect_image(
     State(e): Shared,
     Path(reference): Path<String>,
 ) -> ApiResult<Json<ImageInspect>> {
-    let ctx_project = ctx.project.clone();
     Ok(Json(
-        blocking(move || Ok(e.images.inspect(&ctx_project.clone(), &reference)?)).await?,
+        blocking(move || Ok(e.images.inspect(&ctx.project, &reference)?)).await?,
     ))
 }
 
@@ -263,9 +260,8 @@ async fn image_history(
     State(e): Shared,
     Path(reference): Path<String>,
 ) -> ApiResult<Json<Vec<HistoryEntry>>> {
-    let ctx_project = ctx.project.clone();
     Ok(Json(
-        blocking(move || Ok(e.images.history(&ctx_project.clone(), &reference)?)).await?,
+        blocking(move || Ok(e.images.history(&ctx.project, &reference)?)).await?,
     ))
 }
 
@@ -278,12 +274,7 @@ async fn tag_image(
     Path(reference): Path<String>,
     J(req): J<TagRequest>,
 ) -> ApiResult<StatusCode> {
-    let ctx_project = ctx.project.clone();
-    blocking(move || {
-        Ok(e.images
-            .tag(&ctx_project.clone(), &reference, &req.target)?)
-    })
-    .await?;
+    blocking(move || Ok(e.images.tag(&ctx.project, &reference, &req.target)?)).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -296,9 +287,8 @@ async fn remove_image(
     Path(reference): Path<String>,
     Q(q): Q<RemoveQuery>,
 ) -> ApiResult<Json<RemoveReport>> {
-    let ctx_project = ctx.project.clone();
     Ok(Json(
-        blocking(move || Ok(e.images.remove(&ctx_project.clone(), &reference, q.force)?)).await?,
+        blocking(move || Ok(e.images.remove(&ctx.project, &reference, q.force)?)).await?,
     ))
 }
 
@@ -309,9 +299,8 @@ async fn prune_images(
     State(e): Shared,
     Q(q): Q<PruneQuery>,
 ) -> ApiResult<Json<PruneReport>> {
-    let ctx_project = ctx.project.clone();
     Ok(Json(
-        blocking(move || Ok(e.images.prune(&ctx_project.clone(), q.all)?)).await?,
+        blocking(move || Ok(e.images.prune(&ctx.project, q.all)?)).await?,
     ))
 }
 
@@ -319,11 +308,10 @@ async fn prune_images(
 #[utoipa::path(post, path = "/v1/images/load", request_body(content = Vec<u8>, content_type = "application/x-tar"),
     responses((status = 200, body = LoadReport), (status = 400, body = ErrorBody), (status = 507, body = ErrorBody)))]
 async fn load_images(Ctx(ctx): Ctx, State(e): Shared, body: Body) -> ApiResult<Json<LoadReport>> {
-    let ctx_project = ctx.project.clone();
     let mut reader = body_reader(body);
     Ok(Json(
         blocking(move || {
-            let loaded = archive::load(&e.images, &ctx_project.clone(), &mut reader);
+            let loaded = archive::load(&e.images, &ctx.project, &mut reader);
             if loaded.is_err() {
                 crate::stream::drain_reader(&mut reader);
             }
@@ -343,9 +331,8 @@ async fn import_image(
     body: Body,
 ) -> ApiResult<Json<LoadReport>> {
     let mut reader = body_reader(body);
-    let ctx_project = ctx.project.clone();
     let loaded = blocking(move || {
-        let imported = build::import(&e.images, &ctx_project.clone(), &mut reader, q.name);
+        let imported = build::import(&e.images, &ctx.project, &mut reader, q.name);
         if imported.is_err() {
             crate::stream::drain_reader(&mut reader);
         }
@@ -365,11 +352,10 @@ async fn image_from_host(
     State(e): Shared,
     J(req): J<FromHostRequest>,
 ) -> ApiResult<Json<LoadReport>> {
-    let ctx_project = ctx.project.clone();
     let loaded = blocking(move || {
         Ok(build::from_host(
             &e.images,
-            &ctx_project.clone(),
+            &ctx.project,
             req.name,
             &req.binaries,
         )?)
@@ -397,11 +383,10 @@ async fn save_images(Ctx(ctx): Ctx, State(e): Shared, Q(q): Q<SaveQuery>) -> Api
     // Resolve every name first, so a wrong one is a clear error rather than a cut stream.
     let images = blocking({
         let e = e.clone();
-        let ctx_project = ctx.project.clone();
         move || {
             let mut out = Vec::new();
             for n in &names {
-                let (rec, tag) = e.images.resolve_tagged(&ctx_project.clone(), n)?;
+                let (rec, tag) = e.images.resolve_tagged(&ctx.project, n)?;
                 out.push((rec, tag.into_iter().collect()));
             }
             Ok(out)

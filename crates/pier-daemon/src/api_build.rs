@@ -166,7 +166,7 @@ pub(crate) fn stream_build(
             let _ = writer.write_all(line.to_line().as_bytes());
             let _ = writer.flush();
         };
-        let result = builder.build(&project.clone(), reader, opts, |ev| emit(ev, &mut send));
+        let result = builder.build(&project, reader, opts, |ev| emit(ev, &mut send));
         if let Err(err) = result {
             if err.kind() == pier_api::ErrorKind::Internal {
                 tracing::error!(error = %err.chain(), "a build failed");

@@ -120,7 +120,7 @@ async fn list(
     Q(q): Q<ListQuery>,
 ) -> ApiResult<Json<Vec<ContainerSummary>>> {
     Ok(Json(e.containers.list(
-        &ctx.project.clone(),
+        &ctx.project,
         q.all,
         q.filter.as_deref(),
     )?))
@@ -135,9 +135,7 @@ async fn create(
     J(req): J<ContainerCreate>,
 ) -> ApiResult<(StatusCode, Json<Created>)> {
     let c = e.containers.clone();
-    let ctx_project = ctx.project.clone();
-    let created =
-        blocking(move || c.create(&ctx_project.clone(), req).map_err(ApiError::from)).await?;
+    let created = blocking(move || c.create(&ctx.project, req).map_err(ApiError::from)).await?;
     Ok((StatusCode::CREATED, Json(created)))
 }
 
@@ -148,7 +146,7 @@ async fn inspect(
     State(e): Shared,
     Path(id): Path<String>,
 ) -> ApiResult<Json<ContainerInspect>> {
-    Ok(Json(e.containers.get(&ctx.project.clone(), &id)?))
+    Ok(Json(e.containers.get(&ctx.project, &id)?))
 }
 
 /// Removes a container.
@@ -161,7 +159,7 @@ async fn remove(
     Q(q): Q<ContainerRemoveQuery>,
 ) -> ApiResult<StatusCode> {
     e.containers
-        .remove(&ctx.project.clone(), &id, q.force, q.volumes)
+        .remove(&ctx.project, &id, q.force, q.volumes)
         .await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -170,7 +168,7 @@ async fn remove(
 #[utoipa::path(post, path = "/v1/containers/{id}/start", params(("id" = String, Path)),
     responses((status = 204), (status = 400, body = ErrorBody, description = "the command could not be run"), (status = 404, body = ErrorBody)))]
 async fn start(Ctx(ctx): Ctx, State(e): Shared, Path(id): Path<String>) -> ApiResult<StatusCode> {
-    e.containers.start(&ctx.project.clone(), &id).await?;
+    e.containers.start(&ctx.project, &id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -183,7 +181,7 @@ async fn stop(
     Q(q): Q<StopQuery>,
 ) -> ApiResult<StatusCode> {
     e.containers
-        .stop(&ctx.project.clone(), &id, q.t, q.signal.as_deref())
+        .stop(&ctx.project, &id, q.t, q.signal.as_deref())
         .await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -197,9 +195,9 @@ async fn restart(
     Q(q): Q<StopQuery>,
 ) -> ApiResult<StatusCode> {
     e.containers
-        .stop(&ctx.project.clone(), &id, q.t, q.signal.as_deref())
+        .stop(&ctx.project, &id, q.t, q.signal.as_deref())
         .await?;
-    e.containers.start(&ctx.project.clone(), &id).await?;
+    e.containers.start(&ctx.project, &id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -212,7 +210,7 @@ async fn kill(
     Q(q): Q<KillQuery>,
 ) -> ApiResult<StatusCode> {
     e.containers
-        .kill(&ctx.project.clone(), &id, q.signal.as_deref())
+        .kill(&ctx.project, &id, q.signal.as_deref())
         .await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -238,7 +236,7 @@ async fn wait(
 ) -> ApiResult<Response> {
     let exit = e
         .containers
-        .wait(&ctx.project.clone(), &id, q.next_exit, q.removed)?;
+        .wait(&ctx.project, &id, q.next_exit, q.removed)?;
     let body = futures_util::stream::once(async move {
         Ok::<_, std::io::Error>(serde_json::to_string(&exit.await).expect("json"))
     });
@@ -252,14 +250,14 @@ async fn wait(
 /// Freezes every process of a container.
 #[utoipa::path(post, path = "/v1/containers/{id}/pause", params(("id" = String, Path)), responses((status = 204), (status = 409, body = ErrorBody)))]
 async fn pause(Ctx(ctx): Ctx, State(e): Shared, Path(id): Path<String>) -> ApiResult<StatusCode> {
-    e.containers.pause(&ctx.project.clone(), &id, true).await?;
+    e.containers.pause(&ctx.project, &id, true).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
 /// Thaws a paused container.
 #[utoipa::path(post, path = "/v1/containers/{id}/unpause", params(("id" = String, Path)), responses((status = 204), (status = 409, body = ErrorBody)))]
 async fn unpause(Ctx(ctx): Ctx, State(e): Shared, Path(id): Path<String>) -> ApiResult<StatusCode> {
-    e.containers.pause(&ctx.project.clone(), &id, false).await?;
+    e.containers.pause(&ctx.project, &id, false).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -278,7 +276,7 @@ async fn rename(
     Path(id): Path<String>,
     Q(q): Q<RenameQuery>,
 ) -> ApiResult<StatusCode> {
-    e.containers.rename(&ctx.project.clone(), &id, &q.name)?;
+    e.containers.rename(&ctx.project, &id, &q.name)?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -301,7 +299,7 @@ async fn logs(
     Path(id): Path<String>,
     Q(q): Q<LogsQuery>,
 ) -> ApiResult<Response> {
-    let c = e.containers.get(&ctx.project.clone(), &id)?;
+    let c = e.containers.get(&ctx.project, &id)?;
     let since = match q.since.as_deref() {
         None => None,
         Some(s) => Some(
@@ -321,7 +319,7 @@ async fn logs(
         (true, false) => Follow::WhileRunning,
     };
     let lines = e.containers.logs(
-        &ctx.project.clone(),
+        &ctx.project,
         &c.id,
         LogOptions {
             follow,
@@ -367,15 +365,11 @@ async fn exec(
     };
     let exec_id = e
         .containers
-        .exec_create(&ctx.project.clone(), &id, spec)
+        .exec_create(&ctx.project, &id, spec)
         .map_err(exec_error)?;
     let io = e
         .containers
-        .exec_start(
-            &ctx.project.clone(),
-            &exec_id,
-            StartOptions { tty: None, detach },
-        )
+        .exec_start(&ctx.project, &exec_id, StartOptions { tty: None, detach })
         .map_err(exec_error)?;
     if attached {
         let request = axum::extract::Request::from_parts(parts, Body::empty());
@@ -430,7 +424,7 @@ async fn stats(
     State(e): Shared,
     Path(id): Path<String>,
 ) -> ApiResult<Json<ContainerStats>> {
-    Ok(Json(e.containers.stats(&ctx.project.clone(), &id)?))
+    Ok(Json(e.containers.stats(&ctx.project, &id)?))
 }
 
 /// The processes running in a container.
@@ -440,7 +434,7 @@ async fn top(
     State(e): Shared,
     Path(id): Path<String>,
 ) -> ApiResult<Json<TopResponse>> {
-    Ok(Json(e.containers.top(&ctx.project.clone(), &id)?))
+    Ok(Json(e.containers.top(&ctx.project, &id)?))
 }
 
 /// What changed in a container's filesystem against its image.
@@ -450,10 +444,9 @@ async fn changes(
     State(e): Shared,
     Path(id): Path<String>,
 ) -> ApiResult<Json<Vec<pier_api::containers::Change>>> {
-    let ctx_project = ctx.project.clone();
     let c = e.containers.clone();
     Ok(Json(
-        blocking(move || c.changes(&ctx_project.clone(), &id).map_err(ApiError::from)).await?,
+        blocking(move || c.changes(&ctx.project, &id).map_err(ApiError::from)).await?,
     ))
 }
 
@@ -476,12 +469,10 @@ pub(crate) fn tar_response(
 /// The container's whole filesystem as a tar.
 #[utoipa::path(get, path = "/v1/containers/{id}/export", params(("id" = String, Path)), responses((status = 200, content_type = "application/x-tar", body = Vec<u8>), (status = 404, body = ErrorBody)))]
 async fn export(Ctx(ctx): Ctx, State(e): Shared, Path(id): Path<String>) -> ApiResult<Response> {
-    e.containers.get(&ctx.project.clone(), &id)?;
+    e.containers.get(&ctx.project, &id)?;
     let c = e.containers.clone();
-    let ctx_project = ctx.project.clone();
     Ok(tar_response(move |w| {
-        c.export(&ctx_project.clone(), &id, w)
-            .map_err(ApiError::from)
+        c.export(&ctx.project, &id, w).map_err(ApiError::from)
     }))
 }
 
@@ -494,14 +485,9 @@ async fn commit(
     Path(id): Path<String>,
     J(req): J<pier_api::containers::CommitRequest>,
 ) -> ApiResult<Json<pier_api::types::LoadedImage>> {
-    let ctx_project = ctx.project.clone();
     let c = e.containers.clone();
     Ok(Json(
-        blocking(move || {
-            c.commit(&ctx_project.clone(), &id, &req)
-                .map_err(ApiError::from)
-        })
-        .await?,
+        blocking(move || c.commit(&ctx.project, &id, &req).map_err(ApiError::from)).await?,
     ))
 }
 
@@ -524,16 +510,15 @@ async fn archive_get(
     // Check the path first, so a wrong one is a clear 404 rather than a cut stream.
     let c = e.containers.clone();
     let (id2, path2) = (id.clone(), q.path.clone());
-    let ctx_project = ctx.project.clone();
+    let project = ctx.project.clone();
     blocking(move || {
-        c.archive_check(&ctx_project.clone(), &id2, &path2)
+        c.archive_check(&project, &id2, &path2)
             .map_err(ApiError::from)
     })
     .await?;
     let c = e.containers.clone();
-    let ctx_project = ctx.project.clone();
     Ok(tar_response(move |w| {
-        c.archive_get(&ctx_project.clone(), &id, &q.path, w)
+        c.archive_get(&ctx.project, &id, &q.path, w)
             .map_err(ApiError::from)
     }))
 }
@@ -550,9 +535,8 @@ async fn archive_put(
 ) -> ApiResult<StatusCode> {
     let reader = crate::stream::body_reader(body);
     let c = e.containers.clone();
-    let ctx_project = ctx.project.clone();
     blocking(move || {
-        c.archive_put(&ctx_project.clone(), &id, &q.path, reader)
+        c.archive_put(&ctx.project, &id, &q.path, reader)
             .map_err(ApiError::from)
     })
     .await?;
@@ -581,7 +565,7 @@ async fn attach(
     let io = e
         .containers
         .attach(
-            &ctx.project.clone(),
+            &ctx.project,
             &id,
             AttachOptions {
                 stdin: q.stdin,
@@ -685,9 +669,7 @@ async fn resize(
     Path(id): Path<String>,
     Q(q): Q<ResizeQuery>,
 ) -> ApiResult<StatusCode> {
-    e.containers
-        .resize(&ctx.project.clone(), &id, q.h, q.w)
-        .await?;
+    e.containers.resize(&ctx.project, &id, q.h, q.w).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -720,7 +702,7 @@ async fn exec_inspect(
 ) -> ApiResult<Json<ExecInspect>> {
     let info = e
         .containers
-        .exec_inspect(&ctx.project.clone(), &exec_id)
+        .exec_inspect(&ctx.project, &exec_id)
         .map_err(exec_error)?;
     Ok(Json(ExecInspect {
         id: info.id,
@@ -738,7 +720,7 @@ async fn exec_resize(
     Q(q): Q<ResizeQuery>,
 ) -> ApiResult<StatusCode> {
     e.containers
-        .exec_resize(&ctx.project.clone(), &exec_id, q.h, q.w)
+        .exec_resize(&ctx.project, &exec_id, q.h, q.w)
         .map_err(exec_error)?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -746,7 +728,7 @@ async fn exec_resize(
 /// Removes every container that is not running.
 #[utoipa::path(post, path = "/v1/containers/prune", responses((status = 200, description = "IDs of the removed containers", body = [String])))]
 async fn prune(Ctx(ctx): Ctx, State(e): Shared) -> ApiResult<Json<Vec<String>>> {
-    Ok(Json(e.containers.prune(&ctx.project.clone()).await?))
+    Ok(Json(e.containers.prune(&ctx.project).await?))
 }
 
 /// Streams lifecycle events as JSON lines, from now on.

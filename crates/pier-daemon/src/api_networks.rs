@@ -40,10 +40,9 @@ pub struct NetworksDoc;
 /// Lists networks by name.
 #[utoipa::path(get, path = "/v1/networks", responses((status = 200, body = [NetworkInspect])))]
 async fn list(Ctx(ctx): Ctx, State(e): Shared) -> ApiResult<Json<Vec<NetworkInspect>>> {
-    let ctx_project = ctx.project.clone();
     let n = e.containers.networks.clone();
     Ok(Json(
-        blocking(move || n.list(&ctx_project.clone()).map_err(ApiError::from)).await?,
+        blocking(move || n.list(&ctx.project).map_err(ApiError::from)).await?,
     ))
 }
 
@@ -55,11 +54,7 @@ async fn create(
     State(e): Shared,
     J(req): J<NetworkCreate>,
 ) -> ApiResult<(StatusCode, Json<NetworkInspect>)> {
-    let n = e
-        .containers
-        .networks
-        .create(&ctx.project.clone(), req)
-        .await?;
+    let n = e.containers.networks.create(&ctx.project, req).await?;
     Ok((StatusCode::CREATED, Json(n)))
 }
 
@@ -71,10 +66,9 @@ async fn inspect(
     State(e): Shared,
     Path(id): Path<String>,
 ) -> ApiResult<Json<NetworkInspect>> {
-    let ctx_project = ctx.project.clone();
     let n = e.containers.networks.clone();
     Ok(Json(
-        blocking(move || n.inspect(&ctx_project.clone(), &id).map_err(ApiError::from)).await?,
+        blocking(move || n.inspect(&ctx.project, &id).map_err(ApiError::from)).await?,
     ))
 }
 
@@ -82,19 +76,14 @@ async fn inspect(
 #[utoipa::path(delete, path = "/v1/networks/{id}", params(("id" = String, Path)),
     responses((status = 204), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 async fn remove(Ctx(ctx): Ctx, State(e): Shared, Path(id): Path<String>) -> ApiResult<StatusCode> {
-    e.containers
-        .networks
-        .remove(&ctx.project.clone(), &id)
-        .await?;
+    e.containers.networks.remove(&ctx.project, &id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
 /// Removes every network no container uses; returns their names.
 #[utoipa::path(post, path = "/v1/networks/prune", responses((status = 200, body = [String])))]
 async fn prune(Ctx(ctx): Ctx, State(e): Shared) -> ApiResult<Json<Vec<String>>> {
-    Ok(Json(
-        e.containers.networks.prune(&ctx.project.clone()).await?,
-    ))
+    Ok(Json(e.containers.networks.prune(&ctx.project).await?))
 }
 
 /// Connects a container to a network.
@@ -106,7 +95,7 @@ async fn connect(
     Path(id): Path<String>,
     J(req): J<NetworkConnect>,
 ) -> ApiResult<StatusCode> {
-    e.containers.connect(&ctx.project.clone(), &id, req).await?;
+    e.containers.connect(&ctx.project, &id, req).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -120,7 +109,7 @@ async fn disconnect(
     J(req): J<NetworkDisconnect>,
 ) -> ApiResult<StatusCode> {
     e.containers
-        .disconnect(&ctx.project.clone(), &id, &req.container)
+        .disconnect(&ctx.project, &id, &req.container)
         .await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -141,11 +141,10 @@ async fn pull(Ctx(ctx): Ctx, State(e): Shared, J(req): J<PullRequest>) -> ApiRes
         .reference
         .parse()
         .map_err(|err: pier_api::reference::RefError| ApiError::invalid(err.to_string()))?;
-    let ctx_project = ctx.project.clone();
     Ok(progress_stream(move |p| async move {
         let (id, _) = transfer::pull(
             e.images.clone(),
-            ctx_project.clone(),
+            ctx.project.clone(),
             &reference,
             &e.registry_client,
             creds(req.auth),
@@ -166,11 +165,10 @@ async fn push(Ctx(ctx): Ctx, State(e): Shared, J(req): J<PushRequest>) -> ApiRes
         .reference
         .parse()
         .map_err(|err: pier_api::reference::RefError| ApiError::invalid(err.to_string()))?;
-    let ctx_project = ctx.project.clone();
     Ok(progress_stream(move |p| async move {
         let d = transfer::push(
             e.images.clone(),
-            ctx_project.clone(),
+            ctx.project.clone(),
             &req.reference,
             &target,
             &e.registry_client,

@@ -94,9 +94,7 @@ async fn list(
         filters.insert(k.to_string(), v.to_string());
     }
     let c = e.containers.clone();
-    let ctx_project = ctx.project.clone();
-    let mut v =
-        blocking(move || c.volumes.list(&ctx_project.clone()).map_err(ApiError::from)).await?;
+    let mut v = blocking(move || c.volumes.list(&ctx.project).map_err(ApiError::from)).await?;
     v.retain(|v| pier_engine::volumes::Volumes::matches(v, &filters));
     v.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(Json(v))
@@ -111,10 +109,9 @@ async fn create(
     J(req): J<VolumeCreate>,
 ) -> ApiResult<(StatusCode, Json<VolumeInspect>)> {
     let c = e.containers.clone();
-    let ctx_project = ctx.project.clone();
     let v = blocking(move || {
         c.volumes
-            .create(&ctx_project.clone(), req, false)
+            .create(&ctx.project, req, false)
             .map_err(ApiError::from)
     })
     .await?;
@@ -129,12 +126,11 @@ async fn inspect(
     State(e): Shared,
     Path(name): Path<String>,
 ) -> ApiResult<Json<VolumeInspect>> {
-    let ctx_project = ctx.project.clone();
     let c = e.containers.clone();
     Ok(Json(
         blocking(move || {
-            let mut v = c.volumes.inspect(&ctx_project.clone(), &name)?;
-            v.used_by = c.volume_users(&ctx_project.clone(), &name)?;
+            let mut v = c.volumes.inspect(&ctx.project, &name)?;
+            v.used_by = c.volume_users(&ctx.project, &name)?;
             Ok(v)
         })
         .await?,
@@ -150,12 +146,7 @@ async fn remove(
     Path(name): Path<String>,
 ) -> ApiResult<StatusCode> {
     let c = e.containers.clone();
-    let ctx_project = ctx.project.clone();
-    blocking(move || {
-        c.remove_volume(&ctx_project.clone(), &name)
-            .map_err(ApiError::from)
-    })
-    .await?;
+    blocking(move || c.remove_volume(&ctx.project, &name).map_err(ApiError::from)).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -173,14 +164,9 @@ async fn prune(
     State(e): Shared,
     Q(q): Q<PruneQuery>,
 ) -> ApiResult<Json<Vec<String>>> {
-    let ctx_project = ctx.project.clone();
     let c = e.containers.clone();
     Ok(Json(
-        blocking(move || {
-            c.prune_volumes(&ctx_project.clone(), q.all)
-                .map_err(ApiError::from)
-        })
-        .await?,
+        blocking(move || c.prune_volumes(&ctx.project, q.all).map_err(ApiError::from)).await?,
     ))
 }
 
@@ -188,17 +174,16 @@ async fn prune(
 #[utoipa::path(get, path = "/v1/volumes/{name}/export", params(("name" = String, Path)),
     responses((status = 200, content_type = "application/x-tar", body = Vec<u8>), (status = 404, body = ErrorBody)))]
 async fn export(Ctx(ctx): Ctx, State(e): Shared, Path(name): Path<String>) -> ApiResult<Response> {
-    let v = e.containers.volumes.get(&ctx.project.clone(), &name)?;
+    let v = e.containers.volumes.get(&ctx.project, &name)?;
     if v.driver == "block" {
         return Err(ApiError::invalid(format!(
             "volume {name} is a block volume: export works on file volumes; copy its image with qemu-img, or snapshot it"
         )));
     }
     let c = e.containers.clone();
-    let ctx_project = ctx.project.clone();
     Ok(crate::api_containers::tar_response(move |w| {
         c.volumes
-            .export(&ctx_project.clone(), &name, w)
+            .export(&ctx.project, &name, w)
             .map_err(ApiError::from)
     }))
 }
@@ -243,10 +228,9 @@ async fn import(
     };
     let reader = crate::stream::body_reader(body);
     let c = e.containers.clone();
-    let ctx_project = ctx.project.clone();
     let v = blocking(move || {
         c.volumes
-            .import(&ctx_project.clone(), req, reader, q.sha256.as_deref())
+            .import(&ctx.project, req, reader, q.sha256.as_deref())
             .map_err(ApiError::from)
     })
     .await?;
@@ -267,10 +251,8 @@ async fn snapshots(
     State(e): Shared,
     Path(name): Path<String>,
 ) -> ApiResult<Json<Vec<String>>> {
-    e.containers.volumes.get(&ctx.project.clone(), &name)?;
-    Ok(Json(
-        e.containers.volumes.snapshots(&ctx.project.clone(), &name),
-    ))
+    e.containers.volumes.get(&ctx.project, &name)?;
+    Ok(Json(e.containers.volumes.snapshots(&ctx.project, &name)))
 }
 
 /// Takes a crash-consistent snapshot of a volume.
@@ -283,9 +265,8 @@ async fn snapshot(
     J(req): J<SnapshotRequest>,
 ) -> ApiResult<StatusCode> {
     let c = e.containers.clone();
-    let ctx_project = ctx.project.clone();
     blocking(move || {
-        c.snapshot_volume(&ctx_project.clone(), &name, &req.name)
+        c.snapshot_volume(&ctx.project, &name, &req.name)
             .map_err(ApiError::from)
     })
     .await?;
@@ -301,9 +282,8 @@ async fn restore(
     Path((name, snap)): Path<(String, String)>,
 ) -> ApiResult<StatusCode> {
     let c = e.containers.clone();
-    let ctx_project = ctx.project.clone();
     blocking(move || {
-        c.restore_volume(&ctx_project.clone(), &name, &snap)
+        c.restore_volume(&ctx.project, &name, &snap)
             .map_err(ApiError::from)
     })
     .await?;
@@ -319,10 +299,9 @@ async fn remove_snapshot(
     Path((name, snap)): Path<(String, String)>,
 ) -> ApiResult<StatusCode> {
     let c = e.containers.clone();
-    let ctx_project = ctx.project.clone();
     blocking(move || {
         c.volumes
-            .remove_snapshot(&ctx_project.clone(), &name, &snap)
+            .remove_snapshot(&ctx.project, &name, &snap)
             .map_err(ApiError::from)
     })
     .await?;
@@ -360,8 +339,8 @@ async fn quota(Ctx(ctx): Ctx, State(e): Shared, Path(p): Path<String>) -> ApiRes
     check_project(&p, &ctx.project)?;
     let v = &e.containers.volumes;
     Ok(Json(Quota {
-        volume_bytes: v.quota(&ctx.project.clone())?,
-        committed_bytes: v.committed(&ctx.project.clone())?,
+        volume_bytes: v.quota(&ctx.project)?,
+        committed_bytes: v.committed(&ctx.project)?,
     }))
 }
 
@@ -377,9 +356,9 @@ async fn set_quota(
     check_project(&p, &ctx.project)?;
     let Json(q) = body?;
     let v = &e.containers.volumes;
-    v.set_quota(&ctx.project.clone(), q.volume_bytes)?;
+    v.set_quota(&ctx.project, q.volume_bytes)?;
     Ok(Json(Quota {
-        volume_bytes: v.quota(&ctx.project.clone())?,
-        committed_bytes: v.committed(&ctx.project.clone())?,
+        volume_bytes: v.quota(&ctx.project)?,
+        committed_bytes: v.committed(&ctx.project)?,
     }))
 }

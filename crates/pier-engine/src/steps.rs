@@ -6,6 +6,10 @@
 //! A piece of work implements [`Saga`]: it lists its steps (a `Copy` enum, so that a
 //! step can name its interface or network) and runs or undoes one at a time, keeping
 //! what the steps made in its own fields. [`run`] drives it.
+//!
+//! Work whose steps are plain calls in one function uses [`Undo`] instead, the same idea
+//! as closures: each step that succeeded pushes its undo, and an early return runs them
+//! in reverse.
 
 use std::fmt::Debug;
 use std::future::Future;
@@ -49,6 +53,45 @@ pub async fn run<S: Saga>(saga: &mut S) -> Result<(), Failed<S::Step, S::Error>>
         }
     }
     Ok(())
+}
+
+/// The undo list of an operation made of steps in one function: each step that
+/// succeeded pushes its undo; if the operation ends early (an error returned with `?`, a
+/// panic), the undos run newest first when this drops. [`Undo::commit`] keeps what was
+/// done. Undos never fail (they log what they could not do).
+#[derive(Default)]
+pub struct Undo<'a> {
+    steps: Vec<Box<dyn FnOnce() + Send + 'a>>,
+}
+
+impl<'a> Undo<'a> {
+    pub fn new() -> Self {
+        Undo { steps: Vec::new() }
+    }
+
+    /// Adds the undo of a step that succeeded.
+    pub fn push(&mut self, undo: impl FnOnce() + Send + 'a) {
+        self.steps.push(Box::new(undo));
+    }
+
+    /// The operation succeeded: nothing is undone.
+    pub fn commit(mut self) {
+        self.steps.clear();
+    }
+
+    /// Undoes every step now, newest first, and hands back the error that caused it.
+    pub fn fail<E>(self, error: E) -> E {
+        drop(self);
+        error
+    }
+}
+
+impl Drop for Undo<'_> {
+    fn drop(&mut self) {
+        while let Some(undo) = self.steps.pop() {
+            undo();
+        }
+    }
 }
 
 #[cfg(test)]
@@ -116,5 +159,36 @@ mod tests {
         let e = block_on(run(&mut s)).unwrap_err();
         assert_eq!(e.step, 1);
         assert!(s.log.is_empty(), "{:?}", s.log);
+    }
+
+    #[test]
+    fn undo_runs_newest_first_when_dropped_and_nothing_once_committed() {
+        let log = std::sync::Mutex::new(Vec::new());
+        let early = |fail: bool| -> Result<(), &'static str> {
+            let mut undo = Undo::new();
+            for i in 1..=3 {
+                log.lock().unwrap().push(format!("do {i}"));
+                let log = &log;
+                undo.push(move || log.lock().unwrap().push(format!("undo {i}")));
+            }
+            if fail {
+                return Err("step 4 failed");
+            }
+            undo.commit();
+            Ok(())
+        };
+        assert_eq!(early(true), Err("step 4 failed"));
+        assert_eq!(
+            *log.lock().unwrap(),
+            ["do 1", "do 2", "do 3", "undo 3", "undo 2", "undo 1"]
+        );
+        log.lock().unwrap().clear();
+        assert_eq!(early(false), Ok(()));
+        assert_eq!(*log.lock().unwrap(), ["do 1", "do 2", "do 3"]);
+        let mut undo = Undo::new();
+        let log2 = &log;
+        undo.push(move || log2.lock().unwrap().push("undone".into()));
+        assert_eq!(undo.fail(7), 7);
+        assert_eq!(log.lock().unwrap().last().unwrap(), "undone");
     }
 }

@@ -60,7 +60,7 @@ async fn stat(d: &Arc<Docker>, id: &str, path: &str, project: &ProjectName) -> D
     blocking(move || {
         d2.engine
             .containers
-            .archive_stat(&project.clone(), &cid, &p2)
+            .archive_stat(&project, &cid, &p2)
             .map_err(|e| match e.kind() {
                 ErrorKind::NotFound => DockerError::not_found(format!(
                     "Could not find the file {p2} in container {cid}"
@@ -106,10 +106,9 @@ async fn archive_get(
     let c = container(&d, &id, &ctx.project)?;
     let containers = d.engine.containers.clone();
     let path2 = path.clone();
-    let ctx_project = ctx.project.clone();
     let mut r = crate::api_containers::tar_response(move |w| {
         containers
-            .archive_get(&ctx_project.clone(), &c.id, &path2, w)
+            .archive_get(&ctx.project, &c.id, &path2, w)
             .map_err(ApiError::from)
     });
     r.headers_mut()
@@ -135,11 +134,10 @@ async fn archive_put(
     }
     let c = container(&d, &id, &ctx.project)?;
     let reader = crate::stream::body_reader(body);
-    let ctx_project = ctx.project.clone();
     blocking(move || {
         Ok(d.engine
             .containers
-            .archive_put(&ctx_project.clone(), &c.id, &path, reader)?)
+            .archive_put(&ctx.project, &c.id, &path, reader)?)
     })
     .await?;
     Ok(StatusCode::OK.into_response())
@@ -150,10 +148,9 @@ async fn export(Ctx(ctx): Ctx, state: DState, Path(id): Path<String>) -> DResult
     let d = state.0;
     let c = container(&d, &id, &ctx.project)?;
     let containers = d.engine.containers.clone();
-    let ctx_project = ctx.project.clone();
     Ok(crate::api_containers::tar_response(move |w| {
         containers
-            .export(&ctx_project.clone(), &c.id, w)
+            .export(&ctx.project, &c.id, w)
             .map_err(ApiError::from)
     }))
 }
@@ -162,8 +159,7 @@ async fn export(Ctx(ctx): Ctx, state: DState, Path(id): Path<String>) -> DResult
 async fn changes(Ctx(ctx): Ctx, state: DState, Path(id): Path<String>) -> DResult<Response> {
     let d = state.0;
     let c = container(&d, &id, &ctx.project)?;
-    let ctx_project = ctx.project.clone();
-    let v = blocking(move || Ok(d.engine.containers.changes(&ctx_project.clone(), &c.id)?)).await?;
+    let v = blocking(move || Ok(d.engine.containers.changes(&ctx.project, &c.id)?)).await?;
     let list: Vec<_> = v
         .iter()
         .map(|ch| json!({"Path": ch.path, "Kind": ch.kind}))
@@ -200,13 +196,8 @@ async fn commit(Ctx(ctx): Ctx, state: DState, p: Params) -> DResult<Response> {
         message: p.get("comment").unwrap_or("").to_string(),
         author: p.get("author").unwrap_or("").to_string(),
     };
-    let ctx_project = ctx.project.clone();
-    let loaded = blocking(move || {
-        Ok(d.engine
-            .containers
-            .commit(&ctx_project.clone(), &c.id, &req)?)
-    })
-    .await?;
+    let loaded =
+        blocking(move || Ok(d.engine.containers.commit(&ctx.project, &c.id, &req)?)).await?;
     Ok(json(StatusCode::CREATED, json!({"Id": loaded.id.as_str()})))
 }
 

@@ -108,7 +108,6 @@ pub async fn build(Ctx(ctx): Ctx, state: DState, p: Params, body: Body) -> DResu
     let d = state.0;
     let opts = options(&p)?;
     let quiet = p.bool("q");
-    let ctx_project = ctx.project.clone();
     let body = crate::api_build::stream_build(
         &d.engine,
         opts,
@@ -122,7 +121,7 @@ pub async fn build(Ctx(ctx): Ctx, state: DState, p: Params, body: Body) -> DResu
             }
             _ => send(ev.to_line()),
         },
-        &ctx_project,
+        &ctx.project,
     );
     Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
 }

@@ -81,25 +81,19 @@ async fn create(Ctx(ctx): Ctx, state: DState, p: Params, body: Bytes) -> DResult
     let image = req.image.clone();
     super::image(&d, &image, &ctx.project)?;
     let d2 = d.clone();
-    let ctx_project = ctx.project.clone();
-    let created =
-        blocking(move || Ok(d2.engine.containers.create(&ctx_project.clone(), req)?)).await?;
+    let project = ctx.project.clone();
+    let created = blocking(move || Ok(d2.engine.containers.create(&project, req)?)).await?;
     for (net, ip, aliases) in extra_networks {
         let r = NetworkConnect {
             container: created.id.to_string(),
             ip,
             aliases,
         };
-        if let Err(e) = d
-            .engine
-            .containers
-            .connect(&ctx.project.clone(), &net, r)
-            .await
-        {
+        if let Err(e) = d.engine.containers.connect(&ctx.project, &net, r).await {
             let _ = d
                 .engine
                 .containers
-                .remove(&ctx.project.clone(), &created.id, true, true)
+                .remove(&ctx.project, &created.id, true, true)
                 .await;
             return Err(e.into());
         }
@@ -122,10 +116,9 @@ async fn list(Ctx(ctx): Ctx, state: DState, p: Params) -> DResult<Response> {
         filters,
     };
     let size = p.bool("size");
-    let ctx_project = ctx.project.clone();
     let v = blocking(move || {
         let mut out = Vec::new();
-        for (c, facts) in d.engine.list_containers(&ctx_project, &q)? {
+        for (c, facts) in d.engine.list_containers(&ctx.project, &q)? {
             let mut s = inspect::summary(&c, &facts);
             if size {
                 let (rw, rootfs) = d.engine.container_sizes(&c);
@@ -149,9 +142,8 @@ async fn inspect_one(
 ) -> DResult<Response> {
     let d = state.0;
     let size = p.bool("size");
-    let ctx_project = ctx.project.clone();
     let v = blocking(move || {
-        let c = container(&d, &id, &ctx_project)?;
+        let c = container(&d, &id, &ctx.project)?;
         let facts = d.engine.container_facts(&c, &mut ImageConfigs::default());
         let mut v = inspect::inspect(&c, &facts, &d.engine.host_paths(&c));
         if size {
@@ -203,7 +195,7 @@ async fn start(Ctx(ctx): Ctx, state: DState, Path(id): Path<String>) -> DResult<
     }
     d.engine
         .containers
-        .start(&ctx.project.clone(), &c.id)
+        .start(&ctx.project, &c.id)
         .await
         .map_err(start_error)?;
     Ok(no_content())
@@ -225,7 +217,7 @@ async fn stop(
     d.engine
         .containers
         .stop(
-            &ctx.project.clone(),
+            &ctx.project,
             &c.id,
             t.map(|t| t.max(0) as u64),
             p.nonempty("signal"),
@@ -247,7 +239,7 @@ async fn restart(
     d.engine
         .containers
         .stop(
-            &ctx.project.clone(),
+            &ctx.project,
             &c.id,
             t.map(|t| t.max(0) as u64),
             p.nonempty("signal"),
@@ -255,7 +247,7 @@ async fn restart(
         .await?;
     d.engine
         .containers
-        .start(&ctx.project.clone(), &c.id)
+        .start(&ctx.project, &c.id)
         .await
         .map_err(start_error)?;
     Ok(no_content())
@@ -278,7 +270,7 @@ async fn kill(
     }
     d.engine
         .containers
-        .kill(&ctx.project.clone(), &c.id, p.nonempty("signal"))
+        .kill(&ctx.project, &c.id, p.nonempty("signal"))
         .await?;
     Ok(no_content())
 }
@@ -286,10 +278,7 @@ async fn kill(
 async fn pause(Ctx(ctx): Ctx, state: DState, Path(id): Path<String>) -> DResult<Response> {
     let d = state.0;
     let c = container(&d, &id, &ctx.project)?;
-    d.engine
-        .containers
-        .pause(&ctx.project.clone(), &c.id, true)
-        .await?;
+    d.engine.containers.pause(&ctx.project, &c.id, true).await?;
     Ok(no_content())
 }
 
@@ -298,7 +287,7 @@ async fn unpause(Ctx(ctx): Ctx, state: DState, Path(id): Path<String>) -> DResul
     let c = container(&d, &id, &ctx.project)?;
     d.engine
         .containers
-        .pause(&ctx.project.clone(), &c.id, false)
+        .pause(&ctx.project, &c.id, false)
         .await?;
     Ok(no_content())
 }
@@ -317,9 +306,7 @@ async fn rename(
         .ok_or_else(|| DockerError::bad_request("give the new name as ?name="))?
         .trim_start_matches('/')
         .to_string();
-    d.engine
-        .containers
-        .rename(&ctx.project.clone(), &c.id, &name)?;
+    d.engine.containers.rename(&ctx.project, &c.id, &name)?;
     Ok(no_content())
 }
 
@@ -357,12 +344,12 @@ async fn remove(
     if c.state.status == ContainerStatus::Restarting {
         d.engine
             .containers
-            .stop(&ctx.project.clone(), &c.id, Some(0), None)
+            .stop(&ctx.project, &c.id, Some(0), None)
             .await?;
     }
     d.engine
         .containers
-        .remove(&ctx.project.clone(), &c.id, force, p.bool("v"))
+        .remove(&ctx.project, &c.id, force, p.bool("v"))
         .await?;
     Ok(no_content())
 }

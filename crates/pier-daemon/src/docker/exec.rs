@@ -94,7 +94,7 @@ async fn create(
     let exec_id = d
         .engine
         .containers
-        .exec_create(&ctx.project.clone(), &c.id, spec)
+        .exec_create(&ctx.project, &c.id, spec)
         .map_err(|e| match e {
             ExecError::NotRunning { id, .. } => {
                 DockerError::conflict(format!("Container {id} is not running"))
@@ -118,7 +118,7 @@ async fn start(
     let d = state.0;
     let containers = &d.engine.containers;
     let info = containers
-        .exec_inspect(&ctx.project.clone(), &id)
+        .exec_inspect(&ctx.project, &id)
         .map_err(refused)?;
     let (parts, body) = req.into_parts();
     let bytes = axum::body::to_bytes(body, 1 << 20)
@@ -133,7 +133,7 @@ async fn start(
     let detach = b.detach.unwrap_or(false);
     let opts = StartOptions { tty: b.tty, detach };
     let io = containers
-        .exec_start(&ctx.project.clone(), &id, opts)
+        .exec_start(&ctx.project, &id, opts)
         .map_err(|e| match e {
             ExecError::Engine(e) if e.kind() == pier_api::ErrorKind::NotFound => {
                 DockerError::not_found(format!("No such container: {}", info.container_id))
@@ -195,7 +195,7 @@ async fn resize(
     let d = state.0;
     let containers = &d.engine.containers;
     containers
-        .exec_inspect(&ctx.project.clone(), &id)
+        .exec_inspect(&ctx.project, &id)
         .map_err(refused)?;
     let (h, w) = match (p.num::<u16>("h")?, p.num::<u16>("w")?) {
         (Some(h), Some(w)) => (h, w),
@@ -206,7 +206,7 @@ async fn resize(
         }
     };
     containers
-        .exec_resize(&ctx.project.clone(), &id, h, w)
+        .exec_resize(&ctx.project, &id, h, w)
         .map_err(refused)?;
     Ok(StatusCode::OK.into_response())
 }
@@ -217,7 +217,7 @@ async fn inspect(Ctx(ctx): Ctx, state: DState, Path(id): Path<String>) -> DResul
     let e = d
         .engine
         .containers
-        .exec_inspect(&ctx.project.clone(), &id)
+        .exec_inspect(&ctx.project, &id)
         .map_err(refused)?;
     Ok(json(
         StatusCode::OK,

@@ -97,7 +97,7 @@ async fn inspect(d: Arc<Docker>, name: String, project: &ProjectName) -> DResult
     let project = project.clone();
     let v = blocking(move || {
         let rec = image(&d, &name, &project)?;
-        let i = d.engine.images.inspect(&project.clone(), rec.id.as_str())?;
+        let i = d.engine.images.inspect(&project, rec.id.as_str())?;
         let raw = d.engine.images.config(&rec)?;
         Ok(inspect_json(&i, &raw, &d.engine.image_lower_dirs(&rec)))
     })
@@ -112,7 +112,7 @@ async fn history(d: Arc<Docker>, name: String, project: &ProjectName) -> DResult
         let tags = d
             .engine
             .images
-            .inspect(&project.clone(), rec.id.as_str())?
+            .inspect(&project, rec.id.as_str())?
             .summary
             .repo_tags;
         let h = d.engine.images.history(&project, rec.id.as_str())?;
@@ -162,14 +162,8 @@ async fn remove(
     let force = p.bool("force");
     image(&d, &name, &ctx.project)?;
     let d2 = d.clone();
-    let ctx_project = ctx.project.clone();
-    let report = blocking(move || {
-        Ok(d2
-            .engine
-            .images
-            .remove(&ctx_project.clone(), &name, force)?)
-    })
-    .await?;
+    let project = ctx.project.clone();
+    let report = blocking(move || Ok(d2.engine.images.remove(&project, &name, force)?)).await?;
     let mut out = Vec::new();
     for u in &report.untagged {
         out.push(json!({"Untagged": u}));
@@ -197,8 +191,8 @@ async fn prune(Ctx(ctx): Ctx, state: DState, p: Params) -> DResult<Response> {
         .and_then(|v| v.first())
         .is_some_and(|v| v == "false" || v == "0");
     let d2 = d.clone();
-    let ctx_project = ctx.project.clone();
-    let r = blocking(move || Ok(d2.engine.images.prune(&ctx_project.clone(), all)?)).await?;
+    let project = ctx.project.clone();
+    let r = blocking(move || Ok(d2.engine.images.prune(&project, all)?)).await?;
     for del in &r.deleted {
         emit(&d, "image", "delete", del.as_str(), &[], &ctx.project);
     }
@@ -226,11 +220,11 @@ async fn load(Ctx(ctx): Ctx, state: DState, body: Body) -> DResult<Response> {
     let d = state.0;
     let reader = crate::stream::body_reader(body);
     let d2 = d.clone();
-    let ctx_project = ctx.project.clone();
+    let project = ctx.project.clone();
     let report = blocking(move || {
         Ok(pier_image::archive::load(
             &d2.engine.images,
-            &ctx_project.clone(),
+            &project,
             reader,
         )?)
     })
@@ -334,11 +328,11 @@ async fn create(
             .map_err(|e: pier_api::reference::RefError| DockerError::bad_request(e.to_string()))?;
         let reader = crate::stream::body_reader(body);
         let d2 = d.clone();
-        let ctx_project = ctx.project.clone();
+        let project = ctx.project.clone();
         let loaded = blocking(move || {
             Ok(pier_image::build::import(
                 &d2.engine.images,
-                &ctx_project.clone(),
+                &project,
                 reader,
                 name,
             )?)

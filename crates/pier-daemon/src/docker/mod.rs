@@ -296,10 +296,8 @@ async fn plugin(axum::extract::Path(rest): axum::extract::Path<String>) -> Docke
 /// `docker builder prune` (and `system prune`): removes the build cache, the untagged
 /// images build steps made that no kept image was built from.
 async fn build_prune(Ctx(ctx): Ctx, axum::extract::State(d): DState) -> Response {
-    let ctx_project = ctx.project.clone();
     let images = d.engine.images.clone();
-    let r =
-        tokio::task::spawn_blocking(move || images.prune_build_cache(&ctx_project.clone())).await;
+    let r = tokio::task::spawn_blocking(move || images.prune_build_cache(&ctx.project)).await;
     match r {
         Ok(Ok(report)) => json(
             StatusCode::OK,
@@ -402,7 +400,7 @@ pub(crate) fn container(
 ) -> DResult<pier_api::containers::ContainerInspect> {
     d.engine
         .containers
-        .get(&project.clone(), name_or_id)
+        .get(project, name_or_id)
         .map_err(|e| match e.kind() {
             ErrorKind::NotFound => {
                 DockerError::not_found(format!("No such container: {name_or_id}"))
@@ -419,7 +417,7 @@ pub(crate) fn image(
 ) -> DResult<pier_image::store::ImageRecord> {
     d.engine
         .images
-        .resolve(&project.clone(), reference)
+        .resolve(project, reference)
         .map_err(|e| match e {
             pier_image::error::ImageError::NotFound { .. }
             | pier_image::error::ImageError::InvalidReference(_) => {

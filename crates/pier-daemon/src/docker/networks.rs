@@ -42,7 +42,7 @@ fn network(d: &Docker, name: &str, project: &ProjectName) -> DResult<NetworkInsp
     d.engine
         .containers
         .networks
-        .inspect(&project.clone(), name)
+        .inspect(project, name)
         .map_err(|e| match e.kind() {
             ErrorKind::NotFound => DockerError::not_found(format!("network {name} not found")),
             _ => e.into(),
@@ -54,10 +54,9 @@ async fn list(Ctx(ctx): Ctx, state: DState, p: Params) -> DResult<Response> {
     let d = state.0;
     let filters = p.filters()?;
     check_filters(&filters, NETWORK_FILTERS)?;
-    let ctx_project = ctx.project.clone();
     let v = blocking(move || {
-        let nets = d.engine.containers.networks.list(&ctx_project)?;
-        let used = d.engine.networks_in_use(&ctx_project)?;
+        let nets = d.engine.containers.networks.list(&ctx.project)?;
+        let used = d.engine.networks_in_use(&ctx.project)?;
         let mut out = Vec::new();
         for n in &nets {
             let facts = NetworkFacts {
@@ -98,10 +97,9 @@ async fn inspect(Ctx(ctx): Ctx, state: DState, Path(id): Path<String>) -> DResul
     if PREDEFINED.contains(&id.as_str()) {
         return Ok(json(StatusCode::OK, predefined_json(&id)));
     }
-    let ctx_project = ctx.project.clone();
     let v = blocking(move || {
-        let n = network(&d, &id, &ctx_project)?;
-        let container = |id: &str| d.engine.containers.get(&ctx_project, id).ok();
+        let n = network(&d, &id, &ctx.project)?;
+        let container = |id: &str| d.engine.containers.get(&ctx.project, id).ok();
         Ok(network_json(&n, Some(&container)))
     })
     .await?;
@@ -119,7 +117,7 @@ async fn create(Ctx(ctx): Ctx, state: DState, body: Bytes) -> DResult<Response> 
         .engine
         .containers
         .networks
-        .create(&ctx.project.clone(), req)
+        .create(&ctx.project, req)
         .await
         .map_err(|e| match e.kind() {
             ErrorKind::Conflict if e.message().contains("already exists") => {
@@ -158,7 +156,7 @@ async fn remove(Ctx(ctx): Ctx, state: DState, Path(id): Path<String>) -> DResult
     d.engine
         .containers
         .networks
-        .remove(&ctx.project.clone(), &n.id)
+        .remove(&ctx.project, &n.id)
         .await
         .map_err(|e| match e.kind() {
             ErrorKind::Conflict => DockerError::new(
@@ -203,7 +201,7 @@ async fn connect(
     };
     d.engine
         .containers
-        .connect(&ctx.project.clone(), &n.id, req)
+        .connect(&ctx.project, &n.id, req)
         .await
         .map_err(|e| match e.kind() {
             ErrorKind::Conflict if e.message().contains("already on network") => DockerError::new(
@@ -233,7 +231,7 @@ async fn disconnect(
     let c = container(&d, &b.container, &ctx.project)?;
     d.engine
         .containers
-        .disconnect(&ctx.project.clone(), &n.id, &c.id)
+        .disconnect(&ctx.project, &n.id, &c.id)
         .await?;
     Ok(StatusCode::OK.into_response())
 }

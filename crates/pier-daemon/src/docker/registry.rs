@@ -73,7 +73,7 @@ pub(crate) async fn pull(
     let before = d
         .engine
         .images
-        .resolve(&project.clone(), &reference)
+        .resolve(&project, &reference)
         .ok()
         .map(|i| i.id);
     let (tx, rx) = mpsc::channel::<Value>(1024);
@@ -136,7 +136,7 @@ pub(crate) async fn push(
             let mut v: Vec<ImageRef> = d
                 .engine
                 .images
-                .list(&project.clone())?
+                .list(&project)?
                 .iter()
                 .flat_map(|i| i.repo_tags.iter())
                 .filter_map(|t| t.parse::<ImageRef>().ok())
@@ -179,7 +179,7 @@ pub(crate) async fn push(
                     let size = d
                         .engine
                         .images
-                        .resolve(&project.clone(), &local)
+                        .resolve(&project, &local)
                         .map(|r| r.size())
                         .unwrap_or(0);
                     let _ = tx

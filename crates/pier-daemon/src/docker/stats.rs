@@ -44,15 +44,14 @@ async fn stats(
     let read = {
         let d = d.clone();
         let id = c.id.clone();
-        let ctx_project = ctx.project.clone();
         move || {
             let d = d.clone();
             let id = id.clone();
-            let ctx_project = ctx_project.clone();
+            let project = ctx.project.clone();
             async move {
                 blocking(move || {
-                    let c = container(&d, &id, &ctx_project)?;
-                    Ok((d.engine.containers.stats(&ctx_project.clone(), &c.id)?, c))
+                    let c = container(&d, &id, &project)?;
+                    Ok((d.engine.containers.stats(&project, &c.id)?, c))
                 })
                 .await
             }
@@ -101,8 +100,7 @@ async fn top(Ctx(ctx): Ctx, state: DState, Path(id): Path<String>, p: Params) ->
             "docker top: ps options are not applied; showing ps -ef columns"
         );
     }
-    let ctx_project = ctx.project.clone();
-    let t = blocking(move || Ok(d.engine.containers.top(&ctx_project.clone(), &c.id)?)).await?;
+    let t = blocking(move || Ok(d.engine.containers.top(&ctx.project, &c.id)?)).await?;
     Ok(json(
         StatusCode::OK,
         json!({"Titles": t.titles, "Processes": t.processes}),

@@ -169,7 +169,7 @@ async fn attach(
         Follow::No
     };
     let mut lines = containers.logs(
-        &ctx.project.clone(),
+        &ctx.project,
         &c.id,
         LogOptions {
             follow,
@@ -185,7 +185,7 @@ async fn attach(
             stdin,
             wait_start: true,
         };
-        Some(containers.attach(&ctx.project.clone(), &c.id, opts).await?)
+        Some(containers.attach(&ctx.project, &c.id, opts).await?)
     } else {
         None
     };
@@ -264,7 +264,7 @@ async fn resize(
     };
     d.engine
         .containers
-        .resize(&ctx.project.clone(), &c.id, h, w)
+        .resize(&ctx.project, &c.id, h, w)
         .await
         .map_err(|e| match e.kind() {
             pier_api::ErrorKind::Conflict => DockerError::conflict(format!(
@@ -299,7 +299,7 @@ async fn wait(
     let exit = d
         .engine
         .containers
-        .wait(&ctx.project.clone(), &c.id, next_exit, removed)?;
+        .wait(&ctx.project, &c.id, next_exit, removed)?;
     let body = futures_util::stream::once(async move {
         let w = exit.await;
         let v = serde_json::json!({"StatusCode": w.exit_code, "Error": null});
@@ -360,7 +360,7 @@ async fn logs(
     // Lines carry whole seconds: `t >= since` is `t >= floor(since)`, `t <= until` is
     // `t <= floor(until)`.
     let mut lines = d.engine.containers.logs(
-        &ctx.project.clone(),
+        &ctx.project,
         &c.id,
         LogOptions {
             follow,

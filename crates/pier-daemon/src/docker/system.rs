@@ -46,11 +46,10 @@ pub async fn info(Ctx(ctx): Ctx, state: DState) -> DResult<Response> {
     let host = HostInfo::read();
     let (containers, images) = blocking({
         let d = d.clone();
-        let ctx_project = ctx.project.clone();
         move || {
             Ok((
-                d.engine.containers.inspect_all(&ctx_project.clone())?,
-                d.engine.images.list(&ctx_project.clone())?.len(),
+                d.engine.containers.inspect_all(&ctx.project)?,
+                d.engine.images.list(&ctx.project)?.len(),
             ))
         }
     })
@@ -90,10 +89,9 @@ pub async fn info(Ctx(ctx): Ctx, state: DState) -> DResult<Response> {
 /// `GET /system/df`.
 pub async fn df(Ctx(ctx): Ctx, state: DState) -> DResult<Response> {
     let d = state.0;
-    let ctx_project = ctx.project.clone();
     let v = blocking(move || {
-        let images = d.engine.images.list(&ctx_project.clone())?;
-        let containers = d.engine.containers.inspect_all(&ctx_project.clone())?;
+        let images = d.engine.images.list(&ctx.project)?;
+        let containers = d.engine.containers.inspect_all(&ctx.project)?;
         let mut layers = 0u64;
         let image_json: Vec<Value> = images
             .iter()
@@ -118,7 +116,7 @@ pub async fn df(Ctx(ctx): Ctx, state: DState) -> DResult<Response> {
                 v
             })
             .collect();
-        let volumes = super::volumes::df_json(&d, &ctx_project);
+        let volumes = super::volumes::df_json(&d, &ctx.project);
         Ok(json!({
             "LayersSize": layers,
             "Images": image_json,

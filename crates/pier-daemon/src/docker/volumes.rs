@@ -60,7 +60,7 @@ fn volume(d: &Docker, name: &str, project: &ProjectName) -> DResult<VolumeInspec
     d.engine
         .containers
         .volumes
-        .get(&project.clone(), name)
+        .get(project, name)
         .map_err(|e| match e.kind() {
             ErrorKind::NotFound => DockerError::not_found(format!("get {name}: no such volume")),
             _ => e.into(),
@@ -118,7 +118,7 @@ async fn create(Ctx(ctx): Ctx, state: DState, body: Bytes) -> DResult<Response> 
     }
     let name = b.name.filter(|n| !n.is_empty());
     let d2 = d.clone();
-    let ctx_project = ctx.project.clone();
+    let project = ctx.project.clone();
     let (v, made) = blocking(move || {
         let req = VolumeCreate {
             name,
@@ -126,7 +126,7 @@ async fn create(Ctx(ctx): Ctx, state: DState, body: Bytes) -> DResult<Response> 
             options: b.driver_opts.unwrap_or_default(),
             labels: b.labels.unwrap_or_default(),
         };
-        Ok(d2.engine.ensure_volume(&ctx_project, req)?)
+        Ok(d2.engine.ensure_volume(&project, req)?)
     })
     .await?;
     if made {
@@ -148,10 +148,9 @@ async fn create(Ctx(ctx): Ctx, state: DState, body: Bytes) -> DResult<Response> 
 /// `GET /volumes/{name}`.
 async fn inspect(Ctx(ctx): Ctx, state: DState, Path(name): Path<String>) -> DResult<Response> {
     let d = state.0;
-    let ctx_project = ctx.project.clone();
     let v = blocking(move || {
-        let v = volume(&d, &name, &ctx_project)?;
-        Ok(volume_json(&d, &v, false, &ctx_project))
+        let v = volume(&d, &name, &ctx.project)?;
+        Ok(volume_json(&d, &v, false, &ctx.project))
     })
     .await?;
     Ok(json(StatusCode::OK, v))
@@ -168,15 +167,15 @@ async fn remove(
     let force = p.bool("force");
     let d2 = d.clone();
     let n2 = name.clone();
-    let ctx_project = ctx.project.clone();
+    let project = ctx.project.clone();
     blocking(move || {
-        if let Err(e) = volume(&d2, &n2, &ctx_project) {
+        if let Err(e) = volume(&d2, &n2, &project) {
             // `rm -f` of a missing volume is not an error, as on Docker.
             return if force { Ok(()) } else { Err(e) };
         }
         d2.engine
             .containers
-            .remove_volume(&ctx_project.clone(), &n2)
+            .remove_volume(&project, &n2)
             .map_err(|e| match e.kind() {
                 ErrorKind::Conflict => DockerError::conflict(format!(
                     "remove {n2}: volume is in use - {}",
@@ -210,9 +209,9 @@ async fn prune(Ctx(ctx): Ctx, state: DState, p: Params) -> DResult<Response> {
     }
     let all = pier_engine::filters::flag(&filters, "all").unwrap_or(false);
     let d2 = d.clone();
-    let ctx_project = ctx.project.clone();
+    let project = ctx.project.clone();
     let (removed, reclaimed) =
-        blocking(move || Ok(d2.engine.prune_volumes_measured(&ctx_project, all)?)).await?;
+        blocking(move || Ok(d2.engine.prune_volumes_measured(&project, all)?)).await?;
     for n in &removed {
         emit(
             &d,

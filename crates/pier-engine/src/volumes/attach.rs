@@ -11,10 +11,10 @@ use pier_api::{ErrorKind, ProjectName};
 use pier_storage::block::{Disk, Format};
 
 use super::record::Phase;
-use super::undo::Undo;
 use super::{st, Volumes};
 use crate::containers::{conflict, invalid};
 use crate::error::EngineResult;
+use crate::steps::Undo;
 
 impl Volumes {
     /// Prepares the volumes of a new container `holder`: makes named ones on first use
@@ -69,7 +69,7 @@ impl Volumes {
                 let _ = self.unhold(project, &name, holder);
             });
         }
-        undo.done();
+        undo.commit();
         Ok(made)
     }
 
@@ -160,7 +160,7 @@ impl Volumes {
                 undo.push(move || self.release(project, name));
             }
         }
-        undo.done();
+        undo.commit();
         Ok(minors)
     }
 

@@ -20,10 +20,10 @@ use pier_store::{Batch, Expect, Table};
 
 use super::options::{parse_driver, VolumeOptions};
 use super::record::{Phase, Stored};
-use super::undo::Undo;
 use super::{key, not_found, st_doing, Volumes};
 use crate::containers::{conflict, invalid, valid_name};
 use crate::error::{EngineError, EngineResult};
+use crate::steps::Undo;
 
 /// What the host side of a new volume got: its size and inode limits.
 type Limits = (Option<u64>, Option<u64>);
@@ -82,7 +82,7 @@ impl Volumes {
         if let Err(e) = ready {
             return Err(undo.fail(e));
         }
-        undo.done();
+        undo.commit();
         Ok(v)
     }
 

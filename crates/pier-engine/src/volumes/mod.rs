@@ -23,7 +23,6 @@ mod layout;
 mod options;
 pub mod record;
 mod snapshots;
-mod undo;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
