@@ -463,6 +463,51 @@ pub struct ExecInspect {
     pub exit_code: Option<i32>,
 }
 
+impl ExecCreate {
+    /// What the session runs: both outputs, the client's input when interactive.
+    pub fn spec(&self) -> ExecSpec {
+        ExecSpec {
+            cmd: self.cmd.clone(),
+            env: self.env.clone(),
+            user: self.user.clone(),
+            workdir: self.workdir.clone(),
+            tty: self.tty,
+            stdin: self.interactive,
+            stdout: true,
+            stderr: true,
+        }
+    }
+}
+
+/// What an exec session runs (both APIs' exec, the engine's sessions).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ExecSpec {
+    pub cmd: Vec<String>,
+    /// `KEY=VALUE`, added to the container's environment.
+    pub env: Vec<String>,
+    pub user: Option<String>,
+    pub workdir: Option<String>,
+    /// Give the command a terminal.
+    pub tty: bool,
+    /// Pass the caller's input to the command.
+    pub stdin: bool,
+    /// Which of the command's outputs the caller receives.
+    pub stdout: bool,
+    pub stderr: bool,
+}
+
+/// What an exec session's inspect shows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExecInfo {
+    pub id: String,
+    pub container_id: String,
+    pub spec: ExecSpec,
+    pub running: bool,
+    pub exit_code: Option<i32>,
+    /// The helper's pid once started (0 before).
+    pub pid: i32,
+}
+
 /// One line of the answer of `exec`: output, then finally the exit code.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
 pub struct ExecOutput {

@@ -25,6 +25,24 @@ fn is_id(s: &str) -> bool {
             .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
+/// Bytes as lowercase hex digits (IDs, digests, names derived from hashes).
+pub fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write;
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        let _ = write!(s, "{b:02x}");
+    }
+    s
+}
+
+/// `n` random bytes from the kernel, as hex digits: new IDs. Panics if the kernel has no
+/// randomness to give (an ID of zeros would collide with the next).
+pub fn random_hex(n: usize) -> String {
+    let mut b = vec![0u8; n];
+    getrandom::fill(&mut b).expect("the kernel's random source (getrandom) failed");
+    hex(&b)
+}
+
 macro_rules! hex_id {
     ($(#[$doc:meta])* $ty:ident, $kind:expr) => {
         $(#[$doc])*
@@ -35,7 +53,7 @@ macro_rules! hex_id {
         impl $ty {
             /// The ID of 32 random bytes.
             pub fn from_bytes(bytes: &[u8; 32]) -> Self {
-                $ty(bytes.iter().map(|b| format!("{b:02x}")).collect())
+                $ty($crate::ids::hex(bytes))
             }
             pub fn as_str(&self) -> &str {
                 &self.0
@@ -181,5 +199,14 @@ mod tests {
         assert_eq!(json, format!("\"{HEX}\""));
         assert_eq!(serde_json::from_str::<NetworkId>(&json).unwrap(), id);
         assert!(serde_json::from_str::<NetworkId>("\"abc\"").is_err());
+    }
+
+    #[test]
+    fn hex_and_random_ids() {
+        assert_eq!(hex(&[0, 0xab, 0x10]), "00ab10");
+        let (a, b) = (random_hex(16), random_hex(16));
+        assert_eq!(a.len(), 32);
+        assert!(a.bytes().all(|c| c.is_ascii_hexdigit()), "{a}");
+        assert_ne!(a, b);
     }
 }

@@ -29,6 +29,7 @@ pub mod build;
 pub mod containers;
 pub mod docker;
 pub mod error;
+pub mod form;
 pub mod host_error;
 pub mod ids;
 pub mod limits;
@@ -45,7 +46,7 @@ pub mod types;
 pub mod volumes;
 
 pub use error::{ErrorBody, ErrorKind};
-pub use ids::{ContainerId, NetworkId};
+pub use ids::{hex, random_hex, ContainerId, NetworkId};
 pub use mounts::{MountFlag, TmpfsFlag, VolumeFlag};
 pub use names::{Digest, ProjectName};
 pub use net::{Ipv4Address, Ipv4Net, MacAddress};

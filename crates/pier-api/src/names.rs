@@ -69,12 +69,7 @@ pub struct Digest(String);
 impl Digest {
     /// Builds a digest from 32 raw sha256 bytes.
     pub fn from_sha256_bytes(bytes: &[u8]) -> Self {
-        let mut s = String::with_capacity(71);
-        s.push_str("sha256:");
-        for b in bytes {
-            s.push_str(&format!("{b:02x}"));
-        }
-        Digest(s)
+        Digest(format!("sha256:{}", crate::ids::hex(bytes)))
     }
     /// The 64 hex digits without the algorithm.
     pub fn hex(&self) -> &str {

@@ -108,7 +108,7 @@ fn sha256_file(path: &std::path::Path) -> Result<String, CliError> {
     let mut h = sha2::Sha256::new();
     std::io::copy(&mut f, &mut h)
         .map_err(|e| fail(format!("cannot read {}: {e}", path.display())))?;
-    Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
+    Ok(pier_api::hex(&h.finalize()))
 }
 
 fn sidecar(path: &std::path::Path) -> PathBuf {

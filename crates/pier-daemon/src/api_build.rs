@@ -31,38 +31,13 @@ pub fn routes() -> Router<Arc<Engine>> {
 )]
 pub struct BuildDoc;
 
-/// Decodes `%XX` escapes and `+` (a space) of a query component.
-fn percent_decode(s: &str) -> ApiResult<String> {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'+' => out.push(b' '),
-            b'%' => {
-                let hex = bytes
-                    .get(i + 1..i + 3)
-                    .and_then(|h| std::str::from_utf8(h).ok())
-                    .and_then(|h| u8::from_str_radix(h, 16).ok())
-                    .ok_or_else(|| {
-                        ApiError::invalid(format!("invalid query: bad escape in {s:?}"))
-                    })?;
-                out.push(hex);
-                i += 2;
-            }
-            b => out.push(b),
-        }
-        i += 1;
-    }
-    String::from_utf8(out).map_err(|_| ApiError::invalid("invalid query: not UTF-8"))
-}
-
 /// The query as [`BuildOptions`]; repeated keys (`t`, `buildarg`) add up.
 pub fn parse_query(raw: &str) -> ApiResult<BuildOptions> {
     let mut opts = BuildOptions::default();
     for pair in raw.split('&').filter(|p| !p.is_empty()) {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        let (k, v) = (percent_decode(k)?, percent_decode(v)?);
+        let decode = |s| pier_api::form::decode(s).map_err(|e| ApiError::invalid(e.to_string()));
+        let (k, v) = (decode(k)?, decode(v)?);
         match k.as_str() {
             "t" => opts.tags.push(
                 v.parse::<ImageRef>()

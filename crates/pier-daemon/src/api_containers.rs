@@ -17,8 +17,7 @@ use pier_api::containers::{
 use pier_api::time::parse_rfc3339;
 use pier_api::ErrorBody;
 use pier_engine::sessions::{
-    AttachOptions, Chunk, ExecError, ExecIo, ExecSpec, Follow, InputSender, LogOptions,
-    StartOptions,
+    AttachOptions, Chunk, ExecError, ExecIo, Follow, InputSender, LogOptions, StartOptions,
 };
 use serde::Deserialize;
 use utoipa::{IntoParams, OpenApi};
@@ -353,19 +352,9 @@ async fn exec(
         .map_err(|err| ApiError::invalid(format!("invalid request body: {err}")))?;
     let attached = (req.tty || req.interactive) && !req.detach;
     let detach = req.detach;
-    let spec = ExecSpec {
-        cmd: req.cmd,
-        env: req.env,
-        user: req.user,
-        workdir: req.workdir,
-        tty: req.tty,
-        stdin: req.interactive,
-        stdout: true,
-        stderr: true,
-    };
     let exec_id = e
         .containers
-        .exec_create(&ctx.project, &id, spec)
+        .exec_create(&ctx.project, &id, req.spec())
         .map_err(exec_error)?;
     let io = e
         .containers

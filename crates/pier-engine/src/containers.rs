@@ -18,7 +18,6 @@
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -91,11 +90,7 @@ fn key(project: &ProjectName, id: &str) -> String {
 }
 
 pub fn random_id() -> String {
-    let mut b = [0u8; 32];
-    if let Ok(mut f) = fs::File::open("/dev/urandom") {
-        let _ = f.read_exact(&mut b);
-    }
-    b.iter().map(|x| format!("{x:02x}")).collect()
+    pier_api::random_hex(32)
 }
 
 /// `docker`-style names: an adjective and a scientist.

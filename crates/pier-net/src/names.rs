@@ -36,10 +36,6 @@ pub struct HostNames {
     owner: String,
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 fn all_hex(s: &str) -> bool {
     s.bytes()
         .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
@@ -49,7 +45,7 @@ impl HostNames {
     /// The names of the daemon on `root` (canonical); `default_root` keeps the
     /// untagged names of the default daemon.
     pub fn for_root(root: &Path, default_root: bool) -> HostNames {
-        let digest = hex(&Sha256::digest(root.as_os_str().as_encoded_bytes()));
+        let digest = pier_api::hex(&Sha256::digest(root.as_os_str().as_encoded_bytes()));
         HostNames {
             tag: if default_root {
                 String::new()

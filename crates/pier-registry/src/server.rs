@@ -201,7 +201,7 @@ async fn token(State(reg): State<Arc<Registry>>, uri: Uri, headers: HeaderMap) -
         .filter_map(|kv| kv.split_once('='))
         .filter(|(k, _)| *k == "scope")
         .flat_map(|(_, v)| {
-            let v = percent_decode(v);
+            let v = pier_api::form::decode_lossy(v);
             v.split(' ').map(str::to_string).collect::<Vec<_>>()
         })
         .collect();
@@ -209,31 +209,6 @@ async fn token(State(reg): State<Arc<Registry>>, uri: Uri, headers: HeaderMap) -
         Ok(v) => ([(header::CONTENT_TYPE, "application/json")], v.to_string()).into_response(),
         Err(e) => e.into_response(),
     }
-}
-
-fn percent_decode(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        match b[i] {
-            b'%' if i + 2 < b.len() => {
-                match u8::from_str_radix(std::str::from_utf8(&b[i + 1..i + 3]).unwrap_or("zz"), 16)
-                {
-                    Ok(x) => {
-                        out.push(x);
-                        i += 3;
-                        continue;
-                    }
-                    Err(_) => out.push(b'%'),
-                }
-            }
-            b'+' => out.push(b' '),
-            c => out.push(c),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 fn digest(s: &str) -> Result<Digest> {

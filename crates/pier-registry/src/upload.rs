@@ -44,9 +44,7 @@ pub struct Uploads {
 }
 
 fn random_id() -> String {
-    let mut b = [0u8; 16];
-    let _ = File::open("/dev/urandom").and_then(|mut f| std::io::Read::read_exact(&mut f, &mut b));
-    b.iter().map(|x| format!("{x:02x}")).collect()
+    pier_api::random_hex(16)
 }
 
 impl Uploads {

@@ -22,6 +22,7 @@
 pub mod archive;
 pub mod container;
 pub mod create;
+pub mod exec;
 pub mod images;
 pub mod mounts;
 pub mod networks;
@@ -56,6 +57,20 @@ impl Refused {
 
 /// What the Docker conversions return.
 pub type Result<T> = std::result::Result<T, Refused>;
+
+/// The answer to an endpoint of a Docker feature Pier does not have (swarm, plugins,
+/// BuildKit sessions, remote manifests), saying what to do instead.
+pub fn unsupported(method: &str, path: &str) -> Refused {
+    let first = path.trim_start_matches('/').split('/').next().unwrap_or("");
+    let (status, message) = match first {
+        "swarm" | "nodes" | "services" | "tasks" | "secrets" | "configs" => (503, "This node is not a swarm manager: pier does not do swarm mode; run services with docker-compose instead".to_string()),
+        "plugins" => (501, "pier does not support Docker plugins".to_string()),
+        "session" | "grpc" => (501, "BuildKit sessions are not supported by pier: build with the classic builder (DOCKER_BUILDKIT=0)".to_string()),
+        "distribution" => (501, "pier does not look up remote manifests through the Docker API yet; pull the image instead".to_string()),
+        _ => (501, format!("{method} {path} is not supported by pier's Docker API")),
+    };
+    Refused { status, message }
+}
 
 /// Unix seconds of an RFC 3339 time, 0 when absent or unreadable.
 pub fn unix(t: Option<&str>) -> i64 {
@@ -111,5 +126,25 @@ mod tests {
         assert_eq!(normalize_ref("bb:1"), "bb:1");
         assert_eq!(unix(Some("1970-01-01T00:01:00Z")), 60);
         assert_eq!(unix(None), 0);
+    }
+
+    #[test]
+    fn unsupported_features_say_what_to_do_instead() {
+        let swarm = unsupported("GET", "/swarm");
+        assert_eq!(swarm.status, 503);
+        assert!(swarm.message.contains("docker-compose"), "{swarm}");
+        assert_eq!(unsupported("POST", "/services/create").status, 503);
+        assert!(unsupported("POST", "/session")
+            .message
+            .contains("DOCKER_BUILDKIT=0"));
+        assert!(unsupported("GET", "/distribution/bb/json")
+            .message
+            .contains("pull"));
+        let other = unsupported("PUT", "/nothing/here");
+        assert_eq!(other.status, 501);
+        assert_eq!(
+            other.message,
+            "PUT /nothing/here is not supported by pier's Docker API"
+        );
     }
 }

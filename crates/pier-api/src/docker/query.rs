@@ -5,41 +5,11 @@
 use std::str::FromStr;
 
 use super::{Refused, Result};
+use crate::form::decode_lossy;
 
 /// The decoded query of a request.
 #[derive(Debug, Default, Clone)]
 pub struct Query(Vec<(String, String)>);
-
-fn hex(b: u8) -> Option<u8> {
-    match b {
-        b'0'..=b'9' => Some(b - b'0'),
-        b'a'..=b'f' => Some(b - b'a' + 10),
-        b'A'..=b'F' => Some(b - b'A' + 10),
-        _ => None,
-    }
-}
-
-/// Form decoding: `+` is a space, `%XX` a byte.
-pub fn percent_decode(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        match b[i] {
-            b'+' => out.push(b' '),
-            b'%' if i + 2 < b.len() => match (hex(b[i + 1]), hex(b[i + 2])) {
-                (Some(h), Some(l)) => {
-                    out.push(h * 16 + l);
-                    i += 2;
-                }
-                _ => out.push(b'%'),
-            },
-            c => out.push(c),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
 
 impl Query {
     pub fn parse(query: &str) -> Query {
@@ -49,7 +19,7 @@ impl Query {
                 .filter(|p| !p.is_empty())
                 .map(|p| {
                     let (k, v) = p.split_once('=').unwrap_or((p, ""));
-                    (percent_decode(k), percent_decode(v))
+                    (decode_lossy(k), decode_lossy(v))
                 })
                 .collect(),
         )
@@ -113,6 +83,6 @@ mod tests {
         assert_eq!(p.num::<u64>("t").unwrap(), Some(5));
         assert_eq!(p.get("x"), Some(" y"));
         assert!(Query::parse("t=abc").num::<u64>("t").is_err());
-        assert_eq!(percent_decode("100%"), "100%");
+        assert_eq!(decode_lossy("100%"), "100%");
     }
 }

@@ -12,8 +12,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
-use pier_engine::sessions::{ExecError, ExecSpec, StartOptions};
-use serde::Deserialize;
+use pier_engine::sessions::{ExecError, StartOptions};
 use serde_json::json;
 use tokio::io::AsyncReadExt;
 
@@ -21,7 +20,7 @@ use super::params::Params;
 use super::streams::{hijack, Conn};
 use super::{container, json, DResult, DState, Docker, DockerError};
 use crate::api::Ctx;
-use pier_api::docker::create::StrOrList;
+use pier_api::docker::exec::{inspect_json, ExecConfig, ExecStartConfig};
 
 pub fn routes() -> Router<Arc<Docker>> {
     Router::new()
@@ -29,27 +28,6 @@ pub fn routes() -> Router<Arc<Docker>> {
         .route("/exec/{id}/start", post(start))
         .route("/exec/{id}/resize", post(resize))
         .route("/exec/{id}/json", get(inspect))
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(rename_all = "PascalCase", default)]
-struct CreateBody {
-    attach_stdin: Option<bool>,
-    attach_stdout: Option<bool>,
-    attach_stderr: Option<bool>,
-    tty: Option<bool>,
-    env: Option<Vec<String>>,
-    cmd: Option<StrOrList>,
-    privileged: Option<bool>,
-    user: Option<String>,
-    working_dir: Option<String>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(rename_all = "PascalCase", default)]
-struct StartBody {
-    detach: Option<bool>,
-    tty: Option<bool>,
 }
 
 /// An engine refusal in Docker's words; `No such exec instance` for an unknown ID.
@@ -68,29 +46,10 @@ async fn create(
     body: Bytes,
 ) -> DResult<Response> {
     let d = state.0;
-    let b: CreateBody = serde_json::from_slice(&body)
+    let b: ExecConfig = serde_json::from_slice(&body)
         .map_err(|e| DockerError::bad_request(format!("invalid exec config: {e}")))?;
     let c = container(&d, &id, &ctx.project)?;
-    if b.privileged.unwrap_or(false) {
-        return Err(DockerError::bad_request(
-            "docker exec --privileged is not supported by pier yet: the command runs with the container's privileges; run the container with --privileged instead",
-        ));
-    }
-    let cmd = match b.cmd {
-        Some(StrOrList::One(s)) => vec![s],
-        Some(StrOrList::Many(v)) => v,
-        None => Vec::new(),
-    };
-    let spec = ExecSpec {
-        cmd,
-        env: b.env.unwrap_or_default(),
-        user: b.user.filter(|u| !u.is_empty()),
-        workdir: b.working_dir.filter(|w| !w.is_empty()),
-        tty: b.tty.unwrap_or(false),
-        stdin: b.attach_stdin.unwrap_or(false),
-        stdout: b.attach_stdout.unwrap_or(true),
-        stderr: b.attach_stderr.unwrap_or(true),
-    };
+    let spec = b.into_spec()?;
     let exec_id = d
         .engine
         .containers
@@ -124,8 +83,8 @@ async fn start(
     let bytes = axum::body::to_bytes(body, 1 << 20)
         .await
         .map_err(|err| DockerError::bad_request(format!("invalid request body: {err}")))?;
-    let b: StartBody = if bytes.iter().all(|b| b.is_ascii_whitespace()) {
-        StartBody::default()
+    let b: ExecStartConfig = if bytes.iter().all(|b| b.is_ascii_whitespace()) {
+        ExecStartConfig::default()
     } else {
         serde_json::from_slice(&bytes)
             .map_err(|err| DockerError::bad_request(format!("invalid exec start config: {err}")))?
@@ -219,27 +178,5 @@ async fn inspect(Ctx(ctx): Ctx, state: DState, Path(id): Path<String>) -> DResul
         .containers
         .exec_inspect(&ctx.project, &id)
         .map_err(refused)?;
-    Ok(json(
-        StatusCode::OK,
-        json!({
-            "ID": e.id,
-            "Running": e.running,
-            "ExitCode": e.exit_code,
-            "ProcessConfig": {
-                "tty": e.spec.tty,
-                "entrypoint": e.spec.cmd.first(),
-                "arguments": e.spec.cmd.iter().skip(1).collect::<Vec<_>>(),
-                // Refused at create: a command never runs privileged.
-                "privileged": false,
-                "user": e.spec.user.clone().unwrap_or_default(),
-            },
-            "OpenStdin": e.spec.stdin,
-            "OpenStdout": e.spec.stdout,
-            "OpenStderr": e.spec.stderr,
-            "CanRemove": false,
-            "ContainerID": e.container_id,
-            "DetachKeys": "",
-            "Pid": e.pid,
-        }),
-    ))
+    Ok(json(StatusCode::OK, inspect_json(&e)))
 }

@@ -254,25 +254,7 @@ pub fn router(engine: Arc<Engine>) -> Router {
 async fn unsupported(req: Request) -> DockerError {
     let (parts, body) = req.into_parts();
     crate::stream::drain(body, 1 << 20).await;
-    let path = parts.uri.path();
-    let first = path.trim_start_matches('/').split('/').next().unwrap_or("");
-    match first {
-        "swarm" | "nodes" | "services" | "tasks" | "secrets" | "configs" => DockerError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "This node is not a swarm manager: pier does not do swarm mode; run services with docker-compose instead",
-        ),
-        "plugins" => DockerError::not_implemented("pier does not support Docker plugins"),
-        "session" | "grpc" => DockerError::not_implemented(
-            "BuildKit sessions are not supported by pier: build with the classic builder (DOCKER_BUILDKIT=0)",
-        ),
-        "distribution" => DockerError::not_implemented(
-            "pier does not look up remote manifests through the Docker API yet; pull the image instead",
-        ),
-        _ => DockerError::not_implemented(format!(
-            "{} {path} is not supported by pier's Docker API",
-            parts.method
-        )),
-    }
+    pier_api::docker::unsupported(parts.method.as_str(), parts.uri.path()).into()
 }
 
 /// `POST /auth` (`docker login`).

@@ -14,10 +14,6 @@ use sha2::{Digest as _, Sha256};
 
 use super::{env_of, fs, Build, BuildError, Stage, PROXY_ARGS};
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 /// The `SHELL` of a config, `/bin/sh -c` by default.
 fn shell_of(config: &Value) -> Vec<String> {
     config["config"]["Shell"]
@@ -269,7 +265,7 @@ impl Build<'_> {
         h.update(created_by);
         h.update("\n");
         h.update(extra);
-        hex(&h.finalize())
+        pier_api::hex(&h.finalize())
     }
 
     /// On a cache hit, makes the cached image the stage's and says so.
@@ -558,7 +554,7 @@ impl Build<'_> {
         for (name, p) in &resolved {
             context::hash_tree(&mut h, p, name).map_err(BuildError::io("read the sources"))?;
         }
-        let sum = hex(&h.finalize());
+        let sum = pier_api::hex(&h.finalize());
         let kind = match resolved.as_slice() {
             [(_, p)] if p.is_dir() => "dir",
             [_] => "file",

@@ -39,22 +39,7 @@ pub const KEEP_ENDED: Duration = Duration::from_secs(600);
 /// How long an exec that was never started is kept.
 pub const KEEP_UNSTARTED: Duration = Duration::from_secs(1800);
 
-/// What to run.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ExecSpec {
-    pub cmd: Vec<String>,
-    /// `KEY=VALUE`, added to the container's environment.
-    pub env: Vec<String>,
-    pub user: Option<String>,
-    pub workdir: Option<String>,
-    /// Give the command a terminal.
-    pub tty: bool,
-    /// Pass the caller's input to the command.
-    pub stdin: bool,
-    /// Which of the command's outputs the caller receives.
-    pub stdout: bool,
-    pub stderr: bool,
-}
+pub use pier_api::containers::{ExecInfo, ExecSpec};
 
 /// How to start an exec.
 #[derive(Debug, Clone, Copy, Default)]
@@ -73,18 +58,6 @@ pub struct ExecIo {
     pub exit: watch::Receiver<Option<i32>>,
     /// Whether the command got a terminal.
     pub tty: bool,
-}
-
-/// What an exec's inspect shows.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ExecInfo {
-    pub id: String,
-    pub container_id: String,
-    pub spec: ExecSpec,
-    pub running: bool,
-    pub exit_code: Option<i32>,
-    /// The helper's pid once started (0 before).
-    pub pid: i32,
 }
 
 /// Why an exec was refused. Each API words these its own way; the messages here are the

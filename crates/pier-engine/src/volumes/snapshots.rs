@@ -209,7 +209,7 @@ impl Volumes {
                 // The rest of the stream (tar padding) counts for the checksum too.
                 std::io::copy(&mut hashing, &mut std::io::sink())
                     .map_err(|e| invalid(format!("reading the archive: {e}")))?;
-                let got = hex(&sha2::Digest::finalize(hashing.hash.clone()));
+                let got = pier_api::hex(&sha2::Digest::finalize(hashing.hash.clone()));
                 match expect {
                     Some(want) if want.trim_start_matches("sha256:") != got => Err(invalid(format!(
                         "the archive's checksum is sha256:{got}, not {want}: it is corrupt or not the one exported"
@@ -236,8 +236,4 @@ impl<R: Read> Read for HashingReader<R> {
         sha2::Digest::update(&mut self.hash, &buf[..n]);
         Ok(n)
     }
-}
-
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
 }
