@@ -5,10 +5,13 @@
 //! `{"error": "...", "errorDetail": {"message": "..."}}` on failure, and
 //! `{"aux": {"ID": "sha256:..."}}` once the image is built.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use crate::names::Digest;
+use crate::reference::ImageRef;
 
 /// Query of `POST /v1/build` (keys may repeat: `t`, `buildarg`). The body is the build
 /// context: a tar, plain or gzip/zstd-compressed.
@@ -30,6 +33,101 @@ pub struct BuildQuery {
     /// The network of `RUN` steps: empty or absent for the default network, `none`,
     /// `host`, or a network's name.
     pub network: Option<String>,
+}
+
+/// What a build request asks for, read from either API's query (the native
+/// [`BuildParams::parse_native`], Docker's `pier_api::docker::build::params`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BuildParams {
+    /// Names for the image.
+    pub tags: Vec<ImageRef>,
+    /// The Dockerfile's path in the context; `Dockerfile` when absent.
+    pub dockerfile: Option<String>,
+    /// `--build-arg KEY=VALUE`.
+    pub build_args: BTreeMap<String, String>,
+    /// Build up to this stage, not the last.
+    pub target: Option<String>,
+    /// Use no cached step.
+    pub no_cache: bool,
+    /// The network of `RUN` steps: `None` for the default network.
+    pub network: Option<String>,
+    /// Labels of the image.
+    pub labels: BTreeMap<String, String>,
+}
+
+/// A build query that cannot be read: what was wrong and what to give instead.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct InvalidBuildQuery(pub String);
+
+fn invalid(m: String) -> InvalidBuildQuery {
+    InvalidBuildQuery(m)
+}
+
+/// A repeated `KEY=VALUE` parameter (`buildarg`, `label`); `what` names it in errors.
+fn key_value(
+    v: &str,
+    what: &str,
+    value_needed: bool,
+) -> Result<(String, String), InvalidBuildQuery> {
+    let (name, value) = match v.split_once('=') {
+        Some(kv) => kv,
+        None if !value_needed => (v, ""),
+        None => return Err(invalid(format!("invalid {what} {v:?}: give KEY=VALUE"))),
+    };
+    if name.is_empty() {
+        return Err(invalid(format!(
+            "invalid {what} {v:?}: the name is empty; give KEY=VALUE"
+        )));
+    }
+    Ok((name.to_string(), value.to_string()))
+}
+
+impl BuildParams {
+    /// The native query of `POST /v1/build` ([`BuildQuery`]); repeated keys (`t`,
+    /// `buildarg`, `label`) add up; an unknown key is refused.
+    pub fn parse_native(raw: &str) -> Result<BuildParams, InvalidBuildQuery> {
+        let mut opts = BuildParams::default();
+        for pair in raw.split('&').filter(|p| !p.is_empty()) {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            let decode = |s| crate::form::decode(s).map_err(|e| invalid(e.to_string()));
+            let (k, v) = (decode(k)?, decode(v)?);
+            match k.as_str() {
+                "t" => opts.tags.push(
+                    v.parse::<ImageRef>()
+                        .map_err(|e| invalid(format!("invalid tag {v:?}: {e}")))?,
+                ),
+                "dockerfile" => opts.dockerfile = Some(v).filter(|v| !v.is_empty()),
+                "buildarg" => {
+                    let (name, value) = key_value(&v, "build argument", true)?;
+                    opts.build_args.insert(name, value);
+                }
+                "label" => {
+                    let (name, value) = key_value(&v, "label", false)?;
+                    opts.labels.insert(name, value);
+                }
+                "target" => opts.target = Some(v).filter(|v| !v.is_empty()),
+                "no_cache" => {
+                    opts.no_cache = match v.as_str() {
+                        "" | "1" | "true" => true,
+                        "0" | "false" => false,
+                        _ => {
+                            return Err(invalid(format!(
+                                "invalid no_cache {v:?}: give true or false"
+                            )))
+                        }
+                    }
+                }
+                "network" => opts.network = Some(v).filter(|v| !v.is_empty()),
+                other => {
+                    return Err(invalid(format!(
+                        "unknown query parameter {other:?} for /v1/build"
+                    )))
+                }
+            }
+        }
+        Ok(opts)
+    }
 }
 
 /// One line of the build progress stream.
@@ -97,5 +195,33 @@ impl BuildLine {
         let mut s = serde_json::to_string(self).expect("a build line serializes");
         s.push('\n');
         s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_repeated_keys_and_escapes() {
+        let o = BuildParams::parse_native(
+            "t=app%3A1&t=other&dockerfile=sub%2FDockerfile&buildarg=A%3D1&buildarg=B%3Dx+y&target=build&no_cache=true&network=none",
+        )
+        .unwrap();
+        assert_eq!(
+            o.tags.iter().map(|t| t.familiar()).collect::<Vec<_>>(),
+            vec!["app:1", "other:latest"]
+        );
+        assert_eq!(o.dockerfile.as_deref(), Some("sub/Dockerfile"));
+        assert_eq!(o.build_args["A"], "1");
+        assert_eq!(o.build_args["B"], "x y");
+        assert_eq!(o.target.as_deref(), Some("build"));
+        assert!(o.no_cache);
+        assert_eq!(o.network.as_deref(), Some("none"));
+        assert!(BuildParams::parse_native("t=Bad:Ref").is_err());
+        assert!(BuildParams::parse_native("buildarg=NOVALUE").is_err());
+        assert!(BuildParams::parse_native("nope=1").is_err());
+        assert!(BuildParams::parse_native("t=%zz").is_err());
+        assert!(BuildParams::parse_native("").unwrap().tags.is_empty());
     }
 }

@@ -20,6 +20,7 @@
 //! it onto its error response.
 
 pub mod archive;
+pub mod build;
 pub mod container;
 pub mod create;
 pub mod exec;

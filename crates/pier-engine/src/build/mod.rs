@@ -98,6 +98,21 @@ pub struct BuildOptions {
     pub cancel: Option<Arc<AtomicBool>>,
 }
 
+impl From<pier_api::build::BuildParams> for BuildOptions {
+    fn from(p: pier_api::build::BuildParams) -> Self {
+        BuildOptions {
+            tags: p.tags,
+            dockerfile: p.dockerfile,
+            build_args: p.build_args,
+            target: p.target,
+            no_cache: p.no_cache,
+            network: p.network,
+            labels: p.labels,
+            cancel: None,
+        }
+    }
+}
+
 /// What a build reports as it goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum BuildEvent {
