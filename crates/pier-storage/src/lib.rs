@@ -8,7 +8,7 @@
 //! a full disk does, the inode count is fixed when the filesystem is made, and the same
 //! image files are what VMs will boot from later. A loop device is set up with
 //! `LOOP_CONFIGURE` and autoclear, so unmounting releases it and nothing is left behind.
-//! The daemon (`pier-daemon/src/volumes.rs`) decides what to make; this crate does it.
+//! The engine (`pier_engine::volumes`, through its `host::storage` traits) decides what to make; this crate does it.
 
 pub mod block;
 pub mod ext4;
