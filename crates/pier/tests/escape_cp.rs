@@ -153,10 +153,11 @@ fn cp_never_follows_a_racing_symlink_onto_the_host() {
     // /r and /w are directories most of the time and, between, symlinks to the host's
     // secret and victim directories; /q and /v flip between a symlink and nothing. Each
     // swap first heals its directory: a copy into /w/ while /w is briefly gone makes a new
-    // /w, into which the swap would then move /w.tmp (as on Docker).
+    // /w (a directory, into which the swap would then move /w.tmp, or the payload file
+    // itself), as on Docker.
     let script = format!(
         "swap() {{ while true; do heal $1; mv /$1 /$1.tmp; ln -s $2 /$1; ln -s $2/sub /$1.tmp/sub2; rm /$1; mv /$1.tmp /$1; rm -f /$1/sub2; usleep 3000; done; }}; \
-         heal() {{ [ -L /$1 ] && rm -f /$1; [ -d /$1.tmp ] && [ ! -e /$1 ] && mv /$1.tmp /$1; rm -rf /$1.tmp /$1/$1.tmp; \
+         heal() {{ [ -L /$1 ] && rm -f /$1; [ -e /$1 ] && [ ! -d /$1 ] && rm -f /$1; [ -d /$1.tmp ] && [ ! -e /$1 ] && mv /$1.tmp /$1; rm -rf /$1.tmp /$1/$1.tmp; \
          mkdir -p /$1/sub; echo inside > /$1/marker; echo inside > /$1/sub/marker; }}; \
          flip() {{ while true; do ln -s $2 /$1; rm /$1; done; }}; \
          swap r {s} & swap w {v} & flip q {s} & flip v {v} & wait",
