@@ -1,10 +1,9 @@
 //! The engine test tier for instances: create, start, stop, remove, restart policies and
 //! restore over `MemStore` and the fake driver, with no root and no host networking
 //! (`--network none`). Failures are injected at each step (the driver's, and the
-//! store's commits through [`FlakyStore`]) and every test checks that nothing is left.
+//! store's commits through [`FaultyStore`]) and every test checks that nothing is left.
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -22,69 +21,15 @@ use pier_engine::sessions::exec::{ExecError, ExecSpec, StartOptions};
 use pier_engine::volumes::Volumes;
 use pier_engine::EngineError;
 use pier_image::ImageStore;
-use pier_store::{
-    KeyValue, LeaseId, Listing, MemStore, Revision, Store, StoreError, Table, Txn, Watcher,
-};
+use pier_store::{FaultyStore, Store, Table};
 use sha2::Digest;
-
-// ---- a store whose commits can be made to fail ------------------------------------------
-
-/// `MemStore`, with the Nth transaction from some point on failing.
-#[derive(Default)]
-struct FlakyStore {
-    inner: MemStore,
-    count: AtomicU32,
-    fail_at: AtomicU32,
-}
-
-impl FlakyStore {
-    /// The `nth` transaction from now (1: the next one) fails.
-    fn fail_txn(&self, nth: u32) {
-        self.fail_at
-            .store(self.count.load(Ordering::SeqCst) + nth, Ordering::SeqCst);
-    }
-}
-
-impl Store for FlakyStore {
-    fn get_kv(&self, table: Table, key: &str) -> Result<Option<KeyValue>, StoreError> {
-        self.inner.get_kv(table, key)
-    }
-    fn range(&self, table: Table, prefix: &str) -> Result<Listing, StoreError> {
-        self.inner.range(table, prefix)
-    }
-    fn revision(&self) -> Result<Revision, StoreError> {
-        self.inner.revision()
-    }
-    fn txn(&self, txn: Txn, durable: bool) -> Result<Revision, StoreError> {
-        let n = self.count.fetch_add(1, Ordering::SeqCst) + 1;
-        if n == self.fail_at.load(Ordering::SeqCst) {
-            return Err(StoreError::Backend("injected store failure".into()));
-        }
-        self.inner.txn(txn, durable)
-    }
-    fn watch(&self, table: Table, prefix: &str, from: Revision) -> Result<Watcher, StoreError> {
-        self.inner.watch(table, prefix, from)
-    }
-    fn grant(&self, ttl: Duration) -> Result<LeaseId, StoreError> {
-        self.inner.grant(ttl)
-    }
-    fn keep_alive(&self, lease: LeaseId) -> Result<Duration, StoreError> {
-        self.inner.keep_alive(lease)
-    }
-    fn revoke(&self, lease: LeaseId) -> Result<Revision, StoreError> {
-        self.inner.revoke(lease)
-    }
-    fn expire_leases(&self) -> Result<Vec<LeaseId>, StoreError> {
-        self.inner.expire_leases()
-    }
-}
 
 // ---- the engine over the fakes ----------------------------------------------------------
 
 struct Env {
     _tmp: tempfile::TempDir,
     root: PathBuf,
-    store: Arc<FlakyStore>,
+    store: Arc<FaultyStore>,
     images: Arc<ImageStore>,
     networks: Arc<Networks>,
     volumes: Arc<Volumes>,
@@ -132,7 +77,7 @@ impl Env {
     async fn new() -> Env {
         let tmp = tempfile::tempdir().unwrap();
         let root = tmp.path().to_path_buf();
-        let store = Arc::new(FlakyStore::default());
+        let store = Arc::new(FaultyStore::default());
         let db: Arc<dyn Store> = store.clone();
         let images = Arc::new(ImageStore::open(&root.join("images"), db.clone()).unwrap());
         let p = ProjectName::default_project();
@@ -309,7 +254,7 @@ impl Env {
 
 fn containers(
     root: &std::path::Path,
-    store: &Arc<FlakyStore>,
+    store: &Arc<FaultyStore>,
     images: &Arc<ImageStore>,
     networks: &Arc<Networks>,
     volumes: &Arc<Volumes>,
@@ -389,7 +334,7 @@ async fn create_failing_in_the_driver_leaves_nothing() {
 #[tokio::test]
 async fn create_failing_at_the_record_leaves_nothing() {
     let e = Env::new().await;
-    e.store.fail_txn(1);
+    e.store.fail_txn(0);
     assert!(e.create_with(Some("a"), |_| {}).is_err());
     assert_eq!(
         e.driver.calls_of(Op::Destroy).len(),
@@ -414,7 +359,7 @@ async fn create_failing_in_the_driver_removes_its_anonymous_volumes() {
 async fn create_failing_at_the_record_removes_the_image_volumes_it_made() {
     let e = Env::new().await;
     // The volume's own record is the first commit; the container's the second.
-    e.store.fail_txn(2);
+    e.store.fail_txn(1);
     let r = e.create_with(Some("a"), |r| r.image = "vol:latest".into());
     assert!(r.is_err());
     assert!(e.volume_names().is_empty(), "{:?}", e.volume_names());
@@ -652,7 +597,7 @@ async fn a_refused_start_of_an_rm_container_leaves_nothing() {
 async fn a_start_whose_record_cannot_be_written_stops_the_run_again() {
     let e = Env::new().await;
     let id = e.create("a");
-    e.store.fail_txn(1);
+    e.store.fail_txn(0);
     assert!(e.c.start(&e.p, &id).await.is_err());
     assert!(
         e.driver.running().is_empty(),
@@ -1009,7 +954,7 @@ async fn removing_a_running_container_needs_force() {
 async fn a_remove_whose_record_cannot_be_deleted_can_be_retried() {
     let e = Env::new().await;
     let id = e.create("a");
-    e.store.fail_txn(1);
+    e.store.fail_txn(0);
     assert!(e.c.remove(&e.p, &id, false, false).await.is_err());
     assert_eq!(e.records(), 1, "the record stays, to remove again");
     e.c.remove(&e.p, &id, false, false).await.unwrap();
@@ -1304,7 +1249,6 @@ async fn restore_starts_a_container_that_was_restarting() {
     let mut c = e.get(&id);
     c.state.status = ContainerStatus::Restarting;
     e.store
-        .inner
         .commit(vec![pier_store::Op::Put {
             table: Table::Containers,
             key: format!("{}/{}", e.p, id),
@@ -1332,7 +1276,6 @@ async fn restore_removes_instances_that_have_no_record() {
     let id = e.create("a");
     // The record is lost (a crash during create, before it was written).
     e.store
-        .inner
         .commit(vec![pier_store::Op::Delete {
             table: Table::Containers,
             key: format!("{}/{}", e.p, id),
@@ -1350,7 +1293,6 @@ async fn restore_adopts_a_running_rm_container_whose_record_was_lost() {
     e.c.start(&e.p, &id).await.unwrap();
     // Its record and name were written lazily, and a crash lost both.
     e.store
-        .inner
         .commit(vec![
             pier_store::Op::Delete {
                 table: Table::Containers,
@@ -1438,7 +1380,6 @@ async fn a_name_taken_between_the_check_and_the_commit_undoes_the_create() {
     let e = Env::new().await;
     // Another engine (a host of the cluster) took the name after this one checked it.
     e.store
-        .inner
         .commit(vec![pier_store::Op::Put {
             table: Table::Meta,
             key: format!("container-names/{}/x", e.p),
@@ -1456,7 +1397,6 @@ async fn the_index_is_rebuilt_for_records_that_have_no_entry() {
     let mut e = Env::new().await;
     let id = e.create("x");
     e.store
-        .inner
         .commit(vec![pier_store::Op::Delete {
             table: Table::Meta,
             key: format!("container-names/{}/x", e.p),
@@ -1473,7 +1413,6 @@ async fn an_adopted_container_whose_name_was_taken_gets_another() {
     let id = e.create_with(Some("a"), |r| r.auto_remove = true).unwrap();
     e.c.start(&e.p, &id).await.unwrap();
     e.store
-        .inner
         .commit(vec![
             pier_store::Op::Delete {
                 table: Table::Containers,

@@ -21,9 +21,7 @@ use pier_engine::networks::{Networks, DEFAULT_NETWORK};
 use pier_engine::EngineError;
 use pier_net::names::HostNames;
 use pier_net::nft::FwPort;
-use pier_store::{
-    Batch, KeyValue, LeaseId, Listing, MemStore, Revision, Store, StoreError, Table, Txn, Watcher,
-};
+use pier_store::{Batch, FaultyStore, Store, Table};
 
 // ---- a store that can fail or hold back ------------------------------------------------
 
@@ -77,85 +75,15 @@ impl Gate {
     }
 }
 
-/// A `MemStore` that fails the transaction numbered `fail_txn` and can hold reads at a
-/// [`Gate`].
-#[derive(Default)]
-struct TestStore {
-    inner: MemStore,
-    txns: Mutex<usize>,
-    fail_txn: Mutex<Option<usize>>,
-    gate: Mutex<Option<Arc<Gate>>>,
-}
-
-impl TestStore {
-    fn fail_txn(&self, n: Option<usize>) {
-        *self.txns.lock().unwrap() = 0;
-        *self.fail_txn.lock().unwrap() = n;
-    }
-
-    fn txns(&self) -> usize {
-        *self.txns.lock().unwrap()
-    }
-
-    fn gate(&self, g: Option<Arc<Gate>>) {
-        *self.gate.lock().unwrap() = g;
-    }
-
-    fn pass(&self, table: Table, key: &str) {
-        let g = self.gate.lock().unwrap().clone();
-        if let Some(g) = g {
-            g.pass(table, key);
-        }
-    }
-}
-
-impl Store for TestStore {
-    fn get_kv(&self, table: Table, key: &str) -> Result<Option<KeyValue>, StoreError> {
-        // Read first, then wait: every racer holds what it read while the others read.
-        let r = self.inner.get_kv(table, key);
-        self.pass(table, key);
-        r
-    }
-    fn range(&self, table: Table, prefix: &str) -> Result<Listing, StoreError> {
-        let r = self.inner.range(table, prefix);
-        self.pass(table, prefix);
-        r
-    }
-    fn revision(&self) -> Result<Revision, StoreError> {
-        self.inner.revision()
-    }
-    fn txn(&self, txn: Txn, durable: bool) -> Result<Revision, StoreError> {
-        let n = {
-            let mut t = self.txns.lock().unwrap();
-            *t += 1;
-            *t - 1
-        };
-        if *self.fail_txn.lock().unwrap() == Some(n) {
-            return Err(StoreError::Backend("injected store failure".into()));
-        }
-        self.inner.txn(txn, durable)
-    }
-    fn watch(&self, table: Table, prefix: &str, from: Revision) -> Result<Watcher, StoreError> {
-        self.inner.watch(table, prefix, from)
-    }
-    fn grant(&self, ttl: Duration) -> Result<LeaseId, StoreError> {
-        self.inner.grant(ttl)
-    }
-    fn keep_alive(&self, lease: LeaseId) -> Result<Duration, StoreError> {
-        self.inner.keep_alive(lease)
-    }
-    fn revoke(&self, lease: LeaseId) -> Result<Revision, StoreError> {
-        self.inner.revoke(lease)
-    }
-    fn expire_leases(&self) -> Result<Vec<LeaseId>, StoreError> {
-        self.inner.expire_leases()
-    }
+/// Holds the store's reads at `g` (None: no more).
+fn hold_reads(db: &FaultyStore, g: Option<Arc<Gate>>) {
+    db.on_read(g.map(|g| Arc::new(move |t: Table, k: &str| g.pass(t, k)) as pier_store::ReadHook));
 }
 
 // ---- the environment -------------------------------------------------------------------
 
 struct Env {
-    db: Arc<TestStore>,
+    db: Arc<FaultyStore>,
     host: Arc<FakeNetHost>,
     fw: Arc<FakeFirewall>,
     nets: Arc<Networks>,
@@ -163,7 +91,7 @@ struct Env {
     dir: tempfile::TempDir,
 }
 
-fn env_on(db: Arc<TestStore>, host: Arc<FakeNetHost>, fw: Arc<FakeFirewall>) -> Env {
+fn env_on(db: Arc<FaultyStore>, host: Arc<FakeNetHost>, fw: Arc<FakeFirewall>) -> Env {
     let dir = tempfile::tempdir().unwrap();
     let nets = Networks::new(
         dir.path(),
@@ -351,12 +279,17 @@ where
     e.host.clear_calls();
     e.host.set_fault(None);
     e.fw.set_fault(None);
-    e.db.fail_txn(None);
+    e.db.heal();
+    let t0 = e.db.txns();
     op(e.nets.clone(), c)
         .await
         .map(drop)
         .expect("the run without faults succeeds");
-    let (host_n, fw_n, txn_n) = (e.host.fallible_calls(), e.fw.fallible_calls(), e.db.txns());
+    let (host_n, fw_n, txn_n) = (
+        e.host.fallible_calls(),
+        e.fw.fallible_calls(),
+        e.db.txns() - t0,
+    );
     assert!(host_n + fw_n + txn_n > 0);
     let mut runs = 0;
     for (which, count) in [(0, host_n), (1, fw_n), (2, txn_n)] {
@@ -372,12 +305,12 @@ where
                     n,
                     errno: libc::EIO,
                 })),
-                _ => e.db.fail_txn(Some(n)),
+                _ => e.db.fail_txn(n),
             }
             let r = op(e.nets.clone(), c).await;
             e.host.set_fault(None);
             e.fw.set_fault(None);
-            e.db.fail_txn(None);
+            e.db.heal();
             assert!(
                 r.is_err(),
                 "failing call {n} of {which} did not fail the operation"
@@ -597,7 +530,7 @@ async fn create_undoes_in_reverse_order_when_the_firewall_fails() {
 async fn racing_creates_of_one_name_make_one_network() {
     let e = env().await;
     let gate = Arc::new(Gate::new(Table::Networks, "", 2));
-    e.db.gate(Some(gate.clone()));
+    hold_reads(&e.db, Some(gate.clone()));
     let results: Vec<_> = std::thread::scope(|s| {
         let hs: Vec<_> = ["10.10.0.0/24", "10.11.0.0/24"]
             .into_iter()
@@ -640,7 +573,7 @@ async fn racing_creates_of_one_name_make_one_network() {
 async fn racing_creates_without_a_subnet_get_different_subnets() {
     let e = env().await;
     let gate = Arc::new(Gate::new(Table::Networks, "", 2));
-    e.db.gate(Some(gate.clone()));
+    hold_reads(&e.db, Some(gate.clone()));
     let results: Vec<NetworkInspect> = std::thread::scope(|s| {
         let hs: Vec<_> = ["a", "b"]
             .into_iter()
@@ -669,7 +602,7 @@ async fn a_table_marked_by_another_daemon_is_left_alone() {
     let r = Networks::new(
         dir.path(),
         HostNames::for_root(dir.path(), false),
-        Arc::new(MemStore::default()),
+        Arc::new(FaultyStore::default()),
         FakeNetHost::new(),
         fw.clone(),
     );
@@ -1318,7 +1251,7 @@ fn race(
     gate: &Arc<Gate>,
     cs: &[ContainerInspect],
 ) -> Vec<Result<ContainerInspect, EngineError>> {
-    e.db.gate(Some(gate.clone()));
+    hold_reads(&e.db, Some(gate.clone()));
     let out = std::thread::scope(|s| {
         let hs: Vec<_> = cs
             .iter()
@@ -1338,7 +1271,7 @@ fn race(
             .collect();
         hs.into_iter().map(|h| h.join().unwrap()).collect()
     });
-    e.db.gate(None);
+    hold_reads(&e.db, None);
     out
 }
 

@@ -5,7 +5,6 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -16,78 +15,21 @@ use pier_engine::projects::Projects;
 use pier_engine::volumes::record::committed_key;
 use pier_engine::volumes::Volumes;
 use pier_engine::{EngineError, EngineResult};
-use pier_store::{
-    Batch, KeyValue, LeaseId, Listing, MemStore, Revision, Store, StoreError, Table, Txn, Watcher,
-};
+use pier_store::{Batch, FaultyStore, Store, Table};
 
 // ---- a store that can fail or slow its transactions ------------------------------------
-
-#[derive(Default)]
-struct Flaky {
-    inner: MemStore,
-    txns: AtomicUsize,
-    fail_at: Mutex<Option<usize>>,
-    delay: Mutex<Option<Duration>>,
-}
-
-impl Flaky {
-    /// Fails the `n`th transaction from now (0: the next), once.
-    fn fail_txn(&self, n: usize) {
-        *self.fail_at.lock().unwrap() = Some(self.txns.load(Ordering::SeqCst) + n);
-    }
-    fn txns(&self) -> usize {
-        self.txns.load(Ordering::SeqCst)
-    }
-}
-
-impl Store for Flaky {
-    fn get_kv(&self, table: Table, key: &str) -> Result<Option<KeyValue>, StoreError> {
-        self.inner.get_kv(table, key)
-    }
-    fn range(&self, table: Table, prefix: &str) -> Result<Listing, StoreError> {
-        self.inner.range(table, prefix)
-    }
-    fn revision(&self) -> Result<Revision, StoreError> {
-        self.inner.revision()
-    }
-    fn txn(&self, txn: Txn, durable: bool) -> Result<Revision, StoreError> {
-        let n = self.txns.fetch_add(1, Ordering::SeqCst);
-        if *self.fail_at.lock().unwrap() == Some(n) {
-            return Err(StoreError::Backend("injected store failure".into()));
-        }
-        if let Some(d) = *self.delay.lock().unwrap() {
-            std::thread::sleep(d);
-        }
-        self.inner.txn(txn, durable)
-    }
-    fn watch(&self, table: Table, prefix: &str, from: Revision) -> Result<Watcher, StoreError> {
-        self.inner.watch(table, prefix, from)
-    }
-    fn grant(&self, ttl: Duration) -> Result<LeaseId, StoreError> {
-        self.inner.grant(ttl)
-    }
-    fn keep_alive(&self, lease: LeaseId) -> Result<Duration, StoreError> {
-        self.inner.keep_alive(lease)
-    }
-    fn revoke(&self, lease: LeaseId) -> Result<Revision, StoreError> {
-        self.inner.revoke(lease)
-    }
-    fn expire_leases(&self) -> Result<Vec<LeaseId>, StoreError> {
-        self.inner.expire_leases()
-    }
-}
 
 // ---- the test environment ---------------------------------------------------------------
 
 struct Env {
     t: tempfile::TempDir,
-    db: Arc<Flaky>,
+    db: Arc<FaultyStore>,
     host: FakeStorage,
     projects: Arc<Projects>,
     vols: Volumes,
 }
 
-fn open(root: &Path, db: Arc<Flaky>, host: &FakeStorage) -> (Arc<Projects>, Volumes) {
+fn open(root: &Path, db: Arc<FaultyStore>, host: &FakeStorage) -> (Arc<Projects>, Volumes) {
     let store: Arc<dyn Store> = db;
     let projects = Arc::new(Projects::new(store.clone()).unwrap());
     let vols = Volumes::new(
@@ -103,7 +45,7 @@ fn open(root: &Path, db: Arc<Flaky>, host: &FakeStorage) -> (Arc<Projects>, Volu
 
 fn env() -> Env {
     let t = tempfile::tempdir().unwrap();
-    let db = Arc::new(Flaky::default());
+    let db = Arc::new(FaultyStore::default());
     let host = FakeStorage::new();
     let (projects, vols) = open(t.path(), db.clone(), &host);
     host.clear_calls();
@@ -1066,7 +1008,7 @@ fn concurrent_creates_cannot_pass_a_quota_together() {
     e.vols.set_quota(&default(), Some(30 << 20)).unwrap();
     // Every transaction waits a little: checks that read before another's commit and
     // wrote after it would let every create pass.
-    *e.db.delay.lock().unwrap() = Some(Duration::from_millis(3));
+    e.db.delay_txns(Some(Duration::from_millis(3)));
     let vols = &e.vols;
     let results: Vec<bool> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..8)
@@ -1095,7 +1037,7 @@ fn concurrent_creates_cannot_pass_a_quota_together() {
 #[test]
 fn concurrent_creates_of_one_name_make_one_volume() {
     let e = env();
-    *e.db.delay.lock().unwrap() = Some(Duration::from_millis(2));
+    e.db.delay_txns(Some(Duration::from_millis(2)));
     let vols = &e.vols;
     let ok = std::thread::scope(|s| {
         let hs: Vec<_> = (0..6)
@@ -1361,7 +1303,7 @@ fn block_volumes_are_not_exported() {
 #[test]
 fn the_old_layout_moves_over_the_fakes_with_renames() {
     let t = tempfile::tempdir().unwrap();
-    let db = Arc::new(Flaky::default());
+    let db = Arc::new(FaultyStore::default());
     let old = t.path().join("volumes/data");
     std::fs::create_dir_all(old.join("_data")).unwrap();
     std::fs::write(old.join("_data/f"), "x").unwrap();

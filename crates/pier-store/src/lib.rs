@@ -51,6 +51,7 @@
 mod clock;
 #[cfg(test)]
 mod conformance;
+mod faulty;
 mod lease;
 mod mem;
 mod redb_store;
@@ -64,6 +65,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 pub use clock::{Clock, ManualClock, SystemClock};
+pub use faulty::{FaultyStore, ReadHook};
 pub use mem::MemStore;
 pub use redb_store::{RedbStore, SCHEMA_VERSION};
 pub use watch::{Event, Watcher, HISTORY_EVENTS, WATCH_BUFFER};
