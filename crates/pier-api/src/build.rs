@@ -49,9 +49,11 @@ pub struct BuildParams {
     pub target: Option<String>,
     /// Use no cached step.
     pub no_cache: bool,
-    /// The network of `RUN` steps: `None` for the default network.
+    /// The network of `RUN` steps: `None` (or `default`) for the default network, `none`,
+    /// `host`, or a network's name.
     pub network: Option<String>,
-    /// Labels of the image.
+    /// `--label KEY=VALUE`: labels of the image, set by a `LABEL` step added to the end of
+    /// the last stage, as Docker's classic builder adds it.
     pub labels: BTreeMap<String, String>,
 }
 

@@ -46,7 +46,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use pier_api::{Digest, ErrorKind, ImageRef, ProjectName};
+use pier_api::{Digest, ErrorKind, ProjectName};
 use pier_image::dockerfile::context::{self, ContextError};
 use pier_image::dockerfile::{self, Command, Instruction, ParseError};
 use pier_image::store::{ImagePin, ImageRecord};
@@ -74,40 +74,27 @@ const PROXY_ARGS: [&str; 10] = [
     "all_proxy",
 ];
 
-/// What to build, besides the context.
+/// What to build, besides the context: what the request asked for
+/// ([`BuildParams`](pier_api::build::BuildParams), read through `Deref`) and how to stop it.
 #[derive(Debug, Clone, Default)]
 pub struct BuildOptions {
-    /// Names for the image.
-    pub tags: Vec<ImageRef>,
-    /// The Dockerfile's path in the context; `Dockerfile` when absent.
-    pub dockerfile: Option<String>,
-    /// `--build-arg KEY=VALUE`.
-    pub build_args: BTreeMap<String, String>,
-    /// Build up to this stage (`--target`), not the last.
-    pub target: Option<String>,
-    /// Use no cached step (`--no-cache`).
-    pub no_cache: bool,
-    /// The network of `RUN` steps: `None` (or `default`) for the default network, `none`,
-    /// `host`, or a network's name.
-    pub network: Option<String>,
-    /// `--label KEY=VALUE`: labels of the image, set by a `LABEL` step added to the end of
-    /// the last stage, as Docker's classic builder adds it.
-    pub labels: BTreeMap<String, String>,
+    pub params: pier_api::build::BuildParams,
     /// Set (by the caller, from anywhere) to stop the build: a running step's container
     /// is killed, and the build fails with [`BuildError::Cancelled`].
     pub cancel: Option<Arc<AtomicBool>>,
 }
 
+impl std::ops::Deref for BuildOptions {
+    type Target = pier_api::build::BuildParams;
+    fn deref(&self) -> &Self::Target {
+        &self.params
+    }
+}
+
 impl From<pier_api::build::BuildParams> for BuildOptions {
-    fn from(p: pier_api::build::BuildParams) -> Self {
+    fn from(params: pier_api::build::BuildParams) -> Self {
         BuildOptions {
-            tags: p.tags,
-            dockerfile: p.dockerfile,
-            build_args: p.build_args,
-            target: p.target,
-            no_cache: p.no_cache,
-            network: p.network,
-            labels: p.labels,
+            params,
             cancel: None,
         }
     }
