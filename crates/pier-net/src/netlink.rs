@@ -196,7 +196,7 @@ pub fn remove_netns(path: &Path) {
 }
 
 /// One interface of a container on a network.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Plumb {
     /// The namespace file (or `/proc/PID/ns/net`).
     pub netns: PathBuf,

@@ -33,7 +33,7 @@ pub enum NetCall {
     Links,
     LinkIndex(String),
     DeleteLink(String),
-    Plumb(Plumb2),
+    Plumb(Plumb),
     AttachToBridge {
         host_ifname: String,
         bridge: u32,
@@ -54,34 +54,6 @@ pub enum NetCall {
         networks: usize,
         ports: usize,
     },
-}
-
-/// [`Plumb`] as recorded (with equality).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Plumb2 {
-    pub netns: PathBuf,
-    pub ifname: String,
-    pub host_ifname: String,
-    pub addr: Ipv4Addr,
-    pub prefix: u8,
-    pub mac: [u8; 6],
-    pub mtu: u32,
-    pub gateway: Option<Ipv4Addr>,
-}
-
-impl From<&Plumb> for Plumb2 {
-    fn from(p: &Plumb) -> Self {
-        Plumb2 {
-            netns: p.netns.clone(),
-            ifname: p.ifname.clone(),
-            host_ifname: p.host_ifname.clone(),
-            addr: p.addr,
-            prefix: p.prefix,
-            mac: p.mac,
-            mtu: p.mtu,
-            gateway: p.gateway,
-        }
-    }
 }
 
 /// The kind of a call, to fail every call of a kind.
@@ -352,7 +324,7 @@ fn ready<'a, T: Send + 'a>(v: T) -> BoxFuture<'a, T> {
 
 impl FakeNetHost {
     fn do_plumb(&self, p: &Plumb) -> NetResult<()> {
-        let mut s = self.record(NetCall::Plumb(p.into()), CallKind::Plumb)?;
+        let mut s = self.record(NetCall::Plumb(p.clone()), CallKind::Plumb)?;
         if !s.model.namespaces.contains_key(&p.netns) {
             return Err(errno(CallKind::Plumb, libc::ENOENT));
         }
