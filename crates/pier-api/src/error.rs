@@ -67,6 +67,19 @@ pub struct ErrorBody {
     pub exit_code: Option<i32>,
 }
 
+/// An error's message followed by those of its sources (`a: b: c`), for users: every
+/// crate's `chain()` (and the engine's `message()`) is this.
+pub fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(e) = src {
+        s.push_str(": ");
+        s.push_str(&e.to_string());
+        src = e.source();
+    }
+    s
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -85,5 +98,26 @@ mod tests {
             assert_eq!(ErrorKind::from_status(kind.status()), kind);
         }
         assert_eq!(ErrorKind::from_status(418), ErrorKind::Internal);
+    }
+
+    #[test]
+    fn a_chain_names_every_source() {
+        let inner = std::io::Error::other("disk on fire");
+        let outer = std::io::Error::other(Wrapped(inner));
+        assert_eq!(chain(&outer), "cannot write: disk on fire");
+        assert_eq!(chain(&std::io::Error::other("alone")), "alone");
+    }
+
+    #[derive(Debug)]
+    struct Wrapped(std::io::Error);
+    impl std::fmt::Display for Wrapped {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("cannot write")
+        }
+    }
+    impl std::error::Error for Wrapped {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            Some(&self.0)
+        }
     }
 }

@@ -120,14 +120,7 @@ impl EngineError {
 
     /// The message a client sees (with the sources of a host failure).
     pub fn message(&self) -> String {
-        let mut s = self.to_string();
-        let mut src = std::error::Error::source(self);
-        while let Some(e) = src {
-            s.push_str(": ");
-            s.push_str(&e.to_string());
-            src = e.source();
-        }
-        s
+        pier_api::error::chain(self)
     }
 }
 

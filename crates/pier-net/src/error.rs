@@ -122,14 +122,7 @@ impl Error {
 
     /// The message with its chain of causes, for users.
     pub fn chain(&self) -> String {
-        let mut s = self.to_string();
-        let mut src = std::error::Error::source(self);
-        while let Some(e) = src {
-            s.push_str(": ");
-            s.push_str(&e.to_string());
-            src = e.source();
-        }
-        s
+        pier_api::error::chain(self)
     }
 }
 

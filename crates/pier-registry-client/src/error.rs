@@ -41,14 +41,7 @@ impl RemoteError {
 
     /// The full message with its causes.
     pub fn chain(&self) -> String {
-        let mut s = self.to_string();
-        let mut src = std::error::Error::source(self);
-        while let Some(e) = src {
-            s.push_str(": ");
-            s.push_str(&e.to_string());
-            src = e.source();
-        }
-        s
+        pier_api::error::chain(self)
     }
 }
 
