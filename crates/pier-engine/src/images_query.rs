@@ -33,14 +33,7 @@ pub fn reference_matches(tag: &str, pattern: &str) -> bool {
 
 /// The labels of an image's OCI config.
 pub fn labels_of(config: &serde_json::Value) -> BTreeMap<String, String> {
-    config["config"]["Labels"]
-        .as_object()
-        .map(|o| {
-            o.iter()
-                .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
-                .collect()
-        })
-        .unwrap_or_default()
+    pier_api::docker::container::image_labels(&config["config"])
 }
 
 /// Whether an image passes the filters that need no other record; `before` and `since`

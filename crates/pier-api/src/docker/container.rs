@@ -55,6 +55,25 @@ fn nonempty_str(v: &Value) -> Option<String> {
 }
 
 /// Docker's healthcheck JSON.
+/// The string labels of an image's container config (its `config` object).
+pub fn image_labels(config: &Value) -> BTreeMap<String, String> {
+    config["Labels"]
+        .as_object()
+        .map(|o| {
+            o.iter()
+                .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// A container's labels as Docker shows them: its image's, then its own over them.
+fn labels(c: &ContainerInspect, img: &Value) -> BTreeMap<String, String> {
+    let mut labels = image_labels(img);
+    labels.extend(c.config.labels.clone());
+    labels
+}
+
 pub fn healthcheck_json(h: &Healthcheck) -> Value {
     json!({
         "Test": h.test,
@@ -225,15 +244,7 @@ pub fn config_json(c: &ContainerInspect, f: &ContainerFacts) -> Value {
         None if c.config.entrypoint.is_some() => None,
         None => strings(&img["Cmd"]),
     };
-    let mut labels: BTreeMap<String, String> = img["Labels"]
-        .as_object()
-        .map(|o| {
-            o.iter()
-                .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
-                .collect()
-        })
-        .unwrap_or_default();
-    labels.extend(c.config.labels.clone());
+    let labels = labels(c, img);
     let mut cfg = json!({
         "Hostname": c.config.hostname.clone().unwrap_or_else(|| c.id[..12].to_string()),
         "Domainname": "",
@@ -560,15 +571,7 @@ pub fn summary(c: &ContainerInspect, f: &ContainerFacts) -> Value {
             ports.push(json!({"PrivatePort": port, "Type": proto}));
         }
     }
-    let mut labels: BTreeMap<String, String> = img["Labels"]
-        .as_object()
-        .map(|o| {
-            o.iter()
-                .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
-                .collect()
-        })
-        .unwrap_or_default();
-    labels.extend(c.config.labels.clone());
+    let labels = labels(c, img);
     json!({
         "Id": c.id,
         "Names": [format!("/{}", c.name)],
