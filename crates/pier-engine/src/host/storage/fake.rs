@@ -536,6 +536,14 @@ impl VolumeBackend for FakeStorage {
     }
 }
 
+/// The minor number of `/dev/loopN` if that loop device is attached in `host`.
+fn attached_loop(host: &HostState, dev: &Path) -> Option<u32> {
+    dev.to_str()
+        .and_then(|s| s.strip_prefix("/dev/loop"))
+        .and_then(|n| n.parse::<u32>().ok())
+        .filter(|n| host.loops.contains_key(n))
+}
+
 impl Mounts for FakeStorage {
     fn mount_image(&self, image: &Path, target: &Path) -> Result<()> {
         let call = Call::MountImage {
@@ -569,14 +577,7 @@ impl Mounts for FakeStorage {
         };
         let (mut g, r) = self.enter(call.clone());
         r?;
-        let minor = dev
-            .to_str()
-            .and_then(|s| s.strip_prefix("/dev/loop"))
-            .and_then(|n| n.parse::<u32>().ok())
-            .filter(|n| g.host.loops.contains_key(n));
-        let Some(minor) = minor else {
-            return Err(errno(&call, libc::ENXIO));
-        };
+        let minor = attached_loop(&g.host, dev).ok_or_else(|| errno(&call, libc::ENXIO))?;
         if g.host.mounts.contains_key(target) || !target.is_dir() {
             return Err(errno(&call, libc::EBUSY));
         }
@@ -591,14 +592,7 @@ impl Mounts for FakeStorage {
         };
         let (mut g, r) = self.enter(call.clone());
         r?;
-        let minor = dev
-            .to_str()
-            .and_then(|s| s.strip_prefix("/dev/loop"))
-            .and_then(|n| n.parse::<u32>().ok())
-            .filter(|n| g.host.loops.contains_key(n));
-        let Some(minor) = minor else {
-            return Err(errno(&call, libc::ENXIO));
-        };
+        let minor = attached_loop(&g.host, dev).ok_or_else(|| errno(&call, libc::ENXIO))?;
         real(&call, fs::write(node, b""))?;
         g.host.mounts.insert(node.into(), minor);
         Ok(())
