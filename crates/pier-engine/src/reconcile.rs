@@ -4,7 +4,8 @@
 //! repaired while the daemon runs, not only when it starts. This is the seam a scheduler
 //! and host agents use: whoever writes the desired state, a reconciler realises it.
 //!
-//! Each reconciler runs in its own task: one pass at once, then a pass after each burst of
+//! Each reconciler runs in its own task: one pass at once (unless the daemon's start has
+//! just done it), then a pass after each burst of
 //! changes under the prefixes it watches (a burst within [`COALESCE`] is one pass, and a
 //! pass always follows the last change), and one every [`Reconciler::period`] without
 //! changes (which is also the retry after a failed pass). A watch that lags or is
@@ -44,6 +45,11 @@ pub trait Reconciler: Send + Sync + 'static {
     fn period(&self) -> Duration;
     /// One pass: idempotent, safe to run at any time alongside the API.
     fn reconcile(&self) -> BoxFuture<'_, EngineResult<()>>;
+    /// Whether its loop makes a pass as soon as it starts (false when the daemon's start
+    /// has just done the same work).
+    fn pass_at_start(&self) -> bool {
+        true
+    }
 }
 
 /// How a reconciler's loop has gone, for `info` and tests.
@@ -93,12 +99,16 @@ impl Drop for Loops {
 }
 
 async fn run(r: Arc<dyn Reconciler>, wake: Arc<Notify>, stats: Arc<LoopStats>) {
+    let mut pass = r.pass_at_start();
     loop {
-        stats.passes.fetch_add(1, Ordering::Relaxed);
-        if let Err(e) = r.reconcile().await {
-            stats.failures.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(reconciler = r.name(), error = %e.message(), "reconcile pass failed; retrying later");
+        if pass {
+            stats.passes.fetch_add(1, Ordering::Relaxed);
+            if let Err(e) = r.reconcile().await {
+                stats.failures.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(reconciler = r.name(), error = %e.message(), "reconcile pass failed; retrying later");
+            }
         }
+        pass = true;
         tokio::select! {
             _ = wake.notified() => {
                 // Let the rest of a burst arrive; a change after this point wakes the
@@ -170,6 +180,7 @@ mod tests {
         seen: Mutex<Vec<Option<u64>>>,
         fail: std::sync::atomic::AtomicBool,
         period: Duration,
+        at_start: bool,
     }
 
     impl Mirror {
@@ -179,6 +190,7 @@ mod tests {
                 seen: Mutex::new(Vec::new()),
                 fail: false.into(),
                 period,
+                at_start: true,
             })
         }
         fn passes(&self) -> usize {
@@ -198,6 +210,9 @@ mod tests {
         }
         fn period(&self) -> Duration {
             self.period
+        }
+        fn pass_at_start(&self) -> bool {
+            self.at_start
         }
         fn reconcile(&self) -> BoxFuture<'_, EngineResult<()>> {
             Box::pin(async move {
@@ -245,6 +260,22 @@ mod tests {
         until("a pass after the change", || m.last() == Some(Some(7))).await;
         assert_eq!(stats.passes.load(Ordering::Relaxed) as usize, m.passes());
         assert_eq!(stats.failures.load(Ordering::Relaxed), 0);
+    }
+
+    #[tokio::test]
+    async fn a_loop_told_so_waits_for_the_first_change() {
+        let store: Arc<dyn Store> = Arc::new(MemStore::default());
+        let m = Arc::new(Mirror {
+            at_start: false,
+            ..Arc::into_inner(Mirror::new(store.clone(), LONG)).unwrap()
+        });
+        let mut loops = Loops::default();
+        loops.spawn(store.clone(), m.clone());
+        tokio::time::sleep(COALESCE * 4).await;
+        assert_eq!(m.passes(), 0, "a pass ran at start");
+        put(store.as_ref(), "wanted", 5);
+        until("a pass after the change", || m.last() == Some(Some(5))).await;
+        assert_eq!(m.passes(), 1);
     }
 
     #[tokio::test]

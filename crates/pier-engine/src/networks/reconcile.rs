@@ -47,6 +47,10 @@ impl Reconciler for NetworkReconciler {
     fn reconcile(&self) -> BoxFuture<'_, EngineResult<()>> {
         Box::pin(async move { self.networks.realize_all().await.map(drop) })
     }
+    /// `Engine::start` has just reconciled every project's networks.
+    fn pass_at_start(&self) -> bool {
+        false
+    }
 }
 
 /// The address a running container's published ports go to: its first network's.
