@@ -32,6 +32,9 @@ struct Request {
 struct Actor {
     requests: mpsc::Sender<Request>,
     state: watch::Sender<ContainerState>,
+    /// Whether `state` was told (by a follower's record or a publish): an actor a turn
+    /// started does not know its instance's state yet.
+    known: bool,
 }
 
 /// The instances' actors, by instance ID.
@@ -66,8 +69,9 @@ fn gone(id: &str) -> EngineError {
 }
 
 impl Actors {
-    /// The sender of `id`'s actor, started if it has none (with `state` as its state).
-    fn sender(&self, id: &str, state: impl FnOnce() -> ContainerState) -> mpsc::Sender<Request> {
+    /// The sender of `id`'s actor, started if it has none (with `state`, when given, as its
+    /// state).
+    fn sender(&self, id: &str, state: Option<&ContainerState>) -> mpsc::Sender<Request> {
         let mut actors = self.actors.lock().unwrap();
         let a = actors.entry(id.to_string()).or_insert_with(|| {
             let (tx, mut rx) = mpsc::channel::<Request>(QUEUE);
@@ -80,15 +84,20 @@ impl Actors {
             });
             Actor {
                 requests: tx,
-                state: watch::channel(state()).0,
+                state: watch::channel(state.cloned().unwrap_or_default()).0,
+                known: state.is_some(),
             }
         });
+        if let (Some(s), false) = (state, a.known) {
+            a.state.send_replace(s.clone());
+            a.known = true;
+        }
         a.requests.clone()
     }
 
     /// Waits for a turn on instance `id` (see [`Queue`]).
     pub async fn turn(&self, id: &str, queue: Queue) -> EngineResult<Turn> {
-        let tx = self.sender(id, ContainerState::default);
+        let tx = self.sender(id, None);
         let (granted, granted_rx) = oneshot::channel();
         let (done_tx, done) = oneshot::channel();
         let r = Request { granted, done };
@@ -103,17 +112,19 @@ impl Actors {
         Ok(Turn { _done: done_tx })
     }
 
-    /// Follows instance `id`'s state (from `current` if nothing follows it yet).
+    /// Follows instance `id`'s state (from `current` if its actor was not told one yet:
+    /// one a turn started, for an instance adopted at daemon start, knows none).
     pub fn watch(&self, id: &str, current: &ContainerState) -> watch::Receiver<ContainerState> {
-        self.sender(id, || current.clone());
+        self.sender(id, Some(current));
         let actors = self.actors.lock().unwrap();
         actors[id].state.subscribe()
     }
 
     /// Tells those following instance `id` its new state.
     pub fn publish(&self, id: &str, state: &ContainerState) {
-        if let Some(a) = self.actors.lock().unwrap().get(id) {
+        if let Some(a) = self.actors.lock().unwrap().get_mut(id) {
             a.state.send_replace(state.clone());
+            a.known = true;
         }
     }
 
@@ -134,5 +145,34 @@ impl Actors {
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use pier_api::containers::ContainerStatus;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn an_actor_a_turn_started_takes_its_followers_state() {
+        let actors = Actors::default();
+        // A turn first (an instance adopted at daemon start, then killed): the actor
+        // knows no state, so a follower must see the record's, not a default "created".
+        drop(actors.turn("c1", Queue::Try).await.unwrap());
+        let running = ContainerState {
+            status: ContainerStatus::Running,
+            ..Default::default()
+        };
+        let rx = actors.watch("c1", &running);
+        assert_eq!(rx.borrow().status, ContainerStatus::Running);
+        // Once told, a follower's stale copy does not override it.
+        let exited = ContainerState {
+            status: ContainerStatus::Exited,
+            ..Default::default()
+        };
+        actors.publish("c1", &exited);
+        let rx = actors.watch("c1", &running);
+        assert_eq!(rx.borrow().status, ContainerStatus::Exited);
     }
 }
