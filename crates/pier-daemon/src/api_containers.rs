@@ -275,7 +275,7 @@ async fn rename(
     Path(id): Path<String>,
     Q(q): Q<RenameQuery>,
 ) -> ApiResult<StatusCode> {
-    e.containers.rename(&ctx.project, &id, &q.name)?;
+    e.containers.rename(&ctx.project, &id, &q.name).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

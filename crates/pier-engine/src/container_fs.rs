@@ -68,7 +68,7 @@ impl Containers {
         f: impl FnOnce(&ContainerInspect, &Path) -> EngineResult<T>,
     ) -> EngineResult<T> {
         let c = self.get(project, name)?;
-        let _turn = self.turn_blocking(&c.id)?;
+        let _hold = self.hold_blocking(&c.id)?;
         let c = self.get(project, &c.id)?;
         let rootfs = self.cdir(&c.id).join("rootfs");
         let running = matches!(
@@ -101,7 +101,7 @@ impl Containers {
             ContainerStatus::Running | ContainerStatus::Paused
         );
         if let (true, Some(pid)) = (running, c.state.pid) {
-            let _turn = self.turn_blocking(&c.id)?;
+            let _hold = self.hold_blocking(&c.id)?;
             if let Some(root) = process_root(pid, &self.cgroup_path(&c.id)) {
                 return f(&c, &root);
             }

@@ -1,9 +1,13 @@
 //! Containers: create, start, stop, kill, remove, wait, logs, restart policies, and
 //! re-adoption of running containers after a daemon restart (live restore).
 //!
-//! Desired state is the record in the store; actual state is the monitor's files and the
-//! kernel. Every container has a directory `ROOT/containers/<id>/` (see
-//! `pier_runtime::state`). Its life:
+//! Each container is stored as a spec (what was asked, with its desired run state) and
+//! a status (what is), see [`crate::instances::record`]; the monitor's files and the
+//! kernel are the truth the status follows. Every request that changes a container is
+//! served by its actor ([`crate::instances::actor`]), one at a time; the instance
+//! reconciler ([`InstanceReconciler`]) acts on a desired state that no request acted on
+//! (a daemon that died between recording a start and making it). Every container has a
+//! directory `ROOT/containers/<id>/` (see `pier_runtime::state`). Its life:
 //!
 //! ```text
 //! create ──> created ──start──> running ──(exit)──> exited ──start──> running ...
@@ -14,12 +18,12 @@
 //!
 //! The rootfs is an overlay mounted while the container runs and unmounted when it
 //! exits; a watcher task per running container waits for its monitor to exit (through a
-//! pidfd), then records the exit and applies `--rm` and restart policies.
+//! pidfd), then asks its actor to record the exit and apply `--rm` and restart policies.
 
 use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use pier_api::containers::{
@@ -35,16 +39,18 @@ use pier_store::{Batch, Expect, Store, StoreError, StoreExt, Table};
 use tokio::sync::{broadcast, watch};
 
 use crate::error::{EngineError, EngineResult};
-use crate::instances::actor::{Actors, Queue, Turn};
+use crate::instances::actor::{Actors, Handler, Hold, Op};
 pub(crate) use crate::instances::container::unmount;
 use crate::instances::container::ContainerDriver;
 use crate::instances::driver::{
     Driver, ExitInfo, Found, InstanceHandle, NetworkAttachment, Started, VolumeAttachment,
     VolumeKind,
 };
+use crate::instances::record::{self, Instance, Run};
 use crate::instances::Undo;
 use crate::networks::{Networks, DEFAULT_NETWORK};
 use crate::projects::Projects;
+use crate::reconcile::{BoxFuture, Reconciler};
 use crate::volumes::Volumes;
 use crate::EngineEvent;
 use pier_api::volumes::{MountKind, MountSpec};
@@ -64,8 +70,7 @@ pub struct Containers {
     dir: PathBuf,
     db: Arc<dyn Store>,
     pub(crate) images: Arc<ImageStore>,
-    /// Latest state per container, for waiters.
-    /// The containers' actors: one turn at a time on each, and its latest state.
+    /// The containers' actors: one request at a time on each, and its latest state.
     actors: Actors,
     pub events: broadcast::Sender<EngineEvent>,
     /// Exec sessions, of every API.
@@ -83,10 +88,6 @@ pub struct Containers {
     /// `pier-<tag of the root>` for others (`pier_net::names`), so that daemons side by
     /// side never share one.
     cgroup_parent: String,
-}
-
-fn key(project: &ProjectName, id: &str) -> String {
-    format!("{project}/{id}")
 }
 
 pub fn random_id() -> String {
@@ -432,11 +433,19 @@ impl Containers {
         let dir = root.join("containers");
         fs::create_dir_all(&dir)?;
         let (events, _) = broadcast::channel(1024);
-        let this = Arc::new(Containers {
+        let split =
+            record::split_legacy(db.as_ref()).map_err(|e| std::io::Error::other(e.to_string()))?;
+        if split > 0 {
+            tracing::info!(
+                containers = split,
+                "split container records into specs and statuses"
+            );
+        }
+        let this = Arc::new_cyclic(|me: &Weak<Containers>| Containers {
             dir,
             db,
             images,
-            actors: Actors::default(),
+            actors: Actors::new(me.clone() as Weak<dyn Handler>),
             events,
             execs: Default::default(),
             attached: Default::default(),
@@ -519,7 +528,7 @@ impl Containers {
     /// whose index entry a crash lost with a lazily written record).
     fn index_names(&self) -> EngineResult<()> {
         let mut b = Batch::new();
-        for (_, Record(c)) in self.db.list_json::<Record>(Table::Containers, "")? {
+        for c in record::load_all(self.db.as_ref(), "")? {
             if self.named(&c.project, &c.name)?.is_none() {
                 self.take_name(&mut b, &c.project, &c.name, &c.id);
             }
@@ -528,31 +537,33 @@ impl Containers {
         Ok(())
     }
 
-    /// A turn on container `id` (see [`crate::instances::actor`]): a client's request
-    /// is answered busy when too many wait already.
-    pub(crate) async fn turn(&self, id: &str) -> EngineResult<Turn> {
-        self.actors.turn(id, Queue::Try).await
+    /// Asks container `id`'s actor to do `op` (see [`crate::instances::actor`]); a
+    /// client's request is answered busy when too many wait already.
+    async fn ask(
+        &self,
+        project: &ProjectName,
+        id: &str,
+        op: Op,
+    ) -> EngineResult<Option<ContainerInspect>> {
+        self.actors.ask(project, id, op).await
     }
 
-    /// As [`Containers::turn`], from a blocking thread of the runtime.
-    pub(crate) fn turn_blocking(&self, id: &str) -> EngineResult<Turn> {
-        tokio::runtime::Handle::current().block_on(self.actors.turn(id, Queue::Try))
+    /// Borrows container `id` from its actor, from a blocking thread of the runtime
+    /// (copies into and out of it).
+    pub(crate) fn hold_blocking(&self, id: &str) -> EngineResult<Hold> {
+        tokio::runtime::Handle::current().block_on(self.actors.hold(id))
     }
 
-    /// A turn for the engine's own work on container `id` (an exit, a restart): it
-    /// waits for room in the queue.
-    async fn own_turn(&self, id: &str) -> EngineResult<Turn> {
-        self.actors.turn(id, Queue::Wait).await
-    }
-
-    /// Container `id`'s record, read in a turn on it; a container that is gone has its
+    /// Container `id` as stored, read by its actor; a container that is gone has its
     /// actor ended.
-    fn current(&self, project: &ProjectName, id: &str) -> EngineResult<ContainerInspect> {
-        let r = self.get(project, id);
-        if matches!(&r, Err(e) if e.kind() == ErrorKind::NotFound) {
-            self.actors.forget(id, None);
+    fn current(&self, project: &ProjectName, id: &str) -> EngineResult<Instance> {
+        match record::load(self.db.as_ref(), project, id)? {
+            Some(c) => Ok(c),
+            None => {
+                self.actors.forget(id, None);
+                Err(not_found(id))
+            }
         }
-        r
     }
 
     /// How many containers have an actor now.
@@ -580,31 +591,34 @@ impl Containers {
         });
     }
 
-    fn save(&self, c: &ContainerInspect) -> EngineResult<()> {
+    /// Writes a container's status (the host side's), durably.
+    fn save(&self, c: &Instance) -> EngineResult<()> {
         self.save_with(c, true)
     }
 
-    /// Saves a record; `durable` false for a state a crash may lose because the
-    /// monitor's files say it again at the next start (a start: `state.json`; see
+    /// Writes a container's status; `durable` false for a state a crash may lose because
+    /// the monitor's files say it again at the next start (a start: `state.json`; see
     /// [`Containers::restore`], which adopts a start the record never heard of).
-    fn save_with(&self, c: &ContainerInspect, durable: bool) -> EngineResult<()> {
-        self.save_in(Batch::new(), c, durable)
+    fn save_with(&self, c: &Instance, durable: bool) -> EngineResult<()> {
+        Ok(self.commit_record(Batch::new(), c, Write::Status, durable)?)
     }
 
-    /// Saves a record along with what `b` already holds, in one transaction.
-    fn save_in(&self, b: Batch, c: &ContainerInspect, durable: bool) -> EngineResult<()> {
-        Ok(self.commit_record(b, c, durable)?)
-    }
-
-    /// As [`Containers::save_in`], with the store's error as it is (a conflict: a
-    /// compare of `b` did not hold).
+    /// Writes what `what` names of a container's records along with what `b` already
+    /// holds, in one transaction, with the store's error as it is (a conflict: a compare
+    /// of `b` did not hold).
     fn commit_record(
         &self,
         mut b: Batch,
-        c: &ContainerInspect,
+        c: &Instance,
+        what: Write,
         durable: bool,
     ) -> Result<(), StoreError> {
-        b.put_json(Table::Containers, key(&c.project, &c.id), &Record::from(c));
+        if what != Write::Status {
+            record::put_spec(&mut b, c);
+        }
+        if what != Write::Spec {
+            record::put_status(&mut b, c);
+        }
         if durable {
             b.commit(self.db.as_ref())?;
         } else {
@@ -614,43 +628,43 @@ impl Containers {
         Ok(())
     }
 
+    fn instances(&self, project: &ProjectName) -> EngineResult<Vec<Instance>> {
+        Ok(record::load_all(self.db.as_ref(), &format!("{project}/"))?)
+    }
+
     fn all(&self, project: &ProjectName) -> EngineResult<Vec<ContainerInspect>> {
         Ok(self
-            .db
-            .list_json::<Record>(Table::Containers, &format!("{project}/"))?
+            .instances(project)?
             .into_iter()
-            .map(|(_, r)| r.0)
+            .map(Instance::into_inspect)
             .collect())
     }
 
     /// Finds a container by full ID, name, or unique ID prefix.
     pub fn get(&self, project: &ProjectName, name_or_id: &str) -> EngineResult<ContainerInspect> {
-        if let Some(r) = self
-            .db
-            .get_json::<Record>(Table::Containers, &key(project, name_or_id))?
-        {
-            return Ok(r.0);
+        Ok(self.find(project, name_or_id)?.into_inspect())
+    }
+
+    /// As [`Containers::get`], with its desired state.
+    fn find(&self, project: &ProjectName, name_or_id: &str) -> EngineResult<Instance> {
+        let db = self.db.as_ref();
+        if let Some(c) = record::load(db, project, name_or_id)? {
+            return Ok(c);
         }
         let name = name_or_id.trim_start_matches('/');
         if let Some(id) = self.named(project, name)? {
-            if let Some(r) = self
-                .db
-                .get_json::<Record>(Table::Containers, &key(project, &id))?
-            {
-                return Ok(r.0);
+            if let Some(c) = record::load(db, project, &id)? {
+                return Ok(c);
             }
         }
-        let all = self.all(project)?;
-        let matches: Vec<_> = all
+        let matches: Vec<Instance> = self
+            .instances(project)?
             .into_iter()
             .filter(|c| !name_or_id.is_empty() && c.id.starts_with(name_or_id))
             .collect();
         match matches.len() {
             1 => Ok(matches.into_iter().next().expect("one")),
-            0 => Err(EngineError::new(
-                ErrorKind::NotFound,
-                format!("no such container: {name_or_id}; `pier ps -a` lists them"),
-            )),
+            0 => Err(not_found(name_or_id)),
             _ => Err(invalid(format!(
                 "container ID prefix {name_or_id:?} matches several containers; give more of it"
             ))),
@@ -695,7 +709,7 @@ impl Containers {
                 "no command given and the image has none; give one after the image name",
             ));
         }
-        let mut c = ContainerInspect {
+        let mut c = Instance::new(ContainerInspect {
             id: id.clone(),
             name,
             project: project.clone(),
@@ -709,24 +723,25 @@ impl Containers {
             networks,
             ports: Vec::new(),
             mounts,
-        };
+        });
         self.create_steps(&mut c, &img)?;
         let t_files = t0.elapsed();
         self.emit(&c, "create", &[]);
         tracing::debug!(container = %c.id, files_us = t_files.as_micros() as u64, total_us = t0.elapsed().as_micros() as u64, "created");
         Ok(Created {
-            id: ContainerId::try_from(c.id).map_err(|e| internal(e.to_string()))?,
-            name: c.name,
+            id: ContainerId::try_from(c.id.clone()).map_err(|e| internal(e.to_string()))?,
+            name: c.name.clone(),
         })
     }
 
     /// The steps of a create after the checks, each undone if a later one fails: the
     /// volumes made for it (anonymous ones), the instance on this host (its directory,
     /// writable layer and bundle), its record.
-    fn create_steps(&self, c: &mut ContainerInspect, img: &serde_json::Value) -> EngineResult<()> {
+    fn create_steps(&self, c: &mut Instance, img: &serde_json::Value) -> EngineResult<()> {
         let project = c.project.clone();
         let mut undo = Undo::default();
-        let made = self.volumes.attach(&project, &c.id, &mut c.mounts)?;
+        let id = c.id.clone();
+        let made = self.volumes.attach(&project, &id, &mut c.mounts)?;
         let (vols, p, id, mounts) = (
             self.volumes.clone(),
             project.clone(),
@@ -737,7 +752,7 @@ impl Containers {
         let net = self.network_attachment(c);
         let vols = self.volume_attachments(c);
         self.driver.prepare(c, img, &net, &vols)?;
-        let (driver, c2) = (self.driver.clone(), c.clone());
+        let (driver, c2) = (self.driver.clone(), c.clone().into_inspect());
         undo.push(move || driver.destroy(&c2));
         self.save_new(c)?;
         undo.commit();
@@ -787,17 +802,17 @@ impl Containers {
         out
     }
 
-    /// Writes a new container's record (and its image's pin). A `--rm` container's
-    /// record is written without waiting for the disk: a crash may lose it, and its
+    /// Writes a new container's records (and its image's pin). A `--rm` container's
+    /// records are written without waiting for the disk: a crash may lose them, and its
     /// directory keeps a copy (written by its driver) from which `restore` adopts it if
     /// it runs; if it does not, nothing is lost, as it would be removed. Others wait.
-    fn save_new(&self, c: &ContainerInspect) -> EngineResult<()> {
+    fn save_new(&self, c: &Instance) -> EngineResult<()> {
         let mut b = Batch::new();
         self.take_name(&mut b, &c.project, &c.name, &c.id);
         let holder = pier_image::store::container_holder(&c.id);
         self.images
             .pin_for(&mut b, &c.project, &c.image_id, &holder);
-        self.commit_record(b, c, !c.config.auto_remove)
+        self.commit_record(b, c, Write::Both, !c.config.auto_remove)
             .map_err(|e| name_error(e, &c.name))
     }
 
@@ -839,22 +854,29 @@ impl Containers {
         name: &str,
     ) -> EngineResult<ContainerInspect> {
         let c = self.get(project, name)?;
-        let _turn = self.turn(&c.id).await?;
-        let mut c = self.current(project, &c.id)?;
+        self.ask(project, &c.id, Op::Start)
+            .await?
+            .ok_or_else(|| not_found(name))
+    }
+
+    /// [`Op::Start`]: records that it is to run, then starts it. The desired state is
+    /// written without waiting for the disk, as the start's own record is.
+    async fn start_op(self: &Arc<Self>, mut c: Instance) -> EngineResult<ContainerInspect> {
         match c.state.status {
-            ContainerStatus::Running | ContainerStatus::Paused => return Ok(c),
+            ContainerStatus::Running | ContainerStatus::Paused => return Ok(c.into_inspect()),
             ContainerStatus::Removing => {
                 return Err(conflict(format!("container {} is being removed", c.name)))
             }
             _ => {}
         }
-        c.state.stopped_by_user = false;
+        c.desire(Run::Running);
+        self.commit_record(Batch::new(), &c, Write::Spec, false)?;
         self.start_locked(c).await
     }
 
     /// Networking of a container about to start: interfaces, ports, and its
     /// /etc/hosts and /etc/resolv.conf. Fills in `c.networks` and `c.ports`.
-    async fn setup_network(&self, c: &mut ContainerInspect) -> EngineResult<()> {
+    async fn setup_network(&self, c: &mut Instance) -> EngineResult<()> {
         let mode = c
             .config
             .network
@@ -952,7 +974,7 @@ impl Containers {
 
     /// Undoes [`Self::setup_network`]; the record keeps which networks the container
     /// is on, without addresses.
-    async fn teardown_network(&self, c: &mut ContainerInspect) {
+    async fn teardown_network(&self, c: &mut Instance) {
         self.networks.detach(c).await;
         for ep in c.networks.values_mut() {
             ep.ip_address = None;
@@ -964,11 +986,11 @@ impl Containers {
         c.ports.clear();
     }
 
-    async fn start_locked(
-        self: &Arc<Self>,
-        mut c: ContainerInspect,
-    ) -> EngineResult<ContainerInspect> {
+    /// Starts a container that does not run, and records how it went (as the latest
+    /// desired state acted on).
+    async fn start_locked(self: &Arc<Self>, mut c: Instance) -> EngineResult<ContainerInspect> {
         let t0 = std::time::Instant::now();
+        c.observe();
         if let Err(e) = self.setup_network(&mut c).await {
             c.state.error = Some(e.message().clone());
             self.save(&c)?;
@@ -979,7 +1001,7 @@ impl Containers {
             return Err(e);
         }
         let this = self.clone();
-        let c2 = c.clone();
+        let c2 = c.clone().into_inspect();
         // The volumes, then the instance; a start that fails leaves neither attached.
         let reply = tokio::task::spawn_blocking(move || -> EngineResult<Started> {
             let vols = this.attach_volumes(&c2)?;
@@ -1021,7 +1043,7 @@ impl Containers {
                 self.emit(&c, "start", &[]);
                 self.watch_exit(&c);
                 tracing::debug!(container = %c.id, monitor_us = t_monitor.as_micros() as u64, total_us = t0.elapsed().as_micros() as u64, "started");
-                return Ok(c);
+                return Ok(c.into_inspect());
             }
             Started::Failed {
                 kind,
@@ -1062,7 +1084,7 @@ impl Containers {
         let (project, id) = (c.project.clone(), c.id.clone());
         tokio::spawn(async move {
             exited.await;
-            if let Err(e) = this.on_exit(&project, &id, None).await {
+            if let Err(e) = this.ask(&project, &id, Op::Exited(None)).await {
                 tracing::error!(container = %id, error = %e.message(), "recording a container's exit");
             }
         });
@@ -1070,9 +1092,9 @@ impl Containers {
 
     /// Undoes a start whose record could not be written: kills the run, releases what
     /// it held. The record keeps its state from before the start.
-    async fn undo_run(&self, c: &mut ContainerInspect) {
+    async fn undo_run(&self, c: &mut Instance) {
         let driver = self.driver.clone();
-        let c2 = c.clone();
+        let c2 = c.clone().into_inspect();
         let _ = tokio::task::spawn_blocking(move || {
             driver.kill_all(&c2);
             driver.reap(&c2);
@@ -1082,19 +1104,15 @@ impl Containers {
         self.teardown_network(c).await;
     }
 
-    /// Records an exit (`exit`, or what the driver reaps), releases what the run held
-    /// and applies `--rm` and the restart policy.
+    /// [`Op::Exited`]: records an exit (`exit`, or what the driver reaps), releases what
+    /// the run held and applies `--rm` and the restart policy.
     async fn on_exit(
         self: &Arc<Self>,
-        project: &ProjectName,
-        id: &str,
+        mut c: Instance,
         exit: Option<ExitInfo>,
     ) -> EngineResult<()> {
         let t0 = std::time::Instant::now();
-        let g = self.own_turn(id).await?;
-        let Ok(mut c) = self.current(project, id) else {
-            return Ok(());
-        };
+        let id = c.id.clone();
         if !matches!(
             c.state.status,
             ContainerStatus::Running | ContainerStatus::Paused
@@ -1128,7 +1146,6 @@ impl Containers {
         if c.config.auto_remove {
             let t_exit = t0.elapsed();
             let removed = self.remove_locked(&c, true);
-            drop(g);
             tracing::debug!(container = %id, exit_us = t_exit.as_micros() as u64, total_us = t0.elapsed().as_micros() as u64, "removed after exit");
             return removed;
         }
@@ -1156,25 +1173,26 @@ impl Containers {
             c.state.restart_count += 1;
             c.state.status = ContainerStatus::Restarting;
             self.save(&c)?;
-            drop(g);
             let this = self.clone();
-            let (project, id) = (project.clone(), id.to_string());
+            let project = c.project.clone();
             tokio::spawn(async move {
                 tokio::time::sleep(delay).await;
-                let Ok(_turn) = this.own_turn(&id).await else {
-                    return;
-                };
-                if let Ok(c) = this.current(&project, &id) {
-                    if c.state.status == ContainerStatus::Restarting && !c.state.stopped_by_user {
-                        this.emit(&c, "restart", &[]);
-                        if let Err(e) = this.start_locked(c).await {
-                            tracing::warn!(container = %id, error = %e.message(), "restart failed");
-                        }
-                    }
+                if let Err(e) = this.ask(&project, &id, Op::Restart).await {
+                    tracing::warn!(container = %id, error = %e.message(), "restart failed");
                 }
             });
         }
         Ok(())
+    }
+
+    /// [`Op::Restart`]: starts a container its restart policy restarts, unless a request
+    /// stopped (or removed) it meanwhile.
+    async fn restart_op(self: &Arc<Self>, c: Instance) -> EngineResult<Option<ContainerInspect>> {
+        if c.state.status != ContainerStatus::Restarting || c.state.stopped_by_user {
+            return Ok(None);
+        }
+        self.emit(&c, "restart", &[]);
+        self.start_locked(c).await.map(Some)
     }
 
     // ---- signals, stop, remove ---------------------------------------------------------
@@ -1205,22 +1223,32 @@ impl Containers {
         name: &str,
         signal: Option<&str>,
     ) -> EngineResult<()> {
-        let mut c = self.get(project, name)?;
-        let sig = parse_signal(signal.unwrap_or("KILL"))?;
-        if !matches!(
-            c.state.status,
-            ContainerStatus::Running | ContainerStatus::Paused
-        ) {
+        let c = self.get(project, name)?;
+        let signal = parse_signal(signal.unwrap_or("KILL"))?;
+        self.ask(project, &c.id, Op::Kill { signal }).await?;
+        Ok(())
+    }
+
+    /// [`Op::Kill`]: SIGKILL and SIGTERM record that it is to stay stopped (before the
+    /// signal, durably: a daemon that dies before sending it leaves the request for the
+    /// instance reconciler).
+    fn kill_op(&self, mut c: Instance, sig: i32) -> EngineResult<()> {
+        if !is_running(&c) {
             return Err(conflict(format!("container {} is not running", c.name)));
         }
-        if sig == libc::SIGKILL || sig == libc::SIGTERM {
-            c.state.stopped_by_user = true;
-            self.save(&c)?;
+        let stop = sig == libc::SIGKILL || sig == libc::SIGTERM;
+        if stop {
+            c.desire(Run::Stopped);
+            self.commit_record(Batch::new(), &c, Write::Spec, true)?;
         }
         if c.state.status == ContainerStatus::Paused {
             let _ = self.driver.pause(&c, false);
         }
         self.signal(&c, sig)?;
+        if stop {
+            c.observe();
+            self.save_with(&c, false)?;
+        }
         self.emit(&c, "kill", &[("signal", sig.to_string())]);
         Ok(())
     }
@@ -1232,35 +1260,56 @@ impl Containers {
         t: Option<u64>,
         signal: Option<&str>,
     ) -> EngineResult<()> {
-        let mut c = self.get(project, name)?;
-        if c.state.status == ContainerStatus::Restarting {
-            c.state.stopped_by_user = true;
-            c.state.status = ContainerStatus::Exited;
-            return self.save(&c);
-        }
-        if !matches!(
-            c.state.status,
-            ContainerStatus::Running | ContainerStatus::Paused
-        ) {
-            return Ok(());
-        }
+        let c = self.get(project, name)?;
         let sig = parse_signal(&self.stop_signal_of(&c, signal))?;
         let t = t.or(c.config.stop_timeout);
-        c.state.stopped_by_user = true;
-        self.save(&c)?;
+        let Some(c) = self.ask(project, &c.id, Op::Stop { signal: sig }).await? else {
+            return Ok(());
+        };
+        self.escalate(&c, Duration::from_secs(t.unwrap_or(10)))
+            .await?;
+        self.emit(&c, "stop", &[]);
+        Ok(())
+    }
+
+    /// Waits up to `grace` for a container sent its stop signal to exit, then kills it.
+    async fn escalate(&self, c: &ContainerInspect, grace: Duration) -> EngineResult<()> {
+        if !self.wait_stopped(c, Some(grace)).await {
+            self.ask(
+                &c.project,
+                &c.id,
+                Op::Signal {
+                    signal: libc::SIGKILL,
+                },
+            )
+            .await?;
+            self.wait_stopped(c, Some(Duration::from_secs(30))).await;
+        }
+        Ok(())
+    }
+
+    /// [`Op::Stop`]: records that it is to stay stopped and sends `sig`; returns the
+    /// container if it was running (its asker waits for the exit).
+    fn stop_op(&self, mut c: Instance, sig: i32) -> EngineResult<Option<ContainerInspect>> {
+        if c.state.status == ContainerStatus::Restarting {
+            c.desire(Run::Stopped);
+            c.observe();
+            c.state.status = ContainerStatus::Exited;
+            self.commit_record(Batch::new(), &c, Write::Both, true)?;
+            return Ok(None);
+        }
+        if !is_running(&c) {
+            return Ok(None);
+        }
+        c.desire(Run::Stopped);
+        self.commit_record(Batch::new(), &c, Write::Spec, true)?;
         if c.state.status == ContainerStatus::Paused {
             let _ = self.driver.pause(&c, false);
         }
         self.signal(&c, sig)?;
-        if !self
-            .wait_stopped(&c, Some(Duration::from_secs(t.unwrap_or(10))))
-            .await
-        {
-            self.signal(&c, libc::SIGKILL)?;
-            self.wait_stopped(&c, Some(Duration::from_secs(30))).await;
-        }
-        self.emit(&c, "stop", &[]);
-        Ok(())
+        c.observe();
+        self.save_with(&c, false)?;
+        Ok(Some(c.into_inspect()))
     }
 
     pub async fn remove(
@@ -1271,29 +1320,49 @@ impl Containers {
         volumes: bool,
     ) -> EngineResult<()> {
         let c = self.get(project, name)?;
-        if matches!(
-            c.state.status,
-            ContainerStatus::Running | ContainerStatus::Paused
-        ) {
-            if !force {
-                return Err(conflict(format!(
-                    "container {} is running: stop it first, or remove it with --force",
-                    c.name
-                )));
-            }
-            self.kill(project, &c.id, Some("KILL")).await?;
-            if !self.wait_stopped(&c, Some(Duration::from_secs(30))).await {
-                return Err(EngineError::new(
-                    ErrorKind::Unavailable,
-                    format!("container {} did not stop; try again", c.name),
-                ));
+        // A running container is killed first (with `force`), and its exit awaited here:
+        // the exit is its actor's to record. It may be started again meanwhile (by its
+        // reconciler), so the actor decides on what it finds each time.
+        for _ in 0..3 {
+            let Some(running) = self
+                .ask(project, &c.id, Op::Remove { volumes, force })
+                .await?
+            else {
+                return Ok(());
+            };
+            if !self
+                .wait_stopped(&running, Some(Duration::from_secs(30)))
+                .await
+            {
+                break;
             }
         }
-        let _turn = self.turn(&c.id).await?;
-        let Ok(c) = self.current(project, &c.id) else {
-            return Ok(());
-        };
-        self.remove_locked(&c, volumes)
+        Err(EngineError::new(
+            ErrorKind::Unavailable,
+            format!("container {} did not stop; try again", c.name),
+        ))
+    }
+
+    /// [`Op::Remove`]: removes a container that does not run; one that runs is refused,
+    /// or, with `force`, killed and returned (its asker waits for the exit and asks again).
+    fn remove_op(
+        &self,
+        c: Instance,
+        volumes: bool,
+        force: bool,
+    ) -> EngineResult<Option<ContainerInspect>> {
+        if !is_running(&c) {
+            return self.remove_locked(&c, volumes).map(|()| None);
+        }
+        if !force {
+            return Err(conflict(format!(
+                "container {} is running: stop it first, or remove it with --force",
+                c.name
+            )));
+        }
+        let view = c.clone().into_inspect();
+        self.kill_op(c, libc::SIGKILL)?;
+        Ok(Some(view))
     }
 
     /// Removes everything of a stopped container; with `volumes`, its anonymous volumes
@@ -1303,7 +1372,7 @@ impl Containers {
         self.driver.destroy(c);
         let mut b = Batch::new();
         self.free_name(&mut b, project, &c.name, &c.id)?;
-        b.delete(Table::Containers, key(project, &c.id));
+        record::delete(&mut b, project, &c.id);
         let holder = pier_image::store::container_holder(&c.id);
         self.images.unpin_for(&mut b, project, &c.image_id, &holder);
         if c.config.auto_remove {
@@ -1343,9 +1412,12 @@ impl Containers {
     /// found by its driver: the driver's copy of the record becomes the record again.
     fn adopt_unrecorded(
         self: &Arc<Self>,
-        mut c: ContainerInspect,
+        c: ContainerInspect,
         h: InstanceHandle,
     ) -> EngineResult<()> {
+        let mut c = Instance::new(c);
+        c.desire(Run::Running);
+        c.observe();
         c.state.status = ContainerStatus::Running;
         c.state.pid = Some(h.pid);
         c.state.monitor_pid = h.monitor_pid;
@@ -1364,7 +1436,7 @@ impl Containers {
         let holder = pier_image::store::container_holder(&c.id);
         self.images
             .pin_for(&mut b, &c.project, &c.image_id, &holder);
-        self.save_in(b, &c, true)?;
+        self.commit_record(b, &c, Write::Both, true)?;
         tracing::info!(container = %c.id, "adopted a running container whose record was lost");
         self.watch_exit(&c);
         Ok(())
@@ -1473,9 +1545,20 @@ impl Containers {
         req: pier_api::networks::NetworkConnect,
     ) -> EngineResult<()> {
         let c = self.get(project, &req.container)?;
-        let _turn = self.turn(&c.id).await?;
-        let mut c = self.current(project, &c.id)?;
-        let n = self.networks.get(project, network)?;
+        let network = network.to_string();
+        self.ask(project, &c.id, Op::Connect { network, req })
+            .await?;
+        Ok(())
+    }
+
+    /// [`Op::Connect`].
+    async fn connect_op(
+        &self,
+        mut c: Instance,
+        network: &str,
+        req: pier_api::networks::NetworkConnect,
+    ) -> EngineResult<()> {
+        let n = self.networks.get(&c.project, network)?;
         let mode = c.config.network.as_deref().unwrap_or(DEFAULT_NETWORK);
         if matches!(mode, "none" | "host") || mode.starts_with("container:") {
             return Err(invalid(format!(
@@ -1514,7 +1597,7 @@ impl Containers {
             self.networks.index_names(&c, &one);
         }
         c.networks.insert(n.name.clone(), ep);
-        self.save(&c)?;
+        self.commit_record(Batch::new(), &c, Write::Both, true)?;
         self.emit(&c, "connect", &[("network", n.name.clone())]);
         Ok(())
     }
@@ -1527,9 +1610,14 @@ impl Containers {
         container: &str,
     ) -> EngineResult<()> {
         let c = self.get(project, container)?;
-        let _turn = self.turn(&c.id).await?;
-        let mut c = self.current(project, &c.id)?;
-        let n = self.networks.get(project, network)?;
+        let network = network.to_string();
+        self.ask(project, &c.id, Op::Disconnect { network }).await?;
+        Ok(())
+    }
+
+    /// [`Op::Disconnect`].
+    async fn disconnect_op(&self, mut c: Instance, network: &str) -> EngineResult<()> {
+        let n = self.networks.get(&c.project, network)?;
         let Some(ep) = c.networks.get(&n.name).cloned() else {
             return Err(conflict(format!(
                 "container {} is not on network {}",
@@ -1551,7 +1639,7 @@ impl Containers {
                 c.config.network = Some(next.clone());
             }
         }
-        self.save(&c)?;
+        self.commit_record(Batch::new(), &c, Write::Both, true)?;
         self.emit(&c, "disconnect", &[("network", n.name.clone())]);
         Ok(())
     }
@@ -1610,7 +1698,13 @@ impl Containers {
     }
 
     pub async fn pause(&self, project: &ProjectName, name: &str, paused: bool) -> EngineResult<()> {
-        let mut c = self.get(project, name)?;
+        let c = self.get(project, name)?;
+        self.ask(project, &c.id, Op::Pause(paused)).await?;
+        Ok(())
+    }
+
+    /// [`Op::Pause`].
+    fn pause_op(&self, mut c: Instance, paused: bool) -> EngineResult<()> {
         let want = if paused {
             ContainerStatus::Running
         } else {
@@ -1635,19 +1729,32 @@ impl Containers {
         Ok(())
     }
 
-    pub fn rename(&self, project: &ProjectName, name: &str, new_name: &str) -> EngineResult<()> {
+    pub async fn rename(
+        &self,
+        project: &ProjectName,
+        name: &str,
+        new_name: &str,
+    ) -> EngineResult<()> {
         if !valid_name(new_name) {
             return Err(invalid(format!("invalid container name {new_name:?}")));
         }
-        let mut c = self.get(project, name)?;
+        let c = self.get(project, name)?;
+        self.ask(project, &c.id, Op::Rename(new_name.to_string()))
+            .await?;
+        Ok(())
+    }
+
+    /// [`Op::Rename`].
+    fn rename_op(&self, mut c: Instance, new_name: &str) -> EngineResult<()> {
         if c.name == new_name {
             return Ok(());
         }
+        let project = c.project.clone();
         let mut b = Batch::new();
-        self.free_name(&mut b, project, &c.name, &c.id)?;
-        self.take_name(&mut b, project, new_name, &c.id);
+        self.free_name(&mut b, &project, &c.name, &c.id)?;
+        self.take_name(&mut b, &project, new_name, &c.id);
         c.name = new_name.to_string();
-        self.commit_record(b, &c, true)
+        self.commit_record(b, &c, Write::Spec, true)
             .map_err(|e| name_error(e, new_name))?;
         self.emit(&c, "rename", &[]);
         Ok(())
@@ -1890,7 +1997,7 @@ impl Containers {
         id: &str,
         f: impl FnOnce(&mut ContainerInspect) -> bool,
     ) -> EngineResult<()> {
-        let _turn = self.own_turn(id).await?;
+        let _hold = self.actors.hold(id).await?;
         let mut c = self.current(project, id)?;
         if f(&mut c) {
             self.save(&c)?;
@@ -1909,7 +2016,7 @@ impl Containers {
     /// killed.
     async fn restore_unrecorded_start(
         self: &Arc<Self>,
-        mut c: ContainerInspect,
+        mut c: Instance,
         found: Found,
     ) -> EngineResult<()> {
         let Some(s) = found
@@ -1927,6 +2034,11 @@ impl Containers {
         };
         let mode = c.config.network.as_deref().unwrap_or(DEFAULT_NETWORK);
         let networked = !(mode == "none" || mode == "host" || mode.starts_with("container:"));
+        // It was asked to start: the record of that may be lost with the start's.
+        if c.desired.run != Run::Running {
+            c.desire(Run::Running);
+        }
+        c.observe();
         c.state.status = ContainerStatus::Running;
         c.state.pid = Some(s.pid);
         c.state.monitor_pid = s.monitor_pid;
@@ -1938,7 +2050,7 @@ impl Containers {
             self.networks.recover(&mut c)?;
             !c.networks.is_empty() && c.networks.values().all(|e| e.ip_address.is_some())
         };
-        self.save(&c)?;
+        self.commit_record(Batch::new(), &c, Write::Both, true)?;
         if found.alive && recovered {
             tracing::info!(container = %c.id, "adopted a container whose start was not recorded");
             self.watch_exit(&c);
@@ -1960,7 +2072,8 @@ impl Containers {
             tracing::info!(container = %c.id, "killed a container whose start on a network was not recorded");
         }
         let (project, id) = (c.project.clone(), c.id.clone());
-        self.on_exit(&project, &id, exit).await
+        self.ask(&project, &id, Op::Exited(exit)).await?;
+        Ok(())
     }
 
     /// At daemon start: re-adopts containers that still run, records the exits that
@@ -1970,10 +2083,9 @@ impl Containers {
     /// when its driver finds it alive; otherwise whatever runs of it is killed before its
     /// exit is recorded and what the run held (mounts, network) is released.
     pub async fn restore(self: &Arc<Self>) -> EngineResult<()> {
-        let records = self.db.list_json::<Record>(Table::Containers, "")?;
+        let records = record::load_all(self.db.as_ref(), "")?;
         let mut known = std::collections::HashSet::new();
-        for (_, r) in records {
-            let c = r.0;
+        for c in records {
             known.insert(c.id.clone());
             let found = self.driver.adopt(&c).await;
             match c.state.status {
@@ -1982,16 +2094,12 @@ impl Containers {
                     self.watch_exit(&c);
                 }
                 ContainerStatus::Running | ContainerStatus::Paused => {
-                    let (project, id) = (c.project.clone(), c.id.clone());
-                    self.on_exit(&project, &id, None).await?;
+                    self.ask(&c.project, &c.id, Op::Exited(None)).await?;
                 }
                 ContainerStatus::Restarting => {
                     let this = self.clone();
                     tokio::spawn(async move {
-                        let Ok(_turn) = this.own_turn(&c.id).await else {
-                            return;
-                        };
-                        if let Err(e) = this.start_locked(c.clone()).await {
+                        if let Err(e) = this.ask(&c.project, &c.id, Op::Restart).await {
                             tracing::warn!(container = %c.id, error = %e.message(), "restart after daemon restart failed");
                         }
                     });
@@ -2003,6 +2111,11 @@ impl Containers {
         // create) or whose removal was interrupted; running `--rm` ones are adopted.
         for (c, h) in self.driver.sweep(&known) {
             self.adopt_unrecorded(c, h)?;
+        }
+        // Statuses whose spec is gone (no transaction leaves one; a hand-edited store may).
+        let mut b = Batch::new();
+        if record::drop_orphan_statuses(self.db.as_ref(), &mut b)? > 0 {
+            b.commit(self.db.as_ref())?;
         }
         // Block volumes attached for containers that are gone.
         for project in self.projects.list()? {
@@ -2047,6 +2160,153 @@ impl Containers {
     pub fn driver(&self) -> &Arc<dyn Driver> {
         &self.driver
     }
+}
+
+// ---- the actors' requests and the instance reconciler ------------------------------------
+
+impl Handler for Containers {
+    fn handle(
+        self: Arc<Self>,
+        project: ProjectName,
+        id: String,
+        op: Op,
+    ) -> BoxFuture<'static, EngineResult<Option<ContainerInspect>>> {
+        Box::pin(async move { self.serve(&project, &id, op).await })
+    }
+}
+
+impl Containers {
+    /// Serves one request of container `id`'s actor, on its current record.
+    async fn serve(
+        self: &Arc<Self>,
+        project: &ProjectName,
+        id: &str,
+        op: Op,
+    ) -> EngineResult<Option<ContainerInspect>> {
+        let c = match self.current(project, id) {
+            Ok(c) => c,
+            // Gone meanwhile: an exit, restart, reconcile or removal has nothing to do.
+            Err(EngineError::NotFound(_))
+                if matches!(
+                    op,
+                    Op::Exited(_) | Op::Restart | Op::Reconcile | Op::Remove { .. }
+                ) =>
+            {
+                return Ok(None)
+            }
+            Err(e) => return Err(e),
+        };
+        match op {
+            Op::Start => self.start_op(c).await.map(Some),
+            Op::Stop { signal } => self.stop_op(c, signal),
+            Op::Kill { signal } => self.kill_op(c, signal).map(|()| None),
+            Op::Signal { signal } => {
+                if is_running(&c) {
+                    self.signal(&c, signal)?;
+                }
+                Ok(None)
+            }
+            Op::Remove { volumes, force } => self.remove_op(c, volumes, force),
+            Op::Exited(exit) => self.on_exit(c, exit).await.map(|()| None),
+            Op::Restart => self.restart_op(c).await,
+            Op::Pause(paused) => self.pause_op(c, paused).map(|()| None),
+            Op::Connect { network, req } => self.connect_op(c, &network, req).await.map(|()| None),
+            Op::Disconnect { network } => self.disconnect_op(c, &network).await.map(|()| None),
+            Op::Rename(name) => self.rename_op(c, &name).map(|()| None),
+            Op::Reconcile => self.reconcile_op(c).await,
+        }
+    }
+
+    /// [`Op::Reconcile`]: acts on a desired state that no request acted on (the daemon
+    /// died between recording a start or stop and making it): a container to run that
+    /// does not is started; one to stay stopped that runs gets its stop signal, then
+    /// SIGKILL after its stop timeout.
+    async fn reconcile_op(
+        self: &Arc<Self>,
+        mut c: Instance,
+    ) -> EngineResult<Option<ContainerInspect>> {
+        if c.acted_on() {
+            return Ok(None);
+        }
+        match (c.desired.run, c.state.status) {
+            (Run::Running, ContainerStatus::Created | ContainerStatus::Exited) => {
+                tracing::info!(container = %c.id, "starting a container whose start was asked for but not made");
+                // A start that fails records why in the container's state, as any start.
+                return Ok(self.start_locked(c).await.ok());
+            }
+            (Run::Stopped, ContainerStatus::Running | ContainerStatus::Paused) => {
+                tracing::info!(container = %c.id, "stopping a container whose stop was asked for but not made");
+                let sig = parse_signal(&self.stop_signal_of(&c, None))?;
+                if c.state.status == ContainerStatus::Paused {
+                    let _ = self.driver.pause(&c, false);
+                }
+                self.signal(&c, sig)?;
+                c.observe();
+                self.save(&c)?;
+                let grace = Duration::from_secs(c.config.stop_timeout.unwrap_or(10));
+                let (this, c) = (self.clone(), c.into_inspect());
+                tokio::spawn(async move {
+                    if let Err(e) = this.escalate(&c, grace).await {
+                        tracing::warn!(container = %c.id, error = %e.message(), "stopping a container");
+                    }
+                });
+                return Ok(None);
+            }
+            (Run::Stopped, ContainerStatus::Restarting) => {
+                c.state.status = ContainerStatus::Exited;
+            }
+            _ => {}
+        }
+        c.observe();
+        self.save(&c)?;
+        Ok(None)
+    }
+
+    /// One pass of the instance reconciler: every container whose desired state is ahead
+    /// of what its status says was acted on gets [`Op::Reconcile`].
+    pub async fn reconcile(&self) -> EngineResult<()> {
+        for (project, id) in record::behind(self.db.as_ref())? {
+            if let Err(e) = self.ask(&project, &id, Op::Reconcile).await {
+                tracing::warn!(container = %id, error = %e.message(), "reconciling a container");
+            }
+        }
+        Ok(())
+    }
+}
+
+/// How often the instance reconciler passes without a change.
+pub const INSTANCE_RECONCILE_PERIOD: Duration = Duration::from_secs(30);
+
+/// The instance reconciler: acts on specs whose desired state no request acted on,
+/// woken by every change of a spec (see [`crate::reconcile`]).
+pub struct InstanceReconciler {
+    pub containers: Arc<Containers>,
+    pub period: Duration,
+}
+
+impl Reconciler for InstanceReconciler {
+    fn name(&self) -> &'static str {
+        "instances"
+    }
+
+    fn watches(&self) -> Vec<(Table, String)> {
+        vec![(Table::Containers, String::new())]
+    }
+
+    fn period(&self) -> Duration {
+        self.period
+    }
+
+    fn reconcile(&self) -> BoxFuture<'_, EngineResult<()>> {
+        Box::pin(self.containers.reconcile())
+    }
+}
+
+fn is_running(c: &ContainerInspect) -> bool {
+    matches!(
+        c.state.status,
+        ContainerStatus::Running | ContainerStatus::Paused
+    )
 }
 
 /// The command a container runs: its entrypoint and cmd, each the request's or else the
@@ -2182,14 +2442,20 @@ pub fn parse_signal(s: &str) -> EngineResult<i32> {
     })
 }
 
-/// The stored form of a container.
-#[derive(serde::Serialize, serde::Deserialize)]
-struct Record(ContainerInspect);
+/// Which of a container's records a commit writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Write {
+    /// What was asked (the API side's).
+    Spec,
+    /// What is (the host side's).
+    Status,
+    Both,
+}
 
-impl From<&ContainerInspect> for Record {
-    fn from(c: &ContainerInspect) -> Self {
-        Record(c.clone())
-    }
+fn not_found(name_or_id: &str) -> EngineError {
+    EngineError::NotFound(format!(
+        "no such container: {name_or_id}; `pier ps -a` lists them"
+    ))
 }
 
 /// The handle of a running container, from its record.

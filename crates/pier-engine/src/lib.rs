@@ -219,6 +219,13 @@ impl Engine {
                 period: NETWORK_RECONCILE_PERIOD,
             }),
         );
+        loops.spawn(
+            self.store.clone(),
+            Arc::new(containers::InstanceReconciler {
+                containers: self.containers.clone(),
+                period: containers::INSTANCE_RECONCILE_PERIOD,
+            }),
+        );
         Ok(())
     }
 

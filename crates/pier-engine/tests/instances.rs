@@ -10,18 +10,20 @@ use std::time::{Duration, Instant};
 use pier_api::containers::{ContainerCreate, ContainerInspect, ContainerStatus, RestartPolicy};
 use pier_api::volumes::{MountKind, MountSpec};
 use pier_api::{ErrorKind, ProjectName};
-use pier_engine::containers::{Containers, Peers};
+use pier_engine::containers::{Containers, InstanceReconciler, Peers};
 use pier_engine::host::net::fake::{FakeFirewall, FakeNetHost};
 use pier_engine::host::storage::fake::FakeStorage;
 use pier_engine::instances::driver::{Driver, NetworkAttachment, VolumeKind};
 use pier_engine::instances::fake::{FakeDriver, Op};
+use pier_engine::instances::record::{self, Run};
 use pier_engine::networks::Networks;
 use pier_engine::projects::Projects;
+use pier_engine::reconcile::Loops;
 use pier_engine::sessions::exec::{ExecError, ExecSpec, StartOptions};
 use pier_engine::volumes::Volumes;
 use pier_engine::EngineError;
 use pier_image::ImageStore;
-use pier_store::{FaultyStore, Store, Table};
+use pier_store::{FaultyStore, Store, StoreExt, Table};
 use sha2::Digest;
 
 // ---- the engine over the fakes ----------------------------------------------------------
@@ -230,6 +232,11 @@ impl Env {
     /// runs, anonymous volumes, files in the containers directory.
     fn assert_nothing_left(&self) {
         assert_eq!(self.records(), 0, "container records left");
+        assert_eq!(
+            self.store.list(Table::ContainerStatus, "").unwrap().len(),
+            0,
+            "container statuses left"
+        );
         assert!(self.pins().is_empty(), "image pins left: {:?}", self.pins());
         assert!(
             self.driver.instances().is_empty(),
@@ -478,8 +485,8 @@ async fn a_rename_frees_the_old_name_and_refuses_a_taken_one() {
     let e = Env::new().await;
     let x = e.create("x");
     e.create("y");
-    assert_eq!(kind(e.c.rename(&e.p, "x", "y")), ErrorKind::Conflict);
-    e.c.rename(&e.p, "x", "z").unwrap();
+    assert_eq!(kind(e.c.rename(&e.p, "x", "y").await), ErrorKind::Conflict);
+    e.c.rename(&e.p, "x", "z").await.unwrap();
     assert_eq!(e.get("z").id, x);
     assert_eq!(kind(e.c.get(&e.p, "x")), ErrorKind::NotFound);
     e.create("x");
@@ -594,10 +601,24 @@ async fn a_refused_start_of_an_rm_container_leaves_nothing() {
 }
 
 #[tokio::test]
+async fn a_start_whose_desired_state_cannot_be_recorded_runs_nothing() {
+    let e = Env::new().await;
+    let id = e.create("a");
+    // The start's first write records that it is to run; it fails, so nothing starts.
+    e.store.fail_txn(0);
+    assert!(e.c.start(&e.p, &id).await.is_err());
+    assert!(e.driver.calls_of(Op::Start).is_empty());
+    assert_eq!(e.status(&id), ContainerStatus::Created);
+    e.c.start(&e.p, &id).await.unwrap();
+    assert_eq!(e.status(&id), ContainerStatus::Running);
+}
+
+#[tokio::test]
 async fn a_start_whose_record_cannot_be_written_stops_the_run_again() {
     let e = Env::new().await;
     let id = e.create("a");
-    e.store.fail_txn(0);
+    // The second write is the start's status, once the run began.
+    e.store.fail_txn(1);
     assert!(e.c.start(&e.p, &id).await.is_err());
     assert!(
         e.driver.running().is_empty(),
@@ -1246,13 +1267,18 @@ async fn restore_starts_a_container_that_was_restarting() {
     // daemon that stopped during the back-off leaves it.
     e.until(&id, |c| c.state.status == ContainerStatus::Exited)
         .await;
-    let mut c = e.get(&id);
-    c.state.status = ContainerStatus::Restarting;
+    let key = format!("{}/{}", e.p, id);
+    let mut status: serde_json::Value = e
+        .store
+        .get_json(Table::ContainerStatus, &key)
+        .unwrap()
+        .unwrap();
+    status["state"]["status"] = "restarting".into();
     e.store
         .commit(vec![pier_store::Op::Put {
-            table: Table::Containers,
-            key: format!("{}/{}", e.p, id),
-            value: serde_json::to_vec(&c).unwrap(),
+            table: Table::ContainerStatus,
+            key,
+            value: serde_json::to_vec(&status).unwrap(),
         }])
         .unwrap();
     e.driver.refuse_starts(None);
@@ -1366,7 +1392,7 @@ async fn names_are_kept_in_an_index_with_the_record() {
         name_index(&e),
         vec![(format!("container-names/{}/x", e.p), id.clone())]
     );
-    e.c.rename(&e.p, "x", "y").unwrap();
+    e.c.rename(&e.p, "x", "y").await.unwrap();
     assert_eq!(
         name_index(&e),
         vec![(format!("container-names/{}/y", e.p), id.clone())]
@@ -1488,4 +1514,139 @@ async fn a_waiter_hears_of_the_removal_through_the_actor() {
         .unwrap()
         .clone();
     assert_eq!(s.status, ContainerStatus::Removing);
+}
+
+// ---- desired state and the instance reconciler ------------------------------------------
+
+/// Records `run` as asked for container `id` without acting on it: what a daemon that
+/// died right after the request's first write leaves (or another host's API writes).
+fn ask_without_acting(e: &Env, id: &str, run: Run) {
+    let mut c = record::load(e.store.as_ref(), &e.p, id).unwrap().unwrap();
+    c.desire(run);
+    let mut b = pier_store::Batch::new();
+    record::put_spec(&mut b, &c);
+    b.commit(e.store.as_ref()).unwrap();
+}
+
+fn acted_on(e: &Env, id: &str) -> bool {
+    record::load(e.store.as_ref(), &e.p, id)
+        .unwrap()
+        .unwrap()
+        .acted_on()
+}
+
+#[tokio::test]
+async fn requests_record_the_desired_state_and_the_generation_acted_on() {
+    let e = Env::new().await;
+    let id = e.run("a").await;
+    let c = record::load(e.store.as_ref(), &e.p, &id).unwrap().unwrap();
+    assert_eq!(c.desired.run, Run::Running);
+    assert_eq!((c.desired.generation, c.observed_generation), (1, 1));
+    e.c.stop(&e.p, &id, Some(1), None).await.unwrap();
+    let c = record::load(e.store.as_ref(), &e.p, &id).unwrap().unwrap();
+    assert_eq!(c.desired.run, Run::Stopped);
+    assert_eq!((c.desired.generation, c.observed_generation), (2, 2));
+    assert!(c.state.stopped_by_user);
+    // The spec holds what was asked, the status what is: no state in the one, no
+    // config in the other.
+    let key = format!("{}/{}", e.p, id);
+    let spec: serde_json::Value = e.store.get_json(Table::Containers, &key).unwrap().unwrap();
+    let status: serde_json::Value = e
+        .store
+        .get_json(Table::ContainerStatus, &key)
+        .unwrap()
+        .unwrap();
+    assert!(
+        spec.get("state").is_none() && spec.get("desired").is_some(),
+        "{spec}"
+    );
+    assert!(
+        status.get("config").is_none() && status.get("state").is_some(),
+        "{status}"
+    );
+}
+
+#[tokio::test]
+async fn the_reconciler_makes_a_start_that_was_recorded_but_not_made() {
+    let e = Env::new().await;
+    let id = e.create("a");
+    ask_without_acting(&e, &id, Run::Running);
+    assert!(!acted_on(&e, &id));
+    e.c.reconcile().await.unwrap();
+    assert_eq!(e.status(&id), ContainerStatus::Running);
+    assert_eq!(e.driver.calls_of(Op::Start).len(), 1);
+    assert!(acted_on(&e, &id));
+    // Acted on: another pass does nothing.
+    e.c.reconcile().await.unwrap();
+    assert_eq!(e.driver.calls_of(Op::Start).len(), 1);
+}
+
+#[tokio::test]
+async fn the_reconciler_stops_a_container_whose_stop_was_recorded_but_not_sent() {
+    let e = Env::new().await;
+    let id = e.run("a").await;
+    ask_without_acting(&e, &id, Run::Stopped);
+    e.c.reconcile().await.unwrap();
+    let c = e
+        .until(&id, |c| c.state.status == ContainerStatus::Exited)
+        .await;
+    assert!(c.state.stopped_by_user, "its policy leaves it stopped");
+    let signals: Vec<_> = e.driver.calls_of(Op::Signal);
+    assert_eq!(signals.len(), 1, "{signals:?}");
+    assert!(acted_on(&e, &id));
+}
+
+#[tokio::test]
+async fn the_reconciler_kills_a_container_that_ignores_its_stop_signal() {
+    let e = Env::new().await;
+    let id = e
+        .create_with(Some("a"), |r| r.stop_timeout = Some(0))
+        .unwrap();
+    e.c.start(&e.p, &id).await.unwrap();
+    e.driver.ignore_signal(libc::SIGTERM);
+    ask_without_acting(&e, &id, Run::Stopped);
+    e.c.reconcile().await.unwrap();
+    e.until(&id, |c| c.state.status == ContainerStatus::Exited)
+        .await;
+    assert_eq!(e.get(&id).state.exit_code, Some(128 + libc::SIGKILL));
+}
+
+#[tokio::test]
+async fn a_start_the_reconciler_cannot_make_is_recorded_once_not_retried() {
+    let e = Env::new().await;
+    let id = e.create("a");
+    e.driver.refuse_starts(Some(127));
+    ask_without_acting(&e, &id, Run::Running);
+    e.c.reconcile().await.unwrap();
+    let c = e.get(&id);
+    assert_eq!(c.state.exit_code, Some(127));
+    assert!(c.state.error.is_some());
+    assert!(acted_on(&e, &id));
+    e.c.reconcile().await.unwrap();
+    assert_eq!(e.driver.calls_of(Op::Start).len(), 1, "not retried");
+}
+
+#[tokio::test]
+async fn the_reconciler_loop_acts_on_a_spec_written_while_it_runs() {
+    let e = Env::new().await;
+    let id = e.create("a");
+    let mut loops = Loops::default();
+    let stats = loops.spawn(
+        e.store.clone(),
+        Arc::new(InstanceReconciler {
+            containers: e.c.clone(),
+            period: Duration::from_secs(3600),
+        }),
+    );
+    // Its first pass finds nothing to do.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while stats.passes.load(std::sync::atomic::Ordering::SeqCst) == 0 {
+        assert!(Instant::now() < deadline, "no first pass");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    // The change wakes it (the period is an hour).
+    ask_without_acting(&e, &id, Run::Running);
+    e.until(&id, |c| c.state.status == ContainerStatus::Running)
+        .await;
+    drop(loops);
 }

@@ -17,6 +17,7 @@ use pier_api::{Digest, ErrorKind, ProjectName};
 use pier_engine::host::net::fake::{
     CallKind, FakeFirewall, FakeLink, FakeNetHost, Fault, FwNet, NetCall, NetModel,
 };
+use pier_engine::instances::record;
 use pier_engine::networks::{Networks, DEFAULT_NETWORK};
 use pier_engine::EngineError;
 use pier_net::names::HostNames;
@@ -174,7 +175,7 @@ fn container(e: &Env, name: &str, req: ContainerCreate) -> ContainerInspect {
 
 fn save(e: &Env, c: &ContainerInspect) {
     let mut b = Batch::new();
-    b.put_json(Table::Containers, format!("{}/{}", c.project, c.id), c);
+    record::put(&mut b, &record::Instance::new(c.clone()));
     b.commit(e.db.as_ref()).unwrap();
 }
 

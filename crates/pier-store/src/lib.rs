@@ -85,7 +85,8 @@ pub enum Table {
     Tags,
     /// Unpacked layers by diff ID; shared across projects, reference-counted by images.
     Layers,
-    /// Containers by `project/container-id`.
+    /// The specs of instances (what was asked for them; written by the API side) by
+    /// `project/instance-id`.
     Containers,
     /// Networks by `project/network-id`.
     Networks,
@@ -110,10 +111,13 @@ pub enum Table {
     /// `default/<hex>/container/<id>`): an image with a pin is in use and is not removed.
     /// Written by whoever holds the image, in the transaction that makes the holder.
     ImageUsers,
+    /// The statuses of the instances of [`Table::Containers`] (what is; written by the
+    /// host side that realises them), by the same keys.
+    ContainerStatus,
 }
 
 impl Table {
-    pub const ALL: [Table; 15] = [
+    pub const ALL: [Table; 16] = [
         Table::Meta,
         Table::Images,
         Table::Tags,
@@ -129,6 +133,7 @@ impl Table {
         Table::Projects,
         Table::Quotas,
         Table::ImageUsers,
+        Table::ContainerStatus,
     ];
 
     pub fn name(self) -> &'static str {
@@ -148,6 +153,7 @@ impl Table {
             Table::Projects => "projects",
             Table::Quotas => "quotas",
             Table::ImageUsers => "image_users",
+            Table::ContainerStatus => "container_status",
         }
     }
 

@@ -25,7 +25,7 @@ use crate::{
 };
 
 /// The schema this build writes.
-pub const SCHEMA_VERSION: u32 = 6;
+pub const SCHEMA_VERSION: u32 = 7;
 const SCHEMA_KEY: &str = "schema_version";
 
 const STORE: TableDefinition<'static, &'static str, u64> = TableDefinition::new("store");
@@ -94,6 +94,10 @@ const MIGRATIONS: [Migration; SCHEMA_VERSION as usize] = [
     add_revisions,
     // 5 -> 6: the image store's durable pins (`image_users`). The pins of existing
     // containers are written by the engine when it opens, since only it reads their records.
+    create_tables,
+    // 6 -> 7: instance statuses (`container_status`), split from the records of
+    // `containers` (which keep the specs). The engine splits existing records when it
+    // opens, since only it reads them.
     create_tables,
 ];
 
@@ -566,7 +570,10 @@ mod tests {
             // What schema 5 had: every table but `image_users`, records with headers.
             let db = Database::create(&path).unwrap();
             let txn = db.begin_write().unwrap();
-            for t in Table::ALL.into_iter().filter(|t| *t != Table::ImageUsers) {
+            for t in Table::ALL
+                .into_iter()
+                .filter(|t| !matches!(t, Table::ImageUsers | Table::ContainerStatus))
+            {
                 txn.open_table(def(t)).unwrap();
             }
             add_revisions(&txn).unwrap();
@@ -594,6 +601,7 @@ mod tests {
         assert_eq!(store.schema_version().unwrap(), SCHEMA_VERSION);
         // The new table exists and is empty; the records and revisions are as they were.
         assert_eq!(store.list(Table::ImageUsers, "").unwrap(), vec![]);
+        assert_eq!(store.list(Table::ContainerStatus, "").unwrap(), vec![]);
         assert_eq!(store.revision().unwrap(), 4);
         let c = store
             .get_kv(Table::Containers, "default/c")
@@ -604,13 +612,17 @@ mod tests {
             (b"c".as_slice(), 3, 4)
         );
         store
-            .commit(vec![put(Table::ImageUsers, "default/i/container/c", "{}")])
+            .commit(vec![
+                put(Table::ImageUsers, "default/i/container/c", "{}"),
+                put(Table::ContainerStatus, "default/c", "{}"),
+            ])
             .unwrap();
         drop(store);
         // Opening again migrates nothing.
         let store = RedbStore::open(&path).unwrap();
         assert_eq!(store.revision().unwrap(), 5);
         assert_eq!(store.list(Table::ImageUsers, "").unwrap().len(), 1);
+        assert_eq!(store.list(Table::ContainerStatus, "").unwrap().len(), 1);
     }
 
     #[test]

@@ -306,7 +306,10 @@ async fn rename(
         .ok_or_else(|| DockerError::bad_request("give the new name as ?name="))?
         .trim_start_matches('/')
         .to_string();
-    d.engine.containers.rename(&ctx.project, &c.id, &name)?;
+    d.engine
+        .containers
+        .rename(&ctx.project, &c.id, &name)
+        .await?;
     Ok(no_content())
 }
 

@@ -5,11 +5,14 @@
 //! - [`driver`]: the seam (the trait and its typed inputs and outputs).
 //! - [`container`]: the container driver (bundle, overlay, cgroup, zygote and monitor).
 //! - [`fake`]: a recording driver with failure injection, for the engine test tier.
+//! - [`record`]: how an instance is stored: its spec (asked) and status (is).
+//! - [`actor`]: the one task per instance that serves its requests, one at a time.
 //! - [`Undo`]: the undo list of a multi-step operation ([`crate::steps::Undo`]).
 
 pub mod actor;
 pub mod container;
 pub mod driver;
 pub mod fake;
+pub mod record;
 
 pub use crate::steps::Undo;

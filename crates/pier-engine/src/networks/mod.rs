@@ -194,11 +194,9 @@ impl Networks {
     }
 
     fn containers(&self) -> EngineResult<Vec<ContainerInspect>> {
-        Ok(self
-            .db
-            .list_json::<ContainerInspect>(Table::Containers, "")?
+        Ok(crate::instances::record::load_all(self.db.as_ref(), "")?
             .into_iter()
-            .map(|(_, c)| c)
+            .map(crate::instances::record::Instance::into_inspect)
             .collect())
     }
 
