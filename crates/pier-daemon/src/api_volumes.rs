@@ -109,12 +109,7 @@ async fn create(
     J(req): J<VolumeCreate>,
 ) -> ApiResult<(StatusCode, Json<VolumeInspect>)> {
     let c = e.containers.clone();
-    let v = blocking(move || {
-        c.volumes
-            .create(&ctx.project, req, false)
-            .map_err(ApiError::from)
-    })
-    .await?;
+    let v = blocking(move || c.volumes.create(&ctx, req, false).map_err(ApiError::from)).await?;
     Ok((StatusCode::CREATED, Json(v)))
 }
 
@@ -129,7 +124,7 @@ async fn inspect(
     let c = e.containers.clone();
     Ok(Json(
         blocking(move || {
-            let mut v = c.volumes.inspect(&ctx.project, &name)?;
+            let mut v = c.volumes.inspect(&ctx, &name)?;
             v.used_by = c.volume_users(&ctx.project, &name)?;
             Ok(v)
         })
@@ -145,8 +140,7 @@ async fn remove(
     State(e): Shared,
     Path(name): Path<String>,
 ) -> ApiResult<StatusCode> {
-    let c = e.containers.clone();
-    blocking(move || c.remove_volume(&ctx.project, &name).map_err(ApiError::from)).await?;
+    blocking(move || e.remove_volume(&ctx, &name).map_err(ApiError::from)).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -164,9 +158,8 @@ async fn prune(
     State(e): Shared,
     Q(q): Q<PruneQuery>,
 ) -> ApiResult<Json<Vec<String>>> {
-    let c = e.containers.clone();
     Ok(Json(
-        blocking(move || c.prune_volumes(&ctx.project, q.all).map_err(ApiError::from)).await?,
+        blocking(move || e.prune_volumes(&ctx, q.all).map_err(ApiError::from)).await?,
     ))
 }
 
@@ -182,9 +175,7 @@ async fn export(Ctx(ctx): Ctx, State(e): Shared, Path(name): Path<String>) -> Ap
     }
     let c = e.containers.clone();
     Ok(crate::api_containers::tar_response(move |w| {
-        c.volumes
-            .export(&ctx.project, &name, w)
-            .map_err(ApiError::from)
+        c.volumes.export(&ctx, &name, w).map_err(ApiError::from)
     }))
 }
 
@@ -230,7 +221,7 @@ async fn import(
     let c = e.containers.clone();
     let v = blocking(move || {
         c.volumes
-            .import(&ctx.project, req, reader, q.sha256.as_deref())
+            .import(&ctx, req, reader, q.sha256.as_deref())
             .map_err(ApiError::from)
     })
     .await?;
@@ -252,7 +243,7 @@ async fn snapshots(
     Path(name): Path<String>,
 ) -> ApiResult<Json<Vec<String>>> {
     e.containers.volumes.get(&ctx.project, &name)?;
-    Ok(Json(e.containers.volumes.snapshots(&ctx.project, &name)))
+    Ok(Json(e.containers.volumes.snapshots(&ctx, &name)))
 }
 
 /// Takes a crash-consistent snapshot of a volume.
@@ -264,9 +255,8 @@ async fn snapshot(
     Path(name): Path<String>,
     J(req): J<SnapshotRequest>,
 ) -> ApiResult<StatusCode> {
-    let c = e.containers.clone();
     blocking(move || {
-        c.snapshot_volume(&ctx.project, &name, &req.name)
+        e.snapshot_volume(&ctx, &name, &req.name)
             .map_err(ApiError::from)
     })
     .await?;
@@ -281,12 +271,7 @@ async fn restore(
     State(e): Shared,
     Path((name, snap)): Path<(String, String)>,
 ) -> ApiResult<StatusCode> {
-    let c = e.containers.clone();
-    blocking(move || {
-        c.restore_volume(&ctx.project, &name, &snap)
-            .map_err(ApiError::from)
-    })
-    .await?;
+    blocking(move || e.restore_volume(&ctx, &name, &snap).map_err(ApiError::from)).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -301,7 +286,7 @@ async fn remove_snapshot(
     let c = e.containers.clone();
     blocking(move || {
         c.volumes
-            .remove_snapshot(&ctx.project, &name, &snap)
+            .remove_snapshot(&ctx, &name, &snap)
             .map_err(ApiError::from)
     })
     .await?;
@@ -339,8 +324,8 @@ async fn quota(Ctx(ctx): Ctx, State(e): Shared, Path(p): Path<String>) -> ApiRes
     check_project(&p, &ctx.project)?;
     let v = &e.containers.volumes;
     Ok(Json(Quota {
-        volume_bytes: v.quota(&ctx.project)?,
-        committed_bytes: v.committed(&ctx.project)?,
+        volume_bytes: v.quota(&ctx)?,
+        committed_bytes: v.committed(&ctx)?,
     }))
 }
 
@@ -356,9 +341,9 @@ async fn set_quota(
     check_project(&p, &ctx.project)?;
     let Json(q) = body?;
     let v = &e.containers.volumes;
-    v.set_quota(&ctx.project, q.volume_bytes)?;
+    v.set_quota(&ctx, q.volume_bytes)?;
     Ok(Json(Quota {
-        volume_bytes: v.quota(&ctx.project)?,
-        committed_bytes: v.committed(&ctx.project)?,
+        volume_bytes: v.quota(&ctx)?,
+        committed_bytes: v.committed(&ctx)?,
     }))
 }

@@ -17,6 +17,7 @@
 //! - [`events`]: the event log the APIs replay (`since`, `until`, filters).
 //! - [`filters`]: list filters as Docker's API sends them, and their matching rules.
 //! - [`listing`]: filtered container listings, for every API.
+//! - [`images`]: the image operations (pull, push, tag, remove, prune, load, import).
 //! - [`images_query`]: image listings under Docker's filters, layer directories.
 //! - [`networks_query`]: network listings and prune decisions the APIs share.
 //! - [`volumes_query`]: volume listings, make-if-absent, usage and prune the APIs share.
@@ -35,6 +36,7 @@ pub mod filters;
 pub mod health;
 pub mod host;
 pub mod image_pins;
+pub mod images;
 pub mod images_query;
 pub mod instances;
 pub mod listing;

@@ -14,12 +14,17 @@ use pier_engine::host::storage::fake::{Call, CallKind, FakeStorage, Image};
 use pier_engine::projects::Projects;
 use pier_engine::volumes::record::committed_key;
 use pier_engine::volumes::Volumes;
-use pier_engine::{EngineError, EngineResult};
+use pier_engine::{Caller, EngineError, EngineResult, RequestContext};
 use pier_store::{Batch, FaultyStore, Store, Table};
 
 // ---- a store that can fail or slow its transactions ------------------------------------
 
 // ---- the test environment ---------------------------------------------------------------
+
+/// A request in project `p` by a local caller (the engine tier's tests ask as uid 0).
+fn cx(p: &ProjectName) -> RequestContext {
+    RequestContext::new(p.clone(), Caller::Local { uid: 0, pid: None })
+}
 
 struct Env {
     t: tempfile::TempDir,
@@ -86,7 +91,11 @@ impl Env {
             );
         }
         for p in self.projects.list().unwrap() {
-            assert_eq!(self.vols.committed(&p).unwrap(), 0, "bytes charged to {p}");
+            assert_eq!(
+                self.vols.committed(&cx(&p)).unwrap(),
+                0,
+                "bytes charged to {p}"
+            );
         }
     }
 }
@@ -118,7 +127,7 @@ fn create(
     opts: &[(&str, &str)],
 ) -> EngineResult<VolumeInspect> {
     e.vols
-        .create(&default(), req(Some(name), driver, opts), false)
+        .create(&cx(&default()), req(Some(name), driver, opts), false)
 }
 
 fn err_of<T: std::fmt::Debug>(r: EngineResult<T>) -> EngineError {
@@ -225,11 +234,11 @@ fn anonymous_volumes_get_a_random_name_and_are_marked() {
     let e = env();
     let a = e
         .vols
-        .create(&default(), VolumeCreate::default(), true)
+        .create(&cx(&default()), VolumeCreate::default(), true)
         .unwrap();
     let b = e
         .vols
-        .create(&default(), VolumeCreate::default(), true)
+        .create(&cx(&default()), VolumeCreate::default(), true)
         .unwrap();
     assert_ne!(a.name, b.name);
     assert!(a.anonymous && b.anonymous);
@@ -257,7 +266,7 @@ fn a_second_volume_of_the_same_name_is_a_conflict_and_touches_nothing() {
         "{:?}",
         e.host.calls()
     );
-    assert_eq!(e.vols.committed(&default()).unwrap(), 0);
+    assert_eq!(e.vols.committed(&cx(&default())).unwrap(), 0);
 }
 
 #[test]
@@ -311,7 +320,7 @@ fn a_size_makes_an_ext4_image_mounted_on_the_data_directory() {
     assert_eq!(state.images.len(), 1);
     assert_eq!(state.loops.len(), 1);
     assert!(state.mounts.contains_key(&vdir.join("_data")));
-    assert_eq!(e.vols.committed(&default()).unwrap(), 10 << 20);
+    assert_eq!(e.vols.committed(&cx(&default())).unwrap(), 10 << 20);
     e.vols.remove(&default(), "db").unwrap();
     e.assert_clean();
 }
@@ -344,7 +353,7 @@ fn inodes_alone_make_a_capped_image_with_an_inode_limit() {
         inodes: Some(500)
     }));
     // No size limit: nothing charged.
-    assert_eq!(e.vols.committed(&default()).unwrap(), 0);
+    assert_eq!(e.vols.committed(&cx(&default())).unwrap(), 0);
     e.vols.remove(&default(), "many").unwrap();
     e.assert_clean();
 }
@@ -521,7 +530,7 @@ fn a_full_disk_while_creating_is_no_space() {
 #[test]
 fn a_create_whose_ready_step_fails_gives_its_quota_charge_back() {
     let e = env();
-    e.vols.set_quota(&default(), Some(15 << 20)).unwrap();
+    e.vols.set_quota(&cx(&default()), Some(15 << 20)).unwrap();
     // Reserve, then ready: fail the second transaction.
     e.db.fail_txn(1);
     err_of(create(&e, "v", None, &[("size", "10m")]));
@@ -906,7 +915,7 @@ fn prune_removes_unused_anonymous_volumes_or_all_unused() {
     create(&e, "busy", None, &[]).unwrap();
     let anon = e
         .vols
-        .create(&default(), VolumeCreate::default(), true)
+        .create(&cx(&default()), VolumeCreate::default(), true)
         .unwrap();
     let mut held = vec![vol_mount(None, "/h")];
     let made = e.vols.attach(&default(), "c1", &mut held).unwrap();
@@ -935,7 +944,7 @@ fn prune_removes_unused_anonymous_volumes_or_all_unused() {
 #[test]
 fn under_a_quota_a_volume_needs_a_size() {
     let e = env();
-    e.vols.set_quota(&default(), Some(100 << 20)).unwrap();
+    e.vols.set_quota(&cx(&default()), Some(100 << 20)).unwrap();
     let err = err_of(create(&e, "v", None, &[]));
     assert_eq!(err.kind(), ErrorKind::InvalidInput);
     assert!(err.message().contains("--opt size="), "{}", err.message());
@@ -945,8 +954,8 @@ fn under_a_quota_a_volume_needs_a_size() {
 #[test]
 fn a_quota_counts_size_limits_and_refuses_past_it() {
     let e = env();
-    e.vols.set_quota(&default(), Some(30 << 20)).unwrap();
-    assert_eq!(e.vols.quota(&default()).unwrap(), Some(30 << 20));
+    e.vols.set_quota(&cx(&default()), Some(30 << 20)).unwrap();
+    assert_eq!(e.vols.quota(&cx(&default())).unwrap(), Some(30 << 20));
     create(&e, "a", None, &[("size", "20m")]).unwrap();
     let err = err_of(create(&e, "b", None, &[("size", "20m")]));
     assert_eq!(err.kind(), ErrorKind::InsufficientStorage);
@@ -962,10 +971,10 @@ fn a_quota_counts_size_limits_and_refuses_past_it() {
         err.message()
     );
     create(&e, "b", None, &[("size", "10m")]).unwrap();
-    assert_eq!(e.vols.committed(&default()).unwrap(), 30 << 20);
+    assert_eq!(e.vols.committed(&cx(&default())).unwrap(), 30 << 20);
     e.vols.remove(&default(), "a").unwrap();
-    assert_eq!(e.vols.committed(&default()).unwrap(), 10 << 20);
-    e.vols.set_quota(&default(), None).unwrap();
+    assert_eq!(e.vols.committed(&cx(&default())).unwrap(), 10 << 20);
+    e.vols.set_quota(&cx(&default()), None).unwrap();
     create(&e, "c", None, &[]).unwrap();
 }
 
@@ -994,18 +1003,18 @@ fn a_store_of_an_older_pier_without_the_counter_sums_its_records() {
     let mut b = Batch::new();
     b.delete(Table::Quotas, committed_key(&default()));
     b.commit(e.db.as_ref()).unwrap();
-    assert_eq!(e.vols.committed(&default()).unwrap(), 5 << 20);
-    e.vols.set_quota(&default(), Some(6 << 20)).unwrap();
+    assert_eq!(e.vols.committed(&cx(&default())).unwrap(), 5 << 20);
+    e.vols.set_quota(&cx(&default()), Some(6 << 20)).unwrap();
     let err = err_of(create(&e, "c", None, &[("size", "2m")]));
     assert_eq!(err.kind(), ErrorKind::InsufficientStorage);
     create(&e, "c", None, &[("size", "1m")]).unwrap();
-    assert_eq!(e.vols.committed(&default()).unwrap(), 6 << 20);
+    assert_eq!(e.vols.committed(&cx(&default())).unwrap(), 6 << 20);
 }
 
 #[test]
 fn concurrent_creates_cannot_pass_a_quota_together() {
     let e = env();
-    e.vols.set_quota(&default(), Some(30 << 20)).unwrap();
+    e.vols.set_quota(&cx(&default()), Some(30 << 20)).unwrap();
     // Every transaction waits a little: checks that read before another's commit and
     // wrote after it would let every create pass.
     e.db.delay_txns(Some(Duration::from_millis(3)));
@@ -1015,7 +1024,7 @@ fn concurrent_creates_cannot_pass_a_quota_together() {
             .map(|i| {
                 s.spawn(move || {
                     vols.create(
-                        &default(),
+                        &cx(&default()),
                         req(Some(&format!("v{i}")), None, &[("size", "10m")]),
                         false,
                     )
@@ -1030,7 +1039,7 @@ fn concurrent_creates_cannot_pass_a_quota_together() {
     });
     assert_eq!(results.iter().filter(|ok| **ok).count(), 3, "{results:?}");
     assert_eq!(e.vols.list(&default()).unwrap().len(), 3);
-    assert_eq!(e.vols.committed(&default()).unwrap(), 30 << 20);
+    assert_eq!(e.vols.committed(&cx(&default())).unwrap(), 30 << 20);
     assert_eq!(e.host.state().mounts.len(), 3);
 }
 
@@ -1044,7 +1053,7 @@ fn concurrent_creates_of_one_name_make_one_volume() {
             .map(|_| {
                 s.spawn(move || {
                     vols.create(
-                        &default(),
+                        &cx(&default()),
                         req(Some("same"), None, &[("size", "4m")]),
                         false,
                     )
@@ -1059,7 +1068,7 @@ fn concurrent_creates_of_one_name_make_one_volume() {
     });
     assert_eq!(ok, 1);
     assert_eq!(e.host.state().images.len(), 1);
-    assert_eq!(e.vols.committed(&default()).unwrap(), 4 << 20);
+    assert_eq!(e.vols.committed(&cx(&default())).unwrap(), 4 << 20);
 }
 
 // ---- projects ------------------------------------------------------------------------------
@@ -1072,14 +1081,18 @@ fn the_same_name_in_two_projects_is_two_volumes() {
     let a = e
         .vols
         .create(
-            &default(),
+            &cx(&default()),
             req(Some("data"), None, &[("size", "2m")]),
             false,
         )
         .unwrap();
     let b = e
         .vols
-        .create(&team, req(Some("data"), None, &[("size", "3m")]), false)
+        .create(
+            &cx(&team),
+            req(Some("data"), None, &[("size", "3m")]),
+            false,
+        )
         .unwrap();
     assert_ne!(a.mountpoint, b.mountpoint);
     assert!(
@@ -1087,13 +1100,13 @@ fn the_same_name_in_two_projects_is_two_volumes() {
         "{}",
         b.mountpoint
     );
-    assert_eq!(e.vols.committed(&default()).unwrap(), 2 << 20);
-    assert_eq!(e.vols.committed(&team).unwrap(), 3 << 20);
+    assert_eq!(e.vols.committed(&cx(&default())).unwrap(), 2 << 20);
+    assert_eq!(e.vols.committed(&cx(&team)).unwrap(), 3 << 20);
     // A quota of one project does not see the other's.
-    e.vols.set_quota(&team, Some(4 << 20)).unwrap();
+    e.vols.set_quota(&cx(&team), Some(4 << 20)).unwrap();
     e.vols
         .create(
-            &default(),
+            &cx(&default()),
             req(Some("more"), None, &[("size", "5m")]),
             false,
         )
@@ -1103,6 +1116,36 @@ fn the_same_name_in_two_projects_is_two_volumes() {
     assert!(e.vdir("team-a", "data").join("_data").is_dir());
     assert_eq!(e.vols.list(&team).unwrap().len(), 1);
     assert_eq!(e.vols.list(&default()).unwrap().len(), 1);
+}
+
+#[test]
+fn a_request_acts_in_the_project_its_context_names() {
+    let e = env();
+    let p1 = project("p1");
+    e.projects.create(&p1).unwrap();
+    let (in_p1, in_default) = (cx(&p1), cx(&default()));
+    let v = e
+        .vols
+        .create(&in_p1, req(Some("data"), None, &[("size", "2m")]), false)
+        .unwrap();
+    assert_eq!(v.project, p1);
+    assert!(
+        v.mountpoint.contains("/volumes/p1/data/"),
+        "{}",
+        v.mountpoint
+    );
+    assert!(e.vdir("p1", "data").join("_data").is_dir());
+    assert!(!e.vdir("default", "data").exists());
+    // Not visible to a request in another project.
+    let err = err_of(e.vols.inspect(&in_default, "data"));
+    assert_eq!(err.kind(), ErrorKind::NotFound, "{}", err.message());
+    assert!(e.vols.list(&default()).unwrap().is_empty());
+    assert_eq!(e.vols.committed(&in_default).unwrap(), 0);
+    // Visible, charged and snapshotted in its own.
+    assert_eq!(e.vols.inspect(&in_p1, "data").unwrap().name, "data");
+    assert_eq!(e.vols.committed(&in_p1).unwrap(), 2 << 20);
+    let err = err_of(e.vols.remove_snapshot(&in_default, "data", "s"));
+    assert_eq!(err.kind(), ErrorKind::NotFound, "{}", err.message());
 }
 
 #[test]
@@ -1132,14 +1175,16 @@ fn a_directory_volume_snapshot_copies_its_files_and_restore_puts_them_back() {
     let quiesce = |on: bool| paused.lock().unwrap().push(on);
     e.vols.snapshot(&default(), "vol", "s1", &quiesce).unwrap();
     assert_eq!(*paused.lock().unwrap(), vec![true, false]);
-    assert_eq!(e.vols.snapshots(&default(), "vol"), vec!["s1"]);
+    assert_eq!(e.vols.snapshots(&cx(&default()), "vol"), vec!["s1"]);
     std::fs::write(data.join("f"), "two").unwrap();
     std::fs::write(data.join("g"), "new").unwrap();
     e.vols.restore(&default(), "vol", "s1").unwrap();
     assert_eq!(std::fs::read_to_string(data.join("f")).unwrap(), "one");
     assert!(!data.join("g").exists());
-    e.vols.remove_snapshot(&default(), "vol", "s1").unwrap();
-    assert!(e.vols.snapshots(&default(), "vol").is_empty());
+    e.vols
+        .remove_snapshot(&cx(&default()), "vol", "s1")
+        .unwrap();
+    assert!(e.vols.snapshots(&cx(&default()), "vol").is_empty());
 }
 
 #[test]
@@ -1220,7 +1265,7 @@ fn snapshot_names_are_checked_and_unknown_ones_are_not_found() {
     assert_eq!(err.kind(), ErrorKind::Conflict);
     for err in [
         err_of(e.vols.restore(&default(), "vol", "nope")),
-        err_of(e.vols.remove_snapshot(&default(), "vol", "nope")),
+        err_of(e.vols.remove_snapshot(&cx(&default()), "vol", "nope")),
     ] {
         assert_eq!(err.kind(), ErrorKind::NotFound);
         assert!(
@@ -1245,7 +1290,7 @@ fn inspect_fills_in_usage() {
         let data = e.vdir("default", n).join("_data");
         std::fs::write(data.join("f"), [0u8; 100]).unwrap();
         std::fs::create_dir(data.join("d")).unwrap();
-        let u = e.vols.inspect(&default(), n).unwrap().usage.unwrap();
+        let u = e.vols.inspect(&cx(&default()), n).unwrap().usage.unwrap();
         assert_eq!((u.bytes >= 100, u.inodes), (true, 2), "{n}");
     }
 }
@@ -1266,15 +1311,20 @@ fn export_and_import_round_trip_and_a_bad_checksum_leaves_no_volume() {
     let data = e.vdir("default", "src").join("_data");
     std::fs::write(data.join("f"), "hello").unwrap();
     let mut tar = Vec::new();
-    e.vols.export(&default(), "src", &mut tar).unwrap();
+    e.vols.export(&cx(&default()), "src", &mut tar).unwrap();
     let v = e
         .vols
-        .import(&default(), req(Some("copy"), None, &[]), &tar[..], None)
+        .import(
+            &cx(&default()),
+            req(Some("copy"), None, &[]),
+            &tar[..],
+            None,
+        )
         .unwrap();
     let copied = e.vdir("default", &v.name).join("_data/f");
     assert_eq!(std::fs::read_to_string(copied).unwrap(), "hello");
     let err = err_of(e.vols.import(
-        &default(),
+        &cx(&default()),
         req(Some("bad"), None, &[]),
         &tar[..],
         Some("sha256:00"),
@@ -1293,7 +1343,7 @@ fn export_and_import_round_trip_and_a_bad_checksum_leaves_no_volume() {
 fn block_volumes_are_not_exported() {
     let e = env();
     create(&e, "disk", Some("block"), &[("size", "5m")]).unwrap();
-    let err = err_of(e.vols.export(&default(), "disk", std::io::sink()));
+    let err = err_of(e.vols.export(&cx(&default()), "disk", std::io::sink()));
     assert_eq!(err.kind(), ErrorKind::InvalidInput);
     assert!(err.message().contains("qemu-img"), "{}", err.message());
 }

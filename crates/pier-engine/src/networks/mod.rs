@@ -48,6 +48,7 @@ use serde::{Deserialize, Serialize};
 use crate::containers::{conflict, internal, invalid};
 use crate::error::{EngineError, EngineResult};
 use crate::host::net::{Firewall, NetHost};
+use crate::RequestContext;
 
 pub use alloc::PortHolder;
 use names::NameIndex;
@@ -203,8 +204,8 @@ impl Networks {
     }
 
     /// A network with its running containers filled in.
-    pub fn inspect(&self, project: &ProjectName, name: &str) -> EngineResult<NetworkInspect> {
-        let mut n = self.get(project, name)?;
+    pub fn inspect(&self, ctx: &RequestContext, name: &str) -> EngineResult<NetworkInspect> {
+        let mut n = self.get(ctx.project(), name)?;
         for c in self.containers()? {
             if let Some(ep) = c.networks.get(&n.name) {
                 if ep.network_id == n.id && ep.ip_address.is_some() {
@@ -215,8 +216,9 @@ impl Networks {
         Ok(n)
     }
 
-    pub fn list(&self, project: &ProjectName) -> EngineResult<Vec<NetworkInspect>> {
-        let mut v = self.all(project)?;
+    /// The context's project's networks, by name.
+    pub fn list(&self, ctx: &RequestContext) -> EngineResult<Vec<NetworkInspect>> {
+        let mut v = self.all(ctx.project())?;
         v.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(v)
     }

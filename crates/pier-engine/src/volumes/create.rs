@@ -23,14 +23,30 @@ use super::record::{Phase, Stored};
 use super::{key, not_found, st_doing, Volumes};
 use crate::containers::{conflict, invalid, valid_name};
 use crate::error::{EngineError, EngineResult};
+use crate::projects::Quota;
 use crate::steps::Undo;
+use crate::RequestContext;
 
 /// What the host side of a new volume got: its size and inode limits.
 type Limits = (Option<u64>, Option<u64>);
 
 impl Volumes {
-    /// Creates a volume. Anonymous volumes get a random name.
+    /// Creates a volume in the context's project (`pier volume create`). Anonymous
+    /// volumes get a random name.
     pub fn create(
+        &self,
+        ctx: &RequestContext,
+        req: VolumeCreate,
+        anonymous: bool,
+    ) -> EngineResult<VolumeInspect> {
+        let v = self.create_in(ctx.project(), req, anonymous)?;
+        tracing::info!(project = %ctx.project, caller = %ctx.caller, volume = %v.name, "volume created");
+        Ok(v)
+    }
+
+    /// As [`Volumes::create`], for the engine's own work in `project` (a container's
+    /// volumes).
+    pub(crate) fn create_in(
         &self,
         project: &ProjectName,
         req: VolumeCreate,
@@ -107,7 +123,7 @@ impl Volumes {
     /// Step 1: the record as `creating`, if the name is free and the quota allows.
     fn reserve(&self, v: &VolumeInspect) -> EngineResult<()> {
         let project = &v.project;
-        let quota = self.quota(project)?;
+        let quota = self.projects.quota(project, Quota::VolumeBytes)?;
         let stored = Stored {
             v: v.clone(),
             phase: Phase::Creating,

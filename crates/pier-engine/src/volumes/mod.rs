@@ -35,6 +35,7 @@ use pier_store::{Batch, Store};
 use crate::error::{EngineError, EngineResult};
 use crate::host::storage::{Mounts, VolumeBackend};
 use crate::projects::{Projects, Quota};
+use crate::RequestContext;
 use record::Phase;
 
 /// A pier-storage error as the engine answers it: its kind decides the status (a full disk
@@ -133,16 +134,18 @@ impl Volumes {
     }
 
     /// The project's quota on the sum of its volumes' size limits, if one is set.
-    pub fn quota(&self, project: &ProjectName) -> EngineResult<Option<u64>> {
-        self.projects.quota(project, Quota::VolumeBytes)
+    pub fn quota(&self, ctx: &RequestContext) -> EngineResult<Option<u64>> {
+        self.projects.quota(ctx.project(), Quota::VolumeBytes)
     }
 
     /// Sets (or with None clears) the project's volume quota.
-    pub fn set_quota(&self, project: &ProjectName, bytes: Option<u64>) -> EngineResult<()> {
+    pub fn set_quota(&self, ctx: &RequestContext, bytes: Option<u64>) -> EngineResult<()> {
+        let project = ctx.project();
         let mut b = Batch::new();
         b.ops
             .push(Projects::set_quota_op(project, Quota::VolumeBytes, bytes));
         b.commit(self.db.as_ref())?;
+        tracing::info!(project = %ctx.project, caller = %ctx.caller, ?bytes, "volume quota set");
         Ok(())
     }
 
@@ -168,7 +171,7 @@ impl Volumes {
                 name: Some(name.to_string()),
                 ..Default::default()
             };
-            match self.create(project, req, false) {
+            match self.create_in(project, req, false) {
                 Ok(v) => return Ok((v, true)),
                 Err(e) if e.kind() == ErrorKind::Conflict => {
                     std::thread::sleep(std::time::Duration::from_millis(10))
@@ -183,7 +186,8 @@ impl Volumes {
     }
 
     /// With its usage filled in.
-    pub fn inspect(&self, project: &ProjectName, name: &str) -> EngineResult<VolumeInspect> {
+    pub fn inspect(&self, ctx: &RequestContext, name: &str) -> EngineResult<VolumeInspect> {
+        let project = ctx.project();
         let mut v = self.get(project, name)?;
         let data = self.mountpoint(project, name);
         v.usage = if v.size_limit.is_some() || v.inode_limit.is_some() {

@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{key, Volumes};
 use crate::error::{EngineError, EngineResult};
+use crate::RequestContext;
 
 /// Where a volume is in its life; see the module doc.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -120,8 +121,8 @@ impl Volumes {
     }
 
     /// The project's committed volume bytes.
-    pub fn committed(&self, project: &ProjectName) -> EngineResult<u64> {
-        Ok(self.committed_now(project)?.0)
+    pub fn committed(&self, ctx: &RequestContext) -> EngineResult<u64> {
+        Ok(self.committed_now(ctx.project())?.0)
     }
 
     /// Commits what `build` makes of the project's committed bytes: a batch (with its own
