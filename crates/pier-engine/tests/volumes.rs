@@ -12,7 +12,7 @@ use pier_api::volumes::{MountKind, MountSpec, VolumeCreate, VolumeInspect};
 use pier_api::{ErrorKind, ProjectName};
 use pier_engine::host::storage::fake::{Call, CallKind, FakeStorage, Image};
 use pier_engine::projects::Projects;
-use pier_engine::volumes::record::committed_key;
+use pier_engine::volumes::record::{committed_key, count_key};
 use pier_engine::volumes::Volumes;
 use pier_engine::{Caller, EngineError, EngineResult, RequestContext};
 use pier_store::{Batch, FaultyStore, Store, Table};
@@ -75,7 +75,7 @@ impl Env {
     }
 
     /// Nothing is left: no record, no volume directory, nothing on the modelled host, no
-    /// bytes charged to any project.
+    /// bytes or volumes charged to any project.
     fn assert_clean(&self) {
         let records = self.db.list(Table::Volumes, "").unwrap();
         assert!(records.is_empty(), "records left: {records:?}");
@@ -95,6 +95,11 @@ impl Env {
                 self.vols.committed(&cx(&p)).unwrap(),
                 0,
                 "bytes charged to {p}"
+            );
+            assert_eq!(
+                self.vols.volume_count(&cx(&p)).unwrap(),
+                0,
+                "volumes counted in {p}"
             );
         }
     }
@@ -1041,6 +1046,101 @@ fn concurrent_creates_cannot_pass_a_quota_together() {
     assert_eq!(e.vols.list(&default()).unwrap().len(), 3);
     assert_eq!(e.vols.committed(&cx(&default())).unwrap(), 30 << 20);
     assert_eq!(e.host.state().mounts.len(), 3);
+}
+
+#[test]
+fn a_count_quota_refuses_volumes_past_it_and_a_remove_frees_a_slot() {
+    let e = env();
+    let ctx = cx(&default());
+    e.vols.set_count_quota(&ctx, Some(2)).unwrap();
+    assert_eq!(e.vols.count_quota(&ctx).unwrap(), Some(2));
+    create(&e, "a", None, &[]).unwrap();
+    // Anonymous volumes count too.
+    e.vols.create(&ctx, VolumeCreate::default(), true).unwrap();
+    assert_eq!(e.vols.volume_count(&ctx).unwrap(), 2);
+    let txns = e.db.txns();
+    let err = err_of(create(&e, "c", None, &[]));
+    assert_eq!(err.kind(), ErrorKind::InsufficientStorage);
+    assert!(
+        err.message().contains("2 of its quota of 2 volumes"),
+        "{}",
+        err.message()
+    );
+    assert_eq!(e.db.txns(), txns, "a refused create writes nothing");
+    assert!(!e.vdir("default", "c").exists());
+    // A remove gives its slot back.
+    e.vols.remove(&default(), "a").unwrap();
+    assert_eq!(e.vols.volume_count(&ctx).unwrap(), 1);
+    create(&e, "c", None, &[]).unwrap();
+    // Another project's count is its own; clearing the quota lifts it.
+    let team = project("team-a");
+    e.projects.create(&team).unwrap();
+    e.vols
+        .create(&cx(&team), req(Some("t"), None, &[]), false)
+        .unwrap();
+    assert_eq!(e.vols.volume_count(&cx(&team)).unwrap(), 1);
+    e.vols.set_count_quota(&ctx, None).unwrap();
+    create(&e, "d", None, &[]).unwrap();
+    assert_eq!(e.vols.volume_count(&ctx).unwrap(), 3);
+    let kv = e.db.get(Table::Quotas, &count_key(&default())).unwrap();
+    assert_eq!(String::from_utf8(kv.unwrap()).unwrap(), "3");
+}
+
+#[test]
+fn a_failed_create_gives_its_count_slot_back() {
+    let e = env();
+    let ctx = cx(&default());
+    e.vols.set_count_quota(&ctx, Some(1)).unwrap();
+    e.host.fail_kind(CallKind::MountImage, libc::EIO);
+    err_of(create(&e, "a", None, &[("size", "10m")]));
+    e.host.heal();
+    assert_eq!(e.vols.volume_count(&ctx).unwrap(), 0);
+    create(&e, "a", None, &[]).unwrap();
+}
+
+#[test]
+fn a_store_of_an_older_pier_without_the_count_counts_its_records() {
+    let e = env();
+    create(&e, "a", None, &[]).unwrap();
+    create(&e, "b", None, &[]).unwrap();
+    let mut b = Batch::new();
+    b.delete(Table::Quotas, count_key(&default()));
+    b.commit(e.db.as_ref()).unwrap();
+    let ctx = cx(&default());
+    assert_eq!(e.vols.volume_count(&ctx).unwrap(), 2);
+    e.vols.set_count_quota(&ctx, Some(2)).unwrap();
+    err_of(create(&e, "c", None, &[]));
+    e.vols.remove(&default(), "a").unwrap();
+    create(&e, "c", None, &[]).unwrap();
+    assert_eq!(e.vols.volume_count(&ctx).unwrap(), 2);
+}
+
+#[test]
+fn concurrent_creates_cannot_pass_a_count_quota_together() {
+    let e = env();
+    e.vols.set_count_quota(&cx(&default()), Some(3)).unwrap();
+    // Every transaction waits a little: checks that read before another's commit and
+    // wrote after it would let every create pass.
+    e.db.delay_txns(Some(Duration::from_millis(3)));
+    let vols = &e.vols;
+    let results: Vec<bool> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..8)
+            .map(|i| {
+                s.spawn(move || {
+                    let r = req(Some(&format!("v{i}")), None, &[]);
+                    vols.create(&cx(&default()), r, false)
+                        .map_err(|e| {
+                            assert_eq!(e.kind(), ErrorKind::InsufficientStorage, "{}", e.message())
+                        })
+                        .is_ok()
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    assert_eq!(results.iter().filter(|ok| **ok).count(), 3, "{results:?}");
+    assert_eq!(e.vols.list(&default()).unwrap().len(), 3);
+    assert_eq!(e.vols.volume_count(&cx(&default())).unwrap(), 3);
 }
 
 #[test]

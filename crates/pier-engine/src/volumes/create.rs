@@ -19,7 +19,7 @@ use pier_storage::block::Disk;
 use pier_store::{Batch, Expect, Table};
 
 use super::options::{parse_driver, VolumeOptions};
-use super::record::{Phase, Stored};
+use super::record::{Charge, Phase, Stored};
 use super::{key, not_found, st_doing, Volumes};
 use crate::containers::{conflict, invalid, valid_name};
 use crate::error::{EngineError, EngineResult};
@@ -124,12 +124,13 @@ impl Volumes {
     fn reserve(&self, v: &VolumeInspect) -> EngineResult<()> {
         let project = &v.project;
         let quota = self.projects.quota(project, Quota::VolumeBytes)?;
+        let max_count = self.projects.quota(project, Quota::VolumeCount)?;
         let stored = Stored {
             v: v.clone(),
             phase: Phase::Creating,
             holders: Default::default(),
         };
-        self.commit_charged(project, &v.name, &mut |committed| {
+        self.commit_charged(project, &v.name, &mut |now| {
             if let Some((s, _)) = self.load(project, &v.name)? {
                 return Err(match s.phase {
                     Phase::Removing => conflict(format!(
@@ -145,6 +146,7 @@ impl Volumes {
                         "project {project} has a volume quota of {q} bytes: give the volume a size (--opt size=...)"
                     )));
                 };
+                let committed = now.bytes;
                 if committed + s > q {
                     return Err(EngineError::new(
                         ErrorKind::InsufficientStorage,
@@ -154,10 +156,21 @@ impl Volumes {
                     ));
                 }
             }
+            if let Some(max) = max_count {
+                if now.count >= max {
+                    return Err(EngineError::new(
+                        ErrorKind::InsufficientStorage,
+                        format!(
+                            "project {project} has {} of its quota of {max} volumes: remove volumes or raise the quota",
+                            now.count
+                        ),
+                    ));
+                }
+            }
             let mut b = Batch::new();
             b.require(Table::Volumes, key(project, &v.name), Expect::Absent);
             b.put_json(Table::Volumes, key(project, &v.name), &stored);
-            Ok((b, stored.charge() as i64))
+            Ok((b, Charge::new_record(stored.charge())))
         })
     }
 
@@ -249,7 +262,7 @@ impl Volumes {
             marked.holders.clear();
             b.put_json(Table::Volumes, key(project, name), &marked);
             found = Some(s.v);
-            Ok((b, 0))
+            Ok((b, Charge::default()))
         })?;
         Ok(found.expect("set by the transaction"))
     }

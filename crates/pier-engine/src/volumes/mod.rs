@@ -149,6 +149,25 @@ impl Volumes {
         Ok(())
     }
 
+    /// The project's quota on how many volumes it may have, if one is set.
+    pub fn count_quota(&self, ctx: &RequestContext) -> EngineResult<Option<u64>> {
+        self.projects.quota(ctx.project(), Quota::VolumeCount)
+    }
+
+    /// Sets (or with None clears) the project's quota on how many volumes it may have.
+    /// Volumes it has beyond a new quota stay; creates are refused until some go.
+    pub fn set_count_quota(&self, ctx: &RequestContext, count: Option<u64>) -> EngineResult<()> {
+        let mut b = Batch::new();
+        b.ops.push(Projects::set_quota_op(
+            ctx.project(),
+            Quota::VolumeCount,
+            count,
+        ));
+        b.commit(self.db.as_ref())?;
+        tracing::info!(project = %ctx.project, caller = %ctx.caller, ?count, "volume count quota set");
+        Ok(())
+    }
+
     /// The volume named, made with default options if it does not exist (`-v name:/x`).
     pub fn ensure(&self, project: &ProjectName, name: &str) -> EngineResult<VolumeInspect> {
         self.ensure_made(project, name).map(|(v, _)| v)
