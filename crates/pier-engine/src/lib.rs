@@ -72,6 +72,10 @@ pub struct EngineEvent {
 /// [`networks::NetworkReconciler`]).
 pub const NETWORK_RECONCILE_PERIOD: std::time::Duration = std::time::Duration::from_secs(30);
 
+/// How often the volumes' dead creates are looked for without a change (see
+/// [`volumes::reconcile::VolumeReconciler`]).
+pub const VOLUME_RECONCILE_PERIOD: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// Where the daemon keeps its state unless told otherwise.
 pub const DEFAULT_ROOT: &str = "/var/lib/pier";
 
@@ -219,6 +223,13 @@ impl Engine {
             Arc::new(networks::NetworkReconciler {
                 networks: self.containers.networks.clone(),
                 period: NETWORK_RECONCILE_PERIOD,
+            }),
+        );
+        loops.spawn(
+            self.store.clone(),
+            Arc::new(volumes::reconcile::VolumeReconciler {
+                volumes: self.containers.volumes.clone(),
+                period: VOLUME_RECONCILE_PERIOD,
             }),
         );
         Ok(())

@@ -12,10 +12,11 @@ use pier_api::volumes::{MountKind, MountSpec, VolumeCreate, VolumeInspect};
 use pier_api::{ErrorKind, ProjectName};
 use pier_engine::host::storage::fake::{Call, CallKind, FakeStorage, Image};
 use pier_engine::projects::Projects;
+use pier_engine::volumes::reconcile::{VolumeReconciler, CREATE_LEASE_TTL, CREATING_PREFIX};
 use pier_engine::volumes::record::{committed_key, count_key};
 use pier_engine::volumes::Volumes;
 use pier_engine::{Caller, EngineError, EngineResult, RequestContext};
-use pier_store::{Batch, FaultyStore, Store, Table};
+use pier_store::{Batch, FaultyStore, ManualClock, Store, Table};
 
 // ---- a store that can fail or slow its transactions ------------------------------------
 
@@ -29,9 +30,11 @@ fn cx(p: &ProjectName) -> RequestContext {
 struct Env {
     t: tempfile::TempDir,
     db: Arc<FaultyStore>,
+    /// The clock of the store's leases.
+    clock: Arc<ManualClock>,
     host: FakeStorage,
     projects: Arc<Projects>,
-    vols: Volumes,
+    vols: Arc<Volumes>,
 }
 
 fn open(root: &Path, db: Arc<FaultyStore>, host: &FakeStorage) -> (Arc<Projects>, Volumes) {
@@ -50,16 +53,18 @@ fn open(root: &Path, db: Arc<FaultyStore>, host: &FakeStorage) -> (Arc<Projects>
 
 fn env() -> Env {
     let t = tempfile::tempdir().unwrap();
-    let db = Arc::new(FaultyStore::default());
+    let clock = Arc::new(ManualClock::new());
+    let db = Arc::new(FaultyStore::with_clock(clock.clone()));
     let host = FakeStorage::new();
     let (projects, vols) = open(t.path(), db.clone(), &host);
     host.clear_calls();
     Env {
         t,
         db,
+        clock,
         host,
         projects,
-        vols,
+        vols: Arc::new(vols),
     }
 }
 
@@ -79,6 +84,8 @@ impl Env {
     fn assert_clean(&self) {
         let records = self.db.list(Table::Volumes, "").unwrap();
         assert!(records.is_empty(), "records left: {records:?}");
+        let creating = self.db.list(Table::Meta, CREATING_PREFIX).unwrap();
+        assert!(creating.is_empty(), "create keys left: {creating:?}");
         let state = self.host.state();
         assert!(state.is_clean(), "host left: {state:?}");
         for p in std::fs::read_dir(self.root().join("volumes")).unwrap() {
@@ -1536,4 +1543,158 @@ fn reconcile_removes_directories_no_record_owns() {
     e.reopen().reconcile().unwrap();
     assert!(!e.vdir("default", "orphan").exists());
     assert!(e.vdir("default", "kept").join("_data").is_dir());
+}
+
+// ---- the reconciler beside the API -------------------------------------------------------
+
+/// Starts creating volume `name` (limited, so it has an image and a mount) on a thread
+/// that the store holds at the create's ready step (its second read of the record) until
+/// the returned sender is dropped or sent to; the join handle gives the create's result.
+fn held_create(
+    e: &Env,
+    name: &'static str,
+) -> (
+    std::sync::mpsc::Sender<()>,
+    std::thread::JoinHandle<EngineResult<VolumeInspect>>,
+) {
+    let (held_tx, held_rx) = std::sync::mpsc::channel::<()>();
+    let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
+    let go_rx = Mutex::new(Some(go_rx));
+    let reads = std::sync::atomic::AtomicUsize::new(0);
+    let held_tx = Mutex::new(held_tx);
+    let record = format!("default/{name}");
+    e.db.on_read(Some(Arc::new(move |table, key| {
+        if table != Table::Volumes
+            || key != record
+            || std::thread::current().name() != Some("creator")
+        {
+            return;
+        }
+        if reads.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 1 {
+            let _ = held_tx.lock().unwrap().send(());
+            if let Some(rx) = go_rx.lock().unwrap().take() {
+                let _ = rx.recv();
+            }
+        }
+    })));
+    let vols = e.vols.clone();
+    let h = std::thread::Builder::new()
+        .name("creator".into())
+        .spawn(move || {
+            vols.create(
+                &cx(&default()),
+                req(Some(name), None, &[("size", "10m")]),
+                false,
+            )
+        })
+        .unwrap();
+    held_rx
+        .recv_timeout(Duration::from_secs(5))
+        .expect("the create reached its ready step");
+    (go_tx, h)
+}
+
+#[test]
+fn a_create_in_flight_survives_a_reconcile_pass() {
+    let e = env();
+    let (go, creator) = held_create(&e, "held");
+    // Mid-way: its record is `creating`, its directory and mount are made.
+    assert!(
+        e.vols.get(&default(), "held").is_err(),
+        "hidden while creating"
+    );
+    let data = e.vdir("default", "held").join("_data");
+    assert!(e.host.state().mounts.contains_key(&data));
+    // Its lease lives: a pass (and the start's reconcile) leave it be.
+    assert!(e.vols.reap_dead_creates().unwrap().is_empty());
+    e.vols.reconcile().unwrap();
+    assert!(e.host.state().mounts.contains_key(&data));
+    assert_eq!(e.db.list(Table::Volumes, "").unwrap().len(), 1);
+    go.send(()).unwrap();
+    let v = creator.join().unwrap().unwrap();
+    assert_eq!(v.size_limit, Some(10 << 20));
+    assert!(e.vols.get(&default(), "held").is_ok());
+    assert!(
+        e.db.list(Table::Meta, CREATING_PREFIX).unwrap().is_empty(),
+        "the create's key went with its ready step"
+    );
+    e.db.on_read(None);
+    e.vols.remove(&default(), "held").unwrap();
+    e.assert_clean();
+}
+
+#[test]
+fn a_create_whose_lease_expired_is_reaped_with_its_directory() {
+    let e = env();
+    e.vols.set_count_quota(&cx(&default()), Some(1)).unwrap();
+    let (go, creator) = held_create(&e, "stalled");
+    // Its owner stalls past the lease's time to live: the lease ends, and with it the
+    // create's key.
+    e.clock.advance(CREATE_LEASE_TTL + Duration::from_secs(1));
+    assert_eq!(e.db.expire_leases().unwrap().len(), 1);
+    assert_eq!(e.vols.reap_dead_creates().unwrap(), vec!["stalled"]);
+    assert!(!e.vdir("default", "stalled").exists());
+    assert!(e.host.state().is_clean(), "{:?}", e.host.state());
+    assert!(e.db.list(Table::Volumes, "").unwrap().is_empty());
+    assert_eq!(e.vols.volume_count(&cx(&default())).unwrap(), 0);
+    // The owner, woken, finds it given up and leaves nothing either.
+    go.send(()).unwrap();
+    let err = err_of(creator.join().unwrap());
+    assert_eq!(err.kind(), ErrorKind::Unavailable, "{}", err.message());
+    assert!(err.message().contains("lease"), "{}", err.message());
+    e.db.on_read(None);
+    e.assert_clean();
+    // Its slot is free again.
+    create(&e, "stalled", None, &[]).unwrap();
+}
+
+#[tokio::test]
+async fn the_reconciler_reaps_a_dead_create_when_its_lease_ends() {
+    let e = env();
+    // As a create whose daemon died mid-way leaves it: a `creating` record, its
+    // directory, and its key on a lease nobody keeps alive.
+    let lease = e.db.grant(Duration::from_secs(5)).unwrap();
+    let mut b = Batch::new();
+    b.put_json(
+        Table::Volumes,
+        "default/dead",
+        &serde_json::json!({"name": "dead", "project": "default", "driver": "local",
+            "created": "2026-01-01T00:00:00Z", "mountpoint": "", "labels": {}, "options": {},
+            "phase": "creating"}),
+    );
+    b.put_json_leased(
+        Table::Meta,
+        format!("{CREATING_PREFIX}default/dead"),
+        &true,
+        lease,
+    );
+    b.commit(e.db.as_ref()).unwrap();
+    std::fs::create_dir_all(e.vdir("default", "dead").join("_data")).unwrap();
+    let store: Arc<dyn Store> = e.db.clone();
+    let mut loops = pier_engine::reconcile::Loops::default();
+    loops.spawn_lease_tick(store.clone(), Duration::from_millis(10));
+    loops.spawn(
+        store,
+        Arc::new(VolumeReconciler {
+            volumes: e.vols.clone(),
+            period: Duration::from_secs(3600),
+        }),
+    );
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        e.vdir("default", "dead").exists(),
+        "reaped while its lease lived"
+    );
+    assert_eq!(e.db.list(Table::Volumes, "").unwrap().len(), 1);
+    e.clock.advance(Duration::from_secs(6));
+    let t0 = std::time::Instant::now();
+    while e.vdir("default", "dead").exists() || !e.db.list(Table::Volumes, "").unwrap().is_empty() {
+        assert!(
+            t0.elapsed() < Duration::from_secs(5),
+            "the dead create was not reaped"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    drop(loops);
+    e.assert_clean();
 }

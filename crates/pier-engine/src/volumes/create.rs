@@ -16,9 +16,10 @@ use pier_api::time::now_rfc3339;
 use pier_api::volumes::{VolumeCreate, VolumeInspect};
 use pier_api::{ErrorKind, ProjectName};
 use pier_storage::block::Disk;
-use pier_store::{Batch, Expect, Table};
+use pier_store::{Batch, Expect, LeaseId, Table};
 
 use super::options::{parse_driver, VolumeOptions};
+use super::reconcile::{creating_key, CREATE_LEASE_TTL};
 use super::record::{Charge, Phase, Stored};
 use super::{key, not_found, st_doing, Volumes};
 use crate::containers::{conflict, invalid, valid_name};
@@ -78,8 +79,13 @@ impl Volumes {
             usage: None,
         };
         let mut undo = Undo::new();
+        // The create's lease: while it lives, the reconciler leaves the record be.
+        let lease = self.create_lease()?;
+        undo.push(move || self.end_lease(lease));
         // 1. Reserve the name and charge the quota.
-        self.reserve(&v)?;
+        if let Err(e) = self.reserve(&v, lease) {
+            return Err(undo.fail(e));
+        }
         undo.push(|| {
             let _ = self.delete_record(project, &name);
         });
@@ -88,18 +94,51 @@ impl Volumes {
             Ok(l) => l,
             Err(e) => return Err(undo.fail(e)),
         };
+        let _ = self.db.keep_alive(lease);
         // 5. Ready, with what the filesystem got.
         (v.size_limit, v.inode_limit) = limits;
-        let ready = self.update(project, &name, &mut |s| {
-            s.phase = Phase::Ready;
-            (s.v.size_limit, s.v.inode_limit) = limits;
-            Ok(true)
-        });
-        if let Err(e) = ready {
+        if let Err(e) = self.make_ready(project, &name, limits) {
             return Err(undo.fail(e));
         }
         undo.commit();
+        self.end_lease(lease);
         Ok(v)
+    }
+
+    /// Step 5: the record ready with the limits the filesystem got, and the create's key
+    /// gone with it, if the create still holds its lease (else the reconciler has taken
+    /// it apart, or will).
+    fn make_ready(&self, project: &ProjectName, name: &str, limits: Limits) -> EngineResult<()> {
+        let alive = creating_key(project, name);
+        self.commit_charged(project, name, &mut |_| {
+            let Some((mut s, rev)) = self.load(project, name)? else {
+                return Err(not_found(name));
+            };
+            if s.phase != Phase::Creating || self.db.get(Table::Meta, &alive)?.is_none() {
+                return Err(EngineError::new(
+                    ErrorKind::Unavailable,
+                    format!(
+                        "the create of volume {name} took longer than its lease ({} s) and was given up: retry",
+                        CREATE_LEASE_TTL.as_secs()
+                    ),
+                ));
+            }
+            let before = s.charge() as i64;
+            s.phase = Phase::Ready;
+            (s.v.size_limit, s.v.inode_limit) = limits;
+            let mut b = Batch::new();
+            b.require(Table::Volumes, key(project, name), Expect::ModRevision(rev));
+            b.require(Table::Meta, alive.clone(), Expect::Present);
+            b.put_json(Table::Volumes, key(project, name), &s);
+            b.delete(Table::Meta, alive.clone());
+            Ok((
+                b,
+                Charge {
+                    bytes: s.charge() as i64 - before,
+                    count: 0,
+                },
+            ))
+        })
     }
 
     /// The host has room for the volume's size.
@@ -120,8 +159,9 @@ impl Volumes {
         Ok(())
     }
 
-    /// Step 1: the record as `creating`, if the name is free and the quota allows.
-    fn reserve(&self, v: &VolumeInspect) -> EngineResult<()> {
+    /// Step 1: the record as `creating`, if the name is free and the quota allows, and the
+    /// create's key attached to its `lease`.
+    fn reserve(&self, v: &VolumeInspect, lease: LeaseId) -> EngineResult<()> {
         let project = &v.project;
         let quota = self.projects.quota(project, Quota::VolumeBytes)?;
         let max_count = self.projects.quota(project, Quota::VolumeCount)?;
@@ -170,6 +210,7 @@ impl Volumes {
             let mut b = Batch::new();
             b.require(Table::Volumes, key(project, &v.name), Expect::Absent);
             b.put_json(Table::Volumes, key(project, &v.name), &stored);
+            b.put_json_leased(Table::Meta, creating_key(project, &v.name), &true, lease);
             Ok((b, Charge::new_record(stored.charge())))
         })
     }

@@ -12,7 +12,9 @@
 //! its name with create-if-absent and charges the project's quota in the same
 //! transaction, makes the host side step by step with an undo for each ([`create`]), and
 //! marks the record ready last; a crash leaves a `creating` record (or a directory without
-//! one), which the next start removes ([`layout`]).
+//! one), which the next start removes ([`layout`]). A create holds a store lease while it
+//! runs, so that [`reconcile::VolumeReconciler`] takes apart, beside the API, only the
+//! creates whose owner died.
 //!
 //! Pier before 0.2 kept volumes at `ROOT/volumes/<name>`; [`Volumes::new`] moves them
 //! (see `migrate_layout`), and the mount sources of the containers' bundles with them.
@@ -21,6 +23,7 @@ mod attach;
 mod create;
 mod layout;
 mod options;
+pub mod reconcile;
 pub mod record;
 mod snapshots;
 
