@@ -202,6 +202,9 @@ impl Engine {
     /// removes what interrupted builds left, sets up every project's networks, and starts
     /// the health checks.
     pub async fn start(&self) -> Result<(), OpenError> {
+        // The reconcilers' watches replay every change from here on: what happens between
+        // the passes below (and the volumes' at open) and their loops' start wakes them.
+        let from = self.store.revision().map_err(OpenError::Store)? + 1;
         self.containers
             .restore()
             .await
@@ -218,19 +221,21 @@ impl Engine {
         health::spawn(self.containers.clone());
         let mut loops = self.loops.lock().unwrap_or_else(|e| e.into_inner());
         loops.spawn_lease_tick(self.store.clone(), reconcile::LEASE_TICK);
-        loops.spawn(
+        loops.spawn_from(
             self.store.clone(),
             Arc::new(networks::NetworkReconciler {
                 networks: self.containers.networks.clone(),
                 period: NETWORK_RECONCILE_PERIOD,
             }),
+            from,
         );
-        loops.spawn(
+        loops.spawn_from(
             self.store.clone(),
             Arc::new(volumes::reconcile::VolumeReconciler {
                 volumes: self.containers.volumes.clone(),
                 period: VOLUME_RECONCILE_PERIOD,
             }),
+            from,
         );
         Ok(())
     }
