@@ -1820,3 +1820,55 @@ async fn the_network_reconciler_repairs_drift_after_a_change_of_the_networks() {
     assert_eq!(stats.failures.load(std::sync::atomic::Ordering::Relaxed), 0);
     drop(loops);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pass_leaves_the_firewall_a_create_or_remove_has_just_applied() {
+    use pier_engine::networks::NetworkReconciler;
+    use pier_engine::reconcile::Loops;
+    use std::sync::atomic::Ordering::Relaxed;
+    let e = env().await;
+    let mut loops = Loops::default();
+    let stats = loops.spawn(
+        e.db.clone(),
+        Arc::new(NetworkReconciler {
+            networks: e.nets.clone(),
+            period: Duration::from_secs(3600),
+        }),
+    );
+    let until = |what: &str, f: &dyn Fn() -> bool| {
+        let t0 = std::time::Instant::now();
+        while !f() {
+            assert!(t0.elapsed() < Duration::from_secs(5), "timed out: {what}");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    };
+    let applied = e.fw.model().applied;
+    let web = mknet(&e, "web", "10.10.0.0/24").await;
+    assert_eq!(e.fw.model().applied, applied + 1, "the create applies it");
+    until("the pass the create wakes", &|| {
+        stats.passes.load(Relaxed) >= 1
+    });
+    assert_eq!(
+        e.fw.model().applied,
+        applied + 1,
+        "the pass applied the same rules again"
+    );
+    e.nets.remove(&cx(&e.project), &web.id).await.unwrap();
+    assert_eq!(e.fw.model().applied, applied + 2, "the remove applies it");
+    until("the pass the remove wakes", &|| {
+        stats.passes.load(Relaxed) >= 2
+    });
+    assert_eq!(e.fw.model().applied, applied + 2);
+    assert_eq!(stats.failures.load(Relaxed), 0);
+    drop(loops);
+    // A pass with nothing changed does nothing; one that finds the table gone puts it
+    // back, whole.
+    let rules = e.fw.model();
+    assert_eq!(e.nets.realize_all().await.unwrap(), 1);
+    assert_eq!(e.fw.model(), rules);
+    e.fw.flush();
+    assert!(e.fw.model().networks.is_empty());
+    e.nets.realize_all().await.unwrap();
+    assert_eq!(e.fw.model().applied, applied + 3);
+    assert_eq!(e.fw.model().networks, rules.networks);
+}

@@ -338,7 +338,12 @@ impl Networks {
             prefix: n.subnet.prefix(),
             mtu: n.mtu,
         };
-        self.host.ensure_bridge(&b).await.map_err(net_err)
+        let index = self.host.ensure_bridge(&b).await.map_err(net_err)?;
+        self.bridge_index
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(n.bridge.clone(), index);
+        Ok(index)
     }
 
     fn sysctls(&self, n: &NetworkInspect) -> EngineResult<()> {
