@@ -1872,3 +1872,41 @@ async fn a_pass_leaves_the_firewall_a_create_or_remove_has_just_applied() {
     assert_eq!(e.fw.model().applied, applied + 3);
     assert_eq!(e.fw.model().networks, rules.networks);
 }
+
+#[tokio::test]
+async fn each_projects_default_network_has_its_own_bridge_and_subnet() {
+    let e = env().await;
+    let p1 = ProjectName::try_from("p1".to_string()).unwrap();
+    // As `Engine::start` sets up every project's networks.
+    e.nets.reconcile(&p1).await.unwrap();
+    e.nets.reconcile(&e.project).await.unwrap();
+    let d = e.nets.get(&e.project, DEFAULT_NETWORK).unwrap();
+    let n1 = e.nets.get(&p1, DEFAULT_NETWORK).unwrap();
+    // The default project keeps the bridge name it always had.
+    let names = HostNames::for_root(e.dir.path(), false);
+    assert_eq!(d.bridge, names.default_bridge());
+    assert!(names.owns_bridge(&n1.bridge), "{}", n1.bridge);
+    assert_ne!(n1.bridge, d.bridge);
+    assert!(!n1.subnet.overlaps(&d.subnet), "{} {}", n1.subnet, d.subnet);
+    assert_eq!(n1.project, p1);
+    let links = e.host.model().links;
+    assert!(links.contains_key(&d.bridge) && links.contains_key(&n1.bridge));
+    let fw: Vec<String> =
+        e.fw.model()
+            .networks
+            .iter()
+            .map(|n| n.bridge.clone())
+            .collect();
+    assert!(fw.contains(&d.bridge) && fw.contains(&n1.bridge), "{fw:?}");
+    // A request in one project sees its own default network only.
+    let listed = e.nets.list(&cx(&p1)).unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].id, n1.id);
+    // Reconciling again keeps both as they are.
+    e.nets.reconcile(&p1).await.unwrap();
+    let again = e.nets.get(&p1, DEFAULT_NETWORK).unwrap();
+    assert_eq!(
+        (again.id, again.bridge, again.subnet),
+        (n1.id, n1.bridge, n1.subnet)
+    );
+}

@@ -259,9 +259,12 @@ impl Networks {
             let id = crate::containers::random_id();
             let bridge = if !s.bridge.is_empty() {
                 s.bridge.clone()
-            } else if s.default {
+            } else if s.default && s.project.as_str() == ProjectName::default_project().as_str() {
                 self.names.default_bridge()
             } else {
+                // Other projects' default networks are named by ID like any network, so
+                // each project has a bridge of its own (the default project's keeps the
+                // name it always had).
                 self.names.network_bridge(&id)
             };
             let taken: Vec<Ipv4Net> = self
