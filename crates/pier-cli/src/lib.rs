@@ -61,11 +61,14 @@ pub enum Command {
     Pull(registry::TransferArgs),
     /// Push an image to a registry.
     Push(registry::TransferArgs),
-    /// Show or set a project's storage quota.
+    /// Show or set a project's volume quotas.
     Quota {
         /// Bytes the project's volumes may commit (e.g. 10g); `none` clears it.
         #[arg(long)]
         volume_bytes: Option<String>,
+        /// How many volumes the project may have; `none` clears it.
+        #[arg(long)]
+        volumes: Option<String>,
     },
     /// List a container's published ports.
     Port { container: String },
@@ -304,7 +307,10 @@ pub async fn run_client(cli: Cli) -> Result<(), CliError> {
         Command::Registry(cmd) => registry::run(&client, fmt, cmd).await,
         Command::Pull(a) => registry::pull(&client, fmt, a).await,
         Command::Push(a) => registry::push(&client, fmt, a).await,
-        Command::Quota { volume_bytes } => volumes::quota(&client, fmt, volume_bytes).await,
+        Command::Quota {
+            volume_bytes,
+            volumes,
+        } => volumes::quota(&client, fmt, volume_bytes, volumes).await,
         Command::Port { container } => networks::port(&client, &container).await,
         Command::Images(args) => images::list(&client, fmt, args).await,
         Command::Build(a) => build::build(&client, a).await,

@@ -310,34 +310,58 @@ async fn import(
     print(fmt, &v, || v.name.clone())
 }
 
-/// `pier quota [--volume-bytes N|none]`.
-pub async fn quota(client: &Client, fmt: Format, set: Option<String>) -> Result<(), CliError> {
+/// `pier quota [--volume-bytes N|none] [--volumes N|none]`.
+pub async fn quota(
+    client: &Client,
+    fmt: Format,
+    bytes: Option<String>,
+    count: Option<String>,
+) -> Result<(), CliError> {
     let path = "/v1/projects/default/quota";
-    let q: serde_json::Value = match set {
-        Some(v) => {
-            let bytes = if v == "none" {
-                None
-            } else {
-                Some(
-                    v.parse::<pier_api::ByteSize>()
-                        .map_err(|e| fail(e.to_string()))?
-                        .bytes(),
-                )
-            };
-            client
-                .put_json(path, &serde_json::json!({ "volume_bytes": bytes }))
-                .await?
-        }
-        None => client.get(path).await?,
+    let mut set = serde_json::Map::new();
+    if let Some(v) = bytes {
+        let bytes = if v == "none" {
+            None
+        } else {
+            Some(
+                v.parse::<pier_api::ByteSize>()
+                    .map_err(|e| fail(e.to_string()))?
+                    .bytes(),
+            )
+        };
+        set.insert("volume_bytes".into(), serde_json::json!(bytes));
+    }
+    if let Some(v) = count {
+        let count = if v == "none" {
+            None
+        } else {
+            Some(v.parse::<u64>().map_err(|e| {
+                fail(format!(
+                    "--volumes {v:?}: give a number of volumes or `none` ({e})"
+                ))
+            })?)
+        };
+        set.insert("volume_count".into(), serde_json::json!(count));
+    }
+    let q: serde_json::Value = if set.is_empty() {
+        client.get(path).await?
+    } else {
+        client
+            .put_json(path, &serde_json::Value::Object(set))
+            .await?
+    };
+    let limit = |v: &serde_json::Value| {
+        v.as_u64()
+            .map(|b| b.to_string())
+            .unwrap_or_else(|| "unlimited".into())
     };
     print(fmt, &q, || {
         format!(
-            "volume bytes: {} committed of {}",
+            "volume bytes: {} committed of {}\nvolumes: {} of {}",
             q["committed_bytes"],
-            q["volume_bytes"]
-                .as_u64()
-                .map(|b| b.to_string())
-                .unwrap_or_else(|| "unlimited".into())
+            limit(&q["volume_bytes"]),
+            q["volumes"],
+            limit(&q["volume_count"])
         )
     })
 }

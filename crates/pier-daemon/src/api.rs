@@ -21,7 +21,7 @@ use pier_api::{ErrorBody, ProjectName};
 use pier_engine::context::PROJECT_HEADER;
 use pier_engine::projects::Projects;
 use pier_engine::{Caller, EngineError, EngineResult, RequestContext};
-use pier_image::{archive, build};
+use pier_image::archive;
 use serde::de::DeserializeOwned;
 use utoipa::OpenApi;
 
@@ -210,7 +210,7 @@ async fn ping() -> &'static str {
 async fn info(Ctx(ctx): Ctx, State(e): Shared) -> ApiResult<Json<SystemInfo>> {
     let images = blocking({
         let e = e.clone();
-        move || Ok(e.images.list(&ctx.project)?.len() as u64)
+        move || Ok(e.images(&ctx, false)?.len() as u64)
     })
     .await?;
     Ok(Json(SystemInfo {
@@ -234,9 +234,7 @@ async fn list_images(
     State(e): Shared,
     Q(q): Q<ImageListQuery>,
 ) -> ApiResult<Json<Vec<ImageSummary>>> {
-    Ok(Json(
-        blocking(move || Ok(e.images.list_all(&ctx.project, q.all)?)).await?,
-    ))
+    Ok(Json(blocking(move || Ok(e.images(&ctx, q.all)?)).await?))
 }
 
 /// Shows one image by name, ID or ID prefix (URL-encode slashes in names).
@@ -248,7 +246,7 @@ async fn inspect_image(
     Path(reference): Path<String>,
 ) -> ApiResult<Json<ImageInspect>> {
     Ok(Json(
-        blocking(move || Ok(e.images.inspect(&ctx.project, &reference)?)).await?,
+        blocking(move || Ok(e.inspect_image(&ctx, &reference)?)).await?,
     ))
 }
 
@@ -261,7 +259,7 @@ async fn image_history(
     Path(reference): Path<String>,
 ) -> ApiResult<Json<Vec<HistoryEntry>>> {
     Ok(Json(
-        blocking(move || Ok(e.images.history(&ctx.project, &reference)?)).await?,
+        blocking(move || Ok(e.image_history(&ctx, &reference)?)).await?,
     ))
 }
 
@@ -274,7 +272,7 @@ async fn tag_image(
     Path(reference): Path<String>,
     J(req): J<TagRequest>,
 ) -> ApiResult<StatusCode> {
-    blocking(move || Ok(e.images.tag(&ctx.project, &reference, &req.target)?)).await?;
+    blocking(move || Ok(e.tag_image(&ctx, &reference, &req.target)?)).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -288,7 +286,7 @@ async fn remove_image(
     Q(q): Q<RemoveQuery>,
 ) -> ApiResult<Json<RemoveReport>> {
     Ok(Json(
-        blocking(move || Ok(e.images.remove(&ctx.project, &reference, q.force)?)).await?,
+        blocking(move || Ok(e.remove_image(&ctx, &reference, q.force)?)).await?,
     ))
 }
 
@@ -300,7 +298,7 @@ async fn prune_images(
     Q(q): Q<PruneQuery>,
 ) -> ApiResult<Json<PruneReport>> {
     Ok(Json(
-        blocking(move || Ok(e.images.prune(&ctx.project, q.all)?)).await?,
+        blocking(move || Ok(e.prune_images(&ctx, q.all)?)).await?,
     ))
 }
 
@@ -311,7 +309,7 @@ async fn load_images(Ctx(ctx): Ctx, State(e): Shared, body: Body) -> ApiResult<J
     let mut reader = body_reader(body);
     Ok(Json(
         blocking(move || {
-            let loaded = archive::load(&e.images, &ctx.project, &mut reader);
+            let loaded = e.load_images(&ctx, &mut reader);
             if loaded.is_err() {
                 crate::stream::drain_reader(&mut reader);
             }
@@ -332,7 +330,7 @@ async fn import_image(
 ) -> ApiResult<Json<LoadReport>> {
     let mut reader = body_reader(body);
     let loaded = blocking(move || {
-        let imported = build::import(&e.images, &ctx.project, &mut reader, q.name);
+        let imported = e.import_image(&ctx, &mut reader, q.name);
         if imported.is_err() {
             crate::stream::drain_reader(&mut reader);
         }
@@ -352,15 +350,7 @@ async fn image_from_host(
     State(e): Shared,
     J(req): J<FromHostRequest>,
 ) -> ApiResult<Json<LoadReport>> {
-    let loaded = blocking(move || {
-        Ok(build::from_host(
-            &e.images,
-            &ctx.project,
-            req.name,
-            &req.binaries,
-        )?)
-    })
-    .await?;
+    let loaded = blocking(move || Ok(e.image_from_host(&ctx, req.name, &req.binaries)?)).await?;
     Ok(Json(LoadReport {
         images: vec![loaded],
     }))

@@ -17,8 +17,8 @@ use utoipa::OpenApi;
 use crate::api::{Ctx, Engine, Shared};
 use crate::error::{ApiError, ApiResult};
 use crate::stream::{body_reader, body_writer, drain};
-use pier_api::ProjectName;
 use pier_engine::build::{BuildEvent, BuildOptions, Builder};
+use pier_engine::RequestContext;
 
 pub fn routes() -> Router<Arc<Engine>> {
     Router::new().route("/v1/build", post(build))
@@ -53,7 +53,7 @@ async fn build(
             return Err(ApiError::invalid(e.0));
         }
     };
-    let body = stream_build(&e, opts, body, |ev, send| send(ev.to_line()), &ctx.project);
+    let body = stream_build(&e, opts, body, |ev, send| send(ev.to_line()), ctx);
     Ok(([(header::CONTENT_TYPE, "application/x-ndjson")], body).into_response())
 }
 
@@ -66,9 +66,8 @@ pub(crate) fn stream_build(
     mut opts: BuildOptions,
     body: Body,
     mut emit: impl FnMut(BuildEvent, &mut dyn FnMut(BuildLine)) + Send + 'static,
-    project: &ProjectName,
+    ctx: RequestContext,
 ) -> Body {
-    let project = project.clone();
     let reader = body_reader(body);
     let (mut writer, body) = body_writer();
     let cancel = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -85,7 +84,7 @@ pub(crate) fn stream_build(
             let _ = writer.write_all(line.to_line().as_bytes());
             let _ = writer.flush();
         };
-        let result = builder.build(&project, reader, opts, |ev| emit(ev, &mut send));
+        let result = builder.build(&ctx, reader, opts, |ev| emit(ev, &mut send));
         if let Err(err) = result {
             if err.kind() == pier_api::ErrorKind::Internal {
                 tracing::error!(error = %err.chain(), "a build failed");

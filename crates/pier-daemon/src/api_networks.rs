@@ -42,7 +42,7 @@ pub struct NetworksDoc;
 async fn list(Ctx(ctx): Ctx, State(e): Shared) -> ApiResult<Json<Vec<NetworkInspect>>> {
     let n = e.containers.networks.clone();
     Ok(Json(
-        blocking(move || n.list(&ctx.project).map_err(ApiError::from)).await?,
+        blocking(move || n.list(&ctx).map_err(ApiError::from)).await?,
     ))
 }
 
@@ -54,7 +54,7 @@ async fn create(
     State(e): Shared,
     J(req): J<NetworkCreate>,
 ) -> ApiResult<(StatusCode, Json<NetworkInspect>)> {
-    let n = e.containers.networks.create(&ctx.project, req).await?;
+    let n = e.containers.networks.create(&ctx, req).await?;
     Ok((StatusCode::CREATED, Json(n)))
 }
 
@@ -68,7 +68,7 @@ async fn inspect(
 ) -> ApiResult<Json<NetworkInspect>> {
     let n = e.containers.networks.clone();
     Ok(Json(
-        blocking(move || n.inspect(&ctx.project, &id).map_err(ApiError::from)).await?,
+        blocking(move || n.inspect(&ctx, &id).map_err(ApiError::from)).await?,
     ))
 }
 
@@ -76,14 +76,14 @@ async fn inspect(
 #[utoipa::path(delete, path = "/v1/networks/{id}", params(("id" = String, Path)),
     responses((status = 204), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 async fn remove(Ctx(ctx): Ctx, State(e): Shared, Path(id): Path<String>) -> ApiResult<StatusCode> {
-    e.containers.networks.remove(&ctx.project, &id).await?;
+    e.containers.networks.remove(&ctx, &id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
 /// Removes every network no container uses; returns their names.
 #[utoipa::path(post, path = "/v1/networks/prune", responses((status = 200, body = [String])))]
 async fn prune(Ctx(ctx): Ctx, State(e): Shared) -> ApiResult<Json<Vec<String>>> {
-    Ok(Json(e.containers.networks.prune(&ctx.project).await?))
+    Ok(Json(e.containers.networks.prune(&ctx).await?))
 }
 
 /// Connects a container to a network.
@@ -95,7 +95,7 @@ async fn connect(
     Path(id): Path<String>,
     J(req): J<NetworkConnect>,
 ) -> ApiResult<StatusCode> {
-    e.containers.connect(&ctx.project, &id, req).await?;
+    e.connect_network(&ctx, &id, req).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -108,8 +108,6 @@ async fn disconnect(
     Path(id): Path<String>,
     J(req): J<NetworkDisconnect>,
 ) -> ApiResult<StatusCode> {
-    e.containers
-        .disconnect(&ctx.project, &id, &req.container)
-        .await?;
+    e.disconnect_network(&ctx, &id, &req.container).await?;
     Ok(StatusCode::NO_CONTENT)
 }

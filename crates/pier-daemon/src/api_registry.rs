@@ -142,15 +142,7 @@ async fn pull(Ctx(ctx): Ctx, State(e): Shared, J(req): J<PullRequest>) -> ApiRes
         .parse()
         .map_err(|err: pier_api::reference::RefError| ApiError::invalid(err.to_string()))?;
     Ok(progress_stream(move |p| async move {
-        let (id, _) = transfer::pull(
-            e.images.clone(),
-            ctx.project.clone(),
-            &reference,
-            &e.registry_client,
-            creds(req.auth),
-            p,
-        )
-        .await?;
+        let (id, _) = e.pull_image(&ctx, &reference, creds(req.auth), p).await?;
         Ok(id.to_string())
     }))
 }
@@ -166,16 +158,9 @@ async fn push(Ctx(ctx): Ctx, State(e): Shared, J(req): J<PushRequest>) -> ApiRes
         .parse()
         .map_err(|err: pier_api::reference::RefError| ApiError::invalid(err.to_string()))?;
     Ok(progress_stream(move |p| async move {
-        let d = transfer::push(
-            e.images.clone(),
-            ctx.project.clone(),
-            &req.reference,
-            &target,
-            &e.registry_client,
-            creds(req.auth),
-            p,
-        )
-        .await?;
+        let d = e
+            .push_image(&ctx, &req.reference, &target, creds(req.auth), p)
+            .await?;
         Ok(d.to_string())
     }))
 }

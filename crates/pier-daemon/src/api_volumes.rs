@@ -62,7 +62,8 @@ pub fn routes() -> Router<Arc<Engine>> {
         pier_api::volumes::MountSpec,
         pier_api::volumes::MountKind,
         SnapshotRequest,
-        Quota
+        Quota,
+        QuotaUpdate
     ))
 )]
 pub struct VolumesDoc;
@@ -109,12 +110,7 @@ async fn create(
     J(req): J<VolumeCreate>,
 ) -> ApiResult<(StatusCode, Json<VolumeInspect>)> {
     let c = e.containers.clone();
-    let v = blocking(move || {
-        c.volumes
-            .create(&ctx.project, req, false)
-            .map_err(ApiError::from)
-    })
-    .await?;
+    let v = blocking(move || c.volumes.create(&ctx, req, false).map_err(ApiError::from)).await?;
     Ok((StatusCode::CREATED, Json(v)))
 }
 
@@ -129,7 +125,7 @@ async fn inspect(
     let c = e.containers.clone();
     Ok(Json(
         blocking(move || {
-            let mut v = c.volumes.inspect(&ctx.project, &name)?;
+            let mut v = c.volumes.inspect(&ctx, &name)?;
             v.used_by = c.volume_users(&ctx.project, &name)?;
             Ok(v)
         })
@@ -145,8 +141,7 @@ async fn remove(
     State(e): Shared,
     Path(name): Path<String>,
 ) -> ApiResult<StatusCode> {
-    let c = e.containers.clone();
-    blocking(move || c.remove_volume(&ctx.project, &name).map_err(ApiError::from)).await?;
+    blocking(move || e.remove_volume(&ctx, &name).map_err(ApiError::from)).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -164,9 +159,8 @@ async fn prune(
     State(e): Shared,
     Q(q): Q<PruneQuery>,
 ) -> ApiResult<Json<Vec<String>>> {
-    let c = e.containers.clone();
     Ok(Json(
-        blocking(move || c.prune_volumes(&ctx.project, q.all).map_err(ApiError::from)).await?,
+        blocking(move || e.prune_volumes(&ctx, q.all).map_err(ApiError::from)).await?,
     ))
 }
 
@@ -182,9 +176,7 @@ async fn export(Ctx(ctx): Ctx, State(e): Shared, Path(name): Path<String>) -> Ap
     }
     let c = e.containers.clone();
     Ok(crate::api_containers::tar_response(move |w| {
-        c.volumes
-            .export(&ctx.project, &name, w)
-            .map_err(ApiError::from)
+        c.volumes.export(&ctx, &name, w).map_err(ApiError::from)
     }))
 }
 
@@ -230,7 +222,7 @@ async fn import(
     let c = e.containers.clone();
     let v = blocking(move || {
         c.volumes
-            .import(&ctx.project, req, reader, q.sha256.as_deref())
+            .import(&ctx, req, reader, q.sha256.as_deref())
             .map_err(ApiError::from)
     })
     .await?;
@@ -252,7 +244,7 @@ async fn snapshots(
     Path(name): Path<String>,
 ) -> ApiResult<Json<Vec<String>>> {
     e.containers.volumes.get(&ctx.project, &name)?;
-    Ok(Json(e.containers.volumes.snapshots(&ctx.project, &name)))
+    Ok(Json(e.containers.volumes.snapshots(&ctx, &name)))
 }
 
 /// Takes a crash-consistent snapshot of a volume.
@@ -264,9 +256,8 @@ async fn snapshot(
     Path(name): Path<String>,
     J(req): J<SnapshotRequest>,
 ) -> ApiResult<StatusCode> {
-    let c = e.containers.clone();
     blocking(move || {
-        c.snapshot_volume(&ctx.project, &name, &req.name)
+        e.snapshot_volume(&ctx, &name, &req.name)
             .map_err(ApiError::from)
     })
     .await?;
@@ -281,12 +272,7 @@ async fn restore(
     State(e): Shared,
     Path((name, snap)): Path<(String, String)>,
 ) -> ApiResult<StatusCode> {
-    let c = e.containers.clone();
-    blocking(move || {
-        c.restore_volume(&ctx.project, &name, &snap)
-            .map_err(ApiError::from)
-    })
-    .await?;
+    blocking(move || e.restore_volume(&ctx, &name, &snap).map_err(ApiError::from)).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -301,22 +287,44 @@ async fn remove_snapshot(
     let c = e.containers.clone();
     blocking(move || {
         c.volumes
-            .remove_snapshot(&ctx.project, &name, &snap)
+            .remove_snapshot(&ctx, &name, &snap)
             .map_err(ApiError::from)
     })
     .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// A project's storage quota: the sum of its volumes' size limits may not exceed
-/// `volume_bytes`.
+/// A project's volume quotas: the sum of its volumes' size limits may not exceed
+/// `volume_bytes`, nor their number `volume_count`.
 #[derive(Debug, Default, Serialize, Deserialize, ToSchema)]
 #[serde(default)]
 struct Quota {
-    /// None: no quota.
+    /// None: no quota on bytes.
     volume_bytes: Option<u64>,
     /// Bytes committed now (read-only).
     committed_bytes: u64,
+    /// None: no quota on how many volumes.
+    volume_count: Option<u64>,
+    /// Volumes the project has now, those being made or removed included (read-only).
+    volumes: u64,
+}
+
+/// What a `PUT` of a quota changes: a field given sets that quota (`null` clears it); a
+/// field left out keeps it.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(default)]
+struct QuotaUpdate {
+    #[serde(deserialize_with = "present")]
+    #[schema(value_type = Option<u64>)]
+    volume_bytes: Option<Option<u64>>,
+    #[serde(deserialize_with = "present")]
+    #[schema(value_type = Option<u64>)]
+    volume_count: Option<Option<u64>>,
+}
+
+/// A field that is there, `null` or not (a missing one is `None` by `default`).
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<u64>>, D::Error> {
+    Option::<u64>::deserialize(d).map(Some)
 }
 
 fn check_project(p: &str, project: &ProjectName) -> ApiResult<()> {
@@ -332,33 +340,43 @@ fn check_project(p: &str, project: &ProjectName) -> ApiResult<()> {
     Ok(())
 }
 
-/// Shows a project's storage quota and what its volumes commit.
+/// The context's project's quotas and what its volumes commit.
+fn quota_of(e: &Engine, ctx: &pier_engine::RequestContext) -> ApiResult<Quota> {
+    let v = &e.containers.volumes;
+    Ok(Quota {
+        volume_bytes: v.quota(ctx)?,
+        committed_bytes: v.committed(ctx)?,
+        volume_count: v.count_quota(ctx)?,
+        volumes: v.volume_count(ctx)?,
+    })
+}
+
+/// Shows a project's volume quotas and what its volumes commit.
 #[utoipa::path(get, path = "/v1/projects/{project}/quota", params(("project" = String, Path)),
     responses((status = 200, body = Quota), (status = 404, body = ErrorBody)))]
 async fn quota(Ctx(ctx): Ctx, State(e): Shared, Path(p): Path<String>) -> ApiResult<Json<Quota>> {
     check_project(&p, &ctx.project)?;
-    let v = &e.containers.volumes;
-    Ok(Json(Quota {
-        volume_bytes: v.quota(&ctx.project)?,
-        committed_bytes: v.committed(&ctx.project)?,
-    }))
+    Ok(Json(quota_of(&e, &ctx)?))
 }
 
-/// Sets (or clears, with `volume_bytes: null`) a project's storage quota.
-#[utoipa::path(put, path = "/v1/projects/{project}/quota", params(("project" = String, Path)), request_body = Quota,
+/// Sets (or clears, with `null`) a project's volume quotas: `volume_bytes`,
+/// `volume_count`; a quota left out of the body is kept.
+#[utoipa::path(put, path = "/v1/projects/{project}/quota", params(("project" = String, Path)), request_body = QuotaUpdate,
     responses((status = 200, body = Quota), (status = 404, body = ErrorBody)))]
 async fn set_quota(
     Ctx(ctx): Ctx,
     State(e): Shared,
     Path(p): Path<String>,
-    body: Result<Json<Quota>, JsonRejection>,
+    body: Result<Json<QuotaUpdate>, JsonRejection>,
 ) -> ApiResult<Json<Quota>> {
     check_project(&p, &ctx.project)?;
     let Json(q) = body?;
     let v = &e.containers.volumes;
-    v.set_quota(&ctx.project, q.volume_bytes)?;
-    Ok(Json(Quota {
-        volume_bytes: v.quota(&ctx.project)?,
-        committed_bytes: v.committed(&ctx.project)?,
-    }))
+    if let Some(bytes) = q.volume_bytes {
+        v.set_quota(&ctx, bytes)?;
+    }
+    if let Some(count) = q.volume_count {
+        v.set_count_quota(&ctx, count)?;
+    }
+    Ok(Json(quota_of(&e, &ctx)?))
 }

@@ -13,7 +13,7 @@ use pier_api::ProjectName;
 use tokio::sync::{broadcast, mpsc};
 
 use crate::filters::{self, Filters};
-use crate::{Engine, EngineEvent};
+use crate::{Engine, EngineEvent, RequestContext};
 
 /// How many past events a replay can see.
 pub const KEPT: usize = 4096;
@@ -90,7 +90,6 @@ pub fn now_nanos() -> i64 {
 /// What a client asked of an event stream.
 #[derive(Debug, Clone)]
 pub struct EventQuery {
-    pub project: ProjectName,
     pub filters: Filters,
     /// Replay the kept events from this time (nanoseconds).
     pub since: Option<i64>,
@@ -146,12 +145,12 @@ impl EventLog {
         (r.iter().cloned().collect(), rx)
     }
 
-    /// The events a client asked for: the kept ones from `since`, then new ones until
-    /// `until` passes or the receiver is dropped.
-    pub fn stream(&self, q: EventQuery) -> mpsc::Receiver<LoggedEvent> {
+    /// The events a client asked for in its context's project: the kept ones from
+    /// `since`, then new ones until `until` passes or the receiver is dropped.
+    pub fn stream(&self, ctx: &RequestContext, q: EventQuery) -> mpsc::Receiver<LoggedEvent> {
         let (past, rx) = self.subscribe();
         let (tx, out) = mpsc::channel(256);
-        tokio::spawn(follow(q, past, rx, tx));
+        tokio::spawn(follow(ctx.project.clone(), q, past, rx, tx));
         out
     }
 }
@@ -170,12 +169,13 @@ fn record(
 }
 
 async fn follow(
+    project: ProjectName,
     q: EventQuery,
     past: Vec<LoggedEvent>,
     mut rx: broadcast::Receiver<LoggedEvent>,
     tx: mpsc::Sender<LoggedEvent>,
 ) {
-    let mine = |e: &LoggedEvent| e.project == q.project && e.matches(&q.filters);
+    let mine = |e: &LoggedEvent| e.project == project && e.matches(&q.filters);
     if let Some(since) = q.since {
         for e in past {
             if e.within(since, q.until) && mine(&e) && tx.send(e).await.is_err() {
@@ -280,14 +280,14 @@ impl Engine {
     /// Sends an event of an API's own (images, networks, volumes) to every listener.
     pub fn emit(
         &self,
-        project: &ProjectName,
+        ctx: &RequestContext,
         kind: &str,
         action: &str,
         id: &str,
         attrs: &[(&str, &str)],
     ) {
         let _ = self.containers.events.send(EngineEvent {
-            project: project.clone(),
+            project: ctx.project.clone(),
             event: Event {
                 time: pier_api::time::format_rfc3339_nanos(SystemTime::now()),
                 kind: kind.into(),
@@ -305,6 +305,10 @@ impl Engine {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn ctx() -> RequestContext {
+        RequestContext::system(ProjectName::default(), "test")
+    }
 
     fn ev(project: &str, kind: &str, action: &str, id: &str, t: i64) -> LoggedEvent {
         LoggedEvent {
@@ -351,12 +355,11 @@ mod tests {
             );
         }
         let q = EventQuery {
-            project: ProjectName::default(),
             filters: Filters::new(),
             since: Some(20),
             until: None,
         };
-        let mut rx = log.stream(q);
+        let mut rx = log.stream(&ctx(), q);
         assert_eq!(rx.recv().await.unwrap().id, "v30");
         assert_eq!(rx.recv().await.unwrap().id, "v50");
         record(
@@ -386,12 +389,11 @@ mod tests {
             ev("default", "volume", "create", "old", 5),
         );
         let q = EventQuery {
-            project: ProjectName::default(),
             filters: Filters::new(),
             since: Some(0),
             until: Some(now_nanos() + 50_000_000),
         };
-        let mut rx = log.stream(q);
+        let mut rx = log.stream(&ctx(), q);
         assert_eq!(rx.recv().await.unwrap().id, "old");
         assert!(
             rx.recv().await.is_none(),

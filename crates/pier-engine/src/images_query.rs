@@ -9,7 +9,7 @@ use pier_api::ProjectName;
 use pier_image::ImageError;
 
 use crate::filters::{self, Filters};
-use crate::{Engine, EngineError, EngineResult};
+use crate::{Engine, EngineError, EngineResult, RequestContext};
 
 /// The filter keys of an image listing.
 pub const IMAGE_FILTERS: &[&str] = &["dangling", "reference", "label", "before", "since"];
@@ -78,9 +78,10 @@ impl Engine {
     /// The images of a listing under Docker's filters, each with its labels.
     pub fn list_images(
         &self,
-        project: &ProjectName,
+        ctx: &RequestContext,
         f: &Filters,
     ) -> EngineResult<Vec<(ImageSummary, BTreeMap<String, String>)>> {
+        let project = ctx.project();
         let images = self.images.list(project)?;
         let first = |k: &str| f.get(k).and_then(|v| v.first());
         let before = first("before")

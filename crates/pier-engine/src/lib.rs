@@ -17,6 +17,7 @@
 //! - [`events`]: the event log the APIs replay (`since`, `until`, filters).
 //! - [`filters`]: list filters as Docker's API sends them, and their matching rules.
 //! - [`listing`]: filtered container listings, for every API.
+//! - [`images`]: the image operations (pull, push, tag, remove, prune, load, import).
 //! - [`images_query`]: image listings under Docker's filters, layer directories.
 //! - [`networks_query`]: network listings and prune decisions the APIs share.
 //! - [`volumes_query`]: volume listings, make-if-absent, usage and prune the APIs share.
@@ -35,6 +36,7 @@ pub mod filters;
 pub mod health;
 pub mod host;
 pub mod image_pins;
+pub mod images;
 pub mod images_query;
 pub mod instances;
 pub mod listing;
@@ -69,6 +71,10 @@ pub struct EngineEvent {
 /// How often the networks are realised again without a change (see
 /// [`networks::NetworkReconciler`]).
 pub const NETWORK_RECONCILE_PERIOD: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// How often the volumes' dead creates are looked for without a change (see
+/// [`volumes::reconcile::VolumeReconciler`]).
+pub const VOLUME_RECONCILE_PERIOD: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Where the daemon keeps its state unless told otherwise.
 pub const DEFAULT_ROOT: &str = "/var/lib/pier";
@@ -196,6 +202,9 @@ impl Engine {
     /// removes what interrupted builds left, sets up every project's networks, and starts
     /// the health checks.
     pub async fn start(&self) -> Result<(), OpenError> {
+        // The reconcilers' watches replay every change from here on: what happens between
+        // the passes below (and the volumes' at open) and their loops' start wakes them.
+        let from = self.store.revision().map_err(OpenError::Store)? + 1;
         self.containers
             .restore()
             .await
@@ -212,12 +221,21 @@ impl Engine {
         health::spawn(self.containers.clone());
         let mut loops = self.loops.lock().unwrap_or_else(|e| e.into_inner());
         loops.spawn_lease_tick(self.store.clone(), reconcile::LEASE_TICK);
-        loops.spawn(
+        loops.spawn_from(
             self.store.clone(),
             Arc::new(networks::NetworkReconciler {
                 networks: self.containers.networks.clone(),
                 period: NETWORK_RECONCILE_PERIOD,
             }),
+            from,
+        );
+        loops.spawn_from(
+            self.store.clone(),
+            Arc::new(volumes::reconcile::VolumeReconciler {
+                volumes: self.containers.volumes.clone(),
+                period: VOLUME_RECONCILE_PERIOD,
+            }),
+            from,
         );
         loops.spawn(
             self.store.clone(),

@@ -6,11 +6,10 @@
 use std::collections::{BTreeMap, HashSet};
 
 use pier_api::networks::NetworkInspect;
-use pier_api::ProjectName;
 
 use crate::filters::{self, Filters};
 use crate::networks::DEFAULT_NETWORK;
-use crate::{Engine, EngineResult};
+use crate::{Engine, EngineResult, RequestContext};
 
 /// The filter keys of a network listing.
 pub const NETWORK_FILTERS: &[&str] =
@@ -57,10 +56,10 @@ pub fn network_prunable(f: &Filters, n: &NetworkInspect, used: bool, until: Opti
 
 impl Engine {
     /// The IDs of the networks some container of the project is on.
-    pub fn networks_in_use(&self, project: &ProjectName) -> EngineResult<HashSet<String>> {
+    pub fn networks_in_use(&self, ctx: &RequestContext) -> EngineResult<HashSet<String>> {
         Ok(self
             .containers
-            .inspect_all(project)?
+            .inspect_all(ctx.project())?
             .iter()
             .flat_map(|c| c.networks.values().map(|e| e.network_id.clone()))
             .collect())
@@ -70,27 +69,48 @@ impl Engine {
     /// cannot be removed is left.
     pub async fn prune_networks(
         &self,
-        project: &ProjectName,
+        ctx: &RequestContext,
         f: &Filters,
         until: Option<f64>,
     ) -> EngineResult<Vec<NetworkInspect>> {
-        let used = self.networks_in_use(project)?;
+        let used = self.networks_in_use(ctx)?;
         let mut deleted = Vec::new();
-        for n in self.containers.networks.list(project)? {
+        for n in self.containers.networks.list(ctx)? {
             if !network_prunable(f, &n, used.contains(&n.id), until) {
                 continue;
             }
-            if self
-                .containers
-                .networks
-                .remove(project, &n.id)
-                .await
-                .is_ok()
-            {
+            if self.containers.networks.remove(ctx, &n.id).await.is_ok() {
                 deleted.push(n);
             }
         }
         Ok(deleted)
+    }
+
+    /// Puts a container on one more network (`pier network connect`).
+    pub async fn connect_network(
+        &self,
+        ctx: &RequestContext,
+        network: &str,
+        req: pier_api::networks::NetworkConnect,
+    ) -> EngineResult<()> {
+        let container = req.container.clone();
+        self.containers.connect(ctx.project(), network, req).await?;
+        tracing::info!(project = %ctx.project, caller = %ctx.caller, network, container = %container, "container connected to a network");
+        Ok(())
+    }
+
+    /// Takes a container off a network (`pier network disconnect`).
+    pub async fn disconnect_network(
+        &self,
+        ctx: &RequestContext,
+        network: &str,
+        container: &str,
+    ) -> EngineResult<()> {
+        self.containers
+            .disconnect(ctx.project(), network, container)
+            .await?;
+        tracing::info!(project = %ctx.project, caller = %ctx.caller, network, container, "container disconnected from a network");
+        Ok(())
     }
 }
 

@@ -27,12 +27,15 @@ pub struct ProjectRecord {
 pub enum Quota {
     /// The sum of the size limits of the project's volumes, in bytes.
     VolumeBytes,
+    /// How many volumes the project may have.
+    VolumeCount,
 }
 
 impl Quota {
     fn name(self) -> &'static str {
         match self {
             Quota::VolumeBytes => "volume-bytes",
+            Quota::VolumeCount => "volume-count",
         }
     }
     fn key(self, project: &ProjectName) -> String {

@@ -20,7 +20,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use pier_store::{Store, Table};
+use pier_store::{Revision, Store, Table};
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
@@ -68,8 +68,24 @@ pub struct Loops {
 }
 
 impl Loops {
-    /// Starts `r`'s loop over `store`; returns its stats.
+    /// Starts `r`'s loop over `store`, woken by the changes made from now on; returns its
+    /// stats.
     pub fn spawn(&mut self, store: Arc<dyn Store>, r: Arc<dyn Reconciler>) -> Arc<LoopStats> {
+        // Taken here, not when the watch task first runs: a change in between counts.
+        let from = store.revision().map_or(0, |rev| rev + 1);
+        self.spawn_from(store, r, from)
+    }
+
+    /// As [`Loops::spawn`], woken by the changes from store revision `from` on (replayed
+    /// from the store's history): a caller that made `r`'s pass itself takes the
+    /// revision before that pass, so no change made between the pass and the watch is
+    /// missed. A revision the store has compacted away is a full pass instead.
+    pub fn spawn_from(
+        &mut self,
+        store: Arc<dyn Store>,
+        r: Arc<dyn Reconciler>,
+        from: Revision,
+    ) -> Arc<LoopStats> {
         let stats = Arc::new(LoopStats::default());
         let wake = Arc::new(Notify::new());
         for (table, prefix) in r.watches() {
@@ -78,6 +94,7 @@ impl Loops {
                 table,
                 prefix,
                 wake.clone(),
+                from,
             )));
         }
         self.tasks.push(tokio::spawn(run(r, wake, stats.clone())));
@@ -120,12 +137,27 @@ async fn run(r: Arc<dyn Reconciler>, wake: Arc<Notify>, stats: Arc<LoopStats>) {
     }
 }
 
-/// Wakes the loop on every change under `prefix` of `table`, opening the watch again
-/// (and waking the loop for a full pass) when it lags or the store compacts past it.
-async fn forward(store: Arc<dyn Store>, table: Table, prefix: String, wake: Arc<Notify>) {
+/// Wakes the loop on every change under `prefix` of `table` from revision `from` on,
+/// opening the watch again (and waking the loop for a full pass) when it lags or the
+/// store compacts past it.
+async fn forward(
+    store: Arc<dyn Store>,
+    table: Table,
+    prefix: String,
+    wake: Arc<Notify>,
+    mut from: Revision,
+) {
     loop {
-        let mut w = match store.watch(table, &prefix, 0) {
+        let opened = store.watch(table, &prefix, from);
+        // Watched again after an end: from now on, after a full pass.
+        from = 0;
+        let mut w = match opened {
             Ok(w) => w,
+            Err(e @ pier_store::StoreError::Compacted { .. }) => {
+                tracing::debug!(table = %table, prefix, error = %e, "watching from now on, after a full pass");
+                wake.notify_one();
+                continue;
+            }
             Err(e) => {
                 tracing::warn!(table = %table, prefix, error = %e, "cannot watch the store; retrying");
                 tokio::time::sleep(Duration::from_secs(1)).await;
@@ -276,6 +308,55 @@ mod tests {
         put(store.as_ref(), "wanted", 5);
         until("a pass after the change", || m.last() == Some(Some(5))).await;
         assert_eq!(m.passes(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_change_between_an_outside_pass_and_the_watch_wakes_a_pass() {
+        let store: Arc<dyn Store> = Arc::new(MemStore::default());
+        let m = Arc::new(Mirror {
+            at_start: false,
+            ..Arc::into_inner(Mirror::new(store.clone(), LONG)).unwrap()
+        });
+        // As `Engine::start` does: the revision, then its own pass, then the loop.
+        let from = store.revision().unwrap() + 1;
+        put(store.as_ref(), "wanted", 9);
+        let mut loops = Loops::default();
+        loops.spawn_from(store.clone(), m.clone(), from);
+        until("a pass for the change made before the loop", || {
+            m.last() == Some(Some(9))
+        })
+        .await;
+        assert_eq!(m.passes(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_change_right_after_spawn_wakes_a_pass() {
+        let store: Arc<dyn Store> = Arc::new(MemStore::default());
+        let m = Arc::new(Mirror {
+            at_start: false,
+            ..Arc::into_inner(Mirror::new(store.clone(), LONG)).unwrap()
+        });
+        let mut loops = Loops::default();
+        loops.spawn(store.clone(), m.clone());
+        // Before the watch task has had a chance to run.
+        put(store.as_ref(), "wanted", 4);
+        until("a pass for the change", || m.last() == Some(Some(4))).await;
+    }
+
+    #[tokio::test]
+    async fn a_compacted_start_revision_is_a_full_pass() {
+        let store: Arc<dyn Store> = Arc::new(MemStore::default());
+        let m = Arc::new(Mirror {
+            at_start: false,
+            ..Arc::into_inner(Mirror::new(store.clone(), LONG)).unwrap()
+        });
+        for v in 0..(pier_store::HISTORY_EVENTS as u64 + 10) {
+            put(store.as_ref(), "other", v);
+        }
+        put(store.as_ref(), "wanted", 3);
+        let mut loops = Loops::default();
+        loops.spawn_from(store.clone(), m.clone(), 1);
+        until("a full pass", || m.last() == Some(Some(3))).await;
     }
 
     #[tokio::test]

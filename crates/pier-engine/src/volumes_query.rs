@@ -9,7 +9,7 @@ use pier_api::volumes::{VolumeCreate, VolumeInspect};
 use pier_api::{ErrorKind, ProjectName};
 
 use crate::filters::{self, Filters};
-use crate::{Engine, EngineResult};
+use crate::{Engine, EngineResult, RequestContext};
 
 /// The filter keys of a volume listing.
 pub const VOLUME_FILTERS: &[&str] = &["name", "label", "driver", "dangling"];
@@ -41,22 +41,27 @@ impl Engine {
     /// The volumes of a listing under Docker's filters.
     pub fn list_volumes(
         &self,
-        project: &ProjectName,
+        ctx: &RequestContext,
         f: &Filters,
     ) -> EngineResult<Vec<VolumeInspect>> {
+        let project = ctx.project();
         let mut out = self.containers.volumes.list(project)?;
         out.retain(|v| volume_matches(f, v, &|| self.volume_unused(project, &v.name)));
         Ok(out)
     }
 
     /// Every volume with its usage measured (for disk usage).
-    pub fn volumes_with_usage(&self, project: &ProjectName) -> Vec<VolumeInspect> {
-        let vols = self.containers.volumes.list(project).unwrap_or_default();
+    pub fn volumes_with_usage(&self, ctx: &RequestContext) -> Vec<VolumeInspect> {
+        let vols = self
+            .containers
+            .volumes
+            .list(ctx.project())
+            .unwrap_or_default();
         vols.iter()
             .map(|v| {
                 self.containers
                     .volumes
-                    .inspect(project, &v.name)
+                    .inspect(ctx, &v.name)
                     .unwrap_or_else(|_| v.clone())
             })
             .collect()
@@ -66,9 +71,10 @@ impl Engine {
     /// made meanwhile by someone else is returned as found.
     pub fn ensure_volume(
         &self,
-        project: &ProjectName,
+        ctx: &RequestContext,
         req: VolumeCreate,
     ) -> EngineResult<(VolumeInspect, bool)> {
+        let project = ctx.project();
         let volumes = &self.containers.volumes;
         if let Some(n) = &req.name {
             if let Ok(v) = volumes.get(project, n) {
@@ -76,7 +82,7 @@ impl Engine {
             }
         }
         let name = req.name.clone();
-        match volumes.create(project, req, false) {
+        match volumes.create(ctx, req, false) {
             Ok(v) => Ok((v, true)),
             Err(e) if e.kind() == ErrorKind::Conflict && name.is_some() => {
                 let v = volumes.get(project, name.as_deref().unwrap_or_default())?;
@@ -90,25 +96,59 @@ impl Engine {
     /// names and the bytes they held.
     pub fn prune_volumes_measured(
         &self,
-        project: &ProjectName,
+        ctx: &RequestContext,
         all: bool,
     ) -> EngineResult<(Vec<String>, u64)> {
+        let project = ctx.project();
         let volumes = &self.containers.volumes;
         let before: BTreeMap<String, u64> = volumes
             .list(project)?
             .iter()
             .map(|v| {
                 let bytes = volumes
-                    .inspect(project, &v.name)
+                    .inspect(ctx, &v.name)
                     .ok()
                     .and_then(|v| v.usage)
                     .map_or(0, |u| u.bytes);
                 (v.name.clone(), bytes)
             })
             .collect();
-        let removed = self.containers.prune_volumes(project, all)?;
+        let removed = self.prune_volumes(ctx, all)?;
         let reclaimed = removed.iter().filter_map(|n| before.get(n)).sum::<u64>();
         Ok((removed, reclaimed))
+    }
+
+    /// Removes a volume no container uses (`pier volume rm`).
+    pub fn remove_volume(&self, ctx: &RequestContext, name: &str) -> EngineResult<()> {
+        self.containers.remove_volume(ctx.project(), name)?;
+        tracing::info!(project = %ctx.project, caller = %ctx.caller, volume = name, "volume removed");
+        Ok(())
+    }
+
+    /// Removes the volumes no container uses: anonymous ones, or all with `all`.
+    pub fn prune_volumes(&self, ctx: &RequestContext, all: bool) -> EngineResult<Vec<String>> {
+        let removed = self.containers.prune_volumes(ctx.project(), all)?;
+        tracing::info!(project = %ctx.project, caller = %ctx.caller, all, removed = ?removed, "volumes pruned");
+        Ok(removed)
+    }
+
+    /// A crash-consistent snapshot of a volume (its running users frozen meanwhile).
+    pub fn snapshot_volume(
+        &self,
+        ctx: &RequestContext,
+        name: &str,
+        snap: &str,
+    ) -> EngineResult<()> {
+        self.containers.snapshot_volume(ctx.project(), name, snap)?;
+        tracing::info!(project = %ctx.project, caller = %ctx.caller, volume = name, snapshot = snap, "volume snapshot taken");
+        Ok(())
+    }
+
+    /// Puts a volume's snapshot back; no running container may use it.
+    pub fn restore_volume(&self, ctx: &RequestContext, name: &str, snap: &str) -> EngineResult<()> {
+        self.containers.restore_volume(ctx.project(), name, snap)?;
+        tracing::info!(project = %ctx.project, caller = %ctx.caller, volume = name, snapshot = snap, "volume restored from a snapshot");
+        Ok(())
     }
 }
 

@@ -21,12 +21,17 @@ use pier_engine::projects::Projects;
 use pier_engine::reconcile::Loops;
 use pier_engine::sessions::exec::{ExecError, ExecSpec, StartOptions};
 use pier_engine::volumes::Volumes;
-use pier_engine::EngineError;
+use pier_engine::{Caller, EngineError, RequestContext};
 use pier_image::ImageStore;
 use pier_store::{FaultyStore, Store, StoreExt, Table};
 use sha2::Digest;
 
 // ---- the engine over the fakes ----------------------------------------------------------
+
+/// A request in project `p` by a local caller (the engine tier's tests ask as uid 0).
+fn cx(p: &ProjectName) -> RequestContext {
+    RequestContext::new(p.clone(), Caller::Local { uid: 0, pid: None })
+}
 
 struct Env {
     _tmp: tempfile::TempDir,
@@ -378,7 +383,7 @@ async fn create_failing_keeps_a_named_volume_that_existed() {
     let e = Env::new().await;
     e.volumes
         .create(
-            &e.p,
+            &cx(&e.p),
             pier_api::volumes::VolumeCreate {
                 name: Some("keep".into()),
                 ..Default::default()

@@ -19,12 +19,17 @@ use pier_engine::host::net::fake::{
 };
 use pier_engine::instances::record;
 use pier_engine::networks::{Networks, DEFAULT_NETWORK};
-use pier_engine::EngineError;
+use pier_engine::{Caller, EngineError, RequestContext};
 use pier_net::names::HostNames;
 use pier_net::nft::FwPort;
 use pier_store::{Batch, FaultyStore, Store, Table};
 
 // ---- a store that can fail or hold back ------------------------------------------------
+
+/// A request in project `p` by a local caller (the engine tier's tests ask as uid 0).
+fn cx(p: &ProjectName) -> RequestContext {
+    RequestContext::new(p.clone(), Caller::Local { uid: 0, pid: None })
+}
 
 /// A barrier that gives up after a while (so that a test whose code serializes what it
 /// should race fails instead of hanging).
@@ -129,7 +134,7 @@ fn net_req(name: &str, subnet: Option<&str>) -> NetworkCreate {
 
 async fn mknet(e: &Env, name: &str, subnet: &str) -> NetworkInspect {
     e.nets
-        .create(&e.project, net_req(name, Some(subnet)))
+        .create(&cx(&e.project), net_req(name, Some(subnet)))
         .await
         .unwrap()
 }
@@ -369,8 +374,16 @@ async fn create_picks_free_subnets_that_avoid_other_networks_and_host_routes() {
     let e = env().await;
     e.host.add_route("eth9", "172.18.0.0/16".parse().unwrap());
     let default = e.nets.get(&e.project, DEFAULT_NETWORK).unwrap();
-    let a = e.nets.create(&e.project, net_req("a", None)).await.unwrap();
-    let b = e.nets.create(&e.project, net_req("b", None)).await.unwrap();
+    let a = e
+        .nets
+        .create(&cx(&e.project), net_req("a", None))
+        .await
+        .unwrap();
+    let b = e
+        .nets
+        .create(&cx(&e.project), net_req("b", None))
+        .await
+        .unwrap();
     let subnets: BTreeSet<String> = [&default, &a, &b]
         .iter()
         .map(|n| n.subnet.to_string())
@@ -385,7 +398,7 @@ async fn create_refuses_a_taken_name_with_a_conflict() {
     mknet(&e, "web", "10.10.0.0/24").await;
     let r = e
         .nets
-        .create(&e.project, net_req("web", Some("10.11.0.0/24")))
+        .create(&cx(&e.project), net_req("web", Some("10.11.0.0/24")))
         .await;
     assert_kind(
         r,
@@ -398,31 +411,31 @@ async fn create_refuses_a_taken_name_with_a_conflict() {
 async fn create_refuses_predefined_and_invalid_names_and_drivers() {
     let e = env().await;
     for name in ["none", "host", DEFAULT_NETWORK] {
-        let r = e.nets.create(&e.project, net_req(name, None)).await;
+        let r = e.nets.create(&cx(&e.project), net_req(name, None)).await;
         assert_kind(
             r,
             ErrorKind::Conflict,
             "predefined network; choose another name",
         );
     }
-    let r = e.nets.create(&e.project, net_req("-bad", None)).await;
+    let r = e.nets.create(&cx(&e.project), net_req("-bad", None)).await;
     assert_kind(r, ErrorKind::InvalidInput, "use letters, digits");
     let mut q = net_req("x", None);
     q.driver = Some("overlay".into());
     assert_kind(
-        e.nets.create(&e.project, q).await,
+        e.nets.create(&cx(&e.project), q).await,
         ErrorKind::InvalidInput,
         "use bridge",
     );
     let mut q = net_req("x", None);
     q.options.insert("mtu".into(), "9".into());
     assert_kind(
-        e.nets.create(&e.project, q).await,
+        e.nets.create(&cx(&e.project), q).await,
         ErrorKind::InvalidInput,
         "from 68 to 65535",
     );
     assert_eq!(
-        e.nets.list(&e.project).unwrap().len(),
+        e.nets.list(&cx(&e.project)).unwrap().len(),
         1,
         "only the default network"
     );
@@ -434,13 +447,13 @@ async fn create_checks_subnet_gateway_and_range() {
     mknet(&e, "a", "10.10.0.0/16").await;
     let r = e
         .nets
-        .create(&e.project, net_req("b", Some("10.10.5.0/24")))
+        .create(&cx(&e.project), net_req("b", Some("10.10.5.0/24")))
         .await;
     assert_kind(r, ErrorKind::Conflict, "overlaps 10.10.0.0/16");
     e.host.add_route("vpn0", "10.20.0.0/24".parse().unwrap());
     let r = e
         .nets
-        .create(&e.project, net_req("b", Some("10.20.0.0/24")))
+        .create(&cx(&e.project), net_req("b", Some("10.20.0.0/24")))
         .await;
     assert_kind(
         r,
@@ -449,20 +462,20 @@ async fn create_checks_subnet_gateway_and_range() {
     );
     let r = e
         .nets
-        .create(&e.project, net_req("b", Some("10.30.0.0/31")))
+        .create(&cx(&e.project), net_req("b", Some("10.30.0.0/31")))
         .await;
     assert_kind(r, ErrorKind::InvalidInput, "give a /30 or larger");
     let mut q = net_req("b", Some("10.30.0.0/24"));
     q.gateway = Some("10.31.0.1".parse().unwrap());
     assert_kind(
-        e.nets.create(&e.project, q).await,
+        e.nets.create(&cx(&e.project), q).await,
         ErrorKind::InvalidInput,
         "not a host address",
     );
     let mut q = net_req("b", Some("10.30.0.0/24"));
     q.ip_range = Some("10.30.1.0/28".parse().unwrap());
     assert_kind(
-        e.nets.create(&e.project, q).await,
+        e.nets.create(&cx(&e.project), q).await,
         ErrorKind::InvalidInput,
         "not inside subnet",
     );
@@ -473,11 +486,11 @@ async fn create_refuses_a_bridge_name_another_network_uses() {
     let e = env().await;
     let mut q = net_req("a", Some("10.10.0.0/24"));
     q.options.insert("bridge_name".into(), "br-mine".into());
-    e.nets.create(&e.project, q.clone()).await.unwrap();
+    e.nets.create(&cx(&e.project), q.clone()).await.unwrap();
     q.name = "b".into();
     q.subnet = Some("10.11.0.0/24".parse().unwrap());
     assert_kind(
-        e.nets.create(&e.project, q).await,
+        e.nets.create(&cx(&e.project), q).await,
         ErrorKind::Conflict,
         "give another bridge_name",
     );
@@ -493,7 +506,7 @@ async fn create_failing_at_every_step_leaves_nothing() {
         },
         |nets, _| async move {
             nets.create(
-                &ProjectName::default(),
+                &cx(&ProjectName::default()),
                 net_req("web", Some("10.10.0.0/24")),
             )
             .await
@@ -514,7 +527,7 @@ async fn create_undoes_in_reverse_order_when_the_firewall_fails() {
     }));
     let r = e
         .nets
-        .create(&e.project, net_req("web", Some("10.10.0.0/24")))
+        .create(&cx(&e.project), net_req("web", Some("10.10.0.0/24")))
         .await;
     // The host's failure keeps its class: no space is a 507, not a bug.
     assert_kind(r, ErrorKind::InsufficientStorage, "apply the firewall");
@@ -541,7 +554,9 @@ async fn racing_creates_of_one_name_make_one_network() {
                     let rt = tokio::runtime::Builder::new_current_thread()
                         .build()
                         .unwrap();
-                    rt.block_on(nets.create(&ProjectName::default(), net_req("web", Some(subnet))))
+                    rt.block_on(
+                        nets.create(&cx(&ProjectName::default()), net_req("web", Some(subnet))),
+                    )
                 })
             })
             .collect();
@@ -560,7 +575,7 @@ async fn racing_creates_of_one_name_make_one_network() {
     assert_eq!(err.kind(), ErrorKind::Conflict, "{}", err.message());
     let webs = e
         .nets
-        .list(&e.project)
+        .list(&cx(&e.project))
         .unwrap()
         .into_iter()
         .filter(|n| n.name == "web")
@@ -584,7 +599,7 @@ async fn racing_creates_without_a_subnet_get_different_subnets() {
                     let rt = tokio::runtime::Builder::new_current_thread()
                         .build()
                         .unwrap();
-                    rt.block_on(nets.create(&ProjectName::default(), net_req(name, None)))
+                    rt.block_on(nets.create(&cx(&ProjectName::default()), net_req(name, None)))
                 })
             })
             .collect();
@@ -622,7 +637,7 @@ async fn remove_takes_the_record_bridge_dns_and_rules_away() {
     let e = env().await;
     let before = snapshot(&e);
     let n = mknet(&e, "web", "10.10.0.0/24").await;
-    e.nets.remove(&e.project, "web").await.unwrap();
+    e.nets.remove(&cx(&e.project), "web").await.unwrap();
     assert_eq!(snapshot(&e), before);
     assert!(!e.host.model().dns.contains_key(&n.id));
     assert_kind(
@@ -636,19 +651,19 @@ async fn remove_takes_the_record_bridge_dns_and_rules_away() {
 async fn remove_refuses_the_default_network_and_one_in_use() {
     let e = env().await;
     assert_kind(
-        e.nets.remove(&e.project, DEFAULT_NETWORK).await,
+        e.nets.remove(&cx(&e.project), DEFAULT_NETWORK).await,
         ErrorKind::Conflict,
         "cannot be removed",
     );
     mknet(&e, "web", "10.10.0.0/24").await;
     container(&e, "app", req("web"));
     assert_kind(
-        e.nets.remove(&e.project, "web").await,
+        e.nets.remove(&cx(&e.project), "web").await,
         ErrorKind::Conflict,
         "used by container(s) app: remove them or disconnect them first",
     );
     assert_kind(
-        e.nets.remove(&e.project, "nope").await,
+        e.nets.remove(&cx(&e.project), "nope").await,
         ErrorKind::NotFound,
         "no such network",
     );
@@ -663,7 +678,7 @@ async fn remove_failing_at_every_step_leaves_the_network_as_it_was() {
             let c = container(&e, "unused", req("none"));
             (e, c)
         },
-        |nets, _| async move { nets.remove(&ProjectName::default(), "web").await },
+        |nets, _| async move { nets.remove(&cx(&ProjectName::default()), "web").await },
     )
     .await;
     assert!(runs >= 3, "{runs}");
@@ -675,11 +690,11 @@ async fn prune_removes_only_networks_no_container_uses() {
     mknet(&e, "used", "10.10.0.0/24").await;
     mknet(&e, "idle", "10.11.0.0/24").await;
     container(&e, "app", req("used"));
-    let removed = e.nets.prune(&e.project).await.unwrap();
+    let removed = e.nets.prune(&cx(&e.project)).await.unwrap();
     assert_eq!(removed, ["idle"]);
     let names: Vec<String> = e
         .nets
-        .list(&e.project)
+        .list(&cx(&e.project))
         .unwrap()
         .into_iter()
         .map(|n| n.name)
@@ -741,7 +756,7 @@ async fn attach_leases_the_first_free_address_and_plumbs_a_veth_into_the_bridge(
         l => panic!("{l:?}"),
     }
     assert_eq!(leases(&e), [format!("default/{}/10.10.0.2", n.id)]);
-    let inspected = e.nets.inspect(&e.project, "web").unwrap();
+    let inspected = e.nets.inspect(&cx(&e.project), "web").unwrap();
     assert!(inspected.containers.contains_key(&c.id));
 }
 
@@ -788,7 +803,7 @@ async fn addresses_come_from_the_ip_range() {
     let e = env().await;
     let mut q = net_req("web", Some("10.10.0.0/24"));
     q.ip_range = Some("10.10.0.128/25".parse().unwrap());
-    e.nets.create(&e.project, q).await.unwrap();
+    e.nets.create(&cx(&e.project), q).await.unwrap();
     let mut a = container(&e, "a", req("web"));
     start(&e, &mut a).await.unwrap();
     assert_eq!(ip_of(&a, "web"), Ipv4Addr::new(10, 10, 0, 128));
@@ -905,7 +920,7 @@ async fn an_internal_network_gives_no_default_route_and_rules_say_internal() {
     let e = env().await;
     let mut q = net_req("sealed", Some("10.10.0.0/24"));
     q.internal = true;
-    let n = e.nets.create(&e.project, q).await.unwrap();
+    let n = e.nets.create(&cx(&e.project), q).await.unwrap();
     let mut c = container(&e, "app", req("sealed"));
     start(&e, &mut c).await.unwrap();
     assert_eq!(c.networks["sealed"].gateway, None);
@@ -928,7 +943,7 @@ async fn each_network_gets_its_own_isolation_rules() {
     let a = mknet(&e, "a", "10.10.0.0/24").await;
     let mut q = net_req("b", Some("10.11.0.0/24"));
     q.options.insert("mode".into(), "routed".into());
-    let b = e.nets.create(&e.project, q).await.unwrap();
+    let b = e.nets.create(&cx(&e.project), q).await.unwrap();
     assert_eq!(b.mode, NetworkMode::Routed);
     let fw = e.fw.model();
     assert_eq!(fw.networks.len(), 3, "{fw:?}");
@@ -937,7 +952,7 @@ async fn each_network_gets_its_own_isolation_rules() {
         .iter()
         .any(|f| f.bridge == a.bridge && !f.routed && !f.internal));
     assert!(fw.networks.iter().any(|f| f.bridge == b.bridge && f.routed));
-    e.nets.remove(&e.project, "a").await.unwrap();
+    e.nets.remove(&cx(&e.project), "a").await.unwrap();
     assert!(!e.fw.model().networks.iter().any(|f| f.bridge == a.bridge));
 }
 
@@ -1523,7 +1538,7 @@ async fn reconcile_makes_the_default_network_once() {
     assert!(first.host.links.contains_key(&n.bridge));
     e.nets.reconcile(&e.project).await.unwrap();
     assert_eq!(snapshot(&e), first, "a second reconcile changes nothing");
-    assert_eq!(e.nets.list(&e.project).unwrap().len(), 1);
+    assert_eq!(e.nets.list(&cx(&e.project)).unwrap().len(), 1);
 }
 
 #[tokio::test]
@@ -1805,4 +1820,94 @@ async fn the_network_reconciler_repairs_drift_after_a_change_of_the_networks() {
     });
     assert_eq!(stats.failures.load(std::sync::atomic::Ordering::Relaxed), 0);
     drop(loops);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pass_leaves_the_firewall_a_create_or_remove_has_just_applied() {
+    use pier_engine::networks::NetworkReconciler;
+    use pier_engine::reconcile::Loops;
+    use std::sync::atomic::Ordering::Relaxed;
+    let e = env().await;
+    let mut loops = Loops::default();
+    let stats = loops.spawn(
+        e.db.clone(),
+        Arc::new(NetworkReconciler {
+            networks: e.nets.clone(),
+            period: Duration::from_secs(3600),
+        }),
+    );
+    let until = |what: &str, f: &dyn Fn() -> bool| {
+        let t0 = std::time::Instant::now();
+        while !f() {
+            assert!(t0.elapsed() < Duration::from_secs(5), "timed out: {what}");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    };
+    let applied = e.fw.model().applied;
+    let web = mknet(&e, "web", "10.10.0.0/24").await;
+    assert_eq!(e.fw.model().applied, applied + 1, "the create applies it");
+    until("the pass the create wakes", &|| {
+        stats.passes.load(Relaxed) >= 1
+    });
+    assert_eq!(
+        e.fw.model().applied,
+        applied + 1,
+        "the pass applied the same rules again"
+    );
+    e.nets.remove(&cx(&e.project), &web.id).await.unwrap();
+    assert_eq!(e.fw.model().applied, applied + 2, "the remove applies it");
+    until("the pass the remove wakes", &|| {
+        stats.passes.load(Relaxed) >= 2
+    });
+    assert_eq!(e.fw.model().applied, applied + 2);
+    assert_eq!(stats.failures.load(Relaxed), 0);
+    drop(loops);
+    // A pass with nothing changed does nothing; one that finds the table gone puts it
+    // back, whole.
+    let rules = e.fw.model();
+    assert_eq!(e.nets.realize_all().await.unwrap(), 1);
+    assert_eq!(e.fw.model(), rules);
+    e.fw.flush();
+    assert!(e.fw.model().networks.is_empty());
+    e.nets.realize_all().await.unwrap();
+    assert_eq!(e.fw.model().applied, applied + 3);
+    assert_eq!(e.fw.model().networks, rules.networks);
+}
+
+#[tokio::test]
+async fn each_projects_default_network_has_its_own_bridge_and_subnet() {
+    let e = env().await;
+    let p1 = ProjectName::try_from("p1".to_string()).unwrap();
+    // As `Engine::start` sets up every project's networks.
+    e.nets.reconcile(&p1).await.unwrap();
+    e.nets.reconcile(&e.project).await.unwrap();
+    let d = e.nets.get(&e.project, DEFAULT_NETWORK).unwrap();
+    let n1 = e.nets.get(&p1, DEFAULT_NETWORK).unwrap();
+    // The default project keeps the bridge name it always had.
+    let names = HostNames::for_root(e.dir.path(), false);
+    assert_eq!(d.bridge, names.default_bridge());
+    assert!(names.owns_bridge(&n1.bridge), "{}", n1.bridge);
+    assert_ne!(n1.bridge, d.bridge);
+    assert!(!n1.subnet.overlaps(&d.subnet), "{} {}", n1.subnet, d.subnet);
+    assert_eq!(n1.project, p1);
+    let links = e.host.model().links;
+    assert!(links.contains_key(&d.bridge) && links.contains_key(&n1.bridge));
+    let fw: Vec<String> =
+        e.fw.model()
+            .networks
+            .iter()
+            .map(|n| n.bridge.clone())
+            .collect();
+    assert!(fw.contains(&d.bridge) && fw.contains(&n1.bridge), "{fw:?}");
+    // A request in one project sees its own default network only.
+    let listed = e.nets.list(&cx(&p1)).unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].id, n1.id);
+    // Reconciling again keeps both as they are.
+    e.nets.reconcile(&p1).await.unwrap();
+    let again = e.nets.get(&p1, DEFAULT_NETWORK).unwrap();
+    assert_eq!(
+        (again.id, again.bridge, again.subnet),
+        (n1.id, n1.bridge, n1.subnet)
+    );
 }

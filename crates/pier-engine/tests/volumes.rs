@@ -12,21 +12,29 @@ use pier_api::volumes::{MountKind, MountSpec, VolumeCreate, VolumeInspect};
 use pier_api::{ErrorKind, ProjectName};
 use pier_engine::host::storage::fake::{Call, CallKind, FakeStorage, Image};
 use pier_engine::projects::Projects;
-use pier_engine::volumes::record::committed_key;
+use pier_engine::volumes::reconcile::{VolumeReconciler, CREATE_LEASE_TTL, CREATING_PREFIX};
+use pier_engine::volumes::record::{committed_key, count_key};
 use pier_engine::volumes::Volumes;
-use pier_engine::{EngineError, EngineResult};
-use pier_store::{Batch, FaultyStore, Store, Table};
+use pier_engine::{Caller, EngineError, EngineResult, RequestContext};
+use pier_store::{Batch, FaultyStore, ManualClock, Store, Table};
 
 // ---- a store that can fail or slow its transactions ------------------------------------
 
 // ---- the test environment ---------------------------------------------------------------
 
+/// A request in project `p` by a local caller (the engine tier's tests ask as uid 0).
+fn cx(p: &ProjectName) -> RequestContext {
+    RequestContext::new(p.clone(), Caller::Local { uid: 0, pid: None })
+}
+
 struct Env {
     t: tempfile::TempDir,
     db: Arc<FaultyStore>,
+    /// The clock of the store's leases.
+    clock: Arc<ManualClock>,
     host: FakeStorage,
     projects: Arc<Projects>,
-    vols: Volumes,
+    vols: Arc<Volumes>,
 }
 
 fn open(root: &Path, db: Arc<FaultyStore>, host: &FakeStorage) -> (Arc<Projects>, Volumes) {
@@ -45,16 +53,18 @@ fn open(root: &Path, db: Arc<FaultyStore>, host: &FakeStorage) -> (Arc<Projects>
 
 fn env() -> Env {
     let t = tempfile::tempdir().unwrap();
-    let db = Arc::new(FaultyStore::default());
+    let clock = Arc::new(ManualClock::new());
+    let db = Arc::new(FaultyStore::with_clock(clock.clone()));
     let host = FakeStorage::new();
     let (projects, vols) = open(t.path(), db.clone(), &host);
     host.clear_calls();
     Env {
         t,
         db,
+        clock,
         host,
         projects,
-        vols,
+        vols: Arc::new(vols),
     }
 }
 
@@ -70,10 +80,12 @@ impl Env {
     }
 
     /// Nothing is left: no record, no volume directory, nothing on the modelled host, no
-    /// bytes charged to any project.
+    /// bytes or volumes charged to any project.
     fn assert_clean(&self) {
         let records = self.db.list(Table::Volumes, "").unwrap();
         assert!(records.is_empty(), "records left: {records:?}");
+        let creating = self.db.list(Table::Meta, CREATING_PREFIX).unwrap();
+        assert!(creating.is_empty(), "create keys left: {creating:?}");
         let state = self.host.state();
         assert!(state.is_clean(), "host left: {state:?}");
         for p in std::fs::read_dir(self.root().join("volumes")).unwrap() {
@@ -86,7 +98,16 @@ impl Env {
             );
         }
         for p in self.projects.list().unwrap() {
-            assert_eq!(self.vols.committed(&p).unwrap(), 0, "bytes charged to {p}");
+            assert_eq!(
+                self.vols.committed(&cx(&p)).unwrap(),
+                0,
+                "bytes charged to {p}"
+            );
+            assert_eq!(
+                self.vols.volume_count(&cx(&p)).unwrap(),
+                0,
+                "volumes counted in {p}"
+            );
         }
     }
 }
@@ -118,7 +139,7 @@ fn create(
     opts: &[(&str, &str)],
 ) -> EngineResult<VolumeInspect> {
     e.vols
-        .create(&default(), req(Some(name), driver, opts), false)
+        .create(&cx(&default()), req(Some(name), driver, opts), false)
 }
 
 fn err_of<T: std::fmt::Debug>(r: EngineResult<T>) -> EngineError {
@@ -225,11 +246,11 @@ fn anonymous_volumes_get_a_random_name_and_are_marked() {
     let e = env();
     let a = e
         .vols
-        .create(&default(), VolumeCreate::default(), true)
+        .create(&cx(&default()), VolumeCreate::default(), true)
         .unwrap();
     let b = e
         .vols
-        .create(&default(), VolumeCreate::default(), true)
+        .create(&cx(&default()), VolumeCreate::default(), true)
         .unwrap();
     assert_ne!(a.name, b.name);
     assert!(a.anonymous && b.anonymous);
@@ -257,7 +278,7 @@ fn a_second_volume_of_the_same_name_is_a_conflict_and_touches_nothing() {
         "{:?}",
         e.host.calls()
     );
-    assert_eq!(e.vols.committed(&default()).unwrap(), 0);
+    assert_eq!(e.vols.committed(&cx(&default())).unwrap(), 0);
 }
 
 #[test]
@@ -311,7 +332,7 @@ fn a_size_makes_an_ext4_image_mounted_on_the_data_directory() {
     assert_eq!(state.images.len(), 1);
     assert_eq!(state.loops.len(), 1);
     assert!(state.mounts.contains_key(&vdir.join("_data")));
-    assert_eq!(e.vols.committed(&default()).unwrap(), 10 << 20);
+    assert_eq!(e.vols.committed(&cx(&default())).unwrap(), 10 << 20);
     e.vols.remove(&default(), "db").unwrap();
     e.assert_clean();
 }
@@ -344,7 +365,7 @@ fn inodes_alone_make_a_capped_image_with_an_inode_limit() {
         inodes: Some(500)
     }));
     // No size limit: nothing charged.
-    assert_eq!(e.vols.committed(&default()).unwrap(), 0);
+    assert_eq!(e.vols.committed(&cx(&default())).unwrap(), 0);
     e.vols.remove(&default(), "many").unwrap();
     e.assert_clean();
 }
@@ -521,7 +542,7 @@ fn a_full_disk_while_creating_is_no_space() {
 #[test]
 fn a_create_whose_ready_step_fails_gives_its_quota_charge_back() {
     let e = env();
-    e.vols.set_quota(&default(), Some(15 << 20)).unwrap();
+    e.vols.set_quota(&cx(&default()), Some(15 << 20)).unwrap();
     // Reserve, then ready: fail the second transaction.
     e.db.fail_txn(1);
     err_of(create(&e, "v", None, &[("size", "10m")]));
@@ -906,7 +927,7 @@ fn prune_removes_unused_anonymous_volumes_or_all_unused() {
     create(&e, "busy", None, &[]).unwrap();
     let anon = e
         .vols
-        .create(&default(), VolumeCreate::default(), true)
+        .create(&cx(&default()), VolumeCreate::default(), true)
         .unwrap();
     let mut held = vec![vol_mount(None, "/h")];
     let made = e.vols.attach(&default(), "c1", &mut held).unwrap();
@@ -935,7 +956,7 @@ fn prune_removes_unused_anonymous_volumes_or_all_unused() {
 #[test]
 fn under_a_quota_a_volume_needs_a_size() {
     let e = env();
-    e.vols.set_quota(&default(), Some(100 << 20)).unwrap();
+    e.vols.set_quota(&cx(&default()), Some(100 << 20)).unwrap();
     let err = err_of(create(&e, "v", None, &[]));
     assert_eq!(err.kind(), ErrorKind::InvalidInput);
     assert!(err.message().contains("--opt size="), "{}", err.message());
@@ -945,8 +966,8 @@ fn under_a_quota_a_volume_needs_a_size() {
 #[test]
 fn a_quota_counts_size_limits_and_refuses_past_it() {
     let e = env();
-    e.vols.set_quota(&default(), Some(30 << 20)).unwrap();
-    assert_eq!(e.vols.quota(&default()).unwrap(), Some(30 << 20));
+    e.vols.set_quota(&cx(&default()), Some(30 << 20)).unwrap();
+    assert_eq!(e.vols.quota(&cx(&default())).unwrap(), Some(30 << 20));
     create(&e, "a", None, &[("size", "20m")]).unwrap();
     let err = err_of(create(&e, "b", None, &[("size", "20m")]));
     assert_eq!(err.kind(), ErrorKind::InsufficientStorage);
@@ -962,10 +983,10 @@ fn a_quota_counts_size_limits_and_refuses_past_it() {
         err.message()
     );
     create(&e, "b", None, &[("size", "10m")]).unwrap();
-    assert_eq!(e.vols.committed(&default()).unwrap(), 30 << 20);
+    assert_eq!(e.vols.committed(&cx(&default())).unwrap(), 30 << 20);
     e.vols.remove(&default(), "a").unwrap();
-    assert_eq!(e.vols.committed(&default()).unwrap(), 10 << 20);
-    e.vols.set_quota(&default(), None).unwrap();
+    assert_eq!(e.vols.committed(&cx(&default())).unwrap(), 10 << 20);
+    e.vols.set_quota(&cx(&default()), None).unwrap();
     create(&e, "c", None, &[]).unwrap();
 }
 
@@ -994,18 +1015,18 @@ fn a_store_of_an_older_pier_without_the_counter_sums_its_records() {
     let mut b = Batch::new();
     b.delete(Table::Quotas, committed_key(&default()));
     b.commit(e.db.as_ref()).unwrap();
-    assert_eq!(e.vols.committed(&default()).unwrap(), 5 << 20);
-    e.vols.set_quota(&default(), Some(6 << 20)).unwrap();
+    assert_eq!(e.vols.committed(&cx(&default())).unwrap(), 5 << 20);
+    e.vols.set_quota(&cx(&default()), Some(6 << 20)).unwrap();
     let err = err_of(create(&e, "c", None, &[("size", "2m")]));
     assert_eq!(err.kind(), ErrorKind::InsufficientStorage);
     create(&e, "c", None, &[("size", "1m")]).unwrap();
-    assert_eq!(e.vols.committed(&default()).unwrap(), 6 << 20);
+    assert_eq!(e.vols.committed(&cx(&default())).unwrap(), 6 << 20);
 }
 
 #[test]
 fn concurrent_creates_cannot_pass_a_quota_together() {
     let e = env();
-    e.vols.set_quota(&default(), Some(30 << 20)).unwrap();
+    e.vols.set_quota(&cx(&default()), Some(30 << 20)).unwrap();
     // Every transaction waits a little: checks that read before another's commit and
     // wrote after it would let every create pass.
     e.db.delay_txns(Some(Duration::from_millis(3)));
@@ -1015,7 +1036,7 @@ fn concurrent_creates_cannot_pass_a_quota_together() {
             .map(|i| {
                 s.spawn(move || {
                     vols.create(
-                        &default(),
+                        &cx(&default()),
                         req(Some(&format!("v{i}")), None, &[("size", "10m")]),
                         false,
                     )
@@ -1030,8 +1051,103 @@ fn concurrent_creates_cannot_pass_a_quota_together() {
     });
     assert_eq!(results.iter().filter(|ok| **ok).count(), 3, "{results:?}");
     assert_eq!(e.vols.list(&default()).unwrap().len(), 3);
-    assert_eq!(e.vols.committed(&default()).unwrap(), 30 << 20);
+    assert_eq!(e.vols.committed(&cx(&default())).unwrap(), 30 << 20);
     assert_eq!(e.host.state().mounts.len(), 3);
+}
+
+#[test]
+fn a_count_quota_refuses_volumes_past_it_and_a_remove_frees_a_slot() {
+    let e = env();
+    let ctx = cx(&default());
+    e.vols.set_count_quota(&ctx, Some(2)).unwrap();
+    assert_eq!(e.vols.count_quota(&ctx).unwrap(), Some(2));
+    create(&e, "a", None, &[]).unwrap();
+    // Anonymous volumes count too.
+    e.vols.create(&ctx, VolumeCreate::default(), true).unwrap();
+    assert_eq!(e.vols.volume_count(&ctx).unwrap(), 2);
+    let txns = e.db.txns();
+    let err = err_of(create(&e, "c", None, &[]));
+    assert_eq!(err.kind(), ErrorKind::InsufficientStorage);
+    assert!(
+        err.message().contains("2 of its quota of 2 volumes"),
+        "{}",
+        err.message()
+    );
+    assert_eq!(e.db.txns(), txns, "a refused create writes nothing");
+    assert!(!e.vdir("default", "c").exists());
+    // A remove gives its slot back.
+    e.vols.remove(&default(), "a").unwrap();
+    assert_eq!(e.vols.volume_count(&ctx).unwrap(), 1);
+    create(&e, "c", None, &[]).unwrap();
+    // Another project's count is its own; clearing the quota lifts it.
+    let team = project("team-a");
+    e.projects.create(&team).unwrap();
+    e.vols
+        .create(&cx(&team), req(Some("t"), None, &[]), false)
+        .unwrap();
+    assert_eq!(e.vols.volume_count(&cx(&team)).unwrap(), 1);
+    e.vols.set_count_quota(&ctx, None).unwrap();
+    create(&e, "d", None, &[]).unwrap();
+    assert_eq!(e.vols.volume_count(&ctx).unwrap(), 3);
+    let kv = e.db.get(Table::Quotas, &count_key(&default())).unwrap();
+    assert_eq!(String::from_utf8(kv.unwrap()).unwrap(), "3");
+}
+
+#[test]
+fn a_failed_create_gives_its_count_slot_back() {
+    let e = env();
+    let ctx = cx(&default());
+    e.vols.set_count_quota(&ctx, Some(1)).unwrap();
+    e.host.fail_kind(CallKind::MountImage, libc::EIO);
+    err_of(create(&e, "a", None, &[("size", "10m")]));
+    e.host.heal();
+    assert_eq!(e.vols.volume_count(&ctx).unwrap(), 0);
+    create(&e, "a", None, &[]).unwrap();
+}
+
+#[test]
+fn a_store_of_an_older_pier_without_the_count_counts_its_records() {
+    let e = env();
+    create(&e, "a", None, &[]).unwrap();
+    create(&e, "b", None, &[]).unwrap();
+    let mut b = Batch::new();
+    b.delete(Table::Quotas, count_key(&default()));
+    b.commit(e.db.as_ref()).unwrap();
+    let ctx = cx(&default());
+    assert_eq!(e.vols.volume_count(&ctx).unwrap(), 2);
+    e.vols.set_count_quota(&ctx, Some(2)).unwrap();
+    err_of(create(&e, "c", None, &[]));
+    e.vols.remove(&default(), "a").unwrap();
+    create(&e, "c", None, &[]).unwrap();
+    assert_eq!(e.vols.volume_count(&ctx).unwrap(), 2);
+}
+
+#[test]
+fn concurrent_creates_cannot_pass_a_count_quota_together() {
+    let e = env();
+    e.vols.set_count_quota(&cx(&default()), Some(3)).unwrap();
+    // Every transaction waits a little: checks that read before another's commit and
+    // wrote after it would let every create pass.
+    e.db.delay_txns(Some(Duration::from_millis(3)));
+    let vols = &e.vols;
+    let results: Vec<bool> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..8)
+            .map(|i| {
+                s.spawn(move || {
+                    let r = req(Some(&format!("v{i}")), None, &[]);
+                    vols.create(&cx(&default()), r, false)
+                        .map_err(|e| {
+                            assert_eq!(e.kind(), ErrorKind::InsufficientStorage, "{}", e.message())
+                        })
+                        .is_ok()
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    assert_eq!(results.iter().filter(|ok| **ok).count(), 3, "{results:?}");
+    assert_eq!(e.vols.list(&default()).unwrap().len(), 3);
+    assert_eq!(e.vols.volume_count(&cx(&default())).unwrap(), 3);
 }
 
 #[test]
@@ -1044,7 +1160,7 @@ fn concurrent_creates_of_one_name_make_one_volume() {
             .map(|_| {
                 s.spawn(move || {
                     vols.create(
-                        &default(),
+                        &cx(&default()),
                         req(Some("same"), None, &[("size", "4m")]),
                         false,
                     )
@@ -1059,7 +1175,7 @@ fn concurrent_creates_of_one_name_make_one_volume() {
     });
     assert_eq!(ok, 1);
     assert_eq!(e.host.state().images.len(), 1);
-    assert_eq!(e.vols.committed(&default()).unwrap(), 4 << 20);
+    assert_eq!(e.vols.committed(&cx(&default())).unwrap(), 4 << 20);
 }
 
 // ---- projects ------------------------------------------------------------------------------
@@ -1072,14 +1188,18 @@ fn the_same_name_in_two_projects_is_two_volumes() {
     let a = e
         .vols
         .create(
-            &default(),
+            &cx(&default()),
             req(Some("data"), None, &[("size", "2m")]),
             false,
         )
         .unwrap();
     let b = e
         .vols
-        .create(&team, req(Some("data"), None, &[("size", "3m")]), false)
+        .create(
+            &cx(&team),
+            req(Some("data"), None, &[("size", "3m")]),
+            false,
+        )
         .unwrap();
     assert_ne!(a.mountpoint, b.mountpoint);
     assert!(
@@ -1087,13 +1207,13 @@ fn the_same_name_in_two_projects_is_two_volumes() {
         "{}",
         b.mountpoint
     );
-    assert_eq!(e.vols.committed(&default()).unwrap(), 2 << 20);
-    assert_eq!(e.vols.committed(&team).unwrap(), 3 << 20);
+    assert_eq!(e.vols.committed(&cx(&default())).unwrap(), 2 << 20);
+    assert_eq!(e.vols.committed(&cx(&team)).unwrap(), 3 << 20);
     // A quota of one project does not see the other's.
-    e.vols.set_quota(&team, Some(4 << 20)).unwrap();
+    e.vols.set_quota(&cx(&team), Some(4 << 20)).unwrap();
     e.vols
         .create(
-            &default(),
+            &cx(&default()),
             req(Some("more"), None, &[("size", "5m")]),
             false,
         )
@@ -1103,6 +1223,36 @@ fn the_same_name_in_two_projects_is_two_volumes() {
     assert!(e.vdir("team-a", "data").join("_data").is_dir());
     assert_eq!(e.vols.list(&team).unwrap().len(), 1);
     assert_eq!(e.vols.list(&default()).unwrap().len(), 1);
+}
+
+#[test]
+fn a_request_acts_in_the_project_its_context_names() {
+    let e = env();
+    let p1 = project("p1");
+    e.projects.create(&p1).unwrap();
+    let (in_p1, in_default) = (cx(&p1), cx(&default()));
+    let v = e
+        .vols
+        .create(&in_p1, req(Some("data"), None, &[("size", "2m")]), false)
+        .unwrap();
+    assert_eq!(v.project, p1);
+    assert!(
+        v.mountpoint.contains("/volumes/p1/data/"),
+        "{}",
+        v.mountpoint
+    );
+    assert!(e.vdir("p1", "data").join("_data").is_dir());
+    assert!(!e.vdir("default", "data").exists());
+    // Not visible to a request in another project.
+    let err = err_of(e.vols.inspect(&in_default, "data"));
+    assert_eq!(err.kind(), ErrorKind::NotFound, "{}", err.message());
+    assert!(e.vols.list(&default()).unwrap().is_empty());
+    assert_eq!(e.vols.committed(&in_default).unwrap(), 0);
+    // Visible, charged and snapshotted in its own.
+    assert_eq!(e.vols.inspect(&in_p1, "data").unwrap().name, "data");
+    assert_eq!(e.vols.committed(&in_p1).unwrap(), 2 << 20);
+    let err = err_of(e.vols.remove_snapshot(&in_default, "data", "s"));
+    assert_eq!(err.kind(), ErrorKind::NotFound, "{}", err.message());
 }
 
 #[test]
@@ -1132,14 +1282,16 @@ fn a_directory_volume_snapshot_copies_its_files_and_restore_puts_them_back() {
     let quiesce = |on: bool| paused.lock().unwrap().push(on);
     e.vols.snapshot(&default(), "vol", "s1", &quiesce).unwrap();
     assert_eq!(*paused.lock().unwrap(), vec![true, false]);
-    assert_eq!(e.vols.snapshots(&default(), "vol"), vec!["s1"]);
+    assert_eq!(e.vols.snapshots(&cx(&default()), "vol"), vec!["s1"]);
     std::fs::write(data.join("f"), "two").unwrap();
     std::fs::write(data.join("g"), "new").unwrap();
     e.vols.restore(&default(), "vol", "s1").unwrap();
     assert_eq!(std::fs::read_to_string(data.join("f")).unwrap(), "one");
     assert!(!data.join("g").exists());
-    e.vols.remove_snapshot(&default(), "vol", "s1").unwrap();
-    assert!(e.vols.snapshots(&default(), "vol").is_empty());
+    e.vols
+        .remove_snapshot(&cx(&default()), "vol", "s1")
+        .unwrap();
+    assert!(e.vols.snapshots(&cx(&default()), "vol").is_empty());
 }
 
 #[test]
@@ -1220,7 +1372,7 @@ fn snapshot_names_are_checked_and_unknown_ones_are_not_found() {
     assert_eq!(err.kind(), ErrorKind::Conflict);
     for err in [
         err_of(e.vols.restore(&default(), "vol", "nope")),
-        err_of(e.vols.remove_snapshot(&default(), "vol", "nope")),
+        err_of(e.vols.remove_snapshot(&cx(&default()), "vol", "nope")),
     ] {
         assert_eq!(err.kind(), ErrorKind::NotFound);
         assert!(
@@ -1245,7 +1397,7 @@ fn inspect_fills_in_usage() {
         let data = e.vdir("default", n).join("_data");
         std::fs::write(data.join("f"), [0u8; 100]).unwrap();
         std::fs::create_dir(data.join("d")).unwrap();
-        let u = e.vols.inspect(&default(), n).unwrap().usage.unwrap();
+        let u = e.vols.inspect(&cx(&default()), n).unwrap().usage.unwrap();
         assert_eq!((u.bytes >= 100, u.inodes), (true, 2), "{n}");
     }
 }
@@ -1266,15 +1418,20 @@ fn export_and_import_round_trip_and_a_bad_checksum_leaves_no_volume() {
     let data = e.vdir("default", "src").join("_data");
     std::fs::write(data.join("f"), "hello").unwrap();
     let mut tar = Vec::new();
-    e.vols.export(&default(), "src", &mut tar).unwrap();
+    e.vols.export(&cx(&default()), "src", &mut tar).unwrap();
     let v = e
         .vols
-        .import(&default(), req(Some("copy"), None, &[]), &tar[..], None)
+        .import(
+            &cx(&default()),
+            req(Some("copy"), None, &[]),
+            &tar[..],
+            None,
+        )
         .unwrap();
     let copied = e.vdir("default", &v.name).join("_data/f");
     assert_eq!(std::fs::read_to_string(copied).unwrap(), "hello");
     let err = err_of(e.vols.import(
-        &default(),
+        &cx(&default()),
         req(Some("bad"), None, &[]),
         &tar[..],
         Some("sha256:00"),
@@ -1293,7 +1450,7 @@ fn export_and_import_round_trip_and_a_bad_checksum_leaves_no_volume() {
 fn block_volumes_are_not_exported() {
     let e = env();
     create(&e, "disk", Some("block"), &[("size", "5m")]).unwrap();
-    let err = err_of(e.vols.export(&default(), "disk", std::io::sink()));
+    let err = err_of(e.vols.export(&cx(&default()), "disk", std::io::sink()));
     assert_eq!(err.kind(), ErrorKind::InvalidInput);
     assert!(err.message().contains("qemu-img"), "{}", err.message());
 }
@@ -1386,4 +1543,158 @@ fn reconcile_removes_directories_no_record_owns() {
     e.reopen().reconcile().unwrap();
     assert!(!e.vdir("default", "orphan").exists());
     assert!(e.vdir("default", "kept").join("_data").is_dir());
+}
+
+// ---- the reconciler beside the API -------------------------------------------------------
+
+/// Starts creating volume `name` (limited, so it has an image and a mount) on a thread
+/// that the store holds at the create's ready step (its second read of the record) until
+/// the returned sender is dropped or sent to; the join handle gives the create's result.
+fn held_create(
+    e: &Env,
+    name: &'static str,
+) -> (
+    std::sync::mpsc::Sender<()>,
+    std::thread::JoinHandle<EngineResult<VolumeInspect>>,
+) {
+    let (held_tx, held_rx) = std::sync::mpsc::channel::<()>();
+    let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
+    let go_rx = Mutex::new(Some(go_rx));
+    let reads = std::sync::atomic::AtomicUsize::new(0);
+    let held_tx = Mutex::new(held_tx);
+    let record = format!("default/{name}");
+    e.db.on_read(Some(Arc::new(move |table, key| {
+        if table != Table::Volumes
+            || key != record
+            || std::thread::current().name() != Some("creator")
+        {
+            return;
+        }
+        if reads.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 1 {
+            let _ = held_tx.lock().unwrap().send(());
+            if let Some(rx) = go_rx.lock().unwrap().take() {
+                let _ = rx.recv();
+            }
+        }
+    })));
+    let vols = e.vols.clone();
+    let h = std::thread::Builder::new()
+        .name("creator".into())
+        .spawn(move || {
+            vols.create(
+                &cx(&default()),
+                req(Some(name), None, &[("size", "10m")]),
+                false,
+            )
+        })
+        .unwrap();
+    held_rx
+        .recv_timeout(Duration::from_secs(5))
+        .expect("the create reached its ready step");
+    (go_tx, h)
+}
+
+#[test]
+fn a_create_in_flight_survives_a_reconcile_pass() {
+    let e = env();
+    let (go, creator) = held_create(&e, "held");
+    // Mid-way: its record is `creating`, its directory and mount are made.
+    assert!(
+        e.vols.get(&default(), "held").is_err(),
+        "hidden while creating"
+    );
+    let data = e.vdir("default", "held").join("_data");
+    assert!(e.host.state().mounts.contains_key(&data));
+    // Its lease lives: a pass (and the start's reconcile) leave it be.
+    assert!(e.vols.reap_dead_creates().unwrap().is_empty());
+    e.vols.reconcile().unwrap();
+    assert!(e.host.state().mounts.contains_key(&data));
+    assert_eq!(e.db.list(Table::Volumes, "").unwrap().len(), 1);
+    go.send(()).unwrap();
+    let v = creator.join().unwrap().unwrap();
+    assert_eq!(v.size_limit, Some(10 << 20));
+    assert!(e.vols.get(&default(), "held").is_ok());
+    assert!(
+        e.db.list(Table::Meta, CREATING_PREFIX).unwrap().is_empty(),
+        "the create's key went with its ready step"
+    );
+    e.db.on_read(None);
+    e.vols.remove(&default(), "held").unwrap();
+    e.assert_clean();
+}
+
+#[test]
+fn a_create_whose_lease_expired_is_reaped_with_its_directory() {
+    let e = env();
+    e.vols.set_count_quota(&cx(&default()), Some(1)).unwrap();
+    let (go, creator) = held_create(&e, "stalled");
+    // Its owner stalls past the lease's time to live: the lease ends, and with it the
+    // create's key.
+    e.clock.advance(CREATE_LEASE_TTL + Duration::from_secs(1));
+    assert_eq!(e.db.expire_leases().unwrap().len(), 1);
+    assert_eq!(e.vols.reap_dead_creates().unwrap(), vec!["stalled"]);
+    assert!(!e.vdir("default", "stalled").exists());
+    assert!(e.host.state().is_clean(), "{:?}", e.host.state());
+    assert!(e.db.list(Table::Volumes, "").unwrap().is_empty());
+    assert_eq!(e.vols.volume_count(&cx(&default())).unwrap(), 0);
+    // The owner, woken, finds it given up and leaves nothing either.
+    go.send(()).unwrap();
+    let err = err_of(creator.join().unwrap());
+    assert_eq!(err.kind(), ErrorKind::Unavailable, "{}", err.message());
+    assert!(err.message().contains("lease"), "{}", err.message());
+    e.db.on_read(None);
+    e.assert_clean();
+    // Its slot is free again.
+    create(&e, "stalled", None, &[]).unwrap();
+}
+
+#[tokio::test]
+async fn the_reconciler_reaps_a_dead_create_when_its_lease_ends() {
+    let e = env();
+    // As a create whose daemon died mid-way leaves it: a `creating` record, its
+    // directory, and its key on a lease nobody keeps alive.
+    let lease = e.db.grant(Duration::from_secs(5)).unwrap();
+    let mut b = Batch::new();
+    b.put_json(
+        Table::Volumes,
+        "default/dead",
+        &serde_json::json!({"name": "dead", "project": "default", "driver": "local",
+            "created": "2026-01-01T00:00:00Z", "mountpoint": "", "labels": {}, "options": {},
+            "phase": "creating"}),
+    );
+    b.put_json_leased(
+        Table::Meta,
+        format!("{CREATING_PREFIX}default/dead"),
+        &true,
+        lease,
+    );
+    b.commit(e.db.as_ref()).unwrap();
+    std::fs::create_dir_all(e.vdir("default", "dead").join("_data")).unwrap();
+    let store: Arc<dyn Store> = e.db.clone();
+    let mut loops = pier_engine::reconcile::Loops::default();
+    loops.spawn_lease_tick(store.clone(), Duration::from_millis(10));
+    loops.spawn(
+        store,
+        Arc::new(VolumeReconciler {
+            volumes: e.vols.clone(),
+            period: Duration::from_secs(3600),
+        }),
+    );
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        e.vdir("default", "dead").exists(),
+        "reaped while its lease lived"
+    );
+    assert_eq!(e.db.list(Table::Volumes, "").unwrap().len(), 1);
+    e.clock.advance(Duration::from_secs(6));
+    let t0 = std::time::Instant::now();
+    while e.vdir("default", "dead").exists() || !e.db.list(Table::Volumes, "").unwrap().is_empty() {
+        assert!(
+            t0.elapsed() < Duration::from_secs(5),
+            "the dead create was not reaped"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    drop(loops);
+    e.assert_clean();
 }

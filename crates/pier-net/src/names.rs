@@ -8,8 +8,8 @@
 //!
 //! | | default root (`/var/lib/pier`, tag empty) | any other root (tag `3fa0`) |
 //! |---|---|---|
-//! | default network's bridge | `pier0` | `pier3fa0` |
-//! | other networks' bridges | `pier-<id8>` | `pier3fa0-<id6>` |
+//! | the default project's default network's bridge | `pier0` | `pier3fa0` |
+//! | other networks' bridges (other projects' default networks too) | `pier-<id8>` | `pier3fa0-<id6>` |
 //! | host ends of veths | `pv<id6><nonce4><n>` | `pv3fa0<id4><nonce4><n>` |
 //! | nftables table | `ip pier` | `ip pier_3fa0` |
 //!

@@ -17,7 +17,7 @@ use crate::ipam::Ipv4Net;
 use crate::{Error, Result, ToolFailure};
 
 /// A bridge network as the firewall sees it.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FwNetwork {
     pub bridge: String,
     pub subnet: Ipv4Net,

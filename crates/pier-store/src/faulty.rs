@@ -25,6 +25,14 @@ pub struct FaultyStore {
 }
 
 impl FaultyStore {
+    /// One whose leases follow `clock` (a [`crate::ManualClock`] in tests).
+    pub fn with_clock(clock: Arc<dyn crate::Clock>) -> Self {
+        FaultyStore {
+            inner: MemStore::with_clock(clock),
+            ..Default::default()
+        }
+    }
+
     /// Transactions tried so far (failed ones included).
     pub fn txns(&self) -> usize {
         self.txns.load(Ordering::SeqCst)

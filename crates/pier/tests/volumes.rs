@@ -180,6 +180,27 @@ fn limits_hold_bytes_inodes_and_the_writable_layer() {
     d.ok(&["volume", "create", "--opt", "size=15m", "fits"]);
     d.ok(&["quota", "--volume-bytes", "none"]);
     d.ok(&["volume", "create", "unsized"]);
+    // A quota on how many volumes, set apart from the bytes one and shown beside it.
+    d.ok(&["quota", "--volume-bytes", "1g"]);
+    let shown = d.ok(&["quota", "--volumes", "5"]);
+    let count: u64 = shown
+        .lines()
+        .find_map(|l| l.strip_prefix("volumes: "))
+        .and_then(|l| l.split(' ').next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no volume count in {shown:?}"));
+    assert!(shown.contains("of 1073741824"), "bytes quota kept: {shown}");
+    assert!(shown.contains(&format!("volumes: {count} of 5")), "{shown}");
+    let mut made = Vec::new();
+    for i in count..5 {
+        let name = format!("counted{i}");
+        d.ok(&["volume", "create", "--opt", "size=1m", &name]);
+        made.push(name);
+    }
+    let err = d.fails(&["volume", "create", "--opt", "size=1m", "one-too-many"]);
+    assert!(err.contains("quota of 5 volumes"), "{err}");
+    d.ok(&["volume", "rm", &made[0]]);
+    d.ok(&["volume", "create", "--opt", "size=1m", "one-too-many"]);
+    d.ok(&["quota", "--volumes", "none", "--volume-bytes", "none"]);
 }
 
 #[test]

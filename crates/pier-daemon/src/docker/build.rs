@@ -33,7 +33,7 @@ pub async fn build(Ctx(ctx): Ctx, state: DState, p: Params, body: Body) -> DResu
             }
             _ => send(ev.to_line()),
         },
-        &ctx.project,
+        ctx,
     );
     Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
 }

@@ -70,7 +70,7 @@ async fn create(Ctx(ctx): Ctx, state: DState, p: Params, body: Bytes) -> DResult
             labels,
             ..Default::default()
         };
-        d.engine.ensure_volume(&ctx.project, v)?;
+        d.engine.ensure_volume(&ctx, v)?;
     }
     let (req, extra_networks) = (converted.request, converted.endpoints);
     // Checked before anything is made, so that a bad address leaves no container behind.

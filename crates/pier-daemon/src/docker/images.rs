@@ -22,7 +22,7 @@ use super::params::{check_filters, Params};
 use super::system::emit;
 use super::{blocking, image, json, normalize_ref, DResult, DState, Docker, DockerError};
 use crate::api::Ctx;
-use pier_api::ProjectName;
+use pier_engine::RequestContext;
 
 pub fn routes() -> Router<Arc<Docker>> {
     Router::new()
@@ -45,7 +45,7 @@ async fn list(Ctx(ctx): Ctx, state: DState, p: Params) -> DResult<Response> {
     check_filters(&filters, IMAGE_FILTERS)?;
     let v = blocking(move || {
         let mut out = Vec::new();
-        for (i, labels) in d.engine.list_images(&ctx.project, &filters)? {
+        for (i, labels) in d.engine.list_images(&ctx, &filters)? {
             let mut s = summary_json(&i);
             s["Labels"] = json!(labels);
             out.push(s);
@@ -60,13 +60,13 @@ async fn list(Ctx(ctx): Ctx, state: DState, p: Params) -> DResult<Response> {
 async fn get_named(Ctx(ctx): Ctx, state: DState, Path(rest): Path<String>) -> DResult<Response> {
     let d = state.0;
     if let Some(name) = rest.strip_suffix("/json") {
-        return inspect(d, name.to_string(), &ctx.project).await;
+        return inspect(d, name.to_string(), ctx).await;
     }
     if let Some(name) = rest.strip_suffix("/history") {
-        return history(d, name.to_string(), &ctx.project).await;
+        return history(d, name.to_string(), ctx).await;
     }
     if let Some(name) = rest.strip_suffix("/get") {
-        return save(d, vec![name.to_string()], &ctx.project).await;
+        return save(d, vec![name.to_string()], ctx).await;
     }
     Err(DockerError::not_found(format!(
         "page not found: pier's Docker API has no GET /images/{rest}"
@@ -83,21 +83,20 @@ async fn post_named(
 ) -> DResult<Response> {
     let d = state.0;
     if let Some(name) = rest.strip_suffix("/tag") {
-        return tag(d, name.to_string(), p, &ctx.project).await;
+        return tag(d, name.to_string(), p, ctx).await;
     }
     if let Some(name) = rest.strip_suffix("/push") {
-        return super::registry::push(d, name, p.nonempty("tag"), &headers, &ctx.project).await;
+        return super::registry::push(d, name, p.nonempty("tag"), &headers, ctx).await;
     }
     Err(DockerError::not_found(format!(
         "page not found: pier's Docker API has no POST /images/{rest}"
     )))
 }
 
-async fn inspect(d: Arc<Docker>, name: String, project: &ProjectName) -> DResult<Response> {
-    let project = project.clone();
+async fn inspect(d: Arc<Docker>, name: String, ctx: RequestContext) -> DResult<Response> {
     let v = blocking(move || {
-        let rec = image(&d, &name, &project)?;
-        let i = d.engine.images.inspect(&project, rec.id.as_str())?;
+        let rec = image(&d, &name, ctx.project())?;
+        let i = d.engine.inspect_image(&ctx, rec.id.as_str())?;
         let raw = d.engine.images.config(&rec)?;
         Ok(inspect_json(&i, &raw, &d.engine.image_lower_dirs(&rec)))
     })
@@ -105,25 +104,23 @@ async fn inspect(d: Arc<Docker>, name: String, project: &ProjectName) -> DResult
     Ok(json(StatusCode::OK, v))
 }
 
-async fn history(d: Arc<Docker>, name: String, project: &ProjectName) -> DResult<Response> {
-    let project = project.clone();
+async fn history(d: Arc<Docker>, name: String, ctx: RequestContext) -> DResult<Response> {
     let v = blocking(move || {
-        let rec = image(&d, &name, &project)?;
+        let rec = image(&d, &name, ctx.project())?;
         let tags = d
             .engine
-            .images
-            .inspect(&project, rec.id.as_str())?
+            .inspect_image(&ctx, rec.id.as_str())?
             .summary
             .repo_tags;
-        let h = d.engine.images.history(&project, rec.id.as_str())?;
+        let h = d.engine.image_history(&ctx, rec.id.as_str())?;
         Ok(history_json(rec.id.as_str(), &tags, &h))
     })
     .await?;
     Ok(json(StatusCode::OK, v))
 }
 
-async fn tag(d: Arc<Docker>, name: String, p: Params, project: &ProjectName) -> DResult<Response> {
-    let project = project.clone();
+async fn tag(d: Arc<Docker>, name: String, p: Params, ctx: RequestContext) -> DResult<Response> {
+    let project = ctx.project.clone();
     let repo = p
         .nonempty("repo")
         .ok_or_else(|| DockerError::bad_request("give the new name as ?repo=&tag="))?;
@@ -137,8 +134,8 @@ async fn tag(d: Arc<Docker>, name: String, p: Params, project: &ProjectName) -> 
     let rec = image(&d, &name, &project)?;
     let d2 = d.clone();
     let t2 = target.clone();
-    let p2 = project.clone();
-    blocking(move || Ok(d2.engine.images.tag(&p2, rec.id.as_str(), &t2)?)).await?;
+    let c2 = ctx.clone();
+    blocking(move || Ok(d2.engine.tag_image(&c2, rec.id.as_str(), &t2)?)).await?;
     let rec = image(&d, &target.familiar(), &project)?;
     emit(
         &d,
@@ -146,7 +143,7 @@ async fn tag(d: Arc<Docker>, name: String, p: Params, project: &ProjectName) -> 
         "tag",
         rec.id.as_str(),
         &[("name", &target.familiar())],
-        &project,
+        &ctx,
     );
     Ok(StatusCode::CREATED.into_response())
 }
@@ -162,16 +159,16 @@ async fn remove(
     let force = p.bool("force");
     image(&d, &name, &ctx.project)?;
     let d2 = d.clone();
-    let project = ctx.project.clone();
-    let report = blocking(move || Ok(d2.engine.images.remove(&project, &name, force)?)).await?;
+    let c2 = ctx.clone();
+    let report = blocking(move || Ok(d2.engine.remove_image(&c2, &name, force)?)).await?;
     let mut out = Vec::new();
     for u in &report.untagged {
         out.push(json!({"Untagged": u}));
-        emit(&d, "image", "untag", u, &[("name", u)], &ctx.project);
+        emit(&d, "image", "untag", u, &[("name", u)], &ctx);
     }
     for del in &report.deleted {
         out.push(json!({"Deleted": del.as_str()}));
-        emit(&d, "image", "delete", del.as_str(), &[], &ctx.project);
+        emit(&d, "image", "delete", del.as_str(), &[], &ctx);
     }
     Ok(json(StatusCode::OK, Value::Array(out)))
 }
@@ -191,10 +188,10 @@ async fn prune(Ctx(ctx): Ctx, state: DState, p: Params) -> DResult<Response> {
         .and_then(|v| v.first())
         .is_some_and(|v| v == "false" || v == "0");
     let d2 = d.clone();
-    let project = ctx.project.clone();
-    let r = blocking(move || Ok(d2.engine.images.prune(&project, all)?)).await?;
+    let c2 = ctx.clone();
+    let r = blocking(move || Ok(d2.engine.prune_images(&c2, all)?)).await?;
     for del in &r.deleted {
-        emit(&d, "image", "delete", del.as_str(), &[], &ctx.project);
+        emit(&d, "image", "delete", del.as_str(), &[], &ctx);
     }
     Ok(json(
         StatusCode::OK,
@@ -220,15 +217,8 @@ async fn load(Ctx(ctx): Ctx, state: DState, body: Body) -> DResult<Response> {
     let d = state.0;
     let reader = crate::stream::body_reader(body);
     let d2 = d.clone();
-    let project = ctx.project.clone();
-    let report = blocking(move || {
-        Ok(pier_image::archive::load(
-            &d2.engine.images,
-            &project,
-            reader,
-        )?)
-    })
-    .await?;
+    let c2 = ctx.clone();
+    let report = blocking(move || Ok(d2.engine.load_images(&c2, reader)?)).await?;
     let mut lines = Vec::new();
     for i in &report.images {
         if i.repo_tags.is_empty() {
@@ -237,7 +227,7 @@ async fn load(Ctx(ctx): Ctx, state: DState, body: Body) -> DResult<Response> {
         for t in &i.repo_tags {
             lines.push(json!({"stream": format!("Loaded image: {t}\n")}));
         }
-        emit(&d, "image", "load", i.id.as_str(), &[], &ctx.project);
+        emit(&d, "image", "load", i.id.as_str(), &[], &ctx);
     }
     Ok(progress(lines))
 }
@@ -257,11 +247,11 @@ async fn save_many(Ctx(ctx): Ctx, state: DState, p: Params) -> DResult<Response>
             "give the images to save as ?names=",
         ));
     }
-    save(state.0, names, &ctx.project).await
+    save(state.0, names, ctx).await
 }
 
-async fn save(d: Arc<Docker>, names: Vec<String>, project: &ProjectName) -> DResult<Response> {
-    let project = project.clone();
+async fn save(d: Arc<Docker>, names: Vec<String>, ctx: RequestContext) -> DResult<Response> {
+    let project = ctx.project.clone();
     // Every name is resolved first, so a wrong one is a clear error, not a cut stream.
     let d2 = d.clone();
     let p2 = project.clone();
@@ -276,7 +266,7 @@ async fn save(d: Arc<Docker>, names: Vec<String>, project: &ProjectName) -> DRes
     })
     .await?;
     for (rec, _) in &images {
-        emit(&d, "image", "save", rec.id.as_str(), &[], &project);
+        emit(&d, "image", "save", rec.id.as_str(), &[], &ctx);
     }
     let (mut writer, body) = crate::stream::body_writer();
     tokio::task::spawn_blocking(move || {
@@ -328,17 +318,9 @@ async fn create(
             .map_err(|e: pier_api::reference::RefError| DockerError::bad_request(e.to_string()))?;
         let reader = crate::stream::body_reader(body);
         let d2 = d.clone();
-        let project = ctx.project.clone();
-        let loaded = blocking(move || {
-            Ok(pier_image::build::import(
-                &d2.engine.images,
-                &project,
-                reader,
-                name,
-            )?)
-        })
-        .await?;
-        emit(&d, "image", "import", loaded.id.as_str(), &[], &ctx.project);
+        let c2 = ctx.clone();
+        let loaded = blocking(move || Ok(d2.engine.import_image(&c2, reader, name)?)).await?;
+        emit(&d, "image", "import", loaded.id.as_str(), &[], &ctx);
         return Ok(progress(vec![json!({"status": loaded.id.as_str()})]));
     }
     let Some(from) = p.nonempty("fromImage") else {
@@ -346,7 +328,7 @@ async fn create(
             "give fromImage (to pull) or fromSrc (to import)",
         ));
     };
-    super::registry::pull(d, from, p.nonempty("tag"), &headers, &ctx.project).await
+    super::registry::pull(d, from, p.nonempty("tag"), &headers, ctx).await
 }
 
 /// `GET /images/search`.

@@ -278,8 +278,8 @@ async fn plugin(axum::extract::Path(rest): axum::extract::Path<String>) -> Docke
 /// `docker builder prune` (and `system prune`): removes the build cache, the untagged
 /// images build steps made that no kept image was built from.
 async fn build_prune(Ctx(ctx): Ctx, axum::extract::State(d): DState) -> Response {
-    let images = d.engine.images.clone();
-    let r = tokio::task::spawn_blocking(move || images.prune_build_cache(&ctx.project)).await;
+    let engine = d.engine.clone();
+    let r = tokio::task::spawn_blocking(move || engine.prune_build_cache(&ctx)).await;
     match r {
         Ok(Ok(report)) => json(
             StatusCode::OK,

@@ -17,9 +17,10 @@ use pier_api::docker::networks::{
     network_json, predefined_json, ConnectBody, CreateBody, PREDEFINED,
 };
 use pier_api::networks::{NetworkConnect, NetworkInspect};
-use pier_api::{ErrorKind, ProjectName};
+use pier_api::ErrorKind;
 use pier_engine::networks::DEFAULT_NETWORK;
 use pier_engine::networks_query::{network_matches, NetworkFacts, NETWORK_FILTERS};
+use pier_engine::RequestContext;
 use serde_json::{json, Value};
 
 use super::params::{check_filters, parse_time, Params};
@@ -38,11 +39,11 @@ pub fn routes() -> Router<Arc<Docker>> {
 }
 
 /// Finds a network, with Docker's "not found" message.
-fn network(d: &Docker, name: &str, project: &ProjectName) -> DResult<NetworkInspect> {
+fn network(d: &Docker, name: &str, ctx: &RequestContext) -> DResult<NetworkInspect> {
     d.engine
         .containers
         .networks
-        .inspect(project, name)
+        .inspect(ctx, name)
         .map_err(|e| match e.kind() {
             ErrorKind::NotFound => DockerError::not_found(format!("network {name} not found")),
             _ => e.into(),
@@ -55,8 +56,8 @@ async fn list(Ctx(ctx): Ctx, state: DState, p: Params) -> DResult<Response> {
     let filters = p.filters()?;
     check_filters(&filters, NETWORK_FILTERS)?;
     let v = blocking(move || {
-        let nets = d.engine.containers.networks.list(&ctx.project)?;
-        let used = d.engine.networks_in_use(&ctx.project)?;
+        let nets = d.engine.containers.networks.list(&ctx)?;
+        let used = d.engine.networks_in_use(&ctx)?;
         let mut out = Vec::new();
         for n in &nets {
             let facts = NetworkFacts {
@@ -98,7 +99,7 @@ async fn inspect(Ctx(ctx): Ctx, state: DState, Path(id): Path<String>) -> DResul
         return Ok(json(StatusCode::OK, predefined_json(&id)));
     }
     let v = blocking(move || {
-        let n = network(&d, &id, &ctx.project)?;
+        let n = network(&d, &id, &ctx)?;
         let container = |id: &str| d.engine.containers.get(&ctx.project, id).ok();
         Ok(network_json(&n, Some(&container)))
     })
@@ -117,7 +118,7 @@ async fn create(Ctx(ctx): Ctx, state: DState, body: Bytes) -> DResult<Response> 
         .engine
         .containers
         .networks
-        .create(&ctx.project, req)
+        .create(&ctx, req)
         .await
         .map_err(|e| match e.kind() {
             ErrorKind::Conflict if e.message().contains("already exists") => {
@@ -135,7 +136,7 @@ async fn create(Ctx(ctx): Ctx, state: DState, body: Bytes) -> DResult<Response> 
         "create",
         &n.id,
         &[("name", &n.name), ("type", "bridge")],
-        &ctx.project,
+        &ctx,
     );
     Ok(json(
         StatusCode::CREATED,
@@ -152,11 +153,11 @@ async fn remove(Ctx(ctx): Ctx, state: DState, Path(id): Path<String>) -> DResult
             format!("{id} is a pre-defined network and cannot be removed"),
         ));
     }
-    let n = network(&d, &id, &ctx.project)?;
+    let n = network(&d, &id, &ctx)?;
     d.engine
         .containers
         .networks
-        .remove(&ctx.project, &n.id)
+        .remove(&ctx, &n.id)
         .await
         .map_err(|e| match e.kind() {
             ErrorKind::Conflict => DockerError::new(
@@ -171,7 +172,7 @@ async fn remove(Ctx(ctx): Ctx, state: DState, Path(id): Path<String>) -> DResult
         "destroy",
         &n.id,
         &[("name", &n.name), ("type", "bridge")],
-        &ctx.project,
+        &ctx,
     );
     Ok(StatusCode::NO_CONTENT.into_response())
 }
@@ -191,7 +192,7 @@ async fn connect(
             "a running container cannot be connected to the {id} network: choose it when the container is created"
         )));
     }
-    let n = network(&d, &id, &ctx.project)?;
+    let n = network(&d, &id, &ctx)?;
     let c = container(&d, &b.container, &ctx.project)?;
     let ep = b.endpoint_config.unwrap_or_default();
     let req = NetworkConnect {
@@ -200,8 +201,7 @@ async fn connect(
         aliases: ep.aliases(),
     };
     d.engine
-        .containers
-        .connect(&ctx.project, &n.id, req)
+        .connect_network(&ctx, &n.id, req)
         .await
         .map_err(|e| match e.kind() {
             ErrorKind::Conflict if e.message().contains("already on network") => DockerError::new(
@@ -227,12 +227,9 @@ async fn disconnect(
     let b: ConnectBody = serde_json::from_slice(&body)
         .map_err(|e| DockerError::bad_request(format!("invalid disconnect request: {e}")))?;
     // `Force` changes nothing: a disconnect never waits on the container.
-    let n = network(&d, &id, &ctx.project)?;
+    let n = network(&d, &id, &ctx)?;
     let c = container(&d, &b.container, &ctx.project)?;
-    d.engine
-        .containers
-        .disconnect(&ctx.project, &n.id, &c.id)
-        .await?;
+    d.engine.disconnect_network(&ctx, &n.id, &c.id).await?;
     Ok(StatusCode::OK.into_response())
 }
 
@@ -248,10 +245,7 @@ async fn prune(Ctx(ctx): Ctx, state: DState, p: Params) -> DResult<Response> {
             parse_time(u).ok_or_else(|| DockerError::bad_request(format!("invalid until {u:?}")))
         })
         .transpose()?;
-    let removed = d
-        .engine
-        .prune_networks(&ctx.project, &filters, until)
-        .await?;
+    let removed = d.engine.prune_networks(&ctx, &filters, until).await?;
     let mut deleted = Vec::new();
     for n in removed {
         emit(
@@ -260,7 +254,7 @@ async fn prune(Ctx(ctx): Ctx, state: DState, p: Params) -> DResult<Response> {
             "destroy",
             &n.id,
             &[("name", &n.name), ("type", "bridge")],
-            &ctx.project,
+            &ctx,
         );
         deleted.push(n.name);
     }

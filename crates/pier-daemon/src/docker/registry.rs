@@ -22,7 +22,7 @@ use tokio::sync::mpsc;
 
 use super::system::emit;
 use super::{json, json_stream, normalize_ref, DResult, Docker, DockerError};
-use pier_api::ProjectName;
+use pier_engine::RequestContext;
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
@@ -58,9 +58,9 @@ pub(crate) async fn pull(
     from: &str,
     tag: Option<&str>,
     headers: &HeaderMap,
-    project: &ProjectName,
+    ctx: RequestContext,
 ) -> DResult<Response> {
-    let project = project.clone();
+    let project = ctx.project.clone();
     let reference = match tag {
         Some(t) if t.starts_with("sha256:") => format!("{from}@{t}"),
         Some(t) => format!("{from}:{t}"),
@@ -84,18 +84,10 @@ pub(crate) async fn pull(
     }));
     tokio::spawn(async move {
         let progress = relay(tx.clone(), true);
-        let done = transfer::pull(
-            d.engine.images.clone(),
-            project.clone(),
-            &r,
-            &d.engine.registry_client,
-            creds,
-            progress,
-        )
-        .await;
+        let done = d.engine.pull_image(&ctx, &r, creds, progress).await;
         let lines = match done {
             Ok((id, manifest)) => {
-                emit(&d, "image", "pull", &shown, &[("name", &shown)], &project);
+                emit(&d, "image", "pull", &shown, &[("name", &shown)], &ctx);
                 let status = if before.as_ref() == Some(&id) {
                     format!("Status: Image is up to date for {shown}")
                 } else {
@@ -121,9 +113,9 @@ pub(crate) async fn push(
     name: &str,
     tag: Option<&str>,
     headers: &HeaderMap,
-    project: &ProjectName,
+    ctx: RequestContext,
 ) -> DResult<Response> {
-    let project = project.clone();
+    let project = ctx.project.clone();
     let creds = credentials(headers);
     let targets: Vec<ImageRef> = match tag {
         Some(t) => vec![format!("{name}:{t}")
@@ -162,19 +154,13 @@ pub(crate) async fn push(
         for target in targets {
             let local = target.familiar();
             let progress = relay(tx.clone(), false);
-            let done = transfer::push(
-                d.engine.images.clone(),
-                project.clone(),
-                &local,
-                &target,
-                &d.engine.registry_client,
-                creds.clone(),
-                progress,
-            )
-            .await;
+            let done = d
+                .engine
+                .push_image(&ctx, &local, &target, creds.clone(), progress)
+                .await;
             match done {
                 Ok(digest) => {
-                    emit(&d, "image", "push", &local, &[("name", &local)], &project);
+                    emit(&d, "image", "push", &local, &[("name", &local)], &ctx);
                     let tag = target.tag().unwrap_or("latest").to_string();
                     let size = d
                         .engine

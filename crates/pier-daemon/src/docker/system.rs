@@ -8,9 +8,9 @@ use axum::response::{IntoResponse, Response};
 use pier_api::containers::ContainerStatus;
 use pier_api::docker::system::{daemon_id, info_json, Info};
 use pier_api::docker::version::version_json;
-use pier_api::ProjectName;
 use pier_engine::events::{EventQuery, LoggedEvent, EVENT_FILTERS};
 use pier_engine::system::{HostInfo, ProcessFacts};
+use pier_engine::RequestContext;
 use serde_json::{json, Value};
 
 use super::params::{check_filters, filters, Params};
@@ -49,7 +49,7 @@ pub async fn info(Ctx(ctx): Ctx, state: DState) -> DResult<Response> {
         move || {
             Ok((
                 d.engine.containers.inspect_all(&ctx.project)?,
-                d.engine.images.list(&ctx.project)?.len(),
+                d.engine.images(&ctx, false)?.len(),
             ))
         }
     })
@@ -90,7 +90,7 @@ pub async fn info(Ctx(ctx): Ctx, state: DState) -> DResult<Response> {
 pub async fn df(Ctx(ctx): Ctx, state: DState) -> DResult<Response> {
     let d = state.0;
     let v = blocking(move || {
-        let images = d.engine.images.list(&ctx.project)?;
+        let images = d.engine.images(&ctx, false)?;
         let containers = d.engine.containers.inspect_all(&ctx.project)?;
         let mut layers = 0u64;
         let image_json: Vec<Value> = images
@@ -116,7 +116,7 @@ pub async fn df(Ctx(ctx): Ctx, state: DState) -> DResult<Response> {
                 v
             })
             .collect();
-        let volumes = super::volumes::df_json(&d, &ctx.project);
+        let volumes = super::volumes::df_json(&d, &ctx);
         Ok(json!({
             "LayersSize": layers,
             "Images": image_json,
@@ -157,9 +157,9 @@ pub(crate) fn emit(
     action: &str,
     id: &str,
     attrs: &[(&str, &str)],
-    project: &ProjectName,
+    ctx: &RequestContext,
 ) {
-    d.engine.emit(project, kind, action, id, attrs);
+    d.engine.emit(ctx, kind, action, id, attrs);
 }
 
 /// `GET /events?since=&until=&filters=`: past events kept since the daemon started, then
@@ -169,12 +169,14 @@ pub async fn events(Ctx(ctx): Ctx, state: DState, p: Params) -> DResult<Response
     check_filters(&filters, EVENT_FILTERS)?;
     let since = filters::time_nanos("since", p.nonempty("since"))?;
     let until = filters::time_nanos("until", p.nonempty("until"))?;
-    let mut rx = state.events.stream(EventQuery {
-        project: ctx.project,
-        filters,
-        since,
-        until,
-    });
+    let mut rx = state.events.stream(
+        &ctx,
+        EventQuery {
+            filters,
+            since,
+            until,
+        },
+    );
     let (tx, out) = tokio::sync::mpsc::channel::<Value>(256);
     tokio::spawn(async move {
         while let Some(e) = rx.recv().await {

@@ -25,6 +25,7 @@ use super::system::emit;
 use super::{blocking, json, DResult, DState, Docker, DockerError};
 use crate::api::Ctx;
 use pier_api::ProjectName;
+use pier_engine::RequestContext;
 
 pub fn routes() -> Router<Arc<Docker>> {
     Router::new()
@@ -68,11 +69,11 @@ fn volume(d: &Docker, name: &str, project: &ProjectName) -> DResult<VolumeInspec
 }
 
 /// `Volumes` of `system df`.
-pub(crate) fn df_json(d: &Docker, project: &ProjectName) -> Value {
-    let vols = d.engine.volumes_with_usage(project);
+pub(crate) fn df_json(d: &Docker, ctx: &RequestContext) -> Value {
+    let vols = d.engine.volumes_with_usage(ctx);
     json!(vols
         .iter()
-        .map(|v| volume_json(d, v, true, project))
+        .map(|v| volume_json(d, v, true, ctx.project()))
         .collect::<Vec<_>>())
 }
 
@@ -82,7 +83,7 @@ async fn list(Ctx(ctx): Ctx, state: DState, p: Params) -> DResult<Response> {
     let filters = p.filters()?;
     check_filters(&filters, VOLUME_FILTERS)?;
     let v = blocking(move || {
-        let vols = d.engine.list_volumes(&ctx.project, &filters)?;
+        let vols = d.engine.list_volumes(&ctx, &filters)?;
         let out: Vec<Value> = vols
             .iter()
             .map(|v| volume_json(&d, v, false, &ctx.project))
@@ -118,7 +119,7 @@ async fn create(Ctx(ctx): Ctx, state: DState, body: Bytes) -> DResult<Response> 
     }
     let name = b.name.filter(|n| !n.is_empty());
     let d2 = d.clone();
-    let project = ctx.project.clone();
+    let c2 = ctx.clone();
     let (v, made) = blocking(move || {
         let req = VolumeCreate {
             name,
@@ -126,7 +127,7 @@ async fn create(Ctx(ctx): Ctx, state: DState, body: Bytes) -> DResult<Response> 
             options: b.driver_opts.unwrap_or_default(),
             labels: b.labels.unwrap_or_default(),
         };
-        Ok(d2.engine.ensure_volume(&project, req)?)
+        Ok(d2.engine.ensure_volume(&c2, req)?)
     })
     .await?;
     if made {
@@ -136,7 +137,7 @@ async fn create(Ctx(ctx): Ctx, state: DState, body: Bytes) -> DResult<Response> 
             "create",
             &v.name,
             &[("driver", "local")],
-            &ctx.project,
+            &ctx,
         );
     }
     Ok(json(
@@ -167,15 +168,14 @@ async fn remove(
     let force = p.bool("force");
     let d2 = d.clone();
     let n2 = name.clone();
-    let project = ctx.project.clone();
+    let c2 = ctx.clone();
     blocking(move || {
-        if let Err(e) = volume(&d2, &n2, &project) {
+        if let Err(e) = volume(&d2, &n2, c2.project()) {
             // `rm -f` of a missing volume is not an error, as on Docker.
             return if force { Ok(()) } else { Err(e) };
         }
         d2.engine
-            .containers
-            .remove_volume(&project, &n2)
+            .remove_volume(&c2, &n2)
             .map_err(|e| match e.kind() {
                 ErrorKind::Conflict => DockerError::conflict(format!(
                     "remove {n2}: volume is in use - {}",
@@ -185,14 +185,7 @@ async fn remove(
             })
     })
     .await?;
-    emit(
-        &d,
-        "volume",
-        "destroy",
-        &name,
-        &[("driver", "local")],
-        &ctx.project,
-    );
+    emit(&d, "volume", "destroy", &name, &[("driver", "local")], &ctx);
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -209,18 +202,11 @@ async fn prune(Ctx(ctx): Ctx, state: DState, p: Params) -> DResult<Response> {
     }
     let all = pier_engine::filters::flag(&filters, "all").unwrap_or(false);
     let d2 = d.clone();
-    let project = ctx.project.clone();
+    let c2 = ctx.clone();
     let (removed, reclaimed) =
-        blocking(move || Ok(d2.engine.prune_volumes_measured(&project, all)?)).await?;
+        blocking(move || Ok(d2.engine.prune_volumes_measured(&c2, all)?)).await?;
     for n in &removed {
-        emit(
-            &d,
-            "volume",
-            "destroy",
-            n,
-            &[("driver", "local")],
-            &ctx.project,
-        );
+        emit(&d, "volume", "destroy", n, &[("driver", "local")], &ctx);
     }
     Ok(json(
         StatusCode::OK,

@@ -54,7 +54,7 @@ use pier_image::{ImageError, ImageStore};
 
 use crate::containers::Containers;
 use crate::error::EngineError;
-use crate::Engine;
+use crate::{Engine, RequestContext};
 
 /// Where builds keep their work directories, under the daemon's root.
 const BUILD_DIR: &str = "build";
@@ -283,18 +283,19 @@ impl Builder {
     /// ```
     pub fn build(
         &self,
-        project: &ProjectName,
+        ctx: &RequestContext,
         mut context: impl Read,
         opts: BuildOptions,
         mut progress: impl FnMut(BuildEvent),
     ) -> Result<Digest, BuildError> {
+        let project = ctx.project();
         let handle = tokio::runtime::Handle::try_current().map_err(|_| {
             BuildError::Invalid("Builder::build must run inside the daemon's tokio runtime".into())
         })?;
         let work = WorkDir::new(&self.root.join(BUILD_DIR))?;
-        let ctx = work.path.join("context");
-        std::fs::create_dir(&ctx).map_err(BuildError::io("create the build context"))?;
-        let unpacked = context::unpack(&mut context, &ctx);
+        let dir = work.path.join("context");
+        std::fs::create_dir(&dir).map_err(BuildError::io("create the build context"))?;
+        let unpacked = context::unpack(&mut context, &dir);
         // Read to the end (a tar's last zero block, a stream's end), so the request is
         // complete before the answer ends: a client still sending would see its
         // connection closed under it.
@@ -304,16 +305,16 @@ impl Builder {
             .dockerfile
             .clone()
             .unwrap_or_else(|| "Dockerfile".into());
-        let text = context::read_dockerfile(&ctx, &name)?;
-        let rules = context::read_ignore(&ctx)?;
-        context::apply_ignore(&ctx, &rules)?;
+        let text = context::read_dockerfile(&dir, &name)?;
+        let rules = context::read_ignore(&dir)?;
+        context::apply_ignore(&dir, &rules)?;
         let df = dockerfile::parse(&text)?;
         let mut b = Build {
             b: self,
             project,
             opts: &opts,
             escape: df.escape,
-            context: ctx,
+            context: dir,
             work: work.path.clone(),
             handle,
             progress: &mut progress,
@@ -330,6 +331,7 @@ impl Builder {
         }
         let id = b.run(&df.instructions)?;
         drop(work);
+        tracing::info!(project = %ctx.project, caller = %ctx.caller, image = %id, tags = ?opts.tags, "image built");
         progress(BuildEvent::Built(id.clone()));
         Ok(id)
     }

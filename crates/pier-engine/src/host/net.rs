@@ -106,6 +106,9 @@ pub trait NetHost: Send + Sync + 'static {
 pub trait Firewall: Send + Sync + 'static {
     /// Replaces the whole table with the rules for `nets` and `ports`.
     fn apply(&self, nets: &[FwNetwork], ports: &[FwPort]) -> NetResult<()>;
+    /// Whether this daemon's table is on the host (with its owner mark): false when it
+    /// was never applied or someone deleted it.
+    fn in_place(&self) -> bool;
     /// The owner mark of another daemon found on this daemon's table, if any.
     fn foreign_owner(&self) -> Option<String>;
     /// Ports other Pier daemons of this host publish: (their table, protocol, address,
@@ -290,6 +293,12 @@ impl NftFirewall {
 impl Firewall for NftFirewall {
     fn apply(&self, nets: &[FwNetwork], ports: &[FwPort]) -> NetResult<()> {
         nft::apply(&self.names.table(), self.names.owner_chain(), nets, ports)
+    }
+
+    fn in_place(&self) -> bool {
+        nft::owner_marks(&self.names.table(), HostNames::is_owner_chain)
+            .iter()
+            .any(|m| m == self.names.owner_chain())
     }
 
     fn foreign_owner(&self) -> Option<String> {

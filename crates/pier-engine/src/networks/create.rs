@@ -23,6 +23,7 @@ use crate::containers::{conflict, internal, invalid};
 use crate::error::{EngineError, EngineResult};
 use crate::host::net::Bridge;
 use crate::steps::{self, Saga};
+use crate::RequestContext;
 
 /// The key every network create and remove rewrites under a compare on its revision:
 /// of two racing changes to the set of networks, one wins and the other checks again.
@@ -180,12 +181,15 @@ fn not_there(n: &NetworkInspect) -> EngineError {
 }
 
 impl Networks {
+    /// Creates a network in the context's project (`pier network create`).
     pub async fn create(
         &self,
-        project: &ProjectName,
+        ctx: &RequestContext,
         req: NetworkCreate,
     ) -> EngineResult<NetworkInspect> {
-        self.create_inner(project, req, false).await
+        let n = self.create_inner(ctx.project(), req, false).await?;
+        tracing::info!(project = %ctx.project, caller = %ctx.caller, network = %n.name, bridge = %n.bridge, "network created");
+        Ok(n)
     }
 
     pub(super) async fn create_inner(
@@ -255,9 +259,12 @@ impl Networks {
             let id = crate::containers::random_id();
             let bridge = if !s.bridge.is_empty() {
                 s.bridge.clone()
-            } else if s.default {
+            } else if s.default && s.project.as_str() == ProjectName::default_project().as_str() {
                 self.names.default_bridge()
             } else {
+                // Other projects' default networks are named by ID like any network, so
+                // each project has a bridge of its own (the default project's keeps the
+                // name it always had).
                 self.names.network_bridge(&id)
             };
             let taken: Vec<Ipv4Net> = self
@@ -334,7 +341,12 @@ impl Networks {
             prefix: n.subnet.prefix(),
             mtu: n.mtu,
         };
-        self.host.ensure_bridge(&b).await.map_err(net_err)
+        let index = self.host.ensure_bridge(&b).await.map_err(net_err)?;
+        self.bridge_index
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(n.bridge.clone(), index);
+        Ok(index)
     }
 
     fn sysctls(&self, n: &NetworkInspect) -> EngineResult<()> {
@@ -373,7 +385,9 @@ impl Networks {
         self.serve_dns(n).await
     }
 
-    pub async fn remove(&self, project: &ProjectName, name: &str) -> EngineResult<()> {
+    /// Removes a network no container uses (`pier network rm`).
+    pub async fn remove(&self, ctx: &RequestContext, name: &str) -> EngineResult<()> {
+        let project = ctx.project();
         let _pass = self.host_pass.read().await;
         let n = self.get(project, name)?;
         if n.name == DEFAULT_NETWORK {
@@ -392,12 +406,16 @@ impl Networks {
                 users.join(", ")
             )));
         }
+        let name = n.name.clone();
         let mut saga = RemoveSaga { nets: self, n };
-        steps::run(&mut saga).await.map_err(|f| f.error)
+        steps::run(&mut saga).await.map_err(|f| f.error)?;
+        tracing::info!(project = %ctx.project, caller = %ctx.caller, network = %name, "network removed");
+        Ok(())
     }
 
     /// Removes every network no container uses; returns their names.
-    pub async fn prune(&self, project: &ProjectName) -> EngineResult<Vec<String>> {
+    pub async fn prune(&self, ctx: &RequestContext) -> EngineResult<Vec<String>> {
+        let project = ctx.project();
         let used: HashSet<String> = self
             .containers()?
             .iter()
@@ -406,7 +424,7 @@ impl Networks {
         let mut removed = Vec::new();
         for n in self.all(project)? {
             if n.name != DEFAULT_NETWORK && !used.contains(&n.id) {
-                self.remove(project, &n.id).await?;
+                self.remove(ctx, &n.id).await?;
                 removed.push(n.name);
             }
         }

@@ -32,7 +32,7 @@ mod create;
 mod names;
 mod reconcile;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
@@ -48,6 +48,7 @@ use serde::{Deserialize, Serialize};
 use crate::containers::{conflict, internal, invalid};
 use crate::error::{EngineError, EngineResult};
 use crate::host::net::{Firewall, NetHost};
+use crate::RequestContext;
 
 pub use alloc::PortHolder;
 use names::NameIndex;
@@ -104,6 +105,9 @@ pub struct Attached {
     pub ports: Vec<PortBinding>,
 }
 
+/// The firewall's networks and published ports.
+type FwRules = (Vec<FwNetwork>, Vec<FwPort>);
+
 /// The network manager.
 pub struct Networks {
     db: Arc<dyn Store>,
@@ -116,6 +120,11 @@ pub struct Networks {
     /// table, so the last one must see the last change). Allocation takes no lock: the
     /// store's compares keep it unique.
     fw_lock: Mutex<()>,
+    /// The rules the last successful rebuild applied: a reconcile pass that would apply
+    /// the same, with the table in place, does nothing.
+    fw_applied: Mutex<Option<FwRules>>,
+    /// The interface index each bridge had when this daemon last made sure of it.
+    bridge_index: Mutex<HashMap<String, u32>>,
     /// Creates and removes hold it shared; a reconcile pass holds it alone, so that a pass
     /// never realises a network a failing create is undoing or a remove is taking down.
     pub(super) host_pass: tokio::sync::RwLock<()>,
@@ -153,6 +162,8 @@ impl Networks {
             host,
             fw,
             fw_lock: Mutex::new(()),
+            fw_applied: Mutex::new(None),
+            bridge_index: Mutex::new(HashMap::new()),
             host_pass: tokio::sync::RwLock::new(()),
             index: Arc::new(RwLock::new(NameIndex::default())),
         })
@@ -201,8 +212,8 @@ impl Networks {
     }
 
     /// A network with its running containers filled in.
-    pub fn inspect(&self, project: &ProjectName, name: &str) -> EngineResult<NetworkInspect> {
-        let mut n = self.get(project, name)?;
+    pub fn inspect(&self, ctx: &RequestContext, name: &str) -> EngineResult<NetworkInspect> {
+        let mut n = self.get(ctx.project(), name)?;
         for c in self.containers()? {
             if let Some(ep) = c.networks.get(&n.name) {
                 if ep.network_id == n.id && ep.ip_address.is_some() {
@@ -213,8 +224,9 @@ impl Networks {
         Ok(n)
     }
 
-    pub fn list(&self, project: &ProjectName) -> EngineResult<Vec<NetworkInspect>> {
-        let mut v = self.all(project)?;
+    /// The context's project's networks, by name.
+    pub fn list(&self, ctx: &RequestContext) -> EngineResult<Vec<NetworkInspect>> {
+        let mut v = self.all(ctx.project())?;
         v.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(v)
     }
@@ -333,7 +345,35 @@ impl Networks {
     /// Rebuilds the daemon's nftables table from the store: every network, and every
     /// reserved host port (each reservation names its container's address).
     fn firewall(&self) -> EngineResult<()> {
+        self.rebuild_firewall(true).map(drop)
+    }
+
+    /// The bridges' interface indexes, as last seen.
+    pub(super) fn bridge_indexes(&self) -> HashMap<String, u32> {
+        self.bridge_index
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// As [`Networks::firewall`]; with `always` false, only if the rules differ from
+    /// those last applied or the table is not in place. Whether it applied them.
+    pub(super) fn rebuild_firewall(&self, always: bool) -> EngineResult<bool> {
         let _g = self.fw_lock.lock().unwrap_or_else(|e| e.into_inner());
+        let rules = self.firewall_rules()?;
+        let mut applied = self.fw_applied.lock().unwrap_or_else(|e| e.into_inner());
+        if !always && applied.as_ref() == Some(&rules) && self.fw.in_place() {
+            return Ok(false);
+        }
+        // Forgotten first: after a failed apply, the table is unknown.
+        *applied = None;
+        self.fw.apply(&rules.0, &rules.1).map_err(net_err)?;
+        *applied = Some(rules);
+        Ok(true)
+    }
+
+    /// The rules the store asks for.
+    fn firewall_rules(&self) -> EngineResult<FwRules> {
         let nets: Vec<FwNetwork> = self
             .db
             .list_json::<NetworkInspect>(Table::Networks, "")?
@@ -360,7 +400,7 @@ impl Networks {
                 })
             })
             .collect();
-        self.fw.apply(&nets, &ports).map_err(net_err)
+        Ok((nets, ports))
     }
 
     /// Stops the DNS servers (daemon shutdown). Bridges, the firewall table and running

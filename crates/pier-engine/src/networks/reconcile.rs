@@ -102,12 +102,15 @@ impl Networks {
     }
 
     /// Makes every recorded network's bridge, sysctls and DNS server, and rebuilds the
-    /// firewall; returns how many networks it saw. Alone against creates and removes (see
-    /// `host_pass`). A network that cannot be set up does not stop the others; the first
-    /// such error is returned after the pass.
+    /// firewall unless what it would apply is already in place (the rules last applied,
+    /// by a create, remove or attach, are those the store asks for, the table is there,
+    /// and no bridge was missing); returns how many networks it saw. Alone against
+    /// creates and removes (see `host_pass`). A network that cannot be set up does not
+    /// stop the others; the first such error is returned after the pass.
     pub async fn realize_all(&self) -> EngineResult<usize> {
         let _pass = self.host_pass.write().await;
         let nets = self.db.list_json::<NetworkInspect>(Table::Networks, "")?;
+        let before = self.bridge_indexes();
         let mut first = None;
         for (_, n) in &nets {
             if let Err(e) = self.realize(n).await {
@@ -115,7 +118,14 @@ impl Networks {
                 first.get_or_insert(e);
             }
         }
-        self.firewall()?;
+        // A bridge made again (deleted by hand) has a new index.
+        let after = self.bridge_indexes();
+        let bridge_made = nets
+            .iter()
+            .any(|(_, n)| before.get(&n.bridge) != after.get(&n.bridge));
+        if !self.rebuild_firewall(bridge_made)? {
+            tracing::trace!("the firewall is as the networks ask: left as it is");
+        }
         first.map_or(Ok(nets.len()), Err)
     }
 

@@ -34,7 +34,7 @@ impl Volumes {
             let r = match &m.source {
                 Some(n) => self.ensure_made(project, n).map(|(v, new)| (v, new, false)),
                 None => self
-                    .create(project, VolumeCreate::default(), true)
+                    .create_in(project, VolumeCreate::default(), true)
                     .map(|v| (v, true, true)),
             };
             let (v, new, anonymous) = match r {

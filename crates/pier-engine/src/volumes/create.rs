@@ -16,21 +16,38 @@ use pier_api::time::now_rfc3339;
 use pier_api::volumes::{VolumeCreate, VolumeInspect};
 use pier_api::{ErrorKind, ProjectName};
 use pier_storage::block::Disk;
-use pier_store::{Batch, Expect, Table};
+use pier_store::{Batch, Expect, LeaseId, Table};
 
 use super::options::{parse_driver, VolumeOptions};
-use super::record::{Phase, Stored};
+use super::reconcile::{creating_key, CREATE_LEASE_TTL};
+use super::record::{Charge, Phase, Stored};
 use super::{key, not_found, st_doing, Volumes};
 use crate::containers::{conflict, invalid, valid_name};
 use crate::error::{EngineError, EngineResult};
+use crate::projects::Quota;
 use crate::steps::Undo;
+use crate::RequestContext;
 
 /// What the host side of a new volume got: its size and inode limits.
 type Limits = (Option<u64>, Option<u64>);
 
 impl Volumes {
-    /// Creates a volume. Anonymous volumes get a random name.
+    /// Creates a volume in the context's project (`pier volume create`). Anonymous
+    /// volumes get a random name.
     pub fn create(
+        &self,
+        ctx: &RequestContext,
+        req: VolumeCreate,
+        anonymous: bool,
+    ) -> EngineResult<VolumeInspect> {
+        let v = self.create_in(ctx.project(), req, anonymous)?;
+        tracing::info!(project = %ctx.project, caller = %ctx.caller, volume = %v.name, "volume created");
+        Ok(v)
+    }
+
+    /// As [`Volumes::create`], for the engine's own work in `project` (a container's
+    /// volumes).
+    pub(crate) fn create_in(
         &self,
         project: &ProjectName,
         req: VolumeCreate,
@@ -62,8 +79,13 @@ impl Volumes {
             usage: None,
         };
         let mut undo = Undo::new();
+        // The create's lease: while it lives, the reconciler leaves the record be.
+        let lease = self.create_lease()?;
+        undo.push(move || self.end_lease(lease));
         // 1. Reserve the name and charge the quota.
-        self.reserve(&v)?;
+        if let Err(e) = self.reserve(&v, lease) {
+            return Err(undo.fail(e));
+        }
         undo.push(|| {
             let _ = self.delete_record(project, &name);
         });
@@ -72,18 +94,51 @@ impl Volumes {
             Ok(l) => l,
             Err(e) => return Err(undo.fail(e)),
         };
+        let _ = self.db.keep_alive(lease);
         // 5. Ready, with what the filesystem got.
         (v.size_limit, v.inode_limit) = limits;
-        let ready = self.update(project, &name, &mut |s| {
-            s.phase = Phase::Ready;
-            (s.v.size_limit, s.v.inode_limit) = limits;
-            Ok(true)
-        });
-        if let Err(e) = ready {
+        if let Err(e) = self.make_ready(project, &name, limits) {
             return Err(undo.fail(e));
         }
         undo.commit();
+        self.end_lease(lease);
         Ok(v)
+    }
+
+    /// Step 5: the record ready with the limits the filesystem got, and the create's key
+    /// gone with it, if the create still holds its lease (else the reconciler has taken
+    /// it apart, or will).
+    fn make_ready(&self, project: &ProjectName, name: &str, limits: Limits) -> EngineResult<()> {
+        let alive = creating_key(project, name);
+        self.commit_charged(project, name, &mut |_| {
+            let Some((mut s, rev)) = self.load(project, name)? else {
+                return Err(not_found(name));
+            };
+            if s.phase != Phase::Creating || self.db.get(Table::Meta, &alive)?.is_none() {
+                return Err(EngineError::new(
+                    ErrorKind::Unavailable,
+                    format!(
+                        "the create of volume {name} took longer than its lease ({} s) and was given up: retry",
+                        CREATE_LEASE_TTL.as_secs()
+                    ),
+                ));
+            }
+            let before = s.charge() as i64;
+            s.phase = Phase::Ready;
+            (s.v.size_limit, s.v.inode_limit) = limits;
+            let mut b = Batch::new();
+            b.require(Table::Volumes, key(project, name), Expect::ModRevision(rev));
+            b.require(Table::Meta, alive.clone(), Expect::Present);
+            b.put_json(Table::Volumes, key(project, name), &s);
+            b.delete(Table::Meta, alive.clone());
+            Ok((
+                b,
+                Charge {
+                    bytes: s.charge() as i64 - before,
+                    count: 0,
+                },
+            ))
+        })
     }
 
     /// The host has room for the volume's size.
@@ -104,16 +159,18 @@ impl Volumes {
         Ok(())
     }
 
-    /// Step 1: the record as `creating`, if the name is free and the quota allows.
-    fn reserve(&self, v: &VolumeInspect) -> EngineResult<()> {
+    /// Step 1: the record as `creating`, if the name is free and the quota allows, and the
+    /// create's key attached to its `lease`.
+    fn reserve(&self, v: &VolumeInspect, lease: LeaseId) -> EngineResult<()> {
         let project = &v.project;
-        let quota = self.quota(project)?;
+        let quota = self.projects.quota(project, Quota::VolumeBytes)?;
+        let max_count = self.projects.quota(project, Quota::VolumeCount)?;
         let stored = Stored {
             v: v.clone(),
             phase: Phase::Creating,
             holders: Default::default(),
         };
-        self.commit_charged(project, &v.name, &mut |committed| {
+        self.commit_charged(project, &v.name, &mut |now| {
             if let Some((s, _)) = self.load(project, &v.name)? {
                 return Err(match s.phase {
                     Phase::Removing => conflict(format!(
@@ -129,6 +186,7 @@ impl Volumes {
                         "project {project} has a volume quota of {q} bytes: give the volume a size (--opt size=...)"
                     )));
                 };
+                let committed = now.bytes;
                 if committed + s > q {
                     return Err(EngineError::new(
                         ErrorKind::InsufficientStorage,
@@ -138,10 +196,22 @@ impl Volumes {
                     ));
                 }
             }
+            if let Some(max) = max_count {
+                if now.count >= max {
+                    return Err(EngineError::new(
+                        ErrorKind::InsufficientStorage,
+                        format!(
+                            "project {project} has {} of its quota of {max} volumes: remove volumes or raise the quota",
+                            now.count
+                        ),
+                    ));
+                }
+            }
             let mut b = Batch::new();
             b.require(Table::Volumes, key(project, &v.name), Expect::Absent);
             b.put_json(Table::Volumes, key(project, &v.name), &stored);
-            Ok((b, stored.charge() as i64))
+            b.put_json_leased(Table::Meta, creating_key(project, &v.name), &true, lease);
+            Ok((b, Charge::new_record(stored.charge())))
         })
     }
 
@@ -233,7 +303,7 @@ impl Volumes {
             marked.holders.clear();
             b.put_json(Table::Volumes, key(project, name), &marked);
             found = Some(s.v);
-            Ok((b, 0))
+            Ok((b, Charge::default()))
         })?;
         Ok(found.expect("set by the transaction"))
     }

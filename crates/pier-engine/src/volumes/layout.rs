@@ -109,20 +109,21 @@ impl Volumes {
     }
 
     /// At daemon start: mounts limited volumes whose filesystem is not mounted, takes
-    /// apart volumes a crash left `creating` or `removing`, removes directories no record
-    /// owns (a crash during create or remove) and half-made snapshots. It runs at open,
-    /// before any request: a `creating` record then is a crash's. (Run alongside the API,
-    /// it would take apart creates in flight; a periodic pass needs creates to hold a
-    /// store lease that tells a live one from a dead one.)
+    /// apart volumes a crash left `creating` (whose create's lease is gone, as a restarted
+    /// store has dropped the leases of the process before: see [`super::reconcile`]) or
+    /// `removing`, removes directories no record owns (a crash during create or remove)
+    /// and half-made snapshots. It runs at open, before any request; while the daemon
+    /// runs, [`super::reconcile::VolumeReconciler`] takes apart dead creates only.
     pub fn reconcile(&self) -> EngineResult<()> {
+        self.reap_dead_creates()?;
         let records = self.records(None)?;
         let mut known = HashSet::new();
         for s in &records {
             let v = &s.v;
             match s.phase {
                 Phase::Creating => {
-                    self.remove_leftover(&self.vdir(&v.project, &v.name), &v.name);
-                    self.delete_record(&v.project, &v.name)?;
+                    // A create in flight (of another process on a shared store).
+                    known.insert(key(&v.project, &v.name));
                     continue;
                 }
                 Phase::Removing => {
@@ -182,7 +183,7 @@ impl Volumes {
     }
 
     /// Removes a volume directory no record owns (a crash during create or remove).
-    fn remove_leftover(&self, dir: &Path, name: &str) {
+    pub(super) fn remove_leftover(&self, dir: &Path, name: &str) {
         let _ = self.mounts.unmount(&dir.join("_data"));
         let _ = self.mounts.unmount(&dir.join("device"));
         let _ = self.backend.remove(dir);

@@ -12,7 +12,9 @@
 //! its name with create-if-absent and charges the project's quota in the same
 //! transaction, makes the host side step by step with an undo for each ([`create`]), and
 //! marks the record ready last; a crash leaves a `creating` record (or a directory without
-//! one), which the next start removes ([`layout`]).
+//! one), which the next start removes ([`layout`]). A create holds a store lease while it
+//! runs, so that [`reconcile::VolumeReconciler`] takes apart, beside the API, only the
+//! creates whose owner died.
 //!
 //! Pier before 0.2 kept volumes at `ROOT/volumes/<name>`; [`Volumes::new`] moves them
 //! (see `migrate_layout`), and the mount sources of the containers' bundles with them.
@@ -21,6 +23,7 @@ mod attach;
 mod create;
 mod layout;
 mod options;
+pub mod reconcile;
 pub mod record;
 mod snapshots;
 
@@ -35,6 +38,7 @@ use pier_store::{Batch, Store};
 use crate::error::{EngineError, EngineResult};
 use crate::host::storage::{Mounts, VolumeBackend};
 use crate::projects::{Projects, Quota};
+use crate::RequestContext;
 use record::Phase;
 
 /// A pier-storage error as the engine answers it: its kind decides the status (a full disk
@@ -133,16 +137,37 @@ impl Volumes {
     }
 
     /// The project's quota on the sum of its volumes' size limits, if one is set.
-    pub fn quota(&self, project: &ProjectName) -> EngineResult<Option<u64>> {
-        self.projects.quota(project, Quota::VolumeBytes)
+    pub fn quota(&self, ctx: &RequestContext) -> EngineResult<Option<u64>> {
+        self.projects.quota(ctx.project(), Quota::VolumeBytes)
     }
 
     /// Sets (or with None clears) the project's volume quota.
-    pub fn set_quota(&self, project: &ProjectName, bytes: Option<u64>) -> EngineResult<()> {
+    pub fn set_quota(&self, ctx: &RequestContext, bytes: Option<u64>) -> EngineResult<()> {
+        let project = ctx.project();
         let mut b = Batch::new();
         b.ops
             .push(Projects::set_quota_op(project, Quota::VolumeBytes, bytes));
         b.commit(self.db.as_ref())?;
+        tracing::info!(project = %ctx.project, caller = %ctx.caller, ?bytes, "volume quota set");
+        Ok(())
+    }
+
+    /// The project's quota on how many volumes it may have, if one is set.
+    pub fn count_quota(&self, ctx: &RequestContext) -> EngineResult<Option<u64>> {
+        self.projects.quota(ctx.project(), Quota::VolumeCount)
+    }
+
+    /// Sets (or with None clears) the project's quota on how many volumes it may have.
+    /// Volumes it has beyond a new quota stay; creates are refused until some go.
+    pub fn set_count_quota(&self, ctx: &RequestContext, count: Option<u64>) -> EngineResult<()> {
+        let mut b = Batch::new();
+        b.ops.push(Projects::set_quota_op(
+            ctx.project(),
+            Quota::VolumeCount,
+            count,
+        ));
+        b.commit(self.db.as_ref())?;
+        tracing::info!(project = %ctx.project, caller = %ctx.caller, ?count, "volume count quota set");
         Ok(())
     }
 
@@ -168,7 +193,7 @@ impl Volumes {
                 name: Some(name.to_string()),
                 ..Default::default()
             };
-            match self.create(project, req, false) {
+            match self.create_in(project, req, false) {
                 Ok(v) => return Ok((v, true)),
                 Err(e) if e.kind() == ErrorKind::Conflict => {
                     std::thread::sleep(std::time::Duration::from_millis(10))
@@ -183,7 +208,8 @@ impl Volumes {
     }
 
     /// With its usage filled in.
-    pub fn inspect(&self, project: &ProjectName, name: &str) -> EngineResult<VolumeInspect> {
+    pub fn inspect(&self, ctx: &RequestContext, name: &str) -> EngineResult<VolumeInspect> {
+        let project = ctx.project();
         let mut v = self.get(project, name)?;
         let data = self.mountpoint(project, name);
         v.usage = if v.size_limit.is_some() || v.inode_limit.is_some() {

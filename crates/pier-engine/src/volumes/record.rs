@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{key, Volumes};
 use crate::error::{EngineError, EngineResult};
+use crate::RequestContext;
 
 /// Where a volume is in its life; see the module doc.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -60,6 +61,35 @@ pub fn committed_key(project: &ProjectName) -> String {
     format!("{project}/volume-bytes-committed")
 }
 
+/// The `Table::Quotas` key of how many volume records a project has (any phase).
+pub fn count_key(project: &ProjectName) -> String {
+    format!("{project}/volume-count-committed")
+}
+
+/// What a project's volumes commit: the sum of their size limits and how many there are.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Committed {
+    pub bytes: u64,
+    pub count: u64,
+}
+
+/// What a transaction changes of a project's [`Committed`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Charge {
+    pub bytes: i64,
+    pub count: i64,
+}
+
+impl Charge {
+    /// A new record of `bytes`.
+    pub(crate) fn new_record(bytes: u64) -> Charge {
+        Charge {
+            bytes: bytes as i64,
+            count: 1,
+        }
+    }
+}
+
 /// How many times a transaction is retried when another change came first.
 const RETRIES: usize = 200;
 
@@ -100,45 +130,74 @@ impl Volumes {
             .collect())
     }
 
-    /// The project's committed bytes and what a transaction must expect of the counter
-    /// (when absent, as a store of an older Pier has it, the sum of the records).
-    fn committed_now(&self, project: &ProjectName) -> EngineResult<(u64, Expect)> {
-        match self.db.get_kv(Table::Quotas, &committed_key(project))? {
+    /// A counter of the project's and what a transaction must expect of it (when absent,
+    /// as a store of an older Pier has it, `sum` of the records).
+    fn counter_now(
+        &self,
+        key: &str,
+        project: &ProjectName,
+        sum: fn(&[Stored]) -> u64,
+    ) -> EngineResult<(u64, Expect)> {
+        match self.db.get_kv(Table::Quotas, key)? {
             Some(kv) => {
                 let n = String::from_utf8_lossy(&kv.value).parse().unwrap_or(0);
                 Ok((n, Expect::ModRevision(kv.mod_revision)))
             }
-            None => {
-                let sum = self
-                    .records(Some(project))?
-                    .iter()
-                    .map(Stored::charge)
-                    .sum();
-                Ok((sum, Expect::Absent))
-            }
+            None => Ok((sum(&self.records(Some(project))?), Expect::Absent)),
         }
     }
 
-    /// The project's committed volume bytes.
-    pub fn committed(&self, project: &ProjectName) -> EngineResult<u64> {
-        Ok(self.committed_now(project)?.0)
+    /// The project's committed bytes and volume count, and what a transaction must
+    /// expect of each counter.
+    fn committed_now(&self, project: &ProjectName) -> EngineResult<(Committed, Expect, Expect)> {
+        let (bytes, eb) = self.counter_now(&committed_key(project), project, |r| {
+            r.iter().map(Stored::charge).sum()
+        })?;
+        let (count, ec) = self.counter_now(&count_key(project), project, |r| r.len() as u64)?;
+        Ok((Committed { bytes, count }, eb, ec))
     }
 
-    /// Commits what `build` makes of the project's committed bytes: a batch (with its own
-    /// compares) and the change it makes to them, charged in the same transaction. When
-    /// another change came first, reads again and retries; `build` decides again.
+    /// The project's committed volume bytes.
+    pub fn committed(&self, ctx: &RequestContext) -> EngineResult<u64> {
+        Ok(self.committed_now(ctx.project())?.0.bytes)
+    }
+
+    /// How many volumes the project has (those being made or removed too).
+    pub fn volume_count(&self, ctx: &RequestContext) -> EngineResult<u64> {
+        Ok(self.committed_now(ctx.project())?.0.count)
+    }
+
+    /// Commits what `build` makes of the project's committed bytes and count: a batch
+    /// (with its own compares) and the change it makes to them, charged in the same
+    /// transaction under a compare on each counter it changes. When another change came
+    /// first, reads again and retries; `build` decides again.
     pub(crate) fn commit_charged(
         &self,
         project: &ProjectName,
         what: &str,
-        build: &mut dyn FnMut(u64) -> EngineResult<(Batch, i64)>,
+        build: &mut dyn FnMut(Committed) -> EngineResult<(Batch, Charge)>,
     ) -> EngineResult<()> {
         for _ in 0..RETRIES {
-            let (committed, expect) = self.committed_now(project)?;
-            let (mut b, delta) = build(committed)?;
-            if delta != 0 {
-                let k = committed_key(project);
-                let new = (committed as i64 + delta).max(0) as u64;
+            let (committed, expect_bytes, expect_count) = self.committed_now(project)?;
+            let (mut b, charge) = build(committed)?;
+            for (k, now, delta, expect) in [
+                (
+                    committed_key(project),
+                    committed.bytes,
+                    charge.bytes,
+                    expect_bytes,
+                ),
+                (
+                    count_key(project),
+                    committed.count,
+                    charge.count,
+                    expect_count,
+                ),
+            ] {
+                if delta == 0 {
+                    continue;
+                }
+                let new = (now as i64 + delta).max(0) as u64;
                 b.require(Table::Quotas, k.clone(), expect);
                 b.ops.push(pier_store::Op::Put {
                     table: Table::Quotas,
@@ -173,7 +232,13 @@ impl Volumes {
                 b.require(Table::Volumes, key(project, name), Expect::ModRevision(rev));
                 b.put_json(Table::Volumes, key(project, name), &s);
             }
-            Ok((b, s.charge() as i64 - before))
+            Ok((
+                b,
+                Charge {
+                    bytes: s.charge() as i64 - before,
+                    count: 0,
+                },
+            ))
         })
     }
 
@@ -182,11 +247,17 @@ impl Volumes {
         self.commit_charged(project, name, &mut |_| {
             let mut b = Batch::new();
             let Some((s, rev)) = self.load(project, name)? else {
-                return Ok((b, 0));
+                return Ok((b, Charge::default()));
             };
             b.require(Table::Volumes, key(project, name), Expect::ModRevision(rev));
             b.delete(Table::Volumes, key(project, name));
-            Ok((b, -(s.charge() as i64)))
+            Ok((
+                b,
+                Charge {
+                    bytes: -(s.charge() as i64),
+                    count: -1,
+                },
+            ))
         })
     }
 

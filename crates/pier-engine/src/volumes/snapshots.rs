@@ -11,6 +11,7 @@ use pier_api::{ErrorKind, ProjectName};
 use super::{st, Volumes};
 use crate::containers::{conflict, internal, invalid, valid_name};
 use crate::error::{EngineError, EngineResult};
+use crate::RequestContext;
 
 fn no_snapshot(name: &str, snap: &str) -> EngineError {
     EngineError::new(
@@ -24,7 +25,8 @@ impl Volumes {
         self.vdir(project, name).join("snapshots")
     }
 
-    pub fn snapshots(&self, project: &ProjectName, name: &str) -> Vec<String> {
+    pub fn snapshots(&self, ctx: &RequestContext, name: &str) -> Vec<String> {
+        let project = ctx.project();
         let mut v: Vec<String> = fs::read_dir(self.snapshots_dir(project, name))
             .map(|d| {
                 d.flatten()
@@ -151,20 +153,24 @@ impl Volumes {
 
     pub fn remove_snapshot(
         &self,
-        project: &ProjectName,
+        ctx: &RequestContext,
         name: &str,
         snap: &str,
     ) -> EngineResult<()> {
+        let project = ctx.project();
         self.get(project, name)?;
         let p = self.snapshots_dir(project, name).join(snap);
         if !p.is_dir() || snap.starts_with('.') {
             return Err(no_snapshot(name, snap));
         }
-        self.backend.remove(&p).map_err(st)
+        self.backend.remove(&p).map_err(st)?;
+        tracing::info!(project = %ctx.project, caller = %ctx.caller, volume = name, snapshot = snap, "volume snapshot removed");
+        Ok(())
     }
 
     /// Writes the volume's content as a tar (image volumes frozen meanwhile).
-    pub fn export(&self, project: &ProjectName, name: &str, out: impl Write) -> EngineResult<()> {
+    pub fn export(&self, ctx: &RequestContext, name: &str, out: impl Write) -> EngineResult<()> {
+        let project = ctx.project();
         let v = self.get(project, name)?;
         if v.driver == "block" {
             return Err(invalid(format!(
@@ -188,12 +194,13 @@ impl Volumes {
     /// volume behind.
     pub fn import(
         &self,
-        project: &ProjectName,
+        ctx: &RequestContext,
         req: VolumeCreate,
         body: impl Read,
         expect: Option<&str>,
     ) -> EngineResult<VolumeInspect> {
-        let v = self.create(project, req, false)?;
+        let project = ctx.project();
+        let v = self.create(ctx, req, false)?;
         let data = self.mountpoint(&v.project, &v.name);
         let mut hashing = HashingReader {
             inner: body,

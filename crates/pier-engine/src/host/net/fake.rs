@@ -664,6 +664,8 @@ impl FwModel {
 struct FwState {
     rec: Recorder,
     model: FwModel,
+    /// The table was deleted by hand since the last apply.
+    flushed: bool,
     foreign_owner: Option<String>,
     others: Vec<(String, Proto, Option<Ipv4Addr>, u16)>,
 }
@@ -702,6 +704,14 @@ impl FakeFirewall {
         self.lock().model.clone()
     }
 
+    /// Deletes the table, as someone running `nft delete table` would.
+    pub fn flush(&self) {
+        let mut s = self.lock();
+        s.flushed = true;
+        s.model.networks.clear();
+        s.model.ports.clear();
+    }
+
     /// Marks the table as another daemon's.
     pub fn set_foreign_owner(&self, mark: Option<&str>) {
         self.lock().foreign_owner = mark.map(String::from);
@@ -734,7 +744,13 @@ impl Firewall for FakeFirewall {
             .collect();
         s.model.ports = ports.to_vec();
         s.model.applied += 1;
+        s.flushed = false;
         Ok(())
+    }
+
+    fn in_place(&self) -> bool {
+        let s = self.lock();
+        s.model.applied > 0 && !s.flushed
     }
 
     fn foreign_owner(&self) -> Option<String> {
