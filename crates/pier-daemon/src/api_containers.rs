@@ -118,11 +118,7 @@ async fn list(
     State(e): Shared,
     Q(q): Q<ListQuery>,
 ) -> ApiResult<Json<Vec<ContainerSummary>>> {
-    Ok(Json(e.containers.list(
-        &ctx.project,
-        q.all,
-        q.filter.as_deref(),
-    )?))
+    Ok(Json(e.containers.list(&ctx, q.all, q.filter.as_deref())?))
 }
 
 /// Creates a container from an image.
@@ -134,7 +130,7 @@ async fn create(
     J(req): J<ContainerCreate>,
 ) -> ApiResult<(StatusCode, Json<Created>)> {
     let c = e.containers.clone();
-    let created = blocking(move || c.create(&ctx.project, req).map_err(ApiError::from)).await?;
+    let created = blocking(move || c.create(&ctx, req).map_err(ApiError::from)).await?;
     Ok((StatusCode::CREATED, Json(created)))
 }
 
@@ -145,7 +141,7 @@ async fn inspect(
     State(e): Shared,
     Path(id): Path<String>,
 ) -> ApiResult<Json<ContainerInspect>> {
-    Ok(Json(e.containers.get(&ctx.project, &id)?))
+    Ok(Json(e.containers.get(&ctx, &id)?))
 }
 
 /// Removes a container.
@@ -157,9 +153,7 @@ async fn remove(
     Path(id): Path<String>,
     Q(q): Q<ContainerRemoveQuery>,
 ) -> ApiResult<StatusCode> {
-    e.containers
-        .remove(&ctx.project, &id, q.force, q.volumes)
-        .await?;
+    e.containers.remove(&ctx, &id, q.force, q.volumes).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -167,7 +161,7 @@ async fn remove(
 #[utoipa::path(post, path = "/v1/containers/{id}/start", params(("id" = String, Path)),
     responses((status = 204), (status = 400, body = ErrorBody, description = "the command could not be run"), (status = 404, body = ErrorBody)))]
 async fn start(Ctx(ctx): Ctx, State(e): Shared, Path(id): Path<String>) -> ApiResult<StatusCode> {
-    e.containers.start(&ctx.project, &id).await?;
+    e.containers.start(&ctx, &id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -180,7 +174,7 @@ async fn stop(
     Q(q): Q<StopQuery>,
 ) -> ApiResult<StatusCode> {
     e.containers
-        .stop(&ctx.project, &id, q.t, q.signal.as_deref())
+        .stop(&ctx, &id, q.t, q.signal.as_deref())
         .await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -194,9 +188,9 @@ async fn restart(
     Q(q): Q<StopQuery>,
 ) -> ApiResult<StatusCode> {
     e.containers
-        .stop(&ctx.project, &id, q.t, q.signal.as_deref())
+        .stop(&ctx, &id, q.t, q.signal.as_deref())
         .await?;
-    e.containers.start(&ctx.project, &id).await?;
+    e.containers.start(&ctx, &id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -208,9 +202,7 @@ async fn kill(
     Path(id): Path<String>,
     Q(q): Q<KillQuery>,
 ) -> ApiResult<StatusCode> {
-    e.containers
-        .kill(&ctx.project, &id, q.signal.as_deref())
-        .await?;
+    e.containers.kill(&ctx, &id, q.signal.as_deref()).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -233,9 +225,7 @@ async fn wait(
     Path(id): Path<String>,
     Q(q): Q<WaitQuery>,
 ) -> ApiResult<Response> {
-    let exit = e
-        .containers
-        .wait(&ctx.project, &id, q.next_exit, q.removed)?;
+    let exit = e.containers.wait(&ctx, &id, q.next_exit, q.removed)?;
     let body = futures_util::stream::once(async move {
         Ok::<_, std::io::Error>(serde_json::to_string(&exit.await).expect("json"))
     });
@@ -249,14 +239,14 @@ async fn wait(
 /// Freezes every process of a container.
 #[utoipa::path(post, path = "/v1/containers/{id}/pause", params(("id" = String, Path)), responses((status = 204), (status = 409, body = ErrorBody)))]
 async fn pause(Ctx(ctx): Ctx, State(e): Shared, Path(id): Path<String>) -> ApiResult<StatusCode> {
-    e.containers.pause(&ctx.project, &id, true).await?;
+    e.containers.pause(&ctx, &id, true).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
 /// Thaws a paused container.
 #[utoipa::path(post, path = "/v1/containers/{id}/unpause", params(("id" = String, Path)), responses((status = 204), (status = 409, body = ErrorBody)))]
 async fn unpause(Ctx(ctx): Ctx, State(e): Shared, Path(id): Path<String>) -> ApiResult<StatusCode> {
-    e.containers.pause(&ctx.project, &id, false).await?;
+    e.containers.pause(&ctx, &id, false).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -275,7 +265,7 @@ async fn rename(
     Path(id): Path<String>,
     Q(q): Q<RenameQuery>,
 ) -> ApiResult<StatusCode> {
-    e.containers.rename(&ctx.project, &id, &q.name).await?;
+    e.containers.rename(&ctx, &id, &q.name).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -298,7 +288,7 @@ async fn logs(
     Path(id): Path<String>,
     Q(q): Q<LogsQuery>,
 ) -> ApiResult<Response> {
-    let c = e.containers.get(&ctx.project, &id)?;
+    let c = e.containers.get(&ctx, &id)?;
     let since = match q.since.as_deref() {
         None => None,
         Some(s) => Some(
@@ -318,7 +308,7 @@ async fn logs(
         (true, false) => Follow::WhileRunning,
     };
     let lines = e.containers.logs(
-        &ctx.project,
+        &ctx,
         &c.id,
         LogOptions {
             follow,
@@ -354,11 +344,11 @@ async fn exec(
     let detach = req.detach;
     let exec_id = e
         .containers
-        .exec_create(&ctx.project, &id, req.spec())
+        .exec_create(&ctx, &id, req.spec())
         .map_err(exec_error)?;
     let io = e
         .containers
-        .exec_start(&ctx.project, &exec_id, StartOptions { tty: None, detach })
+        .exec_start(&ctx, &exec_id, StartOptions { tty: None, detach })
         .map_err(exec_error)?;
     if attached {
         let request = axum::extract::Request::from_parts(parts, Body::empty());
@@ -413,7 +403,7 @@ async fn stats(
     State(e): Shared,
     Path(id): Path<String>,
 ) -> ApiResult<Json<ContainerStats>> {
-    Ok(Json(e.containers.stats(&ctx.project, &id)?))
+    Ok(Json(e.containers.stats(&ctx, &id)?))
 }
 
 /// The processes running in a container.
@@ -423,7 +413,7 @@ async fn top(
     State(e): Shared,
     Path(id): Path<String>,
 ) -> ApiResult<Json<TopResponse>> {
-    Ok(Json(e.containers.top(&ctx.project, &id)?))
+    Ok(Json(e.containers.top(&ctx, &id)?))
 }
 
 /// What changed in a container's filesystem against its image.
@@ -435,7 +425,7 @@ async fn changes(
 ) -> ApiResult<Json<Vec<pier_api::containers::Change>>> {
     let c = e.containers.clone();
     Ok(Json(
-        blocking(move || c.changes(&ctx.project, &id).map_err(ApiError::from)).await?,
+        blocking(move || c.changes(&ctx, &id).map_err(ApiError::from)).await?,
     ))
 }
 
@@ -458,10 +448,10 @@ pub(crate) fn tar_response(
 /// The container's whole filesystem as a tar.
 #[utoipa::path(get, path = "/v1/containers/{id}/export", params(("id" = String, Path)), responses((status = 200, content_type = "application/x-tar", body = Vec<u8>), (status = 404, body = ErrorBody)))]
 async fn export(Ctx(ctx): Ctx, State(e): Shared, Path(id): Path<String>) -> ApiResult<Response> {
-    e.containers.get(&ctx.project, &id)?;
+    e.containers.get(&ctx, &id)?;
     let c = e.containers.clone();
     Ok(tar_response(move |w| {
-        c.export(&ctx.project, &id, w).map_err(ApiError::from)
+        c.export(&ctx, &id, w).map_err(ApiError::from)
     }))
 }
 
@@ -476,7 +466,7 @@ async fn commit(
 ) -> ApiResult<Json<pier_api::types::LoadedImage>> {
     let c = e.containers.clone();
     Ok(Json(
-        blocking(move || c.commit(&ctx.project, &id, &req).map_err(ApiError::from)).await?,
+        blocking(move || c.commit(&ctx, &id, &req).map_err(ApiError::from)).await?,
     ))
 }
 
@@ -499,16 +489,11 @@ async fn archive_get(
     // Check the path first, so a wrong one is a clear 404 rather than a cut stream.
     let c = e.containers.clone();
     let (id2, path2) = (id.clone(), q.path.clone());
-    let project = ctx.project.clone();
-    blocking(move || {
-        c.archive_check(&project, &id2, &path2)
-            .map_err(ApiError::from)
-    })
-    .await?;
+    let ctx2 = ctx.clone();
+    blocking(move || c.archive_check(&ctx2, &id2, &path2).map_err(ApiError::from)).await?;
     let c = e.containers.clone();
     Ok(tar_response(move |w| {
-        c.archive_get(&ctx.project, &id, &q.path, w)
-            .map_err(ApiError::from)
+        c.archive_get(&ctx, &id, &q.path, w).map_err(ApiError::from)
     }))
 }
 
@@ -525,7 +510,7 @@ async fn archive_put(
     let reader = crate::stream::body_reader(body);
     let c = e.containers.clone();
     blocking(move || {
-        c.archive_put(&ctx.project, &id, &q.path, reader)
+        c.archive_put(&ctx, &id, &q.path, reader)
             .map_err(ApiError::from)
     })
     .await?;
@@ -554,7 +539,7 @@ async fn attach(
     let io = e
         .containers
         .attach(
-            &ctx.project,
+            &ctx,
             &id,
             AttachOptions {
                 stdin: q.stdin,
@@ -658,7 +643,7 @@ async fn resize(
     Path(id): Path<String>,
     Q(q): Q<ResizeQuery>,
 ) -> ApiResult<StatusCode> {
-    e.containers.resize(&ctx.project, &id, q.h, q.w).await?;
+    e.containers.resize(&ctx, &id, q.h, q.w).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -691,7 +676,7 @@ async fn exec_inspect(
 ) -> ApiResult<Json<ExecInspect>> {
     let info = e
         .containers
-        .exec_inspect(&ctx.project, &exec_id)
+        .exec_inspect(&ctx, &exec_id)
         .map_err(exec_error)?;
     Ok(Json(ExecInspect {
         id: info.id,
@@ -709,7 +694,7 @@ async fn exec_resize(
     Q(q): Q<ResizeQuery>,
 ) -> ApiResult<StatusCode> {
     e.containers
-        .exec_resize(&ctx.project, &exec_id, q.h, q.w)
+        .exec_resize(&ctx, &exec_id, q.h, q.w)
         .map_err(exec_error)?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -717,7 +702,7 @@ async fn exec_resize(
 /// Removes every container that is not running.
 #[utoipa::path(post, path = "/v1/containers/prune", responses((status = 200, description = "IDs of the removed containers", body = [String])))]
 async fn prune(Ctx(ctx): Ctx, State(e): Shared) -> ApiResult<Json<Vec<String>>> {
-    Ok(Json(e.containers.prune(&ctx.project).await?))
+    Ok(Json(e.containers.prune(&ctx).await?))
 }
 
 /// Streams lifecycle events as JSON lines, from now on.

@@ -126,7 +126,7 @@ async fn inspect(
     Ok(Json(
         blocking(move || {
             let mut v = c.volumes.inspect(&ctx, &name)?;
-            v.used_by = c.volume_users(&ctx.project, &name)?;
+            v.used_by = c.volume_users(&ctx, &name)?;
             Ok(v)
         })
         .await?,

@@ -31,6 +31,7 @@ use rustix::fs::{FileType, Mode, OFlags, CWD};
 use pier_api::containers::{Change, CommitRequest};
 
 use crate::containers::{conflict, internal, invalid, unmount, Containers};
+use crate::context::RequestContext;
 use crate::error::{EngineError, EngineResult};
 
 /// What [`Containers::archive_stat`] finds.
@@ -67,9 +68,9 @@ impl Containers {
         name: &str,
         f: impl FnOnce(&ContainerInspect, &Path) -> EngineResult<T>,
     ) -> EngineResult<T> {
-        let c = self.get(project, name)?;
+        let c = self.lookup(project, name)?;
         let _hold = self.hold_blocking(&c.id)?;
-        let c = self.get(project, &c.id)?;
+        let c = self.lookup(project, &c.id)?;
         let rootfs = self.cdir(&c.id).join("rootfs");
         let running = matches!(
             c.state.status,
@@ -95,7 +96,7 @@ impl Containers {
         name: &str,
         f: impl FnOnce(&ContainerInspect, &InRoot) -> EngineResult<T>,
     ) -> EngineResult<T> {
-        let c = self.get(project, name)?;
+        let c = self.lookup(project, name)?;
         let running = matches!(
             c.state.status,
             ContainerStatus::Running | ContainerStatus::Paused
@@ -147,8 +148,9 @@ impl Containers {
         Ok(out)
     }
 
-    pub fn changes(&self, project: &ProjectName, name: &str) -> EngineResult<Vec<Change>> {
-        let c = self.get(project, name)?;
+    pub fn changes(&self, ctx: &RequestContext, name: &str) -> EngineResult<Vec<Change>> {
+        let project = ctx.project();
+        let c = self.lookup(project, name)?;
         let lowers = self
             .lower_dirs(&c)?
             .iter()
@@ -185,7 +187,8 @@ impl Containers {
     }
 
     /// `pier export`: the container's whole filesystem as a tar.
-    pub fn export(&self, project: &ProjectName, name: &str, out: impl Write) -> EngineResult<()> {
+    pub fn export(&self, ctx: &RequestContext, name: &str, out: impl Write) -> EngineResult<()> {
+        let project = ctx.project();
         self.with_rootfs(project, name, |_, rootfs| {
             let root = InRoot::open(rootfs).map_err(io_fail("open the rootfs"))?;
             let top = Entry::at(root.fd(), Path::new("")).map_err(io_fail("open the rootfs"))?;
@@ -199,17 +202,18 @@ impl Containers {
     /// `pier commit`: the container's changes as a new layer on its image.
     pub fn commit(
         &self,
-        project: &ProjectName,
+        ctx: &RequestContext,
         name: &str,
         req: &CommitRequest,
     ) -> EngineResult<LoadedImage> {
+        let project = ctx.project();
         let reference = req
             .reference
             .as_deref()
             .map(str::parse::<ImageRef>)
             .transpose()
             .map_err(|e| invalid(e.to_string()))?;
-        let c = self.get(project, name)?;
+        let c = self.lookup(project, name)?;
         let dir = self.cdir(&c.id);
         let layer = tempfile::NamedTempFile::new_in(&dir).map_err(io_fail("create the layer"))?;
         self.write_layer(&c, layer.as_file())?;
@@ -256,7 +260,8 @@ impl Containers {
     }
 
     /// Checks that `path` exists in the container, for a clear error before streaming.
-    pub fn archive_check(&self, project: &ProjectName, name: &str, path: &str) -> EngineResult<()> {
+    pub fn archive_check(&self, ctx: &RequestContext, name: &str, path: &str) -> EngineResult<()> {
+        let project = ctx.project();
         self.with_view(project, name, |_, root| {
             archive_source(root, path).map(|_| ())
         })
@@ -266,10 +271,11 @@ impl Containers {
     /// component is not followed, as in a copy.
     pub fn archive_stat(
         &self,
-        project: &ProjectName,
+        ctx: &RequestContext,
         name: &str,
         path: &str,
     ) -> EngineResult<PathStat> {
+        let project = ctx.project();
         self.with_view(project, name, |_, root| {
             let (e, base) = archive_source(root, path)?;
             let m = &e.meta;
@@ -294,11 +300,12 @@ impl Containers {
     /// `pier cp CONTAINER:PATH -`: a tar of one path, its root entry named after it.
     pub fn archive_get(
         &self,
-        project: &ProjectName,
+        ctx: &RequestContext,
         name: &str,
         path: &str,
         out: impl Write,
     ) -> EngineResult<()> {
+        let project = ctx.project();
         self.with_view(project, name, |_, root| {
             let (e, base) = archive_source(root, path)?;
             let mut tar = tar::Builder::new(out);
@@ -312,11 +319,12 @@ impl Containers {
     /// (or goes inside `path` when that is an existing directory).
     pub fn archive_put(
         &self,
-        project: &ProjectName,
+        ctx: &RequestContext,
         name: &str,
         path: &str,
         mut input: impl Read,
     ) -> EngineResult<()> {
+        let project = ctx.project();
         if !path.starts_with('/') {
             return Err(invalid(format!(
                 "the destination {path:?} must be an absolute path in the container"

@@ -38,6 +38,7 @@ use pier_runtime::spec;
 use pier_store::{Batch, Expect, Store, StoreError, StoreExt, Table};
 use tokio::sync::{broadcast, watch};
 
+use crate::context::RequestContext;
 use crate::error::{EngineError, EngineResult};
 use crate::instances::actor::{Actors, Handler, Hold, Op};
 pub(crate) use crate::instances::container::unmount;
@@ -632,7 +633,7 @@ impl Containers {
         Ok(record::load_all(self.db.as_ref(), &format!("{project}/"))?)
     }
 
-    fn all(&self, project: &ProjectName) -> EngineResult<Vec<ContainerInspect>> {
+    pub(crate) fn all(&self, project: &ProjectName) -> EngineResult<Vec<ContainerInspect>> {
         Ok(self
             .instances(project)?
             .into_iter()
@@ -641,7 +642,16 @@ impl Containers {
     }
 
     /// Finds a container by full ID, name, or unique ID prefix.
-    pub fn get(&self, project: &ProjectName, name_or_id: &str) -> EngineResult<ContainerInspect> {
+    pub fn get(&self, ctx: &RequestContext, name_or_id: &str) -> EngineResult<ContainerInspect> {
+        self.lookup(ctx.project(), name_or_id)
+    }
+
+    /// As [`Containers::get`], for the engine's own work in `project`.
+    pub(crate) fn lookup(
+        &self,
+        project: &ProjectName,
+        name_or_id: &str,
+    ) -> EngineResult<ContainerInspect> {
         Ok(self.find(project, name_or_id)?.into_inspect())
     }
 
@@ -673,7 +683,8 @@ impl Containers {
 
     // ---- create ------------------------------------------------------------------------
 
-    pub fn create(&self, project: &ProjectName, req: ContainerCreate) -> EngineResult<Created> {
+    pub fn create(&self, ctx: &RequestContext, req: ContainerCreate) -> EngineResult<Created> {
+        let project = ctx.project();
         let t0 = std::time::Instant::now();
         validate(&req)?;
         // Pinned in memory until the record and its durable pin are written: no removal
@@ -691,7 +702,7 @@ impl Containers {
             .as_deref()
             .and_then(|m| m.strip_prefix("container:"))
         {
-            self.get(project, other)?;
+            self.lookup(project, other)?;
         }
         let id = random_id();
         let name = if name.is_empty() {
@@ -727,6 +738,7 @@ impl Containers {
         self.create_steps(&mut c, &img)?;
         let t_files = t0.elapsed();
         self.emit(&c, "create", &[]);
+        log_action(ctx, &c.id, "created");
         tracing::debug!(container = %c.id, files_us = t_files.as_micros() as u64, total_us = t0.elapsed().as_micros() as u64, "created");
         Ok(Created {
             id: ContainerId::try_from(c.id.clone()).map_err(|e| internal(e.to_string()))?,
@@ -850,13 +862,17 @@ impl Containers {
 
     pub async fn start(
         self: &Arc<Self>,
-        project: &ProjectName,
+        ctx: &RequestContext,
         name: &str,
     ) -> EngineResult<ContainerInspect> {
-        let c = self.get(project, name)?;
-        self.ask(project, &c.id, Op::Start)
+        let project = ctx.project();
+        let c = self.lookup(project, name)?;
+        let started = self
+            .ask(project, &c.id, Op::Start)
             .await?
-            .ok_or_else(|| not_found(name))
+            .ok_or_else(|| not_found(name))?;
+        log_action(ctx, &c.id, "started");
+        Ok(started)
     }
 
     /// [`Op::Start`]: records that it is to run, then starts it. The desired state is
@@ -891,7 +907,7 @@ impl Containers {
                 .map_err(|e| internal(format!("cannot write the container's {name}: {e}")))
         };
         if let Some(other) = mode.strip_prefix("container:") {
-            let o = self.get(&c.project, other)?;
+            let o = self.lookup(&c.project, other)?;
             let pid = match (o.state.status, o.state.pid) {
                 (ContainerStatus::Running | ContainerStatus::Paused, Some(pid)) => pid,
                 _ => {
@@ -1219,13 +1235,15 @@ impl Containers {
 
     pub async fn kill(
         &self,
-        project: &ProjectName,
+        ctx: &RequestContext,
         name: &str,
         signal: Option<&str>,
     ) -> EngineResult<()> {
-        let c = self.get(project, name)?;
+        let project = ctx.project();
+        let c = self.lookup(project, name)?;
         let signal = parse_signal(signal.unwrap_or("KILL"))?;
         self.ask(project, &c.id, Op::Kill { signal }).await?;
+        log_action(ctx, &c.id, "killed");
         Ok(())
     }
 
@@ -1255,12 +1273,13 @@ impl Containers {
 
     pub async fn stop(
         &self,
-        project: &ProjectName,
+        ctx: &RequestContext,
         name: &str,
         t: Option<u64>,
         signal: Option<&str>,
     ) -> EngineResult<()> {
-        let c = self.get(project, name)?;
+        let project = ctx.project();
+        let c = self.lookup(project, name)?;
         let sig = parse_signal(&self.stop_signal_of(&c, signal))?;
         let t = t.or(c.config.stop_timeout);
         let Some(c) = self.ask(project, &c.id, Op::Stop { signal: sig }).await? else {
@@ -1269,6 +1288,7 @@ impl Containers {
         self.escalate(&c, Duration::from_secs(t.unwrap_or(10)))
             .await?;
         self.emit(&c, "stop", &[]);
+        log_action(ctx, &c.id, "stopped");
         Ok(())
     }
 
@@ -1314,12 +1334,13 @@ impl Containers {
 
     pub async fn remove(
         &self,
-        project: &ProjectName,
+        ctx: &RequestContext,
         name: &str,
         force: bool,
         volumes: bool,
     ) -> EngineResult<()> {
-        let c = self.get(project, name)?;
+        let project = ctx.project();
+        let c = self.lookup(project, name)?;
         // A running container is killed first (with `force`), and its exit awaited here:
         // the exit is its actor's to record. It may be started again meanwhile (by its
         // reconciler), so the actor decides on what it finds each time.
@@ -1328,6 +1349,7 @@ impl Containers {
                 .ask(project, &c.id, Op::Remove { volumes, force })
                 .await?
             else {
+                log_action(ctx, &c.id, "removed");
                 return Ok(());
             };
             if !self
@@ -1395,7 +1417,7 @@ impl Containers {
                     continue;
                 };
                 let anonymous = self.volumes.get(project, name).is_ok_and(|v| v.anonymous);
-                if anonymous && self.volume_users(project, name)?.is_empty() {
+                if anonymous && self.users_of_volume(project, name)?.is_empty() {
                     self.volumes.remove(project, name)?;
                 }
             }
@@ -1443,9 +1465,10 @@ impl Containers {
     }
 
     /// Removes a volume no container uses (`pier volume rm`).
-    pub fn remove_volume(&self, project: &ProjectName, name: &str) -> EngineResult<()> {
+    pub fn remove_volume(&self, ctx: &RequestContext, name: &str) -> EngineResult<()> {
+        let project = ctx.project();
         self.volumes.get(project, name)?;
-        let users = self.volume_users(project, name)?;
+        let users = self.users_of_volume(project, name)?;
         if !users.is_empty() {
             return Err(conflict(format!(
                 "volume {name} is in use by container(s) {}: remove them first",
@@ -1456,9 +1479,10 @@ impl Containers {
     }
 
     /// Removes volumes no container uses: anonymous ones, or all with `all`.
-    pub fn prune_volumes(&self, project: &ProjectName, all: bool) -> EngineResult<Vec<String>> {
+    pub fn prune_volumes(&self, ctx: &RequestContext, all: bool) -> EngineResult<Vec<String>> {
+        let project = ctx.project();
         self.volumes.prune(project, all, &|name| {
-            Ok(!self.volume_users(project, name)?.is_empty())
+            Ok(!self.users_of_volume(project, name)?.is_empty())
         })
     }
 
@@ -1488,10 +1512,11 @@ impl Containers {
     /// while it is copied (image volumes are frozen by the filesystem itself).
     pub fn snapshot_volume(
         &self,
-        project: &ProjectName,
+        ctx: &RequestContext,
         name: &str,
         snap: &str,
     ) -> EngineResult<()> {
+        let project = ctx.project();
         let users = self.running_users(project, name)?;
         let quiesce = |on: bool| {
             for c in users
@@ -1505,12 +1530,8 @@ impl Containers {
     }
 
     /// Puts a snapshot back; no running container may use the volume meanwhile.
-    pub fn restore_volume(
-        &self,
-        project: &ProjectName,
-        name: &str,
-        snap: &str,
-    ) -> EngineResult<()> {
+    pub fn restore_volume(&self, ctx: &RequestContext, name: &str, snap: &str) -> EngineResult<()> {
+        let project = ctx.project();
         let users = self.running_users(project, name)?;
         if !users.is_empty() {
             let names: Vec<String> = users.into_iter().map(|c| c.name).collect();
@@ -1523,7 +1544,16 @@ impl Containers {
     }
 
     /// Names of the containers that mount volume `name`.
-    pub fn volume_users(&self, project: &ProjectName, name: &str) -> EngineResult<Vec<String>> {
+    pub fn volume_users(&self, ctx: &RequestContext, name: &str) -> EngineResult<Vec<String>> {
+        self.users_of_volume(ctx.project(), name)
+    }
+
+    /// As [`Containers::volume_users`], for the engine's own work in `project`.
+    pub(crate) fn users_of_volume(
+        &self,
+        project: &ProjectName,
+        name: &str,
+    ) -> EngineResult<Vec<String>> {
         Ok(self
             .all(project)?
             .into_iter()
@@ -1540,11 +1570,12 @@ impl Containers {
     /// container gets its interface at once.
     pub async fn connect(
         &self,
-        project: &ProjectName,
+        ctx: &RequestContext,
         network: &str,
         req: pier_api::networks::NetworkConnect,
     ) -> EngineResult<()> {
-        let c = self.get(project, &req.container)?;
+        let project = ctx.project();
+        let c = self.lookup(project, &req.container)?;
         let network = network.to_string();
         self.ask(project, &c.id, Op::Connect { network, req })
             .await?;
@@ -1605,11 +1636,12 @@ impl Containers {
     /// Takes a container off a network (`pier network disconnect`).
     pub async fn disconnect(
         &self,
-        project: &ProjectName,
+        ctx: &RequestContext,
         network: &str,
         container: &str,
     ) -> EngineResult<()> {
-        let c = self.get(project, container)?;
+        let project = ctx.project();
+        let c = self.lookup(project, container)?;
         let network = network.to_string();
         self.ask(project, &c.id, Op::Disconnect { network }).await?;
         Ok(())
@@ -1645,14 +1677,15 @@ impl Containers {
     }
 
     /// Removes every container that is not running; returns their IDs.
-    pub async fn prune(&self, project: &ProjectName) -> EngineResult<Vec<String>> {
+    pub async fn prune(&self, ctx: &RequestContext) -> EngineResult<Vec<String>> {
+        let project = ctx.project();
         let mut deleted = Vec::new();
         for c in self.all(project)? {
             if matches!(
                 c.state.status,
                 ContainerStatus::Created | ContainerStatus::Exited
             ) {
-                self.remove(project, &c.id, false, false).await?;
+                self.remove(ctx, &c.id, false, false).await?;
                 deleted.push(c.id);
             }
         }
@@ -1665,12 +1698,13 @@ impl Containers {
     /// The watch is registered before this returns; the future then resolves on the exit.
     pub fn wait(
         &self,
-        project: &ProjectName,
+        ctx: &RequestContext,
         name: &str,
         next_exit: bool,
         removed: bool,
     ) -> EngineResult<impl std::future::Future<Output = WaitResponse> + Send + 'static> {
-        let c = self.get(project, name)?;
+        let project = ctx.project();
+        let c = self.lookup(project, name)?;
         let mut rx = self.watcher(&c);
         let before = c.state.finished_at.clone();
         Ok(async move {
@@ -1697,8 +1731,9 @@ impl Containers {
         })
     }
 
-    pub async fn pause(&self, project: &ProjectName, name: &str, paused: bool) -> EngineResult<()> {
-        let c = self.get(project, name)?;
+    pub async fn pause(&self, ctx: &RequestContext, name: &str, paused: bool) -> EngineResult<()> {
+        let project = ctx.project();
+        let c = self.lookup(project, name)?;
         self.ask(project, &c.id, Op::Pause(paused)).await?;
         Ok(())
     }
@@ -1731,14 +1766,15 @@ impl Containers {
 
     pub async fn rename(
         &self,
-        project: &ProjectName,
+        ctx: &RequestContext,
         name: &str,
         new_name: &str,
     ) -> EngineResult<()> {
+        let project = ctx.project();
         if !valid_name(new_name) {
             return Err(invalid(format!("invalid container name {new_name:?}")));
         }
-        let c = self.get(project, name)?;
+        let c = self.lookup(project, name)?;
         self.ask(project, &c.id, Op::Rename(new_name.to_string()))
             .await?;
         Ok(())
@@ -1762,10 +1798,11 @@ impl Containers {
 
     pub fn list(
         &self,
-        project: &ProjectName,
+        ctx: &RequestContext,
         all: bool,
         filter: Option<&str>,
     ) -> EngineResult<Vec<ContainerSummary>> {
+        let project = ctx.project();
         let filters: Vec<(String, String)> = filter
             .unwrap_or("")
             .split(',')
@@ -1824,10 +1861,11 @@ impl Containers {
 
     pub fn stats(
         &self,
-        project: &ProjectName,
+        ctx: &RequestContext,
         name: &str,
     ) -> EngineResult<pier_api::containers::ContainerStats> {
-        let c = self.get(project, name)?;
+        let project = ctx.project();
+        let c = self.lookup(project, name)?;
         let s = if matches!(
             c.state.status,
             ContainerStatus::Running | ContainerStatus::Paused
@@ -1881,10 +1919,11 @@ impl Containers {
     /// The container's processes, read from its cgroup and /proc.
     pub fn top(
         &self,
-        project: &ProjectName,
+        ctx: &RequestContext,
         name: &str,
     ) -> EngineResult<pier_api::containers::TopResponse> {
-        let c = self.get(project, name)?;
+        let project = ctx.project();
+        let c = self.lookup(project, name)?;
         if !matches!(
             c.state.status,
             ContainerStatus::Running | ContainerStatus::Paused
@@ -1966,7 +2005,8 @@ impl Containers {
     // ---- for the Docker API and health checks ---------------------------------------------
 
     /// Every container of a project, as stored.
-    pub fn inspect_all(&self, project: &ProjectName) -> EngineResult<Vec<ContainerInspect>> {
+    pub fn inspect_all(&self, ctx: &RequestContext) -> EngineResult<Vec<ContainerInspect>> {
+        let project = ctx.project();
         self.all(project)
     }
 
@@ -2136,7 +2176,7 @@ impl Containers {
         name: &str,
         req: &pier_api::containers::ExecCreate,
     ) -> EngineResult<(ContainerInspect, std::process::Command)> {
-        let c = self.get(project, name)?;
+        let c = self.lookup(project, name)?;
         if c.state.status != ContainerStatus::Running {
             return Err(conflict(format!(
                 "container {} is not running; start it first",
@@ -2300,6 +2340,11 @@ impl Reconciler for InstanceReconciler {
     fn reconcile(&self) -> BoxFuture<'_, EngineResult<()>> {
         Box::pin(self.containers.reconcile())
     }
+}
+
+/// Logs a lifecycle request served, with who asked.
+fn log_action(ctx: &RequestContext, id: &str, action: &str) {
+    tracing::info!(project = %ctx.project, caller = %ctx.caller, container = %&id[..id.len().min(12)], "container {action}");
 }
 
 fn is_running(c: &ContainerInspect) -> bool {

@@ -229,7 +229,7 @@ fn convert(
     let mut id = ev.id.clone();
     let mut action = ev.action.clone();
     if ev.kind == "container" {
-        let l = match engine.containers.get(&project, &ev.id) {
+        let l = match engine.containers.lookup(&project, &ev.id) {
             Ok(c) => {
                 labels.insert(c.id.clone(), c.config.labels.clone());
                 c.config.labels

@@ -23,6 +23,7 @@ use pier_api::time::format_rfc3339_nanos;
 use pier_api::ProjectName;
 
 use crate::containers::Containers;
+use crate::context::RequestContext;
 use crate::sessions::{ExecSpec, StartOptions, Stream};
 
 const DEFAULT_INTERVAL: Duration = Duration::from_secs(30);
@@ -104,7 +105,7 @@ fn image_config(cs: &Containers, c: &ContainerInspect) -> serde_json::Value {
 pub fn spawn(cs: Arc<Containers>) {
     let mut rx = cs.events.subscribe();
     for project in cs.projects.list().unwrap_or_default() {
-        for c in cs.inspect_all(&project).unwrap_or_default() {
+        for c in cs.all(&project).unwrap_or_default() {
             if matches!(
                 c.state.status,
                 ContainerStatus::Running | ContainerStatus::Paused
@@ -117,7 +118,7 @@ pub fn spawn(cs: Arc<Containers>) {
         loop {
             match rx.recv().await {
                 Ok(ev) if ev.event.kind == "container" && ev.event.action == "start" => {
-                    if let Ok(c) = cs.get(&ev.project, &ev.event.id) {
+                    if let Ok(c) = cs.lookup(&ev.project, &ev.event.id) {
                         watch(&cs, c);
                     }
                 }
@@ -179,7 +180,7 @@ async fn run(cs: Arc<Containers>, c: ContainerInspect, check: Healthcheck) {
     let cmd = command(&check.test);
     loop {
         tokio::time::sleep(interval).await;
-        let Ok(now) = cs.get(&project, &id) else {
+        let Ok(now) = cs.lookup(&project, &id) else {
             return;
         };
         if !same_run(&now, &started_at) {
@@ -223,7 +224,7 @@ async fn run(cs: Arc<Containers>, c: ContainerInspect, check: Healthcheck) {
             return;
         }
         if let Some(s) = changed {
-            if let Ok(c) = cs.get(&project, &id) {
+            if let Ok(c) = cs.lookup(&project, &id) {
                 cs.emit(&c, &format!("health_status: {}", s.as_str()), &[]);
             }
         }
@@ -251,8 +252,9 @@ async fn probe(
         stderr: true,
         ..Default::default()
     };
-    let started = cs.exec_create(project, id, spec).and_then(|exec_id| {
-        let io = cs.exec_start(project, &exec_id, StartOptions::default());
+    let ctx = RequestContext::system(project.clone(), "health check");
+    let started = cs.exec_create(&ctx, id, spec).and_then(|exec_id| {
+        let io = cs.exec_start(&ctx, &exec_id, StartOptions::default());
         Ok((exec_id, io?))
     });
     let (exec_id, io) = match started {

@@ -7,8 +7,9 @@ use pier_api::containers::{ContainerInspect, ContainerStatus};
 use pier_api::docker::container::{self as shape, ContainerFacts};
 use pier_api::docker::normalize_ref;
 use pier_api::volumes::MountKind;
-use pier_api::{ErrorKind, ProjectName};
+use pier_api::ErrorKind;
 
+use crate::context::RequestContext;
 use crate::filters::{self, Filters};
 use crate::views::ImageConfigs;
 use crate::{Engine, EngineError, EngineResult};
@@ -100,20 +101,20 @@ impl Engine {
     /// bytes their writable layers held. One that cannot be removed is left.
     pub async fn prune_containers(
         &self,
-        project: &ProjectName,
+        ctx: &RequestContext,
         f: &Filters,
         until: Option<f64>,
     ) -> EngineResult<(Vec<String>, u64)> {
         let mut deleted = Vec::new();
         let mut reclaimed = 0u64;
-        for c in self.containers.inspect_all(project)? {
+        for c in self.containers.inspect_all(ctx)? {
             if !prunable(f, &c, until) {
                 continue;
             }
             reclaimed += self.containers.size_rw(&c);
             if self
                 .containers
-                .remove(project, &c.id, false, false)
+                .remove(ctx, &c.id, false, false)
                 .await
                 .is_ok()
             {
@@ -126,16 +127,16 @@ impl Engine {
     /// The containers of a listing, newest first, with their facts.
     pub fn list_containers(
         &self,
-        project: &ProjectName,
+        ctx: &RequestContext,
         q: &ContainerQuery,
     ) -> EngineResult<Vec<(ContainerInspect, ContainerFacts)>> {
-        let mut cs = self.containers.inspect_all(project)?;
+        let mut cs = self.containers.inspect_all(ctx)?;
         cs.sort_by(|a, b| b.created.cmp(&a.created).then(b.id.cmp(&a.id)));
         let created_of = |key: &str| -> EngineResult<Option<String>> {
             let Some(r) = q.filters.get(key).and_then(|v| v.first()) else {
                 return Ok(None);
             };
-            match self.containers.get(project, r) {
+            match self.containers.get(ctx, r) {
                 Ok(c) => Ok(Some(c.created)),
                 Err(e) if e.kind() == ErrorKind::NotFound => {
                     Err(EngineError::NotFound(format!("No such container: {r}")))
@@ -149,7 +150,7 @@ impl Engine {
             .get("ancestor")
             .map(|v| {
                 v.iter()
-                    .filter_map(|r| self.images.resolve(project, r).ok())
+                    .filter_map(|r| self.images.resolve(ctx.project(), r).ok())
                     .map(|i| i.id.to_string())
                     .collect()
             })
@@ -189,7 +190,7 @@ mod tests {
         let mut c = ContainerInspect {
             id: "abcdef0123456789".into(),
             name: "app_web_1".into(),
-            project: ProjectName::default(),
+            project: pier_api::ProjectName::default(),
             image: "bb".into(),
             image_id: format!("sha256:{}", "0".repeat(64)).parse().unwrap(),
             created: String::new(),

@@ -59,7 +59,7 @@ impl Engine {
     pub fn networks_in_use(&self, ctx: &RequestContext) -> EngineResult<HashSet<String>> {
         Ok(self
             .containers
-            .inspect_all(ctx.project())?
+            .all(ctx.project())?
             .iter()
             .flat_map(|c| c.networks.values().map(|e| e.network_id.clone()))
             .collect())
@@ -94,7 +94,7 @@ impl Engine {
         req: pier_api::networks::NetworkConnect,
     ) -> EngineResult<()> {
         let container = req.container.clone();
-        self.containers.connect(ctx.project(), network, req).await?;
+        self.containers.connect(ctx, network, req).await?;
         tracing::info!(project = %ctx.project, caller = %ctx.caller, network, container = %container, "container connected to a network");
         Ok(())
     }
@@ -106,9 +106,7 @@ impl Engine {
         network: &str,
         container: &str,
     ) -> EngineResult<()> {
-        self.containers
-            .disconnect(ctx.project(), network, container)
-            .await?;
+        self.containers.disconnect(ctx, network, container).await?;
         tracing::info!(project = %ctx.project, caller = %ctx.caller, network, container, "container disconnected from a network");
         Ok(())
     }

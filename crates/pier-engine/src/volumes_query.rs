@@ -27,14 +27,14 @@ impl Engine {
     /// Whether no container uses the volume.
     pub fn volume_unused(&self, project: &ProjectName, name: &str) -> bool {
         self.containers
-            .volume_users(project, name)
+            .users_of_volume(project, name)
             .is_ok_and(|u| u.is_empty())
     }
 
     /// How many containers use the volume (0 when unknown).
     pub fn volume_refs(&self, project: &ProjectName, name: &str) -> usize {
         self.containers
-            .volume_users(project, name)
+            .users_of_volume(project, name)
             .map_or(0, |u| u.len())
     }
 
@@ -120,14 +120,14 @@ impl Engine {
 
     /// Removes a volume no container uses (`pier volume rm`).
     pub fn remove_volume(&self, ctx: &RequestContext, name: &str) -> EngineResult<()> {
-        self.containers.remove_volume(ctx.project(), name)?;
+        self.containers.remove_volume(ctx, name)?;
         tracing::info!(project = %ctx.project, caller = %ctx.caller, volume = name, "volume removed");
         Ok(())
     }
 
     /// Removes the volumes no container uses: anonymous ones, or all with `all`.
     pub fn prune_volumes(&self, ctx: &RequestContext, all: bool) -> EngineResult<Vec<String>> {
-        let removed = self.containers.prune_volumes(ctx.project(), all)?;
+        let removed = self.containers.prune_volumes(ctx, all)?;
         tracing::info!(project = %ctx.project, caller = %ctx.caller, all, removed = ?removed, "volumes pruned");
         Ok(removed)
     }
@@ -139,14 +139,14 @@ impl Engine {
         name: &str,
         snap: &str,
     ) -> EngineResult<()> {
-        self.containers.snapshot_volume(ctx.project(), name, snap)?;
+        self.containers.snapshot_volume(ctx, name, snap)?;
         tracing::info!(project = %ctx.project, caller = %ctx.caller, volume = name, snapshot = snap, "volume snapshot taken");
         Ok(())
     }
 
     /// Puts a volume's snapshot back; no running container may use it.
     pub fn restore_volume(&self, ctx: &RequestContext, name: &str, snap: &str) -> EngineResult<()> {
-        self.containers.restore_volume(ctx.project(), name, snap)?;
+        self.containers.restore_volume(ctx, name, snap)?;
         tracing::info!(project = %ctx.project, caller = %ctx.caller, volume = name, snapshot = snap, "volume restored from a snapshot");
         Ok(())
     }

@@ -44,6 +44,8 @@ struct Env {
     driver: Arc<FakeDriver>,
     c: Arc<Containers>,
     p: ProjectName,
+    /// A request in `p`.
+    ctx: RequestContext,
 }
 
 /// A `docker save` archive of one image with an empty layer and `config`.
@@ -135,6 +137,7 @@ impl Env {
             projects,
             driver,
             c,
+            ctx: cx(&p),
             p,
         }
     }
@@ -166,7 +169,7 @@ impl Env {
             ..Default::default()
         };
         f(&mut req);
-        self.c.create(&self.p, req).map(|c| c.id.to_string())
+        self.c.create(&self.ctx, req).map(|c| c.id.to_string())
     }
 
     fn create(&self, name: &str) -> String {
@@ -175,12 +178,12 @@ impl Env {
 
     async fn run(&self, name: &str) -> String {
         let id = self.create(name);
-        self.c.start(&self.p, &id).await.unwrap();
+        self.c.start(&self.ctx, &id).await.unwrap();
         id
     }
 
     fn get(&self, id: &str) -> ContainerInspect {
-        self.c.get(&self.p, id).unwrap()
+        self.c.get(&self.ctx, id).unwrap()
     }
 
     fn status(&self, id: &str) -> ContainerStatus {
@@ -191,7 +194,7 @@ impl Env {
     async fn until(&self, id: &str, f: impl Fn(&ContainerInspect) -> bool) -> ContainerInspect {
         let deadline = Instant::now() + Duration::from_secs(5);
         loop {
-            if let Ok(c) = self.c.get(&self.p, id) {
+            if let Ok(c) = self.c.get(&self.ctx, id) {
                 if f(&c) {
                     return c;
                 }
@@ -204,7 +207,7 @@ impl Env {
     /// Waits (at most 5 s) until the container has no record.
     async fn until_gone(&self, id: &str) {
         let deadline = Instant::now() + Duration::from_secs(5);
-        while self.c.get(&self.p, id).is_ok() {
+        while self.c.get(&self.ctx, id).is_ok() {
             assert!(Instant::now() < deadline, "{id} was not removed");
             tokio::time::sleep(Duration::from_millis(2)).await;
         }
@@ -482,7 +485,7 @@ async fn a_container_is_found_by_name_id_and_unique_prefix() {
     assert_eq!(e.get("named").id, id);
     assert_eq!(e.get(&id).id, id);
     assert_eq!(e.get(&id[..12]).id, id);
-    assert_eq!(kind(e.c.get(&e.p, "nope")), ErrorKind::NotFound);
+    assert_eq!(kind(e.c.get(&e.ctx, "nope")), ErrorKind::NotFound);
 }
 
 #[tokio::test]
@@ -490,10 +493,13 @@ async fn a_rename_frees_the_old_name_and_refuses_a_taken_one() {
     let e = Env::new().await;
     let x = e.create("x");
     e.create("y");
-    assert_eq!(kind(e.c.rename(&e.p, "x", "y").await), ErrorKind::Conflict);
-    e.c.rename(&e.p, "x", "z").await.unwrap();
+    assert_eq!(
+        kind(e.c.rename(&e.ctx, "x", "y").await),
+        ErrorKind::Conflict
+    );
+    e.c.rename(&e.ctx, "x", "z").await.unwrap();
     assert_eq!(e.get("z").id, x);
-    assert_eq!(kind(e.c.get(&e.p, "x")), ErrorKind::NotFound);
+    assert_eq!(kind(e.c.get(&e.ctx, "x")), ErrorKind::NotFound);
     e.create("x");
 }
 
@@ -527,7 +533,7 @@ async fn start_runs_the_instance_and_records_its_pid() {
 async fn starting_a_running_container_again_does_nothing() {
     let e = Env::new().await;
     let id = e.run("a").await;
-    let c = e.c.start(&e.p, &id).await.unwrap();
+    let c = e.c.start(&e.ctx, &id).await.unwrap();
     assert_eq!(c.state.status, ContainerStatus::Running);
     assert_eq!(e.driver.calls_of(Op::Start).len(), 1);
 }
@@ -540,7 +546,7 @@ async fn concurrent_starts_start_once() {
     for _ in 0..6 {
         let (e, id) = (e.clone(), id.clone());
         tasks.push(tokio::spawn(
-            async move { e.c.start(&e.p, &id).await.is_ok() },
+            async move { e.c.start(&e.ctx, &id).await.is_ok() },
         ));
     }
     for t in tasks {
@@ -554,11 +560,11 @@ async fn a_start_failing_in_the_driver_leaves_it_created_and_nothing_running() {
     let e = Env::new().await;
     let id = e.create("a");
     e.driver.fail(Op::Start, 1);
-    assert_eq!(kind(e.c.start(&e.p, &id).await), ErrorKind::Internal);
+    assert_eq!(kind(e.c.start(&e.ctx, &id).await), ErrorKind::Internal);
     assert_eq!(e.status(&id), ContainerStatus::Created);
     assert!(e.driver.running().is_empty());
     // It can be started afterwards.
-    e.c.start(&e.p, &id).await.unwrap();
+    e.c.start(&e.ctx, &id).await.unwrap();
     assert_eq!(e.status(&id), ContainerStatus::Running);
 }
 
@@ -567,7 +573,7 @@ async fn a_refused_start_records_its_exit_code_and_error() {
     let e = Env::new().await;
     let id = e.create("a");
     e.driver.refuse_starts(Some(127));
-    let err = e.c.start(&e.p, &id).await.unwrap_err();
+    let err = e.c.start(&e.ctx, &id).await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::InvalidInput);
     assert_eq!(err.exit_code(), Some(127));
     let c = e.get(&id);
@@ -585,7 +591,7 @@ async fn a_refused_start_of_a_container_that_ran_leaves_it_exited() {
     e.until(&id, |c| c.state.status == ContainerStatus::Exited)
         .await;
     e.driver.refuse_starts(Some(126));
-    assert!(e.c.start(&e.p, &id).await.is_err());
+    assert!(e.c.start(&e.ctx, &id).await.is_err());
     let c = e.get(&id);
     assert_eq!(c.state.status, ContainerStatus::Exited);
     assert_eq!(c.state.exit_code, Some(126));
@@ -601,7 +607,7 @@ async fn a_refused_start_of_an_rm_container_leaves_nothing() {
         })
         .unwrap();
     e.driver.refuse_starts(Some(127));
-    assert!(e.c.start(&e.p, &id).await.is_err());
+    assert!(e.c.start(&e.ctx, &id).await.is_err());
     e.assert_nothing_left();
 }
 
@@ -611,10 +617,10 @@ async fn a_start_whose_desired_state_cannot_be_recorded_runs_nothing() {
     let id = e.create("a");
     // The start's first write records that it is to run; it fails, so nothing starts.
     e.store.fail_txn(0);
-    assert!(e.c.start(&e.p, &id).await.is_err());
+    assert!(e.c.start(&e.ctx, &id).await.is_err());
     assert!(e.driver.calls_of(Op::Start).is_empty());
     assert_eq!(e.status(&id), ContainerStatus::Created);
-    e.c.start(&e.p, &id).await.unwrap();
+    e.c.start(&e.ctx, &id).await.unwrap();
     assert_eq!(e.status(&id), ContainerStatus::Running);
 }
 
@@ -624,14 +630,14 @@ async fn a_start_whose_record_cannot_be_written_stops_the_run_again() {
     let id = e.create("a");
     // The second write is the start's status, once the run began.
     e.store.fail_txn(1);
-    assert!(e.c.start(&e.p, &id).await.is_err());
+    assert!(e.c.start(&e.ctx, &id).await.is_err());
     assert!(
         e.driver.running().is_empty(),
         "the unrecorded run was killed"
     );
     assert_eq!(e.driver.calls_of(Op::KillAll).len(), 1);
     assert_eq!(e.status(&id), ContainerStatus::Created);
-    e.c.start(&e.p, &id).await.unwrap();
+    e.c.start(&e.ctx, &id).await.unwrap();
     assert_eq!(e.status(&id), ContainerStatus::Running);
 }
 
@@ -641,7 +647,7 @@ async fn start_gives_the_driver_the_attached_volumes() {
     let id = e
         .create_with(None, |r| r.image = "vol:latest".into())
         .unwrap();
-    e.c.start(&e.p, &id).await.unwrap();
+    e.c.start(&e.ctx, &id).await.unwrap();
     let i = e.driver.instance(&id).unwrap();
     assert_eq!(i.started_with.len(), 1);
     assert_eq!(i.started_with[0].target, "/data");
@@ -650,7 +656,7 @@ async fn start_gives_the_driver_the_attached_volumes() {
 #[tokio::test]
 async fn starting_an_unknown_container_is_not_found() {
     let e = Env::new().await;
-    assert_eq!(kind(e.c.start(&e.p, "ghost").await), ErrorKind::NotFound);
+    assert_eq!(kind(e.c.start(&e.ctx, "ghost").await), ErrorKind::NotFound);
     assert!(e.driver.calls().is_empty());
 }
 
@@ -674,7 +680,7 @@ async fn an_exit_is_recorded_with_its_code() {
 async fn wait_answers_the_exit_code() {
     let e = Env::new().await;
     let id = e.run("a").await;
-    let w = e.c.wait(&e.p, &id, false, false).unwrap();
+    let w = e.c.wait(&e.ctx, &id, false, false).unwrap();
     e.driver.exit(&id, 42);
     let r = tokio::time::timeout(Duration::from_secs(5), w)
         .await
@@ -689,8 +695,8 @@ async fn wait_for_the_next_exit_asked_before_the_start() {
     e.driver.exit(&id, 1);
     e.until(&id, |c| c.state.status == ContainerStatus::Exited)
         .await;
-    let w = e.c.wait(&e.p, &id, true, false).unwrap();
-    e.c.start(&e.p, &id).await.unwrap();
+    let w = e.c.wait(&e.ctx, &id, true, false).unwrap();
+    e.c.start(&e.ctx, &id).await.unwrap();
     e.driver.exit(&id, 7);
     let r = tokio::time::timeout(Duration::from_secs(5), w)
         .await
@@ -702,14 +708,14 @@ async fn wait_for_the_next_exit_asked_before_the_start() {
 async fn wait_for_removal_ends_when_the_container_is_removed() {
     let e = Env::new().await;
     let id = e.create("a");
-    let w = e.c.wait(&e.p, &id, false, true).unwrap();
+    let w = e.c.wait(&e.ctx, &id, false, true).unwrap();
     let waiting = tokio::spawn(w);
     tokio::time::sleep(Duration::from_millis(20)).await;
     assert!(
         !waiting.is_finished(),
         "it waits for the removal, not the stop"
     );
-    e.c.remove(&e.p, &id, false, false).await.unwrap();
+    e.c.remove(&e.ctx, &id, false, false).await.unwrap();
     tokio::time::timeout(Duration::from_secs(5), waiting)
         .await
         .unwrap()
@@ -722,7 +728,7 @@ async fn wait_for_removal_ends_when_the_container_is_removed() {
 async fn stop_sends_term_and_records_a_stop_by_the_user() {
     let e = Env::new().await;
     let id = e.run("a").await;
-    e.c.stop(&e.p, &id, None, None).await.unwrap();
+    e.c.stop(&e.ctx, &id, None, None).await.unwrap();
     let c = e.get(&id);
     assert_eq!(c.state.status, ContainerStatus::Exited);
     assert_eq!(c.state.exit_code, Some(128 + libc::SIGTERM));
@@ -741,7 +747,7 @@ async fn stop_kills_what_ignores_its_signal_after_the_timeout() {
     let e = Env::new().await;
     let id = e.run("a").await;
     e.driver.ignore_signal(libc::SIGTERM);
-    e.c.stop(&e.p, &id, Some(0), None).await.unwrap();
+    e.c.stop(&e.ctx, &id, Some(0), None).await.unwrap();
     let sigs: Vec<_> = e
         .driver
         .calls_of(Op::Signal)
@@ -761,8 +767,8 @@ async fn stop_uses_the_containers_stop_signal() {
     let id = e
         .create_with(Some("a"), |r| r.stop_signal = Some("SIGINT".into()))
         .unwrap();
-    e.c.start(&e.p, &id).await.unwrap();
-    e.c.stop(&e.p, &id, Some(0), None).await.unwrap();
+    e.c.start(&e.ctx, &id).await.unwrap();
+    e.c.stop(&e.ctx, &id, Some(0), None).await.unwrap();
     let sigs: Vec<_> = e
         .driver
         .calls_of(Op::Signal)
@@ -776,7 +782,7 @@ async fn stop_uses_the_containers_stop_signal() {
 async fn stopping_a_stopped_container_does_nothing() {
     let e = Env::new().await;
     let id = e.create("a");
-    e.c.stop(&e.p, &id, None, None).await.unwrap();
+    e.c.stop(&e.ctx, &id, None, None).await.unwrap();
     assert!(e.driver.calls_of(Op::Signal).is_empty());
     assert_eq!(e.status(&id), ContainerStatus::Created);
 }
@@ -785,7 +791,7 @@ async fn stopping_a_stopped_container_does_nothing() {
 async fn kill_sends_sigkill_by_default() {
     let e = Env::new().await;
     let id = e.run("a").await;
-    e.c.kill(&e.p, &id, None).await.unwrap();
+    e.c.kill(&e.ctx, &id, None).await.unwrap();
     let c = e
         .until(&id, |c| c.state.status == ContainerStatus::Exited)
         .await;
@@ -797,7 +803,7 @@ async fn kill_sends_sigkill_by_default() {
 async fn kill_with_another_signal_passes_it_and_leaves_it_running() {
     let e = Env::new().await;
     let id = e.run("a").await;
-    e.c.kill(&e.p, &id, Some("USR1")).await.unwrap();
+    e.c.kill(&e.ctx, &id, Some("USR1")).await.unwrap();
     let sigs: Vec<_> = e
         .driver
         .calls_of(Op::Signal)
@@ -813,7 +819,7 @@ async fn kill_with_another_signal_passes_it_and_leaves_it_running() {
 async fn kill_of_a_stopped_container_conflicts() {
     let e = Env::new().await;
     let id = e.create("a");
-    assert_eq!(kind(e.c.kill(&e.p, &id, None).await), ErrorKind::Conflict);
+    assert_eq!(kind(e.c.kill(&e.ctx, &id, None).await), ErrorKind::Conflict);
     assert!(e.driver.calls_of(Op::Signal).is_empty());
 }
 
@@ -822,11 +828,11 @@ async fn kill_with_an_unknown_signal_is_invalid() {
     let e = Env::new().await;
     let id = e.run("a").await;
     assert_eq!(
-        kind(e.c.kill(&e.p, &id, Some("NOPE")).await),
+        kind(e.c.kill(&e.ctx, &id, Some("NOPE")).await),
         ErrorKind::InvalidInput
     );
     assert_eq!(
-        kind(e.c.kill(&e.p, &id, Some("99")).await),
+        kind(e.c.kill(&e.ctx, &id, Some("99")).await),
         ErrorKind::InvalidInput
     );
     assert_eq!(e.status(&id), ContainerStatus::Running);
@@ -836,10 +842,10 @@ async fn kill_with_an_unknown_signal_is_invalid() {
 async fn pause_and_unpause() {
     let e = Env::new().await;
     let id = e.run("a").await;
-    e.c.pause(&e.p, &id, true).await.unwrap();
+    e.c.pause(&e.ctx, &id, true).await.unwrap();
     assert_eq!(e.status(&id), ContainerStatus::Paused);
     assert!(e.driver.instance(&id).unwrap().paused);
-    e.c.pause(&e.p, &id, false).await.unwrap();
+    e.c.pause(&e.ctx, &id, false).await.unwrap();
     assert_eq!(e.status(&id), ContainerStatus::Running);
     assert!(!e.driver.instance(&id).unwrap().paused);
 }
@@ -848,17 +854,26 @@ async fn pause_and_unpause() {
 async fn pause_of_a_stopped_or_paused_container_conflicts() {
     let e = Env::new().await;
     let id = e.create("a");
-    assert_eq!(kind(e.c.pause(&e.p, &id, true).await), ErrorKind::Conflict);
-    e.c.start(&e.p, &id).await.unwrap();
-    e.c.pause(&e.p, &id, true).await.unwrap();
-    assert_eq!(kind(e.c.pause(&e.p, &id, true).await), ErrorKind::Conflict);
+    assert_eq!(
+        kind(e.c.pause(&e.ctx, &id, true).await),
+        ErrorKind::Conflict
+    );
+    e.c.start(&e.ctx, &id).await.unwrap();
+    e.c.pause(&e.ctx, &id, true).await.unwrap();
+    assert_eq!(
+        kind(e.c.pause(&e.ctx, &id, true).await),
+        ErrorKind::Conflict
+    );
 }
 
 #[tokio::test]
 async fn unpause_of_a_running_container_conflicts() {
     let e = Env::new().await;
     let id = e.run("a").await;
-    assert_eq!(kind(e.c.pause(&e.p, &id, false).await), ErrorKind::Conflict);
+    assert_eq!(
+        kind(e.c.pause(&e.ctx, &id, false).await),
+        ErrorKind::Conflict
+    );
     assert!(e.driver.calls_of(Op::Pause).is_empty());
 }
 
@@ -867,7 +882,7 @@ async fn a_pause_the_driver_fails_leaves_it_running() {
     let e = Env::new().await;
     let id = e.run("a").await;
     e.driver.fail(Op::Pause, 1);
-    assert!(e.c.pause(&e.p, &id, true).await.is_err());
+    assert!(e.c.pause(&e.ctx, &id, true).await.is_err());
     assert_eq!(e.status(&id), ContainerStatus::Running);
 }
 
@@ -875,8 +890,8 @@ async fn a_pause_the_driver_fails_leaves_it_running() {
 async fn killing_a_paused_container_thaws_it_first() {
     let e = Env::new().await;
     let id = e.run("a").await;
-    e.c.pause(&e.p, &id, true).await.unwrap();
-    e.c.kill(&e.p, &id, None).await.unwrap();
+    e.c.pause(&e.ctx, &id, true).await.unwrap();
+    e.c.kill(&e.ctx, &id, None).await.unwrap();
     let ops: Vec<_> = e
         .driver
         .calls()
@@ -900,18 +915,18 @@ async fn killing_a_paused_container_thaws_it_first() {
 async fn stats_and_top_ask_the_driver_while_it_runs() {
     let e = Env::new().await;
     let id = e.create("a");
-    assert_eq!(kind(e.c.top(&e.p, &id)), ErrorKind::Conflict);
-    let s = e.c.stats(&e.p, &id).unwrap();
+    assert_eq!(kind(e.c.top(&e.ctx, &id)), ErrorKind::Conflict);
+    let s = e.c.stats(&e.ctx, &id).unwrap();
     assert_eq!(s.pids_current, 0);
     assert!(
         e.driver.calls_of(Op::Stats).is_empty(),
         "not asked while stopped"
     );
-    e.c.start(&e.p, &id).await.unwrap();
-    let s = e.c.stats(&e.p, &id).unwrap();
+    e.c.start(&e.ctx, &id).await.unwrap();
+    let s = e.c.stats(&e.ctx, &id).unwrap();
     assert_eq!(s.pids_current, 1);
     assert_eq!(s.memory_limit, None, "unlimited");
-    assert_eq!(e.c.top(&e.p, &id).unwrap().titles.len(), 8);
+    assert_eq!(e.c.top(&e.ctx, &id).unwrap().titles.len(), 8);
 }
 
 #[tokio::test]
@@ -922,12 +937,12 @@ async fn exec_needs_a_running_container_and_a_command() {
         cmd: vec!["ls".into()],
         ..Default::default()
     };
-    let r = e.c.exec_create(&e.p, &id, spec.clone());
+    let r = e.c.exec_create(&e.ctx, &id, spec.clone());
     assert!(matches!(r, Err(ExecError::NotRunning { .. })));
-    e.c.start(&e.p, &id).await.unwrap();
-    let r = e.c.exec_create(&e.p, &id, ExecSpec::default());
+    e.c.start(&e.ctx, &id).await.unwrap();
+    let r = e.c.exec_create(&e.ctx, &id, ExecSpec::default());
     assert!(matches!(r, Err(ExecError::NoCommand)));
-    e.c.exec_create(&e.p, &id, spec).unwrap();
+    e.c.exec_create(&e.ctx, &id, spec).unwrap();
 }
 
 #[tokio::test]
@@ -938,8 +953,8 @@ async fn an_exec_runs_what_the_driver_prepares_and_reports_its_failure() {
         cmd: vec!["ls".into()],
         ..Default::default()
     };
-    let x = e.c.exec_create(&e.p, &id, spec.clone()).unwrap();
-    let mut io = e.c.exec_start(&e.p, &x, StartOptions::default()).unwrap();
+    let x = e.c.exec_create(&e.ctx, &id, spec.clone()).unwrap();
+    let mut io = e.c.exec_start(&e.ctx, &x, StartOptions::default()).unwrap();
     let code = tokio::time::timeout(Duration::from_secs(5), io.exit.wait_for(|c| c.is_some()))
         .await
         .unwrap()
@@ -948,8 +963,8 @@ async fn an_exec_runs_what_the_driver_prepares_and_reports_its_failure() {
     assert_eq!(code, 0, "the fake's command is /bin/true");
     assert_eq!(e.driver.calls_of(Op::Exec).len(), 1);
     e.driver.fail(Op::Exec, 1);
-    let x = e.c.exec_create(&e.p, &id, spec).unwrap();
-    assert!(e.c.exec_start(&e.p, &x, StartOptions::default()).is_err());
+    let x = e.c.exec_create(&e.ctx, &id, spec).unwrap();
+    assert!(e.c.exec_start(&e.ctx, &x, StartOptions::default()).is_err());
 }
 
 // ---- remove ----------------------------------------------------------------------------
@@ -958,7 +973,7 @@ async fn an_exec_runs_what_the_driver_prepares_and_reports_its_failure() {
 async fn removing_a_created_container_leaves_nothing() {
     let e = Env::new().await;
     let id = e.create("a");
-    e.c.remove(&e.p, &id, false, false).await.unwrap();
+    e.c.remove(&e.ctx, &id, false, false).await.unwrap();
     e.assert_nothing_left();
     assert_eq!(e.driver.calls_of(Op::Destroy).len(), 1);
 }
@@ -968,11 +983,11 @@ async fn removing_a_running_container_needs_force() {
     let e = Env::new().await;
     let id = e.run("a").await;
     assert_eq!(
-        kind(e.c.remove(&e.p, &id, false, false).await),
+        kind(e.c.remove(&e.ctx, &id, false, false).await),
         ErrorKind::Conflict
     );
     assert_eq!(e.status(&id), ContainerStatus::Running);
-    e.c.remove(&e.p, &id, true, false).await.unwrap();
+    e.c.remove(&e.ctx, &id, true, false).await.unwrap();
     e.assert_nothing_left();
 }
 
@@ -981,9 +996,9 @@ async fn a_remove_whose_record_cannot_be_deleted_can_be_retried() {
     let e = Env::new().await;
     let id = e.create("a");
     e.store.fail_txn(0);
-    assert!(e.c.remove(&e.p, &id, false, false).await.is_err());
+    assert!(e.c.remove(&e.ctx, &id, false, false).await.is_err());
     assert_eq!(e.records(), 1, "the record stays, to remove again");
-    e.c.remove(&e.p, &id, false, false).await.unwrap();
+    e.c.remove(&e.ctx, &id, false, false).await.unwrap();
     e.assert_nothing_left();
 }
 
@@ -997,9 +1012,9 @@ async fn remove_with_volumes_removes_its_anonymous_volumes_only() {
         .create_with(Some("b"), |r| r.image = "vol:latest".into())
         .unwrap();
     assert_eq!(e.volume_names().len(), 2);
-    e.c.remove(&e.p, &a, false, false).await.unwrap();
+    e.c.remove(&e.ctx, &a, false, false).await.unwrap();
     assert_eq!(e.volume_names().len(), 2, "kept without -v");
-    e.c.remove(&e.p, &b, false, true).await.unwrap();
+    e.c.remove(&e.ctx, &b, false, true).await.unwrap();
     assert_eq!(e.volume_names().len(), 1, "b's went with -v");
 }
 
@@ -1012,7 +1027,7 @@ async fn an_rm_container_goes_with_its_volumes_when_it_exits() {
             r.image = "vol:latest".into();
         })
         .unwrap();
-    e.c.start(&e.p, &id).await.unwrap();
+    e.c.start(&e.ctx, &id).await.unwrap();
     e.driver.exit(&id, 0);
     e.until_gone(&id).await;
     e.assert_nothing_left();
@@ -1023,7 +1038,7 @@ async fn prune_removes_the_stopped_containers_only() {
     let e = Env::new().await;
     let a = e.create("a");
     let b = e.run("b").await;
-    let pruned = e.c.prune(&e.p).await.unwrap();
+    let pruned = e.c.prune(&e.ctx).await.unwrap();
     assert_eq!(pruned, vec![a]);
     assert_eq!(e.records(), 1);
     assert_eq!(e.status(&b), ContainerStatus::Running);
@@ -1035,9 +1050,9 @@ async fn list_reads_the_store_without_asking_the_driver() {
     e.create("a");
     e.run("b").await;
     let before = e.driver.calls().len();
-    assert_eq!(e.c.list(&e.p, false, None).unwrap().len(), 1);
-    assert_eq!(e.c.list(&e.p, true, None).unwrap().len(), 2);
-    assert_eq!(e.c.list(&e.p, true, Some("name=a")).unwrap().len(), 1);
+    assert_eq!(e.c.list(&e.ctx, false, None).unwrap().len(), 1);
+    assert_eq!(e.c.list(&e.ctx, true, None).unwrap().len(), 2);
+    assert_eq!(e.c.list(&e.ctx, true, Some("name=a")).unwrap().len(), 1);
     assert_eq!(e.driver.calls().len(), before);
 }
 
@@ -1046,10 +1061,10 @@ async fn events_follow_the_life_of_a_container() {
     let e = Env::new().await;
     let mut rx = e.c.events.subscribe();
     let id = e.run("a").await;
-    e.c.kill(&e.p, &id, None).await.unwrap();
+    e.c.kill(&e.ctx, &id, None).await.unwrap();
     e.until(&id, |c| c.state.status == ContainerStatus::Exited)
         .await;
-    e.c.remove(&e.p, &id, false, false).await.unwrap();
+    e.c.remove(&e.ctx, &id, false, false).await.unwrap();
     let mut actions = Vec::new();
     while let Ok(ev) = rx.try_recv() {
         actions.push(ev.event.action);
@@ -1063,7 +1078,7 @@ async fn with_policy(e: &Env, policy: RestartPolicy) -> String {
     let id = e
         .create_with(Some("r"), |r| r.restart_policy = policy)
         .unwrap();
-    e.c.start(&e.p, &id).await.unwrap();
+    e.c.start(&e.ctx, &id).await.unwrap();
     id
 }
 
@@ -1151,7 +1166,7 @@ async fn restarts_back_off() {
 async fn policy_unless_stopped_does_not_restart_after_a_stop() {
     let e = Env::new().await;
     let id = with_policy(&e, RestartPolicy::UnlessStopped).await;
-    e.c.stop(&e.p, &id, None, None).await.unwrap();
+    e.c.stop(&e.ctx, &id, None, None).await.unwrap();
     tokio::time::sleep(Duration::from_millis(150)).await;
     assert_eq!(e.driver.instance(&id).unwrap().starts, 1);
     assert_eq!(e.status(&id), ContainerStatus::Exited);
@@ -1161,7 +1176,7 @@ async fn policy_unless_stopped_does_not_restart_after_a_stop() {
 async fn policy_always_does_not_restart_after_a_kill_by_the_user() {
     let e = Env::new().await;
     let id = with_policy(&e, RestartPolicy::Always).await;
-    e.c.kill(&e.p, &id, None).await.unwrap();
+    e.c.kill(&e.ctx, &id, None).await.unwrap();
     e.until(&id, |c| c.state.status == ContainerStatus::Exited)
         .await;
     tokio::time::sleep(Duration::from_millis(150)).await;
@@ -1175,7 +1190,7 @@ async fn a_stop_while_restarting_cancels_the_restart() {
     e.driver.exit(&id, 1);
     e.until(&id, |c| c.state.status == ContainerStatus::Restarting)
         .await;
-    e.c.stop(&e.p, &id, None, None).await.unwrap();
+    e.c.stop(&e.ctx, &id, None, None).await.unwrap();
     tokio::time::sleep(Duration::from_millis(250)).await;
     assert_eq!(e.driver.instance(&id).unwrap().starts, 1);
     assert_eq!(e.status(&id), ContainerStatus::Exited);
@@ -1254,7 +1269,7 @@ async fn restore_applies_the_restart_policy_to_a_container_that_died_meanwhile()
 async fn restore_removes_an_rm_container_that_exited_meanwhile() {
     let mut e = Env::new().await;
     let id = e.create_with(Some("a"), |r| r.auto_remove = true).unwrap();
-    e.c.start(&e.p, &id).await.unwrap();
+    e.c.start(&e.ctx, &id).await.unwrap();
     e.driver.daemon_restart();
     e.driver.exit(&id, 0);
     e.restart().await;
@@ -1321,7 +1336,7 @@ async fn restore_removes_instances_that_have_no_record() {
 async fn restore_adopts_a_running_rm_container_whose_record_was_lost() {
     let mut e = Env::new().await;
     let id = e.create_with(Some("a"), |r| r.auto_remove = true).unwrap();
-    e.c.start(&e.p, &id).await.unwrap();
+    e.c.start(&e.ctx, &id).await.unwrap();
     // Its record and name were written lazily, and a crash lost both.
     e.store
         .commit(vec![
@@ -1397,12 +1412,12 @@ async fn names_are_kept_in_an_index_with_the_record() {
         name_index(&e),
         vec![(format!("container-names/{}/x", e.p), id.clone())]
     );
-    e.c.rename(&e.p, "x", "y").await.unwrap();
+    e.c.rename(&e.ctx, "x", "y").await.unwrap();
     assert_eq!(
         name_index(&e),
         vec![(format!("container-names/{}/y", e.p), id.clone())]
     );
-    e.c.remove(&e.p, &id, false, false).await.unwrap();
+    e.c.remove(&e.ctx, &id, false, false).await.unwrap();
     assert!(name_index(&e).is_empty());
 }
 
@@ -1442,7 +1457,7 @@ async fn the_index_is_rebuilt_for_records_that_have_no_entry() {
 async fn an_adopted_container_whose_name_was_taken_gets_another() {
     let mut e = Env::new().await;
     let id = e.create_with(Some("a"), |r| r.auto_remove = true).unwrap();
-    e.c.start(&e.p, &id).await.unwrap();
+    e.c.start(&e.ctx, &id).await.unwrap();
     e.store
         .commit(vec![
             pier_store::Op::Delete {
@@ -1471,7 +1486,7 @@ async fn a_full_queue_answers_busy_and_the_queued_requests_are_served() {
     let e = Arc::new(Env::new().await);
     let id = e.create("a");
     e.driver.hold(Op::Start);
-    let start = |e: Arc<Env>, id: String| tokio::spawn(async move { e.c.start(&e.p, &id).await });
+    let start = |e: Arc<Env>, id: String| tokio::spawn(async move { e.c.start(&e.ctx, &id).await });
     let first = start(e.clone(), id.clone());
     let deadline = Instant::now() + Duration::from_secs(5);
     while e.driver.calls_of(Op::Start).is_empty() {
@@ -1480,7 +1495,7 @@ async fn a_full_queue_answers_busy_and_the_queued_requests_are_served() {
     }
     let queued: Vec<_> = (0..QUEUE).map(|_| start(e.clone(), id.clone())).collect();
     tokio::time::sleep(Duration::from_millis(100)).await;
-    let busy = e.c.start(&e.p, &id).await.unwrap_err();
+    let busy = e.c.start(&e.ctx, &id).await.unwrap_err();
     assert_eq!(busy.kind(), ErrorKind::Unavailable, "{}", busy.message());
     // Other containers are not held up by this one.
     let other = e.create("b");
@@ -1490,7 +1505,7 @@ async fn a_full_queue_answers_busy_and_the_queued_requests_are_served() {
         q.await.unwrap().unwrap();
     }
     assert_eq!(e.driver.calls_of(Op::Start).len(), 1, "started once");
-    e.c.start(&e.p, &other).await.unwrap();
+    e.c.start(&e.ctx, &other).await.unwrap();
 }
 
 #[tokio::test]
@@ -1498,10 +1513,10 @@ async fn a_removed_container_leaves_no_actor() {
     let e = Env::new().await;
     let id = e.run("a").await;
     assert_eq!(e.c.actors(), 1);
-    e.c.remove(&e.p, &id, true, false).await.unwrap();
+    e.c.remove(&e.ctx, &id, true, false).await.unwrap();
     assert_eq!(e.c.actors(), 0);
     let rm = e.create_with(Some("b"), |r| r.auto_remove = true).unwrap();
-    e.c.start(&e.p, &rm).await.unwrap();
+    e.c.start(&e.ctx, &rm).await.unwrap();
     e.driver.exit(&rm, 0);
     e.until_gone(&rm).await;
     assert_eq!(e.c.actors(), 0);
@@ -1512,7 +1527,7 @@ async fn a_waiter_hears_of_the_removal_through_the_actor() {
     let e = Env::new().await;
     let id = e.run("a").await;
     let mut state = e.c.state_watch(&e.get(&id));
-    e.c.remove(&e.p, &id, true, false).await.unwrap();
+    e.c.remove(&e.ctx, &id, true, false).await.unwrap();
     let s = state
         .wait_for(|s| s.status == ContainerStatus::Removing)
         .await
@@ -1547,7 +1562,7 @@ async fn requests_record_the_desired_state_and_the_generation_acted_on() {
     let c = record::load(e.store.as_ref(), &e.p, &id).unwrap().unwrap();
     assert_eq!(c.desired.run, Run::Running);
     assert_eq!((c.desired.generation, c.observed_generation), (1, 1));
-    e.c.stop(&e.p, &id, Some(1), None).await.unwrap();
+    e.c.stop(&e.ctx, &id, Some(1), None).await.unwrap();
     let c = record::load(e.store.as_ref(), &e.p, &id).unwrap().unwrap();
     assert_eq!(c.desired.run, Run::Stopped);
     assert_eq!((c.desired.generation, c.observed_generation), (2, 2));
@@ -1607,7 +1622,7 @@ async fn the_reconciler_kills_a_container_that_ignores_its_stop_signal() {
     let id = e
         .create_with(Some("a"), |r| r.stop_timeout = Some(0))
         .unwrap();
-    e.c.start(&e.p, &id).await.unwrap();
+    e.c.start(&e.ctx, &id).await.unwrap();
     e.driver.ignore_signal(libc::SIGTERM);
     ask_without_acting(&e, &id, Run::Stopped);
     e.c.reconcile().await.unwrap();

@@ -19,8 +19,8 @@ use super::params::Params;
 use super::{blocking, container, json, DResult, DState, Docker, DockerError};
 use crate::api::Ctx;
 use crate::error::ApiError;
-use pier_api::ProjectName;
 use pier_engine::container_fs::PathStat;
+use pier_engine::RequestContext;
 
 pub fn routes() -> Router<Arc<Docker>> {
     Router::new()
@@ -53,14 +53,14 @@ fn stat_header(path: &str, s: &PathStat) -> HeaderValue {
     HeaderValue::from_str(&base64_url(v.to_string().as_bytes())).expect("base64 is ascii")
 }
 
-async fn stat(d: &Arc<Docker>, id: &str, path: &str, project: &ProjectName) -> DResult<PathStat> {
-    let project = project.clone();
-    let c = container(d, id, &project)?;
+async fn stat(d: &Arc<Docker>, id: &str, path: &str, ctx: &RequestContext) -> DResult<PathStat> {
+    let ctx = ctx.clone();
+    let c = container(d, id, &ctx)?;
     let (d2, cid, p2) = (d.clone(), c.id.clone(), path.to_string());
     blocking(move || {
         d2.engine
             .containers
-            .archive_stat(&project, &cid, &p2)
+            .archive_stat(&ctx, &cid, &p2)
             .map_err(|e| match e.kind() {
                 ErrorKind::NotFound => DockerError::not_found(format!(
                     "Could not find the file {p2} in container {cid}"
@@ -86,7 +86,7 @@ async fn archive_head(
 ) -> DResult<Response> {
     let d = state.0;
     let path = path_param(&p)?;
-    let s = stat(&d, &id, &path, &ctx.project).await?;
+    let s = stat(&d, &id, &path, &ctx).await?;
     let mut r = StatusCode::OK.into_response();
     r.headers_mut()
         .insert("x-docker-container-path-stat", stat_header(&path, &s));
@@ -102,13 +102,13 @@ async fn archive_get(
 ) -> DResult<Response> {
     let d = state.0;
     let path = path_param(&p)?;
-    let s = stat(&d, &id, &path, &ctx.project).await?;
-    let c = container(&d, &id, &ctx.project)?;
+    let s = stat(&d, &id, &path, &ctx).await?;
+    let c = container(&d, &id, &ctx)?;
     let containers = d.engine.containers.clone();
     let path2 = path.clone();
     let mut r = crate::api_containers::tar_response(move |w| {
         containers
-            .archive_get(&ctx.project, &c.id, &path2, w)
+            .archive_get(&ctx, &c.id, &path2, w)
             .map_err(ApiError::from)
     });
     r.headers_mut()
@@ -126,18 +126,18 @@ async fn archive_put(
 ) -> DResult<Response> {
     let d = state.0;
     let path = path_param(&p)?;
-    let s = stat(&d, &id, &path, &ctx.project).await?;
+    let s = stat(&d, &id, &path, &ctx).await?;
     if go_file_mode(s.mode) & (1 << 31) == 0 {
         return Err(DockerError::bad_request(format!(
             "extraction point is not a directory: {path}"
         )));
     }
-    let c = container(&d, &id, &ctx.project)?;
+    let c = container(&d, &id, &ctx)?;
     let reader = crate::stream::body_reader(body);
     blocking(move || {
         Ok(d.engine
             .containers
-            .archive_put(&ctx.project, &c.id, &path, reader)?)
+            .archive_put(&ctx, &c.id, &path, reader)?)
     })
     .await?;
     Ok(StatusCode::OK.into_response())
@@ -146,20 +146,18 @@ async fn archive_put(
 /// `GET /containers/{id}/export`.
 async fn export(Ctx(ctx): Ctx, state: DState, Path(id): Path<String>) -> DResult<Response> {
     let d = state.0;
-    let c = container(&d, &id, &ctx.project)?;
+    let c = container(&d, &id, &ctx)?;
     let containers = d.engine.containers.clone();
     Ok(crate::api_containers::tar_response(move |w| {
-        containers
-            .export(&ctx.project, &c.id, w)
-            .map_err(ApiError::from)
+        containers.export(&ctx, &c.id, w).map_err(ApiError::from)
     }))
 }
 
 /// `GET /containers/{id}/changes`.
 async fn changes(Ctx(ctx): Ctx, state: DState, Path(id): Path<String>) -> DResult<Response> {
     let d = state.0;
-    let c = container(&d, &id, &ctx.project)?;
-    let v = blocking(move || Ok(d.engine.containers.changes(&ctx.project, &c.id)?)).await?;
+    let c = container(&d, &id, &ctx)?;
+    let v = blocking(move || Ok(d.engine.containers.changes(&ctx, &c.id)?)).await?;
     let list: Vec<_> = v
         .iter()
         .map(|ch| json!({"Path": ch.path, "Kind": ch.kind}))
@@ -180,7 +178,7 @@ async fn commit(Ctx(ctx): Ctx, state: DState, p: Params) -> DResult<Response> {
     let id = p
         .nonempty("container")
         .ok_or_else(|| DockerError::bad_request("give the container as ?container="))?;
-    let c = container(&d, id, &ctx.project)?;
+    let c = container(&d, id, &ctx)?;
     if !p.all("changes").iter().all(|c| c.trim().is_empty()) {
         return Err(DockerError::not_implemented(
             "docker commit --change is not supported by pier yet: commit without it",
@@ -196,8 +194,7 @@ async fn commit(Ctx(ctx): Ctx, state: DState, p: Params) -> DResult<Response> {
         message: p.get("comment").unwrap_or("").to_string(),
         author: p.get("author").unwrap_or("").to_string(),
     };
-    let loaded =
-        blocking(move || Ok(d.engine.containers.commit(&ctx.project, &c.id, &req)?)).await?;
+    let loaded = blocking(move || Ok(d.engine.containers.commit(&ctx, &c.id, &req)?)).await?;
     Ok(json(StatusCode::CREATED, json!({"Id": loaded.id.as_str()})))
 }
 

@@ -81,19 +81,19 @@ async fn create(Ctx(ctx): Ctx, state: DState, p: Params, body: Bytes) -> DResult
     let image = req.image.clone();
     super::image(&d, &image, &ctx.project)?;
     let d2 = d.clone();
-    let project = ctx.project.clone();
-    let created = blocking(move || Ok(d2.engine.containers.create(&project, req)?)).await?;
+    let ctx2 = ctx.clone();
+    let created = blocking(move || Ok(d2.engine.containers.create(&ctx2, req)?)).await?;
     for (net, ip, aliases) in extra_networks {
         let r = NetworkConnect {
             container: created.id.to_string(),
             ip,
             aliases,
         };
-        if let Err(e) = d.engine.containers.connect(&ctx.project, &net, r).await {
+        if let Err(e) = d.engine.containers.connect(&ctx, &net, r).await {
             let _ = d
                 .engine
                 .containers
-                .remove(&ctx.project, &created.id, true, true)
+                .remove(&ctx, &created.id, true, true)
                 .await;
             return Err(e.into());
         }
@@ -118,7 +118,7 @@ async fn list(Ctx(ctx): Ctx, state: DState, p: Params) -> DResult<Response> {
     let size = p.bool("size");
     let v = blocking(move || {
         let mut out = Vec::new();
-        for (c, facts) in d.engine.list_containers(&ctx.project, &q)? {
+        for (c, facts) in d.engine.list_containers(&ctx, &q)? {
             let mut s = inspect::summary(&c, &facts);
             if size {
                 let (rw, rootfs) = d.engine.container_sizes(&c);
@@ -143,7 +143,7 @@ async fn inspect_one(
     let d = state.0;
     let size = p.bool("size");
     let v = blocking(move || {
-        let c = container(&d, &id, &ctx.project)?;
+        let c = container(&d, &id, &ctx)?;
         let facts = d.engine.container_facts(&c, &mut ImageConfigs::default());
         let mut v = inspect::inspect(&c, &facts, &d.engine.host_paths(&c));
         if size {
@@ -189,13 +189,13 @@ fn start_error(e: pier_engine::EngineError) -> DockerError {
 /// `POST /containers/{id}/start`: 304 when it already runs.
 async fn start(Ctx(ctx): Ctx, state: DState, Path(id): Path<String>) -> DResult<Response> {
     let d = state.0;
-    let c = container(&d, &id, &ctx.project)?;
+    let c = container(&d, &id, &ctx)?;
     if inspect::is_running(&c) {
         return Ok(not_modified());
     }
     d.engine
         .containers
-        .start(&ctx.project, &c.id)
+        .start(&ctx, &c.id)
         .await
         .map_err(start_error)?;
     Ok(no_content())
@@ -209,7 +209,7 @@ async fn stop(
     p: Params,
 ) -> DResult<Response> {
     let d = state.0;
-    let c = container(&d, &id, &ctx.project)?;
+    let c = container(&d, &id, &ctx)?;
     if !inspect::is_running(&c) && c.state.status != ContainerStatus::Restarting {
         return Ok(not_modified());
     }
@@ -217,7 +217,7 @@ async fn stop(
     d.engine
         .containers
         .stop(
-            &ctx.project,
+            &ctx,
             &c.id,
             t.map(|t| t.max(0) as u64),
             p.nonempty("signal"),
@@ -234,12 +234,12 @@ async fn restart(
     p: Params,
 ) -> DResult<Response> {
     let d = state.0;
-    let c = container(&d, &id, &ctx.project)?;
+    let c = container(&d, &id, &ctx)?;
     let t: Option<i64> = p.num("t")?;
     d.engine
         .containers
         .stop(
-            &ctx.project,
+            &ctx,
             &c.id,
             t.map(|t| t.max(0) as u64),
             p.nonempty("signal"),
@@ -247,7 +247,7 @@ async fn restart(
         .await?;
     d.engine
         .containers
-        .start(&ctx.project, &c.id)
+        .start(&ctx, &c.id)
         .await
         .map_err(start_error)?;
     Ok(no_content())
@@ -261,7 +261,7 @@ async fn kill(
     p: Params,
 ) -> DResult<Response> {
     let d = state.0;
-    let c = container(&d, &id, &ctx.project)?;
+    let c = container(&d, &id, &ctx)?;
     if !inspect::is_running(&c) {
         return Err(DockerError::conflict(format!(
             "cannot kill container: {id}: container {} is not running",
@@ -270,25 +270,22 @@ async fn kill(
     }
     d.engine
         .containers
-        .kill(&ctx.project, &c.id, p.nonempty("signal"))
+        .kill(&ctx, &c.id, p.nonempty("signal"))
         .await?;
     Ok(no_content())
 }
 
 async fn pause(Ctx(ctx): Ctx, state: DState, Path(id): Path<String>) -> DResult<Response> {
     let d = state.0;
-    let c = container(&d, &id, &ctx.project)?;
-    d.engine.containers.pause(&ctx.project, &c.id, true).await?;
+    let c = container(&d, &id, &ctx)?;
+    d.engine.containers.pause(&ctx, &c.id, true).await?;
     Ok(no_content())
 }
 
 async fn unpause(Ctx(ctx): Ctx, state: DState, Path(id): Path<String>) -> DResult<Response> {
     let d = state.0;
-    let c = container(&d, &id, &ctx.project)?;
-    d.engine
-        .containers
-        .pause(&ctx.project, &c.id, false)
-        .await?;
+    let c = container(&d, &id, &ctx)?;
+    d.engine.containers.pause(&ctx, &c.id, false).await?;
     Ok(no_content())
 }
 
@@ -300,16 +297,13 @@ async fn rename(
     p: Params,
 ) -> DResult<Response> {
     let d = state.0;
-    let c = container(&d, &id, &ctx.project)?;
+    let c = container(&d, &id, &ctx)?;
     let name = p
         .nonempty("name")
         .ok_or_else(|| DockerError::bad_request("give the new name as ?name="))?
         .trim_start_matches('/')
         .to_string();
-    d.engine
-        .containers
-        .rename(&ctx.project, &c.id, &name)
-        .await?;
+    d.engine.containers.rename(&ctx, &c.id, &name).await?;
     Ok(no_content())
 }
 
@@ -321,7 +315,7 @@ async fn remove(
     p: Params,
 ) -> DResult<Response> {
     let d = state.0;
-    let c = container(&d, &id, &ctx.project)?;
+    let c = container(&d, &id, &ctx)?;
     let force = p.bool("force");
     if p.bool("link") {
         return Err(DockerError::bad_request(
@@ -345,14 +339,11 @@ async fn remove(
         )));
     }
     if c.state.status == ContainerStatus::Restarting {
-        d.engine
-            .containers
-            .stop(&ctx.project, &c.id, Some(0), None)
-            .await?;
+        d.engine.containers.stop(&ctx, &c.id, Some(0), None).await?;
     }
     d.engine
         .containers
-        .remove(&ctx.project, &c.id, force, p.bool("v"))
+        .remove(&ctx, &c.id, force, p.bool("v"))
         .await?;
     Ok(no_content())
 }
@@ -373,10 +364,7 @@ async fn prune(Ctx(ctx): Ctx, state: DState, p: Params) -> DResult<Response> {
             })
         })
         .transpose()?;
-    let (deleted, reclaimed) = d
-        .engine
-        .prune_containers(&ctx.project, &filters, until)
-        .await?;
+    let (deleted, reclaimed) = d.engine.prune_containers(&ctx, &filters, until).await?;
     Ok(json(
         StatusCode::OK,
         json!({"ContainersDeleted": deleted, "SpaceReclaimed": reclaimed}),

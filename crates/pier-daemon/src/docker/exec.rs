@@ -48,12 +48,12 @@ async fn create(
     let d = state.0;
     let b: ExecConfig = serde_json::from_slice(&body)
         .map_err(|e| DockerError::bad_request(format!("invalid exec config: {e}")))?;
-    let c = container(&d, &id, &ctx.project)?;
+    let c = container(&d, &id, &ctx)?;
     let spec = b.into_spec()?;
     let exec_id = d
         .engine
         .containers
-        .exec_create(&ctx.project, &c.id, spec)
+        .exec_create(&ctx, &c.id, spec)
         .map_err(|e| match e {
             ExecError::NotRunning { id, .. } => {
                 DockerError::conflict(format!("Container {id} is not running"))
@@ -76,9 +76,7 @@ async fn start(
 ) -> DResult<Response> {
     let d = state.0;
     let containers = &d.engine.containers;
-    let info = containers
-        .exec_inspect(&ctx.project, &id)
-        .map_err(refused)?;
+    let info = containers.exec_inspect(&ctx, &id).map_err(refused)?;
     let (parts, body) = req.into_parts();
     let bytes = axum::body::to_bytes(body, 1 << 20)
         .await
@@ -92,7 +90,7 @@ async fn start(
     let detach = b.detach.unwrap_or(false);
     let opts = StartOptions { tty: b.tty, detach };
     let io = containers
-        .exec_start(&ctx.project, &id, opts)
+        .exec_start(&ctx, &id, opts)
         .map_err(|e| match e {
             ExecError::Engine(e) if e.kind() == pier_api::ErrorKind::NotFound => {
                 DockerError::not_found(format!("No such container: {}", info.container_id))
@@ -153,9 +151,7 @@ async fn resize(
 ) -> DResult<Response> {
     let d = state.0;
     let containers = &d.engine.containers;
-    containers
-        .exec_inspect(&ctx.project, &id)
-        .map_err(refused)?;
+    containers.exec_inspect(&ctx, &id).map_err(refused)?;
     let (h, w) = match (p.num::<u16>("h")?, p.num::<u16>("w")?) {
         (Some(h), Some(w)) => (h, w),
         _ => {
@@ -164,9 +160,7 @@ async fn resize(
             ))
         }
     };
-    containers
-        .exec_resize(&ctx.project, &id, h, w)
-        .map_err(refused)?;
+    containers.exec_resize(&ctx, &id, h, w).map_err(refused)?;
     Ok(StatusCode::OK.into_response())
 }
 
@@ -176,7 +170,7 @@ async fn inspect(Ctx(ctx): Ctx, state: DState, Path(id): Path<String>) -> DResul
     let e = d
         .engine
         .containers
-        .exec_inspect(&ctx.project, &id)
+        .exec_inspect(&ctx, &id)
         .map_err(refused)?;
     Ok(json(StatusCode::OK, inspect_json(&e)))
 }

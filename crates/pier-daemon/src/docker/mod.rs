@@ -44,7 +44,7 @@ use pier_api::ErrorKind;
 use crate::api::Ctx;
 use crate::error::ApiError;
 use pier_api::ProjectName;
-use pier_engine::Engine;
+use pier_engine::{Engine, RequestContext};
 
 pub(crate) use pier_api::docker::normalize_ref;
 
@@ -302,7 +302,7 @@ async fn update(
     body: axum::body::Body,
 ) -> DockerError {
     crate::stream::drain(body, 1 << 20).await;
-    if let Err(e) = container(&state.0, &id, &ctx.project) {
+    if let Err(e) = container(&state.0, &id, &ctx) {
         return e;
     }
     DockerError::not_implemented(
@@ -378,11 +378,11 @@ async fn negotiate(mut req: Request, next: Next) -> Response {
 pub(crate) fn container(
     d: &Docker,
     name_or_id: &str,
-    project: &ProjectName,
+    ctx: &RequestContext,
 ) -> DResult<pier_api::containers::ContainerInspect> {
     d.engine
         .containers
-        .get(project, name_or_id)
+        .get(ctx, name_or_id)
         .map_err(|e| match e.kind() {
             ErrorKind::NotFound => {
                 DockerError::not_found(format!("No such container: {name_or_id}"))

@@ -100,7 +100,7 @@ async fn inspect(Ctx(ctx): Ctx, state: DState, Path(id): Path<String>) -> DResul
     }
     let v = blocking(move || {
         let n = network(&d, &id, &ctx)?;
-        let container = |id: &str| d.engine.containers.get(&ctx.project, id).ok();
+        let container = |id: &str| d.engine.containers.get(&ctx, id).ok();
         Ok(network_json(&n, Some(&container)))
     })
     .await?;
@@ -193,7 +193,7 @@ async fn connect(
         )));
     }
     let n = network(&d, &id, &ctx)?;
-    let c = container(&d, &b.container, &ctx.project)?;
+    let c = container(&d, &b.container, &ctx)?;
     let ep = b.endpoint_config.unwrap_or_default();
     let req = NetworkConnect {
         container: c.id.clone(),
@@ -228,7 +228,7 @@ async fn disconnect(
         .map_err(|e| DockerError::bad_request(format!("invalid disconnect request: {e}")))?;
     // `Force` changes nothing: a disconnect never waits on the container.
     let n = network(&d, &id, &ctx)?;
-    let c = container(&d, &b.container, &ctx.project)?;
+    let c = container(&d, &b.container, &ctx)?;
     d.engine.disconnect_network(&ctx, &n.id, &c.id).await?;
     Ok(StatusCode::OK.into_response())
 }

@@ -38,7 +38,7 @@ async fn stats(
     p: Params,
 ) -> DResult<Response> {
     let d = state.0;
-    let c = container(&d, &id, &ctx.project)?;
+    let c = container(&d, &id, &ctx)?;
     let stream = p.get("stream").is_none() || p.bool("stream");
     let one_shot = p.bool("one-shot");
     let read = {
@@ -47,11 +47,11 @@ async fn stats(
         move || {
             let d = d.clone();
             let id = id.clone();
-            let project = ctx.project.clone();
+            let ctx = ctx.clone();
             async move {
                 blocking(move || {
-                    let c = container(&d, &id, &project)?;
-                    Ok((d.engine.containers.stats(&project, &c.id)?, c))
+                    let c = container(&d, &id, &ctx)?;
+                    Ok((d.engine.containers.stats(&ctx, &c.id)?, c))
                 })
                 .await
             }
@@ -93,14 +93,14 @@ async fn stats(
 /// `GET /containers/{id}/top?ps_args=`: the columns are fixed (`ps -ef`'s).
 async fn top(Ctx(ctx): Ctx, state: DState, Path(id): Path<String>, p: Params) -> DResult<Response> {
     let d = state.0;
-    let c = container(&d, &id, &ctx.project)?;
+    let c = container(&d, &id, &ctx)?;
     if let Some(args) = p.nonempty("ps_args").filter(|a| *a != "-ef") {
         tracing::debug!(
             ps_args = args,
             "docker top: ps options are not applied; showing ps -ef columns"
         );
     }
-    let t = blocking(move || Ok(d.engine.containers.top(&ctx.project, &c.id)?)).await?;
+    let t = blocking(move || Ok(d.engine.containers.top(&ctx, &c.id)?)).await?;
     Ok(json(
         StatusCode::OK,
         json!({"Titles": t.titles, "Processes": t.processes}),

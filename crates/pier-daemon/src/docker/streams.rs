@@ -155,7 +155,7 @@ async fn attach(
     req: Request,
 ) -> DResult<Response> {
     let d = state.0;
-    let c = container(&d, &id, &ctx.project)?;
+    let c = container(&d, &id, &ctx)?;
     let (want_in, want_out, want_err) = (p.bool("stdin"), p.bool("stdout"), p.bool("stderr"));
     let (stream, with_logs) = (p.bool("stream"), p.bool("logs"));
     let tty = c.config.tty;
@@ -169,7 +169,7 @@ async fn attach(
         Follow::No
     };
     let mut lines = containers.logs(
-        &ctx.project,
+        &ctx,
         &c.id,
         LogOptions {
             follow,
@@ -185,7 +185,7 @@ async fn attach(
             stdin,
             wait_start: true,
         };
-        Some(containers.attach(&ctx.project, &c.id, opts).await?)
+        Some(containers.attach(&ctx, &c.id, opts).await?)
     } else {
         None
     };
@@ -253,7 +253,7 @@ async fn resize(
     p: Params,
 ) -> DResult<Response> {
     let d = state.0;
-    let c = container(&d, &id, &ctx.project)?;
+    let c = container(&d, &id, &ctx)?;
     let (h, w) = match (p.num::<u16>("h")?, p.num::<u16>("w")?) {
         (Some(h), Some(w)) => (h, w),
         _ => {
@@ -264,7 +264,7 @@ async fn resize(
     };
     d.engine
         .containers
-        .resize(&ctx.project, &c.id, h, w)
+        .resize(&ctx, &c.id, h, w)
         .await
         .map_err(|e| match e.kind() {
             pier_api::ErrorKind::Conflict => DockerError::conflict(format!(
@@ -285,7 +285,7 @@ async fn wait(
     p: Params,
 ) -> DResult<Response> {
     let d = state.0;
-    let c = container(&d, &id, &ctx.project)?;
+    let c = container(&d, &id, &ctx)?;
     let (next_exit, removed) = match p.get("condition").unwrap_or("") {
         "" | "not-running" => (false, false),
         "next-exit" => (true, false),
@@ -296,10 +296,7 @@ async fn wait(
             )))
         }
     };
-    let exit = d
-        .engine
-        .containers
-        .wait(&ctx.project, &c.id, next_exit, removed)?;
+    let exit = d.engine.containers.wait(&ctx, &c.id, next_exit, removed)?;
     let body = futures_util::stream::once(async move {
         let w = exit.await;
         let v = serde_json::json!({"StatusCode": w.exit_code, "Error": null});
@@ -320,7 +317,7 @@ async fn logs(
     p: Params,
 ) -> DResult<Response> {
     let d = state.0;
-    let c = container(&d, &id, &ctx.project)?;
+    let c = container(&d, &id, &ctx)?;
     let (out, err) = (p.bool("stdout"), p.bool("stderr"));
     if !out && !err {
         return Err(DockerError::bad_request(
@@ -360,7 +357,7 @@ async fn logs(
     // Lines carry whole seconds: `t >= since` is `t >= floor(since)`, `t <= until` is
     // `t <= floor(until)`.
     let mut lines = d.engine.containers.logs(
-        &ctx.project,
+        &ctx,
         &c.id,
         LogOptions {
             follow,

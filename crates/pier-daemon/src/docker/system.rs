@@ -48,7 +48,7 @@ pub async fn info(Ctx(ctx): Ctx, state: DState) -> DResult<Response> {
         let d = d.clone();
         move || {
             Ok((
-                d.engine.containers.inspect_all(&ctx.project)?,
+                d.engine.containers.inspect_all(&ctx)?,
                 d.engine.images(&ctx, false)?.len(),
             ))
         }
@@ -91,7 +91,7 @@ pub async fn df(Ctx(ctx): Ctx, state: DState) -> DResult<Response> {
     let d = state.0;
     let v = blocking(move || {
         let images = d.engine.images(&ctx, false)?;
-        let containers = d.engine.containers.inspect_all(&ctx.project)?;
+        let containers = d.engine.containers.inspect_all(&ctx)?;
         let mut layers = 0u64;
         let image_json: Vec<Value> = images
             .iter()

@@ -217,14 +217,14 @@ pub const BUILD_LABEL: &str = "pier.build";
 /// Removes the containers of `RUN` steps a stopped daemon left (no build survives a
 /// restart). Called at daemon start, after containers are restored.
 pub async fn remove_orphans(containers: &Containers) {
-    let project = ProjectName::default_project();
+    let ctx = RequestContext::system(ProjectName::default_project(), "build cleanup");
     let filter = format!("label={BUILD_LABEL}");
-    let Ok(left) = containers.list(&project, true, Some(&filter)) else {
+    let Ok(left) = containers.list(&ctx, true, Some(&filter)) else {
         return;
     };
     for c in left {
         tracing::info!(container = %c.id, "removing the container of an interrupted build step");
-        if let Err(e) = containers.remove(&project, &c.id, true, true).await {
+        if let Err(e) = containers.remove(&ctx, &c.id, true, true).await {
             tracing::warn!(container = %c.id, error = %e.message(), "cannot remove an interrupted build step's container");
         }
     }
@@ -311,6 +311,7 @@ impl Builder {
         let df = dockerfile::parse(&text)?;
         let mut b = Build {
             b: self,
+            ctx,
             project,
             opts: &opts,
             escape: df.escape,
@@ -392,6 +393,8 @@ struct Stage {
 /// One build in progress.
 struct Build<'a> {
     b: &'a Builder,
+    /// The build's request: its `RUN` containers are made in its name.
+    ctx: &'a RequestContext,
     project: &'a ProjectName,
     opts: &'a BuildOptions,
     escape: char,

@@ -7,16 +7,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use pier_api::containers::ContainerCreate;
-use pier_api::ProjectName;
 use pier_image::store::ImageRecord;
 
 use super::{Build, BuildError};
 use crate::containers::Containers;
+use crate::context::RequestContext;
 
 /// Removes a step's container when dropped.
 struct StepContainer {
     containers: Arc<Containers>,
-    project: ProjectName,
+    ctx: RequestContext,
     id: String,
     handle: tokio::runtime::Handle,
 }
@@ -25,7 +25,7 @@ impl Drop for StepContainer {
     fn drop(&mut self) {
         let r = self
             .handle
-            .block_on(self.containers.remove(&self.project, &self.id, true, true));
+            .block_on(self.containers.remove(&self.ctx, &self.id, true, true));
         if let Err(e) = r {
             tracing::warn!(container = %self.id, error = %e.message(), "cannot remove a build step's container");
         }
@@ -58,17 +58,17 @@ impl Build<'_> {
             labels: [(super::BUILD_LABEL.to_string(), "run".to_string())].into(),
             ..Default::default()
         };
-        let created = containers.create(self.project, req)?;
+        let created = containers.create(self.ctx, req)?;
         let id = created.id.to_string();
         let guard = StepContainer {
             containers: containers.clone(),
-            project: self.project.clone(),
+            ctx: self.ctx.clone(),
             id: id.clone(),
             handle: self.handle.clone(),
         };
         self.say(format!(" ---> Running in {}\n", &id[..12]));
-        let exit = containers.wait(self.project, &id, true, false)?;
-        if let Err(e) = self.handle.block_on(containers.start(self.project, &id)) {
+        let exit = containers.wait(self.ctx, &id, true, false)?;
+        if let Err(e) = self.handle.block_on(containers.start(self.ctx, &id)) {
             let message = match e.message().split_once(" failed to start: ") {
                 Some((_, why)) => why.to_string(),
                 None => e.message(),
@@ -80,7 +80,7 @@ impl Build<'_> {
             });
         }
         let mut lines = containers.logs(
-            self.project,
+            self.ctx,
             &id,
             crate::sessions::LogOptions {
                 follow: crate::sessions::Follow::WhileRunning,
@@ -112,7 +112,7 @@ impl Build<'_> {
                 code,
             });
         }
-        let c = containers.get(self.project, &id)?;
+        let c = containers.get(self.ctx, &id)?;
         let path = self.next_name("layer");
         let out = std::fs::File::create(&path).map_err(BuildError::io("write a layer"))?;
         containers.write_layer(&c, out)?;

@@ -30,6 +30,7 @@ use tokio::sync::mpsc;
 use super::logs::{Follow, FollowEnd, LogFollower};
 use super::{input_channel, Chunk, InputReceiver, InputSender, Next, Stream};
 use crate::containers::{conflict, Containers};
+use crate::context::RequestContext;
 use crate::error::{EngineError, EngineResult};
 
 /// How to attach.
@@ -119,7 +120,7 @@ impl Containers {
             if attempt == retries {
                 break;
             }
-            let now = self.get(&c.project, &c.id).ok()?;
+            let now = self.lookup(&c.project, &c.id).ok()?;
             if !running(&now) {
                 return None;
             }
@@ -131,11 +132,12 @@ impl Containers {
     /// Attaches to a container's stdio.
     pub async fn attach(
         self: &Arc<Self>,
-        project: &ProjectName,
+        ctx: &RequestContext,
         id: &str,
         opts: AttachOptions,
     ) -> EngineResult<AttachIo> {
-        let c = self.get(project, id)?;
+        let project = ctx.project();
+        let c = self.lookup(project, id)?;
         let tty = c.config.tty;
         let (input, input_rx) = input_channel();
         let (out_tx, output) = mpsc::channel(16);
@@ -189,12 +191,13 @@ impl Containers {
     /// Resizes a container's terminal.
     pub async fn resize(
         &self,
-        project: &ProjectName,
+        ctx: &RequestContext,
         id: &str,
         rows: u16,
         cols: u16,
     ) -> EngineResult<()> {
-        let c = self.get(project, id)?;
+        let project = ctx.project();
+        let c = self.lookup(project, id)?;
         if self.attached.resize(&key(project, &c.id), rows, cols) {
             return Ok(());
         }

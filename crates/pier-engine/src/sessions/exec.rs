@@ -32,6 +32,7 @@ use tokio::sync::{mpsc, watch};
 
 use super::{input_channel, pump_input, Chunk, InputReceiver, InputSender, Stream};
 use crate::containers::Containers;
+use crate::context::RequestContext;
 use crate::error::EngineError;
 
 /// How long an ended exec is kept for its exit code.
@@ -254,11 +255,12 @@ impl Containers {
     /// Makes an exec session for a running container; returns its ID.
     pub fn exec_create(
         &self,
-        project: &ProjectName,
+        ctx: &RequestContext,
         container: &str,
         spec: ExecSpec,
     ) -> Result<String, ExecError> {
-        let c = self.get(project, container)?;
+        let project = ctx.project();
+        let c = self.lookup(project, container)?;
         match c.state.status {
             ContainerStatus::Running => {}
             ContainerStatus::Paused => {
@@ -283,10 +285,11 @@ impl Containers {
     /// Starts an exec session: spawns the helper, and pumps its output, input and exit.
     pub fn exec_start(
         self: &Arc<Self>,
-        project: &ProjectName,
+        ctx: &RequestContext,
         exec_id: &str,
         opts: StartOptions,
     ) -> Result<ExecIo, ExecError> {
+        let project = ctx.project();
         let Begun {
             container_id,
             spec,
@@ -359,11 +362,8 @@ impl Containers {
     }
 
     /// An exec session's state.
-    pub fn exec_inspect(
-        &self,
-        project: &ProjectName,
-        exec_id: &str,
-    ) -> Result<ExecInfo, ExecError> {
+    pub fn exec_inspect(&self, ctx: &RequestContext, exec_id: &str) -> Result<ExecInfo, ExecError> {
+        let project = ctx.project();
         self.execs
             .with(project, exec_id, Instant::now(), |e| e.info())
     }
@@ -378,11 +378,12 @@ impl Containers {
     /// A command without a terminal ignores it.
     pub fn exec_resize(
         &self,
-        project: &ProjectName,
+        ctx: &RequestContext,
         exec_id: &str,
         rows: u16,
         cols: u16,
     ) -> Result<(), ExecError> {
+        let project = ctx.project();
         self.execs.with(project, exec_id, Instant::now(), |e| {
             if e.tty {
                 e.input.resize(rows, cols);

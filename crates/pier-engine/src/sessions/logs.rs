@@ -24,13 +24,13 @@ use std::sync::{Arc, Mutex, OnceLock};
 use pier_api::containers::LogLine;
 use pier_api::containers::{ContainerState, ContainerStatus};
 use pier_api::time::parse_rfc3339;
-use pier_api::ProjectName;
 use rustix::fs::inotify;
 use tokio::io::unix::AsyncFd;
 use tokio::sync::{mpsc, watch};
 
 use super::Stream;
 use crate::containers::Containers;
+use crate::context::RequestContext;
 use crate::error::{EngineError, EngineResult};
 
 /// How long a log stream follows the container.
@@ -467,11 +467,12 @@ impl Containers {
     /// the container afterwards and miss nothing.
     pub fn logs(
         &self,
-        project: &ProjectName,
+        ctx: &RequestContext,
         id: &str,
         opts: LogOptions,
     ) -> EngineResult<mpsc::Receiver<LogLine>> {
-        let c = self.get(project, id)?;
+        let project = ctx.project();
+        let c = self.lookup(project, id)?;
         let path = PathBuf::from(&c.log_path);
         let state = self.state_watch(&c);
         let end = FollowEnd::new(opts.follow, &c.state);
