@@ -118,7 +118,7 @@ async fn list(
     State(e): Shared,
     Q(q): Q<ListQuery>,
 ) -> ApiResult<Json<Vec<ContainerSummary>>> {
-    Ok(Json(e.containers.list(&ctx, q.all, q.filter.as_deref())?))
+    Ok(Json(e.instances.list(&ctx, q.all, q.filter.as_deref())?))
 }
 
 /// Creates a container from an image.
@@ -129,7 +129,7 @@ async fn create(
     State(e): Shared,
     J(req): J<ContainerCreate>,
 ) -> ApiResult<(StatusCode, Json<Created>)> {
-    let c = e.containers.clone();
+    let c = e.instances.clone();
     let created = blocking(move || c.create(&ctx, req).map_err(ApiError::from)).await?;
     Ok((StatusCode::CREATED, Json(created)))
 }
@@ -141,7 +141,7 @@ async fn inspect(
     State(e): Shared,
     Path(id): Path<String>,
 ) -> ApiResult<Json<ContainerInspect>> {
-    Ok(Json(e.containers.get(&ctx, &id)?))
+    Ok(Json(e.instances.get(&ctx, &id)?))
 }
 
 /// Removes a container.
@@ -153,7 +153,7 @@ async fn remove(
     Path(id): Path<String>,
     Q(q): Q<ContainerRemoveQuery>,
 ) -> ApiResult<StatusCode> {
-    e.containers.remove(&ctx, &id, q.force, q.volumes).await?;
+    e.instances.remove(&ctx, &id, q.force, q.volumes).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -161,7 +161,7 @@ async fn remove(
 #[utoipa::path(post, path = "/v1/containers/{id}/start", params(("id" = String, Path)),
     responses((status = 204), (status = 400, body = ErrorBody, description = "the command could not be run"), (status = 404, body = ErrorBody)))]
 async fn start(Ctx(ctx): Ctx, State(e): Shared, Path(id): Path<String>) -> ApiResult<StatusCode> {
-    e.containers.start(&ctx, &id).await?;
+    e.instances.start(&ctx, &id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -173,7 +173,7 @@ async fn stop(
     Path(id): Path<String>,
     Q(q): Q<StopQuery>,
 ) -> ApiResult<StatusCode> {
-    e.containers
+    e.instances
         .stop(&ctx, &id, q.t, q.signal.as_deref())
         .await?;
     Ok(StatusCode::NO_CONTENT)
@@ -187,10 +187,10 @@ async fn restart(
     Path(id): Path<String>,
     Q(q): Q<StopQuery>,
 ) -> ApiResult<StatusCode> {
-    e.containers
+    e.instances
         .stop(&ctx, &id, q.t, q.signal.as_deref())
         .await?;
-    e.containers.start(&ctx, &id).await?;
+    e.instances.start(&ctx, &id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -202,7 +202,7 @@ async fn kill(
     Path(id): Path<String>,
     Q(q): Q<KillQuery>,
 ) -> ApiResult<StatusCode> {
-    e.containers.kill(&ctx, &id, q.signal.as_deref()).await?;
+    e.instances.kill(&ctx, &id, q.signal.as_deref()).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -225,7 +225,7 @@ async fn wait(
     Path(id): Path<String>,
     Q(q): Q<WaitQuery>,
 ) -> ApiResult<Response> {
-    let exit = e.containers.wait(&ctx, &id, q.next_exit, q.removed)?;
+    let exit = e.instances.wait(&ctx, &id, q.next_exit, q.removed)?;
     let body = futures_util::stream::once(async move {
         Ok::<_, std::io::Error>(serde_json::to_string(&exit.await).expect("json"))
     });
@@ -239,14 +239,14 @@ async fn wait(
 /// Freezes every process of a container.
 #[utoipa::path(post, path = "/v1/containers/{id}/pause", params(("id" = String, Path)), responses((status = 204), (status = 409, body = ErrorBody)))]
 async fn pause(Ctx(ctx): Ctx, State(e): Shared, Path(id): Path<String>) -> ApiResult<StatusCode> {
-    e.containers.pause(&ctx, &id, true).await?;
+    e.instances.pause(&ctx, &id, true).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
 /// Thaws a paused container.
 #[utoipa::path(post, path = "/v1/containers/{id}/unpause", params(("id" = String, Path)), responses((status = 204), (status = 409, body = ErrorBody)))]
 async fn unpause(Ctx(ctx): Ctx, State(e): Shared, Path(id): Path<String>) -> ApiResult<StatusCode> {
-    e.containers.pause(&ctx, &id, false).await?;
+    e.instances.pause(&ctx, &id, false).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -265,7 +265,7 @@ async fn rename(
     Path(id): Path<String>,
     Q(q): Q<RenameQuery>,
 ) -> ApiResult<StatusCode> {
-    e.containers.rename(&ctx, &id, &q.name).await?;
+    e.instances.rename(&ctx, &id, &q.name).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -288,7 +288,7 @@ async fn logs(
     Path(id): Path<String>,
     Q(q): Q<LogsQuery>,
 ) -> ApiResult<Response> {
-    let c = e.containers.get(&ctx, &id)?;
+    let c = e.instances.get(&ctx, &id)?;
     let since = match q.since.as_deref() {
         None => None,
         Some(s) => Some(
@@ -307,7 +307,7 @@ async fn logs(
         (true, true) => Follow::NextExit,
         (true, false) => Follow::WhileRunning,
     };
-    let lines = e.containers.logs(
+    let lines = e.instances.logs(
         &ctx,
         &c.id,
         LogOptions {
@@ -343,11 +343,11 @@ async fn exec(
     let attached = (req.tty || req.interactive) && !req.detach;
     let detach = req.detach;
     let exec_id = e
-        .containers
+        .instances
         .exec_create(&ctx, &id, req.spec())
         .map_err(exec_error)?;
     let io = e
-        .containers
+        .instances
         .exec_start(&ctx, &exec_id, StartOptions { tty: None, detach })
         .map_err(exec_error)?;
     if attached {
@@ -403,7 +403,7 @@ async fn stats(
     State(e): Shared,
     Path(id): Path<String>,
 ) -> ApiResult<Json<ContainerStats>> {
-    Ok(Json(e.containers.stats(&ctx, &id)?))
+    Ok(Json(e.instances.stats(&ctx, &id)?))
 }
 
 /// The processes running in a container.
@@ -413,7 +413,7 @@ async fn top(
     State(e): Shared,
     Path(id): Path<String>,
 ) -> ApiResult<Json<TopResponse>> {
-    Ok(Json(e.containers.top(&ctx, &id)?))
+    Ok(Json(e.instances.top(&ctx, &id)?))
 }
 
 /// What changed in a container's filesystem against its image.
@@ -423,7 +423,7 @@ async fn changes(
     State(e): Shared,
     Path(id): Path<String>,
 ) -> ApiResult<Json<Vec<pier_api::containers::Change>>> {
-    let c = e.containers.clone();
+    let c = e.instances.clone();
     Ok(Json(
         blocking(move || c.changes(&ctx, &id).map_err(ApiError::from)).await?,
     ))
@@ -448,8 +448,8 @@ pub(crate) fn tar_response(
 /// The container's whole filesystem as a tar.
 #[utoipa::path(get, path = "/v1/containers/{id}/export", params(("id" = String, Path)), responses((status = 200, content_type = "application/x-tar", body = Vec<u8>), (status = 404, body = ErrorBody)))]
 async fn export(Ctx(ctx): Ctx, State(e): Shared, Path(id): Path<String>) -> ApiResult<Response> {
-    e.containers.get(&ctx, &id)?;
-    let c = e.containers.clone();
+    e.instances.get(&ctx, &id)?;
+    let c = e.instances.clone();
     Ok(tar_response(move |w| {
         c.export(&ctx, &id, w).map_err(ApiError::from)
     }))
@@ -464,7 +464,7 @@ async fn commit(
     Path(id): Path<String>,
     J(req): J<pier_api::containers::CommitRequest>,
 ) -> ApiResult<Json<pier_api::types::LoadedImage>> {
-    let c = e.containers.clone();
+    let c = e.instances.clone();
     Ok(Json(
         blocking(move || c.commit(&ctx, &id, &req).map_err(ApiError::from)).await?,
     ))
@@ -487,11 +487,11 @@ async fn archive_get(
     Q(q): Q<ArchiveQuery>,
 ) -> ApiResult<Response> {
     // Check the path first, so a wrong one is a clear 404 rather than a cut stream.
-    let c = e.containers.clone();
+    let c = e.instances.clone();
     let (id2, path2) = (id.clone(), q.path.clone());
     let ctx2 = ctx.clone();
     blocking(move || c.archive_check(&ctx2, &id2, &path2).map_err(ApiError::from)).await?;
-    let c = e.containers.clone();
+    let c = e.instances.clone();
     Ok(tar_response(move |w| {
         c.archive_get(&ctx, &id, &q.path, w).map_err(ApiError::from)
     }))
@@ -508,7 +508,7 @@ async fn archive_put(
     body: Body,
 ) -> ApiResult<StatusCode> {
     let reader = crate::stream::body_reader(body);
-    let c = e.containers.clone();
+    let c = e.instances.clone();
     blocking(move || {
         c.archive_put(&ctx, &id, &q.path, reader)
             .map_err(ApiError::from)
@@ -537,7 +537,7 @@ async fn attach(
     req: axum::extract::Request,
 ) -> ApiResult<Response> {
     let io = e
-        .containers
+        .instances
         .attach(
             &ctx,
             &id,
@@ -643,7 +643,7 @@ async fn resize(
     Path(id): Path<String>,
     Q(q): Q<ResizeQuery>,
 ) -> ApiResult<StatusCode> {
-    e.containers.resize(&ctx, &id, q.h, q.w).await?;
+    e.instances.resize(&ctx, &id, q.h, q.w).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -675,7 +675,7 @@ async fn exec_inspect(
     Path(exec_id): Path<String>,
 ) -> ApiResult<Json<ExecInspect>> {
     let info = e
-        .containers
+        .instances
         .exec_inspect(&ctx, &exec_id)
         .map_err(exec_error)?;
     Ok(Json(ExecInspect {
@@ -693,7 +693,7 @@ async fn exec_resize(
     Path(exec_id): Path<String>,
     Q(q): Q<ResizeQuery>,
 ) -> ApiResult<StatusCode> {
-    e.containers
+    e.instances
         .exec_resize(&ctx, &exec_id, q.h, q.w)
         .map_err(exec_error)?;
     Ok(StatusCode::NO_CONTENT)
@@ -702,13 +702,13 @@ async fn exec_resize(
 /// Removes every container that is not running.
 #[utoipa::path(post, path = "/v1/containers/prune", responses((status = 200, description = "IDs of the removed containers", body = [String])))]
 async fn prune(Ctx(ctx): Ctx, State(e): Shared) -> ApiResult<Json<Vec<String>>> {
-    Ok(Json(e.containers.prune(&ctx).await?))
+    Ok(Json(e.instances.prune(&ctx).await?))
 }
 
 /// Streams lifecycle events as JSON lines, from now on.
 #[utoipa::path(get, path = "/v1/events", responses((status = 200, content_type = "application/x-ndjson", body = [Event])))]
 async fn events(Ctx(ctx): Ctx, State(e): Shared) -> ApiResult<Response> {
-    let rx = e.containers.events.subscribe();
+    let rx = e.instances.events.subscribe();
     let mine = ctx.project.clone();
     let stream = futures_util::stream::unfold((rx, mine), |(mut rx, mine)| async move {
         loop {

@@ -40,7 +40,7 @@ pub struct NetworksDoc;
 /// Lists networks by name.
 #[utoipa::path(get, path = "/v1/networks", responses((status = 200, body = [NetworkInspect])))]
 async fn list(Ctx(ctx): Ctx, State(e): Shared) -> ApiResult<Json<Vec<NetworkInspect>>> {
-    let n = e.containers.networks.clone();
+    let n = e.networks.clone();
     Ok(Json(
         blocking(move || n.list(&ctx).map_err(ApiError::from)).await?,
     ))
@@ -54,7 +54,7 @@ async fn create(
     State(e): Shared,
     J(req): J<NetworkCreate>,
 ) -> ApiResult<(StatusCode, Json<NetworkInspect>)> {
-    let n = e.containers.networks.create(&ctx, req).await?;
+    let n = e.networks.create(&ctx, req).await?;
     Ok((StatusCode::CREATED, Json(n)))
 }
 
@@ -66,7 +66,7 @@ async fn inspect(
     State(e): Shared,
     Path(id): Path<String>,
 ) -> ApiResult<Json<NetworkInspect>> {
-    let n = e.containers.networks.clone();
+    let n = e.networks.clone();
     Ok(Json(
         blocking(move || n.inspect(&ctx, &id).map_err(ApiError::from)).await?,
     ))
@@ -76,14 +76,14 @@ async fn inspect(
 #[utoipa::path(delete, path = "/v1/networks/{id}", params(("id" = String, Path)),
     responses((status = 204), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 async fn remove(Ctx(ctx): Ctx, State(e): Shared, Path(id): Path<String>) -> ApiResult<StatusCode> {
-    e.containers.networks.remove(&ctx, &id).await?;
+    e.networks.remove(&ctx, &id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
 /// Removes every network no container uses; returns their names.
 #[utoipa::path(post, path = "/v1/networks/prune", responses((status = 200, body = [String])))]
 async fn prune(Ctx(ctx): Ctx, State(e): Shared) -> ApiResult<Json<Vec<String>>> {
-    Ok(Json(e.containers.networks.prune(&ctx).await?))
+    Ok(Json(e.networks.prune(&ctx).await?))
 }
 
 /// Connects a container to a network.

@@ -94,7 +94,7 @@ async fn list(
             .ok_or_else(|| ApiError::invalid(format!("filter {f:?}: use KEY=VALUE")))?;
         filters.insert(k.to_string(), v.to_string());
     }
-    let c = e.containers.clone();
+    let c = e.instances.clone();
     let mut v = blocking(move || c.volumes.list(&ctx.project).map_err(ApiError::from)).await?;
     v.retain(|v| pier_engine::volumes::Volumes::matches(v, &filters));
     v.sort_by(|a, b| a.name.cmp(&b.name));
@@ -109,7 +109,7 @@ async fn create(
     State(e): Shared,
     J(req): J<VolumeCreate>,
 ) -> ApiResult<(StatusCode, Json<VolumeInspect>)> {
-    let c = e.containers.clone();
+    let c = e.instances.clone();
     let v = blocking(move || c.volumes.create(&ctx, req, false).map_err(ApiError::from)).await?;
     Ok((StatusCode::CREATED, Json(v)))
 }
@@ -122,7 +122,7 @@ async fn inspect(
     State(e): Shared,
     Path(name): Path<String>,
 ) -> ApiResult<Json<VolumeInspect>> {
-    let c = e.containers.clone();
+    let c = e.instances.clone();
     Ok(Json(
         blocking(move || {
             let mut v = c.volumes.inspect(&ctx, &name)?;
@@ -168,13 +168,13 @@ async fn prune(
 #[utoipa::path(get, path = "/v1/volumes/{name}/export", params(("name" = String, Path)),
     responses((status = 200, content_type = "application/x-tar", body = Vec<u8>), (status = 404, body = ErrorBody)))]
 async fn export(Ctx(ctx): Ctx, State(e): Shared, Path(name): Path<String>) -> ApiResult<Response> {
-    let v = e.containers.volumes.get(&ctx.project, &name)?;
+    let v = e.volumes.get(&ctx.project, &name)?;
     if v.driver == "block" {
         return Err(ApiError::invalid(format!(
             "volume {name} is a block volume: export works on file volumes; copy its image with qemu-img, or snapshot it"
         )));
     }
-    let c = e.containers.clone();
+    let c = e.instances.clone();
     Ok(crate::api_containers::tar_response(move |w| {
         c.volumes.export(&ctx, &name, w).map_err(ApiError::from)
     }))
@@ -219,7 +219,7 @@ async fn import(
         ..Default::default()
     };
     let reader = crate::stream::body_reader(body);
-    let c = e.containers.clone();
+    let c = e.instances.clone();
     let v = blocking(move || {
         c.volumes
             .import(&ctx, req, reader, q.sha256.as_deref())
@@ -243,8 +243,8 @@ async fn snapshots(
     State(e): Shared,
     Path(name): Path<String>,
 ) -> ApiResult<Json<Vec<String>>> {
-    e.containers.volumes.get(&ctx.project, &name)?;
-    Ok(Json(e.containers.volumes.snapshots(&ctx, &name)))
+    e.volumes.get(&ctx.project, &name)?;
+    Ok(Json(e.volumes.snapshots(&ctx, &name)))
 }
 
 /// Takes a crash-consistent snapshot of a volume.
@@ -284,7 +284,7 @@ async fn remove_snapshot(
     State(e): Shared,
     Path((name, snap)): Path<(String, String)>,
 ) -> ApiResult<StatusCode> {
-    let c = e.containers.clone();
+    let c = e.instances.clone();
     blocking(move || {
         c.volumes
             .remove_snapshot(&ctx, &name, &snap)
@@ -342,7 +342,7 @@ fn check_project(p: &str, project: &ProjectName) -> ApiResult<()> {
 
 /// The context's project's quotas and what its volumes commit.
 fn quota_of(e: &Engine, ctx: &pier_engine::RequestContext) -> ApiResult<Quota> {
-    let v = &e.containers.volumes;
+    let v = &e.volumes;
     Ok(Quota {
         volume_bytes: v.quota(ctx)?,
         committed_bytes: v.committed(ctx)?,
@@ -371,7 +371,7 @@ async fn set_quota(
 ) -> ApiResult<Json<Quota>> {
     check_project(&p, &ctx.project)?;
     let Json(q) = body?;
-    let v = &e.containers.volumes;
+    let v = &e.volumes;
     if let Some(bytes) = q.volume_bytes {
         v.set_quota(&ctx, bytes)?;
     }

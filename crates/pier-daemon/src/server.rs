@@ -114,7 +114,7 @@ pub async fn run(mut config: DaemonConfig) -> Result<(), DaemonError> {
     config.root = fs::canonicalize(&config.root).map_err(io("resolve", &config.root))?;
     // Others may pass through but not list: a container in a user namespace reaches its
     // rootfs and files as an unprivileged host user (its own directory lets only that
-    // user's group in; see Containers::create).
+    // user's group in; see Instances::create).
     fs::set_permissions(&config.root, fs::Permissions::from_mode(0o711))
         .map_err(io("set permissions of", &config.root))?;
     let _lock = lock_root(&config.root)?;

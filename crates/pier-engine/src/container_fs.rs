@@ -30,11 +30,13 @@ use rustix::fs::{FileType, Mode, OFlags, CWD};
 
 use pier_api::containers::{Change, CommitRequest};
 
-use crate::containers::{conflict, internal, invalid, unmount, Containers};
 use crate::context::RequestContext;
+use crate::error::{conflict, internal, invalid};
 use crate::error::{EngineError, EngineResult};
+use crate::instances::service::unmount;
+use crate::instances::Instances;
 
-/// What [`Containers::archive_stat`] finds.
+/// What [`Instances::archive_stat`] finds.
 #[derive(Debug, Clone)]
 pub struct PathStat {
     pub name: String,
@@ -59,7 +61,7 @@ fn io_fail(what: &str) -> impl FnOnce(std::io::Error) -> EngineError + '_ {
     move |e| internal(format!("{what}: {e}"))
 }
 
-impl Containers {
+impl Instances {
     /// Runs `f` on the container's mounted rootfs (mounting it for the call when the
     /// container is stopped), holding the container's lock.
     fn with_rootfs<T>(

@@ -53,6 +53,21 @@ pub enum EngineError {
 /// The engine's result type.
 pub type EngineResult<T> = Result<T, EngineError>;
 
+/// [`EngineError::Conflict`] with message `m`.
+pub fn conflict(m: impl Into<String>) -> EngineError {
+    EngineError::Conflict(m.into())
+}
+
+/// [`EngineError::Invalid`] with message `m`.
+pub fn invalid(m: impl Into<String>) -> EngineError {
+    EngineError::Invalid(m.into())
+}
+
+/// [`EngineError::Internal`] with message `m`.
+pub fn internal(m: impl Into<String>) -> EngineError {
+    EngineError::Internal(m.into())
+}
+
 impl EngineError {
     /// An error of the class `kind`.
     pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {

@@ -107,7 +107,7 @@ impl EventLog {
     /// Starts recording the engine's events (on the current tokio runtime).
     pub fn start(engine: &Arc<Engine>) -> EventLog {
         let log = EventLog::empty();
-        let mut rx = engine.containers.events.subscribe();
+        let mut rx = engine.instances.events.subscribe();
         let engine = engine.clone();
         let (recent, tx) = (log.recent.clone(), log.tx.clone());
         tokio::spawn(async move {
@@ -229,7 +229,7 @@ fn convert(
     let mut id = ev.id.clone();
     let mut action = ev.action.clone();
     if ev.kind == "container" {
-        let l = match engine.containers.lookup(&project, &ev.id) {
+        let l = match engine.instances.lookup(&project, &ev.id) {
             Ok(c) => {
                 labels.insert(c.id.clone(), c.config.labels.clone());
                 c.config.labels
@@ -247,7 +247,7 @@ fn convert(
                 let net = ev.attributes.get("network").cloned().unwrap_or_default();
                 kind = "network".into();
                 id = engine
-                    .containers
+                    .instances
                     .networks
                     .get(&project, &net)
                     .map(|n| n.id)
@@ -286,7 +286,7 @@ impl Engine {
         id: &str,
         attrs: &[(&str, &str)],
     ) {
-        let _ = self.containers.events.send(EngineEvent {
+        let _ = self.instances.events.send(EngineEvent {
             project: ctx.project.clone(),
             event: Event {
                 time: pier_api::time::format_rfc3339_nanos(SystemTime::now()),

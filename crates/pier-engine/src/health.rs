@@ -22,8 +22,8 @@ use pier_api::containers::{
 use pier_api::time::format_rfc3339_nanos;
 use pier_api::ProjectName;
 
-use crate::containers::Containers;
 use crate::context::RequestContext;
+use crate::instances::Instances;
 use crate::sessions::{ExecSpec, StartOptions, Stream};
 
 const DEFAULT_INTERVAL: Duration = Duration::from_secs(30);
@@ -92,7 +92,7 @@ fn command(test: &[String]) -> Vec<String> {
     }
 }
 
-fn image_config(cs: &Containers, c: &ContainerInspect) -> serde_json::Value {
+fn image_config(cs: &Instances, c: &ContainerInspect) -> serde_json::Value {
     cs.images
         .resolve(&c.project, c.image_id.as_str())
         .and_then(|i| cs.images.config(&i))
@@ -102,7 +102,7 @@ fn image_config(cs: &Containers, c: &ContainerInspect) -> serde_json::Value {
 }
 
 /// Starts the checkers: for the containers running now, and for each later start.
-pub fn spawn(cs: Arc<Containers>) {
+pub fn spawn(cs: Arc<Instances>) {
     let mut rx = cs.events.subscribe();
     for project in cs.projects.list().unwrap_or_default() {
         for c in cs.all(&project).unwrap_or_default() {
@@ -129,7 +129,7 @@ pub fn spawn(cs: Arc<Containers>) {
     });
 }
 
-fn watch(cs: &Arc<Containers>, c: ContainerInspect) {
+fn watch(cs: &Arc<Instances>, c: ContainerInspect) {
     let Some(check) = effective(&c, &image_config(cs, &c)) else {
         return;
     };
@@ -152,7 +152,7 @@ fn same_run(c: &ContainerInspect, started_at: &Option<String>) -> bool {
     ) && c.state.started_at == *started_at
 }
 
-async fn run(cs: Arc<Containers>, c: ContainerInspect, check: Healthcheck) {
+async fn run(cs: Arc<Instances>, c: ContainerInspect, check: Healthcheck) {
     let interval = ns(check.interval_ns, DEFAULT_INTERVAL);
     let timeout = ns(check.timeout_ns, DEFAULT_TIMEOUT);
     let retries = if check.retries == 0 {
@@ -233,7 +233,7 @@ async fn run(cs: Arc<Containers>, c: ContainerInspect, check: Healthcheck) {
 
 /// Runs the check once, as an exec session of its own (forgotten once read).
 async fn probe(
-    cs: &Arc<Containers>,
+    cs: &Arc<Instances>,
     project: &ProjectName,
     id: &str,
     cmd: &[String],
@@ -306,7 +306,7 @@ async fn probe(
 }
 
 /// Forgets a probe's exec session when the probe is done with it.
-struct ForgetExec<'a>(&'a Containers, &'a str);
+struct ForgetExec<'a>(&'a Instances, &'a str);
 
 impl Drop for ForgetExec<'_> {
     fn drop(&mut self) {

@@ -28,7 +28,7 @@ struct Held {
 /// What [`reconcile`] changed.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Reconciled {
-    /// Containers whose image was not pinned (made by an older Pier).
+    /// Instances whose image was not pinned (made by an older Pier).
     pub pinned: usize,
     /// Container pins whose container has no record.
     pub unpinned: usize,

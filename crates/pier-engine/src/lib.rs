@@ -1,9 +1,11 @@
 //! The engine: Pier's domain, with no HTTP in it. Every API server (native, Docker) is a
 //! thin translation over it.
 //!
-//! - [`containers`]: container lifecycle, restart policies, live restore.
 //! - [`networks`]: the network control plane (bridges, IPAM, ports, DNS, isolation).
-//! - [`instances`]: the instance-driver seam (containers today, VMs next).
+//! - [`instances`]: instances (containers today, VMs next): the service ([`Instances`]:
+//!   lifecycle, restart policies, live restore, the instance reconciler), their stored
+//!   spec and status, their actors, and the driver seam.
+//! - [`names`]: random IDs and the rule for object names.
 //! - [`host`]: the kernel behind traits, with recording fakes for the engine test tier.
 //! - [`volumes`]: named and anonymous volumes, their limits and snapshots.
 //! - [`container_fs`]: a container's files: diff, export, commit, cp.
@@ -28,7 +30,6 @@
 
 pub mod build;
 pub mod container_fs;
-pub mod containers;
 pub mod context;
 pub mod error;
 pub mod events;
@@ -40,6 +41,7 @@ pub mod images;
 pub mod images_query;
 pub mod instances;
 pub mod listing;
+pub mod names;
 pub mod networks;
 pub mod networks_query;
 pub mod projects;
@@ -86,7 +88,9 @@ pub struct Engine {
     pub registry: Arc<pier_registry::Registry>,
     /// How `pull` and `push` reach registries (insecure hosts, mirrors).
     pub registry_client: pier_registry_client::ClientConfig,
-    pub containers: Arc<containers::Containers>,
+    pub instances: Arc<instances::Instances>,
+    pub networks: Arc<networks::Networks>,
+    pub volumes: Arc<volumes::Volumes>,
     pub projects: Arc<projects::Projects>,
     /// The state store every service shares.
     pub store: Arc<dyn pier_store::Store>,
@@ -142,7 +146,7 @@ impl Engine {
         build::cleanup(&root);
         let store_schema = store.schema_version()?;
         let images = Arc::new(ImageStore::open(&root.join("images"), store.clone())?);
-        // Containers an older Pier made pin their images too.
+        // Instances an older Pier made pin their images too.
         image_pins::reconcile(store.as_ref(), &images).map_err(part("image pins"))?;
         let projects = Arc::new(projects::Projects::new(store.clone()).map_err(part("projects"))?);
         let net_host = host::net::RealNetHost::new()
@@ -172,13 +176,13 @@ impl Engine {
             pier_registry::Registry::new(images.clone(), config.registry_auth, config.registry_tls)
                 .map(|r| r.with_upstream(config.registry_upstream))?,
         );
-        let containers = containers::Containers::new(
+        let instances = instances::Instances::new(
             &root,
             store.clone(),
-            containers::Peers {
+            instances::Peers {
                 images: images.clone(),
-                networks,
-                volumes,
+                networks: networks.clone(),
+                volumes: volumes.clone(),
                 projects: projects.clone(),
             },
             config.cgroups,
@@ -190,7 +194,9 @@ impl Engine {
             images,
             registry,
             registry_client: config.registry_client,
-            containers,
+            instances,
+            networks,
+            volumes,
             projects,
             store,
             store_schema,
@@ -205,26 +211,22 @@ impl Engine {
         // The reconcilers' watches replay every change from here on: what happens between
         // the passes below (and the volumes' at open) and their loops' start wakes them.
         let from = self.store.revision().map_err(OpenError::Store)? + 1;
-        self.containers
-            .restore()
-            .await
-            .map_err(part("containers"))?;
+        self.instances.restore().await.map_err(part("containers"))?;
         // No build survives a restart: the containers of their RUN steps go.
-        build::remove_orphans(&self.containers).await;
+        build::remove_orphans(&self.instances).await;
         for project in self.projects.list().map_err(part("projects"))? {
-            self.containers
-                .networks
+            self.networks
                 .reconcile(&project)
                 .await
                 .map_err(part("networks"))?;
         }
-        health::spawn(self.containers.clone());
+        health::spawn(self.instances.clone());
         let mut loops = self.loops.lock().unwrap_or_else(|e| e.into_inner());
         loops.spawn_lease_tick(self.store.clone(), reconcile::LEASE_TICK);
         loops.spawn_from(
             self.store.clone(),
             Arc::new(networks::NetworkReconciler {
-                networks: self.containers.networks.clone(),
+                networks: self.networks.clone(),
                 period: NETWORK_RECONCILE_PERIOD,
             }),
             from,
@@ -232,16 +234,16 @@ impl Engine {
         loops.spawn_from(
             self.store.clone(),
             Arc::new(volumes::reconcile::VolumeReconciler {
-                volumes: self.containers.volumes.clone(),
+                volumes: self.volumes.clone(),
                 period: VOLUME_RECONCILE_PERIOD,
             }),
             from,
         );
         loops.spawn(
             self.store.clone(),
-            Arc::new(containers::InstanceReconciler {
-                containers: self.containers.clone(),
-                period: containers::INSTANCE_RECONCILE_PERIOD,
+            Arc::new(instances::InstanceReconciler {
+                instances: self.instances.clone(),
+                period: instances::INSTANCE_RECONCILE_PERIOD,
             }),
         );
         Ok(())
@@ -250,6 +252,6 @@ impl Engine {
     /// What the engine leaves when the daemon stops (containers outlive it; their cgroup
     /// parent goes when none is left).
     pub fn shutdown(&self) {
-        self.containers.remove_cgroup_parent();
+        self.instances.remove_cgroup_parent();
     }
 }

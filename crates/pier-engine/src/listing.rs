@@ -107,13 +107,13 @@ impl Engine {
     ) -> EngineResult<(Vec<String>, u64)> {
         let mut deleted = Vec::new();
         let mut reclaimed = 0u64;
-        for c in self.containers.inspect_all(ctx)? {
+        for c in self.instances.inspect_all(ctx)? {
             if !prunable(f, &c, until) {
                 continue;
             }
-            reclaimed += self.containers.size_rw(&c);
+            reclaimed += self.instances.size_rw(&c);
             if self
-                .containers
+                .instances
                 .remove(ctx, &c.id, false, false)
                 .await
                 .is_ok()
@@ -130,13 +130,13 @@ impl Engine {
         ctx: &RequestContext,
         q: &ContainerQuery,
     ) -> EngineResult<Vec<(ContainerInspect, ContainerFacts)>> {
-        let mut cs = self.containers.inspect_all(ctx)?;
+        let mut cs = self.instances.inspect_all(ctx)?;
         cs.sort_by(|a, b| b.created.cmp(&a.created).then(b.id.cmp(&a.id)));
         let created_of = |key: &str| -> EngineResult<Option<String>> {
             let Some(r) = q.filters.get(key).and_then(|v| v.first()) else {
                 return Ok(None);
             };
-            match self.containers.get(ctx, r) {
+            match self.instances.get(ctx, r) {
                 Ok(c) => Ok(Some(c.created)),
                 Err(e) if e.kind() == ErrorKind::NotFound => {
                     Err(EngineError::NotFound(format!("No such container: {r}")))

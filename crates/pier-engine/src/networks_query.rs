@@ -1,7 +1,7 @@
 //! Network operations the APIs share beyond the network service's own: which networks
 //! containers use, filtered listings (Docker's `name`, `id`, `label`, `driver`, `type`,
 //! `scope`, `dangling`) and prune decisions. They call the public methods of
-//! [`Networks`](crate::networks::Networks) and [`Containers`](crate::containers::Containers).
+//! [`Networks`](crate::networks::Networks) and [`Instances`](crate::instances::Instances).
 
 use std::collections::{BTreeMap, HashSet};
 
@@ -58,7 +58,7 @@ impl Engine {
     /// The IDs of the networks some container of the project is on.
     pub fn networks_in_use(&self, ctx: &RequestContext) -> EngineResult<HashSet<String>> {
         Ok(self
-            .containers
+            .instances
             .all(ctx.project())?
             .iter()
             .flat_map(|c| c.networks.values().map(|e| e.network_id.clone()))
@@ -75,11 +75,11 @@ impl Engine {
     ) -> EngineResult<Vec<NetworkInspect>> {
         let used = self.networks_in_use(ctx)?;
         let mut deleted = Vec::new();
-        for n in self.containers.networks.list(ctx)? {
+        for n in self.networks.list(ctx)? {
             if !network_prunable(f, &n, used.contains(&n.id), until) {
                 continue;
             }
-            if self.containers.networks.remove(ctx, &n.id).await.is_ok() {
+            if self.networks.remove(ctx, &n.id).await.is_ok() {
                 deleted.push(n);
             }
         }
@@ -94,7 +94,7 @@ impl Engine {
         req: pier_api::networks::NetworkConnect,
     ) -> EngineResult<()> {
         let container = req.container.clone();
-        self.containers.connect(ctx, network, req).await?;
+        self.instances.connect(ctx, network, req).await?;
         tracing::info!(project = %ctx.project, caller = %ctx.caller, network, container = %container, "container connected to a network");
         Ok(())
     }
@@ -106,7 +106,7 @@ impl Engine {
         network: &str,
         container: &str,
     ) -> EngineResult<()> {
-        self.containers.disconnect(ctx, network, container).await?;
+        self.instances.disconnect(ctx, network, container).await?;
         tracing::info!(project = %ctx.project, caller = %ctx.caller, network, container, "container disconnected from a network");
         Ok(())
     }

@@ -50,7 +50,7 @@ impl Engine {
             .filter(|m| m.kind == MountKind::Volume)
             .map(|m| {
                 let name = m.source.clone().unwrap_or_default();
-                let dir = self.containers.volumes.mountpoint(&c.project, &name);
+                let dir = self.volumes.mountpoint(&c.project, &name);
                 (name, dir)
             })
             .collect();
@@ -64,7 +64,7 @@ impl Engine {
     /// A container's host paths: its files, its overlay's directories and its network
     /// namespace.
     pub fn host_paths(&self, c: &ContainerInspect) -> HostPaths {
-        let p = self.containers.paths(c);
+        let p = self.instances.paths(c);
         let lower_dirs = self
             .images
             .resolve(&c.project, c.image_id.as_str())
@@ -84,13 +84,13 @@ impl Engine {
             work: p.work,
             merged: p.merged,
             lower_dirs,
-            sandbox_key: Some(self.containers.networks.netns_path(&c.id)),
+            sandbox_key: Some(self.networks.netns_path(&c.id)),
         }
     }
 
     /// The bytes a container wrote (its upper layer), and those with its image's.
     pub fn container_sizes(&self, c: &ContainerInspect) -> (u64, u64) {
-        let rw = self.containers.size_rw(c);
+        let rw = self.instances.size_rw(c);
         let base = self
             .images
             .resolve(&c.project, c.image_id.as_str())

@@ -1,7 +1,7 @@
 //! Volume operations the APIs share beyond the volume service's own: filtered listings
 //! (Docker's `name`, `label`, `driver`, `dangling`), make-if-absent, usage with reference
 //! counts for disk usage, and prune with the bytes it frees. They call the public methods
-//! of [`Volumes`](crate::volumes::Volumes) and [`Containers`](crate::containers::Containers).
+//! of [`Volumes`](crate::volumes::Volumes) and [`Instances`](crate::instances::Instances).
 
 use std::collections::BTreeMap;
 
@@ -26,14 +26,14 @@ pub fn volume_matches(f: &Filters, v: &VolumeInspect, unused: &dyn Fn() -> bool)
 impl Engine {
     /// Whether no container uses the volume.
     pub fn volume_unused(&self, project: &ProjectName, name: &str) -> bool {
-        self.containers
+        self.instances
             .users_of_volume(project, name)
             .is_ok_and(|u| u.is_empty())
     }
 
     /// How many containers use the volume (0 when unknown).
     pub fn volume_refs(&self, project: &ProjectName, name: &str) -> usize {
-        self.containers
+        self.instances
             .users_of_volume(project, name)
             .map_or(0, |u| u.len())
     }
@@ -45,7 +45,7 @@ impl Engine {
         f: &Filters,
     ) -> EngineResult<Vec<VolumeInspect>> {
         let project = ctx.project();
-        let mut out = self.containers.volumes.list(project)?;
+        let mut out = self.volumes.list(project)?;
         out.retain(|v| volume_matches(f, v, &|| self.volume_unused(project, &v.name)));
         Ok(out)
     }
@@ -53,13 +53,13 @@ impl Engine {
     /// Every volume with its usage measured (for disk usage).
     pub fn volumes_with_usage(&self, ctx: &RequestContext) -> Vec<VolumeInspect> {
         let vols = self
-            .containers
+            .instances
             .volumes
             .list(ctx.project())
             .unwrap_or_default();
         vols.iter()
             .map(|v| {
-                self.containers
+                self.instances
                     .volumes
                     .inspect(ctx, &v.name)
                     .unwrap_or_else(|_| v.clone())
@@ -75,7 +75,7 @@ impl Engine {
         req: VolumeCreate,
     ) -> EngineResult<(VolumeInspect, bool)> {
         let project = ctx.project();
-        let volumes = &self.containers.volumes;
+        let volumes = &self.volumes;
         if let Some(n) = &req.name {
             if let Ok(v) = volumes.get(project, n) {
                 return Ok((v, false));
@@ -100,7 +100,7 @@ impl Engine {
         all: bool,
     ) -> EngineResult<(Vec<String>, u64)> {
         let project = ctx.project();
-        let volumes = &self.containers.volumes;
+        let volumes = &self.volumes;
         let before: BTreeMap<String, u64> = volumes
             .list(project)?
             .iter()
@@ -120,14 +120,14 @@ impl Engine {
 
     /// Removes a volume no container uses (`pier volume rm`).
     pub fn remove_volume(&self, ctx: &RequestContext, name: &str) -> EngineResult<()> {
-        self.containers.remove_volume(ctx, name)?;
+        self.instances.remove_volume(ctx, name)?;
         tracing::info!(project = %ctx.project, caller = %ctx.caller, volume = name, "volume removed");
         Ok(())
     }
 
     /// Removes the volumes no container uses: anonymous ones, or all with `all`.
     pub fn prune_volumes(&self, ctx: &RequestContext, all: bool) -> EngineResult<Vec<String>> {
-        let removed = self.containers.prune_volumes(ctx, all)?;
+        let removed = self.instances.prune_volumes(ctx, all)?;
         tracing::info!(project = %ctx.project, caller = %ctx.caller, all, removed = ?removed, "volumes pruned");
         Ok(removed)
     }
@@ -139,14 +139,14 @@ impl Engine {
         name: &str,
         snap: &str,
     ) -> EngineResult<()> {
-        self.containers.snapshot_volume(ctx, name, snap)?;
+        self.instances.snapshot_volume(ctx, name, snap)?;
         tracing::info!(project = %ctx.project, caller = %ctx.caller, volume = name, snapshot = snap, "volume snapshot taken");
         Ok(())
     }
 
     /// Puts a volume's snapshot back; no running container may use it.
     pub fn restore_volume(&self, ctx: &RequestContext, name: &str, snap: &str) -> EngineResult<()> {
-        self.containers.restore_volume(ctx, name, snap)?;
+        self.instances.restore_volume(ctx, name, snap)?;
         tracing::info!(project = %ctx.project, caller = %ctx.caller, volume = name, snapshot = snap, "volume restored from a snapshot");
         Ok(())
     }

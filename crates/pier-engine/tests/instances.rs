@@ -10,12 +10,12 @@ use std::time::{Duration, Instant};
 use pier_api::containers::{ContainerCreate, ContainerInspect, ContainerStatus, RestartPolicy};
 use pier_api::volumes::{MountKind, MountSpec};
 use pier_api::{ErrorKind, ProjectName};
-use pier_engine::containers::{Containers, InstanceReconciler, Peers};
 use pier_engine::host::net::fake::{FakeFirewall, FakeNetHost};
 use pier_engine::host::storage::fake::FakeStorage;
 use pier_engine::instances::driver::{Driver, NetworkAttachment, VolumeKind};
 use pier_engine::instances::fake::{FakeDriver, Op};
 use pier_engine::instances::record::{self, Run};
+use pier_engine::instances::{InstanceReconciler, Instances, Peers};
 use pier_engine::networks::Networks;
 use pier_engine::projects::Projects;
 use pier_engine::reconcile::Loops;
@@ -42,7 +42,7 @@ struct Env {
     volumes: Arc<Volumes>,
     projects: Arc<Projects>,
     driver: Arc<FakeDriver>,
-    c: Arc<Containers>,
+    c: Arc<Instances>,
     p: ProjectName,
     /// A request in `p`.
     ctx: RequestContext,
@@ -275,9 +275,9 @@ fn containers(
     volumes: &Arc<Volumes>,
     projects: &Arc<Projects>,
     driver: &Arc<FakeDriver>,
-) -> Arc<Containers> {
+) -> Arc<Instances> {
     let driver: Arc<dyn Driver> = driver.clone();
-    Containers::with_driver(
+    Instances::with_driver(
         root,
         store.clone(),
         Peers {
@@ -1654,7 +1654,7 @@ async fn the_reconciler_loop_acts_on_a_spec_written_while_it_runs() {
     let stats = loops.spawn(
         e.store.clone(),
         Arc::new(InstanceReconciler {
-            containers: e.c.clone(),
+            instances: e.c.clone(),
             period: Duration::from_secs(3600),
         }),
     );

@@ -59,7 +59,7 @@ async fn stat(d: &Arc<Docker>, id: &str, path: &str, ctx: &RequestContext) -> DR
     let (d2, cid, p2) = (d.clone(), c.id.clone(), path.to_string());
     blocking(move || {
         d2.engine
-            .containers
+            .instances
             .archive_stat(&ctx, &cid, &p2)
             .map_err(|e| match e.kind() {
                 ErrorKind::NotFound => DockerError::not_found(format!(
@@ -104,7 +104,7 @@ async fn archive_get(
     let path = path_param(&p)?;
     let s = stat(&d, &id, &path, &ctx).await?;
     let c = container(&d, &id, &ctx)?;
-    let containers = d.engine.containers.clone();
+    let containers = d.engine.instances.clone();
     let path2 = path.clone();
     let mut r = crate::api_containers::tar_response(move |w| {
         containers
@@ -134,12 +134,7 @@ async fn archive_put(
     }
     let c = container(&d, &id, &ctx)?;
     let reader = crate::stream::body_reader(body);
-    blocking(move || {
-        Ok(d.engine
-            .containers
-            .archive_put(&ctx, &c.id, &path, reader)?)
-    })
-    .await?;
+    blocking(move || Ok(d.engine.instances.archive_put(&ctx, &c.id, &path, reader)?)).await?;
     Ok(StatusCode::OK.into_response())
 }
 
@@ -147,7 +142,7 @@ async fn archive_put(
 async fn export(Ctx(ctx): Ctx, state: DState, Path(id): Path<String>) -> DResult<Response> {
     let d = state.0;
     let c = container(&d, &id, &ctx)?;
-    let containers = d.engine.containers.clone();
+    let containers = d.engine.instances.clone();
     Ok(crate::api_containers::tar_response(move |w| {
         containers.export(&ctx, &c.id, w).map_err(ApiError::from)
     }))
@@ -157,7 +152,7 @@ async fn export(Ctx(ctx): Ctx, state: DState, Path(id): Path<String>) -> DResult
 async fn changes(Ctx(ctx): Ctx, state: DState, Path(id): Path<String>) -> DResult<Response> {
     let d = state.0;
     let c = container(&d, &id, &ctx)?;
-    let v = blocking(move || Ok(d.engine.containers.changes(&ctx, &c.id)?)).await?;
+    let v = blocking(move || Ok(d.engine.instances.changes(&ctx, &c.id)?)).await?;
     let list: Vec<_> = v
         .iter()
         .map(|ch| json!({"Path": ch.path, "Kind": ch.kind}))
@@ -194,7 +189,7 @@ async fn commit(Ctx(ctx): Ctx, state: DState, p: Params) -> DResult<Response> {
         message: p.get("comment").unwrap_or("").to_string(),
         author: p.get("author").unwrap_or("").to_string(),
     };
-    let loaded = blocking(move || Ok(d.engine.containers.commit(&ctx, &c.id, &req)?)).await?;
+    let loaded = blocking(move || Ok(d.engine.instances.commit(&ctx, &c.id, &req)?)).await?;
     Ok(json(StatusCode::CREATED, json!({"Id": loaded.id.as_str()})))
 }
 

@@ -52,7 +52,7 @@ async fn create(Ctx(ctx): Ctx, state: DState, p: Params, body: Bytes) -> DResult
         .map(|n| n.trim_start_matches('/').to_string());
     let converted = {
         let gateway = |net: &str| {
-            let networks = &d.engine.containers.networks;
+            let networks = &d.engine.networks;
             networks
                 .get(&ctx.project, net)
                 .ok()
@@ -82,17 +82,17 @@ async fn create(Ctx(ctx): Ctx, state: DState, p: Params, body: Bytes) -> DResult
     super::image(&d, &image, &ctx.project)?;
     let d2 = d.clone();
     let ctx2 = ctx.clone();
-    let created = blocking(move || Ok(d2.engine.containers.create(&ctx2, req)?)).await?;
+    let created = blocking(move || Ok(d2.engine.instances.create(&ctx2, req)?)).await?;
     for (net, ip, aliases) in extra_networks {
         let r = NetworkConnect {
             container: created.id.to_string(),
             ip,
             aliases,
         };
-        if let Err(e) = d.engine.containers.connect(&ctx, &net, r).await {
+        if let Err(e) = d.engine.instances.connect(&ctx, &net, r).await {
             let _ = d
                 .engine
-                .containers
+                .instances
                 .remove(&ctx, &created.id, true, true)
                 .await;
             return Err(e.into());
@@ -194,7 +194,7 @@ async fn start(Ctx(ctx): Ctx, state: DState, Path(id): Path<String>) -> DResult<
         return Ok(not_modified());
     }
     d.engine
-        .containers
+        .instances
         .start(&ctx, &c.id)
         .await
         .map_err(start_error)?;
@@ -215,7 +215,7 @@ async fn stop(
     }
     let t: Option<i64> = p.num("t")?;
     d.engine
-        .containers
+        .instances
         .stop(
             &ctx,
             &c.id,
@@ -237,7 +237,7 @@ async fn restart(
     let c = container(&d, &id, &ctx)?;
     let t: Option<i64> = p.num("t")?;
     d.engine
-        .containers
+        .instances
         .stop(
             &ctx,
             &c.id,
@@ -246,7 +246,7 @@ async fn restart(
         )
         .await?;
     d.engine
-        .containers
+        .instances
         .start(&ctx, &c.id)
         .await
         .map_err(start_error)?;
@@ -269,7 +269,7 @@ async fn kill(
         )));
     }
     d.engine
-        .containers
+        .instances
         .kill(&ctx, &c.id, p.nonempty("signal"))
         .await?;
     Ok(no_content())
@@ -278,14 +278,14 @@ async fn kill(
 async fn pause(Ctx(ctx): Ctx, state: DState, Path(id): Path<String>) -> DResult<Response> {
     let d = state.0;
     let c = container(&d, &id, &ctx)?;
-    d.engine.containers.pause(&ctx, &c.id, true).await?;
+    d.engine.instances.pause(&ctx, &c.id, true).await?;
     Ok(no_content())
 }
 
 async fn unpause(Ctx(ctx): Ctx, state: DState, Path(id): Path<String>) -> DResult<Response> {
     let d = state.0;
     let c = container(&d, &id, &ctx)?;
-    d.engine.containers.pause(&ctx, &c.id, false).await?;
+    d.engine.instances.pause(&ctx, &c.id, false).await?;
     Ok(no_content())
 }
 
@@ -303,7 +303,7 @@ async fn rename(
         .ok_or_else(|| DockerError::bad_request("give the new name as ?name="))?
         .trim_start_matches('/')
         .to_string();
-    d.engine.containers.rename(&ctx, &c.id, &name).await?;
+    d.engine.instances.rename(&ctx, &c.id, &name).await?;
     Ok(no_content())
 }
 
@@ -339,10 +339,10 @@ async fn remove(
         )));
     }
     if c.state.status == ContainerStatus::Restarting {
-        d.engine.containers.stop(&ctx, &c.id, Some(0), None).await?;
+        d.engine.instances.stop(&ctx, &c.id, Some(0), None).await?;
     }
     d.engine
-        .containers
+        .instances
         .remove(&ctx, &c.id, force, p.bool("v"))
         .await?;
     Ok(no_content())

@@ -52,7 +52,7 @@ async fn create(
     let spec = b.into_spec()?;
     let exec_id = d
         .engine
-        .containers
+        .instances
         .exec_create(&ctx, &c.id, spec)
         .map_err(|e| match e {
             ExecError::NotRunning { id, .. } => {
@@ -75,7 +75,7 @@ async fn start(
     req: Request,
 ) -> DResult<Response> {
     let d = state.0;
-    let containers = &d.engine.containers;
+    let containers = &d.engine.instances;
     let info = containers.exec_inspect(&ctx, &id).map_err(refused)?;
     let (parts, body) = req.into_parts();
     let bytes = axum::body::to_bytes(body, 1 << 20)
@@ -150,7 +150,7 @@ async fn resize(
     p: Params,
 ) -> DResult<Response> {
     let d = state.0;
-    let containers = &d.engine.containers;
+    let containers = &d.engine.instances;
     containers.exec_inspect(&ctx, &id).map_err(refused)?;
     let (h, w) = match (p.num::<u16>("h")?, p.num::<u16>("w")?) {
         (Some(h), Some(w)) => (h, w),
@@ -169,7 +169,7 @@ async fn inspect(Ctx(ctx): Ctx, state: DState, Path(id): Path<String>) -> DResul
     let d = state.0;
     let e = d
         .engine
-        .containers
+        .instances
         .exec_inspect(&ctx, &id)
         .map_err(refused)?;
     Ok(json(StatusCode::OK, inspect_json(&e)))

@@ -381,7 +381,7 @@ pub(crate) fn container(
     ctx: &RequestContext,
 ) -> DResult<pier_api::containers::ContainerInspect> {
     d.engine
-        .containers
+        .instances
         .get(ctx, name_or_id)
         .map_err(|e| match e.kind() {
             ErrorKind::NotFound => {

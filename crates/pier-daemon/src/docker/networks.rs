@@ -41,7 +41,7 @@ pub fn routes() -> Router<Arc<Docker>> {
 /// Finds a network, with Docker's "not found" message.
 fn network(d: &Docker, name: &str, ctx: &RequestContext) -> DResult<NetworkInspect> {
     d.engine
-        .containers
+        .instances
         .networks
         .inspect(ctx, name)
         .map_err(|e| match e.kind() {
@@ -56,7 +56,7 @@ async fn list(Ctx(ctx): Ctx, state: DState, p: Params) -> DResult<Response> {
     let filters = p.filters()?;
     check_filters(&filters, NETWORK_FILTERS)?;
     let v = blocking(move || {
-        let nets = d.engine.containers.networks.list(&ctx)?;
+        let nets = d.engine.networks.list(&ctx)?;
         let used = d.engine.networks_in_use(&ctx)?;
         let mut out = Vec::new();
         for n in &nets {
@@ -100,7 +100,7 @@ async fn inspect(Ctx(ctx): Ctx, state: DState, Path(id): Path<String>) -> DResul
     }
     let v = blocking(move || {
         let n = network(&d, &id, &ctx)?;
-        let container = |id: &str| d.engine.containers.get(&ctx, id).ok();
+        let container = |id: &str| d.engine.instances.get(&ctx, id).ok();
         Ok(network_json(&n, Some(&container)))
     })
     .await?;
@@ -116,7 +116,7 @@ async fn create(Ctx(ctx): Ctx, state: DState, body: Bytes) -> DResult<Response> 
     let name = req.name.clone();
     let n = d
         .engine
-        .containers
+        .instances
         .networks
         .create(&ctx, req)
         .await
@@ -155,7 +155,7 @@ async fn remove(Ctx(ctx): Ctx, state: DState, Path(id): Path<String>) -> DResult
     }
     let n = network(&d, &id, &ctx)?;
     d.engine
-        .containers
+        .instances
         .networks
         .remove(&ctx, &n.id)
         .await

@@ -51,7 +51,7 @@ async fn stats(
             async move {
                 blocking(move || {
                     let c = container(&d, &id, &ctx)?;
-                    Ok((d.engine.containers.stats(&ctx, &c.id)?, c))
+                    Ok((d.engine.instances.stats(&ctx, &c.id)?, c))
                 })
                 .await
             }
@@ -100,7 +100,7 @@ async fn top(Ctx(ctx): Ctx, state: DState, Path(id): Path<String>, p: Params) ->
             "docker top: ps options are not applied; showing ps -ef columns"
         );
     }
-    let t = blocking(move || Ok(d.engine.containers.top(&ctx, &c.id)?)).await?;
+    let t = blocking(move || Ok(d.engine.instances.top(&ctx, &c.id)?)).await?;
     Ok(json(
         StatusCode::OK,
         json!({"Titles": t.titles, "Processes": t.processes}),

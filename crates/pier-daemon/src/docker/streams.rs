@@ -160,7 +160,7 @@ async fn attach(
     let (stream, with_logs) = (p.bool("stream"), p.bool("logs"));
     let tty = c.config.tty;
     let stdin = want_in && c.config.interactive;
-    let containers = &d.engine.containers;
+    let containers = &d.engine.instances;
     // Without a terminal the output, past and live, is the log's; with one, the past is
     // the log's and the live output the monitor's.
     let follow = if stream && !tty {
@@ -263,7 +263,7 @@ async fn resize(
         }
     };
     d.engine
-        .containers
+        .instances
         .resize(&ctx, &c.id, h, w)
         .await
         .map_err(|e| match e.kind() {
@@ -296,7 +296,7 @@ async fn wait(
             )))
         }
     };
-    let exit = d.engine.containers.wait(&ctx, &c.id, next_exit, removed)?;
+    let exit = d.engine.instances.wait(&ctx, &c.id, next_exit, removed)?;
     let body = futures_util::stream::once(async move {
         let w = exit.await;
         let v = serde_json::json!({"StatusCode": w.exit_code, "Error": null});
@@ -356,7 +356,7 @@ async fn logs(
     };
     // Lines carry whole seconds: `t >= since` is `t >= floor(since)`, `t <= until` is
     // `t <= floor(until)`.
-    let mut lines = d.engine.containers.logs(
+    let mut lines = d.engine.instances.logs(
         &ctx,
         &c.id,
         LogOptions {

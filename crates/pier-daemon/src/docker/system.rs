@@ -48,7 +48,7 @@ pub async fn info(Ctx(ctx): Ctx, state: DState) -> DResult<Response> {
         let d = d.clone();
         move || {
             Ok((
-                d.engine.containers.inspect_all(&ctx)?,
+                d.engine.instances.inspect_all(&ctx)?,
                 d.engine.images(&ctx, false)?.len(),
             ))
         }
@@ -91,7 +91,7 @@ pub async fn df(Ctx(ctx): Ctx, state: DState) -> DResult<Response> {
     let d = state.0;
     let v = blocking(move || {
         let images = d.engine.images(&ctx, false)?;
-        let containers = d.engine.containers.inspect_all(&ctx)?;
+        let containers = d.engine.instances.inspect_all(&ctx)?;
         let mut layers = 0u64;
         let image_json: Vec<Value> = images
             .iter()
@@ -106,7 +106,7 @@ pub async fn df(Ctx(ctx): Ctx, state: DState) -> DResult<Response> {
             .map(|c| {
                 let facts = d.engine.container_facts(c, &mut configs);
                 let mut v = pier_api::docker::container::summary(c, &facts);
-                let rw = d.engine.containers.size_rw(c);
+                let rw = d.engine.instances.size_rw(c);
                 let image_size = images
                     .iter()
                     .find(|i| i.id == c.image_id)

@@ -41,7 +41,7 @@ fn volume_json(d: &Docker, v: &VolumeInspect, usage: bool, project: &ProjectName
     let mut o = json!({
         "Name": v.name,
         "Driver": "local",
-        "Mountpoint": d.engine.containers.volumes.mountpoint(&v.project, &v.name),
+        "Mountpoint": d.engine.volumes.mountpoint(&v.project, &v.name),
         "CreatedAt": v.created,
         "Labels": v.labels,
         "Scope": "local",
@@ -59,7 +59,7 @@ fn volume_json(d: &Docker, v: &VolumeInspect, usage: bool, project: &ProjectName
 
 fn volume(d: &Docker, name: &str, project: &ProjectName) -> DResult<VolumeInspect> {
     d.engine
-        .containers
+        .instances
         .volumes
         .get(project, name)
         .map_err(|e| match e.kind() {

@@ -21,7 +21,7 @@ use rustix::fs::{AtFlags, Mode, Timespec, Timestamps, CWD};
 
 use super::BuildError;
 use crate::container_fs::{walk_upper, write_changes};
-use crate::containers::unmount;
+use crate::instances::service::unmount;
 
 /// An image's root mounted under a build's work directory; unmounted and removed on drop.
 pub(super) struct Mounted {
@@ -53,7 +53,7 @@ impl Mounted {
         // An empty directory at the bottom: a scratch image has no layer, and overlayfs
         // without an upper directory wants two lower ones.
         // A layer twice in an image is mounted once, at its upper place (see
-        // `Containers::mount_rootfs`).
+        // `Instances::mount_rootfs`).
         let mut seen = std::collections::HashSet::new();
         let mut lowers: Vec<String> = layers
             .iter()

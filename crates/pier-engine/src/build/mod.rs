@@ -52,8 +52,8 @@ use pier_image::dockerfile::{self, Command, Instruction, ParseError};
 use pier_image::store::{ImagePin, ImageRecord};
 use pier_image::{ImageError, ImageStore};
 
-use crate::containers::Containers;
 use crate::error::EngineError;
+use crate::instances::Instances;
 use crate::{Engine, RequestContext};
 
 /// Where builds keep their work directories, under the daemon's root.
@@ -216,7 +216,7 @@ pub const BUILD_LABEL: &str = "pier.build";
 
 /// Removes the containers of `RUN` steps a stopped daemon left (no build survives a
 /// restart). Called at daemon start, after containers are restored.
-pub async fn remove_orphans(containers: &Containers) {
+pub async fn remove_orphans(containers: &Instances) {
     let ctx = RequestContext::system(ProjectName::default_project(), "build cleanup");
     let filter = format!("label={BUILD_LABEL}");
     let Ok(left) = containers.list(&ctx, true, Some(&filter)) else {
@@ -234,7 +234,7 @@ pub async fn remove_orphans(containers: &Containers) {
 #[derive(Clone)]
 pub struct Builder {
     root: PathBuf,
-    containers: Arc<Containers>,
+    instances: Arc<Instances>,
     images: Arc<ImageStore>,
 }
 
@@ -254,7 +254,7 @@ impl Builder {
     pub fn new(engine: &Engine) -> Builder {
         Builder {
             root: engine.root.clone(),
-            containers: engine.containers.clone(),
+            instances: engine.instances.clone(),
             images: engine.images.clone(),
         }
     }
@@ -349,7 +349,7 @@ fn unmount_under(dir: &Path) {
         .collect();
     points.sort_by_key(|p| std::cmp::Reverse(p.len()));
     for p in points {
-        crate::containers::unmount(Path::new(p));
+        crate::instances::service::unmount(Path::new(p));
     }
 }
 
@@ -361,7 +361,7 @@ struct WorkDir {
 impl WorkDir {
     fn new(parent: &Path) -> Result<WorkDir, BuildError> {
         std::fs::create_dir_all(parent).map_err(BuildError::io("create the build directory"))?;
-        let path = parent.join(&crate::containers::random_id()[..16]);
+        let path = parent.join(&crate::names::random_id()[..16]);
         std::fs::create_dir(&path).map_err(BuildError::io("create the build directory"))?;
         Ok(WorkDir { path })
     }

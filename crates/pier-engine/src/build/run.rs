@@ -10,12 +10,12 @@ use pier_api::containers::ContainerCreate;
 use pier_image::store::ImageRecord;
 
 use super::{Build, BuildError};
-use crate::containers::Containers;
 use crate::context::RequestContext;
+use crate::instances::Instances;
 
 /// Removes a step's container when dropped.
 struct StepContainer {
-    containers: Arc<Containers>,
+    instances: Arc<Instances>,
     ctx: RequestContext,
     id: String,
     handle: tokio::runtime::Handle,
@@ -25,7 +25,7 @@ impl Drop for StepContainer {
     fn drop(&mut self) {
         let r = self
             .handle
-            .block_on(self.containers.remove(&self.ctx, &self.id, true, true));
+            .block_on(self.instances.remove(&self.ctx, &self.id, true, true));
         if let Err(e) = r {
             tracing::warn!(container = %self.id, error = %e.message(), "cannot remove a build step's container");
         }
@@ -42,7 +42,7 @@ impl Build<'_> {
         env: Vec<String>,
         shown: &str,
     ) -> Result<PathBuf, BuildError> {
-        let containers = self.b.containers.clone();
+        let containers = self.b.instances.clone();
         let network = self
             .opts
             .network
@@ -61,7 +61,7 @@ impl Build<'_> {
         let created = containers.create(self.ctx, req)?;
         let id = created.id.to_string();
         let guard = StepContainer {
-            containers: containers.clone(),
+            instances: containers.clone(),
             ctx: self.ctx.clone(),
             id: id.clone(),
             handle: self.handle.clone(),

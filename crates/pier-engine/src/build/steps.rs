@@ -173,7 +173,7 @@ impl Build<'_> {
             }),
             Command::StopSignal(s) => {
                 let s = self.expand(s, Some(stage))?;
-                crate::containers::parse_signal(&s)
+                crate::instances::service::parse_signal(&s)
                     .map_err(|e| BuildError::Invalid(format!("STOPSIGNAL: {}", e.message())))?;
                 self.config_step(stage, nop(format!("STOPSIGNAL {s}")), |c| {
                     c["config"]["StopSignal"] = json!(s)

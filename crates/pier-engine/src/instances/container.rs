@@ -26,8 +26,9 @@ use super::driver::{
     BoxFuture, Driver, ExitInfo, Found, InstanceHandle, InstanceStats, NetworkAttachment, Started,
     VolumeAttachment,
 };
-use crate::containers::{internal, invalid, log_limits, ulimit_resource};
+use crate::error::{internal, invalid};
 use crate::error::{EngineError, EngineResult};
+use crate::instances::service::{log_limits, ulimit_resource};
 
 const DEFAULT_PATH: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
@@ -44,7 +45,7 @@ type UserLookup<'a> =
 #[derive(serde::Serialize, serde::Deserialize)]
 struct Record(ContainerInspect);
 
-/// Containers as instances: see the module doc.
+/// Instances as instances: see the module doc.
 pub struct ContainerDriver {
     dir: PathBuf,
     /// Where removed containers' directories go to be deleted in the background.
@@ -56,7 +57,7 @@ pub struct ContainerDriver {
     seccomp_cache: Mutex<HashMap<String, Arc<Vec<u8>>>>,
     /// What the host's cgroups offer (checked against every create's limits).
     cgroups: pier_runtime::cgroups::Host,
-    /// The parent of the containers' cgroups (see `Containers::new`).
+    /// The parent of the containers' cgroups (see `Instances::new`).
     cgroup_parent: String,
 }
 
@@ -966,7 +967,7 @@ impl Driver for ContainerDriver {
         volumes: &[VolumeAttachment],
     ) -> EngineResult<()> {
         let made = net_mode(network).and_then(|net| {
-            let limit = crate::containers::layer_limit(&c.config)?;
+            let limit = crate::instances::service::layer_limit(&c.config)?;
             self.make_files(c, image_config, limit, &net, volumes)?;
             if c.config.auto_remove {
                 write_json(&self.cdir(&c.id).join(RECORD_COPY), &Record(c.clone()))

@@ -14,5 +14,10 @@ pub mod container;
 pub mod driver;
 pub mod fake;
 pub mod record;
+pub mod service;
+
+pub use service::{
+    ContainerPaths, InstanceReconciler, Instances, Peers, INSTANCE_RECONCILE_PERIOD,
+};
 
 pub use crate::steps::Undo;

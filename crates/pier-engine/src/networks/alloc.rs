@@ -23,7 +23,7 @@ use pier_store::{Batch, Expect, Op, Revision, StoreError, StoreExt, Table};
 use serde::{Deserialize, Serialize};
 
 use super::{key, ports_key, Lease, Networks};
-use crate::containers::{conflict, internal, invalid};
+use crate::error::{conflict, internal, invalid};
 use crate::error::{EngineError, EngineResult};
 
 /// How many times an allocation re-reads and tries again after losing a race.

@@ -18,7 +18,7 @@ use pier_net::nft::Proto;
 use pier_store::{Batch, StoreExt, Table};
 
 use super::{net_err, ports_key, Attached, Networks};
-use crate::containers::{internal, invalid};
+use crate::error::{internal, invalid};
 use crate::error::{EngineError, EngineResult};
 use crate::host::net::{Plumb, RateLimit};
 use crate::steps::{self, Saga};
@@ -231,7 +231,7 @@ impl Networks {
     /// number. The nonce lets a restart go ahead while the kernel still tears down the
     /// last run's pair in the background.
     fn host_ifname(&self, cid: &str, i: usize) -> String {
-        let nonce = &crate::containers::random_id()[..4];
+        let nonce = &crate::names::random_id()[..4];
         self.names.host_veth(cid, nonce, i)
     }
 

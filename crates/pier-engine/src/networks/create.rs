@@ -19,7 +19,7 @@ use pier_store::{Batch, Expect, StoreError, StoreExt, Table};
 
 use super::names::NetRecords;
 use super::{key, net_err, Networks, DEFAULT_NETWORK};
-use crate::containers::{conflict, internal, invalid};
+use crate::error::{conflict, internal, invalid};
 use crate::error::{EngineError, EngineResult};
 use crate::host::net::Bridge;
 use crate::steps::{self, Saga};
@@ -200,7 +200,7 @@ impl Networks {
     ) -> EngineResult<NetworkInspect> {
         let _pass = self.host_pass.read().await;
         let name = req.name.clone();
-        if !crate::containers::valid_name(&name) {
+        if !crate::names::valid_name(&name) {
             return Err(invalid(format!("invalid network name {name:?}: use letters, digits, '_', '.' and '-', starting with a letter or digit")));
         }
         if ["none", "host"].contains(&name.as_str()) || (!default && name == DEFAULT_NETWORK) {
@@ -256,7 +256,7 @@ impl Networks {
                     "network {name} already exists: choose another name, or remove it first"
                 )));
             }
-            let id = crate::containers::random_id();
+            let id = crate::names::random_id();
             let bridge = if !s.bridge.is_empty() {
                 s.bridge.clone()
             } else if s.default && s.project.as_str() == ProjectName::default_project().as_str() {

@@ -45,7 +45,7 @@ use pier_net::nft::{FwNetwork, FwPort};
 use pier_store::{Store, StoreExt, Table};
 use serde::{Deserialize, Serialize};
 
-use crate::containers::{conflict, internal, invalid};
+use crate::error::{conflict, internal, invalid};
 use crate::error::{EngineError, EngineResult};
 use crate::host::net::{Firewall, NetHost};
 use crate::RequestContext;
@@ -306,7 +306,7 @@ impl Networks {
             ));
         }
         for a in aliases {
-            if !crate::containers::valid_name(a) {
+            if !crate::names::valid_name(a) {
                 return Err(invalid(format!("invalid network alias {a:?}")));
             }
         }

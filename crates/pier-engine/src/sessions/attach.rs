@@ -29,9 +29,10 @@ use tokio::sync::mpsc;
 
 use super::logs::{Follow, FollowEnd, LogFollower};
 use super::{input_channel, Chunk, InputReceiver, InputSender, Next, Stream};
-use crate::containers::{conflict, Containers};
 use crate::context::RequestContext;
+use crate::error::conflict;
 use crate::error::{EngineError, EngineResult};
+use crate::instances::Instances;
 
 /// How to attach.
 #[derive(Debug, Clone, Copy, Default)]
@@ -105,7 +106,7 @@ fn not_running(c: &ContainerInspect) -> EngineError {
     ))
 }
 
-impl Containers {
+impl Instances {
     /// Connects to a container's monitor; with `retries`, tries again briefly while the
     /// container runs (its monitor may be starting or exiting).
     async fn connect_monitor(&self, c: &ContainerInspect, retries: u32) -> Option<UnixStream> {

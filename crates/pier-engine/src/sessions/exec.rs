@@ -31,9 +31,9 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::sync::{mpsc, watch};
 
 use super::{input_channel, pump_input, Chunk, InputReceiver, InputSender, Stream};
-use crate::containers::Containers;
 use crate::context::RequestContext;
 use crate::error::EngineError;
+use crate::instances::Instances;
 
 /// How long an ended exec is kept for its exit code.
 pub const KEEP_ENDED: Duration = Duration::from_secs(600);
@@ -177,7 +177,7 @@ impl ExecRegistry {
         spec: ExecSpec,
         now: Instant,
     ) -> String {
-        let id = crate::containers::random_id();
+        let id = crate::names::random_id();
         let (input, input_rx) = input_channel();
         let session = Session {
             id: id.clone(),
@@ -251,7 +251,7 @@ impl ExecRegistry {
     }
 }
 
-impl Containers {
+impl Instances {
     /// Makes an exec session for a running container; returns its ID.
     pub fn exec_create(
         &self,

@@ -29,9 +29,9 @@ use tokio::io::unix::AsyncFd;
 use tokio::sync::{mpsc, watch};
 
 use super::Stream;
-use crate::containers::Containers;
 use crate::context::RequestContext;
 use crate::error::{EngineError, EngineResult};
+use crate::instances::Instances;
 
 /// How long a log stream follows the container.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -426,7 +426,7 @@ fn read_on_disk(path: &Path) -> (Vec<LogLine>, LogFollower) {
     (lines, follower)
 }
 
-/// Sends lines on disk, then follows; the body of the task behind [`Containers::logs`].
+/// Sends lines on disk, then follows; the body of the task behind [`Instances::logs`].
 pub(crate) async fn follow(
     mut follower: LogFollower,
     opts: LogOptions,
@@ -460,7 +460,7 @@ pub(crate) async fn follow(
     }
 }
 
-impl Containers {
+impl Instances {
     /// A container's log lines: those on disk (filtered, then the last `tail`), then with
     /// `follow` every line written until the followed run ends. The stream is set up
     /// (the state watched, the file opened) before this returns, so a caller may start
@@ -534,7 +534,7 @@ mod tests {
         }
     }
 
-    /// Starts following `path` while "running", as `Containers::logs` does.
+    /// Starts following `path` while "running", as `Instances::logs` does.
     fn start_follow(
         lw: &LogWatch,
         path: &Path,

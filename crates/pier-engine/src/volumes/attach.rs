@@ -12,8 +12,8 @@ use pier_storage::block::{Disk, Format};
 
 use super::record::Phase;
 use super::{st, Volumes};
-use crate::containers::{conflict, invalid};
 use crate::error::EngineResult;
+use crate::error::{conflict, invalid};
 use crate::steps::Undo;
 
 impl Volumes {

@@ -22,8 +22,9 @@ use super::options::{parse_driver, VolumeOptions};
 use super::reconcile::{creating_key, CREATE_LEASE_TTL};
 use super::record::{Charge, Phase, Stored};
 use super::{key, not_found, st_doing, Volumes};
-use crate::containers::{conflict, invalid, valid_name};
+use crate::error::{conflict, invalid};
 use crate::error::{EngineError, EngineResult};
+use crate::names::valid_name;
 use crate::projects::Quota;
 use crate::steps::Undo;
 use crate::RequestContext;
@@ -53,10 +54,7 @@ impl Volumes {
         req: VolumeCreate,
         anonymous: bool,
     ) -> EngineResult<VolumeInspect> {
-        let name = req
-            .name
-            .clone()
-            .unwrap_or_else(crate::containers::random_id);
+        let name = req.name.clone().unwrap_or_else(crate::names::random_id);
         if !valid_name(&name) || name.len() > 64 {
             return Err(invalid(format!("invalid volume name {name:?}: use up to 64 letters, digits, '_', '.' and '-', starting with a letter or digit")));
         }

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use pier_api::ByteSize;
 use pier_storage::block::Format;
 
-use crate::containers::invalid;
+use crate::error::invalid;
 use crate::error::EngineResult;
 
 /// Which kind of volume a driver makes.

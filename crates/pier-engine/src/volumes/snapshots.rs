@@ -9,8 +9,9 @@ use pier_api::volumes::{VolumeCreate, VolumeInspect};
 use pier_api::{ErrorKind, ProjectName};
 
 use super::{st, Volumes};
-use crate::containers::{conflict, internal, invalid, valid_name};
+use crate::error::{conflict, internal, invalid};
 use crate::error::{EngineError, EngineResult};
+use crate::names::valid_name;
 use crate::RequestContext;
 
 fn no_snapshot(name: &str, snap: &str) -> EngineError {

@@ -1,4 +1,4 @@
-//! Containers: create, start, stop, kill, remove, wait, logs, restart policies, and
+//! Instances (containers today): create, start, stop, kill, remove, wait, logs, restart policies, and
 //! re-adoption of running containers after a daemon restart (live restore).
 //!
 //! Each container is stored as a spec (what was asked, with its desired run state) and
@@ -39,7 +39,7 @@ use pier_store::{Batch, Expect, Store, StoreError, StoreExt, Table};
 use tokio::sync::{broadcast, watch};
 
 use crate::context::RequestContext;
-use crate::error::{EngineError, EngineResult};
+use crate::error::{conflict, internal, invalid, EngineError, EngineResult};
 use crate::instances::actor::{Actors, Handler, Hold, Op};
 pub(crate) use crate::instances::container::unmount;
 use crate::instances::container::ContainerDriver;
@@ -49,6 +49,7 @@ use crate::instances::driver::{
 };
 use crate::instances::record::{self, Instance, Run};
 use crate::instances::Undo;
+use crate::names::{random_id, valid_name};
 use crate::networks::{Networks, DEFAULT_NETWORK};
 use crate::projects::Projects;
 use crate::reconcile::{BoxFuture, Reconciler};
@@ -56,18 +57,8 @@ use crate::volumes::Volumes;
 use crate::EngineEvent;
 use pier_api::volumes::{MountKind, MountSpec};
 
-pub fn conflict(m: impl Into<String>) -> EngineError {
-    EngineError::new(ErrorKind::Conflict, m)
-}
-pub fn invalid(m: impl Into<String>) -> EngineError {
-    EngineError::invalid(m)
-}
-pub fn internal(m: impl Into<String>) -> EngineError {
-    EngineError::new(ErrorKind::Internal, m)
-}
-
 /// The container manager.
-pub struct Containers {
+pub struct Instances {
     dir: PathBuf,
     db: Arc<dyn Store>,
     pub(crate) images: Arc<ImageStore>,
@@ -91,10 +82,6 @@ pub struct Containers {
     cgroup_parent: String,
 }
 
-pub fn random_id() -> String {
-    pier_api::random_hex(32)
-}
-
 /// `docker`-style names: an adjective and a scientist.
 fn random_name(id: &str) -> String {
     const A: [&str; 16] = [
@@ -112,15 +99,6 @@ fn random_name(id: &str) -> String {
         B[((n / 16) % 16) as usize],
         &id[8..12]
     )
-}
-
-pub(crate) fn valid_name(n: &str) -> bool {
-    let b = n.as_bytes();
-    !b.is_empty()
-        && b.len() <= 128
-        && b[0].is_ascii_alphanumeric()
-        && b.iter()
-            .all(|c| c.is_ascii_alphanumeric() || b"_.-".contains(c))
 }
 
 /// Host hard limit of an rlimit, to refuse asking for more than the host can give.
@@ -404,7 +382,7 @@ fn validate(req: &ContainerCreate) -> EngineResult<()> {
     Ok(())
 }
 
-impl Containers {
+impl Instances {
     pub fn new(
         root: &Path,
         db: Arc<dyn Store>,
@@ -417,7 +395,7 @@ impl Containers {
         Self::with_driver(root, db, peers, Arc::new(driver), cgroup_parent)
     }
 
-    /// Containers realised by `driver` (a [`ContainerDriver`], or a fake in tests).
+    /// Instances realised by `driver` (a [`ContainerDriver`], or a fake in tests).
     pub fn with_driver(
         root: &Path,
         db: Arc<dyn Store>,
@@ -442,7 +420,7 @@ impl Containers {
                 "split container records into specs and statuses"
             );
         }
-        let this = Arc::new_cyclic(|me: &Weak<Containers>| Containers {
+        let this = Arc::new_cyclic(|me: &Weak<Instances>| Instances {
             dir,
             db,
             images,
@@ -599,7 +577,7 @@ impl Containers {
 
     /// Writes a container's status; `durable` false for a state a crash may lose because
     /// the monitor's files say it again at the next start (a start: `state.json`; see
-    /// [`Containers::restore`], which adopts a start the record never heard of).
+    /// [`Instances::restore`], which adopts a start the record never heard of).
     fn save_with(&self, c: &Instance, durable: bool) -> EngineResult<()> {
         Ok(self.commit_record(Batch::new(), c, Write::Status, durable)?)
     }
@@ -646,7 +624,7 @@ impl Containers {
         self.lookup(ctx.project(), name_or_id)
     }
 
-    /// As [`Containers::get`], for the engine's own work in `project`.
+    /// As [`Instances::get`], for the engine's own work in `project`.
     pub(crate) fn lookup(
         &self,
         project: &ProjectName,
@@ -655,7 +633,7 @@ impl Containers {
         Ok(self.find(project, name_or_id)?.into_inspect())
     }
 
-    /// As [`Containers::get`], with its desired state.
+    /// As [`Instances::get`], with its desired state.
     fn find(&self, project: &ProjectName, name_or_id: &str) -> EngineResult<Instance> {
         let db = self.db.as_ref();
         if let Some(c) = record::load(db, project, name_or_id)? {
@@ -1548,7 +1526,7 @@ impl Containers {
         self.users_of_volume(ctx.project(), name)
     }
 
-    /// As [`Containers::volume_users`], for the engine's own work in `project`.
+    /// As [`Instances::volume_users`], for the engine's own work in `project`.
     pub(crate) fn users_of_volume(
         &self,
         project: &ProjectName,
@@ -2204,7 +2182,7 @@ impl Containers {
 
 // ---- the actors' requests and the instance reconciler ------------------------------------
 
-impl Handler for Containers {
+impl Handler for Instances {
     fn handle(
         self: Arc<Self>,
         project: ProjectName,
@@ -2215,7 +2193,7 @@ impl Handler for Containers {
     }
 }
 
-impl Containers {
+impl Instances {
     /// Serves one request of container `id`'s actor, on its current record.
     async fn serve(
         self: &Arc<Self>,
@@ -2320,7 +2298,7 @@ pub const INSTANCE_RECONCILE_PERIOD: Duration = Duration::from_secs(30);
 /// The instance reconciler: acts on specs whose desired state no request acted on,
 /// woken by every change of a spec (see [`crate::reconcile`]).
 pub struct InstanceReconciler {
-    pub containers: Arc<Containers>,
+    pub instances: Arc<Instances>,
     pub period: Duration,
 }
 
@@ -2338,7 +2316,7 @@ impl Reconciler for InstanceReconciler {
     }
 
     fn reconcile(&self) -> BoxFuture<'_, EngineResult<()>> {
-        Box::pin(self.containers.reconcile())
+        Box::pin(self.instances.reconcile())
     }
 }
 
