@@ -95,7 +95,7 @@ async fn connect(
     Path(id): Path<String>,
     J(req): J<NetworkConnect>,
 ) -> ApiResult<StatusCode> {
-    e.connect_network(&ctx, &id, req).await?;
+    e.instances.connect(&ctx, &id, req).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -108,6 +108,6 @@ async fn disconnect(
     Path(id): Path<String>,
     J(req): J<NetworkDisconnect>,
 ) -> ApiResult<StatusCode> {
-    e.disconnect_network(&ctx, &id, &req.container).await?;
+    e.instances.disconnect(&ctx, &id, &req.container).await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -141,7 +141,12 @@ async fn remove(
     State(e): Shared,
     Path(name): Path<String>,
 ) -> ApiResult<StatusCode> {
-    blocking(move || e.remove_volume(&ctx, &name).map_err(ApiError::from)).await?;
+    blocking(move || {
+        e.instances
+            .remove_volume(&ctx, &name)
+            .map_err(ApiError::from)
+    })
+    .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -160,7 +165,12 @@ async fn prune(
     Q(q): Q<PruneQuery>,
 ) -> ApiResult<Json<Vec<String>>> {
     Ok(Json(
-        blocking(move || e.prune_volumes(&ctx, q.all).map_err(ApiError::from)).await?,
+        blocking(move || {
+            e.instances
+                .prune_volumes(&ctx, q.all)
+                .map_err(ApiError::from)
+        })
+        .await?,
     ))
 }
 
@@ -257,7 +267,8 @@ async fn snapshot(
     J(req): J<SnapshotRequest>,
 ) -> ApiResult<StatusCode> {
     blocking(move || {
-        e.snapshot_volume(&ctx, &name, &req.name)
+        e.instances
+            .snapshot_volume(&ctx, &name, &req.name)
             .map_err(ApiError::from)
     })
     .await?;
@@ -272,7 +283,12 @@ async fn restore(
     State(e): Shared,
     Path((name, snap)): Path<(String, String)>,
 ) -> ApiResult<StatusCode> {
-    blocking(move || e.restore_volume(&ctx, &name, &snap).map_err(ApiError::from)).await?;
+    blocking(move || {
+        e.instances
+            .restore_volume(&ctx, &name, &snap)
+            .map_err(ApiError::from)
+    })
+    .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -85,31 +85,6 @@ impl Engine {
         }
         Ok(deleted)
     }
-
-    /// Puts a container on one more network (`pier network connect`).
-    pub async fn connect_network(
-        &self,
-        ctx: &RequestContext,
-        network: &str,
-        req: pier_api::networks::NetworkConnect,
-    ) -> EngineResult<()> {
-        let container = req.container.clone();
-        self.instances.connect(ctx, network, req).await?;
-        tracing::info!(project = %ctx.project, caller = %ctx.caller, network, container = %container, "container connected to a network");
-        Ok(())
-    }
-
-    /// Takes a container off a network (`pier network disconnect`).
-    pub async fn disconnect_network(
-        &self,
-        ctx: &RequestContext,
-        network: &str,
-        container: &str,
-    ) -> EngineResult<()> {
-        self.instances.disconnect(ctx, network, container).await?;
-        tracing::info!(project = %ctx.project, caller = %ctx.caller, network, container, "container disconnected from a network");
-        Ok(())
-    }
 }
 
 #[cfg(test)]

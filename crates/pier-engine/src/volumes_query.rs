@@ -113,42 +113,9 @@ impl Engine {
                 (v.name.clone(), bytes)
             })
             .collect();
-        let removed = self.prune_volumes(ctx, all)?;
+        let removed = self.instances.prune_volumes(ctx, all)?;
         let reclaimed = removed.iter().filter_map(|n| before.get(n)).sum::<u64>();
         Ok((removed, reclaimed))
-    }
-
-    /// Removes a volume no container uses (`pier volume rm`).
-    pub fn remove_volume(&self, ctx: &RequestContext, name: &str) -> EngineResult<()> {
-        self.instances.remove_volume(ctx, name)?;
-        tracing::info!(project = %ctx.project, caller = %ctx.caller, volume = name, "volume removed");
-        Ok(())
-    }
-
-    /// Removes the volumes no container uses: anonymous ones, or all with `all`.
-    pub fn prune_volumes(&self, ctx: &RequestContext, all: bool) -> EngineResult<Vec<String>> {
-        let removed = self.instances.prune_volumes(ctx, all)?;
-        tracing::info!(project = %ctx.project, caller = %ctx.caller, all, removed = ?removed, "volumes pruned");
-        Ok(removed)
-    }
-
-    /// A crash-consistent snapshot of a volume (its running users frozen meanwhile).
-    pub fn snapshot_volume(
-        &self,
-        ctx: &RequestContext,
-        name: &str,
-        snap: &str,
-    ) -> EngineResult<()> {
-        self.instances.snapshot_volume(ctx, name, snap)?;
-        tracing::info!(project = %ctx.project, caller = %ctx.caller, volume = name, snapshot = snap, "volume snapshot taken");
-        Ok(())
-    }
-
-    /// Puts a volume's snapshot back; no running container may use it.
-    pub fn restore_volume(&self, ctx: &RequestContext, name: &str, snap: &str) -> EngineResult<()> {
-        self.instances.restore_volume(ctx, name, snap)?;
-        tracing::info!(project = %ctx.project, caller = %ctx.caller, volume = name, snapshot = snap, "volume restored from a snapshot");
-        Ok(())
     }
 }
 

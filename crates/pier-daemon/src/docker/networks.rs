@@ -201,7 +201,8 @@ async fn connect(
         aliases: ep.aliases(),
     };
     d.engine
-        .connect_network(&ctx, &n.id, req)
+        .instances
+        .connect(&ctx, &n.id, req)
         .await
         .map_err(|e| match e.kind() {
             ErrorKind::Conflict if e.message().contains("already on network") => DockerError::new(
@@ -229,7 +230,7 @@ async fn disconnect(
     // `Force` changes nothing: a disconnect never waits on the container.
     let n = network(&d, &id, &ctx)?;
     let c = container(&d, &b.container, &ctx)?;
-    d.engine.disconnect_network(&ctx, &n.id, &c.id).await?;
+    d.engine.instances.disconnect(&ctx, &n.id, &c.id).await?;
     Ok(StatusCode::OK.into_response())
 }
 

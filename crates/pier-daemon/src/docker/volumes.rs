@@ -175,6 +175,7 @@ async fn remove(
             return if force { Ok(()) } else { Err(e) };
         }
         d2.engine
+            .instances
             .remove_volume(&c2, &n2)
             .map_err(|e| match e.kind() {
                 ErrorKind::Conflict => DockerError::conflict(format!(

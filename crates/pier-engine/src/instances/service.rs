@@ -1453,15 +1453,19 @@ impl Instances {
                 users.join(", ")
             )));
         }
-        self.volumes.remove(project, name)
+        self.volumes.remove(project, name)?;
+        tracing::info!(project = %ctx.project, caller = %ctx.caller, volume = name, "volume removed");
+        Ok(())
     }
 
     /// Removes volumes no container uses: anonymous ones, or all with `all`.
     pub fn prune_volumes(&self, ctx: &RequestContext, all: bool) -> EngineResult<Vec<String>> {
         let project = ctx.project();
-        self.volumes.prune(project, all, &|name| {
+        let removed = self.volumes.prune(project, all, &|name| {
             Ok(!self.users_of_volume(project, name)?.is_empty())
-        })
+        })?;
+        tracing::info!(project = %ctx.project, caller = %ctx.caller, all, removed = ?removed, "volumes pruned");
+        Ok(removed)
     }
 
     fn running_users(
@@ -1504,7 +1508,9 @@ impl Instances {
                 let _ = self.driver.pause(c, on);
             }
         };
-        self.volumes.snapshot(project, name, snap, &quiesce)
+        self.volumes.snapshot(project, name, snap, &quiesce)?;
+        tracing::info!(project = %ctx.project, caller = %ctx.caller, volume = name, snapshot = snap, "volume snapshot taken");
+        Ok(())
     }
 
     /// Puts a snapshot back; no running container may use the volume meanwhile.
@@ -1518,7 +1524,9 @@ impl Instances {
                 names.join(", ")
             )));
         }
-        self.volumes.restore(project, name, snap)
+        self.volumes.restore(project, name, snap)?;
+        tracing::info!(project = %ctx.project, caller = %ctx.caller, volume = name, snapshot = snap, "volume restored from a snapshot");
+        Ok(())
     }
 
     /// Names of the containers that mount volume `name`.
@@ -1554,9 +1562,16 @@ impl Instances {
     ) -> EngineResult<()> {
         let project = ctx.project();
         let c = self.lookup(project, &req.container)?;
-        let network = network.to_string();
-        self.ask(project, &c.id, Op::Connect { network, req })
-            .await?;
+        self.ask(
+            project,
+            &c.id,
+            Op::Connect {
+                network: network.to_string(),
+                req,
+            },
+        )
+        .await?;
+        tracing::info!(project = %ctx.project, caller = %ctx.caller, network, container = %c.name, "container connected to a network");
         Ok(())
     }
 
@@ -1620,8 +1635,15 @@ impl Instances {
     ) -> EngineResult<()> {
         let project = ctx.project();
         let c = self.lookup(project, container)?;
-        let network = network.to_string();
-        self.ask(project, &c.id, Op::Disconnect { network }).await?;
+        self.ask(
+            project,
+            &c.id,
+            Op::Disconnect {
+                network: network.to_string(),
+            },
+        )
+        .await?;
+        tracing::info!(project = %ctx.project, caller = %ctx.caller, network, container = %c.name, "container disconnected from a network");
         Ok(())
     }
 
