@@ -21,11 +21,23 @@ ensure_rust() {
     fi
 }
 
+# Makes the script run as root: as it is when root already (a fresh Debian machine often
+# has no sudo), else again through sudo, keeping the Rust toolchain on PATH.
+# Call it as `need_root "$@"`.
 need_root() {
-    if [ "$(id -u)" != 0 ]; then
-        echo "run this as root (sudo $0): Pier manages namespaces, mounts and cgroups" >&2
-        exit 1
+    [ "$(id -u)" = 0 ] && return 0
+    if command -v sudo >/dev/null; then
+        local keep=("PATH=$PATH")
+        [ -d "${CARGO_HOME:-$HOME/.cargo}" ] && keep+=("CARGO_HOME=${CARGO_HOME:-$HOME/.cargo}")
+        [ -d "${RUSTUP_HOME:-$HOME/.rustup}" ] && keep+=("RUSTUP_HOME=${RUSTUP_HOME:-$HOME/.rustup}")
+        for v in PIER_ROOT PIER_HOST PIER_LOGFILE; do
+            [ -n "${!v:-}" ] && keep+=("$v=${!v}")
+        done
+        echo "== Not root: running $0 again through sudo" >&2
+        exec sudo env "${keep[@]}" bash "$0" "$@"
     fi
+    echo "run this as root (Pier manages namespaces, mounts and cgroups): sudo is not installed, so log in as root (su -) and run: bash $0" >&2
+    exit 1
 }
 
 # What Pier itself needs at run time.

@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
-need_root
+need_root "$@"
 ensure_packages "${RUNTIME_PACKAGES[@]}" gcc podman skopeo runc uidmap docker.io docker-compose curl openssl qemu-utils
 ensure_rust
 

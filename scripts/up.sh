@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Sets up and runs Pier on this machine: installs what it needs, builds the binary,
-# (re)starts the daemon with its embedded store, makes a base image offline, shows it,
+# (re)starts the daemon with its embedded store (as the systemd service pier.service when
+# systemd runs), makes a base image offline, shows it,
 # and runs a first container.
 # Idempotent: run it again after pulling new code.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
-need_root
+need_root "$@"
 ensure_packages "${RUNTIME_PACKAGES[@]}" gcc
 ensure_rust
 
@@ -18,8 +19,11 @@ ROOT=${PIER_ROOT:-/var/lib/pier}
 export PIER_HOST=${PIER_HOST:-/run/pier/pier.sock}
 LOG=${PIER_LOGFILE:-/var/log/pier.log}
 
-# Stop a daemon already serving this root, so the new binary takes over.
-if [ -s "$ROOT/daemon.lock" ]; then
+# Stop a daemon already serving this root, so the new binary takes over (one started by
+# hand before; systemd restarts its own below).
+if [ -d /run/systemd/system ] && systemctl is-active --quiet pier.service; then
+    :
+elif [ -s "$ROOT/daemon.lock" ]; then
     pid=$(cat "$ROOT/daemon.lock")
     if kill -0 "$pid" 2>/dev/null; then
         echo "== Stopping the running daemon (pid $pid)"
@@ -28,8 +32,19 @@ if [ -s "$ROOT/daemon.lock" ]; then
     fi
 fi
 
-echo "== Starting the daemon (state in $ROOT, socket $PIER_HOST, log $LOG)"
-nohup pier daemon --root "$ROOT" --socket "$PIER_HOST" >>"$LOG" 2>&1 &
+if [ -d /run/systemd/system ]; then
+    echo "== Installing and starting pier.service (state in $ROOT, socket $PIER_HOST; systemctl status pier, journalctl -u pier)"
+    sed -e "s|--root /var/lib/pier|--root $ROOT|" \
+        -e "s|--socket /run/pier/pier.sock --docker-socket /run/pier/docker.sock|--socket $PIER_HOST --docker-socket $(dirname "$PIER_HOST")/docker.sock|" \
+        scripts/pier.service >/etc/systemd/system/pier.service
+    systemctl daemon-reload
+    systemctl enable pier.service
+    systemctl restart pier.service
+else
+    # No systemd (a container, a CI machine): start the daemon by hand.
+    echo "== Starting the daemon (state in $ROOT, socket $PIER_HOST, log $LOG)"
+    nohup pier daemon --root "$ROOT" --socket "$PIER_HOST" >>"$LOG" 2>&1 &
+fi
 for _ in $(seq 100); do pier info >/dev/null 2>&1 && break; sleep 0.1; done
 pier info
 

@@ -5,6 +5,7 @@
 mod build;
 mod containers;
 mod containers_fs;
+pub mod daemon_config;
 mod images;
 mod networks;
 mod output;
@@ -203,6 +204,10 @@ pub enum ContainerCommand {
 
 #[derive(Debug, Args)]
 pub struct DaemonArgs {
+    /// The configuration file: every flag below under its long name (a flag given here
+    /// wins over the file). Default: /etc/pier/daemon.toml when it exists.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
     /// State directory.
     #[arg(long, default_value = "/var/lib/pier")]
     pub root: PathBuf,

@@ -53,6 +53,19 @@ fn main() {
 }
 
 fn run_daemon(cli: &Cli, args: &pier_cli::DaemonArgs) -> i32 {
+    // The configuration file, under the flags given on the command line.
+    let matches = <Cli as clap::CommandFactory>::command().get_matches();
+    let args = match matches.subcommand() {
+        Some(("daemon", m)) => match pier_cli::daemon_config::apply(args, m) {
+            Ok(a) => a,
+            Err(e) => {
+                eprintln!("Error: {e}");
+                return 1;
+            }
+        },
+        _ => unreachable!("run_daemon runs for `pier daemon`"),
+    };
+    let args = &args;
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_new(&args.log_level)
