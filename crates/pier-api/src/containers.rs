@@ -536,6 +536,10 @@ pub struct ContainerStats {
     pub memory_usage: u64,
     /// Absent when unlimited.
     pub memory_limit: Option<u64>,
+    /// The host's memory (`MemTotal`): what `pier stats` shows as the limit of a
+    /// container without one, as Docker does.
+    #[serde(default)]
+    pub host_memory: u64,
     pub pids_current: u64,
     pub pids_limit: Option<u64>,
     pub io_read_bytes: u64,

@@ -65,6 +65,12 @@ impl FromStr for VolumeFlag {
                 m.source = Some(s.to_string());
                 m.options.insert("create_host_path".into(), "true".into());
             }
+            Some(s) if s.contains('/') || s.starts_with(['.', '~']) => {
+                return Err(MountFlagError(format!(
+                    "invalid volume specification {v:?}: a bind mount needs an absolute host path, and {s:?} is relative (write \"$PWD/{}:{target}\" for one under the working directory); a bare name such as data:{target} is a named volume",
+                    s.trim_start_matches("./")
+                )))
+            }
             Some(s) => {
                 m.kind = MountKind::Volume;
                 m.source = Some(s.to_string());
@@ -333,6 +339,13 @@ mod tests {
             e,
             "invalid volume specification \"a:b:c:d\": use NAME:/path[:ro], /host/path:/path[:ro] or /path"
         );
+        let e = "./site/html:/x".parse::<VolumeFlag>().unwrap_err().to_string();
+        assert_eq!(
+            e,
+            "invalid volume specification \"./site/html:/x\": a bind mount needs an absolute host path, and \"./site/html\" is relative (write \"$PWD/site/html:/x\" for one under the working directory); a bare name such as data:/x is a named volume"
+        );
+        assert!("site/html:/x:ro".parse::<VolumeFlag>().is_err());
+        assert!("~/x:/x".parse::<VolumeFlag>().is_err());
     }
 
     #[test]

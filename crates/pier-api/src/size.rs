@@ -122,6 +122,24 @@ impl From<ByteSize> for u64 {
     }
 }
 
+/// A size for people to read, in binary units with at most one decimal: `512 B`,
+/// `2 GiB`, `12.2 GiB` (how messages state sizes and quotas).
+pub fn human(bytes: u64) -> String {
+    const UNITS: [&str; 6] = ["KiB", "MiB", "GiB", "TiB", "PiB", "EiB"];
+    if bytes < 1024 {
+        return format!("{bytes} B");
+    }
+    let mut v = bytes as f64 / 1024.0;
+    let mut unit = 0;
+    while v >= 1024.0 && unit + 1 < UNITS.len() {
+        v /= 1024.0;
+        unit += 1;
+    }
+    let text = format!("{v:.1}");
+    let text = text.strip_suffix(".0").unwrap_or(&text);
+    format!("{text} {}", UNITS[unit])
+}
+
 crate::string_schema!(
     ByteSize,
     "A size in bytes, with an optional binary unit: 512, 64m, 1.5g, 10MiB."
@@ -133,6 +151,16 @@ mod tests {
 
     fn bin(s: &str) -> u64 {
         ByteSize::parse_binary(s).unwrap().bytes()
+    }
+
+    #[test]
+    fn human_sizes_in_binary_units() {
+        assert_eq!(human(512), "512 B");
+        assert_eq!(human(2 << 30), "2 GiB");
+        assert_eq!(human(13_100_000_000), "12.2 GiB");
+        assert_eq!(human(14 << 30), "14 GiB");
+        assert_eq!(human(100 << 20), "100 MiB");
+        assert_eq!(human(1536), "1.5 KiB");
     }
 
     #[test]

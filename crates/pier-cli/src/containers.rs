@@ -889,9 +889,16 @@ pub async fn stats(client: &Client, fmt: Format, a: StatsArgs) -> Result<(), Cli
                 } else {
                     0.0
                 };
-                let limit = n
+                // No limit: the host's memory, as Docker shows.
+                let mem_limit = n
                     .memory_limit
-                    .map_or("unlimited".to_string(), crate::output::human_size_binary);
+                    .or((n.host_memory > 0).then_some(n.host_memory));
+                let limit =
+                    mem_limit.map_or("unlimited".to_string(), crate::output::human_size_binary);
+                let (rx, tx) = n
+                    .networks
+                    .values()
+                    .fold((0, 0), |(r, t), c| (r + c.rx_bytes, t + c.tx_bytes));
                 vec![
                     n.id[..12].to_string(),
                     n.name.clone(),
@@ -900,9 +907,14 @@ pub async fn stats(client: &Client, fmt: Format, a: StatsArgs) -> Result<(), Cli
                         "{} / {limit}",
                         crate::output::human_size_binary(n.memory_usage)
                     ),
-                    n.memory_limit.map_or("--".into(), |l| {
+                    mem_limit.map_or("--".into(), |l| {
                         format!("{:.2}%", n.memory_usage as f64 / l as f64 * 100.0)
                     }),
+                    format!(
+                        "{} / {}",
+                        crate::output::human_size(rx),
+                        crate::output::human_size(tx)
+                    ),
                     format!(
                         "{} / {}",
                         crate::output::human_size(n.io_read_bytes),
@@ -923,6 +935,7 @@ pub async fn stats(client: &Client, fmt: Format, a: StatsArgs) -> Result<(), Cli
                     "CPU %",
                     "MEM USAGE / LIMIT",
                     "MEM %",
+                    "NET I/O",
                     "BLOCK I/O",
                     "PIDS",
                 ],
@@ -1135,6 +1148,7 @@ pub async fn wait(client: &Client, names: &[String]) -> Result<(), CliError> {
 
 pub async fn inspect(client: &Client, names: &[String]) -> Result<(), CliError> {
     let mut out = Vec::new();
+    let mut missing = Vec::new();
     for n in names {
         match client
             .get::<ContainerInspect>(&format!("/v1/containers/{}", encode_segment(n)))
@@ -1142,13 +1156,23 @@ pub async fn inspect(client: &Client, names: &[String]) -> Result<(), CliError> 
         {
             Ok(c) => out.push(serde_json::to_value(c).expect("json")),
             // Like `docker inspect`: an image by that name will do.
-            Err(ClientError::Api { status: 404, .. }) => {
-                out.push(serde_json::to_value(client.inspect_image(n).await?).expect("json"))
-            }
+            Err(ClientError::Api { status: 404, .. }) => match client.inspect_image(n).await {
+                Ok(i) => out.push(serde_json::to_value(i).expect("json")),
+                Err(ClientError::Api { status: 404, .. }) => missing.push(n.as_str()),
+                Err(e) => return Err(e.into()),
+            },
             Err(e) => return Err(e.into()),
         }
     }
-    print(Format::Json, &out, String::new)
+    // As `docker inspect`: what was found, then an error naming what was not.
+    print(Format::Json, &out, String::new)?;
+    match missing.is_empty() {
+        true => Ok(()),
+        false => Err(crate::fail(format!(
+            "no such container or image: {}",
+            missing.join(", ")
+        ))),
+    }
 }
 
 #[derive(Debug, Args)]

@@ -38,6 +38,9 @@ pub enum ClientError {
         #[source]
         source: std::io::Error,
     },
+    /// The socket exists but this user may not open it (it is root's).
+    #[error("permission denied on {socket}: the daemon's socket belongs to root. Run pier as root: `sudo pier ...`, or from a root shell (`su -`)")]
+    SocketPermission { socket: String },
     /// The daemon answered with an error.
     #[error("{message}")]
     Api {
@@ -61,7 +64,9 @@ impl ClientError {
     pub fn kind(&self) -> ErrorKind {
         match self {
             ClientError::Api { kind, .. } => *kind,
-            ClientError::Connect { .. } => ErrorKind::Unavailable,
+            ClientError::Connect { .. } | ClientError::SocketPermission { .. } => {
+                ErrorKind::Unavailable
+            }
             _ => ErrorKind::Internal,
         }
     }
@@ -104,9 +109,13 @@ impl Client {
         let stream =
             UnixStream::connect(&self.socket)
                 .await
-                .map_err(|source| ClientError::Connect {
-                    socket: self.socket.display().to_string(),
-                    source,
+                .map_err(|source| {
+                    let socket = self.socket.display().to_string();
+                    if source.kind() == std::io::ErrorKind::PermissionDenied {
+                        ClientError::SocketPermission { socket }
+                    } else {
+                        ClientError::Connect { socket, source }
+                    }
                 })?;
         let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
             .await

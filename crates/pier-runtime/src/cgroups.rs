@@ -167,6 +167,55 @@ fn wanted_controllers(
     ]
 }
 
+/// Checks a `--cpuset-cpus` list (`0-3,5`) against the CPUs this host has online, so that
+/// a CPU it lacks is refused at create with the CPUs there are, not at start with the
+/// kernel's `EINVAL` from `cpuset.cpus`.
+pub fn check_cpuset(asked: &str) -> Result<(), String> {
+    let online = fs::read_to_string("/sys/devices/system/cpu/online").unwrap_or_default();
+    cpuset_error(asked, online.trim()).map_or(Ok(()), Err)
+}
+
+/// The CPUs of a list such as `0-3,5`, or `None` when it is not one.
+fn cpu_list(list: &str) -> Option<Vec<u32>> {
+    let mut cpus = Vec::new();
+    for part in list.split(',') {
+        let (a, b): (u32, u32) = match part.split_once('-') {
+            Some((a, b)) => (a.trim().parse().ok()?, b.trim().parse().ok()?),
+            None => {
+                let n = part.trim().parse().ok()?;
+                (n, n)
+            }
+        };
+        if a > b || b - a > 65_536 {
+            return None;
+        }
+        cpus.extend(a..=b);
+    }
+    Some(cpus)
+}
+
+/// Why `asked` cannot be used on a host whose online CPUs are `online` (`0-1`), if so.
+fn cpuset_error(asked: &str, online: &str) -> Option<String> {
+    let Some(want) = cpu_list(asked) else {
+        return Some(format!(
+            "--cpuset-cpus {asked:?} is not a list of CPUs such as 0-3,5; this host's CPUs are {online}"
+        ));
+    };
+    // An unreadable online list checks nothing: the kernel will.
+    let have = cpu_list(online)?;
+    let missing: Vec<String> = want
+        .iter()
+        .filter(|c| !have.contains(c))
+        .map(u32::to_string)
+        .collect();
+    (!missing.is_empty()).then(|| {
+        format!(
+            "--cpuset-cpus {asked}: this host has no CPU {}; its CPUs are {online}",
+            missing.join(", ")
+        )
+    })
+}
+
 /// A limit the host has no controller for: the user's to drop (or the host's to enable).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
@@ -715,6 +764,26 @@ fn ignore_exists(e: io::Error) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cpuset_lists_are_checked_against_the_hosts_cpus() {
+        assert_eq!(cpuset_error("0", "0-1"), None);
+        assert_eq!(cpuset_error("0-1", "0-1"), None);
+        assert_eq!(cpuset_error("1,0", "0-1"), None);
+        assert_eq!(
+            cpuset_error("7", "0-1").as_deref(),
+            Some("--cpuset-cpus 7: this host has no CPU 7; its CPUs are 0-1")
+        );
+        assert_eq!(
+            cpuset_error("1-3", "0-1").as_deref(),
+            Some("--cpuset-cpus 1-3: this host has no CPU 2, 3; its CPUs are 0-1")
+        );
+        assert_eq!(
+            cpuset_error("x", "0-1").as_deref(),
+            Some("--cpuset-cpus \"x\" is not a list of CPUs such as 0-3,5; this host's CPUs are 0-1")
+        );
+        assert_eq!(cpuset_error("3", ""), None);
+    }
 
     fn fake_v1(controllers: &[&str]) -> tempfile::TempDir {
         let t = tempfile::tempdir().unwrap();

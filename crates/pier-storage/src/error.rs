@@ -57,8 +57,17 @@ pub enum Error {
     #[error("{} is still attached to a loop device; try again", image.display())]
     StillAttached { image: PathBuf },
     /// No filesystem size gave the capacity asked for.
-    #[error("could not size a filesystem for {bytes} bytes")]
-    Sizing { bytes: u64 },
+    #[error("could not make an ext4 filesystem on which {} and {} fit (the closest held {} and {} files); ask for a different size or number of inodes", pier_api::size::human(*bytes), inodes.map_or("any number of files".to_string(), |n| format!("{n} files")), pier_api::size::human(got.0), got.1)]
+    Sizing {
+        bytes: u64,
+        inodes: Option<u64>,
+        /// Bytes and inodes of the last try.
+        got: (u64, u64),
+    },
+    /// More inodes than a filesystem of that size can hold (ext4 needs 256 bytes of inode
+    /// table for each).
+    #[error("{inodes} inodes do not fit in {}: ext4 needs 256 bytes for each, {} in all; give a larger size or fewer inodes", pier_api::size::human(*bytes), pier_api::size::human(inodes.saturating_mul(256)))]
+    TooManyInodes { bytes: u64, inodes: u64 },
 }
 
 impl Error {
@@ -72,7 +81,8 @@ impl Error {
                 source.errno().map_or(ErrorKind::Host, ErrorKind::of_errno)
             }
             Error::LoopDevicesBusy | Error::StillAttached { .. } => ErrorKind::Busy,
-            Error::Spawn { .. } | Error::Sizing { .. } => ErrorKind::Host,
+            Error::Sizing { .. } | Error::TooManyInodes { .. } => ErrorKind::Invalid,
+            Error::Spawn { .. } => ErrorKind::Host,
         }
     }
 

@@ -61,15 +61,29 @@ fn mkfs(image: &Path, file_size: u64, inodes: Option<u64>) -> Result<Capacity> {
 /// `inodes` files) fit, and not much more: within 1% or 512 KiB of the bytes asked for,
 /// and the inodes rounded up to ext4's inode-table granularity.
 pub fn make(image: &Path, bytes: u64, inodes: Option<u64>) -> Result<Capacity> {
+    if let Some(i) = inodes {
+        if i.saturating_add(11).saturating_mul(256) >= bytes {
+            return Err(Error::TooManyInodes { bytes, inodes: i });
+        }
+    }
     // ext4 keeps 11 inodes for itself (root, lost+found, journal, ...).
     let mut n = inodes.map(|i| i + 11);
     let slack = (bytes / 100).max(512 << 10);
     let mut file_size = bytes + bytes / 32 + (3 << 19);
-    for _ in 0..8 {
+    // mkfs.ext4 rounds the inode count to whole inode-table blocks in every block group,
+    // so a few more asked for often change nothing: the step doubles until it does.
+    let mut step = 8;
+    let mut last = Capacity {
+        bytes: 0,
+        inodes: 0,
+    };
+    for _ in 0..12 {
         let cap = mkfs(image, file_size, n)?;
+        last = cap;
         if let (Some(want), Some(asked)) = (inodes, n) {
             if cap.inodes < want {
-                n = Some(asked + (want - cap.inodes).max(8));
+                n = Some(asked + (want - cap.inodes).max(step));
+                step *= 2;
                 continue;
             }
         }
@@ -82,10 +96,14 @@ pub fn make(image: &Path, bytes: u64, inodes: Option<u64>) -> Result<Capacity> {
         }
     }
     let cap = capacity(image)?;
-    if cap.bytes >= bytes {
+    if cap.bytes >= bytes && inodes.is_none_or(|i| cap.inodes >= i) {
         return Ok(cap);
     }
-    Err(Error::Sizing { bytes })
+    Err(Error::Sizing {
+        bytes,
+        inodes,
+        got: (last.bytes, last.inodes),
+    })
 }
 
 /// Mounts the filesystem image on `target` through a loop device released on unmount.

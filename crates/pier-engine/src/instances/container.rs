@@ -473,6 +473,9 @@ impl ContainerDriver {
             seccomp: seccomp.map(|p| pier_runtime::seccomp::resolve(&p, &caps)),
             ..input
         };
+        if let Some(c) = &req.cpuset_cpus {
+            pier_runtime::cgroups::check_cpuset(c).map_err(invalid)?;
+        }
         let spec = spec::build(&input)
             .map_err(|e| internal(format!("the runtime spec is invalid: {e}")))?;
         // A limit this host cannot apply is refused now, not dropped at the start.

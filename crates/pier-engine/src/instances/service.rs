@@ -1874,7 +1874,9 @@ impl Instances {
         } else {
             Default::default()
         };
-        let limit = |v: u64| (v < u64::MAX / 2).then_some(v);
+        // cgroup v1 writes "no limit" as the largest page-aligned i64 (0x7FFFFFFFFFFFF000),
+        // v2 as u64::MAX: anything from 2^62 up is none.
+        let limit = |v: u64| (v < 1 << 62).then_some(v);
         Ok(pier_api::containers::ContainerStats {
             id: c.id.clone(),
             name: c.name.clone(),
@@ -1886,6 +1888,7 @@ impl Instances {
                 .unwrap_or(1),
             memory_usage: s.memory_usage,
             memory_limit: limit(s.memory_limit),
+            host_memory: crate::system::HostInfo::read().memory,
             pids_current: s.pids_current,
             pids_limit: limit(s.pids_limit),
             io_read_bytes: s.io_read_bytes,

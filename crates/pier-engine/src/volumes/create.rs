@@ -12,6 +12,7 @@
 //! puts the record back to ready; after that the volume stays `removing`, and a retried
 //! `rm` (or the next start) finishes it.
 
+use pier_api::size::human;
 use pier_api::time::now_rfc3339;
 use pier_api::volumes::{VolumeCreate, VolumeInspect};
 use pier_api::{ErrorKind, ProjectName};
@@ -181,7 +182,7 @@ impl Volumes {
             if let Some(q) = quota {
                 let Some(s) = v.size_limit else {
                     return Err(invalid(format!(
-                        "project {project} has a volume quota of {q} bytes: give the volume a size (--opt size=...)"
+                        "project {project} has a volume quota of {}: give the volume a size (--opt size=...)", human(q)
                     )));
                 };
                 let committed = now.bytes;
@@ -189,7 +190,10 @@ impl Volumes {
                     return Err(EngineError::new(
                         ErrorKind::InsufficientStorage,
                         format!(
-                            "volume of {s} bytes exceeds project {project}'s quota: {committed} of {q} bytes are committed; remove volumes or raise the quota"
+                            "volume too large for project {project}'s quota: {} requested, {} of {} committed; remove volumes or raise the quota (pier quota --volume-bytes)",
+                            human(s),
+                            human(committed),
+                            human(q)
                         ),
                     ));
                 }
