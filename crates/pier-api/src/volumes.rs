@@ -76,6 +76,16 @@ pub struct VolumeInspect {
     pub usage: Option<VolumeUsage>,
 }
 
+/// One of a volume's snapshots (`pier volume snapshots`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct SnapshotInfo {
+    pub name: String,
+    /// When it was taken (RFC 3339).
+    pub created: String,
+    /// Bytes it takes on the host's disk.
+    pub size: u64,
+}
+
 #[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
 pub struct VolumeUsage {
     pub bytes: u64,

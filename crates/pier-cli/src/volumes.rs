@@ -176,8 +176,15 @@ pub async fn run(client: &Client, fmt: Format, cmd: VolumeCommand) -> Result<(),
             Ok(())
         }
         VolumeCommand::Snapshots { volume } => {
-            let list: Vec<String> = client.get(&format!("{}/snapshots", vpath(&volume))).await?;
-            print(fmt, &list, || list.join("\n"))
+            let list: Vec<pier_api::volumes::SnapshotInfo> =
+                client.get(&format!("{}/snapshots", vpath(&volume))).await?;
+            print(fmt, &list, || {
+                let rows: Vec<Vec<String>> = list
+                    .iter()
+                    .map(|s| vec![s.name.clone(), s.created.clone(), pier_api::size::human(s.size)])
+                    .collect();
+                table(&["NAME", "CREATED", "SIZE"], &rows)
+            })
         }
         VolumeCommand::Restore { volume, snapshot } => {
             client

@@ -59,6 +59,7 @@ pub fn routes() -> Router<Arc<Engine>> {
         VolumeCreate,
         VolumeInspect,
         pier_api::volumes::VolumeUsage,
+        pier_api::volumes::SnapshotInfo,
         pier_api::volumes::MountSpec,
         pier_api::volumes::MountKind,
         SnapshotRequest,
@@ -247,14 +248,14 @@ struct SnapshotRequest {
 
 /// Lists a volume's snapshots.
 #[utoipa::path(get, path = "/v1/volumes/{name}/snapshots", params(("name" = String, Path)),
-    responses((status = 200, body = [String]), (status = 404, body = ErrorBody)))]
+    responses((status = 200, body = [pier_api::volumes::SnapshotInfo]), (status = 404, body = ErrorBody)))]
 async fn snapshots(
     Ctx(ctx): Ctx,
     State(e): Shared,
     Path(name): Path<String>,
-) -> ApiResult<Json<Vec<String>>> {
+) -> ApiResult<Json<Vec<pier_api::volumes::SnapshotInfo>>> {
     e.volumes.get(&ctx.project, &name)?;
-    Ok(Json(e.volumes.snapshots(&ctx, &name)))
+    Ok(Json(e.volumes.snapshot_infos(&ctx, &name)))
 }
 
 /// Takes a crash-consistent snapshot of a volume.

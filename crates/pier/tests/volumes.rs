@@ -249,7 +249,10 @@ fn snapshots_exports_and_imports_are_byte_identical() {
             before,
             "{vol} restored"
         );
-        assert_eq!(d.ok(&["volume", "snapshots", vol]).trim(), "s1");
+        let snaps = d.ok(&["volume", "snapshots", vol]);
+        let rows: Vec<&str> = snaps.lines().skip(1).collect();
+        assert_eq!(rows.len(), 1, "{snaps}");
+        assert_eq!(rows[0].split_whitespace().next(), Some("s1"), "{snaps}");
         // Export, then import as a new volume.
         let file = d.dir.path().join(format!("{vol}.tar"));
         let sum = d.ok(&["volume", "export", "-o", file.to_str().unwrap(), vol]);

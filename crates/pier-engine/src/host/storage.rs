@@ -51,6 +51,8 @@ pub trait VolumeBackend: Send + Sync {
     fn usage(&self, mountpoint: &Path) -> Result<(u64, u64)>;
     /// Bytes and inodes under a plain directory.
     fn dir_usage(&self, dir: &Path) -> VolumeUsage;
+    /// Bytes a (sparse) file takes on the host's disk: a block volume's image.
+    fn file_usage(&self, file: &Path) -> u64;
     /// Freezes the filesystem mounted at `mountpoint` until the guard is dropped.
     fn freeze(&self, mountpoint: &Path) -> Result<FreezeGuard>;
 }
@@ -173,6 +175,11 @@ impl VolumeBackend for HostStorage {
 
     fn dir_usage(&self, dir: &Path) -> VolumeUsage {
         walk_usage(dir)
+    }
+
+    fn file_usage(&self, file: &Path) -> u64 {
+        use std::os::unix::fs::MetadataExt;
+        fs::metadata(file).map_or(0, |m| m.blocks() * 512)
     }
 
     fn freeze(&self, mountpoint: &Path) -> Result<FreezeGuard> {

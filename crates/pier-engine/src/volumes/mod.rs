@@ -212,7 +212,14 @@ impl Volumes {
         let project = ctx.project();
         let mut v = self.get(project, name)?;
         let data = self.mountpoint(project, name);
-        v.usage = if v.size_limit.is_some() || v.inode_limit.is_some() {
+        v.usage = if let Some(disk) = self.disk(&v) {
+            // A block volume: what its image takes on the host (its size is size_limit);
+            // its filesystem, if any, is the guest's to count.
+            Some(VolumeUsage {
+                bytes: self.backend.file_usage(&disk.image),
+                inodes: 0,
+            })
+        } else if v.size_limit.is_some() || v.inode_limit.is_some() {
             self.backend
                 .usage(&data)
                 .ok()

@@ -5,7 +5,7 @@ use std::fs;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
-use pier_api::volumes::{VolumeCreate, VolumeInspect};
+use pier_api::volumes::{SnapshotInfo, VolumeCreate, VolumeInspect};
 use pier_api::{ErrorKind, ProjectName};
 
 use super::{st, Volumes};
@@ -38,6 +38,42 @@ impl Volumes {
             .unwrap_or_default();
         v.sort();
         v
+    }
+
+    /// The snapshots with when each was taken and what it takes on the host's disk.
+    pub fn snapshot_infos(&self, ctx: &RequestContext, name: &str) -> Vec<SnapshotInfo> {
+        let dir = self.snapshots_dir(ctx.project(), name);
+        self.snapshots(ctx, name)
+            .into_iter()
+            .map(|snap| {
+                let path = dir.join(&snap);
+                // Its directory's last entry is made when the copy starts.
+                let created = fs::metadata(&path)
+                    .and_then(|m| m.modified())
+                    .map(|t| {
+                        let secs = t
+                            .duration_since(std::time::UNIX_EPOCH)
+                            .map_or(0, |d| d.as_secs() as i64);
+                        pier_api::time::format_rfc3339(secs)
+                    })
+                    .unwrap_or_default();
+                let size = fs::read_dir(&path)
+                    .map(|d| {
+                        d.flatten()
+                            .map(|e| match e.file_type() {
+                                Ok(t) if t.is_dir() => self.backend.dir_usage(&e.path()).bytes,
+                                _ => self.backend.file_usage(&e.path()),
+                            })
+                            .sum()
+                    })
+                    .unwrap_or(0);
+                SnapshotInfo {
+                    name: snap,
+                    created,
+                    size,
+                }
+            })
+            .collect()
     }
 
     /// A crash-consistent copy of the volume. Image volumes are frozen (the kernel
@@ -184,9 +220,19 @@ impl Volumes {
         } else {
             None
         };
+        let mut out = out;
+        // The limits travel in the archive, so that an import makes the same volume.
+        let mut limits = Vec::new();
+        if let Some(s) = v.size_limit {
+            limits.push((SIZE_KEY, s));
+        }
+        if let Some(i) = v.inode_limit {
+            limits.push((INODES_KEY, i));
+        }
         // Read through descriptors: a container using the volume cannot swap in a
         // symlink that leads the export onto the host.
-        crate::container_fs::export_dir(&data, out)
+        write_limits(&mut out, &limits)
+            .and_then(|()| crate::container_fs::export_dir(&data, &mut out))
             .map_err(|e| internal(format!("cannot export volume {name}: {e}")))
     }
 
@@ -201,10 +247,22 @@ impl Volumes {
         expect: Option<&str>,
     ) -> EngineResult<VolumeInspect> {
         let project = ctx.project();
+        // The limits the export recorded, unless the request gives its own.
+        let mut body = body;
+        let (head, recorded) = read_limits(&mut body)
+            .map_err(|e| invalid(format!("reading the archive: {e}")))?;
+        let mut req = req;
+        let own = req.options.contains_key("size") || req.options.contains_key("inodes");
+        if !own {
+            for (k, n) in recorded {
+                let opt = if k == SIZE_KEY { "size" } else { "inodes" };
+                req.options.insert(opt.into(), n.to_string());
+            }
+        }
         let v = self.create(ctx, req, false)?;
         let data = self.mountpoint(&v.project, &v.name);
         let mut hashing = HashingReader {
-            inner: body,
+            inner: std::io::Cursor::new(head).chain(body),
             hash: <sha2::Sha256 as sha2::Digest>::new(),
         };
         let mut limits = pier_archive::unpack::Limits::default();
@@ -243,5 +301,122 @@ impl<R: Read> Read for HashingReader<R> {
         let n = self.inner.read(buf)?;
         sha2::Digest::update(&mut self.hash, &buf[..n]);
         Ok(n)
+    }
+}
+
+/// The pax global header keywords an export records its volume's limits under.
+const SIZE_KEY: &str = "PIER.volume.size";
+const INODES_KEY: &str = "PIER.volume.inodes";
+
+/// Writes a pax global header (which unpackers skip) holding the volume's limits.
+fn write_limits(out: &mut impl Write, limits: &[(&str, u64)]) -> std::io::Result<()> {
+    if limits.is_empty() {
+        return Ok(());
+    }
+    let mut data = Vec::new();
+    for (k, v) in limits {
+        // A pax record: "LEN KEY=VALUE\n", LEN counting itself.
+        let rest = format!(" {k}={v}\n");
+        let mut len = rest.len() + 1;
+        while (len.to_string().len() + rest.len()) != len {
+            len += 1;
+        }
+        data.extend_from_slice(format!("{len}{rest}").as_bytes());
+    }
+    let mut h = tar::Header::new_ustar();
+    h.set_entry_type(tar::EntryType::XGlobalHeader);
+    h.set_path("pax_global_header")?;
+    h.set_size(data.len() as u64);
+    h.set_mode(0o644);
+    h.set_cksum();
+    out.write_all(h.as_bytes())?;
+    out.write_all(&data)?;
+    out.write_all(&vec![0; (512 - data.len() % 512) % 512])
+}
+
+/// Reads the limits an export recorded from the start of `body`: the bytes consumed (to
+/// put back in front of the stream) and the limits found.
+fn read_limits(body: &mut impl Read) -> std::io::Result<(Vec<u8>, Vec<(&'static str, u64)>)> {
+    let mut head = vec![0; 512];
+    let n = read_full(body, &mut head)?;
+    head.truncate(n);
+    let mut found = Vec::new();
+    if n < 512 || head[156] != b'g' {
+        return Ok((head, found));
+    }
+    let mut h = tar::Header::new_old();
+    h.as_mut_bytes().copy_from_slice(&head);
+    let size = h.size()?.min(64 << 10) as usize;
+    let padded = size.div_ceil(512) * 512;
+    let mut data = vec![0; padded];
+    let got = read_full(body, &mut data)?;
+    head.extend_from_slice(&data[..got]);
+    let text = String::from_utf8_lossy(&data[..size.min(got)]).into_owned();
+    for record in text.lines() {
+        let Some((_, kv)) = record.split_once(' ') else {
+            continue;
+        };
+        let Some((k, v)) = kv.split_once('=') else {
+            continue;
+        };
+        for key in [SIZE_KEY, INODES_KEY] {
+            if k == key {
+                if let Ok(n) = v.parse() {
+                    found.push((key, n));
+                }
+            }
+        }
+    }
+    Ok((head, found))
+}
+
+/// Reads until `buf` is full or the stream ends; how many bytes were read.
+fn read_full(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match r.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn limits_round_trip_through_a_pax_global_header() {
+        let mut out = Vec::new();
+        write_limits(&mut out, &[(SIZE_KEY, 104_857_600), (INODES_KEY, 1000)]).unwrap();
+        assert_eq!(out.len() % 512, 0);
+        // A tar reader sees it as a global header and the entries after it.
+        let mut tar = tar::Builder::new(Vec::new());
+        let mut h = tar::Header::new_gnu();
+        h.set_size(2);
+        h.set_mode(0o644);
+        h.set_cksum();
+        tar.append_data(&mut h, "f", &b"hi"[..]).unwrap();
+        out.extend(tar.into_inner().unwrap());
+        let mut r = std::io::Cursor::new(out.clone());
+        let (head, found) = read_limits(&mut r).unwrap();
+        assert_eq!(found, [(SIZE_KEY, 104_857_600), (INODES_KEY, 1000)]);
+        let mut all = head;
+        r.read_to_end(&mut all).unwrap();
+        assert_eq!(all, out, "every byte given back");
+        let mut a = tar::Archive::new(&all[..]);
+        let kinds: Vec<_> = a
+            .entries()
+            .unwrap()
+            .map(|e| e.unwrap().header().entry_type())
+            .collect();
+        assert_eq!(kinds, [tar::EntryType::XGlobalHeader, tar::EntryType::Regular]);
+        // A plain tar has none.
+        let (head, found) = read_limits(&mut &all[out.len() - 1024..]).unwrap();
+        assert!(found.is_empty());
+        assert!(head.len() <= 512);
     }
 }

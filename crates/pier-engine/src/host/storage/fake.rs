@@ -48,6 +48,7 @@ pub enum Call {
     ClearTree(PathBuf),
     Usage(PathBuf),
     DirUsage(PathBuf),
+    FileUsage(PathBuf),
     Freeze(PathBuf),
     MountImage {
         image: PathBuf,
@@ -82,6 +83,7 @@ pub enum CallKind {
     ClearTree,
     Usage,
     DirUsage,
+    FileUsage,
     Freeze,
     MountImage,
     MountDevice,
@@ -107,6 +109,7 @@ impl Call {
             Call::ClearTree(_) => CallKind::ClearTree,
             Call::Usage(_) => CallKind::Usage,
             Call::DirUsage(_) => CallKind::DirUsage,
+            Call::FileUsage(_) => CallKind::FileUsage,
             Call::Freeze(_) => CallKind::Freeze,
             Call::MountImage { .. } => CallKind::MountImage,
             Call::MountDevice { .. } => CallKind::MountDevice,
@@ -120,7 +123,11 @@ impl Call {
     pub fn fallible(&self) -> bool {
         !matches!(
             self.kind(),
-            CallKind::FreeBytes | CallKind::ReleaseDisk | CallKind::DirUsage | CallKind::IsMounted
+            CallKind::FreeBytes
+                | CallKind::ReleaseDisk
+                | CallKind::DirUsage
+                | CallKind::FileUsage
+                | CallKind::IsMounted
         )
     }
 
@@ -139,6 +146,7 @@ impl Call {
             | Call::ClearTree(p)
             | Call::Usage(p)
             | Call::DirUsage(p)
+            | Call::FileUsage(p)
             | Call::Freeze(p)
             | Call::Unmount(p)
             | Call::IsMounted(p) => p,
@@ -520,6 +528,11 @@ impl VolumeBackend for FakeStorage {
     fn dir_usage(&self, dir: &Path) -> VolumeUsage {
         let _ = self.enter(Call::DirUsage(dir.into()));
         walk_usage(dir)
+    }
+
+    fn file_usage(&self, file: &Path) -> u64 {
+        let _ = self.enter(Call::FileUsage(file.into()));
+        fs::metadata(file).map_or(0, |m| m.len())
     }
 
     fn freeze(&self, mountpoint: &Path) -> Result<FreezeGuard> {
