@@ -339,7 +339,10 @@ mod tests {
             e,
             "invalid volume specification \"a:b:c:d\": use NAME:/path[:ro], /host/path:/path[:ro] or /path"
         );
-        let e = "./site/html:/x".parse::<VolumeFlag>().unwrap_err().to_string();
+        let e = "./site/html:/x"
+            .parse::<VolumeFlag>()
+            .unwrap_err()
+            .to_string();
         assert_eq!(
             e,
             "invalid volume specification \"./site/html:/x\": a bind mount needs an absolute host path, and \"./site/html\" is relative (write \"$PWD/site/html:/x\" for one under the working directory); a bare name such as data:/x is a named volume"

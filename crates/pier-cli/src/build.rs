@@ -199,7 +199,10 @@ pub async fn build(client: &Client, a: BuildArgs) -> Result<(), CliError> {
     if !a.quiet {
         println!("Sending build context to Pier daemon  {}", human_size(size));
     }
-    let body = tokio::fs::File::open(tmp.path()).await?;
+    let body = crate::progress::Counted::new(
+        tokio::fs::File::open(tmp.path()).await?,
+        crate::progress::bar("Sending context", Some(size)),
+    );
     let mut error: Option<String> = None;
     let mut id = None;
     let quiet = a.quiet;

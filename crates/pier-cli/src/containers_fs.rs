@@ -40,8 +40,11 @@ async fn save_stream(client: &Client, path: &str, output: Option<PathBuf>) -> Re
                 .unwrap_or(Path::new("."));
             let tmp = tempfile::NamedTempFile::new_in(dir)
                 .map_err(|e| fail(format!("cannot write in {}: {e}", dir.display())))?;
-            let mut f = tokio::fs::File::from_std(tmp.reopen().map_err(|e| fail(e.to_string()))?);
-            client.get_stream(path, &mut f).await?;
+            let f = tokio::fs::File::from_std(tmp.reopen().map_err(|e| fail(e.to_string()))?);
+            let mut f = crate::progress::Counted::new(f, crate::progress::bar("Exporting", None));
+            let r = client.get_stream(path, &mut f).await;
+            f.bar().finish_and_clear();
+            r?;
             tmp.persist(&out)
                 .map_err(|e| fail(format!("cannot write {}: {e}", out.display())))?;
             Ok(())
@@ -52,7 +55,13 @@ async fn save_stream(client: &Client, path: &str, output: Option<PathBuf>) -> Re
                     "refusing to write a tar to a terminal; use -o FILE or redirect the output",
                 ));
             }
-            client.get_stream(path, &mut tokio::io::stdout()).await?;
+            let mut out = crate::progress::Counted::new(
+                tokio::io::stdout(),
+                crate::progress::bar("Exporting", None),
+            );
+            let r = client.get_stream(path, &mut out).await;
+            out.bar().finish_and_clear();
+            r?;
             Ok(())
         }
     }

@@ -112,13 +112,20 @@ fn keys() -> Vec<(String, String, Kind)> {
 
 /// One file value as the flag's command-line words (`--key=value`, repeated for arrays),
 /// or why the value has the wrong type.
-fn words(path: &Path, key: &str, kind: Kind, value: &toml::Value) -> Result<Vec<OsString>, ConfigError> {
+fn words(
+    path: &Path,
+    key: &str,
+    kind: Kind,
+    value: &toml::Value,
+) -> Result<Vec<OsString>, ConfigError> {
     let wrong = || ConfigError::WrongType {
         path: path.to_path_buf(),
         key: key.to_string(),
         expected: kind.describe(),
         found: match value {
-            toml::Value::Array(_) if kind == Kind::Strings => "an array holding other than strings".into(),
+            toml::Value::Array(_) if kind == Kind::Strings => {
+                "an array holding other than strings".into()
+            }
             v => format!("{} {}", article(v.type_str()), v.type_str()),
         },
     };
@@ -176,7 +183,11 @@ pub fn file_words(
             return Err(ConfigError::UnknownKey {
                 path: path.to_path_buf(),
                 key: key.clone(),
-                valid: keys.iter().map(|k| k.0.as_str()).collect::<Vec<_>>().join(", "),
+                valid: keys
+                    .iter()
+                    .map(|k| k.0.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
             });
         };
         let w = words(path, key, *kind, value)?;
@@ -231,7 +242,11 @@ pub fn apply(args: &DaemonArgs, matches: &ArgMatches) -> Result<DaemonArgs, Conf
 }
 
 /// Parses the file's words plus the command line's own values into one [`DaemonArgs`].
-fn reparse(path: &Path, mut words: Vec<OsString>, matches: &ArgMatches) -> Result<DaemonArgs, ConfigError> {
+fn reparse(
+    path: &Path,
+    mut words: Vec<OsString>,
+    matches: &ArgMatches,
+) -> Result<DaemonArgs, ConfigError> {
     for a in daemon_command().get_arguments() {
         let (Some(long), id) = (a.get_long(), a.get_id().as_str()) else {
             continue;
@@ -251,7 +266,9 @@ fn reparse(path: &Path, mut words: Vec<OsString>, matches: &ArgMatches) -> Resul
         path: path.to_path_buf(),
         message: clap_message(&e),
     };
-    let m = daemon_command().try_get_matches_from(words).map_err(invalid)?;
+    let m = daemon_command()
+        .try_get_matches_from(words)
+        .map_err(invalid)?;
     DaemonArgs::from_arg_matches(&m).map_err(invalid)
 }
 
@@ -304,7 +321,10 @@ mod tests {
             "registry-tls-key",
             "header-timeout",
         ] {
-            assert!(keys.iter().any(|k| k == flag), "{flag} missing from {keys:?}");
+            assert!(
+                keys.iter().any(|k| k == flag),
+                "{flag} missing from {keys:?}"
+            );
         }
         assert!(!keys.iter().any(|k| k == "config" || k == "help"));
     }
@@ -357,7 +377,10 @@ mod tests {
             "/etc/pier/daemon.toml, line 2, column 22: invalid float, expected nothing"
         );
         let e = words_of("log-level = \"info\"\n\n  [oops\n").unwrap_err();
-        assert!(e.starts_with("/etc/pier/daemon.toml, line 3, column "), "{e}");
+        assert!(
+            e.starts_with("/etc/pier/daemon.toml, line 3, column "),
+            "{e}"
+        );
     }
 
     #[test]

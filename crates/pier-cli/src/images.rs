@@ -147,7 +147,9 @@ pub async fn run(client: &Client, fmt: Format, cmd: ImageCommand) -> Result<(), 
         }
         ImageCommand::Load { input } => {
             let report = client
-                .load_images(open_input(input.map(|p| p.to_string_lossy().into_owned())).await?)
+                .load_images(
+                    open_input(input.map(|p| p.to_string_lossy().into_owned()), "Loading").await?,
+                )
                 .await?;
             print_loaded(fmt, &report)
         }
@@ -177,7 +179,13 @@ pub async fn run(client: &Client, fmt: Format, cmd: ImageCommand) -> Result<(), 
                     let mut file = tokio::fs::File::create(&tmp)
                         .await
                         .map_err(|e| fail(format!("cannot create {}: {e}", tmp.display())))?;
-                    let result = client.save_images(&images, format, &mut file).await;
+                    let mut out = crate::progress::Counted::new(
+                        &mut file,
+                        crate::progress::bar("Saving", None),
+                    );
+                    let result = client.save_images(&images, format, &mut out).await;
+                    out.bar().finish_and_clear();
+                    drop(out);
                     drop(file);
                     match result {
                         Ok(_) => tokio::fs::rename(&tmp, &path)
@@ -193,9 +201,13 @@ pub async fn run(client: &Client, fmt: Format, cmd: ImageCommand) -> Result<(), 
                     if std::io::IsTerminal::is_terminal(&std::io::stdout()) {
                         return Err(fail("refusing to write an archive to a terminal; use -o FILE or redirect the output"));
                     }
-                    client
-                        .save_images(&images, format, &mut tokio::io::stdout())
-                        .await?;
+                    let mut out = crate::progress::Counted::new(
+                        tokio::io::stdout(),
+                        crate::progress::bar("Saving", None),
+                    );
+                    let r = client.save_images(&images, format, &mut out).await;
+                    out.bar().finish_and_clear();
+                    r?;
                     Ok(())
                 }
             }
@@ -207,7 +219,7 @@ pub async fn run(client: &Client, fmt: Format, cmd: ImageCommand) -> Result<(), 
                 .map_err(|e| fail(e.to_string()))?;
             let input = if file == "-" { None } else { Some(file) };
             let report = client
-                .import_image(open_input(input).await?, name.as_ref())
+                .import_image(open_input(input, "Importing").await?, name.as_ref())
                 .await?;
             print_loaded(fmt, &report)
         }
@@ -229,16 +241,19 @@ pub async fn run(client: &Client, fmt: Format, cmd: ImageCommand) -> Result<(), 
     }
 }
 
-type Input = Box<dyn AsyncRead + Send + Sync + Unpin>;
+type Input = crate::progress::Counted<Box<dyn AsyncRead + Send + Sync + Unpin>>;
 
-/// Opens a file, or standard input when `path` is `None`.
-async fn open_input(path: Option<String>) -> Result<Input, CliError> {
+/// Opens a file, or standard input when `path` is `None`, with a progress bar called
+/// `label` (drawn only on a terminal).
+async fn open_input(path: Option<String>, label: &str) -> Result<Input, CliError> {
+    use crate::progress::{bar, Counted};
     match path {
         Some(p) => {
             let f = tokio::fs::File::open(&p)
                 .await
                 .map_err(|e| fail(format!("cannot open {p}: {e}")))?;
-            Ok(Box::new(f))
+            let len = f.metadata().await.ok().map(|m| m.len());
+            Ok(Counted::new(Box::new(f), bar(label, len)))
         }
         None => {
             if std::io::IsTerminal::is_terminal(&std::io::stdin()) {
@@ -246,7 +261,7 @@ async fn open_input(path: Option<String>) -> Result<Input, CliError> {
                     "no archive given: pass -i FILE or pipe one into standard input",
                 ));
             }
-            Ok(Box::new(tokio::io::stdin()))
+            Ok(Counted::new(Box::new(tokio::io::stdin()), bar(label, None)))
         }
     }
 }

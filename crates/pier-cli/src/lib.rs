@@ -9,6 +9,7 @@ pub mod daemon_config;
 mod images;
 mod networks;
 mod output;
+mod progress;
 mod registry;
 mod volumes;
 

@@ -181,7 +181,13 @@ pub async fn run(client: &Client, fmt: Format, cmd: VolumeCommand) -> Result<(),
             print(fmt, &list, || {
                 let rows: Vec<Vec<String>> = list
                     .iter()
-                    .map(|s| vec![s.name.clone(), s.created.clone(), pier_api::size::human(s.size)])
+                    .map(|s| {
+                        vec![
+                            s.name.clone(),
+                            s.created.clone(),
+                            pier_api::size::human(s.size),
+                        ]
+                    })
                     .collect();
                 table(&["NAME", "CREATED", "SIZE"], &rows)
             })
@@ -263,9 +269,13 @@ async fn export(client: &Client, output: PathBuf, volume: String) -> Result<(), 
     let mut file = tokio::fs::File::create(&tmp)
         .await
         .map_err(|e| fail(format!("cannot create {}: {e}", tmp.display())))?;
+    let mut counted =
+        crate::progress::Counted::new(&mut file, crate::progress::bar("Exporting", None));
     let r = client
-        .get_stream(&format!("{}/export", vpath(&volume)), &mut file)
+        .get_stream(&format!("{}/export", vpath(&volume)), &mut counted)
         .await;
+    counted.bar().finish_and_clear();
+    drop(counted);
     drop(file);
     if let Err(e) = r {
         let _ = std::fs::remove_file(&tmp);
@@ -313,6 +323,8 @@ async fn import(
     let f = tokio::fs::File::open(&file)
         .await
         .map_err(|e| fail(format!("cannot open {}: {e}", file.display())))?;
+    let len = f.metadata().await.ok().map(|m| m.len());
+    let f = crate::progress::Counted::new(f, crate::progress::bar("Importing", len));
     let v: VolumeInspect = client.post_stream(path.trim_end_matches('&'), f).await?;
     print(fmt, &v, || v.name.clone())
 }

@@ -106,17 +106,14 @@ impl Client {
 
     /// A fresh HTTP/1 connection to the daemon (upgrades allowed, for attach).
     async fn connect(&self) -> Result<hyper::client::conn::http1::SendRequest<Body>> {
-        let stream =
-            UnixStream::connect(&self.socket)
-                .await
-                .map_err(|source| {
-                    let socket = self.socket.display().to_string();
-                    if source.kind() == std::io::ErrorKind::PermissionDenied {
-                        ClientError::SocketPermission { socket }
-                    } else {
-                        ClientError::Connect { socket, source }
-                    }
-                })?;
+        let stream = UnixStream::connect(&self.socket).await.map_err(|source| {
+            let socket = self.socket.display().to_string();
+            if source.kind() == std::io::ErrorKind::PermissionDenied {
+                ClientError::SocketPermission { socket }
+            } else {
+                ClientError::Connect { socket, source }
+            }
+        })?;
         let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
             .await
             .map_err(|e| ClientError::Protocol(e.to_string()))?;

@@ -780,7 +780,9 @@ mod tests {
         );
         assert_eq!(
             cpuset_error("x", "0-1").as_deref(),
-            Some("--cpuset-cpus \"x\" is not a list of CPUs such as 0-3,5; this host's CPUs are 0-1")
+            Some(
+                "--cpuset-cpus \"x\" is not a list of CPUs such as 0-3,5; this host's CPUs are 0-1"
+            )
         );
         assert_eq!(cpuset_error("3", ""), None);
     }

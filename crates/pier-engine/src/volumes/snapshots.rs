@@ -249,8 +249,8 @@ impl Volumes {
         let project = ctx.project();
         // The limits the export recorded, unless the request gives its own.
         let mut body = body;
-        let (head, recorded) = read_limits(&mut body)
-            .map_err(|e| invalid(format!("reading the archive: {e}")))?;
+        let (head, recorded) =
+            read_limits(&mut body).map_err(|e| invalid(format!("reading the archive: {e}")))?;
         let mut req = req;
         let own = req.options.contains_key("size") || req.options.contains_key("inodes");
         if !own {
@@ -413,7 +413,10 @@ mod tests {
             .unwrap()
             .map(|e| e.unwrap().header().entry_type())
             .collect();
-        assert_eq!(kinds, [tar::EntryType::XGlobalHeader, tar::EntryType::Regular]);
+        assert_eq!(
+            kinds,
+            [tar::EntryType::XGlobalHeader, tar::EntryType::Regular]
+        );
         // A plain tar has none.
         let (head, found) = read_limits(&mut &all[out.len() - 1024..]).unwrap();
         assert!(found.is_empty());
