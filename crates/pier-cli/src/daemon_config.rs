@@ -36,10 +36,12 @@ pub enum ConfigError {
         column: usize,
         message: String,
     },
-    #[error("{path}: unknown key `{key}`; the valid keys are: {valid}")]
+    #[error("{path}: unknown key `{key}`{hint}; the valid keys are: {valid}")]
     UnknownKey {
         path: PathBuf,
         key: String,
+        /// ` (did you mean `KEY`?)` when a valid key is written with `_` for `-`.
+        hint: String,
         valid: String,
     },
     #[error("{path}: `{key}` must be {expected}, not {found}")]
@@ -180,9 +182,14 @@ pub fn file_words(
     let mut out = Vec::new();
     for (key, value) in &table {
         let Some((_, id, kind)) = keys.iter().find(|(long, _, _)| long == key) else {
+            let dashed = key.replace('_', "-");
             return Err(ConfigError::UnknownKey {
                 path: path.to_path_buf(),
                 key: key.clone(),
+                hint: match keys.iter().any(|(long, _, _)| *long == dashed) {
+                    true => format!(" (did you mean `{dashed}`?)"),
+                    false => String::new(),
+                },
                 valid: keys
                     .iter()
                     .map(|k| k.0.as_str())
@@ -333,7 +340,14 @@ mod tests {
     fn unknown_key_is_named_with_the_valid_ones() {
         let e = words_of("registry_addr = \"x\"\n").unwrap_err();
         assert!(
-            e.starts_with("/etc/pier/daemon.toml: unknown key `registry_addr`; the valid keys are: root, socket, docker-socket, log-level,"),
+            e.starts_with("/etc/pier/daemon.toml: unknown key `registry_addr` (did you mean `registry-addr`?); the valid keys are: root, socket, docker-socket, log-level,"),
+            "{e}"
+        );
+        let e = words_of("[registry]\naddr = \"x\"\n").unwrap_err();
+        assert!(
+            e.starts_with(
+                "/etc/pier/daemon.toml: unknown key `registry`; the valid keys are: root,"
+            ),
             "{e}"
         );
     }

@@ -377,8 +377,10 @@ pub async fn quota(
     print(fmt, &q, || {
         format!(
             "volume bytes: {} committed of {}\nvolumes: {} of {}",
-            q["committed_bytes"],
-            limit(&q["volume_bytes"]),
+            pier_api::size::human(q["committed_bytes"].as_u64().unwrap_or(0)),
+            q["volume_bytes"]
+                .as_u64()
+                .map_or("unlimited".into(), pier_api::size::human),
             q["volumes"],
             limit(&q["volume_count"])
         )
