@@ -222,11 +222,23 @@ impl Volumes {
         };
         let mut out = out;
         // The limits travel in the archive, so that an import makes the same volume.
+        // As asked at create (what was made from them is within ext4's rounding).
+        let size = v
+            .options
+            .get("size")
+            .and_then(|s| s.parse::<pier_api::ByteSize>().ok())
+            .map(|b| b.bytes())
+            .or(v.size_limit);
+        let inodes = v
+            .options
+            .get("inodes")
+            .and_then(|s| s.parse::<u64>().ok())
+            .or(v.inode_limit);
         let mut limits = Vec::new();
-        if let Some(s) = v.size_limit {
+        if let Some(s) = size {
             limits.push((SIZE_KEY, s));
         }
-        if let Some(i) = v.inode_limit {
+        if let Some(i) = inodes {
             limits.push((INODES_KEY, i));
         }
         // Read through descriptors: a container using the volume cannot swap in a
