@@ -976,9 +976,10 @@ fn a_quota_counts_size_limits_and_refuses_past_it() {
         "{}",
         err.message()
     );
+    // In human units (issue 15): what was asked, what is committed, the quota.
     assert!(
         err.message()
-            .contains(&format!("{} of {} bytes", 20 << 20, 30 << 20)),
+            .contains("20 MiB requested, 20 MiB of 30 MiB committed"),
         "{}",
         err.message()
     );

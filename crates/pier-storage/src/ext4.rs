@@ -257,6 +257,9 @@ mod tests {
             (10u64 << 20, None),
             (3 << 20, Some(100u64)),
             (64 << 20, Some(5000)),
+            // Once "could not size a filesystem": a few more inodes asked for changed
+            // nothing (ext4 rounds them per block group) until the tries ran out.
+            (100 << 20, Some(1000)),
         ] {
             let cap = make(&img, bytes, inodes).unwrap();
             assert!(cap.bytes >= bytes, "{bytes}: {cap:?}");
@@ -265,13 +268,26 @@ mod tests {
                 "{bytes}: {cap:?}"
             );
             if let Some(i) = inodes {
-                assert!(cap.inodes >= i && cap.inodes < i + 64, "{i}: {cap:?}");
+                assert!(cap.inodes >= i && cap.inodes < i + 128, "{i}: {cap:?}");
             }
             // Sparse: the file takes far less room on disk than its size.
             let used =
                 std::os::unix::fs::MetadataExt::blocks(&std::fs::metadata(&img).unwrap()) * 512;
             assert!(used < bytes, "{used} of {bytes}");
         }
+    }
+
+    #[test]
+    fn more_inodes_than_the_size_holds_is_the_callers_error() {
+        let d = tempfile::tempdir().unwrap();
+        let e = make(&d.path().join("v.img"), 1 << 20, Some(100_000)).unwrap_err();
+        assert!(matches!(e, Error::TooManyInodes { .. }), "{e:?}");
+        assert_eq!(e.kind(), crate::ErrorKind::Invalid);
+        assert_eq!(
+            e.to_string(),
+            "100000 inodes do not fit in 1 MiB: ext4 needs 256 bytes for each, 24.4 MiB in all; give a larger size or fewer inodes"
+        );
+        assert!(!d.path().join("v.img").exists(), "refused before any file");
     }
 
     #[test]
