@@ -188,7 +188,7 @@ fn limits_hold_bytes_inodes_and_the_writable_layer() {
         .find_map(|l| l.strip_prefix("volumes: "))
         .and_then(|l| l.split(' ').next()?.parse().ok())
         .unwrap_or_else(|| panic!("no volume count in {shown:?}"));
-    assert!(shown.contains("of 1073741824"), "bytes quota kept: {shown}");
+    assert!(shown.contains("of 1 GiB"), "bytes quota kept: {shown}");
     assert!(shown.contains(&format!("volumes: {count} of 5")), "{shown}");
     let mut made = Vec::new();
     for i in count..5 {

@@ -348,7 +348,10 @@ fn write_limits(out: &mut impl Write, limits: &[(&str, u64)]) -> std::io::Result
 
 /// Reads the limits an export recorded from the start of `body`: the bytes consumed (to
 /// put back in front of the stream) and the limits found.
-fn read_limits(body: &mut impl Read) -> std::io::Result<(Vec<u8>, Vec<(&'static str, u64)>)> {
+/// Limits found in an archive: each keyword with its value.
+type Limits = Vec<(&'static str, u64)>;
+
+fn read_limits(body: &mut impl Read) -> std::io::Result<(Vec<u8>, Limits)> {
     let mut head = vec![0; 512];
     let n = read_full(body, &mut head)?;
     head.truncate(n);
