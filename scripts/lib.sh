@@ -34,7 +34,7 @@ need_root() {
             [ -n "${!v:-}" ] && keep+=("$v=${!v}")
         done
         echo "== Not root: running $0 again through sudo" >&2
-        exec sudo env "${keep[@]}" bash "$0" "$@"
+        exec sudo env "${keep[@]}" bash "$PWD/scripts/$(basename "$0")" "$@"
     fi
     echo "run this as root (Pier manages namespaces, mounts and cgroups): sudo is not installed, so log in as root (su -) and run: bash $0" >&2
     exit 1
