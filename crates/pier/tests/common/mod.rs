@@ -156,6 +156,15 @@ impl Daemon {
             .env("PIER_LOG", "debug")
             .stdout(Stdio::null())
             .stderr(log);
+        // A configuration of its own (empty unless a test gives one), never the host's
+        // /etc/pier/daemon.toml.
+        if !self.extra_args.iter().any(|a| a == "--config") {
+            let config = self.dir.path().join("daemon.toml");
+            if !config.exists() {
+                fs::write(&config, "").unwrap();
+            }
+            cmd.arg("--config").arg(config);
+        }
         let cgroup2_only = self.cgroup2_only;
         // SAFETY: setns(2), unshare(2) and mount(2) only, on a descriptor kept open until
         // the child has exec'd.
