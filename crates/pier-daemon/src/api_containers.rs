@@ -1,4 +1,4 @@
-//! The container part of the native API (`/v1/containers/...`, `/v1/events`).
+//! The container part of the native API (`/v1/containers/...`).
 
 use std::sync::Arc;
 
@@ -11,7 +11,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use pier_api::containers::{
     ContainerCreate, ContainerInspect, ContainerRemoveQuery, ContainerStats, ContainerSummary,
-    Created, Event, ExecCreate, ExecInspect, ExecOutput, KillQuery, ListQuery, LogsQuery,
+    Created, ExecCreate, ExecInspect, ExecOutput, KillQuery, ListQuery, LogsQuery,
     StopQuery, TopResponse, WaitResponse,
 };
 use pier_api::time::parse_rfc3339;
@@ -53,7 +53,6 @@ pub fn routes() -> Router<Arc<Engine>> {
             "/v1/containers/{id}/archive",
             get(archive_get).put(archive_put),
         )
-        .route("/v1/events", get(events))
 }
 
 #[derive(OpenApi)]
@@ -84,8 +83,7 @@ pub fn routes() -> Router<Arc<Engine>> {
         export,
         commit,
         archive_get,
-        archive_put,
-        events
+        archive_put
     ),
     components(schemas(
         ExecInspect,
@@ -105,7 +103,6 @@ pub fn routes() -> Router<Arc<Engine>> {
         ContainerSummary,
         Created,
         WaitResponse,
-        Event,
         pier_api::containers::LogLine
     ))
 )]
@@ -269,7 +266,7 @@ async fn rename(
     Ok(StatusCode::NO_CONTENT)
 }
 
-fn ndjson(
+pub(crate) fn ndjson(
     stream: impl futures_util::Stream<Item = Result<String, std::io::Error>> + Send + 'static,
 ) -> Response {
     (
@@ -705,23 +702,3 @@ async fn prune(Ctx(ctx): Ctx, State(e): Shared) -> ApiResult<Json<Vec<String>>> 
     Ok(Json(e.instances.prune(&ctx).await?))
 }
 
-/// Streams lifecycle events as JSON lines, from now on.
-#[utoipa::path(get, path = "/v1/events", responses((status = 200, content_type = "application/x-ndjson", body = [Event])))]
-async fn events(Ctx(ctx): Ctx, State(e): Shared) -> ApiResult<Response> {
-    let rx = e.instances.events.subscribe();
-    let mine = ctx.project.clone();
-    let stream = futures_util::stream::unfold((rx, mine), |(mut rx, mine)| async move {
-        loop {
-            match rx.recv().await {
-                Ok(ev) if ev.project == mine => {
-                    let line = serde_json::to_string(&ev.event).expect("json") + "\n";
-                    return Some((Ok(line), (rx, mine)));
-                }
-                Ok(_) => continue,
-                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
-                Err(_) => return None,
-            }
-        }
-    });
-    Ok(ndjson(stream))
-}
