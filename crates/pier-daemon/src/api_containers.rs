@@ -11,7 +11,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use pier_api::containers::{
     ContainerCreate, ContainerInspect, ContainerRemoveQuery, ContainerStats, ContainerSummary,
-    Created, ExecCreate, ExecInspect, ExecOutput, KillQuery, ListQuery, LogsQuery,
+    ContainerUpdate, Created, ExecCreate, ExecInspect, ExecOutput, KillQuery, ListQuery, LogsQuery,
     StopQuery, TopResponse, WaitResponse,
 };
 use pier_api::time::parse_rfc3339;
@@ -38,6 +38,7 @@ pub fn routes() -> Router<Arc<Engine>> {
         .route("/v1/containers/{id}/pause", post(pause))
         .route("/v1/containers/{id}/unpause", post(unpause))
         .route("/v1/containers/{id}/rename", post(rename))
+        .route("/v1/containers/{id}/update", post(update))
         .route("/v1/containers/{id}/logs", get(logs))
         .route("/v1/containers/{id}/exec", post(exec))
         .route("/v1/containers/{id}/attach", post(attach))
@@ -71,6 +72,7 @@ pub fn routes() -> Router<Arc<Engine>> {
         pause,
         unpause,
         rename,
+        update,
         logs,
         exec,
         attach,
@@ -95,6 +97,7 @@ pub fn routes() -> Router<Arc<Engine>> {
         ExecCreate,
         ExecOutput,
         ContainerCreate,
+        ContainerUpdate,
         pier_api::containers::Healthcheck,
         pier_api::containers::Health,
         pier_api::containers::HealthStatus,
@@ -264,6 +267,19 @@ async fn rename(
 ) -> ApiResult<StatusCode> {
     e.instances.rename(&ctx, &id, &q.name).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// Changes a container's limits and restart policy: at once while it runs, and for its
+/// later starts.
+#[utoipa::path(post, path = "/v1/containers/{id}/update", params(("id" = String, Path)), request_body = ContainerUpdate,
+    responses((status = 200, body = ContainerInspect), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+async fn update(
+    Ctx(ctx): Ctx,
+    State(e): Shared,
+    Path(id): Path<String>,
+    J(changes): J<ContainerUpdate>,
+) -> ApiResult<Json<ContainerInspect>> {
+    Ok(Json(e.instances.update(&ctx, &id, changes).await?))
 }
 
 pub(crate) fn ndjson(
@@ -701,4 +717,3 @@ async fn exec_resize(
 async fn prune(Ctx(ctx): Ctx, State(e): Shared) -> ApiResult<Json<Vec<String>>> {
     Ok(Json(e.instances.prune(&ctx).await?))
 }
-

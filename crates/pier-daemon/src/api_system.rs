@@ -12,8 +12,8 @@ use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
 use pier_api::containers::{ContainerStatus, Event};
 use pier_api::system::{
-    DfBuildCache, DfContainer, DfImage, DfVolume, EventsQuery, LoginReport, LoginRequest,
-    SystemDf, SystemPruneQuery, SystemPruneReport, VersionInfo,
+    DfBuildCache, DfContainer, DfImage, DfVolume, EventsQuery, LoginReport, LoginRequest, SystemDf,
+    SystemPruneQuery, SystemPruneReport, VersionInfo,
 };
 use pier_api::types::SystemInfo;
 use pier_api::{ErrorBody, ErrorKind};
