@@ -249,7 +249,22 @@ async fn tag_image(
     Path(reference): Path<String>,
     J(req): J<TagRequest>,
 ) -> ApiResult<StatusCode> {
-    blocking(move || Ok(e.tag_image(&ctx, &reference, &req.target)?)).await?;
+    blocking(move || {
+        e.tag_image(&ctx, &reference, &req.target)?;
+        let name = req.target.familiar();
+        let id = e
+            .inspect_image(&ctx, &name)
+            .map(|i| i.summary.id.to_string());
+        e.emit(
+            &ctx,
+            "image",
+            "tag",
+            &id.unwrap_or(name.clone()),
+            &[("name", &name)],
+        );
+        Ok(())
+    })
+    .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -263,7 +278,17 @@ async fn remove_image(
     Q(q): Q<RemoveQuery>,
 ) -> ApiResult<Json<RemoveReport>> {
     Ok(Json(
-        blocking(move || Ok(e.remove_image(&ctx, &reference, q.force)?)).await?,
+        blocking(move || {
+            let r = e.remove_image(&ctx, &reference, q.force)?;
+            for u in &r.untagged {
+                e.emit(&ctx, "image", "untag", u, &[("name", u)]);
+            }
+            for d in &r.deleted {
+                e.emit(&ctx, "image", "delete", d.as_str(), &[]);
+            }
+            Ok(r)
+        })
+        .await?,
     ))
 }
 

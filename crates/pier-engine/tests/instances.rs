@@ -1695,7 +1695,11 @@ async fn update_applies_new_limits_to_a_running_container_and_records_them() {
     assert_eq!(c.config.memory, Some(64 << 20));
     let calls = e.driver.calls_of(Op::Update);
     assert_eq!(calls.len(), 1, "{calls:?}");
-    assert_eq!(calls[0].arg, Some(64 << 20), "the driver got the new record");
+    assert_eq!(
+        calls[0].arg,
+        Some(64 << 20),
+        "the driver got the new record"
+    );
     assert_eq!(
         e.driver.instance(&id).unwrap().record.config.cpus,
         Some(0.5)
@@ -1727,7 +1731,9 @@ async fn update_applies_new_limits_to_a_running_container_and_records_them() {
 async fn update_of_a_stopped_container_changes_its_next_start() {
     let e = Env::new().await;
     let id = e.create("web");
-    e.c.update(&e.ctx, &id, limits(Some(32 << 20))).await.unwrap();
+    e.c.update(&e.ctx, &id, limits(Some(32 << 20)))
+        .await
+        .unwrap();
     assert_eq!(e.driver.calls_of(Op::Update).len(), 1);
     e.c.start(&e.ctx, &id).await.unwrap();
     assert_eq!(
@@ -1739,11 +1745,16 @@ async fn update_of_a_stopped_container_changes_its_next_start() {
 #[tokio::test]
 async fn a_refused_update_changes_nothing() {
     let e = Env::new().await;
-    let id = e.create_with(Some("web"), |r| r.memory = Some(64 << 20)).unwrap();
+    let id = e
+        .create_with(Some("web"), |r| r.memory = Some(64 << 20))
+        .unwrap();
     e.c.start(&e.ctx, &id).await.unwrap();
     let unchanged = |e: &Env| assert_eq!(e.get(&id).config.memory, Some(64 << 20));
     // Checked as a create's limits are, before the driver hears of it.
-    let err = e.c.update(&e.ctx, &id, limits(Some(1000))).await.unwrap_err();
+    let err =
+        e.c.update(&e.ctx, &id, limits(Some(1000)))
+            .await
+            .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::InvalidInput);
     assert!(err.to_string().contains("minimum is 6MB"), "{err}");
     let swap_below = pier_api::containers::ContainerUpdate {
@@ -1758,11 +1769,19 @@ async fn a_refused_update_changes_nothing() {
     unchanged(&e);
     // The driver refuses it (a cgroup write): the record keeps the old limits.
     e.driver.fail(Op::Update, 1);
-    assert!(e.c.update(&e.ctx, &id, limits(Some(128 << 20))).await.is_err());
+    assert!(e
+        .c
+        .update(&e.ctx, &id, limits(Some(128 << 20)))
+        .await
+        .is_err());
     unchanged(&e);
     // The record cannot be written: the driver is given the old limits back.
     e.store.fail_txn(0);
-    assert!(e.c.update(&e.ctx, &id, limits(Some(128 << 20))).await.is_err());
+    assert!(e
+        .c
+        .update(&e.ctx, &id, limits(Some(128 << 20)))
+        .await
+        .is_err());
     unchanged(&e);
     let calls = e.driver.calls_of(Op::Update);
     assert_eq!(
@@ -1771,7 +1790,9 @@ async fn a_refused_update_changes_nothing() {
         "undone in the driver: {calls:?}"
     );
     // A container removed at exit cannot get a restart policy.
-    let rm = e.create_with(Some("tmp"), |r| r.auto_remove = true).unwrap();
+    let rm = e
+        .create_with(Some("tmp"), |r| r.auto_remove = true)
+        .unwrap();
     let always = pier_api::containers::ContainerUpdate {
         restart_policy: Some(RestartPolicy::Always),
         ..Default::default()
