@@ -181,11 +181,7 @@ pub async fn version(client: &Client, fmt: Format) -> Result<(), CliError> {
 }
 
 fn percent(part: u64, whole: u64) -> String {
-    if whole == 0 {
-        "0%".into()
-    } else {
-        format!("{}%", part * 100 / whole)
-    }
+    format!("{}%", (part * 100).checked_div(whole).unwrap_or(0))
 }
 
 fn ago(ts: &str, now: i64) -> String {
