@@ -211,6 +211,20 @@ fn update_changes_a_running_containers_cgroup_and_its_spec() {
         (64u64 << 20).to_string(),
         "web was updated"
     );
+
+    // `docker update` through the Docker API is the same update.
+    let docker = "/usr/local/bin/docker";
+    let out = d.docker(
+        docker,
+        &["update", "--memory", "96m", "--pids-limit", "30", "web"],
+    );
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(read_limit(&mem), (96u64 << 20).to_string());
+    assert_eq!(read_limit(&pids), "30");
+    assert_eq!(
+        d.json(&["inspect", "web"])[0]["config"]["memory"],
+        96u64 << 20
+    );
     d.ok(&["rm", "-f", "web"]);
 }
 
