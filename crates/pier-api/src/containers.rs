@@ -375,6 +375,25 @@ pub struct ContainerRemoveQuery {
     pub volumes: bool,
 }
 
+/// Body of `POST /v1/containers/{id}/update` (`pier update`): the limits and restart
+/// policy to change; an absent one stays as it is. A running container's cgroup gets the
+/// new limits at once; every later start has them too.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct ContainerUpdate {
+    /// Bytes.
+    pub memory: Option<i64>,
+    /// Memory plus swap, bytes; -1 for unlimited swap.
+    pub memory_swap: Option<i64>,
+    /// CPUs, e.g. 1.5; 0 lifts the limit.
+    pub cpus: Option<f64>,
+    /// Relative CPU weight, 2 to 262144 (0: the default, 1024).
+    pub cpu_shares: Option<i64>,
+    /// Most processes at once; 0 or -1 for no limit.
+    pub pids_limit: Option<i64>,
+    pub restart_policy: Option<RestartPolicy>,
+}
+
 /// Query of `POST /v1/containers/{id}/stop` and `restart`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields, default)]

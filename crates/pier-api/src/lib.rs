@@ -41,6 +41,7 @@ pub mod ports;
 pub mod reference;
 pub mod registry;
 pub mod size;
+pub mod system;
 pub mod time;
 pub mod types;
 pub mod volumes;

@@ -25,6 +25,42 @@ pub struct SystemInfo {
     pub images: u64,
     /// Kernel release of the host.
     pub kernel: String,
+    /// Containers of the caller's project, in all and by state.
+    #[serde(default)]
+    pub containers: u64,
+    #[serde(default)]
+    pub containers_running: u64,
+    #[serde(default)]
+    pub containers_paused: u64,
+    #[serde(default)]
+    pub containers_stopped: u64,
+    /// The host's operating system (`PRETTY_NAME` of os-release).
+    #[serde(default)]
+    pub os: String,
+    /// `amd64`, `arm64`, ...
+    #[serde(default)]
+    pub arch: String,
+    #[serde(default)]
+    pub hostname: String,
+    #[serde(default)]
+    pub cpus: u32,
+    /// Bytes of memory of the host.
+    #[serde(default)]
+    pub memory: u64,
+    /// 1 (v1 or hybrid hierarchies) or 2 (unified).
+    #[serde(default)]
+    pub cgroup_version: u8,
+    /// How container cgroups are made: `cgroupfs` (Pier writes the hierarchy itself).
+    #[serde(default)]
+    pub cgroup_driver: String,
+    /// The runtimes containers can run with; the first is the default.
+    #[serde(default)]
+    pub runtimes: Vec<String>,
+    /// Bytes free and in all on the filesystem of the state directory.
+    #[serde(default)]
+    pub root_free_bytes: u64,
+    #[serde(default)]
+    pub root_total_bytes: u64,
 }
 
 /// One row of `pier images`.

@@ -6,8 +6,8 @@ use std::io::Write;
 
 use clap::Args;
 use pier_api::containers::{
-    ContainerCreate, ContainerInspect, ContainerSummary, Created, Event, LogLine, RestartPolicy,
-    Ulimit, WaitResponse,
+    ContainerCreate, ContainerInspect, ContainerSummary, Created, LogLine, RestartPolicy, Ulimit,
+    WaitResponse,
 };
 use pier_api::time::{human_ago, now_unix, parse_rfc3339};
 use pier_api::volumes::{MountKind, MountSpec};
@@ -212,7 +212,7 @@ fn parse_ulimit(s: &str) -> Result<Ulimit, CliError> {
     })
 }
 
-fn parse_restart(s: &str) -> Result<RestartPolicy, CliError> {
+pub(crate) fn parse_restart(s: &str) -> Result<RestartPolicy, CliError> {
     Ok(match s.split_once(':') {
         None if s == "no" || s.is_empty() => RestartPolicy::No,
         None if s == "always" => RestartPolicy::Always,
@@ -1236,34 +1236,6 @@ pub async fn rename(client: &Client, old: &str, new: &str) -> Result<(), CliErro
             encode_segment(old),
             encode_segment(new)
         ))
-        .await?;
-    Ok(())
-}
-
-pub async fn events(client: &Client, fmt: Format) -> Result<(), CliError> {
-    client
-        .get_ndjson::<Event>("/v1/events", |e| {
-            let line = match fmt {
-                Format::Json => serde_json::to_string(&e).expect("json"),
-                Format::Table => {
-                    let attrs: Vec<String> = e
-                        .attributes
-                        .iter()
-                        .map(|(k, v)| format!("{k}={v}"))
-                        .collect();
-                    format!(
-                        "{} {} {} {} ({})",
-                        e.time,
-                        e.kind,
-                        e.action,
-                        e.id,
-                        attrs.join(", ")
-                    )
-                }
-            };
-            println!("{line}");
-            std::io::stdout().flush().is_ok()
-        })
         .await?;
     Ok(())
 }

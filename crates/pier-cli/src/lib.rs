@@ -7,10 +7,14 @@ mod containers;
 mod containers_fs;
 pub mod daemon_config;
 mod images;
+mod login;
 mod networks;
 mod output;
 mod progress;
 mod registry;
+mod shortcuts;
+mod system;
+mod update;
 mod volumes;
 
 use std::path::PathBuf;
@@ -154,8 +158,8 @@ pub enum Command {
     },
     /// Rename a container.
     Rename { container: String, new_name: String },
-    /// Stream lifecycle events.
-    Events,
+    /// Stream events: with --since, the kept ones from then first; until --until.
+    Events(system::EventsArgs),
     /// Run a command in a running container.
     Exec(containers::ExecArgs),
     /// Attach to a running container's input and output.
@@ -191,10 +195,34 @@ pub enum Command {
     /// Print the native API's OpenAPI document.
     #[command(hide = true)]
     Openapi,
+    /// Manage the daemon: disk usage, prune, info.
+    #[command(subcommand)]
+    System(system::SystemCommand),
+    /// Show the client's and the daemon's versions.
+    Version,
+    /// Log in to a registry: check the credentials, then keep them for pull and push.
+    Login(login::LoginArgs),
+    /// Forget the credentials of a registry.
+    Logout(login::LogoutArgs),
+    /// Save images to an archive (same as `pier image save`).
+    Save(shortcuts::SaveArgs),
+    /// Load images from an archive (same as `pier image load`).
+    Load(shortcuts::LoadArgs),
+    /// Give an image another name (same as `pier image tag`).
+    Tag(shortcuts::TagArgs),
+    /// Show the steps that made an image (same as `pier image history`).
+    History(shortcuts::HistoryArgs),
+    /// Find repositories in the built-in registry.
+    Search(system::SearchArgs),
+    /// Change the resource limits or restart policy of containers.
+    Update(update::UpdateArgs),
 }
 
 #[derive(Debug, Subcommand)]
 pub enum ContainerCommand {
+    /// List containers (same as `pier ps`).
+    #[command(alias = "list", alias = "ps")]
+    Ls(containers::PsArgs),
     /// Remove every container that is not running.
     Prune {
         /// Do not ask for confirmation (prune never asks; accepted for Docker habits).
@@ -352,7 +380,7 @@ pub async fn run_client(cli: Cli) -> Result<(), CliError> {
             container,
             new_name,
         } => containers::rename(&client, &container, &new_name).await,
-        Command::Events => containers::events(&client, fmt).await,
+        Command::Events(a) => system::events(&client, fmt, a).await,
         Command::Exec(a) => containers::exec(&client, a).await,
         Command::Attach {
             no_stdin,
@@ -371,21 +399,18 @@ pub async fn run_client(cli: Cli) -> Result<(), CliError> {
         Command::Cp { src, dst } => containers_fs::cp(&client, &src, &dst).await,
         Command::Top { container } => containers::top(&client, fmt, &container).await,
         Command::Stats(a) => containers::stats(&client, fmt, a).await,
-        Command::Info => {
-            let info = client.info().await?;
-            output::print(fmt, &info, || {
-                [
-                    format!("Version:         {}", info.version),
-                    format!("API version:     {}", info.api_version),
-                    format!("Root:            {}", info.root),
-                    format!("Store schema:    {}", info.store_schema),
-                    format!("Storage driver:  {}", info.storage_driver),
-                    format!("Images:          {}", info.images),
-                    format!("Kernel:          {}", info.kernel),
-                ]
-                .join("\n")
-            })
-        }
+        Command::Info => system::info(&client, fmt).await,
+        Command::System(cmd) => system::run(&client, fmt, cmd).await,
+        Command::Version => system::version(&client, fmt).await,
+        Command::Login(a) => login::login(&client, a).await,
+        Command::Logout(a) => login::logout(a),
+        Command::Save(a) => images::run(&client, fmt, a.into()).await,
+        Command::Load(a) => images::run(&client, fmt, a.into()).await,
+        Command::Tag(a) => images::run(&client, fmt, a.into()).await,
+        Command::History(a) => images::run(&client, fmt, a.into()).await,
+        Command::Search(a) => system::search(&client, fmt, a).await,
+        Command::Update(a) => update::update(&client, fmt, a).await,
+        Command::Container(ContainerCommand::Ls(a)) => containers::ps(&client, fmt, a).await,
     }
 }
 

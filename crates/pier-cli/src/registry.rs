@@ -107,7 +107,8 @@ fn split_ref(s: &str) -> (String, String) {
 
 fn auth(a: &TransferArgs) -> Result<Option<RegistryAuth>, CliError> {
     let Some(username) = a.username.clone() else {
-        return Ok(None);
+        // What `pier login` stored for the reference's registry, if anything.
+        return Ok(crate::login::stored_auth(&a.reference));
     };
     if !a.password_stdin {
         return Err(fail(

@@ -15,7 +15,7 @@ use axum::{Json, Router};
 use pier_api::types::{
     ArchiveFormat, FromHostRequest, HistoryEntry, ImageInspect, ImageListQuery, ImageSummary,
     ImportQuery, LoadReport, PruneQuery, PruneReport, RemoveQuery, RemoveReport, SaveQuery,
-    SystemInfo, TagRequest,
+    TagRequest,
 };
 use pier_api::{ErrorBody, ProjectName};
 use pier_engine::context::PROJECT_HEADER;
@@ -115,8 +115,8 @@ pub(crate) async fn blocking<T: Send + 'static>(
 
 pub fn router(engine: Arc<Engine>) -> Router {
     Router::new()
+        .merge(crate::api_system::routes(&engine))
         .route("/v1/_ping", get(ping))
-        .route("/v1/info", get(info))
         .route("/v1/images", get(list_images))
         .route("/v1/images/load", post(load_images))
         .route("/v1/images/import", post(import_image))
@@ -156,7 +156,6 @@ pub fn router(engine: Arc<Engine>) -> Router {
     ),
     paths(
         ping,
-        info,
         list_images,
         inspect_image,
         image_history,
@@ -170,7 +169,6 @@ pub fn router(engine: Arc<Engine>) -> Router {
     ),
     components(schemas(
         ErrorBody,
-        SystemInfo,
         ImageSummary,
         ImageInspect,
         HistoryEntry,
@@ -192,6 +190,7 @@ pub fn openapi_json() -> String {
     doc.merge(crate::api_build::BuildDoc::openapi());
     doc.merge(crate::api_volumes::VolumesDoc::openapi());
     doc.merge(crate::api_registry::RegistryDoc::openapi());
+    doc.merge(crate::api_system::SystemDoc::openapi());
     let mut s = doc
         .to_pretty_json()
         .expect("the OpenAPI document serializes");
@@ -203,28 +202,6 @@ pub fn openapi_json() -> String {
 #[utoipa::path(get, path = "/v1/_ping", responses((status = 200, description = "The daemon is up", body = String)))]
 async fn ping() -> &'static str {
     "OK"
-}
-
-/// What this daemon is and holds.
-#[utoipa::path(get, path = "/v1/info", responses((status = 200, body = SystemInfo)))]
-async fn info(Ctx(ctx): Ctx, State(e): Shared) -> ApiResult<Json<SystemInfo>> {
-    let images = blocking({
-        let e = e.clone();
-        move || Ok(e.images(&ctx, false)?.len() as u64)
-    })
-    .await?;
-    Ok(Json(SystemInfo {
-        version: env!("CARGO_PKG_VERSION").to_string(),
-        api_version: pier_api::API_VERSION.to_string(),
-        root: e.root.display().to_string(),
-        store_schema: e.store_schema,
-        storage_driver: "overlay".into(),
-        images,
-        kernel: rustix::system::uname()
-            .release()
-            .to_string_lossy()
-            .into_owned(),
-    }))
 }
 
 /// Lists images, newest first; the intermediate images of builds only with `all`.
@@ -272,7 +249,22 @@ async fn tag_image(
     Path(reference): Path<String>,
     J(req): J<TagRequest>,
 ) -> ApiResult<StatusCode> {
-    blocking(move || Ok(e.tag_image(&ctx, &reference, &req.target)?)).await?;
+    blocking(move || {
+        e.tag_image(&ctx, &reference, &req.target)?;
+        let name = req.target.familiar();
+        let id = e
+            .inspect_image(&ctx, &name)
+            .map(|i| i.summary.id.to_string());
+        e.emit(
+            &ctx,
+            "image",
+            "tag",
+            &id.unwrap_or(name.clone()),
+            &[("name", &name)],
+        );
+        Ok(())
+    })
+    .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -286,7 +278,17 @@ async fn remove_image(
     Q(q): Q<RemoveQuery>,
 ) -> ApiResult<Json<RemoveReport>> {
     Ok(Json(
-        blocking(move || Ok(e.remove_image(&ctx, &reference, q.force)?)).await?,
+        blocking(move || {
+            let r = e.remove_image(&ctx, &reference, q.force)?;
+            for u in &r.untagged {
+                e.emit(&ctx, "image", "untag", u, &[("name", u)]);
+            }
+            for d in &r.deleted {
+                e.emit(&ctx, "image", "delete", d.as_str(), &[]);
+            }
+            Ok(r)
+        })
+        .await?,
     ))
 }
 

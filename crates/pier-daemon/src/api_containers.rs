@@ -1,4 +1,4 @@
-//! The container part of the native API (`/v1/containers/...`, `/v1/events`).
+//! The container part of the native API (`/v1/containers/...`).
 
 use std::sync::Arc;
 
@@ -11,7 +11,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use pier_api::containers::{
     ContainerCreate, ContainerInspect, ContainerRemoveQuery, ContainerStats, ContainerSummary,
-    Created, Event, ExecCreate, ExecInspect, ExecOutput, KillQuery, ListQuery, LogsQuery,
+    ContainerUpdate, Created, ExecCreate, ExecInspect, ExecOutput, KillQuery, ListQuery, LogsQuery,
     StopQuery, TopResponse, WaitResponse,
 };
 use pier_api::time::parse_rfc3339;
@@ -38,6 +38,7 @@ pub fn routes() -> Router<Arc<Engine>> {
         .route("/v1/containers/{id}/pause", post(pause))
         .route("/v1/containers/{id}/unpause", post(unpause))
         .route("/v1/containers/{id}/rename", post(rename))
+        .route("/v1/containers/{id}/update", post(update))
         .route("/v1/containers/{id}/logs", get(logs))
         .route("/v1/containers/{id}/exec", post(exec))
         .route("/v1/containers/{id}/attach", post(attach))
@@ -53,7 +54,6 @@ pub fn routes() -> Router<Arc<Engine>> {
             "/v1/containers/{id}/archive",
             get(archive_get).put(archive_put),
         )
-        .route("/v1/events", get(events))
 }
 
 #[derive(OpenApi)]
@@ -72,6 +72,7 @@ pub fn routes() -> Router<Arc<Engine>> {
         pause,
         unpause,
         rename,
+        update,
         logs,
         exec,
         attach,
@@ -84,8 +85,7 @@ pub fn routes() -> Router<Arc<Engine>> {
         export,
         commit,
         archive_get,
-        archive_put,
-        events
+        archive_put
     ),
     components(schemas(
         ExecInspect,
@@ -97,6 +97,7 @@ pub fn routes() -> Router<Arc<Engine>> {
         ExecCreate,
         ExecOutput,
         ContainerCreate,
+        ContainerUpdate,
         pier_api::containers::Healthcheck,
         pier_api::containers::Health,
         pier_api::containers::HealthStatus,
@@ -105,7 +106,6 @@ pub fn routes() -> Router<Arc<Engine>> {
         ContainerSummary,
         Created,
         WaitResponse,
-        Event,
         pier_api::containers::LogLine
     ))
 )]
@@ -269,7 +269,20 @@ async fn rename(
     Ok(StatusCode::NO_CONTENT)
 }
 
-fn ndjson(
+/// Changes a container's limits and restart policy: at once while it runs, and for its
+/// later starts.
+#[utoipa::path(post, path = "/v1/containers/{id}/update", params(("id" = String, Path)), request_body = ContainerUpdate,
+    responses((status = 200, body = ContainerInspect), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+async fn update(
+    Ctx(ctx): Ctx,
+    State(e): Shared,
+    Path(id): Path<String>,
+    J(changes): J<ContainerUpdate>,
+) -> ApiResult<Json<ContainerInspect>> {
+    Ok(Json(e.instances.update(&ctx, &id, changes).await?))
+}
+
+pub(crate) fn ndjson(
     stream: impl futures_util::Stream<Item = Result<String, std::io::Error>> + Send + 'static,
 ) -> Response {
     (
@@ -703,25 +716,4 @@ async fn exec_resize(
 #[utoipa::path(post, path = "/v1/containers/prune", responses((status = 200, description = "IDs of the removed containers", body = [String])))]
 async fn prune(Ctx(ctx): Ctx, State(e): Shared) -> ApiResult<Json<Vec<String>>> {
     Ok(Json(e.instances.prune(&ctx).await?))
-}
-
-/// Streams lifecycle events as JSON lines, from now on.
-#[utoipa::path(get, path = "/v1/events", responses((status = 200, content_type = "application/x-ndjson", body = [Event])))]
-async fn events(Ctx(ctx): Ctx, State(e): Shared) -> ApiResult<Response> {
-    let rx = e.instances.events.subscribe();
-    let mine = ctx.project.clone();
-    let stream = futures_util::stream::unfold((rx, mine), |(mut rx, mine)| async move {
-        loop {
-            match rx.recv().await {
-                Ok(ev) if ev.project == mine => {
-                    let line = serde_json::to_string(&ev.event).expect("json") + "\n";
-                    return Some((Ok(line), (rx, mine)));
-                }
-                Ok(_) => continue,
-                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
-                Err(_) => return None,
-            }
-        }
-    });
-    Ok(ndjson(stream))
 }

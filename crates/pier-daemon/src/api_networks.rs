@@ -55,6 +55,13 @@ async fn create(
     J(req): J<NetworkCreate>,
 ) -> ApiResult<(StatusCode, Json<NetworkInspect>)> {
     let n = e.networks.create(&ctx, req).await?;
+    e.emit(
+        &ctx,
+        "network",
+        "create",
+        &n.id,
+        &[("name", &n.name), ("type", "bridge")],
+    );
     Ok((StatusCode::CREATED, Json(n)))
 }
 
@@ -76,7 +83,15 @@ async fn inspect(
 #[utoipa::path(delete, path = "/v1/networks/{id}", params(("id" = String, Path)),
     responses((status = 204), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 async fn remove(Ctx(ctx): Ctx, State(e): Shared, Path(id): Path<String>) -> ApiResult<StatusCode> {
+    let n = e.networks.get(ctx.project(), &id)?;
     e.networks.remove(&ctx, &id).await?;
+    e.emit(
+        &ctx,
+        "network",
+        "destroy",
+        &n.id,
+        &[("name", &n.name), ("type", "bridge")],
+    );
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -111,7 +111,9 @@ async fn create(
     J(req): J<VolumeCreate>,
 ) -> ApiResult<(StatusCode, Json<VolumeInspect>)> {
     let c = e.instances.clone();
-    let v = blocking(move || c.volumes.create(&ctx, req, false).map_err(ApiError::from)).await?;
+    let c2 = ctx.clone();
+    let v = blocking(move || c.volumes.create(&c2, req, false).map_err(ApiError::from)).await?;
+    e.emit(&ctx, "volume", "create", &v.name, &[("driver", "local")]);
     Ok((StatusCode::CREATED, Json(v)))
 }
 
@@ -143,9 +145,9 @@ async fn remove(
     Path(name): Path<String>,
 ) -> ApiResult<StatusCode> {
     blocking(move || {
-        e.instances
-            .remove_volume(&ctx, &name)
-            .map_err(ApiError::from)
+        e.instances.remove_volume(&ctx, &name)?;
+        e.emit(&ctx, "volume", "destroy", &name, &[("driver", "local")]);
+        Ok(())
     })
     .await?;
     Ok(StatusCode::NO_CONTENT)

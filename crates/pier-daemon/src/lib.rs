@@ -17,6 +17,7 @@ pub mod api_build;
 pub mod api_containers;
 pub mod api_networks;
 pub mod api_registry;
+pub mod api_system;
 pub mod api_volumes;
 pub mod docker;
 pub mod error;

@@ -1670,3 +1670,137 @@ async fn the_reconciler_loop_acts_on_a_spec_written_while_it_runs() {
         .await;
     drop(loops);
 }
+
+// ---- update ------------------------------------------------------------------------------
+
+fn limits(memory: Option<i64>) -> pier_api::containers::ContainerUpdate {
+    pier_api::containers::ContainerUpdate {
+        memory,
+        ..Default::default()
+    }
+}
+
+#[tokio::test]
+async fn update_applies_new_limits_to_a_running_container_and_records_them() {
+    let mut e = Env::new().await;
+    let id = e.run("web").await;
+    let u = pier_api::containers::ContainerUpdate {
+        memory: Some(64 << 20),
+        cpus: Some(0.5),
+        pids_limit: Some(50),
+        restart_policy: Some(RestartPolicy::Always),
+        ..Default::default()
+    };
+    let c = e.c.update(&e.ctx, "web", u).await.unwrap();
+    assert_eq!(c.config.memory, Some(64 << 20));
+    let calls = e.driver.calls_of(Op::Update);
+    assert_eq!(calls.len(), 1, "{calls:?}");
+    assert_eq!(
+        calls[0].arg,
+        Some(64 << 20),
+        "the driver got the new record"
+    );
+    assert_eq!(
+        e.driver.instance(&id).unwrap().record.config.cpus,
+        Some(0.5)
+    );
+    assert_eq!(e.status(&id), ContainerStatus::Running, "it keeps running");
+    // Recorded: a restarted daemon has them, and the restart policy.
+    e.restart().await;
+    let c = e.get(&id);
+    assert_eq!(
+        (c.config.memory, c.config.cpus, c.config.pids_limit),
+        (Some(64 << 20), Some(0.5), Some(50))
+    );
+    assert_eq!(c.config.restart_policy, RestartPolicy::Always);
+    // `--cpus 0` lifts the limit; a restart policy alone asks nothing of the driver.
+    let u = pier_api::containers::ContainerUpdate {
+        cpus: Some(0.0),
+        ..Default::default()
+    };
+    assert_eq!(e.c.update(&e.ctx, &id, u).await.unwrap().config.cpus, None);
+    let u = pier_api::containers::ContainerUpdate {
+        restart_policy: Some(RestartPolicy::No),
+        ..Default::default()
+    };
+    e.c.update(&e.ctx, &id, u).await.unwrap();
+    assert_eq!(e.driver.calls_of(Op::Update).len(), 2);
+}
+
+#[tokio::test]
+async fn update_of_a_stopped_container_changes_its_next_start() {
+    let e = Env::new().await;
+    let id = e.create("web");
+    e.c.update(&e.ctx, &id, limits(Some(32 << 20)))
+        .await
+        .unwrap();
+    assert_eq!(e.driver.calls_of(Op::Update).len(), 1);
+    e.c.start(&e.ctx, &id).await.unwrap();
+    assert_eq!(
+        e.driver.instance(&id).unwrap().record.config.memory,
+        Some(32 << 20)
+    );
+}
+
+#[tokio::test]
+async fn a_refused_update_changes_nothing() {
+    let e = Env::new().await;
+    let id = e
+        .create_with(Some("web"), |r| r.memory = Some(64 << 20))
+        .unwrap();
+    e.c.start(&e.ctx, &id).await.unwrap();
+    let unchanged = |e: &Env| assert_eq!(e.get(&id).config.memory, Some(64 << 20));
+    // Checked as a create's limits are, before the driver hears of it.
+    let err =
+        e.c.update(&e.ctx, &id, limits(Some(1000)))
+            .await
+            .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidInput);
+    assert!(err.to_string().contains("minimum is 6MB"), "{err}");
+    let swap_below = pier_api::containers::ContainerUpdate {
+        memory_swap: Some(1 << 20),
+        ..Default::default()
+    };
+    assert_eq!(
+        kind(e.c.update(&e.ctx, &id, swap_below).await),
+        ErrorKind::InvalidInput
+    );
+    assert!(e.driver.calls_of(Op::Update).is_empty());
+    unchanged(&e);
+    // The driver refuses it (a cgroup write): the record keeps the old limits.
+    e.driver.fail(Op::Update, 1);
+    assert!(e
+        .c
+        .update(&e.ctx, &id, limits(Some(128 << 20)))
+        .await
+        .is_err());
+    unchanged(&e);
+    // The record cannot be written: the driver is given the old limits back.
+    e.store.fail_txn(0);
+    assert!(e
+        .c
+        .update(&e.ctx, &id, limits(Some(128 << 20)))
+        .await
+        .is_err());
+    unchanged(&e);
+    let calls = e.driver.calls_of(Op::Update);
+    assert_eq!(
+        calls.last().unwrap().arg,
+        Some(64 << 20),
+        "undone in the driver: {calls:?}"
+    );
+    // A container removed at exit cannot get a restart policy.
+    let rm = e
+        .create_with(Some("tmp"), |r| r.auto_remove = true)
+        .unwrap();
+    let always = pier_api::containers::ContainerUpdate {
+        restart_policy: Some(RestartPolicy::Always),
+        ..Default::default()
+    };
+    let err = e.c.update(&e.ctx, &rm, always).await.unwrap_err();
+    assert!(err.to_string().contains("--rm"), "{err}");
+    assert_eq!(
+        kind(e.c.update(&e.ctx, "nosuch", limits(Some(64 << 20))).await),
+        ErrorKind::NotFound
+    );
+}

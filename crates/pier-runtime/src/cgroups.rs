@@ -298,6 +298,21 @@ pub struct Stats {
     pub io_write_bytes: u64,
 }
 
+/// New limits for an existing cgroup ([`Cgroup::update`]); `None` leaves one as it is.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct LimitsUpdate {
+    /// Bytes; 0 or -1 lifts the limit.
+    pub memory: Option<i64>,
+    /// Memory plus swap in bytes; -1 lifts the limit.
+    pub memory_swap: Option<i64>,
+    /// Microseconds of CPU per 100 ms period; 0 or -1 lifts the limit.
+    pub cpu_quota: Option<i64>,
+    /// Relative weight (0: the default, 1024).
+    pub cpu_shares: Option<u64>,
+    /// Processes at once; 0 or -1 lifts the limit.
+    pub pids_limit: Option<i64>,
+}
+
 /// A container's cgroup(s).
 #[derive(Debug, Clone)]
 pub struct Cgroup {
@@ -569,6 +584,109 @@ impl Cgroup {
                 "this host's I/O scheduler offers no weights (use BFQ on the disk), so \
                  --blkio-weight cannot be applied: run without it",
             )?;
+        }
+        Ok(())
+    }
+
+    /// Changes the limits of an existing cgroup (`pier update`): each `Some` of `u` is
+    /// written, a lifted limit as the kernel's "no limit". On v1, memory and memory+swap
+    /// are written in the order the kernel accepts (memory+swap is never below memory).
+    pub fn update(&self, u: &LimitsUpdate) -> Result<(), CgroupError> {
+        let v2 = self.layout == Layout::V2;
+        let unlimited = || {
+            if v2 {
+                "max".to_string()
+            } else {
+                "-1".to_string()
+            }
+        };
+        if u.memory.is_some() || u.memory_swap.is_some() {
+            let dir = self.dir_for_limit("memory", "--memory")?;
+            let limit_file = dir.join(if v2 {
+                "memory.max"
+            } else {
+                "memory.limit_in_bytes"
+            });
+            let mem = u
+                .memory
+                .map(|m| if m > 0 { m.to_string() } else { unlimited() });
+            let swap = u.memory_swap.map(|s| {
+                if v2 {
+                    // v2 counts swap apart from memory; Pier's limit counts them together.
+                    match (s, u.memory) {
+                        (s, _) if s < 0 => "max".to_string(),
+                        (s, Some(m)) => (s - m).max(0).to_string(),
+                        (s, None) => s.to_string(),
+                    }
+                } else {
+                    s.to_string()
+                }
+            });
+            let swap_file = dir.join(if v2 {
+                "memory.swap.max"
+            } else {
+                "memory.memsw.limit_in_bytes"
+            });
+            let write_swap = |v: &str| {
+                write_offered(
+                    &swap_file,
+                    v,
+                    "apply --memory-swap",
+                    "this host's kernel does not account swap (boot it with swapaccount=1), \
+                     so --memory-swap cannot be applied: update without it",
+                )
+            };
+            // v1 refuses a memory limit above memory+swap, and memory+swap below memory:
+            // raise memory+swap first when memory grows past it.
+            let current_swap = fs::read_to_string(&swap_file)
+                .ok()
+                .and_then(|s| s.trim().parse::<i64>().ok());
+            let swap_first = !v2
+                && matches!((u.memory, current_swap), (Some(m), Some(cur)) if m > cur || m <= 0);
+            if swap_first {
+                if let Some(s) = &swap {
+                    write_swap(s)?;
+                }
+            }
+            if let Some(m) = &mem {
+                write(&limit_file, m)?;
+            }
+            if !swap_first {
+                if let Some(s) = &swap {
+                    write_swap(s)?;
+                }
+            }
+        }
+        if let Some(p) = u.pids_limit {
+            let dir = self.dir_for_limit("pids", "--pids-limit")?;
+            let v = if p > 0 { p.to_string() } else { "max".into() };
+            write(&dir.join("pids.max"), &v)?;
+        }
+        if let Some(quota) = u.cpu_quota {
+            let dir = self.dir_for_limit("cpu", "--cpus")?;
+            let period = 100_000;
+            if v2 {
+                let q = if quota > 0 {
+                    quota.to_string()
+                } else {
+                    "max".into()
+                };
+                write(&dir.join("cpu.max"), &format!("{q} {period}"))?;
+            } else {
+                write(&dir.join("cpu.cfs_period_us"), &period.to_string())?;
+                let q = if quota > 0 { quota } else { -1 };
+                write(&dir.join("cpu.cfs_quota_us"), &q.to_string())?;
+            }
+        }
+        if let Some(shares) = u.cpu_shares {
+            let dir = self.dir_for_limit("cpu", "--cpu-shares")?;
+            let shares = if shares == 0 { 1024 } else { shares };
+            if v2 {
+                let weight = 1 + ((shares.clamp(2, 262_144) - 2) * 9999) / 262_142;
+                write(&dir.join("cpu.weight"), &weight.to_string())?;
+            } else {
+                write(&dir.join("cpu.shares"), &shares.to_string())?;
+            }
         }
         Ok(())
     }

@@ -293,21 +293,57 @@ async fn build_prune(Ctx(ctx): Ctx, axum::extract::State(d): DState) -> Response
     }
 }
 
-/// `docker update`: the container must exist; changing limits of a created container is
-/// not supported yet.
+/// `docker update`: the limits and restart policy of `UpdateConfig` (a zero or absent
+/// one is unchanged, as Docker's daemon takes them) through the engine's update.
 async fn update(
     Ctx(ctx): Ctx,
     state: DState,
     axum::extract::Path(id): axum::extract::Path<String>,
-    body: axum::body::Body,
-) -> DockerError {
-    crate::stream::drain(body, 1 << 20).await;
-    if let Err(e) = container(&state.0, &id, &ctx) {
-        return e;
-    }
-    DockerError::not_implemented(
-        "docker update is not supported by pier yet: recreate the container with the new limits",
-    )
+    body: axum::body::Bytes,
+) -> DResult<Response> {
+    let c = container(&state.0, &id, &ctx)?;
+    let b: serde_json::Value = if body.is_empty() {
+        serde_json::json!({})
+    } else {
+        serde_json::from_slice(&body)
+            .map_err(|e| DockerError::bad_request(format!("invalid update config: {e}")))?
+    };
+    let int = |k: &str| b.get(k).and_then(serde_json::Value::as_i64);
+    let nonzero = |k: &str| int(k).filter(|v| *v != 0);
+    let restart = match b["RestartPolicy"]["Name"]
+        .as_str()
+        .filter(|n| !n.is_empty())
+    {
+        None => None,
+        Some("no") => Some(pier_api::containers::RestartPolicy::No),
+        Some("always") => Some(pier_api::containers::RestartPolicy::Always),
+        Some("unless-stopped") => Some(pier_api::containers::RestartPolicy::UnlessStopped),
+        Some("on-failure") => Some(pier_api::containers::RestartPolicy::OnFailure {
+            max_retries: b["RestartPolicy"]["MaximumRetryCount"]
+                .as_u64()
+                .unwrap_or(0) as u32,
+        }),
+        Some(other) => {
+            return Err(DockerError::bad_request(format!(
+                "invalid restart policy {other:?}: use no, always, unless-stopped or on-failure"
+            )))
+        }
+    };
+    let changes = pier_api::containers::ContainerUpdate {
+        memory: nonzero("Memory").filter(|m| *m > 0),
+        memory_swap: nonzero("MemorySwap"),
+        cpus: nonzero("NanoCpus").map(|n| n as f64 / 1e9),
+        cpu_shares: nonzero("CpuShares"),
+        pids_limit: int("PidsLimit"),
+        restart_policy: restart,
+    };
+    state
+        .0
+        .engine
+        .instances
+        .update(&ctx, &c.id, changes)
+        .await?;
+    Ok(json(StatusCode::OK, serde_json::json!({"Warnings": []})))
 }
 
 async fn unknown(req: Request) -> DockerError {

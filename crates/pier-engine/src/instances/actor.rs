@@ -66,6 +66,8 @@ pub enum Op {
         network: String,
     },
     Rename(String),
+    /// Change its limits and restart policy: in its spec, and in its cgroup while it runs.
+    Update(Box<pier_api::containers::ContainerUpdate>),
     /// Act on a desired state not acted on yet (the instance reconciler's).
     Reconcile,
 }

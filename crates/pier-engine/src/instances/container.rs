@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use pier_api::containers::{ContainerCreate, ContainerInspect, ExecCreate};
+use pier_api::containers::{ContainerCreate, ContainerInspect, ContainerUpdate, ExecCreate};
 use pier_api::time::now_rfc3339;
 use pier_api::volumes::{MountKind, MountSpec};
 use pier_api::{ByteSize, ErrorKind};
@@ -985,6 +985,81 @@ impl Driver for ContainerDriver {
             let _ = fs::remove_dir_all(&dir);
         }
         made
+    }
+
+    fn update(
+        &self,
+        c: &ContainerInspect,
+        changes: &ContainerUpdate,
+        running: bool,
+    ) -> EngineResult<()> {
+        let req = &c.config;
+        if running {
+            let u = pier_runtime::cgroups::LimitsUpdate {
+                memory: changes.memory.map(|_| req.memory.unwrap_or(-1)),
+                memory_swap: changes.memory_swap.map(|_| req.memory_swap.unwrap_or(-1)),
+                cpu_quota: changes
+                    .cpus
+                    .map(|_| req.cpus.map_or(-1, |c| (c * 100_000.0) as i64)),
+                cpu_shares: changes
+                    .cpu_shares
+                    .map(|_| req.cpu_shares.unwrap_or(0).max(0) as u64),
+                pids_limit: changes.pids_limit,
+            };
+            self.cgroup(&c.id)
+                .update(&u)
+                .map_err(|e| invalid(format!("cannot update container {}: {e}", c.name)))?;
+        }
+        // The bundle's spec, which every later start reads.
+        let path = self.cdir(&c.id).join("config.json");
+        let mut spec: serde_json::Value = serde_json::from_slice(
+            &fs::read(&path).map_err(|e| internal(format!("cannot read config.json: {e}")))?,
+        )
+        .map_err(|e| internal(format!("config.json: {e}")))?;
+        let r = &mut spec["linux"]["resources"];
+        if !r.is_object() {
+            *r = serde_json::json!({});
+        }
+        let r = r.as_object_mut().expect("an object");
+        let mut set = |section: &str, key: &str, v: Option<serde_json::Value>| {
+            let sec = r.entry(section).or_insert_with(|| serde_json::json!({}));
+            if !sec.is_object() {
+                *sec = serde_json::json!({});
+            }
+            let sec = sec.as_object_mut().expect("an object");
+            match v {
+                Some(v) => {
+                    sec.insert(key.to_string(), v);
+                }
+                None => {
+                    sec.remove(key);
+                }
+            }
+        };
+        set("memory", "limit", req.memory.map(Into::into));
+        set("memory", "swap", req.memory_swap.map(Into::into));
+        set(
+            "cpu",
+            "quota",
+            req.cpus.map(|c| ((c * 100_000.0) as i64).into()),
+        );
+        set("cpu", "period", req.cpus.map(|_| 100_000u64.into()));
+        set(
+            "cpu",
+            "shares",
+            req.cpu_shares.filter(|s| *s > 0).map(Into::into),
+        );
+        // The spec's pids section needs its limit: no limit is no section.
+        match req.pids_limit.filter(|p| *p > 0) {
+            Some(p) => {
+                r.insert("pids".into(), serde_json::json!({ "limit": p }));
+            }
+            None => {
+                r.remove("pids");
+            }
+        }
+        fs::write(&path, serde_json::to_vec(&spec).expect("json"))
+            .map_err(|e| internal(format!("cannot write config.json: {e}")))
     }
 
     fn start(&self, c: &ContainerInspect, volumes: &[VolumeAttachment]) -> EngineResult<Started> {

@@ -31,7 +31,7 @@ use std::future::Future;
 use std::path::PathBuf;
 use std::pin::Pin;
 
-use pier_api::containers::{ContainerInspect, ExecCreate};
+use pier_api::containers::{ContainerInspect, ContainerUpdate, ExecCreate};
 
 use crate::error::EngineResult;
 
@@ -178,6 +178,16 @@ pub trait Driver: Send + Sync + 'static {
 
     /// Freezes (`true`) or thaws the instance.
     fn pause(&self, instance: &ContainerInspect, paused: bool) -> EngineResult<()>;
+
+    /// Applies the instance's limits as its record now has them (`pier update`;
+    /// `changes` names the ones that changed): to its next starts, and, when it runs
+    /// (`running`), to what runs now. On error the caller keeps the old record.
+    fn update(
+        &self,
+        instance: &ContainerInspect,
+        changes: &ContainerUpdate,
+        running: bool,
+    ) -> EngineResult<()>;
 
     /// Resizes the instance's terminal.
     fn resize(&self, instance: &ContainerInspect, rows: u16, cols: u16) -> EngineResult<()>;

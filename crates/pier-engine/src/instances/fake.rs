@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::{Condvar, Mutex};
 
-use pier_api::containers::{ContainerInspect, ExecCreate};
+use pier_api::containers::{ContainerInspect, ContainerUpdate, ExecCreate};
 use pier_api::time::format_rfc3339_nanos;
 use pier_api::ErrorKind;
 use tokio::sync::watch;
@@ -28,6 +28,7 @@ pub enum Op {
     Reap,
     Signal,
     Pause,
+    Update,
     Resize,
     Stats,
     Processes,
@@ -423,6 +424,24 @@ impl Driver for FakeDriver {
         self.running_run(c)?;
         if let Some(i) = self.state.lock().unwrap().instances.get_mut(&c.id) {
             i.paused = paused;
+        }
+        Ok(())
+    }
+
+    /// Records the call with the new memory limit, and keeps the record it was given
+    /// as the instance's (a real driver writes it to the instance's spec).
+    fn update(
+        &self,
+        c: &ContainerInspect,
+        _changes: &ContainerUpdate,
+        running: bool,
+    ) -> EngineResult<()> {
+        self.call(Op::Update, &c.id, c.config.memory)?;
+        if running {
+            self.running_run(c)?;
+        }
+        if let Some(i) = self.state.lock().unwrap().instances.get_mut(&c.id) {
+            i.record = c.clone();
         }
         Ok(())
     }

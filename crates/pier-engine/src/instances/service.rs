@@ -1764,6 +1764,93 @@ impl Instances {
         Ok(())
     }
 
+    /// Changes a container's limits and restart policy (`pier update`): the running
+    /// container's cgroup at once, and its spec for every later start. Returns the
+    /// container after.
+    pub async fn update(
+        &self,
+        ctx: &RequestContext,
+        name: &str,
+        changes: pier_api::containers::ContainerUpdate,
+    ) -> EngineResult<ContainerInspect> {
+        let project = ctx.project();
+        let c = self.lookup(project, name)?;
+        self.ask(project, &c.id, Op::Update(Box::new(changes)))
+            .await?;
+        let c = self.lookup(project, &c.id)?;
+        tracing::info!(container = %c.id, project = %project, caller = ?ctx.caller, "updated a container's limits");
+        Ok(c)
+    }
+
+    /// [`Op::Update`]: the new config is checked as a create's is, given to the driver
+    /// (which applies it to a running instance), then recorded.
+    fn update_op(
+        &self,
+        mut c: Instance,
+        u: &pier_api::containers::ContainerUpdate,
+    ) -> EngineResult<()> {
+        if matches!(
+            c.state.status,
+            ContainerStatus::Removing | ContainerStatus::Restarting
+        ) {
+            return Err(conflict(format!(
+                "container {} is {}: update it once it has settled",
+                c.name,
+                c.state.status.as_str()
+            )));
+        }
+        let mut config = c.config.clone();
+        if let Some(m) = u.memory {
+            config.memory = Some(m);
+        }
+        if let Some(s) = u.memory_swap {
+            config.memory_swap = Some(s);
+        }
+        if let Some(cpus) = u.cpus {
+            // 0 lifts the limit, as Docker's `update --cpus 0` does.
+            config.cpus = (cpus != 0.0).then_some(cpus);
+        }
+        if let Some(s) = u.cpu_shares {
+            config.cpu_shares = Some(s);
+        }
+        if let Some(p) = u.pids_limit {
+            config.pids_limit = Some(p);
+        }
+        if let Some(r) = &u.restart_policy {
+            if c.config.auto_remove && *r != RestartPolicy::No {
+                return Err(invalid(format!(
+                    "container {} is removed when it exits (--rm): it cannot have a restart policy",
+                    c.name
+                )));
+            }
+            config.restart_policy = r.clone();
+        }
+        let host_cpus = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1);
+        pier_api::limits::check_resources(&config, host_cpus).map_err(invalid)?;
+        let before = c.config.clone();
+        c.config = config;
+        let limits_changed = u.memory.is_some()
+            || u.memory_swap.is_some()
+            || u.cpus.is_some()
+            || u.cpu_shares.is_some()
+            || u.pids_limit.is_some();
+        if limits_changed {
+            self.driver.update(&c, u, is_running(&c))?;
+        }
+        if let Err(e) = self.commit_record(Batch::new(), &c, Write::Spec, true) {
+            // The record keeps the old limits: so should the next start.
+            c.config = before;
+            if limits_changed {
+                let _ = self.driver.update(&c, u, false);
+            }
+            return Err(e.into());
+        }
+        self.emit(&c, "update", &[]);
+        Ok(())
+    }
+
     pub async fn rename(
         &self,
         ctx: &RequestContext,
@@ -2256,6 +2343,7 @@ impl Instances {
             Op::Connect { network, req } => self.connect_op(c, &network, req).await.map(|()| None),
             Op::Disconnect { network } => self.disconnect_op(c, &network).await.map(|()| None),
             Op::Rename(name) => self.rename_op(c, &name).map(|()| None),
+            Op::Update(u) => self.update_op(c, &u).map(|()| None),
             Op::Reconcile => self.reconcile_op(c).await,
         }
     }
