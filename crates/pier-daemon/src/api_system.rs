@@ -3,14 +3,13 @@
 //! engine's own facts and logic (host facts in [`pier_engine::system`], the event log in
 //! [`pier_engine::events`], the prunes of each service) and shapes them.
 
-use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use axum::extract::State;
 use axum::response::Response;
 use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
-use pier_api::containers::{ContainerStatus, Event};
+use pier_api::containers::Event;
 use pier_api::system::{
     DfBuildCache, DfContainer, DfImage, DfVolume, EventsQuery, LoginReport, LoginRequest, SystemDf,
     SystemPruneQuery, SystemPruneReport, VersionInfo,
@@ -19,7 +18,7 @@ use pier_api::types::SystemInfo;
 use pier_api::{ErrorBody, ErrorKind};
 use pier_engine::events::{EventLog, EventQuery, LoggedEvent, EVENT_FILTERS};
 use pier_engine::filters;
-use pier_engine::system::{HostInfo, ProcessFacts};
+use pier_engine::system::HostInfo;
 use utoipa::OpenApi;
 
 use crate::api::{blocking, Ctx, Engine, Shared, J, Q};
@@ -61,57 +60,7 @@ pub struct SystemDoc;
 /// memory, cgroups, runtimes and the state directory's free space.
 #[utoipa::path(get, path = "/v1/info", responses((status = 200, body = SystemInfo)))]
 async fn info(Ctx(ctx): Ctx, State(e): Shared) -> ApiResult<Json<SystemInfo>> {
-    let (images, containers) = blocking({
-        let e = e.clone();
-        move || {
-            Ok((
-                e.images(&ctx, false)?.len() as u64,
-                e.instances.inspect_all(&ctx)?,
-            ))
-        }
-    })
-    .await?;
-    let count = |s: &[ContainerStatus]| {
-        containers
-            .iter()
-            .filter(|c| s.contains(&c.state.status))
-            .count() as u64
-    };
-    let running = count(&[ContainerStatus::Running, ContainerStatus::Restarting]);
-    let paused = count(&[ContainerStatus::Paused]);
-    let host = HostInfo::read();
-    let facts = ProcessFacts::read();
-    let mut runtimes = vec!["pier".to_string()];
-    if facts.runc {
-        runtimes.push("runc".into());
-    }
-    let (free, total) = match rustix::fs::statvfs(&e.root) {
-        Ok(s) => (s.f_bavail * s.f_frsize, s.f_blocks * s.f_frsize),
-        Err(_) => (0, 0),
-    };
-    Ok(Json(SystemInfo {
-        version: env!("CARGO_PKG_VERSION").to_string(),
-        api_version: pier_api::API_VERSION.to_string(),
-        root: e.root.display().to_string(),
-        store_schema: e.store_schema,
-        storage_driver: "overlay".into(),
-        images,
-        kernel: host.kernel,
-        containers: containers.len() as u64,
-        containers_running: running,
-        containers_paused: paused,
-        containers_stopped: containers.len() as u64 - running - paused,
-        os: host.os,
-        arch: pier_image::build::host_arch().into(),
-        hostname: host.hostname,
-        cpus: host.cpus,
-        memory: host.memory,
-        cgroup_version: facts.cgroup_version,
-        cgroup_driver: "cgroupfs".into(),
-        runtimes,
-        root_free_bytes: free,
-        root_total_bytes: total,
-    }))
+    Ok(Json(blocking(move || Ok(e.system_info(&ctx)?)).await?))
 }
 
 /// The daemon's version and API versions.
@@ -134,60 +83,7 @@ async fn version() -> Json<VersionInfo> {
 /// the build cache (the intermediate images of builds).
 #[utoipa::path(get, path = "/v1/system/df", responses((status = 200, body = SystemDf)))]
 async fn df(Ctx(ctx): Ctx, State(e): Shared) -> ApiResult<Json<SystemDf>> {
-    let df = blocking(move || {
-        let images = e.images(&ctx, false)?;
-        let kept: BTreeSet<String> = images.iter().map(|i| i.id.to_string()).collect();
-        let cache: Vec<_> = e
-            .images(&ctx, true)?
-            .into_iter()
-            .filter(|i| !kept.contains(&i.id.to_string()))
-            .collect();
-        let containers = e.instances.inspect_all(&ctx)?;
-        let volumes = e.volumes_with_usage(&ctx);
-        Ok(SystemDf {
-            images: images
-                .into_iter()
-                .map(|i| DfImage {
-                    id: i.id.to_string(),
-                    repo_tags: i.repo_tags,
-                    created: i.created,
-                    size: i.size,
-                    containers: i.containers,
-                })
-                .collect(),
-            containers: containers
-                .iter()
-                .map(|c| DfContainer {
-                    id: c.id.clone(),
-                    name: c.name.clone(),
-                    image: c.image.clone(),
-                    command: c.command.join(" "),
-                    created: c.created.clone(),
-                    state: c.state.status.as_str().to_string(),
-                    size_rw: e.instances.size_rw(c),
-                    volumes: c
-                        .mounts
-                        .iter()
-                        .filter(|m| m.kind == pier_api::volumes::MountKind::Volume)
-                        .count() as u64,
-                })
-                .collect(),
-            volumes: volumes
-                .into_iter()
-                .map(|v| DfVolume {
-                    links: v.used_by.len() as u64,
-                    size: v.usage.map_or(0, |u| u.bytes),
-                    name: v.name,
-                })
-                .collect(),
-            build_cache: DfBuildCache {
-                count: cache.len() as u64,
-                size: cache.iter().map(|i| i.size).sum(),
-            },
-        })
-    })
-    .await?;
-    Ok(Json(df))
+    Ok(Json(blocking(move || Ok(e.disk_usage(&ctx)?)).await?))
 }
 
 /// Removes the stopped containers, then the networks no container uses, the dangling
@@ -199,28 +95,7 @@ async fn prune(
     State(e): Shared,
     Q(q): Q<SystemPruneQuery>,
 ) -> ApiResult<Json<SystemPruneReport>> {
-    // Containers first: what they held (networks, volumes, images) is unused after.
-    let containers = e.instances.prune(&ctx).await?;
-    let networks = e.networks.prune(&ctx).await?;
-    let r = blocking(move || {
-        let (volumes, volume_bytes) = if q.volumes {
-            e.prune_volumes_measured(&ctx, false)?
-        } else {
-            (Vec::new(), 0)
-        };
-        let images = e.prune_images(&ctx, q.all)?;
-        let build_cache = e.prune_build_cache(&ctx)?;
-        Ok(SystemPruneReport {
-            reclaimed_bytes: volume_bytes + images.reclaimed_bytes + build_cache.reclaimed_bytes,
-            containers,
-            networks,
-            volumes,
-            images,
-            build_cache,
-        })
-    })
-    .await?;
-    Ok(Json(r))
+    Ok(Json(e.prune_system(&ctx, q.all, q.volumes).await?))
 }
 
 /// Checks credentials against a registry (a token handshake where it asks for one, then

@@ -5,6 +5,7 @@
 //! - [`instances`]: instances (containers today, VMs next): the service ([`Instances`]:
 //!   lifecycle, restart policies, live restore, the instance reconciler), their stored
 //!   spec and status, their actors, and the driver seam.
+//! - [`system_report`]: `system info|df|prune` over every service.
 //! - [`names`]: random IDs and the rule for object names.
 //! - [`host`]: the kernel behind traits, with recording fakes for the engine test tier.
 //! - [`volumes`]: named and anonymous volumes, their limits and snapshots.
@@ -49,6 +50,7 @@ pub mod reconcile;
 pub mod sessions;
 pub mod steps;
 pub mod system;
+pub mod system_report;
 pub mod views;
 pub mod volumes;
 pub mod volumes_query;

@@ -1,0 +1,148 @@
+//! The whole engine at a glance, for `pier system info|df|prune`: counts of a project's
+//! instances and images with the host's facts ([`crate::system`]), disk usage by kind, and
+//! one prune of everything unused, each read from (or done by) the services themselves.
+
+use std::collections::BTreeSet;
+
+use pier_api::containers::ContainerStatus;
+use pier_api::system::{DfBuildCache, DfContainer, DfImage, DfVolume, SystemDf, SystemPruneReport};
+use pier_api::types::SystemInfo;
+use pier_api::volumes::MountKind;
+
+use crate::context::RequestContext;
+use crate::system::{HostInfo, ProcessFacts};
+use crate::{Engine, EngineResult};
+
+impl Engine {
+    /// What this daemon is and holds: counts of `ctx`'s project, the host's CPUs,
+    /// memory, cgroups, runtimes and the state directory's free space.
+    pub fn system_info(&self, ctx: &RequestContext) -> EngineResult<SystemInfo> {
+        let images = self.images(ctx, false)?.len() as u64;
+        let containers = self.instances.inspect_all(ctx)?;
+        let count = |s: &[ContainerStatus]| {
+            containers
+                .iter()
+                .filter(|c| s.contains(&c.state.status))
+                .count() as u64
+        };
+        let running = count(&[ContainerStatus::Running, ContainerStatus::Restarting]);
+        let paused = count(&[ContainerStatus::Paused]);
+        let host = HostInfo::read();
+        let facts = ProcessFacts::read();
+        let mut runtimes = vec!["pier".to_string()];
+        if facts.runc {
+            runtimes.push("runc".into());
+        }
+        let (free, total) = match rustix::fs::statvfs(&self.root) {
+            Ok(s) => (s.f_bavail * s.f_frsize, s.f_blocks * s.f_frsize),
+            Err(_) => (0, 0),
+        };
+        Ok(SystemInfo {
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            api_version: pier_api::API_VERSION.to_string(),
+            root: self.root.display().to_string(),
+            store_schema: self.store_schema,
+            storage_driver: "overlay".into(),
+            images,
+            kernel: host.kernel,
+            containers: containers.len() as u64,
+            containers_running: running,
+            containers_paused: paused,
+            containers_stopped: containers.len() as u64 - running - paused,
+            os: host.os,
+            arch: pier_image::build::host_arch().into(),
+            hostname: host.hostname,
+            cpus: host.cpus,
+            memory: host.memory,
+            cgroup_version: facts.cgroup_version,
+            cgroup_driver: "cgroupfs".into(),
+            runtimes,
+            root_free_bytes: free,
+            root_total_bytes: total,
+        })
+    }
+
+    /// Disk usage of `ctx`'s project: images, instances' writable layers, volumes and
+    /// the build cache (the intermediate images of builds).
+    pub fn disk_usage(&self, ctx: &RequestContext) -> EngineResult<SystemDf> {
+        let images = self.images(ctx, false)?;
+        let kept: BTreeSet<String> = images.iter().map(|i| i.id.to_string()).collect();
+        let cache: Vec<_> = self
+            .images(ctx, true)?
+            .into_iter()
+            .filter(|i| !kept.contains(&i.id.to_string()))
+            .collect();
+        let containers = self.instances.inspect_all(ctx)?;
+        Ok(SystemDf {
+            images: images
+                .into_iter()
+                .map(|i| DfImage {
+                    id: i.id.to_string(),
+                    repo_tags: i.repo_tags,
+                    created: i.created,
+                    size: i.size,
+                    containers: i.containers,
+                })
+                .collect(),
+            containers: containers
+                .iter()
+                .map(|c| DfContainer {
+                    id: c.id.clone(),
+                    name: c.name.clone(),
+                    image: c.image.clone(),
+                    command: c.command.join(" "),
+                    created: c.created.clone(),
+                    state: c.state.status.as_str().to_string(),
+                    size_rw: self.instances.size_rw(c),
+                    volumes: c
+                        .mounts
+                        .iter()
+                        .filter(|m| m.kind == MountKind::Volume)
+                        .count() as u64,
+                })
+                .collect(),
+            volumes: self
+                .volumes_with_usage(ctx)
+                .into_iter()
+                .map(|v| DfVolume {
+                    links: v.used_by.len() as u64,
+                    size: v.usage.map_or(0, |u| u.bytes),
+                    name: v.name,
+                })
+                .collect(),
+            build_cache: DfBuildCache {
+                count: cache.len() as u64,
+                size: cache.iter().map(|i| i.size).sum(),
+            },
+        })
+    }
+
+    /// Removes the stopped instances, then the networks no instance uses, the dangling
+    /// images (every unused one with `all`), the build cache and, with `volumes`, the
+    /// anonymous volumes no instance uses.
+    pub async fn prune_system(
+        &self,
+        ctx: &RequestContext,
+        all: bool,
+        volumes: bool,
+    ) -> EngineResult<SystemPruneReport> {
+        // Instances first: what they held (networks, volumes, images) is unused after.
+        let containers = self.instances.prune(ctx).await?;
+        let networks = self.networks.prune(ctx).await?;
+        let (volumes, volume_bytes) = if volumes {
+            self.prune_volumes_measured(ctx, false)?
+        } else {
+            (Vec::new(), 0)
+        };
+        let images = self.prune_images(ctx, all)?;
+        let build_cache = self.prune_build_cache(ctx)?;
+        Ok(SystemPruneReport {
+            reclaimed_bytes: volume_bytes + images.reclaimed_bytes + build_cache.reclaimed_bytes,
+            containers,
+            networks,
+            volumes,
+            images,
+            build_cache,
+        })
+    }
+}
