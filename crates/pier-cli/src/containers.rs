@@ -639,8 +639,13 @@ async fn pump(
     let output = async move {
         let mut out = tokio::io::stdout();
         if tty {
-            let _ = tokio::io::copy(&mut r, &mut out).await;
-            let _ = out.flush().await;
+            let mut buf = vec![0u8; 32 * 1024];
+            while let Ok(n) = r.read(&mut buf).await {
+                if n == 0 {
+                    break;
+                }
+                crate::output::check_stdout(out.write_all(&buf[..n]).await.and(out.flush().await));
+            }
             return;
         }
         let mut err = tokio::io::stderr();
@@ -651,11 +656,11 @@ async fn pump(
             if r.read_exact(&mut payload).await.is_err() {
                 break;
             }
-            let _ = if header[0] == 2 {
-                err.write_all(&payload).await
+            if header[0] == 2 {
+                let _ = err.write_all(&payload).await;
             } else {
-                out.write_all(&payload).await.and(out.flush().await)
-            };
+                crate::output::check_stdout(out.write_all(&payload).await.and(out.flush().await));
+            }
         }
     };
     tokio::select! {
@@ -718,12 +723,12 @@ async fn print_lines(resp: pier_client::Pending, timestamps: bool) -> Result<(),
         } else {
             l.log
         };
-        let ok = if l.stream == "stderr" {
-            err.write_all(line.as_bytes())
+        if l.stream == "stderr" {
+            err.write_all(line.as_bytes()).is_ok()
         } else {
-            out.write_all(line.as_bytes()).and_then(|_| out.flush())
-        };
-        ok.is_ok()
+            crate::output::check_stdout(out.write_all(line.as_bytes()).and_then(|_| out.flush()));
+            true
+        }
     })
     .await?;
     Ok(())
@@ -812,11 +817,11 @@ pub async fn exec(client: &Client, a: ExecArgs) -> Result<(), CliError> {
             code = c;
         }
         if let Some(d) = o.data {
-            let _ = if o.stream.as_deref() == Some("stderr") {
-                err.write_all(d.as_bytes())
+            if o.stream.as_deref() == Some("stderr") {
+                let _ = err.write_all(d.as_bytes());
             } else {
-                out.write_all(d.as_bytes()).and_then(|_| out.flush())
-            };
+                crate::output::check_stdout(out.write_all(d.as_bytes()).and_then(|_| out.flush()));
+            }
         }
         true
     })
@@ -1133,7 +1138,7 @@ pub async fn wait(client: &Client, names: &[String]) -> Result<(), CliError> {
     Ok(())
 }
 
-pub async fn inspect(client: &Client, names: &[String]) -> Result<(), CliError> {
+pub async fn inspect(client: &Client, fmt: Format, names: &[String]) -> Result<(), CliError> {
     let mut out = Vec::new();
     for n in names {
         match client
@@ -1148,7 +1153,18 @@ pub async fn inspect(client: &Client, names: &[String]) -> Result<(), CliError> 
             Err(e) => return Err(e.into()),
         }
     }
-    print(Format::Json, &out, String::new)
+    match fmt {
+        // `inspect -f`: the template once per object, with Docker's field paths.
+        Format::Template { table, src } => {
+            let views: Vec<serde_json::Value> =
+                out.iter().map(crate::inspect_view::docker_view).collect();
+            let text =
+                crate::output::render_template(table, src, &serde_json::Value::Array(views))?;
+            crate::output::outln(&text);
+            Ok(())
+        }
+        _ => print(Format::Json, &out, String::new),
+    }
 }
 
 #[derive(Debug, Args)]
@@ -1217,10 +1233,21 @@ pub async fn rename(client: &Client, old: &str, new: &str) -> Result<(), CliErro
 }
 
 pub async fn events(client: &Client, fmt: Format) -> Result<(), CliError> {
+    let mut bad = None;
     client
         .get_ndjson::<Event>("/v1/events", |e| {
             let line = match fmt {
                 Format::Json => serde_json::to_string(&e).expect("json"),
+                Format::Template { src, .. } => {
+                    let v = serde_json::to_value(&e).expect("json");
+                    match crate::output::render_template(false, src, &v) {
+                        Ok(l) => l,
+                        Err(err) => {
+                            bad = Some(err);
+                            return false;
+                        }
+                    }
+                }
                 Format::Table => {
                     let attrs: Vec<String> = e
                         .attributes
@@ -1237,11 +1264,11 @@ pub async fn events(client: &Client, fmt: Format) -> Result<(), CliError> {
                     )
                 }
             };
-            println!("{line}");
-            std::io::stdout().flush().is_ok()
+            crate::output::outln(&line);
+            true
         })
         .await?;
-    Ok(())
+    bad.map_or(Ok(()), Err)
 }
 
 #[cfg(test)]

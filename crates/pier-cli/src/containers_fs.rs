@@ -52,7 +52,9 @@ async fn save_stream(client: &Client, path: &str, output: Option<PathBuf>) -> Re
                     "refusing to write a tar to a terminal; use -o FILE or redirect the output",
                 ));
             }
-            client.get_stream(path, &mut tokio::io::stdout()).await?;
+            client
+                .get_stream(path, &mut crate::output::Stdout::new())
+                .await?;
             Ok(())
         }
     }
