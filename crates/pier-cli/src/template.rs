@@ -523,6 +523,9 @@ impl Cx {
                     .iter()
                     .find(|(docker, _)| *docker == name)
                     .map_or(name, |(_, pier)| pier);
+                if let Some(x) = o.get(wanted) {
+                    return Ok(x.clone());
+                }
                 let n = norm(wanted);
                 Ok(o.iter()
                     .find(|(k, _)| norm(k) == n)

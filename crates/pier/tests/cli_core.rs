@@ -427,8 +427,11 @@ fn completion_scripts_and_man_pages_come_from_the_cli() {
     assert!(bash.status.success());
     let script = text(&bash.stdout);
     assert!(script.contains("complete -F _pier"), "{script}");
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), &script).unwrap();
     let check = Command::new("bash")
-        .args(["-n", "-c", &script])
+        .arg("-n")
+        .arg(file.path())
         .output()
         .unwrap();
     assert!(check.status.success(), "{}", text(&check.stderr));
