@@ -1030,9 +1030,9 @@ where
     let mut failures = 0;
     for n in names {
         match op(n.clone()).await {
-            Ok(()) => println!("{n}"),
+            Ok(()) => crate::output::item(n, serde_json::json!({"container": n})),
             Err(e) => {
-                eprintln!("Error: {e}");
+                crate::output::item_error(n, &e);
                 failures += 1;
             }
         }
@@ -1133,7 +1133,10 @@ pub async fn wait(client: &Client, names: &[String]) -> Result<(), CliError> {
         let w: WaitResponse = client
             .post(&format!("/v1/containers/{}/wait", encode_segment(n)), &())
             .await?;
-        println!("{}", w.exit_code);
+        crate::output::item(
+            &w.exit_code.to_string(),
+            serde_json::json!({"container": n, "exit_code": w.exit_code}),
+        );
     }
     Ok(())
 }

@@ -397,6 +397,7 @@ pub(crate) fn exit_code(starts_container: bool, e: CliError) -> CliError {
 
 /// Runs a client command (everything but `daemon`).
 pub async fn run_client(cli: Cli) -> Result<(), CliError> {
+    output::set_format(cli.format);
     output::set_id_header(match &cli.command {
         Command::Images(_) | Command::Image(_) => "IMAGE ID",
         Command::Network(_) => "NETWORK ID",

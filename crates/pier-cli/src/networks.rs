@@ -212,6 +212,10 @@ pub async fn port(client: &Client, container: &str) -> Result<(), CliError> {
     let c: ContainerInspect = client
         .get(&format!("/v1/containers/{}", encode_segment(container)))
         .await?;
+    let fmt = crate::output::format();
+    if fmt != Format::Table {
+        return print(fmt, &c.ports, String::new);
+    }
     for p in &c.ports {
         let ip = if p.host_ip.is_empty() {
             "0.0.0.0"

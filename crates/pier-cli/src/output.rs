@@ -49,10 +49,12 @@ pub fn parse_format(s: &str) -> Result<Format, String> {
 /// differ from Pier's keys, for the command being run (set once by the dispatch).
 struct Context {
     id_header: &'static str,
+    format: Format,
 }
 
 static CONTEXT: Mutex<Context> = Mutex::new(Context {
     id_header: "CONTAINER ID",
+    format: Format::Table,
 });
 
 /// Docker's field names that are not Pier's key with case and underscores ignored.
@@ -63,6 +65,35 @@ pub const ALIASES: Aliases = &[
     ("Digest", "manifest_digest"),
     ("Mountpoint", "mount_point"),
 ];
+
+/// Sets the command's `--format`, for the commands that print a line per object.
+pub fn set_format(f: Format) {
+    CONTEXT.lock().unwrap_or_else(|e| e.into_inner()).format = f;
+}
+
+/// The command's `--format`.
+pub fn format() -> Format {
+    CONTEXT.lock().unwrap_or_else(|e| e.into_inner()).format
+}
+
+/// Prints the result of an action on one object (`start`, `rm`, `wait`, ...): `text` as
+/// a line, or with `--format json` the object `json` as one JSON line.
+pub fn item(text: &str, json: Value) {
+    match format() {
+        Format::Json => outln(&json.to_string()),
+        _ => outln(text),
+    }
+}
+
+/// Reports an action that failed on one object while the others go on: `Error: ...`,
+/// or with `--format json` `{"error": ..., "object": ...}`, on stderr.
+pub fn item_error(object: &str, e: &dyn std::fmt::Display) {
+    let line = match format() {
+        Format::Json => serde_json::json!({"error": e.to_string(), "object": object}).to_string(),
+        _ => format!("Error: {e}"),
+    };
+    let _ = writeln!(std::io::stderr(), "{line}");
+}
 
 /// Sets the header `{{.ID}}` gets in a `table` template (`CONTAINER ID` for `ps`).
 pub fn set_id_header(h: &'static str) {

@@ -258,7 +258,22 @@ fn format_takes_go_templates_with_dockers_field_names() {
     assert_eq!(e["code"], 125);
     assert_eq!(e["error"], "unexpected argument '--bogus' found");
 
-    d.ok(&["rm", "-f", "web"]);
+    // Commands that print a line per object print a JSON object per line.
+    d.ok(&["create", "--name", "short", "bb", "true"]);
+    d.ok(&["start", "short"]);
+    assert_eq!(
+        d.ok(&["--format", "json", "wait", "short"]),
+        "{\"container\":\"short\",\"exit_code\":0}\n"
+    );
+    assert_eq!(
+        d.ok(&["--format", "json", "rm", "-f", "web", "short"]),
+        "{\"container\":\"web\"}\n{\"container\":\"short\"}\n"
+    );
+    let o = d.pier(&["--format", "json", "rm", "nosuch"]);
+    assert_eq!(o.status.code(), Some(1));
+    let first = text(&o.stderr).lines().next().unwrap().to_string();
+    let e: serde_json::Value = serde_json::from_str(&first).unwrap();
+    assert_eq!(e["object"], "nosuch", "{first}");
     d.ok(&["volume", "rm", "vol1"]);
 }
 
