@@ -95,6 +95,8 @@ fn a_closed_stdout_ends_quietly_on_every_print_path() {
     // Each print path: tables, JSON, templates, log and exec streams, a foreground run,
     // an export to stdout, completion scripts.
     assert_sigpipe("ps", with_closed_stdout(&d, &["ps"], 0));
+    // A plain println! path (ps -q): the panic of a closed stdout ends the same way.
+    assert_sigpipe("ps -q", with_closed_stdout(&d, &["ps", "-aq"], 0));
     assert_sigpipe(
         "images json",
         with_closed_stdout(&d, &["--format", "json", "images"], 0),
