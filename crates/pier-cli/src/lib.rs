@@ -331,6 +331,12 @@ pub const EXIT_ENGINE: i32 = 125;
 /// Parses the command line. A usage error exits as Docker's CLI does, 125 whatever the
 /// command (`docker ps --bogus` too); `--help` and `--version` exit 0.
 pub fn parse() -> Cli {
+    if std::env::args_os().len() == 1 {
+        // `pier` alone: its help, exit 0, as `docker` alone (whatever PIER_HOST says).
+        let help = Cli::command().render_help().to_string();
+        output::outln(help.trim_end());
+        std::process::exit(0);
+    }
     match Cli::try_parse() {
         Ok(c) => c,
         Err(e) => {

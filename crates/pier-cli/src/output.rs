@@ -165,6 +165,26 @@ fn docker_row(v: &Value) -> Value {
             o.insert("PIDs".into(), p);
         }
     }
+    // `ps`'s ports as Docker prints them: `0.0.0.0:8080->80/tcp, ...`.
+    if let Some(Value::Array(ports)) = o.get("ports") {
+        let shown: Vec<String> = ports
+            .iter()
+            .filter_map(|p| {
+                let host_port = p.get("host_port")?;
+                let ip = p
+                    .get("host_ip")
+                    .and_then(Value::as_str)
+                    .filter(|s| !s.is_empty());
+                Some(format!(
+                    "{}:{host_port}->{}/{}",
+                    ip.unwrap_or("0.0.0.0"),
+                    p.get("container_port").unwrap_or(&Value::Null),
+                    p.get("proto").and_then(Value::as_str).unwrap_or("tcp")
+                ))
+            })
+            .collect();
+        o.insert("Ports".into(), Value::String(shown.join(", ")));
+    }
     if let Some(Value::Array(tags)) = o.get("repo_tags") {
         let first = tags
             .first()

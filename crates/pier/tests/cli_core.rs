@@ -179,6 +179,29 @@ fn format_takes_go_templates_with_dockers_field_names() {
         "WEB\n"
     );
 
+    d.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "pub",
+        "-p",
+        "127.0.0.1:18081:80",
+        "bb",
+        "sleep",
+        "600",
+    ]);
+    assert_eq!(
+        d.ok(&[
+            "ps",
+            "--filter",
+            "name=pub",
+            "--format",
+            "{{.Names}} {{.Ports}}"
+        ]),
+        "pub 127.0.0.1:18081->80/tcp\n"
+    );
+    d.ok(&["rm", "-f", "pub"]);
+
     // inspect -f / --format: Docker's inspect paths over Pier's JSON.
     assert_eq!(
         d.ok(&["inspect", "-f", "{{.State.Status}}", "web"]),
@@ -298,6 +321,7 @@ fn exit_codes_follow_docker() {
     assert_eq!(code(&["ps", "--bogus"]).0, Some(125));
     assert_eq!(code(&["run"]).0, Some(125));
     assert_eq!(code(&["--help"]).0, Some(0));
+    assert_eq!(code(&[]).0, Some(0));
     assert_eq!(code(&["run", "--help"]).0, Some(0));
     // Errors before the container starts: 125.
     let (c, err) = code(&["run", "nosuchimage"]);
