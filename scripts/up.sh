@@ -14,6 +14,13 @@ ensure_rust
 echo "== Building pier (release)"
 cargo build --release --locked -p pier
 install -m 0755 target/release/pier /usr/local/bin/pier
+# Shell completion and man pages, generated from the binary's own command definitions.
+install -d /usr/share/bash-completion/completions /usr/share/zsh/vendor-completions \
+    /usr/share/fish/vendor_completions.d /usr/local/share/man/man1
+pier completion bash >/usr/share/bash-completion/completions/pier
+pier completion zsh >/usr/share/zsh/vendor-completions/_pier
+pier completion fish >/usr/share/fish/vendor_completions.d/pier.fish
+pier man /usr/local/share/man/man1
 
 ROOT=${PIER_ROOT:-/var/lib/pier}
 export PIER_HOST=${PIER_HOST:-/run/pier/pier.sock}

@@ -639,8 +639,13 @@ async fn pump(
     let output = async move {
         let mut out = tokio::io::stdout();
         if tty {
-            let _ = tokio::io::copy(&mut r, &mut out).await;
-            let _ = out.flush().await;
+            let mut buf = vec![0u8; 32 * 1024];
+            while let Ok(n) = r.read(&mut buf).await {
+                if n == 0 {
+                    break;
+                }
+                crate::output::check_stdout(out.write_all(&buf[..n]).await.and(out.flush().await));
+            }
             return;
         }
         let mut err = tokio::io::stderr();
@@ -651,11 +656,11 @@ async fn pump(
             if r.read_exact(&mut payload).await.is_err() {
                 break;
             }
-            let _ = if header[0] == 2 {
-                err.write_all(&payload).await
+            if header[0] == 2 {
+                let _ = err.write_all(&payload).await;
             } else {
-                out.write_all(&payload).await.and(out.flush().await)
-            };
+                crate::output::check_stdout(out.write_all(&payload).await.and(out.flush().await));
+            }
         }
     };
     tokio::select! {
@@ -718,12 +723,12 @@ async fn print_lines(resp: pier_client::Pending, timestamps: bool) -> Result<(),
         } else {
             l.log
         };
-        let ok = if l.stream == "stderr" {
-            err.write_all(line.as_bytes())
+        if l.stream == "stderr" {
+            err.write_all(line.as_bytes()).is_ok()
         } else {
-            out.write_all(line.as_bytes()).and_then(|_| out.flush())
-        };
-        ok.is_ok()
+            crate::output::check_stdout(out.write_all(line.as_bytes()).and_then(|_| out.flush()));
+            true
+        }
     })
     .await?;
     Ok(())
@@ -812,11 +817,11 @@ pub async fn exec(client: &Client, a: ExecArgs) -> Result<(), CliError> {
             code = c;
         }
         if let Some(d) = o.data {
-            let _ = if o.stream.as_deref() == Some("stderr") {
-                err.write_all(d.as_bytes())
+            if o.stream.as_deref() == Some("stderr") {
+                let _ = err.write_all(d.as_bytes());
             } else {
-                out.write_all(d.as_bytes()).and_then(|_| out.flush())
-            };
+                crate::output::check_stdout(out.write_all(d.as_bytes()).and_then(|_| out.flush()));
+            }
         }
         true
     })
@@ -1038,9 +1043,9 @@ where
     let mut failures = 0;
     for n in names {
         match op(n.clone()).await {
-            Ok(()) => println!("{n}"),
+            Ok(()) => crate::output::item(n, serde_json::json!({"container": n})),
             Err(e) => {
-                eprintln!("Error: {e}");
+                crate::output::item_error(n, &e);
                 failures += 1;
             }
         }
@@ -1141,12 +1146,15 @@ pub async fn wait(client: &Client, names: &[String]) -> Result<(), CliError> {
         let w: WaitResponse = client
             .post(&format!("/v1/containers/{}/wait", encode_segment(n)), &())
             .await?;
-        println!("{}", w.exit_code);
+        crate::output::item(
+            &w.exit_code.to_string(),
+            serde_json::json!({"container": n, "exit_code": w.exit_code}),
+        );
     }
     Ok(())
 }
 
-pub async fn inspect(client: &Client, names: &[String]) -> Result<(), CliError> {
+pub async fn inspect(client: &Client, fmt: Format, names: &[String]) -> Result<(), CliError> {
     let mut out = Vec::new();
     let mut missing = Vec::new();
     for n in names {
@@ -1164,8 +1172,18 @@ pub async fn inspect(client: &Client, names: &[String]) -> Result<(), CliError> 
             Err(e) => return Err(e.into()),
         }
     }
+    match fmt {
+        // `inspect -f`: the template once per object, with Docker's field paths.
+        Format::Template { table, src } => {
+            let views: Vec<serde_json::Value> =
+                out.iter().map(crate::inspect_view::docker_view).collect();
+            let text =
+                crate::output::render_template(table, src, &serde_json::Value::Array(views))?;
+            crate::output::outln(&text);
+        }
+        _ => print(Format::Json, &out, String::new)?,
+    }
     // As `docker inspect`: what was found, then an error naming what was not.
-    print(Format::Json, &out, String::new)?;
     match missing.is_empty() {
         true => Ok(()),
         false => Err(crate::fail(format!(

@@ -56,7 +56,7 @@ async fn save_stream(client: &Client, path: &str, output: Option<PathBuf>) -> Re
                 ));
             }
             let mut out = crate::progress::Counted::new(
-                tokio::io::stdout(),
+                crate::output::Stdout::new(),
                 crate::progress::bar("Exporting", None),
             );
             let r = client.get_stream(path, &mut out).await;

@@ -34,7 +34,7 @@ pub enum ImageCommand {
         /// Remove every image no container uses, not only untagged ones.
         #[arg(short, long)]
         all: bool,
-        /// Do not ask for confirmation (prune never asks; accepted for Docker habits).
+        /// Do not ask for confirmation.
         #[arg(short, long)]
         force: bool,
     },
@@ -133,7 +133,15 @@ pub async fn run(client: &Client, fmt: Format, cmd: ImageCommand) -> Result<(), 
             Ok(())
         }
         ImageCommand::Rm(args) => remove(client, fmt, args).await,
-        ImageCommand::Prune { all, force: _ } => {
+        ImageCommand::Prune { all, force } => {
+            let warning = if all {
+                "This will remove all images without at least one container associated to them."
+            } else {
+                "This will remove all dangling images."
+            };
+            if !crate::output::confirm(force, warning) {
+                return Ok(());
+            }
             let r = client.prune_images(all).await?;
             print(fmt, &r, || {
                 let mut lines: Vec<String> =
@@ -202,7 +210,7 @@ pub async fn run(client: &Client, fmt: Format, cmd: ImageCommand) -> Result<(), 
                         return Err(fail("refusing to write an archive to a terminal; use -o FILE or redirect the output"));
                     }
                     let mut out = crate::progress::Counted::new(
-                        tokio::io::stdout(),
+                        crate::output::Stdout::new(),
                         crate::progress::bar("Saving", None),
                     );
                     let r = client.save_images(&images, format, &mut out).await;

@@ -3,42 +3,48 @@
 //! state of its own.
 
 mod build;
+mod completion;
 mod containers;
 mod containers_fs;
 pub mod daemon_config;
 mod images;
+mod inspect_view;
 mod login;
 mod networks;
-mod output;
+pub(crate) mod output;
 mod progress;
 mod registry;
 mod shortcuts;
 mod system;
+pub mod template;
 mod update;
 mod volumes;
 
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
 use pier_client::Client;
 
-pub use output::Format;
+pub use output::{die_of_sigpipe, Format};
 
 /// Pier: a private cloud in one binary.
 #[derive(Debug, Parser)]
 #[command(name = "pier", version, about, propagate_version = true)]
 pub struct Cli {
-    /// The daemon's socket.
+    /// The daemon's socket: a path or `unix:///path`. DOCKER_HOST is not read (it
+    /// names Docker's daemon, or Pier's Docker API socket for the docker CLI).
     #[arg(
         long,
         short = 'H',
         global = true,
         env = "PIER_HOST",
-        default_value = "/run/pier/pier.sock"
+        default_value = "/run/pier/pier.sock",
+        value_parser = parse_host
     )]
     pub host: PathBuf,
-    /// Output format.
-    #[arg(long, global = true, value_enum, default_value_t = Format::Table)]
+    /// Output format: `table`, `json` (errors too, on stderr), or a Go template with
+    /// Docker's field names: `{{.Names}}`, `{{json .}}`, `table {{.ID}}\t{{.Status}}`.
+    #[arg(long, global = true, default_value = "table", value_parser = output::parse_format)]
     pub format: Format,
     #[command(subcommand)]
     pub command: Command,
@@ -136,6 +142,9 @@ pub enum Command {
     Ps(containers::PsArgs),
     /// Show containers (or images) in detail.
     Inspect {
+        /// A Go template with Docker's field paths (`{{.State.Status}}`); same as --format.
+        #[arg(short = 'f', value_name = "FORMAT", value_parser = output::parse_format)]
+        template: Option<Format>,
         #[arg(required = true)]
         names: Vec<String>,
     },
@@ -216,6 +225,36 @@ pub enum Command {
     Search(system::SearchArgs),
     /// Change the resource limits or restart policy of containers.
     Update(update::UpdateArgs),
+    /// Print a shell completion script: `pier completion bash > /usr/share/bash-completion/completions/pier`.
+    Completion {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Write man pages (pier.1, pier-run.1, ...) into a directory.
+    Man { dir: PathBuf },
+}
+
+/// `--host`: a socket path, or `unix://` and one; other schemes are refused, since the
+/// daemon serves only its Unix socket.
+pub(crate) fn parse_host(s: &str) -> Result<PathBuf, String> {
+    if let Some(p) = s.strip_prefix("unix://") {
+        if p.is_empty() {
+            return Err("unix:// needs a socket path, e.g. unix:///run/pier/pier.sock".into());
+        }
+        return Ok(PathBuf::from(p));
+    }
+    if let Some((scheme, _)) = s.split_once("://") {
+        return Err(format!(
+            "{scheme}:// is not supported: the daemon serves its API only on a Unix socket (a \
+             remote TCP/TLS API does not exist yet; no issue brings it so far). Give the \
+             socket as a path or unix:///path, or run pier on the daemon's host (ssh -L \
+             /tmp/pier.sock:/run/pier/pier.sock HOST forwards the socket)"
+        ));
+    }
+    if s.is_empty() {
+        return Err("the socket path is empty".into());
+    }
+    Ok(PathBuf::from(s))
 }
 
 #[derive(Debug, Subcommand)]
@@ -225,7 +264,7 @@ pub enum ContainerCommand {
     Ls(containers::PsArgs),
     /// Remove every container that is not running.
     Prune {
-        /// Do not ask for confirmation (prune never asks; accepted for Docker habits).
+        /// Do not ask for confirmation.
         #[arg(short, long)]
         force: bool,
     },
@@ -320,14 +359,109 @@ pub fn fail(message: impl Into<String>) -> CliError {
     }
 }
 
+/// Docker's exit code for errors before a container started (`run`, `create`).
+pub const EXIT_ENGINE: i32 = 125;
+
+/// Parses the command line. A usage error exits as Docker's CLI does, 125 whatever the
+/// command (`docker ps --bogus` too); `--help` and `--version` exit 0.
+pub fn parse() -> Cli {
+    if std::env::args_os().len() == 1 {
+        // `pier` alone: its help, exit 0, as `docker` alone (whatever PIER_HOST says).
+        let help = Cli::command().render_help().to_string();
+        output::outln(help.trim_end());
+        std::process::exit(0);
+    }
+    match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            use clap::error::ErrorKind;
+            let code = match e.kind() {
+                ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => 0,
+                _ => EXIT_ENGINE,
+            };
+            if code != 0 && json_requested() {
+                // The first line of clap's message, as a JSON error like any other.
+                let text = e.render().to_string();
+                let first = text.lines().next().unwrap_or("invalid usage");
+                let message = first.strip_prefix("error: ").unwrap_or(first).to_string();
+                report_error(Format::Json, &CliError { code, message });
+            } else if let Err(w) = e.print() {
+                if output::is_broken_pipe(&w) {
+                    output::die_of_sigpipe();
+                }
+            }
+            std::process::exit(code)
+        }
+    }
+}
+
+/// Whether the raw arguments ask for `--format json` (for errors before they parse).
+fn json_requested() -> bool {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter().any(|a| a == "--format=json")
+        || args
+            .windows(2)
+            .any(|w| w[0] == "--format" && w[1] == "json")
+}
+
+/// Prints why a command failed on stderr: `Error: ...`, or with `--format json` one line
+/// `{"error": "...", "code": N}` (N the exit code). An empty message (a container's own
+/// exit code) prints nothing. Returns the exit code.
+pub fn report_error(fmt: Format, e: &CliError) -> i32 {
+    use std::io::Write;
+    if !e.message.is_empty() {
+        let line = match fmt {
+            Format::Json => serde_json::json!({"error": e.message, "code": e.code}).to_string(),
+            _ => format!("Error: {}", e.message),
+        };
+        let _ = writeln!(std::io::stderr(), "{line}");
+    }
+    e.code
+}
+
+/// The one place that decides a command's exit code: 0 on success; for `run` and
+/// `create`, 125 for every error before the container started (the CLI's checks, the
+/// daemon's refusals, a missing image, an unreachable daemon), 126/127 when its command
+/// could not be invoked or found, else the container's own code; 1 for other commands'
+/// errors (or the code the command chose, e.g. `exec`'s).
+pub(crate) fn exit_code(starts_container: bool, e: CliError) -> CliError {
+    let before_start = !e.message.is_empty() && !(125..=127).contains(&e.code);
+    if starts_container && before_start {
+        return CliError {
+            code: EXIT_ENGINE,
+            ..e
+        };
+    }
+    e
+}
+
 /// Runs a client command (everything but `daemon`).
 pub async fn run_client(cli: Cli) -> Result<(), CliError> {
+    output::set_format(cli.format);
+    output::set_id_header(match &cli.command {
+        Command::Images(_) | Command::Image(_) => "IMAGE ID",
+        Command::Network(_) => "NETWORK ID",
+        Command::Volume(_) => "VOLUME NAME",
+        _ => "CONTAINER ID",
+    });
+    let starts_container = matches!(cli.command, Command::Run(_) | Command::Create(_));
+    dispatch(cli)
+        .await
+        .map_err(|e| exit_code(starts_container, e))
+}
+
+async fn dispatch(cli: Cli) -> Result<(), CliError> {
     let client = Client::new(&cli.host);
     let fmt = cli.format;
     match cli.command {
         Command::Daemon(_) | Command::Openapi => unreachable!("handled by main"),
+        Command::Completion { shell } => completion::completion(shell, &mut Cli::command()),
+        Command::Man { dir } => completion::man(Cli::command(), &dir),
         Command::Image(cmd) => images::run(&client, fmt, cmd).await,
-        Command::Container(ContainerCommand::Prune { force: _ }) => {
+        Command::Container(ContainerCommand::Prune { force }) => {
+            if !output::confirm(force, "This will remove all stopped containers.") {
+                return Ok(());
+            }
             let deleted: Vec<String> = client.post("/v1/containers/prune", &()).await?;
             output::print(fmt, &deleted, || {
                 let mut lines = vec!["Deleted Containers:".to_string()];
@@ -371,7 +505,9 @@ pub async fn run_client(cli: Cli) -> Result<(), CliError> {
             containers: c,
         } => containers::rm(&client, &c, force, volumes).await,
         Command::Ps(a) => containers::ps(&client, fmt, a).await,
-        Command::Inspect { names } => containers::inspect(&client, &names).await,
+        Command::Inspect { template, names } => {
+            containers::inspect(&client, template.unwrap_or(fmt), &names).await
+        }
         Command::Logs(a) => containers::logs(&client, a).await,
         Command::Wait { containers: c } => containers::wait(&client, &c).await,
         Command::Pause { containers: c } => containers::pause(&client, &c, true).await,

@@ -35,7 +35,7 @@ pub enum NetworkCommand {
     },
     /// Remove every network no container uses.
     Prune {
-        /// Accepted for Docker habits; prune never asks.
+        /// Do not ask for confirmation.
         #[arg(short, long)]
         force: bool,
     },
@@ -162,7 +162,12 @@ pub async fn run(client: &Client, fmt: Format, cmd: NetworkCommand) -> Result<()
             }
             Ok(())
         }
-        NetworkCommand::Prune { force: _ } => {
+        NetworkCommand::Prune { force } => {
+            let warning =
+                "This will remove all custom networks not used by at least one container.";
+            if !crate::output::confirm(force, warning) {
+                return Ok(());
+            }
             let removed: Vec<String> = client.post("/v1/networks/prune", &()).await?;
             print(fmt, &removed, || removed.join("\n"))
         }
@@ -207,6 +212,10 @@ pub async fn port(client: &Client, container: &str) -> Result<(), CliError> {
     let c: ContainerInspect = client
         .get(&format!("/v1/containers/{}", encode_segment(container)))
         .await?;
+    let fmt = crate::output::format();
+    if fmt != Format::Table {
+        return print(fmt, &c.ports, String::new);
+    }
     for p in &c.ports {
         let ip = if p.host_ip.is_empty() {
             "0.0.0.0"

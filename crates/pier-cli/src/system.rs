@@ -353,9 +353,10 @@ pub async fn df(client: &Client, fmt: Format, verbose: bool) -> Result<(), CliEr
     })
 }
 
-/// Docker's warning before `system prune`, naming what the flags add.
+/// Docker's warning before `system prune`, naming what the flags add (for
+/// [`crate::output::confirm`], which adds "WARNING!" and the question).
 pub fn prune_warning(all: bool, volumes: bool) -> String {
-    let mut s = String::from("WARNING! This will remove:\n  - all stopped containers\n");
+    let mut s = String::from("This will remove:\n  - all stopped containers\n");
     s.push_str("  - all networks not used by at least one container\n");
     if volumes {
         s.push_str("  - all anonymous volumes not used by at least one container\n");
@@ -370,21 +371,7 @@ pub fn prune_warning(all: bool, volumes: bool) -> String {
     } else {
         "  - unused build cache\n"
     });
-    s.push_str("\nAre you sure you want to continue? [y/N] ");
     s
-}
-
-/// Asks `question` on standard error and reads the answer from standard input: only
-/// `y` or `yes` (any case) is a yes; end of input is a no.
-fn confirm(question: &str) -> Result<bool, CliError> {
-    eprint!("{question}");
-    let _ = std::io::stderr().flush();
-    let mut line = String::new();
-    std::io::stdin().read_line(&mut line)?;
-    Ok(matches!(
-        line.trim().to_ascii_lowercase().as_str(),
-        "y" | "yes"
-    ))
 }
 
 pub async fn prune(
@@ -394,7 +381,7 @@ pub async fn prune(
     volumes: bool,
     force: bool,
 ) -> Result<(), CliError> {
-    if !force && !confirm(&prune_warning(all, volumes))? {
+    if !crate::output::confirm(force, &prune_warning(all, volumes)) {
         return Ok(());
     }
     let r: SystemPruneReport = client
@@ -506,10 +493,21 @@ pub async fn events(client: &Client, fmt: Format, a: EventsArgs) -> Result<(), C
     } else {
         format!("/v1/events?{}", q.join("&"))
     };
+    let mut bad = None;
     client
         .get_ndjson::<Event>(&path, |e| {
             let line = match fmt {
                 Format::Json => serde_json::to_string(&e).expect("json"),
+                Format::Template { src, .. } => {
+                    let v = serde_json::to_value(&e).expect("json");
+                    match crate::output::render_template(false, src, &v) {
+                        Ok(l) => l,
+                        Err(err) => {
+                            bad = Some(err);
+                            return false;
+                        }
+                    }
+                }
                 Format::Table => {
                     let attrs: Vec<String> = e
                         .attributes
@@ -526,11 +524,11 @@ pub async fn events(client: &Client, fmt: Format, a: EventsArgs) -> Result<(), C
                     )
                 }
             };
-            println!("{line}");
-            std::io::stdout().flush().is_ok()
+            crate::output::outln(&line);
+            true
         })
         .await?;
-    Ok(())
+    bad.map_or(Ok(()), Err)
 }
 
 /// `pier search TERM`: the built-in registry's repositories whose name holds TERM.
@@ -621,7 +619,7 @@ mod tests {
     fn prune_warning_is_dockers() {
         assert_eq!(
             prune_warning(false, false),
-            "WARNING! This will remove:\n  - all stopped containers\n  - all networks not used by at least one container\n  - all dangling images\n  - unused build cache\n\nAre you sure you want to continue? [y/N] "
+            "This will remove:\n  - all stopped containers\n  - all networks not used by at least one container\n  - all dangling images\n  - unused build cache\n"
         );
         assert!(prune_warning(true, true).contains(
             "  - all anonymous volumes not used by at least one container\n  - all images without at least one container associated to them\n"

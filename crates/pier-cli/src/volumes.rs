@@ -53,6 +53,7 @@ pub enum VolumeCommand {
     Prune {
         #[arg(short, long)]
         all: bool,
+        /// Do not ask for confirmation.
         #[arg(short, long)]
         force: bool,
     },
@@ -159,7 +160,15 @@ pub async fn run(client: &Client, fmt: Format, cmd: VolumeCommand) -> Result<(),
             }
             Ok(())
         }
-        VolumeCommand::Prune { all, force: _ } => {
+        VolumeCommand::Prune { all, force } => {
+            let warning = if all {
+                "This will remove all local volumes not used by at least one container."
+            } else {
+                "This will remove anonymous local volumes not used by at least one container."
+            };
+            if !crate::output::confirm(force, warning) {
+                return Ok(());
+            }
             let removed: Vec<String> = client
                 .post(&format!("/v1/volumes/prune?all={all}"), &())
                 .await?;

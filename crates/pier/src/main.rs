@@ -2,7 +2,6 @@
 //! (`__monitor`, `__monitor-zygote`, `__exec`). Dispatch happens before any tokio runtime exists, so a helper
 //! that must be single-threaded never inherits threads.
 
-use clap::Parser;
 use pier_cli::{Cli, Command};
 
 fn main() {
@@ -23,7 +22,22 @@ fn main() {
         }
         _ => {}
     }
-    let cli = Cli::parse();
+    // `println!` panics on a closed stdout; any such write left ends the process as a
+    // Unix tool ends on SIGPIPE instead of printing a panic (`pier ... | head`).
+    let default_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let msg = info
+            .payload()
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| info.payload().downcast_ref::<&str>().copied())
+            .unwrap_or("");
+        if msg.starts_with("failed printing to stdout") && msg.contains("Broken pipe") {
+            pier_cli::die_of_sigpipe();
+        }
+        default_hook(info)
+    }));
+    let cli = pier_cli::parse();
     let code = match cli.command {
         Command::Openapi => {
             print!("{}", pier_daemon::api::openapi_json());
@@ -35,14 +49,10 @@ fn main() {
                 .enable_all()
                 .build()
                 .expect("tokio runtime");
+            let fmt = cli.format;
             let code = match rt.block_on(pier_cli::run_client(cli)) {
                 Ok(()) => 0,
-                Err(e) => {
-                    if !e.message.is_empty() {
-                        eprintln!("Error: {}", e.message);
-                    }
-                    e.code
-                }
+                Err(e) => pier_cli::report_error(fmt, &e),
             };
             // Exit before the runtime drops: a thread blocked reading stdin (attach)
             // would hold the drop forever.

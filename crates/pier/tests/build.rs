@@ -934,7 +934,7 @@ fn bad_input_is_refused_and_leaves_nothing() {
     let (ok, _, err) = build(&d, &ctx, &[]);
     assert!(!ok && err.contains("cannot locate the Dockerfile"), "{err}");
     // What the steps that succeeded made is only cache, which prune reclaims.
-    d.ok(&["image", "prune"]);
+    d.ok(&["image", "prune", "-f"]);
     assert_eq!(d.ok(&["images", "-aq"]), images_before);
     assert_nothing_left(&d);
 }

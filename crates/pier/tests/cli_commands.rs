@@ -397,11 +397,12 @@ fn system_df_and_prune_remove_what_they_should_and_nothing_else() {
     let out = d.with_input(&["system", "prune"], b"n\n");
     let (code, stdout, stderr) = text(&out);
     assert_eq!(code, 0, "{stderr}");
+    // On standard output, as Docker prints it.
     assert_eq!(
-        stderr,
+        stdout,
         "WARNING! This will remove:\n  - all stopped containers\n  - all networks not used by at least one container\n  - all dangling images\n  - unused build cache\n\nAre you sure you want to continue? [y/N] "
     );
-    assert!(stdout.is_empty(), "{stdout}");
+    assert!(stderr.is_empty(), "{stderr}");
     assert!(d.ok(&["ps", "-a"]).contains("stopped"));
 
     let out = d.ok(&["system", "prune", "-f", "--volumes"]);

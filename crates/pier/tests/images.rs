@@ -130,11 +130,11 @@ fn from_host_import_and_image_commands() {
     // prune: an untagged image goes; a tagged one stays unless -a.
     d.ok(&["image", "import", &path]);
     assert_eq!(ids(&d).len(), 2);
-    let pruned = d.json(&["image", "prune"]);
+    let pruned = d.json(&["image", "prune", "-f"]);
     assert_eq!(pruned["deleted"].as_array().unwrap().len(), 1);
     assert!(pruned["reclaimed_bytes"].as_u64().unwrap() > 0);
     assert_eq!(ids(&d), vec![base_id.clone()]);
-    d.json(&["image", "prune", "-a"]);
+    d.json(&["image", "prune", "-a", "-f"]);
     assert!(ids(&d).is_empty());
     assert!(
         d.image_files()
@@ -172,7 +172,7 @@ fn an_image_in_use_stays_until_its_container_is_removed() {
             )) && err.contains("--force"),
             "{err}"
         );
-        assert!(d.json(&["image", "prune", "-a"])["deleted"]
+        assert!(d.json(&["image", "prune", "-a", "-f"])["deleted"]
             .as_array()
             .unwrap()
             .is_empty());

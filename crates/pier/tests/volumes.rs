@@ -338,12 +338,12 @@ fn anonymous_volumes_copy_up_and_go_with_rm_v() {
     ok_run(&d, &["withvol:1", "true"]);
     assert_eq!(d.ok(&["volume", "ls", "-q"]).lines().count(), before);
     // prune: anonymous only, then all.
-    let pruned = d.ok(&["volume", "prune"]);
+    let pruned = d.ok(&["volume", "prune", "-f"]);
     assert!(
         pruned.contains(&anon2) && !pruned.contains("given"),
         "{pruned}"
     );
-    d.ok(&["volume", "prune", "--all"]);
+    d.ok(&["volume", "prune", "--all", "-f"]);
     assert!(d.ok(&["volume", "ls", "-q"]).trim().is_empty());
 }
 

@@ -445,7 +445,7 @@ impl Drop for Daemon {
                 self.pier(&["rm", "-f", "-v", id]);
             }
             // Volumes outlive containers by design: remove them too.
-            self.pier(&["volume", "prune", "--all"]);
+            self.pier(&["volume", "prune", "--all", "--force"]);
             if !panicking {
                 let left: Vec<_> = fs::read_dir(self.root.join("containers"))
                     .map(|d| d.flatten().map(|e| e.file_name()).collect())
