@@ -194,19 +194,19 @@ pub struct CreateArgs {
     /// Mount the volumes and bind mounts of another container: NAME[:ro|:rw].
     #[arg(long)]
     volumes_from: Vec<String>,
-    /// Not supported yet: a host device in the container.
+    /// A host device in the container: HOST_PATH[:CONTAINER_PATH][:rwm].
     #[arg(long)]
     device: Vec<String>,
-    /// Not supported yet: a namespaced kernel parameter.
+    /// A namespaced kernel parameter: net.*, fs.mqueue.*, kernel.shm*/msg*/sem (KEY=VALUE).
     #[arg(long)]
     sysctl: Vec<String>,
-    /// PID namespace: private (the default).
+    /// PID namespace: private (the default) or host.
     #[arg(long)]
     pid: Option<String>,
-    /// IPC namespace: private or shareable (the default).
+    /// IPC namespace: private, shareable (the default) or host.
     #[arg(long)]
     ipc: Option<String>,
-    /// Not supported yet: another group for the container's user.
+    /// Another group of the container's processes (a name of the image's or a number).
     #[arg(long)]
     group_add: Vec<String>,
     /// Image to run.
@@ -335,7 +335,6 @@ pub(crate) fn key_values(v: &[String], flag: &str) -> Result<BTreeMap<String, St
 }
 
 fn create_request(a: CreateArgs, auto_remove: bool) -> Result<ContainerCreate, CliError> {
-    refuse_unimplemented(&a)?;
     let env = read_env(&a.env_file, a.env)?;
     let security_opt = security_opts(a.security_opt)?;
     let labels: BTreeMap<String, String> = a
@@ -432,45 +431,20 @@ fn create_request(a: CreateArgs, auto_remove: bool) -> Result<ContainerCreate, C
         stop_signal: a.stop_signal,
         stop_timeout: a.stop_timeout,
         expose: a.expose,
+        group_add: a.group_add,
+        sysctls: key_values(&a.sysctl, "--sysctl").map_err(|e| refused(e.message))?,
+        devices: a
+            .device
+            .iter()
+            .map(|d| pier_api::containers::DeviceMapping::parse(d))
+            .collect::<Result<_, _>>()
+            .map_err(refused)?,
+        pid_mode: a.pid,
+        ipc_mode: a.ipc,
         restart_policy: parse_restart(&a.restart)?,
         log_opts: log_opts_of(&a.log_opt)?,
         labels,
     })
-}
-
-/// The flags Docker has that Pier's engine does not do yet: refused, saying what to use.
-fn refuse_unimplemented(a: &CreateArgs) -> Result<(), CliError> {
-    use crate::run_opts::refused;
-    if !a.device.is_empty() {
-        return Err(refused(
-            "--device is not supported by pier yet: pier makes no device rule for one device; run with --privileged and -v /dev/NAME:/dev/NAME to reach a host device",
-        ));
-    }
-    if !a.sysctl.is_empty() {
-        return Err(refused(
-            "--sysctl is not supported by pier yet: /proc/sys is read-only in a container; with --privileged the container's command can write /proc/sys itself",
-        ));
-    }
-    if !a.group_add.is_empty() {
-        return Err(refused(
-            "--group-add is not supported by pier yet: give the group with --user USER:GROUP, or add the user to the group in the image's /etc/group",
-        ));
-    }
-    if let Some(p) = a.pid.as_deref().filter(|p| *p != "private") {
-        return Err(refused(format!(
-            "--pid {p} is not supported by pier yet: every container has a PID namespace of its own; `pier top` lists a container's processes and `pier exec` runs one beside them"
-        )));
-    }
-    if let Some(i) = a
-        .ipc
-        .as_deref()
-        .filter(|i| !matches!(*i, "private" | "shareable"))
-    {
-        return Err(refused(format!(
-            "--ipc {i} is not supported by pier yet: every container has an IPC namespace of its own (private); share memory between containers through a volume"
-        )));
-    }
-    Ok(())
 }
 
 /// `--env-file` lines, then `--env`; a bare `NAME` takes the value of ours, or is

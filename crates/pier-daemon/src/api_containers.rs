@@ -98,6 +98,7 @@ pub fn routes() -> Router<Arc<Engine>> {
         ExecOutput,
         ContainerCreate,
         pier_api::containers::Healthcheck,
+        pier_api::containers::DeviceMapping,
         pier_api::containers::Health,
         pier_api::containers::HealthStatus,
         pier_api::containers::HealthResult,
