@@ -573,7 +573,9 @@ async fn create_container(
         }
         (Ok(c), None) => Ok((req, c)),
         (Err(e), f) => {
-            f.map(crate::run_opts::CidFile::discard);
+            if let Some(f) = f {
+                f.discard();
+            }
             Err(e)
         }
     }

@@ -459,9 +459,9 @@ fn sysctl_device_group_pid_and_ipc_flags_take_effect() {
         "1\n600\n123456789\n"
     );
     // The host's are untouched.
-    assert_eq!(
-        std::fs::read_to_string("/proc/sys/kernel/shmmax").unwrap() == "123456789\n",
-        false
+    assert_ne!(
+        std::fs::read_to_string("/proc/sys/kernel/shmmax").unwrap(),
+        "123456789\n"
     );
     let before = d.ok(&["ps", "-aq"]);
     for (args, says) in [
@@ -548,12 +548,7 @@ fn sysctl_device_group_pid_and_ipc_flags_take_effect() {
         ]),
         "rw\nr\n"
     );
-    let i = inspect(
-        &d,
-        &d.ok(&["create", "--device", "/dev/zero", "bb"])
-            .trim()
-            .to_string(),
-    );
+    let i = inspect(&d, d.ok(&["create", "--device", "/dev/zero", "bb"]).trim());
     assert_eq!(i["config"]["devices"][0]["path_on_host"], "/dev/zero");
     d.ok(&["rm", i["id"].as_str().unwrap()]);
 
