@@ -53,7 +53,8 @@ fn is_image_id(reference: &str) -> bool {
 }
 
 /// Makes sure `reference` is here as `policy` says: pulls it (progress on stderr) when
-/// it is missing or always, refuses a missing one with `never`.
+/// it is missing or always, refuses a missing one with `never`. A failed pull of a
+/// missing image is told on stderr, and the caller's request fails on its own.
 pub async fn ensure_image(
     client: &Client,
     reference: &str,
@@ -80,10 +81,16 @@ pub async fn ensure_image(
         PullPolicy::Missing => eprintln!("Unable to find image '{name}' locally"),
         PullPolicy::Always => {}
     }
-    crate::registry::pull_for_run(client, &name)
-        .await
-        .map_err(|e| refused(e.message))?;
-    Ok(())
+    match crate::registry::pull_for_run(client, &name).await {
+        Ok(()) => Ok(()),
+        Err(e) if policy == PullPolicy::Always => Err(refused(e.message)),
+        // Missing: what could not be pulled is said, and the request goes on to fail
+        // with its own words (no such image, a build's missing base).
+        Err(e) => {
+            eprintln!("cannot pull {name}: {}", e.message);
+            Ok(())
+        }
+    }
 }
 
 /// Go's duration syntax, as Docker's flags take it: `30s`, `1m30s`, `500ms`, `1.5h`, `0`.

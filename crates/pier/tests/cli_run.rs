@@ -113,12 +113,40 @@ fn run_create_and_build_pull_as_the_pull_policy_says() {
     assert!(err.contains("Unable to find image"), "{err}");
     d.ok(&["rm", out.trim()]);
 
-    // A registry that is not there: the pull's error, 125.
+    // A registry that is not there: the pull's error, then the run's, 125.
     let (code, _, err) = run(&d, &["run", "--rm", "127.0.0.1:1/none/x:1", "true"]);
     assert_eq!(code, 125, "{err}");
     assert!(
-        err.contains("Unable to find image '127.0.0.1:1/none/x:1' locally"),
+        err.starts_with("Unable to find image '127.0.0.1:1/none/x:1' locally\ncannot pull 127.0.0.1:1/none/x:1: "),
         "{err}"
+    );
+    assert!(err.contains("no such image"), "{err}");
+    // --pull always fails with the pull.
+    let (code, _, err) = run(
+        &d,
+        &[
+            "run",
+            "--rm",
+            "--pull",
+            "always",
+            "127.0.0.1:1/none/x:1",
+            "true",
+        ],
+    );
+    assert_eq!(code, 125, "{err}");
+    assert!(!err.contains("no such image"), "{err}");
+    // Docker Hub, out of reach here: quick to fail, and said.
+    let started = Instant::now();
+    let (code, _, err) = run(&d, &["run", "--rm", "nosuchimage", "true"]);
+    assert_eq!(code, 125, "{err}");
+    assert!(
+        err.contains("Unable to find image 'nosuchimage:latest' locally"),
+        "{err}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "{:?}",
+        started.elapsed()
     );
 
     // build pulls its FROM images (but not its stages or scratch).
