@@ -381,6 +381,63 @@ mod tests {
     }
 
     #[test]
+    fn host_namespaces_sysctls_and_devices() {
+        let base = SpecInput {
+            args: vec!["/bin/sh".into()],
+            cwd: "/".into(),
+            rootfs: "/x/rootfs".into(),
+            ..Default::default()
+        };
+        let types = |spec: &oci_spec::runtime::Spec| -> Vec<String> {
+            let l = spec.linux().as_ref().unwrap();
+            l.namespaces()
+                .as_ref()
+                .unwrap()
+                .iter()
+                .map(|n| format!("{:?}", n.typ()))
+                .collect()
+        };
+        let private = build(&base).unwrap();
+        assert!(types(&private).contains(&"Pid".to_string()));
+        assert!(types(&private).contains(&"Ipc".to_string()));
+        let mut sysctls = std::collections::BTreeMap::new();
+        sysctls.insert("net.ipv4.ip_forward".to_string(), "1".to_string());
+        let host = build(&SpecInput {
+            host_pid: true,
+            host_ipc: true,
+            sysctls,
+            devices: vec![DeviceNode {
+                path: "/dev/xnull".into(),
+                kind: 'c',
+                major: 1,
+                minor: 3,
+                mode: 0o666,
+                uid: 0,
+                gid: 0,
+                access: "rw".into(),
+            }],
+            ..base
+        })
+        .unwrap();
+        assert!(!types(&host).contains(&"Pid".to_string()));
+        assert!(!types(&host).contains(&"Ipc".to_string()));
+        let linux = host.linux().as_ref().unwrap();
+        assert_eq!(linux.sysctl().as_ref().unwrap()["net.ipv4.ip_forward"], "1");
+        let dev = &linux.devices().as_ref().unwrap()[0];
+        assert_eq!((dev.major(), dev.minor()), (1, 3));
+        let rules = linux
+            .resources()
+            .as_ref()
+            .unwrap()
+            .devices()
+            .as_ref()
+            .unwrap();
+        let last = rules.last().unwrap();
+        assert!(last.allow());
+        assert_eq!(last.access().as_deref(), Some("rw"));
+    }
+
+    #[test]
     fn builds_a_docker_like_spec() {
         let input = SpecInput {
             args: vec!["/bin/sh".into()],
