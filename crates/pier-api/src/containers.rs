@@ -198,11 +198,67 @@ pub struct ContainerCreate {
     pub stop_timeout: Option<u64>,
     /// More ports the container listens on (`--expose 80/tcp`), published by `publish_all`.
     pub expose: Vec<String>,
+    /// `--group-add`: more groups of the container's processes, by number or by a name
+    /// of the image's `/etc/group`.
+    pub group_add: Vec<String>,
+    /// `--sysctl KEY=VALUE`: namespaced kernel parameters (`net.*`, the IPC ones of
+    /// `kernel.*`, `fs.mqueue.*`) set in the container.
+    pub sysctls: BTreeMap<String, String>,
+    /// `--device`: host devices made in the container's `/dev` and allowed to it.
+    pub devices: Vec<DeviceMapping>,
+    /// `--pid`: `private` (the default: a PID namespace of its own) or `host`.
+    pub pid_mode: Option<String>,
+    /// `--ipc`: `private` or `shareable` (the default: an IPC namespace of its own), or
+    /// `host`.
+    pub ipc_mode: Option<String>,
     pub restart_policy: RestartPolicy,
     pub labels: BTreeMap<String, String>,
     /// Log options as Docker's json-file driver takes them: `max-size` (bytes, default
     /// 10 MiB) and `max-file` (files kept, rotated ones included, default 3).
     pub log_opts: BTreeMap<String, String>,
+}
+
+/// A host device given to a container (`--device /dev/x[:/dev/y[:rwm]]`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct DeviceMapping {
+    /// The device node on the host.
+    pub path_on_host: String,
+    /// Where it appears in the container (the host's path when empty).
+    pub path_in_container: String,
+    /// What the container may do with it: `r`, `w` and `m` (mknod); `rwm` when empty.
+    pub permissions: String,
+}
+
+impl DeviceMapping {
+    /// Docker's `--device` syntax: `HOST[:CONTAINER][:PERMISSIONS]`.
+    pub fn parse(s: &str) -> Result<DeviceMapping, String> {
+        let perms = |p: &str| !p.is_empty() && p.chars().all(|c| matches!(c, 'r' | 'w' | 'm'));
+        let parts: Vec<&str> = s.split(':').collect();
+        let (host, container, permissions) = match parts[..] {
+            [h] => (h, h, "rwm"),
+            [h, p] if perms(p) => (h, h, p),
+            [h, c] => (h, c, "rwm"),
+            [h, c, p] if perms(p) => (h, c, p),
+            _ => {
+                return Err(format!(
+                    "invalid --device {s:?}: use HOST_PATH[:CONTAINER_PATH][:PERMISSIONS], permissions of r, w and m"
+                ))
+            }
+        };
+        for p in [host, container] {
+            if !p.starts_with('/') {
+                return Err(format!(
+                    "invalid --device {s:?}: {p:?} is not an absolute path"
+                ));
+            }
+        }
+        Ok(DeviceMapping {
+            path_on_host: host.to_string(),
+            path_in_container: container.to_string(),
+            permissions: permissions.to_string(),
+        })
+    }
 }
 
 /// A container's health check, as Docker's `HEALTHCHECK` (durations in nanoseconds; 0

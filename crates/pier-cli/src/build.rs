@@ -40,6 +40,9 @@ pub struct BuildArgs {
     /// Print only the image ID.
     #[arg(short, long)]
     quiet: bool,
+    /// Pull the FROM images: missing (the default), always (`--pull` alone), never.
+    #[arg(long, value_enum, default_value = "missing", num_args = 0..=1, default_missing_value = "always")]
+    pull: crate::run_opts::PullPolicy,
     /// The build context: a directory.
     context: PathBuf,
 }
@@ -92,10 +95,11 @@ fn add_tree(
 }
 
 /// Tars the context into a temporary file; returns it and the Dockerfile's name in it.
+/// The context as a tar, the Dockerfile's name in it, and the Dockerfile's text.
 fn write_context(
     ctx: &Path,
     dockerfile: Option<String>,
-) -> Result<(tempfile::NamedTempFile, String), CliError> {
+) -> Result<(tempfile::NamedTempFile, String, Vec<u8>), CliError> {
     let (name, outside) = match dockerfile.as_deref() {
         None => ("Dockerfile".to_string(), None),
         Some("-") => {
@@ -131,6 +135,10 @@ fn write_context(
         skip.push(".dockerignore".to_string());
     }
     add_tree(&mut tar, ctx, "", &rules, &keep, &skip)?;
+    let text = match &outside {
+        Some(t) => t.clone(),
+        None => fs::read(ctx.join(&name)).unwrap_or_default(),
+    };
     if let Some(text) = outside {
         let mut add = |path: &str, data: &[u8]| -> std::io::Result<()> {
             let mut h = tar::Header::new_gnu();
@@ -148,7 +156,72 @@ fn write_context(
         )?;
     }
     tar.into_inner()?.flush()?;
-    Ok((file, name))
+    Ok((file, name, text))
+}
+
+/// `--build-arg`s as a map (`KEY` alone from the environment).
+fn build_arg_values(flags: &[String]) -> std::collections::BTreeMap<String, String> {
+    flags
+        .iter()
+        .filter_map(|b| match b.split_once('=') {
+            Some((k, v)) => Some((k.to_string(), v.to_string())),
+            None => std::env::var(b).ok().map(|v| (b.clone(), v)),
+        })
+        .collect()
+}
+
+/// The images a Dockerfile's FROM lines name, `ARG`s before the first FROM (and the
+/// build args) substituted; stages, `scratch` and what stays unresolved are left out.
+fn base_images(text: &str, build_args: &std::collections::BTreeMap<String, String>) -> Vec<String> {
+    let mut args = std::collections::BTreeMap::new();
+    let mut stages: Vec<String> = Vec::new();
+    let mut images: Vec<String> = Vec::new();
+    let mut seen_from = false;
+    let joined = text.replace("\\\r\n", " ").replace("\\\n", " ");
+    for line in joined.lines().map(str::trim) {
+        let mut words = line.split_whitespace();
+        let Some(keyword) = words.next() else {
+            continue;
+        };
+        if keyword.eq_ignore_ascii_case("ARG") && !seen_from {
+            for w in words {
+                let (k, v) = w.split_once('=').unwrap_or((w, ""));
+                let v = build_args
+                    .get(k)
+                    .cloned()
+                    .unwrap_or_else(|| v.trim_matches('"').to_string());
+                args.insert(k.to_string(), v);
+            }
+            continue;
+        }
+        if !keyword.eq_ignore_ascii_case("FROM") {
+            continue;
+        }
+        seen_from = true;
+        let rest: Vec<&str> = words.filter(|w| !w.starts_with("--")).collect();
+        let Some(image) = rest.first() else {
+            continue;
+        };
+        let mut image = image.to_string();
+        for (k, v) in &args {
+            image = image
+                .replace(&format!("${{{k}}}"), v)
+                .replace(&format!("${k}"), v);
+        }
+        let skip = image.contains('$')
+            || image.eq_ignore_ascii_case("scratch")
+            || stages.contains(&image.to_ascii_lowercase())
+            || images.contains(&image);
+        if let [_, as_kw, stage] = rest[..] {
+            if as_kw.eq_ignore_ascii_case("AS") {
+                stages.push(stage.to_ascii_lowercase());
+            }
+        }
+        if !skip {
+            images.push(image);
+        }
+    }
+    images
 }
 
 pub async fn build(client: &Client, a: BuildArgs) -> Result<(), CliError> {
@@ -189,9 +262,17 @@ pub async fn build(client: &Client, a: BuildArgs) -> Result<(), CliError> {
     }
     let ctx = a.context.clone();
     let file = a.file.clone();
-    let (tmp, name) = tokio::task::spawn_blocking(move || write_context(&ctx, file))
+    let (tmp, name, text) = tokio::task::spawn_blocking(move || write_context(&ctx, file))
         .await
         .map_err(|e| fail(e.to_string()))??;
+    if a.pull != crate::run_opts::PullPolicy::Never {
+        let args = build_arg_values(&a.build_args);
+        for image in base_images(&String::from_utf8_lossy(&text), &args) {
+            crate::run_opts::ensure_image(client, &image, a.pull)
+                .await
+                .map_err(|e| fail(e.message))?;
+        }
+    }
     if name != "Dockerfile" {
         query.push(format!("dockerfile={}", encode_segment(&name)));
     }
@@ -239,5 +320,23 @@ pub async fn build(client: &Client, a: BuildArgs) -> Result<(), CliError> {
         None => Err(fail(
             "the build stream ended without an image; see the daemon's log",
         )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base_images_are_the_from_lines_but_stages_and_scratch() {
+        let text = "ARG BASE=busybox\nARG TAG\nFROM --platform=linux/amd64 ${BASE}:1 AS one\n\
+                    RUN true\nFROM one\nFROM scratch\nfrom \\\n  localhost:5000/x:2 as two\n\
+                    FROM $TAG\nFROM $UNSET/y\n";
+        let mut args = std::collections::BTreeMap::new();
+        args.insert("TAG".to_string(), "alpine:3".to_string());
+        assert_eq!(
+            base_images(text, &args),
+            vec!["busybox:1", "localhost:5000/x:2", "alpine:3"]
+        );
     }
 }

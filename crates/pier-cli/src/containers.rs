@@ -155,6 +155,60 @@ pub struct CreateArgs {
     /// Give the container a terminal.
     #[arg(short, long)]
     tty: bool,
+    /// Pull the image: missing (when it is not here), always, never.
+    #[arg(long, value_enum, default_value = "missing")]
+    pull: crate::run_opts::PullPolicy,
+    /// The platform of the image: only this host's (e.g. linux/amd64).
+    #[arg(long)]
+    platform: Option<String>,
+    /// Write the container's ID to this file (which must not exist).
+    #[arg(long)]
+    cidfile: Option<String>,
+    /// A command, run through /bin/sh in the container, that tells its health.
+    #[arg(long)]
+    health_cmd: Option<String>,
+    /// Time between two health checks (e.g. 30s, 1m30s).
+    #[arg(long)]
+    health_interval: Option<String>,
+    /// Failures in a row that make the container unhealthy.
+    #[arg(long)]
+    health_retries: Option<u32>,
+    /// A health check running longer fails (e.g. 30s).
+    #[arg(long)]
+    health_timeout: Option<String>,
+    /// Failures in this time after the start do not count (e.g. 5s).
+    #[arg(long)]
+    health_start_period: Option<String>,
+    /// Turn off the image's health check.
+    #[arg(long)]
+    no_healthcheck: bool,
+    /// The signal `stop` sends first (default: the image's, or SIGTERM).
+    #[arg(long)]
+    stop_signal: Option<String>,
+    /// Seconds `stop` waits before it kills (default 10).
+    #[arg(long)]
+    stop_timeout: Option<u64>,
+    /// A port (or range) the container listens on, published by -P: 80, 80/udp, 8000-8010.
+    #[arg(long)]
+    expose: Vec<String>,
+    /// Mount the volumes and bind mounts of another container: NAME[:ro|:rw].
+    #[arg(long)]
+    volumes_from: Vec<String>,
+    /// A host device in the container: HOST_PATH[:CONTAINER_PATH][:rwm].
+    #[arg(long)]
+    device: Vec<String>,
+    /// A namespaced kernel parameter: net.*, fs.mqueue.*, kernel.shm*/msg*/sem (KEY=VALUE).
+    #[arg(long)]
+    sysctl: Vec<String>,
+    /// PID namespace: private (the default) or host.
+    #[arg(long)]
+    pid: Option<String>,
+    /// IPC namespace: private, shareable (the default) or host.
+    #[arg(long)]
+    ipc: Option<String>,
+    /// Another group of the container's processes (a name of the image's or a number).
+    #[arg(long)]
+    group_add: Vec<String>,
     /// Image to run.
     image: String,
     /// Command and arguments.
@@ -170,6 +224,12 @@ pub struct RunArgs {
     /// Remove the container when it exits.
     #[arg(long)]
     rm: bool,
+    /// Pass the signals this client receives on to the container (without a terminal).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    sig_proxy: bool,
+    /// The keys that detach from the container, leaving it running (ctrl-p,ctrl-q).
+    #[arg(long)]
+    detach_keys: Option<String>,
     #[command(flatten)]
     create: CreateArgs,
 }
@@ -285,6 +345,18 @@ fn create_request(a: CreateArgs, auto_remove: bool) -> Result<ContainerCreate, C
             None => (l.clone(), String::new()),
         })
         .collect();
+    if let Some(p) = &a.platform {
+        crate::run_opts::check_platform(p)?;
+    }
+    let healthcheck = crate::run_opts::HealthFlags {
+        cmd: a.health_cmd.clone(),
+        interval: a.health_interval.clone(),
+        timeout: a.health_timeout.clone(),
+        start_period: a.health_start_period.clone(),
+        retries: a.health_retries,
+        none: a.no_healthcheck,
+    }
+    .to_healthcheck()?;
     if a.restart != "no" && auto_remove {
         return Err(fail(
             "--restart and --rm conflict: a container removed on exit cannot be restarted",
@@ -355,11 +427,20 @@ fn create_request(a: CreateArgs, auto_remove: bool) -> Result<ContainerCreate, C
         tty: a.tty,
         interactive: a.interactive,
         attach: false,
-        // Set through the Docker API (`docker run --health-cmd ...`) for now.
-        healthcheck: None,
-        stop_signal: None,
-        stop_timeout: None,
-        expose: Vec::new(),
+        healthcheck,
+        stop_signal: a.stop_signal,
+        stop_timeout: a.stop_timeout,
+        expose: a.expose,
+        group_add: a.group_add,
+        sysctls: key_values(&a.sysctl, "--sysctl").map_err(|e| refused(e.message))?,
+        devices: a
+            .device
+            .iter()
+            .map(|d| pier_api::containers::DeviceMapping::parse(d))
+            .collect::<Result<_, _>>()
+            .map_err(refused)?,
+        pid_mode: a.pid,
+        ipc_mode: a.ipc,
         restart_policy: parse_restart(&a.restart)?,
         log_opts: log_opts_of(&a.log_opt)?,
         labels,
@@ -460,25 +541,60 @@ fn engine_error(e: ClientError) -> CliError {
     }
 }
 
+/// Creates the container as `create` and `run` do: `--volumes-from` read, the image
+/// pulled as `--pull` says, the ID written to `--cidfile`.
+async fn create_container(
+    client: &Client,
+    a: CreateArgs,
+    auto_remove: bool,
+    attach: bool,
+) -> Result<(ContainerCreate, Created), CliError> {
+    let (pull, cidfile, volumes_from) = (a.pull, a.cidfile.clone(), a.volumes_from.clone());
+    let mut req = create_request(a, auto_remove)?;
+    req.attach = attach && req.tty;
+    let inherited = crate::run_opts::volumes_from(client, &volumes_from, &req.mounts).await?;
+    req.mounts.extend(inherited);
+    let cid = cidfile
+        .as_deref()
+        .map(crate::run_opts::CidFile::create)
+        .transpose()?;
+    let made = async {
+        crate::run_opts::ensure_image(client, &req.image, pull).await?;
+        client
+            .post::<_, Created>("/v1/containers", &req)
+            .await
+            .map_err(engine_error)
+    }
+    .await;
+    match (made, cid) {
+        (Ok(c), Some(f)) => {
+            f.write(&c.id)?;
+            Ok((req, c))
+        }
+        (Ok(c), None) => Ok((req, c)),
+        (Err(e), f) => {
+            if let Some(f) = f {
+                f.discard();
+            }
+            Err(e)
+        }
+    }
+}
+
 pub async fn create(client: &Client, fmt: Format, a: CreateArgs) -> Result<(), CliError> {
-    let req = create_request(a, false)?;
-    let c: Created = client
-        .post("/v1/containers", &req)
-        .await
-        .map_err(engine_error)?;
+    let (_, c) = create_container(client, a, false, false).await?;
     print(fmt, &c, || c.id.to_string())
 }
 
 pub async fn run(client: &Client, fmt: Format, a: RunArgs) -> Result<(), CliError> {
-    let mut req = create_request(a.create, a.rm)?;
+    let detach_keys = match &a.detach_keys {
+        Some(k) => crate::run_opts::parse_detach_keys(k)?,
+        None => crate::run_opts::DEFAULT_DETACH_KEYS.to_vec(),
+    };
     // A terminal's output reaches this client through its attach, which comes after the
     // start: the engine keeps the output for it should the container be quicker.
-    req.attach = req.tty && !a.detach;
+    let (req, c) = create_container(client, a.create, a.rm, !a.detach).await?;
     let (req_tty, req_interactive) = (req.tty, req.interactive);
-    let c: Created = client
-        .post("/v1/containers", &req)
-        .await
-        .map_err(engine_error)?;
     let path = format!("/v1/containers/{}", c.id);
     // With --rm, the command returns once the container is gone, as Docker's does.
     let until = if a.rm {
@@ -498,7 +614,10 @@ pub async fn run(client: &Client, fmt: Format, a: RunArgs) -> Result<(), CliErro
             .await
             .map_err(engine_error)?;
         start_or_explain(client, &c.id).await?;
-        session(client, &c.id, req_tty, req_interactive).await?;
+        if session(client, &c.id, req_tty, req_interactive, &detach_keys).await? {
+            // Detached: the container runs on.
+            return Ok(());
+        }
         let w: WaitResponse = pier_client::read_json(waiter).await.map_err(engine_error)?;
         return Err(CliError {
             code: w.exit_code,
@@ -516,6 +635,9 @@ pub async fn run(client: &Client, fmt: Format, a: RunArgs) -> Result<(), CliErro
         .await
         .map_err(engine_error)?;
     start_or_explain(client, &c.id).await?;
+    let _proxy = a
+        .sig_proxy
+        .then(|| crate::run_opts::SignalProxy::start(client, &c.id));
     if req_interactive {
         // Input through the attach stream; output from the log, which holds all of it
         // from the first byte however late the attach comes.
@@ -581,7 +703,14 @@ async fn send_size(client: &Client, resize: &str) {
 
 /// An attached session: local stdin to the container, its output here, terminal size
 /// kept in step; ends when the container's output ends.
-pub async fn session(client: &Client, id: &str, tty: bool, stdin: bool) -> Result<(), CliError> {
+/// Whether the user detached with `detach_keys`.
+pub async fn session(
+    client: &Client,
+    id: &str,
+    tty: bool,
+    stdin: bool,
+    detach_keys: &[u8],
+) -> Result<bool, CliError> {
     let io = client
         .hijack(&format!(
             "/v1/containers/{}/attach?stdin={stdin}",
@@ -594,19 +723,22 @@ pub async fn session(client: &Client, id: &str, tty: bool, stdin: bool) -> Resul
         tty,
         stdin,
         format!("/v1/containers/{}/resize", encode_segment(id)),
+        detach_keys,
     )
     .await
 }
 
 /// Moves bytes between the local terminal and an attached stream; `resize` is the URL
-/// that takes the terminal's size.
+/// that takes the terminal's size. Typing `detach_keys` (none when empty) ends the
+/// session and returns true, the other side running on.
 async fn pump(
     client: &Client,
     io: pier_client::Hijacked,
     tty: bool,
     stdin: bool,
     resize: String,
-) -> Result<(), CliError> {
+    detach_keys: &[u8],
+) -> Result<bool, CliError> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let (mut r, mut w) = tokio::io::split(io);
     let local_tty = std::io::IsTerminal::is_terminal(&std::io::stdin());
@@ -628,10 +760,25 @@ async fn pump(
             }
         });
     }
+    let mut scanner = crate::run_opts::DetachScanner::new(detach_keys.to_vec());
     let input = async move {
         if stdin {
             let mut inp = tokio::io::stdin();
-            let _ = tokio::io::copy(&mut inp, &mut w).await;
+            let mut buf = vec![0u8; 8192];
+            loop {
+                let n = match inp.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => n,
+                };
+                let (pass, detached) = scanner.feed(&buf[..n]);
+                if !pass.is_empty() && w.write_all(&pass).await.is_err() {
+                    break;
+                }
+                let _ = w.flush().await;
+                if detached {
+                    return;
+                }
+            }
             let _ = w.shutdown().await;
         }
         std::future::pending::<()>().await
@@ -663,15 +810,24 @@ async fn pump(
             }
         }
     };
-    tokio::select! {
-        _ = output => {},
-        _ = input => {},
-    }
-    Ok(())
+    Ok(tokio::select! {
+        _ = output => false,
+        _ = input => true,
+    })
 }
 
 /// `pier attach`: to a running container's stdio.
-pub async fn attach(client: &Client, name: &str, no_stdin: bool) -> Result<(), CliError> {
+pub async fn attach(
+    client: &Client,
+    name: &str,
+    no_stdin: bool,
+    sig_proxy: bool,
+    detach_keys: Option<String>,
+) -> Result<(), CliError> {
+    let keys = match &detach_keys {
+        Some(k) => crate::run_opts::parse_detach_keys(k)?,
+        None => crate::run_opts::DEFAULT_DETACH_KEYS.to_vec(),
+    };
     let c: ContainerInspect = client
         .get(&format!("/v1/containers/{}", encode_segment(name)))
         .await?;
@@ -679,7 +835,12 @@ pub async fn attach(client: &Client, name: &str, no_stdin: bool) -> Result<(), C
     let waiter = client
         .post_begin(&format!("/v1/containers/{}/wait", c.id))
         .await?;
-    session(client, &c.id, c.config.tty, stdin).await?;
+    // With a terminal, ^C reaches the container as a byte; without, as a signal.
+    let _proxy =
+        (sig_proxy && !c.config.tty).then(|| crate::run_opts::SignalProxy::start(client, &c.id));
+    if session(client, &c.id, c.config.tty, stdin, &keys).await? {
+        return Ok(());
+    }
     let w: WaitResponse = pier_client::read_json(waiter).await?;
     Err(CliError {
         code: w.exit_code,
@@ -742,6 +903,12 @@ pub struct ExecArgs {
     /// Set an environment variable.
     #[arg(short, long = "env")]
     env: Vec<String>,
+    /// Read environment variables from a file (KEY=VALUE lines; # comments).
+    #[arg(long)]
+    env_file: Vec<String>,
+    /// The keys that detach from the command, leaving it running (ctrl-p,ctrl-q).
+    #[arg(long)]
+    detach_keys: Option<String>,
     /// User (name|uid[:group|gid]).
     #[arg(short, long)]
     user: Option<String>,
@@ -761,9 +928,13 @@ pub struct ExecArgs {
 
 /// `pier exec`: exits with the command's exit code.
 pub async fn exec(client: &Client, a: ExecArgs) -> Result<(), CliError> {
+    let keys = match &a.detach_keys {
+        Some(k) => crate::run_opts::parse_detach_keys(k)?,
+        None => crate::run_opts::DEFAULT_DETACH_KEYS.to_vec(),
+    };
     let req = pier_api::containers::ExecCreate {
         cmd: a.command,
-        env: a.env,
+        env: read_env(&a.env_file, a.env)?,
         user: a.user,
         workdir: a.workdir,
         detach: a.detach,
@@ -779,14 +950,18 @@ pub async fn exec(client: &Client, a: ExecArgs) -> Result<(), CliError> {
             .and_then(|v| v.to_str().ok())
             .unwrap_or_default()
             .to_string();
-        pump(
+        if pump(
             client,
             io,
             req.tty,
             req.interactive,
             format!("/v1/exec/{exec_id}/resize"),
+            &keys,
         )
-        .await?;
+        .await?
+        {
+            return Ok(());
+        }
         // The stream ends with the command; its exit code follows shortly.
         let mut code = None;
         for _ in 0..200 {

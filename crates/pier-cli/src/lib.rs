@@ -14,6 +14,7 @@ mod networks;
 pub(crate) mod output;
 mod progress;
 mod registry;
+mod run_opts;
 mod shortcuts;
 mod system;
 pub mod template;
@@ -176,6 +177,12 @@ pub enum Command {
         /// Do not pass local input to the container.
         #[arg(long)]
         no_stdin: bool,
+        /// Pass the signals this client receives on to the container (without a terminal).
+        #[arg(long, default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+        sig_proxy: bool,
+        /// The keys that detach from the container, leaving it running (ctrl-p,ctrl-q).
+        #[arg(long)]
+        detach_keys: Option<String>,
         container: String,
     },
     /// Show what changed in a container's filesystem.
@@ -520,8 +527,10 @@ async fn dispatch(cli: Cli) -> Result<(), CliError> {
         Command::Exec(a) => containers::exec(&client, a).await,
         Command::Attach {
             no_stdin,
+            sig_proxy,
+            detach_keys,
             container,
-        } => containers::attach(&client, &container, no_stdin).await,
+        } => containers::attach(&client, &container, no_stdin, sig_proxy, detach_keys).await,
         Command::Diff { container } => containers_fs::diff(&client, fmt, &container).await,
         Command::Export { output, container } => {
             containers_fs::export(&client, &container, output).await

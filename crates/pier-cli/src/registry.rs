@@ -193,6 +193,24 @@ pub async fn pull(client: &Client, fmt: Format, a: TransferArgs) -> Result<(), C
     )
 }
 
+/// The pull `run`, `create` and `build --pull` make of an image they need: progress
+/// bars on stderr (stdout is the container's), then Docker's `Status:` line.
+pub(crate) async fn pull_for_run(client: &Client, reference: &str) -> Result<(), CliError> {
+    let req = PullRequest {
+        reference: reference.to_string(),
+        auth: None,
+    };
+    let id = transfer(
+        client,
+        "/v1/images/pull",
+        serde_json::to_vec(&req).expect("json"),
+        false,
+    )
+    .await?;
+    eprintln!("Status: Downloaded newer image for {reference} ({id})");
+    Ok(())
+}
+
 pub async fn push(client: &Client, fmt: Format, a: TransferArgs) -> Result<(), CliError> {
     let req = PushRequest {
         reference: a.reference.clone(),

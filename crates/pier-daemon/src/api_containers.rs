@@ -99,6 +99,7 @@ pub fn routes() -> Router<Arc<Engine>> {
         ContainerCreate,
         ContainerUpdate,
         pier_api::containers::Healthcheck,
+        pier_api::containers::DeviceMapping,
         pier_api::containers::Health,
         pier_api::containers::HealthStatus,
         pier_api::containers::HealthResult,

@@ -327,6 +327,62 @@ fn make_devices(rootfs: &Path) -> Result<(), StartError> {
     Ok(())
 }
 
+/// The spec's `linux.devices` (`--device`), made with the host's numbers and owners.
+fn make_spec_devices(rootfs: &Path, linux: &oci_spec::runtime::Linux) -> Result<(), StartError> {
+    for d in linux.devices().clone().unwrap_or_default() {
+        let rel = d.path().strip_prefix("/").unwrap_or(d.path());
+        let p = crate::rootfs::resolve_in_root(rootfs, rel)
+            .map_err(sys(Step::Mounts, format!("resolve {}", d.path().display())))?;
+        if let Some(parent) = p.parent() {
+            fs::create_dir_all(parent)
+                .map_err(sys(Step::Mounts, format!("create {}", parent.display())))?;
+        }
+        let _ = fs::remove_file(&p);
+        let kind = match d.typ() {
+            oci_spec::runtime::LinuxDeviceType::B => libc::S_IFBLK,
+            _ => libc::S_IFCHR,
+        };
+        let mode = d.file_mode().unwrap_or(0o666);
+        let c = cstr(&p);
+        let dev = libc::makedev(d.major() as u32, d.minor() as u32);
+        // SAFETY: `c` is a valid path string for the duration of the call.
+        let ret = unsafe { libc::mknod(c.as_ptr(), kind | (mode & 0o7777), dev) };
+        match check(ret) {
+            Ok(()) => {
+                fs::set_permissions(&p, fs::Permissions::from_mode(mode & 0o7777))
+                    .map_err(sys(Step::Mounts, format!("chmod {}", d.path().display())))?;
+                let (uid, gid) = (d.uid().unwrap_or(0), d.gid().unwrap_or(0));
+                std::os::unix::fs::chown(&p, Some(uid), Some(gid))
+                    .map_err(sys(Step::Mounts, format!("chown {}", d.path().display())))?;
+            }
+            Err(e) if e.raw_os_error() == Some(libc::EPERM) => {
+                return Err(fail(
+                    Step::Mounts,
+                    format!(
+                        "cannot make the device {} in a user namespace: --device needs the host's user namespace (no --uidmap)",
+                        d.path().display()
+                    ),
+                ));
+            }
+            Err(e) => {
+                return Err(sys(Step::Mounts, format!("mknod {}", d.path().display()))(
+                    e,
+                ))
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The spec's `linux.sysctl`, written to /proc/sys before it is made read-only.
+fn set_sysctls(linux: &oci_spec::runtime::Linux) -> Result<(), StartError> {
+    for (k, v) in linux.sysctl().clone().unwrap_or_default() {
+        let path = Path::new("/proc/sys").join(k.replace('.', "/"));
+        fs::write(&path, v.as_bytes()).map_err(sys(Step::Mounts, format!("set the sysctl {k}")))?;
+    }
+    Ok(())
+}
+
 fn pivot_root(rootfs: &Path) -> Result<(), StartError> {
     std::env::set_current_dir(rootfs).map_err(sys(Step::Mounts, "chdir to the rootfs"))?;
     rustix::process::pivot_root(".", ".")
@@ -776,7 +832,9 @@ fn setup(
         mount_one(&rootfs, &m, cgroup_v1)?;
     }
     make_devices(&rootfs)?;
+    make_spec_devices(&rootfs, &linux)?;
     pivot_root(&rootfs)?;
+    set_sysctls(&linux)?;
     mask_paths(spec)?;
     if root.readonly().unwrap_or(false) {
         remount_bind(Path::new("/"), libc::MS_RDONLY | libc::MS_REC)

@@ -130,6 +130,24 @@ pub struct Rlimit {
     pub hard: u64,
 }
 
+/// A device node made in the container's `/dev` and allowed by its device rules
+/// (`--device`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceNode {
+    /// Where, in the container.
+    pub path: String,
+    /// `c` or `b`.
+    pub kind: char,
+    pub major: u32,
+    pub minor: u32,
+    /// Permission bits of the node.
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    /// `r`, `w`, `m` as the device rule allows.
+    pub access: String,
+}
+
 /// Everything a container's spec is made from.
 #[derive(Debug, Clone, Default)]
 pub struct SpecInput {
@@ -169,6 +187,14 @@ pub struct SpecInput {
     /// A user namespace of its own with these mappings when not empty.
     pub uid_maps: Vec<pier_api::containers::IdMap>,
     pub gid_maps: Vec<pier_api::containers::IdMap>,
+    /// Share the host's PID namespace (`--pid host`).
+    pub host_pid: bool,
+    /// Share the host's IPC namespace (`--ipc host`).
+    pub host_ipc: bool,
+    /// Kernel parameters set in the container's namespaces (`linux.sysctl`).
+    pub sysctls: std::collections::BTreeMap<String, String>,
+    /// Host devices (`linux.devices`, with an allow rule each).
+    pub devices: Vec<DeviceNode>,
 }
 
 /// The capability set for a spec: the defaults (all with `--privileged`), minus
@@ -205,12 +231,16 @@ pub fn build(input: &SpecInput) -> Result<oci_spec::runtime::Spec, serde_json::E
         (vec![], vec![])
     };
     let mut namespaces = vec![
-        json!({"type": "pid"}),
-        json!({"type": "ipc"}),
         json!({"type": "uts"}),
         json!({"type": "mount"}),
         json!({"type": "cgroup"}),
     ];
+    if !input.host_pid {
+        namespaces.insert(0, json!({"type": "pid"}));
+    }
+    if !input.host_ipc {
+        namespaces.push(json!({"type": "ipc"}));
+    }
     match input.net.clone().unwrap_or_default() {
         NetMode::None => namespaces.push(json!({"type": "network"})),
         NetMode::Host => {}
@@ -234,9 +264,14 @@ pub fn build(input: &SpecInput) -> Result<oci_spec::runtime::Spec, serde_json::E
         json!({"destination": "/dev/shm", "type": "tmpfs", "source": "shm", "options": ["nosuid", "noexec", "nodev", "mode=1777", format!("size={shm_size}")]}),
     ];
     mounts.extend(input.mounts.iter().cloned());
-    let mut resources = json!({
-        "devices": crate::devices::DEFAULT.iter().map(|r| r.to_spec_json()).collect::<Vec<_>>(),
-    });
+    let mut device_rules: Vec<Value> = crate::devices::DEFAULT
+        .iter()
+        .map(|r| r.to_spec_json())
+        .collect();
+    for d in &input.devices {
+        device_rules.push(json!({"allow": true, "type": d.kind.to_string(), "major": d.major, "minor": d.minor, "access": d.access}));
+    }
+    let mut resources = json!({ "devices": device_rules });
     if input.memory.is_some() || input.memory_swap.is_some() {
         let mut m = json!({});
         if let Some(l) = input.memory {
@@ -312,6 +347,16 @@ pub fn build(input: &SpecInput) -> Result<oci_spec::runtime::Spec, serde_json::E
         spec["linux"]["uidMappings"] = json!(maps(&input.uid_maps));
         spec["linux"]["gidMappings"] = json!(maps(gids));
     }
+    if !input.sysctls.is_empty() {
+        spec["linux"]["sysctl"] = json!(input.sysctls);
+    }
+    if !input.devices.is_empty() {
+        spec["linux"]["devices"] = input
+            .devices
+            .iter()
+            .map(|d| json!({"path": d.path, "type": d.kind.to_string(), "major": d.major, "minor": d.minor, "fileMode": d.mode, "uid": d.uid, "gid": d.gid}))
+            .collect();
+    }
     if input.init {
         spec["annotations"] = json!({ crate::init::INIT_ANNOTATION: "true" });
     }
@@ -333,6 +378,63 @@ mod tests {
         assert_eq!(normalize_cap("net_admin").as_deref(), Some("CAP_NET_ADMIN"));
         assert_eq!(normalize_cap("ALL").as_deref(), Some("CAP_ALL"));
         assert_eq!(normalize_cap("bogus"), None);
+    }
+
+    #[test]
+    fn host_namespaces_sysctls_and_devices() {
+        let base = SpecInput {
+            args: vec!["/bin/sh".into()],
+            cwd: "/".into(),
+            rootfs: "/x/rootfs".into(),
+            ..Default::default()
+        };
+        let types = |spec: &oci_spec::runtime::Spec| -> Vec<String> {
+            let l = spec.linux().as_ref().unwrap();
+            l.namespaces()
+                .as_ref()
+                .unwrap()
+                .iter()
+                .map(|n| format!("{:?}", n.typ()))
+                .collect()
+        };
+        let private = build(&base).unwrap();
+        assert!(types(&private).contains(&"Pid".to_string()));
+        assert!(types(&private).contains(&"Ipc".to_string()));
+        let mut sysctls = std::collections::BTreeMap::new();
+        sysctls.insert("net.ipv4.ip_forward".to_string(), "1".to_string());
+        let host = build(&SpecInput {
+            host_pid: true,
+            host_ipc: true,
+            sysctls,
+            devices: vec![DeviceNode {
+                path: "/dev/xnull".into(),
+                kind: 'c',
+                major: 1,
+                minor: 3,
+                mode: 0o666,
+                uid: 0,
+                gid: 0,
+                access: "rw".into(),
+            }],
+            ..base
+        })
+        .unwrap();
+        assert!(!types(&host).contains(&"Pid".to_string()));
+        assert!(!types(&host).contains(&"Ipc".to_string()));
+        let linux = host.linux().as_ref().unwrap();
+        assert_eq!(linux.sysctl().as_ref().unwrap()["net.ipv4.ip_forward"], "1");
+        let dev = &linux.devices().as_ref().unwrap()[0];
+        assert_eq!((dev.major(), dev.minor()), (1, 3));
+        let rules = linux
+            .resources()
+            .as_ref()
+            .unwrap()
+            .devices()
+            .as_ref()
+            .unwrap();
+        let last = rules.last().unwrap();
+        assert!(last.allow());
+        assert_eq!(last.access().as_deref(), Some("rw"));
     }
 
     #[test]

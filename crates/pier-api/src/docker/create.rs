@@ -1,6 +1,6 @@
 //! Docker's create body (`Config` with `HostConfig` and `NetworkingConfig`) and its
 //! mapping onto Pier's create request. What Pier cannot do is refused with a message
-//! rather than dropped: links, `--volumes-from`, devices, sysctls, other namespaces'
+//! rather than dropped: links, `--volumes-from`, other namespaces'
 //! modes, logging drivers other than json-file, and every resource limit it does not
 //! apply ([`refuse_unapplied_limits`]). The limits it does apply are passed on as given
 //! (a negative memory limit too) and checked once for both APIs by
@@ -487,6 +487,11 @@ pub fn to_create(b: CreateBody, name: Option<String>, look: &Lookups<'_>) -> Res
         labels: b.labels.unwrap_or_default(),
         log_opts,
         storage_opts: h.storage_opt.unwrap_or_default(),
+        group_add: h.group_add.unwrap_or_default(),
+        sysctls: h.sysctls.unwrap_or_default(),
+        devices: devices_of(h.devices.unwrap_or_default())?,
+        pid_mode: nonempty(h.pid_mode),
+        ipc_mode: nonempty(h.ipc_mode),
         ..Default::default()
     };
     // `-v`, `--mount`, `--tmpfs` and the image's or the body's anonymous volumes.
@@ -510,8 +515,30 @@ pub fn to_create(b: CreateBody, name: Option<String>, look: &Lookups<'_>) -> Res
     })
 }
 
-/// Refuses the host options Pier does not implement (volumes-from, links, devices,
-/// sysctls, extra groups, a cgroup parent, shared namespaces).
+/// Docker's `Devices` (`{PathOnHost, PathInContainer, CgroupPermissions}`).
+fn devices_of(list: Vec<Value>) -> Result<Vec<crate::containers::DeviceMapping>> {
+    list.into_iter()
+        .map(|d| {
+            let field = |k: &str| d.get(k).and_then(Value::as_str).unwrap_or("").to_string();
+            let host = field("PathOnHost");
+            if host.is_empty() {
+                return Err(Refused::bad_request(
+                    "a device needs its PathOnHost: use --device /dev/NAME[:/dev/NAME[:rwm]]",
+                ));
+            }
+            Ok(crate::containers::DeviceMapping {
+                path_in_container: Some(field("PathInContainer"))
+                    .filter(|p| !p.is_empty())
+                    .unwrap_or_else(|| host.clone()),
+                path_on_host: host,
+                permissions: field("CgroupPermissions"),
+            })
+        })
+        .collect()
+}
+
+/// Refuses the host options Pier does not implement (volumes-from, links, a cgroup
+/// parent, other namespaces' modes); `--pid` and `--ipc` the engine checks.
 fn refuse_unsupported(h: &HostConfig) -> Result<()> {
     unsupported_if(
         h.volumes_from.as_ref().is_some_and(|v| !v.is_empty()),
@@ -523,27 +550,10 @@ fn refuse_unsupported(h: &HostConfig) -> Result<()> {
         ));
     }
     unsupported_if(
-        h.devices.as_ref().is_some_and(|v| !v.is_empty()),
-        "--device",
-    )?;
-    unsupported_if(
-        h.sysctls.as_ref().is_some_and(|v| !v.is_empty()),
-        "--sysctl",
-    )?;
-    unsupported_if(
-        h.group_add.as_ref().is_some_and(|v| !v.is_empty()),
-        "--group-add",
-    )?;
-    unsupported_if(
         nonempty(h.cgroup_parent.clone()).is_some(),
         "--cgroup-parent",
     )?;
-    for (what, mode) in [
-        ("--pid", &h.pid_mode),
-        ("--ipc", &h.ipc_mode),
-        ("--userns", &h.userns_mode),
-        ("--uts", &h.uts_mode),
-    ] {
+    for (what, mode) in [("--userns", &h.userns_mode), ("--uts", &h.uts_mode)] {
         if let Some(m) = mode.as_deref() {
             if !matches!(m, "" | "private" | "shareable") {
                 return Err(Refused::bad_request(format!(

@@ -399,7 +399,20 @@ impl ContainerDriver {
             .clone()
             .or_else(|| image_str(img, "User"))
             .unwrap_or_else(|| "0".into());
-        let (uid, gid, additional_gids) = users(&user).map_err(|e| invalid(e.to_string()))?;
+        let (uid, gid, mut additional_gids) = users(&user).map_err(|e| invalid(e.to_string()))?;
+        for g in &req.group_add {
+            let gid = match g.parse::<u32>() {
+                Ok(n) => n,
+                Err(_) => {
+                    users(&format!("0:{g}"))
+                        .map_err(|e| invalid(format!("--group-add {g}: {e}")))?
+                        .1
+                }
+            };
+            if !additional_gids.contains(&gid) {
+                additional_gids.push(gid);
+            }
+        }
         let hostname = req
             .hostname
             .clone()
@@ -466,6 +479,14 @@ impl ContainerDriver {
             init: req.init,
             uid_maps: req.uid_maps.clone(),
             gid_maps: req.gid_maps.clone(),
+            host_pid: super::host_access::host_pid(req)?,
+            host_ipc: super::host_access::host_ipc(req)?,
+            sysctls: req.sysctls.clone(),
+            devices: req
+                .devices
+                .iter()
+                .map(super::host_access::device_node)
+                .collect::<EngineResult<_>>()?,
         };
         // Resolved against the capabilities the container ends up with.
         let caps = spec::capabilities(&input);

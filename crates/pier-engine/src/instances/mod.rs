@@ -13,6 +13,7 @@ pub mod actor;
 pub mod container;
 pub mod driver;
 pub mod fake;
+pub mod host_access;
 pub mod record;
 pub mod service;
 

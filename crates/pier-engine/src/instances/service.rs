@@ -288,6 +288,7 @@ fn validate(req: &ContainerCreate) -> EngineResult<()> {
         .map(|n| n.get())
         .unwrap_or(1);
     pier_api::limits::check_resources(req, host_cpus).map_err(invalid)?;
+    super::host_access::validate(req)?;
     pier_api::limits::check_record_size(req)
         .map_err(|m| EngineError::new(ErrorKind::TooLarge, m))?;
     for u in &req.ulimits {
