@@ -1356,6 +1356,8 @@ pub async fn inspect(client: &Client, fmt: Format, names: &[String]) -> Result<(
                 crate::output::render_template(table, src, &serde_json::Value::Array(views))?;
             crate::output::outln(&text);
         }
+        // With `--format json`, nothing found prints nothing: the error is the JSON line.
+        Format::Json if out.is_empty() => {}
         _ => print(Format::Json, &out, String::new)?,
     }
     // As `docker inspect`: what was found, then an error naming what was not.
