@@ -118,7 +118,7 @@ pub async fn run(client: &Client, fmt: Format, cmd: NetworkCommand) -> Result<()
             let list: Vec<NetworkInspect> = client.get("/v1/networks").await?;
             if quiet {
                 for n in &list {
-                    println!("{}", &n.id[..12]);
+                    crate::output::outln(&n.id[..12]);
                 }
                 return Ok(());
             }
@@ -158,7 +158,7 @@ pub async fn run(client: &Client, fmt: Format, cmd: NetworkCommand) -> Result<()
                 client
                     .delete_empty(&format!("/v1/networks/{}", encode_segment(&n)))
                     .await?;
-                println!("{n}");
+                crate::output::item(&n, serde_json::json!({ "network": n }));
             }
             Ok(())
         }

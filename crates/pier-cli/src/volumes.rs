@@ -156,7 +156,7 @@ pub async fn run(client: &Client, fmt: Format, cmd: VolumeCommand) -> Result<(),
         VolumeCommand::Rm { force: _, volumes } => {
             for v in volumes {
                 client.delete_empty(&vpath(&v)).await?;
-                println!("{v}");
+                crate::output::item(&v, serde_json::json!({ "volume": v }));
             }
             Ok(())
         }
@@ -181,7 +181,10 @@ pub async fn run(client: &Client, fmt: Format, cmd: VolumeCommand) -> Result<(),
                     &serde_json::json!({ "name": snapshot }),
                 )
                 .await?;
-            println!("{snapshot}");
+            crate::output::item(
+                &snapshot,
+                serde_json::json!({ "volume": volume, "snapshot": snapshot }),
+            );
             Ok(())
         }
         VolumeCommand::Snapshots { volume } => {
@@ -246,7 +249,7 @@ async fn ls(
     let list: Vec<VolumeInspect> = client.get(&path).await?;
     if quiet {
         for v in &list {
-            println!("{}", v.name);
+            crate::output::outln(&v.name);
         }
         return Ok(());
     }

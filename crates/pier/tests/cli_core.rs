@@ -299,7 +299,15 @@ fn format_takes_go_templates_with_dockers_field_names() {
     let first = text(&o.stderr).lines().next().unwrap().to_string();
     let e: serde_json::Value = serde_json::from_str(&first).unwrap();
     assert_eq!(e["object"], "nosuch", "{first}");
-    d.ok(&["volume", "rm", "vol1"]);
+    // Removals and snapshots of volumes and networks say what they did as JSON too.
+    d.ok(&["network", "create", "jnet"]);
+    let o = d.pier(&["--format", "json", "network", "rm", "jnet"]);
+    assert_eq!(text(&o.stdout), "{\"network\":\"jnet\"}\n");
+    let o = d.pier(&["--format", "json", "volume", "snapshot", "vol1", "s1"]);
+    assert_eq!(text(&o.stdout), "{\"snapshot\":\"s1\",\"volume\":\"vol1\"}\n");
+    d.ok(&["volume", "snapshot-rm", "vol1", "s1"]);
+    let o = d.pier(&["--format", "json", "volume", "rm", "vol1"]);
+    assert_eq!(text(&o.stdout), "{\"volume\":\"vol1\"}\n");
 }
 
 #[test]
