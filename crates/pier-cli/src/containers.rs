@@ -534,6 +534,11 @@ fn log_opts_of(opts: &[String]) -> Result<BTreeMap<String, String>, CliError> {
 
 /// Exit codes as Docker's: 125 when the engine failed, 126/127 when the command could
 /// not run, otherwise the container's own.
+/// Whether a create failed because its image is not here.
+fn missing_image(e: &ClientError) -> bool {
+    e.kind() == pier_api::ErrorKind::NotFound && e.to_string().contains("no such image")
+}
+
 fn engine_error(e: ClientError) -> CliError {
     CliError {
         code: 125,
@@ -559,11 +564,21 @@ async fn create_container(
         .map(crate::run_opts::CidFile::create)
         .transpose()?;
     let made = async {
-        crate::run_opts::ensure_image(client, &req.image, pull).await?;
-        client
-            .post::<_, Created>("/v1/containers", &req)
-            .await
-            .map_err(engine_error)
+        // With `missing` (the default), the create is tried first: an image that is here
+        // costs no extra round trip; one that is not is pulled, and the create made again.
+        if pull != crate::run_opts::PullPolicy::Missing {
+            crate::run_opts::ensure_image(client, &req.image, pull).await?;
+        }
+        match client.post::<_, Created>("/v1/containers", &req).await {
+            Err(e) if pull == crate::run_opts::PullPolicy::Missing && missing_image(&e) => {
+                crate::run_opts::ensure_image(client, &req.image, pull).await?;
+                client
+                    .post::<_, Created>("/v1/containers", &req)
+                    .await
+                    .map_err(engine_error)
+            }
+            r => r.map_err(engine_error),
+        }
     }
     .await;
     match (made, cid) {

@@ -304,7 +304,10 @@ fn format_takes_go_templates_with_dockers_field_names() {
     let o = d.pier(&["--format", "json", "network", "rm", "jnet"]);
     assert_eq!(text(&o.stdout), "{\"network\":\"jnet\"}\n");
     let o = d.pier(&["--format", "json", "volume", "snapshot", "vol1", "s1"]);
-    assert_eq!(text(&o.stdout), "{\"snapshot\":\"s1\",\"volume\":\"vol1\"}\n");
+    assert_eq!(
+        text(&o.stdout),
+        "{\"snapshot\":\"s1\",\"volume\":\"vol1\"}\n"
+    );
     d.ok(&["volume", "snapshot-rm", "vol1", "s1"]);
     let o = d.pier(&["--format", "json", "volume", "rm", "vol1"]);
     assert_eq!(text(&o.stdout), "{\"volume\":\"vol1\"}\n");
