@@ -13,19 +13,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use common::*;
 
-fn with_busybox(extra: &[&str]) -> Daemon {
-    require_root_and_tools(&["ldd"]);
-    let d = Daemon::start_with(extra);
-    d.ok(&["image", "from-host", "bb", BUSYBOX]);
-    d
-}
-
 fn text(o: &Output) -> (i32, String, String) {
-    (
-        o.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&o.stdout).into_owned(),
-        String::from_utf8_lossy(&o.stderr).into_owned(),
-    )
+    outcome(o)
 }
 
 fn now_secs() -> f64 {

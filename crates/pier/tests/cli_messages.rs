@@ -17,10 +17,8 @@ fn volume(d: &Daemon, name: &str) -> serde_json::Value {
 }
 
 fn with_busybox() -> Daemon {
-    require_root_and_tools(&["ldd", "mkfs.ext4", "losetup"]);
-    let d = Daemon::start();
-    d.ok(&["image", "from-host", "bb", BUSYBOX]);
-    d
+    require_root_and_tools(&["mkfs.ext4", "losetup"]);
+    common::with_busybox(&[])
 }
 
 #[test]

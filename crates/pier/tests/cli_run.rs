@@ -10,20 +10,8 @@ use std::time::{Duration, Instant};
 
 use common::*;
 
-fn with_busybox(extra: &[&str]) -> Daemon {
-    require_root_and_tools(&["ldd"]);
-    let d = Daemon::start_with(extra);
-    d.ok(&["image", "from-host", "bb", BUSYBOX]);
-    d
-}
-
 fn run(d: &Daemon, args: &[&str]) -> (i32, String, String) {
-    let out = d.pier(args);
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    outcome(&d.pier(args))
 }
 
 fn inspect(d: &Daemon, name: &str) -> serde_json::Value {

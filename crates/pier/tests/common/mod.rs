@@ -542,6 +542,23 @@ fn wait_timeout(child: &mut Child, limit: Duration) -> std::process::ExitStatus 
 }
 
 /// Polls `f` until it holds, for at most 20 seconds.
+/// A daemon started with `extra` arguments, with busybox imported as the image `bb`.
+pub fn with_busybox(extra: &[&str]) -> Daemon {
+    require_root_and_tools(&["ldd"]);
+    let d = Daemon::start_with(extra);
+    d.ok(&["image", "from-host", "bb", BUSYBOX]);
+    d
+}
+
+/// A finished command's exit code (-1 for a signal), standard output and error.
+pub fn outcome(o: &Output) -> (i32, String, String) {
+    (
+        o.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
+}
+
 pub fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(20);
     while !f() {
