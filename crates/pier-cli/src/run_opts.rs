@@ -100,36 +100,7 @@ pub(crate) fn parse_duration(flag: &str, s: &str) -> Result<Duration, CliError> 
             "invalid {flag} {s:?}: use a duration such as 30s, 1m30s or 500ms"
         ))
     };
-    if s == "0" {
-        return Ok(Duration::ZERO);
-    }
-    let mut rest = s;
-    let mut total = 0f64;
-    if rest.is_empty() {
-        return Err(bad());
-    }
-    while !rest.is_empty() {
-        let n = rest
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .unwrap_or(rest.len());
-        let value: f64 = rest[..n].parse().map_err(|_| bad())?;
-        rest = &rest[n..];
-        let u = rest
-            .find(|c: char| c.is_ascii_digit() || c == '.')
-            .unwrap_or(rest.len());
-        let scale = match &rest[..u] {
-            "ns" => 1e-9,
-            "us" | "µs" => 1e-6,
-            "ms" => 1e-3,
-            "s" => 1.0,
-            "m" => 60.0,
-            "h" => 3600.0,
-            _ => return Err(bad()),
-        };
-        rest = &rest[u..];
-        total += value * scale;
-    }
-    Duration::try_from_secs_f64(total).map_err(|_| bad())
+    pier_api::time::parse_go_duration(s).ok_or_else(bad)
 }
 
 /// The `--health-*` and `--no-healthcheck` flags.
