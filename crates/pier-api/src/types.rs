@@ -56,11 +56,28 @@ pub struct SystemInfo {
     /// The runtimes containers can run with; the first is the default.
     #[serde(default)]
     pub runtimes: Vec<String>,
+    /// What runs VMs here (`pier run --vm`), when the daemon can.
+    #[serde(default)]
+    pub vm: Option<VmFacts>,
     /// Bytes free and in all on the filesystem of the state directory.
     #[serde(default)]
     pub root_free_bytes: u64,
     #[serde(default)]
     pub root_total_bytes: u64,
+}
+
+/// How this host runs VMs.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct VmFacts {
+    /// The hypervisor's binary (QEMU).
+    pub hypervisor: String,
+    /// `kvm` (hardware virtualization) or `tcg` (emulation).
+    pub accel: String,
+    /// The guests' kernel.
+    pub kernel: String,
+    /// Why VMs cannot run here now, when they cannot (what to install).
+    #[serde(default)]
+    pub problem: Option<String>,
 }
 
 /// One row of `pier images`.

@@ -146,9 +146,13 @@ pub struct CreateArgs {
     /// Run an init as PID 1 that forwards signals and reaps zombies.
     #[arg(long)]
     init: bool,
-    /// Runtime: pier (default) or runc.
+    /// Runtime: pier (default), runc, or pier-vm (a VM, as --vm).
     #[arg(long)]
     runtime: Option<String>,
+    /// Run the image as a VM (a QEMU microVM with its own kernel) instead of a
+    /// container; --cpus is then its number of vCPUs and --memory its memory.
+    #[arg(long, conflicts_with = "runtime")]
+    vm: bool,
     /// Keep stdin open and pass it to the container.
     #[arg(short, long)]
     interactive: bool,
@@ -423,7 +427,11 @@ fn create_request(a: CreateArgs, auto_remove: bool) -> Result<ContainerCreate, C
             .collect::<Result<_, _>>()?,
         auto_remove,
         init: a.init,
-        runtime: a.runtime,
+        runtime: if a.vm {
+            Some("pier-vm".into())
+        } else {
+            a.runtime
+        },
         tty: a.tty,
         interactive: a.interactive,
         attach: false,

@@ -328,6 +328,14 @@ pub struct DaemonArgs {
     /// The private key (PEM) of --registry-tls-cert.
     #[arg(long, requires = "registry_tls_cert")]
     pub registry_tls_key: Option<PathBuf>,
+    /// Where the VMs' kernel, modules and guest agent are (`scripts/vm-assets.sh`
+    /// installs them). Default: /usr/local/lib/pier/vm, or $PIER_VM_DIR.
+    #[arg(long, env = "PIER_VM_DIR")]
+    pub vm_dir: Option<PathBuf>,
+    /// How VMs run: `kvm`, `tcg` (emulation), or `auto` (KVM when /dev/kvm works on a
+    /// host that is not itself a VM, where nested KVM is often slower than emulation).
+    #[arg(long, default_value = "auto", value_parser = ["auto", "kvm", "tcg"])]
+    pub vm_accel: String,
     /// Seconds an API client has to send a request's headers before the daemon closes
     /// its connection (hidden: tests shorten it).
     #[arg(long, hide = true, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]

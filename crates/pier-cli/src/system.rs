@@ -106,6 +106,22 @@ pub async fn info(client: &Client, fmt: Format) -> Result<(), CliError> {
                 " Default Runtime: {}",
                 i.runtimes.first().map_or("pier", String::as_str)
             ),
+            match &i.vm {
+                Some(vm) => format!(
+                    " VMs: {} ({}), kernel {}{}",
+                    vm.hypervisor,
+                    match vm.accel.as_str() {
+                        "kvm" => "KVM",
+                        _ => "TCG emulation",
+                    },
+                    vm.kernel,
+                    vm.problem
+                        .as_deref()
+                        .map(|p| format!("; not available: {p}"))
+                        .unwrap_or_default()
+                ),
+                None => " VMs: not available".to_string(),
+            },
             format!(" Kernel Version: {}", i.kernel),
             format!(" Operating System: {}", i.os),
             " OSType: linux".to_string(),

@@ -45,6 +45,8 @@ pub struct DaemonConfig {
     /// How long an API client has to send a request's headers before its connection is
     /// closed ([`crate::http::DEFAULT_HEADER_TIMEOUT`] by default).
     pub header_timeout: std::time::Duration,
+    /// The VMs' assets and accelerator.
+    pub vm: pier_engine::instances::vm::VmSettings,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -231,6 +233,7 @@ async fn open_engine(
         registry_tls: registry_tls_on,
         registry_upstream: upstream,
         registry_client: client_config,
+        vm: config.vm.clone(),
     };
     tokio::task::spawn_blocking(move || Engine::open(engine_config))
         .await

@@ -116,6 +116,8 @@ pub struct EngineConfig {
     /// Make the registry a pull-through mirror.
     pub registry_upstream: Option<pier_registry::mirror::Upstream>,
     pub registry_client: pier_registry_client::ClientConfig,
+    /// Where the VMs' assets are, and their accelerator.
+    pub vm: instances::vm::VmSettings,
 }
 
 /// Why the engine could not open or start.
@@ -189,6 +191,7 @@ impl Engine {
             },
             config.cgroups,
             config.host_names.cgroup_parent(),
+            config.vm,
         )
         .map_err(|e| part("containers")(EngineError::host("create", root.join("containers"), e)))?;
         Ok(Engine {

@@ -33,6 +33,10 @@ impl Engine {
         if facts.runc {
             runtimes.push("runc".into());
         }
+        let vm = self.instances.vm_facts();
+        if vm.is_some() {
+            runtimes.push(crate::instances::vm::RUNTIME.into());
+        }
         let (free, total) = match rustix::fs::statvfs(&self.root) {
             Ok(s) => (s.f_bavail * s.f_frsize, s.f_blocks * s.f_frsize),
             Err(_) => (0, 0),
@@ -57,6 +61,7 @@ impl Engine {
             cgroup_version: facts.cgroup_version,
             cgroup_driver: "cgroupfs".into(),
             runtimes,
+            vm,
             root_free_bytes: free,
             root_total_bytes: total,
         })

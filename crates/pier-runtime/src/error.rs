@@ -41,6 +41,8 @@ pub enum Step {
     Exec,
     /// `--runtime runc`.
     Runc,
+    /// A VM (`--runtime pier-vm`): its host side, QEMU, the guest's boot.
+    Vm,
 }
 
 /// Why a container did not start.

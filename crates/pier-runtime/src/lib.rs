@@ -40,6 +40,7 @@ pub mod seccomp;
 pub mod spec;
 pub mod state;
 pub mod userns;
+pub mod vm_start;
 pub mod zygote;
 
 pub use error::{Answer, ErrorKind, StartError, Step};

@@ -342,6 +342,21 @@ fn start(dir: &Path) -> Result<Started, StartError> {
     if config.runtime == "runc" {
         return start_runc(dir, &config, cgroup);
     }
+    if config.runtime == crate::vm_start::RUNTIME {
+        create_cgroup(&spec, &cgroup)?;
+        return crate::vm_start::start(dir, &config, &cgroup)
+            .map(|s| Started {
+                pid: s.pid,
+                waited: s.pid,
+                cgroup: cgroup.clone(),
+                outputs: s.outputs,
+                stdin: s.stdin,
+                tty: s.tty,
+            })
+            .inspect_err(|_| {
+                let _ = cgroup.remove();
+            });
+    }
     create_cgroup(&spec, &cgroup)?;
     // Controller names with the container's group in each.
     let cgroup_v1: Vec<(String, std::path::PathBuf)> = match cgroup.layout {

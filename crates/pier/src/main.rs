@@ -1,5 +1,5 @@
 //! `pier`: one binary for the daemon, the CLI, and the runtime's re-exec'd helpers
-//! (`__monitor`, `__monitor-zygote`, `__exec`). Dispatch happens before any tokio runtime exists, so a helper
+//! (`__monitor`, `__monitor-zygote`, `__exec`, and a VM's `__vm` and `__vm-exec`). Dispatch happens before any tokio runtime exists, so a helper
 //! that must be single-threaded never inherits threads.
 
 use pier_cli::{Cli, Command};
@@ -16,6 +16,11 @@ fn main() {
     match args.get(1).and_then(|a| a.to_str()) {
         Some("__monitor") => std::process::exit(pier_runtime::monitor::main(&dir())),
         Some(pier_runtime::zygote::ARG) => std::process::exit(pier_runtime::zygote::main()),
+        Some(pier_runtime::vm_start::HELPER_ARG) => std::process::exit(pier_vm::helper::main(&dir())),
+        Some(pier_vm::exec::ARG) => {
+            let request = args.get(3).and_then(|a| a.to_str()).unwrap_or("");
+            std::process::exit(pier_vm::exec::main(&dir(), request))
+        }
         Some("__exec") => {
             let request = args.get(3).and_then(|a| a.to_str()).unwrap_or("");
             std::process::exit(pier_runtime::exec::main(&dir(), request))
@@ -110,6 +115,13 @@ fn run_daemon(cli: &Cli, args: &pier_cli::DaemonArgs) -> i32 {
             .clone()
             .zip(args.registry_tls_key.clone()),
         header_timeout: std::time::Duration::from_secs(args.header_timeout),
+        vm: pier_engine::instances::vm::VmSettings {
+            assets: args
+                .vm_dir
+                .clone()
+                .unwrap_or_else(pier_vm::assets::Assets::default_dir),
+            accel: args.vm_accel.parse().unwrap_or_default(),
+        },
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

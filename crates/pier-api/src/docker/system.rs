@@ -26,6 +26,8 @@ pub struct Info {
     pub exe: String,
     /// Whether `runc` is there to run containers with.
     pub runc: bool,
+    /// Whether VMs can run here (`--runtime pier-vm`).
+    pub vm: bool,
 }
 
 /// The daemon's ID in Docker's form (`8-4-4-4-12` hex digits), from the state directory.
@@ -46,6 +48,9 @@ pub fn info_json(i: &Info) -> Value {
     let mut runtimes = json!({"pier": {"path": i.exe}});
     if i.runc {
         runtimes["runc"] = json!({"path": "runc"});
+    }
+    if i.vm {
+        runtimes["pier-vm"] = json!({"path": i.exe});
     }
     let commit = json!({"ID": "", "Expected": ""});
     json!({
@@ -141,6 +146,7 @@ mod tests {
             paused: 1,
             exe: "/usr/bin/pier".into(),
             runc: true,
+            vm: false,
             cgroup_version: 1,
             ..Default::default()
         };

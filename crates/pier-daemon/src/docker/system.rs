@@ -82,6 +82,7 @@ pub async fn info(Ctx(ctx): Ctx, state: DState) -> DResult<Response> {
         server_version: pier_api::docker::version::DOCKER_VERSION.into(),
         exe: facts.exe,
         runc: facts.runc,
+        vm: d.engine.instances.vm_facts().is_some(),
     };
     Ok(super::json(StatusCode::OK, info_json(&info)))
 }

@@ -31,7 +31,7 @@ use std::future::Future;
 use std::path::PathBuf;
 use std::pin::Pin;
 
-use pier_api::containers::{ContainerInspect, ContainerUpdate, ExecCreate};
+use pier_api::containers::{ContainerCreate, ContainerInspect, ContainerUpdate, ExecCreate};
 
 use crate::error::EngineResult;
 
@@ -139,12 +139,36 @@ pub struct InstanceStats {
     pub io_write_bytes: u64,
 }
 
+/// The drivers of a host, one per kind of instance.
+#[derive(Clone)]
+pub struct Drivers {
+    pub container: std::sync::Arc<dyn Driver>,
+    /// VMs, where the engine was built with them (a fake engine in tests has none).
+    pub vm: Option<std::sync::Arc<dyn Driver>>,
+}
+
+impl Drivers {
+    /// The driver of an instance made from `config`: the VM driver for `--runtime
+    /// pier-vm`, the containers' otherwise.
+    pub fn of(&self, config: &ContainerCreate) -> &std::sync::Arc<dyn Driver> {
+        match (&self.vm, config.runtime.as_deref()) {
+            (Some(vm), Some(super::vm::RUNTIME)) => vm,
+            _ => &self.container,
+        }
+    }
+}
+
 /// A kind of instance. Blocking methods are called from a blocking context
 /// (`spawn_blocking`) by the engine where they may take long; [`Driver::wait`] and
 /// [`Driver::adopt`] are async.
 pub trait Driver: Send + Sync + 'static {
     /// The kind's name (`container`, `vm`), for messages.
     fn kind(&self) -> &'static str;
+
+    /// What runs this kind on this host, for `pier info` (a VM's hypervisor).
+    fn host_facts(&self) -> Option<pier_api::types::VmFacts> {
+        None
+    }
 
     /// Realises a created instance on this host (a container's bundle, directories and
     /// log; a VM's disk). On error nothing of it is left. `volumes` are planned, not yet

@@ -4,6 +4,8 @@
 //!
 //! - [`driver`]: the seam (the trait and its typed inputs and outputs).
 //! - [`container`]: the container driver (bundle, overlay, cgroup, zygote and monitor).
+//! - [`vm`]: the VM driver (QEMU microVMs from the same images; the host side of a
+//!   VM is a container's, what runs is `pier __vm`).
 //! - [`fake`]: a recording driver with failure injection, for the engine test tier.
 //! - [`record`]: how an instance is stored: its spec (asked) and status (is).
 //! - [`actor`]: the one task per instance that serves its requests, one at a time.
@@ -16,6 +18,7 @@ pub mod fake;
 pub mod host_access;
 pub mod record;
 pub mod service;
+pub mod vm;
 
 pub use service::{
     ContainerPaths, InstanceReconciler, Instances, Peers, INSTANCE_RECONCILE_PERIOD,

@@ -43,8 +43,9 @@ use crate::error::{conflict, internal, invalid, EngineError, EngineResult};
 use crate::instances::actor::{Actors, Handler, Hold, Op};
 pub(crate) use crate::instances::container::unmount;
 use crate::instances::container::ContainerDriver;
+use crate::instances::vm::{VmDriver, VmSettings};
 use crate::instances::driver::{
-    Driver, ExitInfo, Found, InstanceHandle, NetworkAttachment, Started, VolumeAttachment,
+    Driver, Drivers, ExitInfo, Found, InstanceHandle, NetworkAttachment, Started, VolumeAttachment,
     VolumeKind,
 };
 use crate::instances::record::{self, Instance, Run};
@@ -72,7 +73,7 @@ pub struct Instances {
     /// Wakes log followers.
     pub(crate) log_watch: crate::sessions::logs::LogWatch,
     /// Realises the containers on this host.
-    driver: Arc<dyn Driver>,
+    drivers: Drivers,
     pub networks: Arc<Networks>,
     pub volumes: Arc<Volumes>,
     pub projects: Arc<Projects>,
@@ -319,6 +320,7 @@ fn validate(req: &ContainerCreate) -> EngineResult<()> {
     }
     match req.runtime.as_deref() {
         None | Some("pier") => {}
+        Some(super::vm::RUNTIME) => super::vm::validate(req)?,
         Some("runc") => {
             let found = std::env::var_os("PATH")
                 .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join("runc").is_file()));
@@ -340,7 +342,7 @@ fn validate(req: &ContainerCreate) -> EngineResult<()> {
         }
         Some(other) => {
             return Err(invalid(format!(
-                "unknown runtime {other:?}: use pier or runc"
+                "unknown runtime {other:?}: use pier, runc or pier-vm (a VM)"
             )))
         }
     }
@@ -390,18 +392,43 @@ impl Instances {
         peers: Peers,
         cgroups: pier_runtime::cgroups::Host,
         cgroup_parent: String,
+        vm_settings: VmSettings,
     ) -> std::io::Result<Arc<Self>> {
-        let driver =
-            ContainerDriver::new(root, peers.images.clone(), cgroups, cgroup_parent.clone())?;
-        Self::with_driver(root, db, peers, Arc::new(driver), cgroup_parent)
+        let containers = Arc::new(ContainerDriver::new(
+            root,
+            peers.images.clone(),
+            cgroups,
+            cgroup_parent.clone(),
+        )?);
+        let vm = Arc::new(VmDriver::new(root, containers.clone(), vm_settings));
+        let drivers = Drivers {
+            container: containers,
+            vm: Some(vm),
+        };
+        Self::with_drivers(root, db, peers, drivers, cgroup_parent)
     }
 
-    /// Instances realised by `driver` (a [`ContainerDriver`], or a fake in tests).
+    /// Instances realised by `driver` alone (a fake in tests): no VMs.
     pub fn with_driver(
         root: &Path,
         db: Arc<dyn Store>,
         peers: Peers,
         driver: Arc<dyn Driver>,
+        cgroup_parent: String,
+    ) -> std::io::Result<Arc<Self>> {
+        let drivers = Drivers {
+            container: driver,
+            vm: None,
+        };
+        Self::with_drivers(root, db, peers, drivers, cgroup_parent)
+    }
+
+    /// Instances realised by `drivers`, one per kind.
+    pub fn with_drivers(
+        root: &Path,
+        db: Arc<dyn Store>,
+        peers: Peers,
+        drivers: Drivers,
         cgroup_parent: String,
     ) -> std::io::Result<Arc<Self>> {
         let Peers {
@@ -430,7 +457,7 @@ impl Instances {
             execs: Default::default(),
             attached: Default::default(),
             log_watch: Default::default(),
-            driver,
+            drivers,
             networks,
             volumes,
             projects,
@@ -742,8 +769,8 @@ impl Instances {
         undo.push(move || vols.undo_attach(&p, &id, &mounts, &made));
         let net = self.network_attachment(c);
         let vols = self.volume_attachments(c);
-        self.driver.prepare(c, img, &net, &vols)?;
-        let (driver, c2) = (self.driver.clone(), c.clone().into_inspect());
+        self.driver_of(&c).prepare(c, img, &net, &vols)?;
+        let (driver, c2) = (self.driver_of(c).clone(), c.clone().into_inspect());
         undo.push(move || driver.destroy(&c2));
         self.save_new(c)?;
         undo.commit();
@@ -1000,7 +1027,7 @@ impl Instances {
         // The volumes, then the instance; a start that fails leaves neither attached.
         let reply = tokio::task::spawn_blocking(move || -> EngineResult<Started> {
             let vols = this.attach_volumes(&c2)?;
-            let r = this.driver.start(&c2, &vols);
+            let r = this.driver_of(&c2).start(&c2, &vols);
             if !matches!(r, Ok(Started::Running(_))) {
                 this.release_block_volumes(&c2);
             }
@@ -1074,7 +1101,7 @@ impl Instances {
         let Some(handle) = handle_of(c) else {
             return;
         };
-        let exited = self.driver.wait(c, &handle);
+        let exited = self.driver_of(&c).wait(c, &handle);
         let this = self.clone();
         let (project, id) = (c.project.clone(), c.id.clone());
         tokio::spawn(async move {
@@ -1088,7 +1115,7 @@ impl Instances {
     /// Undoes a start whose record could not be written: kills the run, releases what
     /// it held. The record keeps its state from before the start.
     async fn undo_run(&self, c: &mut Instance) {
-        let driver = self.driver.clone();
+        let driver = self.driver_of(c).clone();
         let c2 = c.clone().into_inspect();
         let _ = tokio::task::spawn_blocking(move || {
             driver.kill_all(&c2);
@@ -1114,7 +1141,7 @@ impl Instances {
         ) {
             return Ok(());
         }
-        let reaped = self.driver.reap(&c);
+        let reaped = self.driver_of(&c).reap(&c);
         let exit = exit.unwrap_or(reaped);
         self.release_block_volumes(&c);
         c.state.status = ContainerStatus::Exited;
@@ -1194,7 +1221,7 @@ impl Instances {
 
     /// Sends `sig` to the container's main process.
     fn signal(&self, c: &ContainerInspect, sig: i32) -> EngineResult<()> {
-        self.driver.signal(c, sig)
+        self.driver_of(&c).signal(c, sig)
     }
 
     fn watcher(&self, c: &ContainerInspect) -> watch::Receiver<ContainerState> {
@@ -1239,7 +1266,7 @@ impl Instances {
             self.commit_record(Batch::new(), &c, Write::Spec, true)?;
         }
         if c.state.status == ContainerStatus::Paused {
-            let _ = self.driver.pause(&c, false);
+            let _ = self.driver_of(&c).pause(&c, false);
         }
         self.signal(&c, sig)?;
         if stop {
@@ -1303,7 +1330,7 @@ impl Instances {
         c.desire(Run::Stopped);
         self.commit_record(Batch::new(), &c, Write::Spec, true)?;
         if c.state.status == ContainerStatus::Paused {
-            let _ = self.driver.pause(&c, false);
+            let _ = self.driver_of(&c).pause(&c, false);
         }
         self.signal(&c, sig)?;
         c.observe();
@@ -1370,7 +1397,7 @@ impl Instances {
     /// too (`rm -v`, and `--rm` containers).
     fn remove_locked(&self, c: &ContainerInspect, volumes: bool) -> EngineResult<()> {
         let project = &c.project;
-        self.driver.destroy(c);
+        self.driver_of(&c).destroy(c);
         let mut b = Batch::new();
         self.free_name(&mut b, project, &c.name, &c.id)?;
         record::delete(&mut b, project, &c.id);
@@ -1506,7 +1533,7 @@ impl Instances {
                 .iter()
                 .filter(|c| c.state.status == ContainerStatus::Running)
             {
-                let _ = self.driver.pause(c, on);
+                let _ = self.driver_of(&c).pause(c, on);
             }
         };
         self.volumes.snapshot(project, name, snap, &quiesce)?;
@@ -1754,7 +1781,7 @@ impl Instances {
                 want.as_str()
             )));
         }
-        self.driver.pause(&c, paused)?;
+        self.driver_of(&c).pause(&c, paused)?;
         c.state.status = if paused {
             ContainerStatus::Paused
         } else {
@@ -1838,13 +1865,13 @@ impl Instances {
             || u.cpu_shares.is_some()
             || u.pids_limit.is_some();
         if limits_changed {
-            self.driver.update(&c, u, is_running(&c))?;
+            self.driver_of(&c).update(&c, u, is_running(&c))?;
         }
         if let Err(e) = self.commit_record(Batch::new(), &c, Write::Spec, true) {
             // The record keeps the old limits: so should the next start.
             c.config = before;
             if limits_changed {
-                let _ = self.driver.update(&c, u, false);
+                let _ = self.driver_of(&c).update(&c, u, false);
             }
             return Err(e.into());
         }
@@ -1958,7 +1985,7 @@ impl Instances {
             c.state.status,
             ContainerStatus::Running | ContainerStatus::Paused
         ) {
-            self.driver.stats(&c)
+            self.driver_of(&c).stats(&c)
         } else {
             Default::default()
         };
@@ -2029,7 +2056,7 @@ impl Instances {
                     .find_map(|l| l.strip_prefix("btime ")?.trim().parse::<i64>().ok())
             })
             .unwrap_or(0);
-        let mut pids = self.driver.processes(&c);
+        let mut pids = self.driver_of(&c).processes(&c);
         pids.sort();
         let mut processes = Vec::new();
         for pid in pids {
@@ -2160,7 +2187,7 @@ impl Instances {
                 return self.remove_locked(&c, true);
             }
             // Its driver killed what ran of it; what the run held goes too.
-            self.driver.reap(&c);
+            self.driver_of(&c).reap(&c);
             return Ok(());
         };
         let mode = c.config.network.as_deref().unwrap_or(DEFAULT_NETWORK);
@@ -2189,7 +2216,7 @@ impl Instances {
         }
         let mut exit = None;
         if found.alive {
-            self.driver.kill_all(&c);
+            self.driver_of(&c).kill_all(&c);
             exit = Some(ExitInfo {
                 exit_code: 137,
                 finished_at: now_rfc3339(),
@@ -2218,7 +2245,7 @@ impl Instances {
         let mut known = std::collections::HashSet::new();
         for c in records {
             known.insert(c.id.clone());
-            let found = self.driver.adopt(&c).await;
+            let found = self.driver_of(&c).adopt(&c).await;
             match c.state.status {
                 ContainerStatus::Running | ContainerStatus::Paused if found.alive => {
                     tracing::info!(container = %c.id, "re-adopted a running container");
@@ -2240,7 +2267,9 @@ impl Instances {
         }
         // What the host has of containers that never got a record (a crash during
         // create) or whose removal was interrupted; running `--rm` ones are adopted.
-        for (c, h) in self.driver.sweep(&known) {
+        // Every kind keeps its instances in the same directory layout: the
+        // containers' driver sweeps them all.
+        for (c, h) in self.drivers.container.sweep(&known) {
             self.adopt_unrecorded(c, h)?;
         }
         // Statuses whose spec is gone (no transaction leaves one; a hand-edited store may).
@@ -2277,7 +2306,7 @@ impl Instances {
         if req.cmd.is_empty() {
             return Err(invalid("give a command to run"));
         }
-        let cmd = self.driver.exec(&c, req)?;
+        let cmd = self.driver_of(&c).exec(&c, req)?;
         self.emit(&c, "exec_start", &[("execCommand", req.cmd.join(" "))]);
         Ok((c, cmd))
     }
@@ -2287,9 +2316,15 @@ impl Instances {
         crate::instances::container::mount_rootfs(&self.images, &self.cdir(&c.id), c)
     }
 
-    /// The driver that realises the containers.
-    pub fn driver(&self) -> &Arc<dyn Driver> {
-        &self.driver
+    /// How this host runs VMs, when it can.
+    pub fn vm_facts(&self) -> Option<pier_api::types::VmFacts> {
+        self.drivers.vm.as_ref().and_then(|d| d.host_facts())
+    }
+
+    /// The driver that realises instance `c`: the VM driver for `--runtime pier-vm`,
+    /// the containers' otherwise.
+    pub fn driver_of(&self, c: &ContainerInspect) -> &Arc<dyn Driver> {
+        self.drivers.of(&c.config)
     }
 }
 
@@ -2370,7 +2405,7 @@ impl Instances {
                 tracing::info!(container = %c.id, "stopping a container whose stop was asked for but not made");
                 let sig = parse_signal(&self.stop_signal_of(&c, None))?;
                 if c.state.status == ContainerStatus::Paused {
-                    let _ = self.driver.pause(&c, false);
+                    let _ = self.driver_of(&c).pause(&c, false);
                 }
                 self.signal(&c, sig)?;
                 c.observe();

@@ -1,0 +1,242 @@
+//! Root tier: VMs from the same images (`pier run --vm`, `--runtime pier-vm`), under
+//! QEMU's emulation (TCG), which is what these machines can run: the entrypoint's output,
+//! exit code, user, environment and working directory as a container of the image has
+//! them; a terminal; exec; logs across a daemon restart; stop and kill; networks shared
+//! with containers (names, published ports); volumes; and bad input leaving nothing.
+//!
+//! Needs QEMU and the VM assets (`scripts/vm-assets.sh`, which `scripts/test.sh` runs).
+
+mod common;
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use common::*;
+
+/// A daemon whose VMs run under emulation, with busybox as `bb`.
+fn vm_daemon() -> Daemon {
+    require_root_and_tools(&["qemu-system-x86_64"]);
+    let assets = std::env::var("PIER_VM_DIR").unwrap_or_else(|_| "/usr/local/lib/pier/vm".into());
+    for f in ["vmlinuz", "pier-guest", "modules/modules.order"] {
+        assert!(
+            std::path::Path::new(&assets).join(f).exists(),
+            "{assets}/{f} is missing: run scripts/vm-assets.sh (scripts/test.sh does)"
+        );
+    }
+    with_busybox(&["--vm-accel", "tcg"])
+}
+
+fn run(d: &Daemon, args: &[&str]) -> (i32, String, String) {
+    outcome(&d.pier(args))
+}
+
+/// No QEMU, virtiofsd or `pier __vm` of this daemon is left.
+fn no_vm_processes(d: &Daemon) -> bool {
+    let root = d.dir.path().display().to_string();
+    let mut left = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        // A VM's processes work in its directory under the daemon's root.
+        let Ok(cwd) = std::fs::read_link(e.path().join("cwd")) else {
+            continue;
+        };
+        let cmd = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
+        let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+        let vm = cmd.contains("qemu") || cmd.contains("virtiofsd") || cmd.contains("__vm");
+        if cwd.starts_with(&root) && vm {
+            left.push(cmd);
+        }
+    }
+    assert!(left.is_empty(), "left running: {left:?}");
+    true
+}
+
+#[test]
+#[ignore = "root tier: needs root; scripts/test.sh runs it (--run-ignored all)"]
+fn the_same_image_runs_as_a_vm_with_a_containers_output() {
+    let d = vm_daemon();
+    let script = "echo out; echo err >&2; id -u; id -g; pwd; echo $GREETING; cat /etc/hostname; exit 3";
+    let args = |vm: bool| {
+        let mut a = vec!["run", "--rm"];
+        if vm {
+            a.push("--vm");
+        }
+        a.extend_from_slice(&[
+            "-u", "1000:1000", "-w", "/tmp", "-e", "GREETING=hello", "--hostname", "twin", "bb",
+            "sh", "-c", script,
+        ]);
+        a
+    };
+    let (vm_code, vm_out, vm_err) = run(&d, &args(true));
+    let (c_code, c_out, c_err) = run(&d, &args(false));
+    assert_eq!(vm_code, 3, "stdout: {vm_out} stderr: {vm_err}");
+    assert_eq!(vm_out, "out\n1000\n1000\n/tmp\nhello\ntwin\n");
+    assert_eq!(vm_err, "err\n");
+    assert_eq!((vm_code, &vm_out, &vm_err), (c_code, &c_out, &c_err));
+    // It is a VM: its own kernel (Debian's cloud kernel), not the host's.
+    let host_kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap();
+    let (code, guest_kernel, err) = run(&d, &["run", "--rm", "--vm", "bb", "uname", "-r"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(guest_kernel.contains("cloud-amd64"), "{guest_kernel}");
+    assert_ne!(guest_kernel.trim(), host_kernel.trim());
+    // The image's default command, and a missing one: 127 and nothing left.
+    let (code, _, err) = run(&d, &["run", "--rm", "--vm", "bb", "/no/such/command"]);
+    assert_eq!(code, 127, "{err}");
+    assert!(err.contains("/no/such/command"), "{err}");
+    assert!(no_vm_processes(&d));
+    assert!(d.ok(&["ps", "-aq"]).trim().is_empty());
+}
+
+#[test]
+#[ignore = "root tier: needs root; scripts/test.sh runs it (--run-ignored all)"]
+fn a_vm_runs_detached_execs_stops_and_survives_a_daemon_restart() {
+    let mut d = vm_daemon();
+    let id = d
+        .ok(&[
+            "run", "-d", "--vm", "--name", "v1", "bb", "sh", "-c",
+            "echo started; trap 'echo bye; exit 7' TERM; while true; do sleep 0.2; done",
+        ])
+        .trim()
+        .to_string();
+    wait_until("the VM's first output", || d.ok(&["logs", "v1"]).contains("started"));
+    let i = &d.json(&["inspect", "v1"])[0];
+    assert_eq!(i["config"]["runtime"], "pier-vm", "{i}");
+    assert_eq!(i["state"]["status"], "running");
+    // exec, as the image's user and as another.
+    assert_eq!(d.ok(&["exec", "v1", "cat", "/proc/1/comm"]).trim(), "init");
+    assert_eq!(d.ok(&["exec", "-u", "1000", "v1", "id", "-u"]).trim(), "1000");
+    let (code, _, _) = run(&d, &["exec", "v1", "sh", "-c", "exit 9"]);
+    assert_eq!(code, 9);
+    // The daemon restarts; the VM runs on and is adopted.
+    d.stop();
+    d.spawn();
+    assert_eq!(d.json(&["inspect", "v1"])[0]["state"]["status"], "running");
+    assert!(d.ok(&["logs", "v1"]).contains("started"));
+    assert_eq!(d.ok(&["exec", "v1", "echo", "again"]).trim(), "again");
+    // stop: SIGTERM reaches the entrypoint in the guest.
+    d.ok(&["stop", "-t", "20", "v1"]);
+    let i = &d.json(&["inspect", "v1"])[0];
+    assert_eq!(i["state"]["exit_code"], 7, "{i}");
+    assert!(d.ok(&["logs", "v1"]).contains("bye"));
+    assert!(no_vm_processes(&d));
+    // kill: 137.
+    d.ok(&["start", "v1"]);
+    wait_until("the VM again", || {
+        d.ok(&["logs", "v1"]).matches("started").count() == 2
+    });
+    d.ok(&["kill", "v1"]);
+    d.ok(&["wait", "v1"]);
+    assert_eq!(d.json(&["inspect", "v1"])[0]["state"]["exit_code"], 137);
+    d.ok(&["rm", &id]);
+    assert!(no_vm_processes(&d));
+}
+
+#[test]
+#[ignore = "root tier: needs root; scripts/test.sh runs it (--run-ignored all)"]
+fn a_vm_has_a_terminal() {
+    let d = vm_daemon();
+    let out = std::process::Command::new("script")
+        .args([
+            "-qec",
+            &format!(
+                "stty rows 33 cols 77; PIER_HOST={} pier run --rm -it --vm bb sh -c 'stty size; tty; exit 5'",
+                d.socket.display()
+            ),
+            "/dev/null",
+        ])
+        .env("PATH", format!("{}:{}", env!("CARGO_BIN_EXE_pier").trim_end_matches("/pier"), std::env::var("PATH").unwrap_or_default()))
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(5), "{text}");
+    assert!(text.contains("33 77"), "{text}");
+    assert!(text.contains("/dev/pts/"), "{text}");
+}
+
+#[test]
+#[ignore = "root tier: needs root; scripts/test.sh runs it (--run-ignored all)"]
+fn a_vm_and_a_container_share_a_network_names_and_published_ports() {
+    let d = vm_daemon();
+    d.ok(&["network", "create", "mixed"]);
+    let script = "mkdir -p /www && echo from-the-vm > /www/index.html && exec httpd -f -p 80 -h /www";
+    d.ok(&[
+        "run", "-d", "--vm", "--network", "mixed", "--name", "vmweb", "-p", "18080:80", "bb", "sh",
+        "-c", script,
+    ]);
+    let get = |url: &str| {
+        let out = d
+            .in_netns("timeout")
+            .args(["3", "busybox", "wget", "-q", "-O", "-", url])
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        out.status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+    };
+    // The published port, from the host.
+    let deadline = std::time::Instant::now() + Duration::from_secs(90);
+    while get("http://127.0.0.1:18080/").is_none() {
+        assert!(std::time::Instant::now() < deadline, "the VM's published port never answered; log: {}", d.ok(&["logs", "vmweb"]));
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    assert_eq!(get("http://127.0.0.1:18080/").unwrap(), "from-the-vm\n");
+    // A container on the same network reaches the VM by name, and the VM the container.
+    let (code, out, err) = run(
+        &d,
+        &[
+            "run", "--rm", "--network", "mixed", "bb", "sh", "-c",
+            "printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc vmweb 80",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("from-the-vm"), "{out}");
+    d.ok(&["run", "-d", "--network", "mixed", "--name", "cweb", "bb", "sh", "-c",
+        "mkdir -p /www && echo from-the-container > /www/index.html && exec httpd -f -p 80 -h /www"]);
+    let out = d.ok(&[
+        "exec", "vmweb", "sh", "-c", "printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc cweb 80",
+    ]);
+    assert!(out.contains("from-the-container"), "{out}");
+    d.ok(&["rm", "-f", "vmweb", "cweb"]);
+    d.ok(&["network", "rm", "mixed"]);
+    assert!(no_vm_processes(&d));
+}
+
+#[test]
+#[ignore = "root tier: needs root; scripts/test.sh runs it (--run-ignored all)"]
+fn a_vm_sees_directory_and_block_volumes_with_their_limits() {
+    let d = vm_daemon();
+    // A directory volume: what the VM writes, a container reads.
+    let (code, _, err) = run(&d, &["run", "--rm", "--vm", "-v", "shared:/data", "bb", "sh", "-c", "echo from-vm > /data/f"]);
+    assert_eq!(code, 0, "{err}");
+    let (_, out, _) = run(&d, &["run", "--rm", "-v", "shared:/data", "bb", "cat", "/data/f"]);
+    assert_eq!(out, "from-vm\n");
+    // A block volume of 16 MiB with a filesystem: writing more fails in the VM.
+    d.ok(&["volume", "create", "--driver", "block", "--opt", "size=16m", "--opt", "fs=ext4", "small"]);
+    let (code, out, err) = run(
+        &d,
+        &[
+            "run", "--rm", "--vm", "-v", "small:/data", "bb", "sh", "-c",
+            "dd if=/dev/zero of=/data/big bs=1M count=64 2>/dev/null; echo rc=$?; sync",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("rc=1"), "writing past the volume's size must fail: {out}");
+    assert!(no_vm_processes(&d));
+}
+
+#[test]
+#[ignore = "root tier: needs root; scripts/test.sh runs it (--run-ignored all)"]
+fn bad_vm_input_is_refused_clearly_and_leaves_nothing() {
+    // No assets: refused at create, with what to run.
+    let d = with_busybox(&["--vm-accel", "tcg", "--vm-dir", "/nonexistent/pier-vm"]);
+    let (code, _, err) = run(&d, &["run", "--rm", "--vm", "bb", "true"]);
+    assert_eq!(code, 125, "{err}");
+    assert!(err.contains("vm-assets.sh"), "{err}");
+    // What a VM cannot be given.
+    let (code, _, err) = run(&d, &["create", "--vm", "--network", "host", "bb"]);
+    assert_eq!(code, 125);
+    assert!(err.contains("--network host"), "{err}");
+    assert!(d.ok(&["ps", "-aq"]).trim().is_empty());
+    assert!(no_vm_processes(&d));
+}
