@@ -13,6 +13,8 @@ ensure_rust
 
 echo "== Building pier (release)"
 cargo build --release --locked -p pier
+# What `pier run --vm` needs: QEMU, Debian's cloud kernel and the guest agent.
+bash scripts/vm-assets.sh
 install -m 0755 target/release/pier /usr/local/bin/pier
 # Shell completion and man pages, generated from the binary's own command definitions.
 install -d /usr/share/bash-completion/completions /usr/share/zsh/vendor-completions \

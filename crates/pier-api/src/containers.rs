@@ -393,6 +393,25 @@ pub struct ContainerInspect {
     /// added, bind sources absolute.
     #[serde(default)]
     pub mounts: Vec<crate::volumes::MountSpec>,
+    /// For a VM (`--runtime pier-vm`), what runs it; filled by inspect, never stored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vm: Option<VmInspect>,
+}
+
+/// What runs a VM instance, as `pier inspect` shows it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct VmInspect {
+    /// `vm`.
+    pub kind: String,
+    /// The hypervisor's binary (QEMU).
+    pub hypervisor: String,
+    /// The guest's kernel.
+    pub kernel: String,
+    /// `kvm` (hardware virtualization) or `tcg` (emulation): as QEMU reported it when it
+    /// last ran, else as it will run.
+    pub accel: String,
+    pub cpus: u32,
+    pub memory_mib: u64,
 }
 
 /// One row of `pier ps`.

@@ -751,8 +751,21 @@ pub async fn session(
     .await
 }
 
+/// `pier vm console NAME`: the serial console of a running VM (its kernel's messages,
+/// and what the guest runs there); ctrl-] leaves it, the VM running on.
+pub async fn console(client: &Client, name: &str) -> Result<(), CliError> {
+    let io = client
+        .hijack(&format!("/v1/containers/{}/console", encode_segment(name)))
+        .await?;
+    if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+        eprintln!("Connected to the console of {name}; type ctrl-] to leave it.\r");
+    }
+    pump(client, io, true, true, String::new(), &[0x1d]).await?;
+    Ok(())
+}
+
 /// Moves bytes between the local terminal and an attached stream; `resize` is the URL
-/// that takes the terminal's size. Typing `detach_keys` (none when empty) ends the
+/// that takes the terminal's size (none when empty). Typing `detach_keys` (none when empty) ends the
 /// session and returns true, the other side running on.
 async fn pump(
     client: &Client,
@@ -770,7 +783,7 @@ async fn pump(
     } else {
         None
     };
-    if tty {
+    if tty && !resize.is_empty() {
         send_size(client, &resize).await;
         let client = client.clone();
         tokio::spawn(async move {

@@ -52,6 +52,12 @@ pub struct Cli {
 }
 
 #[derive(Debug, Subcommand)]
+pub enum VmCommand {
+    /// Connect to the serial console of a running VM (ctrl-] leaves it).
+    Console { vm: String },
+}
+
+#[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the engine.
     Daemon(DaemonArgs),
@@ -70,6 +76,9 @@ pub enum Command {
     /// Manage the built-in registry.
     #[command(subcommand)]
     Registry(registry::RegistryCommand),
+    /// VMs (`pier run --vm`): their serial console.
+    #[command(subcommand)]
+    Vm(VmCommand),
     /// Pull an image from a registry.
     Pull(registry::TransferArgs),
     /// Push an image to a registry.
@@ -553,6 +562,7 @@ async fn dispatch(cli: Cli) -> Result<(), CliError> {
         Command::Top { container } => containers::top(&client, fmt, &container).await,
         Command::Stats(a) => containers::stats(&client, fmt, a).await,
         Command::Info => system::info(&client, fmt).await,
+        Command::Vm(VmCommand::Console { vm }) => containers::console(&client, &vm).await,
         Command::System(cmd) => system::run(&client, fmt, cmd).await,
         Command::Version => system::version(&client, fmt).await,
         Command::Login(a) => login::login(&client, a).await,

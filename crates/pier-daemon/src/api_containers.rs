@@ -43,6 +43,7 @@ pub fn routes() -> Router<Arc<Engine>> {
         .route("/v1/containers/{id}/exec", post(exec))
         .route("/v1/containers/{id}/attach", post(attach))
         .route("/v1/containers/{id}/resize", post(resize))
+        .route("/v1/containers/{id}/console", post(console))
         .route("/v1/exec/{exec_id}", get(exec_inspect))
         .route("/v1/exec/{exec_id}/resize", post(exec_resize))
         .route("/v1/containers/{id}/stats", get(stats))
@@ -77,6 +78,7 @@ pub fn routes() -> Router<Arc<Engine>> {
         exec,
         attach,
         resize,
+        console,
         exec_inspect,
         exec_resize,
         stats,
@@ -574,6 +576,26 @@ async fn attach(
         }
     });
     Ok(upgraded_response(tty, None))
+}
+
+/// A VM's serial console: the connection is upgraded (101) into a raw two-way stream.
+#[utoipa::path(post, path = "/v1/containers/{id}/console", params(("id" = String, Path)),
+    responses((status = 101, description = "Switched to the VM's serial console"), (status = 400, body = ErrorBody), (status = 409, body = ErrorBody)))]
+async fn console(
+    Ctx(ctx): Ctx,
+    State(e): Shared,
+    Path(id): Path<String>,
+    req: axum::extract::Request,
+) -> ApiResult<Response> {
+    let mut sock = e.instances.console(&ctx, &id).await?;
+    let on_upgrade = hyper::upgrade::on(req);
+    tokio::spawn(async move {
+        if let Ok(upgraded) = on_upgrade.await {
+            let mut client = hyper_util::rt::TokioIo::new(upgraded);
+            let _ = tokio::io::copy_bidirectional(&mut client, &mut sock).await;
+        }
+    });
+    Ok(upgraded_response(true, None))
 }
 
 /// The client's side of an upgraded stream to the session's input; its end closes the

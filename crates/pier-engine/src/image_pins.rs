@@ -98,6 +98,7 @@ mod tests {
             networks: Default::default(),
             ports: Vec::new(),
             mounts: Vec::new(),
+            vm: None,
         }
     }
 

@@ -201,6 +201,7 @@ mod tests {
             networks: Default::default(),
             ports: Vec::new(),
             mounts: Vec::new(),
+            vm: None,
         };
         c.config.labels.insert("tier".into(), "web".into());
         c.mounts.push(MountSpec {

@@ -173,6 +173,7 @@ fn container(e: &Env, name: &str, req: ContainerCreate) -> ContainerInspect {
         networks,
         ports: Vec::new(),
         mounts: Vec::new(),
+        vm: None,
     };
     save(e, &c);
     c

@@ -23,7 +23,8 @@ pub fn connect(dir: &std::path::Path) -> std::io::Result<std::os::unix::net::Uni
     connect_to(dir, SOCKET)
 }
 
-fn connect_to(
+/// Connects to the socket `name` in `dir`, whatever the length of its path.
+pub fn connect_to(
     dir: &std::path::Path,
     name: &str,
 ) -> std::io::Result<std::os::unix::net::UnixStream> {

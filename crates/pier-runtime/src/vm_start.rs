@@ -29,6 +29,9 @@ pub const RUNTIME: &str = "pier-vm";
 /// The argument that runs the VM's host side (`pier __vm DIR`).
 pub const HELPER_ARG: &str = "__vm";
 
+/// The argument that runs an exec in a VM (`pier __vm-exec DIR REQUEST`).
+pub const EXEC_ARG: &str = "__vm-exec";
+
 /// A started VM, as the monitor supervises it.
 pub struct StartedVm {
     /// The host side's pid (signals go to it; its exit is the instance's).
@@ -132,9 +135,9 @@ pub fn start(dir: &Path, config: &MonitorConfig, cgroup: &Cgroup) -> Result<Star
             Ok(())
         });
     }
-    let mut helper = cmd.spawn().map_err(|e| {
-        StartError::io(Step::Vm, "cannot start the VM's host side (pier __vm)", e)
-    })?;
+    let mut helper = cmd
+        .spawn()
+        .map_err(|e| StartError::io(Step::Vm, "cannot start the VM's host side (pier __vm)", e))?;
     drop(ready_w);
     drop(cmd);
     let pid = helper.id() as i32;

@@ -16,8 +16,10 @@ fn main() {
     match args.get(1).and_then(|a| a.to_str()) {
         Some("__monitor") => std::process::exit(pier_runtime::monitor::main(&dir())),
         Some(pier_runtime::zygote::ARG) => std::process::exit(pier_runtime::zygote::main()),
-        Some(pier_runtime::vm_start::HELPER_ARG) => std::process::exit(pier_vm::helper::main(&dir())),
-        Some(pier_vm::exec::ARG) => {
+        Some(pier_runtime::vm_start::HELPER_ARG) => {
+            std::process::exit(pier_vm::helper::main(&dir()))
+        }
+        Some(pier_runtime::vm_start::EXEC_ARG) => {
             let request = args.get(3).and_then(|a| a.to_str()).unwrap_or("");
             std::process::exit(pier_vm::exec::main(&dir(), request))
         }

@@ -54,15 +54,26 @@ fn no_vm_processes(d: &Daemon) -> bool {
 #[ignore = "root tier: needs root; scripts/test.sh runs it (--run-ignored all)"]
 fn the_same_image_runs_as_a_vm_with_a_containers_output() {
     let d = vm_daemon();
-    let script = "echo out; echo err >&2; id -u; id -g; pwd; echo $GREETING; cat /etc/hostname; exit 3";
+    let script =
+        "echo out; echo err >&2; id -u; id -g; pwd; echo $GREETING; cat /etc/hostname; exit 3";
     let args = |vm: bool| {
         let mut a = vec!["run", "--rm"];
         if vm {
             a.push("--vm");
         }
         a.extend_from_slice(&[
-            "-u", "1000:1000", "-w", "/tmp", "-e", "GREETING=hello", "--hostname", "twin", "bb",
-            "sh", "-c", script,
+            "-u",
+            "1000:1000",
+            "-w",
+            "/tmp",
+            "-e",
+            "GREETING=hello",
+            "--hostname",
+            "twin",
+            "bb",
+            "sh",
+            "-c",
+            script,
         ]);
         a
     };
@@ -92,18 +103,30 @@ fn a_vm_runs_detached_execs_stops_and_survives_a_daemon_restart() {
     let mut d = vm_daemon();
     let id = d
         .ok(&[
-            "run", "-d", "--vm", "--name", "v1", "bb", "sh", "-c",
+            "run",
+            "-d",
+            "--vm",
+            "--name",
+            "v1",
+            "bb",
+            "sh",
+            "-c",
             "echo started; trap 'echo bye; exit 7' TERM; while true; do sleep 0.2; done",
         ])
         .trim()
         .to_string();
-    wait_until("the VM's first output", || d.ok(&["logs", "v1"]).contains("started"));
+    wait_until("the VM's first output", || {
+        d.ok(&["logs", "v1"]).contains("started")
+    });
     let i = &d.json(&["inspect", "v1"])[0];
     assert_eq!(i["config"]["runtime"], "pier-vm", "{i}");
     assert_eq!(i["state"]["status"], "running");
     // exec, as the image's user and as another.
     assert_eq!(d.ok(&["exec", "v1", "cat", "/proc/1/comm"]).trim(), "init");
-    assert_eq!(d.ok(&["exec", "-u", "1000", "v1", "id", "-u"]).trim(), "1000");
+    assert_eq!(
+        d.ok(&["exec", "-u", "1000", "v1", "id", "-u"]).trim(),
+        "1000"
+    );
     let (code, _, _) = run(&d, &["exec", "v1", "sh", "-c", "exit 9"]);
     assert_eq!(code, 9);
     // The daemon restarts; the VM runs on and is adopted.
@@ -158,10 +181,22 @@ fn a_vm_has_a_terminal() {
 fn a_vm_and_a_container_share_a_network_names_and_published_ports() {
     let d = vm_daemon();
     d.ok(&["network", "create", "mixed"]);
-    let script = "mkdir -p /www && echo from-the-vm > /www/index.html && exec httpd -f -p 80 -h /www";
+    let script =
+        "mkdir -p /www && echo from-the-vm > /www/index.html && exec httpd -f -p 80 -h /www";
     d.ok(&[
-        "run", "-d", "--vm", "--network", "mixed", "--name", "vmweb", "-p", "18080:80", "bb", "sh",
-        "-c", script,
+        "run",
+        "-d",
+        "--vm",
+        "--network",
+        "mixed",
+        "--name",
+        "vmweb",
+        "-p",
+        "18080:80",
+        "bb",
+        "sh",
+        "-c",
+        script,
     ]);
     let get = |url: &str| {
         let out = d
@@ -177,7 +212,11 @@ fn a_vm_and_a_container_share_a_network_names_and_published_ports() {
     // The published port, from the host.
     let deadline = std::time::Instant::now() + Duration::from_secs(90);
     while get("http://127.0.0.1:18080/").is_none() {
-        assert!(std::time::Instant::now() < deadline, "the VM's published port never answered; log: {}", d.ok(&["logs", "vmweb"]));
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the VM's published port never answered; log: {}",
+            d.ok(&["logs", "vmweb"])
+        );
         std::thread::sleep(Duration::from_millis(300));
     }
     assert_eq!(get("http://127.0.0.1:18080/").unwrap(), "from-the-vm\n");
@@ -185,16 +224,36 @@ fn a_vm_and_a_container_share_a_network_names_and_published_ports() {
     let (code, out, err) = run(
         &d,
         &[
-            "run", "--rm", "--network", "mixed", "bb", "sh", "-c",
+            "run",
+            "--rm",
+            "--network",
+            "mixed",
+            "bb",
+            "sh",
+            "-c",
             "printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc vmweb 80",
         ],
     );
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("from-the-vm"), "{out}");
-    d.ok(&["run", "-d", "--network", "mixed", "--name", "cweb", "bb", "sh", "-c",
-        "mkdir -p /www && echo from-the-container > /www/index.html && exec httpd -f -p 80 -h /www"]);
+    d.ok(&[
+        "run",
+        "-d",
+        "--network",
+        "mixed",
+        "--name",
+        "cweb",
+        "bb",
+        "sh",
+        "-c",
+        "mkdir -p /www && echo from-the-container > /www/index.html && exec httpd -f -p 80 -h /www",
+    ]);
     let out = d.ok(&[
-        "exec", "vmweb", "sh", "-c", "printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc cweb 80",
+        "exec",
+        "vmweb",
+        "sh",
+        "-c",
+        "printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc cweb 80",
     ]);
     assert!(out.contains("from-the-container"), "{out}");
     d.ok(&["rm", "-f", "vmweb", "cweb"]);
@@ -207,21 +266,49 @@ fn a_vm_and_a_container_share_a_network_names_and_published_ports() {
 fn a_vm_sees_directory_and_block_volumes_with_their_limits() {
     let d = vm_daemon();
     // A directory volume: what the VM writes, a container reads.
-    let (code, _, err) = run(&d, &["run", "--rm", "--vm", "-v", "shared:/data", "bb", "sh", "-c", "echo from-vm > /data/f"]);
+    let (code, _, err) = run(
+        &d,
+        &[
+            "run",
+            "--rm",
+            "--vm",
+            "-v",
+            "shared:/data",
+            "bb",
+            "sh",
+            "-c",
+            "echo from-vm > /data/f",
+        ],
+    );
     assert_eq!(code, 0, "{err}");
-    let (_, out, _) = run(&d, &["run", "--rm", "-v", "shared:/data", "bb", "cat", "/data/f"]);
+    let (_, out, _) = run(
+        &d,
+        &["run", "--rm", "-v", "shared:/data", "bb", "cat", "/data/f"],
+    );
     assert_eq!(out, "from-vm\n");
     // A block volume of 16 MiB with a filesystem: writing more fails in the VM.
-    d.ok(&["volume", "create", "--driver", "block", "--opt", "size=16m", "--opt", "fs=ext4", "small"]);
+    d.ok(&[
+        "volume", "create", "--driver", "block", "--opt", "size=16m", "--opt", "fs=ext4", "small",
+    ]);
     let (code, out, err) = run(
         &d,
         &[
-            "run", "--rm", "--vm", "-v", "small:/data", "bb", "sh", "-c",
+            "run",
+            "--rm",
+            "--vm",
+            "-v",
+            "small:/data",
+            "bb",
+            "sh",
+            "-c",
             "dd if=/dev/zero of=/data/big bs=1M count=64 2>/dev/null; echo rc=$?; sync",
         ],
     );
     assert_eq!(code, 0, "{err}");
-    assert!(out.contains("rc=1"), "writing past the volume's size must fail: {out}");
+    assert!(
+        out.contains("rc=1"),
+        "writing past the volume's size must fail: {out}"
+    );
     assert!(no_vm_processes(&d));
 }
 

@@ -918,11 +918,6 @@ fn net_mode(net: &NetworkAttachment) -> EngineResult<NetMode> {
         NetworkAttachment::Isolated => NetMode::None,
         NetworkAttachment::Host => NetMode::Host,
         NetworkAttachment::Namespace(p) => NetMode::Path(p.display().to_string()),
-        NetworkAttachment::Tap { .. } => {
-            return Err(invalid(
-                "a container cannot take a tap device: give it a network namespace",
-            ))
-        }
     })
 }
 

@@ -8,23 +8,19 @@
 //! or a block device on the host), and the instance's record. The outputs are typed too:
 //! an [`InstanceHandle`] (what finds the running instance again) and [`ExitInfo`].
 //!
-//! # A second kind: a VM
+//! # The two kinds
 //!
-//! A QEMU driver implements the same trait without a netns, an overlay or a cgroup path:
+//! - [`super::container::ContainerDriver`]: an OCI bundle, an overlay rootfs, a cgroup,
+//!   and a monitor process that runs Pier's runtime (or runc) and holds the streams.
+//! - [`super::vm::VmDriver`] (`--runtime pier-vm`): the same host side (directory,
+//!   overlay rootfs, cgroup, monitor), but the monitor runs `pier __vm`, which boots the
+//!   image's rootfs in a QEMU microVM (shared by virtio-fs), with a tap joined to the
+//!   instance's network namespace, and speaks to the guest agent that runs the
+//!   entrypoint; `exec` is `pier __vm-exec` through the same agent. It takes
+//!   [`NetworkAttachment::Namespace`] (the engine's plumbing is the container's) or
+//!   [`NetworkAttachment::Isolated`], and refuses the host's network.
 //!
-//! - [`Driver::prepare`] makes the instance's directory and a copy-on-write disk
-//!   (`qemu-img create -b <image disk>`) from the image, and the QEMU command line;
-//!   it refuses [`NetworkAttachment::Namespace`] and takes [`NetworkAttachment::Tap`].
-//! - [`Driver::start`] spawns QEMU with `-netdev tap,ifname=...`, one `-drive` per
-//!   block [`VolumeAttachment`] (a directory one through virtiofs), and returns the
-//!   QEMU pid as [`InstanceHandle::pid`] (its QMP socket is found from the directory).
-//! - [`Driver::wait`] waits on a pidfd of QEMU; [`Driver::reap`] reads the exit QMP
-//!   reported (a guest `poweroff` is exit code 0).
-//! - [`Driver::signal`] maps SIGTERM to an ACPI power-button press over QMP and SIGKILL
-//!   to killing QEMU; [`Driver::pause`] is QMP `stop`/`cont`; [`Driver::stats`] reads
-//!   QMP `query-stats`; [`Driver::exec`] and [`Driver::attach`] go through the guest
-//!   agent and the serial console.
-//! - [`Driver::adopt`] finds QEMU by its pid file and checks it still is that process.
+//! [`Drivers`] picks one per instance from its record.
 
 use std::collections::HashSet;
 use std::future::Future;
@@ -46,10 +42,9 @@ pub enum NetworkAttachment {
     /// The host's network (`--network host`).
     Host,
     /// A network namespace the engine makes (at this path) and plumbs at each start:
-    /// what a container joins (a bridge network, or another container's).
+    /// what a container joins (a bridge network, or another container's), and where a
+    /// VM's QEMU runs, its tap joined to the namespace's veth.
     Namespace(PathBuf),
-    /// A tap device the engine makes and plugs into a bridge: what a VM gets.
-    Tap { device: String, mac: Option<String> },
 }
 
 /// How a volume is given to an instance.

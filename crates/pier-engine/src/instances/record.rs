@@ -172,6 +172,7 @@ impl Instance {
                 networks,
                 ports: status.ports,
                 mounts: spec.mounts,
+                vm: None,
             },
             desired: spec.desired,
             observed_generation: status.observed_generation,

@@ -43,12 +43,12 @@ use crate::error::{conflict, internal, invalid, EngineError, EngineResult};
 use crate::instances::actor::{Actors, Handler, Hold, Op};
 pub(crate) use crate::instances::container::unmount;
 use crate::instances::container::ContainerDriver;
-use crate::instances::vm::{VmDriver, VmSettings};
 use crate::instances::driver::{
     Driver, Drivers, ExitInfo, Found, InstanceHandle, NetworkAttachment, Started, VolumeAttachment,
     VolumeKind,
 };
 use crate::instances::record::{self, Instance, Run};
+use crate::instances::vm::{VmDriver, VmSettings};
 use crate::instances::Undo;
 use crate::names::{random_id, valid_name};
 use crate::networks::{Networks, DEFAULT_NETWORK};
@@ -648,8 +648,13 @@ impl Instances {
     }
 
     /// Finds a container by full ID, name, or unique ID prefix.
+    /// A VM's shows what runs it.
     pub fn get(&self, ctx: &RequestContext, name_or_id: &str) -> EngineResult<ContainerInspect> {
-        self.lookup(ctx.project(), name_or_id)
+        let mut c = self.lookup(ctx.project(), name_or_id)?;
+        if c.config.runtime.as_deref() == Some(super::vm::RUNTIME) {
+            c.vm = Some(super::vm::inspect(&self.cdir(&c.id)));
+        }
+        Ok(c)
     }
 
     /// As [`Instances::get`], for the engine's own work in `project`.
@@ -740,6 +745,7 @@ impl Instances {
             networks,
             ports: Vec::new(),
             mounts,
+            vm: None,
         });
         self.create_steps(&mut c, &img)?;
         let t_files = t0.elapsed();

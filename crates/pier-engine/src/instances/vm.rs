@@ -31,7 +31,6 @@ use pier_api::ErrorKind;
 use pier_guest::{GuestFile, GuestMount, GuestNic, ProcessConfig, RunConfig};
 use pier_vm::config::{Accel, Disk, Share, VmConfig};
 
-
 use super::container::ContainerDriver;
 use super::driver::{
     BoxFuture, Driver, ExitInfo, Found, InstanceHandle, InstanceStats, NetworkAttachment, Started,
@@ -134,7 +133,8 @@ impl VmDriver {
 
     /// The assets and QEMU, or why VMs cannot run here (the user's to fix: say how).
     fn assets(&self) -> EngineResult<(pier_vm::assets::Assets, pier_vm::assets::Tools)> {
-        let missing = |e: pier_vm::assets::Missing| invalid(format!("cannot run a VM on this host: {e}"));
+        let missing =
+            |e: pier_vm::assets::Missing| invalid(format!("cannot run a VM on this host: {e}"));
         let assets = pier_vm::assets::Assets::find(&self.settings.assets).map_err(missing)?;
         let tools = pier_vm::assets::Tools::find().map_err(missing)?;
         Ok((assets, tools))
@@ -156,10 +156,7 @@ impl VmDriver {
     /// is the guest's plus what QEMU needs.
     fn host_view(c: &ContainerInspect) -> ContainerInspect {
         let mut h = c.clone();
-        let guest = c
-            .config
-            .memory
-            .unwrap_or((DEFAULT_MEMORY_MIB as i64) << 20);
+        let guest = c.config.memory.unwrap_or((DEFAULT_MEMORY_MIB as i64) << 20);
         h.config.memory = Some(guest + VMM_OVERHEAD);
         h.config.memory_swap = None;
         h
@@ -287,11 +284,29 @@ impl VmDriver {
     }
 }
 
+/// What runs the VM in `dir`, from its `vm.json` and `vm-state.json` (empty before its
+/// first start).
+pub fn inspect(dir: &Path) -> pier_api::containers::VmInspect {
+    let mut v = pier_api::containers::VmInspect {
+        kind: "vm".into(),
+        ..Default::default()
+    };
+    if let Ok(c) = VmConfig::load(dir) {
+        v.hypervisor = c.qemu.display().to_string();
+        v.kernel = c.kernel.display().to_string();
+        v.accel = c.accel.to_string();
+        v.cpus = c.cpus;
+        v.memory_mib = c.memory_mib;
+    }
+    if let Ok(s) = pier_vm::config::VmState::load(dir) {
+        v.accel = s.accel.to_string();
+    }
+    v
+}
+
 /// Mounts every instance gets from its own kernel (the guest agent makes them).
 fn is_system_mount(target: &str) -> bool {
-    target.starts_with("/proc")
-        || target.starts_with("/sys")
-        || target.starts_with("/dev")
+    target.starts_with("/proc") || target.starts_with("/sys") || target.starts_with("/dev")
 }
 
 fn read_spec(dir: &Path) -> EngineResult<serde_json::Value> {
@@ -328,10 +343,7 @@ impl Driver for VmDriver {
                 .as_ref()
                 .map(|(a, _)| a.kernel.display().to_string())
                 .unwrap_or_default(),
-            problem: assets
-                .err()
-                .or(accel.err())
-                .map(|e| e.message().clone()),
+            problem: assets.err().or(accel.err()).map(|e| e.message().clone()),
         })
     }
 
@@ -475,7 +487,7 @@ impl Driver for VmDriver {
         let exe = pier_runtime::sealed::current().map_err(|e| internal(e.to_string()))?;
         let mut cmd = std::process::Command::new(exe.path());
         std::os::unix::process::CommandExt::arg0(&mut cmd, "pier");
-        cmd.arg(pier_vm::exec::ARG)
+        cmd.arg(pier_runtime::vm_start::EXEC_ARG)
             .arg(&dir)
             .arg(serde_json::to_string(&request).expect("json"));
         Ok(cmd)
@@ -503,5 +515,38 @@ impl Driver for VmDriver {
 
     fn sweep(&self, known: &HashSet<String>) -> Vec<(ContainerInspect, InstanceHandle)> {
         self.containers.sweep(known)
+    }
+}
+
+impl super::Instances {
+    /// A connection to the serial console of running VM `id` (`pier vm console`): the
+    /// guest kernel's messages, and whatever the guest runs on its console.
+    pub async fn console(
+        &self,
+        ctx: &crate::context::RequestContext,
+        id: &str,
+    ) -> EngineResult<tokio::net::UnixStream> {
+        let c = self.lookup(ctx.project(), id)?;
+        if c.config.runtime.as_deref() != Some(RUNTIME) {
+            return Err(invalid(format!(
+                "{} is a container, not a VM: it has no console; use pier attach",
+                c.name
+            )));
+        }
+        if c.state.pid.is_none() {
+            return Err(EngineError::new(
+                ErrorKind::Conflict,
+                format!("VM {} is not running", c.name),
+            ));
+        }
+        let dir = self.driver_of(&c).logs(&c);
+        let dir = dir.parent().unwrap_or(Path::new("/"));
+        let s = pier_runtime::attach::connect_to(dir, pier_vm::config::CONSOLE_SOCKET)
+            .and_then(|s| {
+                s.set_nonblocking(true)?;
+                tokio::net::UnixStream::from_std(s)
+            })
+            .map_err(|e| internal(format!("cannot reach the console of VM {}: {e}", c.name)))?;
+        Ok(s)
     }
 }
