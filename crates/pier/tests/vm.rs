@@ -161,7 +161,7 @@ fn a_vm_has_a_terminal() {
         .args([
             "-qec",
             &format!(
-                "stty rows 33 cols 77; PIER_HOST={} pier run --rm -it --vm bb sh -c 'stty size; tty; exit 5'",
+                "stty rows 33 cols 77; PIER_HOST={} pier run --rm -it --vm bb sh -c 'sleep 2; stty size; tty; exit 5'",
                 d.socket.display()
             ),
             "/dev/null",
@@ -174,6 +174,15 @@ fn a_vm_has_a_terminal() {
     assert_eq!(out.status.code(), Some(5), "{text}");
     assert!(text.contains("33 77"), "{text}");
     assert!(text.contains("/dev/pts/"), "{text}");
+}
+
+/// A shell line that looks `name` up with Pier's DNS (busybox's nslookup: its static
+/// libc cannot resolve through NSS) and fetches / from it on port 80.
+fn fetch_by_name(name: &str) -> String {
+    format!(
+        "ip=$(nslookup {name} | awk '/^Address/ {{a=$NF}} END {{print a}}'); \
+         printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc $ip 80"
+    )
 }
 
 #[test]
@@ -231,7 +240,7 @@ fn a_vm_and_a_container_share_a_network_names_and_published_ports() {
             "bb",
             "sh",
             "-c",
-            "printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc vmweb 80",
+            &fetch_by_name("vmweb"),
         ],
     );
     assert_eq!(code, 0, "{err}");
@@ -253,7 +262,7 @@ fn a_vm_and_a_container_share_a_network_names_and_published_ports() {
         "vmweb",
         "sh",
         "-c",
-        "printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc cweb 80",
+        &fetch_by_name("cweb"),
     ]);
     assert!(out.contains("from-the-container"), "{out}");
     d.ok(&["rm", "-f", "vmweb", "cweb"]);
