@@ -1,5 +1,5 @@
 //! `pier`: one binary for the daemon, the CLI, and the runtime's re-exec'd helpers
-//! (`__monitor`, `__monitor-zygote`, `__exec`). Dispatch happens before any tokio runtime exists, so a helper
+//! (`__monitor`, `__monitor-zygote`, `__exec`, `__vm`, `__vm-exec`). Dispatch happens before any tokio runtime exists, so a helper
 //! that must be single-threaded never inherits threads.
 
 use pier_cli::{Cli, Command};
@@ -19,6 +19,11 @@ fn main() {
         Some("__exec") => {
             let request = args.get(3).and_then(|a| a.to_str()).unwrap_or("");
             std::process::exit(pier_runtime::exec::main(&dir(), request))
+        }
+        Some("__vm") => std::process::exit(pier_vm::helper::main(&dir())),
+        Some("__vm-exec") => {
+            let request = args.get(3).and_then(|a| a.to_str()).unwrap_or("");
+            std::process::exit(pier_vm::exec::main(&dir(), request))
         }
         _ => {}
     }
