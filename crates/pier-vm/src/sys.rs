@@ -32,22 +32,6 @@ pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
     result
 }
 
-/// Sets or clears `O_NONBLOCK`.
-pub fn set_nonblocking(fd: RawFd, on: bool) {
-    // SAFETY: fcntl on a descriptor the caller owns, integer arguments only.
-    unsafe {
-        let fl = libc::fcntl(fd, libc::F_GETFL);
-        if fl >= 0 {
-            let fl = if on {
-                fl | libc::O_NONBLOCK
-            } else {
-                fl & !libc::O_NONBLOCK
-            };
-            libc::fcntl(fd, libc::F_SETFL, fl);
-        }
-    }
-}
-
 /// Waits for events on `fds` (`timeout_ms` < 0: forever); EINTR counts as no event.
 pub fn poll(fds: &mut [libc::pollfd], timeout_ms: i32) -> io::Result<()> {
     // SAFETY: `fds` is a valid array of pollfd for its length.

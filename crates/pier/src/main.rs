@@ -1,5 +1,6 @@
 //! `pier`: one binary for the daemon, the CLI, and the runtime's re-exec'd helpers
-//! (`__monitor`, `__monitor-zygote`, `__exec`, and a VM's `__vm` and `__vm-exec`). Dispatch happens before any tokio runtime exists, so a helper
+//! (`__monitor`, `__monitor-zygote`, `__exec`, and a VM's `__vm` and `__vm-exec`). Dispatch
+//! happens before any tokio runtime exists, so a helper
 //! that must be single-threaded never inherits threads.
 
 use pier_cli::{Cli, Command};
