@@ -135,9 +135,13 @@ impl Frame {
 
     /// The payload as one `i32` ([`Kind::Signal`], [`Kind::Exit`], [`Kind::Started`]).
     pub fn int_payload(&self) -> io::Result<i32> {
-        let b: [u8; 4] = self.payload.get(..4).and_then(|b| b.try_into().ok()).ok_or_else(
-            || io::Error::new(io::ErrorKind::InvalidData, "a frame is missing its number"),
-        )?;
+        let b: [u8; 4] = self
+            .payload
+            .get(..4)
+            .and_then(|b| b.try_into().ok())
+            .ok_or_else(|| {
+                io::Error::new(io::ErrorKind::InvalidData, "a frame is missing its number")
+            })?;
         Ok(i32::from_le_bytes(b))
     }
 
