@@ -76,8 +76,10 @@ impl Mounts {
         flags: libc::c_ulong,
         data: &str,
     ) -> Result<()> {
-        fs::create_dir_all(target)
-            .ctx(|| format!("making the mount point {}", target.display()))?;
+        if fs::symlink_metadata(target).is_err() {
+            fs::create_dir_all(target)
+                .ctx(|| format!("making the mount point {}", target.display()))?;
+        }
         sys::mount(source, target, fstype, flags, data)
             .ctx(|| format!("mounting {fstype} {source} at {}", target.display()))?;
         self.0.push(target.to_path_buf());
