@@ -144,7 +144,7 @@ pub fn spawn(root: &Path, p: &ProcessConfig) -> Result<Spawned, Failed> {
     let root_c = sys::cpath(root).map_err(|_| failed(125, "the root path has a NUL byte"))?;
     let cwd = if p.cwd.is_empty() { "/" } else { &p.cwd };
     fn setup(what: &'static str) -> impl Fn(io::Error) -> Failed {
-        move |e| failed(125, format!("{what}: {e}"))
+        move |e| failed(125, format!("{what}: {}", sys::errno_text(&e)))
     }
 
     let (err_r, err_w) = pipe().map_err(setup("making a pipe"))?;
@@ -257,7 +257,7 @@ fn child(
     args: &[CString],
     env: &[CString],
 ) -> (i32, String) {
-    let os = |what: &str| format!("{what}: {}", io::Error::last_os_error());
+    let os = |what: &str| format!("{what}: {}", sys::errno_text(&io::Error::last_os_error()));
     // SAFETY: plain system calls on this process's own state, with pointers to live
     // values; the process is single-threaded.
     unsafe {
@@ -329,7 +329,7 @@ fn child(
     let errno = e.raw_os_error().unwrap_or(0);
     (
         exec_error_code(errno),
-        format!("exec: \"{}\": {e}", prog.display()),
+        format!("exec: \"{arg0}\": {}", sys::errno_text(&e)),
     )
 }
 

@@ -17,7 +17,7 @@ pub struct Error {
 
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.what, self.source)
+        write!(f, "{}: {}", self.what, errno_text(&self.source))
     }
 }
 
@@ -28,6 +28,21 @@ impl std::error::Error for Error {
 }
 
 pub type Result<T> = std::result::Result<T, Error>;
+
+/// An error as Go (and so Docker) spells it: `permission denied`, not
+/// `Permission denied (os error 13)`.
+pub fn errno_text(e: &io::Error) -> String {
+    let text = e.to_string();
+    let text = match text.rfind(" (os error ") {
+        Some(i) if e.raw_os_error().is_some() => &text[..i],
+        _ => &text,
+    };
+    let mut chars = text.chars();
+    match chars.next() {
+        Some(c) => c.to_lowercase().chain(chars).collect(),
+        None => String::new(),
+    }
+}
 
 /// Adds what the agent was doing to an [`io::Error`].
 pub trait Context<T> {
@@ -139,4 +154,21 @@ pub fn power_off() -> ! {
     }
     // Not PID 1 (a test run) or not allowed: leave the ordinary way.
     std::process::exit(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_read_as_docker_writes_them() {
+        let e = io::Error::from_raw_os_error(libc::EACCES);
+        assert_eq!(errno_text(&e), "permission denied");
+        let e = Error {
+            what: "making /x".into(),
+            source: io::Error::from_raw_os_error(libc::EEXIST),
+        };
+        assert_eq!(e.to_string(), "making /x: file exists");
+        assert_eq!(errno_text(&io::Error::other("Odd")), "odd");
+    }
 }
