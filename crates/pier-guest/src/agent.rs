@@ -9,7 +9,9 @@
 //! ```
 //!
 //! A session's `Exit` goes out once its output is drained (both streams at their end,
-//! or [`GRACE`] after the exit when something else holds them open). Output is read
+//! or quiet for [`GRACE`] after the exit when something else holds them open, such as
+//! a background child: the wait restarts with each read, and does not run while the
+//! port is backed up). Output is read
 //! only while the port's queue is below [`OUT_LIMIT`], and the port only while no
 //! session's input is backed up past [`IN_LIMIT`]: a slow side slows the other down
 //! instead of growing memory.
@@ -27,7 +29,8 @@ use crate::setup::{self, Mounts, NEWROOT};
 use crate::spawn::{self, Spawned};
 use crate::{net, sys};
 
-/// How long after a process exits its output may still be held open by others.
+/// How long after a process exits (and after each later read) its output may stay
+/// open and silent before the session ends without waiting for its end.
 const GRACE: Duration = Duration::from_millis(200);
 /// Stop reading sessions' output while this much waits for the port.
 const OUT_LIMIT: usize = 256 << 10;
@@ -35,6 +38,9 @@ const OUT_LIMIT: usize = 256 << 10;
 const IN_LIMIT: usize = 1 << 20;
 /// How long the agent waits for the host to take its last frames before power-off.
 const LAST_WORDS: Duration = Duration::from_secs(10);
+/// How long the agent then waits for the host to close the connection (its "I have
+/// read everything") before powering off anyway.
+const HANGUP_WAIT: Duration = Duration::from_secs(3);
 
 struct Session {
     pid: libc::pid_t,
@@ -46,6 +52,8 @@ struct Session {
     stdout: Option<OwnedFd>,
     stderr: Option<OwnedFd>,
     master: Option<OwnedFd>,
+    /// The exit code, and when the session last showed life (its exit, or a read
+    /// after it).
     exited: Option<(i32, Instant)>,
 }
 
@@ -175,7 +183,7 @@ impl Agent {
             if let (Some(fd), false) = (&s.stdin, s.stdin_buf.is_empty()) {
                 add(fd.as_raw_fd(), libc::POLLOUT, Slot::In(id));
             }
-            if let Some((_, at)) = s.exited {
+            if let (Some((_, at)), true) = (s.exited, reading) {
                 wake_at(at + GRACE);
             }
         }
@@ -355,6 +363,9 @@ impl Agent {
         let n = unsafe { libc::read(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
         if n > 0 {
             buf.truncate(n as usize);
+            if let Some((_, at)) = &mut s.exited {
+                *at = Instant::now();
+            }
             let kind = if err { Kind::Stderr } else { Kind::Stdout };
             self.port.send(&Frame::new(kind, id, buf));
             return;
@@ -407,12 +418,13 @@ impl Agent {
     /// drained (or held open past [`GRACE`]); the main one's powers the VM off.
     fn finish_sessions(&mut self) {
         let now = Instant::now();
+        let reading = self.port.pending() < OUT_LIMIT;
         let done: Vec<u32> = self
             .sessions
             .iter()
             .filter(|(_, s)| {
                 s.exited.is_some_and(|(_, at)| {
-                    (s.stdout.is_none() && s.stderr.is_none()) || now >= at + GRACE
+                    (s.stdout.is_none() && s.stderr.is_none()) || (reading && now >= at + GRACE)
                 })
             })
             .map(|(&id, _)| id)
@@ -457,6 +469,7 @@ impl Agent {
         }
         self.sessions.clear();
         self.port.drain(LAST_WORDS);
+        self.port.wait_hangup(HANGUP_WAIT);
         // SAFETY: sync takes nothing.
         unsafe { libc::sync() };
         self.mounts.unmount_all();

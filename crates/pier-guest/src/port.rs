@@ -111,32 +111,71 @@ impl Port {
         }
     }
 
-    /// Writes everything queued before the VM powers off, waiting up to `timeout` for
-    /// a host client. Blocking writes return once the host took the data, so what was
-    /// written has left the VM.
-    pub fn drain(&mut self, timeout: Duration) {
-        let deadline = Instant::now() + timeout;
-        let _ = sys::set_nonblocking(self.fd(), false);
-        while self.pending() > 0 && Instant::now() < deadline {
+    /// Waits up to `deadline` for the port to take a write; false when it did not.
+    fn writable(&self, deadline: Instant) -> bool {
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return false;
+            }
             let mut pfd = libc::pollfd {
                 fd: self.fd(),
                 events: libc::POLLOUT,
                 revents: 0,
             };
             // SAFETY: one live pollfd.
-            let r = unsafe { libc::poll(&mut pfd, 1, 50) };
-            if r <= 0 || pfd.revents & libc::POLLOUT == 0 {
-                if r > 0 {
-                    std::thread::sleep(Duration::from_millis(20));
-                }
-                continue;
+            let r = unsafe { libc::poll(&mut pfd, 1, left.as_millis().min(50) as i32 + 1) };
+            if r > 0 && pfd.revents & libc::POLLOUT != 0 {
+                return true;
             }
-            if self.flush().is_err() {
-                break;
+            if r > 0 {
+                // A hang-up: no client now; wait for one.
+                std::thread::sleep(Duration::from_millis(20));
             }
         }
-        // A blocking write returns when the host took any earlier buffer; give the
-        // last one a moment to be taken too.
-        std::thread::sleep(Duration::from_millis(20));
+    }
+
+    /// Writes everything queued before the VM powers off, waiting up to `timeout` for
+    /// a host client.
+    pub fn drain(&mut self, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        let _ = sys::set_nonblocking(self.fd(), false);
+        while self.pending() > 0 {
+            if !self.writable(deadline) || self.flush().is_err() {
+                return;
+            }
+        }
+    }
+
+    /// Waits up to `timeout` for the host to close its end, which says it has read
+    /// everything. A write to the port returns once the data is in the virtqueue
+    /// (even a blocking one, for a virtio-serial port); the host takes it from there
+    /// as its socket has room, and what is still queued (megabytes, with a slow
+    /// reader) is lost when the VM powers off.
+    pub fn wait_hangup(&mut self, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        let mut buf = [0u8; 4096];
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return;
+            }
+            let mut pfd = libc::pollfd {
+                fd: self.fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            // SAFETY: one live pollfd.
+            let r = unsafe { libc::poll(&mut pfd, 1, left.as_millis() as i32 + 1) };
+            if r > 0 && pfd.revents & (libc::POLLHUP | libc::POLLERR) != 0 {
+                return;
+            }
+            if r > 0 && pfd.revents & libc::POLLIN != 0 {
+                // What the host still sends no longer matters; 0 is the hang-up.
+                if matches!(self.file.read(&mut buf), Ok(0) | Err(_)) {
+                    return;
+                }
+            }
+        }
     }
 }
