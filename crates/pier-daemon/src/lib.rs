@@ -25,4 +25,5 @@ pub mod http;
 pub mod server;
 pub mod stream;
 
+pub use pier_engine::instances::vm::VmSettings;
 pub use server::{run, DaemonConfig};

@@ -118,7 +118,7 @@ fn run_daemon(cli: &Cli, args: &pier_cli::DaemonArgs) -> i32 {
             .clone()
             .zip(args.registry_tls_key.clone()),
         header_timeout: std::time::Duration::from_secs(args.header_timeout),
-        vm: pier_engine::instances::vm::VmSettings {
+        vm: pier_daemon::VmSettings {
             assets: args
                 .vm_dir
                 .clone()

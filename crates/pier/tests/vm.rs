@@ -257,13 +257,7 @@ fn a_vm_and_a_container_share_a_network_names_and_published_ports() {
         "-c",
         "mkdir -p /www && echo from-the-container > /www/index.html && exec httpd -f -p 80 -h /www",
     ]);
-    let out = d.ok(&[
-        "exec",
-        "vmweb",
-        "sh",
-        "-c",
-        &fetch_by_name("cweb"),
-    ]);
+    let out = d.ok(&["exec", "vmweb", "sh", "-c", &fetch_by_name("cweb")]);
     assert!(out.contains("from-the-container"), "{out}");
     d.ok(&["rm", "-f", "vmweb", "cweb"]);
     d.ok(&["network", "rm", "mixed"]);
