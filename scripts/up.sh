@@ -63,3 +63,6 @@ pier images
 
 echo "== Running a first container"
 pier run --rm --hostname first busybox sh -c 'echo "Hello from $(hostname), a Pier container running $(uname -s) as uid $(id -u)"'
+
+echo "== Running the same image as a VM (its own kernel; a few seconds under emulation)"
+pier run --rm --vm --hostname first-vm busybox sh -c 'echo "Hello from $(hostname), a Pier VM running Linux $(uname -r)"'

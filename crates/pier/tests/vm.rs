@@ -85,7 +85,11 @@ fn the_same_image_runs_as_a_vm_with_a_containers_output() {
     assert_eq!((vm_code, &vm_out, &vm_err), (c_code, &c_out, &c_err));
     // It is a VM: its own kernel (Debian's cloud kernel), not the host's.
     let host_kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap();
-    let (code, guest_kernel, err) = run(&d, &["run", "--rm", "--vm", "bb", "uname", "-r"]);
+    // Selected through the Docker API as Kata is: `docker run --runtime pier-vm`.
+    let (code, guest_kernel, err) = outcome(&d.docker(
+        "docker",
+        &["run", "--rm", "--runtime", "pier-vm", "bb", "uname", "-r"],
+    ));
     assert_eq!(code, 0, "{err}");
     assert!(guest_kernel.contains("cloud-amd64"), "{guest_kernel}");
     assert_ne!(guest_kernel.trim(), host_kernel.trim());
