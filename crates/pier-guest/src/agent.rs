@@ -38,9 +38,9 @@ const OUT_LIMIT: usize = 256 << 10;
 const IN_LIMIT: usize = 1 << 20;
 /// How long the agent waits for the host to take its last frames before power-off.
 const LAST_WORDS: Duration = Duration::from_secs(10);
-/// How long the agent then waits for the host to close the connection (its "I have
-/// read everything") before powering off anyway.
-const HANGUP_WAIT: Duration = Duration::from_secs(3);
+/// How long the agent then waits, when the host may be behind, for it to close the
+/// connection (its "I have read everything") before powering off anyway.
+const HANGUP_WAIT: Duration = Duration::from_secs(10);
 
 struct Session {
     pid: libc::pid_t,
@@ -469,7 +469,11 @@ impl Agent {
         }
         self.sessions.clear();
         self.port.drain(LAST_WORDS);
-        self.port.wait_hangup(HANGUP_WAIT);
+        // Small outputs went straight through to the host's socket; after much output,
+        // or while the host was slow, give it time to read the rest.
+        if self.port.may_be_behind() {
+            self.port.wait_hangup(HANGUP_WAIT);
+        }
         // SAFETY: sync takes nothing.
         unsafe { libc::sync() };
         self.mounts.unmount_all();

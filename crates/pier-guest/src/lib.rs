@@ -19,11 +19,12 @@
 //!  ── closes the connection ──────────────>  (after Exit of session 0: "read it all")
 //! ```
 //!
-//! Shutdown: after session 0's `Exit` the agent kills what is left, and powers the VM
-//! off once the host has closed its end of the port (or after a few seconds without
-//! that). The host should close as soon as it has read that `Exit`: a write to a
-//! virtio-serial port returns once the data is queued in the VM, and what the host has
-//! not taken when the VM powers off (megabytes, with a slow reader) is lost.
+//! Shutdown: after session 0's `Exit` the agent kills what is left and powers the VM
+//! off. When the host may be behind (the port refused writes lately, or much was
+//! written lately), it first waits for the host to close its end of the port (up to
+//! 10 s). The host should close as soon as it has read that `Exit`: a write
+//! to a virtio-serial port returns once the data is queued in the VM, and what the
+//! host has not taken when the VM powers off (megabytes, with a slow reader) is lost.
 //!
 //! The host may also go away and come back at any time (a daemon restart): the agent
 //! keeps what it has to send until a client is connected again. A frame the host had

@@ -15,6 +15,11 @@ use crate::sys;
 
 /// How long the agent leaves the port alone after a hang-up before looking again.
 const RETRY: Duration = Duration::from_millis(50);
+/// The span over which the agent judges whether the host may be behind.
+const RECENT: Duration = Duration::from_secs(5);
+/// More than this written within [`RECENT`] may not all have reached the host (QEMU's
+/// socket buffer holds about 200 KiB).
+const RECENT_BYTES: usize = 64 << 10;
 
 pub struct Port {
     file: File,
@@ -23,6 +28,11 @@ pub struct Port {
     decoder: Decoder,
     /// While the host has no client connected: when to look again.
     pub down_until: Option<Instant>,
+    /// When the port last refused (part of) a write: the host was behind.
+    refused_at: Option<Instant>,
+    /// Bytes written since `window_start`.
+    window_bytes: usize,
+    window_start: Instant,
 }
 
 /// What a read of the port gave.
@@ -40,6 +50,9 @@ impl Port {
             sent: 0,
             decoder: Decoder::default(),
             down_until: None,
+            refused_at: None,
+            window_bytes: 0,
+            window_start: Instant::now(),
         }
     }
 
@@ -62,10 +75,24 @@ impl Port {
     pub fn flush(&mut self) -> io::Result<()> {
         while self.sent < self.out.len() {
             match self.file.write(&self.out[self.sent..]) {
-                Ok(0) => break,
-                Ok(n) => self.sent += n,
+                Ok(0) => {
+                    self.refused_at = Some(Instant::now());
+                    break;
+                }
+                Ok(n) => {
+                    self.sent += n;
+                    let now = Instant::now();
+                    if now.duration_since(self.window_start) > RECENT {
+                        self.window_start = now;
+                        self.window_bytes = 0;
+                    }
+                    self.window_bytes += n;
+                }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.refused_at = Some(Instant::now());
+                    break;
+                }
                 Err(e) => return Err(e),
             }
         }
@@ -145,6 +172,14 @@ impl Port {
                 return;
             }
         }
+    }
+
+    /// Whether what was written may not all have reached the host yet: the port
+    /// refused a write lately (its queue was full), or much was written lately.
+    pub fn may_be_behind(&self) -> bool {
+        let recent = |t: Instant| t.elapsed() < RECENT;
+        self.refused_at.is_some_and(recent)
+            || (recent(self.window_start) && self.window_bytes > RECENT_BYTES)
     }
 
     /// Waits up to `timeout` for the host to close its end, which says it has read

@@ -306,11 +306,7 @@ fn child(
             return (125, os(&format!("setuid {}", p.uid)));
         }
     }
-    let path_var = {
-        let strs: Vec<String> = p.env.clone();
-        env_path(&strs).to_string()
-    };
-    let Some(prog) = look_path(arg0, &path_var, is_executable) else {
+    let Some(prog) = look_path(arg0, env_path(&p.env), is_executable) else {
         return (
             127,
             format!("exec: \"{arg0}\": executable file not found in $PATH"),
