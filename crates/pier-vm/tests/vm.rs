@@ -112,7 +112,7 @@ fn spawn(what: &str) -> Helper {
         cmd.pre_exec(move || {
             let mut high = [0; 3];
             for (i, fd) in fds.iter().enumerate() {
-                high[i] = libc::fcntl(*fd, libc::F_DUPFD, 100);
+                high[i] = libc::fcntl(*fd, libc::F_DUPFD_CLOEXEC, 100);
             }
             for (i, fd) in high.iter().enumerate() {
                 libc::dup2(*fd, 3 + i as i32);
