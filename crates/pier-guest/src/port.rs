@@ -214,3 +214,74 @@ impl Port {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::os::fd::{FromRawFd, OwnedFd};
+    use std::os::unix::net::UnixStream;
+
+    use pier_guest::Kind;
+
+    use super::*;
+
+    fn nonblocking_pipe() -> (File, File) {
+        let mut fds = [0; 2];
+        // SAFETY: pipe2 fills the two-element array.
+        let r = unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_NONBLOCK | libc::O_CLOEXEC) };
+        assert_eq!(r, 0);
+        // SAFETY: two fresh descriptors nothing else owns.
+        unsafe {
+            (
+                File::from(OwnedFd::from_raw_fd(fds[0])),
+                File::from(OwnedFd::from_raw_fd(fds[1])),
+            )
+        }
+    }
+
+    #[test]
+    fn what_the_port_refuses_stays_queued_and_goes_out_whole_later() {
+        let (mut r, w) = nonblocking_pipe();
+        let mut port = Port::new(w);
+        assert!(!port.may_be_behind());
+        // More than a pipe holds: the rest waits, and the port counts as behind.
+        let frame = Frame::new(Kind::Stdout, 7, vec![0xab; 300 << 10]);
+        port.send(&frame);
+        assert!(port.pending() > 0, "a pipe holds less than 300 KiB");
+        assert!(port.may_be_behind());
+        let mut got = Vec::new();
+        let mut buf = vec![0u8; 1 << 16];
+        while port.pending() > 0 {
+            match r.read(&mut buf) {
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => panic!("{e}"),
+            }
+            port.flush().unwrap();
+        }
+        while let Ok(n) = r.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            got.extend_from_slice(&buf[..n]);
+        }
+        assert_eq!(got, frame.encode());
+    }
+
+    #[test]
+    fn frames_are_read_as_they_come_and_a_hang_up_is_told() {
+        let (ours, mut host) = UnixStream::pair().unwrap();
+        ours.set_nonblocking(true).unwrap();
+        let mut port = Port::new(File::from(OwnedFd::from(ours)));
+        let run = Frame::int(Kind::Signal, 0, 15).encode();
+        host.write_all(&run[..5]).unwrap();
+        assert!(matches!(port.read().unwrap(), Incoming::Frames(f) if f.is_empty()));
+        host.write_all(&run[5..]).unwrap();
+        match port.read().unwrap() {
+            Incoming::Frames(f) => assert_eq!(f[0].int_payload().unwrap(), 15),
+            Incoming::HungUp => panic!("not hung up"),
+        }
+        drop(host);
+        assert!(matches!(port.read().unwrap(), Incoming::HungUp));
+        assert!(port.down_until.is_some());
+    }
+}
