@@ -208,6 +208,7 @@ fn run(dir: &Path, ready: &mut ReadyPipe, procs: &mut Processes) -> Result<i32, 
     let child = cmd
         .spawn()
         .map_err(|e| fail(format!("cannot run {}: {e}", qemu.binary.display())))?;
+    drop(cmd); // its copies of the log and /dev/null
     let qemu_pid = child.id();
     procs.qemu = Some(child);
     drop((agent_qemu, qmp_qemu, taps));
@@ -216,7 +217,7 @@ fn run(dir: &Path, ready: &mut ReadyPipe, procs: &mut Processes) -> Result<i32, 
         Ok(q) => q,
         Err(e) => {
             return Err(fail(format!(
-                "QEMU did not start ({e}): {}",
+                "the VM did not boot (QEMU did not start: {e}): {}",
                 console_tail()
             )))
         }
