@@ -770,7 +770,7 @@ impl Relay {
             if frame.session == 0 {
                 self.on_main_frame(frame, ready)?;
             } else {
-                self.to_client(frame);
+                self.route_to_client(frame);
             }
         }
     }
@@ -848,7 +848,7 @@ impl Relay {
         }
     }
 
-    fn to_client(&mut self, frame: Frame) {
+    fn route_to_client(&mut self, frame: Frame) {
         let Some(c) = self
             .clients
             .values_mut()
@@ -890,7 +890,7 @@ impl Relay {
         }
         let mut hangup = None;
         for f in frames {
-            self.from_client(id, f);
+            self.on_client_frame(id, f);
         }
         if let Some(c) = self.clients.get(&id) {
             if c.gone && !c.done {
@@ -909,7 +909,7 @@ impl Relay {
         }
     }
 
-    fn from_client(&mut self, id: u64, f: Frame) {
+    fn on_client_frame(&mut self, id: u64, f: Frame) {
         let Some(c) = self.clients.get_mut(&id) else {
             return;
         };
