@@ -488,6 +488,16 @@ fn winsize() -> Option<(u16, u16)> {
     Some((ws.ws_row, ws.ws_col))
 }
 
+/// With a terminal on fd 0, puts it in raw mode: the guest's own terminal echoes,
+/// edits lines and translates newlines; this one must pass bytes through untouched.
+fn raw_terminal() {
+    let stdin = rustix::stdio::stdin();
+    if let Ok(mut t) = rustix::termios::tcgetattr(stdin) {
+        t.make_raw();
+        let _ = rustix::termios::tcsetattr(stdin, rustix::termios::OptionalActions::Now, &t);
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
     /// Waiting for the agent's Ready.
@@ -787,8 +797,11 @@ impl Relay {
                     )));
                 }
                 let mut run = self.config.run.clone();
-                if run.process.tty && run.process.size.is_none() {
-                    run.process.size = winsize();
+                if run.process.tty {
+                    if run.process.size.is_none() {
+                        run.process.size = winsize();
+                    }
+                    raw_terminal();
                 }
                 self.send(Frame::json(Kind::Run, 0, &run));
                 self.phase = Phase::Starting;

@@ -542,3 +542,55 @@ fn the_guest_nic_reaches_the_namespaces_peer_through_tap_and_tc() {
     assert!(!links.contains("tap0"), "{links}");
     assert_nothing_left(&inst.dir);
 }
+
+#[test]
+#[ignore = "root tier: needs root; scripts/test.sh runs it (--run-ignored all)"]
+fn a_kernel_panic_at_boot_is_125_with_the_console_tail() {
+    let mut inst = instance(process(&["/bin/true"]));
+    // An initramfs with no /init: the kernel panics ("No working init found").
+    let empty = inst.dir.join("no-init.cpio");
+    let mut w = initramfs::CpioWriter::new(std::fs::File::create(&empty).unwrap());
+    w.dir("dev", 0o755).unwrap();
+    w.finish().unwrap();
+    inst.config.initramfs = empty;
+    inst.config.save(&inst.dir).unwrap();
+    let mut h = spawn(&format!("vm:{}", inst.dir.display()));
+    let line = h.ready_line();
+    assert!(line.starts_with("err 125 the VM did not boot: "), "{line}");
+    assert!(line.contains("Kernel panic"), "{line}");
+    assert_eq!(line.lines().count(), 1, "{line}");
+    assert_eq!(h.wait().code, 125);
+    assert_nothing_left(&inst.dir);
+}
+
+#[test]
+#[ignore = "root tier: needs root; scripts/test.sh runs it (--run-ignored all)"]
+fn disks_appear_in_their_order_and_read_only_when_asked() {
+    let mut inst = instance(process(&[
+        "/bin/sh",
+        "-c",
+        "cat /sys/block/vda/size /sys/block/vdb/size /sys/block/vda/ro /sys/block/vdb/ro",
+    ]));
+    let (a, b) = (inst.dir.join("a.img"), inst.dir.join("b.img"));
+    std::fs::File::create(&a).unwrap().set_len(1 << 20).unwrap();
+    std::fs::File::create(&b).unwrap().set_len(2 << 20).unwrap();
+    inst.config.disks = vec![
+        pier_vm::Disk {
+            path: a,
+            read_only: false,
+        },
+        pier_vm::Disk {
+            path: b,
+            read_only: true,
+        },
+    ];
+    inst.config.save(&inst.dir).unwrap();
+    let mut h = spawn(&format!("vm:{}", inst.dir.display()));
+    let line = h.ready_line();
+    let o = h.wait();
+    assert_eq!(line, "ok\n", "stderr: {}", o.stderr);
+    assert_eq!(o.code, 0, "stderr: {}", o.stderr);
+    // 512-byte sectors: 1 MiB first, 2 MiB second; the second read-only.
+    assert_eq!(o.stdout, "2048\n4096\n0\n1\n");
+    assert_nothing_left(&inst.dir);
+}
