@@ -16,7 +16,19 @@
 //!  <──────────── Stdout / Stderr ───────── (any session)
 //!  ── Exec {ProcessConfig} (session n) ─>
 //!  <──────────── Exit {code} ───────────── (session 0's exit powers the VM off)
+//!  ── closes the connection ──────────────>  (after Exit of session 0: "read it all")
 //! ```
+//!
+//! Shutdown: after session 0's `Exit` the agent kills what is left and powers the VM
+//! off. When the host may be behind (the port refused writes lately, or much was
+//! written lately), it first waits for the host to close its end of the port (up to
+//! 10 s). The host should close as soon as it has read that `Exit`: a write
+//! to a virtio-serial port returns once the data is queued in the VM, and what the
+//! host has not taken when the VM powers off (megabytes, with a slow reader) is lost.
+//!
+//! The host may also go away and come back at any time (a daemon restart): the agent
+//! keeps what it has to send until a client is connected again. A frame the host had
+//! half sent when it left is dropped.
 
 use std::io::{self, Read, Write};
 
@@ -135,9 +147,13 @@ impl Frame {
 
     /// The payload as one `i32` ([`Kind::Signal`], [`Kind::Exit`], [`Kind::Started`]).
     pub fn int_payload(&self) -> io::Result<i32> {
-        let b: [u8; 4] = self.payload.get(..4).and_then(|b| b.try_into().ok()).ok_or_else(
-            || io::Error::new(io::ErrorKind::InvalidData, "a frame is missing its number"),
-        )?;
+        let b: [u8; 4] = self
+            .payload
+            .get(..4)
+            .and_then(|b| b.try_into().ok())
+            .ok_or_else(|| {
+                io::Error::new(io::ErrorKind::InvalidData, "a frame is missing its number")
+            })?;
         Ok(i32::from_le_bytes(b))
     }
 
