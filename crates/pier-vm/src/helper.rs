@@ -12,7 +12,8 @@
 //!     └─> "err 125 the VM did not boot: <console tail>", exit 125
 //!  Running: fd 0 → Stdin; Stdout/Stderr → fd 1/2; TERM INT HUP QUIT USR1 USR2 → Signal;
 //!           WINCH → Resize; DIR/vm-exec.sock clients ↔ their own sessions
-//!     ──Exit(code)──> Exiting: QEMU powers off (after 10 s QMP quit, then SIGKILL) → code
+//!     ──Exit(code)──> Exiting: close the agent's channel (the protocol's "all read": the
+//!           guest powers off at once); QEMU ends (after 10 s QMP quit, then SIGKILL) → code
 //!     ──QEMU gone──> "the VM stopped without its entrypoint's exit: <tail>", exit 255
 //! ```
 //!
@@ -835,6 +836,11 @@ impl Relay {
                 self.phase = Phase::Exiting(code);
                 self.deadline = Instant::now() + POWEROFF_TIMEOUT;
                 self.stdin_open = false;
+                // The protocol's shutdown handshake: closing tells the agent all it sent
+                // was read, so it powers off without waiting. What the buffer still holds
+                // is decoded; exec sessions end with the VM.
+                let _ = self.agent.shutdown(std::net::Shutdown::Both);
+                self.agent_open = false;
             }
             _ => {}
         }
