@@ -31,7 +31,7 @@ use std::io::{self, Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -83,7 +83,9 @@ impl ReadyPipe {
             Some(mut f) => {
                 let _ = f.write_all(format!("{line}\n").as_bytes());
             }
-            None => eprintln!("pier __vm: {line}"),
+            // Run by hand, without the pipe: only a failure is worth saying.
+            None if line.starts_with("err") => eprintln!("pier __vm: {line}"),
+            None => {}
         }
     }
 }
@@ -979,9 +981,4 @@ fn flush_client(c: &mut Client) {
             }
         }
     }
-}
-
-/// The file where this module writes QEMU's stderr, for callers that report it.
-pub fn qemu_log(dir: &Path) -> PathBuf {
-    dir.join(config::QEMU_LOG)
 }

@@ -195,7 +195,7 @@ fn busybox_rootfs(root: &Path) {
     std::fs::copy("/bin/busybox", root.join("bin/busybox"))
         .expect("/bin/busybox (Debian's busybox-static) is needed: apt-get install busybox-static");
     for app in [
-        "sh", "echo", "cat", "true", "sleep", "ls", "id", "pwd", "env", "ping",
+        "sh", "echo", "cat", "true", "sleep", "ls", "id", "pwd", "env", "ping", "stty",
     ] {
         std::os::unix::fs::symlink("busybox", root.join("bin").join(app)).unwrap();
     }
@@ -330,6 +330,21 @@ fn a_vm_runs_its_entrypoint_with_stdio_exit_code_and_exec() {
         "stderr: {}",
         e.stderr
     );
+    // A terminal: its size set by a RESIZE frame before the command reads its input.
+    let mut sh = process(&["/bin/sh"]);
+    sh.tty = true;
+    sh.stdin = true;
+    sh.size = Some((24, 80));
+    let mut input = pier_runtime::attach::resize(33, 77);
+    input.extend(pier_runtime::attach::frame(
+        pier_runtime::attach::STDIN,
+        b"stty size; tty; exit 4\n",
+    ));
+    let e = run_exec(&inst.dir, &sh, &input);
+    assert_eq!(e.code, 4, "stdout: {} stderr: {}", e.stdout, e.stderr);
+    assert!(e.stdout.contains("33 77"), "{}", e.stdout);
+    assert!(e.stdout.contains("/dev/pts/"), "{}", e.stdout);
+    assert_eq!(e.stderr, "", "a terminal's output is all on stdout");
     // A command that does not exist: docker's 127 and a message.
     let e = run_exec(&inst.dir, &process(&["/no/such/thing"]), b"");
     assert_eq!(e.code, 127, "stderr: {}", e.stderr);
