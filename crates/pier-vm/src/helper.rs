@@ -146,16 +146,21 @@ fn one_line(s: &str) -> String {
 }
 
 fn console_tail() -> String {
+    // The console, else what QEMU and virtiofsd said (they failed before the kernel ran).
     let t = crate::sys::tail(Path::new(config::CONSOLE_LOG), TAIL_LINES);
-    if t.is_empty() {
-        let q = crate::sys::tail(Path::new(config::QEMU_LOG), TAIL_LINES);
-        if q.is_empty() {
-            "(the console printed nothing)".into()
-        } else {
-            q
-        }
+    if !t.is_empty() {
+        return t;
+    }
+    let q = [config::QEMU_LOG, config::VIRTIOFSD_LOG]
+        .map(|f| crate::sys::tail(Path::new(f), TAIL_LINES / 2))
+        .into_iter()
+        .filter(|t| !t.is_empty())
+        .collect::<Vec<_>>()
+        .join("\n");
+    if q.is_empty() {
+        "(the console printed nothing)".into()
     } else {
-        t
+        q
     }
 }
 
@@ -199,6 +204,8 @@ fn run(dir: &Path, ready: &mut ReadyPipe, procs: &mut Processes) -> Result<i32, 
     let qemu = QemuCommand::for_vm(&config, &fds);
     let mut keep: Vec<RawFd> = vec![fds.agent, fds.qmp];
     keep.extend(&fds.taps);
+    // What a previous boot printed must not pass for this one's.
+    let _ = std::fs::remove_file(config::CONSOLE_LOG);
     let log = File::create(config::QEMU_LOG)
         .map_err(|e| fail(format!("cannot create {}: {e}", config::QEMU_LOG)))?;
     let mut cmd = Command::new(&qemu.binary);

@@ -609,3 +609,16 @@ fn disks_appear_in_their_order_and_read_only_when_asked() {
     assert_eq!(o.stdout, "2048\n4096\n0\n1\n");
     assert_nothing_left(&inst.dir);
 }
+
+#[test]
+#[ignore = "root tier: needs root; scripts/test.sh runs it (--run-ignored all)"]
+fn a_missing_root_filesystem_is_125_with_virtiofsds_word() {
+    let inst = instance(process(&["/bin/true"]));
+    std::fs::remove_dir_all(inst.dir.join("rootfs")).unwrap();
+    let mut h = spawn(&format!("vm:{}", inst.dir.display()));
+    let line = h.ready_line();
+    assert!(line.starts_with("err 125 the VM did not boot"), "{line}");
+    assert!(line.contains("rootfs"), "{line}");
+    assert_eq!(h.wait().code, 125);
+    assert_nothing_left(&inst.dir);
+}
