@@ -622,3 +622,26 @@ fn a_missing_root_filesystem_is_125_with_virtiofsds_word() {
     assert_eq!(h.wait().code, 125);
     assert_nothing_left(&inst.dir);
 }
+
+#[test]
+#[ignore = "root tier: needs root; scripts/test.sh runs it (--run-ignored all)"]
+fn a_vm_that_dies_under_its_entrypoint_is_255_with_the_console_tail() {
+    let inst = instance(process(&["/bin/sh", "-c", "echo up; sleep 600"]));
+    let mut h = spawn(&format!("vm:{}", inst.dir.display()));
+    assert_eq!(h.ready_line(), "ok\n");
+    let state = pier_vm::VmState::load(&inst.dir).unwrap();
+    // SAFETY: killing the QEMU this test's helper started.
+    assert_eq!(
+        unsafe { libc::kill(state.qemu_pid as i32, libc::SIGKILL) },
+        0
+    );
+    let o = h.wait();
+    assert_eq!(o.code, 255, "stderr: {}", o.stderr);
+    assert!(
+        o.stderr
+            .starts_with("the VM stopped without its entrypoint's exit: "),
+        "{}",
+        o.stderr
+    );
+    assert_nothing_left(&inst.dir);
+}
