@@ -631,10 +631,8 @@ fn a_vm_that_dies_under_its_entrypoint_is_255_with_the_console_tail() {
     assert_eq!(h.ready_line(), "ok\n");
     let state = pier_vm::VmState::load(&inst.dir).unwrap();
     // SAFETY: killing the QEMU this test's helper started.
-    assert_eq!(
-        unsafe { libc::kill(state.qemu_pid as i32, libc::SIGKILL) },
-        0
-    );
+    let killed = unsafe { libc::kill(state.qemu_pid as i32, libc::SIGKILL) };
+    assert_eq!(killed, 0);
     let o = h.wait();
     assert_eq!(o.code, 255, "stderr: {}", o.stderr);
     assert!(
