@@ -12,7 +12,8 @@
 //!     └─> "err 125 the VM did not boot: <console tail>", exit 125
 //!  Running: fd 0 → Stdin; Stdout/Stderr → fd 1/2; TERM INT HUP QUIT USR1 USR2 → Signal;
 //!           WINCH → Resize; DIR/vm-exec.sock clients ↔ their own sessions
-//!     ──Exit(code)──> Exiting: QEMU powers off (after 10 s QMP quit, then SIGKILL) → code
+//!     ──Exit(code)──> Exiting: close the agent's channel (the protocol's "all read": the
+//!           guest powers off at once); QEMU ends (after 10 s QMP quit, then SIGKILL) → code
 //!     ──QEMU gone──> "the VM stopped without its entrypoint's exit: <tail>", exit 255
 //! ```
 //!
@@ -30,7 +31,7 @@ use std::io::{self, Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -82,7 +83,9 @@ impl ReadyPipe {
             Some(mut f) => {
                 let _ = f.write_all(format!("{line}\n").as_bytes());
             }
-            None => eprintln!("pier __vm: {line}"),
+            // Run by hand, without the pipe: only a failure is worth saying.
+            None if line.starts_with("err") => eprintln!("pier __vm: {line}"),
+            None => {}
         }
     }
 }
@@ -143,16 +146,21 @@ fn one_line(s: &str) -> String {
 }
 
 fn console_tail() -> String {
+    // The console, else what QEMU and virtiofsd said (they failed before the kernel ran).
     let t = crate::sys::tail(Path::new(config::CONSOLE_LOG), TAIL_LINES);
-    if t.is_empty() {
-        let q = crate::sys::tail(Path::new(config::QEMU_LOG), TAIL_LINES);
-        if q.is_empty() {
-            "(the console printed nothing)".into()
-        } else {
-            q
-        }
+    if !t.is_empty() {
+        return t;
+    }
+    let q = [config::QEMU_LOG, config::VIRTIOFSD_LOG]
+        .map(|f| crate::sys::tail(Path::new(f), TAIL_LINES / 2))
+        .into_iter()
+        .filter(|t| !t.is_empty())
+        .collect::<Vec<_>>()
+        .join("\n");
+    if q.is_empty() {
+        "(the console printed nothing)".into()
     } else {
-        t
+        q
     }
 }
 
@@ -196,6 +204,8 @@ fn run(dir: &Path, ready: &mut ReadyPipe, procs: &mut Processes) -> Result<i32, 
     let qemu = QemuCommand::for_vm(&config, &fds);
     let mut keep: Vec<RawFd> = vec![fds.agent, fds.qmp];
     keep.extend(&fds.taps);
+    // What a previous boot printed must not pass for this one's.
+    let _ = std::fs::remove_file(config::CONSOLE_LOG);
     let log = File::create(config::QEMU_LOG)
         .map_err(|e| fail(format!("cannot create {}: {e}", config::QEMU_LOG)))?;
     let mut cmd = Command::new(&qemu.binary);
@@ -208,6 +218,7 @@ fn run(dir: &Path, ready: &mut ReadyPipe, procs: &mut Processes) -> Result<i32, 
     let child = cmd
         .spawn()
         .map_err(|e| fail(format!("cannot run {}: {e}", qemu.binary.display())))?;
+    drop(cmd); // its copies of the log and /dev/null
     let qemu_pid = child.id();
     procs.qemu = Some(child);
     drop((agent_qemu, qmp_qemu, taps));
@@ -216,7 +227,7 @@ fn run(dir: &Path, ready: &mut ReadyPipe, procs: &mut Processes) -> Result<i32, 
         Ok(q) => q,
         Err(e) => {
             return Err(fail(format!(
-                "QEMU did not start ({e}): {}",
+                "the VM did not boot (QEMU did not start: {e}): {}",
                 console_tail()
             )))
         }
@@ -485,6 +496,16 @@ fn winsize() -> Option<(u16, u16)> {
     }
     let ws = rustix::termios::tcgetwinsize(rustix::stdio::stdin()).ok()?;
     Some((ws.ws_row, ws.ws_col))
+}
+
+/// With a terminal on fd 0, puts it in raw mode: the guest's own terminal echoes,
+/// edits lines and translates newlines; this one must pass bytes through untouched.
+fn raw_terminal() {
+    let stdin = rustix::stdio::stdin();
+    if let Ok(mut t) = rustix::termios::tcgetattr(stdin) {
+        t.make_raw();
+        let _ = rustix::termios::tcsetattr(stdin, rustix::termios::OptionalActions::Now, &t);
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -769,7 +790,7 @@ impl Relay {
             if frame.session == 0 {
                 self.on_main_frame(frame, ready)?;
             } else {
-                self.to_client(frame);
+                self.route_to_client(frame);
             }
         }
     }
@@ -786,8 +807,11 @@ impl Relay {
                     )));
                 }
                 let mut run = self.config.run.clone();
-                if run.process.tty && run.process.size.is_none() {
-                    run.process.size = winsize();
+                if run.process.tty {
+                    if run.process.size.is_none() {
+                        run.process.size = winsize();
+                    }
+                    raw_terminal();
                 }
                 self.send(Frame::json(Kind::Run, 0, &run));
                 self.phase = Phase::Starting;
@@ -821,6 +845,11 @@ impl Relay {
                 self.phase = Phase::Exiting(code);
                 self.deadline = Instant::now() + POWEROFF_TIMEOUT;
                 self.stdin_open = false;
+                // The protocol's shutdown handshake: closing tells the agent all it sent
+                // was read, so it powers off without waiting. What the buffer still holds
+                // is decoded; exec sessions end with the VM.
+                let _ = self.agent.shutdown(std::net::Shutdown::Both);
+                self.agent_open = false;
             }
             _ => {}
         }
@@ -847,7 +876,7 @@ impl Relay {
         }
     }
 
-    fn to_client(&mut self, frame: Frame) {
+    fn route_to_client(&mut self, frame: Frame) {
         let Some(c) = self
             .clients
             .values_mut()
@@ -889,7 +918,7 @@ impl Relay {
         }
         let mut hangup = None;
         for f in frames {
-            self.from_client(id, f);
+            self.on_client_frame(id, f);
         }
         if let Some(c) = self.clients.get(&id) {
             if c.gone && !c.done {
@@ -908,7 +937,7 @@ impl Relay {
         }
     }
 
-    fn from_client(&mut self, id: u64, f: Frame) {
+    fn on_client_frame(&mut self, id: u64, f: Frame) {
         let Some(c) = self.clients.get_mut(&id) else {
             return;
         };
@@ -959,9 +988,4 @@ fn flush_client(c: &mut Client) {
             }
         }
     }
-}
-
-/// The file where this module writes QEMU's stderr, for callers that report it.
-pub fn qemu_log(dir: &Path) -> PathBuf {
-    dir.join(config::QEMU_LOG)
 }

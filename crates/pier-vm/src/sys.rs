@@ -93,7 +93,9 @@ pub fn read_fd(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
     }
 }
 
-/// The last `lines` lines of a text file (empty when it cannot be read).
+/// The last `lines` lines of a text file (empty when it cannot be read); of a kernel
+/// log that ends in a panic, the panic's line and the lines before it instead (the call
+/// trace after it says less).
 pub fn tail(path: &Path, lines: usize) -> String {
     let Ok(bytes) = std::fs::read(path) else {
         return String::new();
@@ -104,5 +106,31 @@ pub fn tail(path: &Path, lines: usize) -> String {
         .map(|l| l.trim_end_matches('\r'))
         .filter(|l| !l.trim().is_empty())
         .collect();
-    all[all.len().saturating_sub(lines)..].join("\n")
+    let end = all
+        .iter()
+        .rposition(|l| l.contains("Kernel panic"))
+        .map_or(all.len(), |i| i + 1);
+    let start = end.saturating_sub(if end < all.len() { 4 } else { lines });
+    all[start..end].join("\n")
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_panic_is_quoted_rather_than_its_call_trace() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("console.log");
+        std::fs::write(&p, "a\r\nb\n\nc\n").unwrap();
+        assert_eq!(super::tail(&p, 2), "b\nc");
+        std::fs::write(
+            &p,
+            "x\ny\nKernel panic - not syncing: No working init found\nCall Trace:\n dump\n",
+        )
+        .unwrap();
+        assert_eq!(
+            super::tail(&p, 12),
+            "x\ny\nKernel panic - not syncing: No working init found"
+        );
+        assert_eq!(super::tail(&dir.path().join("none"), 3), "");
+    }
 }

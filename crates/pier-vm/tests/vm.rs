@@ -131,6 +131,31 @@ fn spawn(what: &str) -> Helper {
     }
 }
 
+impl Drop for Helper {
+    /// A failed test leaves no VM running: SIGKILL the helper (QEMU and virtiofsd die
+    /// with it), then its parent.
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let id = self.child.id();
+            if let Ok(tasks) = std::fs::read_dir(format!("/proc/{id}/task")) {
+                for t in tasks.flatten() {
+                    let kids =
+                        std::fs::read_to_string(t.path().join("children")).unwrap_or_default();
+                    for k in kids
+                        .split_whitespace()
+                        .filter_map(|k| k.parse::<i32>().ok())
+                    {
+                        // SAFETY: killing the helper this test started.
+                        unsafe { libc::kill(k, libc::SIGKILL) };
+                    }
+                }
+            }
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
 struct Outcome {
     code: i32,
     stdout: String,
@@ -146,10 +171,12 @@ impl Helper {
     fn wait(mut self) -> Outcome {
         drop(self.stdin.take());
         let st = self.child.wait().unwrap();
+        let out = std::mem::replace(&mut self.out, std::thread::spawn(Vec::new));
+        let err = std::mem::replace(&mut self.err, std::thread::spawn(Vec::new));
         Outcome {
             code: st.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&self.out.join().unwrap()).into_owned(),
-            stderr: String::from_utf8_lossy(&self.err.join().unwrap()).into_owned(),
+            stdout: String::from_utf8_lossy(&out.join().unwrap()).into_owned(),
+            stderr: String::from_utf8_lossy(&err.join().unwrap()).into_owned(),
         }
     }
 }
@@ -168,7 +195,7 @@ fn busybox_rootfs(root: &Path) {
     std::fs::copy("/bin/busybox", root.join("bin/busybox"))
         .expect("/bin/busybox (Debian's busybox-static) is needed: apt-get install busybox-static");
     for app in [
-        "sh", "echo", "cat", "true", "sleep", "ls", "id", "pwd", "env",
+        "sh", "echo", "cat", "true", "sleep", "ls", "id", "pwd", "env", "ping", "stty",
     ] {
         std::os::unix::fs::symlink("busybox", root.join("bin").join(app)).unwrap();
     }
@@ -303,6 +330,21 @@ fn a_vm_runs_its_entrypoint_with_stdio_exit_code_and_exec() {
         "stderr: {}",
         e.stderr
     );
+    // A terminal: its size set by a RESIZE frame before the command reads its input.
+    let mut sh = process(&["/bin/sh"]);
+    sh.tty = true;
+    sh.stdin = true;
+    sh.size = Some((24, 80));
+    let mut input = pier_runtime::attach::resize(33, 77);
+    input.extend(pier_runtime::attach::frame(
+        pier_runtime::attach::STDIN,
+        b"stty size; tty; exit 4\n",
+    ));
+    let e = run_exec(&inst.dir, &sh, &input);
+    assert_eq!(e.code, 4, "stdout: {} stderr: {}", e.stdout, e.stderr);
+    assert!(e.stdout.contains("33 77"), "{}", e.stdout);
+    assert!(e.stdout.contains("/dev/pts/"), "{}", e.stdout);
+    assert_eq!(e.stderr, "", "a terminal's output is all on stdout");
     // A command that does not exist: docker's 127 and a message.
     let e = run_exec(&inst.dir, &process(&["/no/such/thing"]), b"");
     assert_eq!(e.code, 127, "stderr: {}", e.stderr);
@@ -347,6 +389,11 @@ fn a_kernel_that_does_not_boot_is_125_with_the_console_tail() {
         line.starts_with("err 125 ") && line.ends_with('\n') && line.lines().count() == 1,
         "{line}"
     );
+    // QEMU's own complaint is quoted (the console printed nothing).
+    assert!(
+        line.contains("the VM did not boot") && line.contains("qemu"),
+        "{line}"
+    );
     let o = h.wait();
     assert_eq!(o.code, 125);
     assert_nothing_left(&inst.dir);
@@ -366,5 +413,233 @@ fn true_boots_and_exits_zero() {
     assert_eq!(o.code, 0, "stderr: {}", o.stderr);
     assert!(took < Duration::from_secs(120));
     eprintln!("boot-to-exit of /bin/true: {took:?}");
+    assert_nothing_left(&inst.dir);
+}
+
+/// The pid of the helper the re-executed test binary forked.
+fn helper_pid(h: &Helper) -> i32 {
+    let id = h.child.id();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        // libtest forked it from the test's thread: look through every task.
+        for t in std::fs::read_dir(format!("/proc/{id}/task"))
+            .unwrap()
+            .flatten()
+        {
+            let kids = std::fs::read_to_string(t.path().join("children")).unwrap_or_default();
+            if let Some(p) = kids.split_whitespace().next() {
+                return p.parse().unwrap();
+            }
+        }
+        assert!(Instant::now() < deadline, "the helper did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+#[ignore = "root tier: needs root; scripts/test.sh runs it (--run-ignored all)"]
+fn shares_are_seen_read_only_or_not_and_a_signal_reaches_the_entrypoint() {
+    let host = tempfile::tempdir().unwrap();
+    let (ro, rw) = (host.path().join("ro"), host.path().join("rw"));
+    std::fs::create_dir_all(&ro).unwrap();
+    std::fs::create_dir_all(&rw).unwrap();
+    std::fs::write(ro.join("hello.txt"), "from host\n").unwrap();
+    let script = "cat /data/hello.txt; (echo x > /data/y) 2>/dev/null || echo ro; \
+                  trap 'echo term; exit 42' TERM; echo w > /srv/rw/new; \
+                  while true; do sleep 1; done";
+    let mut inst = instance(process(&["/bin/sh", "-c", script]));
+    inst.config.shares = vec![
+        pier_vm::Share {
+            source: ro.clone(),
+            target: "/data".into(),
+            read_only: true,
+        },
+        // A target that does not exist yet in the image: made (two levels).
+        pier_vm::Share {
+            source: rw.clone(),
+            target: "srv/rw".into(),
+            read_only: false,
+        },
+    ];
+    inst.config.save(&inst.dir).unwrap();
+    let mut h = spawn(&format!("vm:{}", inst.dir.display()));
+    assert_eq!(h.ready_line(), "ok\n");
+    // The write through the read-write share lands on the host, after the trap is set.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !rw.join("new").exists() {
+        assert!(
+            Instant::now() < deadline,
+            "the guest's write never reached the host"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(std::fs::read_to_string(rw.join("new")).unwrap(), "w\n");
+    // The binds live in the helper's own mount namespace, not the host's.
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(!mounts.contains(&*inst.dir.to_string_lossy()), "{mounts}");
+    // SAFETY: signalling the helper this test started.
+    assert_eq!(unsafe { libc::kill(helper_pid(&h), libc::SIGTERM) }, 0);
+    let o = h.wait();
+    assert_eq!(o.code, 42, "stderr: {}", o.stderr);
+    assert_eq!(o.stdout, "from host\nro\nterm\n");
+    assert!(!ro.join("y").exists());
+    assert!(
+        !inst.dir.join("rootfs/data/hello.txt").exists(),
+        "the bind outlived the helper"
+    );
+    assert_nothing_left(&inst.dir);
+}
+
+fn ip(args: &[&str]) {
+    let st = Command::new("ip")
+        .args(args)
+        .status()
+        .expect("ip (iproute2) is needed");
+    assert!(st.success(), "ip {args:?}");
+}
+
+/// Network namespaces made for a test, deleted on drop.
+struct Netns(Vec<String>);
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        for n in &self.0 {
+            let _ = Command::new("ip").args(["netns", "del", n]).status();
+        }
+    }
+}
+
+#[test]
+#[ignore = "root tier: needs root; scripts/test.sh runs it (--run-ignored all)"]
+fn the_guest_nic_reaches_the_namespaces_peer_through_tap_and_tc() {
+    let id = std::process::id();
+    let (vm_ns, peer_ns) = (format!("pvmt{id}"), format!("pvmt{id}p"));
+    ip(&["netns", "add", &vm_ns]);
+    let _guard = Netns(vec![vm_ns.clone()]);
+    ip(&["netns", "add", &peer_ns]);
+    let _guard2 = Netns(vec![peer_ns.clone()]);
+    ip(&[
+        "link", "add", "eth0", "netns", &vm_ns, "type", "veth", "peer", "name", "p0", "netns",
+        &peer_ns,
+    ]);
+    ip(&["-n", &vm_ns, "link", "set", "eth0", "up"]);
+    ip(&["-n", &peer_ns, "addr", "add", "10.77.0.1/24", "dev", "p0"]);
+    ip(&["-n", &peer_ns, "link", "set", "p0", "up"]);
+    let out = Command::new("ip")
+        .args(["-n", &vm_ns, "-j", "link", "show", "eth0"])
+        .output()
+        .unwrap();
+    let link: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let mac = link[0]["address"].as_str().unwrap().to_owned();
+
+    let mut inst = instance(process(&["/bin/ping", "-c", "1", "-W", "20", "10.77.0.1"]));
+    inst.config.netns = Some(PathBuf::from(format!("/run/netns/{vm_ns}")));
+    inst.config.run.nics = vec![pier_guest::GuestNic {
+        mac,
+        address: "10.77.0.2".into(),
+        prefix: 24,
+        gateway: Some("10.77.0.1".into()),
+        mtu: None,
+    }];
+    inst.config.save(&inst.dir).unwrap();
+    let mut h = spawn(&format!("vm:{}", inst.dir.display()));
+    let line = h.ready_line();
+    let o = h.wait();
+    assert_eq!(line, "ok\n", "stderr: {}", o.stderr);
+    assert_eq!(o.code, 0, "stdout: {} stderr: {}", o.stdout, o.stderr);
+    assert!(o.stdout.contains("1 packets received"), "{}", o.stdout);
+    // The tap went with QEMU.
+    let links = Command::new("ip")
+        .args(["-n", &vm_ns, "-o", "link"])
+        .output()
+        .unwrap();
+    let links = String::from_utf8_lossy(&links.stdout);
+    assert!(!links.contains("tap0"), "{links}");
+    assert_nothing_left(&inst.dir);
+}
+
+#[test]
+#[ignore = "root tier: needs root; scripts/test.sh runs it (--run-ignored all)"]
+fn a_kernel_panic_at_boot_is_125_with_the_console_tail() {
+    let mut inst = instance(process(&["/bin/true"]));
+    // An initramfs with no /init: the kernel panics ("No working init found").
+    let empty = inst.dir.join("no-init.cpio");
+    let mut w = initramfs::CpioWriter::new(std::fs::File::create(&empty).unwrap());
+    w.dir("dev", 0o755).unwrap();
+    w.finish().unwrap();
+    inst.config.initramfs = empty;
+    inst.config.save(&inst.dir).unwrap();
+    let mut h = spawn(&format!("vm:{}", inst.dir.display()));
+    let line = h.ready_line();
+    assert!(line.starts_with("err 125 the VM did not boot: "), "{line}");
+    assert!(line.contains("Kernel panic"), "{line}");
+    assert_eq!(line.lines().count(), 1, "{line}");
+    assert_eq!(h.wait().code, 125);
+    assert_nothing_left(&inst.dir);
+}
+
+#[test]
+#[ignore = "root tier: needs root; scripts/test.sh runs it (--run-ignored all)"]
+fn disks_appear_in_their_order_and_read_only_when_asked() {
+    let mut inst = instance(process(&[
+        "/bin/sh",
+        "-c",
+        "cat /sys/block/vda/size /sys/block/vdb/size /sys/block/vda/ro /sys/block/vdb/ro",
+    ]));
+    let (a, b) = (inst.dir.join("a.img"), inst.dir.join("b.img"));
+    std::fs::File::create(&a).unwrap().set_len(1 << 20).unwrap();
+    std::fs::File::create(&b).unwrap().set_len(2 << 20).unwrap();
+    inst.config.disks = vec![
+        pier_vm::Disk {
+            path: a,
+            read_only: false,
+        },
+        pier_vm::Disk {
+            path: b,
+            read_only: true,
+        },
+    ];
+    inst.config.save(&inst.dir).unwrap();
+    let mut h = spawn(&format!("vm:{}", inst.dir.display()));
+    let line = h.ready_line();
+    let o = h.wait();
+    assert_eq!(line, "ok\n", "stderr: {}", o.stderr);
+    assert_eq!(o.code, 0, "stderr: {}", o.stderr);
+    // 512-byte sectors: 1 MiB first, 2 MiB second; the second read-only.
+    assert_eq!(o.stdout, "2048\n4096\n0\n1\n");
+    assert_nothing_left(&inst.dir);
+}
+
+#[test]
+#[ignore = "root tier: needs root; scripts/test.sh runs it (--run-ignored all)"]
+fn a_missing_root_filesystem_is_125_with_virtiofsds_word() {
+    let inst = instance(process(&["/bin/true"]));
+    std::fs::remove_dir_all(inst.dir.join("rootfs")).unwrap();
+    let mut h = spawn(&format!("vm:{}", inst.dir.display()));
+    let line = h.ready_line();
+    assert!(line.starts_with("err 125 the VM did not boot"), "{line}");
+    assert!(line.contains("rootfs"), "{line}");
+    assert_eq!(h.wait().code, 125);
+    assert_nothing_left(&inst.dir);
+}
+
+#[test]
+#[ignore = "root tier: needs root; scripts/test.sh runs it (--run-ignored all)"]
+fn a_vm_that_dies_under_its_entrypoint_is_255_with_the_console_tail() {
+    let inst = instance(process(&["/bin/sh", "-c", "echo up; sleep 600"]));
+    let mut h = spawn(&format!("vm:{}", inst.dir.display()));
+    assert_eq!(h.ready_line(), "ok\n");
+    let state = pier_vm::VmState::load(&inst.dir).unwrap();
+    // SAFETY: killing the QEMU this test's helper started.
+    let killed = unsafe { libc::kill(state.qemu_pid as i32, libc::SIGKILL) };
+    assert_eq!(killed, 0);
+    let o = h.wait();
+    assert_eq!(o.code, 255, "stderr: {}", o.stderr);
+    assert!(
+        o.stderr
+            .starts_with("the VM stopped without its entrypoint's exit: "),
+        "{}",
+        o.stderr
+    );
     assert_nothing_left(&inst.dir);
 }
