@@ -346,7 +346,21 @@ pub struct RunConfig {
     pub files: Vec<GuestFile>,
     #[serde(default)]
     pub nics: Vec<GuestNic>,
+    /// Block devices the instance sees under another name (a raw block volume given at
+    /// `/dev/vdb` that is the VM's second disk, `/dev/vdb`, or its first, `/dev/vda`).
+    #[serde(default)]
+    pub devices: Vec<GuestDevice>,
     pub process: ProcessConfig,
+}
+
+/// A device node made at `target` (inside the instance's root) for the guest's device
+/// `source`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct GuestDevice {
+    /// The guest's device (`/dev/vda`).
+    pub source: String,
+    /// Where the instance sees it (`/dev/vdb`).
+    pub target: String,
 }
 
 #[cfg(test)]

@@ -138,6 +138,11 @@ pub fn prepare(cfg: &RunConfig, mounts: &mut Mounts) -> Result<()> {
         "mode=1777",
     )?;
 
+    for d in cfg.devices.iter().filter(|d| d.source != d.target) {
+        make_device_node(&d.source, &at(&d.target))
+            .ctx(|| format!("making the device {} at {}", d.source, d.target))?;
+    }
+
     for m in &cfg.mounts {
         let target = at(&m.target);
         let flags = if m.read_only { libc::MS_RDONLY } else { 0 };
@@ -161,6 +166,27 @@ pub fn prepare(cfg: &RunConfig, mounts: &mut Mounts) -> Result<()> {
         // SAFETY: a pointer and length of a live string.
         sys::check(unsafe { libc::sethostname(cfg.hostname.as_ptr().cast(), cfg.hostname.len()) })
             .ctx(|| format!("setting the hostname {}", cfg.hostname))?;
+    }
+    Ok(())
+}
+
+/// A block device node at `target` for the device `source` is (its major and minor).
+fn make_device_node(source: &str, target: &Path) -> io::Result<()> {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    let meta = fs::metadata(source)?;
+    if !meta.file_type().is_block_device() {
+        return Err(io::Error::other(format!("{source} is not a block device")));
+    }
+    if let Some(parent) = target.parent() {
+        fs::create_dir_all(parent)?;
+    }
+    let _ = fs::remove_file(target);
+    let path = std::ffi::CString::new(target.as_os_str().as_encoded_bytes())
+        .map_err(|_| io::Error::other("a path with a NUL byte"))?;
+    // SAFETY: a NUL-terminated path, a mode and a device number.
+    let r = unsafe { libc::mknod(path.as_ptr(), libc::S_IFBLK | 0o660, meta.rdev()) };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
     }
     Ok(())
 }

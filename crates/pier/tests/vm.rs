@@ -153,6 +153,13 @@ fn a_vm_runs_detached_execs_stops_and_survives_a_daemon_restart() {
     d.ok(&["kill", "v1"]);
     d.ok(&["wait", "v1"]);
     assert_eq!(d.json(&["inspect", "v1"])[0]["state"]["exit_code"], 137);
+    // A VM killed outright starts again (what its host side held is gone with it).
+    d.ok(&["start", "v1"]);
+    wait_until("the VM after its kill", || {
+        d.ok(&["logs", "v1"]).matches("started").count() == 3
+    });
+    d.ok(&["kill", "v1"]);
+    d.ok(&["wait", "v1"]);
     d.ok(&["rm", &id]);
     assert!(no_vm_processes(&d));
 }
@@ -316,6 +323,26 @@ fn a_vm_sees_directory_and_block_volumes_with_their_limits() {
         out.contains("rc=1"),
         "writing past the volume's size must fail: {out}"
     );
+    // A raw block volume: a virtio-blk disk, where the instance asked for it.
+    d.ok(&[
+        "volume", "create", "--driver", "block", "--opt", "size=16m", "raw",
+    ]);
+    let dev = "type=volume,source=raw,target=/dev/vdb";
+    let (code, out, err) = run(
+        &d,
+        &[
+            "run", "--rm", "--vm", "--mount", dev, "bb", "sh", "-c",
+            "echo pier-block | dd of=/dev/vdb conv=fsync 2>/dev/null; blockdev --getsize64 /dev/vdb",
+        ],
+    );
+    assert_eq!((code, out.trim()), (0, "16777216"), "{err}");
+    let (_, out, _) = run(
+        &d,
+        &[
+            "run", "--rm", "--mount", dev, "bb", "head", "-c", "10", "/dev/vdb",
+        ],
+    );
+    assert_eq!(out, "pier-block");
     assert!(no_vm_processes(&d));
 }
 

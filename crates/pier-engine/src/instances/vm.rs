@@ -208,8 +208,16 @@ impl VmDriver {
                 _ => {}
             }
         }
+        // Raw block volumes: virtio-blk disks, /dev/vda, /dev/vdb... in order, each seen
+        // by the instance where it asked for it.
         let mut disks = Vec::new();
+        let mut devices = Vec::new();
         for v in volumes.iter().filter(|v| v.kind == VolumeKind::BlockDevice) {
+            let letter = (b'a' + (disks.len() as u8 % 26)) as char;
+            devices.push(pier_guest::GuestDevice {
+                source: format!("/dev/vd{letter}"),
+                target: v.target.clone(),
+            });
             disks.push(Disk {
                 path: v.host_path.clone(),
                 read_only: v.read_only,
@@ -277,6 +285,7 @@ impl VmDriver {
                 mounts,
                 files,
                 nics,
+                devices,
                 process,
             },
             append: None,
@@ -307,6 +316,20 @@ pub fn inspect(dir: &Path) -> pier_api::containers::VmInspect {
 /// Mounts every instance gets from its own kernel (the guest agent makes them).
 fn is_system_mount(target: &str) -> bool {
     target.starts_with("/proc") || target.starts_with("/sys") || target.starts_with("/dev")
+}
+
+/// Lets the instance's cgroup open /dev/kvm (char 10:232), which a container's device
+/// rules do not: QEMU runs in it.
+fn allow_kvm(dir: &Path) -> std::io::Result<()> {
+    let path = dir.join("config.json");
+    let mut spec: serde_json::Value = serde_json::from_slice(&fs::read(&path)?)?;
+    let rule =
+        serde_json::json!({"allow": true, "type": "c", "major": 10, "minor": 232, "access": "rwm"});
+    match spec["linux"]["resources"]["devices"].as_array_mut() {
+        Some(rules) => rules.push(rule),
+        None => return Ok(()), // no device rules: everything is allowed
+    }
+    fs::write(&path, serde_json::to_vec(&spec)?)
 }
 
 fn read_spec(dir: &Path) -> EngineResult<serde_json::Value> {
@@ -369,8 +392,10 @@ impl Driver for VmDriver {
         };
         self.containers
             .prepare(&Self::host_view(c), image_config, network, volumes)?;
+        let dir = self.cdir(&c.id);
         let path = netns.map(|p| p.display().to_string()).unwrap_or_default();
-        if let Err(e) = fs::write(self.cdir(&c.id).join(NETNS_FILE), path) {
+        let written = fs::write(dir.join(NETNS_FILE), path).and_then(|()| allow_kvm(&dir));
+        if let Err(e) = written {
             self.containers.destroy(c);
             return Err(internal(format!("cannot write the VM's files: {e}")));
         }
@@ -390,7 +415,14 @@ impl Driver for VmDriver {
     }
 
     fn reap(&self, c: &ContainerInspect) -> ExitInfo {
-        self.containers.reap(c)
+        let exit = self.containers.reap(c);
+        // What a killed `pier __vm` could not remove; the next start binds them again.
+        let dir = self.cdir(&c.id);
+        use pier_vm::config::{CONSOLE_SOCKET, EXEC_SOCKET, QMP_SOCKET, VIRTIOFSD_SOCKET};
+        for s in [CONSOLE_SOCKET, QMP_SOCKET, EXEC_SOCKET, VIRTIOFSD_SOCKET] {
+            let _ = fs::remove_file(dir.join(s));
+        }
+        exit
     }
 
     fn signal(&self, c: &ContainerInspect, signal: i32) -> EngineResult<()> {
