@@ -775,7 +775,7 @@ impl Instances {
         undo.push(move || vols.undo_attach(&p, &id, &mounts, &made));
         let net = self.network_attachment(c);
         let vols = self.volume_attachments(c);
-        self.driver_of(&c).prepare(c, img, &net, &vols)?;
+        self.driver_of(c).prepare(c, img, &net, &vols)?;
         let (driver, c2) = (self.driver_of(c).clone(), c.clone().into_inspect());
         undo.push(move || driver.destroy(&c2));
         self.save_new(c)?;
@@ -1107,7 +1107,7 @@ impl Instances {
         let Some(handle) = handle_of(c) else {
             return;
         };
-        let exited = self.driver_of(&c).wait(c, &handle);
+        let exited = self.driver_of(c).wait(c, &handle);
         let this = self.clone();
         let (project, id) = (c.project.clone(), c.id.clone());
         tokio::spawn(async move {
@@ -1227,7 +1227,7 @@ impl Instances {
 
     /// Sends `sig` to the container's main process.
     fn signal(&self, c: &ContainerInspect, sig: i32) -> EngineResult<()> {
-        self.driver_of(&c).signal(c, sig)
+        self.driver_of(c).signal(c, sig)
     }
 
     fn watcher(&self, c: &ContainerInspect) -> watch::Receiver<ContainerState> {
@@ -1403,7 +1403,7 @@ impl Instances {
     /// too (`rm -v`, and `--rm` containers).
     fn remove_locked(&self, c: &ContainerInspect, volumes: bool) -> EngineResult<()> {
         let project = &c.project;
-        self.driver_of(&c).destroy(c);
+        self.driver_of(c).destroy(c);
         let mut b = Batch::new();
         self.free_name(&mut b, project, &c.name, &c.id)?;
         record::delete(&mut b, project, &c.id);
@@ -1539,7 +1539,7 @@ impl Instances {
                 .iter()
                 .filter(|c| c.state.status == ContainerStatus::Running)
             {
-                let _ = self.driver_of(&c).pause(c, on);
+                let _ = self.driver_of(c).pause(c, on);
             }
         };
         self.volumes.snapshot(project, name, snap, &quiesce)?;
