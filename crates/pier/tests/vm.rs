@@ -133,6 +133,35 @@ fn a_vm_runs_detached_execs_stops_and_survives_a_daemon_restart() {
     );
     let (code, _, _) = run(&d, &["exec", "v1", "sh", "-c", "exit 9"]);
     assert_eq!(code, 9);
+    // Its serial console: what the guest writes there, until ctrl-] leaves it.
+    let mut console = d
+        .cmd()
+        .args(["vm", "console", "v1"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    d.ok(&[
+        "exec",
+        "v1",
+        "sh",
+        "-c",
+        "echo hello-console > /dev/console",
+    ]);
+    std::thread::sleep(Duration::from_millis(1500));
+    std::io::Write::write_all(console.stdin.as_mut().unwrap(), b"\x1d").unwrap();
+    let out = console.wait_with_output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("hello-console"),
+        "{out:?}"
+    );
+    let (code, _, err) = run(&d, &["run", "-d", "--name", "plain", "bb", "sleep", "60"]);
+    assert_eq!(code, 0, "{err}");
+    let err = d.fails(&["vm", "console", "plain"]);
+    assert!(err.contains("not a VM"), "{err}");
+    d.ok(&["rm", "-f", "plain"]);
     // The daemon restarts; the VM runs on and is adopted.
     d.stop();
     d.spawn();
