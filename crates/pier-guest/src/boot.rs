@@ -82,30 +82,45 @@ pub fn load_modules(dir: &Path) -> Vec<(String, io::Error)> {
             names
         }
     };
-    let present = |id| virtio_device_present(Path::new(VIRTIO_DEVICES), id);
-    let names = names.into_iter().filter(|n| needed(n, present)).collect();
+    let said = std::env::var(pier_guest::DEVICES_PARAM).ok();
+    let names = names
+        .into_iter()
+        .filter(|n| needed(n, |kind| has_device(said.as_deref(), kind)))
+        .collect();
     load_in_passes(names, |name| load_module(&dir.join(name)))
 }
 
-/// Where the kernel lists the VM's virtio devices (once virtio_mmio has found them).
-const VIRTIO_DEVICES: &str = "/sys/bus/virtio/devices";
+/// Kinds of virtio devices a driver module can be for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeviceKind {
+    Net,
+    Block,
+    Vsock,
+}
 
-/// Virtio device IDs (the virtio spec's): what a driver module is for.
-const VIRTIO_NET: u32 = 1;
-const VIRTIO_BLOCK: u32 = 2;
-const VIRTIO_VSOCK: u32 = 19;
+/// Whether the host said (in [`pier_guest::DEVICES_PARAM`]: `net,block`) the VM has a
+/// device of `kind`; when it said nothing, any may be there.
+pub fn has_device(said: Option<&str>, kind: DeviceKind) -> bool {
+    let Some(said) = said else {
+        return true;
+    };
+    let name = match kind {
+        DeviceKind::Net => "net",
+        DeviceKind::Block => "block",
+        DeviceKind::Vsock => "vsock",
+    };
+    said.split(',').any(|k| k.trim() == name)
+}
 
 /// Whether module `name` is worth loading: a driver for a kind of device the VM does
-/// not have is not (a VM without a NIC or a disk boots without their drivers, each a
-/// few tens of milliseconds under emulation). `present` says whether a virtio device
-/// of an ID is there; it is asked only for such drivers, which modules.order puts after
-/// virtio_mmio.
-pub fn needed(name: &str, present: impl Fn(u32) -> bool) -> bool {
+/// not have is not (a VM without a NIC or a disk boots without their drivers, each tens
+/// of milliseconds under emulation). `present` says whether the VM has a kind.
+pub fn needed(name: &str, present: impl Fn(DeviceKind) -> bool) -> bool {
     let kind = match name.trim_end_matches(".ko") {
-        "virtio_net" | "net_failover" | "failover" => VIRTIO_NET,
-        "virtio_blk" => VIRTIO_BLOCK,
+        "virtio_net" | "net_failover" | "failover" => DeviceKind::Net,
+        "virtio_blk" => DeviceKind::Block,
         "vsock" | "vmw_vsock_virtio_transport_common" | "vmw_vsock_virtio_transport" => {
-            VIRTIO_VSOCK
+            DeviceKind::Vsock
         }
         // The instance's root is the host's overlay, shared by virtio-fs: the guest
         // mounts none of its own (and the module is the largest, ~0.1 s to load).
@@ -113,16 +128,6 @@ pub fn needed(name: &str, present: impl Fn(u32) -> bool) -> bool {
         _ => return true,
     };
     present(kind)
-}
-
-/// Whether `dir` (a /sys/bus/virtio/devices) lists a device of virtio ID `id`.
-fn virtio_device_present(dir: &Path, id: u32) -> bool {
-    fs::read_dir(dir).into_iter().flatten().flatten().any(|e| {
-        fs::read_to_string(e.path().join("device"))
-            .ok()
-            .and_then(|d| u32::from_str_radix(d.trim().trim_start_matches("0x"), 16).ok())
-            == Some(id)
-    })
 }
 
 /// Calls `load` on each name in order, then again on the failed ones while a pass
@@ -256,12 +261,18 @@ mod tests {
 
     #[test]
     fn drivers_load_only_for_devices_the_vm_has() {
-        let only_net = |id| id == VIRTIO_NET;
+        let only_net = |k| has_device(Some("net"), k);
         assert!(needed("virtio_net.ko", only_net));
         assert!(needed("failover.ko", only_net));
         assert!(!needed("virtio_blk.ko", only_net));
         assert!(!needed("vsock.ko", only_net));
         assert!(!needed("overlay.ko", |_| true));
+        let both = |k| has_device(Some("net,block"), k);
+        assert!(needed("virtio_blk.ko", both) && needed("virtio_net.ko", both));
+        let none = |k| has_device(Some("none"), k);
+        assert!(!needed("virtio_net.ko", none) && !needed("virtio_blk.ko", none));
+        // A host that says nothing: every driver.
+        assert!(needed("virtio_blk.ko", |k| has_device(None, k)));
         // What every VM needs does not depend on its devices.
         for m in [
             "virtio_ring.ko",
@@ -273,26 +284,6 @@ mod tests {
         ] {
             assert!(needed(m, |_| false), "{m}");
         }
-        let dir = tempfile_dir();
-        for (n, id) in [
-            ("virtio0", "0x0003"),
-            ("virtio1", "0x001a"),
-            ("virtio2", "0x0002"),
-        ] {
-            fs::create_dir_all(dir.join(n)).unwrap();
-            fs::write(dir.join(n).join("device"), format!("{id}\n")).unwrap();
-        }
-        assert!(virtio_device_present(&dir, VIRTIO_BLOCK));
-        assert!(!virtio_device_present(&dir, VIRTIO_NET));
-        assert!(!virtio_device_present(&dir.join("nothing"), VIRTIO_BLOCK));
-        fs::remove_dir_all(&dir).unwrap();
-    }
-
-    fn tempfile_dir() -> std::path::PathBuf {
-        let d = std::env::temp_dir().join(format!("pier-guest-virtio-{}", std::process::id()));
-        let _ = fs::remove_dir_all(&d);
-        fs::create_dir_all(&d).unwrap();
-        d
     }
 
     #[test]

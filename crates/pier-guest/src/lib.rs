@@ -38,6 +38,12 @@ use serde::{Deserialize, Serialize};
 pub const PORT_NAME: &str = "pier.agent";
 /// The virtiofs tag of the instance's root filesystem.
 pub const ROOTFS_TAG: &str = "rootfs";
+/// The kernel command line parameter (so the agent's environment variable) by which
+/// the host says which kinds of virtio devices the VM has besides its console and root
+/// filesystem: `pier_devices=net,block`, `pier_devices=none`. The agent loads only their
+/// drivers; without it, it loads every driver it carries.
+pub const DEVICES_PARAM: &str = "pier_devices";
+
 /// The protocol's version, sent in [`Ready`].
 pub const VERSION: u32 = 1;
 /// The largest payload a frame may carry.

@@ -327,6 +327,22 @@ impl QemuCommand {
             c.push(' ');
             c.push_str(CMDLINE_TCG);
         }
+        // Which drivers the guest agent loads.
+        let mut kinds = Vec::new();
+        if !self.netdevs.is_empty() {
+            kinds.push("net");
+        }
+        if !self.drives.is_empty() {
+            kinds.push("block");
+        }
+        if kinds.is_empty() {
+            kinds.push("none");
+        }
+        c.push_str(&format!(
+            " {}={}",
+            pier_guest::DEVICES_PARAM,
+            kinds.join(",")
+        ));
         if let Some(a) = &self.append {
             c.push(' ');
             c.push_str(a);
@@ -475,7 +491,7 @@ mod tests {
         assert_eq!(values(&a, "-sandbox"), [SANDBOX]);
         assert_eq!(
             values(&a, "-append"),
-            ["console=ttyS0 quiet panic=-1 pci=off tsc_early_khz=2000000 lpj=4000000"]
+            ["console=ttyS0 quiet panic=-1 pci=off tsc_early_khz=2000000 lpj=4000000 pier_devices=net,block"]
         );
         assert_eq!(
             values(&a, "-chardev"),
@@ -531,7 +547,7 @@ mod tests {
         assert_eq!(values(&a, "-cpu"), ["host"]);
         assert_eq!(
             values(&a, "-append"),
-            ["console=ttyS0 quiet panic=-1 pci=off pier.debug=1"]
+            ["console=ttyS0 quiet panic=-1 pci=off pier_devices=none pier.debug=1"]
         );
         assert!(values(&a, "-netdev").is_empty());
         assert!(values(&a, "-drive").is_empty());
