@@ -554,33 +554,13 @@ impl ContainerDriver {
             )
         })?;
         let dir = self.cdir(&c.id);
-        let spec = oci_spec::runtime::Spec::load(dir.join("config.json"))
-            .map_err(|e| internal(format!("cannot read the container's spec: {e}")))?;
-        let process = spec.process().clone().unwrap_or_default();
-        let (uid, gid, additional_gids) = match &req.user {
-            Some(u) => pier_runtime::rootfs::resolve_user(&dir.join("rootfs"), u)
-                .map_err(|e| invalid(e.to_string()))?,
-            None => (
-                process.user().uid(),
-                process.user().gid(),
-                process.user().additional_gids().clone().unwrap_or_default(),
-            ),
-        };
-        let mut env = process.env().clone().unwrap_or_default();
-        for e in &req.env {
-            let k = e.split('=').next().unwrap_or("");
-            env.retain(|x| x.split('=').next() != Some(k));
-            env.push(e.clone());
-        }
-        let cwd = req
-            .workdir
-            .clone()
-            .unwrap_or_else(|| process.cwd().display().to_string());
-        if !cwd.starts_with('/') {
-            return Err(invalid(format!(
-                "the working directory {cwd:?} must be an absolute path"
-            )));
-        }
+        let ExecProcess {
+            env,
+            cwd,
+            uid,
+            gid,
+            additional_gids,
+        } = exec_process(&dir, req)?;
         let request = pier_runtime::exec::ExecRequest {
             pid,
             args: req.cmd.clone(),
@@ -601,6 +581,54 @@ impl ContainerDriver {
             .arg(serde_json::to_string(&request).expect("json"));
         Ok(cmd)
     }
+}
+
+/// What an exec runs as, in the instance in `dir` (its bundle's process, with the
+/// exec's user, environment and working directory over it): for a container's exec
+/// helper and a VM's alike.
+pub(crate) struct ExecProcess {
+    pub env: Vec<String>,
+    pub cwd: String,
+    pub uid: u32,
+    pub gid: u32,
+    pub additional_gids: Vec<u32>,
+}
+
+pub(crate) fn exec_process(dir: &Path, req: &ExecCreate) -> EngineResult<ExecProcess> {
+    let spec = oci_spec::runtime::Spec::load(dir.join("config.json"))
+        .map_err(|e| internal(format!("cannot read the instance's spec: {e}")))?;
+    let process = spec.process().clone().unwrap_or_default();
+    let (uid, gid, additional_gids) = match &req.user {
+        Some(u) => pier_runtime::rootfs::resolve_user(&dir.join("rootfs"), u)
+            .map_err(|e| invalid(e.to_string()))?,
+        None => (
+            process.user().uid(),
+            process.user().gid(),
+            process.user().additional_gids().clone().unwrap_or_default(),
+        ),
+    };
+    let mut env = process.env().clone().unwrap_or_default();
+    for e in &req.env {
+        let k = e.split('=').next().unwrap_or("");
+        env.retain(|x| x.split('=').next() != Some(k));
+        env.push(e.clone());
+    }
+    let cwd = req
+        .workdir
+        .clone()
+        .unwrap_or_else(|| process.cwd().display().to_string());
+    if !cwd.starts_with('/') {
+        return Err(invalid(format!(
+            "the working directory {cwd:?} must be an absolute path"
+        )));
+    }
+    Ok(ExecProcess {
+        env,
+        cwd,
+        uid,
+        gid,
+        additional_gids,
+    })
 }
 
 fn mounted(path: &Path) -> bool {

@@ -469,42 +469,13 @@ impl Driver for VmDriver {
             ));
         }
         let dir = self.cdir(&c.id);
-        let spec = read_spec(&dir)?;
-        let p = &spec["process"];
-        let (uid, gid, additional_gids) = match &req.user {
-            Some(u) => pier_runtime::rootfs::resolve_user(&dir.join("rootfs"), u)
-                .map_err(|e| invalid(e.to_string()))?,
-            None => (
-                p["user"]["uid"].as_u64().unwrap_or(0) as u32,
-                p["user"]["gid"].as_u64().unwrap_or(0) as u32,
-                p["user"]["additionalGids"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .filter_map(|g| g.as_u64().map(|g| g as u32))
-                    .collect(),
-            ),
-        };
-        let mut env: Vec<String> = p["env"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|s| s.as_str().map(String::from))
-            .collect();
-        for e in &req.env {
-            let k = e.split('=').next().unwrap_or("");
-            env.retain(|x| x.split('=').next() != Some(k));
-            env.push(e.clone());
-        }
-        let cwd = req
-            .workdir
-            .clone()
-            .unwrap_or_else(|| p["cwd"].as_str().unwrap_or("/").to_string());
-        if !cwd.starts_with('/') {
-            return Err(invalid(format!(
-                "the working directory {cwd:?} must be an absolute path"
-            )));
-        }
+        let super::container::ExecProcess {
+            env,
+            cwd,
+            uid,
+            gid,
+            additional_gids,
+        } = super::container::exec_process(&dir, req)?;
         let request = ProcessConfig {
             args: req.cmd.clone(),
             env,
