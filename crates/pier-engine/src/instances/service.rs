@@ -1245,6 +1245,8 @@ impl Instances {
         }
     }
 
+    /// Kills (SIGKILL by default) or signals a running container; a SIGKILL waits up to
+    /// [`KILL_WAIT`] for it to have stopped.
     pub async fn kill(
         &self,
         ctx: &RequestContext,
@@ -1255,6 +1257,11 @@ impl Instances {
         let c = self.lookup(project, name)?;
         let signal = parse_signal(signal.unwrap_or("KILL"))?;
         self.ask(project, &c.id, Op::Kill { signal }).await?;
+        if signal == libc::SIGKILL {
+            // As Docker's: a kill answers once the container has stopped, so that an
+            // inspect or an unforced remove right after sees it stopped.
+            self.wait_stopped(&c, Some(KILL_WAIT)).await;
+        }
         log_action(ctx, &c.id, "killed");
         Ok(())
     }
@@ -2449,6 +2456,10 @@ impl Instances {
 
 /// How often the instance reconciler passes without a change.
 pub const INSTANCE_RECONCILE_PERIOD: Duration = Duration::from_secs(30);
+
+/// How long a SIGKILL's kill waits for the container to have stopped (its exit is
+/// recorded when its monitor reaps it, within milliseconds; a VM's takes QEMU's exit).
+pub const KILL_WAIT: Duration = Duration::from_secs(10);
 
 /// The instance reconciler: acts on specs whose desired state no request acted on,
 /// woken by every change of a spec (see [`crate::reconcile`]).

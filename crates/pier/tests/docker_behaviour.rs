@@ -1,0 +1,80 @@
+//! Root tier: behaviours where Docker's own engine sets the expectation beyond the
+//! common path, each checked with the real `docker` CLI against Pier's Docker API.
+
+mod common;
+
+use common::*;
+
+/// One request to the Docker API socket, from this process (no client in between, so
+/// two requests follow each other within microseconds): the status and the body.
+fn api(d: &Daemon, method: &str, path: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut s = std::os::unix::net::UnixStream::connect(&d.docker_socket).unwrap();
+    write!(
+        s,
+        "{method} /v1.41{path} HTTP/1.1\r\nHost: docker\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    let status = out
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = out
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
+}
+
+/// `POST /containers/{id}/kill` answers once the container has stopped: an inspect
+/// right after sees it stopped, and an unforced remove right after succeeds (before,
+/// the kill answered at once, and the remove got 409 with the container still running).
+#[test]
+#[ignore = "root tier: needs root; scripts/test.sh runs it (--run-ignored all)"]
+fn kill_answers_once_the_container_has_stopped() {
+    let d = with_busybox(&[]);
+    for i in 0..5 {
+        let name = format!("k{i}");
+        let (code, _, err) = outcome(&d.docker(
+            "docker",
+            &["run", "-d", "--name", &name, "bb", "sleep", "100"],
+        ));
+        assert_eq!(code, 0, "{err}");
+        let (status, body) = api(&d, "POST", &format!("/containers/{name}/kill"));
+        assert_eq!(status, 204, "{body}");
+        let (_, body) = api(&d, "GET", &format!("/containers/{name}/json"));
+        assert!(
+            body.contains("\"Running\":false"),
+            "{name} right after its kill: {body}"
+        );
+        assert!(body.contains("\"ExitCode\":137"), "{body}");
+        let (status, body) = api(&d, "DELETE", &format!("/containers/{name}"));
+        assert_eq!(
+            status, 204,
+            "an unforced remove right after the kill: {body}"
+        );
+    }
+    // Another signal is only sent: the container runs on.
+    d.docker(
+        "docker",
+        &[
+            "run",
+            "-d",
+            "--name",
+            "hup",
+            "bb",
+            "sh",
+            "-c",
+            "trap '' HUP; sleep 100",
+        ],
+    );
+    let (code, _, err) = outcome(&d.docker("docker", &["kill", "-s", "HUP", "hup"]));
+    assert_eq!(code, 0, "{err}");
+    let (_, running, _) =
+        outcome(&d.docker("docker", &["inspect", "-f", "{{.State.Running}}", "hup"]));
+    assert_eq!(running.trim(), "true");
+    d.docker("docker", &["rm", "-f", "hup"]);
+}
