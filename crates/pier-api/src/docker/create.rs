@@ -139,6 +139,8 @@ pub struct HostConfig {
     pid_mode: Option<String>,
     ipc_mode: Option<String>,
     userns_mode: Option<String>,
+    /// Docker's wire name (not PascalCase's `UtsMode`, under which it was never read).
+    #[serde(rename = "UTSMode")]
     uts_mode: Option<String>,
     cgroup_parent: Option<String>,
     group_add: Option<Vec<String>>,
@@ -786,6 +788,11 @@ mod tests {
         assert!(refused(serde_json::json!({"Links": ["a:b"]}))
             .message
             .contains("--link"));
+        // Under Docker's own field name: `--uts host` is refused, not dropped unread.
+        assert!(refused(serde_json::json!({"UTSMode": "host"}))
+            .message
+            .contains("--uts host"));
+        assert!(convert(serde_json::json!({"Image": "bb", "HostConfig": {"UTSMode": ""}})).is_ok());
         assert!(refused(serde_json::json!({"MemorySwap": 10}))
             .message
             .contains("memory limit"));
