@@ -211,6 +211,8 @@ pub struct ContainerCreate {
     /// `--ipc`: `private` or `shareable` (the default: an IPC namespace of its own), or
     /// `host`.
     pub ipc_mode: Option<String>,
+    /// `--uts`: `private` (the default: its own hostname) or `host` (the host's).
+    pub uts_mode: Option<String>,
     pub restart_policy: RestartPolicy,
     pub labels: BTreeMap<String, String>,
     /// Log options as Docker's json-file driver takes them: `max-size` (bytes, default

@@ -210,6 +210,9 @@ pub struct CreateArgs {
     /// IPC namespace: private, shareable (the default) or host.
     #[arg(long)]
     ipc: Option<String>,
+    /// UTS namespace: private (the default: its own hostname) or host (the host's).
+    #[arg(long)]
+    uts: Option<String>,
     /// Another group of the container's processes (a name of the image's or a number).
     #[arg(long)]
     group_add: Vec<String>,
@@ -449,6 +452,7 @@ fn create_request(a: CreateArgs, auto_remove: bool) -> Result<ContainerCreate, C
             .map_err(refused)?,
         pid_mode: a.pid,
         ipc_mode: a.ipc,
+        uts_mode: a.uts,
         restart_policy: parse_restart(&a.restart)?,
         log_opts: log_opts_of(&a.log_opt)?,
         labels,

@@ -191,6 +191,8 @@ pub struct SpecInput {
     pub host_pid: bool,
     /// Share the host's IPC namespace (`--ipc host`).
     pub host_ipc: bool,
+    /// `--uts host`: no UTS namespace, and no hostname set (it would be the host's).
+    pub host_uts: bool,
     /// Kernel parameters set in the container's namespaces (`linux.sysctl`).
     pub sysctls: std::collections::BTreeMap<String, String>,
     /// Host devices (`linux.devices`, with an allow rule each).
@@ -230,11 +232,10 @@ pub fn build(input: &SpecInput) -> Result<oci_spec::runtime::Spec, serde_json::E
     } else {
         (vec![], vec![])
     };
-    let mut namespaces = vec![
-        json!({"type": "uts"}),
-        json!({"type": "mount"}),
-        json!({"type": "cgroup"}),
-    ];
+    let mut namespaces = vec![json!({"type": "mount"}), json!({"type": "cgroup"})];
+    if !input.host_uts {
+        namespaces.insert(0, json!({"type": "uts"}));
+    }
     if !input.host_pid {
         namespaces.insert(0, json!({"type": "pid"}));
     }
@@ -320,7 +321,7 @@ pub fn build(input: &SpecInput) -> Result<oci_spec::runtime::Spec, serde_json::E
             "noNewPrivileges": input.no_new_privileges,
         },
         "root": {"path": input.rootfs, "readonly": input.readonly_rootfs},
-        "hostname": input.hostname,
+        "hostname": (!input.host_uts).then_some(&input.hostname),
         "mounts": mounts,
         "linux": {
             "namespaces": namespaces,
@@ -405,6 +406,7 @@ mod tests {
         let host = build(&SpecInput {
             host_pid: true,
             host_ipc: true,
+            host_uts: false,
             sysctls,
             devices: vec![DeviceNode {
                 path: "/dev/xnull".into(),

@@ -78,3 +78,71 @@ fn kill_answers_once_the_container_has_stopped() {
     assert_eq!(running.trim(), "true");
     d.docker("docker", &["rm", "-f", "hup"]);
 }
+
+/// `--uts host`: the container has the host's hostname (and cannot change it); Docker's
+/// `UTSMode` field is read and echoed back.
+#[test]
+#[ignore = "root tier: needs root; scripts/test.sh runs it (--run-ignored all)"]
+fn uts_host_shares_the_hosts_hostname() {
+    let d = with_busybox(&[]);
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+    let (code, out, err) = outcome(&d.docker(
+        "docker",
+        &[
+            "run",
+            "--name",
+            "u",
+            "--uts",
+            "host",
+            "bb",
+            "sh",
+            "-c",
+            "hostname; cat /etc/hostname; echo $HOSTNAME; hostname changed-by-container",
+        ],
+    ));
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(&lines[..3], &[host.trim(); 3], "{err}");
+    assert_ne!(code, 0, "the container changed the host's hostname: {out}");
+    assert_eq!(
+        std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap(),
+        host
+    );
+    let (_, mode, _) =
+        outcome(&d.docker("docker", &["inspect", "-f", "{{.HostConfig.UTSMode}}", "u"]));
+    assert_eq!(mode.trim(), "host");
+    // Its own (the default), and what cannot be had.
+    let (_, own, _) = outcome(&d.docker(
+        "docker",
+        &["run", "--rm", "--hostname", "box", "bb", "hostname"],
+    ));
+    assert_eq!(own.trim(), "box");
+    let (code, _, err) = outcome(&d.docker(
+        "docker",
+        &[
+            "run",
+            "--rm",
+            "--uts",
+            "host",
+            "--hostname",
+            "x",
+            "bb",
+            "true",
+        ],
+    ));
+    assert_ne!(code, 0);
+    assert!(err.contains("conflicting"), "{err}");
+    let err = d.fails(&[
+        "run",
+        "--rm",
+        "--uts",
+        "host",
+        "--hostname",
+        "x",
+        "bb",
+        "true",
+    ]);
+    assert!(err.contains("conflicting"), "{err}");
+    let err = d.fails(&["run", "--rm", "--uts", "container:u", "bb", "true"]);
+    assert!(err.contains("--uts container:u"), "{err}");
+    d.docker("docker", &["rm", "-f", "u"]);
+}

@@ -349,7 +349,7 @@ fn host_config_json(c: &ContainerInspect) -> Value {
         "PublishAllPorts": r.publish_all,
         "ReadonlyRootfs": r.read_only,
         "SecurityOpt": r.security_opt,
-        "UTSMode": "",
+        "UTSMode": r.uts_mode.clone().unwrap_or_default(),
         "UsernsMode": "",
         "ShmSize": crate::limits::shm_size(r),
         "Runtime": r.runtime.clone().unwrap_or_else(|| "pier".into()),

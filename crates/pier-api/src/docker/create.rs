@@ -494,6 +494,7 @@ pub fn to_create(b: CreateBody, name: Option<String>, look: &Lookups<'_>) -> Res
         devices: devices_of(h.devices.unwrap_or_default())?,
         pid_mode: nonempty(h.pid_mode),
         ipc_mode: nonempty(h.ipc_mode),
+        uts_mode: nonempty(h.uts_mode.clone()),
         ..Default::default()
     };
     // `-v`, `--mount`, `--tmpfs` and the image's or the body's anonymous volumes.
@@ -555,9 +556,12 @@ fn refuse_unsupported(h: &HostConfig) -> Result<()> {
         nonempty(h.cgroup_parent.clone()).is_some(),
         "--cgroup-parent",
     )?;
-    for (what, mode) in [("--userns", &h.userns_mode), ("--uts", &h.uts_mode)] {
+    for (what, mode, ok) in [
+        ("--userns", &h.userns_mode, "private"),
+        ("--uts", &h.uts_mode, "host"),
+    ] {
         if let Some(m) = mode.as_deref() {
-            if !matches!(m, "" | "private" | "shareable") {
+            if !matches!(m, "" | "private" | "shareable") && m != ok {
                 return Err(Refused::bad_request(format!(
                     "{what} {m} is not supported by pier yet"
                 )));
@@ -788,10 +792,12 @@ mod tests {
         assert!(refused(serde_json::json!({"Links": ["a:b"]}))
             .message
             .contains("--link"));
-        // Under Docker's own field name: `--uts host` is refused, not dropped unread.
-        assert!(refused(serde_json::json!({"UTSMode": "host"}))
+        // Under Docker's own field name (it was read as `UtsMode`, never sent).
+        assert!(refused(serde_json::json!({"UTSMode": "container:x"}))
             .message
-            .contains("--uts host"));
+            .contains("--uts container:x"));
+        let c = convert(serde_json::json!({"Image": "bb", "HostConfig": {"UTSMode": "host"}}));
+        assert_eq!(c.unwrap().request.uts_mode.as_deref(), Some("host"));
         assert!(convert(serde_json::json!({"Image": "bb", "HostConfig": {"UTSMode": ""}})).is_ok());
         assert!(refused(serde_json::json!({"MemorySwap": 10}))
             .message

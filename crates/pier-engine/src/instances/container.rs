@@ -413,10 +413,16 @@ impl ContainerDriver {
                 additional_gids.push(gid);
             }
         }
-        let hostname = req
-            .hostname
-            .clone()
-            .unwrap_or_else(|| c.id[..12].to_string());
+        // `--uts host`: the host's name, in /etc/hostname and $HOSTNAME too.
+        let host_uts = super::host_access::host_uts(req)?;
+        let hostname = match &req.hostname {
+            _ if host_uts => rustix::system::uname()
+                .nodename()
+                .to_string_lossy()
+                .into_owned(),
+            Some(h) => h.clone(),
+            None => c.id[..12].to_string(),
+        };
         let env = process_env(req, img, uid, &hostname);
         let cwd = workdir_of(req, img)?;
         let mut mounts = etc_files(&dir, net, &hostname)?;
@@ -481,6 +487,7 @@ impl ContainerDriver {
             gid_maps: req.gid_maps.clone(),
             host_pid: super::host_access::host_pid(req)?,
             host_ipc: super::host_access::host_ipc(req)?,
+            host_uts,
             sysctls: req.sysctls.clone(),
             devices: req
                 .devices

@@ -34,6 +34,18 @@ pub fn host_ipc(req: &ContainerCreate) -> EngineResult<bool> {
     host_mode("--ipc", req.ipc_mode.as_deref(), &["private", "shareable"])
 }
 
+/// `--uts host`: the host's hostname, which the container cannot set (no
+/// `--hostname` with it, as Docker says).
+pub fn host_uts(req: &ContainerCreate) -> EngineResult<bool> {
+    let host = host_mode("--uts", req.uts_mode.as_deref(), &["private"])?;
+    if host && req.hostname.is_some() {
+        return Err(invalid(
+            "conflicting options: --hostname and --uts host (the container has the host's hostname)",
+        ));
+    }
+    Ok(host)
+}
+
 /// The IPC parameters of `kernel.*` an IPC namespace has of its own.
 const IPC_SYSCTLS: [&str; 8] = [
     "kernel.msgmax",
@@ -88,6 +100,7 @@ fn check_sysctl(req: &ContainerCreate, key: &str, value: &str) -> EngineResult<(
 pub fn validate(req: &ContainerCreate) -> EngineResult<()> {
     host_pid(req)?;
     host_ipc(req)?;
+    host_uts(req)?;
     for (k, v) in &req.sysctls {
         check_sysctl(req, k, v)?;
     }
@@ -201,6 +214,15 @@ mod tests {
         assert!(e.contains("--pid container:x is not supported"), "{e}");
         assert!(!host_ipc(&req(|r| r.ipc_mode = Some("shareable".into()))).unwrap());
         assert!(host_ipc(&req(|r| r.ipc_mode = Some("host".into()))).unwrap());
+        assert!(host_uts(&req(|r| r.uts_mode = Some("host".into()))).unwrap());
+        assert!(!host_uts(&req(|r| r.uts_mode = Some("private".into()))).unwrap());
+        assert!(host_uts(&req(|r| r.uts_mode = Some("container:x".into()))).is_err());
+        let both = host_uts(&req(|r| {
+            r.uts_mode = Some("host".into());
+            r.hostname = Some("x".into());
+        }))
+        .unwrap_err();
+        assert!(both.message().contains("conflicting"), "{}", both.message());
     }
 
     #[test]

@@ -92,6 +92,11 @@ pub fn validate(req: &ContainerCreate) -> EngineResult<()> {
             "--uidmap is not available with --vm: a VM's users are its own already",
         ));
     }
+    if req.uts_mode.as_deref() == Some("host") {
+        return Err(invalid(
+            "--uts host is not available with --vm: a VM's kernel has its own hostname",
+        ));
+    }
     if req.init {
         return Err(invalid(
             "--init is not available with --vm: Pier's guest agent is a VM's init and reaps its processes",
