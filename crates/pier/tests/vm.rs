@@ -297,8 +297,11 @@ fn a_vm_and_a_container_share_a_network_names_and_published_ports() {
         "-c",
         "mkdir -p /www && echo from-the-container > /www/index.html && exec httpd -f -p 80 -h /www",
     ]);
-    let out = d.ok(&["exec", "vmweb", "sh", "-c", &fetch_by_name("cweb")]);
-    assert!(out.contains("from-the-container"), "{out}");
+    // The container's server listens a moment after its start.
+    wait_until("the container's web server, from the VM", || {
+        let (_, out, _) = run(&d, &["exec", "vmweb", "sh", "-c", &fetch_by_name("cweb")]);
+        out.contains("from-the-container")
+    });
     d.ok(&["rm", "-f", "vmweb", "cweb"]);
     d.ok(&["network", "rm", "mixed"]);
     assert!(no_vm_processes(&d));
