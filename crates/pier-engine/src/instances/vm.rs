@@ -176,37 +176,30 @@ impl VmDriver {
         let (assets, tools) = self.assets()?;
         let initramfs = self.initramfs(&assets)?;
         let dir = self.cdir(&c.id);
-        let spec = read_spec(&dir)?;
+        let spec = oci_spec::runtime::Spec::load(dir.join("config.json"))
+            .map_err(|e| internal(format!("cannot read the VM's bundle: {e}")))?;
         let mut files = Vec::new();
         let mut shares = Vec::new();
         let mut mounts = Vec::new();
-        for m in spec["mounts"].as_array().into_iter().flatten() {
-            let (Some(target), Some(kind)) = (m["destination"].as_str(), m["type"].as_str()) else {
-                continue;
-            };
-            let source = m["source"].as_str().unwrap_or("");
-            let options: Vec<&str> = m["options"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(|o| o.as_str())
-                .collect();
-            let read_only = options.contains(&"ro");
-            match kind {
+        for m in spec.mounts().iter().flatten() {
+            let target = m.destination().display().to_string();
+            let source = m.source().clone().unwrap_or_default();
+            let read_only = m.options().iter().flatten().any(|o| o == "ro");
+            match m.typ().as_deref() {
                 // The files the engine writes (hosts, hostname, resolv.conf): their
                 // content now; the guest places them.
-                "bind" if Path::new(source).starts_with(&dir) => files.push(GuestFile {
-                    target: target.to_string(),
-                    content: fs::read_to_string(source).unwrap_or_default(),
+                Some("bind") if source.starts_with(&dir) => files.push(GuestFile {
+                    target,
+                    content: fs::read_to_string(&source).unwrap_or_default(),
                 }),
-                "bind" if !source.is_empty() => shares.push(Share {
-                    source: PathBuf::from(source),
-                    target: target.to_string(),
+                Some("bind") if !source.as_os_str().is_empty() => shares.push(Share {
+                    source,
+                    target,
                     read_only,
                 }),
-                "tmpfs" if !is_system_mount(target) => mounts.push(GuestMount {
+                Some("tmpfs") if !is_system_mount(&target) => mounts.push(GuestMount {
                     source: "tmpfs".into(),
-                    target: target.to_string(),
+                    target,
                     fstype: "tmpfs".into(),
                     read_only,
                 }),
@@ -228,26 +221,14 @@ impl VmDriver {
                 read_only: v.read_only,
             });
         }
-        let p = &spec["process"];
-        let strings = |v: &serde_json::Value| -> Vec<String> {
-            v.as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(|s| s.as_str().map(String::from))
-                .collect()
-        };
+        let p = spec.process().clone().unwrap_or_default();
         let process = ProcessConfig {
-            args: strings(&p["args"]),
-            env: strings(&p["env"]),
-            cwd: p["cwd"].as_str().unwrap_or("/").to_string(),
-            uid: p["user"]["uid"].as_u64().unwrap_or(0) as u32,
-            gid: p["user"]["gid"].as_u64().unwrap_or(0) as u32,
-            additional_gids: p["user"]["additionalGids"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(|g| g.as_u64().map(|g| g as u32))
-                .collect(),
+            args: p.args().clone().unwrap_or_default(),
+            env: p.env().clone().unwrap_or_default(),
+            cwd: p.cwd().display().to_string(),
+            uid: p.user().uid(),
+            gid: p.user().gid(),
+            additional_gids: p.user().additional_gids().clone().unwrap_or_default(),
             tty: c.config.tty,
             stdin: c.config.interactive,
             size: None,
@@ -285,7 +266,7 @@ impl VmDriver {
             shares,
             disks,
             run: RunConfig {
-                hostname: spec["hostname"].as_str().unwrap_or("").to_string(),
+                hostname: spec.hostname().clone().unwrap_or_default(),
                 rootfs: pier_guest::ROOTFS_TAG.into(),
                 mounts,
                 files,
@@ -335,12 +316,6 @@ fn allow_kvm(dir: &Path) -> std::io::Result<()> {
         None => return Ok(()), // no device rules: everything is allowed
     }
     fs::write(&path, serde_json::to_vec(&spec)?)
-}
-
-fn read_spec(dir: &Path) -> EngineResult<serde_json::Value> {
-    let bytes = fs::read(dir.join("config.json"))
-        .map_err(|e| internal(format!("cannot read the VM's bundle: {e}")))?;
-    serde_json::from_slice(&bytes).map_err(|e| internal(format!("the VM's bundle: {e}")))
 }
 
 /// The network namespace the engine makes for the instance, as recorded at prepare.
