@@ -27,7 +27,7 @@ use crate::error::{Answer, ErrorKind, StartError, Step};
 use crate::logs::LogWriter;
 use crate::state::{read_json, write_json, Exited, MonitorConfig, Running};
 
-fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
+pub(crate) fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
     let (r, w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)?;
     Ok((r, w))
 }
@@ -499,19 +499,19 @@ fn create_cgroup(spec: &Spec, cgroup: &Cgroup) -> Result<(), StartError> {
 }
 
 /// The container's stdio as made before the clone.
-struct Stdio {
+pub(crate) struct Stdio {
     /// The monitor's ends of stdout and stderr.
-    outputs: Vec<(OwnedFd, u8)>,
+    pub(crate) outputs: Vec<(OwnedFd, u8)>,
     /// The init's stdin, stdout and stderr (`None`: /dev/null).
-    child_stdio: Vec<Option<OwnedFd>>,
+    pub(crate) child_stdio: Vec<Option<OwnedFd>>,
     /// The monitor's end of stdin.
-    stdin: Option<OwnedFd>,
+    pub(crate) stdin: Option<OwnedFd>,
     /// The socket pair over which the init sends its terminal's master: ours, theirs.
-    console: Option<(OwnedFd, OwnedFd)>,
+    pub(crate) console: Option<(OwnedFd, OwnedFd)>,
 }
 
 /// Stdio: a terminal made by the container's init, or pipes.
-fn open_stdio(config: &MonitorConfig) -> Result<Stdio, StartError> {
+pub(crate) fn open_stdio(config: &MonitorConfig) -> Result<Stdio, StartError> {
     let mut outputs = Vec::new();
     let mut child_stdio: Vec<Option<OwnedFd>> = vec![None, None, None];
     let mut stdin = None;

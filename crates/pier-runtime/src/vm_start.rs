@@ -49,10 +49,6 @@ struct VmStdio {
     tty: Option<OwnedFd>,
 }
 
-fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
-    Ok(rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)?)
-}
-
 fn stdio(config: &MonitorConfig) -> Result<VmStdio, StartError> {
     let io_err = |what: &str, e: io::Error| StartError::io(Step::Stdio, what.to_string(), e);
     if config.tty {
@@ -73,17 +69,21 @@ fn stdio(config: &MonitorConfig) -> Result<VmStdio, StartError> {
             outputs: vec![(master, attach::STDOUT)],
         });
     }
-    let (out_r, out_w) = pipe().map_err(|e| io_err("pipe", e))?;
-    let (err_r, err_w) = pipe().map_err(|e| io_err("pipe", e))?;
-    let (stdin_child, stdin) = if config.stdin {
-        let (r, w) = pipe().map_err(|e| io_err("pipe", e))?;
-        (Some(r), Some(w))
-    } else {
-        (None, None)
-    };
+    // Pipes, as a container's.
+    let crate::monitor::Stdio {
+        outputs,
+        child_stdio,
+        stdin,
+        ..
+    } = crate::monitor::open_stdio(config)?;
+    let mut child = child_stdio.into_iter();
     Ok(VmStdio {
-        child: [stdin_child, Some(out_w), Some(err_w)],
-        outputs: vec![(out_r, attach::STDOUT), (err_r, attach::STDERR)],
+        child: [
+            child.next().flatten(),
+            child.next().flatten(),
+            child.next().flatten(),
+        ],
+        outputs,
         stdin,
         tty: None,
     })
@@ -98,7 +98,8 @@ pub fn start(dir: &Path, config: &MonitorConfig, cgroup: &Cgroup) -> Result<Star
         stdin,
         tty,
     } = stdio(config)?;
-    let (ready_r, ready_w) = pipe().map_err(|e| StartError::io(Step::Stdio, "pipe", e))?;
+    let (ready_r, ready_w) =
+        crate::monitor::pipe().map_err(|e| StartError::io(Step::Stdio, "pipe", e))?;
     // The monitor's own binary (the daemon's sealed copy of pier): the child's
     // /proc/self/exe until its exec is the same file.
     let mut cmd = std::process::Command::new("/proc/self/exe");
