@@ -24,7 +24,8 @@ src=$(cd "$src" && pwd)
     echo "$src has no tests/integration: give a checkout of docker-py's tag 7.2.0" >&2
     exit 1
 }
-ensure_packages "${RUNTIME_PACKAGES[@]}" python3-venv
+# python3-venv for docker-py's venv; the credentials tests drive docker-credential-pass.
+ensure_packages "${RUNTIME_PACKAGES[@]}" python3-venv golang-docker-credential-helpers pass gnupg
 
 pier=${PIER:-$PWD/target/debug/pier}
 if [ ! -x "$pier" ]; then
@@ -33,10 +34,10 @@ if [ ! -x "$pier" ]; then
 fi
 
 venv=${PIER_DOCKERPY_VENV:-/var/cache/pier/docker-py-venv}
-if [ ! -x "$venv/bin/pytest" ] || ! "$venv/bin/python" -c 'import docker, sys; sys.exit(docker.__version__ != "7.2.0")'; then
+if [ ! -x "$venv/bin/pytest" ] || ! "$venv/bin/python" -c 'import docker, websocket, sys; sys.exit(docker.__version__ != "7.2.0")'; then
     echo "== Making $venv (docker 7.2.0 and pytest from PyPI)"
     python3 -m venv "$venv"
-    "$venv/bin/pip" install -q docker==7.2.0 pytest==7.4.2 pytest-timeout==2.1.0 paramiko
+    "$venv/bin/pip" install -q "docker[websockets]==7.2.0" pytest==7.4.2 pytest-timeout==2.1.0 paramiko
 fi
 
 state=$(mktemp -d /tmp/pier-dockerpy-XXXXXX)
@@ -49,6 +50,7 @@ cleanup() {
         kill "$daemon_pid" 2>/dev/null || true
         wait "$daemon_pid" 2>/dev/null || true
     fi
+    gpgconf --kill all 2>/dev/null || true
     ip netns del "$netns" 2>/dev/null || true
     umount -R "$state/root" 2>/dev/null || true
     rm -rf "$state"
@@ -74,13 +76,90 @@ done
 
 echo "== Serving busybox, alpine and hello-world from $registry (Docker Hub's stand-ins)"
 rootfs=$state/rootfs
-mkdir -p "$rootfs/bin" "$rootfs/etc" "$rootfs/tmp" "$rootfs/root"
+# Alpine's own users, groups and directories, which the suite relies on (`exec -u postgres`,
+# `workdir=/var/opt`).
+mkdir -p "$rootfs"/{bin,etc,tmp,root,home,mnt,opt,srv,run,media,var/{opt,tmp,log,lib,cache,spool,empty},usr/{bin,sbin,local/bin}}
+chmod 1777 "$rootfs/tmp" "$rootfs/var/tmp"
 cp /bin/busybox "$rootfs/bin/busybox"
 for applet in $(/bin/busybox --list); do
     [ "$applet" = busybox ] || ln -s busybox "$rootfs/bin/$applet"
 done
-printf 'root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n' >"$rootfs/etc/passwd"
-printf 'root:x:0:\nnobody:x:65534:\n' >"$rootfs/etc/group"
+cat >"$rootfs/etc/passwd" <<'PASSWD'
+root:x:0:0:root:/root:/bin/ash
+bin:x:1:1:bin:/bin:/sbin/nologin
+daemon:x:2:2:daemon:/sbin:/sbin/nologin
+adm:x:3:4:adm:/var/adm:/sbin/nologin
+lp:x:4:7:lp:/var/spool/lpd:/sbin/nologin
+sync:x:5:0:sync:/sbin:/bin/sync
+shutdown:x:6:0:shutdown:/sbin:/sbin/shutdown
+halt:x:7:0:halt:/sbin:/sbin/halt
+mail:x:8:12:mail:/var/spool/mail:/sbin/nologin
+news:x:9:13:news:/usr/lib/news:/sbin/nologin
+operator:x:11:0:operator:/root:/sbin/nologin
+ftp:x:21:21::/var/lib/ftp:/sbin/nologin
+sshd:x:22:22:sshd:/dev/null:/sbin/nologin
+at:x:25:25:at:/var/spool/cron/atjobs:/sbin/nologin
+squid:x:31:31:Squid:/var/cache/squid:/sbin/nologin
+xfs:x:33:33:X Font Server:/etc/X11/fs:/sbin/nologin
+games:x:35:35:games:/usr/games:/sbin/nologin
+postgres:x:70:70::/var/lib/postgresql:/bin/sh
+cyrus:x:85:12::/usr/cyrus:/sbin/nologin
+vpopmail:x:89:89::/var/vpopmail:/sbin/nologin
+ntp:x:123:123:NTP:/var/empty:/sbin/nologin
+smmsp:x:209:209:smmsp:/var/spool/mqueue:/sbin/nologin
+guest:x:405:100:guest:/dev/null:/sbin/nologin
+nobody:x:65534:65534:nobody:/:/sbin/nologin
+PASSWD
+cat >"$rootfs/etc/group" <<'GROUP'
+root:x:0:root
+bin:x:1:root,bin,daemon
+daemon:x:2:root,bin,daemon
+sys:x:3:root,bin,adm
+adm:x:4:root,adm,daemon
+tty:x:5:
+disk:x:6:root,adm
+lp:x:7:lp
+mem:x:8:
+kmem:x:9:
+wheel:x:10:root
+floppy:x:11:root
+mail:x:12:mail
+news:x:13:news
+uucp:x:14:uucp
+man:x:15:man
+cron:x:16:cron
+console:x:17:
+audio:x:18:
+cdrom:x:19:
+dialout:x:20:root
+ftp:x:21:
+sshd:x:22:
+input:x:23:
+at:x:25:at
+tape:x:26:root
+video:x:27:root
+netdev:x:28:
+readproc:x:30:
+squid:x:31:squid
+xfs:x:33:xfs
+kvm:x:34:kvm
+games:x:35:
+shadow:x:42:
+postgres:x:70:
+cdrw:x:80:
+usb:x:85:
+vpopmail:x:89:
+users:x:100:games
+ntp:x:123:
+nofiles:x:200:
+smmsp:x:209:smmsp
+locate:x:245:
+abuild:x:300:
+utmp:x:406:
+ping:x:999:
+nogroup:x:65533:
+nobody:x:65534:
+GROUP
 printf '#!/bin/sh\necho "Hello from Docker!"\n' >"$rootfs/hello"
 chmod 755 "$rootfs/hello"
 mkdir -p "$state/ctx"
@@ -97,6 +176,13 @@ for name in busybox:latest alpine:3.10 alpine:latest hello-world:latest; do
     "$pier" rmi "$registry/library/$name" >/dev/null
 done
 
+# The credentials tests store secrets through `pass`, with a GPG key and a password store of
+# this run's own (as docker-py's CI image makes them).
+export GNUPGHOME=$state/gnupg PASSWORD_STORE_DIR=$state/password-store
+mkdir -m 700 "$GNUPGHOME"
+sh "$src/tests/integration/credentials/create_gpg_key.sh" >/dev/null 2>&1
+pass init user@example.com >/dev/null
+
 deselect=()
 while read -r test _; do
     [ -n "$test" ] && deselect+=(--deselect "tests/integration/$test")
@@ -108,7 +194,11 @@ junit=()
 [ -n "${PIER_DOCKERPY_JUNIT:-}" ] && junit=(--junitxml "$PIER_DOCKERPY_JUNIT")
 set +e
 DOCKER_HOST=unix://$state/docker.sock DOCKER_TEST_API_VERSION=1.41 \
-    in_ns "$venv/bin/pytest" -p no:cacheprovider --timeout 120 -q "${junit[@]}" \
+    in_ns unshare -m --propagation private sh -c '
+        # Debian packs docker-credential-secretservice (wanting a desktop D-Bus) beside
+        # -pass; docker-py prefers it when found, so this run hides it, as its CI image lacks it.
+        mount --bind /dev/null /usr/bin/docker-credential-secretservice 2>/dev/null
+        exec "$@"' sh "$venv/bin/pytest" -p no:cacheprovider --timeout 120 -q "${junit[@]}" \
     "${deselect[@]}" tests/integration "$@"
 rc=$?
 set -e
