@@ -24,8 +24,8 @@ src=$(cd "$src" && pwd)
     echo "$src has no tests/integration: give a checkout of docker-py's tag 7.2.0" >&2
     exit 1
 }
-# python3-venv for docker-py's venv; the credentials tests drive docker-credential-pass.
-ensure_packages "${RUNTIME_PACKAGES[@]}" python3-venv golang-docker-credential-helpers pass gnupg
+# The credentials tests drive docker-credential-pass.
+ensure_packages "${RUNTIME_PACKAGES[@]}" golang-docker-credential-helpers pass gnupg
 
 pier=${PIER:-$PWD/target/debug/pier}
 if [ ! -x "$pier" ]; then
@@ -33,12 +33,8 @@ if [ ! -x "$pier" ]; then
     cargo build -q -p pier
 fi
 
-venv=${PIER_DOCKERPY_VENV:-/var/cache/pier/docker-py-venv}
-if [ ! -x "$venv/bin/pytest" ] || ! "$venv/bin/python" -c 'import docker, websocket, sys; sys.exit(docker.__version__ != "7.2.0")'; then
-    echo "== Making $venv (docker 7.2.0 and pytest from PyPI)"
-    python3 -m venv "$venv"
-    "$venv/bin/pip" install -q "docker[websockets]==7.2.0" pytest==7.4.2 pytest-timeout==2.1.0 paramiko
-fi
+ensure_docker_py
+venv=$DOCKER_PY_VENV
 
 state=$(mktemp -d /tmp/pier-dockerpy-XXXXXX)
 netns=pdp-$(basename "$state" | cut -d- -f3)
@@ -160,13 +156,14 @@ ping:x:999:
 nogroup:x:65533:
 nobody:x:65534:
 GROUP
-printf '#!/bin/sh\necho "Hello from Docker!"\n' >"$rootfs/hello"
-chmod 755 "$rootfs/hello"
 mkdir -p "$state/ctx"
 tar -C "$rootfs" -cf "$state/ctx/rootfs.tar" .
 printf 'FROM scratch\nADD rootfs.tar /\nCMD ["sh"]\n' >"$state/ctx/Dockerfile"
 "$pier" build -q -t "$registry/library/busybox:latest" "$state/ctx" >/dev/null
-printf 'FROM %s\nCMD ["/hello"]\n' "$registry/library/busybox:latest" >"$state/ctx/Dockerfile"
+# hello-world has a layer of its own, as Docker Hub's has: pruning it frees space.
+printf '#!/bin/sh\necho "Hello from Docker!"\n' >"$state/ctx/hello"
+chmod 755 "$state/ctx/hello"
+printf 'FROM %s\nCOPY hello /hello\nCMD ["/hello"]\n' "$registry/library/busybox:latest" >"$state/ctx/Dockerfile"
 "$pier" build -q -t "$registry/library/hello-world:latest" "$state/ctx" >/dev/null
 for name in alpine:3.10 alpine:latest; do
     "$pier" tag "$registry/library/busybox:latest" "$registry/library/$name"

@@ -694,4 +694,8 @@ pub struct CommitRequest {
     pub reference: Option<String>,
     pub message: String,
     pub author: String,
+    /// Dockerfile instructions applied to the new image's config (`--change`): CMD,
+    /// ENTRYPOINT, ENV, EXPOSE, HEALTHCHECK, LABEL, ONBUILD, STOPSIGNAL, USER, VOLUME,
+    /// WORKDIR.
+    pub changes: Vec<String>,
 }

@@ -160,26 +160,48 @@ impl Instances {
             .collect::<EngineResult<Vec<_>>>()?;
         // Looked up in each layer without following symlinks: a path the container
         // chose never leads out of the layer.
-        let exists_below = |rel: &Path| {
+        // What the path is in the topmost layer holding it.
+        let below = |rel: &Path| {
             lowers
                 .iter()
-                .any(|l| Entry::at(l.as_fd(), rel).is_ok_and(|e| !is_whiteout(&e.meta)))
+                .find_map(|l| Entry::at(l.as_fd(), rel).ok())
+                .filter(|e| !is_whiteout(&e.meta))
         };
         let upper = self.upper_entries(&c)?;
         let mut changes = Vec::new();
         let mut opaque: Vec<PathBuf> = Vec::new();
-        for (rel, m) in &upper.entries {
+        for (i, (rel, m)) in upper.entries.iter().enumerate() {
             let under_opaque = opaque.iter().any(|o| rel.starts_with(o) && rel != o);
+            let was = if under_opaque { None } else { below(rel) };
+            let is_opaque_dir = m.is_dir() && upper.entry(rel).is_some_and(|e| is_opaque(&e));
+            if is_opaque_dir {
+                opaque.push(rel.clone());
+            }
+            // A directory copied up only for what was made inside it (the runtime's mount
+            // points, skipped above) has not changed itself: its owner and mode are the
+            // layer's, and nothing listed lies under it.
+            if let Some(was) = &was {
+                let nothing_under = upper
+                    .entries
+                    .get(i + 1)
+                    .is_none_or(|(next, _)| !next.starts_with(rel));
+                if m.is_dir()
+                    && was.meta.is_dir()
+                    && !is_opaque_dir
+                    && nothing_under
+                    && (m.mode(), m.uid(), m.gid())
+                        == (was.meta.mode(), was.meta.uid(), was.meta.gid())
+                {
+                    continue;
+                }
+            }
             let kind = if is_whiteout(m) {
                 2
-            } else if !under_opaque && exists_below(rel) {
+            } else if was.is_some() {
                 0
             } else {
                 1
             };
-            if m.is_dir() && upper.entry(rel).is_some_and(|e| is_opaque(&e)) {
-                opaque.push(rel.clone());
-            }
             changes.push(Change {
                 path: format!("/{}", rel.display()),
                 kind,
@@ -215,6 +237,8 @@ impl Instances {
             .map(str::parse::<ImageRef>)
             .transpose()
             .map_err(|e| invalid(e.to_string()))?;
+        // The changes are checked before anything is written.
+        crate::build::changes::apply(&mut serde_json::json!({}), &req.changes)?;
         let c = self.lookup(project, name)?;
         let dir = self.cdir(&c.id);
         let layer = tempfile::NamedTempFile::new_in(&dir).map_err(io_fail("create the layer"))?;
@@ -243,8 +267,10 @@ impl Instances {
                 runtime["Entrypoint"] = serde_json::json!(ep);
             }
         }
+        let mut edited = serde_json::json!({ "config": runtime });
+        crate::build::changes::apply(&mut edited, &req.changes)?;
         let info = pier_image::build::CommitInfo {
-            runtime,
+            runtime: edited["config"].take(),
             created_by: c.command.join(" "),
             comment: req.message.clone(),
             author: req.author.clone(),

@@ -106,10 +106,17 @@ pub fn name_matches(name: &str, pattern: &str) -> bool {
         })
 }
 
-/// Unix seconds (with an optional fraction) or RFC 3339, as `since` and `until` come.
+/// Unix seconds (with an optional fraction), RFC 3339, or a Go duration before now
+/// (`24h`, `90m`), as `since` and `until` come.
 pub fn parse_time(s: &str) -> Option<f64> {
     if let Ok(v) = s.parse::<f64>() {
         return Some(v);
+    }
+    if let Some(d) = pier_api::time::parse_go_duration(s) {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        return Some(now.saturating_sub(d).as_secs_f64());
     }
     pier_api::time::parse_rfc3339(s).map(|v| v as f64)
 }
@@ -157,6 +164,13 @@ mod tests {
         let f = parse(r#"{"label":["a","a=b"],"dangling":["1"],"name":[]}"#).unwrap();
         assert!(labels(&f, &l));
         assert!(!labels(&f, &BTreeMap::new()));
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs_f64();
+        let day_ago = parse_time("24h").unwrap();
+        assert!((now - 86400.0 - day_ago).abs() < 5.0, "{day_ago}");
+        assert_eq!(parse_time("1700000000.5"), Some(1700000000.5));
         assert_eq!(flag(&f, "dangling"), Some(true));
         assert_eq!(flag(&f, "all"), None);
         assert!(

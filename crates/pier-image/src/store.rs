@@ -872,13 +872,24 @@ impl ImageStore {
     /// `pier image prune`: removes untagged images no container uses (with `all`, every
     /// image no container uses), then the files nothing references.
     pub fn prune(&self, project: &ProjectName, all: bool) -> Result<PruneReport, ImageError> {
-        self.prune_where(project, all, false)
+        self.prune_where(project, all, false, &|_| true)
+    }
+
+    /// [`prune`](Self::prune) of only the images `select` picks (Docker's `label` and
+    /// `until` filters); the others are kept, and so are the images they were built on.
+    pub fn prune_selected(
+        &self,
+        project: &ProjectName,
+        all: bool,
+        select: &dyn Fn(&ImageRecord) -> bool,
+    ) -> Result<PruneReport, ImageError> {
+        self.prune_where(project, all, false, select)
     }
 
     /// The build cache's part of a prune (`docker builder prune`): untagged images that
     /// build steps made and nothing keeps.
     pub fn prune_build_cache(&self, project: &ProjectName) -> Result<PruneReport, ImageError> {
-        self.prune_where(project, false, true)
+        self.prune_where(project, false, true, &|_| true)
     }
 
     fn prune_where(
@@ -886,6 +897,7 @@ impl ImageStore {
         project: &ProjectName,
         all: bool,
         only_build_steps: bool,
+        select: &dyn Fn(&ImageRecord) -> bool,
     ) -> Result<PruneReport, ImageError> {
         let _g = self.gc.write().unwrap_or_else(|e| e.into_inner());
         let tags = self.tags_by_image(project)?;
@@ -897,7 +909,7 @@ impl ImageStore {
         let mut keep = BTreeSet::new();
         for rec in &images {
             let tagged = tags.get(&rec.id).is_some_and(|t| !t.is_empty());
-            if (tagged && !all) || !self.users(project, &rec.id)?.is_empty() {
+            if (tagged && !all) || !self.users(project, &rec.id)?.is_empty() || !select(rec) {
                 let mut cur = Some(rec);
                 while let Some(r) = cur {
                     if !keep.insert(r.id.clone()) {
@@ -909,11 +921,14 @@ impl ImageStore {
             }
         }
         for rec in images {
-            if keep.contains(&rec.id) || (only_build_steps && rec.build.is_none()) {
+            // A committed image links to its parent without a cache key: not a build step.
+            let build_step = rec.build.as_ref().is_some_and(|b| !b.cache_key.is_empty());
+            if keep.contains(&rec.id) || (only_build_steps && !build_step) {
                 continue;
             }
             for t in tags.get(&rec.id).into_iter().flatten() {
                 batch.delete(Table::Tags, tag_key(project, t).expect("tagged"));
+                report.untagged.push(t.familiar());
             }
             batch.delete(Table::Images, image_key(project, &rec.id));
             report.deleted.push(rec.id);

@@ -5,28 +5,8 @@ mod common;
 
 use common::*;
 
-/// One request to the Docker API socket, from this process (no client in between, so
-/// two requests follow each other within microseconds): the status and the body.
 fn api(d: &Daemon, method: &str, path: &str) -> (u16, String) {
-    use std::io::{Read, Write};
-    let mut s = std::os::unix::net::UnixStream::connect(&d.docker_socket).unwrap();
-    write!(
-        s,
-        "{method} /v1.41{path} HTTP/1.1\r\nHost: docker\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
-    let status = out
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let body = out
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    (status, body)
+    docker_api(d, method, path, b"")
 }
 
 /// `POST /containers/{id}/kill` answers once the container has stopped: an inspect

@@ -44,7 +44,7 @@ pub fn inspect_json(i: &ImageInspect, raw: &Value, lower_dirs: &[String]) -> Val
         "Id": i.summary.id.as_str(),
         "RepoTags": i.summary.repo_tags,
         "RepoDigests": [],
-        "Parent": "",
+        "Parent": i.parent.as_ref().map(|p| p.as_str()).unwrap_or(""),
         "Comment": raw["comment"].as_str().unwrap_or(""),
         "Created": i.summary.created.clone().unwrap_or_else(|| ZERO_TIME.into()),
         "Container": "",

@@ -36,6 +36,7 @@
 //! - `ONBUILD` triggers of a base image run; the `FROM` of every stage up to the target
 //!   is built, needed or not, as the classic builder does.
 
+pub mod changes;
 mod fs;
 mod run;
 mod steps;

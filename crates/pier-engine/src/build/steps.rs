@@ -15,7 +15,7 @@ use sha2::{Digest as _, Sha256};
 use super::{env_of, fs, Build, BuildError, Stage, PROXY_ARGS};
 
 /// The `SHELL` of a config, `/bin/sh -c` by default.
-fn shell_of(config: &Value) -> Vec<String> {
+pub(super) fn shell_of(config: &Value) -> Vec<String> {
     config["config"]["Shell"]
         .as_array()
         .map(|a| {
@@ -27,7 +27,7 @@ fn shell_of(config: &Value) -> Vec<String> {
         .unwrap_or_else(|| vec!["/bin/sh".into(), "-c".into()])
 }
 
-fn set_env(config: &mut Value, key: &str, value: &str) {
+pub(super) fn set_env(config: &mut Value, key: &str, value: &str) {
     let mut env = env_of(config);
     env.retain(|e| e.split('=').next() != Some(key));
     env.push(format!("{key}={value}"));
@@ -40,7 +40,7 @@ fn nanos(d: Option<std::time::Duration>) -> Option<u64> {
 }
 
 /// `80`, `80/udp`, `8000-8010/tcp` as `ExposedPorts` keys.
-fn exposed_ports(spec: &str) -> Result<Vec<String>, BuildError> {
+pub(super) fn exposed_ports(spec: &str) -> Result<Vec<String>, BuildError> {
     let bad = || {
         BuildError::Invalid(format!(
             "invalid port {spec:?} in EXPOSE: give PORT[/tcp|udp|sctp] or a range START-END[/PROTO]"
@@ -604,7 +604,7 @@ fn pairs_text(kv: &[(String, String)]) -> String {
 }
 
 /// Adds `keys` to the config's object `field` (`ExposedPorts`, `Volumes`): `{key: {}}`.
-fn add_keys(c: &mut Value, field: &str, keys: &[String]) {
+pub(super) fn add_keys(c: &mut Value, field: &str, keys: &[String]) {
     if !c["config"][field].is_object() {
         c["config"][field] = json!({});
     }
@@ -614,7 +614,7 @@ fn add_keys(c: &mut Value, field: &str, keys: &[String]) {
 }
 
 /// A `HEALTHCHECK` as the image config stores it.
-fn healthcheck_json(h: Option<&HealthArgs>) -> Value {
+pub(super) fn healthcheck_json(h: Option<&HealthArgs>) -> Value {
     let Some(h) = h else {
         return json!({ "Test": ["NONE"] });
     };

@@ -1501,9 +1501,24 @@ impl Instances {
 
     /// Removes volumes no container uses: anonymous ones, or all with `all`.
     pub fn prune_volumes(&self, ctx: &RequestContext, all: bool) -> EngineResult<Vec<String>> {
+        self.prune_volumes_where(ctx, all, &Default::default())
+    }
+
+    /// [`prune_volumes`](Self::prune_volumes) of the volumes whose labels pass the
+    /// `label` and `label!` filters (`key` or `key=value`).
+    pub fn prune_volumes_where(
+        &self,
+        ctx: &RequestContext,
+        all: bool,
+        f: &crate::filters::Filters,
+    ) -> EngineResult<Vec<String>> {
+        use crate::filters;
         let project = ctx.project();
-        let removed = self.volumes.prune(project, all, &|name| {
-            Ok(!self.users_of_volume(project, name)?.is_empty())
+        let removed = self.volumes.prune(project, all, &|v| {
+            let picked = filters::labels(f, &v.labels)
+                && f.get("label!")
+                    .is_none_or(|n| n.iter().all(|w| !filters::label_matches(&v.labels, w)));
+            Ok(!picked || !self.users_of_volume(project, &v.name)?.is_empty())
         })?;
         tracing::info!(project = %ctx.project, caller = %ctx.caller, all, removed = ?removed, "volumes pruned");
         Ok(removed)
