@@ -1,0 +1,285 @@
+//! Root tier: images and files through the Docker API as Docker 20.10 handles them:
+//! `commit`/`import --change` and `Parent`, image prune's filters and answer, a bad
+//! `load`, `diff`, and volume prune by API version. Clients: the real docker CLI,
+//! docker-py and raw API calls.
+
+mod common;
+
+use common::*;
+
+fn docker_ok(d: &Daemon, args: &[&str]) -> String {
+    let (code, out, err) = outcome(&d.docker("docker", args));
+    assert_eq!(code, 0, "docker {}: {err}", args.join(" "));
+    out
+}
+
+fn inspect(d: &Daemon, what: &str, format: &str) -> String {
+    docker_ok(d, &["inspect", "-f", format, what])
+        .trim()
+        .to_string()
+}
+
+/// `docker commit --change` and `docker import --change` edit the new image's config
+/// (both answered 501 before), a bad change is refused with nothing made, and a
+/// committed image's `Parent` is the image it was made from (it was empty).
+#[test]
+#[ignore = "root tier: needs root; scripts/test.sh runs it (--run-ignored all)"]
+fn commit_and_import_apply_changes_and_commit_records_the_parent() {
+    let d = with_busybox(&[]);
+    docker_ok(&d, &["run", "--name", "c1", "bb", "touch", "/made"]);
+    docker_ok(
+        &d,
+        &[
+            "commit",
+            "--change",
+            "EXPOSE 8000",
+            "--change",
+            r#"CMD ["echo", "from-change"]"#,
+            "--change",
+            "ENV GREETING=hi",
+            "--change",
+            // Substituted from the config's Env so far, as Docker does.
+            "ENV WHO=$GREETING-there",
+            "--change",
+            "WORKDIR /srv",
+            "--change",
+            "USER nobody",
+            "--change",
+            "LABEL team=web",
+            "c1",
+            "committed:1",
+        ],
+    );
+    assert_eq!(
+        inspect(&d, "committed:1", "{{json .Config.ExposedPorts}}"),
+        r#"{"8000/tcp":{}}"#
+    );
+    assert_eq!(
+        inspect(&d, "committed:1", "{{json .Config.Cmd}}"),
+        r#"["echo","from-change"]"#
+    );
+    let env = inspect(&d, "committed:1", "{{json .Config.Env}}");
+    assert!(
+        env.contains("GREETING=hi") && env.contains("WHO=hi-there"),
+        "{env}"
+    );
+    assert_eq!(inspect(&d, "committed:1", "{{.Config.WorkingDir}}"), "/srv");
+    assert_eq!(inspect(&d, "committed:1", "{{.Config.User}}"), "nobody");
+    assert_eq!(
+        inspect(&d, "committed:1", "{{index .Config.Labels \"team\"}}"),
+        "web"
+    );
+    let base = inspect(&d, "bb", "{{.Id}}");
+    assert_eq!(inspect(&d, "committed:1", "{{.Parent}}"), base);
+    // The image runs with its new config.
+    let out = docker_ok(&d, &["run", "--rm", "committed:1"]);
+    assert_eq!(out.trim(), "from-change");
+
+    // A change only a build can make is refused, naming it, and makes no image.
+    let before = docker_ok(&d, &["images", "-q", "-a"]);
+    let (code, _, err) = outcome(&d.docker(
+        "docker",
+        &["commit", "--change", "RUN true", "c1", "committed:2"],
+    ));
+    assert_ne!(code, 0);
+    assert!(err.contains("RUN cannot be applied"), "{err}");
+    assert_eq!(docker_ok(&d, &["images", "-q", "-a"]), before);
+
+    // docker import --change, through the CLI and docker-py.
+    let tar = write_file(&d, "rootfs.tar", &busybox_rootfs_tar());
+    docker_ok(
+        &d,
+        &[
+            "import",
+            "--change",
+            r#"ENTRYPOINT ["/bin/echo"]"#,
+            "--change",
+            "CMD imported",
+            &tar,
+            "imported:1",
+        ],
+    );
+    assert_eq!(
+        docker_ok(&d, &["run", "--rm", "imported:1"]).trim(),
+        "/bin/sh -c imported"
+    );
+    let (code, out, err) = d.docker_py(&format!(
+        r#"
+import docker
+c = docker.from_env(version="1.41").api
+with open({tar:?}, "rb") as f:
+    c.import_image_from_data(f.read(), repository="imported", tag="2", changes=["USER postgres", 'CMD ["true"]'])
+cfg = c.inspect_image("imported:2")["Config"]
+print(cfg["User"], cfg["Cmd"])
+"#
+    ));
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out.trim(), "postgres ['true']");
+}
+
+/// `docker image prune` with `label` and `until` filters (501 before), and an answer
+/// that lists the tags removed (`Untagged`) as Docker's does.
+#[test]
+#[ignore = "root tier: needs root; scripts/test.sh runs it (--run-ignored all)"]
+fn image_prune_filters_and_reports_untagged() {
+    let d = with_busybox(&[]);
+    for (name, label) in [("keep:1", "keep=yes"), ("drop:1", "drop=yes")] {
+        docker_ok(
+            &d,
+            &[
+                "run",
+                "--name",
+                name.replace(':', "-").as_str(),
+                "bb",
+                "touch",
+                &format!("/{name}"),
+            ],
+        );
+        docker_ok(
+            &d,
+            &[
+                "commit",
+                "--change",
+                &format!("LABEL {label}"),
+                &name.replace(':', "-"),
+                name,
+            ],
+        );
+        docker_ok(&d, &["rm", &name.replace(':', "-")]);
+    }
+    // `until` a day ago keeps everything made now.
+    let out = docker_ok(&d, &["image", "prune", "-a", "-f", "--filter", "until=24h"]);
+    assert!(!out.contains("untagged"), "{out}");
+    docker_ok(&d, &["inspect", "drop:1"]);
+    let drop_id = inspect(&d, "drop:1", "{{.Id}}");
+    let out = docker_ok(
+        &d,
+        &["image", "prune", "-a", "-f", "--filter", "label=drop=yes"],
+    );
+    assert!(out.contains("untagged: drop:1"), "{out}");
+    assert!(out.contains(&format!("deleted: {drop_id}")), "{out}");
+    docker_ok(&d, &["inspect", "keep:1"]);
+    docker_ok(&d, &["inspect", "bb"]);
+    // label! picks the others; bb (unlabelled, and the parent of keep:1) stays while
+    // keep:1 does, and the raw answer's entries say what went.
+    let (status, body) = docker_api(
+        &d,
+        "POST",
+        "/images/prune?filters=%7B%22dangling%22%3A%5B%22false%22%5D%2C%22label!%22%3A%5B%22nothing%22%5D%7D",
+        b"",
+    );
+    assert_eq!(status, 200, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let entries = v["ImagesDeleted"].as_array().expect("entries");
+    assert!(entries.iter().any(|e| e["Untagged"] == "keep:1"), "{body}");
+    assert!(
+        entries.iter().any(|e| e["Untagged"] == "bb:latest"),
+        "{body}"
+    );
+    assert!(v["SpaceReclaimed"].as_u64().unwrap() > 0, "{body}");
+    let (status, body) = docker_api(
+        &d,
+        "POST",
+        "/images/prune?filters=%7B%22nope%22%3A%5B%22x%22%5D%7D",
+        b"",
+    );
+    assert_eq!(status, 400, "{body}");
+}
+
+/// A bad archive given to `POST /images/load` answers 200 with the error as a line of
+/// the stream, as Docker does (it answered 400): docker-py raises ImageLoadError and the
+/// CLI prints the error and fails.
+#[test]
+#[ignore = "root tier: needs root; scripts/test.sh runs it (--run-ignored all)"]
+fn a_bad_load_is_an_error_line_in_the_stream() {
+    let d = with_busybox(&[]);
+    let (status, body) = docker_api(
+        &d,
+        "POST",
+        "/images/load",
+        b"this is not a tar archive at all",
+    );
+    assert_eq!(status, 200, "{body}");
+    let line: serde_json::Value = serde_json::from_str(body.trim()).unwrap();
+    assert!(line["errorDetail"]["message"].as_str().is_some(), "{body}");
+    assert_eq!(line["error"], line["errorDetail"]["message"]);
+    let (code, _, err) = d.docker_py(
+        r#"
+import docker
+try:
+    docker.from_env(version="1.41").images.load(b"abc")
+except docker.errors.ImageLoadError as e:
+    print("ImageLoadError", e)
+    raise SystemExit(0)
+raise SystemExit("no ImageLoadError")
+"#,
+    );
+    assert_eq!(code, 0, "{err}");
+    let bad = write_file(&d, "bad.tar", b"garbage");
+    let (code, _, err) = outcome(&d.docker("docker", &["load", "-i", &bad]));
+    assert_ne!(code, 0);
+    assert!(err.contains("not a valid image archive"), "{err}");
+}
+
+/// `docker diff` lists what the container changed and not the directories the runtime
+/// only copied up for its own mount points (`/etc` for hosts and resolv.conf was listed
+/// as changed); a file made in a directory still marks the directory changed, as Docker.
+#[test]
+#[ignore = "root tier: needs root; scripts/test.sh runs it (--run-ignored all)"]
+fn diff_lists_only_what_the_container_changed() {
+    let d = with_busybox(&[]);
+    docker_ok(&d, &["run", "--name", "t1", "bb", "touch", "/test"]);
+    assert_eq!(docker_ok(&d, &["diff", "t1"]).trim(), "A /test");
+    docker_ok(&d, &["run", "--name", "t2", "bb", "touch", "/etc/new"]);
+    let out = docker_ok(&d, &["diff", "t2"]);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines, ["C /etc", "A /etc/new"], "{out}");
+}
+
+/// Volume prune follows the request's API version: up to 1.41 (Docker 20.10) every
+/// unused volume goes, named ones too; from 1.42 only anonymous ones unless `all`; and
+/// `label` filters pick among them (refused as unsupported before).
+#[test]
+#[ignore = "root tier: needs root; scripts/test.sh runs it (--run-ignored all)"]
+fn volume_prune_follows_the_api_version_and_labels() {
+    let d = with_busybox(&[]);
+    for (name, label) in [("named1", "a=1"), ("named2", "a=2"), ("named3", "b=1")] {
+        docker_ok(&d, &["volume", "create", "--label", label, name]);
+    }
+    docker_ok(&d, &["volume", "create", "used"]);
+    docker_ok(&d, &["create", "--name", "user", "-v", "used:/data", "bb"]);
+    // 1.43: named volumes stay without `all`.
+    let (status, body) = docker_api(&d, "POST", "/v1.43/volumes/prune", b"");
+    assert_eq!(status, 200, "{body}");
+    assert!(!body.contains("named1"), "{body}");
+    // 1.41, with a label filter: only the volume it picks.
+    let (status, body) = docker_api(
+        &d,
+        "POST",
+        "/v1.41/volumes/prune?filters=%7B%22label%22%3A%5B%22a%3D1%22%5D%7D",
+        b"",
+    );
+    assert_eq!(status, 200, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["VolumesDeleted"], serde_json::json!(["named1"]), "{body}");
+    // label!: the others but b=1.
+    let (_, body) = docker_api(
+        &d,
+        "POST",
+        "/v1.41/volumes/prune?filters=%7B%22label!%22%3A%5B%22b%22%5D%7D",
+        b"",
+    );
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["VolumesDeleted"], serde_json::json!(["named2"]), "{body}");
+    // docker-py at 1.41 prunes the rest, except the volume a container uses.
+    let (code, out, err) = d.docker_py(
+        r#"
+import docker
+print(sorted(docker.from_env(version="1.41").api.prune_volumes()["VolumesDeleted"]))
+"#,
+    );
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out.trim(), "['named3']");
+    docker_ok(&d, &["volume", "inspect", "used"]);
+    docker_ok(&d, &["rm", "user"]);
+}
