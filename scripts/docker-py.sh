@@ -24,8 +24,7 @@ src=$(cd "$src" && pwd)
     echo "$src has no tests/integration: give a checkout of docker-py's tag 7.2.0" >&2
     exit 1
 }
-# The credentials tests drive docker-credential-pass.
-ensure_packages "${RUNTIME_PACKAGES[@]}" golang-docker-credential-helpers pass gnupg
+ensure_packages "${RUNTIME_PACKAGES[@]}" pass gnupg
 
 pier=${PIER:-$PWD/target/debug/pier}
 if [ ! -x "$pier" ]; then
@@ -174,7 +173,17 @@ for name in busybox:latest alpine:3.10 alpine:latest hello-world:latest; do
 done
 
 # The credentials tests store secrets through `pass`, with a GPG key and a password store of
-# this run's own (as docker-py's CI image makes them).
+# this run's own (as docker-py's CI image makes them), and docker-credential-pass from
+# Debian's package, unpacked for this run only: installed, the docker CLI would take it as
+# every user's credential store.
+helpers=$state/credential-helpers
+(cd "$state" && apt-get download -q golang-docker-credential-helpers >/dev/null 2>&1 ||
+    { apt-get update -q >/dev/null && apt-get download -q golang-docker-credential-helpers >/dev/null; })
+dpkg-deb -x "$state"/golang-docker-credential-helpers_*.deb "$helpers"
+# Its -secretservice wants a desktop's D-Bus, and docker-py prefers it to -pass when found
+# (docker-py's CI image has -pass alone).
+rm -f "$helpers/usr/bin/docker-credential-secretservice"
+export PATH=$helpers/usr/bin:$PATH
 export GNUPGHOME=$state/gnupg PASSWORD_STORE_DIR=$state/password-store
 mkdir -m 700 "$GNUPGHOME"
 sh "$src/tests/integration/credentials/create_gpg_key.sh" >/dev/null 2>&1
@@ -191,11 +200,7 @@ junit=()
 [ -n "${PIER_DOCKERPY_JUNIT:-}" ] && junit=(--junitxml "$PIER_DOCKERPY_JUNIT")
 set +e
 DOCKER_HOST=unix://$state/docker.sock DOCKER_TEST_API_VERSION=1.41 \
-    in_ns unshare -m --propagation private sh -c '
-        # Debian packs docker-credential-secretservice (wanting a desktop D-Bus) beside
-        # -pass; docker-py prefers it when found, so this run hides it, as its CI image lacks it.
-        mount --bind /dev/null /usr/bin/docker-credential-secretservice 2>/dev/null
-        exec "$@"' sh "$venv/bin/pytest" -p no:cacheprovider --timeout 120 -q "${junit[@]}" \
+    in_ns "$venv/bin/pytest" -p no:cacheprovider --timeout 120 -q "${junit[@]}" \
     "${deselect[@]}" tests/integration "$@"
 rc=$?
 set -e

@@ -90,8 +90,9 @@ impl Instances {
 
     /// The container's root as its processes see it when it runs (through
     /// `/proc/PID/root`, with its volumes, bind mounts and /etc/hosts: what `cp` copies),
-    /// else its rootfs mounted for the call, without its mounts. `f` gets it as a
-    /// descriptor, holding the container's lock.
+    /// else its rootfs mounted for the call with its volumes and bind mounts on it, as
+    /// Docker mounts them for a copy. `f` gets it as a descriptor, holding the
+    /// container's lock.
     fn with_view<T>(
         &self,
         project: &ProjectName,
@@ -110,9 +111,40 @@ impl Instances {
             }
         }
         self.with_rootfs(project, name, |c, rootfs| {
-            let root = InRoot::open(rootfs).map_err(io_fail("open the container's root"))?;
+            let binds = self.copy_binds(c);
+            let root = if binds.is_empty() {
+                InRoot::open(rootfs)
+            } else {
+                InRoot::open_with_binds(rootfs, &binds)
+            }
+            .map_err(io_fail("open the container's root"))?;
             f(c, &root)
         })
+    }
+
+    /// The volumes and bind mounts of a stopped container, as a copy sees them (a block
+    /// device volume is no file tree, and a tmpfs holds nothing while stopped).
+    fn copy_binds(&self, c: &ContainerInspect) -> Vec<in_root::Bind> {
+        use pier_api::volumes::MountKind;
+        c.mounts
+            .iter()
+            .filter_map(|m| {
+                let source = match m.kind {
+                    MountKind::Bind => PathBuf::from(m.source.as_deref()?),
+                    MountKind::Volume
+                        if m.options.get("block").map(String::as_str) != Some("device") =>
+                    {
+                        self.volumes.mountpoint(&c.project, m.source.as_deref()?)
+                    }
+                    _ => return None,
+                };
+                Some(in_root::Bind {
+                    source,
+                    target: PathBuf::from(&m.target),
+                    read_only: m.read_only,
+                })
+            })
+            .collect()
     }
 
     /// Mount points the runtime created in the upper layer; not changes of the user's.

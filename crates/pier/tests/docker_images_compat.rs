@@ -283,3 +283,84 @@ print(sorted(docker.from_env(version="1.41").api.prune_volumes()["VolumesDeleted
     docker_ok(&d, &["volume", "inspect", "used"]);
     docker_ok(&d, &["rm", "user"]);
 }
+
+/// `docker cp` into and out of a stopped (or never started) container sees its volumes
+/// and bind mounts, as Docker mounts them for the copy (before, the copy went to the
+/// rootfs under them, or found nothing: 404). A read-only one refuses the write, and
+/// nothing stays mounted in the daemon's namespace after the copy.
+#[test]
+#[ignore = "root tier: needs root; scripts/test.sh runs it (--run-ignored all)"]
+fn cp_on_a_stopped_container_sees_its_volumes() {
+    let d = with_busybox(&[]);
+    let host_dir = d.dir.path().join("hostdir");
+    std::fs::create_dir(&host_dir).unwrap();
+    std::fs::write(host_dir.join("from-host"), "host\n").unwrap();
+    let bind = format!("{}:/bind", host_dir.display());
+    docker_ok(
+        &d,
+        &[
+            "create",
+            "--name",
+            "c",
+            "-v",
+            "data:/vol",
+            "-v",
+            "/anon",
+            "-v",
+            &bind,
+            "-v",
+            "ro:/ro:ro",
+            "bb",
+            "cat",
+            "/vol/in",
+            "/anon/in",
+            "/bind/from-host",
+        ],
+    );
+    let file = write_file(&d, "in", b"copied\n");
+    for dest in ["c:/vol/in", "c:/anon/in"] {
+        docker_ok(&d, &["cp", &file, dest]);
+    }
+    let (code, _, err) = outcome(&d.docker("docker", &["cp", &file, "c:/ro/in"]));
+    assert_ne!(code, 0, "a copy into a read-only volume succeeded");
+    assert!(err.to_lowercase().contains("read-only"), "{err}");
+    // Out of the never-started container: from the bind mount.
+    let out = d.docker("docker", &["cp", "c:/bind/from-host", "-"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("host\n"));
+    let mounts = std::fs::read_to_string(format!("/proc/{}/mountinfo", d.pid())).unwrap();
+    assert!(
+        !mounts.contains("/vol ") && !mounts.contains("/bind "),
+        "the copy's mounts stayed in the daemon's namespace:\n{mounts}"
+    );
+    // The container, started, sees what was copied in.
+    let out = docker_ok(&d, &["start", "-a", "c"]);
+    assert_eq!(out, "copied\ncopied\nhost\n");
+    // Stopped now: a file the container wrote in its volume comes out.
+    docker_ok(
+        &d,
+        &[
+            "run",
+            "--name",
+            "w",
+            "-v",
+            "data:/vol",
+            "bb",
+            "sh",
+            "-c",
+            "echo written > /vol/out",
+        ],
+    );
+    let out = d.docker("docker", &["cp", "w:/vol/out", "-"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("written\n"));
+    docker_ok(&d, &["rm", "c", "w"]);
+}
