@@ -193,6 +193,25 @@ impl Engine {
         Ok(r)
     }
 
+    /// What `reference`'s registry (mirrors first) says of it, without pulling: its
+    /// manifest's descriptor and platforms (`docker manifest inspect`'s first answer).
+    pub async fn inspect_remote(
+        &self,
+        ctx: &RequestContext,
+        reference: &ImageRef,
+        creds: Option<Credentials>,
+    ) -> Result<
+        (
+            pier_registry_client::manifest::Descriptor,
+            Vec<pier_registry_client::manifest::Platform>,
+        ),
+        RemoteError,
+    > {
+        let r = transfer::inspect_remote(reference, &self.registry_client, creds).await?;
+        tracing::debug!(project = %ctx.project, caller = %ctx.caller, image = %reference, digest = %r.0.digest, "remote image inspected");
+        Ok(r)
+    }
+
     /// Pushes local image `local` to `target`'s registry; the manifest's digest.
     pub async fn push_image(
         &self,

@@ -364,3 +364,38 @@ fn cp_on_a_stopped_container_sees_its_volumes() {
     assert!(String::from_utf8_lossy(&out.stdout).contains("written\n"));
     docker_ok(&d, &["rm", "c", "w"]);
 }
+
+/// `GET /distribution/{name}/json` asks the image's registry (its mirrors first) for its
+/// manifest and platforms without pulling, as docker-py's `inspect_distribution` does
+/// (answered 501 before); a name the registry lacks is a 404.
+#[test]
+#[ignore = "root tier: needs root; scripts/test.sh runs it (--run-ignored all)"]
+fn distribution_inspect_asks_the_registry() {
+    let d = Daemon::start_with(&["--registry-addr", "127.0.0.1:5000"]);
+    d.ok(&["image", "from-host", "bb", BUSYBOX]);
+    d.ok(&["tag", "bb", "127.0.0.1:5000/team/bb:1"]);
+    d.ok(&["push", "127.0.0.1:5000/team/bb:1"]);
+    d.ok(&["rmi", "127.0.0.1:5000/team/bb:1"]);
+    let (code, out, err) = d.docker_py(
+        r#"
+import docker
+c = docker.from_env(version="1.41").api
+data = c.inspect_distribution("127.0.0.1:5000/team/bb:1")
+print(data["Descriptor"]["digest"], data["Descriptor"]["size"] > 0, data["Platforms"])
+try:
+    c.inspect_distribution("127.0.0.1:5000/team/nothing:1")
+except docker.errors.NotFound:
+    print("NotFound")
+"#,
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("sha256:"), "{out}");
+    assert!(
+        out.contains("True [{'architecture': 'amd64', 'os': 'linux'}]"),
+        "{out}"
+    );
+    assert!(out.trim_end().ends_with("NotFound"), "{out}");
+    // Nothing was pulled.
+    let (status, _) = docker_api(&d, "GET", "/images/127.0.0.1:5000%2Fteam%2Fbb:1/json", b"");
+    assert_eq!(status, 404);
+}

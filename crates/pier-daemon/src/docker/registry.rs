@@ -227,3 +227,58 @@ mod tests {
         assert!(credentials(&h).is_none());
     }
 }
+
+/// `GET /distribution/{name}/json`: what the image's registry (mirrors first) says of it,
+/// without pulling: `{"Descriptor": {...}, "Platforms": [...]}`.
+pub(crate) async fn distribution(
+    crate::api::Ctx(ctx): crate::api::Ctx,
+    state: super::DState,
+    axum::extract::Path(rest): axum::extract::Path<String>,
+    headers: HeaderMap,
+) -> DResult<Response> {
+    let Some(name) = rest.strip_suffix("/json") else {
+        return Err(DockerError::new(
+            StatusCode::NOT_FOUND,
+            format!("page not found: /distribution/{rest}"),
+        ));
+    };
+    let r: ImageRef = normalize_ref(name)
+        .parse()
+        .map_err(|e: pier_api::reference::RefError| DockerError::bad_request(e.to_string()))?;
+    let (desc, platforms) = state
+        .0
+        .engine
+        .inspect_remote(&ctx, &r, credentials(&headers))
+        .await
+        .map_err(|e| {
+            let m = e.chain();
+            let status = match &e {
+                pier_registry_client::RemoteError::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
+                pier_registry_client::RemoteError::Denied(_) => StatusCode::FORBIDDEN,
+                _ if m.contains("MANIFEST_UNKNOWN")
+                    || m.contains("NAME_UNKNOWN")
+                    || m.contains("404") =>
+                {
+                    StatusCode::NOT_FOUND
+                }
+                _ => StatusCode::INTERNAL_SERVER_ERROR,
+            };
+            DockerError::new(status, format!("{name}: {m}"))
+        })?;
+    Ok(json(
+        StatusCode::OK,
+        json!({
+            "Descriptor": {"mediaType": desc.media_type, "digest": desc.digest.as_str(), "size": desc.size},
+            "Platforms": platforms
+                .iter()
+                .map(|p| {
+                    let mut v = json!({"architecture": p.architecture, "os": p.os});
+                    if let Some(var) = &p.variant {
+                        v["variant"] = json!(var);
+                    }
+                    v
+                })
+                .collect::<Vec<_>>(),
+        }),
+    ))
+}
