@@ -1392,6 +1392,14 @@ impl Instances {
         volumes: bool,
         force: bool,
     ) -> EngineResult<Option<ContainerInspect>> {
+        // Between runs of its restart policy a container is not running, but it is not
+        // stopped either: only a forced remove takes it, as Docker's does.
+        if c.state.status == ContainerStatus::Restarting && !force {
+            return Err(conflict(format!(
+                "You cannot remove a restarting container {}. Stop the container before attempting removal or force remove",
+                c.id
+            )));
+        }
         if !is_running(&c) {
             return self.remove_locked(&c, volumes).map(|()| None);
         }
