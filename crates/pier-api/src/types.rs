@@ -91,6 +91,10 @@ pub struct ImageSummary {
     pub repo_tags: Vec<String>,
     /// Digest of the manifest the image was stored under.
     pub manifest_digest: Digest,
+    /// `repository@digest` of each registry repository the image was pulled from or
+    /// pushed to.
+    #[serde(default)]
+    pub repo_digests: Vec<String>,
     /// Creation time from the image config (RFC 3339), when it has one.
     pub created: Option<String>,
     /// Bytes of all layers, uncompressed.

@@ -189,6 +189,9 @@ impl Engine {
             progress,
         )
         .await?;
+        let repo_digest = format!("{}@{}", reference.familiar_name(), r.1);
+        self.images
+            .add_repo_digest(ctx.project(), &r.0, repo_digest)?;
         tracing::info!(project = %ctx.project, caller = %ctx.caller, image = %reference, id = %r.0, "image pulled");
         Ok(r)
     }
@@ -212,7 +215,7 @@ impl Engine {
         Ok(r)
     }
 
-    /// Pushes local image `local` to `target`'s registry; the manifest's digest.
+    /// Pushes local image `local` to `target`'s registry; the manifest's digest and size.
     pub async fn push_image(
         &self,
         ctx: &RequestContext,
@@ -220,8 +223,8 @@ impl Engine {
         target: &ImageRef,
         creds: Option<Credentials>,
         progress: transfer::Progress,
-    ) -> Result<Digest, RemoteError> {
-        let d = transfer::push(
+    ) -> Result<(Digest, u64), RemoteError> {
+        let (d, size) = transfer::push(
             self.images.clone(),
             ctx.project.clone(),
             local,
@@ -231,7 +234,14 @@ impl Engine {
             progress,
         )
         .await?;
+        if let Ok(rec) = self.images.resolve(ctx.project(), local) {
+            self.images.add_repo_digest(
+                ctx.project(),
+                &rec.id,
+                format!("{}@{d}", target.familiar_name()),
+            )?;
+        }
         tracing::info!(project = %ctx.project, caller = %ctx.caller, image = local, target = %target, digest = %d, "image pushed");
-        Ok(d)
+        Ok((d, size))
     }
 }

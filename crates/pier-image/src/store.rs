@@ -51,6 +51,10 @@ pub struct ImageRecord {
     /// For an image a Dockerfile build step made: what it was made from and how.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub build: Option<BuildLink>,
+    /// `repository@manifest-digest` of each registry repository the image was pulled
+    /// from or pushed to (Docker's `RepoDigests`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub repo_digests: Vec<String>,
 }
 
 /// How a build step made an image: the build cache looks images up by it.
@@ -463,6 +467,7 @@ impl ImageStore {
             project: rec.project.clone(),
             repo_tags,
             manifest_digest: rec.manifest_digest.clone(),
+            repo_digests: rec.repo_digests.clone(),
             created: rec.created.clone(),
             size: rec.size(),
             containers: self
@@ -718,7 +723,12 @@ impl ImageStore {
             let _ = rustix::fs::syncfs(&f);
         }
         let existing = self.get(project, &new.config_digest)?;
+        let repo_digests = existing
+            .as_ref()
+            .map(|e| e.repo_digests.clone())
+            .unwrap_or_default();
         let rec = ImageRecord {
+            repo_digests,
             id: new.config_digest.clone(),
             project: project.clone(),
             manifest_digest: new.manifest_digest,
@@ -761,6 +771,37 @@ impl ImageStore {
             id: rec.id,
             repo_tags,
         })
+    }
+
+    /// Records that image `id` is in a registry as `repo_digest` (`name@sha256:...`, the
+    /// name in familiar form): after a pull from it or a push to it.
+    pub fn add_repo_digest(
+        &self,
+        project: &ProjectName,
+        id: &Digest,
+        repo_digest: String,
+    ) -> Result<(), ImageError> {
+        let _g = self.adding();
+        let Some(mut rec) = self.get(project, id)? else {
+            return Ok(());
+        };
+        if rec.repo_digests.contains(&repo_digest) {
+            return Ok(());
+        }
+        // One digest per repository, as Docker keeps: a newer push replaces the older.
+        let repo = repo_digest
+            .split('@')
+            .next()
+            .unwrap_or_default()
+            .to_string();
+        rec.repo_digests
+            .retain(|d| d.split('@').next() != Some(repo.as_str()));
+        rec.repo_digests.push(repo_digest);
+        rec.repo_digests.sort();
+        let mut b = Batch::new();
+        b.put_json(Table::Images, image_key(project, &rec.id), &rec);
+        b.commit(self.db.as_ref())?;
+        Ok(())
     }
 
     /// `pier image tag SOURCE TARGET`.

@@ -488,7 +488,7 @@ async fn upload(
     Ok(())
 }
 
-/// Pushes the local image `local` as `target`. Returns the manifest digest.
+/// Pushes the local image `local` as `target`. Returns the manifest's digest and size.
 pub async fn push(
     images: Arc<ImageStore>,
     project: ProjectName,
@@ -497,7 +497,7 @@ pub async fn push(
     config: &ClientConfig,
     creds: Option<Credentials>,
     p: Progress,
-) -> Result<Digest> {
+) -> Result<(Digest, u64)> {
     let rec = {
         let images = images.clone();
         let (project, local) = (project.clone(), local.to_string());
@@ -515,24 +515,27 @@ pub async fn push(
             digest: rec.id.clone(),
         })
     })?;
-    let mut blobs = vec![(rec.id.clone(), config_size)];
+    // Progress is the layers', as Docker shows it; the config goes up unannounced.
+    let quiet: Progress = Arc::new(|_| {});
+    let mut blobs = vec![(rec.id.clone(), config_size, &quiet)];
     blobs.extend(
         rec.layers
             .iter()
-            .map(|l| (l.blob_digest.clone(), l.blob_size)),
+            .map(|l| (l.blob_digest.clone(), l.blob_size, &p)),
     );
-    for (d, s) in &blobs {
+    for (d, s, _) in &blobs[1..] {
         report(&p, d, "waiting", 0, *s);
     }
     futures_util::future::try_join_all(
         blobs
             .iter()
-            .map(|(d, s)| upload(&remote, &images, &repo, d, *s, &p)),
+            .map(|(d, s, p)| upload(&remote, &images, &repo, d, *s, p)),
     )
     .await?;
     let bytes = images
         .blobs()
         .read_all(&rec.manifest_digest, crate::MAX_MANIFEST)?;
+    let size = bytes.len() as u64;
     let tag = target.tag().unwrap_or("latest");
     let resp = remote
         .send(
@@ -545,5 +548,5 @@ pub async fn push(
     if resp.status() != StatusCode::CREATED {
         return Err(error_of(&format!("pushing the manifest to {}", remote.host), resp).await);
     }
-    Ok(rec.manifest_digest)
+    Ok((rec.manifest_digest, size))
 }

@@ -399,3 +399,139 @@ except docker.errors.NotFound:
     let (status, _) = docker_api(&d, "GET", "/images/127.0.0.1:5000%2Fteam%2Fbb:1/json", b"");
     assert_eq!(status, 404);
 }
+
+/// After a push and a pull an image has `RepoDigests` (`docker images --digests`; it was
+/// always empty); push progress lists the layers only and ends with the manifest's own
+/// size (it listed the config and printed the image's size); a pull by digest names the
+/// digest, never "latest".
+#[test]
+#[ignore = "root tier: needs root; scripts/test.sh runs it (--run-ignored all)"]
+fn registry_digests_and_progress_as_docker_shows_them() {
+    let d = Daemon::start_with(&["--registry-addr", "127.0.0.1:5000"]);
+    d.ok(&["image", "from-host", "bb", BUSYBOX]);
+    docker_ok(&d, &["tag", "bb", "127.0.0.1:5000/team/bb:1"]);
+    let out = docker_ok(&d, &["push", "127.0.0.1:5000/team/bb:1"]);
+    let layers = inspect(&d, "bb", "{{len .RootFS.Layers}}");
+    let pushed_lines = out
+        .lines()
+        .filter(|l| l.ends_with(": Pushed") || l.ends_with(": Layer already exists"))
+        .count();
+    assert_eq!(pushed_lines.to_string(), layers, "{out}");
+    let (_, body) = docker_api(
+        &d,
+        "GET",
+        "/distribution/127.0.0.1:5000/team/bb:1/json",
+        b"",
+    );
+    let desc: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let (digest, size) = (
+        desc["Descriptor"]["digest"].as_str().unwrap().to_string(),
+        desc["Descriptor"]["size"].as_u64().unwrap(),
+    );
+    assert!(
+        out.contains(&format!("1: digest: {digest} size: {size}")),
+        "{out}"
+    );
+    assert_eq!(
+        inspect(&d, "bb", "{{json .RepoDigests}}"),
+        format!(r#"["127.0.0.1:5000/team/bb@{digest}"]"#)
+    );
+    // Pulled by digest into a store that lacks it: the digest is named, not "latest".
+    docker_ok(&d, &["rmi", "-f", "bb", "127.0.0.1:5000/team/bb:1"]);
+    let by_digest = format!("127.0.0.1:5000/team/bb@{digest}");
+    let out = docker_ok(&d, &["pull", &by_digest]);
+    assert!(!out.contains("latest"), "{out}");
+    assert!(
+        out.contains(&format!("{digest}: Pulling from team/bb")),
+        "{out}"
+    );
+    let out = docker_ok(
+        &d,
+        &[
+            "images",
+            "--digests",
+            "--format",
+            "{{.Repository}} {{.Digest}}",
+        ],
+    );
+    assert!(
+        out.contains(&format!("127.0.0.1:5000/team/bb {digest}")),
+        "{out}"
+    );
+}
+
+/// `system df` counts a layer two images share once, and gives each image its shared
+/// size (it said -1, so the CLI showed every image as all reclaimable).
+#[test]
+#[ignore = "root tier: needs root; scripts/test.sh runs it (--run-ignored all)"]
+fn system_df_counts_shared_layers_once() {
+    let d = with_busybox(&[]);
+    docker_ok(
+        &d,
+        &["run", "--name", "c", "bb", "sh", "-c", "echo hi > /f"],
+    );
+    docker_ok(&d, &["commit", "c", "child:1"]);
+    docker_ok(&d, &["rm", "c"]);
+    let (_, body) = docker_api(&d, "GET", "/system/df", b"");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let images = v["Images"].as_array().unwrap();
+    let size_of = |tag: &str| {
+        images
+            .iter()
+            .find(|i| i["RepoTags"].as_array().unwrap().iter().any(|t| t == tag))
+            .unwrap_or_else(|| panic!("{tag} missing: {body}"))
+            .clone()
+    };
+    let (base, child) = (size_of("bb:latest"), size_of("child:1"));
+    let base_size = base["Size"].as_u64().unwrap();
+    assert_eq!(base["SharedSize"].as_u64(), Some(base_size), "{body}");
+    assert_eq!(child["SharedSize"].as_u64(), Some(base_size), "{body}");
+    let child_size = child["Size"].as_u64().unwrap();
+    assert!(child_size > base_size, "{body}");
+    assert_eq!(v["LayersSize"].as_u64(), Some(child_size), "{body}");
+    // The CLI's table: an image a container uses is not reclaimable, bar what it
+    // shares (Docker's formula); with child gone, bb shares nothing: none of it is.
+    docker_ok(&d, &["rmi", "child:1"]);
+    docker_ok(&d, &["create", "bb"]);
+    let out = docker_ok(
+        &d,
+        &["system", "df", "--format", "{{.Type}} {{.Reclaimable}}"],
+    );
+    let images_line = out.lines().find(|l| l.starts_with("Images")).unwrap();
+    assert!(images_line.ends_with("(0%)"), "{out}");
+}
+
+/// `logs --since` and `--until` compare to the nanosecond, as Docker's do: two lines in
+/// one second are told apart (both were kept or both dropped, whole seconds compared).
+#[test]
+#[ignore = "root tier: needs root; scripts/test.sh runs it (--run-ignored all)"]
+fn logs_since_and_until_are_sub_second() {
+    let d = with_busybox(&[]);
+    for attempt in 0..5 {
+        let name = format!("l{attempt}");
+        docker_ok(
+            &d,
+            &[
+                "run",
+                "--name",
+                &name,
+                "bb",
+                "sh",
+                "-c",
+                "echo a; sleep 0.2; echo b",
+            ],
+        );
+        let out = docker_ok(&d, &["logs", "-t", &name]);
+        let stamps: Vec<&str> = out.lines().map(|l| l.split(' ').next().unwrap()).collect();
+        assert_eq!(stamps.len(), 2, "{out}");
+        if stamps[0][..19] != stamps[1][..19] {
+            continue; // not in one second: try again
+        }
+        let since = docker_ok(&d, &["logs", "--since", stamps[1], &name]);
+        assert_eq!(since, "b\n");
+        let until = docker_ok(&d, &["logs", "--until", stamps[0], &name]);
+        assert_eq!(until, "a\n");
+        return;
+    }
+    panic!("two lines 0.2 s apart never fell in one second");
+}

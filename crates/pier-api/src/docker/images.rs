@@ -11,7 +11,7 @@ pub fn summary_json(i: &ImageSummary) -> Value {
         "Id": i.id.as_str(),
         "ParentId": "",
         "RepoTags": i.repo_tags,
-        "RepoDigests": [],
+        "RepoDigests": i.repo_digests,
         "Created": unix(i.created.as_deref()),
         "Size": i.size,
         "SharedSize": -1,
@@ -43,7 +43,7 @@ pub fn inspect_json(i: &ImageInspect, raw: &Value, lower_dirs: &[String]) -> Val
     json!({
         "Id": i.summary.id.as_str(),
         "RepoTags": i.summary.repo_tags,
-        "RepoDigests": [],
+        "RepoDigests": i.summary.repo_digests,
         "Parent": i.parent.as_ref().map(|p| p.as_str()).unwrap_or(""),
         "Comment": raw["comment"].as_str().unwrap_or(""),
         "Created": i.summary.created.clone().unwrap_or_else(|| ZERO_TIME.into()),

@@ -79,8 +79,11 @@ pub(crate) async fn pull(
     let (tx, rx) = mpsc::channel::<Value>(1024);
     let shown = r.familiar();
     let _ = tx.try_send(json!({
-        "status": format!("Pulling from {}", r.familiar_name()),
-        "id": r.tag().unwrap_or("latest"),
+        "status": format!("Pulling from {}", r.repository()),
+        "id": match (r.digest(), r.tag()) {
+            (Some(d), _) => d.to_string(),
+            (None, t) => t.unwrap_or("latest").to_string(),
+        },
     }));
     tokio::spawn(async move {
         let progress = relay(tx.clone(), true);
@@ -159,15 +162,9 @@ pub(crate) async fn push(
                 .push_image(&ctx, &local, &target, creds.clone(), progress)
                 .await;
             match done {
-                Ok(digest) => {
+                Ok((digest, size)) => {
                     emit(&d, "image", "push", &local, &[("name", &local)], &ctx);
                     let tag = target.tag().unwrap_or("latest").to_string();
-                    let size = d
-                        .engine
-                        .images
-                        .resolve(&project, &local)
-                        .map(|r| r.size())
-                        .unwrap_or(0);
                     let _ = tx
                         .send(json!({"status": format!("{tag}: digest: {digest} size: {size}")}))
                         .await;

@@ -28,7 +28,7 @@ use pier_runtime::attach as proto;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 
-use super::params::{parse_time, Params};
+use super::params::{parse_time_nanos, Params};
 use super::{container, DResult, DState, Docker, DockerError};
 use crate::api::Ctx;
 
@@ -336,34 +336,33 @@ async fn logs(
             }
         },
     };
-    let time = |k: &str| -> DResult<Option<f64>> {
+    let time = |k: &str| -> DResult<Option<i64>> {
         match p.nonempty(k) {
             None => Ok(None),
-            Some(v) => parse_time(v).map(Some).ok_or_else(|| {
+            Some(v) => parse_time_nanos(v).map(Some).ok_or_else(|| {
                 DockerError::bad_request(format!(
                     "invalid {k} {v:?}: give Unix seconds or an RFC 3339 time"
                 ))
             }),
         }
     };
-    let since = time("since")?.filter(|s| *s > 0.0);
-    let until = time("until")?.filter(|u| *u > 0.0);
+    let since = time("since")?.filter(|s| *s > 0);
+    let until = time("until")?.filter(|u| *u > 0);
     let (timestamps, follow, tty) = (p.bool("timestamps"), p.bool("follow"), c.config.tty);
     let follow = if follow && running(&c) && until.is_none() {
         Follow::Run
     } else {
         Follow::No
     };
-    // Lines carry whole seconds: `t >= since` is `t >= floor(since)`, `t <= until` is
-    // `t <= floor(until)`.
+    // To the nanosecond, as Docker compares them with the lines' times.
     let mut lines = d.engine.instances.logs(
         &ctx,
         &c.id,
         LogOptions {
             follow,
             tail,
-            since: since.map(|s| s.floor() as i64),
-            until: until.map(|u| u.floor() as i64),
+            since_ns: since,
+            until_ns: until,
             stdout: out,
             stderr: err,
         },
