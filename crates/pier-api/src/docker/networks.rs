@@ -344,7 +344,8 @@ mod tests {
         assert_eq!(r.labels["a"], "b");
         let refused = |v: Value| body(v).into_request().unwrap_err().message;
         assert!(refused(json!({})).contains("needs a Name"));
-        assert!(refused(json!({"Name": "n", "Driver": "overlay"})).contains("use bridge"));
+        assert!(refused(json!({"Name": "n", "Driver": "macvlan"})).contains("use bridge"));
+        assert!(refused(json!({"Name": "n", "Driver": "overlay"})).contains("swarm manager"));
         assert!(refused(json!({"Name": "n", "IPAM": {"Config": [{}, {}]}})).contains("one IPv4"));
         assert!(refused(json!({"Name": "n", "Ingress": true})).contains("Ingress"));
         assert!(refused(json!({"Name": "n", "Scope": "swarm"})).contains("swarm"));
