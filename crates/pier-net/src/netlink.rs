@@ -170,12 +170,11 @@ impl Netlink {
             .map_err(nl("plug into its bridge", host_if))?;
         self.handle
             .link()
-            .set_port(
-                LinkBridgePort::new(index)
-                    .hairpin(true)
-                    .isolated(isolated)
-                    .build(),
-            )
+            .set_port({
+                let port = LinkBridgePort::new(index).hairpin(true);
+                // Only when asked: older kernels know no isolation flag.
+                if isolated { port.isolated(true) } else { port }.build()
+            })
             .execute()
             .await
             .map_err(nl("set hairpin mode on", host_if))
