@@ -3,6 +3,11 @@
 //! ports, the embedded DNS servers, and the reconciler that repairs all of it after a
 //! crash.
 //!
+//! A network is IPv4, or dual stack (`--ipv6` with an IPv6 subnet, as Docker 20.10,
+//! which has no default IPv6 pool): then the bridge and each container get an IPv6
+//! address too, leased as the IPv4 ones are, and the firewall keeps the same rules for
+//! IPv6 in an `ip6` table of the same name (NAT66, isolation, published ports).
+//!
 //! Desired state is in the store: networks (`Table::Networks`), leases
 //! (`Table::Leases`, one per address, naming its container and interfaces), host-port
 //! reservations (`Table::Meta`, `hostport/<proto>/<port>`) and the containers' endpoints.
