@@ -126,6 +126,9 @@ pub struct ContainerCreate {
     /// `--ip`: a static address on the first network.
     #[schema(value_type = Option<String>)]
     pub ip: Option<Ipv4Address>,
+    /// `--ip6`: a static IPv6 address on the first network (a dual-stack one).
+    #[schema(value_type = Option<String>)]
+    pub ip6: Option<std::net::Ipv6Addr>,
     /// `--mac-address` on the first network.
     #[schema(value_type = Option<String>)]
     pub mac_address: Option<MacAddress>,

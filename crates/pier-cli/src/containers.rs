@@ -370,6 +370,7 @@ fn create_request(a: CreateArgs, auto_remove: bool) -> Result<ContainerCreate, C
         ));
     }
     Ok(ContainerCreate {
+        ip6: None,
         image: a.image,
         name: a.name,
         cmd: (!a.command.is_empty()).then_some(a.command),

@@ -390,6 +390,21 @@ fn endpoint_id(c: &ContainerInspect, network_id: &str) -> String {
     derived_id(&[&c.id, network_id], 64)
 }
 
+/// An endpoint's `IPAMConfig`: the addresses asked for, null when none was.
+fn ipam_config_json(ep: &Endpoint) -> Value {
+    if ep.static_ip.is_none() && ep.static_ip6.is_none() {
+        return Value::Null;
+    }
+    let mut v = json!({});
+    if let Some(ip) = ep.static_ip {
+        v["IPv4Address"] = json!(ip);
+    }
+    if let Some(ip) = ep.static_ip6 {
+        v["IPv6Address"] = json!(ip);
+    }
+    v
+}
+
 pub fn endpoint_json(c: &ContainerInspect, ep: &Endpoint) -> Value {
     let up = ep.ip_address.is_some();
     let mut dns_names = vec![];
@@ -399,7 +414,7 @@ pub fn endpoint_json(c: &ContainerInspect, ep: &Endpoint) -> Value {
         dns_names.extend(ep.aliases.iter().cloned());
     }
     json!({
-        "IPAMConfig": ep.static_ip.as_ref().map(|ip| json!({"IPv4Address": ip})),
+        "IPAMConfig": ipam_config_json(ep),
         "Links": null,
         "Aliases": if ep.aliases.is_empty() { Value::Null } else { json!(ep.aliases) },
         "MacAddress": ep.mac_address.or(ep.static_mac).map(|m| m.to_string()).unwrap_or_default(),
@@ -409,9 +424,9 @@ pub fn endpoint_json(c: &ContainerInspect, ep: &Endpoint) -> Value {
         "Gateway": ep.gateway.map(|g| g.to_string()).unwrap_or_default(),
         "IPAddress": ep.ip_address.map(|ip| ip.to_string()).unwrap_or_default(),
         "IPPrefixLen": ep.prefix_len.unwrap_or(0),
-        "IPv6Gateway": "",
-        "GlobalIPv6Address": "",
-        "GlobalIPv6PrefixLen": 0,
+        "IPv6Gateway": ep.gateway6.map(|g| g.to_string()).unwrap_or_default(),
+        "GlobalIPv6Address": ep.ip6_address.map(|ip| ip.to_string()).unwrap_or_default(),
+        "GlobalIPv6PrefixLen": ep.prefix6_len.unwrap_or(0),
         "DNSNames": if dns_names.is_empty() { Value::Null } else { json!(dns_names) },
     })
 }
@@ -524,11 +539,11 @@ pub fn inspect(c: &ContainerInspect, f: &ContainerFacts, paths: &HostPaths) -> V
             "SecondaryIPv6Addresses": null,
             "EndpointID": bridge.filter(|e| e.ip_address.is_some()).map(|e| endpoint_id(c, &e.network_id)).unwrap_or_default(),
             "Gateway": bridge.and_then(|e| e.gateway).map(|g| g.to_string()).unwrap_or_default(),
-            "GlobalIPv6Address": "",
-            "GlobalIPv6PrefixLen": 0,
+            "GlobalIPv6Address": bridge.and_then(|e| e.ip6_address).map(|ip| ip.to_string()).unwrap_or_default(),
+            "GlobalIPv6PrefixLen": bridge.and_then(|e| e.prefix6_len).unwrap_or(0),
             "IPAddress": bridge.and_then(|e| e.ip_address).map(|ip| ip.to_string()).unwrap_or_default(),
             "IPPrefixLen": bridge.and_then(|e| e.prefix_len).unwrap_or(0),
-            "IPv6Gateway": "",
+            "IPv6Gateway": bridge.and_then(|e| e.gateway6).map(|g| g.to_string()).unwrap_or_default(),
             "MacAddress": bridge.and_then(|e| e.mac_address).map(|m| m.to_string()).unwrap_or_default(),
             "Networks": networks_json(c),
         },

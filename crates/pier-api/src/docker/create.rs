@@ -318,6 +318,8 @@ fn ulimit_value(name: &str, v: i64) -> Result<u64> {
 struct IpamConfigBody {
     #[serde(rename = "IPv4Address")]
     ipv4_address: Option<String>,
+    #[serde(rename = "IPv6Address")]
+    ipv6_address: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -340,6 +342,21 @@ impl EndpointConfig {
             .map(|s| s.parse::<Ipv4Address>())
             .transpose()
             .map_err(|e| Refused::bad_request(format!("--ip {e}")))
+    }
+    /// The endpoint's `IPv6Address`, checked.
+    pub fn ip6(&self) -> Result<Option<std::net::Ipv6Addr>> {
+        self.ipam_config
+            .as_ref()
+            .and_then(|i| i.ipv6_address.as_deref())
+            .filter(|s| !s.is_empty())
+            .map(|s| {
+                s.parse().map_err(|_| {
+                    Refused::bad_request(format!(
+                        "--ip6 {s:?} is not an IPv6 address (such as fd00:1::5)"
+                    ))
+                })
+            })
+            .transpose()
     }
     pub fn aliases(&self) -> Vec<String> {
         self.aliases.clone().unwrap_or_default()
@@ -453,6 +470,7 @@ pub fn to_create(b: CreateBody, name: Option<String>, look: &Lookups<'_>) -> Res
         hostname: nonempty(b.hostname),
         network,
         ip: first.ip()?,
+        ip6: first.ip6()?,
         mac_address: mac,
         network_aliases: first.aliases(),
         publish,

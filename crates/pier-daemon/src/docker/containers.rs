@@ -76,18 +76,19 @@ async fn create(Ctx(ctx): Ctx, state: DState, p: Params, body: Bytes) -> DResult
     // Checked before anything is made, so that a bad address leaves no container behind.
     let extra_networks = extra_networks
         .into_iter()
-        .map(|(net, ep)| Ok((net, ep.ip()?, ep.aliases())))
+        .map(|(net, ep)| Ok((net, ep.ip()?, ep.aliases(), ep.ip6()?)))
         .collect::<DResult<Vec<_>>>()?;
     let image = req.image.clone();
     super::image(&d, &image, &ctx.project)?;
     let d2 = d.clone();
     let ctx2 = ctx.clone();
     let created = blocking(move || Ok(d2.engine.instances.create(&ctx2, req)?)).await?;
-    for (net, ip, aliases) in extra_networks {
+    for (net, ip, aliases, ip6) in extra_networks {
         let r = NetworkConnect {
             container: created.id.to_string(),
             ip,
             aliases,
+            ip6,
         };
         if let Err(e) = d.engine.instances.connect(&ctx, &net, r).await {
             let _ = d

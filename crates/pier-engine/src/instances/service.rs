@@ -1010,6 +1010,9 @@ impl Instances {
             ep.gateway = None;
             ep.mac_address = None;
             ep.interface = None;
+            ep.ip6_address = None;
+            ep.prefix6_len = None;
+            ep.gateway6 = None;
         }
         c.ports.clear();
     }
@@ -1663,6 +1666,7 @@ impl Instances {
         let mut ep = self
             .networks
             .endpoint_request(&n, req.ip, None, &req.aliases)?;
+        ep.static_ip6 = self.networks.check_ip6(&n, req.ip6)?;
         if matches!(
             c.state.status,
             ContainerStatus::Running | ContainerStatus::Paused
