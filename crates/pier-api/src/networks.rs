@@ -94,6 +94,13 @@ pub struct Endpoint {
     #[schema(value_type = Option<String>)]
     pub mac_address: Option<MacAddress>,
     pub interface: Option<String>,
+    /// Links, link-local addresses and driver options asked for on this network.
+    #[serde(default, skip_serializing_if = "crate::networks::endpoint_options_empty")]
+    pub options: crate::containers::EndpointOptions,
+}
+
+fn endpoint_options_empty(o: &crate::containers::EndpointOptions) -> bool {
+    *o == crate::containers::EndpointOptions::default()
 }
 
 /// A port published on the host (`-p 8080:80/tcp`), as bound while the container runs.
@@ -115,6 +122,11 @@ pub struct NetworkConnect {
     #[schema(value_type = Option<String>)]
     pub ip: Option<Ipv4Address>,
     pub aliases: Vec<String>,
+    /// `--mac-address` on this network.
+    #[schema(value_type = Option<String>)]
+    pub mac_address: Option<MacAddress>,
+    /// Links, link-local addresses and driver options of the endpoint.
+    pub options: crate::containers::EndpointOptions,
 }
 
 /// Body of `POST /v1/networks/{id}/disconnect`.

@@ -181,6 +181,7 @@ pub async fn run(client: &Client, fmt: Format, cmd: NetworkCommand) -> Result<()
                 container,
                 ip: ip.as_deref().map(|i| parse_ip(i, "--ip")).transpose()?,
                 aliases: alias,
+                ..Default::default()
             };
             client
                 .post_no_content(

@@ -43,6 +43,9 @@ pub struct MonitorConfig {
     /// up to [`crate::monitor::HOLD_FOR_ATTACH`], even once the container has exited.
     #[serde(default)]
     pub hold_for_attach: bool,
+    /// Log driver `none`: the output goes to attached clients only, no log is kept.
+    #[serde(default)]
+    pub no_log: bool,
 }
 
 /// The directories an overlay rootfs is made of.

@@ -199,6 +199,8 @@ async fn connect(
         container: c.id.clone(),
         ip: ep.ip()?,
         aliases: ep.aliases(),
+        mac_address: ep.mac()?,
+        options: ep.options()?,
     };
     d.engine
         .instances

@@ -318,6 +318,13 @@ async fn logs(
 ) -> DResult<Response> {
     let d = state.0;
     let c = container(&d, &id, &ctx)?;
+    // Docker's answer for a driver that keeps nothing (`--log-driver none`).
+    if c.config.log_driver.as_deref() == Some("none") {
+        return Err(DockerError::new(
+            StatusCode::NOT_IMPLEMENTED,
+            "configured logging driver does not support reading",
+        ));
+    }
     let (out, err) = (p.bool("stdout"), p.bool("stderr"));
     if !out && !err {
         return Err(DockerError::bad_request(
