@@ -95,7 +95,10 @@ pub struct Endpoint {
     pub mac_address: Option<MacAddress>,
     pub interface: Option<String>,
     /// Links, link-local addresses and driver options asked for on this network.
-    #[serde(default, skip_serializing_if = "crate::networks::endpoint_options_empty")]
+    #[serde(
+        default,
+        skip_serializing_if = "crate::networks::endpoint_options_empty"
+    )]
     pub options: crate::containers::EndpointOptions,
 }
 

@@ -139,7 +139,15 @@ impl Rule {
         };
         let parts: Vec<&str> = s.split_whitespace().collect();
         let (kind, nums, access) = match parts[..] {
-            ["a"] => return Ok(Rule { allow: true, kind: None, major: None, minor: None, access: ALL }),
+            ["a"] => {
+                return Ok(Rule {
+                    allow: true,
+                    kind: None,
+                    major: None,
+                    minor: None,
+                    access: ALL,
+                })
+            }
             [k, n] => (k, n, "rwm"),
             [k, n, a] => (k, n, a),
             _ => return Err(bad()),

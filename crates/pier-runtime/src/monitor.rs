@@ -904,7 +904,10 @@ impl Supervisor {
             buf,
             status: None,
             released_at: None,
-            hold: config.as_ref().is_some_and(|c| c.hold_for_attach),
+            // A client waiting for this start to attach (and nothing in a log for it):
+            // held for it once, as `hold_for_attach` holds for every start.
+            hold: config.as_ref().is_some_and(|c| c.hold_for_attach)
+                || std::fs::remove_file(dir.join(crate::state::ATTACH_PENDING)).is_ok(),
             exited_at: None,
         }
     }

@@ -48,6 +48,11 @@ pub struct MonitorConfig {
     pub no_log: bool,
 }
 
+/// A file in a container's directory saying that a client waits to attach at the next
+/// start: that start's monitor holds the output for it (as `hold_for_attach`), and
+/// removes the file.
+pub const ATTACH_PENDING: &str = "attach-pending";
+
 /// The directories an overlay rootfs is made of.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct OverlayDirs {

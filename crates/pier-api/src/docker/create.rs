@@ -378,7 +378,8 @@ impl EndpointConfig {
                 .links
                 .iter()
                 .flatten()
-                .map(|l| link_of(l))
+                // Checked, and kept as given, as Docker shows them.
+                .map(|l| link_of(l).map(|_| l.clone()))
                 .collect::<Result<_>>()?,
             link_local_ips,
             driver_opts: self.driver_opts.clone().unwrap_or_default(),
@@ -467,7 +468,10 @@ pub fn to_create(b: CreateBody, name: Option<String>, look: &Lookups<'_>) -> Res
         )));
     }
     let cgroupns_mode = nonempty(h.cgroupns_mode.clone());
-    if let Some(m) = cgroupns_mode.as_deref().filter(|m| !matches!(*m, "host" | "private")) {
+    if let Some(m) = cgroupns_mode
+        .as_deref()
+        .filter(|m| !matches!(*m, "host" | "private"))
+    {
         return Err(Refused::bad_request(format!(
             "invalid cgroup namespace mode: {m}"
         )));
@@ -898,7 +902,9 @@ mod tests {
         assert!(refused(serde_json::json!({"Links": ["a b"]}))
             .message
             .contains("invalid link"));
-        let c = convert(serde_json::json!({"Image": "bb", "HostConfig": {"Links": ["/a:/web/b", "c"]}}));
+        let c = convert(
+            serde_json::json!({"Image": "bb", "HostConfig": {"Links": ["/a:/web/b", "c"]}}),
+        );
         assert_eq!(c.unwrap().request.links, vec!["a:b", "c:c"]);
         assert!(refused(serde_json::json!({"LogConfig": {"Type": "asdf"}}))
             .message

@@ -124,7 +124,9 @@ pub fn validate(req: &ContainerCreate) -> EngineResult<()> {
 }
 
 /// `--device-cgroup-rule`s as the runtime takes them.
-pub fn device_cgroup_rules(req: &ContainerCreate) -> EngineResult<Vec<pier_runtime::devices::Rule>> {
+pub fn device_cgroup_rules(
+    req: &ContainerCreate,
+) -> EngineResult<Vec<pier_runtime::devices::Rule>> {
     req.device_cgroup_rules
         .iter()
         .map(|r| pier_runtime::devices::Rule::parse_allow(r).map_err(invalid))

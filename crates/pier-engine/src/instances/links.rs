@@ -47,7 +47,10 @@ impl Instances {
         if req.links.is_empty() {
             return Ok(());
         }
-        let mode = req.network.clone().unwrap_or_else(|| DEFAULT_NETWORK.into());
+        let mode = req
+            .network
+            .clone()
+            .unwrap_or_else(|| DEFAULT_NETWORK.into());
         if matches!(mode.as_str(), "host" | "none") || mode.starts_with("container:") {
             return Err(invalid(format!(
                 "conflicting options: --link cannot be used with --network {mode}: a link needs a network of the container's own"
@@ -101,11 +104,11 @@ impl Instances {
                     )))
                 }
             };
+            // Invalid rather than missing: a 404 makes the docker CLI pull the image.
             let other = self.lookup(project, name).map_err(|_| {
-                crate::error::EngineError::new(
-                    pier_api::ErrorKind::NotFound,
-                    format!("No such container: {name}"),
-                )
+                invalid(format!(
+                    "No such container: {name} (--volumes-from {from}): create it first"
+                ))
             })?;
             for m in &other.mounts {
                 if !matches!(m.kind, MountKind::Volume | MountKind::Bind) {
@@ -162,7 +165,11 @@ impl Instances {
                         t.name, c.name
                     ))
                 })?;
-            let hostname = t.config.hostname.clone().unwrap_or_else(|| t.id[..12].to_string());
+            let hostname = t
+                .config
+                .hostname
+                .clone()
+                .unwrap_or_else(|| t.id[..12].to_string());
             hosts.push_str(&format!("{ip}\t{alias} {hostname} {}\n", t.name));
             env.extend(self.link_env(c, &t, alias, &ip.to_string()));
         }
@@ -246,7 +253,7 @@ impl Instances {
     ) -> EngineResult<()> {
         let c = self.lookup(ctx.project(), name)?;
         let mut found = false;
-        self.update_record(ctx.project(), &c.id, |c| {
+        self.update_spec(ctx.project(), &c.id, |c| {
             let before = c.config.links.len();
             c.config.links.retain(|l| split_link(l).1 != alias);
             found = c.config.links.len() != before;
@@ -262,29 +269,30 @@ impl Instances {
         Ok(())
     }
 
-    /// Writes the links' variables into the bundle's environment, replacing those of
-    /// an earlier start.
+    /// Writes the links' variables into the bundle's environment, replacing those an
+    /// earlier start wrote (listed in `link-env.json`, so that a removed link's go too).
     pub(super) fn write_link_env(&self, c: &ContainerInspect, env: &[String]) -> EngineResult<()> {
+        let written = self.cdir(&c.id).join("link-env.json");
+        let before: Vec<String> = std::fs::read(&written)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default();
+        if before.is_empty() && env.is_empty() {
+            return Ok(());
+        }
         let path = self.cdir(&c.id).join("config.json");
         let mut spec: serde_json::Value = serde_json::from_slice(
             &std::fs::read(&path).map_err(|e| internal(format!("cannot read config.json: {e}")))?,
         )
         .map_err(|e| internal(format!("config.json: {e}")))?;
-        let prefixes: Vec<String> = c
-            .config
-            .links
-            .iter()
-            .map(|l| format!("{}_", env_prefix(split_link(l).1)))
-            .collect();
         let Some(list) = spec["process"]["env"].as_array_mut() else {
             return Ok(());
         };
-        list.retain(|v| {
-            let s = v.as_str().unwrap_or("");
-            !prefixes.iter().any(|p| s.starts_with(p.as_str()))
-        });
+        list.retain(|v| !before.iter().any(|b| v.as_str() == Some(b.as_str())));
         list.extend(env.iter().map(|e| serde_json::json!(e)));
         std::fs::write(&path, serde_json::to_vec(&spec).expect("json"))
-            .map_err(|e| internal(format!("cannot write config.json: {e}")))
+            .map_err(|e| internal(format!("cannot write config.json: {e}")))?;
+        std::fs::write(&written, serde_json::to_vec(env).expect("json"))
+            .map_err(|e| internal(format!("cannot write link-env.json: {e}")))
     }
 }

@@ -276,7 +276,11 @@ fn validate(req: &ContainerCreate) -> EngineResult<()> {
             )))
         }
     }
-    if let Some(i) = req.isolation.as_deref().filter(|i| !i.is_empty() && *i != "default") {
+    if let Some(i) = req
+        .isolation
+        .as_deref()
+        .filter(|i| !i.is_empty() && *i != "default")
+    {
         return Err(invalid(format!(
             "invalid isolation {i:?}: only default is supported on Linux"
         )));
@@ -1008,7 +1012,8 @@ impl Instances {
         let first = self.networks.get(&c.project, &mode).ok();
         let r = (|| {
             let links = self.legacy_links(c)?;
-            if let Some((_, env)) = &links {
+            let env = links.as_ref().map(|(_, env)| env.as_slice()).unwrap_or(&[]);
+            if c.config.runtime.as_deref() != Some(super::vm::RUNTIME) {
                 self.write_link_env(c, env)?;
             }
             write("resolv.conf", self.networks.resolv_conf(c, first.as_ref()))?;
@@ -1431,6 +1436,14 @@ impl Instances {
         volumes: bool,
         force: bool,
     ) -> EngineResult<Option<ContainerInspect>> {
+        // A restart policy's restart is pending: as Docker, only a forced remove takes it
+        // (an unforced one that saw the exit before it was found restarting lands here).
+        if c.state.status == ContainerStatus::Restarting && !force {
+            return Err(conflict(format!(
+                "cannot remove container \"/{}\": container is restarting: stop the container before removing or force remove",
+                c.name
+            )));
+        }
         if !is_running(&c) {
             return self.remove_locked(&c, volumes).map(|()| None);
         }
@@ -2212,6 +2225,21 @@ impl Instances {
         let mut c = self.current(project, id)?;
         if f(&mut c) {
             self.save(&c)?;
+        }
+        Ok(())
+    }
+
+    /// As [`Self::update_record`], for what its spec holds (what was asked).
+    pub(crate) async fn update_spec(
+        &self,
+        project: &ProjectName,
+        id: &str,
+        f: impl FnOnce(&mut ContainerInspect) -> bool,
+    ) -> EngineResult<()> {
+        let _hold = self.actors.hold(id).await?;
+        let mut c = self.current(project, id)?;
+        if f(&mut c) {
+            self.commit_record(Batch::new(), &c, Write::Spec, true)?;
         }
         Ok(())
     }
