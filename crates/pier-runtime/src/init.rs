@@ -200,7 +200,29 @@ fn mount_one(
             }
             // The host's named systemd hierarchy, as runc shows it too (not in a user
             // namespace, which may not mount it).
-            if own_cgroupns && Path::new("/sys/fs/cgroup/systemd").is_dir() {
+            if !own_cgroupns && Path::new("/sys/fs/cgroup/systemd").is_dir() {
+                // The host's namespace: its own group of the named hierarchy is bound,
+                // as runc does.
+                let own = fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
+                let path = own
+                    .lines()
+                    .find_map(|l| l.split_once(":name=systemd:").map(|(_, p)| p.to_string()));
+                if let Some(p) = path {
+                    let src = Path::new("/sys/fs/cgroup/systemd").join(p.trim_start_matches('/'));
+                    let sub = dest.join("systemd");
+                    fs::create_dir_all(&sub).map_err(sys(Step::Mounts, &what))?;
+                    mount(
+                        Some(&src.to_string_lossy()),
+                        &sub,
+                        None,
+                        libc::MS_BIND,
+                        None,
+                    )
+                    .map_err(sys(Step::Mounts, format!("{what} (systemd)")))?;
+                    remount_bind(&sub, flags & !libc::MS_REC)
+                        .map_err(sys(Step::Mounts, format!("{what} (systemd)")))?;
+                }
+            } else if Path::new("/sys/fs/cgroup/systemd").is_dir() {
                 let sub = dest.join("systemd");
                 fs::create_dir_all(&sub).map_err(sys(Step::Mounts, &what))?;
                 match mount(

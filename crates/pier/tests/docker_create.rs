@@ -485,6 +485,9 @@ fn endpoint_settings_are_kept_and_shown() {
     );
     assert_eq!(status, 200, "{body}");
     docker_ok(&d, &["start", "epc"]);
+    // The link-local address is on its interface there.
+    let addrs = docker_ok(&d, &["exec", "epc", "ip", "-4", "addr"]);
+    assert!(addrs.contains("inet 169.254.8.8/16"), "{addrs}");
     let nets = &inspect(&d, "epc")["NetworkSettings"]["Networks"];
     assert_eq!(nets["ep2"]["MacAddress"], "02:42:ac:11:00:02");
     assert_eq!(nets["ep2"]["Links"], json!(["other"]));

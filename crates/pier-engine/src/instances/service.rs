@@ -1009,6 +1009,12 @@ impl Instances {
             c.networks.insert(name, ep);
         }
         c.ports = attached.ports;
+        for ep in c.networks.values() {
+            if let Err(e) = self.networks.add_link_local(c, ep).await {
+                self.teardown_network(c).await;
+                return Err(e);
+            }
+        }
         let first = self.networks.get(&c.project, &mode).ok();
         let r = (|| {
             let links = self.legacy_links(c)?;
@@ -1711,6 +1717,10 @@ impl Instances {
                     return Err(e);
                 }
             };
+            if let Err(e) = self.networks.add_link_local(&c, &ep).await {
+                let _ = self.networks.unplug(&c, &n.id).await;
+                return Err(e);
+            }
             let one = BTreeMap::from([(n.name.clone(), ep.clone())]);
             self.networks.index_names(&c, &one);
         }

@@ -29,6 +29,7 @@
 mod alloc;
 mod attach;
 mod create;
+mod link_local;
 mod names;
 mod reconcile;
 
