@@ -150,6 +150,16 @@ pub struct Endpoint {
     pub prefix6_len: Option<u8>,
     #[schema(value_type = Option<String>)]
     pub gateway6: Option<Ipv6Addr>,
+    /// Links, link-local addresses and driver options asked for on this network.
+    #[serde(
+        default,
+        skip_serializing_if = "crate::networks::endpoint_options_empty"
+    )]
+    pub options: crate::containers::EndpointOptions,
+}
+
+fn endpoint_options_empty(o: &crate::containers::EndpointOptions) -> bool {
+    *o == crate::containers::EndpointOptions::default()
 }
 
 /// A port published on the host (`-p 8080:80/tcp`), as bound while the container runs.
@@ -174,6 +184,11 @@ pub struct NetworkConnect {
     /// The IPv6 address asked for on a dual-stack network.
     #[schema(value_type = Option<String>)]
     pub ip6: Option<Ipv6Addr>,
+    /// `--mac-address` on this network.
+    #[schema(value_type = Option<String>)]
+    pub mac_address: Option<MacAddress>,
+    /// Links, link-local addresses and driver options of the endpoint.
+    pub options: crate::containers::EndpointOptions,
 }
 
 /// Body of `POST /v1/networks/{id}/disconnect`.

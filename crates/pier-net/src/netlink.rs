@@ -355,6 +355,59 @@ fn plumb_in_thread(p: &Plumb) -> Result<()> {
     })
 }
 
+/// Adds IPv4 addresses (`addr/prefix`) to interface `ifname` of the namespace held at
+/// `netns` (a container's link-local addresses, Docker's `--link-local-ip`).
+pub fn add_addresses(netns: &Path, ifname: &str, addrs: &[(Ipv4Addr, u8)]) -> Result<()> {
+    let (netns, ifname, addrs) = (netns.to_path_buf(), ifname.to_string(), addrs.to_vec());
+    std::thread::spawn(move || add_addresses_in_thread(&netns, &ifname, &addrs))
+        .join()
+        .unwrap_or(Err(Error::Panicked {
+            op: "add addresses to a container's interface",
+        }))
+}
+
+fn add_addresses_in_thread(netns: &Path, ifname: &str, addrs: &[(Ipv4Addr, u8)]) -> Result<()> {
+    let ns = fs::File::open(netns).map_err(io("open network namespace", netns))?;
+    rustix::thread::move_into_link_name_space(
+        ns.as_fd(),
+        Some(rustix::thread::LinkNameSpaceType::Network),
+    )
+    .map_err(|e| io("join", netns)(e.into()))?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .build()
+        .map_err(io("start a netlink runtime in", netns))?;
+    rt.block_on(async {
+        let (conn, handle, _) = rtnetlink::new_connection().map_err(Error::Socket)?;
+        tokio::spawn(conn);
+        let index = handle
+            .link()
+            .get()
+            .match_name(ifname.to_string())
+            .execute()
+            .try_next()
+            .await
+            .map_err(nl("look up link", ifname.to_string()))?
+            .map(|m| m.header.index)
+            .ok_or(Error::LinkMissing {
+                name: ifname.to_string(),
+            })?;
+        for (addr, prefix) in addrs {
+            match handle
+                .address()
+                .add(index, IpAddr::V4(*addr), *prefix)
+                .execute()
+                .await
+            {
+                Ok(()) => {}
+                Err(e) if is_errno(&e, libc::EEXIST) => {}
+                Err(e) => return Err(nl("add", format!("{addr}/{prefix} to {ifname}"))(e)),
+            }
+        }
+        Ok(())
+    })
+}
+
 /// Writes a sysctl under /proc/sys/net of the calling thread's namespace, e.g.
 /// `("ipv4/ip_forward", "1")`.
 pub fn sysctl(key: &str, value: &str) -> Result<()> {

@@ -209,6 +209,8 @@ async fn connect(
         ip: ep.ip()?,
         aliases: ep.aliases(),
         ip6: ep.ip6()?,
+        mac_address: ep.mac()?,
+        options: ep.options()?,
     };
     d.engine
         .instances

@@ -161,6 +161,8 @@ async fn attach(
     let tty = c.config.tty;
     let stdin = want_in && c.config.interactive;
     let containers = &d.engine.instances;
+    // With log driver `none` there is no log: the output, live only, is the monitor's.
+    let no_log = c.config.log_driver.as_deref() == Some("none");
     // Without a terminal the output, past and live, is the log's; with one, the past is
     // the log's and the live output the monitor's.
     let follow = if stream && !tty {
@@ -168,19 +170,23 @@ async fn attach(
     } else {
         Follow::No
     };
-    let mut lines = containers.logs(
-        &ctx,
-        &c.id,
-        LogOptions {
-            follow,
-            tail: (!with_logs).then_some(0),
-            stdout: want_out,
-            stderr: want_err,
-            ..Default::default()
-        },
-    )?;
+    let mut lines = if no_log {
+        tokio::sync::mpsc::channel(1).1
+    } else {
+        containers.logs(
+            &ctx,
+            &c.id,
+            LogOptions {
+                follow,
+                tail: (!with_logs).then_some(0),
+                stdout: want_out,
+                stderr: want_err,
+                ..Default::default()
+            },
+        )?
+    };
     // Set up before the answer, so a start right after it is seen.
-    let session = if stream && (stdin || tty) {
+    let session = if stream && (stdin || tty || no_log) {
         let opts = AttachOptions {
             stdin,
             wait_start: true,
@@ -198,8 +204,8 @@ async fn attach(
                 typer = Some(tokio::spawn(pass_input(i, s.input, !tty)));
             }
             // Without a terminal the session only carries input: its output is dropped
-            // (the log has it).
-            live = tty.then_some(s.output);
+            // (the log has it), unless there is no log.
+            live = (tty || no_log).then_some(s.output);
         }
         while let Some(l) = lines.recv().await {
             if !output.chunk(tty, stream_kind(&l), l.log.as_bytes()).await {
@@ -211,7 +217,12 @@ async fn attach(
         }
         if let Some(mut live) = live {
             while let Some(chunk) = live.recv().await {
-                if !output.write(&chunk.data).await {
+                let wanted = tty
+                    || match chunk.stream {
+                        Stream::Stderr => want_err,
+                        _ => want_out,
+                    };
+                if wanted && !output.chunk(tty, chunk.stream.number(), &chunk.data).await {
                     break;
                 }
             }
@@ -318,6 +329,13 @@ async fn logs(
 ) -> DResult<Response> {
     let d = state.0;
     let c = container(&d, &id, &ctx)?;
+    // Docker's answer for a driver that keeps nothing (`--log-driver none`).
+    if c.config.log_driver.as_deref() == Some("none") {
+        return Err(DockerError::new(
+            StatusCode::NOT_IMPLEMENTED,
+            "configured logging driver does not support reading",
+        ));
+    }
     let (out, err) = (p.bool("stdout"), p.bool("stderr"));
     if !out && !err {
         return Err(DockerError::bad_request(

@@ -74,6 +74,16 @@ pub trait NetHost: Send + Sync + 'static {
     /// Makes the veth pair of `p`: its container end set up in `p.netns`, its host end
     /// in the daemon's namespace, down.
     fn plumb<'a>(&'a self, p: &'a Plumb) -> BoxFuture<'a, NetResult<()>>;
+    /// Adds more addresses (`addr/prefix`) to interface `ifname` in namespace `netns`
+    /// (link-local ones). The fake host has none to add.
+    fn add_addresses<'a>(
+        &'a self,
+        _netns: &'a Path,
+        _ifname: &'a str,
+        _addrs: Vec<(std::net::Ipv4Addr, u8)>,
+    ) -> BoxFuture<'a, NetResult<()>> {
+        Box::pin(std::future::ready(Ok(())))
+    }
     /// Plugs a veth's host end into the bridge of index `bridge` and brings it up;
     /// `isolated`, it reaches the bridge but no other isolated port.
     fn attach_to_bridge<'a>(
@@ -211,6 +221,18 @@ impl NetHost for RealNetHost {
         let p = p.clone();
         Box::pin(blocking("plumb a container's interface", move || {
             netlink::plumb(&p)
+        }))
+    }
+
+    fn add_addresses<'a>(
+        &'a self,
+        netns: &'a Path,
+        ifname: &'a str,
+        addrs: Vec<(std::net::Ipv4Addr, u8)>,
+    ) -> BoxFuture<'a, NetResult<()>> {
+        let (netns, ifname) = (netns.to_path_buf(), ifname.to_string());
+        Box::pin(blocking("add link-local addresses", move || {
+            netlink::add_addresses(&netns, &ifname, &addrs)
         }))
     }
 

@@ -34,6 +34,7 @@
 mod alloc;
 mod attach;
 mod create;
+mod link_local;
 mod names;
 mod reconcile;
 

@@ -473,6 +473,12 @@ impl Instances {
     ) -> EngineResult<mpsc::Receiver<LogLine>> {
         let project = ctx.project();
         let c = self.lookup(project, id)?;
+        if c.config.log_driver.as_deref() == Some("none") {
+            return Err(crate::error::invalid(format!(
+                "container {} keeps no logs (log driver none): attach to it to see its output",
+                c.name
+            )));
+        }
         let path = PathBuf::from(&c.log_path);
         let state = self.state_watch(&c);
         let end = FollowEnd::new(opts.follow, &c.state);
