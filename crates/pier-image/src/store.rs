@@ -1249,6 +1249,7 @@ mod tests {
                     config: images.config(parent).unwrap(),
                     base_layers: &parent.layers,
                     layer_tar: None,
+                    reuse_layer: None,
                     created_by: format!("#(nop) {key}"),
                     link: BuildLink {
                         parent: Some(parent.id.clone()),

@@ -2,7 +2,8 @@
 //! (no BuildKit), for `pier build` (`POST /v1/build`) and Docker's `POST /build`.
 //!
 //! ```text
-//! context tar ──unpack──> ROOT/build/<id>/context ──.dockerignore──> (sources of COPY/ADD)
+//! context tar ──unpack──> ROOT/build/<id>/context ──.dockerignore: itself and the
+//!                                      Dockerfile out──> (sources of COPY/ADD)
 //! Dockerfile ──parse──> stages ──each instruction──> a step:
 //!   cache hit?  ── yes ──> the image a previous build made for it ("---> Using cache")
 //!        │ no
@@ -45,8 +46,10 @@ use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
-use pier_api::{Digest, ErrorKind, ProjectName};
+use pier_api::build::BasePull;
+use pier_api::{Digest, ErrorKind, ImageRef, ProjectName};
 use pier_image::dockerfile::context::{self, ContextError};
 use pier_image::dockerfile::{self, Command, Instruction, ParseError};
 use pier_image::store::{ImagePin, ImageRecord};
@@ -100,21 +103,35 @@ impl From<pier_api::build::BuildParams> for BuildOptions {
     }
 }
 
-/// What a build reports as it goes.
+/// What a build reports as it goes, in Docker's classic builder's order: the steps'
+/// text, each stage's image as it ends, `Successfully built` and `Successfully tagged`
+/// text, then [`BuildEvent::Built`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum BuildEvent {
     /// Output text: `Step 1/3 : FROM bb\n`, ` ---> 3f2a1b4c5d6e\n`, a `RUN`'s output, ...
     Stream(String),
-    /// The image is built (the last event of a successful build).
+    /// Text a `RUN` step wrote to its standard error (and the Dockerfile's warnings).
+    Stderr(String),
+    /// A base image's pull progress: the status and what it is about.
+    Status(String, Option<String>),
+    /// A stage is done: its image (Docker's `aux` line).
+    StageBuilt(Digest),
+    /// The image is built and tagged (the last event of a successful build; the stream
+    /// has no line of its own for it).
     Built(Digest),
 }
 
 impl BuildEvent {
-    /// The event as a line of the progress stream (Docker's `POST /build` shape).
-    pub fn to_line(&self) -> pier_api::build::BuildLine {
+    /// The event as a line of the progress stream (Docker's `POST /build` shape), if it
+    /// has one.
+    pub fn to_line(&self) -> Option<pier_api::build::BuildLine> {
+        use pier_api::build::BuildLine;
         match self {
-            BuildEvent::Stream(s) => pier_api::build::BuildLine::stream(s.clone()),
-            BuildEvent::Built(id) => pier_api::build::BuildLine::aux(id.clone()),
+            BuildEvent::Stream(s) => Some(BuildLine::stream(s.clone())),
+            BuildEvent::Stderr(s) => Some(BuildLine::stderr(s)),
+            BuildEvent::Status(s, id) => Some(BuildLine::status(s.clone(), id.clone())),
+            BuildEvent::StageBuilt(id) => Some(BuildLine::aux(id.clone())),
+            BuildEvent::Built(_) => None,
         }
     }
 }
@@ -131,6 +148,9 @@ pub enum BuildError {
     Context(#[from] ContextError),
     #[error("the base image {0} is not in the image store: load it first (`pier image load`, `pier image import` or `pier image from-host`); Pier's builder does not pull")]
     MissingBase(String),
+    /// A base image could not be pulled.
+    #[error("cannot pull the base image {image}: {message}")]
+    Pull { image: String, message: String },
     #[error("The command '{command}' returned a non-zero code: {code}")]
     RunFailed { command: String, code: i32 },
     #[error("The command '{command}' could not be run: {message}")]
@@ -178,7 +198,7 @@ impl BuildError {
             | BuildError::RunNotStarted { .. } => ErrorKind::InvalidInput,
             BuildError::Context(ContextError::Io(_)) => ErrorKind::Internal,
             BuildError::Context(_) => ErrorKind::InvalidInput,
-            BuildError::MissingBase(_) => ErrorKind::NotFound,
+            BuildError::MissingBase(_) | BuildError::Pull { .. } => ErrorKind::NotFound,
             BuildError::Image(e) => e.kind(),
             BuildError::Engine { kind, .. } => *kind,
             BuildError::Io { .. } => ErrorKind::Internal,
@@ -236,6 +256,8 @@ pub struct Builder {
     root: PathBuf,
     instances: Arc<Instances>,
     images: Arc<ImageStore>,
+    /// How base images are pulled (when the build's options ask for it).
+    registry_client: pier_registry_client::ClientConfig,
 }
 
 /// Removes what an interrupted build left in `ROOT/build` (mounts first). Called at
@@ -256,6 +278,7 @@ impl Builder {
             root: engine.root.clone(),
             instances: engine.instances.clone(),
             images: engine.images.clone(),
+            registry_client: engine.registry_client.clone(),
         }
     }
 
@@ -306,9 +329,12 @@ impl Builder {
             .clone()
             .unwrap_or_else(|| "Dockerfile".into());
         let text = context::read_dockerfile(&dir, &name)?;
+        // The client applied .dockerignore; here only the file itself and the Dockerfile
+        // go when it names them, as Docker's daemon has it.
         let rules = context::read_ignore(&dir)?;
-        context::apply_ignore(&dir, &rules)?;
+        context::remove_ignored_dockerfile(&dir, &rules, &name)?;
         let df = dockerfile::parse(&text)?;
+        let cache_from = self.cache_sources(project, &opts.cache_from)?;
         let mut b = Build {
             b: self,
             ctx,
@@ -324,11 +350,12 @@ impl Builder {
             meta: BTreeMap::new(),
             declared: BTreeSet::new(),
             done: Vec::new(),
-            pins: Vec::new(),
+            pins: cache_from.1,
+            cache_from: cache_from.0,
             counter: 0,
         };
         for w in &df.warnings {
-            b.say(format!("[WARNING]: {w}\n"));
+            (b.progress)(BuildEvent::Stderr(format!("[WARNING]: {w}\n")));
         }
         let id = b.run(&df.instructions)?;
         drop(work);
@@ -336,6 +363,58 @@ impl Builder {
         progress(BuildEvent::Built(id.clone()));
         Ok(id)
     }
+}
+
+impl Builder {
+    /// The images `--cache-from` names (pinned), the ones not here skipped as Docker
+    /// skips them; `None` when none was named (every earlier build's steps are cache).
+    fn cache_sources(
+        &self,
+        project: &ProjectName,
+        names: &[String],
+    ) -> Result<(Option<CacheFrom>, Vec<ImagePin>), BuildError> {
+        if names.is_empty() {
+            return Ok((None, Vec::new()));
+        }
+        let mut from = CacheFrom::default();
+        let mut pins = Vec::new();
+        for name in names {
+            let (rec, pin) = match self.images.resolve_pinned(project, name) {
+                Ok(r) => r,
+                Err(ImageError::NotFound { .. } | ImageError::InvalidReference(_)) => {
+                    tracing::info!(image = %name, "a --cache-from image is not here; skipped");
+                    continue;
+                }
+                Err(e) => return Err(e.into()),
+            };
+            pins.push(pin);
+            // The source and the steps below it, by their build links.
+            let mut next = Some(rec.clone());
+            while let Some(r) = next.take() {
+                if !from.chain.insert(r.id.clone()) {
+                    break;
+                }
+                next = r
+                    .build
+                    .as_ref()
+                    .and_then(|b| b.parent.as_ref())
+                    .and_then(|p| self.images.resolve(project, p.as_str()).ok());
+            }
+            let config = self.images.config(&rec)?;
+            from.sources.push((rec, config));
+        }
+        Ok((Some(from), pins))
+    }
+}
+
+/// `--cache-from`: what a build may reuse.
+#[derive(Default)]
+struct CacheFrom {
+    /// The source images and every step image below them (their build links).
+    chain: BTreeSet<Digest>,
+    /// The sources and their configs, to match steps by history (a pulled image has no
+    /// build links).
+    sources: Vec<(ImageRecord, serde_json::Value)>,
 }
 
 /// Unmounts whatever is mounted below `dir`, deepest first.
@@ -412,6 +491,8 @@ struct Build<'a> {
     done: Vec<(Option<String>, Option<ImageRecord>)>,
     /// Images this build stands on.
     pins: Vec<ImagePin>,
+    /// `--cache-from`: the only cache sources, when given.
+    cache_from: Option<CacheFrom>,
     /// For unique names in the work directory.
     counter: usize,
 }
@@ -517,6 +598,10 @@ impl Build<'_> {
         for (n, stage) in stages[..=last].iter().enumerate() {
             let extra = if n == last { labels.as_ref() } else { None };
             let (name, image) = self.run_stage(stage, extra)?;
+            // Each stage's image, as Docker's classic builder reports it (`aux`).
+            if let Some(img) = &image {
+                (self.progress)(BuildEvent::StageBuilt(img.id.clone()));
+            }
             self.done.push((name, image));
         }
         let unused: Vec<&String> = self
@@ -663,11 +748,7 @@ impl Build<'_> {
         } else if image.eq_ignore_ascii_case("scratch") {
             (None, scratch())
         } else {
-            let (rec, pin) = match self.b.images.resolve_pinned(self.project, &image) {
-                Ok(r) => r,
-                Err(ImageError::NotFound { .. }) => return Err(BuildError::MissingBase(image)),
-                Err(e) => return Err(e.into()),
-            };
+            let (rec, pin) = self.base_image(&image)?;
             self.pins.push(pin);
             let config = self.b.images.config(&rec)?;
             (Some(rec), config)
@@ -687,6 +768,77 @@ impl Build<'_> {
             args: BTreeMap::new(),
             cmd_set: false,
         })
+    }
+
+    /// A stage's base image from the store, pulled first as the build's options ask.
+    fn base_image(&mut self, image: &str) -> Result<(ImageRecord, ImagePin), BuildError> {
+        let pull = self.opts.pull;
+        if pull == BasePull::Always {
+            self.pull_base(image)?;
+        }
+        match self.b.images.resolve_pinned(self.project, image) {
+            Ok(r) => Ok(r),
+            Err(ImageError::NotFound { .. })
+                if pull == BasePull::Missing && image.parse::<ImageRef>().is_ok() =>
+            {
+                self.pull_base(image)?;
+                Ok(self.b.images.resolve_pinned(self.project, image)?)
+            }
+            Err(ImageError::NotFound { .. }) => Err(BuildError::MissingBase(image.to_string())),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Pulls a base image, saying so as Docker's builder does (`status` lines).
+    fn pull_base(&mut self, image: &str) -> Result<(), BuildError> {
+        let r: ImageRef = image
+            .parse()
+            .map_err(|e| BuildError::Invalid(format!("FROM {image}: {e}")))?;
+        let before = self
+            .b
+            .images
+            .resolve(self.project, image)
+            .ok()
+            .map(|i| i.id);
+        (self.progress)(BuildEvent::Status(
+            format!("Pulling from {}", r.familiar_name()),
+            Some(r.tag().unwrap_or("latest").to_string()),
+        ));
+        let mut pull = Box::pin(pier_registry_client::transfer::pull(
+            self.b.images.clone(),
+            self.project.clone(),
+            &r,
+            &self.b.registry_client,
+            None,
+            Arc::new(|_| {}),
+        ));
+        let done = loop {
+            // The cancel flag is checked every 50 ms, as for a RUN step.
+            let next = self.handle.block_on(async {
+                tokio::select! {
+                    r = &mut pull => Some(r),
+                    _ = tokio::time::sleep(Duration::from_millis(50)) => None,
+                }
+            });
+            match next {
+                Some(r) => break r,
+                None if self.cancelled() => return Err(BuildError::Cancelled),
+                None => {}
+            }
+        };
+        let (id, manifest) = done.map_err(|e| BuildError::Pull {
+            image: image.to_string(),
+            message: e.chain(),
+        })?;
+        tracing::info!(project = %self.ctx.project, image = %r, id = %id, "base image pulled for a build");
+        (self.progress)(BuildEvent::Status(format!("Digest: {manifest}"), None));
+        let status = if before.as_ref() == Some(&id) {
+            format!("Status: Image is up to date for {}", r.familiar())
+        } else {
+            format!("Status: Downloaded newer image for {}", r.familiar())
+        };
+        (self.progress)(BuildEvent::Status(status, None));
+        Ok(())
     }
 
     /// Expands variables in `text` with the stage's environment (`ENV` over `ARG`), or
