@@ -149,7 +149,11 @@ out({"lines": lines, "id": c.inspect_image("shaped:1")["Id"],
         format!("Successfully built {}\n", &id[7..19])
     );
     assert_eq!(lines[n - 1]["stream"], "Successfully tagged shaped:1\n");
-    assert_eq!(aux[1], n - 3, "the last aux line comes before Successfully built");
+    assert_eq!(
+        aux[1],
+        n - 3,
+        "the last aux line comes before Successfully built"
+    );
     // The first stage's aux line follows its last step, before the second FROM.
     assert!(
         lines[aux[0] + 1]["stream"]
@@ -175,7 +179,10 @@ out({"lines": lines, "id": c.inspect_image("shaped:1")["Id"],
         stream_texts(&r["failed"]).contains(&"held\n".to_string()),
         "{failed:#?}"
     );
-    assert_eq!(r["squash"], "squash is only supported with experimental mode");
+    assert_eq!(
+        r["squash"],
+        "squash is only supported with experimental mode"
+    );
 }
 
 /// `--shm-size`, `--add-host`, `--memory` and `--ulimit` reach `RUN` steps' containers:
@@ -213,14 +220,7 @@ fn run_steps_get_shm_size_extra_hosts_and_limits() {
     let (code, seen, err) = outcome(&d.docker(
         DOCKER,
         &[
-            "run",
-            "--rm",
-            "limits:1",
-            "cat",
-            "/shm",
-            "/hosts",
-            "/nofile",
-            "/mem",
+            "run", "--rm", "limits:1", "cat", "/shm", "/hosts", "/nofile", "/mem",
         ],
     ));
     assert_eq!(code, 0, "{err}");
@@ -268,7 +268,11 @@ fn cache_from_names_the_cache_sources() {
     let (code, out, _) = docker_build(&d, &["--cache-from", "nosuchtag", "-t", "c3", &dir]);
     assert_eq!((code, cached(&out)), (0, 0), "{out}");
     let (code, out, _) = docker_build(&d, &["-t", "c4", &dir]);
-    assert_eq!(cached(&out), 4, "without --cache-from, every build is cache: {out}");
+    assert_eq!(
+        cached(&out),
+        4,
+        "without --cache-from, every build is cache: {out}"
+    );
     assert_eq!(code, 0);
 
     // Saved and loaded into another engine: no build links there, only history.
@@ -279,10 +283,7 @@ fn cache_from_names_the_cache_sources() {
     ));
     assert_eq!(code, 0, "{err}");
     let other = Daemon::start();
-    let (code, _, err) = outcome(&other.docker(
-        DOCKER,
-        &["load", "-i", archive.to_str().unwrap()],
-    ));
+    let (code, _, err) = outcome(&other.docker(DOCKER, &["load", "-i", archive.to_str().unwrap()]));
     assert_eq!(code, 0, "{err}");
     let (code, out, _) = docker_build(&other, &["--cache-from", "c1", "-t", "again", &dir]);
     assert_eq!((code, cached(&out)), (0, 4), "{out}");
@@ -341,7 +342,9 @@ out({"target": target, "onbuild": info["Config"].get("OnBuild"),
         .filter_map(|l| l["status"].as_str())
         .collect();
     assert!(
-        statuses.first().is_some_and(|s| s.starts_with("Pulling from"))
+        statuses
+            .first()
+            .is_some_and(|s| s.starts_with("Pulling from"))
             && statuses
                 .last()
                 .is_some_and(|s| s.starts_with("Status: Downloaded newer image for")),
@@ -355,7 +358,10 @@ out({"target": target, "onbuild": info["Config"].get("OnBuild"),
         texts.iter().any(|t| t.contains("1 packets received")),
         "{texts:?}"
     );
-    assert_eq!(r["none"].as_array().unwrap().last().unwrap()["errorDetail"]["code"], 1);
+    assert_eq!(
+        r["none"].as_array().unwrap().last().unwrap()["errorDetail"]["code"],
+        1
+    );
     assert_eq!(r["nonet"], "missing");
 }
 
