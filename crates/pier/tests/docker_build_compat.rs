@@ -492,3 +492,55 @@ out({{"raw": run("raw", ["ls", "-A", "/ctx"]),
         ])
     );
 }
+
+/// A base image on a registry that wants a login is pulled with the credentials the CLI
+/// sends (`X-Registry-Config`, from `docker login`); without them the build fails with
+/// the registry's refusal. (Before, the builder did not pull at all.)
+#[test]
+#[ignore = "root tier: needs root; scripts/test.sh runs it (--run-ignored all)"]
+fn base_images_are_pulled_with_the_clis_credentials() {
+    let auth = tempfile::tempdir().unwrap();
+    let auth_file = auth.path().join("auth.json");
+    std::fs::write(
+        &auth_file,
+        r#"{"anonymous_pull": false, "users": {"dev": {"password_plain": "s3cret", "pull": ["*"], "push": ["team/*"]}}}"#,
+    )
+    .unwrap();
+    let d = with_busybox(&[
+        "--registry-addr",
+        "127.0.0.1:5000",
+        "--registry-auth",
+        auth_file.to_str().unwrap(),
+    ]);
+    let img = "127.0.0.1:5000/team/bb:1";
+    let docker = |args: &[&str]| {
+        let (code, out, err) = outcome(&d.docker(DOCKER, args));
+        assert_eq!(code, 0, "docker {args:?}: {out}{err}");
+    };
+    docker(&["tag", "bb", img]);
+    docker(&["login", "-u", "dev", "-p", "s3cret", "127.0.0.1:5000"]);
+    docker(&["push", img]);
+    docker(&["rmi", img]);
+    let dir = context_dir(
+        &d,
+        "private",
+        &[(
+            "Dockerfile",
+            &format!("FROM {img}\nRUN echo on top > /top\n"),
+        )],
+    );
+    let (code, out, err) = docker_build(&d, &["-t", "private:1", &dir]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains("Status: Downloaded newer image for 127.0.0.1:5000/team/bb:1"),
+        "{out}"
+    );
+    docker(&["rmi", "private:1", img]);
+    docker(&["logout", "127.0.0.1:5000"]);
+    let (code, out, err) = docker_build(&d, &["-t", "private:2", &dir]);
+    assert_ne!(code, 0, "{out}");
+    assert!(
+        err.contains("cannot pull the base image") && err.contains("UNAUTHORIZED"),
+        "{err}"
+    );
+}

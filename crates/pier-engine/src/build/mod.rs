@@ -85,6 +85,9 @@ pub struct BuildOptions {
     /// Set (by the caller, from anywhere) to stop the build: a running step's container
     /// is killed, and the build fails with [`BuildError::Cancelled`].
     pub cancel: Option<Arc<AtomicBool>>,
+    /// Credentials for pulling base images, by registry host (`docker.io`,
+    /// `registry.example.com:5000`): Docker's `X-Registry-Config`.
+    pub credentials: BTreeMap<String, pier_registry_client::Credentials>,
 }
 
 impl std::ops::Deref for BuildOptions {
@@ -99,6 +102,7 @@ impl From<pier_api::build::BuildParams> for BuildOptions {
         BuildOptions {
             params,
             cancel: None,
+            credentials: BTreeMap::new(),
         }
     }
 }
@@ -809,7 +813,7 @@ impl Build<'_> {
             self.project.clone(),
             &r,
             &self.b.registry_client,
-            None,
+            self.opts.credentials.get(r.registry()).cloned(),
             Arc::new(|_| {}),
         ));
         let done = loop {
