@@ -108,9 +108,10 @@ fn stream_texts(lines: &Value) -> Vec<String> {
 /// The stream as Docker's classic builder sends it: an `aux` line at the end of each
 /// stage, before `Successfully built` and `Successfully tagged` (the last line); a `RUN`'s
 /// standard error as `ESC[91m...ESC[0m`; a gzip-encoded context; blank lines in the
-/// Dockerfile; `-q` sending the image ID alone, or what it held back before an error.
-/// (Before, the one `aux` line came last, after the tags, stderr was plain text, and `-q`
-/// sent an `aux` line too and nothing but the error on a failure.)
+/// Dockerfile; `-q` sending the image ID alone, or what it held back before an error; an
+/// `ARG` before `FROM` counted and shown as a step. (Before, the one `aux` line came
+/// last, after the tags, stderr was plain text, `-q` sent an `aux` line too and nothing
+/// but the error on a failure, and such an `ARG` was no step.)
 #[test]
 #[ignore = "root tier: needs root; scripts/test.sh runs it (--run-ignored all)"]
 fn the_stream_is_shaped_as_the_classic_builders() {
@@ -125,6 +126,7 @@ quiet = build(fileobj=ctx({"Dockerfile": "FROM bb\nRUN true\n"}), custom_context
               quiet=True, tag="quiet:1")
 failed = build(fileobj=ctx({"Dockerfile": "FROM bb\nRUN echo held; exit 3\n"}),
                custom_context=True, quiet=True)
+meta = build(fileobj=ctx({"Dockerfile": "ARG BASE=bb\nFROM $BASE\n"}), custom_context=True)
 try:
     build(fileobj=ctx({"Dockerfile": "FROM bb\n"}), custom_context=True, squash=True)
     squash = "accepted"
@@ -132,7 +134,7 @@ except docker.errors.APIError as e:
     squash = str(e.explanation)
 out({"lines": lines, "id": c.inspect_image("shaped:1")["Id"],
      "quiet": quiet, "quiet_id": c.inspect_image("quiet:1")["Id"], "failed": failed,
-     "squash": squash})
+     "squash": squash, "meta": meta})
 "#,
     );
     let lines = r["lines"].as_array().unwrap();
@@ -183,6 +185,10 @@ out({"lines": lines, "id": c.inspect_image("shaped:1")["Id"],
         r["squash"],
         "squash is only supported with experimental mode"
     );
+    // An ARG before the first FROM is a step of its own.
+    let meta = stream_texts(&r["meta"]);
+    assert_eq!(meta[0], "Step 1/2 : ARG BASE=bb\n", "{meta:?}");
+    assert_eq!(meta[1], "Step 2/2 : FROM $BASE\n", "{meta:?}");
 }
 
 /// `--shm-size`, `--add-host`, `--memory` and `--ulimit` reach `RUN` steps' containers:

@@ -544,26 +544,6 @@ impl Build<'_> {
                 "the Dockerfile has no FROM instruction: a build starts with FROM (only ARG may come before it)".into()
             }));
         };
-        for i in &instructions[..first_from] {
-            let Command::Arg(args) = &i.command else {
-                return Err(BuildError::Invalid(format!(
-                    "line {}: {} before the first FROM; only ARG may come before FROM",
-                    i.line,
-                    i.command.keyword()
-                )));
-            };
-            for (name, default) in args {
-                self.declared.insert(name.clone());
-                let value = match self.opts.build_args.get(name) {
-                    Some(v) => Some(v.clone()),
-                    None => match default {
-                        Some(d) => Some(self.expand(d, None)?),
-                        None => None,
-                    },
-                };
-                self.meta.insert(name.clone(), value);
-            }
-        }
         let mut stages: Vec<&[Instruction]> = Vec::new();
         let rest = &instructions[first_from..];
         let mut start = 0;
@@ -596,9 +576,32 @@ impl Build<'_> {
                     BuildError::Invalid(format!("target stage {t:?} could not be found"))
                 })?,
         };
-        self.total = stages[..=last].iter().map(|s| s.len()).sum();
+        // ARGs before the first FROM count as steps, as in Docker's classic builder.
+        self.total = first_from + stages[..=last].iter().map(|s| s.len()).sum::<usize>();
         let labels = self.labels_step();
         self.total += labels.iter().count();
+        for i in &instructions[..first_from] {
+            let Command::Arg(args) = &i.command else {
+                return Err(BuildError::Invalid(format!(
+                    "line {}: {} before the first FROM; only ARG may come before FROM",
+                    i.line,
+                    i.command.keyword()
+                )));
+            };
+            // Each is a step, as Docker's classic builder counts and shows them.
+            self.step_line(i)?;
+            for (name, default) in args {
+                self.declared.insert(name.clone());
+                let value = match self.opts.build_args.get(name) {
+                    Some(v) => Some(v.clone()),
+                    None => match default {
+                        Some(d) => Some(self.expand(d, None)?),
+                        None => None,
+                    },
+                };
+                self.meta.insert(name.clone(), value);
+            }
+        }
         for (n, stage) in stages[..=last].iter().enumerate() {
             let extra = if n == last { labels.as_ref() } else { None };
             let (name, image) = self.run_stage(stage, extra)?;
