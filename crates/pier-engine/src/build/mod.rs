@@ -36,6 +36,15 @@
 //! - archives `ADD` extracts keep their owners (`--chown` does not apply to them);
 //! - `ONBUILD` triggers of a base image run; the `FROM` of every stage up to the target
 //!   is built, needed or not, as the classic builder does.
+//! - `--cache-from` images are matched step by step by their build links here, else by
+//!   their history's `created_by` (as Docker's), not by `COPY --chown/--chmod` (which
+//!   history does not record), and a base image's pull reports its start and end, not
+//!   each layer's progress.
+//!
+//! The stream is Docker's classic builder's: `Step N/M` lines (`ARG`s before the first
+//! `FROM` are steps), each stage's image as it ends ([`BuildEvent::StageBuilt`]), then
+//! `Successfully built` and `Successfully tagged`; a `RUN` step's standard error is
+//! [`BuildEvent::Stderr`].
 
 mod fs;
 mod run;
@@ -290,19 +299,23 @@ impl Builder {
     /// in `project`, reporting progress to `progress`; returns the image ID. The image is
     /// tagged with `opts.tags` once built; a failed build tags nothing.
     ///
+    /// A base image that is not in the store is pulled when `opts.pull` says so (Docker's
+    /// builder pulls it; `pier build` pulls before it sends the context).
+    ///
     /// Blocking: call it on a blocking thread of the daemon's tokio runtime
     /// (`tokio::task::spawn_blocking`), since `RUN` steps start containers through it. The
     /// whole context is read before anything else happens.
     ///
-    /// A server of Docker's `POST /build` sends each event as `event.to_line()` (a
-    /// [`pier_api::build::BuildLine`], already in Docker's shape) and a failure as
-    /// `BuildLine::error(err.chain(), err.exit_code())`, as `POST /v1/build` does:
+    /// A server of Docker's `POST /build` sends each event's `event.to_line()` (a
+    /// [`pier_api::build::BuildLine`], already in Docker's shape; [`BuildEvent::Built`]
+    /// has none) and a failure as `BuildLine::error(err.chain(), err.exit_code())`, as
+    /// `POST /v1/build` does:
     ///
     /// ```ignore
     /// let builder = Builder::new(&engine);
     /// tokio::task::spawn_blocking(move || {
     ///     let mut send = |l: BuildLine| out.write_all(l.to_line().as_bytes());
-    ///     match builder.build(&project, context, opts, |ev| { let _ = send(ev.to_line()); }) {
+    ///     match builder.build(&project, context, opts, |ev| { ev.to_line().map(&mut send); }) {
     ///         Ok(_id) => {}
     ///         Err(e) => { let _ = send(BuildLine::error(e.chain(), e.exit_code())); }
     ///     }
