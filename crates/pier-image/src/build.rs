@@ -217,6 +217,9 @@ pub struct StepImage<'a> {
     /// The step's changes as an OCI layer tar; none for a step that only changed the
     /// config (its history entry says `empty_layer`, as Docker's do).
     pub layer_tar: Option<&'a Path>,
+    /// Without `layer_tar`: a layer already in the store that the step adds (taken from a
+    /// `--cache-from` image whose history has the same step).
+    pub reuse_layer: Option<LayerInfo>,
     /// The history entry's `created_by`.
     pub created_by: String,
     pub link: BuildLink,
@@ -237,7 +240,7 @@ pub fn commit_step(
                 store,
                 File::open(p).map_err(io_err("open", p))?,
             )?),
-            None => None,
+            None => step.reuse_layer,
         };
         let now = pier_api::time::now_rfc3339();
         config["created"] = serde_json::json!(now);

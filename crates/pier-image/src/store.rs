@@ -1305,6 +1305,7 @@ mod tests {
                     config: images.config(parent).unwrap(),
                     base_layers: &parent.layers,
                     layer_tar: None,
+                    reuse_layer: None,
                     created_by: format!("#(nop) {key}"),
                     link: BuildLink {
                         parent: Some(parent.id.clone()),
