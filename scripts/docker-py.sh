@@ -199,7 +199,8 @@ cd "$src"
 junit=()
 [ -n "${PIER_DOCKERPY_JUNIT:-}" ] && junit=(--junitxml "$PIER_DOCKERPY_JUNIT")
 set +e
-DOCKER_HOST=unix://$state/docker.sock DOCKER_TEST_API_VERSION=1.41 \
+# A client configuration of the run's own: the context tests write contexts into it.
+DOCKER_CONFIG=$state/docker-config DOCKER_HOST=unix://$state/docker.sock DOCKER_TEST_API_VERSION=1.41 \
     in_ns "$venv/bin/pytest" -p no:cacheprovider --timeout 120 -q "${junit[@]}" \
     "${deselect[@]}" tests/integration "$@"
 rc=$?
