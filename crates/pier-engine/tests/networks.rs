@@ -886,11 +886,18 @@ async fn given_addresses_aliases_and_options_are_checked_at_create() {
         ErrorKind::InvalidInput,
         "no network of its own",
     );
+    // A network that does not exist is Docker's start-time error, not the create's:
+    // the endpoint waits without a network ID, and its resolution names the network.
+    let mut pending = e.nets.endpoints_for_create(&e.project, &req("nope")).unwrap();
+    assert_eq!(pending["nope"].network_id, "");
     assert_kind(
-        e.nets.endpoints_for_create(&e.project, &req("nope")),
+        e.nets.resolve_pending(&e.project, &mut pending),
         ErrorKind::NotFound,
-        "no such network",
+        "network nope not found",
     );
+    mknet(&e, "nope", "10.12.0.0/24").await;
+    e.nets.resolve_pending(&e.project, &mut pending).unwrap();
+    assert!(!pending["nope"].network_id.is_empty());
 }
 
 #[tokio::test]

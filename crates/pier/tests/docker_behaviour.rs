@@ -200,3 +200,42 @@ fn a_rename_racing_an_exit_keeps_the_new_name() {
         assert_eq!(status, 404, "the old name came back");
     }
 }
+
+/// `docker run --network nosuch` says the network is missing: as Docker 20.10, the
+/// create succeeds and the start fails with 404 "network nosuch not found" (before, the
+/// create's 404 made the CLI take the image for missing and try to pull it). The
+/// network is looked for again at each start, so once it exists the container starts.
+#[test]
+#[ignore = "root tier: needs root; scripts/test.sh runs it (--run-ignored all)"]
+fn a_missing_network_is_named_at_the_start() {
+    let d = with_busybox(&[]);
+    let (code, _, err) = outcome(&d.docker(
+        "docker",
+        &[
+            "run",
+            "--name",
+            "lost",
+            "--network",
+            "nosuch",
+            "bb",
+            "echo",
+            "hi",
+        ],
+    ));
+    assert_ne!(code, 0);
+    assert!(err.contains("network nosuch not found"), "{err}");
+    assert!(!err.contains("Unable to find image"), "{err}");
+    let (status, body) = api(&d, "POST", "/containers/lost/start");
+    assert_eq!(status, 404, "{body}");
+    let (code, _, err) = outcome(&d.docker("docker", &["network", "create", "nosuch"]));
+    assert_eq!(code, 0, "{err}");
+    let (code, out, err) = outcome(&d.docker("docker", &["start", "-a", "lost"]));
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out, "hi\n");
+    let (_, net) = api(&d, "GET", "/containers/lost/json");
+    assert!(net.contains("\"nosuch\":{"), "{net}");
+    let (code, _, err) = outcome(&d.docker("docker", &["rm", "lost"]));
+    assert_eq!(code, 0, "{err}");
+    let (code, _, err) = outcome(&d.docker("docker", &["network", "rm", "nosuch"]));
+    assert_eq!(code, 0, "{err}");
+}

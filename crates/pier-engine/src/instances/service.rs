@@ -1000,6 +1000,8 @@ impl Instances {
                 Some((p.parse().ok()?, proto))
             })
             .collect();
+        let project = c.project.clone();
+        self.networks.resolve_pending(&project, &mut c.networks)?;
         let attached = self.networks.attach(c, &exposed, None).await?;
         let first_ip = attached
             .endpoints

@@ -262,9 +262,6 @@ impl Networks {
             }
             return Ok(out);
         }
-        let n = self.get(project, mode)?;
-        let mut ep = self.endpoint_request(&n, req.ip, req.mac_address, &req.network_aliases)?;
-        ep.static_ip6 = self.check_ip6(&n, req.ip6)?;
         for (k, v) in &req.network_opts {
             match k.as_str() {
                 "rate" | "ingress-rate" | "egress-rate" => {
@@ -279,8 +276,56 @@ impl Networks {
                 }
             }
         }
+        let n = match self.get(project, mode) {
+            Ok(n) => n,
+            // As Docker's: a network that does not exist (yet) is looked for again at
+            // the start, which fails then if it still does not ([`Self::resolve_pending`]).
+            Err(e) if e.kind() == ErrorKind::NotFound && mode != DEFAULT_NETWORK => {
+                let pending = Endpoint {
+                    aliases: req.network_aliases.clone(),
+                    static_ip: req.ip,
+                    static_mac: req.mac_address,
+                    static_ip6: req.ip6,
+                    ..Default::default()
+                };
+                out.insert(mode.to_string(), pending);
+                return Ok(out);
+            }
+            Err(e) => return Err(e),
+        };
+        let mut ep = self.endpoint_request(&n, req.ip, req.mac_address, &req.network_aliases)?;
+        ep.static_ip6 = self.check_ip6(&n, req.ip6)?;
         out.insert(n.name.clone(), ep);
         Ok(out)
+    }
+
+    /// Fills in the endpoints a create recorded for networks that did not exist then
+    /// (no network ID): each is checked against its network now, or the start fails as
+    /// Docker's does, with 404 "network NAME not found".
+    pub fn resolve_pending(
+        &self,
+        project: &ProjectName,
+        endpoints: &mut BTreeMap<String, Endpoint>,
+    ) -> EngineResult<()> {
+        let pending: Vec<String> = endpoints
+            .iter()
+            .filter(|(_, ep)| ep.network_id.is_empty())
+            .map(|(name, _)| name.clone())
+            .collect();
+        for name in pending {
+            let n = self.get(project, &name).map_err(|e| match e.kind() {
+                ErrorKind::NotFound => {
+                    EngineError::new(ErrorKind::NotFound, format!("network {name} not found"))
+                }
+                _ => e,
+            })?;
+            let old = endpoints.remove(&name).unwrap_or_default();
+            let mut ep = self.endpoint_request(&n, old.static_ip, old.static_mac, &old.aliases)?;
+            ep.static_ip6 = self.check_ip6(&n, old.static_ip6)?;
+            ep.options = old.options;
+            endpoints.insert(n.name.clone(), ep);
+        }
+        Ok(())
     }
 
     /// Checks `--ip`, `--mac-address` and aliases for network `n`.
