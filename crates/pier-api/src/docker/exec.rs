@@ -7,6 +7,7 @@ use serde_json::{json, Value};
 use super::create::StrOrList;
 use super::{Refused, Result};
 use crate::containers::{ExecInfo, ExecSpec};
+use crate::detach::DetachKeys;
 
 /// The body of `POST /containers/{id}/exec`.
 #[derive(Debug, Default, Deserialize)]
@@ -21,6 +22,7 @@ pub struct ExecConfig {
     pub privileged: Option<bool>,
     pub user: Option<String>,
     pub working_dir: Option<String>,
+    pub detach_keys: Option<String>,
 }
 
 impl ExecConfig {
@@ -36,6 +38,14 @@ impl ExecConfig {
             Some(StrOrList::Many(v)) => v,
             None => Vec::new(),
         };
+        let detach_keys = match self.detach_keys.as_deref() {
+            None | Some("") => None,
+            Some(k) => Some(DetachKeys::parse(k).map_err(|_| {
+                Refused::bad_request(format!(
+                    "Invalid escape keys ({k}) provided: write them as ctrl-p,ctrl-q (single characters, DEL or ctrl-<a-z @ [ \\ ] ^ _>, comma-separated)"
+                ))
+            })?),
+        };
         Ok(ExecSpec {
             cmd,
             env: self.env.unwrap_or_default(),
@@ -45,6 +55,7 @@ impl ExecConfig {
             stdin: self.attach_stdin.unwrap_or(false),
             stdout: self.attach_stdout.unwrap_or(true),
             stderr: self.attach_stderr.unwrap_or(true),
+            detach_keys,
         })
     }
 }
