@@ -538,6 +538,9 @@ async fn archive_put(
 struct AttachQuery {
     /// Pass the client's input to the container's stdin.
     stdin: bool,
+    /// The keys that detach a terminal session, leaving the container running
+    /// (`ctrl-p,ctrl-q` when absent).
+    detach_keys: Option<pier_api::detach::DetachKeys>,
 }
 
 /// Attaches to a running container: the connection is upgraded (101, `Upgrade: tcp`)
@@ -560,6 +563,7 @@ async fn attach(
             AttachOptions {
                 stdin: q.stdin,
                 wait_start: false,
+                detach_keys: q.detach_keys,
             },
         )
         .await?;

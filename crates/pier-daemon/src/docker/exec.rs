@@ -88,7 +88,7 @@ async fn start(
             .map_err(|err| DockerError::bad_request(format!("invalid exec start config: {err}")))?
     };
     let detach = b.detach.unwrap_or(false);
-    let opts = StartOptions { tty: b.tty, detach };
+    let opts = StartOptions { detach };
     let io = containers
         .exec_start(&ctx, &id, opts)
         .map_err(|e| match e {
@@ -101,7 +101,9 @@ async fn start(
         return Ok(StatusCode::OK.into_response());
     }
     let request = Request::from_parts(parts, axum::body::Body::empty());
-    let tty = io.tty;
+    // The framing is the start request's, as Docker's: raw with `Tty`, else 8-byte
+    // headers (all on stdout when the command has a terminal), whatever the create said.
+    let tty = b.tty.unwrap_or(false);
     let interactive = info.spec.stdin;
     Ok(hijack(request, tty, move |conn| async move {
         let Conn { input, mut output } = conn;
@@ -133,8 +135,12 @@ async fn start(
                 }
             }
         }
-        let mut exit = io.exit;
-        let _ = exit.wait_for(|c| c.is_some()).await;
+        // The end of the command, or a detach (the command runs on).
+        let (mut exit, mut detached) = (io.exit, io.detached);
+        tokio::select! {
+            _ = exit.wait_for(|c| c.is_some()) => {}
+            _ = detached.wait() => {}
+        }
         if let Some(t) = typer {
             t.abort();
         }
