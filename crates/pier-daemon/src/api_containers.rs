@@ -364,7 +364,7 @@ async fn exec(
         .map_err(exec_error)?;
     let io = e
         .instances
-        .exec_start(&ctx, &exec_id, StartOptions { detach })
+        .exec_start(&ctx, &exec_id, StartOptions { detach, gate: None })
         .map_err(exec_error)?;
     if attached {
         let request = axum::extract::Request::from_parts(parts, Body::empty());

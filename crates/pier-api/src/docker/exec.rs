@@ -22,6 +22,8 @@ pub struct ExecConfig {
     pub privileged: Option<bool>,
     pub user: Option<String>,
     pub working_dir: Option<String>,
+    /// Go reads JSON keys case-insensitively; docker-py sends `detachKeys`.
+    #[serde(alias = "detachKeys")]
     pub detach_keys: Option<String>,
 }
 
@@ -105,6 +107,18 @@ mod tests {
         assert_eq!(s.cmd, ["ls"]);
         assert!(s.stdin && s.stdout && s.stderr && s.tty);
         assert_eq!(s.user, None);
+        let k: ExecConfig =
+            serde_json::from_str(r#"{"Cmd": "sh", "detachKeys": "ctrl-x"}"#).unwrap();
+        assert_eq!(k.into_spec().unwrap().detach_keys.unwrap().bytes(), [24]);
+        let k: ExecConfig =
+            serde_json::from_str(r#"{"Cmd": "sh", "DetachKeys": "ctrl-1"}"#).unwrap();
+        let e = k.into_spec().unwrap_err();
+        assert_eq!(e.status, 400);
+        assert!(
+            e.message.contains("Invalid escape keys (ctrl-1)"),
+            "{}",
+            e.message
+        );
         let p: ExecConfig = serde_json::from_str(r#"{"Cmd": ["id"], "Privileged": true}"#).unwrap();
         assert_eq!(p.into_spec().unwrap_err().status, 400);
         let info = ExecInfo {

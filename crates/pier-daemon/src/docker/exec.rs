@@ -88,7 +88,14 @@ async fn start(
             .map_err(|err| DockerError::bad_request(format!("invalid exec start config: {err}")))?
     };
     let detach = b.detach.unwrap_or(false);
-    let opts = StartOptions { detach };
+    // Attached, the command runs once the client's stream is ready, as Docker's starts
+    // after its answer's headers: output right behind them would be lost to clients that
+    // read the headers through a buffer (docker-py).
+    let (ready, gate) = tokio::sync::oneshot::channel();
+    let opts = StartOptions {
+        detach,
+        gate: (!detach).then_some(gate),
+    };
     let io = containers
         .exec_start(&ctx, &id, opts)
         .map_err(|e| match e {
@@ -107,6 +114,7 @@ async fn start(
     let interactive = info.spec.stdin;
     Ok(hijack(request, tty, move |conn| async move {
         let Conn { input, mut output } = conn;
+        let _ = ready.send(());
         let typer = input.filter(|_| interactive).map(|mut input| {
             let to = io.input.clone();
             tokio::spawn(async move {

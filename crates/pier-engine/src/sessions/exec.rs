@@ -48,10 +48,14 @@ pub const KEEP_UNSTARTED: Duration = Duration::from_secs(1800);
 pub use pier_api::containers::{ExecInfo, ExecSpec};
 
 /// How to start an exec.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Default)]
 pub struct StartOptions {
     /// Run it without a caller: no output is kept.
     pub detach: bool,
+    /// Run the command only once this fires (the caller's stream is ready: Docker's
+    /// clients read the start's answer through a buffer that would swallow output sent
+    /// right after it); nothing runs if it is dropped. The checks are made at once.
+    pub gate: Option<tokio::sync::oneshot::Receiver<()>>,
 }
 
 /// A started exec: its output (absent when detached), its input, and its exit code (set
@@ -332,21 +336,12 @@ impl Instances {
         })
         .stdout(out())
         .stderr(out());
-        let child = cmd.spawn().map_err(|e| {
-            failed(EngineError::Internal(format!(
-                "cannot start the exec helper: {e}"
-            )))
-        })?;
-        self.execs
-            .set_pid(exec_id, child.id().map_or(0, |p| p as i32));
         let exit_rx = exit.subscribe();
-        let this = self.clone();
         let id = exec_id.to_string();
         let pumped = Pumped {
             stdin: spec.stdin,
             stdout: spec.stdout,
             stderr: spec.stderr,
-            detach: opts.detach,
         };
         let detached = input.detached();
         {
@@ -363,10 +358,49 @@ impl Instances {
             ended: exit.subscribe(),
             detached: detached.clone(),
         };
-        let out_rx = supervise(child, pumped, input_rx, watch, move |code| {
-            this.execs.end(&id, Some(code), Instant::now());
-            this.exec_done(&c, code);
-        });
+        let (out_tx, out_rx) = if opts.detach {
+            (None, None)
+        } else {
+            let (tx, rx) = mpsc::channel(16);
+            (Some(tx), Some(rx))
+        };
+        let this = self.clone();
+        let launch = move |mut cmd: tokio::process::Command,
+                           out_tx: Option<mpsc::Sender<Chunk>>|
+              -> Result<(), EngineError> {
+            let child = cmd
+                .spawn()
+                .map_err(|e| EngineError::Internal(format!("cannot start the exec helper: {e}")))?;
+            this.execs.set_pid(&id, child.id().map_or(0, |p| p as i32));
+            supervise_into(child, pumped, input_rx, watch, out_tx, move |code| {
+                this.execs.end(&id, Some(code), Instant::now());
+                this.exec_done(&c, code);
+            });
+            Ok(())
+        };
+        match opts.gate {
+            None => launch(cmd, out_tx).map_err(failed)?,
+            Some(gate) => {
+                let (this, id) = (self.clone(), exec_id.to_string());
+                tokio::spawn(async move {
+                    if gate.await.is_err() {
+                        // The caller went away before it was ready: nothing runs.
+                        this.execs.end(&id, None, Instant::now());
+                        return;
+                    }
+                    if let Err(e) = launch(cmd, out_tx.clone()) {
+                        if let Some(tx) = out_tx {
+                            let chunk = Chunk {
+                                stream: Stream::Stderr,
+                                data: format!("{}\n", e.message()).into_bytes(),
+                            };
+                            let _ = tx.send(chunk).await;
+                        }
+                        this.execs.end(&id, Some(126), Instant::now());
+                    }
+                });
+            }
+        }
         Ok(ExecIo {
             output: out_rx,
             input,
@@ -413,7 +447,6 @@ struct Pumped {
     stdin: bool,
     stdout: bool,
     stderr: bool,
-    detach: bool,
 }
 
 /// What a pumped helper's session watches: the exit, and the caller's detach.
@@ -422,17 +455,18 @@ struct Watch {
     detached: Detached,
 }
 
-/// Pumps a spawned helper: input frames to its stdin (until it exits), its pipes to the
-/// returned output (absent when detached), and its exit to `on_exit`, which runs before
-/// the output closes. Dropping the output ends the helper; a detach closes the output
-/// and leaves the helper running, its output dropped.
-fn supervise(
+/// Pumps a spawned helper: input frames to its stdin (until it exits), its pipes to
+/// `out_tx` (none when detached), and its exit to `on_exit`, which runs before the output
+/// closes. Dropping the output ends the helper; a detach closes the output and leaves the
+/// helper running, its output dropped.
+fn supervise_into(
     mut child: tokio::process::Child,
     p: Pumped,
     input: Option<InputReceiver>,
     w: Watch,
+    out_tx: Option<mpsc::Sender<Chunk>>,
     on_exit: impl FnOnce(i32) + Send + 'static,
-) -> Option<mpsc::Receiver<Chunk>> {
+) {
     let Watch {
         mut ended,
         mut detached,
@@ -445,12 +479,6 @@ fn supervise(
             }
         });
     }
-    let (out_tx, out_rx) = if p.detach {
-        (None, None)
-    } else {
-        let (tx, rx) = mpsc::channel(16);
-        (Some(tx), Some(rx))
-    };
     let pipes: [(Option<Box<dyn AsyncRead + Send + Unpin>>, _, _); 2] = [
         (
             child.stdout.take().map(|p| Box::new(p) as _),
@@ -531,7 +559,6 @@ fn supervise(
         // The output closes after the exit is recorded.
         drop(out_tx);
     });
-    out_rx
 }
 
 #[cfg(test)]
@@ -662,11 +689,23 @@ mod tests {
         }
     }
 
+    /// [`supervise_into`] with an output of its own.
+    fn supervise(
+        child: tokio::process::Child,
+        p: Pumped,
+        input: Option<InputReceiver>,
+        w: Watch,
+        on_exit: impl FnOnce(i32) + Send + 'static,
+    ) -> Option<mpsc::Receiver<Chunk>> {
+        let (tx, rx) = mpsc::channel(16);
+        supervise_into(child, p, input, w, Some(tx), on_exit);
+        Some(rx)
+    }
+
     const ATTACHED: Pumped = Pumped {
         stdin: false,
         stdout: true,
         stderr: true,
-        detach: false,
     };
 
     #[tokio::test]
