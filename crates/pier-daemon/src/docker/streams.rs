@@ -93,12 +93,18 @@ impl Output {
             }
             Output::Body(tx) => drop(tx),
             Output::Ws(mut ws) => {
-                let _ = ws.send(Message::Close(None)).await;
-                let _ = ws.close().await;
+                // The client answers a close with its own: give it the time to, before
+                // the connection goes (or its answer meets a broken pipe).
+                if ws.send(Message::Close(None)).await.is_ok() {
+                    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+                }
             }
         }
     }
 }
+
+/// How long after an upgraded answer's headers its stream begins.
+const FIRST_OUTPUT_DELAY: std::time::Duration = std::time::Duration::from_millis(20);
 
 /// Answers a request that Docker hijacks: `101 UPGRADED` when the client asked for an
 /// upgrade (then `session` runs on the raw connection), otherwise a streamed body of the
@@ -123,6 +129,10 @@ where
             let Ok(upgraded) = on_upgrade.await else {
                 return;
             };
+            // docker-py reads the 101's headers through a buffered reader, then reads the
+            // socket beneath it: bytes that arrived with the headers are lost. Docker's
+            // first output comes a moment after its headers; so does Pier's.
+            tokio::time::sleep(FIRST_OUTPUT_DELAY).await;
             let (r, w) = tokio::io::split(hyper_util::rt::TokioIo::new(upgraded));
             session(Conn {
                 input: Some(Box::new(r)),

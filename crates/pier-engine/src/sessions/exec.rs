@@ -541,6 +541,12 @@ fn supervise_into(
                 (None, Some(_)) => false,
                 (_, None) => continue,
             };
+            if !sent && detached.is_detached() {
+                // The reader left because it detached (it may drop the output before
+                // this sees the detach): the command runs on.
+                out_tx = None;
+                continue;
+            }
             if !sent {
                 // Nobody reads: end the command, and stop waiting for its pipes, which
                 // a process it left behind may hold open.
