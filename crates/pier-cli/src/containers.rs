@@ -630,7 +630,7 @@ pub async fn run(client: &Client, fmt: Format, a: RunArgs) -> Result<(), CliErro
         removed: a.rm,
         sig_proxy: a.sig_proxy,
     };
-    start_attached(client, &c.id.to_string(), s).await
+    start_attached(client, c.id.as_ref(), s).await
 }
 
 /// How [`start_attached`] attaches.
@@ -1336,7 +1336,7 @@ pub async fn start_attach(
         removed: c.config.auto_remove,
         sig_proxy: true,
     };
-    start_attached(client, &c.id.to_string(), s).await
+    start_attached(client, c.id.as_ref(), s).await
 }
 
 pub async fn start(client: &Client, names: &[String]) -> Result<(), CliError> {
