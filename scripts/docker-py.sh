@@ -24,8 +24,7 @@ src=$(cd "$src" && pwd)
     echo "$src has no tests/integration: give a checkout of docker-py's tag 7.2.0" >&2
     exit 1
 }
-# python3-venv for docker-py's venv; the credentials tests drive docker-credential-pass.
-ensure_packages "${RUNTIME_PACKAGES[@]}" python3-venv golang-docker-credential-helpers pass gnupg
+ensure_packages "${RUNTIME_PACKAGES[@]}" pass gnupg
 
 pier=${PIER:-$PWD/target/debug/pier}
 if [ ! -x "$pier" ]; then
@@ -33,12 +32,8 @@ if [ ! -x "$pier" ]; then
     cargo build -q -p pier
 fi
 
-venv=${PIER_DOCKERPY_VENV:-/var/cache/pier/docker-py-venv}
-if [ ! -x "$venv/bin/pytest" ] || ! "$venv/bin/python" -c 'import docker, websocket, sys; sys.exit(docker.__version__ != "7.2.0")'; then
-    echo "== Making $venv (docker 7.2.0 and pytest from PyPI)"
-    python3 -m venv "$venv"
-    "$venv/bin/pip" install -q "docker[websockets]==7.2.0" pytest==7.4.2 pytest-timeout==2.1.0 paramiko
-fi
+ensure_docker_py
+venv=$DOCKER_PY_VENV
 
 state=$(mktemp -d /tmp/pier-dockerpy-XXXXXX)
 netns=pdp-$(basename "$state" | cut -d- -f3)
@@ -160,13 +155,14 @@ ping:x:999:
 nogroup:x:65533:
 nobody:x:65534:
 GROUP
-printf '#!/bin/sh\necho "Hello from Docker!"\n' >"$rootfs/hello"
-chmod 755 "$rootfs/hello"
 mkdir -p "$state/ctx"
 tar -C "$rootfs" -cf "$state/ctx/rootfs.tar" .
 printf 'FROM scratch\nADD rootfs.tar /\nCMD ["sh"]\n' >"$state/ctx/Dockerfile"
 "$pier" build -q -t "$registry/library/busybox:latest" "$state/ctx" >/dev/null
-printf 'FROM %s\nCMD ["/hello"]\n' "$registry/library/busybox:latest" >"$state/ctx/Dockerfile"
+# hello-world has a layer of its own, as Docker Hub's has: pruning it frees space.
+printf '#!/bin/sh\necho "Hello from Docker!"\n' >"$state/ctx/hello"
+chmod 755 "$state/ctx/hello"
+printf 'FROM %s\nCOPY hello /hello\nCMD ["/hello"]\n' "$registry/library/busybox:latest" >"$state/ctx/Dockerfile"
 "$pier" build -q -t "$registry/library/hello-world:latest" "$state/ctx" >/dev/null
 for name in alpine:3.10 alpine:latest; do
     "$pier" tag "$registry/library/busybox:latest" "$registry/library/$name"
@@ -177,7 +173,17 @@ for name in busybox:latest alpine:3.10 alpine:latest hello-world:latest; do
 done
 
 # The credentials tests store secrets through `pass`, with a GPG key and a password store of
-# this run's own (as docker-py's CI image makes them).
+# this run's own (as docker-py's CI image makes them), and docker-credential-pass from
+# Debian's package, unpacked for this run only: installed, the docker CLI would take it as
+# every user's credential store.
+helpers=$state/credential-helpers
+(cd "$state" && apt-get download -q golang-docker-credential-helpers >/dev/null 2>&1 ||
+    { apt-get update -q >/dev/null && apt-get download -q golang-docker-credential-helpers >/dev/null; })
+dpkg-deb -x "$state"/golang-docker-credential-helpers_*.deb "$helpers"
+# Its -secretservice wants a desktop's D-Bus, and docker-py prefers it to -pass when found
+# (docker-py's CI image has -pass alone).
+rm -f "$helpers/usr/bin/docker-credential-secretservice"
+export PATH=$helpers/usr/bin:$PATH
 export GNUPGHOME=$state/gnupg PASSWORD_STORE_DIR=$state/password-store
 mkdir -m 700 "$GNUPGHOME"
 sh "$src/tests/integration/credentials/create_gpg_key.sh" >/dev/null 2>&1
@@ -194,11 +200,7 @@ junit=()
 [ -n "${PIER_DOCKERPY_JUNIT:-}" ] && junit=(--junitxml "$PIER_DOCKERPY_JUNIT")
 set +e
 DOCKER_HOST=unix://$state/docker.sock DOCKER_TEST_API_VERSION=1.41 \
-    in_ns unshare -m --propagation private sh -c '
-        # Debian packs docker-credential-secretservice (wanting a desktop D-Bus) beside
-        # -pass; docker-py prefers it when found, so this run hides it, as its CI image lacks it.
-        mount --bind /dev/null /usr/bin/docker-credential-secretservice 2>/dev/null
-        exec "$@"' sh "$venv/bin/pytest" -p no:cacheprovider --timeout 120 -q "${junit[@]}" \
+    in_ns "$venv/bin/pytest" -p no:cacheprovider --timeout 120 -q "${junit[@]}" \
     "${deselect[@]}" tests/integration "$@"
 rc=$?
 set -e

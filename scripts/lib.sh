@@ -42,3 +42,17 @@ need_root() {
 
 # What Pier itself needs at run time.
 RUNTIME_PACKAGES=(busybox-static libc-bin ca-certificates nftables iproute2 e2fsprogs util-linux)
+
+# docker-py (Docker's Python SDK, `docker` on PyPI) in a venv of its own, for the tests
+# that drive Pier's Docker API with it and for scripts/docker-py.sh. Idempotent.
+DOCKER_PY_VENV=${PIER_DOCKERPY_VENV:-/var/cache/pier/docker-py-venv}
+ensure_docker_py() {
+    ensure_packages python3-venv
+    if [ -x "$DOCKER_PY_VENV/bin/pytest" ] &&
+        "$DOCKER_PY_VENV/bin/python" -c 'import docker, websocket, sys; sys.exit(docker.__version__ != "7.2.0")' 2>/dev/null; then
+        return 0
+    fi
+    echo "== Making $DOCKER_PY_VENV (docker 7.2.0 and pytest from PyPI)"
+    python3 -m venv "$DOCKER_PY_VENV"
+    "$DOCKER_PY_VENV/bin/pip" install -q "docker[websockets]==7.2.0" pytest==7.4.2 pytest-timeout==2.1.0 paramiko
+}

@@ -8,6 +8,8 @@ cd "$(dirname "$0")/.."
 need_root "$@"
 ensure_packages "${RUNTIME_PACKAGES[@]}" gcc podman skopeo runc uidmap docker.io docker-compose curl openssl qemu-utils
 ensure_rust
+# docker-py, a client the Docker API tests drive (crates/pier/tests/common: DOCKER_PY).
+ensure_docker_py
 # QEMU, the VM kernel and the static guest agent, for the VM tests (crates/pier/tests/vm.rs).
 bash scripts/vm-assets.sh
 

@@ -3,7 +3,9 @@
 //! The progress stream is JSON lines of the shapes Docker's `POST /build` sends, so the
 //! Docker API layer can pass them through: `{"stream": "Step 1/3 : FROM bb\n"}`, one
 //! `{"error": "...", "errorDetail": {"message": "..."}}` on failure, and
-//! `{"aux": {"ID": "sha256:..."}}` once the image is built.
+//! `{"aux": {"ID": "sha256:..."}}` once each stage's image is built (before the
+//! `Successfully built` line, as Docker's classic builder sends it). A `RUN` step's
+//! standard error comes as `stream` text wrapped in `ESC[91m` ... `ESC[0m`, as Docker's.
 
 use std::collections::BTreeMap;
 
@@ -55,6 +57,58 @@ pub struct BuildParams {
     /// `--label KEY=VALUE`: labels of the image, set by a `LABEL` step added to the end of
     /// the last stage, as Docker's classic builder adds it.
     pub labels: BTreeMap<String, String>,
+    /// Size of `/dev/shm` in `RUN` steps' containers, bytes (`--shm-size`); the
+    /// containers' default when absent.
+    pub shm_size: Option<i64>,
+    /// `--add-host NAME:IP`: lines added to `RUN` steps' `/etc/hosts`.
+    pub extra_hosts: Vec<String>,
+    /// `--cache-from`: images whose steps are the only cache sources. When given, a cached
+    /// step counts only if it is one of these images or below one of them (a local build's
+    /// chain), or if one of them has the same history up to that step (a pulled image);
+    /// names that are not there are skipped. Empty: every earlier build's steps.
+    pub cache_from: Vec<String>,
+    /// Whether a `FROM` image is pulled from its registry (Docker's builder pulls a
+    /// missing one; `--pull` pulls every one).
+    pub pull: BasePull,
+    /// Resource limits of `RUN` steps' containers.
+    pub limits: RunLimits,
+}
+
+/// Resource limits of `RUN` steps' containers (`docker build --memory`, ...), as
+/// [`crate::containers::ContainerCreate`] takes them; all absent by default.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RunLimits {
+    /// Bytes.
+    pub memory: Option<i64>,
+    /// Memory plus swap, bytes; -1 for unlimited swap.
+    pub memory_swap: Option<i64>,
+    pub cpu_shares: Option<i64>,
+    pub cpuset_cpus: Option<String>,
+    /// CPU time per period, microseconds (with `cpu_period`, 100 ms when absent).
+    pub cpu_quota: Option<i64>,
+    pub cpu_period: Option<i64>,
+    pub ulimits: Vec<crate::containers::Ulimit>,
+}
+
+impl RunLimits {
+    /// The CPUs the quota gives (`quota / period`), if one is set.
+    pub fn cpus(&self) -> Option<f64> {
+        self.cpu_quota
+            .filter(|q| *q > 0)
+            .map(|q| q as f64 / self.cpu_period.unwrap_or(100_000) as f64)
+    }
+}
+
+/// When a build pulls the images its stages start `FROM`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum BasePull {
+    /// Never: a missing base image fails the build (`pier build`, which pulls first).
+    #[default]
+    Never,
+    /// Only one that is not in the image store (Docker's classic builder).
+    Missing,
+    /// Every one, for its newest version (`docker build --pull`).
+    Always,
 }
 
 /// A build query that cannot be read: what was wrong and what to give instead.
@@ -147,9 +201,17 @@ pub struct BuildLine {
         skip_serializing_if = "Option::is_none"
     )]
     pub error_detail: Option<BuildErrorDetail>,
-    /// The built image.
+    /// A stage's image (Docker's classic builder sends one at the end of each stage,
+    /// before `Successfully built`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub aux: Option<BuildAux>,
+    /// Progress of a base image's pull (`Pulling from library/busybox`, ...), as
+    /// `POST /images/create` reports it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<String>,
+    /// What a `status` line is about (a tag, a layer).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
 }
 
 /// Details of a build error (Docker's `errorDetail`).
@@ -181,6 +243,21 @@ impl BuildLine {
         BuildLine {
             error: Some(message.clone()),
             error_detail: Some(BuildErrorDetail { code, message }),
+            ..Default::default()
+        }
+    }
+
+    /// Text a `RUN` step wrote to its standard error, marked as Docker's classic builder
+    /// marks it: in bright red (`ESC[91m` ... `ESC[0m`).
+    pub fn stderr(text: &str) -> Self {
+        BuildLine::stream(format!("\u{1b}[91m{text}\u{1b}[0m"))
+    }
+
+    /// A pull progress line.
+    pub fn status(status: impl Into<String>, id: Option<String>) -> Self {
+        BuildLine {
+            status: Some(status.into()),
+            id,
             ..Default::default()
         }
     }

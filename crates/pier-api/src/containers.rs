@@ -126,6 +126,9 @@ pub struct ContainerCreate {
     /// `--ip`: a static address on the first network.
     #[schema(value_type = Option<String>)]
     pub ip: Option<Ipv4Address>,
+    /// `--ip6`: a static IPv6 address on the first network (a dual-stack one).
+    #[schema(value_type = Option<String>)]
+    pub ip6: Option<std::net::Ipv6Addr>,
     /// `--mac-address` on the first network.
     #[schema(value_type = Option<String>)]
     pub mac_address: Option<MacAddress>,
@@ -218,6 +221,42 @@ pub struct ContainerCreate {
     /// Log options as Docker's json-file driver takes them: `max-size` (bytes, default
     /// 10 MiB) and `max-file` (files kept, rotated ones included, default 3).
     pub log_opts: BTreeMap<String, String>,
+    /// The log driver: `json-file` (the default, when absent) or `none` (nothing kept;
+    /// `logs` answers that the driver does not support reading).
+    pub log_driver: Option<String>,
+    /// `--cgroupns`: `private` (a cgroup namespace of its own) or `host`; absent: the
+    /// host's default, as Docker's (`host` on cgroup v1, `private` on v2).
+    pub cgroupns_mode: Option<String>,
+    /// `--isolation`: only `default` on Linux; kept to be shown as given.
+    pub isolation: Option<String>,
+    /// `--device-cgroup-rule "c 7:128 rwm"`: more rules of the devices cgroup.
+    pub device_cgroup_rules: Vec<String>,
+    /// `--volume-driver`: the driver of the volumes `-v` names; only `local` makes them.
+    pub volume_driver: Option<String>,
+    /// `--memory-swappiness` 0 to 100 (cgroup v1's `memory.swappiness`).
+    pub memory_swappiness: Option<i64>,
+    /// `--link NAME[:ALIAS]` as `NAME:ALIAS`: on the default bridge, /etc/hosts entries
+    /// and the linked container's environment as `ALIAS_*` variables; on a user network,
+    /// the alias resolves to it for this container only.
+    pub links: Vec<String>,
+    /// `--volumes-from CONTAINER[:ro|:rw]`: that container's volumes and bind mounts.
+    pub volumes_from: Vec<String>,
+    /// Settings of the endpoint on the first network beyond its address, MAC and
+    /// aliases.
+    pub endpoint: EndpointOptions,
+}
+
+/// Settings of one endpoint (a container on a network) that Docker's `EndpointConfig`
+/// carries beyond its address, MAC and aliases.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct EndpointOptions {
+    /// `NAME:ALIAS`: the alias resolves to container NAME for this container only.
+    pub links: Vec<String>,
+    /// Link-local addresses (`169.254.0.0/16`) added to the interface.
+    pub link_local_ips: Vec<String>,
+    /// Options of the network driver for this endpoint, kept as given.
+    pub driver_opts: BTreeMap<String, String>,
 }
 
 /// A host device given to a container (`--device /dev/x[:/dev/y[:rwm]]`).
@@ -701,4 +740,8 @@ pub struct CommitRequest {
     pub reference: Option<String>,
     pub message: String,
     pub author: String,
+    /// Dockerfile instructions applied to the new image's config (`--change`): CMD,
+    /// ENTRYPOINT, ENV, EXPOSE, HEALTHCHECK, LABEL, ONBUILD, STOPSIGNAL, USER, VOLUME,
+    /// WORKDIR.
+    pub changes: Vec<String>,
 }

@@ -51,7 +51,7 @@ pub use error::{ErrorBody, ErrorKind};
 pub use ids::{hex, random_hex, ContainerId, NetworkId};
 pub use mounts::{MountFlag, TmpfsFlag, VolumeFlag};
 pub use names::{Digest, ProjectName};
-pub use net::{Ipv4Address, Ipv4Net, MacAddress};
+pub use net::{Ipv4Address, Ipv4Net, Ipv6Net, MacAddress};
 pub use ports::PortSpec;
 pub use reference::ImageRef;
 pub use size::ByteSize;

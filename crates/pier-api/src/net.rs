@@ -1,4 +1,4 @@
-//! Network values as users write them: IPv4 networks in CIDR form, IPv4 addresses and
+//! Network values as users write them: IPv4 and IPv6 networks in CIDR form, IPv4 addresses and
 //! MAC addresses. Each parses once, at the edge (the CLI, a request body), refuses bad
 //! input with a message that shows a good value, and travels as a plain string.
 //!
@@ -6,7 +6,7 @@
 //! (`10.1.0.0/16`), as the engine has always taken it.
 
 use std::fmt;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::ops::Deref;
 use std::str::FromStr;
 
@@ -264,9 +264,117 @@ crate::string_schema!(
     "A unicast MAC address, such as 02:42:ac:11:00:02."
 );
 
+/// An IPv6 network in CIDR form, its address masked to the prefix (`fd00:1::/64`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct Ipv6Net {
+    addr: Ipv6Addr,
+    prefix: u8,
+}
+
+fn mask6(prefix: u8) -> u128 {
+    if prefix == 0 {
+        0
+    } else {
+        u128::MAX << (128 - u32::from(prefix))
+    }
+}
+
+impl Ipv6Net {
+    /// The network holding `addr`, its host bits cleared; `None` past /128.
+    pub fn new(addr: Ipv6Addr, prefix: u8) -> Option<Self> {
+        (prefix <= 128).then(|| Ipv6Net {
+            addr: Ipv6Addr::from(u128::from(addr) & mask6(prefix)),
+            prefix,
+        })
+    }
+
+    pub fn network(&self) -> Ipv6Addr {
+        self.addr
+    }
+
+    pub fn prefix(&self) -> u8 {
+        self.prefix
+    }
+
+    /// The network's last address.
+    pub fn last(&self) -> Ipv6Addr {
+        Ipv6Addr::from(u128::from(self.addr) | !mask6(self.prefix))
+    }
+
+    pub fn contains(&self, ip: Ipv6Addr) -> bool {
+        u128::from(ip) & mask6(self.prefix) == u128::from(self.addr)
+    }
+
+    /// Whether `other` is inside this network.
+    pub fn covers(&self, other: &Ipv6Net) -> bool {
+        other.prefix >= self.prefix && self.contains(other.addr)
+    }
+
+    pub fn overlaps(&self, other: &Ipv6Net) -> bool {
+        self.covers(other) || other.covers(self)
+    }
+
+    /// The `n`th address of the network (0 is the network address itself).
+    pub fn nth(&self, n: u128) -> Option<Ipv6Addr> {
+        let host_bits = 128 - u32::from(self.prefix);
+        let fits = host_bits >= 128 || n < (1u128 << host_bits);
+        fits.then(|| Ipv6Addr::from(u128::from(self.addr) + n))
+    }
+}
+
+/// Why an IPv6 CIDR was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0:?} is not an IPv6 network in CIDR form such as fd00:1::/64")]
+pub struct BadCidr6(pub String);
+
+impl FromStr for Ipv6Net {
+    type Err = BadCidr6;
+    fn from_str(s: &str) -> Result<Self, BadCidr6> {
+        let bad = || BadCidr6(s.to_string());
+        let (a, p) = s.split_once('/').ok_or_else(bad)?;
+        let addr: Ipv6Addr = a.parse().map_err(|_| bad())?;
+        let prefix: u8 = p.parse().map_err(|_| bad())?;
+        Ipv6Net::new(addr, prefix).ok_or_else(bad)
+    }
+}
+
+impl TryFrom<String> for Ipv6Net {
+    type Error = BadCidr6;
+    fn try_from(s: String) -> Result<Self, BadCidr6> {
+        s.parse()
+    }
+}
+
+impl From<Ipv6Net> for String {
+    fn from(n: Ipv6Net) -> String {
+        n.to_string()
+    }
+}
+
+impl fmt::Display for Ipv6Net {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.addr, self.prefix)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ipv6_networks_parse_mask_and_compare() {
+        let n: Ipv6Net = "2001:389::5/64".parse().unwrap();
+        assert_eq!(n.to_string(), "2001:389::/64");
+        assert!(n.contains("2001:389::f00d".parse().unwrap()));
+        assert!(!n.contains("2001:38a::1".parse().unwrap()));
+        let r: Ipv6Net = "2001:389::/96".parse().unwrap();
+        assert!(n.covers(&r) && !r.covers(&n) && r.overlaps(&n));
+        assert_eq!(n.nth(1).unwrap().to_string(), "2001:389::1");
+        assert_eq!(r.last().to_string(), "2001:389::ffff:ffff");
+        assert!("10.0.0.0/8".parse::<Ipv6Net>().is_err());
+        assert!("::/129".parse::<Ipv6Net>().is_err());
+    }
 
     fn net(s: &str) -> Ipv4Net {
         s.parse().unwrap()

@@ -2,12 +2,13 @@
 //! them, and published ports.
 
 use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv6Addr};
 
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::names::ProjectName;
-use crate::net::{Ipv4Address, Ipv4Net, MacAddress};
+use crate::net::{Ipv4Address, Ipv4Net, Ipv6Net, MacAddress};
 
 /// Body of `POST /v1/networks` (`pier network create`).
 #[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
@@ -31,6 +32,24 @@ pub struct NetworkCreate {
     /// routes container addresses instead of NATing them; `bridge_name=NAME`.
     pub options: BTreeMap<String, String>,
     pub labels: BTreeMap<String, String>,
+    /// Dual stack: containers get an IPv6 address of `subnet6` too.
+    pub ipv6: bool,
+    /// The IPv6 subnet (required with `ipv6`); kept but unused without it, as Docker does.
+    #[schema(value_type = Option<String>)]
+    pub subnet6: Option<Ipv6Net>,
+    /// The bridge's IPv6 address; the subnet's first host when absent.
+    #[schema(value_type = Option<String>)]
+    pub gateway6: Option<Ipv6Addr>,
+    /// IPv6 CIDR inside `subnet6` that addresses are allocated from.
+    #[schema(value_type = Option<String>)]
+    pub ip_range6: Option<Ipv6Net>,
+    /// `--aux-address NAME=IP`: addresses (of either subnet) never handed out.
+    #[schema(value_type = BTreeMap<String, String>)]
+    pub aux_addresses: BTreeMap<String, IpAddr>,
+    /// Options of the IPAM driver, kept and shown (`--ipam-opt`).
+    pub ipam_options: BTreeMap<String, String>,
+    /// Docker's `--attachable`, kept and shown (every Pier network takes any container).
+    pub attachable: bool,
 }
 
 /// How a network's traffic reaches the outside.
@@ -68,6 +87,33 @@ pub struct NetworkInspect {
     /// Running containers on it, by container ID (filled in when inspected).
     #[serde(default)]
     pub containers: BTreeMap<String, Endpoint>,
+    /// Dual stack: the bridge and every container have an address of `subnet6` too.
+    #[serde(default)]
+    pub ipv6: bool,
+    #[serde(default)]
+    #[schema(value_type = Option<String>)]
+    pub subnet6: Option<Ipv6Net>,
+    #[serde(default)]
+    #[schema(value_type = Option<String>)]
+    pub gateway6: Option<Ipv6Addr>,
+    #[serde(default)]
+    #[schema(value_type = Option<String>)]
+    pub ip_range6: Option<Ipv6Net>,
+    /// Reserved addresses, never handed out.
+    #[serde(default)]
+    #[schema(value_type = BTreeMap<String, String>)]
+    pub aux_addresses: BTreeMap<String, IpAddr>,
+    #[serde(default)]
+    pub ipam_options: BTreeMap<String, String>,
+    #[serde(default)]
+    pub attachable: bool,
+}
+
+impl NetworkInspect {
+    /// The IPv6 subnet in use: only on a dual-stack network.
+    pub fn v6(&self) -> Option<Ipv6Net> {
+        self.subnet6.filter(|_| self.ipv6)
+    }
 }
 
 /// A container's place on one network.
@@ -94,6 +140,26 @@ pub struct Endpoint {
     #[schema(value_type = Option<String>)]
     pub mac_address: Option<MacAddress>,
     pub interface: Option<String>,
+    /// `IPAMConfig.IPv6Address`: the IPv6 address asked for; allocated when absent.
+    #[schema(value_type = Option<String>)]
+    pub static_ip6: Option<Ipv6Addr>,
+    /// While the container runs on a dual-stack network: its IPv6 address, prefix
+    /// length and gateway.
+    #[schema(value_type = Option<String>)]
+    pub ip6_address: Option<Ipv6Addr>,
+    pub prefix6_len: Option<u8>,
+    #[schema(value_type = Option<String>)]
+    pub gateway6: Option<Ipv6Addr>,
+    /// Links, link-local addresses and driver options asked for on this network.
+    #[serde(
+        default,
+        skip_serializing_if = "crate::networks::endpoint_options_empty"
+    )]
+    pub options: crate::containers::EndpointOptions,
+}
+
+fn endpoint_options_empty(o: &crate::containers::EndpointOptions) -> bool {
+    *o == crate::containers::EndpointOptions::default()
 }
 
 /// A port published on the host (`-p 8080:80/tcp`), as bound while the container runs.
@@ -115,6 +181,14 @@ pub struct NetworkConnect {
     #[schema(value_type = Option<String>)]
     pub ip: Option<Ipv4Address>,
     pub aliases: Vec<String>,
+    /// The IPv6 address asked for on a dual-stack network.
+    #[schema(value_type = Option<String>)]
+    pub ip6: Option<Ipv6Addr>,
+    /// `--mac-address` on this network.
+    #[schema(value_type = Option<String>)]
+    pub mac_address: Option<MacAddress>,
+    /// Links, link-local addresses and driver options of the endpoint.
+    pub options: crate::containers::EndpointOptions,
 }
 
 /// Body of `POST /v1/networks/{id}/disconnect`.

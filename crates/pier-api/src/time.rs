@@ -38,6 +38,11 @@ pub fn now_rfc3339() -> String {
 
 /// Parses `YYYY-MM-DDTHH:MM:SS[.frac](Z|±HH:MM)` into Unix seconds.
 pub fn parse_rfc3339(s: &str) -> Option<i64> {
+    parse_rfc3339_nanos(s).map(|n| n.div_euclid(1_000_000_000))
+}
+
+/// [`parse_rfc3339`] to the nanosecond (the fraction's first nine digits).
+pub fn parse_rfc3339_nanos(s: &str) -> Option<i64> {
     let b = s.as_bytes();
     if b.len() < 20
         || b[4] != b'-'
@@ -58,8 +63,11 @@ pub fn parse_rfc3339(s: &str) -> Option<i64> {
         return None;
     }
     let mut rest = &s[19..];
+    let mut nanos = 0i64;
     if let Some(frac) = rest.strip_prefix('.') {
         let n = frac.bytes().take_while(|c| c.is_ascii_digit()).count();
+        let digits = &frac[..n.min(9)];
+        nanos = format!("{digits:0<9}").parse().ok()?;
         rest = &frac[n..];
     }
     let offset = match rest {
@@ -76,7 +84,8 @@ pub fn parse_rfc3339(s: &str) -> Option<i64> {
         }
         _ => return None,
     };
-    Some(days_from_civil(y, mo, d) * 86_400 + h * 3600 + mi * 60 + sec - offset)
+    let secs = days_from_civil(y, mo, d) * 86_400 + h * 3600 + mi * 60 + sec - offset;
+    secs.checked_mul(1_000_000_000)?.checked_add(nanos)
 }
 
 /// "5 seconds ago", "3 hours ago", "2 weeks ago", like Docker's tables.

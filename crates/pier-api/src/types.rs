@@ -91,6 +91,10 @@ pub struct ImageSummary {
     pub repo_tags: Vec<String>,
     /// Digest of the manifest the image was stored under.
     pub manifest_digest: Digest,
+    /// `repository@digest` of each registry repository the image was pulled from or
+    /// pushed to.
+    #[serde(default)]
+    pub repo_digests: Vec<String>,
     /// Creation time from the image config (RFC 3339), when it has one.
     pub created: Option<String>,
     /// Bytes of all layers, uncompressed.
@@ -183,6 +187,9 @@ pub struct PruneQuery {
 #[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
 pub struct PruneReport {
     pub deleted: Vec<Digest>,
+    /// The tags removed with them, in familiar form (`name:tag`).
+    #[serde(default)]
+    pub untagged: Vec<String>,
     /// Bytes freed on disk (blobs and unpacked layers).
     pub reclaimed_bytes: u64,
 }
@@ -208,6 +215,10 @@ pub struct ImportQuery {
     /// Name to give the image; untagged when absent.
     #[param(value_type = Option<String>)]
     pub name: Option<ImageRef>,
+    /// Dockerfile instructions for the image's config, one per line (`--change`): CMD,
+    /// ENTRYPOINT, ENV, EXPOSE, HEALTHCHECK, LABEL, ONBUILD, STOPSIGNAL, USER, VOLUME,
+    /// WORKDIR.
+    pub change: Option<String>,
 }
 
 /// Archive formats `pier image save` writes.

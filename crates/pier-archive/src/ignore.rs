@@ -5,8 +5,9 @@
 //! (or `[!a-z]`) a class, `\` makes the next character literal. In `.dockerignore` (not in
 //! `COPY` sources) `**` matches any number of directories: `**/x`, `a/**/x`, `a/**`.
 //!
-//! `.dockerignore`: one pattern a line, `#` starts a comment line, a leading `!` makes an
-//! exception, a leading `/` is ignored, and paths are cleaned (`./a//b` is `a/b`). A path
+//! `.dockerignore`: one pattern a line, trimmed; a `#` in the first column makes a comment
+//! line (a UTF-8 BOM before it is dropped); a leading `!` makes an exception; a leading `/`
+//! is ignored, and paths are cleaned (`./a//b` is `a/b`). A path
 //! is excluded when the last pattern matching it or one of its parent directories is not
 //! an exception.
 
@@ -239,9 +240,15 @@ pub struct IgnoreRules {
 impl IgnoreRules {
     pub fn parse(text: &str) -> Result<IgnoreRules, PatternError> {
         let mut rules = Vec::new();
+        // As Docker reads it: a UTF-8 BOM is dropped, a `#` in the first column makes a
+        // comment (after spaces it is a pattern), then the line is trimmed.
+        let text = text.strip_prefix('\u{feff}').unwrap_or(text);
         for line in text.lines() {
+            if line.starts_with('#') {
+                continue;
+            }
             let line = line.trim();
-            if line.is_empty() || line.starts_with('#') {
+            if line.is_empty() {
                 continue;
             }
             let (exception, pattern) = match line.strip_prefix('!') {
@@ -363,6 +370,11 @@ mod tests {
         let r = IgnoreRules::parse("!a\na").unwrap();
         assert!(r.is_excluded("a"));
         assert!(IgnoreRules::parse("!").is_err());
+        // As Docker: only a `#` in the first column comments; blank lines and a BOM go.
+        let r = IgnoreRules::parse("\u{feff}#c\n  #x  \n\t\n   \n ! #x/keep\n").unwrap();
+        assert!(r.is_excluded("#x"));
+        assert!(!r.is_excluded("#c"));
+        assert!(!r.is_excluded("#x/keep"));
         assert!(!IgnoreRules::parse("").unwrap().has_exceptions());
     }
 }

@@ -371,6 +371,7 @@ fn create_request(a: CreateArgs, auto_remove: bool) -> Result<ContainerCreate, C
         ));
     }
     Ok(ContainerCreate {
+        ip6: None,
         image: a.image,
         name: a.name,
         cmd: (!a.command.is_empty()).then_some(a.command),
@@ -457,6 +458,7 @@ fn create_request(a: CreateArgs, auto_remove: bool) -> Result<ContainerCreate, C
         restart_policy: parse_restart(&a.restart)?,
         log_opts: log_opts_of(&a.log_opt)?,
         labels,
+        ..Default::default()
     })
 }
 

@@ -83,8 +83,9 @@ pub async fn commit(
     reference: Option<String>,
     message: String,
     author: String,
+    changes: Vec<String>,
 ) -> Result<(), CliError> {
-    let body = serde_json::json!({ "reference": reference, "message": message, "author": author });
+    let body = serde_json::json!({ "reference": reference, "message": message, "author": author, "changes": changes });
     let img: LoadedImage = client
         .post(
             &format!("/v1/containers/{}/commit", encode_segment(name)),

@@ -56,7 +56,14 @@ pub enum ImageCommand {
         images: Vec<String>,
     },
     /// Make a one-layer image from a rootfs tar ('-' reads standard input).
-    Import { file: String, name: Option<String> },
+    Import {
+        file: String,
+        name: Option<String>,
+        /// A Dockerfile instruction for the image's config (CMD, ENTRYPOINT, ENV, EXPOSE,
+        /// HEALTHCHECK, LABEL, ONBUILD, STOPSIGNAL, USER, VOLUME, WORKDIR); repeatable.
+        #[arg(short, long = "change")]
+        change: Vec<String>,
+    },
     /// Make a small image from host binaries and the shared libraries they need.
     FromHost {
         name: String,
@@ -220,14 +227,18 @@ pub async fn run(client: &Client, fmt: Format, cmd: ImageCommand) -> Result<(), 
                 }
             }
         }
-        ImageCommand::Import { file, name } => {
+        ImageCommand::Import { file, name, change } => {
             let name = name
                 .map(|n| n.parse::<ImageRef>())
                 .transpose()
                 .map_err(|e| fail(e.to_string()))?;
             let input = if file == "-" { None } else { Some(file) };
             let report = client
-                .import_image(open_input(input, "Importing").await?, name.as_ref())
+                .import_image(
+                    open_input(input, "Importing").await?,
+                    name.as_ref(),
+                    &change,
+                )
                 .await?;
             print_loaded(fmt, &report)
         }

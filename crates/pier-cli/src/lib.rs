@@ -218,6 +218,10 @@ pub enum Command {
         message: String,
         #[arg(short, long, default_value = "")]
         author: String,
+        /// A Dockerfile instruction for the image's config (CMD, ENTRYPOINT, ENV, EXPOSE,
+        /// HEALTHCHECK, LABEL, ONBUILD, STOPSIGNAL, USER, VOLUME, WORKDIR); repeatable.
+        #[arg(short, long = "change")]
+        change: Vec<String>,
         container: String,
         reference: Option<String>,
     },
@@ -581,9 +585,13 @@ async fn dispatch(cli: Cli) -> Result<(), CliError> {
         Command::Commit {
             message,
             author,
+            change,
             container,
             reference,
-        } => containers_fs::commit(&client, fmt, &container, reference, message, author).await,
+        } => {
+            containers_fs::commit(&client, fmt, &container, reference, message, author, change)
+                .await
+        }
         Command::Cp { src, dst } => containers_fs::cp(&client, &src, &dst).await,
         Command::Top { container } => containers::top(&client, fmt, &container).await,
         Command::Stats(a) => containers::stats(&client, fmt, a).await,

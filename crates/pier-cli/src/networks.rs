@@ -2,7 +2,7 @@
 
 use clap::{Args, Subcommand};
 use pier_api::containers::ContainerInspect;
-use pier_api::net::BadCidr;
+use pier_api::net::{BadCidr, BadCidr6};
 use pier_api::networks::{NetworkConnect, NetworkCreate, NetworkDisconnect, NetworkInspect};
 use pier_api::{Ipv4Address, Ipv4Net};
 use pier_client::{encode_segment, Client};
@@ -82,6 +82,18 @@ pub struct CreateArgs {
     /// Label (KEY=VALUE).
     #[arg(long)]
     label: Vec<String>,
+    /// Dual stack: containers get an IPv6 address too (give --subnet6).
+    #[arg(long)]
+    ipv6: bool,
+    /// IPv6 subnet in CIDR form, e.g. fd00:20::/64.
+    #[arg(long)]
+    subnet6: Option<String>,
+    /// IPv6 gateway address, by default the IPv6 subnet's first address.
+    #[arg(long)]
+    gateway6: Option<String>,
+    /// Reserved address never given to a container (NAME=IP), as Docker's --aux-address.
+    #[arg(long)]
+    aux_address: Vec<String>,
     name: String,
 }
 
@@ -110,6 +122,30 @@ pub async fn run(client: &Client, fmt: Format, cmd: NetworkCommand) -> Result<()
                 internal: a.internal,
                 options: key_values(&a.opt, "--opt")?,
                 labels: key_values(&a.label, "--label")?,
+                ipv6: a.ipv6,
+                subnet6: a
+                    .subnet6
+                    .as_deref()
+                    .map(|s| s.parse().map_err(|e: BadCidr6| fail(e.to_string())))
+                    .transpose()?,
+                gateway6: a
+                    .gateway6
+                    .as_deref()
+                    .map(|g| {
+                        g.parse()
+                            .map_err(|_| fail(format!("--gateway6 {g:?} is not an IPv6 address")))
+                    })
+                    .transpose()?,
+                aux_addresses: key_values(&a.aux_address, "--aux-address")?
+                    .into_iter()
+                    .map(|(k, v)| {
+                        let ip = v.parse().map_err(|_| {
+                            fail(format!("--aux-address {k}={v}: {v:?} is not an IP address"))
+                        })?;
+                        Ok((k, ip))
+                    })
+                    .collect::<Result<_, CliError>>()?,
+                ..Default::default()
             };
             let n: NetworkInspect = client.post("/v1/networks", &req).await?;
             print(fmt, &n, || n.id.clone())
@@ -181,6 +217,7 @@ pub async fn run(client: &Client, fmt: Format, cmd: NetworkCommand) -> Result<()
                 container,
                 ip: ip.as_deref().map(|i| parse_ip(i, "--ip")).transpose()?,
                 aliases: alias,
+                ..Default::default()
             };
             client
                 .post_no_content(

@@ -417,10 +417,20 @@ impl Client {
         &self,
         rootfs: impl AsyncRead + Send + Sync + 'static,
         name: Option<&ImageRef>,
+        changes: &[String],
     ) -> Result<LoadReport> {
-        let q = name
-            .map(|n| format!("?name={}", encode_segment(&n.familiar())))
-            .unwrap_or_default();
+        let mut q = Vec::new();
+        if let Some(n) = name {
+            q.push(format!("name={}", encode_segment(&n.familiar())));
+        }
+        if !changes.is_empty() {
+            q.push(format!("change={}", encode_segment(&changes.join("\n"))));
+        }
+        let q = if q.is_empty() {
+            String::new()
+        } else {
+            format!("?{}", q.join("&"))
+        };
         self.post_stream(&format!("/v1/images/import{q}"), rootfs)
             .await
     }

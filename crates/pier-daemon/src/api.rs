@@ -332,7 +332,13 @@ async fn import_image(
 ) -> ApiResult<Json<LoadReport>> {
     let mut reader = body_reader(body);
     let loaded = blocking(move || {
-        let imported = e.import_image(&ctx, &mut reader, q.name);
+        let changes: Vec<String> = q
+            .change
+            .iter()
+            .flat_map(|c| c.lines())
+            .map(String::from)
+            .collect();
+        let imported = e.import_image(&ctx, &mut reader, q.name, &changes);
         if imported.is_err() {
             crate::stream::drain_reader(&mut reader);
         }

@@ -32,8 +32,9 @@ pub fn routes() -> Router<Arc<Engine>> {
 pub struct BuildDoc;
 
 /// Builds an image from a Dockerfile. The body is the build context (a tar, plain or
-/// gzip/zstd-compressed); the answer streams JSON lines: `{"stream": ...}` output, then
-/// `{"aux": {"ID": ...}}`, or an `{"error": ...}` line as the last one on failure.
+/// gzip/zstd-compressed); the answer streams JSON lines: `{"stream": ...}` output,
+/// `{"aux": {"ID": ...}}` as each stage ends, the `Successfully built` text, or an
+/// `{"error": ...}` line as the last one on failure.
 #[utoipa::path(post, path = "/v1/build", params(BuildQuery),
     request_body(content = Vec<u8>, content_type = "application/x-tar"),
     responses((status = 200, content_type = "application/x-ndjson", body = [BuildLine]),
@@ -53,19 +54,33 @@ async fn build(
             return Err(ApiError::invalid(e.0));
         }
     };
-    let body = stream_build(&e, opts, body, |ev, send| send(ev.to_line()), ctx);
+    let body = stream_build(
+        &e,
+        opts,
+        body,
+        |ev, send| {
+            if let Some(line) = ev.to_line() {
+                send(line)
+            }
+        },
+        |_| {},
+        ctx,
+    );
     Ok(([(header::CONTENT_TYPE, "application/x-ndjson")], body).into_response())
 }
 
 /// Runs a build of the context in `body` in the background and returns the body its
 /// answer streams in, one JSON line each; `emit` turns each builder event into the lines
-/// sent (the native and Docker APIs send them alike but for `-q`). A client that goes
-/// away cancels the build, as Docker's does; a failure ends the stream with an error line.
+/// sent (the native and Docker APIs send them alike but for `-q`), and `before_error`
+/// may send more lines before a failure's error line (what `-q` held back). A client that
+/// goes away cancels the build, as Docker's does; a failure ends the stream with an error
+/// line.
 pub(crate) fn stream_build(
     engine: &Engine,
     mut opts: BuildOptions,
     body: Body,
     mut emit: impl FnMut(BuildEvent, &mut dyn FnMut(BuildLine)) + Send + 'static,
+    before_error: impl FnOnce(&mut dyn FnMut(BuildLine)) + Send + 'static,
     ctx: RequestContext,
 ) -> Body {
     let reader = body_reader(body);
@@ -86,6 +101,7 @@ pub(crate) fn stream_build(
         };
         let result = builder.build(&ctx, reader, opts, |ev| emit(ev, &mut send));
         if let Err(err) = result {
+            before_error(&mut send);
             if err.kind() == pier_api::ErrorKind::Internal {
                 tracing::error!(error = %err.chain(), "a build failed");
             }

@@ -14,7 +14,7 @@ use pier_api::containers::{
     ContainerUpdate, Created, ExecCreate, ExecInspect, ExecOutput, KillQuery, ListQuery, LogsQuery,
     StopQuery, TopResponse, WaitResponse,
 };
-use pier_api::time::parse_rfc3339;
+use pier_api::time::parse_rfc3339_nanos;
 use pier_api::ErrorBody;
 use pier_engine::sessions::{
     AttachOptions, Chunk, ExecError, ExecIo, Follow, InputSender, LogOptions, StartOptions,
@@ -308,9 +308,10 @@ async fn logs(
     let since = match q.since.as_deref() {
         None => None,
         Some(s) => Some(
-            s.parse::<i64>()
+            s.parse::<f64>()
                 .ok()
-                .or_else(|| parse_rfc3339(s))
+                .map(|secs| (secs * 1e9) as i64)
+                .or_else(|| parse_rfc3339_nanos(s))
                 .ok_or_else(|| {
                     ApiError::invalid(format!(
                         "invalid --since {s:?}: give RFC 3339 or Unix seconds"
@@ -329,7 +330,7 @@ async fn logs(
         LogOptions {
             follow,
             tail: q.tail,
-            since,
+            since_ns: since,
             ..Default::default()
         },
     )?;

@@ -158,7 +158,7 @@ async fn push(Ctx(ctx): Ctx, State(e): Shared, J(req): J<PushRequest>) -> ApiRes
         .parse()
         .map_err(|err: pier_api::reference::RefError| ApiError::invalid(err.to_string()))?;
     Ok(progress_stream(move |p| async move {
-        let d = e
+        let (d, _) = e
             .push_image(&ctx, &req.reference, &target, creds(req.auth), p)
             .await?;
         Ok(d.to_string())

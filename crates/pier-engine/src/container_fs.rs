@@ -90,8 +90,9 @@ impl Instances {
 
     /// The container's root as its processes see it when it runs (through
     /// `/proc/PID/root`, with its volumes, bind mounts and /etc/hosts: what `cp` copies),
-    /// else its rootfs mounted for the call, without its mounts. `f` gets it as a
-    /// descriptor, holding the container's lock.
+    /// else its rootfs mounted for the call with its volumes and bind mounts on it, as
+    /// Docker mounts them for a copy. `f` gets it as a descriptor, holding the
+    /// container's lock.
     fn with_view<T>(
         &self,
         project: &ProjectName,
@@ -110,9 +111,40 @@ impl Instances {
             }
         }
         self.with_rootfs(project, name, |c, rootfs| {
-            let root = InRoot::open(rootfs).map_err(io_fail("open the container's root"))?;
+            let binds = self.copy_binds(c);
+            let root = if binds.is_empty() {
+                InRoot::open(rootfs)
+            } else {
+                InRoot::open_with_binds(rootfs, &binds)
+            }
+            .map_err(io_fail("open the container's root"))?;
             f(c, &root)
         })
+    }
+
+    /// The volumes and bind mounts of a stopped container, as a copy sees them (a block
+    /// device volume is no file tree, and a tmpfs holds nothing while stopped).
+    fn copy_binds(&self, c: &ContainerInspect) -> Vec<in_root::Bind> {
+        use pier_api::volumes::MountKind;
+        c.mounts
+            .iter()
+            .filter_map(|m| {
+                let source = match m.kind {
+                    MountKind::Bind => PathBuf::from(m.source.as_deref()?),
+                    MountKind::Volume
+                        if m.options.get("block").map(String::as_str) != Some("device") =>
+                    {
+                        self.volumes.mountpoint(&c.project, m.source.as_deref()?)
+                    }
+                    _ => return None,
+                };
+                Some(in_root::Bind {
+                    source,
+                    target: PathBuf::from(&m.target),
+                    read_only: m.read_only,
+                })
+            })
+            .collect()
     }
 
     /// Mount points the runtime created in the upper layer; not changes of the user's.
@@ -160,26 +192,48 @@ impl Instances {
             .collect::<EngineResult<Vec<_>>>()?;
         // Looked up in each layer without following symlinks: a path the container
         // chose never leads out of the layer.
-        let exists_below = |rel: &Path| {
+        // What the path is in the topmost layer holding it.
+        let below = |rel: &Path| {
             lowers
                 .iter()
-                .any(|l| Entry::at(l.as_fd(), rel).is_ok_and(|e| !is_whiteout(&e.meta)))
+                .find_map(|l| Entry::at(l.as_fd(), rel).ok())
+                .filter(|e| !is_whiteout(&e.meta))
         };
         let upper = self.upper_entries(&c)?;
         let mut changes = Vec::new();
         let mut opaque: Vec<PathBuf> = Vec::new();
-        for (rel, m) in &upper.entries {
+        for (i, (rel, m)) in upper.entries.iter().enumerate() {
             let under_opaque = opaque.iter().any(|o| rel.starts_with(o) && rel != o);
+            let was = if under_opaque { None } else { below(rel) };
+            let is_opaque_dir = m.is_dir() && upper.entry(rel).is_some_and(|e| is_opaque(&e));
+            if is_opaque_dir {
+                opaque.push(rel.clone());
+            }
+            // A directory copied up only for what was made inside it (the runtime's mount
+            // points, skipped above) has not changed itself: its owner and mode are the
+            // layer's, and nothing listed lies under it.
+            if let Some(was) = &was {
+                let nothing_under = upper
+                    .entries
+                    .get(i + 1)
+                    .is_none_or(|(next, _)| !next.starts_with(rel));
+                if m.is_dir()
+                    && was.meta.is_dir()
+                    && !is_opaque_dir
+                    && nothing_under
+                    && (m.mode(), m.uid(), m.gid())
+                        == (was.meta.mode(), was.meta.uid(), was.meta.gid())
+                {
+                    continue;
+                }
+            }
             let kind = if is_whiteout(m) {
                 2
-            } else if !under_opaque && exists_below(rel) {
+            } else if was.is_some() {
                 0
             } else {
                 1
             };
-            if m.is_dir() && upper.entry(rel).is_some_and(|e| is_opaque(&e)) {
-                opaque.push(rel.clone());
-            }
             changes.push(Change {
                 path: format!("/{}", rel.display()),
                 kind,
@@ -215,6 +269,8 @@ impl Instances {
             .map(str::parse::<ImageRef>)
             .transpose()
             .map_err(|e| invalid(e.to_string()))?;
+        // The changes are checked before anything is written.
+        crate::build::changes::apply(&mut serde_json::json!({}), &req.changes)?;
         let c = self.lookup(project, name)?;
         let dir = self.cdir(&c.id);
         let layer = tempfile::NamedTempFile::new_in(&dir).map_err(io_fail("create the layer"))?;
@@ -243,8 +299,10 @@ impl Instances {
                 runtime["Entrypoint"] = serde_json::json!(ep);
             }
         }
+        let mut edited = serde_json::json!({ "config": runtime });
+        crate::build::changes::apply(&mut edited, &req.changes)?;
         let info = pier_image::build::CommitInfo {
-            runtime,
+            runtime: edited["config"].take(),
             created_by: c.command.join(" "),
             comment: req.message.clone(),
             author: req.author.clone(),

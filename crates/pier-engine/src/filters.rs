@@ -106,12 +106,33 @@ pub fn name_matches(name: &str, pattern: &str) -> bool {
         })
 }
 
-/// Unix seconds (with an optional fraction) or RFC 3339, as `since` and `until` come.
+/// Unix seconds (with an optional fraction), RFC 3339, or a Go duration before now
+/// (`24h`, `90m`), as `since` and `until` come.
 pub fn parse_time(s: &str) -> Option<f64> {
     if let Ok(v) = s.parse::<f64>() {
         return Some(v);
     }
+    if let Some(d) = pier_api::time::parse_go_duration(s) {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        return Some(now.saturating_sub(d).as_secs_f64());
+    }
     pier_api::time::parse_rfc3339(s).map(|v| v as f64)
+}
+
+/// [`parse_time`] in Unix nanoseconds, exactly: `1700000000.123456789` (as Docker's CLI
+/// sends times) is not rounded through a float.
+pub fn parse_time_nanos(s: &str) -> Option<i64> {
+    let (secs, frac) = s.split_once('.').unwrap_or((s, ""));
+    let digits = |t: &str| !t.is_empty() && t.bytes().all(|c| c.is_ascii_digit());
+    if digits(secs) && (frac.is_empty() || digits(frac)) {
+        let secs: i64 = secs.parse().ok()?;
+        let frac = &frac[..frac.len().min(9)];
+        let nanos: i64 = format!("{frac:0<9}").parse().ok()?;
+        return secs.checked_mul(1_000_000_000)?.checked_add(nanos);
+    }
+    pier_api::time::parse_rfc3339_nanos(s).or_else(|| parse_time(s).map(|t| (t * 1e9) as i64))
 }
 
 /// A `since`/`until` time in nanoseconds; an unreadable one is refused, naming `key`.
@@ -157,6 +178,26 @@ mod tests {
         let f = parse(r#"{"label":["a","a=b"],"dangling":["1"],"name":[]}"#).unwrap();
         assert!(labels(&f, &l));
         assert!(!labels(&f, &BTreeMap::new()));
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs_f64();
+        let day_ago = parse_time("24h").unwrap();
+        assert!((now - 86400.0 - day_ago).abs() < 5.0, "{day_ago}");
+        assert_eq!(parse_time("1700000000.5"), Some(1700000000.5));
+        assert_eq!(
+            parse_time_nanos("1700000000.123456789"),
+            Some(1_700_000_000_123_456_789)
+        );
+        assert_eq!(
+            parse_time_nanos("1700000000"),
+            Some(1_700_000_000_000_000_000)
+        );
+        assert_eq!(
+            parse_time_nanos("2023-11-14T22:13:20.000000001Z"),
+            Some(1_700_000_000_000_000_001)
+        );
+        assert_eq!(parse_time_nanos("soon"), None);
         assert_eq!(flag(&f, "dangling"), Some(true));
         assert_eq!(flag(&f, "all"), None);
         assert!(

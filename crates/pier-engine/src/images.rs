@@ -14,6 +14,7 @@ use pier_api::{Digest, ImageRef};
 use pier_image::ImageError;
 use pier_registry_client::{transfer, Credentials, RemoteError};
 
+use crate::error::EngineResult;
 use crate::{Engine, RequestContext};
 
 impl Engine {
@@ -65,8 +66,53 @@ impl Engine {
     }
 
     /// Removes unused images (dangling ones, or all unused with `all`).
-    pub fn prune_images(&self, ctx: &RequestContext, all: bool) -> Result<PruneReport, ImageError> {
-        let r = self.images.prune(ctx.project(), all)?;
+    pub fn prune_images(&self, ctx: &RequestContext, all: bool) -> EngineResult<PruneReport> {
+        self.prune_images_where(ctx, all, &Default::default())
+    }
+
+    /// `docker image prune --filter`: `until` (made before: a time or a duration ago),
+    /// `label` and `label!` (`key` or `key=value`) pick the images among the prunable.
+    pub fn prune_images_where(
+        &self,
+        ctx: &RequestContext,
+        all: bool,
+        f: &crate::filters::Filters,
+    ) -> EngineResult<PruneReport> {
+        use crate::filters;
+        filters::check(f, &["dangling", "until", "label", "label!"])?;
+        let until = match f.get("until").and_then(|v| v.first()) {
+            None => None,
+            Some(u) => Some(filters::parse_time(u).ok_or_else(|| {
+                crate::error::invalid(format!(
+                    "invalid until {u:?}: give Unix seconds, an RFC 3339 time or a duration such as 24h"
+                ))
+            })?),
+        };
+        let by_labels = f.contains_key("label") || f.contains_key("label!");
+        let select = |rec: &pier_image::store::ImageRecord| {
+            if let Some(u) = until {
+                let created = rec
+                    .created
+                    .as_deref()
+                    .and_then(pier_api::time::parse_rfc3339);
+                if created.is_none_or(|c| c as f64 >= u) {
+                    return false;
+                }
+            }
+            if !by_labels {
+                return true;
+            }
+            let labels: std::collections::BTreeMap<String, String> = self
+                .images
+                .config(rec)
+                .ok()
+                .and_then(|c| serde_json::from_value(c["config"]["Labels"].clone()).ok())
+                .unwrap_or_default();
+            filters::labels(f, &labels)
+                && f.get("label!")
+                    .is_none_or(|n| n.iter().all(|v| !filters::label_matches(&labels, v)))
+        };
+        let r = self.images.prune_selected(ctx.project(), all, &select)?;
         tracing::info!(project = %ctx.project, caller = %ctx.caller, all, deleted = r.deleted.len(), reclaimed = r.reclaimed_bytes, "images pruned");
         Ok(r)
     }
@@ -90,14 +136,26 @@ impl Engine {
         Ok(r)
     }
 
-    /// Imports a flat rootfs tar as a one-layer image.
+    /// Imports a flat rootfs tar as a one-layer image, its config edited by `changes`
+    /// (`docker import --change`).
     pub fn import_image(
         &self,
         ctx: &RequestContext,
         rootfs: impl Read,
         name: Option<ImageRef>,
-    ) -> Result<LoadedImage, ImageError> {
-        let i = pier_image::build::import(&self.images, ctx.project(), rootfs, name)?;
+        changes: &[String],
+    ) -> EngineResult<LoadedImage> {
+        // Checked before the upload is read, so a bad change stores nothing.
+        let mut config =
+            serde_json::json!({ "config": pier_image::build::import_runtime_config() });
+        crate::build::changes::apply(&mut config, changes)?;
+        let i = pier_image::build::import_with(
+            &self.images,
+            ctx.project(),
+            rootfs,
+            name,
+            config["config"].take(),
+        )?;
         tracing::info!(project = %ctx.project, caller = %ctx.caller, image = %i.id, "image imported");
         Ok(i)
     }
@@ -131,11 +189,33 @@ impl Engine {
             progress,
         )
         .await?;
+        let repo_digest = format!("{}@{}", reference.familiar_name(), r.1);
+        self.images
+            .add_repo_digest(ctx.project(), &r.0, repo_digest)?;
         tracing::info!(project = %ctx.project, caller = %ctx.caller, image = %reference, id = %r.0, "image pulled");
         Ok(r)
     }
 
-    /// Pushes local image `local` to `target`'s registry; the manifest's digest.
+    /// What `reference`'s registry (mirrors first) says of it, without pulling: its
+    /// manifest's descriptor and platforms (`docker manifest inspect`'s first answer).
+    pub async fn inspect_remote(
+        &self,
+        ctx: &RequestContext,
+        reference: &ImageRef,
+        creds: Option<Credentials>,
+    ) -> Result<
+        (
+            pier_registry_client::manifest::Descriptor,
+            Vec<pier_registry_client::manifest::Platform>,
+        ),
+        RemoteError,
+    > {
+        let r = transfer::inspect_remote(reference, &self.registry_client, creds).await?;
+        tracing::debug!(project = %ctx.project, caller = %ctx.caller, image = %reference, digest = %r.0.digest, "remote image inspected");
+        Ok(r)
+    }
+
+    /// Pushes local image `local` to `target`'s registry; the manifest's digest and size.
     pub async fn push_image(
         &self,
         ctx: &RequestContext,
@@ -143,8 +223,8 @@ impl Engine {
         target: &ImageRef,
         creds: Option<Credentials>,
         progress: transfer::Progress,
-    ) -> Result<Digest, RemoteError> {
-        let d = transfer::push(
+    ) -> Result<(Digest, u64), RemoteError> {
+        let (d, size) = transfer::push(
             self.images.clone(),
             ctx.project.clone(),
             local,
@@ -154,7 +234,14 @@ impl Engine {
             progress,
         )
         .await?;
+        if let Ok(rec) = self.images.resolve(ctx.project(), local) {
+            self.images.add_repo_digest(
+                ctx.project(),
+                &rec.id,
+                format!("{}@{d}", target.familiar_name()),
+            )?;
+        }
         tracing::info!(project = %ctx.project, caller = %ctx.caller, image = local, target = %target, digest = %d, "image pushed");
-        Ok(d)
+        Ok((d, size))
     }
 }

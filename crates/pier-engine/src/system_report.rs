@@ -135,7 +135,7 @@ impl Engine {
         let containers = self.instances.prune(ctx).await?;
         let networks = self.networks.prune(ctx).await?;
         let (volumes, volume_bytes) = if volumes {
-            self.prune_volumes_measured(ctx, false)?
+            self.prune_volumes_measured(ctx, false, &Default::default())?
         } else {
             (Vec::new(), 0)
         };

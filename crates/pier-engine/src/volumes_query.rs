@@ -98,6 +98,7 @@ impl Engine {
         &self,
         ctx: &RequestContext,
         all: bool,
+        filters: &crate::filters::Filters,
     ) -> EngineResult<(Vec<String>, u64)> {
         let project = ctx.project();
         let volumes = &self.volumes;
@@ -113,7 +114,7 @@ impl Engine {
                 (v.name.clone(), bytes)
             })
             .collect();
-        let removed = self.instances.prune_volumes(ctx, all)?;
+        let removed = self.instances.prune_volumes_where(ctx, all, filters)?;
         let reclaimed = removed.iter().filter_map(|n| before.get(n)).sum::<u64>();
         Ok((removed, reclaimed))
     }

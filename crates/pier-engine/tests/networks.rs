@@ -419,8 +419,9 @@ async fn create_refuses_predefined_and_invalid_names_and_drivers() {
             "predefined network; choose another name",
         );
     }
-    let r = e.nets.create(&cx(&e.project), net_req("-bad", None)).await;
-    assert_kind(r, ErrorKind::InvalidInput, "use letters, digits");
+    // Docker's rule: any name but the empty one.
+    let r = e.nets.create(&cx(&e.project), net_req("", None)).await;
+    assert_kind(r, ErrorKind::InvalidInput, "needs a name");
     let mut q = net_req("x", None);
     q.driver = Some("overlay".into());
     assert_kind(
@@ -1142,6 +1143,7 @@ async fn a_published_port_is_reserved_and_forwarded_to_the_first_address() {
         host_ip: None,
         host_port: 8080,
         container_ip: Ipv4Addr::new(10, 10, 0, 2),
+        container_ip6: None,
         container_port: 80
     }));
     assert_eq!(fw.host_ports(), [5353, 8080]);
@@ -1710,6 +1712,8 @@ fn the_fake_host_behaves_as_the_kernel_where_the_engine_relies_on_it() {
             mac: [2, 0, 0, 0, 0, 2],
             mtu: 1500,
             gateway: None,
+            addr6: None,
+            gateway6: None,
         };
         // No namespace: no veth.
         assert!(h.plumb(&p).await.is_err());
@@ -1722,6 +1726,7 @@ fn the_fake_host_behaves_as_the_kernel_where_the_engine_relies_on_it() {
             name: "br0".into(),
             gateway: Ipv4Addr::new(10, 0, 0, 1),
             prefix: 24,
+            gateway6: None,
             mtu: 1500,
         };
         let i = h.ensure_bridge(&b).await.unwrap();

@@ -36,12 +36,28 @@ pub fn import(
     rootfs: impl Read,
     name: Option<ImageRef>,
 ) -> Result<LoadedImage, ImageError> {
+    import_with(store, project, rootfs, name, import_runtime_config())
+}
+
+/// The runtime config an imported image starts with: `PATH` only.
+pub fn import_runtime_config() -> serde_json::Value {
+    serde_json::json!({ "Env": [DEFAULT_PATH] })
+}
+
+/// [`import`] with the image's runtime config (`config` of the image config) given.
+pub fn import_with(
+    store: &ImageStore,
+    project: &ProjectName,
+    rootfs: impl Read,
+    name: Option<ImageRef>,
+    runtime: serde_json::Value,
+) -> Result<LoadedImage, ImageError> {
     store.undo_on_error(|| {
         let _g = store.adding();
         let layer = layer_from(store, rootfs)?;
         let config = image_config(
             &layer,
-            serde_json::json!({ "Env": [DEFAULT_PATH] }),
+            runtime,
             "pier image import",
             "imported from a rootfs tar",
         );
@@ -174,7 +190,17 @@ pub fn commit(
         let manifest_digest = store.blobs().put_bytes(&manifest)?;
         store.commit_image(
             project,
-            NewImage { manifest_digest, manifest_media_type: OCI_MANIFEST.into(), config_digest, layers, created: Some(now), tags: name.into_iter().collect(), build: None },
+            // The image it was made on is its parent (`Parent` in Docker's inspect), as a
+            // build step's: no cache key, so no build ever takes it as a cached step.
+            NewImage {
+                manifest_digest,
+                manifest_media_type: OCI_MANIFEST.into(),
+                config_digest,
+                layers,
+                created: Some(now),
+                tags: name.into_iter().collect(),
+                build: Some(crate::store::BuildLink { parent: Some(base.id.clone()), cache_key: String::new() }),
+            },
         )
     })
 }
@@ -191,6 +217,9 @@ pub struct StepImage<'a> {
     /// The step's changes as an OCI layer tar; none for a step that only changed the
     /// config (its history entry says `empty_layer`, as Docker's do).
     pub layer_tar: Option<&'a Path>,
+    /// Without `layer_tar`: a layer already in the store that the step adds (taken from a
+    /// `--cache-from` image whose history has the same step).
+    pub reuse_layer: Option<LayerInfo>,
     /// The history entry's `created_by`.
     pub created_by: String,
     pub link: BuildLink,
@@ -211,7 +240,7 @@ pub fn commit_step(
                 store,
                 File::open(p).map_err(io_err("open", p))?,
             )?),
-            None => None,
+            None => step.reuse_layer,
         };
         let now = pier_api::time::now_rfc3339();
         config["created"] = serde_json::json!(now);

@@ -51,6 +51,10 @@ pub struct ImageRecord {
     /// For an image a Dockerfile build step made: what it was made from and how.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub build: Option<BuildLink>,
+    /// `repository@manifest-digest` of each registry repository the image was pulled
+    /// from or pushed to (Docker's `RepoDigests`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub repo_digests: Vec<String>,
 }
 
 /// How a build step made an image: the build cache looks images up by it.
@@ -463,6 +467,7 @@ impl ImageStore {
             project: rec.project.clone(),
             repo_tags,
             manifest_digest: rec.manifest_digest.clone(),
+            repo_digests: rec.repo_digests.clone(),
             created: rec.created.clone(),
             size: rec.size(),
             containers: self
@@ -718,7 +723,12 @@ impl ImageStore {
             let _ = rustix::fs::syncfs(&f);
         }
         let existing = self.get(project, &new.config_digest)?;
+        let repo_digests = existing
+            .as_ref()
+            .map(|e| e.repo_digests.clone())
+            .unwrap_or_default();
         let rec = ImageRecord {
+            repo_digests,
             id: new.config_digest.clone(),
             project: project.clone(),
             manifest_digest: new.manifest_digest,
@@ -761,6 +771,37 @@ impl ImageStore {
             id: rec.id,
             repo_tags,
         })
+    }
+
+    /// Records that image `id` is in a registry as `repo_digest` (`name@sha256:...`, the
+    /// name in familiar form): after a pull from it or a push to it.
+    pub fn add_repo_digest(
+        &self,
+        project: &ProjectName,
+        id: &Digest,
+        repo_digest: String,
+    ) -> Result<(), ImageError> {
+        let _g = self.adding();
+        let Some(mut rec) = self.get(project, id)? else {
+            return Ok(());
+        };
+        if rec.repo_digests.contains(&repo_digest) {
+            return Ok(());
+        }
+        // One digest per repository, as Docker keeps: a newer push replaces the older.
+        let repo = repo_digest
+            .split('@')
+            .next()
+            .unwrap_or_default()
+            .to_string();
+        rec.repo_digests
+            .retain(|d| d.split('@').next() != Some(repo.as_str()));
+        rec.repo_digests.push(repo_digest);
+        rec.repo_digests.sort();
+        let mut b = Batch::new();
+        b.put_json(Table::Images, image_key(project, &rec.id), &rec);
+        b.commit(self.db.as_ref())?;
+        Ok(())
     }
 
     /// `pier image tag SOURCE TARGET`.
@@ -872,13 +913,24 @@ impl ImageStore {
     /// `pier image prune`: removes untagged images no container uses (with `all`, every
     /// image no container uses), then the files nothing references.
     pub fn prune(&self, project: &ProjectName, all: bool) -> Result<PruneReport, ImageError> {
-        self.prune_where(project, all, false)
+        self.prune_where(project, all, false, &|_| true)
+    }
+
+    /// [`prune`](Self::prune) of only the images `select` picks (Docker's `label` and
+    /// `until` filters); the others are kept, and so are the images they were built on.
+    pub fn prune_selected(
+        &self,
+        project: &ProjectName,
+        all: bool,
+        select: &dyn Fn(&ImageRecord) -> bool,
+    ) -> Result<PruneReport, ImageError> {
+        self.prune_where(project, all, false, select)
     }
 
     /// The build cache's part of a prune (`docker builder prune`): untagged images that
     /// build steps made and nothing keeps.
     pub fn prune_build_cache(&self, project: &ProjectName) -> Result<PruneReport, ImageError> {
-        self.prune_where(project, false, true)
+        self.prune_where(project, false, true, &|_| true)
     }
 
     fn prune_where(
@@ -886,6 +938,7 @@ impl ImageStore {
         project: &ProjectName,
         all: bool,
         only_build_steps: bool,
+        select: &dyn Fn(&ImageRecord) -> bool,
     ) -> Result<PruneReport, ImageError> {
         let _g = self.gc.write().unwrap_or_else(|e| e.into_inner());
         let tags = self.tags_by_image(project)?;
@@ -897,7 +950,7 @@ impl ImageStore {
         let mut keep = BTreeSet::new();
         for rec in &images {
             let tagged = tags.get(&rec.id).is_some_and(|t| !t.is_empty());
-            if (tagged && !all) || !self.users(project, &rec.id)?.is_empty() {
+            if (tagged && !all) || !self.users(project, &rec.id)?.is_empty() || !select(rec) {
                 let mut cur = Some(rec);
                 while let Some(r) = cur {
                     if !keep.insert(r.id.clone()) {
@@ -909,11 +962,14 @@ impl ImageStore {
             }
         }
         for rec in images {
-            if keep.contains(&rec.id) || (only_build_steps && rec.build.is_none()) {
+            // A committed image links to its parent without a cache key: not a build step.
+            let build_step = rec.build.as_ref().is_some_and(|b| !b.cache_key.is_empty());
+            if keep.contains(&rec.id) || (only_build_steps && !build_step) {
                 continue;
             }
             for t in tags.get(&rec.id).into_iter().flatten() {
                 batch.delete(Table::Tags, tag_key(project, t).expect("tagged"));
+                report.untagged.push(t.familiar());
             }
             batch.delete(Table::Images, image_key(project, &rec.id));
             report.deleted.push(rec.id);
@@ -1249,6 +1305,7 @@ mod tests {
                     config: images.config(parent).unwrap(),
                     base_layers: &parent.layers,
                     layer_tar: None,
+                    reuse_layer: None,
                     created_by: format!("#(nop) {key}"),
                     link: BuildLink {
                         parent: Some(parent.id.clone()),

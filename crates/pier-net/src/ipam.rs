@@ -1,11 +1,11 @@
-//! IPv4 address allocation (IPAM): overlap checks against the host's routes and picking
+//! IPv4 and IPv6 address allocation (IPAM): overlap checks against the host's routes and picking
 //! the next free address of a range. The CIDR type itself is `pier_api::net::Ipv4Net`
 //! (re-exported here); the leases live in the daemon's store.
 
 use std::collections::HashSet;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
-pub use pier_api::net::{BadCidr, Ipv4Net};
+pub use pier_api::net::{BadCidr, Ipv4Net, Ipv6Net};
 
 /// The IPv4 routes of the current network namespace (from /proc/net/route), the
 /// default route left out: a new network must not overlap any of them.
@@ -60,6 +60,30 @@ pub fn allocate(
         .find(|ip| !used.contains(ip))
 }
 
+/// Picks a free IPv6 address in `range` (inside `subnet`), never the subnet's own
+/// address or `used` ones, starting after `after`; as [`allocate`], bounded to the
+/// first 2^20 candidates of a range (a /64 is never walked whole).
+pub fn allocate6(
+    subnet: &Ipv6Net,
+    range: &Ipv6Net,
+    used: &HashSet<Ipv6Addr>,
+    after: Option<Ipv6Addr>,
+) -> Option<Ipv6Addr> {
+    let lo = u128::from(range.network()).max(u128::from(subnet.network()) + 1);
+    let hi = u128::from(range.last()).min(u128::from(subnet.last()));
+    if lo > hi {
+        return None;
+    }
+    let size = (hi - lo).saturating_add(1);
+    let start = match after.map(u128::from) {
+        Some(a) if a >= lo && a < hi => a + 1 - lo,
+        _ => 0,
+    };
+    (0..size.min(1 << 20))
+        .map(|i| Ipv6Addr::from(lo + (start + i) % size))
+        .find(|ip| !used.contains(ip))
+}
+
 /// A MAC address derived from an IPv4 address as Docker does (02:42 and the address),
 /// so that it is unique wherever the address is.
 pub fn mac_for(ip: Ipv4Addr) -> [u8; 6] {
@@ -97,6 +121,21 @@ mod tests {
             allocate(&s, &r, &used, None),
             Some(Ipv4Addr::new(10, 0, 0, 4))
         );
+    }
+
+    #[test]
+    fn allocates_ipv6_in_its_range_skipping_used() {
+        let s: Ipv6Net = "2001:389::/64".parse().unwrap();
+        let r: Ipv6Net = "2001:389::/96".parse().unwrap();
+        let gw: Ipv6Addr = "2001:389::1".parse().unwrap();
+        let mut used: HashSet<Ipv6Addr> = [gw].into();
+        let a = allocate6(&s, &r, &used, None).unwrap();
+        assert_eq!(a.to_string(), "2001:389::2");
+        used.insert(a);
+        let b = allocate6(&s, &r, &used, Some(a)).unwrap();
+        assert_eq!(b.to_string(), "2001:389::3");
+        let tiny: Ipv6Net = "2001:389::/127".parse().unwrap();
+        assert_eq!(allocate6(&tiny, &tiny, &used, None), None);
     }
 
     #[test]

@@ -8,11 +8,12 @@
 //! is moved to the daemon's namespace and plugged into the network's bridge.
 
 use std::fs;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::os::fd::{AsFd, AsRawFd};
 use std::path::{Path, PathBuf};
 
 use futures_util::TryStreamExt;
+use rtnetlink::packet_route::address::{AddressAttribute, AddressFlags};
 use rtnetlink::packet_route::link::{InfoData, InfoKind, InfoVeth, LinkAttribute};
 use rtnetlink::{Handle, LinkBridge, LinkBridgePort, LinkMessageBuilder, LinkUnspec, LinkVeth};
 
@@ -81,13 +82,14 @@ impl Netlink {
         }
     }
 
-    /// Creates the bridge if it is missing, gives it `gateway/prefix` and brings it up.
-    /// Returns its index.
+    /// Creates the bridge if it is missing, gives it `gateway/prefix` (and `gateway6`'s
+    /// IPv6 address) and brings it up. Returns its index.
     pub async fn ensure_bridge(
         &self,
         name: &str,
         gateway: Ipv4Addr,
         prefix: u8,
+        gateway6: Option<(Ipv6Addr, u8)>,
         mtu: u32,
     ) -> Result<u32> {
         if self.index(name).await?.is_none() {
@@ -118,6 +120,11 @@ impl Netlink {
             Err(e) if is_errno(&e, libc::EEXIST) => {}
             Err(e) => return Err(nl("add", format!("{gateway}/{prefix} to {name}"))(e)),
         }
+        if let Some((gw6, prefix6)) = gateway6 {
+            add_v6(&self.handle, index, gw6, prefix6)
+                .await
+                .map_err(nl("add", format!("{gw6}/{prefix6} to {name}")))?;
+        }
         self.handle
             .link()
             .set(LinkUnspec::new_with_index(index).up().build())
@@ -141,8 +148,9 @@ impl Netlink {
     }
 
     /// Plugs the host end of a veth pair into `bridge` and brings it up, with hairpin
-    /// mode so that a container reaches its own published ports.
-    pub async fn attach(&self, host_if: &str, bridge: u32) -> Result<()> {
+    /// mode so that a container reaches its own published ports; `isolated` ports
+    /// (Docker's `enable_icc=false`) reach the bridge but not each other.
+    pub async fn attach(&self, host_if: &str, bridge: u32, isolated: bool) -> Result<()> {
         let index = self
             .index(host_if)
             .await?
@@ -162,10 +170,33 @@ impl Netlink {
             .map_err(nl("plug into its bridge", host_if))?;
         self.handle
             .link()
-            .set_port(LinkBridgePort::new(index).hairpin(true).build())
+            .set_port({
+                let port = LinkBridgePort::new(index).hairpin(true);
+                // Only when asked: older kernels know no isolation flag.
+                if isolated { port.isolated(true) } else { port }.build()
+            })
             .execute()
             .await
             .map_err(nl("set hairpin mode on", host_if))
+    }
+}
+
+/// Adds an IPv6 address without duplicate address detection (the address is Pier's
+/// to give, and DAD would leave it unusable for a second or two); one already there is
+/// fine.
+async fn add_v6(
+    handle: &Handle,
+    index: u32,
+    addr: Ipv6Addr,
+    prefix: u8,
+) -> std::result::Result<(), rtnetlink::Error> {
+    let mut req = handle.address().add(index, IpAddr::V6(addr), prefix);
+    req.message_mut()
+        .attributes
+        .push(AddressAttribute::Flags(AddressFlags::Nodad));
+    match req.execute().await {
+        Err(e) if is_errno(&e, libc::EEXIST) => Ok(()),
+        r => r,
     }
 }
 
@@ -210,6 +241,10 @@ pub struct Plumb {
     pub mtu: u32,
     /// Default route through this gateway (none on internal networks).
     pub gateway: Option<Ipv4Addr>,
+    /// On a dual-stack network: the IPv6 address and prefix length.
+    pub addr6: Option<(Ipv6Addr, u8)>,
+    /// The IPv6 default route's gateway (none on internal networks).
+    pub gateway6: Option<Ipv6Addr>,
 }
 
 /// Creates the veth pair of `p` from inside its namespace and sets the container end
@@ -280,6 +315,11 @@ fn plumb_in_thread(p: &Plumb) -> Result<()> {
                 "add",
                 format!("{}/{} to {}", p.addr, p.prefix, p.ifname),
             ))?;
+        if let Some((a6, p6)) = p.addr6 {
+            add_v6(&handle, eth, a6, p6)
+                .await
+                .map_err(nl("add", format!("{a6}/{p6} to {}", p.ifname)))?;
+        }
         for i in [eth, index("lo").await?] {
             handle
                 .link()
@@ -298,6 +338,70 @@ fn plumb_in_thread(p: &Plumb) -> Result<()> {
                 // A second network does not replace the first one's default route.
                 Err(e) if is_errno(&e, libc::EEXIST) => {}
                 Err(e) => return Err(nl("add the default route via", gw.to_string())(e)),
+            }
+        }
+        if let Some(gw6) = p.gateway6 {
+            let route = rtnetlink::RouteMessageBuilder::<Ipv6Addr>::new()
+                .gateway(gw6)
+                .output_interface(eth)
+                .build();
+            match handle.route().add(route).execute().await {
+                Ok(()) => {}
+                Err(e) if is_errno(&e, libc::EEXIST) => {}
+                Err(e) => return Err(nl("add the IPv6 default route via", gw6.to_string())(e)),
+            }
+        }
+        Ok(())
+    })
+}
+
+/// Adds IPv4 addresses (`addr/prefix`) to interface `ifname` of the namespace held at
+/// `netns` (a container's link-local addresses, Docker's `--link-local-ip`).
+pub fn add_addresses(netns: &Path, ifname: &str, addrs: &[(Ipv4Addr, u8)]) -> Result<()> {
+    let (netns, ifname, addrs) = (netns.to_path_buf(), ifname.to_string(), addrs.to_vec());
+    std::thread::spawn(move || add_addresses_in_thread(&netns, &ifname, &addrs))
+        .join()
+        .unwrap_or(Err(Error::Panicked {
+            op: "add addresses to a container's interface",
+        }))
+}
+
+fn add_addresses_in_thread(netns: &Path, ifname: &str, addrs: &[(Ipv4Addr, u8)]) -> Result<()> {
+    let ns = fs::File::open(netns).map_err(io("open network namespace", netns))?;
+    rustix::thread::move_into_link_name_space(
+        ns.as_fd(),
+        Some(rustix::thread::LinkNameSpaceType::Network),
+    )
+    .map_err(|e| io("join", netns)(e.into()))?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .build()
+        .map_err(io("start a netlink runtime in", netns))?;
+    rt.block_on(async {
+        let (conn, handle, _) = rtnetlink::new_connection().map_err(Error::Socket)?;
+        tokio::spawn(conn);
+        let index = handle
+            .link()
+            .get()
+            .match_name(ifname.to_string())
+            .execute()
+            .try_next()
+            .await
+            .map_err(nl("look up link", ifname.to_string()))?
+            .map(|m| m.header.index)
+            .ok_or(Error::LinkMissing {
+                name: ifname.to_string(),
+            })?;
+        for (addr, prefix) in addrs {
+            match handle
+                .address()
+                .add(index, IpAddr::V4(*addr), *prefix)
+                .execute()
+                .await
+            {
+                Ok(()) => {}
+                Err(e) if is_errno(&e, libc::EEXIST) => {}
+                Err(e) => return Err(nl("add", format!("{addr}/{prefix} to {ifname}"))(e)),
             }
         }
         Ok(())
@@ -336,6 +440,8 @@ mod tests {
                 mac: [2, 0, 0, 0, 0, 2],
                 mtu: 1500,
                 gateway: None,
+                addr6: None,
+                gateway6: None,
             };
             let first = plumb(&p);
             let second = plumb(&p);

@@ -1,5 +1,6 @@
-//! Pier's nftables table: egress NAT, published ports, isolation between networks,
-//! internal and routed networks.
+//! Pier's nftables tables: egress NAT, published ports, isolation between networks,
+//! internal and routed networks; `ip TABLE` for IPv4 and, while a dual-stack network
+//! exists, `ip6 TABLE` with the same rules for IPv6 (NAT66 out, published ports in).
 //!
 //! The whole table is derived from the store's networks and port mappings and replaced
 //! in one nftables transaction (`nft -j -f -`): it is always either the old table or
@@ -8,23 +9,29 @@
 //! everyone else's rules stay as they are.
 
 use std::io::Write;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::process::{Command, Stdio};
 
 use serde_json::{json, Value};
 
 use crate::ipam::Ipv4Net;
 use crate::{Error, Result, ToolFailure};
+use pier_api::Ipv6Net;
 
 /// A bridge network as the firewall sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FwNetwork {
     pub bridge: String,
     pub subnet: Ipv4Net,
+    /// Its IPv6 subnet, on a dual-stack network.
+    pub subnet6: Option<Ipv6Net>,
     /// No traffic in or out of the network except to its own members.
     pub internal: bool,
     /// Container addresses are routed, not NATed: reachable from outside as they are.
     pub routed: bool,
+    /// Whether traffic leaving it is masqueraded (Docker's `enable_ip_masquerade`); a
+    /// network that is not is still closed to traffic from outside.
+    pub masquerade: bool,
 }
 
 pub use pier_api::ports::Proto;
@@ -37,6 +44,9 @@ pub struct FwPort {
     pub host_ip: Option<Ipv4Addr>,
     pub host_port: u16,
     pub container_ip: Ipv4Addr,
+    /// The container's IPv6 address on a dual-stack network: a port published on every
+    /// host address answers on the host's IPv6 addresses too, to it.
+    pub container_ip6: Option<Ipv6Addr>,
     pub container_port: u16,
 }
 
@@ -56,19 +66,57 @@ fn payload(proto: &str, field: &str) -> Value {
     json!({"payload": {"protocol": proto, "field": field}})
 }
 
-fn prefix(n: &Ipv4Net) -> Value {
-    json!({"prefix": {"addr": n.network().to_string(), "len": n.prefix()}})
+fn prefix(addr: String, len: u8) -> Value {
+    json!({"prefix": {"addr": addr, "len": len}})
 }
 
 fn ct(key: &str, right: Value) -> Value {
     json!({"match": {"op": "in", "left": {"ct": {"key": key}}, "right": right}})
 }
 
+/// The address family one table is for: `ip` (IPv4) or `ip6`.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Family {
+    V4,
+    V6,
+}
+
+impl Family {
+    fn name(self) -> &'static str {
+        match self {
+            Family::V4 => "ip",
+            Family::V6 => "ip6",
+        }
+    }
+}
+
 /// The nftables JSON commands that replace table `ip TABLE` with the rules for
 /// `nets` and `ports`; the empty chain `owner` marks whose table it is
-/// ([`crate::names::HostNames::owner_chain`]).
+/// ([`crate::names::HostNames::owner_chain`]). Dual-stack networks get the same rules
+/// for IPv6 in table `ip6 TABLE`, which is deleted while there is none.
 pub fn ruleset(table: &str, owner: &str, nets: &[FwNetwork], ports: &[FwPort]) -> Value {
-    let t = json!({"family": "ip", "name": table});
+    let mut cmds = family_cmds(Family::V4, table, owner, nets, ports);
+    let t6 = json!({"family": "ip6", "name": table});
+    if nets.iter().any(|n| n.subnet6.is_some()) {
+        cmds.extend(family_cmds(Family::V6, table, owner, nets, ports));
+    } else {
+        cmds.extend([
+            json!({"add": {"table": t6}}),
+            json!({"delete": {"table": t6}}),
+        ]);
+    }
+    json!({"nftables": cmds})
+}
+
+fn family_cmds(
+    fam: Family,
+    table: &str,
+    owner: &str,
+    nets: &[FwNetwork],
+    ports: &[FwPort],
+) -> Vec<Value> {
+    let family = fam.name();
+    let t = json!({"family": family, "name": table});
     let mut cmds = vec![
         // `add` then `delete` then `add`: works whether or not the table exists, in one
         // transaction.
@@ -77,7 +125,7 @@ pub fn ruleset(table: &str, owner: &str, nets: &[FwNetwork], ports: &[FwPort]) -
         json!({"add": {"table": t}}),
     ];
     let chain = |name: &str, typ: &str, hook: &str, prio: i32| {
-        json!({"add": {"chain": {"family": "ip", "table": table, "name": name,
+        json!({"add": {"chain": {"family": family, "table": table, "name": name,
             "type": typ, "hook": hook, "prio": prio, "policy": "accept"}}})
     };
     let local = json!({"match": {"op": "==", "left": {"fib": {"result": "type", "flags": ["daddr"]}}, "right": "local"}});
@@ -87,13 +135,19 @@ pub fn ruleset(table: &str, owner: &str, nets: &[FwNetwork], ports: &[FwPort]) -
         chain("output", "nat", "output", -100),
         chain("postrouting", "nat", "postrouting", 100),
         chain("forward", "filter", "forward", 0),
-        json!({"add": {"chain": {"family": "ip", "table": table, "name": "ports"}}}),
-        json!({"add": {"chain": {"family": "ip", "table": table, "name": owner}}}),
+        json!({"add": {"chain": {"family": family, "table": table, "name": "ports"}}}),
+        json!({"add": {"chain": {"family": family, "table": table, "name": owner}}}),
     ]);
+    let subnet_of = |n: &FwNetwork| match fam {
+        Family::V4 => Some(prefix(n.subnet.network().to_string(), n.subnet.prefix())),
+        Family::V6 => n
+            .subnet6
+            .map(|s| prefix(s.network().to_string(), s.prefix())),
+    };
     let mut rule_cmds: Vec<Value> = Vec::new();
     {
         let mut rule = |chain: &str, expr: Vec<Value>| {
-            rule_cmds.push(json!({"add": {"rule": {"family": "ip", "table": table, "chain": chain, "expr": expr}}}));
+            rule_cmds.push(json!({"add": {"rule": {"family": family, "table": table, "chain": chain, "expr": expr}}}));
         };
         // Published ports answer on every local address, from outside and from the host.
         for c in ["prerouting", "output"] {
@@ -101,11 +155,21 @@ pub fn ruleset(table: &str, owner: &str, nets: &[FwNetwork], ports: &[FwPort]) -
         }
         for p in ports {
             let mut e = Vec::new();
-            if let Some(ip) = p.host_ip {
-                e.push(m(payload("ip", "daddr"), json!(ip.to_string())));
-            }
+            let to = match fam {
+                Family::V4 => {
+                    if let Some(ip) = p.host_ip {
+                        e.push(m(payload("ip", "daddr"), json!(ip.to_string())));
+                    }
+                    p.container_ip.to_string()
+                }
+                // A port bound to an IPv4 host address only is not published on IPv6.
+                Family::V6 => match (p.host_ip, p.container_ip6) {
+                    (None, Some(ip6)) => ip6.to_string(),
+                    _ => continue,
+                },
+            };
             e.push(m(payload(p.proto.as_str(), "dport"), json!(p.host_port)));
-            e.push(json!({"dnat": {"addr": p.container_ip.to_string(), "port": p.container_port}}));
+            e.push(json!({"dnat": {"addr": to, "port": p.container_port}}));
             rule("ports", e);
         }
         let bridges: Vec<Value> = nets.iter().map(|n| json!(n.bridge)).collect();
@@ -145,12 +209,15 @@ pub fn ruleset(table: &str, owner: &str, nets: &[FwNetwork], ports: &[FwPort]) -
             if !n.routed {
                 rule("forward", vec![oif(), json!({"drop": null})]);
             }
+            let Some(subnet) = subnet_of(n) else {
+                continue;
+            };
             // Out: NATed to the host's address unless routed.
-            if !n.routed {
+            if !n.routed && n.masquerade {
                 rule(
                     "postrouting",
                     vec![
-                        m(payload("ip", "saddr"), prefix(&n.subnet)),
+                        m(payload(family, "saddr"), subnet.clone()),
                         m_not(meta("oifname"), json!(n.bridge)),
                         json!({"masquerade": null}),
                     ],
@@ -161,27 +228,30 @@ pub fn ruleset(table: &str, owner: &str, nets: &[FwNetwork], ports: &[FwPort]) -
                 "postrouting",
                 vec![
                     ct("status", json!("dnat")),
-                    m(payload("ip", "saddr"), prefix(&n.subnet)),
+                    m(payload(family, "saddr"), subnet),
                     oif(),
                     json!({"masquerade": null}),
                 ],
             );
-            // The host reaching a published port through 127.0.0.1.
-            rule(
-                "postrouting",
-                vec![
-                    m(
-                        payload("ip", "saddr"),
-                        json!({"prefix": {"addr": "127.0.0.0", "len": 8}}),
-                    ),
-                    oif(),
-                    json!({"masquerade": null}),
-                ],
-            );
+            // The host reaching a published port through 127.0.0.1 (IPv6 has no such
+            // route from ::1).
+            if fam == Family::V4 {
+                rule(
+                    "postrouting",
+                    vec![
+                        m(
+                            payload("ip", "saddr"),
+                            json!({"prefix": {"addr": "127.0.0.0", "len": 8}}),
+                        ),
+                        oif(),
+                        json!({"masquerade": null}),
+                    ],
+                );
+            }
         }
     }
     cmds.extend(rule_cmds);
-    json!({"nftables": cmds})
+    cmds
 }
 
 /// Replaces Pier's table with the rules for `nets` and `ports`.
@@ -263,12 +333,13 @@ pub fn published_ports(pick: impl Fn(&str) -> bool) -> Vec<(String, Proto, Optio
     out
 }
 
-/// Deletes Pier's table (if it exists).
+/// Deletes Pier's tables (if they exist).
 pub fn delete(table: &str) -> Result<()> {
     let t = json!({"family": "ip", "name": table});
+    let t6 = json!({"family": "ip6", "name": table});
     run(
         table,
-        &json!({"nftables": [{"add": {"table": t}}, {"delete": {"table": t}}]}),
+        &json!({"nftables": [{"add": {"table": t}}, {"delete": {"table": t}}, {"add": {"table": t6}}, {"delete": {"table": t6}}]}),
         false,
     )
 }
@@ -339,14 +410,18 @@ mod tests {
             FwNetwork {
                 bridge: "pier0".into(),
                 subnet: "10.88.0.0/16".parse().unwrap(),
+                subnet6: Some("fd00:88::/64".parse().unwrap()),
                 internal: false,
                 routed: false,
+                masquerade: true,
             },
             FwNetwork {
                 bridge: "pier-int".into(),
                 subnet: "10.89.0.0/24".parse().unwrap(),
+                subnet6: None,
                 internal: true,
                 routed: false,
+                masquerade: true,
             },
         ];
         let ports = vec![FwPort {
@@ -354,6 +429,7 @@ mod tests {
             host_ip: None,
             host_port: 8080,
             container_ip: "10.88.0.2".parse().unwrap(),
+            container_ip6: Some("fd00:88::2".parse().unwrap()),
             container_port: 80,
         }];
         let doc = ruleset("pier", "root_0123456789abcdef", &nets, &ports);
@@ -368,6 +444,11 @@ mod tests {
             .iter()
             .all(|c| c.to_string().contains("\"table\":\"pier\"")
                 || c.to_string().contains("\"name\":\"pier\"")));
+        // The dual-stack network is NATed (NAT66) and its port published on IPv6 too.
+        assert!(text.contains(r#"{"dnat":{"addr":"fd00:88::2","port":80}}"#));
+        assert!(cmds.iter().any(|c| c["add"]["rule"]["family"] == "ip6"
+            && c.to_string().contains("fd00:88::")
+            && c.to_string().contains("masquerade")));
         assert!(text.contains(r#"{"dnat":{"addr":"10.88.0.2","port":80}}"#));
         // The internal network gets no masquerade; the NAT one does.
         // The NAT network is masqueraded on the way out; the internal one is not, and
@@ -375,6 +456,7 @@ mod tests {
         let rules: Vec<(String, String)> = cmds
             .iter()
             .filter_map(|c| c["add"]["rule"].as_object())
+            .filter(|r| r["family"] == "ip")
             .map(|r| {
                 (
                     r["chain"].as_str().unwrap().to_string(),

@@ -115,6 +115,93 @@ pub async fn get_manifest(
     Ok((body.to_vec(), parsed.media_type, digest))
 }
 
+/// What a registry says of `reference` without pulling it (Docker's
+/// `GET /distribution/{name}/json`): its manifest's descriptor, and the platforms it
+/// serves (an index's children, or a manifest's config's `os`/`architecture`).
+pub async fn inspect_remote(
+    reference: &ImageRef,
+    config: &ClientConfig,
+    creds: Option<Credentials>,
+) -> Result<(Descriptor, Vec<manifest::Platform>)> {
+    let repo = reference.repository().to_string();
+    let rf = match (reference.digest(), reference.tag()) {
+        (Some(d), _) => d.to_string(),
+        (None, Some(t)) => t.to_string(),
+        (None, None) => "latest".into(),
+    };
+    let (remote, (bytes, media_type, digest)) =
+        find_manifest(reference, &repo, &rf, config, creds).await?;
+    let parsed = manifest::parse(&bytes, Some(&media_type))?;
+    let platforms = if parsed.is_index() {
+        parsed
+            .children
+            .iter()
+            .filter_map(|c| c.platform.clone())
+            .collect()
+    } else {
+        let config_desc = parsed
+            .config
+            .ok_or_else(|| RemoteError::ManifestInvalid("no config".into()))?;
+        let blob = get_small_blob(&remote, &repo, &config_desc).await?;
+        let c: serde_json::Value = serde_json::from_slice(&blob)
+            .map_err(|e| RemoteError::ManifestInvalid(format!("the image config: {e}")))?;
+        let field = |k: &str| c[k].as_str().unwrap_or("").to_string();
+        vec![manifest::Platform {
+            architecture: field("architecture"),
+            os: field("os"),
+            variant: c["variant"].as_str().map(String::from),
+        }]
+    };
+    let descriptor = Descriptor {
+        media_type,
+        digest,
+        size: bytes.len() as u64,
+        platform: None,
+        artifact_type: None,
+        annotations: Default::default(),
+    };
+    Ok((descriptor, platforms))
+}
+
+/// A blob of at most [`crate::MAX_MANIFEST`] bytes (an image config) read into memory,
+/// verified against its descriptor.
+async fn get_small_blob(remote: &Remote, repo: &str, d: &Descriptor) -> Result<Vec<u8>> {
+    if d.size > crate::MAX_MANIFEST {
+        return Err(RemoteError::ManifestTooLarge {
+            size: d.size,
+            limit: crate::MAX_MANIFEST,
+        });
+    }
+    let resp = remote
+        .send(
+            Method::GET,
+            &format!("/v2/{repo}/blobs/{}", d.digest),
+            &[],
+            empty(),
+        )
+        .await?;
+    if resp.status() != StatusCode::OK {
+        return Err(error_of(&format!("blob {} of {repo}", d.digest), resp).await);
+    }
+    let body = BodyExt::collect(http_body_util::Limited::new(
+        resp.into_body(),
+        crate::MAX_MANIFEST as usize + 1,
+    ))
+    .await
+    .map_err(|e| RemoteError::Upstream(e.to_string()))?
+    .to_bytes();
+    let digest = pier_image::blobs::digest_of(&body[..])
+        .map_err(RemoteError::io("hash"))?
+        .0;
+    if digest != d.digest {
+        return Err(RemoteError::DigestMismatch {
+            expected: d.digest.to_string(),
+            actual: digest,
+        });
+    }
+    Ok(body.to_vec())
+}
+
 /// Streams a blob into the blob store, verified.
 pub async fn download(
     remote: &Remote,
@@ -401,7 +488,7 @@ async fn upload(
     Ok(())
 }
 
-/// Pushes the local image `local` as `target`. Returns the manifest digest.
+/// Pushes the local image `local` as `target`. Returns the manifest's digest and size.
 pub async fn push(
     images: Arc<ImageStore>,
     project: ProjectName,
@@ -410,7 +497,7 @@ pub async fn push(
     config: &ClientConfig,
     creds: Option<Credentials>,
     p: Progress,
-) -> Result<Digest> {
+) -> Result<(Digest, u64)> {
     let rec = {
         let images = images.clone();
         let (project, local) = (project.clone(), local.to_string());
@@ -428,24 +515,27 @@ pub async fn push(
             digest: rec.id.clone(),
         })
     })?;
-    let mut blobs = vec![(rec.id.clone(), config_size)];
+    // Progress is the layers', as Docker shows it; the config goes up unannounced.
+    let quiet: Progress = Arc::new(|_| {});
+    let mut blobs = vec![(rec.id.clone(), config_size, &quiet)];
     blobs.extend(
         rec.layers
             .iter()
-            .map(|l| (l.blob_digest.clone(), l.blob_size)),
+            .map(|l| (l.blob_digest.clone(), l.blob_size, &p)),
     );
-    for (d, s) in &blobs {
+    for (d, s, _) in &blobs[1..] {
         report(&p, d, "waiting", 0, *s);
     }
     futures_util::future::try_join_all(
         blobs
             .iter()
-            .map(|(d, s)| upload(&remote, &images, &repo, d, *s, &p)),
+            .map(|(d, s, p)| upload(&remote, &images, &repo, d, *s, p)),
     )
     .await?;
     let bytes = images
         .blobs()
         .read_all(&rec.manifest_digest, crate::MAX_MANIFEST)?;
+    let size = bytes.len() as u64;
     let tag = target.tag().unwrap_or("latest");
     let resp = remote
         .send(
@@ -458,5 +548,5 @@ pub async fn push(
     if resp.status() != StatusCode::CREATED {
         return Err(error_of(&format!("pushing the manifest to {}", remote.host), resp).await);
     }
-    Ok(rec.manifest_digest)
+    Ok((rec.manifest_digest, size))
 }

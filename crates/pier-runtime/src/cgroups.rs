@@ -532,6 +532,13 @@ impl Cgroup {
                 }
             }
         }
+        // cgroup v2 has no swappiness: Docker discards it there too.
+        if let Some(s) = r.memory().as_ref().and_then(|m| m.swappiness()) {
+            if !v2 {
+                let dir = self.dir_for_limit("memory", "--memory-swappiness")?;
+                write(&dir.join("memory.swappiness"), &s.to_string())?;
+            }
+        }
         if let Some(pids) = r.pids() {
             if pids.limit() > 0 {
                 let dir = self.dir_for_limit("pids", "--pids-limit")?;

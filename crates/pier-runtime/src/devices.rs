@@ -128,6 +128,57 @@ impl Rule {
         })
     }
 
+    /// A rule as Docker's `--device-cgroup-rule` and cgroup v1's `devices.allow` write
+    /// it: `TYPE MAJOR:MINOR ACCESS` (`c 7:128 rwm`, `b 8:* r`, `a *:* rwm`), an allow
+    /// rule.
+    pub fn parse_allow(s: &str) -> Result<Rule, String> {
+        let bad = || {
+            format!(
+                "invalid device cgroup rule {s:?}: use TYPE MAJOR:MINOR ACCESS, e.g. \"c 7:128 rwm\" (type a, b or c; * for any number; access of r, w and m)"
+            )
+        };
+        let parts: Vec<&str> = s.split_whitespace().collect();
+        let (kind, nums, access) = match parts[..] {
+            ["a"] => {
+                return Ok(Rule {
+                    allow: true,
+                    kind: None,
+                    major: None,
+                    minor: None,
+                    access: ALL,
+                })
+            }
+            [k, n] => (k, n, "rwm"),
+            [k, n, a] => (k, n, a),
+            _ => return Err(bad()),
+        };
+        let kind = match kind {
+            "a" => None,
+            "b" => Some(Kind::Block),
+            "c" => Some(Kind::Char),
+            _ => return Err(bad()),
+        };
+        let (major, minor) = nums.split_once(':').ok_or_else(bad)?;
+        let num = |n: &str| -> Result<Option<u32>, String> {
+            if n == "*" {
+                Ok(None)
+            } else {
+                n.parse().map(Some).map_err(|_| bad())
+            }
+        };
+        let access = access_of(access).map_err(|_| bad())?;
+        if access == 0 {
+            return Err(bad());
+        }
+        Ok(Rule {
+            allow: true,
+            kind,
+            major: num(major)?,
+            minor: num(minor)?,
+            access,
+        })
+    }
+
     /// The rule as the spec writes it (`linux.resources.devices[]`).
     pub fn to_spec_json(&self) -> serde_json::Value {
         let mut v = serde_json::json!({"allow": self.allow, "access": self.access_string()});

@@ -46,6 +46,28 @@ use rustix::fs::{
 };
 use rustix::io::Errno;
 
+/// Mounts `b` in `root` (in the calling thread's mount namespace).
+fn bind_in(root: &Path, b: &Bind) -> io::Result<()> {
+    let dest = crate::rootfs::resolve_in_root(root, &b.target)?;
+    if std::fs::metadata(&b.source)?.is_dir() {
+        std::fs::create_dir_all(&dest)?;
+    } else if std::fs::symlink_metadata(&dest).is_err() {
+        if let Some(p) = dest.parent() {
+            std::fs::create_dir_all(p)?;
+        }
+        File::create(&dest)?;
+    }
+    rustix::mount::mount_bind_recursive(&b.source, &dest)?;
+    if b.read_only {
+        rustix::mount::mount_remount(
+            &dest,
+            rustix::mount::MountFlags::BIND | rustix::mount::MountFlags::RDONLY,
+            "",
+        )?;
+    }
+    Ok(())
+}
+
 /// How a path as the container sees it is resolved: inside the root, no magic links.
 const IN_ROOT: ResolveFlags = ResolveFlags::IN_ROOT.union(ResolveFlags::NO_MAGICLINKS);
 /// How a path below a resolved directory is resolved: beneath it, no symlinks at all.
@@ -90,6 +112,18 @@ fn openat2_retry(
 #[derive(Debug)]
 pub struct InRoot {
     root: OwnedFd,
+    /// The mount namespace the root's mounts live in, when it is one of its own
+    /// ([`InRoot::open_with_binds`]): held so they stay until the root is dropped.
+    _ns: Option<OwnedFd>,
+}
+
+/// A host directory or file to show at `target` in a root ([`InRoot::open_with_binds`]).
+#[derive(Debug, Clone)]
+pub struct Bind {
+    pub source: PathBuf,
+    /// The path as the container sees it.
+    pub target: PathBuf,
+    pub read_only: bool,
 }
 
 impl InRoot {
@@ -101,7 +135,58 @@ impl InRoot {
             OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
             Mode::empty(),
         )?;
-        Ok(InRoot { root })
+        Ok(InRoot { root, _ns: None })
+    }
+
+    /// Opens `root` (a stopped container's mounted rootfs) with `binds` mounted in it, as
+    /// the container would see its volumes and bind mounts: what `cp` copies.
+    ///
+    /// The binds are made in a mount namespace of their own, by a thread that exists only
+    /// for that; the returned root holds the namespace, and dropping it takes the binds
+    /// away. Nothing is mounted in the caller's namespace, so nothing is left behind if
+    /// the process dies meanwhile. Missing targets are made (directories, or an empty file
+    /// for a file), as a container's start makes them; targets are resolved inside the
+    /// root, in path order so a bind under another lands in it. The container must not be
+    /// running, as at its start.
+    pub fn open_with_binds(root: &Path, binds: &[Bind]) -> io::Result<InRoot> {
+        let mut binds = binds.to_vec();
+        binds.sort_by(|a, b| a.target.cmp(&b.target));
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                // SAFETY: the new mount namespace (and the unshared filesystem context it
+                // implies) belongs to this thread alone, which ends right after.
+                unsafe { rustix::thread::unshare_unsafe(rustix::thread::UnshareFlags::NEWNS) }?;
+                // Nothing done here may propagate back to the caller's namespace.
+                rustix::mount::mount_change(
+                    "/",
+                    rustix::mount::MountPropagationFlags::PRIVATE
+                        | rustix::mount::MountPropagationFlags::REC,
+                )?;
+                for b in &binds {
+                    bind_in(root, b).map_err(|e| {
+                        io::Error::new(
+                            e.kind(),
+                            format!(
+                                "cannot mount {} at {} for the copy: {e}",
+                                b.source.display(),
+                                b.target.display()
+                            ),
+                        )
+                    })?;
+                }
+                let ns = openat(
+                    CWD,
+                    "/proc/thread-self/ns/mnt",
+                    OFlags::RDONLY | OFlags::CLOEXEC,
+                    Mode::empty(),
+                )?;
+                let mut r = InRoot::open(root)?;
+                r._ns = Some(ns);
+                Ok(r)
+            })
+            .join()
+            .unwrap_or_else(|_| Err(io::Error::other("the mount thread panicked")))
+        })
     }
 
     /// The root of the process whose `/proc/PID` directory is `proc_pid` (opened by the
@@ -113,7 +198,7 @@ impl InRoot {
             OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
             Mode::empty(),
         )?;
-        Ok(InRoot { root })
+        Ok(InRoot { root, _ns: None })
     }
 
     pub fn fd(&self) -> BorrowedFd<'_> {

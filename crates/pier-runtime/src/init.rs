@@ -106,7 +106,16 @@ fn propagation(options: &[String]) -> Option<libc::c_ulong> {
     })
 }
 
-fn mount_one(rootfs: &Path, m: &Mount, cgroup_v1: &[(String, PathBuf)]) -> Result<(), StartError> {
+/// Mounts one of the spec's mounts. `own_cgroupns`: the container has a cgroup
+/// namespace of its own; without one (`--cgroupns host`) a v1 hierarchy is not mounted
+/// (it would show the host's whole tree) but the container's own group bound, as runc
+/// does.
+fn mount_one(
+    rootfs: &Path,
+    m: &Mount,
+    cgroup_v1: &[(String, PathBuf)],
+    own_cgroupns: bool,
+) -> Result<(), StartError> {
     let dest = resolve_in_root(rootfs, m.destination()).map_err(sys(
         Step::Mounts,
         format!("resolve {}", m.destination().display()),
@@ -165,7 +174,12 @@ fn mount_one(rootfs: &Path, m: &Mount, cgroup_v1: &[(String, PathBuf)]) -> Resul
             for (c, group) in cgroup_v1 {
                 let sub = dest.join(c);
                 fs::create_dir_all(&sub).map_err(sys(Step::Mounts, &what))?;
-                match mount(Some("cgroup"), &sub, Some("cgroup"), flags, Some(c)) {
+                let mounted = if own_cgroupns {
+                    mount(Some("cgroup"), &sub, Some("cgroup"), flags, Some(c))
+                } else {
+                    Err(io::Error::from_raw_os_error(libc::EPERM))
+                };
+                match mounted {
                     Ok(()) => {}
                     // In a user namespace v1 hierarchies cannot be mounted: the container's
                     // own group is bound instead, as runc does.
@@ -186,7 +200,29 @@ fn mount_one(rootfs: &Path, m: &Mount, cgroup_v1: &[(String, PathBuf)]) -> Resul
             }
             // The host's named systemd hierarchy, as runc shows it too (not in a user
             // namespace, which may not mount it).
-            if Path::new("/sys/fs/cgroup/systemd").is_dir() {
+            if !own_cgroupns && Path::new("/sys/fs/cgroup/systemd").is_dir() {
+                // The host's namespace: its own group of the named hierarchy is bound,
+                // as runc does.
+                let own = fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
+                let path = own
+                    .lines()
+                    .find_map(|l| l.split_once(":name=systemd:").map(|(_, p)| p.to_string()));
+                if let Some(p) = path {
+                    let src = Path::new("/sys/fs/cgroup/systemd").join(p.trim_start_matches('/'));
+                    let sub = dest.join("systemd");
+                    fs::create_dir_all(&sub).map_err(sys(Step::Mounts, &what))?;
+                    mount(
+                        Some(&src.to_string_lossy()),
+                        &sub,
+                        None,
+                        libc::MS_BIND,
+                        None,
+                    )
+                    .map_err(sys(Step::Mounts, format!("{what} (systemd)")))?;
+                    remount_bind(&sub, flags & !libc::MS_REC)
+                        .map_err(sys(Step::Mounts, format!("{what} (systemd)")))?;
+                }
+            } else if Path::new("/sys/fs/cgroup/systemd").is_dir() {
                 let sub = dest.join("systemd");
                 fs::create_dir_all(&sub).map_err(sys(Step::Mounts, &what))?;
                 match mount(
@@ -829,7 +865,7 @@ fn setup(
     )
     .map_err(sys(Step::Mounts, "bind the rootfs"))?;
     for m in spec.mounts().clone().unwrap_or_default() {
-        mount_one(&rootfs, &m, cgroup_v1)?;
+        mount_one(&rootfs, &m, cgroup_v1, has_ns(LinuxNamespaceType::Cgroup))?;
     }
     make_devices(&rootfs)?;
     make_spec_devices(&rootfs, &linux)?;

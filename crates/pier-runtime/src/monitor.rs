@@ -866,7 +866,10 @@ impl Supervisor {
         let (max, files) = config
             .as_ref()
             .map_or((10 << 20, 2), |c| (c.log_max_bytes, c.log_max_files));
-        let log = LogWriter::open(&dir.join("container.log"), max, files).ok();
+        let no_log = config.as_ref().is_some_and(|c| c.no_log);
+        let log = (!no_log)
+            .then(|| LogWriter::open(&dir.join("container.log"), max, files).ok())
+            .flatten();
         let streams: Vec<(OwnedFd, u8, Vec<u8>)> = outputs
             .into_iter()
             .map(|(fd, k)| (fd, k, Vec::new()))
@@ -901,7 +904,10 @@ impl Supervisor {
             buf,
             status: None,
             released_at: None,
-            hold: config.as_ref().is_some_and(|c| c.hold_for_attach),
+            // A client waiting for this start to attach (and nothing in a log for it):
+            // held for it once, as `hold_for_attach` holds for every start.
+            hold: config.as_ref().is_some_and(|c| c.hold_for_attach)
+                || std::fs::remove_file(dir.join(crate::state::ATTACH_PENDING)).is_ok(),
             exited_at: None,
         }
     }

@@ -197,6 +197,12 @@ pub struct SpecInput {
     pub sysctls: std::collections::BTreeMap<String, String>,
     /// Host devices (`linux.devices`, with an allow rule each).
     pub devices: Vec<DeviceNode>,
+    /// `--cgroupns host`: no cgroup namespace of its own.
+    pub host_cgroupns: bool,
+    /// `--device-cgroup-rule`: rules after the defaults and the devices'.
+    pub device_cgroup_rules: Vec<crate::devices::Rule>,
+    /// `--memory-swappiness` (cgroup v1's `memory.swappiness`).
+    pub memory_swappiness: Option<u64>,
 }
 
 /// The capability set for a spec: the defaults (all with `--privileged`), minus
@@ -232,7 +238,10 @@ pub fn build(input: &SpecInput) -> Result<oci_spec::runtime::Spec, serde_json::E
     } else {
         (vec![], vec![])
     };
-    let mut namespaces = vec![json!({"type": "mount"}), json!({"type": "cgroup"})];
+    let mut namespaces = vec![json!({"type": "mount"})];
+    if !input.host_cgroupns {
+        namespaces.push(json!({"type": "cgroup"}));
+    }
     if !input.host_uts {
         namespaces.insert(0, json!({"type": "uts"}));
     }
@@ -272,9 +281,13 @@ pub fn build(input: &SpecInput) -> Result<oci_spec::runtime::Spec, serde_json::E
     for d in &input.devices {
         device_rules.push(json!({"allow": true, "type": d.kind.to_string(), "major": d.major, "minor": d.minor, "access": d.access}));
     }
+    device_rules.extend(input.device_cgroup_rules.iter().map(|r| r.to_spec_json()));
     let mut resources = json!({ "devices": device_rules });
-    if input.memory.is_some() || input.memory_swap.is_some() {
+    if input.memory.is_some() || input.memory_swap.is_some() || input.memory_swappiness.is_some() {
         let mut m = json!({});
+        if let Some(s) = input.memory_swappiness {
+            m["swappiness"] = json!(s);
+        }
         if let Some(l) = input.memory {
             m["limit"] = json!(l);
         }

@@ -43,7 +43,15 @@ pub struct MonitorConfig {
     /// up to [`crate::monitor::HOLD_FOR_ATTACH`], even once the container has exited.
     #[serde(default)]
     pub hold_for_attach: bool,
+    /// Log driver `none`: the output goes to attached clients only, no log is kept.
+    #[serde(default)]
+    pub no_log: bool,
 }
+
+/// A file in a container's directory saying that a client waits to attach at the next
+/// start: that start's monitor holds the output for it (as `hold_for_attach`), and
+/// removes the file.
+pub const ATTACH_PENDING: &str = "attach-pending";
 
 /// The directories an overlay rootfs is made of.
 #[derive(Debug, Clone, Serialize, Deserialize)]

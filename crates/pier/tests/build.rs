@@ -560,7 +560,9 @@ CMD echo hi
     assert!(out.contains("\nbefore=[]\n"), "{out}");
     assert!(out.contains("\nafter=[from-cli]\n"), "{out}");
     assert!(out.contains("\nenv-wins=[from-env]\n"), "{out}");
-    assert!(out.contains("Step 13/13 : LABEL "), "{out}");
+    // The ARGs before FROM are steps too, as Docker's classic builder counts them.
+    assert!(out.contains("Step 1/15 : ARG BASE=bb\n"), "{out}");
+    assert!(out.contains("Step 15/15 : LABEL "), "{out}");
     assert!(
         out.contains("[Warning] One or more build-args [NOBODY_USES] were not consumed"),
         "{out}"

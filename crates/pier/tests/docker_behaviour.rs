@@ -5,28 +5,8 @@ mod common;
 
 use common::*;
 
-/// One request to the Docker API socket, from this process (no client in between, so
-/// two requests follow each other within microseconds): the status and the body.
 fn api(d: &Daemon, method: &str, path: &str) -> (u16, String) {
-    use std::io::{Read, Write};
-    let mut s = std::os::unix::net::UnixStream::connect(&d.docker_socket).unwrap();
-    write!(
-        s,
-        "{method} /v1.41{path} HTTP/1.1\r\nHost: docker\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
-    let status = out
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let body = out
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    (status, body)
+    docker_api(d, method, path, b"")
 }
 
 /// `POST /containers/{id}/kill` answers once the container has stopped: an inspect
@@ -145,4 +125,78 @@ fn uts_host_shares_the_hosts_hostname() {
     let err = d.fails(&["run", "--rm", "--uts", "container:u", "bb", "true"]);
     assert!(err.contains("--uts container:u"), "{err}");
     d.docker("docker", &["rm", "-f", "u"]);
+}
+
+/// A `restart=always` container between two runs is restarting, not stopped: an
+/// unforced remove is refused (409, Docker's words) however it falls between the exit
+/// and the restart (before, it succeeded while the container was restarting), and a
+/// forced one removes it.
+#[test]
+#[ignore = "root tier: needs root; scripts/test.sh runs it (--run-ignored all)"]
+fn an_unforced_remove_never_takes_a_restarting_container() {
+    let d = with_busybox(&[]);
+    let (code, _, err) = outcome(&d.docker(
+        "docker",
+        &[
+            "run",
+            "-d",
+            "--name",
+            "flappy",
+            "--restart",
+            "always",
+            "bb",
+            "sh",
+            "-c",
+            "sleep 0.05; exit 3",
+        ],
+    ));
+    assert_eq!(code, 0, "{err}");
+    let mut refused_restarting = 0;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while std::time::Instant::now() < deadline {
+        let (status, body) = api(&d, "DELETE", "/containers/flappy");
+        assert_eq!(status, 409, "an unforced remove took it: {body}");
+        if body.contains("You cannot remove a restarting container") {
+            refused_restarting += 1;
+        }
+    }
+    assert!(refused_restarting > 0, "never caught it restarting");
+    let (status, body) = api(&d, "DELETE", "/containers/flappy?force=1");
+    assert_eq!(status, 204, "{body}");
+    let (status, _) = api(&d, "GET", "/containers/flappy/json");
+    assert_eq!(status, 404);
+}
+
+/// A rename that meets the container's exit keeps the new name: the exit, recorded
+/// after, does not write the old one back.
+#[test]
+#[ignore = "root tier: needs root; scripts/test.sh runs it (--run-ignored all)"]
+fn a_rename_racing_an_exit_keeps_the_new_name() {
+    let d = with_busybox(&[]);
+    for i in 0..10 {
+        let (old, new) = (format!("r{i}"), format!("renamed{i}"));
+        let (code, _, err) = outcome(&d.docker(
+            "docker",
+            &[
+                "run",
+                "-d",
+                "--name",
+                &old,
+                "bb",
+                "sh",
+                "-c",
+                "sleep 0.0$RANDOM",
+            ],
+        ));
+        assert_eq!(code, 0, "{err}");
+        let (status, body) = api(&d, "POST", &format!("/containers/{old}/rename?name={new}"));
+        assert_eq!(status, 204, "{body}");
+        let (_, body) = api(&d, "POST", &format!("/containers/{new}/wait"));
+        assert!(body.contains("StatusCode"), "{body}");
+        let (status, body) = api(&d, "GET", &format!("/containers/{new}/json"));
+        assert_eq!(status, 200, "{body}");
+        assert!(body.contains(&format!("\"Name\":\"/{new}\"")), "{body}");
+        let (status, _) = api(&d, "GET", &format!("/containers/{old}/json"));
+        assert_eq!(status, 404, "the old name came back");
+    }
 }

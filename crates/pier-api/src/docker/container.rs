@@ -324,17 +324,17 @@ fn host_config_json(c: &ContainerInspect) -> Value {
     json!({
         "Binds": super::mounts::binds_json(c),
         "ContainerIDFile": "",
-        "LogConfig": {"Type": "json-file", "Config": log_config},
+        "LogConfig": {"Type": r.log_driver.as_deref().unwrap_or("json-file"), "Config": log_config},
         "NetworkMode": network_mode(c),
         "PortBindings": bindings,
         "RestartPolicy": restart_json(&r.restart_policy),
         "AutoRemove": r.auto_remove,
-        "VolumeDriver": "",
-        "VolumesFrom": null,
+        "VolumeDriver": r.volume_driver.clone().unwrap_or_default(),
+        "VolumesFrom": (!r.volumes_from.is_empty()).then_some(&r.volumes_from),
         "ConsoleSize": [0, 0],
         "CapAdd": r.cap_add,
         "CapDrop": r.cap_drop,
-        "CgroupnsMode": "host",
+        "CgroupnsMode": r.cgroupns_mode.clone().unwrap_or_else(|| "host".into()),
         "Dns": r.dns,
         "DnsOptions": r.dns_options,
         "DnsSearch": r.dns_search,
@@ -342,7 +342,7 @@ fn host_config_json(c: &ContainerInspect) -> Value {
         "GroupAdd": (!r.group_add.is_empty()).then_some(&r.group_add),
         "IpcMode": r.ipc_mode.clone().unwrap_or_else(|| "private".into()),
         "Cgroup": "",
-        "Links": null,
+        "Links": (!r.links.is_empty()).then(|| legacy_links(c)),
         "OomScoreAdj": 0,
         "PidMode": r.pid_mode.clone().unwrap_or_default(),
         "Privileged": r.privileged,
@@ -352,8 +352,9 @@ fn host_config_json(c: &ContainerInspect) -> Value {
         "UTSMode": r.uts_mode.clone().unwrap_or_default(),
         "UsernsMode": "",
         "ShmSize": crate::limits::shm_size(r),
-        "Runtime": r.runtime.clone().unwrap_or_else(|| "pier".into()),
-        "Isolation": "",
+        // Docker calls its default runtime `runc`; Pier's own is that default here.
+        "Runtime": r.runtime.clone().unwrap_or_else(|| "runc".into()),
+        "Isolation": r.isolation.clone().unwrap_or_default(),
         "CpuShares": r.cpu_shares.unwrap_or(0),
         "Memory": r.memory.unwrap_or(0),
         "NanoCpus": cpus,
@@ -368,11 +369,11 @@ fn host_config_json(c: &ContainerInspect) -> Value {
         "CpusetMems": "",
         "Devices": r.devices.iter().map(|d| serde_json::json!({"PathOnHost": d.path_on_host, "PathInContainer": d.path_in_container, "CgroupPermissions": if d.permissions.is_empty() { "rwm" } else { &d.permissions }})).collect::<Vec<_>>(),
         "Sysctls": (!r.sysctls.is_empty()).then_some(&r.sysctls),
-        "DeviceCgroupRules": null,
+        "DeviceCgroupRules": (!r.device_cgroup_rules.is_empty()).then_some(&r.device_cgroup_rules),
         "DeviceRequests": null,
         "MemoryReservation": 0,
         "MemorySwap": r.memory_swap.unwrap_or(0),
-        "MemorySwappiness": null,
+        "MemorySwappiness": r.memory_swappiness,
         "OomKillDisable": false,
         "PidsLimit": r.pids_limit,
         "Ulimits": r.ulimits.iter().map(|u| json!({"Name": u.name, "Soft": u.soft, "Hard": u.hard})).collect::<Vec<_>>(),
@@ -385,9 +386,40 @@ fn host_config_json(c: &ContainerInspect) -> Value {
     })
 }
 
+/// `--link` as Docker shows it in `HostConfig.Links`: `/NAME:/CONTAINER/ALIAS`.
+fn legacy_links(c: &ContainerInspect) -> Vec<String> {
+    c.config
+        .links
+        .iter()
+        .map(|l| {
+            let (name, alias) = l.split_once(':').unwrap_or((l, l));
+            format!("/{name}:/{}/{alias}", c.name)
+        })
+        .collect()
+}
+
 /// A stable endpoint ID for a container on a network.
 fn endpoint_id(c: &ContainerInspect, network_id: &str) -> String {
     derived_id(&[&c.id, network_id], 64)
+}
+
+/// An endpoint's `IPAMConfig`: the addresses asked for, null when none was.
+fn ipam_config_json(ep: &Endpoint) -> Value {
+    let link_local = &ep.options.link_local_ips;
+    if ep.static_ip.is_none() && ep.static_ip6.is_none() && link_local.is_empty() {
+        return Value::Null;
+    }
+    let mut v = json!({});
+    if let Some(ip) = ep.static_ip {
+        v["IPv4Address"] = json!(ip);
+    }
+    if let Some(ip) = ep.static_ip6 {
+        v["IPv6Address"] = json!(ip);
+    }
+    if !link_local.is_empty() {
+        v["LinkLocalIPs"] = json!(link_local);
+    }
+    v
 }
 
 pub fn endpoint_json(c: &ContainerInspect, ep: &Endpoint) -> Value {
@@ -398,20 +430,21 @@ pub fn endpoint_json(c: &ContainerInspect, ep: &Endpoint) -> Value {
         dns_names.push(c.id[..12].to_string());
         dns_names.extend(ep.aliases.iter().cloned());
     }
+    let o = &ep.options;
     json!({
-        "IPAMConfig": ep.static_ip.as_ref().map(|ip| json!({"IPv4Address": ip})),
-        "Links": null,
+        "IPAMConfig": ipam_config_json(ep),
+        "Links": (!o.links.is_empty()).then_some(&o.links),
         "Aliases": if ep.aliases.is_empty() { Value::Null } else { json!(ep.aliases) },
         "MacAddress": ep.mac_address.or(ep.static_mac).map(|m| m.to_string()).unwrap_or_default(),
-        "DriverOpts": null,
+        "DriverOpts": (!o.driver_opts.is_empty()).then_some(&o.driver_opts),
         "NetworkID": ep.network_id,
         "EndpointID": if up { endpoint_id(c, &ep.network_id) } else { String::new() },
         "Gateway": ep.gateway.map(|g| g.to_string()).unwrap_or_default(),
         "IPAddress": ep.ip_address.map(|ip| ip.to_string()).unwrap_or_default(),
         "IPPrefixLen": ep.prefix_len.unwrap_or(0),
-        "IPv6Gateway": "",
-        "GlobalIPv6Address": "",
-        "GlobalIPv6PrefixLen": 0,
+        "IPv6Gateway": ep.gateway6.map(|g| g.to_string()).unwrap_or_default(),
+        "GlobalIPv6Address": ep.ip6_address.map(|ip| ip.to_string()).unwrap_or_default(),
+        "GlobalIPv6PrefixLen": ep.prefix6_len.unwrap_or(0),
         "DNSNames": if dns_names.is_empty() { Value::Null } else { json!(dns_names) },
     })
 }
@@ -524,11 +557,11 @@ pub fn inspect(c: &ContainerInspect, f: &ContainerFacts, paths: &HostPaths) -> V
             "SecondaryIPv6Addresses": null,
             "EndpointID": bridge.filter(|e| e.ip_address.is_some()).map(|e| endpoint_id(c, &e.network_id)).unwrap_or_default(),
             "Gateway": bridge.and_then(|e| e.gateway).map(|g| g.to_string()).unwrap_or_default(),
-            "GlobalIPv6Address": "",
-            "GlobalIPv6PrefixLen": 0,
+            "GlobalIPv6Address": bridge.and_then(|e| e.ip6_address).map(|ip| ip.to_string()).unwrap_or_default(),
+            "GlobalIPv6PrefixLen": bridge.and_then(|e| e.prefix6_len).unwrap_or(0),
             "IPAddress": bridge.and_then(|e| e.ip_address).map(|ip| ip.to_string()).unwrap_or_default(),
             "IPPrefixLen": bridge.and_then(|e| e.prefix_len).unwrap_or(0),
-            "IPv6Gateway": "",
+            "IPv6Gateway": bridge.and_then(|e| e.gateway6).map(|g| g.to_string()).unwrap_or_default(),
             "MacAddress": bridge.and_then(|e| e.mac_address).map(|m| m.to_string()).unwrap_or_default(),
             "Networks": networks_json(c),
         },

@@ -1,8 +1,8 @@
 //! Docker's create body (`Config` with `HostConfig` and `NetworkingConfig`) and its
 //! mapping onto Pier's create request. What Pier cannot do is refused with a message
-//! rather than dropped: links, `--volumes-from`, other namespaces'
-//! modes, logging drivers other than json-file, and every resource limit it does not
-//! apply ([`refuse_unapplied_limits`]). The limits it does apply are passed on as given
+//! rather than dropped: other namespaces' modes, a cgroup parent, logging drivers other
+//! than json-file and none, and every resource limit it does not apply
+//! ([`refuse_unapplied_limits`]). The limits it does apply are passed on as given
 //! (a negative memory limit too) and checked once for both APIs by
 //! `crate::limits::check_resources`.
 
@@ -145,6 +145,11 @@ pub struct HostConfig {
     cgroup_parent: Option<String>,
     group_add: Option<Vec<String>>,
     storage_opt: Option<BTreeMap<String, String>>,
+    cgroupns_mode: Option<String>,
+    isolation: Option<String>,
+    volume_driver: Option<String>,
+    memory_swappiness: Option<i64>,
+    device_cgroup_rules: Option<Vec<String>>,
 }
 
 /// Limits of Docker's `HostConfig` that Pier does not apply; each is refused when set
@@ -153,7 +158,6 @@ pub struct HostConfig {
 #[serde(rename_all = "PascalCase", default)]
 pub struct UnappliedLimits {
     memory_reservation: Option<i64>,
-    memory_swappiness: Option<i64>,
     kernel_memory: Option<i64>,
     #[serde(rename = "KernelMemoryTCP")]
     kernel_memory_tcp: Option<i64>,
@@ -171,7 +175,6 @@ pub struct UnappliedLimits {
     blkio_device_read_iops: Option<Vec<Value>>,
     #[serde(rename = "BlkioDeviceWriteIOps")]
     blkio_device_write_iops: Option<Vec<Value>>,
-    device_cgroup_rules: Option<Vec<String>>,
     device_requests: Option<Vec<Value>>,
     #[serde(rename = "IOMaximumIOps")]
     io_maximum_iops: Option<i64>,
@@ -196,14 +199,6 @@ fn refuse_unapplied_limits(u: &UnappliedLimits) -> Result<()> {
             ));
         }
         return Err(not_applied("--memory-reservation", "MemoryReservation"));
-    }
-    if let Some(s) = u.memory_swappiness.filter(|s| *s != -1) {
-        if !(0..=100).contains(&s) {
-            return Err(Refused::bad_request(format!(
-                "Invalid value: {s}, valid memory swappiness range is 0-100"
-            )));
-        }
-        return Err(not_applied("--memory-swappiness", "MemorySwappiness"));
     }
     if set(u.kernel_memory) || set(u.kernel_memory_tcp) {
         return Err(not_applied("--kernel-memory", "KernelMemory"));
@@ -243,12 +238,6 @@ fn refuse_unapplied_limits(u: &UnappliedLimits) -> Result<()> {
             "--device-read-bps/--device-write-bps/--device-read-iops/--device-write-iops",
             "BlkioDeviceReadBps",
         ));
-    }
-    if u.device_cgroup_rules
-        .as_ref()
-        .is_some_and(|r| !r.is_empty())
-    {
-        return Err(not_applied("--device-cgroup-rule", "DeviceCgroupRules"));
     }
     if listed(&u.device_requests) {
         return Err(not_applied("--gpus", "DeviceRequests"));
@@ -318,6 +307,10 @@ fn ulimit_value(name: &str, v: i64) -> Result<u64> {
 struct IpamConfigBody {
     #[serde(rename = "IPv4Address")]
     ipv4_address: Option<String>,
+    #[serde(rename = "IPv6Address")]
+    ipv6_address: Option<String>,
+    #[serde(rename = "LinkLocalIPs")]
+    link_local_ips: Option<Vec<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -328,9 +321,66 @@ pub struct EndpointConfig {
     aliases: Option<Vec<String>>,
     mac_address: Option<String>,
     links: Option<Vec<String>>,
+    driver_opts: Option<BTreeMap<String, String>>,
+}
+
+/// A link as Docker writes it (`NAME:ALIAS`, the alias the name when absent), checked.
+pub fn link_of(l: &str) -> Result<String> {
+    let l = l.trim_start_matches('/');
+    let (name, alias) = l.split_once(':').unwrap_or((l, l));
+    let alias = alias.rsplit('/').next().unwrap_or(alias);
+    let ok = |s: &str| {
+        !s.is_empty()
+            && s.chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
+    };
+    if !ok(name) || !ok(alias) {
+        return Err(Refused::bad_request(format!(
+            "invalid link {l:?}: use NAME[:ALIAS], e.g. db:database"
+        )));
+    }
+    Ok(format!("{name}:{alias}"))
 }
 
 impl EndpointConfig {
+    /// The endpoint's MAC address, checked.
+    pub fn mac(&self) -> Result<Option<MacAddress>> {
+        nonempty(self.mac_address.clone())
+            .map(|m| m.parse::<MacAddress>())
+            .transpose()
+            .map_err(|e| Refused::bad_request(format!("--mac-address {e}")))
+    }
+
+    /// Links, link-local addresses and driver options, checked (the IPv6 address is
+    /// [`Self::ip6`]'s).
+    pub fn options(&self) -> Result<crate::containers::EndpointOptions> {
+        let ipam = self.ipam_config.as_ref();
+        let link_local_ips = ipam
+            .and_then(|i| i.link_local_ips.clone())
+            .unwrap_or_default();
+        for ip in &link_local_ips {
+            let ok = ip
+                .parse::<std::net::Ipv4Addr>()
+                .is_ok_and(|a| a.is_link_local());
+            if !ok {
+                return Err(Refused::bad_request(format!(
+                    "--link-local-ip {ip}: give an IPv4 link-local address (169.254.0.0/16)"
+                )));
+            }
+        }
+        Ok(crate::containers::EndpointOptions {
+            links: self
+                .links
+                .iter()
+                .flatten()
+                // Checked, and kept as given, as Docker shows them.
+                .map(|l| link_of(l).map(|_| l.clone()))
+                .collect::<Result<_>>()?,
+            link_local_ips,
+            driver_opts: self.driver_opts.clone().unwrap_or_default(),
+        })
+    }
+
     /// The endpoint's `IPv4Address`, checked.
     pub fn ip(&self) -> Result<Option<Ipv4Address>> {
         self.ipam_config
@@ -340,6 +390,21 @@ impl EndpointConfig {
             .map(|s| s.parse::<Ipv4Address>())
             .transpose()
             .map_err(|e| Refused::bad_request(format!("--ip {e}")))
+    }
+    /// The endpoint's `IPv6Address`, checked.
+    pub fn ip6(&self) -> Result<Option<std::net::Ipv6Addr>> {
+        self.ipam_config
+            .as_ref()
+            .and_then(|i| i.ipv6_address.as_deref())
+            .filter(|s| !s.is_empty())
+            .map(|s| {
+                s.parse().map_err(|_| {
+                    Refused::bad_request(format!(
+                        "--ip6 {s:?} is not an IPv6 address (such as fd00:1::5)"
+                    ))
+                })
+            })
+            .transpose()
     }
     pub fn aliases(&self) -> Vec<String> {
         self.aliases.clone().unwrap_or_default()
@@ -405,7 +470,34 @@ pub fn to_create(b: CreateBody, name: Option<String>, look: &Lookups<'_>) -> Res
             "conflicting options: cannot combine --restart and --rm (AutoRemove)",
         ));
     }
-    let log_opts = log_opts_of(h.log_config)?;
+    let (log_driver, log_opts) = log_opts_of(h.log_config)?;
+    let memory_swappiness = h.memory_swappiness.filter(|s| *s != -1);
+    if let Some(s) = memory_swappiness.filter(|s| !(0..=100).contains(s)) {
+        return Err(Refused::bad_request(format!(
+            "Invalid value: {s}, valid memory swappiness range is 0-100"
+        )));
+    }
+    let cgroupns_mode = nonempty(h.cgroupns_mode.clone());
+    if let Some(m) = cgroupns_mode
+        .as_deref()
+        .filter(|m| !matches!(*m, "host" | "private"))
+    {
+        return Err(Refused::bad_request(format!(
+            "invalid cgroup namespace mode: {m}"
+        )));
+    }
+    let isolation = h.isolation.clone().filter(|i| !i.is_empty());
+    if let Some(i) = isolation.as_deref().filter(|i| *i != "default") {
+        return Err(Refused::bad_request(format!(
+            "Invalid isolation: {i:?} - linux only supports 'default'"
+        )));
+    }
+    let links = h
+        .links
+        .iter()
+        .flatten()
+        .map(|l| link_of(l))
+        .collect::<Result<Vec<_>>>()?;
     refuse_unapplied_limits(&h.unapplied)?;
     let cpus = cpus_of(h.nano_cpus, h.cpu_quota, h.cpu_period)?;
     let ulimits = h
@@ -437,11 +529,13 @@ pub fn to_create(b: CreateBody, name: Option<String>, look: &Lookups<'_>) -> Res
             v
         }
     });
-    let mac = nonempty(first.mac_address.clone())
-        .or(nonempty(b.mac_address))
-        .map(|m| m.parse::<MacAddress>())
-        .transpose()
-        .map_err(|e| Refused::bad_request(format!("--mac-address {e}")))?;
+    let mac = match first.mac()? {
+        Some(m) => Some(m),
+        None => nonempty(b.mac_address)
+            .map(|m| m.parse::<MacAddress>())
+            .transpose()
+            .map_err(|e| Refused::bad_request(format!("--mac-address {e}")))?,
+    };
     let mut req = ContainerCreate {
         image,
         name,
@@ -453,6 +547,7 @@ pub fn to_create(b: CreateBody, name: Option<String>, look: &Lookups<'_>) -> Res
         hostname: nonempty(b.hostname),
         network,
         ip: first.ip()?,
+        ip6: first.ip6()?,
         mac_address: mac,
         network_aliases: first.aliases(),
         publish,
@@ -478,7 +573,8 @@ pub fn to_create(b: CreateBody, name: Option<String>, look: &Lookups<'_>) -> Res
         shm_size: h.shm_size.filter(|s| *s != 0),
         auto_remove,
         init: h.init.unwrap_or(false),
-        runtime: nonempty(h.runtime).filter(|r| r != "pier"),
+        // Docker's default runtime is `runc`: here that is Pier's own.
+        runtime: nonempty(h.runtime).filter(|r| r != "pier" && r != "runc"),
         tty: b.tty.unwrap_or(false),
         interactive: b.open_stdin.unwrap_or(false),
         healthcheck,
@@ -488,6 +584,15 @@ pub fn to_create(b: CreateBody, name: Option<String>, look: &Lookups<'_>) -> Res
         restart_policy,
         labels: b.labels.unwrap_or_default(),
         log_opts,
+        log_driver,
+        cgroupns_mode,
+        isolation,
+        device_cgroup_rules: h.device_cgroup_rules.clone().unwrap_or_default(),
+        volume_driver: nonempty(h.volume_driver.clone()),
+        memory_swappiness,
+        links,
+        volumes_from: h.volumes_from.clone().unwrap_or_default(),
+        endpoint: first.options()?,
         storage_opts: h.storage_opt.unwrap_or_default(),
         group_add: h.group_add.unwrap_or_default(),
         sysctls: h.sysctls.unwrap_or_default(),
@@ -540,18 +645,9 @@ fn devices_of(list: Vec<Value>) -> Result<Vec<crate::containers::DeviceMapping>>
         .collect()
 }
 
-/// Refuses the host options Pier does not implement (volumes-from, links, a cgroup
-/// parent, other namespaces' modes); `--pid` and `--ipc` the engine checks.
+/// Refuses the host options Pier does not implement (a cgroup parent, other
+/// namespaces' modes); `--pid` and `--ipc` the engine checks.
 fn refuse_unsupported(h: &HostConfig) -> Result<()> {
-    unsupported_if(
-        h.volumes_from.as_ref().is_some_and(|v| !v.is_empty()),
-        "--volumes-from",
-    )?;
-    if h.links.as_ref().is_some_and(|v| !v.is_empty()) {
-        return Err(Refused::bad_request(
-            "legacy links (--link) are not supported by pier: put the containers on a user network, where they find each other by name",
-        ));
-    }
     unsupported_if(
         nonempty(h.cgroup_parent.clone()).is_some(),
         "--cgroup-parent",
@@ -599,11 +695,6 @@ fn split_endpoints(
         None => None,
     }
     .unwrap_or_default();
-    if first.links.as_ref().is_some_and(|l| !l.is_empty()) {
-        return Err(Refused::bad_request(
-            "legacy links are not supported by pier: containers on a user network find each other by name",
-        ));
-    }
     Ok((first, endpoints))
 }
 
@@ -662,15 +753,45 @@ fn restart_policy_of(body: Option<RestartPolicyBody>) -> Result<RestartPolicy> {
     })
 }
 
-/// The log options from Docker's log config: json-file's, checked.
-fn log_opts_of(config: Option<LogConfigBody>) -> Result<BTreeMap<String, String>> {
+/// Docker's own log drivers that Pier does not have.
+const DOCKER_LOG_DRIVERS: [&str; 10] = [
+    "syslog",
+    "journald",
+    "gelf",
+    "fluentd",
+    "awslogs",
+    "splunk",
+    "etwlogs",
+    "gcplogs",
+    "logentries",
+    "loki",
+];
+
+/// The log driver (`none`, or json-file's when absent) and json-file's options, checked.
+fn log_opts_of(
+    config: Option<LogConfigBody>,
+) -> Result<(Option<String>, BTreeMap<String, String>)> {
     let mut log_opts = BTreeMap::new();
     if let Some(lc) = config {
         match lc.kind.as_deref() {
             None | Some("") | Some("json-file") | Some("local") => {}
+            Some("none") => {
+                if let Some(k) = lc.config.unwrap_or_default().into_keys().next() {
+                    return Err(Refused::bad_request(format!(
+                        "unknown log opt '{k}' for none log driver"
+                    )));
+                }
+                return Ok((Some("none".into()), log_opts));
+            }
+            Some(d) if DOCKER_LOG_DRIVERS.contains(&d) => {
+                return Err(Refused::bad_request(format!(
+                    "logging driver {d:?} is not supported by pier: it keeps json-file logs (or none)"
+                )))
+            }
+            // Docker's words for a driver it does not know.
             Some(other) => {
                 return Err(Refused::bad_request(format!(
-                    "logging driver {other:?} is not supported by pier: it keeps json-file logs"
+                    "logger: no log driver named '{other}' is registered"
                 )))
             }
         }
@@ -697,7 +818,7 @@ fn log_opts_of(config: Option<LogConfigBody>) -> Result<BTreeMap<String, String>
             }
         }
     }
-    Ok(log_opts)
+    Ok((None, log_opts))
 }
 
 /// `--add-host` entries as `name:ip`, `host-gateway` resolved to the gateway of the
@@ -789,9 +910,16 @@ mod tests {
             .unwrap_err()
             .message
             .contains("no image"));
-        assert!(refused(serde_json::json!({"Links": ["a:b"]}))
+        assert!(refused(serde_json::json!({"Links": ["a b"]}))
             .message
-            .contains("--link"));
+            .contains("invalid link"));
+        let c = convert(
+            serde_json::json!({"Image": "bb", "HostConfig": {"Links": ["/a:/web/b", "c"]}}),
+        );
+        assert_eq!(c.unwrap().request.links, vec!["a:b", "c:c"]);
+        assert!(refused(serde_json::json!({"LogConfig": {"Type": "asdf"}}))
+            .message
+            .contains("no log driver named 'asdf'"));
         // Under Docker's own field name (it was read as `UtsMode`, never sent).
         assert!(refused(serde_json::json!({"UTSMode": "container:x"}))
             .message

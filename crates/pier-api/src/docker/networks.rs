@@ -3,6 +3,7 @@
 //! create and connect bodies, checked and mapped onto Pier's requests.
 
 use std::collections::BTreeMap;
+use std::net::Ipv6Addr;
 
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -11,7 +12,7 @@ use super::create::EndpointConfig;
 use super::{Refused, Result};
 use crate::containers::ContainerInspect;
 use crate::networks::{NetworkCreate, NetworkInspect};
-use crate::{Ipv4Address, Ipv4Net};
+use crate::{Ipv4Address, Ipv4Net, Ipv6Net};
 
 pub const PREDEFINED: [&str; 2] = ["host", "none"];
 
@@ -42,10 +43,42 @@ pub type FindContainer<'a> = dyn Fn(&str) -> Option<ContainerInspect> + 'a;
 /// A network as Docker shows it; with `container` (which finds a container's record by
 /// ID), its `Containers` are filled in.
 pub fn network_json(n: &NetworkInspect, container: Option<&FindContainer<'_>>) -> Value {
+    let aux = |v6: bool| -> Option<BTreeMap<&String, String>> {
+        let m: BTreeMap<&String, String> = n
+            .aux_addresses
+            .iter()
+            .filter(|(_, a)| a.is_ipv6() == v6)
+            .map(|(k, a)| (k, a.to_string()))
+            .collect();
+        (!m.is_empty()).then_some(m)
+    };
     let mut ipam = json!({"Subnet": n.subnet, "Gateway": n.gateway});
     if let Some(r) = &n.ip_range {
         ipam["IPRange"] = json!(r);
     }
+    if let Some(a) = aux(false) {
+        ipam["AuxiliaryAddresses"] = json!(a);
+    }
+    let mut config = vec![ipam];
+    // The IPv6 pool as given (Docker shows one given without --ipv6 too).
+    if let Some(s6) = n.subnet6 {
+        let mut v6 = json!({"Subnet": s6});
+        if let Some(r) = n.ip_range6 {
+            v6["IPRange"] = json!(r);
+        }
+        if let Some(g) = n.gateway6 {
+            v6["Gateway"] = json!(g);
+        }
+        if let Some(a) = aux(true) {
+            v6["AuxiliaryAddresses"] = json!(a);
+        }
+        config.push(v6);
+    }
+    let ipam_options = if n.ipam_options.is_empty() {
+        Value::Null
+    } else {
+        json!(n.ipam_options)
+    };
     // Only the options given, as Docker shows them (compose compares them with its own).
     let mut options = n.options.clone();
     if n.name == super::DEFAULT_NETWORK {
@@ -69,12 +102,17 @@ pub fn network_json(n: &NetworkInspect, container: Option<&FindContainer<'_>>) -
                 (Some(ip), None) => ip.to_string(),
                 _ => String::new(),
             };
+            let addr6 = match (&ep.ip6_address, ep.prefix6_len) {
+                (Some(ip), Some(len)) => format!("{ip}/{len}"),
+                (Some(ip), None) => ip.to_string(),
+                _ => String::new(),
+            };
             let eid = c
                 .map(|c| super::container::endpoint_json(&c, ep)["EndpointID"].clone())
                 .unwrap_or(Value::Null);
             containers.insert(
                 id.clone(),
-                json!({"Name": name, "EndpointID": eid, "MacAddress": mac, "IPv4Address": addr, "IPv6Address": ""}),
+                json!({"Name": name, "EndpointID": eid, "MacAddress": mac, "IPv4Address": addr, "IPv6Address": addr6}),
             );
         }
     }
@@ -84,10 +122,10 @@ pub fn network_json(n: &NetworkInspect, container: Option<&FindContainer<'_>>) -
         "Created": n.created,
         "Scope": "local",
         "Driver": n.driver,
-        "EnableIPv6": false,
-        "IPAM": {"Driver": "default", "Options": null, "Config": [ipam]},
+        "EnableIPv6": n.ipv6,
+        "IPAM": {"Driver": "default", "Options": ipam_options, "Config": config},
         "Internal": n.internal,
-        "Attachable": false,
+        "Attachable": n.attachable,
         "Ingress": false,
         "ConfigFrom": {"Network": ""},
         "ConfigOnly": false,
@@ -112,6 +150,7 @@ struct IpamPool {
 struct Ipam {
     driver: Option<String>,
     config: Option<Vec<IpamPool>>,
+    options: Option<BTreeMap<String, String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -128,33 +167,73 @@ pub struct CreateBody {
     labels: Option<BTreeMap<String, String>>,
     config_only: Option<bool>,
     ingress: Option<bool>,
+    attachable: Option<bool>,
+    scope: Option<String>,
+}
+
+/// Docker's answer to a swarm-only network when swarm is not active.
+const NOT_A_MANAGER: &str = "This node is not a swarm manager. Use \"docker swarm init\" or \"docker swarm join\" to connect this node to swarm and try again.";
+
+fn forbidden(m: &str) -> Refused {
+    Refused {
+        status: 403,
+        message: m.into(),
+    }
+}
+
+fn is_v6(p: &IpamPool) -> bool {
+    [&p.subnet, &p.ip_range, &p.gateway]
+        .iter()
+        .find_map(|s| s.as_deref().filter(|s| !s.is_empty()))
+        .is_some_and(|s| s.contains(':'))
 }
 
 impl CreateBody {
     /// The body as Pier's request; what Pier's bridge networks cannot be is refused.
     pub fn into_request(self) -> Result<NetworkCreate> {
         let b = self;
+        // Docker's rule: any name but the empty one.
         let name = b
             .name
             .filter(|n| !n.is_empty())
             .ok_or_else(|| Refused::bad_request("the network needs a Name"))?;
-        if b.enable_ipv6.unwrap_or(false) {
+        if b.config_only.unwrap_or(false) {
             return Err(Refused::bad_request(
-                "IPv6 networks are not supported by pier yet: create the network without --ipv6",
-            ));
-        }
-        if b.config_only.unwrap_or(false) || b.ingress.unwrap_or(false) {
-            return Err(Refused::bad_request(
-                "config-only and ingress networks are swarm features; pier does not do swarm mode",
+                "config-only networks are swarm features; pier does not do swarm mode",
             ));
         }
         match b.driver.as_deref() {
             None | Some("") | Some("bridge") => {}
+            Some("overlay") => {
+                return Err(Refused {
+                    status: 503,
+                    message: NOT_A_MANAGER.into(),
+                })
+            }
             Some(other) => {
                 return Err(Refused::bad_request(format!(
                     "network driver {other:?} is not supported by pier: use bridge"
                 )))
             }
+        }
+        match b.scope.as_deref() {
+            None | Some("") | Some("local") => {}
+            Some("swarm") => {
+                return Err(forbidden(
+                    "cannot create a swarm scoped network when swarm is not active",
+                ))
+            }
+            Some(_) => {
+                return Err(Refused {
+                    status: 503,
+                    message: NOT_A_MANAGER.into(),
+                })
+            }
+        }
+        if b.ingress.unwrap_or(false) {
+            return Err(forbidden(
+                "Ingress network can only be global scope network",
+            ));
         }
         let ipam = b.ipam.unwrap_or_default();
         if let Some(drv) = ipam
@@ -166,26 +245,38 @@ impl CreateBody {
                 "IPAM driver {drv:?} is not supported by pier: use the default"
             )));
         }
-        let pools = ipam.config.unwrap_or_default();
-        if pools.len() > 1 {
-            return Err(Refused::bad_request(
-                "pier networks have one IPv4 subnet: give at most one --subnet",
+        let (v6, v4): (Vec<IpamPool>, Vec<IpamPool>) =
+            ipam.config.unwrap_or_default().into_iter().partition(is_v6);
+        if v4.len() > 1 || v6.len() > 1 {
+            return Err(forbidden(
+                "bridge driver doesn't support multiple subnets: give at most one IPv4 and one IPv6 --subnet",
             ));
         }
-        let pool = pools.into_iter().next().unwrap_or_default();
-        if pool.subnet.as_deref().is_some_and(|s| s.contains(':')) {
-            return Err(Refused::bad_request(
-                "IPv6 subnets are not supported by pier yet",
-            ));
-        }
-        if pool.auxiliary_addresses.is_some_and(|a| !a.is_empty()) {
-            return Err(Refused::bad_request(
-                "--aux-address is not supported by pier yet",
-            ));
+        let pool = v4.into_iter().next().unwrap_or_default();
+        let pool6 = v6.into_iter().next().unwrap_or_default();
+        let mut aux_addresses = BTreeMap::new();
+        for (k, a) in pool
+            .auxiliary_addresses
+            .iter()
+            .chain(pool6.auxiliary_addresses.iter())
+            .flatten()
+        {
+            let ip = a.parse().map_err(|_| {
+                Refused::bad_request(format!(
+                    "non parsable secondary ip address ({k}:{a}) passed for network {name}: give an IP address such as 10.1.0.5"
+                ))
+            })?;
+            aux_addresses.insert(k.clone(), ip);
         }
         let cidr = |s: Option<String>| -> Result<Option<Ipv4Net>> {
             s.filter(|s| !s.is_empty())
                 .map(|s| s.parse::<Ipv4Net>())
+                .transpose()
+                .map_err(|e| Refused::bad_request(e.to_string()))
+        };
+        let cidr6 = |s: Option<String>| -> Result<Option<Ipv6Net>> {
+            s.filter(|s| !s.is_empty())
+                .map(|s| s.parse::<Ipv6Net>())
                 .transpose()
                 .map_err(|e| Refused::bad_request(e.to_string()))
         };
@@ -195,6 +286,17 @@ impl CreateBody {
             .map(|g| g.parse::<Ipv4Address>())
             .transpose()
             .map_err(|e| Refused::bad_request(format!("gateway {e}")))?;
+        let gateway6 = pool6
+            .gateway
+            .filter(|s| !s.is_empty())
+            .map(|g| {
+                g.parse::<Ipv6Addr>().map_err(|_| {
+                    Refused::bad_request(format!(
+                        "gateway {g:?} is not an IPv6 address (such as fd00:1::1)"
+                    ))
+                })
+            })
+            .transpose()?;
         Ok(NetworkCreate {
             name,
             driver: Some("bridge".into()),
@@ -204,6 +306,13 @@ impl CreateBody {
             internal: b.internal.unwrap_or(false),
             options: b.options.unwrap_or_default(),
             labels: b.labels.unwrap_or_default(),
+            ipv6: b.enable_ipv6.unwrap_or(false),
+            subnet6: cidr6(pool6.subnet)?,
+            gateway6,
+            ip_range6: cidr6(pool6.ip_range)?,
+            aux_addresses,
+            ipam_options: ipam.options.unwrap_or_default(),
+            attachable: b.attachable.unwrap_or(false),
         })
     }
 }
@@ -235,11 +344,24 @@ mod tests {
         assert_eq!(r.labels["a"], "b");
         let refused = |v: Value| body(v).into_request().unwrap_err().message;
         assert!(refused(json!({})).contains("needs a Name"));
-        assert!(refused(json!({"Name": "n", "Driver": "overlay"})).contains("use bridge"));
-        assert!(refused(json!({"Name": "n", "EnableIPv6": true})).contains("IPv6"));
-        assert!(
-            refused(json!({"Name": "n", "IPAM": {"Config": [{}, {}]}})).contains("one IPv4 subnet")
-        );
+        assert!(refused(json!({"Name": "n", "Driver": "macvlan"})).contains("use bridge"));
+        assert!(refused(json!({"Name": "n", "Driver": "overlay"})).contains("swarm manager"));
+        assert!(refused(json!({"Name": "n", "IPAM": {"Config": [{}, {}]}})).contains("one IPv4"));
+        assert!(refused(json!({"Name": "n", "Ingress": true})).contains("Ingress"));
+        assert!(refused(json!({"Name": "n", "Scope": "swarm"})).contains("swarm"));
+        let r = body(json!({"Name": "a b", "EnableIPv6": true, "Attachable": true,
+            "IPAM": {"Options": {"o": "1"}, "Config": [
+                {"Subnet": "2001:389::/64", "Gateway": "2001:389::ffff", "AuxiliaryAddresses": {"x": "2001:389::5"}},
+                {"Subnet": "10.9.0.0/24", "AuxiliaryAddresses": {"y": "10.9.0.5"}}]}}))
+        .into_request()
+        .unwrap();
+        assert_eq!(r.name, "a b");
+        assert!(r.ipv6 && r.attachable);
+        assert_eq!(r.subnet.unwrap().to_string(), "10.9.0.0/24");
+        assert_eq!(r.subnet6.unwrap().to_string(), "2001:389::/64");
+        assert_eq!(r.gateway6.unwrap().to_string(), "2001:389::ffff");
+        assert_eq!(r.aux_addresses.len(), 2);
+        assert_eq!(r.ipam_options["o"], "1");
     }
 
     #[test]

@@ -174,11 +174,6 @@ async fn commit(Ctx(ctx): Ctx, state: DState, p: Params) -> DResult<Response> {
         .nonempty("container")
         .ok_or_else(|| DockerError::bad_request("give the container as ?container="))?;
     let c = container(&d, id, &ctx)?;
-    if !p.all("changes").iter().all(|c| c.trim().is_empty()) {
-        return Err(DockerError::not_implemented(
-            "docker commit --change is not supported by pier yet: commit without it",
-        ));
-    }
     let reference = match (p.nonempty("repo"), p.nonempty("tag")) {
         (None, _) => None,
         (Some(r), None) => Some(r.to_string()),
@@ -188,6 +183,7 @@ async fn commit(Ctx(ctx): Ctx, state: DState, p: Params) -> DResult<Response> {
         reference,
         message: p.get("comment").unwrap_or("").to_string(),
         author: p.get("author").unwrap_or("").to_string(),
+        changes: p.all("changes").iter().map(|c| c.to_string()).collect(),
     };
     let loaded = blocking(move || Ok(d.engine.instances.commit(&ctx, &c.id, &req)?)).await?;
     Ok(json(StatusCode::CREATED, json!({"Id": loaded.id.as_str()})))

@@ -32,6 +32,7 @@ pub fn routes() -> Router<Arc<Docker>> {
         .route("/containers/prune", post(prune))
         .route("/containers/{id}/json", get(inspect_one))
         .route("/containers/{id}", delete(remove))
+        .route("/containers/{id}/{alias}", delete(remove_link))
         .route("/containers/{id}/start", post(start))
         .route("/containers/{id}/stop", post(stop))
         .route("/containers/{id}/restart", post(restart))
@@ -76,18 +77,29 @@ async fn create(Ctx(ctx): Ctx, state: DState, p: Params, body: Bytes) -> DResult
     // Checked before anything is made, so that a bad address leaves no container behind.
     let extra_networks = extra_networks
         .into_iter()
-        .map(|(net, ep)| Ok((net, ep.ip()?, ep.aliases())))
+        .map(|(net, ep)| {
+            Ok((
+                net,
+                NetworkConnect {
+                    ip: ep.ip()?,
+                    ip6: ep.ip6()?,
+                    aliases: ep.aliases(),
+                    mac_address: ep.mac()?,
+                    options: ep.options()?,
+                    ..Default::default()
+                },
+            ))
+        })
         .collect::<DResult<Vec<_>>>()?;
     let image = req.image.clone();
     super::image(&d, &image, &ctx.project)?;
     let d2 = d.clone();
     let ctx2 = ctx.clone();
     let created = blocking(move || Ok(d2.engine.instances.create(&ctx2, req)?)).await?;
-    for (net, ip, aliases) in extra_networks {
+    for (net, r) in extra_networks {
         let r = NetworkConnect {
             container: created.id.to_string(),
-            ip,
-            aliases,
+            ..r
         };
         if let Err(e) = d.engine.instances.connect(&ctx, &net, r).await {
             let _ = d
@@ -318,9 +330,9 @@ async fn remove(
     let c = container(&d, &id, &ctx)?;
     let force = p.bool("force");
     if p.bool("link") {
-        return Err(DockerError::bad_request(
-            "legacy links are not supported by pier, so there is no link to remove",
-        ));
+        return Err(DockerError::bad_request(format!(
+            "Conflict, cannot remove the default link name of the container {id}: give the link as CONTAINER/ALIAS"
+        )));
     }
     if !force
         && matches!(
@@ -345,6 +357,24 @@ async fn remove(
         .instances
         .remove(&ctx, &c.id, force, p.bool("v"))
         .await?;
+    Ok(no_content())
+}
+
+/// `DELETE /containers/{name}/{alias}?link=1`: removes a legacy link.
+async fn remove_link(
+    Ctx(ctx): Ctx,
+    state: DState,
+    Path((id, alias)): Path<(String, String)>,
+    p: Params,
+) -> DResult<Response> {
+    let d = state.0;
+    if !p.bool("link") {
+        return Err(DockerError::not_found(format!(
+            "No such container: {id}/{alias}"
+        )));
+    }
+    let c = container(&d, &id, &ctx)?;
+    d.engine.instances.remove_link(&ctx, &c.id, &alias).await?;
     Ok(no_content())
 }
 

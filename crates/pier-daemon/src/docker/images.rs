@@ -177,26 +177,31 @@ async fn remove(
 async fn prune(Ctx(ctx): Ctx, state: DState, p: Params) -> DResult<Response> {
     let d = state.0;
     let filters = p.filters()?;
-    check_filters(&filters, &["dangling", "until", "label"])?;
-    if filters.contains_key("until") || filters.contains_key("label") {
-        return Err(DockerError::not_implemented(
-            "image prune filters until and label are not supported by pier yet",
-        ));
-    }
+    check_filters(&filters, &["dangling", "until", "label", "label!"])?;
     let all = filters
         .get("dangling")
         .and_then(|v| v.first())
         .is_some_and(|v| v == "false" || v == "0");
     let d2 = d.clone();
     let c2 = ctx.clone();
-    let r = blocking(move || Ok(d2.engine.prune_images(&c2, all)?)).await?;
+    let r = blocking(move || Ok(d2.engine.prune_images_where(&c2, all, &filters)?)).await?;
+    for t in &r.untagged {
+        emit(&d, "image", "untag", t, &[("name", t)], &ctx);
+    }
     for del in &r.deleted {
         emit(&d, "image", "delete", del.as_str(), &[], &ctx);
     }
+    // As Docker answers: the tags removed, then the images deleted; null when nothing was.
+    let entries: Vec<Value> = r
+        .untagged
+        .iter()
+        .map(|t| json!({"Untagged": t}))
+        .chain(r.deleted.iter().map(|d| json!({"Deleted": d.as_str()})))
+        .collect();
     Ok(json(
         StatusCode::OK,
         json!({
-            "ImagesDeleted": r.deleted.iter().map(|d| json!({"Deleted": d.as_str()})).collect::<Vec<_>>(),
+            "ImagesDeleted": if entries.is_empty() { Value::Null } else { json!(entries) },
             "SpaceReclaimed": r.reclaimed_bytes,
         }),
     ))
@@ -218,7 +223,26 @@ async fn load(Ctx(ctx): Ctx, state: DState, body: Body) -> DResult<Response> {
     let reader = crate::stream::body_reader(body);
     let d2 = d.clone();
     let c2 = ctx.clone();
-    let report = blocking(move || Ok(d2.engine.load_images(&c2, reader)?)).await?;
+    // As Docker does, a bad archive is an error line in a 200 stream: clients read it
+    // as the load's error (docker-py raises ImageLoadError, the CLI prints it).
+    let mut reader = reader;
+    let loaded = blocking(move || {
+        let r = d2.engine.load_images(&c2, &mut reader);
+        if r.is_err() {
+            // Read to its end, so the client is not cut off while still sending.
+            crate::stream::drain_reader(&mut reader);
+        }
+        Ok(r?)
+    });
+    let report = match loaded.await {
+        Ok(r) => r,
+        Err(e) => {
+            let m = e.message;
+            return Ok(progress(vec![
+                json!({"errorDetail": {"message": m}, "error": m}),
+            ]));
+        }
+    };
     let mut lines = Vec::new();
     for i in &report.images {
         if i.repo_tags.is_empty() {
@@ -296,11 +320,6 @@ async fn create(
     body: Body,
 ) -> DResult<Response> {
     let d = state.0;
-    if !p.all("changes").iter().all(|c| c.trim().is_empty()) {
-        return Err(DockerError::not_implemented(
-            "docker import --change is not supported by pier yet: import without it",
-        ));
-    }
     if let Some(src) = p.nonempty("fromSrc") {
         if src != "-" {
             return Err(DockerError::not_implemented(
@@ -319,7 +338,9 @@ async fn create(
         let reader = crate::stream::body_reader(body);
         let d2 = d.clone();
         let c2 = ctx.clone();
-        let loaded = blocking(move || Ok(d2.engine.import_image(&c2, reader, name)?)).await?;
+        let changes: Vec<String> = p.all("changes").iter().map(|c| c.to_string()).collect();
+        let loaded =
+            blocking(move || Ok(d2.engine.import_image(&c2, reader, name, &changes)?)).await?;
         emit(&d, "image", "import", loaded.id.as_str(), &[], &ctx);
         return Ok(progress(vec![json!({"status": loaded.id.as_str()})]));
     }

@@ -203,7 +203,7 @@ pub fn router(engine: Arc<Engine>) -> Router {
         .route("/build/prune", post(build_prune))
         .route("/session", post(unsupported))
         .route("/grpc", post(unsupported))
-        .route("/distribution/{*rest}", get(unsupported))
+        .route("/distribution/{*rest}", get(registry::distribution))
         .route("/swarm", get(unsupported))
         .route("/swarm/{*rest}", get(unsupported).post(unsupported))
         .route("/nodes", get(unsupported))

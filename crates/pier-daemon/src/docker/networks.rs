@@ -92,9 +92,18 @@ async fn list(Ctx(ctx): Ctx, state: DState, p: Params) -> DResult<Response> {
     Ok(json(StatusCode::OK, v))
 }
 
-/// `GET /networks/{id}`.
-async fn inspect(Ctx(ctx): Ctx, state: DState, Path(id): Path<String>) -> DResult<Response> {
+/// `GET /networks/{id}?scope=`: every network of Pier is of the `local` scope, so one
+/// asked for in another scope is not found, as on Docker.
+async fn inspect(
+    Ctx(ctx): Ctx,
+    state: DState,
+    Path(id): Path<String>,
+    p: Params,
+) -> DResult<Response> {
     let d = state.0;
+    if p.nonempty("scope").is_some_and(|s| s != "local") {
+        return Err(DockerError::not_found(format!("network {id} not found")));
+    }
     if PREDEFINED.contains(&id.as_str()) {
         return Ok(json(StatusCode::OK, predefined_json(&id)));
     }
@@ -199,6 +208,9 @@ async fn connect(
         container: c.id.clone(),
         ip: ep.ip()?,
         aliases: ep.aliases(),
+        ip6: ep.ip6()?,
+        mac_address: ep.mac()?,
+        options: ep.options()?,
     };
     d.engine
         .instances

@@ -5,7 +5,9 @@
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 
-pub use pier_engine::filters::{self, label_matches, name_matches, parse_time, Filters};
+pub use pier_engine::filters::{
+    self, label_matches, name_matches, parse_time, parse_time_nanos, Filters,
+};
 
 use super::DockerError;
 

@@ -79,8 +79,11 @@ pub(crate) async fn pull(
     let (tx, rx) = mpsc::channel::<Value>(1024);
     let shown = r.familiar();
     let _ = tx.try_send(json!({
-        "status": format!("Pulling from {}", r.familiar_name()),
-        "id": r.tag().unwrap_or("latest"),
+        "status": format!("Pulling from {}", r.repository()),
+        "id": match (r.digest(), r.tag()) {
+            (Some(d), _) => d.to_string(),
+            (None, t) => t.unwrap_or("latest").to_string(),
+        },
     }));
     tokio::spawn(async move {
         let progress = relay(tx.clone(), true);
@@ -159,15 +162,9 @@ pub(crate) async fn push(
                 .push_image(&ctx, &local, &target, creds.clone(), progress)
                 .await;
             match done {
-                Ok(digest) => {
+                Ok((digest, size)) => {
                     emit(&d, "image", "push", &local, &[("name", &local)], &ctx);
                     let tag = target.tag().unwrap_or("latest").to_string();
-                    let size = d
-                        .engine
-                        .images
-                        .resolve(&project, &local)
-                        .map(|r| r.size())
-                        .unwrap_or(0);
                     let _ = tx
                         .send(json!({"status": format!("{tag}: digest: {digest} size: {size}")}))
                         .await;
@@ -226,4 +223,59 @@ mod tests {
         h.insert("x-registry-auth", "e30=".parse().unwrap());
         assert!(credentials(&h).is_none());
     }
+}
+
+/// `GET /distribution/{name}/json`: what the image's registry (mirrors first) says of it,
+/// without pulling: `{"Descriptor": {...}, "Platforms": [...]}`.
+pub(crate) async fn distribution(
+    crate::api::Ctx(ctx): crate::api::Ctx,
+    state: super::DState,
+    axum::extract::Path(rest): axum::extract::Path<String>,
+    headers: HeaderMap,
+) -> DResult<Response> {
+    let Some(name) = rest.strip_suffix("/json") else {
+        return Err(DockerError::new(
+            StatusCode::NOT_FOUND,
+            format!("page not found: /distribution/{rest}"),
+        ));
+    };
+    let r: ImageRef = normalize_ref(name)
+        .parse()
+        .map_err(|e: pier_api::reference::RefError| DockerError::bad_request(e.to_string()))?;
+    let (desc, platforms) = state
+        .0
+        .engine
+        .inspect_remote(&ctx, &r, credentials(&headers))
+        .await
+        .map_err(|e| {
+            let m = e.chain();
+            let status = match &e {
+                pier_registry_client::RemoteError::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
+                pier_registry_client::RemoteError::Denied(_) => StatusCode::FORBIDDEN,
+                _ if m.contains("MANIFEST_UNKNOWN")
+                    || m.contains("NAME_UNKNOWN")
+                    || m.contains("404") =>
+                {
+                    StatusCode::NOT_FOUND
+                }
+                _ => StatusCode::INTERNAL_SERVER_ERROR,
+            };
+            DockerError::new(status, format!("{name}: {m}"))
+        })?;
+    Ok(json(
+        StatusCode::OK,
+        json!({
+            "Descriptor": {"mediaType": desc.media_type, "digest": desc.digest.as_str(), "size": desc.size},
+            "Platforms": platforms
+                .iter()
+                .map(|p| {
+                    let mut v = json!({"architecture": p.architecture, "os": p.os});
+                    if let Some(var) = &p.variant {
+                        v["variant"] = json!(var);
+                    }
+                    v
+                })
+                .collect::<Vec<_>>(),
+        }),
+    ))
 }

@@ -34,7 +34,7 @@ use pier_runtime::attach as proto;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 
-use super::params::{parse_time, Params};
+use super::params::{parse_time_nanos, Params};
 use super::{container, DResult, DState, Docker, DockerError};
 use crate::api::Ctx;
 
@@ -182,8 +182,11 @@ struct Plan {
     tty: bool,
     /// Whether the client's input goes to the container.
     stdin: bool,
-    /// Whether the client gets the terminal's live output.
+    /// Which live outputs the client gets.
     stdout: bool,
+    stderr: bool,
+    /// The container keeps no log (log driver `none`): all its output is live.
+    no_log: bool,
 }
 
 /// Reads `stream`, `stdin`, `stdout`, `stderr`, `logs` and `detachKeys` as Docker does.
@@ -201,6 +204,8 @@ async fn plan(d: &Docker, ctx: &RequestContext, c: &ContainerInspect, p: &Params
     let tty = c.config.tty;
     let stdin = want_in && c.config.interactive;
     let containers = &d.engine.instances;
+    // With log driver `none` there is no log: the output, live only, is the monitor's.
+    let no_log = c.config.log_driver.as_deref() == Some("none");
     // Without a terminal the output, past and live, is the log's; with one, the past is
     // the log's and the live output the monitor's.
     let follow = if stream && !tty {
@@ -208,18 +213,22 @@ async fn plan(d: &Docker, ctx: &RequestContext, c: &ContainerInspect, p: &Params
     } else {
         Follow::No
     };
-    let lines = containers.logs(
-        ctx,
-        &c.id,
-        LogOptions {
-            follow,
-            tail: (!with_logs).then_some(0),
-            stdout: want_out,
-            stderr: want_err,
-            ..Default::default()
-        },
-    )?;
-    let session = if stream && (stdin || tty) {
+    let lines = if no_log {
+        mpsc::channel(1).1
+    } else {
+        containers.logs(
+            ctx,
+            &c.id,
+            LogOptions {
+                follow,
+                tail: (!with_logs).then_some(0),
+                stdout: want_out,
+                stderr: want_err,
+                ..Default::default()
+            },
+        )?
+    };
+    let session = if stream && (stdin || tty || no_log) {
         let opts = AttachOptions {
             stdin,
             wait_start: true,
@@ -235,6 +244,8 @@ async fn plan(d: &Docker, ctx: &RequestContext, c: &ContainerInspect, p: &Params
         tty,
         stdin,
         stdout: want_out,
+        stderr: want_err,
+        no_log,
     })
 }
 
@@ -252,6 +263,8 @@ async fn serve(plan: Plan, input: Option<ClientInput>, mut output: Output) {
         tty,
         stdin,
         stdout,
+        stderr,
+        no_log,
     } = plan;
     let mut typer = None;
     let mut live = None;
@@ -260,8 +273,8 @@ async fn serve(plan: Plan, input: Option<ClientInput>, mut output: Output) {
             typer = Some(tokio::spawn(pass_input(i, s.input, !tty)));
         }
         // Without a terminal the session only carries input: its output is dropped (the
-        // log has it). With one, it ends when the client detaches.
-        live = tty.then_some(s.output);
+        // log has it), unless there is no log. With one, it ends when the client detaches.
+        live = (tty || no_log).then_some(s.output);
     }
     while let Some(l) = lines.recv().await {
         if !output.chunk(tty, stream_kind(&l), l.log.as_bytes()).await {
@@ -273,7 +286,11 @@ async fn serve(plan: Plan, input: Option<ClientInput>, mut output: Output) {
     }
     if let Some(mut live) = live {
         while let Some(chunk) = live.recv().await {
-            if stdout && !output.write(&chunk.data).await {
+            let wanted = match chunk.stream {
+                Stream::Stderr if !tty => stderr,
+                _ => stdout,
+            };
+            if wanted && !output.chunk(tty, chunk.stream.number(), &chunk.data).await {
                 break;
             }
         }
@@ -428,6 +445,13 @@ async fn logs(
 ) -> DResult<Response> {
     let d = state.0;
     let c = container(&d, &id, &ctx)?;
+    // Docker's answer for a driver that keeps nothing (`--log-driver none`).
+    if c.config.log_driver.as_deref() == Some("none") {
+        return Err(DockerError::new(
+            StatusCode::NOT_IMPLEMENTED,
+            "configured logging driver does not support reading",
+        ));
+    }
     let (out, err) = (p.bool("stdout"), p.bool("stderr"));
     if !out && !err {
         return Err(DockerError::bad_request(
@@ -446,34 +470,33 @@ async fn logs(
             }
         },
     };
-    let time = |k: &str| -> DResult<Option<f64>> {
+    let time = |k: &str| -> DResult<Option<i64>> {
         match p.nonempty(k) {
             None => Ok(None),
-            Some(v) => parse_time(v).map(Some).ok_or_else(|| {
+            Some(v) => parse_time_nanos(v).map(Some).ok_or_else(|| {
                 DockerError::bad_request(format!(
                     "invalid {k} {v:?}: give Unix seconds or an RFC 3339 time"
                 ))
             }),
         }
     };
-    let since = time("since")?.filter(|s| *s > 0.0);
-    let until = time("until")?.filter(|u| *u > 0.0);
+    let since = time("since")?.filter(|s| *s > 0);
+    let until = time("until")?.filter(|u| *u > 0);
     let (timestamps, follow, tty) = (p.bool("timestamps"), p.bool("follow"), c.config.tty);
     let follow = if follow && running(&c) && until.is_none() {
         Follow::Run
     } else {
         Follow::No
     };
-    // Lines carry whole seconds: `t >= since` is `t >= floor(since)`, `t <= until` is
-    // `t <= floor(until)`.
+    // To the nanosecond, as Docker compares them with the lines' times.
     let mut lines = d.engine.instances.logs(
         &ctx,
         &c.id,
         LogOptions {
             follow,
             tail,
-            since: since.map(|s| s.floor() as i64),
-            until: until.map(|u| u.floor() as i64),
+            since_ns: since,
+            until_ns: until,
             stdout: out,
             stderr: err,
         },

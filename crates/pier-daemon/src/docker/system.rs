@@ -93,12 +93,47 @@ pub async fn df(Ctx(ctx): Ctx, state: DState) -> DResult<Response> {
     let v = blocking(move || {
         let images = d.engine.images(&ctx, false)?;
         let containers = d.engine.instances.inspect_all(&ctx)?;
-        let mut layers = 0u64;
-        let image_json: Vec<Value> = images
+        // A layer two images share is on disk once: `LayersSize` counts it once, and each
+        // image's `SharedSize` is what it shares (the CLI's unique size is the rest).
+        let layer_lists: Vec<Vec<(String, u64)>> = images
             .iter()
             .map(|i| {
-                layers += i.size;
-                pier_api::docker::images::summary_json(i)
+                d.engine
+                    .images
+                    .resolve(&ctx.project, i.id.as_str())
+                    .map(|r| {
+                        r.layers
+                            .iter()
+                            .map(|l| (l.diff_id.to_string(), l.size))
+                            .collect()
+                    })
+                    .unwrap_or_default()
+            })
+            .collect();
+        let mut users: std::collections::BTreeMap<&str, (u64, u64)> = Default::default();
+        for list in &layer_lists {
+            let mut seen = std::collections::BTreeSet::new();
+            for (id, size) in list {
+                if seen.insert(id.as_str()) {
+                    users.entry(id.as_str()).or_insert((0, *size)).0 += 1;
+                }
+            }
+        }
+        let layers: u64 = users.values().map(|(_, size)| size).sum();
+        let image_json: Vec<Value> = images
+            .iter()
+            .zip(&layer_lists)
+            .map(|(i, list)| {
+                let mut seen = std::collections::BTreeSet::new();
+                let shared: u64 = list
+                    .iter()
+                    .filter(|(id, _)| seen.insert(id.as_str()))
+                    .filter(|(id, _)| users.get(id.as_str()).is_some_and(|(n, _)| *n > 1))
+                    .map(|(_, size)| size)
+                    .sum();
+                let mut v = pier_api::docker::images::summary_json(i);
+                v["SharedSize"] = json!(shared);
+                v
             })
             .collect();
         let mut configs = pier_engine::views::ImageConfigs::default();

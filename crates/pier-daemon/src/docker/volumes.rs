@@ -190,22 +190,23 @@ async fn remove(
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-/// `POST /volumes/prune?filters=`: anonymous volumes no container uses; with the filter
-/// `all=true`, named ones too (Docker 23 and later).
-async fn prune(Ctx(ctx): Ctx, state: DState, p: Params) -> DResult<Response> {
+/// `POST /volumes/prune?filters=`: the volumes no container uses, with the `label` and
+/// `label!` filters. Up to API 1.41 every such volume goes, as Docker 20.10 prunes; from
+/// 1.42 (Docker 23) anonymous ones only, unless the filter `all=true`.
+async fn prune(
+    Ctx(ctx): Ctx,
+    state: DState,
+    axum::Extension(version): axum::Extension<super::ApiVersion>,
+    p: Params,
+) -> DResult<Response> {
     let d = state.0;
     let filters = p.filters()?;
-    check_filters(&filters, &["all", "label"])?;
-    if filters.contains_key("label") {
-        return Err(DockerError::not_implemented(
-            "volume prune --filter label is not supported by pier yet",
-        ));
-    }
-    let all = pier_engine::filters::flag(&filters, "all").unwrap_or(false);
+    check_filters(&filters, &["all", "label", "label!"])?;
+    let all = !version.at_least(42) || pier_engine::filters::flag(&filters, "all").unwrap_or(false);
     let d2 = d.clone();
     let c2 = ctx.clone();
     let (removed, reclaimed) =
-        blocking(move || Ok(d2.engine.prune_volumes_measured(&c2, all)?)).await?;
+        blocking(move || Ok(d2.engine.prune_volumes_measured(&c2, all, &filters)?)).await?;
     for n in &removed {
         emit(&d, "volume", "destroy", n, &[("driver", "local")], &ctx);
     }

@@ -2,7 +2,8 @@
 //! (no BuildKit), for `pier build` (`POST /v1/build`) and Docker's `POST /build`.
 //!
 //! ```text
-//! context tar ──unpack──> ROOT/build/<id>/context ──.dockerignore──> (sources of COPY/ADD)
+//! context tar ──unpack──> ROOT/build/<id>/context ──.dockerignore: itself and the
+//!                                      Dockerfile out──> (sources of COPY/ADD)
 //! Dockerfile ──parse──> stages ──each instruction──> a step:
 //!   cache hit?  ── yes ──> the image a previous build made for it ("---> Using cache")
 //!        │ no
@@ -35,7 +36,17 @@
 //! - archives `ADD` extracts keep their owners (`--chown` does not apply to them);
 //! - `ONBUILD` triggers of a base image run; the `FROM` of every stage up to the target
 //!   is built, needed or not, as the classic builder does.
+//! - `--cache-from` images are matched step by step by their build links here, else by
+//!   their history's `created_by` (as Docker's), not by `COPY --chown/--chmod` (which
+//!   history does not record), and a base image's pull reports its start and end, not
+//!   each layer's progress.
+//!
+//! The stream is Docker's classic builder's: `Step N/M` lines (`ARG`s before the first
+//! `FROM` are steps), each stage's image as it ends ([`BuildEvent::StageBuilt`]), then
+//! `Successfully built` and `Successfully tagged`; a `RUN` step's standard error is
+//! [`BuildEvent::Stderr`].
 
+pub mod changes;
 mod fs;
 mod run;
 mod steps;
@@ -45,8 +56,10 @@ use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
-use pier_api::{Digest, ErrorKind, ProjectName};
+use pier_api::build::BasePull;
+use pier_api::{Digest, ErrorKind, ImageRef, ProjectName};
 use pier_image::dockerfile::context::{self, ContextError};
 use pier_image::dockerfile::{self, Command, Instruction, ParseError};
 use pier_image::store::{ImagePin, ImageRecord};
@@ -82,6 +95,9 @@ pub struct BuildOptions {
     /// Set (by the caller, from anywhere) to stop the build: a running step's container
     /// is killed, and the build fails with [`BuildError::Cancelled`].
     pub cancel: Option<Arc<AtomicBool>>,
+    /// Credentials for pulling base images, by registry host (`docker.io`,
+    /// `registry.example.com:5000`): Docker's `X-Registry-Config`.
+    pub credentials: BTreeMap<String, pier_registry_client::Credentials>,
 }
 
 impl std::ops::Deref for BuildOptions {
@@ -96,25 +112,40 @@ impl From<pier_api::build::BuildParams> for BuildOptions {
         BuildOptions {
             params,
             cancel: None,
+            credentials: BTreeMap::new(),
         }
     }
 }
 
-/// What a build reports as it goes.
+/// What a build reports as it goes, in Docker's classic builder's order: the steps'
+/// text, each stage's image as it ends, `Successfully built` and `Successfully tagged`
+/// text, then [`BuildEvent::Built`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum BuildEvent {
     /// Output text: `Step 1/3 : FROM bb\n`, ` ---> 3f2a1b4c5d6e\n`, a `RUN`'s output, ...
     Stream(String),
-    /// The image is built (the last event of a successful build).
+    /// Text a `RUN` step wrote to its standard error (and the Dockerfile's warnings).
+    Stderr(String),
+    /// A base image's pull progress: the status and what it is about.
+    Status(String, Option<String>),
+    /// A stage is done: its image (Docker's `aux` line).
+    StageBuilt(Digest),
+    /// The image is built and tagged (the last event of a successful build; the stream
+    /// has no line of its own for it).
     Built(Digest),
 }
 
 impl BuildEvent {
-    /// The event as a line of the progress stream (Docker's `POST /build` shape).
-    pub fn to_line(&self) -> pier_api::build::BuildLine {
+    /// The event as a line of the progress stream (Docker's `POST /build` shape), if it
+    /// has one.
+    pub fn to_line(&self) -> Option<pier_api::build::BuildLine> {
+        use pier_api::build::BuildLine;
         match self {
-            BuildEvent::Stream(s) => pier_api::build::BuildLine::stream(s.clone()),
-            BuildEvent::Built(id) => pier_api::build::BuildLine::aux(id.clone()),
+            BuildEvent::Stream(s) => Some(BuildLine::stream(s.clone())),
+            BuildEvent::Stderr(s) => Some(BuildLine::stderr(s)),
+            BuildEvent::Status(s, id) => Some(BuildLine::status(s.clone(), id.clone())),
+            BuildEvent::StageBuilt(id) => Some(BuildLine::aux(id.clone())),
+            BuildEvent::Built(_) => None,
         }
     }
 }
@@ -131,6 +162,9 @@ pub enum BuildError {
     Context(#[from] ContextError),
     #[error("the base image {0} is not in the image store: load it first (`pier image load`, `pier image import` or `pier image from-host`); Pier's builder does not pull")]
     MissingBase(String),
+    /// A base image could not be pulled.
+    #[error("cannot pull the base image {image}: {message}")]
+    Pull { image: String, message: String },
     #[error("The command '{command}' returned a non-zero code: {code}")]
     RunFailed { command: String, code: i32 },
     #[error("The command '{command}' could not be run: {message}")]
@@ -178,7 +212,7 @@ impl BuildError {
             | BuildError::RunNotStarted { .. } => ErrorKind::InvalidInput,
             BuildError::Context(ContextError::Io(_)) => ErrorKind::Internal,
             BuildError::Context(_) => ErrorKind::InvalidInput,
-            BuildError::MissingBase(_) => ErrorKind::NotFound,
+            BuildError::MissingBase(_) | BuildError::Pull { .. } => ErrorKind::NotFound,
             BuildError::Image(e) => e.kind(),
             BuildError::Engine { kind, .. } => *kind,
             BuildError::Io { .. } => ErrorKind::Internal,
@@ -236,6 +270,8 @@ pub struct Builder {
     root: PathBuf,
     instances: Arc<Instances>,
     images: Arc<ImageStore>,
+    /// How base images are pulled (when the build's options ask for it).
+    registry_client: pier_registry_client::ClientConfig,
 }
 
 /// Removes what an interrupted build left in `ROOT/build` (mounts first). Called at
@@ -256,6 +292,7 @@ impl Builder {
             root: engine.root.clone(),
             instances: engine.instances.clone(),
             images: engine.images.clone(),
+            registry_client: engine.registry_client.clone(),
         }
     }
 
@@ -263,19 +300,23 @@ impl Builder {
     /// in `project`, reporting progress to `progress`; returns the image ID. The image is
     /// tagged with `opts.tags` once built; a failed build tags nothing.
     ///
+    /// A base image that is not in the store is pulled when `opts.pull` says so (Docker's
+    /// builder pulls it; `pier build` pulls before it sends the context).
+    ///
     /// Blocking: call it on a blocking thread of the daemon's tokio runtime
     /// (`tokio::task::spawn_blocking`), since `RUN` steps start containers through it. The
     /// whole context is read before anything else happens.
     ///
-    /// A server of Docker's `POST /build` sends each event as `event.to_line()` (a
-    /// [`pier_api::build::BuildLine`], already in Docker's shape) and a failure as
-    /// `BuildLine::error(err.chain(), err.exit_code())`, as `POST /v1/build` does:
+    /// A server of Docker's `POST /build` sends each event's `event.to_line()` (a
+    /// [`pier_api::build::BuildLine`], already in Docker's shape; [`BuildEvent::Built`]
+    /// has none) and a failure as `BuildLine::error(err.chain(), err.exit_code())`, as
+    /// `POST /v1/build` does:
     ///
     /// ```ignore
     /// let builder = Builder::new(&engine);
     /// tokio::task::spawn_blocking(move || {
     ///     let mut send = |l: BuildLine| out.write_all(l.to_line().as_bytes());
-    ///     match builder.build(&project, context, opts, |ev| { let _ = send(ev.to_line()); }) {
+    ///     match builder.build(&project, context, opts, |ev| { ev.to_line().map(&mut send); }) {
     ///         Ok(_id) => {}
     ///         Err(e) => { let _ = send(BuildLine::error(e.chain(), e.exit_code())); }
     ///     }
@@ -306,9 +347,12 @@ impl Builder {
             .clone()
             .unwrap_or_else(|| "Dockerfile".into());
         let text = context::read_dockerfile(&dir, &name)?;
+        // The client applied .dockerignore; here only the file itself and the Dockerfile
+        // go when it names them, as Docker's daemon has it.
         let rules = context::read_ignore(&dir)?;
-        context::apply_ignore(&dir, &rules)?;
+        context::remove_ignored_dockerfile(&dir, &rules, &name)?;
         let df = dockerfile::parse(&text)?;
+        let cache_from = self.cache_sources(project, &opts.cache_from)?;
         let mut b = Build {
             b: self,
             ctx,
@@ -324,11 +368,12 @@ impl Builder {
             meta: BTreeMap::new(),
             declared: BTreeSet::new(),
             done: Vec::new(),
-            pins: Vec::new(),
+            pins: cache_from.1,
+            cache_from: cache_from.0,
             counter: 0,
         };
         for w in &df.warnings {
-            b.say(format!("[WARNING]: {w}\n"));
+            (b.progress)(BuildEvent::Stderr(format!("[WARNING]: {w}\n")));
         }
         let id = b.run(&df.instructions)?;
         drop(work);
@@ -336,6 +381,58 @@ impl Builder {
         progress(BuildEvent::Built(id.clone()));
         Ok(id)
     }
+}
+
+impl Builder {
+    /// The images `--cache-from` names (pinned), the ones not here skipped as Docker
+    /// skips them; `None` when none was named (every earlier build's steps are cache).
+    fn cache_sources(
+        &self,
+        project: &ProjectName,
+        names: &[String],
+    ) -> Result<(Option<CacheFrom>, Vec<ImagePin>), BuildError> {
+        if names.is_empty() {
+            return Ok((None, Vec::new()));
+        }
+        let mut from = CacheFrom::default();
+        let mut pins = Vec::new();
+        for name in names {
+            let (rec, pin) = match self.images.resolve_pinned(project, name) {
+                Ok(r) => r,
+                Err(ImageError::NotFound { .. } | ImageError::InvalidReference(_)) => {
+                    tracing::info!(image = %name, "a --cache-from image is not here; skipped");
+                    continue;
+                }
+                Err(e) => return Err(e.into()),
+            };
+            pins.push(pin);
+            // The source and the steps below it, by their build links.
+            let mut next = Some(rec.clone());
+            while let Some(r) = next.take() {
+                if !from.chain.insert(r.id.clone()) {
+                    break;
+                }
+                next = r
+                    .build
+                    .as_ref()
+                    .and_then(|b| b.parent.as_ref())
+                    .and_then(|p| self.images.resolve(project, p.as_str()).ok());
+            }
+            let config = self.images.config(&rec)?;
+            from.sources.push((rec, config));
+        }
+        Ok((Some(from), pins))
+    }
+}
+
+/// `--cache-from`: what a build may reuse.
+#[derive(Default)]
+struct CacheFrom {
+    /// The source images and every step image below them (their build links).
+    chain: BTreeSet<Digest>,
+    /// The sources and their configs, to match steps by history (a pulled image has no
+    /// build links).
+    sources: Vec<(ImageRecord, serde_json::Value)>,
 }
 
 /// Unmounts whatever is mounted below `dir`, deepest first.
@@ -412,6 +509,8 @@ struct Build<'a> {
     done: Vec<(Option<String>, Option<ImageRecord>)>,
     /// Images this build stands on.
     pins: Vec<ImagePin>,
+    /// `--cache-from`: the only cache sources, when given.
+    cache_from: Option<CacheFrom>,
     /// For unique names in the work directory.
     counter: usize,
 }
@@ -459,26 +558,6 @@ impl Build<'_> {
                 "the Dockerfile has no FROM instruction: a build starts with FROM (only ARG may come before it)".into()
             }));
         };
-        for i in &instructions[..first_from] {
-            let Command::Arg(args) = &i.command else {
-                return Err(BuildError::Invalid(format!(
-                    "line {}: {} before the first FROM; only ARG may come before FROM",
-                    i.line,
-                    i.command.keyword()
-                )));
-            };
-            for (name, default) in args {
-                self.declared.insert(name.clone());
-                let value = match self.opts.build_args.get(name) {
-                    Some(v) => Some(v.clone()),
-                    None => match default {
-                        Some(d) => Some(self.expand(d, None)?),
-                        None => None,
-                    },
-                };
-                self.meta.insert(name.clone(), value);
-            }
-        }
         let mut stages: Vec<&[Instruction]> = Vec::new();
         let rest = &instructions[first_from..];
         let mut start = 0;
@@ -511,12 +590,39 @@ impl Build<'_> {
                     BuildError::Invalid(format!("target stage {t:?} could not be found"))
                 })?,
         };
-        self.total = stages[..=last].iter().map(|s| s.len()).sum();
+        // ARGs before the first FROM count as steps, as in Docker's classic builder.
+        self.total = first_from + stages[..=last].iter().map(|s| s.len()).sum::<usize>();
         let labels = self.labels_step();
         self.total += labels.iter().count();
+        for i in &instructions[..first_from] {
+            let Command::Arg(args) = &i.command else {
+                return Err(BuildError::Invalid(format!(
+                    "line {}: {} before the first FROM; only ARG may come before FROM",
+                    i.line,
+                    i.command.keyword()
+                )));
+            };
+            // Each is a step, as Docker's classic builder counts and shows them.
+            self.step_line(i)?;
+            for (name, default) in args {
+                self.declared.insert(name.clone());
+                let value = match self.opts.build_args.get(name) {
+                    Some(v) => Some(v.clone()),
+                    None => match default {
+                        Some(d) => Some(self.expand(d, None)?),
+                        None => None,
+                    },
+                };
+                self.meta.insert(name.clone(), value);
+            }
+        }
         for (n, stage) in stages[..=last].iter().enumerate() {
             let extra = if n == last { labels.as_ref() } else { None };
             let (name, image) = self.run_stage(stage, extra)?;
+            // Each stage's image, as Docker's classic builder reports it (`aux`).
+            if let Some(img) = &image {
+                (self.progress)(BuildEvent::StageBuilt(img.id.clone()));
+            }
             self.done.push((name, image));
         }
         let unused: Vec<&String> = self
@@ -663,11 +769,7 @@ impl Build<'_> {
         } else if image.eq_ignore_ascii_case("scratch") {
             (None, scratch())
         } else {
-            let (rec, pin) = match self.b.images.resolve_pinned(self.project, &image) {
-                Ok(r) => r,
-                Err(ImageError::NotFound { .. }) => return Err(BuildError::MissingBase(image)),
-                Err(e) => return Err(e.into()),
-            };
+            let (rec, pin) = self.base_image(&image)?;
             self.pins.push(pin);
             let config = self.b.images.config(&rec)?;
             (Some(rec), config)
@@ -687,6 +789,77 @@ impl Build<'_> {
             args: BTreeMap::new(),
             cmd_set: false,
         })
+    }
+
+    /// A stage's base image from the store, pulled first as the build's options ask.
+    fn base_image(&mut self, image: &str) -> Result<(ImageRecord, ImagePin), BuildError> {
+        let pull = self.opts.pull;
+        if pull == BasePull::Always {
+            self.pull_base(image)?;
+        }
+        match self.b.images.resolve_pinned(self.project, image) {
+            Ok(r) => Ok(r),
+            Err(ImageError::NotFound { .. })
+                if pull == BasePull::Missing && image.parse::<ImageRef>().is_ok() =>
+            {
+                self.pull_base(image)?;
+                Ok(self.b.images.resolve_pinned(self.project, image)?)
+            }
+            Err(ImageError::NotFound { .. }) => Err(BuildError::MissingBase(image.to_string())),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Pulls a base image, saying so as Docker's builder does (`status` lines).
+    fn pull_base(&mut self, image: &str) -> Result<(), BuildError> {
+        let r: ImageRef = image
+            .parse()
+            .map_err(|e| BuildError::Invalid(format!("FROM {image}: {e}")))?;
+        let before = self
+            .b
+            .images
+            .resolve(self.project, image)
+            .ok()
+            .map(|i| i.id);
+        (self.progress)(BuildEvent::Status(
+            format!("Pulling from {}", r.familiar_name()),
+            Some(r.tag().unwrap_or("latest").to_string()),
+        ));
+        let mut pull = Box::pin(pier_registry_client::transfer::pull(
+            self.b.images.clone(),
+            self.project.clone(),
+            &r,
+            &self.b.registry_client,
+            self.opts.credentials.get(r.registry()).cloned(),
+            Arc::new(|_| {}),
+        ));
+        let done = loop {
+            // The cancel flag is checked every 50 ms, as for a RUN step.
+            let next = self.handle.block_on(async {
+                tokio::select! {
+                    r = &mut pull => Some(r),
+                    _ = tokio::time::sleep(Duration::from_millis(50)) => None,
+                }
+            });
+            match next {
+                Some(r) => break r,
+                None if self.cancelled() => return Err(BuildError::Cancelled),
+                None => {}
+            }
+        };
+        let (id, manifest) = done.map_err(|e| BuildError::Pull {
+            image: image.to_string(),
+            message: e.chain(),
+        })?;
+        tracing::info!(project = %self.ctx.project, image = %r, id = %id, "base image pulled for a build");
+        (self.progress)(BuildEvent::Status(format!("Digest: {manifest}"), None));
+        let status = if before.as_ref() == Some(&id) {
+            format!("Status: Image is up to date for {}", r.familiar())
+        } else {
+            format!("Status: Downloaded newer image for {}", r.familiar())
+        };
+        (self.progress)(BuildEvent::Status(status, None));
+        Ok(())
     }
 
     /// Expands variables in `text` with the stage's environment (`ENV` over `ARG`), or

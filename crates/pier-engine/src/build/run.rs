@@ -1,6 +1,7 @@
 //! `RUN`: a container from the image so far (the engine's create, start and wait), its
-//! output streamed into the build's, its changes written as a layer, and the container
-//! removed whatever happens.
+//! output streamed into the build's (standard error marked as such), its changes written
+//! as a layer, and the container removed whatever happens. The build's network, `/dev/shm`
+//! size, extra hosts and resource limits are the container's.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -55,6 +56,14 @@ impl Build<'_> {
             entrypoint: Some(Vec::new()),
             env,
             network,
+            shm_size: self.opts.shm_size,
+            memory: self.opts.limits.memory,
+            memory_swap: self.opts.limits.memory_swap,
+            cpu_shares: self.opts.limits.cpu_shares,
+            cpuset_cpus: self.opts.limits.cpuset_cpus.clone(),
+            cpus: self.opts.limits.cpus(),
+            ulimits: self.opts.limits.ulimits.clone(),
+            extra_hosts: self.opts.extra_hosts.clone(),
             labels: [(super::BUILD_LABEL.to_string(), "run".to_string())].into(),
             ..Default::default()
         };
@@ -96,6 +105,9 @@ impl Build<'_> {
                 }
             });
             match next {
+                Some(Some(l)) if l.stream == "stderr" => {
+                    (self.progress)(super::BuildEvent::Stderr(l.log))
+                }
                 Some(Some(l)) => self.say(l.log),
                 Some(None) => break,
                 None if self.cancelled() => {

@@ -15,7 +15,7 @@ use sha2::{Digest as _, Sha256};
 use super::{env_of, fs, Build, BuildError, Stage, PROXY_ARGS};
 
 /// The `SHELL` of a config, `/bin/sh -c` by default.
-fn shell_of(config: &Value) -> Vec<String> {
+pub(super) fn shell_of(config: &Value) -> Vec<String> {
     config["config"]["Shell"]
         .as_array()
         .map(|a| {
@@ -27,7 +27,7 @@ fn shell_of(config: &Value) -> Vec<String> {
         .unwrap_or_else(|| vec!["/bin/sh".into(), "-c".into()])
 }
 
-fn set_env(config: &mut Value, key: &str, value: &str) {
+pub(super) fn set_env(config: &mut Value, key: &str, value: &str) {
     let mut env = env_of(config);
     env.retain(|e| e.split('=').next() != Some(key));
     env.push(format!("{key}={value}"));
@@ -40,7 +40,7 @@ fn nanos(d: Option<std::time::Duration>) -> Option<u64> {
 }
 
 /// `80`, `80/udp`, `8000-8010/tcp` as `ExposedPorts` keys.
-fn exposed_ports(spec: &str) -> Result<Vec<String>, BuildError> {
+pub(super) fn exposed_ports(spec: &str) -> Result<Vec<String>, BuildError> {
     let bad = || {
         BuildError::Invalid(format!(
             "invalid port {spec:?} in EXPOSE: give PORT[/tcp|udp|sctp] or a range START-END[/PROTO]"
@@ -268,23 +268,106 @@ impl Build<'_> {
         pier_api::hex(&h.finalize())
     }
 
-    /// On a cache hit, makes the cached image the stage's and says so.
-    fn cached(&mut self, stage: &mut Stage, key: &str) -> Result<bool, BuildError> {
+    /// On a cache hit, makes the cached image the stage's and says so. `created_by` and
+    /// `next` (the config the step leaves) match the step against the history of a
+    /// `--cache-from` image.
+    fn cached(
+        &mut self,
+        stage: &mut Stage,
+        key: &str,
+        created_by: &str,
+        next: &Value,
+    ) -> Result<bool, BuildError> {
         if self.opts.no_cache {
             return Ok(false);
         }
         let parent = stage.image.as_ref().map(|r| r.id.clone());
-        let Some((rec, pin)) = self
+        if let Some((rec, pin)) = self
             .b
             .images
             .find_cached(self.project, parent.as_ref(), key)?
-        else {
+        {
+            // With --cache-from, only a step of those images' chains counts.
+            if self
+                .cache_from
+                .as_ref()
+                .is_none_or(|c| c.chain.contains(&rec.id))
+            {
+                self.pins.push(pin);
+                stage.config = self.b.images.config(&rec)?;
+                self.say(format!(" ---> Using cache\n ---> {}\n", rec.id.short()));
+                stage.image = Some(rec);
+                return Ok(true);
+            }
+        }
+        self.cached_by_history(stage, key, created_by, next)
+    }
+
+    /// A `--cache-from` image (one pulled, with no build links here) whose history goes
+    /// as the stage's so far and then has this step: its image for the step is reused,
+    /// as Docker's classic builder reuses it. The stage's image so far must be the
+    /// source's first layers and history entries (their `created_by` and `empty_layer`).
+    fn cached_by_history(
+        &mut self,
+        stage: &mut Stage,
+        key: &str,
+        created_by: &str,
+        next: &Value,
+    ) -> Result<bool, BuildError> {
+        let Some(cf) = &self.cache_from else {
             return Ok(false);
         };
-        self.pins.push(pin);
-        stage.config = self.b.images.config(&rec)?;
-        self.say(format!(" ---> Using cache\n ---> {}\n", rec.id.short()));
-        stage.image = Some(rec);
+        let history = |c: &Value| c["history"].as_array().cloned().unwrap_or_default();
+        let empty = |h: &Value| h["empty_layer"].as_bool().unwrap_or(false);
+        let ours = history(&stage.config);
+        let n = ours.len();
+        let base: Vec<pier_api::types::LayerInfo> = stage
+            .image
+            .as_ref()
+            .map(|r| r.layers.clone())
+            .unwrap_or_default();
+        let found = cf.sources.iter().find(|(rec, config)| {
+            let theirs = history(config);
+            theirs.len() > n
+                && theirs[..n]
+                    .iter()
+                    .zip(&ours)
+                    .all(|(a, b)| a["created_by"] == b["created_by"] && empty(a) == empty(b))
+                && theirs[n]["created_by"].as_str() == Some(created_by)
+                && rec.layers.len() >= base.len()
+                && rec.layers[..base.len()]
+                    .iter()
+                    .zip(&base)
+                    .all(|(a, b)| a.diff_id == b.diff_id)
+        });
+        let Some((rec, config)) = found.cloned() else {
+            return Ok(false);
+        };
+        let theirs = history(&config);
+        if theirs.len() == n + 1 {
+            // The source's last step: the source itself (pinned for the whole build).
+            self.say(format!(" ---> Using cache\n ---> {}\n", rec.id.short()));
+            stage.config = config;
+            stage.image = Some(rec);
+            return Ok(true);
+        }
+        let layer = if empty(&theirs[n]) {
+            None
+        } else {
+            match rec.layers.get(base.len()) {
+                Some(l) => Some(l.clone()),
+                None => return Ok(false),
+            }
+        };
+        self.say(" ---> Using cache\n");
+        self.commit_with(
+            stage,
+            next.clone(),
+            None,
+            layer,
+            created_by.to_string(),
+            key.to_string(),
+        )?;
         Ok(true)
     }
 
@@ -294,6 +377,19 @@ impl Build<'_> {
         stage: &mut Stage,
         config: Value,
         layer: Option<&Path>,
+        created_by: String,
+        key: String,
+    ) -> Result<(), BuildError> {
+        self.commit_with(stage, config, layer, None, created_by, key)
+    }
+
+    /// [`Build::commit`], or with `reuse`, a layer already in the store instead.
+    fn commit_with(
+        &mut self,
+        stage: &mut Stage,
+        config: Value,
+        layer: Option<&Path>,
+        reuse: Option<pier_api::types::LayerInfo>,
         created_by: String,
         key: String,
     ) -> Result<(), BuildError> {
@@ -309,6 +405,7 @@ impl Build<'_> {
                 config,
                 base_layers: &base_layers,
                 layer_tar: layer,
+                reuse_layer: reuse,
                 created_by,
                 link: BuildLink {
                     parent: stage.image.as_ref().map(|r| r.id.clone()),
@@ -330,12 +427,12 @@ impl Build<'_> {
         created_by: String,
         change: impl FnOnce(&mut Value),
     ) -> Result<(), BuildError> {
-        let key = self.key(stage, &created_by, "");
-        if self.cached(stage, &key)? {
-            return Ok(());
-        }
         let mut config = stage.config.clone();
         change(&mut config);
+        let key = self.key(stage, &created_by, "");
+        if self.cached(stage, &key, &created_by, &config)? {
+            return Ok(());
+        }
         self.commit(stage, config, None, created_by, key)
     }
 
@@ -372,7 +469,8 @@ impl Build<'_> {
             format!("|{} {} {shown}", args.len(), kv.join(" "))
         };
         let key = self.key(stage, &created_by, "");
-        if self.cached(stage, &key)? {
+        let next = stage.config.clone();
+        if self.cached(stage, &key, &created_by, &next)? {
             return Ok(());
         }
         let Some(image) = stage.image.clone() else {
@@ -404,7 +502,9 @@ impl Build<'_> {
         let shell = shell_of(&stage.config).join(" ");
         let created_by = format!("{shell} #(nop) WORKDIR {dir}");
         let key = self.key(stage, &created_by, "");
-        if self.cached(stage, &key)? {
+        let mut config = stage.config.clone();
+        config["config"]["WorkingDir"] = json!(dir);
+        if self.cached(stage, &key, &created_by, &config)? {
             return Ok(());
         }
         // The directory is made now (root's, 0755), as Docker makes it.
@@ -414,8 +514,6 @@ impl Build<'_> {
         fs::mkdir_all(&mnt.rootfs, &target, (0, 0))?;
         let layer_path = self.next_name("layer");
         let layer = mnt.finish(&layer_path, false)?;
-        let mut config = stage.config.clone();
-        config["config"]["WorkingDir"] = json!(dir);
         self.commit(stage, config, layer.as_deref(), created_by, key)
     }
 
@@ -564,7 +662,8 @@ impl Build<'_> {
         let created_by = format!("{shell} #(nop) {kw} {kind}:{sum} in {dest} ");
         let extra = format!("from={from:?} chown={chown:?} chmod={chmod:?}");
         let key = self.key(stage, &created_by, &extra);
-        if self.cached(stage, &key)? {
+        let next = stage.config.clone();
+        if self.cached(stage, &key, &created_by, &next)? {
             return Ok(());
         }
         let mnt = self.mount_stage(stage, true)?;
@@ -604,7 +703,7 @@ fn pairs_text(kv: &[(String, String)]) -> String {
 }
 
 /// Adds `keys` to the config's object `field` (`ExposedPorts`, `Volumes`): `{key: {}}`.
-fn add_keys(c: &mut Value, field: &str, keys: &[String]) {
+pub(super) fn add_keys(c: &mut Value, field: &str, keys: &[String]) {
     if !c["config"][field].is_object() {
         c["config"][field] = json!({});
     }
@@ -614,7 +713,7 @@ fn add_keys(c: &mut Value, field: &str, keys: &[String]) {
 }
 
 /// A `HEALTHCHECK` as the image config stores it.
-fn healthcheck_json(h: Option<&HealthArgs>) -> Value {
+pub(super) fn healthcheck_json(h: Option<&HealthArgs>) -> Value {
     let Some(h) = h else {
         return json!({ "Test": ["NONE"] });
     };

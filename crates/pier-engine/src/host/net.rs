@@ -12,7 +12,7 @@ pub mod fake;
 use std::collections::HashMap;
 use std::future::Future;
 use std::io;
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
@@ -37,6 +37,8 @@ pub struct Bridge {
     pub name: String,
     pub gateway: Ipv4Addr,
     pub prefix: u8,
+    /// On a dual-stack network: its IPv6 address and prefix length.
+    pub gateway6: Option<(Ipv6Addr, u8)>,
     pub mtu: u32,
 }
 
@@ -72,11 +74,23 @@ pub trait NetHost: Send + Sync + 'static {
     /// Makes the veth pair of `p`: its container end set up in `p.netns`, its host end
     /// in the daemon's namespace, down.
     fn plumb<'a>(&'a self, p: &'a Plumb) -> BoxFuture<'a, NetResult<()>>;
-    /// Plugs a veth's host end into the bridge of index `bridge` and brings it up.
+    /// Adds more addresses (`addr/prefix`) to interface `ifname` in namespace `netns`
+    /// (link-local ones). The fake host has none to add.
+    fn add_addresses<'a>(
+        &'a self,
+        _netns: &'a Path,
+        _ifname: &'a str,
+        _addrs: Vec<(std::net::Ipv4Addr, u8)>,
+    ) -> BoxFuture<'a, NetResult<()>> {
+        Box::pin(std::future::ready(Ok(())))
+    }
+    /// Plugs a veth's host end into the bridge of index `bridge` and brings it up;
+    /// `isolated`, it reaches the bridge but no other isolated port.
     fn attach_to_bridge<'a>(
         &'a self,
         host_ifname: &'a str,
         bridge: u32,
+        isolated: bool,
     ) -> BoxFuture<'a, NetResult<()>>;
     fn limit_rate<'a>(&'a self, limit: &'a RateLimit) -> BoxFuture<'a, NetResult<()>>;
     /// Writes a sysctl under `/proc/sys/net` (e.g. `ipv4/ip_forward`).
@@ -185,7 +199,10 @@ impl NetHost for RealNetHost {
     }
 
     fn ensure_bridge<'a>(&'a self, b: &'a Bridge) -> BoxFuture<'a, NetResult<u32>> {
-        Box::pin(self.nl.ensure_bridge(&b.name, b.gateway, b.prefix, b.mtu))
+        Box::pin(
+            self.nl
+                .ensure_bridge(&b.name, b.gateway, b.prefix, b.gateway6, b.mtu),
+        )
     }
 
     fn links(&self) -> BoxFuture<'_, NetResult<Vec<Link>>> {
@@ -207,12 +224,25 @@ impl NetHost for RealNetHost {
         }))
     }
 
+    fn add_addresses<'a>(
+        &'a self,
+        netns: &'a Path,
+        ifname: &'a str,
+        addrs: Vec<(std::net::Ipv4Addr, u8)>,
+    ) -> BoxFuture<'a, NetResult<()>> {
+        let (netns, ifname) = (netns.to_path_buf(), ifname.to_string());
+        Box::pin(blocking("add link-local addresses", move || {
+            netlink::add_addresses(&netns, &ifname, &addrs)
+        }))
+    }
+
     fn attach_to_bridge<'a>(
         &'a self,
         host_ifname: &'a str,
         bridge: u32,
+        isolated: bool,
     ) -> BoxFuture<'a, NetResult<()>> {
-        Box::pin(self.nl.attach(host_ifname, bridge))
+        Box::pin(self.nl.attach(host_ifname, bridge, isolated))
     }
 
     fn limit_rate<'a>(&'a self, l: &'a RateLimit) -> BoxFuture<'a, NetResult<()>> {

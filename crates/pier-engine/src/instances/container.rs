@@ -494,6 +494,9 @@ impl ContainerDriver {
                 .iter()
                 .map(super::host_access::device_node)
                 .collect::<EngineResult<_>>()?,
+            host_cgroupns: req.cgroupns_mode.as_deref() == Some("host"),
+            device_cgroup_rules: super::host_access::device_cgroup_rules(req)?,
+            memory_swappiness: req.memory_swappiness.map(|s| s as u64),
         };
         // Resolved against the capabilities the container ends up with.
         let caps = spec::capabilities(&input);
@@ -537,6 +540,7 @@ impl ContainerDriver {
             tty: req.tty,
             stdin: req.interactive,
             hold_for_attach: req.attach,
+            no_log: req.log_driver.as_deref() == Some("none"),
             overlay: if req.uid_maps.is_empty() {
                 None
             } else {

@@ -1,6 +1,7 @@
 //! What a container may share with or take from the host beyond its own namespaces:
-//! `--pid host`, `--ipc host`, `--sysctl`, `--device` and `--group-add`; their checks at
-//! create (namespaced sysctls only, devices that are device nodes) and their forms for the
+//! `--pid host`, `--ipc host`, `--cgroupns host`, `--sysctl`, `--device`,
+//! `--device-cgroup-rule`, `--memory-swappiness` and `--group-add`; their checks at create
+//! (namespaced sysctls only, devices that are device nodes) and their forms for the
 //! runtime spec.
 
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
@@ -118,6 +119,42 @@ pub fn validate(req: &ContainerCreate) -> EngineResult<()> {
     }
     for d in &req.devices {
         device_node(d)?;
+    }
+    validate_cgroup_options(req)
+}
+
+/// `--device-cgroup-rule`s as the runtime takes them.
+pub fn device_cgroup_rules(
+    req: &ContainerCreate,
+) -> EngineResult<Vec<pier_runtime::devices::Rule>> {
+    req.device_cgroup_rules
+        .iter()
+        .map(|r| pier_runtime::devices::Rule::parse_allow(r).map_err(invalid))
+        .collect()
+}
+
+/// The checks of create for the cgroup options: `--cgroupns`, `--device-cgroup-rule`,
+/// `--memory-swappiness`.
+fn validate_cgroup_options(req: &ContainerCreate) -> EngineResult<()> {
+    if let Some(m) = req
+        .cgroupns_mode
+        .as_deref()
+        .filter(|m| !matches!(*m, "host" | "private"))
+    {
+        return Err(invalid(format!(
+            "invalid --cgroupns {m}: use host or private"
+        )));
+    }
+    if !req.device_cgroup_rules.is_empty() && !req.uid_maps.is_empty() {
+        return Err(invalid(
+            "--device-cgroup-rule needs the host's user namespace: leave out --uidmap",
+        ));
+    }
+    device_cgroup_rules(req)?;
+    if let Some(s) = req.memory_swappiness.filter(|s| !(0..=100).contains(s)) {
+        return Err(invalid(format!(
+            "Invalid value: {s}, valid memory swappiness range is 0-100"
+        )));
     }
     Ok(())
 }

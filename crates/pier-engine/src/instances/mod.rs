@@ -7,6 +7,7 @@
 //! - [`vm`]: the VM driver (QEMU microVMs from the same images; the host side of a
 //!   VM is a container's, what runs is `pier __vm`).
 //! - [`fake`]: a recording driver with failure injection, for the engine test tier.
+//! - `links`: legacy links, `--volumes-from` and the `--cgroupns` default.
 //! - [`record`]: how an instance is stored: its spec (asked) and status (is).
 //! - [`actor`]: the one task per instance that serves its requests, one at a time.
 //! - [`Undo`]: the undo list of a multi-step operation ([`crate::steps::Undo`]).
@@ -16,6 +17,7 @@ pub mod container;
 pub mod driver;
 pub mod fake;
 pub mod host_access;
+mod links;
 pub mod record;
 pub mod service;
 pub mod vm;

@@ -74,6 +74,13 @@ pub struct EndpointStatus {
     pub gateway: Option<Ipv4Address>,
     pub mac_address: Option<MacAddress>,
     pub interface: Option<String>,
+    /// On a dual-stack network.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ip6_address: Option<std::net::Ipv6Addr>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub prefix6_len: Option<u8>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gateway6: Option<std::net::Ipv6Addr>,
 }
 
 impl EndpointStatus {
@@ -84,6 +91,9 @@ impl EndpointStatus {
             gateway: e.gateway,
             mac_address: e.mac_address,
             interface: e.interface.clone(),
+            ip6_address: e.ip6_address,
+            prefix6_len: e.prefix6_len,
+            gateway6: e.gateway6,
         }
     }
 
@@ -97,6 +107,9 @@ impl EndpointStatus {
         e.gateway = self.gateway;
         e.mac_address = self.mac_address;
         e.interface = self.interface;
+        e.ip6_address = self.ip6_address;
+        e.prefix6_len = self.prefix6_len;
+        e.gateway6 = self.gateway6;
     }
 }
 

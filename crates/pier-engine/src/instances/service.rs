@@ -262,6 +262,29 @@ fn plan_mounts(req: &ContainerCreate, img: &serde_json::Value) -> EngineResult<V
 /// Checks a create request before anything is made.
 fn validate(req: &ContainerCreate) -> EngineResult<()> {
     log_limits(&req.log_opts)?;
+    match req.log_driver.as_deref() {
+        None | Some("json-file") => {}
+        Some("none") if req.log_opts.is_empty() => {}
+        Some("none") => {
+            return Err(invalid(
+                "log options are json-file's: the none driver takes none",
+            ))
+        }
+        Some(d) => {
+            return Err(invalid(format!(
+                "logging driver {d:?} is not supported by pier: use json-file or none"
+            )))
+        }
+    }
+    if let Some(i) = req
+        .isolation
+        .as_deref()
+        .filter(|i| !i.is_empty() && *i != "default")
+    {
+        return Err(invalid(format!(
+            "invalid isolation {i:?}: only default is supported on Linux"
+        )));
+    }
     pier_api::containers::IdMap::check_all(&req.uid_maps, "--uidmap").map_err(invalid)?;
     pier_api::containers::IdMap::check_all(&req.gid_maps, "--gidmap").map_err(invalid)?;
     if req.uid_maps.is_empty() && !req.gid_maps.is_empty() {
@@ -698,6 +721,8 @@ impl Instances {
         let project = ctx.project();
         let t0 = std::time::Instant::now();
         validate(&req)?;
+        let mut req = req;
+        self.docker_options(project, &mut req)?;
         // Pinned in memory until the record and its durable pin are written: no removal
         // can take the image in between.
         let (image, _pin) = self.images.resolve_pinned(project, &req.image)?;
@@ -707,7 +732,10 @@ impl Instances {
         if !name.is_empty() && self.named(project, &name)?.is_some() {
             return Err(name_taken(&name));
         }
-        let networks = self.networks.endpoints_for_create(project, &req)?;
+        let mut networks = self.networks.endpoints_for_create(project, &req)?;
+        if let Some(first) = networks.values_mut().next() {
+            first.options = req.endpoint.clone();
+        }
         if let Some(other) = req
             .network
             .as_deref()
@@ -724,7 +752,15 @@ impl Instances {
         let config = self.images.config(&image)?;
         let img = config.get("config").cloned().unwrap_or_default();
         let command = command_of(&req, &img);
-        let mounts = plan_mounts(&req, &img)?;
+        let mut mounts = plan_mounts(&req, &img)?;
+        self.volumes_from(project, &req, &mut mounts)?;
+        if let Some(d) = req.volume_driver.as_deref().filter(|d| *d != "local") {
+            if mounts.iter().any(|m| m.kind == MountKind::Volume) {
+                return Err(invalid(format!(
+                    "volume driver {d:?} is not supported by pier: its volumes are local; leave out --volume-driver"
+                )));
+            }
+        }
         layer_limit(&req)?;
         if command.is_empty() {
             return Err(invalid(
@@ -973,8 +1009,19 @@ impl Instances {
             c.networks.insert(name, ep);
         }
         c.ports = attached.ports;
+        for ep in c.networks.values() {
+            if let Err(e) = self.networks.add_link_local(c, ep).await {
+                self.teardown_network(c).await;
+                return Err(e);
+            }
+        }
         let first = self.networks.get(&c.project, &mode).ok();
         let r = (|| {
+            let links = self.legacy_links(c)?;
+            let env = links.as_ref().map(|(_, env)| env.as_slice()).unwrap_or(&[]);
+            if c.config.runtime.as_deref() != Some(super::vm::RUNTIME) {
+                self.write_link_env(c, env)?;
+            }
             write("resolv.conf", self.networks.resolv_conf(c, first.as_ref()))?;
             let hostname = c
                 .config
@@ -991,6 +1038,9 @@ impl Instances {
                 if let Some((name, ip)) = h.split_once(':') {
                     hosts.push_str(&format!("{ip}\t{name}\n"));
                 }
+            }
+            if let Some((lines, _)) = &links {
+                hosts.push_str(lines);
             }
             write("hosts", hosts)
         })();
@@ -1010,6 +1060,9 @@ impl Instances {
             ep.gateway = None;
             ep.mac_address = None;
             ep.interface = None;
+            ep.ip6_address = None;
+            ep.prefix6_len = None;
+            ep.gateway6 = None;
         }
         c.ports.clear();
     }
@@ -1392,6 +1445,14 @@ impl Instances {
         volumes: bool,
         force: bool,
     ) -> EngineResult<Option<ContainerInspect>> {
+        // Between runs of its restart policy a container is not running, but it is not
+        // stopped either: only a forced remove takes it, as Docker's does.
+        if c.state.status == ContainerStatus::Restarting && !force {
+            return Err(conflict(format!(
+                "You cannot remove a restarting container {}. Stop the container before attempting removal or force remove",
+                c.id
+            )));
+        }
         if !is_running(&c) {
             return self.remove_locked(&c, volumes).map(|()| None);
         }
@@ -1501,9 +1562,24 @@ impl Instances {
 
     /// Removes volumes no container uses: anonymous ones, or all with `all`.
     pub fn prune_volumes(&self, ctx: &RequestContext, all: bool) -> EngineResult<Vec<String>> {
+        self.prune_volumes_where(ctx, all, &Default::default())
+    }
+
+    /// [`prune_volumes`](Self::prune_volumes) of the volumes whose labels pass the
+    /// `label` and `label!` filters (`key` or `key=value`).
+    pub fn prune_volumes_where(
+        &self,
+        ctx: &RequestContext,
+        all: bool,
+        f: &crate::filters::Filters,
+    ) -> EngineResult<Vec<String>> {
+        use crate::filters;
         let project = ctx.project();
-        let removed = self.volumes.prune(project, all, &|name| {
-            Ok(!self.users_of_volume(project, name)?.is_empty())
+        let removed = self.volumes.prune(project, all, &|v| {
+            let picked = filters::labels(f, &v.labels)
+                && f.get("label!")
+                    .is_none_or(|n| n.iter().all(|w| !filters::label_matches(&v.labels, w)));
+            Ok(!picked || !self.users_of_volume(project, &v.name)?.is_empty())
         })?;
         tracing::info!(project = %ctx.project, caller = %ctx.caller, all, removed = ?removed, "volumes pruned");
         Ok(removed)
@@ -1639,7 +1715,9 @@ impl Instances {
         }
         let mut ep = self
             .networks
-            .endpoint_request(&n, req.ip, None, &req.aliases)?;
+            .endpoint_request(&n, req.ip, req.mac_address, &req.aliases)?;
+        ep.static_ip6 = self.networks.check_ip6(&n, req.ip6)?;
+        ep.options = req.options.clone();
         if matches!(
             c.state.status,
             ContainerStatus::Running | ContainerStatus::Paused
@@ -1658,6 +1736,10 @@ impl Instances {
                     return Err(e);
                 }
             };
+            if let Err(e) = self.networks.add_link_local(&c, &ep).await {
+                let _ = self.networks.unplug(&c, &n.id).await;
+                return Err(e);
+            }
             let one = BTreeMap::from([(n.name.clone(), ep.clone())]);
             self.networks.index_names(&c, &one);
         }
@@ -2172,6 +2254,21 @@ impl Instances {
         let mut c = self.current(project, id)?;
         if f(&mut c) {
             self.save(&c)?;
+        }
+        Ok(())
+    }
+
+    /// As [`Self::update_record`], for what its spec holds (what was asked).
+    pub(crate) async fn update_spec(
+        &self,
+        project: &ProjectName,
+        id: &str,
+        f: impl FnOnce(&mut ContainerInspect) -> bool,
+    ) -> EngineResult<()> {
+        let _hold = self.actors.hold(id).await?;
+        let mut c = self.current(project, id)?;
+        if f(&mut c) {
+            self.commit_record(Batch::new(), &c, Write::Spec, true)?;
         }
         Ok(())
     }

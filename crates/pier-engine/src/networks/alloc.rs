@@ -11,12 +11,12 @@
 //!   built from these keys.
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use pier_api::containers::ContainerInspect;
 use pier_api::networks::{Endpoint, NetworkInspect, PortBinding};
 use pier_api::ports::PortRequest;
-use pier_api::{ErrorKind, Ipv4Address};
+use pier_api::{ErrorKind, Ipv4Address, Ipv6Net};
 use pier_net::ipam;
 use pier_net::nft::Proto;
 use pier_store::{Batch, Expect, Op, Revision, StoreError, StoreExt, Table};
@@ -45,6 +45,9 @@ pub struct PortHolder {
     pub host_ip: Option<Ipv4Addr>,
     /// Where the port goes: the container's address on its first network.
     pub container_ip: Option<Ipv4Addr>,
+    /// And its IPv6 address there, on a dual-stack network.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container_ip6: Option<Ipv6Addr>,
     pub container_port: u16,
 }
 
@@ -97,7 +100,10 @@ impl Networks {
                     if let Some((_, l)) =
                         leases.iter().find(|(k, _)| k.ends_with(&format!("/{ip}")))
                     {
-                        return Err(in_use(n, ip, &l.container));
+                        return Err(in_use(n, ip.into(), &l.container));
+                    }
+                    if n.aux_addresses.values().any(|a| *a == IpAddr::V4(ip)) {
+                        return Err(reserved(n, ip.into()));
                     }
                     ip
                 }
@@ -139,7 +145,7 @@ impl Networks {
                         .get_json::<Lease>(Table::Leases, &lease_key)?
                         .map(|l| l.container)
                         .unwrap_or_default();
-                    return Err(in_use(n, ip, &holder));
+                    return Err(in_use(n, ip.into(), &holder));
                 }
                 // Another request took the address first: read again.
                 Err(StoreError::Conflict { .. }) => continue,
@@ -162,6 +168,10 @@ impl Networks {
             .filter_map(|(k, _)| k.rsplit('/').next()?.parse().ok())
             .collect();
         used.insert(n.gateway.addr());
+        used.extend(n.aux_addresses.values().filter_map(|a| match a {
+            IpAddr::V4(ip) => Some(*ip),
+            IpAddr::V6(_) => None,
+        }));
         let range = n.ip_range.unwrap_or(n.subnet);
         let last = self
             .db
@@ -178,13 +188,116 @@ impl Networks {
         })
     }
 
+    /// Leases an IPv6 address on dual-stack network `n` for container `cid`: the one
+    /// `ep` asks for, or the next free one of the network's IPv6 range. Its key sits
+    /// beside the IPv4 leases (`project/network-id/ip`), under the same compares.
+    pub(super) fn lease6(
+        &self,
+        n: &NetworkInspect,
+        subnet: Ipv6Net,
+        cid: &str,
+        ep: &Endpoint,
+        ifname: &str,
+        host_ifname: &str,
+    ) -> EngineResult<Ipv6Addr> {
+        let prefix = format!("{}/{}/", n.project, n.id);
+        let last_key = format!("last-ip6/{}", n.id);
+        for _ in 0..ATTEMPTS {
+            let leases = self.db.list_json::<Lease>(Table::Leases, &prefix)?;
+            let used: HashSet<Ipv6Addr> = leases
+                .iter()
+                .filter_map(|(k, _)| k.rsplit('/').next()?.parse().ok())
+                .chain(n.gateway6)
+                .chain(n.aux_addresses.values().filter_map(|a| match a {
+                    IpAddr::V6(ip) => Some(*ip),
+                    IpAddr::V4(_) => None,
+                }))
+                .collect();
+            let ip = match ep.static_ip6 {
+                Some(ip) => {
+                    if let Some((_, l)) =
+                        leases.iter().find(|(k, _)| k.ends_with(&format!("/{ip}")))
+                    {
+                        return Err(in_use(n, ip.into(), &l.container));
+                    }
+                    if used.contains(&ip) {
+                        return Err(reserved(n, ip.into()));
+                    }
+                    ip
+                }
+                None => {
+                    let last = self
+                        .db
+                        .get(Table::Meta, &last_key)?
+                        .and_then(|b| String::from_utf8(b).ok()?.parse().ok());
+                    let range = n.ip_range6.unwrap_or(subnet);
+                    ipam::allocate6(&subnet, &range, &used, last).ok_or_else(|| {
+                        EngineError::new(
+                            ErrorKind::InsufficientStorage,
+                            format!("network {} has no free IPv6 address left: stop or disconnect a container on it", n.name),
+                        )
+                    })?
+                }
+            };
+            let mut b = Batch::new();
+            let lease_key = format!("{prefix}{ip}");
+            b.require(Table::Leases, lease_key.clone(), Expect::Absent);
+            b.require(Table::Networks, key(&n.project, &n.id), Expect::Present);
+            b.put_json(
+                Table::Leases,
+                lease_key.clone(),
+                &Lease {
+                    container: cid.to_string(),
+                    network: n.id.clone(),
+                    ifname: ifname.to_string(),
+                    host_ifname: host_ifname.to_string(),
+                },
+            );
+            // Only a picked address moves the cursor: one asked for does not.
+            if ep.static_ip6.is_none() {
+                b.ops.push(Op::Put {
+                    table: Table::Meta,
+                    key: last_key.clone(),
+                    value: ip.to_string().into_bytes(),
+                });
+            }
+            match b.commit(self.db.as_ref()) {
+                Ok(()) => return Ok(ip),
+                Err(StoreError::Conflict {
+                    table: Table::Networks,
+                    ..
+                }) => {
+                    return Err(invalid(format!(
+                        "network {} was removed meanwhile: recreate it or choose another",
+                        n.name
+                    )))
+                }
+                Err(StoreError::Conflict { .. }) if ep.static_ip6.is_some() => {
+                    let holder = self
+                        .db
+                        .get_json::<Lease>(Table::Leases, &lease_key)?
+                        .map(|l| l.container)
+                        .unwrap_or_default();
+                    return Err(in_use(n, ip.into(), &holder));
+                }
+                // Another request took the address first: read again.
+                Err(StoreError::Conflict { .. }) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(EngineError::Busy(format!(
+            "the IPv6 addresses of network {} kept changing while one was being leased; retry",
+            n.name
+        )))
+    }
+
     /// Chooses and reserves host ports for `requests` of container `c`, whose first
     /// address is `container_ip`: the asked one if it is free, else a free one. Also
     /// keeps the bindings durably for [`Networks::recover`].
     pub(super) fn reserve_ports(
         &self,
         c: &ContainerInspect,
-        container_ip: Option<Ipv4Addr>,
+        (container_ip, container_ip6): (Option<Ipv4Addr>, Option<Ipv6Addr>),
         requests: &[PortRequest],
     ) -> EngineResult<Vec<PortBinding>> {
         // Other daemons on this host publish through tables of their own, with no socket
@@ -201,6 +314,7 @@ impl Networks {
                     name: c.name.clone(),
                     host_ip: r.host_ip,
                     container_ip,
+                    container_ip6,
                     container_port: r.container_port,
                 });
                 seen.touched.insert(k);
@@ -363,10 +477,17 @@ impl Networks {
     }
 }
 
-fn in_use(n: &NetworkInspect, ip: Ipv4Addr, container: &str) -> EngineError {
+fn in_use(n: &NetworkInspect, ip: IpAddr, container: &str) -> EngineError {
     conflict(format!(
         "address {ip} on network {} is in use by container {}: choose another --ip, or leave it out to get a free one",
         n.name,
         &container[..12.min(container.len())]
+    ))
+}
+
+fn reserved(n: &NetworkInspect, ip: IpAddr) -> EngineError {
+    conflict(format!(
+        "address {ip} on network {} is reserved (its gateway or an auxiliary address): choose another, or leave it out to get a free one",
+        n.name
     ))
 }

@@ -46,6 +46,8 @@ pub enum PlugStep {
 /// What plugging an interface made: for its undo.
 struct Plugged {
     lease_key: String,
+    /// The IPv6 lease's, on a dual-stack network.
+    lease6_key: Option<String>,
 }
 
 struct AttachSaga<'a> {
@@ -88,9 +90,10 @@ impl Saga for AttachSaga<'_> {
                 let first = self
                     .ordered
                     .first()
-                    .and_then(|(name, _)| self.out.endpoints.get(name))
-                    .and_then(|e| Some(e.ip_address?.addr()));
-                self.out.ports = nets.reserve_ports(c, first, &self.requests)?;
+                    .and_then(|(name, _)| self.out.endpoints.get(name));
+                let ip = first.and_then(|e| Some(e.ip_address?.addr()));
+                let ip6 = first.and_then(|e| e.ip6_address);
+                self.out.ports = nets.reserve_ports(c, (ip, ip6), &self.requests)?;
                 Ok(())
             }
             AttachStep::Firewall => nets.firewall(),
@@ -109,6 +112,9 @@ impl Saga for AttachSaga<'_> {
             AttachStep::Iface(i) => {
                 if let Some(p) = self.plugged.get_mut(i).and_then(Option::take) {
                     nets.drop_lease(&p.lease_key);
+                    if let Some(k) = &p.lease6_key {
+                        nets.drop_lease(k);
+                    }
                 }
             }
             AttachStep::Ports => {
@@ -143,6 +149,7 @@ struct PlugSaga<'a> {
     plumb: Plumb,
     mac: Option<MacAddress>,
     lease_key: String,
+    lease6_key: Option<String>,
 }
 
 impl Saga for PlugSaga<'_> {
@@ -168,6 +175,13 @@ impl Saga for PlugSaga<'_> {
                     .unwrap_or_else(|| MacAddress::for_ipv4(ip));
                 p.mac = mac.octets();
                 self.mac = Some(mac);
+                if let Some(subnet6) = n.v6() {
+                    let ip6 =
+                        nets.lease6(n, subnet6, &c.id, &self.ep, &p.ifname, &p.host_ifname)?;
+                    self.lease6_key = Some(format!("{}/{}/{ip6}", n.project, n.id));
+                    p.addr6 = Some((ip6, subnet6.prefix()));
+                    p.gateway6 = n.gateway6.filter(|_| !n.internal);
+                }
                 Ok(())
             }
             PlugStep::Veth => nets.host.plumb(p).await.map_err(net_err),
@@ -185,7 +199,7 @@ impl Saga for PlugSaga<'_> {
                     }
                 };
                 nets.host
-                    .attach_to_bridge(&p.host_ifname, bridge)
+                    .attach_to_bridge(&p.host_ifname, bridge, !super::create::icc(n))
                     .await
                     .map_err(net_err)
             }
@@ -215,7 +229,12 @@ impl Saga for PlugSaga<'_> {
 
     async fn undo(&mut self, step: PlugStep) {
         match step {
-            PlugStep::Lease => self.nets.drop_lease(&self.lease_key),
+            PlugStep::Lease => {
+                self.nets.drop_lease(&self.lease_key);
+                if let Some(k) = &self.lease6_key {
+                    self.nets.drop_lease(k);
+                }
+            }
             PlugStep::Veth => {
                 if let Err(e) = self.nets.host.delete_link(&self.plumb.host_ifname).await {
                     tracing::warn!(link = %self.plumb.host_ifname, error = %e.chain(), "cannot remove the veth of an interface that failed to be set up; the reconciler will");
@@ -287,11 +306,25 @@ impl Networks {
                 }
             }
         }
+        let ordered = Self::ordered(c);
+        // A network's `host_binding_ipv4` is where its ports go when none is given.
+        if let Some((_, ep)) = ordered.first() {
+            if let Some(ip) = self
+                .get(&c.project, &ep.network_id)
+                .ok()
+                .as_ref()
+                .and_then(super::create::host_binding)
+            {
+                for r in requests.iter_mut().filter(|r| r.host_ip.is_none()) {
+                    r.host_ip = Some(ip);
+                }
+            }
+        }
         let mut saga = AttachSaga {
             nets: self,
             c,
             ns,
-            ordered: Self::ordered(c),
+            ordered,
             requests,
             plugged: Vec::new(),
             out: Attached::default(),
@@ -343,6 +376,8 @@ impl Networks {
             mac: [0; 6],
             mtu: n.mtu,
             gateway: (!n.internal).then_some(n.gateway.addr()),
+            addr6: None,
+            gateway6: None,
         };
         let mut saga = PlugSaga {
             nets: self,
@@ -352,6 +387,7 @@ impl Networks {
             plumb,
             mac: None,
             lease_key: String::new(),
+            lease6_key: None,
         };
         steps::run(&mut saga).await.map_err(|f| f.error)?;
         let PlugSaga {
@@ -360,6 +396,7 @@ impl Networks {
             plumb,
             mac,
             lease_key,
+            lease6_key,
             ..
         } = saga;
         let ep = Endpoint {
@@ -369,9 +406,15 @@ impl Networks {
             gateway: (!n.internal).then_some(n.gateway),
             mac_address: mac,
             interface: Some(ifname),
+            ip6_address: plumb.addr6.map(|(a, _)| a),
+            prefix6_len: plumb.addr6.map(|(_, p)| p),
+            gateway6: plumb.gateway6,
             ..ep
         };
-        let plugged = Plugged { lease_key };
+        let plugged = Plugged {
+            lease_key,
+            lease6_key,
+        };
         Ok((ep, plugged))
     }
 
@@ -433,16 +476,38 @@ impl Networks {
     /// durable copy, as [`Networks::attach`] made them. What the record has stays.
     pub fn recover(&self, c: &mut ContainerInspect) -> EngineResult<()> {
         for (k, l) in self.leases()? {
-            let Some(ip) = k
-                .rsplit('/')
-                .next()
-                .and_then(|i| i.parse::<Ipv4Addr>().ok())
-            else {
-                continue;
-            };
             if l.container != c.id {
                 continue;
             }
+            let Some(ip) = k
+                .rsplit('/')
+                .next()
+                .and_then(|i| i.parse::<std::net::IpAddr>().ok())
+            else {
+                continue;
+            };
+            let ip = match ip {
+                std::net::IpAddr::V4(ip) => ip,
+                std::net::IpAddr::V6(ip6) => {
+                    // The IPv6 half of a dual-stack endpoint.
+                    let Ok(n) = self.get(&c.project, &l.network) else {
+                        continue;
+                    };
+                    let ep = c
+                        .networks
+                        .entry(n.name.clone())
+                        .or_insert_with(|| Endpoint {
+                            network_id: n.id.clone(),
+                            ..Default::default()
+                        });
+                    if ep.ip6_address.is_none() {
+                        ep.ip6_address = Some(ip6);
+                        ep.prefix6_len = n.subnet6.map(|s| s.prefix());
+                        ep.gateway6 = n.gateway6.filter(|_| !n.internal);
+                    }
+                    continue;
+                }
+            };
             let Ok(n) = self.get(&c.project, &l.network) else {
                 continue;
             };

@@ -8,12 +8,12 @@
 //! Remove: `Record`, `Dns`, `Bridge`, `Firewall`.
 
 use std::collections::{BTreeMap, HashSet};
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 
 use pier_api::networks::{NetworkCreate, NetworkInspect, NetworkMode};
 use pier_api::time::now_rfc3339;
-use pier_api::{ErrorKind, Ipv4Address, ProjectName};
+use pier_api::{ErrorKind, Ipv4Address, Ipv6Net, ProjectName};
 use pier_net::ipam::Ipv4Net;
 use pier_store::{Batch, Expect, StoreError, StoreExt, Table};
 
@@ -200,8 +200,9 @@ impl Networks {
     ) -> EngineResult<NetworkInspect> {
         let _pass = self.host_pass.read().await;
         let name = req.name.clone();
-        if !crate::names::valid_name(&name) {
-            return Err(invalid(format!("invalid network name {name:?}: use letters, digits, '_', '.' and '-', starting with a letter or digit")));
+        // Docker's rule: any name but the empty one (spaces and all).
+        if name.is_empty() {
+            return Err(invalid("the network needs a name"));
         }
         if ["none", "host"].contains(&name.as_str()) || (!default && name == DEFAULT_NETWORK) {
             return Err(conflict(format!(
@@ -219,6 +220,10 @@ impl Networks {
         // The bridge's name is fixed here when options give it; else per ID, at Record.
         let BridgeOptions { mtu, mode, bridge } =
             BridgeOptions::parse(&req.options, String::new())?;
+        if req.ipv6 && req.subnet6.is_none() {
+            // Docker 20.10's default address pools are IPv4 only.
+            return Err(EngineError::new(ErrorKind::NotFound, "could not find an available, non-overlapping IPv6 address pool among the defaults to assign to the network: give an IPv6 subnet (--subnet fd00:1::/64)"));
+        }
         let mut saga = CreateSaga {
             nets: self,
             project,
@@ -276,6 +281,10 @@ impl Networks {
                 .collect();
             let (subnet, gateway, ip_range) =
                 addresses(&taken, s.req.subnet, s.req.gateway, s.req.ip_range)?;
+            let taken6: Vec<Ipv6Net> = all.iter().filter_map(|(_, n)| n.subnet6).collect();
+            let (subnet6, gateway6) =
+                addresses6(&taken6, s.req.subnet6, s.req.gateway6, s.req.ip_range6)?;
+            check_aux(&s.req.aux_addresses, subnet, subnet6)?;
             if all.iter().any(|(_, n)| n.bridge == bridge) {
                 return Err(conflict(format!(
                     "bridge {bridge} is used by another network; give another bridge_name"
@@ -297,6 +306,13 @@ impl Networks {
                 options: s.req.options.clone(),
                 labels: s.req.labels.clone(),
                 containers: BTreeMap::new(),
+                ipv6: s.req.ipv6,
+                subnet6,
+                gateway6,
+                ip_range6: s.req.ip_range6,
+                aux_addresses: s.req.aux_addresses.clone(),
+                ipam_options: s.req.ipam_options.clone(),
+                attachable: s.req.attachable,
             };
             let mut b = Batch::new();
             b.require(
@@ -339,6 +355,7 @@ impl Networks {
             name: n.bridge.clone(),
             gateway: n.gateway.addr(),
             prefix: n.subnet.prefix(),
+            gateway6: n.v6().zip(n.gateway6).map(|(s, g)| (g, s.prefix())),
             mtu: n.mtu,
         };
         let index = self.host.ensure_bridge(&b).await.map_err(net_err)?;
@@ -351,6 +368,11 @@ impl Networks {
 
     fn sysctls(&self, n: &NetworkInspect) -> EngineResult<()> {
         self.host.sysctl("ipv4/ip_forward", "1").map_err(net_err)?;
+        if n.v6().is_some() {
+            self.host
+                .sysctl("ipv6/conf/all/forwarding", "1")
+                .map_err(net_err)?;
+        }
         // Published ports answer on 127.0.0.1 too.
         self.host
             .sysctl(&format!("ipv4/conf/{}/route_localnet", n.bridge), "1")
@@ -487,6 +509,105 @@ fn addresses(
     Ok((subnet, gateway, ip_range))
 }
 
+/// The IPv6 subnet of a new network (kept even without `--ipv6`, as Docker keeps it)
+/// and its gateway (the given one, or the subnet's first host), checked against the
+/// other networks' IPv6 subnets (`taken`).
+fn addresses6(
+    taken: &[Ipv6Net],
+    subnet: Option<Ipv6Net>,
+    gateway: Option<Ipv6Addr>,
+    ip_range: Option<Ipv6Net>,
+) -> EngineResult<(Option<Ipv6Net>, Option<Ipv6Addr>)> {
+    let Some(net) = subnet else {
+        if gateway.is_some() || ip_range.is_some() {
+            return Err(invalid(
+                "an IPv6 gateway or ip range needs its IPv6 subnet: give --subnet too",
+            ));
+        }
+        return Ok((None, None));
+    };
+    if net.prefix() > 126 {
+        return Err(invalid(format!(
+            "IPv6 subnet {net} is too small: give a /126 or larger (a /64 is usual)"
+        )));
+    }
+    if let Some(t) = taken.iter().find(|t| t.overlaps(&net)) {
+        return Err(conflict(format!(
+            "IPv6 subnet {net} overlaps {t}, already used by another network; choose another"
+        )));
+    }
+    let gateway = match gateway {
+        Some(g) if !net.contains(g) || g == net.network() => {
+            return Err(invalid(format!(
+                "gateway {g} is not a host address of IPv6 subnet {net}"
+            )))
+        }
+        Some(g) => g,
+        None => net.nth(1).expect("prefix checked"),
+    };
+    if let Some(r) = ip_range.filter(|r| !net.covers(r)) {
+        return Err(invalid(format!(
+            "ip range {r} is not inside IPv6 subnet {net}"
+        )));
+    }
+    Ok((Some(net), Some(gateway)))
+}
+
+/// Each auxiliary address must be inside the subnet of its family.
+fn check_aux(
+    aux: &BTreeMap<String, IpAddr>,
+    subnet: Ipv4Net,
+    subnet6: Option<Ipv6Net>,
+) -> EngineResult<()> {
+    for (k, a) in aux {
+        let (inside, pool) = match a {
+            IpAddr::V4(ip) => (subnet.contains(*ip), subnet.to_string()),
+            IpAddr::V6(ip) => (
+                subnet6.is_some_and(|s| s.contains(*ip)),
+                subnet6.map_or_else(|| "(no IPv6 subnet)".into(), |s| s.to_string()),
+            ),
+        };
+        if !inside {
+            return Err(invalid(format!(
+                "auxiliary address: ({k}:{a}) must belong to the master pool: {pool}"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Docker's boolean driver options: `true`/`false` (and Go's other spellings).
+fn bool_option(k: &str, v: &str) -> EngineResult<bool> {
+    match v {
+        "1" | "t" | "T" | "true" | "TRUE" | "True" => Ok(true),
+        "0" | "f" | "F" | "false" | "FALSE" | "False" => Ok(false),
+        _ => Err(invalid(format!("option {k}={v:?}: give true or false"))),
+    }
+}
+
+/// Whether members of network `n` reach each other (`enable_icc`, default true).
+pub(super) fn icc(n: &NetworkInspect) -> bool {
+    n.options
+        .get("com.docker.network.bridge.enable_icc")
+        .is_none_or(|v| bool_option("", v).unwrap_or(true))
+}
+
+/// Whether traffic leaving `n` is masqueraded (`enable_ip_masquerade`, default true).
+pub(super) fn masquerade(n: &NetworkInspect) -> bool {
+    n.options
+        .get("com.docker.network.bridge.enable_ip_masquerade")
+        .is_none_or(|v| bool_option("", v).unwrap_or(true))
+}
+
+/// The host address ports published from `n` without one bind to
+/// (`host_binding_ipv4`; every address when absent or 0.0.0.0).
+pub(super) fn host_binding(n: &NetworkInspect) -> Option<Ipv4Addr> {
+    n.options
+        .get("com.docker.network.bridge.host_binding_ipv4")
+        .and_then(|v| v.parse().ok())
+        .filter(|ip: &Ipv4Addr| !ip.is_unspecified())
+}
+
 /// A bridge network's driver options, checked; Docker's others are accepted and kept.
 struct BridgeOptions {
     mtu: u32,
@@ -531,7 +652,18 @@ impl BridgeOptions {
                     }
                     bridge = v.clone();
                 }
-                // Docker's other bridge options (icc, masquerade, ...) are accepted and kept.
+                "com.docker.network.bridge.enable_icc"
+                | "com.docker.network.bridge.enable_ip_masquerade" => {
+                    bool_option(k, v)?;
+                }
+                "com.docker.network.bridge.host_binding_ipv4" => {
+                    v.parse::<Ipv4Addr>().map_err(|_| {
+                        invalid(format!(
+                            "option {k}={v:?}: give an IPv4 address of this host"
+                        ))
+                    })?;
+                }
+                // Docker's other bridge options are accepted and kept.
                 _ => {}
             }
         }

@@ -3,6 +3,11 @@
 //! ports, the embedded DNS servers, and the reconciler that repairs all of it after a
 //! crash.
 //!
+//! A network is IPv4, or dual stack (`--ipv6` with an IPv6 subnet, as Docker 20.10,
+//! which has no default IPv6 pool): then the bridge and each container get an IPv6
+//! address too, leased as the IPv4 ones are, and the firewall keeps the same rules for
+//! IPv6 in an `ip6` table of the same name (NAT66, isolation, published ports).
+//!
 //! Desired state is in the store: networks (`Table::Networks`), leases
 //! (`Table::Leases`, one per address, naming its container and interfaces), host-port
 //! reservations (`Table::Meta`, `hostport/<proto>/<port>`) and the containers' endpoints.
@@ -29,6 +34,7 @@
 mod alloc;
 mod attach;
 mod create;
+mod link_local;
 mod names;
 mod reconcile;
 
@@ -257,7 +263,8 @@ impl Networks {
             return Ok(out);
         }
         let n = self.get(project, mode)?;
-        let ep = self.endpoint_request(&n, req.ip, req.mac_address, &req.network_aliases)?;
+        let mut ep = self.endpoint_request(&n, req.ip, req.mac_address, &req.network_aliases)?;
+        ep.static_ip6 = self.check_ip6(&n, req.ip6)?;
         for (k, v) in &req.network_opts {
             match k.as_str() {
                 "rate" | "ingress-rate" | "egress-rate" => {
@@ -320,6 +327,30 @@ impl Networks {
         })
     }
 
+    /// Checks `--ip6` (`IPAMConfig.IPv6Address`) for network `n`: a host address of its
+    /// IPv6 subnet, on a dual-stack network.
+    pub(crate) fn check_ip6(
+        &self,
+        n: &NetworkInspect,
+        ip6: Option<std::net::Ipv6Addr>,
+    ) -> EngineResult<Option<std::net::Ipv6Addr>> {
+        let Some(ip) = ip6 else { return Ok(None) };
+        let Some(subnet) = n.v6() else {
+            return Err(invalid(format!(
+                "--ip6 {ip} needs an IPv6 network: network {} was created without --ipv6 and an IPv6 subnet",
+                n.name
+            )));
+        };
+        if !subnet.contains(ip) || ip == subnet.network() || n.gateway6 == Some(ip) {
+            return Err(invalid(format!(
+                "--ip6 {ip} is not a free host address of network {} ({subnet}, gateway {})",
+                n.name,
+                n.gateway6.map(|g| g.to_string()).unwrap_or_default()
+            )));
+        }
+        Ok(Some(ip))
+    }
+
     /// The container's networks in interface order: the one it was created on first.
     pub(super) fn ordered(c: &ContainerInspect) -> Vec<(String, Endpoint)> {
         let first = c
@@ -380,6 +411,8 @@ impl Networks {
             .into_iter()
             .map(|(_, n)| FwNetwork {
                 subnet: n.subnet,
+                subnet6: n.v6(),
+                masquerade: create::masquerade(&n),
                 bridge: n.bridge,
                 internal: n.internal,
                 routed: n.mode == NetworkMode::Routed,
@@ -395,6 +428,7 @@ impl Networks {
                         host_ip: h.host_ip,
                         host_port: port,
                         container_ip: h.container_ip?,
+                        container_ip6: h.container_ip6,
                         container_port: h.container_port,
                     })
                 })

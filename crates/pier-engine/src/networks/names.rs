@@ -21,6 +21,21 @@ pub(super) struct NameIndex {
     /// (network ID, address) -> the networks of the container holding it, so that a
     /// container on several networks resolves names on all of them, as on Docker.
     pub(super) networks_of: HashMap<(String, Ipv4Addr), Vec<String>>,
+    /// (network ID, address) -> the links of the container holding it there: alias ->
+    /// the linked container's name, answered to that container only.
+    pub(super) links: HashMap<(String, Ipv4Addr), HashMap<String, String>>,
+}
+
+impl NameIndex {
+    /// What a link of the container at `client` makes of `name`: the linked
+    /// container's addresses on the network.
+    fn linked(&self, network: &str, client: Ipv4Addr, name: &str) -> Option<Vec<Ipv4Addr>> {
+        let target = self
+            .links
+            .get(&(network.to_string(), client))?
+            .get(&name.to_ascii_lowercase())?;
+        self.names.get(network)?.get(target).cloned()
+    }
 }
 
 pub(super) struct NetRecords {
@@ -43,6 +58,16 @@ impl Records for NetRecords {
     }
 
     fn lookup_from(&self, client: std::net::IpAddr, name: &str) -> Option<Vec<Ipv4Addr>> {
+        if let std::net::IpAddr::V4(v4) = client {
+            if self.answers_names {
+                let suffix = format!(".{}", self.network_name.to_ascii_lowercase());
+                let short = name.strip_suffix(&suffix).unwrap_or(name);
+                let idx = self.index.read().unwrap();
+                if let Some(found) = idx.linked(&self.network, v4, short) {
+                    return Some(found);
+                }
+            }
+        }
         if let Some(found) = self.lookup(name) {
             return Some(found);
         }
@@ -73,6 +98,25 @@ impl Records for NetRecords {
     }
 }
 
+/// The links of an endpoint at `ip` (`NAME:ALIAS`), by alias.
+fn index_links(idx: &mut NameIndex, ep: &Endpoint, ip: Ipv4Addr) {
+    let key = (ep.network_id.clone(), ip);
+    if ep.options.links.is_empty() {
+        idx.links.remove(&key);
+        return;
+    }
+    let links = ep
+        .options
+        .links
+        .iter()
+        .map(|l| {
+            let (name, alias) = l.split_once(':').unwrap_or((l, l));
+            (alias.to_ascii_lowercase(), name.to_ascii_lowercase())
+        })
+        .collect();
+    idx.links.insert(key, links);
+}
+
 impl Networks {
     /// Adds the names of container `c` on `endpoints` (and its other networks) to the
     /// DNS index.
@@ -101,6 +145,7 @@ impl Networks {
             let Some(ip) = ep.ip_address.map(Ipv4Address::addr) else {
                 continue;
             };
+            index_links(&mut idx, ep, ip);
             let names = idx.names.entry(ep.network_id.clone()).or_default();
             let mut keys = vec![c.name.to_ascii_lowercase(), c.id[..12].to_string()];
             keys.extend(ep.aliases.iter().map(|a| a.to_ascii_lowercase()));
@@ -117,6 +162,7 @@ impl Networks {
         let mut idx = self.index.write().unwrap();
         for key in ips {
             idx.networks_of.remove(key);
+            idx.links.remove(key);
         }
         for (net, ip) in ips {
             if let Some(names) = idx.names.get_mut(net) {

@@ -59,6 +59,12 @@ fn first_ip(c: &ContainerInspect) -> Option<Ipv4Addr> {
     Some(c.networks.get(&name)?.ip_address?.addr())
 }
 
+/// Its IPv6 address there, on a dual-stack network.
+fn first_ip6(c: &ContainerInspect) -> Option<std::net::Ipv6Addr> {
+    let (name, _) = Networks::ordered(c).into_iter().next()?;
+    c.networks.get(&name)?.ip6_address
+}
+
 impl Networks {
     /// At daemon start, after containers are restored: makes the default network if
     /// missing, every network's bridge and DNS server, and removes what no running
@@ -174,6 +180,7 @@ impl Networks {
                         name: c.name.clone(),
                         host_ip: p.host_ip.parse().ok(),
                         container_ip: first_ip(c),
+                        container_ip6: first_ip6(c),
                         container_port: p.container_port,
                     });
             }

@@ -161,6 +161,14 @@ impl Instances {
                     .ok_or_else(|| not_running(&c))?,
             )
         };
+        // Output that no log keeps (log driver `none`) reaches a client only through the
+        // monitor: the start it waits for holds it until the client connects.
+        if opts.wait_start && !running(&c) && c.config.log_driver.as_deref() == Some("none") {
+            let pending = self.cdir(&c.id).join(pier_runtime::state::ATTACH_PENDING);
+            std::fs::write(&pending, b"").map_err(|e| {
+                EngineError::Internal(format!("cannot write {}: {e}", pending.display()))
+            })?;
+        }
         let k = key(project, &c.id);
         let registered = tty.then(|| self.attached.register(k.clone(), &input));
         let this = self.clone();

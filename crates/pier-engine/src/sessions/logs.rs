@@ -23,7 +23,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use pier_api::containers::LogLine;
 use pier_api::containers::{ContainerState, ContainerStatus};
-use pier_api::time::parse_rfc3339;
+use pier_api::time::parse_rfc3339_nanos;
 use rustix::fs::inotify;
 use tokio::io::unix::AsyncFd;
 use tokio::sync::{mpsc, watch};
@@ -55,10 +55,10 @@ pub struct LogOptions {
     pub follow: Follow,
     /// Only the last N lines on disk (followed lines are all sent).
     pub tail: Option<usize>,
-    /// Only lines at or after this Unix second.
-    pub since: Option<i64>,
-    /// Only lines at or before this Unix second.
-    pub until: Option<i64>,
+    /// Only lines at or after this time (Unix nanoseconds).
+    pub since_ns: Option<i64>,
+    /// Only lines at or before this time (Unix nanoseconds).
+    pub until_ns: Option<i64>,
     pub stdout: bool,
     pub stderr: bool,
 }
@@ -68,8 +68,8 @@ impl Default for LogOptions {
         LogOptions {
             follow: Follow::No,
             tail: None,
-            since: None,
-            until: None,
+            since_ns: None,
+            until_ns: None,
             stdout: true,
             stderr: true,
         }
@@ -85,11 +85,11 @@ impl LogOptions {
         if !wanted {
             return false;
         }
-        if self.since.is_none() && self.until.is_none() {
+        if self.since_ns.is_none() && self.until_ns.is_none() {
             return true;
         }
-        let t = parse_rfc3339(&l.time).unwrap_or(0);
-        self.since.is_none_or(|s| t >= s) && self.until.is_none_or(|u| t <= u)
+        let t = parse_rfc3339_nanos(&l.time).unwrap_or(0);
+        self.since_ns.is_none_or(|s| t >= s) && self.until_ns.is_none_or(|u| t <= u)
     }
 }
 
@@ -473,6 +473,12 @@ impl Instances {
     ) -> EngineResult<mpsc::Receiver<LogLine>> {
         let project = ctx.project();
         let c = self.lookup(project, id)?;
+        if c.config.log_driver.as_deref() == Some("none") {
+            return Err(crate::error::invalid(format!(
+                "container {} keeps no logs (log driver none): attach to it to see its output",
+                c.name
+            )));
+        }
         let path = PathBuf::from(&c.log_path);
         let state = self.state_watch(&c);
         let end = FollowEnd::new(opts.follow, &c.state);
@@ -692,27 +698,35 @@ mod tests {
             time: time.into(),
         };
         let t = "2026-01-01T00:00:10.5Z";
-        let secs = parse_rfc3339(t).unwrap();
+        let ns = parse_rfc3339_nanos(t).unwrap();
+        assert_eq!(ns % 1_000_000_000, 500_000_000);
         let o = LogOptions {
             stderr: false,
             ..Default::default()
         };
         assert!(o.keeps(&l("stdout", t)) && !o.keeps(&l("stderr", t)));
         let o = LogOptions {
-            since: Some(secs),
-            until: Some(secs),
+            since_ns: Some(ns),
+            until_ns: Some(ns),
             ..Default::default()
         };
         assert!(o.keeps(&l("stdout", t)));
+        // Within one second, to the nanosecond: 10.5 is after 10.4 and before 10.6.
         let o = LogOptions {
-            since: Some(secs + 1),
+            since_ns: Some(ns + 1),
             ..Default::default()
         };
         assert!(!o.keeps(&l("stdout", t)));
         let o = LogOptions {
-            until: Some(secs - 1),
+            until_ns: Some(ns - 100_000_000),
             ..Default::default()
         };
         assert!(!o.keeps(&l("stdout", t)));
+        let o = LogOptions {
+            since_ns: Some(ns - 100_000_000),
+            until_ns: Some(ns + 100_000_000),
+            ..Default::default()
+        };
+        assert!(o.keeps(&l("stdout", t)));
     }
 }

@@ -256,11 +256,11 @@ impl Volumes {
         &self,
         project: &ProjectName,
         all: bool,
-        in_use: &dyn Fn(&str) -> EngineResult<bool>,
+        keep: &dyn Fn(&VolumeInspect) -> EngineResult<bool>,
     ) -> EngineResult<Vec<String>> {
         let mut removed = Vec::new();
         for v in self.list(project)? {
-            if !(all || v.anonymous) || in_use(&v.name)? {
+            if !(all || v.anonymous) || keep(&v)? {
                 continue;
             }
             match self.remove(project, &v.name) {

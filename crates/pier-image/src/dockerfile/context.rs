@@ -1,6 +1,6 @@
 //! The build context: the tree `COPY` and `ADD` read from, unpacked from the tar a client
-//! sends, with `.dockerignore` applied; and the paths resolved in it (or in another
-//! stage's root for `COPY --from`).
+//! sends (with `.dockerignore` applied by the client, as Docker's clients do); and the
+//! paths resolved in it (or in another stage's root for `COPY --from`).
 //!
 //! Nothing a build reads may come from outside its context: a source climbing out with
 //! `..`, or passing through a symlink that points out of the context (an absolute target,
@@ -79,6 +79,29 @@ pub fn read_ignore(root: &Path) -> Result<IgnoreRules, ContextError> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(IgnoreRules::default()),
         Err(e) => Err(ContextError::Io(e)),
     }
+}
+
+/// Removes `.dockerignore` and the Dockerfile (`dockerfile`, relative to `root`) from the
+/// context when `rules` exclude them, and nothing else, as Docker's daemon does: the client
+/// sends the context with `.dockerignore` applied, and forces those two in (the Dockerfile
+/// must be read, `.dockerignore` is read here). A Dockerfile sent from outside the context
+/// under a made-up name goes away by the `.dockerignore` line the client adds for it.
+pub fn remove_ignored_dockerfile(
+    root: &Path,
+    rules: &IgnoreRules,
+    dockerfile: &str,
+) -> Result<(), ContextError> {
+    for name in [".dockerignore", dockerfile] {
+        if !rules.is_excluded(name) {
+            continue;
+        }
+        let path = resolve(root, name, false)?;
+        match fs::symlink_metadata(&path) {
+            Ok(m) if !m.is_dir() => fs::remove_file(&path).map_err(ContextError::Io)?,
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 /// Removes what `rules` exclude from the tree at `root`.

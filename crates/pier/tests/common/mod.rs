@@ -690,3 +690,74 @@ pub fn write_file(d: &Daemon, name: &str, bytes: &[u8]) -> String {
     fs::File::create(&p).unwrap().write_all(bytes).unwrap();
     p.to_string_lossy().into_owned()
 }
+
+/// The Python of the venv holding docker-py 7.2.0 (`ensure_docker_py` in scripts/lib.sh
+/// makes it; scripts/test.sh runs that).
+pub const DOCKER_PY: &str = "/var/cache/pier/docker-py-venv/bin/python";
+
+impl Daemon {
+    /// Runs a Python `script` with docker-py, `DOCKER_HOST` at this daemon's Docker API:
+    /// its exit code, stdout and stderr.
+    pub fn docker_py(&self, script: &str) -> (i32, String, String) {
+        assert!(
+            Path::new(DOCKER_PY).exists(),
+            "{DOCKER_PY} is missing: scripts/test.sh makes it (ensure_docker_py in scripts/lib.sh)"
+        );
+        let out = Command::new(DOCKER_PY)
+            .args(["-c", script])
+            .env(
+                "DOCKER_HOST",
+                format!("unix://{}", self.docker_socket.display()),
+            )
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        outcome(&out)
+    }
+}
+
+/// One request to the Docker API socket, from this process (no client in between, so
+/// two requests follow each other within microseconds): the status and the body (chunks
+/// joined). `path` is under `/v1.41` unless it names its own version (`/v1.43/...`).
+pub fn docker_api(d: &Daemon, method: &str, path: &str, body: &[u8]) -> (u16, String) {
+    use std::io::Read;
+    let mut s = std::os::unix::net::UnixStream::connect(&d.docker_socket).unwrap();
+    let path = if path.starts_with("/v1.") {
+        path.to_string()
+    } else {
+        format!("/v1.41{path}")
+    };
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: docker\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    )
+    .unwrap();
+    s.write_all(body).unwrap();
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).unwrap();
+    let out = String::from_utf8_lossy(&out).into_owned();
+    let (head, rest) = out.split_once("\r\n\r\n").unwrap_or((&out, ""));
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let chunked = head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked");
+    if !chunked {
+        return (status, rest.to_string());
+    }
+    let mut body = String::new();
+    let mut rest = rest;
+    while let Some((size, tail)) = rest.split_once("\r\n") {
+        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+        if n == 0 || tail.len() < n {
+            break;
+        }
+        body.push_str(&tail[..n]);
+        rest = tail[n..].trim_start_matches("\r\n");
+    }
+    (status, body)
+}

@@ -537,6 +537,7 @@ impl NetHost for FakeNetHost {
         &'a self,
         host_ifname: &'a str,
         bridge: u32,
+        _isolated: bool,
     ) -> BoxFuture<'a, NetResult<()>> {
         ready(self.do_attach(host_ifname, bridge))
     }
