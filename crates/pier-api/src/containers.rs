@@ -588,6 +588,9 @@ pub struct ExecCreate {
     pub tty: bool,
     /// Pass the client's input to the command (`-i`); the request is then upgraded.
     pub interactive: bool,
+    /// The keys that detach from the command's terminal, leaving it running
+    /// (`ctrl-p,ctrl-q` when absent).
+    pub detach_keys: Option<crate::detach::DetachKeys>,
 }
 
 /// The state of an attached exec session (`GET /v1/exec/{id}`).
@@ -610,6 +613,7 @@ impl ExecCreate {
             stdin: self.interactive,
             stdout: true,
             stderr: true,
+            detach_keys: self.detach_keys.clone(),
         }
     }
 }
@@ -629,6 +633,9 @@ pub struct ExecSpec {
     /// Which of the command's outputs the caller receives.
     pub stdout: bool,
     pub stderr: bool,
+    /// The keys that detach a caller from the command's terminal (the default,
+    /// ctrl-p ctrl-q, when none).
+    pub detach_keys: Option<crate::detach::DetachKeys>,
 }
 
 /// What an exec session's inspect shows.

@@ -27,6 +27,7 @@ macro_rules! string_schema {
 
 pub mod build;
 pub mod containers;
+pub mod detach;
 pub mod docker;
 pub mod error;
 pub mod form;

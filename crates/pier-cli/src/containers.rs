@@ -9,6 +9,7 @@ use pier_api::containers::{
     ContainerCreate, ContainerInspect, ContainerSummary, Created, LogLine, RestartPolicy, Ulimit,
     WaitResponse,
 };
+use pier_api::detach::DetachKeys;
 use pier_api::time::{human_ago, now_unix, parse_rfc3339};
 use pier_api::volumes::{MountKind, MountSpec};
 use pier_api::{ByteSize, Ipv4Address, MacAddress, MountFlag, PortSpec, TmpfsFlag, VolumeFlag};
@@ -616,34 +617,54 @@ pub async fn create(client: &Client, fmt: Format, a: CreateArgs) -> Result<(), C
 }
 
 pub async fn run(client: &Client, fmt: Format, a: RunArgs) -> Result<(), CliError> {
-    let detach_keys = match &a.detach_keys {
-        Some(k) => crate::run_opts::parse_detach_keys(k)?,
-        None => crate::run_opts::DEFAULT_DETACH_KEYS.to_vec(),
-    };
+    let detach_keys = crate::run_opts::parse_detach_keys(a.detach_keys.as_deref())?;
     // A terminal's output reaches this client through its attach, which comes after the
     // start: the engine keeps the output for it should the container be quicker.
     let (req, c) = create_container(client, a.create, a.rm, !a.detach).await?;
-    let (req_tty, req_interactive) = (req.tty, req.interactive);
-    let path = format!("/v1/containers/{}", c.id);
-    // With --rm, the command returns once the container is gone, as Docker's does.
-    let until = if a.rm {
-        "removed=true"
-    } else {
-        "next_exit=true"
-    };
     if a.detach {
         start_or_explain(client, &c.id).await?;
         return print(fmt, &c, || c.id.to_string());
     }
-    if req_tty {
+    let s = Attached {
+        tty: req.tty,
+        stdin: req.interactive,
+        keys: detach_keys,
+        removed: a.rm,
+        sig_proxy: a.sig_proxy,
+    };
+    start_attached(client, c.id.as_ref(), s).await
+}
+
+/// How [`start_attached`] attaches.
+struct Attached {
+    tty: bool,
+    stdin: bool,
+    keys: DetachKeys,
+    /// Return once the container is removed (`--rm`), not at its exit.
+    removed: bool,
+    sig_proxy: bool,
+}
+
+/// Starts a container with this client attached to its output (and input with `stdin`),
+/// as `run` and `start -a` do; fails with the container's exit code, or returns when
+/// the user detached.
+async fn start_attached(client: &Client, id: &str, s: Attached) -> Result<(), CliError> {
+    let path = format!("/v1/containers/{id}");
+    // With --rm, the command returns once the container is gone, as Docker's does.
+    let until = if s.removed {
+        "removed=true"
+    } else {
+        "next_exit=true"
+    };
+    if s.tty {
         // A terminal: register for the exit, start, then attach; the monitor replays
         // what came out before the attach.
         let waiter = client
             .post_begin(&format!("{path}/wait?{until}"))
             .await
             .map_err(engine_error)?;
-        start_or_explain(client, &c.id).await?;
-        if session(client, &c.id, req_tty, req_interactive, &detach_keys).await? {
+        start_or_explain(client, id).await?;
+        if session(client, id, s.tty, s.stdin, &s.keys).await? {
             // Detached: the container runs on.
             return Ok(());
         }
@@ -663,11 +684,11 @@ pub async fn run(client: &Client, fmt: Format, a: RunArgs) -> Result<(), CliErro
         .get_begin(&format!("{path}/logs?follow=true&attach=true"))
         .await
         .map_err(engine_error)?;
-    start_or_explain(client, &c.id).await?;
-    let _proxy = a
+    start_or_explain(client, id).await?;
+    let _proxy = s
         .sig_proxy
-        .then(|| crate::run_opts::SignalProxy::start(client, &c.id));
-    if req_interactive {
+        .then(|| crate::run_opts::SignalProxy::start(client, id));
+    if s.stdin {
         // Input through the attach stream; output from the log, which holds all of it
         // from the first byte however late the attach comes.
         let io = client
@@ -731,19 +752,20 @@ async fn send_size(client: &Client, resize: &str) {
 }
 
 /// An attached session: local stdin to the container, its output here, terminal size
-/// kept in step; ends when the container's output ends.
-/// Whether the user detached with `detach_keys`.
+/// kept in step; ends when the container's output ends. Whether the user detached with
+/// `detach_keys` (the engine detaches the session when it reads them).
 pub async fn session(
     client: &Client,
     id: &str,
     tty: bool,
     stdin: bool,
-    detach_keys: &[u8],
+    detach_keys: &DetachKeys,
 ) -> Result<bool, CliError> {
     let io = client
         .hijack(&format!(
-            "/v1/containers/{}/attach?stdin={stdin}",
-            encode_segment(id)
+            "/v1/containers/{}/attach?stdin={stdin}&detach_keys={}",
+            encode_segment(id),
+            encode_segment(detach_keys.as_str())
         ))
         .await?;
     pump(
@@ -752,7 +774,7 @@ pub async fn session(
         tty,
         stdin,
         format!("/v1/containers/{}/resize", encode_segment(id)),
-        detach_keys,
+        Keys::Server(detach_keys.bytes()),
     )
     .await
 }
@@ -766,21 +788,32 @@ pub async fn console(client: &Client, name: &str) -> Result<(), CliError> {
     if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
         eprintln!("Connected to the console of {name}; type ctrl-] to leave it.\r");
     }
-    pump(client, io, true, true, String::new(), &[0x1d]).await?;
+    pump(client, io, true, true, String::new(), Keys::Client(&[0x1d])).await?;
     Ok(())
 }
 
+/// Who acts on the detach keys of a session with a terminal.
+#[derive(Clone, Copy)]
+enum Keys<'a> {
+    /// The server knows them: they are sent on, and the server ends the stream.
+    Server(&'a [u8]),
+    /// Only this client: they are held back, and this client leaves the stream.
+    Client(&'a [u8]),
+}
+
 /// Moves bytes between the local terminal and an attached stream; `resize` is the URL
-/// that takes the terminal's size (none when empty). Typing `detach_keys` (none when empty) ends the
-/// session and returns true, the other side running on.
+/// that takes the terminal's size (none when empty). Typing the detach keys of a session
+/// with a terminal ends the session and returns true, the other side running on (as
+/// Docker's CLI, which looks for them only with a terminal).
 async fn pump(
     client: &Client,
     io: pier_client::Hijacked,
     tty: bool,
     stdin: bool,
     resize: String,
-    detach_keys: &[u8],
+    keys: Keys<'_>,
 ) -> Result<bool, CliError> {
+    use std::sync::atomic::{AtomicBool, Ordering};
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let (mut r, mut w) = tokio::io::split(io);
     let local_tty = std::io::IsTerminal::is_terminal(&std::io::stdin());
@@ -802,7 +835,13 @@ async fn pump(
             }
         });
     }
-    let mut scanner = crate::run_opts::DetachScanner::new(detach_keys.to_vec());
+    let (bytes, by_server) = match keys {
+        Keys::Server(k) => (k, true),
+        Keys::Client(k) => (k, false),
+    };
+    let mut scanner = pier_api::detach::Scanner::new(if tty { bytes } else { &[] });
+    let detached = std::sync::Arc::new(AtomicBool::new(false));
+    let seen = detached.clone();
     let input = async move {
         if stdin {
             let mut inp = tokio::io::stdin();
@@ -812,12 +851,20 @@ async fn pump(
                     Ok(0) | Err(_) => break,
                     Ok(n) => n,
                 };
-                let (pass, detached) = scanner.feed(&buf[..n]);
-                if !pass.is_empty() && w.write_all(&pass).await.is_err() {
+                let (pass, hit) = scanner.feed(&buf[..n]);
+                if hit {
+                    seen.store(true, Ordering::SeqCst);
+                }
+                let send = if by_server { &buf[..n] } else { &pass[..] };
+                if !send.is_empty() && w.write_all(send).await.is_err() {
                     break;
                 }
                 let _ = w.flush().await;
-                if detached {
+                if hit {
+                    if by_server {
+                        // The server detaches and ends the stream; should it not, leave.
+                        tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+                    }
                     return;
                 }
             }
@@ -852,10 +899,11 @@ async fn pump(
             }
         }
     };
-    Ok(tokio::select! {
-        _ = output => false,
-        _ = input => true,
-    })
+    tokio::select! {
+        _ = output => {}
+        _ = input => {}
+    }
+    Ok(detached.load(Ordering::SeqCst))
 }
 
 /// `pier attach`: to a running container's stdio.
@@ -866,10 +914,7 @@ pub async fn attach(
     sig_proxy: bool,
     detach_keys: Option<String>,
 ) -> Result<(), CliError> {
-    let keys = match &detach_keys {
-        Some(k) => crate::run_opts::parse_detach_keys(k)?,
-        None => crate::run_opts::DEFAULT_DETACH_KEYS.to_vec(),
-    };
+    let keys = crate::run_opts::parse_detach_keys(detach_keys.as_deref())?;
     let c: ContainerInspect = client
         .get(&format!("/v1/containers/{}", encode_segment(name)))
         .await?;
@@ -970,10 +1015,7 @@ pub struct ExecArgs {
 
 /// `pier exec`: exits with the command's exit code.
 pub async fn exec(client: &Client, a: ExecArgs) -> Result<(), CliError> {
-    let keys = match &a.detach_keys {
-        Some(k) => crate::run_opts::parse_detach_keys(k)?,
-        None => crate::run_opts::DEFAULT_DETACH_KEYS.to_vec(),
-    };
+    let keys = crate::run_opts::parse_detach_keys(a.detach_keys.as_deref())?;
     let req = pier_api::containers::ExecCreate {
         cmd: a.command,
         env: read_env(&a.env_file, a.env)?,
@@ -982,6 +1024,7 @@ pub async fn exec(client: &Client, a: ExecArgs) -> Result<(), CliError> {
         detach: a.detach,
         tty: a.tty,
         interactive: a.interactive,
+        detach_keys: Some(keys.clone()),
     };
     let path = format!("/v1/containers/{}/exec", encode_segment(&a.container));
     let body = serde_json::to_vec(&req).expect("json");
@@ -998,7 +1041,7 @@ pub async fn exec(client: &Client, a: ExecArgs) -> Result<(), CliError> {
             req.tty,
             req.interactive,
             format!("/v1/exec/{exec_id}/resize"),
-            &keys,
+            Keys::Server(keys.bytes()),
         )
         .await?
         {
@@ -1274,6 +1317,28 @@ where
         )));
     }
     Ok(())
+}
+
+/// `pier start -a [-i] [--detach-keys]`: starts one container attached to its output
+/// (and input with `-i`), as `run` without `-d`; exits with the container's exit code.
+pub async fn start_attach(
+    client: &Client,
+    name: &str,
+    interactive: bool,
+    detach_keys: Option<String>,
+) -> Result<(), CliError> {
+    let keys = crate::run_opts::parse_detach_keys(detach_keys.as_deref())?;
+    let c: ContainerInspect = client
+        .get(&format!("/v1/containers/{}", encode_segment(name)))
+        .await?;
+    let s = Attached {
+        tty: c.config.tty,
+        stdin: interactive && c.config.interactive,
+        keys,
+        removed: c.config.auto_remove,
+        sig_proxy: true,
+    };
+    start_attached(client, c.id.as_ref(), s).await
 }
 
 pub async fn start(client: &Client, names: &[String]) -> Result<(), CliError> {

@@ -108,6 +108,16 @@ pub enum Command {
     Create(containers::CreateArgs),
     /// Start containers.
     Start {
+        /// Attach to the container's output (and exit with its exit code); one container.
+        #[arg(short, long)]
+        attach: bool,
+        /// Attach to the container's input too (implies --attach).
+        #[arg(short, long)]
+        interactive: bool,
+        /// The keys that detach from an attached terminal, leaving the container running
+        /// (ctrl-p,ctrl-q).
+        #[arg(long)]
+        detach_keys: Option<String>,
         #[arg(required = true)]
         containers: Vec<String>,
     },
@@ -513,7 +523,23 @@ async fn dispatch(cli: Cli) -> Result<(), CliError> {
         Command::Rmi(args) => images::remove(&client, fmt, args).await,
         Command::Run(a) => containers::run(&client, fmt, a).await,
         Command::Create(a) => containers::create(&client, fmt, a).await,
-        Command::Start { containers: c } => containers::start(&client, &c).await,
+        Command::Start {
+            attach,
+            interactive,
+            detach_keys,
+            containers: c,
+        } => {
+            if attach || interactive {
+                let [name] = c.as_slice() else {
+                    return Err(fail(
+                        "you cannot start and attach multiple containers at once",
+                    ));
+                };
+                containers::start_attach(&client, name, interactive, detach_keys).await
+            } else {
+                containers::start(&client, &c).await
+            }
+        }
         Command::Stop {
             time,
             signal,

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use clap::ValueEnum;
 use pier_api::containers::{ContainerInspect, Healthcheck};
+use pier_api::detach::DetachKeys;
 use pier_api::volumes::{MountKind, MountSpec};
 use pier_api::ErrorKind;
 use pier_client::{encode_segment, Client};
@@ -327,82 +328,17 @@ impl Drop for SignalProxy {
     }
 }
 
-/// `--detach-keys` (Docker's syntax: `ctrl-p,ctrl-q`, `ctrl-a,x`): the bytes of the
-/// sequence.
-pub fn parse_detach_keys(s: &str) -> Result<Vec<u8>, CliError> {
-    let bad = |k: &str| {
-        refused(format!(
-            "invalid --detach-keys {s:?}: {k:?} is neither a character nor ctrl-<a-z, @, [, \\, ], ^ or _>"
-        ))
-    };
-    s.split(',')
-        .map(|k| {
-            if let Some(c) = k.strip_prefix("ctrl-") {
-                let b = match c.as_bytes() {
-                    [b @ b'a'..=b'z'] => b - b'a' + 1,
-                    [b'@'] => 0,
-                    [b @ (b'[' | b'\\' | b']' | b'^' | b'_')] => b - b'@',
-                    _ => return Err(bad(k)),
-                };
-                Ok(b)
-            } else {
-                match k.as_bytes() {
-                    [b] if b.is_ascii() => Ok(*b),
-                    _ => Err(bad(k)),
-                }
-            }
-        })
-        .collect()
-}
-
-/// Docker's default detach keys, ctrl-p ctrl-q.
-pub const DEFAULT_DETACH_KEYS: [u8; 2] = [0x10, 0x11];
-
-/// Finds the detach sequence in the input: what is passed on, held while it could be
-/// the start of the sequence.
-#[derive(Debug)]
-pub struct DetachScanner {
-    keys: Vec<u8>,
-    matched: usize,
-}
-
-impl DetachScanner {
-    pub fn new(keys: Vec<u8>) -> Self {
-        DetachScanner { keys, matched: 0 }
-    }
-
-    /// The bytes to pass on from `input`, and whether the sequence was typed (the
-    /// bytes after it are dropped: the client detaches).
-    pub fn feed(&mut self, input: &[u8]) -> (Vec<u8>, bool) {
-        let mut out = Vec::with_capacity(input.len());
-        if self.keys.is_empty() {
-            out.extend_from_slice(input);
-            return (out, false);
-        }
-        for &b in input {
-            if b == self.keys[self.matched] {
-                self.matched += 1;
-                if self.matched == self.keys.len() {
-                    self.matched = 0;
-                    return (out, true);
-                }
-                continue;
-            }
-            // Not the sequence after all: what was held goes on, and this byte may
-            // start it again.
-            out.extend_from_slice(&self.keys[..self.matched]);
-            self.matched = 0;
-            if b == self.keys[0] {
-                self.matched = 1;
-                if self.keys.len() == 1 {
-                    self.matched = 0;
-                    return (out, true);
-                }
-            } else {
-                out.push(b);
-            }
-        }
-        (out, false)
+/// `--detach-keys` (Docker's syntax: `ctrl-p,ctrl-q`, `ctrl-a,x`); ctrl-p ctrl-q when not
+/// given.
+pub fn parse_detach_keys(s: Option<&str>) -> Result<DetachKeys, CliError> {
+    match s {
+        None => Ok(DetachKeys::default()),
+        Some(s) => DetachKeys::parse(s).map_err(|e| {
+            refused(format!(
+                "invalid --detach-keys {s:?}: {:?} is neither a character, DEL nor ctrl-<a-z, @, [, \\, ], ^ or _>",
+                e.key
+            ))
+        }),
     }
 }
 
@@ -412,31 +348,14 @@ mod tests {
 
     #[test]
     fn detach_keys_parse_as_docker_writes_them() {
-        assert_eq!(
-            parse_detach_keys("ctrl-p,ctrl-q").unwrap(),
-            DEFAULT_DETACH_KEYS
-        );
-        assert_eq!(parse_detach_keys("ctrl-a,x").unwrap(), vec![1, b'x']);
-        assert_eq!(parse_detach_keys("ctrl-@,ctrl-_").unwrap(), vec![0, 31]);
-        let e = parse_detach_keys("ctrl-1").unwrap_err();
+        let k = |s| parse_detach_keys(s).map(|k| k.bytes().to_vec());
+        assert_eq!(k(None).unwrap(), pier_api::detach::DEFAULT);
+        assert_eq!(k(Some("ctrl-p,ctrl-q")).unwrap(), pier_api::detach::DEFAULT);
+        assert_eq!(k(Some("ctrl-a,x")).unwrap(), vec![1, b'x']);
+        let e = k(Some("ctrl-1")).unwrap_err();
         assert_eq!(e.code, 125);
         assert!(e.message.contains("\"ctrl-1\""), "{}", e.message);
-        assert!(parse_detach_keys("ab").is_err());
-    }
-
-    #[test]
-    fn the_scanner_holds_a_partial_sequence_and_detaches_on_the_whole() {
-        let mut s = DetachScanner::new(DEFAULT_DETACH_KEYS.to_vec());
-        assert_eq!(s.feed(b"ls\n"), (b"ls\n".to_vec(), false));
-        // ctrl-p alone is held, then passed on with what follows when it is not ctrl-q.
-        assert_eq!(s.feed(&[0x10]), (vec![], false));
-        assert_eq!(s.feed(b"a"), (vec![0x10, b'a'], false));
-        // ctrl-p ctrl-p ctrl-q: the first passes on, the two others detach.
-        assert_eq!(s.feed(&[0x10, 0x10, 0x11, b'z']), (vec![0x10], true));
-        // Across reads.
-        let mut s = DetachScanner::new(DEFAULT_DETACH_KEYS.to_vec());
-        assert_eq!(s.feed(&[b'x', 0x10]), (vec![b'x'], false));
-        assert_eq!(s.feed(&[0x11]), (vec![], true));
+        assert!(k(Some("ab")).is_err());
     }
 
     #[test]

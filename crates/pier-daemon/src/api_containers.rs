@@ -365,7 +365,7 @@ async fn exec(
         .map_err(exec_error)?;
     let io = e
         .instances
-        .exec_start(&ctx, &exec_id, StartOptions { tty: None, detach })
+        .exec_start(&ctx, &exec_id, StartOptions { detach, gate: None })
         .map_err(exec_error)?;
     if attached {
         let request = axum::extract::Request::from_parts(parts, Body::empty());
@@ -539,6 +539,9 @@ async fn archive_put(
 struct AttachQuery {
     /// Pass the client's input to the container's stdin.
     stdin: bool,
+    /// The keys that detach a terminal session, leaving the container running
+    /// (`ctrl-p,ctrl-q` when absent).
+    detach_keys: Option<pier_api::detach::DetachKeys>,
 }
 
 /// Attaches to a running container: the connection is upgraded (101, `Upgrade: tcp`)
@@ -561,6 +564,7 @@ async fn attach(
             AttachOptions {
                 stdin: q.stdin,
                 wait_start: false,
+                detach_keys: q.detach_keys,
             },
         )
         .await?;

@@ -7,6 +7,7 @@ use serde_json::{json, Value};
 use super::create::StrOrList;
 use super::{Refused, Result};
 use crate::containers::{ExecInfo, ExecSpec};
+use crate::detach::DetachKeys;
 
 /// The body of `POST /containers/{id}/exec`.
 #[derive(Debug, Default, Deserialize)]
@@ -21,6 +22,9 @@ pub struct ExecConfig {
     pub privileged: Option<bool>,
     pub user: Option<String>,
     pub working_dir: Option<String>,
+    /// Go reads JSON keys case-insensitively; docker-py sends `detachKeys`.
+    #[serde(alias = "detachKeys")]
+    pub detach_keys: Option<String>,
 }
 
 impl ExecConfig {
@@ -36,6 +40,14 @@ impl ExecConfig {
             Some(StrOrList::Many(v)) => v,
             None => Vec::new(),
         };
+        let detach_keys = match self.detach_keys.as_deref() {
+            None | Some("") => None,
+            Some(k) => Some(DetachKeys::parse(k).map_err(|_| {
+                Refused::bad_request(format!(
+                    "Invalid escape keys ({k}) provided: write them as ctrl-p,ctrl-q (single characters, DEL or ctrl-<a-z @ [ \\ ] ^ _>, comma-separated)"
+                ))
+            })?),
+        };
         Ok(ExecSpec {
             cmd,
             env: self.env.unwrap_or_default(),
@@ -45,6 +57,7 @@ impl ExecConfig {
             stdin: self.attach_stdin.unwrap_or(false),
             stdout: self.attach_stdout.unwrap_or(true),
             stderr: self.attach_stderr.unwrap_or(true),
+            detach_keys,
         })
     }
 }
@@ -94,6 +107,18 @@ mod tests {
         assert_eq!(s.cmd, ["ls"]);
         assert!(s.stdin && s.stdout && s.stderr && s.tty);
         assert_eq!(s.user, None);
+        let k: ExecConfig =
+            serde_json::from_str(r#"{"Cmd": "sh", "detachKeys": "ctrl-x"}"#).unwrap();
+        assert_eq!(k.into_spec().unwrap().detach_keys.unwrap().bytes(), [24]);
+        let k: ExecConfig =
+            serde_json::from_str(r#"{"Cmd": "sh", "DetachKeys": "ctrl-1"}"#).unwrap();
+        let e = k.into_spec().unwrap_err();
+        assert_eq!(e.status, 400);
+        assert!(
+            e.message.contains("Invalid escape keys (ctrl-1)"),
+            "{}",
+            e.message
+        );
         let p: ExecConfig = serde_json::from_str(r#"{"Cmd": ["id"], "Privileged": true}"#).unwrap();
         assert_eq!(p.into_spec().unwrap_err().status, 400);
         let info = ExecInfo {

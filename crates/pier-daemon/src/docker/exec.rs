@@ -88,7 +88,14 @@ async fn start(
             .map_err(|err| DockerError::bad_request(format!("invalid exec start config: {err}")))?
     };
     let detach = b.detach.unwrap_or(false);
-    let opts = StartOptions { tty: b.tty, detach };
+    // Attached, the command runs once the client's stream is ready, as Docker's starts
+    // after its answer's headers: output right behind them would be lost to clients that
+    // read the headers through a buffer (docker-py).
+    let (ready, gate) = tokio::sync::oneshot::channel();
+    let opts = StartOptions {
+        detach,
+        gate: (!detach).then_some(gate),
+    };
     let io = containers
         .exec_start(&ctx, &id, opts)
         .map_err(|e| match e {
@@ -101,10 +108,13 @@ async fn start(
         return Ok(StatusCode::OK.into_response());
     }
     let request = Request::from_parts(parts, axum::body::Body::empty());
-    let tty = io.tty;
+    // The framing is the start request's, as Docker's: raw with `Tty`, else 8-byte
+    // headers (all on stdout when the command has a terminal), whatever the create said.
+    let tty = b.tty.unwrap_or(false);
     let interactive = info.spec.stdin;
     Ok(hijack(request, tty, move |conn| async move {
         let Conn { input, mut output } = conn;
+        let _ = ready.send(());
         let typer = input.filter(|_| interactive).map(|mut input| {
             let to = io.input.clone();
             tokio::spawn(async move {
@@ -133,8 +143,12 @@ async fn start(
                 }
             }
         }
-        let mut exit = io.exit;
-        let _ = exit.wait_for(|c| c.is_some()).await;
+        // The end of the command, or a detach (the command runs on).
+        let (mut exit, mut detached) = (io.exit, io.detached);
+        tokio::select! {
+            _ = exit.wait_for(|c| c.is_some()) => {}
+            _ = detached.wait() => {}
+        }
         if let Some(t) = typer {
             t.abort();
         }

@@ -234,7 +234,6 @@ pub fn router(engine: Arc<Engine>) -> Router {
             get(plugin).post(unsupported).delete(unsupported),
         )
         .route("/containers/{id}/update", post(update))
-        .route("/containers/{id}/attach/ws", get(unsupported))
         .fallback(unknown)
         .method_not_allowed_fallback(unknown)
         .with_state(docker);

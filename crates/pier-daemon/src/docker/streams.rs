@@ -17,13 +17,19 @@
 use std::sync::Arc;
 
 use axum::body::{Body, Bytes};
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Path, Request};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::Router;
+use futures_util::stream::{SplitSink, SplitStream};
+use futures_util::{SinkExt, StreamExt};
 use pier_api::containers::{ContainerInspect, ContainerStatus, LogLine};
-use pier_engine::sessions::{AttachOptions, Follow, InputSender, LogOptions, Stream};
+use pier_engine::sessions::{
+    AttachIo, AttachOptions, DetachKeys, Follow, InputSender, LogOptions, Stream,
+};
+use pier_engine::RequestContext;
 use pier_runtime::attach as proto;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
@@ -35,6 +41,7 @@ use crate::api::Ctx;
 pub fn routes() -> Router<Arc<Docker>> {
     Router::new()
         .route("/containers/{id}/attach", post(attach))
+        .route("/containers/{id}/attach/ws", axum::routing::get(attach_ws))
         .route("/containers/{id}/logs", axum::routing::get(logs))
         .route("/containers/{id}/wait", post(wait))
         .route("/containers/{id}/resize", post(resize))
@@ -47,10 +54,12 @@ pub struct Conn {
     pub output: Output,
 }
 
-/// Output to a client: the upgraded connection, or the body of a plain answer.
+/// Output to a client: the upgraded connection, the body of a plain answer, or a
+/// websocket (binary messages, never multiplexed).
 pub enum Output {
     Upgraded(Box<dyn AsyncWrite + Send + Unpin>),
     Body(mpsc::Sender<Result<Bytes, std::io::Error>>),
+    Ws(SplitSink<WebSocket, Message>),
 }
 
 impl Output {
@@ -59,12 +68,16 @@ impl Output {
         match self {
             Output::Upgraded(w) => w.write_all(data).await.is_ok() && w.flush().await.is_ok(),
             Output::Body(tx) => tx.send(Ok(Bytes::copy_from_slice(data))).await.is_ok(),
+            Output::Ws(ws) => ws
+                .send(Message::Binary(Bytes::copy_from_slice(data)))
+                .await
+                .is_ok(),
         }
     }
 
     /// One chunk of a stream: as it is with a terminal, else with Docker's header.
     pub async fn chunk(&mut self, tty: bool, kind: u8, data: &[u8]) -> bool {
-        if tty {
+        if tty || matches!(self, Output::Ws(_)) {
             self.write(data).await
         } else {
             let mut v = proto::docker_header(kind, data.len()).to_vec();
@@ -79,9 +92,19 @@ impl Output {
                 let _ = w.shutdown().await;
             }
             Output::Body(tx) => drop(tx),
+            Output::Ws(mut ws) => {
+                // The client answers a close with its own: give it the time to, before
+                // the connection goes (or its answer meets a broken pipe).
+                if ws.send(Message::Close(None)).await.is_ok() {
+                    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+                }
+            }
         }
     }
 }
+
+/// How long after an upgraded answer's headers its stream begins.
+const FIRST_OUTPUT_DELAY: std::time::Duration = std::time::Duration::from_millis(20);
 
 /// Answers a request that Docker hijacks: `101 UPGRADED` when the client asked for an
 /// upgrade (then `session` runs on the raw connection), otherwise a streamed body of the
@@ -106,6 +129,10 @@ where
             let Ok(upgraded) = on_upgrade.await else {
                 return;
             };
+            // docker-py reads the 101's headers through a buffered reader, then reads the
+            // socket beneath it: bytes that arrived with the headers are lost. Docker's
+            // first output comes a moment after its headers; so does Pier's.
+            tokio::time::sleep(FIRST_OUTPUT_DELAY).await;
             let (r, w) = tokio::io::split(hyper_util::rt::TokioIo::new(upgraded));
             session(Conn {
                 input: Some(Box::new(r)),
@@ -146,18 +173,34 @@ fn stream_kind(l: &LogLine) -> u8 {
     Stream::of_log(&l.stream).number()
 }
 
-/// `POST /containers/{id}/attach?stream=&stdin=&stdout=&stderr=&logs=`.
-async fn attach(
-    Ctx(ctx): Ctx,
-    state: DState,
-    Path(id): Path<String>,
-    p: Params,
-    req: Request,
-) -> DResult<Response> {
-    let d = state.0;
-    let c = container(&d, &id, &ctx)?;
+/// What an attach serves, set up before the answer so that a start right after it is
+/// seen: the log's lines, and the engine's session (input, and the live output of a
+/// terminal).
+struct Plan {
+    lines: mpsc::Receiver<LogLine>,
+    session: Option<AttachIo>,
+    tty: bool,
+    /// Whether the client's input goes to the container.
+    stdin: bool,
+    /// Which live outputs the client gets.
+    stdout: bool,
+    stderr: bool,
+    /// The container keeps no log (log driver `none`): all its output is live.
+    no_log: bool,
+}
+
+/// Reads `stream`, `stdin`, `stdout`, `stderr`, `logs` and `detachKeys` as Docker does.
+async fn plan(d: &Docker, ctx: &RequestContext, c: &ContainerInspect, p: &Params) -> DResult<Plan> {
     let (want_in, want_out, want_err) = (p.bool("stdin"), p.bool("stdout"), p.bool("stderr"));
     let (stream, with_logs) = (p.bool("stream"), p.bool("logs"));
+    let detach_keys = match p.nonempty("detachKeys") {
+        None => None,
+        Some(k) => Some(DetachKeys::parse(k).map_err(|_| {
+            DockerError::bad_request(format!(
+                "Invalid detach keys ({k}) provided: write them as ctrl-p,ctrl-q (single characters, DEL or ctrl-<a-z @ [ \\ ] ^ _>, comma-separated)"
+            ))
+        })?),
+    };
     let tty = c.config.tty;
     let stdin = want_in && c.config.interactive;
     let containers = &d.engine.instances;
@@ -170,11 +213,11 @@ async fn attach(
     } else {
         Follow::No
     };
-    let mut lines = if no_log {
-        tokio::sync::mpsc::channel(1).1
+    let lines = if no_log {
+        mpsc::channel(1).1
     } else {
         containers.logs(
-            &ctx,
+            ctx,
             &c.id,
             LogOptions {
                 follow,
@@ -185,74 +228,147 @@ async fn attach(
             },
         )?
     };
-    // Set up before the answer, so a start right after it is seen.
     let session = if stream && (stdin || tty || no_log) {
         let opts = AttachOptions {
             stdin,
             wait_start: true,
+            detach_keys,
         };
-        Some(containers.attach(&ctx, &c.id, opts).await?)
+        Some(containers.attach(ctx, &c.id, opts).await?)
     } else {
         None
     };
-    Ok(hijack(req, tty, move |conn| async move {
-        let Conn { input, mut output } = conn;
-        let mut typer = None;
-        let mut live = None;
-        if let Some(s) = session {
-            if let Some(i) = input.filter(|_| stdin) {
-                typer = Some(tokio::spawn(pass_input(i, s.input, !tty)));
+    Ok(Plan {
+        lines,
+        session,
+        tty,
+        stdin,
+        stdout: want_out,
+        stderr: want_err,
+        no_log,
+    })
+}
+
+/// Where the client's input comes from.
+enum ClientInput {
+    Raw(Box<dyn AsyncRead + Send + Unpin>),
+    Ws(SplitStream<WebSocket>),
+}
+
+/// Serves a planned attach until the container's output ends or the client detaches.
+async fn serve(plan: Plan, input: Option<ClientInput>, mut output: Output) {
+    let Plan {
+        mut lines,
+        session,
+        tty,
+        stdin,
+        stdout,
+        stderr,
+        no_log,
+    } = plan;
+    let mut typer = None;
+    let mut live = None;
+    if let Some(s) = session {
+        if let Some(i) = input.filter(|_| stdin) {
+            typer = Some(tokio::spawn(pass_input(i, s.input, !tty)));
+        }
+        // Without a terminal the session only carries input: its output is dropped (the
+        // log has it), unless there is no log. With one, it ends when the client detaches.
+        live = (tty || no_log).then_some(s.output);
+    }
+    while let Some(l) = lines.recv().await {
+        if !output.chunk(tty, stream_kind(&l), l.log.as_bytes()).await {
+            if let Some(t) = typer {
+                t.abort();
             }
-            // Without a terminal the session only carries input: its output is dropped
-            // (the log has it), unless there is no log.
-            live = (tty || no_log).then_some(s.output);
+            return;
         }
-        while let Some(l) = lines.recv().await {
-            if !output.chunk(tty, stream_kind(&l), l.log.as_bytes()).await {
-                if let Some(t) = typer {
-                    t.abort();
-                }
-                return;
+    }
+    if let Some(mut live) = live {
+        while let Some(chunk) = live.recv().await {
+            let wanted = match chunk.stream {
+                Stream::Stderr if !tty => stderr,
+                _ => stdout,
+            };
+            if wanted && !output.chunk(tty, chunk.stream.number(), &chunk.data).await {
+                break;
             }
         }
-        if let Some(mut live) = live {
-            while let Some(chunk) = live.recv().await {
-                let wanted = tty
-                    || match chunk.stream {
-                        Stream::Stderr => want_err,
-                        _ => want_out,
-                    };
-                if wanted && !output.chunk(tty, chunk.stream.number(), &chunk.data).await {
-                    break;
-                }
-            }
-        }
-        if let Some(t) = typer {
-            t.abort();
-        }
-        output.close().await;
+    }
+    if let Some(t) = typer {
+        t.abort();
+    }
+    output.close().await;
+}
+
+/// `POST /containers/{id}/attach?stream=&stdin=&stdout=&stderr=&logs=&detachKeys=`.
+async fn attach(
+    Ctx(ctx): Ctx,
+    state: DState,
+    Path(id): Path<String>,
+    p: Params,
+    req: Request,
+) -> DResult<Response> {
+    let d = state.0;
+    let c = container(&d, &id, &ctx)?;
+    let plan = plan(&d, &ctx, &c, &p).await?;
+    Ok(hijack(req, plan.tty, move |conn| async move {
+        let Conn { input, output } = conn;
+        serve(plan, input.map(ClientInput::Raw), output).await;
+    }))
+}
+
+/// `GET /containers/{id}/attach/ws?stream=&stdin=&stdout=&stderr=&logs=&detachKeys=`:
+/// the same attach over a websocket, as Docker serves it: the output raw (never
+/// multiplexed) in binary messages, the client's messages (text or binary) as input.
+async fn attach_ws(
+    Ctx(ctx): Ctx,
+    state: DState,
+    Path(id): Path<String>,
+    p: Params,
+    ws: WebSocketUpgrade,
+) -> DResult<Response> {
+    let d = state.0;
+    let c = container(&d, &id, &ctx)?;
+    let plan = plan(&d, &ctx, &c, &p).await?;
+    Ok(ws.on_upgrade(move |socket| async move {
+        let (sink, stream) = socket.split();
+        serve(plan, Some(ClientInput::Ws(stream)), Output::Ws(sink)).await;
     }))
 }
 
 /// Passes the client's input to the container; when the client half-closes, closes the
 /// container's stdin (with `close`) and keeps the session, whose output goes on.
-async fn pass_input(mut input: Box<dyn AsyncRead + Send + Unpin>, to: InputSender, close: bool) {
-    let mut buf = vec![0u8; 32 * 1024];
-    loop {
-        match input.read(&mut buf).await {
-            Ok(0) | Err(_) => {
-                if !close {
-                    return;
-                }
-                to.close_stdin().await;
-                std::future::pending::<()>().await;
-            }
-            Ok(n) => {
-                if !to.stdin(&buf[..n]).await {
-                    return;
+async fn pass_input(input: ClientInput, to: InputSender, close: bool) {
+    let ended = match input {
+        ClientInput::Raw(mut input) => {
+            let mut buf = vec![0u8; 32 * 1024];
+            loop {
+                match input.read(&mut buf).await {
+                    Ok(0) | Err(_) => break true,
+                    Ok(n) => {
+                        if !to.stdin(&buf[..n]).await {
+                            break false;
+                        }
+                    }
                 }
             }
         }
+        ClientInput::Ws(mut input) => loop {
+            let data = match input.next().await {
+                None | Some(Err(_)) | Some(Ok(Message::Close(_))) => break true,
+                Some(Ok(Message::Binary(b))) => b.to_vec(),
+                Some(Ok(Message::Text(t))) => t.as_bytes().to_vec(),
+                Some(Ok(_)) => continue,
+            };
+            if !to.stdin(&data).await {
+                break false;
+            }
+        },
+    };
+    if ended && close {
+        to.close_stdin().await;
+        std::future::pending::<()>().await;
     }
 }
 

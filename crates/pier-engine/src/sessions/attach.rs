@@ -14,6 +14,9 @@
 //!
 //! Resizes of a container with a terminal go to its newest attach session (so a resize
 //! sent before the start waits for it); without one, straight to the monitor.
+//!
+//! A session with a terminal and input detaches on its detach keys (ctrl-p ctrl-q by
+//! default): it leaves the monitor and closes its output; the container runs on.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -28,20 +31,24 @@ use tokio::net::UnixStream;
 use tokio::sync::mpsc;
 
 use super::logs::{Follow, FollowEnd, LogFollower};
-use super::{input_channel, Chunk, InputReceiver, InputSender, Next, Stream};
+use super::{input_channel, Chunk, Detached, InputReceiver, InputSender, Next, Stream};
 use crate::context::RequestContext;
 use crate::error::conflict;
 use crate::error::{EngineError, EngineResult};
 use crate::instances::Instances;
+use pier_api::detach::DetachKeys;
 
 /// How to attach.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct AttachOptions {
     /// Pass stdin input to the container (otherwise only resizes pass).
     pub stdin: bool,
     /// Attach to the current run, or wait for the next start if the container does not
     /// run (otherwise a container that does not run is refused).
     pub wait_start: bool,
+    /// The keys that detach a session with a terminal and input (ctrl-p ctrl-q when
+    /// none).
+    pub detach_keys: Option<DetachKeys>,
 }
 
 /// An attach session: the container's output, and where its input goes.
@@ -140,7 +147,10 @@ impl Instances {
         let project = ctx.project();
         let c = self.lookup(project, id)?;
         let tty = c.config.tty;
-        let (input, input_rx) = input_channel();
+        let keys = opts.detach_keys.clone().unwrap_or_default();
+        let (input, input_rx) = input_channel((tty && opts.stdin).then_some(keys.bytes()));
+        let detached = input.detached();
+        let stdin = opts.stdin;
         let (out_tx, output) = mpsc::channel(16);
         let sock = if opts.wait_start {
             None
@@ -188,7 +198,9 @@ impl Instances {
                 (None, None) => None,
             };
             if let Some(sock) = sock {
-                pump(sock, &out_tx, input_rx, opts.stdin).await;
+                if pump(sock, &out_tx, input_rx, stdin, detached).await {
+                    this.emit(&c, "detach", &[]);
+                }
             }
             if let Some(n) = registered {
                 this.attached.forget(&k, n);
@@ -235,10 +247,16 @@ async fn send_log(mut follower: LogFollower, out: &mpsc::Sender<Chunk>) {
     }
 }
 
-/// Moves frames between the monitor and the caller until the monitor closes, or the
-/// caller has dropped both its output receiver and its stdin senders. Output nobody
-/// reads any more is read from the monitor and dropped.
-async fn pump(sock: UnixStream, out: &mpsc::Sender<Chunk>, mut input: InputReceiver, stdin: bool) {
+/// Moves frames between the monitor and the caller until the monitor closes, the caller
+/// has dropped both its output receiver and its stdin senders, or it detached (then
+/// true). Output nobody reads any more is read from the monitor and dropped.
+async fn pump(
+    sock: UnixStream,
+    out: &mpsc::Sender<Chunk>,
+    mut input: InputReceiver,
+    stdin: bool,
+    mut detached: Detached,
+) -> bool {
     let (mut mr, mut mw) = sock.into_split();
     let mut buf = vec![0u8; 64 * 1024];
     let mut pending = Vec::new();
@@ -275,20 +293,26 @@ async fn pump(sock: UnixStream, out: &mpsc::Sender<Chunk>, mut input: InputRecei
                 Next::DataClosed => data_open = false,
                 Next::Closed => (data_open, input_open) = (false, false),
             },
+            _ = detached.wait() => {
+                // Input typed before the sequence still goes in; nothing after it.
+                let _ = mw.write_all(&input.ready_frames(stdin)).await;
+                return true;
+            }
         }
         if !out_open {
             queue.clear();
             if !data_open {
-                return;
+                return false;
             }
         }
     }
     // What the monitor sent before it closed.
     for c in queue {
         if out.send(c).await.is_err() {
-            return;
+            break;
         }
     }
+    false
 }
 
 #[cfg(test)]
@@ -303,8 +327,9 @@ mod tests {
     async fn monitor_frames_become_chunks_and_input_becomes_frames() {
         let (ours, mut monitor) = pair().await;
         let (out_tx, mut out) = mpsc::channel(16);
-        let (input, rx) = input_channel();
-        let task = tokio::spawn(async move { pump(ours, &out_tx, rx, true).await });
+        let (input, rx) = input_channel(None);
+        let d = input.detached();
+        let task = tokio::spawn(async move { pump(ours, &out_tx, rx, true, d).await });
         let mut wire = proto::frame(proto::STDOUT, b"hello");
         wire.extend(proto::frame(proto::STDERR, b"oops"));
         monitor.write_all(&wire).await.unwrap();
@@ -337,8 +362,9 @@ mod tests {
     async fn a_caller_that_drops_everything_ends_the_session_but_input_alone_keeps_it() {
         let (ours, mut monitor) = pair().await;
         let (out_tx, out) = mpsc::channel(16);
-        let (input, rx) = input_channel();
-        let task = tokio::spawn(async move { pump(ours, &out_tx, rx, true).await });
+        let (input, rx) = input_channel(None);
+        let d = input.detached();
+        let task = tokio::spawn(async move { pump(ours, &out_tx, rx, true, d).await });
         // Output dropped, input kept: output is drained, input still passes.
         drop(out);
         monitor
@@ -360,11 +386,32 @@ mod tests {
         assert!(!matches!(monitor.read_to_end(&mut rest).await, Ok(n) if n > 0));
     }
 
+    #[tokio::test]
+    async fn a_detach_passes_what_came_before_and_leaves_the_monitor() {
+        let (ours, mut monitor) = pair().await;
+        let (out_tx, mut out) = mpsc::channel(16);
+        let (input, rx) = input_channel(Some(&pier_api::detach::DEFAULT));
+        let d = input.detached();
+        let task = tokio::spawn(async move { pump(ours, &out_tx, rx, true, d).await });
+        assert!(!input.stdin(b"ls\x10\x11rm").await);
+        assert!(
+            tokio::time::timeout(Duration::from_secs(5), task)
+                .await
+                .expect("the session ends")
+                .unwrap(),
+            "a detach"
+        );
+        let mut got = Vec::new();
+        monitor.read_to_end(&mut got).await.unwrap();
+        assert_eq!(got, proto::frame(proto::STDIN, b"ls"));
+        assert!(out.recv().await.is_none(), "the output closes");
+    }
+
     #[test]
     fn resizes_go_to_the_newest_session_until_it_ends() {
         let r = AttachRegistry::default();
-        let (a, mut a_rx) = input_channel();
-        let (b, mut b_rx) = input_channel();
+        let (a, mut a_rx) = input_channel(None);
+        let (b, mut b_rx) = input_channel(None);
         let na = r.register("p/c".into(), &a);
         let nb = r.register("p/c".into(), &b);
         assert!(r.resize("p/c", 1, 2));

@@ -17,8 +17,13 @@
 //!
 //! The helper's standard input carries attach frames (input, resize, close) when the
 //! command has a terminal or takes input; resizes sent before the start wait for it.
-//! Dropping the output receiver of an attached session ends its command, as Docker does
-//! when nobody reads any more.
+//! Dropping the output receiver of an attached session ends its command.
+//!
+//! The command's terminal is the create's (`ExecSpec::tty`), as in Docker, whose start
+//! request's `Tty` only chooses the API's framing. A command with a terminal that takes
+//! input detaches on its detach keys (ctrl-p ctrl-q unless the spec names others): its
+//! output channel closes, [`ExecIo::detached`] says so, and the command runs on, its
+//! output read and dropped, until it exits (its exit is recorded as ever).
 
 use std::collections::HashMap;
 use std::process::Stdio;
@@ -30,7 +35,7 @@ use pier_api::ProjectName;
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::sync::{mpsc, watch};
 
-use super::{input_channel, pump_input, Chunk, InputReceiver, InputSender, Stream};
+use super::{input_channel, pump_input, Chunk, Detached, InputReceiver, InputSender, Stream};
 use crate::context::RequestContext;
 use crate::error::EngineError;
 use crate::instances::Instances;
@@ -43,12 +48,14 @@ pub const KEEP_UNSTARTED: Duration = Duration::from_secs(1800);
 pub use pier_api::containers::{ExecInfo, ExecSpec};
 
 /// How to start an exec.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Default)]
 pub struct StartOptions {
-    /// Give the command a terminal even if its spec did not ask for one.
-    pub tty: Option<bool>,
     /// Run it without a caller: no output is kept.
     pub detach: bool,
+    /// Run the command only once this fires (the caller's stream is ready: Docker's
+    /// clients read the start's answer through a buffer that would swallow output sent
+    /// right after it); nothing runs if it is dropped. The checks are made at once.
+    pub gate: Option<tokio::sync::oneshot::Receiver<()>>,
 }
 
 /// A started exec: its output (absent when detached), its input, and its exit code (set
@@ -59,6 +66,9 @@ pub struct ExecIo {
     pub exit: watch::Receiver<Option<i32>>,
     /// Whether the command got a terminal.
     pub tty: bool,
+    /// Whether the caller detached with its detach keys (the output then closes before
+    /// the exit).
+    pub detached: Detached,
 }
 
 /// Why an exec was refused. Each API words these its own way; the messages here are the
@@ -111,7 +121,7 @@ struct Session {
     created: Instant,
     phase: Phase,
     pid: i32,
-    /// Whether the command got a terminal (the spec's, or the start's).
+    /// Whether the command gets a terminal.
     tty: bool,
     input: InputSender,
     /// Taken by the start.
@@ -149,7 +159,6 @@ impl Session {
 struct Begun {
     container_id: String,
     spec: ExecSpec,
-    /// The spec's terminal, or the start's.
     tty: bool,
     input: InputSender,
     input_rx: Option<InputReceiver>,
@@ -178,7 +187,9 @@ impl ExecRegistry {
         now: Instant,
     ) -> String {
         let id = crate::names::random_id();
-        let (input, input_rx) = input_channel();
+        // Docker watches for the detach keys only with a terminal.
+        let keys = spec.detach_keys.clone().unwrap_or_default();
+        let (input, input_rx) = input_channel((spec.tty && spec.stdin).then_some(keys.bytes()));
         let session = Session {
             id: id.clone(),
             project: project.clone(),
@@ -211,19 +222,12 @@ impl ExecRegistry {
     }
 
     /// Marks a session started (it must be new).
-    fn begin(
-        &self,
-        project: &ProjectName,
-        id: &str,
-        tty: Option<bool>,
-        now: Instant,
-    ) -> Result<Begun, ExecError> {
+    fn begin(&self, project: &ProjectName, id: &str, now: Instant) -> Result<Begun, ExecError> {
         self.with(project, id, now, |e| {
             if e.phase != Phase::Created {
                 return Err(ExecError::AlreadyStarted(id.to_string()));
             }
             e.phase = Phase::Running;
-            e.tty = e.spec.tty || tty.unwrap_or(false);
             Ok(Begun {
                 container_id: e.container_id.clone(),
                 spec: e.spec.clone(),
@@ -297,9 +301,7 @@ impl Instances {
             input,
             input_rx,
             exit,
-        } = self
-            .execs
-            .begin(project, exec_id, opts.tty, Instant::now())?;
+        } = self.execs.begin(project, exec_id, Instant::now())?;
         let failed = |e: EngineError| {
             self.execs.end(exec_id, None, Instant::now());
             ExecError::Engine(e)
@@ -312,6 +314,7 @@ impl Instances {
             detach: opts.detach,
             tty,
             interactive: spec.stdin,
+            detach_keys: None,
         };
         let (c, cmd) = self
             .exec_command(project, &container_id, &req)
@@ -333,31 +336,77 @@ impl Instances {
         })
         .stdout(out())
         .stderr(out());
-        let child = cmd.spawn().map_err(|e| {
-            failed(EngineError::Internal(format!(
-                "cannot start the exec helper: {e}"
-            )))
-        })?;
-        self.execs
-            .set_pid(exec_id, child.id().map_or(0, |p| p as i32));
         let exit_rx = exit.subscribe();
-        let this = self.clone();
         let id = exec_id.to_string();
         let pumped = Pumped {
             stdin: spec.stdin,
             stdout: spec.stdout,
             stderr: spec.stderr,
-            detach: opts.detach,
         };
-        let out_rx = supervise(child, pumped, input_rx, exit.subscribe(), move |code| {
-            this.execs.end(&id, Some(code), Instant::now());
-            this.exec_done(&c, code);
-        });
+        let detached = input.detached();
+        {
+            let (this, c, id, mut d) = (self.clone(), c.clone(), id.clone(), detached.clone());
+            let mut ended = exit.subscribe();
+            tokio::spawn(async move {
+                tokio::select! {
+                    _ = d.wait() => this.emit(&c, "exec_detach", &[("execID", id)]),
+                    _ = ended.wait_for(|c| c.is_some()) => {}
+                }
+            });
+        }
+        let watch = Watch {
+            ended: exit.subscribe(),
+            detached: detached.clone(),
+        };
+        let (out_tx, out_rx) = if opts.detach {
+            (None, None)
+        } else {
+            let (tx, rx) = mpsc::channel(16);
+            (Some(tx), Some(rx))
+        };
+        let this = self.clone();
+        let launch = move |mut cmd: tokio::process::Command,
+                           out_tx: Option<mpsc::Sender<Chunk>>|
+              -> Result<(), EngineError> {
+            let child = cmd
+                .spawn()
+                .map_err(|e| EngineError::Internal(format!("cannot start the exec helper: {e}")))?;
+            this.execs.set_pid(&id, child.id().map_or(0, |p| p as i32));
+            supervise_into(child, pumped, input_rx, watch, out_tx, move |code| {
+                this.execs.end(&id, Some(code), Instant::now());
+                this.exec_done(&c, code);
+            });
+            Ok(())
+        };
+        match opts.gate {
+            None => launch(cmd, out_tx).map_err(failed)?,
+            Some(gate) => {
+                let (this, id) = (self.clone(), exec_id.to_string());
+                tokio::spawn(async move {
+                    if gate.await.is_err() {
+                        // The caller went away before it was ready: nothing runs.
+                        this.execs.end(&id, None, Instant::now());
+                        return;
+                    }
+                    if let Err(e) = launch(cmd, out_tx.clone()) {
+                        if let Some(tx) = out_tx {
+                            let chunk = Chunk {
+                                stream: Stream::Stderr,
+                                data: format!("{}\n", e.message()).into_bytes(),
+                            };
+                            let _ = tx.send(chunk).await;
+                        }
+                        this.execs.end(&id, Some(126), Instant::now());
+                    }
+                });
+            }
+        }
         Ok(ExecIo {
             output: out_rx,
             input,
             exit: exit_rx,
             tty,
+            detached,
         })
     }
 
@@ -398,19 +447,30 @@ struct Pumped {
     stdin: bool,
     stdout: bool,
     stderr: bool,
-    detach: bool,
 }
 
-/// Pumps a spawned helper: input frames to its stdin (until it exits), its pipes to the
-/// returned output (absent when detached), and its exit to `on_exit`, which runs before
-/// the output closes. Dropping the output ends the helper.
-fn supervise(
+/// What a pumped helper's session watches: the exit, and the caller's detach.
+struct Watch {
+    ended: watch::Receiver<Option<i32>>,
+    detached: Detached,
+}
+
+/// Pumps a spawned helper: input frames to its stdin (until it exits), its pipes to
+/// `out_tx` (none when detached), and its exit to `on_exit`, which runs before the output
+/// closes. Dropping the output ends the helper; a detach closes the output and leaves the
+/// helper running, its output dropped.
+fn supervise_into(
     mut child: tokio::process::Child,
     p: Pumped,
     input: Option<InputReceiver>,
-    mut ended: watch::Receiver<Option<i32>>,
+    w: Watch,
+    out_tx: Option<mpsc::Sender<Chunk>>,
     on_exit: impl FnOnce(i32) + Send + 'static,
-) -> Option<mpsc::Receiver<Chunk>> {
+) {
+    let Watch {
+        mut ended,
+        mut detached,
+    } = w;
     if let (Some(hin), Some(rx)) = (child.stdin.take(), input) {
         tokio::spawn(async move {
             tokio::select! {
@@ -419,12 +479,6 @@ fn supervise(
             }
         });
     }
-    let (out_tx, out_rx) = if p.detach {
-        (None, None)
-    } else {
-        let (tx, rx) = mpsc::channel(16);
-        (Some(tx), Some(rx))
-    };
     let pipes: [(Option<Box<dyn AsyncRead + Send + Unpin>>, _, _); 2] = [
         (
             child.stdout.take().map(|p| Box::new(p) as _),
@@ -459,12 +513,18 @@ fn supervise(
     }
     drop(chunk_tx);
     tokio::spawn(async move {
-        // Output until both pipes end; a caller that stops reading ends the command.
+        // Output until both pipes end; a caller that stops reading ends the command, one
+        // that detaches leaves it running.
+        let mut out_tx = out_tx;
         loop {
             let next = match out_tx.as_ref() {
                 Some(tx) => tokio::select! {
                     c = chunks.recv() => c.map(Some),
                     _ = tx.closed() => Some(None),
+                    _ = detached.wait() => {
+                        out_tx = None;
+                        continue;
+                    }
                 },
                 None => chunks.recv().await.map(|_| None),
             };
@@ -473,10 +533,20 @@ fn supervise(
                 (Some(chunk), Some(tx)) => tokio::select! {
                     r = tx.send(chunk) => r.is_ok(),
                     _ = tx.closed() => false,
+                    _ = detached.wait() => {
+                        out_tx = None;
+                        continue;
+                    }
                 },
                 (None, Some(_)) => false,
                 (_, None) => continue,
             };
+            if !sent && detached.is_detached() {
+                // The reader left because it detached (it may drop the output before
+                // this sees the detach): the command runs on.
+                out_tx = None;
+                continue;
+            }
             if !sent {
                 // Nobody reads: end the command, and stop waiting for its pipes, which
                 // a process it left behind may hold open.
@@ -495,7 +565,6 @@ fn supervise(
         // The output closes after the exit is recorded.
         drop(out_tx);
     });
-    out_rx
 }
 
 #[cfg(test)]
@@ -523,12 +592,12 @@ mod tests {
         let info = r.with(&project(), &id, t0, |e| e.info()).unwrap();
         assert_eq!((info.running, info.exit_code, info.pid), (false, None, 0));
         assert_eq!(info.container_id, "c1");
-        let b = r.begin(&project(), &id, Some(true), t0).unwrap();
+        let b = r.begin(&project(), &id, t0).unwrap();
         assert_eq!(b.container_id, "c1");
-        assert!(b.tty, "the start may give a terminal");
+        assert!(!b.tty, "the terminal is the create's");
         assert!(b.input_rx.is_some(), "the first start takes the input");
         assert!(matches!(
-            r.begin(&project(), &id, None, t0),
+            r.begin(&project(), &id, t0),
             Err(ExecError::AlreadyStarted(_))
         ));
         r.set_pid(&id, 42);
@@ -543,7 +612,7 @@ mod tests {
             (false, Some(3), 42)
         );
         assert!(matches!(
-            r.begin(&project(), &id, None, t0),
+            r.begin(&project(), &id, t0),
             Err(ExecError::AlreadyStarted(_))
         ));
     }
@@ -555,8 +624,8 @@ mod tests {
         let ended = r.insert(&project(), "c", spec(), t0);
         let unstarted = r.insert(&project(), "c", spec(), t0);
         let running = r.insert(&project(), "c", spec(), t0);
-        r.begin(&project(), &ended, None, t0).unwrap();
-        r.begin(&project(), &running, None, t0).unwrap();
+        r.begin(&project(), &ended, t0).unwrap();
+        r.begin(&project(), &running, t0).unwrap();
         r.end(&ended, Some(0), t0);
         let alive = |t: Instant, id: &str| r.with(&project(), id, t, |_| ()).is_ok();
         let t = t0 + KEEP_ENDED;
@@ -619,11 +688,30 @@ mod tests {
             .unwrap()
     }
 
+    fn w(ended: watch::Receiver<Option<i32>>) -> Watch {
+        Watch {
+            ended,
+            detached: Detached(None),
+        }
+    }
+
+    /// [`supervise_into`] with an output of its own.
+    fn supervise(
+        child: tokio::process::Child,
+        p: Pumped,
+        input: Option<InputReceiver>,
+        w: Watch,
+        on_exit: impl FnOnce(i32) + Send + 'static,
+    ) -> Option<mpsc::Receiver<Chunk>> {
+        let (tx, rx) = mpsc::channel(16);
+        supervise_into(child, p, input, w, Some(tx), on_exit);
+        Some(rx)
+    }
+
     const ATTACHED: Pumped = Pumped {
         stdin: false,
         stdout: true,
         stderr: true,
-        detach: false,
     };
 
     #[tokio::test]
@@ -631,7 +719,7 @@ mod tests {
         let (exit, rx) = watch::channel(None);
         let exit2 = exit.clone();
         let child = shell("echo out; echo err >&2; exit 3", false);
-        let mut out = supervise(child, ATTACHED, None, rx, move |code| {
+        let mut out = supervise(child, ATTACHED, None, w(rx), move |code| {
             std::thread::sleep(Duration::from_millis(50));
             exit2.send_replace(Some(code));
         })
@@ -663,7 +751,7 @@ mod tests {
             stdout: false,
             ..ATTACHED
         };
-        let mut out = supervise(child, p, None, rx, move |c| {
+        let mut out = supervise(child, p, None, w(rx), move |c| {
             exit.send_replace(Some(c));
         })
         .unwrap();
@@ -677,7 +765,7 @@ mod tests {
         let (exit, rx) = watch::channel(None);
         let mut seen = exit.subscribe();
         let child = shell("sleep 30", false);
-        let out = supervise(child, ATTACHED, None, rx, move |c| {
+        let out = supervise(child, ATTACHED, None, w(rx), move |c| {
             exit.send_replace(Some(c));
         });
         drop(out);
@@ -702,7 +790,7 @@ mod tests {
             &format!("sleep 20 & echo $! > {}; wait", pidfile.display()),
             false,
         );
-        let out = supervise(child, ATTACHED, None, rx, move |c| {
+        let out = supervise(child, ATTACHED, None, w(rx), move |c| {
             exit.send_replace(Some(c));
         });
         let _ = tokio::time::timeout(Duration::from_secs(5), async {
@@ -728,14 +816,14 @@ mod tests {
     #[tokio::test]
     async fn input_frames_reach_the_helper_and_stop_at_its_exit() {
         let (exit, rx) = watch::channel(None);
-        let (input, input_rx) = input_channel();
+        let (input, input_rx) = input_channel(None);
         // The "helper" echoes its stdin (the frames) back on stdout.
         let child = shell("head -c 9", true);
         let p = Pumped {
             stdin: true,
             ..ATTACHED
         };
-        let mut out = supervise(child, p, Some(input_rx), rx, move |c| {
+        let mut out = supervise(child, p, Some(input_rx), w(rx), move |c| {
             exit.send_replace(Some(c));
         })
         .unwrap();
@@ -759,6 +847,73 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_detach_closes_the_output_and_leaves_the_command_running_to_its_exit() {
+        let (exit, rx) = watch::channel(None);
+        let mut seen = exit.subscribe();
+        let (input, _input_rx) = input_channel(Some(&pier_api::detach::DEFAULT));
+        let child = shell("echo first; sleep 1; echo after; exit 4", false);
+        let watch = Watch {
+            ended: rx,
+            detached: input.detached(),
+        };
+        let mut out = supervise(child, ATTACHED, None, watch, move |c| {
+            exit.send_replace(Some(c));
+        })
+        .unwrap();
+        assert_eq!(out.recv().await.unwrap().data, b"first\n");
+        assert!(!input.stdin(&[0x10, 0x11]).await, "the keys detach");
+        assert!(input.detached().is_detached());
+        // The output closes at once, before the exit ...
+        let closed = tokio::time::timeout(Duration::from_millis(800), out.recv()).await;
+        assert!(matches!(closed, Ok(None)), "{closed:?}");
+        assert_eq!(*seen.borrow(), None);
+        // ... and the command runs on to its own exit (not killed).
+        let code = tokio::time::timeout(Duration::from_secs(5), seen.wait_for(|c| c.is_some()))
+            .await
+            .expect("the command ends by itself")
+            .unwrap()
+            .unwrap();
+        assert_eq!(code, 4);
+    }
+
+    #[test]
+    fn only_a_session_with_a_terminal_and_input_watches_for_detach_keys() {
+        let r = ExecRegistry::default();
+        let t0 = Instant::now();
+        let mk = |tty, stdin| {
+            let id = r.insert(
+                &project(),
+                "c",
+                ExecSpec {
+                    tty,
+                    stdin,
+                    detach_keys: Some(pier_api::detach::DetachKeys::parse("ctrl-x").unwrap()),
+                    ..spec()
+                },
+                t0,
+            );
+            r.with(&project(), &id, t0, |e| e.input.clone()).unwrap()
+        };
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        for (tty, stdin, watched) in [
+            (true, true, true),
+            (false, true, false),
+            (true, false, false),
+        ] {
+            let input = mk(tty, stdin);
+            let sent = rt.block_on(input.stdin(&[24]));
+            assert_eq!(
+                input.detached().is_detached(),
+                watched,
+                "tty {tty} stdin {stdin}"
+            );
+            assert_eq!(sent, !watched);
+        }
+    }
+
+    #[tokio::test]
     async fn a_resize_before_the_start_waits_for_it() {
         let r = ExecRegistry::default();
         let t0 = Instant::now();
@@ -773,7 +928,7 @@ mod tests {
         );
         r.with(&project(), &id, t0, |e| e.input.resize(30, 100))
             .unwrap();
-        let b = r.begin(&project(), &id, None, t0).unwrap();
+        let b = r.begin(&project(), &id, t0).unwrap();
         let (mut read, w) = tokio::io::duplex(1024);
         let pump = tokio::spawn(pump_input(b.input_rx.unwrap(), w, true));
         let mut buf = vec![0u8; 9];
