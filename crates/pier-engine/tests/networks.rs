@@ -888,7 +888,10 @@ async fn given_addresses_aliases_and_options_are_checked_at_create() {
     );
     // A network that does not exist is Docker's start-time error, not the create's:
     // the endpoint waits without a network ID, and its resolution names the network.
-    let mut pending = e.nets.endpoints_for_create(&e.project, &req("nope")).unwrap();
+    let mut pending = e
+        .nets
+        .endpoints_for_create(&e.project, &req("nope"))
+        .unwrap();
     assert_eq!(pending["nope"].network_id, "");
     assert_kind(
         e.nets.resolve_pending(&e.project, &mut pending),

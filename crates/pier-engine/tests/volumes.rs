@@ -932,7 +932,7 @@ fn prune_removes_unused_anonymous_volumes_or_all_unused() {
     let mut held = vec![vol_mount(None, "/h")];
     let made = e.vols.attach(&default(), "c1", &mut held).unwrap();
     container_record(&e, &default(), "c1");
-    let in_use = |n: &str| Ok(n == "busy");
+    let in_use = |v: &pier_api::volumes::VolumeInspect| Ok(v.name == "busy");
     let removed = e.vols.prune(&default(), false, &in_use).unwrap();
     assert_eq!(removed, vec![anon.name.clone()]);
     let mut removed = e.vols.prune(&default(), true, &in_use).unwrap();

@@ -447,7 +447,8 @@ fn volumes_from_shares_the_other_containers_volumes() {
 
 /// Endpoint settings at create (`NetworkingConfig`) and on `network connect`: aliases,
 /// links, link-local addresses, MAC address and driver options are kept and shown in
-/// `NetworkSettings.Networks`; an IPv6 address is refused with a reason.
+/// `NetworkSettings.Networks`; an IPv6 address on a network without IPv6 is refused
+/// with a reason.
 #[test]
 #[ignore = "root tier: needs root; scripts/test.sh runs it (--run-ignored all)"]
 fn endpoint_settings_are_kept_and_shown() {
@@ -493,17 +494,19 @@ fn endpoint_settings_are_kept_and_shown() {
     assert_eq!(nets["ep2"]["Links"], json!(["other"]));
     assert_eq!(nets["ep2"]["DriverOpts"], json!({"k": "v"}));
     assert_eq!(nets["ep1"]["MacAddress"], "02:42:ac:11:00:09");
+    // An IPv6 address on a network without IPv6 is refused with the reason.
+    docker_ok(&d, &["network", "create", "ep3"]);
     let (status, body) = api(
         &d,
         "POST",
-        "/networks/ep2/connect",
+        "/networks/ep3/connect",
         Some(json!({"Container": "epc", "EndpointConfig": {
             "IPAMConfig": {"IPv6Address": "2001:db8::5"}}})),
     );
     assert_eq!(status, 400, "{body}");
     assert!(body.contains("IPv6"), "{body}");
     docker_ok(&d, &["rm", "-f", "epc"]);
-    docker_ok(&d, &["network", "rm", "ep1", "ep2"]);
+    docker_ok(&d, &["network", "rm", "ep1", "ep2", "ep3"]);
 }
 
 /// A `restart=always` container that has exited is restarting: an unforced remove right

@@ -206,25 +206,6 @@ pub(crate) async fn auth(d: Arc<Docker>, body: Bytes) -> DResult<Response> {
     ))
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn registry_auth_header_and_hosts() {
-        let mut h = HeaderMap::new();
-        // {"username":"u","password":"p"} in base64url
-        let enc = pier_registry_client::b64::encode(br#"{"username":"u","password":"p"}"#)
-            .replace('+', "-")
-            .replace('/', "_");
-        h.insert("x-registry-auth", enc.parse().unwrap());
-        let c = credentials(&h).unwrap();
-        assert_eq!((c.username.as_str(), c.password.as_str()), ("u", "p"));
-        h.insert("x-registry-auth", "e30=".parse().unwrap());
-        assert!(credentials(&h).is_none());
-    }
-}
-
 /// `GET /distribution/{name}/json`: what the image's registry (mirrors first) says of it,
 /// without pulling: `{"Descriptor": {...}, "Platforms": [...]}`.
 pub(crate) async fn distribution(
@@ -278,4 +259,23 @@ pub(crate) async fn distribution(
                 .collect::<Vec<_>>(),
         }),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn registry_auth_header_and_hosts() {
+        let mut h = HeaderMap::new();
+        // {"username":"u","password":"p"} in base64url
+        let enc = pier_registry_client::b64::encode(br#"{"username":"u","password":"p"}"#)
+            .replace('+', "-")
+            .replace('/', "_");
+        h.insert("x-registry-auth", enc.parse().unwrap());
+        let c = credentials(&h).unwrap();
+        assert_eq!((c.username.as_str(), c.password.as_str()), ("u", "p"));
+        h.insert("x-registry-auth", "e30=".parse().unwrap());
+        assert!(credentials(&h).is_none());
+    }
 }
