@@ -199,7 +199,10 @@ cd "$src"
 junit=()
 [ -n "${PIER_DOCKERPY_JUNIT:-}" ] && junit=(--junitxml "$PIER_DOCKERPY_JUNIT")
 set +e
-# A client configuration of the run's own: the context tests write contexts into it.
+# A client configuration of the run's own: the context tests write contexts beside its
+# config.json (without one, into the current directory, the source folder).
+mkdir -p "$state/docker-config"
+echo '{}' >"$state/docker-config/config.json"
 DOCKER_CONFIG=$state/docker-config DOCKER_HOST=unix://$state/docker.sock DOCKER_TEST_API_VERSION=1.41 \
     in_ns "$venv/bin/pytest" -p no:cacheprovider --timeout 120 -q "${junit[@]}" \
     "${deselect[@]}" tests/integration "$@"
