@@ -365,7 +365,14 @@ async fn exec(
         .map_err(exec_error)?;
     let io = e
         .instances
-        .exec_start(&ctx, &exec_id, StartOptions { detach, gate: None })
+        .exec_start(
+            &ctx,
+            &exec_id,
+            StartOptions {
+                detach,
+                ..Default::default()
+            },
+        )
         .map_err(exec_error)?;
     if attached {
         let request = axum::extract::Request::from_parts(parts, Body::empty());

@@ -254,7 +254,12 @@ async fn probe(
     };
     let ctx = RequestContext::system(project.clone(), "health check");
     let started = cs.exec_create(&ctx, id, spec).and_then(|exec_id| {
-        let io = cs.exec_start(&ctx, &exec_id, StartOptions::default());
+        // A timeout drops the output, which must end the check's command.
+        let opts = StartOptions {
+            ends_unread: true,
+            ..Default::default()
+        };
+        let io = cs.exec_start(&ctx, &exec_id, opts);
         Ok((exec_id, io?))
     });
     let (exec_id, io) = match started {

@@ -538,3 +538,58 @@ fn pier_exec_and_start_detach_and_attach() {
     );
     d.ok(&["rm", "-f", "sa", "si"]);
 }
+
+/// The docker CLI's `exec -it` detached by ctrl-p ctrl-q (the CLI spots the keys itself
+/// and closes its connection) leaves the command running, as Docker's does: a client
+/// gone is not a kill (before, the daemon ended the command at its next output). The same
+/// for a client killed mid-exec without a terminal.
+#[test]
+#[ignore = "root tier: needs root; scripts/test.sh runs it (--run-ignored all)"]
+fn a_docker_exec_whose_client_leaves_runs_on() {
+    require_root_and_tools(&["script"]);
+    let d = with_busybox(&[]);
+    let (code, _, err) =
+        outcome(&d.docker(DOCKER, &["run", "-d", "--name", "x", "bb", "sleep", "1000"]));
+    assert_eq!(code, 0, "{err}");
+    let (code, out) = in_pty(
+        &format!(
+            "DOCKER_HOST=unix://{} {DOCKER} exec -it x sh -c 'while :; do echo tick; echo t >> /tmp/ticks; sleep 0.2; done'",
+            d.docker_socket.display()
+        ),
+        &[b"\x10\x11"],
+    );
+    assert!(matches!(code, 0 | 1), "{out}");
+    assert!(out.contains("tick"), "{out}");
+    std::thread::sleep(Duration::from_millis(1000));
+    let before = lines_of(&d, "x", "/tmp/ticks");
+    std::thread::sleep(Duration::from_millis(1500));
+    let after = lines_of(&d, "x", "/tmp/ticks");
+    assert!(
+        after > before,
+        "the command runs on after the CLI detached: {before} then {after} ticks"
+    );
+    // Without a terminal: the client killed, the command goes on to its own end.
+    let mut client = d
+        .docker_cmd(DOCKER)
+        .args([
+            "exec",
+            "x",
+            "sh",
+            "-c",
+            "for i in 1 2 3 4 5 6 7 8 9 10; do echo $i; echo $i >> /tmp/count; sleep 0.2; done",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(700));
+    client.kill().unwrap();
+    let _ = client.wait();
+    std::thread::sleep(Duration::from_millis(2500));
+    assert_eq!(
+        lines_of(&d, "x", "/tmp/count"),
+        10,
+        "the exec was cut short"
+    );
+    d.docker(DOCKER, &["rm", "-f", "x"]);
+}

@@ -95,6 +95,7 @@ async fn start(
     let opts = StartOptions {
         detach,
         gate: (!detach).then_some(gate),
+        ..Default::default()
     };
     let io = containers
         .exec_start(&ctx, &id, opts)

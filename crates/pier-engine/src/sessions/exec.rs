@@ -56,6 +56,10 @@ pub struct StartOptions {
     /// clients read the start's answer through a buffer that would swallow output sent
     /// right after it); nothing runs if it is dropped. The checks are made at once.
     pub gate: Option<tokio::sync::oneshot::Receiver<()>>,
+    /// End the command when nobody reads its output any more (a health check, whose
+    /// timeout drops it). Otherwise, as Docker's, a client that goes away (or detaches on
+    /// its own side, as the docker CLI does) leaves it running, its output dropped.
+    pub ends_unread: bool,
 }
 
 /// A started exec: its output (absent when detached), its input, and its exit code (set
@@ -342,6 +346,7 @@ impl Instances {
             stdin: spec.stdin,
             stdout: spec.stdout,
             stderr: spec.stderr,
+            ends_unread: opts.ends_unread,
         };
         let detached = input.detached();
         {
@@ -447,6 +452,8 @@ struct Pumped {
     stdin: bool,
     stdout: bool,
     stderr: bool,
+    /// Nobody reading ends the helper ([`StartOptions::ends_unread`]).
+    ends_unread: bool,
 }
 
 /// What a pumped helper's session watches: the exit, and the caller's detach.
@@ -457,8 +464,8 @@ struct Watch {
 
 /// Pumps a spawned helper: input frames to its stdin (until it exits), its pipes to
 /// `out_tx` (none when detached), and its exit to `on_exit`, which runs before the output
-/// closes. Dropping the output ends the helper; a detach closes the output and leaves the
-/// helper running, its output dropped.
+/// closes. Dropping the output ends the helper when `p.ends_unread`, else leaves it running
+/// as a detach does, its output dropped.
 fn supervise_into(
     mut child: tokio::process::Child,
     p: Pumped,
@@ -513,9 +520,10 @@ fn supervise_into(
     }
     drop(chunk_tx);
     tokio::spawn(async move {
-        // Output until both pipes end; a caller that stops reading ends the command, one
-        // that detaches leaves it running.
+        // Output until both pipes end; a caller that stops reading ends the command if
+        // asked, else leaves it running, as one that detaches does.
         let mut out_tx = out_tx;
+        let mut exited = None;
         loop {
             let next = match out_tx.as_ref() {
                 Some(tx) => tokio::select! {
@@ -526,7 +534,15 @@ fn supervise_into(
                         continue;
                     }
                 },
-                None => chunks.recv().await.map(|_| None),
+                // Nobody reads: the output is dropped until the pipes end, or the command
+                // exits (a process it left may hold its pipes open).
+                None => tokio::select! {
+                    c = chunks.recv() => c.map(|_| None),
+                    s = child.wait() => {
+                        exited = Some(s);
+                        break;
+                    }
+                },
             };
             let Some(next) = next else { break };
             let sent = match (next, out_tx.as_ref()) {
@@ -547,6 +563,11 @@ fn supervise_into(
                 out_tx = None;
                 continue;
             }
+            if !sent && !p.ends_unread {
+                // The client went away: as Docker's, the command runs on.
+                out_tx = None;
+                continue;
+            }
             if !sent {
                 // Nobody reads: end the command, and stop waiting for its pipes, which
                 // a process it left behind may hold open.
@@ -555,12 +576,11 @@ fn supervise_into(
             }
         }
         drop(chunks);
-        let code = child
-            .wait()
-            .await
-            .ok()
-            .and_then(|s| s.code())
-            .unwrap_or(255);
+        let status = match exited {
+            Some(s) => s,
+            None => child.wait().await,
+        };
+        let code = status.ok().and_then(|s| s.code()).unwrap_or(255);
         on_exit(code);
         // The output closes after the exit is recorded.
         drop(out_tx);
@@ -712,6 +732,7 @@ mod tests {
         stdin: false,
         stdout: true,
         stderr: true,
+        ends_unread: true,
     };
 
     #[tokio::test]
@@ -775,6 +796,38 @@ mod tests {
             .expect("the command is ended when nobody reads")
             .unwrap();
         assert!(t0.elapsed() < Duration::from_secs(5));
+    }
+
+    /// Without `ends_unread` (every API session, as Docker's), a client that goes away
+    /// leaves the command running to its own exit, which is recorded.
+    #[tokio::test]
+    async fn a_reader_gone_leaves_the_command_running_as_docker() {
+        let dir = tempfile::tempdir().unwrap();
+        let marker = dir.path().join("done");
+        let (exit, rx) = watch::channel(None);
+        let mut seen = exit.subscribe();
+        let child = shell(
+            &format!(
+                "echo start; sleep 0.5; echo more; touch {}",
+                marker.display()
+            ),
+            false,
+        );
+        let p = Pumped {
+            ends_unread: false,
+            ..ATTACHED
+        };
+        let out = supervise(child, p, None, w(rx), move |c| {
+            exit.send_replace(Some(c));
+        });
+        drop(out);
+        let code = tokio::time::timeout(Duration::from_secs(10), seen.wait_for(|c| c.is_some()))
+            .await
+            .expect("the exit is recorded")
+            .unwrap()
+            .unwrap();
+        assert_eq!(code, 0, "the command ran to its end, not killed");
+        assert!(marker.exists(), "the command's last step ran");
     }
 
     /// A command that leaves a process holding its pipes (as a killed exec helper leaves
