@@ -239,3 +239,66 @@ fn a_missing_network_is_named_at_the_start() {
     let (code, _, err) = outcome(&d.docker("docker", &["network", "rm", "nosuch"]));
     assert_eq!(code, 0, "{err}");
 }
+
+/// `docker update` on a running container (it answered 501 once) changes its limits in
+/// its cgroup at once and its restart policy, and inspect shows them; docker-py's
+/// `update` does the same.
+#[test]
+#[ignore = "root tier: needs root; scripts/test.sh runs it (--run-ignored all)"]
+fn docker_update_changes_a_running_container() {
+    let d = with_busybox(&[]);
+    let (code, id, err) = outcome(&d.docker(
+        "docker",
+        &[
+            "run", "-d", "--name", "u", "-m", "64m", "bb", "sleep", "1000",
+        ],
+    ));
+    assert_eq!(code, 0, "{err}");
+    let id = id.trim().to_string();
+    let (code, _, err) = outcome(&d.docker(
+        "docker",
+        &[
+            "update",
+            "--memory",
+            "96m",
+            "--memory-swap",
+            "192m",
+            "--cpus",
+            "0.5",
+            "--pids-limit",
+            "50",
+            "--restart",
+            "on-failure:3",
+            "u",
+        ],
+    ));
+    assert_eq!(code, 0, "{err}");
+    let (_, body) = api(&d, "GET", "/containers/u/json");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let hc = &v["HostConfig"];
+    assert_eq!(hc["Memory"], 96u64 << 20, "{hc}");
+    assert_eq!(hc["NanoCpus"], 500_000_000u64, "{hc}");
+    assert_eq!(hc["PidsLimit"], 50, "{hc}");
+    assert_eq!(hc["RestartPolicy"]["Name"], "on-failure", "{hc}");
+    assert_eq!(hc["RestartPolicy"]["MaximumRetryCount"], 3, "{hc}");
+    assert_eq!(v["State"]["Running"], true);
+    let limit = d
+        .cgroup_dirs(&id)
+        .iter()
+        .flat_map(|dir| [dir.join("memory.limit_in_bytes"), dir.join("memory.max")])
+        .find_map(|f| std::fs::read_to_string(f).ok())
+        .expect("the container's memory cgroup");
+    assert_eq!(limit.trim(), (96u64 << 20).to_string());
+    let (code, out, err) = d.docker_py(
+        r#"
+import docker
+c = docker.from_env(version="1.41").containers.get("u")
+c.update(mem_limit="128m", memswap_limit="256m")
+c.reload()
+print(c.attrs["HostConfig"]["Memory"])
+"#,
+    );
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out.trim(), (128u64 << 20).to_string());
+    d.docker("docker", &["rm", "-f", "u"]);
+}
