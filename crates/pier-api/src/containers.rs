@@ -103,6 +103,27 @@ pub enum RestartPolicy {
     UnlessStopped,
 }
 
+/// One per-device I/O limit of a container.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct DeviceIoLimit {
+    /// The device on the host (`/dev/sda`).
+    pub path: String,
+    pub kind: DeviceIoKind,
+    /// Bytes or operations per second, or the weight (10 to 1000).
+    pub value: u64,
+}
+
+/// What a [`DeviceIoLimit`] limits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum DeviceIoKind {
+    ReadBps,
+    WriteBps,
+    ReadIops,
+    WriteIops,
+    Weight,
+}
+
 /// Body of `POST /v1/containers`: what `pier create` and `pier run` ask for.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields, default)]
@@ -235,6 +256,16 @@ pub struct ContainerCreate {
     pub volume_driver: Option<String>,
     /// `--memory-swappiness` 0 to 100 (cgroup v1's `memory.swappiness`).
     pub memory_swappiness: Option<i64>,
+    /// `--memory-reservation`: a soft limit, in bytes.
+    pub memory_reservation: Option<i64>,
+    /// `--oom-kill-disable` (cgroup v1; v2 cannot, and discards it as Docker does).
+    pub oom_kill_disable: bool,
+    /// `--oom-score-adj`, -1000 to 1000.
+    pub oom_score_adj: Option<i32>,
+    /// `--cpuset-mems`: the memory nodes the container may use (`0-1`).
+    pub cpuset_mems: Option<String>,
+    /// Per-device I/O limits: `--device-read-bps` and its kin, `--blkio-weight-device`.
+    pub device_io: Vec<DeviceIoLimit>,
     /// `--link NAME[:ALIAS]` as `NAME:ALIAS`: on the default bridge, /etc/hosts entries
     /// and the linked container's environment as `ALIAS_*` variables; on a user network,
     /// the alias resolves to it for this container only.

@@ -138,9 +138,26 @@ fn wanted_controllers(
 ) -> [(bool, &'static str, &'static str); 5] {
     let mem = r.memory().as_ref();
     let cpu = r.cpu().as_ref();
+    let bio = r.block_io().as_ref();
+    let per_device = bio.is_some_and(|b| {
+        [
+            b.throttle_read_bps_device(),
+            b.throttle_write_bps_device(),
+            b.throttle_read_iops_device(),
+            b.throttle_write_iops_device(),
+        ]
+        .iter()
+        .any(|l| l.as_ref().is_some_and(|l| !l.is_empty()))
+            || b.weight_device().as_ref().is_some_and(|l| !l.is_empty())
+    });
     [
         (
-            mem.is_some_and(|m| m.limit().is_some() || m.swap().is_some()),
+            mem.is_some_and(|m| {
+                m.limit().is_some()
+                    || m.swap().is_some()
+                    || m.reservation().is_some()
+                    || m.disable_oom_killer() == Some(true)
+            }),
             "memory",
             "--memory",
         ),
@@ -155,14 +172,14 @@ fn wanted_controllers(
             "--cpus/--cpu-quota/--cpu-shares",
         ),
         (
-            cpu.is_some_and(|c| c.cpus().is_some()),
+            cpu.is_some_and(|c| c.cpus().is_some() || c.mems().is_some()),
             "cpuset",
-            "--cpuset-cpus",
+            "--cpuset-cpus/--cpuset-mems",
         ),
         (
-            r.block_io().as_ref().is_some_and(|b| b.weight().is_some()),
+            bio.is_some_and(|b| b.weight().is_some()) || per_device,
             if layout == Layout::V2 { "io" } else { "blkio" },
-            "--blkio-weight",
+            "--blkio-weight/--device-read-bps",
         ),
     ]
 }
@@ -532,6 +549,23 @@ impl Cgroup {
                 }
             }
         }
+        if let Some(mem) = r.memory() {
+            if let Some(res) = mem.reservation() {
+                let dir = self.dir_for_limit("memory", "--memory-reservation")?;
+                let file = if v2 {
+                    "memory.low"
+                } else {
+                    "memory.soft_limit_in_bytes"
+                };
+                write(&dir.join(file), &res.to_string())?;
+            }
+            // cgroup v2 cannot turn the OOM killer off for a group: Docker discards the
+            // option there (with a warning), and so does Pier.
+            if mem.disable_oom_killer() == Some(true) && !v2 {
+                let dir = self.dir_for_limit("memory", "--oom-kill-disable")?;
+                write(&dir.join("memory.oom_control"), "1")?;
+            }
+        }
         // cgroup v2 has no swappiness: Docker discards it there too.
         if let Some(s) = r.memory().as_ref().and_then(|m| m.swappiness()) {
             if !v2 {
@@ -570,6 +604,10 @@ impl Cgroup {
                 let dir = self.dir_for_limit("cpuset", "--cpuset-cpus")?;
                 write(&dir.join("cpuset.cpus"), cpus)?;
             }
+            if let Some(mems) = cpu.mems() {
+                let dir = self.dir_for_limit("cpuset", "--cpuset-mems")?;
+                write(&dir.join("cpuset.mems"), mems)?;
+            }
         }
         if let Some(weight) = r.block_io().as_ref().and_then(|b| b.weight()) {
             let dir = self.dir_for_limit(if v2 { "io" } else { "blkio" }, "--blkio-weight")?;
@@ -590,6 +628,73 @@ impl Cgroup {
                 "apply --blkio-weight",
                 "this host's I/O scheduler offers no weights (use BFQ on the disk), so \
                  --blkio-weight cannot be applied: run without it",
+            )?;
+        }
+        if let Some(b) = r.block_io() {
+            self.apply_device_io(b)?;
+        }
+        Ok(())
+    }
+
+    /// `--device-read-bps` and friends (throttles), and `--blkio-weight-device`.
+    fn apply_device_io(&self, b: &oci_spec::runtime::LinuxBlockIo) -> Result<(), CgroupError> {
+        let v2 = self.layout == Layout::V2;
+        let throttles = [
+            (
+                b.throttle_read_bps_device(),
+                "blkio.throttle.read_bps_device",
+                "rbps",
+            ),
+            (
+                b.throttle_write_bps_device(),
+                "blkio.throttle.write_bps_device",
+                "wbps",
+            ),
+            (
+                b.throttle_read_iops_device(),
+                "blkio.throttle.read_iops_device",
+                "riops",
+            ),
+            (
+                b.throttle_write_iops_device(),
+                "blkio.throttle.write_iops_device",
+                "wiops",
+            ),
+        ];
+        for (list, v1_file, v2_key) in throttles {
+            for t in list.iter().flatten() {
+                let dir =
+                    self.dir_for_limit(if v2 { "io" } else { "blkio" }, "--device-read-bps")?;
+                let (file, line) = if v2 {
+                    (
+                        "io.max",
+                        format!("{}:{} {v2_key}={}", t.major(), t.minor(), t.rate()),
+                    )
+                } else {
+                    (v1_file, format!("{}:{} {}", t.major(), t.minor(), t.rate()))
+                };
+                write(&dir.join(file), &line)?;
+            }
+        }
+        for w in b.weight_device().iter().flatten() {
+            let Some(weight) = w.weight() else { continue };
+            let dir =
+                self.dir_for_limit(if v2 { "io" } else { "blkio" }, "--blkio-weight-device")?;
+            let (file, line) = if v2 {
+                let w2 = 1 + (u32::from(weight).saturating_sub(10)) * 9999 / 990;
+                ("io.weight", format!("{}:{} {w2}", w.major(), w.minor()))
+            } else {
+                (
+                    "blkio.weight_device",
+                    format!("{}:{} {weight}", w.major(), w.minor()),
+                )
+            };
+            write_offered(
+                &dir.join(file),
+                &line,
+                "apply --blkio-weight-device",
+                "this host's I/O scheduler offers no weights (use BFQ on the disk), so \
+                 --blkio-weight-device cannot be applied: run without it",
             )?;
         }
         Ok(())

@@ -912,6 +912,12 @@ pub fn finish(
         .as_ref()
         .ok_or_else(|| fail(Step::Bundle, "the spec has no process"))?;
     let linux = spec.linux().clone().unwrap_or_default();
+    if let Some(adj) = process.oom_score_adj() {
+        std::fs::write("/proc/self/oom_score_adj", adj.to_string()).map_err(sys(
+            Step::Process,
+            format!("set the OOM score adjustment to {adj}"),
+        ))?;
+    }
     for r in process.rlimits().clone().unwrap_or_default() {
         let name = format!("{:?}", r.typ());
         let name = if name.starts_with("RLIMIT_") {

@@ -203,10 +203,60 @@ pub struct SpecInput {
     pub device_cgroup_rules: Vec<crate::devices::Rule>,
     /// `--memory-swappiness` (cgroup v1's `memory.swappiness`).
     pub memory_swappiness: Option<u64>,
+    /// Docker's other limits: memory reservation, OOM killer and score, memory nodes,
+    /// per-device I/O.
+    pub more: MoreLimits,
 }
 
 /// The capability set for a spec: the defaults (all with `--privileged`), minus
 /// `--cap-drop` (`ALL` empties it), plus `--cap-add` (`ALL` fills it), as Docker does.
+/// Limits beyond the common ones, as Docker takes them.
+#[derive(Debug, Clone, Default)]
+pub struct MoreLimits {
+    /// `--memory-reservation`: the soft limit, in bytes.
+    pub memory_reservation: Option<i64>,
+    /// `--oom-kill-disable`.
+    pub oom_kill_disable: bool,
+    /// `--oom-score-adj`, -1000 to 1000.
+    pub oom_score_adj: Option<i32>,
+    /// `--cpuset-mems`.
+    pub cpuset_mems: Option<String>,
+    /// `--device-read-bps` and friends, and `--blkio-weight-device`.
+    pub device_io: Vec<DeviceIo>,
+}
+
+/// One per-device I/O limit, on the device's numbers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceIo {
+    pub major: u64,
+    pub minor: u64,
+    pub kind: DeviceIoKind,
+    pub value: u64,
+}
+
+/// What a [`DeviceIo`] limits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeviceIoKind {
+    ReadBps,
+    WriteBps,
+    ReadIops,
+    WriteIops,
+    Weight,
+}
+
+impl DeviceIoKind {
+    /// The OCI spec's `blockIO` list.
+    fn spec_list(self) -> &'static str {
+        match self {
+            DeviceIoKind::ReadBps => "throttleReadBpsDevice",
+            DeviceIoKind::WriteBps => "throttleWriteBpsDevice",
+            DeviceIoKind::ReadIops => "throttleReadIOPSDevice",
+            DeviceIoKind::WriteIops => "throttleWriteIOPSDevice",
+            DeviceIoKind::Weight => "weightDevice",
+        }
+    }
+}
+
 pub fn capabilities(input: &SpecInput) -> Vec<String> {
     let all = || ALL_CAPS.iter().map(|s| s.to_string()).collect::<Vec<_>>();
     let mut caps: Vec<String> = if input.privileged {
@@ -283,8 +333,20 @@ pub fn build(input: &SpecInput) -> Result<oci_spec::runtime::Spec, serde_json::E
     }
     device_rules.extend(input.device_cgroup_rules.iter().map(|r| r.to_spec_json()));
     let mut resources = json!({ "devices": device_rules });
-    if input.memory.is_some() || input.memory_swap.is_some() || input.memory_swappiness.is_some() {
+    let more = &input.more;
+    if input.memory.is_some()
+        || input.memory_swap.is_some()
+        || input.memory_swappiness.is_some()
+        || more.memory_reservation.is_some()
+        || more.oom_kill_disable
+    {
         let mut m = json!({});
+        if let Some(r) = more.memory_reservation {
+            m["reservation"] = json!(r);
+        }
+        if more.oom_kill_disable {
+            m["disableOOMKiller"] = json!(true);
+        }
         if let Some(s) = input.memory_swappiness {
             m["swappiness"] = json!(s);
         }
@@ -310,11 +372,31 @@ pub fn build(input: &SpecInput) -> Result<oci_spec::runtime::Spec, serde_json::E
     if let Some(c) = &input.cpuset_cpus {
         cpu["cpus"] = json!(c);
     }
+    if let Some(m) = &more.cpuset_mems {
+        cpu["mems"] = json!(m);
+    }
     if cpu.as_object().is_some_and(|o| !o.is_empty()) {
         resources["cpu"] = cpu;
     }
-    if let Some(w) = input.blkio_weight {
-        resources["blockIO"] = json!({"weight": w});
+    if input.blkio_weight.is_some() || !more.device_io.is_empty() {
+        let mut b = json!({});
+        if let Some(w) = input.blkio_weight {
+            b["weight"] = json!(w);
+        }
+        for d in &more.device_io {
+            let entry = match d.kind {
+                DeviceIoKind::Weight => {
+                    json!({"major": d.major, "minor": d.minor, "weight": d.value})
+                }
+                _ => json!({"major": d.major, "minor": d.minor, "rate": d.value}),
+            };
+            let list = d.kind.spec_list();
+            if !b[list].is_array() {
+                b[list] = json!([]);
+            }
+            b[list].as_array_mut().expect("array").push(entry);
+        }
+        resources["blockIO"] = b;
     }
     let rlimits: Vec<Value> = input
         .rlimits
@@ -332,6 +414,7 @@ pub fn build(input: &SpecInput) -> Result<oci_spec::runtime::Spec, serde_json::E
             "capabilities": {"bounding": caps, "effective": eff, "permitted": perm},
             "rlimits": rlimits,
             "noNewPrivileges": input.no_new_privileges,
+            "oomScoreAdj": more.oom_score_adj,
         },
         "root": {"path": input.rootfs, "readonly": input.readonly_rootfs},
         "hostname": (!input.host_uts).then_some(&input.hostname),

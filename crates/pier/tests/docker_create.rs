@@ -12,27 +12,8 @@ const DOCKER: &str = "docker";
 
 /// One request with a JSON body to the Docker API socket: the status and the body.
 fn api(d: &Daemon, method: &str, path: &str, body: Option<Value>) -> (u16, String) {
-    use std::io::{Read, Write};
     let body = body.map(|b| b.to_string()).unwrap_or_default();
-    let mut s = std::os::unix::net::UnixStream::connect(&d.docker_socket).unwrap();
-    write!(
-        s,
-        "{method} /v1.41{path} HTTP/1.1\r\nHost: docker\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    )
-    .unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
-    let status = out
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let body = out
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    (status, body)
+    docker_api(d, method, path, body.as_bytes())
 }
 
 /// `docker inspect` of a container through the API, as JSON.
@@ -536,4 +517,96 @@ fn a_pending_restart_refuses_an_unforced_remove() {
         let (status, body) = api(&d, "DELETE", &format!("/containers/{name}?force=1"), None);
         assert_eq!(status, 204, "{body}");
     }
+}
+
+/// Docker's memory reservation, OOM killer and score, memory nodes and per-device I/O
+/// throttles (refused as "not applied" before) reach the container's cgroup and process,
+/// and inspect shows them as given.
+#[test]
+#[ignore = "root tier: needs root; scripts/test.sh runs it (--run-ignored all)"]
+fn reservation_oom_mems_and_device_io_are_applied() {
+    let d = with_busybox(&[]);
+    // A disk of this host (not a loop or RAM device) to throttle.
+    let disk = std::fs::read_dir("/sys/block")
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .find(|n| !n.starts_with("loop") && !n.starts_with("ram") && !n.starts_with("zram"))
+        .expect("a disk in /sys/block");
+    let numbers = std::fs::read_to_string(format!("/sys/block/{disk}/dev")).unwrap();
+    let numbers = numbers.trim();
+    let dev = format!("/dev/{disk}");
+    let out = docker_ok(
+        &d,
+        &[
+            "run",
+            "-d",
+            "--name",
+            "lim",
+            "--memory-reservation",
+            "32m",
+            "--oom-kill-disable",
+            "--oom-score-adj",
+            "500",
+            "--cpuset-mems",
+            "0",
+            "--device-read-bps",
+            &format!("{dev}:1mb"),
+            "--device-write-iops",
+            &format!("{dev}:100"),
+            "bb",
+            "sleep",
+            "1000",
+        ],
+    );
+    let id = out.trim().to_string();
+    let (code, adj, err) =
+        outcome(&d.docker("docker", &["exec", "lim", "cat", "/proc/1/oom_score_adj"]));
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(adj.trim(), "500");
+    let file = |name: &str| {
+        d.cgroup_dirs(&id)
+            .iter()
+            .map(|dir| dir.join(name))
+            .find_map(|f| std::fs::read_to_string(f).ok())
+            .unwrap_or_else(|| panic!("no {name} in the container's cgroups"))
+    };
+    assert_eq!(
+        file("memory.soft_limit_in_bytes").trim(),
+        (32u64 << 20).to_string()
+    );
+    assert!(file("memory.oom_control").contains("oom_kill_disable 1"));
+    assert_eq!(file("cpuset.mems").trim(), "0");
+    assert!(
+        file("blkio.throttle.read_bps_device").contains(&format!("{numbers} 1048576")),
+        "{}",
+        file("blkio.throttle.read_bps_device")
+    );
+    assert!(file("blkio.throttle.write_iops_device").contains(&format!("{numbers} 100")));
+    let hc = inspect(&d, "lim")["HostConfig"].clone();
+    assert_eq!(hc["MemoryReservation"], 32u64 << 20, "{hc}");
+    assert_eq!(hc["OomKillDisable"], true, "{hc}");
+    assert_eq!(hc["OomScoreAdj"], 500, "{hc}");
+    assert_eq!(hc["CpusetMems"], "0", "{hc}");
+    assert_eq!(
+        hc["BlkioDeviceReadBps"],
+        json!([{"Path": dev, "Rate": 1048576}]),
+        "{hc}"
+    );
+    assert_eq!(
+        hc["BlkioDeviceWriteIOps"],
+        json!([{"Path": dev, "Rate": 100}]),
+        "{hc}"
+    );
+    // What cannot be is refused with its reason, and nothing is made.
+    let (code, _, err) = outcome(&d.docker(
+        "docker",
+        &["create", "--device-read-bps", "/dev/null:1mb", "bb"],
+    ));
+    assert_ne!(code, 0);
+    assert!(err.contains("not a block device"), "{err}");
+    let (code, _, err) = outcome(&d.docker("docker", &["create", "--oom-score-adj", "2000", "bb"]));
+    assert_ne!(code, 0);
+    assert!(err.contains("range for oom score adj"), "{err}");
+    docker_ok(&d, &["rm", "-f", "lim"]);
 }

@@ -4,6 +4,7 @@
 //! does not hold (the image's config, host paths) comes in [`ContainerFacts`] and
 //! [`HostPaths`], which the engine fills.
 
+use crate::containers::DeviceIoKind;
 use std::collections::{BTreeMap, HashSet};
 use std::path::PathBuf;
 
@@ -343,7 +344,7 @@ fn host_config_json(c: &ContainerInspect) -> Value {
         "IpcMode": r.ipc_mode.clone().unwrap_or_else(|| "private".into()),
         "Cgroup": "",
         "Links": (!r.links.is_empty()).then(|| legacy_links(c)),
-        "OomScoreAdj": 0,
+        "OomScoreAdj": r.oom_score_adj.unwrap_or(0),
         "PidMode": r.pid_mode.clone().unwrap_or_default(),
         "Privileged": r.privileged,
         "PublishAllPorts": r.publish_all,
@@ -360,21 +361,25 @@ fn host_config_json(c: &ContainerInspect) -> Value {
         "NanoCpus": cpus,
         "CgroupParent": "",
         "BlkioWeight": r.blkio_weight.unwrap_or(0),
-        "BlkioWeightDevice": [],
+        "BlkioWeightDevice": device_io_json(r, DeviceIoKind::Weight, "Weight"),
+        "BlkioDeviceReadBps": device_io_json(r, DeviceIoKind::ReadBps, "Rate"),
+        "BlkioDeviceWriteBps": device_io_json(r, DeviceIoKind::WriteBps, "Rate"),
+        "BlkioDeviceReadIOps": device_io_json(r, DeviceIoKind::ReadIops, "Rate"),
+        "BlkioDeviceWriteIOps": device_io_json(r, DeviceIoKind::WriteIops, "Rate"),
         "CpuPeriod": 0,
         "CpuQuota": 0,
         "CpuRealtimePeriod": 0,
         "CpuRealtimeRuntime": 0,
         "CpusetCpus": r.cpuset_cpus.clone().unwrap_or_default(),
-        "CpusetMems": "",
+        "CpusetMems": r.cpuset_mems.clone().unwrap_or_default(),
         "Devices": r.devices.iter().map(|d| serde_json::json!({"PathOnHost": d.path_on_host, "PathInContainer": d.path_in_container, "CgroupPermissions": if d.permissions.is_empty() { "rwm" } else { &d.permissions }})).collect::<Vec<_>>(),
         "Sysctls": (!r.sysctls.is_empty()).then_some(&r.sysctls),
         "DeviceCgroupRules": (!r.device_cgroup_rules.is_empty()).then_some(&r.device_cgroup_rules),
         "DeviceRequests": null,
-        "MemoryReservation": 0,
+        "MemoryReservation": r.memory_reservation.unwrap_or(0),
         "MemorySwap": r.memory_swap.unwrap_or(0),
         "MemorySwappiness": r.memory_swappiness,
-        "OomKillDisable": false,
+        "OomKillDisable": r.oom_kill_disable,
         "PidsLimit": r.pids_limit,
         "Ulimits": r.ulimits.iter().map(|u| json!({"Name": u.name, "Soft": u.soft, "Hard": u.hard})).collect::<Vec<_>>(),
         "Init": r.init,
@@ -384,6 +389,25 @@ fn host_config_json(c: &ContainerInspect) -> Value {
         "MaskedPaths": [],
         "ReadonlyPaths": [],
     })
+}
+
+/// The per-device I/O limits of one kind, as Docker lists them (`[{"Path", FIELD}]`).
+fn device_io_json(
+    r: &crate::containers::ContainerCreate,
+    kind: DeviceIoKind,
+    field: &str,
+) -> Value {
+    let list: Vec<Value> = r
+        .device_io
+        .iter()
+        .filter(|d| d.kind == kind)
+        .map(|d| json!({"Path": d.path, field: d.value}))
+        .collect();
+    if list.is_empty() {
+        Value::Null
+    } else {
+        json!(list)
+    }
 }
 
 /// `--link` as Docker shows it in `HostConfig.Links`: `/NAME:/CONTAINER/ALIAS`.

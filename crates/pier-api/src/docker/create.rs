@@ -134,6 +134,8 @@ pub struct HostConfig {
     shm_size: Option<i64>,
     #[serde(flatten)]
     unapplied: UnappliedLimits,
+    #[serde(flatten)]
+    more: MoreLimits,
     devices: Option<Vec<Value>>,
     sysctls: Option<BTreeMap<String, String>>,
     pid_mode: Option<String>,
@@ -157,29 +159,118 @@ pub struct HostConfig {
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "PascalCase", default)]
 pub struct UnappliedLimits {
-    memory_reservation: Option<i64>,
     kernel_memory: Option<i64>,
     #[serde(rename = "KernelMemoryTCP")]
     kernel_memory_tcp: Option<i64>,
-    oom_kill_disable: Option<bool>,
-    oom_score_adj: Option<i64>,
-    cpuset_mems: Option<String>,
     cpu_realtime_period: Option<i64>,
     cpu_realtime_runtime: Option<i64>,
     cpu_count: Option<i64>,
     cpu_percent: Option<i64>,
-    blkio_weight_device: Option<Vec<Value>>,
-    blkio_device_read_bps: Option<Vec<Value>>,
-    blkio_device_write_bps: Option<Vec<Value>>,
-    #[serde(rename = "BlkioDeviceReadIOps")]
-    blkio_device_read_iops: Option<Vec<Value>>,
-    #[serde(rename = "BlkioDeviceWriteIOps")]
-    blkio_device_write_iops: Option<Vec<Value>>,
     device_requests: Option<Vec<Value>>,
     #[serde(rename = "IOMaximumIOps")]
     io_maximum_iops: Option<i64>,
     #[serde(rename = "IOMaximumBandwidth")]
     io_maximum_bandwidth: Option<i64>,
+}
+
+/// Docker's memory reservation, OOM, memory-node and per-device I/O fields, which Pier
+/// applies (`ContainerCreate`'s of the same names).
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct MoreLimits {
+    memory_reservation: Option<i64>,
+    oom_kill_disable: Option<bool>,
+    oom_score_adj: Option<i64>,
+    cpuset_mems: Option<String>,
+    blkio_weight_device: Option<Vec<WeightDevice>>,
+    blkio_device_read_bps: Option<Vec<ThrottleDevice>>,
+    blkio_device_write_bps: Option<Vec<ThrottleDevice>>,
+    #[serde(rename = "BlkioDeviceReadIOps")]
+    blkio_device_read_iops: Option<Vec<ThrottleDevice>>,
+    #[serde(rename = "BlkioDeviceWriteIOps")]
+    blkio_device_write_iops: Option<Vec<ThrottleDevice>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+struct WeightDevice {
+    path: String,
+    weight: u16,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+struct ThrottleDevice {
+    path: String,
+    rate: u64,
+}
+
+/// [`MoreLimits`] checked as Docker checks them: (reservation, OOM kill disabled, OOM
+/// score, memory nodes, per-device I/O).
+#[allow(clippy::type_complexity)]
+fn more_limits(
+    m: MoreLimits,
+) -> Result<(
+    Option<i64>,
+    bool,
+    Option<i32>,
+    Option<String>,
+    Vec<crate::containers::DeviceIoLimit>,
+)> {
+    use crate::containers::{DeviceIoKind, DeviceIoLimit};
+    let reservation = m.memory_reservation.filter(|r| *r != 0);
+    if reservation.is_some_and(|r| r < crate::limits::MIN_MEMORY) {
+        return Err(Refused::bad_request(
+            "Minimum memory reservation allowed is 6MB",
+        ));
+    }
+    let adj = m.oom_score_adj.filter(|a| *a != 0);
+    if let Some(a) = adj.filter(|a| !(-1000..=1000).contains(a)) {
+        return Err(Refused::bad_request(format!(
+            "Invalid value {a}, range for oom score adj is [-1000, 1000]"
+        )));
+    }
+    let mut io = Vec::new();
+    for w in m.blkio_weight_device.into_iter().flatten() {
+        if !(10..=1000).contains(&w.weight) {
+            return Err(Refused::bad_request(format!(
+                "invalid weight {} for {}: give 10 to 1000",
+                w.weight, w.path
+            )));
+        }
+        io.push(DeviceIoLimit {
+            path: w.path,
+            kind: DeviceIoKind::Weight,
+            value: u64::from(w.weight),
+        });
+    }
+    for (list, kind) in [
+        (m.blkio_device_read_bps, DeviceIoKind::ReadBps),
+        (m.blkio_device_write_bps, DeviceIoKind::WriteBps),
+        (m.blkio_device_read_iops, DeviceIoKind::ReadIops),
+        (m.blkio_device_write_iops, DeviceIoKind::WriteIops),
+    ] {
+        for t in list.into_iter().flatten() {
+            io.push(DeviceIoLimit {
+                path: t.path,
+                kind,
+                value: t.rate,
+            });
+        }
+    }
+    if let Some(d) = io.iter().find(|d| !d.path.starts_with("/dev/")) {
+        return Err(Refused::bad_request(format!(
+            "invalid device {:?} for a per-device I/O limit: give its path under /dev",
+            d.path
+        )));
+    }
+    Ok((
+        reservation,
+        m.oom_kill_disable.unwrap_or(false),
+        adj.map(|a| a as i32),
+        nonempty(m.cpuset_mems),
+        io,
+    ))
 }
 
 /// Refuses every limit of [`UnappliedLimits`] that is set: a limit asked for and not
@@ -192,30 +283,8 @@ fn refuse_unapplied_limits(u: &UnappliedLimits) -> Result<()> {
     };
     let set = |v: Option<i64>| v.is_some_and(|v| v != 0);
     let listed = |v: &Option<Vec<Value>>| v.as_ref().is_some_and(|v| !v.is_empty());
-    if let Some(r) = u.memory_reservation.filter(|r| *r != 0) {
-        if r < crate::limits::MIN_MEMORY {
-            return Err(Refused::bad_request(
-                "Minimum memory reservation allowed is 6MB",
-            ));
-        }
-        return Err(not_applied("--memory-reservation", "MemoryReservation"));
-    }
     if set(u.kernel_memory) || set(u.kernel_memory_tcp) {
         return Err(not_applied("--kernel-memory", "KernelMemory"));
-    }
-    if u.oom_kill_disable == Some(true) {
-        return Err(not_applied("--oom-kill-disable", "OomKillDisable"));
-    }
-    if let Some(a) = u.oom_score_adj.filter(|a| *a != 0) {
-        if !(-1000..=1000).contains(&a) {
-            return Err(Refused::bad_request(format!(
-                "Invalid value {a}, range for oom score adj is [-1000, 1000]"
-            )));
-        }
-        return Err(not_applied("--oom-score-adj", "OomScoreAdj"));
-    }
-    if u.cpuset_mems.as_deref().is_some_and(|m| !m.is_empty()) {
-        return Err(not_applied("--cpuset-mems", "CpusetMems"));
     }
     if set(u.cpu_realtime_period) || set(u.cpu_realtime_runtime) {
         return Err(not_applied(
@@ -225,19 +294,6 @@ fn refuse_unapplied_limits(u: &UnappliedLimits) -> Result<()> {
     }
     if set(u.cpu_count) || set(u.cpu_percent) {
         return Err(not_applied("--cpu-count/--cpu-percent", "CpuCount"));
-    }
-    if listed(&u.blkio_weight_device) {
-        return Err(not_applied("--blkio-weight-device", "BlkioWeightDevice"));
-    }
-    if listed(&u.blkio_device_read_bps)
-        || listed(&u.blkio_device_write_bps)
-        || listed(&u.blkio_device_read_iops)
-        || listed(&u.blkio_device_write_iops)
-    {
-        return Err(not_applied(
-            "--device-read-bps/--device-write-bps/--device-read-iops/--device-write-iops",
-            "BlkioDeviceReadBps",
-        ));
     }
     if listed(&u.device_requests) {
         return Err(not_applied("--gpus", "DeviceRequests"));
@@ -499,6 +555,8 @@ pub fn to_create(b: CreateBody, name: Option<String>, look: &Lookups<'_>) -> Res
         .map(|l| link_of(l))
         .collect::<Result<Vec<_>>>()?;
     refuse_unapplied_limits(&h.unapplied)?;
+    let (memory_reservation, oom_kill_disable, oom_score_adj, cpuset_mems, device_io) =
+        more_limits(h.more)?;
     let cpus = cpus_of(h.nano_cpus, h.cpu_quota, h.cpu_period)?;
     let ulimits = h
         .ulimits
@@ -590,6 +648,11 @@ pub fn to_create(b: CreateBody, name: Option<String>, look: &Lookups<'_>) -> Res
         device_cgroup_rules: h.device_cgroup_rules.clone().unwrap_or_default(),
         volume_driver: nonempty(h.volume_driver.clone()),
         memory_swappiness,
+        memory_reservation,
+        oom_kill_disable,
+        oom_score_adj,
+        cpuset_mems,
+        device_io,
         links,
         volumes_from: h.volumes_from.clone().unwrap_or_default(),
         endpoint: first.options()?,
@@ -930,9 +993,32 @@ mod tests {
         assert!(refused(serde_json::json!({"MemorySwap": 10}))
             .message
             .contains("memory limit"));
-        assert!(refused(serde_json::json!({"OomKillDisable": true}))
+        // Applied now, and checked as Docker checks them.
+        let c = convert(serde_json::json!({"Image": "bb", "HostConfig": {
+            "OomKillDisable": true, "MemoryReservation": 33554432, "OomScoreAdj": -500,
+            "CpusetMems": "0", "BlkioDeviceReadBps": [{"Path": "/dev/vda", "Rate": 1024}],
+            "BlkioWeightDevice": [{"Path": "/dev/vda", "Weight": 300}]}}))
+        .unwrap()
+        .request;
+        assert!(c.oom_kill_disable);
+        assert_eq!(c.memory_reservation, Some(33554432));
+        assert_eq!(c.oom_score_adj, Some(-500));
+        assert_eq!(c.cpuset_mems.as_deref(), Some("0"));
+        assert_eq!(c.device_io.len(), 2);
+        assert!(refused(serde_json::json!({"OomScoreAdj": 1001}))
             .message
-            .contains("--oom-kill-disable"));
+            .contains("range for oom score adj"));
+        assert!(refused(serde_json::json!({"MemoryReservation": 1024}))
+            .message
+            .contains("Minimum memory reservation"));
+        assert!(refused(
+            serde_json::json!({"BlkioWeightDevice": [{"Path": "/dev/vda", "Weight": 5}]})
+        )
+        .message
+        .contains("10 to 1000"));
+        assert!(refused(serde_json::json!({"KernelMemory": 1048576}))
+            .message
+            .contains("--kernel-memory"));
         assert!(refused(
             serde_json::json!({"Mounts": [{"Type": "bind", "Source": "/nope", "Target": "/x"}]})
         )

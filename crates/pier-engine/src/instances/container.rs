@@ -497,6 +497,7 @@ impl ContainerDriver {
             host_cgroupns: req.cgroupns_mode.as_deref() == Some("host"),
             device_cgroup_rules: super::host_access::device_cgroup_rules(req)?,
             memory_swappiness: req.memory_swappiness.map(|s| s as u64),
+            more: more_limits(req)?,
         };
         // Resolved against the capabilities the container ends up with.
         let caps = spec::capabilities(&input);
@@ -895,6 +896,49 @@ fn kill_monitor(pid: i32, dir: &Path) {
 }
 
 /// The runtime spec's entry of one of the container's mounts.
+/// Docker's memory reservation, OOM, memory-node and per-device I/O limits for the
+/// runtime: each device named by its host path is looked up for its numbers, and must be
+/// a block device.
+fn more_limits(req: &ContainerCreate) -> EngineResult<pier_runtime::spec::MoreLimits> {
+    use pier_api::containers::DeviceIoKind as K;
+    use pier_runtime::spec::{DeviceIo, DeviceIoKind};
+    let mut device_io = Vec::new();
+    for d in &req.device_io {
+        let st = rustix::fs::stat(d.path.as_str()).map_err(|e| {
+            invalid(format!(
+                "the device {} for a per-device I/O limit: {e}",
+                d.path
+            ))
+        })?;
+        if rustix::fs::FileType::from_raw_mode(st.st_mode) != rustix::fs::FileType::BlockDevice {
+            return Err(invalid(format!(
+                "{} is not a block device: per-device I/O limits take a disk such as /dev/sda",
+                d.path
+            )));
+        }
+        let kind = match d.kind {
+            K::ReadBps => DeviceIoKind::ReadBps,
+            K::WriteBps => DeviceIoKind::WriteBps,
+            K::ReadIops => DeviceIoKind::ReadIops,
+            K::WriteIops => DeviceIoKind::WriteIops,
+            K::Weight => DeviceIoKind::Weight,
+        };
+        device_io.push(DeviceIo {
+            major: u64::from(rustix::fs::major(st.st_rdev)),
+            minor: u64::from(rustix::fs::minor(st.st_rdev)),
+            kind,
+            value: d.value,
+        });
+    }
+    Ok(pier_runtime::spec::MoreLimits {
+        memory_reservation: req.memory_reservation,
+        oom_kill_disable: req.oom_kill_disable,
+        oom_score_adj: req.oom_score_adj,
+        cpuset_mems: req.cpuset_mems.clone(),
+        device_io,
+    })
+}
+
 fn mount_entry(m: &MountSpec, volumes: &[VolumeAttachment]) -> EngineResult<serde_json::Value> {
     let mut options: Vec<String> = Vec::new();
     let entry = match m.kind {
