@@ -3,6 +3,7 @@
 //! asked for. The spec is the contract between the engine and a runtime, so the same
 //! bundle runs under Pier's runtime and under runc.
 
+use pier_api::containers::DeviceIoKind;
 use serde_json::{json, Value};
 
 /// Docker's default capability set.
@@ -234,26 +235,14 @@ pub struct DeviceIo {
     pub value: u64,
 }
 
-/// What a [`DeviceIo`] limits.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DeviceIoKind {
-    ReadBps,
-    WriteBps,
-    ReadIops,
-    WriteIops,
-    Weight,
-}
-
-impl DeviceIoKind {
-    /// The OCI spec's `blockIO` list.
-    fn spec_list(self) -> &'static str {
-        match self {
-            DeviceIoKind::ReadBps => "throttleReadBpsDevice",
-            DeviceIoKind::WriteBps => "throttleWriteBpsDevice",
-            DeviceIoKind::ReadIops => "throttleReadIOPSDevice",
-            DeviceIoKind::WriteIops => "throttleWriteIOPSDevice",
-            DeviceIoKind::Weight => "weightDevice",
-        }
+/// The OCI spec's `blockIO` list of a kind of limit.
+fn spec_list(kind: DeviceIoKind) -> &'static str {
+    match kind {
+        DeviceIoKind::ReadBps => "throttleReadBpsDevice",
+        DeviceIoKind::WriteBps => "throttleWriteBpsDevice",
+        DeviceIoKind::ReadIops => "throttleReadIOPSDevice",
+        DeviceIoKind::WriteIops => "throttleWriteIOPSDevice",
+        DeviceIoKind::Weight => "weightDevice",
     }
 }
 
@@ -390,7 +379,7 @@ pub fn build(input: &SpecInput) -> Result<oci_spec::runtime::Spec, serde_json::E
                 }
                 _ => json!({"major": d.major, "minor": d.minor, "rate": d.value}),
             };
-            let list = d.kind.spec_list();
+            let list = spec_list(d.kind);
             if !b[list].is_array() {
                 b[list] = json!([]);
             }

@@ -4,7 +4,7 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
@@ -18,39 +18,10 @@ fn inspect(d: &Daemon, name: &str) -> serde_json::Value {
     d.json(&["inspect", name])[0].clone()
 }
 
-/// Runs `cmd` (a shell line) in a pseudo-terminal of 40x100, typing each of `input`
-/// 0.7 s after the one before; its exit code and what the terminal showed.
-fn in_pty(d: &Daemon, cmd: &str, input: &[&[u8]]) -> (i32, String) {
-    let mut child = std::process::Command::new("script")
-        .args([
-            "-qec",
-            &format!(
-                "stty rows 40 cols 100; PIER_HOST={} {cmd}",
-                d.socket.display()
-            ),
-            "/dev/null",
-        ])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stdin = child.stdin.take().unwrap();
-    let input: Vec<Vec<u8>> = input.iter().map(|i| i.to_vec()).collect();
-    let feeder = std::thread::spawn(move || {
-        for i in input {
-            std::thread::sleep(Duration::from_millis(700));
-            // The session may have ended already (the test checks how it ended).
-            let _ = stdin.write_all(&i);
-        }
-        std::thread::sleep(Duration::from_millis(3000));
-    });
-    let out = child.wait_with_output().unwrap();
-    feeder.join().unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-    )
+/// Runs `cmd` (a shell line, with `PIER_HOST` at `d`) in a pseudo-terminal (see
+/// [`common::in_pty`]).
+fn pier_pty(d: &Daemon, cmd: &str, input: &[&[u8]]) -> (i32, String) {
+    in_pty(&format!("PIER_HOST={} {cmd}", d.socket.display()), input)
 }
 
 #[test]
@@ -713,7 +684,7 @@ fn detach_keys_leave_the_container_running() {
     let d = with_busybox(&[]);
     let pier = PIER;
     // ctrl-p ctrl-q (the default) detaches from run -it: exit 0, the container runs on.
-    let (code, out) = in_pty(
+    let (code, out) = pier_pty(
         &d,
         &format!("{pier} run -it --name dk bb sh"),
         &[b"echo typed-$((6*7))\n", b"\x10\x11"],
@@ -722,7 +693,7 @@ fn detach_keys_leave_the_container_running() {
     assert!(out.contains("typed-42"), "{out}");
     assert_eq!(inspect(&d, "dk")["state"]["status"], "running");
     // attach with other keys.
-    let (code, out) = in_pty(
+    let (code, out) = pier_pty(
         &d,
         &format!("{pier} attach --detach-keys ctrl-a,x dk"),
         &[b"echo back-$((2+3))\n", b"\x01x"],
@@ -731,7 +702,7 @@ fn detach_keys_leave_the_container_running() {
     assert!(out.contains("back-5"), "{out}");
     assert_eq!(inspect(&d, "dk")["state"]["status"], "running");
     // Without the keys, the session ends with the container, as before.
-    let (code, out) = in_pty(&d, &format!("{pier} attach dk"), &[b"exit 7\n"]);
+    let (code, out) = pier_pty(&d, &format!("{pier} attach dk"), &[b"exit 7\n"]);
     assert_eq!(code, 7, "{out}");
     // A bad sequence is refused.
     let (code, _, err) = run(&d, &["run", "-it", "--detach-keys", "ctrl-1", "bb"]);

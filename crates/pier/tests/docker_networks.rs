@@ -17,28 +17,9 @@ const DOCKER: &str = "/usr/bin/docker";
 
 /// One request to the Docker API socket with a JSON body: the status and the answer.
 fn api(d: &Daemon, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
-    use std::io::{Read, Write};
     let body = body.map(|b| b.to_string()).unwrap_or_default();
-    let mut s = std::os::unix::net::UnixStream::connect(&d.docker_socket).unwrap();
-    write!(
-        s,
-        "{method} /v1.41{path} HTTP/1.1\r\nHost: docker\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    )
-    .unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
-    let status = out
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let text = out.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
-    // Chunked answers: the JSON is the first chunk's line.
-    let v = serde_json::from_str(text)
-        .or_else(|_| serde_json::from_str(text.lines().nth(1).unwrap_or("")))
-        .unwrap_or(Value::Null);
-    (status, v)
+    let (status, text) = docker_api(d, method, path, body.as_bytes());
+    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
 }
 
 /// `docker ARGS` must succeed; its standard output.

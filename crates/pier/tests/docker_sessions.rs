@@ -50,26 +50,7 @@ fn python(d: &Daemon, script: &str, env: &[(&str, &str)]) -> String {
 
 /// One JSON request on the Docker socket: the status and the body.
 fn post_json(d: &Daemon, path: &str, body: &str) -> (u16, String) {
-    let mut s = UnixStream::connect(&d.docker_socket).unwrap();
-    write!(
-        s,
-        "POST /v1.41{path} HTTP/1.1\r\nHost: docker\r\nContent-Type: application/json\r\n\
-         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    )
-    .unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
-    let status = out
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let body = out
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    (status, body)
+    docker_api(d, "POST", path, body.as_bytes())
 }
 
 /// Creates an exec in `container` and returns its ID.
@@ -422,37 +403,6 @@ fn attach_over_a_websocket() {
         r["running"], true,
         "a detach leaves the container running: {r}"
     );
-}
-
-/// Runs `cmd` (a shell line) in a pseudo-terminal of 40x100, typing each of `input`
-/// 0.7 s after the one before; its exit code and what the terminal showed.
-fn in_pty(cmd: &str, input: &[&[u8]]) -> (i32, String) {
-    let mut child = std::process::Command::new("script")
-        .args([
-            "-qec",
-            &format!("stty rows 40 cols 100; {cmd}"),
-            "/dev/null",
-        ])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stdin = child.stdin.take().unwrap();
-    let input: Vec<Vec<u8>> = input.iter().map(|i| i.to_vec()).collect();
-    let feeder = std::thread::spawn(move || {
-        for i in input {
-            std::thread::sleep(Duration::from_millis(700));
-            let _ = stdin.write_all(&i);
-        }
-        std::thread::sleep(Duration::from_millis(3000));
-    });
-    let out = child.wait_with_output().unwrap();
-    feeder.join().unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-    )
 }
 
 fn pier_in_pty(d: &Daemon, cmd: &str, input: &[&[u8]]) -> (i32, String) {

@@ -265,11 +265,11 @@ fn limits_asked_for_and_not_applied_are_refused_on_both_apis() {
             "Conflicting options",
         ),
         (r#""MemorySwap":-5,"Memory":67108864"#, "memory-swap"),
-        (r#""MemoryReservation":67108864"#, "MemoryReservation"),
-        (r#""MemorySwappiness":50"#, "MemorySwappiness"),
+        // Applied (crates/pier/tests/docker_create.rs), but checked as Docker checks them.
+        (r#""MemoryReservation":1024"#, "Minimum memory reservation"),
+        (r#""MemorySwappiness":150"#, "memory swappiness range"),
+        (r#""OomScoreAdj":-2000"#, "range for oom score adj"),
         (r#""KernelMemory":67108864"#, "KernelMemory"),
-        (r#""OomKillDisable":true"#, "OomKillDisable"),
-        (r#""CpusetMems":"0""#, "CpusetMems"),
         (
             r#""Ulimits":[{"Name":"nofile","Soft":-5,"Hard":-5}]"#,
             "ulimit",

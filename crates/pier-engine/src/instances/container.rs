@@ -900,8 +900,7 @@ fn kill_monitor(pid: i32, dir: &Path) {
 /// runtime: each device named by its host path is looked up for its numbers, and must be
 /// a block device.
 fn more_limits(req: &ContainerCreate) -> EngineResult<pier_runtime::spec::MoreLimits> {
-    use pier_api::containers::DeviceIoKind as K;
-    use pier_runtime::spec::{DeviceIo, DeviceIoKind};
+    use pier_runtime::spec::DeviceIo;
     let mut device_io = Vec::new();
     for d in &req.device_io {
         let st = rustix::fs::stat(d.path.as_str()).map_err(|e| {
@@ -916,17 +915,10 @@ fn more_limits(req: &ContainerCreate) -> EngineResult<pier_runtime::spec::MoreLi
                 d.path
             )));
         }
-        let kind = match d.kind {
-            K::ReadBps => DeviceIoKind::ReadBps,
-            K::WriteBps => DeviceIoKind::WriteBps,
-            K::ReadIops => DeviceIoKind::ReadIops,
-            K::WriteIops => DeviceIoKind::WriteIops,
-            K::Weight => DeviceIoKind::Weight,
-        };
         device_io.push(DeviceIo {
             major: u64::from(rustix::fs::major(st.st_rdev)),
             minor: u64::from(rustix::fs::minor(st.st_rdev)),
-            kind,
+            kind: d.kind,
             value: d.value,
         });
     }

@@ -761,3 +761,34 @@ pub fn docker_api(d: &Daemon, method: &str, path: &str, body: &[u8]) -> (u16, St
     }
     (status, body)
 }
+
+/// Runs `cmd` (a shell line) in a pseudo-terminal of 40x100, typing each of `input`
+/// 0.7 s after the one before; its exit code and what the terminal showed.
+pub fn in_pty(cmd: &str, input: &[&[u8]]) -> (i32, String) {
+    let mut child = std::process::Command::new("script")
+        .args([
+            "-qec",
+            &format!("stty rows 40 cols 100; {cmd}"),
+            "/dev/null",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let input: Vec<Vec<u8>> = input.iter().map(|i| i.to_vec()).collect();
+    let feeder = std::thread::spawn(move || {
+        for i in input {
+            std::thread::sleep(Duration::from_millis(700));
+            let _ = stdin.write_all(&i);
+        }
+        std::thread::sleep(Duration::from_millis(3000));
+    });
+    let out = child.wait_with_output().unwrap();
+    feeder.join().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
