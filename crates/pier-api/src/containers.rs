@@ -256,6 +256,9 @@ pub struct ContainerCreate {
     pub volume_driver: Option<String>,
     /// `--memory-swappiness` 0 to 100 (cgroup v1's `memory.swappiness`).
     pub memory_swappiness: Option<i64>,
+    /// `--userns host` as given (Pier remaps no user IDs daemon-wide, so it changes
+    /// nothing); shown in inspect.
+    pub userns_mode: Option<String>,
     /// `--memory-reservation`: a soft limit, in bytes.
     pub memory_reservation: Option<i64>,
     /// `--oom-kill-disable` (cgroup v1; v2 cannot, and discards it as Docker does).

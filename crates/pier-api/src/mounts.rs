@@ -207,10 +207,11 @@ impl TmpfsFlag {
                     })?;
                     m.options.insert("mode".into(), s.into());
                 }
-                Some(("uid" | "gid" | "nr_inodes" | "nr_blocks", _)) => {
-                    return Err(MountFlagError(format!(
-                        "tmpfs option {o:?} is not supported by pier yet"
-                    )))
+                Some((k @ ("uid" | "gid" | "nr_inodes" | "nr_blocks"), v)) => {
+                    v.parse::<u64>().map_err(|_| {
+                        MountFlagError(format!("tmpfs option {o:?}: {k} takes a number"))
+                    })?;
+                    m.options.insert(k.into(), v.into());
                 }
                 _ if o == "ro" => m.read_only = true,
                 _ if matches!(
@@ -219,7 +220,7 @@ impl TmpfsFlag {
                 ) => {}
                 _ => {
                     return Err(MountFlagError(format!(
-                        "invalid tmpfs option {o:?} for {target}: use size=, mode=, ro, rw, nosuid, nodev, noexec, exec, suid or dev"
+                        "invalid tmpfs option {o:?} for {target}: use size=, mode=, uid=, gid=, nr_inodes=, nr_blocks=, ro, rw, nosuid, nodev, noexec, exec, suid or dev"
                     )))
                 }
             }
@@ -418,18 +419,20 @@ mod tests {
         for (bad, msg) in [
             ("/t:size=lots", "tmpfs size: invalid size \"lots\""),
             ("/t:mode=999", "tmpfs mode \"999\" must be octal, e.g. 1777"),
-            (
-                "/t:uid=5",
-                "tmpfs option \"uid=5\" is not supported by pier yet",
-            ),
+            ("/t:uid=x", "tmpfs option \"uid=x\": uid takes a number"),
             (
                 "/t:sync",
-                "invalid tmpfs option \"sync\" for /t: use size=, mode=, ro",
+                "invalid tmpfs option \"sync\" for /t: use size=, mode=, uid=",
             ),
         ] {
             let e = bad.parse::<TmpfsFlag>().unwrap_err().to_string();
             assert!(e.starts_with(msg), "{bad}: {e}");
         }
+        let owned: TmpfsFlag = "/o:uid=5,gid=6,nr_inodes=100".parse().unwrap();
+        assert_eq!(
+            owned.spec().options,
+            opts(&[("gid", "6"), ("nr_inodes", "100"), ("uid", "5")])
+        );
         let json = serde_json::to_string(&t).unwrap();
         assert_eq!(serde_json::from_str::<TmpfsFlag>(&json).unwrap(), t);
     }

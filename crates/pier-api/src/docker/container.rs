@@ -351,7 +351,7 @@ fn host_config_json(c: &ContainerInspect) -> Value {
         "ReadonlyRootfs": r.read_only,
         "SecurityOpt": r.security_opt,
         "UTSMode": r.uts_mode.clone().unwrap_or_default(),
-        "UsernsMode": "",
+        "UsernsMode": r.userns_mode.clone().unwrap_or_default(),
         "ShmSize": crate::limits::shm_size(r),
         // Docker calls its default runtime `runc`; Pier's own is that default here.
         "Runtime": r.runtime.clone().unwrap_or_else(|| "runc".into()),

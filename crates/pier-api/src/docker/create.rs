@@ -648,6 +648,7 @@ pub fn to_create(b: CreateBody, name: Option<String>, look: &Lookups<'_>) -> Res
         device_cgroup_rules: h.device_cgroup_rules.clone().unwrap_or_default(),
         volume_driver: nonempty(h.volume_driver.clone()),
         memory_swappiness,
+        userns_mode: nonempty(h.userns_mode.clone()).filter(|m| m == "host"),
         memory_reservation,
         oom_kill_disable,
         oom_score_adj,
@@ -715,8 +716,9 @@ fn refuse_unsupported(h: &HostConfig) -> Result<()> {
         nonempty(h.cgroup_parent.clone()).is_some(),
         "--cgroup-parent",
     )?;
+    // `--userns host` is what Pier does anyway: it remaps no user IDs daemon-wide.
     for (what, mode, ok) in [
-        ("--userns", &h.userns_mode, "private"),
+        ("--userns", &h.userns_mode, "host"),
         ("--uts", &h.uts_mode, "host"),
     ] {
         if let Some(m) = mode.as_deref() {

@@ -104,9 +104,8 @@ fn from_mount(
                 m.options.insert("propagation".into(), p);
             }
             if o.non_recursive.unwrap_or(false) {
-                return Err(bad(
-                    "non-recursive bind mounts are not supported by pier yet",
-                ));
+                // The source alone, without what is mounted below it.
+                m.options.insert("non_recursive".into(), "true".into());
             }
         }
         "volume" => {

@@ -944,6 +944,11 @@ fn mount_entry(m: &MountSpec, volumes: &[VolumeAttachment]) -> EngineResult<serd
                 "mode={}",
                 m.options.get("mode").map(String::as_str).unwrap_or("1777")
             ));
+            for k in ["uid", "gid", "nr_inodes", "nr_blocks"] {
+                if let Some(v) = m.options.get(k) {
+                    options.push(format!("{k}={v}"));
+                }
+            }
             if m.read_only {
                 options.push("ro".into());
             }
@@ -962,7 +967,12 @@ fn mount_entry(m: &MountSpec, volumes: &[VolumeAttachment]) -> EngineResult<serd
                 MountKind::Bind => PathBuf::from(m.source.clone().unwrap_or_default()),
                 _ => volume_path(m, volumes)?,
             };
-            options.push("rbind".into());
+            // `BindOptions.NonRecursive`: the source without the mounts below it.
+            options.push(if m.options.contains_key("non_recursive") {
+                "bind".into()
+            } else {
+                "rbind".into()
+            });
             options.push(
                 m.options
                     .get("propagation")
