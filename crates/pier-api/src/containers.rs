@@ -625,6 +625,10 @@ pub struct ExecCreate {
     /// The keys that detach from the command's terminal, leaving it running
     /// (`ctrl-p,ctrl-q` when absent).
     pub detach_keys: Option<crate::detach::DetachKeys>,
+    /// `--privileged`: every capability for this command (the container's seccomp
+    /// profile and devices stay), as Docker's `exec --privileged`.
+    #[serde(default)]
+    pub privileged: bool,
 }
 
 /// The state of an attached exec session (`GET /v1/exec/{id}`).
@@ -648,6 +652,7 @@ impl ExecCreate {
             stdout: true,
             stderr: true,
             detach_keys: self.detach_keys.clone(),
+            privileged: self.privileged,
         }
     }
 }
@@ -670,6 +675,8 @@ pub struct ExecSpec {
     /// The keys that detach a caller from the command's terminal (the default,
     /// ctrl-p ctrl-q, when none).
     pub detach_keys: Option<crate::detach::DetachKeys>,
+    /// Every capability for the command (`exec --privileged`).
+    pub privileged: bool,
 }
 
 /// What an exec session's inspect shows.

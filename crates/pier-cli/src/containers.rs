@@ -1008,6 +1008,9 @@ pub struct ExecArgs {
     /// Give the command a terminal.
     #[arg(short, long)]
     tty: bool,
+    /// Give the command every capability (the container's seccomp profile stays).
+    #[arg(long)]
+    privileged: bool,
     container: String,
     #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
     command: Vec<String>,
@@ -1025,6 +1028,7 @@ pub async fn exec(client: &Client, a: ExecArgs) -> Result<(), CliError> {
         tty: a.tty,
         interactive: a.interactive,
         detach_keys: Some(keys.clone()),
+        privileged: a.privileged,
     };
     let path = format!("/v1/containers/{}/exec", encode_segment(&a.container));
     let body = serde_json::to_vec(&req).expect("json");

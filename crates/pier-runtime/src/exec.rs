@@ -36,6 +36,9 @@ pub struct ExecRequest {
     /// Standard input carries attach frames (input, resize, close) rather than nothing.
     #[serde(default)]
     pub interactive: bool,
+    /// Every capability (`exec --privileged`); the spec's seccomp profile stays.
+    #[serde(default)]
+    pub privileged: bool,
 }
 
 /// Passes attach frames from our stdin to the command (input, resize, close) and, with a
@@ -249,6 +252,22 @@ fn command_spec(spec: Spec, req: &ExecRequest) -> Result<Spec, i32> {
         .set_env(Some(req.env.clone()))
         .set_cwd(req.cwd.clone().into())
         .set_user(user);
+    if req.privileged {
+        let all: std::collections::HashSet<oci_spec::runtime::Capability> = crate::spec::ALL_CAPS
+            .iter()
+            // oci-spec parses the names without their `CAP_` (serde takes them with it).
+            .filter_map(|c| c.trim_start_matches("CAP_").parse().ok())
+            .collect();
+        let caps = oci_spec::runtime::LinuxCapabilitiesBuilder::default()
+            .bounding(all.clone())
+            .effective(all.clone())
+            .permitted(all.clone())
+            .inheritable(all)
+            .build();
+        if let Ok(caps) = caps {
+            process.set_capabilities(Some(caps));
+        }
+    }
     let mut spec = spec;
     spec.set_process(Some(process));
     // A non-root user gets no effective capabilities, as in the container's own init.

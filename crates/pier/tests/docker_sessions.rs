@@ -543,3 +543,46 @@ fn a_docker_exec_whose_client_leaves_runs_on() {
     );
     d.docker(DOCKER, &["rm", "-f", "x"]);
 }
+
+/// `docker exec --privileged` gives the command every capability while the container
+/// keeps Docker's default set (it was refused); `pier exec --privileged` too. The
+/// container's seccomp profile applies to it, as in Docker.
+#[test]
+#[ignore = "root tier: needs root; scripts/test.sh runs it (--run-ignored all)"]
+fn exec_privileged_has_every_capability() {
+    let d = with_busybox(&[]);
+    let (code, _, err) =
+        outcome(&d.docker(DOCKER, &["run", "-d", "--name", "p", "bb", "sleep", "1000"]));
+    assert_eq!(code, 0, "{err}");
+    let cap_eff = |args: &[&str]| {
+        let (code, out, err) = outcome(&d.docker(DOCKER, args));
+        assert_eq!(code, 0, "{err}");
+        out.lines()
+            .find_map(|l| l.strip_prefix("CapEff:"))
+            .map(|v| u64::from_str_radix(v.trim(), 16).unwrap())
+            .unwrap_or_else(|| panic!("no CapEff in {out}"))
+    };
+    let plain = cap_eff(&["exec", "p", "cat", "/proc/self/status"]);
+    let privileged = cap_eff(&["exec", "--privileged", "p", "cat", "/proc/self/status"]);
+    assert_eq!(plain, 0xa80425fb, "Docker's default set: {plain:x}");
+    assert!(
+        privileged.count_ones() >= 40,
+        "every capability: {privileged:x}"
+    );
+    // As Docker's, the container's seccomp profile stays: it was resolved against the
+    // container's own capabilities, so what it gates on CAP_SYS_ADMIN stays refused.
+    let out = d.ok(&[
+        "exec",
+        "--privileged",
+        "p",
+        "grep",
+        "CapEff",
+        "/proc/self/status",
+    ]);
+    assert_eq!(
+        out.trim(),
+        format!("CapEff:\t{privileged:016x}"),
+        "pier exec --privileged as docker's"
+    );
+    d.docker(DOCKER, &["rm", "-f", "p"]);
+}

@@ -30,11 +30,6 @@ pub struct ExecConfig {
 impl ExecConfig {
     /// What to run, as Docker reads the body (outputs attached unless refused).
     pub fn into_spec(self) -> Result<ExecSpec> {
-        if self.privileged.unwrap_or(false) {
-            return Err(Refused::bad_request(
-                "docker exec --privileged is not supported by pier yet: the command runs with the container's privileges; run the container with --privileged instead",
-            ));
-        }
         let cmd = match self.cmd {
             Some(StrOrList::One(s)) => vec![s],
             Some(StrOrList::Many(v)) => v,
@@ -58,6 +53,7 @@ impl ExecConfig {
             stdout: self.attach_stdout.unwrap_or(true),
             stderr: self.attach_stderr.unwrap_or(true),
             detach_keys,
+            privileged: self.privileged.unwrap_or(false),
         })
     }
 }
@@ -120,7 +116,7 @@ mod tests {
             e.message
         );
         let p: ExecConfig = serde_json::from_str(r#"{"Cmd": ["id"], "Privileged": true}"#).unwrap();
-        assert_eq!(p.into_spec().unwrap_err().status, 400);
+        assert!(p.into_spec().unwrap().privileged);
         let info = ExecInfo {
             id: "e1".into(),
             container_id: "c1".into(),

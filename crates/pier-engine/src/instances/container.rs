@@ -583,6 +583,7 @@ impl ContainerDriver {
             additional_gids,
             tty: req.tty,
             interactive: req.interactive,
+            privileged: req.privileged,
         };
         let exe = pier_runtime::sealed::current().map_err(|e| internal(e.to_string()))?;
         let mut cmd = std::process::Command::new(exe.path());

@@ -319,6 +319,7 @@ impl Instances {
             tty,
             interactive: spec.stdin,
             detach_keys: None,
+            privileged: spec.privileged,
         };
         let (c, cmd) = self
             .exec_command(project, &container_id, &req)
