@@ -57,7 +57,8 @@ in_ns() { nsenter --net="/run/netns/$netns" "$@"; }
 
 registry=127.0.0.1:5055
 : >"$state/daemon.toml"
-in_ns "$pier" daemon --root "$state/root" --socket "$state/pier.sock" \
+# nsenter execs the daemon: $! is the daemon itself, which the cleanup stops.
+nsenter --net="/run/netns/$netns" "$pier" daemon --root "$state/root" --socket "$state/pier.sock" \
     --docker-socket "$state/docker.sock" --config "$state/daemon.toml" \
     --registry-addr "$registry" --registry-mirror "$registry" --insecure-registry "$registry" \
     >"$state/daemon.log" 2>&1 &

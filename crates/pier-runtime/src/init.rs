@@ -711,14 +711,40 @@ fn find_program(arg0: &str, env: &[String]) -> Result<PathBuf, StartError> {
 /// over that socket.
 /// The network namespace a spec names by path, to join rather than make.
 pub(crate) fn network_namespace_path(spec: &Spec) -> Option<&Path> {
+    namespace_path(spec, LinuxNamespaceType::Network)
+}
+
+/// The namespace of type `typ` a spec names by path (another container's, for
+/// `--pid`/`--ipc container:NAME`), to join rather than make.
+pub(crate) fn namespace_path(spec: &Spec, typ: LinuxNamespaceType) -> Option<&Path> {
     spec.linux()
         .as_ref()?
         .namespaces()
         .as_ref()?
         .iter()
-        .find(|n| n.typ() == LinuxNamespaceType::Network)?
+        .find(|n| n.typ() == typ)?
         .path()
         .as_deref()
+}
+
+/// Joins the namespace at `path` (`kind` names it in errors): for the PID namespace
+/// this sets the one of this process's next children, which is why the monitor joins it
+/// before it clones the init.
+pub(crate) fn join_namespace(
+    path: &Path,
+    ty: rustix::thread::LinkNameSpaceType,
+    kind: &str,
+) -> Result<(), StartError> {
+    let what = |e: io::Error| {
+        StartError::io(
+            Step::Namespaces,
+            format!("join the {kind} namespace {}", path.display()),
+            e,
+        )
+    };
+    let f = fs::File::open(path).map_err(what)?;
+    rustix::thread::move_into_link_name_space(std::os::fd::AsFd::as_fd(&f), Some(ty))
+        .map_err(|e| what(e.into()))
 }
 
 /// Joins the network namespace at `path`, unless this process is in it already (in a
@@ -841,6 +867,7 @@ fn setup(
     if let Some(path) = network_namespace_path(spec) {
         join_network_namespace(path)?;
     }
+
     if has_ns(LinuxNamespaceType::Cgroup) {
         // SAFETY: a new cgroup namespace changes no memory or file-descriptor state.
         unsafe { rustix::thread::unshare_unsafe(rustix::thread::UnshareFlags::NEWCGROUP) }

@@ -379,6 +379,15 @@ fn start(dir: &Path) -> Result<Started, StartError> {
         pipe().map_err(|e| fail_early(StartError::io(Step::Stdio, "pipe", e)))?;
 
     let flags = clone_flags(&spec);
+    // `--pid container:NAME`: the init is cloned into that container's PID namespace,
+    // which this (single-threaded) monitor joins for its children first.
+    if let Some(path) = crate::init::namespace_path(&spec, LinuxNamespaceType::Pid) {
+        if let Err(e) =
+            crate::init::join_namespace(path, rustix::thread::LinkNameSpaceType::ProcessID, "PID")
+        {
+            return Err(fail_early(e));
+        }
+    }
     let id_maps = (flags & libc::CLONE_NEWUSER as libc::c_ulong != 0).then(|| {
         let linux = spec.linux().clone().unwrap_or_default();
         let uids = linux.uid_mappings().clone().unwrap_or_default();

@@ -302,3 +302,66 @@ print(c.attrs["HostConfig"]["Memory"])
     assert_eq!(out.trim(), (128u64 << 20).to_string());
     d.docker("docker", &["rm", "-f", "u"]);
 }
+
+/// `--pid container:NAME` (refused before) puts the container in that container's PID
+/// namespace: each sees the other's processes, and the start fails with a clear error
+/// while NAME does not run (it is looked for at each start, as Docker does).
+#[test]
+#[ignore = "root tier: needs root; scripts/test.sh runs it (--run-ignored all)"]
+fn pid_container_mode_shares_the_process_namespace() {
+    let d = with_busybox(&[]);
+    let ok = |args: &[&str]| {
+        let (code, out, err) = outcome(&d.docker("docker", args));
+        assert_eq!(code, 0, "docker {args:?}: {err}");
+        out
+    };
+    ok(&["run", "-d", "--name", "target", "bb", "sleep", "4242"]);
+    let out = ok(&[
+        "run",
+        "--rm",
+        "--pid",
+        "container:target",
+        "bb",
+        "ps",
+        "-o",
+        "args",
+    ]);
+    assert!(
+        out.contains("sleep 4242"),
+        "the target's process is seen: {out}"
+    );
+    // The joined container's own processes are seen from the target too.
+    ok(&[
+        "run",
+        "-d",
+        "--name",
+        "joined",
+        "--pid",
+        "container:target",
+        "bb",
+        "sleep",
+        "4343",
+    ]);
+    let out = ok(&["exec", "target", "ps", "-o", "args"]);
+    assert!(out.contains("sleep 4343"), "{out}");
+    let (_, body) = api(&d, "GET", "/containers/joined/json");
+    assert!(body.contains("\"PidMode\":\"container:target\""), "{body}");
+    ok(&["rm", "-f", "joined"]);
+    ok(&["stop", "-t", "1", "target"]);
+    let (code, _, err) = outcome(&d.docker(
+        "docker",
+        &["run", "--rm", "--pid", "container:target", "bb", "true"],
+    ));
+    assert_ne!(code, 0);
+    assert!(err.contains("not running"), "{err}");
+    // As Docker, a container named there is looked for at the start: a create's 404
+    // would make the CLI take the image for missing.
+    let (code, _, err) = outcome(&d.docker(
+        "docker",
+        &["run", "--rm", "--pid", "container:nosuch", "bb", "true"],
+    ));
+    assert_ne!(code, 0);
+    assert!(err.to_lowercase().contains("no such container"), "{err}");
+    assert!(!err.contains("Unable to find image"), "{err}");
+    ok(&["rm", "-f", "target"]);
+}

@@ -596,6 +596,23 @@ impl ContainerDriver {
     }
 }
 
+/// Points the bundle's namespace of type `kind` (`pid`, `ipc`) at `path`, another
+/// container's, to be joined rather than made.
+pub(crate) fn set_namespace_path(dir: &Path, kind: &str, path: &str) -> EngineResult<()> {
+    let file = dir.join("config.json");
+    let mut spec: serde_json::Value = serde_json::from_slice(
+        &fs::read(&file).map_err(|e| internal(format!("cannot read config.json: {e}")))?,
+    )
+    .map_err(|e| internal(format!("config.json: {e}")))?;
+    let Some(list) = spec["linux"]["namespaces"].as_array_mut() else {
+        return Err(internal("config.json has no namespaces"));
+    };
+    list.retain(|n| n["type"] != kind);
+    list.push(serde_json::json!({"type": kind, "path": path}));
+    fs::write(&file, serde_json::to_vec(&spec).expect("json"))
+        .map_err(|e| internal(format!("cannot write config.json: {e}")))
+}
+
 /// What an exec runs as, in the instance in `dir` (its bundle's process, with the
 /// exec's user, environment and working directory over it): for a container's exec
 /// helper and a VM's alike.

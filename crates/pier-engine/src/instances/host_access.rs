@@ -12,33 +12,62 @@ use pier_runtime::spec::DeviceNode;
 use crate::error::{invalid, EngineResult};
 
 /// Whether a `--pid`/`--ipc` mode shares the host's namespace; refuses the modes Pier
-/// does not do.
-fn host_mode(flag: &str, mode: Option<&str>, private: &[&str]) -> EngineResult<bool> {
+/// does not do. `container:NAME` (with `shared`) is not the host's: the start joins
+/// that container's namespace ([`shared_with`]).
+fn host_mode(flag: &str, mode: Option<&str>, private: &[&str], shared: bool) -> EngineResult<bool> {
     match mode {
         None | Some("") => Ok(false),
         Some("host") => Ok(true),
         Some(m) if private.contains(&m) => Ok(false),
+        Some(m) if shared && m.strip_prefix("container:").is_some_and(|n| !n.is_empty()) => {
+            Ok(false)
+        }
         Some(m) => Err(invalid(format!(
-            "{flag} {m} is not supported: use {} or host (sharing another container's namespace is not supported by pier yet)",
-            private.join(", ")
+            "{flag} {m} is not supported: use {}, host{}",
+            private.join(", "),
+            if shared { " or container:NAME" } else { "" }
         ))),
     }
 }
 
 /// `--pid host`.
 pub fn host_pid(req: &ContainerCreate) -> EngineResult<bool> {
-    host_mode("--pid", req.pid_mode.as_deref(), &["private"])
+    host_mode("--pid", req.pid_mode.as_deref(), &["private"], true)
 }
 
-/// `--ipc host`.
+/// `--ipc host`. (`--ipc container:NAME` would share the other container's /dev/shm too,
+/// a tmpfs of its own mount namespace that a bind mount cannot reach: refused, saying so.)
 pub fn host_ipc(req: &ContainerCreate) -> EngineResult<bool> {
-    host_mode("--ipc", req.ipc_mode.as_deref(), &["private", "shareable"])
+    if let Some(m) = req
+        .ipc_mode
+        .as_deref()
+        .filter(|m| m.starts_with("container:"))
+    {
+        return Err(invalid(format!(
+            "--ipc {m} is not supported by pier yet: its /dev/shm would not be shared; use --ipc host or share files through a volume"
+        )));
+    }
+    host_mode(
+        "--ipc",
+        req.ipc_mode.as_deref(),
+        &["private", "shareable"],
+        false,
+    )
+}
+
+/// The containers whose namespaces this one joins at each start: (`pid`, the other
+/// container's name or ID), from `--pid container:NAME`.
+pub fn shared_with(req: &ContainerCreate) -> Vec<(&'static str, &str)> {
+    [("pid", req.pid_mode.as_deref())]
+        .into_iter()
+        .filter_map(|(kind, mode)| Some((kind, mode?.strip_prefix("container:")?)))
+        .collect()
 }
 
 /// `--uts host`: the host's hostname, which the container cannot set (no
 /// `--hostname` with it, as Docker says).
 pub fn host_uts(req: &ContainerCreate) -> EngineResult<bool> {
-    let host = host_mode("--uts", req.uts_mode.as_deref(), &["private"])?;
+    let host = host_mode("--uts", req.uts_mode.as_deref(), &["private"], false)?;
     if host && req.hostname.is_some() {
         return Err(invalid(
             "conflicting options: --hostname and --uts host (the container has the host's hostname)",
@@ -245,10 +274,18 @@ mod tests {
     fn namespace_modes() {
         assert!(host_pid(&req(|r| r.pid_mode = Some("host".into()))).unwrap());
         assert!(!host_pid(&req(|r| r.pid_mode = Some("private".into()))).unwrap());
-        let e = host_pid(&req(|r| r.pid_mode = Some("container:x".into())))
+        // Another container's PID namespace is joined at the start, not the host's.
+        let shared = req(|r| r.pid_mode = Some("container:x".into()));
+        assert!(!host_pid(&shared).unwrap());
+        assert_eq!(shared_with(&shared), vec![("pid", "x")]);
+        let e = host_pid(&req(|r| r.pid_mode = Some("container:".into())))
             .unwrap_err()
             .to_string();
-        assert!(e.contains("--pid container:x is not supported"), "{e}");
+        assert!(e.contains("--pid container: is not supported"), "{e}");
+        let e = host_ipc(&req(|r| r.ipc_mode = Some("container:x".into())))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("/dev/shm would not be shared"), "{e}");
         assert!(!host_ipc(&req(|r| r.ipc_mode = Some("shareable".into()))).unwrap());
         assert!(host_ipc(&req(|r| r.ipc_mode = Some("host".into()))).unwrap());
         assert!(host_uts(&req(|r| r.uts_mode = Some("host".into()))).unwrap());

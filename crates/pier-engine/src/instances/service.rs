@@ -1069,12 +1069,40 @@ impl Instances {
         c.ports.clear();
     }
 
+    /// `--pid`/`--ipc container:NAME`: points the bundle's namespaces at that container's,
+    /// which must run now (they are looked for again at each start, as Docker does).
+    fn join_shared_namespaces(&self, c: &ContainerInspect) -> EngineResult<()> {
+        for (kind, other) in super::host_access::shared_with(&c.config) {
+            let o = self.lookup(&c.project, other)?;
+            let pid = match (o.state.status, o.state.pid) {
+                (ContainerStatus::Running | ContainerStatus::Paused, Some(pid)) => pid,
+                _ => {
+                    return Err(conflict(format!(
+                        "cannot join the {} namespace of container {}: it is not running",
+                        kind.to_uppercase(),
+                        o.name
+                    )))
+                }
+            };
+            super::container::set_namespace_path(
+                &self.cdir(&c.id),
+                kind,
+                &format!("/proc/{pid}/ns/{kind}"),
+            )?;
+        }
+        Ok(())
+    }
+
     /// Starts a container that does not run, and records how it went (as the latest
     /// desired state acted on).
     async fn start_locked(self: &Arc<Self>, mut c: Instance) -> EngineResult<ContainerInspect> {
         let t0 = std::time::Instant::now();
         c.observe();
-        if let Err(e) = self.setup_network(&mut c).await {
+        let prepared = match self.join_shared_namespaces(&c) {
+            Ok(()) => self.setup_network(&mut c).await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = prepared {
             c.state.error = Some(e.message().clone());
             self.save(&c)?;
             if c.config.auto_remove {

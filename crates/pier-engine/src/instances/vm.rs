@@ -92,6 +92,11 @@ pub fn validate(req: &ContainerCreate) -> EngineResult<()> {
             "--uidmap is not available with --vm: a VM's users are its own already",
         ));
     }
+    if let Some((kind, _)) = super::host_access::shared_with(req).first() {
+        return Err(invalid(format!(
+            "--{kind} container:NAME is not available with --vm: a VM's kernel has its own processes and IPC"
+        )));
+    }
     if req.uts_mode.as_deref() == Some("host") {
         return Err(invalid(
             "--uts host is not available with --vm: a VM's kernel has its own hostname",
