@@ -141,6 +141,8 @@ pub struct ContainerCreate {
     /// `user`, `uid`, `user:group` or `uid:gid`.
     pub user: Option<String>,
     pub hostname: Option<String>,
+    /// `--domainname`: the container's NIS domain name (its own UTS namespace's).
+    pub domainname: Option<String>,
     /// `bridge` (the default), `none`, `host`, a network's name or ID, or
     /// `container:NAME` to share another container's network namespace.
     pub network: Option<String>,

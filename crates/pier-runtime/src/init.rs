@@ -913,6 +913,10 @@ fn setup(
             rustix::system::sethostname(h.as_bytes())
                 .map_err(|e| StartError::errno(Step::Process, "sethostname", e))?;
         }
+        if let Some(d) = spec.domainname() {
+            rustix::system::setdomainname(d.as_bytes())
+                .map_err(|e| StartError::errno(Step::Process, "setdomainname", e))?;
+        }
     }
     if has_ns(LinuxNamespaceType::Network) {
         loopback_up().map_err(sys(Step::Process, "bring up lo"))?;

@@ -159,6 +159,8 @@ pub struct SpecInput {
     pub gid: u32,
     pub additional_gids: Vec<u32>,
     pub hostname: String,
+    /// `--domainname`, set in the container's UTS namespace.
+    pub domainname: Option<String>,
     pub rootfs: String,
     pub readonly_rootfs: bool,
     pub privileged: bool,
@@ -407,6 +409,7 @@ pub fn build(input: &SpecInput) -> Result<oci_spec::runtime::Spec, serde_json::E
         },
         "root": {"path": input.rootfs, "readonly": input.readonly_rootfs},
         "hostname": (!input.host_uts).then_some(&input.hostname),
+        "domainname": input.domainname.as_ref().filter(|_| !input.host_uts),
         "mounts": mounts,
         "linux": {
             "namespaces": namespaces,

@@ -365,3 +365,50 @@ fn pid_container_mode_shares_the_process_namespace() {
     assert!(!err.contains("Unable to find image"), "{err}");
     ok(&["rm", "-f", "target"]);
 }
+
+/// `--domainname` (dropped before) is set in the container's own UTS namespace, shown
+/// by inspect, and refused with `--uts host`.
+#[test]
+#[ignore = "root tier: needs root; scripts/test.sh runs it (--run-ignored all)"]
+fn domainname_is_the_containers_own() {
+    let d = with_busybox(&[]);
+    let host_domain = std::fs::read_to_string("/proc/sys/kernel/domainname").unwrap();
+    let (code, out, err) = outcome(&d.docker(
+        "docker",
+        &[
+            "run",
+            "--name",
+            "dn",
+            "--domainname",
+            "example.org",
+            "bb",
+            "cat",
+            "/proc/sys/kernel/domainname",
+        ],
+    ));
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out.trim(), "example.org");
+    let (_, body) = api(&d, "GET", "/containers/dn/json");
+    assert!(body.contains("\"Domainname\":\"example.org\""), "{body}");
+    assert_eq!(
+        std::fs::read_to_string("/proc/sys/kernel/domainname").unwrap(),
+        host_domain,
+        "the host's domain name is untouched"
+    );
+    let (code, _, err) = outcome(&d.docker(
+        "docker",
+        &[
+            "run",
+            "--rm",
+            "--uts",
+            "host",
+            "--domainname",
+            "x",
+            "bb",
+            "true",
+        ],
+    ));
+    assert_ne!(code, 0);
+    assert!(err.contains("conflicting options"), "{err}");
+    d.docker("docker", &["rm", "dn"]);
+}

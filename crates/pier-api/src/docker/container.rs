@@ -248,7 +248,7 @@ pub fn config_json(c: &ContainerInspect, f: &ContainerFacts) -> Value {
     let labels = labels(c, img);
     let mut cfg = json!({
         "Hostname": c.config.hostname.clone().unwrap_or_else(|| c.id[..12].to_string()),
-        "Domainname": "",
+        "Domainname": c.config.domainname.clone().unwrap_or_default(),
         "User": c.config.user.clone().or_else(|| nonempty_str(&img["User"])).unwrap_or_default(),
         "AttachStdin": c.config.interactive,
         "AttachStdout": true,

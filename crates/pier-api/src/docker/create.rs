@@ -46,6 +46,7 @@ pub struct DockerHealthcheck {
 #[serde(rename_all = "PascalCase", default)]
 pub struct CreateBody {
     hostname: Option<String>,
+    domainname: Option<String>,
     user: Option<String>,
     exposed_ports: Option<BTreeMap<String, Value>>,
     tty: Option<bool>,
@@ -603,6 +604,7 @@ pub fn to_create(b: CreateBody, name: Option<String>, look: &Lookups<'_>) -> Res
         workdir: nonempty(b.working_dir),
         user: nonempty(b.user),
         hostname: nonempty(b.hostname),
+        domainname: nonempty(b.domainname),
         network,
         ip: first.ip()?,
         ip6: first.ip6()?,

@@ -442,6 +442,7 @@ impl ContainerDriver {
             gid,
             additional_gids,
             hostname,
+            domainname: req.domainname.clone(),
             rootfs: rootfs.display().to_string(),
             readonly_rootfs: req.read_only,
             privileged: req.privileged,

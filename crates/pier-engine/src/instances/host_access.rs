@@ -68,9 +68,9 @@ pub fn shared_with(req: &ContainerCreate) -> Vec<(&'static str, &str)> {
 /// `--hostname` with it, as Docker says).
 pub fn host_uts(req: &ContainerCreate) -> EngineResult<bool> {
     let host = host_mode("--uts", req.uts_mode.as_deref(), &["private"], false)?;
-    if host && req.hostname.is_some() {
+    if host && (req.hostname.is_some() || req.domainname.is_some()) {
         return Err(invalid(
-            "conflicting options: --hostname and --uts host (the container has the host's hostname)",
+            "conflicting options: --hostname or --domainname and --uts host (the container has the host's names)",
         ));
     }
     Ok(host)

@@ -97,6 +97,11 @@ pub fn validate(req: &ContainerCreate) -> EngineResult<()> {
             "--{kind} container:NAME is not available with --vm: a VM's kernel has its own processes and IPC"
         )));
     }
+    if req.domainname.is_some() {
+        return Err(invalid(
+            "--domainname is not available with --vm: the guest agent sets the hostname only",
+        ));
+    }
     if req.uts_mode.as_deref() == Some("host") {
         return Err(invalid(
             "--uts host is not available with --vm: a VM's kernel has its own hostname",
