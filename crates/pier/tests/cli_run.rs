@@ -469,10 +469,8 @@ fn sysctl_device_group_pid_and_ipc_flags_take_effect() {
             "--device /etc/hostname is not a device node",
         ),
         (vec!["--device", "relative"], "is not an absolute path"),
-        (
-            vec!["--pid", "container:x"],
-            "--pid container:x is not supported",
-        ),
+        // Another container's PID namespace is looked for at the start (as Docker).
+        (vec!["--pid", "container:x"], "no such container: x"),
         (
             vec!["--ipc", "container:x"],
             "--ipc container:x is not supported",

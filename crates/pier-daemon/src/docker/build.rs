@@ -80,8 +80,16 @@ pub async fn build(
     body: Body,
 ) -> DResult<Response> {
     let d = state.0;
-    let mut opts: pier_engine::build::BuildOptions =
-        pier_api::docker::build::params(&p, pier_image::build::host_arch())?.into();
+    let params = match pier_api::docker::build::params(&p, pier_image::build::host_arch()) {
+        Ok(params) => params,
+        Err(e) => {
+            // Read the context the client is still sending before answering, so it gets
+            // the refusal rather than a broken pipe.
+            crate::stream::drain(body, 1 << 30).await;
+            return Err(e.into());
+        }
+    };
+    let mut opts: pier_engine::build::BuildOptions = params.into();
     opts.credentials = build_credentials(&headers);
     let quiet = p.bool("q");
     // `-q`: the output is held back; the image ID is the only line, or on failure the
