@@ -1528,7 +1528,13 @@ impl Instances {
                 };
                 let anonymous = self.volumes.get(project, name).is_ok_and(|v| v.anonymous);
                 if anonymous && self.users_of_volume(project, name)?.is_empty() {
-                    self.volumes.remove(project, name)?;
+                    match self.volumes.remove(project, name) {
+                        Ok(()) => {}
+                        // Removed meanwhile with another container that shared it
+                        // (`--volumes-from`, both removed at once by `rm -v a b`).
+                        Err(e) if e.kind() == ErrorKind::NotFound => {}
+                        Err(e) => return Err(e),
+                    }
                 }
             }
             Ok(())
