@@ -2286,12 +2286,7 @@ impl Instances {
         id: &str,
         f: impl FnOnce(&mut ContainerInspect) -> bool,
     ) -> EngineResult<()> {
-        let _hold = self.actors.hold(id).await?;
-        let mut c = self.current(project, id)?;
-        if f(&mut c) {
-            self.save(&c)?;
-        }
-        Ok(())
+        self.update_with(project, id, f, |c| self.save(c)).await
     }
 
     /// As [`Self::update_record`], for what its spec holds (what was asked).
@@ -2301,10 +2296,24 @@ impl Instances {
         id: &str,
         f: impl FnOnce(&mut ContainerInspect) -> bool,
     ) -> EngineResult<()> {
+        self.update_with(project, id, f, |c| {
+            Ok(self.commit_record(Batch::new(), c, Write::Spec, true)?)
+        })
+        .await
+    }
+
+    /// Under the container's lock: `f` on its current record, then `write` if it changed.
+    async fn update_with(
+        &self,
+        project: &ProjectName,
+        id: &str,
+        f: impl FnOnce(&mut ContainerInspect) -> bool,
+        write: impl FnOnce(&Instance) -> EngineResult<()>,
+    ) -> EngineResult<()> {
         let _hold = self.actors.hold(id).await?;
         let mut c = self.current(project, id)?;
         if f(&mut c) {
-            self.commit_record(Batch::new(), &c, Write::Spec, true)?;
+            write(&c)?;
         }
         Ok(())
     }
