@@ -778,8 +778,9 @@ pub fn run(
     cgroup_v1: &[(String, PathBuf)],
     console: Option<std::os::fd::OwnedFd>,
     seccomp: Option<&[crate::seccomp::Insn]>,
+    foreign: crate::foreign_mounts::ForeignMounts,
 ) -> StartError {
-    match setup(spec, cgroup_v1, console, seccomp) {
+    match setup(spec, cgroup_v1, console, seccomp, foreign) {
         Ok(never) => match never {},
         Err(e) => e,
     }
@@ -832,6 +833,7 @@ fn setup(
     cgroup_v1: &[(String, PathBuf)],
     console: Option<std::os::fd::OwnedFd>,
     seccomp: Option<&[crate::seccomp::Insn]>,
+    mut foreign: crate::foreign_mounts::ForeignMounts,
 ) -> Result<std::convert::Infallible, StartError> {
     let process = spec
         .process()
@@ -892,6 +894,16 @@ fn setup(
     )
     .map_err(sys(Step::Mounts, "bind the rootfs"))?;
     for m in spec.mounts().clone().unwrap_or_default() {
+        if let Some(fd) = foreign.take(m.destination()) {
+            let what = format!(
+                "attach {} from another container",
+                m.destination().display()
+            );
+            let dest =
+                resolve_in_root(&rootfs, m.destination()).map_err(sys(Step::Mounts, &what))?;
+            crate::foreign_mounts::attach(fd, &dest).map_err(sys(Step::Mounts, &what))?;
+            continue;
+        }
         mount_one(&rootfs, &m, cgroup_v1, has_ns(LinuxNamespaceType::Cgroup))?;
     }
     make_devices(&rootfs)?;

@@ -29,6 +29,7 @@ pub mod cgroups;
 pub mod devices;
 pub mod error;
 pub mod exec;
+pub mod foreign_mounts;
 pub mod in_root;
 pub mod init;
 pub mod logs;

@@ -21,6 +21,8 @@ use std::path::Path;
 
 use oci_spec::runtime::{LinuxNamespaceType, Spec};
 
+use crate::foreign_mounts::ForeignMounts;
+
 use crate::attach;
 use crate::cgroups::{Cgroup, Layout};
 use crate::error::{Answer, ErrorKind, StartError, Step};
@@ -379,6 +381,18 @@ fn start(dir: &Path) -> Result<Started, StartError> {
         pipe().map_err(|e| fail_early(StartError::io(Step::Stdio, "pipe", e)))?;
 
     let flags = clone_flags(&spec);
+    // `--ipc container:NAME`: that container's /dev/shm, cloned from its mount namespace,
+    // and its IPC namespace, which the init inherits from this monitor.
+    let foreign = ForeignMounts::clone_for(&spec).map_err(fail_early)?;
+    if let Some(path) = crate::init::namespace_path(&spec, LinuxNamespaceType::Ipc) {
+        if let Err(e) = crate::init::join_namespace(
+            path,
+            rustix::thread::LinkNameSpaceType::InterProcessCommunication,
+            "IPC",
+        ) {
+            return Err(fail_early(e));
+        }
+    }
     // `--pid container:NAME`: the init is cloned into that container's PID namespace,
     // which this (single-threaded) monitor joins for its children first.
     if let Some(path) = crate::init::namespace_path(&spec, LinuxNamespaceType::Pid) {
@@ -436,10 +450,10 @@ fn start(dir: &Path) -> Result<Started, StartError> {
             &spec,
             seccomp.as_deref(),
             &cgroup_v1,
-            go_r,
-            fail_w,
+            (go_r, fail_w),
             child_stdio,
             theirs,
+            foreign,
         );
     }
     drop((go_r, fail_w, child_stdio));
@@ -675,10 +689,10 @@ fn child(
     spec: &Spec,
     seccomp: Option<&[crate::seccomp::Insn]>,
     cgroup_v1: &[(String, std::path::PathBuf)],
-    go: OwnedFd,
-    fail: OwnedFd,
+    (go, fail): (OwnedFd, OwnedFd),
     stdio: Vec<Option<OwnedFd>>,
     console: Option<OwnedFd>,
+    foreign: ForeignMounts,
 ) -> ! {
     for (fd, src) in stdio.iter().enumerate() {
         match src {
@@ -697,7 +711,7 @@ fn child(
         // SAFETY: leaving the child without running the parent's destructors.
         unsafe { libc::_exit(125) }
     }
-    let e = crate::init::run(spec, cgroup_v1, console, seccomp);
+    let e = crate::init::run(spec, cgroup_v1, console, seccomp, foreign);
     let mut f = File::from(fail);
     if let Ok(json) = serde_json::to_vec(&e) {
         let _ = f.write_all(&json);

@@ -194,6 +194,8 @@ pub struct SpecInput {
     pub host_pid: bool,
     /// Share the host's IPC namespace (`--ipc host`).
     pub host_ipc: bool,
+    /// `--ipc none`: no `/dev/shm`.
+    pub no_shm: bool,
     /// `--uts host`: no UTS namespace, and no hostname set (it would be the host's).
     pub host_uts: bool,
     /// Kernel parameters set in the container's namespaces (`linux.sysctl`).
@@ -314,6 +316,9 @@ pub fn build(input: &SpecInput) -> Result<oci_spec::runtime::Spec, serde_json::E
         json!({"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue", "options": ["nosuid", "noexec", "nodev"]}),
         json!({"destination": "/dev/shm", "type": "tmpfs", "source": "shm", "options": ["nosuid", "noexec", "nodev", "mode=1777", format!("size={shm_size}")]}),
     ];
+    if input.no_shm {
+        mounts.retain(|m| m["destination"] != "/dev/shm");
+    }
     mounts.extend(input.mounts.iter().cloned());
     let mut device_rules: Vec<Value> = crate::devices::DEFAULT
         .iter()
@@ -598,6 +603,20 @@ mod tests {
         })
         .unwrap();
         assert!(shm(&small).contains(&"size=1048576".to_string()));
+        let none = build(&SpecInput {
+            no_shm: true,
+            ..input.clone()
+        })
+        .unwrap();
+        assert!(
+            !none
+                .mounts()
+                .as_ref()
+                .unwrap()
+                .iter()
+                .any(|m| m.destination() == std::path::Path::new("/dev/shm")),
+            "--ipc none: no /dev/shm"
+        );
 
         let user = SpecInput {
             uid: 1000,

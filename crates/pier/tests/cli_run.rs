@@ -471,10 +471,8 @@ fn sysctl_device_group_pid_and_ipc_flags_take_effect() {
         (vec!["--device", "relative"], "is not an absolute path"),
         // Another container's PID namespace is looked for at the start (as Docker).
         (vec!["--pid", "container:x"], "no such container: x"),
-        (
-            vec!["--ipc", "container:x"],
-            "--ipc container:x is not supported",
-        ),
+        (vec!["--ipc", "container:x"], "no such container: x"),
+        (vec!["--ipc", "nope"], "--ipc nope is not supported"),
     ] {
         let mut a = vec!["run", "--rm"];
         a.extend(&args);

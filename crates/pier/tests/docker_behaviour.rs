@@ -366,6 +366,89 @@ fn pid_container_mode_shares_the_process_namespace() {
     ok(&["rm", "-f", "target"]);
 }
 
+/// `--ipc container:NAME` (refused before) joins a `shareable` container's IPC namespace
+/// and its /dev/shm, both ways and past the other's stop; a private container cannot be
+/// joined, and `--ipc none` has no /dev/shm.
+#[test]
+#[ignore = "root tier: needs root; scripts/test.sh runs it (--run-ignored all)"]
+fn ipc_container_mode_shares_the_namespace_and_dev_shm() {
+    let d = with_busybox(&[]);
+    let ok = |args: &[&str]| {
+        let (code, out, err) = outcome(&d.docker("docker", args));
+        assert_eq!(code, 0, "docker {args:?}: {err}");
+        out
+    };
+    ok(&[
+        "run",
+        "-d",
+        "--name",
+        "donor",
+        "--ipc",
+        "shareable",
+        "bb",
+        "sleep",
+        "4242",
+    ]);
+    ok(&["exec", "donor", "sh", "-c", "echo from-donor > /dev/shm/f"]);
+    ok(&[
+        "run",
+        "-d",
+        "--name",
+        "joiner",
+        "--ipc",
+        "container:donor",
+        "bb",
+        "sleep",
+        "4343",
+    ]);
+    assert_eq!(ok(&["exec", "joiner", "cat", "/dev/shm/f"]), "from-donor\n");
+    ok(&[
+        "exec",
+        "joiner",
+        "sh",
+        "-c",
+        "echo from-joiner > /dev/shm/g",
+    ]);
+    assert_eq!(ok(&["exec", "donor", "cat", "/dev/shm/g"]), "from-joiner\n");
+    let ns = |c: &str| ok(&["exec", c, "readlink", "/proc/self/ns/ipc"]);
+    assert_eq!(ns("joiner"), ns("donor"), "one IPC namespace");
+    let own = ok(&["run", "--rm", "bb", "readlink", "/proc/self/ns/ipc"]);
+    assert_ne!(own, ns("donor"), "others keep their own");
+    let (_, body) = api(&d, "GET", "/containers/joiner/json");
+    assert!(body.contains("\"IpcMode\":\"container:donor\""), "{body}");
+    let (_, body) = api(&d, "GET", "/containers/donor/json");
+    assert!(body.contains("\"IpcMode\":\"shareable\""), "{body}");
+    // The joiner keeps the memory it shares when the donor stops.
+    ok(&["stop", "-t", "1", "donor"]);
+    assert_eq!(
+        ok(&["exec", "joiner", "cat", "/dev/shm/g"]),
+        "from-joiner\n"
+    );
+    let (code, _, err) = outcome(&d.docker(
+        "docker",
+        &["run", "--rm", "--ipc", "container:donor", "bb", "true"],
+    ));
+    assert_ne!(code, 0);
+    assert!(err.contains("not running"), "{err}");
+    ok(&["rm", "-f", "joiner", "donor"]);
+
+    // A private container (the default) cannot be joined: Docker asks for shareable.
+    ok(&["run", "-d", "--name", "private", "bb", "sleep", "4444"]);
+    let (code, _, err) = outcome(&d.docker(
+        "docker",
+        &["run", "--rm", "--ipc", "container:private", "bb", "true"],
+    ));
+    assert_ne!(code, 0);
+    assert!(err.contains("--ipc shareable"), "{err}");
+    ok(&["rm", "-f", "private"]);
+
+    // --ipc none: a namespace of its own and no /dev/shm mounted.
+    let out = ok(&["run", "--rm", "--ipc", "none", "bb", "cat", "/proc/mounts"]);
+    assert!(!out.contains(" /dev/shm "), "{out}");
+    let out = ok(&["run", "--rm", "bb", "cat", "/proc/mounts"]);
+    assert!(out.contains(" /dev/shm "), "{out}");
+}
+
 /// `--domainname` (dropped before) is set in the container's own UTS namespace, shown
 /// by inspect, and refused with `--uts host`.
 #[test]

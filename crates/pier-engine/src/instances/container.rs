@@ -488,6 +488,7 @@ impl ContainerDriver {
             gid_maps: req.gid_maps.clone(),
             host_pid: super::host_access::host_pid(req)?,
             host_ipc: super::host_access::host_ipc(req)?,
+            no_shm: super::host_access::ipc_none(req),
             host_uts,
             sysctls: req.sysctls.clone(),
             devices: req
@@ -597,9 +598,10 @@ impl ContainerDriver {
     }
 }
 
-/// Points the bundle's namespace of type `kind` (`pid`, `ipc`) at `path`, another
-/// container's, to be joined rather than made.
-pub(crate) fn set_namespace_path(dir: &Path, kind: &str, path: &str) -> EngineResult<()> {
+/// Points the bundle's namespace of type `kind` (`pid`, `ipc`) at process `pid`'s (another
+/// container's init), to be joined rather than made. Joining an IPC namespace takes that
+/// container's `/dev/shm` too: the runtime clones it from the process's mount namespace.
+pub(crate) fn join_namespace_of(dir: &Path, kind: &str, pid: i32) -> EngineResult<()> {
     let file = dir.join("config.json");
     let mut spec: serde_json::Value = serde_json::from_slice(
         &fs::read(&file).map_err(|e| internal(format!("cannot read config.json: {e}")))?,
@@ -609,7 +611,19 @@ pub(crate) fn set_namespace_path(dir: &Path, kind: &str, path: &str) -> EngineRe
         return Err(internal("config.json has no namespaces"));
     };
     list.retain(|n| n["type"] != kind);
-    list.push(serde_json::json!({"type": kind, "path": path}));
+    list.push(serde_json::json!({"type": kind, "path": format!("/proc/{pid}/ns/{kind}")}));
+    if kind == "ipc" {
+        let Some(mounts) = spec["mounts"].as_array_mut() else {
+            return Err(internal("config.json has no mounts"));
+        };
+        mounts.retain(|m| m["destination"] != "/dev/shm");
+        mounts.push(serde_json::json!({
+            "destination": "/dev/shm",
+            "type": "bind",
+            "source": format!("/proc/{pid}/root/dev/shm"),
+            "options": ["rbind"],
+        }));
+    }
     fs::write(&file, serde_json::to_vec(&spec).expect("json"))
         .map_err(|e| internal(format!("cannot write config.json: {e}")))
 }

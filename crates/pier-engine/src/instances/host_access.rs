@@ -1,5 +1,5 @@
 //! What a container may share with or take from the host beyond its own namespaces:
-//! `--pid host`, `--ipc host`, `--cgroupns host`, `--sysctl`, `--device`,
+//! `--pid`/`--ipc host` or `container:NAME`, `--cgroupns host`, `--sysctl`, `--device`,
 //! `--device-cgroup-rule`, `--memory-swappiness` and `--group-add`; their checks at create
 //! (namespaced sysctls only, devices that are device nodes) and their forms for the
 //! runtime spec.
@@ -35,33 +35,39 @@ pub fn host_pid(req: &ContainerCreate) -> EngineResult<bool> {
     host_mode("--pid", req.pid_mode.as_deref(), &["private"], true)
 }
 
-/// `--ipc host`. (`--ipc container:NAME` would share the other container's /dev/shm too,
-/// a tmpfs of its own mount namespace that a bind mount cannot reach: refused, saying so.)
+/// `--ipc host`. `none` is a private namespace without `/dev/shm`; `container:NAME`
+/// joins that (`shareable`) container's namespace and `/dev/shm` at the start
+/// ([`shared_with`]).
 pub fn host_ipc(req: &ContainerCreate) -> EngineResult<bool> {
-    if let Some(m) = req
-        .ipc_mode
-        .as_deref()
-        .filter(|m| m.starts_with("container:"))
-    {
-        return Err(invalid(format!(
-            "--ipc {m} is not supported by pier yet: its /dev/shm would not be shared; use --ipc host or share files through a volume"
-        )));
-    }
     host_mode(
         "--ipc",
         req.ipc_mode.as_deref(),
-        &["private", "shareable"],
-        false,
+        &["private", "shareable", "none"],
+        true,
     )
 }
 
-/// The containers whose namespaces this one joins at each start: (`pid`, the other
-/// container's name or ID), from `--pid container:NAME`.
+/// `--ipc none`: no `/dev/shm` at all.
+pub fn ipc_none(req: &ContainerCreate) -> bool {
+    req.ipc_mode.as_deref() == Some("none")
+}
+
+/// Whether other containers may join this one's IPC namespace (`--ipc shareable`, as
+/// Docker asks of the container named by `--ipc container:NAME`).
+pub fn ipc_shareable(req: &ContainerCreate) -> bool {
+    req.ipc_mode.as_deref() == Some("shareable")
+}
+
+/// The containers whose namespaces this one joins at each start: (`pid` or `ipc`, the
+/// other container's name or ID), from `--pid`/`--ipc container:NAME`.
 pub fn shared_with(req: &ContainerCreate) -> Vec<(&'static str, &str)> {
-    [("pid", req.pid_mode.as_deref())]
-        .into_iter()
-        .filter_map(|(kind, mode)| Some((kind, mode?.strip_prefix("container:")?)))
-        .collect()
+    [
+        ("pid", req.pid_mode.as_deref()),
+        ("ipc", req.ipc_mode.as_deref()),
+    ]
+    .into_iter()
+    .filter_map(|(kind, mode)| Some((kind, mode?.strip_prefix("container:")?)))
+    .collect()
 }
 
 /// `--uts host`: the host's hostname, which the container cannot set (no
@@ -108,6 +114,15 @@ fn check_sysctl(req: &ContainerCreate, key: &str, value: &str) -> EngineResult<(
         if host_ipc(req)? {
             return Err(invalid(format!(
                 "--sysctl {key} would change the host's: the container shares the host's IPC namespace (--ipc host)"
+            )));
+        }
+        if let Some(m) = req
+            .ipc_mode
+            .as_deref()
+            .filter(|m| m.starts_with("container:"))
+        {
+            return Err(invalid(format!(
+                "--sysctl {key} would change another container's: this one joins its IPC namespace (--ipc {m}); set it there"
             )));
         }
         return Ok(());
@@ -268,6 +283,12 @@ mod tests {
             r.sysctls.insert("kernel.sem".into(), "1 2 3 4".into());
         });
         assert!(validate(&ipc_host).is_err());
+        let ipc_joined = req(|r| {
+            r.ipc_mode = Some("container:x".into());
+            r.sysctls.insert("kernel.shmmax".into(), "1000".into());
+        });
+        let e = validate(&ipc_joined).unwrap_err().to_string();
+        assert!(e.contains("another container's"), "{e}");
     }
 
     #[test]
@@ -282,10 +303,13 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("--pid container: is not supported"), "{e}");
-        let e = host_ipc(&req(|r| r.ipc_mode = Some("container:x".into())))
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("/dev/shm would not be shared"), "{e}");
+        let joins = req(|r| r.ipc_mode = Some("container:x".into()));
+        assert!(!host_ipc(&joins).unwrap());
+        assert_eq!(shared_with(&joins), vec![("ipc", "x")]);
+        assert!(host_ipc(&req(|r| r.ipc_mode = Some("container:".into()))).is_err());
+        assert!(host_ipc(&req(|r| r.ipc_mode = Some("elsewhere".into()))).is_err());
+        let none = req(|r| r.ipc_mode = Some("none".into()));
+        assert!(!host_ipc(&none).unwrap() && ipc_none(&none));
         assert!(!host_ipc(&req(|r| r.ipc_mode = Some("shareable".into()))).unwrap());
         assert!(host_ipc(&req(|r| r.ipc_mode = Some("host".into()))).unwrap());
         assert!(host_uts(&req(|r| r.uts_mode = Some("host".into()))).unwrap());

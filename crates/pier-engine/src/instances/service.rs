@@ -1070,7 +1070,8 @@ impl Instances {
     }
 
     /// `--pid`/`--ipc container:NAME`: points the bundle's namespaces at that container's,
-    /// which must run now (they are looked for again at each start, as Docker does).
+    /// which must run now (they are looked for again at each start, as Docker does). An
+    /// IPC namespace is joined only if its container was made `--ipc shareable`.
     fn join_shared_namespaces(&self, c: &ContainerInspect) -> EngineResult<()> {
         for (kind, other) in super::host_access::shared_with(&c.config) {
             let o = self.lookup(&c.project, other)?;
@@ -1084,11 +1085,13 @@ impl Instances {
                     )))
                 }
             };
-            super::container::set_namespace_path(
-                &self.cdir(&c.id),
-                kind,
-                &format!("/proc/{pid}/ns/{kind}"),
-            )?;
+            if kind == "ipc" && !super::host_access::ipc_shareable(&o.config) {
+                return Err(conflict(format!(
+                    "cannot join the IPC namespace of container {}: it is not shareable; create it with --ipc shareable",
+                    o.name
+                )));
+            }
+            super::container::join_namespace_of(&self.cdir(&c.id), kind, pid)?;
         }
         Ok(())
     }
