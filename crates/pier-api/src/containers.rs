@@ -271,6 +271,15 @@ pub struct ContainerCreate {
     pub cpuset_mems: Option<String>,
     /// Per-device I/O limits: `--device-read-bps` and its kin, `--blkio-weight-device`.
     pub device_io: Vec<DeviceIoLimit>,
+    /// `--kernel-memory`, in bytes (cgroup v1's `memory.kmem.limit_in_bytes`; v2 has
+    /// no such limit and refuses it).
+    pub kernel_memory: Option<i64>,
+    /// Docker's `KernelMemoryTCP`, in bytes (cgroup v1).
+    pub kernel_memory_tcp: Option<i64>,
+    /// `--cpu-rt-period`, in microseconds (cgroup v1 with real-time group scheduling).
+    pub cpu_rt_period: Option<i64>,
+    /// `--cpu-rt-runtime`, in microseconds per period of real-time scheduling.
+    pub cpu_rt_runtime: Option<i64>,
     /// `--link NAME[:ALIAS]` as `NAME:ALIAS`: on the default bridge, /etc/hosts entries
     /// and the linked container's environment as `ALIAS_*` variables; on a user network,
     /// the alias resolves to it for this container only.

@@ -126,6 +126,38 @@ impl Host {
                 return Err(MissingController { controller, option });
             }
         }
+        // Limits only cgroup v1 has, and only some kernels.
+        let mem = r.memory().as_ref();
+        let cpu = r.cpu().as_ref();
+        for (asked, controller, file, option) in [
+            (
+                mem.is_some_and(|m| m.kernel().is_some() || m.kernel_tcp().is_some()),
+                "memory",
+                "memory.kmem.limit_in_bytes",
+                "--kernel-memory",
+            ),
+            (
+                cpu.is_some_and(|c| {
+                    c.realtime_period().is_some() || c.realtime_runtime().is_some()
+                }),
+                "cpu",
+                "cpu.rt_runtime_us",
+                "--cpu-rt-runtime",
+            ),
+        ] {
+            let offered =
+                self.layout == Layout::V1 && Path::new(BASE).join(controller).join(file).exists();
+            if asked && !offered {
+                return Err(MissingController {
+                    controller: if controller == "cpu" {
+                        "cgroup v1 real-time cpu"
+                    } else {
+                        "cgroup v1 kernel memory"
+                    },
+                    option,
+                });
+            }
+        }
         Ok(())
     }
 }
@@ -361,6 +393,56 @@ fn write_offered(
     write(path, value)
 }
 
+/// A v1 cgroup file holding one number.
+fn read_u64(path: &Path) -> Option<u64> {
+    fs::read_to_string(path).ok()?.trim().parse().ok()
+}
+
+/// A real-time budget as the kernel weighs it against its parent's (`to_ratio`).
+fn rt_ratio(period: u64, runtime: u64) -> u128 {
+    (u128::from(runtime) << 20) / u128::from(period.max(1))
+}
+
+/// Makes room, in `dir`'s parent and up to the hierarchy's root, for `dir` to hold
+/// `runtime` of each `period` microseconds of real-time scheduling. A new group has no
+/// budget, and the kernel refuses a child more than its parent holds; so each ancestor
+/// below the root is given what its children then hold (Docker asks for the parent's
+/// budget as a daemon flag instead). The root keeps the kernel's own budget.
+fn grant_realtime(dir: &Path, period: u64, runtime: u64) -> Result<(), CgroupError> {
+    let Some(parent) = dir.parent() else {
+        return Ok(());
+    };
+    let file = "cpu.rt_runtime_us";
+    // The hierarchy's root is the last directory with the file but no parent that has it.
+    if !parent.parent().is_some_and(|pp| pp.join(file).exists()) {
+        return Ok(());
+    }
+    let mut need = rt_ratio(period, runtime);
+    for sibling in fs::read_dir(parent).map_err(err("read", parent))?.flatten() {
+        let path = sibling.path();
+        if path == dir || !path.join(file).exists() {
+            continue;
+        }
+        let (Some(p), Some(r)) = (
+            read_u64(&path.join("cpu.rt_period_us")),
+            read_u64(&path.join(file)),
+        ) else {
+            continue;
+        };
+        need += rt_ratio(p, r);
+    }
+    let parent_period = read_u64(&parent.join("cpu.rt_period_us")).unwrap_or(1_000_000);
+    let held = read_u64(&parent.join(file)).unwrap_or(0);
+    if rt_ratio(parent_period, held) >= need {
+        return Ok(());
+    }
+    let wanted = u64::try_from((need * u128::from(parent_period)).div_ceil(1 << 20) + 1)
+        .unwrap_or(u64::MAX)
+        .min(parent_period);
+    grant_realtime(parent, parent_period, wanted)?;
+    write(&parent.join(file), &wanted.to_string())
+}
+
 /// The cgroup path of container `id` under `parent` (the spec's `cgroupsPath`).
 pub fn path_for(parent: &str, id: &str) -> String {
     format!("/{}/{id}", parent.trim_matches('/'))
@@ -550,6 +632,46 @@ impl Cgroup {
             }
         }
         if let Some(mem) = r.memory() {
+            for (value, file, option) in [
+                (
+                    mem.kernel(),
+                    "memory.kmem.limit_in_bytes",
+                    "--kernel-memory",
+                ),
+                (
+                    mem.kernel_tcp(),
+                    "memory.kmem.tcp.limit_in_bytes",
+                    "KernelMemoryTCP",
+                ),
+            ] {
+                if let Some(v) = value {
+                    let dir = self.dir_for_limit("memory", option)?;
+                    let path = dir.join(file);
+                    write_offered(
+                        &path,
+                        &v.to_string(),
+                        "apply --kernel-memory",
+                        "this host's cgroups have no kernel memory limit (cgroup v1 has \
+                         one), so --kernel-memory cannot be applied: run without it",
+                    )?;
+                    // Linux 5.16 and later keep the file for kernel memory but ignore
+                    // what is written (the limit stays unlimited): refused, not dropped.
+                    let kept = read_u64(&path).unwrap_or(0);
+                    if kept > v.max(0) as u64 {
+                        return Err(CgroupError {
+                            op: "apply --kernel-memory",
+                            path: path.display().to_string(),
+                            source: io::Error::new(
+                                io::ErrorKind::Unsupported,
+                                format!(
+                                    "this host's kernel ignores {option} (kernel memory is \
+                                     counted with --memory since Linux 5.16): run without it"
+                                ),
+                            ),
+                        });
+                    }
+                }
+            }
             if let Some(res) = mem.reservation() {
                 let dir = self.dir_for_limit("memory", "--memory-reservation")?;
                 let file = if v2 {
@@ -598,6 +720,34 @@ impl Cgroup {
                     write(&dir.join("cpu.weight"), &weight.to_string())?;
                 } else {
                     write(&dir.join("cpu.shares"), &shares.to_string())?;
+                }
+            }
+            if cpu.realtime_period().is_some() || cpu.realtime_runtime().is_some() {
+                let dir = self.dir_for_limit("cpu", "--cpu-rt-runtime")?;
+                if !dir.join("cpu.rt_runtime_us").exists() {
+                    return Err(CgroupError {
+                        op: "apply --cpu-rt-runtime",
+                        path: dir.display().to_string(),
+                        source: io::Error::new(
+                            io::ErrorKind::Unsupported,
+                            "this host's cgroups offer no real-time budgets (cgroup v1 with \
+                             CONFIG_RT_GROUP_SCHED does), so --cpu-rt-period/--cpu-rt-runtime \
+                             cannot be applied: run without them",
+                        ),
+                    });
+                }
+                let period = match cpu.realtime_period() {
+                    Some(p) => {
+                        write(&dir.join("cpu.rt_period_us"), &p.to_string())?;
+                        p
+                    }
+                    None => read_u64(&dir.join("cpu.rt_period_us")).unwrap_or(1_000_000),
+                };
+                if let Some(runtime) = cpu.realtime_runtime() {
+                    if let Ok(runtime) = u64::try_from(runtime) {
+                        grant_realtime(dir, period, runtime)?;
+                    }
+                    write(&dir.join("cpu.rt_runtime_us"), &runtime.to_string())?;
                 }
             }
             if let Some(cpus) = cpu.cpus() {

@@ -129,7 +129,14 @@ impl StartError {
 
     /// The start error of a cgroup operation that failed.
     pub(crate) fn cgroup(e: crate::cgroups::CgroupError) -> Self {
-        Self::io(Step::Cgroup, e.to_string(), e.source)
+        // A limit this host cannot apply is the request's to change, as a missing
+        // controller is ([`crate::cgroups::MissingController::kind`]).
+        let asked_too_much = e.source.kind() == io::ErrorKind::Unsupported;
+        let mut out = Self::io(Step::Cgroup, e.to_string(), e.source);
+        if asked_too_much {
+            out.kind = ErrorKind::Invalid;
+        }
+        out
     }
 }
 

@@ -228,6 +228,12 @@ pub struct MoreLimits {
     pub cpuset_mems: Option<String>,
     /// `--device-read-bps` and friends, and `--blkio-weight-device`.
     pub device_io: Vec<DeviceIo>,
+    /// `--kernel-memory` and Docker's `KernelMemoryTCP`, in bytes (cgroup v1).
+    pub kernel_memory: Option<i64>,
+    pub kernel_memory_tcp: Option<i64>,
+    /// `--cpu-rt-period` and `--cpu-rt-runtime`, in microseconds (cgroup v1).
+    pub cpu_rt_period: Option<u64>,
+    pub cpu_rt_runtime: Option<i64>,
 }
 
 /// One per-device I/O limit, on the device's numbers.
@@ -335,8 +341,16 @@ pub fn build(input: &SpecInput) -> Result<oci_spec::runtime::Spec, serde_json::E
         || input.memory_swappiness.is_some()
         || more.memory_reservation.is_some()
         || more.oom_kill_disable
+        || more.kernel_memory.is_some()
+        || more.kernel_memory_tcp.is_some()
     {
         let mut m = json!({});
+        if let Some(k) = more.kernel_memory {
+            m["kernel"] = json!(k);
+        }
+        if let Some(k) = more.kernel_memory_tcp {
+            m["kernelTCP"] = json!(k);
+        }
         if let Some(r) = more.memory_reservation {
             m["reservation"] = json!(r);
         }
@@ -370,6 +384,12 @@ pub fn build(input: &SpecInput) -> Result<oci_spec::runtime::Spec, serde_json::E
     }
     if let Some(m) = &more.cpuset_mems {
         cpu["mems"] = json!(m);
+    }
+    if let Some(p) = more.cpu_rt_period {
+        cpu["realtimePeriod"] = json!(p);
+    }
+    if let Some(r) = more.cpu_rt_runtime {
+        cpu["realtimeRuntime"] = json!(r);
     }
     if cpu.as_object().is_some_and(|o| !o.is_empty()) {
         resources["cpu"] = cpu;

@@ -366,6 +366,116 @@ fn pid_container_mode_shares_the_process_namespace() {
     ok(&["rm", "-f", "target"]);
 }
 
+/// Kernel memory limits and `--cpu-rt-runtime` (refused before) land in the container's v1
+/// cgroup, or are refused where the kernel ignores them; the real-time budget is granted up the chain, so a real-time policy can be
+/// set on the container's process (and cannot without a budget). Inspect echoes both.
+#[test]
+#[ignore = "root tier: needs root; scripts/test.sh runs it (--run-ignored all)"]
+fn kernel_memory_and_realtime_budget_apply() {
+    let d = with_busybox(&[]);
+    let ok = |args: &[&str]| {
+        let (code, out, err) = outcome(&d.docker("docker", args));
+        assert_eq!(code, 0, "docker {args:?}: {err}");
+        out.trim().to_string()
+    };
+    let file = |id: &str, name: &str| {
+        d.cgroup_dirs(id)
+            .iter()
+            .map(|dir| dir.join(name))
+            .find_map(|f| std::fs::read_to_string(f).ok())
+            .unwrap_or_else(|| panic!("no {name} for {id}"))
+            .trim()
+            .to_string()
+    };
+    // Kernels since 5.16 ignore kernel memory limits: the start says so. Which this
+    // kernel does is probed on a scratch group.
+    let probe =
+        std::path::Path::new("/sys/fs/cgroup/memory").join(format!("kmem-{}", d.host_tag()));
+    std::fs::create_dir(&probe).unwrap();
+    let _ = std::fs::write(probe.join("memory.kmem.limit_in_bytes"), "67108864");
+    let honoured = std::fs::read_to_string(probe.join("memory.kmem.limit_in_bytes")).unwrap();
+    std::fs::remove_dir(&probe).unwrap();
+    // (the docker CLI of this host no longer sends --kernel-memory: the raw API does)
+    let (status, body) = docker_api(
+        &d,
+        "POST",
+        "/containers/create?name=km",
+        br#"{"Image": "bb", "Cmd": ["true"], "HostConfig": {"KernelMemory": 67108864}}"#,
+    );
+    assert_eq!(status, 201, "{body}");
+    let (status, body) = docker_api(&d, "POST", "/containers/km/start", b"");
+    if honoured.trim() == "67108864" {
+        assert_eq!(status, 204, "{body}");
+    } else {
+        assert_eq!(status, 400, "{body}");
+        assert!(body.contains("ignores --kernel-memory"), "{body}");
+    }
+    ok(&["rm", "-f", "km"]);
+    // Docker's KernelMemoryTCP is applied (the TCP buffers' limit, rounded to pages).
+    let (status, body) = docker_api(
+        &d,
+        "POST",
+        "/containers/create?name=rt",
+        br#"{"Image": "bb", "Cmd": ["sleep", "4242"], "HostConfig": {"KernelMemoryTCP": 67108864, "CpuRealtimeRuntime": 20000}}"#,
+    );
+    assert_eq!(status, 201, "{body}");
+    ok(&["start", "rt"]);
+    let id = ok(&["inspect", "-f", "{{.Id}}", "rt"]);
+    assert_eq!(
+        file(&id, "memory.kmem.tcp.limit_in_bytes"),
+        (64u64 << 20).to_string()
+    );
+    assert_eq!(file(&id, "cpu.rt_runtime_us"), "20000");
+    let (_, body) = api(&d, "GET", "/containers/rt/json");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["HostConfig"]["KernelMemoryTCP"], 64u64 << 20);
+    assert_eq!(v["HostConfig"]["CpuRealtimeRuntime"], 20000);
+    let chrt = |pid: &str| {
+        std::process::Command::new("chrt")
+            .args(["-f", "-p", "1", pid])
+            .output()
+            .unwrap()
+    };
+    let pid = ok(&["inspect", "-f", "{{.State.Pid}}", "rt"]);
+    let out = chrt(&pid);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Without a budget the kernel refuses a real-time policy in the container's group.
+    let id2 = ok(&["run", "-d", "--name", "nort", "bb", "sleep", "4343"]);
+    assert_eq!(file(&id2, "cpu.rt_runtime_us"), "0");
+    let pid2 = ok(&["inspect", "-f", "{{.State.Pid}}", "nort"]);
+    assert!(!chrt(&pid2).status.success());
+    // A budget beyond what the host has is refused at the start, and nothing runs.
+    let (code, _, err) = outcome(&d.docker(
+        "docker",
+        &["run", "--rm", "--cpu-rt-runtime", "990000", "bb", "true"],
+    ));
+    assert_ne!(code, 0, "more than the root's 950000");
+    assert!(err.contains("rt_runtime_us"), "{err}");
+    ok(&["rm", "-f", "rt", "nort"]);
+    let (code, _, err) = outcome(&d.docker(
+        "docker",
+        &[
+            "run",
+            "--rm",
+            "--cpu-rt-period",
+            "1000",
+            "--cpu-rt-runtime",
+            "2000",
+            "bb",
+            "true",
+        ],
+    ));
+    assert_ne!(code, 0);
+    assert!(
+        err.contains("cannot be higher than cpu real-time period"),
+        "{err}"
+    );
+}
+
 /// `--ipc container:NAME` (refused before) joins a `shareable` container's IPC namespace
 /// and its /dev/shm, both ways and past the other's stop; a private container cannot be
 /// joined, and `--ipc none` has no /dev/shm.

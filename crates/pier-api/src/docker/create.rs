@@ -160,11 +160,6 @@ pub struct HostConfig {
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "PascalCase", default)]
 pub struct UnappliedLimits {
-    kernel_memory: Option<i64>,
-    #[serde(rename = "KernelMemoryTCP")]
-    kernel_memory_tcp: Option<i64>,
-    cpu_realtime_period: Option<i64>,
-    cpu_realtime_runtime: Option<i64>,
     cpu_count: Option<i64>,
     cpu_percent: Option<i64>,
     device_requests: Option<Vec<Value>>,
@@ -179,6 +174,11 @@ pub struct UnappliedLimits {
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "PascalCase", default)]
 pub struct MoreLimits {
+    kernel_memory: Option<i64>,
+    #[serde(rename = "KernelMemoryTCP")]
+    kernel_memory_tcp: Option<i64>,
+    cpu_realtime_period: Option<i64>,
+    cpu_realtime_runtime: Option<i64>,
     memory_reservation: Option<i64>,
     oom_kill_disable: Option<bool>,
     oom_score_adj: Option<i64>,
@@ -206,18 +206,20 @@ struct ThrottleDevice {
     rate: u64,
 }
 
-/// [`MoreLimits`] checked as Docker checks them: (reservation, OOM kill disabled, OOM
-/// score, memory nodes, per-device I/O).
-#[allow(clippy::type_complexity)]
-fn more_limits(
-    m: MoreLimits,
-) -> Result<(
-    Option<i64>,
-    bool,
-    Option<i32>,
-    Option<String>,
-    Vec<crate::containers::DeviceIoLimit>,
-)> {
+/// [`MoreLimits`] checked as Docker checks them, as the create request's fields.
+struct CheckedLimits {
+    memory_reservation: Option<i64>,
+    oom_kill_disable: bool,
+    oom_score_adj: Option<i32>,
+    cpuset_mems: Option<String>,
+    device_io: Vec<crate::containers::DeviceIoLimit>,
+    kernel_memory: Option<i64>,
+    kernel_memory_tcp: Option<i64>,
+    cpu_rt_period: Option<i64>,
+    cpu_rt_runtime: Option<i64>,
+}
+
+fn more_limits(m: MoreLimits) -> Result<CheckedLimits> {
     use crate::containers::{DeviceIoKind, DeviceIoLimit};
     let reservation = m.memory_reservation.filter(|r| *r != 0);
     if reservation.is_some_and(|r| r < crate::limits::MIN_MEMORY) {
@@ -265,13 +267,39 @@ fn more_limits(
             d.path
         )));
     }
-    Ok((
-        reservation,
-        m.oom_kill_disable.unwrap_or(false),
-        adj.map(|a| a as i32),
-        nonempty(m.cpuset_mems),
-        io,
-    ))
+    let kernel_memory = m.kernel_memory.filter(|k| *k > 0);
+    if kernel_memory.is_some_and(|k| k < 4 << 20) {
+        return Err(Refused::bad_request(
+            "Minimum kernel memory limit allowed is 4MB",
+        ));
+    }
+    let rt_period = m.cpu_realtime_period.filter(|p| *p != 0);
+    let rt_runtime = m.cpu_realtime_runtime.filter(|r| *r != 0);
+    if let (Some(p), Some(r)) = (rt_period, rt_runtime) {
+        if r > p {
+            return Err(Refused::bad_request(
+                "cpu real-time runtime cannot be higher than cpu real-time period",
+            ));
+        }
+    }
+    if rt_period.is_some_and(|p| !(1..=1_000_000).contains(&p))
+        || rt_runtime.is_some_and(|r| r < -1)
+    {
+        return Err(Refused::bad_request(
+            "invalid cpu real-time limits: the period is 1 to 1000000 microseconds and the runtime at most the period (-1: no limit)",
+        ));
+    }
+    Ok(CheckedLimits {
+        memory_reservation: reservation,
+        oom_kill_disable: m.oom_kill_disable.unwrap_or(false),
+        oom_score_adj: adj.map(|a| a as i32),
+        cpuset_mems: nonempty(m.cpuset_mems),
+        device_io: io,
+        kernel_memory,
+        kernel_memory_tcp: m.kernel_memory_tcp.filter(|k| *k > 0),
+        cpu_rt_period: rt_period,
+        cpu_rt_runtime: rt_runtime,
+    })
 }
 
 /// Refuses every limit of [`UnappliedLimits`] that is set: a limit asked for and not
@@ -284,15 +312,6 @@ fn refuse_unapplied_limits(u: &UnappliedLimits) -> Result<()> {
     };
     let set = |v: Option<i64>| v.is_some_and(|v| v != 0);
     let listed = |v: &Option<Vec<Value>>| v.as_ref().is_some_and(|v| !v.is_empty());
-    if set(u.kernel_memory) || set(u.kernel_memory_tcp) {
-        return Err(not_applied("--kernel-memory", "KernelMemory"));
-    }
-    if set(u.cpu_realtime_period) || set(u.cpu_realtime_runtime) {
-        return Err(not_applied(
-            "--cpu-rt-period/--cpu-rt-runtime",
-            "CpuRealtimePeriod",
-        ));
-    }
     if set(u.cpu_count) || set(u.cpu_percent) {
         return Err(not_applied("--cpu-count/--cpu-percent", "CpuCount"));
     }
@@ -556,8 +575,7 @@ pub fn to_create(b: CreateBody, name: Option<String>, look: &Lookups<'_>) -> Res
         .map(|l| link_of(l))
         .collect::<Result<Vec<_>>>()?;
     refuse_unapplied_limits(&h.unapplied)?;
-    let (memory_reservation, oom_kill_disable, oom_score_adj, cpuset_mems, device_io) =
-        more_limits(h.more)?;
+    let more = more_limits(h.more)?;
     let cpus = cpus_of(h.nano_cpus, h.cpu_quota, h.cpu_period)?;
     let ulimits = h
         .ulimits
@@ -651,11 +669,15 @@ pub fn to_create(b: CreateBody, name: Option<String>, look: &Lookups<'_>) -> Res
         volume_driver: nonempty(h.volume_driver.clone()),
         memory_swappiness,
         userns_mode: nonempty(h.userns_mode.clone()).filter(|m| m == "host"),
-        memory_reservation,
-        oom_kill_disable,
-        oom_score_adj,
-        cpuset_mems,
-        device_io,
+        memory_reservation: more.memory_reservation,
+        oom_kill_disable: more.oom_kill_disable,
+        oom_score_adj: more.oom_score_adj,
+        cpuset_mems: more.cpuset_mems,
+        device_io: more.device_io,
+        kernel_memory: more.kernel_memory,
+        kernel_memory_tcp: more.kernel_memory_tcp,
+        cpu_rt_period: more.cpu_rt_period,
+        cpu_rt_runtime: more.cpu_rt_runtime,
         links,
         volumes_from: h.volumes_from.clone().unwrap_or_default(),
         endpoint: first.options()?,
@@ -1022,7 +1044,15 @@ mod tests {
         .contains("10 to 1000"));
         assert!(refused(serde_json::json!({"KernelMemory": 1048576}))
             .message
-            .contains("--kernel-memory"));
+            .contains("Minimum kernel memory"));
+        assert!(refused(
+            serde_json::json!({"CpuRealtimePeriod": 1000, "CpuRealtimeRuntime": 2000})
+        )
+        .message
+        .contains("cannot be higher"));
+        assert!(refused(serde_json::json!({"CpuCount": 2}))
+            .message
+            .contains("--cpu-count"));
         assert!(refused(
             serde_json::json!({"Mounts": [{"Type": "bind", "Source": "/nope", "Target": "/x"}]})
         )

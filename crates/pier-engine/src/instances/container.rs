@@ -961,6 +961,10 @@ fn more_limits(req: &ContainerCreate) -> EngineResult<pier_runtime::spec::MoreLi
         oom_score_adj: req.oom_score_adj,
         cpuset_mems: req.cpuset_mems.clone(),
         device_io,
+        kernel_memory: req.kernel_memory,
+        kernel_memory_tcp: req.kernel_memory_tcp,
+        cpu_rt_period: req.cpu_rt_period.map(|p| p as u64),
+        cpu_rt_runtime: req.cpu_rt_runtime,
     })
 }
 
