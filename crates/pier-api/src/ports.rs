@@ -4,10 +4,10 @@
 //!
 //! A spec stands for one or more [`PortRequest`]s: `8000-8001:80-81` maps port to port,
 //! `8000-8010:80` takes the first free host port of the range, and a spec without a host
-//! port takes any free one. IPv6 host addresses are refused for now.
+//! port takes any free one. An IPv6 host address is written in brackets: `[::1]:8080:80`.
 
 use std::fmt;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
@@ -53,7 +53,7 @@ pub struct PortSpecError {
 pub struct PortRequest {
     pub proto: Proto,
     /// `None`: every host address.
-    pub host_ip: Option<Ipv4Addr>,
+    pub host_ip: Option<IpAddr>,
     /// Host ports to choose from; `(0, 0)` for any free port.
     pub host_range: (u16, u16),
     pub container_port: u16,
@@ -65,7 +65,7 @@ pub struct PortRequest {
 pub struct PortSpec {
     text: String,
     proto: Proto,
-    host_ip: Option<Ipv4Addr>,
+    host_ip: Option<IpAddr>,
     /// `None` when no host port was given.
     host: Option<(u16, u16)>,
     container: (u16, u16),
@@ -81,7 +81,7 @@ impl PortSpec {
         self.proto
     }
 
-    pub fn host_ip(&self) -> Option<Ipv4Addr> {
+    pub fn host_ip(&self) -> Option<IpAddr> {
         self.host_ip
     }
 
@@ -129,22 +129,43 @@ impl FromStr for PortSpec {
             Some((_, p)) => return Err(bad(format!("unknown protocol {p:?}"))),
             None => (spec, Proto::Tcp),
         };
-        if rest.starts_with('[') {
-            return Err(bad("IPv6 host addresses are not supported yet".into()));
-        }
+        // `[v6]:host:container`: the brackets keep the address's colons apart.
+        let (ip6, rest) = match rest.strip_prefix('[') {
+            Some(r) => {
+                let (addr, after) = r
+                    .split_once(']')
+                    .ok_or_else(|| bad("an IPv6 address opened with '[' needs its ']'".into()))?;
+                let after = after
+                    .strip_prefix(':')
+                    .ok_or_else(|| bad("give the ports after the address: [::1]:8080:80".into()))?;
+                (Some(addr), after)
+            }
+            None => (None, rest),
+        };
         let parts: Vec<&str> = rest.split(':').collect();
-        let (ip, host, cont) = match parts.as_slice() {
-            [c] => (None, None, *c),
-            [h, c] => (None, Some(*h), *c),
-            [i, h, c] => (Some(*i), Some(*h).filter(|h| !h.is_empty()), *c),
+        let (ip, host, cont) = match (ip6, parts.as_slice()) {
+            (None, [c]) => (None, None, *c),
+            (None, [h, c]) => (None, Some(*h), *c),
+            (None, [i, h, c]) => (Some(*i), Some(*h).filter(|h| !h.is_empty()), *c),
+            (Some(i), [h, c]) => (Some(i), Some(*h).filter(|h| !h.is_empty()), *c),
+            (Some(_), [_]) => {
+                return Err(bad(
+                    "give the host port after the address, or leave it empty: [::1]::80".into(),
+                ))
+            }
             _ => return Err(bad("too many ':'".into())),
         };
         let host_ip = match ip {
-            None | Some("") | Some("0.0.0.0") => None,
-            Some(i) => Some(
-                i.parse::<Ipv4Addr>()
-                    .map_err(|_| bad(format!("{i:?} is not an IPv4 address")))?,
-            ),
+            None | Some("") | Some("0.0.0.0") | Some("::") => None,
+            Some(i) if ip6.is_some() => Some(IpAddr::V6(
+                i.parse::<Ipv6Addr>()
+                    .map_err(|_| bad(format!("{i:?} is not an IPv6 address")))?,
+            )),
+            Some(i) => Some(IpAddr::V4(i.parse::<Ipv4Addr>().map_err(|_| {
+                bad(format!(
+                    "{i:?} is not an IPv4 address (write an IPv6 one in brackets: [::1])"
+                ))
+            })?)),
         };
         let range = |s: &str| -> Result<(u16, u16), PortSpecError> {
             let (a, b) = s.split_once('-').unwrap_or((s, s));
@@ -251,7 +272,16 @@ mod tests {
         );
         let p: PortSpec = "127.0.0.1:8080:80/udp".parse().unwrap();
         assert_eq!(p.proto(), Proto::Udp);
-        assert_eq!(p.host_ip(), Some(Ipv4Addr::new(127, 0, 0, 1)));
+        assert_eq!(p.host_ip(), Some(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 1))));
+        assert_eq!(
+            reqs("[fd00::1]:8080:80"),
+            vec![req(Tcp, Some("fd00::1"), (8080, 8080), 80)]
+        );
+        assert_eq!(
+            reqs("[::1]::80/udp"),
+            vec![req(Udp, Some("::1"), (0, 0), 80)]
+        );
+        assert_eq!(reqs("[::]:8080:80"), vec![req(Tcp, None, (8080, 8080), 80)]);
         assert_eq!(p.host_ports(), Some((8080, 8080)));
         assert_eq!(p.container_ports(), (80, 80));
     }
@@ -267,7 +297,11 @@ mod tests {
             ("1:2:3:4", "too many ':'"),
             ("8000-8002:80-81", "differ in length"),
             ("90-80:80", "from low to high"),
-            ("[::1]:80:80", "IPv6"),
+            ("[::1:80:80", "needs its ']'"),
+            ("[::1]80:80", "give the ports after the address"),
+            ("[::1]:80", "give the host port after the address"),
+            ("[1.2.3.4]:80:80", "\"1.2.3.4\" is not an IPv6 address"),
+            ("::1:80:80", "too many ':'"),
             ("1.2.3:80:80", "\"1.2.3\" is not an IPv4 address"),
         ] {
             let e = bad.parse::<PortSpec>().unwrap_err().to_string();
@@ -287,6 +321,7 @@ mod tests {
             "8080:80",
             "127.0.0.1::80/udp",
             "0.0.0.0:8000-8001:80-81/tcp",
+            "[::1]:8080:80",
         ] {
             let p: PortSpec = s.parse().unwrap();
             assert_eq!(p.to_string(), s);

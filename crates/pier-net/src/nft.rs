@@ -9,7 +9,7 @@
 //! everyone else's rules stay as they are.
 
 use std::io::Write;
-use std::net::{Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::process::{Command, Stdio};
 
 use serde_json::{json, Value};
@@ -41,7 +41,7 @@ pub use pier_api::ports::Proto;
 pub struct FwPort {
     pub proto: Proto,
     /// Only traffic to this host address; all local addresses when None.
-    pub host_ip: Option<Ipv4Addr>,
+    pub host_ip: Option<IpAddr>,
     pub host_port: u16,
     pub container_ip: Ipv4Addr,
     /// The container's IPv6 address on a dual-stack network: a port published on every
@@ -156,15 +156,21 @@ fn family_cmds(
         for p in ports {
             let mut e = Vec::new();
             let to = match fam {
-                Family::V4 => {
-                    if let Some(ip) = p.host_ip {
+                Family::V4 => match p.host_ip {
+                    None => p.container_ip.to_string(),
+                    Some(IpAddr::V4(ip)) => {
                         e.push(m(payload("ip", "daddr"), json!(ip.to_string())));
+                        p.container_ip.to_string()
                     }
-                    p.container_ip.to_string()
-                }
+                    Some(IpAddr::V6(_)) => continue,
+                },
                 // A port bound to an IPv4 host address only is not published on IPv6.
                 Family::V6 => match (p.host_ip, p.container_ip6) {
                     (None, Some(ip6)) => ip6.to_string(),
+                    (Some(IpAddr::V6(ip)), Some(ip6)) => {
+                        e.push(m(payload("ip6", "daddr"), json!(ip.to_string())));
+                        ip6.to_string()
+                    }
                     _ => continue,
                 },
             };
@@ -299,12 +305,25 @@ fn items<'a>(doc: &'a Value, kind: &'a str) -> impl Iterator<Item = &'a Value> +
 /// The ports published through the `ports` chains of the tables `pick` names (other
 /// Pier daemons'), read from their rules as [`ruleset`] writes them, all in one
 /// listing: (table, protocol, host address, host port).
-pub fn published_ports(pick: impl Fn(&str) -> bool) -> Vec<(String, Proto, Option<Ipv4Addr>, u16)> {
-    let Some(doc) = list(&["list", "ruleset", "ip"]) else {
-        return Vec::new();
-    };
+pub fn published_ports(pick: impl Fn(&str) -> bool) -> Vec<(String, Proto, Option<IpAddr>, u16)> {
     let mut out = Vec::new();
-    for r in items(&doc, "rule") {
+    for family in ["ip", "ip6"] {
+        if let Some(doc) = list(&["list", "ruleset", family]) {
+            ports_of_rules(&doc, &pick, &mut out);
+        }
+    }
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// The published ports of one family's listing, into `out`.
+fn ports_of_rules(
+    doc: &Value,
+    pick: &impl Fn(&str) -> bool,
+    out: &mut Vec<(String, Proto, Option<IpAddr>, u16)>,
+) {
+    for r in items(doc, "rule") {
         let Some(table) = r["table"].as_str().filter(|t| pick(t)) else {
             continue;
         };
@@ -316,7 +335,7 @@ pub fn published_ports(pick: impl Fn(&str) -> bool) -> Vec<(String, Proto, Optio
             let Some(mt) = e.get("match") else { continue };
             let left = &mt["left"]["payload"];
             match (left["protocol"].as_str(), left["field"].as_str()) {
-                (Some("ip"), Some("daddr")) => {
+                (Some("ip" | "ip6"), Some("daddr")) => {
                     ip = mt["right"].as_str().and_then(|a| a.parse().ok());
                 }
                 (Some(p @ ("tcp" | "udp")), Some("dport")) => {
@@ -330,7 +349,6 @@ pub fn published_ports(pick: impl Fn(&str) -> bool) -> Vec<(String, Proto, Optio
             out.push((table.to_string(), proto, ip, port));
         }
     }
-    out
 }
 
 /// Deletes Pier's tables (if they exist).

@@ -297,7 +297,56 @@ fn dual_stack_networks_route_nat_publish_and_isolate_ipv6() {
         endpoint(&d, "c4", "v6a")["GlobalIPv6Address"],
         "fd00:19:1::4"
     );
-    dk(&d, &["rm", "-f", "c1", "c2", "c3", "c4"]);
+    // A port bound to one IPv6 host address answers there, and a container without an
+    // IPv6 address cannot take one (no proxy translates between the families).
+    dk(
+        &d,
+        &[
+            "run",
+            "-d",
+            "--name",
+            "c5",
+            "--network",
+            "v6a",
+            "-p",
+            "[fd00:19:ff::1]:8081:80",
+            "bb",
+            "sh",
+            "-c",
+            &serve.replace("hello-v6", "hello-bound"),
+        ],
+    );
+    let ports = inspect(&d, "container", "c5")["NetworkSettings"]["Ports"].to_string();
+    assert!(
+        ports.contains(r#""HostIp":"fd00:19:ff::1","HostPort":"8081""#),
+        "{ports}"
+    );
+    let mut last = String::new();
+    let answered = (0..50).any(|_| {
+        let (_, text) = out.run(&["nc", "-w", "2", "fd00:19:ff::1", "8081"]);
+        last = text;
+        if last.contains("hello-bound") {
+            return true;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        false
+    });
+    assert!(answered, "port 8081 on [fd00:19:ff::1]: {last:?}");
+    let ip6 = table(&d, "ip6").unwrap();
+    assert!(
+        ip6.contains("ip6 daddr fd00:19:ff::1 tcp dport 8081"),
+        "{ip6}"
+    );
+    assert!(
+        !table(&d, "ip").unwrap().contains("dport 8081"),
+        "an IPv6-bound port is not published on IPv4"
+    );
+    let err = dk_fails(
+        &d,
+        &["run", "--rm", "-p", "[fd00:19:ff::1]:8082:80", "bb", "true"],
+    );
+    assert!(err.contains("has no IPv6 address"), "{err}");
+    dk(&d, &["rm", "-f", "c1", "c2", "c3", "c4", "c5"]);
     dk(&d, &["network", "rm", "v6a", "v6b"]);
     assert!(
         table(&d, "ip6").is_none(),

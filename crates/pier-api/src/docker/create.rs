@@ -802,6 +802,7 @@ fn ports_of(
             let ip = nonempty(pb.host_ip).filter(|ip| ip != "::" && ip != "0.0.0.0");
             let hp = nonempty(pb.host_port).unwrap_or_default();
             publish.push(match ip {
+                Some(ip) if ip.contains(':') => format!("[{ip}]:{hp}:{port}"),
                 Some(ip) => format!("{ip}:{hp}:{port}"),
                 None if hp.is_empty() => port.clone(),
                 None => format!("{hp}:{port}"),

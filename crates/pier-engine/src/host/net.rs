@@ -12,7 +12,7 @@ pub mod fake;
 use std::collections::HashMap;
 use std::future::Future;
 use std::io;
-use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
@@ -98,10 +98,10 @@ pub trait NetHost: Send + Sync + 'static {
     /// The host's IPv4 routes but the default one: (device, destination).
     fn routes(&self) -> Vec<(String, Ipv4Net)>;
     /// A host port nothing uses, as the kernel picks one for a socket bound to port 0.
-    fn ephemeral_port(&self, proto: Proto, ip: Option<Ipv4Addr>) -> io::Result<u16>;
+    fn ephemeral_port(&self, proto: Proto, ip: Option<IpAddr>) -> io::Result<u16>;
     /// Whether a program on the host listens on the port (a published port would hide
     /// it): Ok when free.
-    fn port_free(&self, proto: Proto, ip: Option<Ipv4Addr>, port: u16) -> io::Result<()>;
+    fn port_free(&self, proto: Proto, ip: Option<IpAddr>, port: u16) -> io::Result<()>;
     /// Serves DNS for network `network_id` on `addr` from `records` (a second call for
     /// the same network keeps the first server).
     fn serve_dns<'a>(
@@ -127,7 +127,7 @@ pub trait Firewall: Send + Sync + 'static {
     fn foreign_owner(&self) -> Option<String>;
     /// Ports other Pier daemons of this host publish: (their table, protocol, address,
     /// port).
-    fn others_ports(&self) -> Vec<(String, Proto, Option<Ipv4Addr>, u16)>;
+    fn others_ports(&self) -> Vec<(String, Proto, Option<IpAddr>, u16)>;
 }
 
 /// [`NetHost`] over `pier-net`: rtnetlink, namespace files, tc and DNS servers.
@@ -260,8 +260,8 @@ impl NetHost for RealNetHost {
         pier_net::ipam::host_routes()
     }
 
-    fn ephemeral_port(&self, proto: Proto, ip: Option<Ipv4Addr>) -> io::Result<u16> {
-        let addr = SocketAddr::from((ip.unwrap_or(Ipv4Addr::UNSPECIFIED), 0));
+    fn ephemeral_port(&self, proto: Proto, ip: Option<IpAddr>) -> io::Result<u16> {
+        let addr = SocketAddr::new(ip.unwrap_or(Ipv4Addr::UNSPECIFIED.into()), 0);
         match proto {
             Proto::Tcp => std::net::TcpListener::bind(addr).and_then(|l| l.local_addr()),
             Proto::Udp => std::net::UdpSocket::bind(addr).and_then(|s| s.local_addr()),
@@ -269,8 +269,8 @@ impl NetHost for RealNetHost {
         .map(|a| a.port())
     }
 
-    fn port_free(&self, proto: Proto, ip: Option<Ipv4Addr>, port: u16) -> io::Result<()> {
-        let addr = SocketAddr::from((ip.unwrap_or(Ipv4Addr::UNSPECIFIED), port));
+    fn port_free(&self, proto: Proto, ip: Option<IpAddr>, port: u16) -> io::Result<()> {
+        let addr = SocketAddr::new(ip.unwrap_or(Ipv4Addr::UNSPECIFIED.into()), port);
         match proto {
             Proto::Tcp => std::net::TcpListener::bind(addr).map(drop),
             Proto::Udp => std::net::UdpSocket::bind(addr).map(drop),
@@ -337,7 +337,7 @@ impl Firewall for NftFirewall {
             .find(|m| m != self.names.owner_chain())
     }
 
-    fn others_ports(&self) -> Vec<(String, Proto, Option<Ipv4Addr>, u16)> {
+    fn others_ports(&self) -> Vec<(String, Proto, Option<IpAddr>, u16)> {
         let own = self.names.table();
         nft::published_ports(|t| HostNames::is_pier_table(t) && t != own)
     }

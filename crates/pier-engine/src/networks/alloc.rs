@@ -42,7 +42,7 @@ pub struct PortHolder {
     /// The container's name, for error messages.
     pub name: String,
     /// Only this host address; every one when None.
-    pub host_ip: Option<Ipv4Addr>,
+    pub host_ip: Option<IpAddr>,
     /// Where the port goes: the container's address on its first network.
     pub container_ip: Option<Ipv4Addr>,
     /// And its IPv6 address there, on a dual-stack network.
@@ -51,7 +51,7 @@ pub struct PortHolder {
     pub container_port: u16,
 }
 
-fn clashes(a: Option<Ipv4Addr>, b: Option<Ipv4Addr>) -> bool {
+fn clashes(a: Option<IpAddr>, b: Option<IpAddr>) -> bool {
     a.is_none() || b.is_none() || a == b
 }
 
@@ -300,6 +300,19 @@ impl Networks {
         (container_ip, container_ip6): (Option<Ipv4Addr>, Option<Ipv6Addr>),
         requests: &[PortRequest],
     ) -> EngineResult<Vec<PortBinding>> {
+        // Ports are forwarded without a proxy, so an IPv6 host address reaches only an
+        // IPv6 container address.
+        if let Some(r) = requests
+            .iter()
+            .find(|r| r.host_ip.is_some_and(|i| i.is_ipv6()) && container_ip6.is_none())
+        {
+            return Err(invalid(format!(
+                "cannot publish [{}]:{}: container {} has no IPv6 address on its first network; connect it to an IPv6 network first (docker network create --ipv6), or publish on an IPv4 host address",
+                r.host_ip.expect("v6"),
+                r.container_port,
+                c.name
+            )));
+        }
         // Other daemons on this host publish through tables of their own, with no socket
         // that `port_free` would find.
         let others = self.fw.others_ports();
@@ -353,9 +366,9 @@ impl Networks {
         &self,
         c: &ContainerInspect,
         proto: Proto,
-        ip: Option<Ipv4Addr>,
+        ip: Option<IpAddr>,
         port: u16,
-        others: &[(String, Proto, Option<Ipv4Addr>, u16)],
+        others: &[(String, Proto, Option<IpAddr>, u16)],
         seen: &mut Seen,
     ) -> EngineResult<Option<String>> {
         let k = port_key(proto, port);
@@ -390,7 +403,7 @@ impl Networks {
         &self,
         c: &ContainerInspect,
         r: &PortRequest,
-        others: &[(String, Proto, Option<Ipv4Addr>, u16)],
+        others: &[(String, Proto, Option<IpAddr>, u16)],
         seen: &mut Seen,
     ) -> EngineResult<u16> {
         if r.host_range == (0, 0) {
@@ -423,7 +436,11 @@ impl Networks {
             return Ok(p);
         }
         let last_err = last_err.unwrap_or_default();
-        let ip = r.host_ip.map(|i| format!("{i}:")).unwrap_or_default();
+        let ip = match r.host_ip {
+            Some(IpAddr::V6(i)) => format!("[{i}]:"),
+            Some(i) => format!("{i}:"),
+            None => String::new(),
+        };
         let proto = r.proto.as_str();
         let (lo, hi) = r.host_range;
         Err(conflict(if lo == hi {

@@ -316,7 +316,7 @@ impl Networks {
                 .and_then(super::create::host_binding)
             {
                 for r in requests.iter_mut().filter(|r| r.host_ip.is_none()) {
-                    r.host_ip = Some(ip);
+                    r.host_ip = Some(ip.into());
                 }
             }
         }

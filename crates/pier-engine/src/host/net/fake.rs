@@ -10,7 +10,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io;
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -572,7 +572,7 @@ impl NetHost for FakeNetHost {
         out
     }
 
-    fn ephemeral_port(&self, proto: Proto, _ip: Option<Ipv4Addr>) -> io::Result<u16> {
+    fn ephemeral_port(&self, proto: Proto, _ip: Option<IpAddr>) -> io::Result<u16> {
         let mut s = self
             .record(NetCall::EphemeralPort(proto), CallKind::EphemeralPort)
             .map_err(|e| io::Error::other(e.chain()))?;
@@ -587,7 +587,7 @@ impl NetHost for FakeNetHost {
         Ok(p)
     }
 
-    fn port_free(&self, proto: Proto, _ip: Option<Ipv4Addr>, port: u16) -> io::Result<()> {
+    fn port_free(&self, proto: Proto, _ip: Option<IpAddr>, port: u16) -> io::Result<()> {
         let s = self
             .record(NetCall::PortFree(proto, port), CallKind::PortFree)
             .map_err(|e| io::Error::other(e.chain()))?;
@@ -668,7 +668,7 @@ struct FwState {
     /// The table was deleted by hand since the last apply.
     flushed: bool,
     foreign_owner: Option<String>,
-    others: Vec<(String, Proto, Option<Ipv4Addr>, u16)>,
+    others: Vec<(String, Proto, Option<IpAddr>, u16)>,
 }
 
 /// A recording [`Firewall`]; see the module doc.
@@ -719,7 +719,7 @@ impl FakeFirewall {
     }
 
     /// Ports another Pier daemon on the host publishes.
-    pub fn set_others_ports(&self, ports: Vec<(String, Proto, Option<Ipv4Addr>, u16)>) {
+    pub fn set_others_ports(&self, ports: Vec<(String, Proto, Option<IpAddr>, u16)>) {
         self.lock().others = ports;
     }
 }
@@ -758,7 +758,7 @@ impl Firewall for FakeFirewall {
         self.lock().foreign_owner.clone()
     }
 
-    fn others_ports(&self) -> Vec<(String, Proto, Option<Ipv4Addr>, u16)> {
+    fn others_ports(&self) -> Vec<(String, Proto, Option<IpAddr>, u16)> {
         self.lock().others.clone()
     }
 }
