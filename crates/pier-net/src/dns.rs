@@ -41,6 +41,20 @@ pub trait Records: Send + Sync + 'static {
         let _ = client;
         self.lookup(name)
     }
+    /// The IPv6 addresses of a name [`Records::lookup`] knows (containers on dual-stack
+    /// networks), for AAAA queries; by default none.
+    fn lookup6(&self, name: &str) -> Option<Vec<Ipv6Addr>> {
+        self.lookup(name).map(|_| Vec::new())
+    }
+    /// As [`Records::lookup6`], for a query that came from `client`.
+    fn lookup6_from(&self, client: std::net::IpAddr, name: &str) -> Option<Vec<Ipv6Addr>> {
+        self.lookup_from(client, name).map(|_| Vec::new())
+    }
+    /// The name for a PTR query of an IPv6 address on this network, if any.
+    fn reverse6(&self, ip: Ipv6Addr) -> Option<String> {
+        let _ = ip;
+        None
+    }
 }
 
 /// The records as one client sees them.
@@ -56,6 +70,14 @@ impl Records for ClientView {
 
     fn reverse(&self, ip: Ipv4Addr) -> Option<String> {
         self.records.reverse(ip)
+    }
+
+    fn lookup6(&self, name: &str) -> Option<Vec<Ipv6Addr>> {
+        self.records.lookup6_from(self.client, name)
+    }
+
+    fn reverse6(&self, ip: Ipv6Addr) -> Option<String> {
+        self.records.reverse6(ip)
     }
 }
 
@@ -87,6 +109,7 @@ const NXDOMAIN: u16 = 3;
 const NOTIMP: u16 = 4;
 const TYPE_A: u16 = 1;
 const TYPE_PTR: u16 = 12;
+const TYPE_AAAA: u16 = 28;
 const CLASS_IN: u16 = 1;
 const CLASS_ANY: u16 = 255;
 
@@ -112,6 +135,7 @@ struct Query {
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Rdata {
     A(Ipv4Addr),
+    Aaaa(Ipv6Addr),
     /// A name in uncompressed wire form.
     Ptr(Vec<u8>),
 }
@@ -190,6 +214,19 @@ fn encode_name(name: &str) -> Option<Vec<u8>> {
 }
 
 /// `d.c.b.a.in-addr.arpa` to `a.b.c.d`.
+/// The address of an `ip6.arpa` name: 32 nibbles, lowest first.
+fn parse_reverse6(name: &str) -> Option<Ipv6Addr> {
+    let nibbles: Vec<&str> = name.strip_suffix(".ip6.arpa")?.split('.').collect();
+    if nibbles.len() != 32 {
+        return None;
+    }
+    let mut v: u128 = 0;
+    for n in nibbles.iter().rev() {
+        v = (v << 4) | u128::from(u8::from_str_radix(n, 16).ok().filter(|_| n.len() == 1)?);
+    }
+    Some(Ipv6Addr::from(v))
+}
+
 fn parse_reverse(name: &str) -> Option<Ipv4Addr> {
     let mut octets = name.strip_suffix(".in-addr.arpa")?.split('.');
     let mut ip = [0u8; 4];
@@ -220,8 +257,13 @@ fn local_answers(q: &Question, records: &dyn Records) -> Option<Vec<Rdata>> {
         return None;
     }
     let name = q.name.as_deref()?;
-    if let Some(ip) = parse_reverse(name) {
-        let target = records.reverse(ip).and_then(|n| encode_name(&n))?;
+    let reversed = match (parse_reverse(name), parse_reverse6(name)) {
+        (Some(ip), _) => Some(records.reverse(ip)),
+        (None, Some(ip)) => Some(records.reverse6(ip)),
+        (None, None) => None,
+    };
+    if let Some(found) = reversed {
+        let target = found.and_then(|n| encode_name(&n))?;
         return Some(if q.qtype == TYPE_PTR {
             vec![Rdata::Ptr(target)]
         } else {
@@ -229,10 +271,15 @@ fn local_answers(q: &Question, records: &dyn Records) -> Option<Vec<Rdata>> {
         });
     }
     let addrs = records.lookup(name)?;
-    Some(if q.qtype == TYPE_A {
-        addrs.into_iter().map(Rdata::A).collect()
-    } else {
-        Vec::new()
+    Some(match q.qtype {
+        TYPE_A => addrs.into_iter().map(Rdata::A).collect(),
+        TYPE_AAAA => records
+            .lookup6(name)
+            .unwrap_or_default()
+            .into_iter()
+            .map(Rdata::Aaaa)
+            .collect(),
+        _ => Vec::new(),
     })
 }
 
@@ -264,6 +311,7 @@ fn reply(q: &Query, rcode: u16, aa: bool, answers: &[Rdata], max_len: usize) -> 
     for rdata in answers {
         let (rtype, data): (u16, &[u8]) = match rdata {
             Rdata::A(ip) => (TYPE_A, &ip.octets()[..]),
+            Rdata::Aaaa(ip) => (TYPE_AAAA, &ip.octets()[..]),
             Rdata::Ptr(name) => (TYPE_PTR, name),
         };
         out.extend_from_slice(&[0xC0, HEADER_LEN as u8]); // pointer to the question name
@@ -597,13 +645,13 @@ mod tests {
 
     use super::*;
 
-    const TYPE_AAAA: u16 = 28;
     const TYPE_MX: u16 = 15;
 
     /// Records from a map; remembers the names it was asked for.
     #[derive(Default)]
     struct Fake {
         names: HashMap<String, Vec<Ipv4Addr>>,
+        names6: HashMap<String, Vec<Ipv6Addr>>,
         asked: Mutex<Vec<String>>,
     }
 
@@ -615,6 +663,7 @@ mod tests {
                 .collect();
             Arc::new(Fake {
                 names,
+                names6: HashMap::new(),
                 asked: Mutex::default(),
             })
         }
@@ -634,6 +683,14 @@ mod tests {
                 .collect();
             hits.sort();
             hits.first().map(|n| n.to_string())
+        }
+        fn lookup6(&self, name: &str) -> Option<Vec<Ipv6Addr>> {
+            self.lookup(name)?;
+            Some(self.names6.get(name).cloned().unwrap_or_default())
+        }
+        fn reverse6(&self, ip: Ipv6Addr) -> Option<String> {
+            let (n, _) = self.names6.iter().find(|(_, a)| a.contains(&ip))?;
+            Some(n.to_string())
         }
     }
 
@@ -705,6 +762,45 @@ mod tests {
             qname,
             answers,
         }
+    }
+
+    /// A container on a dual-stack network: A and AAAA each give their family, and its
+    /// IPv6 address resolves back (ip6.arpa); a name without IPv6 gets NODATA for AAAA.
+    #[test]
+    fn aaaa_and_ip6_reverse_answer_dual_stack_names() {
+        let v6: Ipv6Addr = "fd00:19:1::2".parse().unwrap();
+        let mut f = Fake::default();
+        f.names.insert("dual".into(), vec![WEB]);
+        f.names6.insert("dual".into(), vec![v6]);
+        f.names.insert("only4".into(), vec![WEB2]);
+        let d = answer(&query(1, "dual", TYPE_AAAA), &f, false);
+        assert_eq!(d.rcode(), NOERROR);
+        assert_eq!(d.answers.len(), 1);
+        assert_eq!(
+            (d.answers[0].0, d.answers[0].2.as_slice()),
+            (TYPE_AAAA, &v6.octets()[..])
+        );
+        assert_eq!(
+            answer(&query(2, "dual", TYPE_A), &f, false).addrs(),
+            vec![WEB]
+        );
+        let d = answer(&query(3, "only4", TYPE_AAAA), &f, false);
+        assert_eq!((d.rcode(), d.answers.len()), (NOERROR, 0), "NODATA");
+        assert!(d.flags & AA != 0);
+        let arpa: String = v6
+            .octets()
+            .iter()
+            .rev()
+            .flat_map(|b| [b & 0xF, b >> 4])
+            .map(|n| format!("{n:x}."))
+            .collect::<String>()
+            + "ip6.arpa";
+        assert_eq!(parse_reverse6(&arpa), Some(v6));
+        let d = answer(&query(4, &arpa, TYPE_PTR), &f, false);
+        assert_eq!(d.answers.len(), 1);
+        assert_eq!(d.answers[0].2, encode_name("dual").unwrap());
+        assert_eq!(parse_reverse6("1.2.ip6.arpa"), None);
+        assert_eq!(parse_reverse6(&arpa.replacen('2', "22", 1)), None);
     }
 
     fn answer(msg: &[u8], recs: &Fake, can_forward: bool) -> Decoded {

@@ -260,6 +260,12 @@ fn dual_stack_networks_route_nat_publish_and_isolate_ipv6() {
         assert!(answered, "port 8080 on [fd00:19:ff::1]: {last:?}");
     };
     check(&d, &out);
+    // Names resolve to IPv6 addresses too (AAAA), and back (ip6.arpa).
+    let found = dk(&d, &["exec", "c2", "nslookup", "-type=AAAA", "c1"]);
+    assert!(found.contains("fd00:19:1::2"), "{found}");
+    dk(&d, &["exec", "c2", "ping6", "-c", "1", "-W", "5", "c1"]);
+    let back = dk(&d, &["exec", "c2", "nslookup", "fd00:19:1::2"]);
+    assert!(back.contains("c1.v6a"), "{back}");
     let ip6 = table(&d, "ip6").expect("the ip6 table");
     assert!(
         ip6.contains("fd00:19:1::/64") && ip6.contains("masquerade"),

@@ -269,7 +269,15 @@ fn limits_asked_for_and_not_applied_are_refused_on_both_apis() {
         (r#""MemoryReservation":1024"#, "Minimum memory reservation"),
         (r#""MemorySwappiness":150"#, "memory swappiness range"),
         (r#""OomScoreAdj":-2000"#, "range for oom score adj"),
-        (r#""KernelMemory":67108864"#, "KernelMemory"),
+        (
+            r#""KernelMemory":1048576"#,
+            "Minimum kernel memory limit allowed is 4MB",
+        ),
+        (
+            r#""CpuRealtimePeriod":1000,"CpuRealtimeRuntime":2000"#,
+            "cpu real-time runtime cannot be higher",
+        ),
+        (r#""CpuCount":2"#, "--cpu-count"),
         (
             r#""Ulimits":[{"Name":"nofile","Soft":-5,"Hard":-5}]"#,
             "ulimit",

@@ -1,9 +1,9 @@
 //! The names each network's DNS server answers: containers by name, short ID and alias
-//! on the networks they are on, kept in memory and rebuilt from the running containers
-//! at start.
+//! on the networks they are on (A records, and AAAA on dual-stack networks), kept in
+//! memory and rebuilt from the running containers at start.
 
 use std::collections::{BTreeMap, HashMap};
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::sync::{Arc, RwLock};
 
 use pier_api::containers::ContainerInspect;
@@ -24,6 +24,9 @@ pub(super) struct NameIndex {
     /// (network ID, address) -> the links of the container holding it there: alias ->
     /// the linked container's name, answered to that container only.
     pub(super) links: HashMap<(String, Ipv4Addr), HashMap<String, String>>,
+    /// The IPv6 address of the endpoint holding an IPv4 address, on a dual-stack network
+    /// (a daemon's subnets do not overlap, so the IPv4 address names the endpoint).
+    pub(super) v6_of: HashMap<Ipv4Addr, Ipv6Addr>,
 }
 
 impl NameIndex {
@@ -83,18 +86,52 @@ impl Records for NetRecords {
             .find_map(|n| idx.names.get(n)?.get(name).cloned())
     }
 
+    fn lookup6(&self, name: &str) -> Option<Vec<Ipv6Addr>> {
+        let v4 = self.lookup(name)?;
+        Some(self.v6_of(&v4))
+    }
+
+    fn lookup6_from(&self, client: std::net::IpAddr, name: &str) -> Option<Vec<Ipv6Addr>> {
+        let v4 = self.lookup_from(client, name)?;
+        Some(self.v6_of(&v4))
+    }
+
+    fn reverse6(&self, ip: Ipv6Addr) -> Option<String> {
+        let v4 = {
+            let idx = self.index.read().unwrap();
+            idx.v6_of
+                .iter()
+                .find(|(_, v6)| **v6 == ip)
+                .map(|(v4, _)| *v4)?
+        };
+        self.reverse(v4)
+    }
+
     fn reverse(&self, ip: Ipv4Addr) -> Option<String> {
         if !self.answers_names {
             return None;
         }
         let idx = self.index.read().unwrap();
         let names = idx.names.get(&self.network)?;
-        // The longest name is the container's name rather than its short ID.
+        // The container's name or an alias, not its short ID (12 hex digits; a name such
+        // as "c1" or "db" is all hex digits too).
         names
             .iter()
-            .filter(|(n, ips)| ips.contains(&ip) && !n.chars().all(|c| c.is_ascii_hexdigit()))
+            .filter(|(n, ips)| {
+                ips.contains(&ip) && !(n.len() == 12 && n.chars().all(|c| c.is_ascii_hexdigit()))
+            })
             .map(|(n, _)| format!("{n}.{}", self.network_name))
             .min()
+    }
+}
+
+impl NetRecords {
+    /// The IPv6 addresses of the endpoints holding `v4` addresses (those that have one).
+    fn v6_of(&self, v4: &[Ipv4Addr]) -> Vec<Ipv6Addr> {
+        let idx = self.index.read().unwrap();
+        v4.iter()
+            .filter_map(|a| idx.v6_of.get(a).copied())
+            .collect()
     }
 }
 
@@ -146,6 +183,10 @@ impl Networks {
                 continue;
             };
             index_links(&mut idx, ep, ip);
+            match ep.ip6_address {
+                Some(v6) => idx.v6_of.insert(ip, v6),
+                None => idx.v6_of.remove(&ip),
+            };
             let names = idx.names.entry(ep.network_id.clone()).or_default();
             let mut keys = vec![c.name.to_ascii_lowercase(), c.id[..12].to_string()];
             keys.extend(ep.aliases.iter().map(|a| a.to_ascii_lowercase()));
@@ -163,6 +204,7 @@ impl Networks {
         for key in ips {
             idx.networks_of.remove(key);
             idx.links.remove(key);
+            idx.v6_of.remove(&key.1);
         }
         for (net, ip) in ips {
             if let Some(names) = idx.names.get_mut(net) {
