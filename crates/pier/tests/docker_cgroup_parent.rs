@@ -330,3 +330,45 @@ fn a_bad_cgroup_parent_is_refused_at_create() {
     assert!(!Path::new("/sys/fs/cgroup/x").exists());
     drop(d);
 }
+
+/// On a pure cgroup v2 host the container's cgroup is `/<parent>/<id>` of the one
+/// hierarchy, made with its new ancestors, and pause and stop reach it there.
+#[test]
+#[ignore = "root tier: needs root; scripts/test.sh runs it (--run-ignored all)"]
+fn on_cgroup_v2_the_container_lives_under_its_parent() {
+    require_root_and_tools(&["ldd"]);
+    let parent = Parent::new();
+    let d = Daemon::start_on_cgroup2(&[]);
+    d.ok(&["image", "from-host", "bb", BUSYBOX]);
+    let nested = format!("{}/a/b", parent.0);
+    let id = docker_ok(
+        &d,
+        &[
+            "run",
+            "-d",
+            "--cgroup-parent",
+            &nested,
+            "bb",
+            "sleep",
+            "1000",
+        ],
+    )
+    .trim()
+    .to_string();
+    // The daemon's /sys/fs/cgroup is this host's unified hierarchy.
+    let cg = Path::new("/sys/fs/cgroup/unified").join(&nested).join(&id);
+    let pid = docker_ok(&d, &["inspect", "-f", "{{.State.Pid}}", &id])
+        .trim()
+        .to_string();
+    let procs = std::fs::read_to_string(cg.join("cgroup.procs")).unwrap();
+    assert_eq!(procs.trim(), pid, "the init is in it");
+    docker_ok(&d, &["pause", &id]);
+    let frozen = std::fs::read_to_string(cg.join("cgroup.freeze")).unwrap();
+    assert_eq!(frozen.trim(), "1");
+    docker_ok(&d, &["unpause", &id]);
+    docker_ok(&d, &["stop", "-t", "1", &id]);
+    docker_ok(&d, &["rm", &id]);
+    assert!(!cg.exists(), "cgroup removed with the container");
+    assert!(Path::new("/sys/fs/cgroup/unified").join(&nested).exists());
+    drop(d);
+}
