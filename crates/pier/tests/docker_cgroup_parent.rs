@@ -244,8 +244,9 @@ fn a_container_lives_under_its_cgroup_parent() {
     drop(d);
 }
 
-/// `pier run --cgroup-parent` puts the container under the parent as Docker's does and
-/// `pier inspect` shows it; an absolute parent is the same place.
+/// `pier run --cgroup-parent` puts the container under the parent as Docker's does, with
+/// Pier's runtime and with runc, and `pier inspect` shows it; an absolute parent is the
+/// same place.
 #[test]
 #[ignore = "root tier: needs root; scripts/test.sh runs it (--run-ignored all)"]
 fn the_native_cli_takes_a_cgroup_parent() {
@@ -267,6 +268,23 @@ fn the_native_cli_takes_a_cgroup_parent() {
         .unwrap_or_else(|| panic!("{out}"));
     assert!(
         memory.contains(&format!(":memory:/{}/cli/", parent.0)),
+        "{out}"
+    );
+    // runc, given the same bundle, makes the same path (and the cpusets on the way).
+    let out = d.ok(&[
+        "run",
+        "--rm",
+        "--runtime",
+        "runc",
+        "--cgroup-parent",
+        &format!("{}/runc/x", parent.0),
+        "bb",
+        "cat",
+        "/proc/self/cgroup",
+    ]);
+    assert!(
+        out.lines()
+            .any(|l| l.contains(&format!(":cpuset:/{}/runc/x/", parent.0))),
         "{out}"
     );
     d.ok(&[
