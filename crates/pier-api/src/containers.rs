@@ -252,6 +252,11 @@ pub struct ContainerCreate {
     pub cgroupns_mode: Option<String>,
     /// `--isolation`: only `default` on Linux; kept to be shown as given.
     pub isolation: Option<String>,
+    /// `--cgroup-parent`: the cgroup the container's cgroup is made in, in every
+    /// hierarchy (`/<parent>/<id>`, relative or absolute both from the hierarchy's root),
+    /// made when missing and left when the container goes; the daemon's own parent when
+    /// absent.
+    pub cgroup_parent: Option<String>,
     /// `--device-cgroup-rule "c 7:128 rwm"`: more rules of the devices cgroup.
     pub device_cgroup_rules: Vec<String>,
     /// `--volume-driver`: the driver of the volumes `-v` names; only `local` makes them.

@@ -217,6 +217,10 @@ pub struct CreateArgs {
     /// Another group of the container's processes (a name of the image's or a number).
     #[arg(long)]
     group_add: Vec<String>,
+    /// The cgroup to make the container's cgroup in (e.g. mygroup/sub), made when
+    /// missing and left when the container goes.
+    #[arg(long)]
+    cgroup_parent: Option<String>,
     /// Image to run.
     image: String,
     /// Command and arguments.
@@ -455,6 +459,7 @@ fn create_request(a: CreateArgs, auto_remove: bool) -> Result<ContainerCreate, C
         pid_mode: a.pid,
         ipc_mode: a.ipc,
         uts_mode: a.uts,
+        cgroup_parent: a.cgroup_parent,
         restart_policy: parse_restart(&a.restart)?,
         log_opts: log_opts_of(&a.log_opt)?,
         labels,

@@ -106,7 +106,7 @@ impl Instances {
         );
         if let (true, Some(pid)) = (running, c.state.pid) {
             let _hold = self.hold_blocking(&c.id)?;
-            if let Some(root) = process_root(pid, &self.cgroup_path(&c.id)) {
+            if let Some(root) = process_root(pid, &self.cgroup_path(&c)) {
                 return f(&c, &root);
             }
         }

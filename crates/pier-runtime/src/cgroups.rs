@@ -443,9 +443,13 @@ fn grant_realtime(dir: &Path, period: u64, runtime: u64) -> Result<(), CgroupErr
     write(&parent.join(file), &wanted.to_string())
 }
 
-/// The cgroup path of container `id` under `parent` (the spec's `cgroupsPath`).
+/// The cgroup path of container `id` under `parent` (the spec's `cgroupsPath`); a
+/// parent of `/` (or none) is the hierarchies' root.
 pub fn path_for(parent: &str, id: &str) -> String {
-    format!("/{}/{id}", parent.trim_matches('/'))
+    match parent.trim_matches('/') {
+        "" => format!("/{id}"),
+        p => format!("/{p}/{id}"),
+    }
 }
 
 impl Cgroup {
@@ -562,17 +566,7 @@ impl Cgroup {
             fs::create_dir_all(d).map_err(err("create", d))?;
         }
         if let Some(cpuset) = self.dir("cpuset").filter(|_| self.layout == Layout::V1) {
-            // A new v1 cpuset is empty and refuses tasks until given cpus and mems.
-            for parent in [cpuset.parent().expect("pier dir"), cpuset] {
-                for f in ["cpuset.cpus", "cpuset.mems"] {
-                    let cur = fs::read_to_string(parent.join(f)).unwrap_or_default();
-                    if cur.trim().is_empty() {
-                        let from = fs::read_to_string(parent.parent().expect("has parent").join(f))
-                            .map_err(err("read", parent))?;
-                        write(&parent.join(f), from.trim())?;
-                    }
-                }
-            }
+            fill_cpusets(&Path::new(BASE).join("cpuset"), cpuset)?;
         }
         match (self.layout, self.dir("devices")) {
             (Layout::V1, Some(devices)) => {
@@ -1105,6 +1099,28 @@ impl Cgroup {
     }
 }
 
+/// Gives every v1 cpuset from below the hierarchy's `root` down to `dir` the cpus and
+/// memory nodes of its parent where it has none: a new v1 cpuset is empty and refuses
+/// tasks until given both, and a `--cgroup-parent` may have made several levels at once.
+fn fill_cpusets(root: &Path, dir: &Path) -> Result<(), CgroupError> {
+    let Ok(rel) = dir.strip_prefix(root) else {
+        return Ok(());
+    };
+    let mut parent = root.to_path_buf();
+    for name in rel.components() {
+        let cur = parent.join(name);
+        for f in ["cpuset.cpus", "cpuset.mems"] {
+            let have = fs::read_to_string(cur.join(f)).map_err(err("read", &cur))?;
+            if have.trim().is_empty() {
+                let from = fs::read_to_string(parent.join(f)).map_err(err("read", &parent))?;
+                write(&cur.join(f), from.trim())?;
+            }
+        }
+        parent = cur;
+    }
+    Ok(())
+}
+
 /// Enables, in `parent`'s subtree and its ancestors', the controllers Pier sets that the
 /// host has and that are not enabled yet: one at a time, since a write naming one the
 /// host lacks would enable none.
@@ -1174,6 +1190,32 @@ mod tests {
             fs::write(t.path().join(c).join("cgroup.procs"), "").unwrap();
         }
         t
+    }
+
+    #[test]
+    fn every_new_cpuset_level_gets_its_parents_cpus_and_mems() {
+        let t = tempfile::tempdir().unwrap();
+        let root = t.path().join("cpuset");
+        let leaf = root.join("a/b/id");
+        fs::create_dir_all(&leaf).unwrap();
+        for (d, cpus) in [(&root, "0-1"), (&root.join("a"), "1")] {
+            fs::write(d.join("cpuset.cpus"), format!("{cpus}\n")).unwrap();
+            fs::write(d.join("cpuset.mems"), "0\n").unwrap();
+        }
+        for d in [root.join("a/b"), leaf.clone()] {
+            fs::write(d.join("cpuset.cpus"), "\n").unwrap();
+            fs::write(d.join("cpuset.mems"), "").unwrap();
+        }
+        fill_cpusets(&root, &leaf).unwrap();
+        for d in [root.join("a/b"), leaf] {
+            // What an existing level has is kept, and passed down.
+            assert_eq!(fs::read_to_string(d.join("cpuset.cpus")).unwrap(), "1");
+            assert_eq!(fs::read_to_string(d.join("cpuset.mems")).unwrap(), "0");
+        }
+        assert_eq!(
+            fs::read_to_string(root.join("a/cpuset.cpus")).unwrap(),
+            "1\n"
+        );
     }
 
     #[test]

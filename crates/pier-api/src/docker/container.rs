@@ -359,7 +359,7 @@ fn host_config_json(c: &ContainerInspect) -> Value {
         "CpuShares": r.cpu_shares.unwrap_or(0),
         "Memory": r.memory.unwrap_or(0),
         "NanoCpus": cpus,
-        "CgroupParent": "",
+        "CgroupParent": r.cgroup_parent.clone().unwrap_or_default(),
         "BlkioWeight": r.blkio_weight.unwrap_or(0),
         "BlkioWeightDevice": device_io_json(r, DeviceIoKind::Weight, "Weight"),
         "BlkioDeviceReadBps": device_io_json(r, DeviceIoKind::ReadBps, "Rate"),

@@ -1,6 +1,6 @@
 //! Docker's create body (`Config` with `HostConfig` and `NetworkingConfig`) and its
 //! mapping onto Pier's create request. What Pier cannot do is refused with a message
-//! rather than dropped: other namespaces' modes, a cgroup parent, logging drivers other
+//! rather than dropped: other namespaces' modes, logging drivers other
 //! than json-file and none, and every resource limit it does not apply
 //! ([`refuse_unapplied_limits`]). The limits it does apply are passed on as given
 //! (a negative memory limit too) and checked once for both APIs by
@@ -497,15 +497,6 @@ fn nonempty(s: Option<String>) -> Option<String> {
     s.filter(|s| !s.is_empty())
 }
 
-fn unsupported_if(cond: bool, what: &str) -> Result<()> {
-    if cond {
-        return Err(Refused::bad_request(format!(
-            "{what} is not supported by pier yet"
-        )));
-    }
-    Ok(())
-}
-
 /// Docker's create body as Pier's request, and what to do around it.
 #[derive(Debug)]
 pub struct Converted {
@@ -665,6 +656,7 @@ pub fn to_create(b: CreateBody, name: Option<String>, look: &Lookups<'_>) -> Res
         log_driver,
         cgroupns_mode,
         isolation,
+        cgroup_parent: nonempty(h.cgroup_parent.clone()),
         device_cgroup_rules: h.device_cgroup_rules.clone().unwrap_or_default(),
         volume_driver: nonempty(h.volume_driver.clone()),
         memory_swappiness,
@@ -733,13 +725,9 @@ fn devices_of(list: Vec<Value>) -> Result<Vec<crate::containers::DeviceMapping>>
         .collect()
 }
 
-/// Refuses the host options Pier does not implement (a cgroup parent, other
-/// namespaces' modes); `--pid` and `--ipc` the engine checks.
+/// Refuses the host options Pier does not implement (other namespaces' modes); `--pid`,
+/// `--ipc` and `--cgroup-parent` the engine checks.
 fn refuse_unsupported(h: &HostConfig) -> Result<()> {
-    unsupported_if(
-        nonempty(h.cgroup_parent.clone()).is_some(),
-        "--cgroup-parent",
-    )?;
     // `--userns host` is what Pier does anyway: it remaps no user IDs daemon-wide.
     for (what, mode, ok) in [
         ("--userns", &h.userns_mode, "host"),

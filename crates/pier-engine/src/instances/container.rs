@@ -92,18 +92,35 @@ impl ContainerDriver {
         self.dir.join(id)
     }
 
-    fn cgroup_path(&self, id: &str) -> String {
-        pier_runtime::cgroups::path_for(&self.cgroup_parent, id)
+    /// Container `c`'s cgroup path: under its `--cgroup-parent`, else under the engine's.
+    fn cgroup_path(&self, c: &ContainerInspect) -> String {
+        super::cgroup_parent::cgroup_path(&self.cgroup_parent, c)
     }
 
-    fn cgroup(&self, id: &str) -> Cgroup {
-        Cgroup::at(&self.cgroup_path(id))
+    fn cgroup(&self, c: &ContainerInspect) -> Cgroup {
+        Cgroup::at(&self.cgroup_path(c))
+    }
+
+    /// The cgroup of the container whose bundle is `dir` when no record of it is at
+    /// hand: the one its spec names (its `--cgroup-parent` is in it), else where the
+    /// engine puts containers.
+    fn bundle_cgroup(&self, dir: &Path, id: &str) -> Cgroup {
+        let named = fs::read(dir.join("config.json"))
+            .ok()
+            .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+            .and_then(|v| v["linux"]["cgroupsPath"].as_str().map(String::from))
+            // Written by this engine from a checked parent; a path that would leave its
+            // hierarchy is not followed all the same.
+            .filter(|p| p.starts_with('/') && !p.split('/').any(|n| n == ".." || n == "."));
+        Cgroup::at(
+            &named.unwrap_or_else(|| pier_runtime::cgroups::path_for(&self.cgroup_parent, id)),
+        )
     }
 
     /// Kills every process left in container `id`'s cgroup and waits for it to be empty:
     /// what runs there without a live monitor is watched by nobody.
-    fn kill_leftovers(&self, id: &str) {
-        let left = pier_runtime::reap::kill_all(&self.cgroup(id), Duration::from_secs(10));
+    fn kill_leftovers(&self, id: &str, cgroup: &Cgroup) {
+        let left = pier_runtime::reap::kill_all(cgroup, Duration::from_secs(10));
         if !left.is_empty() {
             tracing::error!(container = %id, pids = ?left, "processes in the container's cgroup survived SIGKILL");
         }
@@ -481,7 +498,7 @@ impl ContainerDriver {
             shm_size: pier_api::limits::shm_size(req),
             terminal: req.tty,
             mounts,
-            cgroups_path: self.cgroup_path(&c.id),
+            cgroups_path: self.cgroup_path(c),
             seccomp: None,
             init: req.init,
             uid_maps: req.uid_maps.clone(),
@@ -1144,7 +1161,7 @@ impl Driver for ContainerDriver {
                     .map(|_| req.cpu_shares.unwrap_or(0).max(0) as u64),
                 pids_limit: changes.pids_limit,
             };
-            self.cgroup(&c.id)
+            self.cgroup(c)
                 .update(&u)
                 .map_err(|e| invalid(format!("cannot update container {}: {e}", c.name)))?;
         }
@@ -1246,9 +1263,10 @@ impl Driver for ContainerDriver {
         });
         // A monitor that died without recording an exit may have left the container
         // running: nothing may stay in its cgroup (an empty or absent one costs a read).
-        self.kill_leftovers(&c.id);
+        let cgroup = self.cgroup(c);
+        self.kill_leftovers(&c.id, &cgroup);
         unmount(&dir.join("rootfs"));
-        let _ = self.cgroup(&c.id).remove();
+        let _ = cgroup.remove();
         ExitInfo {
             exit_code: exit.exit_code,
             finished_at: exit.finished_at,
@@ -1279,7 +1297,7 @@ impl Driver for ContainerDriver {
             }
         }
         let cgroup = fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap_or_default();
-        if !cgroup.contains(&self.cgroup_path(&c.id)) {
+        if !cgroup.contains(&self.cgroup_path(c)) {
             return Ok(()); // already gone
         }
         // SAFETY: kill(2) with a checked pid and signal number.
@@ -1293,7 +1311,7 @@ impl Driver for ContainerDriver {
     }
 
     fn pause(&self, c: &ContainerInspect, paused: bool) -> EngineResult<()> {
-        self.cgroup(&c.id)
+        self.cgroup(c)
             .freeze(paused)
             .map_err(|e| internal(format!("{e}: {}", e.source)))
     }
@@ -1307,7 +1325,7 @@ impl Driver for ContainerDriver {
     }
 
     fn stats(&self, c: &ContainerInspect) -> InstanceStats {
-        let s = self.cgroup(&c.id).stats();
+        let s = self.cgroup(c).stats();
         InstanceStats {
             cpu_usage_ns: s.cpu_usage_ns,
             memory_usage: s.memory_usage,
@@ -1320,7 +1338,7 @@ impl Driver for ContainerDriver {
     }
 
     fn processes(&self, c: &ContainerInspect) -> Vec<i32> {
-        self.cgroup(&c.id).pids()
+        self.cgroup(c).pids()
     }
 
     fn exec(&self, c: &ContainerInspect, req: &ExecCreate) -> EngineResult<std::process::Command> {
@@ -1340,15 +1358,16 @@ impl Driver for ContainerDriver {
         if let Some(m) = c.state.monitor_pid.or_else(|| self.live_monitor(&dir)) {
             kill_monitor(m, &dir);
         }
-        self.kill_leftovers(&c.id);
+        self.kill_leftovers(&c.id, &self.cgroup(c));
     }
 
     fn destroy(&self, c: &ContainerInspect) {
         let dir = self.cdir(&c.id);
-        self.kill_leftovers(&c.id);
+        let cgroup = self.cgroup(c);
+        self.kill_leftovers(&c.id, &cgroup);
         unmount(&dir.join("rootfs"));
         unmount(&dir.join("layer"));
-        let _ = self.cgroup(&c.id).remove();
+        let _ = cgroup.remove();
         self.discard_dir(&c.id);
     }
 
@@ -1380,7 +1399,7 @@ impl Driver for ContainerDriver {
                 if let Some(m) = live {
                     kill_monitor(m, &dir);
                 }
-                self.kill_leftovers(&c.id);
+                self.kill_leftovers(&c.id, &self.cgroup(c));
             }
             Found {
                 last_start: last.map(handle_of),
@@ -1406,10 +1425,11 @@ impl Driver for ContainerDriver {
                 if let Some(&m) = monitors.get(&e.path()) {
                     kill_monitor(m, &e.path());
                 }
-                self.kill_leftovers(&id);
+                let cgroup = self.bundle_cgroup(&e.path(), &id);
+                self.kill_leftovers(&id, &cgroup);
                 unmount(&e.path().join("rootfs"));
                 unmount(&e.path().join("layer"));
-                let _ = self.cgroup(&id).remove();
+                let _ = cgroup.remove();
                 let _ = fs::remove_dir_all(e.path());
                 tracing::info!(container = %id, "removed the leftovers of a container with no record");
             }

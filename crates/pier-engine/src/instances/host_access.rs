@@ -178,7 +178,7 @@ pub fn device_cgroup_rules(
 }
 
 /// The checks of create for the cgroup options: `--cgroupns`, `--device-cgroup-rule`,
-/// `--memory-swappiness`.
+/// `--cgroup-parent`, `--memory-swappiness`.
 fn validate_cgroup_options(req: &ContainerCreate) -> EngineResult<()> {
     if let Some(m) = req
         .cgroupns_mode
@@ -195,6 +195,7 @@ fn validate_cgroup_options(req: &ContainerCreate) -> EngineResult<()> {
         ));
     }
     device_cgroup_rules(req)?;
+    super::cgroup_parent::check(req.cgroup_parent.as_deref().unwrap_or_default())?;
     if let Some(s) = req.memory_swappiness.filter(|s| !(0..=100).contains(s)) {
         return Err(invalid(format!(
             "Invalid value: {s}, valid memory swappiness range is 0-100"

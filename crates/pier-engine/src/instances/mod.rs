@@ -4,6 +4,7 @@
 //!
 //! - [`driver`]: the seam (the trait and its typed inputs and outputs).
 //! - [`container`]: the container driver (bundle, overlay, cgroup, zygote and monitor).
+//! - [`cgroup_parent`]: `--cgroup-parent`, and where each container's cgroup is.
 //! - [`vm`]: the VM driver (QEMU microVMs from the same images; the host side of a
 //!   VM is a container's, what runs is `pier __vm`).
 //! - [`fake`]: a recording driver with failure injection, for the engine test tier.
@@ -13,6 +14,7 @@
 //! - [`Undo`]: the undo list of a multi-step operation ([`crate::steps::Undo`]).
 
 pub mod actor;
+pub mod cgroup_parent;
 pub mod container;
 pub mod driver;
 pub mod fake;

@@ -491,9 +491,9 @@ impl Instances {
         Ok(this)
     }
 
-    /// The cgroup path (`cgroupsPath`) of container `id`.
-    pub(crate) fn cgroup_path(&self, id: &str) -> String {
-        pier_runtime::cgroups::path_for(&self.cgroup_parent, id)
+    /// The cgroup path (`cgroupsPath`) of container `c`.
+    pub(crate) fn cgroup_path(&self, c: &ContainerInspect) -> String {
+        super::cgroup_parent::cgroup_path(&self.cgroup_parent, c)
     }
 
     /// Removes the containers' cgroup parent, in every hierarchy (runc, for one, also
