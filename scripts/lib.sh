@@ -56,3 +56,21 @@ ensure_docker_py() {
     python3 -m venv "$DOCKER_PY_VENV"
     "$DOCKER_PY_VENV/bin/pip" install -q "docker[websockets]==7.2.0" pytest==7.4.2 pytest-timeout==2.1.0 paramiko
 }
+
+# promtool (Prometheus's checker) unpacked from Debian's `prometheus` package, for the
+# test that checks /metrics: installing the package would also start a Prometheus server.
+PROMTOOL=${PIER_PROMTOOL:-/var/cache/pier/promtool/usr/bin/promtool}
+ensure_promtool() {
+    if [ -x "$PROMTOOL" ]; then
+        return 0
+    fi
+    echo "== Unpacking promtool from Debian's prometheus package"
+    local tmp
+    tmp=$(mktemp -d)
+    (cd "$tmp" && apt-get download -q prometheus >/dev/null 2>&1) ||
+        { apt-get update -q >/dev/null && (cd "$tmp" && apt-get download -q prometheus >/dev/null); }
+    mkdir -p /var/cache/pier/promtool
+    dpkg-deb -x "$tmp"/prometheus_*.deb "$tmp/x"
+    install -D -m 0755 "$tmp/x/usr/bin/promtool" "$PROMTOOL"
+    rm -rf "$tmp"
+}

@@ -10,6 +10,8 @@ ensure_packages "${RUNTIME_PACKAGES[@]}" gcc podman skopeo runc uidmap docker.io
 ensure_rust
 # docker-py, a client the Docker API tests drive (crates/pier/tests/common: DOCKER_PY).
 ensure_docker_py
+# promtool, which checks the daemon's /metrics (crates/pier/tests/metrics.rs).
+ensure_promtool
 # QEMU, the VM kernel and the static guest agent, for the VM tests (crates/pier/tests/vm.rs).
 bash scripts/vm-assets.sh
 

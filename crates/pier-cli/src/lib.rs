@@ -320,6 +320,13 @@ pub struct DaemonArgs {
     /// Log filter, e.g. `info` or `pier_image=debug`.
     #[arg(long, env = "PIER_LOG", default_value = "info")]
     pub log_level: String,
+    /// Log lines as `text` (coloured only on a terminal) or `json` (one object per line).
+    #[arg(long, default_value = "text", value_parser = ["text", "json"])]
+    pub log_format: String,
+    /// Also serve `/metrics` (Prometheus) on this TCP address, e.g. 127.0.0.1:9323; the
+    /// native socket always serves it.
+    #[arg(long)]
+    pub metrics_addr: Option<std::net::SocketAddr>,
     /// Set the kernel's cgroup `favordynmods` option (host-wide), which makes moving a
     /// container into its cgroup about 15 ms faster.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]

@@ -22,6 +22,7 @@ pub mod api_volumes;
 pub mod docker;
 pub mod error;
 pub mod http;
+pub mod metrics;
 pub mod server;
 pub mod stream;
 

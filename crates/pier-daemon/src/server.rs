@@ -47,6 +47,8 @@ pub struct DaemonConfig {
     pub header_timeout: std::time::Duration,
     /// The VMs' assets and accelerator.
     pub vm: pier_engine::instances::vm::VmSettings,
+    /// Serve `/metrics` (Prometheus) on this TCP address too.
+    pub metrics_addr: Option<std::net::SocketAddr>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -143,7 +145,9 @@ pub async fn run(mut config: DaemonConfig) -> Result<(), DaemonError> {
     let engine = open_engine(&config, cgroups).await?;
     engine.start().await?;
     let engine = Arc::new(engine);
-    let registry_server = serve_registry(&config, &engine).await?;
+    let metrics = crate::metrics::Metrics::new();
+    let registry_server = serve_registry(&config, &engine, &metrics).await?;
+    let metrics_server = serve_metrics(&config, &engine, &metrics).await?;
 
     let native = listen(&config.socket)?;
     let docker = config.docker_socket.as_deref().map(listen).transpose()?;
@@ -158,9 +162,17 @@ pub async fn run(mut config: DaemonConfig) -> Result<(), DaemonError> {
     // logs -f) are cut rather than holding the daemon.
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let limits = crate::http::ServeLimits::new(config.header_timeout);
+    let tracked = |app: axum::Router, api: &'static str| {
+        app.layer(axum::middleware::from_fn_with_state(
+            (metrics.clone(), api),
+            crate::metrics::track,
+        ))
+    };
+    let native_app =
+        router(engine.clone()).merge(crate::metrics::routes(metrics.clone(), engine.clone()));
     let native_served = crate::http::serve(
         native,
-        router(engine.clone()),
+        tracked(native_app, "native"),
         limits.clone(),
         stop_rx.clone(),
     );
@@ -168,7 +180,7 @@ pub async fn run(mut config: DaemonConfig) -> Result<(), DaemonError> {
         if let Some(l) = docker {
             crate::http::serve(
                 l,
-                crate::docker::router(engine.clone()),
+                tracked(crate::docker::router(engine.clone()), "docker"),
                 limits.clone(),
                 stop_rx.clone(),
             )
@@ -191,8 +203,8 @@ pub async fn run(mut config: DaemonConfig) -> Result<(), DaemonError> {
     if let Some(d) = &config.docker_socket {
         let _ = fs::remove_file(d);
     }
-    if let Some(r) = registry_server {
-        r.abort();
+    for server in [registry_server, metrics_server].into_iter().flatten() {
+        server.abort();
     }
     tracing::info!("pier daemon stopped");
     Ok(())
@@ -245,6 +257,7 @@ async fn open_engine(
 async fn serve_registry(
     config: &DaemonConfig,
     engine: &Arc<Engine>,
+    metrics: &Arc<crate::metrics::Metrics>,
 ) -> Result<Option<tokio::task::JoinHandle<()>>, DaemonError> {
     Ok(match config.registry_addr {
         Some(addr) => {
@@ -255,7 +268,12 @@ async fn serve_registry(
                     path: addr.to_string(),
                     source,
                 })?;
-            let app = pier_registry::server::router(engine.registry.clone());
+            let app = pier_registry::server::router(engine.registry.clone()).layer(
+                axum::middleware::from_fn_with_state(
+                    (metrics.clone(), "registry"),
+                    crate::metrics::track,
+                ),
+            );
             match &config.registry_tls {
                 Some((cert, key)) => {
                     let tls = pier_registry::server::tls_acceptor(cert, key)
@@ -275,6 +293,36 @@ async fn serve_registry(
         }
         None => None,
     })
+}
+
+/// `/metrics` on its own TCP address (`--metrics-addr`), when asked for.
+async fn serve_metrics(
+    config: &DaemonConfig,
+    engine: &Arc<Engine>,
+    metrics: &Arc<crate::metrics::Metrics>,
+) -> Result<Option<tokio::task::JoinHandle<()>>, DaemonError> {
+    let Some(addr) = config.metrics_addr else {
+        return Ok(None);
+    };
+    let l = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|source| DaemonError::Io {
+            op: "listen on",
+            path: addr.to_string(),
+            source,
+        })?;
+    let app = crate::metrics::routes(metrics.clone(), engine.clone()).fallback(|| async {
+        (
+            axum::http::StatusCode::NOT_FOUND,
+            "this address serves /metrics only\n",
+        )
+    });
+    tracing::info!(addr = %addr, "metrics listening");
+    Ok(Some(tokio::spawn(async move {
+        if let Err(e) = axum::serve(l, app).await {
+            tracing::error!(error = %e, "the metrics server stopped");
+        }
+    })))
 }
 
 /// Listens on a unix socket that only root may use. A socket nobody answers on is

@@ -42,6 +42,7 @@ pub mod images;
 pub mod images_query;
 pub mod instances;
 pub mod listing;
+pub mod metrics;
 pub mod names;
 pub mod networks;
 pub mod networks_query;

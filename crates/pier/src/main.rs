@@ -84,13 +84,19 @@ fn run_daemon(cli: &Cli, args: &pier_cli::DaemonArgs) -> i32 {
         _ => unreachable!("run_daemon runs for `pier daemon`"),
     };
     let args = &args;
-    tracing_subscriber::fmt()
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_new(&args.log_level)
                 .unwrap_or_else(|_| "info".into()),
         )
-        .with_writer(std::io::stderr)
-        .init();
+        .with_writer(std::io::stderr);
+    if args.log_format == "json" {
+        logs.json().flatten_event(true).init();
+    } else {
+        // Colour codes only where a person reads them, never in a log file.
+        logs.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init();
+    }
     let socket = args.socket.clone().unwrap_or_else(|| cli.host.clone());
     // The Docker socket goes next to a native socket given explicitly, so daemons side by
     // side do not share one.
@@ -118,6 +124,7 @@ fn run_daemon(cli: &Cli, args: &pier_cli::DaemonArgs) -> i32 {
             .clone()
             .zip(args.registry_tls_key.clone()),
         header_timeout: std::time::Duration::from_secs(args.header_timeout),
+        metrics_addr: args.metrics_addr,
         vm: pier_daemon::VmSettings {
             assets: args
                 .vm_dir

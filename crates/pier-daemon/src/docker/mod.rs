@@ -234,6 +234,8 @@ pub fn router(engine: Arc<Engine>) -> Router {
             get(plugin).post(unsupported).delete(unsupported),
         )
         .route("/containers/{id}/update", post(update))
+        // The route taken, for the API metrics outside this router.
+        .layer(axum::middleware::from_fn(crate::metrics::remember_route))
         .fallback(unknown)
         .method_not_allowed_fallback(unknown)
         .with_state(docker);

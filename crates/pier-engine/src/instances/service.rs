@@ -662,6 +662,14 @@ impl Instances {
         Ok(record::load_all(self.db.as_ref(), &format!("{project}/"))?)
     }
 
+    /// Every instance of every project, as stored (for `/metrics`).
+    pub(crate) fn every(&self) -> EngineResult<Vec<ContainerInspect>> {
+        Ok(record::load_all(self.db.as_ref(), "")?
+            .into_iter()
+            .map(Instance::into_inspect)
+            .collect())
+    }
+
     pub(crate) fn all(&self, project: &ProjectName) -> EngineResult<Vec<ContainerInspect>> {
         Ok(self
             .instances(project)?

@@ -1,0 +1,203 @@
+//! What the daemon's `/metrics` reports of the engine, read afresh at each scrape: every
+//! instance's state, restarts, health and (while it runs) its use of CPU, memory, I/O and
+//! network; the host's capacity and use; networks and volumes by project; the
+//! registry's traffic. The daemon
+//! turns a [`Snapshot`] into Prometheus families; nothing here keeps history.
+
+use pier_api::containers::ContainerStatus;
+use pier_api::ProjectName;
+
+use crate::system::HostInfo;
+use crate::{Engine, EngineResult};
+
+/// One instance as a scrape sees it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InstanceSample {
+    pub id: String,
+    pub name: String,
+    pub project: String,
+    /// `container` or `vm`.
+    pub kind: &'static str,
+    /// Docker's state words: `created`, `running`, `paused`, `restarting`, `exited`,
+    /// `removing`.
+    pub state: &'static str,
+    pub restarts: u32,
+    /// `starting`, `healthy` or `unhealthy`; None without a health check.
+    pub health: Option<&'static str>,
+    /// Present while the instance runs (or is paused).
+    pub usage: Option<Usage>,
+}
+
+/// What a running instance uses, from its cgroup and its network namespace.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Usage {
+    pub cpu_seconds: f64,
+    pub memory_bytes: u64,
+    /// None when unlimited.
+    pub memory_limit_bytes: Option<u64>,
+    pub pids: u64,
+    pub io_read_bytes: u64,
+    pub io_write_bytes: u64,
+    pub network_receive_bytes: u64,
+    pub network_transmit_bytes: u64,
+}
+
+/// The host's capacity and what is free of it.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct HostSample {
+    pub cpus: u32,
+    pub memory_bytes: u64,
+    pub memory_available_bytes: u64,
+    /// The filesystem of the state directory.
+    pub disk_bytes: u64,
+    pub disk_free_bytes: u64,
+}
+
+/// A project's count of networks or volumes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProjectCount {
+    pub project: String,
+    pub count: u64,
+}
+
+/// Everything one scrape reports of the engine.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Snapshot {
+    pub instances: Vec<InstanceSample>,
+    pub host: HostSample,
+    /// Per network: (project, name, driver, endpoints).
+    pub networks: Vec<(String, String, String, u64)>,
+    pub volumes: Vec<ProjectCount>,
+    pub images: u64,
+    /// Blob bytes the registry received (pushes) and sent (pulls) since the start.
+    pub registry_bytes_in: u64,
+    pub registry_bytes_out: u64,
+}
+
+impl Engine {
+    /// Reads what `/metrics` reports, over every project. Blocking (cgroup and /proc
+    /// files): call it off the async threads.
+    pub fn metrics_snapshot(&self) -> EngineResult<Snapshot> {
+        let instances = self
+            .instances
+            .every()?
+            .into_iter()
+            .map(|c| {
+                let usage = matches!(
+                    c.state.status,
+                    ContainerStatus::Running | ContainerStatus::Paused
+                )
+                .then(|| {
+                    let s = self.instances.driver_of(&c).stats(&c);
+                    let nets = c
+                        .state
+                        .pid
+                        .map(crate::system::interface_counters)
+                        .unwrap_or_default();
+                    Usage {
+                        cpu_seconds: s.cpu_usage_ns as f64 / 1e9,
+                        memory_bytes: s.memory_usage,
+                        // v1 writes "no limit" as the largest page-aligned i64, v2 as
+                        // u64::MAX: anything from 2^62 up is none.
+                        memory_limit_bytes: (s.memory_limit < 1 << 62 && s.memory_limit > 0)
+                            .then_some(s.memory_limit),
+                        pids: s.pids_current,
+                        io_read_bytes: s.io_read_bytes,
+                        io_write_bytes: s.io_write_bytes,
+                        network_receive_bytes: nets.values().map(|n| n.rx_bytes).sum(),
+                        network_transmit_bytes: nets.values().map(|n| n.tx_bytes).sum(),
+                    }
+                });
+                InstanceSample {
+                    kind: if c.config.runtime.as_deref() == Some(crate::instances::vm::RUNTIME) {
+                        "vm"
+                    } else {
+                        "container"
+                    },
+                    state: c.state.status.as_str(),
+                    restarts: c.state.restart_count,
+                    health: c.state.health.as_ref().map(|h| h.status.as_str()),
+                    usage,
+                    project: c.project.to_string(),
+                    id: c.id,
+                    name: c.name,
+                }
+            })
+            .collect();
+        let info = HostInfo::read();
+        let (disk_free_bytes, disk_bytes) = match rustix::fs::statvfs(&self.root) {
+            Ok(s) => (s.f_bavail * s.f_frsize, s.f_blocks * s.f_frsize),
+            Err(_) => (0, 0),
+        };
+        let host = HostSample {
+            cpus: info.cpus,
+            memory_bytes: info.memory,
+            memory_available_bytes: mem_available(
+                &std::fs::read_to_string("/proc/meminfo").unwrap_or_default(),
+            ),
+            disk_bytes,
+            disk_free_bytes,
+        };
+        let mut networks = Vec::new();
+        let mut volumes = Vec::new();
+        for project in self.projects.list()? {
+            let ctx = crate::RequestContext::system(project.clone(), "metrics");
+            for n in self.networks.list(&ctx)? {
+                networks.push((
+                    project.to_string(),
+                    n.name.clone(),
+                    n.driver.clone(),
+                    n.containers.len() as u64,
+                ));
+            }
+            volumes.push(ProjectCount {
+                project: project.to_string(),
+                count: self.volumes.list(&project)?.len() as u64,
+            });
+        }
+        let images = self
+            .images(
+                &crate::RequestContext::system(ProjectName::default_project(), "metrics"),
+                false,
+            )
+            .map(|v| v.len() as u64)
+            .unwrap_or(0);
+        let registry = self.registry.stats();
+        Ok(Snapshot {
+            instances,
+            host,
+            networks,
+            volumes,
+            images,
+            registry_bytes_in: registry.blob_bytes_received,
+            registry_bytes_out: registry.blob_bytes_sent,
+        })
+    }
+}
+
+/// `MemAvailable` of /proc/meminfo, in bytes.
+fn mem_available(meminfo: &str) -> u64 {
+    meminfo
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("MemAvailable:")?
+                .trim()
+                .trim_end_matches("kB")
+                .trim()
+                .parse::<u64>()
+                .ok()
+        })
+        .map_or(0, |kb| kb * 1024)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn available_memory_is_read_in_bytes() {
+        let m = "MemTotal:       24567890 kB\nMemFree:  100 kB\nMemAvailable:   2048 kB\n";
+        assert_eq!(mem_available(m), 2048 * 1024);
+        assert_eq!(mem_available("MemTotal: 1 kB\n"), 0);
+    }
+}

@@ -1,0 +1,207 @@
+//! Root tier: the daemon's observability. `/metrics` on the native socket and on
+//! `--metrics-addr` has the families and labels the Grafana dashboard uses, passes
+//! Prometheus's own `promtool check metrics`, and follows instances as they change; the
+//! daemon's log is plain text without colour codes in a file, or JSON lines.
+
+mod common;
+
+use std::process::Command;
+
+use common::*;
+
+/// promtool, unpacked by `scripts/lib.sh` (`ensure_promtool`, which scripts/test.sh runs).
+const PROMTOOL: &str = "/var/cache/pier/promtool/usr/bin/promtool";
+
+fn scrape_socket(d: &Daemon) -> String {
+    let out = Command::new("curl")
+        .args(["-sf", "--unix-socket"])
+        .arg(&d.socket)
+        .arg("http://pier/metrics")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// The value of the one sample whose name and labels start with `series`.
+fn value(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find(|l| l.starts_with(series))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+}
+
+#[test]
+#[ignore = "root tier: needs root; scripts/test.sh runs it (--run-ignored all)"]
+fn metrics_follow_instances_and_pass_promtool() {
+    let d = with_busybox(&[
+        "--metrics-addr",
+        "127.0.0.1:9323",
+        "--registry-addr",
+        "127.0.0.1:5000",
+    ]);
+    let ok = |args: &[&str]| {
+        let (code, out, err) = outcome(&d.docker("docker", args));
+        assert_eq!(code, 0, "docker {args:?}: {err}");
+        out.trim().to_string()
+    };
+    let id = ok(&[
+        "run",
+        "-d",
+        "--name",
+        "web",
+        "-m",
+        "64m",
+        "--health-cmd",
+        "true",
+        "--health-interval",
+        "1s",
+        "bb",
+        "sh",
+        "-c",
+        "dd if=/dev/zero of=/dev/null bs=1M count=200; sleep 300",
+    ]);
+    ok(&["create", "--name", "idle", "bb", "true"]);
+    let web = format!(r#"{{id="{id}",kind="container",name="web",project="default"}}"#);
+    wait_until("web is healthy in /metrics", || {
+        scrape_socket(&d).contains(&format!(
+            r#"pier_instance_health{{id="{id}",kind="container",name="web",project="default",status="healthy"}} 1"#
+        ))
+    });
+    let text = scrape_socket(&d);
+    assert_eq!(
+        value(&text, &format!("pier_instance_up{web}")),
+        Some(1.0),
+        "{text}"
+    );
+    assert_eq!(
+        value(&text, &format!("pier_instance_memory_limit_bytes{web}")),
+        Some((64u64 << 20) as f64)
+    );
+    assert!(value(&text, &format!("pier_instance_memory_bytes{web}")).unwrap() > 0.0);
+    assert!(value(&text, &format!("pier_instance_cpu_seconds_total{web}")).unwrap() > 0.0);
+    assert!(value(&text, &format!("pier_instance_pids{web}")).unwrap() >= 1.0);
+    assert_eq!(
+        value(
+            &text,
+            r#"pier_instances{kind="container",project="default",state="created"}"#
+        ),
+        Some(1.0),
+        "{text}"
+    );
+    assert!(value(&text, "pier_host_cpus").unwrap() >= 1.0);
+    assert!(value(&text, "pier_host_memory_available_bytes").unwrap() > 0.0);
+    assert!(value(&text, "pier_images").unwrap() >= 1.0);
+    // API requests by route template: never an ID or name as a label.
+    assert!(
+        text.contains(
+            r#"pier_api_requests_total{api="docker",method="POST",route="/containers/create",status="201"} 2"#
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            r#"pier_api_requests_total{api="docker",method="POST",route="/containers/{id}/start",status="204"} 1"#
+        ),
+        "{text}"
+    );
+    assert!(
+        !text
+            .lines()
+            .any(|l| l.starts_with("pier_api_") && (l.contains(&id) || l.contains("\"web\""))),
+        "an instance named in an API label:\n{text}"
+    );
+    assert!(text.contains("# TYPE pier_api_request_duration_seconds histogram"));
+    // The registry's traffic, and its requests among the API's.
+    d.ok(&["tag", "bb", "127.0.0.1:5000/metrics/bb"]);
+    d.ok(&["push", "-q", "127.0.0.1:5000/metrics/bb"]);
+    let text = scrape_socket(&d);
+    let pushed = value(&text, r#"pier_registry_blob_bytes_total{direction="in"}"#);
+    assert!(pushed.unwrap() > 100_000.0, "{pushed:?}");
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with(r#"pier_api_requests_total{api="registry",method="PUT""#)),
+        "{text}"
+    );
+
+    // Prometheus's own checker takes it as it is.
+    let mut check = Command::new(PROMTOOL)
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{PROMTOOL}: {e} (scripts/lib.sh ensure_promtool unpacks it)"));
+    std::io::Write::write_all(check.stdin.as_mut().unwrap(), text.as_bytes()).unwrap();
+    let checked = check.wait_with_output().unwrap();
+    assert!(
+        checked.status.success(),
+        "promtool: {}{}",
+        String::from_utf8_lossy(&checked.stdout),
+        String::from_utf8_lossy(&checked.stderr)
+    );
+
+    // The same on --metrics-addr (in the daemon's network namespace), and nothing else there.
+    let tcp = d
+        .in_netns("curl")
+        .args(["-sf", "http://127.0.0.1:9323/metrics"])
+        .output()
+        .unwrap();
+    assert!(tcp.status.success());
+    assert!(String::from_utf8_lossy(&tcp.stdout).contains(&format!("pier_instance_up{web} 1")));
+    let other = d
+        .in_netns("curl")
+        .args([
+            "-s",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "http://127.0.0.1:9323/v1/containers",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&other.stdout), "404");
+
+    // A stopped instance is down and has no usage series; a removed one is gone.
+    ok(&["stop", "-t", "1", "web"]);
+    let text = scrape_socket(&d);
+    assert_eq!(value(&text, &format!("pier_instance_up{web}")), Some(0.0));
+    assert!(
+        !text.contains(&format!("pier_instance_memory_bytes{web}")),
+        "{text}"
+    );
+    ok(&["rm", "-f", "web", "idle"]);
+    let text = scrape_socket(&d);
+    assert!(!text.contains(&id), "{text}");
+
+    // The daemon's log goes to a file here: plain text, no colour codes.
+    let log = d.log();
+    assert!(log.contains("pier daemon ready"), "{log}");
+    assert!(
+        !log.contains('\u{1b}'),
+        "colour codes in the log file:\n{log}"
+    );
+}
+
+#[test]
+#[ignore = "root tier: needs root; scripts/test.sh runs it (--run-ignored all)"]
+fn json_logs_are_one_object_per_line() {
+    let d = Daemon::start_with(&["--log-format", "json"]);
+    let log = d.log();
+    let lines: Vec<serde_json::Value> = log
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l:?}")))
+        .collect();
+    let ready = lines
+        .iter()
+        .find(|v| v["message"] == "pier daemon ready")
+        .unwrap_or_else(|| panic!("no ready line in {log}"));
+    assert_eq!(ready["level"], "INFO", "{ready}");
+    assert!(ready["timestamp"].is_string(), "{ready}");
+    assert!(ready["socket"].is_string(), "{ready}");
+}
