@@ -26,7 +26,11 @@
 //!   when [`WATCH_BUFFER`] events wait, as the other backends do). A start before etcd's
 //!   last compaction is [`StoreError::Compacted`]; etcd keeps all history until it is
 //!   compacted ([`EtcdStore::compact`], or etcd's `--auto-compaction-*`), so
-//!   [`HISTORY_EVENTS`](crate::HISTORY_EVENTS) does not apply. If the connection drops,
+//!   [`HISTORY_EVENTS`](crate::HISTORY_EVENTS) does not apply. A start in the past is
+//!   replayed before [`Store::watch`] returns, as in the embedded backends: through a
+//!   short-lived watch of every key in etcd from the start, read until the events of the
+//!   revision current at the call (each revision has events there, so the replay is
+//!   known to be whole), then the prefix is watched from the next. If the connection drops,
 //!   the task watches again from the revision after the last event it queued, so nothing
 //!   is missed. The contract's promise that a change's events are queued before the call
 //!   that made it returns holds for the changes made through this store (its `txn` and
@@ -370,26 +374,37 @@ async fn open_watch_of(
     }
 }
 
-/// Pier's event of an etcd event under the watched etcd prefix `key` (None for another
-/// key); `strip` is the length of the table's etcd prefix.
-fn to_event(ev: &etcd::Event, table: Table, key: &[u8], strip: usize) -> Option<Event> {
-    let kv = ev.kv()?;
-    if !kv.key().starts_with(key) {
-        return None;
+/// What a watcher watches, in etcd's terms.
+#[derive(Debug, Clone)]
+struct Target {
+    /// The etcd key prefix watched.
+    key: Vec<u8>,
+    table: Table,
+    /// The length of the table's etcd prefix, to strip from a key to get Pier's.
+    strip: usize,
+}
+
+impl Target {
+    /// Pier's event of an etcd event, or None for a key not watched.
+    fn event(&self, ev: &etcd::Event) -> Option<Event> {
+        let kv = ev.kv()?;
+        if !kv.key().starts_with(&self.key) {
+            return None;
+        }
+        let key = String::from_utf8(kv.key().get(self.strip..)?.to_vec()).ok()?;
+        Some(match ev.event_type() {
+            etcd::EventType::Put => Event::Put {
+                table: self.table,
+                key,
+                kv: kv_of(kv),
+            },
+            etcd::EventType::Delete => Event::Delete {
+                table: self.table,
+                key,
+                revision: kv.mod_revision() as Revision,
+            },
+        })
     }
-    let pier_key = String::from_utf8(kv.key().get(strip..)?.to_vec()).ok()?;
-    Some(match ev.event_type() {
-        etcd::EventType::Put => Event::Put {
-            table,
-            key: pier_key,
-            kv: kv_of(kv),
-        },
-        etcd::EventType::Delete => Event::Delete {
-            table,
-            key: pier_key,
-            revision: kv.mod_revision() as Revision,
-        },
-    })
 }
 
 /// How a replay ended early.
@@ -406,9 +421,7 @@ enum ReplayEnd {
 /// (`upto + 1`, unless `wait` ran out first).
 async fn replay(
     client: etcd::Client,
-    key: Vec<u8>,
-    table: Table,
-    strip: usize,
+    target: Target,
     tx: mpsc::Sender<Result<Event, StoreError>>,
     start: Revision,
     upto: Revision,
@@ -441,7 +454,7 @@ async fn replay(
             if revision > upto {
                 return Ok(upto + 1);
             }
-            if let Some(event) = to_event(ev, table, &key, strip) {
+            if let Some(event) = target.event(ev) {
                 if !queue(&tx, &event) {
                     return Err(ReplayEnd::Stopped);
                 }
@@ -455,11 +468,7 @@ async fn replay(
 /// What a watch task needs to turn etcd's events into Pier's.
 struct WatchTask {
     client: etcd::Client,
-    /// The etcd key watched (a prefix).
-    key: Vec<u8>,
-    /// What to strip from an etcd key to get Pier's.
-    strip: usize,
-    table: Table,
+    target: Target,
     progress: Arc<Progress>,
     tx: mpsc::Sender<Result<Event, StoreError>>,
     endpoints: String,
@@ -490,7 +499,7 @@ impl WatchTask {
                     }
                     let mut last = None;
                     for ev in resp.events() {
-                        let Some(event) = self.event(ev) else {
+                        let Some(event) = self.target.event(ev) else {
                             continue;
                         };
                         let revision = event.revision();
@@ -512,7 +521,8 @@ impl WatchTask {
                             _ = self.tx.closed() => break 'watch,
                             _ = tokio::time::sleep(pause) => {}
                         }
-                        match open_watch(self.client.clone(), self.key.clone(), next).await {
+                        let key = self.target.key.clone();
+                        match open_watch(self.client.clone(), key, next).await {
                             Ok(s) => {
                                 stream = s;
                                 break;
@@ -533,10 +543,6 @@ impl WatchTask {
             }
         }
         self.progress.finish();
-    }
-
-    fn event(&self, ev: &etcd::Event) -> Option<Event> {
-        to_event(ev, self.table, &self.key, self.strip)
     }
 
     fn backend(&self, what: &'static str, message: String) -> StoreError {
@@ -966,18 +972,21 @@ impl Store for EtcdStore {
     fn watch(&self, table: Table, prefix: &str, from: Revision) -> Result<Watcher, StoreError> {
         let current = self.revision()?;
         let start = if from == 0 { current + 1 } else { from };
-        let key = self.full(table, prefix).into_bytes();
-        let strip = self.full(table, "").len();
+        let target = Target {
+            key: self.full(table, prefix).into_bytes(),
+            table,
+            strip: self.full(table, "").len(),
+        };
         let (tx, watcher) = feed();
         let mut next = start;
         // A start in the past: queue the history up to now before returning, as the
         // embedded backends do. (A fresh etcd's revision 1 has no event.)
         if start <= current && current > 1 {
-            let (key, tx) = (key.clone(), tx.clone());
+            let (target, tx) = (target.clone(), tx.clone());
             let (client, wait) = (self.client.clone(), self.config.request_timeout);
-            let replayed = self.rt.run(async move {
-                replay(client, key, table, strip, tx, start, current, wait).await
-            })?;
+            let replayed = self
+                .rt
+                .run(async move { replay(client, target, tx, start, current, wait).await })?;
             match replayed {
                 Ok(n) => next = n,
                 Err(ReplayEnd::Stopped) => return Ok(watcher),
@@ -991,7 +1000,7 @@ impl Store for EtcdStore {
             }
         }
         let opened = self.try_call("start a watch", false, {
-            let key = key.clone();
+            let key = target.key.clone();
             move |c| {
                 let key = key.clone();
                 async move {
@@ -1025,9 +1034,7 @@ impl Store for EtcdStore {
             .push(progress.clone());
         let task = WatchTask {
             client: self.client.clone(),
-            key,
-            strip,
-            table,
+            target,
             progress,
             tx,
             endpoints: self.endpoints.clone(),

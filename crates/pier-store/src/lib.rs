@@ -24,7 +24,7 @@
 //!   forms callers used before revisions existed.
 //! - **Watch.** [`Store::watch`] streams the puts and deletes under a prefix of one table,
 //!   in revision order, from a given revision: a watcher that read at revision R and
-//!   watches from R + 1 misses nothing. Each backend keeps the last [`HISTORY_EVENTS`]
+//!   watches from R + 1 misses nothing. Each embedded backend keeps the last [`HISTORY_EVENTS`]
 //!   events in memory to replay; older starts fail with [`StoreError::Compacted`] (etcd
 //!   keeps history until compaction). A watcher that falls [`WATCH_BUFFER`] events behind
 //!   gets [`StoreError::WatchLagged`] and is closed. Either way the answer is the same:
@@ -34,9 +34,9 @@
 //!   its keys are deleted in one transaction, with watch events. Time comes from a
 //!   [`Clock`] given at construction ([`ManualClock`] in tests). Expiry happens in
 //!   [`Store::expire_leases`], which the store's owner calls periodically (every second or
-//!   so; etcd's leader does this itself): the engine's lease tick (`pier_engine::reconcile`). Leases live in memory in both backends: a
-//!   restarted [`RedbStore`] deletes the keys of the previous process's leases when it
-//!   opens (etcd persists leases and extends them on restart).
+//!   so; etcd's leader does this itself): the engine's lease tick (`pier_engine::reconcile`). Leases live in memory in the embedded
+//!   backends: a restarted [`RedbStore`] deletes the keys of the previous process's leases
+//!   when it opens ([`EtcdStore`]: etcd persists leases and extends them on restart).
 //!
 //! Backends:
 //! - [`RedbStore`]: the embedded, crash-safe backend (redb: copy-on-write B-trees with
