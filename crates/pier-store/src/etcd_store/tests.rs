@@ -149,7 +149,7 @@ impl Env for EtcdEnv {
         std::thread::sleep(by);
     }
     fn expiry_slack(&self) -> Duration {
-        Duration::from_secs(1)
+        Duration::from_millis(1500)
     }
     fn compact(&self, upto: Revision) {
         self.store.compact(upto).expect("compact etcd");
