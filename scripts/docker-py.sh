@@ -24,7 +24,7 @@ src=$(cd "$src" && pwd)
     echo "$src has no tests/integration: give a checkout of docker-py's tag 7.2.0" >&2
     exit 1
 }
-ensure_packages "${RUNTIME_PACKAGES[@]}" pass gnupg
+ensure_packages "${RUNTIME_PACKAGES[@]}" "${BUILD_PACKAGES[@]}" pass gnupg
 
 pier=${PIER:-$PWD/target/debug/pier}
 if [ ! -x "$pier" ]; then

@@ -6,7 +6,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
 need_root "$@"
-ensure_packages "${RUNTIME_PACKAGES[@]}" gcc podman skopeo runc uidmap docker.io docker-compose curl openssl qemu-utils
+# etcd-server: pier-store's etcd backend is tested against a real etcd (unit tier, no root).
+ensure_packages "${RUNTIME_PACKAGES[@]}" "${BUILD_PACKAGES[@]}" etcd-server podman skopeo runc uidmap docker.io docker-compose curl openssl qemu-utils
 ensure_rust
 # docker-py, a client the Docker API tests drive (crates/pier/tests/common: DOCKER_PY).
 ensure_docker_py

@@ -8,7 +8,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
 need_root "$@"
-ensure_packages "${RUNTIME_PACKAGES[@]}" gcc
+ensure_packages "${RUNTIME_PACKAGES[@]}" "${BUILD_PACKAGES[@]}"
 ensure_rust
 
 echo "== Building pier (release)"

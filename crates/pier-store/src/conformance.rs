@@ -1,5 +1,7 @@
-//! Behaviour every backend must share, run against each of them (see [`run`]).
+//! Behaviour every backend must share, run against each of them (see [`run`] and
+//! [`run_with`]).
 
+use std::any::Any;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -7,8 +9,35 @@ use tempfile::TempDir;
 
 use crate::*;
 
-/// A check of one part of the contract, on a fresh store whose leases follow `clock`.
-type Check = fn(&dyn Store, &ManualClock);
+/// A check of one part of the contract, on a fresh store and its [`Env`].
+type Check = fn(&dyn Store, &dyn Env);
+
+/// How the checks move a backend's time and history. With a [`ManualClock`] (the embedded
+/// backends) lease time is exact; etcd's leases run on real time in etcd's leader.
+pub trait Env {
+    /// The time to live of the leases the checks grant.
+    fn lease_ttl(&self) -> Duration {
+        Duration::from_secs(10)
+    }
+    /// Lets `by` pass for the store's leases.
+    fn advance(&self, by: Duration);
+    /// How long after its deadline a lease may still be there (none with a manual clock).
+    fn expiry_slack(&self) -> Duration {
+        Duration::ZERO
+    }
+    /// Called once the store's history before `upto` should be gone. A backend with a
+    /// bounded history already forgot it when [`HISTORY_EVENTS`] newer events were
+    /// committed; etcd keeps history until it is compacted.
+    fn compact(&self, _upto: Revision) {}
+}
+
+/// A store to check, its [`Env`], and whatever must live as long as it (a directory, a
+/// server).
+pub struct Fixture {
+    pub store: Arc<dyn Store>,
+    pub env: Box<dyn Env>,
+    pub keep: Box<dyn Any>,
+}
 
 pub const CHECKS: &[(&str, Check)] = &[
     ("basics", basics),
@@ -27,11 +56,35 @@ pub const CHECKS: &[(&str, Check)] = &[
 /// Runs every check, each on a store made by `fresh` (with the directory holding its
 /// files, if any, removed after the check).
 pub fn run(fresh: &dyn Fn(Arc<ManualClock>) -> (Box<dyn Store>, Option<TempDir>)) {
+    run_with(&|| {
+        let clock = Arc::new(ManualClock::new());
+        let (store, dir) = fresh(clock.clone());
+        Fixture {
+            store: Arc::from(store),
+            env: Box::new(ClockEnv(clock)),
+            keep: Box::new(dir),
+        }
+    });
+}
+
+/// Runs every check, each on a fixture made by `fresh` and dropped after the check.
+pub fn run_with(fresh: &dyn Fn() -> Fixture) {
     for (name, check) in CHECKS {
         eprintln!("conformance: {name}");
-        let clock = Arc::new(ManualClock::new());
-        let (store, _dir) = fresh(clock.clone());
-        check(store.as_ref(), &clock);
+        let Fixture { store, env, keep } = fresh();
+        check(store.as_ref(), env.as_ref());
+        // The store goes before what it lives on.
+        drop((store, env));
+        drop(keep);
+    }
+}
+
+/// The embedded backends' lease time: a [`ManualClock`].
+struct ClockEnv(Arc<ManualClock>);
+
+impl Env for ClockEnv {
+    fn advance(&self, by: Duration) {
+        self.0.advance(by);
     }
 }
 
@@ -87,7 +140,7 @@ fn summary(events: &[Event]) -> Vec<(Revision, String, Option<String>)> {
         .collect()
 }
 
-fn basics(store: &dyn Store, _: &ManualClock) {
+fn basics(store: &dyn Store, _: &dyn Env) {
     assert_eq!(store.get(Table::Images, "default/a").unwrap(), None);
     let mut b = Batch::new();
     b.put_json(Table::Images, "default/a", &1u32)
@@ -143,7 +196,7 @@ fn basics(store: &dyn Store, _: &ManualClock) {
     assert!(err.to_string().contains("images/default/bad"), "{err}");
 }
 
-fn revisions(store: &dyn Store, _: &ManualClock) {
+fn revisions(store: &dyn Store, _: &dyn Env) {
     let r0 = store.revision().unwrap();
     // One transaction, one revision, whatever the number of keys and tables.
     let r1 = txn(
@@ -196,7 +249,7 @@ fn revisions(store: &dyn Store, _: &ManualClock) {
     assert_eq!((a.create_revision, a.mod_revision), (r5, r5));
 }
 
-fn compares(store: &dyn Store, _: &ManualClock) {
+fn compares(store: &dyn Store, _: &dyn Env) {
     let t = Table::Containers;
     // Absent: create-if-absent wins once.
     let r1 = txn(
@@ -300,7 +353,7 @@ fn compares(store: &dyn Store, _: &ManualClock) {
     assert_eq!(value(store, t, "p/x"), None);
 }
 
-fn atomic_across_tables(store: &dyn Store, _: &ManualClock) {
+fn atomic_across_tables(store: &dyn Store, _: &dyn Env) {
     txn(store, vec![], vec![put(Table::Tags, "p/guard", "g")]).unwrap();
     let before = store.revision().unwrap();
     let ops = || {
@@ -376,7 +429,7 @@ fn atomic_across_tables(store: &dyn Store, _: &ManualClock) {
     assert_eq!(value(store, Table::Tags, "p/guard"), None);
 }
 
-fn watch_order_and_filter(store: &dyn Store, _: &ManualClock) {
+fn watch_order_and_filter(store: &dyn Store, _: &dyn Env) {
     let mut w = store.watch(Table::Images, "p/", 0).unwrap();
     assert!(w.try_next().is_none());
     let r1 = txn(store, vec![], vec![put(Table::Images, "p/a", "1")]).unwrap();
@@ -420,7 +473,7 @@ fn watch_order_and_filter(store: &dyn Store, _: &ManualClock) {
     }
 }
 
-fn watch_replays_from_revision(store: &dyn Store, _: &ManualClock) {
+fn watch_replays_from_revision(store: &dyn Store, _: &dyn Env) {
     let r1 = txn(store, vec![], vec![put(Table::Networks, "p/a", "1")]).unwrap();
     let r2 = txn(store, vec![], vec![put(Table::Networks, "p/b", "2")]).unwrap();
     let r3 = txn(store, vec![], vec![del(Table::Networks, "p/a")]).unwrap();
@@ -440,7 +493,7 @@ fn watch_replays_from_revision(store: &dyn Store, _: &ManualClock) {
     assert_eq!(revs(&mut from_r1), vec![r1, r2, r3, r4]);
 }
 
-fn watch_compacted(store: &dyn Store, _: &ManualClock) {
+fn watch_compacted(store: &dyn Store, env: &dyn Env) {
     let r1 = txn(store, vec![], vec![put(Table::Layers, "old", "1")]).unwrap();
     // One transaction of exactly HISTORY_EVENTS events pushes r1 out of the history.
     let many = (0..HISTORY_EVENTS)
@@ -455,6 +508,7 @@ fn watch_compacted(store: &dyn Store, _: &ManualClock) {
             false,
         )
         .unwrap();
+    env.compact(r2);
     let err = store.watch(Table::Layers, "", r1).unwrap_err();
     assert!(
         matches!(err, StoreError::Compacted { requested, compacted } if requested == r1 && compacted >= r1),
@@ -472,7 +526,7 @@ fn watch_compacted(store: &dyn Store, _: &ManualClock) {
     assert!(events.iter().all(|e| e.revision() == r2));
 }
 
-fn watch_lagged(store: &dyn Store, _: &ManualClock) {
+fn watch_lagged(store: &dyn Store, _: &dyn Env) {
     let mut w = store.watch(Table::Layers, "", 0).unwrap();
     let many = (0..WATCH_BUFFER)
         .map(|i| put(Table::Layers, &format!("k/{i:05}"), "v"))
@@ -512,10 +566,11 @@ fn leased(table: Table, key: &str, lease: LeaseId) -> Op {
     }
 }
 
-fn lease_expiry(store: &dyn Store, clock: &ManualClock) {
+fn lease_expiry(store: &dyn Store, env: &dyn Env) {
     let t = Table::Leases;
-    let lease = store.grant(Duration::from_secs(10)).unwrap();
-    let other = store.grant(Duration::from_secs(60)).unwrap();
+    let ttl = env.lease_ttl();
+    let lease = store.grant(ttl).unwrap();
+    let other = store.grant(ttl * 6).unwrap();
     assert_ne!(lease, other);
     txn(
         store,
@@ -531,11 +586,12 @@ fn lease_expiry(store: &dyn Store, clock: &ManualClock) {
     assert_eq!(store.get_kv(t, "p/a").unwrap().unwrap().lease, Some(lease));
     let mut w = store.watch(t, "p/", 0).unwrap();
 
-    clock.advance(Duration::from_secs(9));
+    env.advance(ttl * 9 / 10);
     assert_eq!(store.expire_leases().unwrap(), vec![]);
     assert!(value(store, t, "p/a").is_some());
-    clock.advance(Duration::from_secs(1));
+    // Read before the deadline passes: etcd expires the lease by itself, in its leader.
     let before = store.revision().unwrap();
+    env.advance(ttl / 10 + env.expiry_slack());
     assert_eq!(store.expire_leases().unwrap(), vec![lease]);
     assert_eq!(store.revision().unwrap(), before + 1);
     assert_eq!(value(store, t, "p/a"), None);
@@ -570,17 +626,18 @@ fn lease_expiry(store: &dyn Store, clock: &ManualClock) {
     assert_eq!(store.expire_leases().unwrap(), vec![]);
 }
 
-fn lease_keep_alive(store: &dyn Store, clock: &ManualClock) {
+fn lease_keep_alive(store: &dyn Store, env: &dyn Env) {
     let t = Table::Leases;
-    let lease = store.grant(Duration::from_secs(10)).unwrap();
+    let ttl = env.lease_ttl();
+    let lease = store.grant(ttl).unwrap();
     txn(store, vec![], vec![leased(t, "p/a", lease)]).unwrap();
-    clock.advance(Duration::from_secs(8));
-    assert_eq!(store.keep_alive(lease).unwrap(), Duration::from_secs(10));
-    clock.advance(Duration::from_secs(8));
+    env.advance(ttl * 4 / 5);
+    assert_eq!(store.keep_alive(lease).unwrap(), ttl);
+    env.advance(ttl * 4 / 5);
     assert_eq!(store.expire_leases().unwrap(), vec![]);
     assert!(value(store, t, "p/a").is_some());
     // Past its deadline a lease cannot be renewed, even before the expiry tick runs.
-    clock.advance(Duration::from_secs(2));
+    env.advance(ttl / 5 + env.expiry_slack());
     assert!(matches!(
         store.keep_alive(lease),
         Err(StoreError::LeaseNotFound { .. })
@@ -589,9 +646,9 @@ fn lease_keep_alive(store: &dyn Store, clock: &ManualClock) {
     assert_eq!(value(store, t, "p/a"), None);
 }
 
-fn lease_revoke(store: &dyn Store, _: &ManualClock) {
+fn lease_revoke(store: &dyn Store, env: &dyn Env) {
     let t = Table::Leases;
-    let lease = store.grant(Duration::from_secs(10)).unwrap();
+    let lease = store.grant(env.lease_ttl()).unwrap();
     txn(
         store,
         vec![],
@@ -618,7 +675,7 @@ fn lease_revoke(store: &dyn Store, _: &ManualClock) {
         Err(StoreError::LeaseNotFound { .. })
     ));
     // Revoking a lease without keys changes nothing.
-    let empty = store.grant(Duration::from_secs(10)).unwrap();
+    let empty = store.grant(env.lease_ttl()).unwrap();
     assert_eq!(store.revoke(empty).unwrap(), before + 1);
 }
 

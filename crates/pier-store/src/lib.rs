@@ -24,7 +24,7 @@
 //!   forms callers used before revisions existed.
 //! - **Watch.** [`Store::watch`] streams the puts and deletes under a prefix of one table,
 //!   in revision order, from a given revision: a watcher that read at revision R and
-//!   watches from R + 1 misses nothing. Each backend keeps the last [`HISTORY_EVENTS`]
+//!   watches from R + 1 misses nothing. Each embedded backend keeps the last [`HISTORY_EVENTS`]
 //!   events in memory to replay; older starts fail with [`StoreError::Compacted`] (etcd
 //!   keeps history until compaction). A watcher that falls [`WATCH_BUFFER`] events behind
 //!   gets [`StoreError::WatchLagged`] and is closed. Either way the answer is the same:
@@ -34,9 +34,9 @@
 //!   its keys are deleted in one transaction, with watch events. Time comes from a
 //!   [`Clock`] given at construction ([`ManualClock`] in tests). Expiry happens in
 //!   [`Store::expire_leases`], which the store's owner calls periodically (every second or
-//!   so; etcd's leader does this itself): the engine's lease tick (`pier_engine::reconcile`). Leases live in memory in both backends: a
-//!   restarted [`RedbStore`] deletes the keys of the previous process's leases when it
-//!   opens (etcd persists leases and extends them on restart).
+//!   so; etcd's leader does this itself): the engine's lease tick (`pier_engine::reconcile`). Leases live in memory in the embedded
+//!   backends: a restarted [`RedbStore`] deletes the keys of the previous process's leases
+//!   when it opens ([`EtcdStore`]: etcd persists leases and extends them on restart).
 //!
 //! Backends:
 //! - [`RedbStore`]: the embedded, crash-safe backend (redb: copy-on-write B-trees with
@@ -44,13 +44,18 @@
 //!   schema version and runs migrations at open. Revisions persist; watch history does not
 //!   (a watch from before the open is [`StoreError::Compacted`]).
 //! - [`MemStore`]: an in-memory backend for unit tests.
+//! - [`EtcdStore`]: a pool's store, on an etcd v3 cluster (see its module for how the
+//!   contract maps onto etcd and where etcd differs: leases expire in etcd's leader, not
+//!   in [`Store::expire_leases`]; history lasts until compaction).
 //!
-//! Both share the transaction, watch and lease logic (`state`, `watch`, `lease`), so they
-//! cannot drift apart; the conformance suite in `conformance` runs against each.
+//! The first two share the transaction, watch and lease logic (`state`, `watch`,
+//! `lease`), so they cannot drift apart; the conformance suite in `conformance` runs
+//! against all three (against etcd with a real `etcd` process and real time).
 
 mod clock;
 #[cfg(test)]
 mod conformance;
+mod etcd_store;
 mod faulty;
 mod lease;
 mod mem;
@@ -65,6 +70,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 pub use clock::{Clock, ManualClock, SystemClock};
+pub use etcd_store::{EtcdConfig, EtcdError, EtcdStore};
 pub use faulty::{FaultyStore, ReadHook};
 pub use mem::MemStore;
 pub use redb_store::{RedbStore, SCHEMA_VERSION};
@@ -278,6 +284,8 @@ pub enum StoreError {
         found: u32,
         supported: u32,
     },
+    #[error("cannot reach the etcd cluster at {endpoints} ({reason}); check that etcd runs there and that the endpoints are right, or start one (Debian: apt-get install etcd-server)")]
+    Unreachable { endpoints: String, reason: String },
     #[error("state store backend error")]
     Backend(#[source] Box<dyn std::error::Error + Send + Sync>),
     #[error("corrupt record {table}/{key} in the state store")]

@@ -87,14 +87,26 @@ impl Sink {
         e.table() == self.table && e.key().starts_with(&self.prefix)
     }
 
-    /// Queues `e`; false once the watcher is gone or lagged (its last item is the error).
     fn send(&self, e: &Event) -> bool {
-        if self.tx.capacity() <= 1 {
-            let _ = self.tx.try_send(Err(StoreError::WatchLagged));
-            return false;
-        }
-        self.tx.try_send(Ok(e.clone())).is_ok()
+        queue(&self.tx, e)
     }
+}
+
+/// Queues `e` for a watcher; false once the watcher is gone or lagged (its last item is
+/// then the error).
+pub(crate) fn queue(tx: &mpsc::Sender<Result<Event, StoreError>>, e: &Event) -> bool {
+    if tx.capacity() <= 1 {
+        let _ = tx.try_send(Err(StoreError::WatchLagged));
+        return false;
+    }
+    tx.try_send(Ok(e.clone())).is_ok()
+}
+
+/// A watcher fed by a backend of its own (etcd's watch streams) rather than a [`Hub`]:
+/// the sending end (see [`queue`]) and the watcher.
+pub(crate) fn feed() -> (mpsc::Sender<Result<Event, StoreError>>, Watcher) {
+    let (tx, rx) = mpsc::channel(WATCH_BUFFER);
+    (tx, Watcher { rx })
 }
 
 /// The event history and the watchers of one store.
