@@ -60,12 +60,12 @@ fn request(scheduler: usize, i: usize) -> InstanceRequest {
         name: format!("s{scheduler}-{i}"),
         resources: each(),
         // Every fourth publishes the same host port: one per host at most.
-        ports: if i % 4 == 0 {
+        ports: if i.is_multiple_of(4) {
             vec!["8080/tcp".parse().unwrap()]
         } else {
             Vec::new()
         },
-        strategy: if i % 2 == 0 {
+        strategy: if i.is_multiple_of(2) {
             Strategy::Spread
         } else {
             Strategy::Binpack

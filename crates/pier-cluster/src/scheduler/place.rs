@@ -301,7 +301,7 @@ pub(crate) fn bytes(n: u64) -> String {
         size *= 1024;
         unit += 1;
     }
-    if n % size == 0 {
+    if n.is_multiple_of(size) {
         format!("{} {}", n / size, UNITS[unit])
     } else {
         format!("{:.1} {}", n as f64 / size as f64, UNITS[unit])
