@@ -100,7 +100,10 @@ fn host(i: usize) -> HostRecord {
     let labels = [
         ("zone", format!("z{}", i % ZONES)),
         ("rack", format!("r{}", i / RACK)),
-        ("disk", if i.is_multiple_of(4) { "hdd" } else { "ssd" }.to_string()),
+        (
+            "disk",
+            if i.is_multiple_of(4) { "hdd" } else { "ssd" }.to_string(),
+        ),
     ];
     HostRecord {
         id: format!("host-{i:05}"),

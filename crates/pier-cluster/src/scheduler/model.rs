@@ -42,12 +42,28 @@ impl Resources {
         }
     }
 
+    /// The amounts as an array: CPU, memory, disk.
+    pub fn amounts(&self) -> [u64; 3] {
+        [self.cpu_millis, self.memory_bytes, self.disk_bytes]
+    }
+
     /// Whether every resource of `self` is at most the same one of `other`.
     pub fn fits_in(&self, other: &Resources) -> bool {
         self.cpu_millis <= other.cpu_millis
             && self.memory_bytes <= other.memory_bytes
             && self.disk_bytes <= other.disk_bytes
     }
+}
+
+/// The unit of shares: a share of [`SHARE_ONE`] is the whole of a resource.
+pub const SHARE_ONE: u64 = 1_000_000;
+
+/// `part / whole` in millionths, rounded down (0 if `whole` is 0).
+pub(crate) fn share(part: u64, whole: u64) -> u64 {
+    if whole == 0 {
+        return 0;
+    }
+    (u128::from(part) * u128::from(SHARE_ONE) / u128::from(whole)) as u64
 }
 
 /// The transport protocol of a host port.
@@ -180,11 +196,12 @@ pub struct Assignment {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Strategy {
-    /// The host with the most free memory (least allocated): instances spread out.
+    /// The least allocated host: the one whose most used resource (CPU, memory or disk,
+    /// as a share of its capacity) is least used. Instances spread out.
     #[default]
     Spread,
-    /// The host with the least free memory that still fits (best fit): hosts fill up one
-    /// by one and whole hosts stay free.
+    /// The most allocated host that fits: the one whose most used resource is most used.
+    /// Hosts fill up one by one and whole hosts stay free.
     Binpack,
 }
 

@@ -5,16 +5,18 @@
 //! speed comes from where the candidates are taken, never from sampling:
 //! - `host.id==ID` pins the one host;
 //! - with an affinity rule, the hosts running a matching instance (the smallest such set);
-//! - else the view's hosts ordered by free memory (those labelled with the most selective
-//!   `host.label.KEY==VALUE`, or every open host), walked from the best score on: spread
-//!   from the most free memory down, binpack from the least free memory that still holds
-//!   the request up. The first host that passes is the best; at worst the walk visits
-//!   every open host (when nearly none passes).
+//! - else the view's open hosts ordered by free share (those labelled with the most
+//!   selective `host.label.KEY==VALUE`, or all of them), walked from the best score on:
+//!   spread from the top down, binpack up from the least share a host that fits can have
+//!   ([`HostView::least_share`]; full hosts are below it and never visited). The first
+//!   host that passes is the best; at worst the walk visits every open host (when nearly
+//!   none passes).
 //!
-//! Scores: spread prefers the most free memory, binpack the least free memory that fits
-//! (best fit). Memory is the score's resource because it cannot be overcommitted; CPU and
-//! disk are filters only. Ties go to the host whose ID sorts first, so a placement on the
-//! same view is always the same.
+//! Scores, on a host's free share (what is free of its most used resource, CPU, memory
+//! or disk, as a share of its capacity; see [`Host::free_share`]): spread takes the
+//! highest (the least allocated host), binpack the lowest that fits (the most allocated).
+//! Ties go to the host whose ID sorts first, so a placement on the same view is always
+//! the same.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -145,7 +147,7 @@ impl<'a> Plan<'a> {
                 set.range(from..=to).find(ok).map(|(_, id)| id.clone())
             }
             Strategy::Binpack => {
-                let from: Slot = (self.req.resources.memory_bytes, Arc::from(""));
+                let from: Slot = (view.least_share(&self.req.resources), Arc::from(""));
                 set.range(from..).find(ok).map(|(_, id)| id.clone())
             }
         }
@@ -162,7 +164,7 @@ impl<'a> Plan<'a> {
             let Some(host) = view.host(id).filter(|h| self.check(h).is_ok()) else {
                 continue;
             };
-            let free = host.free().memory_bytes;
+            let free = host.free_share();
             let better = match best {
                 None => true,
                 Some((f, b)) => {

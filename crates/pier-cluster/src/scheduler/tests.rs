@@ -242,32 +242,75 @@ fn affinity_matches_instances_of_the_same_project_only() {
 }
 
 #[test]
-fn spread_takes_the_most_free_memory_and_binpack_the_least_that_fits() {
+fn spread_takes_the_least_allocated_host_and_binpack_the_most_allocated_that_fits() {
+    // The same shape at three sizes: a host's score is the free share of its most used
+    // resource, so they fill alike.
     let mut s = mem_pool(&[
-        host("small", &[], HostState::Up, res(8000, 4, 100)),
-        host("big", &[], HostState::Up, res(8000, 16, 100)),
+        host("small", &[], HostState::Up, res(4000, 4, 100)),
+        host("big", &[], HostState::Up, res(16000, 16, 100)),
         host("mid", &[], HostState::Up, res(8000, 8, 100)),
     ]);
-    let spread = |id: &str, gib: u64| req(id, res(100, gib, 0));
-    let binpack = |id: &str, gib: u64| {
-        with(req(id, res(100, gib, 0)), |r| {
+    let spread = |id: &str, cpu: u64, gib: u64| req(id, res(cpu, gib, 0));
+    let binpack = |id: &str, cpu: u64, gib: u64| {
+        with(req(id, res(cpu, gib, 0)), |r| {
             r.strategy = Strategy::Binpack
         })
     };
-    // Free: small 4, big 16, mid 8.
-    assert_eq!(host_of(&mut s, &spread("s1", 6)), "big"); // big 10
-    assert_eq!(host_of(&mut s, &spread("s2", 3)), "big"); // big 7
-    assert_eq!(host_of(&mut s, &spread("s3", 3)), "mid"); // mid 5
-                                                          // Binpack: the least free memory that holds the request.
-    assert_eq!(host_of(&mut s, &binpack("b1", 4)), "small"); // small 0
-    assert_eq!(host_of(&mut s, &binpack("b2", 5)), "mid"); // mid 0
-    assert_eq!(host_of(&mut s, &binpack("b3", 1)), "big"); // big 6
-                                                           // The same through the affinity path (it scores the hosts it finds itself).
-    let rule = [("instance.name==b3", false)];
-    let aff = with(labelled("b4", "z", &rule), |r| {
-        r.strategy = Strategy::Binpack
+    let share = |s: &Scheduler, id: &str| s.view().host(id).unwrap().free_share();
+    // All free (ties go to the first ID): big, mid, small in turn.
+    assert_eq!(host_of(&mut s, &spread("s1", 1000, 1)), "big"); // 15/16 free
+    assert_eq!(host_of(&mut s, &spread("s2", 1000, 1)), "mid"); // 7/8
+    assert_eq!(host_of(&mut s, &spread("s3", 1000, 1)), "small"); // 3/4
+    assert_eq!(host_of(&mut s, &spread("s4", 6000, 0)), "big"); // CPU 9/16 free
+    assert_eq!(share(&s, "big"), 562_500);
+    // big has the most free memory (14 GiB) but its CPU is the most used: mid.
+    assert_eq!(host_of(&mut s, &spread("s5", 100, 1)), "mid"); // 3/4
+                                                               // Binpack: the most allocated host that fits.
+    assert_eq!(host_of(&mut s, &binpack("b1", 1000, 1)), "big"); // CPU 8/16 free
+    assert_eq!(host_of(&mut s, &binpack("b2", 8000, 1)), "big"); // CPU 0 free
+    assert_eq!(share(&s, "big"), 0);
+    // big is full and below the least share that fits: mid and small tie at 3/4.
+    assert_eq!(host_of(&mut s, &binpack("b3", 1000, 1)), "mid");
+    assert_eq!(host_of(&mut s, &binpack("b4", 1000, 2)), "mid"); // memory 3/8 free
+                                                                 // Nobody holds 4 GiB more: small and mid lack the memory, big the CPU.
+    assert_eq!(
+        no_fit(&mut s, &binpack("b5", 100, 4)),
+        "no host fits instance default/b5: 0 of 3 hosts fit: 2 lack memory (need 4 GiB), \
+         1 lacks CPU (need 0.1 CPU)"
+    );
+    // The same choice through the affinity path (it scores the hosts it finds itself).
+    let rule = [("instance.label.app==z", false)];
+    let z1 = with(labelled("z1", "z", &[]), |r| {
+        r.constraints = vec!["host.id==small".parse().unwrap()]
     });
-    assert_eq!(host_of(&mut s, &aff), "big");
+    assert_eq!(host_of(&mut s, &z1), "small");
+    let z2 = with(labelled("z2", "z", &[]), |r| {
+        r.constraints = vec!["host.id==mid".parse().unwrap()]
+    });
+    assert_eq!(host_of(&mut s, &z2), "mid");
+    let aff = |id: &str, strategy| with(labelled(id, "y", &rule), |r| r.strategy = strategy);
+    assert_eq!(host_of(&mut s, &aff("y1", Strategy::Binpack)), "mid");
+    assert_eq!(host_of(&mut s, &aff("y2", Strategy::Spread)), "small");
+}
+
+#[test]
+fn binpack_skips_full_hosts_without_visiting_them() {
+    let hosts: Vec<_> = (0..100)
+        .map(|i| host(&format!("h{i:03}"), &[], HostState::Up, res(1000, 4, 10)))
+        .collect();
+    let mut s = mem_pool(&hosts);
+    let r = |i: usize| {
+        with(req(&format!("i{i}"), res(1000, 1, 0)), |r| {
+            r.strategy = Strategy::Binpack
+        })
+    };
+    // Each instance takes a host's whole CPU: binpack fills the hosts in ID order.
+    for i in 0..100 {
+        assert_eq!(host_of(&mut s, &r(i)), format!("h{i:03}"));
+    }
+    let least = s.view().least_share(&res(1000, 1, 0));
+    assert_eq!(least, 1_000_000);
+    assert!(s.view().up().iter().all(|(share, _)| *share < least));
 }
 
 #[test]

@@ -6,25 +6,29 @@
 //! events up to revision N it equals a fresh read at N (a test checks this).
 //!
 //! Indexes, all kept in step by every event:
-//! - `up`: the hosts open to placements (state up), ordered by free memory then host ID,
-//!   so that spread takes the first host from the top that passes the filters and binpack
-//!   the first from the smallest amount that fits, without scanning every host.
+//! - `up`: the hosts open to placements (state up), ordered by their free share (what is
+//!   free of their most used resource, as a share of its capacity: see [`Host::free_share`])
+//!   then host ID, so that spread takes the first host from the top that passes the
+//!   filters and binpack the first from the least share that may fit, without scanning
+//!   every host.
 //! - `by_label`: the same order per host label `KEY=VALUE`, for `host.label.KEY==VALUE`.
+//! - `capacities`: the capacities of the open hosts, per resource, for the largest one
+//!   (which bounds the least free share a host that fits can have).
 //! - `tags`: per instance name and instance label (within a project), the hosts running
 //!   such instances and how many, for affinity.
 //!
 //! Each index holds only non-empty entries, so two views of the same records are equal.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
 use pier_store::{Event, KeyValue, Revision, Store, StoreError, Watcher};
 
 use super::keys::{self, Key};
-use super::model::{Allocation, Assignment, HostRecord, HostState, Resources, Selector};
+use super::model::{share, Allocation, Assignment, HostRecord, HostState, Resources, Selector};
 use super::SchedError;
 
-/// An entry of the ordered host indexes: free memory in bytes, then host ID.
+/// An entry of the ordered host indexes: free share, then host ID.
 pub(crate) type Slot = (u64, Arc<str>);
 
 /// How many times [`HostView::follow`] reads again when its read fell out of the watch
@@ -94,8 +98,23 @@ impl Host {
             .is_some_and(|r| r.state == HostState::Up)
     }
 
+    /// What is free of the host's most used resource, in millionths of its capacity
+    /// (resources it has none of do not count; 0 without a record).
+    pub fn free_share(&self) -> u64 {
+        let Some(record) = &self.record else {
+            return 0;
+        };
+        let free = self.free().amounts();
+        let cap = record.capacity.amounts();
+        (0..3)
+            .filter(|&r| cap[r] > 0)
+            .map(|r| share(free[r], cap[r]))
+            .min()
+            .unwrap_or(0)
+    }
+
     fn slot(&self) -> Slot {
-        (self.free().memory_bytes, self.id.clone())
+        (self.free_share(), self.id.clone())
     }
 }
 
@@ -151,6 +170,7 @@ pub struct HostView {
     revision: Revision,
     hosts: HashMap<Arc<str>, Host>,
     up: BTreeSet<Slot>,
+    capacities: [BTreeMap<u64, u32>; 3],
     by_label: HashMap<String, HashMap<String, BTreeSet<Slot>>>,
     assignments: HashMap<String, (Assignment, Revision)>,
     tags: HashMap<Tag, Tagged>,
@@ -226,12 +246,26 @@ impl HostView {
         self.assignments.values().map(|(a, _)| a)
     }
 
-    /// The hosts open to placements, by free memory.
+    /// The hosts open to placements, by free share.
     pub(crate) fn up(&self) -> &BTreeSet<Slot> {
         &self.up
     }
 
-    /// The open hosts labelled `key=value`, by free memory; None if there are none.
+    /// A free share below which no open host can hold `need`: a host that holds it has
+    /// at least `need` free of each resource, so of its most used one too, and that is
+    /// at least `need`'s share of the largest capacity of that resource.
+    pub(crate) fn least_share(&self, need: &Resources) -> u64 {
+        let need = need.amounts();
+        (0..3)
+            .map(|r| match self.capacities[r].last_key_value() {
+                Some((&largest, _)) => share(need[r], largest),
+                None => 0,
+            })
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// The open hosts labelled `key=value`, by free share; None if there are none.
     pub(crate) fn labelled(&self, key: &str, value: &str) -> Option<&BTreeSet<Slot>> {
         self.by_label.get(key)?.get(value)
     }
@@ -318,6 +352,11 @@ impl HostView {
             return;
         };
         let slot = host.slot();
+        if let Some(r) = &host.record {
+            for (set, cap) in self.capacities.iter_mut().zip(r.capacity.amounts()) {
+                *set.entry(cap).or_insert(0) += 1;
+            }
+        }
         for (k, v) in host.record.iter().flat_map(|r| &r.labels) {
             let values = match self.by_label.get_mut(k) {
                 Some(values) => values,
@@ -336,6 +375,16 @@ impl HostView {
             return;
         };
         let slot = host.slot();
+        if let Some(r) = &host.record {
+            for (set, cap) in self.capacities.iter_mut().zip(r.capacity.amounts()) {
+                if let Some(n) = set.get_mut(&cap) {
+                    *n -= 1;
+                    if *n == 0 {
+                        set.remove(&cap);
+                    }
+                }
+            }
+        }
         for (k, v) in host.record.iter().flat_map(|r| &r.labels) {
             let Some(values) = self.by_label.get_mut(k) else {
                 continue;
@@ -529,29 +578,39 @@ mod tests {
     }
 
     #[test]
-    fn the_open_hosts_are_ordered_by_free_memory() {
+    fn the_open_hosts_are_ordered_by_the_free_share_of_their_most_used_resource() {
         let store = MemStore::default();
+        let alloc = |cpu_millis, memory_bytes| Allocation {
+            used: Resources {
+                cpu_millis,
+                memory_bytes,
+                disk_bytes: 0,
+            },
+            ..Default::default()
+        };
         store
             .commit(vec![
                 keys::put_host(&host("a", &[], HostState::Up, 300)),
                 keys::put_host(&host("b", &[], HostState::Up, 200)),
                 keys::put_host(&host("c", &[], HostState::Draining, 900)),
-                put(
-                    keys::allocation("a"),
-                    &Allocation {
-                        used: Resources {
-                            memory_bytes: 250,
-                            ..Default::default()
-                        },
-                        ..Default::default()
-                    },
-                ),
+                keys::put_host(&host("d", &[], HostState::Up, 400)),
+                put(keys::allocation("a"), &alloc(0, 250)),
+                put(keys::allocation("b"), &alloc(3000, 0)),
             ])
             .unwrap();
         let view = HostView::read(&store).unwrap();
         let order: Vec<_> = view.up().iter().map(|(f, id)| (*f, &**id)).collect();
-        assert_eq!(order, [(50, "a"), (200, "b")]);
+        // a: memory 50/300 free; b: CPU 1000/4000; d: all free; c is not open.
+        assert_eq!(order, [(166_666, "a"), (250_000, "b"), (1_000_000, "d")]);
         assert_eq!(view.host("a").unwrap().free().memory_bytes, 50);
+        // The largest open capacities are 4000 millicores and 400 bytes of memory (not
+        // c's 900): a host that holds 200 bytes has at least half its memory free.
+        let need = Resources {
+            cpu_millis: 1000,
+            memory_bytes: 200,
+            disk_bytes: 0,
+        };
+        assert_eq!(view.least_share(&need), 500_000);
     }
 
     #[test]
