@@ -131,7 +131,7 @@ fn request(i: usize, hosts: usize, rng: &mut Rng) -> InstanceRequest {
             memory_bytes: rng.pick(&[256 * MIB, 512 * MIB, GIB, 2 * GIB, 4 * GIB]),
             disk_bytes: rng.pick(&[GIB, 5 * GIB, 10 * GIB, 20 * GIB]),
         },
-        strategy: if i.is_multiple_of(2) {
+        strategy: if rng.next().is_multiple_of(2) {
             Strategy::Spread
         } else {
             Strategy::Binpack

@@ -3,7 +3,8 @@
 //! conditional write.
 //!
 //! A placement ([`Scheduler::place`]):
-//! 1. takes in the watch events that arrived ([`Scheduler::refresh`]);
+//! 1. takes in the watch events that arrived, waiting for those of revisions it knows
+//!    were committed ([`Scheduler::refresh`]);
 //! 2. chooses a host on the view (`place`: exact filters, then the strategy's score);
 //! 3. commits in one [`Txn`]: the assignment (`assignments/PROJECT/ID`, required absent)
 //!    and the host's new allocation (`allocations/HOST`), required at the mod revision the
@@ -17,6 +18,9 @@
 //! So any number of schedulers on one store never overbook a host. A request no host
 //! fits fails with [`SchedError::NoHostFits`], which counts per filter why each host was
 //! turned away.
+//!
+//! A [`Scheduler`] is blocking and single-threaded (`&mut self`): run it on a thread of
+//! its own or in `spawn_blocking`. Several schedulers each keep their own view.
 
 pub mod keys;
 mod model;
@@ -99,6 +103,8 @@ pub struct Scheduler {
     reloads: u64,
     /// The view missed an event it could not take in: read again before using it.
     stale: bool,
+    /// A revision of the pool's table known committed, which the view waits for.
+    wait_for: Revision,
 }
 
 impl Scheduler {
@@ -113,6 +119,7 @@ impl Scheduler {
             conflicts: 0,
             reloads: 0,
             stale: false,
+            wait_for: 0,
         })
     }
 
@@ -132,13 +139,31 @@ impl Scheduler {
         self.reloads
     }
 
-    /// Takes in the watch events that arrived; reads the pool again if the watch fell
-    /// behind (lagged or compacted).
+    /// Takes in the watch events that arrived, and waits for those of the revisions this
+    /// scheduler knows were committed (its own last commit, the winner of a race it lost:
+    /// a backend may deliver them after the commit returned). Reads the pool again if the
+    /// watch fell behind (lagged or compacted). Blocking: call it (and
+    /// [`Scheduler::place`], [`Scheduler::release`]) off the async runtime's threads.
     pub fn refresh(&mut self) -> Result<(), SchedError> {
+        self.take_in(true)
+    }
+
+    fn take_in(&mut self, wait: bool) -> Result<(), SchedError> {
         if self.stale {
             return self.reload();
         }
-        while let Some(event) = self.watcher.try_next() {
+        loop {
+            let event = match self.watcher.try_next() {
+                Some(e) => e,
+                None if wait && self.view.revision() < self.wait_for => {
+                    match self.watcher.blocking_recv() {
+                        Some(e) => e,
+                        // The store is gone; the next commit says so.
+                        None => return Ok(()),
+                    }
+                }
+                None => return Ok(()),
+            };
             match event {
                 Ok(e) => {
                     if let Err(err) = self.view.apply(&e) {
@@ -153,7 +178,6 @@ impl Scheduler {
                 Err(e) => return Err(e.into()),
             }
         }
-        Ok(())
     }
 
     fn reload(&mut self) -> Result<(), SchedError> {
@@ -257,11 +281,12 @@ impl Scheduler {
         })
     }
 
-    /// Takes in our own commit's events (queued before the commit returned), so that
-    /// [`Scheduler::view`] shows it. The commit stands whatever happens here: a failure
+    /// Takes in our own commit's events if they are there already (they are with the
+    /// embedded backends, which queue them before the commit returns), so that
+    /// [`Scheduler::view`] shows it; the next refresh waits for them otherwise. The commit stands whatever happens here: a failure
     /// only makes the next refresh read everything again (and report it).
     fn catch_up(&mut self) {
-        if self.refresh().is_err() {
+        if self.take_in(false).is_err() {
             self.stale = true;
         }
     }
@@ -273,9 +298,15 @@ impl Scheduler {
         ops: Vec<Op>,
     ) -> Result<Option<Revision>, SchedError> {
         match self.store.txn(Txn { compares, ops }, self.config.durable) {
-            Ok(revision) => Ok(Some(revision)),
-            Err(StoreError::Conflict { .. }) => {
+            Ok(revision) => {
+                self.wait_for = self.wait_for.max(revision);
+                Ok(Some(revision))
+            }
+            Err(StoreError::Conflict { found, .. }) => {
                 self.conflicts += 1;
+                // The winner's write; a key found absent was deleted at a revision the
+                // error does not give: the retry may then lose once more.
+                self.wait_for = self.wait_for.max(found.unwrap_or(0));
                 Ok(None)
             }
             Err(e) => Err(e.into()),
