@@ -174,6 +174,19 @@ fn open(kind: &str, dir: &tempfile::TempDir) -> (Arc<dyn Store>, bool) {
     }
 }
 
+/// A "no host fits" reason without its count and particulars ("2 lack memory (need 2
+/// GiB)" -> "lack memory"), so that the summary has a line per filter.
+fn kind(reason: &str) -> String {
+    let what = reason.split_once(' ').map_or(reason, |(_, w)| w);
+    let end = [" (", " host.", " instance."]
+        .iter()
+        .filter_map(|cut| what.find(cut))
+        .chain(what.find(|c: char| c.is_ascii_digit()))
+        .min()
+        .unwrap_or(what.len());
+    what[..end].trim_end().to_string()
+}
+
 fn median(mut v: Vec<Duration>) -> Duration {
     v.sort();
     v[v.len() / 2]
@@ -225,8 +238,7 @@ fn place_all(store: &Arc<dyn Store>, config: SchedulerConfig, args: &Args) -> (O
                         Err(SchedError::NoHostFits(why)) => {
                             out.no_fit += 1;
                             for (_, reason) in why.reasons {
-                                let kind = reason.split_once(' ').map_or("", |(_, k)| k);
-                                *out.reasons.entry(kind.to_string()).or_default() += 1;
+                                *out.reasons.entry(kind(&reason)).or_default() += 1;
                             }
                         }
                         Err(e) => panic!("placing {}: {e}", r.instance()),
@@ -290,7 +302,7 @@ fn main() {
             rate
         );
         for (why, n) in &out.reasons {
-            println!("  no fit: {n} x {why}");
+            println!("  {n} answers say hosts {why:?}");
         }
 
         // Top the store up to --list assignments with direct writes (untimed).
