@@ -578,6 +578,29 @@ mod tests {
     }
 
     #[test]
+    fn a_watch_from_the_read_revision_replays_what_came_between() {
+        let store = MemStore::default();
+        store
+            .commit(vec![keys::put_host(&host("h1", &[], HostState::Up, 100))])
+            .unwrap();
+        let mut view = HostView::read(&store).unwrap();
+        // Changes after the read, before the watch starts.
+        store
+            .commit(vec![keys::put_host(&host(
+                "h2",
+                &[("zone", "a")],
+                HostState::Up,
+                1,
+            ))])
+            .unwrap();
+        store.commit(vec![del(keys::host("h1"))]).unwrap();
+        let mut w = store.watch(keys::TABLE, "", view.revision() + 1).unwrap();
+        drain(&mut view, &mut w);
+        assert_eq!(view, HostView::read(&store).unwrap());
+        assert_eq!(view.hosts().map(Host::id).collect::<Vec<_>>(), ["h2"]);
+    }
+
+    #[test]
     fn the_open_hosts_are_ordered_by_the_free_share_of_their_most_used_resource() {
         let store = MemStore::default();
         let alloc = |cpu_millis, memory_bytes| Allocation {
