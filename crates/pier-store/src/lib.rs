@@ -120,10 +120,15 @@ pub enum Table {
     /// The statuses of the instances of [`Table::Containers`] (what is; written by the
     /// host side that realises them), by the same keys.
     ContainerStatus,
+    /// The pool of hosts (`pier_cluster`): host records by `hosts/<host-id>`, each host's
+    /// allocation by `allocations/<host-id>`, and instance assignments by
+    /// `assignments/<project>/<instance-id>`. One table, so that one watch sees them in
+    /// revision order (etcd: one prefix).
+    Cluster,
 }
 
 impl Table {
-    pub const ALL: [Table; 16] = [
+    pub const ALL: [Table; 17] = [
         Table::Meta,
         Table::Images,
         Table::Tags,
@@ -140,6 +145,7 @@ impl Table {
         Table::Quotas,
         Table::ImageUsers,
         Table::ContainerStatus,
+        Table::Cluster,
     ];
 
     pub fn name(self) -> &'static str {
@@ -160,6 +166,7 @@ impl Table {
             Table::Quotas => "quotas",
             Table::ImageUsers => "image_users",
             Table::ContainerStatus => "container_status",
+            Table::Cluster => "cluster",
         }
     }
 

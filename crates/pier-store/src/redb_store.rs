@@ -25,7 +25,7 @@ use crate::{
 };
 
 /// The schema this build writes.
-pub const SCHEMA_VERSION: u32 = 7;
+pub const SCHEMA_VERSION: u32 = 8;
 const SCHEMA_KEY: &str = "schema_version";
 
 const STORE: TableDefinition<'static, &'static str, u64> = TableDefinition::new("store");
@@ -98,6 +98,8 @@ const MIGRATIONS: [Migration; SCHEMA_VERSION as usize] = [
     // 6 -> 7: instance statuses (`container_status`), split from the records of
     // `containers` (which keep the specs). The engine splits existing records when it
     // opens, since only it reads them.
+    create_tables,
+    // 7 -> 8: the pool of hosts (`cluster`): hosts, allocations, assignments.
     create_tables,
 ];
 

@@ -1,0 +1,10 @@
+//! The pool of hosts: membership, join and certificates, host agents, the scheduler and
+//! request forwarding (see the architecture's crate map).
+//!
+//! Built so far: [`scheduler`], which places instances on hosts over an in-memory view of
+//! the pool kept current by a store watch, and commits each placement with a conditional
+//! write so that schedulers racing on one store never overbook a host. The pool's state
+//! lives in the store's [`pier_store::Table::Cluster`] table; [`scheduler::keys`] has its
+//! layout.
+
+pub mod scheduler;
