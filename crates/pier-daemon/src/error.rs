@@ -86,12 +86,11 @@ impl From<axum::extract::rejection::QueryRejection> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        if self.kind == ErrorKind::Internal {
-            tracing::error!(message = %self.message, "internal error");
-        }
+        // The request's log line (crate::requests::track) quotes the message.
         let status =
             StatusCode::from_u16(self.kind.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        (
+        let note = crate::requests::ErrorNote(self.message.clone());
+        let mut resp = (
             status,
             Json(ErrorBody {
                 kind: self.kind,
@@ -99,7 +98,9 @@ impl IntoResponse for ApiError {
                 exit_code: self.exit_code,
             }),
         )
-            .into_response()
+            .into_response();
+        resp.extensions_mut().insert(note);
+        resp
     }
 }
 

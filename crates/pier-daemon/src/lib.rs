@@ -23,6 +23,7 @@ pub mod docker;
 pub mod error;
 pub mod http;
 pub mod metrics;
+pub mod requests;
 pub mod server;
 pub mod stream;
 

@@ -2,8 +2,8 @@
 //! `--metrics-addr`, on a TCP address of their own (plain HTTP, `/metrics` only):
 //!
 //! - kept as they happen: every API request by API (`native`, `docker`, `registry`),
-//!   method, route template and status, with its latency ([`track`], a middleware on each
-//!   API's router);
+//!   method, route template and status, with its latency ([`Metrics::observe`], which
+//!   [`crate::requests::track`] calls for each);
 //! - read at each scrape: the engine's [`Snapshot`] (every instance's state, restarts,
 //!   health and use; the host's capacity; networks, volumes and images; the registry's
 //!   blob traffic).
@@ -12,9 +12,7 @@
 //! scraper and `promtool check metrics` read.
 
 use std::sync::Arc;
-use std::time::Instant;
 
-use axum::extract::{MatchedPath, State};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -68,6 +66,23 @@ impl Metrics {
             requests,
             latency,
         })
+    }
+
+    /// Counts one answered request and its latency.
+    pub fn observe(
+        &self,
+        api: &str,
+        method: &str,
+        route: &str,
+        status: &str,
+        elapsed: std::time::Duration,
+    ) {
+        self.latency
+            .with_label_values(&[api, method, route])
+            .observe(elapsed.as_secs_f64());
+        self.requests
+            .with_label_values(&[api, method, route, status])
+            .inc();
     }
 
     /// The text a scrape gets: the kept families and those of `snap`.
@@ -278,46 +293,6 @@ async fn scrape(Extension((metrics, engine)): Extension<(Arc<Metrics>, Arc<Engin
         Ok(Err(e)) => crate::error::ApiError::from(e).into_response(),
         Err(e) => crate::error::ApiError::from(e).into_response(),
     }
-}
-
-/// Counts and times each request of `api`'s router, by the route template it matched
-/// (`unmatched` for none), so that IDs and names never become labels.
-pub async fn track(
-    State((metrics, api)): State<(Arc<Metrics>, &'static str)>,
-    req: axum::extract::Request,
-    next: axum::middleware::Next,
-) -> Response {
-    let matched = req.extensions().get::<MatchedPath>().cloned();
-    let method = req.method().as_str().to_string();
-    let started = Instant::now();
-    let resp = next.run(req).await;
-    // An inner router (the Docker API's, routed after its version is taken off the path)
-    // says which route it took in the response ([`remember_route`]).
-    let route = resp
-        .extensions()
-        .get::<MatchedPath>()
-        .or(matched.as_ref())
-        .map_or("unmatched", |m| m.as_str())
-        .to_string();
-    metrics
-        .latency
-        .with_label_values(&[api, &method, &route])
-        .observe(started.elapsed().as_secs_f64());
-    metrics
-        .requests
-        .with_label_values(&[api, &method, &route, resp.status().as_str()])
-        .inc();
-    resp
-}
-
-/// Puts the route an inner router matched in its response, for [`track`] outside it.
-pub async fn remember_route(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
-    let matched = req.extensions().get::<MatchedPath>().cloned();
-    let mut resp = next.run(req).await;
-    if let Some(m) = matched {
-        resp.extensions_mut().insert(m);
-    }
-    resp
 }
 
 #[cfg(test)]

@@ -165,7 +165,7 @@ pub async fn run(mut config: DaemonConfig) -> Result<(), DaemonError> {
     let tracked = |app: axum::Router, api: &'static str| {
         app.layer(axum::middleware::from_fn_with_state(
             (metrics.clone(), api),
-            crate::metrics::track,
+            crate::requests::track,
         ))
     };
     let native_app =
@@ -271,7 +271,7 @@ async fn serve_registry(
             let app = pier_registry::server::router(engine.registry.clone()).layer(
                 axum::middleware::from_fn_with_state(
                     (metrics.clone(), "registry"),
-                    crate::metrics::track,
+                    crate::requests::track,
                 ),
             );
             match &config.registry_tls {

@@ -204,4 +204,69 @@ fn json_logs_are_one_object_per_line() {
     assert_eq!(ready["level"], "INFO", "{ready}");
     assert!(ready["timestamp"].is_string(), "{ready}");
     assert!(ready["socket"].is_string(), "{ready}");
+
+    // A refused request: its ID comes back, and its one log line names it, the route and
+    // the reason, as the client's mistake.
+    let out = Command::new("curl")
+        .args([
+            "-s",
+            "-D",
+            "-",
+            "-H",
+            "X-Request-Id: ci-rid-7",
+            "--unix-socket",
+        ])
+        .arg(&d.docker_socket)
+        .arg("http://docker/v1.41/containers/nosuch/json")
+        .output()
+        .unwrap();
+    let answer = String::from_utf8_lossy(&out.stdout).to_lowercase();
+    assert!(answer.contains("x-request-id: ci-rid-7"), "{answer}");
+    assert!(answer.contains(" 404 "), "{answer}");
+    let mut line = None;
+    wait_until("the refused request's log line", || {
+        line = d
+            .log()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .find(|v| v["span"]["id"] == "ci-rid-7" && v["error"].is_string());
+        line.is_some()
+    });
+    let line = line.unwrap();
+    assert_eq!(line["level"], "WARN", "{line}");
+    assert_eq!(line["span"]["api"], "docker", "{line}");
+    assert_eq!(line["path"], "/v1.41/containers/nosuch/json", "{line}");
+    assert!(
+        line["error"]
+            .as_str()
+            .unwrap()
+            .contains("No such container"),
+        "{line}"
+    );
+    assert!(
+        line["message"].as_str().unwrap().contains("mistake"),
+        "{line}"
+    );
+    // An ID that could garble the log is replaced by the daemon's own.
+    let out = Command::new("curl")
+        .args([
+            "-s",
+            "-D",
+            "-",
+            "-o",
+            "/dev/null",
+            "-H",
+            "X-Request-Id: a b",
+            "--unix-socket",
+        ])
+        .arg(&d.socket)
+        .arg("http://pier/v1/_ping")
+        .output()
+        .unwrap();
+    let head = String::from_utf8_lossy(&out.stdout).to_lowercase();
+    let rid = head
+        .lines()
+        .find_map(|l| l.strip_prefix("x-request-id: "))
+        .unwrap_or_else(|| panic!("{head}"));
+    assert!(!rid.contains(' ') && !rid.is_empty(), "{rid}");
 }

@@ -138,14 +138,15 @@ impl From<tokio::task::JoinError> for DockerError {
 
 impl IntoResponse for DockerError {
     fn into_response(self) -> Response {
-        if self.status == StatusCode::INTERNAL_SERVER_ERROR {
-            tracing::error!(message = %self.message, "internal error (Docker API)");
-        }
-        (
+        // The request's log line (crate::requests::track) quotes the message.
+        let note = crate::requests::ErrorNote(self.message.clone());
+        let mut resp = (
             self.status,
             Json(serde_json::json!({ "message": self.message })),
         )
-            .into_response()
+            .into_response();
+        resp.extensions_mut().insert(note);
+        resp
     }
 }
 
@@ -235,7 +236,7 @@ pub fn router(engine: Arc<Engine>) -> Router {
         )
         .route("/containers/{id}/update", post(update))
         // The route taken, for the API metrics outside this router.
-        .layer(axum::middleware::from_fn(crate::metrics::remember_route))
+        .layer(axum::middleware::from_fn(crate::requests::remember_route))
         .fallback(unknown)
         .method_not_allowed_fallback(unknown)
         .with_state(docker);
