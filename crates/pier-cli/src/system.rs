@@ -48,7 +48,7 @@ pub struct EventsArgs {
     /// Stop at this time (same forms as --since).
     #[arg(long)]
     pub until: Option<String>,
-    /// `type=container|image|network|volume`, `event=start`, `container=NAME`, `image=`,
+    /// `type=container|image|network|volume|registry`, `event=start`, `container=NAME`, `image=`,
     /// `network=`, `volume=`, `label=KEY[=VALUE]`; repeatable (same keys OR, others AND).
     #[arg(long, short = 'f')]
     pub filter: Vec<String>,
@@ -444,7 +444,10 @@ pub async fn prune(
 
 /// A `--since`/`--until` value as the daemon takes it: Unix seconds and RFC 3339 pass
 /// through; a Go-style duration (`10m`, `1h30m`, `45s`) is that long before now.
-pub fn event_time(v: &str, now: i64) -> Result<String, CliError> {
+/// `v` as the API takes it; a duration is taken back from `now` (nanoseconds since the
+/// epoch) and sent with its nanoseconds, as Docker's CLI does, so that `--until 0s` takes
+/// in the events of this very second.
+pub fn event_time(v: &str, now: i128) -> Result<String, CliError> {
     if v.parse::<f64>().is_ok() || parse_rfc3339(v).is_some() {
         return Ok(v.to_string());
     }
@@ -472,7 +475,12 @@ pub fn event_time(v: &str, now: i64) -> Result<String, CliError> {
     if !num.is_empty() || v.is_empty() {
         return Err(bad());
     }
-    Ok(format!("{}", now - secs as i64))
+    let t = now - (secs * 1e9) as i128;
+    Ok(format!(
+        "{}.{:09}",
+        t.div_euclid(1_000_000_000),
+        t.rem_euclid(1_000_000_000)
+    ))
 }
 
 /// `KEY=VALUE` filters as Docker's JSON (`{"KEY": ["VALUE", ...]}`).
@@ -490,7 +498,9 @@ fn filters_json(filters: &[String]) -> Result<String, CliError> {
 }
 
 pub async fn events(client: &Client, fmt: Format, a: EventsArgs) -> Result<(), CliError> {
-    let now = now_unix();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as i128);
     let mut q = Vec::new();
     if let Some(s) = &a.since {
         q.push(format!("since={}", encode_segment(&event_time(s, now)?)));
@@ -608,8 +618,15 @@ mod tests {
     #[test]
     fn event_times_take_durations_before_now() {
         assert_eq!(event_time("1700000000", 0).unwrap(), "1700000000");
-        assert_eq!(event_time("10m", 1000).unwrap(), "400");
-        assert_eq!(event_time("1h30m", 10_000).unwrap(), "4600");
+        assert_eq!(
+            event_time("10m", 1000_500_000_000).unwrap(),
+            "400.500000000"
+        );
+        assert_eq!(
+            event_time("1h30m", 10_000_000_000_000).unwrap(),
+            "4600.000000000"
+        );
+        assert_eq!(event_time("0s", 7_000_000_123).unwrap(), "7.000000123");
         assert_eq!(
             event_time("2024-01-02T03:04:05Z", 0).unwrap(),
             "2024-01-02T03:04:05Z"

@@ -48,6 +48,7 @@ pub mod networks;
 pub mod networks_query;
 pub mod projects;
 pub mod reconcile;
+mod registry_events;
 pub mod sessions;
 pub mod steps;
 pub mod system;
@@ -229,6 +230,10 @@ impl Engine {
         health::spawn(self.instances.clone());
         let mut loops = self.loops.lock().unwrap_or_else(|e| e.into_inner());
         loops.spawn_lease_tick(self.store.clone(), reconcile::LEASE_TICK);
+        for task in registry_events::spawn(self.store.clone(), from, self.instances.events.clone())
+        {
+            loops.keep(task);
+        }
         loops.spawn_from(
             self.store.clone(),
             Arc::new(networks::NetworkReconciler {

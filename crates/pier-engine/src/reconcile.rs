@@ -101,6 +101,11 @@ impl Loops {
         stats
     }
 
+    /// Keeps a task of another kind (an event follower), stopped with the loops.
+    pub fn keep(&mut self, task: JoinHandle<()>) {
+        self.tasks.push(task);
+    }
+
     /// Starts the lease tick over `store`.
     pub fn spawn_lease_tick(&mut self, store: Arc<dyn Store>, every: Duration) {
         self.tasks.push(tokio::spawn(lease_tick(store, every)));

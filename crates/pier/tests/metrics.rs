@@ -126,6 +126,48 @@ fn metrics_follow_instances_and_pass_promtool() {
             .any(|l| l.starts_with(r#"pier_api_requests_total{api="registry",method="PUT""#)),
         "{text}"
     );
+    // The push is a registry event on both APIs' streams (read until a second from now).
+    let until = (std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 1)
+    .to_string();
+    let events = d.ok(&[
+        "events",
+        "--since",
+        "10m",
+        "--until",
+        &until,
+        "--filter",
+        "type=registry",
+    ]);
+    assert!(
+        events.contains(" registry push metrics/bb@sha256:"),
+        "{events}"
+    );
+    assert!(
+        events.contains(" registry tag metrics/bb:latest "),
+        "{events}"
+    );
+    assert!(!events.contains(" container "), "{events}");
+    let (code, events, err) = outcome(&d.docker(
+        "docker",
+        &[
+            "events",
+            "--since",
+            "10m",
+            "--until",
+            &until,
+            "--filter",
+            "type=registry",
+        ],
+    ));
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        events.contains("registry tag metrics/bb:latest"),
+        "{events}"
+    );
 
     // Prometheus's own checker takes it as it is.
     let mut check = Command::new(PROMTOOL)
