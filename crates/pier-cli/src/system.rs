@@ -619,7 +619,7 @@ mod tests {
     fn event_times_take_durations_before_now() {
         assert_eq!(event_time("1700000000", 0).unwrap(), "1700000000");
         assert_eq!(
-            event_time("10m", 1000_500_000_000).unwrap(),
+            event_time("10m", 1_000_500_000_000).unwrap(),
             "400.500000000"
         );
         assert_eq!(
