@@ -136,3 +136,51 @@ pub struct EventsQuery {
     /// `type`, `event`, `container`, `image`, `network`, `volume`, `label`.
     pub filters: Option<String>,
 }
+
+/// Query of `GET /v1/metrics/history`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsHistoryQuery {
+    /// Also give this instance's use in each sample (name or ID, in the request's
+    /// project).
+    pub instance: Option<String>,
+    /// Only the samples after this time (Unix seconds).
+    pub since: Option<f64>,
+}
+
+/// What an instance used, as of one sample (totals since it started, and gauges).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct InstanceUsageSample {
+    pub cpu_seconds: f64,
+    pub memory_bytes: u64,
+    pub network_receive_bytes: u64,
+    pub network_transmit_bytes: u64,
+    pub io_read_bytes: u64,
+    pub io_write_bytes: u64,
+}
+
+/// One sample of the daemon's recent history.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct MetricsSample {
+    /// When it was taken (Unix seconds).
+    pub time: f64,
+    pub host_memory_available_bytes: u64,
+    pub host_disk_free_bytes: u64,
+    /// Instances running (or paused) then.
+    pub instances_running: u64,
+    /// The asked instance's use, when it ran then.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instance: Option<InstanceUsageSample>,
+}
+
+/// The daemon's recent metrics (`GET /v1/metrics/history`): what its graphs draw without
+/// a Prometheus, oldest first.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct MetricsHistory {
+    /// Seconds between samples.
+    pub period_seconds: f64,
+    /// The host's memory, for the samples' available memory.
+    pub host_memory_bytes: u64,
+    pub host_disk_bytes: u64,
+    pub samples: Vec<MetricsSample>,
+}

@@ -366,6 +366,10 @@ pub struct DaemonArgs {
     /// host that is not itself a VM, where nested KVM is often slower than emulation).
     #[arg(long, default_value = "auto", value_parser = ["auto", "kvm", "tcg"])]
     pub vm_accel: String,
+    /// Seconds between the samples of the metrics history (`GET /v1/metrics/history`,
+    /// which keeps 240 of them: an hour at the default).
+    #[arg(long, default_value_t = 15, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub metrics_history_period: u64,
     /// Seconds an API client has to send a request's headers before the daemon closes
     /// its connection (hidden: tests shorten it).
     #[arg(long, hide = true, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]

@@ -1,5 +1,5 @@
 //! The system part of the native API: `/v1/info`, `/v1/version`, `/v1/system/df`,
-//! `/v1/system/prune`, `/v1/system/login` and `/v1/events`. Each handler reads the
+//! `/v1/system/prune`, `/v1/system/login`, `/v1/events` and `/v1/metrics/history`. Each handler reads the
 //! engine's own facts and logic (host facts in [`pier_engine::system`], the event log in
 //! [`pier_engine::events`], the prunes of each service) and shapes them.
 
@@ -11,8 +11,9 @@ use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
 use pier_api::containers::Event;
 use pier_api::system::{
-    DfBuildCache, DfContainer, DfImage, DfVolume, EventsQuery, LoginReport, LoginRequest, SystemDf,
-    SystemPruneQuery, SystemPruneReport, VersionInfo,
+    DfBuildCache, DfContainer, DfImage, DfVolume, EventsQuery, InstanceUsageSample, LoginReport,
+    LoginRequest, MetricsHistory, MetricsHistoryQuery, MetricsSample, SystemDf, SystemPruneQuery,
+    SystemPruneReport, VersionInfo,
 };
 use pier_api::types::SystemInfo;
 use pier_api::{ErrorBody, ErrorKind};
@@ -34,12 +35,13 @@ pub fn routes(engine: &Arc<Engine>) -> Router<Arc<Engine>> {
         .route("/v1/system/prune", post(prune))
         .route("/v1/system/login", post(login))
         .route("/v1/events", get(events))
+        .route("/v1/metrics/history", get(metrics_history))
         .layer(Extension(log))
 }
 
 #[derive(OpenApi)]
 #[openapi(
-    paths(info, version, df, prune, login, events),
+    paths(info, version, df, prune, login, events, metrics_history),
     components(schemas(
         SystemInfo,
         VersionInfo,
@@ -51,7 +53,10 @@ pub fn routes(engine: &Arc<Engine>) -> Router<Arc<Engine>> {
         SystemPruneReport,
         LoginRequest,
         LoginReport,
-        Event
+        Event,
+        MetricsHistory,
+        MetricsSample,
+        InstanceUsageSample
     ))
 )]
 pub struct SystemDoc;
@@ -61,6 +66,26 @@ pub struct SystemDoc;
 #[utoipa::path(get, path = "/v1/info", responses((status = 200, body = SystemInfo)))]
 async fn info(Ctx(ctx): Ctx, State(e): Shared) -> ApiResult<Json<SystemInfo>> {
     Ok(Json(blocking(move || Ok(e.system_info(&ctx)?)).await?))
+}
+
+/// The daemon's recent metrics, oldest first: the host's free memory and disk and the
+/// running instances in each sample, and one instance's use when asked (the graphs of
+/// the last hour, without a Prometheus). Prometheus scrapes `GET /metrics` instead.
+#[utoipa::path(get, path = "/v1/metrics/history", params(MetricsHistoryQuery),
+    responses((status = 200, body = MetricsHistory), (status = 404, body = ErrorBody)))]
+async fn metrics_history(
+    Ctx(ctx): Ctx,
+    State(e): Shared,
+    Q(q): Q<MetricsHistoryQuery>,
+) -> ApiResult<Json<MetricsHistory>> {
+    let id = match q.instance {
+        Some(name) => {
+            let e = e.clone();
+            Some(blocking(move || Ok(e.instances.get(&ctx, &name)?.id)).await?)
+        }
+        None => None,
+    };
+    Ok(Json(e.history.query(id.as_deref(), q.since)))
 }
 
 /// The daemon's version and API versions.

@@ -49,6 +49,8 @@ pub struct DaemonConfig {
     pub vm: pier_engine::instances::vm::VmSettings,
     /// Serve `/metrics` (Prometheus) on this TCP address too.
     pub metrics_addr: Option<std::net::SocketAddr>,
+    /// How often the metrics history (`GET /v1/metrics/history`) takes a sample.
+    pub metrics_history_period: std::time::Duration,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -146,6 +148,7 @@ pub async fn run(mut config: DaemonConfig) -> Result<(), DaemonError> {
     engine.start().await?;
     let engine = Arc::new(engine);
     let metrics = crate::metrics::Metrics::new();
+    let history = tokio::spawn(pier_engine::metrics::keep_history(Arc::downgrade(&engine)));
     let registry_server = serve_registry(&config, &engine, &metrics).await?;
     let metrics_server = serve_metrics(&config, &engine, &metrics).await?;
 
@@ -203,6 +206,7 @@ pub async fn run(mut config: DaemonConfig) -> Result<(), DaemonError> {
     if let Some(d) = &config.docker_socket {
         let _ = fs::remove_file(d);
     }
+    history.abort();
     for server in [registry_server, metrics_server].into_iter().flatten() {
         server.abort();
     }
@@ -246,6 +250,7 @@ async fn open_engine(
         registry_upstream: upstream,
         registry_client: client_config,
         vm: config.vm.clone(),
+        history_period: config.metrics_history_period,
     };
     tokio::task::spawn_blocking(move || Engine::open(engine_config))
         .await

@@ -101,6 +101,8 @@ pub struct Engine {
     pub store_schema: u32,
     /// The background loops (reconcilers, the lease tick); they stop with the engine.
     loops: std::sync::Mutex<reconcile::Loops>,
+    /// The last hour of metrics samples ([`metrics::keep_history`] fills it).
+    pub history: Arc<metrics::History>,
 }
 
 /// What the engine is opened with.
@@ -120,6 +122,8 @@ pub struct EngineConfig {
     pub registry_client: pier_registry_client::ClientConfig,
     /// Where the VMs' assets are, and their accelerator.
     pub vm: instances::vm::VmSettings,
+    /// How often the metrics history takes a sample ([`metrics::HISTORY_PERIOD`]).
+    pub history_period: std::time::Duration,
 }
 
 /// Why the engine could not open or start.
@@ -147,6 +151,7 @@ impl Engine {
     /// (interrupted builds, half-made volumes, an older volume layout). Blocking.
     pub fn open(config: EngineConfig) -> Result<Engine, OpenError> {
         let root = config.root;
+        let history_period = config.history_period;
         let store = Arc::new(RedbStore::open(&root.join("state.redb"))?);
         // What interrupted builds left (mounts, work directories).
         build::cleanup(&root);
@@ -208,6 +213,7 @@ impl Engine {
             store,
             store_schema,
             loops: Default::default(),
+            history: Arc::new(metrics::History::new(history_period)),
         })
     }
 

@@ -2,7 +2,9 @@
 //! instance's state, restarts, health and (while it runs) its use of CPU, memory, I/O and
 //! network; the host's capacity and use; networks and volumes by project; the
 //! registry's traffic. The daemon
-//! turns a [`Snapshot`] into Prometheus families; nothing here keeps history.
+//! turns a [`Snapshot`] into Prometheus families. [`History`] keeps the last hour of
+//! samples (every [`HISTORY_PERIOD`] by default), which `GET /v1/metrics/history` serves
+//! so that graphs need no Prometheus.
 
 use pier_api::containers::ContainerStatus;
 use pier_api::ProjectName;
@@ -175,6 +177,114 @@ impl Engine {
     }
 }
 
+/// How often [`History`] takes a sample unless told otherwise.
+pub const HISTORY_PERIOD: std::time::Duration = std::time::Duration::from_secs(15);
+/// How many samples it keeps: an hour at the default period.
+pub const HISTORY_SAMPLES: usize = 240;
+
+/// One kept sample: the host's, and each running instance's use by ID.
+struct Kept {
+    sample: pier_api::system::MetricsSample,
+    instances: std::collections::HashMap<String, pier_api::system::InstanceUsageSample>,
+}
+
+/// The engine's recent metrics, a ring of [`HISTORY_SAMPLES`] samples in memory (gone
+/// with the daemon, as a graph of the last hour may be).
+pub struct History {
+    pub period: std::time::Duration,
+    kept: std::sync::Mutex<std::collections::VecDeque<Kept>>,
+    host: std::sync::Mutex<(u64, u64)>,
+}
+
+impl History {
+    pub fn new(period: std::time::Duration) -> History {
+        History {
+            period,
+            kept: Default::default(),
+            host: Default::default(),
+        }
+    }
+
+    /// Keeps `snap`, taken at `time` (Unix seconds), dropping the oldest sample when full.
+    pub fn record(&self, time: f64, snap: &Snapshot) {
+        let instances: std::collections::HashMap<_, _> = snap
+            .instances
+            .iter()
+            .filter_map(|i| {
+                let u = i.usage.as_ref()?;
+                Some((
+                    i.id.clone(),
+                    pier_api::system::InstanceUsageSample {
+                        cpu_seconds: u.cpu_seconds,
+                        memory_bytes: u.memory_bytes,
+                        network_receive_bytes: u.network_receive_bytes,
+                        network_transmit_bytes: u.network_transmit_bytes,
+                        io_read_bytes: u.io_read_bytes,
+                        io_write_bytes: u.io_write_bytes,
+                    },
+                ))
+            })
+            .collect();
+        let sample = pier_api::system::MetricsSample {
+            time,
+            host_memory_available_bytes: snap.host.memory_available_bytes,
+            host_disk_free_bytes: snap.host.disk_free_bytes,
+            instances_running: instances.len() as u64,
+            instance: None,
+        };
+        *self.host.lock().unwrap_or_else(|e| e.into_inner()) =
+            (snap.host.memory_bytes, snap.host.disk_bytes);
+        let mut kept = self.kept.lock().unwrap_or_else(|e| e.into_inner());
+        if kept.len() >= HISTORY_SAMPLES {
+            kept.pop_front();
+        }
+        kept.push_back(Kept { sample, instances });
+    }
+
+    /// The kept samples after `since`, oldest first, each with `instance`'s use (by ID)
+    /// when asked for.
+    pub fn query(
+        &self,
+        instance: Option<&str>,
+        since: Option<f64>,
+    ) -> pier_api::system::MetricsHistory {
+        let (host_memory_bytes, host_disk_bytes) =
+            *self.host.lock().unwrap_or_else(|e| e.into_inner());
+        let kept = self.kept.lock().unwrap_or_else(|e| e.into_inner());
+        pier_api::system::MetricsHistory {
+            period_seconds: self.period.as_secs_f64(),
+            host_memory_bytes,
+            host_disk_bytes,
+            samples: kept
+                .iter()
+                .filter(|k| since.is_none_or(|s| k.sample.time > s))
+                .map(|k| pier_api::system::MetricsSample {
+                    instance: instance.and_then(|id| k.instances.get(id).cloned()),
+                    ..k.sample.clone()
+                })
+                .collect(),
+        }
+    }
+}
+
+/// Takes a sample into the engine's [`History`] every period, while the engine lives.
+pub async fn keep_history(engine: std::sync::Weak<Engine>) {
+    let Some(history) = engine.upgrade().map(|e| e.history.clone()) else {
+        return;
+    };
+    let mut tick = tokio::time::interval(history.period);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let Some(e) = engine.upgrade() else { return };
+        match tokio::task::spawn_blocking(move || e.metrics_snapshot()).await {
+            Ok(Ok(snap)) => history.record(crate::events::now_nanos() as f64 / 1e9, &snap),
+            Ok(Err(e)) => tracing::debug!(error = %e.message(), "no metrics sample"),
+            Err(_) => return,
+        }
+    }
+}
+
 /// `MemAvailable` of /proc/meminfo, in bytes.
 fn mem_available(meminfo: &str) -> u64 {
     meminfo
@@ -193,6 +303,49 @@ fn mem_available(meminfo: &str) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn snap(cpu: f64, running: bool) -> Snapshot {
+        Snapshot {
+            instances: vec![InstanceSample {
+                id: "a1".into(),
+                name: "web".into(),
+                project: "default".into(),
+                kind: "container",
+                state: if running { "running" } else { "exited" },
+                restarts: 0,
+                health: None,
+                usage: running.then(|| Usage {
+                    cpu_seconds: cpu,
+                    ..Default::default()
+                }),
+            }],
+            host: HostSample {
+                memory_bytes: 100,
+                memory_available_bytes: 40,
+                ..Default::default()
+            },
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn history_keeps_the_last_samples_oldest_first() {
+        let h = History::new(HISTORY_PERIOD);
+        for i in 0..HISTORY_SAMPLES + 5 {
+            h.record(i as f64, &snap(i as f64 / 10.0, i % 2 == 0));
+        }
+        let all = h.query(Some("a1"), None);
+        assert_eq!(all.samples.len(), HISTORY_SAMPLES);
+        assert_eq!(all.samples[0].time, 5.0, "the oldest went");
+        assert_eq!(all.host_memory_bytes, 100);
+        assert_eq!(all.samples[1].instance.as_ref().unwrap().cpu_seconds, 0.6);
+        assert_eq!(all.samples[0].instance, None, "not running then");
+        assert_eq!(all.samples[1].instances_running, 1);
+        let recent = h.query(None, Some(240.0));
+        assert_eq!(recent.samples.len(), 4);
+        assert!(recent.samples.iter().all(|s| s.instance.is_none()));
+        assert_eq!(h.query(Some("other"), None).samples[2].instance, None);
+    }
 
     #[test]
     fn available_memory_is_read_in_bytes() {

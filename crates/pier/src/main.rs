@@ -125,6 +125,7 @@ fn run_daemon(cli: &Cli, args: &pier_cli::DaemonArgs) -> i32 {
             .zip(args.registry_tls_key.clone()),
         header_timeout: std::time::Duration::from_secs(args.header_timeout),
         metrics_addr: args.metrics_addr,
+        metrics_history_period: std::time::Duration::from_secs(args.metrics_history_period),
         vm: pier_daemon::VmSettings {
             assets: args
                 .vm_dir

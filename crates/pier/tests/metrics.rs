@@ -312,3 +312,80 @@ fn json_logs_are_one_object_per_line() {
         .unwrap_or_else(|| panic!("{head}"));
     assert!(!rid.contains(' ') && !rid.is_empty(), "{rid}");
 }
+
+/// `GET /v1/metrics/history` keeps samples taken every period: the host's and, asked for,
+/// an instance's use, oldest first, from a time on; an unknown instance is a 404.
+#[test]
+#[ignore = "root tier: needs root; scripts/test.sh runs it (--run-ignored all)"]
+fn the_metrics_history_keeps_recent_samples() {
+    let d = with_busybox(&["--metrics-history-period", "1"]);
+    let id = d.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "busy",
+        "bb",
+        "sh",
+        "-c",
+        "while true; do :; done",
+    ]);
+    let get = |path: &str| -> (u16, serde_json::Value) {
+        let out = Command::new("curl")
+            .args(["-s", "-w", "\n%{http_code}", "--unix-socket"])
+            .arg(&d.socket)
+            .arg(format!("http://pier{path}"))
+            .output()
+            .unwrap();
+        let text = String::from_utf8(out.stdout).unwrap();
+        let (body, code) = text.rsplit_once('\n').unwrap();
+        (code.parse().unwrap(), serde_json::from_str(body).unwrap())
+    };
+    let mut h = serde_json::Value::Null;
+    wait_until("three samples of busy", || {
+        h = get("/v1/metrics/history?instance=busy").1;
+        h["samples"]
+            .as_array()
+            .is_some_and(|s| s.iter().filter(|s| s["instance"].is_object()).count() >= 3)
+    });
+    assert_eq!(h["period_seconds"], 1.0, "{h}");
+    assert!(h["host_memory_bytes"].as_u64().unwrap() > 0, "{h}");
+    let samples: Vec<&serde_json::Value> = h["samples"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["instance"].is_object())
+        .collect();
+    let cpu: Vec<f64> = samples
+        .iter()
+        .map(|s| s["instance"]["cpu_seconds"].as_f64().unwrap())
+        .collect();
+    assert!(cpu.windows(2).all(|w| w[1] >= w[0]), "{cpu:?}");
+    assert!(
+        cpu.last().unwrap() > cpu.first().unwrap(),
+        "a busy loop uses CPU: {cpu:?}"
+    );
+    let times: Vec<f64> = samples
+        .iter()
+        .map(|s| s["time"].as_f64().unwrap())
+        .collect();
+    assert!(times.windows(2).all(|w| w[1] > w[0]), "{times:?}");
+    assert!(samples
+        .iter()
+        .all(|s| s["instances_running"].as_u64() >= Some(1)));
+    assert!(samples[0]["instance"]["memory_bytes"].as_u64().unwrap() > 0);
+    // From a time on; and by ID as by name.
+    let since = times[times.len() - 2];
+    let (_, later) = get(&format!(
+        "/v1/metrics/history?instance={}&since={since}",
+        id.trim()
+    ));
+    let later = later["samples"].as_array().unwrap();
+    assert!(!later.is_empty() && later.iter().all(|s| s["time"].as_f64().unwrap() > since));
+    assert!(later.last().unwrap()["instance"].is_object());
+    // Without an instance, the host's only.
+    let (_, host) = get("/v1/metrics/history");
+    assert!(host["samples"][0].get("instance").is_none(), "{host}");
+    let (code, body) = get("/v1/metrics/history?instance=nosuch");
+    assert_eq!(code, 404, "{body}");
+    d.ok(&["rm", "-f", "busy"]);
+}
