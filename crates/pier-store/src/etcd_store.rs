@@ -917,19 +917,7 @@ impl Store for EtcdStore {
                     }
                     _ => None,
                 };
-                let holds = match c.expect {
-                    Expect::Absent => found.is_none(),
-                    Expect::Present => found.is_some(),
-                    Expect::ModRevision(r) => found == Some(r),
-                };
-                if !holds {
-                    return Err(StoreError::Conflict {
-                        table: c.table,
-                        key: c.key.clone(),
-                        expected: c.expect,
-                        found,
-                    });
-                }
+                c.check(found)?;
             }
             return Err(StoreError::Backend(Box::new(EtcdError::Request {
                 endpoints: self.endpoints.clone(),

@@ -241,6 +241,27 @@ pub struct Compare {
     pub expect: Expect,
 }
 
+impl Compare {
+    /// Whether it holds for its key last written at `found` (None: absent); the
+    /// [`StoreError::Conflict`] naming the key when it does not. Every backend decides so.
+    pub fn check(&self, found: Option<Revision>) -> Result<(), StoreError> {
+        let holds = match self.expect {
+            Expect::Absent => found.is_none(),
+            Expect::Present => found.is_some(),
+            Expect::ModRevision(r) => found == Some(r),
+        };
+        if holds {
+            return Ok(());
+        }
+        Err(StoreError::Conflict {
+            table: self.table,
+            key: self.key.clone(),
+            expected: self.expect,
+            found,
+        })
+    }
+}
+
 /// One change in an atomic batch.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Op {

@@ -11,9 +11,7 @@ use std::time::Duration;
 
 use crate::lease::Leases;
 use crate::watch::Hub;
-use crate::{
-    Clock, Event, Expect, KeyValue, LeaseId, Op, Revision, StoreError, Table, Txn, Watcher,
-};
+use crate::{Clock, Event, KeyValue, LeaseId, Op, Revision, StoreError, Table, Txn, Watcher};
 
 /// A backend's view of its data inside one write transaction.
 pub(crate) trait Tx {
@@ -201,20 +199,7 @@ impl State {
 /// Fails with [`StoreError::Conflict`] on the first compare that does not hold.
 fn check(tx: &mut dyn Tx, txn: &Txn) -> Result<(), StoreError> {
     for c in &txn.compares {
-        let found = tx.get(c.table, &c.key)?.map(|kv| kv.mod_revision);
-        let holds = match c.expect {
-            Expect::Absent => found.is_none(),
-            Expect::Present => found.is_some(),
-            Expect::ModRevision(r) => found == Some(r),
-        };
-        if !holds {
-            return Err(StoreError::Conflict {
-                table: c.table,
-                key: c.key.clone(),
-                expected: c.expect,
-                found,
-            });
-        }
+        c.check(tx.get(c.table, &c.key)?.map(|kv| kv.mod_revision))?;
     }
     Ok(())
 }
