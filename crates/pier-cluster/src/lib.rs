@@ -5,6 +5,9 @@
 //! the pool kept current by a store watch, and commits each placement with a conditional
 //! write so that schedulers racing on one store never overbook a host. The pool's state
 //! lives in the store's [`pier_store::Table::Cluster`] table; [`scheduler::keys`] has its
-//! layout.
+//! layout. [`ca`] makes the pool's certificate authority and signs members' certificates;
+//! [`join`] issues and redeems the one-time tokens hosts join with.
 
+pub mod ca;
+pub mod join;
 pub mod scheduler;
