@@ -2,8 +2,9 @@
 //! it an ID (the client's `X-Request-Id` when it is sane, else a new one; answered in the
 //! response's `X-Request-Id`), runs it in a `request` span carrying that ID (so the log
 //! lines it causes name it), counts and times it in the metrics, and writes one log line
-//! for a refused or failed request: a user's mistake (4xx) as a warning saying so, a
-//! fault of the daemon (5xx) as an error.
+//! for a refused or failed request: a user's mistake (4xx) as a warning saying so, what
+//! the daemon does not do or cannot do now (501, 503, 507) as a warning, a fault of the
+//! daemon (500) as an error.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -86,9 +87,13 @@ pub async fn track(
         .get::<ErrorNote>()
         .map_or("", |n| n.0.as_str());
     let _in_span = span.enter();
-    // Tests look for "request failed" in the log: a daemon fault.
-    if status.is_server_error() {
+    // Tests look for "request failed" in the log: a fault of the daemon (500). Other
+    // 5xx answers say what the daemon does not do or cannot do now (501 swarm, 503
+    // busy, 507 no space): not its fault, not the client's mistake either.
+    if status == axum::http::StatusCode::INTERNAL_SERVER_ERROR {
         tracing::error!(%method, %path, status = status.as_u16(), error = message, "request failed");
+    } else if status.is_server_error() {
+        tracing::warn!(%method, %path, status = status.as_u16(), error = message, "request not served");
     } else if status.is_client_error() {
         tracing::warn!(%method, %path, status = status.as_u16(), error = message, "request refused (the client's mistake)");
     }
