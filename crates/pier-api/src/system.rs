@@ -184,3 +184,12 @@ pub struct MetricsHistory {
     pub host_disk_bytes: u64,
     pub samples: Vec<MetricsSample>,
 }
+
+/// A one-time link into the web dashboard (`POST /v1/dashboard/links`, `pier dashboard url`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct DashboardLink {
+    /// `https://ADDR/login?token=...`: opens a dashboard session once.
+    pub url: String,
+    /// How long the link works, unused.
+    pub expires_in_seconds: u64,
+}

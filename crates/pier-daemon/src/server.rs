@@ -51,6 +51,11 @@ pub struct DaemonConfig {
     pub metrics_addr: Option<std::net::SocketAddr>,
     /// How often the metrics history (`GET /v1/metrics/history`) takes a sample.
     pub metrics_history_period: std::time::Duration,
+    /// Serve the web dashboard over HTTPS on this TCP address.
+    pub dashboard_addr: Option<std::net::SocketAddr>,
+    /// The dashboard's certificate chain and key (PEM); a self-signed pair kept in
+    /// `ROOT/dashboard/` when absent.
+    pub dashboard_tls: Option<(PathBuf, PathBuf)>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -70,6 +75,8 @@ pub enum DaemonError {
     Engine(#[from] pier_engine::OpenError),
     #[error("{0}")]
     Config(String),
+    #[error(transparent)]
+    Dashboard(#[from] crate::dashboard::DashboardError),
     #[error("refusing to start: {0}")]
     Cgroups(#[from] pier_runtime::cgroups::HostError),
 }
@@ -152,6 +159,27 @@ pub async fn run(mut config: DaemonConfig) -> Result<(), DaemonError> {
     let registry_server = serve_registry(&config, &engine, &metrics).await?;
     let metrics_server = serve_metrics(&config, &engine, &metrics).await?;
 
+    let tracked = |app: axum::Router, api: &'static str| {
+        app.layer(axum::middleware::from_fn_with_state(
+            (metrics.clone(), api),
+            crate::requests::track,
+        ))
+    };
+    let api_app =
+        || router(engine.clone()).merge(crate::metrics::routes(metrics.clone(), engine.clone()));
+    let dashboard = config
+        .dashboard_addr
+        .map(|a| Arc::new(crate::dashboard::Dashboard::new(a)));
+    let dashboard_server = match (&dashboard, config.dashboard_addr) {
+        (Some(d), Some(addr)) => {
+            let (cert, key) =
+                crate::dashboard::identity(&config.root, addr, config.dashboard_tls.clone())?;
+            let app = tracked(crate::dashboard::app(d.clone(), api_app()), "dashboard");
+            Some(crate::dashboard::serve(addr, &cert, &key, app).await?)
+        }
+        _ => None,
+    };
+
     let native = listen(&config.socket)?;
     let docker = config.docker_socket.as_deref().map(listen).transpose()?;
     tracing::info!(
@@ -165,14 +193,7 @@ pub async fn run(mut config: DaemonConfig) -> Result<(), DaemonError> {
     // logs -f) are cut rather than holding the daemon.
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let limits = crate::http::ServeLimits::new(config.header_timeout);
-    let tracked = |app: axum::Router, api: &'static str| {
-        app.layer(axum::middleware::from_fn_with_state(
-            (metrics.clone(), api),
-            crate::requests::track,
-        ))
-    };
-    let native_app =
-        router(engine.clone()).merge(crate::metrics::routes(metrics.clone(), engine.clone()));
+    let native_app = api_app().merge(crate::dashboard::link_routes(dashboard));
     let native_served = crate::http::serve(
         native,
         tracked(native_app, "native"),
@@ -207,7 +228,10 @@ pub async fn run(mut config: DaemonConfig) -> Result<(), DaemonError> {
         let _ = fs::remove_file(d);
     }
     history.abort();
-    for server in [registry_server, metrics_server].into_iter().flatten() {
+    for server in [registry_server, metrics_server, dashboard_server]
+        .into_iter()
+        .flatten()
+    {
         server.abort();
     }
     tracing::info!("pier daemon stopped");
