@@ -239,6 +239,9 @@ pub enum Command {
     System(system::SystemCommand),
     /// Show the client's and the daemon's versions.
     Version,
+    /// The web dashboard (`pier daemon --dashboard ADDR`).
+    #[command(subcommand)]
+    Dashboard(system::DashboardCommand),
     /// Log in to a registry: check the credentials, then keep them for pull and push.
     Login(login::LoginArgs),
     /// Forget the credentials of a registry.
@@ -370,6 +373,17 @@ pub struct DaemonArgs {
     /// which keeps 240 of them: an hour at the default).
     #[arg(long, default_value_t = 15, value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub metrics_history_period: u64,
+    /// Serve the web dashboard over HTTPS on this address, e.g. 127.0.0.1:9443; log in
+    /// with the link `pier dashboard url` prints.
+    #[arg(long)]
+    pub dashboard: Option<std::net::SocketAddr>,
+    /// The dashboard's certificate chain (PEM). Default: a self-signed one, made once
+    /// and kept in ROOT/dashboard/.
+    #[arg(long, requires_all = ["dashboard", "dashboard_key"])]
+    pub dashboard_cert: Option<PathBuf>,
+    /// The private key (PEM) of --dashboard-cert.
+    #[arg(long, requires_all = ["dashboard", "dashboard_cert"])]
+    pub dashboard_key: Option<PathBuf>,
     /// Seconds an API client has to send a request's headers before the daemon closes
     /// its connection (hidden: tests shorten it).
     #[arg(long, hide = true, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
@@ -610,6 +624,7 @@ async fn dispatch(cli: Cli) -> Result<(), CliError> {
         Command::Vm(VmCommand::Console { vm }) => containers::console(&client, &vm).await,
         Command::System(cmd) => system::run(&client, fmt, cmd).await,
         Command::Version => system::version(&client, fmt).await,
+        Command::Dashboard(system::DashboardCommand::Url) => system::dashboard_url(&client).await,
         Command::Login(a) => login::login(&client, a).await,
         Command::Logout(a) => login::logout(a),
         Command::Save(a) => images::run(&client, fmt, a.into()).await,

@@ -39,6 +39,21 @@ pub enum SystemCommand {
     Info,
 }
 
+#[derive(Debug, Subcommand)]
+pub enum DashboardCommand {
+    /// Print a one-time login link to the dashboard (it works once, for 5 minutes).
+    Url,
+}
+
+/// Prints a new one-time dashboard link (root only: it comes over the daemon's socket).
+pub async fn dashboard_url(client: &Client) -> Result<(), CliError> {
+    let link: pier_api::system::DashboardLink = client
+        .post("/v1/dashboard/links", &serde_json::json!({}))
+        .await?;
+    println!("{}", link.url);
+    Ok(())
+}
+
 #[derive(Debug, Args)]
 pub struct EventsArgs {
     /// Show the events from this time: Unix seconds, RFC 3339, or a duration before

@@ -186,6 +186,7 @@ pub struct ApiDoc;
 pub fn openapi_json() -> String {
     let mut doc = ApiDoc::openapi();
     doc.merge(crate::api_containers::ContainersDoc::openapi());
+    doc.merge(crate::dashboard::DashboardDoc::openapi());
     doc.merge(crate::api_networks::NetworksDoc::openapi());
     doc.merge(crate::api_build::BuildDoc::openapi());
     doc.merge(crate::api_volumes::VolumesDoc::openapi());

@@ -126,6 +126,8 @@ fn run_daemon(cli: &Cli, args: &pier_cli::DaemonArgs) -> i32 {
         header_timeout: std::time::Duration::from_secs(args.header_timeout),
         metrics_addr: args.metrics_addr,
         metrics_history_period: std::time::Duration::from_secs(args.metrics_history_period),
+        dashboard_addr: args.dashboard,
+        dashboard_tls: args.dashboard_cert.clone().zip(args.dashboard_key.clone()),
         vm: pier_daemon::VmSettings {
             assets: args
                 .vm_dir

@@ -74,11 +74,9 @@ pub struct Dashboard {
     sessions: Mutex<HashMap<String, Instant>>,
 }
 
-/// A new random token: 32 bytes from the OS, in hex.
+/// A new random token: 32 bytes from the kernel (getrandom), in hex.
 fn token() -> String {
-    let mut b = [0u8; 32];
-    getrandom::fill(&mut b).expect("the OS random source");
-    b.iter().map(|x| format!("{x:02x}")).collect()
+    pier_api::random_hex(32)
 }
 
 impl Dashboard {
@@ -318,21 +316,29 @@ pub fn app(d: Arc<Dashboard>, api: Router) -> Router {
 /// `POST /v1/dashboard/links`, for the root-only socket: a one-time login link.
 pub fn link_routes(d: Option<Arc<Dashboard>>) -> Router {
     Router::new()
-        .route(
-            "/v1/dashboard/links",
-            post(|State(d): State<Option<Arc<Dashboard>>>| async move {
-                match d {
-                    Some(d) => Json(d.issue_link()).into_response(),
-                    None => crate::error::ApiError::new(
-                        pier_api::ErrorKind::Conflict,
-                        "this daemon serves no dashboard; restart it with --dashboard ADDR (e.g. 127.0.0.1:9443)",
-                    )
-                    .into_response(),
-                }
-            }),
-        )
+        .route("/v1/dashboard/links", post(issue_link))
         .with_state(d)
 }
+
+/// A one-time link into the web dashboard: it opens a session once, within 5 minutes
+/// (`pier dashboard url`). Only on the daemon's root-only socket, never on the dashboard.
+#[utoipa::path(post, path = "/v1/dashboard/links",
+    responses((status = 200, body = DashboardLink), (status = 409, body = pier_api::ErrorBody)))]
+async fn issue_link(State(d): State<Option<Arc<Dashboard>>>) -> Response {
+    match d {
+        Some(d) => Json(d.issue_link()).into_response(),
+        None => crate::error::ApiError::new(
+            pier_api::ErrorKind::Conflict,
+            "this daemon serves no dashboard; restart it with --dashboard ADDR (e.g. 127.0.0.1:9443)",
+        )
+        .into_response(),
+    }
+}
+
+/// The OpenAPI document of [`link_routes`].
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(issue_link), components(schemas(DashboardLink)))]
+pub struct DashboardDoc;
 
 /// The certificate and key to serve: the given pair, else `ROOT/dashboard/cert.pem` and
 /// `key.pem`, made (self-signed for `addr`, `localhost` and the host's name) when absent.
