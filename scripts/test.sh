@@ -8,6 +8,9 @@ cd "$(dirname "$0")/.."
 need_root "$@"
 # etcd-server: pier-store's etcd backend is tested against a real etcd (unit tier, no root).
 ensure_packages "${RUNTIME_PACKAGES[@]}" "${BUILD_PACKAGES[@]}" etcd-server podman skopeo runc uidmap docker.io docker-compose curl openssl qemu-utils
+# Headless Chromium driven by Selenium, for the dashboard's browser test
+# (crates/pier/tests/dashboard.rs).
+ensure_packages chromium chromium-driver python3-selenium
 ensure_rust
 # docker-py, a client the Docker API tests drive (crates/pier/tests/common: DOCKER_PY).
 ensure_docker_py
