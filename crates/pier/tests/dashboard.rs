@@ -21,7 +21,7 @@ const ADDR: &str = "127.0.0.1:9443";
 
 /// The browser's steps; argv: the link, the container's name, the screenshot directory,
 /// the browser's profile directory. Prints one JSON line of timings at the end.
-const SCRIPT: &str = r#"
+const SCRIPT: &str = r##"
 import json, sys, time
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
@@ -42,6 +42,8 @@ try:
     drv.get(link)
     wait.until(lambda d: "CPUs" in d.find_element(By.ID, "host").text)
     overview_ms = (time.monotonic() - t0) * 1000
+    # The memory graph draws itself once the history has two samples (one a second here).
+    wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#memory-graph svg polyline"))
     nav = drv.execute_script(
         "const n = performance.getEntriesByType('navigation')[0];"
         "const p = performance.getEntriesByName('first-contentful-paint')[0];"
@@ -74,7 +76,7 @@ try:
                       "first_contentful_paint_ms": nav[1]}))
 finally:
     drv.quit()
-"#;
+"##;
 
 fn screenshots_dir() -> PathBuf {
     let target = std::env::var_os("CARGO_TARGET_DIR")
@@ -105,7 +107,7 @@ fn log_in_start_an_instance_and_read_its_logs_in_a_browser() {
             "{tool} is missing: scripts/test.sh installs chromium, chromium-driver and python3-selenium"
         );
     }
-    let d = with_busybox(&["--dashboard", ADDR]);
+    let d = with_busybox(&["--dashboard", ADDR, "--metrics-history-period", "1"]);
     let name = "dash-web";
     d.ok(&[
         "create",
@@ -173,4 +175,13 @@ fn log_in_start_an_instance_and_read_its_logs_in_a_browser() {
     assert_eq!(d.json(&["inspect", name])[0]["state"]["status"], "running");
     assert_eq!(status(&link), "401");
     d.ok(&["rm", "-f", name]);
+}
+
+#[test]
+#[ignore = "root tier: needs root; scripts/test.sh runs it (--run-ignored all)"]
+fn a_link_without_a_dashboard_says_how_to_serve_one() {
+    require_root_and_tools(&[]);
+    let d = Daemon::start();
+    let err = d.fails(&["dashboard", "url"]);
+    assert!(err.contains("--dashboard ADDR"), "{err}");
 }

@@ -72,8 +72,15 @@ async function loadHost() {
   ]);
 }
 
+// Redrawn at each new sample while the overview is shown.
+let graphTimer = null;
 async function loadMemoryGraph() {
+  clearTimeout(graphTimer);
   const h = await api("GET", "/v1/metrics/history");
+  const period = Math.min(Math.max(h.period_seconds || 15, 1), 60);
+  graphTimer = setTimeout(() => {
+    if (!$("page-overview").hidden) loadMemoryGraph().catch(() => {});
+  }, period * 1000);
   const fig = $("memory-graph");
   const pts = h.samples.map((s) => [s.time, s.host_memory_available_bytes]);
   fig.querySelector("svg")?.remove();
