@@ -624,7 +624,9 @@ async fn dispatch(cli: Cli) -> Result<(), CliError> {
         Command::Vm(VmCommand::Console { vm }) => containers::console(&client, &vm).await,
         Command::System(cmd) => system::run(&client, fmt, cmd).await,
         Command::Version => system::version(&client, fmt).await,
-        Command::Dashboard(system::DashboardCommand::Url) => system::dashboard_url(&client).await,
+        Command::Dashboard(system::DashboardCommand::Url) => {
+            system::dashboard_url(&client, fmt).await
+        }
         Command::Login(a) => login::login(&client, a).await,
         Command::Logout(a) => login::logout(a),
         Command::Save(a) => images::run(&client, fmt, a.into()).await,

@@ -45,13 +45,13 @@ pub enum DashboardCommand {
     Url,
 }
 
-/// Prints a new one-time dashboard link (root only: it comes over the daemon's socket).
-pub async fn dashboard_url(client: &Client) -> Result<(), CliError> {
+/// Prints a new one-time dashboard link (root only: it comes over the daemon's socket);
+/// with `--format json`, its lifetime too.
+pub async fn dashboard_url(client: &Client, fmt: Format) -> Result<(), CliError> {
     let link: pier_api::system::DashboardLink = client
         .post("/v1/dashboard/links", &serde_json::json!({}))
         .await?;
-    println!("{}", link.url);
-    Ok(())
+    print(fmt, &link, || link.url.clone())
 }
 
 #[derive(Debug, Args)]

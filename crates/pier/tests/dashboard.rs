@@ -131,11 +131,14 @@ fn log_in_start_an_instance_and_read_its_logs_in_a_browser() {
     assert_eq!(status(&format!("https://{ADDR}/v1/info")), "401");
     assert_eq!(status(&format!("https://{ADDR}/")), "401");
 
+    let j = d.json(&["dashboard", "url"]);
+    assert_eq!(j["expires_in_seconds"], 300, "{j}");
     let link = d.ok(&["dashboard", "url"]).trim().to_string();
     assert!(
         link.starts_with(&format!("https://{ADDR}/login?token=")),
         "{link}"
     );
+    assert_ne!(j["url"], link.as_str(), "every link is new");
 
     let shots = screenshots_dir();
     let _ = std::fs::remove_dir_all(&shots);
