@@ -168,7 +168,8 @@ async function showInstance(name) {
 
 // ---- pages and live updates ----
 
-async function route() {
+// On a page change (not the first load), keyboard and screen-reader users land on its heading.
+async function route(ev) {
   if (logsAbort) { logsAbort.abort(); logsAbort = null; }
   const hash = location.hash || "#/overview";
   const [, page, arg] = hash.split("/");
@@ -179,6 +180,7 @@ async function route() {
     if (shown.startsWith(n.slice(0, 8))) a.setAttribute("aria-current", "page"); else a.removeAttribute("aria-current");
   }
   document.title = $("h-" + shown).textContent + " · Pier";
+  if (ev) { const h = $("h-" + shown); h.tabIndex = -1; h.focus(); }
   try {
     if (shown === "instance") await showInstance(decodeURIComponent(arg));
     else if (shown === "overview") await Promise.all([loadHost(), loadMemoryGraph()]);
