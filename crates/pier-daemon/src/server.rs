@@ -290,13 +290,7 @@ async fn serve_registry(
 ) -> Result<Option<tokio::task::JoinHandle<()>>, DaemonError> {
     Ok(match config.registry_addr {
         Some(addr) => {
-            let l = tokio::net::TcpListener::bind(addr)
-                .await
-                .map_err(|source| DaemonError::Io {
-                    op: "listen on",
-                    path: addr.to_string(),
-                    source,
-                })?;
+            let l = listen_tcp(addr).await?;
             let app = pier_registry::server::router(engine.registry.clone()).layer(
                 axum::middleware::from_fn_with_state(
                     (metrics.clone(), "registry"),
@@ -324,6 +318,17 @@ async fn serve_registry(
     })
 }
 
+/// Listens on a TCP address (the registry's, `--metrics-addr`).
+async fn listen_tcp(addr: std::net::SocketAddr) -> Result<tokio::net::TcpListener, DaemonError> {
+    tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|source| DaemonError::Io {
+            op: "listen on",
+            path: addr.to_string(),
+            source,
+        })
+}
+
 /// `/metrics` on its own TCP address (`--metrics-addr`), when asked for.
 async fn serve_metrics(
     config: &DaemonConfig,
@@ -333,13 +338,7 @@ async fn serve_metrics(
     let Some(addr) = config.metrics_addr else {
         return Ok(None);
     };
-    let l = tokio::net::TcpListener::bind(addr)
-        .await
-        .map_err(|source| DaemonError::Io {
-            op: "listen on",
-            path: addr.to_string(),
-            source,
-        })?;
+    let l = listen_tcp(addr).await?;
     let app = crate::metrics::routes(metrics.clone(), engine.clone()).fallback(|| async {
         (
             axum::http::StatusCode::NOT_FOUND,

@@ -134,8 +134,9 @@ impl Engine {
         let host = HostSample {
             cpus: info.cpus,
             memory_bytes: info.memory,
-            memory_available_bytes: mem_available(
+            memory_available_bytes: crate::system::meminfo_bytes(
                 &std::fs::read_to_string("/proc/meminfo").unwrap_or_default(),
+                "MemAvailable",
             ),
             disk_bytes,
             disk_free_bytes,
@@ -285,21 +286,6 @@ pub async fn keep_history(engine: std::sync::Weak<Engine>) {
     }
 }
 
-/// `MemAvailable` of /proc/meminfo, in bytes.
-fn mem_available(meminfo: &str) -> u64 {
-    meminfo
-        .lines()
-        .find_map(|l| {
-            l.strip_prefix("MemAvailable:")?
-                .trim()
-                .trim_end_matches("kB")
-                .trim()
-                .parse::<u64>()
-                .ok()
-        })
-        .map_or(0, |kb| kb * 1024)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -350,7 +336,11 @@ mod tests {
     #[test]
     fn available_memory_is_read_in_bytes() {
         let m = "MemTotal:       24567890 kB\nMemFree:  100 kB\nMemAvailable:   2048 kB\n";
-        assert_eq!(mem_available(m), 2048 * 1024);
-        assert_eq!(mem_available("MemTotal: 1 kB\n"), 0);
+        assert_eq!(crate::system::meminfo_bytes(m, "MemAvailable"), 2048 * 1024);
+        assert_eq!(crate::system::meminfo_bytes(m, "MemTotal"), 24567890 * 1024);
+        assert_eq!(
+            crate::system::meminfo_bytes("MemTotal: 1 kB\n", "MemAvailable"),
+            0
+        );
     }
 }

@@ -46,10 +46,16 @@ fn os_name(os_release: &str) -> String {
 }
 
 fn mem_total(meminfo: &str) -> u64 {
+    meminfo_bytes(meminfo, "MemTotal")
+}
+
+/// A field of /proc/meminfo (`MemTotal`, `MemAvailable`), in bytes; 0 when absent.
+pub(crate) fn meminfo_bytes(meminfo: &str, field: &str) -> u64 {
     meminfo
         .lines()
         .find_map(|l| {
-            l.strip_prefix("MemTotal:")?
+            l.strip_prefix(field)?
+                .strip_prefix(':')?
                 .trim()
                 .trim_end_matches("kB")
                 .trim()
