@@ -1,5 +1,5 @@
 //! The web dashboard (`pier daemon --dashboard ADDR`): an HTTPS listener that serves a
-//! few embedded static pages and, behind a login, the same native API router as the unix
+//! few embedded static pages (`pages.rs`) and, behind a login, the same native API router as the unix
 //! socket. The pages are an API client like any other: their JavaScript calls `/v1/...`
 //! on the same origin, and no endpoint exists for them alone.
 //!
@@ -31,6 +31,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use pier_api::system::DashboardLink;
+
+mod pages;
 
 /// How long a link from `pier dashboard url` works (once).
 pub const LINK_TTL: Duration = Duration::from_secs(5 * 60);
@@ -268,44 +270,10 @@ async fn login(State(d): State<Arc<Dashboard>>, Query(q): Query<LoginQuery>) -> 
     }
 }
 
-/// The embedded pages: one HTML document, its script and its stylesheet.
-fn asset(body: &'static str, kind: &'static str) -> Response {
-    (
-        [
-            (header::CONTENT_TYPE, kind),
-            (header::CACHE_CONTROL, "no-cache"),
-        ],
-        body,
-    )
-        .into_response()
-}
-
 /// The dashboard's HTTPS app: `/login`, the pages, and `api` (the native API) behind the
 /// session and Origin checks.
 pub fn app(d: Arc<Dashboard>, api: Router) -> Router {
-    let pages = Router::new()
-        .route(
-            "/",
-            get(|| async {
-                asset(
-                    include_str!("assets/index.html"),
-                    "text/html; charset=utf-8",
-                )
-            }),
-        )
-        .route(
-            "/assets/app.js",
-            get(|| async {
-                asset(
-                    include_str!("assets/app.js"),
-                    "text/javascript; charset=utf-8",
-                )
-            }),
-        )
-        .route(
-            "/assets/style.css",
-            get(|| async { asset(include_str!("assets/style.css"), "text/css; charset=utf-8") }),
-        );
+    let pages = pages::routes();
     pages
         .merge(api)
         .layer(axum::middleware::from_fn_with_state(d.clone(), guard))
