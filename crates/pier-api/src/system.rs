@@ -36,6 +36,9 @@ pub struct DfImage {
     pub created: Option<String>,
     /// Bytes of its layers, uncompressed.
     pub size: u64,
+    /// Bytes of its layers another image has too (on disk once).
+    #[serde(default)]
+    pub shared_size: u64,
     /// Containers created from it.
     pub containers: u64,
 }
@@ -76,6 +79,9 @@ pub struct DfBuildCache {
 /// What `GET /v1/system/df` answers: the project's disk usage by kind.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct SystemDf {
+    /// Bytes of the images' layers on disk: a layer images share counts once.
+    #[serde(default)]
+    pub layers_size: u64,
     pub images: Vec<DfImage>,
     pub containers: Vec<DfContainer>,
     pub volumes: Vec<DfVolume>,

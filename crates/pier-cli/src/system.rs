@@ -227,14 +227,17 @@ pub async fn df(client: &Client, fmt: Format, verbose: bool) -> Result<(), CliEr
     let df: SystemDf = client.get("/v1/system/df").await?;
     print(fmt, &df, || {
         let now = now_unix();
-        let images_size: u64 = df.images.iter().map(|i| i.size).sum();
+        // As Docker counts them: layers images share are on disk once, and what an image
+        // in use holds alone is not reclaimable.
+        let images_size = df.layers_size;
         let images_active = df.images.iter().filter(|i| i.containers > 0).count();
-        let images_free: u64 = df
+        let images_used: u64 = df
             .images
             .iter()
-            .filter(|i| i.containers == 0)
-            .map(|i| i.size)
+            .filter(|i| i.containers > 0)
+            .map(|i| i.size.saturating_sub(i.shared_size))
             .sum();
+        let images_free = images_size.saturating_sub(images_used);
         let c_size: u64 = df.containers.iter().map(|c| c.size_rw).sum();
         let c_active = df
             .containers

@@ -2,11 +2,11 @@
 //! instances and images with the host's facts ([`crate::system`]), disk usage by kind, and
 //! one prune of everything unused, each read from (or done by) the services themselves.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use pier_api::containers::ContainerStatus;
 use pier_api::system::{DfBuildCache, DfContainer, DfImage, DfVolume, SystemDf, SystemPruneReport};
-use pier_api::types::SystemInfo;
+use pier_api::types::{ImageSummary, SystemInfo};
 use pier_api::volumes::MountKind;
 
 use crate::context::RequestContext;
@@ -78,14 +78,18 @@ impl Engine {
             .filter(|i| !kept.contains(&i.id.to_string()))
             .collect();
         let containers = self.instances.inspect_all(ctx)?;
+        let (layers_size, shared) = self.layer_sharing(ctx, &images);
         Ok(SystemDf {
+            layers_size,
             images: images
                 .into_iter()
-                .map(|i| DfImage {
+                .zip(shared)
+                .map(|(i, shared_size)| DfImage {
                     id: i.id.to_string(),
                     repo_tags: i.repo_tags,
                     created: i.created,
                     size: i.size,
+                    shared_size,
                     containers: i.containers,
                 })
                 .collect(),
@@ -120,6 +124,41 @@ impl Engine {
                 size: cache.iter().map(|i| i.size).sum(),
             },
         })
+    }
+
+    /// How `images` share layers: the bytes of their distinct layers (a layer two images
+    /// share is on disk once) and, for each image, the bytes of its layers another of them
+    /// has too.
+    fn layer_sharing(&self, ctx: &RequestContext, images: &[ImageSummary]) -> (u64, Vec<u64>) {
+        let layer_lists: Vec<BTreeMap<String, u64>> = images
+            .iter()
+            .map(|i| {
+                self.images
+                    .resolve(&ctx.project, i.id.as_str())
+                    .map(|r| {
+                        r.layers
+                            .iter()
+                            .map(|l| (l.diff_id.to_string(), l.size))
+                            .collect()
+                    })
+                    .unwrap_or_default()
+            })
+            .collect();
+        let mut users: BTreeMap<&str, (u64, u64)> = BTreeMap::new();
+        for (id, size) in layer_lists.iter().flatten() {
+            users.entry(id.as_str()).or_insert((0, *size)).0 += 1;
+        }
+        let total = users.values().map(|(_, size)| size).sum();
+        let shared = layer_lists
+            .iter()
+            .map(|list| {
+                list.iter()
+                    .filter(|(id, _)| users.get(id.as_str()).is_some_and(|(n, _)| *n > 1))
+                    .map(|(_, size)| size)
+                    .sum()
+            })
+            .collect();
+        (total, shared)
     }
 
     /// Removes the stopped instances, then the networks no instance uses, the dangling

@@ -489,6 +489,30 @@ fn system_df_counts_shared_layers_once() {
     let child_size = child["Size"].as_u64().unwrap();
     assert!(child_size > base_size, "{body}");
     assert_eq!(v["LayersSize"].as_u64(), Some(child_size), "{body}");
+    // The native API and CLI count the same way.
+    let n = d.json(&["system", "df"]);
+    assert_eq!(n["layers_size"].as_u64(), Some(child_size), "{n}");
+    let native = |tag: &str| {
+        n["images"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|i| i["repo_tags"].as_array().unwrap().iter().any(|t| t == tag))
+            .unwrap_or_else(|| panic!("{tag} missing: {n}"))["shared_size"]
+            .as_u64()
+    };
+    assert_eq!(native("bb:latest"), Some(base_size), "{n}");
+    assert_eq!(native("child:1"), Some(base_size), "{n}");
+    // Its table's SIZE is the docker CLI's: the layers on disk.
+    let docker_size = docker_ok(&d, &["system", "df", "--format", "{{.Type}} {{.Size}}"]);
+    let docker_size = docker_size
+        .lines()
+        .find(|l| l.starts_with("Images"))
+        .unwrap();
+    let table = d.ok(&["system", "df"]);
+    let images_row = table.lines().find(|l| l.starts_with("Images")).unwrap();
+    let size = docker_size.split_whitespace().nth(1).unwrap();
+    assert_eq!(images_row.split_whitespace().nth(3), Some(size), "{table}");
     // The CLI's table: an image a container uses is not reclaimable, bar what it
     // shares (Docker's formula); with child gone, bb shares nothing: none of it is.
     docker_ok(&d, &["rmi", "child:1"]);
@@ -499,6 +523,9 @@ fn system_df_counts_shared_layers_once() {
     );
     let images_line = out.lines().find(|l| l.starts_with("Images")).unwrap();
     assert!(images_line.ends_with("(0%)"), "{out}");
+    let table = d.ok(&["system", "df"]);
+    let images_row = table.lines().find(|l| l.starts_with("Images")).unwrap();
+    assert!(images_row.trim_end().ends_with("(0%)"), "{table}");
 }
 
 /// `logs --since` and `--until` compare to the nanosecond, as Docker's do: two lines in

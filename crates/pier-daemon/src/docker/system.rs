@@ -3,6 +3,8 @@
 //! Events: the engine's event log ([`pier_engine::events`]) keeps the recent ones and
 //! replays them (`docker events --since`); this shapes each as Docker's JSON.
 
+use std::collections::HashMap;
+
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use pier_api::containers::ContainerStatus;
@@ -91,48 +93,24 @@ pub async fn info(Ctx(ctx): Ctx, state: DState) -> DResult<Response> {
 pub async fn df(Ctx(ctx): Ctx, state: DState) -> DResult<Response> {
     let d = state.0;
     let v = blocking(move || {
+        let df = d.engine.disk_usage(&ctx)?;
         let images = d.engine.images(&ctx, false)?;
         let containers = d.engine.instances.inspect_all(&ctx)?;
-        // A layer two images share is on disk once: `LayersSize` counts it once, and each
-        // image's `SharedSize` is what it shares (the CLI's unique size is the rest).
-        let layer_lists: Vec<Vec<(String, u64)>> = images
+        let shared: HashMap<&str, u64> = df
+            .images
             .iter()
-            .map(|i| {
-                d.engine
-                    .images
-                    .resolve(&ctx.project, i.id.as_str())
-                    .map(|r| {
-                        r.layers
-                            .iter()
-                            .map(|l| (l.diff_id.to_string(), l.size))
-                            .collect()
-                    })
-                    .unwrap_or_default()
-            })
+            .map(|i| (i.id.as_str(), i.shared_size))
             .collect();
-        let mut users: std::collections::BTreeMap<&str, (u64, u64)> = Default::default();
-        for list in &layer_lists {
-            let mut seen = std::collections::BTreeSet::new();
-            for (id, size) in list {
-                if seen.insert(id.as_str()) {
-                    users.entry(id.as_str()).or_insert((0, *size)).0 += 1;
-                }
-            }
-        }
-        let layers: u64 = users.values().map(|(_, size)| size).sum();
+        let size_rw: HashMap<&str, u64> = df
+            .containers
+            .iter()
+            .map(|c| (c.id.as_str(), c.size_rw))
+            .collect();
         let image_json: Vec<Value> = images
             .iter()
-            .zip(&layer_lists)
-            .map(|(i, list)| {
-                let mut seen = std::collections::BTreeSet::new();
-                let shared: u64 = list
-                    .iter()
-                    .filter(|(id, _)| seen.insert(id.as_str()))
-                    .filter(|(id, _)| users.get(id.as_str()).is_some_and(|(n, _)| *n > 1))
-                    .map(|(_, size)| size)
-                    .sum();
+            .map(|i| {
                 let mut v = pier_api::docker::images::summary_json(i);
-                v["SharedSize"] = json!(shared);
+                v["SharedSize"] = json!(shared.get(i.id.as_str()).copied().unwrap_or(0));
                 v
             })
             .collect();
@@ -142,7 +120,7 @@ pub async fn df(Ctx(ctx): Ctx, state: DState) -> DResult<Response> {
             .map(|c| {
                 let facts = d.engine.container_facts(c, &mut configs);
                 let mut v = pier_api::docker::container::summary(c, &facts);
-                let rw = d.engine.instances.size_rw(c);
+                let rw = size_rw.get(c.id.as_str()).copied().unwrap_or(0);
                 let image_size = images
                     .iter()
                     .find(|i| i.id == c.image_id)
@@ -154,7 +132,7 @@ pub async fn df(Ctx(ctx): Ctx, state: DState) -> DResult<Response> {
             .collect();
         let volumes = super::volumes::df_json(&d, &ctx);
         Ok(json!({
-            "LayersSize": layers,
+            "LayersSize": df.layers_size,
             "Images": image_json,
             "Containers": container_json,
             "Volumes": volumes,
