@@ -4,7 +4,7 @@
 //! lines it causes name it), counts and times it in the metrics, and writes one log line
 //! for a refused or failed request: a user's mistake (4xx) as a warning saying so, what
 //! the daemon does not do or cannot do now (501, 503, 507) as a warning, a fault of the
-//! daemon (500) as an error.
+//! daemon (500) as an error; a served one gets a debug line with its time.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -96,6 +96,8 @@ pub async fn track(
         tracing::warn!(%method, %path, status = status.as_u16(), error = message, "request not served");
     } else if status.is_client_error() {
         tracing::warn!(%method, %path, status = status.as_u16(), error = message, "request refused (the client's mistake)");
+    } else {
+        tracing::debug!(%method, %path, status = status.as_u16(), ms = elapsed.as_millis() as u64, "request served");
     }
     resp
 }

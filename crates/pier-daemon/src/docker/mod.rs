@@ -357,7 +357,7 @@ async fn unknown(req: Request) -> DockerError {
 }
 
 /// Takes `/v1.NN` off the path (checking NN), runs the request, and adds Docker's headers
-/// to the answer. Logs every request at debug level.
+/// to the answer.
 async fn negotiate(mut req: Request, next: Next) -> Response {
     let method = req.method().clone();
     let path = req.uri().path().to_string();
@@ -389,7 +389,6 @@ async fn negotiate(mut req: Request, next: Next) -> Response {
         )
         .into_response();
     }
-    tracing::debug!(%method, %path, status = resp.status().as_u16(), "docker api");
     let h = resp.headers_mut();
     let api = api_string(MAX_API);
     h.insert("api-version", HeaderValue::from_str(&api).expect("ascii"));
