@@ -26,6 +26,23 @@ use super::{key, ports_key, Lease, Networks};
 use crate::error::{conflict, internal, invalid};
 use crate::error::{EngineError, EngineResult};
 
+/// What a lease of one address family needs ([`Networks::lease_in`]).
+struct Family<A, P> {
+    /// The address asked for, if any.
+    want: Option<A>,
+    /// Addresses of the network no container may take (its auxiliary addresses; for
+    /// IPv6 its gateway too).
+    reserved: HashSet<A>,
+    /// The `Table::Meta` key of the last picked address, where the next pick starts.
+    cursor: String,
+    /// `""` or `"IPv6 "`, for messages.
+    label: &'static str,
+    /// A free address, given the used ones and the cursor.
+    pick: P,
+    /// What else to do when the network is full.
+    full: &'static str,
+}
+
 /// How many times an allocation re-reads and tries again after losing a race.
 const ATTEMPTS: usize = 64;
 
@@ -82,110 +99,42 @@ impl Networks {
         Ok(out)
     }
 
-    /// Leases an address on `n` for container `cid`: the one `ep` asks for, or the next
-    /// free one of the network's range.
+    /// Leases an IPv4 address on `n` for container `cid`: the one `ep` asks for, or the
+    /// next free one of the network's range.
     pub(super) fn lease(
         &self,
         n: &NetworkInspect,
         cid: &str,
         ep: &Endpoint,
-        ifname: &str,
-        host_ifname: &str,
+        names: (&str, &str),
     ) -> EngineResult<Ipv4Addr> {
-        let prefix = format!("{}/{}/", n.project, n.id);
-        for _ in 0..ATTEMPTS {
-            let leases = self.db.list_json::<Lease>(Table::Leases, &prefix)?;
-            let ip = match ep.static_ip.map(Ipv4Address::addr) {
-                Some(ip) => {
-                    if let Some((_, l)) =
-                        leases.iter().find(|(k, _)| k.ends_with(&format!("/{ip}")))
-                    {
-                        return Err(in_use(n, ip.into(), &l.container));
-                    }
-                    if n.aux_addresses.values().any(|a| *a == IpAddr::V4(ip)) {
-                        return Err(reserved(n, ip.into()));
-                    }
-                    ip
-                }
-                None => self.free_address(n, &leases)?,
-            };
-            let mut b = Batch::new();
-            let lease_key = format!("{prefix}{ip}");
-            b.require(Table::Leases, lease_key.clone(), Expect::Absent);
-            b.require(Table::Networks, key(&n.project, &n.id), Expect::Present);
-            b.put_json(
-                Table::Leases,
-                lease_key.clone(),
-                &Lease {
-                    container: cid.to_string(),
-                    network: n.id.clone(),
-                    ifname: ifname.to_string(),
-                    host_ifname: host_ifname.to_string(),
-                },
-            );
-            b.ops.push(Op::Put {
-                table: Table::Meta,
-                key: format!("last-ip/{}", n.id),
-                value: ip.to_string().into_bytes(),
-            });
-            match b.commit(self.db.as_ref()) {
-                Ok(()) => return Ok(ip),
-                Err(StoreError::Conflict {
-                    table: Table::Networks,
-                    ..
-                }) => {
-                    return Err(invalid(format!(
-                        "network {} was removed meanwhile: recreate it or choose another",
-                        n.name
-                    )))
-                }
-                Err(StoreError::Conflict { .. }) if ep.static_ip.is_some() => {
-                    let holder = self
-                        .db
-                        .get_json::<Lease>(Table::Leases, &lease_key)?
-                        .map(|l| l.container)
-                        .unwrap_or_default();
-                    return Err(in_use(n, ip.into(), &holder));
-                }
-                // Another request took the address first: read again.
-                Err(StoreError::Conflict { .. }) => continue,
-                Err(e) => return Err(e.into()),
-            }
-        }
-        Err(EngineError::Busy(format!(
-            "the addresses of network {} kept changing while one was being leased; retry",
-            n.name
-        )))
-    }
-
-    fn free_address(
-        &self,
-        n: &NetworkInspect,
-        leases: &[(String, Lease)],
-    ) -> EngineResult<Ipv4Addr> {
-        let mut used: HashSet<Ipv4Addr> = leases
-            .iter()
-            .filter_map(|(k, _)| k.rsplit('/').next()?.parse().ok())
+        let reserved = n
+            .aux_addresses
+            .values()
+            .filter_map(|a| match a {
+                IpAddr::V4(ip) => Some(*ip),
+                IpAddr::V6(_) => None,
+            })
             .collect();
-        used.insert(n.gateway.addr());
-        used.extend(n.aux_addresses.values().filter_map(|a| match a {
-            IpAddr::V4(ip) => Some(*ip),
-            IpAddr::V6(_) => None,
-        }));
         let range = n.ip_range.unwrap_or(n.subnet);
-        let last = self
-            .db
-            .get(Table::Meta, &format!("last-ip/{}", n.id))?
-            .and_then(|b| String::from_utf8(b).ok()?.parse().ok());
-        ipam::allocate(&n.subnet, &range, &used, last).ok_or_else(|| {
-            EngineError::new(
-                ErrorKind::InsufficientStorage,
-                format!(
-                    "network {} has no free address left: stop or disconnect a container on it, or create a network with a larger subnet",
-                    n.name
-                ),
-            )
-        })
+        self.lease_in(
+            n,
+            cid,
+            names,
+            Family {
+                want: ep.static_ip.map(Ipv4Address::addr),
+                reserved,
+                cursor: format!("last-ip/{}", n.id),
+                label: "",
+                // The gateway is taken, but not "reserved" to one who asks for it.
+                pick: |used: &HashSet<Ipv4Addr>, last| {
+                    let mut used = used.clone();
+                    used.insert(n.gateway.addr());
+                    ipam::allocate(&n.subnet, &range, &used, last)
+                },
+                full: "create a network with a larger subnet",
+            },
+        )
     }
 
     /// Leases an IPv6 address on dual-stack network `n` for container `cid`: the one
@@ -197,44 +146,79 @@ impl Networks {
         subnet: Ipv6Net,
         cid: &str,
         ep: &Endpoint,
-        ifname: &str,
-        host_ifname: &str,
+        names: (&str, &str),
     ) -> EngineResult<Ipv6Addr> {
+        let reserved = n
+            .aux_addresses
+            .values()
+            .filter_map(|a| match a {
+                IpAddr::V6(ip) => Some(*ip),
+                IpAddr::V4(_) => None,
+            })
+            .chain(n.gateway6)
+            .collect();
+        let range = n.ip_range6.unwrap_or(subnet);
+        self.lease_in(
+            n,
+            cid,
+            names,
+            Family {
+                want: ep.static_ip6,
+                reserved,
+                cursor: format!("last-ip6/{}", n.id),
+                label: "IPv6 ",
+                pick: |used: &HashSet<Ipv6Addr>, last| ipam::allocate6(&subnet, &range, used, last),
+                full: "choose a network with a larger IPv6 subnet",
+            },
+        )
+    }
+
+    /// One lease of either family: reads the network's leases, takes the asked or a
+    /// picked address, and commits its key under an "absent" compare (and a "present"
+    /// compare on the network), reading again when another request won the race.
+    fn lease_in<A, P>(
+        &self,
+        n: &NetworkInspect,
+        cid: &str,
+        (ifname, host_ifname): (&str, &str),
+        f: Family<A, P>,
+    ) -> EngineResult<A>
+    where
+        A: Copy + Eq + std::hash::Hash + std::fmt::Display + std::str::FromStr + Into<IpAddr>,
+        P: Fn(&HashSet<A>, Option<A>) -> Option<A>,
+    {
         let prefix = format!("{}/{}/", n.project, n.id);
-        let last_key = format!("last-ip6/{}", n.id);
         for _ in 0..ATTEMPTS {
             let leases = self.db.list_json::<Lease>(Table::Leases, &prefix)?;
-            let used: HashSet<Ipv6Addr> = leases
-                .iter()
-                .filter_map(|(k, _)| k.rsplit('/').next()?.parse().ok())
-                .chain(n.gateway6)
-                .chain(n.aux_addresses.values().filter_map(|a| match a {
-                    IpAddr::V6(ip) => Some(*ip),
-                    IpAddr::V4(_) => None,
-                }))
-                .collect();
-            let ip = match ep.static_ip6 {
+            let ip = match f.want {
                 Some(ip) => {
                     if let Some((_, l)) =
                         leases.iter().find(|(k, _)| k.ends_with(&format!("/{ip}")))
                     {
                         return Err(in_use(n, ip.into(), &l.container));
                     }
-                    if used.contains(&ip) {
+                    if f.reserved.contains(&ip) {
                         return Err(reserved(n, ip.into()));
                     }
                     ip
                 }
                 None => {
+                    let mut used: HashSet<A> = leases
+                        .iter()
+                        .filter_map(|(k, _)| k.rsplit('/').next()?.parse().ok())
+                        .collect();
+                    used.extend(&f.reserved);
                     let last = self
                         .db
-                        .get(Table::Meta, &last_key)?
+                        .get(Table::Meta, &f.cursor)?
                         .and_then(|b| String::from_utf8(b).ok()?.parse().ok());
-                    let range = n.ip_range6.unwrap_or(subnet);
-                    ipam::allocate6(&subnet, &range, &used, last).ok_or_else(|| {
+                    (f.pick)(&used, last).ok_or_else(|| {
                         EngineError::new(
                             ErrorKind::InsufficientStorage,
-                            format!("network {} has no free IPv6 address left: stop or disconnect a container on it", n.name),
+                            format!(
+                                "network {} has no free {}address left: stop or disconnect a container on it, or {}",
+                                n.name, f.label, f.full
+                            ),
                         )
                     })?
                 }
@@ -254,10 +238,10 @@ impl Networks {
                 },
             );
             // Only a picked address moves the cursor: one asked for does not.
-            if ep.static_ip6.is_none() {
+            if f.want.is_none() {
                 b.ops.push(Op::Put {
                     table: Table::Meta,
-                    key: last_key.clone(),
+                    key: f.cursor.clone(),
                     value: ip.to_string().into_bytes(),
                 });
             }
@@ -272,7 +256,7 @@ impl Networks {
                         n.name
                     )))
                 }
-                Err(StoreError::Conflict { .. }) if ep.static_ip6.is_some() => {
+                Err(StoreError::Conflict { .. }) if f.want.is_some() => {
                     let holder = self
                         .db
                         .get_json::<Lease>(Table::Leases, &lease_key)?
@@ -286,8 +270,8 @@ impl Networks {
             }
         }
         Err(EngineError::Busy(format!(
-            "the IPv6 addresses of network {} kept changing while one was being leased; retry",
-            n.name
+            "the {}addresses of network {} kept changing while one was being leased; retry",
+            f.label, n.name
         )))
     }
 

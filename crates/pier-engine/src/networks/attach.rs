@@ -166,7 +166,7 @@ impl Saga for PlugSaga<'_> {
         let p = &mut self.plumb;
         match step {
             PlugStep::Lease => {
-                let ip = nets.lease(n, &c.id, &self.ep, &p.ifname, &p.host_ifname)?;
+                let ip = nets.lease(n, &c.id, &self.ep, (&p.ifname, &p.host_ifname))?;
                 self.lease_key = format!("{}/{}/{ip}", n.project, n.id);
                 p.addr = ip;
                 let mac = self
@@ -177,7 +177,7 @@ impl Saga for PlugSaga<'_> {
                 self.mac = Some(mac);
                 if let Some(subnet6) = n.v6() {
                     let ip6 =
-                        nets.lease6(n, subnet6, &c.id, &self.ep, &p.ifname, &p.host_ifname)?;
+                        nets.lease6(n, subnet6, &c.id, &self.ep, (&p.ifname, &p.host_ifname))?;
                     self.lease6_key = Some(format!("{}/{}/{ip6}", n.project, n.id));
                     p.addr6 = Some((ip6, subnet6.prefix()));
                     p.gateway6 = n.gateway6.filter(|_| !n.internal);
