@@ -183,3 +183,95 @@ fn the_instance_list_names_each_instance_s_kind() {
     assert_eq!(vm["kind"], "vm", "{list}");
     d.ok(&["rm", "-f", "k-ctr", "k-vm"]);
 }
+
+/// The host's busy CPU time and its outward interfaces' traffic are counters in the
+/// history's samples (what the hosts page draws) and in `/metrics`; the daemon's own
+/// bridges and veths are left out of the traffic, a link of the test's own is counted.
+#[test]
+#[ignore = "root tier: needs root; scripts/test.sh runs it (--run-ignored all)"]
+fn the_host_s_cpu_time_and_traffic_are_in_the_history_and_metrics() {
+    require_root_and_tools(&["curl"]);
+    let d = with_busybox(&["--metrics-history-period", "1"]);
+    let get = |path: &str| -> String {
+        let out = std::process::Command::new("curl")
+            .args(["-sf", "--unix-socket"])
+            .arg(&d.socket)
+            .arg(format!("http://pier{path}"))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{path}: {out:?}");
+        String::from_utf8(out.stdout).unwrap()
+    };
+    // A link of the test's own in the daemon's namespace (gone with it), and traffic on
+    // it: ARP requests for an address nobody has go out of one end and into the other.
+    let ns = d.netns.clone();
+    ip(&[
+        "-n", &ns, "link", "add", "dcx0", "type", "veth", "peer", "name", "dcx1",
+    ]);
+    ip(&["-n", &ns, "addr", "add", "10.77.0.1/24", "dev", "dcx0"]);
+    ip(&["-n", &ns, "link", "set", "dcx0", "up"]);
+    ip(&["-n", &ns, "link", "set", "dcx1", "up"]);
+    let first = |h: &serde_json::Value, key: &str| h["samples"][0][key].as_f64().unwrap();
+    let last = |h: &serde_json::Value, key: &str| {
+        h["samples"].as_array().unwrap().last().unwrap()[key]
+            .as_f64()
+            .unwrap()
+    };
+    let mut h = serde_json::Value::Null;
+    wait_until("two samples", || {
+        h = serde_json::from_str(&get("/v1/metrics/history")).unwrap();
+        h["samples"].as_array().is_some_and(|s| s.len() >= 2)
+    });
+    let (rx0, tx0) = (
+        last(&h, "host_network_receive_bytes"),
+        last(&h, "host_network_transmit_bytes"),
+    );
+    let _ = d
+        .in_netns(BUSYBOX)
+        .args([
+            "ping",
+            "-c",
+            "3",
+            "-i",
+            "0.2",
+            "-W",
+            "1",
+            "-I",
+            "dcx0",
+            "10.77.0.9",
+        ])
+        .output()
+        .unwrap();
+    let since = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    wait_until("two samples after the traffic", || {
+        h = serde_json::from_str(&get(&format!("/v1/metrics/history?since={since}"))).unwrap();
+        h["samples"].as_array().is_some_and(|s| s.len() >= 2)
+    });
+    assert!(last(&h, "host_network_transmit_bytes") > tx0, "{h}");
+    assert!(last(&h, "host_network_receive_bytes") > rx0, "{h}");
+    let cpu = (first(&h, "host_cpu_seconds"), last(&h, "host_cpu_seconds"));
+    assert!(cpu.0 > 0.0 && cpu.1 >= cpu.0, "{cpu:?}: {h}");
+
+    let text = get("/metrics");
+    for family in [
+        "pier_host_cpu_seconds_total",
+        "pier_host_network_receive_bytes_total",
+        "pier_host_network_transmit_bytes_total",
+    ] {
+        assert!(
+            text.contains(&format!("# TYPE {family} counter\n")),
+            "{family}:\n{text}"
+        );
+        let value: f64 = text
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{family} ")))
+            .unwrap_or_else(|| panic!("no {family} sample"))
+            .parse()
+            .unwrap();
+        assert!(value > 0.0, "{family} {value}");
+    }
+    ip(&["-n", &ns, "link", "del", "dcx0"]);
+}
