@@ -222,6 +222,31 @@
     $("create-vm-help").textContent = why;
   }
 
+  // Pulls `reference` (POST /v1/images/pull, ndjson progress); rejects with the pull's
+  // own error.
+  async function pull(reference, status) {
+    let result = null;
+    await ndjson("/v1/images/pull", undefined, (p) => {
+      if (p.blob && p.total) status.textContent = "Pulling " + reference + ": " + bytes(p.current) + " of " + bytes(p.total);
+      if (!p.blob && (p.status === "complete" || p.status === "error")) result = p;
+    }, { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify({ reference }) });
+    if (!result || result.status !== "complete") throw new Error((result && result.message) || "the pull ended without a result");
+  }
+
+  // Creates as `pier create` does with its default `--pull missing`: an image that is
+  // not here is pulled, and the create made again.
+  async function createPulling(body, status) {
+    try {
+      return await api("POST", "/v1/containers", body);
+    } catch (err) {
+      if (!/no such image/i.test(err.message)) throw err;
+      status.textContent = "Pulling " + body.image + "…";
+      try { await pull(body.image, status); } catch (e) { throw new Error(err.message + " (and it could not be pulled: " + e.message + ")"); }
+      status.textContent = "Creating " + (body.name || "an instance") + "…";
+      return await api("POST", "/v1/containers", body);
+    }
+  }
+
   async function submitCreate(ev) {
     ev.preventDefault();
     let body;
@@ -232,7 +257,7 @@
     const status = $("action-status");
     try {
       status.textContent = "Creating " + (body.name || "an instance") + "…";
-      const made = await api("POST", "/v1/containers", body);
+      const made = await createPulling(body, status);
       if ($("create-start").checked) {
         try {
           await api("POST", "/v1/containers/" + encodeURIComponent(made.id) + "/start");
@@ -250,6 +275,7 @@
       Pier.refreshContainers();
       location.hash = "#/instances/" + encodeURIComponent(made.name);
     } catch (err) {
+      status.textContent = "";
       showErrors([[null, err.message]]);
     } finally {
       button.disabled = false;
@@ -278,7 +304,9 @@
     const state = (c.state && (c.state.status || c.state)) || "";
     const nets = Object.entries(c.networks || {}).map(([n, e]) =>
       n + (e.ip_address ? " " + e.ip_address + (e.prefix_len ? "/" + e.prefix_len : "") : ""));
-    const ports = (c.ports || []).map((p) => (p.host_ip ? p.host_ip + ":" : "") + p.host_port + " → " + p.container_port + "/" + p.proto);
+    // Bound ports while it runs; what it asks for otherwise.
+    let ports = (c.ports || []).map((p) => (p.host_ip ? p.host_ip + ":" : "") + p.host_port + " → " + p.container_port + "/" + p.proto);
+    if (!ports.length && (cfg.publish || []).length) ports = [cfg.publish.join(", ") + " (when it runs)"];
     const mounts = (c.mounts || []).map((m) => (m.source || "(anonymous " + m.type + ")") + " → " + m.target + (m.read_only ? " (read-only)" : ""));
     const limits = [
       cfg.memory ? "memory " + bytes(cfg.memory) : null,
