@@ -23,9 +23,19 @@ row = lambda n: drv.find_element(By.ID, "row-" + n)
 drv.find_element(By.ID, "nav-instances").click()
 wait.until(lambda d: all(d.find_elements(By.ID, "row-" + n) for n in [done, idle, vm]))
 assert drv.find_element(By.ID, "instance-count").text == "3 instances", drv.find_element(By.ID, "instance-count").text
+opts = lambda id: [o.text for o in drv.find_elements(By.CSS_SELECTOR, "#%s option" % id)]
+assert opts("filter-state") == ["all (3)", "running (0)", "exited (1)", "created (2)", "paused (0)"], opts("filter-state")
+assert opts("filter-kind") == ["all (3)", "container (2)", "VM (1)"], opts("filter-kind")
 shot("1-instances")
 
-# The form: every control has a label.
+# The form, by keyboard: Enter opens it, Escape closes it and focus goes back.
+drv.find_element(By.ID, "create-open").send_keys(Keys.ENTER)
+wait.until(lambda d: visible("create-dialog"))
+assert drv.switch_to.active_element.get_attribute("id") == "create-image-select"
+drv.switch_to.active_element.send_keys(Keys.ESCAPE)
+wait.until(lambda d: not visible("create-dialog"))
+assert drv.switch_to.active_element.get_attribute("id") == "create-open"
+# Every control has a label.
 drv.find_element(By.ID, "create-open").click()
 wait.until(lambda d: visible("create-dialog"))
 for c in drv.find_elements(By.CSS_SELECTOR, "#create-form input, #create-form select, #create-form textarea"):

@@ -49,6 +49,18 @@
     });
     applyFilters();
     $("instances").tBodies[0].replaceChildren(...rows.map((r) => r.tr));
+    countOptions($("filter-state"), "state");
+    countOptions($("filter-kind"), "kind");
+  }
+
+  // Each filter choice says how many instances it has: "running (12)".
+  function countOptions(select, key) {
+    const n = {};
+    for (const r of rows) n[r[key]] = (n[r[key]] || 0) + 1;
+    for (const o of select.options) {
+      if (!o.dataset.label) o.dataset.label = o.textContent;
+      o.textContent = o.dataset.label + " (" + (o.value ? n[o.value] || 0 : rows.length) + ")";
+    }
   }
 
   function filters() {
