@@ -513,6 +513,9 @@ pub struct ContainerSummary {
     pub image: String,
     pub command: String,
     pub created: String,
+    /// `container`, or `vm` for a VM (created with `--vm`, runtime `pier-vm`).
+    #[serde(default)]
+    pub kind: String,
     pub state: ContainerStatus,
     /// `Up 3 minutes`, `Exited (0) 2 seconds ago`, ...
     pub status: String,

@@ -172,6 +172,17 @@ pub struct MetricsSample {
     pub time: f64,
     pub host_memory_available_bytes: u64,
     pub host_disk_free_bytes: u64,
+    /// Seconds the host's CPUs have spent busy since boot, all CPUs together (a counter:
+    /// the difference between two samples over their interval is the CPUs in use).
+    #[serde(default)]
+    pub host_cpu_seconds: f64,
+    /// Bytes the host's outward interfaces (not loopback, not the daemon's bridges and
+    /// veths) received since boot (a counter).
+    #[serde(default)]
+    pub host_network_receive_bytes: u64,
+    /// Bytes they sent since boot (a counter).
+    #[serde(default)]
+    pub host_network_transmit_bytes: u64,
     /// Instances running (or paused) then.
     pub instances_running: u64,
     /// The asked instance's use, when it ran then.

@@ -5,7 +5,8 @@
 //!   method, route template and status, with its latency ([`Metrics::observe`], which
 //!   [`crate::requests::track`] calls for each);
 //! - read at each scrape: the engine's [`Snapshot`] (every instance's state, restarts,
-//!   health and use; the host's capacity; networks, volumes and images; the registry's
+//!   health and use; the host's capacity and use (busy CPU time, memory, disk, network
+//!   traffic); networks, volumes and images; the registry's
 //!   blob traffic).
 //!
 //! The text is Prometheus's classic exposition format (version 0.0.4), which every
@@ -228,6 +229,27 @@ fn snapshot_registry(snap: &Snapshot) -> Registry {
     ] {
         gauge(name, help, value);
     }
+    for (name, help, value) in [
+        (
+            "pier_host_cpu_seconds_total",
+            "Seconds the host's CPUs spent busy (not idle or waiting for I/O), all CPUs together.",
+            h.cpu_seconds,
+        ),
+        (
+            "pier_host_network_receive_bytes_total",
+            "Bytes the host's outward interfaces received (not loopback, not Pier's bridges and veths).",
+            h.network_receive_bytes as f64,
+        ),
+        (
+            "pier_host_network_transmit_bytes_total",
+            "Bytes the host's outward interfaces sent (not loopback, not Pier's bridges and veths).",
+            h.network_transmit_bytes as f64,
+        ),
+    ] {
+        let c = prometheus::Counter::with_opts(Opts::new(name, help)).expect("valid metric");
+        c.inc_by(value);
+        r.register(Box::new(c)).expect("registered once");
+    }
     let endpoints = int_gauge(
         "pier_network_endpoints",
         "Instances attached to each network.",
@@ -339,6 +361,9 @@ mod tests {
                 memory_available_bytes: 1 << 29,
                 disk_bytes: 100,
                 disk_free_bytes: 50,
+                cpu_seconds: 12.5,
+                network_receive_bytes: 3000,
+                network_transmit_bytes: 4000,
             },
             networks: vec![("default".into(), "bridge".into(), "bridge".into(), 1)],
             volumes: vec![ProjectCount {
@@ -376,6 +401,11 @@ mod tests {
             r#"pier_instance_restarts_total{id="a1",kind="container",name="web",project="default"} 2"#,
             r#"pier_instances{kind="vm",project="default",state="exited"} 1"#,
             "pier_host_cpus 2",
+            "# TYPE pier_host_cpu_seconds_total counter",
+            "pier_host_cpu_seconds_total 12.5",
+            "# TYPE pier_host_network_receive_bytes_total counter",
+            "pier_host_network_receive_bytes_total 3000",
+            "pier_host_network_transmit_bytes_total 4000",
             r#"pier_network_endpoints{driver="bridge",network="bridge",project="default"} 1"#,
             r#"pier_volumes{project="default"} 4"#,
             "pier_images 7",

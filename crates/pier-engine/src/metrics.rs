@@ -1,6 +1,6 @@
 //! What the daemon's `/metrics` reports of the engine, read afresh at each scrape: every
 //! instance's state, restarts, health and (while it runs) its use of CPU, memory, I/O and
-//! network; the host's capacity and use; networks and volumes by project; the
+//! network; the host's capacity and use (CPU time, memory, disk, network traffic); networks and volumes by project; the
 //! registry's traffic. The daemon
 //! turns a [`Snapshot`] into Prometheus families. [`History`] keeps the last hour of
 //! samples (every [`HISTORY_PERIOD`] by default), which `GET /v1/metrics/history` serves
@@ -53,6 +53,13 @@ pub struct HostSample {
     /// The filesystem of the state directory.
     pub disk_bytes: u64,
     pub disk_free_bytes: u64,
+    /// Seconds its CPUs spent busy since boot, all CPUs together (a counter).
+    pub cpu_seconds: f64,
+    /// Bytes received and sent since boot by the interfaces of the daemon's network
+    /// namespace that lead out of it: all but loopback and this daemon's own bridges
+    /// and veth ends (whose traffic, the instances', is counted where it leaves).
+    pub network_receive_bytes: u64,
+    pub network_transmit_bytes: u64,
 }
 
 /// A project's count of networks or volumes.
@@ -111,11 +118,7 @@ impl Engine {
                     }
                 });
                 InstanceSample {
-                    kind: if c.config.runtime.as_deref() == Some(crate::instances::vm::RUNTIME) {
-                        "vm"
-                    } else {
-                        "container"
-                    },
+                    kind: crate::instances::vm::kind(&c.config),
                     state: c.state.status.as_str(),
                     restarts: c.state.restart_count,
                     health: c.state.health.as_ref().map(|h| h.status.as_str()),
@@ -131,7 +134,16 @@ impl Engine {
             Ok(s) => (s.f_bavail * s.f_frsize, s.f_blocks * s.f_frsize),
             Err(_) => (0, 0),
         };
+        let nets = crate::system::own_interface_counters();
+        let outward = || {
+            nets.iter()
+                .filter(|(n, _)| !self.networks.owns_interface(n))
+                .map(|(_, c)| c)
+        };
         let host = HostSample {
+            cpu_seconds: crate::system::host_cpu_busy_seconds(),
+            network_receive_bytes: outward().map(|c| c.rx_bytes).sum(),
+            network_transmit_bytes: outward().map(|c| c.tx_bytes).sum(),
             cpus: info.cpus,
             memory_bytes: info.memory,
             memory_available_bytes: crate::system::meminfo_bytes(
@@ -230,6 +242,9 @@ impl History {
             time,
             host_memory_available_bytes: snap.host.memory_available_bytes,
             host_disk_free_bytes: snap.host.disk_free_bytes,
+            host_cpu_seconds: snap.host.cpu_seconds,
+            host_network_receive_bytes: snap.host.network_receive_bytes,
+            host_network_transmit_bytes: snap.host.network_transmit_bytes,
             instances_running: instances.len() as u64,
             instance: None,
         };
@@ -308,6 +323,9 @@ mod tests {
             host: HostSample {
                 memory_bytes: 100,
                 memory_available_bytes: 40,
+                cpu_seconds: 2.0 * cpu,
+                network_receive_bytes: 1000,
+                network_transmit_bytes: 500,
                 ..Default::default()
             },
             ..Default::default()
@@ -327,6 +345,17 @@ mod tests {
         assert_eq!(all.samples[1].instance.as_ref().unwrap().cpu_seconds, 0.6);
         assert_eq!(all.samples[0].instance, None, "not running then");
         assert_eq!(all.samples[1].instances_running, 1);
+        assert_eq!(
+            all.samples[1].host_cpu_seconds, 1.2,
+            "the host's CPU counter"
+        );
+        assert_eq!(
+            (
+                all.samples[1].host_network_receive_bytes,
+                all.samples[1].host_network_transmit_bytes
+            ),
+            (1000, 500)
+        );
         let recent = h.query(None, Some(240.0));
         assert_eq!(recent.samples.len(), 4);
         assert!(recent.samples.iter().all(|s| s.instance.is_none()));

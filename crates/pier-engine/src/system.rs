@@ -85,6 +85,36 @@ pub fn interface_counters(pid: i32) -> BTreeMap<String, InterfaceCounters> {
     parse_net_dev(&fs::read_to_string(format!("/proc/{pid}/net/dev")).unwrap_or_default())
 }
 
+/// The counters of the interfaces (but loopback) of the daemon's own network namespace:
+/// the host's, for a daemon started as usual.
+pub fn own_interface_counters() -> BTreeMap<String, InterfaceCounters> {
+    parse_net_dev(&fs::read_to_string("/proc/self/net/dev").unwrap_or_default())
+}
+
+/// Clock ticks per second of `/proc/stat`'s CPU times (`USER_HZ`): fixed at 100 by the
+/// kernel's ABI on x86_64 and aarch64, whatever its internal tick rate.
+const USER_HZ: f64 = 100.0;
+
+/// Seconds the host's CPUs have spent busy since boot, all CPUs together: every state of
+/// `/proc/stat`'s `cpu` line but idle and iowait (guest time is already in user time).
+pub fn host_cpu_busy_seconds() -> f64 {
+    cpu_busy_seconds(&fs::read_to_string("/proc/stat").unwrap_or_default())
+}
+
+fn cpu_busy_seconds(stat: &str) -> f64 {
+    let Some(line) = stat.lines().find(|l| l.starts_with("cpu ")) else {
+        return 0.0;
+    };
+    // user nice system idle iowait irq softirq steal guest guest_nice
+    let v: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .map(|x| x.parse().unwrap_or(0))
+        .collect();
+    let busy: u64 = [0, 1, 2, 5, 6, 7].iter().filter_map(|&i| v.get(i)).sum();
+    busy as f64 / USER_HZ
+}
+
 fn parse_net_dev(text: &str) -> BTreeMap<String, InterfaceCounters> {
     let mut out = BTreeMap::new();
     for line in text.lines().skip(2) {
@@ -141,6 +171,37 @@ bad: 1 2 3\n";
             (e.tx_bytes, e.tx_packets, e.tx_errors, e.tx_dropped),
             (3000, 30, 3, 4)
         );
+    }
+
+    #[test]
+    fn busy_cpu_time_is_all_but_idle_and_iowait() {
+        // user nice system idle iowait irq softirq steal guest guest_nice
+        let stat =
+            "cpu  100 20 30 5000 70 4 6 10 50 0\ncpu0 50 10 15 2500 35 2 3 5 25 0\nintr 1 2\n";
+        // 100 + 20 + 30 + 4 + 6 + 10 ticks at 100 a second; guest is inside user.
+        assert_eq!(cpu_busy_seconds(stat), 1.7);
+        // Older kernels stop after fewer fields.
+        assert_eq!(cpu_busy_seconds("cpu 100 0 100 900\n"), 2.0);
+        assert_eq!(
+            cpu_busy_seconds("cpu0 1 2 3\n"),
+            0.0,
+            "only the all-CPU line"
+        );
+        assert_eq!(cpu_busy_seconds(""), 0.0);
+        // This host's counter is there and does not go back.
+        let a = host_cpu_busy_seconds();
+        assert!(a > 0.0, "{a}");
+        assert!(host_cpu_busy_seconds() >= a);
+    }
+
+    #[test]
+    fn own_counters_are_this_namespace_s_interfaces_without_loopback() {
+        let c = own_interface_counters();
+        assert!(!c.contains_key("lo"), "{c:?}");
+        let listed = fs::read_to_string("/proc/net/dev").unwrap();
+        for name in c.keys() {
+            assert!(listed.contains(&format!("{name}:")), "{name}");
+        }
     }
 
     #[test]

@@ -2106,6 +2106,7 @@ impl Instances {
                     image: c.image.clone(),
                     command: c.command.join(" "),
                     created: c.created.clone(),
+                    kind: super::vm::kind(&c.config).into(),
                     state: c.state.status,
                     status,
                     ports: c.ports.clone(),

@@ -41,6 +41,15 @@ use crate::error::{internal, invalid, EngineError, EngineResult};
 /// The runtime name that makes an instance a VM.
 pub const RUNTIME: &str = pier_runtime::vm_start::RUNTIME;
 
+/// What an instance is, as listings and metrics name it: `vm` or `container`.
+pub fn kind(config: &pier_api::containers::ContainerCreate) -> &'static str {
+    if config.runtime.as_deref() == Some(RUNTIME) {
+        "vm"
+    } else {
+        "container"
+    }
+}
+
 /// A VM's memory when `--memory` does not say.
 pub const DEFAULT_MEMORY_MIB: u64 = 256;
 

@@ -138,6 +138,12 @@ pub struct Networks {
 }
 
 impl Networks {
+    /// Whether `interface` is one this daemon made in its network namespace: a bridge of
+    /// its networks or the host end of an instance's veth.
+    pub fn owns_interface(&self, interface: &str) -> bool {
+        self.names.owns_bridge(interface) || self.names.owns_veth(interface)
+    }
+
     /// `root` is canonical; `names` are those of the daemon on it
     /// ([`HostNames::for_root`]); `host` and `fw` reach the kernel
     /// ([`crate::host::net::RealNetHost`], [`crate::host::net::NftFirewall`]) or fake it.
