@@ -87,6 +87,14 @@ impl Engine {
     /// Reads what `/metrics` reports, over every project. Blocking (cgroup and /proc
     /// files): call it off the async threads.
     pub fn metrics_snapshot(&self) -> EngineResult<Snapshot> {
+        let mut s = self.usage_snapshot()?;
+        self.count_inventory(&mut s)?;
+        Ok(s)
+    }
+
+    /// The instances' and the host's use alone (what the history keeps): a [`Snapshot`]
+    /// without networks, volumes, images and registry figures.
+    pub fn usage_snapshot(&self) -> EngineResult<Snapshot> {
         let instances = self
             .instances
             .every()?
@@ -153,6 +161,15 @@ impl Engine {
             disk_bytes,
             disk_free_bytes,
         };
+        Ok(Snapshot {
+            instances,
+            host,
+            ..Snapshot::default()
+        })
+    }
+
+    /// Fills in `s`'s networks, volumes, images and registry figures.
+    fn count_inventory(&self, s: &mut Snapshot) -> EngineResult<()> {
         let mut networks = Vec::new();
         let mut volumes = Vec::new();
         for project in self.projects.list()? {
@@ -178,15 +195,12 @@ impl Engine {
             .map(|v| v.len() as u64)
             .unwrap_or(0);
         let registry = self.registry.stats();
-        Ok(Snapshot {
-            instances,
-            host,
-            networks,
-            volumes,
-            images,
-            registry_bytes_in: registry.blob_bytes_received,
-            registry_bytes_out: registry.blob_bytes_sent,
-        })
+        s.networks = networks;
+        s.volumes = volumes;
+        s.images = images;
+        s.registry_bytes_in = registry.blob_bytes_received;
+        s.registry_bytes_out = registry.blob_bytes_sent;
+        Ok(())
     }
 }
 
@@ -198,7 +212,9 @@ pub const HISTORY_SAMPLES: usize = 240;
 /// One kept sample: the host's, and each running instance's use by ID.
 struct Kept {
     sample: pier_api::system::MetricsSample,
-    instances: std::collections::HashMap<String, pier_api::system::InstanceUsageSample>,
+    /// By instance ID; a running instance's ID is one allocation shared by every sample.
+    instances:
+        std::collections::HashMap<std::sync::Arc<str>, pier_api::system::InstanceUsageSample>,
 }
 
 /// The engine's recent metrics, a ring of [`HISTORY_SAMPLES`] samples in memory (gone
@@ -220,13 +236,18 @@ impl History {
 
     /// Keeps `snap`, taken at `time` (Unix seconds), dropping the oldest sample when full.
     pub fn record(&self, time: f64, snap: &Snapshot) {
+        let mut kept = self.kept.lock().unwrap_or_else(|e| e.into_inner());
+        let previous = kept.back().map(|k| &k.instances);
         let instances: std::collections::HashMap<_, _> = snap
             .instances
             .iter()
             .filter_map(|i| {
                 let u = i.usage.as_ref()?;
+                let id = previous
+                    .and_then(|p| p.get_key_value(i.id.as_str()))
+                    .map_or_else(|| i.id.as_str().into(), |(id, _)| std::sync::Arc::clone(id));
                 Some((
-                    i.id.clone(),
+                    id,
                     pier_api::system::InstanceUsageSample {
                         cpu_seconds: u.cpu_seconds,
                         memory_bytes: u.memory_bytes,
@@ -250,7 +271,6 @@ impl History {
         };
         *self.host.lock().unwrap_or_else(|e| e.into_inner()) =
             (snap.host.memory_bytes, snap.host.disk_bytes);
-        let mut kept = self.kept.lock().unwrap_or_else(|e| e.into_inner());
         if kept.len() >= HISTORY_SAMPLES {
             kept.pop_front();
         }
@@ -293,7 +313,7 @@ pub async fn keep_history(engine: std::sync::Weak<Engine>) {
     loop {
         tick.tick().await;
         let Some(e) = engine.upgrade() else { return };
-        match tokio::task::spawn_blocking(move || e.metrics_snapshot()).await {
+        match tokio::task::spawn_blocking(move || e.usage_snapshot()).await {
             Ok(Ok(snap)) => history.record(crate::events::now_nanos() as f64 / 1e9, &snap),
             Ok(Err(e)) => tracing::debug!(error = %e.message(), "no metrics sample"),
             Err(_) => return,
