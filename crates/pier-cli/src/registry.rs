@@ -77,7 +77,7 @@ pub enum RegistryCommand {
         grace: u64,
     },
     /// Change an image's config in the registry; no layer moves.
-    Edit(EditArgs),
+    Edit(Box<EditArgs>),
     /// Blob bytes the registry received and sent since the daemon started.
     Stats,
     /// Print an argon2 hash (PHC string) of the password read from standard input, for
@@ -443,6 +443,7 @@ pub async fn run(client: &Client, fmt: Format, cmd: RegistryCommand) -> Result<(
             })
         }
         RegistryCommand::Edit(a) => {
+            let a = *a;
             let req = RegistryEditRequest {
                 reference: a.reference,
                 env: a.env,
