@@ -19,6 +19,16 @@ const REGISTRY: &str = "127.0.0.1:5000";
 /// The first visit; args: the image's local tag. Prints one JSON line: the tag's digest
 /// before and after the edit and the layer digests the page showed before and after.
 const EDIT_STEPS: &str = r##"
+from selenium.common.exceptions import StaleElementReferenceException
+# Clicks what `find` finds, again if a live refresh replaced it in between.
+def click(find):
+    def attempt(d):
+        try:
+            find().click()
+            return True
+        except (StaleElementReferenceException, IndexError):
+            return False
+    wait.until(attempt)
 local_tag = args[0]
 drv.execute_script("window.confirm = () => true")
 
@@ -36,7 +46,7 @@ wait.until(lambda d: len(drv.find_elements(By.CSS_SELECTOR, "#images-table tbody
 shot("1-images")
 
 # Its details: the steps that made its layers, with a layer and its size, and its config.
-row_with(local_tag)[0].find_element(By.TAG_NAME, "a").click()
+click(lambda: row_with(local_tag)[0].find_element(By.TAG_NAME, "a"))
 layer_rows = lambda: drv.find_elements(By.CSS_SELECTOR, "#image-layers tbody tr")
 wait.until(lambda d: layer_rows() and d.find_element(By.ID, "image-detail").is_displayed())
 assert any("MiB" in r.text or "KiB" in r.text for r in layer_rows()), [r.text for r in layer_rows()]
@@ -47,6 +57,8 @@ drv.find_element(By.ID, "image-tag-target").send_keys("dash-extra:1")
 drv.find_element(By.CSS_SELECTOR, "#image-tag-form button[type=submit]").click()
 wait.until(lambda d: "dash-extra:1" in d.find_element(By.ID, "image-tags").text)
 shot("2-image-details")
+click(lambda: drv.find_element(By.CSS_SELECTOR, '#image-tags button[aria-label="Remove tag dash-extra:1"]'))
+wait.until(lambda d: "dash-extra:1" not in d.find_element(By.ID, "image-tags").text)
 
 # The registry lists the repository; its tag opens.
 drv.find_element(By.ID, "nav-registry").click()
@@ -54,10 +66,10 @@ repo_row = lambda: drv.find_elements(By.CSS_SELECTOR, '#registry-repo-table tr[d
 wait.until(lambda d: repo_row())
 assert "1" in repo_row()[0].text
 shot("3-registry")
-repo_row()[0].find_element(By.TAG_NAME, "a").click()
+click(lambda: repo_row()[0].find_element(By.TAG_NAME, "a"))
 tag_row = lambda: drv.find_elements(By.CSS_SELECTOR, '#registry-tag-table tr[data-tag="1"]')
 wait.until(lambda d: tag_row())
-tag_row()[0].find_element(By.LINK_TEXT, "1").click()
+click(lambda: tag_row()[0].find_element(By.LINK_TEXT, "1"))
 facts = lambda: drv.find_element(By.ID, "registry-tag-facts")
 wait.until(lambda d: facts().get_attribute("data-digest"))
 before = facts().get_attribute("data-digest")
@@ -89,14 +101,35 @@ shot("5-edited")
 print(json.dumps({"before": before, "after": after, "layers_before": layers_before, "layers_after": layers()}))
 "##;
 
-/// The second visit; args: the digest to roll back to, the `pier` binary and the daemon's
-/// socket. Sees changes made by the CLI appear without a reload, rolls the tag back, runs
+/// The second visit; args: the digest to roll back to, the `pier` binary, the daemon's
+/// socket and the image's local tag. Deletes the image an instance uses, sees changes made by the CLI appear without a reload, rolls the tag back, runs
 /// a garbage collection, deletes the tag and sees it gone.
 const DELETE_STEPS: &str = r##"
 import subprocess
-first, pier, socket = args[0], args[1], args[2]
+from selenium.common.exceptions import StaleElementReferenceException
+# Clicks what `find` finds, again if a live refresh replaced it in between.
+def click(find):
+    def attempt(d):
+        try:
+            find().click()
+            return True
+        except (StaleElementReferenceException, IndexError):
+            return False
+    wait.until(attempt)
+first, pier, socket, local_tag = args[0], args[1], args[2], args[3]
 cli = lambda *a: subprocess.run([pier, *a], env={"PIER_HOST": socket}, check=True, capture_output=True)
 drv.execute_script("window.confirm = () => true")
+
+# The pulled, edited image: the instance using it is listed; deleting it (forced, as it is
+# used) removes its tag and keeps the image for the instance.
+drv.execute_script("location.hash = '#/images/" + local_tag + "'")
+wait.until(lambda d: "dash-user" in d.find_element(By.ID, "image-users").text)
+assert "EDITED=yes" in drv.find_element(By.ID, "image-config").text
+drv.find_element(By.ID, "image-delete").click()
+wait.until(lambda d: d.current_url.endswith("#/images"))
+wait.until(lambda d: "untagged 1" in d.find_element(By.ID, "images-status").text)
+wait.until(lambda d: local_tag not in d.find_element(By.ID, "images-table").text)
+shot("6-image-deleted")
 
 # Live: what the CLI does shows on the open pages without a reload.
 drv.execute_script("window.pierMarker = 7; location.hash = '#/images'")
@@ -115,11 +148,11 @@ wait.until(lambda d: len(hist()) == 2)
 edited = facts().get_attribute("data-digest")
 assert edited != first
 # Roll back to the pushed version.
-[r for r in hist() if r.get_attribute("data-digest") == first][0].find_element(By.TAG_NAME, "button").click()
+click(lambda: [r for r in hist() if r.get_attribute("data-digest") == first][0].find_element(By.TAG_NAME, "button"))
 wait.until(lambda d: facts().get_attribute("data-digest") == first)
 wait.until(lambda d: len(hist()) == 3 and hist()[0].get_attribute("data-action") == "retag")
 assert "EDITED=yes" not in drv.find_element(By.ID, "edit-env").get_attribute("value")
-shot("6-rolled-back")
+shot("7-rolled-back")
 
 # Garbage collection from the repositories page.
 drv.execute_script("location.hash = '#/registry'")
@@ -129,7 +162,7 @@ grace.clear()
 grace.send_keys("0")
 drv.find_element(By.CSS_SELECTOR, "#registry-gc-form button[type=submit]").click()
 wait.until(lambda d: "Unlinked" in d.find_element(By.ID, "registry-gc-result").text)
-shot("7-gc")
+shot("8-gc")
 
 # Delete the tag from its page: back on the repository, it is gone.
 drv.execute_script("location.hash = '#/registry/dash/bb:1'")
@@ -140,7 +173,7 @@ wait.until(lambda d: not d.find_elements(By.CSS_SELECTOR, '#registry-tag-table t
 assert drv.find_elements(By.CSS_SELECTOR, '#registry-tag-table tr[data-tag="live"]')
 assert not drv.find_elements(By.CSS_SELECTOR, '#registry-tag-table tr[data-tag="1"]')
 assert "Deleted the tag dash/bb:1" in drv.find_element(By.ID, "registry-status").text
-shot("8-deleted")
+shot("9-deleted")
 print(json.dumps({"gc": drv.find_element(By.ID, "registry-gc-result").text}))
 "##;
 
@@ -209,8 +242,10 @@ fn images_and_registry_pages_edit_a_tag_config_without_a_push() {
         .map(|e| e["action"].as_str().unwrap())
         .collect();
     assert_eq!(actions, ["push", "edit"], "{h}");
-    // The tag added on the images page, and the edit as a pulled image sees it.
-    d.ok(&["image", "inspect", "dash-extra:1"]);
+    // The tag added on the images page was removed there too; the edit as a pulled
+    // image sees it.
+    let err = d.fails(&["image", "inspect", "dash-extra:1"]);
+    assert!(err.contains("no such image"), "{err}");
     d.ok(&["pull", "-q", &name]);
     let out = d.ok(&[
         "run",
@@ -224,11 +259,14 @@ fn images_and_registry_pages_edit_a_tag_config_without_a_push() {
     ]);
     assert_eq!(out.trim(), "yes");
 
+    d.ok(&["create", "--name", "dash-user", &name, "true"]);
+    let edited_id = d.json(&["image", "inspect", &name])[0]["id"].clone();
+
     let first = pushed["digest"].as_str().unwrap();
     let browser = common::browser::Browser::new("dashboard_images_delete");
     let socket = d.socket.display().to_string();
-    let (_, out) = browser.run(&d, DELETE_STEPS, &[first, PIER, &socket]);
-    browser.assert_screenshots(&["6-rolled-back", "7-gc", "8-deleted"]);
+    let (_, out) = browser.run(&d, DELETE_STEPS, &[first, PIER, &socket, &name]);
+    browser.assert_screenshots(&["6-image-deleted", "7-rolled-back", "8-gc", "9-deleted"]);
     eprintln!("dashboard images: {out}");
     let h = d.json(&["registry", "history", "dash/bb:1"]);
     let actions: Vec<&str> = h
@@ -247,4 +285,9 @@ fn images_and_registry_pages_edit_a_tag_config_without_a_push() {
         .map(|t| t["tag"].as_str().unwrap())
         .collect();
     assert_eq!(tags, ["live"], "only the tag the CLI made is left");
+    // The image deleted on the page lost its tag and stays for its instance.
+    let err = d.fails(&["image", "inspect", &name]);
+    assert!(err.contains("no such image"), "{err}");
+    d.ok(&["image", "inspect", edited_id.as_str().unwrap()]);
+    d.ok(&["rm", "dash-user"]);
 }

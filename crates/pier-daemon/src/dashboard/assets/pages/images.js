@@ -28,22 +28,33 @@
 
   function say(id, text) { $(id).textContent = text; }
 
+  // Fills `parent` with `build()`'s children unless `data` is what it shows already, so
+  // an unchanged view keeps its elements (and the keyboard focus on them).
+  function fill(parent, data, build) {
+    const key = JSON.stringify(data);
+    if (parent.dataset.key === key) return;
+    parent.dataset.key = key;
+    parent.replaceChildren(...build());
+  }
+
   function renderList() {
     const q = $("images-filter").value.trim().toLowerCase();
-    const rows = images
-      .filter((i) => !q || i.id.includes(q) || i.repo_tags.some((t) => t.toLowerCase().includes(q)))
-      .map((i) => el("tr", { "data-id": i.id, "data-name": nameOf(i) },
-        el("th", { scope: "row" }, el("a", { href: "#/images/" + enc(nameOf(i)) },
-          i.repo_tags.length ? i.repo_tags.join(", ") : "<none>")),
-        el("td", {}, el("code", {}, shortId(i.id))),
-        el("td", {}, bytes(i.size)),
-        el("td", {}, when(i.created)),
-        el("td", {}, String(i.containers))));
-    $("images-table").tBodies[0].replaceChildren(...rows);
-    if (!rows.length) {
-      $("images-table").tBodies[0].append(el("tr", {}, el("td", { colspan: "5" },
-        images.length ? "No image matches the filter." : "No images.")));
-    }
+    fill($("images-table").tBodies[0], [q, images], () => {
+      const rows = images
+        .filter((i) => !q || i.id.includes(q) || i.repo_tags.some((t) => t.toLowerCase().includes(q)))
+        .map((i) => el("tr", { "data-id": i.id, "data-name": nameOf(i) },
+          el("th", { scope: "row" }, el("a", { href: "#/images/" + enc(nameOf(i)) },
+            i.repo_tags.length ? i.repo_tags.join(", ") : "<none>")),
+          el("td", {}, el("code", {}, shortId(i.id))),
+          el("td", {}, bytes(i.size)),
+          el("td", {}, when(i.created)),
+          el("td", {}, String(i.containers))));
+      if (!rows.length) {
+        rows.push(el("tr", {}, el("td", { colspan: "5" },
+          images.length ? "No image matches the filter." : "No images.")));
+      }
+      return rows;
+    });
   }
 
   async function loadList() {
@@ -57,7 +68,7 @@
   function renderUsers() {
     if (!detail) return;
     const users = usersOf(detail);
-    $("image-users").replaceChildren(...(users.length
+    fill($("image-users"), [detail.id, detail.containers, users], () => (users.length
       ? users.map((c) => el("li", {}, el("a", { href: "#/instances/" + enc(c.name) }, c.name), " (" + c.state + ")"))
       : [el("li", {}, detail.containers ? detail.containers + " instance(s)" : "No instance uses it.")]));
   }
@@ -75,7 +86,7 @@
       ["platform", i.os + "/" + i.architecture], ["layers", i.layers.length],
       ["manifest", i.manifest_digest],
     ]);
-    $("image-tags").replaceChildren(...(i.repo_tags.length ? i.repo_tags.map((t) => {
+    fill($("image-tags"), [i.id, i.repo_tags], () => (i.repo_tags.length ? i.repo_tags.map((t) => {
       const b = el("button", { type: "button", "aria-label": "Remove tag " + t }, "Remove tag");
       b.addEventListener("click", () => untag(t));
       return el("li", {}, el("code", {}, t), " ", b);
@@ -88,7 +99,7 @@
       ["exposed ports", Object.keys(c.ExposedPorts || {}).join(" ") || "—"],
       ["user", c.User || "—"], ["working directory", c.WorkingDir || "—"],
     ]);
-    $("image-layers").tBodies[0].replaceChildren(...steps.map((s) => el("tr", {},
+    fill($("image-layers").tBodies[0], steps, () => steps.map((s) => el("tr", {},
       el("td", { class: "wrap" }, s.created_by), el("td", {}, bytes(s.size)),
       el("td", {}, s.layer ? el("code", {}, shortId(s.layer)) : "—"), el("td", {}, when(s.created)))));
     renderUsers();

@@ -18,8 +18,18 @@
   let dirty = false; // the config form has edits not saved
   let active = false;
   let reload = null;
+  let keepStatus = false; // the next view keeps the status line (an action moved to it)
 
   function say(text) { $("registry-status").textContent = text; }
+
+  // Fills `parent` with `build()`'s children unless `data` is what it shows already, so
+  // an unchanged view keeps its elements (and the keyboard focus on them).
+  function fill(parent, data, build) {
+    const key = JSON.stringify(data);
+    if (parent.dataset.key === key) return;
+    parent.dataset.key = key;
+    parent.replaceChildren(...build());
+  }
 
   function button(label, aria, onClick, cls) {
     const b = el("button", { type: "button", "aria-label": aria, class: cls }, label);
@@ -30,12 +40,14 @@
   async function loadRepos() {
     const [repos, stats] = await Promise.all([
       api("GET", "/v1/registry/repositories"), api("GET", "/v1/registry/stats")]);
-    const rows = repos.map((r) => el("tr", { "data-repo": r.name },
-      el("th", { scope: "row" }, el("a", { href: "#/registry/" + r.name }, r.name)),
-      el("td", {}, String(r.tags)), el("td", {}, String(r.manifests)),
-      el("td", {}, bytes(r.size)), el("td", {}, when(r.updated))));
-    if (!rows.length) rows.push(el("tr", {}, el("td", { colspan: "5" }, "No repositories: push an image to the daemon's registry.")));
-    $("registry-repo-table").tBodies[0].replaceChildren(...rows);
+    fill($("registry-repo-table").tBodies[0], repos, () => {
+      const rows = repos.map((r) => el("tr", { "data-repo": r.name },
+        el("th", { scope: "row" }, el("a", { href: "#/registry/" + r.name }, r.name)),
+        el("td", {}, String(r.tags)), el("td", {}, String(r.manifests)),
+        el("td", {}, bytes(r.size)), el("td", {}, when(r.updated))));
+      if (!rows.length) rows.push(el("tr", {}, el("td", { colspan: "5" }, "No repositories: push an image to the daemon's registry.")));
+      return rows;
+    });
     fillFacts($("registry-stats"), [["received", bytes(stats.blob_bytes_received)], ["sent", bytes(stats.blob_bytes_sent)]]);
   }
 
@@ -52,16 +64,18 @@
     const tags = await api("GET", "/v1/registry/repositories/" + enc(repo) + "/tags");
     if (!view || view.repo !== repo || view.tag) return;
     $("h-registry-repo").textContent = repo;
-    const rows = tags.map((t) => el("tr", { "data-tag": t.tag },
-      el("th", { scope: "row" }, el("a", { href: tagHref(repo, t.tag) }, t.tag)),
-      el("td", {}, el("code", { title: t.digest }, shortDigest(t.digest))),
-      el("td", {}, bytes(t.size)), el("td", {}, when(t.updated)), el("td", {}, when(t.created)),
-      el("td", {}, t.platforms.join(", ")),
-      el("td", {}, button("Delete", "Delete tag " + t.tag, async () => {
-        if (await deleteTag(repo, t.tag)) await loadRepo(repo);
-      }, "danger"))));
-    if (!rows.length) rows.push(el("tr", {}, el("td", { colspan: "7" }, "No tags left.")));
-    $("registry-tag-table").tBodies[0].replaceChildren(...rows);
+    fill($("registry-tag-table").tBodies[0], [repo, tags], () => {
+      const rows = tags.map((t) => el("tr", { "data-tag": t.tag },
+        el("th", { scope: "row" }, el("a", { href: tagHref(repo, t.tag) }, t.tag)),
+        el("td", {}, el("code", { title: t.digest }, shortDigest(t.digest))),
+        el("td", {}, bytes(t.size)), el("td", {}, when(t.updated)), el("td", {}, when(t.created)),
+        el("td", {}, t.platforms.join(", ")),
+        el("td", {}, button("Delete", "Delete tag " + t.tag, async () => {
+          if (await deleteTag(repo, t.tag)) await loadRepo(repo);
+        }, "danger"))));
+      if (!rows.length) rows.push(el("tr", {}, el("td", { colspan: "7" }, "No tags left.")));
+      return rows;
+    });
   }
 
   // An argv list as the form shows it: words, or JSON when a word would not survive.
@@ -195,7 +209,7 @@
         el("td", {}, bytes(m.size)), el("td", {}, m.platform || "")));
     }
     $("registry-layers").tBodies[0].replaceChildren(...layers);
-    $("registry-history").tBodies[0].replaceChildren(...hist.slice().reverse().map((h) => el("tr", { "data-action": h.action, "data-digest": h.digest || "" },
+    fill($("registry-history").tBodies[0], [repo, tag, t.digest, hist], () => hist.slice().reverse().map((h) => el("tr", { "data-action": h.action, "data-digest": h.digest || "" },
       el("td", {}, when(h.at)), el("td", {}, h.action),
       el("td", {}, h.digest ? el("code", { title: h.digest }, shortDigest(h.digest)) : "—"),
       el("td", {}, h.digest && h.digest !== t.digest
@@ -234,7 +248,7 @@
   $("registry-gc-form").addEventListener("submit", gc);
   $("registry-tag-delete").addEventListener("click", async () => {
     const { repo, tag } = view;
-    if (await deleteTag(repo, tag)) location.hash = "#/registry/" + repo;
+    if (await deleteTag(repo, tag)) { keepStatus = true; location.hash = "#/registry/" + repo; }
   });
   Pier.onEvent((e) => { if (active && (!e || e.kind === "registry")) refreshSoon(); });
 
@@ -250,6 +264,8 @@
       $("registry-repo").hidden = !view.repo || !!view.tag;
       $("registry-tag").hidden = !view.tag;
       $("registry-edit-result").textContent = "";
+      if (!keepStatus) say("");
+      keepStatus = false;
       await load(true);
     },
     hide() { active = false; clearTimeout(reload); },
