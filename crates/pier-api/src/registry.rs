@@ -46,7 +46,7 @@ pub struct TagHistoryEntry {
     pub digest: Option<Digest>,
     /// When (RFC 3339, nanoseconds).
     pub at: String,
-    /// `push`, `edit` or `delete`.
+    /// `push`, `edit`, `retag` (set to a manifest the repository held) or `delete`.
     pub action: String,
 }
 
@@ -100,6 +100,81 @@ pub struct RegistryEditRequest {
     /// Tag the result with this tag instead of moving `reference`'s tag.
     #[serde(default)]
     pub new_tag: Option<String>,
+    /// Names of environment variables to remove (before `env` is applied).
+    #[serde(default)]
+    pub unset_env: Vec<String>,
+    /// Label keys to remove (before `labels` is applied).
+    #[serde(default)]
+    pub unset_labels: Vec<String>,
+    /// A new working directory (an absolute path, or empty for none).
+    #[serde(default)]
+    pub working_dir: Option<String>,
+    /// A new user (`name`, `uid`, `uid:gid`..., or empty for the default).
+    #[serde(default)]
+    pub user: Option<String>,
+    /// The ports the image exposes, replacing the old set: `PORT` or `PORT/PROTO`
+    /// (`tcp`, `udp`, `sctp`; `tcp` when absent).
+    #[serde(default)]
+    pub exposed_ports: Option<Vec<String>>,
+}
+
+/// One layer of a tag's image, as pushed.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct RegistryLayer {
+    /// The blob's digest.
+    pub digest: Digest,
+    pub media_type: String,
+    /// Bytes of the blob as stored (compressed or not).
+    pub size: u64,
+    /// The step that made it, from the image config's history, when it says.
+    pub created_by: Option<String>,
+}
+
+/// One step of an image's history, from its config.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct RegistryImageStep {
+    pub created: Option<String>,
+    pub created_by: String,
+    /// True for a step that made no layer (an `ENV`, a `pier registry edit`...).
+    pub empty_layer: bool,
+}
+
+/// One image of an index (a multi-platform tag).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct RegistryIndexEntry {
+    pub digest: Digest,
+    pub size: u64,
+    /// `os/architecture[/variant]`, when the index says.
+    pub platform: Option<String>,
+}
+
+/// A tag in depth (`GET /v1/registry/repositories/{repo}/tags/{tag}`): its summary, the
+/// image config's runtime part, its layers and its steps. An index has no config or
+/// layers of its own; `manifests` lists its images.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct RegistryTagInspect {
+    #[serde(flatten)]
+    pub tag: RegistryTag,
+    /// The digest of the image config blob (absent for an index).
+    pub config_digest: Option<Digest>,
+    /// The runtime part of the image config (`Env`, `Cmd`, `Entrypoint`, `WorkingDir`,
+    /// `User`, `ExposedPorts`, `Labels`, ...): an empty object for an index.
+    #[schema(value_type = Object)]
+    pub config: serde_json::Value,
+    /// The layers, base first.
+    pub layers: Vec<RegistryLayer>,
+    /// The steps that made the image, oldest first.
+    pub history: Vec<RegistryImageStep>,
+    /// For an index: its images.
+    pub manifests: Vec<RegistryIndexEntry>,
+}
+
+/// Body of `PUT /v1/registry/repositories/{repo}/tags/{tag}`: point the tag at a
+/// manifest the repository holds (e.g. an earlier one from the tag's history).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RegistrySetTagRequest {
+    pub digest: Digest,
 }
 
 /// What an edit made.

@@ -8,8 +8,8 @@ use clap::{Args, Subcommand};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use pier_api::registry::{
     PullRequest, PushRequest, RegistryAuth, RegistryEditReport, RegistryEditRequest,
-    RegistryGcReport, RegistryStats, RegistryTag, RepositorySummary, TagHistoryEntry,
-    TransferProgress,
+    RegistryGcReport, RegistrySetTagRequest, RegistryStats, RegistryTag, RegistryTagInspect,
+    RepositorySummary, TagHistoryEntry, TransferProgress,
 };
 use pier_client::{encode_segment, read_ndjson, Client};
 
@@ -43,6 +43,19 @@ pub enum RegistryCommand {
         /// `repository:tag`.
         reference: String,
     },
+    /// Show a tag in depth as JSON: its image config, layers and the steps that made them.
+    Inspect {
+        /// `repository:tag`.
+        reference: String,
+    },
+    /// Point a tag at a manifest the repository holds, e.g. an earlier digest from its
+    /// history (a rollback).
+    Retag {
+        /// `repository:tag`.
+        reference: String,
+        /// `sha256:...`, a manifest of the repository.
+        digest: String,
+    },
     /// Remove tags.
     Rm {
         /// `repository:tag`.
@@ -64,7 +77,7 @@ pub enum RegistryCommand {
         grace: u64,
     },
     /// Change an image's config in the registry; no layer moves.
-    Edit(EditArgs),
+    Edit(Box<EditArgs>),
     /// Blob bytes the registry received and sent since the daemon started.
     Stats,
     /// Print an argon2 hash (PHC string) of the password read from standard input, for
@@ -91,6 +104,22 @@ pub struct EditArgs {
     /// Tag the result with this tag instead of moving the original tag.
     #[arg(long)]
     pub tag: Option<String>,
+    /// Remove an environment variable by name; repeatable.
+    #[arg(long, value_name = "NAME")]
+    pub unset_env: Vec<String>,
+    /// Remove a label by key; repeatable.
+    #[arg(long, value_name = "KEY")]
+    pub unset_label: Vec<String>,
+    /// A new working directory (absolute; "" for none).
+    #[arg(long, short = 'w')]
+    pub workdir: Option<String>,
+    /// A new user (`name`, `uid` or `uid:gid`; "" for the default).
+    #[arg(long, short = 'u')]
+    pub user: Option<String>,
+    /// The ports the image exposes (`PORT[/PROTO]`), replacing its set; repeatable
+    /// (`--expose ""` exposes none).
+    #[arg(long, value_name = "PORT")]
+    pub expose: Vec<String>,
 }
 
 fn argv(s: &str) -> Vec<String> {
@@ -312,6 +341,44 @@ pub async fn run(client: &Client, fmt: Format, cmd: RegistryCommand) -> Result<(
                 table(&["WHEN", "ACTION", "DIGEST"], &rows)
             })
         }
+        RegistryCommand::Inspect { reference } => {
+            let (repo, tag) = split_ref(&reference);
+            let t: RegistryTagInspect = client
+                .get(&format!(
+                    "/v1/registry/repositories/{}/tags/{}",
+                    encode_segment(&repo),
+                    encode_segment(&tag)
+                ))
+                .await?;
+            // Like `pier image inspect`: JSON is the table.
+            let fmt = if fmt == Format::Table {
+                Format::Json
+            } else {
+                fmt
+            };
+            print(fmt, &t, String::new)
+        }
+        RegistryCommand::Retag { reference, digest } => {
+            let (repo, tag) = split_ref(&reference);
+            let digest = digest.parse().map_err(|e| {
+                fail(format!(
+                    "{digest:?} is not a digest ({e}); give sha256:... from `pier registry history {reference}`"
+                ))
+            })?;
+            let t: RegistryTag = client
+                .put_json(
+                    &format!(
+                        "/v1/registry/repositories/{}/tags/{}",
+                        encode_segment(&repo),
+                        encode_segment(&tag)
+                    ),
+                    &RegistrySetTagRequest { digest },
+                )
+                .await?;
+            print(fmt, &t, || {
+                format!("{}:{} is now {}", t.repository, t.tag, t.digest)
+            })
+        }
         RegistryCommand::Rm { references } => {
             for r in &references {
                 let (repo, tag) = split_ref(r);
@@ -376,6 +443,7 @@ pub async fn run(client: &Client, fmt: Format, cmd: RegistryCommand) -> Result<(
             })
         }
         RegistryCommand::Edit(a) => {
+            let a = *a;
             let req = RegistryEditRequest {
                 reference: a.reference,
                 env: a.env,
@@ -383,6 +451,12 @@ pub async fn run(client: &Client, fmt: Format, cmd: RegistryCommand) -> Result<(
                 cmd: a.cmd.as_deref().map(argv),
                 entrypoint: a.entrypoint.as_deref().map(argv),
                 new_tag: a.tag,
+                unset_env: a.unset_env,
+                unset_labels: a.unset_label,
+                working_dir: a.workdir,
+                user: a.user,
+                exposed_ports: (!a.expose.is_empty())
+                    .then(|| a.expose.into_iter().filter(|p| !p.is_empty()).collect()),
             };
             let r: RegistryEditReport = client.post("/v1/registry/edit", &req).await?;
             print(fmt, &r, || {

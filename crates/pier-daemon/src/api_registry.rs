@@ -8,11 +8,12 @@ use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post};
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use pier_api::registry::{
     PullRequest, PushRequest, RegistryAuth, RegistryEditReport, RegistryEditRequest,
-    RegistryGcQuery, RegistryGcReport, RegistrySearchQuery, RegistryStats, RegistryTag,
+    RegistryGcQuery, RegistryGcReport, RegistryImageStep, RegistryIndexEntry, RegistryLayer,
+    RegistrySearchQuery, RegistrySetTagRequest, RegistryStats, RegistryTag, RegistryTagInspect,
     RepositorySummary, TagHistoryEntry, TransferProgress,
 };
 use pier_api::{ErrorBody, ErrorKind, ImageRef};
@@ -45,7 +46,7 @@ pub fn routes() -> Router<Arc<Engine>> {
         .route("/v1/registry/repositories/{repo}/tags", get(tags))
         .route(
             "/v1/registry/repositories/{repo}/tags/{tag}",
-            delete(remove_tag),
+            get(inspect_tag).put(set_tag).delete(remove_tag),
         )
         .route(
             "/v1/registry/repositories/{repo}/tags/{tag}/history",
@@ -64,6 +65,8 @@ pub fn routes() -> Router<Arc<Engine>> {
         push,
         repositories,
         tags,
+        inspect_tag,
+        set_tag,
         remove_tag,
         history,
         search,
@@ -78,6 +81,11 @@ pub fn routes() -> Router<Arc<Engine>> {
         TransferProgress,
         RepositorySummary,
         RegistryTag,
+        RegistryTagInspect,
+        RegistryLayer,
+        RegistryImageStep,
+        RegistryIndexEntry,
+        RegistrySetTagRequest,
         TagHistoryEntry,
         RegistryGcReport,
         RegistryEditRequest,
@@ -183,6 +191,35 @@ async fn tags(State(e): Shared, Path(repo): Path<String>) -> ApiResult<Json<Vec<
     ))
 }
 
+/// One tag in depth: its summary, its image config's runtime part (env, labels, cmd,
+/// entrypoint, working directory, user, exposed ports...), its layers with sizes and
+/// the steps that made them.
+#[utoipa::path(get, path = "/v1/registry/repositories/{repo}/tags/{tag}", params(("repo" = String, Path), ("tag" = String, Path)),
+    responses((status = 200, body = RegistryTagInspect), (status = 404, body = ErrorBody)))]
+async fn inspect_tag(
+    State(e): Shared,
+    Path((repo, tag)): Path<(String, String)>,
+) -> ApiResult<Json<RegistryTagInspect>> {
+    Ok(Json(
+        blocking(move || Ok(e.registry.tag_inspect(&repo, &tag)?)).await?,
+    ))
+}
+
+/// Points a tag at a manifest the repository holds, e.g. an earlier one from the tag's
+/// history (a rollback); the history records a `retag`.
+#[utoipa::path(put, path = "/v1/registry/repositories/{repo}/tags/{tag}", params(("repo" = String, Path), ("tag" = String, Path)),
+    request_body = RegistrySetTagRequest,
+    responses((status = 200, body = RegistryTag), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn set_tag(
+    State(e): Shared,
+    Path((repo, tag)): Path<(String, String)>,
+    J(req): J<RegistrySetTagRequest>,
+) -> ApiResult<Json<RegistryTag>> {
+    Ok(Json(
+        blocking(move || Ok(e.registry.set_tag(&repo, &tag, &req.digest)?)).await?,
+    ))
+}
+
 /// Removes a tag (its manifest stays, reachable by digest, until deleted).
 #[utoipa::path(delete, path = "/v1/registry/repositories/{repo}/tags/{tag}", params(("repo" = String, Path), ("tag" = String, Path)),
     responses((status = 204, description = "Removed"), (status = 404, body = ErrorBody)))]
@@ -226,8 +263,8 @@ async fn gc(State(e): Shared, Q(q): Q<RegistryGcQuery>) -> ApiResult<Json<Regist
     ))
 }
 
-/// Changes an image's config in the registry (env, labels, cmd, entrypoint): a new config
-/// and manifest over the same layers.
+/// Changes an image's config in the registry (env, labels, cmd, entrypoint, working
+/// directory, user, exposed ports): a new config and manifest over the same layers.
 #[utoipa::path(post, path = "/v1/registry/edit", request_body = RegistryEditRequest,
     responses((status = 200, body = RegistryEditReport), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
 async fn edit(

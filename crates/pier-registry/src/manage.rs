@@ -6,13 +6,15 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use pier_api::registry::{
-    RegistryEditReport, RegistryEditRequest, RegistryTag, RepositorySummary, TagHistoryEntry,
+    RegistryEditReport, RegistryEditRequest, RegistryImageStep, RegistryIndexEntry, RegistryLayer,
+    RegistryTag, RegistryTagInspect, RepositorySummary, TagHistoryEntry,
 };
 use pier_api::Digest;
+use pier_store::{Batch, StoreExt, Table};
 
 use crate::error::{RegistryError, Result};
 use crate::names::{check_repository, check_tag, Reference};
-use crate::repo::ManifestRecord;
+use crate::repo::{record_history, tag_key, ManifestRecord, TagRecord};
 use crate::Registry;
 
 /// What an image config tells about an image.
@@ -20,6 +22,21 @@ struct ConfigFacts {
     created: Option<String>,
     platform: Option<String>,
     labels: BTreeMap<String, String>,
+}
+
+/// `PORT[/PROTO]` as an image config's `ExposedPorts` key (`PORT/tcp` when no protocol
+/// is given).
+fn exposed_port(p: &str) -> Result<String> {
+    let (port, proto) = p.split_once('/').unwrap_or((p, "tcp"));
+    let proto = proto.to_ascii_lowercase();
+    match port.parse::<u16>() {
+        Ok(n) if n > 0 && matches!(proto.as_str(), "tcp" | "udp" | "sctp") => {
+            Ok(format!("{n}/{proto}"))
+        }
+        _ => Err(RegistryError::Unsupported(format!(
+            "exposed port {p:?} is not PORT or PORT/PROTO (a port 1-65535; tcp, udp or sctp)"
+        ))),
+    }
 }
 
 /// Splits `repo:tag`.
@@ -204,6 +221,122 @@ impl Registry {
             .collect())
     }
 
+    /// A tag's record, or MANIFEST_UNKNOWN.
+    fn tag_record(&self, repo: &str, tag: &str) -> Result<TagRecord> {
+        check_repository(repo)?;
+        check_tag(tag)?;
+        self.db()
+            .get_json::<TagRecord>(Table::RegistryTags, &tag_key(repo, tag))?
+            .ok_or_else(|| RegistryError::ManifestUnknown {
+                repository: repo.into(),
+                reference: tag.into(),
+            })
+    }
+
+    /// One tag in depth: its summary, its image config's runtime part, its layers (with
+    /// the step that made each, from the config's history) and its steps.
+    pub fn tag_inspect(&self, repo: &str, tag: &str) -> Result<RegistryTagInspect> {
+        let t = self.tag_record(repo, tag)?;
+        let summary = self.tag_detail(repo, tag, &t.digest, &t.updated)?;
+        let (_, m) = self.resolve(repo, &Reference::Digest(t.digest.clone()))?;
+        let manifests = m
+            .children
+            .iter()
+            .map(|c| RegistryIndexEntry {
+                digest: c.digest.clone(),
+                size: c.size,
+                platform: c.platform.as_ref().map(|p| p.show()),
+            })
+            .collect();
+        let (config_digest, cfg) = match m.blobs.first().filter(|_| m.children.is_empty()) {
+            Some(c) => {
+                let cfg = serde_json::from_slice::<serde_json::Value>(
+                    &self
+                        .images
+                        .blobs()
+                        .read_all(&c.digest, crate::MAX_MANIFEST)?,
+                )
+                .map_err(|e| {
+                    RegistryError::ManifestInvalid(format!("config {} is not JSON: {e}", c.digest))
+                })?;
+                (Some(c.digest.clone()), cfg)
+            }
+            None => (None, serde_json::Value::Null),
+        };
+        let history: Vec<RegistryImageStep> = cfg
+            .get("history")
+            .and_then(|h| h.as_array())
+            .map(|h| {
+                h.iter()
+                    .map(|s| RegistryImageStep {
+                        created: s["created"].as_str().map(str::to_string),
+                        created_by: s["created_by"].as_str().unwrap_or_default().to_string(),
+                        empty_layer: s["empty_layer"].as_bool().unwrap_or(false),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        // The steps that made a layer, in the layers' order.
+        let mut makers = history.iter().filter(|s| !s.empty_layer);
+        let layers = match config_digest {
+            Some(_) => m
+                .blobs
+                .iter()
+                .skip(1)
+                .map(|b| RegistryLayer {
+                    digest: b.digest.clone(),
+                    media_type: b.media_type.clone(),
+                    size: b.size,
+                    created_by: makers.next().map(|s| s.created_by.clone()),
+                })
+                .collect(),
+            None => Vec::new(),
+        };
+        let config = match cfg.get("config") {
+            Some(c) if c.is_object() => c.clone(),
+            _ => serde_json::json!({}),
+        };
+        Ok(RegistryTagInspect {
+            tag: summary,
+            config_digest,
+            config,
+            layers,
+            history,
+            manifests,
+        })
+    }
+
+    /// Points `tag` at `digest`, a manifest `repo` holds (an earlier version from the
+    /// tag's history, say): the history records a `retag`. Nothing changes when the tag
+    /// points there already.
+    pub fn set_tag(&self, repo: &str, tag: &str, digest: &Digest) -> Result<RegistryTag> {
+        check_repository(repo)?;
+        check_tag(tag)?;
+        self.resolve(repo, &Reference::Digest(digest.clone()))?;
+        let old: Option<TagRecord> = self
+            .db()
+            .get_json(Table::RegistryTags, &tag_key(repo, tag))?;
+        let updated = match old {
+            Some(o) if o.digest == *digest => o.updated,
+            _ => {
+                let updated = pier_api::time::now_rfc3339();
+                let mut b = Batch::new();
+                b.put_json(
+                    Table::RegistryTags,
+                    tag_key(repo, tag),
+                    &TagRecord {
+                        digest: digest.clone(),
+                        updated: updated.clone(),
+                    },
+                );
+                record_history(&mut b, repo, tag, Some(digest), "retag");
+                b.commit(self.db())?;
+                updated
+            }
+        };
+        self.tag_detail(repo, tag, digest, &updated)
+    }
+
     pub fn delete_tag(&self, repo: &str, tag: &str) -> Result<()> {
         check_repository(repo)?;
         check_tag(tag)?;
@@ -246,10 +379,51 @@ impl Registry {
         };
         let env = pairs(&req.env, "environment variable")?;
         let labels = pairs(&req.labels, "label")?;
+        let ports = req
+            .exposed_ports
+            .as_ref()
+            .map(|p| {
+                p.iter()
+                    .map(|p| exposed_port(p))
+                    .collect::<Result<Vec<_>>>()
+            })
+            .transpose()?;
+        if let Some(w) = req.working_dir.as_deref() {
+            if !w.is_empty() && !w.starts_with('/') {
+                return Err(RegistryError::Unsupported(format!(
+                    "working directory {w:?} is not an absolute path; give one starting with '/' (or an empty one for none)"
+                )));
+            }
+        }
+        for (what, v) in [
+            ("working directory", req.working_dir.as_deref()),
+            ("user", req.user.as_deref()),
+        ] {
+            if v.is_some_and(|v| v.chars().any(char::is_control)) {
+                return Err(RegistryError::Unsupported(format!(
+                    "the {what} {v:?} has a control character"
+                )));
+            }
+        }
         if !cfg.get("config").is_some_and(|c| c.is_object()) {
             cfg["config"] = serde_json::json!({});
         }
         let c = &mut cfg["config"];
+        if !req.unset_env.is_empty() {
+            if let Some(list) = c.get_mut("Env").and_then(|e| e.as_array_mut()) {
+                list.retain(|e| {
+                    let name = e.as_str().map(|e| e.split_once('=').map_or(e, |(n, _)| n));
+                    !name.is_some_and(|n| req.unset_env.iter().any(|k| k == n))
+                });
+            }
+        }
+        if !req.unset_labels.is_empty() {
+            if let Some(map) = c.get_mut("Labels").and_then(|l| l.as_object_mut()) {
+                for k in &req.unset_labels {
+                    map.remove(k);
+                }
+            }
+        }
         if !env.is_empty() {
             let mut list: Vec<String> = c
                 .get("Env")
@@ -280,7 +454,32 @@ impl Registry {
         if let Some(ep) = &req.entrypoint {
             c["Entrypoint"] = serde_json::json!(ep);
         }
+        let obj = c.as_object_mut().expect("made an object above");
+        for (key, v) in [("WorkingDir", &req.working_dir), ("User", &req.user)] {
+            match v.as_deref() {
+                Some("") => {
+                    obj.remove(key);
+                }
+                Some(v) => {
+                    obj.insert(key.into(), serde_json::json!(v));
+                }
+                None => {}
+            }
+        }
+        if let Some(ports) = &ports {
+            if ports.is_empty() {
+                obj.remove("ExposedPorts");
+            } else {
+                let set: serde_json::Map<String, serde_json::Value> = ports
+                    .iter()
+                    .map(|p| (p.clone(), serde_json::json!({})))
+                    .collect();
+                obj.insert("ExposedPorts".into(), set.into());
+            }
+        }
         let mut what = Vec::new();
+        what.extend(req.unset_env.iter().map(|k| format!("unset env {k}")));
+        what.extend(req.unset_labels.iter().map(|k| format!("unset label {k}")));
         what.extend(env.iter().map(|(k, _)| format!("env {k}")));
         what.extend(labels.iter().map(|(k, _)| format!("label {k}")));
         if req.cmd.is_some() {
@@ -288,6 +487,15 @@ impl Registry {
         }
         if req.entrypoint.is_some() {
             what.push("entrypoint".into());
+        }
+        if req.working_dir.is_some() {
+            what.push("workdir".into());
+        }
+        if req.user.is_some() {
+            what.push("user".into());
+        }
+        if ports.is_some() {
+            what.push("exposed ports".into());
         }
         let entry = serde_json::json!({
             "created": pier_api::time::now_rfc3339(),
@@ -318,5 +526,21 @@ impl Registry {
             digest: new_digest,
             config: new_config,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exposed_ports_are_checked_and_given_a_protocol() {
+        assert_eq!(exposed_port("80").unwrap(), "80/tcp");
+        assert_eq!(exposed_port("53/UDP").unwrap(), "53/udp");
+        assert_eq!(exposed_port("9/sctp").unwrap(), "9/sctp");
+        for bad in ["0", "65536", "http", "80/icmp", "", "/tcp", "80/"] {
+            let e = exposed_port(bad).unwrap_err().to_string();
+            assert!(e.contains("PORT/PROTO"), "{bad}: {e}");
+        }
     }
 }

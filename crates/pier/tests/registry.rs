@@ -1058,6 +1058,152 @@ fn registry_edit_moves_no_layer_bytes_and_the_image_runs() {
 
 #[test]
 #[ignore = "root tier: needs root; scripts/test.sh runs it (--run-ignored all)"]
+fn registry_inspect_edits_every_config_field_and_retags() {
+    require_root_and_tools(&[]);
+    let d = registry_daemon();
+    let name = format!("{ADDR}/team/four:1");
+    load_image(
+        &d,
+        &name,
+        &[busybox_rootfs_tar(), layer_tar("etc/two", b"2")],
+        serde_json::json!({ "Cmd": ["/bin/sh"], "Env": ["PATH=/bin", "A=1", "B=2"],
+            "Labels": { "x": "1", "y": "2" }, "ExposedPorts": { "80/tcp": {} } }),
+    );
+    d.ok(&["push", "-q", &name]);
+    let received = stats(&d).0;
+
+    // A tag in depth: its config and its layers, as the manifest names them.
+    let t = d.json(&["registry", "inspect", "team/four:1"]);
+    let first = t["digest"].as_str().unwrap().to_string();
+    let manifest = get(&d, "/v2/team/four/manifests/1").json();
+    assert_eq!(t["config_digest"], manifest["config"]["digest"]);
+    let layers: Vec<(&str, u64)> = t["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| (l["digest"].as_str().unwrap(), l["size"].as_u64().unwrap()))
+        .collect();
+    let pushed: Vec<(&str, u64)> = manifest["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| (l["digest"].as_str().unwrap(), l["size"].as_u64().unwrap()))
+        .collect();
+    assert_eq!(layers, pushed);
+    assert_eq!(
+        t["config"]["Env"],
+        serde_json::json!(["PATH=/bin", "A=1", "B=2"])
+    );
+    assert_eq!(t["tag"], "1");
+    assert_eq!(t["manifests"], serde_json::json!([]));
+
+    // Every field of the config: removals, the working directory, the user, the ports.
+    d.ok(&[
+        "registry",
+        "edit",
+        "team/four:1",
+        "--unset-env",
+        "A",
+        "--env",
+        "C=3",
+        "--unset-label",
+        "x",
+        "--workdir",
+        "/srv",
+        "--user",
+        "1000:1000",
+        "--expose",
+        "8080",
+        "--expose",
+        "53/UDP",
+    ]);
+    let e = d.json(&["registry", "inspect", "team/four:1"]);
+    let c = &e["config"];
+    assert_eq!(c["Env"], serde_json::json!(["PATH=/bin", "B=2", "C=3"]));
+    assert_eq!(c["Labels"], serde_json::json!({ "y": "2" }));
+    assert_eq!(c["WorkingDir"], "/srv");
+    assert_eq!(c["User"], "1000:1000");
+    assert_eq!(
+        c["ExposedPorts"],
+        serde_json::json!({ "8080/tcp": {}, "53/udp": {} })
+    );
+    assert_eq!(c["Cmd"], serde_json::json!(["/bin/sh"]), "untouched");
+    assert_eq!(e["layers"], t["layers"], "the same blobs");
+    let step = e["history"].as_array().unwrap().last().unwrap().clone();
+    assert_eq!(step["empty_layer"], true);
+    let by = step["created_by"].as_str().unwrap();
+    assert!(
+        by.contains("unset env A") && by.contains("workdir") && by.contains("exposed ports"),
+        "{by}"
+    );
+    assert_eq!(stats(&d).0, received, "an edit moves no blob");
+    // Empty values clear.
+    d.ok(&[
+        "registry",
+        "edit",
+        "team/four:1",
+        "--workdir",
+        "",
+        "--expose",
+        "",
+    ]);
+    let c = d.json(&["registry", "inspect", "team/four:1"])["config"].clone();
+    assert!(
+        c.get("WorkingDir").is_none() && c.get("ExposedPorts").is_none(),
+        "{c}"
+    );
+    assert_eq!(c["User"], "1000:1000");
+    let err = d.fails(&["registry", "edit", "team/four:1", "--workdir", "srv"]);
+    assert!(err.contains("absolute"), "{err}");
+    let err = d.fails(&["registry", "edit", "team/four:1", "--expose", "70000"]);
+    assert!(err.contains("PORT/PROTO"), "{err}");
+    let err = d.fails(&["registry", "edit", "team/four:1", "--expose", "80/icmp"]);
+    assert!(err.contains("tcp, udp or sctp"), "{err}");
+
+    // Back to the pushed version: a retag in the history; the old config is back.
+    let r = d.json(&["registry", "retag", "team/four:1", &first]);
+    assert_eq!(r["digest"], first.as_str());
+    let back = d.json(&["registry", "inspect", "team/four:1"]);
+    assert_eq!(back["config"], t["config"]);
+    let h = d.json(&["registry", "history", "team/four:1"]);
+    let actions: Vec<&str> = h
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(actions, ["push", "edit", "edit", "retag"]);
+    // Again to the same digest: nothing to record.
+    d.ok(&["registry", "retag", "team/four:1", &first]);
+    assert_eq!(d.json(&["registry", "history", "team/four:1"]), h);
+    let err = d.fails(&[
+        "registry",
+        "retag",
+        "team/four:1",
+        &format!("sha256:{}", "0".repeat(64)),
+    ]);
+    assert!(err.contains("unknown"), "{err}");
+    let err = d.fails(&["registry", "retag", "team/four:1", "latest"]);
+    assert!(err.contains("not a digest"), "{err}");
+    let err = d.fails(&["registry", "inspect", "team/four:nope"]);
+    assert!(err.contains("unknown"), "{err}");
+    // The pulled image runs with the pushed config.
+    d.ok(&["pull", "-q", &name]);
+    let out = d.ok(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        &name,
+        "sh",
+        "-c",
+        "echo $A$B$C",
+    ]);
+    assert_eq!(out.trim(), "12");
+}
+
+#[test]
+#[ignore = "root tier: needs root; scripts/test.sh runs it (--run-ignored all)"]
 fn management_lists_searches_deletes_and_collects() {
     require_root_and_tools(&[]);
     let d = registry_daemon();

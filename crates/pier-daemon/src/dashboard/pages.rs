@@ -44,6 +44,8 @@ macro_rules! page {
 const PAGES: &[Page] = &[
     page!("overview", "Overview"),
     page!("instances", "Instances"),
+    page!("images", "Images"),
+    page!("registry", "Registry"),
     page!("hosts", "Hosts"),
 ];
 
