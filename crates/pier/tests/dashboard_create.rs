@@ -22,19 +22,19 @@ row = lambda n: drv.find_element(By.ID, "row-" + n)
 
 drv.find_element(By.ID, "nav-instances").click()
 wait.until(lambda d: all(d.find_elements(By.ID, "row-" + n) for n in [done, idle, vm]))
-assert drv.find_element(By.ID, "instance-count").text == "3 instances", drv.find_element(By.ID, "instance-count").text
+wait.until(lambda d: drv.find_element(By.ID, "instance-count").text == "3 instances")
 opts = lambda id: [o.text for o in drv.find_elements(By.CSS_SELECTOR, "#%s option" % id)]
-assert opts("filter-state") == ["all (3)", "running (0)", "exited (1)", "created (2)", "paused (0)"], opts("filter-state")
-assert opts("filter-kind") == ["all (3)", "container (2)", "VM (1)"], opts("filter-kind")
+wait.until(lambda d: opts("filter-state") == ["all (3)", "running (0)", "exited (1)", "created (2)", "paused (0)"])
+wait.until(lambda d: opts("filter-kind") == ["all (3)", "container (2)", "VM (1)"])
 shot("1-instances")
 
 # The form, by keyboard: Enter opens it, Escape closes it and focus goes back.
 drv.find_element(By.ID, "create-open").send_keys(Keys.ENTER)
 wait.until(lambda d: visible("create-dialog"))
-assert drv.switch_to.active_element.get_attribute("id") == "create-image-select"
+wait.until(lambda d: drv.switch_to.active_element.get_attribute("id") == "create-image-select")
 drv.switch_to.active_element.send_keys(Keys.ESCAPE)
 wait.until(lambda d: not visible("create-dialog"))
-assert drv.switch_to.active_element.get_attribute("id") == "create-open"
+wait.until(lambda d: drv.switch_to.active_element.get_attribute("id") == "create-open")
 # Every control has a label.
 drv.find_element(By.ID, "create-open").click()
 wait.until(lambda d: visible("create-dialog"))
@@ -53,8 +53,8 @@ assert drv.find_element(By.ID, "create-start").is_selected()
 drv.find_element(By.ID, "create-submit").click()
 # A malformed line: the form says which, next to it, and creates nothing.
 wait.until(lambda d: "NOT-A-PAIR" in d.find_element(By.ID, "create-errors").text)
-assert drv.find_element(By.ID, "create-env").get_attribute("aria-invalid") == "true"
-assert drv.switch_to.active_element.get_attribute("id") == "create-env"
+wait.until(lambda d: drv.find_element(By.ID, "create-env").get_attribute("aria-invalid") == "true")
+wait.until(lambda d: drv.switch_to.active_element.get_attribute("id") == "create-env")
 assert visible("create-dialog")
 shot("2-form-error")
 env = drv.find_element(By.ID, "create-env")
@@ -80,27 +80,27 @@ drv.find_element(By.LINK_TEXT, "← All instances").click()
 wait.until(lambda d: d.find_elements(By.ID, "row-" + made) and row(made).get_attribute("data-state") == "running")
 Select(drv.find_element(By.ID, "filter-state")).select_by_value("exited")
 wait.until(lambda d: not row(made).is_displayed())
-assert row(done).is_displayed() and not row(idle).is_displayed() and not row(vm).is_displayed()
-assert "1 of 4" in drv.find_element(By.ID, "instance-count").text, drv.find_element(By.ID, "instance-count").text
-assert "state=exited" in drv.current_url, drv.current_url
+wait.until(lambda d: row(done).is_displayed() and not row(idle).is_displayed() and not row(vm).is_displayed())
+wait.until(lambda d: "1 of 4" in drv.find_element(By.ID, "instance-count").text)
+wait.until(lambda d: "state=exited" in drv.current_url)
 shot("4-filter-exited")
 Select(drv.find_element(By.ID, "filter-state")).select_by_value("")
 Select(drv.find_element(By.ID, "filter-kind")).select_by_value("vm")
 wait.until(lambda d: not row(done).is_displayed())
-assert row(vm).is_displayed() and not row(made).is_displayed() and not row(idle).is_displayed()
+wait.until(lambda d: row(vm).is_displayed() and not row(made).is_displayed() and not row(idle).is_displayed())
 Select(drv.find_element(By.ID, "filter-kind")).select_by_value("container")
 wait.until(lambda d: row(done).is_displayed())
-assert not row(vm).is_displayed()
+wait.until(lambda d: not row(vm).is_displayed())
 drv.find_element(By.ID, "filter-text").send_keys(made[:-1])
 wait.until(lambda d: not row(done).is_displayed())
-assert row(made).is_displayed() and not row(idle).is_displayed()
+wait.until(lambda d: row(made).is_displayed() and not row(idle).is_displayed())
 drv.refresh()
 wait.until(lambda d: d.find_elements(By.ID, "row-" + made) and d.find_elements(By.ID, "row-" + done))
 wait.until(lambda d: not row(done).is_displayed())
-assert row(made).is_displayed()
-assert drv.find_element(By.ID, "filter-text").get_attribute("value") == made[:-1]
-assert Select(drv.find_element(By.ID, "filter-kind")).first_selected_option.get_attribute("value") == "container"
-assert "1 of 4" in drv.find_element(By.ID, "instance-count").text
+wait.until(lambda d: row(made).is_displayed())
+wait.until(lambda d: drv.find_element(By.ID, "filter-text").get_attribute("value") == made[:-1])
+wait.until(lambda d: Select(drv.find_element(By.ID, "filter-kind")).first_selected_option.get_attribute("value") == "container")
+wait.until(lambda d: "1 of 4" in drv.find_element(By.ID, "instance-count").text)
 shot("5-filter-text-after-reload")
 
 # The hosts page: facts and graphs drawn from the history.

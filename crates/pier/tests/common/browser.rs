@@ -14,7 +14,8 @@ pub const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
 /// Debian's Python, where python3-selenium is (not a python3 earlier on PATH).
 pub const PYTHON: &str = "/usr/bin/python3";
 
-/// What the steps have in scope: `drv` (the WebDriver), `wait` (a 20 s `WebDriverWait`),
+/// What the steps have in scope: `drv` (the WebDriver), `wait` (a 20 s `WebDriverWait`
+/// that also retries on stale elements: check what a live page shows with `wait.until`),
 /// `By`, `Keys`, `shot(name)` (a screenshot), `link` (the login link), `args` (the test's
 /// own arguments), `json`, `time`. The steps run after the login link was opened.
 const PRELUDE: &str = r##"
@@ -24,6 +25,7 @@ from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support.ui import WebDriverWait
+from selenium.common.exceptions import StaleElementReferenceException
 
 link, shots, profile, chromium, driver, steps_file = sys.argv[1:7]
 args = sys.argv[7:]
@@ -34,7 +36,8 @@ for a in ["--headless=new", "--no-sandbox", "--ignore-certificate-errors",
     opts.add_argument(a)
 drv = webdriver.Chrome(service=Service(driver), options=opts)
 try:
-    wait = WebDriverWait(drv, 20)
+    # A live refresh may replace an element between finding it and reading it.
+    wait = WebDriverWait(drv, 20, ignored_exceptions=(StaleElementReferenceException,))
     shot = lambda n: drv.save_screenshot(f"{shots}/{n}.png")
     drv.get(link)
     exec(open(steps_file).read())
