@@ -75,11 +75,12 @@ def parallel(fn, items, width):
         return [e for e in pool.map(attempt, items) if e]
 
 
-def ensure_packages():
+def ensure_packages(packages=PACKAGES):
+    """Installs those of Debian's `packages` that are missing."""
     def installed(p):
         q = subprocess.run(["dpkg-query", "-W", "-f=${Status}", p], capture_output=True, text=True)
         return "install ok installed" in q.stdout
-    need = [p for p in PACKAGES if not installed(p)]
+    need = [p for p in packages if not installed(p)]
     if need:
         print("== installing", " ".join(need), flush=True)
         env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")

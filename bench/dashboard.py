@@ -30,7 +30,7 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench import machine, parallel, rootfs_tar, run, stop  # noqa: E402
+from bench import ensure_packages, machine, parallel, rootfs_tar, run, stop  # noqa: E402
 
 PACKAGES = ["busybox-static", "chromium", "chromium-driver", "python3-selenium"]
 ADDR = "127.0.0.1:9440"
@@ -81,18 +81,6 @@ finally:
 """
 
 
-def ensure_packages():
-    def installed(p):
-        q = subprocess.run(["dpkg-query", "-W", "-f=${Status}", p], capture_output=True, text=True)
-        return "install ok installed" in q.stdout
-    need = [p for p in PACKAGES if not installed(p)]
-    if need:
-        print("== installing", " ".join(need), flush=True)
-        env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-        subprocess.run(["apt-get", "update", "-q"], check=True, stdout=subprocess.DEVNULL, env=env)
-        subprocess.run(["apt-get", "install", "-y", "-q", *need], check=True, stdout=subprocess.DEVNULL, env=env)
-
-
 def main():
     ap = argparse.ArgumentParser(description="The dashboard's first paint with many instances.")
     ap.add_argument("--pier", default=os.path.join(ROOT, "target/release/pier"), help="the pier binary")
@@ -107,7 +95,7 @@ def main():
     if not os.access(args.pier, os.X_OK):
         sys.exit(f"no pier binary at {args.pier}: build it (cargo build --release -p pier) or pass --pier PATH")
     if os.environ.get("PIER_BENCH_NETNS") != "1":
-        ensure_packages()  # needs the host's network, so before we leave it
+        ensure_packages(PACKAGES)  # needs the host's network, so before we leave it
         os.execvpe("unshare", ["unshare", "--net", "--", sys.executable, os.path.abspath(__file__), *sys.argv[1:]],
                    dict(os.environ, PIER_BENCH_NETNS="1"))
     run(["ip", "link", "set", "lo", "up"])

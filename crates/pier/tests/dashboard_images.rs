@@ -19,16 +19,6 @@ const REGISTRY: &str = "127.0.0.1:5000";
 /// The first visit; args: the image's local tag. Prints one JSON line: the tag's digest
 /// before and after the edit and the layer digests the page showed before and after.
 const EDIT_STEPS: &str = r##"
-from selenium.common.exceptions import StaleElementReferenceException
-# Clicks what `find` finds, again if a live refresh replaced it in between.
-def click(find):
-    def attempt(d):
-        try:
-            find().click()
-            return True
-        except (StaleElementReferenceException, IndexError):
-            return False
-    wait.until(attempt)
 local_tag = args[0]
 drv.execute_script("window.confirm = () => true")
 
@@ -106,16 +96,6 @@ print(json.dumps({"before": before, "after": after, "layers_before": layers_befo
 /// a garbage collection, deletes the tag and sees it gone.
 const DELETE_STEPS: &str = r##"
 import subprocess
-from selenium.common.exceptions import StaleElementReferenceException
-# Clicks what `find` finds, again if a live refresh replaced it in between.
-def click(find):
-    def attempt(d):
-        try:
-            find().click()
-            return True
-        except (StaleElementReferenceException, IndexError):
-            return False
-    wait.until(attempt)
 first, pier, socket, local_tag = args[0], args[1], args[2], args[3]
 cli = lambda *a: subprocess.run([pier, *a], env={"PIER_HOST": socket}, check=True, capture_output=True)
 drv.execute_script("window.confirm = () => true")

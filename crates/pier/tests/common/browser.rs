@@ -16,6 +16,7 @@ pub const PYTHON: &str = "/usr/bin/python3";
 
 /// What the steps have in scope: `drv` (the WebDriver), `wait` (a 20 s `WebDriverWait`
 /// that also retries on stale elements: check what a live page shows with `wait.until`),
+/// `click(find)` (clicks what `find()` returns, again if a live refresh replaced it),
 /// `By`, `Keys`, `shot(name)` (a screenshot), `link` (the login link), `args` (the test's
 /// own arguments), `json`, `time`. The steps run after the login link was opened.
 const PRELUDE: &str = r##"
@@ -39,6 +40,15 @@ try:
     # A live refresh may replace an element between finding it and reading it.
     wait = WebDriverWait(drv, 20, ignored_exceptions=(StaleElementReferenceException,))
     shot = lambda n: drv.save_screenshot(f"{shots}/{n}.png")
+    # Clicks what `find` finds, again if a live refresh replaced it in between.
+    def click(find):
+        def attempt(d):
+            try:
+                find().click()
+                return True
+            except (StaleElementReferenceException, IndexError):
+                return False
+        wait.until(attempt)
     drv.get(link)
     exec(open(steps_file).read())
 finally:
