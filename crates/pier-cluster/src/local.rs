@@ -3,7 +3,7 @@
 //! `ca.pem` (the pool's CA certificate), `member.pem` and `member-key.pem` (its own
 //! certificate and key), and on the host that made the pool `ca-key.pem`, with which it
 //! signs the certificates of joining hosts. The etcd member it may run keeps its data in
-//! `ROOT/cluster/etcd/`.
+//! `ROOT/etcd/` (beside, since etcd makes it before the membership is kept).
 //!
 //! A member's directory is written whole or not at all: into `cluster.new/` first, then
 //! renamed, so that a failed init or join leaves nothing half made. Its presence is what
@@ -155,7 +155,7 @@ pub fn load(root: &Path) -> Result<Option<(LocalMember, Credentials)>, LocalErro
 
 /// The data directory of the etcd member this daemon runs.
 pub fn etcd_dir(root: &Path) -> PathBuf {
-    dir(root).join("etcd")
+    root.join("etcd")
 }
 
 #[cfg(test)]

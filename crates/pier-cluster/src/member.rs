@@ -25,6 +25,8 @@ use serde::{Deserialize, Serialize};
 use crate::scheduler::keys;
 use crate::scheduler::{Allocation, HostRecord, HostState};
 
+/// The pool's own record ([`PoolRecord`]), written once by `pier cluster init`.
+pub const POOL: &str = "pool";
 /// Member records ([`MemberRecord`]) by host ID.
 pub const MEMBERS: &str = "members/";
 /// Heartbeats ([`Heartbeat`]) by host ID, each on its member's lease.
@@ -36,6 +38,16 @@ pub fn member_key(id: &str) -> String {
 
 pub fn heartbeat_key(id: &str) -> String {
     format!("{HEARTBEATS}{id}")
+}
+
+/// What makes a pool: its ID and CA.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PoolRecord {
+    pub cluster_id: String,
+    pub ca_fingerprint: String,
+    /// Unix seconds.
+    pub created: u64,
 }
 
 /// Where a member is.
@@ -71,6 +83,8 @@ pub enum MemberError {
     BadName(String),
     #[error("a host named {0} is in the pool already; give this one another --name, or remove the old one with `pier host rm {0}` on a member")]
     NameTaken(String),
+    #[error("this etcd holds a Pier pool already (cluster {0}); join that pool with `pier cluster join`, or give another etcd")]
+    PoolExists(String),
     #[error("no host {0} in the pool; `pier host ls` lists them")]
     NotFound(String),
     #[error("host {0} is up; stop its daemon first (or give --force to remove it anyway)")]
@@ -153,6 +167,74 @@ pub fn register(
         Err(StoreError::Conflict { .. }) => Err(MemberError::NameTaken(host.id.clone())),
         Err(e) => Err(e.into()),
     }
+}
+
+/// Makes the pool in an empty store: its record and its first member's, in one
+/// transaction (a store holding a pool already is [`MemberError::PoolExists`]).
+pub fn found_pool(
+    store: &dyn Store,
+    pool: &PoolRecord,
+    host: &HostRecord,
+    member: &MemberRecord,
+) -> Result<(), MemberError> {
+    check_name(&host.id)?;
+    let absent = |key: String| Compare {
+        table: keys::TABLE,
+        key,
+        expect: Expect::Absent,
+    };
+    let txn = Txn {
+        compares: vec![
+            absent(POOL.to_string()),
+            absent(keys::host(&host.id)),
+            absent(member_key(&host.id)),
+        ],
+        ops: vec![
+            Op::Put {
+                table: keys::TABLE,
+                key: POOL.to_string(),
+                value: json(pool),
+            },
+            keys::put_host(host),
+            Op::Put {
+                table: keys::TABLE,
+                key: member_key(&host.id),
+                value: json(member),
+            },
+        ],
+    };
+    match store.txn(txn, true) {
+        Ok(_) => Ok(()),
+        Err(StoreError::Conflict { .. }) => {
+            let found = store
+                .get(keys::TABLE, POOL)?
+                .and_then(|b| serde_json::from_slice::<PoolRecord>(&b).ok())
+                .map_or_else(|| "unknown".to_string(), |p| p.cluster_id);
+            Err(MemberError::PoolExists(found))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Undoes [`found_pool`] (a failed init).
+pub fn unfound_pool(store: &dyn Store, id: &str) -> Result<(), MemberError> {
+    let del = |key: String| Op::Delete {
+        table: keys::TABLE,
+        key,
+    };
+    store.txn(
+        Txn {
+            compares: vec![],
+            ops: vec![
+                del(POOL.to_string()),
+                del(keys::host(id)),
+                del(member_key(id)),
+                del(heartbeat_key(id)),
+            ],
+        },
+        true,
+    )?;
+    Ok(())
 }
 
 /// Whether a host named `id` is in the pool.
@@ -432,6 +514,22 @@ mod tests {
         check_name("host-1").unwrap();
         assert!(exists(&s, "h1").unwrap());
         assert!(!exists(&s, "h2").unwrap());
+    }
+
+    #[test]
+    fn a_pool_is_founded_once() {
+        let s = MemStore::default();
+        let pool = PoolRecord {
+            cluster_id: "c1".into(),
+            ca_fingerprint: "ab".into(),
+            created: 1,
+        };
+        found_pool(&s, &pool, &record("h1"), &member("h1")).unwrap();
+        let e = found_pool(&s, &pool, &record("h9"), &member("h9")).unwrap_err();
+        assert!(matches!(&e, MemberError::PoolExists(c) if c == "c1"), "{e}");
+        assert!(!exists(&s, "h9").unwrap());
+        unfound_pool(&s, "h1").unwrap();
+        assert!(s.list(TABLE, "").unwrap().is_empty());
     }
 
     #[test]
