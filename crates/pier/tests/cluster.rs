@@ -236,3 +236,111 @@ fn three_hosts_make_a_pool_join_it_and_see_each_other_go_down() {
     let e = h2.fails(&["host", "ls"]);
     assert!(e.contains("this host is not in a pool"), "{e}");
 }
+
+/// The pid of the etcd the daemon on `d` runs (its data directory names the daemon's root).
+fn etcd_pid(d: &Daemon) -> Option<i32> {
+    let want = format!("--data-dir={}", d.root.join("etcd").display());
+    std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
+        let pid: i32 = e.file_name().to_str()?.parse().ok()?;
+        let cmdline = std::fs::read(e.path().join("cmdline")).ok()?;
+        cmdline
+            .split(|b| *b == 0)
+            .any(|a| a == want.as_bytes())
+            .then_some(pid)
+    })
+}
+
+/// `curl` from `d`'s namespace to a member's listener, checking the server against the
+/// pool's CA; with `d`'s member certificate as client certificate when `as_member`. The
+/// HTTP status.
+fn curl_listener(d: &Daemon, addr: &str, path: &str, as_member: bool) -> String {
+    let dir = d.root.join("cluster");
+    let mut c = d.in_netns("curl");
+    c.args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "--cacert"])
+        .arg(dir.join("ca.pem"));
+    if as_member {
+        c.arg("--cert")
+            .arg(dir.join("member.pem"))
+            .arg("--key")
+            .arg(dir.join("member-key.pem"));
+    }
+    let out = c.arg(format!("https://{addr}{path}")).output().unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+#[ignore = "root tier: needs root; scripts/test.sh runs it (--run-ignored all)"]
+fn members_resume_after_restarts_and_the_pools_etcd_is_restarted_when_it_dies() {
+    require_root_and_tools(&["etcd", "curl"]);
+    let mut lan = Lan::new();
+    let hb = ["--host-heartbeat", "2s"];
+    let mut h1 = Daemon::start_with(&hb);
+    let mut h2 = Daemon::start_with(&hb);
+    let a1 = lan.connect(&h1);
+    let a2 = lan.connect(&h2);
+    let init = h1.json(&["cluster", "init", "--advertise", &a1, "--name", "h1"]);
+    let addr = format!("{a1}:7443");
+    h2.ok(&[
+        "cluster",
+        "join",
+        &addr,
+        init["token"].as_str().unwrap(),
+        "--name",
+        "h2",
+    ]);
+    let both_up = |d: &Daemon| {
+        d.pier(&["--format", "json", "host", "ls"]).status.success()
+            && hosts(d)
+                == [
+                    ("h1".to_string(), "up".to_string()),
+                    ("h2".to_string(), "up".to_string()),
+                ]
+    };
+    wait_until("both up", || both_up(&h1));
+
+    // The listener: its certificate chains to the pool's CA for its address; a member's
+    // client certificate opens the member routes, a client without one sees the join
+    // route alone.
+    assert_eq!(curl_listener(&h2, &addr, "/cluster/v1/ping", true), "200");
+    assert_eq!(curl_listener(&h2, &addr, "/cluster/v1/ping", false), "404");
+    assert_eq!(
+        curl_listener(&h1, &format!("{a2}:7443"), "/cluster/v1/ping", true),
+        "200"
+    );
+
+    // A clean stop ends the heartbeat at once: down long before the time to live.
+    h2.stop();
+    assert_eq!(state_of(&h1, "h2"), "down");
+    // Started again, it resumes its membership.
+    h2.spawn();
+    wait_until("h2 up again", || both_up(&h1));
+
+    // etcd killed under the daemon: its supervisor starts it again on the same data.
+    let pid = etcd_pid(&h1).expect("h1 runs etcd");
+    rustix::process::kill_process(
+        rustix::process::Pid::from_raw(pid).unwrap(),
+        rustix::process::Signal::KILL,
+    )
+    .unwrap();
+    wait_until("etcd restarted", || etcd_pid(&h1).is_some_and(|p| p != pid));
+    wait_until("the pool answers again", || both_up(&h2));
+    assert!(h1.log().contains("etcd exited; restarting it"));
+
+    // The pool's first host restarted: its etcd stops with it and comes back with it;
+    // the other member reconnects.
+    h1.stop();
+    assert!(etcd_pid(&h1).is_none(), "etcd outlived its daemon");
+    h1.spawn();
+    wait_until("the pool back after h1's restart", || {
+        both_up(&h1) && both_up(&h2)
+    });
+
+    // A daemon killed with SIGKILL takes its etcd with it (its parent-death signal).
+    let pid = etcd_pid(&h1).unwrap();
+    h1.kill9();
+    wait_until("etcd gone with its daemon", || {
+        !std::path::Path::new(&format!("/proc/{pid}")).exists()
+    });
+    h1.spawn();
+    wait_until("the pool back after h1's crash", || both_up(&h2));
+}
