@@ -138,7 +138,7 @@ pub async fn cluster(client: &Client, fmt: Format, cmd: ClusterCommand) -> Resul
 }
 
 fn cpus(millis: u64) -> String {
-    if millis % 1000 == 0 {
+    if millis.is_multiple_of(1000) {
         (millis / 1000).to_string()
     } else {
         format!("{:.2}", millis as f64 / 1000.0)
