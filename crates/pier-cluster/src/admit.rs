@@ -151,7 +151,8 @@ impl Joining {
     }
 }
 
-/// The joining host's side once granted (step 4): opens the pool's store with `open`,
+/// The joining host's side once granted (step 4): opens the pool's store with `open` (given
+/// the grant: its endpoints, and the certificate to connect with),
 /// registers this host and keeps its membership under `root`. On any failure nothing is
 /// kept, here or in the pool.
 pub fn finish(
@@ -159,7 +160,7 @@ pub fn finish(
     grant: JoinGrant,
     token_fingerprint: &str,
     me: &Joining,
-    open: impl FnOnce(&[String], &str) -> Result<Arc<dyn Store>, StoreError>,
+    open: impl FnOnce(&JoinGrant) -> Result<Arc<dyn Store>, StoreError>,
 ) -> Result<(LocalMember, Arc<dyn Store>), AdmitError> {
     // The TLS check already held; the CA handed over must be the same one.
     let found = ca::fingerprint_of_pem(&grant.ca_pem)?;
@@ -170,11 +171,9 @@ pub fn finish(
         }
         .into());
     }
-    let store = open(&grant.etcd_endpoints, &grant.etcd_prefix).map_err(|source| {
-        AdmitError::StoreUnreachable {
-            endpoints: grant.etcd_endpoints.join(","),
-            source,
-        }
+    let store = open(&grant).map_err(|source| AdmitError::StoreUnreachable {
+        endpoints: grant.etcd_endpoints.join(","),
+        source,
     })?;
     let (host, rec) = me.records(None);
     member::register(store.as_ref(), &host, &rec)?;
@@ -274,10 +273,7 @@ mod tests {
         assert_eq!(g.etcd_endpoints, eps);
         let root = tempfile::tempdir().unwrap();
         let pool2 = pool.clone();
-        let (m, _) = finish(root.path(), g, &ca.fingerprint(), &me("h2"), |_, _| {
-            Ok(pool2)
-        })
-        .unwrap();
+        let (m, _) = finish(root.path(), g, &ca.fingerprint(), &me("h2"), |_| Ok(pool2)).unwrap();
         assert_eq!(m.name, "h2");
         assert!(member::exists(pool.as_ref(), "h2").unwrap());
         assert!(local::load(root.path()).unwrap().is_some());
@@ -308,7 +304,7 @@ mod tests {
             etcd_prefix: "p/".into(),
         };
         let root = tempfile::tempdir().unwrap();
-        let Err(e) = finish(root.path(), g, &ca.fingerprint(), &me("h2"), |_, _| {
+        let Err(e) = finish(root.path(), g, &ca.fingerprint(), &me("h2"), |_| {
             panic!("the store must not be opened")
         }) else {
             panic!("joined a pool of another CA")
@@ -338,17 +334,11 @@ mod tests {
             etcd_prefix: "p/".into(),
         };
         let root = tempfile::tempdir().unwrap();
-        let Err(e) = finish(
-            root.path(),
-            g,
-            &ca.fingerprint(),
-            &me("h2"),
-            |eps, prefix| {
-                let mut c = EtcdConfig::new(eps.to_vec(), prefix);
-                c.connect_timeout = Duration::from_millis(500);
-                Ok(Arc::new(EtcdStore::open(c)?) as Arc<dyn Store>)
-            },
-        ) else {
+        let Err(e) = finish(root.path(), g, &ca.fingerprint(), &me("h2"), |g| {
+            let mut c = EtcdConfig::new(g.etcd_endpoints.clone(), &g.etcd_prefix);
+            c.connect_timeout = Duration::from_millis(500);
+            Ok(Arc::new(EtcdStore::open(c)?) as Arc<dyn Store>)
+        }) else {
             panic!("joined with no store")
         };
         assert!(matches!(e, AdmitError::StoreUnreachable { .. }), "{e}");

@@ -239,7 +239,7 @@ fn three_hosts_make_a_pool_join_it_and_see_each_other_go_down() {
 
 /// The pid of the etcd the daemon on `d` runs (its data directory names the daemon's root).
 fn etcd_pid(d: &Daemon) -> Option<i32> {
-    let want = format!("--data-dir={}", d.root.join("etcd").display());
+    let want = format!("--data-dir={}", d.root.join("etcd/data").display());
     std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
         let pid: i32 = e.file_name().to_str()?.parse().ok()?;
         let cmdline = std::fs::read(e.path().join("cmdline")).ok()?;
@@ -307,6 +307,12 @@ fn members_resume_after_restarts_and_the_pools_etcd_is_restarted_when_it_dies() 
         curl_listener(&h1, &format!("{a2}:7443"), "/cluster/v1/ping", true),
         "200"
     );
+
+    // The pool's etcd speaks mutual TLS with the pool's CA: a member's certificate opens
+    // it, a client without one is turned away.
+    let etcd = format!("{a1}:2379");
+    assert_eq!(curl_listener(&h2, &etcd, "/version", true), "200");
+    assert_eq!(curl_listener(&h2, &etcd, "/version", false), "000");
 
     // A clean stop ends the heartbeat at once: down long before the time to live.
     h2.stop();

@@ -6,11 +6,15 @@
 //! (SIGKILL when the spawning thread ends) ties it to the daemon: a daemon killed with
 //! SIGKILL takes its etcd with it, and the next start runs it again on the same data.
 //!
-//! Plain HTTP for now: the client and peer URLs are `http://`, not TLS with the pool's
-//! CA (the `etcd-client` crate's TLS is a feature not built in yet).
+//! Clients and peers speak mutual TLS with the pool's CA: etcd serves this host's member
+//! certificate (its SAN is the advertise IP) and takes only clients and peers with a
+//! certificate of the pool. `DIR` (`ROOT/etcd/`, 0700) holds `data/`, `etcd.log` and
+//! `tls/` (copies of the PEMs etcd reads, 0600, written at each start).
 
 use std::fs::File;
+use std::io::Write;
 use std::net::IpAddr;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -28,23 +32,55 @@ pub struct EtcdSpec {
     pub name: String,
     pub cluster_id: String,
     pub address: IpAddr,
-    pub data_dir: PathBuf,
-    pub log: PathBuf,
+    /// `ROOT/etcd/`.
+    pub dir: PathBuf,
+    pub tls: pier_store::EtcdTls,
 }
 
 impl EtcdSpec {
     pub fn client_url(&self) -> String {
         format!(
-            "http://{}",
+            "https://{}",
             std::net::SocketAddr::new(self.address, CLIENT_PORT)
         )
     }
 
     fn peer_url(&self) -> String {
         format!(
-            "http://{}",
+            "https://{}",
             std::net::SocketAddr::new(self.address, PEER_PORT)
         )
+    }
+
+    fn log(&self) -> PathBuf {
+        self.dir.join("etcd.log")
+    }
+
+    /// Makes `DIR` and writes the PEMs etcd reads.
+    fn prepare(&self) -> std::io::Result<()> {
+        let tls = self.dir.join("tls");
+        std::fs::DirBuilder::new()
+            .mode(0o700)
+            .recursive(true)
+            .create(&tls)?;
+        for (name, pem) in [
+            ("ca.pem", &self.tls.ca_pem),
+            ("member.pem", &self.tls.cert_pem),
+            ("member-key.pem", &self.tls.key_pem),
+        ] {
+            let path = tls.join(name);
+            let tmp = tls.join(format!(".{name}.tmp"));
+            let mut f = File::options()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(&tmp)?;
+            f.write_all(pem.as_bytes())?;
+            f.sync_all()?;
+            std::fs::rename(&tmp, &path)?;
+        }
+        Ok(())
     }
 }
 
@@ -54,11 +90,26 @@ fn binary() -> PathBuf {
 }
 
 fn spawn(spec: &EtcdSpec) -> std::io::Result<Child> {
-    let log = File::options().create(true).append(true).open(&spec.log)?;
+    spec.prepare()?;
+    let log = File::options().create(true).append(true).open(spec.log())?;
     let (client, peer) = (spec.client_url(), spec.peer_url());
+    let tls = spec.dir.join("tls");
+    let (ca, cert, key) = (
+        tls.join("ca.pem"),
+        tls.join("member.pem"),
+        tls.join("member-key.pem"),
+    );
     let mut cmd = Command::new(binary());
     cmd.arg(format!("--name={}", spec.name))
-        .arg(format!("--data-dir={}", spec.data_dir.display()))
+        .arg(format!("--data-dir={}", spec.dir.join("data").display()))
+        .arg(format!("--cert-file={}", cert.display()))
+        .arg(format!("--key-file={}", key.display()))
+        .arg(format!("--trusted-ca-file={}", ca.display()))
+        .arg("--client-cert-auth")
+        .arg(format!("--peer-cert-file={}", cert.display()))
+        .arg(format!("--peer-key-file={}", key.display()))
+        .arg(format!("--peer-trusted-ca-file={}", ca.display()))
+        .arg("--peer-client-cert-auth")
         .arg(format!("--listen-client-urls={client}"))
         .arg(format!("--advertise-client-urls={client}"))
         .arg(format!("--listen-peer-urls={peer}"))
@@ -169,7 +220,7 @@ fn supervise(
         }
         match child.try_wait() {
             Ok(Some(status)) => {
-                tracing::warn!(%status, log = %spec.log.display(), "etcd exited; restarting it");
+                tracing::warn!(%status, log = %spec.log().display(), "etcd exited; restarting it");
                 std::thread::sleep(backoff);
                 backoff = (backoff * 2).min(Duration::from_secs(10));
                 if stop.load(Ordering::SeqCst) {

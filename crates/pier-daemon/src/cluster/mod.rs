@@ -35,7 +35,7 @@ use pier_cluster::join::{self, JoinError, JoinToken};
 use pier_cluster::local::{self, Credentials, LocalMember};
 use pier_cluster::member::{self, Heartbeater, MemberError, PoolRecord};
 use pier_cluster::scheduler::{Labels, Resources};
-use pier_store::{EtcdConfig, EtcdStore, Store, StoreError};
+use pier_store::{EtcdConfig, EtcdStore, EtcdTls, Store, StoreError};
 
 use crate::error::ApiError;
 
@@ -238,9 +238,22 @@ async fn bind(addr: SocketAddr) -> Result<tokio::net::TcpListener, ApiError> {
     })
 }
 
-fn open_store(endpoints: &[String], prefix: &str) -> Result<Arc<dyn Store>, StoreError> {
-    let config = EtcdConfig::new(endpoints.to_vec(), prefix);
+/// The pool's store, over mutual TLS with this member's certificate.
+fn open_store(
+    endpoints: &[String],
+    prefix: &str,
+    creds: &Credentials,
+) -> Result<Arc<dyn Store>, StoreError> {
+    let config = EtcdConfig::new(endpoints.to_vec(), prefix).with_tls(etcd_tls(creds));
     Ok(Arc::new(EtcdStore::open(config)?))
+}
+
+fn etcd_tls(creds: &Credentials) -> EtcdTls {
+    EtcdTls {
+        ca_pem: creds.ca_pem.clone(),
+        cert_pem: creds.cert_pem.clone(),
+        key_pem: creds.key_pem.clone(),
+    }
 }
 
 impl Cluster {
@@ -282,7 +295,7 @@ impl Cluster {
             None => None,
         };
         let supervisor = if local.runs_etcd {
-            let spec = self.etcd_spec(&local)?;
+            let spec = self.etcd_spec(&local, &creds)?;
             Some(etcd::Supervisor::start(spec).map_err(|e| e.to_string())?)
         } else {
             None
@@ -305,11 +318,12 @@ impl Cluster {
         let connect = tokio::spawn(async move {
             let mut logged = false;
             loop {
-                let (eps, prefix) = (
+                let (eps, prefix, creds) = (
                     m2.local.etcd_endpoints.clone(),
                     m2.local.etcd_prefix.clone(),
+                    m2.creds.clone(),
                 );
-                match tokio::task::spawn_blocking(move || open_store(&eps, &prefix)).await {
+                match tokio::task::spawn_blocking(move || open_store(&eps, &prefix, &creds)).await {
                     Ok(Ok(store)) => {
                         let _ = m2.store.set(store);
                         tracing::info!(host = %m2.local.name, "connected to the pool's store");
@@ -333,7 +347,11 @@ impl Cluster {
         Ok(())
     }
 
-    fn etcd_spec(&self, local: &LocalMember) -> Result<etcd::EtcdSpec, String> {
+    fn etcd_spec(
+        &self,
+        local: &LocalMember,
+        creds: &Credentials,
+    ) -> Result<etcd::EtcdSpec, String> {
         Ok(etcd::EtcdSpec {
             name: local.name.clone(),
             cluster_id: local.cluster_id.clone(),
@@ -341,8 +359,8 @@ impl Cluster {
                 .address
                 .parse()
                 .map_err(|_| "bad address in ROOT/cluster/member.json".to_string())?,
-            data_dir: local::etcd_dir(&self.root),
-            log: self.root.join("etcd.log"),
+            dir: local::etcd_dir(&self.root),
+            tls: etcd_tls(creds),
         })
     }
 
@@ -479,14 +497,14 @@ impl Cluster {
         // etcd: ours, started and waited for, or the one given.
         let supervisor = if req.etcd.is_empty() {
             let spec = self
-                .etcd_spec(&local_member)
+                .etcd_spec(&local_member, &creds)
                 .map_err(|e| internal("bad address", e))?;
-            if spec.data_dir.exists() {
+            if spec.dir.exists() {
                 return Err(ApiError::new(
                     ErrorKind::Conflict,
                     format!(
                         "{} holds etcd data of an earlier pool; remove it to make a new one",
-                        spec.data_dir.display()
+                        spec.dir.display()
                     ),
                 ));
             }
@@ -509,12 +527,13 @@ impl Cluster {
         };
         let eps = local_member.etcd_endpoints.clone();
         let waits = supervisor.is_some();
+        let creds2 = creds.clone();
         let opened = blocking(move || {
             // Our own etcd takes a moment to elect itself.
             let deadline =
                 std::time::Instant::now() + Duration::from_secs(if waits { 20 } else { 0 });
             loop {
-                match open_store(&eps, ETCD_PREFIX) {
+                match open_store(&eps, ETCD_PREFIX, &creds2) {
                     Ok(s) => return Ok(s),
                     Err(e) if std::time::Instant::now() >= deadline => return Err(store_error(&e)),
                     Err(_) => std::thread::sleep(Duration::from_millis(200)),
@@ -671,9 +690,19 @@ impl Cluster {
         let root = self.root.clone();
         let fp = token.ca_fingerprint.clone();
         let g2 = grant.clone();
-        let (local_member, store) =
-            blocking(move || admit::finish(&root, g2, &fp, &me, open_store).map_err(admit_error))
-                .await?;
+        let (local_member, store) = blocking(move || {
+            admit::finish(&root, g2, &fp, &me, |g| {
+                let creds = Credentials {
+                    ca_pem: g.ca_pem.clone(),
+                    ca_key_pem: None,
+                    cert_pem: g.cert_pem.clone(),
+                    key_pem: g.key_pem.clone(),
+                };
+                open_store(&g.etcd_endpoints, &g.etcd_prefix, &creds)
+            })
+            .map_err(admit_error)
+        })
+        .await?;
         let creds = Credentials {
             ca_pem: grant.ca_pem,
             ca_key_pem: None,
