@@ -42,6 +42,15 @@ pub struct ClusterJoin {
     pub labels: BTreeMap<String, String>,
 }
 
+/// `POST /v1/cluster/tokens`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TokenRequest {
+    /// How long the token works, seconds (1 to 7 days); an hour when absent.
+    #[serde(default)]
+    pub ttl_secs: Option<u64>,
+}
+
 /// A join command with its token (`pier cluster init`, `pier cluster token`).
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct JoinCommand {

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use clap::{Args, Subcommand};
-use pier_api::cluster::{ClusterInit, ClusterJoin, HostInfo, JoinCommand, Joined};
+use pier_api::cluster::{ClusterInit, ClusterJoin, HostInfo, JoinCommand, Joined, TokenRequest};
 use pier_client::{encode_segment, Client};
 
 use crate::output::{human_size_binary, outln, print, table};
@@ -17,7 +17,12 @@ pub enum ClusterCommand {
     /// Make this host a member of the pool at ADDR with a token from `pier cluster token`.
     Join(JoinArgs),
     /// Print a new one-time join command.
-    Token,
+    Token {
+        /// How long the token works: seconds, or with a unit (`90s`, `30m`, `2h`); an
+        /// hour by default.
+        #[arg(long)]
+        ttl: Option<String>,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -95,6 +100,24 @@ fn labels(given: &[String]) -> Result<BTreeMap<String, String>, CliError> {
         .collect()
 }
 
+/// `N`, `Ns`, `Nm` or `Nh`, in seconds.
+fn parse_ttl(s: &str) -> Result<u64, CliError> {
+    let (n, unit) = match s.char_indices().last() {
+        Some((i, 's')) => (&s[..i], 1),
+        Some((i, 'm')) => (&s[..i], 60),
+        Some((i, 'h')) => (&s[..i], 3600),
+        _ => (s, 1),
+    };
+    n.parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(unit))
+        .ok_or_else(|| {
+            fail(format!(
+                "bad --ttl {s:?}: give seconds, or e.g. 90s, 30m, 2h"
+            ))
+        })
+}
+
 fn print_join(fmt: Format, c: &JoinCommand, intro: &str) -> Result<(), CliError> {
     print(fmt, c, || {
         format!(
@@ -130,8 +153,11 @@ pub async fn cluster(client: &Client, fmt: Format, cmd: ClusterCommand) -> Resul
                 format!("This host joined pool {} as {}.", j.cluster_id, j.host)
             })
         }
-        ClusterCommand::Token => {
-            let c: JoinCommand = client.post("/v1/cluster/tokens", &()).await?;
+        ClusterCommand::Token { ttl } => {
+            let req = TokenRequest {
+                ttl_secs: ttl.as_deref().map(parse_ttl).transpose()?,
+            };
+            let c: JoinCommand = client.post("/v1/cluster/tokens", &req).await?;
             print(fmt, &c, || c.command.clone())
         }
     }

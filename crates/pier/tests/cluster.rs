@@ -115,8 +115,8 @@ fn three_hosts_make_a_pool_join_it_and_see_each_other_go_down() {
         "only the first host signs"
     );
 
-    // On h3: the used token, a wrong secret, another pool's fingerprint and a malformed
-    // token are each refused with their reason, and leave nothing.
+    // On h3: the used token, a wrong secret, another pool's fingerprint, a malformed and
+    // an expired token are each refused with their reason, and leave nothing.
     let out = join(&h3, &addr, &token, "h3");
     assert!(!out.status.success());
     assert!(
@@ -150,6 +150,19 @@ fn three_hosts_make_a_pool_join_it_and_see_each_other_go_down() {
     let out = join(&h3, &addr, "PJ1.nonsense", "h3");
     assert!(
         stderr(&out).contains("this is not a Pier join token"),
+        "{}",
+        stderr(&out)
+    );
+    nothing_joined(&h3, &h1, "h3");
+    // An expired token.
+    let short = h1.json(&["cluster", "token", "--ttl", "1s"])["token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    std::thread::sleep(Duration::from_millis(1100));
+    let out = join(&h3, &addr, &short, "h3");
+    assert!(
+        stderr(&out).contains("this join token expired; make a new one with `pier cluster token`"),
         "{}",
         stderr(&out)
     );

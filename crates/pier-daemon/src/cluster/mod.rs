@@ -27,7 +27,9 @@ use std::time::{Duration, SystemTime};
 use axum::extract::{Path as UrlPath, Query, State};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use pier_api::cluster::{ClusterInit, ClusterJoin, HostInfo, HostResources, JoinCommand, Joined};
+use pier_api::cluster::{
+    ClusterInit, ClusterJoin, HostInfo, HostResources, JoinCommand, Joined, TokenRequest,
+};
 use pier_api::ErrorKind;
 use pier_cluster::admit::{self, AdmitError, JoinGrant, JoinRequest, Joining};
 use pier_cluster::ca::ClusterCa;
@@ -595,18 +597,17 @@ impl Cluster {
         self.start_heartbeat(&m);
         *self.member.lock().unwrap_or_else(|e| e.into_inner()) = Some(m.clone());
         tracing::info!(cluster = %cluster_id, host = %name, "made a pool");
-        self.token_of(&m).await
+        self.token_of(&m, join::DEFAULT_TTL).await
     }
 
     /// A new join token, with the command that uses it.
-    async fn token_of(&self, m: &Arc<Member>) -> Result<JoinCommand, ApiError> {
+    async fn token_of(&self, m: &Arc<Member>, ttl: Duration) -> Result<JoinCommand, ApiError> {
         let store = m.store()?;
         let fp = pier_cluster::ca::fingerprint_of_pem(&m.creds.ca_pem)
             .map_err(|e| internal("the pool's CA", e))?;
         let now = SystemTime::now();
         let token = blocking(move || {
-            join::issue(store.as_ref(), &fp, join::DEFAULT_TTL, now)
-                .map_err(|e| admit_error(e.into()))
+            join::issue(store.as_ref(), &fp, ttl, now).map_err(|e| admit_error(e.into()))
         })
         .await?;
         // Joins go to the host with the CA's key: this one, or the pool's first.
@@ -615,7 +616,7 @@ impl Cluster {
             None => self.ca_holder(m).await?,
         };
         let expires = SystemTime::now()
-            .checked_add(join::DEFAULT_TTL)
+            .checked_add(ttl)
             .and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok())
             .map_or(0, |d| d.as_secs());
         Ok(JoinCommand {
@@ -871,11 +872,24 @@ async fn join_pool(
 }
 
 /// A new one-time join token, with the command that uses it.
-#[utoipa::path(post, path = "/v1/cluster/tokens",
+#[utoipa::path(post, path = "/v1/cluster/tokens", request_body = TokenRequest,
     responses((status = 200, body = JoinCommand), (status = 409, body = pier_api::ErrorBody)))]
-async fn token(State(c): State<Arc<Cluster>>) -> Result<Json<JoinCommand>, ApiError> {
+async fn token(
+    State(c): State<Arc<Cluster>>,
+    body: Body<TokenRequest>,
+) -> Result<Json<JoinCommand>, ApiError> {
+    let Json(req) = body?;
+    let ttl = match req.ttl_secs {
+        None => join::DEFAULT_TTL,
+        Some(s @ 1..=604_800) => Duration::from_secs(s),
+        Some(s) => {
+            return Err(ApiError::invalid(format!(
+                "a token's lifetime of {s} s is out of range: give 1 s to 7 days"
+            )))
+        }
+    };
     let m = c.member_or_refuse()?;
-    c.token_of(&m).await.map(Json)
+    c.token_of(&m, ttl).await.map(Json)
 }
 
 /// The pool's hosts.
@@ -946,6 +960,14 @@ async fn remove_host(
         uncordon_host,
         remove_host
     ),
-    components(schemas(ClusterInit, ClusterJoin, JoinCommand, Joined, HostInfo, HostResources))
+    components(schemas(
+        ClusterInit,
+        ClusterJoin,
+        JoinCommand,
+        Joined,
+        HostInfo,
+        HostResources,
+        TokenRequest
+    ))
 )]
 pub struct ClusterDoc;
