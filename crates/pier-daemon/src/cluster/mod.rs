@@ -309,11 +309,29 @@ impl Cluster {
                 .map_err(|_| "bad address in ROOT/cluster/member.json")?,
             local.cluster_port,
         );
-        let listener = tokio::net::TcpListener::bind(listen)
-            .await
-            .map_err(|e| format!("cannot listen on {listen} for the pool: {e}"))?;
         let m = self.make_member(local, creds, ca, supervisor);
-        self.start_listener(&m, listener)?;
+        // The address may come up after the daemon (at boot): listened on once it is.
+        let (me, m2) = (self.clone(), m.clone());
+        let bind = tokio::spawn(async move {
+            let mut logged = false;
+            loop {
+                match tokio::net::TcpListener::bind(listen).await {
+                    Ok(l) => {
+                        if let Err(e) = me.start_listener(&m2, l) {
+                            tracing::error!(error = %e, "cannot serve the pool");
+                        }
+                        return;
+                    }
+                    Err(e) if !logged => {
+                        tracing::warn!(addr = %listen, error = %e, "cannot listen for the pool yet; retrying");
+                        logged = true;
+                    }
+                    Err(_) => {}
+                }
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        });
+        m.tasks.lock().unwrap_or_else(|e| e.into_inner()).push(bind);
         // The store: connected to in the background, then the heartbeat starts.
         let me = self.clone();
         let m2 = m.clone();
