@@ -93,6 +93,8 @@ pub enum MemberError {
         "host {id} still has {instances} instances assigned; move them off first (or give --force)"
     )]
     HasInstances { id: String, instances: u64 },
+    #[error("host {0} runs the pool's etcd member; removing it would lose the pool's state, and moving etcd members is not supported yet (give --force only if that etcd is gone for good)")]
+    EtcdMember(String),
     #[error("host {0} changed under this request too many times in a row; try again")]
     Contended(String),
     #[error("record {key} of the pool is corrupt; rewrite or delete it")]
@@ -360,12 +362,20 @@ pub fn set_cordon(store: &dyn Store, id: &str, cordon: bool) -> Result<HostStatu
 }
 
 /// Removes a host from the pool: its records, allocation and heartbeat. An `up` host (one
-/// that heartbeats) or one with instances assigned is refused unless `force`.
+/// that heartbeats), one running an etcd member of the pool, or one with instances
+/// assigned is refused unless `force`.
 pub fn remove(store: &dyn Store, id: &str, force: bool) -> Result<(), MemberError> {
     let status = host(store, id)?;
     if !force {
         if status.heartbeat.is_some() {
             return Err(MemberError::Up(id.to_string()));
+        }
+        if status
+            .member
+            .as_ref()
+            .is_some_and(|m| m.etcd_client_url.is_some())
+        {
+            return Err(MemberError::EtcdMember(id.to_string()));
         }
         if status.allocation.instances > 0 {
             return Err(MemberError::HasInstances {
@@ -594,5 +604,12 @@ mod tests {
             Err(MemberError::HasInstances { instances: 2, .. })
         ));
         remove(&s, "h2", true).unwrap();
+        // A down host running the pool's etcd: refused until forced.
+        let mut m = member("h3");
+        m.etcd_client_url = Some("https://10.0.0.3:2379".into());
+        register(&s, &record("h3"), &m).unwrap();
+        let e = remove(&s, "h3", false).unwrap_err();
+        assert!(matches!(e, MemberError::EtcdMember(_)), "{e}");
+        remove(&s, "h3", true).unwrap();
     }
 }

@@ -102,6 +102,7 @@ fn member_error(e: MemberError) -> ApiError {
         MemberError::NameTaken(_)
         | MemberError::Up(_)
         | MemberError::HasInstances { .. }
+        | MemberError::EtcdMember(_)
         | MemberError::PoolExists(_) => ErrorKind::Conflict,
         MemberError::Contended(_) => ErrorKind::Unavailable,
         MemberError::Store(s) => return store_error(s),
