@@ -26,6 +26,7 @@ macro_rules! string_schema {
 }
 
 pub mod build;
+pub mod cluster;
 pub mod containers;
 pub mod detach;
 pub mod docker;

@@ -3,6 +3,7 @@
 //! state of its own.
 
 mod build;
+mod cluster;
 mod completion;
 mod containers;
 mod containers_fs;
@@ -239,6 +240,12 @@ pub enum Command {
     System(system::SystemCommand),
     /// Show the client's and the daemon's versions.
     Version,
+    /// The pool of hosts: make one, join one, make join tokens.
+    #[command(subcommand)]
+    Cluster(cluster::ClusterCommand),
+    /// The pool's hosts: list, inspect, cordon, uncordon, remove.
+    #[command(subcommand)]
+    Host(cluster::HostCommand),
     /// The web dashboard (`pier daemon --dashboard ADDR`).
     #[command(subcommand)]
     Dashboard(system::DashboardCommand),
@@ -384,10 +391,35 @@ pub struct DaemonArgs {
     /// The private key (PEM) of --dashboard-cert.
     #[arg(long, requires_all = ["dashboard", "dashboard_cert"])]
     pub dashboard_key: Option<PathBuf>,
+    /// How long a pool member's heartbeat lives without renewal (`5s`, `1m`; whole
+    /// seconds, at least 2): a member silent that long shows `down` in `pier host ls`.
+    #[arg(long, default_value = "5s", value_parser = parse_heartbeat)]
+    pub host_heartbeat: std::time::Duration,
     /// Seconds an API client has to send a request's headers before the daemon closes
     /// its connection (hidden: tests shorten it).
     #[arg(long, hide = true, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
     pub header_timeout: u64,
+}
+
+/// `--host-heartbeat`: whole seconds, `N`, `Ns` or `Nm`, from 2 s (etcd's leases are whole
+/// seconds, with a floor of their own) to an hour.
+fn parse_heartbeat(s: &str) -> Result<std::time::Duration, String> {
+    let bad = || {
+        format!("{s:?} is not a heartbeat time: give whole seconds from 2s to 1h, e.g. 5s or 1m")
+    };
+    let (n, unit) = match s.strip_suffix('m') {
+        Some(n) => (n, 60),
+        None => (s.strip_suffix('s').unwrap_or(s), 1),
+    };
+    let secs = n
+        .parse::<u64>()
+        .map_err(|_| bad())?
+        .checked_mul(unit)
+        .ok_or_else(bad)?;
+    if !(2..=3600).contains(&secs) {
+        return Err(bad());
+    }
+    Ok(std::time::Duration::from_secs(secs))
 }
 
 /// Why the CLI stopped; carries the exit code.
@@ -627,6 +659,8 @@ async fn dispatch(cli: Cli) -> Result<(), CliError> {
         Command::Dashboard(system::DashboardCommand::Url) => {
             system::dashboard_url(&client, fmt).await
         }
+        Command::Cluster(cmd) => cluster::cluster(&client, fmt, cmd).await,
+        Command::Host(cmd) => cluster::host(&client, fmt, cmd).await,
         Command::Login(a) => login::login(&client, a).await,
         Command::Logout(a) => login::logout(a),
         Command::Save(a) => images::run(&client, fmt, a.into()).await,

@@ -146,6 +146,12 @@ pub fn fingerprint_of_pem(cert_pem: &str) -> Result<String, CaError> {
     Ok(hex(&Sha256::digest(pem_der(cert_pem)?)))
 }
 
+/// The fingerprint of a certificate given as DER (what a joining host computes of each
+/// certificate the pool's member sends in its TLS handshake).
+pub fn fingerprint_of_der(der: &[u8]) -> String {
+    hex(&Sha256::digest(der))
+}
+
 /// The DER of the one certificate in `pem`.
 fn pem_der(pem: &str) -> Result<Vec<u8>, CaError> {
     use base64::Engine as _;

@@ -6,8 +6,13 @@
 //! write so that schedulers racing on one store never overbook a host. The pool's state
 //! lives in the store's [`pier_store::Table::Cluster`] table; [`scheduler::keys`] has its
 //! layout. [`ca`] makes the pool's certificate authority and signs members' certificates;
-//! [`join`] issues and redeems the one-time tokens hosts join with.
+//! [`join`] issues and redeems the one-time tokens hosts join with. [`member`] keeps the
+//! members' records and heartbeats in the store; [`admit`] is both sides of a join;
+//! [`local`] is what a member keeps on its own disk.
 
+pub mod admit;
 pub mod ca;
 pub mod join;
+pub mod local;
+pub mod member;
 pub mod scheduler;

@@ -192,6 +192,7 @@ pub fn openapi_json() -> String {
     doc.merge(crate::api_volumes::VolumesDoc::openapi());
     doc.merge(crate::api_registry::RegistryDoc::openapi());
     doc.merge(crate::api_system::SystemDoc::openapi());
+    doc.merge(crate::cluster::ClusterDoc::openapi());
     let mut s = doc
         .to_pretty_json()
         .expect("the OpenAPI document serializes");

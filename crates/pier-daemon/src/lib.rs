@@ -4,6 +4,8 @@
 //! - [`api`]: the native REST/JSON API (`/v1/...`) over the engine, and its OpenAPI
 //!   document.
 //! - [`api_registry`]: the registry's management API, and the engine's pull and push.
+//! - [`cluster`]: the pool: `pier cluster init/join`, `pier host ...`, the cluster
+//!   listener, the heartbeat and the etcd member a pool's host runs.
 //! - [`dashboard`]: the web dashboard over HTTPS, an API client of the native API.
 //! - [`docker`]: the Docker Engine API over the same engine, on a socket of its own.
 //! - [`http`]: serving the sockets: header timeouts, the connection cap, body limits.
@@ -20,6 +22,7 @@ pub mod api_networks;
 pub mod api_registry;
 pub mod api_system;
 pub mod api_volumes;
+pub mod cluster;
 pub mod dashboard;
 pub mod docker;
 pub mod error;

@@ -56,6 +56,9 @@ pub struct DaemonConfig {
     /// The dashboard's certificate chain and key (PEM); a self-signed pair kept in
     /// `ROOT/dashboard/` when absent.
     pub dashboard_tls: Option<(PathBuf, PathBuf)>,
+    /// How long a pool member's heartbeat lives without renewal: a member silent that
+    /// long shows `down` (see [`crate::cluster`]).
+    pub host_heartbeat: std::time::Duration,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -79,6 +82,8 @@ pub enum DaemonError {
     Dashboard(#[from] crate::dashboard::DashboardError),
     #[error("refusing to start: {0}")]
     Cgroups(#[from] pier_runtime::cgroups::HostError),
+    #[error("cannot resume this host's pool membership: {0}")]
+    Cluster(String),
 }
 
 fn io<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> DaemonError + 'a {
@@ -180,6 +185,10 @@ pub async fn run(mut config: DaemonConfig) -> Result<(), DaemonError> {
         _ => None,
     };
 
+    // The pool (issue 17): this host's membership, resumed if it has one.
+    let cluster = crate::cluster::Cluster::new(&config.root, config.host_heartbeat);
+    cluster.resume().await.map_err(DaemonError::Cluster)?;
+
     let native = listen(&config.socket)?;
     let docker = config.docker_socket.as_deref().map(listen).transpose()?;
     tracing::info!(
@@ -193,7 +202,9 @@ pub async fn run(mut config: DaemonConfig) -> Result<(), DaemonError> {
     // logs -f) are cut rather than holding the daemon.
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let limits = crate::http::ServeLimits::new(config.header_timeout);
-    let native_app = api_app().merge(crate::dashboard::link_routes(dashboard));
+    let native_app = api_app()
+        .merge(crate::dashboard::link_routes(dashboard))
+        .merge(crate::cluster::routes(cluster.clone()));
     let native_served = crate::http::serve(
         native,
         tracked(native_app, "native"),
@@ -223,6 +234,7 @@ pub async fn run(mut config: DaemonConfig) -> Result<(), DaemonError> {
         } => {},
     }
     let _ = fs::remove_file(&config.socket);
+    cluster.shutdown().await;
     engine.shutdown();
     if let Some(d) = &config.docker_socket {
         let _ = fs::remove_file(d);

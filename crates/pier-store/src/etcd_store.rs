@@ -73,6 +73,23 @@ pub struct EtcdConfig {
     pub connect_timeout: Duration,
     /// How long one request may take (a read is retried within it while etcd is away).
     pub request_timeout: Duration,
+    /// Mutual TLS with the cluster (its endpoints are then `https://`).
+    pub tls: Option<EtcdTls>,
+}
+
+/// The PEMs of mutual TLS with etcd: the CA that signed the members' certificates, and
+/// this client's certificate and key.
+#[derive(Clone)]
+pub struct EtcdTls {
+    pub ca_pem: String,
+    pub cert_pem: String,
+    pub key_pem: String,
+}
+
+impl std::fmt::Debug for EtcdTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("EtcdTls { .. }")
+    }
 }
 
 impl EtcdConfig {
@@ -83,7 +100,14 @@ impl EtcdConfig {
             prefix: prefix.into(),
             connect_timeout: Duration::from_secs(3),
             request_timeout: Duration::from_secs(10),
+            tls: None,
         }
+    }
+
+    /// The same, over mutual TLS.
+    pub fn with_tls(mut self, tls: EtcdTls) -> Self {
+        self.tls = Some(tls);
+        self
     }
 }
 
@@ -567,9 +591,16 @@ impl EtcdStore {
             return Err(unreachable("no endpoints were given".into()));
         }
         let rt = Runtime::start().map_err(|e| unreachable(e.to_string()))?;
-        let options = etcd::ConnectOptions::new()
+        let mut options = etcd::ConnectOptions::new()
             .with_connect_timeout(config.connect_timeout)
             .with_keep_alive(Duration::from_secs(10), Duration::from_secs(5));
+        if let Some(tls) = &config.tls {
+            options = options.with_tls(
+                etcd::TlsOptions::new()
+                    .ca_certificate(etcd::Certificate::from_pem(&tls.ca_pem))
+                    .identity(etcd::Identity::from_pem(&tls.cert_pem, &tls.key_pem)),
+            );
+        }
         let eps = config.endpoints.clone();
         let wait = config.connect_timeout;
         let client = rt

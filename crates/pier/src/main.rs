@@ -128,6 +128,7 @@ fn run_daemon(cli: &Cli, args: &pier_cli::DaemonArgs) -> i32 {
         metrics_history_period: std::time::Duration::from_secs(args.metrics_history_period),
         dashboard_addr: args.dashboard,
         dashboard_tls: args.dashboard_cert.clone().zip(args.dashboard_key.clone()),
+        host_heartbeat: args.host_heartbeat,
         vm: pier_daemon::VmSettings {
             assets: args
                 .vm_dir

@@ -794,3 +794,101 @@ pub fn in_pty(cmd: &str, input: &[&[u8]]) -> (i32, String) {
         String::from_utf8_lossy(&out.stdout).into_owned(),
     )
 }
+
+// ---- several hosts on one machine ----------------------------------------------------------
+
+/// A network standing for the hosts' physical one, as Incus tests clusters: a bridge in a
+/// network namespace of its own, to which each daemon's namespace connects by a veth
+/// (`lan0`, with an address of the LAN's /24). Dropping it deletes its namespace (the
+/// bridge and the veths' ends go with it; a daemon's own end goes with the daemon's
+/// namespace) and checks that nothing of it is left.
+pub struct Lan {
+    pub netns: String,
+    /// The first three octets of the LAN's /24.
+    prefix: String,
+    hosts: u8,
+}
+
+impl Lan {
+    pub fn new() -> Lan {
+        let tag = &random_tag()[..6];
+        let b = u8::from_str_radix(&tag[..2], 16).unwrap();
+        let lan = Lan {
+            netns: format!("pl-{tag}"),
+            // 10.250-253.x.0/24: apart from Pier's 10.88.0.0/16 and private to the test.
+            prefix: format!("10.{}.{b}", 250 + b % 4),
+            hosts: 0,
+        };
+        ip(&["netns", "add", &lan.netns]);
+        ip(&["-n", &lan.netns, "link", "set", "lo", "up"]);
+        ip(&["-n", &lan.netns, "link", "add", "br0", "type", "bridge"]);
+        ip(&["-n", &lan.netns, "link", "set", "br0", "up"]);
+        lan
+    }
+
+    /// Connects the daemon's namespace to the LAN; returns its address there.
+    pub fn connect(&mut self, d: &Daemon) -> String {
+        self.hosts += 1;
+        let end = format!("h{}", self.hosts);
+        let addr = format!("{}.{}", self.prefix, self.hosts);
+        ip(&[
+            "-n",
+            &self.netns,
+            "link",
+            "add",
+            &end,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "lan0",
+            "netns",
+            &d.netns,
+        ]);
+        ip(&[
+            "-n",
+            &self.netns,
+            "link",
+            "set",
+            &end,
+            "master",
+            "br0",
+            "up",
+        ]);
+        ip(&[
+            "-n",
+            &d.netns,
+            "addr",
+            "add",
+            &format!("{addr}/24"),
+            "dev",
+            "lan0",
+        ]);
+        ip(&["-n", &d.netns, "link", "set", "lan0", "up"]);
+        addr
+    }
+}
+
+impl Drop for Lan {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.netns])
+            .status();
+        if !std::thread::panicking() {
+            assert!(
+                !Path::new("/run/netns").join(&self.netns).exists(),
+                "the LAN's namespace {} is left",
+                self.netns
+            );
+        }
+    }
+}
+
+/// Twelve random hex digits.
+pub fn random_tag() -> String {
+    let mut b = [0u8; 6];
+    fs::File::open("/dev/urandom")
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut b))
+        .unwrap();
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}

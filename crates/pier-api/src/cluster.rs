@@ -1,0 +1,114 @@
+//! The pool's vocabulary on the native API: `pier cluster init/join/token`
+//! (`/v1/cluster/...`) and `pier host ls/inspect/cordon/uncordon/rm` (`/v1/hosts/...`).
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+/// `POST /v1/cluster/init`: make a pool of this host.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterInit {
+    /// The address other hosts reach this one at, `IP` or `IP:PORT` (the cluster
+    /// listener's port, 7443 by default). Default: the address of the default route.
+    #[serde(default)]
+    pub advertise: Option<String>,
+    /// Client URLs of an existing etcd cluster to keep the pool in; empty: this daemon
+    /// runs an etcd member of its own.
+    #[serde(default)]
+    pub etcd: Vec<String>,
+    /// This host's name in the pool. Default: the machine's host name.
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+}
+
+/// `POST /v1/cluster/join`: make this host a member of the pool at `addr`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterJoin {
+    /// A member's cluster address, `IP[:PORT]` (as `pier cluster init` printed it).
+    pub addr: String,
+    /// The join token (`PJ1....`).
+    pub token: String,
+    /// As [`ClusterInit::advertise`]; default: this host's address on the way to `addr`.
+    #[serde(default)]
+    pub advertise: Option<String>,
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+}
+
+/// `POST /v1/cluster/tokens`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TokenRequest {
+    /// How long the token works, seconds (1 to 7 days); an hour when absent.
+    #[serde(default)]
+    pub ttl_secs: Option<u64>,
+}
+
+/// A join command with its token (`pier cluster init`, `pier cluster token`).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct JoinCommand {
+    pub cluster_id: String,
+    /// This host's name in the pool.
+    pub host: String,
+    /// `pier cluster join ADDR TOKEN`, to run on the joining host.
+    pub command: String,
+    pub token: String,
+    /// When the token stops working, Unix seconds.
+    pub expires: u64,
+}
+
+/// What `pier cluster join` answers.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Joined {
+    pub cluster_id: String,
+    /// This host's name in the pool.
+    pub host: String,
+    pub etcd_endpoints: Vec<String>,
+}
+
+/// Amounts of a host's resources.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct HostResources {
+    /// Thousandths of a CPU.
+    pub cpu_millis: u64,
+    pub memory_bytes: u64,
+    pub disk_bytes: u64,
+}
+
+/// A host of the pool (`GET /v1/hosts`, `GET /v1/hosts/{id}`).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct HostInfo {
+    /// Its name, unique in the pool.
+    pub id: String,
+    /// `up`, `down` (its heartbeat expired), `cordoned` (takes no new instances) or
+    /// `draining`.
+    pub state: String,
+    /// Whether the scheduler may place new instances on it (its record's state is `up`).
+    pub schedulable: bool,
+    pub address: Option<String>,
+    /// Its cluster listener, `IP:PORT`.
+    pub cluster_addr: Option<String>,
+    pub labels: BTreeMap<String, String>,
+    pub capacity: HostResources,
+    /// What the scheduler has reserved on it.
+    pub allocated: HostResources,
+    /// Host ports reserved on it (`PORT/PROTO`).
+    pub ports: Vec<String>,
+    pub instances: u64,
+    /// Its last heartbeat, Unix seconds by its clock; none when it is down.
+    pub last_heartbeat: Option<u64>,
+    /// Seconds its heartbeat lives without renewal.
+    pub heartbeat_ttl: Option<u64>,
+    /// Whether it runs an etcd member of the pool.
+    pub etcd_member: bool,
+    pub etcd_client_url: Option<String>,
+    /// When it joined, Unix seconds.
+    pub joined: Option<u64>,
+}

@@ -1,0 +1,350 @@
+//! A host joining the pool, both sides of it, over the transport the daemon gives (its
+//! cluster listener, HTTPS; see `pier-daemon`'s `cluster` module):
+//!
+//! 1. the joining host connects to a member and checks, before it sends anything, that
+//!    the member's certificate chains to a CA whose fingerprint is the token's;
+//! 2. it sends a [`JoinRequest`] (the token, its name and address);
+//! 3. the member ([`grant`]) checks the name is free, redeems the token (once, whatever
+//!    races: [`crate::join::redeem`]) and signs a certificate for the host with the pool's
+//!    CA: the [`JoinGrant`], with the etcd endpoints;
+//! 4. the joining host ([`finish`]) opens the pool's store, registers its records, then
+//!    keeps its credentials on disk ([`crate::local::save`]); a failure at any step
+//!    undoes the steps before, so nothing is left half joined on it.
+//!
+//! The member's key is made by the pool and sent over the verified TLS channel (a
+//! certificate signing request would keep it on the host; rcgen needs its `x509-parser`
+//! feature to sign one, left for later).
+
+use std::net::IpAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use pier_store::{Store, StoreError};
+use serde::{Deserialize, Serialize};
+
+use crate::ca::{self, ClusterCa};
+use crate::join::{self, JoinError, JoinToken};
+use crate::local::{self, Credentials, LocalError, LocalMember};
+use crate::member::{self, MemberError, MemberRecord};
+use crate::scheduler::{HostRecord, HostState, Labels, Resources};
+
+/// What a joining host sends.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JoinRequest {
+    pub token: String,
+    pub name: String,
+    /// The IP it advertises.
+    pub address: IpAddr,
+}
+
+/// What the pool gives a host it admits.
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JoinGrant {
+    pub cluster_id: String,
+    pub ca_pem: String,
+    pub cert_pem: String,
+    pub key_pem: String,
+    pub etcd_endpoints: Vec<String>,
+    pub etcd_prefix: String,
+}
+
+impl std::fmt::Debug for JoinGrant {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JoinGrant")
+            .field("cluster_id", &self.cluster_id)
+            .field("etcd_endpoints", &self.etcd_endpoints)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AdmitError {
+    #[error(transparent)]
+    Token(#[from] JoinError),
+    #[error(transparent)]
+    Member(#[from] MemberError),
+    #[error(transparent)]
+    Ca(#[from] ca::CaError),
+    #[error("this member cannot sign certificates (only the host that made the pool keeps the CA's key); join through that host's address")]
+    NoCaKey,
+    #[error("the pool's state store at {endpoints} is unreachable from this host; nothing was kept here, and the token is used up: make a new one with `pier cluster token` once the store is reachable (check the address and that etcd runs)")]
+    StoreUnreachable {
+        endpoints: String,
+        #[source]
+        source: StoreError,
+    },
+    #[error("cannot keep this host's membership")]
+    Local(#[from] LocalError),
+}
+
+impl AdmitError {
+    /// Whether the caller asked for something wrong (as opposed to the pool failing).
+    pub fn is_client_error(&self) -> bool {
+        match self {
+            AdmitError::Token(JoinError::Store(_)) => false,
+            AdmitError::Token(_) => true,
+            AdmitError::Member(MemberError::BadName(_) | MemberError::NameTaken(_)) => true,
+            _ => false,
+        }
+    }
+}
+
+/// The pool's side of a join (step 3 of the module doc), on a member holding the CA.
+pub fn grant(
+    store: &dyn Store,
+    ca: Option<&ClusterCa>,
+    req: &JoinRequest,
+    etcd_endpoints: &[String],
+    etcd_prefix: &str,
+    now: SystemTime,
+) -> Result<JoinGrant, AdmitError> {
+    let token: JoinToken = req.token.parse()?;
+    let ca = ca.ok_or(AdmitError::NoCaKey)?;
+    member::check_name(&req.name)?;
+    // Checked before the token is used up, so a taken name costs no token.
+    if member::exists(store, &req.name)? {
+        return Err(MemberError::NameTaken(req.name.clone()).into());
+    }
+    join::redeem(store, &token, &ca.fingerprint(), now)?;
+    let cert = ca.issue(&req.name, &[req.address])?;
+    Ok(JoinGrant {
+        cluster_id: ca.cluster_id.clone(),
+        ca_pem: ca.cert_pem.clone(),
+        cert_pem: cert.cert_pem,
+        key_pem: cert.key_pem,
+        etcd_endpoints: etcd_endpoints.to_vec(),
+        etcd_prefix: etcd_prefix.to_string(),
+    })
+}
+
+/// This host as the pool records it.
+#[derive(Debug, Clone)]
+pub struct Joining {
+    pub name: String,
+    pub address: IpAddr,
+    pub cluster_port: u16,
+    pub labels: Labels,
+    pub capacity: Resources,
+}
+
+impl Joining {
+    pub fn records(&self, etcd_client_url: Option<String>) -> (HostRecord, MemberRecord) {
+        (
+            HostRecord {
+                id: self.name.clone(),
+                labels: self.labels.clone(),
+                state: HostState::Up,
+                capacity: self.capacity,
+            },
+            MemberRecord {
+                id: self.name.clone(),
+                address: self.address.to_string(),
+                cluster_addr: std::net::SocketAddr::new(self.address, self.cluster_port)
+                    .to_string(),
+                etcd_client_url,
+                joined: member::unix_now(),
+            },
+        )
+    }
+}
+
+/// The joining host's side once granted (step 4): opens the pool's store with `open` (given
+/// the grant: its endpoints, and the certificate to connect with),
+/// registers this host and keeps its membership under `root`. On any failure nothing is
+/// kept, here or in the pool.
+pub fn finish(
+    root: &Path,
+    grant: JoinGrant,
+    token_fingerprint: &str,
+    me: &Joining,
+    open: impl FnOnce(&JoinGrant) -> Result<Arc<dyn Store>, StoreError>,
+) -> Result<(LocalMember, Arc<dyn Store>), AdmitError> {
+    // The TLS check already held; the CA handed over must be the same one.
+    let found = ca::fingerprint_of_pem(&grant.ca_pem)?;
+    if found != token_fingerprint {
+        return Err(JoinError::WrongPool {
+            expected: token_fingerprint.to_string(),
+            found,
+        }
+        .into());
+    }
+    let store = open(&grant).map_err(|source| AdmitError::StoreUnreachable {
+        endpoints: grant.etcd_endpoints.join(","),
+        source,
+    })?;
+    let (host, rec) = me.records(None);
+    member::register(store.as_ref(), &host, &rec)?;
+    let local_member = LocalMember {
+        cluster_id: grant.cluster_id.clone(),
+        name: me.name.clone(),
+        address: me.address.to_string(),
+        cluster_port: me.cluster_port,
+        etcd_endpoints: grant.etcd_endpoints.clone(),
+        etcd_prefix: grant.etcd_prefix.clone(),
+        runs_etcd: false,
+    };
+    let creds = Credentials {
+        ca_pem: grant.ca_pem,
+        ca_key_pem: None,
+        cert_pem: grant.cert_pem,
+        key_pem: grant.key_pem,
+    };
+    if let Err(e) = local::save(root, &local_member, &creds) {
+        let _ = member::remove(store.as_ref(), &me.name, true);
+        return Err(e.into());
+    }
+    Ok((local_member, store))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pier_store::{EtcdConfig, EtcdStore, MemStore};
+    use std::time::Duration;
+
+    fn me(name: &str) -> Joining {
+        Joining {
+            name: name.into(),
+            address: "10.1.0.2".parse().unwrap(),
+            cluster_port: 7443,
+            labels: Labels::new(),
+            capacity: Resources::default(),
+        }
+    }
+
+    fn request(token: &str, name: &str) -> JoinRequest {
+        JoinRequest {
+            token: token.into(),
+            name: name.into(),
+            address: "10.1.0.2".parse().unwrap(),
+        }
+    }
+
+    #[test]
+    fn a_granted_host_joins_and_a_bad_request_costs_nothing() {
+        let pool: Arc<dyn Store> = Arc::new(MemStore::default());
+        let ca = ClusterCa::create("pool-1").unwrap();
+        let now = SystemTime::now();
+        let t = join::issue(pool.as_ref(), &ca.fingerprint(), join::DEFAULT_TTL, now).unwrap();
+        let eps = vec!["http://10.1.0.1:2379".to_string()];
+        // No CA key on this member; a bad name: refused, the token kept.
+        let e = grant(
+            pool.as_ref(),
+            None,
+            &request(&t.to_string(), "h2"),
+            &eps,
+            "p/",
+            now,
+        )
+        .unwrap_err();
+        assert!(matches!(e, AdmitError::NoCaKey));
+        let e = grant(
+            pool.as_ref(),
+            Some(&ca),
+            &request(&t.to_string(), "Bad"),
+            &eps,
+            "p/",
+            now,
+        )
+        .unwrap_err();
+        assert!(e.is_client_error(), "{e}");
+        let e = grant(
+            pool.as_ref(),
+            Some(&ca),
+            &request("PJ1.x", "h2"),
+            &eps,
+            "p/",
+            now,
+        )
+        .unwrap_err();
+        assert!(matches!(e, AdmitError::Token(JoinError::Malformed)));
+        let g = grant(
+            pool.as_ref(),
+            Some(&ca),
+            &request(&t.to_string(), "h2"),
+            &eps,
+            "p/",
+            now,
+        )
+        .unwrap();
+        assert_eq!(g.etcd_endpoints, eps);
+        let root = tempfile::tempdir().unwrap();
+        let pool2 = pool.clone();
+        let (m, _) = finish(root.path(), g, &ca.fingerprint(), &me("h2"), |_| Ok(pool2)).unwrap();
+        assert_eq!(m.name, "h2");
+        assert!(member::exists(pool.as_ref(), "h2").unwrap());
+        assert!(local::load(root.path()).unwrap().is_some());
+        // The same token again: used up.
+        let e = grant(
+            pool.as_ref(),
+            Some(&ca),
+            &request(&t.to_string(), "h3"),
+            &eps,
+            "p/",
+            now,
+        )
+        .unwrap_err();
+        assert!(matches!(e, AdmitError::Token(JoinError::Unknown)), "{e}");
+    }
+
+    #[test]
+    fn a_grant_of_another_ca_is_refused_and_nothing_is_kept() {
+        let ca = ClusterCa::create("pool-1").unwrap();
+        let other = ClusterCa::create("pool-2").unwrap();
+        let cert = other.issue("h2", &[]).unwrap();
+        let g = JoinGrant {
+            cluster_id: "pool-2".into(),
+            ca_pem: other.cert_pem.clone(),
+            cert_pem: cert.cert_pem,
+            key_pem: cert.key_pem,
+            etcd_endpoints: vec![],
+            etcd_prefix: "p/".into(),
+        };
+        let root = tempfile::tempdir().unwrap();
+        let Err(e) = finish(root.path(), g, &ca.fingerprint(), &me("h2"), |_| {
+            panic!("the store must not be opened")
+        }) else {
+            panic!("joined a pool of another CA")
+        };
+        assert!(matches!(e, AdmitError::Token(JoinError::WrongPool { .. })));
+        assert_eq!(std::fs::read_dir(root.path()).unwrap().count(), 0);
+    }
+
+    /// etcd unreachable at join: a clear error naming the endpoints, and no state kept.
+    #[test]
+    fn an_unreachable_store_at_join_says_so_and_keeps_nothing() {
+        let ca = ClusterCa::create("pool-1").unwrap();
+        let cert = ca.issue("h2", &[]).unwrap();
+        // A port nothing listens on: bound, then released.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let endpoint = format!("http://127.0.0.1:{port}");
+        let g = JoinGrant {
+            cluster_id: "pool-1".into(),
+            ca_pem: ca.cert_pem.clone(),
+            cert_pem: cert.cert_pem,
+            key_pem: cert.key_pem,
+            etcd_endpoints: vec![endpoint.clone()],
+            etcd_prefix: "p/".into(),
+        };
+        let root = tempfile::tempdir().unwrap();
+        let Err(e) = finish(root.path(), g, &ca.fingerprint(), &me("h2"), |g| {
+            let mut c = EtcdConfig::new(g.etcd_endpoints.clone(), &g.etcd_prefix);
+            c.connect_timeout = Duration::from_millis(500);
+            Ok(Arc::new(EtcdStore::open(c)?) as Arc<dyn Store>)
+        }) else {
+            panic!("joined with no store")
+        };
+        assert!(matches!(e, AdmitError::StoreUnreachable { .. }), "{e}");
+        let text = e.to_string();
+        assert!(text.contains(&endpoint), "{text}");
+        assert!(text.contains("nothing was kept here"), "{text}");
+        assert_eq!(std::fs::read_dir(root.path()).unwrap().count(), 0);
+    }
+}

@@ -1,0 +1,365 @@
+//! Root tier: the pool's membership. Three `pier daemon`s on one machine, each in a network
+//! namespace of its own joined to one bridge standing for the physical network ([`Lan`]):
+//! `pier cluster init` on the first, joins with good and bad tokens, `pier host` from any
+//! member, and a host killed with SIGKILL going `down` when its heartbeat expires.
+
+mod common;
+
+use std::os::unix::fs::PermissionsExt;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+/// The heartbeat's time to live the daemons get.
+const TTL: Duration = Duration::from_secs(2);
+
+fn hosts(d: &Daemon) -> Vec<(String, String)> {
+    let v = d.json(&["host", "ls"]);
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|h| {
+            (
+                h["id"].as_str().unwrap().to_string(),
+                h["state"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+fn state_of(d: &Daemon, host: &str) -> String {
+    hosts(d)
+        .into_iter()
+        .find(|(id, _)| id == host)
+        .map(|(_, s)| s)
+        .unwrap_or_else(|| "absent".into())
+}
+
+/// The host kept nothing of a join that failed, and the pool has no record of it.
+fn nothing_joined(joiner: &Daemon, member: &Daemon, name: &str) {
+    for d in ["cluster", "cluster.new"] {
+        assert!(!joiner.root.join(d).exists(), "a failed join left ROOT/{d}");
+    }
+    let e = joiner.fails(&["host", "ls"]);
+    assert!(e.contains("this host is not in a pool"), "{e}");
+    assert_eq!(state_of(member, name), "absent", "the pool holds {name}");
+}
+
+fn join(d: &Daemon, addr: &str, token: &str, name: &str) -> std::process::Output {
+    d.pier(&["cluster", "join", addr, token, "--name", name])
+}
+
+fn stderr(o: &std::process::Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+#[test]
+#[ignore = "root tier: needs root; scripts/test.sh runs it (--run-ignored all)"]
+fn three_hosts_make_a_pool_join_it_and_see_each_other_go_down() {
+    require_root_and_tools(&["etcd"]);
+    let mut lan = Lan::new();
+    let hb = ["--host-heartbeat", "2s"];
+    let h1 = Daemon::start_with(&hb);
+    let mut h2 = Daemon::start_with(&hb);
+    let h3 = Daemon::start_with(&hb);
+    let a1 = lan.connect(&h1);
+    lan.connect(&h2);
+    lan.connect(&h3);
+
+    // A daemon outside any pool says so.
+    let e = h1.fails(&["host", "ls"]);
+    assert!(
+        e.contains("this host is not in a pool; make one with `pier cluster init`"),
+        "{e}"
+    );
+
+    // init: the CA and certificates kept private, an etcd of the pool's, a join command.
+    let init = h1.json(&[
+        "cluster",
+        "init",
+        "--advertise",
+        &a1,
+        "--name",
+        "h1",
+        "--label",
+        "zone=a",
+    ]);
+    let addr = format!("{a1}:7443");
+    let token = init["token"].as_str().unwrap().to_string();
+    assert_eq!(
+        init["command"].as_str().unwrap(),
+        format!("pier cluster join {addr} {token}")
+    );
+    assert!(token.starts_with("PJ1."), "{token}");
+    let dir = h1.root.join("cluster");
+    assert_eq!(dir.metadata().unwrap().permissions().mode() & 0o777, 0o700);
+    for f in [
+        "ca.pem",
+        "ca-key.pem",
+        "member.pem",
+        "member-key.pem",
+        "member.json",
+    ] {
+        let mode = dir.join(f).metadata().unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{f}");
+    }
+    let e = h1.fails(&["cluster", "init", "--advertise", &a1]);
+    assert!(e.contains("this host is in pool"), "{e}");
+
+    // A good token: h2 joins.
+    let out = join(&h2, &addr, &token, "h2");
+    assert!(out.status.success(), "{}\n{}", stderr(&out), h1.log());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("joined pool"));
+    assert!(
+        !h2.root.join("cluster/ca-key.pem").exists(),
+        "only the first host signs"
+    );
+
+    // On h3: the used token, a wrong secret, another pool's fingerprint, a malformed and
+    // an expired token are each refused with their reason, and leave nothing.
+    let out = join(&h3, &addr, &token, "h3");
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("this join token is unknown to the pool: it was used already or never made; make a new one with `pier cluster token`"),
+        "{}",
+        stderr(&out)
+    );
+    nothing_joined(&h3, &h1, "h3");
+    let fresh = h1.json(&["cluster", "token"])["token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let parts: Vec<&str> = fresh.split('.').collect();
+    let bad_secret = format!("PJ1.{}.{}.{}", parts[1], parts[2], "0".repeat(64));
+    let out = join(&h3, &addr, &bad_secret, "h3");
+    assert!(
+        stderr(&out).contains("this join token's secret is wrong"),
+        "{}",
+        stderr(&out)
+    );
+    nothing_joined(&h3, &h1, "h3");
+    let other_pool = format!("PJ1.{}.{}.{}", "ab".repeat(32), parts[2], parts[3]);
+    let out = join(&h3, &addr, &other_pool, "h3");
+    assert!(
+        stderr(&out).contains("does not show the pool's CA that the token names")
+            && stderr(&out).contains(&"ab".repeat(32)),
+        "{}",
+        stderr(&out)
+    );
+    nothing_joined(&h3, &h1, "h3");
+    let out = join(&h3, &addr, "PJ1.nonsense", "h3");
+    assert!(
+        stderr(&out).contains("this is not a Pier join token"),
+        "{}",
+        stderr(&out)
+    );
+    nothing_joined(&h3, &h1, "h3");
+    // An expired token.
+    let short = h1.json(&["cluster", "token", "--ttl", "1s"])["token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    std::thread::sleep(Duration::from_millis(1100));
+    let out = join(&h3, &addr, &short, "h3");
+    assert!(
+        stderr(&out).contains("this join token expired; make a new one with `pier cluster token`"),
+        "{}",
+        stderr(&out)
+    );
+    nothing_joined(&h3, &h1, "h3");
+    // A name taken in the pool costs no token.
+    let out = join(&h3, &addr, &fresh, "h2");
+    assert!(
+        stderr(&out).contains("a host named h2 is in the pool already"),
+        "{}",
+        stderr(&out)
+    );
+    nothing_joined(&h3, &h1, "h3");
+
+    // A new token: h3 joins, and sees all three up.
+    let newer = h1.json(&["cluster", "token"])["token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let out = join(&h3, &addr, &newer, "h3");
+    assert!(out.status.success(), "{}", stderr(&out));
+    wait_until("three hosts up, seen from h3", || {
+        hosts(&h3)
+            == [
+                ("h1".to_string(), "up".to_string()),
+                ("h2".to_string(), "up".to_string()),
+                ("h3".to_string(), "up".to_string()),
+            ]
+    });
+    let table = h3.ok(&["host", "ls"]);
+    assert!(table.starts_with("HOST "), "{table}");
+    let i = h3.json(&["host", "inspect", "h1"]);
+    assert_eq!(i["etcd_member"], true);
+    assert_eq!(i["labels"]["zone"], "a");
+    assert_eq!(i["address"], a1.as_str());
+    assert!(i["capacity"]["cpu_millis"].as_u64().unwrap() >= 1000, "{i}");
+    assert!(i["capacity"]["memory_bytes"].as_u64().unwrap() > 0, "{i}");
+    assert!(i["last_heartbeat"].as_u64().is_some(), "{i}");
+    assert_eq!(i["heartbeat_ttl"], TTL.as_secs());
+    assert_eq!(h3.json(&["host", "inspect", "h2"])["etcd_member"], false);
+    let e = h3.fails(&["host", "inspect", "h9"]);
+    assert!(e.contains("no host h9 in the pool"), "{e}");
+
+    // Cordon h2 from h1; h3 sees it.
+    h1.ok(&["host", "cordon", "h2"]);
+    assert_eq!(state_of(&h3, "h2"), "cordoned");
+    assert_eq!(h3.json(&["host", "inspect", "h2"])["schedulable"], false);
+
+    // An up host is not removed.
+    let e = h1.fails(&["host", "rm", "h3"]);
+    assert!(e.contains("host h3 is up; stop its daemon first"), "{e}");
+
+    // h2's daemon killed: down within the heartbeat's time to live (and etcd's expiry
+    // tick, and the last beat's age), then removed.
+    h2.kill9();
+    let killed = Instant::now();
+    let slack = Duration::from_secs(5);
+    while state_of(&h3, "h2") != "down" {
+        assert!(
+            killed.elapsed() < TTL + slack,
+            "h2 not down {:?} after SIGKILL",
+            killed.elapsed()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    eprintln!("h2 down {:?} after SIGKILL (ttl {TTL:?})", killed.elapsed());
+    assert_eq!(
+        h3.json(&["host", "inspect", "h2"])["last_heartbeat"],
+        serde_json::Value::Null
+    );
+    h3.ok(&["host", "rm", "h2"]);
+    assert_eq!(
+        hosts(&h1),
+        [
+            ("h1".to_string(), "up".to_string()),
+            ("h3".to_string(), "up".to_string()),
+        ]
+    );
+    let e = h3.fails(&["host", "rm", "h2"]);
+    assert!(e.contains("no host h2 in the pool"), "{e}");
+
+    // h2's host leaves the pool for good (its membership removed) and stops cleanly.
+    std::fs::remove_dir_all(h2.root.join("cluster")).unwrap();
+    h2.spawn();
+    let e = h2.fails(&["host", "ls"]);
+    assert!(e.contains("this host is not in a pool"), "{e}");
+}
+
+/// The pid of the etcd the daemon on `d` runs (its data directory names the daemon's root).
+fn etcd_pid(d: &Daemon) -> Option<i32> {
+    let want = format!("--data-dir={}", d.root.join("etcd/data").display());
+    std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
+        let pid: i32 = e.file_name().to_str()?.parse().ok()?;
+        let cmdline = std::fs::read(e.path().join("cmdline")).ok()?;
+        cmdline
+            .split(|b| *b == 0)
+            .any(|a| a == want.as_bytes())
+            .then_some(pid)
+    })
+}
+
+/// `curl` from `d`'s namespace to a member's listener, checking the server against the
+/// pool's CA; with `d`'s member certificate as client certificate when `as_member`. The
+/// HTTP status.
+fn curl_listener(d: &Daemon, addr: &str, path: &str, as_member: bool) -> String {
+    let dir = d.root.join("cluster");
+    let mut c = d.in_netns("curl");
+    c.args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "--cacert"])
+        .arg(dir.join("ca.pem"));
+    if as_member {
+        c.arg("--cert")
+            .arg(dir.join("member.pem"))
+            .arg("--key")
+            .arg(dir.join("member-key.pem"));
+    }
+    let out = c.arg(format!("https://{addr}{path}")).output().unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+#[ignore = "root tier: needs root; scripts/test.sh runs it (--run-ignored all)"]
+fn members_resume_after_restarts_and_the_pools_etcd_is_restarted_when_it_dies() {
+    require_root_and_tools(&["etcd", "curl"]);
+    let mut lan = Lan::new();
+    let hb = ["--host-heartbeat", "2s"];
+    let mut h1 = Daemon::start_with(&hb);
+    let mut h2 = Daemon::start_with(&hb);
+    let a1 = lan.connect(&h1);
+    let a2 = lan.connect(&h2);
+    let init = h1.json(&["cluster", "init", "--advertise", &a1, "--name", "h1"]);
+    let addr = format!("{a1}:7443");
+    h2.ok(&[
+        "cluster",
+        "join",
+        &addr,
+        init["token"].as_str().unwrap(),
+        "--name",
+        "h2",
+    ]);
+    let both_up = |d: &Daemon| {
+        d.pier(&["--format", "json", "host", "ls"]).status.success()
+            && hosts(d)
+                == [
+                    ("h1".to_string(), "up".to_string()),
+                    ("h2".to_string(), "up".to_string()),
+                ]
+    };
+    wait_until("both up", || both_up(&h1));
+
+    // The listener: its certificate chains to the pool's CA for its address; a member's
+    // client certificate opens the member routes, a client without one sees the join
+    // route alone.
+    assert_eq!(curl_listener(&h2, &addr, "/cluster/v1/ping", true), "200");
+    assert_eq!(curl_listener(&h2, &addr, "/cluster/v1/ping", false), "404");
+    assert_eq!(
+        curl_listener(&h1, &format!("{a2}:7443"), "/cluster/v1/ping", true),
+        "200"
+    );
+
+    // The pool's etcd speaks mutual TLS with the pool's CA: a member's certificate opens
+    // it, a client without one is turned away.
+    let etcd = format!("{a1}:2379");
+    assert_eq!(curl_listener(&h2, &etcd, "/version", true), "200");
+    assert_eq!(curl_listener(&h2, &etcd, "/version", false), "000");
+
+    // A clean stop ends the heartbeat at once: down long before the time to live.
+    h2.stop();
+    assert_eq!(state_of(&h1, "h2"), "down");
+    // Started again, it resumes its membership.
+    h2.spawn();
+    wait_until("h2 up again", || both_up(&h1));
+
+    // etcd killed under the daemon: its supervisor starts it again on the same data.
+    let pid = etcd_pid(&h1).expect("h1 runs etcd");
+    rustix::process::kill_process(
+        rustix::process::Pid::from_raw(pid).unwrap(),
+        rustix::process::Signal::KILL,
+    )
+    .unwrap();
+    wait_until("etcd restarted", || etcd_pid(&h1).is_some_and(|p| p != pid));
+    wait_until("the pool answers again", || both_up(&h2));
+    assert!(h1.log().contains("etcd exited; restarting it"));
+
+    // The pool's first host restarted: its etcd stops with it and comes back with it;
+    // the other member reconnects.
+    h1.stop();
+    assert!(etcd_pid(&h1).is_none(), "etcd outlived its daemon");
+    h1.spawn();
+    wait_until("the pool back after h1's restart", || {
+        both_up(&h1) && both_up(&h2)
+    });
+
+    // A daemon killed with SIGKILL takes its etcd with it (its parent-death signal).
+    let pid = etcd_pid(&h1).unwrap();
+    h1.kill9();
+    wait_until("etcd gone with its daemon", || {
+        !std::path::Path::new(&format!("/proc/{pid}")).exists()
+    });
+    h1.spawn();
+    wait_until("the pool back after h1's crash", || both_up(&h2));
+}
