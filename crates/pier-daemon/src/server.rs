@@ -186,7 +186,8 @@ pub async fn run(mut config: DaemonConfig) -> Result<(), DaemonError> {
     };
 
     // The pool (issue 17): this host's membership, resumed if it has one.
-    let cluster = crate::cluster::Cluster::new(&config.root, config.host_heartbeat);
+    let cluster =
+        crate::cluster::Cluster::new(&config.root, config.host_heartbeat, Arc::downgrade(&engine));
     cluster.resume().await.map_err(DaemonError::Cluster)?;
 
     let native = listen(&config.socket)?;

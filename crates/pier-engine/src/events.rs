@@ -26,6 +26,7 @@ pub const EVENT_FILTERS: &[&str] = &[
     "image",
     "network",
     "volume",
+    "host",
     "label",
     "scope",
     "daemon",
@@ -69,6 +70,7 @@ impl LoggedEvent {
                 self.kind == "network" && (self.id.starts_with(v) || name == Some(v))
             })
             && any("volume", &|v| self.kind == "volume" && self.id == v)
+            && any("host", &|v| self.kind == "host" && self.id == v)
             && any("label", &|v| filters::label_matches(&self.attributes, v))
             && any("scope", &|v| v == "local")
     }

@@ -49,6 +49,21 @@ fn join(d: &Daemon, addr: &str, token: &str, name: &str) -> std::process::Output
     d.pier(&["cluster", "join", addr, token, "--name", name])
 }
 
+/// The actions of `host`'s events in `d`'s log, oldest first.
+fn host_events(d: &Daemon, host: &str) -> Vec<String> {
+    let filter = format!("host={host}");
+    let args = ["--format", "json", "events", "--since", "10m", "--until", "0s"];
+    d.ok(&[&args[..], &["--filter", "type=host", "--filter", &filter]].concat())
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            assert_eq!(v["kind"], "host", "{v}");
+            assert_eq!(v["attributes"]["name"], host, "{v}");
+            v["action"].as_str().unwrap().to_string()
+        })
+        .collect()
+}
+
 fn stderr(o: &std::process::Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
@@ -242,6 +257,23 @@ fn three_hosts_make_a_pool_join_it_and_see_each_other_go_down() {
     );
     let e = h3.fails(&["host", "rm", "h2"]);
     assert!(e.contains("no host h2 in the pool"), "{e}");
+
+    // Every member logs every host's events, whoever caused them: h1 all of h2's life,
+    // h3 what happened after it joined.
+    for (d, want) in [
+        (&h1, &["join", "up", "cordon", "down", "remove"][..]),
+        (&h3, &["cordon", "down", "remove"][..]),
+    ] {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let got = host_events(d, "h2");
+            if got == want {
+                break;
+            }
+            assert!(Instant::now() < deadline, "h2's events: {got:?}, not {want:?}");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
 
     // h2's host leaves the pool for good (its membership removed) and stops cleanly.
     std::fs::remove_dir_all(h2.root.join("cluster")).unwrap();

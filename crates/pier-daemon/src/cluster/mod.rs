@@ -25,7 +25,7 @@ pub use routes::{routes, ClusterDoc};
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::{Duration, SystemTime};
 
 use axum::extract::State;
@@ -35,6 +35,7 @@ use pier_api::cluster::{ClusterInit, ClusterJoin, HostInfo, HostResources, JoinC
 use pier_api::ErrorKind;
 use pier_cluster::admit::{self, AdmitError, JoinGrant, JoinRequest, Joining};
 use pier_cluster::ca::ClusterCa;
+use pier_cluster::host_events::HostEvents;
 use pier_cluster::join::{self, JoinError, JoinToken};
 use pier_cluster::local::{self, Credentials, LocalMember};
 use pier_cluster::member::{self, Heartbeater, MemberError, PoolRecord};
@@ -42,6 +43,7 @@ use pier_cluster::scheduler::{Labels, Resources};
 use pier_store::{EtcdConfig, EtcdStore, EtcdTls, Store, StoreError};
 
 use crate::error::ApiError;
+use pier_engine::Engine;
 
 /// The prefix of the pool's keys in etcd.
 pub const ETCD_PREFIX: &str = "pier/";
@@ -49,6 +51,8 @@ pub const ETCD_PREFIX: &str = "pier/";
 /// The daemon's cluster side.
 pub struct Cluster {
     root: PathBuf,
+    /// Where host events go (the daemon's event log).
+    engine: Weak<Engine>,
     heartbeat_ttl: Duration,
     /// Serializes init and join.
     changing: tokio::sync::Mutex<()>,
@@ -264,9 +268,10 @@ fn etcd_tls(creds: &Credentials) -> EtcdTls {
 impl Cluster {
     /// The cluster side of the daemon on `root`; [`Cluster::resume`] starts it when the
     /// daemon is a member already.
-    pub fn new(root: &Path, heartbeat_ttl: Duration) -> Arc<Cluster> {
+    pub fn new(root: &Path, heartbeat_ttl: Duration, engine: Weak<Engine>) -> Arc<Cluster> {
         Arc::new(Cluster {
             root: root.to_path_buf(),
+            engine,
             heartbeat_ttl,
             changing: tokio::sync::Mutex::new(()),
             member: Mutex::new(None),
@@ -351,6 +356,7 @@ impl Cluster {
                         let _ = m2.store.set(store);
                         tracing::info!(host = %m2.local.name, "connected to the pool's store");
                         me.start_heartbeat(&m2);
+                        me.start_host_events(&m2);
                         return;
                     }
                     Ok(Err(e)) if !logged => {
@@ -456,6 +462,37 @@ impl Cluster {
                     _ => {}
                 }
                 tokio::time::sleep(period).await;
+            }
+        });
+        m.tasks.lock().unwrap_or_else(|e| e.into_inner()).push(task);
+    }
+
+    /// Reports every host's events (join, cordon, uncordon, remove, up, down) in this
+    /// daemon's event log, as the pool's table shows them, in the `default` project
+    /// (hosts belong to the pool, not to a project). Follows again after the watch ends
+    /// (a compaction, the store lost for a while).
+    fn start_host_events(&self, m: &Arc<Member>) {
+        let Some(store) = m.store.get().cloned() else {
+            return;
+        };
+        let engine = self.engine.clone();
+        let task = tokio::spawn(async move {
+            let ctx = pier_engine::RequestContext::system(
+                pier_api::ProjectName::default_project(),
+                "cluster",
+            );
+            loop {
+                let s = store.clone();
+                let followed =
+                    tokio::task::spawn_blocking(move || HostEvents::follow(s.as_ref())).await;
+                if let Ok(Ok((mut hosts, mut watch))) = followed {
+                    while let Some(Ok(ev)) = watch.recv().await {
+                        let Some(h) = hosts.apply(&ev) else { continue };
+                        let Some(e) = engine.upgrade() else { return };
+                        e.emit(&ctx, "host", h.action, &h.host, &[("name", &h.host)]);
+                    }
+                }
+                tokio::time::sleep(Duration::from_secs(1)).await;
             }
         });
         m.tasks.lock().unwrap_or_else(|e| e.into_inner()).push(task);
@@ -616,6 +653,7 @@ impl Cluster {
         self.start_listener(&m, listener)
             .map_err(|e| internal("cannot serve the pool", e))?;
         self.start_heartbeat(&m);
+        self.start_host_events(&m);
         *self.member.lock().unwrap_or_else(|e| e.into_inner()) = Some(m.clone());
         tracing::info!(cluster = %cluster_id, host = %name, "made a pool");
         self.token_of(&m, join::DEFAULT_TTL).await
@@ -736,6 +774,7 @@ impl Cluster {
         self.start_listener(&m, listener)
             .map_err(|e| internal("cannot serve the pool", e))?;
         self.start_heartbeat(&m);
+        self.start_host_events(&m);
         *self.member.lock().unwrap_or_else(|e| e.into_inner()) = Some(m.clone());
         tracing::info!(cluster = %m.local.cluster_id, host = %name, "joined the pool");
         Ok(Joined {
