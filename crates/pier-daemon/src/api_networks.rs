@@ -40,8 +40,10 @@ pub struct NetworksDoc;
 
 #[derive(Debug, Default, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields, default)]
+#[into_params(parameter_in = Query)]
 struct ListQuery {
     /// Fill in each network's running containers (`containers`), as inspecting it does.
+    #[param(required = false)]
     containers: bool,
 }
 

@@ -71,11 +71,13 @@ pub struct VolumesDoc;
 
 #[derive(Debug, Default, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields, default)]
+#[into_params(parameter_in = Query)]
 struct ListQuery {
     /// `name=PART` or `label=K[=V]`, comma-separated.
     filter: Option<String>,
     /// Fill in each volume's `usage` and `used_by`, as inspecting it does (a limited
     /// volume's usage is a statfs; a plain one's is a walk of its directory).
+    #[param(required = false)]
     usage: bool,
 }
 

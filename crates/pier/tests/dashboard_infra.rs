@@ -118,6 +118,7 @@ assert link.get_attribute("data-ip") == ip, link.get_attribute("data-ip")
 assert ip in link.find_element(By.TAG_NAME, "text").text
 node = byid("topo-instance-" + cname)
 href = drv.execute_script("return arguments[0].getAttribute('href')", node)
+assert drv.execute_script("return arguments[0].tabIndex", node) == 0, "not in the tab order"
 assert href == "#/instances/" + cname, href
 # The count in the list and the text alternative say the same.
 until(lambda d: d.find_element(By.CSS_SELECTOR, "#net-row-dash-net td[data-count]").text == "1", "the network's instance count")
