@@ -205,6 +205,8 @@ fn listings_fill_in_network_endpoints_and_volume_usage_when_asked() {
     require_root_and_tools(&["curl"]);
     let d = with_busybox(&[]);
     assert_eq!(api_json(&d, "/v1/info")["project"], "default");
+    let info = d.ok(&["info"]);
+    assert!(info.lines().any(|l| l == " Project: default"), "{info}");
 
     // Networks: only with `containers=true` does a listing carry the running containers,
     // and then as inspecting the network shows them.

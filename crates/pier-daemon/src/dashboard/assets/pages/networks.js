@@ -121,8 +121,11 @@
       el("td", {}, rm));
   }
 
+  let project = null;
   async function loadList() {
     const nets = await api("GET", "/v1/networks?containers=true");
+    if (!project) project = (await api("GET", "/v1/info")).project;
+    $("networks-project").textContent = project;
     $("networks").tBodies[0].replaceChildren(...nets.map(row));
     const m = model(nets);
     draw($("topology"), m);
