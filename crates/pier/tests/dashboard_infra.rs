@@ -2,11 +2,12 @@
 //! (`common::browser`), and the native API they stand on.
 //!
 //! In the browser: with a volume-bytes quota set for the project, create a limited volume
-//! from the volumes page and see the quota bar move by its size, snapshot it and see the
-//! snapshot listed; create a network from the networks page, start a container on it
+//! from the volumes page and see the quota bar move by its size, change the quota from the
+//! page, snapshot the volume and see the snapshot listed; create a network from the networks page, start a container on it
 //! (CLI) while the page is open, and see the topology picture link the container to the
 //! network with its address, as the text alternative does; reach the network's details
-//! from the picture by keyboard. Refused creates show the API's message. Screenshots are
+//! from the picture by keyboard, disconnect and connect it there. Refused creates show the
+//! API's message. Screenshots are
 //! kept in `target/dashboard-screenshots/dashboard-infra/`.
 //!
 //! Through the API: `GET /v1/networks?containers=true` fills in each network's running
@@ -42,13 +43,28 @@ def until(f, what):
     except Exception:
         shot("failed")
         raise AssertionError(what + "; the page shows:\n" + drv.find_element(By.TAG_NAME, "main").text[:3000])
+from selenium.common.exceptions import StaleElementReferenceException
+from selenium.webdriver.support.ui import Select, WebDriverWait
+wait = WebDriverWait(drv, 20, ignored_exceptions=[StaleElementReferenceException])
+# f() with elements it finds afresh, again while a live refresh replaces them under it.
+def fresh(f, what):
+    out = []
+    def attempt(d):
+        try:
+            out.append(f())
+            return True
+        except StaleElementReferenceException:
+            return False
+    until(attempt, what)
+    return out[-1]
+txt = lambda i: fresh(lambda: byid(i).text, "the text of #" + i)
 
 # ---- volumes: the quota bar moves by the new volume's size -----------------------------
 until(lambda d: d.find_element(By.ID, "nav-volumes"), "the page's navigation")
 byid("nav-volumes").click()
 qm = lambda: byid("quota-bytes-meter")
 until(lambda d: qm().get_attribute("data-limit") == str(256 * MIB), "the quota bar showing the 256 MiB quota")
-assert byid("volumes-project").text == "default", byid("volumes-project").text
+assert txt("volumes-project") == "default", txt("volumes-project")
 before_used = int(qm().get_attribute("data-used"))
 before_value = float(drv.execute_script("return arguments[0].value", qm()))
 assert before_value == before_used, (before_value, before_used)
@@ -74,21 +90,33 @@ assert 16 * MIB <= limit < 17 * MIB, limit
 until(lambda d: int(qm().get_attribute("data-used")) == before_used + limit, "the quota bar moving by the volume's size")
 after_value = float(drv.execute_script("return arguments[0].value", qm()))
 assert after_value - before_value == limit, (before_value, after_value, limit)
-assert "of 256.0 MiB" in byid("quota-bytes-text").text, byid("quota-bytes-text").text
-row = byid("vol-row-dash-vol")
+assert "of 256.0 MiB" in txt("quota-bytes-text"), txt("quota-bytes-text")
 # The volume's own bar: used of its limit.
-m = row.find_element(By.TAG_NAME, "meter")
-assert float(m.get_attribute("max")) == limit, m.get_attribute("max")
-assert int(m.get_attribute("data-used")) > 0
+vmax, vused = fresh(lambda: [byid("vol-row-dash-vol").find_element(By.TAG_NAME, "meter").get_attribute(a)
+                             for a in ("max", "data-used")], "the volume's bar")
+assert float(vmax) == limit, vmax
+assert int(vused) > 0, vused
 shot("2-volume-created")
 
+# Edit the quota from the page: the bars follow.
+byid("quota-bytes").clear()
+byid("quota-bytes").send_keys("512m")
+byid("quota-count").clear()
+byid("quota-count").send_keys("3")
+byid("quota-form").find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+until(lambda d: qm().get_attribute("data-limit") == str(512 * MIB), "the quota bar at the new 512 MiB quota")
+until(lambda d: byid("quota-count-meter").get_attribute("data-limit") == "3", "the volume count bar at its new quota")
+assert byid("quota-count-meter").is_displayed()
+assert "1 volume of 3 volumes" in txt("quota-count-text"), txt("quota-count-text")
+assert int(qm().get_attribute("data-used")) == before_used + limit
+
 # ---- snapshots --------------------------------------------------------------------------
-row.find_element(By.LINK_TEXT, "dash-vol").click()
+fresh(lambda: byid("vol-row-dash-vol").find_element(By.LINK_TEXT, "dash-vol").click(), "a click on the volume")
 until(text_has("h-volume", "dash-vol"), "the volume's details")
 byid("snap-name").send_keys("snap-one")
 byid("snapshot-create").find_element(By.CSS_SELECTOR, "button[type=submit]").click()
 until(lambda d: d.find_elements(By.ID, "snap-row-snap-one"), "the snapshot's row")
-assert "snap-one" in byid("snapshots").text
+assert "snap-one" in txt("snapshots")
 shot("3-snapshot")
 
 # ---- networks: create, then a container on it shows in the picture -------------------
@@ -104,7 +132,7 @@ byid("net-name").send_keys("dash-net")
 byid("net-subnet").send_keys("10.88.7.0/24")
 byid("network-create").find_element(By.CSS_SELECTOR, "button[type=submit]").click()
 until(lambda d: d.find_elements(By.ID, "net-row-dash-net"), "the new network's row")
-assert "10.88.7.0/24" in byid("net-row-dash-net").text
+assert "10.88.7.0/24" in txt("net-row-dash-net")
 until(lambda d: d.find_elements(By.ID, "topo-network-dash-net"), "the new network in the topology")
 shot("4-network-created")
 
@@ -113,16 +141,18 @@ ip = json.loads(cli("--format", "json", "inspect", cname))[0]["networks"]["dash-
 assert ip.startswith("10.88.7."), ip
 link_id = "topo-link-dash-net-" + cname
 until(lambda d: d.find_elements(By.ID, link_id), "the container's link in the topology")
-link = byid(link_id)
-assert link.get_attribute("data-ip") == ip, link.get_attribute("data-ip")
-assert ip in link.find_element(By.TAG_NAME, "text").text
-node = byid("topo-instance-" + cname)
-href = drv.execute_script("return arguments[0].getAttribute('href')", node)
-assert drv.execute_script("return arguments[0].tabIndex", node) == 0, "not in the tab order"
+# Read at once (a live refresh redraws the picture).
+data_ip, label, href, tab = drv.execute_script(
+    "const l = document.getElementById(arguments[0]), n = document.getElementById(arguments[1]);"
+    "return [l.dataset.ip, l.querySelector('text').textContent, n.getAttribute('href'), n.tabIndex]",
+    link_id, "topo-instance-" + cname)
+assert data_ip == ip, data_ip
+assert ip in label, label
 assert href == "#/instances/" + cname, href
+assert tab == 0, "not in the tab order"
 # The count in the list and the text alternative say the same.
 until(lambda d: d.find_element(By.CSS_SELECTOR, "#net-row-dash-net td[data-count]").text == "1", "the network's instance count")
-alt = byid("topology-list").text
+alt = txt("topology-list")
 assert "dash-net" in alt and cname + " — " + ip in alt, alt
 assert drv.execute_script("return window.pierMarker") == 42, "the page reloaded"
 shot("5-topology")
@@ -133,9 +163,26 @@ assert drv.switch_to.active_element.get_attribute("id") == "topo-network-dash-ne
 drv.switch_to.active_element.send_keys(Keys.ENTER)
 until(lambda d: d.current_url.endswith("#/networks/dash-net"), "the network's page")
 until(lambda d: d.find_elements(By.ID, "ep-row-" + cname), "the container's endpoint row")
-assert ip in byid("ep-row-" + cname).text
+assert ip in fresh(lambda: byid("ep-row-" + cname).text, "the endpoint's text")
 assert drv.execute_script("return window.pierMarker") == 42, "the page reloaded"
 shot("6-network-detail")
+
+# Disconnect it from the page, then connect it again.
+fresh(lambda: byid("ep-row-" + cname).find_element(By.CSS_SELECTOR, "button[data-action=disconnect]").click(),
+      "a click on disconnect")
+until(lambda d: not d.find_elements(By.ID, "ep-row-" + cname), "the endpoint row gone after a disconnect")
+assert "dash-net" not in json.loads(cli("--format", "json", "inspect", cname))[0]["networks"]
+until(lambda d: d.find_elements(By.CSS_SELECTOR, "#connect-instance option[data-name='%s']" % cname), "the container offered to connect")
+byid("connect-ip").send_keys("10.88.7.77")
+def connect():
+    Select(byid("connect-instance")).select_by_visible_text(cname + " (running)")
+    byid("connect-button").click()
+fresh(connect, "a connect")
+until(lambda d: d.find_elements(By.ID, "ep-row-" + cname), "the endpoint row back after a connect")
+ep_text = fresh(lambda: byid("ep-row-" + cname).text, "the endpoint's text")
+assert "10.88.7.77/24" in ep_text, ep_text
+assert json.loads(cli("--format", "json", "inspect", cname))[0]["networks"]["dash-net"]["ip_address"] == "10.88.7.77"
+shot("7-reconnected")
 print(json.dumps({"ip": ip}))
 "##;
 
@@ -158,6 +205,7 @@ fn see_the_quota_bar_move_a_snapshot_and_the_topology_in_a_browser() {
         "4-network-created",
         "5-topology",
         "6-network-detail",
+        "7-reconnected",
     ]);
 
     // What the browser did is what the daemon has.
@@ -168,21 +216,27 @@ fn see_the_quota_bar_move_a_snapshot_and_the_topology_in_a_browser() {
     assert!(snaps.contains("snap-one"), "{snaps}");
     let q = api_json(&d, "/v1/projects/default/quota");
     assert_eq!(q["committed_bytes"], limit, "{q}");
+    assert_eq!(q["volume_bytes"], 512 * MIB, "{q}");
+    assert_eq!(q["volume_count"], 3, "{q}");
     assert!(d
         .fails(&["volume", "inspect", "dash-too-big"])
         .contains("no such volume"));
     let n = d.json(&["network", "inspect", "dash-net"]);
     assert_eq!(n[0]["subnet"], "10.88.7.0/24", "{n}");
     let shown: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert!(
+        shown["ip"].as_str().unwrap().starts_with("10.88.7."),
+        "{shown}"
+    );
     assert_eq!(
         d.json(&["inspect", cname])[0]["networks"]["dash-net"]["ip_address"],
-        shown["ip"]
+        "10.88.7.77"
     );
 
     d.ok(&["rm", "-f", cname]);
     d.ok(&["network", "rm", "dash-net"]);
     d.ok(&["volume", "rm", "dash-vol"]);
-    d.ok(&["quota", "--volume-bytes", "none"]);
+    d.ok(&["quota", "--volume-bytes", "none", "--volumes", "none"]);
 }
 
 /// `GET PATH` on the native API's socket, as JSON (the status must be 200).

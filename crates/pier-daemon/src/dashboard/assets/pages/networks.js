@@ -147,8 +147,11 @@
     const on = new Set(Object.values(n.containers || {}).map((ep) => ep.name));
     const sel = $("connect-instance");
     const keep = sel.value;
-    sel.replaceChildren(...Pier.containers().filter((c) => !on.has(c.name))
-      .map((c) => el("option", { value: c.id }, c.name + " (" + c.state + ")")));
+    const choices = Pier.containers().filter((c) => !on.has(c.name))
+      .map((c) => el("option", { value: c.id, "data-name": c.name }, c.name + " (" + c.state + ")"));
+    sel.replaceChildren(...(choices.length ? choices : [el("option", { value: "" }, "No other instance")]));
+    sel.disabled = !choices.length;
+    $("connect-button").disabled = !choices.length;
     if ([...sel.options].some((o) => o.value === keep)) sel.value = keep;
   }
 
@@ -211,7 +214,7 @@
     ev.preventDefault();
     const sel = $("connect-instance");
     const opt = sel.selectedOptions[0];
-    if (!opt || !detail) return;
+    if (!opt || !opt.value || !detail) return;
     const body = { container: sel.value };
     if ($("connect-ip").value.trim()) body.ip = $("connect-ip").value.trim();
     say("network-status", "Connecting " + opt.textContent + "…");
