@@ -14,6 +14,14 @@
   const COLUMNS = ["network", "instance"];
   let shown = null; // null while hidden, "" for the list, else the network's name
   let timer = null;
+  // What each view last drew: unchanged data keeps its elements (and keyboard focus).
+  const drawn = {};
+  function changed(view, data) {
+    const key = JSON.stringify(data);
+    if (drawn[view] === key) return false;
+    drawn[view] = key;
+    return true;
+  }
 
   // Nodes (by key "kind:name") and links of the networks' running instances.
   function model(networks) {
@@ -126,6 +134,7 @@
     const nets = await api("GET", "/v1/networks?containers=true");
     if (!project) project = (await api("GET", "/v1/info")).project;
     $("networks-project").textContent = project;
+    if (!changed("list", nets)) return;
     $("networks").tBodies[0].replaceChildren(...nets.map(row));
     const m = model(nets);
     draw($("topology"), m);
@@ -159,6 +168,8 @@
   async function loadDetail(name) {
     const n = await api("GET", "/v1/networks/" + enc(name));
     detail = n;
+    fillConnectChoices(n);
+    if (!changed("detail", n)) return;
     $("h-network").textContent = "Network " + n.name;
     fillFacts($("network-facts"), [
       ["id", n.id.slice(0, 12)], ["driver", n.driver], ["IPv4 subnet", n.subnet], ["gateway", n.gateway],
@@ -179,7 +190,6 @@
     });
     $("endpoints").tBodies[0].replaceChildren(...(rows.length ? rows
       : [el("tr", {}, el("td", { colspan: "6" }, "No running instance is on this network."))]));
-    fillConnectChoices(n);
   }
 
   function load() {
@@ -240,6 +250,6 @@
       $("network-detail").hidden = !name;
       await load();
     },
-    hide() { shown = null; detail = null; clearTimeout(timer); },
+    hide() { shown = null; detail = null; clearTimeout(timer); for (const k in drawn) delete drawn[k]; },
   });
 })();

@@ -9,6 +9,14 @@
   let shown = null; // null while hidden, "" for the list, else the volume's name
   let project = null;
   let timer = null;
+  // What each view last drew: unchanged data keeps its elements (and keyboard focus).
+  const drawn = {};
+  function changed(view, data) {
+    const key = JSON.stringify(data);
+    if (drawn[view] === key) return false;
+    drawn[view] = key;
+    return true;
+  }
 
   function say(id, text) { $(id).textContent = text; }
 
@@ -103,6 +111,7 @@
 
   async function loadList() {
     const [vols] = await Promise.all([api("GET", "/v1/volumes?usage=true"), loadQuota()]);
+    if (!changed("list", vols)) return;
     const rows = vols.map(row);
     $("volumes").tBodies[0].replaceChildren(...(rows.length ? rows
       : [el("tr", {}, el("td", { colspan: "7" }, "No volumes yet."))]));
@@ -130,6 +139,7 @@
       api("GET", "/v1/volumes/" + enc(name)),
       api("GET", "/v1/volumes/" + enc(name) + "/snapshots"),
     ]);
+    if (!changed("detail", [v, snaps])) return;
     $("h-volume").textContent = "Volume " + v.name;
     const used = v.usage ? v.usage.bytes : null;
     fillFacts($("volume-facts"), [
@@ -229,6 +239,6 @@
       $("volume-detail").hidden = !name;
       await load();
     },
-    hide() { shown = null; clearTimeout(timer); },
+    hide() { shown = null; clearTimeout(timer); for (const k in drawn) delete drawn[k]; },
   });
 })();
