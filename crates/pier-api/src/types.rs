@@ -64,6 +64,11 @@ pub struct SystemInfo {
     pub root_free_bytes: u64,
     #[serde(default)]
     pub root_total_bytes: u64,
+    /// The project this request runs in (its `X-Pier-Project` header's, `default`
+    /// without one): the one its counts, volumes, networks and quotas are of.
+    #[serde(default)]
+    #[schema(value_type = String)]
+    pub project: ProjectName,
 }
 
 /// How this host runs VMs.

@@ -99,6 +99,7 @@ pub async fn info(client: &Client, fmt: Format) -> Result<(), CliError> {
         let gib = |b: u64| human_size_binary(b);
         [
             "Server:".to_string(),
+            format!(" Project: {}", i.project),
             format!(" Containers: {}", i.containers),
             format!("  Running: {}", i.containers_running),
             format!("  Paused: {}", i.containers_paused),

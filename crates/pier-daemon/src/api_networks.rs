@@ -8,9 +8,10 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use pier_api::networks::{NetworkConnect, NetworkCreate, NetworkDisconnect, NetworkInspect};
 use pier_api::ErrorBody;
-use utoipa::OpenApi;
+use serde::Deserialize;
+use utoipa::{IntoParams, OpenApi};
 
-use crate::api::{blocking, Ctx, Engine, Shared, J};
+use crate::api::{blocking, Ctx, Engine, Shared, J, Q};
 use crate::error::{ApiError, ApiResult};
 
 pub fn routes() -> Router<Arc<Engine>> {
@@ -37,12 +38,33 @@ pub fn routes() -> Router<Arc<Engine>> {
 )]
 pub struct NetworksDoc;
 
-/// Lists networks by name.
-#[utoipa::path(get, path = "/v1/networks", responses((status = 200, body = [NetworkInspect])))]
-async fn list(Ctx(ctx): Ctx, State(e): Shared) -> ApiResult<Json<Vec<NetworkInspect>>> {
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields, default)]
+#[into_params(parameter_in = Query)]
+struct ListQuery {
+    /// Fill in each network's running containers (`containers`), as inspecting it does.
+    #[param(required = false)]
+    containers: bool,
+}
+
+/// Lists networks by name; with `containers=true`, each with its running containers.
+#[utoipa::path(get, path = "/v1/networks", params(ListQuery), responses((status = 200, body = [NetworkInspect])))]
+async fn list(
+    Ctx(ctx): Ctx,
+    State(e): Shared,
+    Q(q): Q<ListQuery>,
+) -> ApiResult<Json<Vec<NetworkInspect>>> {
     let n = e.networks.clone();
     Ok(Json(
-        blocking(move || n.list(&ctx).map_err(ApiError::from)).await?,
+        blocking(move || {
+            if q.containers {
+                n.list_with_endpoints(&ctx)
+            } else {
+                n.list(&ctx)
+            }
+            .map_err(ApiError::from)
+        })
+        .await?,
     ))
 }
 

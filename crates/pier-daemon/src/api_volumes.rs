@@ -71,12 +71,17 @@ pub struct VolumesDoc;
 
 #[derive(Debug, Default, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields, default)]
+#[into_params(parameter_in = Query)]
 struct ListQuery {
     /// `name=PART` or `label=K[=V]`, comma-separated.
     filter: Option<String>,
+    /// Fill in each volume's `usage` and `used_by`, as inspecting it does (a limited
+    /// volume's usage is a statfs; a plain one's is a walk of its directory).
+    #[param(required = false)]
+    usage: bool,
 }
 
-/// Lists volumes by name.
+/// Lists volumes by name; with `usage=true`, each with its usage and users.
 #[utoipa::path(get, path = "/v1/volumes", params(ListQuery), responses((status = 200, body = [VolumeInspect])))]
 async fn list(
     Ctx(ctx): Ctx,
@@ -95,10 +100,16 @@ async fn list(
             .ok_or_else(|| ApiError::invalid(format!("filter {f:?}: use KEY=VALUE")))?;
         filters.insert(k.to_string(), v.to_string());
     }
-    let c = e.instances.clone();
-    let mut v = blocking(move || c.volumes.list(&ctx.project).map_err(ApiError::from)).await?;
-    v.retain(|v| pier_engine::volumes::Volumes::matches(v, &filters));
-    v.sort_by(|a, b| a.name.cmp(&b.name));
+    let v = blocking(move || {
+        let mut v = e.volumes.list(&ctx.project)?;
+        v.retain(|v| pier_engine::volumes::Volumes::matches(v, &filters));
+        v.sort_by(|a, b| a.name.cmp(&b.name));
+        if q.usage {
+            e.fill_volume_usage(&ctx, &mut v)?;
+        }
+        Ok(v)
+    })
+    .await?;
     Ok(Json(v))
 }
 

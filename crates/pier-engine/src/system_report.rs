@@ -64,6 +64,7 @@ impl Engine {
             vm,
             root_free_bytes: free,
             root_total_bytes: total,
+            project: ctx.project.clone(),
         })
     }
 

@@ -1,11 +1,11 @@
 //! Volume operations the APIs share beyond the volume service's own: filtered listings
 //! (Docker's `name`, `label`, `driver`, `dangling`), make-if-absent, usage with reference
-//! counts for disk usage, and prune with the bytes it frees. They call the public methods
+//! counts for disk usage, listings with usage and users, and prune with the bytes it frees. They call the public methods
 //! of [`Volumes`](crate::volumes::Volumes) and [`Instances`](crate::instances::Instances).
 
 use std::collections::BTreeMap;
 
-use pier_api::volumes::{VolumeCreate, VolumeInspect};
+use pier_api::volumes::{MountKind, VolumeCreate, VolumeInspect};
 use pier_api::{ErrorKind, ProjectName};
 
 use crate::filters::{self, Filters};
@@ -65,6 +65,31 @@ impl Engine {
                     .unwrap_or_else(|_| v.clone())
             })
             .collect()
+    }
+
+    /// Fills in each of the project's volumes' usage ([`Volumes::usage`](crate::volumes::Volumes::usage))
+    /// and the containers using it, from one read of the container records.
+    pub fn fill_volume_usage(
+        &self,
+        ctx: &RequestContext,
+        volumes: &mut [VolumeInspect],
+    ) -> EngineResult<()> {
+        let mut users: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+        let containers = self.instances.all(ctx.project())?;
+        for c in &containers {
+            for m in &c.mounts {
+                if let (MountKind::Volume, Some(src)) = (m.kind, m.source.as_deref()) {
+                    users.entry(src).or_default().push(c.name.clone());
+                }
+            }
+        }
+        for v in volumes {
+            v.usage = self.volumes.usage(v);
+            v.used_by = users.get(v.name.as_str()).cloned().unwrap_or_default();
+            v.used_by.sort();
+            v.used_by.dedup();
+        }
+        Ok(())
     }
 
     /// The volume named, made with these labels when absent; whether it was made. One

@@ -46,6 +46,8 @@ const PAGES: &[Page] = &[
     page!("instances", "Instances"),
     page!("images", "Images"),
     page!("registry", "Registry"),
+    page!("networks", "Networks"),
+    page!("volumes", "Volumes"),
     page!("hosts", "Hosts"),
 ];
 

@@ -209,10 +209,17 @@ impl Volumes {
 
     /// With its usage filled in.
     pub fn inspect(&self, ctx: &RequestContext, name: &str) -> EngineResult<VolumeInspect> {
-        let project = ctx.project();
-        let mut v = self.get(project, name)?;
-        let data = self.mountpoint(project, name);
-        v.usage = if let Some(disk) = self.disk(&v) {
+        let mut v = self.get(ctx.project(), name)?;
+        v.usage = self.usage(&v);
+        Ok(v)
+    }
+
+    /// What a volume holds: a statfs of a limited volume's own filesystem, the host's
+    /// blocks of a block volume's image, a walk of a plain volume's directory. None when
+    /// a limited volume's filesystem cannot be read (not mounted).
+    pub fn usage(&self, v: &VolumeInspect) -> Option<VolumeUsage> {
+        let data = self.mountpoint(&v.project, &v.name);
+        if let Some(disk) = self.disk(v) {
             // A block volume: what its image takes on the host (its size is size_limit);
             // its filesystem, if any, is the guest's to count.
             Some(VolumeUsage {
@@ -230,8 +237,7 @@ impl Volumes {
                 })
         } else {
             Some(self.backend.dir_usage(&data))
-        };
-        Ok(v)
+        }
     }
 
     /// Labels filter for `ls`.
