@@ -172,6 +172,11 @@ pub async fn run(mut config: DaemonConfig) -> Result<(), DaemonError> {
     };
     let api_app =
         || router(engine.clone()).merge(crate::metrics::routes(metrics.clone(), engine.clone()));
+    // The pool (issue 17): this host's membership, resumed if it has one.
+    let cluster =
+        crate::cluster::Cluster::new(&config.root, config.host_heartbeat, Arc::downgrade(&engine));
+    cluster.resume().await.map_err(DaemonError::Cluster)?;
+
     let dashboard = config
         .dashboard_addr
         .map(|a| Arc::new(crate::dashboard::Dashboard::new(a)));
@@ -179,16 +184,12 @@ pub async fn run(mut config: DaemonConfig) -> Result<(), DaemonError> {
         (Some(d), Some(addr)) => {
             let (cert, key) =
                 crate::dashboard::identity(&config.root, addr, config.dashboard_tls.clone())?;
-            let app = tracked(crate::dashboard::app(d.clone(), api_app()), "dashboard");
+            let api = api_app().merge(crate::cluster::host_routes(cluster.clone()));
+            let app = tracked(crate::dashboard::app(d.clone(), api), "dashboard");
             Some(crate::dashboard::serve(addr, &cert, &key, app).await?)
         }
         _ => None,
     };
-
-    // The pool (issue 17): this host's membership, resumed if it has one.
-    let cluster =
-        crate::cluster::Cluster::new(&config.root, config.host_heartbeat, Arc::downgrade(&engine));
-    cluster.resume().await.map_err(DaemonError::Cluster)?;
 
     let native = listen(&config.socket)?;
     let docker = config.docker_socket.as_deref().map(listen).transpose()?;

@@ -52,7 +52,9 @@ fn join(d: &Daemon, addr: &str, token: &str, name: &str) -> std::process::Output
 /// The actions of `host`'s events in `d`'s log, oldest first.
 fn host_events(d: &Daemon, host: &str) -> Vec<String> {
     let filter = format!("host={host}");
-    let args = ["--format", "json", "events", "--since", "10m", "--until", "0s"];
+    let args = [
+        "--format", "json", "events", "--since", "10m", "--until", "0s",
+    ];
     d.ok(&[&args[..], &["--filter", "type=host", "--filter", &filter]].concat())
         .lines()
         .map(|l| {
@@ -270,7 +272,10 @@ fn three_hosts_make_a_pool_join_it_and_see_each_other_go_down() {
             if got == want {
                 break;
             }
-            assert!(Instant::now() < deadline, "h2's events: {got:?}, not {want:?}");
+            assert!(
+                Instant::now() < deadline,
+                "h2's events: {got:?}, not {want:?}"
+            );
             std::thread::sleep(Duration::from_millis(200));
         }
     }
@@ -394,4 +399,52 @@ fn members_resume_after_restarts_and_the_pools_etcd_is_restarted_when_it_dies() 
     });
     h1.spawn();
     wait_until("the pool back after h1's crash", || both_up(&h2));
+}
+
+/// The browser's steps on h1's dashboard; args: the pier binary and h2's socket.
+const POOL_STEPS: &str = r##"
+import subprocess
+pier, socket = args
+cli = lambda *a: subprocess.run([pier, *a], env={"PIER_HOST": socket}, check=True,
+                                capture_output=True, text=True).stdout
+state = lambda h: drv.find_element(By.ID, "pool-host-" + h).get_attribute("data-state")
+drv.find_element(By.ID, "nav-hosts").click()
+wait.until(lambda d: state("h1") == "up" and state("h2") == "up")
+wait.until(lambda d: d.find_element(By.ID, "hosts-summary").text.startswith("2 hosts in the pool"))
+assert "(etcd)" in drv.find_element(By.ID, "pool-host-h1").text
+assert "zone=b" in drv.find_element(By.ID, "pool-host-h2").text
+shot("1-pool")
+# Cordoned from the page: the pool's record says so.
+click(lambda: drv.find_element(By.CSS_SELECTOR, "#pool-host-h2 button[data-action=cordon]"))
+wait.until(lambda d: state("h2") == "cordoned")
+assert json.loads(cli("--format", "json", "host", "inspect", "h2"))["schedulable"] is False
+shot("2-cordoned")
+# Uncordoned from another member's CLI: the page follows the host event, no reload.
+drv.execute_script("window.pierMarker = 7")
+cli("host", "uncordon", "h2")
+wait.until(lambda d: state("h2") == "up")
+assert drv.execute_script("return window.pierMarker") == 7, "the page reloaded"
+shot("3-uncordoned-elsewhere")
+"##;
+
+#[test]
+#[ignore = "root tier: needs root; scripts/test.sh runs it (--run-ignored all)"]
+fn the_dashboard_lists_the_pools_hosts_and_cordons_one() {
+    require_root_and_tools(&["etcd"]);
+    let mut lan = Lan::new();
+    let h1 = Daemon::start_with(&["--dashboard", "127.0.0.1:9455"]);
+    let h2 = Daemon::start_with(&[]);
+    let a1 = lan.connect(&h1);
+    lan.connect(&h2);
+    let init = h1.json(&["cluster", "init", "--advertise", &a1, "--name", "h1"]);
+    let token = init["token"].as_str().unwrap();
+    let addr = format!("{a1}:7443");
+    h2.ok(&[
+        "cluster", "join", &addr, token, "--name", "h2", "--label", "zone=b",
+    ]);
+    let browser = common::browser::Browser::new("dashboard-pool");
+    let socket = h2.socket.display().to_string();
+    browser.run(&h1, POOL_STEPS, &[PIER, &socket]);
+    browser.assert_screenshots(&["1-pool", "2-cordoned", "3-uncordoned-elsewhere"]);
+    assert_eq!(h1.json(&["host", "inspect", "h2"])["schedulable"], true);
 }

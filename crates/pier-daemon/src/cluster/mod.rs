@@ -21,7 +21,7 @@ pub mod etcd;
 pub mod net;
 mod routes;
 
-pub use routes::{routes, ClusterDoc};
+pub use routes::{host_routes, routes, ClusterDoc};
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};

@@ -15,12 +15,20 @@ use pier_cluster::join;
 use super::Cluster;
 use crate::error::ApiError;
 
-/// The native API's cluster and host routes.
+/// The native API's cluster and host routes (the root-only socket's).
 pub fn routes(c: Arc<Cluster>) -> Router {
     Router::new()
         .route("/v1/cluster/init", post(init))
         .route("/v1/cluster/join", post(join_pool))
         .route("/v1/cluster/tokens", post(token))
+        .with_state(c.clone())
+        .merge(host_routes(c))
+}
+
+/// The host routes alone: listing, inspecting, cordoning and removing the pool's hosts,
+/// also served to the dashboard (making or joining a pool is not).
+pub fn host_routes(c: Arc<Cluster>) -> Router {
+    Router::new()
         .route("/v1/hosts", get(list_hosts))
         .route("/v1/hosts/{id}", get(inspect_host).delete(remove_host))
         .route("/v1/hosts/{id}/cordon", post(cordon_host))

@@ -1,10 +1,11 @@
-// Hosts: each host's facts (GET /v1/info) and its CPU, memory, disk and network over the
-// last hour (GET /v1/metrics/history; rates from consecutive samples of its counters).
-// One host today, this daemon's; a pool's hosts will each get an article like it.
+// Hosts: when this daemon is in a pool, the pool's hosts (GET /v1/hosts) with their
+// state, capacity and what is reserved on them, cordon and uncordon, kept current by the
+// host events; then this host's facts (GET /v1/info) and its CPU, memory, disk and
+// network over the last hour (GET /v1/metrics/history; rates from consecutive samples).
 "use strict";
 
 (() => {
-  const { $, bytes, api, fillFacts } = Pier;
+  const { $, el, bytes, api, fillFacts } = Pier;
 
   // [time, rate] of a counter between consecutive samples (a reset gives no point).
   function rates(samples, value) {
@@ -35,10 +36,63 @@
       "Network bytes sent a second over time", (v) => bytes(v) + "/s");
   }
 
+  const share = (used, total, fmt) => fmt(used) + " of " + fmt(total) +
+    (total ? " (" + Math.round(used / total * 100) + " %)" : "");
+  const cpus = (m) => (m / 1000).toFixed(m % 1000 ? 1 : 0);
+
+  async function setCordon(h, cordon) {
+    const status = $("pool-status");
+    const verb = cordon ? "cordon" : "uncordon";
+    status.textContent = verb + " " + h.id + "…";
+    try {
+      await api("POST", "/v1/hosts/" + encodeURIComponent(h.id) + "/" + verb);
+      status.textContent = verb + " " + h.id + ": done";
+      await loadPool();
+    } catch (err) {
+      status.textContent = verb + " " + h.id + " failed: " + err.message;
+    }
+  }
+
+  // The pool's hosts; the section stays hidden when this daemon is in no pool (409).
+  async function loadPool() {
+    let hosts;
+    try {
+      hosts = await api("GET", "/v1/hosts");
+    } catch (err) {
+      $("pool").hidden = true;
+      return 1;
+    }
+    $("pool").hidden = false;
+    const rows = hosts.map((h) => {
+      const b = el("button", { type: "button", "data-action": h.schedulable ? "cordon" : "uncordon",
+        "aria-label": (h.schedulable ? "Cordon " : "Uncordon ") + h.id }, h.schedulable ? "Cordon" : "Uncordon");
+      b.disabled = h.state === "down";
+      b.addEventListener("click", () => setCordon(h, h.schedulable));
+      const labels = Object.entries(h.labels || {}).map(([k, v]) => k + "=" + v).join(", ");
+      const beat = h.last_heartbeat ? new Date(h.last_heartbeat * 1000).toLocaleTimeString() : "none";
+      return el("tr", { id: "pool-host-" + h.id, "data-state": h.state },
+        el("th", { scope: "row" }, h.id + (h.etcd_member ? " (etcd)" : "")),
+        el("td", { class: "state state-" + h.state }, h.state),
+        el("td", {}, h.address || ""),
+        el("td", {}, labels),
+        el("td", {}, share(h.allocated.cpu_millis, h.capacity.cpu_millis, cpus)),
+        el("td", {}, share(h.allocated.memory_bytes, h.capacity.memory_bytes, bytes)),
+        el("td", {}, String(h.instances)),
+        el("td", {}, beat),
+        el("td", {}, b));
+    });
+    $("pool-hosts").tBodies[0].replaceChildren(...rows);
+    return hosts.length;
+  }
+
+  Pier.onEvent((e) => {
+    if (e && e.kind === "host" && !$("page-hosts").hidden) loadPool().catch(() => {});
+  });
+
   let timer = null;
   async function load() {
     clearTimeout(timer);
-    const [info, h] = await Promise.all([api("GET", "/v1/info"), api("GET", "/v1/metrics/history")]);
+    const [info, h, count] = await Promise.all([api("GET", "/v1/info"), api("GET", "/v1/metrics/history"), loadPool()]);
     const period = Math.min(Math.max(h.period_seconds || 15, 1), 60);
     timer = setTimeout(() => load().catch(() => {}), period * 1000);
     $("h-host-this").textContent = info.hostname || "This host";
@@ -52,7 +106,8 @@
     ]);
     const span = h.samples.length ? h.samples[h.samples.length - 1].time - h.samples[0].time : 0;
     const minutes = Math.max(1, Math.round(span / 60));
-    $("hosts-summary").textContent = "1 host; its graphs span the last " + (minutes === 1 ? "minute." : minutes + " minutes.");
+    const graphs = "this host's graphs span the last " + (minutes === 1 ? "minute." : minutes + " minutes.");
+    $("hosts-summary").textContent = count === 1 ? "1 host; " + graphs : count + " hosts in the pool; " + graphs;
     drawHost("host-this", info, h);
   }
 
