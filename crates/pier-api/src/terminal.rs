@@ -40,7 +40,7 @@ pub struct ExecWsQuery {
     /// The command's working directory; the container's by default.
     pub workdir: Option<String>,
     /// `KEY=VALUE`, added to the container's environment; one `env` per variable.
-    #[param(style = Form, explode)]
+    #[param(style = Form, explode, required = false)]
     pub env: Vec<String>,
     /// The keys that detach from the command, leaving it running (Docker's syntax,
     /// `ctrl-p,ctrl-q` when absent).
@@ -99,8 +99,7 @@ impl ExecWsQuery {
                 "workdir" => q.workdir = Some(v).filter(|s| !s.is_empty()),
                 "detach_keys" => {
                     q.detach_keys = Some(
-                        DetachKeys::parse(&v)
-                            .map_err(|e| bad("detach_keys", &e.to_string()))?,
+                        DetachKeys::parse(&v).map_err(|e| bad("detach_keys", &e.to_string()))?,
                     )
                 }
                 _ => return Err(ExecWsQueryError::Unknown(k)),
@@ -178,10 +177,19 @@ mod tests {
 
     #[test]
     fn a_query_gives_the_command_its_words_in_order_and_a_terminal_by_default() {
-        let q = ExecWsQuery::parse("cmd=%2Fbin%2Fsh&cmd=-c&cmd=echo+a%26b&env=A=1&env=B=2&cols=120&rows=40&user=0").unwrap();
+        let q = ExecWsQuery::parse(
+            "cmd=%2Fbin%2Fsh&cmd=-c&cmd=echo+a%26b&env=A=1&env=B=2&cols=120&rows=40&user=0",
+        )
+        .unwrap();
         assert_eq!(q.cmd, ["/bin/sh", "-c", "echo a&b"]);
         assert_eq!(q.env, ["A=1", "B=2"]);
-        assert_eq!(q.size(), TerminalSize { cols: 120, rows: 40 });
+        assert_eq!(
+            q.size(),
+            TerminalSize {
+                cols: 120,
+                rows: 40
+            }
+        );
         let s = q.spec();
         assert!(s.tty && s.stdin && s.stdout && s.stderr);
         assert_eq!(s.user.as_deref(), Some("0"));
@@ -204,8 +212,15 @@ mod tests {
 
     #[test]
     fn control_frames_are_strict_json() {
-        let c: TerminalControl = serde_json::from_str(r#"{"resize":{"cols":100,"rows":30}}"#).unwrap();
-        assert_eq!(c.resize, Some(TerminalSize { cols: 100, rows: 30 }));
+        let c: TerminalControl =
+            serde_json::from_str(r#"{"resize":{"cols":100,"rows":30}}"#).unwrap();
+        assert_eq!(
+            c.resize,
+            Some(TerminalSize {
+                cols: 100,
+                rows: 30
+            })
+        );
         assert!(serde_json::from_str::<TerminalControl>(r#"{"size":1}"#).is_err());
         let end = TerminalEnd {
             exit_code: Some(3),

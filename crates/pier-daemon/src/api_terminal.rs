@@ -258,7 +258,11 @@ async fn serve(
         // The client answers the close with its own; the socket ends when it does (or
         // when the client goes), which the reader sees.
         let _ = sink.send(Message::Close(None)).await;
-        let _ = tokio::time::timeout(std::time::Duration::from_secs(2), std::future::pending::<()>()).await;
+        let _ = tokio::time::timeout(
+            std::time::Duration::from_secs(2),
+            std::future::pending::<()>(),
+        )
+        .await;
     };
     tokio::select! {
         _ = reader => {}

@@ -3,6 +3,7 @@
 //!   socket: input reaches the command and its output comes back, a resize reaches its
 //!   terminal (`stty size`), the exit code is the last frame; closing the socket hangs
 //!   the command up, the detach keys leave it running; the refusals are JSON errors.
+//! - `GET /v1/containers/{id}/console/ws`: a VM's serial console (under QEMU's TCG).
 //! - The dashboard's terminal page in a real browser (`common::browser`): type a command,
 //!   read its answer on the screen, exit and see the code. Screenshots are kept in
 //!   `target/dashboard-screenshots/dashboard-terminal/`.
@@ -24,7 +25,8 @@ type Ws = WebSocket<UnixStream>;
 /// refusal's status and body.
 fn ws(d: &Daemon, path: &str) -> Result<Ws, (u16, String)> {
     let s = UnixStream::connect(&d.socket).unwrap();
-    s.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+    s.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
     let req = format!("ws://pier{path}").into_client_request().unwrap();
     match tungstenite::client::client(req, s) {
         Ok((ws, _)) => Ok(ws),
@@ -65,7 +67,10 @@ fn read_until(ws: &mut Ws, got: &mut Got, done: impl Fn(&Got) -> bool) {
                     std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
                 ) => {}
             Err(tungstenite::Error::ConnectionClosed) => got.closed = true,
-            Err(e) => panic!("reading the websocket: {e}; output so far: {:?}", got.output),
+            Err(e) => panic!(
+                "reading the websocket: {e}; output so far: {:?}",
+                got.output
+            ),
         }
     }
 }
@@ -134,8 +139,14 @@ fn exec_over_a_websocket_passes_input_output_resizes_and_the_exit_code() {
     assert_eq!(got.texts, [r#"{"exit_code":5}"#]);
 
     // Closing the socket hangs the command up.
-    let mut s = ws(&d, &format!("/v1/containers/{name}/exec/ws?cmd=sleep&cmd=4242")).unwrap();
-    wait_until("the command runs", || processes(&d, name, "sleep 4242") == 1);
+    let mut s = ws(
+        &d,
+        &format!("/v1/containers/{name}/exec/ws?cmd=sleep&cmd=4242"),
+    )
+    .unwrap();
+    wait_until("the command runs", || {
+        processes(&d, name, "sleep 4242") == 1
+    });
     s.close(None).unwrap();
     let _ = s.flush();
     drop(s);
@@ -143,8 +154,14 @@ fn exec_over_a_websocket_passes_input_output_resizes_and_the_exit_code() {
         processes(&d, name, "sleep 4242") == 0
     });
     // The detach keys leave it running.
-    let mut s = ws(&d, &format!("/v1/containers/{name}/exec/ws?cmd=sleep&cmd=4343")).unwrap();
-    wait_until("the command runs", || processes(&d, name, "sleep 4343") == 1);
+    let mut s = ws(
+        &d,
+        &format!("/v1/containers/{name}/exec/ws?cmd=sleep&cmd=4343"),
+    )
+    .unwrap();
+    wait_until("the command runs", || {
+        processes(&d, name, "sleep 4343") == 1
+    });
     send(&mut s, b"\x10\x11");
     let mut got = Got::default();
     read_until(&mut s, &mut got, |g| g.closed);
@@ -153,7 +170,7 @@ fn exec_over_a_websocket_passes_input_output_resizes_and_the_exit_code() {
     assert_eq!(processes(&d, name, "sleep 4343"), 1, "it runs on");
 
     // Refusals, before the upgrade, as JSON errors.
-    let refused = |path: &str| ws(&d, path).err().expect("refused");
+    let refused = |path: &str| ws(&d, path).expect_err("refused");
     let (code, body) = refused("/v1/containers/nosuch/exec/ws?cmd=sh");
     assert_eq!(code, 404, "{body}");
     assert!(body.contains("nosuch"), "{body}");
@@ -177,4 +194,119 @@ fn exec_over_a_websocket_passes_input_output_resizes_and_the_exit_code() {
     assert_eq!(code, 409, "{body}");
     assert!(body.contains("is not running; start it first"), "{body}");
     d.ok(&["rm", "-f", name]);
+}
+
+/// The browser's steps; args: the container's name. Prints the terminal's size as the
+/// page measured it and as `stty size` inside saw it.
+const STEPS: &str = r##"
+from selenium.webdriver.common.action_chains import ActionChains
+name = args[0]
+screen = lambda: drv.find_element(By.ID, "term-screen")
+status = lambda: drv.find_element(By.ID, "term-status").text
+lines = lambda: [l.rstrip() for l in screen().text.split("\n")]
+def typed(keys):
+    ActionChains(drv).send_keys(keys).perform()
+
+drv.find_element(By.ID, "nav-instances").click()
+wait.until(lambda d: d.find_elements(By.ID, "row-" + name))
+drv.find_element(By.ID, "row-" + name).find_element(By.LINK_TEXT, name).click()
+wait.until(lambda d: d.find_element(By.ID, "terminal-link").get_attribute("href").endswith("#/terminal/" + name))
+drv.find_element(By.ID, "terminal-link").click()
+wait.until(lambda d: d.find_element(By.ID, "h-terminal").text == "Terminal: " + name)
+assert drv.find_element(By.ID, "term-cmd").get_attribute("value") == "/bin/sh"
+wait.until(lambda d: "press Connect" in status())
+shot("1-terminal")
+
+drv.find_element(By.ID, "term-connect").click()
+wait.until(lambda d: status().startswith("Connected to " + name))
+assert drv.switch_to.active_element == screen(), "the terminal has the focus"
+# A typo, Backspace, Enter: the shell computes the answer.
+typed("echo $((6*7))x" + Keys.BACKSPACE + Keys.ENTER)
+wait.until(lambda d: "42" in lines())
+# The terminal's size is the element's, as the command sees it.
+typed("stty size" + Keys.ENTER)
+def stty():
+    for l in lines():
+        p = l.split()
+        if len(p) == 2 and all(x.isdigit() for x in p):
+            return [int(x) for x in p]
+wait.until(lambda d: stty())
+rows = len(drv.find_elements(By.CSS_SELECTOR, "#term-screen .view > div"))
+cols = drv.execute_script("return document.querySelector('#term-screen .view > div').textContent.length")
+shot("2-answer")
+
+typed("exit 3" + Keys.ENTER)
+wait.until(lambda d: status() == "Exited with code 3")
+assert drv.find_element(By.ID, "term-connect").is_enabled()
+shot("3-exited")
+print(json.dumps({"page": [rows, cols], "stty": stty()}))
+"##;
+
+#[test]
+#[ignore = "root tier: needs root; scripts/test.sh runs it (--run-ignored all)"]
+fn a_terminal_in_the_browser_runs_a_command_and_shows_its_exit() {
+    let d = with_busybox(&["--dashboard", ADDR]);
+    let name = "term-web";
+    d.ok(&["run", "-d", "--name", name, "bb", "sleep", "600"]);
+    let browser = common::browser::Browser::new("dashboard-terminal");
+    let (_, stdout) = browser.run(&d, STEPS, &[name]);
+    browser.assert_screenshots(&["1-terminal", "2-answer", "3-exited"]);
+    let sizes: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert_eq!(sizes["page"], sizes["stty"], "{sizes}");
+    // The shell ended with the page's session: only the container's own process is left.
+    assert_eq!(processes(&d, name, "/bin/sh"), 0);
+    d.ok(&["rm", "-f", name]);
+}
+
+#[test]
+#[ignore = "root tier: needs root; scripts/test.sh runs it (--run-ignored all)"]
+fn a_vms_console_over_a_websocket() {
+    require_root_and_tools(&["qemu-system-x86_64"]);
+    let assets = std::env::var("PIER_VM_DIR").unwrap_or_else(|_| "/usr/local/lib/pier/vm".into());
+    assert!(
+        std::path::Path::new(&assets).join("vmlinuz").exists(),
+        "{assets}/vmlinuz is missing: run scripts/vm-assets.sh (scripts/test.sh does)"
+    );
+    let d = with_busybox(&["--vm-accel", "tcg"]);
+    let vm = "term-vm";
+    d.ok(&[
+        "run",
+        "-d",
+        "--vm",
+        "--name",
+        vm,
+        "bb",
+        "sh",
+        "-c",
+        "echo started; sleep 600",
+    ]);
+    wait_until("the VM's first output", || {
+        d.ok(&["logs", vm]).contains("started")
+    });
+    let mut s = ws(&d, &format!("/v1/containers/{vm}/console/ws")).unwrap();
+    // A serial console has no size: a resize is taken and ignored.
+    s.send(Message::text(r#"{"resize":{"cols":90,"rows":20}}"#))
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    d.ok(&[
+        "exec",
+        vm,
+        "sh",
+        "-c",
+        "echo hello-ws-console > /dev/console",
+    ]);
+    let mut got = Got::default();
+    read_until(&mut s, &mut got, |g| g.output.contains("hello-ws-console"));
+    assert!(got.texts.is_empty(), "{:?}", got.texts);
+    s.close(None).unwrap();
+    drop(s);
+    // Leaving the console leaves the VM running.
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(d.json(&["inspect", vm])[0]["state"]["status"], "running");
+    // A container has no console.
+    d.ok(&["run", "-d", "--name", "term-plain", "bb", "sleep", "60"]);
+    let (code, body) = ws(&d, "/v1/containers/term-plain/console/ws").expect_err("refused");
+    assert_eq!(code, 400, "{body}");
+    assert!(body.contains("not a VM"), "{body}");
+    d.ok(&["rm", "-f", "term-plain", vm]);
 }

@@ -469,8 +469,14 @@ mod tests {
             h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
             h
         };
-        assert!(origin_allowed(&Method::GET, &ws(Some("https://127.0.0.1:9443"))));
-        assert!(!origin_allowed(&Method::GET, &ws(Some("https://evil.example"))));
+        assert!(origin_allowed(
+            &Method::GET,
+            &ws(Some("https://127.0.0.1:9443"))
+        ));
+        assert!(!origin_allowed(
+            &Method::GET,
+            &ws(Some("https://evil.example"))
+        ));
         assert!(!origin_allowed(&Method::GET, &ws(None)));
     }
 

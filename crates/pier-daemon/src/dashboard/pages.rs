@@ -44,6 +44,7 @@ macro_rules! page {
 const PAGES: &[Page] = &[
     page!("overview", "Overview"),
     page!("instances", "Instances"),
+    page!("terminal", "Terminal"),
 ];
 
 const INDEX: &str = include_str!("assets/index.html");

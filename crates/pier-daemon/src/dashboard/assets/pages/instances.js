@@ -45,6 +45,7 @@
   async function showInstance(name) {
     const c = await api("GET", "/v1/containers/" + encodeURIComponent(name));
     $("h-instance").textContent = name;
+    $("terminal-link").href = "#/terminal/" + encodeURIComponent(name);
     fillFacts($("instance-facts"), [["id", (c.id || "").slice(0, 12)], ["image", c.image || (c.config && c.config.image) || ""], ["state", (c.state && (c.state.status || c.state)) || ""]]);
     const pre = $("logs");
     pre.textContent = "";
