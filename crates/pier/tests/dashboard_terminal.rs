@@ -220,9 +220,30 @@ shot("1-terminal")
 drv.find_element(By.ID, "term-connect").click()
 wait.until(lambda d: status().startswith("Connected to " + name))
 assert drv.switch_to.active_element == screen(), "the terminal has the focus"
-# A typo, Backspace, Enter: the shell computes the answer.
+# A typo, Backspace, Enter: the shell computes the answer; Up recalls the line.
 typed("echo $((6*7))x" + Keys.BACKSPACE + Keys.ENTER)
 wait.until(lambda d: "42" in lines())
+typed(Keys.ARROW_UP + Keys.ENTER)
+wait.until(lambda d: lines().count("42") == 2)
+# Ctrl-C interrupts; cursor moves, erase and colours; a scrollback.
+typed("sleep 100" + Keys.ENTER)
+time.sleep(0.5)
+ActionChains(drv).key_down(Keys.CONTROL).send_keys("c").key_up(Keys.CONTROL).perform()
+typed("echo status=$?" + Keys.ENTER)
+wait.until(lambda d: "status=130" in lines())
+typed("printf 'abc\\033[2D\\033[KX\\033[31mred\\033[0m\\n'; seq 1 60" + Keys.ENTER)
+wait.until(lambda d: "aXred" in lines() and "60" in lines())
+# The view follows the output to its last line.
+wait.until(lambda d: d.execute_script(
+    "const b = document.getElementById('term-screen'); return b.scrollTop + b.clientHeight >= b.scrollHeight - 4"))
+assert drv.find_element(By.CSS_SELECTOR, "#term-screen .f2").text == "red"
+rows_of = lambda part: drv.execute_script(
+    "return [...document.querySelectorAll('#term-screen ." + part + " > div')].map(d => d.textContent.trimEnd())")
+view = lambda: rows_of("view")
+assert "1" in rows_of("back"), rows_of("back")
+# clear (cursor home, erase the screen): the prompt is on the first row, alone.
+typed("clear" + Keys.ENTER)
+wait.until(lambda d: view()[0].startswith("/ #") and not any(view()[1:]))
 # The terminal's size is the element's, as the command sees it.
 typed("stty size" + Keys.ENTER)
 def stty():

@@ -20,6 +20,9 @@
       this.view = el("div", { class: "view" });
       box.replaceChildren(this.back, this.view);
       this.box = box;
+      // Whether the view follows the output: yes unless the reader scrolled up.
+      this.stick = true;
+      box.addEventListener("scroll", () => { this.stick = box.scrollTop + box.clientHeight >= box.scrollHeight - 4; });
       this.reply = reply; // answers to the terminal's queries (cursor position)
       this.rows = 0; this.cols = 0; this.lines = []; this.divs = [];
       this.resize(24, 80);
@@ -54,12 +57,11 @@
     // Draws the changed rows (and the cursor's), keeping the view at the bottom if it was.
     draw() {
       this.frame = 0;
-      const atBottom = this.box.scrollTop + this.box.clientHeight >= this.box.scrollHeight - 4;
       this.dirty.add(this.y);
       for (const y of this.dirty) if (this.divs[y]) this.paint(this.divs[y], this.lines[y], y === this.y ? this.x : -1);
       if (this.lastY !== undefined && this.lastY !== this.y && this.divs[this.lastY]) this.paint(this.divs[this.lastY], this.lines[this.lastY], -1);
       this.lastY = this.y; this.dirty.clear();
-      if (atBottom) this.box.scrollTop = this.box.scrollHeight;
+      if (this.stick) this.box.scrollTop = this.box.scrollHeight;
     }
     // One row as runs of text of the same attributes (the cursor's cell its own run).
     paint(div, line, cx) {
