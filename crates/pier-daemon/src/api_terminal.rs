@@ -255,14 +255,10 @@ async fn serve(
             let text = serde_json::to_string(&end).expect("json");
             let _ = sink.send(Message::Text(text.into())).await;
         }
-        // The client answers the close with its own; the socket ends when it does (or
-        // when the client goes), which the reader sees.
+        // The client answers the close with its own, which ends the reader (and this);
+        // one that does not answer gets 2 seconds.
         let _ = sink.send(Message::Close(None)).await;
-        let _ = tokio::time::timeout(
-            std::time::Duration::from_secs(2),
-            std::future::pending::<()>(),
-        )
-        .await;
+        tokio::time::sleep(std::time::Duration::from_secs(2)).await;
     };
     tokio::select! {
         _ = reader => {}

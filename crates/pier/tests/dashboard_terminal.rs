@@ -138,6 +138,17 @@ fn exec_over_a_websocket_passes_input_output_resizes_and_the_exit_code() {
     assert!(got.output.contains("err\n"), "{:?}", got.output);
     assert_eq!(got.texts, [r#"{"exit_code":5}"#]);
 
+    // The user, working directory and environment the client asks for.
+    let mut s = ws(
+        &d,
+        &format!("/v1/containers/{name}/exec/ws?tty=false&user=1000&workdir=/tmp&env=GREETING=hi&cmd=sh&cmd=-c&cmd=echo+%24GREETING+%24(pwd)+%24(id+-u)"),
+    )
+    .unwrap();
+    let mut got = Got::default();
+    read_until(&mut s, &mut got, |g| g.closed);
+    assert_eq!(got.output, "hi /tmp 1000\n");
+    assert_eq!(got.texts, [r#"{"exit_code":0}"#]);
+
     // Closing the socket hangs the command up.
     let mut s = ws(
         &d,
@@ -203,10 +214,14 @@ from selenium.webdriver.common.action_chains import ActionChains
 name = args[0]
 screen = lambda: drv.find_element(By.ID, "term-screen")
 status = lambda: drv.find_element(By.ID, "term-status").text
-lines = lambda: [l.rstrip() for l in screen().text.split("\n")]
+# The rows of the scrollback ("back") or of the screen ("view"), as text.
+rows_of = lambda part: drv.execute_script(
+    "return [...document.querySelectorAll('#term-screen ." + part + " > div')].map(d => d.textContent.trimEnd())")
+lines = lambda: rows_of("back") + rows_of("view")
 def typed(keys):
     ActionChains(drv).send_keys(keys).perform()
 
+wait.until(lambda d: d.find_elements(By.ID, "nav-instances"))
 drv.find_element(By.ID, "nav-instances").click()
 wait.until(lambda d: d.find_elements(By.ID, "row-" + name))
 drv.find_element(By.ID, "row-" + name).find_element(By.LINK_TEXT, name).click()
@@ -233,17 +248,27 @@ typed("echo status=$?" + Keys.ENTER)
 wait.until(lambda d: "status=130" in lines())
 typed("printf 'abc\\033[2D\\033[KX\\033[31mred\\033[0m\\n'; seq 1 60" + Keys.ENTER)
 wait.until(lambda d: "aXred" in lines() and "60" in lines())
-# The view follows the output to its last line.
-wait.until(lambda d: d.execute_script(
-    "const b = document.getElementById('term-screen'); return b.scrollTop + b.clientHeight >= b.scrollHeight - 4"))
+# The view follows the output to its last line, unless the reader scrolled up.
+at_bottom = lambda d: d.execute_script(
+    "const b = document.getElementById('term-screen'); return b.scrollTop + b.clientHeight >= b.scrollHeight - 4")
+wait.until(at_bottom)
+drv.execute_script("document.getElementById('term-screen').scrollTop = 0")
+typed("echo more" + Keys.ENTER)
+wait.until(lambda d: "more" in lines())
+time.sleep(0.3)
+assert drv.execute_script("return document.getElementById('term-screen').scrollTop") == 0
+drv.execute_script("const b = document.getElementById('term-screen'); b.scrollTop = b.scrollHeight")
 assert drv.find_element(By.CSS_SELECTOR, "#term-screen .f2").text == "red"
-rows_of = lambda part: drv.execute_script(
-    "return [...document.querySelectorAll('#term-screen ." + part + " > div')].map(d => d.textContent.trimEnd())")
 view = lambda: rows_of("view")
 assert "1" in rows_of("back"), rows_of("back")
 # clear (cursor home, erase the screen): the prompt is on the first row, alone.
 typed("clear" + Keys.ENTER)
 wait.until(lambda d: view()[0].startswith("/ #") and not any(view()[1:]))
+# busybox's line editor asks where the cursor is after each prompt (ESC[6n) and the page
+# answers ESC[1;5R here; keys that reach it together with that answer were seen dropped
+# (1 run in 8 under load; the page had sent them; likely read as a ctrl-arrow key,
+# ESC[1;5A..D): give it a moment.
+time.sleep(0.5)
 # The terminal's size is the element's, as the command sees it.
 typed("stty size" + Keys.ENTER)
 def stty():
@@ -252,6 +277,7 @@ def stty():
         if len(p) == 2 and all(x.isdigit() for x in p):
             return [int(x) for x in p]
 wait.until(lambda d: stty())
+wait.until(at_bottom)
 rows = len(drv.find_elements(By.CSS_SELECTOR, "#term-screen .view > div"))
 cols = drv.execute_script("return document.querySelector('#term-screen .view > div').textContent.length")
 shot("2-answer")

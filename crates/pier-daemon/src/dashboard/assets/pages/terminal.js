@@ -20,9 +20,7 @@
       this.view = el("div", { class: "view" });
       box.replaceChildren(this.back, this.view);
       this.box = box;
-      // Whether the view follows the output: yes unless the reader scrolled up.
-      this.stick = true;
-      box.addEventListener("scroll", () => { this.stick = box.scrollTop + box.clientHeight >= box.scrollHeight - 4; });
+      this.autoTop = 0; // where the view was last scrolled to follow the output
       this.reply = reply; // answers to the terminal's queries (cursor position)
       this.rows = 0; this.cols = 0; this.lines = []; this.divs = [];
       this.resize(24, 80);
@@ -54,14 +52,17 @@
     all() { this.dirty = new Set(this.lines.keys()); this.schedule(); }
     touch(y) { this.dirty.add(y); this.schedule(); }
     schedule() { if (!this.frame) this.frame = requestAnimationFrame(() => this.draw()); }
-    // Draws the changed rows (and the cursor's), keeping the view at the bottom if it was.
+    // Draws the changed rows (and the cursor's). The view follows the output unless the
+    // reader scrolled up from where it last put it (and not back to the bottom).
     draw() {
       this.frame = 0;
+      const b = this.box;
+      const follow = b.scrollTop >= this.autoTop - 1 || b.scrollTop + b.clientHeight >= b.scrollHeight - 4;
       this.dirty.add(this.y);
       for (const y of this.dirty) if (this.divs[y]) this.paint(this.divs[y], this.lines[y], y === this.y ? this.x : -1);
       if (this.lastY !== undefined && this.lastY !== this.y && this.divs[this.lastY]) this.paint(this.divs[this.lastY], this.lines[this.lastY], -1);
       this.lastY = this.y; this.dirty.clear();
-      if (this.stick) this.box.scrollTop = this.box.scrollHeight;
+      if (follow) { b.scrollTop = b.scrollHeight; this.autoTop = b.scrollTop; }
     }
     // One row as runs of text of the same attributes (the cursor's cell its own run).
     paint(div, line, cx) {
@@ -241,7 +242,8 @@
       return i >= 0 ? String.fromCharCode([0, 27, 28, 29, 30, 31, 0][i]) : null;
     }
     if (KEYS[e.key]) return KEYS[e.key];
-    if ([...e.key].length === 1 && !e.ctrlKey) return (e.altKey ? "\x1b" : "") + e.key;
+    // A character (AltGr's too, which browsers report as Ctrl+Alt); Alt alone: ESC first.
+    if ([...e.key].length === 1) return (e.altKey && !e.ctrlKey ? "\x1b" : "") + e.key;
     return null;
   }
 
