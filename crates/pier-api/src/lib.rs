@@ -44,6 +44,7 @@ pub mod reference;
 pub mod registry;
 pub mod size;
 pub mod system;
+pub mod terminal;
 pub mod time;
 pub mod types;
 pub mod volumes;

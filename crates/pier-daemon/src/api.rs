@@ -130,6 +130,7 @@ pub fn router(engine: Arc<Engine>) -> Router {
         .route("/v1/images/{reference}/history", get(image_history))
         .route("/v1/images/{reference}/tag", post(tag_image))
         .merge(crate::api_containers::routes())
+        .merge(crate::api_terminal::routes())
         .merge(crate::api_networks::routes())
         .merge(crate::api_build::routes())
         .merge(crate::api_volumes::routes())
@@ -186,6 +187,7 @@ pub struct ApiDoc;
 pub fn openapi_json() -> String {
     let mut doc = ApiDoc::openapi();
     doc.merge(crate::api_containers::ContainersDoc::openapi());
+    doc.merge(crate::api_terminal::TerminalDoc::openapi());
     doc.merge(crate::dashboard::DashboardDoc::openapi());
     doc.merge(crate::api_networks::NetworksDoc::openapi());
     doc.merge(crate::api_build::BuildDoc::openapi());

@@ -21,6 +21,7 @@ pub mod api_containers;
 pub mod api_networks;
 pub mod api_registry;
 pub mod api_system;
+pub mod api_terminal;
 pub mod api_volumes;
 pub mod cluster;
 pub mod dashboard;

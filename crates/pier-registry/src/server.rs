@@ -186,6 +186,8 @@ async fn serve_connection<S>(
         .timer(hyper_util::rt::TokioTimer::new())
         .header_read_timeout(header_timeout)
         .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+        // Websockets (the dashboard's terminal, which this server also serves).
+        .with_upgrades()
         .await
     {
         tracing::debug!(%peer, error = %e, "registry connection ended");

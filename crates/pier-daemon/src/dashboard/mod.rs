@@ -151,11 +151,15 @@ fn session_cookie(headers: &HeaderMap) -> Option<&str> {
         .map(|(_, v)| v)
 }
 
-/// Whether a request may change state: safe methods always; others only with an `Origin`
-/// that is this dashboard's own (`https://` and the `Host` the browser asked for), which
-/// a page of another site cannot forge.
+/// Whether a request may change state: safe methods always; others, and websockets
+/// (a GET that runs a command, `exec/ws`), only with an `Origin` that is this dashboard's
+/// own (`https://` and the `Host` the browser asked for), which a page of another site
+/// cannot forge.
 pub fn origin_allowed(method: &Method, headers: &HeaderMap) -> bool {
-    if matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS) {
+    let websocket = headers
+        .get(header::UPGRADE)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"websocket"));
+    if matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS) && !websocket {
         return true;
     }
     let get = |h| headers.get(h).and_then(|v: &HeaderValue| v.to_str().ok());
@@ -459,6 +463,21 @@ mod tests {
             &Method::GET,
             &with(Some("https://evil.example"))
         ));
+        // A websocket (a terminal) is a state change: another site cannot open one.
+        let ws = |origin| {
+            let mut h = with(origin);
+            h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+            h
+        };
+        assert!(origin_allowed(
+            &Method::GET,
+            &ws(Some("https://127.0.0.1:9443"))
+        ));
+        assert!(!origin_allowed(
+            &Method::GET,
+            &ws(Some("https://evil.example"))
+        ));
+        assert!(!origin_allowed(&Method::GET, &ws(None)));
     }
 
     #[tokio::test]

@@ -48,6 +48,7 @@ const PAGES: &[Page] = &[
     page!("registry", "Registry"),
     page!("networks", "Networks"),
     page!("volumes", "Volumes"),
+    page!("terminal", "Terminal"),
     page!("hosts", "Hosts"),
 ];
 

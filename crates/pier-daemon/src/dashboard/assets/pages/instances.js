@@ -365,6 +365,7 @@
   async function showInstance(name) {
     const c = await api("GET", "/v1/containers/" + encodeURIComponent(name));
     $("h-instance").textContent = name;
+    $("terminal-link").href = "#/terminal/" + encodeURIComponent(name);
     fillFacts($("instance-facts"), facts(c));
     loadUsage(name, c.config && c.config.memory).catch(() => {});
     const pre = $("logs");
