@@ -37,7 +37,14 @@ pub struct JoinRequest {
     pub name: String,
     /// The IP it advertises.
     pub address: IpAddr,
+    /// Its clock when it sent this, Unix seconds: the pool refuses a host whose clock is
+    /// more than [`MAX_CLOCK_SKEW`] off its own.
+    pub time: u64,
 }
+
+/// How far a joining host's clock may be from the pool's. Certificates, token expiries
+/// and the times `pier host inspect` shows all read clocks; etcd's leases do not.
+pub const MAX_CLOCK_SKEW: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// What the pool gives a host it admits.
 #[derive(Clone, Serialize, Deserialize)]
@@ -78,6 +85,11 @@ pub enum AdmitError {
     },
     #[error("cannot keep this host's membership")]
     Local(#[from] LocalError),
+    #[error("this host's clock is {seconds} s {direction} the pool's (at most {max} s are allowed); set its time (e.g. with systemd-timesyncd or chrony) and join again: the token was not used", max = MAX_CLOCK_SKEW.as_secs())]
+    ClockSkew {
+        seconds: u64,
+        direction: &'static str,
+    },
 }
 
 impl AdmitError {
@@ -87,6 +99,7 @@ impl AdmitError {
             AdmitError::Token(JoinError::Store(_)) => false,
             AdmitError::Token(_) => true,
             AdmitError::Member(MemberError::BadName(_) | MemberError::NameTaken(_)) => true,
+            AdmitError::ClockSkew { .. } => true,
             _ => false,
         }
     }
@@ -103,6 +116,7 @@ pub fn grant(
 ) -> Result<JoinGrant, AdmitError> {
     let token: JoinToken = req.token.parse()?;
     let ca = ca.ok_or(AdmitError::NoCaKey)?;
+    check_clock(req.time, now)?;
     member::check_name(&req.name)?;
     // Checked before the token is used up, so a taken name costs no token.
     if member::exists(store, &req.name)? {
@@ -118,6 +132,21 @@ pub fn grant(
         etcd_endpoints: etcd_endpoints.to_vec(),
         etcd_prefix: etcd_prefix.to_string(),
     })
+}
+
+/// Refuses a joining host whose clock said `theirs` (Unix seconds) more than
+/// [`MAX_CLOCK_SKEW`] away from `now`.
+fn check_clock(theirs: u64, now: SystemTime) -> Result<(), AdmitError> {
+    let ours = now
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs();
+    let seconds = theirs.abs_diff(ours);
+    if seconds <= MAX_CLOCK_SKEW.as_secs() {
+        return Ok(());
+    }
+    let direction = if theirs > ours { "ahead of" } else { "behind" };
+    Err(AdmitError::ClockSkew { seconds, direction })
 }
 
 /// This host as the pool records it.
@@ -220,6 +249,7 @@ mod tests {
             token: token.into(),
             name: name.into(),
             address: "10.1.0.2".parse().unwrap(),
+            time: member::unix_now(),
         }
     }
 
@@ -261,6 +291,22 @@ mod tests {
         )
         .unwrap_err();
         assert!(matches!(e, AdmitError::Token(JoinError::Malformed)));
+        // A clock far off, either way: refused, the token kept.
+        for (skew, direction) in [(-120i64, "behind"), (3600, "ahead of")] {
+            let mut r = request(&t.to_string(), "h2");
+            r.time = r.time.saturating_add_signed(skew);
+            let e = grant(pool.as_ref(), Some(&ca), &r, &eps, "p/", now).unwrap_err();
+            assert!(e.is_client_error(), "{e}");
+            let msg = e.to_string();
+            assert!(
+                msg.contains(&format!("{} s {direction} the pool's", skew.unsigned_abs())),
+                "{msg}"
+            );
+        }
+        // A little off is fine (and, below, the token is still good).
+        let mut r = request(&t.to_string(), "h2");
+        r.time -= 20;
+        check_clock(r.time, now).unwrap();
         let g = grant(
             pool.as_ref(),
             Some(&ca),

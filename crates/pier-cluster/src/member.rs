@@ -95,6 +95,8 @@ pub enum MemberError {
     HasInstances { id: String, instances: u64 },
     #[error("host {0} runs the pool's etcd member; removing it would lose the pool's state, and moving etcd members is not supported yet (give --force only if that etcd is gone for good)")]
     EtcdMember(String),
+    #[error("this host ({0}) was removed from the pool (`pier host rm`), so it stopped its heartbeat; to be a member again, delete ROOT/cluster and join with a new token")]
+    Removed(String),
     #[error("host {0} changed under this request too many times in a row; try again")]
     Contended(String),
     #[error("record {key} of the pool is corrupt; rewrite or delete it")]
@@ -428,7 +430,8 @@ impl Heartbeater {
     }
 
     /// Renews the lease (granting a new one when it expired, after the member was cut
-    /// off) and rewrites the heartbeat with the time.
+    /// off) and rewrites the heartbeat with the time; [`MemberError::Removed`] when the
+    /// pool has no record of this host any more.
     pub fn beat(&mut self, store: &dyn Store) -> Result<(), MemberError> {
         let lease = match self.lease {
             Some(l) => match store.keep_alive(l) {
@@ -449,14 +452,26 @@ impl Heartbeater {
             value: json(&beat),
             lease,
         };
+        // Only while its record is there: a host removed from the pool does not write a
+        // heartbeat for a host the pool no longer has.
+        let present = Compare {
+            table: keys::TABLE,
+            key: keys::host(&self.id),
+            expect: Expect::Present,
+        };
         match store.txn(
             Txn {
-                compares: vec![],
+                compares: vec![present],
                 ops: vec![put],
             },
             false,
         ) {
             Ok(_) => Ok(()),
+            Err(StoreError::Conflict { .. }) => {
+                let _ = store.revoke(lease);
+                self.lease = None;
+                Err(MemberError::Removed(self.id.clone()))
+            }
             // Expired between the renewal and the put: a new lease next beat.
             Err(StoreError::LeaseNotFound { .. }) => {
                 self.lease = None;
@@ -588,6 +603,9 @@ mod tests {
             remove(&s, "h1", false),
             Err(MemberError::NotFound(_))
         ));
+        // Its daemon, still running, beats no more: it was removed.
+        assert!(matches!(hb.beat(&s), Err(MemberError::Removed(h)) if h == "h1"));
+        assert!(s.list(TABLE, HEARTBEATS).unwrap().is_empty());
         // A down host with instances is refused too, until forced.
         register(&s, &record("h2"), &member("h2")).unwrap();
         s.commit(vec![Op::Put {

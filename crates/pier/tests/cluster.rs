@@ -280,6 +280,19 @@ fn three_hosts_make_a_pool_join_it_and_see_each_other_go_down() {
         }
     }
 
+    // h3 removed while its daemon runs: it stops its heartbeat instead of beating for a
+    // host the pool no longer has (which would read as h3 `up` again).
+    h1.ok(&["host", "rm", "--force", "h3"]);
+    std::thread::sleep(TTL * 2);
+    let evs = host_events(&h1, "h3");
+    assert_eq!(
+        evs.iter().filter(|a| *a == "up").count(),
+        1,
+        "h3 came back up after its removal: {evs:?}"
+    );
+    assert!(evs.contains(&"remove".to_string()), "{evs:?}");
+    assert_eq!(hosts(&h1), [("h1".to_string(), "up".to_string())]);
+
     // h2's host leaves the pool for good (its membership removed) and stops cleanly.
     std::fs::remove_dir_all(h2.root.join("cluster")).unwrap();
     h2.spawn();

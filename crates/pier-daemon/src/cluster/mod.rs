@@ -109,7 +109,8 @@ fn member_error(e: MemberError) -> ApiError {
         | MemberError::Up(_)
         | MemberError::HasInstances { .. }
         | MemberError::EtcdMember(_)
-        | MemberError::PoolExists(_) => ErrorKind::Conflict,
+        | MemberError::PoolExists(_)
+        | MemberError::Removed(_) => ErrorKind::Conflict,
         MemberError::Contended(_) => ErrorKind::Unavailable,
         MemberError::Store(s) => return store_error(s),
         MemberError::Corrupt { .. } => ErrorKind::Internal,
@@ -137,7 +138,7 @@ fn admit_error(e: AdmitError) -> ApiError {
         AdmitError::Token(JoinError::WrongPool { .. }) => ErrorKind::Conflict,
         AdmitError::Token(JoinError::Random(_)) => ErrorKind::Internal,
         AdmitError::Token(_) => ErrorKind::InvalidInput,
-        AdmitError::NoCaKey => ErrorKind::Conflict,
+        AdmitError::NoCaKey | AdmitError::ClockSkew { .. } => ErrorKind::Conflict,
         AdmitError::StoreUnreachable { .. } => ErrorKind::Unavailable,
         AdmitError::Ca(_) | AdmitError::Local(_) => ErrorKind::Internal,
     };
@@ -451,6 +452,10 @@ impl Cluster {
                 })
                 .await;
                 match r {
+                    Ok(Err(e @ MemberError::Removed(_))) => {
+                        tracing::error!(error = %e, "heartbeat stopped");
+                        return;
+                    }
                     Ok(Ok(())) if failing => {
                         tracing::info!("heartbeat to the pool's store works again");
                         failing = false;
@@ -724,6 +729,7 @@ impl Cluster {
             token: req.token.clone(),
             name: name.clone(),
             address: adv.ip(),
+            time: member::unix_now(),
         };
         let grant: JoinGrant = net::join(target, &token.ca_fingerprint, &ask)
             .await
