@@ -23,7 +23,7 @@ use pier_store::{Compare, Expect, LeaseId, Op, Store, StoreError, Table, Txn};
 use serde::{Deserialize, Serialize};
 
 use crate::scheduler::keys;
-use crate::scheduler::{Allocation, HostRecord, HostState};
+use crate::scheduler::{Allocation, HostRecord, HostState, Resources};
 
 /// The pool's own record ([`PoolRecord`]), written once by `pier cluster init`.
 pub const POOL: &str = "pool";
@@ -335,17 +335,39 @@ pub fn host(store: &dyn Store, id: &str) -> Result<HostStatus, MemberError> {
 /// Cordons the host (`cordon`: it keeps its instances but takes no new ones) or opens it
 /// again, with a conditional write on the record as read; returns the host as it is now.
 pub fn set_cordon(store: &dyn Store, id: &str, cordon: bool) -> Result<HostStatus, MemberError> {
+    update_record(store, id, |r| {
+        r.state = if cordon {
+            HostState::Cordoned
+        } else {
+            HostState::Up
+        };
+    })
+}
+
+/// Records what the host has now (a daemon start may find more or less memory, CPUs or
+/// disk than at its join); returns the host as it is now.
+pub fn set_capacity(
+    store: &dyn Store,
+    id: &str,
+    capacity: Resources,
+) -> Result<HostStatus, MemberError> {
+    update_record(store, id, |r| r.capacity = capacity)
+}
+
+/// Changes the host's record with a conditional write on the record as read, reading
+/// again when another writer came first.
+fn update_record(
+    store: &dyn Store,
+    id: &str,
+    change: impl Fn(&mut HostRecord),
+) -> Result<HostStatus, MemberError> {
     let key = keys::host(id);
     for _ in 0..16 {
         let Some(kv) = store.get_kv(keys::TABLE, &key)? else {
             return Err(MemberError::NotFound(id.to_string()));
         };
         let mut record: HostRecord = decode(&key, &kv.value)?;
-        record.state = if cordon {
-            HostState::Cordoned
-        } else {
-            HostState::Up
-        };
+        change(&mut record);
         let txn = Txn {
             compares: vec![Compare {
                 table: keys::TABLE,
@@ -500,7 +522,6 @@ pub const TABLE: Table = keys::TABLE;
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::scheduler::Resources;
     use pier_store::MemStore;
 
     fn record(id: &str) -> HostRecord {
@@ -585,6 +606,16 @@ mod tests {
             set_cordon(&s, "nope", true),
             Err(MemberError::NotFound(_))
         ));
+        // A new capacity keeps the rest of the record.
+        set_cordon(&s, "h1", true).unwrap();
+        let bigger = Resources {
+            cpu_millis: 64_000,
+            memory_bytes: 1 << 40,
+            disk_bytes: 1 << 42,
+        };
+        let h = set_capacity(&s, "h1", bigger).unwrap();
+        assert_eq!(h.record.capacity, bigger);
+        assert_eq!(h.record.state, HostState::Cordoned);
     }
 
     #[test]

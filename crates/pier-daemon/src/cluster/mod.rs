@@ -354,6 +354,15 @@ impl Cluster {
                 );
                 match tokio::task::spawn_blocking(move || open_store(&eps, &prefix, &creds)).await {
                     Ok(Ok(store)) => {
+                        // What this host has now, which may differ from its join.
+                        let (s, name, cap) =
+                            (store.clone(), m2.local.name.clone(), capacity(&me.root));
+                        let set = tokio::task::spawn_blocking(move || {
+                            member::set_capacity(s.as_ref(), &name, cap)
+                        });
+                        if let Ok(Err(e)) = set.await {
+                            tracing::warn!(error = %pier_api::error::chain(&e), "cannot record this host's capacity in the pool");
+                        }
                         let _ = m2.store.set(store);
                         tracing::info!(host = %m2.local.name, "connected to the pool's store");
                         me.start_heartbeat(&m2);
