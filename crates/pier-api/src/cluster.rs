@@ -73,6 +73,22 @@ pub struct Joined {
     pub etcd_endpoints: Vec<String>,
 }
 
+/// This daemon's place in a pool (`GET /v1/cluster`, the pool line of `pier info`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ClusterStatus {
+    /// The pool's ID; none when this host is in no pool.
+    pub cluster_id: Option<String>,
+    /// This host's name in the pool.
+    pub host: Option<String>,
+    /// Its cluster listener, `IP:PORT`.
+    pub cluster_addr: Option<String>,
+    pub etcd_endpoints: Vec<String>,
+    /// Whether this daemon runs an etcd member of the pool.
+    pub runs_etcd: bool,
+    /// Whether it has reached the pool's store since it started.
+    pub connected: bool,
+}
+
 /// Amounts of a host's resources.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct HostResources {

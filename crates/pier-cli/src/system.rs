@@ -5,6 +5,7 @@
 use std::io::Write;
 
 use clap::{Args, Subcommand};
+use pier_api::cluster::ClusterStatus;
 use pier_api::containers::Event;
 use pier_api::registry::RegistryTag;
 use pier_api::system::{SystemDf, SystemPruneReport, VersionInfo};
@@ -95,11 +96,29 @@ pub async fn run(client: &Client, fmt: Format, cmd: SystemCommand) -> Result<(),
 
 pub async fn info(client: &Client, fmt: Format) -> Result<(), CliError> {
     let i: SystemInfo = client.get("/v1/info").await?;
+    // Only the root-only socket serves the pool's status; elsewhere the line is left out.
+    let pool: Option<ClusterStatus> = client.get("/v1/cluster").await.ok();
     print(fmt, &i, || {
         let gib = |b: u64| human_size_binary(b);
         [
             "Server:".to_string(),
             format!(" Project: {}", i.project),
+            match &pool {
+                Some(ClusterStatus {
+                    cluster_id: Some(id),
+                    host: Some(host),
+                    connected,
+                    ..
+                }) => format!(
+                    " Pool: {id}, as host {host}{}",
+                    if *connected {
+                        ""
+                    } else {
+                        " (its store not reached yet)"
+                    }
+                ),
+                _ => " Pool: none".to_string(),
+            },
             format!(" Containers: {}", i.containers),
             format!("  Running: {}", i.containers_running),
             format!("  Paused: {}", i.containers_paused),

@@ -8,11 +8,13 @@
 //! layout. [`ca`] makes the pool's certificate authority and signs members' certificates;
 //! [`join`] issues and redeems the one-time tokens hosts join with. [`member`] keeps the
 //! members' records and heartbeats in the store; [`admit`] is both sides of a join;
-//! [`local`] is what a member keeps on its own disk; [`host_events`] reads the hosts'
+//! [`local`] is what a member keeps on its own disk; [`etcd`] runs and supervises the
+//! etcd member a host runs for the pool; [`host_events`] reads the hosts'
 //! events (join, cordon, down, ...) off a watch of the pool's table.
 
 pub mod admit;
 pub mod ca;
+pub mod etcd;
 pub mod host_events;
 pub mod join;
 pub mod local;

@@ -84,6 +84,7 @@ fn three_hosts_make_a_pool_join_it_and_see_each_other_go_down() {
     lan.connect(&h3);
 
     // A daemon outside any pool says so.
+    assert!(h1.ok(&["info"]).contains("\n Pool: none\n"));
     let e = h1.fails(&["host", "ls"]);
     assert!(
         e.contains("this host is not in a pool; make one with `pier cluster init`"),
@@ -221,6 +222,19 @@ fn three_hosts_make_a_pool_join_it_and_see_each_other_go_down() {
     assert_eq!(h3.json(&["host", "inspect", "h2"])["etcd_member"], false);
     let e = h3.fails(&["host", "inspect", "h9"]);
     assert!(e.contains("no host h9 in the pool"), "{e}");
+
+    // `pier info` names the pool and the host, the same pool on each.
+    let pool_line = |d: &Daemon| {
+        let info = d.ok(&["info"]);
+        info.lines()
+            .find(|l| l.starts_with(" Pool: "))
+            .unwrap_or_else(|| panic!("no pool line: {info}"))
+            .to_string()
+    };
+    let (p1, p3) = (pool_line(&h1), pool_line(&h3));
+    assert!(p1.ends_with(", as host h1"), "{p1}");
+    assert!(p3.ends_with(", as host h3"), "{p3}");
+    assert_eq!(p1.split(',').next(), p3.split(',').next());
 
     // Cordon h2 from h1; h3 sees it.
     h1.ok(&["host", "cordon", "h2"]);
@@ -424,7 +438,7 @@ state = lambda h: drv.find_element(By.ID, "pool-host-" + h).get_attribute("data-
 drv.find_element(By.ID, "nav-hosts").click()
 wait.until(lambda d: state("h1") == "up" and state("h2") == "up")
 wait.until(lambda d: d.find_element(By.ID, "hosts-summary").text.startswith("2 hosts in the pool"))
-assert "(etcd)" in drv.find_element(By.ID, "pool-host-h1").text
+assert "h1 (this host) (etcd)" in drv.find_element(By.ID, "pool-host-h1").text
 assert "zone=b" in drv.find_element(By.ID, "pool-host-h2").text
 shot("1-pool")
 # Cordoned from the page: the pool's record says so.

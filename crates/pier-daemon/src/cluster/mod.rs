@@ -17,7 +17,6 @@
 //! keeps the CA's key, so joins go through it (the command `pier cluster init` and
 //! `pier cluster token` print names it).
 
-pub mod etcd;
 pub mod net;
 mod routes;
 
@@ -31,10 +30,13 @@ use std::time::{Duration, SystemTime};
 use axum::extract::State;
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use pier_api::cluster::{ClusterInit, ClusterJoin, HostInfo, HostResources, JoinCommand, Joined};
+use pier_api::cluster::{
+    ClusterInit, ClusterJoin, ClusterStatus, HostInfo, HostResources, JoinCommand, Joined,
+};
 use pier_api::ErrorKind;
 use pier_cluster::admit::{self, AdmitError, JoinGrant, JoinRequest, Joining};
 use pier_cluster::ca::ClusterCa;
+use pier_cluster::etcd;
 use pier_cluster::host_events::HostEvents;
 use pier_cluster::join::{self, JoinError, JoinToken};
 use pier_cluster::local::{self, Credentials, LocalMember};
@@ -284,6 +286,21 @@ impl Cluster {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone()
+    }
+
+    /// This daemon's place in a pool (all empty when it is in none).
+    pub fn status(&self) -> ClusterStatus {
+        let Some(m) = self.member() else {
+            return ClusterStatus::default();
+        };
+        ClusterStatus {
+            cluster_id: Some(m.local.cluster_id.clone()),
+            host: Some(m.local.name.clone()),
+            cluster_addr: Some(m.join_addr().to_string()),
+            etcd_endpoints: m.local.etcd_endpoints.clone(),
+            runs_etcd: m.local.runs_etcd,
+            connected: m.store.get().is_some(),
+        }
     }
 
     fn member_or_refuse(&self) -> Result<Arc<Member>, ApiError> {

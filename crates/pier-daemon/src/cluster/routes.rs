@@ -8,7 +8,8 @@ use axum::extract::{Path as UrlPath, Query, State};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use pier_api::cluster::{
-    ClusterInit, ClusterJoin, HostInfo, HostResources, JoinCommand, Joined, TokenRequest,
+    ClusterInit, ClusterJoin, ClusterStatus, HostInfo, HostResources, JoinCommand, Joined,
+    TokenRequest,
 };
 use pier_cluster::join;
 
@@ -29,6 +30,7 @@ pub fn routes(c: Arc<Cluster>) -> Router {
 /// also served to the dashboard (making or joining a pool is not).
 pub fn host_routes(c: Arc<Cluster>) -> Router {
     Router::new()
+        .route("/v1/cluster", get(status))
         .route("/v1/hosts", get(list_hosts))
         .route("/v1/hosts/{id}", get(inspect_host).delete(remove_host))
         .route("/v1/hosts/{id}/cordon", post(cordon_host))
@@ -79,6 +81,12 @@ async fn token(
     };
     let m = c.member_or_refuse()?;
     c.token_of(&m, ttl).await.map(Json)
+}
+
+/// This daemon's place in a pool, if it is in one.
+#[utoipa::path(get, path = "/v1/cluster", responses((status = 200, body = ClusterStatus)))]
+async fn status(State(c): State<Arc<Cluster>>) -> Json<ClusterStatus> {
+    Json(c.status())
 }
 
 /// The pool's hosts.
@@ -140,6 +148,7 @@ async fn remove_host(
 #[derive(utoipa::OpenApi)]
 #[openapi(
     paths(
+        status,
         init,
         join_pool,
         token,
@@ -150,6 +159,7 @@ async fn remove_host(
         remove_host
     ),
     components(schemas(
+        ClusterStatus,
         ClusterInit,
         ClusterJoin,
         JoinCommand,

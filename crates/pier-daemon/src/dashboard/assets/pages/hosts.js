@@ -55,9 +55,9 @@
 
   // The pool's hosts; the section stays hidden when this daemon is in no pool (409).
   async function loadPool() {
-    let hosts;
+    let hosts, me;
     try {
-      hosts = await api("GET", "/v1/hosts");
+      [hosts, me] = await Promise.all([api("GET", "/v1/hosts"), api("GET", "/v1/cluster")]);
     } catch (err) {
       $("pool").hidden = true;
       return 1;
@@ -71,7 +71,7 @@
       const labels = Object.entries(h.labels || {}).map(([k, v]) => k + "=" + v).join(", ");
       const beat = h.last_heartbeat ? new Date(h.last_heartbeat * 1000).toLocaleTimeString() : "none";
       return el("tr", { id: "pool-host-" + h.id, "data-state": h.state },
-        el("th", { scope: "row" }, h.id + (h.etcd_member ? " (etcd)" : "")),
+        el("th", { scope: "row" }, h.id + (h.id === me.host ? " (this host)" : "") + (h.etcd_member ? " (etcd)" : "")),
         el("td", { class: "state state-" + h.state }, h.state),
         el("td", {}, h.address || ""),
         el("td", {}, labels),
