@@ -149,27 +149,11 @@ pub fn register(
     host: &HostRecord,
     member: &MemberRecord,
 ) -> Result<(), MemberError> {
-    check_name(&host.id)?;
-    let absent = |key: String| Compare {
-        table: keys::TABLE,
-        key,
-        expect: Expect::Absent,
-    };
-    let txn = Txn {
-        compares: vec![absent(keys::host(&host.id)), absent(member_key(&host.id))],
-        ops: vec![
-            keys::put_host(host),
-            Op::Put {
-                table: keys::TABLE,
-                key: member_key(&host.id),
-                value: json(member),
-            },
-        ],
-    };
-    match store.txn(txn, true) {
-        Ok(_) => Ok(()),
-        Err(StoreError::Conflict { .. }) => Err(MemberError::NameTaken(host.id.clone())),
-        Err(e) => Err(e.into()),
+    match add_member(store, None, host, member) {
+        Err(MemberError::Store(StoreError::Conflict { .. })) => {
+            Err(MemberError::NameTaken(host.id.clone()))
+        }
+        r => r,
     }
 }
 
@@ -181,43 +165,47 @@ pub fn found_pool(
     host: &HostRecord,
     member: &MemberRecord,
 ) -> Result<(), MemberError> {
-    check_name(&host.id)?;
-    let absent = |key: String| Compare {
-        table: keys::TABLE,
-        key,
-        expect: Expect::Absent,
-    };
-    let txn = Txn {
-        compares: vec![
-            absent(POOL.to_string()),
-            absent(keys::host(&host.id)),
-            absent(member_key(&host.id)),
-        ],
-        ops: vec![
-            Op::Put {
-                table: keys::TABLE,
-                key: POOL.to_string(),
-                value: json(pool),
-            },
-            keys::put_host(host),
-            Op::Put {
-                table: keys::TABLE,
-                key: member_key(&host.id),
-                value: json(member),
-            },
-        ],
-    };
-    match store.txn(txn, true) {
-        Ok(_) => Ok(()),
-        Err(StoreError::Conflict { .. }) => {
+    match add_member(store, Some(pool), host, member) {
+        Err(MemberError::Store(StoreError::Conflict { .. })) => {
             let found = store
                 .get(keys::TABLE, POOL)?
                 .and_then(|b| serde_json::from_slice::<PoolRecord>(&b).ok())
                 .map_or_else(|| "unknown".to_string(), |p| p.cluster_id);
             Err(MemberError::PoolExists(found))
         }
-        Err(e) => Err(e.into()),
+        r => r,
     }
+}
+
+/// Writes a member's host and member records (and, founding the pool, its record), each
+/// required absent; a [`StoreError::Conflict`] when one is there already.
+fn add_member(
+    store: &dyn Store,
+    pool: Option<&PoolRecord>,
+    host: &HostRecord,
+    member: &MemberRecord,
+) -> Result<(), MemberError> {
+    check_name(&host.id)?;
+    let mut txn = Txn::default();
+    let mut add = |key: String, value: Vec<u8>| {
+        txn.compares.push(Compare {
+            table: keys::TABLE,
+            key: key.clone(),
+            expect: Expect::Absent,
+        });
+        txn.ops.push(Op::Put {
+            table: keys::TABLE,
+            key,
+            value,
+        });
+    };
+    if let Some(p) = pool {
+        add(POOL.to_string(), json(p));
+    }
+    add(keys::host(&host.id), json(host));
+    add(member_key(&host.id), json(member));
+    store.txn(txn, true)?;
+    Ok(())
 }
 
 /// Undoes [`found_pool`] (a failed init).
