@@ -281,9 +281,15 @@ async fn snapshot(
     J(req): J<SnapshotRequest>,
 ) -> ApiResult<StatusCode> {
     blocking(move || {
-        e.instances
-            .snapshot_volume(&ctx, &name, &req.name)
-            .map_err(ApiError::from)
+        e.instances.snapshot_volume(&ctx, &name, &req.name)?;
+        e.emit(
+            &ctx,
+            "volume",
+            "snapshot",
+            &name,
+            &[("snapshot", &req.name)],
+        );
+        Ok::<_, ApiError>(())
     })
     .await?;
     Ok(StatusCode::CREATED)
@@ -298,9 +304,9 @@ async fn restore(
     Path((name, snap)): Path<(String, String)>,
 ) -> ApiResult<StatusCode> {
     blocking(move || {
-        e.instances
-            .restore_volume(&ctx, &name, &snap)
-            .map_err(ApiError::from)
+        e.instances.restore_volume(&ctx, &name, &snap)?;
+        e.emit(&ctx, "volume", "restore", &name, &[("snapshot", &snap)]);
+        Ok::<_, ApiError>(())
     })
     .await?;
     Ok(StatusCode::NO_CONTENT)
@@ -314,11 +320,16 @@ async fn remove_snapshot(
     State(e): Shared,
     Path((name, snap)): Path<(String, String)>,
 ) -> ApiResult<StatusCode> {
-    let c = e.instances.clone();
     blocking(move || {
-        c.volumes
-            .remove_snapshot(&ctx, &name, &snap)
-            .map_err(ApiError::from)
+        e.instances.volumes.remove_snapshot(&ctx, &name, &snap)?;
+        e.emit(
+            &ctx,
+            "volume",
+            "snapshot_destroy",
+            &name,
+            &[("snapshot", &snap)],
+        );
+        Ok::<_, ApiError>(())
     })
     .await?;
     Ok(StatusCode::NO_CONTENT)

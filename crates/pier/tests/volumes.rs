@@ -253,6 +253,19 @@ fn snapshots_exports_and_imports_are_byte_identical() {
         let rows: Vec<&str> = snaps.lines().skip(1).collect();
         assert_eq!(rows.len(), 1, "{snaps}");
         assert_eq!(rows[0].split_whitespace().next(), Some("s1"), "{snaps}");
+        d.ok(&["volume", "snapshot-rm", vol, "s1"]);
+        // Each step is an event of the volume, naming the snapshot.
+        let filter = format!("volume={vol}");
+        let evs = d.ok(&[
+            "--format", "json", "events", "--since", "10m", "--until", "0s", "--filter", &filter,
+        ]);
+        let steps: Vec<String> = evs
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+            .filter(|e| e["attributes"]["snapshot"] == "s1")
+            .map(|e| e["action"].as_str().unwrap().to_string())
+            .collect();
+        assert_eq!(steps, ["snapshot", "restore", "snapshot_destroy"], "{evs}");
         // Export, then import as a new volume.
         let file = d.dir.path().join(format!("{vol}.tar"));
         let sum = d.ok(&["volume", "export", "-o", file.to_str().unwrap(), vol]);
