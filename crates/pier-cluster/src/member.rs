@@ -210,19 +210,33 @@ fn add_member(
 
 /// Undoes [`found_pool`] (a failed init).
 pub fn unfound_pool(store: &dyn Store, id: &str) -> Result<(), MemberError> {
-    let del = |key: String| Op::Delete {
-        table: keys::TABLE,
-        key,
-    };
+    delete_keys(
+        store,
+        [
+            POOL.to_string(),
+            keys::host(id),
+            member_key(id),
+            heartbeat_key(id),
+        ],
+    )
+}
+
+/// Deletes `keys` of the pool's table in one transaction.
+fn delete_keys(
+    store: &dyn Store,
+    keys: impl IntoIterator<Item = String>,
+) -> Result<(), MemberError> {
+    let ops = keys
+        .into_iter()
+        .map(|key| Op::Delete {
+            table: keys::TABLE,
+            key,
+        })
+        .collect();
     store.txn(
         Txn {
             compares: vec![],
-            ops: vec![
-                del(POOL.to_string()),
-                del(keys::host(id)),
-                del(member_key(id)),
-                del(heartbeat_key(id)),
-            ],
+            ops,
         },
         true,
     )?;
@@ -396,23 +410,15 @@ pub fn remove(store: &dyn Store, id: &str, force: bool) -> Result<(), MemberErro
             });
         }
     }
-    let del = |key: String| Op::Delete {
-        table: keys::TABLE,
-        key,
-    };
-    store.txn(
-        Txn {
-            compares: vec![],
-            ops: vec![
-                del(keys::host(id)),
-                del(member_key(id)),
-                del(keys::allocation(id)),
-                del(heartbeat_key(id)),
-            ],
-        },
-        true,
-    )?;
-    Ok(())
+    delete_keys(
+        store,
+        [
+            keys::host(id),
+            member_key(id),
+            keys::allocation(id),
+            heartbeat_key(id),
+        ],
+    )
 }
 
 /// Keeps a member's heartbeat: [`Heartbeater::beat`] every [`Heartbeater::period`].
