@@ -44,6 +44,7 @@ use pier_cluster::member::{self, Heartbeater, MemberError, PoolRecord};
 use pier_cluster::scheduler::{Labels, Resources};
 use pier_store::{EtcdConfig, EtcdStore, EtcdTls, Store, StoreError};
 
+use crate::api::blocking;
 use crate::error::ApiError;
 use pier_engine::Engine;
 
@@ -151,13 +152,6 @@ fn internal(what: &str, e: impl std::fmt::Display) -> ApiError {
     ApiError::new(ErrorKind::Internal, format!("{what}: {e}"))
 }
 
-/// Runs blocking store work off the async threads.
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
-) -> Result<T, ApiError> {
-    tokio::task::spawn_blocking(f).await?
-}
-
 /// `IP` or `IP:PORT` (the listener's port by default).
 fn parse_addr(s: &str, what: &str) -> Result<SocketAddr, ApiError> {
     if let Ok(a) = s.parse::<SocketAddr>() {
@@ -228,13 +222,11 @@ fn check_labels(labels: &Labels) -> Result<(), ApiError> {
 
 /// What this host offers: its CPUs, memory and the disk of its state directory.
 fn capacity(root: &Path) -> Resources {
-    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get() as u64);
-    let info = rustix::system::sysinfo();
-    let memory = u64::from(info.mem_unit).saturating_mul(info.totalram as u64);
+    let host = pier_engine::system::HostInfo::read();
     let disk = rustix::fs::statvfs(root).map_or(0, |s| s.f_blocks.saturating_mul(s.f_frsize));
     Resources {
-        cpu_millis: cpus * 1000,
-        memory_bytes: memory,
+        cpu_millis: u64::from(host.cpus) * 1000,
+        memory_bytes: host.memory,
         disk_bytes: disk,
     }
 }
