@@ -224,7 +224,9 @@ def typed(keys):
 wait.until(lambda d: d.find_elements(By.ID, "nav-instances"))
 drv.find_element(By.ID, "nav-instances").click()
 wait.until(lambda d: d.find_elements(By.ID, "row-" + name))
-drv.find_element(By.ID, "row-" + name).find_element(By.LINK_TEXT, name).click()
+# The list may be redrawn by a live refresh under the click: click again then.
+click(lambda: drv.find_element(By.ID, "row-" + name).find_element(By.LINK_TEXT, name))
+wait.until(lambda d: d.current_url.endswith("#/instances/" + name))
 wait.until(lambda d: d.find_element(By.ID, "terminal-link").get_attribute("href").endswith("#/terminal/" + name))
 drv.find_element(By.ID, "terminal-link").click()
 wait.until(lambda d: d.find_element(By.ID, "h-terminal").text == "Terminal: " + name)
