@@ -42,9 +42,10 @@ need_root() {
 
 # What Pier itself needs at run time.
 RUNTIME_PACKAGES=(busybox-static libc-bin ca-certificates nftables iproute2 e2fsprogs util-linux)
-# What building Pier needs besides Rust: a C compiler, and protoc for the etcd client's
-# gRPC code (pier-store's etcd backend).
-BUILD_PACKAGES=(gcc protobuf-compiler)
+# What building Pier needs besides Rust: a C compiler, and protoc with the protobuf
+# well-known types (google/protobuf/*.proto, in libprotobuf-dev, only recommended by
+# protobuf-compiler) for the etcd client's gRPC code (pier-store's etcd backend).
+BUILD_PACKAGES=(gcc protobuf-compiler libprotobuf-dev)
 
 # docker-py (Docker's Python SDK, `docker` on PyPI) in a venv of its own, for the tests
 # that drive Pier's Docker API with it and for scripts/docker-py.sh. Idempotent.
