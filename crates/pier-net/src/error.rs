@@ -54,6 +54,16 @@ pub enum Error {
         #[source]
         source: NetlinkError,
     },
+    /// The kernel has no VXLAN support (a module not loaded, or not built).
+    #[error("netlink: cannot create VXLAN link {name}: this kernel has no VXLAN support; load it with `modprobe vxlan` (or use a kernel built with CONFIG_VXLAN)")]
+    NoVxlan {
+        name: String,
+        #[source]
+        source: NetlinkError,
+    },
+    /// A link by the name of one of Pier's VXLAN links is of another kind.
+    #[error("netlink: link {name} is not a VXLAN link")]
+    NotVxlan { name: String },
     /// A link Pier made (or was about to use) is not there.
     #[error("netlink: link {name} is missing")]
     LinkMissing { name: String },
@@ -105,7 +115,7 @@ impl Error {
     /// Whose fault this is.
     pub fn kind(&self) -> ErrorKind {
         match self {
-            Error::Netlink { source, .. } => {
+            Error::Netlink { source, .. } | Error::NoVxlan { source, .. } => {
                 source.errno().map_or(ErrorKind::Host, ErrorKind::of_errno)
             }
             Error::Io { source, .. } | Error::Socket(source) | Error::Pipe { source, .. } => {
@@ -114,6 +124,7 @@ impl Error {
             Error::Nft { source, .. } | Error::Tc { source, .. } => {
                 source.errno().map_or(ErrorKind::Host, ErrorKind::of_errno)
             }
+            Error::NotVxlan { .. } => ErrorKind::Conflict,
             Error::LinkMissing { .. } | Error::Spawn { .. } | Error::Panicked { .. } => {
                 ErrorKind::Host
             }

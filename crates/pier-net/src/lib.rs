@@ -1,6 +1,7 @@
-//! Single-host networking: bridge networks, IPAM, veth pairs into network namespaces,
-//! the nftables table Pier owns (egress NAT, published ports, isolation, routed mode),
-//! the embedded DNS server, and per-container rate limits.
+//! Host networking: bridge networks, IPAM, veth pairs into network namespaces, the
+//! nftables tables Pier owns (egress NAT, published ports, isolation, routed mode, the
+//! overlays' bridge rules), the embedded DNS server, per-container rate limits, and the
+//! VXLAN links and forwarding entries of networks that span a pool (`vxlan`).
 //!
 //! Netlink work goes through `rtnetlink`; firewall rules through nftables' JSON
 //! interface (`nft -j -f -`), always inside Pier's own table, never anyone else's.
@@ -15,6 +16,7 @@ pub mod names;
 pub mod netlink;
 pub mod nft;
 pub mod qos;
+pub mod vxlan;
 
 mod error;
 

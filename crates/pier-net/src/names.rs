@@ -1,5 +1,6 @@
 //! The names of the host objects one daemon makes in its network namespace: bridges, the
-//! host ends of veth pairs and the nftables table, and which names are its own.
+//! host ends of veth pairs, VXLAN links and the nftables tables, and which names are its
+//! own.
 //!
 //! Several daemons may share a host (and a network namespace), each on its own state
 //! root. Every name a daemon makes carries its tag, derived from that root, and every
@@ -11,6 +12,7 @@
 //! | the default project's default network's bridge | `pier0` | `pier3fa0` |
 //! | other networks' bridges (other projects' default networks too) | `pier-<id8>` | `pier3fa0-<id6>` |
 //! | host ends of veths | `pv<id6><nonce4><n>` | `pv3fa0<id4><nonce4><n>` |
+//! | VXLAN links of networks across the pool | `pvx-<id8>` | `pvx3fa0-<id7>` |
 //! | nftables table | `ip pier` | `ip pier_3fa0` |
 //!
 //! The default root keeps the names Pier always had. A tag is four hex digits of the
@@ -27,6 +29,9 @@ use sha2::{Digest, Sha256};
 pub const IFNAME_MAX: usize = 15;
 
 const TAG_LEN: usize = 4;
+
+/// Digits of the network ID in an untagged VXLAN link's name.
+const VXLAN_ID: usize = 8;
 
 /// One daemon's naming scheme.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -156,6 +161,32 @@ impl HostNames {
         id.len() == id_len && all_hex(id)
     }
 
+    /// The VXLAN link of the pool network with ID `network_id` (hex, 8 digits or more).
+    pub fn vxlan(&self, network_id: &str) -> String {
+        if self.tag.is_empty() {
+            format!("pvx-{}", &network_id[..VXLAN_ID])
+        } else {
+            format!(
+                "pvx{}-{}",
+                self.tag,
+                &network_id[..IFNAME_MAX - 4 - TAG_LEN]
+            )
+        }
+    }
+
+    /// Whether `name` has the shape of this daemon's VXLAN links.
+    pub fn owns_vxlan(&self, name: &str) -> bool {
+        let id_len = if self.tag.is_empty() {
+            VXLAN_ID
+        } else {
+            IFNAME_MAX - 4 - TAG_LEN
+        };
+        name.strip_prefix("pvx")
+            .and_then(|r| r.strip_prefix(self.tag.as_str()))
+            .and_then(|r| r.strip_prefix('-'))
+            .is_some_and(|id| id.len() == id_len && all_hex(id))
+    }
+
     /// Whether `table` is the table of some Pier daemon (this one or another).
     pub fn is_pier_table(table: &str) -> bool {
         table == "pier"
@@ -172,7 +203,7 @@ mod tests {
     const ID: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
 
     fn all_names(n: &HostNames) -> Vec<String> {
-        let mut v = vec![n.default_bridge(), n.network_bridge(ID)];
+        let mut v = vec![n.default_bridge(), n.network_bridge(ID), n.vxlan(ID)];
         for i in [0, 1, 15] {
             v.push(n.host_veth(ID, "9f8e", i));
         }
@@ -188,6 +219,10 @@ mod tests {
         assert_eq!(n.host_veth(ID, "9f8e", 1), "pv0123459f8e1");
         assert!(n.owns_veth("pvdeadbeef000"));
         assert!(n.owns_bridge("pier0") && n.owns_bridge("pier-01234567"));
+        assert_eq!(n.vxlan(ID), "pvx-01234567");
+        assert!(n.owns_vxlan("pvx-01234567"));
+        assert!(!n.owns_vxlan("pvx-0123456") && !n.owns_vxlan("pvx-0123456g"));
+        assert!(!n.owns_veth(&n.vxlan(ID)) && !n.owns_bridge(&n.vxlan(ID)));
     }
 
     #[test]
@@ -210,12 +245,18 @@ mod tests {
             for name in all_names(a) {
                 assert!(name.len() <= IFNAME_MAX, "{name} is too long");
                 for (j, b) in daemons.iter().enumerate() {
-                    let owned = b.owns_veth(&name) || b.owns_bridge(&name);
+                    let owned = b.owns_veth(&name) || b.owns_bridge(&name) || b.owns_vxlan(&name);
                     assert_eq!(owned, i == j, "{name} of daemon {i} seen by daemon {j}");
                 }
             }
             assert!(a.owns_veth(&a.host_veth(ID, "0000", 3)));
             assert!(!a.owns_veth(&a.default_bridge()));
+            // Each shape is one kind's only.
+            let vx = a.vxlan(ID);
+            assert!(a.owns_vxlan(&vx) && !a.owns_veth(&vx) && !a.owns_bridge(&vx));
+            assert!(
+                !a.owns_vxlan(&a.network_bridge(ID)) && !a.owns_vxlan(&a.host_veth(ID, "0000", 1))
+            );
             assert!(!a.owns_bridge("eth0") && !a.owns_veth("pv") && !a.owns_veth("lo"));
         }
         // Same root, same names: a restart finds its own.

@@ -20,14 +20,14 @@ use rtnetlink::{Handle, LinkBridge, LinkBridgePort, LinkMessageBuilder, LinkUnsp
 use crate::error::{io, nl};
 use crate::{Error, Result};
 
-fn is_errno(e: &rtnetlink::Error, errno: i32) -> bool {
+pub(crate) fn is_errno(e: &rtnetlink::Error, errno: i32) -> bool {
     matches!(e, rtnetlink::Error::NetlinkError(m) if m.raw_code() == -errno)
 }
 
 /// A netlink connection in the daemon's network namespace.
 #[derive(Clone)]
 pub struct Netlink {
-    handle: Handle,
+    pub(crate) handle: Handle,
 }
 
 /// A link as netlink reports it.
