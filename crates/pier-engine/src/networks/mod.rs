@@ -469,6 +469,8 @@ impl Networks {
                 bridge: n.bridge,
                 internal: n.internal,
                 routed: n.mode == NetworkMode::Routed,
+                // Networks across the pool are not realised yet (no VXLAN link).
+                overlay: None,
             })
             .collect();
         let ports: Vec<FwPort> = self
