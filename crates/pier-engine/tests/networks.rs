@@ -945,7 +945,8 @@ async fn an_internal_network_gives_no_default_route_and_rules_say_internal() {
         bridge: n.bridge,
         subnet: "10.10.0.0/24".into(),
         internal: true,
-        routed: false
+        routed: false,
+        overlay: None,
     }));
 }
 

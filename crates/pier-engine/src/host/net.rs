@@ -1,6 +1,7 @@
 //! The network side of the host: [`NetHost`] (namespaces, bridges, veth pairs, sysctls,
-//! rate limits, host routes and ports, the networks' DNS servers) and [`Firewall`] (the
-//! daemon's nftables table). The network control plane (`crate::networks`) asks the
+//! rate limits, host routes and ports, the networks' DNS servers, the VXLAN links of
+//! networks across the pool and their forwarding entries) and [`Firewall`] (the
+//! daemon's nftables tables). The network control plane (`crate::networks`) asks the
 //! kernel for nothing except through these.
 //!
 //! [`RealNetHost`] and [`NftFirewall`] carry the calls out through `pier-net`;
@@ -24,6 +25,7 @@ use pier_net::netlink::{self, Netlink};
 use pier_net::nft::{self, FwNetwork, FwPort, Proto};
 
 pub use pier_net::netlink::{Link, Plumb};
+pub use pier_net::vxlan::FdbEntry;
 
 /// A boxed future, for the async methods of the traits (which are used as `dyn`).
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -40,6 +42,28 @@ pub struct Bridge {
     /// On a dual-stack network: its IPv6 address and prefix length.
     pub gateway6: Option<(Ipv6Addr, u8)>,
     pub mtu: u32,
+}
+
+/// The VXLAN link of a network across the pool on this host, as the network wants it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Vxlan {
+    /// Its name ([`HostNames::vxlan`]).
+    pub name: String,
+    /// The network's VXLAN network identifier, the same on every host.
+    pub vni: u32,
+    /// This host's address in the pool: the local tunnel end.
+    pub local: Ipv4Addr,
+    pub mtu: u32,
+    /// The network's bridge on this host, which the link is a port of.
+    pub bridge: String,
+}
+
+/// What a VXLAN link forwards: its entries and its bridge's entries pointing at it
+/// ([`FdbEntry`]), and its permanent neighbour entries (IP, MAC), each sorted.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OverlayEntries {
+    pub fdb: Vec<FdbEntry>,
+    pub neigh: Vec<(Ipv4Addr, [u8; 6])>,
 }
 
 /// Rate limits of one interface, in bits per second.
@@ -114,6 +138,28 @@ pub trait NetHost: Send + Sync + 'static {
     fn stop_dns(&self, network_id: &str);
     /// Stops every DNS server (daemon shutdown).
     fn stop_all_dns(&self);
+    /// Makes the VXLAN link `v` a port of its bridge (which must exist), up; one there
+    /// with the same VNI and local end is kept, one that differs is made again (with no
+    /// entries). Its index.
+    fn ensure_vxlan<'a>(&'a self, v: &'a Vxlan) -> BoxFuture<'a, NetResult<u32>>;
+    /// The entries of the VXLAN link `vxlan` (a missing link is
+    /// [`pier_net::Error::LinkMissing`]).
+    fn overlay_entries<'a>(&'a self, vxlan: &'a str) -> BoxFuture<'a, NetResult<OverlayEntries>>;
+    /// Adds `entry` to the VXLAN link `vxlan`: a flood entry beside the others, a remote
+    /// MAC replacing where it pointed, a bridge entry (`master`) pointing the MAC at the
+    /// link. Adding one that is there is fine.
+    fn fdb_add<'a>(&'a self, vxlan: &'a str, entry: &'a FdbEntry) -> BoxFuture<'a, NetResult<()>>;
+    /// Deletes `entry` from the VXLAN link `vxlan`; one not there is fine.
+    fn fdb_del<'a>(&'a self, vxlan: &'a str, entry: &'a FdbEntry) -> BoxFuture<'a, NetResult<()>>;
+    /// Sets the neighbour entry `ip -> mac` on the VXLAN link `vxlan` (its ARP answer).
+    fn neigh_set<'a>(
+        &'a self,
+        vxlan: &'a str,
+        ip: Ipv4Addr,
+        mac: [u8; 6],
+    ) -> BoxFuture<'a, NetResult<()>>;
+    /// Deletes the neighbour entry of `ip` on the VXLAN link `vxlan`; none is fine.
+    fn neigh_del<'a>(&'a self, vxlan: &'a str, ip: Ipv4Addr) -> BoxFuture<'a, NetResult<()>>;
 }
 
 /// The daemon's nftables table: NAT, published ports, isolation between networks.
@@ -306,6 +352,75 @@ impl NetHost for RealNetHost {
         for (_, s) in self.dns.lock().unwrap().drain() {
             s.stop();
         }
+    }
+
+    fn ensure_vxlan<'a>(&'a self, v: &'a Vxlan) -> BoxFuture<'a, NetResult<u32>> {
+        Box::pin(async move {
+            let bridge = self.must_index(&v.bridge).await?;
+            self.nl
+                .ensure_vxlan(&v.name, v.vni, v.local, v.mtu, bridge)
+                .await
+        })
+    }
+
+    fn overlay_entries<'a>(&'a self, vxlan: &'a str) -> BoxFuture<'a, NetResult<OverlayEntries>> {
+        Box::pin(async move {
+            let i = self.must_index(vxlan).await?;
+            Ok(OverlayEntries {
+                fdb: self.nl.fdb_list(i).await?,
+                neigh: self.nl.neigh_list(i).await?,
+            })
+        })
+    }
+
+    fn fdb_add<'a>(&'a self, vxlan: &'a str, entry: &'a FdbEntry) -> BoxFuture<'a, NetResult<()>> {
+        Box::pin(async move {
+            let i = self.must_index(vxlan).await?;
+            self.nl.fdb_add(i, entry).await
+        })
+    }
+
+    fn fdb_del<'a>(&'a self, vxlan: &'a str, entry: &'a FdbEntry) -> BoxFuture<'a, NetResult<()>> {
+        Box::pin(async move {
+            match self.nl.index(vxlan).await? {
+                Some(i) => self.nl.fdb_del(i, entry).await,
+                // Its entries went with it.
+                None => Ok(()),
+            }
+        })
+    }
+
+    fn neigh_set<'a>(
+        &'a self,
+        vxlan: &'a str,
+        ip: Ipv4Addr,
+        mac: [u8; 6],
+    ) -> BoxFuture<'a, NetResult<()>> {
+        Box::pin(async move {
+            let i = self.must_index(vxlan).await?;
+            self.nl.neigh_replace(i, ip, mac).await
+        })
+    }
+
+    fn neigh_del<'a>(&'a self, vxlan: &'a str, ip: Ipv4Addr) -> BoxFuture<'a, NetResult<()>> {
+        Box::pin(async move {
+            match self.nl.index(vxlan).await? {
+                Some(i) => self.nl.neigh_del(i, ip).await,
+                None => Ok(()),
+            }
+        })
+    }
+}
+
+impl RealNetHost {
+    /// The index of link `name`; [`pier_net::Error::LinkMissing`] when there is none.
+    async fn must_index(&self, name: &str) -> NetResult<u32> {
+        self.nl
+            .index(name)
+            .await?
+            .ok_or_else(|| pier_net::Error::LinkMissing {
+                name: name.to_string(),
+            })
     }
 }
 

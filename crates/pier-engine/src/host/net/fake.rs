@@ -6,7 +6,10 @@
 //! and fails the calls a test asks it to ([`Fault`]) with a typed `pier_net::Error` of
 //! a chosen errno. The model behaves as the kernel does where the engine relies on it:
 //! removing a namespace removes the veths in it, a bridge with an address routes its
-//! subnet, a second link by one name is `EEXIST`.
+//! subnet, a second link by one name is `EEXIST`; a VXLAN link keeps its forwarding and
+//! neighbour entries (gone with it, its bridge entries gone with its bridge), a remote
+//! MAC points at one host at a time, flood entries add up, deleting an absent entry is
+//! done.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io;
@@ -18,7 +21,10 @@ use pier_net::dns::Records;
 use pier_net::ipam::Ipv4Net;
 use pier_net::nft::{FwNetwork, FwPort, Proto};
 
-use super::{BoxFuture, Bridge, Firewall, Link, NetHost, NetResult, Plumb, RateLimit};
+use super::{
+    BoxFuture, Bridge, FdbEntry, Firewall, Link, NetHost, NetResult, OverlayEntries, Plumb,
+    RateLimit, Vxlan,
+};
 
 /// One call to a fake, with its arguments.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -50,6 +56,25 @@ pub enum NetCall {
         addr: SocketAddr,
     },
     StopDns(String),
+    EnsureVxlan(Vxlan),
+    OverlayEntries(String),
+    FdbAdd {
+        vxlan: String,
+        entry: FdbEntry,
+    },
+    FdbDel {
+        vxlan: String,
+        entry: FdbEntry,
+    },
+    NeighSet {
+        vxlan: String,
+        ip: Ipv4Addr,
+        mac: [u8; 6],
+    },
+    NeighDel {
+        vxlan: String,
+        ip: Ipv4Addr,
+    },
     FirewallApply {
         networks: usize,
         ports: usize,
@@ -72,6 +97,12 @@ pub enum CallKind {
     EphemeralPort,
     PortFree,
     ServeDns,
+    EnsureVxlan,
+    OverlayEntries,
+    FdbAdd,
+    FdbDel,
+    NeighSet,
+    NeighDel,
     FirewallApply,
 }
 
@@ -91,6 +122,12 @@ impl CallKind {
             CallKind::EphemeralPort => "pick a port",
             CallKind::PortFree => "probe a port",
             CallKind::ServeDns => "serve DNS",
+            CallKind::EnsureVxlan => "ensure VXLAN link",
+            CallKind::OverlayEntries => "list overlay entries",
+            CallKind::FdbAdd => "add forwarding entry",
+            CallKind::FdbDel => "delete forwarding entry",
+            CallKind::NeighSet => "set neighbour entry",
+            CallKind::NeighDel => "delete neighbour entry",
             CallKind::FirewallApply => "apply the firewall",
         }
     }
@@ -158,6 +195,16 @@ pub enum FakeLink {
         bridge: Option<String>,
         rate: Option<(Option<u64>, Option<u64>)>,
     },
+    /// The VXLAN link of a network across the pool.
+    Vxlan {
+        vni: u32,
+        local: Ipv4Addr,
+        mtu: u32,
+        /// The bridge it is a port of, by name.
+        master: Option<String>,
+        fdb: BTreeSet<FdbEntry>,
+        neigh: BTreeMap<Ipv4Addr, [u8; 6]>,
+    },
 }
 
 /// The host as a [`FakeNetHost`]'s calls left it.
@@ -180,6 +227,26 @@ impl NetModel {
             .filter(|(_, l)| matches!(l, FakeLink::Veth { .. }))
             .map(|(n, _)| n.as_str())
             .collect()
+    }
+
+    /// The VXLAN links in the model.
+    pub fn vxlans(&self) -> Vec<&str> {
+        self.links
+            .iter()
+            .filter(|(_, l)| matches!(l, FakeLink::Vxlan { .. }))
+            .map(|(n, _)| n.as_str())
+            .collect()
+    }
+
+    /// The entries of VXLAN link `name`, as [`NetHost::overlay_entries`] lists them.
+    pub fn overlay(&self, name: &str) -> Option<OverlayEntries> {
+        match self.links.get(name)? {
+            FakeLink::Vxlan { fdb, neigh, .. } => Some(OverlayEntries {
+                fdb: fdb.iter().copied().collect(),
+                neigh: neigh.iter().map(|(ip, mac)| (*ip, *mac)).collect(),
+            }),
+            _ => None,
+        }
     }
 
     /// The bridges in the model.
@@ -420,15 +487,90 @@ impl FakeNetHost {
         // A link's own sysctls go with it.
         let own = format!("ipv4/conf/{name}/");
         s.model.sysctls.retain(|k, _| !k.starts_with(&own));
-        // Veths plugged into a deleted bridge stay, unplugged (as the kernel does).
+        // Veths and VXLAN links plugged into a deleted bridge stay, unplugged (as the
+        // kernel does); the bridge's entries pointing at a VXLAN link go with it.
         for l in s.model.links.values_mut() {
-            if let FakeLink::Veth { bridge, .. } = l {
-                if bridge.as_deref() == Some(name) {
+            match l {
+                FakeLink::Veth { bridge, .. } if bridge.as_deref() == Some(name) => {
                     *bridge = None;
                 }
+                FakeLink::Vxlan { master, fdb, .. } if master.as_deref() == Some(name) => {
+                    *master = None;
+                    fdb.retain(|e| !e.master);
+                }
+                _ => {}
             }
         }
         Ok(())
+    }
+
+    fn do_vxlan(&self, v: &Vxlan) -> NetResult<u32> {
+        let mut s = self.record(NetCall::EnsureVxlan(v.clone()), CallKind::EnsureVxlan)?;
+        if !matches!(s.model.links.get(&v.bridge), Some(FakeLink::Bridge { .. })) {
+            return Err(pier_net::Error::LinkMissing {
+                name: v.bridge.clone(),
+            });
+        }
+        match s.model.links.get_mut(&v.name) {
+            Some(FakeLink::Vxlan {
+                vni,
+                local,
+                mtu,
+                master,
+                ..
+            }) if *vni == v.vni && *local == v.local => {
+                *mtu = v.mtu;
+                *master = Some(v.bridge.clone());
+                return Ok(s.index[&v.name]);
+            }
+            // Another VNI or local end, or another kind of link under the name: made
+            // again.
+            _ => {
+                s.model.links.remove(&v.name);
+                s.index.remove(&v.name);
+            }
+        }
+        s.next_index += 1;
+        let i = s.next_index;
+        s.index.insert(v.name.clone(), i);
+        s.model.links.insert(
+            v.name.clone(),
+            FakeLink::Vxlan {
+                vni: v.vni,
+                local: v.local,
+                mtu: v.mtu,
+                master: Some(v.bridge.clone()),
+                fdb: BTreeSet::new(),
+                neigh: BTreeMap::new(),
+            },
+        );
+        Ok(i)
+    }
+
+    /// Changes the VXLAN link `name` with `f`, after recording `call`; `ENODEV` when
+    /// there is none (or `Ok` without change when `missing_ok`).
+    fn on_vxlan<T: Default>(
+        &self,
+        call: NetCall,
+        kind: CallKind,
+        name: &str,
+        missing_ok: bool,
+        f: impl FnOnce(
+            &mut Option<String>,
+            &mut BTreeSet<FdbEntry>,
+            &mut BTreeMap<Ipv4Addr, [u8; 6]>,
+        ) -> NetResult<T>,
+    ) -> NetResult<T> {
+        let mut s = self.record(call, kind)?;
+        match s.model.links.get_mut(name) {
+            Some(FakeLink::Vxlan {
+                master, fdb, neigh, ..
+            }) => f(master, fdb, neigh),
+            None if missing_ok => Ok(T::default()),
+            _ => Err(pier_net::Error::LinkMissing {
+                name: name.to_string(),
+            }),
+        }
     }
 
     fn do_remove_netns(&self, path: &Path) {
@@ -509,6 +651,9 @@ impl NetHost for FakeNetHost {
                     controller: match l {
                         FakeLink::Veth {
                             bridge: Some(b), ..
+                        }
+                        | FakeLink::Vxlan {
+                            master: Some(b), ..
                         } => s.index.get(b).copied(),
                         _ => None,
                     },
@@ -632,6 +777,97 @@ impl NetHost for FakeNetHost {
             self.stop_dns(&id);
         }
     }
+
+    fn ensure_vxlan<'a>(&'a self, v: &'a Vxlan) -> BoxFuture<'a, NetResult<u32>> {
+        ready(self.do_vxlan(v))
+    }
+
+    fn overlay_entries<'a>(&'a self, vxlan: &'a str) -> BoxFuture<'a, NetResult<OverlayEntries>> {
+        let call = NetCall::OverlayEntries(vxlan.to_string());
+        ready(self.on_vxlan(
+            call,
+            CallKind::OverlayEntries,
+            vxlan,
+            false,
+            |_, fdb, neigh| {
+                Ok(OverlayEntries {
+                    fdb: fdb.iter().copied().collect(),
+                    neigh: neigh.iter().map(|(ip, mac)| (*ip, *mac)).collect(),
+                })
+            },
+        ))
+    }
+
+    fn fdb_add<'a>(&'a self, vxlan: &'a str, entry: &'a FdbEntry) -> BoxFuture<'a, NetResult<()>> {
+        let call = NetCall::FdbAdd {
+            vxlan: vxlan.to_string(),
+            entry: *entry,
+        };
+        let e = *entry;
+        ready(self.on_vxlan(
+            call,
+            CallKind::FdbAdd,
+            vxlan,
+            false,
+            move |master, fdb, _| {
+                if e.master && master.is_none() {
+                    // A bridge entry needs a bridge.
+                    return Err(errno(CallKind::FdbAdd, libc::EINVAL));
+                }
+                if !e.master && !e.is_flood() {
+                    // A remote MAC points at one host: replaced.
+                    fdb.retain(|f| f.master || f.mac != e.mac);
+                }
+                fdb.insert(e);
+                Ok(())
+            },
+        ))
+    }
+
+    fn fdb_del<'a>(&'a self, vxlan: &'a str, entry: &'a FdbEntry) -> BoxFuture<'a, NetResult<()>> {
+        let call = NetCall::FdbDel {
+            vxlan: vxlan.to_string(),
+            entry: *entry,
+        };
+        ready(
+            self.on_vxlan(call, CallKind::FdbDel, vxlan, true, |_, fdb, _| {
+                fdb.remove(entry);
+                Ok(())
+            }),
+        )
+    }
+
+    fn neigh_set<'a>(
+        &'a self,
+        vxlan: &'a str,
+        ip: Ipv4Addr,
+        mac: [u8; 6],
+    ) -> BoxFuture<'a, NetResult<()>> {
+        let call = NetCall::NeighSet {
+            vxlan: vxlan.to_string(),
+            ip,
+            mac,
+        };
+        ready(
+            self.on_vxlan(call, CallKind::NeighSet, vxlan, false, |_, _, neigh| {
+                neigh.insert(ip, mac);
+                Ok(())
+            }),
+        )
+    }
+
+    fn neigh_del<'a>(&'a self, vxlan: &'a str, ip: Ipv4Addr) -> BoxFuture<'a, NetResult<()>> {
+        let call = NetCall::NeighDel {
+            vxlan: vxlan.to_string(),
+            ip,
+        };
+        ready(
+            self.on_vxlan(call, CallKind::NeighDel, vxlan, true, |_, _, neigh| {
+                neigh.remove(&ip);
+                Ok(())
+            }),
+        )
+    }
 }
 
 /// A network as the fake firewall keeps it.
@@ -641,6 +877,8 @@ pub struct FwNet {
     pub subnet: String,
     pub internal: bool,
     pub routed: bool,
+    /// Its VXLAN link, on a network across the pool (the bridge table's drops).
+    pub overlay: Option<String>,
 }
 
 /// The rules the last successful apply left.
@@ -741,6 +979,7 @@ impl Firewall for FakeFirewall {
                 subnet: n.subnet.to_string(),
                 internal: n.internal,
                 routed: n.routed,
+                overlay: n.overlay.clone(),
             })
             .collect();
         s.model.ports = ports.to_vec();
@@ -762,3 +1001,6 @@ impl Firewall for FakeFirewall {
         self.lock().others.clone()
     }
 }
+
+#[cfg(test)]
+mod tests;
