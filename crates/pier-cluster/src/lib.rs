@@ -10,7 +10,9 @@
 //! members' records and heartbeats in the store; [`admit`] is both sides of a join;
 //! [`local`] is what a member keeps on its own disk; [`etcd`] runs and supervises the
 //! etcd member a host runs for the pool; [`host_events`] reads the hosts'
-//! events (join, cordon, down, ...) off a watch of the pool's table.
+//! events (join, cordon, down, ...) off a watch of the pool's table; [`networks`] keeps
+//! the records of networks across the pool (VNI, subnet, name) and the addresses claimed
+//! on them, and the view each member programs its VXLAN links from.
 
 pub mod admit;
 pub mod ca;
@@ -19,4 +21,5 @@ pub mod host_events;
 pub mod join;
 pub mod local;
 pub mod member;
+pub mod networks;
 pub mod scheduler;

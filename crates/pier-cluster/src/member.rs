@@ -22,6 +22,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use pier_store::{Compare, Expect, LeaseId, Op, Store, StoreError, Table, Txn};
 use serde::{Deserialize, Serialize};
 
+use crate::networks::NetPoolError;
 use crate::scheduler::keys;
 use crate::scheduler::{Allocation, HostRecord, HostState, Resources};
 
@@ -387,7 +388,8 @@ fn update_record(
     Err(MemberError::Contended(id.to_string()))
 }
 
-/// Removes a host from the pool: its records, allocation and heartbeat. An `up` host (one
+/// Removes a host from the pool: its records, allocation and heartbeat, and the network
+/// addresses its endpoints claimed ([`crate::networks::release_host`]). An `up` host (one
 /// that heartbeats), one running an etcd member of the pool, or one with instances
 /// assigned is refused unless `force`.
 pub fn remove(store: &dyn Store, id: &str, force: bool) -> Result<(), MemberError> {
@@ -410,6 +412,13 @@ pub fn remove(store: &dyn Store, id: &str, force: bool) -> Result<(), MemberErro
             });
         }
     }
+    // Its claims first: should that fail, the host is still there to remove again.
+    crate::networks::release_host(store, id).map_err(|e| match e {
+        NetPoolError::Store(e) => MemberError::Store(e),
+        NetPoolError::Corrupt { key, source } => MemberError::Corrupt { key, source },
+        // Releasing can otherwise only lose to other writers every time.
+        _ => MemberError::Contended(id.to_string()),
+    })?;
     delete_keys(
         store,
         [
