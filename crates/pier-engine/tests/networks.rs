@@ -1624,8 +1624,30 @@ async fn reconcile_removes_what_no_running_container_owns() {
             up: true,
         },
     );
+    // VXLAN links: one of ours whose network is gone, another daemon's, another
+    // program's.
+    let vxlan = |local| FakeLink::Vxlan {
+        vni: 4096,
+        local,
+        mtu: 1450,
+        master: None,
+        fdb: Default::default(),
+        neigh: Default::default(),
+    };
+    let stray_vxlan = names.vxlan(&"c".repeat(64));
+    e.host
+        .add_link(&stray_vxlan, vxlan(Ipv4Addr::new(10, 251, 0, 1)));
+    let others_vxlan =
+        HostNames::for_root(std::path::Path::new("/srv/other"), false).vxlan(&"c".repeat(64));
+    e.host
+        .add_link(&others_vxlan, vxlan(Ipv4Addr::new(10, 251, 0, 1)));
+    e.host
+        .add_link("vxlan0", vxlan(Ipv4Addr::new(10, 251, 0, 1)));
     e.host.add_netns(&e.nets.netns_path(&"d".repeat(64)));
     e.nets.reconcile(&e.project).await.unwrap();
+    let m = e.host.model();
+    assert_eq!(m.vxlans(), vec![others_vxlan.as_str(), "vxlan0"]);
+    assert!(e.nets.owns_interface(&stray_vxlan) && !e.nets.owns_interface(&others_vxlan));
     assert!(leases(&e).is_empty());
     assert!(port_keys(&e).is_empty());
     assert!(e.db.list(Table::Meta, "ports/").unwrap().is_empty());

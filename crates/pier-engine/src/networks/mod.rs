@@ -138,10 +138,12 @@ pub struct Networks {
 }
 
 impl Networks {
-    /// Whether `interface` is one this daemon made in its network namespace: a bridge of
-    /// its networks or the host end of an instance's veth.
+    /// Whether `interface` is one this daemon made in its network namespace: a bridge or
+    /// VXLAN link of its networks, or the host end of an instance's veth.
     pub fn owns_interface(&self, interface: &str) -> bool {
-        self.names.owns_bridge(interface) || self.names.owns_veth(interface)
+        self.names.owns_bridge(interface)
+            || self.names.owns_veth(interface)
+            || self.names.owns_vxlan(interface)
     }
 
     /// `root` is canonical; `names` are those of the daemon on it

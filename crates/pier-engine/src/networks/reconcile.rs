@@ -212,8 +212,8 @@ impl Networks {
         Ok(kept_ifs)
     }
 
-    /// Veths and bridges of ours that nothing owns, and namespace files of containers
-    /// that are not running.
+    /// Veths, bridges and VXLAN links of ours that nothing owns, and namespace files of
+    /// containers that are not running.
     async fn remove_strays(
         &self,
         nets: &[(String, NetworkInspect)],
@@ -221,7 +221,12 @@ impl Networks {
         running: &HashMap<String, ContainerInspect>,
     ) -> EngineResult<()> {
         let bridges: HashSet<&str> = nets.iter().map(|(_, n)| n.bridge.as_str()).collect();
+        let vxlans: HashSet<String> = nets.iter().map(|(_, n)| self.names.vxlan(&n.id)).collect();
         for l in self.host.links().await.map_err(net_err)? {
+            if self.names.owns_vxlan(&l.name) && !vxlans.contains(&l.name) {
+                tracing::info!(link = %l.name, "removing the VXLAN link of a network that is gone");
+                let _ = self.host.delete_link(&l.name).await;
+            }
             if self.names.owns_veth(&l.name) && !kept_ifs.contains(&l.name) {
                 tracing::info!(link = %l.name, "removing a veth no container owns");
                 let _ = self.host.delete_link(&l.name).await;

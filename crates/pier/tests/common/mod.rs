@@ -282,6 +282,15 @@ impl Daemon {
                 .is_some_and(|r| r.bytes().all(|b| b.is_ascii_hexdigit()))
     }
 
+    /// Whether `link` is one of this daemon's VXLAN links (of networks across a pool):
+    /// `pvx`, its tag, `-` and seven hex digits.
+    pub fn owns_vxlan(&self, link: &str) -> bool {
+        link.len() == 15
+            && link
+                .strip_prefix(&format!("pvx{}-", self.host_tag()))
+                .is_some_and(|r| r.bytes().all(|b| b.is_ascii_hexdigit()))
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.as_ref().expect("running").id()
     }
@@ -494,20 +503,21 @@ impl Drop for Daemon {
             );
             // With every container gone, no veth of theirs may stay (only this daemon's:
             // a daemon beside it keeps its own), and their namespace files are gone.
-            // (The kernel removes a dead namespace's veths in the background.)
+            // (The kernel removes a dead namespace's veths in the background.) Nor may a
+            // VXLAN link of a network across a pool.
             let deadline = Instant::now() + Duration::from_secs(10);
             let veths = loop {
                 let v: Vec<String> = self
                     .links()
                     .into_iter()
-                    .filter(|l| self.owns_veth(l))
+                    .filter(|l| self.owns_veth(l) || self.owns_vxlan(l))
                     .collect();
                 if v.is_empty() || Instant::now() > deadline {
                     break v;
                 }
                 std::thread::sleep(Duration::from_millis(50));
             };
-            assert!(veths.is_empty(), "veths left: {veths:?}");
+            assert!(veths.is_empty(), "veths or VXLAN links left: {veths:?}");
             let netns_left: Vec<_> = fs::read_dir(self.root.join("netns"))
                 .map(|d| d.flatten().map(|e| e.file_name()).collect())
                 .unwrap_or_default();
