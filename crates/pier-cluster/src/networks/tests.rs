@@ -420,7 +420,7 @@ fn a_removed_hosts_claims_are_released_with_it() {
     for i in 0..40u8 {
         let net = if i % 2 == 0 { &a } else { &b };
         let l = lease("h2", &format!("c{i}"), &format!("02:00:00:00:01:{i:02x}"));
-        claim(&s, net, Ipv4Addr::new(10, 210, (i % 2).into(), i + 2), &l).unwrap();
+        claim(&s, net, Ipv4Addr::new(10, 210, i % 2, i + 2), &l).unwrap();
     }
     claim(
         &s,
