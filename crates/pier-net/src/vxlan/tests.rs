@@ -199,6 +199,49 @@ fn talk(ns: &Path, addr: SocketAddr, big: usize) {
     .unwrap();
 }
 
+/// The MAC host `ns` resolved `ip` to on its bridge `pvtbr0` after trying to reach it
+/// (None when ARP got no answer within a second and a half).
+fn host_resolves(ns: &Path, ip: Ipv4Addr) -> Option<[u8; 6]> {
+    in_ns(ns, move |rt, nl| {
+        let br = rt.block_on(nl.index("pvtbr0")).unwrap().unwrap();
+        rt.block_on(nl.neigh_del(br, ip)).unwrap();
+        // Any packet will do: it makes the host ask for the address.
+        let _ = TcpStream::connect_timeout(
+            &SocketAddr::new(ip.into(), 7009),
+            Duration::from_millis(300),
+        );
+        let deadline = Instant::now() + Duration::from_millis(1500);
+        loop {
+            let found = rt.block_on(async {
+                let mut s = nl
+                    .handle
+                    .neighbours()
+                    .get()
+                    .set_address_family(AddressFamily::Inet)
+                    .execute();
+                let mut found = None;
+                while let Some(m) = s.try_next().await.unwrap() {
+                    let resolved = matches!(
+                        m.header.state,
+                        NeighbourState::Reachable
+                            | NeighbourState::Stale
+                            | NeighbourState::Delay
+                            | NeighbourState::Probe
+                    );
+                    if m.header.ifindex == br && resolved && dst_of(&m.attributes) == Some(ip) {
+                        found = mac_of(&m.attributes);
+                    }
+                }
+                found
+            });
+            if found.is_some() || Instant::now() > deadline {
+                return found;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    })
+}
+
 #[test]
 #[ignore = "root tier: needs root; scripts/test.sh runs it (--run-ignored all)"]
 fn an_overlay_joins_two_hosts_and_leaves_nothing_behind() {
@@ -277,6 +320,43 @@ fn an_overlay_joins_two_hosts_and_leaves_nothing_behind() {
     let server = serve_once(&ca, SocketAddr::new(A_IP.into(), 7001), 1024);
     talk(&cb, SocketAddr::new(A_IP.into(), 7001), 1024);
     server.join().unwrap();
+
+    // Without Pier's bridge table, host a's own ARP crosses into the VXLAN port (and
+    // is answered by its proxy): the host itself reaches into the overlay.
+    assert_eq!(host_resolves(&a, B_IP), Some(mac_for(B_IP)));
+
+    // With Pier's tables on both hosts (the overlay's bridge table, and the ip table,
+    // whose forward chain sees the bridged traffic: bridge-nf-call-iptables is on in a
+    // new namespace) the containers still talk.
+    let net = crate::nft::FwNetwork {
+        bridge: "pvtbr0".into(),
+        subnet: "10.77.0.0/24".parse().unwrap(),
+        subnet6: None,
+        internal: false,
+        routed: false,
+        masquerade: true,
+        overlay: Some(VX.into()),
+    };
+    for host in [&a, &b] {
+        let net = net.clone();
+        in_ns(host, move |_, _| {
+            crate::nft::apply("pier_t0", "root_0123456789abcdef", &[net], &[]).unwrap();
+            let nf = std::fs::read_to_string("/proc/sys/net/bridge/bridge-nf-call-iptables");
+            assert_eq!(nf.map(|s| s.trim().to_string()).ok().as_deref(), Some("1"));
+        });
+    }
+    let server = serve_once(&cb, SocketAddr::new(B_IP.into(), 7002), 64 * 1024);
+    talk(&ca, SocketAddr::new(B_IP.into(), 7002), 64 * 1024);
+    server.join().unwrap();
+    // ... and the host itself no longer does: its frames never leave by a VXLAN port.
+    assert_eq!(host_resolves(&a, B_IP), None);
+    for host in [&a, &b] {
+        in_ns(host, |_, _| {
+            assert!(crate::nft::exists("pier_t0"));
+            crate::nft::delete("pier_t0").unwrap();
+            assert!(!crate::nft::exists("pier_t0"));
+        });
+    }
 
     // What the sync relies on, on host a.
     in_ns(&a, move |rt, nl| {
