@@ -210,6 +210,13 @@ pub enum NetPoolError {
         mac: String,
         ip: String,
     },
+    #[error("address {ip} is not one network {network} gives out ({subnet}, gateway {gateway} excepted)")]
+    NotInSubnet {
+        network: String,
+        ip: Ipv4Addr,
+        subnet: Ipv4Net,
+        gateway: Ipv4Addr,
+    },
     #[error("bad MAC address {0:?} in an address claim: use aa:bb:cc:dd:ee:ff")]
     BadMac(String),
     #[error(
@@ -463,6 +470,15 @@ pub fn claim(
 ) -> Result<Revision, NetPoolError> {
     if lease.mac_bytes().is_none() {
         return Err(NetPoolError::BadMac(lease.mac.clone()));
+    }
+    let (subnet, gateway) = (net.network.subnet, net.network.gateway.addr());
+    if !subnet.contains(ip) || ip == gateway || ip == subnet.network() || ip == subnet.broadcast() {
+        return Err(NetPoolError::NotInSubnet {
+            network: net.network.name.clone(),
+            ip,
+            subnet,
+            gateway,
+        });
     }
     let id = net.id();
     let (lkey, mkey) = (lease_key(id, ip), mac_key(id, &lease.mac));

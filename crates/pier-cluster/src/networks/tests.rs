@@ -242,6 +242,17 @@ fn an_address_and_a_mac_are_claimed_once_and_released_by_their_holder() {
     );
     let e = claim(&s, &net, ip("10.210.0.9"), &lease("h3", "c-cli", "nope")).unwrap_err();
     assert!(matches!(e, NetPoolError::BadMac(_)), "{e}");
+    // Only the network's own addresses, and never its gateway (every host has it).
+    for bad in ["10.210.1.5", "10.210.0.1", "10.210.0.0", "10.210.0.255"] {
+        let e = claim(
+            &s,
+            &net,
+            ip(bad),
+            &lease("h3", "c-cli", "02:42:0a:d2:00:09"),
+        )
+        .unwrap_err();
+        assert!(matches!(e, NetPoolError::NotInSubnet { .. }), "{bad}: {e}");
+    }
     // Only its holder releases it; a second release finds nothing.
     assert!(!release(&s, &id, ip("10.210.0.2"), &lease("h3", "c-web", "")).unwrap());
     assert!(!release(&s, &id, ip("10.210.0.2"), &lease("h2", "c-other", "")).unwrap());
