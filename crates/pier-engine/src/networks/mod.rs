@@ -19,6 +19,9 @@
 //! (`crate::host::net`): bridges, veth pairs, namespace files under `ROOT/netns/`, the
 //! DNS servers, and the daemon's nftables table, always rebuilt whole from the store.
 //!
+//! Networks across a pool of hosts are being built: [`overlay`] makes one VXLAN link's
+//! forwarding entries match the pool's claims; nothing creates such a network yet.
+//!
 //! Create, remove, attach and connect are step lists with an undo per step
 //! ([`crate::steps`]): a failure at any step leaves nothing (no lease, port, link, rule
 //! or record). At daemon start [`Networks::reconcile`] makes the host match the store.
@@ -36,6 +39,7 @@ mod attach;
 mod create;
 mod link_local;
 mod names;
+pub mod overlay;
 mod reconcile;
 
 use std::collections::{BTreeMap, HashMap};
