@@ -17,6 +17,7 @@
 //! keeps the CA's key, so joins go through it (the command `pier cluster init` and
 //! `pier cluster token` print names it).
 
+pub mod mirror;
 pub mod net;
 mod routes;
 
@@ -376,6 +377,7 @@ impl Cluster {
                         tracing::info!(host = %m2.local.name, "connected to the pool's store");
                         me.start_heartbeat(&m2);
                         me.start_host_events(&m2);
+                        me.start_mirror(&m2);
                         return;
                     }
                     Ok(Err(e)) if !logged => {
@@ -518,6 +520,19 @@ impl Cluster {
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
         });
+        m.tasks.lock().unwrap_or_else(|e| e.into_inner()).push(task);
+    }
+
+    /// Mirrors this host's instances into the pool's records ([`mirror`]).
+    fn start_mirror(&self, m: &Arc<Member>) {
+        let Some(store) = m.store.get().cloned() else {
+            return;
+        };
+        let task = tokio::spawn(mirror::run(
+            self.engine.clone(),
+            store,
+            m.local.name.clone(),
+        ));
         m.tasks.lock().unwrap_or_else(|e| e.into_inner()).push(task);
     }
 
@@ -677,6 +692,7 @@ impl Cluster {
             .map_err(|e| internal("cannot serve the pool", e))?;
         self.start_heartbeat(&m);
         self.start_host_events(&m);
+        self.start_mirror(&m);
         *self.member.lock().unwrap_or_else(|e| e.into_inner()) = Some(m.clone());
         tracing::info!(cluster = %cluster_id, host = %name, "made a pool");
         self.token_of(&m, join::DEFAULT_TTL).await
@@ -799,6 +815,7 @@ impl Cluster {
             .map_err(|e| internal("cannot serve the pool", e))?;
         self.start_heartbeat(&m);
         self.start_host_events(&m);
+        self.start_mirror(&m);
         *self.member.lock().unwrap_or_else(|e| e.into_inner()) = Some(m.clone());
         tracing::info!(cluster = %m.local.cluster_id, host = %name, "joined the pool");
         Ok(Joined {
