@@ -172,10 +172,10 @@ pub async fn run(mut config: DaemonConfig) -> Result<(), DaemonError> {
     };
     let api_app =
         || router(engine.clone()).merge(crate::metrics::routes(metrics.clone(), engine.clone()));
-    // The pool (issue 17): this host's membership, resumed if it has one.
+    // The pool (issue 17): this host's membership, resumed once the APIs it forwards to
+    // are made.
     let cluster =
         crate::cluster::Cluster::new(&config.root, config.host_heartbeat, Arc::downgrade(&engine));
-    cluster.resume().await.map_err(DaemonError::Cluster)?;
 
     let dashboard = config
         .dashboard_addr
@@ -191,6 +191,28 @@ pub async fn run(mut config: DaemonConfig) -> Result<(), DaemonError> {
         _ => None,
     };
 
+    // Requests naming another host's instance go there, and listings show the pool's;
+    // the cluster listener serves other members' forwarded requests from the same apps.
+    let forwarder = crate::cluster::forward::Forwarder::new(&cluster, engine.clone());
+    let native_app = tracked(
+        forwarder.layer(
+            api_app()
+                .merge(crate::dashboard::link_routes(dashboard))
+                .merge(crate::cluster::routes(cluster.clone())),
+            crate::cluster::forward::Api::Native,
+        ),
+        "native",
+    );
+    let docker_app = tracked(
+        forwarder.layer(
+            crate::docker::router(engine.clone()),
+            crate::cluster::forward::Api::Docker,
+        ),
+        "docker",
+    );
+    cluster.serve_forwarded(native_app.clone(), docker_app.clone());
+    cluster.resume().await.map_err(DaemonError::Cluster)?;
+
     let native = listen(&config.socket)?;
     let docker = config.docker_socket.as_deref().map(listen).transpose()?;
     tracing::info!(
@@ -204,12 +226,9 @@ pub async fn run(mut config: DaemonConfig) -> Result<(), DaemonError> {
     // logs -f) are cut rather than holding the daemon.
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let limits = crate::http::ServeLimits::new(config.header_timeout);
-    let native_app = api_app()
-        .merge(crate::dashboard::link_routes(dashboard))
-        .merge(crate::cluster::routes(cluster.clone()));
     let native_served = crate::http::serve(
         native,
-        tracked(native_app, "native"),
+        native_app,
         limits.clone(),
         stop_rx.clone(),
     );
@@ -217,7 +236,7 @@ pub async fn run(mut config: DaemonConfig) -> Result<(), DaemonError> {
         if let Some(l) = docker {
             crate::http::serve(
                 l,
-                tracked(crate::docker::router(engine.clone()), "docker"),
+                docker_app,
                 limits.clone(),
                 stop_rx.clone(),
             )

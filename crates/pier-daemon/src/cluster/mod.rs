@@ -17,6 +17,8 @@
 //! keeps the CA's key, so joins go through it (the command `pier cluster init` and
 //! `pier cluster token` print names it).
 
+pub mod forward;
+mod listing;
 pub mod mirror;
 pub mod net;
 mod routes;
@@ -61,6 +63,9 @@ pub struct Cluster {
     /// Serializes init and join.
     changing: tokio::sync::Mutex<()>,
     member: Mutex<Option<Arc<Member>>>,
+    /// The native and Docker routers the listener serves forwarded requests from (see
+    /// [`forward`]); set by the daemon before it resumes.
+    apps: OnceLock<(Router, Router)>,
 }
 
 /// This daemon as a member.
@@ -271,7 +276,15 @@ impl Cluster {
             heartbeat_ttl,
             changing: tokio::sync::Mutex::new(()),
             member: Mutex::new(None),
+            apps: OnceLock::new(),
         })
+    }
+
+    /// The routers of the native and Docker APIs (forwarding included), from which the
+    /// cluster listener serves other members' forwarded requests. Set once, before
+    /// [`Cluster::resume`]; without them the listener serves no forwarded request.
+    pub fn serve_forwarded(&self, native: Router, docker: Router) {
+        let _ = self.apps.set((native, docker));
     }
 
     fn member(&self) -> Option<Arc<Member>> {
@@ -445,10 +458,22 @@ impl Cluster {
         let joining = Router::new()
             .route(net::JOIN_PATH, post(serve_join))
             .with_state(self.clone());
-        let member = joining.clone().route(
+        let mut member = joining.clone().route(
             "/cluster/v1/ping",
             get(|| async { Json(serde_json::json!({"ok": true})) }),
         );
+        if let Some((native, docker)) = self.apps.get() {
+            use forward::Api;
+            member = member
+                .nest_service(
+                    Api::Native.prefix(),
+                    forward::owner_app(native.clone(), Api::Native),
+                )
+                .nest_service(
+                    Api::Docker.prefix(),
+                    forward::owner_app(docker.clone(), Api::Docker),
+                );
+        }
         tracing::info!(addr = %m.join_addr(), "cluster listener up (HTTPS, mutual TLS between members)");
         let task = tokio::spawn(net::serve(listener, tls, member, joining));
         m.tasks.lock().unwrap_or_else(|e| e.into_inner()).push(task);

@@ -2110,6 +2110,7 @@ impl Instances {
                     state: c.state.status,
                     status,
                     ports: c.ports.clone(),
+                    host: None,
                 },
             ));
         }
