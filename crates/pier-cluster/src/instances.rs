@@ -328,7 +328,10 @@ mod tests {
             put(&s, r).unwrap();
         }
         assert!(s.get(TABLE, "instances/default/aaa111").unwrap().is_some());
-        assert_eq!(list(&s, Some("default")).unwrap(), vec![a.clone(), b.clone()]);
+        assert_eq!(
+            list(&s, Some("default")).unwrap(),
+            vec![a.clone(), b.clone()]
+        );
         assert_eq!(list(&s, Some("team")).unwrap(), vec![c.clone()]);
         assert_eq!(list(&s, None).unwrap().len(), 3);
         // A project whose name starts another's is not mixed in.
@@ -395,7 +398,10 @@ mod tests {
         let e = find(&s, "default", "ab").unwrap_err();
         assert!(matches!(&e, InstanceError::Ambiguous { matches, .. } if matches.len() == 2));
         let msg = e.to_string();
-        assert!(msg.contains("abc123 on h1") && msg.contains("abd456 on h2"), "{msg}");
+        assert!(
+            msg.contains("abc123 on h1") && msg.contains("abd456 on h2"),
+            "{msg}"
+        );
         assert!(msg.contains("give more of it"), "{msg}");
     }
 

@@ -226,21 +226,10 @@ pub async fn run(mut config: DaemonConfig) -> Result<(), DaemonError> {
     // logs -f) are cut rather than holding the daemon.
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let limits = crate::http::ServeLimits::new(config.header_timeout);
-    let native_served = crate::http::serve(
-        native,
-        native_app,
-        limits.clone(),
-        stop_rx.clone(),
-    );
+    let native_served = crate::http::serve(native, native_app, limits.clone(), stop_rx.clone());
     let docker_served = async {
         if let Some(l) = docker {
-            crate::http::serve(
-                l,
-                docker_app,
-                limits.clone(),
-                stop_rx.clone(),
-            )
-            .await
+            crate::http::serve(l, docker_app, limits.clone(), stop_rx.clone()).await
         }
     };
     let served = async { tokio::join!(native_served, docker_served) };

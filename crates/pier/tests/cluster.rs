@@ -547,16 +547,23 @@ fn a_container_on_one_host_is_listed_and_operated_from_another() {
     let header = table.lines().next().unwrap();
     assert!(header.ends_with("HOST"), "{table}");
     let row = table.lines().find(|l| l.contains(&name)).unwrap();
-    assert!(row.starts_with(&id[..12]) && row.trim_end().ends_with("h2"), "{table}");
+    assert!(
+        row.starts_with(&id[..12]) && row.trim_end().ends_with("h2"),
+        "{table}"
+    );
     // Filters apply to the other hosts' rows too.
     assert!(h3.ok(&["ps", "--filter", "label=app=fw"]).contains(&name));
-    assert!(!h3.ok(&["ps", "--filter", "label=app=other"]).contains(&name));
+    assert!(!h3
+        .ok(&["ps", "--filter", "label=app=other"])
+        .contains(&name));
 
     // inspect, logs, logs -f and exec from h3 act on h2's container.
     let i = &h3.json(&["inspect", &name])[0];
     assert_eq!(i["id"], id.as_str(), "{i}");
     assert_eq!(h3.json(&["inspect", &id[..10]])[0]["name"], name.as_str());
-    wait_until("its first line", || h3.ok(&["logs", &name]).contains("first"));
+    wait_until("its first line", || {
+        h3.ok(&["logs", &name]).contains("first")
+    });
     let mut follow = h3
         .cmd()
         .args(["logs", "-f", &name])
@@ -584,7 +591,13 @@ fn a_container_on_one_host_is_listed_and_operated_from_another() {
     );
     let _ = follow.kill();
     let _ = follow.wait();
-    let (code, out, err) = outcome(&h3.pier(&["exec", &name, "sh", "-c", "echo out-$(cat /etc/hostname); echo err >&2; exit 7"]));
+    let (code, out, err) = outcome(&h3.pier(&[
+        "exec",
+        &name,
+        "sh",
+        "-c",
+        "echo out-$(cat /etc/hostname); echo err >&2; exit 7",
+    ]));
     assert_eq!(code, 7, "{out}{err}");
     assert_eq!(out, format!("out-{}\n", &id[..12]), "{err}");
     assert!(err.contains("err"), "{err}");
@@ -596,7 +609,10 @@ fn a_container_on_one_host_is_listed_and_operated_from_another() {
     wait_until("h3 lists it exited", || {
         ps_rows(&h3).contains(&(id.clone(), name.clone(), "exited".into(), "h2".into()))
     });
-    assert!(!h3.ok(&["ps"]).contains(&name), "a stopped container in ps without -a");
+    assert!(
+        !h3.ok(&["ps"]).contains(&name),
+        "a stopped container in ps without -a"
+    );
     h3.ok(&["start", &name]);
     assert_eq!(state_on_h2(), "running");
 

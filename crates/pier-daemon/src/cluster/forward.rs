@@ -110,7 +110,11 @@ pub fn classify(api: Api, method: &Method, path: &str) -> Option<Target> {
         },
         // Docker's paths may start with the API version (`/v1.43/...`).
         Api::Docker => match segs.as_slice() {
-            [v, rest @ ..] if v.starts_with('v') && v[1..].starts_with(|c: char| c.is_ascii_digit()) => rest,
+            [v, rest @ ..]
+                if v.starts_with('v') && v[1..].starts_with(|c: char| c.is_ascii_digit()) =>
+            {
+                rest
+            }
             s => s,
         },
     };
@@ -266,9 +270,12 @@ impl Forwarder {
         let m = status
             .member
             .ok_or_else(|| format!("the pool has no member record of host {host}"))?;
-        m.cluster_addr
-            .parse()
-            .map_err(|_| format!("host {host}'s cluster address {:?} is not IP:PORT", m.cluster_addr))
+        m.cluster_addr.parse().map_err(|_| {
+            format!(
+                "host {host}'s cluster address {:?} is not IP:PORT",
+                m.cluster_addr
+            )
+        })
     }
 
     /// Sends `req` to `host` and streams its answer back.
@@ -378,7 +385,9 @@ impl Forwarder {
         let (mut parts, body) = resp.into_parts();
         let bytes = match axum::body::to_bytes(body, ANSWER_LIMIT).await {
             Ok(b) => b,
-            Err(e) => return api.refuse(ErrorKind::Internal, format!("cannot read the listing: {e}")),
+            Err(e) => {
+                return api.refuse(ErrorKind::Internal, format!("cannot read the listing: {e}"))
+            }
         };
         let store = pool.store.clone();
         let read = tokio::task::spawn_blocking(move || {
@@ -619,11 +628,20 @@ mod tests {
         let get = Method::GET;
         let post = Method::POST;
         let inst = |s: &str| Some(Target::Instance(s.into()));
-        assert_eq!(classify(Api::Native, &get, "/v1/containers"), Some(Target::List));
+        assert_eq!(
+            classify(Api::Native, &get, "/v1/containers"),
+            Some(Target::List)
+        );
         assert_eq!(classify(Api::Native, &post, "/v1/containers"), None);
         assert_eq!(classify(Api::Native, &post, "/v1/containers/prune"), None);
-        assert_eq!(classify(Api::Native, &get, "/v1/containers/web"), inst("web"));
-        assert_eq!(classify(Api::Native, &get, "/v1/containers/abc/logs"), inst("abc"));
+        assert_eq!(
+            classify(Api::Native, &get, "/v1/containers/web"),
+            inst("web")
+        );
+        assert_eq!(
+            classify(Api::Native, &get, "/v1/containers/abc/logs"),
+            inst("abc")
+        );
         assert_eq!(
             classify(Api::Native, &get, "/v1/containers/abc/exec/ws"),
             inst("abc")
@@ -634,12 +652,27 @@ mod tests {
         );
         assert_eq!(classify(Api::Native, &get, "/v1/images/bb"), None);
         assert_eq!(classify(Api::Native, &get, "/containers/web/json"), None);
-        assert_eq!(classify(Api::Docker, &get, "/containers/json"), Some(Target::List));
-        assert_eq!(classify(Api::Docker, &get, "/v1.43/containers/json"), Some(Target::List));
-        assert_eq!(classify(Api::Docker, &post, "/v1.43/containers/create"), None);
+        assert_eq!(
+            classify(Api::Docker, &get, "/containers/json"),
+            Some(Target::List)
+        );
+        assert_eq!(
+            classify(Api::Docker, &get, "/v1.43/containers/json"),
+            Some(Target::List)
+        );
+        assert_eq!(
+            classify(Api::Docker, &post, "/v1.43/containers/create"),
+            None
+        );
         assert_eq!(classify(Api::Docker, &post, "/containers/prune"), None);
-        assert_eq!(classify(Api::Docker, &get, "/v1.41/containers/web/json"), inst("web"));
-        assert_eq!(classify(Api::Docker, &post, "/containers/%2Fweb/start"), inst("/web"));
+        assert_eq!(
+            classify(Api::Docker, &get, "/v1.41/containers/web/json"),
+            inst("web")
+        );
+        assert_eq!(
+            classify(Api::Docker, &post, "/containers/%2Fweb/start"),
+            inst("/web")
+        );
         assert_eq!(
             classify(Api::Docker, &post, "/v1.41/exec/abc/start"),
             Some(Target::Exec("abc".into()))

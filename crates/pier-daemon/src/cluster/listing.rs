@@ -83,9 +83,7 @@ pub fn native_keep(r: &InstanceRecord, all: bool, filter: Option<&str>) -> Optio
         "name" => r.name.contains(v),
         "id" => r.id.starts_with(v),
         "label" => filters::label_matches(&r.labels, v),
-        "exited" => {
-            r.state == "exited" && r.exit_code.map(|e| e.to_string()).as_deref() == Some(v)
-        }
+        "exited" => r.state == "exited" && r.exit_code.map(|e| e.to_string()).as_deref() == Some(v),
         _ => false,
     }))
 }
@@ -157,7 +155,9 @@ pub fn docker_summary(r: &InstanceRecord, now: i64) -> Value {
 
 /// Whether a Docker listing (`all`, `filters`) shows the record.
 pub fn docker_keep(r: &InstanceRecord, all: bool, f: &Filters) -> bool {
-    if f.keys().any(|k| !DOCKER_FILTERS_OF_RECORDS.contains(&k.as_str())) {
+    if f.keys()
+        .any(|k| !DOCKER_FILTERS_OF_RECORDS.contains(&k.as_str()))
+    {
         return false;
     }
     let all = all || f.contains_key("status") || f.contains_key("exited");
@@ -179,8 +179,7 @@ pub fn docker_keep(r: &InstanceRecord, all: bool, f: &Filters) -> bool {
         && any("publish", &|v| {
             let (port, proto) = v.split_once('/').unwrap_or((v, "tcp"));
             live(r)
-                && r
-                    .ports
+                && r.ports
                     .iter()
                     .any(|p| p.host_port.to_string() == port && p.proto == proto)
         })
@@ -232,12 +231,18 @@ mod tests {
         assert_eq!(s.status, "Up 3 minutes");
         assert_eq!(s.ports[0].host_port, 8080);
         let down = rec("exited");
-        assert_eq!(native_summary(&down, now).status, "Exited (3) 2 minutes ago");
+        assert_eq!(
+            native_summary(&down, now).status,
+            "Exited (3) 2 minutes ago"
+        );
         assert_eq!(native_keep(&up, false, None), Some(true));
         assert_eq!(native_keep(&down, false, None), Some(false));
         assert_eq!(native_keep(&down, true, None), Some(true));
         assert_eq!(native_keep(&down, false, Some("status=exited")), Some(true));
-        assert_eq!(native_keep(&up, true, Some("name=we,label=app=web")), Some(true));
+        assert_eq!(
+            native_keep(&up, true, Some("name=we,label=app=web")),
+            Some(true)
+        );
         assert_eq!(native_keep(&up, true, Some("label=app=db")), Some(false));
         assert_eq!(native_keep(&up, true, Some("id=abc")), Some(true));
         assert_eq!(native_keep(&up, true, Some("id=bc")), Some(false));
@@ -258,7 +263,11 @@ mod tests {
         let f = |s: &str| filters::parse(s).unwrap();
         assert!(docker_keep(&up, false, &Filters::new()));
         assert!(!docker_keep(&rec("exited"), false, &Filters::new()));
-        assert!(docker_keep(&rec("exited"), false, &f(r#"{"status":["exited"]}"#)));
+        assert!(docker_keep(
+            &rec("exited"),
+            false,
+            &f(r#"{"status":["exited"]}"#)
+        ));
         assert!(docker_keep(&up, false, &f(r#"{"name":["^web$"]}"#)));
         assert!(!docker_keep(&up, false, &f(r#"{"name":["^we$"]}"#)));
         assert!(docker_keep(&up, false, &f(r#"{"label":["app=web"]}"#)));

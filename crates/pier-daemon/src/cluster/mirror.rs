@@ -176,10 +176,8 @@ pub async fn run(engine: Weak<Engine>, store: Arc<dyn Store>, host: String) {
             tokio::time::sleep(Duration::from_secs(2)).await;
             continue;
         }
-        let mut tick = tokio::time::interval_at(
-            tokio::time::Instant::now() + RESYNC_PERIOD,
-            RESYNC_PERIOD,
-        );
+        let mut tick =
+            tokio::time::interval_at(tokio::time::Instant::now() + RESYNC_PERIOD, RESYNC_PERIOD);
         loop {
             tokio::select! {
                 ev = rx.recv() => match ev {
