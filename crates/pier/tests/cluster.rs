@@ -602,6 +602,15 @@ fn a_container_on_one_host_is_listed_and_operated_from_another() {
     assert_eq!(out, format!("out-{}\n", &id[..12]), "{err}");
     assert!(err.contains("err"), "{err}");
 
+    // Interactive: the upgraded stream bridged both ways, and the exec's exit code read
+    // on h2 by its ID.
+    let o = h3.with_input(
+        &["exec", "-i", &name, "sh", "-c", "cat; exit 4"],
+        b"through h3\n",
+    );
+    assert_eq!(o.status.code(), Some(4), "{}", stderr(&o));
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "through h3\n");
+
     // stop, start from h3: h2 says so.
     let state_on_h2 = || h2.json(&["inspect", &name])[0]["state"]["status"].clone();
     h3.ok(&["stop", "-t", "1", &name]);
@@ -628,6 +637,22 @@ fn a_container_on_one_host_is_listed_and_operated_from_another() {
     assert_eq!(d(&["exec", &name, "echo", "hi"]), "hi\n");
     let o = h3.docker(docker, &["exec", &name, "sh", "-c", "exit 5"]);
     assert_eq!(o.status.code(), Some(5), "{}", stderr(&o));
+    let mut child = h3
+        .docker_cmd(docker)
+        .args(["exec", "-i", &name, "sh", "-c", "cat; exit 6"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().unwrap();
+        stdin.write_all(b"hijacked\n").unwrap();
+    }
+    let o = child.wait_with_output().unwrap();
+    assert_eq!(o.status.code(), Some(6), "{}", stderr(&o));
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "hijacked\n");
     let v: serde_json::Value = serde_json::from_str(&d(&["inspect", &name])).unwrap();
     assert_eq!(v[0]["Id"], id.as_str());
     assert_eq!(v[0]["State"]["Running"], true);
