@@ -6,8 +6,11 @@
 //! A record lives at `instances/PROJECT/ID` in [`Table::Cluster`] ([`key`]). Only the
 //! owner writes its records: on each of its instances' events, and by a full
 //! [`resync`] at resume and periodically (events can be missed), which also deletes the
-//! records of instances the host no longer has. The records are a view, never the truth:
-//! what an instance is lives on its host, which answers for it.
+//! records of instances the host no longer has. Each write requires the host's record
+//! (`hosts/ID`) present, so a host removed from the pool while its daemon runs writes no
+//! more ([`InstanceError::Removed`]); its removal deletes its records ([`forget_host`]).
+//! The records are a view, never the truth: what an instance is lives on its host, which
+//! answers for it.
 //!
 //! [`find_in`] resolves a reference as the engine does on one host: an exact ID, then a
 //! name, then a unique ID prefix; a prefix matching several instances is
@@ -15,7 +18,9 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use pier_store::{Op, Store, StoreError, Table, Txn};
+use pier_store::{Compare, Expect, Op, Store, StoreError, Table, Txn};
+
+use crate::scheduler::keys;
 use serde::{Deserialize, Serialize};
 
 /// The records' prefix in [`Table::Cluster`].
@@ -111,6 +116,8 @@ pub enum InstanceError {
         id: String,
         reason: &'static str,
     },
+    #[error("host {0} is not in the pool (it was removed): it keeps no instance records there")]
+    Removed(String),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -145,23 +152,58 @@ fn put_op(r: &InstanceRecord) -> Op {
     }
 }
 
-/// Writes `record` (unconditionally: only its host writes it).
-pub fn put(store: &dyn Store, record: &InstanceRecord) -> Result<(), InstanceError> {
-    check(record)?;
-    store.commit_with(vec![put_op(record)], false)?;
-    Ok(())
+/// Runs `ops` of `host`'s records while the host is in the pool (its record present).
+fn write_as(store: &dyn Store, host: &str, ops: Vec<Op>) -> Result<(), InstanceError> {
+    let present = Compare {
+        table: keys::TABLE,
+        key: keys::host(host),
+        expect: Expect::Present,
+    };
+    match store.txn(
+        Txn {
+            compares: vec![present],
+            ops,
+        },
+        false,
+    ) {
+        Ok(_) => Ok(()),
+        Err(StoreError::Conflict { .. }) => Err(InstanceError::Removed(host.to_string())),
+        Err(e) => Err(e.into()),
+    }
 }
 
-/// Deletes the record of `project/id` (none there is no error).
-pub fn delete(store: &dyn Store, project: &str, id: &str) -> Result<(), InstanceError> {
-    store.commit_with(
+/// Writes `record` (only its host writes it; no compare on the record itself).
+pub fn put(store: &dyn Store, record: &InstanceRecord) -> Result<(), InstanceError> {
+    check(record)?;
+    write_as(store, &record.host, vec![put_op(record)])
+}
+
+/// Deletes host `host`'s record of `project/id` (none there is no error).
+pub fn delete(store: &dyn Store, host: &str, project: &str, id: &str) -> Result<(), InstanceError> {
+    write_as(
+        store,
+        host,
         vec![Op::Delete {
             table: TABLE,
             key: key(project, id),
         }],
-        false,
-    )?;
-    Ok(())
+    )
+}
+
+/// Deletes every record of host `host` (removed from the pool); how many there were.
+pub fn forget_host(store: &dyn Store, host: &str) -> Result<usize, StoreError> {
+    let ops: Vec<Op> = list(store, None)?
+        .into_iter()
+        .filter(|r| r.host == host)
+        .map(|r| Op::Delete {
+            table: TABLE,
+            key: r.key(),
+        })
+        .collect();
+    for chunk in ops.chunks(OPS_PER_TXN) {
+        store.commit_with(chunk.to_vec(), false)?;
+    }
+    Ok(ops.len())
 }
 
 /// The records of `project`, or of every project when None, in key order. A record that
@@ -277,13 +319,7 @@ pub fn resync(
     }
     done.deleted.sort();
     for chunk in ops.chunks(OPS_PER_TXN) {
-        store.txn(
-            Txn {
-                compares: vec![],
-                ops: chunk.to_vec(),
-            },
-            false,
-        )?;
+        write_as(store, host, chunk.to_vec())?;
     }
     Ok(done)
 }
@@ -292,6 +328,24 @@ pub fn resync(
 mod tests {
     use super::*;
     use pier_store::MemStore;
+
+    /// A store whose pool has hosts h1, h2 and h3.
+    fn pool() -> MemStore {
+        let s = MemStore::default();
+        for h in ["h1", "h2", "h3"] {
+            s.commit(vec![Op::Put {
+                table: keys::TABLE,
+                key: keys::host(h),
+                value: b"{}".to_vec(),
+            }])
+            .unwrap();
+        }
+        s
+    }
+
+    fn records(s: &MemStore) -> usize {
+        list(s, None).unwrap().len()
+    }
 
     fn rec(project: &str, id: &str, name: &str, host: &str) -> InstanceRecord {
         InstanceRecord {
@@ -320,7 +374,7 @@ mod tests {
 
     #[test]
     fn records_are_written_listed_by_project_and_deleted() {
-        let s = MemStore::default();
+        let s = pool();
         let a = rec("default", "aaa111", "web", "h1");
         let b = rec("default", "bbb222", "db", "h2");
         let c = rec("team", "ccc333", "web", "h2");
@@ -337,14 +391,14 @@ mod tests {
         // A project whose name starts another's is not mixed in.
         put(&s, &rec("default2", "ddd444", "x", "h1")).unwrap();
         assert_eq!(list(&s, Some("default")).unwrap().len(), 2);
-        delete(&s, "default", "bbb222").unwrap();
-        delete(&s, "default", "bbb222").unwrap();
+        delete(&s, "h2", "default", "bbb222").unwrap();
+        delete(&s, "h2", "default", "bbb222").unwrap();
         assert_eq!(list(&s, Some("default")).unwrap(), vec![a]);
     }
 
     #[test]
     fn bad_records_are_refused_and_unreadable_ones_left_out() {
-        let s = MemStore::default();
+        let s = pool();
         for r in [
             rec("", "a", "n", "h1"),
             rec("p/q", "a", "n", "h1"),
@@ -377,7 +431,7 @@ mod tests {
 
     #[test]
     fn lookup_takes_an_id_then_a_name_then_a_unique_prefix() {
-        let s = MemStore::default();
+        let s = pool();
         put(&s, &rec("default", "abc123", "web", "h1")).unwrap();
         put(&s, &rec("default", "abd456", "db", "h2")).unwrap();
         // A container named like another's ID: the ID wins.
@@ -407,7 +461,7 @@ mod tests {
 
     #[test]
     fn resync_writes_what_changed_and_deletes_the_hosts_stale_records_only() {
-        let s = MemStore::default();
+        let s = pool();
         let kept = rec("default", "k1", "kept", "h1");
         let stale = rec("default", "s1", "stale", "h1");
         let other = rec("default", "o1", "other", "h2");
@@ -439,8 +493,33 @@ mod tests {
     }
 
     #[test]
+    fn a_removed_host_writes_no_records_and_its_removal_takes_them() {
+        let s = pool();
+        put(&s, &rec("default", "a1", "a", "h1")).unwrap();
+        put(&s, &rec("default", "b1", "b", "h2")).unwrap();
+        put(&s, &rec("team", "b2", "c", "h2")).unwrap();
+        assert_eq!(forget_host(&s, "h2").unwrap(), 2);
+        assert_eq!(records(&s), 1);
+        s.commit(vec![Op::Delete {
+            table: keys::TABLE,
+            key: keys::host("h2"),
+        }])
+        .unwrap();
+        // Its daemon, still running, writes nothing more.
+        let e = put(&s, &rec("default", "b3", "d", "h2")).unwrap_err();
+        assert!(matches!(&e, InstanceError::Removed(h) if h == "h2"), "{e}");
+        let e = resync(&s, "h2", &[rec("default", "b1", "b", "h2")]).unwrap_err();
+        assert!(matches!(e, InstanceError::Removed(_)), "{e}");
+        assert!(matches!(
+            delete(&s, "h2", "default", "b1"),
+            Err(InstanceError::Removed(_))
+        ));
+        assert_eq!(records(&s), 1);
+    }
+
+    #[test]
     fn resync_splits_many_changes_into_transactions_etcd_takes() {
-        let s = MemStore::default();
+        let s = pool();
         let many: Vec<InstanceRecord> = (0..150)
             .map(|i| rec("default", &format!("id{i:03}"), &format!("n{i}"), "h1"))
             .collect();

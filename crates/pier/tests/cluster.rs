@@ -493,9 +493,10 @@ fn ps_rows(d: &Daemon) -> Vec<(String, String, String, String)> {
 }
 
 /// Makes a pool of three: h1 founds it, h2 and h3 join (each with a token of its own).
-fn pool_of_three(lan: &mut Lan, h1: &Daemon, h2: &Daemon, h3: &Daemon) {
+/// h2's cluster listener.
+fn pool_of_three(lan: &mut Lan, h1: &Daemon, h2: &Daemon, h3: &Daemon) -> String {
     let a1 = lan.connect(h1);
-    lan.connect(h2);
+    let a2 = lan.connect(h2);
     lan.connect(h3);
     let init = h1.json(&["cluster", "init", "--advertise", &a1, "--name", "h1"]);
     let addr = format!("{a1}:7443");
@@ -510,12 +511,13 @@ fn pool_of_three(lan: &mut Lan, h1: &Daemon, h2: &Daemon, h3: &Daemon) {
     wait_until("three hosts up", || {
         hosts(h3).iter().filter(|(_, s)| s == "up").count() == 3
     });
+    format!("{a2}:7443")
 }
 
 #[test]
 #[ignore = "root tier: needs root; scripts/test.sh runs it (--run-ignored all)"]
 fn a_container_on_one_host_is_listed_and_operated_from_another() {
-    require_root_and_tools(&["etcd", "ldd"]);
+    require_root_and_tools(&["etcd", "ldd", "curl"]);
     let docker = "/usr/bin/docker";
     assert!(
         std::path::Path::new(docker).exists(),
@@ -525,7 +527,7 @@ fn a_container_on_one_host_is_listed_and_operated_from_another() {
     let h1 = Daemon::start_with(&[]);
     let h2 = with_busybox(&[]);
     let h3 = Daemon::start_with(&[]);
-    pool_of_three(&mut lan, &h1, &h2, &h3);
+    let listener2 = pool_of_three(&mut lan, &h1, &h2, &h3);
 
     // Made and started on h2 through h2's own socket.
     let name = format!("fw-{}", &random_tag()[..6]);
@@ -556,6 +558,24 @@ fn a_container_on_one_host_is_listed_and_operated_from_another() {
     assert!(!h3
         .ok(&["ps", "--filter", "label=app=other"])
         .contains(&name));
+
+    // h2's listener serves forwarded requests to members only, and only those naming an
+    // instance or an exec.
+    let inspect_path = format!("/cluster/v1/native/v1/containers/{name}");
+    assert_eq!(curl_listener(&h3, &listener2, &inspect_path, true), "200");
+    assert_eq!(curl_listener(&h3, &listener2, &inspect_path, false), "404");
+    for other in [
+        "/cluster/v1/native/v1/images",
+        "/cluster/v1/native/v1/cluster",
+    ] {
+        assert_eq!(
+            curl_listener(&h3, &listener2, other, true),
+            "404",
+            "{other}"
+        );
+    }
+    let docker_path = format!("/cluster/v1/docker/v1.41/containers/{name}/json");
+    assert_eq!(curl_listener(&h3, &listener2, &docker_path, true), "200");
 
     // inspect, logs, logs -f and exec from h3 act on h2's container.
     let i = &h3.json(&["inspect", &name])[0];

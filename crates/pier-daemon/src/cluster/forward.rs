@@ -309,7 +309,9 @@ impl Forwarder {
             .method(parts.method.clone())
             .uri(format!("{}{path}", api.prefix()));
         for (k, v) in &parts.headers {
-            if k == header::HOST || (hop_by_hop(k) && !(upgrade && upgrade_header(k))) {
+            // The forwarding headers are this member's to set, never the client's.
+            let ours = k.as_str() == FORWARDED_BY || k.as_str() == CALLER_UID;
+            if ours || k == header::HOST || (hop_by_hop(k) && !(upgrade && upgrade_header(k))) {
                 continue;
             }
             out = out.header(k, v);

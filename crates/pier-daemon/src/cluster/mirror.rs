@@ -8,7 +8,8 @@
 //! [`RESYNC_PERIOD`], and whenever it fell behind the events: events can be missed (the
 //! store away for a while, the event channel lagging), and a resync also deletes the
 //! records of instances this host no longer has. It stops with the member (its task is
-//! the member's).
+//! the member's), and when the pool no longer has this host (`pier host rm --force` while
+//! it runs): the store refuses its writes then.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Weak};
@@ -70,6 +71,16 @@ struct Mirror {
     host: String,
     /// The records as the store holds them, by key.
     written: HashMap<String, InstanceRecord>,
+    /// Set when the pool refused a write because this host is no longer in it.
+    removed: bool,
+}
+
+/// Why a mirror's write failed, in words; marks the mirror removed when that is why.
+fn failed(removed: &mut bool, e: &instances::InstanceError) -> String {
+    if matches!(e, instances::InstanceError::Removed(_)) {
+        *removed = true;
+    }
+    pier_api::error::chain(e)
 }
 
 impl Mirror {
@@ -84,13 +95,16 @@ impl Mirror {
             let local: Vec<InstanceRecord> = engine
                 .instances
                 .every()
-                .map_err(|e| pier_api::error::chain(&e))?
+                .map_err(|e| (false, pier_api::error::chain(&e)))?
                 .iter()
                 .map(|c| record_of(c, &host))
                 .collect();
-            let done = instances::resync(store.as_ref(), &host, &local)
-                .map_err(|e| pier_api::error::chain(&e))?;
-            Ok::<_, String>((local, done))
+            let done = instances::resync(store.as_ref(), &host, &local).map_err(|e| {
+                let mut removed = false;
+                let message = failed(&mut removed, &e);
+                (removed, message)
+            })?;
+            Ok::<_, (bool, String)>((local, done))
         })
         .await;
         match r {
@@ -105,8 +119,11 @@ impl Mirror {
                 self.written = local.into_iter().map(|r| (r.key(), r)).collect();
                 true
             }
-            Ok(Err(e)) => {
-                tracing::warn!(error = %e, "cannot resync this host's instance records with the pool; trying again");
+            Ok(Err((removed, e))) => {
+                self.removed |= removed;
+                if !self.removed {
+                    tracing::warn!(error = %e, "cannot resync this host's instance records with the pool; trying again");
+                }
                 false
             }
             Err(_) => false,
@@ -134,7 +151,7 @@ impl Mirror {
                     Ok(Some(rec))
                 }
                 None => {
-                    instances::delete(store.as_ref(), project.as_str(), &id)?;
+                    instances::delete(store.as_ref(), &host, project.as_str(), &id)?;
                     Ok(None)
                 }
             }
@@ -150,7 +167,10 @@ impl Mirror {
             Ok(Err(e)) => {
                 // The next resync writes it.
                 self.written.remove(&key);
-                tracing::warn!(key = %key, error = %pier_api::error::chain(&e as &instances::InstanceError), "cannot write an instance record to the pool");
+                let e = failed(&mut self.removed, &e);
+                if !self.removed {
+                    tracing::warn!(key = %key, error = %e, "cannot write an instance record to the pool");
+                }
             }
             Err(_) => {}
         }
@@ -165,8 +185,13 @@ pub async fn run(engine: Weak<Engine>, store: Arc<dyn Store>, host: String) {
         store,
         host,
         written: HashMap::new(),
+        removed: false,
     };
     loop {
+        if m.removed {
+            tracing::error!(host = %m.host, "this host was removed from the pool; its instance records are no longer kept");
+            return;
+        }
         // Subscribed before the resync reads: no event falls between the two.
         let mut rx = match m.engine.upgrade() {
             Some(e) => e.instances.events.subscribe(),
@@ -186,13 +211,18 @@ pub async fn run(engine: Weak<Engine>, store: Arc<dyn Store>, host: String) {
                         if e.kind == "container" && !e.action.starts_with("exec_") {
                             m.update(ev.project, e.id.clone()).await;
                         }
+                        if m.removed {
+                            break;
+                        }
                     }
                     // Behind: what was missed is read whole again.
                     Err(broadcast::error::RecvError::Lagged(_)) => break,
                     Err(broadcast::error::RecvError::Closed) => return,
                 },
                 _ = tick.tick() => {
-                    m.resync().await;
+                    if !m.resync().await && m.removed {
+                        break;
+                    }
                 }
             }
         }
