@@ -525,7 +525,7 @@ fn a_container_on_one_host_is_listed_and_operated_from_another() {
     );
     let mut lan = Lan::new();
     let h1 = Daemon::start_with(&[]);
-    let h2 = with_busybox(&[]);
+    let mut h2 = with_busybox(&[]);
     let h3 = Daemon::start_with(&[]);
     let listener2 = pool_of_three(&mut lan, &h1, &h2, &h3);
 
@@ -686,6 +686,21 @@ fn a_container_on_one_host_is_listed_and_operated_from_another() {
     h2.ok(&["rm", "-f", &other]);
     wait_until("the other gone from h3's listing", || {
         !ps_rows(&h3).iter().any(|r| r.1 == other)
+    });
+
+    // h2's daemon stopped: its container keeps running and its record stays listed, but
+    // a request for it says where it is and that it cannot be reached; back after h2's
+    // restart.
+    h2.stop();
+    assert!(ps_rows(&h3).iter().any(|r| r.0 == id));
+    let e = h3.fails(&["inspect", &name]);
+    assert!(
+        e.contains("the container is on host h2, which cannot be reached"),
+        "{e}"
+    );
+    h2.spawn();
+    wait_until("h2 serves forwarded requests again", || {
+        h3.pier(&["inspect", &name]).status.success()
     });
 
     // rm -f from h3 removes it on h2; then no member lists it.
