@@ -176,6 +176,10 @@ pub async fn run(mut config: DaemonConfig) -> Result<(), DaemonError> {
     // are made.
     let cluster =
         crate::cluster::Cluster::new(&config.root, config.host_heartbeat, Arc::downgrade(&engine));
+    // Requests naming another host's instance go there, and listings show the pool's (on
+    // every API: the native and Docker sockets, the dashboard's); the cluster listener
+    // serves other members' forwarded requests from the same apps.
+    let forwarder = crate::cluster::forward::Forwarder::new(&cluster, engine.clone());
 
     let dashboard = config
         .dashboard_addr
@@ -184,16 +188,16 @@ pub async fn run(mut config: DaemonConfig) -> Result<(), DaemonError> {
         (Some(d), Some(addr)) => {
             let (cert, key) =
                 crate::dashboard::identity(&config.root, addr, config.dashboard_tls.clone())?;
-            let api = api_app().merge(crate::cluster::host_routes(cluster.clone()));
+            let api = forwarder.layer(
+                api_app().merge(crate::cluster::host_routes(cluster.clone())),
+                crate::cluster::forward::Api::Native,
+            );
             let app = tracked(crate::dashboard::app(d.clone(), api), "dashboard");
             Some(crate::dashboard::serve(addr, &cert, &key, app).await?)
         }
         _ => None,
     };
 
-    // Requests naming another host's instance go there, and listings show the pool's;
-    // the cluster listener serves other members' forwarded requests from the same apps.
-    let forwarder = crate::cluster::forward::Forwarder::new(&cluster, engine.clone());
     let native_app = tracked(
         forwarder.layer(
             api_app()
