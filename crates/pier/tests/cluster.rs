@@ -631,6 +631,33 @@ fn a_container_on_one_host_is_listed_and_operated_from_another() {
     assert_eq!(o.status.code(), Some(4), "{}", stderr(&o));
     assert_eq!(String::from_utf8_lossy(&o.stdout), "through h3\n");
 
+    // The websocket exec (the dashboard's terminal) through h3.
+    let sock = std::os::unix::net::UnixStream::connect(&h3.socket).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let req = tungstenite::client::IntoClientRequest::into_client_request(format!(
+        "ws://pier/v1/containers/{name}/exec/ws?tty=false&cmd=sh&cmd=-c&cmd=echo+by-ws%3Bexit+2"
+    ))
+    .unwrap();
+    let (mut ws, _) = tungstenite::client::client(req, sock).unwrap();
+    let (mut output, mut texts) = (String::new(), Vec::new());
+    loop {
+        match ws.read() {
+            Ok(tungstenite::Message::Binary(b)) => output += &String::from_utf8_lossy(&b),
+            Ok(tungstenite::Message::Text(t)) => texts.push(t.to_string()),
+            Ok(tungstenite::Message::Close(_)) => break,
+            Ok(_) => {}
+            Err(tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed) => break,
+            Err(e) => panic!("websocket exec through h3: {e}; output so far {output:?}"),
+        }
+    }
+    assert_eq!(output, "by-ws\n");
+    assert_eq!(
+        texts.last().map(String::as_str),
+        Some(r#"{"exit_code":2}"#),
+        "{texts:?}"
+    );
+
     // stop, start from h3: h2 says so.
     let state_on_h2 = || h2.json(&["inspect", &name])[0]["state"]["status"].clone();
     h3.ok(&["stop", "-t", "1", &name]);
