@@ -10,12 +10,14 @@
 //! members' records and heartbeats in the store; [`admit`] is both sides of a join;
 //! [`local`] is what a member keeps on its own disk; [`etcd`] runs and supervises the
 //! etcd member a host runs for the pool; [`host_events`] reads the hosts'
-//! events (join, cordon, down, ...) off a watch of the pool's table.
+//! events (join, cordon, down, ...) off a watch of the pool's table; [`instances`] keeps
+//! the pool's view of every member's instances, which listing and request forwarding read.
 
 pub mod admit;
 pub mod ca;
 pub mod etcd;
 pub mod host_events;
+pub mod instances;
 pub mod join;
 pub mod local;
 pub mod member;
