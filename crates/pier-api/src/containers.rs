@@ -522,6 +522,10 @@ pub struct ContainerSummary {
     /// Published ports while it runs.
     #[serde(default)]
     pub ports: Vec<crate::networks::PortBinding>,
+    /// The pool's host it runs on, when this daemon is a member of a pool (listings of a
+    /// member show every host's instances); absent on a host outside any pool.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
 }
 
 /// Query of `GET /v1/containers`.

@@ -1252,12 +1252,14 @@ pub async fn ps(client: &Client, fmt: Format, a: PsArgs) -> Result<(), CliError>
         return Ok(());
     }
     let now = now_unix();
+    // In a pool, each row's host.
+    let pooled = list.iter().any(|c| c.host.is_some());
     print(fmt, &list, || {
         let rows: Vec<Vec<String>> = list
             .iter()
             .map(|c| {
                 let cmd = format!("\"{}\"", c.command);
-                vec![
+                let mut row = vec![
                     if a.no_trunc {
                         c.id.clone()
                     } else {
@@ -1284,21 +1286,26 @@ pub async fn ps(client: &Client, fmt: Format, a: PsArgs) -> Result<(), CliError>
                         .collect::<Vec<_>>()
                         .join(", "),
                     c.name.clone(),
-                ]
+                ];
+                if pooled {
+                    row.push(c.host.clone().unwrap_or_default());
+                }
+                row
             })
             .collect();
-        table(
-            &[
-                "CONTAINER ID",
-                "IMAGE",
-                "COMMAND",
-                "CREATED",
-                "STATUS",
-                "PORTS",
-                "NAMES",
-            ],
-            &rows,
-        )
+        let mut headers = vec![
+            "CONTAINER ID",
+            "IMAGE",
+            "COMMAND",
+            "CREATED",
+            "STATUS",
+            "PORTS",
+            "NAMES",
+        ];
+        if pooled {
+            headers.push("HOST");
+        }
+        table(&headers, &rows)
     })
 }
 

@@ -388,10 +388,12 @@ fn update_record(
     Err(MemberError::Contended(id.to_string()))
 }
 
-/// Removes a host from the pool: its records, allocation and heartbeat, and the network
-/// addresses its endpoints claimed ([`crate::networks::release_host`]). An `up` host (one
-/// that heartbeats), one running an etcd member of the pool, or one with instances
-/// assigned is refused unless `force`.
+/// Removes a host from the pool: its records, allocation, heartbeat, instance records
+/// ([`crate::instances`]) and the network addresses its endpoints claimed
+/// ([`crate::networks::release_host`]); the last two after the host's record (too), so
+/// that a daemon still running cannot write one back. An `up` host (one that
+/// heartbeats), one running an etcd member of the pool, or one with instances assigned
+/// is refused unless `force`.
 pub fn remove(store: &dyn Store, id: &str, force: bool) -> Result<(), MemberError> {
     let status = host(store, id)?;
     if !force {
@@ -412,13 +414,9 @@ pub fn remove(store: &dyn Store, id: &str, force: bool) -> Result<(), MemberErro
             });
         }
     }
-    // Its claims first: should that fail, the host is still there to remove again.
-    crate::networks::release_host(store, id).map_err(|e| match e {
-        NetPoolError::Store(e) => MemberError::Store(e),
-        NetPoolError::Corrupt { key, source } => MemberError::Corrupt { key, source },
-        // Releasing can otherwise only lose to other writers every time.
-        _ => MemberError::Contended(id.to_string()),
-    })?;
+    // Its claims before (should that fail, the host is still there to remove again) and
+    // after (a claim requires its host's record, so none comes after).
+    release_claims(store, id)?;
     delete_keys(
         store,
         [
@@ -427,7 +425,22 @@ pub fn remove(store: &dyn Store, id: &str, force: bool) -> Result<(), MemberErro
             keys::allocation(id),
             heartbeat_key(id),
         ],
-    )
+    )?;
+    // Its instance records, which it can no longer write (nor delete).
+    crate::instances::forget_host(store, id)?;
+    release_claims(store, id)?;
+    Ok(())
+}
+
+/// Releases the network addresses host `id` claimed.
+fn release_claims(store: &dyn Store, id: &str) -> Result<(), MemberError> {
+    crate::networks::release_host(store, id).map_err(|e| match e {
+        NetPoolError::Store(e) => MemberError::Store(e),
+        NetPoolError::Corrupt { key, source } => MemberError::Corrupt { key, source },
+        // Releasing can otherwise only lose to other writers every time.
+        _ => MemberError::Contended(id.to_string()),
+    })?;
+    Ok(())
 }
 
 /// Keeps a member's heartbeat: [`Heartbeater::beat`] every [`Heartbeater::period`].
@@ -629,7 +642,29 @@ mod tests {
         hb.beat(&s).unwrap();
         let e = remove(&s, "h1", false).unwrap_err();
         assert!(e.to_string().contains("stop its daemon first"), "{e}");
+        let instance = crate::instances::InstanceRecord {
+            project: "default".into(),
+            id: "c1".into(),
+            name: "web".into(),
+            host: "h1".into(),
+            kind: "container".into(),
+            image: "bb".into(),
+            command: String::new(),
+            state: "running".into(),
+            status: "Up".into(),
+            created: "2026-12-07T10:00:00Z".into(),
+            started_at: None,
+            finished_at: None,
+            exit_code: None,
+            ports: vec![],
+            labels: Default::default(),
+        };
+        crate::instances::put(&s, &instance).unwrap();
         remove(&s, "h1", true).unwrap();
+        assert!(s
+            .list(TABLE, crate::instances::INSTANCES)
+            .unwrap()
+            .is_empty());
         for prefix in [keys::HOSTS, MEMBERS, HEARTBEATS, keys::ALLOCATIONS] {
             assert!(s.list(TABLE, prefix).unwrap().is_empty(), "{prefix}");
         }

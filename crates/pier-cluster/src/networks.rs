@@ -26,7 +26,8 @@
 //!   `netusers` and then the leases, and requires `netusers` unchanged, so a claim that
 //!   commits in between makes the remove read again and find it in use.
 //! - **A host removed** from the pool (`pier host rm`) has its claims released
-//!   ([`release_host`]); a host that is only down keeps them (its instances may run).
+//!   ([`release_host`]), and makes no more: a claim requires its host's record
+//!   (`hosts/<id>`). A host that is only down keeps them (its instances may run).
 
 pub mod view;
 
@@ -217,6 +218,10 @@ pub enum NetPoolError {
         subnet: Ipv4Net,
         gateway: Ipv4Addr,
     },
+    #[error(
+        "host {0} is not in the pool (removed with `pier host rm`?), so it claims no addresses"
+    )]
+    HostNotInPool(String),
     #[error("bad MAC address {0:?} in an address claim: use aa:bb:cc:dd:ee:ff")]
     BadMac(String),
     #[error(
@@ -459,9 +464,10 @@ pub fn remove_network(
     Err(NetPoolError::Contended)
 }
 
-/// Claims `ip` of `net` for `lease` (and its MAC), while the network exists; returns the
-/// revision of the claim. [`NetPoolError::AddressTaken`] (read another address),
-/// [`NetPoolError::MacTaken`] and [`NetPoolError::NotFound`] say which rule it broke.
+/// Claims `ip` of `net` for `lease` (and its MAC), while the network and the lease's
+/// host are in the pool; returns the revision of the claim. [`NetPoolError::AddressTaken`]
+/// (read another address), [`NetPoolError::MacTaken`], [`NetPoolError::NotFound`] and
+/// [`NetPoolError::HostNotInPool`] say which rule it broke.
 pub fn claim(
     store: &dyn Store,
     net: &PoolNetwork,
@@ -482,8 +488,10 @@ pub fn claim(
     }
     let id = net.id();
     let (lkey, mkey) = (lease_key(id, ip), mac_key(id, &lease.mac));
+    let hkey = crate::scheduler::keys::host(&lease.host);
     let txn = Txn {
         compares: vec![
+            require(hkey.clone(), Expect::Present),
             require(net.key(), Expect::Present),
             require(lkey.clone(), Expect::Absent),
             require(mkey.clone(), Expect::Absent),
@@ -496,6 +504,9 @@ pub fn claim(
     };
     match store.txn(txn, true) {
         Ok(rev) => Ok(rev),
+        Err(StoreError::Conflict { key, .. }) if key == hkey => {
+            Err(NetPoolError::HostNotInPool(lease.host.clone()))
+        }
         Err(StoreError::Conflict { key, .. }) if key == net.key() => {
             Err(NetPoolError::NotFound(net.network.name.clone()))
         }

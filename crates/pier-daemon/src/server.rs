@@ -172,10 +172,14 @@ pub async fn run(mut config: DaemonConfig) -> Result<(), DaemonError> {
     };
     let api_app =
         || router(engine.clone()).merge(crate::metrics::routes(metrics.clone(), engine.clone()));
-    // The pool (issue 17): this host's membership, resumed if it has one.
+    // The pool (issue 17): this host's membership, resumed once the APIs it forwards to
+    // are made.
     let cluster =
         crate::cluster::Cluster::new(&config.root, config.host_heartbeat, Arc::downgrade(&engine));
-    cluster.resume().await.map_err(DaemonError::Cluster)?;
+    // Requests naming another host's instance go there, and listings show the pool's (on
+    // every API: the native and Docker sockets, the dashboard's); the cluster listener
+    // serves other members' forwarded requests from the same apps.
+    let forwarder = crate::cluster::forward::Forwarder::new(&cluster, engine.clone());
 
     let dashboard = config
         .dashboard_addr
@@ -184,12 +188,34 @@ pub async fn run(mut config: DaemonConfig) -> Result<(), DaemonError> {
         (Some(d), Some(addr)) => {
             let (cert, key) =
                 crate::dashboard::identity(&config.root, addr, config.dashboard_tls.clone())?;
-            let api = api_app().merge(crate::cluster::host_routes(cluster.clone()));
+            let api = forwarder.layer(
+                api_app().merge(crate::cluster::host_routes(cluster.clone())),
+                crate::cluster::forward::Api::Native,
+            );
             let app = tracked(crate::dashboard::app(d.clone(), api), "dashboard");
             Some(crate::dashboard::serve(addr, &cert, &key, app).await?)
         }
         _ => None,
     };
+
+    let native_app = tracked(
+        forwarder.layer(
+            api_app()
+                .merge(crate::dashboard::link_routes(dashboard))
+                .merge(crate::cluster::routes(cluster.clone())),
+            crate::cluster::forward::Api::Native,
+        ),
+        "native",
+    );
+    let docker_app = tracked(
+        forwarder.layer(
+            crate::docker::router(engine.clone()),
+            crate::cluster::forward::Api::Docker,
+        ),
+        "docker",
+    );
+    cluster.serve_forwarded(native_app.clone(), docker_app.clone());
+    cluster.resume().await.map_err(DaemonError::Cluster)?;
 
     let native = listen(&config.socket)?;
     let docker = config.docker_socket.as_deref().map(listen).transpose()?;
@@ -204,24 +230,10 @@ pub async fn run(mut config: DaemonConfig) -> Result<(), DaemonError> {
     // logs -f) are cut rather than holding the daemon.
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let limits = crate::http::ServeLimits::new(config.header_timeout);
-    let native_app = api_app()
-        .merge(crate::dashboard::link_routes(dashboard))
-        .merge(crate::cluster::routes(cluster.clone()));
-    let native_served = crate::http::serve(
-        native,
-        tracked(native_app, "native"),
-        limits.clone(),
-        stop_rx.clone(),
-    );
+    let native_served = crate::http::serve(native, native_app, limits.clone(), stop_rx.clone());
     let docker_served = async {
         if let Some(l) = docker {
-            crate::http::serve(
-                l,
-                tracked(crate::docker::router(engine.clone()), "docker"),
-                limits.clone(),
-                stop_rx.clone(),
-            )
-            .await
+            crate::http::serve(l, docker_app, limits.clone(), stop_rx.clone()).await
         }
     };
     let served = async { tokio::join!(native_served, docker_served) };

@@ -475,3 +475,270 @@ fn the_dashboard_lists_the_pools_hosts_and_cordons_one() {
     browser.assert_screenshots(&["1-pool", "2-cordoned", "3-uncordoned-elsewhere"]);
     assert_eq!(h1.json(&["host", "inspect", "h2"])["schedulable"], true);
 }
+
+/// A container's script: a first line, then a line each time `/tmp/go` appears.
+const TALKER: &str = "echo first; while true; do if [ -f /tmp/go ]; then rm /tmp/go; echo appeared; fi; sleep 0.1; done";
+
+/// The rows of `d`'s `pier ps -a` as (ID, name, state, host).
+fn ps_rows(d: &Daemon) -> Vec<(String, String, String, String)> {
+    d.json(&["ps", "-a"])
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            let s = |k: &str| c[k].as_str().unwrap_or_default().to_string();
+            (s("id"), s("name"), s("state"), s("host"))
+        })
+        .collect()
+}
+
+/// Makes a pool of three: h1 founds it, h2 and h3 join (each with a token of its own).
+/// h2's cluster listener.
+fn pool_of_three(lan: &mut Lan, h1: &Daemon, h2: &Daemon, h3: &Daemon) -> String {
+    let a1 = lan.connect(h1);
+    let a2 = lan.connect(h2);
+    lan.connect(h3);
+    let init = h1.json(&["cluster", "init", "--advertise", &a1, "--name", "h1"]);
+    let addr = format!("{a1}:7443");
+    let out = join(h2, &addr, init["token"].as_str().unwrap(), "h2");
+    assert!(out.status.success(), "{}", stderr(&out));
+    let token = h1.json(&["cluster", "token"])["token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let out = join(h3, &addr, &token, "h3");
+    assert!(out.status.success(), "{}", stderr(&out));
+    wait_until("three hosts up", || {
+        hosts(h3).iter().filter(|(_, s)| s == "up").count() == 3
+    });
+    format!("{a2}:7443")
+}
+
+#[test]
+#[ignore = "root tier: needs root; scripts/test.sh runs it (--run-ignored all)"]
+fn a_container_on_one_host_is_listed_and_operated_from_another() {
+    require_root_and_tools(&["etcd", "ldd", "curl"]);
+    let docker = "/usr/bin/docker";
+    assert!(
+        std::path::Path::new(docker).exists(),
+        "{docker} is missing: apt-get install docker.io"
+    );
+    let mut lan = Lan::new();
+    let h1 = Daemon::start_with(&[]);
+    let mut h2 = with_busybox(&[]);
+    let h3 = Daemon::start_with(&[]);
+    let listener2 = pool_of_three(&mut lan, &h1, &h2, &h3);
+
+    // Made and started on h2 through h2's own socket.
+    let name = format!("fw-{}", &random_tag()[..6]);
+    let id = h2
+        .ok(&[
+            "run", "-d", "--name", &name, "--label", "app=fw", "bb", "sh", "-c", TALKER,
+        ])
+        .trim()
+        .to_string();
+    assert_eq!(id.len(), 64, "{id}");
+
+    // h3 (and h1) list it, on h2; h3's table has a HOST column.
+    for d in [&h3, &h1] {
+        wait_until("the container listed on another member", || {
+            ps_rows(d).contains(&(id.clone(), name.clone(), "running".into(), "h2".into()))
+        });
+    }
+    let table = h3.ok(&["ps"]);
+    let header = table.lines().next().unwrap();
+    assert!(header.ends_with("HOST"), "{table}");
+    let row = table.lines().find(|l| l.contains(&name)).unwrap();
+    assert!(
+        row.starts_with(&id[..12]) && row.trim_end().ends_with("h2"),
+        "{table}"
+    );
+    // Filters apply to the other hosts' rows too.
+    assert!(h3.ok(&["ps", "--filter", "label=app=fw"]).contains(&name));
+    assert!(!h3
+        .ok(&["ps", "--filter", "label=app=other"])
+        .contains(&name));
+
+    // h2's listener serves forwarded requests to members only, and only those naming an
+    // instance or an exec.
+    let inspect_path = format!("/cluster/v1/native/v1/containers/{name}");
+    assert_eq!(curl_listener(&h3, &listener2, &inspect_path, true), "200");
+    assert_eq!(curl_listener(&h3, &listener2, &inspect_path, false), "404");
+    for other in [
+        "/cluster/v1/native/v1/images",
+        "/cluster/v1/native/v1/cluster",
+    ] {
+        assert_eq!(
+            curl_listener(&h3, &listener2, other, true),
+            "404",
+            "{other}"
+        );
+    }
+    let docker_path = format!("/cluster/v1/docker/v1.41/containers/{name}/json");
+    assert_eq!(curl_listener(&h3, &listener2, &docker_path, true), "200");
+
+    // inspect, logs, logs -f and exec from h3 act on h2's container.
+    let i = &h3.json(&["inspect", &name])[0];
+    assert_eq!(i["id"], id.as_str(), "{i}");
+    assert_eq!(h3.json(&["inspect", &id[..10]])[0]["name"], name.as_str());
+    wait_until("its first line", || {
+        h3.ok(&["logs", &name]).contains("first")
+    });
+    let mut follow = h3
+        .cmd()
+        .args(["logs", "-f", &name])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let out = follow.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(out).lines() {
+            if tx.send(line.unwrap_or_default()).is_err() {
+                return;
+            }
+        }
+    });
+    assert_eq!(rx.recv_timeout(Duration::from_secs(10)).unwrap(), "first");
+    h2.ok(&["exec", &name, "touch", "/tmp/go"]);
+    assert_eq!(
+        rx.recv_timeout(Duration::from_secs(10)).unwrap(),
+        "appeared",
+        "logs -f through h3 did not follow"
+    );
+    let _ = follow.kill();
+    let _ = follow.wait();
+    let (code, out, err) = outcome(&h3.pier(&[
+        "exec",
+        &name,
+        "sh",
+        "-c",
+        "echo out-$(cat /etc/hostname); echo err >&2; exit 7",
+    ]));
+    assert_eq!(code, 7, "{out}{err}");
+    assert_eq!(out, format!("out-{}\n", &id[..12]), "{err}");
+    assert!(err.contains("err"), "{err}");
+
+    // Interactive: the upgraded stream bridged both ways, and the exec's exit code read
+    // on h2 by its ID.
+    let o = h3.with_input(
+        &["exec", "-i", &name, "sh", "-c", "cat; exit 4"],
+        b"through h3\n",
+    );
+    assert_eq!(o.status.code(), Some(4), "{}", stderr(&o));
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "through h3\n");
+
+    // The websocket exec (the dashboard's terminal) through h3.
+    let sock = std::os::unix::net::UnixStream::connect(&h3.socket).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let req = tungstenite::client::IntoClientRequest::into_client_request(format!(
+        "ws://pier/v1/containers/{name}/exec/ws?tty=false&cmd=sh&cmd=-c&cmd=echo+by-ws%3Bexit+2"
+    ))
+    .unwrap();
+    let (mut ws, _) = tungstenite::client::client(req, sock).unwrap();
+    let (mut output, mut texts) = (String::new(), Vec::new());
+    loop {
+        match ws.read() {
+            Ok(tungstenite::Message::Binary(b)) => output += &String::from_utf8_lossy(&b),
+            Ok(tungstenite::Message::Text(t)) => texts.push(t.to_string()),
+            Ok(tungstenite::Message::Close(_)) => break,
+            Ok(_) => {}
+            Err(tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed) => break,
+            Err(e) => panic!("websocket exec through h3: {e}; output so far {output:?}"),
+        }
+    }
+    assert_eq!(output, "by-ws\n");
+    assert_eq!(
+        texts.last().map(String::as_str),
+        Some(r#"{"exit_code":2}"#),
+        "{texts:?}"
+    );
+
+    // stop, start from h3: h2 says so.
+    let state_on_h2 = || h2.json(&["inspect", &name])[0]["state"]["status"].clone();
+    h3.ok(&["stop", "-t", "1", &name]);
+    assert_eq!(state_on_h2(), "exited");
+    wait_until("h3 lists it exited", || {
+        ps_rows(&h3).contains(&(id.clone(), name.clone(), "exited".into(), "h2".into()))
+    });
+    assert!(
+        !h3.ok(&["ps"]).contains(&name),
+        "a stopped container in ps without -a"
+    );
+    h3.ok(&["start", &name]);
+    assert_eq!(state_on_h2(), "running");
+
+    // The docker CLI on h3's Docker socket.
+    let d = |args: &[&str]| {
+        let o = h3.docker(docker, args);
+        assert!(o.status.success(), "docker {args:?}: {}", stderr(&o));
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    wait_until("docker ps on h3 lists it", || d(&["ps"]).contains(&name));
+    assert!(d(&["ps", "--filter", &format!("name={name}"), "-q"]).contains(&id[..12]));
+    assert!(d(&["logs", &name]).contains("first"));
+    assert_eq!(d(&["exec", &name, "echo", "hi"]), "hi\n");
+    let o = h3.docker(docker, &["exec", &name, "sh", "-c", "exit 5"]);
+    assert_eq!(o.status.code(), Some(5), "{}", stderr(&o));
+    let mut child = h3
+        .docker_cmd(docker)
+        .args(["exec", "-i", &name, "sh", "-c", "cat; exit 6"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().unwrap();
+        stdin.write_all(b"hijacked\n").unwrap();
+    }
+    let o = child.wait_with_output().unwrap();
+    assert_eq!(o.status.code(), Some(6), "{}", stderr(&o));
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "hijacked\n");
+    let v: serde_json::Value = serde_json::from_str(&d(&["inspect", &name])).unwrap();
+    assert_eq!(v[0]["Id"], id.as_str());
+    assert_eq!(v[0]["State"]["Running"], true);
+
+    // A container removed on h2 while h3 lists: it goes from h3's listing.
+    let other = format!("fw-other-{}", &random_tag()[..6]);
+    h2.ok(&["run", "-d", "--name", &other, "bb", "sleep", "1000"]);
+    wait_until("h3 lists the other", || {
+        ps_rows(&h3).iter().any(|r| r.1 == other)
+    });
+    h2.ok(&["rm", "-f", &other]);
+    wait_until("the other gone from h3's listing", || {
+        !ps_rows(&h3).iter().any(|r| r.1 == other)
+    });
+
+    // h2's daemon stopped: its container keeps running and its record stays listed, but
+    // a request for it says where it is and that it cannot be reached; back after h2's
+    // restart.
+    h2.stop();
+    assert!(ps_rows(&h3).iter().any(|r| r.0 == id));
+    let e = h3.fails(&["inspect", &name]);
+    assert!(
+        e.contains("the container is on host h2, which cannot be reached"),
+        "{e}"
+    );
+    h2.spawn();
+    wait_until("h2 serves forwarded requests again", || {
+        h3.pier(&["inspect", &name]).status.success()
+    });
+
+    // rm -f from h3 removes it on h2; then no member lists it.
+    h3.ok(&["rm", "-f", &name]);
+    let e = h2.fails(&["inspect", &name]);
+    assert!(e.contains("no such"), "{e}");
+    for d in [&h1, &h2, &h3] {
+        wait_until("the record gone everywhere", || {
+            !ps_rows(d).iter().any(|r| r.0 == id)
+        });
+    }
+    let e = h3.fails(&["inspect", &name]);
+    assert!(e.contains("no such"), "{e}");
+}

@@ -58,6 +58,27 @@ fn auto(
     }
 }
 
+/// Puts the host records of `ids` (claims require them).
+fn hosts(s: &MemStore, ids: &[&str]) {
+    for id in ids {
+        let host = crate::scheduler::HostRecord {
+            id: id.to_string(),
+            labels: Default::default(),
+            state: crate::scheduler::HostState::Up,
+            capacity: Default::default(),
+        };
+        s.commit(vec![crate::scheduler::keys::put_host(&host)])
+            .unwrap();
+    }
+}
+
+/// A store with hosts h1, h2 and h3.
+fn pool() -> MemStore {
+    let s = MemStore::default();
+    hosts(&s, &["h1", "h2", "h3"]);
+    s
+}
+
 fn keys_under(s: &MemStore, prefix: &str) -> Vec<String> {
     s.list(TABLE, prefix)
         .unwrap()
@@ -204,7 +225,7 @@ fn racing_creators_never_share_a_name_vni_or_subnet() {
 
 #[test]
 fn an_address_and_a_mac_are_claimed_once_and_released_by_their_holder() {
-    let s = MemStore::default();
+    let s = pool();
     let net = create_network(&s, auto("default", "a".repeat(64), "ov")).unwrap();
     let id = net.id().to_string();
     let web = lease("h2", "c-web", "02:42:0a:d2:00:02");
@@ -272,7 +293,7 @@ fn an_address_and_a_mac_are_claimed_once_and_released_by_their_holder() {
 
 #[test]
 fn racing_claimants_of_one_address_get_it_once() {
-    let s = Arc::new(MemStore::default());
+    let s = Arc::new(pool());
     let net = Arc::new(create_network(&*s, auto("default", "a".repeat(64), "ov")).unwrap());
     let n = 16;
     let barrier = Arc::new(Barrier::new(n));
@@ -281,7 +302,7 @@ fn racing_claimants_of_one_address_get_it_once() {
             let (s, net, barrier) = (s.clone(), net.clone(), barrier.clone());
             std::thread::spawn(move || {
                 let l = lease(
-                    &format!("h{}", i % 3),
+                    &format!("h{}", i % 3 + 1),
                     &format!("c{i}"),
                     &format!("02:00:00:00:00:{i:02x}"),
                 );
@@ -312,7 +333,7 @@ fn racing_claimants_of_one_address_get_it_once() {
 
 #[test]
 fn a_network_in_use_is_not_removed_and_a_claim_loses_to_a_remove() {
-    let s = MemStore::default();
+    let s = pool();
     let net = create_network(&s, auto("default", "a".repeat(64), "ov")).unwrap();
     let id = net.id().to_string();
     claim(
@@ -381,7 +402,7 @@ fn a_network_in_use_is_not_removed_and_a_claim_loses_to_a_remove() {
 fn a_claim_racing_a_remove_either_wins_and_blocks_it_or_loses() {
     // Many rounds of one claim against one remove, started together.
     for round in 0..32 {
-        let s = Arc::new(MemStore::default());
+        let s = Arc::new(pool());
         let net =
             Arc::new(create_network(&*s, auto("default", format!("{round:064x}"), "ov")).unwrap());
         let barrier = Arc::new(Barrier::new(2));
@@ -424,7 +445,7 @@ fn a_claim_racing_a_remove_either_wins_and_blocks_it_or_loses() {
 
 #[test]
 fn a_removed_hosts_claims_are_released_with_it() {
-    let s = MemStore::default();
+    let s = pool();
     let a = create_network(&s, auto("default", "a".repeat(64), "a")).unwrap();
     let b = create_network(&s, auto("default", "b".repeat(64), "b")).unwrap();
     // More claims than one transaction releases.
@@ -449,17 +470,25 @@ fn a_removed_hosts_claims_are_released_with_it() {
         keys_under(&s, NETMACS),
         vec![mac_key(a.id(), "02:00:00:00:02:00")]
     );
-    // `pier host rm` does it: the host's records and its claims go.
-    let host = crate::scheduler::HostRecord {
-        id: "h3".into(),
-        labels: Default::default(),
-        state: crate::scheduler::HostState::Up,
-        capacity: Default::default(),
-    };
-    crate::member::register(&s, &host, &member("h3", "10.0.0.3")).unwrap();
+    // `pier host rm` does it: the host's records and its claims go, and the removed
+    // host (its daemon may still run) claims no more.
+    put_member(&s, "h3", "10.0.0.3");
     crate::member::remove(&s, "h3", false).unwrap();
     assert!(claims(&s).unwrap().is_empty());
     assert!(keys_under(&s, NETMACS).is_empty());
+    let e = claim(
+        &s,
+        &a,
+        ip("10.210.0.201"),
+        &lease("h3", "late", "02:00:00:00:02:01"),
+    )
+    .unwrap_err();
+    assert!(
+        matches!(&e, NetPoolError::HostNotInPool(h) if h == "h3"),
+        "{e}"
+    );
+    assert!(e.to_string().contains("pier host rm"), "{e}");
+    assert!(claims(&s).unwrap().is_empty());
     // The networks stay, free to remove.
     remove_network(&s, "default", a.id()).unwrap();
     remove_network(&s, "default", b.id()).unwrap();
@@ -483,7 +512,8 @@ fn put_member(s: &MemStore, id: &str, address: &str) {
 
 #[test]
 fn the_view_follows_the_watch_and_says_what_each_host_should_forward() {
-    let s = MemStore::default();
+    // Host h3 has a host record but no member record yet.
+    let s = pool();
     put_member(&s, "h1", "10.251.0.1");
     put_member(&s, "h2", "10.251.0.2");
     let net = create_network(&s, auto("default", "a".repeat(64), "ov")).unwrap();

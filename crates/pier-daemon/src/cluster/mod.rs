@@ -17,6 +17,9 @@
 //! keeps the CA's key, so joins go through it (the command `pier cluster init` and
 //! `pier cluster token` print names it).
 
+pub mod forward;
+mod listing;
+pub mod mirror;
 pub mod net;
 mod routes;
 
@@ -60,6 +63,9 @@ pub struct Cluster {
     /// Serializes init and join.
     changing: tokio::sync::Mutex<()>,
     member: Mutex<Option<Arc<Member>>>,
+    /// The native and Docker routers the listener serves forwarded requests from (see
+    /// [`forward`]); set by the daemon before it resumes.
+    apps: OnceLock<(Router, Router)>,
 }
 
 /// This daemon as a member.
@@ -270,7 +276,15 @@ impl Cluster {
             heartbeat_ttl,
             changing: tokio::sync::Mutex::new(()),
             member: Mutex::new(None),
+            apps: OnceLock::new(),
         })
+    }
+
+    /// The routers of the native and Docker APIs (forwarding included), from which the
+    /// cluster listener serves other members' forwarded requests. Set once, before
+    /// [`Cluster::resume`]; without them the listener serves no forwarded request.
+    pub fn serve_forwarded(&self, native: Router, docker: Router) {
+        let _ = self.apps.set((native, docker));
     }
 
     fn member(&self) -> Option<Arc<Member>> {
@@ -376,6 +390,7 @@ impl Cluster {
                         tracing::info!(host = %m2.local.name, "connected to the pool's store");
                         me.start_heartbeat(&m2);
                         me.start_host_events(&m2);
+                        me.start_mirror(&m2);
                         return;
                     }
                     Ok(Err(e)) if !logged => {
@@ -443,10 +458,22 @@ impl Cluster {
         let joining = Router::new()
             .route(net::JOIN_PATH, post(serve_join))
             .with_state(self.clone());
-        let member = joining.clone().route(
+        let mut member = joining.clone().route(
             "/cluster/v1/ping",
             get(|| async { Json(serde_json::json!({"ok": true})) }),
         );
+        if let Some((native, docker)) = self.apps.get() {
+            use forward::Api;
+            member = member
+                .nest_service(
+                    Api::Native.prefix(),
+                    forward::owner_app(native.clone(), Api::Native),
+                )
+                .nest_service(
+                    Api::Docker.prefix(),
+                    forward::owner_app(docker.clone(), Api::Docker),
+                );
+        }
         tracing::info!(addr = %m.join_addr(), "cluster listener up (HTTPS, mutual TLS between members)");
         let task = tokio::spawn(net::serve(listener, tls, member, joining));
         m.tasks.lock().unwrap_or_else(|e| e.into_inner()).push(task);
@@ -518,6 +545,19 @@ impl Cluster {
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
         });
+        m.tasks.lock().unwrap_or_else(|e| e.into_inner()).push(task);
+    }
+
+    /// Mirrors this host's instances into the pool's records ([`mirror`]).
+    fn start_mirror(&self, m: &Arc<Member>) {
+        let Some(store) = m.store.get().cloned() else {
+            return;
+        };
+        let task = tokio::spawn(mirror::run(
+            self.engine.clone(),
+            store,
+            m.local.name.clone(),
+        ));
         m.tasks.lock().unwrap_or_else(|e| e.into_inner()).push(task);
     }
 
@@ -677,6 +717,7 @@ impl Cluster {
             .map_err(|e| internal("cannot serve the pool", e))?;
         self.start_heartbeat(&m);
         self.start_host_events(&m);
+        self.start_mirror(&m);
         *self.member.lock().unwrap_or_else(|e| e.into_inner()) = Some(m.clone());
         tracing::info!(cluster = %cluster_id, host = %name, "made a pool");
         self.token_of(&m, join::DEFAULT_TTL).await
@@ -799,6 +840,7 @@ impl Cluster {
             .map_err(|e| internal("cannot serve the pool", e))?;
         self.start_heartbeat(&m);
         self.start_host_events(&m);
+        self.start_mirror(&m);
         *self.member.lock().unwrap_or_else(|e| e.into_inner()) = Some(m.clone());
         tracing::info!(cluster = %m.local.cluster_id, host = %name, "joined the pool");
         Ok(Joined {

@@ -66,6 +66,27 @@ pub fn acceptor(creds: &Credentials) -> Result<tokio_rustls::TlsAcceptor, String
     Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
 }
 
+/// The TLS client of a member talking to another member's listener (forwarded
+/// requests): the member's certificate as client certificate, the listener's checked
+/// against the pool's CA (and its address).
+pub fn member_client(creds: &Credentials) -> Result<rustls::ClientConfig, String> {
+    let ca = certs(&creds.ca_pem)?;
+    let mut chain = certs(&creds.cert_pem)?;
+    chain.extend(ca.iter().cloned());
+    let key = PrivateKeyDer::from_pem_slice(creds.key_pem.as_bytes())
+        .map_err(|e| format!("the member's key is not PEM: {e}"))?;
+    let mut roots = rustls::RootCertStore::empty();
+    for c in ca {
+        roots.add(c).map_err(|e| e.to_string())?;
+    }
+    rustls::ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots)
+        .with_client_auth_cert(chain, key)
+        .map_err(|e| format!("the member's certificate and key do not make a TLS identity: {e}"))
+}
+
 /// Serves the listener: `member` to clients with a certificate of the pool, `joining` to
 /// the others.
 pub async fn serve(
@@ -101,8 +122,10 @@ pub async fn serve(
             };
             let service = hyper_util::service::TowerToHyperService::new(app);
             let io = hyper_util::rt::TokioIo::new(stream);
+            // With upgrades: forwarded attach and exec sessions take the connection over.
             if let Err(e) = hyper::server::conn::http1::Builder::new()
                 .serve_connection(io, service)
+                .with_upgrades()
                 .await
             {
                 tracing::debug!(%peer, error = %e, "cluster listener: connection ended");

@@ -662,8 +662,8 @@ impl Instances {
         Ok(record::load_all(self.db.as_ref(), &format!("{project}/"))?)
     }
 
-    /// Every instance of every project, as stored (for `/metrics`).
-    pub(crate) fn every(&self) -> EngineResult<Vec<ContainerInspect>> {
+    /// Every instance of every project, as stored (for `/metrics` and the pool's mirror).
+    pub fn every(&self) -> EngineResult<Vec<ContainerInspect>> {
         Ok(record::load_all(self.db.as_ref(), "")?
             .into_iter()
             .map(Instance::into_inspect)
@@ -2110,6 +2110,7 @@ impl Instances {
                     state: c.state.status,
                     status,
                     ports: c.ports.clone(),
+                    host: None,
                 },
             ));
         }
@@ -2732,7 +2733,9 @@ fn host_cpu_ns() -> u64 {
     ticks * 10_000_000
 }
 
-fn status_text(s: &ContainerState, now: i64) -> String {
+/// A container's status as `ps` words it (`Up 3 minutes`, `Exited (0) 2 seconds ago`) at
+/// `now` (Unix seconds).
+pub fn status_text(s: &ContainerState, now: i64) -> String {
     let since = |t: &Option<String>| {
         t.as_deref()
             .and_then(parse_rfc3339)

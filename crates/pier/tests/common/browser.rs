@@ -35,6 +35,7 @@ opts.binary_location = chromium
 for a in ["--headless=new", "--no-sandbox", "--ignore-certificate-errors",
           "--disable-dev-shm-usage", "--window-size=1280,900", "--user-data-dir=" + profile]:
     opts.add_argument(a)
+opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
 drv = webdriver.Chrome(service=Service(driver), options=opts)
 try:
     # A live refresh may replace an element between finding it and reading it.
@@ -50,7 +51,29 @@ try:
                 return False
         wait.until(attempt)
     drv.get(link)
-    exec(open(steps_file).read())
+    try:
+        exec(open(steps_file).read())
+    except BaseException:
+        # What the page showed when a step failed: a screenshot, the address, the live
+        # status, the visible text, the API calls it made and the console's messages.
+        try:
+            shot("failed")
+            print("== page at failure:", drv.current_url, file=sys.stderr)
+            print(drv.execute_script("""
+                const live = document.getElementById('live');
+                const calls = performance.getEntriesByType('resource')
+                  .filter((r) => r.name.includes('/v1/'))
+                  .map((r) => Math.round(r.startTime) + '+' + Math.round(r.duration) + 'ms '
+                    + (r.responseStatus || '') + ' ' + r.name.replace(location.origin, ''));
+                return 'status: ' + (live ? live.textContent : '(none)') + '\\n'
+                  + 'api calls:\\n  ' + calls.slice(-40).join('\\n  ') + '\\n'
+                  + 'text:\\n' + document.body.innerText.slice(0, 1500);
+            """), file=sys.stderr)
+            for entry in drv.get_log("browser")[-20:]:
+                print("console:", entry.get("level"), entry.get("message"), file=sys.stderr)
+        except Exception as e:
+            print("(could not describe the page:", e, ")", file=sys.stderr)
+        raise
 finally:
     drv.quit()
 "##;
@@ -110,7 +133,15 @@ impl Browser {
         let left = processes_with(&profile.display().to_string());
         let _ = std::fs::remove_dir_all(&tmp);
         assert!(left.is_empty(), "browser processes left behind: {left:?}");
-        assert_eq!(code, 0, "the browser's steps failed:\n{stdout}\n{stderr}");
+        if code != 0 {
+            let log = d.log();
+            let tail: Vec<&str> = log.lines().rev().take(80).collect();
+            let tail: Vec<&str> = tail.into_iter().rev().collect();
+            panic!(
+                "the browser's steps failed:\n{stdout}\n{stderr}\nthe daemon's last log lines:\n{}",
+                tail.join("\n")
+            );
+        }
         (link, stdout)
     }
 

@@ -114,9 +114,17 @@ const Pier = (() => {
     // For bench/dashboard.py: when the pages first showed the instances.
     if (!performance.getEntriesByName("pier:instances-shown").length) performance.mark("pier:instances-shown");
   }
-  function refreshSoon() {
+  // Reloads the list in `delay` ms (coalescing bursts of events); a failed load says so
+  // and is tried again every 2 s, so that one lost request never leaves the list empty.
+  const LIST_FAILED = "Could not list the instances";
+  function refreshSoon(delay = 100) {
     clearTimeout(refresh);
-    refresh = setTimeout(() => loadContainers().catch(() => {}), 100);
+    refresh = setTimeout(() => loadContainers().then(() => {
+      if ($("live").textContent.startsWith(LIST_FAILED)) status("Live");
+    }, (err) => {
+      status(LIST_FAILED + " (" + err.message + "); trying again");
+      refreshSoon(2000);
+    }), delay);
   }
 
   function status(text) { $("live").textContent = text; }
@@ -165,7 +173,7 @@ const Pier = (() => {
 
   window.addEventListener("hashchange", route);
   document.addEventListener("DOMContentLoaded", () => {
-    loadContainers().catch((err) => status("Error: " + err.message));
+    refreshSoon(0);
     route();
     follow();
   });

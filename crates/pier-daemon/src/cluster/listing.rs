@@ -1,0 +1,279 @@
+//! A member's container listings: `GET /v1/containers` and Docker's
+//! `GET /containers/json` show the pool's instances, this host's (as its engine lists
+//! them) and the other hosts' (from their records in the pool's store,
+//! [`pier_cluster::instances`]), each with the host it runs on.
+//!
+//! The other hosts' rows go through the same choices as local ones: running only unless
+//! `all`, and the filters a record can answer. Native filters: all of them (`status`,
+//! `name`, `id`, `label`, `exited`). Docker filters: `status`, `name`, `id`, `label`,
+//! `exited`, `ancestor` (by the reference the instance was made from, not the image's
+//! ancestry), `publish` and `is-task`; a record cannot answer `network`, `health`,
+//! `volume`, `expose`, `before` or `since`, so a listing with one of those shows this
+//! host's rows only.
+
+use pier_api::containers::{ContainerState, ContainerStatus, ContainerSummary};
+use pier_api::networks::PortBinding;
+use pier_cluster::instances::InstanceRecord;
+use pier_engine::filters::{self, Filters};
+use serde_json::{json, Value};
+
+/// The Docker filters a record can answer.
+const DOCKER_FILTERS_OF_RECORDS: &[&str] = &[
+    "status", "name", "id", "label", "exited", "ancestor", "publish", "is-task",
+];
+
+fn status_of(r: &InstanceRecord) -> ContainerStatus {
+    serde_json::from_value(Value::String(r.state.clone())).unwrap_or_default()
+}
+
+fn state_of(r: &InstanceRecord) -> ContainerState {
+    ContainerState {
+        status: status_of(r),
+        exit_code: r.exit_code,
+        started_at: r.started_at.clone(),
+        finished_at: r.finished_at.clone(),
+        ..Default::default()
+    }
+}
+
+fn live(r: &InstanceRecord) -> bool {
+    matches!(
+        status_of(r),
+        ContainerStatus::Running | ContainerStatus::Paused | ContainerStatus::Restarting
+    )
+}
+
+/// The native summary of another host's instance, its status as of `now`.
+pub fn native_summary(r: &InstanceRecord, now: i64) -> ContainerSummary {
+    ContainerSummary {
+        id: r.id.clone(),
+        name: r.name.clone(),
+        image: r.image.clone(),
+        command: r.command.clone(),
+        created: r.created.clone(),
+        kind: r.kind.clone(),
+        state: status_of(r),
+        status: pier_engine::instances::service::status_text(&state_of(r), now),
+        ports: r
+            .ports
+            .iter()
+            .map(|p| PortBinding {
+                proto: p.proto.clone(),
+                host_ip: p.host_ip.clone(),
+                host_port: p.host_port,
+                container_port: p.container_port,
+            })
+            .collect(),
+        host: Some(r.host.clone()),
+    }
+}
+
+/// Whether a native listing (`all`, `filter` as `key=value,...`) shows the record, with
+/// the engine's rules; None when the filter does not read (the local listing refuses it).
+pub fn native_keep(r: &InstanceRecord, all: bool, filter: Option<&str>) -> Option<bool> {
+    let mut parsed = Vec::new();
+    for f in filter.unwrap_or("").split(',').filter(|f| !f.is_empty()) {
+        parsed.push(f.split_once('=')?);
+    }
+    if !all && !live(r) && !parsed.iter().any(|(k, _)| *k == "status") {
+        return Some(false);
+    }
+    Some(parsed.iter().all(|(k, v)| match *k {
+        "status" => r.state == *v,
+        "name" => r.name.contains(v),
+        "id" => r.id.starts_with(v),
+        "label" => filters::label_matches(&r.labels, v),
+        "exited" => r.state == "exited" && r.exit_code.map(|e| e.to_string()).as_deref() == Some(v),
+        _ => false,
+    }))
+}
+
+/// Docker's `STATUS` of another host's instance as of `now`.
+fn docker_status(r: &InstanceRecord, now: i64) -> String {
+    let ago = |t: &Option<String>| {
+        pier_api::docker::container::human_duration(
+            now - t
+                .as_deref()
+                .and_then(pier_api::time::parse_rfc3339)
+                .unwrap_or(now),
+        )
+    };
+    match status_of(r) {
+        ContainerStatus::Created => "Created".into(),
+        ContainerStatus::Running => format!("Up {}", ago(&r.started_at)),
+        ContainerStatus::Paused => format!("Up {} (Paused)", ago(&r.started_at)),
+        ContainerStatus::Restarting => format!(
+            "Restarting ({}) {} ago",
+            r.exit_code.unwrap_or(0),
+            ago(&r.finished_at)
+        ),
+        ContainerStatus::Exited => format!(
+            "Exited ({}) {} ago",
+            r.exit_code.unwrap_or(0),
+            ago(&r.finished_at)
+        ),
+        ContainerStatus::Removing => "Removal In Progress".into(),
+    }
+}
+
+/// One entry of Docker's `GET /containers/json` for another host's instance, with
+/// Pier's `Host` beside Docker's fields.
+pub fn docker_summary(r: &InstanceRecord, now: i64) -> Value {
+    let ports: Vec<Value> = if live(r) {
+        r.ports
+            .iter()
+            .map(|p| {
+                let ip = if p.host_ip.is_empty() {
+                    "0.0.0.0"
+                } else {
+                    &p.host_ip
+                };
+                json!({"IP": ip, "PrivatePort": p.container_port, "PublicPort": p.host_port, "Type": p.proto})
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let created = pier_api::time::parse_rfc3339(&r.created).unwrap_or(0);
+    json!({
+        "Id": r.id,
+        "Names": [format!("/{}", r.name)],
+        "Image": r.image,
+        "ImageID": "",
+        "Command": r.command,
+        "Created": created,
+        "Ports": ports,
+        "Labels": r.labels,
+        "State": r.state,
+        "Status": docker_status(r, now),
+        "HostConfig": {"NetworkMode": "default"},
+        "NetworkSettings": {"Networks": {}},
+        "Mounts": [],
+        "Host": r.host,
+    })
+}
+
+/// Whether a Docker listing (`all`, `filters`) shows the record.
+pub fn docker_keep(r: &InstanceRecord, all: bool, f: &Filters) -> bool {
+    if f.keys()
+        .any(|k| !DOCKER_FILTERS_OF_RECORDS.contains(&k.as_str()))
+    {
+        return false;
+    }
+    let all = all || f.contains_key("status") || f.contains_key("exited");
+    if !all && !live(r) {
+        return false;
+    }
+    let any = |key: &str, test: &dyn Fn(&str) -> bool| filters::any(f, key, test);
+    any("status", &|v| r.state == v)
+        && any("name", &|v| filters::name_matches(&r.name, v))
+        && any("id", &|v| r.id.starts_with(v))
+        && filters::labels(f, &r.labels)
+        && any("exited", &|v| {
+            r.state == "exited" && r.exit_code.map(|e| e.to_string()).as_deref() == Some(v)
+        })
+        && any("ancestor", &|v| {
+            r.image == v
+                || pier_api::docker::normalize_ref(&r.image) == pier_api::docker::normalize_ref(v)
+        })
+        && any("publish", &|v| {
+            let (port, proto) = v.split_once('/').unwrap_or((v, "tcp"));
+            live(r)
+                && r.ports
+                    .iter()
+                    .any(|p| p.host_port.to_string() == port && p.proto == proto)
+        })
+        && any("is-task", &|v| v == "false")
+}
+
+/// A Docker row's creation time, for sorting with the records'.
+pub fn docker_created(v: &Value) -> i64 {
+    v["Created"].as_i64().unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pier_cluster::instances::RecordPort;
+
+    fn rec(state: &str) -> InstanceRecord {
+        InstanceRecord {
+            project: "default".into(),
+            id: "abcdef0123".into(),
+            name: "web".into(),
+            host: "h2".into(),
+            kind: "container".into(),
+            image: "bb".into(),
+            command: "sleep 9".into(),
+            state: state.into(),
+            status: "stale".into(),
+            created: "2026-12-07T10:00:00Z".into(),
+            started_at: Some("2026-12-07T10:00:00Z".into()),
+            finished_at: Some("2026-12-07T10:01:00Z".into()),
+            exit_code: (state == "exited").then_some(3),
+            ports: vec![RecordPort {
+                proto: "tcp".into(),
+                host_ip: String::new(),
+                host_port: 8080,
+                container_port: 80,
+            }],
+            labels: [("app".to_string(), "web".to_string())].into(),
+        }
+    }
+
+    #[test]
+    fn native_rows_of_other_hosts_follow_the_engines_rules() {
+        let now = pier_api::time::parse_rfc3339("2026-12-07T10:03:00Z").unwrap();
+        let up = rec("running");
+        let s = native_summary(&up, now);
+        assert_eq!(s.host.as_deref(), Some("h2"));
+        assert_eq!(s.state, ContainerStatus::Running);
+        assert_eq!(s.status, "Up 3 minutes");
+        assert_eq!(s.ports[0].host_port, 8080);
+        let down = rec("exited");
+        assert_eq!(
+            native_summary(&down, now).status,
+            "Exited (3) 2 minutes ago"
+        );
+        assert_eq!(native_keep(&up, false, None), Some(true));
+        assert_eq!(native_keep(&down, false, None), Some(false));
+        assert_eq!(native_keep(&down, true, None), Some(true));
+        assert_eq!(native_keep(&down, false, Some("status=exited")), Some(true));
+        assert_eq!(
+            native_keep(&up, true, Some("name=we,label=app=web")),
+            Some(true)
+        );
+        assert_eq!(native_keep(&up, true, Some("label=app=db")), Some(false));
+        assert_eq!(native_keep(&up, true, Some("id=abc")), Some(true));
+        assert_eq!(native_keep(&up, true, Some("id=bc")), Some(false));
+        assert_eq!(native_keep(&down, true, Some("exited=3")), Some(true));
+        assert_eq!(native_keep(&up, true, Some("nonsense")), None);
+    }
+
+    #[test]
+    fn docker_rows_of_other_hosts_answer_the_filters_a_record_can() {
+        let now = pier_api::time::parse_rfc3339("2026-12-07T10:03:00Z").unwrap();
+        let up = rec("running");
+        let v = docker_summary(&up, now);
+        assert_eq!(v["Names"][0], "/web");
+        assert_eq!(v["Status"], "Up 3 minutes");
+        assert_eq!(v["Host"], "h2");
+        assert_eq!(v["Ports"][0]["PublicPort"], 8080);
+        assert_eq!(docker_created(&v), now - 180);
+        let f = |s: &str| filters::parse(s).unwrap();
+        assert!(docker_keep(&up, false, &Filters::new()));
+        assert!(!docker_keep(&rec("exited"), false, &Filters::new()));
+        assert!(docker_keep(
+            &rec("exited"),
+            false,
+            &f(r#"{"status":["exited"]}"#)
+        ));
+        assert!(docker_keep(&up, false, &f(r#"{"name":["^web$"]}"#)));
+        assert!(!docker_keep(&up, false, &f(r#"{"name":["^we$"]}"#)));
+        assert!(docker_keep(&up, false, &f(r#"{"label":["app=web"]}"#)));
+        assert!(docker_keep(&up, false, &f(r#"{"publish":["8080"]}"#)));
+        assert!(docker_keep(&up, false, &f(r#"{"ancestor":["bb"]}"#)));
+        // A filter a record cannot answer leaves the other hosts' rows out.
+        assert!(!docker_keep(&up, false, &f(r#"{"network":["bridge"]}"#)));
+    }
+}
