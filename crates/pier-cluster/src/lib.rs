@@ -10,9 +10,11 @@
 //! members' records and heartbeats in the store; [`admit`] is both sides of a join;
 //! [`local`] is what a member keeps on its own disk; [`etcd`] runs and supervises the
 //! etcd member a host runs for the pool; [`host_events`] reads the hosts'
-//! events (join, cordon, down, ...) off a watch of the pool's table.
+//! events (join, cordon, down, ...) off a watch of the pool's table; [`agent`] realises
+//! the assignments that name a host.
 
 pub mod admit;
+pub mod agent;
 pub mod ca;
 pub mod etcd;
 pub mod host_events;

@@ -16,6 +16,13 @@ pub const ALLOCATIONS: &str = "allocations/";
 /// Assignments ([`Assignment`](super::Assignment)) by `project/instance-id`.
 pub const ASSIGNMENTS: &str = "assignments/";
 
+/// Instance names taken in a project, by `project/name`: the instance ID, as a JSON
+/// string. Written with the assignment, so names are unique in a project across the pool.
+pub const NAMES: &str = "names/";
+/// What the chosen host's agent made of an assignment
+/// ([`Placed`](crate::agent::Placed)), by `project/instance-id`; deleted with it.
+pub const PLACED: &str = "placed/";
+
 pub fn host(id: &str) -> String {
     format!("{HOSTS}{id}")
 }
@@ -27,6 +34,16 @@ pub fn allocation(id: &str) -> String {
 /// The key of the instance `project/instance-id`.
 pub fn assignment(instance: &str) -> String {
     format!("{ASSIGNMENTS}{instance}")
+}
+
+/// The key holding the name `name` in `project`.
+pub fn name(project: &str, name: &str) -> String {
+    format!("{NAMES}{project}/{name}")
+}
+
+/// The key of the agent's result for the instance `project/instance-id`.
+pub fn placed(instance: &str) -> String {
+    format!("{PLACED}{instance}")
 }
 
 /// An unconditional write of a host record (what membership and `pier host` do).

@@ -504,3 +504,134 @@ fn a_watch_that_fell_behind_is_read_again() {
         .assignment("default/i")
         .is_some_and(|(a, _)| a.host == p.host));
 }
+
+#[test]
+fn names_are_unique_in_a_project_across_the_pool_until_released() {
+    let mut s = mem_pool(&[up("a", &[]), up("b", &[])]);
+    let named = |id: &str, project: &str| {
+        with(req(id, res(10, 0, 0)), |r| {
+            r.name = "web".into();
+            r.project = project.into();
+        })
+    };
+    host_of(&mut s, &named("i1", "default"));
+    // On another host too.
+    let e = s
+        .place(&with(named("i2", "default"), |r| {
+            r.constraints = vec!["host.id==b".parse().unwrap()]
+        }))
+        .unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "the name \"web\" is taken in project default by an instance of the pool; \
+         choose another name, or remove that instance first"
+    );
+    // Another project has names of its own.
+    host_of(&mut s, &named("i3", "other"));
+    let held = s.store.get_json::<String>(keys::TABLE, "names/default/web");
+    assert_eq!(held.unwrap().as_deref(), Some("i1"));
+    s.release("default", "i1").unwrap();
+    assert_eq!(s.store.get(keys::TABLE, "names/default/web").unwrap(), None);
+    host_of(&mut s, &named("i2", "default"));
+}
+
+#[test]
+fn a_name_record_without_its_assignment_still_holds_the_name() {
+    let mut s = mem_pool(&[up("a", &[])]);
+    s.store
+        .commit(vec![put("names/default/db".into(), &"gone")])
+        .unwrap();
+    let r = with(req("i1", res(10, 0, 0)), |r| r.name = "db".into());
+    assert!(matches!(s.place(&r), Err(SchedError::NameTaken { .. })));
+    // Releasing another instance of that name leaves a name it does not hold.
+    let other = with(req("i2", res(10, 0, 0)), |r| r.name = "db2".into());
+    host_of(&mut s, &other);
+    s.release("default", "i2").unwrap();
+    assert!(s
+        .store
+        .get(keys::TABLE, "names/default/db")
+        .unwrap()
+        .is_some());
+}
+
+#[test]
+fn two_schedulers_racing_for_one_name_give_it_to_one() {
+    let inner = Arc::new(MemStore::default());
+    let mut other = pool(inner.clone(), &[up("a", &[]), up("b", &[])]);
+    let store = Arc::new(Interloper {
+        inner: inner.clone(),
+        before_txn: Mutex::new(Vec::new()),
+    });
+    let mut s = Scheduler::new(store.clone(), SchedulerConfig::default()).unwrap();
+    // The other takes the name on host b between this one's choice (a) and its commit:
+    // the allocation of a did not change, only the name did.
+    store.before_txn.lock().unwrap().push(Box::new(move || {
+        let theirs = with(req("x", res(10, 0, 0)), |r| {
+            r.name = "db".into();
+            r.constraints = vec!["host.id==b".parse().unwrap()];
+        });
+        other.place(&theirs).unwrap();
+    }));
+    let mine = with(req("y", res(10, 0, 0)), |r| {
+        r.name = "db".into();
+        r.constraints = vec!["host.id==a".parse().unwrap()];
+    });
+    assert!(matches!(
+        s.place(&mine),
+        Err(SchedError::NameTaken { ref name, .. }) if name == "db"
+    ));
+    assert_eq!(s.conflicts(), 1);
+    assert!(inner
+        .get(keys::TABLE, "assignments/default/y")
+        .unwrap()
+        .is_none());
+    let alloc: Option<Allocation> = inner.get_json(keys::TABLE, "allocations/a").unwrap();
+    assert!(alloc.is_none(), "{alloc:?}");
+
+    // Many threads, each its own scheduler, one name: exactly one wins.
+    let winners: Vec<bool> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..8)
+            .map(|i| {
+                let inner = inner.clone();
+                scope.spawn(move || {
+                    let mut s = Scheduler::new(inner, SchedulerConfig::default()).unwrap();
+                    let r = with(req(&format!("t{i}"), res(10, 0, 0)), |r| {
+                        r.name = "shared".into()
+                    });
+                    match s.place(&r) {
+                        Ok(_) => true,
+                        Err(SchedError::NameTaken { .. }) => false,
+                        Err(e) => panic!("{e}"),
+                    }
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    assert_eq!(winners.iter().filter(|w| **w).count(), 1, "{winners:?}");
+}
+
+#[test]
+fn assignments_written_before_specs_are_read() {
+    let store = Arc::new(MemStore::default());
+    let old = serde_json::json!({
+        "project": "default", "id": "old", "name": "old", "host": "a",
+        "resources": {"cpu_millis": 10, "memory_bytes": 0, "disk_bytes": 0}
+    });
+    store
+        .commit(vec![put("assignments/default/old".into(), &old)])
+        .unwrap();
+    let mut s = pool(store, &[up("a", &[])]);
+    let (a, _) = s.view().assignment("default/old").unwrap();
+    assert_eq!(a.spec, None);
+    // It holds its name for the scheduler though no name record was written for it.
+    let r = with(req("new", res(10, 0, 0)), |r| r.name = "old".into());
+    assert!(matches!(s.place(&r), Err(SchedError::NameTaken { .. })));
+    let spec = serde_json::json!({"image": "busybox"});
+    let r = with(req("new", res(10, 0, 0)), |r| r.spec = Some(spec.clone()));
+    host_of(&mut s, &r);
+    assert_eq!(
+        s.view().assignment("default/new").unwrap().0.spec,
+        Some(spec)
+    );
+}

@@ -489,6 +489,7 @@ mod tests {
                 disk_bytes: 0,
             },
             ports: Vec::new(),
+            spec: None,
         }
     }
 
