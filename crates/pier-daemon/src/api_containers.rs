@@ -130,8 +130,17 @@ async fn list(
 async fn create(
     Ctx(ctx): Ctx,
     State(e): Shared,
+    cluster: Option<axum::Extension<Arc<crate::cluster::Cluster>>>,
     J(req): J<ContainerCreate>,
 ) -> ApiResult<(StatusCode, Json<Created>)> {
+    // In a pool, the scheduler chooses the host and that host's agent creates it.
+    if let Some(axum::Extension(cluster)) = cluster.filter(|c| c.in_pool()) {
+        let created = cluster.create(&ctx, req).await?;
+        return Ok((StatusCode::CREATED, Json(created)));
+    }
+    if crate::cluster::place::has_placement_options(&req) {
+        return Err(crate::cluster::place::not_in_pool());
+    }
     let c = e.instances.clone();
     let created = blocking(move || c.create(&ctx, req).map_err(ApiError::from)).await?;
     Ok((StatusCode::CREATED, Json(created)))

@@ -170,12 +170,16 @@ pub async fn run(mut config: DaemonConfig) -> Result<(), DaemonError> {
             crate::requests::track,
         ))
     };
-    let api_app =
-        || router(engine.clone()).merge(crate::metrics::routes(metrics.clone(), engine.clone()));
     // The pool (issue 17): this host's membership, resumed if it has one.
     let cluster =
         crate::cluster::Cluster::new(&config.root, config.host_heartbeat, Arc::downgrade(&engine));
     cluster.resume().await.map_err(DaemonError::Cluster)?;
+    // The native API's handlers find the pool (creates are placed in one) as an extension.
+    let api_app = || {
+        router(engine.clone())
+            .merge(crate::metrics::routes(metrics.clone(), engine.clone()))
+            .layer(axum::Extension(cluster.clone()))
+    };
 
     let dashboard = config
         .dashboard_addr

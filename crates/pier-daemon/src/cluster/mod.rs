@@ -1,7 +1,8 @@
 //! The daemon's part in a pool of hosts: `pier cluster init/join/token` and
 //! `pier host ls/inspect/cordon/uncordon/rm` on the native API (the root-only socket, as
 //! every admin call), and, once the daemon is a member, its cluster listener
-//! ([`net`]), its heartbeat, and the etcd member it may run ([`etcd`]). The routes are in
+//! ([`net`]), its heartbeat, the etcd member it may run ([`etcd`]), and the placement of
+//! instances across the pool with this host's agent ([`place`]). The routes are in
 //! `routes.rs`.
 //!
 //! The pool's records live in the pool's store (etcd, through `pier_store::EtcdStore`);
@@ -18,6 +19,7 @@
 //! `pier cluster token` print names it).
 
 pub mod net;
+pub mod place;
 mod routes;
 
 pub use routes::{host_routes, routes, ClusterDoc};
@@ -71,6 +73,8 @@ struct Member {
     store: OnceLock<Arc<dyn Store>>,
     etcd: Mutex<Option<etcd::Supervisor>>,
     heartbeat: Arc<Mutex<Heartbeater>>,
+    /// The scheduler creates and releases go through.
+    placer: place::Placer,
     tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
 
@@ -376,6 +380,7 @@ impl Cluster {
                         tracing::info!(host = %m2.local.name, "connected to the pool's store");
                         me.start_heartbeat(&m2);
                         me.start_host_events(&m2);
+                        me.start_agent(&m2);
                         return;
                     }
                     Ok(Err(e)) if !logged => {
@@ -430,6 +435,7 @@ impl Cluster {
             store: OnceLock::new(),
             etcd: Mutex::new(etcd),
             heartbeat,
+            placer: place::Placer::default(),
             tasks: Mutex::new(Vec::new()),
         })
     }
@@ -677,6 +683,7 @@ impl Cluster {
             .map_err(|e| internal("cannot serve the pool", e))?;
         self.start_heartbeat(&m);
         self.start_host_events(&m);
+        self.start_agent(&m);
         *self.member.lock().unwrap_or_else(|e| e.into_inner()) = Some(m.clone());
         tracing::info!(cluster = %cluster_id, host = %name, "made a pool");
         self.token_of(&m, join::DEFAULT_TTL).await
@@ -799,6 +806,7 @@ impl Cluster {
             .map_err(|e| internal("cannot serve the pool", e))?;
         self.start_heartbeat(&m);
         self.start_host_events(&m);
+        self.start_agent(&m);
         *self.member.lock().unwrap_or_else(|e| e.into_inner()) = Some(m.clone());
         tracing::info!(cluster = %m.local.cluster_id, host = %name, "joined the pool");
         Ok(Joined {

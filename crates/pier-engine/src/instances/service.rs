@@ -83,8 +83,9 @@ pub struct Instances {
     cgroup_parent: String,
 }
 
-/// `docker`-style names: an adjective and a scientist.
-fn random_name(id: &str) -> String {
+/// `docker`-style names: an adjective and a scientist (what a create without a name
+/// gets, from the instance's ID).
+pub fn random_name(id: &str) -> String {
     const A: [&str; 16] = [
         "brave", "calm", "eager", "fond", "gentle", "happy", "keen", "lucid", "merry", "nifty",
         "proud", "quiet", "sharp", "tender", "vivid", "witty",
