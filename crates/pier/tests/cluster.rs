@@ -475,3 +475,195 @@ fn the_dashboard_lists_the_pools_hosts_and_cordons_one() {
     browser.assert_screenshots(&["1-pool", "2-cordoned", "3-uncordoned-elsewhere"]);
     assert_eq!(h1.json(&["host", "inspect", "h2"])["schedulable"], true);
 }
+
+/// The instances `d`'s own engine has (not the pool's records of other hosts): their IDs.
+fn own_instances(d: &Daemon, host: &str) -> Vec<String> {
+    d.json(&["ps", "-a"])
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| {
+            c.get("host")
+                .and_then(|h| h.as_str())
+                .is_none_or(|h| h == host)
+        })
+        .map(|c| c["id"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// The assignment keys of the pool, as h1's etcd holds them.
+fn assignments(d: &Daemon, host: &str) -> u64 {
+    d.json(&["host", "inspect", host])["instances"]
+        .as_u64()
+        .unwrap()
+}
+
+#[test]
+#[ignore = "root tier: needs root; scripts/test.sh runs it (--run-ignored all)"]
+fn instances_created_through_any_member_are_placed_and_made_by_the_chosen_host() {
+    require_root_and_tools(&["etcd"]);
+    let mut lan = Lan::new();
+    let hb = ["--host-heartbeat", "2s"];
+    let (h1, h2, h3) = (with_busybox(&hb), with_busybox(&hb), with_busybox(&hb));
+    let a1 = lan.connect(&h1);
+    lan.connect(&h2);
+    lan.connect(&h3);
+    let init = h1.json(&["cluster", "init", "--advertise", &a1, "--name", "h1"]);
+    let addr = format!("{a1}:7443");
+    h2.ok(&[
+        "cluster",
+        "join",
+        &addr,
+        init["token"].as_str().unwrap(),
+        "--name",
+        "h2",
+    ]);
+    let t3 = h1.json(&["cluster", "token"])["token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    h3.ok(&["cluster", "join", &addr, &t3, "--name", "h3"]);
+    wait_until("three up", || {
+        hosts(&h1).iter().filter(|(_, s)| s == "up").count() == 3
+    });
+    let tag = random_tag();
+    let n = |what: &str| format!("{what}-{tag}");
+
+    // A constraint: created through h1, made by h2's agent on h2 only.
+    let id = h1
+        .ok(&[
+            "create",
+            "--name",
+            &n("pinned"),
+            "--constraint",
+            "host.id==h2",
+            "-m",
+            "64m",
+            "bb",
+            "sleep",
+            "300",
+        ])
+        .trim()
+        .to_string();
+    assert_eq!(id.len(), 64, "{id}");
+    assert!(own_instances(&h2, "h2").contains(&id));
+    assert!(!own_instances(&h1, "h1").contains(&id));
+    assert!(!own_instances(&h3, "h3").contains(&id));
+    let inspect = &h2.json(&["inspect", &n("pinned")])[0];
+    assert_eq!(inspect["id"], id.as_str());
+    let h2_info = h1.json(&["host", "inspect", "h2"]);
+    assert_eq!(h2_info["instances"], 1, "{h2_info}");
+    assert_eq!(h2_info["allocated"]["memory_bytes"], 64 << 20, "{h2_info}");
+    // Its host starts it and it runs.
+    h2.ok(&["start", &n("pinned")]);
+    assert_eq!(
+        h2.ok(&["exec", &n("pinned"), "echo", "here"]).trim(),
+        "here"
+    );
+
+    // A constraint nobody fits: the scheduler's why, and no assignment left.
+    let e = h1.fails(&[
+        "create",
+        "--name",
+        &n("nowhere"),
+        "--constraint",
+        "host.label.zone==mars",
+        "bb",
+        "true",
+    ]);
+    assert!(
+        e.contains("0 of 3 hosts fit: 3 do not match host.label.zone==mars"),
+        "{e}"
+    );
+    let total = |d: &Daemon| -> u64 { ["h1", "h2", "h3"].iter().map(|h| assignments(d, h)).sum() };
+    assert_eq!(total(&h1), 1);
+    // A bad expression is refused before anything is placed.
+    let e = h1.fails(&["create", "--constraint", "zone=a", "bb", "true"]);
+    assert!(e.contains("bad constraint \"zone=a\""), "{e}");
+    let e = h1.fails(&["create", "--placement", "random", "bb", "true"]);
+    assert!(e.contains("bad placement strategy \"random\""), "{e}");
+
+    // Anti-affinity: two instances labelled app=x on two hosts.
+    let app = format!("app={tag}");
+    let anti = format!("instance.label.app=={tag}");
+    let mut homes = Vec::new();
+    for w in ["w1", "w2"] {
+        let id = h3
+            .ok(&[
+                "create",
+                "--name",
+                &n(w),
+                "--label",
+                &app,
+                "--anti-affinity",
+                &anti,
+                "bb",
+                "true",
+            ])
+            .trim()
+            .to_string();
+        let home: Vec<&Daemon> = [(&h1, "h1"), (&h2, "h2"), (&h3, "h3")]
+            .into_iter()
+            .filter(|(d, h)| own_instances(d, h).contains(&id))
+            .map(|(d, _)| d)
+            .collect();
+        assert_eq!(home.len(), 1, "{w} is on exactly one host");
+        homes.push(home[0].root.clone());
+    }
+    assert_ne!(homes[0], homes[1], "anti-affinity put both on one host");
+
+    // A name taken in the pool is refused on another member.
+    let e = h3.fails(&["create", "--name", &n("pinned"), "bb", "true"]);
+    assert!(
+        e.contains(&format!(
+            "the name \"{}\" is taken in project default",
+            n("pinned")
+        )),
+        "{e}"
+    );
+
+    // A bad image: the owner's error, naming it, and the placement released (the name
+    // is free again).
+    let e = h1.fails(&[
+        "create",
+        "--name",
+        &n("bad"),
+        "--constraint",
+        "host.id==h3",
+        "Not/A:Valid:Ref",
+        "true",
+    ]);
+    assert!(e.contains("host h3 could not create the instance"), "{e}");
+    assert_eq!(total(&h1), 3);
+    h1.ok(&[
+        "create",
+        "--name",
+        &n("bad"),
+        "--constraint",
+        "host.id==h3",
+        "bb",
+        "true",
+    ]);
+    assert_eq!(total(&h1), 4);
+
+    // Removing an instance on its host releases its allocation.
+    h2.ok(&["rm", "-f", &n("pinned")]);
+    wait_until("h2's allocation released", || {
+        let i = h1.json(&["host", "inspect", "h2"]);
+        i["allocated"]["memory_bytes"] == 0 && !own_instances(&h2, "h2").contains(&id)
+    });
+    // The name is free again.
+    let again = h1
+        .ok(&["create", "--name", &n("pinned"), "bb", "true"])
+        .trim()
+        .to_string();
+
+    // Clean up: each instance on its host.
+    for (d, h) in [(&h1, "h1"), (&h2, "h2"), (&h3, "h3")] {
+        for id in own_instances(d, h) {
+            d.ok(&["rm", "-f", &id]);
+        }
+    }
+    wait_until("every placement released", || total(&h1) == 0);
+    assert!(!again.is_empty());
+}
