@@ -62,6 +62,8 @@ pub(crate) enum Key<'a> {
     Allocation(&'a str),
     /// `project/instance-id`.
     Assignment(&'a str),
+    /// A member's heartbeat ([`crate::member::HEARTBEATS`]), by host ID.
+    Heartbeat(&'a str),
 }
 
 /// What `key` is, or None if it is not the scheduler's.
@@ -71,6 +73,9 @@ pub(crate) fn parse(key: &str) -> Option<Key<'_>> {
     }
     if let Some(id) = key.strip_prefix(ALLOCATIONS) {
         return Some(Key::Allocation(id));
+    }
+    if let Some(id) = key.strip_prefix(crate::member::HEARTBEATS) {
+        return Some(Key::Heartbeat(id));
     }
     key.strip_prefix(ASSIGNMENTS).map(Key::Assignment)
 }

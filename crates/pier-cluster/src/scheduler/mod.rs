@@ -78,6 +78,11 @@ pub struct SchedulerConfig {
     pub max_attempts: u32,
     /// Whether each placement waits for the disk (see [`Store::txn`]).
     pub durable: bool,
+    /// Whether a host must heartbeat (`heartbeats/ID`) to take instances (see
+    /// [`HostView::require_heartbeats`]). Members' schedulers do. A heartbeat is not
+    /// compared at commit: one that ends between the choice and the commit does not
+    /// undo the placement (the host is down then, as it would be a moment later).
+    pub require_heartbeat: bool,
 }
 
 impl Default for SchedulerConfig {
@@ -85,6 +90,7 @@ impl Default for SchedulerConfig {
         SchedulerConfig {
             max_attempts: 16,
             durable: true,
+            require_heartbeat: false,
         }
     }
 }
@@ -117,7 +123,8 @@ pub struct Scheduler {
 impl Scheduler {
     /// Reads the pool and starts following it.
     pub fn new(store: Arc<dyn Store>, config: SchedulerConfig) -> Result<Self, SchedError> {
-        let (view, watcher) = HostView::follow(store.as_ref())?;
+        let (mut view, watcher) = HostView::follow(store.as_ref())?;
+        view.require_heartbeats(config.require_heartbeat);
         Ok(Scheduler {
             store,
             view,
@@ -188,7 +195,8 @@ impl Scheduler {
     }
 
     fn reload(&mut self) -> Result<(), SchedError> {
-        let (view, watcher) = HostView::follow(self.store.as_ref())?;
+        let (mut view, watcher) = HostView::follow(self.store.as_ref())?;
+        view.require_heartbeats(self.config.require_heartbeat);
         self.view = view;
         self.watcher = watcher;
         self.reloads += 1;

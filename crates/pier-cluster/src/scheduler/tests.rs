@@ -635,3 +635,49 @@ fn assignments_written_before_specs_are_read() {
         Some(spec)
     );
 }
+
+#[test]
+fn a_host_whose_heartbeat_is_gone_takes_nothing_when_heartbeats_are_required() {
+    use crate::member::Heartbeater;
+    let store = Arc::new(MemStore::default());
+    store
+        .commit(vec![
+            keys::put_host(&up("a", &[])),
+            keys::put_host(&up("b", &[])),
+        ])
+        .unwrap();
+    let config = SchedulerConfig {
+        require_heartbeat: true,
+        ..Default::default()
+    };
+    let mut s = Scheduler::new(store.clone(), config).unwrap();
+    assert_eq!(
+        no_fit(&mut s, &req("i1", res(10, 0, 0))),
+        "no host fits instance default/i1: 0 of 2 hosts fit: 2 are down"
+    );
+    let mut beat_a = Heartbeater::new("a", Duration::from_secs(5));
+    beat_a.beat(store.as_ref()).unwrap();
+    assert_eq!(host_of(&mut s, &req("i1", res(10, 0, 0))), "a");
+    let mut beat_b = Heartbeater::new("b", Duration::from_secs(5));
+    beat_b.beat(store.as_ref()).unwrap();
+    // Beats rewrite the record: still open.
+    beat_a.beat(store.as_ref()).unwrap();
+    assert_eq!(host_of(&mut s, &req("i2", res(10, 0, 0))), "b");
+    beat_a.stop(store.as_ref()).unwrap();
+    let on_a = with(req("i3", res(10, 0, 0)), |r| {
+        r.constraints = vec!["host.id==a".parse().unwrap()]
+    });
+    assert_eq!(
+        no_fit(&mut s, &on_a),
+        "no host fits instance default/i3: 0 of 2 hosts fit: 1 is down, 1 does not match host.id==a"
+    );
+    assert_eq!(host_of(&mut s, &req("i4", res(10, 0, 0))), "b");
+    // The view followed by events equals a fresh read.
+    s.refresh().unwrap();
+    let mut fresh = HostView::read(store.as_ref()).unwrap();
+    fresh.require_heartbeats(true);
+    assert_eq!(*s.view(), fresh);
+    // Without the requirement (the default), the records' states alone decide.
+    let mut plain = mem_pool(&[up("a", &[])]);
+    assert_eq!(host_of(&mut plain, &req("i1", res(10, 0, 0))), "a");
+}

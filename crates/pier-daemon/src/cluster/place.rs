@@ -42,7 +42,11 @@ impl Placer {
     ) -> Result<T, SchedError> {
         let mut guard = self.scheduler.lock().unwrap_or_else(|e| e.into_inner());
         if guard.is_none() {
-            *guard = Some(Scheduler::new(store.clone(), SchedulerConfig::default())?);
+            let config = SchedulerConfig {
+                require_heartbeat: true,
+                ..Default::default()
+            };
+            *guard = Some(Scheduler::new(store.clone(), config)?);
         }
         let r = f(guard.as_mut().expect("made above"));
         if matches!(r, Err(SchedError::Store(_))) {
