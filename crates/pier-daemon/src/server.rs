@@ -221,7 +221,10 @@ pub async fn run(mut config: DaemonConfig) -> Result<(), DaemonError> {
         if let Some(l) = docker {
             crate::http::serve(
                 l,
-                tracked(crate::docker::router(engine.clone()), "docker"),
+                tracked(
+                    crate::docker::router(engine.clone()).layer(axum::Extension(cluster.clone())),
+                    "docker",
+                ),
                 limits.clone(),
                 stop_rx.clone(),
             )

@@ -1,7 +1,8 @@
 //! Root tier: the pool's membership. Three `pier daemon`s on one machine, each in a network
 //! namespace of its own joined to one bridge standing for the physical network ([`Lan`]):
 //! `pier cluster init` on the first, joins with good and bad tokens, `pier host` from any
-//! member, and a host killed with SIGKILL going `down` when its heartbeat expires.
+//! member, a host killed with SIGKILL going `down` when its heartbeat expires, and
+//! instances created through any member placed on the host the scheduler chose.
 
 mod common;
 
@@ -491,7 +492,7 @@ fn own_instances(d: &Daemon, host: &str) -> Vec<String> {
         .collect()
 }
 
-/// The assignment keys of the pool, as h1's etcd holds them.
+/// How many instances the pool has assigned to `host`, as `pier host inspect` shows.
 fn assignments(d: &Daemon, host: &str) -> u64 {
     d.json(&["host", "inspect", host])["instances"]
         .as_u64()
@@ -508,6 +509,9 @@ fn instances_created_through_any_member_are_placed_and_made_by_the_chosen_host()
     let a1 = lan.connect(&h1);
     lan.connect(&h2);
     lan.connect(&h3);
+    // Outside a pool, placement options are refused, not ignored.
+    let e = h1.fails(&["create", "--constraint", "host.id==h2", "bb", "true"]);
+    assert!(e.contains("this daemon is not in a pool"), "{e}");
     let init = h1.json(&["cluster", "init", "--advertise", &a1, "--name", "h1"]);
     let addr = format!("{a1}:7443");
     h2.ok(&[
@@ -622,6 +626,31 @@ fn instances_created_through_any_member_are_placed_and_made_by_the_chosen_host()
         "{e}"
     );
 
+    // Docker's create is placed too: the name is the pool's, the instance on one host.
+    let (status, body) = docker_api(
+        &h1,
+        "POST",
+        &format!("/containers/create?name={}", n("pinned")),
+        br#"{"Image":"bb","Cmd":["true"]}"#,
+    );
+    assert_eq!(status, 409, "{body}");
+    assert!(body.contains("is taken in project default"), "{body}");
+    let (status, body) = docker_api(
+        &h1,
+        "POST",
+        &format!("/containers/create?name={}", n("docker")),
+        br#"{"Image":"bb","Cmd":["true"],"HostConfig":{"Memory":33554432}}"#,
+    );
+    assert_eq!(status, 201, "{body}");
+    let dk: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let dk = dk["Id"].as_str().unwrap();
+    let homes = [(&h1, "h1"), (&h2, "h2"), (&h3, "h3")]
+        .into_iter()
+        .filter(|(d, h)| own_instances(d, h).iter().any(|i| i == dk))
+        .count();
+    assert_eq!(homes, 1, "the Docker create is on one host");
+    assert_eq!(total(&h1), 4);
+
     // A bad image: the owner's error, naming it, and the placement released (the name
     // is free again).
     let e = h1.fails(&[
@@ -634,7 +663,7 @@ fn instances_created_through_any_member_are_placed_and_made_by_the_chosen_host()
         "true",
     ]);
     assert!(e.contains("host h3 could not create the instance"), "{e}");
-    assert_eq!(total(&h1), 3);
+    assert_eq!(total(&h1), 4);
     h1.ok(&[
         "create",
         "--name",
@@ -644,14 +673,18 @@ fn instances_created_through_any_member_are_placed_and_made_by_the_chosen_host()
         "bb",
         "true",
     ]);
-    assert_eq!(total(&h1), 4);
+    assert_eq!(total(&h1), 5);
 
     // Removing an instance on its host releases its allocation.
+    let before = h1.json(&["host", "inspect", "h2"]);
+    let memory = |i: &serde_json::Value| i["allocated"]["memory_bytes"].as_u64().unwrap();
     h2.ok(&["rm", "-f", &n("pinned")]);
     wait_until("h2's allocation released", || {
         let i = h1.json(&["host", "inspect", "h2"]);
-        i["allocated"]["memory_bytes"] == 0 && !own_instances(&h2, "h2").contains(&id)
+        memory(&i) == memory(&before) - (64 << 20)
+            && i["instances"].as_u64() == before["instances"].as_u64().map(|n| n - 1)
     });
+    assert!(!own_instances(&h2, "h2").contains(&id));
     // The name is free again.
     let again = h1
         .ok(&["create", "--name", &n("pinned"), "bb", "true"])

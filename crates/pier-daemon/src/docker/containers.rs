@@ -43,8 +43,16 @@ pub fn routes() -> Router<Arc<Docker>> {
 }
 
 /// `POST /containers/create?name=`: Docker's body as Pier's request; extra networks of
-/// `EndpointsConfig` are connected after the create.
-async fn create(Ctx(ctx): Ctx, state: DState, p: Params, body: Bytes) -> DResult<Response> {
+/// `EndpointsConfig` are connected after the create. In a pool, a request with neither
+/// extra networks nor labelled volumes is placed as the native create is (the chosen
+/// host's agent pulls a missing image); one with them is made on this host, unplaced.
+async fn create(
+    Ctx(ctx): Ctx,
+    state: DState,
+    cluster: Option<axum::Extension<Arc<crate::cluster::Cluster>>>,
+    p: Params,
+    body: Bytes,
+) -> DResult<Response> {
     let d = state.0;
     let b: CreateBody = serde_json::from_slice(&body)
         .map_err(|e| DockerError::bad_request(format!("invalid container config: {e}")))?;
@@ -65,6 +73,15 @@ async fn create(Ctx(ctx): Ctx, state: DState, p: Params, body: Bytes) -> DResult
         };
         to_create(b, name, &look)?
     };
+    if let Some(axum::Extension(cluster)) = cluster.filter(|c| c.in_pool()) {
+        if converted.endpoints.is_empty() && converted.labelled_volumes.is_empty() {
+            let created = cluster.create(&ctx, converted.request).await?;
+            return Ok(json(
+                StatusCode::CREATED,
+                json!({"Id": created.id, "Warnings": []}),
+            ));
+        }
+    }
     for (name, labels) in converted.labelled_volumes {
         let v = VolumeCreate {
             name: Some(name),
