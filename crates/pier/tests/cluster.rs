@@ -700,3 +700,73 @@ fn instances_created_through_any_member_are_placed_and_made_by_the_chosen_host()
     wait_until("every placement released", || total(&h1) == 0);
     assert!(!again.is_empty());
 }
+
+#[test]
+#[ignore = "root tier: needs root; scripts/test.sh runs it (--run-ignored all)"]
+fn a_placement_on_a_host_that_crashed_is_made_when_it_is_back_and_host_ports_are_held() {
+    require_root_and_tools(&["etcd"]);
+    let mut lan = Lan::new();
+    let hb = ["--host-heartbeat", "2s"];
+    let h1 = with_busybox(&hb);
+    let mut h2 = with_busybox(&hb);
+    let a1 = lan.connect(&h1);
+    lan.connect(&h2);
+    let init = h1.json(&["cluster", "init", "--advertise", &a1, "--name", "h1"]);
+    let addr = format!("{a1}:7443");
+    let token = init["token"].as_str().unwrap();
+    h2.ok(&["cluster", "join", &addr, token, "--name", "h2"]);
+    wait_until("both up", || {
+        hosts(&h1).iter().filter(|(_, s)| s == "up").count() == 2
+    });
+    let tag = random_tag();
+    let n = |what: &str| format!("{what}-{tag}");
+
+    // A published host port is held on its host: a second instance with it goes to the
+    // other host, a third fits nowhere.
+    let web = |name: &str| h1.pier(&["create", "--name", name, "-p", "18080:80", "bb", "true"]);
+    let (w1, w2) = (web(&n("w1")), web(&n("w2")));
+    assert!(
+        w1.status.success() && w2.status.success(),
+        "{}",
+        stderr(&w2)
+    );
+    assert_eq!(own_instances(&h1, "h1").len(), 1);
+    assert_eq!(own_instances(&h2, "h2").len(), 1);
+    let e = h1.fails(&["create", "--name", &n("w3"), "-p", "18080:80", "bb", "true"]);
+    assert!(e.contains("2 have host port 18080/tcp in use"), "{e}");
+
+    // h2 crashes; a placement on it made before its heartbeat expires waits for it, and
+    // its agent makes the instance once it is back.
+    h2.kill9();
+    let id = std::thread::scope(|s| {
+        let waiting = s.spawn(|| {
+            h1.ok(&[
+                "create",
+                "--name",
+                &n("late"),
+                "--constraint",
+                "host.id==h2",
+                "bb",
+                "true",
+            ])
+        });
+        // Its heartbeat expires: down, it takes no new placement.
+        wait_until("h2 down", || state_of(&h1, "h2") == "down");
+        let e = h1.fails(&["create", "--constraint", "host.id==h2", "bb", "true"]);
+        assert!(e.contains("1 is down, 1 does not match host.id==h2"), "{e}");
+        assert!(!waiting.is_finished(), "the create did not wait for h2");
+        h2.spawn();
+        waiting.join().unwrap().trim().to_string()
+    });
+    assert!(own_instances(&h2, "h2").contains(&id), "{}", h2.log());
+    wait_until("h2 up again", || state_of(&h1, "h2") == "up");
+
+    for (d, h) in [(&h1, "h1"), (&h2, "h2")] {
+        for id in own_instances(d, h) {
+            d.ok(&["rm", "-f", &id]);
+        }
+    }
+    wait_until("every placement released", || {
+        assignments(&h1, "h1") + assignments(&h1, "h2") == 0
+    });
+}
