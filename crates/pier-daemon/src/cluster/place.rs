@@ -469,3 +469,87 @@ impl Realiser for EngineRealiser {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn create(f: impl FnOnce(&mut ContainerCreate)) -> ContainerCreate {
+        let mut r = ContainerCreate {
+            image: "bb".into(),
+            ..Default::default()
+        };
+        f(&mut r);
+        r
+    }
+
+    #[test]
+    fn a_create_request_becomes_a_placement_request() {
+        let req = create(|r| {
+            r.cpus = Some(1.5);
+            r.memory = Some(64 << 20);
+            r.publish = [
+                "8080:80",
+                "127.0.0.1:5353:53/udp",
+                "9000-9001:9000-9001",
+                "80",
+            ]
+            .iter()
+            .map(|p| p.parse().unwrap())
+            .collect();
+            r.labels = [("app".to_string(), "web".to_string())].into();
+            r.constraints = vec!["host.label.zone==a".into()];
+            r.affinity = vec!["instance.name==db".into()];
+            r.anti_affinity = vec!["instance.label.app==web".into()];
+            r.placement = Some("binpack".into());
+        });
+        let i = instance_request("default", "id1", "web", &req).unwrap();
+        assert_eq!(i.resources.cpu_millis, 1500);
+        assert_eq!(i.resources.memory_bytes, 64 << 20);
+        let ports: Vec<String> = i.ports.iter().map(|p| p.to_string()).collect();
+        // A port without a host port takes any free one: nothing to hold.
+        assert_eq!(ports, ["8080/tcp", "9000/tcp", "9001/tcp", "5353/udp"]);
+        assert_eq!(i.constraints[0].to_string(), "host.label.zone==a");
+        let rules: Vec<String> = i.affinity.iter().map(|r| r.to_string()).collect();
+        assert_eq!(
+            rules,
+            [
+                "affinity instance.name==db",
+                "anti-affinity instance.label.app==web"
+            ]
+        );
+        assert_eq!(i.strategy, pier_cluster::scheduler::Strategy::Binpack);
+        assert_eq!(i.labels.get("app").map(String::as_str), Some("web"));
+        // No limits: nothing reserved (an unlimited memory of -1 too).
+        let plain = create(|r| r.memory = Some(-1));
+        let i = instance_request("default", "id2", "x", &plain).unwrap();
+        assert_eq!(i.resources, Resources::default());
+        assert_eq!(i.strategy, pier_cluster::scheduler::Strategy::Spread);
+    }
+
+    #[test]
+    fn bad_placement_expressions_are_named() {
+        let cases: [(fn(&mut ContainerCreate), &str); 4] = [
+            (
+                |r| r.constraints = vec!["zone=a".into()],
+                "bad constraint \"zone=a\"",
+            ),
+            (
+                |r| r.affinity = vec!["app==web".into()],
+                "bad instance selector \"app==web\"",
+            ),
+            (
+                |r| r.anti_affinity = vec!["instance.label.app!=x".into()],
+                "bad instance selector \"instance.label.app!=x\"",
+            ),
+            (
+                |r| r.placement = Some("random".into()),
+                "bad placement strategy \"random\"",
+            ),
+        ];
+        for (f, want) in cases {
+            let e = instance_request("default", "i", "n", &create(f)).unwrap_err();
+            assert!(e.to_string().starts_with(want), "{e}");
+        }
+    }
+}
