@@ -124,9 +124,11 @@ async fn list(
     Ok(Json(e.instances.list(&ctx, q.all, q.filter.as_deref())?))
 }
 
-/// Creates a container from an image.
+/// Creates a container from an image. In a pool, the scheduler places it and the chosen
+/// host makes it (409: no host fits or the name is taken in the pool; 503: the host did
+/// not answer in time).
 #[utoipa::path(post, path = "/v1/containers", request_body = ContainerCreate,
-    responses((status = 201, body = Created), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+    responses((status = 201, body = Created), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 503, body = ErrorBody)))]
 async fn create(
     Ctx(ctx): Ctx,
     State(e): Shared,
