@@ -691,6 +691,21 @@ fn instances_created_through_any_member_are_placed_and_made_by_the_chosen_host()
         .trim()
         .to_string();
 
+    // The chosen host may be the one that took the request: the same path.
+    let mine = h1
+        .ok(&[
+            "create",
+            "--name",
+            &n("self"),
+            "--constraint",
+            "host.id==h1",
+            "bb",
+            "true",
+        ])
+        .trim()
+        .to_string();
+    assert!(own_instances(&h1, "h1").contains(&mine));
+
     // Clean up: each instance on its host.
     for (d, h) in [(&h1, "h1"), (&h2, "h2"), (&h3, "h3")] {
         for id in own_instances(d, h) {
