@@ -527,9 +527,12 @@ mod tests {
         assert_eq!(i.strategy, pier_cluster::scheduler::Strategy::Spread);
     }
 
+    /// A change to a request, and the start of the error it must give.
+    type Case = (fn(&mut ContainerCreate), &'static str);
+
     #[test]
     fn bad_placement_expressions_are_named() {
-        let cases: [(fn(&mut ContainerCreate), &str); 4] = [
+        let cases: [Case; 4] = [
             (
                 |r| r.constraints = vec!["zone=a".into()],
                 "bad constraint \"zone=a\"",
