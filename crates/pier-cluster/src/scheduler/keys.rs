@@ -1,7 +1,10 @@
 //! Where the pool's records live: the layout of [`Table::Cluster`]. One table, so that a
 //! single watch delivers hosts, allocations and assignments in revision order (on etcd it
 //! is one key prefix). Other parts of the pool (membership, join tokens) may keep records
-//! of their own in the table under other prefixes; the scheduler ignores them.
+//! of their own in the table under other prefixes; the scheduler ignores them, but for
+//! the members' heartbeats ([`crate::member::HEARTBEATS`]), which it reads for whether a
+//! host is alive. Names ([`NAMES`]) and the agents' results ([`PLACED`]) are written and
+//! deleted with assignments but not kept in the scheduler's view.
 
 use pier_store::{Op, Table};
 

@@ -5,6 +5,9 @@
 //! table's watch events from R + 1 ([`HostView::follow`], [`HostView::apply`]): after the
 //! events up to revision N it equals a fresh read at N (a test checks this).
 //!
+//! It also follows the members' heartbeats: with [`HostView::require_heartbeats`], a host
+//! without one is not open to placements.
+//!
 //! Indexes, all kept in step by every event:
 //! - `up`: the hosts open to placements (state up), ordered by their free share (what is
 //!   free of their most used resource, as a share of its capacity: see [`Host::free_share`])
