@@ -276,10 +276,15 @@ struct RenameQuery {
 async fn rename(
     Ctx(ctx): Ctx,
     State(e): Shared,
+    cluster: Option<axum::Extension<Arc<crate::cluster::Cluster>>>,
     Path(id): Path<String>,
     Q(q): Q<RenameQuery>,
 ) -> ApiResult<StatusCode> {
-    e.instances.rename(&ctx, &id, &q.name).await?;
+    match cluster {
+        // In a pool, a placed instance's name is the pool's too.
+        Some(axum::Extension(cluster)) => cluster.rename(&ctx, &e, &id, &q.name).await?,
+        None => e.instances.rename(&ctx, &id, &q.name).await?,
+    }
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -644,12 +644,24 @@ fn instances_created_through_any_member_are_placed_and_made_by_the_chosen_host()
     assert_eq!(status, 201, "{body}");
     let dk: serde_json::Value = serde_json::from_str(&body).unwrap();
     let dk = dk["Id"].as_str().unwrap();
-    let homes = [(&h1, "h1"), (&h2, "h2"), (&h3, "h3")]
+    let homes: Vec<&Daemon> = [(&h1, "h1"), (&h2, "h2"), (&h3, "h3")]
         .into_iter()
         .filter(|(d, h)| own_instances(d, h).iter().any(|i| i == dk))
-        .count();
-    assert_eq!(homes, 1, "the Docker create is on one host");
+        .map(|(d, _)| d)
+        .collect();
+    assert_eq!(homes.len(), 1, "the Docker create is on one host");
     assert_eq!(total(&h1), 4);
+
+    // A rename on the owner moves the name in the pool: refused if taken anywhere in it,
+    // and the old name is free after.
+    let owner = homes[0];
+    let e = owner.fails(&["rename", &n("docker"), &n("w1")]);
+    assert!(e.contains("is taken in project default"), "{e}");
+    owner.ok(&["rename", &n("docker"), &n("docker2")]);
+    let e = h1.fails(&["create", "--name", &n("docker2"), "bb", "true"]);
+    assert!(e.contains("is taken in project default"), "{e}");
+    h1.ok(&["create", "--name", &n("docker"), "bb", "true"]);
+    assert_eq!(total(&h1), 5);
 
     // A bad image: the owner's error, naming it, and the placement released (the name
     // is free again).
@@ -663,7 +675,7 @@ fn instances_created_through_any_member_are_placed_and_made_by_the_chosen_host()
         "true",
     ]);
     assert!(e.contains("host h3 could not create the instance"), "{e}");
-    assert_eq!(total(&h1), 4);
+    assert_eq!(total(&h1), 5);
     h1.ok(&[
         "create",
         "--name",
@@ -673,7 +685,7 @@ fn instances_created_through_any_member_are_placed_and_made_by_the_chosen_host()
         "bb",
         "true",
     ]);
-    assert_eq!(total(&h1), 5);
+    assert_eq!(total(&h1), 6);
 
     // Removing an instance on its host releases its allocation.
     let before = h1.json(&["host", "inspect", "h2"]);

@@ -20,7 +20,8 @@
 //! fits fails with [`SchedError::NoHostFits`], which counts per filter why each host was
 //! turned away; one whose name is taken with [`SchedError::NameTaken`].
 //!
-//! [`Scheduler::release`] deletes the assignment, its name and the agent's result
+//! [`Scheduler::rename`] moves an instance's name. [`Scheduler::release`] deletes the
+//! assignment, its name and the agent's result
 //! (`placed/PROJECT/ID`, see [`crate::agent`]) and gives the resources back.
 //!
 //! A [`Scheduler`] is blocking and single-threaded (`&mut self`): run it on a thread of
@@ -327,6 +328,90 @@ impl Scheduler {
             if let Ok(revision) = self.commit(compares, ops)? {
                 self.catch_up();
                 return Ok(revision);
+            }
+        }
+        Err(SchedError::Contended {
+            instance,
+            attempts: self.config.max_attempts,
+        })
+    }
+
+    /// Gives a placed instance the name `new` in its project (required free in the pool,
+    /// as at placement) and frees its old one; returns the old name. The host's
+    /// allocation is rewritten (unchanged) under the same compares as a placement, since
+    /// affinity by name looked at the instances there.
+    pub fn rename(&mut self, project: &str, id: &str, new: &str) -> Result<String, SchedError> {
+        let instance = format!("{project}/{id}");
+        let key = keys::assignment(&instance);
+        if new.is_empty() || new.contains('/') {
+            return Err(SchedError::Invalid(ParseError::Name {
+                what: "instance name",
+                value: new.to_string(),
+            }));
+        }
+        for _ in 0..self.config.max_attempts {
+            self.refresh()?;
+            let Some((a, rev)) = self.view.assignment(&instance) else {
+                return Err(SchedError::NotPlaced { instance });
+            };
+            if a.name == new {
+                return Ok(a.name.clone());
+            }
+            let taken = SchedError::NameTaken {
+                project: project.to_string(),
+                name: new.to_string(),
+            };
+            let tag = Tag::Name {
+                project: project.to_string(),
+                name: new.to_string(),
+            };
+            if self.view.tagged(&tag).is_some() {
+                return Err(taken);
+            }
+            let Some(host) = self.view.host(&a.host) else {
+                return Err(SchedError::NotPlaced { instance });
+            };
+            let new_key = keys::name(project, new);
+            let mut compares = host_compares(host);
+            compares.push(Compare {
+                table: keys::TABLE,
+                key: key.clone(),
+                expect: Expect::ModRevision(rev),
+            });
+            compares.push(Compare {
+                table: keys::TABLE,
+                key: new_key.clone(),
+                expect: Expect::Absent,
+            });
+            let mut renamed = a.clone();
+            renamed.name = new.to_string();
+            let mut ops = vec![
+                put(key.clone(), &renamed),
+                put(new_key.clone(), &id),
+                put(keys::allocation(&a.host), host.allocation()),
+            ];
+            let old_key = keys::name(project, &a.name);
+            if let Some(kv) = self.store.get_kv(keys::TABLE, &old_key)? {
+                if serde_json::from_slice::<String>(&kv.value).ok().as_deref() == Some(id) {
+                    compares.push(Compare {
+                        table: keys::TABLE,
+                        key: old_key.clone(),
+                        expect: Expect::ModRevision(kv.mod_revision),
+                    });
+                    ops.push(Op::Delete {
+                        table: keys::TABLE,
+                        key: old_key,
+                    });
+                }
+            }
+            let old = a.name.clone();
+            match self.commit(compares, ops)? {
+                Ok(_) => {
+                    self.catch_up();
+                    return Ok(old);
+                }
+                Err(k) if k == new_key => return Err(taken),
+                Err(_) => continue,
             }
         }
         Err(SchedError::Contended {

@@ -681,3 +681,47 @@ fn a_host_whose_heartbeat_is_gone_takes_nothing_when_heartbeats_are_required() {
     let mut plain = mem_pool(&[up("a", &[])]);
     assert_eq!(host_of(&mut plain, &req("i1", res(10, 0, 0))), "a");
 }
+
+#[test]
+fn a_rename_moves_the_name_in_the_pool() {
+    let mut s = mem_pool(&[up("a", &[]), up("b", &[])]);
+    let named = |id: &str, name: &str| with(req(id, res(10, 0, 0)), |r| r.name = name.into());
+    host_of(&mut s, &named("i1", "web"));
+    host_of(&mut s, &named("i2", "db"));
+    assert!(matches!(
+        s.rename("default", "i1", "db"),
+        Err(SchedError::NameTaken { .. })
+    ));
+    assert_eq!(s.rename("default", "i1", "front").unwrap(), "web");
+    let held = |s: &Scheduler, name: &str| {
+        s.store
+            .get_json::<String>(keys::TABLE, &format!("names/default/{name}"))
+            .unwrap()
+    };
+    assert_eq!(held(&s, "front").as_deref(), Some("i1"));
+    assert_eq!(held(&s, "web"), None);
+    assert_eq!(s.view().assignment("default/i1").unwrap().0.name, "front");
+    // The old name is free, the new one taken.
+    host_of(&mut s, &named("i3", "web"));
+    assert!(matches!(
+        s.place(&named("i4", "front")),
+        Err(SchedError::NameTaken { .. })
+    ));
+    // Affinity by name follows the rename.
+    let near = with(req("i5", res(10, 0, 0)), |r| {
+        r.affinity = vec![AffinityRule {
+            anti: false,
+            selector: "instance.name==front".parse().unwrap(),
+        }]
+    });
+    let front_host = s.view().assignment("default/i1").unwrap().0.host.clone();
+    assert_eq!(host_of(&mut s, &near), front_host);
+    assert!(matches!(
+        s.rename("default", "nope", "x"),
+        Err(SchedError::NotPlaced { .. })
+    ));
+    assert!(matches!(
+        s.rename("default", "i1", "a/b"),
+        Err(SchedError::Invalid(_))
+    ));
+}

@@ -239,6 +239,60 @@ impl Cluster {
         }
     }
 
+    /// A rename of an instance of this host: outside a pool, or for an instance without
+    /// an assignment (made before the pool), the engine's alone; for a placed one, its
+    /// name in the pool moves first (refused if the new one is taken in the pool), then
+    /// the engine's, and the pool's is moved back if the engine refuses.
+    pub async fn rename(
+        &self,
+        ctx: &RequestContext,
+        engine: &Arc<Engine>,
+        name_or_id: &str,
+        new_name: &str,
+    ) -> Result<(), ApiError> {
+        let Some(m) = self.member() else {
+            engine.instances.rename(ctx, name_or_id, new_name).await?;
+            return Ok(());
+        };
+        if !pier_engine::names::valid_name(new_name) {
+            return Err(ApiError::invalid(format!(
+                "invalid container name {new_name:?}: use 1 to 128 letters, digits, '_', '.' or '-', starting with a letter or digit"
+            )));
+        }
+        let id = engine.instances.get(ctx, name_or_id)?.id;
+        let store = m.store()?;
+        let project = ctx.project().to_string();
+        let moved = {
+            let (m, store, project, id, new) = (
+                m.clone(),
+                store.clone(),
+                project.clone(),
+                id.clone(),
+                new_name.to_string(),
+            );
+            tokio::task::spawn_blocking(move || {
+                match m.placer.with(&store, |s| s.rename(&project, &id, &new)) {
+                    Ok(old) => Ok(Some(old)),
+                    Err(SchedError::NotPlaced { .. }) => Ok(None),
+                    Err(e) => Err(e),
+                }
+            })
+            .await?
+            .map_err(sched_error)?
+        };
+        let renamed = engine.instances.rename(ctx, &id, new_name).await;
+        if let (Err(_), Some(old)) = (&renamed, moved) {
+            let back = tokio::task::spawn_blocking(move || {
+                m.placer.with(&store, |s| s.rename(&project, &id, &old))
+            })
+            .await;
+            if let Ok(Err(e)) = back {
+                tracing::warn!(error = %pier_api::error::chain(&e), "cannot give a placed instance its name back in the pool");
+            }
+        }
+        Ok(renamed?)
+    }
+
     /// The agent of this member (see [`pier_cluster::agent`]): realises the assignments
     /// naming this host, following `assignments/` again after the watch ends; and releases
     /// the assignment of an instance removed here.

@@ -322,6 +322,7 @@ async fn unpause(Ctx(ctx): Ctx, state: DState, Path(id): Path<String>) -> DResul
 async fn rename(
     Ctx(ctx): Ctx,
     state: DState,
+    cluster: Option<axum::Extension<Arc<crate::cluster::Cluster>>>,
     Path(id): Path<String>,
     p: Params,
 ) -> DResult<Response> {
@@ -332,7 +333,11 @@ async fn rename(
         .ok_or_else(|| DockerError::bad_request("give the new name as ?name="))?
         .trim_start_matches('/')
         .to_string();
-    d.engine.instances.rename(&ctx, &c.id, &name).await?;
+    match cluster {
+        // In a pool, a placed instance's name is the pool's too.
+        Some(axum::Extension(cluster)) => cluster.rename(&ctx, &d.engine, &c.id, &name).await?,
+        None => d.engine.instances.rename(&ctx, &c.id, &name).await?,
+    }
     Ok(no_content())
 }
 
