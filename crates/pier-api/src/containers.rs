@@ -241,6 +241,22 @@ pub struct ContainerCreate {
     pub uts_mode: Option<String>,
     pub restart_policy: RestartPolicy,
     pub labels: BTreeMap<String, String>,
+    /// `--constraint`: where in a pool the instance may go (`host.label.KEY==VALUE`,
+    /// `host.label.KEY!=VALUE`, `host.id==ID`, `host.id!=ID`). Only a member of a pool
+    /// takes placement options.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub constraints: Vec<String>,
+    /// `--affinity`: only on a host running an instance of the project that matches
+    /// (`instance.name==NAME`, `instance.label.KEY==VALUE`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub affinity: Vec<String>,
+    /// `--anti-affinity`: only on a host running no instance of the project that matches.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub anti_affinity: Vec<String>,
+    /// `--placement`: how a pool chooses among the hosts that fit, `spread` (the
+    /// default) or `binpack`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub placement: Option<String>,
     /// Log options as Docker's json-file driver takes them: `max-size` (bytes, default
     /// 10 MiB) and `max-file` (files kept, rotated ones included, default 3).
     pub log_opts: BTreeMap<String, String>,

@@ -221,6 +221,20 @@ pub struct CreateArgs {
     /// missing and left when the container goes.
     #[arg(long)]
     cgroup_parent: Option<String>,
+    /// In a pool: a condition on the host to place it on (host.label.KEY==VALUE,
+    /// host.label.KEY!=VALUE, host.id==ID, host.id!=ID).
+    #[arg(long)]
+    constraint: Vec<String>,
+    /// In a pool: place it on a host running an instance that matches
+    /// (instance.name==NAME, instance.label.KEY==VALUE).
+    #[arg(long)]
+    affinity: Vec<String>,
+    /// In a pool: place it on a host running no instance that matches.
+    #[arg(long)]
+    anti_affinity: Vec<String>,
+    /// In a pool: how to choose among the hosts that fit: spread (the default) or binpack.
+    #[arg(long)]
+    placement: Option<String>,
     /// Image to run.
     image: String,
     /// Command and arguments.
@@ -463,6 +477,10 @@ fn create_request(a: CreateArgs, auto_remove: bool) -> Result<ContainerCreate, C
         restart_policy: parse_restart(&a.restart)?,
         log_opts: log_opts_of(&a.log_opt)?,
         labels,
+        constraints: a.constraint,
+        affinity: a.affinity,
+        anti_affinity: a.anti_affinity,
+        placement: a.placement,
         ..Default::default()
     })
 }

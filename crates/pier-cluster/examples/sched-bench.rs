@@ -317,6 +317,7 @@ fn main() {
                 host: host(have % args.hosts.max(1)).id,
                 resources: Resources::default(),
                 ports: Vec::new(),
+                spec: None,
             };
             filler.push(Op::Put {
                 table: keys::TABLE,

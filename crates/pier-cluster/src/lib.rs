@@ -10,12 +10,14 @@
 //! members' records and heartbeats in the store; [`admit`] is both sides of a join;
 //! [`local`] is what a member keeps on its own disk; [`etcd`] runs and supervises the
 //! etcd member a host runs for the pool; [`host_events`] reads the hosts'
-//! events (join, cordon, down, ...) off a watch of the pool's table; [`instances`] keeps
-//! the pool's view of every member's instances, which listing and request forwarding read;
-//! [`networks`] keeps the records of networks across the pool (VNI, subnet, name) and the
-//! addresses claimed on them, and the view each member programs its VXLAN links from.
+//! events (join, cordon, down, ...) off a watch of the pool's table; [`agent`] realises
+//! the assignments that name a host; [`instances`] keeps the pool's view of every
+//! member's instances, which listing and request forwarding read; [`networks`] keeps the
+//! records of networks across the pool (VNI, subnet, name) and the addresses claimed on
+//! them, and the view each member programs its VXLAN links from.
 
 pub mod admit;
+pub mod agent;
 pub mod ca;
 pub mod etcd;
 pub mod host_events;

@@ -124,14 +124,25 @@ async fn list(
     Ok(Json(e.instances.list(&ctx, q.all, q.filter.as_deref())?))
 }
 
-/// Creates a container from an image.
+/// Creates a container from an image. In a pool, the scheduler places it and the chosen
+/// host makes it (409: no host fits or the name is taken in the pool; 503: the host did
+/// not answer in time).
 #[utoipa::path(post, path = "/v1/containers", request_body = ContainerCreate,
-    responses((status = 201, body = Created), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+    responses((status = 201, body = Created), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 503, body = ErrorBody)))]
 async fn create(
     Ctx(ctx): Ctx,
     State(e): Shared,
+    cluster: Option<axum::Extension<Arc<crate::cluster::Cluster>>>,
     J(req): J<ContainerCreate>,
 ) -> ApiResult<(StatusCode, Json<Created>)> {
+    // In a pool, the scheduler chooses the host and that host's agent creates it.
+    if let Some(axum::Extension(cluster)) = cluster.filter(|c| c.in_pool()) {
+        let created = cluster.create(&ctx, req).await?;
+        return Ok((StatusCode::CREATED, Json(created)));
+    }
+    if crate::cluster::place::has_placement_options(&req) {
+        return Err(crate::cluster::place::not_in_pool());
+    }
     let c = e.instances.clone();
     let created = blocking(move || c.create(&ctx, req).map_err(ApiError::from)).await?;
     Ok((StatusCode::CREATED, Json(created)))
@@ -265,10 +276,15 @@ struct RenameQuery {
 async fn rename(
     Ctx(ctx): Ctx,
     State(e): Shared,
+    cluster: Option<axum::Extension<Arc<crate::cluster::Cluster>>>,
     Path(id): Path<String>,
     Q(q): Q<RenameQuery>,
 ) -> ApiResult<StatusCode> {
-    e.instances.rename(&ctx, &id, &q.name).await?;
+    match cluster {
+        // In a pool, a placed instance's name is the pool's too.
+        Some(axum::Extension(cluster)) => cluster.rename(&ctx, &e, &id, &q.name).await?,
+        None => e.instances.rename(&ctx, &id, &q.name).await?,
+    }
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -170,12 +170,16 @@ pub async fn run(mut config: DaemonConfig) -> Result<(), DaemonError> {
             crate::requests::track,
         ))
     };
-    let api_app =
-        || router(engine.clone()).merge(crate::metrics::routes(metrics.clone(), engine.clone()));
     // The pool (issue 17): this host's membership, resumed once the APIs it forwards to
     // are made.
     let cluster =
         crate::cluster::Cluster::new(&config.root, config.host_heartbeat, Arc::downgrade(&engine));
+    // The native API's handlers find the pool (creates are placed in one) as an extension.
+    let api_app = || {
+        router(engine.clone())
+            .merge(crate::metrics::routes(metrics.clone(), engine.clone()))
+            .layer(axum::Extension(cluster.clone()))
+    };
     // Requests naming another host's instance go there, and listings show the pool's (on
     // every API: the native and Docker sockets, the dashboard's); the cluster listener
     // serves other members' forwarded requests from the same apps.
@@ -209,7 +213,7 @@ pub async fn run(mut config: DaemonConfig) -> Result<(), DaemonError> {
     );
     let docker_app = tracked(
         forwarder.layer(
-            crate::docker::router(engine.clone()),
+            crate::docker::router(engine.clone()).layer(axum::Extension(cluster.clone())),
             crate::cluster::forward::Api::Docker,
         ),
         "docker",

@@ -459,6 +459,30 @@ async fn create_with_a_taken_name_conflicts() {
     assert_eq!(e.driver.instances().len(), 1);
 }
 
+#[tokio::test]
+async fn create_with_a_given_id_uses_it_and_refuses_an_id_in_use() {
+    let e = Env::new().await;
+    let id: pier_api::ContainerId = pier_api::random_hex(32).parse().unwrap();
+    let req = |name: &str| ContainerCreate {
+        image: "img:latest".into(),
+        name: Some(name.into()),
+        network: Some("none".into()),
+        ..Default::default()
+    };
+    let made = e.c.create_with_id(&e.ctx, req("placed"), &id).unwrap();
+    assert_eq!(made.id, id);
+    assert_eq!(e.get("placed").id, id.to_string());
+    assert!(e.driver.instance(id.as_str()).is_some());
+    // In use, under another name too: refused, nothing more made.
+    let again = e.c.create_with_id(&e.ctx, req("other"), &id);
+    let err = again.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Conflict);
+    assert!(err.to_string().contains("is in use on this host"), "{err}");
+    assert_eq!(e.records(), 1);
+    e.c.remove(&e.ctx, id.as_str(), false, false).await.unwrap();
+    e.assert_nothing_left();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_creates_of_one_name_make_exactly_one() {
     let e = Arc::new(Env::new().await);

@@ -6,8 +6,9 @@
 //! 1. takes in the watch events that arrived, waiting for those of revisions it knows
 //!    were committed ([`Scheduler::refresh`]);
 //! 2. chooses a host on the view (`place`: exact filters, then the strategy's score);
-//! 3. commits in one [`Txn`]: the assignment (`assignments/PROJECT/ID`, required absent)
-//!    and the host's new allocation (`allocations/HOST`), required at the mod revision the
+//! 3. commits in one [`Txn`]: the assignment (`assignments/PROJECT/ID`, required absent),
+//!    the instance's name (`names/PROJECT/NAME`, required absent: names are unique in a
+//!    project across the pool) and the host's new allocation (`allocations/HOST`), required at the mod revision the
 //!    view saw, with the host record (`hosts/HOST`) required unchanged too. Every
 //!    placement on a host and every release from it rewrites the allocation, so the
 //!    compare fails whenever anything the choice depended on changed there (resources,
@@ -17,7 +18,11 @@
 //!
 //! So any number of schedulers on one store never overbook a host. A request no host
 //! fits fails with [`SchedError::NoHostFits`], which counts per filter why each host was
-//! turned away.
+//! turned away; one whose name is taken with [`SchedError::NameTaken`].
+//!
+//! [`Scheduler::rename`] moves an instance's name. [`Scheduler::release`] deletes the
+//! assignment, its name and the agent's result
+//! (`placed/PROJECT/ID`, see [`crate::agent`]) and gives the resources back.
 //!
 //! A [`Scheduler`] is blocking and single-threaded (`&mut self`): run it on a thread of
 //! its own or in `spawn_blocking`. Several schedulers each keep their own view.
@@ -36,6 +41,7 @@ pub use model::{
     InstanceRequest, Labels, ParseError, Proto, Resources, Selector, Strategy,
 };
 pub use place::NoFit;
+use view::Tag;
 pub use view::{Host, HostView};
 
 /// Why scheduling failed.
@@ -47,6 +53,8 @@ pub enum SchedError {
     NoHostFits(NoFit),
     #[error("instance {instance} is placed on host {host} already; release it first")]
     AlreadyPlaced { instance: String, host: String },
+    #[error("the name {name:?} is taken in project {project} by an instance of the pool; choose another name, or remove that instance first")]
+    NameTaken { project: String, name: String },
     #[error("instance {instance} is not placed on any host")]
     NotPlaced { instance: String },
     #[error("placing or releasing {instance} lost {attempts} races in a row with other schedulers; try again")]
@@ -71,6 +79,11 @@ pub struct SchedulerConfig {
     pub max_attempts: u32,
     /// Whether each placement waits for the disk (see [`Store::txn`]).
     pub durable: bool,
+    /// Whether a host must heartbeat (`heartbeats/ID`) to take instances (see
+    /// [`HostView::require_heartbeats`]). Members' schedulers do. A heartbeat is not
+    /// compared at commit: one that ends between the choice and the commit does not
+    /// undo the placement (the host is down then, as it would be a moment later).
+    pub require_heartbeat: bool,
 }
 
 impl Default for SchedulerConfig {
@@ -78,6 +91,7 @@ impl Default for SchedulerConfig {
         SchedulerConfig {
             max_attempts: 16,
             durable: true,
+            require_heartbeat: false,
         }
     }
 }
@@ -110,7 +124,8 @@ pub struct Scheduler {
 impl Scheduler {
     /// Reads the pool and starts following it.
     pub fn new(store: Arc<dyn Store>, config: SchedulerConfig) -> Result<Self, SchedError> {
-        let (view, watcher) = HostView::follow(store.as_ref())?;
+        let (mut view, watcher) = HostView::follow(store.as_ref())?;
+        view.require_heartbeats(config.require_heartbeat);
         Ok(Scheduler {
             store,
             view,
@@ -181,7 +196,8 @@ impl Scheduler {
     }
 
     fn reload(&mut self) -> Result<(), SchedError> {
-        let (view, watcher) = HostView::follow(self.store.as_ref())?;
+        let (mut view, watcher) = HostView::follow(self.store.as_ref())?;
+        view.require_heartbeats(self.config.require_heartbeat);
         self.view = view;
         self.watcher = watcher;
         self.reloads += 1;
@@ -202,6 +218,13 @@ impl Scheduler {
                     host: a.host.clone(),
                 });
             }
+            let name_tag = Tag::Name {
+                project: req.project.clone(),
+                name: req.name.clone(),
+            };
+            if self.view.tagged(&name_tag).is_some() {
+                return Err(name_taken(req));
+            }
             let plan = place::Plan::new(&self.view, req);
             let Some(id) = plan.choose(&self.view) else {
                 return Err(SchedError::NoHostFits(plan.diagnose(&self.view)));
@@ -212,17 +235,24 @@ impl Scheduler {
             alloc.ports.extend(req.ports.iter().copied());
             alloc.instances += 1;
             let mut compares = host_compares(host);
+            let name_key = keys::name(&req.project, &req.name);
             compares.push(Compare {
                 table: keys::TABLE,
                 key: assignment_key.clone(),
                 expect: Expect::Absent,
             });
+            compares.push(Compare {
+                table: keys::TABLE,
+                key: name_key.clone(),
+                expect: Expect::Absent,
+            });
             let ops = vec![
                 put(assignment_key.clone(), &req.assignment(&id)),
+                put(name_key.clone(), &req.id),
                 put(keys::allocation(&id), &alloc),
             ];
             match self.commit(compares, ops)? {
-                Some(revision) => {
+                Ok(revision) => {
                     self.catch_up();
                     return Ok(Placement {
                         host: id.to_string(),
@@ -230,7 +260,10 @@ impl Scheduler {
                         attempts: attempt,
                     });
                 }
-                None => continue,
+                // Taken by an instance the view does not show (a name record left
+                // without its assignment): retrying cannot help.
+                Err(key) if key == name_key => return Err(name_taken(req)),
+                Err(_) => continue,
             }
         }
         Err(SchedError::Contended {
@@ -239,8 +272,8 @@ impl Scheduler {
         })
     }
 
-    /// Removes the instance's assignment and gives its resources and ports back to its
-    /// host, under the same compares as a placement.
+    /// Removes the instance's assignment, its name and its agent's result, and gives its
+    /// resources and ports back to its host, under the same compares as a placement.
     pub fn release(&mut self, project: &str, id: &str) -> Result<Revision, SchedError> {
         let instance = format!("{project}/{id}");
         let key = keys::assignment(&instance);
@@ -254,10 +287,32 @@ impl Scheduler {
                 key: key.clone(),
                 expect: Expect::ModRevision(rev),
             }];
-            let mut ops = vec![Op::Delete {
-                table: keys::TABLE,
-                key: key.clone(),
-            }];
+            let mut ops = vec![
+                Op::Delete {
+                    table: keys::TABLE,
+                    key: key.clone(),
+                },
+                Op::Delete {
+                    table: keys::TABLE,
+                    key: keys::placed(&instance),
+                },
+            ];
+            // The name, if this instance holds it (assignments written before names
+            // were taken hold none).
+            let name_key = keys::name(&a.project, &a.name);
+            if let Some(kv) = self.store.get_kv(keys::TABLE, &name_key)? {
+                if serde_json::from_slice::<String>(&kv.value).ok().as_deref() == Some(id) {
+                    compares.push(Compare {
+                        table: keys::TABLE,
+                        key: name_key.clone(),
+                        expect: Expect::ModRevision(kv.mod_revision),
+                    });
+                    ops.push(Op::Delete {
+                        table: keys::TABLE,
+                        key: name_key,
+                    });
+                }
+            }
             if let Some(host) = self.view.host(&a.host) {
                 compares.extend(host_compares(host));
                 if host.allocation_revision().is_some() {
@@ -270,9 +325,93 @@ impl Scheduler {
                     ops.push(put(keys::allocation(&a.host), &alloc));
                 }
             }
-            if let Some(revision) = self.commit(compares, ops)? {
+            if let Ok(revision) = self.commit(compares, ops)? {
                 self.catch_up();
                 return Ok(revision);
+            }
+        }
+        Err(SchedError::Contended {
+            instance,
+            attempts: self.config.max_attempts,
+        })
+    }
+
+    /// Gives a placed instance the name `new` in its project (required free in the pool,
+    /// as at placement) and frees its old one; returns the old name. The host's
+    /// allocation is rewritten (unchanged) under the same compares as a placement, since
+    /// affinity by name looked at the instances there.
+    pub fn rename(&mut self, project: &str, id: &str, new: &str) -> Result<String, SchedError> {
+        let instance = format!("{project}/{id}");
+        let key = keys::assignment(&instance);
+        if new.is_empty() || new.contains('/') {
+            return Err(SchedError::Invalid(ParseError::Name {
+                what: "instance name",
+                value: new.to_string(),
+            }));
+        }
+        for _ in 0..self.config.max_attempts {
+            self.refresh()?;
+            let Some((a, rev)) = self.view.assignment(&instance) else {
+                return Err(SchedError::NotPlaced { instance });
+            };
+            if a.name == new {
+                return Ok(a.name.clone());
+            }
+            let taken = SchedError::NameTaken {
+                project: project.to_string(),
+                name: new.to_string(),
+            };
+            let tag = Tag::Name {
+                project: project.to_string(),
+                name: new.to_string(),
+            };
+            if self.view.tagged(&tag).is_some() {
+                return Err(taken);
+            }
+            let Some(host) = self.view.host(&a.host) else {
+                return Err(SchedError::NotPlaced { instance });
+            };
+            let new_key = keys::name(project, new);
+            let mut compares = host_compares(host);
+            compares.push(Compare {
+                table: keys::TABLE,
+                key: key.clone(),
+                expect: Expect::ModRevision(rev),
+            });
+            compares.push(Compare {
+                table: keys::TABLE,
+                key: new_key.clone(),
+                expect: Expect::Absent,
+            });
+            let mut renamed = a.clone();
+            renamed.name = new.to_string();
+            let mut ops = vec![
+                put(key.clone(), &renamed),
+                put(new_key.clone(), &id),
+                put(keys::allocation(&a.host), host.allocation()),
+            ];
+            let old_key = keys::name(project, &a.name);
+            if let Some(kv) = self.store.get_kv(keys::TABLE, &old_key)? {
+                if serde_json::from_slice::<String>(&kv.value).ok().as_deref() == Some(id) {
+                    compares.push(Compare {
+                        table: keys::TABLE,
+                        key: old_key.clone(),
+                        expect: Expect::ModRevision(kv.mod_revision),
+                    });
+                    ops.push(Op::Delete {
+                        table: keys::TABLE,
+                        key: old_key,
+                    });
+                }
+            }
+            let old = a.name.clone();
+            match self.commit(compares, ops)? {
+                Ok(_) => {
+                    self.catch_up();
+                    return Ok(old);
+                }
+                Err(k) if k == new_key => return Err(taken),
+                Err(_) => continue,
             }
         }
         Err(SchedError::Contended {
@@ -291,26 +430,33 @@ impl Scheduler {
         }
     }
 
-    /// Commits; None if a compare failed (a race lost).
+    /// Commits; `Err(key)` with the key whose compare failed (a race lost).
     fn commit(
         &mut self,
         compares: Vec<Compare>,
         ops: Vec<Op>,
-    ) -> Result<Option<Revision>, SchedError> {
+    ) -> Result<Result<Revision, String>, SchedError> {
         match self.store.txn(Txn { compares, ops }, self.config.durable) {
             Ok(revision) => {
                 self.wait_for = self.wait_for.max(revision);
-                Ok(Some(revision))
+                Ok(Ok(revision))
             }
-            Err(StoreError::Conflict { found, .. }) => {
+            Err(StoreError::Conflict { found, key, .. }) => {
                 self.conflicts += 1;
                 // The winner's write; a key found absent was deleted at a revision the
                 // error does not give: the retry may then lose once more.
                 self.wait_for = self.wait_for.max(found.unwrap_or(0));
-                Ok(None)
+                Ok(Err(key))
             }
             Err(e) => Err(e.into()),
         }
+    }
+}
+
+fn name_taken(req: &InstanceRequest) -> SchedError {
+    SchedError::NameTaken {
+        project: req.project.clone(),
+        name: req.name.clone(),
     }
 }
 

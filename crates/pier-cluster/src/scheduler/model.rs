@@ -190,6 +190,10 @@ pub struct Assignment {
     pub resources: Resources,
     #[serde(default)]
     pub ports: Vec<HostPort>,
+    /// What to create (the native create request, as JSON), for the host's agent;
+    /// absent in records written before placements carried it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spec: Option<serde_json::Value>,
 }
 
 /// How to choose among the hosts that fit.
@@ -369,6 +373,8 @@ pub struct InstanceRequest {
     pub constraints: Vec<Constraint>,
     pub affinity: Vec<AffinityRule>,
     pub strategy: Strategy,
+    /// Carried into the assignment for the host's agent (see [`Assignment::spec`]).
+    pub spec: Option<serde_json::Value>,
 }
 
 impl InstanceRequest {
@@ -413,6 +419,7 @@ impl InstanceRequest {
             host: host.to_string(),
             resources: self.resources,
             ports: self.ports.clone(),
+            spec: self.spec.clone(),
         }
     }
 }

@@ -45,6 +45,8 @@ pub(crate) struct Plan<'a> {
     req: &'a InstanceRequest,
     /// Per rule of `req.affinity`, the hosts running a matching instance.
     rules: Vec<Option<&'a Tagged>>,
+    /// A host without its heartbeat is down (see [`HostView::require_heartbeats`]).
+    require_heartbeat: bool,
 }
 
 impl<'a> Plan<'a> {
@@ -54,7 +56,11 @@ impl<'a> Plan<'a> {
             .iter()
             .map(|r| view.tagged(&Tag::of(&req.project, &r.selector)))
             .collect();
-        Plan { req, rules }
+        Plan {
+            req,
+            rules,
+            require_heartbeat: view.requires_heartbeats(),
+        }
     }
 
     /// Runs every filter on `host`; the first that fails says why.
@@ -62,6 +68,9 @@ impl<'a> Plan<'a> {
         let Some(record) = host.record() else {
             return Err(Reject::Down);
         };
+        if self.require_heartbeat && !host.beating() {
+            return Err(Reject::Down);
+        }
         match record.state {
             HostState::Up => {}
             HostState::Down => return Err(Reject::Down),

@@ -504,3 +504,224 @@ fn a_watch_that_fell_behind_is_read_again() {
         .assignment("default/i")
         .is_some_and(|(a, _)| a.host == p.host));
 }
+
+#[test]
+fn names_are_unique_in_a_project_across_the_pool_until_released() {
+    let mut s = mem_pool(&[up("a", &[]), up("b", &[])]);
+    let named = |id: &str, project: &str| {
+        with(req(id, res(10, 0, 0)), |r| {
+            r.name = "web".into();
+            r.project = project.into();
+        })
+    };
+    host_of(&mut s, &named("i1", "default"));
+    // On another host too.
+    let e = s
+        .place(&with(named("i2", "default"), |r| {
+            r.constraints = vec!["host.id==b".parse().unwrap()]
+        }))
+        .unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "the name \"web\" is taken in project default by an instance of the pool; \
+         choose another name, or remove that instance first"
+    );
+    // Another project has names of its own.
+    host_of(&mut s, &named("i3", "other"));
+    let held = s.store.get_json::<String>(keys::TABLE, "names/default/web");
+    assert_eq!(held.unwrap().as_deref(), Some("i1"));
+    s.release("default", "i1").unwrap();
+    assert_eq!(s.store.get(keys::TABLE, "names/default/web").unwrap(), None);
+    host_of(&mut s, &named("i2", "default"));
+}
+
+#[test]
+fn a_name_record_without_its_assignment_still_holds_the_name() {
+    let mut s = mem_pool(&[up("a", &[])]);
+    s.store
+        .commit(vec![put("names/default/db".into(), &"gone")])
+        .unwrap();
+    let r = with(req("i1", res(10, 0, 0)), |r| r.name = "db".into());
+    assert!(matches!(s.place(&r), Err(SchedError::NameTaken { .. })));
+    // Releasing another instance of that name leaves a name it does not hold.
+    let other = with(req("i2", res(10, 0, 0)), |r| r.name = "db2".into());
+    host_of(&mut s, &other);
+    s.release("default", "i2").unwrap();
+    assert!(s
+        .store
+        .get(keys::TABLE, "names/default/db")
+        .unwrap()
+        .is_some());
+}
+
+#[test]
+fn two_schedulers_racing_for_one_name_give_it_to_one() {
+    let inner = Arc::new(MemStore::default());
+    let mut other = pool(inner.clone(), &[up("a", &[]), up("b", &[])]);
+    let store = Arc::new(Interloper {
+        inner: inner.clone(),
+        before_txn: Mutex::new(Vec::new()),
+    });
+    let mut s = Scheduler::new(store.clone(), SchedulerConfig::default()).unwrap();
+    // The other takes the name on host b between this one's choice (a) and its commit:
+    // the allocation of a did not change, only the name did.
+    store.before_txn.lock().unwrap().push(Box::new(move || {
+        let theirs = with(req("x", res(10, 0, 0)), |r| {
+            r.name = "db".into();
+            r.constraints = vec!["host.id==b".parse().unwrap()];
+        });
+        other.place(&theirs).unwrap();
+    }));
+    let mine = with(req("y", res(10, 0, 0)), |r| {
+        r.name = "db".into();
+        r.constraints = vec!["host.id==a".parse().unwrap()];
+    });
+    assert!(matches!(
+        s.place(&mine),
+        Err(SchedError::NameTaken { ref name, .. }) if name == "db"
+    ));
+    assert_eq!(s.conflicts(), 1);
+    assert!(inner
+        .get(keys::TABLE, "assignments/default/y")
+        .unwrap()
+        .is_none());
+    let alloc: Option<Allocation> = inner.get_json(keys::TABLE, "allocations/a").unwrap();
+    assert!(alloc.is_none(), "{alloc:?}");
+
+    // Many threads, each its own scheduler, one name: exactly one wins.
+    let winners: Vec<bool> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..8)
+            .map(|i| {
+                let inner = inner.clone();
+                scope.spawn(move || {
+                    let mut s = Scheduler::new(inner, SchedulerConfig::default()).unwrap();
+                    let r = with(req(&format!("t{i}"), res(10, 0, 0)), |r| {
+                        r.name = "shared".into()
+                    });
+                    match s.place(&r) {
+                        Ok(_) => true,
+                        Err(SchedError::NameTaken { .. }) => false,
+                        Err(e) => panic!("{e}"),
+                    }
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    assert_eq!(winners.iter().filter(|w| **w).count(), 1, "{winners:?}");
+}
+
+#[test]
+fn assignments_written_before_specs_are_read() {
+    let store = Arc::new(MemStore::default());
+    let old = serde_json::json!({
+        "project": "default", "id": "old", "name": "old", "host": "a",
+        "resources": {"cpu_millis": 10, "memory_bytes": 0, "disk_bytes": 0}
+    });
+    store
+        .commit(vec![put("assignments/default/old".into(), &old)])
+        .unwrap();
+    let mut s = pool(store, &[up("a", &[])]);
+    let (a, _) = s.view().assignment("default/old").unwrap();
+    assert_eq!(a.spec, None);
+    // It holds its name for the scheduler though no name record was written for it.
+    let r = with(req("new", res(10, 0, 0)), |r| r.name = "old".into());
+    assert!(matches!(s.place(&r), Err(SchedError::NameTaken { .. })));
+    let spec = serde_json::json!({"image": "busybox"});
+    let r = with(req("new", res(10, 0, 0)), |r| r.spec = Some(spec.clone()));
+    host_of(&mut s, &r);
+    assert_eq!(
+        s.view().assignment("default/new").unwrap().0.spec,
+        Some(spec)
+    );
+}
+
+#[test]
+fn a_host_whose_heartbeat_is_gone_takes_nothing_when_heartbeats_are_required() {
+    use crate::member::Heartbeater;
+    let store = Arc::new(MemStore::default());
+    store
+        .commit(vec![
+            keys::put_host(&up("a", &[])),
+            keys::put_host(&up("b", &[])),
+        ])
+        .unwrap();
+    let config = SchedulerConfig {
+        require_heartbeat: true,
+        ..Default::default()
+    };
+    let mut s = Scheduler::new(store.clone(), config).unwrap();
+    assert_eq!(
+        no_fit(&mut s, &req("i1", res(10, 0, 0))),
+        "no host fits instance default/i1: 0 of 2 hosts fit: 2 are down"
+    );
+    let mut beat_a = Heartbeater::new("a", Duration::from_secs(5));
+    beat_a.beat(store.as_ref()).unwrap();
+    assert_eq!(host_of(&mut s, &req("i1", res(10, 0, 0))), "a");
+    let mut beat_b = Heartbeater::new("b", Duration::from_secs(5));
+    beat_b.beat(store.as_ref()).unwrap();
+    // Beats rewrite the record: still open.
+    beat_a.beat(store.as_ref()).unwrap();
+    assert_eq!(host_of(&mut s, &req("i2", res(10, 0, 0))), "b");
+    beat_a.stop(store.as_ref()).unwrap();
+    let on_a = with(req("i3", res(10, 0, 0)), |r| {
+        r.constraints = vec!["host.id==a".parse().unwrap()]
+    });
+    assert_eq!(
+        no_fit(&mut s, &on_a),
+        "no host fits instance default/i3: 0 of 2 hosts fit: 1 is down, 1 does not match host.id==a"
+    );
+    assert_eq!(host_of(&mut s, &req("i4", res(10, 0, 0))), "b");
+    // The view followed by events equals a fresh read.
+    s.refresh().unwrap();
+    let mut fresh = HostView::read(store.as_ref()).unwrap();
+    fresh.require_heartbeats(true);
+    assert_eq!(*s.view(), fresh);
+    // Without the requirement (the default), the records' states alone decide.
+    let mut plain = mem_pool(&[up("a", &[])]);
+    assert_eq!(host_of(&mut plain, &req("i1", res(10, 0, 0))), "a");
+}
+
+#[test]
+fn a_rename_moves_the_name_in_the_pool() {
+    let mut s = mem_pool(&[up("a", &[]), up("b", &[])]);
+    let named = |id: &str, name: &str| with(req(id, res(10, 0, 0)), |r| r.name = name.into());
+    host_of(&mut s, &named("i1", "web"));
+    host_of(&mut s, &named("i2", "db"));
+    assert!(matches!(
+        s.rename("default", "i1", "db"),
+        Err(SchedError::NameTaken { .. })
+    ));
+    assert_eq!(s.rename("default", "i1", "front").unwrap(), "web");
+    let held = |s: &Scheduler, name: &str| {
+        s.store
+            .get_json::<String>(keys::TABLE, &format!("names/default/{name}"))
+            .unwrap()
+    };
+    assert_eq!(held(&s, "front").as_deref(), Some("i1"));
+    assert_eq!(held(&s, "web"), None);
+    assert_eq!(s.view().assignment("default/i1").unwrap().0.name, "front");
+    // The old name is free, the new one taken.
+    host_of(&mut s, &named("i3", "web"));
+    assert!(matches!(
+        s.place(&named("i4", "front")),
+        Err(SchedError::NameTaken { .. })
+    ));
+    // Affinity by name follows the rename.
+    let near = with(req("i5", res(10, 0, 0)), |r| {
+        r.affinity = vec![AffinityRule {
+            anti: false,
+            selector: "instance.name==front".parse().unwrap(),
+        }]
+    });
+    let front_host = s.view().assignment("default/i1").unwrap().0.host.clone();
+    assert_eq!(host_of(&mut s, &near), front_host);
+    assert!(matches!(
+        s.rename("default", "nope", "x"),
+        Err(SchedError::NotPlaced { .. })
+    ));
+    assert!(matches!(
+        s.rename("default", "i1", "a/b"),
+        Err(SchedError::Invalid(_))
+    ));
+}

@@ -5,6 +5,9 @@
 //! table's watch events from R + 1 ([`HostView::follow`], [`HostView::apply`]): after the
 //! events up to revision N it equals a fresh read at N (a test checks this).
 //!
+//! It also follows the members' heartbeats: with [`HostView::require_heartbeats`], a host
+//! without one is not open to placements.
+//!
 //! Indexes, all kept in step by every event:
 //! - `up`: the hosts open to placements (state up), ordered by their free share (what is
 //!   free of their most used resource, as a share of its capacity: see [`Host::free_share`])
@@ -44,6 +47,8 @@ pub struct Host {
     record_rev: Revision,
     alloc: Allocation,
     alloc_rev: Option<Revision>,
+    /// Whether its heartbeat (`heartbeats/ID`) is there.
+    beating: bool,
 }
 
 impl Host {
@@ -54,7 +59,13 @@ impl Host {
             record_rev: 0,
             alloc: Allocation::default(),
             alloc_rev: None,
+            beating: false,
         }
+    }
+
+    /// Whether the host heartbeats (its `heartbeats/ID` record exists).
+    pub fn beating(&self) -> bool {
+        self.beating
     }
 
     pub fn id(&self) -> &str {
@@ -91,11 +102,12 @@ impl Host {
         }
     }
 
-    /// Whether placements may choose it.
-    fn open(&self) -> bool {
+    /// Whether placements may choose it (heartbeating too, if `require_heartbeat`).
+    fn open(&self, require_heartbeat: bool) -> bool {
         self.record
             .as_ref()
             .is_some_and(|r| r.state == HostState::Up)
+            && (self.beating || !require_heartbeat)
     }
 
     /// What is free of the host's most used resource, in millionths of its capacity
@@ -174,6 +186,8 @@ pub struct HostView {
     by_label: HashMap<String, HashMap<String, BTreeSet<Slot>>>,
     assignments: HashMap<String, (Assignment, Revision)>,
     tags: HashMap<Tag, Tagged>,
+    /// Whether a host must heartbeat to be open (see [`HostView::require_heartbeats`]).
+    require_heartbeat: bool,
 }
 
 fn decode<T: serde::de::DeserializeOwned>(key: &str, kv: &KeyValue) -> Result<T, SchedError> {
@@ -221,6 +235,26 @@ impl HostView {
         }
         self.revision = self.revision.max(event.revision());
         Ok(())
+    }
+
+    /// Makes a heartbeat (`heartbeats/ID`, see [`crate::member`]) a condition of being
+    /// open to placements, or not (the default: the records' states alone decide). A
+    /// member's scheduler requires it, so that a host whose heartbeat expired takes no
+    /// new instances even before anyone marks its record down.
+    pub fn require_heartbeats(&mut self, on: bool) {
+        let ids: Vec<Arc<str>> = self.hosts.keys().cloned().collect();
+        for id in &ids {
+            self.unindex(id);
+        }
+        self.require_heartbeat = on;
+        for id in &ids {
+            self.index(id);
+        }
+    }
+
+    /// Whether a host must heartbeat to be open.
+    pub fn requires_heartbeats(&self) -> bool {
+        self.require_heartbeat
     }
 
     /// The revision the view is current at (of its read, or of the last event applied).
@@ -307,6 +341,7 @@ impl HostView {
                 }
                 self.set_assignment(instance, Some((a, kv.mod_revision)));
             }
+            Some(Key::Heartbeat(id)) => self.set_host(id, |h| h.beating = true),
             None => {}
         }
         Ok(())
@@ -323,6 +358,7 @@ impl HostView {
                 h.alloc_rev = None;
             }),
             Some(Key::Assignment(instance)) => self.set_assignment(instance, None),
+            Some(Key::Heartbeat(id)) => self.set_host(id, |h| h.beating = false),
             None => {}
         }
     }
@@ -340,7 +376,7 @@ impl HostView {
             .entry(id.clone())
             .or_insert_with(|| Host::new(id.clone()));
         change(host);
-        if host.record.is_none() && host.alloc_rev.is_none() {
+        if host.record.is_none() && host.alloc_rev.is_none() && !host.beating {
             self.hosts.remove(&id);
         } else {
             self.index(&id);
@@ -348,7 +384,8 @@ impl HostView {
     }
 
     fn index(&mut self, id: &str) {
-        let Some(host) = self.hosts.get(id).filter(|h| h.open()) else {
+        let require = self.require_heartbeat;
+        let Some(host) = self.hosts.get(id).filter(|h| h.open(require)) else {
             return;
         };
         let slot = host.slot();
@@ -371,7 +408,8 @@ impl HostView {
     }
 
     fn unindex(&mut self, id: &str) {
-        let Some(host) = self.hosts.get(id).filter(|h| h.open()) else {
+        let require = self.require_heartbeat;
+        let Some(host) = self.hosts.get(id).filter(|h| h.open(require)) else {
             return;
         };
         let slot = host.slot();
@@ -489,6 +527,7 @@ mod tests {
                 disk_bytes: 0,
             },
             ports: Vec::new(),
+            spec: None,
         }
     }
 

@@ -1,7 +1,8 @@
 //! The daemon's part in a pool of hosts: `pier cluster init/join/token` and
 //! `pier host ls/inspect/cordon/uncordon/rm` on the native API (the root-only socket, as
 //! every admin call), and, once the daemon is a member, its cluster listener
-//! ([`net`]), its heartbeat, and the etcd member it may run ([`etcd`]). The routes are in
+//! ([`net`]), its heartbeat, the etcd member it may run ([`etcd`]), and the placement of
+//! instances across the pool with this host's agent ([`place`]). The routes are in
 //! `routes.rs`.
 //!
 //! The pool's records live in the pool's store (etcd, through `pier_store::EtcdStore`);
@@ -21,6 +22,7 @@ pub mod forward;
 mod listing;
 pub mod mirror;
 pub mod net;
+pub mod place;
 mod routes;
 
 pub use routes::{host_routes, routes, ClusterDoc};
@@ -77,6 +79,8 @@ struct Member {
     store: OnceLock<Arc<dyn Store>>,
     etcd: Mutex<Option<etcd::Supervisor>>,
     heartbeat: Arc<Mutex<Heartbeater>>,
+    /// The scheduler creates and releases go through.
+    placer: place::Placer,
     tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
 
@@ -391,6 +395,7 @@ impl Cluster {
                         me.start_heartbeat(&m2);
                         me.start_host_events(&m2);
                         me.start_mirror(&m2);
+                        me.start_agent(&m2);
                         return;
                     }
                     Ok(Err(e)) if !logged => {
@@ -445,6 +450,7 @@ impl Cluster {
             store: OnceLock::new(),
             etcd: Mutex::new(etcd),
             heartbeat,
+            placer: place::Placer::default(),
             tasks: Mutex::new(Vec::new()),
         })
     }
@@ -718,6 +724,7 @@ impl Cluster {
         self.start_heartbeat(&m);
         self.start_host_events(&m);
         self.start_mirror(&m);
+        self.start_agent(&m);
         *self.member.lock().unwrap_or_else(|e| e.into_inner()) = Some(m.clone());
         tracing::info!(cluster = %cluster_id, host = %name, "made a pool");
         self.token_of(&m, join::DEFAULT_TTL).await
@@ -841,6 +848,7 @@ impl Cluster {
         self.start_heartbeat(&m);
         self.start_host_events(&m);
         self.start_mirror(&m);
+        self.start_agent(&m);
         *self.member.lock().unwrap_or_else(|e| e.into_inner()) = Some(m.clone());
         tracing::info!(cluster = %m.local.cluster_id, host = %name, "joined the pool");
         Ok(Joined {

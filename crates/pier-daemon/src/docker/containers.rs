@@ -43,8 +43,16 @@ pub fn routes() -> Router<Arc<Docker>> {
 }
 
 /// `POST /containers/create?name=`: Docker's body as Pier's request; extra networks of
-/// `EndpointsConfig` are connected after the create.
-async fn create(Ctx(ctx): Ctx, state: DState, p: Params, body: Bytes) -> DResult<Response> {
+/// `EndpointsConfig` are connected after the create. In a pool, a request with neither
+/// extra networks nor labelled volumes is placed as the native create is (the chosen
+/// host's agent pulls a missing image); one with them is made on this host, unplaced.
+async fn create(
+    Ctx(ctx): Ctx,
+    state: DState,
+    cluster: Option<axum::Extension<Arc<crate::cluster::Cluster>>>,
+    p: Params,
+    body: Bytes,
+) -> DResult<Response> {
     let d = state.0;
     let b: CreateBody = serde_json::from_slice(&body)
         .map_err(|e| DockerError::bad_request(format!("invalid container config: {e}")))?;
@@ -65,6 +73,15 @@ async fn create(Ctx(ctx): Ctx, state: DState, p: Params, body: Bytes) -> DResult
         };
         to_create(b, name, &look)?
     };
+    if let Some(axum::Extension(cluster)) = cluster.filter(|c| c.in_pool()) {
+        if converted.endpoints.is_empty() && converted.labelled_volumes.is_empty() {
+            let created = cluster.create(&ctx, converted.request).await?;
+            return Ok(json(
+                StatusCode::CREATED,
+                json!({"Id": created.id, "Warnings": []}),
+            ));
+        }
+    }
     for (name, labels) in converted.labelled_volumes {
         let v = VolumeCreate {
             name: Some(name),
@@ -305,6 +322,7 @@ async fn unpause(Ctx(ctx): Ctx, state: DState, Path(id): Path<String>) -> DResul
 async fn rename(
     Ctx(ctx): Ctx,
     state: DState,
+    cluster: Option<axum::Extension<Arc<crate::cluster::Cluster>>>,
     Path(id): Path<String>,
     p: Params,
 ) -> DResult<Response> {
@@ -315,7 +333,11 @@ async fn rename(
         .ok_or_else(|| DockerError::bad_request("give the new name as ?name="))?
         .trim_start_matches('/')
         .to_string();
-    d.engine.instances.rename(&ctx, &c.id, &name).await?;
+    match cluster {
+        // In a pool, a placed instance's name is the pool's too.
+        Some(axum::Extension(cluster)) => cluster.rename(&ctx, &d.engine, &c.id, &name).await?,
+        None => d.engine.instances.rename(&ctx, &c.id, &name).await?,
+    }
     Ok(no_content())
 }
 

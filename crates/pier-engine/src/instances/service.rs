@@ -83,8 +83,9 @@ pub struct Instances {
     cgroup_parent: String,
 }
 
-/// `docker`-style names: an adjective and a scientist.
-fn random_name(id: &str) -> String {
+/// `docker`-style names: an adjective and a scientist (what a create without a name
+/// gets, from the instance's ID).
+pub fn random_name(id: &str) -> String {
     const A: [&str; 16] = [
         "brave", "calm", "eager", "fond", "gentle", "happy", "keen", "lucid", "merry", "nifty",
         "proud", "quiet", "sharp", "tender", "vivid", "witty",
@@ -726,7 +727,34 @@ impl Instances {
     // ---- create ------------------------------------------------------------------------
 
     pub fn create(&self, ctx: &RequestContext, req: ContainerCreate) -> EngineResult<Created> {
+        self.create_as(ctx, req, None)
+    }
+
+    /// As [`Instances::create`], with the ID the pool's placement chose for the instance
+    /// (its agent creates it so); refuses an ID in use on this host.
+    pub fn create_with_id(
+        &self,
+        ctx: &RequestContext,
+        req: ContainerCreate,
+        id: &ContainerId,
+    ) -> EngineResult<Created> {
+        self.create_as(ctx, req, Some(id.to_string()))
+    }
+
+    fn create_as(
+        &self,
+        ctx: &RequestContext,
+        req: ContainerCreate,
+        given_id: Option<String>,
+    ) -> EngineResult<Created> {
         let project = ctx.project();
+        if let Some(id) = &given_id {
+            if self.cdir(id).exists() || record::load(self.db.as_ref(), project, id)?.is_some() {
+                return Err(conflict(format!(
+                    "instance ID {id} is in use on this host; place the instance again for a new ID"
+                )));
+            }
+        }
         let t0 = std::time::Instant::now();
         validate(&req)?;
         let mut req = req;
@@ -751,7 +779,7 @@ impl Instances {
         {
             self.lookup(project, other)?;
         }
-        let id = random_id();
+        let id = given_id.unwrap_or_else(random_id);
         let name = if name.is_empty() {
             random_name(&id)
         } else {
