@@ -531,11 +531,23 @@ fn a_container_on_one_host_is_listed_and_operated_from_another() {
     let h3 = Daemon::start_with(&[]);
     let listener2 = pool_of_three(&mut lan, &h1, &h2, &h3);
 
-    // Made and started on h2 through h2's own socket.
+    // Made and started on h2 through h2's own socket (pinned there: in a pool, the
+    // scheduler chooses the host).
     let name = format!("fw-{}", &random_tag()[..6]);
     let id = h2
         .ok(&[
-            "run", "-d", "--name", &name, "--label", "app=fw", "bb", "sh", "-c", TALKER,
+            "run",
+            "-d",
+            "--name",
+            &name,
+            "--label",
+            "app=fw",
+            "--constraint",
+            "host.id==h2",
+            "bb",
+            "sh",
+            "-c",
+            TALKER,
         ])
         .trim()
         .to_string();
@@ -708,7 +720,17 @@ fn a_container_on_one_host_is_listed_and_operated_from_another() {
 
     // A container removed on h2 while h3 lists: it goes from h3's listing.
     let other = format!("fw-other-{}", &random_tag()[..6]);
-    h2.ok(&["run", "-d", "--name", &other, "bb", "sleep", "1000"]);
+    h2.ok(&[
+        "run",
+        "-d",
+        "--name",
+        &other,
+        "--constraint",
+        "host.id==h2",
+        "bb",
+        "sleep",
+        "1000",
+    ]);
     wait_until("h3 lists the other", || {
         ps_rows(&h3).iter().any(|r| r.1 == other)
     });
@@ -1113,32 +1135,61 @@ fn run_on_one_host_lands_on_another_and_is_operated_from_a_third() {
         h2.ok(&["logs", &web]).trim(),
         format!("hello from {hostname}")
     );
-    let (code, out) = try_run(&h3, &["exec", &web, "sh", "-c", "cat /proc/1/cmdline; exit 4"]);
-    assert_eq!(code, 4, "{out}");
+    let (code, out, err) =
+        outcome(&h3.pier(&["exec", &web, "sh", "-c", "cat /proc/1/cmdline; exit 4"]));
+    assert_eq!(code, 4, "{out}{err}");
     assert!(out.contains("sleep"), "{out}");
 
     // docker run through h1: placed by the pool; docker logs and exec through h3.
     let dn = format!("dk-{}", &random_tag()[..6]);
     let out = h1.docker(
         "docker",
-        &["run", "-d", "--name", &dn, "bb", "sh", "-c", "echo from docker; sleep 600"],
+        &[
+            "run",
+            "-d",
+            "--name",
+            &dn,
+            "bb",
+            "sh",
+            "-c",
+            "echo from docker; sleep 600",
+        ],
     );
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let did = String::from_utf8_lossy(&out.stdout).trim().to_string();
     wait_until("docker's container is listed on h3", || {
-        ps_rows(&h3).iter().any(|(i, _, state, _)| *i == did && state == "running")
+        ps_rows(&h3)
+            .iter()
+            .any(|(i, _, state, _)| *i == did && state == "running")
     });
     wait_until("docker logs through h3", || {
-        h3.docker("docker", &["logs", &dn]).stdout.starts_with(b"from docker")
+        h3.docker("docker", &["logs", &dn])
+            .stdout
+            .starts_with(b"from docker")
     });
     let out = h3.docker("docker", &["exec", &dn, "echo", "exec through h3"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "exec through h3");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "exec through h3"
+    );
 
     // Removed from h1: gone from every member, nothing reserved.
     h1.ok(&["rm", "-f", &web]);
     let out = h1.docker("docker", &["rm", "-f", &dn]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     wait_until("gone from every member", || {
         [&h1, &h2, &h3].iter().all(|d| ps_rows(d).is_empty())
     });
