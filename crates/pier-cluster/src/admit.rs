@@ -56,6 +56,26 @@ pub struct JoinGrant {
     pub key_pem: String,
     pub etcd_endpoints: Vec<String>,
     pub etcd_prefix: String,
+    /// Set when the host is to run an etcd member of the pool (one the pool added for it).
+    #[serde(default)]
+    pub etcd: Option<EtcdJoin>,
+}
+
+/// The etcd member the pool added for a joining host: a learner (it follows the log
+/// without a vote) until promoted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EtcdJoin {
+    /// etcd's ID of the member.
+    pub member_id: u64,
+    /// Every member as `NAME=PEER_URL,...`, this host's included.
+    pub initial_cluster: String,
+    /// This host's etcd client URL.
+    pub client_url: String,
+    /// Whether the host promotes its member to a voting one once started (the pool's
+    /// third); the second stays a learner until the third joins, so that a pool of two
+    /// keeps working with either host down.
+    pub promote: bool,
 }
 
 impl std::fmt::Debug for JoinGrant {
@@ -63,6 +83,7 @@ impl std::fmt::Debug for JoinGrant {
         f.debug_struct("JoinGrant")
             .field("cluster_id", &self.cluster_id)
             .field("etcd_endpoints", &self.etcd_endpoints)
+            .field("etcd", &self.etcd)
             .finish_non_exhaustive()
     }
 }
@@ -131,6 +152,7 @@ pub fn grant(
         key_pem: cert.key_pem,
         etcd_endpoints: etcd_endpoints.to_vec(),
         etcd_prefix: etcd_prefix.to_string(),
+        etcd: None,
     })
 }
 
@@ -204,7 +226,7 @@ pub fn finish(
         endpoints: grant.etcd_endpoints.join(","),
         source,
     })?;
-    let (host, rec) = me.records(None);
+    let (host, rec) = me.records(grant.etcd.as_ref().map(|e| e.client_url.clone()));
     member::register(store.as_ref(), &host, &rec)?;
     let local_member = LocalMember {
         cluster_id: grant.cluster_id.clone(),
@@ -213,7 +235,8 @@ pub fn finish(
         cluster_port: me.cluster_port,
         etcd_endpoints: grant.etcd_endpoints.clone(),
         etcd_prefix: grant.etcd_prefix.clone(),
-        runs_etcd: false,
+        runs_etcd: grant.etcd.is_some(),
+        etcd_initial_cluster: grant.etcd.as_ref().map(|e| e.initial_cluster.clone()),
     };
     let creds = Credentials {
         ca_pem: grant.ca_pem,
@@ -348,6 +371,7 @@ mod tests {
             key_pem: cert.key_pem,
             etcd_endpoints: vec![],
             etcd_prefix: "p/".into(),
+            etcd: None,
         };
         let root = tempfile::tempdir().unwrap();
         let Err(e) = finish(root.path(), g, &ca.fingerprint(), &me("h2"), |_| {
@@ -378,6 +402,7 @@ mod tests {
             key_pem: cert.key_pem,
             etcd_endpoints: vec![endpoint.clone()],
             etcd_prefix: "p/".into(),
+            etcd: None,
         };
         let root = tempfile::tempdir().unwrap();
         let Err(e) = finish(root.path(), g, &ca.fingerprint(), &me("h2"), |g| {

@@ -35,21 +35,33 @@ pub struct EtcdSpec {
     /// `ROOT/etcd/`.
     pub dir: PathBuf,
     pub tls: pier_store::EtcdTls,
+    /// How a member joining a running cluster starts its first time: every member as
+    /// `NAME=PEER_URL,...` (etcd's `--initial-cluster`, with `--initial-cluster-state
+    /// existing`). `None` for the pool's first member, which makes a new cluster of itself.
+    /// (Once etcd has its data, it reads neither.)
+    pub initial_cluster: Option<String>,
+}
+
+/// The client URL of an etcd member on `address`.
+pub fn client_url_of(address: IpAddr) -> String {
+    format!(
+        "https://{}",
+        std::net::SocketAddr::new(address, CLIENT_PORT)
+    )
+}
+
+/// The peer URL of an etcd member on `address`.
+pub fn peer_url_of(address: IpAddr) -> String {
+    format!("https://{}", std::net::SocketAddr::new(address, PEER_PORT))
 }
 
 impl EtcdSpec {
     pub fn client_url(&self) -> String {
-        format!(
-            "https://{}",
-            std::net::SocketAddr::new(self.address, CLIENT_PORT)
-        )
+        client_url_of(self.address)
     }
 
-    fn peer_url(&self) -> String {
-        format!(
-            "https://{}",
-            std::net::SocketAddr::new(self.address, PEER_PORT)
-        )
+    pub fn peer_url(&self) -> String {
+        peer_url_of(self.address)
     }
 
     fn log(&self) -> PathBuf {
@@ -114,9 +126,16 @@ fn spawn(spec: &EtcdSpec) -> std::io::Result<Child> {
         .arg(format!("--advertise-client-urls={client}"))
         .arg(format!("--listen-peer-urls={peer}"))
         .arg(format!("--initial-advertise-peer-urls={peer}"))
-        .arg(format!("--initial-cluster={}={peer}", spec.name))
-        .arg(format!("--initial-cluster-token={}", spec.cluster_id))
-        .arg("--initial-cluster-state=new")
+        .arg(format!("--initial-cluster-token={}", spec.cluster_id));
+    match &spec.initial_cluster {
+        None => cmd
+            .arg(format!("--initial-cluster={}={peer}", spec.name))
+            .arg("--initial-cluster-state=new"),
+        Some(all) => cmd
+            .arg(format!("--initial-cluster={all}"))
+            .arg("--initial-cluster-state=existing"),
+    };
+    cmd
         // Room for the scheduler's and the store's largest batches.
         .arg("--max-txn-ops=1024")
         .arg("--max-request-bytes=10485760")

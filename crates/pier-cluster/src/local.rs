@@ -33,6 +33,10 @@ pub struct LocalMember {
     pub etcd_prefix: String,
     /// Whether this daemon runs (and supervises) an etcd member of the pool.
     pub runs_etcd: bool,
+    /// For an etcd member that joined a running cluster: the cluster it joined
+    /// (`NAME=PEER_URL,...`), which its etcd starts with until it has data of its own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub etcd_initial_cluster: Option<String>,
 }
 
 /// The PEM files of a member.
@@ -119,6 +123,18 @@ pub fn save(root: &Path, member: &LocalMember, creds: &Credentials) -> Result<()
     result
 }
 
+/// Rewrites `member.json` of the member kept on `root` (e.g. with the pool's etcd
+/// endpoints as they are now): written beside, then renamed over it.
+pub fn update(root: &Path, member: &LocalMember) -> Result<(), LocalError> {
+    let d = dir(root);
+    let tmp = d.join(".member.json.new");
+    let _ = fs::remove_file(&tmp);
+    let json = serde_json::to_vec_pretty(member).expect("member JSON");
+    write_private(&tmp, &json)?;
+    let path = d.join("member.json");
+    fs::rename(&tmp, &path).map_err(io("rename into", &path))
+}
+
 /// The member kept on `root`, if the daemon is one.
 pub fn load(root: &Path) -> Result<Option<(LocalMember, Credentials)>, LocalError> {
     let d = dir(root);
@@ -175,6 +191,7 @@ mod tests {
             etcd_endpoints: vec!["http://10.0.0.1:2379".into()],
             etcd_prefix: "pier/".into(),
             runs_etcd: true,
+            etcd_initial_cluster: None,
         };
         let c = Credentials {
             ca_pem: "ca".into(),
@@ -200,5 +217,18 @@ mod tests {
         assert!(save(root.path(), &m, &c).is_err());
         assert!(!root.path().join("cluster.new").exists());
         assert_eq!(load(root.path()).unwrap().unwrap().0, m);
+        // Updated in place: the new endpoints kept, the credentials untouched.
+        let mut m3 = m.clone();
+        m3.etcd_endpoints.push("http://10.0.0.2:2379".into());
+        m3.etcd_initial_cluster = Some("h1=https://10.0.0.1:2380".into());
+        update(root.path(), &m3).unwrap();
+        let (m4, c4) = load(root.path()).unwrap().unwrap();
+        assert_eq!(m4, m3);
+        assert_eq!(c4.cert_pem, "cert");
+        let mode = fs::metadata(d.join("member.json"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
     }
 }

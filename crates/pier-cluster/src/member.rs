@@ -395,23 +395,38 @@ fn update_record(
 /// heartbeats), one running an etcd member of the pool, or one with instances assigned
 /// is refused unless `force`.
 pub fn remove(store: &dyn Store, id: &str, force: bool) -> Result<(), MemberError> {
+    remove_with(store, id, force, |_| Ok(false))
+}
+
+/// As [`remove`], for a pool whose etcd members Pier runs: `leave_etcd` is called, once
+/// the host passed the other checks, for a host that runs an etcd member, and removes that
+/// member from etcd (`Ok(true)`), or says it cannot be (`Ok(false)`: refused unless
+/// `force`).
+pub fn remove_with(
+    store: &dyn Store,
+    id: &str,
+    force: bool,
+    leave_etcd: impl FnOnce(&MemberRecord) -> Result<bool, MemberError>,
+) -> Result<(), MemberError> {
     let status = host(store, id)?;
     if !force {
         if status.heartbeat.is_some() {
             return Err(MemberError::Up(id.to_string()));
-        }
-        if status
-            .member
-            .as_ref()
-            .is_some_and(|m| m.etcd_client_url.is_some())
-        {
-            return Err(MemberError::EtcdMember(id.to_string()));
         }
         if status.allocation.instances > 0 {
             return Err(MemberError::HasInstances {
                 id: id.to_string(),
                 instances: status.allocation.instances,
             });
+        }
+    }
+    if let Some(m) = status
+        .member
+        .as_ref()
+        .filter(|m| m.etcd_client_url.is_some())
+    {
+        if !leave_etcd(m)? && !force {
+            return Err(MemberError::EtcdMember(id.to_string()));
         }
     }
     // Its claims before (should that fail, the host is still there to remove again) and

@@ -200,6 +200,30 @@ struct LeaseInfo {
     keeper: Option<(etcd::LeaseKeeper, etcd::LeaseKeepAliveStream)>,
 }
 
+/// A member of the etcd cluster.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EtcdMember {
+    pub id: u64,
+    /// Empty until the member has started.
+    pub name: String,
+    pub peer_urls: Vec<String>,
+    /// Empty until the member has started.
+    pub client_urls: Vec<String>,
+    pub learner: bool,
+}
+
+impl EtcdMember {
+    fn of(m: &etcd::Member) -> EtcdMember {
+        EtcdMember {
+            id: m.id(),
+            name: m.name().to_string(),
+            peer_urls: m.peer_urls().to_vec(),
+            client_urls: m.client_urls().to_vec(),
+            learner: m.is_learner(),
+        }
+    }
+}
+
 /// The client's own runtime: a thread running a current-thread runtime until stopped.
 struct Runtime {
     handle: tokio::runtime::Handle,
@@ -272,6 +296,8 @@ pub struct EtcdStore {
     client: etcd::Client,
     watchers: Mutex<Vec<Arc<Progress>>>,
     leases: Mutex<HashMap<LeaseId, LeaseInfo>>,
+    /// The endpoints the client uses (those opened with and those added since).
+    used: Mutex<BTreeSet<String>>,
     /// Last, so that everything above is dropped while the runtime still runs.
     rt: Runtime,
 }
@@ -617,6 +643,7 @@ impl EtcdStore {
             })?
             .map_err(unreachable)?;
         Ok(EtcdStore {
+            used: Mutex::new(config.endpoints.iter().cloned().collect()),
             config,
             endpoints,
             client,
@@ -624,6 +651,75 @@ impl EtcdStore {
             leases: Mutex::new(HashMap::new()),
             rt,
         })
+    }
+
+    /// The members of the etcd cluster, as etcd lists them.
+    pub fn members(&self) -> Result<Vec<EtcdMember>, StoreError> {
+        let r = self.call("list its members", true, |mut c| async move {
+            c.member_list().await
+        })?;
+        Ok(r.members().iter().map(EtcdMember::of).collect())
+    }
+
+    /// Adds a member whose peers reach it at `peer_url` (a `learner`: one that follows the
+    /// log without a vote until promoted); the new member, not started yet (no name).
+    pub fn add_member(&self, peer_url: &str, learner: bool) -> Result<EtcdMember, StoreError> {
+        let url = peer_url.to_string();
+        let r = self.call("add a member", false, move |mut c| {
+            let url = url.clone();
+            async move {
+                let mut options = etcd::MemberAddOptions::new();
+                if learner {
+                    options = options.with_is_learner();
+                }
+                c.member_add([url], Some(options)).await
+            }
+        })?;
+        r.member()
+            .map(EtcdMember::of)
+            .ok_or_else(|| self.backend_text("add a member", "no member in its answer".into()))
+    }
+
+    /// Removes member `id` from the cluster.
+    pub fn remove_member(&self, id: u64) -> Result<(), StoreError> {
+        self.call("remove a member", false, move |mut c| async move {
+            c.member_remove(id).await
+        })
+        .map(drop)
+    }
+
+    /// Makes learner `id` a voting member (etcd refuses while it has not caught up with
+    /// the leader's log).
+    pub fn promote_member(&self, id: u64) -> Result<(), StoreError> {
+        self.call("promote a member", false, move |mut c| async move {
+            c.member_promote(id).await
+        })
+        .map(drop)
+    }
+
+    /// Adds to the client the `endpoints` it does not use yet (e.g. the client URLs of
+    /// members added since it was opened), so that it keeps working when any one is down.
+    pub fn use_endpoints(&self, endpoints: &[String]) -> Result<(), StoreError> {
+        let mut known = self.used.lock().unwrap_or_else(|e| e.into_inner());
+        for e in endpoints {
+            if known.contains(e) {
+                continue;
+            }
+            let (client, url) = (self.client.clone(), e.clone());
+            self.rt
+                .run(async move { client.add_endpoint(url).await })?
+                .map_err(|err| self.backend("use a new endpoint", &err))?;
+            known.insert(e.clone());
+        }
+        Ok(())
+    }
+
+    fn backend_text(&self, what: &'static str, message: String) -> StoreError {
+        StoreError::Backend(Box::new(EtcdError::Request {
+            endpoints: self.endpoints.clone(),
+            what,
+            message,
+        }))
     }
 
     /// The configuration it was opened with.

@@ -18,6 +18,7 @@
 //! keeps the CA's key, so joins go through it (the command `pier cluster init` and
 //! `pier cluster token` print names it).
 
+mod etcd_members;
 pub mod forward;
 mod listing;
 pub mod mirror;
@@ -77,6 +78,12 @@ struct Member {
     creds: Credentials,
     /// Set once the pool's store answered.
     store: OnceLock<Arc<dyn Store>>,
+    /// The same client, for etcd's cluster API ([`etcd_members`]).
+    etcd_client: OnceLock<Arc<EtcdStore>>,
+    /// The pool's etcd endpoints as `member.json` has them now.
+    endpoints: Mutex<Vec<String>>,
+    /// Serializes the etcd member changes of joins through this member.
+    etcd_changes: Mutex<()>,
     etcd: Mutex<Option<etcd::Supervisor>>,
     heartbeat: Arc<Mutex<Heartbeater>>,
     /// The scheduler creates and releases go through.
@@ -85,6 +92,11 @@ struct Member {
 }
 
 impl Member {
+    fn connected(&self, etcd: Arc<EtcdStore>) {
+        let _ = self.etcd_client.set(etcd.clone());
+        let _ = self.store.set(etcd);
+    }
+
     fn store(&self) -> Result<Arc<dyn Store>, ApiError> {
         self.store.get().cloned().ok_or_else(|| {
             ApiError::new(
@@ -257,7 +269,7 @@ fn open_store(
     endpoints: &[String],
     prefix: &str,
     creds: &Credentials,
-) -> Result<Arc<dyn Store>, StoreError> {
+) -> Result<Arc<EtcdStore>, StoreError> {
     let config = EtcdConfig::new(endpoints.to_vec(), prefix).with_tls(etcd_tls(creds));
     Ok(Arc::new(EtcdStore::open(config)?))
 }
@@ -303,11 +315,16 @@ impl Cluster {
         let Some(m) = self.member() else {
             return ClusterStatus::default();
         };
+        let endpoints = m
+            .endpoints
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
         ClusterStatus {
             cluster_id: Some(m.local.cluster_id.clone()),
             host: Some(m.local.name.clone()),
             cluster_addr: Some(m.join_addr().to_string()),
-            etcd_endpoints: m.local.etcd_endpoints.clone(),
+            etcd_endpoints: endpoints,
             runs_etcd: m.local.runs_etcd,
             connected: m.store.get().is_some(),
         }
@@ -380,7 +397,8 @@ impl Cluster {
                     m2.creds.clone(),
                 );
                 match tokio::task::spawn_blocking(move || open_store(&eps, &prefix, &creds)).await {
-                    Ok(Ok(store)) => {
+                    Ok(Ok(etcd)) => {
+                        let store: Arc<dyn Store> = etcd.clone();
                         // What this host has now, which may differ from its join.
                         let (s, name, cap) =
                             (store.clone(), m2.local.name.clone(), capacity(&me.root));
@@ -390,8 +408,9 @@ impl Cluster {
                         if let Ok(Err(e)) = set.await {
                             tracing::warn!(error = %pier_api::error::chain(&e), "cannot record this host's capacity in the pool");
                         }
-                        let _ = m2.store.set(store);
+                        m2.connected(etcd);
                         tracing::info!(host = %m2.local.name, "connected to the pool's store");
+                        me.start_etcd_sync(&m2);
                         me.start_heartbeat(&m2);
                         me.start_host_events(&m2);
                         me.start_mirror(&m2);
@@ -429,6 +448,7 @@ impl Cluster {
                 .map_err(|_| "bad address in ROOT/cluster/member.json".to_string())?,
             dir: local::etcd_dir(&self.root),
             tls: etcd_tls(creds),
+            initial_cluster: local.etcd_initial_cluster.clone(),
         })
     }
 
@@ -444,10 +464,13 @@ impl Cluster {
             self.heartbeat_ttl,
         )));
         Arc::new(Member {
+            endpoints: Mutex::new(local.etcd_endpoints.clone()),
             local,
             ca,
             creds,
             store: OnceLock::new(),
+            etcd_client: OnceLock::new(),
+            etcd_changes: Mutex::new(()),
             etcd: Mutex::new(etcd),
             heartbeat,
             placer: place::Placer::default(),
@@ -484,6 +507,51 @@ impl Cluster {
         let task = tokio::spawn(net::serve(listener, tls, member, joining));
         m.tasks.lock().unwrap_or_else(|e| e.into_inner()).push(task);
         Ok(())
+    }
+
+    /// Keeps the store's client on every voting etcd member's client URL, and
+    /// `member.json` with them ([`etcd_members::sync_endpoints`]): at once, then every
+    /// few seconds (members join and are promoted while this daemon runs).
+    fn start_etcd_sync(&self, m: &Arc<Member>) {
+        let Some(etcd) = m.etcd_client.get().cloned() else {
+            return;
+        };
+        let (root, member) = (self.root.clone(), m.clone());
+        let task = tokio::spawn(async move {
+            loop {
+                let (e, root, m2) = (etcd.clone(), root.clone(), member.clone());
+                let _ = tokio::task::spawn_blocking(move || {
+                    let urls = match etcd_members::sync_endpoints(&e) {
+                        Ok(u) if !u.is_empty() => u,
+                        _ => return,
+                    };
+                    let mut kept = m2.endpoints.lock().unwrap_or_else(|e| e.into_inner());
+                    let mut now = kept.clone();
+                    for u in &urls {
+                        if !now.contains(u) {
+                            now.push(u.clone());
+                        }
+                    }
+                    if now == *kept {
+                        return;
+                    }
+                    let mut lm = m2.local.clone();
+                    lm.etcd_endpoints = now.clone();
+                    match local::update(&root, &lm) {
+                        Ok(()) => {
+                            tracing::info!(endpoints = ?now, "the pool's etcd endpoints changed");
+                            *kept = now;
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %pier_api::error::chain(&e), "cannot keep the pool's etcd endpoints")
+                        }
+                    }
+                })
+                .await;
+                tokio::time::sleep(Duration::from_secs(5)).await;
+            }
+        });
+        m.tasks.lock().unwrap_or_else(|e| e.into_inner()).push(task);
     }
 
     fn start_heartbeat(&self, m: &Arc<Member>) {
@@ -622,6 +690,7 @@ impl Cluster {
             etcd_endpoints: req.etcd.clone(),
             etcd_prefix: ETCD_PREFIX.to_string(),
             runs_etcd: req.etcd.is_empty(),
+            etcd_initial_cluster: None,
         };
         // etcd: ours, started and waited for, or the one given.
         let supervisor = if req.etcd.is_empty() {
@@ -694,7 +763,7 @@ impl Cluster {
         };
         let (root, s2, lm, cr, n2) = (
             self.root.clone(),
-            store.clone(),
+            store.clone() as Arc<dyn Store>,
             local_member.clone(),
             creds.clone(),
             name.clone(),
@@ -718,9 +787,10 @@ impl Cluster {
         }
         let ca = Arc::new(ca);
         let m = self.make_member(local_member, creds, Some(ca), supervisor);
-        let _ = m.store.set(store);
+        m.connected(store);
         self.start_listener(&m, listener)
             .map_err(|e| internal("cannot serve the pool", e))?;
+        self.start_etcd_sync(&m);
         self.start_heartbeat(&m);
         self.start_host_events(&m);
         self.start_mirror(&m);
@@ -819,10 +889,40 @@ impl Cluster {
             labels: req.labels.clone(),
             capacity: capacity(&self.root),
         };
+        let creds = Credentials {
+            ca_pem: grant.ca_pem.clone(),
+            ca_key_pem: None,
+            cert_pem: grant.cert_pem.clone(),
+            key_pem: grant.key_pem.clone(),
+        };
+        // An etcd member of the pool's: started on the cluster the pool added it to.
+        let supervisor = match &grant.etcd {
+            Some(e) => {
+                let spec = etcd::EtcdSpec {
+                    name: name.clone(),
+                    cluster_id: grant.cluster_id.clone(),
+                    address: adv.ip(),
+                    dir: local::etcd_dir(&self.root),
+                    tls: etcd_tls(&creds),
+                    initial_cluster: Some(e.initial_cluster.clone()),
+                };
+                etcd::remove_data(&spec.dir);
+                match etcd::Supervisor::start(spec) {
+                    Ok(s) => Some(s),
+                    Err(err) => {
+                        self.unjoin_etcd(&grant, &creds, None).await;
+                        return Err(ApiError::new(ErrorKind::Unavailable, err.to_string()));
+                    }
+                }
+            }
+            None => None,
+        };
         let root = self.root.clone();
         let fp = token.ca_fingerprint.clone();
         let g2 = grant.clone();
-        let (local_member, store) = blocking(move || {
+        let opened: Arc<Mutex<Option<Arc<EtcdStore>>>> = Arc::default();
+        let slot = opened.clone();
+        let finished = blocking(move || {
             admit::finish(&root, g2, &fp, &me, |g| {
                 let creds = Credentials {
                     ca_pem: g.ca_pem.clone(),
@@ -830,21 +930,46 @@ impl Cluster {
                     cert_pem: g.cert_pem.clone(),
                     key_pem: g.key_pem.clone(),
                 };
-                open_store(&g.etcd_endpoints, &g.etcd_prefix, &creds)
+                let etcd = open_store(&g.etcd_endpoints, &g.etcd_prefix, &creds)?;
+                *slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(etcd.clone());
+                // The third member gets its vote once its etcd has caught up.
+                if let Some(e) = g.etcd.as_ref().filter(|e| e.promote) {
+                    etcd_members::promote(&etcd, e.member_id)?;
+                    etcd.use_endpoints(std::slice::from_ref(&e.client_url))?;
+                }
+                Ok(etcd as Arc<dyn Store>)
             })
             .map_err(admit_error)
         })
-        .await?;
-        let creds = Credentials {
-            ca_pem: grant.ca_pem,
-            ca_key_pem: None,
-            cert_pem: grant.cert_pem,
-            key_pem: grant.key_pem,
+        .await;
+        let etcd_store = opened.lock().unwrap_or_else(|e| e.into_inner()).take();
+        let (mut local_member, _) = match finished {
+            Ok(r) => r,
+            Err(e) => {
+                if let Some(s) = supervisor {
+                    let _ = tokio::task::spawn_blocking(move || s.stop()).await;
+                }
+                self.unjoin_etcd(&grant, &creds, etcd_store).await;
+                return Err(e);
+            }
         };
-        let m = self.make_member(local_member, creds, None, None);
-        let _ = m.store.set(store);
+        let Some(etcd_store) = etcd_store else {
+            return Err(internal("joined", "no store client"));
+        };
+        if let Some(e) = grant.etcd.as_ref().filter(|e| e.promote) {
+            // Its own etcd is a voting member now: kept among the endpoints.
+            local_member.etcd_endpoints.push(e.client_url.clone());
+            let (root, lm) = (self.root.clone(), local_member.clone());
+            if let Ok(Err(e)) = tokio::task::spawn_blocking(move || local::update(&root, &lm)).await
+            {
+                tracing::warn!(error = %pier_api::error::chain(&e), "cannot keep the pool's etcd endpoints");
+            }
+        }
+        let m = self.make_member(local_member, creds, None, supervisor);
+        m.connected(etcd_store);
         self.start_listener(&m, listener)
             .map_err(|e| internal("cannot serve the pool", e))?;
+        self.start_etcd_sync(&m);
         self.start_heartbeat(&m);
         self.start_host_events(&m);
         self.start_mirror(&m);
@@ -858,16 +983,51 @@ impl Cluster {
         })
     }
 
+    /// A failed join's etcd side undone: its etcd member removed from the pool's etcd
+    /// (through `etcd`, or a client opened for it) and its data deleted.
+    async fn unjoin_etcd(
+        &self,
+        grant: &JoinGrant,
+        creds: &Credentials,
+        etcd: Option<Arc<EtcdStore>>,
+    ) {
+        let Some(e) = grant.etcd.clone() else {
+            return;
+        };
+        let (eps, prefix, creds) = (
+            grant.etcd_endpoints.clone(),
+            grant.etcd_prefix.clone(),
+            creds.clone(),
+        );
+        let dir = local::etcd_dir(&self.root);
+        let _ = tokio::task::spawn_blocking(move || {
+            let removed = match etcd {
+                Some(s) => s.remove_member(e.member_id),
+                None => open_store(&eps, &prefix, &creds).and_then(|s| s.remove_member(e.member_id)),
+            };
+            if let Err(err) = removed {
+                tracing::warn!(error = %pier_api::error::chain(&err), id = e.member_id, "cannot remove the etcd member of a failed join; the next join removes it");
+            }
+            etcd::remove_data(&dir);
+        })
+        .await;
+    }
+
     /// A joining host's request, on the cluster listener.
     async fn grant(&self, req: JoinRequest) -> Result<JoinGrant, ApiError> {
         let m = self.member_or_refuse()?;
         let store = m.store()?;
         let ca = m.ca.clone();
-        let eps = m.local.etcd_endpoints.clone();
+        let eps = m
+            .endpoints
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
         let prefix = m.local.etcd_prefix.clone();
         let name = req.name.clone();
+        let m2 = m.clone();
         let r = blocking(move || {
-            admit::grant(
+            let mut g = admit::grant(
                 store.as_ref(),
                 ca.as_deref(),
                 &req,
@@ -875,7 +1035,29 @@ impl Cluster {
                 &prefix,
                 SystemTime::now(),
             )
-            .map_err(admit_error)
+            .map_err(admit_error)?;
+            // A pool whose etcd Pier runs: the host runs one of its first three members.
+            if let Some(etcd) = m2.etcd_client.get().filter(|_| m2.local.runs_etcd) {
+                let _one = m2.etcd_changes.lock().unwrap_or_else(|e| e.into_inner());
+                let added = etcd_members::admit_member(etcd, &req.name, req.address)
+                    .map_err(|e| {
+                        ApiError::new(
+                            ErrorKind::Unavailable,
+                            format!(
+                                "cannot add host {} to the pool's etcd: {}; the token is used up: make a new one with `pier cluster token` and join again",
+                                req.name,
+                                pier_api::error::chain(&e)
+                            ),
+                        )
+                    })?;
+                if let Some((join, voters)) = added {
+                    g.etcd = Some(join);
+                    if !voters.is_empty() {
+                        g.etcd_endpoints = voters;
+                    }
+                }
+            }
+            Ok(g)
         })
         .await;
         match &r {
@@ -914,7 +1096,15 @@ impl Cluster {
             ));
         }
         let store = m.store()?;
-        blocking(move || member::remove(store.as_ref(), &id, force).map_err(member_error)).await
+        let etcd = m.etcd_client.get().cloned();
+        blocking(move || {
+            member::remove_with(store.as_ref(), &id, force, |rec| match &etcd {
+                Some(e) => etcd_members::leave(e, &rec.id, &rec.address),
+                None => Ok(false),
+            })
+            .map_err(member_error)
+        })
+        .await
     }
 }
 

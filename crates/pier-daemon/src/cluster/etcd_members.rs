@@ -1,0 +1,128 @@
+//! The etcd members of a pool whose etcd Pier runs (made by `pier cluster init` without
+//! `--etcd`): the first three hosts run one each, as k3s does with its embedded etcd.
+//!
+//! - A host joins etcd through the member it joins ([`admit_member`], on that member): the
+//!   member adds it as a learner (a member that follows the log without a vote, so that a
+//!   member added but never started costs the pool no quorum). The second host stays a
+//!   learner, so that a pool of two keeps working with either host down; when the third
+//!   joins, the second is promoted first, then the third is added, and promotes itself once
+//!   its etcd runs ([`promote`]): three voting members, any one of which may be lost.
+//!   Members added for joins that never started their etcd are removed at the next join.
+//! - Every member's store client uses the client URLs of every voting member
+//!   ([`sync_endpoints`], at resume and then periodically), kept in `member.json`.
+//! - `pier host rm` of a host running an etcd member removes that member from etcd
+//!   ([`leave`]), unless it is the last voting one.
+//!
+//! All blocking (etcd's cluster API through [`EtcdStore`]).
+
+use std::net::IpAddr;
+use std::time::{Duration, Instant};
+
+use pier_cluster::admit::EtcdJoin;
+use pier_cluster::etcd;
+use pier_cluster::member::MemberError;
+use pier_store::{EtcdMember, EtcdStore, StoreError};
+
+/// How many etcd members the pool runs at most.
+pub const MEMBERS: usize = 3;
+
+/// How long a learner may take to catch up with the leader before its promotion fails.
+const PROMOTE_WITHIN: Duration = Duration::from_secs(30);
+
+/// The client URLs of the voting members.
+pub fn voters(members: &[EtcdMember]) -> Vec<String> {
+    let mut urls: Vec<String> = members
+        .iter()
+        .filter(|m| !m.learner)
+        .flat_map(|m| m.client_urls.iter().cloned())
+        .collect();
+    urls.sort();
+    urls.dedup();
+    urls
+}
+
+/// Promotes learner `id`, trying again while etcd says it has not caught up.
+pub fn promote(etcd: &EtcdStore, id: u64) -> Result<(), StoreError> {
+    let deadline = Instant::now() + PROMOTE_WITHIN;
+    loop {
+        match etcd.promote_member(id) {
+            Ok(()) => return Ok(()),
+            Err(e) if Instant::now() >= deadline => return Err(e),
+            Err(_) => std::thread::sleep(Duration::from_millis(500)),
+        }
+    }
+}
+
+/// On the member a host joins through: adds host `name` (on `address`) to etcd when the
+/// pool has fewer than [`MEMBERS`] members; what it is to start with, and the client URLs
+/// of the voting members after the change. `None` when the pool has its etcd members.
+pub fn admit_member(
+    etcd: &EtcdStore,
+    name: &str,
+    address: IpAddr,
+) -> Result<Option<(EtcdJoin, Vec<String>)>, StoreError> {
+    let peer = etcd::peer_url_of(address);
+    // Members added for joins that never started their etcd (a join given up, or lost on
+    // its way back): they would count, and etcd keeps one learner at a time.
+    for stale in etcd.members()?.iter().filter(|m| m.name.is_empty()) {
+        tracing::warn!(id = stale.id, peers = ?stale.peer_urls, "removing an etcd member that never started");
+        etcd.remove_member(stale.id)?;
+    }
+    let members = etcd.members()?;
+    if members.len() >= MEMBERS {
+        return Ok(None);
+    }
+    // The second host's learner gets its vote now that a third member comes.
+    for l in members.iter().filter(|m| m.learner) {
+        tracing::info!(member = %l.name, "promoting the pool's etcd learner to a voting member");
+        promote(etcd, l.id)?;
+    }
+    let promote = members.len() + 1 == MEMBERS;
+    let added = etcd.add_member(&peer, true)?;
+    let mut cluster: Vec<String> = members
+        .iter()
+        .filter_map(|m| m.peer_urls.first().map(|p| format!("{}={p}", m.name)))
+        .collect();
+    cluster.push(format!("{name}={peer}"));
+    tracing::info!(host = %name, id = added.id, promote, "added an etcd member for a joining host");
+    Ok(Some((
+        EtcdJoin {
+            member_id: added.id,
+            initial_cluster: cluster.join(","),
+            client_url: etcd::client_url_of(address),
+            promote,
+        },
+        voters(&members),
+    )))
+}
+
+/// Makes the client use every voting member's client URL; those URLs.
+pub fn sync_endpoints(etcd: &EtcdStore) -> Result<Vec<String>, StoreError> {
+    let urls = voters(&etcd.members()?);
+    etcd.use_endpoints(&urls)?;
+    Ok(urls)
+}
+
+/// `pier host rm` of host `name`, which runs an etcd member: removes that member from
+/// etcd. `Ok(false)` when it is the last voting member (the pool's state would go with it).
+pub fn leave(etcd: &EtcdStore, name: &str, address: &str) -> Result<bool, MemberError> {
+    let peer = address
+        .parse::<IpAddr>()
+        .ok()
+        .map(etcd::peer_url_of)
+        .unwrap_or_default();
+    let members = etcd.members()?;
+    let Some(it) = members
+        .iter()
+        .find(|m| m.name == name || m.peer_urls.contains(&peer))
+    else {
+        // Not (or no longer) in etcd: nothing to remove.
+        return Ok(true);
+    };
+    if !it.learner && members.iter().filter(|m| !m.learner).count() == 1 {
+        return Ok(false);
+    }
+    etcd.remove_member(it.id)?;
+    tracing::info!(host = %name, id = it.id, "removed the host's etcd member");
+    Ok(true)
+}
