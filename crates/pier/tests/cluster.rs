@@ -221,7 +221,8 @@ fn three_hosts_make_a_pool_join_it_and_see_each_other_go_down() {
     assert!(i["capacity"]["memory_bytes"].as_u64().unwrap() > 0, "{i}");
     assert!(i["last_heartbeat"].as_u64().is_some(), "{i}");
     assert_eq!(i["heartbeat_ttl"], TTL.as_secs());
-    assert_eq!(h3.json(&["host", "inspect", "h2"])["etcd_member"], false);
+    // The pool's etcd members: one on each of its first three hosts.
+    assert_eq!(h3.json(&["host", "inspect", "h2"])["etcd_member"], true);
     let e = h3.fails(&["host", "inspect", "h9"]);
     assert!(e.contains("no host h9 in the pool"), "{e}");
 
@@ -428,6 +429,113 @@ fn members_resume_after_restarts_and_the_pools_etcd_is_restarted_when_it_dies() 
     });
     h1.spawn();
     wait_until("the pool back after h1's crash", || both_up(&h2));
+}
+
+#[test]
+#[ignore = "root tier: needs root; scripts/test.sh runs it (--run-ignored all)"]
+fn the_first_three_hosts_run_etcd_and_the_pool_survives_losing_one() {
+    require_root_and_tools(&["etcd"]);
+    let mut lan = Lan::new();
+    let hb = ["--host-heartbeat", "2s"];
+    let mut h1 = with_busybox(&hb);
+    let (h2, h3) = (with_busybox(&hb), with_busybox(&hb));
+    let a1 = lan.connect(&h1);
+    let a2 = lan.connect(&h2);
+    let a3 = lan.connect(&h3);
+    let init = h1.json(&["cluster", "init", "--advertise", &a1, "--name", "h1"]);
+    let addr = format!("{a1}:7443");
+    h2.ok(&[
+        "cluster",
+        "join",
+        &addr,
+        init["token"].as_str().unwrap(),
+        "--name",
+        "h2",
+    ]);
+    // The second host runs a learner: a pool of two works with either host down.
+    assert!(etcd_pid(&h2).is_some(), "h2 runs no etcd");
+    let t3 = h1.json(&["cluster", "token"])["token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    h3.ok(&["cluster", "join", &addr, &t3, "--name", "h3"]);
+    wait_until("three up", || {
+        hosts(&h1).iter().filter(|(_, s)| s == "up").count() == 3
+    });
+    // Each of the three runs an etcd member, and the pool says so.
+    for (d, name, a) in [(&h1, "h1", &a1), (&h2, "h2", &a2), (&h3, "h3", &a3)] {
+        assert!(etcd_pid(d).is_some(), "{name} runs no etcd");
+        let i = h2.json(&["host", "inspect", name]);
+        assert_eq!(i["etcd_member"], true, "{i}");
+        assert_eq!(i["etcd_client_url"], format!("https://{a}:2379"), "{i}");
+    }
+    let table = h3.ok(&["host", "ls"]);
+    assert!(table.contains("ETCD"), "{table}");
+    // Each member's client comes to know every voting member's URL.
+    wait_until("every member knows the three etcd endpoints", || {
+        [&h1, &h2, &h3].iter().all(|d| {
+            let eps: Vec<String> = std::fs::read(d.root.join("cluster/member.json"))
+                .ok()
+                .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+                .map(|v| {
+                    v["etcd_endpoints"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .map(|e| e.as_str().unwrap().to_string())
+                        .collect()
+                })
+                .unwrap_or_default();
+            [&a1, &a2, &a3]
+                .iter()
+                .all(|a| eps.contains(&format!("https://{a}:2379")))
+        })
+    });
+
+    // h1, the pool's first host, crashes with its etcd.
+    let pid = etcd_pid(&h1).unwrap();
+    h1.kill9();
+    wait_until("h1's etcd gone with its daemon", || {
+        !std::path::Path::new(&format!("/proc/{pid}")).exists()
+    });
+    wait_until("h3 sees h1 down", || {
+        h3.pier(&["--format", "json", "host", "ls"])
+            .status
+            .success()
+            && state_of(&h3, "h1") == "down"
+    });
+    assert_eq!(state_of(&h3, "h2"), "up");
+    // The two left keep a quorum: writes go through.
+    h2.ok(&["host", "cordon", "h3"]);
+    assert_eq!(state_of(&h3, "h3"), "cordoned");
+    h2.ok(&["host", "uncordon", "h3"]);
+    assert_eq!(state_of(&h2, "h3"), "up");
+    let tag = random_tag();
+    let id = h2
+        .ok(&[
+            "create",
+            "--name",
+            &format!("on3-{tag}"),
+            "--constraint",
+            "host.id==h3",
+            "bb",
+            "true",
+        ])
+        .trim()
+        .to_string();
+    assert!(own_instances(&h3, "h3").contains(&id));
+
+    // h1 back: its etcd member rejoins, and the pool is whole again.
+    h1.spawn();
+    wait_until("h1 back up", || {
+        h1.pier(&["--format", "json", "host", "ls"])
+            .status
+            .success()
+            && hosts(&h1).iter().filter(|(_, s)| s == "up").count() == 3
+    });
+    assert!(etcd_pid(&h1).is_some());
+    assert_eq!(state_of(&h3, "h1"), "up");
+    h3.ok(&["rm", &format!("on3-{tag}")]);
 }
 
 /// The browser's steps on h1's dashboard; args: the pier binary and h2's socket.
