@@ -7,7 +7,7 @@
 //!   operator sets (`up`, `cordoned`); written at join and by cordon/uncordon only, each
 //!   time with a conditional write on the revision read, so no change is lost;
 //! - `members/ID` ([`MemberRecord`]): where it is (its address, its cluster listener)
-//!   and whether it runs an etcd member; written once, at join;
+//!   and whether it runs an etcd member (its client URL); written once, at join;
 //! - `heartbeats/ID` ([`Heartbeat`]): attached to a lease of the member's own that
 //!   [`Heartbeater`] keeps alive and rewrites each beat. When the member stops (or is cut
 //!   off) the lease expires and etcd deletes the key: the host shows `down`. Kept apart
@@ -94,7 +94,7 @@ pub enum MemberError {
         "host {id} still has {instances} instances assigned; move them off first (or give --force)"
     )]
     HasInstances { id: String, instances: u64 },
-    #[error("host {0} runs the pool's etcd member; removing it would lose the pool's state, and moving etcd members is not supported yet (give --force only if that etcd is gone for good)")]
+    #[error("host {0} runs the pool's last voting etcd member (or one of an etcd Pier does not run); removing it would lose the pool's state (give --force only if that etcd is gone for good)")]
     EtcdMember(String),
     #[error("this host ({0}) was removed from the pool (`pier host rm`), so it stopped its heartbeat; to be a member again, delete ROOT/cluster and join with a new token")]
     Removed(String),

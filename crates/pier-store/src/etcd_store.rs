@@ -697,19 +697,33 @@ impl EtcdStore {
         .map(drop)
     }
 
-    /// Adds to the client the `endpoints` it does not use yet (e.g. the client URLs of
-    /// members added since it was opened), so that it keeps working when any one is down.
+    /// Makes the client use `endpoints` (e.g. the client URLs of the cluster's voting
+    /// members, which change as members are added, promoted and removed): adds those it
+    /// does not use yet and drops those not among them, so that it keeps working when
+    /// any one member is down. An empty list changes nothing.
     pub fn use_endpoints(&self, endpoints: &[String]) -> Result<(), StoreError> {
-        let mut known = self.used.lock().unwrap_or_else(|e| e.into_inner());
-        for e in endpoints {
-            if known.contains(e) {
-                continue;
-            }
+        if endpoints.is_empty() {
+            return Ok(());
+        }
+        let mut used = self.used.lock().unwrap_or_else(|e| e.into_inner());
+        for e in endpoints.iter().filter(|e| !used.contains(*e)) {
             let (client, url) = (self.client.clone(), e.clone());
             self.rt
                 .run(async move { client.add_endpoint(url).await })?
                 .map_err(|err| self.backend("use a new endpoint", &err))?;
-            known.insert(e.clone());
+            used.insert(e.clone());
+        }
+        let gone: Vec<String> = used
+            .iter()
+            .filter(|u| !endpoints.contains(*u))
+            .cloned()
+            .collect();
+        for e in gone {
+            let (client, url) = (self.client.clone(), e.clone());
+            self.rt
+                .run(async move { client.remove_endpoint(url).await })?
+                .map_err(|err| self.backend("stop using an endpoint", &err))?;
+            used.remove(&e);
         }
         Ok(())
     }

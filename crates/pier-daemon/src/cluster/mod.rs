@@ -517,7 +517,30 @@ impl Cluster {
             return;
         };
         let (root, member) = (self.root.clone(), m.clone());
+        let Some(store) = m.store.get().cloned() else {
+            return;
+        };
         let task = tokio::spawn(async move {
+            // Only in a pool whose etcd Pier runs (an etcd given at init may advertise
+            // client URLs its members do not reach).
+            loop {
+                let s = store.clone();
+                let ours = tokio::task::spawn_blocking(move || {
+                    member::hosts(s.as_ref()).map(|hs| {
+                        hs.iter().any(|h| {
+                            h.member
+                                .as_ref()
+                                .is_some_and(|m| m.etcd_client_url.is_some())
+                        })
+                    })
+                })
+                .await;
+                match ours {
+                    Ok(Ok(true)) => break,
+                    Ok(Ok(false)) => return,
+                    _ => tokio::time::sleep(Duration::from_secs(5)).await,
+                }
+            }
             loop {
                 let (e, root, m2) = (etcd.clone(), root.clone(), member.clone());
                 let _ = tokio::task::spawn_blocking(move || {
