@@ -323,6 +323,26 @@ fn transient(e: &etcd::Error) -> bool {
     }
 }
 
+/// Whether a request failed before it reached etcd (its connection could not be made), so
+/// that even a write may be sent again: with several endpoints, the client's balancer may
+/// pick one whose member is down, and the next try another.
+fn not_sent(e: &etcd::Error) -> bool {
+    let text = match e {
+        etcd::Error::TransportError(t) => format!("{t:?}"),
+        etcd::Error::GRpcStatus(s) if i32::from(s.code()) == tonic_code::UNAVAILABLE => {
+            format!("{} {:?}", s.message(), s)
+        }
+        _ => return false,
+    };
+    [
+        "tcp connect error",
+        "error trying to connect",
+        "Connection refused",
+    ]
+    .iter()
+    .any(|m| text.contains(m))
+}
+
 /// The gRPC status codes [`transient`] looks at (etcd-client re-exports no tonic).
 mod tonic_code {
     pub(super) type Code = i32;
@@ -706,7 +726,8 @@ impl EtcdStore {
             return Ok(());
         }
         let mut used = self.used.lock().unwrap_or_else(|e| e.into_inner());
-        for e in endpoints.iter().filter(|e| !used.contains(*e)) {
+        let new: Vec<&String> = endpoints.iter().filter(|e| !used.contains(*e)).collect();
+        for e in new {
             let (client, url) = (self.client.clone(), e.clone());
             self.rt
                 .run(async move { client.add_endpoint(url).await })?
@@ -799,7 +820,7 @@ impl EtcdStore {
             loop {
                 match tokio::time::timeout_at(deadline, make(client.clone())).await {
                     Err(_) => return None,
-                    Ok(Err(e)) if read && transient(&e) => {
+                    Ok(Err(e)) if (read && transient(&e)) || not_sent(&e) => {
                         if tokio::time::Instant::now() + pause >= deadline {
                             return Some(Err(e));
                         }

@@ -453,7 +453,13 @@ fn the_first_three_hosts_run_etcd_and_the_pool_survives_losing_one() {
         "h2",
     ]);
     // The second host runs a learner: a pool of two works with either host down.
-    assert!(etcd_pid(&h2).is_some(), "h2 runs no etcd");
+    assert!(
+        etcd_pid(&h2).is_some(),
+        "h2 runs no etcd: {}\n{}\nh1: {}",
+        h2.log(),
+        std::fs::read_to_string(h2.root.join("etcd/etcd.log")).unwrap_or_default(),
+        h1.log()
+    );
     let t3 = h1.json(&["cluster", "token"])["token"]
         .as_str()
         .unwrap()
@@ -464,7 +470,12 @@ fn the_first_three_hosts_run_etcd_and_the_pool_survives_losing_one() {
     });
     // Each of the three runs an etcd member, and the pool says so.
     for (d, name, a) in [(&h1, "h1", &a1), (&h2, "h2", &a2), (&h3, "h3", &a3)] {
-        assert!(etcd_pid(d).is_some(), "{name} runs no etcd");
+        assert!(
+            etcd_pid(d).is_some(),
+            "{name} runs no etcd: {}\n{}",
+            d.log(),
+            std::fs::read_to_string(d.root.join("etcd/etcd.log")).unwrap_or_default()
+        );
         let i = h2.json(&["host", "inspect", name]);
         assert_eq!(i["etcd_member"], true, "{i}");
         assert_eq!(i["etcd_client_url"], format!("https://{a}:2379"), "{i}");
@@ -472,25 +483,38 @@ fn the_first_three_hosts_run_etcd_and_the_pool_survives_losing_one() {
     let table = h3.ok(&["host", "ls"]);
     assert!(table.contains("ETCD"), "{table}");
     // Each member's client comes to know every voting member's URL.
-    wait_until("every member knows the three etcd endpoints", || {
-        [&h1, &h2, &h3].iter().all(|d| {
-            let eps: Vec<String> = std::fs::read(d.root.join("cluster/member.json"))
-                .ok()
-                .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
-                .map(|v| {
-                    v["etcd_endpoints"]
-                        .as_array()
-                        .unwrap()
-                        .iter()
-                        .map(|e| e.as_str().unwrap().to_string())
-                        .collect()
-                })
-                .unwrap_or_default();
-            [&a1, &a2, &a3]
-                .iter()
-                .all(|a| eps.contains(&format!("https://{a}:2379")))
-        })
-    });
+    let knows_all = |d: &Daemon| {
+        let eps: Vec<String> = std::fs::read(d.root.join("cluster/member.json"))
+            .ok()
+            .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+            .map(|v| {
+                v["etcd_endpoints"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|e| e.as_str().unwrap().to_string())
+                    .collect()
+            })
+            .unwrap_or_default();
+        [&a1, &a2, &a3]
+            .iter()
+            .all(|a| eps.contains(&format!("https://{a}:2379")))
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while ![&h1, &h2, &h3].iter().all(|d| knows_all(d)) {
+        if Instant::now() > deadline {
+            for (d, name) in [(&h1, "h1"), (&h2, "h2"), (&h3, "h3")] {
+                eprintln!(
+                    "--- {name}: {}\n{}\n{}",
+                    std::fs::read_to_string(d.root.join("cluster/member.json")).unwrap_or_default(),
+                    d.log(),
+                    std::fs::read_to_string(d.root.join("etcd/etcd.log")).unwrap_or_default()
+                );
+            }
+            panic!("the members do not all know the three etcd endpoints");
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
 
     // h1, the pool's first host, crashes with its etcd.
     let pid = etcd_pid(&h1).unwrap();

@@ -78,7 +78,21 @@ pub fn admit_member(
         promote(etcd, l.id)?;
     }
     let promote = members.len() + 1 == MEMBERS;
-    let added = etcd.add_member(&peer, true)?;
+    // etcd adds a member only once every voting member has been connected for a while
+    // (5 s), which a member just started or promoted may not be yet.
+    let deadline = Instant::now() + PROMOTE_WITHIN;
+    let added = loop {
+        match etcd.add_member(&peer, true) {
+            Ok(a) => break a,
+            Err(e)
+                if Instant::now() < deadline
+                    && pier_api::error::chain(&e).contains("unhealthy cluster") =>
+            {
+                std::thread::sleep(Duration::from_millis(500));
+            }
+            Err(e) => return Err(e),
+        }
+    };
     let mut cluster: Vec<String> = members
         .iter()
         .filter_map(|m| m.peer_urls.first().map(|p| format!("{}={p}", m.name)))
