@@ -7,7 +7,8 @@
 //!   learner, so that a pool of two keeps working with either host down; when the third
 //!   joins, the second is promoted first, then the third is added, and promotes itself once
 //!   its etcd runs ([`promote`]): three voting members, any one of which may be lost.
-//!   Members added for joins that never started their etcd are removed at the next join.
+//!   A member added for a join that never started its etcd is removed at the next join
+//!   (after a wait, in case that join is still under way).
 //! - Every member's store client uses the client URLs of every voting member
 //!   ([`sync_endpoints`], at resume and then periodically), kept in `member.json`.
 //! - `pier host rm` of a host running an etcd member removes that member from etcd
@@ -62,13 +63,30 @@ pub fn admit_member(
     address: IpAddr,
 ) -> Result<Option<(EtcdJoin, Vec<String>)>, StoreError> {
     let peer = etcd::peer_url_of(address);
-    // Members added for joins that never started their etcd (a join given up, or lost on
-    // its way back): they would count, and etcd keeps one learner at a time.
-    for stale in etcd.members()?.iter().filter(|m| m.name.is_empty()) {
-        tracing::warn!(id = stale.id, peers = ?stale.peer_urls, "removing an etcd member that never started");
-        etcd.remove_member(stale.id)?;
-    }
-    let members = etcd.members()?;
+    // A member not started yet (no name) is another host's join under way (its etcd
+    // about to start), waited for; or one that never will (a join given up, or lost on its
+    // way back): this host's own earlier try at once, another's once the wait is over.
+    // It would count, and etcd keeps one learner at a time.
+    let deadline = Instant::now() + PROMOTE_WITHIN;
+    let members = loop {
+        let members = etcd.members()?;
+        let unstarted: Vec<&EtcdMember> = members.iter().filter(|m| m.name.is_empty()).collect();
+        if unstarted.is_empty() {
+            break members;
+        }
+        let mut waiting = false;
+        for stale in unstarted {
+            if stale.peer_urls.contains(&peer) || Instant::now() >= deadline {
+                tracing::warn!(id = stale.id, peers = ?stale.peer_urls, "removing an etcd member that never started");
+                etcd.remove_member(stale.id)?;
+            } else {
+                waiting = true;
+            }
+        }
+        if waiting {
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    };
     if members.len() >= MEMBERS {
         return Ok(None);
     }
