@@ -1149,28 +1149,30 @@ impl Store for EtcdStore {
                 Err(ReplayEnd::Failed(e)) => return Err(self.backend("start a watch", &e)),
             }
         }
-        let opened = self.try_call("start a watch", false, {
+        // Opening a watch changes nothing: tried again while etcd (or the endpoint the
+        // client picked) is away, as a read.
+        let opened = self.try_call("start a watch", true, {
             let key = target.key.clone();
             move |c| {
                 let key = key.clone();
                 async move {
-                    Ok(match open_watch(c, key, next).await {
-                        Ok(stream) => Ok(stream),
-                        Err(WatchStart::Compacted(c)) => Err(Ok(c)),
-                        Err(WatchStart::Failed(e)) => Err(Err(e)),
-                    })
+                    match open_watch(c, key, next).await {
+                        Ok(stream) => Ok(Ok(stream)),
+                        Err(WatchStart::Compacted(c)) => Ok(Err(c)),
+                        Err(WatchStart::Failed(e)) => Err(e),
+                    }
                 }
             }
         })?;
         let stream = match opened {
             Ok(Ok(stream)) => stream,
-            Ok(Err(Ok(compacted))) => {
+            Ok(Err(compacted)) => {
                 return Err(StoreError::Compacted {
                     requested: start,
                     compacted: compacted - 1,
                 })
             }
-            Ok(Err(Err(e))) | Err(e) => return Err(self.backend("start a watch", &e)),
+            Err(e) => return Err(self.backend("start a watch", &e)),
         };
         let progress = Arc::new(Progress {
             table,
