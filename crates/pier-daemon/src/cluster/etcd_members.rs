@@ -42,6 +42,24 @@ pub fn voters(members: &[EtcdMember]) -> Vec<String> {
     urls
 }
 
+/// Runs a membership change, trying again while etcd calls the cluster unhealthy: it
+/// changes members only once the voting members it needs have been connected for a while
+/// (5 s), which members just started, promoted or reconnected may not be yet.
+fn settled<T>(change: impl Fn() -> Result<T, StoreError>) -> Result<T, StoreError> {
+    let deadline = Instant::now() + PROMOTE_WITHIN;
+    loop {
+        match change() {
+            Err(e)
+                if Instant::now() < deadline
+                    && pier_api::error::chain(&e).contains("unhealthy cluster") =>
+            {
+                std::thread::sleep(Duration::from_millis(500));
+            }
+            r => return r,
+        }
+    }
+}
+
 /// Promotes learner `id`, trying again while etcd says it has not caught up.
 pub fn promote(etcd: &EtcdStore, id: u64) -> Result<(), StoreError> {
     let deadline = Instant::now() + PROMOTE_WITHIN;
@@ -96,21 +114,7 @@ pub fn admit_member(
         promote(etcd, l.id)?;
     }
     let promote = members.len() + 1 == MEMBERS;
-    // etcd adds a member only once every voting member has been connected for a while
-    // (5 s), which a member just started or promoted may not be yet.
-    let deadline = Instant::now() + PROMOTE_WITHIN;
-    let added = loop {
-        match etcd.add_member(&peer, true) {
-            Ok(a) => break a,
-            Err(e)
-                if Instant::now() < deadline
-                    && pier_api::error::chain(&e).contains("unhealthy cluster") =>
-            {
-                std::thread::sleep(Duration::from_millis(500));
-            }
-            Err(e) => return Err(e),
-        }
-    };
+    let added = settled(|| etcd.add_member(&peer, true))?;
     let mut cluster: Vec<String> = members
         .iter()
         .filter_map(|m| m.peer_urls.first().map(|p| format!("{}={p}", m.name)))
@@ -154,7 +158,7 @@ pub fn leave(etcd: &EtcdStore, name: &str, address: &str) -> Result<bool, Member
     if !it.learner && members.iter().filter(|m| !m.learner).count() == 1 {
         return Ok(false);
     }
-    etcd.remove_member(it.id)?;
+    settled(|| etcd.remove_member(it.id))?;
     tracing::info!(host = %name, id = it.id, "removed the host's etcd member");
     Ok(true)
 }
