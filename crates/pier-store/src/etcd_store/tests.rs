@@ -346,3 +346,35 @@ fn an_unreachable_etcd_fails_fast_at_open() {
     assert!(text.contains(&endpoint), "{text}");
     assert!(text.contains("apt-get install etcd-server"), "{text}");
 }
+
+/// The cluster API: a learner added (not started: no name, no client URL), listed, then
+/// removed; a promotion of a learner that never started is refused; the client takes
+/// new endpoints and drops those no longer given, and works through what is left.
+#[test]
+fn members_are_added_listed_promoted_and_removed() {
+    let etcd = TestEtcd::start();
+    let s = etcd.store("members/");
+    let first = s.members().unwrap();
+    assert_eq!(first.len(), 1, "{first:?}");
+    assert!(!first[0].learner && !first[0].name.is_empty());
+    assert_eq!(first[0].client_urls, [etcd.endpoint()]);
+    let peer = format!("http://127.0.0.1:{}", free_port());
+    let added = s.add_member(&peer, true).unwrap();
+    assert!(added.learner && added.name.is_empty(), "{added:?}");
+    assert_eq!(added.peer_urls, [peer.clone()]);
+    let now = s.members().unwrap();
+    assert_eq!(now.len(), 2);
+    assert!(now.contains(&added), "{now:?}");
+    // Never started, so never caught up: etcd refuses its vote.
+    assert!(s.promote_member(added.id).is_err());
+    s.remove_member(added.id).unwrap();
+    assert_eq!(s.members().unwrap(), first);
+    // Another endpoint (nothing listens there) taken, then dropped: the store works on.
+    let dead = format!("http://127.0.0.1:{}", free_port());
+    s.use_endpoints(&[etcd.endpoint(), dead]).unwrap();
+    s.commit(vec![put(Table::Images, "a", "1")]).unwrap();
+    s.use_endpoints(&[etcd.endpoint()]).unwrap();
+    s.commit(vec![put(Table::Images, "b", "2")]).unwrap();
+    assert_eq!(value(&s, Table::Images, "a").as_deref(), Some("1"));
+    assert_eq!(value(&s, Table::Images, "b").as_deref(), Some("2"));
+}
