@@ -3,7 +3,8 @@
 //! init` on the first, joins with good and bad tokens, `pier host` from any member, a host
 //! killed with SIGKILL going `down` when its heartbeat expires, instances created through
 //! any member placed on the host the scheduler chose, and an instance of one host listed
-//! and operated from the others (requests forwarded to its owner).
+//! and operated from the others (requests forwarded to its owner), and the pool's etcd on its
+//! first three hosts, which keeps working when one of them is lost.
 
 mod common;
 
@@ -437,8 +438,7 @@ fn the_first_three_hosts_run_etcd_and_the_pool_survives_losing_one() {
     require_root_and_tools(&["etcd"]);
     let mut lan = Lan::new();
     let hb = ["--host-heartbeat", "2s"];
-    let mut h1 = with_busybox(&hb);
-    let (h2, h3) = (with_busybox(&hb), with_busybox(&hb));
+    let (mut h1, h2, mut h3) = (with_busybox(&hb), with_busybox(&hb), with_busybox(&hb));
     let a1 = lan.connect(&h1);
     let a2 = lan.connect(&h2);
     let a3 = lan.connect(&h3);
@@ -560,6 +560,19 @@ fn the_first_three_hosts_run_etcd_and_the_pool_survives_losing_one() {
     assert!(etcd_pid(&h1).is_some());
     assert_eq!(state_of(&h3, "h1"), "up");
     h3.ok(&["rm", &format!("on3-{tag}")]);
+    // Its etcd votes again: with h3 stopped, h1 and h2 make the quorum for a write.
+    h3.stop();
+    assert!(etcd_pid(&h3).is_none(), "etcd outlived its daemon");
+    h1.ok(&["host", "cordon", "h2"]);
+    assert_eq!(state_of(&h2, "h2"), "cordoned");
+    assert_eq!(state_of(&h1, "h3"), "down");
+    h3.spawn();
+    wait_until("h3 back", || {
+        h3.pier(&["--format", "json", "host", "ls"])
+            .status
+            .success()
+            && state_of(&h3, "h3") == "up"
+    });
 }
 
 /// The browser's steps on h1's dashboard; args: the pier binary and h2's socket.
