@@ -361,7 +361,7 @@ fn members_are_added_listed_promoted_and_removed() {
     let peer = format!("http://127.0.0.1:{}", free_port());
     let added = s.add_member(&peer, true).unwrap();
     assert!(added.learner && added.name.is_empty(), "{added:?}");
-    assert_eq!(added.peer_urls, [peer.clone()]);
+    assert_eq!(added.peer_urls, [peer]);
     let now = s.members().unwrap();
     assert_eq!(now.len(), 2);
     assert!(now.contains(&added), "{now:?}");
