@@ -160,5 +160,8 @@ pub fn leave(etcd: &EtcdStore, name: &str, address: &str) -> Result<bool, Member
     }
     settled(|| etcd.remove_member(it.id))?;
     tracing::info!(host = %name, id = it.id, "removed the host's etcd member");
+    // Its etcd stops: this client stops sending there before the records go.
+    let left: Vec<EtcdMember> = members.iter().filter(|m| m.id != it.id).cloned().collect();
+    etcd.use_endpoints(&voters(&left))?;
     Ok(true)
 }

@@ -883,6 +883,18 @@ impl Cluster {
         let name = host_name(req.name.as_deref())?;
         check_labels(&req.labels)?;
         let adv = advertise(req.advertise.as_deref(), target)?;
+        // The pool may make this host one of its etcd members, on a data directory of
+        // its own; one left by an earlier pool is not taken over.
+        let etcd_dir = local::etcd_dir(&self.root);
+        if etcd_dir.exists() {
+            return Err(ApiError::new(
+                ErrorKind::Conflict,
+                format!(
+                    "{} holds etcd data of an earlier pool; remove it to join this one",
+                    etcd_dir.display()
+                ),
+            ));
+        }
         let listener = bind(adv).await?;
         let ask = JoinRequest {
             token: req.token.clone(),
@@ -929,7 +941,6 @@ impl Cluster {
                     tls: etcd_tls(&creds),
                     initial_cluster: Some(e.initial_cluster.clone()),
                 };
-                etcd::remove_data(&spec.dir);
                 match etcd::Supervisor::start(spec) {
                     Ok(s) => Some(s),
                     Err(err) => {
