@@ -86,8 +86,10 @@ fn run_daemon(cli: &Cli, args: &pier_cli::DaemonArgs) -> i32 {
     let args = &args;
     let logs = tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_new(&args.log_level)
-                .unwrap_or_else(|_| "info".into()),
+            tracing_subscriber::EnvFilter::try_new(pier_cli::daemon_config::log_filter(
+                &args.log_level,
+            ))
+            .unwrap_or_else(|_| "info".into()),
         )
         .with_writer(std::io::stderr);
     if args.log_format == "json" {
