@@ -1099,6 +1099,13 @@ fn run_on_one_host_lands_on_another_and_is_operated_from_a_third() {
     let mut lan = Lan::new();
     let (h1, h2, h3) = (with_busybox(&[]), with_busybox(&[]), with_busybox(&[]));
     pool_of_three(&mut lan, &h1, &h2, &h3);
+    let info = h3.json(&["info"]);
+    assert_eq!(info["pool"]["host"], "h3", "{info}");
+    assert_eq!(info["pool"]["connected"], true, "{info}");
+    assert!(
+        info["containers"].is_u64(),
+        "the daemon's own answer is kept: {info}"
+    );
     let web = format!("web-{}", &random_tag()[..6]);
 
     // Run from h1, pinned to h2: made there by h2's agent, started through forwarding.
