@@ -178,16 +178,47 @@ pub fn put(store: &dyn Store, record: &InstanceRecord) -> Result<(), InstanceErr
     write_as(store, &record.host, vec![put_op(record)])
 }
 
-/// Deletes host `host`'s record of `project/id` (none there is no error).
+/// Deletes host `host`'s record of `project/id` (none there is no error). A record of
+/// another host is left alone: the instance was moved there (a fenced old copy's
+/// removal must not take the new host's record).
 pub fn delete(store: &dyn Store, host: &str, project: &str, id: &str) -> Result<(), InstanceError> {
-    write_as(
-        store,
-        host,
-        vec![Op::Delete {
-            table: TABLE,
-            key: key(project, id),
-        }],
-    )
+    let k = key(project, id);
+    let Some(kv) = store.get_kv(TABLE, &k)? else {
+        // Nothing to delete; still refused to a removed host, as every write is.
+        return write_as(store, host, vec![Op::Delete { table: TABLE, key: k }]);
+    };
+    match serde_json::from_slice::<InstanceRecord>(&kv.value) {
+        Ok(r) if r.host != host => return Ok(()),
+        _ => {}
+    }
+    let ops = vec![Op::Delete {
+        table: TABLE,
+        key: k.clone(),
+    }];
+    let txn = Txn {
+        compares: vec![
+            Compare {
+                table: keys::TABLE,
+                key: keys::host(host),
+                expect: Expect::Present,
+            },
+            Compare {
+                table: TABLE,
+                key: k,
+                expect: Expect::ModRevision(kv.mod_revision),
+            },
+        ],
+        ops,
+    };
+    match store.txn(txn, false) {
+        Ok(_) => Ok(()),
+        Err(StoreError::Conflict { key, .. }) if key == keys::host(host) => {
+            Err(InstanceError::Removed(host.to_string()))
+        }
+        // Rewritten meanwhile (by its new host): not this host's to delete.
+        Err(StoreError::Conflict { .. }) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// Deletes every record of host `host` (removed from the pool); how many there were.
@@ -393,7 +424,16 @@ mod tests {
         assert_eq!(list(&s, Some("default")).unwrap().len(), 2);
         delete(&s, "h2", "default", "bbb222").unwrap();
         delete(&s, "h2", "default", "bbb222").unwrap();
-        assert_eq!(list(&s, Some("default")).unwrap(), vec![a]);
+        assert_eq!(list(&s, Some("default")).unwrap(), vec![a.clone()]);
+        // The instance moved to h3, whose record it is now: h1's delete (its fenced old
+        // copy removed) leaves it.
+        let moved = InstanceRecord {
+            host: "h3".into(),
+            ..a.clone()
+        };
+        put(&s, &moved).unwrap();
+        delete(&s, "h1", "default", "aaa111").unwrap();
+        assert_eq!(list(&s, Some("default")).unwrap(), vec![moved]);
     }
 
     #[test]

@@ -70,7 +70,8 @@ fn sched_error(e: SchedError) -> ApiError {
         SchedError::NoHostFits(_)
         | SchedError::NameTaken { .. }
         | SchedError::AlreadyPlaced { .. }
-        | SchedError::NotPlaced { .. } => ErrorKind::Conflict,
+        | SchedError::NotPlaced { .. }
+        | SchedError::NotOn { .. } => ErrorKind::Conflict,
         SchedError::Contended { .. } => ErrorKind::Unavailable,
         SchedError::Store(s) => return store_error(s),
         SchedError::Corrupt { .. } | SchedError::Mismatch { .. } => ErrorKind::Internal,
@@ -486,7 +487,7 @@ impl Realiser for EngineRealiser {
         let engine = self.engine()?;
         let ctx = Self::ctx(&a.project)?;
         match engine.instances.create_with_id(&ctx, req.clone(), &id) {
-            Ok(_) => Ok(()),
+            Ok(_) => {}
             Err(e)
                 if e.kind() == ErrorKind::NotFound && e.to_string().contains("no such image") =>
             {
@@ -494,11 +495,22 @@ impl Realiser for EngineRealiser {
                 engine
                     .instances
                     .create_with_id(&ctx, req, &id)
-                    .map(drop)
-                    .map_err(|e| failure(ApiError::from(e)))
+                    .map_err(|e| failure(ApiError::from(e)))?;
             }
-            Err(e) => Err(failure(ApiError::from(e))),
+            Err(e) => return Err(failure(ApiError::from(e))),
         }
+        if a.start {
+            // A moved instance that was running: the instance exists either way, so a
+            // start that fails is reported and the instance kept (its owner's API can
+            // start it); the restart policy does not apply to a start never made.
+            if let Err(e) = self.handle.block_on(engine.instances.start(&ctx, &a.id)) {
+                let from = a.moved_from.as_deref().unwrap_or("another host");
+                tracing::warn!(instance = %format!("{}/{}", a.project, a.id), error = %e, "cannot start an instance moved here from {from}");
+                return Err(failure(ApiError::from(e)));
+            }
+            tracing::info!(instance = %format!("{}/{}", a.project, a.id), from = ?a.moved_from, "instance moved here and started");
+        }
+        Ok(())
     }
 
     fn exists(&self, project: &str, id: &str) -> Result<bool, Failure> {
