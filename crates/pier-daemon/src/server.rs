@@ -59,6 +59,9 @@ pub struct DaemonConfig {
     /// How long a pool member's heartbeat lives without renewal: a member silent that
     /// long shows `down` (see [`crate::cluster`]).
     pub host_heartbeat: std::time::Duration,
+    /// `--host-down-after`: how long a host's heartbeat is gone before its instances
+    /// with a restart policy are moved to other hosts; None: never.
+    pub host_down_after: Option<std::time::Duration>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -173,7 +176,12 @@ pub async fn run(mut config: DaemonConfig) -> Result<(), DaemonError> {
     // The pool (issue 17): this host's membership, resumed once the APIs it forwards to
     // are made.
     let cluster =
-        crate::cluster::Cluster::new(&config.root, config.host_heartbeat, Arc::downgrade(&engine));
+        crate::cluster::Cluster::new(
+            &config.root,
+            config.host_heartbeat,
+            config.host_down_after,
+            Arc::downgrade(&engine),
+        );
     // The native API's handlers find the pool (creates are placed in one) as an extension.
     let api_app = || {
         router(engine.clone())

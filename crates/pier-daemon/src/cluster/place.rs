@@ -55,6 +55,18 @@ impl Placer {
         r
     }
 
+    /// Moves `req`'s instance off host `from` (see [`Scheduler::relocate`]); its new host.
+    pub(super) fn relocate(
+        &self,
+        store: &Arc<dyn Store>,
+        req: &InstanceRequest,
+        from: &str,
+        start: bool,
+    ) -> Result<String, SchedError> {
+        self.with(store, |s| s.relocate(req, from, start))
+            .map(|p| p.host)
+    }
+
     /// Releases `project/id`; an instance that is not placed is fine (released already).
     fn release(&self, store: &Arc<dyn Store>, project: &str, id: &str) -> Result<(), SchedError> {
         match self.with(store, |s| s.release(project, id)) {
@@ -95,7 +107,7 @@ pub fn not_in_pool() -> ApiError {
 }
 
 /// What the scheduler is asked for `req` (named `name`, with ID `id`) in `project`.
-fn instance_request(
+pub(super) fn instance_request(
     project: &str,
     id: &str,
     name: &str,
