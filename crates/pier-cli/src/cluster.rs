@@ -312,10 +312,21 @@ fn host_detail(h: &HostInfo) -> String {
 fn moves_text(m: &HostMoves) -> String {
     let mut lines = Vec::new();
     for mv in &m.moved {
-        lines.push(format!("moved {} ({}) from {} to {}", mv.name, short(&mv.id), mv.from, mv.to));
+        lines.push(format!(
+            "moved {} ({}) from {} to {}",
+            mv.name,
+            short(&mv.id),
+            mv.from,
+            mv.to
+        ));
     }
     for k in &m.not_moved {
-        lines.push(format!("not moved {} ({}): {}", k.name, short(&k.id), k.reason));
+        lines.push(format!(
+            "not moved {} ({}): {}",
+            k.name,
+            short(&k.id),
+            k.reason
+        ));
     }
     if lines.is_empty() {
         lines.push(format!("{} has no placed instances", m.host));

@@ -432,9 +432,9 @@ fn parse_down_after(s: &str) -> Result<Option<std::time::Duration>, String> {
     if s == "off" {
         return Ok(None);
     }
-    parse_heartbeat(s)
-        .map(Some)
-        .map_err(|_| format!("{s:?} is not a time: give whole seconds from 2s to 1h (e.g. 30s or 2m), or off"))
+    parse_heartbeat(s).map(Some).map_err(|_| {
+        format!("{s:?} is not a time: give whole seconds from 2s to 1h (e.g. 30s or 2m), or off")
+    })
 }
 
 /// Why the CLI stopped; carries the exit code.

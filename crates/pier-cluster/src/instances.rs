@@ -176,12 +176,13 @@ fn write_as(store: &dyn Store, host: &str, ops: Vec<Op>) -> Result<(), InstanceE
 /// assignment names another host): `host`'s copy is an old one, about to be removed
 /// (fenced), whose record must not hide the new host's.
 fn moved_away(store: &dyn Store, host: &str, project: &str, id: &str) -> Result<bool, StoreError> {
-    let Some(bytes) = store.get(keys::TABLE, &keys::assignment(&format!("{project}/{id}")))?
-    else {
+    let Some(bytes) = store.get(keys::TABLE, &keys::assignment(&format!("{project}/{id}")))? else {
         return Ok(false);
     };
-    Ok(serde_json::from_slice::<crate::scheduler::Assignment>(&bytes)
-        .is_ok_and(|a| a.host != host))
+    Ok(
+        serde_json::from_slice::<crate::scheduler::Assignment>(&bytes)
+            .is_ok_and(|a| a.host != host),
+    )
 }
 
 /// Writes `record` (only its host writes it; no compare on the record itself). Nothing is
@@ -201,7 +202,14 @@ pub fn delete(store: &dyn Store, host: &str, project: &str, id: &str) -> Result<
     let k = key(project, id);
     let Some(kv) = store.get_kv(TABLE, &k)? else {
         // Nothing to delete; still refused to a removed host, as every write is.
-        return write_as(store, host, vec![Op::Delete { table: TABLE, key: k }]);
+        return write_as(
+            store,
+            host,
+            vec![Op::Delete {
+                table: TABLE,
+                key: k,
+            }],
+        );
     };
     match serde_json::from_slice::<InstanceRecord>(&kv.value) {
         Ok(r) if r.host != host => return Ok(()),

@@ -175,13 +175,12 @@ pub async fn run(mut config: DaemonConfig) -> Result<(), DaemonError> {
     };
     // The pool (issue 17): this host's membership, resumed once the APIs it forwards to
     // are made.
-    let cluster =
-        crate::cluster::Cluster::new(
-            &config.root,
-            config.host_heartbeat,
-            config.host_down_after,
-            Arc::downgrade(&engine),
-        );
+    let cluster = crate::cluster::Cluster::new(
+        &config.root,
+        config.host_heartbeat,
+        config.host_down_after,
+        Arc::downgrade(&engine),
+    );
     // The native API's handlers find the pool (creates are placed in one) as an extension.
     let api_app = || {
         router(engine.clone())

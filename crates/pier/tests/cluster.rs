@@ -1295,7 +1295,14 @@ fn a_crashed_hosts_instance_moves_to_another_host_and_drain_moves_it_on() {
     // The move's event, in the log of the member that moved it.
     let rescheduled = [&h1, o].iter().any(|d| {
         let args = [
-            "--format", "json", "events", "--since", "10m", "--until", "0s", "--filter",
+            "--format",
+            "json",
+            "events",
+            "--since",
+            "10m",
+            "--until",
+            "0s",
+            "--filter",
             "type=container",
         ];
         d.ok(&args).lines().any(|l| {
@@ -1350,7 +1357,10 @@ fn a_crashed_hosts_instance_moves_to_another_host_and_drain_moves_it_on() {
     assert_eq!(kept.len(), 1, "{moves}");
     assert_eq!(kept[0]["id"], stay_id.as_str());
     assert!(
-        kept[0]["reason"].as_str().unwrap().contains("no restart policy"),
+        kept[0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("no restart policy"),
         "{moves}"
     );
     assert_eq!(state_of(&h1, other), "cordoned");

@@ -217,13 +217,20 @@ fn a_moved_instance_is_made_and_started_on_its_new_host_and_removed_from_the_old
     let (mut a1, mut a2) = (Agent::new("h1"), Agent::new("h2"));
     let rev = a1.sweep(store.as_ref(), &h1).unwrap().revision;
     a2.sweep(store.as_ref(), &h2).unwrap();
-    let mut w1 = store.watch(keys::TABLE, keys::ASSIGNMENTS, rev + 1).unwrap();
-    let mut w2 = store.watch(keys::TABLE, keys::ASSIGNMENTS, rev + 1).unwrap();
+    let mut w1 = store
+        .watch(keys::TABLE, keys::ASSIGNMENTS, rev + 1)
+        .unwrap();
+    let mut w2 = store
+        .watch(keys::TABLE, keys::ASSIGNMENTS, rev + 1)
+        .unwrap();
     place(&mut s, "m", "h1", "busybox");
     drain(&mut a1, store.as_ref(), &h1, &mut w1);
     drain(&mut a2, store.as_ref(), &h2, &mut w2);
     assert_eq!(*h1.realised.lock().unwrap(), ["default/m"]);
-    assert!(h1.started.lock().unwrap().is_empty(), "a create is not started");
+    assert!(
+        h1.started.lock().unwrap().is_empty(),
+        "a create is not started"
+    );
     assert!(h2.realised.lock().unwrap().is_empty());
 
     assert_eq!(s.relocate(&moving("m"), "h1", true).unwrap().host, "h2");
@@ -244,7 +251,10 @@ fn a_moved_instance_is_made_and_started_on_its_new_host_and_removed_from_the_old
     assert!(h2.discarded.lock().unwrap().is_empty());
     // A sweep of the new host finds nothing to do, nor gone.
     let sweep = Agent::new("h2").sweep(store.as_ref(), &h2).unwrap();
-    assert!(sweep.gone.is_empty() && sweep.fenced.is_empty(), "{sweep:?}");
+    assert!(
+        sweep.gone.is_empty() && sweep.fenced.is_empty(),
+        "{sweep:?}"
+    );
 
     // And back to h1: made again there (its agent had realised it once before).
     assert_eq!(s.relocate(&moving("m"), "h2", false).unwrap().host, "h1");

@@ -768,9 +768,18 @@ fn a_relocation_moves_the_assignment_and_the_resources_to_another_host() {
         .get(keys::TABLE, &keys::placed("default/i1"))
         .unwrap()
         .is_none());
-    let (old, new) = (allocation(store.as_ref(), "a"), allocation(store.as_ref(), "b"));
-    assert_eq!((old.used, old.instances, old.ports.len()), (res(0, 0, 0), 0, 0));
-    assert_eq!((new.used, new.instances, new.ports.len()), (res(500, 2, 0), 1, 1));
+    let (old, new) = (
+        allocation(store.as_ref(), "a"),
+        allocation(store.as_ref(), "b"),
+    );
+    assert_eq!(
+        (old.used, old.instances, old.ports.len()),
+        (res(0, 0, 0), 0, 0)
+    );
+    assert_eq!(
+        (new.used, new.instances, new.ports.len()),
+        (res(500, 2, 0), 1, 1)
+    );
     // Moved already: a second move off a is refused, naming where it is.
     let e = s.relocate(&free, "a", true).unwrap_err();
     assert!(

@@ -261,10 +261,7 @@ impl Cluster {
                 }
             }
         });
-        m.tasks
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(task);
+        m.tasks.lock().unwrap_or_else(|e| e.into_inner()).push(task);
     }
 }
 
@@ -372,7 +369,8 @@ mod tests {
         let (req, start) = moves(always.clone(), Some("exited")).unwrap();
         assert!(start);
         assert_eq!((req.id.as_str(), req.name.as_str()), ("abc", "web"));
-        let unless = serde_json::json!({"image": "busybox", "restart_policy": {"name": "unless-stopped"}});
+        let unless =
+            serde_json::json!({"image": "busybox", "restart_policy": {"name": "unless-stopped"}});
         assert!(!moves(unless.clone(), Some("exited")).unwrap().1);
         assert!(moves(unless.clone(), Some("running")).unwrap().1);
         assert!(moves(unless, None).unwrap().1);

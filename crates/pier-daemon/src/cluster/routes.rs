@@ -8,8 +8,8 @@ use axum::extract::{Path as UrlPath, Query, State};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use pier_api::cluster::{
-    ClusterInit, ClusterJoin, ClusterStatus, HostInfo, HostMoves, InstanceKept, InstanceMove, HostResources, JoinCommand, Joined,
-    TokenRequest,
+    ClusterInit, ClusterJoin, ClusterStatus, HostInfo, HostMoves, HostResources, InstanceKept,
+    InstanceMove, JoinCommand, Joined, TokenRequest,
 };
 use pier_cluster::join;
 
