@@ -1,4 +1,4 @@
-//! `pier cluster init/join/token` and `pier host ls/inspect/cordon/uncordon/rm`: the pool's
+//! `pier cluster init/join/token` and `pier host ls/inspect/cordon/uncordon/drain/evacuate/rm`: the pool's
 //! membership, through the daemon's native API.
 
 use std::collections::BTreeMap;

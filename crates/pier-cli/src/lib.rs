@@ -243,7 +243,7 @@ pub enum Command {
     /// The pool of hosts: make one, join one, make join tokens.
     #[command(subcommand)]
     Cluster(cluster::ClusterCommand),
-    /// The pool's hosts: list, inspect, cordon, uncordon, remove.
+    /// The pool's hosts: list, inspect, cordon, uncordon, drain, evacuate, remove.
     #[command(subcommand)]
     Host(cluster::HostCommand),
     /// The web dashboard (`pier daemon --dashboard ADDR`).
