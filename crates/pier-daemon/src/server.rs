@@ -160,8 +160,26 @@ pub async fn run(mut config: DaemonConfig) -> Result<(), DaemonError> {
     }
 
     let engine = open_engine(&config, cgroups).await?;
+    // A pool member holds restarts by restart policy until its host agent removed the
+    // copies of instances the pool moved elsewhere while it was down (see
+    // `cluster::place`); at most RESTART_HOLD, should the pool's store stay away.
+    let member = pier_cluster::local::dir(&config.root)
+        .join("member.json")
+        .exists();
+    if member {
+        engine.instances.hold_restarts();
+    }
     engine.start().await?;
     let engine = Arc::new(engine);
+    if member {
+        let weak = Arc::downgrade(&engine);
+        tokio::spawn(async move {
+            tokio::time::sleep(crate::cluster::RESTART_HOLD).await;
+            if let Some(e) = weak.upgrade() {
+                e.instances.release_restarts();
+            }
+        });
+    }
     let metrics = crate::metrics::Metrics::new();
     let history = tokio::spawn(pier_engine::metrics::keep_history(Arc::downgrade(&engine)));
     let registry_server = serve_registry(&config, &engine, &metrics).await?;

@@ -1316,6 +1316,7 @@ fn a_crashed_hosts_instance_moves_to_another_host_and_drain_moves_it_on() {
     assert!(rescheduled, "no reschedule event on h1 or {other}");
 
     // The crashed host restarts: it runs no old copy beside the new one.
+    let back = Instant::now();
     hs[dead_i].spawn();
     wait_until("the crashed host up again", || {
         state_of(&h1, &first) == "up"
@@ -1325,6 +1326,32 @@ fn a_crashed_hosts_instance_moves_to_another_host_and_drain_moves_it_on() {
             .map(|d| d.count() == 0)
             .unwrap_or(true)
     });
+    // The old copy did not run again before it was removed (restarts by restart policy
+    // are held until the agent swept; the engine's tests show the hold itself).
+    let since = format!("{}s", back.elapsed().as_secs() + 2);
+    let args = [
+        "--format",
+        "json",
+        "events",
+        "--since",
+        &since,
+        "--until",
+        "0s",
+        "--filter",
+        "type=container",
+    ];
+    let actions: Vec<String> = hs[dead_i]
+        .ok(&args)
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|v| v["id"] == id.as_str())
+        .map(|v| v["action"].as_str().unwrap_or_default().to_string())
+        .collect();
+    assert!(
+        actions.iter().all(|a| a != "start" && a != "restart"),
+        "the old copy ran again: {actions:?}"
+    );
+    assert!(actions.iter().any(|a| a == "destroy"), "{actions:?}");
     for d in [&h1, &hs[0], &hs[1]] {
         wait_until("one instance in the pool", || {
             rows_of(d, &id) == [(other.to_string(), "running".to_string())]

@@ -28,6 +28,10 @@ mod routes;
 
 pub use routes::{host_routes, routes, ClusterDoc};
 
+/// How long a member's restarts by restart policy wait at most, at its start, for its
+/// host agent's first sweep (see [`place`]).
+pub const RESTART_HOLD: std::time::Duration = std::time::Duration::from_secs(120);
+
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock, Weak};

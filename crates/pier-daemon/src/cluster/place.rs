@@ -4,6 +4,9 @@
 //! ([`Cluster::start_agent`]) realises the assignments naming this host through the
 //! engine, and releases an assignment when its instance is removed here.
 //!
+//! At a member's start, restarts by restart policy are held until the agent's first sweep
+//! (which removes the copies of instances moved elsewhere while this host was down).
+//!
 //! The chosen host may be this one: it goes through the same path. Only the owner's agent
 //! creates an instance; the member that took the request never does.
 
@@ -319,6 +322,7 @@ impl Cluster {
         });
         let agent = Arc::new(Mutex::new(Agent::new(&m.local.name)));
         let m2 = m.clone();
+        let engine = self.engine.clone();
         let follow = tokio::spawn(async move {
             loop {
                 let (s, r, a) = (store.clone(), realiser.clone(), agent.clone());
@@ -333,6 +337,10 @@ impl Cluster {
                 .await;
                 match swept {
                     Ok(Ok((sweep, mut watch))) => {
+                        // Old copies of moved instances are gone: restarts may go.
+                        if let Some(e) = engine.upgrade() {
+                            e.instances.release_restarts();
+                        }
                         for instance in sweep.gone {
                             release_instance(&m2, &store, &instance).await;
                         }
