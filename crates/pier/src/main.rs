@@ -131,6 +131,7 @@ fn run_daemon(cli: &Cli, args: &pier_cli::DaemonArgs) -> i32 {
         dashboard_addr: args.dashboard,
         dashboard_tls: args.dashboard_cert.clone().zip(args.dashboard_key.clone()),
         host_heartbeat: args.host_heartbeat,
+        host_down_after: args.host_down_after,
         vm: pier_daemon::VmSettings {
             assets: args
                 .vm_dir
