@@ -796,30 +796,10 @@ fn instances_created_through_any_member_are_placed_and_made_by_the_chosen_host()
     let mut lan = Lan::new();
     let hb = ["--host-heartbeat", "2s"];
     let (h1, h2, h3) = (with_busybox(&hb), with_busybox(&hb), with_busybox(&hb));
-    let a1 = lan.connect(&h1);
-    lan.connect(&h2);
-    lan.connect(&h3);
     // Outside a pool, placement options are refused, not ignored.
     let e = h1.fails(&["create", "--constraint", "host.id==h2", "bb", "true"]);
     assert!(e.contains("this daemon is not in a pool"), "{e}");
-    let init = h1.json(&["cluster", "init", "--advertise", &a1, "--name", "h1"]);
-    let addr = format!("{a1}:7443");
-    h2.ok(&[
-        "cluster",
-        "join",
-        &addr,
-        init["token"].as_str().unwrap(),
-        "--name",
-        "h2",
-    ]);
-    let t3 = h1.json(&["cluster", "token"])["token"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    h3.ok(&["cluster", "join", &addr, &t3, "--name", "h3"]);
-    wait_until("three up", || {
-        hosts(&h1).iter().filter(|(_, s)| s == "up").count() == 3
-    });
+    pool_of_three(&mut lan, &h1, &h2, &h3);
     let tag = random_tag();
     let n = |what: &str| format!("{what}-{tag}");
 
