@@ -128,3 +128,35 @@ pub struct HostInfo {
     /// When it joined, Unix seconds.
     pub joined: Option<u64>,
 }
+
+/// One instance moved off a host (`pier host drain`, `pier host evacuate`, and a down
+/// host's failover).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct InstanceMove {
+    pub project: String,
+    pub id: String,
+    pub name: String,
+    pub from: String,
+    pub to: String,
+    /// Whether its new host starts it (it was running, or has a restart policy).
+    pub start: bool,
+}
+
+/// One instance left on a host that was drained or evacuated, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct InstanceKept {
+    pub project: String,
+    pub id: String,
+    pub name: String,
+    pub reason: String,
+}
+
+/// Answer of `POST /v1/hosts/{id}/drain` and `POST /v1/hosts/{id}/evacuate`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct HostMoves {
+    pub host: String,
+    pub moved: Vec<InstanceMove>,
+    /// Instances left where they are: without a restart policy, with host-local named
+    /// volumes, or that no other host fits.
+    pub not_moved: Vec<InstanceKept>,
+}

@@ -1,10 +1,12 @@
-//! `pier cluster init/join/token` and `pier host ls/inspect/cordon/uncordon/rm`: the pool's
+//! `pier cluster init/join/token` and `pier host ls/inspect/cordon/uncordon/drain/evacuate/rm`: the pool's
 //! membership, through the daemon's native API.
 
 use std::collections::BTreeMap;
 
 use clap::{Args, Subcommand};
-use pier_api::cluster::{ClusterInit, ClusterJoin, HostInfo, JoinCommand, Joined, TokenRequest};
+use pier_api::cluster::{
+    ClusterInit, ClusterJoin, HostInfo, HostMoves, JoinCommand, Joined, TokenRequest,
+};
 use pier_client::{encode_segment, Client};
 
 use crate::output::{human_size_binary, outln, print, table};
@@ -76,6 +78,16 @@ pub enum HostCommand {
     },
     /// Let a cordoned host take new instances again.
     Uncordon {
+        #[arg(value_name = "HOST")]
+        target: String,
+    },
+    /// Cordon a host and move its instances that have a restart policy to other hosts.
+    Drain {
+        #[arg(value_name = "HOST")]
+        target: String,
+    },
+    /// Move a down host's instances that have a restart policy to other hosts.
+    Evacuate {
         #[arg(value_name = "HOST")]
         target: String,
     },
@@ -296,6 +308,36 @@ fn host_detail(h: &HostInfo) -> String {
         .join("\n")
 }
 
+/// What a drain or evacuation moved, and what it left and why.
+fn moves_text(m: &HostMoves) -> String {
+    let mut lines = Vec::new();
+    for mv in &m.moved {
+        lines.push(format!(
+            "moved {} ({}) from {} to {}",
+            mv.name,
+            short(&mv.id),
+            mv.from,
+            mv.to
+        ));
+    }
+    for k in &m.not_moved {
+        lines.push(format!(
+            "not moved {} ({}): {}",
+            k.name,
+            short(&k.id),
+            k.reason
+        ));
+    }
+    if lines.is_empty() {
+        lines.push(format!("{} has no placed instances", m.host));
+    }
+    lines.join("\n")
+}
+
+fn short(id: &str) -> &str {
+    &id[..id.len().min(12)]
+}
+
 pub async fn host(client: &Client, fmt: Format, cmd: HostCommand) -> Result<(), CliError> {
     let path = |h: &str| format!("/v1/hosts/{}", encode_segment(h));
     match cmd {
@@ -316,6 +358,16 @@ pub async fn host(client: &Client, fmt: Format, cmd: HostCommand) -> Result<(), 
                 .post(&format!("{}/uncordon", path(&host)), &())
                 .await?;
             print(fmt, &h, || format!("{} is {}", h.id, h.state))
+        }
+        HostCommand::Drain { target: host } => {
+            let m: HostMoves = client.post(&format!("{}/drain", path(&host)), &()).await?;
+            print(fmt, &m, || moves_text(&m))
+        }
+        HostCommand::Evacuate { target: host } => {
+            let m: HostMoves = client
+                .post(&format!("{}/evacuate", path(&host)), &())
+                .await?;
+            print(fmt, &m, || moves_text(&m))
         }
         HostCommand::Rm {
             force,

@@ -279,6 +279,37 @@ fn reparse(
     DaemonArgs::from_arg_matches(&m).map_err(invalid)
 }
 
+/// The crates under Pier's own that a bare level (`--log-level debug`) leaves at `info`:
+/// the HTTP/2 and gRPC plumbing of the etcd client and the TLS stack, which at `debug` log
+/// every frame. Naming one (`h2=debug`) still turns it up.
+const QUIET_DEPENDENCIES: [&str; 7] = [
+    "h2",
+    "tower",
+    "hyper",
+    "hyper_util",
+    "tonic",
+    "rustls",
+    "etcd_client",
+];
+
+/// The log filter the daemon runs with for `given` (`--log-level`, `PIER_LOG`): `given`,
+/// plus `CRATE=info` for each of [`QUIET_DEPENDENCIES`] it does not name.
+pub fn log_filter(given: &str) -> String {
+    let named = |krate: &str| {
+        given.split(',').any(|d| {
+            let target = d.split(['=', '[']).next().unwrap_or("").trim();
+            target == krate || target.starts_with(&format!("{krate}::"))
+        })
+    };
+    let mut filter = given.to_string();
+    for krate in QUIET_DEPENDENCIES {
+        if !named(krate) {
+            filter.push_str(&format!(",{krate}=info"));
+        }
+    }
+    filter
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -442,5 +473,19 @@ mod tests {
             e.starts_with("cannot read the daemon configuration /nonexistent/daemon.toml: "),
             "{e}"
         );
+    }
+
+    #[test]
+    fn a_bare_level_leaves_the_plumbing_at_info_unless_it_is_named() {
+        let f = log_filter("debug");
+        assert!(f.starts_with("debug,"), "{f}");
+        for krate in QUIET_DEPENDENCIES {
+            assert!(f.contains(&format!(",{krate}=info")), "{f}");
+        }
+        let f = log_filter("info,h2=debug,hyper_util::client=trace");
+        assert!(!f.contains("h2=info"), "{f}");
+        assert!(!f.contains("hyper_util=info"), "{f}");
+        assert!(f.contains(",tower=info"), "{f}");
+        tracing_subscriber::EnvFilter::try_new(&f).expect("a valid filter");
     }
 }

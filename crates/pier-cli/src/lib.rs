@@ -243,7 +243,7 @@ pub enum Command {
     /// The pool of hosts: make one, join one, make join tokens.
     #[command(subcommand)]
     Cluster(cluster::ClusterCommand),
-    /// The pool's hosts: list, inspect, cordon, uncordon, remove.
+    /// The pool's hosts: list, inspect, cordon, uncordon, drain, evacuate, remove.
     #[command(subcommand)]
     Host(cluster::HostCommand),
     /// The web dashboard (`pier daemon --dashboard ADDR`).
@@ -395,6 +395,11 @@ pub struct DaemonArgs {
     /// seconds, at least 2): a member silent that long shows `down` in `pier host ls`.
     #[arg(long, default_value = "5s", value_parser = parse_heartbeat)]
     pub host_heartbeat: std::time::Duration,
+    /// How long a pool member's heartbeat is gone before one member (the holder of the
+    /// pool's failover lease) moves its instances with a restart policy to other hosts
+    /// (`30s`, `2m`; whole seconds, at least 2), or `off`.
+    #[arg(long, default_value = "30s", value_parser = parse_down_after)]
+    pub host_down_after: std::option::Option<std::time::Duration>,
     /// Seconds an API client has to send a request's headers before the daemon closes
     /// its connection (hidden: tests shorten it).
     #[arg(long, hide = true, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
@@ -420,6 +425,16 @@ fn parse_heartbeat(s: &str) -> Result<std::time::Duration, String> {
         return Err(bad());
     }
     Ok(std::time::Duration::from_secs(secs))
+}
+
+/// `--host-down-after`: as `--host-heartbeat`, or `off`.
+fn parse_down_after(s: &str) -> Result<Option<std::time::Duration>, String> {
+    if s == "off" {
+        return Ok(None);
+    }
+    parse_heartbeat(s).map(Some).map_err(|_| {
+        format!("{s:?} is not a time: give whole seconds from 2s to 1h (e.g. 30s or 2m), or off")
+    })
 }
 
 /// Why the CLI stopped; carries the exit code.

@@ -98,7 +98,18 @@ pub async fn info(client: &Client, fmt: Format) -> Result<(), CliError> {
     let i: SystemInfo = client.get("/v1/info").await?;
     // Only the root-only socket serves the pool's status; elsewhere the line is left out.
     let pool: Option<ClusterStatus> = client.get("/v1/cluster").await.ok();
-    print(fmt, &i, || {
+    // As JSON: the daemon's answer with the pool's status beside it (null where unserved).
+    #[derive(serde::Serialize)]
+    struct WithPool<'a> {
+        #[serde(flatten)]
+        info: &'a SystemInfo,
+        pool: Option<&'a ClusterStatus>,
+    }
+    let shown = WithPool {
+        info: &i,
+        pool: pool.as_ref(),
+    };
+    print(fmt, &shown, || {
         let gib = |b: u64| human_size_binary(b);
         [
             "Server:".to_string(),

@@ -318,6 +318,8 @@ fn main() {
                 resources: Resources::default(),
                 ports: Vec::new(),
                 spec: None,
+                start: false,
+                moved_from: None,
             };
             filler.push(Op::Put {
                 table: keys::TABLE,

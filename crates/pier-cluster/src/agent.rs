@@ -12,6 +12,13 @@
 //! The result is written only while the assignment is still the one realised (a compare
 //! on its mod revision): if it was released meanwhile (the requester gave up), the
 //! instance just made is discarded.
+//!
+//! Moves ([`crate::scheduler::Scheduler::relocate`]): the new host's agent realises the
+//! moved assignment like any other (same ID, same create request) and starts the
+//! instance when the assignment says `start`. The old host's agent fences: an instance
+//! here whose assignment was moved to another host is removed (on the move's event, and
+//! by every sweep, so a host that comes back after it was declared down removes its old
+//! copy before anything else runs it beside the new one).
 
 use std::collections::HashSet;
 
@@ -51,12 +58,14 @@ pub struct Placed {
 
 /// What the agent does on its host.
 pub trait Realiser {
-    /// Creates the instance of `a` here, with `a.id`, from `a.spec`.
+    /// Creates the instance of `a` here, with `a.id`, from `a.spec`, and starts it when
+    /// `a.start` (a moved instance that was running).
     fn realise(&self, a: &Assignment) -> Result<(), Failure>;
     /// Whether the instance `project/id` exists here.
     fn exists(&self, project: &str, id: &str) -> Result<bool, Failure>;
-    /// Removes an instance made for an assignment that was released before its result
-    /// was written (best effort).
+    /// Removes an instance here (best effort, forced): one made for an assignment that
+    /// was released before its result was written, or the old copy of an instance moved
+    /// to another host (fencing).
     fn discard(&self, project: &str, id: &str);
 }
 
@@ -81,6 +90,9 @@ pub struct Sweep {
     /// Instances (`project/id`) realised here whose instance is gone (removed while the
     /// agent was not watching): their assignments are to be released.
     pub gone: Vec<String>,
+    /// Instances (`project/id`) whose old copy here was removed: their assignments name
+    /// another host (moved while this host was away).
+    pub fenced: Vec<String>,
 }
 
 /// The agent of one host; see the module doc.
@@ -112,14 +124,17 @@ impl Agent {
         let listing = store.range(keys::TABLE, keys::ASSIGNMENTS)?;
         let mut sweep = Sweep {
             revision: listing.revision,
-            gone: Vec::new(),
+            ..Default::default()
         };
         for (key, kv) in &listing.kvs {
             let a: Assignment = decode(key, &kv.value)?;
+            let instance = format!("{}/{}", a.project, a.id);
             if a.host != self.host {
+                if self.fence(r, &a) {
+                    sweep.fenced.push(instance);
+                }
                 continue;
             }
-            let instance = format!("{}/{}", a.project, a.id);
             let placed = store.get(keys::TABLE, &keys::placed(&instance))?;
             match placed {
                 Some(bytes) => {
@@ -153,10 +168,13 @@ impl Agent {
             return Ok(());
         }
         let a: Assignment = decode(key, &kv.value)?;
+        let instance = format!("{}/{}", a.project, a.id);
         if a.host != self.host {
+            // Moved away (or never here): realised anew if it ever comes back.
+            self.done.remove(&instance);
+            self.fence(r, &a);
             return Ok(());
         }
-        let instance = format!("{}/{}", a.project, a.id);
         if self.done.contains(&instance)
             || store
                 .get_kv(keys::TABLE, &keys::placed(&instance))?
@@ -165,6 +183,20 @@ impl Agent {
             return Ok(());
         }
         self.realise(store, r, &a, kv.mod_revision)
+    }
+
+    /// Removes this host's copy of `a`'s instance if `a` was moved and names another
+    /// host; whether it did.
+    fn fence(&mut self, r: &dyn Realiser, a: &Assignment) -> bool {
+        if a.host == self.host || a.moved_from.is_none() {
+            return false;
+        }
+        if !matches!(r.exists(&a.project, &a.id), Ok(true)) {
+            return false;
+        }
+        tracing::warn!(instance = %format!("{}/{}", a.project, a.id), to = %a.host, "this instance was moved to another host; removing the copy here");
+        r.discard(&a.project, &a.id);
+        true
     }
 
     /// Realises `a` (unless its instance exists already) and writes the outcome while the

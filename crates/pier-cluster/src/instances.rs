@@ -172,22 +172,77 @@ fn write_as(store: &dyn Store, host: &str, ops: Vec<Op>) -> Result<(), InstanceE
     }
 }
 
-/// Writes `record` (only its host writes it; no compare on the record itself).
+/// Whether the instance `project/id` was moved to a host other than `host` (its
+/// assignment names another host): `host`'s copy is an old one, about to be removed
+/// (fenced), whose record must not hide the new host's.
+fn moved_away(store: &dyn Store, host: &str, project: &str, id: &str) -> Result<bool, StoreError> {
+    let Some(bytes) = store.get(keys::TABLE, &keys::assignment(&format!("{project}/{id}")))? else {
+        return Ok(false);
+    };
+    Ok(
+        serde_json::from_slice::<crate::scheduler::Assignment>(&bytes)
+            .is_ok_and(|a| a.host != host),
+    )
+}
+
+/// Writes `record` (only its host writes it; no compare on the record itself). Nothing is
+/// written for an instance moved to another host (see [`crate::agent`]'s fencing).
 pub fn put(store: &dyn Store, record: &InstanceRecord) -> Result<(), InstanceError> {
     check(record)?;
+    if moved_away(store, &record.host, &record.project, &record.id)? {
+        return Ok(());
+    }
     write_as(store, &record.host, vec![put_op(record)])
 }
 
-/// Deletes host `host`'s record of `project/id` (none there is no error).
+/// Deletes host `host`'s record of `project/id` (none there is no error). A record of
+/// another host is left alone: the instance was moved there (a fenced old copy's
+/// removal must not take the new host's record).
 pub fn delete(store: &dyn Store, host: &str, project: &str, id: &str) -> Result<(), InstanceError> {
-    write_as(
-        store,
-        host,
-        vec![Op::Delete {
-            table: TABLE,
-            key: key(project, id),
-        }],
-    )
+    let k = key(project, id);
+    let Some(kv) = store.get_kv(TABLE, &k)? else {
+        // Nothing to delete; still refused to a removed host, as every write is.
+        return write_as(
+            store,
+            host,
+            vec![Op::Delete {
+                table: TABLE,
+                key: k,
+            }],
+        );
+    };
+    match serde_json::from_slice::<InstanceRecord>(&kv.value) {
+        Ok(r) if r.host != host => return Ok(()),
+        _ => {}
+    }
+    let ops = vec![Op::Delete {
+        table: TABLE,
+        key: k.clone(),
+    }];
+    let txn = Txn {
+        compares: vec![
+            Compare {
+                table: keys::TABLE,
+                key: keys::host(host),
+                expect: Expect::Present,
+            },
+            Compare {
+                table: TABLE,
+                key: k,
+                expect: Expect::ModRevision(kv.mod_revision),
+            },
+        ],
+        ops,
+    };
+    match store.txn(txn, false) {
+        Ok(_) => Ok(()),
+        Err(StoreError::Conflict { key, .. }) if key == keys::host(host) => {
+            Err(InstanceError::Removed(host.to_string()))
+        }
+        // Rewritten meanwhile (by its new host): not this host's to delete.
+        Err(StoreError::Conflict { .. }) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// Deletes every record of host `host` (removed from the pool); how many there were.
@@ -277,7 +332,8 @@ pub struct Resynced {
 
 /// Makes the pool's records of `host` what `local` (its instances now) says: writes the
 /// records that are missing or differ, and deletes the host's records of instances not
-/// in `local`. Records of other hosts are left alone.
+/// in `local`. Records of other hosts are left alone, and so are instances of `local`
+/// moved to another host (old copies about to be fenced).
 pub fn resync(
     store: &dyn Store,
     host: &str,
@@ -303,7 +359,7 @@ pub fn resync(
     for r in local {
         let k = r.key();
         kept.insert(k.clone());
-        if stored.get(&k) != Some(r) {
+        if stored.get(&k) != Some(r) && !moved_away(store, host, &r.project, &r.id)? {
             ops.push(put_op(r));
             done.put.push(k);
         }
@@ -393,7 +449,34 @@ mod tests {
         assert_eq!(list(&s, Some("default")).unwrap().len(), 2);
         delete(&s, "h2", "default", "bbb222").unwrap();
         delete(&s, "h2", "default", "bbb222").unwrap();
-        assert_eq!(list(&s, Some("default")).unwrap(), vec![a]);
+        assert_eq!(list(&s, Some("default")).unwrap(), vec![a.clone()]);
+        // The instance moved to h3, whose record it is now: h1's delete (its fenced old
+        // copy removed) leaves it.
+        let moved = InstanceRecord {
+            host: "h3".into(),
+            ..a.clone()
+        };
+        put(&s, &moved).unwrap();
+        delete(&s, "h1", "default", "aaa111").unwrap();
+        assert_eq!(list(&s, Some("default")).unwrap(), vec![moved.clone()]);
+        // Nor do h1's writes of its old copy replace it, once the assignment says h3.
+        let mut assignment = crate::scheduler::InstanceRequest {
+            project: "default".into(),
+            id: "aaa111".into(),
+            name: "web".into(),
+            ..Default::default()
+        }
+        .assignment("h3");
+        assignment.moved_from = Some("h1".into());
+        s.commit(vec![Op::Put {
+            table: TABLE,
+            key: keys::assignment("default/aaa111"),
+            value: serde_json::to_vec(&assignment).unwrap(),
+        }])
+        .unwrap();
+        put(&s, &a).unwrap();
+        resync(&s, "h1", std::slice::from_ref(&a)).unwrap();
+        assert_eq!(list(&s, Some("default")).unwrap(), vec![moved]);
     }
 
     #[test]

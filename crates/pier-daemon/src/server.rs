@@ -59,6 +59,9 @@ pub struct DaemonConfig {
     /// How long a pool member's heartbeat lives without renewal: a member silent that
     /// long shows `down` (see [`crate::cluster`]).
     pub host_heartbeat: std::time::Duration,
+    /// `--host-down-after`: how long a host's heartbeat is gone before its instances
+    /// with a restart policy are moved to other hosts; None: never.
+    pub host_down_after: Option<std::time::Duration>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -157,8 +160,26 @@ pub async fn run(mut config: DaemonConfig) -> Result<(), DaemonError> {
     }
 
     let engine = open_engine(&config, cgroups).await?;
+    // A pool member holds restarts by restart policy until its host agent removed the
+    // copies of instances the pool moved elsewhere while it was down (see
+    // `cluster::place`); at most RESTART_HOLD, should the pool's store stay away.
+    let member = pier_cluster::local::dir(&config.root)
+        .join("member.json")
+        .exists();
+    if member {
+        engine.instances.hold_restarts();
+    }
     engine.start().await?;
     let engine = Arc::new(engine);
+    if member {
+        let weak = Arc::downgrade(&engine);
+        tokio::spawn(async move {
+            tokio::time::sleep(crate::cluster::RESTART_HOLD).await;
+            if let Some(e) = weak.upgrade() {
+                e.instances.release_restarts();
+            }
+        });
+    }
     let metrics = crate::metrics::Metrics::new();
     let history = tokio::spawn(pier_engine::metrics::keep_history(Arc::downgrade(&engine)));
     let registry_server = serve_registry(&config, &engine, &metrics).await?;
@@ -172,8 +193,12 @@ pub async fn run(mut config: DaemonConfig) -> Result<(), DaemonError> {
     };
     // The pool (issue 17): this host's membership, resumed once the APIs it forwards to
     // are made.
-    let cluster =
-        crate::cluster::Cluster::new(&config.root, config.host_heartbeat, Arc::downgrade(&engine));
+    let cluster = crate::cluster::Cluster::new(
+        &config.root,
+        config.host_heartbeat,
+        config.host_down_after,
+        Arc::downgrade(&engine),
+    );
     // The native API's handlers find the pool (creates are placed in one) as an extension.
     let api_app = || {
         router(engine.clone())

@@ -144,6 +144,11 @@ impl Env {
 
     /// A new engine over the same store and driver, as after a daemon restart, restored.
     async fn restart(&mut self) {
+        self.restart_with(|_| {}).await;
+    }
+
+    /// As [`Env::restart`], with `before` run on the new service before its restore.
+    async fn restart_with(&mut self, before: impl FnOnce(&Instances)) {
         self.driver.daemon_restart();
         self.c = containers(
             &self.root,
@@ -154,6 +159,7 @@ impl Env {
             &self.projects,
             &self.driver,
         );
+        before(&self.c);
         self.c.restore().await.unwrap();
     }
 
@@ -1287,6 +1293,33 @@ async fn restore_applies_the_restart_policy_to_a_container_that_died_meanwhile()
     e.driver.exit(&id, 1);
     e.restart().await;
     started(&e, &id, 2).await;
+}
+
+#[tokio::test]
+async fn held_restarts_wait_for_their_release() {
+    let mut e = Env::new().await;
+    let id = with_policy(&e, RestartPolicy::Always).await;
+    e.driver.daemon_restart();
+    e.driver.exit(&id, 1);
+    // Held before the restore (as a pool member does until its agent swept).
+    e.restart_with(|c| c.hold_restarts()).await;
+    e.until(&id, |c| c.state.status == ContainerStatus::Restarting)
+        .await;
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(
+        e.driver.instance(&id).unwrap().starts,
+        1,
+        "restarted while held"
+    );
+    e.c.release_restarts();
+    started(&e, &id, 2).await;
+    // Held again, an exit's restart waits too.
+    e.c.hold_restarts();
+    e.driver.exit(&id, 0);
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(e.driver.instance(&id).unwrap().starts, 2);
+    e.c.release_restarts();
+    started(&e, &id, 3).await;
 }
 
 #[tokio::test]

@@ -86,8 +86,10 @@ fn run_daemon(cli: &Cli, args: &pier_cli::DaemonArgs) -> i32 {
     let args = &args;
     let logs = tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_new(&args.log_level)
-                .unwrap_or_else(|_| "info".into()),
+            tracing_subscriber::EnvFilter::try_new(pier_cli::daemon_config::log_filter(
+                &args.log_level,
+            ))
+            .unwrap_or_else(|_| "info".into()),
         )
         .with_writer(std::io::stderr);
     if args.log_format == "json" {
@@ -129,6 +131,7 @@ fn run_daemon(cli: &Cli, args: &pier_cli::DaemonArgs) -> i32 {
         dashboard_addr: args.dashboard,
         dashboard_tls: args.dashboard_cert.clone().zip(args.dashboard_key.clone()),
         host_heartbeat: args.host_heartbeat,
+        host_down_after: args.host_down_after,
         vm: pier_daemon::VmSettings {
             assets: args
                 .vm_dir

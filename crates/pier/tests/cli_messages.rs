@@ -381,7 +381,7 @@ fn a_bad_configuration_file_stops_the_daemon_with_the_reason() {
     let cases = [
         (
             "registry_addr = \"127.0.0.1:5000\"\n",
-            ": unknown key `registry_addr` (did you mean `registry-addr`?); the valid keys are: root, socket, docker-socket, log-level, log-format, metrics-addr, cgroup-favordynmods, registry-addr, insecure-registry, registry-mirror, registry-ca, registry-upstream, registry-auth, registry-tls-cert, registry-tls-key, vm-dir, vm-accel, metrics-history-period, dashboard, dashboard-cert, dashboard-key, host-heartbeat, header-timeout",
+            ": unknown key `registry_addr` (did you mean `registry-addr`?); the valid keys are: root, socket, docker-socket, log-level, log-format, metrics-addr, cgroup-favordynmods, registry-addr, insecure-registry, registry-mirror, registry-ca, registry-upstream, registry-auth, registry-tls-cert, registry-tls-key, vm-dir, vm-accel, metrics-history-period, dashboard, dashboard-cert, dashboard-key, host-heartbeat, host-down-after, header-timeout",
         ),
         (
             "header-timeout = \"30\"\n",

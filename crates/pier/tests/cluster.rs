@@ -941,30 +941,10 @@ fn instances_created_through_any_member_are_placed_and_made_by_the_chosen_host()
     let mut lan = Lan::new();
     let hb = ["--host-heartbeat", "2s"];
     let (h1, h2, h3) = (with_busybox(&hb), with_busybox(&hb), with_busybox(&hb));
-    let a1 = lan.connect(&h1);
-    lan.connect(&h2);
-    lan.connect(&h3);
     // Outside a pool, placement options are refused, not ignored.
     let e = h1.fails(&["create", "--constraint", "host.id==h2", "bb", "true"]);
     assert!(e.contains("this daemon is not in a pool"), "{e}");
-    let init = h1.json(&["cluster", "init", "--advertise", &a1, "--name", "h1"]);
-    let addr = format!("{a1}:7443");
-    h2.ok(&[
-        "cluster",
-        "join",
-        &addr,
-        init["token"].as_str().unwrap(),
-        "--name",
-        "h2",
-    ]);
-    let t3 = h1.json(&["cluster", "token"])["token"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    h3.ok(&["cluster", "join", &addr, &t3, "--name", "h3"]);
-    wait_until("three up", || {
-        hosts(&h1).iter().filter(|(_, s)| s == "up").count() == 3
-    });
+    pool_of_three(&mut lan, &h1, &h2, &h3);
     let tag = random_tag();
     let n = |what: &str| format!("{what}-{tag}");
 
@@ -1244,6 +1224,13 @@ fn run_on_one_host_lands_on_another_and_is_operated_from_a_third() {
     let mut lan = Lan::new();
     let (h1, h2, h3) = (with_busybox(&[]), with_busybox(&[]), with_busybox(&[]));
     pool_of_three(&mut lan, &h1, &h2, &h3);
+    let info = h3.json(&["info"]);
+    assert_eq!(info["pool"]["host"], "h3", "{info}");
+    assert_eq!(info["pool"]["connected"], true, "{info}");
+    assert!(
+        info["containers"].is_u64(),
+        "the daemon's own answer is kept: {info}"
+    );
     let web = format!("web-{}", &random_tag()[..6]);
 
     // Run from h1, pinned to h2: made there by h2's agent, started through forwarding.
@@ -1338,6 +1325,218 @@ fn run_on_one_host_lands_on_another_and_is_operated_from_a_third() {
     wait_until("gone from every member", || {
         [&h1, &h2, &h3].iter().all(|d| ps_rows(d).is_empty())
     });
+    for h in ["h1", "h2", "h3"] {
+        wait_until("nothing assigned", || assignments(&h1, h) == 0);
+    }
+}
+
+/// A host's crash as the pool sees it: its daemon killed with SIGKILL, and with it the
+/// processes of container `id` there (its monitor outlives a daemon by design).
+fn crash(d: &mut Daemon, id: &str) {
+    d.kill9();
+    let dir = d.root.join("containers").join(id);
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else {
+            continue;
+        };
+        let cgroup = std::fs::read_to_string(e.path().join("cgroup")).unwrap_or_default();
+        let args = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
+        let monitor = args.starts_with(b"pier\0__monitor\0")
+            || args.split(|b| *b == 0).nth(1) == Some(b"__monitor");
+        let cwd = std::fs::read_link(e.path().join("cwd")).ok();
+        if cgroup.contains(&format!("/{id}\n")) || (monitor && cwd.as_deref() == Some(&dir)) {
+            let _ = std::process::Command::new("kill")
+                .args(["-9", &pid.to_string()])
+                .status();
+        }
+    }
+}
+
+/// The rows of the pool's listing for `id`: (host, state).
+fn rows_of(d: &Daemon, id: &str) -> Vec<(String, String)> {
+    ps_rows(d)
+        .into_iter()
+        .filter(|(i, ..)| i == id)
+        .map(|(_, _, state, host)| (host, state))
+        .collect()
+}
+
+/// Failure handling (issue 17): a `--restart always` instance on a host that crashes is
+/// moved by the pool to another host within the down time, runs and is reached there;
+/// the crashed host, restarted, removes its old copy (fenced); and `pier host drain`
+/// moves it on again, leaving an instance without a restart policy where it is.
+#[test]
+#[ignore = "root tier: needs root; scripts/test.sh runs it (--run-ignored all)"]
+fn a_crashed_hosts_instance_moves_to_another_host_and_drain_moves_it_on() {
+    require_root_and_tools(&["etcd"]);
+    let mut lan = Lan::new();
+    let args = ["--host-heartbeat", "2s", "--host-down-after", "3s"];
+    let h1 = with_busybox(&args);
+    let mut hs = [with_busybox(&args), with_busybox(&args)];
+    pool_of_three(&mut lan, &h1, &hs[0], &hs[1]);
+    let name = format!("ha-{}", &random_tag()[..6]);
+    let id = h1
+        .ok(&[
+            "run",
+            "-d",
+            "--name",
+            &name,
+            "--restart",
+            "always",
+            "--constraint",
+            "host.id!=h1",
+            "bb",
+            "sleep",
+            "600",
+        ])
+        .trim()
+        .to_string();
+    let mut first = String::new();
+    wait_until("listed running on h2 or h3", || {
+        first = rows_of(&h1, &id)
+            .into_iter()
+            .find(|(_, s)| s == "running")
+            .map(|(h, _)| h)
+            .unwrap_or_default();
+        !first.is_empty()
+    });
+    assert!(first == "h2" || first == "h3", "{first}");
+    let (dead_i, other) = if first == "h2" { (0, "h3") } else { (1, "h2") };
+
+    // The host crashes: within its heartbeat, the down time and a margin, the instance
+    // runs on the other host (h1 is excluded by its constraint), listed there once.
+    crash(&mut hs[dead_i], &id);
+    let t0 = Instant::now();
+    let deadline = t0 + Duration::from_secs(45);
+    while rows_of(&h1, &id) != [(other.to_string(), "running".to_string())] {
+        assert!(
+            Instant::now() < deadline,
+            "not moved to {other}: {:?}; h1's log:\n{}",
+            rows_of(&h1, &id),
+            h1.log()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(
+        t0.elapsed() >= Duration::from_secs(3),
+        "moved before the down time"
+    );
+    let o = if dead_i == 0 { &hs[1] } else { &hs[0] };
+    assert!(own_instances(o, other).contains(&id));
+    assert_eq!(h1.ok(&["exec", &name, "echo", "moved"]).trim(), "moved");
+    // The move's event, in the log of the member that moved it.
+    let rescheduled = [&h1, o].iter().any(|d| {
+        let args = [
+            "--format",
+            "json",
+            "events",
+            "--since",
+            "10m",
+            "--until",
+            "0s",
+            "--filter",
+            "type=container",
+        ];
+        d.ok(&args).lines().any(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            v["action"] == "reschedule"
+                && v["id"] == id.as_str()
+                && v["attributes"]["from"] == first.as_str()
+                && v["attributes"]["to"] == other
+        })
+    });
+    assert!(rescheduled, "no reschedule event on h1 or {other}");
+
+    // The crashed host restarts: it runs no old copy beside the new one.
+    let back = Instant::now();
+    hs[dead_i].spawn();
+    wait_until("the crashed host up again", || {
+        state_of(&h1, &first) == "up"
+    });
+    wait_until("its old copy removed", || {
+        std::fs::read_dir(hs[dead_i].root.join("containers"))
+            .map(|d| d.count() == 0)
+            .unwrap_or(true)
+    });
+    // The old copy did not run again before it was removed (restarts by restart policy
+    // are held until the agent swept; the engine's tests show the hold itself).
+    let since = format!("{}s", back.elapsed().as_secs() + 2);
+    let args = [
+        "--format",
+        "json",
+        "events",
+        "--since",
+        &since,
+        "--until",
+        "0s",
+        "--filter",
+        "type=container",
+    ];
+    let actions: Vec<String> = hs[dead_i]
+        .ok(&args)
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|v| v["id"] == id.as_str())
+        .map(|v| v["action"].as_str().unwrap_or_default().to_string())
+        .collect();
+    assert!(
+        actions.iter().all(|a| a != "start" && a != "restart"),
+        "the old copy ran again: {actions:?}"
+    );
+    assert!(actions.iter().any(|a| a == "destroy"), "{actions:?}");
+    for d in [&h1, &hs[0], &hs[1]] {
+        wait_until("one instance in the pool", || {
+            rows_of(d, &id) == [(other.to_string(), "running".to_string())]
+        });
+    }
+
+    // Drain the host it runs on: it moves back to the restarted host; one without a
+    // restart policy stays, with the reason.
+    let stay = format!("stay-{}", &random_tag()[..6]);
+    let stay_id = h1
+        .ok(&[
+            "run",
+            "-d",
+            "--name",
+            &stay,
+            "--constraint",
+            &format!("host.id=={other}"),
+            "bb",
+            "sleep",
+            "600",
+        ])
+        .trim()
+        .to_string();
+    let moves = h1.json(&["host", "drain", other]);
+    let moved = moves["moved"].as_array().unwrap();
+    assert_eq!(moved.len(), 1, "{moves}");
+    assert_eq!(moved[0]["id"], id.as_str());
+    assert_eq!(moved[0]["to"], first.as_str());
+    let kept = moves["not_moved"].as_array().unwrap();
+    assert_eq!(kept.len(), 1, "{moves}");
+    assert_eq!(kept[0]["id"], stay_id.as_str());
+    assert!(
+        kept[0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("no restart policy"),
+        "{moves}"
+    );
+    assert_eq!(state_of(&h1, other), "cordoned");
+    wait_until("running on the restarted host", || {
+        rows_of(&h1, &id) == [(first.clone(), "running".to_string())]
+    });
+    assert_eq!(h1.ok(&["exec", &name, "echo", "back"]).trim(), "back");
+    assert_eq!(
+        rows_of(&h1, &stay_id),
+        [(other.to_string(), "running".to_string())]
+    );
+    // A host that is up cannot be evacuated.
+    let e = h1.fails(&["host", "evacuate", other]);
+    assert!(e.contains("is not down"), "{e}");
+
+    h1.ok(&["host", "uncordon", other]);
+    h1.ok(&["rm", "-f", &name, &stay]);
     for h in ["h1", "h2", "h3"] {
         wait_until("nothing assigned", || assignments(&h1, h) == 0);
     }

@@ -14,6 +14,7 @@ struct FakeHost {
     instances: Mutex<BTreeSet<String>>,
     realised: Mutex<Vec<String>>,
     discarded: Mutex<Vec<String>>,
+    started: Mutex<Vec<String>>,
     /// Called inside `realise`, to act while an instance is being made.
     during: Mutex<Option<Box<dyn FnOnce() + Send>>>,
 }
@@ -29,7 +30,10 @@ impl Realiser for FakeHost {
         if image == Some("bad") {
             return Err(Failure::new("not_found", "no such image: bad"));
         }
-        self.instances.lock().unwrap().insert(instance);
+        self.instances.lock().unwrap().insert(instance.clone());
+        if a.start {
+            self.started.lock().unwrap().push(instance);
+        }
         Ok(())
     }
 
@@ -194,4 +198,98 @@ fn an_instance_made_for_a_released_placement_is_discarded() {
     assert_eq!(*fake.discarded.lock().unwrap(), ["default/late"]);
     assert!(fake.instances.lock().unwrap().is_empty());
     assert_eq!(placed(store.as_ref(), "late"), None);
+}
+
+/// The request to move `default/id` with (no filters beyond the old host's exclusion).
+fn moving(id: &str) -> InstanceRequest {
+    InstanceRequest {
+        project: "default".into(),
+        id: id.into(),
+        name: format!("n-{id}"),
+        ..Default::default()
+    }
+}
+
+#[test]
+fn a_moved_instance_is_made_and_started_on_its_new_host_and_removed_from_the_old() {
+    let (store, mut s) = pool();
+    let (h1, h2) = (FakeHost::default(), FakeHost::default());
+    let (mut a1, mut a2) = (Agent::new("h1"), Agent::new("h2"));
+    let rev = a1.sweep(store.as_ref(), &h1).unwrap().revision;
+    a2.sweep(store.as_ref(), &h2).unwrap();
+    let mut w1 = store
+        .watch(keys::TABLE, keys::ASSIGNMENTS, rev + 1)
+        .unwrap();
+    let mut w2 = store
+        .watch(keys::TABLE, keys::ASSIGNMENTS, rev + 1)
+        .unwrap();
+    place(&mut s, "m", "h1", "busybox");
+    drain(&mut a1, store.as_ref(), &h1, &mut w1);
+    drain(&mut a2, store.as_ref(), &h2, &mut w2);
+    assert_eq!(*h1.realised.lock().unwrap(), ["default/m"]);
+    assert!(
+        h1.started.lock().unwrap().is_empty(),
+        "a create is not started"
+    );
+    assert!(h2.realised.lock().unwrap().is_empty());
+
+    assert_eq!(s.relocate(&moving("m"), "h1", true).unwrap().host, "h2");
+    drain(&mut a2, store.as_ref(), &h2, &mut w2);
+    drain(&mut a1, store.as_ref(), &h1, &mut w1);
+    assert_eq!(*h2.realised.lock().unwrap(), ["default/m"]);
+    assert_eq!(*h2.started.lock().unwrap(), ["default/m"]);
+    assert_eq!(
+        placed(store.as_ref(), "m"),
+        Some(Placed {
+            host: "h2".into(),
+            error: None
+        })
+    );
+    // The old host fenced its copy; the new one keeps its own.
+    assert_eq!(*h1.discarded.lock().unwrap(), ["default/m"]);
+    assert!(h1.instances.lock().unwrap().is_empty());
+    assert!(h2.discarded.lock().unwrap().is_empty());
+    // A sweep of the new host finds nothing to do, nor gone.
+    let sweep = Agent::new("h2").sweep(store.as_ref(), &h2).unwrap();
+    assert!(
+        sweep.gone.is_empty() && sweep.fenced.is_empty(),
+        "{sweep:?}"
+    );
+
+    // And back to h1: made again there (its agent had realised it once before).
+    assert_eq!(s.relocate(&moving("m"), "h2", false).unwrap().host, "h1");
+    drain(&mut a1, store.as_ref(), &h1, &mut w1);
+    drain(&mut a2, store.as_ref(), &h2, &mut w2);
+    assert_eq!(h1.realised.lock().unwrap().len(), 2);
+    assert_eq!(h1.started.lock().unwrap().len(), 0, "not asked to start");
+    assert_eq!(*h2.discarded.lock().unwrap(), ["default/m"]);
+    assert_eq!(placed(store.as_ref(), "m").unwrap().host, "h1");
+}
+
+#[test]
+fn a_host_back_after_its_instance_moved_removes_its_old_copy_at_its_sweep() {
+    let (store, mut s) = pool();
+    place(&mut s, "m", "h1", "busybox");
+    place(&mut s, "stay", "h1", "busybox");
+    let h1 = FakeHost::default();
+    Agent::new("h1").sweep(store.as_ref(), &h1).unwrap();
+    assert_eq!(h1.instances.lock().unwrap().len(), 2);
+    // h1 is away (no agent); its instance is moved to h2 and made there.
+    s.relocate(&moving("m"), "h1", true).unwrap();
+    let h2 = FakeHost::default();
+    Agent::new("h2").sweep(store.as_ref(), &h2).unwrap();
+    assert_eq!(*h2.started.lock().unwrap(), ["default/m"]);
+    // h1 comes back: its first sweep removes the old copy, keeps the other, and reports
+    // nothing gone (the moved one is not its to release).
+    let sweep = Agent::new("h1").sweep(store.as_ref(), &h1).unwrap();
+    assert_eq!(sweep.fenced, ["default/m"]);
+    assert!(sweep.gone.is_empty());
+    assert_eq!(
+        h1.instances.lock().unwrap().iter().collect::<Vec<_>>(),
+        ["default/stay"]
+    );
+    // Nothing more to do the next time.
+    let sweep = Agent::new("h1").sweep(store.as_ref(), &h1).unwrap();
+    assert!(sweep.fenced.is_empty());
+    assert_eq!(placed(store.as_ref(), "m").unwrap().host, "h2");
 }

@@ -20,7 +20,11 @@
 //! fits fails with [`SchedError::NoHostFits`], which counts per filter why each host was
 //! turned away; one whose name is taken with [`SchedError::NameTaken`].
 //!
-//! [`Scheduler::rename`] moves an instance's name. [`Scheduler::release`] deletes the
+//! [`Scheduler::relocate`] moves a placed instance to another host chosen by the same
+//! filters (its old host excluded): the assignment names the new host, the old host's
+//! allocation gives the instance's resources back and the new one takes them, in one
+//! transaction under the compares of a placement on both hosts, so a move never
+//! overbooks either. [`Scheduler::rename`] moves an instance's name. [`Scheduler::release`] deletes the
 //! assignment, its name and the agent's result
 //! (`placed/PROJECT/ID`, see [`crate::agent`]) and gives the resources back.
 //!
@@ -57,6 +61,12 @@ pub enum SchedError {
     NameTaken { project: String, name: String },
     #[error("instance {instance} is not placed on any host")]
     NotPlaced { instance: String },
+    #[error("instance {instance} is on host {host} now, not on {expected}; it was moved already")]
+    NotOn {
+        instance: String,
+        host: String,
+        expected: String,
+    },
     #[error("placing or releasing {instance} lost {attempts} races in a row with other schedulers; try again")]
     Contended { instance: String, attempts: u32 },
     #[error("record {key} of the pool is corrupt; rewrite or delete it")]
@@ -328,6 +338,99 @@ impl Scheduler {
             if let Ok(revision) = self.commit(compares, ops)? {
                 self.catch_up();
                 return Ok(revision);
+            }
+        }
+        Err(SchedError::Contended {
+            instance,
+            attempts: self.config.max_attempts,
+        })
+    }
+
+    /// Moves the placed instance `req.project/req.id` off host `from` to the best other
+    /// host that fits, as [`Scheduler::place`] chooses (the request's constraints,
+    /// affinity and strategy, and `host.id!=FROM`; its resources, ports, labels and name
+    /// are the assignment's). One transaction rewrites the assignment (its host, `start`
+    /// for the new host's agent, `moved_from`), deletes the old host's result
+    /// (`placed/...`, so the new host's agent realises it) and writes both hosts'
+    /// allocations, requiring the assignment and both hosts' records and allocations as
+    /// the view saw them. Refused with [`SchedError::NotOn`] when the assignment names
+    /// another host than `from` (moved already).
+    pub fn relocate(
+        &mut self,
+        req: &InstanceRequest,
+        from: &str,
+        start: bool,
+    ) -> Result<Placement, SchedError> {
+        let instance = req.instance();
+        let key = keys::assignment(&instance);
+        for attempt in 1..=self.config.max_attempts {
+            self.refresh()?;
+            let Some((a, rev)) = self.view.assignment(&instance) else {
+                return Err(SchedError::NotPlaced { instance });
+            };
+            if a.host != from {
+                return Err(SchedError::NotOn {
+                    instance,
+                    host: a.host.clone(),
+                    expected: from.to_string(),
+                });
+            }
+            let mut wanted = req.clone();
+            wanted.name = a.name.clone();
+            wanted.labels = a.labels.clone();
+            wanted.resources = a.resources;
+            wanted.ports = a.ports.clone();
+            wanted.constraints.push(Constraint::HostId {
+                id: from.to_string(),
+                equal: false,
+            });
+            let plan = place::Plan::new(&self.view, &wanted);
+            let Some(id) = plan.choose(&self.view) else {
+                return Err(SchedError::NoHostFits(plan.diagnose(&self.view)));
+            };
+            let target = self.view.host(&id).expect("a chosen host is in the view");
+            let mut alloc = target.allocation().clone();
+            alloc.used = alloc.used.plus(&a.resources);
+            alloc.ports.extend(a.ports.iter().copied());
+            alloc.instances += 1;
+            let mut compares = host_compares(target);
+            compares.push(Compare {
+                table: keys::TABLE,
+                key: key.clone(),
+                expect: Expect::ModRevision(rev),
+            });
+            let mut moved = a.clone();
+            moved.host = id.to_string();
+            moved.start = start;
+            moved.moved_from = Some(from.to_string());
+            let mut ops = vec![
+                put(key.clone(), &moved),
+                Op::Delete {
+                    table: keys::TABLE,
+                    key: keys::placed(&instance),
+                },
+                put(keys::allocation(&id), &alloc),
+            ];
+            // The old host gives the instance back (a removed host has nothing to give).
+            if let Some(old) = self.view.host(from) {
+                compares.extend(host_compares(old));
+                if old.allocation_revision().is_some() {
+                    let mut freed = old.allocation().clone();
+                    freed.used = freed.used.minus(&a.resources);
+                    for p in &a.ports {
+                        freed.ports.remove(p);
+                    }
+                    freed.instances = freed.instances.saturating_sub(1);
+                    ops.push(put(keys::allocation(from), &freed));
+                }
+            }
+            if let Ok(revision) = self.commit(compares, ops)? {
+                self.catch_up();
+                return Ok(Placement {
+                    host: id.to_string(),
+                    revision,
+                    attempts: attempt,
+                });
             }
         }
         Err(SchedError::Contended {

@@ -194,6 +194,16 @@ pub struct Assignment {
     /// absent in records written before placements carried it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub spec: Option<serde_json::Value>,
+    /// Whether the host's agent starts the instance once made: set when an instance is
+    /// moved to another host ([`crate::scheduler::Scheduler::relocate`]) and was running
+    /// or has a restart policy. A placement from a create leaves it false (the
+    /// requester starts it, as `pier run` does).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub start: bool,
+    /// The host the instance was moved from, when it was (for the agent's log and the
+    /// move's event).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub moved_from: Option<String>,
 }
 
 /// How to choose among the hosts that fit.
@@ -420,6 +430,8 @@ impl InstanceRequest {
             resources: self.resources,
             ports: self.ports.clone(),
             spec: self.spec.clone(),
+            start: false,
+            moved_from: None,
         }
     }
 }

@@ -725,3 +725,134 @@ fn a_rename_moves_the_name_in_the_pool() {
         Err(SchedError::Invalid(_))
     ));
 }
+
+fn allocation(store: &dyn Store, host: &str) -> Allocation {
+    store
+        .get_json(keys::TABLE, &keys::allocation(host))
+        .unwrap()
+        .unwrap_or_default()
+}
+
+#[test]
+fn a_relocation_moves_the_assignment_and_the_resources_to_another_host() {
+    let store = Arc::new(MemStore::default());
+    let mut s = pool(store.clone(), &[up("a", &[]), up("b", &[("zone", "x")])]);
+    let r = with(req("i1", res(500, 2, 0)), |r| {
+        r.ports = vec!["8080/tcp".parse().unwrap()];
+        r.constraints = vec!["host.id==a".parse().unwrap()];
+        r.spec = Some(serde_json::json!({"image": "busybox"}));
+    });
+    assert_eq!(host_of(&mut s, &r), "a");
+    store
+        .commit(vec![Op::Put {
+            table: keys::TABLE,
+            key: keys::placed("default/i1"),
+            value: b"{}".to_vec(),
+        }])
+        .unwrap();
+    // The request's pin to a cannot hold once a is excluded.
+    assert!(matches!(
+        s.relocate(&r, "a", true),
+        Err(SchedError::NoHostFits(_))
+    ));
+    let free = with(r.clone(), |r| r.constraints.clear());
+    let moved = s.relocate(&free, "a", true).unwrap();
+    assert_eq!(moved.host, "b");
+    let (a, _) = s.view().assignment("default/i1").unwrap();
+    assert_eq!(
+        (a.host.as_str(), a.start, a.moved_from.as_deref()),
+        ("b", true, Some("a"))
+    );
+    assert_eq!(a.spec, r.spec, "the create request moves with it");
+    assert!(store
+        .get(keys::TABLE, &keys::placed("default/i1"))
+        .unwrap()
+        .is_none());
+    let (old, new) = (
+        allocation(store.as_ref(), "a"),
+        allocation(store.as_ref(), "b"),
+    );
+    assert_eq!(
+        (old.used, old.instances, old.ports.len()),
+        (res(0, 0, 0), 0, 0)
+    );
+    assert_eq!(
+        (new.used, new.instances, new.ports.len()),
+        (res(500, 2, 0), 1, 1)
+    );
+    // Moved already: a second move off a is refused, naming where it is.
+    let e = s.relocate(&free, "a", true).unwrap_err();
+    assert!(
+        matches!(&e, SchedError::NotOn { host, .. } if host == "b"),
+        "{e}"
+    );
+    // Back to a (b excluded), and nothing else fits: b is the only other host.
+    assert_eq!(s.relocate(&free, "b", false).unwrap().host, "a");
+    assert!(!s.view().assignment("default/i1").unwrap().0.start);
+    assert!(matches!(
+        s.relocate(&req("nope", res(1, 0, 0)), "a", true),
+        Err(SchedError::NotPlaced { .. })
+    ));
+    // Its release still gives everything back.
+    s.release("default", "i1").unwrap();
+    assert_eq!(allocation(store.as_ref(), "a").instances, 0);
+    assert_eq!(allocation(store.as_ref(), "b").instances, 0);
+}
+
+#[test]
+fn a_relocation_racing_a_placement_never_overbooks() {
+    let inner = Arc::new(MemStore::default());
+    // Room for one 6 GiB instance per host.
+    let mut other = pool(inner.clone(), &[up("a", &[]), up("b", &[]), up("c", &[])]);
+    let store = Arc::new(Interloper {
+        inner: inner.clone(),
+        before_txn: Mutex::new(Vec::new()),
+    });
+    let mut s = Scheduler::new(store.clone(), SchedulerConfig::default()).unwrap();
+    let x = with(req("x", res(100, 6, 0)), |r| {
+        r.constraints = vec!["host.id==a".parse().unwrap()]
+    });
+    assert_eq!(host_of(&mut other, &x), "a");
+    // The move chooses b (ties go to the first ID); the other scheduler fills b first.
+    store.before_txn.lock().unwrap().push(Box::new(move || {
+        let y = with(req("y", res(100, 6, 0)), |r| {
+            r.constraints = vec!["host.id==b".parse().unwrap()]
+        });
+        other.place(&y).unwrap();
+    }));
+    let free = with(x.clone(), |r| r.constraints.clear());
+    let moved = s.relocate(&free, "a", true).unwrap();
+    assert_eq!((moved.host.as_str(), moved.attempts), ("c", 2));
+    assert_eq!(s.conflicts(), 1);
+    for h in ["a", "b", "c"] {
+        let alloc = allocation(inner.as_ref(), h);
+        assert!(alloc.used.memory_bytes <= 8 * GIB, "{h}: {alloc:?}");
+    }
+    assert_eq!(allocation(inner.as_ref(), "a").instances, 0);
+    assert_eq!(allocation(inner.as_ref(), "c").instances, 1);
+
+    // Many schedulers moving one instance off c at once: one moves it, the others
+    // find it moved (or no room left: a is the only free host).
+    let winners: Vec<bool> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..6)
+            .map(|_| {
+                let (inner, free) = (inner.clone(), free.clone());
+                scope.spawn(move || {
+                    let mut s = Scheduler::new(inner, SchedulerConfig::default()).unwrap();
+                    match s.relocate(&free, "c", true) {
+                        Ok(p) => {
+                            assert_eq!(p.host, "a");
+                            true
+                        }
+                        Err(SchedError::NotOn { .. }) => false,
+                        Err(e) => panic!("{e}"),
+                    }
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    assert_eq!(winners.iter().filter(|w| **w).count(), 1, "{winners:?}");
+    assert_eq!(allocation(inner.as_ref(), "a").instances, 1);
+    assert_eq!(allocation(inner.as_ref(), "c").instances, 0);
+}

@@ -528,6 +528,8 @@ mod tests {
             },
             ports: Vec::new(),
             spec: None,
+            start: false,
+            moved_from: None,
         }
     }
 

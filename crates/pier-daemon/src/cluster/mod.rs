@@ -19,6 +19,7 @@
 //! `pier cluster token` print names it).
 
 mod etcd_members;
+pub mod failover;
 pub mod forward;
 mod listing;
 pub mod mirror;
@@ -27,6 +28,10 @@ pub mod place;
 mod routes;
 
 pub use routes::{host_routes, routes, ClusterDoc};
+
+/// How long a member's restarts by restart policy wait at most, at its start, for its
+/// host agent's first sweep (see [`place`]).
+pub const RESTART_HOLD: std::time::Duration = std::time::Duration::from_secs(120);
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -50,7 +55,7 @@ use pier_cluster::member::{self, Heartbeater, MemberError, PoolRecord};
 use pier_cluster::scheduler::{Labels, Resources};
 use pier_store::{EtcdConfig, EtcdStore, EtcdTls, Store, StoreError};
 
-use crate::api::blocking;
+pub(crate) use crate::api::blocking;
 use crate::error::ApiError;
 use pier_engine::Engine;
 
@@ -63,6 +68,9 @@ pub struct Cluster {
     /// Where host events go (the daemon's event log).
     engine: Weak<Engine>,
     heartbeat_ttl: Duration,
+    /// How long a host's heartbeat is gone before the failover moves its instances
+    /// (`--host-down-after`); None: no failover from this member.
+    host_down_after: Option<Duration>,
     /// Serializes init and join.
     changing: tokio::sync::Mutex<()>,
     member: Mutex<Option<Arc<Member>>>,
@@ -285,11 +293,17 @@ fn etcd_tls(creds: &Credentials) -> EtcdTls {
 impl Cluster {
     /// The cluster side of the daemon on `root`; [`Cluster::resume`] starts it when the
     /// daemon is a member already.
-    pub fn new(root: &Path, heartbeat_ttl: Duration, engine: Weak<Engine>) -> Arc<Cluster> {
+    pub fn new(
+        root: &Path,
+        heartbeat_ttl: Duration,
+        host_down_after: Option<Duration>,
+        engine: Weak<Engine>,
+    ) -> Arc<Cluster> {
         Arc::new(Cluster {
             root: root.to_path_buf(),
             engine,
             heartbeat_ttl,
+            host_down_after,
             changing: tokio::sync::Mutex::new(()),
             member: Mutex::new(None),
             apps: OnceLock::new(),
@@ -415,6 +429,7 @@ impl Cluster {
                         me.start_host_events(&m2);
                         me.start_mirror(&m2);
                         me.start_agent(&m2);
+                        me.start_failover(&m2);
                         return;
                     }
                     Ok(Err(e)) if !logged => {
@@ -818,6 +833,7 @@ impl Cluster {
         self.start_host_events(&m);
         self.start_mirror(&m);
         self.start_agent(&m);
+        self.start_failover(&m);
         *self.member.lock().unwrap_or_else(|e| e.into_inner()) = Some(m.clone());
         tracing::info!(cluster = %cluster_id, host = %name, "made a pool");
         self.token_of(&m, join::DEFAULT_TTL).await
@@ -1008,6 +1024,7 @@ impl Cluster {
         self.start_host_events(&m);
         self.start_mirror(&m);
         self.start_agent(&m);
+        self.start_failover(&m);
         *self.member.lock().unwrap_or_else(|e| e.into_inner()) = Some(m.clone());
         tracing::info!(cluster = %m.local.cluster_id, host = %name, "joined the pool");
         Ok(Joined {

@@ -40,9 +40,15 @@ fn certs(pem: &str) -> Result<Vec<CertificateDer<'static>>, String> {
         .map_err(|e| format!("a certificate of the pool is not PEM: {e}"))
 }
 
-/// The listener's TLS: the member's certificate and the CA's, client certificates of the
-/// pool's CA accepted (and not required).
-pub fn acceptor(creds: &Credentials) -> Result<tokio_rustls::TlsAcceptor, String> {
+/// A member's TLS identity: its certificate with the CA's after it, its key, and the CA
+/// as the only root the other side's certificate may chain to.
+struct Identity {
+    chain: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
+    roots: rustls::RootCertStore,
+}
+
+fn identity(creds: &Credentials) -> Result<Identity, String> {
     let ca = certs(&creds.ca_pem)?;
     let mut chain = certs(&creds.cert_pem)?;
     chain.extend(ca.iter().cloned());
@@ -52,6 +58,13 @@ pub fn acceptor(creds: &Credentials) -> Result<tokio_rustls::TlsAcceptor, String
     for c in ca {
         roots.add(c).map_err(|e| e.to_string())?;
     }
+    Ok(Identity { chain, key, roots })
+}
+
+/// The listener's TLS: the member's certificate and the CA's, client certificates of the
+/// pool's CA accepted (and not required).
+pub fn acceptor(creds: &Credentials) -> Result<tokio_rustls::TlsAcceptor, String> {
+    let Identity { chain, key, roots } = identity(creds)?;
     let verifier =
         rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider())
             .allow_unauthenticated()
@@ -70,15 +83,7 @@ pub fn acceptor(creds: &Credentials) -> Result<tokio_rustls::TlsAcceptor, String
 /// requests): the member's certificate as client certificate, the listener's checked
 /// against the pool's CA (and its address).
 pub fn member_client(creds: &Credentials) -> Result<rustls::ClientConfig, String> {
-    let ca = certs(&creds.ca_pem)?;
-    let mut chain = certs(&creds.cert_pem)?;
-    chain.extend(ca.iter().cloned());
-    let key = PrivateKeyDer::from_pem_slice(creds.key_pem.as_bytes())
-        .map_err(|e| format!("the member's key is not PEM: {e}"))?;
-    let mut roots = rustls::RootCertStore::empty();
-    for c in ca {
-        roots.add(c).map_err(|e| e.to_string())?;
-    }
+    let Identity { chain, key, roots } = identity(creds)?;
     rustls::ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
         .map_err(|e| e.to_string())?

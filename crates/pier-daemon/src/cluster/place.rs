@@ -4,6 +4,9 @@
 //! ([`Cluster::start_agent`]) realises the assignments naming this host through the
 //! engine, and releases an assignment when its instance is removed here.
 //!
+//! At a member's start, restarts by restart policy are held until the agent's first sweep
+//! (which removes the copies of instances moved elsewhere while this host was down).
+//!
 //! The chosen host may be this one: it goes through the same path. Only the owner's agent
 //! creates an instance; the member that took the request never does.
 
@@ -55,6 +58,18 @@ impl Placer {
         r
     }
 
+    /// Moves `req`'s instance off host `from` (see [`Scheduler::relocate`]); its new host.
+    pub(super) fn relocate(
+        &self,
+        store: &Arc<dyn Store>,
+        req: &InstanceRequest,
+        from: &str,
+        start: bool,
+    ) -> Result<String, SchedError> {
+        self.with(store, |s| s.relocate(req, from, start))
+            .map(|p| p.host)
+    }
+
     /// Releases `project/id`; an instance that is not placed is fine (released already).
     fn release(&self, store: &Arc<dyn Store>, project: &str, id: &str) -> Result<(), SchedError> {
         match self.with(store, |s| s.release(project, id)) {
@@ -70,7 +85,8 @@ fn sched_error(e: SchedError) -> ApiError {
         SchedError::NoHostFits(_)
         | SchedError::NameTaken { .. }
         | SchedError::AlreadyPlaced { .. }
-        | SchedError::NotPlaced { .. } => ErrorKind::Conflict,
+        | SchedError::NotPlaced { .. }
+        | SchedError::NotOn { .. } => ErrorKind::Conflict,
         SchedError::Contended { .. } => ErrorKind::Unavailable,
         SchedError::Store(s) => return store_error(s),
         SchedError::Corrupt { .. } | SchedError::Mismatch { .. } => ErrorKind::Internal,
@@ -94,7 +110,7 @@ pub fn not_in_pool() -> ApiError {
 }
 
 /// What the scheduler is asked for `req` (named `name`, with ID `id`) in `project`.
-fn instance_request(
+pub(super) fn instance_request(
     project: &str,
     id: &str,
     name: &str,
@@ -306,6 +322,7 @@ impl Cluster {
         });
         let agent = Arc::new(Mutex::new(Agent::new(&m.local.name)));
         let m2 = m.clone();
+        let engine = self.engine.clone();
         let follow = tokio::spawn(async move {
             loop {
                 let (s, r, a) = (store.clone(), realiser.clone(), agent.clone());
@@ -320,6 +337,10 @@ impl Cluster {
                 .await;
                 match swept {
                     Ok(Ok((sweep, mut watch))) => {
+                        // Old copies of moved instances are gone: restarts may go.
+                        if let Some(e) = engine.upgrade() {
+                            e.instances.release_restarts();
+                        }
                         for instance in sweep.gone {
                             release_instance(&m2, &store, &instance).await;
                         }
@@ -486,7 +507,7 @@ impl Realiser for EngineRealiser {
         let engine = self.engine()?;
         let ctx = Self::ctx(&a.project)?;
         match engine.instances.create_with_id(&ctx, req.clone(), &id) {
-            Ok(_) => Ok(()),
+            Ok(_) => {}
             Err(e)
                 if e.kind() == ErrorKind::NotFound && e.to_string().contains("no such image") =>
             {
@@ -494,11 +515,22 @@ impl Realiser for EngineRealiser {
                 engine
                     .instances
                     .create_with_id(&ctx, req, &id)
-                    .map(drop)
-                    .map_err(|e| failure(ApiError::from(e)))
+                    .map_err(|e| failure(ApiError::from(e)))?;
             }
-            Err(e) => Err(failure(ApiError::from(e))),
+            Err(e) => return Err(failure(ApiError::from(e))),
         }
+        if a.start {
+            // A moved instance that was running: the instance exists either way, so a
+            // start that fails is reported and the instance kept (its owner's API can
+            // start it); the restart policy does not apply to a start never made.
+            if let Err(e) = self.handle.block_on(engine.instances.start(&ctx, &a.id)) {
+                let from = a.moved_from.as_deref().unwrap_or("another host");
+                tracing::warn!(instance = %format!("{}/{}", a.project, a.id), error = %e, "cannot start an instance moved here from {from}");
+                return Err(failure(ApiError::from(e)));
+            }
+            tracing::info!(instance = %format!("{}/{}", a.project, a.id), from = ?a.moved_from, "instance moved here and started");
+        }
+        Ok(())
     }
 
     fn exists(&self, project: &str, id: &str) -> Result<bool, Failure> {

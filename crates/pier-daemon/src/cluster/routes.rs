@@ -8,8 +8,8 @@ use axum::extract::{Path as UrlPath, Query, State};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use pier_api::cluster::{
-    ClusterInit, ClusterJoin, ClusterStatus, HostInfo, HostResources, JoinCommand, Joined,
-    TokenRequest,
+    ClusterInit, ClusterJoin, ClusterStatus, HostInfo, HostMoves, HostResources, InstanceKept,
+    InstanceMove, JoinCommand, Joined, TokenRequest,
 };
 use pier_cluster::join;
 
@@ -35,6 +35,8 @@ pub fn host_routes(c: Arc<Cluster>) -> Router {
         .route("/v1/hosts/{id}", get(inspect_host).delete(remove_host))
         .route("/v1/hosts/{id}/cordon", post(cordon_host))
         .route("/v1/hosts/{id}/uncordon", post(uncordon_host))
+        .route("/v1/hosts/{id}/drain", post(drain_host))
+        .route("/v1/hosts/{id}/evacuate", post(evacuate_host))
         .with_state(c)
 }
 
@@ -125,6 +127,26 @@ async fn uncordon_host(
     c.cordon(id, false).await.map(Json)
 }
 
+/// Cordons a host and moves its instances that have a restart policy to other hosts.
+#[utoipa::path(post, path = "/v1/hosts/{id}/drain", params(("id" = String, Path)),
+    responses((status = 200, body = HostMoves), (status = 404, body = pier_api::ErrorBody)))]
+async fn drain_host(
+    State(c): State<Arc<Cluster>>,
+    UrlPath(id): UrlPath<String>,
+) -> Result<Json<HostMoves>, ApiError> {
+    c.drain(id).await.map(Json)
+}
+
+/// Moves a down host's instances that have a restart policy to other hosts.
+#[utoipa::path(post, path = "/v1/hosts/{id}/evacuate", params(("id" = String, Path)),
+    responses((status = 200, body = HostMoves), (status = 409, body = pier_api::ErrorBody)))]
+async fn evacuate_host(
+    State(c): State<Arc<Cluster>>,
+    UrlPath(id): UrlPath<String>,
+) -> Result<Json<HostMoves>, ApiError> {
+    c.evacuate(id).await.map(Json)
+}
+
 #[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
 pub struct RemoveQuery {
     /// Remove it even when it is up or has instances.
@@ -156,6 +178,8 @@ async fn remove_host(
         inspect_host,
         cordon_host,
         uncordon_host,
+        drain_host,
+        evacuate_host,
         remove_host
     ),
     components(schemas(
@@ -166,6 +190,9 @@ async fn remove_host(
         Joined,
         HostInfo,
         HostResources,
+        HostMoves,
+        InstanceMove,
+        InstanceKept,
         TokenRequest
     ))
 )]

@@ -81,6 +81,8 @@ pub struct Instances {
     /// `pier-<tag of the root>` for others (`pier_net::names`), so that daemons side by
     /// side never share one.
     cgroup_parent: String,
+    /// Open (true) unless restarts by restart policy are held ([`Instances::hold_restarts`]).
+    restart_gate: tokio::sync::watch::Sender<bool>,
 }
 
 /// `docker`-style names: an adjective and a scientist (what a create without a name
@@ -486,10 +488,30 @@ impl Instances {
             volumes,
             projects,
             cgroup_parent,
+            restart_gate: tokio::sync::watch::channel(true).0,
         });
         this.index_names()
             .map_err(|e| std::io::Error::other(e.message()))?;
         Ok(this)
+    }
+
+    /// Holds every restart by restart policy (those due go on waiting) until
+    /// [`Instances::release_restarts`]: a pool member holds them from its start until its
+    /// host agent has removed the copies of instances the pool moved elsewhere while it
+    /// was down, so that an old copy is not restarted beside the new one.
+    pub fn hold_restarts(&self) {
+        self.restart_gate.send_replace(false);
+    }
+
+    /// Lets held restarts (and later ones) go.
+    pub fn release_restarts(&self) {
+        self.restart_gate.send_replace(true);
+    }
+
+    /// Waits while restarts are held.
+    async fn restarts_allowed(&self) {
+        let mut open = self.restart_gate.subscribe();
+        let _ = open.wait_for(|o| *o).await;
     }
 
     /// The cgroup path (`cgroupsPath`) of container `c`.
@@ -1327,6 +1349,7 @@ impl Instances {
             let project = c.project.clone();
             tokio::spawn(async move {
                 tokio::time::sleep(delay).await;
+                this.restarts_allowed().await;
                 if let Err(e) = this.ask(&project, &id, Op::Restart).await {
                     tracing::warn!(container = %id, error = %e.message(), "restart failed");
                 }
@@ -2453,6 +2476,7 @@ impl Instances {
                 ContainerStatus::Restarting => {
                     let this = self.clone();
                     tokio::spawn(async move {
+                        this.restarts_allowed().await;
                         if let Err(e) = this.ask(&c.project, &c.id, Op::Restart).await {
                             tracing::warn!(container = %c.id, error = %e.message(), "restart after daemon restart failed");
                         }
