@@ -3,7 +3,8 @@
 //!
 //! - kept as they happen: every API request by API (`native`, `docker`, `registry`),
 //!   method, route template and status, with its latency ([`Metrics::observe`], which
-//!   [`crate::requests::track`] calls for each);
+//!   [`crate::requests::track`] calls for each); in a pool, the placements this member's
+//!   scheduler made, by outcome, and the time each took ([`Metrics::placement`]);
 //! - read at each scrape: the engine's [`Snapshot`] (every instance's state, restarts,
 //!   health and use; the host's capacity and use (busy CPU time, memory, disk, network
 //!   traffic); networks, volumes and images; the registry's
@@ -29,6 +30,35 @@ pub struct Metrics {
     registry: Registry,
     requests: IntCounterVec,
     latency: HistogramVec,
+    placements: IntCounterVec,
+    placement_latency: prometheus::Histogram,
+}
+
+/// How a placement ended, as [`Metrics::placement`] counts it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PlacementOutcome {
+    /// The chosen host made the instance.
+    Placed,
+    /// No host fits (or the request is invalid, or its name is taken in the pool).
+    Refused,
+    /// The chosen host could not make it (its error was answered).
+    Failed,
+    /// The chosen host did not answer in time.
+    TimedOut,
+    /// The pool's store failed, or the placement lost every race.
+    Error,
+}
+
+impl PlacementOutcome {
+    fn label(self) -> &'static str {
+        match self {
+            PlacementOutcome::Placed => "placed",
+            PlacementOutcome::Refused => "refused",
+            PlacementOutcome::Failed => "failed",
+            PlacementOutcome::TimedOut => "timed_out",
+            PlacementOutcome::Error => "error",
+        }
+    }
 }
 
 /// The labels that name one instance's series.
@@ -62,11 +92,46 @@ impl Metrics {
         registry
             .register(Box::new(latency.clone()))
             .expect("registered once");
+        let placements = IntCounterVec::new(
+            Opts::new(
+                "pier_scheduler_placements_total",
+                "Instances this member placed in the pool, by outcome: placed, refused (no host fits, a bad request or a name taken), failed (the chosen host could not make it), timed_out, error.",
+            ),
+            &["outcome"],
+        )
+        .expect("valid metric");
+        let placement_latency = prometheus::Histogram::with_opts(
+            HistogramOpts::new(
+                "pier_scheduler_placement_duration_seconds",
+                "Time to choose a host and commit the placement (not to make the instance).",
+            )
+            .buckets(vec![
+                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+            ]),
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(placements.clone()))
+            .expect("registered once");
+        registry
+            .register(Box::new(placement_latency.clone()))
+            .expect("registered once");
         Arc::new(Metrics {
             registry,
             requests,
             latency,
+            placements,
+            placement_latency,
         })
+    }
+
+    /// Counts one placement by its outcome; `committed_in` is the time the scheduler took
+    /// to choose and commit, when it did.
+    pub fn placement(&self, outcome: PlacementOutcome, committed_in: Option<std::time::Duration>) {
+        self.placements.with_label_values(&[outcome.label()]).inc();
+        if let Some(t) = committed_in {
+            self.placement_latency.observe(t.as_secs_f64());
+        }
     }
 
     /// Counts one answered request and its latency.
@@ -430,6 +495,41 @@ mod tests {
             !text.contains(r#"pier_instance_memory_bytes{id="b2""#),
             "{text}"
         );
+    }
+
+    #[test]
+    fn placements_are_counted_by_outcome_with_their_commit_time() {
+        let m = Metrics::new();
+        m.placement(
+            PlacementOutcome::Placed,
+            Some(std::time::Duration::from_millis(2)),
+        );
+        m.placement(
+            PlacementOutcome::Placed,
+            Some(std::time::Duration::from_millis(30)),
+        );
+        m.placement(PlacementOutcome::Refused, None);
+        m.placement(
+            PlacementOutcome::TimedOut,
+            Some(std::time::Duration::from_millis(1)),
+        );
+        let text = m.render(&Snapshot::default());
+        for line in [
+            "# TYPE pier_scheduler_placements_total counter",
+            r#"pier_scheduler_placements_total{outcome="placed"} 2"#,
+            r#"pier_scheduler_placements_total{outcome="refused"} 1"#,
+            r#"pier_scheduler_placements_total{outcome="timed_out"} 1"#,
+            "# TYPE pier_scheduler_placement_duration_seconds histogram",
+            // The refusal committed nothing: three commit times.
+            "pier_scheduler_placement_duration_seconds_count 3",
+            r#"pier_scheduler_placement_duration_seconds_bucket{le="0.0025"} 2"#,
+            r#"pier_scheduler_placement_duration_seconds_bucket{le="0.05"} 3"#,
+        ] {
+            assert!(
+                text.lines().any(|l| l == line),
+                "missing {line:?} in:\n{text}"
+            );
+        }
     }
 
     /// Every series the Grafana dashboard in the repo queries is one the daemon serves.

@@ -198,6 +198,7 @@ pub async fn run(mut config: DaemonConfig) -> Result<(), DaemonError> {
         config.host_heartbeat,
         config.host_down_after,
         Arc::downgrade(&engine),
+        metrics.clone(),
     );
     // The native API's handlers find the pool (creates are placed in one) as an extension.
     let api_app = || {

@@ -1314,6 +1314,27 @@ fn run_on_one_host_lands_on_another_and_is_operated_from_a_third() {
         "exec through h3"
     );
 
+    // h1 counted its two placements (pier's and docker's) in its metrics.
+    let out = std::process::Command::new("curl")
+        .args(["-sf", "--unix-socket"])
+        .arg(&h1.socket)
+        .arg("http://pier/metrics")
+        .output()
+        .unwrap();
+    let metrics = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l == r#"pier_scheduler_placements_total{outcome="placed"} 2"#),
+        "{metrics}"
+    );
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l == "pier_scheduler_placement_duration_seconds_count 2"),
+        "{metrics}"
+    );
+
     // Removed from h1: gone from every member, nothing reserved.
     h1.ok(&["rm", "-f", &web]);
     let out = h1.docker("docker", &["rm", "-f", &dn]);

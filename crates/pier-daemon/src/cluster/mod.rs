@@ -77,6 +77,8 @@ pub struct Cluster {
     /// The native and Docker routers the listener serves forwarded requests from (see
     /// [`forward`]); set by the daemon before it resumes.
     apps: OnceLock<(Router, Router)>,
+    /// Where placements are counted (`/metrics`).
+    metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// This daemon as a member.
@@ -298,8 +300,10 @@ impl Cluster {
         heartbeat_ttl: Duration,
         host_down_after: Option<Duration>,
         engine: Weak<Engine>,
+        metrics: Arc<crate::metrics::Metrics>,
     ) -> Arc<Cluster> {
         Arc::new(Cluster {
+            metrics,
             root: root.to_path_buf(),
             engine,
             heartbeat_ttl,

@@ -25,6 +25,7 @@ use pier_store::{Store, StoreExt};
 
 use super::{store_error, Cluster, Member};
 use crate::error::ApiError;
+use crate::metrics::PlacementOutcome;
 
 /// How long the member that took a create waits for the chosen host's answer.
 pub const PLACE_TIMEOUT: Duration = Duration::from_secs(120);
@@ -201,10 +202,26 @@ impl Cluster {
             )
         })?);
         let (m2, s2) = (m.clone(), store.clone());
-        let placement =
-            tokio::task::spawn_blocking(move || m2.placer.with(&s2, |s| s.place(&ireq)))
-                .await?
-                .map_err(sched_error)?;
+        let t0 = Instant::now();
+        let placed =
+            tokio::task::spawn_blocking(move || m2.placer.with(&s2, |s| s.place(&ireq))).await?;
+        let committed_in = t0.elapsed();
+        let count = |outcome| self.metrics.placement(outcome, Some(committed_in));
+        let placement = placed.map_err(|e| {
+            let refused = matches!(
+                e,
+                SchedError::Invalid(_) | SchedError::NoHostFits(_) | SchedError::NameTaken { .. }
+            );
+            self.metrics.placement(
+                if refused {
+                    PlacementOutcome::Refused
+                } else {
+                    PlacementOutcome::Error
+                },
+                None,
+            );
+            sched_error(e)
+        })?;
         let host = placement.host;
         tracing::info!(instance = %format!("{project}/{id}"), host = %host, "instance placed");
         let instance = format!("{project}/{id}");
@@ -220,6 +237,12 @@ impl Cluster {
                 }
             }
         };
+        count(match &outcome {
+            Ok(Some(Placed { error: None, .. })) => PlacementOutcome::Placed,
+            Ok(Some(_)) => PlacementOutcome::Failed,
+            Ok(None) => PlacementOutcome::TimedOut,
+            Err(_) => PlacementOutcome::Error,
+        });
         match outcome {
             Ok(Some(Placed { error: None, .. })) => Ok(Created {
                 id: ContainerId::try_from(id)
