@@ -133,11 +133,19 @@ pub fn human_duration(secs: i64) -> String {
 
 /// The `STATUS` column of `docker ps`.
 pub fn status_text(c: &ContainerInspect, health: Option<&Health>) -> String {
-    let now = now_unix();
+    state_status_text(&c.state, health, now_unix())
+}
+
+/// The `STATUS` column of `docker ps` for a container in state `s` at `now` (Unix
+/// seconds): also what a member shows for another host's instance.
+pub fn state_status_text(
+    s: &crate::containers::ContainerState,
+    health: Option<&Health>,
+    now: i64,
+) -> String {
     let ago = |t: &Option<String>| {
         human_duration(now - t.as_deref().and_then(parse_rfc3339).unwrap_or(now))
     };
-    let s = &c.state;
     match s.status {
         ContainerStatus::Created => "Created".into(),
         ContainerStatus::Running | ContainerStatus::Paused => {

@@ -88,34 +88,6 @@ pub fn native_keep(r: &InstanceRecord, all: bool, filter: Option<&str>) -> Optio
     }))
 }
 
-/// Docker's `STATUS` of another host's instance as of `now`.
-fn docker_status(r: &InstanceRecord, now: i64) -> String {
-    let ago = |t: &Option<String>| {
-        pier_api::docker::container::human_duration(
-            now - t
-                .as_deref()
-                .and_then(pier_api::time::parse_rfc3339)
-                .unwrap_or(now),
-        )
-    };
-    match status_of(r) {
-        ContainerStatus::Created => "Created".into(),
-        ContainerStatus::Running => format!("Up {}", ago(&r.started_at)),
-        ContainerStatus::Paused => format!("Up {} (Paused)", ago(&r.started_at)),
-        ContainerStatus::Restarting => format!(
-            "Restarting ({}) {} ago",
-            r.exit_code.unwrap_or(0),
-            ago(&r.finished_at)
-        ),
-        ContainerStatus::Exited => format!(
-            "Exited ({}) {} ago",
-            r.exit_code.unwrap_or(0),
-            ago(&r.finished_at)
-        ),
-        ContainerStatus::Removing => "Removal In Progress".into(),
-    }
-}
-
 /// One entry of Docker's `GET /containers/json` for another host's instance, with
 /// Pier's `Host` beside Docker's fields.
 pub fn docker_summary(r: &InstanceRecord, now: i64) -> Value {
@@ -145,7 +117,7 @@ pub fn docker_summary(r: &InstanceRecord, now: i64) -> Value {
         "Ports": ports,
         "Labels": r.labels,
         "State": r.state,
-        "Status": docker_status(r, now),
+        "Status": pier_api::docker::container::state_status_text(&state_of(r), None, now),
         "HostConfig": {"NetworkMode": "default"},
         "NetworkSettings": {"Networks": {}},
         "Mounts": [],
