@@ -1649,6 +1649,43 @@ fn a_create_whose_lease_expired_is_reaped_with_its_directory() {
     create(&e, "stalled", None, &[]).unwrap();
 }
 
+#[test]
+fn a_create_that_becomes_ready_during_a_pass_keeps_its_directory() {
+    let e = env();
+    let (go, creator) = held_create(&e, "racing");
+    // A pass lists the records while the create is mid-way, and is held there...
+    let (listed_tx, listed_rx) = std::sync::mpsc::channel::<()>();
+    let (on_tx, on_rx) = std::sync::mpsc::channel::<()>();
+    let (listed_tx, on_rx) = (Mutex::new(listed_tx), Mutex::new(on_rx));
+    e.db.on_read(Some(Arc::new(move |table, _| {
+        if table == Table::Volumes && std::thread::current().name() == Some("reaper") {
+            let _ = listed_tx.lock().unwrap().send(());
+            let _ = on_rx.lock().unwrap().recv();
+        }
+    })));
+    let vols = e.vols.clone();
+    let reaper = std::thread::Builder::new()
+        .name("reaper".into())
+        .spawn(move || vols.reap_dead_creates())
+        .unwrap();
+    listed_rx
+        .recv_timeout(Duration::from_secs(5))
+        .expect("the pass listed the records");
+    // ... while the create becomes ready, its key going with it.
+    go.send(()).unwrap();
+    creator.join().unwrap().unwrap();
+    drop(on_tx);
+    // The pass then finds the key gone, but the volume is a live one.
+    assert!(reaper.join().unwrap().unwrap().is_empty());
+    e.db.on_read(None);
+    let data = e.vdir("default", "racing").join("_data");
+    assert!(data.is_dir(), "the pass removed a live volume's directory");
+    assert!(e.host.state().mounts.contains_key(&data));
+    assert!(e.vols.get(&default(), "racing").is_ok());
+    e.vols.remove(&default(), "racing").unwrap();
+    e.assert_clean();
+}
+
 #[tokio::test]
 async fn the_reconciler_reaps_a_dead_create_when_its_lease_ends() {
     let e = env();

@@ -100,8 +100,11 @@ impl Volumes {
             {
                 continue;
             }
-            self.remove_leftover(&self.vdir(project, name), name);
+            // The record first, under the same conditions read again in its transaction,
+            // then the directory: the listing above may be older than the key just read (a
+            // create that became ready in between), and its directory is then a live one.
             if self.delete_dead_create(project, name)? {
+                self.remove_leftover(&self.vdir(project, name), name);
                 tracing::info!(project = %project, volume = %name, "took apart a volume whose create died");
                 reaped.push(name.clone());
             }
