@@ -179,8 +179,26 @@ const FITHAW: libc::c_ulong = 0xC004_5878;
 /// crash-consistent.
 pub struct Frozen(File);
 
+///
+/// `mountpoint` must be the root of a mount: FIFREEZE freezes whatever filesystem holds
+/// the descriptor, and a volume's directory whose own filesystem is not mounted sits on
+/// the host's, which would freeze every writer on the machine.
 pub fn freeze(mountpoint: &Path) -> Result<Frozen> {
+    use rustix::fs::{AtFlags, StatxAttributes, StatxFlags};
     let f = File::open(mountpoint).map_err(io("open", mountpoint))?;
+    let st = rustix::fs::statx(&f, "", AtFlags::EMPTY_PATH, StatxFlags::empty())
+        .map_err(sys("statx", mountpoint))?;
+    let root = if st.stx_attributes_mask.contains(StatxAttributes::MOUNT_ROOT) {
+        st.stx_attributes.contains(StatxAttributes::MOUNT_ROOT)
+    } else {
+        is_mounted(mountpoint)
+    };
+    if !root {
+        return Err(io("freeze", mountpoint)(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "not a mount point: its filesystem is not mounted there (restart the daemon to remount it)",
+        )));
+    }
     // SAFETY: FIFREEZE takes no pointer argument that we pass; the fd is valid.
     if unsafe { libc::ioctl(f.as_raw_fd(), FIFREEZE, 0) } < 0 {
         return Err(io("freeze", mountpoint)(std::io::Error::last_os_error()));
@@ -275,6 +293,26 @@ mod tests {
                 std::os::unix::fs::MetadataExt::blocks(&std::fs::metadata(&img).unwrap()) * 512;
             assert!(used < bytes, "{used} of {bytes}");
         }
+    }
+
+    #[test]
+    #[ignore = "root tier: needs root; scripts/test.sh runs it (--run-ignored all)"]
+    fn only_a_mounts_root_is_frozen() {
+        let d = tempfile::tempdir().unwrap();
+        let (img, m) = (d.path().join("v.img"), d.path().join("m"));
+        make(&img, 8 << 20, None).unwrap();
+        std::fs::create_dir(&m).unwrap();
+        mount(&img, &m).unwrap();
+        std::fs::create_dir(m.join("sub")).unwrap();
+        // A directory inside the filesystem (as a volume's `_data` whose own filesystem
+        // is not mounted is inside the host's) is refused, and freezes nothing.
+        let e = freeze(&m.join("sub")).err().expect("refused");
+        assert!(e.chain().contains("not a mount point"), "{}", e.chain());
+        std::fs::write(m.join("written"), b"x").unwrap();
+        let frozen = freeze(&m).unwrap();
+        drop(frozen);
+        std::fs::write(m.join("written"), b"y").unwrap();
+        unmount(&m).unwrap();
     }
 
     #[test]
