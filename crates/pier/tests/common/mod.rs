@@ -355,8 +355,46 @@ impl Daemon {
         c
     }
 
+    /// Runs the CLI. One still running after [`SLOW_COMMAND`] has the state of every
+    /// process under the daemon written to `slow.log` (see [`Daemon::slow_report`]), so
+    /// that a stall that ends in a failure says where it stood.
     pub fn pier(&self, args: &[&str]) -> Output {
-        self.cmd().args(args).stdin(Stdio::null()).output().unwrap()
+        let child = self
+            .cmd()
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let (done, waiting) = std::sync::mpsc::channel::<()>();
+        let daemon = self.child.as_ref().map(|c| c.id() as i32);
+        let (report, what) = (self.dir.path().join("slow.log"), format!("pier {args:?}"));
+        let watchdog = std::thread::spawn(move || {
+            if let (Err(std::sync::mpsc::RecvTimeoutError::Timeout), Some(pid)) =
+                (waiting.recv_timeout(SLOW_COMMAND), daemon)
+            {
+                let text = format!(
+                    "{what} still running after {} s; processes under the daemon:\n{}\n",
+                    SLOW_COMMAND.as_secs(),
+                    process_states(pid)
+                );
+                let _ = fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(report)
+                    .and_then(|mut f| f.write_all(text.as_bytes()));
+            }
+        });
+        let out = child.wait_with_output().unwrap();
+        let _ = done.send(());
+        let _ = watchdog.join();
+        out
+    }
+
+    /// What [`Daemon::pier`] saw of commands that ran long (empty if none did).
+    pub fn slow_report(&self) -> String {
+        fs::read_to_string(self.dir.path().join("slow.log")).unwrap_or_default()
     }
 
     /// Runs the CLI with `input` on its stdin (closed after), capturing stdout and stderr.
@@ -383,10 +421,11 @@ impl Daemon {
         let out = self.pier(args);
         assert!(
             out.status.success(),
-            "pier {args:?} failed ({}):\nstdout: {}\nstderr: {}\ndaemon log:\n{}",
+            "pier {args:?} failed ({}):\nstdout: {}\nstderr: {}\n{}daemon log:\n{}",
             out.status,
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr),
+            self.slow_report(),
             self.log()
         );
         String::from_utf8(out.stdout).unwrap()
@@ -901,4 +940,61 @@ pub fn random_tag() -> String {
         .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut b))
         .unwrap();
     b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// How long a CLI command runs before [`Daemon::pier`] notes the processes' states.
+pub const SLOW_COMMAND: Duration = Duration::from_secs(10);
+
+/// Every process descended from `root`: pid, parent, state, wait channel, command line,
+/// and the kernel stack of those not running.
+pub fn process_states(root: i32) -> String {
+    let stat = |pid: i32| -> Option<(i32, String)> {
+        let s = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        // After the command's closing parenthesis: state, then the parent's pid.
+        let rest = &s[s.rfind(')')? + 2..];
+        let mut f = rest.split(' ');
+        let state = f.next()?.to_string();
+        Some((f.next()?.parse().ok()?, state))
+    };
+    let mut parents = std::collections::HashMap::new();
+    for e in fs::read_dir("/proc").into_iter().flatten().flatten() {
+        if let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) {
+            if let Some((ppid, state)) = stat(pid) {
+                parents.insert(pid, (ppid, state));
+            }
+        }
+    }
+    let under = |mut pid: i32| {
+        for _ in 0..64 {
+            if pid == root {
+                return true;
+            }
+            match parents.get(&pid) {
+                Some((ppid, _)) if *ppid > 0 => pid = *ppid,
+                _ => return false,
+            }
+        }
+        false
+    };
+    let mut pids: Vec<_> = parents.keys().copied().filter(|p| under(*p)).collect();
+    pids.sort();
+    let mut out = String::new();
+    for pid in pids {
+        let (ppid, state) = &parents[&pid];
+        let cmdline = fs::read(format!("/proc/{pid}/cmdline"))
+            .map(|b| String::from_utf8_lossy(&b).replace('\0', " "))
+            .unwrap_or_default();
+        let wchan = fs::read_to_string(format!("/proc/{pid}/wchan")).unwrap_or_default();
+        out += &format!(
+            "  {pid} ppid {ppid} {state} wchan={wchan} {}\n",
+            cmdline.trim()
+        );
+        if state != "R" {
+            let stack = fs::read_to_string(format!("/proc/{pid}/stack")).unwrap_or_default();
+            for l in stack.lines().take(12) {
+                out += &format!("      {l}\n");
+            }
+        }
+    }
+    out
 }
