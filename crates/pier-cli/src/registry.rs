@@ -56,9 +56,9 @@ pub enum RegistryCommand {
         /// `sha256:...`, a manifest of the repository.
         digest: String,
     },
-    /// Remove tags.
+    /// Remove tags, or manifests by digest with the tags pointing at them.
     Rm {
-        /// `repository:tag`.
+        /// `repository:tag`, or `repository@sha256:...` for a manifest.
         #[arg(required = true)]
         references: Vec<String>,
     },
@@ -381,6 +381,22 @@ pub async fn run(client: &Client, fmt: Format, cmd: RegistryCommand) -> Result<(
         }
         RegistryCommand::Rm { references } => {
             for r in &references {
+                if let Some((repo, digest)) = r.split_once('@') {
+                    let tags: Vec<String> = client
+                        .delete(&format!(
+                            "/v1/registry/repositories/{}/manifests/{}",
+                            encode_segment(repo),
+                            encode_segment(digest)
+                        ))
+                        .await?;
+                    if fmt == Format::Table {
+                        for t in tags {
+                            println!("Untagged: {repo}:{t}");
+                        }
+                        println!("Deleted: {repo}@{digest}");
+                    }
+                    continue;
+                }
                 let (repo, tag) = split_ref(r);
                 client
                     .delete_empty(&format!(

@@ -8,7 +8,7 @@ use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use pier_api::registry::{
     PullRequest, PushRequest, RegistryAuth, RegistryEditReport, RegistryEditRequest,
@@ -49,6 +49,10 @@ pub fn routes() -> Router<Arc<Engine>> {
             get(inspect_tag).put(set_tag).delete(remove_tag),
         )
         .route(
+            "/v1/registry/repositories/{repo}/manifests/{digest}",
+            delete(remove_manifest),
+        )
+        .route(
             "/v1/registry/repositories/{repo}/tags/{tag}/history",
             get(history),
         )
@@ -68,6 +72,7 @@ pub fn routes() -> Router<Arc<Engine>> {
         inspect_tag,
         set_tag,
         remove_tag,
+        remove_manifest,
         history,
         search,
         gc,
@@ -229,6 +234,19 @@ async fn remove_tag(
 ) -> ApiResult<StatusCode> {
     blocking(move || Ok(e.registry.delete_tag(&repo, &tag)?)).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// Deletes a manifest by digest with the tags pointing at it, which it lists; its blobs
+/// stay until a GC finds them unused.
+#[utoipa::path(delete, path = "/v1/registry/repositories/{repo}/manifests/{digest}", params(("repo" = String, Path), ("digest" = String, Path)),
+    responses((status = 200, body = [String], description = "The tags removed with it"), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn remove_manifest(
+    State(e): Shared,
+    Path((repo, digest)): Path<(String, String)>,
+) -> ApiResult<Json<Vec<String>>> {
+    Ok(Json(
+        blocking(move || Ok(e.registry.delete_digest(&repo, &digest)?)).await?,
+    ))
 }
 
 /// Which manifests a tag pointed to, and when, oldest first.

@@ -343,6 +343,23 @@ impl Registry {
         self.delete_manifest(repo, &Reference::Tag(tag.into()))
     }
 
+    /// Deletes a manifest by digest with every tag pointing at it (`pier registry rm
+    /// REPO@DIGEST`); returns those tags. Its blobs stay until a GC finds them unused.
+    pub fn delete_digest(&self, repo: &str, digest: &str) -> Result<Vec<String>> {
+        check_repository(repo)?;
+        let Reference::Digest(d) = Reference::parse(digest)? else {
+            return Err(RegistryError::DigestInvalid(digest.to_string()));
+        };
+        let tags = self
+            .tags(repo)?
+            .into_iter()
+            .filter(|(_, rec)| rec.digest == d)
+            .map(|(t, _)| t)
+            .collect();
+        self.delete_manifest(repo, &Reference::Digest(d))?;
+        Ok(tags)
+    }
+
     /// `pier registry edit`: a new config and manifest over the same layers.
     pub fn edit(&self, req: &RegistryEditRequest) -> Result<RegistryEditReport> {
         let (repo, tag) = split_reference(&req.reference)?;

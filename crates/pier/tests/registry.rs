@@ -1290,6 +1290,28 @@ fn management_lists_searches_deletes_and_collects() {
         .status,
         202
     );
+    // ... or through Pier's own API, with the tags that point at them.
+    let db_v1 = d.json(&["registry", "inspect", "tools/db:v1"])["digest"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    d.ok(&["registry", "retag", "tools/db:again", &db_v1]);
+    let out = d.ok(&["registry", "rm", &format!("tools/db@{db_v1}")]);
+    assert!(
+        out.contains("Untagged: tools/db:v1")
+            && out.contains("Untagged: tools/db:again")
+            && out.contains(&format!("Deleted: tools/db@{db_v1}")),
+        "{out}"
+    );
+    assert_eq!(
+        get(&d, &format!("/v2/tools/db/manifests/{db_v1}")).status,
+        404
+    );
+    assert!(!d.ok(&["registry", "tags", "tools/db"]).contains("v1"));
+    let err = d.fails(&["registry", "rm", "tools/db@sha256:nothex"]);
+    assert!(err.contains("sha256:nothex"), "{err}");
+    let err = d.fails(&["registry", "rm", &format!("tools/db@{db_v1}")]);
+    assert!(err.contains("tools/db") && err.contains(&db_v1), "{err}");
     let orphan = push_blob(&d, "shop/web", b"an orphan blob");
     let kept = d.json(&["registry", "gc"]);
     assert_eq!(kept["unlinked"], 0, "young blobs are kept: {kept}");
