@@ -73,6 +73,29 @@ pub struct Joined {
     pub etcd_endpoints: Vec<String>,
 }
 
+/// `POST /v1/cluster/leave`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterLeave {
+    /// Leave although this host keeps the pool's CA key (no host can join after), or
+    /// forget the pool here alone when its store cannot be reached.
+    #[serde(default)]
+    pub force: bool,
+}
+
+/// What `pier cluster leave` answers.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Left {
+    pub cluster_id: String,
+    /// This host's name in the pool it left.
+    pub host: String,
+    /// It was the pool's last host: the pool is gone.
+    pub dissolved: bool,
+    /// The pool was not told (its store could not be reached, `--force`): remove the host
+    /// from another member with `pier host rm HOST --force`.
+    pub forgotten_locally: bool,
+}
+
 /// This daemon's place in a pool (`GET /v1/cluster`, the pool line of `pier info`).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct ClusterStatus {

@@ -1,11 +1,12 @@
-//! `pier cluster init/join/token` and `pier host ls/inspect/cordon/uncordon/drain/evacuate/rm`: the pool's
+//! `pier cluster init/join/token/leave` and `pier host ls/inspect/cordon/uncordon/drain/evacuate/rm`: the pool's
 //! membership, through the daemon's native API.
 
 use std::collections::BTreeMap;
 
 use clap::{Args, Subcommand};
 use pier_api::cluster::{
-    ClusterInit, ClusterJoin, HostInfo, HostMoves, JoinCommand, Joined, TokenRequest,
+    ClusterInit, ClusterJoin, ClusterLeave, HostInfo, HostMoves, JoinCommand, Joined, Left,
+    TokenRequest,
 };
 use pier_client::{encode_segment, Client};
 
@@ -24,6 +25,14 @@ pub enum ClusterCommand {
         /// hour by default.
         #[arg(long)]
         ttl: Option<String>,
+    },
+    /// Take this host out of its pool; it goes on as a host of its own with the instances
+    /// made here outside the pool. Move the pool's instances off first (`pier host drain`).
+    Leave {
+        /// Leave although this host made the pool (no host can join after), or, when the
+        /// pool's store cannot be reached, forget the pool on this host alone.
+        #[arg(long)]
+        force: bool,
     },
 }
 
@@ -171,6 +180,23 @@ pub async fn cluster(client: &Client, fmt: Format, cmd: ClusterCommand) -> Resul
             };
             let c: JoinCommand = client.post("/v1/cluster/tokens", &req).await?;
             print(fmt, &c, || c.command.clone())
+        }
+        ClusterCommand::Leave { force } => {
+            let l: Left = client
+                .post("/v1/cluster/leave", &ClusterLeave { force })
+                .await?;
+            print(fmt, &l, || {
+                if l.dissolved {
+                    format!(
+                        "This host ({}) was the last of pool {}: the pool is gone.",
+                        l.host, l.cluster_id
+                    )
+                } else if l.forgotten_locally {
+                    format!("This host forgot pool {} (its store was unreachable); remove it there with `pier host rm {} --force`.", l.cluster_id, l.host)
+                } else {
+                    format!("This host ({}) left pool {}.", l.host, l.cluster_id)
+                }
+            })
         }
     }
 }

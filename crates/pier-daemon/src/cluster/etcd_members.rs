@@ -17,7 +17,7 @@
 //! All blocking (etcd's cluster API through [`EtcdStore`]).
 
 use std::net::IpAddr;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use pier_cluster::admit::EtcdJoin;
 use pier_cluster::etcd;
@@ -58,6 +58,31 @@ fn settled<T>(change: impl Fn() -> Result<T, StoreError>) -> Result<T, StoreErro
             r => return r,
         }
     }
+}
+
+/// Adds a learner whose peers reach it at `peer`. etcd makes a new member's ID from its
+/// peer URLs and the current second, so an add within the second a member with the same
+/// URL was removed (a host leaving and joining again) gets the removed member's ID, which
+/// etcd refuses ("member not found", "ID removed"): tried again in the next second.
+fn add_learner(etcd: &EtcdStore, peer: &str) -> Result<EtcdMember, StoreError> {
+    for _ in 0..3 {
+        match settled(|| etcd.add_member(peer, true)) {
+            Err(e)
+                if {
+                    let c = pier_api::error::chain(&e);
+                    c.contains("member not found") || c.contains("ID removed")
+                } =>
+            {
+                let now = SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .unwrap_or_default();
+                let next = Duration::from_secs(1) - Duration::from_nanos(now.subsec_nanos().into());
+                std::thread::sleep(next + Duration::from_millis(50));
+            }
+            r => return r,
+        }
+    }
+    settled(|| etcd.add_member(peer, true))
 }
 
 /// Promotes learner `id`, trying again while etcd says it has not caught up.
@@ -114,7 +139,7 @@ pub fn admit_member(
         promote(etcd, l.id)?;
     }
     let promote = members.len() + 1 == MEMBERS;
-    let added = settled(|| etcd.add_member(&peer, true))?;
+    let added = add_learner(etcd, &peer)?;
     let mut cluster: Vec<String> = members
         .iter()
         .filter_map(|m| m.peer_urls.first().map(|p| format!("{}={p}", m.name)))

@@ -11,8 +11,8 @@
 //! pool's store (retrying while it is away), beats and listens.
 //!
 //! States: not a member -> (init | join) -> member. A failed init or join undoes its
-//! steps: nothing is kept on this host and nothing of it in the pool. Leaving a pool is
-//! not there yet (`pier host rm` on another member, then remove `ROOT/cluster/`).
+//! steps: nothing is kept on this host and nothing of it in the pool. A member leaves
+//! with `pier cluster leave` ([`leave`]).
 //!
 //! Any member answers `pier host ...` from the store. Only the host that made the pool
 //! keeps the CA's key, so joins go through it (the command `pier cluster init` and
@@ -21,6 +21,7 @@
 mod etcd_members;
 pub mod failover;
 pub mod forward;
+mod leave;
 mod listing;
 pub mod mirror;
 pub mod net;
@@ -1167,7 +1168,7 @@ fn already(m: &Member) -> ApiError {
     ApiError::new(
         ErrorKind::Conflict,
         format!(
-            "this host is in pool {} already, as {}; leaving a pool is not supported yet",
+            "this host is in pool {} already, as {}; leave it first with `pier cluster leave`",
             m.local.cluster_id, m.local.name
         ),
     )

@@ -8,8 +8,8 @@ use axum::extract::{Path as UrlPath, Query, State};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use pier_api::cluster::{
-    ClusterInit, ClusterJoin, ClusterStatus, HostInfo, HostMoves, HostResources, InstanceKept,
-    InstanceMove, JoinCommand, Joined, TokenRequest,
+    ClusterInit, ClusterJoin, ClusterLeave, ClusterStatus, HostInfo, HostMoves, HostResources,
+    InstanceKept, InstanceMove, JoinCommand, Joined, Left, TokenRequest,
 };
 use pier_cluster::join;
 
@@ -22,6 +22,7 @@ pub fn routes(c: Arc<Cluster>) -> Router {
         .route("/v1/cluster/init", post(init))
         .route("/v1/cluster/join", post(join_pool))
         .route("/v1/cluster/tokens", post(token))
+        .route("/v1/cluster/leave", post(leave))
         .with_state(c.clone())
         .merge(host_routes(c))
 }
@@ -62,6 +63,17 @@ async fn join_pool(
 ) -> Result<Json<Joined>, ApiError> {
     let Json(req) = body?;
     c.join(req).await.map(Json)
+}
+
+/// Takes this host out of its pool; it goes on as a host of its own.
+#[utoipa::path(post, path = "/v1/cluster/leave", request_body = ClusterLeave,
+    responses((status = 200, body = Left), (status = 409, body = pier_api::ErrorBody), (status = 503, body = pier_api::ErrorBody)))]
+async fn leave(
+    State(c): State<Arc<Cluster>>,
+    body: Body<ClusterLeave>,
+) -> Result<Json<Left>, ApiError> {
+    let Json(req) = body?;
+    c.leave(req).await.map(Json)
 }
 
 /// A new one-time join token, with the command that uses it.
@@ -174,6 +186,7 @@ async fn remove_host(
         init,
         join_pool,
         token,
+        leave,
         list_hosts,
         inspect_host,
         cordon_host,
@@ -193,7 +206,9 @@ async fn remove_host(
         HostMoves,
         InstanceMove,
         InstanceKept,
-        TokenRequest
+        TokenRequest,
+        ClusterLeave,
+        Left
     ))
 )]
 pub struct ClusterDoc;
