@@ -117,7 +117,9 @@ fn host_of(i: usize, hosts: usize) -> String {
 
 /// Record `i` of `a`'s set; see the module doc. `now` is the run's time (Unix seconds).
 fn record(a: &Args, i: usize, now: i64) -> InstanceRecord {
-    let id = hex(&Sha256::digest(format!("pier-bench-instance-{i}").as_bytes()));
+    let id = hex(&Sha256::digest(
+        format!("pier-bench-instance-{i}").as_bytes(),
+    ));
     let app = i % APPS;
     let created = now - (i as i64 * 7919) % (DAYS * 86_400) - 120;
     let started = created + 60;
@@ -130,7 +132,7 @@ fn record(a: &Args, i: usize, now: i64) -> InstanceRecord {
     };
     let ran = state != "created";
     let finished = (state == "exited").then(|| started + (i as i64 % 3600) + 1);
-    let ports = if state == "running" && i % 10 == 0 {
+    let ports = if state == "running" && i.is_multiple_of(10) {
         vec![RecordPort {
             proto: "tcp".into(),
             host_ip: String::new(),
@@ -143,7 +145,10 @@ fn record(a: &Args, i: usize, now: i64) -> InstanceRecord {
     let labels: BTreeMap<String, String> = [
         ("app".to_string(), format!("app{app}")),
         ("shard".to_string(), format!("s{}", i % a.shards)),
-        ("com.example.version".to_string(), format!("1.{}.0", app % 7)),
+        (
+            "com.example.version".to_string(),
+            format!("1.{}.0", app % 7),
+        ),
     ]
     .into();
     InstanceRecord {

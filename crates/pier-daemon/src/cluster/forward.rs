@@ -698,7 +698,9 @@ mod tests {
 
     fn ids(bytes: &[u8], key: &str) -> Vec<String> {
         let rows: Vec<Value> = serde_json::from_slice(bytes).unwrap();
-        rows.iter().map(|r| r[key].as_str().unwrap().to_string()).collect()
+        rows.iter()
+            .map(|r| r[key].as_str().unwrap().to_string())
+            .collect()
     }
 
     #[test]
@@ -721,7 +723,13 @@ mod tests {
         let out = merge_native(&local, "h1", others(), &q(""), now).unwrap();
         assert_eq!(ids(&out, "id"), ["bbb2", "ddd4", "aaa1"]);
         // This host's rows come filtered by its engine: here, none kept.
-        let out = merge_native(b"[]", "h1", others(), &q("all=1&filter=label%3Dapp%3Dold"), now);
+        let out = merge_native(
+            b"[]",
+            "h1",
+            others(),
+            &q("all=1&filter=label%3Dapp%3Dold"),
+            now,
+        );
         assert_eq!(ids(&out.unwrap(), "id"), ["aaa1"]);
         assert!(merge_native(b"not json", "h1", others(), &q(""), now).is_none());
     }
