@@ -45,6 +45,7 @@ use pier_engine::context::PROJECT_HEADER;
 use pier_engine::{Engine, RequestContext};
 use pier_store::Store;
 use rustls::pki_types::ServerName;
+use serde::Serialize;
 
 use super::{listing, net, Cluster, Member};
 use crate::docker::DockerError;
@@ -58,6 +59,9 @@ pub const FORWARDED_BY: &str = "x-pier-forwarded-by";
 pub const CALLER_UID: &str = "x-pier-caller-uid";
 /// The largest listing or exec-create answer read whole to be changed.
 const ANSWER_LIMIT: usize = 64 << 20;
+/// About the size of one row of a listing in JSON (native rows are about 340 bytes,
+/// Docker's about 480): a merged listing's buffer is made this large per row at once.
+const ROW_BYTES: usize = 400;
 
 /// Marks a request the cluster listener took from another member: served here, never
 /// forwarded again.
@@ -407,7 +411,7 @@ impl Forwarder {
         };
         let now = pier_api::time::now_unix();
         let merged = match api {
-            Api::Native => merge_native(&bytes, &me, &others, &q, now),
+            Api::Native => merge_native(&bytes, &me, others, &q, now),
             Api::Docker => merge_docker(&bytes, &me, &others, &q, now),
         };
         let Some(merged) = merged else {
@@ -420,11 +424,12 @@ impl Forwarder {
 }
 
 /// This host's native rows (each given `host`) and the other hosts' kept ones, newest
-/// first; None when this host's answer does not read.
+/// first; None when this host's answer does not read. A row is made only for a record
+/// kept, from the record's own strings.
 fn merge_native(
     local: &[u8],
     me: &str,
-    others: &[InstanceRecord],
+    others: Vec<InstanceRecord>,
     q: &pier_api::docker::query::Query,
     now: i64,
 ) -> Option<Vec<u8>> {
@@ -437,16 +442,26 @@ fn merge_native(
     let seen: std::collections::HashSet<String> = rows.iter().map(|r| r.id.clone()).collect();
     rows.extend(
         others
-            .iter()
+            .into_iter()
             .filter(|r| !seen.contains(&r.id) && listing::native_keep(r, all, filter) == Some(true))
             .map(|r| listing::native_summary(r, now)),
     );
     rows.sort_by(|a, b| b.created.cmp(&a.created));
-    serde_json::to_vec(&rows).ok()
+    to_json(&rows)
+}
+
+/// One row of a merged Docker listing: this host's as its engine wrote it, or another
+/// host's record.
+#[derive(Serialize)]
+#[serde(untagged)]
+enum DockerRow<'a> {
+    Local(serde_json::Value),
+    Other(listing::DockerRow<'a>),
 }
 
 /// This host's Docker rows and the other hosts' kept ones, newest first, at most
-/// `limit`; None when this host's answer (or the query) does not read.
+/// `limit`; None when this host's answer (or the query) does not read. The records are
+/// filtered, sorted and cut to `limit` before any row is made of them.
 fn merge_docker(
     local: &[u8],
     me: &str,
@@ -454,8 +469,8 @@ fn merge_docker(
     q: &pier_api::docker::query::Query,
     now: i64,
 ) -> Option<Vec<u8>> {
-    let mut rows: Vec<serde_json::Value> = serde_json::from_slice(local).ok()?;
-    for r in &mut rows {
+    let mut mine: Vec<serde_json::Value> = serde_json::from_slice(local).ok()?;
+    for r in &mut mine {
         r["Host"] = me.into();
     }
     let filters = match q.nonempty("filters") {
@@ -463,21 +478,45 @@ fn merge_docker(
         Some(f) => pier_engine::filters::parse(f).ok()?,
     };
     let all = q.bool("all");
-    let seen: std::collections::HashSet<String> = rows
+    let seen: std::collections::HashSet<String> = mine
         .iter()
         .filter_map(|r| r["Id"].as_str().map(str::to_string))
+        .collect();
+    /// A row to be: this host's, or another host's record.
+    enum Entry<'a> {
+        Local(serde_json::Value),
+        Record(&'a InstanceRecord),
+    }
+    // With their creation times, this host's first (the sort is stable).
+    let mut rows: Vec<(i64, Entry)> = mine
+        .into_iter()
+        .map(|v| (v["Created"].as_i64().unwrap_or(0), Entry::Local(v)))
         .collect();
     rows.extend(
         others
             .iter()
             .filter(|r| !seen.contains(&r.id) && listing::docker_keep(r, all, &filters))
-            .map(|r| listing::docker_summary(r, now)),
+            .map(|r| (listing::record_created(r), Entry::Record(r))),
     );
-    rows.sort_by_key(|r| std::cmp::Reverse(listing::docker_created(r)));
+    rows.sort_by_key(|(created, _)| std::cmp::Reverse(*created));
     if let Some(limit) = q.num::<i64>("limit").ok().flatten().filter(|l| *l > 0) {
         rows.truncate(limit as usize);
     }
-    serde_json::to_vec(&rows).ok()
+    let rows: Vec<DockerRow> = rows
+        .into_iter()
+        .map(|(_, e)| match e {
+            Entry::Local(v) => DockerRow::Local(v),
+            Entry::Record(r) => DockerRow::Other(listing::docker_summary(r, now)),
+        })
+        .collect();
+    to_json(&rows)
+}
+
+/// A listing's rows as JSON, in a buffer sized for them at once.
+fn to_json<T: Serialize>(rows: &[T]) -> Option<Vec<u8>> {
+    let mut out = Vec::with_capacity(rows.len().saturating_mul(ROW_BYTES).max(2));
+    serde_json::to_writer(&mut out, rows).ok()?;
+    Some(out)
 }
 
 /// Headers of one connection, not passed on (RFC 9110, 7.6.1).
@@ -624,6 +663,108 @@ pub fn owner_app(app: Router, api: Api) -> Router {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::{json, Value};
+
+    /// Another host's record, created `minute` minutes past 10:00.
+    fn record(id: &str, name: &str, state: &str, minute: u32) -> InstanceRecord {
+        InstanceRecord {
+            project: "default".into(),
+            id: id.into(),
+            name: name.into(),
+            host: "h2".into(),
+            kind: "container".into(),
+            image: "bb".into(),
+            command: "sleep 9".into(),
+            state: state.into(),
+            status: String::new(),
+            created: format!("2026-12-07T10:{minute:02}:00Z"),
+            started_at: Some(format!("2026-12-07T10:{minute:02}:01Z")),
+            finished_at: None,
+            exit_code: None,
+            ports: Vec::new(),
+            labels: [("app".to_string(), name.to_string())].into(),
+        }
+    }
+
+    fn others() -> Vec<InstanceRecord> {
+        vec![
+            record("aaa1", "old", "running", 1),
+            record("bbb2", "new", "running", 30),
+            record("ccc3", "gone", "exited", 20),
+            // This host's own instance, its record behind: this host's row wins.
+            record("ddd4", "mine", "running", 40),
+        ]
+    }
+
+    fn ids(bytes: &[u8], key: &str) -> Vec<String> {
+        let rows: Vec<Value> = serde_json::from_slice(bytes).unwrap();
+        rows.iter()
+            .map(|r| r[key].as_str().unwrap().to_string())
+            .collect()
+    }
+
+    #[test]
+    fn a_native_listing_merges_the_kept_records_newest_first() {
+        let now = pier_api::time::parse_rfc3339("2026-12-07T11:00:00Z").unwrap();
+        let local = serde_json::to_vec(&json!([{
+            "id": "ddd4", "name": "mine", "image": "bb", "command": "sleep 9",
+            "created": "2026-12-07T10:10:00Z", "kind": "container", "state": "running",
+            "status": "Up 50 minutes", "ports": [],
+        }]))
+        .unwrap();
+        let q = |s: &str| pier_api::docker::query::Query::parse(s);
+        let out = merge_native(&local, "h1", others(), &q("all=true"), now).unwrap();
+        assert_eq!(ids(&out, "id"), ["bbb2", "ccc3", "ddd4", "aaa1"]);
+        let rows: Vec<Value> = serde_json::from_slice(&out).unwrap();
+        assert_eq!(rows[2]["host"], "h1");
+        assert_eq!(rows[2]["status"], "Up 50 minutes");
+        assert_eq!(rows[0]["host"], "h2");
+        assert_eq!(rows[0]["status"], "Up 29 minutes");
+        let out = merge_native(&local, "h1", others(), &q(""), now).unwrap();
+        assert_eq!(ids(&out, "id"), ["bbb2", "ddd4", "aaa1"]);
+        // This host's rows come filtered by its engine: here, none kept.
+        let out = merge_native(
+            b"[]",
+            "h1",
+            others(),
+            &q("all=1&filter=label%3Dapp%3Dold"),
+            now,
+        );
+        assert_eq!(ids(&out.unwrap(), "id"), ["aaa1"]);
+        assert!(merge_native(b"not json", "h1", others(), &q(""), now).is_none());
+    }
+
+    #[test]
+    fn a_docker_listing_merges_filters_and_limits_before_making_rows() {
+        let now = pier_api::time::parse_rfc3339("2026-12-07T11:00:00Z").unwrap();
+        let created = pier_api::time::parse_rfc3339("2026-12-07T10:10:00Z").unwrap();
+        let local = serde_json::to_vec(&json!([{
+            "Id": "ddd4", "Names": ["/mine"], "Created": created, "State": "running",
+        }]))
+        .unwrap();
+        let q = |s: &str| pier_api::docker::query::Query::parse(s);
+        let out = merge_docker(&local, "h1", &others(), &q("all=1"), now).unwrap();
+        assert_eq!(ids(&out, "Id"), ["bbb2", "ccc3", "ddd4", "aaa1"]);
+        let rows: Vec<Value> = serde_json::from_slice(&out).unwrap();
+        assert_eq!(rows[2]["Host"], "h1");
+        assert_eq!(rows[2]["Names"], json!(["/mine"]));
+        assert_eq!(rows[0]["Host"], "h2");
+        assert_eq!(rows[0]["Names"], json!(["/new"]));
+        assert_eq!(rows[0]["Status"], "Up 29 minutes");
+        assert_eq!(rows[0]["Mounts"], json!([]));
+        let out = merge_docker(&local, "h1", &others(), &q(""), now).unwrap();
+        assert_eq!(ids(&out, "Id"), ["bbb2", "ddd4", "aaa1"]);
+        // The limit keeps the newest, this host's rows among them.
+        let out = merge_docker(&local, "h1", &others(), &q("all=1&limit=3"), now).unwrap();
+        assert_eq!(ids(&out, "Id"), ["bbb2", "ccc3", "ddd4"]);
+        // filters={"name":["^old$"]}
+        let query = "all=1&filters=%7B%22name%22%3A%5B%22%5Eold%24%22%5D%7D";
+        let out = merge_docker(b"[]", "h1", &others(), &q(query), now).unwrap();
+        assert_eq!(ids(&out, "Id"), ["aaa1"]);
+        assert!(merge_docker(&local, "h1", &others(), &q("filters=%7Bbad"), now).is_none());
+        let out = merge_docker(b"[]", "h1", &[], &q("all=1"), now).unwrap();
+        assert_eq!(out, b"[]");
+    }
 
     #[test]
     fn requests_naming_an_instance_or_an_exec_are_told_apart() {

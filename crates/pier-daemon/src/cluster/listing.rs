@@ -10,20 +10,31 @@
 //! ancestry), `publish` and `is-task`; a record cannot answer `network`, `health`,
 //! `volume`, `expose`, `before` or `since`, so a listing with one of those shows this
 //! host's rows only.
+//!
+//! A pool may hold a hundred thousand records (bench/README.md, "The pool's listing"):
+//! the rows of other hosts are made only for the records kept, and without a JSON tree
+//! (native rows take the records' strings; Docker's are [`DockerRow`]s borrowing them).
+
+use std::collections::BTreeMap;
 
 use pier_api::containers::{ContainerState, ContainerStatus, ContainerSummary};
 use pier_api::networks::PortBinding;
 use pier_cluster::instances::InstanceRecord;
 use pier_engine::filters::{self, Filters};
-use serde_json::{json, Value};
+use serde::Serialize;
 
 /// The Docker filters a record can answer.
 const DOCKER_FILTERS_OF_RECORDS: &[&str] = &[
     "status", "name", "id", "label", "exited", "ancestor", "publish", "is-task",
 ];
 
+/// The record's state; an unknown one (a newer member's) reads as `created`.
 fn status_of(r: &InstanceRecord) -> ContainerStatus {
-    serde_json::from_value(Value::String(r.state.clone())).unwrap_or_default()
+    use ContainerStatus::*;
+    [Created, Running, Paused, Restarting, Exited, Removing]
+        .into_iter()
+        .find(|s| s.as_str() == r.state)
+        .unwrap_or_default()
 }
 
 fn state_of(r: &InstanceRecord) -> ContainerState {
@@ -43,28 +54,31 @@ fn live(r: &InstanceRecord) -> bool {
     )
 }
 
-/// The native summary of another host's instance, its status as of `now`.
-pub fn native_summary(r: &InstanceRecord, now: i64) -> ContainerSummary {
+/// The native summary of another host's instance, its status as of `now`; it takes the
+/// record's strings.
+pub fn native_summary(r: InstanceRecord, now: i64) -> ContainerSummary {
+    let state = status_of(&r);
+    let status = pier_engine::instances::service::status_text(&state_of(&r), now);
     ContainerSummary {
-        id: r.id.clone(),
-        name: r.name.clone(),
-        image: r.image.clone(),
-        command: r.command.clone(),
-        created: r.created.clone(),
-        kind: r.kind.clone(),
-        state: status_of(r),
-        status: pier_engine::instances::service::status_text(&state_of(r), now),
+        id: r.id,
+        name: r.name,
+        image: r.image,
+        command: r.command,
+        created: r.created,
+        kind: r.kind,
+        state,
+        status,
         ports: r
             .ports
-            .iter()
+            .into_iter()
             .map(|p| PortBinding {
-                proto: p.proto.clone(),
-                host_ip: p.host_ip.clone(),
+                proto: p.proto,
+                host_ip: p.host_ip,
                 host_port: p.host_port,
                 container_port: p.container_port,
             })
             .collect(),
-        host: Some(r.host.clone()),
+        host: Some(r.host),
     }
 }
 
@@ -89,40 +103,97 @@ pub fn native_keep(r: &InstanceRecord, all: bool, filter: Option<&str>) -> Optio
 }
 
 /// One entry of Docker's `GET /containers/json` for another host's instance, with
-/// Pier's `Host` beside Docker's fields.
-pub fn docker_summary(r: &InstanceRecord, now: i64) -> Value {
-    let ports: Vec<Value> = if live(r) {
+/// Pier's `Host` beside Docker's fields. It borrows the record: a listing of the pool
+/// serializes these without making a JSON tree of each.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct DockerRow<'a> {
+    id: &'a str,
+    names: [String; 1],
+    image: &'a str,
+    #[serde(rename = "ImageID")]
+    image_id: &'static str,
+    command: &'a str,
+    /// Unix seconds.
+    pub created: i64,
+    ports: Vec<DockerPort<'a>>,
+    labels: &'a BTreeMap<String, String>,
+    state: &'a str,
+    status: String,
+    host_config: DockerHostConfig,
+    network_settings: DockerNetworkSettings,
+    mounts: [(); 0],
+    host: &'a str,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct DockerPort<'a> {
+    #[serde(rename = "IP")]
+    ip: &'a str,
+    private_port: u16,
+    public_port: u16,
+    #[serde(rename = "Type")]
+    proto: &'a str,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct DockerHostConfig {
+    network_mode: &'static str,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct DockerNetworkSettings {
+    networks: BTreeMap<String, ()>,
+}
+
+/// The Docker row of another host's instance, its status as of `now`.
+pub fn docker_summary(r: &InstanceRecord, now: i64) -> DockerRow<'_> {
+    let ports = if live(r) {
         r.ports
             .iter()
-            .map(|p| {
-                let ip = if p.host_ip.is_empty() {
+            .map(|p| DockerPort {
+                ip: if p.host_ip.is_empty() {
                     "0.0.0.0"
                 } else {
                     &p.host_ip
-                };
-                json!({"IP": ip, "PrivatePort": p.container_port, "PublicPort": p.host_port, "Type": p.proto})
+                },
+                private_port: p.container_port,
+                public_port: p.host_port,
+                proto: &p.proto,
             })
             .collect()
     } else {
         Vec::new()
     };
-    let created = pier_api::time::parse_rfc3339(&r.created).unwrap_or(0);
-    json!({
-        "Id": r.id,
-        "Names": [format!("/{}", r.name)],
-        "Image": r.image,
-        "ImageID": "",
-        "Command": r.command,
-        "Created": created,
-        "Ports": ports,
-        "Labels": r.labels,
-        "State": r.state,
-        "Status": pier_api::docker::container::state_status_text(&state_of(r), None, now),
-        "HostConfig": {"NetworkMode": "default"},
-        "NetworkSettings": {"Networks": {}},
-        "Mounts": [],
-        "Host": r.host,
-    })
+    DockerRow {
+        id: &r.id,
+        names: [format!("/{}", r.name)],
+        image: &r.image,
+        image_id: "",
+        command: &r.command,
+        created: record_created(r),
+        ports,
+        labels: &r.labels,
+        state: &r.state,
+        status: pier_api::docker::container::state_status_text(&state_of(r), None, now),
+        host_config: DockerHostConfig {
+            network_mode: "default",
+        },
+        network_settings: DockerNetworkSettings {
+            networks: BTreeMap::new(),
+        },
+        mounts: [],
+        host: &r.host,
+    }
+}
+
+/// A record's creation time in Unix seconds (Docker's `Created`), 0 when it does not
+/// read.
+pub fn record_created(r: &InstanceRecord) -> i64 {
+    pier_api::time::parse_rfc3339(&r.created).unwrap_or(0)
 }
 
 /// Whether a Docker listing (`all`, `filters`) shows the record.
@@ -156,11 +227,6 @@ pub fn docker_keep(r: &InstanceRecord, all: bool, f: &Filters) -> bool {
                     .any(|p| p.host_port.to_string() == port && p.proto == proto)
         })
         && any("is-task", &|v| v == "false")
-}
-
-/// A Docker row's creation time, for sorting with the records'.
-pub fn docker_created(v: &Value) -> i64 {
-    v["Created"].as_i64().unwrap_or(0)
 }
 
 #[cfg(test)]
@@ -197,16 +263,31 @@ mod tests {
     fn native_rows_of_other_hosts_follow_the_engines_rules() {
         let now = pier_api::time::parse_rfc3339("2026-12-07T10:03:00Z").unwrap();
         let up = rec("running");
-        let s = native_summary(&up, now);
+        let s = native_summary(up.clone(), now);
         assert_eq!(s.host.as_deref(), Some("h2"));
         assert_eq!(s.state, ContainerStatus::Running);
         assert_eq!(s.status, "Up 3 minutes");
         assert_eq!(s.ports[0].host_port, 8080);
+        assert_eq!(
+            serde_json::to_value(&s).unwrap(),
+            serde_json::json!({
+                "id": "abcdef0123", "name": "web", "image": "bb", "command": "sleep 9",
+                "created": "2026-12-07T10:00:00Z", "kind": "container", "state": "running",
+                "status": "Up 3 minutes", "host": "h2",
+                "ports": [{"proto": "tcp", "host_ip": "", "host_port": 8080, "container_port": 80}],
+            })
+        );
         let down = rec("exited");
         assert_eq!(
-            native_summary(&down, now).status,
+            native_summary(down.clone(), now).status,
             "Exited (3) 2 minutes ago"
         );
+        // A state this member does not know (a newer member's) reads as created.
+        let odd = InstanceRecord {
+            state: "hibernating".into(),
+            ..rec("running")
+        };
+        assert_eq!(native_summary(odd, now).state, ContainerStatus::Created);
         assert_eq!(native_keep(&up, false, None), Some(true));
         assert_eq!(native_keep(&down, false, None), Some(false));
         assert_eq!(native_keep(&down, true, None), Some(true));
@@ -226,12 +307,27 @@ mod tests {
     fn docker_rows_of_other_hosts_answer_the_filters_a_record_can() {
         let now = pier_api::time::parse_rfc3339("2026-12-07T10:03:00Z").unwrap();
         let up = rec("running");
-        let v = docker_summary(&up, now);
-        assert_eq!(v["Names"][0], "/web");
-        assert_eq!(v["Status"], "Up 3 minutes");
-        assert_eq!(v["Host"], "h2");
-        assert_eq!(v["Ports"][0]["PublicPort"], 8080);
-        assert_eq!(docker_created(&v), now - 180);
+        let row = docker_summary(&up, now);
+        assert_eq!(row.created, now - 180);
+        assert_eq!(
+            serde_json::to_value(&row).unwrap(),
+            serde_json::json!({
+                "Id": "abcdef0123", "Names": ["/web"], "Image": "bb", "ImageID": "",
+                "Command": "sleep 9", "Created": now - 180,
+                "Ports": [{"IP": "0.0.0.0", "PrivatePort": 80, "PublicPort": 8080, "Type": "tcp"}],
+                "Labels": {"app": "web"}, "State": "running", "Status": "Up 3 minutes",
+                "HostConfig": {"NetworkMode": "default"}, "NetworkSettings": {"Networks": {}},
+                "Mounts": [], "Host": "h2",
+            })
+        );
+        // A stopped instance publishes nothing.
+        let v = serde_json::to_value(docker_summary(&rec("exited"), now)).unwrap();
+        assert_eq!(v["Ports"], serde_json::json!([]));
+        assert_eq!(v["State"], "exited");
+        assert!(
+            v["Status"].as_str().unwrap().starts_with("Exited (3) "),
+            "{v}"
+        );
         let f = |s: &str| filters::parse(s).unwrap();
         assert!(docker_keep(&up, false, &Filters::new()));
         assert!(!docker_keep(&rec("exited"), false, &Filters::new()));
