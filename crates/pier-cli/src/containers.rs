@@ -1284,11 +1284,7 @@ pub async fn ps(client: &Client, fmt: Format, a: PsArgs) -> Result<(), CliError>
                         c.id[..12].to_string()
                     },
                     c.image.clone(),
-                    if a.no_trunc || cmd.len() <= 22 {
-                        cmd
-                    } else {
-                        format!("{}…\"", &cmd[..20])
-                    },
+                    if a.no_trunc { cmd } else { short_command(&cmd) },
                     parse_rfc3339(&c.created).map_or_else(String::new, |t| human_ago(t, now)),
                     c.status.clone(),
                     c.ports
@@ -1576,9 +1572,31 @@ pub async fn rename(client: &Client, old: &str, new: &str) -> Result<(), CliErro
     Ok(())
 }
 
+/// `ps`'s COMMAND column: a quoted command longer than 22 characters cut to its first 20
+/// and an ellipsis, as Docker's (counted in characters, never inside one).
+fn short_command(quoted: &str) -> String {
+    if quoted.chars().count() <= 22 {
+        return quoted.to_string();
+    }
+    format!("{}…\"", quoted.chars().take(20).collect::<String>())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_long_command_is_cut_between_characters() {
+        assert_eq!(short_command("\"sleep 1\""), "\"sleep 1\"");
+        assert_eq!(
+            short_command("\"sh -c 'while true; do sleep 1; done'\""),
+            "\"sh -c 'while true; …\""
+        );
+        // A multi-byte character across byte 20 is kept whole.
+        let cut = short_command("\"echo ééééééééééééééééééé\"");
+        assert_eq!(cut, "\"echo éééééééééééééé…\"");
+        assert_eq!(cut.chars().count(), 22);
+    }
 
     #[test]
     fn sizes_and_limits() {
