@@ -887,11 +887,15 @@ impl EtcdStore {
             let deadline = tokio::time::Instant::now() + within;
             let mut set = tokio::task::JoinSet::new();
             let mut answers = Vec::new();
+            let mut tasks = HashMap::new();
             for (url, client) in clients {
                 match client {
                     Some(c) => {
                         let key = key.clone();
-                        set.spawn(async move { (url, probe_member(c, key, deadline).await) });
+                        let u = url.clone();
+                        let task =
+                            set.spawn(async move { (u, probe_member(c, key, deadline).await) });
+                        tasks.insert(task.id(), url);
                     }
                     None => answers.push((url, MemberAnswer::NoAnswer)),
                 }
@@ -900,7 +904,14 @@ impl EtcdStore {
                 match done {
                     Ok((url, Ok(()))) => return Ok(url),
                     Ok((url, Err(a))) => answers.push((url, a)),
-                    Err(_) => {}
+                    Err(e) => {
+                        if let Some(url) = tasks.remove(&e.id()) {
+                            answers.push((
+                                url,
+                                MemberAnswer::Failed(format!("the probe failed: {e}")),
+                            ));
+                        }
+                    }
                 }
             }
             Err(answers)
@@ -914,7 +925,12 @@ impl EtcdStore {
             Err(_) => Err(QuorumLost {
                 members: endpoints
                     .into_iter()
-                    .map(|u| (u, MemberAnswer::Failed("the etcd client's thread has stopped".into())))
+                    .map(|u| {
+                        (
+                            u,
+                            MemberAnswer::Failed("the etcd client's thread has stopped".into()),
+                        )
+                    })
                     .collect(),
             }),
         }
