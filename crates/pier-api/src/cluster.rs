@@ -110,6 +110,11 @@ pub struct ClusterStatus {
     pub runs_etcd: bool,
     /// Whether it has reached the pool's store since it started.
     pub connected: bool,
+    /// Set when this host cannot reach a majority of the pool's store (its last check,
+    /// every 2 s, found no etcd member in touch with a majority): how the etcd members
+    /// answered. It places nothing until it is back.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cut_off: Option<String>,
 }
 
 /// Amounts of a host's resources.

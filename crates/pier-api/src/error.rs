@@ -21,7 +21,8 @@ pub enum ErrorKind {
     TooLarge,
     /// The engine cannot serve this now; retrying may succeed.
     Unavailable,
-    /// The host has run out of space.
+    /// Out of capacity: the host has run out of space, or no host of the pool fits a
+    /// placement.
     InsufficientStorage,
     /// A bug in Pier.
     Internal,

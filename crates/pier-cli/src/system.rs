@@ -119,13 +119,16 @@ pub async fn info(client: &Client, fmt: Format) -> Result<(), CliError> {
                     cluster_id: Some(id),
                     host: Some(host),
                     connected,
+                    cut_off,
                     ..
                 }) => format!(
                     " Pool: {id}, as host {host}{}",
-                    if *connected {
-                        ""
-                    } else {
-                        " (its store not reached yet)"
+                    match cut_off {
+                        Some(why) => format!(
+                            " (CUT OFF: this host cannot reach a majority of the pool's store: {why}; it places nothing until it is back, and its instances keep running)"
+                        ),
+                        None if !*connected => " (its store not reached yet)".to_string(),
+                        None => String::new(),
                     }
                 ),
                 _ => " Pool: none".to_string(),

@@ -125,10 +125,10 @@ async fn list(
 }
 
 /// Creates a container from an image. In a pool, the scheduler places it and the chosen
-/// host makes it (409: no host fits or the name is taken in the pool; 503: the host did
-/// not answer in time).
+/// host makes it (409: the name is taken in the pool; 507: no host fits; 503: the host
+/// did not answer in time, or this host is cut off from the pool's store).
 #[utoipa::path(post, path = "/v1/containers", request_body = ContainerCreate,
-    responses((status = 201, body = Created), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 503, body = ErrorBody)))]
+    responses((status = 201, body = Created), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 503, body = ErrorBody), (status = 507, body = ErrorBody)))]
 async fn create(
     Ctx(ctx): Ctx,
     State(e): Shared,

@@ -43,6 +43,11 @@
 //!   (or kept alive) through this store that etcd has expired since the last call, and
 //!   waits for this store's watchers to have the deletions.
 //!
+//! - **Quorum** ([`EtcdStore::probe_quorum`]): whether a majority of the cluster is
+//!   reachable from here, asked of each member apart (a linearizable read, which only a
+//!   member in touch with a leader that has a quorum can serve, with etcd's "require a
+//!   leader" flag, so that a member without one says so at once instead of waiting).
+//!
 //! The [`Store`] trait is synchronous and its callers may run inside a tokio runtime, on
 //! which blocking would be wrong. So the etcd client runs on a runtime of its own: one
 //! thread with a current-thread runtime, started at [`EtcdStore::open`] and stopped when
@@ -224,6 +229,40 @@ impl EtcdMember {
     }
 }
 
+/// How one etcd member answered [`EtcdStore::probe_quorum`], when it did not serve the read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MemberAnswer {
+    /// No answer within the time given (it cannot be connected to, or it waits for a
+    /// leader it cannot reach).
+    NoAnswer,
+    /// It answered that it has no leader: it is cut off from a majority of the cluster
+    /// too (or an election is under way).
+    NoLeader,
+    /// Another refusal, etcd's message.
+    Failed(String),
+}
+
+/// No member of the cluster served a linearizable read within the time given: a majority
+/// of the cluster is not reachable from this client. Each member's client URL, with how
+/// it answered, in URL order.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("no etcd member reachable from here is in touch with a majority of the cluster ({})", describe(.members))]
+pub struct QuorumLost {
+    pub members: Vec<(String, MemberAnswer)>,
+}
+
+fn describe(members: &[(String, MemberAnswer)]) -> String {
+    members
+        .iter()
+        .map(|(url, a)| match a {
+            MemberAnswer::NoAnswer => format!("{url}: no answer"),
+            MemberAnswer::NoLeader => format!("{url}: no leader"),
+            MemberAnswer::Failed(m) => format!("{url}: {m}"),
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
 /// The client's own runtime: a thread running a current-thread runtime until stopped.
 struct Runtime {
     handle: tokio::runtime::Handle,
@@ -298,6 +337,8 @@ pub struct EtcdStore {
     leases: Mutex<HashMap<LeaseId, LeaseInfo>>,
     /// The endpoints the client uses (those opened with and those added since).
     used: Mutex<BTreeSet<String>>,
+    /// A client per endpoint for [`EtcdStore::probe_quorum`] (made on first use).
+    probes: Mutex<HashMap<String, etcd::Client>>,
     /// Last, so that everything above is dropped while the runtime still runs.
     rt: Runtime,
 }
@@ -535,6 +576,68 @@ async fn replay(
     Ok(next)
 }
 
+/// The client's options for `config`, connecting within `connect_timeout`.
+fn connect_options(config: &EtcdConfig, connect_timeout: Duration) -> etcd::ConnectOptions {
+    let mut options = etcd::ConnectOptions::new()
+        .with_connect_timeout(connect_timeout)
+        .with_keep_alive(Duration::from_secs(10), Duration::from_secs(5));
+    if let Some(tls) = &config.tls {
+        options = options.with_tls(
+            etcd::TlsOptions::new()
+                .ca_certificate(etcd::Certificate::from_pem(&tls.ca_pem))
+                .identity(etcd::Identity::from_pem(&tls.cert_pem, &tls.key_pem)),
+        );
+    }
+    options
+}
+
+/// Asks one member for a linearizable read until `deadline`: Ok once it serves one; a
+/// member without a leader is asked again (an election may end) every [`PROBE_PAUSE`],
+/// and each try waits at most [`PROBE_TRY`] (a member that lost its leader a moment ago
+/// holds a read until it notices).
+async fn probe_member(
+    mut client: etcd::Client,
+    key: Vec<u8>,
+    deadline: tokio::time::Instant,
+) -> Result<(), MemberAnswer> {
+    let mut last = MemberAnswer::NoAnswer;
+    loop {
+        let now = tokio::time::Instant::now();
+        if now >= deadline {
+            return Err(last);
+        }
+        let until = deadline.min(now + PROBE_TRY);
+        let options = etcd::GetOptions::new().with_count_only();
+        match tokio::time::timeout_at(until, client.get(key.clone(), Some(options))).await {
+            Ok(Ok(_)) => return Ok(()),
+            Ok(Err(e)) => {
+                let text = message(&e);
+                last = if text.contains("no leader") {
+                    MemberAnswer::NoLeader
+                } else if transient(&e) {
+                    // Not connected (yet): as good as no answer, unless one comes.
+                    if last == MemberAnswer::NoLeader {
+                        last
+                    } else {
+                        MemberAnswer::NoAnswer
+                    }
+                } else {
+                    MemberAnswer::Failed(text)
+                };
+                tokio::time::sleep_until(deadline.min(tokio::time::Instant::now() + PROBE_PAUSE))
+                    .await;
+            }
+            // This try timed out; an earlier answer (no leader) stays the better one.
+            Err(_) => {}
+        }
+    }
+}
+
+/// How long one try of [`probe_member`] waits.
+const PROBE_TRY: Duration = Duration::from_millis(1500);
+/// The pause between tries of a member that answered without serving the read.
+const PROBE_PAUSE: Duration = Duration::from_millis(200);
+
 /// What a watch task needs to turn etcd's events into Pier's.
 struct WatchTask {
     client: etcd::Client,
@@ -637,16 +740,7 @@ impl EtcdStore {
             return Err(unreachable("no endpoints were given".into()));
         }
         let rt = Runtime::start().map_err(|e| unreachable(e.to_string()))?;
-        let mut options = etcd::ConnectOptions::new()
-            .with_connect_timeout(config.connect_timeout)
-            .with_keep_alive(Duration::from_secs(10), Duration::from_secs(5));
-        if let Some(tls) = &config.tls {
-            options = options.with_tls(
-                etcd::TlsOptions::new()
-                    .ca_certificate(etcd::Certificate::from_pem(&tls.ca_pem))
-                    .identity(etcd::Identity::from_pem(&tls.cert_pem, &tls.key_pem)),
-            );
-        }
+        let options = connect_options(&config, config.connect_timeout);
         let eps = config.endpoints.clone();
         let wait = config.connect_timeout;
         let client = rt
@@ -664,6 +758,7 @@ impl EtcdStore {
             .map_err(unreachable)?;
         Ok(EtcdStore {
             used: Mutex::new(config.endpoints.iter().cloned().collect()),
+            probes: Mutex::new(HashMap::new()),
             config,
             endpoints,
             client,
@@ -747,6 +842,98 @@ impl EtcdStore {
             used.remove(&e);
         }
         Ok(())
+    }
+
+    /// Whether a majority of the cluster is reachable from here, within `within`: each
+    /// endpoint the client uses is asked apart (a client of its own, kept) for a
+    /// linearizable read with etcd's "require a leader" flag. One member serving it proves
+    /// a quorum (etcd serves such a read only after its leader confirmed it still leads
+    /// a majority); the URL of the first that did. Else how each answered: the
+    /// [`QuorumLost`] of a client on the minority side of a network split (or of a cluster
+    /// that lost its majority, or is electing a leader for longer than `within`).
+    pub fn probe_quorum(&self, within: Duration) -> Result<String, QuorumLost> {
+        let endpoints: Vec<String> = self
+            .used
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .cloned()
+            .collect();
+        let mut clients = Vec::with_capacity(endpoints.len());
+        {
+            let mut probes = self.probes.lock().unwrap_or_else(|e| e.into_inner());
+            probes.retain(|url, _| endpoints.contains(url));
+            for url in &endpoints {
+                if let Some(c) = probes.get(url) {
+                    clients.push((url.clone(), Some(c.clone())));
+                    continue;
+                }
+                let options = connect_options(&self.config, within).with_require_leader(true);
+                let u = url.clone();
+                let made = self
+                    .rt
+                    .run(async move { etcd::Client::connect([u], Some(options)).await });
+                match made {
+                    Ok(Ok(c)) => {
+                        probes.insert(url.clone(), c.clone());
+                        clients.push((url.clone(), Some(c)));
+                    }
+                    _ => clients.push((url.clone(), None)),
+                }
+            }
+        }
+        let key = format!("{}{}/", self.config.prefix, Table::Meta.name()).into_bytes();
+        let answers = self.rt.run(async move {
+            let deadline = tokio::time::Instant::now() + within;
+            let mut set = tokio::task::JoinSet::new();
+            let mut answers = Vec::new();
+            let mut tasks = HashMap::new();
+            for (url, client) in clients {
+                match client {
+                    Some(c) => {
+                        let key = key.clone();
+                        let u = url.clone();
+                        let task =
+                            set.spawn(async move { (u, probe_member(c, key, deadline).await) });
+                        tasks.insert(task.id(), url);
+                    }
+                    None => answers.push((url, MemberAnswer::NoAnswer)),
+                }
+            }
+            while let Some(done) = set.join_next().await {
+                match done {
+                    Ok((url, Ok(()))) => return Ok(url),
+                    Ok((url, Err(a))) => answers.push((url, a)),
+                    Err(e) => {
+                        if let Some(url) = tasks.remove(&e.id()) {
+                            answers.push((
+                                url,
+                                MemberAnswer::Failed(format!("the probe failed: {e}")),
+                            ));
+                        }
+                    }
+                }
+            }
+            Err(answers)
+        });
+        match answers {
+            Ok(Ok(url)) => Ok(url),
+            Ok(Err(mut members)) => {
+                members.sort_by(|a, b| a.0.cmp(&b.0));
+                Err(QuorumLost { members })
+            }
+            Err(_) => Err(QuorumLost {
+                members: endpoints
+                    .into_iter()
+                    .map(|u| {
+                        (
+                            u,
+                            MemberAnswer::Failed("the etcd client's thread has stopped".into()),
+                        )
+                    })
+                    .collect(),
+            }),
+        }
     }
 
     fn backend_text(&self, what: &'static str, message: String) -> StoreError {

@@ -70,7 +70,9 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 pub use clock::{Clock, ManualClock, SystemClock};
-pub use etcd_store::{EtcdConfig, EtcdError, EtcdMember, EtcdStore, EtcdTls};
+pub use etcd_store::{
+    EtcdConfig, EtcdError, EtcdMember, EtcdStore, EtcdTls, MemberAnswer, QuorumLost,
+};
 pub use faulty::{FaultyStore, ReadHook};
 pub use mem::MemStore;
 pub use redb_store::{RedbStore, SCHEMA_VERSION};

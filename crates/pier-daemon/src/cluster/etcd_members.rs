@@ -157,11 +157,11 @@ pub fn admit_member(
     )))
 }
 
-/// Makes the client use every voting member's client URL; those URLs.
-pub fn sync_endpoints(etcd: &EtcdStore) -> Result<Vec<String>, StoreError> {
-    let urls = voters(&etcd.members()?);
-    etcd.use_endpoints(&urls)?;
-    Ok(urls)
+/// Makes the client use every voting member's client URL; the members, as etcd lists them.
+pub fn sync_endpoints(etcd: &EtcdStore) -> Result<Vec<EtcdMember>, StoreError> {
+    let members = etcd.members()?;
+    etcd.use_endpoints(&voters(&members))?;
+    Ok(members)
 }
 
 /// `pier host rm` of host `name`, which runs an etcd member: removes that member from

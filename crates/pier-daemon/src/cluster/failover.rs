@@ -33,6 +33,10 @@ use crate::error::ApiError;
 /// The key whose holder runs the failover of down hosts.
 pub const LEADER_KEY: &str = "leader/failover";
 
+/// How often the failover tries again the instances of a down host that stayed for a
+/// reason that may pass.
+pub const RETRY_MOVES: Duration = Duration::from_secs(5);
+
 /// Why instances are moved off a host.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Why {
@@ -86,7 +90,9 @@ impl Cluster {
     /// `pier host drain ID`: cordons the host, then moves its instances.
     pub(super) async fn drain(&self, id: String) -> Result<HostMoves, ApiError> {
         let m = self.member_or_refuse()?;
-        let store = m.store()?;
+        let store = self
+            .pool_store(&m, &format!("cannot drain host {id}"))
+            .await?;
         let h = id.clone();
         blocking(move || member::set_cordon(store.as_ref(), &h, true).map_err(member_error))
             .await?;
@@ -96,7 +102,9 @@ impl Cluster {
     /// `pier host evacuate ID`: moves a down host's instances.
     pub(super) async fn evacuate(&self, id: String) -> Result<HostMoves, ApiError> {
         let m = self.member_or_refuse()?;
-        let store = m.store()?;
+        let store = self
+            .pool_store(&m, &format!("cannot evacuate host {id}"))
+            .await?;
         let h = id.clone();
         let status =
             blocking(move || member::host(store.as_ref(), &h).map_err(member_error)).await?;
@@ -116,6 +124,19 @@ impl Cluster {
         id: &str,
         why: Why,
     ) -> Result<HostMoves, ApiError> {
+        self.move_off_counting(m, id, why)
+            .await
+            .map(|(moves, _)| moves)
+    }
+
+    /// As [`Cluster::move_off`], with how many instances stayed for a reason that may
+    /// pass (no other host fits now, lost races, the store failed), worth another try.
+    async fn move_off_counting(
+        &self,
+        m: &Arc<Member>,
+        id: &str,
+        why: Why,
+    ) -> Result<(HostMoves, usize), ApiError> {
         let store = m.store()?;
         let (m2, host) = (m.clone(), id.to_string());
         let moves = blocking(move || {
@@ -131,6 +152,7 @@ impl Cluster {
                 host: host.clone(),
                 ..Default::default()
             };
+            let mut retry = 0;
             for (key, kv) in &listing.kvs {
                 let Ok(a) = serde_json::from_slice::<Assignment>(&kv.value) else {
                     tracing::warn!(key = %key, "an assignment does not read; left where it is");
@@ -162,12 +184,16 @@ impl Cluster {
                         to,
                         start,
                     }),
-                    Err(e) => out.not_moved.push(kept(pier_api::error::chain(&e))),
+                    Err(e) => {
+                        retry += 1;
+                        out.not_moved.push(kept(pier_api::error::chain(&e)))
+                    }
                 }
             }
-            Ok::<_, ApiError>(out)
+            Ok::<_, ApiError>((out, retry))
         })
         .await?;
+        let (moves, retry) = moves;
         if let Some(engine) = self.engine.upgrade() {
             for mv in &moves.moved {
                 let Ok(project) = pier_api::ProjectName::try_from(mv.project.clone()) else {
@@ -198,12 +224,15 @@ impl Cluster {
         for k in &moves.not_moved {
             tracing::info!(instance = %format!("{}/{}", k.project, k.id), host = %id, reason = %k.reason, "instance not moved");
         }
-        Ok(moves)
+        Ok((moves, retry))
     }
 
     /// The failover task of member `m`: every second, takes or keeps the
     /// `leader/failover` lease; while it holds it, moves the instances of each host whose
-    /// heartbeat has been gone for `down_after` (once per time the host is down).
+    /// heartbeat has been gone for `down_after`: once per time the host is down, and
+    /// again every [`RETRY_MOVES`] while some stayed for a reason that may pass (no other
+    /// host fits now: after a network split, the majority's own heartbeats may lapse for
+    /// a while; lost races; the store failed).
     pub(super) fn start_failover(self: &Arc<Self>, m: &Arc<Member>) {
         let Some(down_after) = self.host_down_after else {
             return;
@@ -216,7 +245,8 @@ impl Cluster {
         let task = tokio::spawn(async move {
             let mut leader = Leader::new(&m2.local.name, ttl);
             let mut missing: BTreeMap<String, Instant> = BTreeMap::new();
-            let mut handled: Vec<String> = Vec::new();
+            // The hosts moved off while down: None when done, else when to try again.
+            let mut handled: BTreeMap<String, Option<Instant>> = BTreeMap::new();
             loop {
                 tokio::time::sleep(Duration::from_secs(1)).await;
                 let (s, mut l) = (store.clone(), leader);
@@ -245,19 +275,32 @@ impl Cluster {
                     .filter(|h| h.heartbeat.is_none() && h.record.id != m2.local.name)
                     .collect();
                 missing.retain(|id, _| down.iter().any(|h| &h.record.id == id));
-                handled.retain(|id| down.iter().any(|h| &h.record.id == id));
+                handled.retain(|id, _| down.iter().any(|h| &h.record.id == id));
                 for h in down {
                     let id = h.record.id.clone();
                     let since = *missing.entry(id.clone()).or_insert(now);
-                    if now.duration_since(since) < down_after || handled.contains(&id) {
+                    if now.duration_since(since) < down_after {
                         continue;
                     }
-                    handled.push(id.clone());
-                    tracing::warn!(host = %id, after = ?down_after, "host down; moving its instances");
-                    if let Err(e) = me.move_off(&m2, &id, Why::Down).await {
-                        tracing::warn!(host = %id, error = %e.message, "cannot move a down host's instances; trying again");
-                        handled.retain(|h| h != &id);
+                    match handled.get(&id) {
+                        Some(None) => continue,
+                        Some(Some(at)) if now < *at => continue,
+                        Some(Some(_)) => {
+                            tracing::info!(host = %id, "host still down; moving what stayed")
+                        }
+                        None => {
+                            tracing::warn!(host = %id, after = ?down_after, "host down; moving its instances")
+                        }
                     }
+                    let again = match me.move_off_counting(&m2, &id, Why::Down).await {
+                        Ok((_, 0)) => None,
+                        Ok(_) => Some(Instant::now() + RETRY_MOVES),
+                        Err(e) => {
+                            tracing::warn!(host = %id, error = %e.message, "cannot move a down host's instances; trying again");
+                            Some(Instant::now())
+                        }
+                    };
+                    handled.insert(id, again);
                 }
             }
         });

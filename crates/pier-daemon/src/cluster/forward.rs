@@ -240,12 +240,17 @@ impl Forwarder {
             pool.store.clone(),
             pool.me().to_string(),
         );
+        let cut_off = pool.member.health.cut_off().is_some();
         let r = tokio::task::spawn_blocking(move || {
             let ctx = RequestContext::system(project.clone(), "cluster");
             if let Ok(c) = engine.instances.get(&ctx, &reference) {
                 if c.id == reference || c.name == reference.trim_start_matches('/') {
                     return Ok(None);
                 }
+            }
+            // Cut off from the pool's store: answered from this host without waiting.
+            if cut_off {
+                return Ok(None);
             }
             let records = match instances::list(store.as_ref(), Some(project.as_str())) {
                 Ok(r) => r,
@@ -396,11 +401,16 @@ impl Forwarder {
             }
         };
         let store = pool.store.clone();
+        let me = pool.me().to_string();
+        // Cut off from the pool's store: this host's rows, without waiting for it.
+        if let Some(why) = pool.member.health.cut_off() {
+            tracing::debug!(reason = %why, "cut off from the pool's store; listing this host's instances alone");
+            return Response::from_parts(parts, Body::from(bytes));
+        }
         let read = tokio::task::spawn_blocking(move || {
             instances::list(store.as_ref(), Some(project.as_str()))
         })
         .await;
-        let me = pool.me().to_string();
         let others: Vec<InstanceRecord> = match read {
             Ok(Ok(r)) => r.into_iter().filter(|r| r.host != me).collect(),
             Ok(Err(e)) => {

@@ -26,6 +26,7 @@ mod listing;
 pub mod mirror;
 pub mod net;
 pub mod place;
+mod quorum;
 mod routes;
 
 pub use routes::{host_routes, routes, ClusterDoc};
@@ -99,6 +100,8 @@ struct Member {
     heartbeat: Arc<Mutex<Heartbeater>>,
     /// The scheduler creates and releases go through.
     placer: place::Placer,
+    /// Whether a majority of the pool's store is reachable ([`quorum`]).
+    health: quorum::Health,
     tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
 
@@ -346,6 +349,7 @@ impl Cluster {
             etcd_endpoints: endpoints,
             runs_etcd: m.local.runs_etcd,
             connected: m.store.get().is_some(),
+            cut_off: m.health.cut_off(),
         }
     }
 
@@ -435,6 +439,7 @@ impl Cluster {
                         me.start_mirror(&m2);
                         me.start_agent(&m2);
                         me.start_failover(&m2);
+                        me.start_quorum_watch(&m2);
                         return;
                     }
                     Ok(Err(e)) if !logged => {
@@ -494,6 +499,7 @@ impl Cluster {
             etcd: Mutex::new(etcd),
             heartbeat,
             placer: place::Placer::default(),
+            health: quorum::Health::default(),
             tasks: Mutex::new(Vec::new()),
         })
     }
@@ -564,10 +570,15 @@ impl Cluster {
             loop {
                 let (e, root, m2) = (etcd.clone(), root.clone(), member.clone());
                 let _ = tokio::task::spawn_blocking(move || {
-                    let urls = match etcd_members::sync_endpoints(&e) {
-                        Ok(u) if !u.is_empty() => u,
-                        _ => return,
+                    let members = match etcd_members::sync_endpoints(&e) {
+                        Ok(ms) => ms,
+                        Err(_) => return,
                     };
+                    m2.health.name_members(&members);
+                    let urls = etcd_members::voters(&members);
+                    if urls.is_empty() {
+                        return;
+                    }
                     let mut kept = m2.endpoints.lock().unwrap_or_else(|e| e.into_inner());
                     let mut now = kept.clone();
                     for u in &urls {
@@ -839,6 +850,7 @@ impl Cluster {
         self.start_mirror(&m);
         self.start_agent(&m);
         self.start_failover(&m);
+        self.start_quorum_watch(&m);
         *self.member.lock().unwrap_or_else(|e| e.into_inner()) = Some(m.clone());
         tracing::info!(cluster = %cluster_id, host = %name, "made a pool");
         self.token_of(&m, join::DEFAULT_TTL).await
@@ -846,7 +858,7 @@ impl Cluster {
 
     /// A new join token, with the command that uses it.
     async fn token_of(&self, m: &Arc<Member>, ttl: Duration) -> Result<JoinCommand, ApiError> {
-        let store = m.store()?;
+        let store = self.pool_store(m, "cannot make a join token").await?;
         let fp = pier_cluster::ca::fingerprint_of_pem(&m.creds.ca_pem)
             .map_err(|e| internal("the pool's CA", e))?;
         let now = SystemTime::now();
@@ -1030,6 +1042,7 @@ impl Cluster {
         self.start_mirror(&m);
         self.start_agent(&m);
         self.start_failover(&m);
+        self.start_quorum_watch(&m);
         *self.member.lock().unwrap_or_else(|e| e.into_inner()) = Some(m.clone());
         tracing::info!(cluster = %m.local.cluster_id, host = %name, "joined the pool");
         Ok(Joined {
@@ -1072,7 +1085,9 @@ impl Cluster {
     /// A joining host's request, on the cluster listener.
     async fn grant(&self, req: JoinRequest) -> Result<JoinGrant, ApiError> {
         let m = self.member_or_refuse()?;
-        let store = m.store()?;
+        let store = self
+            .pool_store(&m, &format!("cannot admit host {}", req.name))
+            .await?;
         let ca = m.ca.clone();
         let eps = m
             .endpoints
@@ -1124,19 +1139,28 @@ impl Cluster {
     }
 
     async fn hosts(&self) -> Result<Vec<HostInfo>, ApiError> {
-        let store = self.member_or_refuse()?.store()?;
+        let m = self.member_or_refuse()?;
+        let store = self.pool_store(&m, "cannot list the pool's hosts").await?;
         let hosts = blocking(move || member::hosts(store.as_ref()).map_err(member_error)).await?;
         Ok(hosts.iter().map(host_info).collect())
     }
 
     async fn host(&self, id: String) -> Result<HostInfo, ApiError> {
-        let store = self.member_or_refuse()?.store()?;
+        let m = self.member_or_refuse()?;
+        let store = self
+            .pool_store(&m, &format!("cannot inspect host {id}"))
+            .await?;
         let h = blocking(move || member::host(store.as_ref(), &id).map_err(member_error)).await?;
         Ok(host_info(&h))
     }
 
     async fn cordon(&self, id: String, cordon: bool) -> Result<HostInfo, ApiError> {
-        let store = self.member_or_refuse()?.store()?;
+        let m = self.member_or_refuse()?;
+        let what = format!(
+            "cannot {} host {id}",
+            if cordon { "cordon" } else { "uncordon" }
+        );
+        let store = self.pool_store(&m, &what).await?;
         let h =
             blocking(move || member::set_cordon(store.as_ref(), &id, cordon).map_err(member_error))
                 .await?;
@@ -1151,7 +1175,9 @@ impl Cluster {
                 format!("host {id} is this host; remove it from another member once its daemon is stopped"),
             ));
         }
-        let store = m.store()?;
+        let store = self
+            .pool_store(&m, &format!("cannot remove host {id}"))
+            .await?;
         let etcd = m.etcd_client.get().cloned();
         blocking(move || {
             member::remove_with(store.as_ref(), &id, force, |rec| match &etcd {

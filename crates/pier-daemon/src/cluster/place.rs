@@ -83,8 +83,9 @@ impl Placer {
 fn sched_error(e: SchedError) -> ApiError {
     let kind = match &e {
         SchedError::Invalid(_) => ErrorKind::InvalidInput,
-        SchedError::NoHostFits(_)
-        | SchedError::NameTaken { .. }
+        // Out of capacity: the architecture's 507 (a name taken is a conflict).
+        SchedError::NoHostFits(_) => ErrorKind::InsufficientStorage,
+        SchedError::NameTaken { .. }
         | SchedError::AlreadyPlaced { .. }
         | SchedError::NotPlaced { .. }
         | SchedError::NotOn { .. } => ErrorKind::Conflict,
@@ -180,7 +181,8 @@ impl Cluster {
         mut req: ContainerCreate,
     ) -> Result<Created, ApiError> {
         let m = self.member_or_refuse()?;
-        let store = m.store()?;
+        // A host cut off from the pool's store says so at once (see [`super::quorum`]).
+        let store = self.pool_store(&m, "cannot place the instance").await?;
         let id = pier_api::random_hex(32);
         let name = match req.name.as_deref().map(|n| n.trim_start_matches('/')) {
             Some(n) if !n.is_empty() => n.to_string(),

@@ -378,3 +378,34 @@ fn members_are_added_listed_promoted_and_removed() {
     assert_eq!(value(&s, Table::Images, "a").as_deref(), Some("1"));
     assert_eq!(value(&s, Table::Images, "b").as_deref(), Some("2"));
 }
+
+/// The quorum probe: a live member serves its read even beside an endpoint nothing
+/// listens on; with etcd gone, every member is named, without an answer, within the time
+/// given (not the request timeout).
+#[test]
+fn the_quorum_probe_names_the_members_that_do_not_answer() {
+    let mut etcd = TestEtcd::start();
+    let s = etcd.store("quorum/");
+    let dead = format!("http://127.0.0.1:{}", free_port());
+    s.use_endpoints(&[etcd.endpoint(), dead.clone()]).unwrap();
+    let within = Duration::from_secs(2);
+    assert_eq!(s.probe_quorum(within), Ok(etcd.endpoint()));
+    etcd.kill();
+    let started = Instant::now();
+    let lost = s.probe_quorum(within).unwrap_err();
+    let took = started.elapsed();
+    assert!(
+        took >= within && took < within + Duration::from_secs(2),
+        "{took:?}"
+    );
+    let mut want = vec![
+        (etcd.endpoint(), MemberAnswer::NoAnswer),
+        (dead, MemberAnswer::NoAnswer),
+    ];
+    want.sort_by(|a, b| a.0.cmp(&b.0));
+    assert_eq!(lost.members, want);
+    assert!(lost.to_string().contains("no answer"), "{lost}");
+    // Back: the same store's probe sees it again.
+    etcd.spawn();
+    assert_eq!(s.probe_quorum(within), Ok(etcd.endpoint()));
+}
