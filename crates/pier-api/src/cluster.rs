@@ -168,6 +168,11 @@ pub struct InstanceMove {
     pub to: String,
     /// Whether its new host starts it (it was running, or has a restart policy).
     pub start: bool,
+    /// The named volumes it uses. Volumes are local to their host: their data stays on
+    /// the old one, and the new host makes each empty unless it has one of that name
+    /// (its inspect says which: the `org.pier.volumes-recreated` label).
+    #[serde(default)]
+    pub volumes: Vec<String>,
 }
 
 /// One instance left on a host that was drained or evacuated, and why.

@@ -338,13 +338,22 @@ fn host_detail(h: &HostInfo) -> String {
 fn moves_text(m: &HostMoves) -> String {
     let mut lines = Vec::new();
     for mv in &m.moved {
-        lines.push(format!(
+        let mut line = format!(
             "moved {} ({}) from {} to {}",
             mv.name,
             short(&mv.id),
             mv.from,
             mv.to
-        ));
+        );
+        if !mv.volumes.is_empty() {
+            line += &format!(
+                "; its volumes ({}) stay on {}: {} makes any it lacks anew, empty",
+                mv.volumes.join(", "),
+                mv.from,
+                mv.to
+            );
+        }
+        lines.push(line);
     }
     for k in &m.not_moved {
         lines.push(format!(

@@ -1405,6 +1405,7 @@ fn a_crashed_hosts_instance_moves_to_another_host_and_drain_moves_it_on() {
     let mut hs = [with_busybox(&args), with_busybox(&args)];
     pool_of_three(&mut lan, &h1, &hs[0], &hs[1]);
     let name = format!("ha-{}", &random_tag()[..6]);
+    let vol = format!("{name}-data");
     let id = h1
         .ok(&[
             "run",
@@ -1415,12 +1416,15 @@ fn a_crashed_hosts_instance_moves_to_another_host_and_drain_moves_it_on() {
             "always",
             "--constraint",
             "host.id!=h1",
+            "-v",
+            &format!("{vol}:/data"),
             "bb",
             "sleep",
             "600",
         ])
         .trim()
         .to_string();
+    h1.ok(&["exec", &name, "sh", "-c", "echo kept > /data/f"]);
     let mut first = String::new();
     wait_until("listed running on h2 or h3", || {
         first = rows_of(&h1, &id)
@@ -1454,6 +1458,37 @@ fn a_crashed_hosts_instance_moves_to_another_host_and_drain_moves_it_on() {
     let o = if dead_i == 0 { &hs[1] } else { &hs[0] };
     assert!(own_instances(o, other).contains(&id));
     assert_eq!(h1.ok(&["exec", &name, "echo", "moved"]).trim(), "moved");
+    // Its named volume is local to the crashed host: made anew, empty, on the new one,
+    // which its inspect and a volume event say.
+    assert_eq!(h1.ok(&["exec", &name, "ls", "/data"]).trim(), "");
+    let labels = &h1.json(&["inspect", &name])[0]["config"]["labels"];
+    assert_eq!(labels["org.pier.moved-from"], first.as_str(), "{labels}");
+    assert_eq!(
+        labels["org.pier.volumes-recreated"],
+        vol.as_str(),
+        "{labels}"
+    );
+    let recreated = o
+        .ok(&[
+            "--format",
+            "json",
+            "events",
+            "--since",
+            "10m",
+            "--until",
+            "0s",
+            "--filter",
+            "type=volume",
+        ])
+        .lines()
+        .any(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            v["action"] == "recreate"
+                && v["id"] == vol.as_str()
+                && v["attributes"]["container"] == id.as_str()
+                && v["attributes"]["from"] == first.as_str()
+        });
+    assert!(recreated, "no volume recreate event on {other}");
     // The move's event, in the log of the member that moved it.
     let rescheduled = [&h1, o].iter().any(|d| {
         let args = [
@@ -1473,6 +1508,7 @@ fn a_crashed_hosts_instance_moves_to_another_host_and_drain_moves_it_on() {
                 && v["id"] == id.as_str()
                 && v["attributes"]["from"] == first.as_str()
                 && v["attributes"]["to"] == other
+                && v["attributes"]["volumes"] == vol.as_str()
         })
     });
     assert!(rescheduled, "no reschedule event on h1 or {other}");
@@ -1557,6 +1593,15 @@ fn a_crashed_hosts_instance_moves_to_another_host_and_drain_moves_it_on() {
         rows_of(&h1, &id) == [(first.clone(), "running".to_string())]
     });
     assert_eq!(h1.ok(&["exec", &name, "echo", "back"]).trim(), "back");
+    // Back where its volume was left: that one is used, with its data, and not made anew.
+    assert_eq!(moved[0]["volumes"], serde_json::json!([vol]), "{moves}");
+    assert_eq!(h1.ok(&["exec", &name, "cat", "/data/f"]).trim(), "kept");
+    let labels = &h1.json(&["inspect", &name])[0]["config"]["labels"];
+    assert_eq!(labels["org.pier.moved-from"], other, "{labels}");
+    assert!(
+        labels.get("org.pier.volumes-recreated").is_none(),
+        "{labels}"
+    );
     assert_eq!(
         rows_of(&h1, &stay_id),
         [(other.to_string(), "running".to_string())]

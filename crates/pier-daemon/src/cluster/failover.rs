@@ -9,10 +9,13 @@
 //! host excluded, both allocations in one transaction); the new host's agent makes it
 //! with the same ID and request and starts it, and the old host's agent removes its copy
 //! (at once if it is up, at its next start if it is down: fencing). What stays, and says
-//! why: instances without a restart policy, with a named volume (volumes are local to a
-//! host and are not moved: the instance would find an empty volume), without a create
-//! request, or that no other host fits. Each move is an event (`container`,
-//! `reschedule`, with `from` and `to`) in the event log of the member that moved it.
+//! why: instances without a restart policy, without a create request, or that no other
+//! host fits. Named volumes are local to their host and do not move: their data stays on
+//! the old host, and the new host's agent makes each anew, empty, unless it has one of
+//! that name, saying so in the instance's labels and a `volume` `recreate` event (see
+//! `place::EngineRealiser`). Each move is an event (`container`, `reschedule`, with
+//! `from`, `to` and the `volumes` left behind) in the event log of the member that moved
+//! it.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -52,7 +55,7 @@ pub(super) enum Why {
 pub(super) fn plan_move(
     a: &Assignment,
     record: Option<&InstanceRecord>,
-) -> Result<(InstanceRequest, bool), String> {
+) -> Result<(InstanceRequest, bool, Vec<String>), String> {
     let Some(spec) = &a.spec else {
         return Err("its assignment has no create request (made by an older Pier)".into());
     };
@@ -64,16 +67,6 @@ pub(super) fn plan_move(
                 .into(),
         );
     }
-    if let Some(v) = req
-        .mounts
-        .iter()
-        .find(|m| m.kind == MountKind::Volume && m.source.is_some())
-    {
-        return Err(format!(
-            "it uses volume {}, which is local to its host and is not moved; copy its data and run it again elsewhere",
-            v.source.as_deref().unwrap_or_default()
-        ));
-    }
     let running = record.map(|r| r.state == "running" || r.state == "restarting");
     let start = match req.restart_policy {
         RestartPolicy::Always | RestartPolicy::OnFailure { .. } => true,
@@ -83,7 +76,20 @@ pub(super) fn plan_move(
     };
     let ir = place::instance_request(&a.project, &a.id, &a.name, &req)
         .map_err(|e| format!("its placement options do not read: {e}"))?;
-    Ok((ir, start))
+    Ok((ir, start, named_volumes(&req)))
+}
+
+/// The named volumes `req` mounts (an anonymous one is made anew at any create).
+pub(super) fn named_volumes(req: &ContainerCreate) -> Vec<String> {
+    let mut names: Vec<String> = req
+        .mounts
+        .iter()
+        .filter(|m| m.kind == MountKind::Volume)
+        .filter_map(|m| m.source.clone())
+        .collect();
+    names.sort();
+    names.dedup();
+    names
 }
 
 impl Cluster {
@@ -168,7 +174,7 @@ impl Cluster {
                     name: a.name.clone(),
                     reason,
                 };
-                let (req, start) = match plan_move(&a, records.get(&instance)) {
+                let (req, start, volumes) = match plan_move(&a, records.get(&instance)) {
                     Ok(p) => p,
                     Err(reason) => {
                         out.not_moved.push(kept(reason));
@@ -183,6 +189,7 @@ impl Cluster {
                         from: host.clone(),
                         to,
                         start,
+                        volumes,
                     }),
                     Err(e) => {
                         retry += 1;
@@ -204,18 +211,17 @@ impl Cluster {
                     Why::Drain => "drain",
                     Why::Down => "host down",
                 };
-                engine.emit(
-                    &ctx,
-                    "container",
-                    "reschedule",
-                    &mv.id,
-                    &[
-                        ("name", &mv.name),
-                        ("from", &mv.from),
-                        ("to", &mv.to),
-                        ("reason", reason),
-                    ],
-                );
+                let volumes = mv.volumes.join(",");
+                let mut attrs = vec![
+                    ("name", mv.name.as_str()),
+                    ("from", mv.from.as_str()),
+                    ("to", mv.to.as_str()),
+                    ("reason", reason),
+                ];
+                if !volumes.is_empty() {
+                    attrs.push(("volumes", &volumes));
+                }
+                engine.emit(&ctx, "container", "reschedule", &mv.id, &attrs);
             }
         }
         for mv in &moves.moved {
@@ -409,7 +415,7 @@ mod tests {
             plan_move(&assignment(spec), r.as_ref())
         };
         let always = serde_json::json!({"image": "busybox", "restart_policy": {"name": "always"}});
-        let (req, start) = moves(always.clone(), Some("exited")).unwrap();
+        let (req, start, _) = moves(always.clone(), Some("exited")).unwrap();
         assert!(start);
         assert_eq!((req.id.as_str(), req.name.as_str()), ("abc", "web"));
         let unless =
@@ -420,26 +426,24 @@ mod tests {
         let constrained = serde_json::json!({"image": "busybox",
             "restart_policy": {"name": "on-failure", "max_retries": 2},
             "constraints": ["host.label.zone==a"]});
-        let (req, start) = moves(constrained, Some("running")).unwrap();
+        let (req, start, _) = moves(constrained, Some("running")).unwrap();
         assert!(start);
         assert_eq!(req.constraints.len(), 1, "the request's filters go with it");
 
         let e = moves(serde_json::json!({"image": "busybox"}), Some("running")).unwrap_err();
         assert!(e.contains("no restart policy"), "{e}");
-        let e = moves(
+        // Named volumes move with it as names (the new host makes them empty); an
+        // anonymous one is made anew at any create, so it is not named.
+        let (_, _, volumes) = moves(
             serde_json::json!({"image": "busybox", "restart_policy": {"name": "always"},
-                "mounts": [{"type": "volume", "source": "data", "target": "/d"}]}),
+                "mounts": [{"type": "volume", "source": "data", "target": "/d"},
+                           {"type": "volume", "target": "/anon"},
+                           {"type": "volume", "source": "data", "target": "/again"},
+                           {"type": "bind", "source": "/srv", "target": "/srv"}]}),
             None,
         )
-        .unwrap_err();
-        assert!(e.contains("volume data"), "{e}");
-        // An anonymous volume is made anew, empty, as at any create: it moves.
-        assert!(moves(
-            serde_json::json!({"image": "busybox", "restart_policy": {"name": "always"},
-                "mounts": [{"type": "volume", "target": "/d"}]}),
-            None,
-        )
-        .is_ok());
+        .unwrap();
+        assert_eq!(volumes, ["data"]);
     }
 
     #[test]

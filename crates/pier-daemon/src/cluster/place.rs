@@ -512,6 +512,37 @@ impl EngineRealiser {
     }
 }
 
+/// The label of an instance moved to its host: the host it was moved from.
+pub const MOVED_FROM_LABEL: &str = "org.pier.moved-from";
+/// The label of an instance moved to its host: the named volumes its new host made anew,
+/// empty (comma-separated), as volumes are local to their host.
+pub const VOLUMES_RECREATED_LABEL: &str = "org.pier.volumes-recreated";
+
+/// A moved instance's create on its new host: labelled with where it came from and which
+/// of its named volumes this host does not have (and so makes anew, empty); those names.
+fn moved_here(
+    engine: &Engine,
+    ctx: &RequestContext,
+    req: &mut ContainerCreate,
+    from: &str,
+) -> Vec<String> {
+    let missing: Vec<String> = super::failover::named_volumes(req)
+        .into_iter()
+        .filter(|v| {
+            matches!(engine.volumes.get(&ctx.project, v), Err(e) if e.kind() == ErrorKind::NotFound)
+        })
+        .collect();
+    req.labels
+        .insert(MOVED_FROM_LABEL.to_string(), from.to_string());
+    if missing.is_empty() {
+        req.labels.remove(VOLUMES_RECREATED_LABEL);
+    } else {
+        req.labels
+            .insert(VOLUMES_RECREATED_LABEL.to_string(), missing.join(","));
+    }
+    missing
+}
+
 impl Realiser for EngineRealiser {
     fn realise(&self, a: &Assignment) -> Result<(), Failure> {
         let Some(spec) = &a.spec else {
@@ -531,6 +562,11 @@ impl Realiser for EngineRealiser {
         })?;
         let engine = self.engine()?;
         let ctx = Self::ctx(&a.project)?;
+        let mut req = req;
+        let recreated = match &a.moved_from {
+            Some(from) => moved_here(&engine, &ctx, &mut req, from),
+            None => Vec::new(),
+        };
         match engine.instances.create_with_id(&ctx, req.clone(), &id) {
             Ok(_) => {}
             Err(e)
@@ -543,6 +579,25 @@ impl Realiser for EngineRealiser {
                     .map_err(|e| failure(ApiError::from(e)))?;
             }
             Err(e) => return Err(failure(ApiError::from(e))),
+        }
+        if let Some(from) = &a.moved_from {
+            for v in &recreated {
+                engine.emit(
+                    &ctx,
+                    "volume",
+                    "recreate",
+                    v,
+                    &[
+                        ("container", a.id.as_str()),
+                        ("from", from.as_str()),
+                        (
+                            "reason",
+                            "its instance moved here; the volume's data stays on the host it left",
+                        ),
+                    ],
+                );
+                tracing::warn!(instance = %format!("{}/{}", a.project, a.id), volume = %v, %from, "made a moved instance's volume anew, empty: its data stays on the host it left");
+            }
         }
         if a.start {
             // A moved instance that was running: the instance exists either way, so a
