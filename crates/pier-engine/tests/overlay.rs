@@ -164,7 +164,10 @@ async fn start_on(
 }
 
 /// Starts every container of `cs` on member `m` at once.
-fn start_all(m: &Member, cs: Vec<ContainerInspect>) -> Vec<tokio::task::JoinHandle<ContainerInspect>> {
+fn start_all(
+    m: &Member,
+    cs: Vec<ContainerInspect>,
+) -> Vec<tokio::task::JoinHandle<ContainerInspect>> {
     cs.into_iter()
         .map(|mut c| {
             let (nets, db) = (m.nets.clone(), m.db.clone());
@@ -211,7 +214,11 @@ fn journal(m: &Member) -> Vec<String> {
 fn assert_kind<T: std::fmt::Debug>(r: Result<T, EngineError>, kind: ErrorKind, says: &str) {
     let e = r.unwrap_err();
     assert_eq!(e.kind(), kind, "{}", e.message());
-    assert!(e.message().contains(says), "{:?} lacks {says:?}", e.message());
+    assert!(
+        e.message().contains(says),
+        "{:?} lacks {says:?}",
+        e.message()
+    );
 }
 
 #[tokio::test]
@@ -249,17 +256,27 @@ async fn a_pool_network_is_made_once_for_the_pool_and_mirrored_with_its_link_on_
     let r = sync(&h2, &p).await;
     assert_eq!(r.mirrored, 1);
     let m = h2.nets.get(&ProjectName::default(), "ov").unwrap();
-    assert_eq!((m.id.as_str(), m.vni, m.subnet), (ov.id.as_str(), ov.vni, ov.subnet));
+    assert_eq!(
+        (m.id.as_str(), m.vni, m.subnet),
+        (ov.id.as_str(), ov.vni, ov.subnet)
+    );
     let l2 = h2.host.model().links;
     assert!(l2.values().any(
         |l| matches!(l, FakeLink::Vxlan { vni, local, .. } if *vni == pool::VNI_MIN && *local == VTEP2)
     ));
     // A second sync changes nothing; a name taken in the pool is refused on h2 too.
     assert_eq!(sync(&h2, &p).await.mirrored, 0);
-    assert_kind(h2.nets.create(&cx(), req("ov")).await, ErrorKind::Conflict, "already exists");
+    assert_kind(
+        h2.nets.create(&cx(), req("ov")).await,
+        ErrorKind::Conflict,
+        "already exists",
+    );
     // Racing creates on both members get their own VNIs and subnets.
     let ctx = cx();
-    let (a, b) = tokio::join!(h1.nets.create(&ctx, req("a")), h2.nets.create(&ctx, req("b")));
+    let (a, b) = tokio::join!(
+        h1.nets.create(&ctx, req("a")),
+        h2.nets.create(&ctx, req("b"))
+    );
     let (a, b) = (a.unwrap(), b.unwrap());
     let vnis: BTreeSet<_> = [ov.vni, a.vni, b.vni].into_iter().collect();
     assert_eq!(vnis.len(), 3);
@@ -319,7 +336,11 @@ async fn what_a_pool_network_cannot_be_is_refused_saying_what_to_do() {
         ),
     ];
     for (r, says) in cases {
-        assert_kind(h1.nets.create(&cx(), r).await, ErrorKind::InvalidInput, says);
+        assert_kind(
+            h1.nets.create(&cx(), r).await,
+            ErrorKind::InvalidInput,
+            says,
+        );
     }
     assert!(h1.nets.list(&cx()).unwrap().iter().all(|n| n.name != "x"));
     // Outside a pool, overlay is refused and no driver means bridge.
@@ -336,8 +357,15 @@ async fn what_a_pool_network_cannot_be_is_refused_saying_what_to_do() {
         driver: Some("overlay".into()),
         ..req("o")
     };
-    assert_kind(alone.create(&cx(), r).await, ErrorKind::InvalidInput, "not in a pool");
-    assert_eq!(alone.create(&cx(), req("b")).await.unwrap().driver, "bridge");
+    assert_kind(
+        alone.create(&cx(), r).await,
+        ErrorKind::InvalidInput,
+        "not in a pool",
+    );
+    assert_eq!(
+        alone.create(&cx(), req("b")).await.unwrap().driver,
+        "bridge"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -346,8 +374,12 @@ async fn racing_attaches_on_both_members_never_share_an_address_and_stops_releas
     h1.nets.create(&cx(), req("ov")).await.unwrap();
     sync(&h2, &p).await;
     const N: usize = 16;
-    let cs1: Vec<_> = (0..N).map(|i| container(&h1, &format!("a{i}"), "ov")).collect();
-    let cs2: Vec<_> = (0..N).map(|i| container(&h2, &format!("b{i}"), "ov")).collect();
+    let cs1: Vec<_> = (0..N)
+        .map(|i| container(&h1, &format!("a{i}"), "ov"))
+        .collect();
+    let cs2: Vec<_> = (0..N)
+        .map(|i| container(&h2, &format!("b{i}"), "ov"))
+        .collect();
     let (t1, t2) = (start_all(&h1, cs1), start_all(&h2, cs2));
     let (mut cs1, mut cs2) = (Vec::new(), Vec::new());
     for t in t1 {
@@ -362,7 +394,10 @@ async fn racing_attaches_on_both_members_never_share_an_address_and_stops_releas
     assert_eq!(cl.len(), 2 * N);
     for c in &cs1 {
         let (_, _, l) = cl.iter().find(|(_, ip, _)| *ip == ip_of(c, "ov")).unwrap();
-        assert_eq!((l.host.as_str(), l.container.as_str()), ("h1", c.id.as_str()));
+        assert_eq!(
+            (l.host.as_str(), l.container.as_str()),
+            ("h1", c.id.as_str())
+        );
         assert_eq!(l.mac, c.networks["ov"].mac_address.unwrap().to_string());
     }
     assert_eq!(journal(&h1).len(), N);
@@ -383,7 +418,11 @@ async fn a_plug_failing_at_any_step_leaves_no_claim_and_no_journal() {
     let (p, h1, _h2) = two().await;
     h1.nets.create(&cx(), req("ov")).await.unwrap();
     // The host's steps after the claim.
-    for kind in [CallKind::Plumb, CallKind::AttachToBridge, CallKind::CreateNetns] {
+    for kind in [
+        CallKind::Plumb,
+        CallKind::AttachToBridge,
+        CallKind::CreateNetns,
+    ] {
         let mut c = container(&h1, &format!("f{}", kind as usize), "ov");
         h1.host.set_fault(Some(Fault::Kind {
             kind,
@@ -403,7 +442,11 @@ async fn a_plug_failing_at_any_step_leaves_no_claim_and_no_journal() {
     assert_eq!(journal(&h1), Vec::<String>::new());
     // No pool store at all: refused with what to do.
     h1.nets.set_pool_store(None);
-    assert_kind(start(&h1, &mut c).await, ErrorKind::Unavailable, "pool's store");
+    assert_kind(
+        start(&h1, &mut c).await,
+        ErrorKind::Unavailable,
+        "pool's store",
+    );
     assert_eq!(journal(&h1), Vec::<String>::new());
     h1.nets.set_pool_store(Some(p.clone()));
     start(&h1, &mut c).await.unwrap();
@@ -419,10 +462,20 @@ async fn the_sync_programs_the_other_members_endpoints_and_names_and_removes_the
     start(&h2, &mut web).await.unwrap();
     let mut cli = container(&h1, "cli", "ov");
     start(&h1, &mut cli).await.unwrap();
-    let (wip, wmac) = (ip_of(&web, "ov"), web.networks["ov"].mac_address.unwrap().octets());
+    let (wip, wmac) = (
+        ip_of(&web, "ov"),
+        web.networks["ov"].mac_address.unwrap().octets(),
+    );
     let r1 = sync(&h1, &p).await;
     assert_eq!(r1.entries.added, 4);
-    let vx1 = h1.host.model().vxlans().into_iter().next().unwrap().to_string();
+    let vx1 = h1
+        .host
+        .model()
+        .vxlans()
+        .into_iter()
+        .next()
+        .unwrap()
+        .to_string();
     let e1 = h1.host.model().overlay(&vx1).unwrap();
     assert_eq!(
         e1.fdb.into_iter().collect::<BTreeSet<_>>(),
@@ -440,9 +493,19 @@ async fn the_sync_programs_the_other_members_endpoints_and_names_and_removes_the
     assert_eq!(h1.host.dns_lookup(&ov.id, "web.ov"), Some(vec![wip]));
     assert_eq!(h1.host.dns_lookup(&ov.id, &web.id[..12]), Some(vec![wip]));
     sync(&h2, &p).await;
-    assert_eq!(h2.host.dns_lookup(&ov.id, "cli"), Some(vec![ip_of(&cli, "ov")]));
+    assert_eq!(
+        h2.host.dns_lookup(&ov.id, "cli"),
+        Some(vec![ip_of(&cli, "ov")])
+    );
     // Each member's link has the other's endpoint only.
-    let vx2 = h2.host.model().vxlans().into_iter().next().unwrap().to_string();
+    let vx2 = h2
+        .host
+        .model()
+        .vxlans()
+        .into_iter()
+        .next()
+        .unwrap()
+        .to_string();
     let e2 = h2.host.model().overlay(&vx2).unwrap();
     assert!(e2.fdb.iter().all(|e| e.dst.is_none_or(|d| d == VTEP1)));
     assert!(!e2.neigh.iter().any(|(ip, _)| *ip == wip));

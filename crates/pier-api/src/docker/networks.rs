@@ -372,7 +372,10 @@ mod tests {
         let pool = |v: Value| body(v).into_request(true);
         let r = pool(json!({"Name": "n", "Driver": "overlay", "Scope": "swarm"})).unwrap();
         assert_eq!(r.driver.as_deref(), Some("overlay"));
-        assert_eq!(pool(json!({"Name": "n"})).unwrap().driver.as_deref(), Some("bridge"));
+        assert_eq!(
+            pool(json!({"Name": "n"})).unwrap().driver.as_deref(),
+            Some("bridge")
+        );
         assert!(pool(json!({"Name": "n", "Scope": "swarm"}))
             .unwrap_err()
             .message

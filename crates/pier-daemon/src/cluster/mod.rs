@@ -24,6 +24,7 @@ pub mod forward;
 mod listing;
 pub mod mirror;
 pub mod net;
+pub mod overlay;
 pub mod place;
 mod routes;
 
@@ -432,6 +433,7 @@ impl Cluster {
                         me.start_heartbeat(&m2);
                         me.start_host_events(&m2);
                         me.start_mirror(&m2);
+                        me.start_overlay(&m2);
                         me.start_agent(&m2);
                         me.start_failover(&m2);
                         return;
@@ -482,6 +484,14 @@ impl Cluster {
             &local.name,
             self.heartbeat_ttl,
         )));
+        // Pool networks get their VXLAN links from now on, store or not.
+        match (self.engine.upgrade(), local.address.parse()) {
+            (Some(e), Ok(vtep)) => e.networks.set_pool_identity(&local.name, vtep),
+            (_, Err(_)) => {
+                tracing::warn!(address = %local.address, "this member's pool address is not an IPv4 address: its pool networks get no VXLAN link")
+            }
+            _ => {}
+        }
         Arc::new(Member {
             endpoints: Mutex::new(local.etcd_endpoints.clone()),
             local,
@@ -677,6 +687,15 @@ impl Cluster {
         m.tasks.lock().unwrap_or_else(|e| e.into_inner()).push(task);
     }
 
+    /// Keeps this host's pool networks as the pool says ([`overlay`]).
+    fn start_overlay(&self, m: &Arc<Member>) {
+        let Some(store) = m.store.get().cloned() else {
+            return;
+        };
+        let task = tokio::spawn(overlay::run(self.engine.clone(), store));
+        m.tasks.lock().unwrap_or_else(|e| e.into_inner()).push(task);
+    }
+
     /// At daemon stop: ends the heartbeat at once (the pool sees this host down), stops
     /// listening, and stops the etcd member it runs.
     pub async fn shutdown(&self) {
@@ -685,6 +704,9 @@ impl Cluster {
         };
         for t in m.tasks.lock().unwrap_or_else(|e| e.into_inner()).drain(..) {
             t.abort();
+        }
+        if let Some(e) = self.engine.upgrade() {
+            e.networks.set_pool_store(None);
         }
         if let Some(store) = m.store.get().cloned() {
             let hb = m.heartbeat.clone();
@@ -836,6 +858,7 @@ impl Cluster {
         self.start_heartbeat(&m);
         self.start_host_events(&m);
         self.start_mirror(&m);
+        self.start_overlay(&m);
         self.start_agent(&m);
         self.start_failover(&m);
         *self.member.lock().unwrap_or_else(|e| e.into_inner()) = Some(m.clone());
@@ -1027,6 +1050,7 @@ impl Cluster {
         self.start_heartbeat(&m);
         self.start_host_events(&m);
         self.start_mirror(&m);
+        self.start_overlay(&m);
         self.start_agent(&m);
         self.start_failover(&m);
         *self.member.lock().unwrap_or_else(|e| e.into_inner()) = Some(m.clone());

@@ -110,7 +110,11 @@ impl Networks {
         names: (&str, &str),
         claimed: &HashSet<Ipv4Addr>,
     ) -> EngineResult<Ipv4Addr> {
-        if let Some(ip) = ep.static_ip.map(Ipv4Address::addr).filter(|ip| claimed.contains(ip)) {
+        if let Some(ip) = ep
+            .static_ip
+            .map(Ipv4Address::addr)
+            .filter(|ip| claimed.contains(ip))
+        {
             return Err(conflict(format!(
                 "address {ip} on network {} is claimed by another host of the pool: choose another --ip, or leave it out to get a free one",
                 n.name

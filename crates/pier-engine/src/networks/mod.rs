@@ -64,9 +64,9 @@ use crate::host::net::{Firewall, NetHost};
 use crate::RequestContext;
 
 pub use alloc::PortHolder;
+use names::NameIndex;
 pub use overlay::OverlaySync;
 pub use pool::{PoolIdentity, POOL_MTU};
-use names::NameIndex;
 pub use reconcile::NetworkReconciler;
 
 /// The default network's name, as Docker's.
@@ -253,7 +253,10 @@ impl Networks {
         let Some(me) = self.identity() else {
             return;
         };
-        for n in networks.iter_mut().filter(|n| n.scope == NetworkScope::Pool) {
+        for n in networks
+            .iter_mut()
+            .filter(|n| n.scope == NetworkScope::Pool)
+        {
             for ep in n.containers.values_mut() {
                 ep.host = Some(me.host.clone());
             }

@@ -97,16 +97,13 @@ impl Records for NetRecords {
         // The asker's other networks (user networks only: the default one has no names).
         let idx = self.index.read().unwrap();
         let others = idx.networks_of.get(&(self.network.clone(), client))?;
-        others
-            .iter()
-            .filter(|n| **n != self.network)
-            .find_map(|n| {
-                idx.names
-                    .get(n)
-                    .and_then(|m| m.get(name))
-                    .or_else(|| idx.remote.get(n)?.get(name))
-                    .cloned()
-            })
+        others.iter().filter(|n| **n != self.network).find_map(|n| {
+            idx.names
+                .get(n)
+                .and_then(|m| m.get(name))
+                .or_else(|| idx.remote.get(n)?.get(name))
+                .cloned()
+        })
     }
 
     fn lookup6(&self, name: &str) -> Option<Vec<Ipv6Addr>> {
@@ -204,7 +201,10 @@ impl Networks {
 
     /// Other hosts' endpoints on pool network `net_id`, as inspect shows them (by
     /// container ID).
-    pub(super) fn remote_endpoints(&self, n: &pier_api::networks::NetworkInspect) -> BTreeMap<String, Endpoint> {
+    pub(super) fn remote_endpoints(
+        &self,
+        n: &pier_api::networks::NetworkInspect,
+    ) -> BTreeMap<String, Endpoint> {
         let idx = self.index.read().unwrap();
         let Some(eps) = idx.remote_endpoints.get(&n.id) else {
             return BTreeMap::new();

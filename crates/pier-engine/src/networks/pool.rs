@@ -178,7 +178,10 @@ impl Networks {
             .collect();
         let mut made = None;
         for _ in 0..ATTEMPTS {
-            let current = self.pool_call(PoolNetworks::read).await?.map_err(pool_err)?;
+            let current = self
+                .pool_call(PoolNetworks::read)
+                .await?
+                .map_err(pool_err)?;
             let rec = pool_record(project, &req, mtu, &current, &taken)?;
             let r = self
                 .pool_call(move |s| pool::try_create(s, &current, &rec).map(|_| rec))
@@ -205,9 +208,14 @@ impl Networks {
             Ok(n) => Ok(n),
             Err(e) => {
                 let (p, id) = (rec.project().to_string(), rec.id().to_string());
-                match self.pool_call(move |s| pool::remove_network(s, &p, &id)).await {
+                match self
+                    .pool_call(move |s| pool::remove_network(s, &p, &id))
+                    .await
+                {
                     Ok(Ok(_)) => {}
-                    r => tracing::warn!(network = %rec.network.name, result = ?r.map(drop), "cannot take back the pool record of a network this host failed to make; remove it with `pier network rm`"),
+                    r => {
+                        tracing::warn!(network = %rec.network.name, result = ?r.map(drop), "cannot take back the pool record of a network this host failed to make; remove it with `pier network rm`")
+                    }
                 }
                 Err(e)
             }
@@ -392,9 +400,7 @@ impl Networks {
                 ifname: names.0.to_string(),
             };
             let (r2, l2) = (rec.clone(), lease.clone());
-            let r = self
-                .pool_call(move |s| pool::claim(s, &r2, ip, &l2))
-                .await;
+            let r = self.pool_call(move |s| pool::claim(s, &r2, ip, &l2)).await;
             match r {
                 Ok(Ok(_)) => {
                     return Ok((
@@ -512,7 +518,10 @@ impl Networks {
             .leases()?
             .into_iter()
             .filter_map(|(k, l): (String, Lease)| {
-                Some((l.network.clone(), format!("{}|{}", k.rsplit('/').next()?, l.container)))
+                Some((
+                    l.network.clone(),
+                    format!("{}|{}", k.rsplit('/').next()?, l.container),
+                ))
             })
             .collect();
         let mut released = 0;
@@ -540,7 +549,11 @@ fn check_pool_request(req: &NetworkCreate) -> EngineResult<u32> {
             "pool networks are IPv4 only for now: leave out --ipv6, or make a bridge network (-d bridge)",
         ));
     }
-    if let Some(k) = req.options.keys().find(|k| !POOL_OPTIONS.contains(&k.as_str())) {
+    if let Some(k) = req
+        .options
+        .keys()
+        .find(|k| !POOL_OPTIONS.contains(&k.as_str()))
+    {
         return Err(invalid(format!(
             "option {k:?} is not one a pool network takes (only mtu): leave it out, or make a bridge network (-d bridge)"
         )));
@@ -576,8 +589,7 @@ fn pool_record(
             pool::pick_subnet(&all_taken).ok_or_else(|| pool_err(NetPoolError::NoFreeSubnet))?,
         ),
     };
-    let (subnet, gateway, ip_range) =
-        create::addresses(taken, subnet, req.gateway, req.ip_range)?;
+    let (subnet, gateway, ip_range) = create::addresses(taken, subnet, req.gateway, req.ip_range)?;
     create::check_aux(&req.aux_addresses, subnet, None)?;
     let network = NetworkInspect {
         id: crate::names::random_id(),
