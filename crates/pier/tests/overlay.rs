@@ -90,11 +90,10 @@ fn exec(d: &Daemon, args: &[&str]) -> (i32, String) {
 fn two_instances_on_different_hosts_talk_by_name_over_the_overlay() {
     require_root_and_tools(&["etcd", "bridge", "nft", "ldd"]);
     let mut lan = Lan::new();
-    let h1 = Daemon::start_with(&[]);
-    let h2 = with_busybox(&[]);
+    let h1 = with_busybox(&[]);
+    let mut h2 = with_busybox(&[]);
     let h3 = with_busybox(&[]);
     let addrs = pool_of(&mut lan, &[&h1, &h2, &h3]);
-    let members = [(&h1, &addrs[0]), (&h2, &addrs[1]), (&h3, &addrs[2])];
 
     // One network for the pool, made on h1.
     let net = format!("ov{}", &random_tag()[..4]);
@@ -117,7 +116,7 @@ fn two_instances_on_different_hosts_talk_by_name_over_the_overlay() {
         "{ls}"
     );
     // Every member has it, with the same ID and VNI, and its own link on its bridge.
-    for (d, addr) in members {
+    for (d, addr) in [&h1, &h2, &h3].into_iter().zip(&addrs) {
         wait_until("the pool network on every member", || {
             d.json(&["network", "ls"])
                 .as_array()
@@ -274,15 +273,115 @@ fn two_instances_on_different_hosts_talk_by_name_over_the_overlay() {
     let vx2 = vxlans(&h2)[0]["ifname"].as_str().unwrap().to_string();
     assert!(!fdb(&h2, &vx2).iter().any(|e| e["mac"] == web_mac.as_str()));
 
-    // web goes: h3 forgets it (entries and name).
+    // Racing starts on all three hosts never share an address; h1 lists them all.
+    let tag = &random_tag()[..4];
+    let racers: Vec<(usize, String)> = (0..6).map(|i| (i % 3, format!("r{tag}{i}"))).collect();
+    {
+        let hosts = [&h1, &h2, &h3];
+        std::thread::scope(|s| {
+            for (h, name) in &racers {
+                let (d, pin, net) = (hosts[*h], format!("host.id==h{}", h + 1), &net);
+                s.spawn(move || {
+                    d.ok(&[
+                        "run",
+                        "-d",
+                        "--name",
+                        name,
+                        "--network",
+                        net,
+                        "--constraint",
+                        &pin,
+                        "bb",
+                        "sleep",
+                        "600",
+                    ])
+                });
+            }
+        });
+        let mut ips: Vec<String> = racers
+            .iter()
+            .map(|(h, name)| endpoint(hosts[*h], name, &net).0)
+            .chain([web_ip.clone(), cli_ip.clone()])
+            .collect();
+        ips.sort();
+        ips.dedup();
+        assert_eq!(ips.len(), 8, "an address given twice: {ips:?}");
+        wait_until("h1 lists the pool's eight endpoints", || {
+            inspect_net(&h1, &net)["containers"]
+                .as_object()
+                .unwrap()
+                .len()
+                == 8
+        });
+        std::thread::scope(|s| {
+            for (h, name) in &racers {
+                let d = hosts[*h];
+                s.spawn(move || d.ok(&["rm", "-f", name]));
+            }
+        });
+    }
+
+    // A port published on h2 answers on h2's address only, also after h2's daemon is
+    // killed and started again; the client reaches it by name meanwhile.
+    let publ = format!("pub{}", &random_tag()[..4]);
+    h2.ok(&[
+        "run",
+        "-d",
+        "--name",
+        &publ,
+        "--network",
+        &net,
+        "--constraint",
+        "host.id==h2",
+        "-p",
+        "18080:8080",
+        "bb",
+        "sh",
+        "-c",
+        "echo hi-pub > /tmp/i; httpd -f -p 8080 -h /tmp",
+    ]);
+    let (pub_ip, _) = endpoint(&h2, &publ, &net);
+    // Asked from another member's namespace (the LAN's own has no address).
+    let from = |d: &Daemon, addr: &str| {
+        let out = d
+            .in_netns("timeout")
+            .args(["3", BUSYBOX, "wget", "-q", "-O", "-"])
+            .arg(format!("http://{addr}:18080/i"))
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    };
+    let hi_pub = (true, "hi-pub\n".to_string());
+    wait_until("the published port on h2", || {
+        from(&h1, &addrs[1]) == hi_pub
+    });
+    assert!(!from(&h3, &addrs[0]).0, "h1 answers a port published on h2");
+    h2.kill9();
+    h2.spawn();
+    assert_eq!(from(&h1, &addrs[1]), hi_pub);
+    let want_pub = (0, format!("{pub_ip}\nhi-pub\n"));
+    wait_until("cli reaches pub by name after h2's restart", || {
+        fetch(&publ, "i") == want_pub
+    });
+    assert_eq!(endpoint(&h2, &publ, &net).0, pub_ip);
+
+    // web goes: h3 forgets it (entries and name); its flood entry to h2 stays (pub).
     h2.ok(&["rm", "-f", &web]);
     wait_until("h3 drops web's entries", || {
-        !fdb(&h3, &vx3)
-            .iter()
-            .any(|e| e["mac"] == web_mac.as_str() || e.get("dst").is_some())
+        let e = fdb(&h3, &vx3);
+        !e.iter().any(|e| e["mac"] == web_mac.as_str())
+            && e.iter()
+                .any(|e| e["mac"] == "00:00:00:00:00:00" && e["dst"] == addrs[1].as_str())
             && !permanent_neighbours(&h3)
                 .iter()
                 .any(|e| e["dst"] == web_ip.as_str())
+    });
+    h2.ok(&["rm", "-f", &publ]);
+    wait_until("h3 drops h2's flood entry", || {
+        !fdb(&h3, &vx3).iter().any(|e| e.get("dst").is_some())
     });
     let (code, _) = exec(&h3, &[&cli, "nslookup", &web]);
     assert_ne!(code, 0, "web still resolves after its removal");
@@ -293,10 +392,16 @@ fn two_instances_on_different_hosts_talk_by_name_over_the_overlay() {
     h3.ok(&["rm", "-f", &cli]);
     h1.ok(&["network", "rm", &net]);
 
-    // Nothing is left on any member.
-    for (d, _) in members {
+    // Nothing is left on any member (the mirror's removal ends with the firewall).
+    for d in [&h1, &h2, &h3] {
+        let bridge_table = || {
+            let out = netns_cmd(d, "nft", &["list", "tables"]).output().unwrap();
+            String::from_utf8_lossy(&out.stdout)
+                .contains(&format!("table bridge {}", d.nft_table()))
+        };
         wait_until("the pool network gone from every member", || {
             vxlans(d).is_empty()
+                && !bridge_table()
                 && !d
                     .json(&["network", "ls"])
                     .as_array()
@@ -304,17 +409,6 @@ fn two_instances_on_different_hosts_talk_by_name_over_the_overlay() {
                     .iter()
                     .any(|m| m["id"] == id.as_str())
         });
-        let tables = String::from_utf8(
-            netns_cmd(d, "nft", &["list", "tables"])
-                .output()
-                .unwrap()
-                .stdout,
-        )
-        .unwrap();
-        assert!(
-            !tables.contains(&format!("table bridge {}", d.nft_table())),
-            "{tables}"
-        );
         let all = json_of(netns_cmd(d, "bridge", &["-j", "fdb", "show"]));
         assert!(
             !all.as_array()
@@ -334,7 +428,7 @@ fn two_instances_on_different_hosts_talk_by_name_over_the_overlay() {
     h2.ok(&["network", "create", &net]);
     assert_eq!(inspect_net(&h2, &net)["vni"].as_u64(), Some(vni));
     h2.ok(&["network", "rm", &net]);
-    for (d, _) in members {
+    for d in [&h1, &h2, &h3] {
         wait_until("the second network gone", || vxlans(d).is_empty());
     }
 }
