@@ -522,6 +522,21 @@ async fn the_sync_programs_the_other_members_endpoints_and_names_and_removes_the
 }
 
 #[tokio::test]
+async fn a_member_keeps_udp_4789_for_its_tunnels() {
+    let (p, h1, _h2) = two().await;
+    h1.nets.create(&cx(), req("ov")).await.unwrap();
+    let mut c = container(&h1, "p", "ov");
+    c.config.publish = vec![pier_api::ports::PortSpec::from_str("4789:80/udp").unwrap()];
+    save(&h1, &c);
+    assert_kind(start(&h1, &mut c).await, ErrorKind::Conflict, "VXLAN");
+    assert_eq!(claims(&p), vec![]);
+    // TCP 4789 is any port.
+    c.config.publish = vec![pier_api::ports::PortSpec::from_str("4789:80").unwrap()];
+    save(&h1, &c);
+    start(&h1, &mut c).await.unwrap();
+}
+
+#[tokio::test]
 async fn a_removed_pool_network_leaves_every_member_and_claims_left_behind_are_released() {
     let (p, h1, h2) = two().await;
     let ov = h1.nets.create(&cx(), req("ov")).await.unwrap();

@@ -368,6 +368,12 @@ impl Networks {
         others: &[(String, Proto, Option<IpAddr>, u16)],
         seen: &mut Seen,
     ) -> EngineResult<Option<String>> {
+        // A pool member's VXLAN tunnels arrive there: a published port would take them.
+        if proto == Proto::Udp && port == pier_net::vxlan::VXLAN_PORT && self.in_pool() {
+            return Ok(Some(
+                "this host's pool networks (their VXLAN tunnels arrive on it)".into(),
+            ));
+        }
         let k = port_key(proto, port);
         if !seen.keys.contains_key(&k) {
             let read = match self.db.get_kv(Table::Meta, &k)? {
