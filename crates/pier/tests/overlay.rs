@@ -154,6 +154,29 @@ fn two_instances_on_different_hosts_talk_by_name_over_the_overlay() {
         );
     }
 
+    // Docker's API on a member: driver overlay makes a pool network, of Scope swarm.
+    let dk = format!("dk{}", &random_tag()[..4]);
+    let body = serde_json::json!({"Name": dk, "Driver": "overlay"}).to_string();
+    let (status, out) = docker_api(&h1, "POST", "/networks/create", body.as_bytes());
+    assert_eq!(status, 201, "{out}");
+    let (status, out) = docker_api(&h1, "GET", &format!("/networks/{dk}?scope=swarm"), b"");
+    assert_eq!(status, 200, "{out}");
+    let v: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        (v["Driver"].as_str(), v["Scope"].as_str()),
+        (Some("overlay"), Some("swarm"))
+    );
+    let (status, _) = docker_api(&h1, "GET", &format!("/networks/{dk}?scope=local"), b"");
+    assert_eq!(status, 404);
+    wait_until("h3 has the Docker-made pool network", || {
+        h3.pier(&["network", "inspect", &dk]).status.success()
+    });
+    let (status, out) = docker_api(&h1, "DELETE", &format!("/networks/{dk}"), b"");
+    assert_eq!(status, 204, "{out}");
+    for d in [&h1, &h2, &h3] {
+        wait_until("the Docker-made network gone", || vxlans(d).len() == 1);
+    }
+
     // A web server on h2, a client on h3.
     let web = format!("web{}", &random_tag()[..4]);
     let cli = format!("cli{}", &random_tag()[..4]);
