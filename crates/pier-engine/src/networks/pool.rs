@@ -153,6 +153,9 @@ impl Networks {
         req: NetworkCreate,
     ) -> EngineResult<NetworkInspect> {
         let mtu = check_pool_request(&req)?;
+        // Held until the mirror is made: the overlay sync, which sees the pool's record
+        // as soon as it is committed, must not mirror it first.
+        let _pass = self.host_pass.read().await;
         let local = self.db.list_json::<NetworkInspect>(Table::Networks, "")?;
         if local
             .iter()
@@ -200,11 +203,7 @@ impl Networks {
                 "the pool's networks kept changing while this one was being made; retry".into(),
             )
         })?;
-        let mirrored = {
-            let _pass = self.host_pass.read().await;
-            self.mirror(&rec).await
-        };
-        match mirrored {
+        match self.mirror(&rec).await {
             Ok(n) => Ok(n),
             Err(e) => {
                 let (p, id) = (rec.project().to_string(), rec.id().to_string());
