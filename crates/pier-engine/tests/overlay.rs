@@ -521,6 +521,42 @@ async fn the_sync_programs_the_other_members_endpoints_and_names_and_removes_the
     assert_eq!(h1.host.dns_lookup(&ov.id, "web"), None);
 }
 
+/// A crash after the claim, before the container ran: at the next start the journal
+/// entry goes (the container is not running) and the sync releases the claim.
+#[tokio::test]
+async fn a_claim_left_by_a_crash_is_released_after_the_restart() {
+    let (p, h1, _h2) = two().await;
+    h1.nets.create(&cx(), req("ov")).await.unwrap();
+    let mut c = container(&h1, "crashed", "ov");
+    start(&h1, &mut c).await.unwrap();
+    assert_eq!(claims(&p).len(), 1);
+    // The daemon dies; the container never ran.
+    c.state.status = ContainerStatus::Exited;
+    save(&h1, &c);
+    let dir = tempfile::tempdir().unwrap();
+    let again = Networks::new(
+        dir.path(),
+        HostNames::for_root(h1._dir.path(), false),
+        h1.db.clone(),
+        h1.host.clone(),
+        h1.fw.clone(),
+    )
+    .unwrap();
+    again.set_pool_identity("h1", VTEP1);
+    again.reconcile(&ProjectName::default()).await.unwrap();
+    assert_eq!(journal(&h1), Vec::<String>::new());
+    assert_eq!(claims(&p).len(), 1, "released before the store answered");
+    again.set_pool_store(Some(p.clone()));
+    let r = again
+        .sync_overlay(&OverlayView::read(p.as_ref()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(r.released, 1);
+    assert_eq!(claims(&p), vec![]);
+    // The mirror and its link survived the restart.
+    assert_eq!(h1.host.model().vxlans().len(), 1);
+}
+
 #[tokio::test]
 async fn a_member_keeps_udp_4789_for_its_tunnels() {
     let (p, h1, _h2) = two().await;
