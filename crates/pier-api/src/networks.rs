@@ -15,7 +15,8 @@ use crate::net::{Ipv4Address, Ipv4Net, Ipv6Net, MacAddress};
 #[serde(deny_unknown_fields, default)]
 pub struct NetworkCreate {
     pub name: String,
-    /// `bridge` (the only driver so far; the default).
+    /// `bridge` (a network of this host) or `overlay` (a network across the pool, on
+    /// every member). None: `overlay` on a member of a pool, `bridge` elsewhere.
     pub driver: Option<String>,
     /// IPv4 CIDR; picked from a free private range when absent.
     #[schema(value_type = Option<String>)]
@@ -63,6 +64,27 @@ pub enum NetworkMode {
     Routed,
 }
 
+/// Where a network exists.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum NetworkScope {
+    /// On this host only (a bridge).
+    #[default]
+    Local,
+    /// Across the pool: one VNI, one subnet and one address space on every member
+    /// (a bridge and a VXLAN link on each).
+    Pool,
+}
+
+impl NetworkScope {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NetworkScope::Local => "local",
+            NetworkScope::Pool => "pool",
+        }
+    }
+}
+
 /// A network as stored and as `pier network inspect` shows it.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct NetworkInspect {
@@ -107,6 +129,12 @@ pub struct NetworkInspect {
     pub ipam_options: BTreeMap<String, String>,
     #[serde(default)]
     pub attachable: bool,
+    /// Local, or across the pool.
+    #[serde(default)]
+    pub scope: NetworkScope,
+    /// A pool network's VXLAN network identifier.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vni: Option<u32>,
 }
 
 impl NetworkInspect {
@@ -156,6 +184,9 @@ pub struct Endpoint {
         skip_serializing_if = "crate::networks::endpoint_options_empty"
     )]
     pub options: crate::containers::EndpointOptions,
+    /// On a pool network: the host the endpoint is on (shown by inspect).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
 }
 
 fn endpoint_options_empty(o: &crate::containers::EndpointOptions) -> bool {

@@ -61,7 +61,8 @@ pub enum NetworkCommand {
 
 #[derive(Debug, Args)]
 pub struct CreateArgs {
-    /// Driver: bridge (the only one so far).
+    /// Driver: bridge (a network of this host) or overlay (one across the pool, on
+    /// every member); by default overlay on a pool member, bridge elsewhere.
     #[arg(short, long)]
     driver: Option<String>,
     /// Subnet in CIDR form, e.g. 10.20.0.0/24.
@@ -166,13 +167,17 @@ pub async fn run(client: &Client, fmt: Format, cmd: NetworkCommand) -> Result<()
                             n.id[..12].to_string(),
                             n.name.clone(),
                             n.driver.clone(),
+                            n.scope.as_str().to_string(),
                             n.subnet.to_string(),
                             format!("{:?}", n.mode).to_lowercase()
                                 + if n.internal { ",internal" } else { "" },
                         ]
                     })
                     .collect();
-                table(&["NETWORK ID", "NAME", "DRIVER", "SUBNET", "MODE"], &rows)
+                table(
+                    &["NETWORK ID", "NAME", "DRIVER", "SCOPE", "SUBNET", "MODE"],
+                    &rows,
+                )
             })
         }
         NetworkCommand::Inspect { networks } => {

@@ -168,6 +168,20 @@ pub async fn run(mut config: DaemonConfig) -> Result<(), DaemonError> {
         .exists();
     if member {
         engine.instances.hold_restarts();
+        // The engine's start realises the pool networks' mirrors, VXLAN links included:
+        // those need this host's identity in the pool, known before the store answers.
+        match pier_cluster::local::load(&config.root) {
+            Ok(Some((local, _))) => match local.address.parse() {
+                Ok(vtep) => engine.networks.set_pool_identity(&local.name, vtep),
+                Err(_) => {
+                    tracing::warn!(address = %local.address, "this member's pool address is not an IPv4 address: its pool networks get no VXLAN link")
+                }
+            },
+            Ok(None) => {}
+            Err(e) => {
+                tracing::warn!(error = %pier_api::error::chain(&e), "cannot read this host's pool membership before the engine starts")
+            }
+        }
     }
     engine.start().await?;
     let engine = Arc::new(engine);

@@ -423,11 +423,19 @@ async fn create_refuses_predefined_and_invalid_names_and_drivers() {
     let r = e.nets.create(&cx(&e.project), net_req("", None)).await;
     assert_kind(r, ErrorKind::InvalidInput, "needs a name");
     let mut q = net_req("x", None);
-    q.driver = Some("overlay".into());
+    q.driver = Some("macvlan".into());
     assert_kind(
         e.nets.create(&cx(&e.project), q).await,
         ErrorKind::InvalidInput,
         "use bridge",
+    );
+    // Overlay networks span a pool: this host is in none.
+    let mut q = net_req("x", None);
+    q.driver = Some("overlay".into());
+    assert_kind(
+        e.nets.create(&cx(&e.project), q).await,
+        ErrorKind::InvalidInput,
+        "not in a pool",
     );
     let mut q = net_req("x", None);
     q.options.insert("mtu".into(), "9".into());

@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 use super::create::EndpointConfig;
 use super::{Refused, Result};
 use crate::containers::ContainerInspect;
-use crate::networks::{NetworkCreate, NetworkInspect};
+use crate::networks::{NetworkCreate, NetworkInspect, NetworkScope};
 use crate::{Ipv4Address, Ipv4Net, Ipv6Net};
 
 pub const PREDEFINED: [&str; 2] = ["host", "none"];
@@ -120,7 +120,7 @@ pub fn network_json(n: &NetworkInspect, container: Option<&FindContainer<'_>>) -
         "Name": n.name,
         "Id": n.id,
         "Created": n.created,
-        "Scope": "local",
+        "Scope": scope(n),
         "Driver": n.driver,
         "EnableIPv6": n.ipv6,
         "IPAM": {"Driver": "default", "Options": ipam_options, "Config": config},
@@ -133,6 +133,15 @@ pub fn network_json(n: &NetworkInspect, container: Option<&FindContainer<'_>>) -
         "Options": options,
         "Labels": n.labels,
     })
+}
+
+/// Docker's `Scope` of a network: `swarm` for one across the pool (as Docker's overlay
+/// networks), `local` for the others.
+pub fn scope(n: &NetworkInspect) -> &'static str {
+    match n.scope {
+        NetworkScope::Pool => "swarm",
+        NetworkScope::Local => "local",
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -189,8 +198,11 @@ fn is_v6(p: &IpamPool) -> bool {
 }
 
 impl CreateBody {
-    /// The body as Pier's request; what Pier's bridge networks cannot be is refused.
-    pub fn into_request(self) -> Result<NetworkCreate> {
+    /// The body as Pier's request; what Pier's networks cannot be is refused. An
+    /// `overlay` network (or a `swarm` scoped one) is a network across the pool, made
+    /// only on a member of one (`in_pool`); elsewhere it gets Docker's answers without
+    /// swarm.
+    pub fn into_request(self, in_pool: bool) -> Result<NetworkCreate> {
         let b = self;
         // Docker's rule: any name but the empty one.
         let name = b
@@ -202,8 +214,9 @@ impl CreateBody {
                 "config-only networks are swarm features; pier does not do swarm mode",
             ));
         }
-        match b.driver.as_deref() {
-            None | Some("") | Some("bridge") => {}
+        let overlay = match b.driver.as_deref() {
+            None | Some("") | Some("bridge") => false,
+            Some("overlay") if in_pool => true,
             Some("overlay") => {
                 return Err(Refused {
                     status: 503,
@@ -212,12 +225,18 @@ impl CreateBody {
             }
             Some(other) => {
                 return Err(Refused::bad_request(format!(
-                    "network driver {other:?} is not supported by pier: use bridge"
+                    "network driver {other:?} is not supported by pier: use bridge, or overlay in a pool"
                 )))
             }
-        }
+        };
         match b.scope.as_deref() {
             None | Some("") | Some("local") => {}
+            Some("swarm") if overlay => {}
+            Some("swarm") if in_pool => {
+                return Err(Refused::bad_request(
+                    "a swarm scoped network is an overlay network in pier: give Driver overlay",
+                ))
+            }
             Some("swarm") => {
                 return Err(forbidden(
                     "cannot create a swarm scoped network when swarm is not active",
@@ -299,7 +318,7 @@ impl CreateBody {
             .transpose()?;
         Ok(NetworkCreate {
             name,
-            driver: Some("bridge".into()),
+            driver: Some(if overlay { "overlay" } else { "bridge" }.into()),
             subnet: cidr(pool.subnet)?,
             gateway,
             ip_range: cidr(pool.ip_range)?,
@@ -336,24 +355,36 @@ mod tests {
     #[test]
     fn network_bodies_map_onto_pier_requests() {
         let r = body(json!({"Name": "n", "IPAM": {"Config": [{"Subnet": "10.9.0.0/24", "Gateway": "10.9.0.1"}]}, "Labels": {"a": "b"}}))
-            .into_request()
+            .into_request(false)
             .unwrap();
         assert_eq!(r.name, "n");
         assert_eq!(r.subnet.unwrap().to_string(), "10.9.0.0/24");
         assert_eq!(r.gateway.unwrap().to_string(), "10.9.0.1");
         assert_eq!(r.labels["a"], "b");
-        let refused = |v: Value| body(v).into_request().unwrap_err().message;
+        let refused = |v: Value| body(v).into_request(false).unwrap_err().message;
         assert!(refused(json!({})).contains("needs a Name"));
         assert!(refused(json!({"Name": "n", "Driver": "macvlan"})).contains("use bridge"));
         assert!(refused(json!({"Name": "n", "Driver": "overlay"})).contains("swarm manager"));
         assert!(refused(json!({"Name": "n", "IPAM": {"Config": [{}, {}]}})).contains("one IPv4"));
         assert!(refused(json!({"Name": "n", "Ingress": true})).contains("Ingress"));
         assert!(refused(json!({"Name": "n", "Scope": "swarm"})).contains("swarm"));
+        // In a pool, overlay (swarm scope or not) is a pool network; bridge stays local.
+        let pool = |v: Value| body(v).into_request(true);
+        let r = pool(json!({"Name": "n", "Driver": "overlay", "Scope": "swarm"})).unwrap();
+        assert_eq!(r.driver.as_deref(), Some("overlay"));
+        assert_eq!(
+            pool(json!({"Name": "n"})).unwrap().driver.as_deref(),
+            Some("bridge")
+        );
+        assert!(pool(json!({"Name": "n", "Scope": "swarm"}))
+            .unwrap_err()
+            .message
+            .contains("Driver overlay"));
         let r = body(json!({"Name": "a b", "EnableIPv6": true, "Attachable": true,
             "IPAM": {"Options": {"o": "1"}, "Config": [
                 {"Subnet": "2001:389::/64", "Gateway": "2001:389::ffff", "AuxiliaryAddresses": {"x": "2001:389::5"}},
                 {"Subnet": "10.9.0.0/24", "AuxiliaryAddresses": {"y": "10.9.0.5"}}]}}))
-        .into_request()
+        .into_request(false)
         .unwrap();
         assert_eq!(r.name, "a b");
         assert!(r.ipv6 && r.attachable);
@@ -383,5 +414,12 @@ mod tests {
         );
         assert_eq!(v["Options"]["com.docker.network.driver.mtu"], "1500");
         assert_eq!(v["Containers"], json!({}));
+        assert_eq!(v["Scope"], "local");
+        let pool = NetworkInspect {
+            scope: NetworkScope::Pool,
+            vni: Some(4096),
+            ..n
+        };
+        assert_eq!(network_json(&pool, None)["Scope"], "swarm");
     }
 }

@@ -25,6 +25,7 @@ mod leave;
 mod listing;
 pub mod mirror;
 pub mod net;
+pub mod overlay;
 pub mod place;
 mod quorum;
 mod routes;
@@ -437,6 +438,7 @@ impl Cluster {
                         me.start_heartbeat(&m2);
                         me.start_host_events(&m2);
                         me.start_mirror(&m2);
+                        me.start_overlay(&m2);
                         me.start_agent(&m2);
                         me.start_failover(&m2);
                         me.start_quorum_watch(&m2);
@@ -488,6 +490,14 @@ impl Cluster {
             &local.name,
             self.heartbeat_ttl,
         )));
+        // Pool networks get their VXLAN links from now on, store or not.
+        match (self.engine.upgrade(), local.address.parse()) {
+            (Some(e), Ok(vtep)) => e.networks.set_pool_identity(&local.name, vtep),
+            (_, Err(_)) => {
+                tracing::warn!(address = %local.address, "this member's pool address is not an IPv4 address: its pool networks get no VXLAN link")
+            }
+            _ => {}
+        }
         Arc::new(Member {
             endpoints: Mutex::new(local.etcd_endpoints.clone()),
             local,
@@ -689,6 +699,15 @@ impl Cluster {
         m.tasks.lock().unwrap_or_else(|e| e.into_inner()).push(task);
     }
 
+    /// Keeps this host's pool networks as the pool says ([`overlay`]).
+    fn start_overlay(&self, m: &Arc<Member>) {
+        let Some(store) = m.store.get().cloned() else {
+            return;
+        };
+        let task = tokio::spawn(overlay::run(self.engine.clone(), store));
+        m.tasks.lock().unwrap_or_else(|e| e.into_inner()).push(task);
+    }
+
     /// At daemon stop: ends the heartbeat at once (the pool sees this host down), stops
     /// listening, and stops the etcd member it runs.
     pub async fn shutdown(&self) {
@@ -697,6 +716,9 @@ impl Cluster {
         };
         for t in m.tasks.lock().unwrap_or_else(|e| e.into_inner()).drain(..) {
             t.abort();
+        }
+        if let Some(e) = self.engine.upgrade() {
+            e.networks.set_pool_store(None);
         }
         if let Some(store) = m.store.get().cloned() {
             let hb = m.heartbeat.clone();
@@ -848,6 +870,7 @@ impl Cluster {
         self.start_heartbeat(&m);
         self.start_host_events(&m);
         self.start_mirror(&m);
+        self.start_overlay(&m);
         self.start_agent(&m);
         self.start_failover(&m);
         self.start_quorum_watch(&m);
@@ -1040,6 +1063,7 @@ impl Cluster {
         self.start_heartbeat(&m);
         self.start_host_events(&m);
         self.start_mirror(&m);
+        self.start_overlay(&m);
         self.start_agent(&m);
         self.start_failover(&m);
         self.start_quorum_watch(&m);

@@ -92,8 +92,8 @@ async fn list(Ctx(ctx): Ctx, state: DState, p: Params) -> DResult<Response> {
     Ok(json(StatusCode::OK, v))
 }
 
-/// `GET /networks/{id}?scope=`: every network of Pier is of the `local` scope, so one
-/// asked for in another scope is not found, as on Docker.
+/// `GET /networks/{id}?scope=`: a network asked for in a scope it is not of (`swarm`
+/// for a pool network, `local` for the others) is not found, as on Docker.
 async fn inspect(
     Ctx(ctx): Ctx,
     state: DState,
@@ -101,14 +101,21 @@ async fn inspect(
     p: Params,
 ) -> DResult<Response> {
     let d = state.0;
-    if p.nonempty("scope").is_some_and(|s| s != "local") {
-        return Err(DockerError::not_found(format!("network {id} not found")));
-    }
+    let want_scope = p.nonempty("scope").map(str::to_string);
     if PREDEFINED.contains(&id.as_str()) {
+        if want_scope.as_deref().is_some_and(|s| s != "local") {
+            return Err(DockerError::not_found(format!("network {id} not found")));
+        }
         return Ok(json(StatusCode::OK, predefined_json(&id)));
     }
     let v = blocking(move || {
         let n = network(&d, &id, &ctx)?;
+        if want_scope
+            .as_deref()
+            .is_some_and(|s| s != pier_api::docker::networks::scope(&n))
+        {
+            return Err(DockerError::not_found(format!("network {id} not found")));
+        }
         let container = |id: &str| d.engine.instances.get(&ctx, id).ok();
         Ok(network_json(&n, Some(&container)))
     })
@@ -121,7 +128,7 @@ async fn create(Ctx(ctx): Ctx, state: DState, body: Bytes) -> DResult<Response> 
     let d = state.0;
     let b: CreateBody = serde_json::from_slice(&body)
         .map_err(|e| DockerError::bad_request(format!("invalid network config: {e}")))?;
-    let req = b.into_request()?;
+    let req = b.into_request(d.engine.instances.networks.in_pool())?;
     let name = req.name.clone();
     let n = d
         .engine
@@ -144,7 +151,7 @@ async fn create(Ctx(ctx): Ctx, state: DState, body: Bytes) -> DResult<Response> 
         "network",
         "create",
         &n.id,
-        &[("name", &n.name), ("type", "bridge")],
+        &[("name", &n.name), ("type", &n.driver)],
         &ctx,
     );
     Ok(json(
@@ -180,7 +187,7 @@ async fn remove(Ctx(ctx): Ctx, state: DState, Path(id): Path<String>) -> DResult
         "network",
         "destroy",
         &n.id,
-        &[("name", &n.name), ("type", "bridge")],
+        &[("name", &n.name), ("type", &n.driver)],
         &ctx,
     );
     Ok(StatusCode::NO_CONTENT.into_response())
@@ -266,7 +273,7 @@ async fn prune(Ctx(ctx): Ctx, state: DState, p: Params) -> DResult<Response> {
             "network",
             "destroy",
             &n.id,
-            &[("name", &n.name), ("type", "bridge")],
+            &[("name", &n.name), ("type", &n.driver)],
             &ctx,
         );
         deleted.push(n.name);

@@ -44,7 +44,7 @@ struct Family<A, P> {
 }
 
 /// How many times an allocation re-reads and tries again after losing a race.
-const ATTEMPTS: usize = 64;
+pub(super) const ATTEMPTS: usize = 64;
 
 pub(super) const PORT_PREFIX: &str = "hostport/";
 
@@ -100,14 +100,26 @@ impl Networks {
     }
 
     /// Leases an IPv4 address on `n` for container `cid`: the one `ep` asks for, or the
-    /// next free one of the network's range.
+    /// next free one of the network's range; never one of `claimed` (those other hosts
+    /// of the pool hold, on a pool network).
     pub(super) fn lease(
         &self,
         n: &NetworkInspect,
         cid: &str,
         ep: &Endpoint,
         names: (&str, &str),
+        claimed: &HashSet<Ipv4Addr>,
     ) -> EngineResult<Ipv4Addr> {
+        if let Some(ip) = ep
+            .static_ip
+            .map(Ipv4Address::addr)
+            .filter(|ip| claimed.contains(ip))
+        {
+            return Err(conflict(format!(
+                "address {ip} on network {} is claimed by another host of the pool: choose another --ip, or leave it out to get a free one",
+                n.name
+            )));
+        }
         let reserved = n
             .aux_addresses
             .values()
@@ -130,6 +142,7 @@ impl Networks {
                 pick: |used: &HashSet<Ipv4Addr>, last| {
                     let mut used = used.clone();
                     used.insert(n.gateway.addr());
+                    used.extend(claimed);
                     ipam::allocate(&n.subnet, &range, &used, last)
                 },
                 full: "create a network with a larger subnet",
@@ -355,6 +368,12 @@ impl Networks {
         others: &[(String, Proto, Option<IpAddr>, u16)],
         seen: &mut Seen,
     ) -> EngineResult<Option<String>> {
+        // A pool member's VXLAN tunnels arrive there: a published port would take them.
+        if proto == Proto::Udp && port == pier_net::vxlan::VXLAN_PORT && self.in_pool() {
+            return Ok(Some(
+                "this host's pool networks (their VXLAN tunnels arrive on it)".into(),
+            ));
+        }
         let k = port_key(proto, port);
         if !seen.keys.contains_key(&k) {
             let read = match self.db.get_kv(Table::Meta, &k)? {

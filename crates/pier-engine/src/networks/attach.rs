@@ -7,16 +7,18 @@
 //! `Bridge`, `Rate`), `Ports`, `Firewall`, `Names`; a failure at any step leaves no
 //! lease, port reservation, namespace, link or rule.
 
+use std::collections::HashSet;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 
 use pier_api::containers::ContainerInspect;
-use pier_api::networks::{Endpoint, NetworkInspect, PortBinding};
+use pier_api::networks::{Endpoint, NetworkInspect, NetworkScope, PortBinding};
 use pier_api::ports::PortRequest;
 use pier_api::{Ipv4Address, MacAddress};
 use pier_net::nft::Proto;
 use pier_store::{Batch, StoreExt, Table};
 
+use super::pool::Claimed;
 use super::{net_err, ports_key, Attached, Networks};
 use crate::error::{internal, invalid};
 use crate::error::{EngineError, EngineResult};
@@ -45,6 +47,8 @@ pub enum PlugStep {
 
 /// What plugging an interface made: for its undo.
 struct Plugged {
+    /// The address's claim in the pool, on a pool network (released before the lease).
+    claim: Option<Claimed>,
     lease_key: String,
     /// The IPv6 lease's, on a dual-stack network.
     lease6_key: Option<String>,
@@ -111,6 +115,9 @@ impl Saga for AttachSaga<'_> {
             AttachStep::Netns => nets.host.remove_netns(&self.ns).await,
             AttachStep::Iface(i) => {
                 if let Some(p) = self.plugged.get_mut(i).and_then(Option::take) {
+                    if let Some(claim) = &p.claim {
+                        nets.release_claim(claim).await;
+                    }
                     nets.drop_lease(&p.lease_key);
                     if let Some(k) = &p.lease6_key {
                         nets.drop_lease(k);
@@ -148,6 +155,7 @@ struct PlugSaga<'a> {
     ep: Endpoint,
     plumb: Plumb,
     mac: Option<MacAddress>,
+    claim: Option<Claimed>,
     lease_key: String,
     lease6_key: Option<String>,
 }
@@ -166,7 +174,14 @@ impl Saga for PlugSaga<'_> {
         let p = &mut self.plumb;
         match step {
             PlugStep::Lease => {
-                let ip = nets.lease(n, &c.id, &self.ep, (&p.ifname, &p.host_ifname))?;
+                let names = (p.ifname.as_str(), p.host_ifname.as_str());
+                let ip = if n.scope == NetworkScope::Pool {
+                    let (ip, claim) = nets.lease_pool(n, c, &self.ep, names).await?;
+                    self.claim = Some(claim);
+                    ip
+                } else {
+                    nets.lease(n, &c.id, &self.ep, names, &HashSet::new())?
+                };
                 self.lease_key = format!("{}/{}/{ip}", n.project, n.id);
                 p.addr = ip;
                 let mac = self
@@ -230,6 +245,9 @@ impl Saga for PlugSaga<'_> {
     async fn undo(&mut self, step: PlugStep) {
         match step {
             PlugStep::Lease => {
+                if let Some(claim) = &self.claim {
+                    self.nets.release_claim(claim).await;
+                }
                 self.nets.drop_lease(&self.lease_key);
                 if let Some(k) = &self.lease6_key {
                     self.nets.drop_lease(k);
@@ -254,7 +272,7 @@ impl Networks {
         self.names.host_veth(cid, nonce, i)
     }
 
-    fn drop_lease(&self, lease_key: &str) {
+    pub(super) fn drop_lease(&self, lease_key: &str) {
         let mut b = Batch::new();
         b.delete(Table::Leases, lease_key);
         if let Err(e) = b.commit(self.db.as_ref()) {
@@ -386,6 +404,7 @@ impl Networks {
             ep,
             plumb,
             mac: None,
+            claim: None,
             lease_key: String::new(),
             lease6_key: None,
         };
@@ -395,6 +414,7 @@ impl Networks {
             ep,
             plumb,
             mac,
+            claim,
             lease_key,
             lease6_key,
             ..
@@ -412,6 +432,7 @@ impl Networks {
             ..ep
         };
         let plugged = Plugged {
+            claim,
             lease_key,
             lease6_key,
         };
@@ -428,6 +449,7 @@ impl Networks {
                     .delete_link(&l.host_ifname)
                     .await
                     .map_err(net_err)?;
+                self.release_pool_claims(&c.id, Some(network_id)).await;
                 let mut b = Batch::new();
                 b.delete(Table::Leases, k.clone());
                 b.commit(self.db.as_ref())?;
@@ -445,6 +467,8 @@ impl Networks {
     /// container never attached; it goes on past a failed step (logged), so that what
     /// it can give back is given back.
     pub async fn detach(&self, c: &ContainerInspect) {
+        // Pool claims before the journal entries they rest on.
+        self.release_pool_claims(&c.id, None).await;
         let had_ports = match self.release(&c.id, true) {
             Ok(had_ports) => had_ports,
             Err(e) => {

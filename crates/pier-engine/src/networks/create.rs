@@ -4,14 +4,16 @@
 //!
 //! Create: `Record` (the network's record, under a compare on the networks' epoch key,
 //! so that names, bridges and subnets stay unique across racing creates), `Routes` (no
-//! other route of the host on its subnet), `Bridge`, `Sysctls`, `Dns`, `Firewall`.
-//! Remove: `Record`, `Dns`, `Bridge`, `Firewall`.
+//! other route of the host on its subnet), `Bridge`, `Vxlan` (a pool network's link),
+//! `Sysctls`, `Dns`, `Firewall`. Remove: `Record`, `Dns`, `Vxlan`, `Bridge`, `Firewall`.
+//! A pool network's mirror on this host ([`super::pool`]) is made by the same steps,
+//! from the pool's record.
 
 use std::collections::{BTreeMap, HashSet};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 
-use pier_api::networks::{NetworkCreate, NetworkInspect, NetworkMode};
+use pier_api::networks::{NetworkCreate, NetworkInspect, NetworkMode, NetworkScope};
 use pier_api::time::now_rfc3339;
 use pier_api::{ErrorKind, Ipv4Address, Ipv6Net, ProjectName};
 use pier_net::ipam::Ipv4Net;
@@ -27,10 +29,10 @@ use crate::RequestContext;
 
 /// The key every network create and remove rewrites under a compare on its revision:
 /// of two racing changes to the set of networks, one wins and the other checks again.
-const EPOCH: &str = "network-epoch";
+pub(super) const EPOCH: &str = "network-epoch";
 
 /// How many times a create re-reads and checks again after losing a race.
-const ATTEMPTS: usize = 32;
+pub(super) const ATTEMPTS: usize = 32;
 
 /// The steps of network create.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,6 +40,7 @@ pub enum CreateStep {
     Record,
     Routes,
     Bridge,
+    Vxlan,
     Sysctls,
     Dns,
     Firewall,
@@ -48,19 +51,22 @@ pub enum CreateStep {
 pub enum RemoveStep {
     Record,
     Dns,
+    Vxlan,
     Bridge,
     Firewall,
 }
 
-struct CreateSaga<'a> {
-    nets: &'a Networks,
-    project: &'a ProjectName,
-    req: &'a NetworkCreate,
-    default: bool,
-    bridge: String,
-    mtu: u32,
-    mode: NetworkMode,
-    n: Option<NetworkInspect>,
+pub(super) struct CreateSaga<'a> {
+    pub(super) nets: &'a Networks,
+    pub(super) project: &'a ProjectName,
+    pub(super) req: &'a NetworkCreate,
+    pub(super) default: bool,
+    pub(super) bridge: String,
+    pub(super) mtu: u32,
+    pub(super) mode: NetworkMode,
+    /// A pool network's mirror: the record to write (checked against this host's).
+    pub(super) preset: Option<NetworkInspect>,
+    pub(super) n: Option<NetworkInspect>,
 }
 
 impl Saga for CreateSaga<'_> {
@@ -69,13 +75,16 @@ impl Saga for CreateSaga<'_> {
 
     fn steps(&self) -> Vec<CreateStep> {
         use CreateStep::*;
-        vec![Record, Routes, Bridge, Sysctls, Dns, Firewall]
+        vec![Record, Routes, Bridge, Vxlan, Sysctls, Dns, Firewall]
     }
 
     async fn run(&mut self, step: CreateStep) -> EngineResult<()> {
         let nets = self.nets;
         if step == CreateStep::Record {
-            self.n = Some(nets.record_network(self)?);
+            self.n = Some(match &self.preset {
+                Some(n) => nets.record_mirror(n)?,
+                None => nets.record_network(self)?,
+            });
             return Ok(());
         }
         let n = self.n.as_ref().expect("recorded first");
@@ -83,6 +92,7 @@ impl Saga for CreateSaga<'_> {
             CreateStep::Record => Ok(()),
             CreateStep::Routes => nets.check_routes(n),
             CreateStep::Bridge => nets.ensure_bridge(n).await.map(drop),
+            CreateStep::Vxlan => nets.ensure_overlay_link(n).await,
             CreateStep::Sysctls => nets.sysctls(n),
             CreateStep::Dns => nets.serve_dns(n).await,
             CreateStep::Firewall => nets.firewall(),
@@ -106,6 +116,7 @@ impl Saga for CreateSaga<'_> {
                     tracing::warn!(bridge = %n.bridge, error = %e.chain(), "cannot remove the bridge of a network that failed to be made; the reconciler will");
                 }
             }
+            CreateStep::Vxlan => nets.delete_overlay_link(n).await,
             CreateStep::Dns => nets.host.stop_dns(&n.id),
             // Nothing to undo: routes and sysctls change nothing of ours, and the
             // firewall is the last step.
@@ -114,9 +125,9 @@ impl Saga for CreateSaga<'_> {
     }
 }
 
-struct RemoveSaga<'a> {
-    nets: &'a Networks,
-    n: NetworkInspect,
+pub(super) struct RemoveSaga<'a> {
+    pub(super) nets: &'a Networks,
+    pub(super) n: NetworkInspect,
 }
 
 impl Saga for RemoveSaga<'_> {
@@ -125,7 +136,7 @@ impl Saga for RemoveSaga<'_> {
 
     fn steps(&self) -> Vec<RemoveStep> {
         use RemoveStep::*;
-        vec![Record, Dns, Bridge, Firewall]
+        vec![Record, Dns, Vxlan, Bridge, Firewall]
     }
 
     async fn run(&mut self, step: RemoveStep) -> EngineResult<()> {
@@ -146,6 +157,14 @@ impl Saga for RemoveSaga<'_> {
                 nets.host.stop_dns(&n.id);
                 Ok(())
             }
+            RemoveStep::Vxlan => match n.scope {
+                NetworkScope::Pool => nets
+                    .host
+                    .delete_link(&nets.names.vxlan(&n.id))
+                    .await
+                    .map_err(net_err),
+                NetworkScope::Local => Ok(()),
+            },
             RemoveStep::Bridge => nets.host.delete_link(&n.bridge).await.map_err(net_err),
             RemoveStep::Firewall => nets.firewall(),
         }
@@ -161,6 +180,7 @@ impl Saga for RemoveSaga<'_> {
                 b.commit(nets.db.as_ref()).map_err(EngineError::from)
             }
             RemoveStep::Dns => nets.serve_dns(n).await,
+            RemoveStep::Vxlan => nets.ensure_overlay_link(n).await,
             RemoveStep::Bridge => match nets.ensure_bridge(n).await {
                 Ok(_) => nets.sysctls(n),
                 Err(e) => Err(e),
@@ -198,7 +218,6 @@ impl Networks {
         req: NetworkCreate,
         default: bool,
     ) -> EngineResult<NetworkInspect> {
-        let _pass = self.host_pass.read().await;
         let name = req.name.clone();
         // Docker's rule: any name but the empty one (spaces and all).
         if name.is_empty() {
@@ -209,14 +228,24 @@ impl Networks {
                 "{name:?} is a predefined network; choose another name"
             )));
         }
-        match req.driver.as_deref() {
-            None | Some("bridge") => {}
+        let overlay = match req.driver.as_deref() {
+            None => !default && self.in_pool(),
+            Some("bridge") => false,
+            Some("overlay") if self.in_pool() => true,
+            Some("overlay") => return Err(EngineError::new(
+                ErrorKind::InvalidInput,
+                "this host is not in a pool, so it makes no overlay network: join a pool first (`pier cluster init` or `pier cluster join`), or use the bridge driver",
+            )),
             Some(d) => {
                 return Err(invalid(format!(
-                    "network driver {d:?} is not supported; use bridge"
+                    "network driver {d:?} is not supported; use bridge, or overlay in a pool"
                 )))
             }
+        };
+        if overlay {
+            return self.create_pool(project, req).await;
         }
+        let _pass = self.host_pass.read().await;
         // The bridge's name is fixed here when options give it; else per ID, at Record.
         let BridgeOptions { mtu, mode, bridge } =
             BridgeOptions::parse(&req.options, String::new())?;
@@ -232,6 +261,7 @@ impl Networks {
             bridge,
             mtu,
             mode,
+            preset: None,
             n: None,
         };
         match steps::run(&mut saga).await {
@@ -313,6 +343,8 @@ impl Networks {
                 aux_addresses: s.req.aux_addresses.clone(),
                 ipam_options: s.req.ipam_options.clone(),
                 attachable: s.req.attachable,
+                scope: NetworkScope::Local,
+                vni: None,
             };
             let mut b = Batch::new();
             b.require(
@@ -337,7 +369,7 @@ impl Networks {
     /// Another network of this host on the same addresses (another daemon's, made while
     /// this one's bridge was gone): two bridges would answer for them. A wider route
     /// (a VPN's 172.16.0.0/12) loses to the bridge's own and does no harm.
-    fn check_routes(&self, n: &NetworkInspect) -> EngineResult<()> {
+    pub(super) fn check_routes(&self, n: &NetworkInspect) -> EngineResult<()> {
         let subnet = n.subnet;
         if let Some((dev, net)) = self.host.routes().into_iter().find(|(dev, net)| {
             *dev != n.bridge && net.overlaps(&subnet) && net.prefix() >= subnet.prefix()
@@ -366,7 +398,7 @@ impl Networks {
         Ok(index)
     }
 
-    fn sysctls(&self, n: &NetworkInspect) -> EngineResult<()> {
+    pub(super) fn sysctls(&self, n: &NetworkInspect) -> EngineResult<()> {
         self.host.sysctl("ipv4/ip_forward", "1").map_err(net_err)?;
         if n.v6().is_some() {
             self.host
@@ -379,7 +411,7 @@ impl Networks {
             .map_err(net_err)
     }
 
-    async fn serve_dns(&self, n: &NetworkInspect) -> EngineResult<()> {
+    pub(super) async fn serve_dns(&self, n: &NetworkInspect) -> EngineResult<()> {
         let gw = n.gateway.addr();
         let records = Arc::new(NetRecords {
             network: n.id.clone(),
@@ -403,6 +435,7 @@ impl Networks {
     pub(super) async fn realize(&self, n: &NetworkInspect) -> EngineResult<()> {
         self.check_routes(n)?;
         self.ensure_bridge(n).await?;
+        self.ensure_overlay_link(n).await?;
         self.sysctls(n)?;
         self.serve_dns(n).await
     }
@@ -429,6 +462,11 @@ impl Networks {
             )));
         }
         let name = n.name.clone();
+        if n.scope == NetworkScope::Pool {
+            // Out of the pool first (refused while an address of it is claimed on any
+            // host); the mirrors go with it, this one now, the others' at their sync.
+            self.remove_from_pool(&n).await?;
+        }
         let mut saga = RemoveSaga { nets: self, n };
         steps::run(&mut saga).await.map_err(|f| f.error)?;
         tracing::info!(project = %ctx.project, caller = %ctx.caller, network = %name, "network removed");
@@ -446,8 +484,12 @@ impl Networks {
         let mut removed = Vec::new();
         for n in self.all(project)? {
             if n.name != DEFAULT_NETWORK && !used.contains(&n.id) {
-                self.remove(ctx, &n.id).await?;
-                removed.push(n.name);
+                match self.remove(ctx, &n.id).await {
+                    Ok(()) => removed.push(n.name),
+                    // A pool network used on another host stays.
+                    Err(e) if n.scope == NetworkScope::Pool && e.kind() == ErrorKind::Conflict => {}
+                    Err(e) => return Err(e),
+                }
             }
         }
         Ok(removed)
@@ -456,7 +498,7 @@ impl Networks {
 
 /// The subnet (given, or a free one), gateway and allocation range of a new network,
 /// checked against the subnets in use (`taken`).
-fn addresses(
+pub(super) fn addresses(
     taken: &[Ipv4Net],
     subnet: Option<Ipv4Net>,
     gateway: Option<Ipv4Address>,
@@ -554,7 +596,7 @@ fn addresses6(
 }
 
 /// Each auxiliary address must be inside the subnet of its family.
-fn check_aux(
+pub(super) fn check_aux(
     aux: &BTreeMap<String, IpAddr>,
     subnet: Ipv4Net,
     subnet6: Option<Ipv6Net>,
@@ -609,15 +651,15 @@ pub(super) fn host_binding(n: &NetworkInspect) -> Option<Ipv4Addr> {
 }
 
 /// A bridge network's driver options, checked; Docker's others are accepted and kept.
-struct BridgeOptions {
-    mtu: u32,
-    mode: NetworkMode,
-    bridge: String,
+pub(super) struct BridgeOptions {
+    pub(super) mtu: u32,
+    pub(super) mode: NetworkMode,
+    pub(super) bridge: String,
 }
 
 impl BridgeOptions {
     /// Reads `options`; `bridge` is the bridge's name unless they give one.
-    fn parse(options: &BTreeMap<String, String>, bridge: String) -> EngineResult<Self> {
+    pub(super) fn parse(options: &BTreeMap<String, String>, bridge: String) -> EngineResult<Self> {
         let mut mtu = 1500u32;
         let mut mode = NetworkMode::Nat;
         let mut bridge = bridge;

@@ -19,8 +19,10 @@
 //! (`crate::host::net`): bridges, veth pairs, namespace files under `ROOT/netns/`, the
 //! DNS servers, and the daemon's nftables table, always rebuilt whole from the store.
 //!
-//! Networks across a pool of hosts are being built: [`overlay`] makes one VXLAN link's
-//! forwarding entries match the pool's claims; nothing creates such a network yet.
+//! Networks across a pool of hosts ([`pool`]) are mirrored here from the pool's records
+//! and realised as any network, plus a VXLAN link on their bridge; their addresses are
+//! claimed in the pool's store too, and [`overlay`] keeps each link's forwarding
+//! entries and the other hosts' names as the pool's claims say.
 //!
 //! Create, remove, attach and connect are step lists with an undo per step
 //! ([`crate::steps`]): a failure at any step leaves nothing (no lease, port, link, rule
@@ -40,6 +42,7 @@ mod create;
 mod link_local;
 mod names;
 pub mod overlay;
+mod pool;
 mod reconcile;
 
 use std::collections::{BTreeMap, HashMap};
@@ -48,7 +51,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 
 use pier_api::containers::ContainerInspect;
-use pier_api::networks::{Endpoint, NetworkInspect, NetworkMode, PortBinding};
+use pier_api::networks::{Endpoint, NetworkInspect, NetworkMode, NetworkScope, PortBinding};
 use pier_api::{ErrorKind, Ipv4Address, MacAddress, ProjectName};
 use pier_net::names::HostNames;
 use pier_net::nft::{FwNetwork, FwPort};
@@ -62,6 +65,8 @@ use crate::RequestContext;
 
 pub use alloc::PortHolder;
 use names::NameIndex;
+pub use overlay::OverlaySync;
+pub use pool::{PoolIdentity, POOL_MTU};
 pub use reconcile::NetworkReconciler;
 
 /// The default network's name, as Docker's.
@@ -139,6 +144,10 @@ pub struct Networks {
     /// never realises a network a failing create is undoing or a remove is taking down.
     pub(super) host_pass: tokio::sync::RwLock<()>,
     index: Arc<RwLock<NameIndex>>,
+    /// This daemon as a pool member (None: in no pool).
+    pool_id: RwLock<Option<PoolIdentity>>,
+    /// The pool's store, while connected.
+    pool_store: RwLock<Option<Arc<dyn Store>>>,
 }
 
 impl Networks {
@@ -184,6 +193,8 @@ impl Networks {
             bridge_index: Mutex::new(HashMap::new()),
             host_pass: tokio::sync::RwLock::new(()),
             index: Arc::new(RwLock::new(NameIndex::default())),
+            pool_id: RwLock::new(None),
+            pool_store: RwLock::new(None),
         })
     }
 
@@ -233,7 +244,27 @@ impl Networks {
     pub fn inspect(&self, ctx: &RequestContext, name: &str) -> EngineResult<NetworkInspect> {
         let mut n = self.get(ctx.project(), name)?;
         fill_endpoints(std::slice::from_mut(&mut n), &self.containers()?);
+        self.fill_pool_endpoints(std::slice::from_mut(&mut n));
         Ok(n)
+    }
+
+    /// On pool networks: this host's endpoints name it, and the other hosts' are added.
+    fn fill_pool_endpoints(&self, networks: &mut [NetworkInspect]) {
+        let Some(me) = self.identity() else {
+            return;
+        };
+        for n in networks
+            .iter_mut()
+            .filter(|n| n.scope == NetworkScope::Pool)
+        {
+            for ep in n.containers.values_mut() {
+                ep.host = Some(me.host.clone());
+            }
+            let remote = self.remote_endpoints(n);
+            for (id, ep) in remote {
+                n.containers.entry(id).or_insert(ep);
+            }
+        }
     }
 
     /// The context's project's networks, by name.
@@ -248,6 +279,7 @@ impl Networks {
     pub fn list_with_endpoints(&self, ctx: &RequestContext) -> EngineResult<Vec<NetworkInspect>> {
         let mut v = self.list(ctx)?;
         fill_endpoints(&mut v, &self.containers()?);
+        self.fill_pool_endpoints(&mut v);
         Ok(v)
     }
 
@@ -469,14 +501,13 @@ impl Networks {
             .list_json::<NetworkInspect>(Table::Networks, "")?
             .into_iter()
             .map(|(_, n)| FwNetwork {
+                overlay: self.vxlan_of(&n).map(|v| v.name),
                 subnet: n.subnet,
                 subnet6: n.v6(),
                 masquerade: create::masquerade(&n),
                 bridge: n.bridge,
                 internal: n.internal,
                 routed: n.mode == NetworkMode::Routed,
-                // Networks across the pool are not realised yet (no VXLAN link).
-                overlay: None,
             })
             .collect();
         let ports: Vec<FwPort> = self

@@ -1,6 +1,8 @@
 //! The names each network's DNS server answers: containers by name, short ID and alias
 //! on the networks they are on (A records, and AAAA on dual-stack networks), kept in
-//! memory and rebuilt from the running containers at start.
+//! memory and rebuilt from the running containers at start. On a pool network, the
+//! endpoints of other hosts too, as their claims in the pool name them (replaced
+//! whole by each overlay sync); this host's own names come first.
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::{Ipv4Addr, Ipv6Addr};
@@ -27,6 +29,17 @@ pub(super) struct NameIndex {
     /// The IPv6 address of the endpoint holding an IPv4 address, on a dual-stack network
     /// (a daemon's subnets do not overlap, so the IPv4 address names the endpoint).
     pub(super) v6_of: HashMap<Ipv4Addr, Ipv6Addr>,
+    /// Pool network ID -> name -> addresses of other hosts' endpoints.
+    pub(super) remote: HashMap<String, HashMap<String, Vec<Ipv4Addr>>>,
+    /// Pool network ID -> other hosts' endpoints, for inspect.
+    pub(super) remote_endpoints: HashMap<String, Vec<RemoteName>>,
+}
+
+/// An endpoint of another host on a pool network: its address and its claim.
+#[derive(Debug, Clone)]
+pub(super) struct RemoteName {
+    pub(super) ip: Ipv4Addr,
+    pub(super) lease: pier_cluster::networks::PoolLease,
 }
 
 impl NameIndex {
@@ -57,7 +70,11 @@ impl Records for NetRecords {
         let suffix = format!(".{}", self.network_name.to_ascii_lowercase());
         let short = name.strip_suffix(&suffix).unwrap_or(name);
         let idx = self.index.read().unwrap();
-        idx.names.get(&self.network)?.get(short).cloned()
+        idx.names
+            .get(&self.network)
+            .and_then(|m| m.get(short))
+            .or_else(|| idx.remote.get(&self.network)?.get(short))
+            .cloned()
     }
 
     fn lookup_from(&self, client: std::net::IpAddr, name: &str) -> Option<Vec<Ipv4Addr>> {
@@ -80,10 +97,13 @@ impl Records for NetRecords {
         // The asker's other networks (user networks only: the default one has no names).
         let idx = self.index.read().unwrap();
         let others = idx.networks_of.get(&(self.network.clone(), client))?;
-        others
-            .iter()
-            .filter(|n| **n != self.network)
-            .find_map(|n| idx.names.get(n)?.get(name).cloned())
+        others.iter().filter(|n| **n != self.network).find_map(|n| {
+            idx.names
+                .get(n)
+                .and_then(|m| m.get(name))
+                .or_else(|| idx.remote.get(n)?.get(name))
+                .cloned()
+        })
     }
 
     fn lookup6(&self, name: &str) -> Option<Vec<Ipv6Addr>> {
@@ -112,11 +132,12 @@ impl Records for NetRecords {
             return None;
         }
         let idx = self.index.read().unwrap();
-        let names = idx.names.get(&self.network)?;
+        let local = idx.names.get(&self.network).into_iter().flatten();
+        let remote = idx.remote.get(&self.network).into_iter().flatten();
         // The container's name or an alias, not its short ID (12 hex digits; a name such
         // as "c1" or "db" is all hex digits too).
-        names
-            .iter()
+        local
+            .chain(remote)
             .filter(|(n, ips)| {
                 ips.contains(&ip) && !(n.len() == 12 && n.chars().all(|c| c.is_ascii_hexdigit()))
             })
@@ -155,6 +176,59 @@ fn index_links(idx: &mut NameIndex, ep: &Endpoint, ip: Ipv4Addr) {
 }
 
 impl Networks {
+    /// Replaces the names and endpoints of other hosts on the pool networks in
+    /// `remote` (by network ID; networks not in it have none).
+    pub(super) fn set_remote_names(&self, remote: HashMap<String, Vec<RemoteName>>) {
+        let mut names: HashMap<String, HashMap<String, Vec<Ipv4Addr>>> = HashMap::new();
+        for (net, eps) in &remote {
+            let m = names.entry(net.clone()).or_default();
+            for r in eps {
+                let l = &r.lease;
+                let mut keys = vec![l.name.to_ascii_lowercase(), l.short_id.clone()];
+                keys.extend(l.aliases.iter().map(|a| a.to_ascii_lowercase()));
+                for k in keys.into_iter().filter(|k| !k.is_empty()) {
+                    let v = m.entry(k).or_default();
+                    if !v.contains(&r.ip) {
+                        v.push(r.ip);
+                    }
+                }
+            }
+        }
+        let mut idx = self.index.write().unwrap();
+        idx.remote = names;
+        idx.remote_endpoints = remote;
+    }
+
+    /// Other hosts' endpoints on pool network `net_id`, as inspect shows them (by
+    /// container ID).
+    pub(super) fn remote_endpoints(
+        &self,
+        n: &pier_api::networks::NetworkInspect,
+    ) -> BTreeMap<String, Endpoint> {
+        let idx = self.index.read().unwrap();
+        let Some(eps) = idx.remote_endpoints.get(&n.id) else {
+            return BTreeMap::new();
+        };
+        eps.iter()
+            .map(|r| {
+                let l = &r.lease;
+                let ep = Endpoint {
+                    network_id: n.id.clone(),
+                    name: l.name.clone(),
+                    aliases: l.aliases.clone(),
+                    ip_address: Some(r.ip.into()),
+                    prefix_len: Some(n.subnet.prefix()),
+                    gateway: (!n.internal).then_some(n.gateway),
+                    mac_address: l.mac.parse().ok(),
+                    interface: Some(l.ifname.clone()),
+                    host: Some(l.host.clone()),
+                    ..Default::default()
+                };
+                (l.container.clone(), ep)
+            })
+            .collect()
+    }
+
     /// Adds the names of container `c` on `endpoints` (and its other networks) to the
     /// DNS index.
     pub fn index_names(&self, c: &ContainerInspect, endpoints: &BTreeMap<String, Endpoint>) {

@@ -9,13 +9,153 @@
 //! per host with endpoints. [`wanted`] turns that into the link's [`OverlayEntries`],
 //! [`sync_link`] adds what is missing and deletes what is not wanted.
 //!
-//! Not wired yet: the per-member task that follows the pool's table and calls this for
-//! every pool network (see the architecture's "Networks across the pool").
+//! [`Networks::sync_overlay`] is the whole pass over the pool's view: it mirrors the
+//! pool's networks here (and removes mirrors of networks gone from the pool), programs
+//! every pool network's link, gives the DNS servers the other hosts' names, releases
+//! claims of this host that its journal no longer holds, and rebuilds the firewall if
+//! it changed. The daemon runs it on every change of the pool's table and on a timer.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::net::Ipv4Addr;
 
+use pier_api::networks::{NetworkInspect, NetworkScope};
+use pier_cluster::networks::{desired, OverlayView};
+use pier_store::{StoreExt, Table};
+
+use super::create::RemoveSaga;
+use super::names::RemoteName;
+use super::Networks;
+use crate::error::EngineResult;
 use crate::host::net::{FdbEntry, NetHost, NetResult, OverlayEntries};
+use crate::steps;
+
+/// What one [`Networks::sync_overlay`] pass did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OverlaySync {
+    /// Pool networks mirrored here, and mirrors removed.
+    pub mirrored: usize,
+    pub unmirrored: usize,
+    /// Forwarding and neighbour entries added and deleted over all links.
+    pub entries: SyncReport,
+    /// Claims of this host released because its journal no longer held them.
+    pub released: usize,
+}
+
+impl Networks {
+    /// One pass of the overlay sync over `view` (the pool's table as read and watched
+    /// by the caller): see the module doc. Alone against creates, removes and the
+    /// reconciler's passes. What fails for one network does not stop the others; the
+    /// first failure is returned after the pass (the next pass tries again).
+    pub async fn sync_overlay(&self, view: &OverlayView) -> EngineResult<OverlaySync> {
+        let _pass = self.host_pass.write().await;
+        let mut out = OverlaySync::default();
+        let Some(me) = self.identity() else {
+            return Ok(out);
+        };
+        let mut first: Option<crate::EngineError> = None;
+        let local = self.db.list_json::<NetworkInspect>(Table::Networks, "")?;
+        let have: HashSet<&str> = local.iter().map(|(_, n)| n.id.as_str()).collect();
+        // 1. Mirrors: the pool's networks here, and no others.
+        for rec in view.networks.values() {
+            if have.contains(rec.id()) {
+                continue;
+            }
+            match self.mirror(rec).await {
+                Ok(_) => {
+                    tracing::info!(network = %rec.network.name, vni = rec.vni, "pool network mirrored on this host");
+                    out.mirrored += 1;
+                }
+                Err(e) => {
+                    tracing::warn!(network = %rec.network.name, error = %e.message(), "cannot have a pool network on this host");
+                    first.get_or_insert(e);
+                }
+            }
+        }
+        let users: HashSet<String> = self
+            .containers()?
+            .into_iter()
+            .flat_map(|c| c.networks.into_values().map(|e| e.network_id))
+            .collect();
+        for (_, n) in &local {
+            if n.scope != NetworkScope::Pool || view.networks.contains_key(&n.id) {
+                continue;
+            }
+            if users.contains(&n.id) {
+                tracing::warn!(network = %n.name, "pool network removed from the pool but still used by containers of this host: kept until they are removed");
+                continue;
+            }
+            let mut saga = RemoveSaga {
+                nets: self,
+                n: n.clone(),
+            };
+            match steps::run(&mut saga).await {
+                Ok(()) => {
+                    tracing::info!(network = %n.name, "pool network removed from this host");
+                    out.unmirrored += 1;
+                }
+                Err(f) => {
+                    tracing::warn!(network = %n.name, error = %f.error.message(), "cannot remove a pool network's mirror");
+                    first.get_or_insert(f.error);
+                }
+            }
+        }
+        // 2. Each link's entries; 3. the other hosts' names.
+        let pool_nets: Vec<NetworkInspect> = self
+            .db
+            .list_json::<NetworkInspect>(Table::Networks, "")?
+            .into_iter()
+            .map(|(_, n)| n)
+            .filter(|n| n.scope == NetworkScope::Pool && view.networks.contains_key(&n.id))
+            .collect();
+        let mut remote: HashMap<String, Vec<RemoteName>> = HashMap::new();
+        for n in &pool_nets {
+            let d = desired(view, &n.id, &me.host);
+            if !d.skipped.is_empty() {
+                tracing::warn!(network = %n.name, skipped = ?d.skipped, "endpoints of hosts with no usable pool address get no tunnel");
+            }
+            if let Some(vx) = self.vxlan_of(n) {
+                let want = wanted(d.flood, d.fdb, d.neigh);
+                let mut r = sync_link(self.host.as_ref(), &vx.name, &want).await;
+                if matches!(r, Err(pier_net::Error::LinkMissing { .. })) {
+                    // Deleted by someone (or its bridge): made again, then programmed.
+                    if let Err(e) = self.realize(n).await {
+                        first.get_or_insert(e);
+                    }
+                    r = sync_link(self.host.as_ref(), &vx.name, &want).await;
+                }
+                match r {
+                    Ok(rep) => {
+                        out.entries.added += rep.added;
+                        out.entries.deleted += rep.deleted;
+                    }
+                    Err(e) => {
+                        tracing::warn!(network = %n.name, error = %e.chain(), "cannot program a pool network's VXLAN link");
+                        first.get_or_insert(super::net_err(e));
+                    }
+                }
+            }
+            let names = view
+                .leases_of(&n.id)
+                .filter(|(_, l)| l.host != me.host)
+                .map(|(ip, l)| RemoteName {
+                    ip,
+                    lease: l.clone(),
+                })
+                .collect();
+            remote.insert(n.id.clone(), names);
+        }
+        self.set_remote_names(remote);
+        // 4. Claims left behind; the firewall (a mirror made or removed changes it).
+        match self.repair_pool_claims(view).await {
+            Ok(n) => out.released = n,
+            Err(e) => {
+                first.get_or_insert(e);
+            }
+        }
+        self.rebuild_firewall(false)?;
+        first.map_or(Ok(out), Err)
+    }
+}
 
 /// The entries a VXLAN link should have: a flood entry per host in `flood`, and for
 /// each remote endpoint (its MAC and its host's address in `fdb`) its tunnel entry and

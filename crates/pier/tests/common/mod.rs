@@ -918,6 +918,35 @@ impl Lan {
     }
 }
 
+/// Makes a pool of `daemons` on `lan`: each connected to it, the first making the pool
+/// (`h1`), the others joining it in turn (`h2`, `h3`, ...) with a fresh token; returns
+/// their LAN addresses once every member is up on the last one.
+pub fn pool_of(lan: &mut Lan, daemons: &[&Daemon]) -> Vec<String> {
+    let addrs: Vec<String> = daemons.iter().map(|d| lan.connect(d)).collect();
+    let h1 = daemons[0];
+    h1.ok(&["cluster", "init", "--advertise", &addrs[0], "--name", "h1"]);
+    let join_addr = format!("{}:7443", addrs[0]);
+    for (i, d) in daemons.iter().enumerate().skip(1) {
+        let token = h1.json(&["cluster", "token"])["token"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let name = format!("h{}", i + 1);
+        d.ok(&["cluster", "join", &join_addr, &token, "--name", &name]);
+    }
+    let last = daemons[daemons.len() - 1];
+    wait_until("every member up", || {
+        last.json(&["host", "ls"])
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|h| h["state"] == "up")
+            .count()
+            == daemons.len()
+    });
+    addrs
+}
+
 impl Drop for Lan {
     fn drop(&mut self) {
         let _ = Command::new("ip")
