@@ -2,7 +2,8 @@
 //! QEMU's emulation (TCG), which is what these machines can run: the entrypoint's output,
 //! exit code, user, environment and working directory as a container of the image has
 //! them; a terminal; exec; logs across a daemon restart; stop and kill; networks shared
-//! with containers (names, published ports); volumes; and bad input leaving nothing.
+//! with containers (names, published ports), also across two hosts of a pool over a pool
+//! network; volumes; and bad input leaving nothing.
 //!
 //! Needs QEMU and the VM assets (`scripts/vm-assets.sh`, which `scripts/test.sh` runs).
 
@@ -392,4 +393,76 @@ fn bad_vm_input_is_refused_clearly_and_leaves_nothing() {
     assert!(err.contains("--network host"), "{err}");
     assert!(d.ok(&["ps", "-aq"]).trim().is_empty());
     assert!(no_vm_processes(&d));
+}
+
+#[test]
+#[ignore = "root tier: needs root; scripts/test.sh runs it (--run-ignored all)"]
+fn a_vm_and_a_container_on_two_hosts_reach_each_other_by_name_over_a_pool_network() {
+    require_root_and_tools(&["etcd"]);
+    let mut lan = Lan::new();
+    let (h1, h2) = (vm_daemon(), vm_daemon());
+    pool_of(&mut lan, &[&h1, &h2]);
+    let net = format!("ov-{}", &random_tag()[..6]);
+    h1.ok(&["network", "create", &net]);
+    assert_eq!(h1.json(&["network", "inspect", &net])[0]["scope"], "pool");
+    let web = format!("vmweb-{}", &random_tag()[..6]);
+    let script =
+        "mkdir -p /www && echo from-the-vm > /www/index.html && exec httpd -f -p 80 -h /www";
+    h1.ok(&[
+        "run",
+        "-d",
+        "--vm",
+        "--network",
+        &net,
+        "--name",
+        &web,
+        "--constraint",
+        "host.id==h2",
+        "bb",
+        "sh",
+        "-c",
+        script,
+    ]);
+    // A container on h1 reaches the VM on h2 by name (the VM boots under emulation).
+    let cli = format!("cli-{}", &random_tag()[..6]);
+    h1.ok(&[
+        "run",
+        "-d",
+        "--network",
+        &net,
+        "--name",
+        &cli,
+        "--constraint",
+        "host.id==h1",
+        "bb",
+        "sleep",
+        "600",
+    ]);
+    let deadline = std::time::Instant::now() + Duration::from_secs(90);
+    loop {
+        let (_, out, _) = run(&h1, &["exec", &cli, "sh", "-c", &fetch_by_name(&web)]);
+        if out.contains("from-the-vm") {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the VM on h2 never answered by name from h1: {out}; its log: {}",
+            h1.ok(&["logs", &web])
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    // And the VM, on h2, resolves the container on h1 by name.
+    let (code, out, err) = run(&h1, &["exec", &web, "nslookup", &cli]);
+    let cli_ip = h1.json(&["inspect", &cli])[0]["networks"][&net]["ip_address"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        !cli_ip.is_empty() && out.contains(&cli_ip),
+        "{cli_ip}: {out}"
+    );
+    h1.ok(&["rm", "-f", &web, &cli]);
+    h1.ok(&["network", "rm", &net]);
+    assert!(no_vm_processes(&h2));
 }
