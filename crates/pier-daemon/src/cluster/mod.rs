@@ -26,6 +26,7 @@ mod listing;
 pub mod mirror;
 pub mod net;
 pub mod place;
+mod records;
 mod routes;
 
 pub use routes::{host_routes, routes, ClusterDoc};
@@ -99,6 +100,8 @@ struct Member {
     heartbeat: Arc<Mutex<Heartbeater>>,
     /// The scheduler creates and releases go through.
     placer: place::Placer,
+    /// The pool's instance records, as this member follows them ([`records`]).
+    records: Arc<records::Records>,
     tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
 
@@ -494,6 +497,7 @@ impl Cluster {
             etcd: Mutex::new(etcd),
             heartbeat,
             placer: place::Placer::default(),
+            records: Arc::default(),
             tasks: Mutex::new(Vec::new()),
         })
     }
@@ -665,17 +669,21 @@ impl Cluster {
         m.tasks.lock().unwrap_or_else(|e| e.into_inner()).push(task);
     }
 
-    /// Mirrors this host's instances into the pool's records ([`mirror`]).
+    /// Mirrors this host's instances into the pool's records ([`mirror`]), and follows
+    /// every host's records into this member's copy of them ([`records`]).
     fn start_mirror(&self, m: &Arc<Member>) {
         let Some(store) = m.store.get().cloned() else {
             return;
         };
+        let follow = tokio::spawn(m.records.clone().run(store.clone()));
         let task = tokio::spawn(mirror::run(
             self.engine.clone(),
             store,
             m.local.name.clone(),
         ));
-        m.tasks.lock().unwrap_or_else(|e| e.into_inner()).push(task);
+        let mut tasks = m.tasks.lock().unwrap_or_else(|e| e.into_inner());
+        tasks.push(follow);
+        tasks.push(task);
     }
 
     /// At daemon stop: ends the heartbeat at once (the pool sees this host down), stops
