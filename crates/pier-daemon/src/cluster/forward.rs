@@ -404,7 +404,7 @@ impl Forwarder {
         let me = pool.me().to_string();
         let others = match pool
             .records
-            .others(&pool.store, project.as_str(), &me)
+            .others(&pool.store, project.as_str(), &me, keeper(api, &q))
             .await
         {
             Ok(r) => r,
@@ -432,6 +432,30 @@ impl Forwarder {
         parts.headers.remove(header::CONTENT_LENGTH);
         parts.headers.remove(header::TRANSFER_ENCODING);
         Response::from_parts(parts, Body::from(merged))
+    }
+}
+
+/// Which other hosts' records a listing with query `q` keeps (all of them again in the
+/// merge, which also leaves out those this host lists itself).
+fn keeper(
+    api: Api,
+    q: &pier_api::docker::query::Query,
+) -> Box<dyn Fn(&InstanceRecord) -> bool + Send> {
+    let all = q.bool("all");
+    match api {
+        Api::Native => {
+            let filter = q.get("filter").map(str::to_string);
+            Box::new(move |r| listing::native_keep(r, all, filter.as_deref()) == Some(true))
+        }
+        Api::Docker => {
+            let f = match q.nonempty("filters").map(pier_engine::filters::parse) {
+                None => Default::default(),
+                Some(Ok(f)) => f,
+                // The merge answers with this host's rows alone.
+                Some(Err(_)) => return Box::new(|_| false),
+            };
+            Box::new(move |r| listing::docker_keep(r, all, &f))
+        }
     }
 }
 
@@ -822,6 +846,30 @@ mod tests {
         );
         let out = merge_docker(&Bytes::from_static(b"[]"), "h1", &[], &q("all=1"), now).unwrap();
         assert_eq!(out, b"[]");
+    }
+
+    #[test]
+    fn the_records_a_listing_keeps_are_chosen_by_its_query() {
+        let q = |s: &str| pier_api::docker::query::Query::parse(s);
+        let kept = |api, query: &str| {
+            let keep = keeper(api, &q(query));
+            others()
+                .iter()
+                .filter(|r| keep(r))
+                .map(|r| r.id.clone())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(kept(Api::Native, ""), ["aaa1", "bbb2", "ddd4"]);
+        assert_eq!(kept(Api::Native, "all=1"), ["aaa1", "bbb2", "ccc3", "ddd4"]);
+        assert_eq!(
+            kept(Api::Native, "all=1&filter=label%3Dapp%3Dold"),
+            ["aaa1"]
+        );
+        assert_eq!(kept(Api::Docker, "all=1"), ["aaa1", "bbb2", "ccc3", "ddd4"]);
+        // filters={"name":["^new$"]}
+        let query = "filters=%7B%22name%22%3A%5B%22%5Enew%24%22%5D%7D";
+        assert_eq!(kept(Api::Docker, query), ["bbb2"]);
+        assert!(kept(Api::Docker, "filters=%7Bbad").is_empty());
     }
 
     #[test]

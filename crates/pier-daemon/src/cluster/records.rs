@@ -165,32 +165,45 @@ impl Records {
         matches!(caught_up, Ok(Ok(_))) && self.at(now)
     }
 
-    /// The records of `project` of hosts other than `me`, from the copy when it is fresh,
-    /// else read from the store.
-    pub async fn others(
-        &self,
+    /// The records of `project` of hosts other than `me` that `keep` keeps, from the copy
+    /// when it is fresh, else read from the store. The copy's records are filtered where
+    /// they are, in one pass, off the runtime's threads: only those kept are taken.
+    pub async fn others<F>(
+        self: &Arc<Self>,
         store: &Arc<dyn Store>,
         project: &str,
         me: &str,
-    ) -> Result<Vec<Arc<InstanceRecord>>, StoreError> {
-        if self.fresh(store).await {
-            let state = self.state.read().unwrap_or_else(|e| e.into_inner());
-            return Ok(state
-                .view
-                .project(project)
-                .filter(|r| r.host != me)
-                .cloned()
-                .collect());
-        }
-        let (s, p, me) = (store.clone(), project.to_string(), me.to_string());
-        let read = tokio::task::spawn_blocking(move || instances::list(s.as_ref(), Some(&p)))
-            .await
-            .map_err(|e| StoreError::Backend(Box::new(e)))??;
-        Ok(read
-            .into_iter()
-            .filter(|r| r.host != me)
-            .map(Arc::new)
-            .collect())
+        keep: F,
+    ) -> Result<Vec<Arc<InstanceRecord>>, StoreError>
+    where
+        F: Fn(&InstanceRecord) -> bool + Send + 'static,
+    {
+        let fresh = self.fresh(store).await;
+        let (this, s, p, me) = (
+            self.clone(),
+            store.clone(),
+            project.to_string(),
+            me.to_string(),
+        );
+        tokio::task::spawn_blocking(move || {
+            let kept = |r: &InstanceRecord| r.host != me && keep(r);
+            if fresh {
+                let state = this.state.read().unwrap_or_else(|e| e.into_inner());
+                return Ok(state
+                    .view
+                    .project(&p)
+                    .filter(|r| kept(r))
+                    .cloned()
+                    .collect());
+            }
+            Ok(instances::list(s.as_ref(), Some(&p))?
+                .into_iter()
+                .filter(|r| kept(r))
+                .map(Arc::new)
+                .collect())
+        })
+        .await
+        .map_err(|e| StoreError::Backend(Box::new(e)))?
     }
 
     /// The record of `project` that `reference` names (see
@@ -326,7 +339,10 @@ mod tests {
         put(store.as_ref(), &rec("bbb2", "web", "h2")).unwrap();
         let records = Arc::new(Records::default());
         // Not read yet: the store's own records, read there.
-        let before = records.others(&store, "default", "h1").await.unwrap();
+        let before = records
+            .others(&store, "default", "h1", |_| true)
+            .await
+            .unwrap();
         assert_eq!(ids(&before), ["bbb2"]);
         assert_eq!(ranges.swap(0, Ordering::SeqCst), 1);
         let task = tokio::spawn(records.clone().run(store.clone()));
@@ -336,20 +352,32 @@ mod tests {
             // Written just before: listed and found at once, without a range read.
             let id = format!("ccc{i:02}");
             put(store.as_ref(), &rec(&id, &format!("n{i}"), "h2")).unwrap();
-            let others = records.others(&store, "default", "h1").await.unwrap();
+            let others = records
+                .others(&store, "default", "h1", |_| true)
+                .await
+                .unwrap();
             assert_eq!(others.len(), 2 + i, "{:?}", ids(&others));
             assert!(ids(&others).contains(&id.as_str()));
             let found = records.find(&store, "default", &format!("n{i}")).await;
             assert_eq!(found.unwrap().unwrap().id, id);
         }
         instances::delete(store.as_ref(), "h2", "default", "bbb2").unwrap();
-        let others = records.others(&store, "default", "h1").await.unwrap();
+        let others = records
+            .others(&store, "default", "h1", |_| true)
+            .await
+            .unwrap();
         assert!(!ids(&others).contains(&"bbb2"));
         assert!(records
             .find(&store, "default", "bbb2")
             .await
             .unwrap()
             .is_none());
+        // Only what the filter keeps is taken.
+        let kept = records
+            .others(&store, "default", "h1", |r| r.name == "n3")
+            .await
+            .unwrap();
+        assert_eq!(ids(&kept), ["ccc03"]);
         let e = records.find(&store, "default", "ccc").await.unwrap_err();
         assert!(matches!(e, InstanceError::Ambiguous { .. }), "{e}");
         assert_eq!(ranges.load(Ordering::SeqCst), 0, "a listing read the store");
