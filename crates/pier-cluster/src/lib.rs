@@ -12,7 +12,8 @@
 //! etcd member a host runs for the pool; [`host_events`] reads the hosts'
 //! events (join, cordon, down, ...) off a watch of the pool's table; [`agent`] realises
 //! the assignments that name a host; [`instances`] keeps the pool's view of every
-//! member's instances, which listing and request forwarding read; [`networks`] keeps the
+//! member's instances, which listing and request forwarding read, from a member's copy
+//! of them in memory ([`instance_view`]) kept current by a watch; [`networks`] keeps the
 //! records of networks across the pool (VNI, subnet, name) and the addresses claimed on
 //! them, and the view each member programs its VXLAN links from.
 
@@ -21,6 +22,7 @@ pub mod agent;
 pub mod ca;
 pub mod etcd;
 pub mod host_events;
+pub mod instance_view;
 pub mod instances;
 pub mod join;
 pub mod local;

@@ -9,8 +9,8 @@
 //!   `/containers/{id}/...`) or an exec session (`/v1/exec/{id}/...`, `/exec/{id}/...`);
 //!   [`classify`] reads the path. An instance is this host's when its engine finds it by
 //!   ID or name; otherwise the pool's records ([`pier_cluster::instances`]) say who has
-//!   it (ID, then name, then unique ID prefix over the pool). Neither: this host answers
-//!   (its 404).
+//!   it (ID, then name, then unique ID prefix over the pool), as this member's copy of
+//!   them has them ([`records`](super::records)). Neither: this host answers (its 404).
 //! - Exec sessions: an exec made through a forwarded create (Docker's
 //!   `POST /containers/{id}/exec`, whose answer carries the exec's ID; the native exec's
 //!   `x-pier-exec-id` answer header) is remembered with its host, so `/exec/{id}/start`,
@@ -20,7 +20,7 @@
 //!   ways. An upgraded connection (Docker's hijacked attach and exec, the native attach
 //!   and exec, websockets) is bridged byte for byte once both sides upgraded.
 //! - Listings (`GET /v1/containers`, `GET /containers/json`) add the other hosts' rows
-//!   ([`listing`](super::listing)).
+//!   ([`listing`](super::listing)), from the same copy.
 //!
 //! State of a forwarded request: client -> member (this middleware) -> owner's listener
 //! -> owner's router (marked, served there) -> answer streamed back the same way.
@@ -30,7 +30,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
-use axum::body::Body;
+use axum::body::{Body, Bytes};
 use axum::extract::{Request, State};
 use axum::http::{header, HeaderName, Method, StatusCode};
 use axum::middleware::Next;
@@ -39,7 +39,7 @@ use axum::Router;
 use hyper_util::rt::TokioIo;
 use pier_api::containers::ContainerSummary;
 use pier_api::{ErrorKind, ProjectName};
-use pier_cluster::instances::{self, InstanceRecord};
+use pier_cluster::instances::InstanceRecord;
 use pier_cluster::member;
 use pier_engine::context::PROJECT_HEADER;
 use pier_engine::{Engine, RequestContext};
@@ -47,6 +47,7 @@ use pier_store::Store;
 use rustls::pki_types::ServerName;
 use serde::Serialize;
 
+use super::records::Records;
 use super::{listing, net, Cluster, Member};
 use crate::docker::DockerError;
 use crate::error::ApiError;
@@ -167,6 +168,7 @@ pub struct Forwarder {
 struct Pool {
     member: Arc<Member>,
     store: Arc<dyn Store>,
+    records: Arc<Records>,
 }
 
 impl Pool {
@@ -196,7 +198,12 @@ impl Forwarder {
     fn pool(&self) -> Option<Pool> {
         let member = self.cluster.upgrade()?.member()?;
         let store = member.store.get()?.clone();
-        Some(Pool { member, store })
+        let records = member.records.clone();
+        Some(Pool {
+            member,
+            store,
+            records,
+        })
     }
 
     fn exec_host(&self, id: &str) -> Option<String> {
@@ -235,38 +242,36 @@ impl Forwarder {
         project: ProjectName,
         reference: String,
     ) -> Result<Option<String>, String> {
-        let (engine, store, me) = (
-            self.engine.clone(),
-            pool.store.clone(),
-            pool.me().to_string(),
-        );
-        let cut_off = pool.member.health.cut_off().is_some();
-        let r = tokio::task::spawn_blocking(move || {
-            let ctx = RequestContext::system(project.clone(), "cluster");
-            if let Ok(c) = engine.instances.get(&ctx, &reference) {
-                if c.id == reference || c.name == reference.trim_start_matches('/') {
-                    return Ok(None);
-                }
-            }
-            // Cut off from the pool's store: answered from this host without waiting.
-            if cut_off {
-                return Ok(None);
-            }
-            let records = match instances::list(store.as_ref(), Some(project.as_str())) {
-                Ok(r) => r,
-                Err(e) => {
-                    tracing::warn!(error = %pier_api::error::chain(&e), "cannot read the pool's instance records; answering from this host");
-                    return Ok(None);
-                }
-            };
-            match instances::find_in(&records, &reference) {
-                Ok(Some(r)) if r.host != me => Ok(Some(r.host.clone())),
-                Ok(_) => Ok(None),
-                Err(e) => Err(e.to_string()),
-            }
+        let (engine, ctx_project, local_ref) =
+            (self.engine.clone(), project.clone(), reference.clone());
+        let local = tokio::task::spawn_blocking(move || {
+            let ctx = RequestContext::system(ctx_project, "cluster");
+            engine
+                .instances
+                .get(&ctx, &local_ref)
+                .is_ok_and(|c| c.id == local_ref || c.name == local_ref.trim_start_matches('/'))
         })
         .await;
-        r.unwrap_or(Ok(None))
+        if local.unwrap_or(false) {
+            return Ok(None);
+        }
+        // Cut off from the pool's store: answered from this host without waiting.
+        if pool.member.health.cut_off().is_some() {
+            return Ok(None);
+        }
+        match pool
+            .records
+            .find(&pool.store, project.as_str(), &reference)
+            .await
+        {
+            Ok(Some(r)) if r.host != pool.me() => Ok(Some(r.host.clone())),
+            Ok(_) => Ok(None),
+            Err(pier_cluster::instances::InstanceError::Store(e)) => {
+                tracing::warn!(error = %pier_api::error::chain(&e), "cannot read the pool's instance records; answering from this host");
+                Ok(None)
+            }
+            Err(e) => Err(e.to_string()),
+        }
     }
 
     /// The cluster listener of host `host`.
@@ -400,32 +405,38 @@ impl Forwarder {
                 return api.refuse(ErrorKind::Internal, format!("cannot read the listing: {e}"))
             }
         };
-        let store = pool.store.clone();
-        let me = pool.me().to_string();
         // Cut off from the pool's store: this host's rows, without waiting for it.
         if let Some(why) = pool.member.health.cut_off() {
             tracing::debug!(reason = %why, "cut off from the pool's store; listing this host's instances alone");
             return Response::from_parts(parts, Body::from(bytes));
         }
-        let read = tokio::task::spawn_blocking(move || {
-            instances::list(store.as_ref(), Some(project.as_str()))
-        })
-        .await;
-        let others: Vec<InstanceRecord> = match read {
-            Ok(Ok(r)) => r.into_iter().filter(|r| r.host != me).collect(),
-            Ok(Err(e)) => {
+        let me = pool.me().to_string();
+        let others = match pool
+            .records
+            .others(&pool.store, project.as_str(), &me, keeper(api, &q))
+            .await
+        {
+            Ok(r) => r,
+            Err(e) => {
                 tracing::warn!(error = %pier_api::error::chain(&e), "cannot read the pool's instance records; listing this host's alone");
                 Vec::new()
             }
-            Err(_) => Vec::new(),
         };
         let now = pier_api::time::now_unix();
-        let merged = match api {
-            Api::Native => merge_native(&bytes, &me, others, &q, now),
+        let merged = tokio::task::spawn_blocking(move || match api {
+            Api::Native => merge_native(&bytes, &me, &others, &q, now),
             Api::Docker => merge_docker(&bytes, &me, &others, &q, now),
-        };
-        let Some(merged) = merged else {
-            return Response::from_parts(parts, Body::from(bytes));
+        })
+        .await;
+        let merged = match merged {
+            Ok(Ok(m)) => m,
+            Ok(Err(bytes)) => return Response::from_parts(parts, Body::from(bytes)),
+            Err(e) => {
+                return api.refuse(
+                    ErrorKind::Internal,
+                    format!("cannot merge the listing: {e}"),
+                )
+            }
         };
         parts.headers.remove(header::CONTENT_LENGTH);
         parts.headers.remove(header::TRANSFER_ENCODING);
@@ -433,31 +444,80 @@ impl Forwarder {
     }
 }
 
+/// Which other hosts' records a listing with query `q` keeps (all of them again in the
+/// merge, which also leaves out those this host lists itself).
+fn keeper(
+    api: Api,
+    q: &pier_api::docker::query::Query,
+) -> Box<dyn Fn(&InstanceRecord) -> bool + Send> {
+    let all = q.bool("all");
+    match api {
+        Api::Native => {
+            let filter = q.get("filter").map(str::to_string);
+            Box::new(move |r| listing::native_keep(r, all, filter.as_deref()) == Some(true))
+        }
+        Api::Docker => {
+            let f = match q.nonempty("filters").map(pier_engine::filters::parse) {
+                None => Default::default(),
+                Some(Ok(f)) => f,
+                // The merge answers with this host's rows alone.
+                Some(Err(_)) => return Box::new(|_| false),
+            };
+            Box::new(move |r| listing::docker_keep(r, all, &f))
+        }
+    }
+}
+
 /// This host's native rows (each given `host`) and the other hosts' kept ones, newest
-/// first; None when this host's answer does not read. A row is made only for a record
-/// kept, from the record's own strings.
+/// first; this host's answer back when it does not read. A row is made only for a record
+/// kept, borrowing the record's strings.
 fn merge_native(
-    local: &[u8],
+    local: &Bytes,
     me: &str,
-    others: Vec<InstanceRecord>,
+    others: &[Arc<InstanceRecord>],
     q: &pier_api::docker::query::Query,
     now: i64,
-) -> Option<Vec<u8>> {
-    let mut rows: Vec<ContainerSummary> = serde_json::from_slice(local).ok()?;
-    for r in &mut rows {
+) -> Result<Vec<u8>, Bytes> {
+    let Ok(mut mine) = serde_json::from_slice::<Vec<ContainerSummary>>(local) else {
+        return Err(local.clone());
+    };
+    for r in &mut mine {
         r.host = Some(me.to_string());
     }
     let all = q.bool("all");
     let filter = q.get("filter");
-    let seen: std::collections::HashSet<String> = rows.iter().map(|r| r.id.clone()).collect();
+    let seen: std::collections::HashSet<&str> = mine.iter().map(|r| r.id.as_str()).collect();
+    let kept: Vec<&InstanceRecord> = others
+        .iter()
+        .map(|r| &**r)
+        .filter(|r| {
+            !seen.contains(r.id.as_str()) && listing::native_keep(r, all, filter) == Some(true)
+        })
+        .collect();
+    let mut rows: Vec<NativeRow> = mine.iter().map(NativeRow::Local).collect();
     rows.extend(
-        others
-            .into_iter()
-            .filter(|r| !seen.contains(&r.id) && listing::native_keep(r, all, filter) == Some(true))
-            .map(|r| listing::native_summary(r, now)),
+        kept.into_iter()
+            .map(|r| NativeRow::Other(listing::native_row(r, now))),
     );
-    rows.sort_by(|a, b| b.created.cmp(&a.created));
-    to_json(&rows)
+    rows.sort_by(|a, b| b.created().cmp(a.created()));
+    to_json(&rows).ok_or_else(|| local.clone())
+}
+
+/// One row of a merged native listing: this host's, or another host's record.
+#[derive(Serialize)]
+#[serde(untagged)]
+enum NativeRow<'a> {
+    Local(&'a ContainerSummary),
+    Other(listing::NativeRow<'a>),
+}
+
+impl NativeRow<'_> {
+    fn created(&self) -> &str {
+        match self {
+            NativeRow::Local(r) => &r.created,
+            NativeRow::Other(r) => r.created,
+        }
+    }
 }
 
 /// One row of a merged Docker listing: this host's as its engine wrote it, or another
@@ -470,22 +530,27 @@ enum DockerRow<'a> {
 }
 
 /// This host's Docker rows and the other hosts' kept ones, newest first, at most
-/// `limit`; None when this host's answer (or the query) does not read. The records are
-/// filtered, sorted and cut to `limit` before any row is made of them.
+/// `limit`; this host's answer back when it (or the query) does not read. The records
+/// are filtered, sorted and cut to `limit` before any row is made of them.
 fn merge_docker(
-    local: &[u8],
+    local: &Bytes,
     me: &str,
-    others: &[InstanceRecord],
+    others: &[Arc<InstanceRecord>],
     q: &pier_api::docker::query::Query,
     now: i64,
-) -> Option<Vec<u8>> {
-    let mut mine: Vec<serde_json::Value> = serde_json::from_slice(local).ok()?;
+) -> Result<Vec<u8>, Bytes> {
+    let Ok(mut mine) = serde_json::from_slice::<Vec<serde_json::Value>>(local) else {
+        return Err(local.clone());
+    };
     for r in &mut mine {
         r["Host"] = me.into();
     }
     let filters = match q.nonempty("filters") {
         None => Default::default(),
-        Some(f) => pier_engine::filters::parse(f).ok()?,
+        Some(f) => match pier_engine::filters::parse(f) {
+            Ok(f) => f,
+            Err(_) => return Err(local.clone()),
+        },
     };
     let all = q.bool("all");
     let seen: std::collections::HashSet<String> = mine
@@ -505,6 +570,7 @@ fn merge_docker(
     rows.extend(
         others
             .iter()
+            .map(|r| &**r)
             .filter(|r| !seen.contains(&r.id) && listing::docker_keep(r, all, &filters))
             .map(|r| (listing::record_created(r), Entry::Record(r))),
     );
@@ -519,7 +585,7 @@ fn merge_docker(
             Entry::Record(r) => DockerRow::Other(listing::docker_summary(r, now)),
         })
         .collect();
-    to_json(&rows)
+    to_json(&rows).ok_or_else(|| local.clone())
 }
 
 /// A listing's rows as JSON, in a buffer sized for them at once.
@@ -696,14 +762,17 @@ mod tests {
         }
     }
 
-    fn others() -> Vec<InstanceRecord> {
-        vec![
+    fn others() -> Vec<Arc<InstanceRecord>> {
+        [
             record("aaa1", "old", "running", 1),
             record("bbb2", "new", "running", 30),
             record("ccc3", "gone", "exited", 20),
             // This host's own instance, its record behind: this host's row wins.
             record("ddd4", "mine", "running", 40),
         ]
+        .into_iter()
+        .map(Arc::new)
+        .collect()
     }
 
     fn ids(bytes: &[u8], key: &str) -> Vec<String> {
@@ -716,42 +785,50 @@ mod tests {
     #[test]
     fn a_native_listing_merges_the_kept_records_newest_first() {
         let now = pier_api::time::parse_rfc3339("2026-12-07T11:00:00Z").unwrap();
-        let local = serde_json::to_vec(&json!([{
-            "id": "ddd4", "name": "mine", "image": "bb", "command": "sleep 9",
-            "created": "2026-12-07T10:10:00Z", "kind": "container", "state": "running",
-            "status": "Up 50 minutes", "ports": [],
-        }]))
-        .unwrap();
+        let local = Bytes::from(
+            serde_json::to_vec(&json!([{
+                "id": "ddd4", "name": "mine", "image": "bb", "command": "sleep 9",
+                "created": "2026-12-07T10:10:00Z", "kind": "container", "state": "running",
+                "status": "Up 50 minutes", "ports": [],
+            }]))
+            .unwrap(),
+        );
         let q = |s: &str| pier_api::docker::query::Query::parse(s);
-        let out = merge_native(&local, "h1", others(), &q("all=true"), now).unwrap();
+        let out = merge_native(&local, "h1", &others(), &q("all=true"), now).unwrap();
         assert_eq!(ids(&out, "id"), ["bbb2", "ccc3", "ddd4", "aaa1"]);
         let rows: Vec<Value> = serde_json::from_slice(&out).unwrap();
         assert_eq!(rows[2]["host"], "h1");
         assert_eq!(rows[2]["status"], "Up 50 minutes");
         assert_eq!(rows[0]["host"], "h2");
         assert_eq!(rows[0]["status"], "Up 29 minutes");
-        let out = merge_native(&local, "h1", others(), &q(""), now).unwrap();
+        let out = merge_native(&local, "h1", &others(), &q(""), now).unwrap();
         assert_eq!(ids(&out, "id"), ["bbb2", "ddd4", "aaa1"]);
         // This host's rows come filtered by its engine: here, none kept.
         let out = merge_native(
-            b"[]",
+            &Bytes::from_static(b"[]"),
             "h1",
-            others(),
+            &others(),
             &q("all=1&filter=label%3Dapp%3Dold"),
             now,
         );
         assert_eq!(ids(&out.unwrap(), "id"), ["aaa1"]);
-        assert!(merge_native(b"not json", "h1", others(), &q(""), now).is_none());
+        let bad = Bytes::from_static(b"not json");
+        assert_eq!(
+            merge_native(&bad, "h1", &others(), &q(""), now).unwrap_err(),
+            bad
+        );
     }
 
     #[test]
     fn a_docker_listing_merges_filters_and_limits_before_making_rows() {
         let now = pier_api::time::parse_rfc3339("2026-12-07T11:00:00Z").unwrap();
         let created = pier_api::time::parse_rfc3339("2026-12-07T10:10:00Z").unwrap();
-        let local = serde_json::to_vec(&json!([{
-            "Id": "ddd4", "Names": ["/mine"], "Created": created, "State": "running",
-        }]))
-        .unwrap();
+        let local = Bytes::from(
+            serde_json::to_vec(&json!([{
+                "Id": "ddd4", "Names": ["/mine"], "Created": created, "State": "running",
+            }]))
+            .unwrap(),
+        );
         let q = |s: &str| pier_api::docker::query::Query::parse(s);
         let out = merge_docker(&local, "h1", &others(), &q("all=1"), now).unwrap();
         assert_eq!(ids(&out, "Id"), ["bbb2", "ccc3", "ddd4", "aaa1"]);
@@ -769,11 +846,39 @@ mod tests {
         assert_eq!(ids(&out, "Id"), ["bbb2", "ccc3", "ddd4"]);
         // filters={"name":["^old$"]}
         let query = "all=1&filters=%7B%22name%22%3A%5B%22%5Eold%24%22%5D%7D";
-        let out = merge_docker(b"[]", "h1", &others(), &q(query), now).unwrap();
+        let out =
+            merge_docker(&Bytes::from_static(b"[]"), "h1", &others(), &q(query), now).unwrap();
         assert_eq!(ids(&out, "Id"), ["aaa1"]);
-        assert!(merge_docker(&local, "h1", &others(), &q("filters=%7Bbad"), now).is_none());
-        let out = merge_docker(b"[]", "h1", &[], &q("all=1"), now).unwrap();
+        assert_eq!(
+            merge_docker(&local, "h1", &others(), &q("filters=%7Bbad"), now).unwrap_err(),
+            local
+        );
+        let out = merge_docker(&Bytes::from_static(b"[]"), "h1", &[], &q("all=1"), now).unwrap();
         assert_eq!(out, b"[]");
+    }
+
+    #[test]
+    fn the_records_a_listing_keeps_are_chosen_by_its_query() {
+        let q = |s: &str| pier_api::docker::query::Query::parse(s);
+        let kept = |api, query: &str| {
+            let keep = keeper(api, &q(query));
+            others()
+                .iter()
+                .filter(|r| keep(r))
+                .map(|r| r.id.clone())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(kept(Api::Native, ""), ["aaa1", "bbb2", "ddd4"]);
+        assert_eq!(kept(Api::Native, "all=1"), ["aaa1", "bbb2", "ccc3", "ddd4"]);
+        assert_eq!(
+            kept(Api::Native, "all=1&filter=label%3Dapp%3Dold"),
+            ["aaa1"]
+        );
+        assert_eq!(kept(Api::Docker, "all=1"), ["aaa1", "bbb2", "ccc3", "ddd4"]);
+        // filters={"name":["^new$"]}
+        let query = "filters=%7B%22name%22%3A%5B%22%5Enew%24%22%5D%7D";
+        assert_eq!(kept(Api::Docker, query), ["bbb2"]);
+        assert!(kept(Api::Docker, "filters=%7Bbad").is_empty());
     }
 
     #[test]

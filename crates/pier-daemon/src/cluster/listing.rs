@@ -12,13 +12,14 @@
 //! host's rows only.
 //!
 //! A pool may hold a hundred thousand records (bench/README.md, "The pool's listing"):
-//! the rows of other hosts are made only for the records kept, and without a JSON tree
-//! (native rows take the records' strings; Docker's are [`DockerRow`]s borrowing them).
+//! the records come from the member's copy of them in memory
+//! ([`records`](super::records)), and the rows of other hosts are made only for the
+//! records kept, without a JSON tree or a copy of their strings ([`NativeRow`]s and
+//! [`DockerRow`]s borrow them).
 
 use std::collections::BTreeMap;
 
-use pier_api::containers::{ContainerState, ContainerStatus, ContainerSummary};
-use pier_api::networks::PortBinding;
+use pier_api::containers::{ContainerState, ContainerStatus};
 use pier_cluster::instances::InstanceRecord;
 use pier_engine::filters::{self, Filters};
 use serde::Serialize;
@@ -54,31 +55,63 @@ fn live(r: &InstanceRecord) -> bool {
     )
 }
 
-/// The native summary of another host's instance, its status as of `now`; it takes the
-/// record's strings.
-pub fn native_summary(r: InstanceRecord, now: i64) -> ContainerSummary {
-    let state = status_of(&r);
-    let status = pier_engine::instances::service::status_text(&state_of(&r), now);
-    ContainerSummary {
-        id: r.id,
-        name: r.name,
-        image: r.image,
-        command: r.command,
-        created: r.created,
-        kind: r.kind,
-        state,
-        status,
+/// The native summary of another host's instance, its status as of `now` (what a
+/// [`NativeRow`] stands for).
+#[cfg(test)]
+pub fn native_summary(r: &InstanceRecord, now: i64) -> pier_api::containers::ContainerSummary {
+    pier_api::containers::ContainerSummary {
+        id: r.id.clone(),
+        name: r.name.clone(),
+        image: r.image.clone(),
+        command: r.command.clone(),
+        created: r.created.clone(),
+        kind: r.kind.clone(),
+        state: status_of(r),
+        status: pier_engine::instances::service::status_text(&state_of(r), now),
         ports: r
             .ports
-            .into_iter()
-            .map(|p| PortBinding {
-                proto: p.proto,
-                host_ip: p.host_ip,
+            .iter()
+            .map(|p| pier_api::networks::PortBinding {
+                proto: p.proto.clone(),
+                host_ip: p.host_ip.clone(),
                 host_port: p.host_port,
                 container_port: p.container_port,
             })
             .collect(),
-        host: Some(r.host),
+        host: Some(r.host.clone()),
+    }
+}
+
+/// A `ContainerSummary` of another host's instance that borrows the record: it
+/// serializes as [`native_summary`]'s does (a test holds them equal).
+#[derive(Debug, Serialize)]
+pub struct NativeRow<'a> {
+    id: &'a str,
+    name: &'a str,
+    image: &'a str,
+    command: &'a str,
+    pub created: &'a str,
+    kind: &'a str,
+    state: ContainerStatus,
+    status: String,
+    /// [`RecordPort`](pier_cluster::instances::RecordPort) has `PortBinding`'s fields.
+    ports: &'a [pier_cluster::instances::RecordPort],
+    host: &'a str,
+}
+
+/// The native row of another host's instance, its status as of `now`.
+pub fn native_row(r: &InstanceRecord, now: i64) -> NativeRow<'_> {
+    NativeRow {
+        id: &r.id,
+        name: &r.name,
+        image: &r.image,
+        command: &r.command,
+        created: &r.created,
+        kind: &r.kind,
+        state: status_of(r),
+        status: pier_engine::instances::service::status_text(&state_of(r), now),
+        ports: &r.ports,
+        host: &r.host,
     }
 }
 
@@ -263,7 +296,7 @@ mod tests {
     fn native_rows_of_other_hosts_follow_the_engines_rules() {
         let now = pier_api::time::parse_rfc3339("2026-12-07T10:03:00Z").unwrap();
         let up = rec("running");
-        let s = native_summary(up.clone(), now);
+        let s = native_summary(&up, now);
         assert_eq!(s.host.as_deref(), Some("h2"));
         assert_eq!(s.state, ContainerStatus::Running);
         assert_eq!(s.status, "Up 3 minutes");
@@ -279,15 +312,22 @@ mod tests {
         );
         let down = rec("exited");
         assert_eq!(
-            native_summary(down.clone(), now).status,
+            native_summary(&down, now).status,
             "Exited (3) 2 minutes ago"
         );
+        // The borrowed row serializes as the summary does.
+        for r in [&up, &down] {
+            assert_eq!(
+                serde_json::to_value(native_row(r, now)).unwrap(),
+                serde_json::to_value(native_summary(r, now)).unwrap()
+            );
+        }
         // A state this member does not know (a newer member's) reads as created.
         let odd = InstanceRecord {
             state: "hibernating".into(),
             ..rec("running")
         };
-        assert_eq!(native_summary(odd, now).state, ContainerStatus::Created);
+        assert_eq!(native_summary(&odd, now).state, ContainerStatus::Created);
         assert_eq!(native_keep(&up, false, None), Some(true));
         assert_eq!(native_keep(&down, false, None), Some(false));
         assert_eq!(native_keep(&down, true, None), Some(true));

@@ -28,6 +28,7 @@ pub mod net;
 pub mod overlay;
 pub mod place;
 mod quorum;
+mod records;
 mod routes;
 
 pub use routes::{host_routes, routes, ClusterDoc};
@@ -103,6 +104,8 @@ struct Member {
     placer: place::Placer,
     /// Whether a majority of the pool's store is reachable ([`quorum`]).
     health: quorum::Health,
+    /// The pool's instance records, as this member follows them ([`records`]).
+    records: Arc<records::Records>,
     tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
 
@@ -510,6 +513,7 @@ impl Cluster {
             heartbeat,
             placer: place::Placer::default(),
             health: quorum::Health::default(),
+            records: Arc::default(),
             tasks: Mutex::new(Vec::new()),
         })
     }
@@ -686,17 +690,21 @@ impl Cluster {
         m.tasks.lock().unwrap_or_else(|e| e.into_inner()).push(task);
     }
 
-    /// Mirrors this host's instances into the pool's records ([`mirror`]).
+    /// Mirrors this host's instances into the pool's records ([`mirror`]), and follows
+    /// every host's records into this member's copy of them ([`records`]).
     fn start_mirror(&self, m: &Arc<Member>) {
         let Some(store) = m.store.get().cloned() else {
             return;
         };
+        let follow = tokio::spawn(m.records.clone().run(store.clone()));
         let task = tokio::spawn(mirror::run(
             self.engine.clone(),
             store,
             m.local.name.clone(),
         ));
-        m.tasks.lock().unwrap_or_else(|e| e.into_inner()).push(task);
+        let mut tasks = m.tasks.lock().unwrap_or_else(|e| e.into_inner());
+        tasks.push(follow);
+        tasks.push(task);
     }
 
     /// Keeps this host's pool networks as the pool says ([`overlay`]).

@@ -228,6 +228,16 @@ impl Cluster {
         tracing::info!(instance = %format!("{project}/{id}"), host = %host, "instance placed");
         let instance = format!("{project}/{id}");
         let outcome = wait_placed(&store, &instance).await;
+        if let Ok(Some(Placed {
+            host: by,
+            error: None,
+        })) = &outcome
+        {
+            // Read-your-writes: listed and found through this member once answered.
+            if *by != m.local.name && !m.records.wait_for(&store, &project, &id).await {
+                tracing::warn!(instance = %instance, host = %by, "the instance's record did not come; it is listed once its host writes it");
+            }
+        }
         let release = || {
             let (m, store, project, id) = (m.clone(), store.clone(), project.clone(), id.clone());
             async move {
