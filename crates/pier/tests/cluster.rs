@@ -790,6 +790,24 @@ fn a_container_on_one_host_is_listed_and_operated_from_another() {
     assert_eq!(o.status.code(), Some(4), "{}", stderr(&o));
     assert_eq!(String::from_utf8_lossy(&o.stdout), "through h3\n");
 
+    // cp both ways and stats, through h3 (h3 has no such container of its own).
+    let sent = h3.dir.path().join("to-h2.txt");
+    std::fs::write(&sent, "copied through h3\n").unwrap();
+    h3.ok(&["cp", sent.to_str().unwrap(), &format!("{name}:/tmp/in.txt")]);
+    assert_eq!(
+        h3.ok(&["exec", &name, "cat", "/tmp/in.txt"]),
+        "copied through h3\n"
+    );
+    let back = h3.dir.path().join("back.txt");
+    h3.ok(&["cp", &format!("{name}:/tmp/in.txt"), back.to_str().unwrap()]);
+    assert_eq!(
+        std::fs::read_to_string(&back).unwrap(),
+        "copied through h3\n"
+    );
+    let stats = h3.json(&["stats", "--no-stream", &name]);
+    assert!(stats[0]["memory_usage"].as_u64().unwrap() > 0, "{stats}");
+    assert!(stats[0]["pids_current"].as_u64().unwrap() >= 1, "{stats}");
+
     // The websocket exec (the dashboard's terminal) through h3.
     let sock = std::os::unix::net::UnixStream::connect(&h3.socket).unwrap();
     sock.set_read_timeout(Some(Duration::from_secs(10)))
