@@ -50,7 +50,12 @@ try:
             except (StaleElementReferenceException, IndexError):
                 return False
         wait.until(attempt)
-    drv.get(link)
+    # Chromium drops a load when the namespace's interfaces change under it (a
+    # container's veth coming up: ERR_NETWORK_CHANGED): the link is loaded again.
+    for _ in range(3):
+        drv.get(link)
+        if "ERR_NETWORK_CHANGED" not in drv.page_source:
+            break
     try:
         exec(open(steps_file).read())
     except BaseException:
