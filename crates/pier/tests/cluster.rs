@@ -52,23 +52,6 @@ fn join(d: &Daemon, addr: &str, token: &str, name: &str) -> std::process::Output
     d.pier(&["cluster", "join", addr, token, "--name", name])
 }
 
-/// The actions of `host`'s events in `d`'s log, oldest first.
-fn host_events(d: &Daemon, host: &str) -> Vec<String> {
-    let filter = format!("host={host}");
-    let args = [
-        "--format", "json", "events", "--since", "10m", "--until", "0s",
-    ];
-    d.ok(&[&args[..], &["--filter", "type=host", "--filter", &filter]].concat())
-        .lines()
-        .map(|l| {
-            let v: serde_json::Value = serde_json::from_str(l).unwrap();
-            assert_eq!(v["kind"], "host", "{v}");
-            assert_eq!(v["attributes"]["name"], host, "{v}");
-            v["action"].as_str().unwrap().to_string()
-        })
-        .collect()
-}
-
 fn stderr(o: &std::process::Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
@@ -316,19 +299,6 @@ fn three_hosts_make_a_pool_join_it_and_see_each_other_go_down() {
     h2.spawn();
     let e = h2.fails(&["host", "ls"]);
     assert!(e.contains("this host is not in a pool"), "{e}");
-}
-
-/// The pid of the etcd the daemon on `d` runs (its data directory names the daemon's root).
-fn etcd_pid(d: &Daemon) -> Option<i32> {
-    let want = format!("--data-dir={}", d.root.join("etcd/data").display());
-    std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
-        let pid: i32 = e.file_name().to_str()?.parse().ok()?;
-        let cmdline = std::fs::read(e.path().join("cmdline")).ok()?;
-        cmdline
-            .split(|b| *b == 0)
-            .any(|a| a == want.as_bytes())
-            .then_some(pid)
-    })
 }
 
 /// `curl` from `d`'s namespace to a member's listener, checking the server against the

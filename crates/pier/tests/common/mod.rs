@@ -1027,3 +1027,33 @@ pub fn process_states(root: i32) -> String {
     }
     out
 }
+
+/// The actions of `host`'s events in `d`'s log, oldest first.
+pub fn host_events(d: &Daemon, host: &str) -> Vec<String> {
+    let filter = format!("host={host}");
+    let args = [
+        "--format", "json", "events", "--since", "10m", "--until", "0s",
+    ];
+    d.ok(&[&args[..], &["--filter", "type=host", "--filter", &filter]].concat())
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            assert_eq!(v["kind"], "host", "{v}");
+            assert_eq!(v["attributes"]["name"], host, "{v}");
+            v["action"].as_str().unwrap().to_string()
+        })
+        .collect()
+}
+
+/// The pid of the etcd the daemon on `d` runs (its data directory names the daemon's root).
+pub fn etcd_pid(d: &Daemon) -> Option<i32> {
+    let want = format!("--data-dir={}", d.root.join("etcd/data").display());
+    std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
+        let pid: i32 = e.file_name().to_str()?.parse().ok()?;
+        let cmdline = std::fs::read(e.path().join("cmdline")).ok()?;
+        cmdline
+            .split(|b| *b == 0)
+            .any(|a| a == want.as_bytes())
+            .then_some(pid)
+    })
+}
