@@ -605,3 +605,68 @@ async fn a_removed_pool_network_leaves_every_member_and_claims_left_behind_are_r
     let again = h2.nets.create(&cx(), req("ov")).await.unwrap();
     assert_eq!(again.vni, Some(pool::VNI_MIN));
 }
+
+#[tokio::test]
+async fn a_member_mirrors_a_pool_network_on_demand_before_its_sync_has_followed_it() {
+    let (p, h1, h2) = two().await;
+    let project = ProjectName::default();
+    let od = h1.nets.create(&cx(), req("od")).await.unwrap();
+    let byid = h1.nets.create(&cx(), req("byid")).await.unwrap();
+    let local = h1
+        .nets
+        .create(
+            &cx(),
+            NetworkCreate {
+                driver: Some("bridge".into()),
+                ..req("loc")
+            },
+        )
+        .await
+        .unwrap();
+    // h2's sync has not run: it has none of them, and a lookup says not found.
+    assert_kind(h2.nets.get(&project, "od"), ErrorKind::NotFound, "od");
+    // Asked for by name (a placement's start or connect), it is mirrored there and then.
+    h2.nets.mirror_on_demand(&project, "od").await;
+    let m = h2.nets.get(&project, "od").unwrap();
+    assert_eq!(
+        (m.id.as_str(), m.scope, m.vni, m.subnet),
+        (od.id.as_str(), NetworkScope::Pool, od.vni, od.subnet)
+    );
+    assert!(h2.host.model().links.values().any(
+        |l| matches!(l, FakeLink::Vxlan { vni, local, .. } if Some(*vni) == od.vni && *local == VTEP2)
+    ));
+    // By full ID too; a name the pool does not have, a network local to h1, and the
+    // modes that are no network leave h2 as it was.
+    h2.nets.mirror_on_demand(&project, &byid.id).await;
+    assert_eq!(h2.nets.get(&project, "byid").unwrap().id, byid.id);
+    for name in ["nope", local.name.as_str(), &local.id, "none", "host", "bridge"] {
+        h2.nets.mirror_on_demand(&project, name).await;
+    }
+    let mut names: Vec<String> = h2
+        .nets
+        .list(&cx())
+        .unwrap()
+        .into_iter()
+        .map(|n| n.name)
+        .collect();
+    names.sort();
+    assert_eq!(names, ["bridge", "byid", "od"]);
+    // Another project's network of that name is not this project's.
+    let other = ProjectName::try_from("other".to_string()).unwrap();
+    h2.nets.mirror_on_demand(&other, "od").await;
+    assert_kind(h2.nets.get(&other, "od"), ErrorKind::NotFound, "od");
+    // A container on h2 then joins it and claims its address in the pool; the next
+    // sync finds nothing left to mirror.
+    let mut c = container(&h2, "c1", "od");
+    start(&h2, &mut c).await.unwrap();
+    let ip = ip_of(&c, "od");
+    assert!(claims(&p)
+        .iter()
+        .any(|(net, a, l)| *net == od.id && *a == ip && l.host == "h2"));
+    assert_eq!(sync(&h2, &p).await.mirrored, 0);
+    // Without the pool's store (cut off), nothing is tried: the lookup says not found.
+    let later = h1.nets.create(&cx(), req("later")).await.unwrap();
+    h2.nets.set_pool_store(None);
+    h2.nets.mirror_on_demand(&project, &later.name).await;
+    assert_kind(h2.nets.get(&project, "later"), ErrorKind::NotFound, "later");
+}

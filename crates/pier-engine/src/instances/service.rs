@@ -1059,6 +1059,15 @@ impl Instances {
             })
             .collect();
         let project = c.project.clone();
+        let pending: Vec<String> = c
+            .networks
+            .iter()
+            .filter(|(_, ep)| ep.network_id.is_empty())
+            .map(|(name, _)| name.clone())
+            .collect();
+        for name in pending {
+            self.networks.mirror_on_demand(&project, &name).await;
+        }
         self.networks.resolve_pending(&project, &mut c.networks)?;
         let attached = self.networks.attach(c, &exposed, None).await?;
         let first_ip = attached
@@ -1797,6 +1806,7 @@ impl Instances {
         network: &str,
         req: pier_api::networks::NetworkConnect,
     ) -> EngineResult<()> {
+        self.networks.mirror_on_demand(&c.project, network).await;
         let n = self.networks.get(&c.project, network)?;
         let mode = c.config.network.as_deref().unwrap_or(DEFAULT_NETWORK);
         if matches!(mode, "none" | "host") || mode.starts_with("container:") {

@@ -221,6 +221,55 @@ impl Networks {
         }
     }
 
+    /// Mirrors the pool network `name_or_id` (a name, or a full ID) of `project` here
+    /// now if this host has no network by that name yet: an instance can be placed on
+    /// this host before its overlay sync has followed the network's create (a
+    /// `network create` then `run --network` in a row). Nothing happens outside a pool,
+    /// when the pool's store does not answer, or when the pool has no such network: the
+    /// caller's own lookup then says what is missing.
+    pub async fn mirror_on_demand(&self, project: &ProjectName, name_or_id: &str) {
+        let not_a_network = matches!(name_or_id, "none" | "host" | "" | super::DEFAULT_NETWORK)
+            || name_or_id.starts_with("container:");
+        if not_a_network || self.identity().is_none() || self.store_of_pool().is_err() {
+            return;
+        }
+        if self.get(project, name_or_id).is_ok() {
+            return;
+        }
+        let found = match self.pool_call(PoolNetworks::read).await {
+            Ok(Ok(all)) => all
+                .by_name(project.as_str(), name_or_id)
+                .or_else(|| {
+                    all.networks
+                        .get(name_or_id)
+                        .filter(|n| n.project() == project.as_str())
+                })
+                .cloned(),
+            Ok(Err(e)) => {
+                tracing::debug!(error = %pier_api::error::chain(&e), "cannot read the pool's networks for a mirror on demand");
+                None
+            }
+            Err(e) => {
+                tracing::debug!(error = %e.message(), "cannot read the pool's networks for a mirror on demand");
+                None
+            }
+        };
+        let Some(rec) = found else { return };
+        let _pass = self.host_pass.read().await;
+        // The overlay sync, or another request, may have made it meanwhile.
+        if self.get(project, name_or_id).is_ok() {
+            return;
+        }
+        match self.mirror(&rec).await {
+            Ok(_) => {
+                tracing::info!(network = %rec.network.name, vni = rec.vni, "pool network mirrored on this host on demand")
+            }
+            Err(e) => {
+                tracing::warn!(network = %rec.network.name, error = %e.message(), "cannot have a pool network on this host")
+            }
+        }
+    }
+
     /// Makes the mirror of pool network `rec` on this host, as a create would make a
     /// network (record, bridge, VXLAN link, DNS server, rules): nothing of it is left
     /// when a step fails. The caller holds `host_pass`.
