@@ -579,6 +579,42 @@ pub fn release(
     Err(NetPoolError::Contended)
 }
 
+/// Gives the claim of `ip` on network `net_id` the names of `holder` (its name and
+/// aliases: the instance was renamed) if `holder`'s host and instance hold it: true
+/// when changed, false when the address is free, held by another, or already named so.
+pub fn rename_claim(
+    store: &dyn Store,
+    net_id: &str,
+    ip: Ipv4Addr,
+    holder: &PoolLease,
+) -> Result<bool, NetPoolError> {
+    let key = lease_key(net_id, ip);
+    for _ in 0..ATTEMPTS {
+        let Some(kv) = store.get_kv(TABLE, &key)? else {
+            return Ok(false);
+        };
+        let mut lease: PoolLease = decode(&key, &kv.value)?;
+        if lease.host != holder.host || lease.container != holder.container {
+            return Ok(false);
+        }
+        if lease.name == holder.name && lease.aliases == holder.aliases {
+            return Ok(false);
+        }
+        lease.name = holder.name.clone();
+        lease.aliases = holder.aliases.clone();
+        let txn = Txn {
+            compares: vec![require(key.clone(), Expect::ModRevision(kv.mod_revision))],
+            ops: vec![put(key.clone(), json(&lease))],
+        };
+        match store.txn(txn, true) {
+            Ok(_) => return Ok(true),
+            Err(StoreError::Conflict { .. }) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(NetPoolError::Contended)
+}
+
 /// Every claim, by network ID and address.
 pub fn claims(
     store: &dyn Store,

@@ -419,5 +419,17 @@ async fn set_quota(
     if let Some(count) = q.volume_count {
         v.set_count_quota(&ctx, count)?;
     }
-    Ok(Json(quota_of(&e, &ctx)?))
+    let now = quota_of(&e, &ctx)?;
+    if q.volume_bytes.is_some() || q.volume_count.is_some() {
+        let shown = |v: Option<u64>| v.map_or_else(|| "none".to_string(), |n| n.to_string());
+        let (bytes, count) = (shown(now.volume_bytes), shown(now.volume_count));
+        e.emit(
+            &ctx,
+            "project",
+            "quota",
+            ctx.project.as_str(),
+            &[("volume_bytes", &bytes), ("volume_count", &count)],
+        );
+    }
+    Ok(Json(now))
 }

@@ -639,7 +639,14 @@ async fn a_member_mirrors_a_pool_network_on_demand_before_its_sync_has_followed_
     // modes that are no network leave h2 as it was.
     h2.nets.mirror_on_demand(&project, &byid.id).await;
     assert_eq!(h2.nets.get(&project, "byid").unwrap().id, byid.id);
-    for name in ["nope", local.name.as_str(), &local.id, "none", "host", "bridge"] {
+    for name in [
+        "nope",
+        local.name.as_str(),
+        &local.id,
+        "none",
+        "host",
+        "bridge",
+    ] {
         h2.nets.mirror_on_demand(&project, name).await;
     }
     let mut names: Vec<String> = h2
@@ -669,4 +676,109 @@ async fn a_member_mirrors_a_pool_network_on_demand_before_its_sync_has_followed_
     h2.nets.set_pool_store(None);
     h2.nets.mirror_on_demand(&project, &later.name).await;
     assert_kind(h2.nets.get(&project, "later"), ErrorKind::NotFound, "later");
+}
+
+#[tokio::test]
+async fn a_rename_moves_the_name_on_this_host_and_in_the_pool_and_the_sync_mends_a_failed_one() {
+    let (p, h1, h2) = two().await;
+    let ov = h1.nets.create(&cx(), req("ov")).await.unwrap();
+    sync(&h2, &p).await;
+    let mut web = container(&h1, "web", "ov");
+    start(&h1, &mut web).await.unwrap();
+    let wip = ip_of(&web, "ov");
+    sync(&h2, &p).await;
+    assert_eq!(h2.host.dns_lookup(&ov.id, "web"), Some(vec![wip]));
+    // Renamed (the record first, as the instance service does): h1's DNS server answers
+    // the new name and no longer the old one, the claim carries it, and h2 follows.
+    web.name = "site".into();
+    save(&h1, &web);
+    h1.nets.renamed(&web).await;
+    assert_eq!(h1.host.dns_lookup(&ov.id, "site"), Some(vec![wip]));
+    assert_eq!(h1.host.dns_lookup(&ov.id, "web"), None);
+    assert_eq!(h1.host.dns_lookup(&ov.id, &web.id[..12]), Some(vec![wip]));
+    let named = |p: &FaultyStore| {
+        claims(p)
+            .into_iter()
+            .find(|(_, a, _)| *a == wip)
+            .map(|(_, _, l)| l.name)
+    };
+    assert_eq!(named(&p).as_deref(), Some("site"));
+    sync(&h2, &p).await;
+    assert_eq!(h2.host.dns_lookup(&ov.id, "site"), Some(vec![wip]));
+    assert_eq!(h2.host.dns_lookup(&ov.id, "web"), None);
+    // A rename while the pool's store is away changes the names here only; the next
+    // sync (the store back) names the claim after the instance.
+    web.name = "www".into();
+    save(&h1, &web);
+    h1.nets.set_pool_store(None);
+    h1.nets.renamed(&web).await;
+    h1.nets.set_pool_store(Some(p.clone()));
+    assert_eq!(h1.host.dns_lookup(&ov.id, "www"), Some(vec![wip]));
+    assert_eq!(named(&p).as_deref(), Some("site"));
+    sync(&h1, &p).await;
+    assert_eq!(named(&p).as_deref(), Some("www"));
+    sync(&h2, &p).await;
+    assert_eq!(h2.host.dns_lookup(&ov.id, "www"), Some(vec![wip]));
+    assert_eq!(h2.host.dns_lookup(&ov.id, "site"), None);
+}
+
+#[tokio::test]
+async fn a_running_endpoints_lost_claim_is_made_again_unless_another_took_the_address() {
+    let (p, h1, _h2) = two().await;
+    let ov = h1.nets.create(&cx(), req("ov")).await.unwrap();
+    let mut web = container(&h1, "web", "ov");
+    start(&h1, &mut web).await.unwrap();
+    let mut idle = container(&h1, "idle", "ov");
+    start(&h1, &mut idle).await.unwrap();
+    stop(&h1, &mut idle).await;
+    let wip = ip_of(&web, "ov");
+    let held = claims(&p);
+    assert_eq!(held.len(), 1);
+    let (_, _, before) = held[0].clone();
+    // Lost from the pool's store: the next pass claims it again, as it was.
+    assert!(pool::release(p.as_ref(), &ov.id, wip, &before).unwrap());
+    let r = sync(&h1, &p).await;
+    assert_eq!((r.reclaimed, r.released), (1, 0));
+    assert_eq!(claims(&p), vec![(ov.id.clone(), wip, before.clone())]);
+    assert_eq!(sync(&h1, &p).await.reclaimed, 0);
+    // Lost, and taken by another host's instance meanwhile: left to it (and said).
+    assert!(pool::release(p.as_ref(), &ov.id, wip, &before).unwrap());
+    let rec = OverlayView::read(p.as_ref()).unwrap().networks[&ov.id].clone();
+    let other = PoolLease {
+        host: "h2".into(),
+        container: "f".repeat(64),
+        name: "intruder".into(),
+        mac: "02:42:0a:d2:00:99".into(),
+        ..before.clone()
+    };
+    pool::claim(p.as_ref(), &rec, wip, &other).unwrap();
+    assert_eq!(sync(&h1, &p).await.reclaimed, 0);
+    assert_eq!(claims(&p), vec![(ov.id.clone(), wip, other)]);
+}
+
+/// A pass can wait for a create or remove to finish (they hold the pass off), and then
+/// runs with a view from before it: it neither removes the new mirror nor makes the
+/// removed one again.
+#[tokio::test]
+async fn a_pass_with_a_view_from_before_a_create_or_remove_leaves_it_be() {
+    let (p, h1, _h2) = two().await;
+    let before = OverlayView::read(p.as_ref()).unwrap();
+    let ov = h1.nets.create(&cx(), req("ov")).await.unwrap();
+    let r = h1.nets.sync_overlay(&before).await.unwrap();
+    assert_eq!((r.mirrored, r.unmirrored), (0, 0));
+    assert_eq!(
+        h1.nets.get(&ProjectName::default(), "ov").unwrap().id,
+        ov.id
+    );
+    assert_eq!(h1.host.model().vxlans().len(), 1);
+    let with = OverlayView::read(p.as_ref()).unwrap();
+    h1.nets.remove(&cx(), "ov").await.unwrap();
+    let r = h1.nets.sync_overlay(&with).await.unwrap();
+    assert_eq!((r.mirrored, r.unmirrored), (0, 0));
+    assert_kind(
+        h1.nets.get(&ProjectName::default(), "ov"),
+        ErrorKind::NotFound,
+        "ov",
+    );
+    assert!(h1.host.model().vxlans().is_empty());
 }

@@ -642,13 +642,12 @@ fn reaper(child: libc::pid_t) -> ! {
     // start and output end when the command's own copies close.
     // SAFETY: integer arguments only.
     unsafe { libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32) };
+    // Every signal is blocked already (since before the fork): each waits for
+    // sigwaitinfo.
     // SAFETY: a zeroed sigset is valid input to sigfillset, which then fills it.
     let mut all: libc::sigset_t = unsafe { std::mem::zeroed() };
     // SAFETY: `all` is a valid sigset.
-    unsafe {
-        libc::sigfillset(&mut all);
-        libc::sigprocmask(libc::SIG_BLOCK, &all, std::ptr::null_mut());
-    }
+    unsafe { libc::sigfillset(&mut all) };
     loop {
         // SAFETY: siginfo is plain data; sigwaitinfo fills it in.
         let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
@@ -1021,15 +1020,29 @@ pub fn finish(
         .as_ref()
         .is_some_and(|a| a.get(INIT_ANNOTATION).is_some_and(|v| v == "true"));
     if wants_init {
+        // Every signal is blocked before the fork, so none meant for the init (the
+        // command's SIGCHLD above all: a command that exits at once) arrives before the
+        // reaper waits for it; the default action would drop it, and the init would
+        // wait forever over a zombie. The command gets the mask back before its exec.
+        // SAFETY: zeroed sigsets are valid input to sigfillset and sigprocmask.
+        let (mut all, mut old): (libc::sigset_t, libc::sigset_t) =
+            unsafe { (std::mem::zeroed(), std::mem::zeroed()) };
+        // SAFETY: both sets are valid for the calls.
+        unsafe {
+            libc::sigfillset(&mut all);
+            libc::sigprocmask(libc::SIG_BLOCK, &all, &mut old);
+        }
         // SAFETY: fork in a single-threaded process.
         let child = unsafe { libc::fork() };
+        if child > 0 {
+            reaper(child);
+        }
+        // SAFETY: `old` is the mask read above.
+        unsafe { libc::sigprocmask(libc::SIG_SETMASK, &old, std::ptr::null_mut()) };
         if child < 0 {
             return Err(sys(Step::Exec, "fork the command under the init")(
                 io::Error::last_os_error(),
             ));
-        }
-        if child > 0 {
-            reaper(child);
         }
     }
     let c_prog = cstr(&program);

@@ -1609,24 +1609,7 @@ fn a_crashed_hosts_instance_moves_to_another_host_and_drain_moves_it_on() {
 /// (the first three run the pool's etcd), named `h1`, `h2`, ... in order; each is
 /// connected to the LAN in that order, so its port on the LAN's bridge has its name.
 fn pool_of_hosts(lan: &mut Lan, hs: &[Daemon]) {
-    let addrs: Vec<String> = hs.iter().map(|h| lan.connect(h)).collect();
-    hs[0].ok(&["cluster", "init", "--advertise", &addrs[0], "--name", "h1"]);
-    let addr = format!("{}:7443", addrs[0]);
-    for (i, h) in hs.iter().enumerate().skip(1) {
-        let token = hs[0].json(&["cluster", "token"])["token"]
-            .as_str()
-            .unwrap()
-            .to_string();
-        let out = join(h, &addr, &token, &format!("h{}", i + 1));
-        assert!(out.status.success(), "{}", stderr(&out));
-    }
-    wait_until("every host up", || {
-        hosts(&hs[hs.len() - 1])
-            .iter()
-            .filter(|(_, s)| s == "up")
-            .count()
-            == hs.len()
-    });
+    pool_of(lan, &hs.iter().collect::<Vec<_>>());
     // Every member's store client uses the three etcd members (the first hosts learn of
     // the third within a few seconds).
     for h in hs {

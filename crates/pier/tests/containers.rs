@@ -405,6 +405,27 @@ fn lifecycle_commands() {
         !init_cmdline.contains(d.root.to_str().unwrap()) && !init_cmdline.contains(PIER),
         "no host path inside: {init_cmdline:?}"
     );
+    // Under the init, the command (PID 2) and an exec's command start with no signal
+    // blocked: the init blocks them all for itself only, from before its fork, so a
+    // command that exits at once is reaped too (a burst of them each returns).
+    let blocked = d.ok(&[
+        "exec",
+        "withinit",
+        "grep",
+        "SigBlk",
+        "/proc/2/status",
+        "/proc/self/status",
+    ]);
+    assert_eq!(blocked.lines().count(), 2, "{blocked}");
+    assert!(
+        blocked
+            .lines()
+            .all(|l| l.ends_with("SigBlk:\t0000000000000000")),
+        "{blocked}"
+    );
+    for _ in 0..20 {
+        d.ok(&["exec", "withinit", "true"]);
+    }
     d.ok(&["rm", "-f", "noinit", "withinit"]);
     d.ok(&[
         "run", "-d", "--init", "--name", "sleeper", "bb", "sleep", "1000",

@@ -517,6 +517,16 @@ fn user_networks_are_isolated_and_resolve_names() {
     // first network's server).
     let looked = d.ok(&["exec", "r1", "nslookup", "b1"]);
     assert!(looked.contains(&b1), "{looked}");
+    // A rename moves the name, as on Docker: the new one resolves, the old one not.
+    d.ok(&["rename", "b1", "b1new"]);
+    let looked = d.ok(&["exec", "r1", "nslookup", "b1new"]);
+    assert!(looked.contains(&b1), "{looked}");
+    let out = d.pier(&["exec", "r1", "nslookup", "b1"]);
+    assert!(
+        !out.status.success() && !String::from_utf8_lossy(&out.stdout).contains(&b1),
+        "b1's old name must not resolve after its rename: {out:?}"
+    );
+    d.ok(&["rename", "b1new", "b1"]);
     let err = d.fails(&["network", "rm", "blue"]);
     assert!(err.contains("b1") && err.contains("r1"), "{err}");
     d.ok(&["network", "disconnect", "blue", "r1"]);

@@ -257,6 +257,23 @@ fn two_instances_on_different_hosts_talk_by_name_over_the_overlay() {
     assert_eq!((code, out.trim()), (0, "65536"), "{out}");
     let (code, out) = exec(&h2, &[&web, "nslookup", &cli]);
     assert!(code == 0 && out.contains(&cli_ip), "{out}");
+    // A rename on h3 moves the name on h2 too (the claim carries it), then back.
+    let renamed = format!("{cli}x");
+    h3.ok(&["rename", &cli, &renamed]);
+    wait_until("h2 resolves cli's new name", || {
+        let (code, out) = exec(&h2, &[&web, "nslookup", &renamed]);
+        code == 0 && out.contains(&cli_ip)
+    });
+    let (_, out) = exec(&h2, &[&web, "nslookup", &cli]);
+    assert!(
+        !out.contains(&cli_ip),
+        "cli's old name still resolves on h2: {out}"
+    );
+    h3.ok(&["rename", &renamed, &cli]);
+    wait_until("h2 resolves cli's name again", || {
+        let (code, out) = exec(&h2, &[&web, "nslookup", &cli]);
+        code == 0 && out.contains(&cli_ip)
+    });
     // Inspect on h1 (no endpoint of its own) lists both, each with its host.
     let m = inspect_net(&h1, &net);
     let hosts: Vec<&str> = m["containers"]

@@ -201,6 +201,45 @@ fn limits_hold_bytes_inodes_and_the_writable_layer() {
     d.ok(&["volume", "rm", &made[0]]);
     d.ok(&["volume", "create", "--opt", "size=1m", "one-too-many"]);
     d.ok(&["quota", "--volumes", "none", "--volume-bytes", "none"]);
+    // Each quota change is an event of the project, with the quotas it left.
+    let quotas: Vec<(String, String)> = d
+        .ok(&[
+            "--format",
+            "json",
+            "events",
+            "--since",
+            "10m",
+            "--until",
+            "0s",
+            "--filter",
+            "type=project",
+        ])
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            assert_eq!(
+                (v["action"].as_str(), v["id"].as_str()),
+                (Some("quota"), Some("default")),
+                "{v}"
+            );
+            let a = &v["attributes"];
+            (
+                a["volume_bytes"].as_str().unwrap().to_string(),
+                a["volume_count"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    let want: Vec<(String, String)> = [
+        ("31457280", "none"),
+        ("none", "none"),
+        ("1073741824", "none"),
+        ("1073741824", "5"),
+        ("none", "none"),
+    ]
+    .iter()
+    .map(|(b, c)| (b.to_string(), c.to_string()))
+    .collect();
+    assert_eq!(quotas, want);
 }
 
 #[test]

@@ -292,6 +292,48 @@ fn an_address_and_a_mac_are_claimed_once_and_released_by_their_holder() {
 }
 
 #[test]
+fn a_claim_takes_its_holders_new_names_and_no_one_elses() {
+    let s = pool();
+    let net = create_network(&s, auto("default", "a".repeat(64), "ov")).unwrap();
+    let id = net.id().to_string();
+    let a = ip("10.210.0.2");
+    let web = lease("h2", "c-web", "02:42:0a:d2:00:02");
+    claim(&s, &net, a, &web).unwrap();
+    let read = |s: &MemStore| -> PoolLease {
+        decode("", &s.get(TABLE, &lease_key(&id, a)).unwrap().unwrap()).unwrap()
+    };
+    let renamed = PoolLease {
+        name: "site".into(),
+        aliases: vec!["www".into()],
+        ..web.clone()
+    };
+    // Not its holder (another host, another instance), or no claim: nothing changes.
+    for other in [
+        PoolLease {
+            host: "h3".into(),
+            ..renamed.clone()
+        },
+        PoolLease {
+            container: "c-other".into(),
+            ..renamed.clone()
+        },
+    ] {
+        assert!(!rename_claim(&s, &id, a, &other).unwrap());
+    }
+    assert!(!rename_claim(&s, &id, ip("10.210.0.7"), &renamed).unwrap());
+    assert_eq!(read(&s), web);
+    // Its holder: the names change, the rest stays; the same names again change nothing.
+    assert!(rename_claim(&s, &id, a, &renamed).unwrap());
+    let now = read(&s);
+    assert_eq!(
+        (now.name.as_str(), now.aliases.as_slice()),
+        ("site", &["www".to_string()][..])
+    );
+    assert_eq!((now.mac, now.short_id), (web.mac, web.short_id));
+    assert!(!rename_claim(&s, &id, a, &renamed).unwrap());
+}
+
+#[test]
 fn racing_claimants_of_one_address_get_it_once() {
     let s = Arc::new(pool());
     let net = Arc::new(create_network(&*s, auto("default", "a".repeat(64), "ov")).unwrap());

@@ -2099,7 +2099,7 @@ impl Instances {
     }
 
     /// [`Op::Rename`].
-    fn rename_op(&self, mut c: Instance, new_name: &str) -> EngineResult<()> {
+    async fn rename_op(&self, mut c: Instance, new_name: &str) -> EngineResult<()> {
         if c.name == new_name {
             return Ok(());
         }
@@ -2110,6 +2110,8 @@ impl Instances {
         c.name = new_name.to_string();
         self.commit_record(b, &c, Write::Spec, true)
             .map_err(|e| name_error(e, new_name))?;
+        // Its DNS names (here, and in the pool's claims) follow, as on Docker.
+        self.networks.renamed(&c).await;
         self.emit(&c, "rename", &[]);
         Ok(())
     }
@@ -2608,7 +2610,7 @@ impl Instances {
             Op::Pause(paused) => self.pause_op(c, paused).map(|()| None),
             Op::Connect { network, req } => self.connect_op(c, &network, req).await.map(|()| None),
             Op::Disconnect { network } => self.disconnect_op(c, &network).await.map(|()| None),
-            Op::Rename(name) => self.rename_op(c, &name).map(|()| None),
+            Op::Rename(name) => self.rename_op(c, &name).await.map(|()| None),
             Op::Update(u) => self.update_op(c, &u).map(|()| None),
             Op::Reconcile => self.reconcile_op(c).await,
         }

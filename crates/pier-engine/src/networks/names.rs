@@ -273,6 +273,24 @@ impl Networks {
         }
     }
 
+    /// Container `c` was renamed (its record has the new name): its DNS names here
+    /// follow, and so do its claims on pool networks (for the other hosts' DNS); a
+    /// claim that cannot be changed now is left to the overlay sync, which names each
+    /// claim after its instance.
+    pub async fn renamed(&self, c: &ContainerInspect) {
+        let ips: Vec<(String, Ipv4Addr)> = c
+            .networks
+            .values()
+            .filter_map(|e| Some((e.network_id.clone(), e.ip_address?.addr())))
+            .collect();
+        if ips.is_empty() {
+            return;
+        }
+        self.unindex(&ips);
+        self.index_names(c, &c.networks);
+        self.rename_claims(c).await;
+    }
+
     pub(super) fn unindex(&self, ips: &[(String, Ipv4Addr)]) {
         let mut idx = self.index.write().unwrap();
         for key in ips {

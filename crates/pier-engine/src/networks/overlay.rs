@@ -39,6 +39,8 @@ pub struct OverlaySync {
     pub entries: SyncReport,
     /// Claims of this host released because its journal no longer held them.
     pub released: usize,
+    /// Addresses of this host's running endpoints claimed again (their claims were gone).
+    pub reclaimed: usize,
 }
 
 impl Networks {
@@ -58,6 +60,11 @@ impl Networks {
         // 1. Mirrors: the pool's networks here, and no others.
         for rec in view.networks.values() {
             if have.contains(rec.id()) {
+                continue;
+            }
+            // Removed from the pool after `view` was read (its mirror here with it):
+            // not made again.
+            if self.pool_has(rec.project(), rec.id()).await != Some(true) {
                 continue;
             }
             match self.mirror(rec).await {
@@ -82,6 +89,11 @@ impl Networks {
             }
             if users.contains(&n.id) {
                 tracing::warn!(network = %n.name, "pool network removed from the pool but still used by containers of this host: kept until they are removed");
+                continue;
+            }
+            // Made after `view` was read (a create, or a mirror on demand, this pass
+            // waited for), or the store away: kept; the next pass decides.
+            if self.pool_has(n.project.as_str(), &n.id).await != Some(false) {
                 continue;
             }
             let mut saga = RemoveSaga {
@@ -147,7 +159,7 @@ impl Networks {
         self.set_remote_names(remote);
         // 4. Claims left behind; the firewall (a mirror made or removed changes it).
         match self.repair_pool_claims(view).await {
-            Ok(n) => out.released = n,
+            Ok((released, reclaimed)) => (out.released, out.reclaimed) = (released, reclaimed),
             Err(e) => {
                 first.get_or_insert(e);
             }

@@ -11,15 +11,16 @@
 //! the pool's store; it is released there first and then dropped from the journal.
 //! So the claims of this host are always among its journal's entries, except for the
 //! moments between a claim's release and its journal's removal, and
-//! [`Networks::repair_pool_claims`] releases a claim whose journal entry is gone.
+//! [`Networks::repair_pool_claims`] releases a claim whose journal entry is gone (and
+//! claims again the address of a running endpoint whose claim is gone).
 //!
 //! The pool's store is etcd, reached by blocking calls: each runs off the async threads.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::Ipv4Addr;
 use std::sync::Arc;
 
-use pier_api::containers::ContainerInspect;
+use pier_api::containers::{ContainerInspect, ContainerStatus};
 use pier_api::networks::{Endpoint, NetworkCreate, NetworkInspect, NetworkMode, NetworkScope};
 use pier_api::time::now_rfc3339;
 use pier_api::{ErrorKind, MacAddress, ProjectName};
@@ -545,13 +546,65 @@ impl Networks {
         }
     }
 
-    /// Releases the claims of this host in `view` (read before this call) that its
-    /// journal no longer holds: a release that failed, or a crash between a claim
-    /// and its journal's removal. Safe while attaches run: a journal entry is written
-    /// before its claim and removed after its release. Returns how many.
-    pub async fn repair_pool_claims(&self, view: &OverlayView) -> EngineResult<usize> {
+    /// Whether the pool's store has pool network `id` of `project` now (None: it does
+    /// not answer). The overlay sync asks before it mirrors or removes a network after
+    /// its view: a pass that waited for a create or remove to finish has a view from
+    /// before it.
+    pub(super) async fn pool_has(&self, project: &str, id: &str) -> Option<bool> {
+        let key = pool::network_key(project, id);
+        match self
+            .pool_call(move |s| Ok(s.get(pool::TABLE, &key)?.is_some()))
+            .await
+        {
+            Ok(Ok(has)) => Some(has),
+            _ => None,
+        }
+    }
+
+    /// Gives container `c`'s claims on pool networks its name and aliases now.
+    pub(super) async fn rename_claims(&self, c: &ContainerInspect) {
+        let Some(me) = self.identity() else {
+            return;
+        };
+        let Ok(nets) = self.db.list_json::<NetworkInspect>(Table::Networks, "") else {
+            return;
+        };
+        for ep in c.networks.values() {
+            let pooled = nets
+                .iter()
+                .any(|(_, n)| n.id == ep.network_id && n.scope == NetworkScope::Pool);
+            let Some(ip) = ep.ip_address.map(|a| a.addr()).filter(|_| pooled) else {
+                continue;
+            };
+            let holder = named_holder(&me.host, c, ep);
+            let net = ep.network_id.clone();
+            match self
+                .pool_call(move |s| pool::rename_claim(s, &net, ip, &holder))
+                .await
+            {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => {
+                    tracing::warn!(%ip, error = %pier_api::error::chain(&e), "cannot rename a pool claim; the overlay sync will")
+                }
+                Err(e) => {
+                    tracing::warn!(%ip, error = %e.message(), "cannot rename a pool claim; the overlay sync will")
+                }
+            }
+        }
+    }
+
+    /// Mends this host's claims in `view` (read before this call) against its journal
+    /// and its instances: releases the claims its journal no longer holds (a release
+    /// that failed, or a crash between a claim and its journal's removal), names each
+    /// held claim after its instance (a rename whose claim change failed), and claims
+    /// again the address of a running instance's endpoint that no claim holds (lost
+    /// from the pool's store, or released by `pier host rm` while this host was away).
+    /// Safe while attaches run: a journal entry is written before its claim and removed
+    /// after its release, and an endpoint is recorded after its claim. Returns how many
+    /// it released and claimed again.
+    pub async fn repair_pool_claims(&self, view: &OverlayView) -> EngineResult<(usize, usize)> {
         let Some(id) = self.identity() else {
-            return Ok(0);
+            return Ok((0, 0));
         };
         let mine: Vec<(String, Ipv4Addr, PoolLease)> = view
             .leases
@@ -559,9 +612,6 @@ impl Networks {
             .filter(|(_, l)| l.host == id.host)
             .map(|((net, ip), l)| (net.clone(), *ip, l.clone()))
             .collect();
-        if mine.is_empty() {
-            return Ok(0);
-        }
         let journal: HashSet<(String, String)> = self
             .leases()?
             .into_iter()
@@ -572,9 +622,31 @@ impl Networks {
                 ))
             })
             .collect();
+        let containers: HashMap<String, ContainerInspect> = self
+            .containers()?
+            .into_iter()
+            .map(|c| (c.id.clone(), c))
+            .collect();
         let mut released = 0;
         for (net, ip, lease) in mine {
             if journal.contains(&(net.clone(), format!("{ip}|{}", lease.container))) {
+                // Held: named after its instance (a rename whose claim change failed).
+                let Some(c) = containers.get(&lease.container) else {
+                    continue;
+                };
+                let Some(ep) = c.networks.values().find(|e| e.network_id == net) else {
+                    continue;
+                };
+                let holder = named_holder(&id.host, c, ep);
+                if (&holder.name, &holder.aliases) != (&lease.name, &lease.aliases) {
+                    let n = net.clone();
+                    if let Ok(Ok(true)) = self
+                        .pool_call(move |s| pool::rename_claim(s, &n, ip, &holder))
+                        .await
+                    {
+                        tracing::info!(network = %net, %ip, container = %c.name, "a pool claim renamed after its instance");
+                    }
+                }
                 continue;
             }
             tracing::info!(network = %net, %ip, container = %lease.container, "releasing a pool address this host no longer holds");
@@ -586,7 +658,98 @@ impl Networks {
             self.release_claim(&c).await;
             released += 1;
         }
-        Ok(released)
+        let reclaimed = self
+            .reclaim_lost(view, &id.host, &journal, containers.values())
+            .await;
+        Ok((released, reclaimed))
+    }
+
+    /// The claims again of running instances' endpoints on pool networks whose
+    /// addresses no claim holds in `view` (see [`Networks::repair_pool_claims`]); an
+    /// address another host claimed meanwhile is said, not taken. Returns how many.
+    async fn reclaim_lost<'a>(
+        &self,
+        view: &OverlayView,
+        host: &str,
+        journal: &HashSet<(String, String)>,
+        containers: impl Iterator<Item = &'a ContainerInspect>,
+    ) -> usize {
+        let mut lost = Vec::new();
+        for c in containers.filter(|c| c.state.status == ContainerStatus::Running) {
+            for ep in c.networks.values() {
+                let (Some(rec), Some(ip)) = (
+                    view.networks.get(&ep.network_id),
+                    ep.ip_address.map(|a| a.addr()),
+                ) else {
+                    continue;
+                };
+                let journalled =
+                    journal.contains(&(ep.network_id.clone(), format!("{ip}|{}", c.id)));
+                if !journalled || view.leases.contains_key(&(ep.network_id.clone(), ip)) {
+                    continue;
+                }
+                let (Some(mac), Some(ifname)) = (ep.mac_address, ep.interface.clone()) else {
+                    continue;
+                };
+                let lease = PoolLease {
+                    mac: mac.to_string(),
+                    short_id: c.id[..12.min(c.id.len())].to_string(),
+                    ifname,
+                    ..named_holder(host, c, ep)
+                };
+                lost.push((rec.clone(), ip, lease));
+            }
+        }
+        let mut reclaimed = 0;
+        for (rec, ip, lease) in lost {
+            let (net, name, id) = (
+                rec.network.name.clone(),
+                lease.name.clone(),
+                lease.container.clone(),
+            );
+            match self
+                .pool_call(move |s| pool::claim(s, &rec, ip, &lease))
+                .await
+            {
+                Ok(Ok(_)) => {
+                    tracing::info!(network = %net, %ip, container = %name, "a running instance's pool address claimed again (its claim was gone)");
+                    reclaimed += 1;
+                }
+                // Ours already: claimed after `view` was read.
+                Ok(Err(NetPoolError::AddressTaken {
+                    host: h,
+                    container: c,
+                    ..
+                })) if h == host && c == id => {}
+                Ok(Err(NetPoolError::AddressTaken {
+                    host, container, ..
+                })) => {
+                    tracing::warn!(network = %net, %ip, container = %name, other_host = %host, other = %container, "a running instance's pool address is claimed by another instance: both answer to it until one is disconnected from the network and connected again")
+                }
+                Ok(Err(e)) => {
+                    tracing::warn!(network = %net, %ip, container = %name, error = %pier_api::error::chain(&e), "cannot claim a running instance's pool address again; the next pass tries again")
+                }
+                Err(e) => {
+                    tracing::warn!(network = %net, %ip, container = %name, error = %e.message(), "cannot claim a running instance's pool address again; the next pass tries again")
+                }
+            }
+        }
+        reclaimed
+    }
+}
+
+/// The holder of a claim of host `host` for container `c`'s endpoint `ep`, with the
+/// names the claim should give (what [`pool::rename_claim`] compares and sets).
+fn named_holder(host: &str, c: &ContainerInspect, ep: &Endpoint) -> PoolLease {
+    PoolLease {
+        host: host.to_string(),
+        project: c.project.to_string(),
+        container: c.id.clone(),
+        name: c.name.clone(),
+        aliases: ep.aliases.clone(),
+        short_id: String::new(),
+        mac: String::new(),
+        ifname: String::new(),
     }
 }
 

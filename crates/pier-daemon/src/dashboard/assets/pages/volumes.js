@@ -227,9 +227,10 @@
     refreshSoon();
   });
 
-  // Volumes come and go (and change what the quota counts); containers mount them.
+  // Volumes come and go (and change what the quota counts); containers mount them;
+  // another client may set the quota.
   Pier.onEvent((e) => {
-    if (shown !== null && (!e || e.kind === "volume" || (e.kind === "container" && /^(create|destroy|start|die)$/.test(e.action)))) refreshSoon();
+    if (shown !== null && (!e || e.kind === "volume" || (e.kind === "project" && e.action === "quota") || (e.kind === "container" && /^(create|destroy|start|die)$/.test(e.action)))) refreshSoon();
   });
 
   Pier.page("volumes", {
