@@ -155,6 +155,9 @@ pub struct HostInfo {
     pub etcd_client_url: Option<String>,
     /// When it joined, Unix seconds.
     pub joined: Option<u64>,
+    /// Whether it keeps the pool's CA key: hosts can join through it.
+    #[serde(default)]
+    pub keeps_ca_key: bool,
 }
 
 /// One instance moved off a host (`pier host drain`, `pier host evacuate`, and a down

@@ -59,6 +59,11 @@ pub struct JoinGrant {
     /// Set when the host is to run an etcd member of the pool (one the pool added for it).
     #[serde(default)]
     pub etcd: Option<EtcdJoin>,
+    /// The CA's key, given to a host that runs an etcd member of the pool (it holds the
+    /// pool's whole state already), so that the pool admits hosts and signs
+    /// certificates through any of them, not only through the host that made it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_key_pem: Option<String>,
 }
 
 /// The etcd member the pool added for a joining host: a learner (it follows the log
@@ -96,7 +101,7 @@ pub enum AdmitError {
     Member(#[from] MemberError),
     #[error(transparent)]
     Ca(#[from] ca::CaError),
-    #[error("this member cannot sign certificates (only the host that made the pool keeps the CA's key); join through that host's address")]
+    #[error("this member cannot sign certificates (only the hosts that run the pool's etcd keep the CA's key: ETCD in `pier host ls`); join through one of their addresses")]
     NoCaKey,
     #[error("the pool's state store at {endpoints} is unreachable from this host; nothing was kept here, and the token is used up: make a new one with `pier cluster token` once the store is reachable (check the address and that etcd runs)")]
     StoreUnreachable {
@@ -153,6 +158,7 @@ pub fn grant(
         etcd_endpoints: etcd_endpoints.to_vec(),
         etcd_prefix: etcd_prefix.to_string(),
         etcd: None,
+        ca_key_pem: None,
     })
 }
 
@@ -182,7 +188,12 @@ pub struct Joining {
 }
 
 impl Joining {
-    pub fn records(&self, etcd_client_url: Option<String>) -> (HostRecord, MemberRecord) {
+    /// Its records; `signs`: it keeps the CA's key.
+    pub fn records(
+        &self,
+        etcd_client_url: Option<String>,
+        signs: bool,
+    ) -> (HostRecord, MemberRecord) {
         (
             HostRecord {
                 id: self.name.clone(),
@@ -197,6 +208,7 @@ impl Joining {
                     .to_string(),
                 etcd_client_url,
                 joined: member::unix_now(),
+                signs,
             },
         )
     }
@@ -226,7 +238,10 @@ pub fn finish(
         endpoints: grant.etcd_endpoints.join(","),
         source,
     })?;
-    let (host, rec) = me.records(grant.etcd.as_ref().map(|e| e.client_url.clone()));
+    let (host, rec) = me.records(
+        grant.etcd.as_ref().map(|e| e.client_url.clone()),
+        grant.ca_key_pem.is_some(),
+    );
     member::register(store.as_ref(), &host, &rec)?;
     let local_member = LocalMember {
         cluster_id: grant.cluster_id.clone(),
@@ -240,7 +255,7 @@ pub fn finish(
     };
     let creds = Credentials {
         ca_pem: grant.ca_pem,
-        ca_key_pem: None,
+        ca_key_pem: grant.ca_key_pem,
         cert_pem: grant.cert_pem,
         key_pem: grant.key_pem,
     };
@@ -345,7 +360,53 @@ mod tests {
         let (m, _) = finish(root.path(), g, &ca.fingerprint(), &me("h2"), |_| Ok(pool2)).unwrap();
         assert_eq!(m.name, "h2");
         assert!(member::exists(pool.as_ref(), "h2").unwrap());
-        assert!(local::load(root.path()).unwrap().is_some());
+        let (_, creds) = local::load(root.path()).unwrap().unwrap();
+        assert_eq!(creds.ca_key_pem, None, "a grant without the key keeps none");
+        assert!(
+            !member::host(pool.as_ref(), "h2")
+                .unwrap()
+                .member
+                .unwrap()
+                .signs
+        );
+        // A grant with the CA's key (to a host that runs an etcd member): kept with the
+        // credentials, and the pool's record says the host signs.
+        let t3 = join::issue(pool.as_ref(), &ca.fingerprint(), join::DEFAULT_TTL, now).unwrap();
+        let mut g3 = grant(
+            pool.as_ref(),
+            Some(&ca),
+            &request(&t3.to_string(), "h5"),
+            &eps,
+            "p/",
+            now,
+        )
+        .unwrap();
+        assert_eq!(
+            g3.ca_key_pem, None,
+            "the pool gives the key only with an etcd member"
+        );
+        g3.ca_key_pem = Some(ca.key_pem());
+        assert!(
+            !format!("{g3:?}").contains("PRIVATE KEY"),
+            "kept out of logs"
+        );
+        let root3 = tempfile::tempdir().unwrap();
+        let pool3 = pool.clone();
+        finish(root3.path(), g3, &ca.fingerprint(), &me("h5"), |_| {
+            Ok(pool3)
+        })
+        .unwrap();
+        let (_, creds) = local::load(root3.path()).unwrap().unwrap();
+        let key = creds.ca_key_pem.expect("the CA's key kept");
+        let again = ClusterCa::load(&ca.cluster_id, &ca.cert_pem, &key).unwrap();
+        assert_eq!(again.fingerprint(), ca.fingerprint());
+        assert!(
+            member::host(pool.as_ref(), "h5")
+                .unwrap()
+                .member
+                .unwrap()
+                .signs
+        );
         // The same token again: used up.
         let e = grant(
             pool.as_ref(),
@@ -372,6 +433,7 @@ mod tests {
             etcd_endpoints: vec![],
             etcd_prefix: "p/".into(),
             etcd: None,
+            ca_key_pem: None,
         };
         let root = tempfile::tempdir().unwrap();
         let Err(e) = finish(root.path(), g, &ca.fingerprint(), &me("h2"), |_| {
@@ -403,6 +465,7 @@ mod tests {
             etcd_endpoints: vec![endpoint.clone()],
             etcd_prefix: "p/".into(),
             etcd: None,
+            ca_key_pem: None,
         };
         let root = tempfile::tempdir().unwrap();
         let Err(e) = finish(root.path(), g, &ca.fingerprint(), &me("h2"), |g| {

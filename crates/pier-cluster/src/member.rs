@@ -65,6 +65,10 @@ pub struct MemberRecord {
     pub etcd_client_url: Option<String>,
     /// When it joined, Unix seconds.
     pub joined: u64,
+    /// Whether it keeps the pool's CA key (the host that made the pool, and those that
+    /// joined to run its etcd): hosts join through it.
+    #[serde(default)]
+    pub signs: bool,
 }
 
 /// A member's last beat.
@@ -256,6 +260,14 @@ pub struct HostStatus {
     pub member: Option<MemberRecord>,
     pub allocation: Allocation,
     pub heartbeat: Option<Heartbeat>,
+}
+
+/// Whether host `me` is the last of `hosts` to keep the pool's CA key: with it gone, no
+/// host could join the others. False when it is the only host, or others keep it too.
+pub fn last_to_sign(hosts: &[HostStatus], me: &str) -> bool {
+    let others = hosts.iter().filter(|h| h.record.id != me);
+    let mut others = others.peekable();
+    others.peek().is_some() && !others.any(|h| h.member.as_ref().is_some_and(|m| m.signs))
 }
 
 impl HostStatus {
@@ -575,7 +587,36 @@ mod tests {
             cluster_addr: "10.0.0.1:7443".into(),
             etcd_client_url: None,
             joined: 1,
+            signs: false,
         }
+    }
+
+    #[test]
+    fn the_last_host_keeping_the_ca_key_is_told_apart() {
+        let host = |id: &str, signs: bool| HostStatus {
+            record: record(id),
+            member: Some(MemberRecord {
+                signs,
+                ..member(id)
+            }),
+            allocation: Allocation::default(),
+            heartbeat: None,
+        };
+        let alone = [host("h1", true)];
+        assert!(!last_to_sign(&alone, "h1"), "the only host");
+        let pool = [host("h1", true), host("h2", true), host("h4", false)];
+        assert!(!last_to_sign(&pool, "h1"), "h2 keeps it too");
+        assert!(!last_to_sign(&pool, "h4"));
+        let left = [host("h1", true), host("h4", false), host("h5", false)];
+        assert!(last_to_sign(&left, "h1"));
+        let unrecorded = [
+            host("h1", true),
+            HostStatus {
+                member: None,
+                ..host("h4", false)
+            },
+        ];
+        assert!(last_to_sign(&unrecorded, "h1"));
     }
 
     #[test]

@@ -65,6 +65,7 @@ async fn member(pool: &Arc<FaultyStore>, id: &str, vtep: Ipv4Addr) -> Member {
             cluster_addr: format!("{vtep}:7443"),
             etcd_client_url: None,
             joined: 1,
+            signs: false,
         },
     );
     b.commit(pool.as_ref()).unwrap();

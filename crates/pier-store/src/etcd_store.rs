@@ -352,6 +352,9 @@ impl std::fmt::Debug for EtcdStore {
     }
 }
 
+/// How long [`EtcdStore::open`] waits for the other endpoints once one answered.
+const OPEN_GRACE: Duration = Duration::from_millis(300);
+
 /// Whether an error is etcd being away (a read may be tried again).
 fn transient(e: &etcd::Error) -> bool {
     match e {
@@ -743,21 +746,67 @@ impl EtcdStore {
         let options = connect_options(&config, config.connect_timeout);
         let eps = config.endpoints.clone();
         let wait = config.connect_timeout;
-        let client = rt
+        let (client, live) = rt
             .run(async move {
-                let mut client = etcd::Client::connect(eps, Some(options))
+                // Each endpoint is asked apart, all at once, and the client is made over
+                // those that answer: with one client over all of them, a member that is
+                // down (a pool that lost a host) can take the first request and hold it
+                // until the time is up. The others are added back as the pool's members
+                // are followed ([`EtcdStore::use_endpoints`]).
+                let mut asked = tokio::task::JoinSet::new();
+                for ep in eps {
+                    let o = options.clone();
+                    asked.spawn(async move {
+                        let answer = async {
+                            let mut c = etcd::Client::connect([ep.as_str()], Some(o)).await?;
+                            c.status().await.map(drop)
+                        };
+                        let r = match tokio::time::timeout(wait, answer).await {
+                            Ok(Ok(())) => Ok(()),
+                            Ok(Err(e)) => Err(message(&e)),
+                            Err(_) => Err(format!("no answer within {wait:?}")),
+                        };
+                        (ep, r)
+                    });
+                }
+                // Once one answered, the others get a moment more, not the whole wait.
+                let mut live = Vec::new();
+                let mut why = String::new();
+                let mut until = tokio::time::Instant::now() + wait;
+                while let Ok(Some(Ok((ep, r)))) =
+                    tokio::time::timeout_at(until, asked.join_next()).await
+                {
+                    match r {
+                        Ok(()) => {
+                            if live.is_empty() {
+                                until = until.min(tokio::time::Instant::now() + OPEN_GRACE);
+                            }
+                            live.push(ep)
+                        }
+                        Err(e) if why.is_empty() => why = e,
+                        Err(_) => {}
+                    }
+                }
+                asked.abort_all();
+                if live.is_empty() && why.is_empty() {
+                    why = format!("no answer within {wait:?}");
+                }
+                if live.is_empty() {
+                    return Err(why);
+                }
+                let mut client = etcd::Client::connect(live.clone(), Some(options))
                     .await
                     .map_err(|e| message(&e))?;
-                // The connection is made lazily: a first request shows whether etcd is there.
+                // The connection is made lazily: a first request shows it works.
                 match tokio::time::timeout(wait, client.status()).await {
-                    Ok(Ok(_)) => Ok(client),
+                    Ok(Ok(_)) => Ok((client, live)),
                     Ok(Err(e)) => Err(message(&e)),
                     Err(_) => Err(format!("no answer within {wait:?}")),
                 }
             })?
             .map_err(unreachable)?;
         Ok(EtcdStore {
-            used: Mutex::new(config.endpoints.iter().cloned().collect()),
+            used: Mutex::new(live.into_iter().collect()),
             probes: Mutex::new(HashMap::new()),
             config,
             endpoints,

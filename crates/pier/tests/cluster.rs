@@ -518,6 +518,35 @@ fn the_first_three_hosts_run_etcd_and_the_pool_survives_losing_one() {
         .trim()
         .to_string();
     assert!(own_instances(&h3, "h3").contains(&id));
+    // Hosts still join: h2 and h3 were given the CA's key with their etcd members, and a
+    // token made on h2 names one of them that is up, not h1.
+    for (h, keeps) in [("h1", true), ("h2", true), ("h3", true)] {
+        assert_eq!(
+            h2.json(&["host", "inspect", h])["keeps_ca_key"],
+            keeps,
+            "{h}"
+        );
+    }
+    let h4 = with_busybox(&hb);
+    lan.connect(&h4);
+    let made = h2.json(&["cluster", "token"]);
+    let command = made["command"].as_str().unwrap();
+    assert!(
+        command.contains(&format!("{a2}:7443")) || command.contains(&format!("{a3}:7443")),
+        "{command}"
+    );
+    let words: Vec<&str> = command.split_whitespace().collect();
+    assert_eq!(words[..3], ["pier", "cluster", "join"], "{command}");
+    h4.ok(&["cluster", "join", words[3], words[4], "--name", "h4"]);
+    wait_until("h4 up", || state_of(&h3, "h4") == "up");
+    let i4 = h3.json(&["host", "inspect", "h4"]);
+    assert_eq!(
+        (i4["keeps_ca_key"].as_bool(), i4["etcd_member"].as_bool()),
+        (Some(false), Some(false)),
+        "{i4}"
+    );
+    h4.ok(&["cluster", "leave"]);
+    wait_until("h4 gone", || hosts(&h2).len() == 3);
 
     // h1 back: its etcd member rejoins, and the pool is whole again.
     h1.spawn();

@@ -543,6 +543,7 @@ fn member(id: &str, address: &str) -> MemberRecord {
         cluster_addr: format!("{address}:7443"),
         etcd_client_url: None,
         joined: 1,
+        signs: false,
     }
 }
 

@@ -164,25 +164,41 @@ pub fn sync_endpoints(etcd: &EtcdStore) -> Result<Vec<EtcdMember>, StoreError> {
     Ok(members)
 }
 
-/// `pier host rm` of host `name`, which runs an etcd member: removes that member from
-/// etcd. `Ok(false)` when it is the last voting member (the pool's state would go with it).
-pub fn leave(etcd: &EtcdStore, name: &str, address: &str) -> Result<bool, MemberError> {
+/// The etcd member of host `name` at `address`, if it has one.
+fn member_of<'a>(members: &'a [EtcdMember], name: &str, address: &str) -> Option<&'a EtcdMember> {
     let peer = address
         .parse::<IpAddr>()
         .ok()
         .map(etcd::peer_url_of)
         .unwrap_or_default();
-    let members = etcd.members()?;
-    let Some(it) = members
+    members
         .iter()
         .find(|m| m.name == name || m.peer_urls.contains(&peer))
-    else {
+}
+
+fn is_last_voter(members: &[EtcdMember], it: &EtcdMember) -> bool {
+    !it.learner && members.iter().filter(|m| !m.learner).count() == 1
+}
+
+/// Whether host `name` at `address` runs the pool's only voting etcd member (its leave
+/// would take the pool's state with it).
+pub fn runs_last_voter(etcd: &EtcdStore, name: &str, address: &str) -> Result<bool, MemberError> {
+    let members = etcd.members()?;
+    Ok(member_of(&members, name, address).is_some_and(|it| is_last_voter(&members, it)))
+}
+
+/// `pier host rm` of host `name`, which runs an etcd member: removes that member from
+/// etcd. `Ok(false)` when it is the last voting member (the pool's state would go with it).
+pub fn leave(etcd: &EtcdStore, name: &str, address: &str) -> Result<bool, MemberError> {
+    let members = etcd.members()?;
+    let Some(it) = member_of(&members, name, address) else {
         // Not (or no longer) in etcd: nothing to remove.
         return Ok(true);
     };
-    if !it.learner && members.iter().filter(|m| !m.learner).count() == 1 {
+    if is_last_voter(&members, it) {
         return Ok(false);
     }
+    let it = it.clone();
     settled(|| etcd.remove_member(it.id))?;
     tracing::info!(host = %name, id = it.id, "removed the host's etcd member");
     // Its etcd stops: this client stops sending there before the records go.

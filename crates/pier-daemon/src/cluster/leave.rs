@@ -2,7 +2,7 @@
 //!
 //! Checked first, while it is still a member, so that a refusal changes nothing: the
 //! instances the pool placed here must have been moved or removed (`pier host drain`), a
-//! host that keeps the pool's CA key (the one that made it) leaves last unless forced, and
+//! host that is the last to keep the pool's CA key leaves last unless forced, and
 //! a host whose etcd member is the pool's last voter leaves only as the last host. Then,
 //! in an order a crash can resume from (the records before the local files): its tasks
 //! stop, its heartbeat is revoked, its etcd member is removed from etcd (the client moving
@@ -83,13 +83,22 @@ impl Cluster {
                 ),
             ));
         }
-        if others > 0 && m.ca.is_some() && !req.force {
+        if m.ca.is_some() && member::last_to_sign(&hosts, &name) && !req.force {
             return Err(ApiError::new(
                 ErrorKind::Conflict,
                 format!(
-                    "this host made the pool and keeps its CA key, which every join goes through: with it gone no host can join the {others} others; leave it last, or give --force to leave anyway"
+                    "this host is the last to keep the pool's CA key, which every join goes through: with it gone no host can join the {others} others; leave it last, or give --force to leave anyway"
                 ),
             ));
+        }
+        if let Some(e) = m.etcd_client.get().cloned().filter(|_| others > 0) {
+            let (n, a) = (name.clone(), m.local.address.clone());
+            let last =
+                blocking(move || etcd_members::runs_last_voter(&e, &n, &a).map_err(member_error))
+                    .await?;
+            if last {
+                return Err(last_voter());
+            }
         }
         self.stop_member(&m, Some(&store)).await;
         // Its etcd member first (the client moves to the other voters), then its records.
@@ -104,10 +113,7 @@ impl Cluster {
                 _ => Ok(true),
             })
             .map_err(|e| match e {
-                member::MemberError::EtcdMember(_) => ApiError::new(
-                    ErrorKind::Conflict,
-                    "this host runs the pool's last voting etcd member: the other hosts would lose the pool's state with it; leave it last",
-                ),
+                member::MemberError::EtcdMember(_) => last_voter(),
                 e => member_error(e),
             })?;
             if others == 0 {
@@ -198,4 +204,11 @@ fn clear_pool(store: &dyn Store) -> Result<(), ApiError> {
             .map_err(|e| store_error(&e))?;
     }
     Ok(())
+}
+
+fn last_voter() -> ApiError {
+    ApiError::new(
+        ErrorKind::Conflict,
+        "this host runs the pool's last voting etcd member: the other hosts would lose the pool's state with it; leave it last",
+    )
 }

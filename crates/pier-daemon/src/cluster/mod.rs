@@ -14,9 +14,11 @@
 //! steps: nothing is kept on this host and nothing of it in the pool. A member leaves
 //! with `pier cluster leave` ([`leave`]).
 //!
-//! Any member answers `pier host ...` from the store. Only the host that made the pool
-//! keeps the CA's key, so joins go through it (the command `pier cluster init` and
-//! `pier cluster token` print names it).
+//! Any member answers `pier host ...` from the store. The host that made the pool keeps
+//! the CA's key, and gives it to the hosts that join to run the pool's etcd (they hold
+//! its whole state already): joins go through one of them (the command `pier cluster
+//! init` and `pier cluster token` print names one that is up), so the pool admits hosts
+//! as long as one of them is left.
 
 mod etcd_members;
 pub mod failover;
@@ -853,7 +855,7 @@ impl Cluster {
             name.clone(),
         );
         let founded = blocking(move || {
-            let (host, rec) = me.records(etcd_url);
+            let (host, rec) = me.records(etcd_url, true);
             member::found_pool(s2.as_ref(), &pool, &host, &rec).map_err(member_error)?;
             if let Err(e) = local::save(&root, &lm, &cr) {
                 let _ = member::unfound_pool(s2.as_ref(), &n2);
@@ -915,15 +917,26 @@ impl Cluster {
         })
     }
 
-    /// The cluster address of the member that made the pool (the first etcd member).
+    /// The cluster address of a member that keeps the CA's key: one that is up first,
+    /// the longest in the pool first (a pool made before members recorded it: the
+    /// first etcd member, the one that made it).
     async fn ca_holder(&self, m: &Arc<Member>) -> Result<String, ApiError> {
         let store = m.store()?;
         let hosts = blocking(move || member::hosts(store.as_ref()).map_err(member_error)).await?;
-        hosts
+        let signers = hosts
             .iter()
-            .filter_map(|h| h.member.as_ref())
-            .filter(|r| r.etcd_client_url.is_some())
-            .min_by_key(|r| r.joined)
+            .filter_map(|h| Some((h, h.member.as_ref().filter(|r| r.signs)?)))
+            .min_by_key(|(h, r)| (h.heartbeat.is_none(), r.joined))
+            .map(|(_, r)| r);
+        let first_etcd = || {
+            hosts
+                .iter()
+                .filter_map(|h| h.member.as_ref())
+                .filter(|r| r.etcd_client_url.is_some())
+                .min_by_key(|r| r.joined)
+        };
+        signers
+            .or_else(first_etcd)
             .map(|r| r.cluster_addr.clone())
             .ok_or_else(|| {
                 ApiError::new(
@@ -988,9 +1001,22 @@ impl Cluster {
             labels: req.labels.clone(),
             capacity: capacity(&self.root),
         };
+        // The CA's key, when the grant gives it (this host is to run an etcd member); one
+        // that does not load is gone without: this host joins all the same, and joins go
+        // through the others.
+        let mut grant = grant;
+        let ca = grant.ca_key_pem.as_ref().and_then(|k| {
+            ClusterCa::load(&grant.cluster_id, &grant.ca_pem, k)
+                .map_err(|e| tracing::warn!(error = %e, "the pool's CA key in the grant does not load; joining without it"))
+                .ok()
+        });
+        if ca.is_none() {
+            grant.ca_key_pem = None;
+        }
+        let ca = ca.map(Arc::new);
         let creds = Credentials {
             ca_pem: grant.ca_pem.clone(),
-            ca_key_pem: None,
+            ca_key_pem: grant.ca_key_pem.clone(),
             cert_pem: grant.cert_pem.clone(),
             key_pem: grant.key_pem.clone(),
         };
@@ -1024,7 +1050,7 @@ impl Cluster {
             admit::finish(&root, g2, &fp, &me, |g| {
                 let creds = Credentials {
                     ca_pem: g.ca_pem.clone(),
-                    ca_key_pem: None,
+                    ca_key_pem: g.ca_key_pem.clone(),
                     cert_pem: g.cert_pem.clone(),
                     key_pem: g.key_pem.clone(),
                 };
@@ -1063,7 +1089,7 @@ impl Cluster {
                 tracing::warn!(error = %pier_api::error::chain(&e), "cannot keep the pool's etcd endpoints");
             }
         }
-        let m = self.make_member(local_member, creds, None, supervisor);
+        let m = self.make_member(local_member, creds, ca, supervisor);
         m.connected(etcd_store);
         self.start_listener(&m, listener)
             .map_err(|e| internal("cannot serve the pool", e))?;
@@ -1155,6 +1181,9 @@ impl Cluster {
                     })?;
                 if let Some((join, voters)) = added {
                     g.etcd = Some(join);
+                    // It holds the pool's state: it keeps the CA's key too, so that
+                    // joins go on through it if this host is lost.
+                    g.ca_key_pem = ca.as_ref().map(|c| c.key_pem());
                     if !voters.is_empty() {
                         g.etcd_endpoints = voters;
                     }
@@ -1261,6 +1290,7 @@ fn host_info(h: &member::HostStatus) -> HostInfo {
             .is_some_and(|m| m.etcd_client_url.is_some()),
         etcd_client_url: h.member.as_ref().and_then(|m| m.etcd_client_url.clone()),
         joined: h.member.as_ref().map(|m| m.joined),
+        keeps_ca_key: h.member.as_ref().is_some_and(|m| m.signs),
     }
 }
 

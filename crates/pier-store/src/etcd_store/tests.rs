@@ -347,6 +347,30 @@ fn an_unreachable_etcd_fails_fast_at_open() {
     assert!(text.contains("apt-get install etcd-server"), "{text}");
 }
 
+/// A pool that lost a host gives its joiners every endpoint, the dead one first: the
+/// store opens through the member that answers, whichever the balancer tries first.
+#[test]
+fn one_endpoint_down_among_several_still_opens() {
+    let etcd = TestEtcd::start();
+    // A member whose host is there but whose etcd is not: connections are taken (the
+    // kernel's backlog) and never answered.
+    let silent = TcpListener::bind("127.0.0.1:0").unwrap();
+    let silent = format!("http://{}", silent.local_addr().unwrap());
+    for i in 0..6 {
+        let dead = match i % 2 {
+            0 => format!("http://127.0.0.1:{}", free_port()),
+            _ => silent.clone(),
+        };
+        let mut config = EtcdConfig::new(vec![dead, etcd.endpoint()], "pier/");
+        config.connect_timeout = Duration::from_secs(2);
+        let store = EtcdStore::open(config).unwrap_or_else(|e| panic!("{e}\n{}", etcd.log()));
+        store
+            .commit(vec![put(Table::Meta, "k", "v")])
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(value(&store, Table::Meta, "k").as_deref(), Some("v"));
+    }
+}
+
 /// The cluster API: a learner added (not started: no name, no client URL), listed, then
 /// removed; a promotion of a learner that never started is refused; the client takes
 /// new endpoints and drops those no longer given, and works through what is left.
