@@ -326,6 +326,15 @@ fn host_detail(h: &HostInfo) -> String {
                 None => "no".into(),
             },
         ),
+        (
+            "Admits hosts",
+            if h.keeps_ca_key {
+                "yes (keeps the CA's key)"
+            } else {
+                "no"
+            }
+            .into(),
+        ),
     ];
     lines
         .iter()

@@ -114,9 +114,16 @@ fn three_hosts_make_a_pool_join_it_and_see_each_other_go_down() {
     let out = join(&h2, &addr, &token, "h2");
     assert!(out.status.success(), "{}\n{}", stderr(&out), h1.log());
     assert!(String::from_utf8_lossy(&out.stdout).contains("joined pool"));
-    assert!(
-        !h2.root.join("cluster/ca-key.pem").exists(),
-        "only the first host signs"
+    // It runs an etcd member of the pool's, so it keeps the CA's key too (mode 0600).
+    let key = h2.root.join("cluster/ca-key.pem");
+    assert_eq!(
+        key.metadata().map(|m| m.permissions().mode() & 0o777).ok(),
+        Some(0o600),
+        "the second host keeps the CA's key"
+    );
+    assert_eq!(
+        std::fs::read(&key).unwrap(),
+        std::fs::read(h1.root.join("cluster/ca-key.pem")).unwrap()
     );
 
     // On h3: the used token, a wrong secret, another pool's fingerprint, a malformed and
@@ -539,6 +546,11 @@ fn the_first_three_hosts_run_etcd_and_the_pool_survives_losing_one() {
     assert_eq!(words[..3], ["pier", "cluster", "join"], "{command}");
     h4.ok(&["cluster", "join", words[3], words[4], "--name", "h4"]);
     wait_until("h4 up", || state_of(&h3, "h4") == "up");
+    let shown = h3.ok(&["host", "inspect", "h2"]);
+    assert!(
+        shown.contains("Admits hosts:     yes (keeps the CA's key)"),
+        "{shown}"
+    );
     let i4 = h3.json(&["host", "inspect", "h4"]);
     assert_eq!(
         (i4["keeps_ca_key"].as_bool(), i4["etcd_member"].as_bool()),

@@ -71,7 +71,7 @@
       const labels = Object.entries(h.labels || {}).map(([k, v]) => k + "=" + v).join(", ");
       const beat = h.last_heartbeat ? new Date(h.last_heartbeat * 1000).toLocaleTimeString() : "none";
       return el("tr", { id: "pool-host-" + h.id, "data-state": h.state },
-        el("th", { scope: "row" }, h.id + (h.id === me.host ? " (this host)" : "") + (h.etcd_member ? " (etcd)" : "")),
+        el("th", { scope: "row" }, h.id + (h.id === me.host ? " (this host)" : "") + (h.etcd_member ? " (etcd)" : "") + (h.keeps_ca_key ? " (admits hosts)" : "")),
         el("td", { class: "state state-" + h.state }, h.state),
         el("td", {}, h.address || ""),
         el("td", {}, labels),
