@@ -135,45 +135,23 @@ impl InstanceView {
             .map(|(_, r)| r)
     }
 
-    /// The record of `project` that `reference` names, by the rules of
-    /// [`crate::instances::find_in`] (an exact ID, then a name, then a unique ID prefix),
-    /// without scanning for the ID or the prefix: records live under their own ID's key
-    /// ([`crate::instances::put`] refuses others).
+    /// The record of `project` that `reference` names, by
+    /// [`crate::instances::find_by`]'s rules, without scanning for the ID or the prefix:
+    /// records live under their own ID's key ([`crate::instances::put`] refuses others).
     pub fn find(
         &self,
         project: &str,
         reference: &str,
     ) -> Result<Option<Arc<InstanceRecord>>, InstanceError> {
-        if reference.is_empty() {
-            return Ok(None);
-        }
-        if let Some(r) = self
-            .get(&instances::key(project, reference))
-            .filter(|r| r.id == reference)
-        {
-            return Ok(Some(r.clone()));
-        }
-        let name = reference.trim_start_matches('/');
-        if let Some(r) = self.project(project).find(|r| r.name == name) {
-            return Ok(Some(r.clone()));
-        }
-        let mut matches = self
-            .under(format!("{}{reference}", project_prefix(project)))
-            .filter(|r| r.id.starts_with(reference));
-        let Some(first) = matches.next() else {
-            return Ok(None);
-        };
-        let rest: Vec<&Arc<InstanceRecord>> = matches.collect();
-        if rest.is_empty() {
-            return Ok(Some(first.clone()));
-        }
-        Err(InstanceError::Ambiguous {
-            reference: reference.to_string(),
-            matches: std::iter::once(first)
-                .chain(rest)
-                .map(|r| format!("{} on {}", r.id, r.host))
-                .collect(),
-        })
+        instances::find_by(
+            reference,
+            |id| self.get(&instances::key(project, id)).cloned(),
+            |name| self.project(project).find(|r| r.name == name).cloned(),
+            |prefix| {
+                self.under(format!("{}{prefix}", project_prefix(project)))
+                    .cloned()
+            },
+        )
     }
 }
 

@@ -278,37 +278,54 @@ pub fn list(store: &dyn Store, project: Option<&str>) -> Result<Vec<InstanceReco
     Ok(out)
 }
 
-/// The record among `records` that `reference` names: an exact ID, then a name, then a
-/// unique ID prefix (the engine's rules on one host, over the pool).
+/// The rules that name an instance (the engine's on one host, over the pool), over any
+/// source of records: an exact ID (`by_id`), then a name (`by_name`, given the reference
+/// without a leading `/`), then a unique ID prefix (`by_prefix`: the records whose ID may
+/// start with the reference; they are checked here). Each source is asked only if the
+/// one before found nothing.
+pub fn find_by<R: std::borrow::Borrow<InstanceRecord>, P: Iterator<Item = R>>(
+    reference: &str,
+    by_id: impl FnOnce(&str) -> Option<R>,
+    by_name: impl FnOnce(&str) -> Option<R>,
+    by_prefix: impl FnOnce(&str) -> P,
+) -> Result<Option<R>, InstanceError> {
+    if reference.is_empty() {
+        return Ok(None);
+    }
+    if let Some(r) = by_id(reference).filter(|r| r.borrow().id == reference) {
+        return Ok(Some(r));
+    }
+    if let Some(r) = by_name(reference.trim_start_matches('/')) {
+        return Ok(Some(r));
+    }
+    let mut matches = by_prefix(reference).filter(|r| r.borrow().id.starts_with(reference));
+    let Some(first) = matches.next() else {
+        return Ok(None);
+    };
+    let rest: Vec<R> = matches.collect();
+    if rest.is_empty() {
+        return Ok(Some(first));
+    }
+    Err(InstanceError::Ambiguous {
+        reference: reference.to_string(),
+        matches: std::iter::once(&first)
+            .chain(&rest)
+            .map(|r| format!("{} on {}", r.borrow().id, r.borrow().host))
+            .collect(),
+    })
+}
+
+/// The record among `records` that `reference` names, by [`find_by`]'s rules.
 pub fn find_in<'a>(
     records: &'a [InstanceRecord],
     reference: &str,
 ) -> Result<Option<&'a InstanceRecord>, InstanceError> {
-    if reference.is_empty() {
-        return Ok(None);
-    }
-    if let Some(r) = records.iter().find(|r| r.id == reference) {
-        return Ok(Some(r));
-    }
-    let name = reference.trim_start_matches('/');
-    if let Some(r) = records.iter().find(|r| r.name == name) {
-        return Ok(Some(r));
-    }
-    let matches: Vec<&InstanceRecord> = records
-        .iter()
-        .filter(|r| r.id.starts_with(reference))
-        .collect();
-    match matches.as_slice() {
-        [] => Ok(None),
-        [one] => Ok(Some(one)),
-        many => Err(InstanceError::Ambiguous {
-            reference: reference.to_string(),
-            matches: many
-                .iter()
-                .map(|r| format!("{} on {}", r.id, r.host))
-                .collect(),
-        }),
-    }
+    find_by(
+        reference,
+        |id| records.iter().find(|r| r.id == id),
+        |name| records.iter().find(|r| r.name == name),
+        |_| records.iter(),
+    )
 }
 
 /// The record of `project` that `reference` names, as [`find_in`].
