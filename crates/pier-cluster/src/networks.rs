@@ -559,24 +559,11 @@ pub fn release(
     ip: Ipv4Addr,
     holder: &PoolLease,
 ) -> Result<bool, NetPoolError> {
-    let key = lease_key(net_id, ip);
-    for _ in 0..ATTEMPTS {
-        let Some(kv) = store.get_kv(TABLE, &key)? else {
-            return Ok(false);
-        };
-        let lease: PoolLease = decode(&key, &kv.value)?;
-        if lease.host != holder.host || lease.container != holder.container {
-            return Ok(false);
-        }
+    change_held(store, net_id, ip, holder, |key, kv, lease| {
         let mut txn = Txn::default();
-        release_ops(net_id, &key, &kv, &lease, &mut txn);
-        match store.txn(txn, true) {
-            Ok(_) => return Ok(true),
-            Err(StoreError::Conflict { .. }) => continue,
-            Err(e) => return Err(e.into()),
-        }
-    }
-    Err(NetPoolError::Contended)
+        release_ops(net_id, key, kv, &lease, &mut txn);
+        Some(txn)
+    })
 }
 
 /// Gives the claim of `ip` on network `net_id` the names of `holder` (its name and
@@ -588,23 +575,44 @@ pub fn rename_claim(
     ip: Ipv4Addr,
     holder: &PoolLease,
 ) -> Result<bool, NetPoolError> {
+    change_held(store, net_id, ip, holder, |key, kv, mut lease| {
+        if lease.name == holder.name && lease.aliases == holder.aliases {
+            return None;
+        }
+        lease.name = holder.name.clone();
+        lease.aliases = holder.aliases.clone();
+        Some(Txn {
+            compares: vec![require(
+                key.to_string(),
+                Expect::ModRevision(kv.mod_revision),
+            )],
+            ops: vec![put(key.to_string(), json(&lease))],
+        })
+    })
+}
+
+/// Commits what `change` makes of the claim of `ip` on network `net_id` (its key, as
+/// read, and its record) while `holder`'s host and instance hold it; the transaction must
+/// require the claim as read, and a conflict reads it again. True when committed; false
+/// when the address is free, held by another, or `change` has nothing to do (None).
+fn change_held(
+    store: &dyn Store,
+    net_id: &str,
+    ip: Ipv4Addr,
+    holder: &PoolLease,
+    mut change: impl FnMut(&str, &KeyValue, PoolLease) -> Option<Txn>,
+) -> Result<bool, NetPoolError> {
     let key = lease_key(net_id, ip);
     for _ in 0..ATTEMPTS {
         let Some(kv) = store.get_kv(TABLE, &key)? else {
             return Ok(false);
         };
-        let mut lease: PoolLease = decode(&key, &kv.value)?;
+        let lease: PoolLease = decode(&key, &kv.value)?;
         if lease.host != holder.host || lease.container != holder.container {
             return Ok(false);
         }
-        if lease.name == holder.name && lease.aliases == holder.aliases {
+        let Some(txn) = change(&key, &kv, lease) else {
             return Ok(false);
-        }
-        lease.name = holder.name.clone();
-        lease.aliases = holder.aliases.clone();
-        let txn = Txn {
-            compares: vec![require(key.clone(), Expect::ModRevision(kv.mod_revision))],
-            ops: vec![put(key.clone(), json(&lease))],
         };
         match store.txn(txn, true) {
             Ok(_) => return Ok(true),

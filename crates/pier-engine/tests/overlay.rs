@@ -93,6 +93,14 @@ async fn two() -> (Arc<FaultyStore>, Member, Member) {
     (p, h1, h2)
 }
 
+/// A network of one host (`-d bridge`), even in a pool.
+fn bridge_req(name: &str) -> NetworkCreate {
+    NetworkCreate {
+        driver: Some("bridge".into()),
+        ..req(name)
+    }
+}
+
 fn req(name: &str) -> NetworkCreate {
     NetworkCreate {
         name: name.into(),
@@ -283,17 +291,7 @@ async fn a_pool_network_is_made_once_for_the_pool_and_mirrored_with_its_link_on_
     assert_eq!(vnis.len(), 3);
     assert!(!a.subnet.overlaps(&b.subnet) && !a.subnet.overlaps(&ov.subnet));
     // A bridge network stays on its host.
-    let local = h1
-        .nets
-        .create(
-            &cx(),
-            NetworkCreate {
-                driver: Some("bridge".into()),
-                ..req("loc")
-            },
-        )
-        .await
-        .unwrap();
+    let local = h1.nets.create(&cx(), bridge_req("loc")).await.unwrap();
     assert_eq!(local.scope, NetworkScope::Local);
     sync(&h2, &p).await;
     assert!(h2.nets.get(&ProjectName::default(), "loc").is_err());
@@ -613,17 +611,7 @@ async fn a_member_mirrors_a_pool_network_on_demand_before_its_sync_has_followed_
     let project = ProjectName::default();
     let od = h1.nets.create(&cx(), req("od")).await.unwrap();
     let byid = h1.nets.create(&cx(), req("byid")).await.unwrap();
-    let local = h1
-        .nets
-        .create(
-            &cx(),
-            NetworkCreate {
-                driver: Some("bridge".into()),
-                ..req("loc")
-            },
-        )
-        .await
-        .unwrap();
+    let local = h1.nets.create(&cx(), bridge_req("loc")).await.unwrap();
     // h2's sync has not run: it has none of them, and a lookup says not found.
     assert_kind(h2.nets.get(&project, "od"), ErrorKind::NotFound, "od");
     // Asked for by name (a placement's start or connect), it is mirrored there and then.

@@ -1497,42 +1497,16 @@ fn a_crashed_hosts_instance_moves_to_another_host_and_drain_moves_it_on() {
         vol.as_str(),
         "{labels}"
     );
-    let recreated = o
-        .ok(&[
-            "--format",
-            "json",
-            "events",
-            "--since",
-            "10m",
-            "--until",
-            "0s",
-            "--filter",
-            "type=volume",
-        ])
-        .lines()
-        .any(|l| {
-            let v: serde_json::Value = serde_json::from_str(l).unwrap();
-            v["action"] == "recreate"
-                && v["id"] == vol.as_str()
-                && v["attributes"]["container"] == id.as_str()
-                && v["attributes"]["from"] == first.as_str()
-        });
+    let recreated = past_events(o, "10m", &["type=volume"]).iter().any(|v| {
+        v["action"] == "recreate"
+            && v["id"] == vol.as_str()
+            && v["attributes"]["container"] == id.as_str()
+            && v["attributes"]["from"] == first.as_str()
+    });
     assert!(recreated, "no volume recreate event on {other}");
     // The move's event, in the log of the member that moved it.
     let rescheduled = [&h1, o].iter().any(|d| {
-        let args = [
-            "--format",
-            "json",
-            "events",
-            "--since",
-            "10m",
-            "--until",
-            "0s",
-            "--filter",
-            "type=container",
-        ];
-        d.ok(&args).lines().any(|l| {
-            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+        past_events(d, "10m", &["type=container"]).iter().any(|v| {
             v["action"] == "reschedule"
                 && v["id"] == id.as_str()
                 && v["attributes"]["from"] == first.as_str()
@@ -1556,21 +1530,8 @@ fn a_crashed_hosts_instance_moves_to_another_host_and_drain_moves_it_on() {
     // The old copy did not run again before it was removed (restarts by restart policy
     // are held until the agent swept; the engine's tests show the hold itself).
     let since = format!("{}s", back.elapsed().as_secs() + 2);
-    let args = [
-        "--format",
-        "json",
-        "events",
-        "--since",
-        &since,
-        "--until",
-        "0s",
-        "--filter",
-        "type=container",
-    ];
-    let actions: Vec<String> = hs[dead_i]
-        .ok(&args)
-        .lines()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+    let actions: Vec<String> = past_events(&hs[dead_i], &since, &["type=container"])
+        .into_iter()
         .filter(|v| v["id"] == id.as_str())
         .map(|v| v["action"].as_str().unwrap_or_default().to_string())
         .collect();

@@ -202,21 +202,9 @@ fn limits_hold_bytes_inodes_and_the_writable_layer() {
     d.ok(&["volume", "create", "--opt", "size=1m", "one-too-many"]);
     d.ok(&["quota", "--volumes", "none", "--volume-bytes", "none"]);
     // Each quota change is an event of the project, with the quotas it left.
-    let quotas: Vec<(String, String)> = d
-        .ok(&[
-            "--format",
-            "json",
-            "events",
-            "--since",
-            "10m",
-            "--until",
-            "0s",
-            "--filter",
-            "type=project",
-        ])
-        .lines()
-        .map(|l| {
-            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+    let quotas: Vec<(String, String)> = past_events(&d, "10m", &["type=project"])
+        .into_iter()
+        .map(|v| {
             assert_eq!(
                 (v["action"].as_str(), v["id"].as_str()),
                 (Some("quota"), Some("default")),

@@ -1030,18 +1030,28 @@ pub fn process_states(root: i32) -> String {
 
 /// The actions of `host`'s events in `d`'s log, oldest first.
 pub fn host_events(d: &Daemon, host: &str) -> Vec<String> {
-    let filter = format!("host={host}");
-    let args = [
-        "--format", "json", "events", "--since", "10m", "--until", "0s",
-    ];
-    d.ok(&[&args[..], &["--filter", "type=host", "--filter", &filter]].concat())
-        .lines()
-        .map(|l| {
-            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+    past_events(d, "10m", &["type=host", &format!("host={host}")])
+        .into_iter()
+        .map(|v| {
             assert_eq!(v["kind"], "host", "{v}");
             assert_eq!(v["attributes"]["name"], host, "{v}");
             v["action"].as_str().unwrap().to_string()
         })
+        .collect()
+}
+
+/// The events `d` logged from `since` (`10m`, `30s`, ...) until now that pass every
+/// `--filter` of `filters`, as `pier --format json events` prints them.
+pub fn past_events(d: &Daemon, since: &str, filters: &[&str]) -> Vec<serde_json::Value> {
+    let mut args = vec![
+        "--format", "json", "events", "--since", since, "--until", "0s",
+    ];
+    for f in filters {
+        args.extend(["--filter", f]);
+    }
+    d.ok(&args)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
         .collect()
 }
 
