@@ -139,6 +139,11 @@ fn spawn(spec: &EtcdSpec) -> std::io::Result<Child> {
         // Room for the scheduler's and the store's largest batches.
         .arg("--max-txn-ops=1024")
         .arg("--max-request-bytes=10485760")
+        // A member cut off by a network split keeps campaigning, with ever higher
+        // terms; without the pre-vote phase its return makes the leader step down, and
+        // the whole pool is without a leader (and cut off) for an election. etcd 3.5
+        // turns this on by default; Debian's 3.4 does not.
+        .arg("--pre-vote")
         .stdin(Stdio::null())
         .stdout(log.try_clone()?)
         .stderr(log);

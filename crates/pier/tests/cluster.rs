@@ -453,6 +453,12 @@ fn the_first_three_hosts_run_etcd_and_the_pool_survives_losing_one() {
             d.log(),
             std::fs::read_to_string(d.root.join("etcd/etcd.log")).unwrap_or_default()
         );
+        // With the pre-vote phase: a member back from a split does not unseat the leader.
+        let cmdline = std::fs::read(format!("/proc/{}/cmdline", etcd_pid(d).unwrap())).unwrap();
+        assert!(
+            cmdline.split(|b| *b == 0).any(|a| a == b"--pre-vote"),
+            "{name}'s etcd runs without --pre-vote"
+        );
         let i = h2.json(&["host", "inspect", name]);
         assert_eq!(i["etcd_member"], true, "{i}");
         assert_eq!(i["etcd_client_url"], format!("https://{a}:2379"), "{i}");
