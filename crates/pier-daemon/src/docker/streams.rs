@@ -484,7 +484,7 @@ async fn logs(
     let until = time("until")?.filter(|u| *u > 0);
     let (timestamps, follow, tty) = (p.bool("timestamps"), p.bool("follow"), c.config.tty);
     let follow = if follow && running(&c) && until.is_none() {
-        Follow::Run
+        Follow::Current
     } else {
         Follow::No
     };

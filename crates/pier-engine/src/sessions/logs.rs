@@ -45,8 +45,13 @@ pub enum Follow {
     /// attaching before it starts the container).
     NextExit,
     /// The current run if the container runs, else the next one, until it ends or the
-    /// container is being removed (Docker's attach and `logs -f`).
+    /// container is being removed (Docker's attach).
     Run,
+    /// The run the caller saw running, until it ends or the container is being removed;
+    /// ended at once if it already has (Docker's `logs -f`, asked of a running
+    /// container: by the time the stream is set up the run may be over, and waiting for
+    /// another one, as [`Follow::Run`] would, never ends).
+    Current,
 }
 
 /// What to read from a container's log.
@@ -127,6 +132,7 @@ impl FollowEnd {
                 s.status == ContainerStatus::Removing
                     || (!running(s) && (self.was_running || s.finished_at != self.finished_before))
             }
+            Follow::Current => s.status == ContainerStatus::Removing || !running(s),
         }
     }
 
@@ -687,6 +693,17 @@ mod tests {
         let e = FollowEnd::new(Follow::Run, &run(ContainerStatus::Running));
         assert!(e.reached(&state(ContainerStatus::Exited, None)));
         assert!(e.reached(&run(ContainerStatus::Removing)));
+        // Docker's `logs -f` of a container it saw running: the engine may look after
+        // the run ended (the state then is the exit itself), and the stream ends at once
+        // rather than wait for a next run (docker-py's `containers.run(stream=True)` hung).
+        let e = FollowEnd::new(Follow::Current, &exited);
+        assert!(e.reached(&exited) && e.reached(&restarting));
+        assert!(!FollowEnd::new(Follow::Run, &exited).reached(&exited));
+        let e = FollowEnd::new(Follow::Current, &run(ContainerStatus::Running));
+        assert!(
+            !e.reached(&run(ContainerStatus::Running)) && !e.reached(&run(ContainerStatus::Paused))
+        );
+        assert!(e.reached(&exited) && e.reached(&run(ContainerStatus::Removing)));
         assert!(FollowEnd::new(Follow::No, &before).reached(&before));
     }
 
