@@ -158,7 +158,7 @@ impl InstanceView {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::instances::{find_in, list, put, RecordPort};
+    use crate::instances::{find_in, list, put};
     use crate::scheduler::keys;
     use pier_store::{MemStore, Op, HISTORY_EVENTS};
 
@@ -175,28 +175,12 @@ mod tests {
         s
     }
 
+    /// [`instances::tests::rec`], not started yet and labelled with its name.
     fn rec(project: &str, id: &str, name: &str, host: &str) -> InstanceRecord {
         InstanceRecord {
-            project: project.into(),
-            id: id.into(),
-            name: name.into(),
-            host: host.into(),
-            kind: "container".into(),
-            image: "bb".into(),
-            command: "sleep 100".into(),
-            state: "running".into(),
-            status: "Up 1 second".into(),
-            created: "2026-12-07T10:00:00Z".into(),
             started_at: None,
-            finished_at: None,
-            exit_code: None,
-            ports: vec![RecordPort {
-                proto: "tcp".into(),
-                host_ip: String::new(),
-                host_port: 8080,
-                container_port: 80,
-            }],
             labels: [("app".to_string(), name.to_string())].into(),
+            ..instances::tests::rec(project, id, name, host)
         }
     }
 

@@ -398,7 +398,7 @@ pub fn resync(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use pier_store::MemStore;
 
@@ -420,7 +420,8 @@ mod tests {
         list(s, None).unwrap().len()
     }
 
-    fn rec(project: &str, id: &str, name: &str, host: &str) -> InstanceRecord {
+    /// A running container's record, as the tests of this crate make them.
+    pub(crate) fn rec(project: &str, id: &str, name: &str, host: &str) -> InstanceRecord {
         InstanceRecord {
             project: project.into(),
             id: id.into(),
