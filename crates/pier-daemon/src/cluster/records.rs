@@ -309,6 +309,26 @@ mod tests {
         rs.iter().map(|r| r.id.as_str()).collect()
     }
 
+    /// A pool's store with hosts h1 and h2, and the count of the ranges of instance
+    /// records read from it (not the reads of one record's key).
+    fn counted_pool() -> (Arc<dyn Store>, Arc<AtomicUsize>) {
+        let faulty = Arc::new(FaultyStore::default());
+        let ranges = Arc::new(AtomicUsize::new(0));
+        let n = ranges.clone();
+        faulty.on_read(Some(Arc::new(move |t: Table, prefix: &str| {
+            if t == instances::TABLE
+                && prefix.starts_with(instances::INSTANCES)
+                && prefix.ends_with('/')
+            {
+                n.fetch_add(1, Ordering::SeqCst);
+            }
+        })));
+        let store: Arc<dyn Store> = faulty;
+        host(store.as_ref(), "h1");
+        host(store.as_ref(), "h2");
+        (store, ranges)
+    }
+
     /// Waits until the copy is followed.
     async fn live(r: &Records) {
         let mut rx = r.revision.subscribe();
@@ -320,21 +340,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn listings_and_lookups_read_the_copy_and_see_every_write_before_them() {
-        let faulty = Arc::new(FaultyStore::default());
-        let ranges = Arc::new(AtomicUsize::new(0));
-        let n = ranges.clone();
-        faulty.on_read(Some(Arc::new(move |t: Table, prefix: &str| {
-            // Ranges (a prefix), not the reads of one record's key.
-            if t == instances::TABLE
-                && prefix.starts_with(instances::INSTANCES)
-                && prefix.ends_with('/')
-            {
-                n.fetch_add(1, Ordering::SeqCst);
-            }
-        })));
-        let store: Arc<dyn Store> = faulty.clone();
-        host(store.as_ref(), "h1");
-        host(store.as_ref(), "h2");
+        let (store, ranges) = counted_pool();
         put(store.as_ref(), &rec("aaa1", "mine", "h1")).unwrap();
         put(store.as_ref(), &rec("bbb2", "web", "h2")).unwrap();
         let records = Arc::new(Records::default());
@@ -392,21 +398,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_copy_whose_watch_ended_is_read_again() {
-        let faulty = Arc::new(FaultyStore::default());
-        let ranges = Arc::new(AtomicUsize::new(0));
-        let n = ranges.clone();
-        faulty.on_read(Some(Arc::new(move |t: Table, prefix: &str| {
-            // Ranges (a prefix), not the reads of one record's key.
-            if t == instances::TABLE
-                && prefix.starts_with(instances::INSTANCES)
-                && prefix.ends_with('/')
-            {
-                n.fetch_add(1, Ordering::SeqCst);
-            }
-        })));
-        let store: Arc<dyn Store> = faulty.clone();
-        host(store.as_ref(), "h1");
-        host(store.as_ref(), "h2");
+        let (store, ranges) = counted_pool();
         let records = Arc::new(Records::default());
         let task = tokio::spawn(records.clone().run(store.clone()));
         live(&records).await;
