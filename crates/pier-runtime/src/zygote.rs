@@ -18,6 +18,14 @@
 //!
 //! The daemon starts it from its sealed copy of `pier` ([`crate::sealed`]), so the
 //! monitors it forks and the inits they clone run that copy, never the host's binary.
+//!
+//! Its working directory is the directory of the containers it serves. A monitor it has
+//! just forked looks like it (the same command line, then the container's directory as
+//! working directory) until it renames itself `pier __monitor`, and only then can a
+//! daemon tell it is the monitor of its container. So a daemon that starts after a crash
+//! first waits for whatever its predecessor's zygote left ([`outlast_predecessors`]):
+//! a monitor still being forked is then visible to it before it decides which of its
+//! containers run.
 
 use std::ffi::OsStr;
 use std::io::{self, IoSlice, IoSliceMut, Read};
@@ -28,6 +36,7 @@ use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use rustix::net::{
     RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, SendAncillaryBuffer,
@@ -193,21 +202,96 @@ fn set_cmdline(args: &[u8]) {
     }
 }
 
-/// The daemon's handle on its zygote, started on first use and again if it died.
-pub struct Zygote {
-    running: Mutex<Option<(Child, OwnedFd)>>,
+/// What [`outlast_predecessors`] found.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Outlasted {
+    /// Zygotes (or monitors not yet named so) that went away by themselves.
+    pub gone: usize,
+    /// Those still there after the wait, killed.
+    pub killed: usize,
 }
 
-impl Default for Zygote {
-    fn default() -> Self {
-        Self::new()
+/// Waits (at most `patience`) until no zygote serving the containers under `dir` is
+/// left, nor any monitor one forked that has not yet taken its name, then kills what
+/// remains. Called by a daemon as it starts, before its own zygote exists and before it
+/// looks at its containers: a predecessor's zygote exits at once when it finds the
+/// predecessor gone, and the monitors it forked just before take their names within
+/// microseconds of running, yet a loaded host may not run them for a while. Killing one
+/// that never got to run is harmless: it has done nothing yet.
+pub fn outlast_predecessors(dir: &Path, patience: Duration) -> Outlasted {
+    let first = predecessors(dir);
+    let deadline = Instant::now() + patience;
+    let mut left = first.clone();
+    while !left.is_empty() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+        left = predecessors(dir);
+    }
+    for &pid in &left {
+        kill_predecessor(pid, dir);
+    }
+    let killed = left.len();
+    Outlasted {
+        gone: first.len().saturating_sub(killed),
+        killed,
     }
 }
 
+/// The processes that look like a zygote of the containers under `dir`: named as one,
+/// working in `dir` or in a container's directory inside it.
+fn predecessors(dir: &Path) -> Vec<i32> {
+    let Ok(rd) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    rd.flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|&pid| is_predecessor(pid, dir))
+        .collect()
+}
+
+fn is_predecessor(pid: i32, dir: &Path) -> bool {
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    if cmdline.split(|&b| b == 0).nth(1) != Some(ARG.as_bytes()) {
+        return false;
+    }
+    std::fs::read_link(format!("/proc/{pid}/cwd"))
+        .is_ok_and(|cwd| cwd == dir || cwd.parent() == Some(dir))
+}
+
+/// SIGKILL to `pid` if it still is such a process (checked through a pidfd, which
+/// cannot come to name another), and a wait (at most 1 s) for it to be gone.
+fn kill_predecessor(pid: i32, dir: &Path) {
+    let Some(p) = rustix::process::Pid::from_raw(pid) else {
+        return;
+    };
+    let Ok(fd) = rustix::process::pidfd_open(p, rustix::process::PidfdFlags::empty()) else {
+        return;
+    };
+    if !is_predecessor(pid, dir) {
+        return;
+    }
+    let _ = rustix::process::pidfd_send_signal(&fd, rustix::process::Signal::KILL);
+    let mut p = [libc::pollfd {
+        fd: fd.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    }];
+    // SAFETY: `p` is a valid array of one pollfd; a pidfd polls readable once it exits.
+    unsafe { libc::poll(p.as_mut_ptr(), 1, 1000) };
+}
+
+/// The daemon's handle on its zygote, started on first use and again if it died.
+pub struct Zygote {
+    /// The directory of the containers it serves: its working directory.
+    dir: PathBuf,
+    running: Mutex<Option<(Child, OwnedFd)>>,
+}
+
 impl Zygote {
-    /// A zygote that will run the daemon's sealed copy of `pier` ([`crate::sealed`]).
-    pub fn new() -> Self {
+    /// A zygote that will run the daemon's sealed copy of `pier` ([`crate::sealed`]),
+    /// for the containers under `dir`.
+    pub fn new(dir: &Path) -> Self {
         Zygote {
+            dir: dir.to_path_buf(),
             running: Mutex::new(None),
         }
     }
@@ -273,7 +357,7 @@ impl Zygote {
         let child = Command::new(exe.path())
             .arg0("pier")
             .arg(ARG)
-            .current_dir("/")
+            .current_dir(&self.dir)
             .stdin(Stdio::from(theirs))
             .stdout(Stdio::null())
             .stderr(Stdio::null())

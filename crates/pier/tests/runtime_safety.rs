@@ -445,6 +445,66 @@ fn a_daemon_killed_during_starts_leaves_nothing_untracked() {
     // Dropping the daemon checks that nothing of it is left (mounts, veths, cgroups).
 }
 
+/// A daemon killed while its monitor zygote forks a monitor leaves that monitor unnamed
+/// for a moment (a copy of the zygote), and it starts its container all the same: the
+/// next daemon waits for what the zygote left to go or show itself before it looks at
+/// its containers, else it would not see the monitor and would start the container a
+/// second time beside it. Stand-ins for both: a zygote that goes when its socket closes,
+/// two seconds on, and a monitor never named, which the daemon kills after its wait.
+#[test]
+#[ignore = "root tier: needs root; scripts/test.sh runs it (--run-ignored all)"]
+fn a_daemon_starts_after_what_a_killed_ones_zygote_left() {
+    use std::os::unix::process::CommandExt;
+    let mut d = with_busybox();
+    d.kill9();
+    let containers = d.root.join("containers");
+    let unnamed = containers.join(format!("{:064x}", std::process::id()));
+    fs::create_dir(&unnamed).unwrap();
+    let stand_in = |cwd: &Path| {
+        let (ours, theirs) = std::os::unix::net::UnixStream::pair().unwrap();
+        let child = Command::new(PIER)
+            .arg0("pier")
+            .arg("__monitor-zygote")
+            .current_dir(cwd)
+            .stdin(std::os::fd::OwnedFd::from(theirs))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        (child, ours)
+    };
+    let (mut zygote, zygote_sock) = stand_in(&containers);
+    let (mut monitor, _monitor_sock) = stand_in(&unnamed);
+    let release = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_secs(2));
+        drop(zygote_sock);
+    });
+    let t = Instant::now();
+    d.spawn();
+    let took = t.elapsed();
+    release.join().unwrap();
+    let gone = zygote.try_wait().unwrap();
+    assert!(
+        gone.is_some_and(|s| s.success()),
+        "the daemon answered after {took:?}, while the zygote it must wait for ran ({gone:?})"
+    );
+    let killed = monitor.try_wait().unwrap();
+    assert_eq!(
+        killed.and_then(|s| std::os::unix::process::ExitStatusExt::signal(&s)),
+        Some(9),
+        "the daemon answered after {took:?}, beside an unnamed monitor ({killed:?})"
+    );
+    assert!(
+        d.log()
+            .contains("waited for the monitor zygote the last daemon left"),
+        "{}",
+        d.log()
+    );
+    // The directory the daemon has no record of went with its sweep; starts work.
+    assert!(!unnamed.exists());
+    assert_eq!(d.ok(&["run", "--rm", "bb", "echo", "ok"]), "ok\n");
+}
+
 /// A process left in a container's cgroup (as a monitor that died used to leave one):
 /// `start` refuses to put a second init beside it, and `rm -f` kills it with the rest.
 #[test]

@@ -61,6 +61,9 @@ pub struct ContainerDriver {
     cgroup_parent: String,
 }
 
+/// How long a starting daemon waits for the monitor zygote a killed one left to go.
+const PREDECESSOR_PATIENCE: Duration = Duration::from_secs(5);
+
 impl ContainerDriver {
     /// The driver of the containers under `root/containers`.
     pub fn new(
@@ -77,11 +80,21 @@ impl ContainerDriver {
         // What `pier exec` and the zygote run: a sealed copy of this binary, never the
         // host's file (see pier_runtime::sealed); made once, while the daemon starts up.
         pier_runtime::sealed::prepare_in_background();
+        // A monitor the last daemon's zygote was forking as it died must show itself
+        // before the containers are looked at (see pier_runtime::zygote).
+        let outlasted = pier_runtime::zygote::outlast_predecessors(&dir, PREDECESSOR_PATIENCE);
+        if outlasted != Default::default() {
+            tracing::info!(
+                gone = outlasted.gone,
+                killed = outlasted.killed,
+                "waited for the monitor zygote the last daemon left"
+            );
+        }
         Ok(ContainerDriver {
+            zygote: pier_runtime::zygote::Zygote::new(&dir),
             dir,
             trash,
             images,
-            zygote: pier_runtime::zygote::Zygote::new(),
             seccomp_cache: Mutex::new(HashMap::new()),
             cgroups,
             cgroup_parent,
