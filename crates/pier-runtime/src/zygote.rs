@@ -227,7 +227,7 @@ pub fn outlast_predecessors(dir: &Path, patience: Duration) -> Outlasted {
         left = predecessors(dir);
     }
     for &pid in &left {
-        kill_predecessor(pid, dir);
+        crate::reap::kill_checked(pid, || is_predecessor(pid, dir), Duration::from_secs(1));
     }
     let killed = left.len();
     Outlasted {
@@ -255,28 +255,6 @@ fn is_predecessor(pid: i32, dir: &Path) -> bool {
     }
     std::fs::read_link(format!("/proc/{pid}/cwd"))
         .is_ok_and(|cwd| cwd == dir || cwd.parent() == Some(dir))
-}
-
-/// SIGKILL to `pid` if it still is such a process (checked through a pidfd, which
-/// cannot come to name another), and a wait (at most 1 s) for it to be gone.
-fn kill_predecessor(pid: i32, dir: &Path) {
-    let Some(p) = rustix::process::Pid::from_raw(pid) else {
-        return;
-    };
-    let Ok(fd) = rustix::process::pidfd_open(p, rustix::process::PidfdFlags::empty()) else {
-        return;
-    };
-    if !is_predecessor(pid, dir) {
-        return;
-    }
-    let _ = rustix::process::pidfd_send_signal(&fd, rustix::process::Signal::KILL);
-    let mut p = [libc::pollfd {
-        fd: fd.as_raw_fd(),
-        events: libc::POLLIN,
-        revents: 0,
-    }];
-    // SAFETY: `p` is a valid array of one pollfd; a pidfd polls readable once it exits.
-    unsafe { libc::poll(p.as_mut_ptr(), 1, 1000) };
 }
 
 /// The daemon's handle on its zygote, started on first use and again if it died.

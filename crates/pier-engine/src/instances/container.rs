@@ -938,24 +938,7 @@ async fn settle(pid: i32, dir: &Path) {
 /// Kills the monitor `pid` of the container in `dir`, if it still is that, and waits
 /// (at most 5 s) for it to be gone.
 fn kill_monitor(pid: i32, dir: &Path) {
-    let Some(p) = rustix::process::Pid::from_raw(pid) else {
-        return;
-    };
-    let Ok(fd) = rustix::process::pidfd_open(p, rustix::process::PidfdFlags::empty()) else {
-        return;
-    };
-    // Checked after the pidfd is open: the pidfd cannot name another process later.
-    if !monitor_alive(pid, dir) {
-        return;
-    }
-    let _ = rustix::process::pidfd_send_signal(&fd, rustix::process::Signal::KILL);
-    let mut p = [libc::pollfd {
-        fd: std::os::fd::AsRawFd::as_raw_fd(&fd),
-        events: libc::POLLIN,
-        revents: 0,
-    }];
-    // SAFETY: `p` is a valid array of one pollfd; a pidfd polls readable once it exits.
-    unsafe { libc::poll(p.as_mut_ptr(), 1, 5000) };
+    pier_runtime::reap::kill_checked(pid, || monitor_alive(pid, dir), Duration::from_secs(5));
 }
 
 /// The runtime spec's entry of one of the container's mounts.
