@@ -1,8 +1,11 @@
 //! Daemon startup and shutdown.
 //!
-//! One daemon owns one state directory: an exclusive `flock` on `ROOT/daemon.lock` makes a
+//! One daemon owns one state directory: an exclusive lock on `ROOT/daemon.lock` makes a
 //! second daemon on the same root fail at once with a clear message; the file holds the
-//! daemon's pid. The socket is created
+//! daemon's pid. The lock is a POSIX record lock, which belongs to the daemon's process
+//! alone and goes with it: an `flock` belongs to the open file, which a child the daemon
+//! is forking shares until its exec, so a daemon killed mid-spawn could leave the lock
+//! held for a moment, and its successor refused to start (seen in CI). The socket is created
 //! with root-only permissions, and removed again on SIGINT or SIGTERM.
 
 use std::fs::{self, File};
@@ -83,7 +86,7 @@ pub enum DaemonError {
     Config(String),
     #[error(transparent)]
     Dashboard(#[from] crate::dashboard::DashboardError),
-    #[error("refusing to start: {0}")]
+    #[error("refusing to start")]
     Cgroups(#[from] pier_runtime::cgroups::HostError),
     #[error("cannot resume this host's pool membership: {0}")]
     Cluster(String),
@@ -108,14 +111,39 @@ fn lock_root(root: &Path) -> Result<RootLock, DaemonError> {
         .write(true)
         .open(&path)
         .map_err(io("open", &path))?;
-    rustix::fs::flock(&f, rustix::fs::FlockOperation::NonBlockingLockExclusive)
-        .map_err(|_| DaemonError::Locked(root.display().to_string()))?;
+    lock_process_wide(&f).map_err(|e| match e.kind() {
+        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::PermissionDenied => {
+            DaemonError::Locked(root.display().to_string())
+        }
+        _ => DaemonError::Io {
+            op: "lock",
+            path: path.display().to_string(),
+            source: e,
+        },
+    })?;
     // The pid, for scripts that stop the daemon serving this root.
     let mut f = f;
     f.set_len(0).map_err(io("write", &path))?;
     std::io::Write::write_all(&mut f, std::process::id().to_string().as_bytes())
         .map_err(io("write", &path))?;
     Ok(RootLock(f))
+}
+
+/// An exclusive POSIX record lock on the whole of `f`, without waiting, owned by this
+/// process: not inherited by its children, released when it exits (or closes any
+/// descriptor of the file, which the daemon never opens twice).
+fn lock_process_wide(f: &File) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: an all-zero `flock` is valid; the fields that matter are set below.
+    let mut l: libc::flock = unsafe { std::mem::zeroed() };
+    l.l_type = libc::F_WRLCK as libc::c_short;
+    l.l_whence = libc::SEEK_SET as libc::c_short;
+    // l_start 0 and l_len 0: the whole file, however long it grows.
+    // SAFETY: F_SETLK reads the valid `flock` we pass, on a descriptor we own.
+    if unsafe { libc::fcntl(f.as_raw_fd(), libc::F_SETLK, &l) } == -1 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 /// The names of the host objects (bridges, veths, nftables table) of the daemon on
@@ -453,5 +481,54 @@ async fn shutdown_signal() {
     tokio::select! {
         _ = term.recv() => {},
         _ = int.recv() => {},
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Whether another holder's lock covers `path` (asked through a lock of another
+    /// open file, which conflicts with this process's own record locks too).
+    fn held(path: &Path) -> bool {
+        use std::os::fd::AsRawFd;
+        let f = File::options().read(true).write(true).open(path).unwrap();
+        // SAFETY: an all-zero `flock` is valid.
+        let mut l: libc::flock = unsafe { std::mem::zeroed() };
+        l.l_type = libc::F_WRLCK as libc::c_short;
+        l.l_whence = libc::SEEK_SET as libc::c_short;
+        // SAFETY: F_OFD_GETLK writes into the `flock` we own, on a descriptor we own.
+        let r = unsafe { libc::fcntl(f.as_raw_fd(), libc::F_OFD_GETLK, &mut l) };
+        assert_eq!(r, 0, "{}", std::io::Error::last_os_error());
+        l.l_type != libc::F_UNLCK as libc::c_short
+    }
+
+    /// The root's lock is the daemon's alone: a child that shares the lock file's open
+    /// description (as one between its fork and exec does) does not keep it held once
+    /// the daemon has let go, so a daemon killed mid-spawn never blocks its successor.
+    #[test]
+    fn the_roots_lock_goes_with_the_daemon_not_with_its_children() {
+        let root = std::env::temp_dir().join(format!("pier-lock-test-{}", std::process::id()));
+        fs::create_dir_all(&root).unwrap();
+        let path = root.join("daemon.lock");
+        let lock = lock_root(&root).unwrap();
+        assert!(held(&path), "the daemon holds its root");
+        assert_eq!(
+            fs::read_to_string(&path).unwrap(),
+            std::process::id().to_string()
+        );
+        let mut sharer = std::process::Command::new("sleep")
+            .arg("60")
+            .stdin(std::process::Stdio::from(lock.0.try_clone().unwrap()))
+            .spawn()
+            .unwrap();
+        drop(lock);
+        let free = !held(&path);
+        let again = lock_root(&root);
+        let _ = sharer.kill();
+        let _ = sharer.wait();
+        let _ = fs::remove_dir_all(&root);
+        assert!(free, "a child sharing the lock file kept the root locked");
+        assert!(again.is_ok(), "{:?}", again.err());
     }
 }

@@ -178,6 +178,11 @@ fn a_daemon_that_finds_no_cgroups_refuses_to_start() {
         err.contains("no cgroup hierarchy") && err.contains("nsenter --net"),
         "the error says what is missing and what to do: {err}"
     );
+    assert_eq!(
+        err.matches("no cgroup hierarchy").count(),
+        1,
+        "said once: {err}"
+    );
     assert!(!dir.path().join("pier.sock").exists());
 }
 
