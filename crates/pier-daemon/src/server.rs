@@ -134,16 +134,22 @@ fn lock_root(root: &Path) -> Result<RootLock, DaemonError> {
 /// descriptor of the file, which the daemon never opens twice).
 fn lock_process_wide(f: &File) -> std::io::Result<()> {
     use std::os::fd::AsRawFd;
-    // SAFETY: an all-zero `flock` is valid; the fields that matter are set below.
-    let mut l: libc::flock = unsafe { std::mem::zeroed() };
-    l.l_type = libc::F_WRLCK as libc::c_short;
-    l.l_whence = libc::SEEK_SET as libc::c_short;
-    // l_start 0 and l_len 0: the whole file, however long it grows.
+    let l = whole_file_write_lock();
     // SAFETY: F_SETLK reads the valid `flock` we pass, on a descriptor we own.
     if unsafe { libc::fcntl(f.as_raw_fd(), libc::F_SETLK, &l) } == -1 {
         return Err(std::io::Error::last_os_error());
     }
     Ok(())
+}
+
+/// A write lock on the whole file (l_start 0 and l_len 0: however long it grows), for
+/// `fcntl`.
+fn whole_file_write_lock() -> libc::flock {
+    // SAFETY: an all-zero `flock` is valid; the fields that matter are set below.
+    let mut l: libc::flock = unsafe { std::mem::zeroed() };
+    l.l_type = libc::F_WRLCK as libc::c_short;
+    l.l_whence = libc::SEEK_SET as libc::c_short;
+    l
 }
 
 /// The names of the host objects (bridges, veths, nftables table) of the daemon on
@@ -493,10 +499,7 @@ mod tests {
     fn held(path: &Path) -> bool {
         use std::os::fd::AsRawFd;
         let f = File::options().read(true).write(true).open(path).unwrap();
-        // SAFETY: an all-zero `flock` is valid.
-        let mut l: libc::flock = unsafe { std::mem::zeroed() };
-        l.l_type = libc::F_WRLCK as libc::c_short;
-        l.l_whence = libc::SEEK_SET as libc::c_short;
+        let mut l = whole_file_write_lock();
         // SAFETY: F_OFD_GETLK writes into the `flock` we own, on a descriptor we own.
         let r = unsafe { libc::fcntl(f.as_raw_fd(), libc::F_OFD_GETLK, &mut l) };
         assert_eq!(r, 0, "{}", std::io::Error::last_os_error());

@@ -17,7 +17,7 @@
 use std::fs::File;
 use std::io::{self, Read, Write};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use oci_spec::runtime::{LinuxNamespaceType, Spec};
 
@@ -28,6 +28,33 @@ use crate::cgroups::{Cgroup, Layout};
 use crate::error::{Answer, ErrorKind, StartError, Step};
 use crate::logs::LogWriter;
 use crate::state::{read_json, write_json, Exited, MonitorConfig, Running};
+
+/// What a monitor is called (its second argument): `pier __monitor`.
+pub const ARG: &str = "__monitor";
+
+/// The working directory of process `pid` if it is one of Pier's helpers called `name`
+/// (its second argument: [`ARG`], [`crate::zygote::ARG`]). A monitor works in its
+/// container's directory and a zygote in its containers' one: this is how a daemon
+/// tells which are its own.
+pub fn helper_dir(pid: i32, name: &str) -> Option<PathBuf> {
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+    if cmdline.split(|&b| b == 0).nth(1) != Some(name.as_bytes()) {
+        return None;
+    }
+    std::fs::read_link(format!("/proc/{pid}/cwd")).ok()
+}
+
+/// Every process now that is one of Pier's helpers called `name`, with its working
+/// directory (see [`helper_dir`]).
+pub fn helpers(name: &str) -> Vec<(i32, PathBuf)> {
+    let Ok(rd) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    rd.flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter_map(|pid| Some((pid, helper_dir(pid, name)?)))
+        .collect()
+}
 
 pub(crate) fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
     let (r, w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)?;

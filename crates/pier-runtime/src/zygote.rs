@@ -239,22 +239,21 @@ pub fn outlast_predecessors(dir: &Path, patience: Duration) -> Outlasted {
 /// The processes that look like a zygote of the containers under `dir`: named as one,
 /// working in `dir` or in a container's directory inside it.
 fn predecessors(dir: &Path) -> Vec<i32> {
-    let Ok(rd) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    rd.flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
-        .filter(|&pid| is_predecessor(pid, dir))
+    crate::monitor::helpers(ARG)
+        .into_iter()
+        .filter(|(_, cwd)| serves(cwd, dir))
+        .map(|(pid, _)| pid)
         .collect()
 }
 
 fn is_predecessor(pid: i32, dir: &Path) -> bool {
-    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-    if cmdline.split(|&b| b == 0).nth(1) != Some(ARG.as_bytes()) {
-        return false;
-    }
-    std::fs::read_link(format!("/proc/{pid}/cwd"))
-        .is_ok_and(|cwd| cwd == dir || cwd.parent() == Some(dir))
+    crate::monitor::helper_dir(pid, ARG).is_some_and(|cwd| serves(&cwd, dir))
+}
+
+/// Whether a zygote (or a monitor it forked, not yet named) working in `cwd` serves the
+/// containers under `dir`.
+fn serves(cwd: &Path, dir: &Path) -> bool {
+    cwd == dir || cwd.parent() == Some(dir)
 }
 
 /// The daemon's handle on its zygote, started on first use and again if it died.

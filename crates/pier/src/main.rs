@@ -15,7 +15,7 @@ fn main() {
         None => std::env::current_dir().unwrap_or_default(),
     };
     match args.get(1).and_then(|a| a.to_str()) {
-        Some("__monitor") => std::process::exit(pier_runtime::monitor::main(&dir())),
+        Some(pier_runtime::monitor::ARG) => std::process::exit(pier_runtime::monitor::main(&dir())),
         Some(pier_runtime::zygote::ARG) => std::process::exit(pier_runtime::zygote::main()),
         Some(pier_runtime::vm_start::HELPER_ARG) => {
             std::process::exit(pier_vm::helper::main(&dir()))

@@ -891,35 +891,19 @@ fn make_layer_fs(dir: &Path, limit: u64) -> EngineResult<()> {
     Ok(())
 }
 
-/// Is `pid` still the monitor of the container in `dir`?
+/// Is `pid` still the monitor of the container in `dir`? Its working directory is the
+/// container's (see `start_locked`); a monitor forked by the zygote renamed itself
+/// `pier __monitor`.
 fn monitor_alive(pid: i32, dir: &Path) -> bool {
-    let cmdline = fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-    let args: Vec<&[u8]> = cmdline.split(|&b| b == 0).collect();
-    // Its working directory is the container's (see `start_locked`). A monitor forked by
-    // the zygote renamed itself `pier __monitor`.
-    args.get(1) == Some(&b"__monitor".as_slice())
-        && fs::read_link(format!("/proc/{pid}/cwd")).is_ok_and(|cwd| cwd == dir)
+    pier_runtime::monitor::helper_dir(pid, pier_runtime::monitor::ARG).is_some_and(|cwd| cwd == dir)
 }
 
 /// The monitors running now, by their container's directory (their working directory).
 fn live_monitors() -> HashMap<PathBuf, i32> {
-    let mut out = HashMap::new();
-    let Ok(rd) = fs::read_dir("/proc") else {
-        return out;
-    };
-    for e in rd.flatten() {
-        let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else {
-            continue;
-        };
-        let cmdline = fs::read(e.path().join("cmdline")).unwrap_or_default();
-        if cmdline.split(|&b| b == 0).nth(1) != Some(b"__monitor".as_slice()) {
-            continue;
-        }
-        if let Ok(cwd) = fs::read_link(e.path().join("cwd")) {
-            out.insert(cwd, pid);
-        }
-    }
-    out
+    pier_runtime::monitor::helpers(pier_runtime::monitor::ARG)
+        .into_iter()
+        .map(|(pid, cwd)| (cwd, pid))
+        .collect()
 }
 
 /// Waits (at most 10 s) until the monitor `pid` of the container in `dir` has said how
